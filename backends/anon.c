@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Anonymous private memory: userfaultfd MISSING mode, pages placed with
+ * UFFDIO_COPY from the caller's buffer and zero pages with UFFDIO_ZEROPAGE.
+ * Before registration the range is emptied with MADV_DONTNEED, so every
+ * page faults exactly once.
+ */
+#include <errno.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include "backend.h"
+#include "../migration/uffd.h"
+
+static bool anon_map(sl_mem *m, uint64_t length, GError **errp)
+{
+    void *p = mmap(NULL, length, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+    if (p == MAP_FAILED) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "mmap of %" G_GUINT64_FORMAT
+                    " anonymous bytes: %s", length, g_strerror(errno));
+        return false;
+    }
+    m->host = p;
+    m->length = length;
+    m->page_size = (uint64_t)sysconf(_SC_PAGESIZE);
+    m->owned = true;
+    return true;
+}
+
+static bool anon_prepare(sl_mem *m, GError **errp)
+{
+    m->page_size = (uint64_t)sysconf(_SC_PAGESIZE);
+    if (madvise(m->host, m->length, MADV_DONTNEED) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "madvise(DONTNEED) on %p: %s "
+                    "(is it private anonymous memory?)", m->host, g_strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+static int anon_place(const sl_mem *m, int uffd, uint64_t off, const void *src,
+                      uint64_t len, uint64_t *done, uint64_t *eagain)
+{
+    return sl_uffd_copy(uffd, m->host + off, src, len, done, eagain);
+}
+
+static int anon_zero(const sl_mem *m, int uffd, uint64_t off, uint64_t len,
+                     uint64_t *done, uint64_t *eagain)
+{
+    return sl_uffd_zero(uffd, m->host + off, len, done, eagain);
+}
+
+static void anon_release(sl_mem *m)
+{
+    munmap(m->host, m->length);
+}
+
+const sl_backend_ops sl_backend_anon = {
+    .name = "anon",
+    .uffd_features = 0,
+    .register_mode = UFFDIO_REGISTER_MODE_MISSING,
+    .range_ioctls = SL_IOCTL(_UFFDIO_COPY) | SL_IOCTL(_UFFDIO_ZEROPAGE) |
+                    SL_IOCTL(_UFFDIO_WAKE),
+    .map = anon_map,
+    .prepare = anon_prepare,
+    .place = anon_place,
+    .zero = anon_zero,
+    .release = anon_release,
+};

@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The table of backends, looked up by kind or by name.  Adding a backend
+ * means adding its ops here; nothing else in the engine changes.
+ */
+#include <string.h>
+#include "backend.h"
+
+extern const sl_backend_ops sl_backend_anon;
+
+static const struct {
+    sl_backend_kind kind;
+    const sl_backend_ops *ops;
+} backends[] = {
+    { SL_BACKEND_ANON, &sl_backend_anon },
+};
+
+const sl_backend_ops *sl_backend_get(sl_backend_kind kind)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(backends); i++) {
+        if (backends[i].kind == kind) {
+            return backends[i].ops;
+        }
+    }
+    return NULL;
+}
+
+bool sl_backend_by_name(const char *name, sl_backend_kind *kind)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(backends); i++) {
+        if (strcmp(backends[i].ops->name, name) == 0) {
+            *kind = backends[i].kind;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool sl_mem_map(sl_mem *m, sl_backend_kind kind, uint64_t length, GError **errp)
+{
+    const sl_backend_ops *ops = sl_backend_get(kind);
+
+    if (!ops) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "unknown backend kind %d", kind);
+        return false;
+    }
+    *m = (sl_mem){ .ops = ops };
+    return ops->map(m, length, errp);
+}
+
+void sl_mem_release(sl_mem *m)
+{
+    if (m->owned && m->ops) {
+        m->ops->release(m);
+        m->owned = false;
+    }
+}

@@ -1,0 +1,282 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * snapload public API.
+ *
+ * A VMM (or any program that owns guest RAM) uses this header to open a
+ * snapshot file, attach the memory that must receive each RAM block, start a
+ * lazy restore and follow it to completion.  The restore serves page faults
+ * on the attached memory through userfaultfd while background loaders stream
+ * every remaining page, so the caller may run its vCPUs as soon as
+ * sl_restore_start() has returned.
+ *
+ * The same header describes the snapshot writer used by `snapload save`.
+ *
+ * Conventions: setup and parsing functions return bool and fill a GError;
+ * functions on the fault path return 0 or a negative errno.  Every handle is
+ * opaque.  Exported symbols are versioned (SNAPLOAD_1.0, see snapload.map).
+ */
+#ifndef SNAPLOAD_SNAPLOAD_H
+#define SNAPLOAD_SNAPLOAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+/** Error domain of every GError raised by snapload. */
+#define SL_ERROR (sl_error_quark())
+GQuark sl_error_quark(void);
+
+/** Error codes within SL_ERROR. */
+typedef enum {
+    SL_ERROR_IO,          /**< a system call failed (message names it)  */
+    SL_ERROR_FORMAT,      /**< the snapshot file is invalid or truncated */
+    SL_ERROR_CHECKSUM,    /**< stored data does not match its checksum   */
+    SL_ERROR_INVALID,     /**< the caller passed an invalid argument     */
+    SL_ERROR_UNSUPPORTED, /**< the kernel or host lacks a capability     */
+    SL_ERROR_STATE,       /**< call not allowed in the handle's state    */
+} SlErrorCode;
+
+/* ------------------------------------------------------------------ */
+/* Snapshot reader                                                    */
+/* ------------------------------------------------------------------ */
+
+typedef struct sl_snapshot sl_snapshot;
+
+/** Section types of the snapshot container (see docs/format.md). */
+enum {
+    SL_SECTION_DEVICE_STATE = 1, /**< opaque bytes saved by the VMM       */
+    SL_SECTION_HOT_PAGES    = 2, /**< reserved: ordered list of hot pages */
+};
+
+/** What the reader knows of one RAM block. Strings live as long as the snapshot. */
+typedef struct {
+    const char *name;        /**< block name (e.g. "pc.ram")                 */
+    uint64_t length;         /**< bytes of guest RAM                         */
+    uint64_t page_size;      /**< granularity of the bitmap and of page data */
+    int numa_node;           /**< host node hint, -1 if none                 */
+    uint64_t pages;          /**< length / page_size                         */
+    uint64_t present_pages;  /**< pages stored in the file (the rest are 0)  */
+    uint64_t pages_offset;   /**< file offset of page 0                      */
+} sl_block_info;
+
+/**
+ * sl_snapshot_open:
+ * Open and fully validate a snapshot: header, tables, every block's
+ * mapped-ram header, bitmap and checksum array.  Page data is not read.
+ * Returns NULL with @errp set (naming the bad field and value) on error.
+ */
+sl_snapshot *sl_snapshot_open(const char *path, GError **errp);
+
+/** sl_snapshot_close: release a snapshot opened by sl_snapshot_open(). NULL is ok. */
+void sl_snapshot_close(sl_snapshot *snap);
+
+/** sl_snapshot_n_blocks: number of RAM blocks. */
+unsigned sl_snapshot_n_blocks(const sl_snapshot *snap);
+
+/** sl_snapshot_block: fill @out for block @index; false if out of range. */
+bool sl_snapshot_block(const sl_snapshot *snap, unsigned index, sl_block_info *out);
+
+/** sl_snapshot_find_block: index of the block called @name, or -1. */
+int sl_snapshot_find_block(const sl_snapshot *snap, const char *name);
+
+/** sl_snapshot_file_size: size of the snapshot file in bytes. */
+uint64_t sl_snapshot_file_size(const sl_snapshot *snap);
+
+/** sl_snapshot_n_sections: number of entries in the section table. */
+unsigned sl_snapshot_n_sections(const sl_snapshot *snap);
+
+/** sl_snapshot_section: type and length of section @index; false if out of range. */
+bool sl_snapshot_section(const sl_snapshot *snap, unsigned index,
+                         uint32_t *type, uint64_t *length);
+
+/**
+ * sl_snapshot_read_section:
+ * Read and checksum-verify the first section of @type.  Returns NULL with
+ * @errp set when absent, unreadable or corrupt.
+ */
+GBytes *sl_snapshot_read_section(sl_snapshot *snap, uint32_t type, GError **errp);
+
+/**
+ * sl_snapshot_page_present: whether page @index of block @block is stored.
+ * Out-of-range arguments return false.
+ */
+bool sl_snapshot_page_present(const sl_snapshot *snap, unsigned block, uint64_t index);
+
+/**
+ * sl_snapshot_page_checksum: the stored XXH3-64 of a present page (0 for a
+ * zero page).  Used by consumers that want to check what they see.
+ */
+uint64_t sl_snapshot_page_checksum(const sl_snapshot *snap, unsigned block, uint64_t index);
+
+/**
+ * sl_snapshot_read_pages:
+ * Read @n pages starting at @first of @block into @buf (n * page_size bytes):
+ * stored pages from the file, zero pages as zeros.  With @verify, every
+ * stored page is checked against its checksum.  Returns 0, -EIO on a short
+ * read or -EBADMSG on a checksum mismatch, or another -errno.
+ */
+int sl_snapshot_read_pages(sl_snapshot *snap, unsigned block, uint64_t first,
+                           uint64_t n, void *buf, bool verify);
+
+/* ------------------------------------------------------------------ */
+/* Snapshot writer                                                    */
+/* ------------------------------------------------------------------ */
+
+typedef struct sl_writer sl_writer;
+
+/** sl_writer_new: create (truncate) @path for writing a snapshot. */
+sl_writer *sl_writer_new(const char *path, GError **errp);
+
+/**
+ * sl_writer_add_block:
+ * Declare a RAM block.  All blocks must be declared before the first
+ * sl_writer_write().  @page_size is a power of two from 4 KiB to 1 GiB and
+ * divides @length; @numa_node is a hint (-1 for none).  Returns the block's
+ * index, or -1 with @errp set.
+ */
+int sl_writer_add_block(sl_writer *w, const char *name, uint64_t length,
+                        uint64_t page_size, int numa_node, GError **errp);
+
+/**
+ * sl_writer_write:
+ * Store @len bytes of guest RAM at @offset of @block (both page aligned).
+ * Zero pages are detected and left out of the file.  Pages may be written
+ * in any order; a page never written is a zero page.
+ */
+bool sl_writer_write(sl_writer *w, unsigned block, uint64_t offset,
+                     const void *data, size_t len, GError **errp);
+
+/** sl_writer_add_section: append an opaque section (copied) of @type. */
+bool sl_writer_add_section(sl_writer *w, uint32_t type, const void *data,
+                           size_t len, GError **errp);
+
+/**
+ * sl_writer_finish: write bitmaps, checksums, tables and, last, the header.
+ * Does not fsync: a caller that needs durability syncs the file itself.
+ */
+bool sl_writer_finish(sl_writer *w, GError **errp);
+
+/** sl_writer_free: release the writer (an unfinished file is left invalid). */
+void sl_writer_free(sl_writer *w);
+
+/* ------------------------------------------------------------------ */
+/* Lazy restore                                                       */
+/* ------------------------------------------------------------------ */
+
+typedef struct sl_restore sl_restore;
+
+/** Kinds of memory a block can be restored into. */
+typedef enum {
+    SL_BACKEND_ANON = 0, /**< private anonymous memory: MISSING + COPY/ZEROPAGE */
+} sl_backend_kind;
+
+/** Restore settings; zero-initialise, set size = sizeof, then override. */
+typedef struct {
+    uint32_t size;             /**< sizeof(sl_restore_config), for versioning  */
+    unsigned loader_threads;   /**< background loaders; 0 = default (1)       */
+    bool no_checksum;          /**< skip checksum verification (trusted file) */
+    bool no_loaders;           /**< serve faults only (for tests/benchmarks)  */
+} sl_restore_config;
+
+/** Restore statistics; set size = sizeof before sl_restore_get_stats(). */
+typedef struct {
+    uint32_t size;                 /**< sizeof(sl_stats), for versioning */
+    uint64_t pages_total;          /**< pages of every attached block     */
+    uint64_t pages_present;        /**< pages placed so far               */
+    uint64_t faults;               /**< page-fault messages read          */
+    uint64_t faults_on_claimed;    /**< faults on a page a loader was placing */
+    uint64_t faults_on_present;    /**< faults on an already placed page  */
+    uint64_t pages_by_fault;       /**< pages placed by the fault thread  */
+    uint64_t pages_by_loader;      /**< pages placed by background loaders */
+    uint64_t zero_pages;           /**< pages placed as zeros             */
+    uint64_t pages_placed_twice;   /**< audit: pages placed more than once */
+    uint64_t pages_never_placed;   /**< audit: pages not placed (at completion) */
+    uint64_t bytes_read;           /**< bytes read from the snapshot      */
+    uint64_t checksum_failures;    /**< pages refused for a bad checksum  */
+    uint64_t eexist;               /**< placements answered with EEXIST   */
+    uint64_t eagain;               /**< placements retried after EAGAIN   */
+    double time_to_ready_ms;       /**< start() call to faults being served */
+    double time_to_first_fault_ms; /**< start() to first fault; <0 if none */
+    double time_to_complete_ms;    /**< start() to every page present; <0 if not */
+    double fault_p50_us;           /**< fault service latency, median     */
+    double fault_p99_us;           /**< fault service latency, 99th pct   */
+    double fault_max_us;           /**< fault service latency, maximum    */
+    double checksum_ms;            /**< CPU time loaders spent hashing    */
+    double loader_ms;              /**< wall time of the busiest loader   */
+    int error;                     /**< first fatal -errno, 0 if none     */
+} sl_stats;
+
+/**
+ * sl_restore_new:
+ * Create a restore of @snap (which must outlive it).  @cfg may be NULL for
+ * defaults.  Nothing is registered until sl_restore_start().
+ */
+sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GError **errp);
+
+/**
+ * sl_restore_attach:
+ * Attach the memory at @addr (page aligned, @length bytes, equal to the
+ * block's length) that receives block @block_name.  For SL_BACKEND_ANON the
+ * memory must be private anonymous; its current contents are discarded.
+ */
+bool sl_restore_attach(sl_restore *r, const char *block_name, void *addr,
+                       uint64_t length, sl_backend_kind kind, GError **errp);
+
+/**
+ * sl_restore_start:
+ * Register every attached range with userfaultfd, start the fault thread and
+ * the loaders.  When it returns true, the memory may be used: any access is
+ * served on demand.
+ */
+bool sl_restore_start(sl_restore *r, GError **errp);
+
+/**
+ * sl_restore_poll: 0 when every page is present, -EINPROGRESS while the
+ * restore runs, or the fatal -errno that stopped it.
+ */
+int sl_restore_poll(sl_restore *r);
+
+/**
+ * sl_restore_wait: wait up to @timeout_ms (-1 = forever) for completion or
+ * failure; returns as sl_restore_poll().
+ */
+int sl_restore_wait(sl_restore *r, int timeout_ms);
+
+/**
+ * sl_restore_eventfd: an fd that becomes readable once the restore has
+ * completed or failed (for callers with their own poll loop).  Do not read it.
+ */
+int sl_restore_eventfd(const sl_restore *r);
+
+/**
+ * sl_restore_stop: stop the loaders and the fault thread.  Pages not yet
+ * present stay registered no longer: only call it after completion or when
+ * the memory will not be used again.
+ */
+void sl_restore_stop(sl_restore *r);
+
+/** sl_restore_get_stats: copy the statistics into @out (set out->size first). */
+void sl_restore_get_stats(const sl_restore *r, sl_stats *out);
+
+/** sl_restore_free: stop if needed and release. NULL is ok. */
+void sl_restore_free(sl_restore *r);
+
+/* ------------------------------------------------------------------ */
+/* Eager load (the baseline every benchmark compares against)          */
+/* ------------------------------------------------------------------ */
+
+/**
+ * sl_eager_load:
+ * Copy block @block of @snap into @dst (fresh memory of the block's length)
+ * with @threads threads using pread, as a non-lazy loader would.  Zero pages
+ * are skipped (fresh memory reads as zero).  Returns 0 or -errno.
+ */
+int sl_eager_load(sl_snapshot *snap, unsigned block, void *dst,
+                  unsigned threads, bool verify);
+
+G_END_DECLS
+
+#endif /* SNAPLOAD_SNAPLOAD_H */

@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * On-disk layout of a snapload snapshot (docs/format.md is the reference).
+ *
+ * The container (file header, block table, section table) is little-endian.
+ * Each RAM block carries QEMU's mapped-ram header (28 bytes, big-endian), its
+ * bitmap of present pages (64-bit little-endian words) and an array of
+ * XXH3-64 checksums, one per page.  Page data sits at fixed offsets from the
+ * block's 1 MiB aligned pages_offset.  This header also holds the in-memory
+ * form of an opened snapshot, shared by the reader, the writer and the engine.
+ */
+#ifndef SNAPLOAD_FORMAT_H
+#define SNAPLOAD_FORMAT_H
+
+#include <stdint.h>
+#include "snapload/snapload.h"
+
+#define SL_MAGIC             "SNAPLOAD"
+#define SL_VERSION           1u
+#define SL_HEADER_SIZE       64u
+#define SL_BLOCK_ENTRY_SIZE  128u
+#define SL_SECTION_ENTRY_SIZE 32u
+#define SL_NAME_MAX          64u   /* bytes incl. the terminating NUL */
+#define SL_NO_NODE           0xffffffffu
+#define SL_MAX_BLOCKS        1024u
+#define SL_MAX_SECTIONS      1024u
+
+#define SL_MR_HEADER_SIZE    28u   /* packed mapped-ram header */
+#define SL_MR_VERSION        1u
+#define SL_MR_ALIGN          (1u << 20) /* pages_offset alignment */
+#define SL_MIN_PAGE          4096u
+#define SL_MAX_PAGE          (1ull << 30)
+
+/* Offsets of the file header fields. */
+enum {
+    SL_H_MAGIC = 0, SL_H_VERSION = 8, SL_H_HDRSIZE = 12, SL_H_FILESIZE = 16,
+    SL_H_NBLOCKS = 24, SL_H_NSECTIONS = 28, SL_H_BLKTAB = 32, SL_H_SECTAB = 40,
+    SL_H_TABLES_CSUM = 48, SL_H_HEADER_CSUM = 56,
+};
+
+/* Offsets of the block table entry fields. */
+enum {
+    SL_B_NAME = 0, SL_B_LENGTH = 64, SL_B_PAGESIZE = 72, SL_B_NODE = 80,
+    SL_B_FLAGS = 84, SL_B_RAMHDR = 88, SL_B_CSUMS = 96, SL_B_PRESENT = 104,
+    SL_B_META_CSUM = 112, SL_B_RESERVED = 120,
+};
+
+/* Offsets of the section table entry fields. */
+enum { SL_S_TYPE = 0, SL_S_FLAGS = 4, SL_S_OFFSET = 8, SL_S_LENGTH = 16, SL_S_CSUM = 24 };
+
+/* Offsets of the mapped-ram header fields (big-endian). */
+enum { SL_MR_VER = 0, SL_MR_PAGESIZE = 4, SL_MR_BITMAP = 12, SL_MR_PAGES = 20 };
+
+/* One RAM block as loaded by the reader. Immutable after open. */
+typedef struct {
+    char name[SL_NAME_MAX];
+    uint64_t length;
+    uint64_t page_size;
+    uint64_t npages;
+    int numa_node;
+    uint64_t ramhdr_offset;
+    uint64_t bitmap_offset;
+    uint64_t csum_offset;
+    uint64_t pages_offset;
+    uint64_t present_pages;
+    uint64_t *bitmap;   /* npages bits, host-order words */
+    uint64_t *csums;    /* npages entries, host order */
+} sl_block;
+
+typedef struct {
+    uint32_t type;
+    uint64_t offset;
+    uint64_t length;
+    uint64_t csum;
+} sl_section;
+
+/* An opened snapshot. Immutable after sl_snapshot_open(); safe to share. */
+struct sl_snapshot {
+    int fd;
+    char *path;
+    uint64_t file_size;
+    unsigned nblocks;
+    unsigned nsections;
+    sl_block *blocks;
+    sl_section *sections;
+};
+
+/* Little-/big-endian field access on byte buffers. */
+static inline uint32_t sl_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t sl_le64(const uint8_t *p)
+{
+    return (uint64_t)sl_le32(p) | (uint64_t)sl_le32(p + 4) << 32;
+}
+static inline uint32_t sl_be32(const uint8_t *p)
+{
+    return (uint32_t)p[3] | (uint32_t)p[2] << 8 | (uint32_t)p[1] << 16 | (uint32_t)p[0] << 24;
+}
+static inline uint64_t sl_be64(const uint8_t *p)
+{
+    return (uint64_t)sl_be32(p) << 32 | (uint64_t)sl_be32(p + 4);
+}
+static inline void sl_put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void sl_put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void sl_put_be32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) p[3 - i] = (uint8_t)(v >> (8 * i));
+}
+static inline void sl_put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) p[7 - i] = (uint8_t)(v >> (8 * i));
+}
+
+/** Bytes of a bitmap of @npages bits, rounded to whole 64-bit words. */
+static inline uint64_t sl_bitmap_bytes(uint64_t npages)
+{
+    return (npages + 63) / 64 * 8;
+}
+
+static inline bool sl_bit_test(const uint64_t *bm, uint64_t i)
+{
+    return (bm[i / 64] >> (i % 64)) & 1;
+}
+
+static inline void sl_bit_set(uint64_t *bm, uint64_t i)
+{
+    bm[i / 64] |= 1ull << (i % 64);
+}
+
+static inline uint64_t sl_align_up(uint64_t v, uint64_t a)
+{
+    return (v + a - 1) / a * a;
+}
+
+/** XXH3-64 of @len bytes: the one hash used for every checksum. */
+uint64_t sl_hash(const void *data, size_t len);
+
+/** Seeded continuation used for checksums over two buffers. */
+uint64_t sl_hash2(const void *a, size_t alen, const void *b, size_t blen);
+
+/** Full pread/pwrite loops; return 0, -EIO on a short transfer, or -errno. */
+int sl_pread_full(int fd, void *buf, size_t len, uint64_t off);
+int sl_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+
+#endif /* SNAPLOAD_FORMAT_H */

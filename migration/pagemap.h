@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Exactly-once page map.  One 32-bit atomic state per page of a block,
+ * shared by the fault thread and the loaders:
+ *
+ *     ABSENT --claim--> CLAIMED --publish--> PRESENT
+ *                          \--unclaim--> ABSENT   (placement failed)
+ *
+ * Only the thread whose claim succeeded may place the page, so no page is
+ * placed twice.  A thread that needs a page another thread is placing waits
+ * on the state word with a futex.  Independently of the states, an audit
+ * counter per page records how many placements really succeeded, so tests
+ * can prove that every page was placed exactly once.
+ */
+#ifndef SNAPLOAD_PAGEMAP_H
+#define SNAPLOAD_PAGEMAP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum { SL_PAGE_ABSENT = 0, SL_PAGE_CLAIMED = 1, SL_PAGE_PRESENT = 2 };
+
+typedef struct sl_pagemap sl_pagemap;
+
+/** sl_pagemap_new: a map of @npages pages, all ABSENT. */
+sl_pagemap *sl_pagemap_new(uint64_t npages);
+
+/** sl_pagemap_free: release; NULL is ok. */
+void sl_pagemap_free(sl_pagemap *m);
+
+/** sl_pagemap_npages: number of pages in the map. */
+uint64_t sl_pagemap_npages(const sl_pagemap *m);
+
+/** sl_pagemap_state: current state of page @i (acquire load). */
+int sl_pagemap_state(const sl_pagemap *m, uint64_t i);
+
+/** sl_pagemap_claim: ABSENT -> CLAIMED; true if this caller won page @i. */
+bool sl_pagemap_claim(sl_pagemap *m, uint64_t i);
+
+/**
+ * sl_pagemap_publish: CLAIMED -> PRESENT for pages [@i, @i + @n), which the
+ * caller claimed and placed; wakes waiters.  Returns the number of pages
+ * present in the map afterwards.
+ */
+uint64_t sl_pagemap_publish(sl_pagemap *m, uint64_t i, uint64_t n);
+
+/** sl_pagemap_unclaim: CLAIMED -> ABSENT for pages the caller failed to place. */
+void sl_pagemap_unclaim(sl_pagemap *m, uint64_t i, uint64_t n);
+
+/** sl_pagemap_wait: block (futex, no polling) until page @i is PRESENT. */
+void sl_pagemap_wait(sl_pagemap *m, uint64_t i);
+
+/** sl_pagemap_present: pages PRESENT so far. */
+uint64_t sl_pagemap_present(const sl_pagemap *m);
+
+/** sl_pagemap_note_placed: audit: a placement of [@i, @i + @n) succeeded. */
+void sl_pagemap_note_placed(sl_pagemap *m, uint64_t i, uint64_t n);
+
+/** sl_pagemap_audit: pages placed more than once, and pages never placed. */
+void sl_pagemap_audit(const sl_pagemap *m, uint64_t *twice, uint64_t *never);
+
+#endif /* SNAPLOAD_PAGEMAP_H */

@@ -1,0 +1,347 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Snapshot reader: opens a snapshot file and validates all of its metadata
+ * before anything uses it.  Every offset and length is checked for overflow
+ * and against the file size, regions may not overlap, the bitmap must fit
+ * its block, and every table is checksummed.  Errors name the field and the
+ * bad value.  Page data is read later, page by page, by sl_snapshot_read_pages().
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "format.h"
+
+typedef struct {
+    uint64_t start, len;
+    char what[96];
+} region;
+
+typedef struct {
+    sl_snapshot *s;
+    GArray *regions;
+} ctx;
+
+#define BAD(errp, ...) \
+    (g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, __VA_ARGS__), false)
+
+/* Record [start, start+len) as used by @what; checks it lies in the file. */
+static bool claim_region(ctx *c, uint64_t start, uint64_t len, GError **errp,
+                         const char *fmt, ...) G_GNUC_PRINTF(5, 6);
+
+static bool claim_region(ctx *c, uint64_t start, uint64_t len, GError **errp,
+                         const char *fmt, ...)
+{
+    region r = { .start = start, .len = len };
+    uint64_t end;
+    va_list ap;
+
+    va_start(ap, fmt);
+    g_vsnprintf(r.what, sizeof(r.what), fmt, ap);
+    va_end(ap);
+    if (__builtin_add_overflow(start, len, &end) || end > c->s->file_size) {
+        return BAD(errp, "%s: offset %" G_GUINT64_FORMAT " + length %" G_GUINT64_FORMAT
+                   " lies beyond the end of the file (%" G_GUINT64_FORMAT " bytes)",
+                   r.what, start, len, c->s->file_size);
+    }
+    if (len) {
+        g_array_append_val(c->regions, r);
+    }
+    return true;
+}
+
+static gint region_cmp(gconstpointer a, gconstpointer b)
+{
+    const region *x = a, *y = b;
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
+static bool check_overlaps(ctx *c, GError **errp)
+{
+    g_array_sort(c->regions, region_cmp);
+    for (guint i = 1; i < c->regions->len; i++) {
+        region *p = &g_array_index(c->regions, region, i - 1);
+        region *q = &g_array_index(c->regions, region, i);
+        if (p->start + p->len > q->start) {
+            return BAD(errp, "%s (offset %" G_GUINT64_FORMAT ") overlaps %s (offset %"
+                       G_GUINT64_FORMAT ", length %" G_GUINT64_FORMAT ")",
+                       q->what, q->start, p->what, p->start, p->len);
+        }
+    }
+    return true;
+}
+
+static bool read_at(ctx *c, void *buf, size_t len, uint64_t off, const char *what,
+                    GError **errp)
+{
+    int ret = sl_pread_full(c->s->fd, buf, len, off);
+    if (ret < 0) {
+        g_set_error(errp, SL_ERROR, ret == -EIO ? SL_ERROR_FORMAT : SL_ERROR_IO,
+                    "reading %s at offset %" G_GUINT64_FORMAT ": %s", what, off,
+                    ret == -EIO ? "file ends early" : g_strerror(-ret));
+        return false;
+    }
+    return true;
+}
+
+static bool parse_header(ctx *c, const uint8_t *h, GError **errp)
+{
+    sl_snapshot *s = c->s;
+    uint64_t fsize = sl_le64(h + SL_H_FILESIZE);
+    uint64_t want = sl_le64(h + SL_H_HEADER_CSUM), got = sl_hash(h, SL_H_HEADER_CSUM);
+
+    if (memcmp(h, SL_MAGIC, 8) != 0) {
+        return BAD(errp, "magic: not a snapload snapshot (first bytes are not \"%s\")", SL_MAGIC);
+    }
+    if (want != got) {
+        return BAD(errp, "header_csum: stored 0x%016" G_GINT64_MODIFIER "x, computed 0x%016"
+                   G_GINT64_MODIFIER "x (header corrupted)", want, got);
+    }
+    if (sl_le32(h + SL_H_VERSION) != SL_VERSION) {
+        return BAD(errp, "version: %u is not supported (this reader reads version %u)",
+                   sl_le32(h + SL_H_VERSION), SL_VERSION);
+    }
+    if (sl_le32(h + SL_H_HDRSIZE) != SL_HEADER_SIZE) {
+        return BAD(errp, "header_size: %u, expected %u", sl_le32(h + SL_H_HDRSIZE),
+                   SL_HEADER_SIZE);
+    }
+    if (fsize != s->file_size) {
+        return BAD(errp, "file_size: header says %" G_GUINT64_FORMAT " bytes but the file has %"
+                   G_GUINT64_FORMAT " (%s)", fsize, s->file_size,
+                   fsize > s->file_size ? "truncated" : "trailing bytes");
+    }
+    s->nblocks = sl_le32(h + SL_H_NBLOCKS);
+    s->nsections = sl_le32(h + SL_H_NSECTIONS);
+    if (s->nblocks == 0 || s->nblocks > SL_MAX_BLOCKS) {
+        return BAD(errp, "n_blocks: %u is not between 1 and %u", s->nblocks, SL_MAX_BLOCKS);
+    }
+    if (s->nsections > SL_MAX_SECTIONS) {
+        return BAD(errp, "n_sections: %u exceeds %u", s->nsections, SL_MAX_SECTIONS);
+    }
+    return claim_region(c, 0, SL_HEADER_SIZE, errp, "file header");
+}
+
+static bool parse_block_entry(ctx *c, unsigned i, const uint8_t *e, GError **errp)
+{
+    sl_block *b = &c->s->blocks[i];
+    uint32_t node = sl_le32(e + SL_B_NODE);
+    const char *nul = memchr(e + SL_B_NAME, 0, SL_NAME_MAX);
+
+    if (!nul || nul == (const char *)e) {
+        return BAD(errp, "block %u: name is empty or not NUL-terminated within %u bytes",
+                   i, SL_NAME_MAX);
+    }
+    memcpy(b->name, e + SL_B_NAME, SL_NAME_MAX);
+    for (unsigned j = 0; j < i; j++) {
+        if (strcmp(c->s->blocks[j].name, b->name) == 0) {
+            return BAD(errp, "block %u: name '%s' is used by block %u too", i, b->name, j);
+        }
+    }
+    b->length = sl_le64(e + SL_B_LENGTH);
+    b->page_size = sl_le64(e + SL_B_PAGESIZE);
+    if (b->page_size < SL_MIN_PAGE || b->page_size > SL_MAX_PAGE ||
+        (b->page_size & (b->page_size - 1))) {
+        return BAD(errp, "block %u ('%s'): page_size %" G_GUINT64_FORMAT " is not a power of "
+                   "two from 4096 to 1 GiB", i, b->name, b->page_size);
+    }
+    if (b->length == 0 || b->length % b->page_size) {
+        return BAD(errp, "block %u ('%s'): length %" G_GUINT64_FORMAT " is not a non-zero "
+                   "multiple of page_size %" G_GUINT64_FORMAT, i, b->name, b->length,
+                   b->page_size);
+    }
+    if (node != SL_NO_NODE && node >= 1024) {
+        return BAD(errp, "block %u ('%s'): numa_node %u is out of range", i, b->name, node);
+    }
+    if (sl_le32(e + SL_B_FLAGS) || sl_le64(e + SL_B_RESERVED)) {
+        return BAD(errp, "block %u ('%s'): flags/reserved fields are not zero", i, b->name);
+    }
+    b->numa_node = node == SL_NO_NODE ? -1 : (int)node;
+    b->npages = b->length / b->page_size;
+    b->ramhdr_offset = sl_le64(e + SL_B_RAMHDR);
+    b->csum_offset = sl_le64(e + SL_B_CSUMS);
+    b->present_pages = sl_le64(e + SL_B_PRESENT);
+    return true;
+}
+
+static bool parse_ramhdr(ctx *c, sl_block *b, unsigned i, GError **errp)
+{
+    uint8_t h[SL_MR_HEADER_SIZE];
+    uint64_t psize;
+
+    if (!claim_region(c, b->ramhdr_offset, SL_MR_HEADER_SIZE, errp,
+                      "block %u ('%s') mapped-ram header", i, b->name) ||
+        !read_at(c, h, sizeof(h), b->ramhdr_offset, "mapped-ram header", errp)) {
+        return false;
+    }
+    if (sl_be32(h + SL_MR_VER) != SL_MR_VERSION) {
+        return BAD(errp, "block %u ('%s'): mapped-ram version %u is not supported (want %u)",
+                   i, b->name, sl_be32(h + SL_MR_VER), SL_MR_VERSION);
+    }
+    psize = sl_be64(h + SL_MR_PAGESIZE);
+    if (psize != b->page_size) {
+        return BAD(errp, "block %u ('%s'): mapped-ram page_size %" G_GUINT64_FORMAT
+                   " differs from the block table's %" G_GUINT64_FORMAT, i, b->name,
+                   psize, b->page_size);
+    }
+    b->bitmap_offset = sl_be64(h + SL_MR_BITMAP);
+    b->pages_offset = sl_be64(h + SL_MR_PAGES);
+    if (b->pages_offset % SL_MR_ALIGN || b->pages_offset % b->page_size) {
+        return BAD(errp, "block %u ('%s'): pages_offset %" G_GUINT64_FORMAT " is not aligned "
+                   "to 1 MiB and to the page size", i, b->name, b->pages_offset);
+    }
+    return claim_region(c, b->bitmap_offset, sl_bitmap_bytes(b->npages), errp,
+                        "block %u ('%s') bitmap", i, b->name) &&
+           claim_region(c, b->csum_offset, b->npages * 8, errp,
+                        "block %u ('%s') checksum array", i, b->name) &&
+           claim_region(c, b->pages_offset, b->length, errp,
+                        "block %u ('%s') page data", i, b->name);
+}
+
+/* Reads bitmap + checksums, checks meta_csum, tail bits, counts. */
+static bool load_block_meta(ctx *c, sl_block *b, unsigned i, uint64_t meta_csum,
+                            GError **errp)
+{
+    uint64_t bmb = sl_bitmap_bytes(b->npages), count = 0;
+
+    b->bitmap = g_malloc(bmb);
+    b->csums = g_malloc(b->npages * 8);
+    if (!read_at(c, b->bitmap, bmb, b->bitmap_offset, "bitmap", errp) ||
+        !read_at(c, b->csums, b->npages * 8, b->csum_offset, "checksum array", errp)) {
+        return false;
+    }
+    if (sl_hash2(b->bitmap, bmb, b->csums, b->npages * 8) != meta_csum) {
+        return BAD(errp, "block %u ('%s'): meta_csum does not match its bitmap and checksum "
+                   "array (metadata corrupted)", i, b->name);
+    }
+    for (uint64_t w = 0; w < bmb / 8; w++) {
+        b->bitmap[w] = GUINT64_FROM_LE(b->bitmap[w]);
+    }
+    for (uint64_t p = 0; p < b->npages; p++) {
+        b->csums[p] = GUINT64_FROM_LE(b->csums[p]);
+    }
+    if (b->npages % 64 && b->bitmap[bmb / 8 - 1] >> (b->npages % 64)) {
+        return BAD(errp, "block %u ('%s'): bitmap has bits set past page %" G_GUINT64_FORMAT,
+                   i, b->name, b->npages);
+    }
+    for (uint64_t w = 0; w < bmb / 8; w++) {
+        count += (uint64_t)__builtin_popcountll(b->bitmap[w]);
+    }
+    if (count != b->present_pages) {
+        return BAD(errp, "block %u ('%s'): present_pages %" G_GUINT64_FORMAT " but the bitmap "
+                   "has %" G_GUINT64_FORMAT " bits set", i, b->name, b->present_pages, count);
+    }
+    return true;
+}
+
+static bool parse_blocks(ctx *c, const uint8_t *tab, GError **errp)
+{
+    sl_snapshot *s = c->s;
+
+    s->blocks = g_new0(sl_block, s->nblocks);
+    for (unsigned i = 0; i < s->nblocks; i++) {
+        const uint8_t *e = tab + (size_t)i * SL_BLOCK_ENTRY_SIZE;
+        if (!parse_block_entry(c, i, e, errp) ||
+            !parse_ramhdr(c, &s->blocks[i], i, errp) ||
+            !load_block_meta(c, &s->blocks[i], i, sl_le64(e + SL_B_META_CSUM), errp)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool parse_sections(ctx *c, const uint8_t *tab, GError **errp)
+{
+    sl_snapshot *s = c->s;
+
+    s->sections = g_new0(sl_section, s->nsections ? s->nsections : 1);
+    for (unsigned i = 0; i < s->nsections; i++) {
+        const uint8_t *e = tab + (size_t)i * SL_SECTION_ENTRY_SIZE;
+        sl_section *sec = &s->sections[i];
+        sec->type = sl_le32(e + SL_S_TYPE);
+        sec->offset = sl_le64(e + SL_S_OFFSET);
+        sec->length = sl_le64(e + SL_S_LENGTH);
+        sec->csum = sl_le64(e + SL_S_CSUM);
+        if (sl_le32(e + SL_S_FLAGS)) {
+            return BAD(errp, "section %u: flags 0x%x are not zero", i, sl_le32(e + SL_S_FLAGS));
+        }
+        if (!claim_region(c, sec->offset, sec->length, errp, "section %u (type %u)", i,
+                          sec->type)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool parse_tables(ctx *c, const uint8_t *h, GError **errp)
+{
+    sl_snapshot *s = c->s;
+    uint64_t boff = sl_le64(h + SL_H_BLKTAB), soff = sl_le64(h + SL_H_SECTAB);
+    size_t blen = (size_t)s->nblocks * SL_BLOCK_ENTRY_SIZE;
+    size_t slen = (size_t)s->nsections * SL_SECTION_ENTRY_SIZE;
+    g_autofree uint8_t *btab = g_malloc(blen);
+    g_autofree uint8_t *stab = g_malloc(slen + 1);
+
+    if (!claim_region(c, boff, blen, errp, "block table") ||
+        !claim_region(c, soff, slen, errp, "section table") ||
+        !read_at(c, btab, blen, boff, "block table", errp) ||
+        !read_at(c, stab, slen, soff, "section table", errp)) {
+        return false;
+    }
+    if (sl_hash2(btab, blen, stab, slen) != sl_le64(h + SL_H_TABLES_CSUM)) {
+        return BAD(errp, "tables_csum: block/section tables do not match their checksum "
+                   "(tables corrupted)");
+    }
+    return parse_blocks(c, btab, errp) && parse_sections(c, stab, errp);
+}
+
+sl_snapshot *sl_snapshot_open(const char *path, GError **errp)
+{
+    sl_snapshot *s = g_new0(sl_snapshot, 1);
+    ctx c = { .s = s, .regions = g_array_new(false, false, sizeof(region)) };
+    uint8_t h[SL_HEADER_SIZE];
+    struct stat st;
+    bool ok;
+
+    s->path = g_strdup(path);
+    s->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (s->fd < 0 || fstat(s->fd, &st) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", path, g_strerror(errno));
+        ok = false;
+    } else {
+        s->file_size = (uint64_t)st.st_size;
+        ok = (s->file_size >= SL_HEADER_SIZE ||
+              BAD(errp, "file is %" G_GUINT64_FORMAT " bytes, smaller than the %u-byte header",
+                  s->file_size, SL_HEADER_SIZE)) &&
+             read_at(&c, h, sizeof(h), 0, "file header", errp) &&
+             parse_header(&c, h, errp) && parse_tables(&c, h, errp) &&
+             check_overlaps(&c, errp);
+        if (!ok) {
+            g_prefix_error(errp, "%s: ", path);
+        }
+    }
+    g_array_free(c.regions, true);
+    if (!ok) {
+        sl_snapshot_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+void sl_snapshot_close(sl_snapshot *s)
+{
+    if (!s) {
+        return;
+    }
+    if (s->fd >= 0) {
+        close(s->fd);
+    }
+    for (unsigned i = 0; s->blocks && i < s->nblocks; i++) {
+        g_free(s->blocks[i].bitmap);
+        g_free(s->blocks[i].csums);
+    }
+    g_free(s->blocks);
+    g_free(s->sections);
+    g_free(s->path);
+    g_free(s);
+}

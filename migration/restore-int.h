@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Internal state of a lazy restore, shared by the lifecycle code
+ * (restore.c) and the fault thread and loaders (engine.c).
+ *
+ * Ownership:
+ * - Everything set by sl_restore_new()/attach()/start() (regions, their
+ *   memory, unit sizes, fds, times t_start/t_ready) is written by the
+ *   caller's thread before the worker threads exist, and read-only after.
+ * - The uffd message stream is read only by the fault thread, which alone
+ *   unregisters the ranges on completion.
+ * - Placement ioctls are issued by whichever thread won the page's claim in
+ *   the region's page map.
+ * - Counters and the histogram are relaxed atomics (statistics only).
+ * - status/stopping/remaining are the synchronising atomics; each use says
+ *   what it pairs with.
+ */
+#ifndef SNAPLOAD_RESTORE_INT_H
+#define SNAPLOAD_RESTORE_INT_H
+
+#include <stdatomic.h>
+#include "format.h"
+#include "histogram.h"
+#include "pagemap.h"
+#include "../backends/backend.h"
+
+#define SL_CHUNK_BYTES (1u << 20) /* loader read size for runs of pages */
+
+typedef struct sl_region {
+    sl_restore *r;
+    unsigned block;          /* index in the snapshot */
+    const sl_block *blk;
+    sl_mem mem;
+    sl_pagemap *map;         /* one entry per placement unit */
+    uint64_t unit;           /* placement unit: max(snapshot page, backend page) */
+    uint64_t ratio;          /* snapshot pages per unit */
+    uint64_t nunits;
+    uint64_t chunk_units;    /* units per loader chunk */
+    uint64_t first_chunk;    /* global index of this region's first chunk */
+    uint64_t nchunks;
+    uint64_t ioctls;         /* range ioctls granted at registration */
+    bool registered;
+} sl_region;
+
+typedef struct {
+    _Atomic uint64_t faults, faults_on_claimed, faults_on_present;
+    _Atomic uint64_t pages_by_fault, pages_by_loader, zero_pages;
+    _Atomic uint64_t bytes_read, checksum_failures, eexist, eagain;
+    _Atomic uint64_t checksum_ns, loader_ns_max;
+} sl_counters;
+
+struct sl_restore {
+    sl_snapshot *snap;
+    sl_restore_config cfg;
+    GPtrArray *regions;        /* sl_region *, fixed once started */
+    int uffd;
+    int ctl_efd;               /* wakes the fault thread: stop or complete */
+    int done_efd;              /* readable once the restore has finished */
+    GThread *fault_thread;
+    GThread **loaders;
+    unsigned nloaders;
+    uint64_t total_chunks;
+    uint64_t max_unit;
+    bool started, stopped;     /* caller's thread only */
+
+    /* Loaders' shared cursor over chunks (relaxed: only hands out indices). */
+    _Atomic uint64_t next_chunk;
+    /* Units not yet PRESENT; acq_rel decrement, the one reaching 0 signals. */
+    _Atomic uint64_t remaining;
+    /* Set (release) before writing ctl_efd; workers load it (acquire). */
+    _Atomic bool stopping;
+    /* -EINPROGRESS, then 0 or -errno; set once by CAS (release), read acquire. */
+    _Atomic int status;
+    /* First per-page error that did not stop the restore (e.g. -EBADMSG). */
+    _Atomic int page_error;
+
+    uint64_t t_start, t_ready;
+    _Atomic uint64_t t_first_fault, t_complete;
+    sl_histogram fault_hist;
+    sl_counters c;
+};
+
+/** Monotonic clock in nanoseconds. */
+uint64_t sl_now_ns(void);
+
+/** Start the fault thread and the loaders (engine.c). */
+bool sl_engine_start(sl_restore *r, GError **errp);
+
+/** Ends the restore with @err (first caller wins); wakes everyone. */
+void sl_engine_fail(sl_restore *r, int err);
+
+#endif /* SNAPLOAD_RESTORE_INT_H */

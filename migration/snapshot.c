@@ -1,0 +1,157 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Read access to an opened, validated snapshot: block and section queries,
+ * and the one page reader shared by the fault path, the loaders, the eager
+ * baseline and verification.  A stored page whose checksum does not match is
+ * an error (-EBADMSG), never data.
+ */
+#include <errno.h>
+#include <string.h>
+#include "format.h"
+
+unsigned sl_snapshot_n_blocks(const sl_snapshot *s)
+{
+    return s->nblocks;
+}
+
+bool sl_snapshot_block(const sl_snapshot *s, unsigned i, sl_block_info *out)
+{
+    const sl_block *b;
+
+    if (i >= s->nblocks) {
+        return false;
+    }
+    b = &s->blocks[i];
+    *out = (sl_block_info){
+        .name = b->name, .length = b->length, .page_size = b->page_size,
+        .numa_node = b->numa_node, .pages = b->npages,
+        .present_pages = b->present_pages, .pages_offset = b->pages_offset,
+    };
+    return true;
+}
+
+int sl_snapshot_find_block(const sl_snapshot *s, const char *name)
+{
+    for (unsigned i = 0; i < s->nblocks; i++) {
+        if (strcmp(s->blocks[i].name, name) == 0) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+uint64_t sl_snapshot_file_size(const sl_snapshot *s)
+{
+    return s->file_size;
+}
+
+unsigned sl_snapshot_n_sections(const sl_snapshot *s)
+{
+    return s->nsections;
+}
+
+bool sl_snapshot_section(const sl_snapshot *s, unsigned i, uint32_t *type, uint64_t *length)
+{
+    if (i >= s->nsections) {
+        return false;
+    }
+    *type = s->sections[i].type;
+    *length = s->sections[i].length;
+    return true;
+}
+
+GBytes *sl_snapshot_read_section(sl_snapshot *s, uint32_t type, GError **errp)
+{
+    for (unsigned i = 0; i < s->nsections; i++) {
+        const sl_section *sec = &s->sections[i];
+        uint8_t *buf;
+        int ret;
+
+        if (sec->type != type) {
+            continue;
+        }
+        buf = g_malloc(sec->length ? sec->length : 1);
+        ret = sl_pread_full(s->fd, buf, sec->length, sec->offset);
+        if (ret < 0 || sl_hash(buf, sec->length) != sec->csum) {
+            g_free(buf);
+            g_set_error(errp, SL_ERROR, ret < 0 ? SL_ERROR_IO : SL_ERROR_CHECKSUM,
+                        "%s: section %u (type %u): %s", s->path, i, type,
+                        ret < 0 ? g_strerror(-ret) : "checksum mismatch (data corrupted)");
+            return NULL;
+        }
+        return g_bytes_new_take(buf, sec->length);
+    }
+    g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "%s: no section of type %u", s->path, type);
+    return NULL;
+}
+
+bool sl_snapshot_page_present(const sl_snapshot *s, unsigned block, uint64_t idx)
+{
+    return block < s->nblocks && idx < s->blocks[block].npages &&
+           sl_bit_test(s->blocks[block].bitmap, idx);
+}
+
+uint64_t sl_snapshot_page_checksum(const sl_snapshot *s, unsigned block, uint64_t idx)
+{
+    if (block >= s->nblocks || idx >= s->blocks[block].npages) {
+        return 0;
+    }
+    return s->blocks[block].csums[idx];
+}
+
+/* Length of the run of pages from @i (< end) sharing bit value @present. */
+static uint64_t run_length(const sl_block *b, uint64_t i, uint64_t end, bool present)
+{
+    uint64_t n = 0;
+
+    while (i + n < end && sl_bit_test(b->bitmap, i + n) == present) {
+        n++;
+    }
+    return n;
+}
+
+static int verify_run(const sl_block *b, uint64_t first, uint64_t n, const uint8_t *buf)
+{
+    for (uint64_t k = 0; k < n; k++) {
+        if (sl_hash(buf + k * b->page_size, b->page_size) != b->csums[first + k]) {
+            return -EBADMSG;
+        }
+    }
+    return 0;
+}
+
+int sl_snapshot_read_pages(sl_snapshot *s, unsigned block, uint64_t first, uint64_t n,
+                           void *buf, bool verify)
+{
+    const sl_block *b;
+    uint8_t *p = buf;
+    uint64_t i, end;
+
+    if (block >= s->nblocks || first > s->blocks[block].npages ||
+        n > s->blocks[block].npages - first) {
+        return -ERANGE;
+    }
+    b = &s->blocks[block];
+    end = first + n;
+    for (i = first; i < end;) {
+        bool present = sl_bit_test(b->bitmap, i);
+        uint64_t run = run_length(b, i, end, present);
+        uint8_t *dst = p + (i - first) * b->page_size;
+        int ret = 0;
+
+        if (!present) {
+            memset(dst, 0, run * b->page_size);
+        } else {
+            ret = sl_pread_full(s->fd, dst, run * b->page_size,
+                                b->pages_offset + i * b->page_size);
+            if (ret == 0 && verify) {
+                ret = verify_run(b, i, run, dst);
+            }
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        i += run;
+    }
+    return 0;
+}

@@ -1,0 +1,194 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * userfaultfd wrappers (see uffd.h).  The fd is opened without
+ * UFFD_USER_MODE_ONLY because faults raised by KVM on behalf of a vCPU are
+ * kernel-mode faults.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include "snapload/snapload.h"
+#include "uffd.h"
+
+/* Bound on consecutive retries without progress; the kernel only answers
+ * EAGAIN while the address space is changing under us. */
+#define MAX_NO_PROGRESS 10000
+
+static int open_raw(void)
+{
+    int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+    int fd = -1;
+
+    if (dev >= 0) {
+        fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+        close(dev);
+    }
+    if (fd < 0) {
+        fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    }
+    return fd;
+}
+
+/* Features the kernel offers: a handshake with features 0 reports them all. */
+static uint64_t probe_features(void)
+{
+    struct uffdio_api api = { .api = UFFD_API };
+    int fd = open_raw();
+    uint64_t f = 0;
+
+    if (fd >= 0 && ioctl(fd, UFFDIO_API, &api) == 0) {
+        f = api.features;
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return f;
+}
+
+int sl_uffd_open(uint64_t features, uint64_t optional, uint64_t *got, GError **errp)
+{
+    struct uffdio_api api = { .api = UFFD_API };
+    int fd;
+    /* UFFDIO_API may be issued once per fd, so optional features are
+     * learnt on a throw-away fd first. */
+    uint64_t want = features | (optional ? (probe_features() & optional) : 0);
+
+    api.features = want;
+    fd = open_raw();
+
+    if (fd < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_UNSUPPORTED,
+                    "userfaultfd: %s (needs /dev/userfaultfd access, or CAP_SYS_PTRACE, "
+                    "or vm.unprivileged_userfaultfd=1)", g_strerror(errno));
+        return -1;
+    }
+    if (ioctl(fd, UFFDIO_API, &api) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_UNSUPPORTED,
+                    "UFFDIO_API with features 0x%" G_GINT64_MODIFIER "x: %s",
+                    (uint64_t)api.features, g_strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if ((api.features & features) != features ||
+        !(api.ioctls & SL_IOCTL(_UFFDIO_REGISTER)) ||
+        !(api.ioctls & SL_IOCTL(_UFFDIO_UNREGISTER))) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_UNSUPPORTED,
+                    "userfaultfd lacks features 0x%" G_GINT64_MODIFIER "x or register ioctls",
+                    (uint64_t)(features & ~api.features));
+        close(fd);
+        return -1;
+    }
+    if (got) {
+        *got = want & api.features;
+    }
+    return fd;
+}
+
+bool sl_uffd_register(int uffd, void *addr, uint64_t len, uint64_t mode, uint64_t need,
+                      uint64_t *got, GError **errp)
+{
+    struct uffdio_register reg = {
+        .range = { .start = (uintptr_t)addr, .len = len }, .mode = mode,
+    };
+
+    if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0) {
+        g_set_error(errp, SL_ERROR, errno == EINVAL ? SL_ERROR_UNSUPPORTED : SL_ERROR_IO,
+                    "UFFDIO_REGISTER %p+0x%" G_GINT64_MODIFIER "x mode 0x%" G_GINT64_MODIFIER
+                    "x: %s", addr, len, mode, g_strerror(errno));
+        return false;
+    }
+    if ((reg.ioctls & need) != need) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_UNSUPPORTED,
+                    "registered range lacks ioctls 0x%" G_GINT64_MODIFIER "x",
+                    (uint64_t)(need & ~reg.ioctls));
+        sl_uffd_unregister(uffd, addr, len);
+        return false;
+    }
+    if (got) {
+        *got = reg.ioctls;
+    }
+    return true;
+}
+
+int sl_uffd_unregister(int uffd, void *addr, uint64_t len)
+{
+    struct uffdio_range r = { .start = (uintptr_t)addr, .len = len };
+    return ioctl(uffd, UFFDIO_UNREGISTER, &r) < 0 ? -errno : 0;
+}
+
+int sl_uffd_wake(int uffd, void *addr, uint64_t len)
+{
+    struct uffdio_range r = { .start = (uintptr_t)addr, .len = len };
+    return ioctl(uffd, UFFDIO_WAKE, &r) < 0 ? -errno : 0;
+}
+
+/*
+ * Shared retry loop: @op issues one ioctl for [dst+done, dst+len) and returns
+ * its result and the bytes it did (negative progress is an errno).
+ */
+typedef int (*range_op)(int uffd, uint64_t dst, uint64_t src, uint64_t len, int64_t *did);
+
+static int run_range(range_op op, int uffd, uint64_t dst, uint64_t src, uint64_t len,
+                     uint64_t *done, uint64_t *eagain)
+{
+    unsigned stalls = 0;
+
+    *done = 0;
+    while (*done < len) {
+        int64_t did = 0;
+        int ret = op(uffd, dst + *done, src ? src + *done : 0, len - *done, &did);
+
+        if (did > 0) {
+            *done += (uint64_t)did;
+            stalls = 0;
+        }
+        if (ret == 0) {
+            continue;
+        }
+        if (ret != -EAGAIN || ++stalls > MAX_NO_PROGRESS) {
+            return ret;
+        }
+        if (eagain) {
+            (*eagain)++;
+        }
+    }
+    return 0;
+}
+
+static int copy_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, int64_t *did)
+{
+    struct uffdio_copy c = { .dst = dst, .src = src, .len = len };
+    int ret = ioctl(uffd, UFFDIO_COPY, &c) < 0 ? -errno : 0;
+
+    *did = ret == 0 ? (int64_t)len : c.copy;
+    return ret;
+}
+
+static int zero_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, int64_t *did)
+{
+    struct uffdio_zeropage z = { .range = { .start = dst, .len = len } };
+    int ret = ioctl(uffd, UFFDIO_ZEROPAGE, &z) < 0 ? -errno : 0;
+
+    (void)src;
+    *did = ret == 0 ? (int64_t)len : z.zeropage;
+    return ret;
+}
+
+int sl_uffd_copy(int uffd, void *dst, const void *src, uint64_t len, uint64_t *done,
+                 uint64_t *eagain)
+{
+    return run_range(copy_op, uffd, (uintptr_t)dst, (uintptr_t)src, len, done, eagain);
+}
+
+int sl_uffd_zero(int uffd, void *dst, uint64_t len, uint64_t *done, uint64_t *eagain)
+{
+    return run_range(zero_op, uffd, (uintptr_t)dst, 0, len, done, eagain);
+}
+
+int sl_uffd_poison(int uffd, void *dst, uint64_t len)
+{
+    struct uffdio_poison p = { .range = { .start = (uintptr_t)dst, .len = len } };
+    return ioctl(uffd, UFFDIO_POISON, &p) < 0 ? -errno : 0;
+}

@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Thin, testable wrappers around the userfaultfd API: open (via
+ * /dev/userfaultfd, falling back to the syscall), the API handshake with a
+ * single check of the feature and ioctl masks, register/unregister, and the
+ * range ioctls with their EAGAIN (partial progress) retry loops.  Range
+ * ioctls return 0 or -errno and report how many bytes were done.
+ */
+#ifndef SNAPLOAD_UFFD_H
+#define SNAPLOAD_UFFD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <linux/userfaultfd.h>
+#include <glib.h>
+
+#ifndef _UFFDIO_POISON
+#define _UFFDIO_POISON (0x08)
+#define UFFD_FEATURE_POISON (1 << 14)
+struct uffdio_poison {
+    struct uffdio_range range;
+    __u64 mode;
+    __s64 updated;
+};
+#define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
+#endif
+
+#define SL_IOCTL(x) (1ull << (x))
+
+/**
+ * sl_uffd_open: a non-blocking, close-on-exec userfaultfd that also sees
+ * kernel-mode faults (KVM), handshaken for @features (all required) plus
+ * those of @optional the kernel offers.  @got receives the features enabled.
+ * Returns the fd or -1.
+ */
+int sl_uffd_open(uint64_t features, uint64_t optional, uint64_t *got, GError **errp);
+
+/**
+ * sl_uffd_register: register [@addr, @addr + @len) with @mode and check that
+ * the range supports every ioctl in @need (SL_IOCTL(_UFFDIO_*) bits).
+ * @got receives the range's ioctl mask.
+ */
+bool sl_uffd_register(int uffd, void *addr, uint64_t len, uint64_t mode, uint64_t need,
+                      uint64_t *got, GError **errp);
+
+/** sl_uffd_unregister: 0 or -errno. */
+int sl_uffd_unregister(int uffd, void *addr, uint64_t len);
+
+/** sl_uffd_copy: UFFDIO_COPY with retries on partial EAGAIN; *done = bytes copied. */
+int sl_uffd_copy(int uffd, void *dst, const void *src, uint64_t len, uint64_t *done,
+                 uint64_t *eagain);
+
+/** sl_uffd_zero: UFFDIO_ZEROPAGE with retries on partial EAGAIN. */
+int sl_uffd_zero(int uffd, void *dst, uint64_t len, uint64_t *done, uint64_t *eagain);
+
+/** sl_uffd_poison: UFFDIO_POISON: later accesses get SIGBUS. */
+int sl_uffd_poison(int uffd, void *dst, uint64_t len);
+
+/** sl_uffd_wake: wake threads blocked on faults in the range. */
+int sl_uffd_wake(int uffd, void *addr, uint64_t len);
+
+#endif /* SNAPLOAD_UFFD_H */

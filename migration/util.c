@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Small shared helpers of the snapshot code: the error quark, the checksum
+ * function (XXH3-64 from libxxhash) and full-length pread/pwrite loops.
+ */
+#include <errno.h>
+#include <unistd.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
+#include <xxhash.h>
+#include "format.h"
+
+G_DEFINE_QUARK(snapload-error-quark, sl_error)
+
+uint64_t sl_hash(const void *data, size_t len)
+{
+    return XXH3_64bits(data, len);
+}
+
+uint64_t sl_hash2(const void *a, size_t alen, const void *b, size_t blen)
+{
+    XXH3_state_t st;
+
+    XXH3_64bits_reset(&st);
+    XXH3_64bits_update(&st, a, alen);
+    XXH3_64bits_update(&st, b, blen);
+    return XXH3_64bits_digest(&st);
+}
+
+int sl_pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+    uint8_t *p = buf;
+
+    while (len) {
+        ssize_t n = pread(fd, p, len, (off_t)off);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        if (n == 0) {
+            return -EIO; /* the file ended early */
+        }
+        p += n;
+        off += (uint64_t)n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int sl_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+    const uint8_t *p = buf;
+
+    while (len) {
+        ssize_t n = pwrite(fd, p, len, (off_t)off);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        p += n;
+        off += (uint64_t)n;
+        len -= (size_t)n;
+    }
+    return 0;
+}

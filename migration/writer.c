@@ -1,0 +1,307 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Snapshot writer.  Blocks are declared first; the layout is then frozen
+ * (header, block table, per block: mapped-ram header, bitmap, checksum array
+ * and the 1 MiB aligned page area) and page data is written straight to its
+ * final offset.  Zero pages are detected and left out, so the file stays
+ * sparse there.  sl_writer_finish() appends the sections and their table and
+ * writes every header last, so an interrupted save never looks valid.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+#include "format.h"
+
+typedef struct {
+    sl_block b;           /* layout + bitmap/csums in host order */
+} wblock;
+
+typedef struct {
+    uint32_t type;
+    GBytes *data;
+} wsection;
+
+struct sl_writer {
+    int fd;
+    char *path;
+    GArray *blocks;       /* wblock */
+    GArray *sections;     /* wsection */
+    bool frozen;          /* layout fixed: no more blocks */
+    uint64_t data_end;    /* end of the last block's page area */
+};
+
+static bool io_error(GError **errp, sl_writer *w, const char *what, int err)
+{
+    g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s: %s", w->path, what, g_strerror(err));
+    return false;
+}
+
+sl_writer *sl_writer_new(const char *path, GError **errp)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    sl_writer *w;
+
+    if (fd < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", path, g_strerror(errno));
+        return NULL;
+    }
+    w = g_new0(sl_writer, 1);
+    w->fd = fd;
+    w->path = g_strdup(path);
+    w->blocks = g_array_new(false, true, sizeof(wblock));
+    w->sections = g_array_new(false, true, sizeof(wsection));
+    return w;
+}
+
+int sl_writer_add_block(sl_writer *w, const char *name, uint64_t length,
+                        uint64_t page_size, int numa_node, GError **errp)
+{
+    wblock wb = { 0 };
+
+    if (w->frozen) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "blocks must be added before data");
+        return -1;
+    }
+    if (!name || !*name || strlen(name) >= SL_NAME_MAX) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block name must be 1 to %u bytes",
+                    SL_NAME_MAX - 1);
+        return -1;
+    }
+    if (page_size < SL_MIN_PAGE || page_size > SL_MAX_PAGE || (page_size & (page_size - 1)) ||
+        length == 0 || length % page_size) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': length %" G_GUINT64_FORMAT
+                    " must be a non-zero multiple of page size %" G_GUINT64_FORMAT
+                    " (a power of two from 4 KiB to 1 GiB)", name, length, page_size);
+        return -1;
+    }
+    for (guint i = 0; i < w->blocks->len; i++) {
+        if (strcmp(g_array_index(w->blocks, wblock, i).b.name, name) == 0) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' added twice", name);
+            return -1;
+        }
+    }
+    if (w->blocks->len >= SL_MAX_BLOCKS) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "more than %u blocks", SL_MAX_BLOCKS);
+        return -1;
+    }
+    g_strlcpy(wb.b.name, name, SL_NAME_MAX);
+    wb.b.length = length;
+    wb.b.page_size = page_size;
+    wb.b.npages = length / page_size;
+    wb.b.numa_node = numa_node;
+    wb.b.bitmap = g_malloc0(sl_bitmap_bytes(wb.b.npages));
+    wb.b.csums = g_malloc0(wb.b.npages * 8);
+    g_array_append_val(w->blocks, wb);
+    return (int)w->blocks->len - 1;
+}
+
+/* Fix every block's offsets; see the layout in docs/format.md. */
+static void freeze_layout(sl_writer *w)
+{
+    uint64_t off = SL_HEADER_SIZE + (uint64_t)w->blocks->len * SL_BLOCK_ENTRY_SIZE;
+
+    for (guint i = 0; i < w->blocks->len; i++) {
+        sl_block *b = &g_array_index(w->blocks, wblock, i).b;
+        b->ramhdr_offset = sl_align_up(off, 8);
+        b->bitmap_offset = b->ramhdr_offset + SL_MR_HEADER_SIZE;
+        b->csum_offset = sl_align_up(b->bitmap_offset + sl_bitmap_bytes(b->npages), 8);
+        b->pages_offset = sl_align_up(b->csum_offset + b->npages * 8,
+                                      MAX(SL_MR_ALIGN, b->page_size));
+        off = b->pages_offset + b->length;
+    }
+    w->data_end = off;
+    w->frozen = true;
+}
+
+static bool page_is_zero(const uint8_t *p, size_t len)
+{
+    return p[0] == 0 && memcmp(p, p + 1, len - 1) == 0;
+}
+
+bool sl_writer_write(sl_writer *w, unsigned block, uint64_t offset, const void *data,
+                     size_t len, GError **errp)
+{
+    const uint8_t *src = data;
+    sl_block *b;
+    uint64_t first, n, run = 0;
+
+    if (block >= w->blocks->len) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block %u does not exist", block);
+        return false;
+    }
+    b = &g_array_index(w->blocks, wblock, block).b;
+    if (offset % b->page_size || len % b->page_size || offset > b->length ||
+        len > b->length - offset) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': write of %zu bytes at %"
+                    G_GUINT64_FORMAT " is unaligned or out of range", b->name, len, offset);
+        return false;
+    }
+    if (!w->frozen) {
+        freeze_layout(w);
+    }
+    first = offset / b->page_size;
+    n = len / b->page_size;
+    /* Write runs of non-zero pages with one pwrite each. */
+    for (uint64_t k = 0; k <= n; k++) {
+        const uint8_t *pg = src + k * b->page_size;
+        bool nz = k < n && !page_is_zero(pg, b->page_size);
+
+        if (nz) {
+            sl_bit_set(b->bitmap, first + k);
+            b->csums[first + k] = sl_hash(pg, b->page_size);
+            run++;
+            continue;
+        }
+        if (k < n) {
+            b->bitmap[(first + k) / 64] &= ~(1ull << ((first + k) % 64));
+            b->csums[first + k] = 0;
+        }
+        if (run) {
+            uint64_t start = first + k - run;
+            int ret = sl_pwrite_full(w->fd, src + (k - run) * b->page_size,
+                                     run * b->page_size, b->pages_offset + start * b->page_size);
+            if (ret < 0) {
+                return io_error(errp, w, "writing page data", -ret);
+            }
+            run = 0;
+        }
+    }
+    return true;
+}
+
+bool sl_writer_add_section(sl_writer *w, uint32_t type, const void *data, size_t len,
+                           GError **errp)
+{
+    wsection s = { .type = type, .data = g_bytes_new(data, len) };
+
+    if (w->sections->len >= SL_MAX_SECTIONS) {
+        g_bytes_unref(s.data);
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "more than %u sections", SL_MAX_SECTIONS);
+        return false;
+    }
+    g_array_append_val(w->sections, s);
+    return true;
+}
+
+/* Writes ramhdr, bitmap, checksums of @b; fills its block table entry @e. */
+static int write_block_meta(sl_writer *w, sl_block *b, uint8_t *e)
+{
+    uint64_t bmb = sl_bitmap_bytes(b->npages), present = 0;
+    g_autofree uint64_t *bm = g_malloc(bmb);
+    g_autofree uint64_t *cs = g_malloc(b->npages * 8);
+    uint8_t h[SL_MR_HEADER_SIZE];
+    int ret;
+
+    for (uint64_t i = 0; i < bmb / 8; i++) {
+        bm[i] = GUINT64_TO_LE(b->bitmap[i]);
+        present += (uint64_t)__builtin_popcountll(b->bitmap[i]);
+    }
+    for (uint64_t i = 0; i < b->npages; i++) {
+        cs[i] = GUINT64_TO_LE(b->csums[i]);
+    }
+    sl_put_be32(h + SL_MR_VER, SL_MR_VERSION);
+    sl_put_be64(h + SL_MR_PAGESIZE, b->page_size);
+    sl_put_be64(h + SL_MR_BITMAP, b->bitmap_offset);
+    sl_put_be64(h + SL_MR_PAGES, b->pages_offset);
+    ret = sl_pwrite_full(w->fd, h, sizeof(h), b->ramhdr_offset);
+    ret = ret ? ret : sl_pwrite_full(w->fd, bm, bmb, b->bitmap_offset);
+    ret = ret ? ret : sl_pwrite_full(w->fd, cs, b->npages * 8, b->csum_offset);
+
+    memset(e, 0, SL_BLOCK_ENTRY_SIZE);
+    memcpy(e + SL_B_NAME, b->name, SL_NAME_MAX);
+    sl_put_le64(e + SL_B_LENGTH, b->length);
+    sl_put_le64(e + SL_B_PAGESIZE, b->page_size);
+    sl_put_le32(e + SL_B_NODE, b->numa_node < 0 ? SL_NO_NODE : (uint32_t)b->numa_node);
+    sl_put_le64(e + SL_B_RAMHDR, b->ramhdr_offset);
+    sl_put_le64(e + SL_B_CSUMS, b->csum_offset);
+    sl_put_le64(e + SL_B_PRESENT, present);
+    sl_put_le64(e + SL_B_META_CSUM, sl_hash2(bm, bmb, cs, b->npages * 8));
+    return ret;
+}
+
+/* Appends section data after the blocks; fills the section table. */
+static int write_sections(sl_writer *w, uint8_t *stab, uint64_t *off)
+{
+    for (guint i = 0; i < w->sections->len; i++) {
+        wsection *s = &g_array_index(w->sections, wsection, i);
+        gsize len;
+        const void *d = g_bytes_get_data(s->data, &len);
+        uint8_t *e = stab + (size_t)i * SL_SECTION_ENTRY_SIZE;
+        int ret = sl_pwrite_full(w->fd, d, len, *off);
+
+        if (ret < 0) {
+            return ret;
+        }
+        memset(e, 0, SL_SECTION_ENTRY_SIZE);
+        sl_put_le32(e + SL_S_TYPE, s->type);
+        sl_put_le64(e + SL_S_OFFSET, *off);
+        sl_put_le64(e + SL_S_LENGTH, len);
+        sl_put_le64(e + SL_S_CSUM, sl_hash(d, len));
+        *off += len;
+    }
+    *off = sl_align_up(*off, 8);
+    return 0;
+}
+
+bool sl_writer_finish(sl_writer *w, GError **errp)
+{
+    size_t blen = (size_t)w->blocks->len * SL_BLOCK_ENTRY_SIZE;
+    size_t slen = (size_t)w->sections->len * SL_SECTION_ENTRY_SIZE;
+    g_autofree uint8_t *btab = g_malloc0(blen + 1);
+    g_autofree uint8_t *stab = g_malloc0(slen + 1);
+    uint8_t h[SL_HEADER_SIZE] = { 0 };
+    uint64_t off;
+    int ret = 0;
+
+    if (w->blocks->len == 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "a snapshot needs at least one block");
+        return false;
+    }
+    if (!w->frozen) {
+        freeze_layout(w);
+    }
+    for (guint i = 0; i < w->blocks->len && ret == 0; i++) {
+        ret = write_block_meta(w, &g_array_index(w->blocks, wblock, i).b,
+                               btab + (size_t)i * SL_BLOCK_ENTRY_SIZE);
+    }
+    off = w->data_end;
+    ret = ret ? ret : write_sections(w, stab, &off);
+    ret = ret ? ret : sl_pwrite_full(w->fd, btab, blen, SL_HEADER_SIZE);
+    ret = ret ? ret : sl_pwrite_full(w->fd, stab, slen, off);
+    memcpy(h + SL_H_MAGIC, SL_MAGIC, 8);
+    sl_put_le32(h + SL_H_VERSION, SL_VERSION);
+    sl_put_le32(h + SL_H_HDRSIZE, SL_HEADER_SIZE);
+    sl_put_le64(h + SL_H_FILESIZE, off + slen);
+    sl_put_le32(h + SL_H_NBLOCKS, w->blocks->len);
+    sl_put_le32(h + SL_H_NSECTIONS, w->sections->len);
+    sl_put_le64(h + SL_H_BLKTAB, SL_HEADER_SIZE);
+    sl_put_le64(h + SL_H_SECTAB, off);
+    sl_put_le64(h + SL_H_TABLES_CSUM, sl_hash2(btab, blen, stab, slen));
+    sl_put_le64(h + SL_H_HEADER_CSUM, sl_hash(h, SL_H_HEADER_CSUM));
+    if (ret == 0 && ftruncate(w->fd, (off_t)(off + slen)) < 0) {
+        ret = -errno;
+    }
+    ret = ret ? ret : sl_pwrite_full(w->fd, h, sizeof(h), 0);
+    return ret == 0 || io_error(errp, w, "writing metadata", -ret);
+}
+
+void sl_writer_free(sl_writer *w)
+{
+    if (!w) {
+        return;
+    }
+    for (guint i = 0; i < w->blocks->len; i++) {
+        sl_block *b = &g_array_index(w->blocks, wblock, i).b;
+        g_free(b->bitmap);
+        g_free(b->csums);
+    }
+    for (guint i = 0; i < w->sections->len; i++) {
+        g_bytes_unref(g_array_index(w->sections, wsection, i).data);
+    }
+    g_array_free(w->blocks, true);
+    g_array_free(w->sections, true);
+    close(w->fd);
+    g_free(w->path);
+    g_free(w);
+}

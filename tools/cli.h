@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Shared pieces of the snapload command-line tool: the subcommands, size
+ * parsing, the progress bar, error reporting and a small JSON writer.
+ * Only the CLI prints or logs; the library reports through GError/-errno.
+ */
+#ifndef SNAPLOAD_CLI_H
+#define SNAPLOAD_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <glib.h>
+#include "snapload/snapload.h"
+
+int cmd_save(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+
+/** Parses "4096", "4K", "2M", "1G", "3T" (binary units). */
+bool cli_parse_size(const char *s, uint64_t *out);
+
+/** Prints "snapload: MSG" on one line of stderr and returns exit status 1. */
+int cli_fail(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+
+/** Same, for a GError (freed). */
+int cli_fail_error(GError *err);
+
+/** Progress bar on stderr, only when stderr is a terminal; done == total ends it. */
+void cli_progress(const char *what, uint64_t done, uint64_t total);
+
+/** Milliseconds of the monotonic clock. */
+double cli_now_ms(void);
+
+/** Parses a GOptionEntry table; prints usage errors. false on error. */
+bool cli_parse(const char *usage, const GOptionEntry *entries, int *argc, char ***argv);
+
+/* A flat JSON object writer. */
+typedef struct {
+    GString *s;
+    bool first;
+} cli_json;
+
+void json_begin(cli_json *j);
+void json_u64(cli_json *j, const char *key, uint64_t v);
+void json_int(cli_json *j, const char *key, int64_t v);
+void json_double(cli_json *j, const char *key, double v);
+void json_str(cli_json *j, const char *key, const char *v);
+void json_bool(cli_json *j, const char *key, bool v);
+/** Inserts @raw (already JSON) as the value of @key. */
+void json_raw(cli_json *j, const char *key, const char *raw);
+/** Closes the object and returns its text (caller frees). */
+char *json_end(cli_json *j);
+
+#endif /* SNAPLOAD_CLI_H */

@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * snapload command-line tool: dispatches to the subcommands and holds the
+ * helpers they share (sizes, errors, progress bar, option parsing).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "cli.h"
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} commands[] = {
+    { "save", cmd_save, "raw RAM images -> snapshot" },
+    { "synth", cmd_synth, "write a deterministic raw RAM image (for demos and tests)" },
+    { "inspect", cmd_inspect, "validate a snapshot and list its blocks and sections" },
+    { "restore", cmd_restore, "restore a snapshot lazily into fresh memory, with stats" },
+};
+
+bool cli_parse_size(const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    guint64 v = g_ascii_strtoull(s, &end, 10);
+    unsigned shift = 0;
+
+    if (end == s) {
+        return false;
+    }
+    switch (g_ascii_toupper(*end)) {
+    case 'K': shift = 10; end++; break;
+    case 'M': shift = 20; end++; break;
+    case 'G': shift = 30; end++; break;
+    case 'T': shift = 40; end++; break;
+    default: break;
+    }
+    if (*end == 'i' || *end == 'I') {
+        end++;
+    }
+    if (*end == 'B' || *end == 'b') {
+        end++;
+    }
+    if (*end || (shift && v > (UINT64_MAX >> shift))) {
+        return false;
+    }
+    *out = v << shift;
+    return true;
+}
+
+int cli_fail(const char *fmt, ...)
+{
+    va_list ap;
+    g_autofree char *msg = NULL;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    cli_progress(NULL, 0, 0);
+    fprintf(stderr, "snapload: %s\n", msg);
+    return 1;
+}
+
+int cli_fail_error(GError *err)
+{
+    int ret = cli_fail("%s", err ? err->message : "unknown error");
+    g_clear_error(&err);
+    return ret;
+}
+
+double cli_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+void cli_progress(const char *what, uint64_t done, uint64_t total)
+{
+    static bool shown; /* CLI-only state: the one progress line on stderr */
+    int width = 40, fill;
+
+    if (!isatty(STDERR_FILENO)) {
+        return;
+    }
+    if (!what || total == 0) {
+        if (shown) {
+            fputs("\r\033[K", stderr);
+            shown = false;
+        }
+        return;
+    }
+    fill = (int)((double)done / (double)total * width);
+    fprintf(stderr, "\r%-10s [%.*s%*s] %5.1f%%", what, fill,
+            "########################################", width - fill, "",
+            100.0 * (double)done / (double)total);
+    shown = done < total;
+    if (!shown) {
+        fputs("\r\033[K", stderr);
+    }
+    fflush(stderr);
+}
+
+bool cli_parse(const char *usage, const GOptionEntry *entries, int *argc, char ***argv)
+{
+    g_autoptr(GOptionContext) ctx = g_option_context_new(usage);
+    g_autoptr(GError) err = NULL;
+
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    if (!g_option_context_parse(ctx, argc, argv, &err)) {
+        fprintf(stderr, "snapload: %s (see --help)\n", err->message);
+        return false;
+    }
+    return true;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: snapload COMMAND [OPTIONS]   (snapload COMMAND --help for options)\n\n");
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
+        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
+        if (strcmp(argv[1], commands[i].name) == 0) {
+            return commands[i].fn(argc - 1, argv + 1);
+        }
+    }
+    fprintf(stderr, "snapload: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

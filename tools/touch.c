@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Touch threads (see touch.h).  Random mode draws pages uniformly over all
+ * targets until stopped; sequential mode walks one slice per thread.
+ */
+#include <string.h>
+#include <time.h>
+#include "touch.h"
+#include "migration/format.h"
+#include "migration/restore-int.h"
+
+typedef struct {
+    touch_ctx *t;
+    unsigned id;
+} touch_arg;
+
+static uint64_t xorshift(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* Reads one page: times the first access, then checks all its bytes. */
+static void touch_page(touch_ctx *t, uint64_t g)
+{
+    unsigned b = 0;
+    touch_target *tg;
+    const uint8_t *p;
+    uint64_t t0, want;
+
+    while (g >= t->targets[b].pages) {
+        g -= t->targets[b].pages;
+        b++;
+    }
+    tg = &t->targets[b];
+    p = tg->host + g * tg->page_size;
+    t0 = sl_now_ns();
+    (void)*(volatile const uint8_t *)p;
+    sl_hist_record(&t->latency, sl_now_ns() - t0);
+    want = sl_snapshot_page_checksum(t->snap, tg->block, g);
+    if (sl_snapshot_page_present(t->snap, tg->block, g)
+            ? sl_hash(p, tg->page_size) != want
+            : (p[0] != 0 || memcmp(p, p + 1, tg->page_size - 1) != 0)) {
+        atomic_fetch_add_explicit(&t->mismatches, 1, memory_order_relaxed);
+    }
+    atomic_fetch_add_explicit(&t->touched, 1, memory_order_relaxed);
+}
+
+static gpointer touch_thread(gpointer opaque)
+{
+    touch_arg *a = opaque;
+    touch_ctx *t = a->t;
+    uint64_t seed = 0x9e3779b97f4a7c15ull * (a->id + 1);
+    uint64_t first = t->total_pages * a->id / t->nthreads;
+    uint64_t end = t->total_pages * (a->id + 1) / t->nthreads;
+
+    /* Acquire: pairs with the release store in touch_stop(). */
+    for (uint64_t i = first; !atomic_load_explicit(&t->stop, memory_order_acquire); i++) {
+        if (t->random) {
+            touch_page(t, xorshift(&seed) % t->total_pages);
+        } else if (i < end) {
+            touch_page(t, i);
+        } else {
+            break;
+        }
+    }
+    g_free(a);
+    return NULL;
+}
+
+void touch_start(touch_ctx *t, unsigned n)
+{
+    t->nthreads = n;
+    t->threads = g_new0(GThread *, n ? n : 1);
+    for (unsigned i = 0; i < t->ntargets; i++) {
+        t->total_pages += t->targets[i].pages;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        touch_arg *a = g_new0(touch_arg, 1);
+        a->t = t;
+        a->id = i;
+        t->threads[i] = g_thread_new("sl-touch", touch_thread, a);
+    }
+}
+
+void touch_stop(touch_ctx *t)
+{
+    atomic_store_explicit(&t->stop, true, memory_order_release);
+    for (unsigned i = 0; i < t->nthreads; i++) {
+        g_thread_join(t->threads[i]);
+    }
+    g_free(t->threads);
+    t->threads = NULL;
+    t->nthreads = 0;
+}

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Demo consumer standing in for vCPUs: K threads read pages of the restored
+ * memory (random or sequential) while the restore runs, timing each first
+ * access and checking every page they see against the snapshot's checksum
+ * (or against zeros for a zero page).
+ */
+#ifndef SNAPLOAD_TOUCH_H
+#define SNAPLOAD_TOUCH_H
+
+#include <stdatomic.h>
+#include "snapload/snapload.h"
+#include "migration/histogram.h"
+
+typedef struct {
+    uint8_t *host;
+    uint64_t pages;        /* snapshot pages */
+    uint64_t page_size;    /* snapshot page size */
+    unsigned block;
+} touch_target;
+
+/* Shared by the touch threads (writers) and the main thread (reader). */
+typedef struct {
+    sl_snapshot *snap;
+    touch_target *targets;
+    unsigned ntargets;
+    uint64_t total_pages;
+    bool random;
+    unsigned nthreads;
+    GThread **threads;
+    _Atomic bool stop;            /* set by main (release), read by threads (acquire) */
+    _Atomic uint64_t touched;     /* relaxed statistics */
+    _Atomic uint64_t mismatches;
+    sl_histogram latency;         /* first-access latency, ns */
+} touch_ctx;
+
+/** touch_start: start @n threads touching the targets. */
+void touch_start(touch_ctx *t, unsigned n);
+
+/** touch_stop: ask the threads to stop and join them. */
+void touch_stop(touch_ctx *t);
+
+#endif /* SNAPLOAD_TOUCH_H */

@@ -32,6 +32,7 @@
 
 #define MSG_BATCH 64
 #define LOADER_NICE 5
+#define FAULT_NICE (-10) /* needs CAP_SYS_NICE; ignored without it */
 
 enum who { BY_FAULT, BY_LOADER };
 
@@ -274,6 +275,8 @@ static gpointer fault_thread(gpointer opaque)
         sl_engine_fail(r, -ENOMEM);
         return NULL;
     }
+    /* Best effort: a blocked vCPU waits on this thread, so it goes first. */
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), FAULT_NICE);
     for (;;) {
         uint64_t v;
         /* Acquire: pairs with the release store in sl_engine_fail()/stop. */

@@ -156,6 +156,7 @@ static int run_lazy(const opts *o, results *res)
     wait_done(r);
     res->complete_ms = cli_now_ms() - t0;
     touch_stop(&t);
+    sl_restore_stop(r); /* joins the workers, so their figures are final */
     status = sl_restore_poll(r);
     res->st.size = sizeof(res->st);
     sl_restore_get_stats(r, &res->st);
@@ -243,17 +244,26 @@ static void print_results(const opts *o, const results *r)
         printf("%s\n", out);
         return;
     }
-    printf("lazy restore (%s): ready in %.2f ms, complete in %.1f ms\n",
-           sl_backend_get(o->kind)->name, r->ready_ms, r->complete_ms);
-    printf("  faults %" G_GUINT64_FORMAT " (p50 %.1f us, p99 %.1f us); pages by fault %"
-           G_GUINT64_FORMAT ", by loader %" G_GUINT64_FORMAT "; placed twice %" G_GUINT64_FORMAT
-           "\n", s->faults, s->fault_p50_us, s->fault_p99_us, s->pages_by_fault,
-           s->pages_by_loader, s->pages_placed_twice);
+    printf("lazy restore (%s, %" G_GUINT64_FORMAT " pages, %d loader(s), %d touch thread(s))\n",
+           sl_backend_get(o->kind)->name, s->pages_total, o->threads, o->touch_threads);
+    printf("  time to ready     %10.2f ms   (open %.2f ms)\n", r->ready_ms, r->open_ms);
+    printf("  time to complete  %10.1f ms   (first fault after %.2f ms)\n", r->complete_ms,
+           s->time_to_first_fault_ms);
+    printf("  faults %" G_GUINT64_FORMAT ": service p50 %.1f us, p99 %.1f us, max %.1f us; "
+           "touch p50 %.1f us, p99 %.1f us\n", s->faults, s->fault_p50_us, s->fault_p99_us,
+           s->fault_max_us, r->touch_p50_us, r->touch_p99_us);
+    printf("  pages by fault %" G_GUINT64_FORMAT ", by loader %" G_GUINT64_FORMAT ", zero %"
+           G_GUINT64_FORMAT "; placed twice %" G_GUINT64_FORMAT ", never %" G_GUINT64_FORMAT "\n",
+           s->pages_by_fault, s->pages_by_loader, s->zero_pages, s->pages_placed_twice,
+           s->pages_never_placed);
+    printf("  checksums %.1f ms of %.1f ms loader time; %" G_GUINT64_FORMAT " pages touched, %"
+           G_GUINT64_FORMAT " touch mismatches\n", s->checksum_ms, s->loader_ms, r->touched,
+           r->touch_mismatches);
     if (o->verify) {
         printf("  verify: %" G_GUINT64_FORMAT " mismatching pages\n", r->verify_mismatches);
     }
     if (o->compare_eager) {
-        printf("eager load (%d threads): %.1f ms = %.0fx the lazy time to ready\n",
+        printf("eager load (%d thread(s)): %.1f ms, %.0fx the lazy time to ready\n",
                o->eager_threads, r->eager_ms, r->eager_ms / MAX(r->ready_ms, 1e-3));
     }
 }

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# Reserves hugepages and makes sure a hugetlbfs mount with the matching page
+# size exists.  Idempotent: it only raises the reservation to N free pages
+# and only mounts where no mount of that size exists.  Prints what it did
+# and what is free now; exits non-zero with a clear message when the kernel
+# cannot give the pages.  Run as root.
+#
+#   scripts/hugetlb-setup.sh N [2M|1G] [--node NODE] [--mount DIR]
+#
+# N is the number of *free* pages wanted (pages already in use are kept).
+set -euo pipefail
+
+usage() {
+    echo "usage: $0 N [2M|1G] [--node NODE] [--mount DIR]" >&2
+    exit 2
+}
+
+[ $# -ge 1 ] || usage
+want="$1"; shift
+size=2M
+node=""
+mnt=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        2M|2m) size=2M ;;
+        1G|1g) size=1G ;;
+        --node) node="${2:?}"; shift ;;
+        --mount) mnt="${2:?}"; shift ;;
+        *) usage ;;
+    esac
+    shift
+done
+[[ "$want" =~ ^[0-9]+$ ]] || usage
+
+case "$size" in
+    2M) kb=2048 ;;
+    1G) kb=1048576 ;;
+esac
+if [ -n "$node" ]; then
+    dir="/sys/devices/system/node/node$node/hugepages/hugepages-${kb}kB"
+else
+    dir="/sys/kernel/mm/hugepages/hugepages-${kb}kB"
+fi
+if [ ! -d "$dir" ]; then
+    echo "hugetlb-setup: this kernel offers no $size hugepages${node:+ on node $node} ($dir missing)" >&2
+    exit 1
+fi
+
+total=$(cat "$dir/nr_hugepages")
+free=$(cat "$dir/free_hugepages")
+before=$total
+if [ "$free" -lt "$want" ]; then
+    target=$((total + want - free))
+    if ! echo "$target" > "$dir/nr_hugepages" 2>/dev/null; then
+        echo "hugetlb-setup: cannot write $dir/nr_hugepages (are you root?)" >&2
+        exit 1
+    fi
+    total=$(cat "$dir/nr_hugepages")
+    free=$(cat "$dir/free_hugepages")
+    echo "hugetlb-setup: reserved $size pages${node:+ on node $node}: now $total in all"
+fi
+if [ "$free" -lt "$want" ]; then
+    echo "$before" > "$dir/nr_hugepages" 2>/dev/null || true
+    echo "hugetlb-setup: the kernel gave only $free free $size pages of $want wanted" \
+         "(memory too fragmented or too small; try at boot: hugepagesz=$size hugepages=$want)" >&2
+    exit 1
+fi
+
+# A hugetlbfs mount with this page size?
+have=""
+while read -r _ mp fstype opts _; do
+    [ "$fstype" = hugetlbfs ] || continue
+    psz=$(sed -n 's/.*pagesize=\([0-9]*[KMG]\).*/\1/p' <<<"$opts")
+    case "$psz" in
+        *K) psz_kb=${psz%K} ;;
+        *M) psz_kb=$((${psz%M} * 1024)) ;;
+        *G) psz_kb=$((${psz%G} * 1048576)) ;;
+        *) psz_kb=$(awk '/Hugepagesize/ {print $2}' /proc/meminfo) ;;
+    esac
+    if [ "$psz_kb" = "$kb" ]; then
+        have="$mp"
+        break
+    fi
+done < /proc/mounts
+if [ -z "$have" ]; then
+    if [ -z "$mnt" ]; then
+        if [ "$size" = 2M ]; then mnt=/dev/hugepages; else mnt=/dev/hugepages1G; fi
+    fi
+    mkdir -p "$mnt"
+    mount -t hugetlbfs -o "pagesize=$size" none "$mnt"
+    have="$mnt"
+    echo "hugetlb-setup: mounted hugetlbfs pagesize=$size on $mnt"
+fi
+echo "hugetlb-setup: $size pages${node:+ on node $node}: $free free of $total; mount: $have"

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# Runs every snapload test: installs what is missing, builds, and runs the
+# meson test suites.  Tests needing a capability this machine has (see
+# scripts/capabilities.sh) must not skip: SNAPLOAD_REQUIRE turns such a skip
+# into a failure.  Ends with one line "N passed, N failed, N skipped".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+export SNAPLOAD_REQUIRE="${SNAPLOAD_REQUIRE:-$(bash scripts/capabilities.sh)}"
+echo "snapload: capabilities required of the tests: ${SNAPLOAD_REQUIRE:-none}"
+
+status=0
+meson test -C build --print-errorlogs "$@" || status=$?
+
+# Count TAP results of every test case (meson counts whole executables).
+python3 - build/meson-logs/testlog.json <<'PY' || status=1
+import json, re, sys
+passed = failed = skipped = 0
+for line in open(sys.argv[1]):
+    t = json.loads(line)
+    out = t.get("stdout") or ""
+    cases = [l for l in out.splitlines() if re.match(r"(not )?ok \d+", l)]
+    if not cases:  # a non-TAP test counts once
+        r = t.get("result")
+        passed += r == "OK"; skipped += r == "SKIP"; failed += r not in ("OK", "SKIP")
+        continue
+    for l in cases:
+        if "# SKIP" in l:
+            skipped += 1
+            print("skipped: %s: %s" % (t["name"], l))
+        elif l.startswith("ok"):
+            passed += 1
+        else:
+            failed += 1
+print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
+sys.exit(1 if failed or passed == 0 else 0)
+PY
+exit $status

@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Unit tests of the exactly-once page map: under many racing threads each
+ * page is claimed by exactly one of them, waiters are woken and see what the
+ * placer wrote before publishing, failed placements can be retried, and the
+ * placement audit counts double and missing placements.
+ */
+#include <stdatomic.h>
+#include "testutil.h"
+#include "migration/pagemap.h"
+
+#define NPAGES   (64 * 1024)
+#define NTHREADS 8
+
+typedef struct {
+    sl_pagemap *m;
+    _Atomic uint32_t *wins;     /* per page: how many threads claimed it */
+    uint64_t *data;             /* per page: written by the claimer before publish */
+    unsigned id;
+} race_arg;
+
+static gpointer claim_everything(gpointer opaque)
+{
+    race_arg *a = opaque;
+
+    /* Each thread walks the pages from a different start to maximise races. */
+    for (uint64_t k = 0; k < NPAGES; k++) {
+        uint64_t i = (k + a->id * (NPAGES / NTHREADS)) % NPAGES;
+        if (sl_pagemap_claim(a->m, i)) {
+            atomic_fetch_add(&a->wins[i], 1);
+            a->data[i] = i ^ 0xabcdef;
+            sl_pagemap_note_placed(a->m, i, 1);
+            sl_pagemap_publish(a->m, i, 1);
+        }
+    }
+    return NULL;
+}
+
+static gpointer wait_everything(gpointer opaque)
+{
+    race_arg *a = opaque;
+    uint64_t bad = 0;
+
+    for (uint64_t k = 0; k < NPAGES; k++) {
+        uint64_t i = NPAGES - 1 - k;
+        sl_pagemap_wait(a->m, i);
+        bad += a->data[i] != (i ^ 0xabcdef);
+    }
+    return GSIZE_TO_POINTER(bad);
+}
+
+static void test_claim_is_exclusive_under_racing_threads(void **state)
+{
+    race_arg args[NTHREADS];
+    GThread *th[NTHREADS], *waiters[2];
+    g_autofree _Atomic uint32_t *wins = g_new0(_Atomic uint32_t, NPAGES);
+    g_autofree uint64_t *data = g_new0(uint64_t, NPAGES);
+    sl_pagemap *m = sl_pagemap_new(NPAGES);
+    uint64_t twice, never;
+
+    for (unsigned w = 0; w < 2; w++) {
+        args[w] = (race_arg){ .m = m, .wins = wins, .data = data };
+        waiters[w] = g_thread_new("waiter", wait_everything, &args[w]);
+    }
+    for (unsigned t = 0; t < NTHREADS; t++) {
+        args[t] = (race_arg){ .m = m, .wins = wins, .data = data, .id = t };
+        th[t] = g_thread_new("claimer", claim_everything, &args[t]);
+    }
+    for (unsigned t = 0; t < NTHREADS; t++) {
+        g_thread_join(th[t]);
+    }
+    for (unsigned w = 0; w < 2; w++) {
+        assert_int_equal(GPOINTER_TO_SIZE(g_thread_join(waiters[w])), 0);
+    }
+    for (uint64_t i = 0; i < NPAGES; i++) {
+        assert_int_equal(wins[i], 1);
+        assert_int_equal(sl_pagemap_state(m, i), SL_PAGE_PRESENT);
+    }
+    assert_int_equal(sl_pagemap_present(m), NPAGES);
+    sl_pagemap_audit(m, &twice, &never);
+    assert_int_equal(twice, 0);
+    assert_int_equal(never, 0);
+    sl_pagemap_free(m);
+}
+
+typedef struct {
+    sl_pagemap *m;
+    uint64_t page;
+    _Atomic bool returned;
+} waiter_arg;
+
+static gpointer wait_one(gpointer opaque)
+{
+    waiter_arg *a = opaque;
+    sl_pagemap_wait(a->m, a->page);
+    atomic_store(&a->returned, true);
+    return NULL;
+}
+
+static void test_waiter_sleeps_until_publish(void **state)
+{
+    sl_pagemap *m = sl_pagemap_new(4);
+    waiter_arg a = { .m = m, .page = 2 };
+    GThread *t;
+
+    assert_true(sl_pagemap_claim(m, 2));
+    t = g_thread_new("waiter", wait_one, &a);
+    g_usleep(50 * 1000); /* give the waiter time to block (it must not return) */
+    assert_false(atomic_load(&a.returned));
+    sl_pagemap_publish(m, 2, 1);
+    g_thread_join(t);
+    assert_true(atomic_load(&a.returned));
+    sl_pagemap_free(m);
+}
+
+static void test_unclaimed_page_can_be_claimed_again(void **state)
+{
+    sl_pagemap *m = sl_pagemap_new(8);
+
+    assert_true(sl_pagemap_claim(m, 3));
+    assert_false(sl_pagemap_claim(m, 3));
+    assert_int_equal(sl_pagemap_state(m, 3), SL_PAGE_CLAIMED);
+    sl_pagemap_unclaim(m, 3, 1);
+    assert_int_equal(sl_pagemap_state(m, 3), SL_PAGE_ABSENT);
+    assert_true(sl_pagemap_claim(m, 3));
+    assert_int_equal(sl_pagemap_publish(m, 3, 1), 1);
+    assert_false(sl_pagemap_claim(m, 3));
+    sl_pagemap_free(m);
+}
+
+static void test_audit_counts_double_and_missing_placements(void **state)
+{
+    sl_pagemap *m = sl_pagemap_new(10);
+    uint64_t twice, never;
+
+    sl_pagemap_note_placed(m, 0, 5);
+    sl_pagemap_note_placed(m, 2, 2); /* pages 2 and 3 placed twice */
+    sl_pagemap_audit(m, &twice, &never);
+    assert_int_equal(twice, 2);
+    assert_int_equal(never, 5);
+    sl_pagemap_free(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_claim_is_exclusive_under_racing_threads),
+        cmocka_unit_test(test_waiter_sleeps_until_publish),
+        cmocka_unit_test(test_unclaimed_page_can_be_claimed_again),
+        cmocka_unit_test(test_audit_counts_double_and_missing_placements),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,448 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Lazy restore tests, table-driven over memory backends x features.  Each
+ * case builds a snapshot with known contents, restores it into fresh memory
+ * of the backend and checks every byte against the generator (not against
+ * the reader), plus the exactly-once audit.  Touching threads read random
+ * pages while the loaders run, as vCPUs would.  Cases that need
+ * userfaultfd skip with a reason when it is missing, or fail when CI
+ * requires it (SNAPLOAD_REQUIRE).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "testutil.h"
+#include "backends/backend.h"
+#include "migration/uffd.h"
+
+#define PSIZE 4096u
+
+typedef struct {
+    const char *name;
+    sl_backend_kind kind;
+} backend_case;
+
+static const backend_case backend_cases[] = {
+    { "anon", SL_BACKEND_ANON },
+};
+
+/* Per-test state: a snapshot with known contents and memory to restore into. */
+typedef struct {
+    const backend_case *bc;
+    char *dir, *path;
+    uint64_t lengths[2];
+    unsigned nblocks;
+    unsigned zero_every;
+    sl_snapshot *snap;
+    sl_mem mem[2];
+    sl_restore *r;
+} fixture;
+
+static void need_uffd(void)
+{
+    g_autofree char *why = NULL;
+    bool have = sl_test_have_uffd(&why);
+    SL_TEST_NEED("uffd", have, why);
+}
+
+static void fixture_build(fixture *f, uint64_t len0, uint64_t len1, unsigned zero_every)
+{
+    g_autoptr(GError) err = NULL;
+
+    f->dir = sl_test_tmpdir();
+    f->path = g_build_filename(f->dir, "snap", NULL);
+    f->lengths[0] = len0;
+    f->lengths[1] = len1;
+    f->nblocks = len1 ? 2 : 1;
+    f->zero_every = zero_every;
+    sl_test_make_snapshot(f->path, f->lengths, f->nblocks, PSIZE, zero_every, 0);
+    f->snap = sl_snapshot_open(f->path, &err);
+    assert_non_null(f->snap);
+    for (unsigned b = 0; b < f->nblocks; b++) {
+        assert_true(sl_mem_map(&f->mem[b], f->bc->kind, f->lengths[b], &err));
+    }
+}
+
+/* Creates, attaches and starts a restore of every block. */
+static void fixture_start(fixture *f, unsigned loaders, bool no_loaders)
+{
+    g_autoptr(GError) err = NULL;
+    sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = loaders,
+                              .no_loaders = no_loaders };
+
+    f->r = sl_restore_new(f->snap, &cfg, &err);
+    assert_non_null(f->r);
+    for (unsigned b = 0; b < f->nblocks; b++) {
+        g_autofree char *name = g_strdup_printf("b%u", b);
+        assert_true(sl_restore_attach(f->r, name, f->mem[b].host, f->lengths[b],
+                                      f->bc->kind, &err));
+    }
+    if (!sl_restore_start(f->r, &err)) {
+        fail_msg("sl_restore_start: %s", err->message);
+    }
+}
+
+static int fixture_setup(void **state)
+{
+    fixture *f = g_new0(fixture, 1);
+    f->bc = *state;
+    *state = f;
+    return 0;
+}
+
+static int fixture_teardown(void **state)
+{
+    fixture *f = *state;
+
+    sl_restore_free(f->r);
+    for (unsigned b = 0; b < 2; b++) {
+        sl_mem_release(&f->mem[b]);
+    }
+    sl_snapshot_close(f->snap);
+    if (f->dir) {
+        sl_test_rmdir(f->dir);
+    }
+    g_free(f->path);
+    g_free(f);
+    return 0;
+}
+
+/* True if page @i of block @b holds what the generator wrote. */
+static bool page_ok(const fixture *f, unsigned b, uint64_t i, uint8_t *scratch)
+{
+    sl_test_fill_page(scratch, PSIZE, i, b + 1, f->zero_every);
+    return memcmp(scratch, f->mem[b].host + i * PSIZE, PSIZE) == 0;
+}
+
+static uint64_t count_bad_pages(const fixture *f)
+{
+    g_autofree uint8_t *scratch = g_malloc(PSIZE);
+    uint64_t bad = 0;
+
+    for (unsigned b = 0; b < f->nblocks; b++) {
+        for (uint64_t i = 0; i < f->lengths[b] / PSIZE; i++) {
+            bad += !page_ok(f, b, i, scratch);
+        }
+    }
+    return bad;
+}
+
+static sl_stats finish_and_audit(fixture *f)
+{
+    sl_stats st = { .size = sizeof(st) };
+    uint64_t total = 0;
+
+    assert_int_equal(sl_restore_wait(f->r, -1), 0);
+    sl_restore_stop(f->r);
+    sl_restore_get_stats(f->r, &st);
+    for (unsigned b = 0; b < f->nblocks; b++) {
+        total += f->lengths[b] / PSIZE;
+    }
+    assert_int_equal(st.pages_total, total);
+    assert_int_equal(st.pages_present, total);
+    assert_int_equal(st.pages_placed_twice, 0);
+    assert_int_equal(st.pages_never_placed, 0);
+    assert_int_equal(st.pages_by_fault + st.pages_by_loader, total);
+    assert_true(st.time_to_complete_ms >= 0);
+    assert_int_equal(count_bad_pages(f), 0);
+    return st;
+}
+
+static void test_loaders_alone_place_every_page_exactly_once(void **state)
+{
+    fixture *f = *state;
+
+    need_uffd();
+    fixture_build(f, 24 << 20, 8 << 20, 7);
+    fixture_start(f, 2, false);
+    sl_stats st = finish_and_audit(f);
+    assert_int_equal(st.faults, 0);
+    assert_true(st.zero_pages > 0);
+}
+
+typedef struct {
+    fixture *f;
+    unsigned id;
+    _Atomic bool *stop;
+    uint64_t bad, touched;
+} toucher;
+
+static gpointer touch_random(gpointer opaque)
+{
+    toucher *t = opaque;
+    g_autofree uint8_t *scratch = g_malloc(PSIZE);
+    GRand *rng = g_rand_new_with_seed(t->id + 11);
+
+    while (!atomic_load(t->stop) || t->touched < 64) {
+        unsigned b = (unsigned)g_rand_int_range(rng, 0, (gint32)t->f->nblocks);
+        uint64_t i = (uint64_t)g_rand_int_range(rng, 0, (gint32)(t->f->lengths[b] / PSIZE));
+        t->bad += !page_ok(t->f, b, i, scratch);
+        t->touched++;
+    }
+    g_rand_free(rng);
+    return NULL;
+}
+
+static void test_random_touchers_see_correct_bytes_while_loaders_run(void **state)
+{
+    fixture *f = *state;
+    toucher t[4];
+    GThread *th[4];
+    _Atomic bool stop = false;
+
+    need_uffd();
+    fixture_build(f, 48 << 20, 16 << 20, 5);
+    fixture_start(f, 1, false);
+    for (unsigned i = 0; i < 4; i++) {
+        t[i] = (toucher){ .f = f, .id = i, .stop = &stop };
+        th[i] = g_thread_new("toucher", touch_random, &t[i]);
+    }
+    assert_int_equal(sl_restore_wait(f->r, -1), 0);
+    atomic_store(&stop, true);
+    for (unsigned i = 0; i < 4; i++) {
+        g_thread_join(th[i]);
+        assert_int_equal(t[i].bad, 0);
+    }
+    sl_stats st = finish_and_audit(f);
+    assert_true(st.faults > 0);
+    assert_true(st.pages_by_fault > 0);
+    assert_true(st.fault_p50_us <= st.fault_p99_us && st.fault_p99_us <= st.fault_max_us);
+    assert_true(st.time_to_first_fault_ms >= 0);
+}
+
+static void test_faults_alone_complete_the_restore(void **state)
+{
+    fixture *f = *state;
+    g_autofree uint8_t *scratch = g_malloc(PSIZE);
+
+    need_uffd();
+    fixture_build(f, 4 << 20, 1 << 20, 3);
+    fixture_start(f, 0, true);
+    /* Touch every page from this thread, in reverse order. */
+    for (unsigned b = 0; b < f->nblocks; b++) {
+        for (uint64_t i = f->lengths[b] / PSIZE; i-- > 0;) {
+            assert_true(page_ok(f, b, i, scratch));
+        }
+    }
+    sl_stats st = finish_and_audit(f);
+    assert_int_equal(st.pages_by_loader, 0);
+    assert_int_equal(st.pages_by_fault, st.pages_total);
+}
+
+static void test_fault_is_served_before_the_loader_reaches_it(void **state)
+{
+    fixture *f = *state;
+    g_autofree uint8_t *scratch = g_malloc(PSIZE);
+    uint64_t last;
+
+    need_uffd();
+    fixture_build(f, 128 << 20, 0, 0);
+    last = f->lengths[0] / PSIZE - 1;
+    fixture_start(f, 1, false);
+    /* The loader goes in file order: the last page is the furthest away. */
+    assert_true(page_ok(f, 0, last, scratch));
+    assert_int_equal(sl_restore_poll(f->r), -EINPROGRESS);
+    sl_stats st = finish_and_audit(f);
+    assert_true(st.pages_by_fault >= 1);
+}
+
+static void test_discarded_page_refaults_as_zero(void **state)
+{
+    fixture *f = *state;
+    g_autofree uint8_t *scratch = g_malloc(PSIZE);
+    uint8_t *page;
+
+    need_uffd();
+    fixture_build(f, 1 << 20, 0, 0);
+    fixture_start(f, 0, true);
+    page = f->mem[0].host + 3 * PSIZE;
+    assert_true(page_ok(f, 0, 3, scratch));
+    /* The guest discards the page (balloon): it must read as zeros, not hang. */
+    assert_int_equal(madvise(page, PSIZE, MADV_DONTNEED), 0);
+    assert_int_equal(page[100], 0);
+    assert_true(page[0] == 0 && memcmp(page, page + 1, PSIZE - 1) == 0);
+    for (uint64_t i = 0; i < f->lengths[0] / PSIZE; i++) {
+        (void)*(volatile uint8_t *)(f->mem[0].host + i * PSIZE);
+    }
+    assert_int_equal(sl_restore_wait(f->r, -1), 0);
+    sl_stats st = { .size = sizeof(st) };
+    sl_restore_get_stats(f->r, &st);
+    assert_true(st.faults_on_present >= 1);
+    assert_int_equal(st.pages_placed_twice, 0);
+}
+
+/* Child side of the corrupt-page test; exit codes name the failed step. */
+static void corrupt_child(const backend_case *bc, const char *path, uint64_t bad_page)
+{
+    GError *err = NULL;
+    sl_snapshot *s = sl_snapshot_open(path, &err);
+    sl_mem mem;
+    sl_restore *r;
+    sl_stats st = { .size = sizeof(st) };
+    sl_block_info bi;
+
+    if (!s || !sl_snapshot_block(s, 0, &bi) || !sl_mem_map(&mem, bc->kind, bi.length, &err)) {
+        _exit(10);
+    }
+    r = sl_restore_new(s, NULL, &err);
+    if (!r || !sl_restore_attach(r, "b0", mem.host, bi.length, bc->kind, &err) ||
+        !sl_restore_start(r, &err)) {
+        _exit(11);
+    }
+    if (sl_restore_wait(r, -1) != -EBADMSG) {
+        _exit(12);
+    }
+    sl_restore_get_stats(r, &st);
+    if (st.checksum_failures != 1 || st.pages_never_placed != 1) {
+        _exit(13);
+    }
+    signal(SIGBUS, SIG_DFL); /* cmocka's handlers must not catch what we test */
+    signal(SIGALRM, SIG_DFL);
+    alarm(5); /* without poison support the access blocks: SIGALRM, not zeros */
+    if (*(volatile uint8_t *)(mem.host + bad_page * PSIZE + 9) == 0) {
+        _exit(14); /* served as zeros: the one forbidden outcome */
+    }
+    _exit(15); /* served as something else: also wrong */
+}
+
+static void test_corrupt_page_is_never_served(void **state)
+{
+    fixture *f = *state;
+    sl_block_info bi;
+    uint64_t bad_page = 5;
+    uint8_t byte;
+    int fd, status;
+    pid_t pid;
+
+    need_uffd();
+    fixture_build(f, 2 << 20, 0, 0);
+    assert_true(sl_snapshot_block(f->snap, 0, &bi));
+    fd = open(f->path, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, &byte, 1, (off_t)(bi.pages_offset + bad_page * PSIZE + 9)), 1);
+    byte ^= 0x40;
+    assert_int_equal(pwrite(fd, &byte, 1, (off_t)(bi.pages_offset + bad_page * PSIZE + 9)), 1);
+    close(fd);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        corrupt_child(f->bc, f->path, bad_page);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (WIFEXITED(status)) {
+        fail_msg("child exited with code %d (see corrupt_child)", WEXITSTATUS(status));
+    }
+    /* SIGBUS with poison support; SIGALRM (blocked, never zeros) without. */
+    assert_true(WTERMSIG(status) == SIGBUS || WTERMSIG(status) == SIGALRM);
+}
+
+/* ---------------- cases that do not depend on the backend ----------------- */
+
+static void test_attach_rejects_wrong_length_unknown_block_and_late_calls(void **state)
+{
+    backend_case bc = backend_cases[0];
+    fixture f = { .bc = &bc };
+    g_autoptr(GError) err = NULL;
+    sl_restore *r;
+
+    fixture_build(&f, 1 << 20, 0, 0);
+    r = sl_restore_new(f.snap, NULL, &err);
+    assert_false(sl_restore_start(r, &err));
+    assert_non_null(strstr(err->message, "attach"));
+    g_clear_error(&err);
+    assert_false(sl_restore_attach(r, "b0", f.mem[0].host, (1 << 20) - PSIZE, bc.kind, &err));
+    assert_non_null(strstr(err->message, "length"));
+    g_clear_error(&err);
+    assert_false(sl_restore_attach(r, "nope", f.mem[0].host, 1 << 20, bc.kind, &err));
+    assert_non_null(strstr(err->message, "no block"));
+    g_clear_error(&err);
+    assert_false(sl_restore_attach(r, "b0", f.mem[0].host + 1, 1 << 20, bc.kind, &err));
+    g_clear_error(&err);
+    assert_true(sl_restore_attach(r, "b0", f.mem[0].host, 1 << 20, bc.kind, &err));
+    assert_false(sl_restore_attach(r, "b0", f.mem[0].host, 1 << 20, bc.kind, &err));
+    g_clear_error(&err);
+    sl_restore_free(r);
+    sl_mem_release(&f.mem[0]);
+    sl_snapshot_close(f.snap);
+    sl_test_rmdir(f.dir);
+    g_free(f.path);
+}
+
+static void test_stop_before_completion_returns(void **state)
+{
+    fixture *f = *state;
+
+    need_uffd();
+    fixture_build(f, 64 << 20, 0, 0);
+    fixture_start(f, 1, false);
+    sl_restore_stop(f->r); /* must join promptly, not wait for the whole load */
+    assert_true(sl_restore_poll(f->r) == -EINPROGRESS || sl_restore_poll(f->r) == 0);
+}
+
+static void test_uffd_copy_reports_eexist_for_a_present_page(void **state)
+{
+    g_autofree char *why = NULL;
+    bool have = sl_test_have_uffd(&why);
+    SL_TEST_NEED("uffd", have, why);
+    g_autoptr(GError) err = NULL;
+    int fd = sl_uffd_open(0, 0, NULL, &err);
+    uint8_t *p = mmap(NULL, PSIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    g_autofree uint8_t *src = g_malloc0(PSIZE);
+    uint64_t done, eagain = 0;
+
+    assert_true(fd >= 0);
+    assert_true(sl_uffd_register(fd, p, PSIZE, UFFDIO_REGISTER_MODE_MISSING,
+                                 SL_IOCTL(_UFFDIO_COPY), NULL, &err));
+    src[0] = 42;
+    assert_int_equal(sl_uffd_copy(fd, p, src, PSIZE, &done, &eagain), 0);
+    assert_int_equal(done, PSIZE);
+    assert_int_equal(sl_uffd_copy(fd, p, src, PSIZE, &done, &eagain), -EEXIST);
+    assert_int_equal(done, 0);
+    assert_int_equal(p[0], 42);
+    close(fd);
+    munmap(p, PSIZE);
+}
+
+/* ---------------------------------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    CMUnitTestFunction fn;
+} feature;
+
+static const feature features[] = {
+    { "loaders_alone_place_every_page_exactly_once", test_loaders_alone_place_every_page_exactly_once },
+    { "random_touchers_see_correct_bytes_while_loaders_run", test_random_touchers_see_correct_bytes_while_loaders_run },
+    { "faults_alone_complete_the_restore", test_faults_alone_complete_the_restore },
+    { "fault_is_served_before_the_loader_reaches_it", test_fault_is_served_before_the_loader_reaches_it },
+    { "discarded_page_refaults_as_zero", test_discarded_page_refaults_as_zero },
+    { "corrupt_page_is_never_served", test_corrupt_page_is_never_served },
+    { "stop_before_completion_returns", test_stop_before_completion_returns },
+};
+
+int main(void)
+{
+    size_t nb = G_N_ELEMENTS(backend_cases), nf = G_N_ELEMENTS(features), n = 0;
+    struct CMUnitTest *tests = g_new0(struct CMUnitTest, nb * nf + 2);
+
+    for (size_t b = 0; b < nb; b++) {
+        for (size_t i = 0; i < nf; i++) {
+            tests[n++] = (struct CMUnitTest){
+                .name = g_strdup_printf("%s/%s", backend_cases[b].name, features[i].name),
+                .test_func = features[i].fn,
+                .setup_func = fixture_setup,
+                .teardown_func = fixture_teardown,
+                .initial_state = (void *)&backend_cases[b],
+            };
+        }
+    }
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(
+        test_attach_rejects_wrong_length_unknown_block_and_late_calls);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_uffd_copy_reports_eexist_for_a_present_page);
+    return _cmocka_run_group_tests("restore", tests, n, NULL, NULL);
+}

@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Shared unit-test helpers (see testutil.h).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <glib/gstdio.h>
+#include "testutil.h"
+#include "migration/uffd.h"
+
+bool sl_test_required(const char *cap)
+{
+    const char *req = g_getenv("SNAPLOAD_REQUIRE");
+    g_auto(GStrv) caps = req ? g_strsplit(req, ",", -1) : NULL;
+
+    for (unsigned i = 0; caps && caps[i]; i++) {
+        if (!strcmp(caps[i], cap) || !strcmp(caps[i], "all")) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool sl_test_have_uffd(char **why)
+{
+    GError *err = NULL;
+    int fd = sl_uffd_open(0, 0, NULL, &err);
+    long psz = sysconf(_SC_PAGESIZE);
+    void *p;
+    bool ok;
+
+    if (fd < 0) {
+        *why = g_strdup(err->message);
+        g_error_free(err);
+        return false;
+    }
+    p = mmap(NULL, (size_t)psz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ok = sl_uffd_register(fd, p, (uint64_t)psz, UFFDIO_REGISTER_MODE_MISSING,
+                          SL_IOCTL(_UFFDIO_COPY), NULL, &err);
+    if (!ok) {
+        *why = g_strdup(err->message);
+        g_error_free(err);
+    }
+    munmap(p, (size_t)psz);
+    close(fd);
+    return ok;
+}
+
+char *sl_test_tmpdir(void)
+{
+    g_autoptr(GError) err = NULL;
+    char *d = g_dir_make_tmp("snapload-test-XXXXXX", &err);
+
+    assert_non_null(d);
+    return d;
+}
+
+void sl_test_rmdir(char *dir)
+{
+    GDir *d = g_dir_open(dir, 0, NULL);
+    const char *name;
+
+    while (d && (name = g_dir_read_name(d))) {
+        g_autofree char *p = g_build_filename(dir, name, NULL);
+        g_unlink(p);
+    }
+    if (d) {
+        g_dir_close(d);
+    }
+    g_rmdir(dir);
+    g_free(dir);
+}
+
+void sl_test_fill_page(uint8_t *p, size_t size, uint64_t idx, uint64_t seed, unsigned zero_every)
+{
+    uint64_t s = (idx + 1) * 0x9e3779b97f4a7c15ull ^ seed * 0xbf58476d1ce4e5b9ull;
+
+    if (zero_every && idx % zero_every == 0) {
+        memset(p, 0, size);
+        return;
+    }
+    for (size_t i = 0; i + 8 <= size; i += 8) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        memcpy(p + i, &s, 8);
+    }
+    memcpy(p, &idx, sizeof(idx)); /* never all-zero, and unique per page */
+    p[8] = (uint8_t)(seed | 1);
+}
+
+void sl_test_make_snapshot(const char *path, const uint64_t *lengths, unsigned nblocks,
+                           uint64_t psize, unsigned zero_every, size_t devstate_len)
+{
+    g_autoptr(GError) err = NULL;
+    sl_writer *w = sl_writer_new(path, &err);
+    g_autofree uint8_t *page = g_malloc(psize);
+
+    assert_non_null(w);
+    for (unsigned b = 0; b < nblocks; b++) {
+        g_autofree char *name = g_strdup_printf("b%u", b);
+        assert_int_equal(sl_writer_add_block(w, name, lengths[b], psize, -1, &err), (int)b);
+    }
+    for (unsigned b = 0; b < nblocks; b++) {
+        for (uint64_t i = 0; i < lengths[b] / psize; i++) {
+            sl_test_fill_page(page, psize, i, b + 1, zero_every);
+            assert_true(sl_writer_write(w, b, i * psize, page, psize, &err));
+        }
+    }
+    if (devstate_len) {
+        g_autofree uint8_t *ds = g_malloc(devstate_len);
+        for (size_t i = 0; i < devstate_len; i++) {
+            ds[i] = (uint8_t)(i * 7 + 3);
+        }
+        assert_true(sl_writer_add_section(w, SL_SECTION_DEVICE_STATE, ds, devstate_len, &err));
+    }
+    assert_true(sl_writer_finish(w, &err));
+    sl_writer_free(w);
+}

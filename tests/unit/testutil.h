@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Helpers shared by the unit tests: capability checks that skip with a
+ * reason (or fail when CI requires the capability through SNAPLOAD_REQUIRE),
+ * temporary directories, and building small snapshots with known contents.
+ */
+#ifndef SNAPLOAD_TESTUTIL_H
+#define SNAPLOAD_TESTUTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include "snapload/snapload.h"
+
+/** True if the comma-separated SNAPLOAD_REQUIRE lists @cap (or "all"). */
+bool sl_test_required(const char *cap);
+
+/** Whether userfaultfd MISSING mode on anonymous memory works here; @why gets the reason if not. */
+bool sl_test_have_uffd(char **why);
+
+/*
+ * Skip the current test when @have is false, printing @why; fail instead when
+ * the capability is required (so CI never passes a skipped capability).
+ */
+#define SL_TEST_NEED(cap, have, why)                                             \
+    do {                                                                         \
+        if (!(have)) {                                                           \
+            if (sl_test_required(cap)) {                                         \
+                fail_msg("capability '%s' is required here but missing: %s",     \
+                         cap, why);                                              \
+            }                                                                    \
+            print_message("# SKIP: needs %s: %s\n", cap, why);                   \
+            skip();                                                              \
+        }                                                                        \
+    } while (0)
+
+/** A fresh temporary directory (removed by sl_test_rmdir). */
+char *sl_test_tmpdir(void);
+
+/** Removes @dir and the files directly in it; frees @dir. */
+void sl_test_rmdir(char *dir);
+
+/** Content of page @idx for seed @seed: zero when (idx % zero_every) == 0 and zero_every > 0. */
+void sl_test_fill_page(uint8_t *p, size_t size, uint64_t idx, uint64_t seed, unsigned zero_every);
+
+/**
+ * Writes @path: one block per entry of @lengths (named "b0", "b1", ...),
+ * page size @psize, contents from sl_test_fill_page(seed = block index + 1),
+ * plus a device-state section of @devstate_len bytes (0 = none).
+ */
+void sl_test_make_snapshot(const char *path, const uint64_t *lengths, unsigned nblocks,
+                           uint64_t psize, unsigned zero_every, size_t devstate_len);
+
+#endif /* SNAPLOAD_TESTUTIL_H */

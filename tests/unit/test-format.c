@@ -1,0 +1,1174 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Unit tests of the snapshot file format (docs/format.md): what the writer
+ * stores reads back page for page, zero pages take no space, and the reader
+ * refuses every damaged file with SL_ERROR_FORMAT and a message naming the
+ * field.  Damaged files are made from a valid one by truncating a copy at
+ * every field boundary, by rewriting single fields and then recomputing the
+ * checksums (so the reader's range, overlap and version checks are reached
+ * rather than its checksum checks), by flipping bytes without fixing the
+ * checksums, and by a seeded run of random byte corruptions.  A reader that
+ * accepts damage must never return wrong page data: verified reads either
+ * return the original content or fail.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "testutil.h"
+#include "migration/format.h"
+
+#define KiB (1024ull)
+#define MiB (1024ull * 1024)
+#define PAGE 4096ull
+#define SMALL_ZERO_EVERY 3   /* page contents of the small fixture snapshot */
+#define SMALL_DEVSTATE 100   /* bytes of its device-state section */
+
+/* ------------------------------------------------------------------ */
+/* Fixtures: a valid snapshot on disk, its bytes and its parsed layout */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    char *dir;          /* per-test temporary directory */
+    char *path;         /* the valid snapshot in it */
+    char *copy;         /* where damaged copies are written */
+    uint8_t *buf;       /* bytes of the valid snapshot */
+    gsize len;
+    sl_snapshot *snap;  /* the valid snapshot, opened: the layout to patch */
+    uint64_t boff, soff;
+    unsigned zero_every;
+} fixture;
+
+static fixture *fixture_new(const uint64_t *lengths, unsigned n, uint64_t psize,
+                            unsigned zero_every, size_t devstate)
+{
+    fixture *fx = g_new0(fixture, 1);
+    g_autoptr(GError) err = NULL;
+
+    fx->dir = sl_test_tmpdir();
+    fx->path = g_build_filename(fx->dir, "valid.snap", NULL);
+    fx->copy = g_build_filename(fx->dir, "damaged.snap", NULL);
+    fx->zero_every = zero_every;
+    sl_test_make_snapshot(fx->path, lengths, n, psize, zero_every, devstate);
+    assert_true(g_file_get_contents(fx->path, (char **)&fx->buf, &fx->len, &err));
+    fx->snap = sl_snapshot_open(fx->path, &err);
+    assert_non_null(fx->snap);
+    fx->boff = sl_le64(fx->buf + SL_H_BLKTAB);
+    fx->soff = sl_le64(fx->buf + SL_H_SECTAB);
+    return fx;
+}
+
+static void fixture_free(fixture *fx)
+{
+    sl_snapshot_close(fx->snap);
+    g_free(fx->buf);
+    g_free(fx->path);
+    g_free(fx->copy);
+    sl_test_rmdir(fx->dir);
+    g_free(fx);
+}
+
+/*
+ * Small snapshot: block b0 has 64 pages (a whole bitmap word), b1 has 10
+ * pages (bits past the last page exist), and a 100-byte device state.
+ */
+static int setup_small(void **state)
+{
+    static const uint64_t lengths[] = { 64 * PAGE, 10 * PAGE };
+
+    *state = fixture_new(lengths, 2, PAGE, SMALL_ZERO_EVERY, SMALL_DEVSTATE);
+    return 0;
+}
+
+/* One 8 MiB block of 2 MiB pages, no sections. */
+static int setup_huge_pages(void **state)
+{
+    static const uint64_t lengths[] = { 8 * MiB };
+
+    *state = fixture_new(lengths, 1, 2 * MiB, 5, 0);
+    return 0;
+}
+
+static int teardown_fixture(void **state)
+{
+    fixture_free(*state);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Writing damaged copies                                              */
+/* ------------------------------------------------------------------ */
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+    uint64_t w, acc = 0;
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, p + i, 8);
+        acc |= w;
+        if (acc) {
+            return false;
+        }
+    }
+    for (; i < n; i++) {
+        acc |= p[i];
+    }
+    return acc == 0;
+}
+
+/*
+ * Writes @len bytes of @buf to a new file at @path, leaving holes where
+ * @buf is zero (as the writer does), then ftruncate()s it to @keep bytes.
+ */
+static void write_copy(const char *path, const uint8_t *buf, size_t len, uint64_t keep)
+{
+    int fd;
+
+    /* A new inode each time (O_TRUNC of the old one makes ext4 flush it). */
+    assert_true(unlink(path) == 0 || errno == ENOENT);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)len), 0);
+    for (size_t off = 0; off < len; off += PAGE) {
+        size_t n = MIN(PAGE, len - off);
+        if (!all_zero(buf + off, n)) {
+            assert_int_equal(sl_pwrite_full(fd, buf + off, n, off), 0);
+        }
+    }
+    assert_int_equal(ftruncate(fd, (off_t)keep), 0);
+    close(fd);
+}
+
+/* Whether [off, off + n) lies inside a buffer of @len bytes (no overflow). */
+static bool inside(uint64_t len, uint64_t off, uint64_t n)
+{
+    return off <= len && n <= len - off;
+}
+
+/* ------------------------------------------------------------------ */
+/* Recomputing checksums after a patch                                 */
+/* ------------------------------------------------------------------ */
+
+/* Block @i's table entry in @buf (at the valid file's table position). */
+static uint8_t *entry_of(const fixture *fx, uint8_t *buf, unsigned i)
+{
+    return buf + fx->boff + (uint64_t)i * SL_BLOCK_ENTRY_SIZE;
+}
+
+/*
+ * Locates block @i's bitmap and checksum array as its (possibly patched)
+ * entry and mapped-ram header describe them; false if they are not in @buf.
+ */
+static bool block_meta_at(const fixture *fx, uint8_t *buf, unsigned i, uint64_t *bm,
+                          uint64_t *bmb, uint64_t *cs, uint64_t *csb)
+{
+    const uint8_t *e = entry_of(fx, buf, i);
+    uint64_t ramhdr = sl_le64(e + SL_B_RAMHDR), psize = sl_le64(e + SL_B_PAGESIZE);
+    uint64_t npages;
+
+    if (!psize || !inside(fx->len, ramhdr, SL_MR_HEADER_SIZE)) {
+        return false;
+    }
+    npages = sl_le64(e + SL_B_LENGTH) / psize;
+    *bm = sl_be64(buf + ramhdr + SL_MR_BITMAP);
+    *bmb = sl_bitmap_bytes(npages);
+    *cs = sl_le64(e + SL_B_CSUMS);
+    *csb = npages * 8;
+    return npages && inside(fx->len, *bm, *bmb) && inside(fx->len, *cs, *csb);
+}
+
+/* Sets block @i's meta_csum to what a writer would store for its metadata. */
+static void fix_meta_csum(const fixture *fx, uint8_t *buf, unsigned i)
+{
+    uint64_t bm, bmb, cs, csb;
+
+    if (block_meta_at(fx, buf, i, &bm, &bmb, &cs, &csb)) {
+        sl_put_le64(entry_of(fx, buf, i) + SL_B_META_CSUM,
+                    sl_hash2(buf + bm, bmb, buf + cs, csb));
+    }
+}
+
+/* Sets block @i's present_pages to the popcount of the bitmap it points at. */
+static void sync_present_pages(const fixture *fx, uint8_t *buf, unsigned i)
+{
+    uint64_t bm, bmb, cs, csb, count = 0;
+
+    assert_true(block_meta_at(fx, buf, i, &bm, &bmb, &cs, &csb));
+    for (uint64_t k = 0; k < bmb; k++) {
+        count += (uint64_t)__builtin_popcount(buf[bm + k]);
+    }
+    sl_put_le64(entry_of(fx, buf, i) + SL_B_PRESENT, count);
+}
+
+/* Recomputes every checksum: meta_csums, then tables_csum, then header_csum. */
+static void fix_checksums(const fixture *fx, uint8_t *buf)
+{
+    unsigned nb = fx->snap->nblocks, ns = fx->snap->nsections;
+
+    for (unsigned i = 0; i < nb; i++) {
+        fix_meta_csum(fx, buf, i);
+    }
+    sl_put_le64(buf + SL_H_TABLES_CSUM,
+                sl_hash2(buf + fx->boff, (size_t)nb * SL_BLOCK_ENTRY_SIZE,
+                         buf + fx->soff, (size_t)ns * SL_SECTION_ENTRY_SIZE));
+    sl_put_le64(buf + SL_H_HEADER_CSUM, sl_hash(buf, SL_H_HEADER_CSUM));
+}
+
+/* ------------------------------------------------------------------ */
+/* Table-driven patches                                                */
+/* ------------------------------------------------------------------ */
+
+/* Where a patched field lives. Mapped-ram header fields are big-endian. */
+typedef enum { IN_HEADER, IN_BLOCK, IN_RAMHDR, IN_BITMAP, IN_CSUMS, IN_SECTION } area;
+
+typedef enum { SET, ADD, XOR, FILL } patch_op;
+
+/* What a SET value is relative to, so cases follow the fixture's layout. */
+typedef enum {
+    ABS, AT_EOF, AT_EOF_MIB, AT_BLKTAB, AT_SECTAB, AT_PAGES0, AT_RAMHDR1,
+    AT_CSUMS0, AT_CSUMS1,
+} base_kind;
+
+enum { FIX = 1, SYNC_PRESENT = 2 };
+
+typedef struct {
+    const char *what;
+    area where;
+    unsigned idx;          /* block or section index */
+    unsigned off, width;   /* field offset in its area; 1, 4 or 8 bytes (any for FILL) */
+    patch_op op;
+    base_kind base;        /* SET only */
+    uint64_t value;        /* SET: base + value; ADD: added; XOR: mask; FILL: byte */
+    unsigned flags;        /* FIX: recompute checksums; SYNC_PRESENT: of block idx */
+    const char *needle1, *needle2; /* both must appear in the error message */
+} patch_case;
+
+static uint64_t base_value(const fixture *fx, base_kind base)
+{
+    const sl_block *b = fx->snap->blocks;
+
+    switch (base) {
+    case ABS:        return 0;
+    case AT_EOF:     return fx->len;
+    case AT_EOF_MIB: return sl_align_up(fx->len, SL_MR_ALIGN);
+    case AT_BLKTAB:  return fx->boff;
+    case AT_SECTAB:  return fx->soff;
+    case AT_PAGES0:  return b[0].pages_offset;
+    case AT_RAMHDR1: return b[1].ramhdr_offset;
+    case AT_CSUMS0:  return b[0].csum_offset;
+    case AT_CSUMS1:  return b[1].csum_offset;
+    }
+    fail();
+    return 0;
+}
+
+static uint64_t area_offset(const fixture *fx, area where, unsigned idx)
+{
+    const sl_block *b = &fx->snap->blocks[idx];
+
+    switch (where) {
+    case IN_HEADER:  return 0;
+    case IN_BLOCK:   return fx->boff + (uint64_t)idx * SL_BLOCK_ENTRY_SIZE;
+    case IN_RAMHDR:  return b->ramhdr_offset;
+    case IN_BITMAP:  return b->bitmap_offset;
+    case IN_CSUMS:   return b->csum_offset;
+    case IN_SECTION: return fx->soff + (uint64_t)idx * SL_SECTION_ENTRY_SIZE;
+    }
+    fail();
+    return 0;
+}
+
+static uint64_t get_field(const uint8_t *p, unsigned width, bool be)
+{
+    switch (width) {
+    case 1:  return p[0];
+    case 4:  return be ? sl_be32(p) : sl_le32(p);
+    default: return be ? sl_be64(p) : sl_le64(p);
+    }
+}
+
+static void put_field(uint8_t *p, unsigned width, bool be, uint64_t v)
+{
+    switch (width) {
+    case 1:  p[0] = (uint8_t)v; break;
+    case 4:  be ? sl_put_be32(p, (uint32_t)v) : sl_put_le32(p, (uint32_t)v); break;
+    default: be ? sl_put_be64(p, v) : sl_put_le64(p, v); break;
+    }
+}
+
+/* Applies @c to @buf (a copy of the fixture's bytes). */
+static void apply_patch(const fixture *fx, uint8_t *buf, const patch_case *c)
+{
+    uint8_t *p = buf + area_offset(fx, c->where, c->idx) + c->off;
+    bool be = c->where == IN_RAMHDR;
+    uint64_t old = get_field(p, c->width, be);
+
+    assert_true(inside(fx->len, (uint64_t)(p - buf), c->width));
+    switch (c->op) {
+    case SET:  put_field(p, c->width, be, base_value(fx, c->base) + c->value); break;
+    case ADD:  put_field(p, c->width, be, old + c->value); break;
+    case XOR:  put_field(p, c->width, be, old ^ c->value); break;
+    case FILL: memset(p, (int)c->value, c->width); break;
+    }
+    if (c->flags & SYNC_PRESENT) {
+        sync_present_pages(fx, buf, c->idx);
+    }
+    if (c->flags & FIX) {
+        fix_checksums(fx, buf);
+    }
+}
+
+/* Opens @path expecting failure with @code and both needles in the message. */
+static void expect_open_fails(const char *path, int code, const char *n1, const char *n2,
+                              const char *what)
+{
+    GError *err = NULL;
+    sl_snapshot *s = sl_snapshot_open(path, &err);
+
+    if (s) {
+        sl_snapshot_close(s);
+        fail_msg("%s: the reader accepted the file (expected \"%s\")", what, n1 ? n1 : "");
+    }
+    if (!err || err->domain != SL_ERROR || err->code != code || !err->message[0] ||
+        (n1 && !strstr(err->message, n1)) || (n2 && !strstr(err->message, n2))) {
+        fail_msg("%s: got error %d \"%s\", expected code %d naming \"%s\" and \"%s\"", what,
+                 err ? err->code : -1, err ? err->message : "(none)", code, n1 ? n1 : "",
+                 n2 ? n2 : "");
+    }
+    g_error_free(err);
+}
+
+/* Each case on a fresh copy of the valid snapshot: the reader must refuse it. */
+static void run_patch_cases(const fixture *fx, const patch_case *cases, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        g_autofree uint8_t *buf = g_malloc(fx->len);
+
+        memcpy(buf, fx->buf, fx->len);
+        apply_patch(fx, buf, &cases[i]);
+        write_copy(fx->copy, buf, fx->len, fx->len);
+        expect_open_fails(fx->copy, SL_ERROR_FORMAT, cases[i].needle1, cases[i].needle2,
+                          cases[i].what);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Page content checks                                                 */
+/* ------------------------------------------------------------------ */
+
+static uint64_t expected_present(uint64_t npages, unsigned zero_every)
+{
+    uint64_t zero = zero_every ? (npages + zero_every - 1) / zero_every : 0;
+    return npages - zero;
+}
+
+/*
+ * Reads block @b with verification, @step pages per call, and compares it
+ * with the pages sl_test_make_snapshot() wrote.  Returns how many calls
+ * failed; *bad is the first page read successfully but wrong, or UINT64_MAX.
+ */
+static unsigned read_and_compare_block(sl_snapshot *s, unsigned b, uint64_t step,
+                                       unsigned zero_every, uint64_t *bad)
+{
+    sl_block_info bi;
+    g_autofree uint8_t *data = NULL, *want = NULL;
+    unsigned failed = 0;
+
+    assert_true(sl_snapshot_block(s, b, &bi));
+    data = g_malloc(step * bi.page_size);
+    want = g_malloc(bi.page_size);
+    *bad = UINT64_MAX;
+    for (uint64_t first = 0; first < bi.pages; first += step) {
+        uint64_t n = MIN(step, bi.pages - first);
+        int ret = sl_snapshot_read_pages(s, b, first, n, data, true);
+        assert_true(ret <= 0);
+        failed += ret < 0;
+        for (uint64_t i = 0; ret == 0 && i < n && *bad == UINT64_MAX; i++) {
+            sl_test_fill_page(want, bi.page_size, first + i, b + 1, zero_every);
+            if (memcmp(data + i * bi.page_size, want, bi.page_size) != 0) {
+                *bad = first + i;
+            }
+        }
+    }
+    return failed;
+}
+
+/* Bitmap and checksum array of block @b agree with the content written. */
+static void check_page_metadata(sl_snapshot *s, unsigned b, unsigned zero_every)
+{
+    sl_block_info bi;
+    g_autofree uint8_t *want = NULL;
+
+    assert_true(sl_snapshot_block(s, b, &bi));
+    want = g_malloc(bi.page_size);
+    for (uint64_t i = 0; i < bi.pages; i++) {
+        bool zero = zero_every && i % zero_every == 0;
+        sl_test_fill_page(want, bi.page_size, i, b + 1, zero_every);
+        assert_int_equal(sl_snapshot_page_present(s, b, i), !zero);
+        assert_int_equal(sl_snapshot_page_checksum(s, b, i),
+                         zero ? 0 : sl_hash(want, bi.page_size));
+    }
+    assert_false(sl_snapshot_page_present(s, b, bi.pages));
+}
+
+static void check_block(sl_snapshot *s, unsigned b, const char *name, uint64_t length,
+                        uint64_t psize, unsigned zero_every)
+{
+    sl_block_info bi;
+    uint64_t bad;
+
+    assert_true(sl_snapshot_block(s, b, &bi));
+    assert_string_equal(bi.name, name);
+    assert_int_equal(bi.length, length);
+    assert_int_equal(bi.page_size, psize);
+    assert_int_equal(bi.pages, length / psize);
+    assert_int_equal(bi.numa_node, -1);
+    assert_int_equal(bi.present_pages, expected_present(bi.pages, zero_every));
+    assert_int_equal(bi.pages_offset % MAX(SL_MR_ALIGN, psize), 0);
+    assert_int_equal(sl_snapshot_find_block(s, name), (int)b);
+    check_page_metadata(s, b, zero_every);
+    assert_int_equal(read_and_compare_block(s, b, bi.pages, zero_every, &bad), 0);
+    assert_int_equal(bad, UINT64_MAX);
+    assert_int_equal(read_and_compare_block(s, b, 1, zero_every, &bad), 0);
+    assert_int_equal(bad, UINT64_MAX);
+}
+
+static void check_devstate(sl_snapshot *s, size_t len)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GBytes) got = sl_snapshot_read_section(s, SL_SECTION_DEVICE_STATE, &err);
+    const uint8_t *d;
+    gsize n;
+
+    assert_non_null(got);
+    d = g_bytes_get_data(got, &n);
+    assert_int_equal(n, len);
+    for (size_t i = 0; i < len; i++) {
+        assert_int_equal(d[i], (uint8_t)(i * 7 + 3));
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* 1. Round trip                                                       */
+/* ------------------------------------------------------------------ */
+
+static void test_round_trip_preserves_blocks_pages_and_section(void **state)
+{
+    static const uint64_t lengths[] = { 3 * MiB, 1 * MiB };
+    char *dir = sl_test_tmpdir();
+    g_autofree char *path = g_build_filename(dir, "rt.snap", NULL);
+    g_autoptr(GError) err = NULL;
+    sl_snapshot *s;
+    uint32_t type;
+    uint64_t len;
+
+    sl_test_make_snapshot(path, lengths, 2, PAGE, 5, 1000);
+    s = sl_snapshot_open(path, &err);
+    assert_non_null(s);
+    assert_int_equal(sl_snapshot_n_blocks(s), 2);
+    check_block(s, 0, "b0", 3 * MiB, PAGE, 5);
+    check_block(s, 1, "b1", 1 * MiB, PAGE, 5);
+    assert_int_equal(sl_snapshot_n_sections(s), 1);
+    assert_true(sl_snapshot_section(s, 0, &type, &len));
+    assert_int_equal(type, SL_SECTION_DEVICE_STATE);
+    assert_int_equal(len, 1000);
+    check_devstate(s, 1000);
+    assert_null(sl_snapshot_read_section(s, SL_SECTION_HOT_PAGES, &err));
+    assert_int_equal(err->code, SL_ERROR_FORMAT);
+    sl_snapshot_close(s);
+    sl_test_rmdir(dir);
+}
+
+static void test_round_trip_with_2mib_pages(void **state)
+{
+    fixture *fx = *state;
+
+    assert_int_equal(sl_snapshot_n_blocks(fx->snap), 1);
+    assert_int_equal(sl_snapshot_n_sections(fx->snap), 0);
+    check_block(fx->snap, 0, "b0", 8 * MiB, 2 * MiB, 5);
+}
+
+/* Rewriting a stored page with zeros turns it back into a hole. */
+static void test_rewriting_page_with_zeros_clears_its_bit(void **state)
+{
+    char *dir = sl_test_tmpdir();
+    g_autofree char *path = g_build_filename(dir, "rw.snap", NULL);
+    g_autofree uint8_t *pages = g_malloc(4 * PAGE), *back = g_malloc(4 * PAGE);
+    g_autoptr(GError) err = NULL;
+    sl_writer *w = sl_writer_new(path, &err);
+    sl_snapshot *s;
+
+    memset(pages, 0xa5, 4 * PAGE);
+    assert_int_equal(sl_writer_add_block(w, "ram", 4 * PAGE, PAGE, -1, &err), 0);
+    assert_true(sl_writer_write(w, 0, 0, pages, 4 * PAGE, &err));
+    memset(pages + PAGE, 0, PAGE);
+    assert_true(sl_writer_write(w, 0, PAGE, pages + PAGE, PAGE, &err));
+    assert_true(sl_writer_finish(w, &err));
+    sl_writer_free(w);
+    s = sl_snapshot_open(path, &err);
+    assert_non_null(s);
+    assert_false(sl_snapshot_page_present(s, 0, 1));
+    assert_true(sl_snapshot_page_present(s, 0, 2));
+    assert_int_equal(sl_snapshot_read_pages(s, 0, 0, 4, back, true), 0);
+    assert_memory_equal(back, pages, 4 * PAGE);
+    sl_snapshot_close(s);
+    sl_test_rmdir(dir);
+}
+
+/* ------------------------------------------------------------------ */
+/* 2. Zero pages take no space                                         */
+/* ------------------------------------------------------------------ */
+
+static void test_zero_pages_are_not_stored_and_file_stays_sparse(void **state)
+{
+    const uint64_t length = 16 * MiB, npages = length / PAGE;
+    char *dir = sl_test_tmpdir();
+    g_autofree char *path = g_build_filename(dir, "sparse.snap", NULL);
+    g_autofree uint8_t *ram = g_malloc0(length);
+    g_autoptr(GError) err = NULL;
+    sl_writer *w = sl_writer_new(path, &err);
+    sl_snapshot *s;
+    struct stat st;
+
+    for (uint64_t i = 1; i < npages; i += 64) {
+        sl_test_fill_page(ram + i * PAGE, PAGE, i, 1, 0);
+    }
+    assert_int_equal(sl_writer_add_block(w, "ram", length, PAGE, -1, &err), 0);
+    assert_true(sl_writer_write(w, 0, 0, ram, length, &err));
+    assert_true(sl_writer_finish(w, &err));
+    sl_writer_free(w);
+    s = sl_snapshot_open(path, &err);
+    assert_non_null(s);
+    for (uint64_t i = 0; i < npages; i++) {
+        assert_int_equal(sl_snapshot_page_present(s, 0, i), i % 64 == 1);
+    }
+    assert_int_equal(s->blocks[0].present_pages, npages / 64);
+    assert_int_equal(stat(path, &st), 0);
+    assert_true((uint64_t)st.st_size > length);
+    /* 64 stored pages are 256 KiB; allow metadata and file system slack. */
+    assert_in_range((uint64_t)st.st_blocks * 512, npages / 64 * PAGE, length / 8);
+    sl_snapshot_close(s);
+    sl_test_rmdir(dir);
+}
+
+/* ------------------------------------------------------------------ */
+/* 3. Truncation                                                       */
+/* ------------------------------------------------------------------ */
+
+static void add_fields(GArray *a, uint64_t base, const unsigned *offs, size_t n, uint64_t size)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint64_t v = base + offs[i];
+        g_array_append_val(a, v);
+    }
+    base += size;
+    g_array_append_val(a, base);
+}
+
+static void add_region(GArray *a, uint64_t start, uint64_t len)
+{
+    uint64_t mid = start + len / 2, end = start + len;
+
+    g_array_append_val(a, start);
+    g_array_append_val(a, mid);
+    g_array_append_val(a, end);
+}
+
+/* Every field boundary of the fixture's file, and the end of every region. */
+static GArray *field_boundaries(const fixture *fx)
+{
+    static const unsigned hdr[] = { SL_H_MAGIC, SL_H_VERSION, SL_H_HDRSIZE, SL_H_FILESIZE,
+        SL_H_NBLOCKS, SL_H_NSECTIONS, SL_H_BLKTAB, SL_H_SECTAB, SL_H_TABLES_CSUM,
+        SL_H_HEADER_CSUM };
+    static const unsigned blk[] = { SL_B_NAME, SL_B_LENGTH, SL_B_PAGESIZE, SL_B_NODE,
+        SL_B_FLAGS, SL_B_RAMHDR, SL_B_CSUMS, SL_B_PRESENT, SL_B_META_CSUM, SL_B_RESERVED };
+    static const unsigned mr[] = { SL_MR_VER, SL_MR_PAGESIZE, SL_MR_BITMAP, SL_MR_PAGES };
+    static const unsigned sec[] = { SL_S_TYPE, SL_S_FLAGS, SL_S_OFFSET, SL_S_LENGTH,
+        SL_S_CSUM };
+    const sl_snapshot *s = fx->snap;
+    GArray *a = g_array_new(false, false, sizeof(uint64_t));
+
+    add_fields(a, 0, hdr, G_N_ELEMENTS(hdr), SL_HEADER_SIZE);
+    for (unsigned i = 0; i < s->nblocks; i++) {
+        const sl_block *b = &s->blocks[i];
+        add_fields(a, fx->boff + i * SL_BLOCK_ENTRY_SIZE, blk, G_N_ELEMENTS(blk),
+                   SL_BLOCK_ENTRY_SIZE);
+        add_fields(a, b->ramhdr_offset, mr, G_N_ELEMENTS(mr), SL_MR_HEADER_SIZE);
+        add_region(a, b->bitmap_offset, sl_bitmap_bytes(b->npages));
+        add_region(a, b->csum_offset, b->npages * 8);
+        add_region(a, b->pages_offset, b->length);
+    }
+    for (unsigned i = 0; i < s->nsections; i++) {
+        add_region(a, s->sections[i].offset, s->sections[i].length);
+        add_fields(a, fx->soff + i * SL_SECTION_ENTRY_SIZE, sec, G_N_ELEMENTS(sec),
+                   SL_SECTION_ENTRY_SIZE);
+    }
+    return a;
+}
+
+static void expect_truncated_rejected(const fixture *fx, uint64_t keep)
+{
+    g_autofree char *what = g_strdup_printf("truncated to %" G_GUINT64_FORMAT " of %"
+                                            G_GSIZE_FORMAT " bytes", keep, fx->len);
+
+    write_copy(fx->copy, fx->buf, fx->len, keep);
+    expect_open_fails(fx->copy, SL_ERROR_FORMAT,
+                      keep < SL_HEADER_SIZE ? "smaller than the 64-byte header" : "file_size",
+                      keep < SL_HEADER_SIZE ? NULL : "truncated", what);
+}
+
+static void test_truncation_at_every_field_boundary_is_a_format_error(void **state)
+{
+    fixture *fx = *state;
+    g_autoptr(GArray) cuts = field_boundaries(fx);
+    unsigned tried = 0;
+
+    for (guint i = 0; i < cuts->len; i++) {
+        uint64_t at = g_array_index(cuts, uint64_t, i);
+        /* At the boundary (field missing) and one byte in (field cut short). */
+        for (uint64_t keep = at; keep <= at + 1 && keep < fx->len; keep++, tried++) {
+            expect_truncated_rejected(fx, keep);
+        }
+    }
+    expect_truncated_rejected(fx, fx->len - 1);
+    expect_truncated_rejected(fx, 0);
+    assert_true(tried > 100);
+}
+
+/* ------------------------------------------------------------------ */
+/* 4. Offsets and lengths out of range                                 */
+/* ------------------------------------------------------------------ */
+
+#define HUGE_MIB_ALIGNED (UINT64_MAX & ~(uint64_t)(SL_MR_ALIGN - 1))
+#define BEYOND "beyond the end of the file"
+
+static const patch_case range_cases[] = {
+    { "block_table_offset at EOF", IN_HEADER, 0, SL_H_BLKTAB, 8, SET, AT_EOF, 0, FIX,
+      "block table", BEYOND },
+    { "block_table_offset overflows", IN_HEADER, 0, SL_H_BLKTAB, 8, SET, ABS,
+      UINT64_MAX - 100, FIX, "block table", BEYOND },
+    { "section_table_offset at EOF", IN_HEADER, 0, SL_H_SECTAB, 8, SET, AT_EOF, 0, FIX,
+      "section table", BEYOND },
+    { "section_table_offset overflows", IN_HEADER, 0, SL_H_SECTAB, 8, SET, ABS,
+      UINT64_MAX - 8, FIX, "section table", BEYOND },
+    { "file_size too big", IN_HEADER, 0, SL_H_FILESIZE, 8, ADD, ABS, 1, FIX,
+      "file_size", "truncated" },
+    { "file_size too small", IN_HEADER, 0, SL_H_FILESIZE, 8, ADD, ABS, UINT64_MAX, FIX,
+      "file_size", "trailing bytes" },
+    { "file_size 0", IN_HEADER, 0, SL_H_FILESIZE, 8, SET, ABS, 0, FIX, "file_size", NULL },
+    { "n_blocks 0", IN_HEADER, 0, SL_H_NBLOCKS, 4, SET, ABS, 0, FIX, "n_blocks: 0", NULL },
+    { "n_blocks 1025", IN_HEADER, 0, SL_H_NBLOCKS, 4, SET, ABS, 1025, FIX,
+      "n_blocks: 1025", NULL },
+    { "n_blocks UINT32_MAX", IN_HEADER, 0, SL_H_NBLOCKS, 4, SET, ABS, UINT32_MAX, FIX,
+      "n_blocks", NULL },
+    { "n_sections 1025", IN_HEADER, 0, SL_H_NSECTIONS, 4, SET, ABS, 1025, FIX,
+      "n_sections: 1025", NULL },
+    { "n_sections UINT32_MAX", IN_HEADER, 0, SL_H_NSECTIONS, 4, SET, ABS, UINT32_MAX, FIX,
+      "n_sections", NULL },
+    { "ramhdr_offset at EOF", IN_BLOCK, 1, SL_B_RAMHDR, 8, SET, AT_EOF, 0, FIX,
+      "mapped-ram header", BEYOND },
+    { "ramhdr_offset overflows", IN_BLOCK, 1, SL_B_RAMHDR, 8, SET, ABS, UINT64_MAX - 10,
+      FIX, "mapped-ram header", BEYOND },
+    { "csum_offset at EOF", IN_BLOCK, 0, SL_B_CSUMS, 8, SET, AT_EOF, 0, FIX,
+      "checksum array", BEYOND },
+    { "csum_offset overflows", IN_BLOCK, 0, SL_B_CSUMS, 8, SET, ABS, UINT64_MAX - 64, FIX,
+      "checksum array", BEYOND },
+    { "length not a page multiple", IN_BLOCK, 0, SL_B_LENGTH, 8, ADD, ABS, 100, FIX,
+      "length 262244 is not a non-zero multiple of page_size 4096", NULL },
+    { "length 0", IN_BLOCK, 1, SL_B_LENGTH, 8, SET, ABS, 0, FIX, "length 0", NULL },
+    { "length 1 TiB", IN_BLOCK, 0, SL_B_LENGTH, 8, SET, ABS, 1ull << 40, FIX,
+      "bitmap", BEYOND },
+    { "length near UINT64_MAX", IN_BLOCK, 0, SL_B_LENGTH, 8, SET, ABS,
+      UINT64_MAX & ~(PAGE - 1), FIX, "bitmap", BEYOND },
+    { "bitmap_offset at EOF", IN_RAMHDR, 0, SL_MR_BITMAP, 8, SET, AT_EOF, 0, FIX,
+      "bitmap", BEYOND },
+    { "bitmap_offset overflows", IN_RAMHDR, 1, SL_MR_BITMAP, 8, SET, ABS, UINT64_MAX - 3,
+      FIX, "bitmap", BEYOND },
+    { "pages_offset past EOF", IN_RAMHDR, 0, SL_MR_PAGES, 8, SET, AT_EOF_MIB, 0, FIX,
+      "page data", BEYOND },
+    { "pages_offset overflows", IN_RAMHDR, 1, SL_MR_PAGES, 8, SET, ABS, HUGE_MIB_ALIGNED,
+      FIX, "page data", BEYOND },
+    { "section offset at EOF", IN_SECTION, 0, SL_S_OFFSET, 8, SET, AT_EOF, 0, FIX,
+      "section 0", BEYOND },
+    { "section ends past EOF", IN_SECTION, 0, SL_S_OFFSET, 8, SET, AT_EOF, (uint64_t)-50,
+      FIX, "section 0", BEYOND },
+    { "section offset overflows", IN_SECTION, 0, SL_S_OFFSET, 8, SET, ABS, UINT64_MAX - 10,
+      FIX, "section 0", BEYOND },
+    { "section length past EOF", IN_SECTION, 0, SL_S_LENGTH, 8, SET, AT_EOF, 0, FIX,
+      "section 0", BEYOND },
+    { "section length overflows", IN_SECTION, 0, SL_S_LENGTH, 8, SET, ABS, UINT64_MAX, FIX,
+      "section 0", BEYOND },
+    { "section flags", IN_SECTION, 0, SL_S_FLAGS, 4, SET, ABS, 1, FIX,
+      "section 0: flags", NULL },
+    { "numa_node 1024", IN_BLOCK, 0, SL_B_NODE, 4, SET, ABS, 1024, FIX, "numa_node 1024",
+      NULL },
+    { "block flags", IN_BLOCK, 1, SL_B_FLAGS, 4, SET, ABS, 1, FIX, "flags/reserved", NULL },
+    { "block reserved", IN_BLOCK, 0, SL_B_RESERVED, 8, SET, ABS, 1, FIX, "flags/reserved",
+      NULL },
+    { "empty name", IN_BLOCK, 0, SL_B_NAME, 1, SET, ABS, 0, FIX, "name is empty", NULL },
+    { "unterminated name", IN_BLOCK, 1, SL_B_NAME, SL_NAME_MAX, FILL, ABS, 'x', FIX,
+      "not NUL-terminated", NULL },
+    { "duplicate name", IN_BLOCK, 1, SL_B_NAME + 1, 1, SET, ABS, '0', FIX,
+      "name 'b0' is used by block 0", NULL },
+};
+
+static void test_out_of_range_offsets_and_lengths_are_rejected_by_name(void **state)
+{
+    run_patch_cases(*state, range_cases, G_N_ELEMENTS(range_cases));
+}
+
+/* ------------------------------------------------------------------ */
+/* 5. Overlapping regions                                              */
+/* ------------------------------------------------------------------ */
+
+static const patch_case overlap_cases[] = {
+    { "b0 pages_offset 0 (header)", IN_RAMHDR, 0, SL_MR_PAGES, 8, SET, ABS, 0, FIX,
+      "overlaps", "file header" },
+    { "b1 pages_offset on b0's pages", IN_RAMHDR, 1, SL_MR_PAGES, 8, SET, AT_PAGES0, 0, FIX,
+      "overlaps", "block 0 ('b0') page data" },
+    { "b0 bitmap in the block table", IN_RAMHDR, 0, SL_MR_BITMAP, 8, SET, AT_BLKTAB, 0,
+      FIX | SYNC_PRESENT, "overlaps", "block table" },
+    { "b0 bitmap on b1's mapped-ram header", IN_RAMHDR, 0, SL_MR_BITMAP, 8, SET, AT_RAMHDR1,
+      0, FIX | SYNC_PRESENT, "overlaps", "block 1 ('b1') mapped-ram header" },
+    { "b0 bitmap in b1's checksum array", IN_RAMHDR, 0, SL_MR_BITMAP, 8, SET, AT_CSUMS1, 8,
+      FIX | SYNC_PRESENT, "overlaps", "block 1 ('b1') checksum array" },
+    { "b0 bitmap in the section table", IN_RAMHDR, 0, SL_MR_BITMAP, 8, SET, AT_SECTAB, 8,
+      FIX | SYNC_PRESENT, "overlaps", "section table" },
+    { "b1 checksums on b0's", IN_BLOCK, 1, SL_B_CSUMS, 8, SET, AT_CSUMS0, 0, FIX,
+      "overlaps", "block 0 ('b0') checksum array" },
+    { "b1 checksums in the block table", IN_BLOCK, 1, SL_B_CSUMS, 8, SET, AT_BLKTAB, 0, FIX,
+      "overlaps", "block table" },
+    { "section data in b0's pages", IN_SECTION, 0, SL_S_OFFSET, 8, SET, AT_PAGES0, 4096, FIX,
+      "overlaps", "page data" },
+};
+
+static void test_overlapping_regions_are_rejected(void **state)
+{
+    run_patch_cases(*state, overlap_cases, G_N_ELEMENTS(overlap_cases));
+}
+
+/* ------------------------------------------------------------------ */
+/* 6. Versions and page sizes                                          */
+/* ------------------------------------------------------------------ */
+
+static const patch_case version_cases[] = {
+    { "container version 2", IN_HEADER, 0, SL_H_VERSION, 4, SET, ABS, 2, FIX,
+      "version: 2 is not supported", NULL },
+    { "header_size 65", IN_HEADER, 0, SL_H_HDRSIZE, 4, SET, ABS, 65, FIX,
+      "header_size: 65", NULL },
+    { "mapped-ram version 2", IN_RAMHDR, 1, SL_MR_VER, 4, SET, ABS, 2, FIX,
+      "mapped-ram version 2", NULL },
+    { "mapped-ram page_size differs", IN_RAMHDR, 0, SL_MR_PAGESIZE, 8, SET, ABS, 8192, FIX,
+      "mapped-ram page_size 8192 differs", NULL },
+    { "page_size 12288", IN_BLOCK, 0, SL_B_PAGESIZE, 8, SET, ABS, 12288, FIX,
+      "page_size 12288 is not a power of two", NULL },
+    { "page_size 2048", IN_BLOCK, 1, SL_B_PAGESIZE, 8, SET, ABS, 2048, FIX,
+      "page_size 2048", NULL },
+    { "page_size 2 GiB", IN_BLOCK, 0, SL_B_PAGESIZE, 8, SET, ABS, 2ull << 30, FIX,
+      "page_size 2147483648", NULL },
+    { "page_size 0", IN_BLOCK, 0, SL_B_PAGESIZE, 8, SET, ABS, 0, FIX, "page_size 0", NULL },
+    { "pages_offset 4 KiB off 1 MiB", IN_RAMHDR, 0, SL_MR_PAGES, 8, ADD, ABS, PAGE, FIX,
+      "pages_offset", "not aligned" },
+};
+
+static void test_unsupported_versions_and_page_sizes_are_rejected(void **state)
+{
+    run_patch_cases(*state, version_cases, G_N_ELEMENTS(version_cases));
+}
+
+static const patch_case huge_align_cases[] = {
+    { "pages_offset 1 MiB aligned but not 2 MiB", IN_RAMHDR, 0, SL_MR_PAGES, 8, ADD, ABS,
+      MiB, FIX, "pages_offset", "not aligned" },
+};
+
+static void test_pages_offset_must_be_aligned_to_huge_page_size(void **state)
+{
+    run_patch_cases(*state, huge_align_cases, G_N_ELEMENTS(huge_align_cases));
+}
+
+/* ------------------------------------------------------------------ */
+/* 7. Checksums                                                        */
+/* ------------------------------------------------------------------ */
+
+/* Single byte flips with the checksums left alone. */
+static const patch_case flip_cases[] = {
+    { "magic", IN_HEADER, 0, SL_H_MAGIC + 3, 1, XOR, ABS, 0x20, 0, "magic", NULL },
+    { "header version byte", IN_HEADER, 0, SL_H_VERSION, 1, XOR, ABS, 1, 0,
+      "header_csum", NULL },
+    { "header file_size byte", IN_HEADER, 0, SL_H_FILESIZE + 2, 1, XOR, ABS, 0x10, 0,
+      "header_csum", NULL },
+    { "header section_table_offset byte", IN_HEADER, 0, SL_H_SECTAB, 1, XOR, ABS, 8, 0,
+      "header_csum", NULL },
+    { "header tables_csum byte", IN_HEADER, 0, SL_H_TABLES_CSUM + 7, 1, XOR, ABS, 0x80, 0,
+      "header_csum", NULL },
+    { "header_csum byte", IN_HEADER, 0, SL_H_HEADER_CSUM, 1, XOR, ABS, 1, 0,
+      "header_csum", NULL },
+    { "block table name byte", IN_BLOCK, 0, SL_B_NAME + 1, 1, XOR, ABS, 1, 0,
+      "tables_csum", NULL },
+    { "block table length byte", IN_BLOCK, 1, SL_B_LENGTH + 1, 1, XOR, ABS, 0x10, 0,
+      "tables_csum", NULL },
+    { "block table meta_csum byte", IN_BLOCK, 1, SL_B_META_CSUM + 3, 1, XOR, ABS, 0x40, 0,
+      "tables_csum", NULL },
+    { "section table byte", IN_SECTION, 0, SL_S_CSUM, 1, XOR, ABS, 1, 0,
+      "tables_csum", NULL },
+    { "b0 bitmap byte", IN_BITMAP, 0, 0, 1, XOR, ABS, 0x02, 0, "block 0", "meta_csum" },
+    { "b1 bitmap byte", IN_BITMAP, 1, 1, 1, XOR, ABS, 0x01, 0, "block 1", "meta_csum" },
+    { "b0 checksum array byte", IN_CSUMS, 0, 8 * 7 + 5, 1, XOR, ABS, 0x04, 0,
+      "block 0", "meta_csum" },
+    { "b1 zero-page checksum byte", IN_CSUMS, 1, 0, 1, XOR, ABS, 0xff, 0,
+      "block 1", "meta_csum" },
+};
+
+static void test_metadata_byte_flips_fail_checksums(void **state)
+{
+    run_patch_cases(*state, flip_cases, G_N_ELEMENTS(flip_cases));
+}
+
+/* Writes the fixture with byte @off XORed with @mask and opens it (must succeed). */
+static sl_snapshot *open_flipped(const fixture *fx, uint64_t off, uint8_t mask)
+{
+    g_autoptr(GError) err = NULL;
+    sl_snapshot *s;
+
+    fx->buf[off] ^= mask;
+    write_copy(fx->copy, fx->buf, fx->len, fx->len);
+    fx->buf[off] ^= mask;
+    s = sl_snapshot_open(fx->copy, &err);
+    if (!s) {
+        fail_msg("open failed: %s", err->message);
+    }
+    return s;
+}
+
+static void test_corrupt_section_data_fails_on_read(void **state)
+{
+    fixture *fx = *state;
+    sl_snapshot *s = open_flipped(fx, fx->snap->sections[0].offset + 42, 0x10);
+    g_autoptr(GError) err = NULL;
+
+    assert_null(sl_snapshot_read_section(s, SL_SECTION_DEVICE_STATE, &err));
+    assert_non_null(err);
+    assert_int_equal(err->code, SL_ERROR_CHECKSUM);
+    assert_non_null(strstr(err->message, "checksum mismatch"));
+    sl_snapshot_close(s);
+}
+
+static void test_corrupt_page_fails_verify_but_not_open(void **state)
+{
+    fixture *fx = *state;
+    const uint64_t page = 1, byte = 100;   /* page 1 of b0 is stored */
+    sl_snapshot *s = open_flipped(fx, fx->snap->blocks[0].pages_offset + page * PAGE + byte,
+                                  0x01);
+    g_autofree uint8_t *got = g_malloc(3 * PAGE), *want = g_malloc(PAGE);
+
+    assert_true(sl_snapshot_page_present(s, 0, page));
+    assert_int_equal(sl_snapshot_read_pages(s, 0, page, 1, got, true), -EBADMSG);
+    assert_int_equal(sl_snapshot_read_pages(s, 0, 0, 3, got, true), -EBADMSG);
+    assert_int_equal(sl_snapshot_read_pages(s, 0, page, 1, got, false), 0);
+    sl_test_fill_page(want, PAGE, page, 1, SMALL_ZERO_EVERY);
+    want[byte] ^= 0x01;
+    assert_memory_equal(got, want, PAGE);
+    for (uint64_t n = page - 1; n <= page + 1; n += 2) {
+        assert_int_equal(sl_snapshot_read_pages(s, 0, n, 1, got, true), 0);
+        sl_test_fill_page(want, PAGE, n, 1, SMALL_ZERO_EVERY);
+        assert_memory_equal(got, want, PAGE);
+    }
+    sl_snapshot_close(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* 8. Bitmap consistency                                               */
+/* ------------------------------------------------------------------ */
+
+static const patch_case bitmap_cases[] = {
+    { "b1 bit for page 10 (first past the end)", IN_BITMAP, 1, 1, 1, XOR, ABS, 0x04, FIX,
+      "block 1", "bitmap has bits set past page 10" },
+    { "b1 bit 63 (last of the word)", IN_BITMAP, 1, 7, 1, XOR, ABS, 0x80, FIX,
+      "block 1", "bits set past page 10" },
+    { "b1 bit past the end, count synced", IN_BITMAP, 1, 2, 1, XOR, ABS, 0x01,
+      FIX | SYNC_PRESENT, "block 1", "bits set past page 10" },
+    { "b0 zero page 0 marked present", IN_BITMAP, 0, 0, 1, XOR, ABS, 0x01, FIX,
+      "block 0", "present_pages 42 but the bitmap has 43 bits set" },
+    { "b0 present_pages + 1", IN_BLOCK, 0, SL_B_PRESENT, 8, ADD, ABS, 1, FIX,
+      "block 0", "present_pages 43 but the bitmap has 42" },
+    { "b1 present_pages - 1", IN_BLOCK, 1, SL_B_PRESENT, 8, ADD, ABS, UINT64_MAX, FIX,
+      "block 1", "present_pages" },
+    { "b1 present_pages huge", IN_BLOCK, 1, SL_B_PRESENT, 8, SET, ABS, UINT64_MAX, FIX,
+      "block 1", "present_pages" },
+};
+
+static void test_bitmap_tail_bits_and_present_count_are_checked(void **state)
+{
+    fixture *fx = *state;
+
+    assert_int_equal(fx->snap->blocks[0].present_pages, 42);  /* as the cases assume */
+    run_patch_cases(fx, bitmap_cases, G_N_ELEMENTS(bitmap_cases));
+}
+
+/* ------------------------------------------------------------------ */
+/* 9. Writer misuse                                                    */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    const char *name;
+    uint64_t length, page_size;
+} bad_block;
+
+static const bad_block bad_blocks[] = {
+    { "", PAGE, PAGE },
+    { NULL, PAGE, PAGE },
+    { "0123456789012345678901234567890123456789012345678901234567890123", PAGE, PAGE },
+    { "x", PAGE, 0 },
+    { "x", PAGE, 2048 },
+    { "x", 3 * PAGE, 3 * PAGE },
+    { "x", 2ull << 30, 2ull << 30 },
+    { "x", 0, PAGE },
+    { "x", PAGE + 1, PAGE },
+    { "x", PAGE, 2 * PAGE },
+    { "x", 3 * MiB, 2 * MiB },
+};
+
+static void expect_writer_error(GError **err, int code)
+{
+    assert_non_null(*err);
+    assert_int_equal((*err)->domain, SL_ERROR);
+    assert_int_equal((*err)->code, code);
+    assert_true((*err)->message[0] != '\0');
+    g_clear_error(err);
+}
+
+static void add_bad_blocks_and_duplicate(sl_writer *w)
+{
+    GError *err = NULL;
+
+    for (size_t i = 0; i < G_N_ELEMENTS(bad_blocks); i++) {
+        const bad_block *b = &bad_blocks[i];
+        assert_int_equal(sl_writer_add_block(w, b->name, b->length, b->page_size, -1, &err),
+                         -1);
+        expect_writer_error(&err, SL_ERROR_INVALID);
+    }
+    assert_int_equal(sl_writer_add_block(w, "a", 4 * PAGE, PAGE, -1, &err), 0);
+    assert_int_equal(sl_writer_add_block(w, "a", 4 * PAGE, PAGE, -1, &err), -1);
+    expect_writer_error(&err, SL_ERROR_INVALID);
+    assert_int_equal(sl_writer_add_block(w, "b", 2 * PAGE, PAGE, 0, &err), 1);
+}
+
+typedef struct {
+    unsigned block;
+    uint64_t offset;
+    size_t len;
+} bad_write;
+
+static const bad_write bad_writes[] = {
+    { 2, 0, PAGE },                                   /* no such block */
+    { 0, 100, PAGE },                                 /* unaligned offset */
+    { 0, 0, 100 },                                    /* unaligned length */
+    { 0, 4 * PAGE, PAGE },                            /* starts at the end */
+    { 0, 3 * PAGE, 2 * PAGE },                        /* runs past the end */
+    { 0, 0, 5 * PAGE },                               /* longer than the block */
+    { 0, UINT64_MAX & ~(PAGE - 1), PAGE },            /* offset + len overflows */
+    { 1, 8 * PAGE, 0 },                               /* empty, past the end */
+};
+
+static void test_writer_rejects_misuse_and_stays_usable(void **state)
+{
+    char *dir = sl_test_tmpdir();
+    g_autofree char *path = g_build_filename(dir, "w.snap", NULL);
+    g_autofree uint8_t *page = g_malloc(5 * PAGE), *back = g_malloc(PAGE);
+    GError *err = NULL;
+    sl_writer *w = sl_writer_new(path, &err);
+    sl_snapshot *s;
+
+    assert_false(sl_writer_finish(w, &err));          /* no block yet */
+    expect_writer_error(&err, SL_ERROR_INVALID);
+    add_bad_blocks_and_duplicate(w);
+    sl_test_fill_page(page, 5 * PAGE, 7, 1, 0);
+    for (size_t i = 0; i < G_N_ELEMENTS(bad_writes); i++) {
+        const bad_write *b = &bad_writes[i];
+        assert_false(sl_writer_write(w, b->block, b->offset, page, b->len, &err));
+        expect_writer_error(&err, SL_ERROR_INVALID);
+    }
+    assert_true(sl_writer_write(w, 0, 2 * PAGE, page, PAGE, &err));
+    assert_int_equal(sl_writer_add_block(w, "late", PAGE, PAGE, -1, &err), -1);
+    expect_writer_error(&err, SL_ERROR_STATE);
+    assert_true(sl_writer_finish(w, &err));
+    sl_writer_free(w);
+
+    s = sl_snapshot_open(path, &err);
+    assert_non_null(s);
+    assert_int_equal(sl_snapshot_n_blocks(s), 2);
+    assert_int_equal(sl_snapshot_find_block(s, "late"), -1);
+    assert_int_equal(s->blocks[0].present_pages, 1);
+    assert_int_equal(s->blocks[1].numa_node, 0);
+    assert_int_equal(sl_snapshot_read_pages(s, 0, 2, 1, back, true), 0);
+    assert_memory_equal(back, page, PAGE);
+    sl_snapshot_close(s);
+    sl_test_rmdir(dir);
+}
+
+static void test_writer_limits_sections_to_1024(void **state)
+{
+    char *dir = sl_test_tmpdir();
+    g_autofree char *path = g_build_filename(dir, "s.snap", NULL);
+    GError *err = NULL;
+    sl_writer *w = sl_writer_new(path, &err);
+
+    for (unsigned i = 0; i < SL_MAX_SECTIONS; i++) {
+        assert_true(sl_writer_add_section(w, 99, &i, sizeof(i), &err));
+    }
+    assert_false(sl_writer_add_section(w, 99, "x", 1, &err));
+    expect_writer_error(&err, SL_ERROR_INVALID);
+    sl_writer_free(w);
+    sl_test_rmdir(dir);
+}
+
+/* ------------------------------------------------------------------ */
+/* 10. Random corruption                                               */
+/* ------------------------------------------------------------------ */
+
+#define RANDOM_SEED 0x5eed5eedu
+#define RANDOM_ITERATIONS 2000
+
+typedef struct {
+    uint64_t start, len;
+} range;
+
+/* Every byte that is not page data: header, tables, block metadata, sections. */
+static GArray *metadata_ranges(const fixture *fx)
+{
+    const sl_snapshot *s = fx->snap;
+    GArray *a = g_array_new(false, false, sizeof(range));
+    range r = { 0, fx->boff + (uint64_t)s->nblocks * SL_BLOCK_ENTRY_SIZE };
+
+    g_array_append_val(a, r);
+    for (unsigned i = 0; i < s->nblocks; i++) {
+        const sl_block *b = &s->blocks[i];
+        r = (range){ b->ramhdr_offset, b->csum_offset + b->npages * 8 - b->ramhdr_offset };
+        g_array_append_val(a, r);
+    }
+    r = (range){ s->sections[0].offset, fx->len - s->sections[0].offset };
+    g_array_append_val(a, r);
+    return a;
+}
+
+static uint64_t pick_offset(const GArray *ranges, GRand *rng)
+{
+    uint64_t total = 0, k;
+
+    for (guint i = 0; i < ranges->len; i++) {
+        total += g_array_index(ranges, range, i).len;
+    }
+    k = (uint64_t)g_rand_int_range(rng, 0, (gint32)total);
+    for (guint i = 0;; i++) {
+        const range *r = &g_array_index(ranges, range, i);
+        if (k < r->len) {
+            return r->start + k;
+        }
+        k -= r->len;
+    }
+}
+
+/* The accepted damaged file: same blocks, and no wrong data from verified reads. */
+static void check_accepted(const fixture *fx, sl_snapshot *s, uint64_t off)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GBytes) sec = NULL;
+
+    assert_int_equal(sl_snapshot_n_blocks(s), fx->snap->nblocks);
+    for (unsigned b = 0; b < fx->snap->nblocks; b++) {
+        uint64_t bad;
+
+        assert_string_equal(s->blocks[b].name, fx->snap->blocks[b].name);
+        assert_int_equal(s->blocks[b].length, fx->snap->blocks[b].length);
+        /* Page by page, so a failing page cannot hide a wrong one. */
+        read_and_compare_block(s, b, 1, fx->zero_every, &bad);
+        if (bad != UINT64_MAX) {
+            fail_msg("byte %" G_GUINT64_FORMAT " corrupted: block %u page %" G_GUINT64_FORMAT
+                     " read back wrong without an error", off, b, bad);
+        }
+    }
+    sec = sl_snapshot_read_section(s, SL_SECTION_DEVICE_STATE, &err);
+    if (sec) {
+        const uint8_t *d = g_bytes_get_data(sec, NULL);
+        assert_int_equal(g_bytes_get_size(sec), SMALL_DEVSTATE);
+        assert_memory_equal(d, fx->buf + fx->snap->sections[0].offset, SMALL_DEVSTATE);
+    }
+}
+
+/* One iteration: corrupt byte @off of a fresh copy; true if the reader accepted it. */
+static bool corrupt_and_open(const fixture *fx, uint64_t off, uint8_t mask)
+{
+    g_autofree char *what = g_strdup_printf("byte %" G_GUINT64_FORMAT " ^ 0x%02x", off, mask);
+    GError *err = NULL;
+    sl_snapshot *s;
+
+    fx->buf[off] ^= mask;
+    write_copy(fx->copy, fx->buf, fx->len, fx->len);
+    fx->buf[off] ^= mask;
+    s = sl_snapshot_open(fx->copy, &err);
+    if (!s) {
+        if (!err || err->code != SL_ERROR_FORMAT || !err->message[0]) {
+            fail_msg("%s: rejected without a format error message", what);
+        }
+        g_error_free(err);
+        return false;
+    }
+    check_accepted(fx, s, off);
+    sl_snapshot_close(s);
+    return true;
+}
+
+static void test_random_metadata_corruption_never_yields_wrong_data(void **state)
+{
+    fixture *fx = *state;
+    g_autoptr(GArray) ranges = metadata_ranges(fx);
+    g_autoptr(GRand) rng = g_rand_new_with_seed(RANDOM_SEED);
+    unsigned accepted = 0;
+
+    for (unsigned it = 0; it < RANDOM_ITERATIONS; it++) {
+        uint64_t off = pick_offset(ranges, rng);
+        uint8_t mask = (uint8_t)g_rand_int_range(rng, 1, 256);
+        accepted += corrupt_and_open(fx, off, mask);
+    }
+    print_message("# %u of %u corruptions accepted (harmless bytes), the rest refused\n",
+                  accepted, RANDOM_ITERATIONS);
+    /* Both outcomes must occur, or the run did not exercise what it claims. */
+    assert_in_range(accepted, 1, RANDOM_ITERATIONS - 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip_preserves_blocks_pages_and_section),
+        cmocka_unit_test_setup_teardown(test_round_trip_with_2mib_pages, setup_huge_pages,
+                                        teardown_fixture),
+        cmocka_unit_test(test_rewriting_page_with_zeros_clears_its_bit),
+        cmocka_unit_test(test_zero_pages_are_not_stored_and_file_stays_sparse),
+        cmocka_unit_test_setup_teardown(test_truncation_at_every_field_boundary_is_a_format_error,
+                                        setup_small, teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_out_of_range_offsets_and_lengths_are_rejected_by_name,
+                                        setup_small, teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_overlapping_regions_are_rejected, setup_small,
+                                        teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_unsupported_versions_and_page_sizes_are_rejected,
+                                        setup_small, teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_pages_offset_must_be_aligned_to_huge_page_size,
+                                        setup_huge_pages, teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_metadata_byte_flips_fail_checksums, setup_small,
+                                        teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_corrupt_section_data_fails_on_read, setup_small,
+                                        teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_corrupt_page_fails_verify_but_not_open,
+                                        setup_small, teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_bitmap_tail_bits_and_present_count_are_checked,
+                                        setup_small, teardown_fixture),
+        cmocka_unit_test(test_writer_rejects_misuse_and_stays_usable),
+        cmocka_unit_test(test_writer_limits_sections_to_1024),
+        cmocka_unit_test_setup_teardown(test_random_metadata_corruption_never_yields_wrong_data,
+                                        setup_small, teardown_fixture),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Anonymous private memory: userfaultfd MISSING mode, pages placed with
- * UFFDIO_COPY from the caller's buffer and zero pages with UFFDIO_ZEROPAGE.
+ * UFFDIO_COPY from a bounce buffer and zero pages with UFFDIO_ZEROPAGE.
  * Before registration the range is emptied with MADV_DONTNEED, so every
- * page faults exactly once.
+ * page faults exactly once.  Anonymous memory is private to one process,
+ * so it has exactly one view.
  */
 #include <errno.h>
 #include <sys/mman.h>
@@ -11,7 +12,7 @@
 #include "backend.h"
 #include "../migration/uffd.h"
 
-static bool anon_map(sl_mem *m, uint64_t length, GError **errp)
+static bool anon_map(sl_mem *m, uint64_t length, uint64_t hugepage, GError **errp)
 {
     void *p = mmap(NULL, length, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -31,24 +32,30 @@ static bool anon_map(sl_mem *m, uint64_t length, GError **errp)
 static bool anon_prepare(sl_mem *m, GError **errp)
 {
     m->page_size = (uint64_t)sysconf(_SC_PAGESIZE);
-    if (madvise(m->host, m->length, MADV_DONTNEED) < 0) {
+    if (!m->host || madvise(m->host, m->length, MADV_DONTNEED) < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "madvise(DONTNEED) on %p: %s "
-                    "(is it private anonymous memory?)", m->host, g_strerror(errno));
+                    "(is it private anonymous memory?)", m->host,
+                    m->host ? g_strerror(errno) : "no address");
         return false;
     }
     return true;
 }
 
-static int anon_place(const sl_mem *m, int uffd, uint64_t off, const void *src,
-                      uint64_t len, uint64_t *done, uint64_t *eagain)
+static uint8_t *anon_stage(const sl_mem *m, uint64_t off, uint8_t *bounce)
 {
-    return sl_uffd_copy(uffd, m->host + off, src, len, done, eagain);
+    return bounce;
 }
 
-static int anon_zero(const sl_mem *m, int uffd, uint64_t off, uint64_t len,
+static int anon_place(const sl_mem *m, const sl_view *v, uint64_t off, const uint8_t *src,
+                      uint64_t len, uint64_t *done, uint64_t *eagain)
+{
+    return sl_uffd_copy(v->uffd, (void *)(uintptr_t)(v->base + off), src, len, done, eagain);
+}
+
+static int anon_zero(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len,
                      uint64_t *done, uint64_t *eagain)
 {
-    return sl_uffd_zero(uffd, m->host + off, len, done, eagain);
+    return sl_uffd_zero(v->uffd, (void *)(uintptr_t)(v->base + off), len, done, eagain);
 }
 
 static void anon_release(sl_mem *m)
@@ -58,13 +65,18 @@ static void anon_release(sl_mem *m)
 
 const sl_backend_ops sl_backend_anon = {
     .name = "anon",
+    .kind = SL_BACKEND_ANON,
+    .in_place = false,
     .uffd_features = 0,
     .register_mode = UFFDIO_REGISTER_MODE_MISSING,
     .range_ioctls = SL_IOCTL(_UFFDIO_COPY) | SL_IOCTL(_UFFDIO_ZEROPAGE) |
                     SL_IOCTL(_UFFDIO_WAKE),
     .map = anon_map,
     .prepare = anon_prepare,
+    .stage = anon_stage,
     .place = anon_place,
     .zero = anon_zero,
+    .show = anon_zero, /* EEXIST if present; a discarded page comes back as zeros */
+    .discard = NULL,
     .release = anon_release,
 };

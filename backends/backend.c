@@ -7,12 +7,16 @@
 #include "backend.h"
 
 extern const sl_backend_ops sl_backend_anon;
+extern const sl_backend_ops sl_backend_shmem;
+extern const sl_backend_ops sl_backend_hugetlbfs;
 
 static const struct {
     sl_backend_kind kind;
     const sl_backend_ops *ops;
 } backends[] = {
     { SL_BACKEND_ANON, &sl_backend_anon },
+    { SL_BACKEND_SHMEM, &sl_backend_shmem },
+    { SL_BACKEND_HUGETLBFS, &sl_backend_hugetlbfs },
 };
 
 const sl_backend_ops *sl_backend_get(sl_backend_kind kind)
@@ -36,7 +40,8 @@ bool sl_backend_by_name(const char *name, sl_backend_kind *kind)
     return false;
 }
 
-bool sl_mem_map(sl_mem *m, sl_backend_kind kind, uint64_t length, GError **errp)
+bool sl_mem_map(sl_mem *m, sl_backend_kind kind, uint64_t length, uint64_t hugepage,
+                GError **errp)
 {
     const sl_backend_ops *ops = sl_backend_get(kind);
 
@@ -44,8 +49,8 @@ bool sl_mem_map(sl_mem *m, sl_backend_kind kind, uint64_t length, GError **errp)
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "unknown backend kind %d", kind);
         return false;
     }
-    *m = (sl_mem){ .ops = ops };
-    return ops->map(m, length, errp);
+    *m = (sl_mem){ .ops = ops, .fd = -1 };
+    return ops->map(m, length, hugepage, errp);
 }
 
 void sl_mem_release(sl_mem *m)
@@ -54,4 +59,13 @@ void sl_mem_release(sl_mem *m)
         m->ops->release(m);
         m->owned = false;
     }
+}
+
+bool sl_mem_attach(sl_restore *r, const char *name, const sl_mem *m, GError **errp)
+{
+    if (m->ops->in_place) {
+        return sl_restore_attach_file(r, name, m->host, m->length, m->ops->kind, m->fd,
+                                      m->offset, errp);
+    }
+    return sl_restore_attach(r, name, m->host, m->length, m->ops->kind, errp);
 }

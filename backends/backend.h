@@ -2,14 +2,26 @@
 /*
  * Memory backends behind one ops table.  The engine (fault thread and
  * loaders) only calls through sl_backend_ops, so it never switches on the
- * kind of memory.  A backend says which userfaultfd features, register mode
- * and range ioctls it needs, how to create fresh memory of its kind (for the
- * CLI, tests and benchmarks), how to make attached memory empty before
- * registration, and how to place page data or zeros at an offset.
+ * kind of memory.
+ *
+ * Two kinds of objects:
+ * - sl_mem: the memory of one block as the restore sees it.  For anonymous
+ *   memory that is the consumer's mapping itself; for shared memory it is
+ *   the file (fd + offset) plus an unregistered alias mapping through which
+ *   the restore writes page data into the page cache.
+ * - sl_view: one consumer mapping of that memory, registered with a
+ *   userfaultfd, possibly in another process.  Anonymous memory has exactly
+ *   one view; a shared file may have several (the VMM, vhost-user back-ends).
+ *
+ * A backend either copies from a bounce buffer into the view (bounce:
+ * UFFDIO_COPY) or fills the page cache in place and maps it into views
+ * (in_place: UFFDIO_CONTINUE).  An in-place backend's staging area is shared
+ * with consumers, so the engine claims a unit before writing into it.
  */
 #ifndef SNAPLOAD_BACKEND_H
 #define SNAPLOAD_BACKEND_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <glib.h>
@@ -18,33 +30,62 @@
 typedef struct sl_backend_ops sl_backend_ops;
 
 /*
- * One piece of memory of some backend.  Written by the thread that attaches
- * it, read-only once the restore has started.
+ * The memory of one block.  Written by the thread that maps or attaches it,
+ * read-only once the restore has started.
  */
 typedef struct {
     const sl_backend_ops *ops;
-    uint8_t *host;       /* the mapping consumers use (registered) */
+    uint8_t *host;       /* our consumer mapping (NULL if we have none) */
+    uint8_t *alias;      /* in_place: unregistered mapping used to fill pages */
+    int fd;              /* shared backends: the memory file; -1 for anon */
+    uint64_t offset;     /* where the block starts in the file */
     uint64_t length;
     uint64_t page_size;  /* the backend's placement granule */
-    bool owned;          /* created by ops->map: release unmaps it */
+    bool owned;          /* created by sl_mem_map: release unmaps/closes it */
+    bool own_fd;         /* fd was opened/duped by us */
 } sl_mem;
+
+/*
+ * One consumer mapping of an sl_mem, registered on @uffd.  Fields are set
+ * before the view is published to the engine and read-only afterwards,
+ * except @dead (set once, by whichever thread sees the consumer vanish).
+ */
+typedef struct {
+    int uffd;            /* the userfaultfd this mapping is registered on */
+    uint64_t base;       /* address of the block's first byte in that process */
+    bool own;            /* registered by us on the restore's own uffd */
+    _Atomic bool dead;   /* consumer gone: skip (relaxed: a hint, ioctls recheck) */
+} sl_view;
 
 struct sl_backend_ops {
     const char *name;
+    sl_backend_kind kind;
+    bool in_place;           /* data is staged in shared memory: claim before writing */
     uint64_t uffd_features;  /* UFFD_FEATURE_* required at UFFDIO_API */
     uint64_t register_mode;  /* UFFDIO_REGISTER_MODE_* */
     uint64_t range_ioctls;   /* SL_IOCTL() bits the registered range must offer */
 
-    /** Create fresh memory of @length bytes, owned by @m. */
-    bool (*map)(sl_mem *m, uint64_t length, GError **errp);
-    /** Before registration: drop any contents so every page will fault. */
+    /** Create fresh memory of @length bytes (file + mapping), owned by @m. */
+    bool (*map)(sl_mem *m, uint64_t length, uint64_t hugepage, GError **errp);
+    /** Check and complete attached memory (page size, alias); drop old contents. */
     bool (*prepare)(sl_mem *m, GError **errp);
-    /** Place @len bytes from @src at @off; *done = bytes placed. 0 or -errno. */
-    int (*place)(const sl_mem *m, int uffd, uint64_t off, const void *src, uint64_t len,
-                 uint64_t *done, uint64_t *eagain);
-    /** Place zeros over [@off, @off + @len); *done = bytes placed. */
-    int (*zero)(const sl_mem *m, int uffd, uint64_t off, uint64_t len, uint64_t *done,
-                uint64_t *eagain);
+    /** Where the bytes of [@off, +unit) must be read to (bounce or the alias). */
+    uint8_t *(*stage)(const sl_mem *m, uint64_t off, uint8_t *bounce);
+    /** Make staged bytes @src the content of [@off, +@len) and map them in @v. */
+    int (*place)(const sl_mem *m, const sl_view *v, uint64_t off, const uint8_t *src,
+                 uint64_t len, uint64_t *done, uint64_t *eagain);
+    /** Make [@off, +@len) zero and map it in @v. */
+    int (*zero)(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len,
+                uint64_t *done, uint64_t *eagain);
+    /**
+     * Map already present units into @v.  -EEXIST: already mapped (the
+     * engine wakes the range).  Anon: a zero-page probe, so a page the
+     * guest discarded comes back as zeros.
+     */
+    int (*show)(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len,
+                uint64_t *done, uint64_t *eagain);
+    /** Throw away the content of a corrupt unit (in_place only; may be NULL). */
+    void (*discard)(const sl_mem *m, uint64_t off, uint64_t len);
     /** Undo map (only for owned memory). */
     void (*release)(sl_mem *m);
 };
@@ -52,13 +93,36 @@ struct sl_backend_ops {
 /** sl_backend_get: the ops of @kind, or NULL if the kind is unknown. */
 const sl_backend_ops *sl_backend_get(sl_backend_kind kind);
 
-/** sl_backend_by_name: the kind called @name ("anon"); false if unknown. */
+/** sl_backend_by_name: the kind called @name ("anon", "shmem", "hugetlbfs"). */
 bool sl_backend_by_name(const char *name, sl_backend_kind *kind);
 
-/** sl_mem_map: fresh memory of @kind in @m (owned). */
-bool sl_mem_map(sl_mem *m, sl_backend_kind kind, uint64_t length, GError **errp);
+/**
+ * sl_mem_map: fresh memory of @kind in @m (owned), with our own mapping.
+ * @hugepage selects the page size of hugetlbfs (0: the default size).
+ */
+bool sl_mem_map(sl_mem *m, sl_backend_kind kind, uint64_t length, uint64_t hugepage,
+                GError **errp);
+
+/**
+ * sl_mem_attach: attach @m as block @name of restore @r, through
+ * sl_restore_attach_file() for file-backed memory, sl_restore_attach() else.
+ */
+bool sl_mem_attach(sl_restore *r, const char *name, const sl_mem *m, GError **errp);
 
 /** sl_mem_release: release memory from sl_mem_map; no-op for unowned memory. */
 void sl_mem_release(sl_mem *m);
+
+/**
+ * sl_hugetlb_check: fail unless a hugetlbfs mount for @hugepage exists and
+ * at least @pages pages of that size are free; the error says how many are
+ * needed and the command that reserves them.
+ */
+bool sl_hugetlb_check(uint64_t hugepage, uint64_t pages, GError **errp);
+
+/** sl_hugetlb_default_size: the host's default hugepage size (0 if none). */
+uint64_t sl_hugetlb_default_size(void);
+
+/** sl_hugetlb_unlinked_fd: an unlinked close-on-exec file on a mount for @hugepage, or -1. */
+int sl_hugetlb_unlinked_fd(uint64_t hugepage);
 
 #endif /* SNAPLOAD_BACKEND_H */

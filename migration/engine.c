@@ -1,29 +1,33 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * The restore engine: one fault thread and N background loaders.
+ * The restore engine: one fault thread and N background loaders, generic
+ * over backends through sl_backend_ops.
  *
- * The fault thread polls {uffd, ctl eventfd} (no sleeps), reads fault
- * messages in batches and serves each with its own buffer: claim the unit,
- * read it from the snapshot, check its checksum, place it.  It never waits
- * for a loader: a loader claims a unit only after it has read and checked
- * the data, right before its placement ioctl, whose wake-up also releases a
- * fault that arrived on that unit meanwhile.
+ * The fault thread polls {control eventfd, our uffd, each remote consumer's
+ * uffd} (no sleeps), reads fault messages in batches and serves each: claim
+ * the unit, read it from the snapshot into the backend's staging area (a
+ * bounce buffer for anon, the page cache through the alias for shared
+ * files), check its checksum and place it in the faulting view.  A fault on
+ * a unit another thread is filling waits for it (futex) and then maps it.
  *
- * Loaders take 1 MiB chunks in file order from a shared cursor, read runs
- * of stored pages with one pread, verify, then claim and place runs with one
- * ioctl each.  The thread that makes the last unit PRESENT signals the fault
- * thread, which unregisters every range and reports completion.
+ * Loaders take 1 MiB chunks in file order from a shared cursor.  For bounce
+ * backends they read and verify first and claim right before the placement
+ * ioctl, so a fault never waits on their I/O.  For in-place backends the
+ * staging area is shared memory, so they claim first (at most 64 KiB or one
+ * hugepage at a time), read straight into the page cache, verify, publish,
+ * then map the run into every consumer view with one ioctl per view.
  *
- * A unit whose data does not match its checksum is never placed: it is
- * poisoned (UFFDIO_POISON: an access gets SIGBUS) where the kernel allows,
- * and the restore ends with -EBADMSG; without poison support the restore
- * fails at once and the faulting thread stays blocked, never reading zeros.
+ * The thread that makes the last unit present wakes the fault thread, which
+ * unregisters every view, so consumers stop faulting, and reports
+ * completion.  A unit whose data does not match its checksum is never
+ * placed: it is discarded and poisoned (SIGBUS on access) where the kernel
+ * allows; the restore then ends with -EBADMSG and keeps the views
+ * registered, serving poison, until it is stopped.
  */
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -62,10 +66,31 @@ void sl_engine_fail(sl_restore *r, int err)
     kick(r->ctl_efd);
 }
 
-/* Marks @n units present; the caller that brings remaining to 0 signals. */
-static void units_done(sl_restore *r, sl_region *reg, uint64_t u, uint64_t n)
+static unsigned view_count(const sl_region *reg)
 {
-    sl_pagemap_publish(reg->map, u, n);
+    /* Acquire: pairs with the release store in sl_restore_add_view(). */
+    return atomic_load_explicit(&((sl_region *)reg)->nviews, memory_order_acquire);
+}
+
+static bool view_live(const sl_view *v)
+{
+    return !atomic_load_explicit(&((sl_view *)v)->dead, memory_order_relaxed);
+}
+
+static void view_gone(sl_view *v)
+{
+    atomic_store_explicit(&v->dead, true, memory_order_relaxed);
+}
+
+/* The consumer behind a view has gone away (its mm is gone). */
+static bool consumer_gone(int err)
+{
+    return err == -ESRCH || err == -ENOENT;
+}
+
+/* Units [u, u+n) left the work list; the caller that empties it signals. */
+static void units_done(sl_restore *r, uint64_t n)
+{
     /* acq_rel: the last decrement sees every earlier publish. */
     if (n && atomic_fetch_sub_explicit(&r->remaining, n, memory_order_acq_rel) == n) {
         atomic_store_explicit(&r->t_complete, sl_now_ns(), memory_order_relaxed);
@@ -99,166 +124,364 @@ static bool unit_verifies(sl_restore *r, const sl_region *reg, uint64_t u, const
 }
 
 /*
- * Refuse unit @u (claimed by the caller) whose data is corrupt: poison it so
- * an access raises SIGBUS, never zeros.  Returns 0 if the restore can go on.
+ * Map present units [u, u+n) into view @v, skipping units already mapped
+ * there (EEXIST: wake them).  A vanished consumer marks the view dead.
  */
-static int refuse_unit(sl_restore *r, sl_region *reg, uint64_t u)
+static int show_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n)
 {
-    int expect = 0;
-
-    add(&r->c.checksum_failures, 1);
-    atomic_compare_exchange_strong_explicit(&r->page_error, &expect, -EBADMSG,
-                                            memory_order_relaxed, memory_order_relaxed);
-    if (!(reg->ioctls & SL_IOCTL(_UFFDIO_POISON)) ||
-        sl_uffd_poison(r->uffd, reg->mem.host + u * reg->unit, reg->unit) < 0) {
-        return -EBADMSG; /* the page stays claimed: its faults block */
-    }
-    units_done(r, reg, u, 1);
-    return 0;
-}
-
-/*
- * Place claimed units [@u, @u + @n) from @src (NULL: zeros) and publish
- * them.  EEXIST (already placed) wakes the range and counts it as present.
- */
-static int place_run(sl_restore *r, sl_region *reg, uint64_t u, uint64_t n,
-                     const uint8_t *src, enum who who)
-{
-    const sl_backend_ops *ops = reg->mem.ops;
-
     while (n) {
         uint64_t done = 0, eagain = 0, k;
-        int ret = src ? ops->place(&reg->mem, r->uffd, u * reg->unit, src, n * reg->unit,
-                                   &done, &eagain)
-                      : ops->zero(&reg->mem, r->uffd, u * reg->unit, n * reg->unit,
-                                  &done, &eagain);
+        int ret = reg->mem.ops->show(&reg->mem, v, u * reg->unit, n * reg->unit, &done, &eagain);
 
-        k = done / reg->unit;
         add(&r->c.eagain, eagain);
-        sl_pagemap_note_placed(reg->map, u, k);
-        add(who == BY_FAULT ? &r->c.pages_by_fault : &r->c.pages_by_loader, k);
-        if (!src) {
-            add(&r->c.zero_pages, k);
-        }
+        k = done / reg->unit;
         if (ret == -EEXIST) {
             add(&r->c.eexist, 1);
-            sl_uffd_wake(r->uffd, reg->mem.host + (u + k) * reg->unit, reg->unit);
+            sl_uffd_wake(v->uffd, (void *)(uintptr_t)(v->base + (u + k) * reg->unit), reg->unit);
             k++;
+        } else if (consumer_gone(ret)) {
+            view_gone(v);
+            return 0;
         } else if (ret < 0) {
-            sl_pagemap_unclaim(reg->map, u + k, n - k);
-            units_done(r, reg, u, k);
             return ret;
         }
-        units_done(r, reg, u, k);
         u += k;
         n -= k;
-        src = src ? src + k * reg->unit : NULL;
     }
     return 0;
 }
 
-/* Read, verify and place one claimed unit (fault path). */
-static int serve_unit(sl_restore *r, sl_region *reg, uint64_t u, uint8_t *buf)
+/* Map [u, u+n) into every live view except @skip (in-place backends). */
+static int show_everywhere(sl_restore *r, sl_region *reg, const sl_view *skip, uint64_t u,
+                           uint64_t n)
 {
-    int ret;
+    unsigned nv = view_count(reg);
 
-    if (!unit_has_data(reg, u)) {
-        return place_run(r, reg, u, 1, NULL, BY_FAULT);
+    for (unsigned i = 0; i < nv && reg->mem.ops->in_place; i++) {
+        sl_view *v = reg->views[i];
+        int ret = v != skip && view_live(v) ? show_run(r, reg, v, u, n) : 0;
+        if (ret < 0) {
+            return ret;
+        }
     }
-    ret = sl_snapshot_read_pages(r->snap, reg->block, u * reg->ratio, reg->ratio, buf, false);
-    if (ret < 0) {
-        return ret;
-    }
-    add(&r->c.bytes_read, reg->unit);
-    if (!r->cfg.no_checksum && !unit_verifies(r, reg, u, buf)) {
-        return refuse_unit(r, reg, u);
-    }
-    return place_run(r, reg, u, 1, buf, BY_FAULT);
+    return 0;
 }
 
-static sl_region *find_region(sl_restore *r, uint64_t addr)
+/* First live view of @reg, or NULL (a shared file nobody maps yet). */
+static sl_view *first_view(sl_region *reg)
 {
-    for (guint i = 0; i < r->regions->len; i++) {
-        sl_region *reg = g_ptr_array_index(r->regions, i);
-        if (addr >= (uintptr_t)reg->mem.host && addr - (uintptr_t)reg->mem.host < reg->mem.length) {
-            return reg;
+    unsigned nv = view_count(reg);
+
+    for (unsigned i = 0; i < nv; i++) {
+        if (view_live(reg->views[i])) {
+            return reg->views[i];
         }
     }
     return NULL;
 }
 
-/* A fault on a PRESENT unit: woken late, or the page was discarded since. */
-static void refault(sl_restore *r, sl_region *reg, uint64_t u)
+/*
+ * Refuse unit @u (claimed by the caller) whose data is corrupt: throw its
+ * bytes away and poison it in every view, so an access raises SIGBUS,
+ * never zeros.  Returns 0 if the restore can go on.
+ */
+static int refuse_unit(sl_restore *r, sl_region *reg, uint64_t u)
 {
-    uint64_t done, eagain = 0;
-    int ret = reg->mem.ops->zero(&reg->mem, r->uffd, u * reg->unit, reg->unit, &done, &eagain);
+    bool poison = reg->ioctls & SL_IOCTL(_UFFDIO_POISON);
+    unsigned nv = view_count(reg);
+    int expect = 0;
 
-    if (ret == -EEXIST) {
-        sl_uffd_wake(r->uffd, reg->mem.host + u * reg->unit, reg->unit);
+    add(&r->c.checksum_failures, 1);
+    atomic_compare_exchange_strong_explicit(&r->page_error, &expect, -EBADMSG,
+                                            memory_order_relaxed, memory_order_relaxed);
+    if (reg->mem.ops->discard) {
+        reg->mem.ops->discard(&reg->mem, u * reg->unit, reg->unit);
     }
+    for (unsigned i = 0; i < nv && poison; i++) {
+        sl_view *v = reg->views[i];
+        if (view_live(v)) {
+            sl_uffd_poison(v->uffd, (void *)(uintptr_t)(v->base + u * reg->unit), reg->unit);
+        }
+    }
+    sl_pagemap_poison(reg->map, u);
+    units_done(r, 1);
+    return poison ? 0 : -EBADMSG; /* without poison, faults on it stay blocked */
 }
 
-static void handle_fault(sl_restore *r, uint64_t addr, uint8_t *buf)
+/*
+ * Units [u, u+n) are claimed and staged at @src (NULL: zero run): place them
+ * in @v (NULL: in no view yet), publish them, then map them into the other
+ * views.  EEXIST (already mapped in @v) wakes the unit and counts as placed.
+ */
+static int commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n,
+                      const uint8_t *src, enum who who)
 {
-    uint64_t t0 = sl_now_ns(), zero = 0;
-    sl_region *reg = find_region(r, addr);
-    uint64_t u;
-    int ret = 0;
+    const sl_backend_ops *ops = reg->mem.ops;
+    const uint64_t u0 = u, n0 = n;
+
+    while (n) {
+        uint64_t done = 0, eagain = 0, k;
+        int ret = src ? ops->place(&reg->mem, v, u * reg->unit, src, n * reg->unit, &done, &eagain)
+                      : ops->zero(&reg->mem, v, u * reg->unit, n * reg->unit, &done, &eagain);
+
+        k = done / reg->unit;
+        add(&r->c.eagain, eagain);
+        sl_pagemap_note_placed(reg->map, u, k);
+        add(who == BY_FAULT ? &r->c.pages_by_fault : &r->c.pages_by_loader, k);
+        add(&r->c.zero_pages, src ? 0 : k);
+        if (ret == -EEXIST) {
+            add(&r->c.eexist, 1);
+            sl_uffd_wake(v->uffd, (void *)(uintptr_t)(v->base + (u + k) * reg->unit), reg->unit);
+            k++;
+        } else if (ret < 0 && v && consumer_gone(ret) && ops->in_place) {
+            view_gone(v); /* the data is staged: publish it for the others */
+            v = NULL;
+            continue;
+        } else if (ret < 0) {
+            sl_pagemap_publish(reg->map, u0, u - u0);
+            units_done(r, u - u0);
+            sl_pagemap_unclaim(reg->map, u + k, n - k);
+            return ret;
+        }
+        u += k;
+        n -= k;
+        src = src ? src + k * reg->unit : NULL;
+    }
+    sl_pagemap_publish(reg->map, u0, n0);
+    units_done(r, n0);
+    return show_everywhere(r, reg, v, u0, n0);
+}
+
+/*
+ * Read claimed units [u, u+n) into @dst and commit them; units failing
+ * their checksum are refused, the good runs between them committed.
+ */
+static int fill_claimed(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n,
+                        uint8_t *dst, enum who who)
+{
+    int ret = sl_snapshot_read_pages(r->snap, reg->block, u * reg->ratio, n * reg->ratio,
+                                     dst, false);
+    uint64_t start = u;
+
+    if (ret < 0) {
+        sl_pagemap_unclaim(reg->map, u, n);
+        return ret;
+    }
+    add(&r->c.bytes_read, n * reg->unit);
+    for (uint64_t k = u; k <= u + n && ret == 0; k++) {
+        bool bad = k < u + n && !r->cfg.no_checksum &&
+                   !unit_verifies(r, reg, k, dst + (k - u) * reg->unit);
+        if (k < u + n && !bad) {
+            continue;
+        }
+        if (k > start) {
+            ret = commit_run(r, reg, v, start, k - start, dst + (start - u) * reg->unit, who);
+        }
+        if (bad && ret == 0) {
+            ret = refuse_unit(r, reg, k);
+        }
+        start = k + 1;
+    }
+    return ret;
+}
+
+/* Serve one unit the fault thread claimed for view @v. */
+static int serve_unit(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint8_t *bounce)
+{
+    if (!unit_has_data(reg, u)) {
+        return commit_run(r, reg, v, u, 1, NULL, BY_FAULT);
+    }
+    return fill_claimed(r, reg, v, u, 1, reg->mem.ops->stage(&reg->mem, u * reg->unit, bounce),
+                        BY_FAULT);
+}
+
+static bool find_view(sl_restore *r, int uffd, uint64_t addr, sl_region **regp, sl_view **vp)
+{
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        unsigned nv = view_count(reg);
+        for (unsigned j = 0; j < nv; j++) {
+            sl_view *v = reg->views[j];
+            if (v->uffd == uffd && addr >= v->base && addr - v->base < reg->mem.length) {
+                *regp = reg;
+                *vp = v;
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* A fault on a unit we did not claim: wait until it is settled, then map it. */
+static int serve_settled(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint8_t *bounce)
+{
+    int st = sl_pagemap_state(reg->map, u);
+
+    add(st == SL_PAGE_CLAIMED ? &r->c.faults_on_claimed : &r->c.faults_on_present, 1);
+    for (;;) {
+        st = sl_pagemap_wait(reg->map, u, false);
+        if (st != SL_PAGE_ABSENT) {
+            break;
+        }
+        if (sl_pagemap_claim(reg->map, u)) { /* its filler failed: take it */
+            return serve_unit(r, reg, v, u, bounce);
+        }
+    }
+    if (st == SL_PAGE_POISONED) {
+        if (reg->ioctls & SL_IOCTL(_UFFDIO_POISON)) {
+            sl_uffd_poison(v->uffd, (void *)(uintptr_t)(v->base + u * reg->unit), reg->unit);
+        }
+        return 0;
+    }
+    return show_run(r, reg, v, u, 1);
+}
+
+static void handle_fault(sl_restore *r, int uffd, uint64_t addr, uint8_t *bounce)
+{
+    uint64_t t0 = sl_now_ns(), zero = 0, u;
+    sl_region *reg;
+    sl_view *v;
+    int ret;
 
     add(&r->c.faults, 1);
     atomic_compare_exchange_strong_explicit(&r->t_first_fault, &zero, t0,
                                             memory_order_relaxed, memory_order_relaxed);
-    if (!reg) {
-        return; /* not ours: cannot happen for ranges we registered */
+    if (!find_view(r, uffd, addr, &reg, &v)) {
+        return; /* not a range we know: cannot happen for registered views */
     }
-    u = (addr - (uintptr_t)reg->mem.host) / reg->unit;
-    if (sl_pagemap_claim(reg->map, u)) {
-        ret = serve_unit(r, reg, u, buf);
-    } else if (sl_pagemap_state(reg->map, u) == SL_PAGE_CLAIMED) {
-        add(&r->c.faults_on_claimed, 1); /* the loader's placement wakes it */
-    } else {
-        add(&r->c.faults_on_present, 1);
-        refault(r, reg, u);
-    }
+    u = (addr - v->base) / reg->unit;
+    ret = sl_pagemap_claim(reg->map, u) ? serve_unit(r, reg, v, u, bounce)
+                                        : serve_settled(r, reg, v, u, bounce);
     if (ret < 0) {
         sl_engine_fail(r, ret);
     }
     sl_hist_record(&r->fault_hist, sl_now_ns() - t0);
 }
 
-static void finish(sl_restore *r)
+/* Unregisters every view: consumers stop faulting. */
+static void unregister_all(sl_restore *r)
+{
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        unsigned nv = view_count(reg);
+        for (unsigned j = 0; j < nv; j++) {
+            sl_view *v = reg->views[j];
+            if (v->own && !reg->registered) {
+                continue;
+            }
+            sl_uffd_unregister(v->uffd, (void *)(uintptr_t)v->base, reg->mem.length);
+        }
+        reg->registered = false;
+    }
+}
+
+/* Every unit is settled.  Returns true if the fault thread may exit. */
+static bool finish(sl_restore *r)
 {
     int expect = -EINPROGRESS;
     int final = atomic_load_explicit(&r->page_error, memory_order_relaxed);
 
-    for (guint i = 0; i < r->regions->len; i++) {
-        sl_region *reg = g_ptr_array_index(r->regions, i);
-        if (reg->registered && sl_uffd_unregister(r->uffd, reg->mem.host, reg->mem.length) == 0) {
-            reg->registered = false;
-        }
+    /* With a refused page, views stay registered so it keeps trapping. */
+    if (final == 0) {
+        unregister_all(r);
     }
+    r->finished = true;
     if (atomic_compare_exchange_strong_explicit(&r->status, &expect, final,
                                                 memory_order_release, memory_order_relaxed)) {
         kick(r->done_efd);
     }
+    return final == 0;
 }
 
-/* Reads a batch of messages; false when the thread must stop. */
-static bool read_faults(sl_restore *r, uint8_t *buf)
+/* Reads a batch of messages from @fd; false when the fd is finished. */
+static bool read_faults(sl_restore *r, int fd, uint8_t *bounce)
 {
     struct uffd_msg msgs[MSG_BATCH];
-    ssize_t n = read(r->uffd, msgs, sizeof(msgs));
+    ssize_t n = read(fd, msgs, sizeof(msgs));
 
     if (n < 0) {
         if (errno == EAGAIN || errno == EINTR) {
             return true;
         }
-        sl_engine_fail(r, -errno);
+        if (fd == r->uffd) {
+            sl_engine_fail(r, -errno);
+        }
         return false;
     }
     for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]); i++) {
         if (msgs[i].event == UFFD_EVENT_PAGEFAULT) {
-            handle_fault(r, msgs[i].arg.pagefault.address, buf);
+            handle_fault(r, fd, msgs[i].arg.pagefault.address, bounce);
+        }
+    }
+    return n > 0;
+}
+
+/* Marks every view on @fd dead (its consumer went away). */
+static void drop_uffd(sl_restore *r, int fd)
+{
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        unsigned nv = view_count(reg);
+        for (unsigned j = 0; j < nv; j++) {
+            if (reg->views[j]->uffd == fd) {
+                view_gone(reg->views[j]);
+            }
+        }
+    }
+}
+
+/* Poll set: the control eventfd, our uffd, each live remote uffd once. */
+static void build_pollset(sl_restore *r, GArray *pfds)
+{
+    struct pollfd p = { .fd = r->ctl_efd, .events = POLLIN };
+
+    g_array_set_size(pfds, 0);
+    g_array_append_val(pfds, p);
+    p.fd = r->uffd;
+    g_array_append_val(pfds, p);
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        unsigned nv = view_count(reg);
+        for (unsigned j = 0; j < nv; j++) {
+            sl_view *v = reg->views[j];
+            bool seen = v->own || !view_live(v);
+            for (guint k = 0; k < pfds->len && !seen; k++) {
+                seen = g_array_index(pfds, struct pollfd, k).fd == v->uffd;
+            }
+            if (!seen) {
+                p.fd = v->uffd;
+                g_array_append_val(pfds, p);
+            }
+        }
+    }
+}
+
+/* One poll round over @pfds; false when the thread must stop. */
+static bool poll_round(sl_restore *r, GArray *pfds, uint8_t *bounce, bool *rebuild)
+{
+    struct pollfd *p = (struct pollfd *)pfds->data;
+    uint64_t v;
+
+    if (poll(p, pfds->len, -1) < 0 && errno != EINTR) {
+        sl_engine_fail(r, -errno);
+        return false;
+    }
+    if (p[0].revents & POLLIN) {
+        ssize_t n = read(r->ctl_efd, &v, sizeof(v));
+        (void)n;
+    }
+    for (guint i = 1; i < pfds->len; i++) {
+        bool ok = true;
+        if (p[i].revents & POLLIN) {
+            ok = read_faults(r, p[i].fd, bounce);
+        }
+        if (!ok || (p[i].revents & (POLLERR | POLLHUP))) {
+            if (p[i].fd == r->uffd) {
+                sl_engine_fail(r, -ESRCH);
+                return false;
+            }
+            drop_uffd(r, p[i].fd); /* a remote consumer exited */
+            *rebuild = true;
         }
     }
     return true;
@@ -267,44 +490,40 @@ static bool read_faults(sl_restore *r, uint8_t *buf)
 static gpointer fault_thread(gpointer opaque)
 {
     sl_restore *r = opaque;
-    uint8_t *buf = NULL;
-    struct pollfd pfd[2] = { { .fd = r->uffd, .events = POLLIN },
-                             { .fd = r->ctl_efd, .events = POLLIN } };
+    GArray *pfds = g_array_new(false, false, sizeof(struct pollfd));
+    unsigned gen = ~0u;
+    uint8_t *bounce = NULL;
 
-    if (posix_memalign((void **)&buf, 4096, r->max_unit)) {
+    if (r->max_bounce && posix_memalign((void **)&bounce, 4096, r->max_bounce)) {
         sl_engine_fail(r, -ENOMEM);
+        g_array_free(pfds, true);
         return NULL;
     }
     /* Best effort: a blocked vCPU waits on this thread, so it goes first. */
     setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), FAULT_NICE);
     for (;;) {
-        uint64_t v;
+        bool rebuild = false;
         /* Acquire: pairs with the release store in sl_engine_fail()/stop. */
         if (atomic_load_explicit(&r->stopping, memory_order_acquire)) {
             break;
         }
         /* Acquire: pairs with the acq_rel decrement in units_done(). */
-        if (atomic_load_explicit(&r->remaining, memory_order_acquire) == 0) {
-            finish(r);
+        if (!r->finished && atomic_load_explicit(&r->remaining, memory_order_acquire) == 0 &&
+            finish(r)) {
             break;
         }
-        if (poll(pfd, 2, -1) < 0 && errno != EINTR) {
-            sl_engine_fail(r, -errno);
+        /* Acquire: pairs with the release increment in sl_restore_add_view(). */
+        if (atomic_load_explicit(&r->views_gen, memory_order_acquire) != gen) {
+            gen = atomic_load_explicit(&r->views_gen, memory_order_acquire);
+            build_pollset(r, pfds);
+        }
+        if (!poll_round(r, pfds, bounce, &rebuild)) {
             break;
         }
-        if (pfd[1].revents & POLLIN) {
-            ssize_t n = read(r->ctl_efd, &v, sizeof(v));
-            (void)n;
-        }
-        if ((pfd[0].revents & POLLIN) && !read_faults(r, buf)) {
-            break;
-        }
-        if (pfd[0].revents & (POLLERR | POLLHUP)) {
-            sl_engine_fail(r, -ESRCH); /* the target address space went away */
-            break;
-        }
+        gen = rebuild ? ~0u : gen;
     }
-    free(buf);
+    free(bounce);
+    g_array_free(pfds, true);
     return NULL;
 }
 
@@ -312,11 +531,11 @@ static gpointer fault_thread(gpointer opaque)
 
 typedef struct {
     sl_restore *r;
-    uint8_t *buf;          /* one chunk of page data */
+    uint8_t *buf;          /* bounce backends: one chunk of page data */
     bool *bad;             /* per unit of the chunk: failed verification */
 } loader_ctx;
 
-/* Claim and place the units of [u, j) read into @base (NULL: zero run). */
+/* Bounce backends: claim and place the units of [u, j) read into @base. */
 static int claim_and_place(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t j,
                            const uint8_t *base)
 {
@@ -334,8 +553,8 @@ static int claim_and_place(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t 
                 m++;
             }
             if (m > k) {
-                ret = place_run(r, reg, k, m - k, base ? base + (k - u) * reg->unit : NULL,
-                                BY_LOADER);
+                ret = commit_run(r, reg, first_view(reg), k, m - k,
+                                 base ? base + (k - u) * reg->unit : NULL, BY_LOADER);
             }
             k = m > k ? m : k + 1;
         }
@@ -346,8 +565,8 @@ static int claim_and_place(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t 
     return 0;
 }
 
-/* One run [u, j) of ABSENT units that all have data, or all are zero. */
-static int load_run(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t j, bool data)
+/* Bounce backends: read and verify [u, j) first, claim right before placing. */
+static int load_bounce(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t j, bool data)
 {
     sl_restore *r = lc->r;
     int ret;
@@ -368,6 +587,30 @@ static int load_run(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t j, bool
     return claim_and_place(lc, reg, u, j, lc->buf);
 }
 
+/* In-place backends: claim up to claim_units of [u, j), then fill them. */
+static int load_in_place(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t j, bool data)
+{
+    for (uint64_t k = u; k < j;) {
+        uint64_t m = k;
+        int ret = 0;
+
+        while (m < j && m - k < reg->claim_units && sl_pagemap_claim(reg->map, m)) {
+            m++;
+        }
+        if (m > k) {
+            ret = data ? fill_claimed(lc->r, reg, first_view(reg), k, m - k,
+                                      reg->mem.ops->stage(&reg->mem, k * reg->unit, NULL),
+                                      BY_LOADER)
+                       : commit_run(lc->r, reg, first_view(reg), k, m - k, NULL, BY_LOADER);
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        k = m > k ? m : k + 1;
+    }
+    return 0;
+}
+
 static int load_chunk(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n)
 {
     uint64_t end = u0 + n;
@@ -386,7 +629,8 @@ static int load_chunk(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n)
                unit_has_data(reg, j) == data) {
             j++;
         }
-        ret = load_run(lc, reg, u, j, data);
+        ret = reg->mem.ops->in_place ? load_in_place(lc, reg, u, j, data)
+                                     : load_bounce(lc, reg, u, j, data);
         if (ret < 0) {
             return ret;
         }
@@ -406,11 +650,20 @@ static sl_region *region_of_chunk(sl_restore *r, uint64_t c)
     return NULL;
 }
 
+static void note_loader_time(sl_restore *r, uint64_t mine)
+{
+    uint64_t prev = atomic_load_explicit(&r->c.loader_ns_max, memory_order_relaxed);
+
+    while (mine > prev && !atomic_compare_exchange_weak_explicit(
+               &r->c.loader_ns_max, &prev, mine, memory_order_relaxed, memory_order_relaxed)) {
+    }
+}
+
 static gpointer loader_thread(gpointer opaque)
 {
     loader_ctx *lc = opaque;
     sl_restore *r = lc->r;
-    uint64_t t0 = sl_now_ns(), mine, prev;
+    uint64_t t0 = sl_now_ns();
 
     /* Best effort: background work yields the CPU to the fault thread. */
     setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), LOADER_NICE);
@@ -431,11 +684,7 @@ static gpointer loader_thread(gpointer opaque)
             break;
         }
     }
-    mine = sl_now_ns() - t0;
-    prev = atomic_load_explicit(&r->c.loader_ns_max, memory_order_relaxed);
-    while (mine > prev && !atomic_compare_exchange_weak_explicit(
-               &r->c.loader_ns_max, &prev, mine, memory_order_relaxed, memory_order_relaxed)) {
-    }
+    note_loader_time(r, sl_now_ns() - t0);
     free(lc->buf);
     g_free(lc->bad);
     g_free(lc);
@@ -455,7 +704,8 @@ static bool spawn_loaders(sl_restore *r, GError **errp)
         loader_ctx *lc = g_new0(loader_ctx, 1);
         lc->r = r;
         lc->bad = g_new0(bool, max_chunk_units);
-        if (posix_memalign((void **)&lc->buf, 4096, MAX(SL_CHUNK_BYTES, r->max_unit)) ||
+        if ((r->max_bounce &&
+             posix_memalign((void **)&lc->buf, 4096, MAX(SL_CHUNK_BYTES, r->max_bounce))) ||
             !(r->loaders[i] = g_thread_try_new("sl-loader", loader_thread, lc, errp))) {
             free(lc->buf);
             g_free(lc->bad);

@@ -99,6 +99,11 @@ uint64_t sl_pagemap_publish(sl_pagemap *m, uint64_t i, uint64_t n)
     return atomic_fetch_add_explicit(&m->present, n, memory_order_relaxed) + n;
 }
 
+void sl_pagemap_poison(sl_pagemap *m, uint64_t i)
+{
+    set_state(m, i, SL_PAGE_POISONED);
+}
+
 void sl_pagemap_unclaim(sl_pagemap *m, uint64_t i, uint64_t n)
 {
     for (uint64_t k = 0; k < n; k++) {
@@ -106,13 +111,14 @@ void sl_pagemap_unclaim(sl_pagemap *m, uint64_t i, uint64_t n)
     }
 }
 
-void sl_pagemap_wait(sl_pagemap *m, uint64_t i)
+int sl_pagemap_wait(sl_pagemap *m, uint64_t i, bool until_present)
 {
     for (;;) {
         uint32_t s = atomic_load_explicit(&m->state[i], memory_order_acquire);
+        uint32_t st = s & STATE_MASK;
 
-        if ((s & STATE_MASK) == SL_PAGE_PRESENT) {
-            return;
+        if (st >= SL_PAGE_PRESENT || (st == SL_PAGE_ABSENT && !until_present)) {
+            return (int)st;
         }
         if (!(s & WAITERS) &&
             !atomic_compare_exchange_weak_explicit(&m->state[i], &s, s | WAITERS,

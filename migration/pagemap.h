@@ -4,6 +4,7 @@
  * shared by the fault thread and the loaders:
  *
  *     ABSENT --claim--> CLAIMED --publish--> PRESENT
+ *                          |--poison---> POISONED (data corrupt: never placed)
  *                          \--unclaim--> ABSENT   (placement failed)
  *
  * Only the thread whose claim succeeded may place the page, so no page is
@@ -18,7 +19,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-enum { SL_PAGE_ABSENT = 0, SL_PAGE_CLAIMED = 1, SL_PAGE_PRESENT = 2 };
+enum { SL_PAGE_ABSENT = 0, SL_PAGE_CLAIMED = 1, SL_PAGE_PRESENT = 2, SL_PAGE_POISONED = 3 };
 
 typedef struct sl_pagemap sl_pagemap;
 
@@ -44,11 +45,17 @@ bool sl_pagemap_claim(sl_pagemap *m, uint64_t i);
  */
 uint64_t sl_pagemap_publish(sl_pagemap *m, uint64_t i, uint64_t n);
 
+/** sl_pagemap_poison: CLAIMED -> POISONED for page @i (its data was corrupt); wakes waiters. */
+void sl_pagemap_poison(sl_pagemap *m, uint64_t i);
+
 /** sl_pagemap_unclaim: CLAIMED -> ABSENT for pages the caller failed to place. */
 void sl_pagemap_unclaim(sl_pagemap *m, uint64_t i, uint64_t n);
 
-/** sl_pagemap_wait: block (futex, no polling) until page @i is PRESENT. */
-void sl_pagemap_wait(sl_pagemap *m, uint64_t i);
+/**
+ * sl_pagemap_wait: block (futex, no polling) while page @i is CLAIMED or,
+ * with @until_present, also while it is ABSENT.  Returns the state seen.
+ */
+int sl_pagemap_wait(sl_pagemap *m, uint64_t i, bool until_present);
 
 /** sl_pagemap_present: pages PRESENT so far. */
 uint64_t sl_pagemap_present(const sl_pagemap *m);

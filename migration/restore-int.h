@@ -25,6 +25,7 @@
 #include "../backends/backend.h"
 
 #define SL_CHUNK_BYTES (1u << 20) /* loader read size for runs of pages */
+#define SL_CLAIM_BYTES (64u << 10) /* in-place loaders claim at most this before reading */
 
 typedef struct sl_region {
     sl_restore *r;
@@ -38,8 +39,13 @@ typedef struct sl_region {
     uint64_t chunk_units;    /* units per loader chunk */
     uint64_t first_chunk;    /* global index of this region's first chunk */
     uint64_t nchunks;
-    uint64_t ioctls;         /* range ioctls granted at registration */
-    bool registered;
+    uint64_t claim_units;    /* in_place: units claimed per read */
+    uint64_t ioctls;         /* range ioctls granted at our registration */
+    bool registered;         /* our own view is registered on r->uffd */
+    /* Consumer mappings.  A slot is filled, then nviews is raised with a
+     * release store (under views_lock); readers load nviews with acquire. */
+    sl_view *views[SL_MAX_VIEWS];
+    _Atomic unsigned nviews;
 } sl_region;
 
 typedef struct {
@@ -60,7 +66,12 @@ struct sl_restore {
     GThread **loaders;
     unsigned nloaders;
     uint64_t total_chunks;
-    uint64_t max_unit;
+    uint64_t max_bounce;       /* largest unit of a bounce (non in-place) region */
+    GMutex views_lock;         /* serialises sl_restore_add_view() callers */
+    /* Bumped (release) after a view is added; the fault thread (acquire)
+     * rebuilds its poll set when it changes. */
+    _Atomic unsigned views_gen;
+    bool finished;             /* fault thread only: completion handled */
     bool started, stopped;     /* caller's thread only */
 
     /* Loaders' shared cursor over chunks (relaxed: only hands out indices). */

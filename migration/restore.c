@@ -5,6 +5,8 @@
  * poll/wait, stop and statistics.  The fault path itself is in engine.c.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -32,6 +34,7 @@ sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GErr
     r->snap = snap;
     r->regions = g_ptr_array_new();
     r->uffd = -1;
+    g_mutex_init(&r->views_lock);
     r->ctl_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     r->done_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     atomic_init(&r->status, -EINPROGRESS);
@@ -60,7 +63,7 @@ static bool check_attach(sl_restore *r, int idx, const char *name, void *addr,
                     G_GUINT64_FORMAT " differs from the snapshot's %" G_GUINT64_FORMAT,
                     name, length, r->snap->blocks[idx].length);
         return false;
-    } else if ((uintptr_t)addr % (uint64_t)sysconf(_SC_PAGESIZE)) {
+    } else if (addr && (uintptr_t)addr % (uint64_t)sysconf(_SC_PAGESIZE)) {
         why = "address is not page aligned";
     }
     for (guint i = 0; !why && i < r->regions->len; i++) {
@@ -76,23 +79,160 @@ static bool check_attach(sl_restore *r, int idx, const char *name, void *addr,
     return true;
 }
 
+/* Appends view @v to @reg (caller holds views_lock or owns @r alone). */
+static void publish_view(sl_restore *r, sl_region *reg, sl_view *v)
+{
+    unsigned n = atomic_load_explicit(&reg->nviews, memory_order_relaxed);
+
+    reg->views[n] = v;
+    /* Release: the slot is written before readers can see the new count. */
+    atomic_store_explicit(&reg->nviews, n + 1, memory_order_release);
+    atomic_fetch_add_explicit(&r->views_gen, 1, memory_order_release);
+}
+
+static sl_region *add_region(sl_restore *r, int idx, const sl_mem *mem)
+{
+    sl_region *reg = g_new0(sl_region, 1);
+
+    reg->r = r;
+    reg->block = (unsigned)idx;
+    reg->blk = &r->snap->blocks[idx];
+    reg->mem = *mem;
+    if (mem->host) {
+        sl_view *v = g_new0(sl_view, 1);
+        v->uffd = -1; /* our uffd, set at start */
+        v->base = (uintptr_t)mem->host;
+        v->own = true;
+        publish_view(r, reg, v);
+    }
+    g_ptr_array_add(r->regions, reg);
+    return reg;
+}
+
 bool sl_restore_attach(sl_restore *r, const char *name, void *addr, uint64_t length,
                        sl_backend_kind kind, GError **errp)
 {
     int idx = sl_snapshot_find_block(r->snap, name);
     const sl_backend_ops *ops = sl_backend_get(kind);
-    sl_region *reg;
+    sl_mem mem = { .ops = ops, .host = addr, .length = length, .fd = -1 };
 
     if (!check_attach(r, idx, name, addr, length, ops, errp)) {
         return false;
     }
-    reg = g_new0(sl_region, 1);
-    reg->r = r;
-    reg->block = (unsigned)idx;
-    reg->blk = &r->snap->blocks[idx];
-    reg->mem = (sl_mem){ .ops = ops, .host = addr, .length = length };
-    g_ptr_array_add(r->regions, reg);
+    if (ops->in_place) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': backend '%s' keeps memory "
+                    "in a file: use sl_restore_attach_file()", name, ops->name);
+        return false;
+    }
+    if (!addr) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': no address", name);
+        return false;
+    }
+    add_region(r, idx, &mem);
     return true;
+}
+
+bool sl_restore_attach_file(sl_restore *r, const char *name, void *addr, uint64_t length,
+                            sl_backend_kind kind, int fd, uint64_t offset, GError **errp)
+{
+    int idx = sl_snapshot_find_block(r->snap, name);
+    const sl_backend_ops *ops = sl_backend_get(kind);
+    sl_mem mem = { .ops = ops, .host = addr, .length = length, .offset = offset,
+                   .own_fd = true };
+
+    if (!check_attach(r, idx, name, addr, length, ops, errp)) {
+        return false;
+    }
+    if (!ops->in_place) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': backend '%s' is not "
+                    "file-backed: use sl_restore_attach()", name, ops->name);
+        return false;
+    }
+    mem.fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (mem.fd < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': memory fd %d: %s",
+                    name, fd, g_strerror(errno));
+        return false;
+    }
+    add_region(r, idx, &mem);
+    return true;
+}
+
+static sl_region *region_of_block(sl_restore *r, const char *name)
+{
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        if (strcmp(reg->blk->name, name) == 0) {
+            return reg;
+        }
+    }
+    return NULL;
+}
+
+static bool is_userfaultfd(int fd)
+{
+    g_autofree char *link = g_strdup_printf("/proc/self/fd/%d", fd);
+    char target[64] = "";
+    ssize_t n = readlink(link, target, sizeof(target) - 1);
+
+    return n > 0 && strcmp(target, "anon_inode:[userfaultfd]") == 0;
+}
+
+/* A late view after completion: every page is cached, so just unregister. */
+static bool view_after_completion(sl_region *reg, int uffd, uint64_t base, GError **errp)
+{
+    int ret = sl_uffd_unregister(uffd, (void *)(uintptr_t)base, reg->mem.length);
+
+    if (ret < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "unregistering the late view: %s",
+                    g_strerror(-ret));
+        return false;
+    }
+    return true;
+}
+
+bool sl_restore_add_view(sl_restore *r, const char *name, int uffd, uint64_t base,
+                         GError **errp)
+{
+    sl_region *reg = region_of_block(r, name);
+    const char *why = NULL;
+    sl_view *v;
+    bool ok = true;
+
+    if (!reg) {
+        why = "block not attached";
+    } else if (!reg->mem.ops->in_place) {
+        why = "anonymous memory is private to one process: it has no other views";
+    } else if (!is_userfaultfd(uffd)) {
+        why = "the fd is not a userfaultfd";
+    } else if (base % 4096) {
+        why = "base address is not page aligned";
+    }
+    if (why) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "view of block '%s': %s", name, why);
+        return false;
+    }
+    if (sl_restore_poll(r) == 0) {
+        return view_after_completion(reg, uffd, base, errp);
+    }
+    g_mutex_lock(&r->views_lock);
+    if (atomic_load_explicit(&reg->nviews, memory_order_relaxed) >= SL_MAX_VIEWS) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' has %u views already",
+                    name, SL_MAX_VIEWS);
+        ok = false;
+    } else {
+        v = g_new0(sl_view, 1);
+        v->uffd = fcntl(uffd, F_DUPFD_CLOEXEC, 0);
+        v->base = base;
+        publish_view(r, reg, v);
+    }
+    g_mutex_unlock(&r->views_lock);
+    if (ok && r->ctl_efd >= 0) {
+        uint64_t one = 1;
+        ssize_t n = write(r->ctl_efd, &one, sizeof(one)); /* the fault thread polls it now */
+        (void)n;
+    }
+    return ok;
 }
 
 /* Fix units and chunk numbering once backends have told their page size. */
@@ -107,11 +247,14 @@ static void layout_regions(sl_restore *r)
         reg->nunits = reg->mem.length / reg->unit;
         reg->map = sl_pagemap_new(reg->nunits);
         reg->chunk_units = MAX(1, SL_CHUNK_BYTES / reg->unit);
+        reg->claim_units = MAX(1, SL_CLAIM_BYTES / reg->unit);
         reg->first_chunk = chunk;
         reg->nchunks = (reg->nunits + reg->chunk_units - 1) / reg->chunk_units;
         chunk += reg->nchunks;
         remaining += reg->nunits;
-        r->max_unit = MAX(r->max_unit, reg->unit);
+        if (!reg->mem.ops->in_place) {
+            r->max_bounce = MAX(r->max_bounce, reg->unit);
+        }
     }
     r->total_chunks = chunk;
     atomic_store_explicit(&r->remaining, remaining, memory_order_relaxed);
@@ -123,8 +266,9 @@ static bool register_regions(sl_restore *r, GError **errp)
 
     for (guint i = 0; i < r->regions->len; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
-        features |= reg->mem.ops->uffd_features;
+        features |= reg->mem.host ? reg->mem.ops->uffd_features : 0;
         if (!reg->mem.ops->prepare(&reg->mem, errp)) {
+            g_prefix_error(errp, "block '%s': ", reg->blk->name);
             return false;
         }
     }
@@ -135,6 +279,11 @@ static bool register_regions(sl_restore *r, GError **errp)
     for (guint i = 0; i < r->regions->len; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
         const sl_backend_ops *ops = reg->mem.ops;
+        reg->ioctls = (got & UFFD_FEATURE_POISON) ? SL_IOCTL(_UFFDIO_POISON) : 0;
+        if (!reg->mem.host) {
+            continue; /* only other processes map it: they registered */
+        }
+        reg->views[0]->uffd = r->uffd;
         if (!sl_uffd_register(r->uffd, reg->mem.host, reg->mem.length, ops->register_mode,
                               ops->range_ioctls, &reg->ioctls, errp)) {
             g_prefix_error(errp, "block '%s': ", reg->blk->name);
@@ -217,6 +366,26 @@ void sl_restore_stop(sl_restore *r)
     }
 }
 
+static void free_region(sl_region *reg)
+{
+    unsigned nv = atomic_load_explicit(&reg->nviews, memory_order_relaxed);
+
+    for (unsigned j = 0; j < nv; j++) {
+        if (!reg->views[j]->own) {
+            close(reg->views[j]->uffd);
+        }
+        g_free(reg->views[j]);
+    }
+    if (reg->mem.alias) {
+        munmap(reg->mem.alias, reg->mem.length);
+    }
+    if (reg->mem.own_fd && reg->mem.fd >= 0) {
+        close(reg->mem.fd);
+    }
+    sl_pagemap_free(reg->map);
+    g_free(reg);
+}
+
 static double ms_since(uint64_t t0, uint64_t t)
 {
     return t && t >= t0 ? (double)(t - t0) / 1e6 : -1.0;
@@ -277,11 +446,10 @@ void sl_restore_free(sl_restore *r)
     }
     sl_restore_stop(r);
     for (guint i = 0; i < r->regions->len; i++) {
-        sl_region *reg = g_ptr_array_index(r->regions, i);
-        sl_pagemap_free(reg->map);
-        g_free(reg);
+        free_region(g_ptr_array_index(r->regions, i));
     }
     g_ptr_array_free(r->regions, true);
+    g_mutex_clear(&r->views_lock);
     g_free(r->loaders);
     if (r->uffd >= 0) {
         close(r->uffd);

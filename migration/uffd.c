@@ -176,6 +176,16 @@ static int zero_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, int64_t *
     return ret;
 }
 
+static int continue_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, int64_t *did)
+{
+    struct uffdio_continue c = { .range = { .start = dst, .len = len } };
+    int ret = ioctl(uffd, UFFDIO_CONTINUE, &c) < 0 ? -errno : 0;
+
+    (void)src;
+    *did = ret == 0 ? (int64_t)len : c.mapped;
+    return ret;
+}
+
 int sl_uffd_copy(int uffd, void *dst, const void *src, uint64_t len, uint64_t *done,
                  uint64_t *eagain)
 {
@@ -191,4 +201,9 @@ int sl_uffd_poison(int uffd, void *dst, uint64_t len)
 {
     struct uffdio_poison p = { .range = { .start = (uintptr_t)dst, .len = len } };
     return ioctl(uffd, UFFDIO_POISON, &p) < 0 ? -errno : 0;
+}
+
+int sl_uffd_continue(int uffd, uint64_t addr, uint64_t len, uint64_t *done, uint64_t *eagain)
+{
+    return run_range(continue_op, uffd, addr, 0, len, done, eagain);
 }

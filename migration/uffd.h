@@ -53,6 +53,9 @@ int sl_uffd_copy(int uffd, void *dst, const void *src, uint64_t len, uint64_t *d
 /** sl_uffd_zero: UFFDIO_ZEROPAGE with retries on partial EAGAIN. */
 int sl_uffd_zero(int uffd, void *dst, uint64_t len, uint64_t *done, uint64_t *eagain);
 
+/** sl_uffd_continue: UFFDIO_CONTINUE (map cached pages) with retries on partial EAGAIN. */
+int sl_uffd_continue(int uffd, uint64_t addr, uint64_t len, uint64_t *done, uint64_t *eagain);
+
 /** sl_uffd_poison: UFFDIO_POISON: later accesses get SIGBUS. */
 int sl_uffd_poison(int uffd, void *dst, uint64_t len);
 

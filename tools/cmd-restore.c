@@ -13,18 +13,21 @@
 #include <unistd.h>
 #include "cli.h"
 #include "touch.h"
+#include "consumers.h"
 #include "backends/backend.h"
 
 typedef struct {
     char *path;
     sl_backend_kind kind;
-    gint threads, touch_threads, eager_threads;
+    uint64_t hugepage;
+    gint threads, touch_threads, eager_threads, consumers;
     bool random, verify, compare_eager, json, no_checksum, cold;
 } opts;
 
 typedef struct {
     double open_ms, ready_ms, complete_ms, eager_ms;
     uint64_t verify_mismatches, touch_mismatches, touched;
+    uint64_t consumer_touched, consumer_mismatches;
     double touch_p50_us, touch_p99_us;
     sl_stats st;
 } results;
@@ -40,12 +43,13 @@ static void drop_cache(const char *path)
     }
 }
 
-static bool map_blocks(sl_snapshot *s, sl_backend_kind kind, sl_mem *mems, GError **errp)
+static bool map_blocks(sl_snapshot *s, const opts *o, sl_mem *mems, GError **errp)
 {
     sl_block_info bi;
 
     for (unsigned b = 0; sl_snapshot_block(s, b, &bi); b++) {
-        if (!sl_mem_map(&mems[b], kind, bi.length, errp)) {
+        if (!sl_mem_map(&mems[b], o->kind, bi.length, o->hugepage, errp)) {
+            g_prefix_error(errp, "block '%s': ", bi.name);
             return false;
         }
     }
@@ -112,11 +116,11 @@ static bool start_lazy(const opts *o, sl_snapshot *s, sl_mem *mems, sl_restore *
         return false;
     }
     for (unsigned b = 0; sl_snapshot_block(s, b, &bi); b++) {
-        if (!sl_restore_attach(*rp, bi.name, mems[b].host, bi.length, o->kind, errp)) {
+        if (!sl_mem_attach(*rp, bi.name, &mems[b], errp)) {
             return false;
         }
     }
-    return sl_restore_start(*rp, errp);
+    return true;
 }
 
 static void setup_touch(touch_ctx *t, sl_snapshot *s, sl_mem *mems, const opts *o)
@@ -140,11 +144,18 @@ static int run_lazy(const opts *o, results *res)
     unsigned n = s ? sl_snapshot_n_blocks(s) : 0;
     g_autofree sl_mem *mems = g_new0(sl_mem, n ? n : 1);
     sl_restore *r = NULL;
+    consumers *cons = NULL;
     touch_ctx t;
     int status;
 
     res->open_ms = cli_now_ms() - t0;
-    if (!s || !map_blocks(s, o->kind, mems, &err) || !start_lazy(o, s, mems, &r, &err)) {
+    /* Consumers are forked before any thread exists and hand over their views. */
+    if (!s || !map_blocks(s, o, mems, &err) || !start_lazy(o, s, mems, &r, &err) ||
+        (o->consumers && !(cons = consumers_spawn((unsigned)o->consumers, s, mems, r, &err))) ||
+        !sl_restore_start(r, &err)) {
+        if (cons) {
+            consumers_finish(cons, &res->consumer_touched, &res->consumer_mismatches, NULL);
+        }
         sl_restore_free(r);
         release_blocks(mems, n);
         sl_snapshot_close(s);
@@ -153,9 +164,20 @@ static int run_lazy(const opts *o, results *res)
     res->ready_ms = cli_now_ms() - t0;
     setup_touch(&t, s, mems, o);
     touch_start(&t, (unsigned)o->touch_threads);
+    if (cons) {
+        consumers_go(cons);
+    }
     wait_done(r);
     res->complete_ms = cli_now_ms() - t0;
     touch_stop(&t);
+    if (cons && !consumers_finish(cons, &res->consumer_touched, &res->consumer_mismatches,
+                                  &err)) {
+        sl_restore_free(r);
+        release_blocks(mems, n);
+        sl_snapshot_close(s);
+        g_free(t.targets);
+        return cli_fail_error(err);
+    }
     sl_restore_stop(r); /* joins the workers, so their figures are final */
     status = sl_restore_poll(r);
     res->st.size = sizeof(res->st);
@@ -183,7 +205,7 @@ static int run_eager(const opts *o, results *res)
     g_autofree sl_mem *mems = g_new0(sl_mem, n ? n : 1);
     int ret = 0;
 
-    if (!s || !map_blocks(s, o->kind, mems, &err)) {
+    if (!s || !map_blocks(s, o, mems, &err)) {
         release_blocks(mems, n);
         sl_snapshot_close(s);
         return cli_fail_error(err);
@@ -229,6 +251,10 @@ static void print_results(const opts *o, const results *r)
     json_double(&j, "touch_p99_us", r->touch_p99_us);
     json_u64(&j, "pages_touched", r->touched);
     json_u64(&j, "touch_mismatches", r->touch_mismatches);
+    json_int(&j, "consumers", o->consumers);
+    json_u64(&j, "consumer_pages_touched", r->consumer_touched);
+    json_u64(&j, "consumer_mismatches", r->consumer_mismatches);
+    json_u64(&j, "hugepage_size", o->hugepage);
     json_double(&j, "checksum_ms", s->checksum_ms);
     json_double(&j, "loader_ms", s->loader_ms);
     if (o->verify) {
@@ -259,6 +285,11 @@ static void print_results(const opts *o, const results *r)
     printf("  checksums %.1f ms of %.1f ms loader time; %" G_GUINT64_FORMAT " pages touched, %"
            G_GUINT64_FORMAT " touch mismatches\n", s->checksum_ms, s->loader_ms, r->touched,
            r->touch_mismatches);
+    if (o->consumers) {
+        printf("  %d consumer process(es): %" G_GUINT64_FORMAT " pages touched, %"
+               G_GUINT64_FORMAT " mismatches\n", o->consumers, r->consumer_touched,
+               r->consumer_mismatches);
+    }
     if (o->verify) {
         printf("  verify: %" G_GUINT64_FORMAT " mismatching pages\n", r->verify_mismatches);
     }
@@ -270,10 +301,12 @@ static void print_results(const opts *o, const results *r)
 
 static bool parse_opts(int *argc, char ***argv, opts *o)
 {
-    g_autofree char *backend = NULL, *access = NULL;
+    g_autofree char *backend = NULL, *access = NULL, *hps = NULL;
     gboolean verify = false, eager = false, json = false, nocs = false, cold = false;
     GOptionEntry entries[] = {
-        { "backend", 0, 0, G_OPTION_ARG_STRING, &backend, "memory backend: anon", "KIND" },
+        { "backend", 0, 0, G_OPTION_ARG_STRING, &backend, "memory backend: anon|shmem|hugetlbfs", "KIND" },
+        { "hugepage-size", 0, 0, G_OPTION_ARG_STRING, &hps, "hugetlbfs page size: 2M|1G (default: host default)", "SIZE" },
+        { "consumers", 0, 0, G_OPTION_ARG_INT, &o->consumers, "processes mapping the same file, touching pages (shared backends)", "N" },
         { "threads", 0, 0, G_OPTION_ARG_INT, &o->threads, "background loaders (default 1)", "N" },
         { "touch-threads", 0, 0, G_OPTION_ARG_INT, &o->touch_threads, "threads touching pages (default 2)", "K" },
         { "access", 0, 0, G_OPTION_ARG_STRING, &access, "touch pattern: random|seq", "MODE" },
@@ -297,7 +330,20 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
         return false;
     }
     if (!sl_backend_by_name(backend, &o->kind)) {
-        cli_fail("--backend: unknown kind '%s' (known: anon)", backend);
+        cli_fail("--backend: unknown kind '%s' (known: anon, shmem, hugetlbfs)", backend);
+        return false;
+    }
+    if (hps && (o->kind != SL_BACKEND_HUGETLBFS || !cli_parse_size(hps, &o->hugepage) ||
+                (o->hugepage != (2u << 20) && o->hugepage != (1u << 30)))) {
+        cli_fail("--hugepage-size: '%s' must be 2M or 1G, with --backend hugetlbfs", hps);
+        return false;
+    }
+    if (o->consumers && o->kind == SL_BACKEND_ANON) {
+        cli_fail("--consumers: anonymous memory cannot be mapped by other processes");
+        return false;
+    }
+    if (o->consumers < 0 || o->consumers > 16) {
+        cli_fail("--consumers: %d is not between 0 and 16", o->consumers);
         return false;
     }
     if (access && strcmp(access, "random") && strcmp(access, "seq")) {
@@ -340,8 +386,8 @@ int cmd_restore(int argc, char **argv)
     }
     if (ret == 0) {
         print_results(&o, &res);
-        if (res.verify_mismatches || res.touch_mismatches || res.st.pages_placed_twice ||
-            res.st.pages_never_placed) {
+        if (res.verify_mismatches || res.touch_mismatches || res.consumer_mismatches ||
+            res.st.pages_placed_twice || res.st.pages_never_placed) {
             ret = cli_fail("restore finished with %" G_GUINT64_FORMAT " verify and %"
                            G_GUINT64_FORMAT " touch mismatches, %" G_GUINT64_FORMAT
                            " pages placed twice, %" G_GUINT64_FORMAT " never placed",

@@ -170,7 +170,9 @@ typedef struct sl_restore sl_restore;
 
 /** Kinds of memory a block can be restored into. */
 typedef enum {
-    SL_BACKEND_ANON = 0, /**< private anonymous memory: MISSING + COPY/ZEROPAGE */
+    SL_BACKEND_ANON = 0,      /**< private anonymous memory: MISSING + COPY/ZEROPAGE */
+    SL_BACKEND_SHMEM = 1,     /**< tmpfs file or memfd: MISSING|MINOR + CONTINUE   */
+    SL_BACKEND_HUGETLBFS = 2, /**< hugetlbfs file (2 MiB or 1 GiB): MINOR + CONTINUE */
 } sl_backend_kind;
 
 /** Restore settings; zero-initialise, set size = sizeof, then override. */
@@ -180,6 +182,9 @@ typedef struct {
     bool no_checksum;          /**< skip checksum verification (trusted file) */
     bool no_loaders;           /**< serve faults only (for tests/benchmarks)  */
 } sl_restore_config;
+
+/** Most consumer mappings (views) one block may have. */
+#define SL_MAX_VIEWS 16
 
 /** Restore statistics; set size = sizeof before sl_restore_get_stats(). */
 typedef struct {
@@ -224,6 +229,31 @@ sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GErr
  */
 bool sl_restore_attach(sl_restore *r, const char *block_name, void *addr,
                        uint64_t length, sl_backend_kind kind, GError **errp);
+
+/**
+ * sl_restore_attach_file:
+ * Attach a block kept in a file (SL_BACKEND_SHMEM or SL_BACKEND_HUGETLBFS):
+ * @fd is the memory file (it is duplicated), @offset where the block starts
+ * in it, and @addr our own MAP_SHARED mapping of that part of the file, or
+ * NULL when only other processes map it (see sl_restore_add_view()).  The
+ * restore fills pages through its own alias mapping of the file; the
+ * file's current contents of the block are discarded at start.
+ */
+bool sl_restore_attach_file(sl_restore *r, const char *block_name, void *addr,
+                            uint64_t length, sl_backend_kind kind, int fd,
+                            uint64_t offset, GError **errp);
+
+/**
+ * sl_restore_add_view:
+ * Add a consumer mapping of a file-backed block, possibly in another process
+ * (a vhost-user back-end): its owner mapped the block's part of the same file
+ * MAP_SHARED at @base (an address in the owner's address space), registered
+ * it with MISSING|MINOR on @uffd, and handed us @uffd (it is duplicated).
+ * Before or while the restore runs; after completion the range is simply
+ * unregistered, since every page is then in the page cache.
+ */
+bool sl_restore_add_view(sl_restore *r, const char *block_name, int uffd, uint64_t base,
+                         GError **errp);
 
 /**
  * sl_restore_start:

@@ -43,7 +43,7 @@ static gpointer wait_everything(gpointer opaque)
 
     for (uint64_t k = 0; k < NPAGES; k++) {
         uint64_t i = NPAGES - 1 - k;
-        sl_pagemap_wait(a->m, i);
+        sl_pagemap_wait(a->m, i, true);
         bad += a->data[i] != (i ^ 0xabcdef);
     }
     return GSIZE_TO_POINTER(bad);
@@ -92,7 +92,7 @@ typedef struct {
 static gpointer wait_one(gpointer opaque)
 {
     waiter_arg *a = opaque;
-    sl_pagemap_wait(a->m, a->page);
+    sl_pagemap_wait(a->m, a->page, true);
     atomic_store(&a->returned, true);
     return NULL;
 }

@@ -1,0 +1,221 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Shared file memory: shmem (tmpfs files, memfds) and hugetlbfs with 2 MiB
+ * or 1 GiB pages, restored in userfaultfd MINOR mode.
+ *
+ * Consumers map the file MAP_SHARED and register MISSING|MINOR.  The restore
+ * keeps its own unregistered alias mapping of the file: page data is read
+ * from the snapshot straight into the alias, i.e. into the file's page cache
+ * (no bounce copy), and UFFDIO_CONTINUE then maps that page into a consumer
+ * view.  CONTINUE answers both a MISSING fault (hole) and a MINOR fault
+ * (cached, not mapped).  Zero units are materialised with fallocate(),
+ * because CONTINUE cannot map a hole.  Every process that maps the file
+ * sees the same page; each page is filled once.
+ */
+#include <errno.h>
+#include <string.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/mman.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+#include "backend.h"
+#include "../migration/uffd.h"
+
+static bool fail_io(GError **errp, const char *what, int err)
+{
+    g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", what, g_strerror(err));
+    return false;
+}
+
+/* Shared part of map: size the file and map it shared as our consumer view. */
+static bool map_file(sl_mem *m, int fd, uint64_t length, GError **errp)
+{
+    void *p;
+
+    if (ftruncate(fd, (off_t)length) < 0) {
+        close(fd);
+        return fail_io(errp, "ftruncate of the memory file", errno);
+    }
+    p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        close(fd);
+        return fail_io(errp, "mmap of the memory file", errno);
+    }
+    *m = (sl_mem){ .ops = m->ops, .host = p, .fd = fd, .length = length,
+                   .owned = true, .own_fd = true };
+    return true;
+}
+
+static bool shmem_map(sl_mem *m, uint64_t length, uint64_t hugepage, GError **errp)
+{
+    int fd = memfd_create("snapload-shmem", MFD_CLOEXEC);
+
+    if (fd < 0) {
+        return fail_io(errp, "memfd_create", errno);
+    }
+    return map_file(m, fd, length, errp);
+}
+
+static bool hugetlbfs_map(sl_mem *m, uint64_t length, uint64_t hugepage, GError **errp)
+{
+    int fd;
+
+    hugepage = hugepage ? hugepage : sl_hugetlb_default_size();
+    if (hugepage == 0 || length % hugepage) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block length %" G_GUINT64_FORMAT
+                    " is not a multiple of the hugepage size %" G_GUINT64_FORMAT,
+                    length, hugepage);
+        return false;
+    }
+    if (!sl_hugetlb_check(hugepage, length / hugepage, errp)) {
+        return false;
+    }
+    fd = sl_hugetlb_unlinked_fd(hugepage);
+    if (fd < 0) {
+        return fail_io(errp, "creating a file on hugetlbfs", errno);
+    }
+    return map_file(m, fd, length, errp);
+}
+
+/* Checks the file's filesystem, fixes the page size, maps the alias and
+ * punches out old contents so every page faults once. */
+static bool prepare_file(sl_mem *m, unsigned long magic, const char *fsname, GError **errp)
+{
+    struct statfs sfs;
+    void *alias;
+
+    if (m->fd < 0 || fstatfs(m->fd, &sfs) < 0 || (unsigned long)sfs.f_type != magic) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID,
+                    "the memory file is not on %s (backend '%s')", fsname, m->ops->name);
+        return false;
+    }
+    m->page_size = magic == HUGETLBFS_MAGIC ? (uint64_t)sfs.f_bsize : 4096;
+    if (m->length % m->page_size || m->offset % m->page_size ||
+        (uintptr_t)m->host % m->page_size) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block length %" G_GUINT64_FORMAT
+                    ", file offset %" G_GUINT64_FORMAT " and address must be multiples of "
+                    "the %s page size %" G_GUINT64_FORMAT, m->length, m->offset, fsname,
+                    m->page_size);
+        return false;
+    }
+    alias = mmap(NULL, m->length, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd, (off_t)m->offset);
+    if (alias == MAP_FAILED) {
+        return fail_io(errp, "mmap of the fill alias", errno);
+    }
+    m->alias = alias;
+    if (fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)m->offset,
+                  (off_t)m->length) < 0) {
+        return fail_io(errp, "emptying the memory file (punch hole)", errno);
+    }
+    return true;
+}
+
+static bool shmem_prepare(sl_mem *m, GError **errp)
+{
+    return prepare_file(m, TMPFS_MAGIC, "tmpfs (/dev/shm or a memfd)", errp);
+}
+
+static bool hugetlbfs_prepare(sl_mem *m, GError **errp)
+{
+    return prepare_file(m, HUGETLBFS_MAGIC, "hugetlbfs", errp);
+}
+
+static uint8_t *file_stage(const sl_mem *m, uint64_t off, uint8_t *bounce)
+{
+    return m->alias + off;
+}
+
+static int file_continue(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len,
+                         uint64_t *done, uint64_t *eagain)
+{
+    if (!v) { /* nobody maps the file yet: the page cache is all there is */
+        *done = len;
+        return 0;
+    }
+    return sl_uffd_continue(v->uffd, v->base + off, len, done, eagain);
+}
+
+static int file_place(const sl_mem *m, const sl_view *v, uint64_t off, const uint8_t *src,
+                      uint64_t len, uint64_t *done, uint64_t *eagain)
+{
+    /* The bytes are already in the page cache: staged through the alias. */
+    return file_continue(m, v, off, len, done, eagain);
+}
+
+static int file_zero(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len,
+                     uint64_t *done, uint64_t *eagain)
+{
+    /* Allocate zeroed pages in the page cache: CONTINUE cannot map a hole. */
+    if (fallocate(m->fd, 0, (off_t)(m->offset + off), (off_t)len) < 0) {
+        if (errno != EOPNOTSUPP) {
+            *done = 0;
+            return -errno;
+        }
+        memset(m->alias + off, 0, len);
+    }
+    return file_continue(m, v, off, len, done, eagain);
+}
+
+/*
+ * Map present units into @v.  A hole there means the guest discarded the
+ * range (MADV_REMOVE): like the kernel would, give it zeros.
+ */
+static int file_show(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len,
+                     uint64_t *done, uint64_t *eagain)
+{
+    int ret = file_continue(m, v, off, len, done, eagain);
+
+    if (ret == -EFAULT) {
+        uint64_t rest = len - *done, more = 0;
+        ret = file_zero(m, v, off + *done, rest, &more, eagain);
+        *done += more;
+    }
+    return ret;
+}
+
+static void file_discard(const sl_mem *m, uint64_t off, uint64_t len)
+{
+    if (fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  (off_t)(m->offset + off), (off_t)len) < 0) {
+        memset(m->alias + off, 0, len); /* never leave corrupt bytes behind */
+    }
+}
+
+static void file_release(sl_mem *m)
+{
+    if (m->host) {
+        munmap(m->host, m->length);
+    }
+    if (m->alias) {
+        munmap(m->alias, m->length);
+    }
+    if (m->own_fd) {
+        close(m->fd);
+    }
+}
+
+#define FILE_OPS                                                              \
+    .in_place = true,                                                         \
+    .register_mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR, \
+    .range_ioctls = SL_IOCTL(_UFFDIO_CONTINUE) | SL_IOCTL(_UFFDIO_WAKE),      \
+    .stage = file_stage, .place = file_place, .zero = file_zero,              \
+    .show = file_show, .discard = file_discard, .release = file_release
+
+const sl_backend_ops sl_backend_shmem = {
+    .name = "shmem",
+    .kind = SL_BACKEND_SHMEM,
+    .uffd_features = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM,
+    .map = shmem_map,
+    .prepare = shmem_prepare,
+    FILE_OPS,
+};
+
+const sl_backend_ops sl_backend_hugetlbfs = {
+    .name = "hugetlbfs",
+    .kind = SL_BACKEND_HUGETLBFS,
+    .uffd_features = UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE_MINOR_HUGETLBFS,
+    .map = hugetlbfs_map,
+    .prepare = hugetlbfs_prepare,
+    FILE_OPS,
+};

@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Consumer processes (see consumers.h).  Shared state between the parent
+ * and the children lives in one MAP_SHARED anonymous page: the parent writes
+ * go/stop (release), the children write their counters and read the flags
+ * (acquire).
+ */
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "consumers.h"
+#include "migration/format.h"
+#include "migration/uffd.h"
+
+#define MAX_CONSUMERS 16
+
+typedef struct {
+    _Atomic int go, stop;
+    _Atomic uint64_t touched[MAX_CONSUMERS];
+    _Atomic uint64_t mismatches[MAX_CONSUMERS];
+} shared_page;
+
+struct consumers {
+    unsigned n;                  /* children forked so far */
+    pid_t pids[MAX_CONSUMERS];
+    int socks[MAX_CONSUMERS];    /* parent's end: uffds come in, "go" goes out */
+    shared_page *sh;
+};
+
+/* Sends @fd and @base over @sock. */
+static int send_fd(int sock, int fd, uint64_t base)
+{
+    char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+    struct iovec iov = { .iov_base = &base, .iov_len = sizeof(base) };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                         .msg_controllen = sizeof(cbuf) };
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+    return sendmsg(sock, &mh, 0) == sizeof(base) ? 0 : -1;
+}
+
+static int recv_fd(int sock, uint64_t *base)
+{
+    char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+    struct iovec iov = { .iov_base = base, .iov_len = sizeof(*base) };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                         .msg_controllen = sizeof(cbuf) };
+    struct cmsghdr *cm;
+    int fd = -1;
+
+    if (recvmsg(sock, &mh, MSG_CMSG_CLOEXEC) != sizeof(*base)) {
+        return -1;
+    }
+    cm = CMSG_FIRSTHDR(&mh);
+    if (cm && cm->cmsg_type == SCM_RIGHTS && cm->cmsg_len == CMSG_LEN(sizeof(int))) {
+        memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+    }
+    return fd;
+}
+
+/* Child: map, register and hand over one block; returns the mapping. */
+static uint8_t *child_register(int sock, const sl_mem *m)
+{
+    uint8_t *p = mmap(NULL, m->length, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd,
+                      (off_t)m->offset);
+    int uffd = p == MAP_FAILED ? -1 : sl_uffd_open(m->ops->uffd_features, 0, NULL, NULL);
+
+    if (uffd < 0 || !sl_uffd_register(uffd, p, m->length, m->ops->register_mode,
+                                      m->ops->range_ioctls, NULL, NULL) ||
+        send_fd(sock, uffd, (uintptr_t)p) < 0) {
+        _exit(20);
+    }
+    close(uffd);
+    return p;
+}
+
+static bool page_matches(sl_snapshot *s, unsigned b, uint64_t i, const uint8_t *p, uint64_t ps)
+{
+    if (sl_snapshot_page_present(s, b, i)) {
+        return sl_hash(p, ps) == sl_snapshot_page_checksum(s, b, i);
+    }
+    return p[0] == 0 && memcmp(p, p + 1, ps - 1) == 0;
+}
+
+static void child_main(unsigned id, int sock, sl_snapshot *s, const sl_mem *mems,
+                       shared_page *sh)
+{
+    unsigned nb = sl_snapshot_n_blocks(s);
+    uint8_t *maps[SL_MAX_BLOCKS];
+    uint64_t seed = 0x2545f4914f6cdd1dull * (id + 1), t = 0;
+    sl_block_info bi;
+
+    for (unsigned b = 0; b < nb; b++) {
+        maps[b] = child_register(sock, &mems[b]);
+    }
+    while (!atomic_load_explicit(&sh->go, memory_order_acquire)) {
+        char c;
+        if (read(sock, &c, 1) <= 0) { /* the parent says go by writing a byte */
+            _exit(atomic_load_explicit(&sh->stop, memory_order_acquire) ? 0 : 21);
+        }
+    }
+    while (!atomic_load_explicit(&sh->stop, memory_order_acquire)) {
+        unsigned b;
+        uint64_t i;
+        seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17;
+        b = (unsigned)(seed % nb);
+        sl_snapshot_block(s, b, &bi);
+        i = (seed >> 8) % bi.pages;
+        if (!page_matches(s, b, i, maps[b] + i * bi.page_size, bi.page_size)) {
+            atomic_fetch_add_explicit(&sh->mismatches[id], 1, memory_order_relaxed);
+        }
+        atomic_store_explicit(&sh->touched[id], ++t, memory_order_relaxed);
+    }
+    _exit(0);
+}
+
+static bool fail(GError **errp, const char *what)
+{
+    g_set_error(errp, SL_ERROR, SL_ERROR_IO, "consumers: %s: %s", what, g_strerror(errno));
+    return false;
+}
+
+/* Forks consumer @id and attaches its views; false on error. */
+static bool spawn_one(consumers *c, unsigned id, sl_snapshot *s, const sl_mem *mems,
+                      sl_restore *r, GError **errp)
+{
+    int sv[2];
+    sl_block_info bi;
+
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+        return fail(errp, "socketpair");
+    }
+    c->pids[id] = fork();
+    if (c->pids[id] == 0) {
+        close(sv[0]);
+        child_main(id, sv[1], s, mems, c->sh);
+    }
+    close(sv[1]);
+    c->socks[id] = sv[0];
+    if (c->pids[id] < 0) {
+        close(sv[0]);
+        return fail(errp, "fork");
+    }
+    c->n = id + 1;
+    for (unsigned b = 0; sl_snapshot_block(s, b, &bi); b++) {
+        uint64_t base;
+        int fd = recv_fd(sv[0], &base);
+        bool ok = fd >= 0 && sl_restore_add_view(r, bi.name, fd, base, errp);
+        if (fd >= 0) {
+            close(fd);
+        }
+        if (!ok) {
+            return fd >= 0 ? false : fail(errp, "receiving a consumer's uffd");
+        }
+    }
+    return true;
+}
+
+consumers *consumers_spawn(unsigned n, sl_snapshot *s, const sl_mem *mems, sl_restore *r,
+                           GError **errp)
+{
+    consumers *c = g_new0(consumers, 1);
+
+    if (n > MAX_CONSUMERS) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "at most %d consumers", MAX_CONSUMERS);
+        g_free(c);
+        return NULL;
+    }
+    c->sh = mmap(NULL, sizeof(shared_page), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                 -1, 0);
+    for (unsigned i = 0; i < n; i++) {
+        if (!spawn_one(c, i, s, mems, r, errp)) {
+            uint64_t t, m;
+            consumers_finish(c, &t, &m, NULL);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+void consumers_go(consumers *c)
+{
+    /* Release: pairs with the children's acquire load of go. */
+    atomic_store_explicit(&c->sh->go, 1, memory_order_release);
+    for (unsigned i = 0; i < c->n; i++) {
+        ssize_t n = write(c->socks[i], "g", 1);
+        (void)n; /* a dead child is reported by consumers_finish() */
+    }
+}
+
+bool consumers_finish(consumers *c, uint64_t *touched, uint64_t *mismatches, GError **errp)
+{
+    bool ok = true;
+
+    *touched = *mismatches = 0;
+    atomic_store_explicit(&c->sh->stop, 1, memory_order_release);
+    for (unsigned i = 0; i < c->n; i++) {
+        int status = 0;
+        close(c->socks[i]); /* a child still waiting for go sees EOF and exits */
+        if (waitpid(c->pids[i], &status, 0) < 0 || !WIFEXITED(status) ||
+            WEXITSTATUS(status) != 0) {
+            if (ok) {
+                g_set_error(errp, SL_ERROR, SL_ERROR_IO, "consumer %u (pid %d) %s %d", i,
+                            (int)c->pids[i], WIFSIGNALED(status) ? "died of signal" :
+                            "exited with status", WIFSIGNALED(status) ? WTERMSIG(status) :
+                            WEXITSTATUS(status));
+            }
+            ok = false;
+        }
+        *touched += atomic_load_explicit(&c->sh->touched[i], memory_order_relaxed);
+        *mismatches += atomic_load_explicit(&c->sh->mismatches[i], memory_order_relaxed);
+    }
+    munmap(c->sh, sizeof(*c->sh));
+    g_free(c);
+    return ok;
+}

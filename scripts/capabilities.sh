@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Prints, comma-separated, the capabilities this machine has that tests may
 # need: uffd (userfaultfd usable by us), kvm (/dev/kvm usable), hugepages
-# (free 2 MiB hugepages).  scripts/test.sh requires exactly these, so a test
-# that skips for a capability the machine has fails instead.
+# (free 2 MiB hugepages on a hugetlbfs mount), hugepages-1G (the same for
+# 1 GiB pages).  scripts/test.sh requires exactly these, so a test that
+# skips for a capability the machine has fails instead.
 caps=()
 if [ -r /dev/userfaultfd ] && [ -w /dev/userfaultfd ]; then
     caps+=(uffd)
@@ -13,7 +14,10 @@ fi
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
     caps+=(kvm)
 fi
-if [ "$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)" -gt 0 ] 2>/dev/null; then
-    caps+=(hugepages)
-fi
+has_pages() { # kB
+    local f="/sys/kernel/mm/hugepages/hugepages-$1kB/free_hugepages"
+    [ -r "$f" ] && [ "$(cat "$f")" -gt 0 ] && grep -q hugetlbfs /proc/mounts
+}
+has_pages 2048 && caps+=(hugepages)
+has_pages 1048576 && caps+=(hugepages-1G)
 (IFS=,; echo "${caps[*]}")

@@ -5,10 +5,12 @@
 # anonymous memory while two threads touch random pages, verifies every
 # byte, and times an eager load of the same file in the same run.
 #   SIZE=4G (default)  DIR=/var/tmp/snapload-demo (default)
+#   BACKEND=anon (default) | shmem | hugetlbfs (2 MiB pages, reserved here)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE="${SIZE:-4G}"
 DIR="${DIR:-/var/tmp/snapload-demo}"
+BACKEND="${BACKEND:-anon}"
 
 bash scripts/install-deps.sh >/dev/null
 SL=./build/snapload
@@ -22,6 +24,11 @@ fi
 echo "== snapshot"
 $SL inspect --quick "$DIR/snap-$SIZE.sl"
 echo
-echo "== lazy restore (anon) against an eager load of the same file, same run"
-$SL restore "$DIR/snap-$SIZE.sl" --backend anon --threads 1 --touch-threads 2 \
+if [ "$BACKEND" = hugetlbfs ]; then
+    bytes=$(stat -c %s "$DIR/snap-$SIZE.sl")
+    # lazy and eager memory exist one after the other: one block's worth
+    bash scripts/hugetlb-setup.sh $(( (bytes >> 21) + 8 )) 2M
+fi
+echo "== lazy restore ($BACKEND) against an eager load of the same file, same run"
+$SL restore "$DIR/snap-$SIZE.sl" --backend "$BACKEND" --threads 1 --touch-threads 2 \
     --access random --verify --compare-eager

@@ -8,6 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
+# Hugepages the tests need (as root; the 1 GiB ones only where the kernel
+# can find them: their tests are then required, otherwise they skip).
+if [ "$(id -u)" -eq 0 ]; then
+    bash scripts/hugetlb-setup.sh 256 2M || echo "snapload: no 2 MiB hugepages here" >&2
+    bash scripts/hugetlb-setup.sh 3 1G || echo "snapload: no 1 GiB hugepages here" >&2
+fi
 export SNAPLOAD_REQUIRE="${SNAPLOAD_REQUIRE:-$(bash scripts/capabilities.sh)}"
 echo "snapload: capabilities required of the tests: ${SNAPLOAD_REQUIRE:-none}"
 

@@ -108,7 +108,7 @@ static bool start_lazy(const opts *o, sl_snapshot *s, sl_mem *mems, sl_restore *
                        GError **errp)
 {
     sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = (unsigned)o->threads,
-                              .no_checksum = o->no_checksum };
+                              .no_loaders = o->threads == 0, .no_checksum = o->no_checksum };
     sl_block_info bi;
 
     *rp = sl_restore_new(s, &cfg, errp);
@@ -307,7 +307,7 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
         { "backend", 0, 0, G_OPTION_ARG_STRING, &backend, "memory backend: anon|shmem|hugetlbfs", "KIND" },
         { "hugepage-size", 0, 0, G_OPTION_ARG_STRING, &hps, "hugetlbfs page size: 2M|1G (default: host default)", "SIZE" },
         { "consumers", 0, 0, G_OPTION_ARG_INT, &o->consumers, "processes mapping the same file, touching pages (shared backends)", "N" },
-        { "threads", 0, 0, G_OPTION_ARG_INT, &o->threads, "background loaders (default 1)", "N" },
+        { "threads", 0, 0, G_OPTION_ARG_INT, &o->threads, "background loaders (default 1; 0: faults only)", "N" },
         { "touch-threads", 0, 0, G_OPTION_ARG_INT, &o->touch_threads, "threads touching pages (default 2)", "K" },
         { "access", 0, 0, G_OPTION_ARG_STRING, &access, "touch pattern: random|seq", "MODE" },
         { "verify", 0, 0, G_OPTION_ARG_NONE, &verify, "check every byte after the restore", NULL },

@@ -170,7 +170,7 @@ static bool parse_ramhdr(ctx *c, sl_block *b, unsigned i, GError **errp)
     uint64_t psize;
 
     if (!claim_region(c, b->ramhdr_offset, SL_MR_HEADER_SIZE, errp,
-                      "block %u ('%s') mapped-ram header", i, b->name) ||
+                      "block %u ('%s') mapped-ram header (ramhdr_offset)", i, b->name) ||
         !read_at(c, h, sizeof(h), b->ramhdr_offset, "mapped-ram header", errp)) {
         return false;
     }
@@ -191,11 +191,11 @@ static bool parse_ramhdr(ctx *c, sl_block *b, unsigned i, GError **errp)
                    "to 1 MiB and to the page size", i, b->name, b->pages_offset);
     }
     return claim_region(c, b->bitmap_offset, sl_bitmap_bytes(b->npages), errp,
-                        "block %u ('%s') bitmap", i, b->name) &&
+                        "block %u ('%s') bitmap (bitmap_offset)", i, b->name) &&
            claim_region(c, b->csum_offset, b->npages * 8, errp,
-                        "block %u ('%s') checksum array", i, b->name) &&
+                        "block %u ('%s') checksum array (csum_offset)", i, b->name) &&
            claim_region(c, b->pages_offset, b->length, errp,
-                        "block %u ('%s') page data", i, b->name);
+                        "block %u ('%s') page data (pages_offset, length)", i, b->name);
 }
 
 /* Reads bitmap + checksums, checks meta_csum, tail bits, counts. */
@@ -265,7 +265,7 @@ static bool parse_sections(ctx *c, const uint8_t *tab, GError **errp)
         if (sl_le32(e + SL_S_FLAGS)) {
             return BAD(errp, "section %u: flags 0x%x are not zero", i, sl_le32(e + SL_S_FLAGS));
         }
-        if (!claim_region(c, sec->offset, sec->length, errp, "section %u (type %u)", i,
+        if (!claim_region(c, sec->offset, sec->length, errp, "section %u (type %u, offset/length)", i,
                           sec->type)) {
             return false;
         }
@@ -282,8 +282,8 @@ static bool parse_tables(ctx *c, const uint8_t *h, GError **errp)
     g_autofree uint8_t *btab = g_malloc(blen);
     g_autofree uint8_t *stab = g_malloc(slen + 1);
 
-    if (!claim_region(c, boff, blen, errp, "block table") ||
-        !claim_region(c, soff, slen, errp, "section table") ||
+    if (!claim_region(c, boff, blen, errp, "block table (block_table_offset)") ||
+        !claim_region(c, soff, slen, errp, "section table (section_table_offset)") ||
         !read_at(c, btab, blen, boff, "block table", errp) ||
         !read_at(c, stab, slen, soff, "section table", errp)) {
         return false;

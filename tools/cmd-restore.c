@@ -25,7 +25,7 @@ typedef struct {
 } opts;
 
 typedef struct {
-    double open_ms, ready_ms, complete_ms, eager_ms;
+    double ready_ms, complete_ms, eager_ms;
     uint64_t verify_mismatches, touch_mismatches, touched;
     uint64_t consumer_touched, consumer_mismatches;
     double touch_p50_us, touch_p99_us;
@@ -136,33 +136,36 @@ static void setup_touch(touch_ctx *t, sl_snapshot *s, sl_mem *mems, const opts *
     }
 }
 
-static int run_lazy(const opts *o, results *res)
-{
-    double t0 = cli_now_ms();
-    GError *err = NULL;
-    sl_snapshot *s = sl_snapshot_open(o->path, &err);
-    unsigned n = s ? sl_snapshot_n_blocks(s) : 0;
-    g_autofree sl_mem *mems = g_new0(sl_mem, n ? n : 1);
-    sl_restore *r = NULL;
-    consumers *cons = NULL;
-    touch_ctx t;
-    int status;
+/* A snapshot and fresh memory of the chosen backend for each of its blocks. */
+typedef struct {
+    sl_snapshot *snap;
+    sl_mem *mems;
+    unsigned n;
+} loaded;
 
-    res->open_ms = cli_now_ms() - t0;
-    /* Consumers are forked before any thread exists and hand over their views. */
-    if (!s || !map_blocks(s, o, mems, &err) || !start_lazy(o, s, mems, &r, &err) ||
-        (o->consumers && !(cons = consumers_spawn((unsigned)o->consumers, s, mems, r, &err))) ||
-        !sl_restore_start(r, &err)) {
-        if (cons) {
-            consumers_finish(cons, &res->consumer_touched, &res->consumer_mismatches, NULL);
-        }
-        sl_restore_free(r);
-        release_blocks(mems, n);
-        sl_snapshot_close(s);
-        return cli_fail_error(err);
-    }
-    res->ready_ms = cli_now_ms() - t0;
-    setup_touch(&t, s, mems, o);
+static void unload(loaded *l)
+{
+    release_blocks(l->mems, l->n);
+    g_free(l->mems);
+    sl_snapshot_close(l->snap);
+}
+
+static bool load(const opts *o, loaded *l, GError **errp)
+{
+    l->snap = sl_snapshot_open(o->path, errp);
+    l->n = l->snap ? sl_snapshot_n_blocks(l->snap) : 0;
+    l->mems = g_new0(sl_mem, l->n ? l->n : 1);
+    return l->snap && map_blocks(l->snap, o, l->mems, errp);
+}
+
+/* Runs touch threads and consumers until the restore ends; fills @res. */
+static bool follow(const opts *o, loaded *l, sl_restore *r, consumers *cons, double t0,
+                   results *res, GError **errp)
+{
+    touch_ctx t;
+    bool ok = true;
+
+    setup_touch(&t, l->snap, l->mems, o);
     touch_start(&t, (unsigned)o->touch_threads);
     if (cons) {
         consumers_go(cons);
@@ -170,29 +173,51 @@ static int run_lazy(const opts *o, results *res)
     wait_done(r);
     res->complete_ms = cli_now_ms() - t0;
     touch_stop(&t);
-    if (cons && !consumers_finish(cons, &res->consumer_touched, &res->consumer_mismatches,
-                                  &err)) {
-        sl_restore_free(r);
-        release_blocks(mems, n);
-        sl_snapshot_close(s);
-        g_free(t.targets);
-        return cli_fail_error(err);
+    if (cons) {
+        ok = consumers_finish(cons, &res->consumer_touched, &res->consumer_mismatches, errp);
     }
-    sl_restore_stop(r); /* joins the workers, so their figures are final */
-    status = sl_restore_poll(r);
-    res->st.size = sizeof(res->st);
-    sl_restore_get_stats(r, &res->st);
     res->touched = t.touched;
     res->touch_mismatches = t.mismatches;
     res->touch_p50_us = (double)sl_hist_percentile(&t.latency, 50) / 1e3;
     res->touch_p99_us = (double)sl_hist_percentile(&t.latency, 99) / 1e3;
     g_free(t.targets);
-    if (status == 0 && o->verify) {
-        res->verify_mismatches = verify_all(s, mems);
+    return ok;
+}
+
+static int run_lazy(const opts *o, results *res)
+{
+    double t0 = cli_now_ms();
+    GError *err = NULL;
+    loaded l = { 0 };
+    sl_restore *r = NULL;
+    consumers *cons = NULL;
+    int status = -EINVAL;
+    bool ok;
+
+    /* Consumers are forked before any thread exists and hand over their views. */
+    ok = load(o, &l, &err) && start_lazy(o, l.snap, l.mems, &r, &err) &&
+         (!o->consumers || (cons = consumers_spawn((unsigned)o->consumers, l.snap, l.mems,
+                                                   r, &err))) &&
+         sl_restore_start(r, &err);
+    res->ready_ms = cli_now_ms() - t0;
+    if (!ok && cons) {
+        consumers_finish(cons, &res->consumer_touched, &res->consumer_mismatches, NULL);
+    }
+    ok = ok && follow(o, &l, r, cons, t0, res, &err);
+    if (ok) {
+        sl_restore_stop(r); /* joins the workers, so their figures are final */
+        status = sl_restore_poll(r);
+        res->st.size = sizeof(res->st);
+        sl_restore_get_stats(r, &res->st);
+        if (status == 0 && o->verify) {
+            res->verify_mismatches = verify_all(l.snap, l.mems);
+        }
     }
     sl_restore_free(r);
-    release_blocks(mems, n);
-    sl_snapshot_close(s);
+    unload(&l);
+    if (!ok) {
+        return cli_fail_error(err);
+    }
     return status == 0 ? 0 : cli_fail("restore failed: %s", g_strerror(-status));
 }
 
@@ -200,22 +225,19 @@ static int run_eager(const opts *o, results *res)
 {
     double t0 = cli_now_ms();
     GError *err = NULL;
-    sl_snapshot *s = sl_snapshot_open(o->path, &err);
-    unsigned n = s ? sl_snapshot_n_blocks(s) : 0;
-    g_autofree sl_mem *mems = g_new0(sl_mem, n ? n : 1);
+    loaded l = { 0 };
     int ret = 0;
 
-    if (!s || !map_blocks(s, o, mems, &err)) {
-        release_blocks(mems, n);
-        sl_snapshot_close(s);
+    if (!load(o, &l, &err)) {
+        unload(&l);
         return cli_fail_error(err);
     }
-    for (unsigned b = 0; b < n && ret == 0; b++) {
-        ret = sl_eager_load(s, b, mems[b].host, (unsigned)o->eager_threads, !o->no_checksum);
+    for (unsigned b = 0; b < l.n && ret == 0; b++) {
+        ret = sl_eager_load(l.snap, b, l.mems[b].host, (unsigned)o->eager_threads,
+                            !o->no_checksum);
     }
     res->eager_ms = cli_now_ms() - t0;
-    release_blocks(mems, n);
-    sl_snapshot_close(s);
+    unload(&l);
     return ret == 0 ? 0 : cli_fail("eager load failed: %s", g_strerror(-ret));
 }
 
@@ -228,7 +250,6 @@ static void print_results(const opts *o, const results *r)
     json_str(&j, "backend", sl_backend_get(o->kind)->name);
     json_int(&j, "loader_threads", o->threads);
     json_int(&j, "touch_threads", o->touch_threads);
-    json_double(&j, "open_ms", r->open_ms);
     json_double(&j, "time_to_ready_ms", r->ready_ms);
     json_double(&j, "time_to_first_fault_ms", s->time_to_first_fault_ms);
     json_double(&j, "time_to_complete_ms", r->complete_ms);
@@ -272,7 +293,7 @@ static void print_results(const opts *o, const results *r)
     }
     printf("lazy restore (%s, %" G_GUINT64_FORMAT " pages, %d loader(s), %d touch thread(s))\n",
            sl_backend_get(o->kind)->name, s->pages_total, o->threads, o->touch_threads);
-    printf("  time to ready     %10.2f ms   (open %.2f ms)\n", r->ready_ms, r->open_ms);
+    printf("  time to ready     %10.2f ms   (open, map, attach, register)\n", r->ready_ms);
     printf("  time to complete  %10.1f ms   (first fault after %.2f ms)\n", r->complete_ms,
            s->time_to_first_fault_ms);
     printf("  faults %" G_GUINT64_FORMAT ": service p50 %.1f us, p99 %.1f us, max %.1f us; "

@@ -826,15 +826,21 @@ static void test_metadata_byte_flips_fail_checksums(void **state)
     run_patch_cases(*state, flip_cases, G_N_ELEMENTS(flip_cases));
 }
 
+/* Writes the fixture's copy with byte @off XORed with @mask. */
+static void write_flipped(const fixture *fx, uint64_t off, uint8_t mask)
+{
+    fx->buf[off] ^= mask;
+    write_copy(fx->copy, fx->buf, fx->len, fx->len);
+    fx->buf[off] ^= mask;
+}
+
 /* Writes the fixture with byte @off XORed with @mask and opens it (must succeed). */
 static sl_snapshot *open_flipped(const fixture *fx, uint64_t off, uint8_t mask)
 {
     g_autoptr(GError) err = NULL;
     sl_snapshot *s;
 
-    fx->buf[off] ^= mask;
-    write_copy(fx->copy, fx->buf, fx->len, fx->len);
-    fx->buf[off] ^= mask;
+    write_flipped(fx, off, mask);
     s = sl_snapshot_open(fx->copy, &err);
     if (!s) {
         fail_msg("open failed: %s", err->message);
@@ -1104,9 +1110,7 @@ static bool corrupt_and_open(const fixture *fx, uint64_t off, uint8_t mask)
     GError *err = NULL;
     sl_snapshot *s;
 
-    fx->buf[off] ^= mask;
-    write_copy(fx->copy, fx->buf, fx->len, fx->len);
-    fx->buf[off] ^= mask;
+    write_flipped(fx, off, mask);
     s = sl_snapshot_open(fx->copy, &err);
     if (!s) {
         if (!err || err->code != SL_ERROR_FORMAT || !err->message[0]) {

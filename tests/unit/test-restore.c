@@ -361,6 +361,36 @@ static void test_second_process_sees_correct_bytes(void **state)
     finish_and_audit(f);
 }
 
+static void test_view_joining_mid_restore_sees_correct_bytes(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    g_autofree uint8_t *scratch = g_malloc(PSIZE);
+    const sl_mem *m = &f->mem[0];
+    uint64_t bad = 0;
+    uint8_t *second;
+    int uffd;
+
+    fixture_build(f, 64 << 20, 0, 3);
+    fixture_start(f, 1, false);
+    /* A second mapping on its own uffd, as a back-end would bring it. */
+    second = mmap(NULL, m->length, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd, 0);
+    assert_true(second != MAP_FAILED);
+    uffd = sl_uffd_open(m->ops->uffd_features, 0, NULL, &err);
+    assert_true(uffd >= 0);
+    assert_true(sl_uffd_register(uffd, second, m->length, m->ops->register_mode,
+                                 m->ops->range_ioctls, NULL, &err));
+    assert_true(sl_restore_add_view(f->r, "b0", uffd, (uintptr_t)second, &err));
+    close(uffd); /* the restore holds its own reference */
+    for (uint64_t i = f->lengths[0] / PSIZE; i-- > 0;) {
+        sl_test_fill_page(scratch, PSIZE, i, 1, f->zero_every);
+        bad += memcmp(second + i * PSIZE, scratch, PSIZE) != 0;
+    }
+    assert_int_equal(bad, 0);
+    finish_and_audit(f);
+    munmap(second, m->length);
+}
+
 typedef struct {
     fixture *f;
     unsigned id;
@@ -615,6 +645,7 @@ static const feature features[] = {
     { "discarded_page_refaults_as_zero", test_discarded_page_refaults_as_zero, any },
     { "unmapped_page_refaults_with_its_data", test_unmapped_page_refaults_with_its_data, shared },
     { "second_process_sees_correct_bytes", test_second_process_sees_correct_bytes, shared },
+    { "view_joining_mid_restore_sees_correct_bytes", test_view_joining_mid_restore_sees_correct_bytes, shared },
     { "pages_never_change_after_they_were_mapped", test_pages_never_change_after_they_were_mapped, any },
     { "corrupt_page_is_never_served", test_corrupt_page_is_never_served, any },
     { "stop_before_completion_returns", test_stop_before_completion_returns, any },

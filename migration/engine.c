@@ -25,6 +25,8 @@
  * registered, serving poison, until it is stopped.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +40,10 @@
 #define LOADER_NICE 5
 #define FAULT_NICE (-10) /* needs CAP_SYS_NICE; ignored without it */
 
-enum who { BY_FAULT, BY_LOADER };
+/* Who places a unit: the fault thread, or loader group g (| HINTED when the
+ * work came from a fault window or the hot list). */
+#define BY_FAULT (-1)
+#define HINTED 0x100
 
 static void add(_Atomic uint64_t *c, uint64_t n)
 {
@@ -208,13 +213,34 @@ static int refuse_unit(sl_restore *r, sl_region *reg, uint64_t u)
     return poison ? 0 : -EBADMSG; /* without poison, faults on it stay blocked */
 }
 
+/* Audit of units [u, u+k) just placed by @who: counts, node, order. */
+static void account(sl_restore *r, sl_region *reg, uint64_t u, uint64_t k, int who)
+{
+    sl_pagemap_note_placed(reg->map, u, k);
+    if (who == BY_FAULT) {
+        add(&r->c.pages_by_fault, k);
+    } else {
+        unsigned g = (unsigned)who & 0xff;
+        add(&r->c.pages_by_loader, k);
+        add(&r->c.pages_by_node[g], k);
+        add(&r->c.pages_by_hint, who & HINTED ? k : 0);
+        for (uint64_t i = u; i < u + k; i++) {
+            reg->placed_by[i] = (uint8_t)(g + 1);
+            add(&r->c.wrong_node, sl_unit_node(r, reg, i) != g);
+        }
+    }
+    for (uint64_t i = u; reg->order && i < u + k; i++) {
+        reg->order[i] = atomic_fetch_add_explicit(&r->order_seq, 1, memory_order_relaxed);
+    }
+}
+
 /*
  * Units [u, u+n) are claimed and staged at @src (NULL: zero run): place them
  * in @v (NULL: in no view yet), publish them, then map them into the other
  * views.  EEXIST (already mapped in @v) wakes the unit and counts as placed.
  */
 static int commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n,
-                      const uint8_t *src, enum who who)
+                      const uint8_t *src, int who)
 {
     const sl_backend_ops *ops = reg->mem.ops;
     const uint64_t u0 = u, n0 = n;
@@ -226,8 +252,7 @@ static int commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
 
         k = done / reg->unit;
         add(&r->c.eagain, eagain);
-        sl_pagemap_note_placed(reg->map, u, k);
-        add(who == BY_FAULT ? &r->c.pages_by_fault : &r->c.pages_by_loader, k);
+        account(r, reg, u, k, who);
         add(&r->c.zero_pages, src ? 0 : k);
         if (ret == -EEXIST) {
             add(&r->c.eexist, 1);
@@ -257,7 +282,7 @@ static int commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
  * their checksum are refused, the good runs between them committed.
  */
 static int fill_claimed(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n,
-                        uint8_t *dst, enum who who)
+                        uint8_t *dst, int who)
 {
     int ret = sl_snapshot_read_pages(r->snap, reg->block, u * reg->ratio, n * reg->ratio,
                                      dst, false);
@@ -355,6 +380,7 @@ static void handle_fault(sl_restore *r, int uffd, uint64_t addr, uint8_t *bounce
     if (ret < 0) {
         sl_engine_fail(r, ret);
     }
+    sl_prefetch_note_fault(r, reg, u);
     sl_hist_record(&r->fault_hist, sl_now_ns() - t0);
 }
 
@@ -531,6 +557,8 @@ static gpointer fault_thread(gpointer opaque)
 
 typedef struct {
     sl_restore *r;
+    sl_group *g;           /* the node this loader serves */
+    int who;               /* group index, | HINTED while on hinted work */
     uint8_t *buf;          /* bounce backends: one chunk of page data */
     bool *bad;             /* per unit of the chunk: failed verification */
 } loader_ctx;
@@ -554,7 +582,7 @@ static int claim_and_place(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t 
             }
             if (m > k) {
                 ret = commit_run(r, reg, first_view(reg), k, m - k,
-                                 base ? base + (k - u) * reg->unit : NULL, BY_LOADER);
+                                 base ? base + (k - u) * reg->unit : NULL, lc->who);
             }
             k = m > k ? m : k + 1;
         }
@@ -600,8 +628,8 @@ static int load_in_place(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t j,
         if (m > k) {
             ret = data ? fill_claimed(lc->r, reg, first_view(reg), k, m - k,
                                       reg->mem.ops->stage(&reg->mem, k * reg->unit, NULL),
-                                      BY_LOADER)
-                       : commit_run(lc->r, reg, first_view(reg), k, m - k, NULL, BY_LOADER);
+                                      lc->who)
+                       : commit_run(lc->r, reg, first_view(reg), k, m - k, NULL, lc->who);
         }
         if (ret < 0) {
             return ret;
@@ -625,7 +653,9 @@ static int load_chunk(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n)
             continue;
         }
         data = unit_has_data(reg, u);
-        while (j < end && sl_pagemap_state(reg->map, j) == SL_PAGE_ABSENT &&
+        /* A run never exceeds a chunk: the bounce buffer holds one. */
+        while (j < end && j - u < reg->chunk_units &&
+               sl_pagemap_state(reg->map, j) == SL_PAGE_ABSENT &&
                unit_has_data(reg, j) == data) {
             j++;
         }
@@ -639,17 +669,6 @@ static int load_chunk(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n)
     return 0;
 }
 
-static sl_region *region_of_chunk(sl_restore *r, uint64_t c)
-{
-    for (guint i = 0; i < r->regions->len; i++) {
-        sl_region *reg = g_ptr_array_index(r->regions, i);
-        if (c >= reg->first_chunk && c < reg->first_chunk + reg->nchunks) {
-            return reg;
-        }
-    }
-    return NULL;
-}
-
 static void note_loader_time(sl_restore *r, uint64_t mine)
 {
     uint64_t prev = atomic_load_explicit(&r->c.loader_ns_max, memory_order_relaxed);
@@ -659,26 +678,34 @@ static void note_loader_time(sl_restore *r, uint64_t mine)
     }
 }
 
+/* Pins the calling loader to its node's CPUs (best effort, audited). */
+static const cpu_set_t *pin_to_node(loader_ctx *lc)
+{
+    const cpu_set_t *cpus = &lc->r->topo.nodes[lc->g->index].cpus;
+
+    pthread_setaffinity_np(pthread_self(), sizeof(*cpus), cpus);
+    /* Best effort: background work yields the CPU to the fault thread. */
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), LOADER_NICE);
+    return cpus;
+}
+
 static gpointer loader_thread(gpointer opaque)
 {
     loader_ctx *lc = opaque;
     sl_restore *r = lc->r;
+    const cpu_set_t *cpus = pin_to_node(lc);
     uint64_t t0 = sl_now_ns();
+    sl_run run;
+    bool hinted;
 
-    /* Best effort: background work yields the CPU to the fault thread. */
-    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), LOADER_NICE);
-    while (!atomic_load_explicit(&r->stopping, memory_order_acquire)) {
-        /* Relaxed: the cursor only hands out distinct chunk indices. */
-        uint64_t c = atomic_fetch_add_explicit(&r->next_chunk, 1, memory_order_relaxed);
-        sl_region *reg = c < r->total_chunks ? region_of_chunk(r, c) : NULL;
-        uint64_t u0;
-        int ret;
+    while (!atomic_load_explicit(&r->stopping, memory_order_acquire) &&
+           sl_group_next(r, lc->g, &run, &hinted)) {
+        sl_region *reg = g_ptr_array_index(r->regions, run.region);
+        int cpu = sched_getcpu(), ret;
 
-        if (!reg) {
-            break;
-        }
-        u0 = (c - reg->first_chunk) * reg->chunk_units;
-        ret = load_chunk(lc, reg, u0, MIN(reg->chunk_units, reg->nunits - u0));
+        add(&r->c.cpu_violations, cpu >= 0 && !CPU_ISSET(cpu, cpus));
+        lc->who = (int)lc->g->index | (hinted ? HINTED : 0);
+        ret = load_chunk(lc, reg, run.unit, run.n);
         if (ret < 0) {
             sl_engine_fail(r, ret);
             break;
@@ -691,25 +718,40 @@ static gpointer loader_thread(gpointer opaque)
     return NULL;
 }
 
-static bool spawn_loaders(sl_restore *r, GError **errp)
+/* Starts @g's threads into r->loaders from slot *@slot on. */
+static bool spawn_group(sl_restore *r, sl_group *g, uint64_t max_units, unsigned *slot,
+                        GError **errp)
 {
-    uint64_t max_chunk_units = 1;
-
-    for (guint i = 0; i < r->regions->len; i++) {
-        sl_region *reg = g_ptr_array_index(r->regions, i);
-        max_chunk_units = MAX(max_chunk_units, reg->chunk_units);
-    }
-    r->loaders = g_new0(GThread *, r->nloaders);
-    for (unsigned i = 0; i < r->nloaders; i++) {
+    for (unsigned i = 0; i < g->nthreads; i++) {
         loader_ctx *lc = g_new0(loader_ctx, 1);
         lc->r = r;
-        lc->bad = g_new0(bool, max_chunk_units);
+        lc->g = g;
+        lc->bad = g_new0(bool, max_units);
         if ((r->max_bounce &&
              posix_memalign((void **)&lc->buf, 4096, MAX(SL_CHUNK_BYTES, r->max_bounce))) ||
-            !(r->loaders[i] = g_thread_try_new("sl-loader", loader_thread, lc, errp))) {
+            !(r->loaders[*slot] = g_thread_try_new("sl-loader", loader_thread, lc, errp))) {
             free(lc->buf);
             g_free(lc->bad);
             g_free(lc);
+            return false;
+        }
+        (*slot)++;
+    }
+    return true;
+}
+
+static bool spawn_loaders(sl_restore *r, GError **errp)
+{
+    uint64_t max_units = 1;
+    unsigned slot = 0;
+
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        max_units = MAX(max_units, MAX(reg->chunk_units, reg->window));
+    }
+    r->loaders = g_new0(GThread *, r->nloaders);
+    for (unsigned g = 0; g < r->ngroups; g++) {
+        if (!spawn_group(r, &r->groups[g], max_units, &slot, errp)) {
             return false;
         }
     }

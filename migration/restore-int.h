@@ -21,15 +21,49 @@
 #include <stdatomic.h>
 #include "format.h"
 #include "histogram.h"
+#include "numa.h"
 #include "pagemap.h"
 #include "../backends/backend.h"
 
 #define SL_CHUNK_BYTES (1u << 20) /* loader read size for runs of pages */
 #define SL_CLAIM_BYTES (64u << 10) /* in-place loaders claim at most this before reading */
+#define SL_STRIPE_BYTES (64u << 20) /* interleave granule: one node per stripe */
+#define SL_WINDOW_BYTES (128u << 10) /* locality window after a fault (>= 2 units up to 2 MiB) */
+#define SL_HINTS 256               /* ring of recent faults for the locality window */
+
+/* A run of units of one region: a piece of prefetch work. */
+typedef struct {
+    uint32_t region;
+    uint64_t unit, n;
+} sl_run;
+
+/*
+ * One prefetch group: the loader threads of one NUMA node.  Set up by the
+ * caller's thread in sl_restore_start() and read-only after, except the
+ * cursors (relaxed fetch_add: they only hand out distinct indices).
+ */
+typedef struct {
+    unsigned index;            /* topology index of the node */
+    unsigned nthreads;
+    uint64_t *chunks;          /* global chunk numbers this node owns, file order */
+    uint64_t nchunks;
+    _Atomic uint64_t next_chunk;
+    sl_run *hot;               /* hot-page list entries of this node, coalesced */
+    uint64_t nhot;
+    _Atomic uint64_t next_hot;
+    _Atomic uint64_t next_hint; /* next fault hint (sequence number) to look at */
+} sl_group;
 
 typedef struct sl_region {
     sl_restore *r;
+    unsigned index;          /* position in r->regions */
     unsigned block;          /* index in the snapshot */
+    int bind;                /* topology index of the node, -1: interleaved stripes */
+    uint64_t stripe_units;   /* interleave granule, a multiple of chunk_units */
+    uint64_t window;         /* units prefetched after a fault (0: none) */
+    uint8_t *placed_by;      /* audit: 1 + group index of the loader that placed a unit */
+    uint32_t *order;         /* trace_order: placement sequence number of each unit */
+    uint64_t *recorded;      /* record: units already in the fault list (fault thread) */
     const sl_block *blk;
     sl_mem mem;
     sl_pagemap *map;         /* one entry per placement unit */
@@ -53,6 +87,8 @@ typedef struct {
     _Atomic uint64_t pages_by_fault, pages_by_loader, zero_pages;
     _Atomic uint64_t bytes_read, checksum_failures, eexist, eagain;
     _Atomic uint64_t checksum_ns, loader_ns_max;
+    _Atomic uint64_t pages_by_node[SL_MAX_NODES];
+    _Atomic uint64_t wrong_node, cpu_violations, pages_by_hint;
 } sl_counters;
 
 struct sl_restore {
@@ -66,6 +102,17 @@ struct sl_restore {
     GThread **loaders;
     unsigned nloaders;
     uint64_t total_chunks;
+    sl_topology topo;
+    sl_group *groups;          /* one per topology node */
+    unsigned ngroups;
+    uint64_t hot_units;
+    GArray *recorded;          /* record: 16-byte hot-list entries (fault thread) */
+    /* Fault hints: the fault thread writes hints[seq % SL_HINTS] then bumps
+     * hint_seq (release); loaders load hint_seq (acquire) and read the slot.
+     * A slot overwritten meanwhile only yields a stale hint (harmless). */
+    _Atomic uint64_t hint_seq;
+    _Atomic uint64_t hints[SL_HINTS];
+    _Atomic uint32_t order_seq; /* trace_order counter (relaxed) */
     uint64_t max_bounce;       /* largest unit of a bounce (non in-place) region */
     GMutex views_lock;         /* serialises sl_restore_add_view() callers */
     /* Bumped (release) after a view is added; the fault thread (acquire)
@@ -74,8 +121,6 @@ struct sl_restore {
     bool finished;             /* fault thread only: completion handled */
     bool started, stopped;     /* caller's thread only */
 
-    /* Loaders' shared cursor over chunks (relaxed: only hands out indices). */
-    _Atomic uint64_t next_chunk;
     /* Units not yet PRESENT; acq_rel decrement, the one reaching 0 signals. */
     _Atomic uint64_t remaining;
     /* Set (release) before writing ctl_efd; workers load it (acquire). */
@@ -99,5 +144,22 @@ bool sl_engine_start(sl_restore *r, GError **errp);
 
 /** Ends the restore with @err (first caller wins); wakes everyone. */
 void sl_engine_fail(sl_restore *r, int err);
+
+/* prefetch.c: NUMA groups, memory binding, hot list, fault hints. */
+
+/** Group index (node) that owns unit @u of @reg. */
+unsigned sl_unit_node(const sl_restore *r, const sl_region *reg, uint64_t u);
+
+/** Topology, per-region node policy and window, memory binding, groups, hot list. */
+bool sl_prefetch_setup(sl_restore *r, GError **errp);
+
+/** Releases what sl_prefetch_setup() allocated. */
+void sl_prefetch_free(sl_restore *r);
+
+/** Next piece of work for group @g: a fault window, a hot run, then a chunk. */
+bool sl_group_next(sl_restore *r, sl_group *g, sl_run *out, bool *hinted);
+
+/** Fault thread: unit @u of @reg was faulted; feed the window and the recorder. */
+void sl_prefetch_note_fault(sl_restore *r, sl_region *reg, uint64_t u);
 
 #endif /* SNAPLOAD_RESTORE_INT_H */

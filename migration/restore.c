@@ -43,7 +43,12 @@ sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GErr
         sl_restore_free(r);
         return NULL;
     }
-    r->nloaders = r->cfg.no_loaders ? 0 : (r->cfg.loader_threads ? r->cfg.loader_threads : 1);
+    r->cfg.numa_topology = NULL; /* the caller's string is not kept */
+    if (!(cfg && cfg->numa_topology ? sl_topology_parse(cfg->numa_topology, &r->topo, errp)
+                                    : sl_topology_discover(&r->topo, errp))) {
+        sl_restore_free(r);
+        return NULL;
+    }
     return r;
 }
 
@@ -95,6 +100,8 @@ static sl_region *add_region(sl_restore *r, int idx, const sl_mem *mem)
     sl_region *reg = g_new0(sl_region, 1);
 
     reg->r = r;
+    reg->index = r->regions->len;
+    reg->bind = -2; /* no binding yet: resolved at start */
     reg->block = (unsigned)idx;
     reg->blk = &r->snap->blocks[idx];
     reg->mem = *mem;
@@ -167,6 +174,29 @@ static sl_region *region_of_block(sl_restore *r, const char *name)
         }
     }
     return NULL;
+}
+
+bool sl_restore_bind(sl_restore *r, const char *name, int node, GError **errp)
+{
+    sl_region *reg = region_of_block(r, name);
+    int idx = sl_topology_index(&r->topo, node);
+
+    if (!reg || idx < 0 || r->started) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "bind '%s' to node %d: %s", name, node,
+                    !reg ? "block not attached" : idx < 0 ? "no such node in the topology"
+                                                          : "the restore has started");
+        return false;
+    }
+    reg->bind = idx;
+    return true;
+}
+
+GBytes *sl_restore_recorded(const sl_restore *r)
+{
+    if (!r->recorded) {
+        return g_bytes_new(NULL, 0);
+    }
+    return g_bytes_new(r->recorded->data, (gsize)r->recorded->len * 16);
 }
 
 static bool is_userfaultfd(int fd)
@@ -311,6 +341,10 @@ bool sl_restore_start(sl_restore *r, GError **errp)
         return false;
     }
     layout_regions(r);
+    if (!sl_prefetch_setup(r, errp)) {
+        sl_engine_fail(r, -EINVAL);
+        return false;
+    }
     return sl_engine_start(r, errp);
 }
 
@@ -409,6 +443,20 @@ static void audit(const sl_restore *r, sl_stats *s)
 
 #define LOAD(x) atomic_load_explicit(&r->c.x, memory_order_relaxed)
 
+static void node_stats(const sl_restore *r, sl_stats *s)
+{
+    s->nodes = r->ngroups ? r->ngroups : r->topo.nnodes;
+    for (unsigned g = 0; g < s->nodes && g < 64; g++) {
+        s->node_id[g] = r->topo.nodes[g].id;
+        s->threads_by_node[g] = r->groups ? r->groups[g].nthreads : 0;
+        s->pages_by_node[g] = LOAD(pages_by_node[g]);
+    }
+    s->pages_wrong_node = LOAD(wrong_node);
+    s->loader_cpu_violations = LOAD(cpu_violations);
+    s->pages_by_hint = LOAD(pages_by_hint);
+    s->hot_pages = r->hot_units;
+}
+
 void sl_restore_get_stats(const sl_restore *r, sl_stats *out)
 {
     sl_stats s = { .size = sizeof(s) };
@@ -435,6 +483,7 @@ void sl_restore_get_stats(const sl_restore *r, sl_stats *out)
     s.fault_max_us = (double)sl_hist_max(&r->fault_hist) / 1e3;
     s.error = atomic_load_explicit(&((sl_restore *)r)->status, memory_order_acquire);
     s.error = s.error == -EINPROGRESS ? 0 : s.error;
+    node_stats(r, &s);
     memcpy(out, &s, want);
     out->size = want;
 }
@@ -445,6 +494,7 @@ void sl_restore_free(sl_restore *r)
         return;
     }
     sl_restore_stop(r);
+    sl_prefetch_free(r);
     for (guint i = 0; i < r->regions->len; i++) {
         free_region(g_ptr_array_index(r->regions, i));
     }

@@ -178,9 +178,14 @@ typedef enum {
 /** Restore settings; zero-initialise, set size = sizeof, then override. */
 typedef struct {
     uint32_t size;             /**< sizeof(sl_restore_config), for versioning  */
-    unsigned loader_threads;   /**< background loaders; 0 = default (1)       */
+    unsigned loader_threads;   /**< loaders per NUMA node; 0 = half the node's CPUs (at least 1) */
     bool no_checksum;          /**< skip checksum verification (trusted file) */
     bool no_loaders;           /**< serve faults only (for tests/benchmarks)  */
+    const char *numa_topology; /**< NULL: the host's; else a SPEC (docs/numa.md) */
+    bool interleave;           /**< blocks without a binding: stripes over all nodes */
+    bool no_hot_list;          /**< ignore the snapshot's hot-page list */
+    bool record;               /**< record the order of faulted pages (sl_restore_recorded) */
+    bool trace_order;          /**< keep each unit's placement order (tests) */
 } sl_restore_config;
 
 /** Most consumer mappings (views) one block may have. */
@@ -212,6 +217,14 @@ typedef struct {
     double checksum_ms;            /**< CPU time loaders spent hashing    */
     double loader_ms;              /**< wall time of the busiest loader   */
     int error;                     /**< first fatal -errno, 0 if none     */
+    unsigned nodes;                /**< prefetch groups (NUMA nodes)      */
+    int node_id[64];               /**< node number of each group          */
+    unsigned threads_by_node[64];  /**< loader threads of each group       */
+    uint64_t pages_by_node[64];    /**< units placed by each group's loaders */
+    uint64_t pages_wrong_node;     /**< audit: loader-placed units not of the placer's node */
+    uint64_t loader_cpu_violations;/**< audit: loader seen on a CPU outside its node */
+    uint64_t hot_pages;            /**< units in the hot-page list used   */
+    uint64_t pages_by_hint;        /**< units placed from the locality window or hot list */
 } sl_stats;
 
 /**
@@ -254,6 +267,20 @@ bool sl_restore_attach_file(sl_restore *r, const char *block_name, void *addr,
  */
 bool sl_restore_add_view(sl_restore *r, const char *block_name, int uffd, uint64_t base,
                          GError **errp);
+
+/**
+ * sl_restore_bind: place block @block_name on NUMA node @node (a node number
+ * of the restore's topology): its memory is bound there and that node's
+ * prefetch threads fill it.  Before sl_restore_start().
+ */
+bool sl_restore_bind(sl_restore *r, const char *block_name, int node, GError **errp);
+
+/**
+ * sl_restore_recorded: the faulted pages in fault order, as a hot-page list
+ * (docs/format.md, section type 2), when config.record was set.  Call after
+ * sl_restore_stop().  Caller unrefs.
+ */
+GBytes *sl_restore_recorded(const sl_restore *r);
 
 /**
  * sl_restore_start:

@@ -1,0 +1,316 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * NUMA-local prefetch: which node owns each part of guest RAM, binding that
+ * memory to the node, one group of loader threads per node, and the order in
+ * which a group takes its work:
+ *
+ *   1. faults are served by the fault thread, never queued behind this;
+ *   2. the locality window after a recent fault on one of the node's units;
+ *   3. the node's entries of the snapshot's hot-page list, in recorded order;
+ *   4. the node's chunks in file order (runs coalesced into large reads).
+ *
+ * A block belongs to one node (sl_restore_bind(), else the snapshot's node
+ * hint, else the first node), or with config.interleave is striped over all
+ * nodes in 64 MiB stripes.  The fault thread also records the order of
+ * faulted pages here when asked (record-and-prefetch).
+ */
+#include <errno.h>
+#include <numaif.h>
+#include <string.h>
+#include "restore-int.h"
+
+#define NODEMASK_WORDS 16 /* real memory nodes up to 1023 */
+
+unsigned sl_unit_node(const sl_restore *r, const sl_region *reg, uint64_t u)
+{
+    return reg->bind >= 0 ? (unsigned)reg->bind
+                          : (unsigned)((u / reg->stripe_units) % r->ngroups);
+}
+
+/* Resolves the region's node policy once the topology is known. */
+static void region_policy(sl_restore *r, sl_region *reg)
+{
+    int hint = reg->blk->numa_node;
+
+    if (reg->bind == -2) { /* not bound by the caller */
+        if (r->cfg.interleave) {
+            reg->bind = -1;
+        } else if (hint >= 0) {
+            int idx = sl_topology_index(&r->topo, hint);
+            reg->bind = idx >= 0 ? idx : (int)((unsigned)hint % r->ngroups);
+        } else {
+            reg->bind = 0;
+        }
+    }
+    reg->stripe_units = sl_align_up(MAX(1, SL_STRIPE_BYTES / reg->unit), reg->chunk_units);
+    reg->window = reg->unit <= (2u << 20) ? MAX(2, SL_WINDOW_BYTES / reg->unit) : 0;
+    reg->placed_by = g_malloc0(reg->nunits);
+    reg->order = r->cfg.trace_order ? g_new0(uint32_t, reg->nunits) : NULL;
+    reg->recorded = r->cfg.record ? g_new0(uint64_t, reg->nunits / 64 + 1) : NULL;
+}
+
+/* mbind [first, first+n) units of @reg to the memory node of group @g. */
+static bool bind_range(sl_restore *r, sl_region *reg, uint64_t first, uint64_t n, unsigned g,
+                       GError **errp)
+{
+    unsigned long mask[NODEMASK_WORDS] = { 0 };
+    int mem = r->topo.nodes[g].mem_node;
+    uint8_t *base = reg->mem.alias ? reg->mem.alias : reg->mem.host;
+
+    if (!base || mem < 0 || mem >= NODEMASK_WORDS * 64) {
+        return true; /* nothing of ours to bind: the file's owner placed it */
+    }
+    mask[mem / 64] = 1ul << (mem % 64);
+    if (mbind(base + first * reg->unit, n * reg->unit, MPOL_BIND, mask,
+              NODEMASK_WORDS * 64 + 1, 0) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': binding to node %d "
+                    "(memory node %d): %s", reg->blk->name, r->topo.nodes[g].id, mem,
+                    g_strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+/* Binds each node's part of @reg to that node's memory before any placement. */
+static bool bind_region(sl_restore *r, sl_region *reg, GError **errp)
+{
+    if (reg->bind >= 0) {
+        return bind_range(r, reg, 0, reg->nunits, (unsigned)reg->bind, errp);
+    }
+    for (uint64_t u = 0; u < reg->nunits; u += reg->stripe_units) {
+        if (!bind_range(r, reg, u, MIN(reg->stripe_units, reg->nunits - u),
+                        sl_unit_node(r, reg, u), errp)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Deals every chunk to the group of the node that owns it, in file order. */
+static void build_groups(sl_restore *r)
+{
+    r->nloaders = 0;
+    for (unsigned g = 0; g < r->ngroups; g++) {
+        sl_group *grp = &r->groups[g];
+        unsigned ncpus = r->topo.nodes[g].ncpus;
+        grp->index = g;
+        grp->nthreads = r->cfg.no_loaders ? 0 : r->cfg.loader_threads ? r->cfg.loader_threads
+                                                                       : MAX(1, ncpus / 2);
+        grp->chunks = g_new0(uint64_t, r->total_chunks ? r->total_chunks : 1);
+        r->nloaders += grp->nthreads;
+    }
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        for (uint64_t c = 0; c < reg->nchunks; c++) {
+            sl_group *grp = &r->groups[sl_unit_node(r, reg, c * reg->chunk_units)];
+            grp->chunks[grp->nchunks++] = reg->first_chunk + c;
+        }
+    }
+}
+
+static sl_region *region_of_block(sl_restore *r, unsigned block)
+{
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        if (reg->block == block) {
+            return reg;
+        }
+    }
+    return NULL;
+}
+
+/* Appends unit @u of @reg to its group's hot runs, coalescing neighbours. */
+static void add_hot(sl_restore *r, sl_region *reg, uint64_t u, GArray **lists)
+{
+    unsigned g = sl_unit_node(r, reg, u);
+    GArray *l = lists[g];
+    sl_run *last = l->len ? &g_array_index(l, sl_run, l->len - 1) : NULL;
+
+    if (last && last->region == reg->index && u == last->unit + last->n) {
+        last->n++;
+    } else if (!last || last->region != reg->index || u < last->unit ||
+               u >= last->unit + last->n) {
+        sl_run run = { .region = reg->index, .unit = u, .n = 1 };
+        g_array_append_val(l, run);
+    } else {
+        return; /* already in the last run */
+    }
+    r->hot_units++;
+}
+
+static bool has_section(const sl_snapshot *s, uint32_t type)
+{
+    uint32_t t;
+    uint64_t len;
+
+    for (unsigned i = 0; sl_snapshot_section(s, i, &t, &len); i++) {
+        if (t == type) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Reads the snapshot's hot-page list into per-group runs. */
+static bool load_hot_list(sl_restore *r, GError **errp)
+{
+    g_autoptr(GBytes) bytes = NULL;
+    GArray *lists[SL_MAX_NODES];
+    const uint8_t *p;
+    gsize len;
+
+    if (r->cfg.no_hot_list || !has_section(r->snap, SL_SECTION_HOT_PAGES)) {
+        return true;
+    }
+    bytes = sl_snapshot_read_section(r->snap, SL_SECTION_HOT_PAGES, errp);
+    if (!bytes) {
+        return false;
+    }
+    p = g_bytes_get_data(bytes, &len);
+    if (len % 16) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "hot-page list: length %zu is not a "
+                    "multiple of 16", (size_t)len);
+        return false;
+    }
+    for (unsigned g = 0; g < r->ngroups; g++) {
+        lists[g] = g_array_new(false, false, sizeof(sl_run));
+    }
+    for (gsize i = 0; i < len / 16; i++) {
+        uint32_t block = sl_le32(p + i * 16);
+        uint64_t page = sl_le64(p + i * 16 + 8);
+        sl_region *reg = region_of_block(r, block);
+        if (block >= r->snap->nblocks || page >= r->snap->blocks[block].npages) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "hot-page list entry %zu: block %u "
+                        "page %" G_GUINT64_FORMAT " is out of range", (size_t)i, block, page);
+            for (unsigned g = 0; g < r->ngroups; g++) {
+                g_array_free(lists[g], true);
+            }
+            return false;
+        }
+        if (reg) {
+            add_hot(r, reg, page / reg->ratio, lists);
+        }
+    }
+    for (unsigned g = 0; g < r->ngroups; g++) {
+        r->groups[g].nhot = lists[g]->len;
+        r->groups[g].hot = (sl_run *)(void *)g_array_free(lists[g], false);
+    }
+    return true;
+}
+
+bool sl_prefetch_setup(sl_restore *r, GError **errp)
+{
+    r->ngroups = r->topo.nnodes;
+    r->groups = g_new0(sl_group, r->ngroups);
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        region_policy(r, reg);
+        if (!bind_region(r, reg, errp)) {
+            return false;
+        }
+    }
+    build_groups(r);
+    if (r->cfg.record) {
+        r->recorded = g_array_new(false, false, 16);
+    }
+    return load_hot_list(r, errp);
+}
+
+void sl_prefetch_free(sl_restore *r)
+{
+    for (unsigned g = 0; r->groups && g < r->ngroups; g++) {
+        g_free(r->groups[g].chunks);
+        g_free(r->groups[g].hot);
+    }
+    g_free(r->groups);
+    if (r->recorded) {
+        g_array_free(r->recorded, true);
+    }
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        g_free(reg->placed_by);
+        g_free(reg->order);
+        g_free(reg->recorded);
+    }
+}
+
+/* Takes the next fault hint that falls on group @g's node. */
+static bool next_hint(sl_restore *r, sl_group *g, sl_run *out)
+{
+    /* Acquire: pairs with the release store in sl_prefetch_note_fault(). */
+    uint64_t seq = atomic_load_explicit(&r->hint_seq, memory_order_acquire);
+    uint64_t h = atomic_load_explicit(&g->next_hint, memory_order_relaxed);
+
+    while (h < seq) {
+        uint64_t take = seq - h > SL_HINTS ? seq - SL_HINTS : h;
+        uint64_t v, u;
+        sl_region *reg;
+
+        if (!atomic_compare_exchange_weak_explicit(&g->next_hint, &h, take + 1,
+                                                   memory_order_relaxed,
+                                                   memory_order_relaxed)) {
+            continue;
+        }
+        h = take + 1;
+        v = atomic_load_explicit(&r->hints[take % SL_HINTS], memory_order_relaxed);
+        reg = g_ptr_array_index(r->regions, (guint)(v >> 48));
+        u = v & ((1ull << 48) - 1);
+        if (u < reg->nunits && sl_unit_node(r, reg, u) == g->index) {
+            uint64_t stripe_end = reg->bind >= 0 ? reg->nunits
+                                  : (u / reg->stripe_units + 1) * reg->stripe_units;
+            *out = (sl_run){ .region = reg->index, .unit = u,
+                             .n = MIN(reg->window, MIN(stripe_end, reg->nunits) - u) };
+            return true;
+        }
+    }
+    return false;
+}
+
+bool sl_group_next(sl_restore *r, sl_group *g, sl_run *out, bool *hinted)
+{
+    uint64_t i;
+
+    *hinted = true;
+    if (next_hint(r, g, out)) {
+        return true;
+    }
+    /* Relaxed: the cursors only hand out distinct indices. */
+    i = atomic_fetch_add_explicit(&g->next_hot, 1, memory_order_relaxed);
+    if (i < g->nhot) {
+        *out = g->hot[i];
+        return true;
+    }
+    *hinted = false;
+    i = atomic_fetch_add_explicit(&g->next_chunk, 1, memory_order_relaxed);
+    if (i < g->nchunks) {
+        uint64_t c = g->chunks[i];
+        for (guint k = 0; k < r->regions->len; k++) {
+            sl_region *reg = g_ptr_array_index(r->regions, k);
+            if (c >= reg->first_chunk && c < reg->first_chunk + reg->nchunks) {
+                uint64_t u0 = (c - reg->first_chunk) * reg->chunk_units;
+                *out = (sl_run){ .region = k, .unit = u0,
+                                 .n = MIN(reg->chunk_units, reg->nunits - u0) };
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+void sl_prefetch_note_fault(sl_restore *r, sl_region *reg, uint64_t u)
+{
+    if (reg->window && u + 1 < reg->nunits) {
+        /* Only the fault thread writes hints: a relaxed read of seq is exact. */
+        uint64_t s = atomic_load_explicit(&r->hint_seq, memory_order_relaxed);
+        atomic_store_explicit(&r->hints[s % SL_HINTS], (uint64_t)reg->index << 48 | (u + 1),
+                              memory_order_relaxed);
+        atomic_store_explicit(&r->hint_seq, s + 1, memory_order_release);
+    }
+    if (reg->recorded && !sl_bit_test(reg->recorded, u)) {
+        uint8_t e[16] = { 0 };
+        sl_bit_set(reg->recorded, u);
+        sl_put_le32(e, reg->block);
+        sl_put_le64(e + 8, u * reg->ratio);
+        g_array_append_vals(r->recorded, e, 1);
+    }
+}

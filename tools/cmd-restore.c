@@ -7,6 +7,7 @@
  * --json, one JSON object.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,11 +22,15 @@ typedef struct {
     sl_backend_kind kind;
     uint64_t hugepage;
     gint threads, touch_threads, eager_threads, consumers;
+    gint64 workload;
+    char *topology, *record;
+    char **binds;
+    bool interleave, no_hot;
     bool random, verify, compare_eager, json, no_checksum, cold;
 } opts;
 
 typedef struct {
-    double ready_ms, complete_ms, eager_ms;
+    double ready_ms, complete_ms, eager_ms, workload_ms;
     uint64_t verify_mismatches, touch_mismatches, touched;
     uint64_t consumer_touched, consumer_mismatches;
     double touch_p50_us, touch_p99_us;
@@ -107,8 +112,11 @@ static void wait_done(sl_restore *r)
 static bool start_lazy(const opts *o, sl_snapshot *s, sl_mem *mems, sl_restore **rp,
                        GError **errp)
 {
-    sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = (unsigned)o->threads,
-                              .no_loaders = o->threads == 0, .no_checksum = o->no_checksum };
+    sl_restore_config cfg = { .size = sizeof(cfg),
+                              .loader_threads = o->threads > 0 ? (unsigned)o->threads : 0,
+                              .no_loaders = o->threads == 0, .no_checksum = o->no_checksum,
+                              .numa_topology = o->topology, .interleave = o->interleave,
+                              .no_hot_list = o->no_hot, .record = o->record != NULL };
     sl_block_info bi;
 
     *rp = sl_restore_new(s, &cfg, errp);
@@ -120,6 +128,20 @@ static bool start_lazy(const opts *o, sl_snapshot *s, sl_mem *mems, sl_restore *
             return false;
         }
     }
+    for (unsigned i = 0; o->binds && o->binds[i]; i++) {
+        g_autofree char *name = g_strdup(o->binds[i]);
+        char *eq = strrchr(name, '='), *end = NULL;
+        long node = eq ? strtol(eq + 1, &end, 10) : -1;
+        if (!eq || end == eq + 1 || *end) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "--bind '%s': expected BLOCK=NODE",
+                        o->binds[i]);
+            return false;
+        }
+        *eq = 0;
+        if (!sl_restore_bind(*rp, name, (int)node, errp)) {
+            return false;
+        }
+    }
     return true;
 }
 
@@ -127,13 +149,22 @@ static void setup_touch(touch_ctx *t, sl_snapshot *s, sl_mem *mems, const opts *
 {
     sl_block_info bi;
 
-    *t = (touch_ctx){ .snap = s, .random = o->random };
+    *t = (touch_ctx){ .snap = s, .random = o->random, .limit = (uint64_t)o->workload };
     t->ntargets = sl_snapshot_n_blocks(s);
     t->targets = g_new0(touch_target, t->ntargets);
     for (unsigned b = 0; sl_snapshot_block(s, b, &bi); b++) {
         t->targets[b] = (touch_target){ .host = mems[b].host, .pages = bi.pages,
                                         .page_size = bi.page_size, .block = b };
     }
+}
+
+static bool write_recorded(const char *path, sl_restore *r, GError **errp)
+{
+    g_autoptr(GBytes) b = sl_restore_recorded(r);
+    gsize len;
+    const void *d = g_bytes_get_data(b, &len);
+
+    return g_file_set_contents(path, d ? d : "", (gssize)len, errp);
 }
 
 /* A snapshot and fresh memory of the chosen backend for each of its blocks. */
@@ -173,6 +204,7 @@ static bool follow(const opts *o, loaded *l, sl_restore *r, consumers *cons, dou
     wait_done(r);
     res->complete_ms = cli_now_ms() - t0;
     touch_stop(&t);
+    res->workload_ms = t.done_ns ? (double)t.done_ns / 1e6 - t0 : -1;
     if (cons) {
         ok = consumers_finish(cons, &res->consumer_touched, &res->consumer_mismatches, errp);
     }
@@ -209,6 +241,7 @@ static int run_lazy(const opts *o, results *res)
         status = sl_restore_poll(r);
         res->st.size = sizeof(res->st);
         sl_restore_get_stats(r, &res->st);
+        ok = !o->record || write_recorded(o->record, r, &err);
         if (status == 0 && o->verify) {
             res->verify_mismatches = verify_all(l.snap, l.mems);
         }
@@ -241,6 +274,22 @@ static int run_eager(const opts *o, results *res)
     return ret == 0 ? 0 : cli_fail("eager load failed: %s", g_strerror(-ret));
 }
 
+/* {"node": value, ...} of pages or threads per node; a static buffer per kind. */
+static const char *nodes_json(const sl_stats *s, bool threads)
+{
+    static char buf[2][2048]; /* CLI-only: printed right away */
+    GString *g = g_string_new("{");
+
+    for (unsigned i = 0; i < s->nodes && i < 64; i++) {
+        g_string_append_printf(g, "%s\"%d\": %" G_GUINT64_FORMAT, i ? ", " : "", s->node_id[i],
+                               threads ? (uint64_t)s->threads_by_node[i] : s->pages_by_node[i]);
+    }
+    g_string_append_c(g, '}');
+    g_strlcpy(buf[threads], g->str, sizeof(buf[0]));
+    g_string_free(g, true);
+    return buf[threads];
+}
+
 static void print_results(const opts *o, const results *r)
 {
     const sl_stats *s = &r->st;
@@ -248,7 +297,7 @@ static void print_results(const opts *o, const results *r)
 
     json_begin(&j);
     json_str(&j, "backend", sl_backend_get(o->kind)->name);
-    json_int(&j, "loader_threads", o->threads);
+    json_u64(&j, "loader_threads", s->threads_by_node[0]);
     json_int(&j, "touch_threads", o->touch_threads);
     json_double(&j, "time_to_ready_ms", r->ready_ms);
     json_double(&j, "time_to_first_fault_ms", s->time_to_first_fault_ms);
@@ -276,6 +325,15 @@ static void print_results(const opts *o, const results *r)
     json_u64(&j, "consumer_pages_touched", r->consumer_touched);
     json_u64(&j, "consumer_mismatches", r->consumer_mismatches);
     json_u64(&j, "hugepage_size", o->hugepage);
+    json_raw(&j, "pages_by_node", nodes_json(s, false));
+    json_raw(&j, "threads_by_node", nodes_json(s, true));
+    json_u64(&j, "pages_wrong_node", s->pages_wrong_node);
+    json_u64(&j, "loader_cpu_violations", s->loader_cpu_violations);
+    json_u64(&j, "hot_pages", s->hot_pages);
+    json_u64(&j, "pages_by_hint", s->pages_by_hint);
+    if (o->workload) {
+        json_double(&j, "workload_ms", r->workload_ms);
+    }
     json_double(&j, "checksum_ms", s->checksum_ms);
     json_double(&j, "loader_ms", s->loader_ms);
     if (o->verify) {
@@ -291,8 +349,9 @@ static void print_results(const opts *o, const results *r)
         printf("%s\n", out);
         return;
     }
-    printf("lazy restore (%s, %" G_GUINT64_FORMAT " pages, %d loader(s), %d touch thread(s))\n",
-           sl_backend_get(o->kind)->name, s->pages_total, o->threads, o->touch_threads);
+    printf("lazy restore (%s, %" G_GUINT64_FORMAT " pages, %u node(s) x %u loader(s), %d touch "
+           "thread(s))\n", sl_backend_get(o->kind)->name, s->pages_total, s->nodes,
+           s->threads_by_node[0], o->touch_threads);
     printf("  time to ready     %10.2f ms   (open, map, attach, register)\n", r->ready_ms);
     printf("  time to complete  %10.1f ms   (first fault after %.2f ms)\n", r->complete_ms,
            s->time_to_first_fault_ms);
@@ -306,6 +365,16 @@ static void print_results(const opts *o, const results *r)
     printf("  checksums %.1f ms of %.1f ms loader time; %" G_GUINT64_FORMAT " pages touched, %"
            G_GUINT64_FORMAT " touch mismatches\n", s->checksum_ms, s->loader_ms, r->touched,
            r->touch_mismatches);
+    if (s->nodes > 1 || o->workload) {
+        printf("  nodes: pages %s, threads %s, wrong node %" G_GUINT64_FORMAT
+               ", off-node CPU %" G_GUINT64_FORMAT "; hot %" G_GUINT64_FORMAT ", by hint %"
+               G_GUINT64_FORMAT "\n", nodes_json(s, false), nodes_json(s, true),
+               s->pages_wrong_node, s->loader_cpu_violations, s->hot_pages, s->pages_by_hint);
+    }
+    if (o->workload) {
+        printf("  workload of %" G_GINT64_FORMAT " pages done after %.1f ms\n", o->workload,
+               r->workload_ms);
+    }
     if (o->consumers) {
         printf("  %d consumer process(es): %" G_GUINT64_FORMAT " pages touched, %"
                G_GUINT64_FORMAT " mismatches\n", o->consumers, r->consumer_touched,
@@ -324,11 +393,18 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
 {
     g_autofree char *backend = NULL, *access = NULL, *hps = NULL;
     gboolean verify = false, eager = false, json = false, nocs = false, cold = false;
+    gboolean interleave = false, nohot = false;
     GOptionEntry entries[] = {
         { "backend", 0, 0, G_OPTION_ARG_STRING, &backend, "memory backend: anon|shmem|hugetlbfs", "KIND" },
         { "hugepage-size", 0, 0, G_OPTION_ARG_STRING, &hps, "hugetlbfs page size: 2M|1G (default: host default)", "SIZE" },
+        { "numa-topology", 0, 0, G_OPTION_ARG_STRING, &o->topology, "fake NUMA nodes, e.g. 2 or 0:0@0;1:1@0 (docs/numa.md)", "SPEC" },
+        { "bind", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o->binds, "place BLOCK on NUMA node NODE", "BLOCK=NODE" },
+        { "interleave", 0, 0, G_OPTION_ARG_NONE, &interleave, "stripe unbound blocks over all nodes", NULL },
+        { "record", 0, 0, G_OPTION_ARG_FILENAME, &o->record, "write the faulted pages, in order, as a hot-page list", "HOTLIST" },
+        { "no-hot-list", 0, 0, G_OPTION_ARG_NONE, &nohot, "ignore the snapshot's hot-page list", NULL },
+        { "workload", 0, 0, G_OPTION_ARG_INT64, &o->workload, "touch threads touch N pages in all, then stop", "N" },
         { "consumers", 0, 0, G_OPTION_ARG_INT, &o->consumers, "processes mapping the same file, touching pages (shared backends)", "N" },
-        { "threads", 0, 0, G_OPTION_ARG_INT, &o->threads, "background loaders (default 1; 0: faults only)", "N" },
+        { "threads", 0, 0, G_OPTION_ARG_INT, &o->threads, "loaders per NUMA node (default: half its CPUs, at least 1; 0: faults only)", "N" },
         { "touch-threads", 0, 0, G_OPTION_ARG_INT, &o->touch_threads, "threads touching pages (default 2)", "K" },
         { "access", 0, 0, G_OPTION_ARG_STRING, &access, "touch pattern: random|seq", "MODE" },
         { "verify", 0, 0, G_OPTION_ARG_NONE, &verify, "check every byte after the restore", NULL },
@@ -340,7 +416,7 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
         { NULL },
     };
 
-    o->threads = 1;
+    o->threads = -1;
     o->touch_threads = 2;
     o->eager_threads = 1;
     if (!cli_parse("SNAP - lazy restore into fresh memory", entries, argc, argv)) {
@@ -371,7 +447,7 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
         cli_fail("--access: '%s' is neither random nor seq", access);
         return false;
     }
-    if (o->threads < 0 || o->threads > 256 || o->touch_threads < 0 || o->touch_threads > 256 ||
+    if (o->threads < -1 || o->threads > 256 || o->workload < 0 || o->touch_threads < 0 || o->touch_threads > 256 ||
         o->eager_threads < 1 || o->eager_threads > 256) {
         cli_fail("thread counts must be between 0 (1 for --eager-threads) and 256");
         return false;
@@ -383,6 +459,8 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
     o->json = json;
     o->no_checksum = nocs;
     o->cold = cold;
+    o->interleave = interleave;
+    o->no_hot = nohot;
     return true;
 }
 
@@ -417,5 +495,8 @@ int cmd_restore(int argc, char **argv)
         }
     }
     g_free(o.path);
+    g_free(o.topology);
+    g_free(o.record);
+    g_strfreev(o.binds);
     return ret;
 }

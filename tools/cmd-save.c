@@ -65,8 +65,36 @@ static bool copy_raw(sl_writer *w, unsigned block, const raw_input *in, uint8_t 
     return ok;
 }
 
+/* Checks a hot-page list against the blocks being saved, then stores it. */
+static bool add_hot_list(sl_writer *w, const char *path, const raw_input *ins, unsigned n,
+                         uint64_t psize, GError **errp)
+{
+    g_autofree char *data = NULL;
+    gsize len;
+
+    if (!g_file_get_contents(path, &data, &len, errp)) {
+        return false;
+    }
+    if (len % 16) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "hot-page list %s: length %zu is not a "
+                    "multiple of 16 (entries are u32 block, u32 0, u64 page)", path, (size_t)len);
+        return false;
+    }
+    for (gsize i = 0; i < len / 16; i++) {
+        uint32_t b = sl_le32((uint8_t *)data + i * 16);
+        uint64_t p = sl_le64((uint8_t *)data + i * 16 + 8);
+        if (b >= n || p >= ins[b].size / psize) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "hot-page list %s: entry %zu names "
+                        "block %u page %" G_GUINT64_FORMAT ", which is not in this snapshot",
+                        path, (size_t)i, b, p);
+            return false;
+        }
+    }
+    return sl_writer_add_section(w, SL_SECTION_HOT_PAGES, data, len, errp);
+}
+
 static int save_all(raw_input *ins, unsigned n, uint64_t psize, const char *out,
-                    const char *devstate)
+                    const char *devstate, const char *hot)
 {
     g_autoptr(GError) err = NULL;
     g_autofree uint8_t *buf = g_malloc(IO_CHUNK);
@@ -94,6 +122,7 @@ static int save_all(raw_input *ins, unsigned n, uint64_t psize, const char *out,
         ok = g_file_get_contents(devstate, &data, &len, &err) &&
              sl_writer_add_section(w, SL_SECTION_DEVICE_STATE, data, len, &err);
     }
+    ok = ok && (!hot || add_hot_list(w, hot, ins, n, psize, &err));
     ok = ok && sl_writer_finish(w, &err);
     sl_writer_free(w);
     if (!ok) {
@@ -106,12 +135,13 @@ static int save_all(raw_input *ins, unsigned n, uint64_t psize, const char *out,
 int cmd_save(int argc, char **argv)
 {
     g_auto(GStrv) raws = NULL;
-    g_autofree char *out = NULL, *psize_s = NULL, *devstate = NULL;
+    g_autofree char *out = NULL, *psize_s = NULL, *devstate = NULL, *hot = NULL;
     uint64_t psize = 4096;
     GOptionEntry entries[] = {
         { "raw", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &raws, "raw RAM image of a block", "FILE[:NAME]" },
         { "page-size", 0, 0, G_OPTION_ARG_STRING, &psize_s, "page size (default 4K)", "SIZE" },
         { "device-state", 0, 0, G_OPTION_ARG_FILENAME, &devstate, "store FILE as the device-state section", "FILE" },
+        { "hot", 0, 0, G_OPTION_ARG_FILENAME, &hot, "store a hot-page list (from restore --record)", "HOTLIST" },
         { "output", 'o', 0, G_OPTION_ARG_FILENAME, &out, "snapshot to write", "SNAP" },
         { NULL },
     };
@@ -134,7 +164,7 @@ int cmd_save(int argc, char **argv)
     for (unsigned i = 0; i < n && ret == 0; i++) {
         ret = parse_raw(raws[i], &ins[i]) ? 0 : 1;
     }
-    ret = ret ? ret : save_all(ins, n, psize, out, devstate);
+    ret = ret ? ret : save_all(ins, n, psize, out, devstate, hot);
     for (unsigned i = 0; i < n; i++) {
         g_free(ins[i].path);
         g_free(ins[i].name);

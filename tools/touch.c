@@ -55,9 +55,15 @@ static gpointer touch_thread(gpointer opaque)
     uint64_t seed = 0x9e3779b97f4a7c15ull * (a->id + 1);
     uint64_t first = t->total_pages * a->id / t->nthreads;
     uint64_t end = t->total_pages * (a->id + 1) / t->nthreads;
+    uint64_t quota = t->limit ? t->limit / t->nthreads + (a->id < t->limit % t->nthreads) : 0;
+    uint64_t now, prev;
 
     /* Acquire: pairs with the release store in touch_stop(). */
-    for (uint64_t i = first; !atomic_load_explicit(&t->stop, memory_order_acquire); i++) {
+    for (uint64_t i = first, n = 0; !atomic_load_explicit(&t->stop, memory_order_acquire);
+         i++, n++) {
+        if (t->limit && n >= quota) {
+            break;
+        }
         if (t->random) {
             touch_page(t, xorshift(&seed) % t->total_pages);
         } else if (i < end) {
@@ -65,6 +71,11 @@ static gpointer touch_thread(gpointer opaque)
         } else {
             break;
         }
+    }
+    now = sl_now_ns();
+    prev = atomic_load_explicit(&t->done_ns, memory_order_relaxed);
+    while (now > prev && !atomic_compare_exchange_weak_explicit(
+               &t->done_ns, &prev, now, memory_order_relaxed, memory_order_relaxed)) {
     }
     g_free(a);
     return NULL;

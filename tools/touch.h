@@ -26,12 +26,14 @@ typedef struct {
     unsigned ntargets;
     uint64_t total_pages;
     bool random;
+    uint64_t limit;               /* workload: pages to touch in all, then stop (0: until stopped) */
     unsigned nthreads;
     GThread **threads;
     _Atomic bool stop;            /* set by main (release), read by threads (acquire) */
     _Atomic uint64_t touched;     /* relaxed statistics */
     _Atomic uint64_t mismatches;
     sl_histogram latency;         /* first-access latency, ns */
+    _Atomic uint64_t done_ns;     /* when the last thread finished its workload (max) */
 } touch_ctx;
 
 /** touch_start: start @n threads touching the targets. */

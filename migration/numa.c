@@ -137,6 +137,7 @@ static bool parse_node(const char *spec, const char *text, sl_topology *t, unsig
     g_autofree char *copy = g_strdup(text);
     char *colon = strchr(copy, ':'), *at = strchr(copy, '@'), *end;
     sl_node *nd = &t->nodes[i];
+    long id;
 
     if (!colon) {
         return bad_spec(errp, spec, "a node is ID:CPUS[@MEMNODE]");
@@ -149,10 +150,11 @@ static bool parse_node(const char *spec, const char *text, sl_topology *t, unsig
             return bad_spec(errp, spec, "MEMNODE must be a node number");
         }
     }
-    nd->id = (int)strtol(copy, &end, 10);
-    if (*end || end == copy || nd->id < 0 || sl_topology_index(t, nd->id) >= 0) {
+    id = strtol(copy, &end, 10);
+    if (*end || end == copy || id < 0 || id > 1023 || sl_topology_index(t, (int)id) >= 0) {
         return bad_spec(errp, spec, "node IDs must be distinct numbers");
     }
+    nd->id = (int)id;
     if (!parse_cpus(colon + 1, &nd->cpus)) {
         return bad_spec(errp, spec, "CPUS must be a list like 0-3,8");
     }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <glib/gstdio.h>
 #include "testutil.h"
+#include "migration/restore-int.h"
 #include "migration/uffd.h"
 
 bool sl_test_required(const char *cap)
@@ -119,4 +120,12 @@ void sl_test_make_snapshot(const char *path, const uint64_t *lengths, unsigned n
     }
     assert_true(sl_writer_finish(w, &err));
     sl_writer_free(w);
+}
+
+const uint32_t *sl_test_restore_order(const sl_restore *r, unsigned i)
+{
+    if (i >= r->regions->len) {
+        return NULL;
+    }
+    return ((const sl_region *)g_ptr_array_index(r->regions, i))->order;
 }

@@ -53,4 +53,7 @@ void sl_test_fill_page(uint8_t *p, size_t size, uint64_t idx, uint64_t seed, uns
 void sl_test_make_snapshot(const char *path, const uint64_t *lengths, unsigned nblocks,
                            uint64_t psize, unsigned zero_every, size_t devstate_len);
 
+/** The placement order of each unit of region @i (config.trace_order), or NULL. */
+const uint32_t *sl_test_restore_order(const sl_restore *r, unsigned i);
+
 #endif /* SNAPLOAD_TESTUTIL_H */

@@ -299,7 +299,12 @@ bool sl_group_next(sl_restore *r, sl_group *g, sl_run *out, bool *hinted)
 
 void sl_prefetch_note_fault(sl_restore *r, sl_region *reg, uint64_t u)
 {
-    if (reg->window && u + 1 < reg->nunits) {
+    /* A window only when faults walk forward (readahead): after a random
+     * fault it would be wasted work in front of the hot list. */
+    bool near = u > reg->last_fault && u - reg->last_fault <= reg->window;
+
+    reg->last_fault = u;
+    if (near && u + 1 < reg->nunits) {
         /* Only the fault thread writes hints: a relaxed read of seq is exact. */
         uint64_t s = atomic_load_explicit(&r->hint_seq, memory_order_relaxed);
         atomic_store_explicit(&r->hints[s % SL_HINTS], (uint64_t)reg->index << 48 | (u + 1),

@@ -64,6 +64,7 @@ typedef struct sl_region {
     uint8_t *placed_by;      /* audit: 1 + group index of the loader that placed a unit */
     uint32_t *order;         /* trace_order: placement sequence number of each unit */
     uint64_t *recorded;      /* record: units already in the fault list (fault thread) */
+    uint64_t last_fault;     /* fault thread: unit of the previous fault, for the window */
     const sl_block *blk;
     sl_mem mem;
     sl_pagemap *map;         /* one entry per placement unit */

@@ -96,6 +96,16 @@ void touch_start(touch_ctx *t, unsigned n)
     }
 }
 
+void touch_wait(touch_ctx *t)
+{
+    for (unsigned i = 0; i < t->nthreads; i++) {
+        g_thread_join(t->threads[i]);
+    }
+    g_free(t->threads);
+    t->threads = NULL;
+    t->nthreads = 0;
+}
+
 void touch_stop(touch_ctx *t)
 {
     atomic_store_explicit(&t->stop, true, memory_order_release);

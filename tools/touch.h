@@ -39,6 +39,9 @@ typedef struct {
 /** touch_start: start @n threads touching the targets. */
 void touch_start(touch_ctx *t, unsigned n);
 
+/** touch_wait: join the threads once they have done their workload (limit). */
+void touch_wait(touch_ctx *t);
+
 /** touch_stop: ask the threads to stop and join them. */
 void touch_stop(touch_ctx *t);
 

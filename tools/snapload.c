@@ -19,6 +19,7 @@ static const struct {
     { "synth", cmd_synth, "write a deterministic raw RAM image (for demos and tests)" },
     { "inspect", cmd_inspect, "validate a snapshot and list its blocks and sections" },
     { "restore", cmd_restore, "restore a snapshot lazily into fresh memory, with stats" },
+    { "serve", cmd_serve, "serve a lazy restore to consumer processes over a unix socket" },
 };
 
 bool cli_parse_size(const char *s, uint64_t *out)

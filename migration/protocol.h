@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The restore daemon's wire protocol (docs/protocol.md), version 1.
+ *
+ * Messages travel on a SOCK_SEQPACKET unix socket, one message per packet:
+ * a 16-byte little-endian header (magic, version, type, payload length)
+ * followed by a fixed-size payload per type.  REGISTER carries two fds with
+ * SCM_RIGHTS: the consumer's userfaultfd and its guest-RAM memory file.
+ * Encoding and validation live here, without I/O, so they can be tested on
+ * hostile input directly.
+ */
+#ifndef SNAPLOAD_PROTOCOL_H
+#define SNAPLOAD_PROTOCOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <glib.h>
+
+#define SL_PROTO_MAGIC   0x31444c53u /* "SLD1" little-endian */
+#define SL_PROTO_VERSION 1u
+#define SL_PROTO_HDR     16u
+#define SL_PROTO_MAX     512u        /* largest packet we accept */
+#define SL_PROTO_NAME    64u
+
+enum {
+    SL_MSG_HELLO = 1,      /* client -> daemon: versions it speaks, its name */
+    SL_MSG_WELCOME = 2,    /* daemon -> client: chosen version, block count */
+    SL_MSG_REGISTER = 3,   /* client -> daemon (+ uffd, memory fd): one mapping */
+    SL_MSG_REGISTERED = 4, /* daemon -> client: status of a REGISTER */
+    SL_MSG_DONE = 5,       /* daemon -> client: every page is in place */
+};
+
+typedef struct {
+    uint32_t version_min, version_max;
+    char name[32];
+} sl_msg_hello;
+
+typedef struct {
+    uint32_t version;
+    uint32_t nblocks;
+} sl_msg_welcome;
+
+typedef struct {
+    char block[SL_PROTO_NAME];
+    uint64_t host_addr;     /* where the client mapped the block */
+    uint64_t length;
+    uint64_t file_offset;   /* offset of the block in the memory file */
+    uint64_t page_size;     /* page size of that mapping */
+} sl_msg_register;
+
+typedef struct {
+    int32_t status;         /* 0 or -errno */
+    char message[120];
+} sl_msg_status;
+
+typedef struct {
+    uint16_t type;
+    union {
+        sl_msg_hello hello;
+        sl_msg_welcome welcome;
+        sl_msg_register reg;
+        sl_msg_status status;
+    } u;
+} sl_msg;
+
+/** sl_msg_encode: @m into @buf (SL_PROTO_MAX bytes); returns the length. */
+size_t sl_msg_encode(const sl_msg *m, uint8_t *buf);
+
+/**
+ * sl_msg_decode: parse one packet.  Checks magic, version, type, that the
+ * length field equals the packet and the type's payload size, and that
+ * every string is NUL-terminated.  Errors name the bad field.
+ */
+bool sl_msg_decode(const uint8_t *buf, size_t len, sl_msg *m, GError **errp);
+
+#endif /* SNAPLOAD_PROTOCOL_H */

@@ -1,0 +1,419 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The restore daemon with real consumer processes: the wire protocol on
+ * well-formed and hostile packets, a VMM-like consumer plus a vhost-user-like
+ * one that joins mid-restore (each sees correct bytes on every page), hostile
+ * peers dropped while a good consumer completes, the socket's mode, and the
+ * daemon killed mid-restore: the consumer is ended by its supervisor and
+ * never reads a page that should not be zero.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "testutil.h"
+#include "backends/backend.h"
+#include "migration/format.h"
+#include "migration/protocol.h"
+#include "tools/daemon.h"
+
+#define PSIZE 4096u
+
+/* ------------------------------ protocol --------------------------------- */
+
+static void test_messages_round_trip(void **state)
+{
+    sl_msg in = { .type = SL_MSG_REGISTER }, out;
+    uint8_t buf[SL_PROTO_MAX];
+    g_autoptr(GError) err = NULL;
+    size_t n;
+
+    g_strlcpy(in.u.reg.block, "pc.ram", sizeof(in.u.reg.block));
+    in.u.reg.host_addr = 0x7f0000000000;
+    in.u.reg.length = 1u << 30;
+    in.u.reg.page_size = 2u << 20;
+    n = sl_msg_encode(&in, buf);
+    assert_true(sl_msg_decode(buf, n, &out, &err));
+    assert_int_equal(out.type, SL_MSG_REGISTER);
+    assert_string_equal(out.u.reg.block, "pc.ram");
+    assert_int_equal(out.u.reg.host_addr, in.u.reg.host_addr);
+    assert_int_equal(out.u.reg.page_size, 2u << 20);
+}
+
+static void test_hostile_packets_are_rejected_by_name(void **state)
+{
+    sl_msg m = { .type = SL_MSG_HELLO, .u.hello = { 1, 1, "x" } }, out;
+    uint8_t good[SL_PROTO_MAX], buf[SL_PROTO_MAX];
+    size_t n = sl_msg_encode(&m, good);
+    struct { size_t off; uint8_t val; const char *word; } cases[] = {
+        { 0, 0x00, "magic" }, { 4, 2, "version" }, { 6, 99, "unknown message type" },
+        { 8, 7, "length" }, { 12, 1, "reserved" },
+    };
+
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        GError *err = NULL;
+        memcpy(buf, good, n);
+        buf[cases[i].off] = cases[i].val;
+        assert_false(sl_msg_decode(buf, n, &out, &err));
+        assert_non_null(strstr(err->message, cases[i].word));
+        g_error_free(err);
+    }
+    for (size_t len = 0; len < n; len++) { /* every truncation */
+        GError *err = NULL;
+        assert_false(sl_msg_decode(good, len, &out, &err));
+        g_error_free(err);
+    }
+    memcpy(buf, good, n);
+    memset(buf + SL_PROTO_HDR + 8, 'A', 32); /* name without NUL */
+    {
+        GError *err = NULL;
+        assert_false(sl_msg_decode(buf, n, &out, &err));
+        assert_non_null(strstr(err->message, "NUL"));
+        g_error_free(err);
+    }
+}
+
+static void test_random_packets_never_crash_the_decoder(void **state)
+{
+    GRand *rng = g_rand_new_with_seed(5);
+    uint8_t buf[SL_PROTO_MAX];
+    unsigned accepted = 0;
+
+    for (unsigned i = 0; i < 50000; i++) {
+        size_t len = (size_t)g_rand_int_range(rng, 0, SL_PROTO_MAX);
+        GError *err = NULL;
+        sl_msg out;
+        for (size_t k = 0; k < len; k++) {
+            buf[k] = (uint8_t)g_rand_int(rng);
+        }
+        if (len >= SL_PROTO_HDR && i % 2) { /* half with a valid-looking header */
+            sl_put_le32(buf, SL_PROTO_MAGIC);
+            buf[4] = 1, buf[5] = 0, buf[6] = (uint8_t)(i % 6), buf[7] = 0;
+            sl_put_le32(buf + 8, (uint32_t)(len - SL_PROTO_HDR));
+            sl_put_le32(buf + 12, 0);
+        }
+        if (sl_msg_decode(buf, len, &out, &err)) {
+            accepted++;
+            assert_true(out.type >= SL_MSG_HELLO && out.type <= SL_MSG_DONE);
+        } else {
+            assert_non_null(err);
+            g_error_free(err);
+        }
+    }
+    g_rand_free(rng);
+    assert_true(accepted > 0); /* the valid-header half reaches the payload checks */
+}
+
+/* ------------------------- daemon with consumers ------------------------- */
+
+typedef struct {
+    _Atomic uint64_t touched, bad;
+} shared_counts;
+
+typedef struct {
+    char *dir, *snap, *sock;
+    uint64_t len, hugepage;
+    pid_t daemon;
+    int memfd;
+    shared_counts *counts;
+} fixture;
+
+static bool need(uint64_t hugepage, uint64_t len)
+{
+    g_autofree char *why = NULL;
+    g_autoptr(GError) err = NULL;
+    bool have = sl_test_have_uffd(&why);
+
+    SL_TEST_NEED("uffd", have, why);
+    if (hugepage) {
+        have = sl_hugetlb_check(hugepage, len / hugepage, &err);
+        SL_TEST_NEED("hugepages", have, err->message);
+    }
+    return true;
+}
+
+/* Snapshot, memory file, daemon child; waits until the socket accepts. */
+static void setup_daemon(fixture *f, uint64_t len, uint64_t hugepage, int threads)
+{
+    uint64_t lengths[1] = { len };
+    sl_daemon_opts o = { .exit_when_done = true, .quiet = true };
+
+    need(hugepage, len);
+    f->len = len;
+    f->hugepage = hugepage;
+    f->dir = sl_test_tmpdir();
+    f->snap = g_build_filename(f->dir, "snap", NULL);
+    f->sock = g_build_filename(f->dir, "sock", NULL);
+    sl_test_make_snapshot(f->snap, lengths, 1, PSIZE, 4, 0);
+    f->memfd = hugepage ? sl_hugetlb_unlinked_fd(hugepage) : memfd_create("guest", MFD_CLOEXEC);
+    assert_true(f->memfd >= 0);
+    assert_int_equal(ftruncate(f->memfd, (off_t)len), 0);
+    f->counts = mmap(NULL, sizeof(shared_counts), PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    o.snapshot = f->snap;
+    o.socket = f->sock;
+    o.cfg = (sl_restore_config){ .size = sizeof(o.cfg), .loader_threads = 1,
+                                 .no_loaders = threads == 0 };
+    f->daemon = fork();
+    if (f->daemon == 0) {
+        _exit(sl_daemon_run(&o));
+    }
+    for (int i = 0; i < 500 && access(f->sock, F_OK) != 0; i++) {
+        g_usleep(10000); /* test only: wait for the child to bind */
+    }
+    assert_int_equal(access(f->sock, F_OK), 0);
+}
+
+static int fixture_teardown(void **state)
+{
+    fixture *f = *state;
+
+    if (f->daemon > 0) {
+        kill(f->daemon, SIGKILL);
+        waitpid(f->daemon, NULL, 0);
+    }
+    if (f->memfd > 0) {
+        close(f->memfd);
+    }
+    if (f->counts) {
+        munmap(f->counts, sizeof(*f->counts));
+    }
+    if (f->dir) {
+        sl_test_rmdir(f->dir);
+    }
+    g_free(f->snap);
+    g_free(f->sock);
+    g_free(f);
+    return 0;
+}
+
+static int fixture_setup(void **state)
+{
+    *state = g_new0(fixture, 1);
+    return 0;
+}
+
+/* Consumer body: map, register, then read every page (@step apart) and check. */
+static int consume(fixture *f, const char *name, uint64_t step)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree uint8_t *want = g_malloc(PSIZE);
+    uint8_t *p = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
+    int sock = sl_client_connect(f->sock, name, &err);
+    int uffd = sock < 0 ? -1 : sl_client_register(sock, "b0", p, f->len, f->memfd, 0, &err);
+
+    if (uffd < 0) {
+        fprintf(stderr, "consumer %s: %s\n", name, err ? err->message : "?");
+        return 30;
+    }
+    for (uint64_t i = 0; i < f->len / PSIZE; i += step) {
+        sl_test_fill_page(want, PSIZE, i, 1, 4);
+        if (memcmp(want, p + i * PSIZE, PSIZE) != 0) {
+            atomic_fetch_add(&f->counts->bad, 1);
+        }
+        atomic_fetch_add(&f->counts->touched, 1);
+    }
+    return sl_client_wait_done(sock) ? 0 : 31;
+}
+
+static pid_t spawn_consumer(fixture *f, const char *name, uint64_t step)
+{
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        signal(SIGBUS, SIG_DFL);
+        _exit(consume(f, name, step));
+    }
+    return pid;
+}
+
+static void expect_exit(pid_t pid, int code)
+{
+    int status;
+
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != code) {
+        fail_msg("pid %d: %s %d, expected exit %d", (int)pid,
+                 WIFEXITED(status) ? "exited" : "signal", WIFEXITED(status)
+                 ? WEXITSTATUS(status) : WTERMSIG(status), code);
+    }
+}
+
+static void run_vmm_and_backend(fixture *f, uint64_t hugepage)
+{
+    pid_t vmm, backend;
+
+    setup_daemon(f, 64u << 20, hugepage, 1);
+    vmm = spawn_consumer(f, "vmm", 1);
+    while (atomic_load(&f->counts->touched) < 64) {
+        g_usleep(1000); /* test only: let the VMM start the restore first */
+    }
+    backend = spawn_consumer(f, "vhost-user", 3); /* joins while it runs */
+    expect_exit(vmm, 0);
+    expect_exit(backend, 0);
+    expect_exit(f->daemon, 0); /* complete, every client gone: exit 0 */
+    f->daemon = 0;
+    assert_true(atomic_load(&f->counts->touched) > 0);
+    assert_int_equal(atomic_load(&f->counts->bad), 0);
+}
+
+static void test_shmem_vmm_and_late_backend_see_correct_bytes(void **state)
+{
+    run_vmm_and_backend(*state, 0);
+}
+
+static void test_hugetlbfs_vmm_and_late_backend_see_correct_bytes(void **state)
+{
+    run_vmm_and_backend(*state, 2u << 20);
+}
+
+/* Connects raw and sends @n bytes of @pkt (+ fds); true if the daemon hung up. */
+static bool hostile(const char *path, const void *pkt, size_t n, int fd1, int fd2)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    int s = socket(AF_UNIX, SOCK_SEQPACKET, 0), fds[2] = { fd1, fd2 };
+    char cbuf[CMSG_SPACE(sizeof(fds))] = { 0 }, rbuf[SL_PROTO_MAX];
+    struct iovec iov = { .iov_base = (void *)pkt, .iov_len = n };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+    ssize_t got;
+
+    g_strlcpy(a.sun_path, path, sizeof(a.sun_path));
+    assert_int_equal(connect(s, (struct sockaddr *)&a, sizeof(a)), 0);
+    if (fd1 >= 0) {
+        struct cmsghdr *cm;
+        mh.msg_control = cbuf;
+        mh.msg_controllen = sizeof(cbuf);
+        cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(fds));
+        memcpy(CMSG_DATA(cm), fds, sizeof(fds));
+    }
+    sendmsg(s, &mh, MSG_NOSIGNAL);
+    while ((got = recv(s, rbuf, sizeof(rbuf), 0)) > 0) {
+        /* an error reply may come first; then the hang-up */
+    }
+    close(s);
+    return got == 0;
+}
+
+static void test_hostile_peers_are_dropped_and_a_good_one_completes(void **state)
+{
+    fixture *f = *state;
+    uint8_t pkt[SL_PROTO_MAX];
+    sl_msg reg = { .type = SL_MSG_REGISTER };
+    int devnull = open("/dev/null", O_RDWR);
+    struct stat st;
+    pid_t good;
+
+    setup_daemon(f, 16u << 20, 0, 1);
+    assert_int_equal(stat(f->sock, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_true(hostile(f->sock, "garbage", 7, -1, -1));
+    g_strlcpy(reg.u.reg.block, "b0", sizeof(reg.u.reg.block));
+    reg.u.reg.length = f->len;
+    reg.u.reg.page_size = PSIZE;
+    /* REGISTER without HELLO, with fds that are not a uffd nor a memory file. */
+    assert_true(hostile(f->sock, pkt, sl_msg_encode(&reg, pkt), devnull, devnull));
+    good = spawn_consumer(f, "good", 1);
+    expect_exit(good, 0);
+    expect_exit(f->daemon, 0);
+    f->daemon = 0;
+    assert_int_equal(atomic_load(&f->counts->bad), 0);
+    close(devnull);
+}
+
+static void test_register_errors_name_the_problem(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    uint8_t *p;
+    int sock;
+
+    setup_daemon(f, 16u << 20, 0, 1);
+    p = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
+    sock = sl_client_connect(f->sock, "t", &err);
+    assert_true(sock >= 0);
+    assert_true(sl_client_register(sock, "nope", p, f->len, f->memfd, 0, &err) < 0);
+    assert_non_null(strstr(err->message, "no block 'nope'"));
+    close(sock);
+    g_clear_error(&err);
+    sock = sl_client_connect(f->sock, "t", &err);
+    assert_true(sl_client_register(sock, "b0", p, f->len - 2 * PSIZE, f->memfd, 0, &err) < 0);
+    assert_non_null(strstr(err->message, "length"));
+    close(sock);
+    munmap(p, f->len);
+}
+
+static void die_now(void)
+{
+    static const char msg[] = "consumer: restore daemon died; guest memory incomplete, ending\n";
+    ssize_t n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+    (void)n;
+    kill(getpid(), SIGKILL);
+}
+
+static void test_daemon_death_ends_consumer_without_zero_pages(void **state)
+{
+    fixture *f = *state;
+    pid_t pid;
+    int status;
+
+    setup_daemon(f, 64u << 20, 0, 0); /* faults only: the restore stays open */
+    pid = fork();
+    if (pid == 0) {
+        g_autoptr(GError) err = NULL;
+        g_autofree uint8_t *want = g_malloc(PSIZE);
+        uint8_t *p = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
+        int sock = sl_client_connect(f->sock, "vmm", &err);
+        if (sock < 0 || sl_client_register(sock, "b0", p, f->len, f->memfd, 0, &err) < 0) {
+            _exit(30);
+        }
+        sl_client_supervise(sock, die_now);
+        for (uint64_t i = 0; i < f->len / PSIZE; i++) {
+            sl_test_fill_page(want, PSIZE, i, 1, 4);
+            atomic_fetch_add(&f->counts->bad, memcmp(want, p + i * PSIZE, PSIZE) != 0);
+            atomic_fetch_add(&f->counts->touched, 1);
+            g_usleep(100); /* a slow guest, so the daemon dies mid-restore */
+        }
+        _exit(0);
+    }
+    while (atomic_load(&f->counts->touched) < 200) {
+        g_usleep(1000);
+    }
+    kill(f->daemon, SIGKILL);
+    waitpid(f->daemon, NULL, 0);
+    f->daemon = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    assert_true(atomic_load(&f->counts->touched) < f->len / PSIZE);
+    assert_int_equal(atomic_load(&f->counts->bad), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_messages_round_trip),
+        cmocka_unit_test(test_hostile_packets_are_rejected_by_name),
+        cmocka_unit_test(test_random_packets_never_crash_the_decoder),
+        cmocka_unit_test_setup_teardown(test_shmem_vmm_and_late_backend_see_correct_bytes,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_hugetlbfs_vmm_and_late_backend_see_correct_bytes,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_hostile_peers_are_dropped_and_a_good_one_completes,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_register_errors_name_the_problem,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_daemon_death_ends_consumer_without_zero_pages,
+                                        fixture_setup, fixture_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

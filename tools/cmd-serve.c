@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * `snapload serve SNAP --socket PATH`: run the restore daemon for consumer
+ * processes (docs/protocol.md).
+ */
+#include "cli.h"
+#include "daemon.h"
+
+int cmd_serve(int argc, char **argv)
+{
+    g_autofree char *sock = NULL, *topo = NULL;
+    gint threads = -1;
+    gboolean once = false;
+    GOptionEntry entries[] = {
+        { "socket", 0, 0, G_OPTION_ARG_FILENAME, &sock, "unix socket to create (mode 0600)", "PATH" },
+        { "threads", 0, 0, G_OPTION_ARG_INT, &threads, "loaders per NUMA node (0: faults only)", "N" },
+        { "numa-topology", 0, 0, G_OPTION_ARG_STRING, &topo, "fake NUMA nodes (docs/numa.md)", "SPEC" },
+        { "exit-when-done", 0, 0, G_OPTION_ARG_NONE, &once, "exit once complete and every client left", NULL },
+        { NULL },
+    };
+    sl_daemon_opts o = { 0 };
+
+    if (!cli_parse("SNAP - serve a lazy restore to consumer processes", entries, &argc, &argv)) {
+        return 2;
+    }
+    if (argc != 2 || !sock) {
+        return cli_fail("serve needs SNAP and --socket PATH");
+    }
+    o.snapshot = argv[1];
+    o.socket = sock;
+    o.exit_when_done = once;
+    o.cfg = (sl_restore_config){ .size = sizeof(o.cfg), .numa_topology = topo,
+                                 .loader_threads = threads > 0 ? (unsigned)threads : 0,
+                                 .no_loaders = threads == 0 };
+    return sl_daemon_run(&o);
+}

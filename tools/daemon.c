@@ -1,0 +1,605 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Restore daemon and client (see daemon.h, docs/protocol.md).
+ *
+ * The daemon is one poll loop over {listening socket, signalfd, the
+ * restore's completion eventfd, each client}.  Every packet is validated
+ * (protocol.c) and every REGISTER checked against the snapshot and the
+ * kernel objects it carries; a malformed or hostile peer gets a reason in
+ * the log and is dropped, the others go on.  Only this file and the CLI
+ * print.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include "daemon.h"
+#include "migration/protocol.h"
+#include "migration/uffd.h"
+
+#define MAX_FDS 4
+
+typedef struct {
+    int fd;
+    pid_t pid;
+    bool greeted;
+    char name[32];
+} client;
+
+typedef struct {
+    const sl_daemon_opts *o;
+    sl_snapshot *snap;
+    sl_restore *r;
+    int lfd, sigfd;
+    GPtrArray *clients;      /* client * */
+    unsigned nblocks, nattached;
+    struct stat *files;      /* per block: identity of its memory file */
+    uint64_t *offsets;
+    bool started, done;
+    int status;
+} server;
+
+static void dlog(const server *d, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+
+static void dlog(const server *d, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (d->o->quiet) {
+        return;
+    }
+    va_start(ap, fmt);
+    fputs("snapload serve: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static bool send_msg(int fd, const sl_msg *m, const int *fds, unsigned nfds)
+{
+    uint8_t buf[SL_PROTO_MAX];
+    char cbuf[CMSG_SPACE(sizeof(int) * MAX_FDS)] = { 0 };
+    struct iovec iov = { .iov_base = buf, .iov_len = sl_msg_encode(m, buf) };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+    if (nfds) {
+        struct cmsghdr *cm;
+        mh.msg_control = cbuf;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
+    }
+    return sendmsg(fd, &mh, MSG_NOSIGNAL) == (ssize_t)iov.iov_len;
+}
+
+/* Receives one packet and up to MAX_FDS fds; <0 error, 0 peer gone, else length. */
+static ssize_t recv_msg(int fd, uint8_t *buf, int *fds, unsigned *nfds, bool *truncated)
+{
+    char cbuf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+    struct iovec iov = { .iov_base = buf, .iov_len = SL_PROTO_MAX };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                         .msg_controllen = sizeof(cbuf) };
+    ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+
+    *nfds = 0;
+    *truncated = n > 0 && (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC));
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); n >= 0 && cm; cm = CMSG_NXTHDR(&mh, cm)) {
+        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+            unsigned k = (unsigned)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            for (unsigned i = 0; i < k; i++) {
+                int f;
+                memcpy(&f, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+                if (*nfds < MAX_FDS) {
+                    fds[(*nfds)++] = f;
+                } else {
+                    close(f);
+                }
+            }
+        }
+    }
+    return n;
+}
+
+/* ------------------------------- daemon ---------------------------------- */
+
+static void drop(server *d, client *c, const char *why)
+{
+    dlog(d, "dropping client %s (pid %d): %s", c->name[0] ? c->name : "?", (int)c->pid, why);
+    close(c->fd);
+    g_ptr_array_remove(d->clients, c);
+    g_free(c);
+}
+
+static bool is_uffd(int fd)
+{
+    g_autofree char *link = g_strdup_printf("/proc/self/fd/%d", fd);
+    char target[64] = "";
+    ssize_t n = readlink(link, target, sizeof(target) - 1);
+
+    return n > 0 && strcmp(target, "anon_inode:[userfaultfd]") == 0;
+}
+
+/* The memory file's kind and page size, from its filesystem. */
+static bool file_kind(int fd, sl_backend_kind *kind, uint64_t *psize, GError **errp)
+{
+    struct statfs sfs;
+
+    if (fstatfs(fd, &sfs) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory fd: %s", g_strerror(errno));
+        return false;
+    }
+    if ((unsigned long)sfs.f_type == TMPFS_MAGIC) {
+        *kind = SL_BACKEND_SHMEM;
+        *psize = 4096;
+    } else if ((unsigned long)sfs.f_type == HUGETLBFS_MAGIC) {
+        *kind = SL_BACKEND_HUGETLBFS;
+        *psize = (uint64_t)sfs.f_bsize;
+    } else {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory fd is not on tmpfs or hugetlbfs");
+        return false;
+    }
+    return true;
+}
+
+/* Checks a REGISTER against the snapshot and the fds it carried. */
+static bool check_register(server *d, const sl_msg_register *m, int uffd, int memfd,
+                           int *idx, sl_backend_kind *kind, struct stat *st, GError **errp)
+{
+    sl_block_info bi;
+    uint64_t psize;
+
+    *idx = sl_snapshot_find_block(d->snap, m->block);
+    if (*idx < 0 || !sl_snapshot_block(d->snap, (unsigned)*idx, &bi)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "no block '%s' in the snapshot", m->block);
+        return false;
+    }
+    if (m->length != bi.length || m->host_addr % 4096 || !is_uffd(uffd) ||
+        !file_kind(memfd, kind, &psize, errp) || fstat(memfd, st) < 0) {
+        if (errp && !*errp) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': length %" G_GUINT64_FORMAT
+                        " (block has %" G_GUINT64_FORMAT "), address 0x%" G_GINT64_MODIFIER "x "
+                        "or first fd (not a userfaultfd) is wrong", m->block, m->length,
+                        bi.length, m->host_addr);
+        }
+        return false;
+    }
+    if (m->page_size != psize || m->file_offset % psize || !S_ISREG(st->st_mode) ||
+        (uint64_t)st->st_size < m->file_offset + m->length || m->file_offset > UINT64_MAX - m->length) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': page size %" G_GUINT64_FORMAT
+                    " (file has %" G_GUINT64_FORMAT "), offset %" G_GUINT64_FORMAT " or file size %"
+                    G_GINT64_FORMAT " does not fit", m->block, m->page_size, psize, m->file_offset,
+                    (gint64)st->st_size);
+        return false;
+    }
+    return true;
+}
+
+/* Attaches the block on its first REGISTER; later ones must name the same file. */
+static bool attach_or_match(server *d, const sl_msg_register *m, int idx, sl_backend_kind kind,
+                            int memfd, const struct stat *st, GError **errp)
+{
+    if (d->files[idx].st_ino) {
+        if (d->files[idx].st_ino != st->st_ino || d->files[idx].st_dev != st->st_dev ||
+            d->offsets[idx] != m->file_offset) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': not the memory file "
+                        "and offset its first consumer registered", m->block);
+            return false;
+        }
+        return true;
+    }
+    if (d->started ||
+        !sl_restore_attach_file(d->r, m->block, NULL, m->length, kind, memfd, m->file_offset,
+                                errp)) {
+        return false;
+    }
+    d->files[idx] = *st;
+    d->offsets[idx] = m->file_offset;
+    d->nattached++;
+    return true;
+}
+
+static bool do_register(server *d, const sl_msg_register *m, int uffd, int memfd,
+                        GError **errp)
+{
+    sl_backend_kind kind;
+    struct stat st;
+    int idx;
+
+    if (!check_register(d, m, uffd, memfd, &idx, &kind, &st, errp) ||
+        !attach_or_match(d, m, idx, kind, memfd, &st, errp) ||
+        !sl_restore_add_view(d->r, m->block, uffd, m->host_addr, errp)) {
+        return false;
+    }
+    if (!d->started && d->nattached == d->nblocks) {
+        if (!sl_restore_start(d->r, errp)) {
+            return false;
+        }
+        d->started = true;
+        dlog(d, "every block registered: restore started");
+    }
+    return true;
+}
+
+static void reply_status(client *c, int status, const char *msg)
+{
+    sl_msg m = { .type = SL_MSG_REGISTERED, .u.status.status = status };
+
+    g_strlcpy(m.u.status.message, msg, sizeof(m.u.status.message));
+    send_msg(c->fd, &m, NULL, 0);
+}
+
+/* Handles one decoded message; returns a reason to drop the client, or NULL. */
+static const char *dispatch(server *d, client *c, const sl_msg *m, int *fds, unsigned nfds,
+                            GError **errp)
+{
+    if (m->type == SL_MSG_HELLO) {
+        sl_msg w = { .type = SL_MSG_WELCOME, .u.welcome = { SL_PROTO_VERSION, d->nblocks } };
+        if (c->greeted || nfds) {
+            return "HELLO repeated or carrying fds";
+        }
+        if (m->u.hello.version_min > SL_PROTO_VERSION || m->u.hello.version_max < SL_PROTO_VERSION) {
+            return "no common protocol version";
+        }
+        g_strlcpy(c->name, m->u.hello.name, sizeof(c->name));
+        c->greeted = send_msg(c->fd, &w, NULL, 0);
+        return c->greeted ? NULL : "cannot answer HELLO";
+    }
+    if (m->type != SL_MSG_REGISTER || !c->greeted) {
+        return "unexpected message (REGISTER after HELLO is all a client sends)";
+    }
+    if (nfds != 2) {
+        reply_status(c, -EINVAL, "REGISTER needs exactly two fds: uffd, memory file");
+        return "REGISTER without exactly two fds";
+    }
+    if (!do_register(d, &m->u.reg, fds[0], fds[1], errp)) {
+        reply_status(c, -EINVAL, (*errp)->message);
+        return (*errp)->message;
+    }
+    reply_status(c, 0, "ok");
+    return NULL;
+}
+
+static void handle_client(server *d, client *c)
+{
+    uint8_t buf[SL_PROTO_MAX];
+    int fds[MAX_FDS];
+    unsigned nfds;
+    bool trunc;
+    ssize_t n = recv_msg(c->fd, buf, fds, &nfds, &trunc);
+    g_autoptr(GError) err = NULL;
+    const char *why = NULL;
+    sl_msg m;
+
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        return;
+    }
+    if (n <= 0) {
+        why = n == 0 ? "left" : g_strerror(errno);
+    } else if (trunc) {
+        why = "packet or its fds too large";
+    } else if (!sl_msg_decode(buf, (size_t)n, &m, &err)) {
+        why = err->message;
+    } else {
+        why = dispatch(d, c, &m, fds, nfds, &err);
+    }
+    for (unsigned i = 0; i < nfds; i++) {
+        close(fds[i]); /* the restore keeps its own duplicates */
+    }
+    if (why) {
+        drop(d, c, why);
+    }
+}
+
+static void accept_client(server *d)
+{
+    int fd = accept4(d->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    struct ucred cr;
+    socklen_t len = sizeof(cr);
+    client *c;
+
+    if (fd < 0) {
+        return;
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0 ||
+        (cr.uid != getuid() && cr.uid != 0)) {
+        dlog(d, "refusing pid %d: uid %d is neither ours nor root", (int)cr.pid, (int)cr.uid);
+        close(fd);
+        return;
+    }
+    c = g_new0(client, 1);
+    c->fd = fd;
+    c->pid = cr.pid;
+    g_ptr_array_add(d->clients, c);
+}
+
+static void restore_finished(server *d)
+{
+    sl_msg done = { .type = SL_MSG_DONE };
+    sl_stats st = { .size = sizeof(st) };
+
+    d->status = sl_restore_poll(d->r);
+    d->done = true;
+    sl_restore_get_stats(d->r, &st);
+    dlog(d, "restore %s: %" G_GUINT64_FORMAT " pages, %" G_GUINT64_FORMAT " faults, %.1f ms",
+         d->status ? g_strerror(-d->status) : "complete", st.pages_total, st.faults,
+         st.time_to_complete_ms);
+    for (guint i = 0; d->status == 0 && i < d->clients->len; i++) {
+        client *c = g_ptr_array_index(d->clients, i);
+        if (c->greeted) {
+            send_msg(c->fd, &done, NULL, 0);
+        }
+    }
+}
+
+static int listen_on(const char *path, GError **errp)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    struct stat st;
+    mode_t old;
+    int fd;
+
+    if (strlen(path) >= sizeof(a.sun_path)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "socket path too long: %s", path);
+        return -1;
+    }
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        unlink(path); /* a stale socket of an earlier daemon */
+    }
+    strcpy(a.sun_path, path);
+    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    old = umask(077); /* created 0600: only our uid (and root) may connect */
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || chmod(path, 0600) < 0 ||
+        listen(fd, 16) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "socket %s: %s", path, g_strerror(errno));
+        umask(old);
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    umask(old);
+    return fd;
+}
+
+/* One poll round; false to leave the loop. */
+static bool serve_round(server *d)
+{
+    guint n = d->clients->len;
+    g_autofree struct pollfd *p = g_new0(struct pollfd, n + 3);
+    g_autofree client **cs = g_new0(client *, n + 1);
+
+    p[0] = (struct pollfd){ .fd = d->lfd, .events = POLLIN };
+    p[1] = (struct pollfd){ .fd = d->sigfd, .events = POLLIN };
+    p[2] = (struct pollfd){ .fd = d->started && !d->done ? sl_restore_eventfd(d->r) : -1,
+                            .events = POLLIN };
+    for (guint i = 0; i < n; i++) {
+        cs[i] = g_ptr_array_index(d->clients, i);
+        p[3 + i] = (struct pollfd){ .fd = cs[i]->fd, .events = POLLIN };
+    }
+    if (poll(p, n + 3, -1) < 0) {
+        return errno == EINTR;
+    }
+    if (p[1].revents) {
+        dlog(d, "signal: stopping");
+        return false;
+    }
+    if (p[2].revents) {
+        restore_finished(d);
+        if (d->status) {
+            return false; /* clients' supervisors end them: never zeros */
+        }
+    }
+    for (guint i = 0; i < n; i++) {
+        if (p[3 + i].revents) {
+            handle_client(d, cs[i]);
+        }
+    }
+    if (p[0].revents) {
+        accept_client(d);
+    }
+    return !(d->o->exit_when_done && d->done && d->clients->len == 0);
+}
+
+static bool daemon_init(server *d, const sl_daemon_opts *o, GError **errp)
+{
+    sigset_t set;
+
+    d->o = o;
+    d->lfd = d->sigfd = -1;
+    d->clients = g_ptr_array_new();
+    d->snap = sl_snapshot_open(o->snapshot, errp);
+    if (!d->snap || !(d->r = sl_restore_new(d->snap, &o->cfg, errp))) {
+        return false;
+    }
+    d->nblocks = sl_snapshot_n_blocks(d->snap);
+    d->files = g_new0(struct stat, d->nblocks);
+    d->offsets = g_new0(uint64_t, d->nblocks);
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    d->sigfd = signalfd(-1, &set, SFD_CLOEXEC);
+    d->lfd = listen_on(o->socket, errp);
+    return d->lfd >= 0;
+}
+
+static void daemon_fini(server *d)
+{
+    while (d->clients->len) {
+        client *c = g_ptr_array_index(d->clients, 0);
+        close(c->fd);
+        g_ptr_array_remove_index(d->clients, 0);
+        g_free(c);
+    }
+    g_ptr_array_free(d->clients, true);
+    sl_restore_free(d->r);
+    sl_snapshot_close(d->snap);
+    if (d->lfd >= 0) {
+        close(d->lfd);
+        unlink(d->o->socket);
+    }
+    if (d->sigfd >= 0) {
+        close(d->sigfd);
+    }
+    g_free(d->files);
+    g_free(d->offsets);
+}
+
+int sl_daemon_run(const sl_daemon_opts *o)
+{
+    server d = { 0 };
+    g_autoptr(GError) err = NULL;
+    int ret = 0;
+
+    if (!daemon_init(&d, o, &err)) {
+        fprintf(stderr, "snapload: %s\n", err->message);
+        ret = 1;
+    } else {
+        dlog(&d, "serving %s on %s (%u blocks)", o->snapshot, o->socket, d.nblocks);
+        while (serve_round(&d)) {
+        }
+        ret = d.done && d.status == 0 ? 0 : 1;
+    }
+    daemon_fini(&d);
+    return ret;
+}
+
+/* ------------------------------- client ---------------------------------- */
+
+static bool expect(int sock, uint16_t type, sl_msg *m, GError **errp)
+{
+    uint8_t buf[SL_PROTO_MAX];
+    int fds[MAX_FDS];
+    unsigned nfds;
+    bool trunc;
+    ssize_t n = recv_msg(sock, buf, fds, &nfds, &trunc);
+
+    for (unsigned i = 0; i < nfds; i++) {
+        close(fds[i]);
+    }
+    if (n <= 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "restore daemon: %s",
+                    n == 0 ? "connection closed" : g_strerror(errno));
+        return false;
+    }
+    if (!sl_msg_decode(buf, (size_t)n, m, errp)) {
+        return false;
+    }
+    if (m->type != type) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "restore daemon sent type %u, expected %u",
+                    m->type, type);
+        return false;
+    }
+    return true;
+}
+
+int sl_client_connect(const char *path, const char *name, GError **errp)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    sl_msg hello = { .type = SL_MSG_HELLO, .u.hello = { SL_PROTO_VERSION, SL_PROTO_VERSION } };
+    sl_msg w;
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+    g_strlcpy(a.sun_path, path, sizeof(a.sun_path));
+    g_strlcpy(hello.u.hello.name, name, sizeof(hello.u.hello.name));
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+        !send_msg(fd, &hello, NULL, 0)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "restore daemon at %s: %s", path,
+                    g_strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    if (!expect(fd, SL_MSG_WELCOME, &w, errp)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int sl_client_register(int sock, const char *block, void *addr, uint64_t length, int memfd,
+                       uint64_t offset, GError **errp)
+{
+    sl_msg m = { .type = SL_MSG_REGISTER }, st;
+    sl_backend_kind kind;
+    uint64_t psize, features;
+    int uffd, fds[2];
+
+    if (!file_kind(memfd, &kind, &psize, errp)) {
+        return -1;
+    }
+    features = kind == SL_BACKEND_SHMEM
+                   ? UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM
+                   : UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE_MINOR_HUGETLBFS;
+    uffd = sl_uffd_open(features, 0, NULL, errp);
+    if (uffd < 0 ||
+        !sl_uffd_register(uffd, addr, length,
+                          UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR,
+                          SL_IOCTL(_UFFDIO_CONTINUE) | SL_IOCTL(_UFFDIO_WAKE), NULL, errp)) {
+        if (uffd >= 0) {
+            close(uffd);
+        }
+        return -1;
+    }
+    m.u.reg = (sl_msg_register){ .host_addr = (uintptr_t)addr, .length = length,
+                                 .file_offset = offset, .page_size = psize };
+    g_strlcpy(m.u.reg.block, block, sizeof(m.u.reg.block));
+    fds[0] = uffd;
+    fds[1] = memfd;
+    if (!send_msg(sock, &m, fds, 2) || !expect(sock, SL_MSG_REGISTERED, &st, errp) ||
+        st.u.status.status != 0) {
+        if (errp && !*errp) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "restore daemon refused block '%s': %s",
+                        block, st.u.status.message);
+        }
+        close(uffd);
+        return -1;
+    }
+    return uffd;
+}
+
+bool sl_client_wait_done(int sock)
+{
+    sl_msg m;
+
+    return expect(sock, SL_MSG_DONE, &m, NULL);
+}
+
+typedef struct {
+    int sock;
+    void (*on_death)(void);
+} supervisor;
+
+static gpointer supervise(gpointer opaque)
+{
+    supervisor *s = opaque;
+
+    if (!sl_client_wait_done(s->sock)) {
+        s->on_death(); /* the daemon went away before every page was in place */
+    }
+    g_free(s);
+    return NULL;
+}
+
+void sl_client_supervise(int sock, void (*on_death)(void))
+{
+    supervisor *s = g_new0(supervisor, 1);
+
+    s->sock = sock;
+    s->on_death = on_death;
+    g_thread_unref(g_thread_new("sl-supervise", supervise, s));
+}

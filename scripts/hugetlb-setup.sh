@@ -56,6 +56,16 @@ if [ "$free" -lt "$want" ]; then
         echo "hugetlb-setup: cannot write $dir/nr_hugepages (are you root?)" >&2
         exit 1
     fi
+    free=$(cat "$dir/free_hugepages")
+    if [ "$free" -lt "$want" ]; then
+        # Not enough contiguous memory (usual for 1 GiB pages on a machine
+        # that has run a while): drop clean caches, compact, and ask again.
+        sync
+        echo 3 > /proc/sys/vm/drop_caches
+        echo 1 > /proc/sys/vm/compact_memory
+        echo "$target" > "$dir/nr_hugepages" 2>/dev/null || true
+        echo "hugetlb-setup: dropped caches and compacted memory to find $size pages"
+    fi
     total=$(cat "$dir/nr_hugepages")
     free=$(cat "$dir/free_hugepages")
     echo "hugetlb-setup: reserved $size pages${node:+ on node $node}: now $total in all"

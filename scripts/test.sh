@@ -12,7 +12,7 @@ bash scripts/install-deps.sh
 # can find them: their tests are then required, otherwise they skip).
 if [ "$(id -u)" -eq 0 ]; then
     bash scripts/hugetlb-setup.sh 256 2M || echo "snapload: no 2 MiB hugepages here" >&2
-    bash scripts/hugetlb-setup.sh 3 1G || echo "snapload: no 1 GiB hugepages here" >&2
+    bash scripts/hugetlb-setup.sh 2 1G || echo "snapload: no 1 GiB hugepages here" >&2
 fi
 export SNAPLOAD_REQUIRE="${SNAPLOAD_REQUIRE:-$(bash scripts/capabilities.sh)}"
 echo "snapload: capabilities required of the tests: ${SNAPLOAD_REQUIRE:-none}"

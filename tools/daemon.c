@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Restore daemon and client (see daemon.h, docs/protocol.md).
+ * Restore daemon (see daemon.h, docs/protocol.md).
  *
  * The daemon is one poll loop over {listening socket, signalfd, the
  * restore's completion eventfd, each client}.  Every packet is validated
@@ -12,7 +12,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <fcntl.h>
-#include <linux/magic.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,14 +19,12 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include "daemon.h"
 #include "migration/protocol.h"
 #include "migration/uffd.h"
-
-#define MAX_FDS 4
+#include "wire.h"
 
 typedef struct {
     int fd;
@@ -65,54 +62,6 @@ static void dlog(const server *d, const char *fmt, ...)
     va_end(ap);
 }
 
-static bool send_msg(int fd, const sl_msg *m, const int *fds, unsigned nfds)
-{
-    uint8_t buf[SL_PROTO_MAX];
-    char cbuf[CMSG_SPACE(sizeof(int) * MAX_FDS)] = { 0 };
-    struct iovec iov = { .iov_base = buf, .iov_len = sl_msg_encode(m, buf) };
-    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-
-    if (nfds) {
-        struct cmsghdr *cm;
-        mh.msg_control = cbuf;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-        cm = CMSG_FIRSTHDR(&mh);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-        memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
-    }
-    return sendmsg(fd, &mh, MSG_NOSIGNAL) == (ssize_t)iov.iov_len;
-}
-
-/* Receives one packet and up to MAX_FDS fds; <0 error, 0 peer gone, else length. */
-static ssize_t recv_msg(int fd, uint8_t *buf, int *fds, unsigned *nfds, bool *truncated)
-{
-    char cbuf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
-    struct iovec iov = { .iov_base = buf, .iov_len = SL_PROTO_MAX };
-    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                         .msg_controllen = sizeof(cbuf) };
-    ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
-
-    *nfds = 0;
-    *truncated = n > 0 && (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC));
-    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); n >= 0 && cm; cm = CMSG_NXTHDR(&mh, cm)) {
-        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
-            unsigned k = (unsigned)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-            for (unsigned i = 0; i < k; i++) {
-                int f;
-                memcpy(&f, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-                if (*nfds < MAX_FDS) {
-                    fds[(*nfds)++] = f;
-                } else {
-                    close(f);
-                }
-            }
-        }
-    }
-    return n;
-}
-
 /* ------------------------------- daemon ---------------------------------- */
 
 static void drop(server *d, client *c, const char *why)
@@ -132,28 +81,6 @@ static bool is_uffd(int fd)
     return n > 0 && strcmp(target, "anon_inode:[userfaultfd]") == 0;
 }
 
-/* The memory file's kind and page size, from its filesystem. */
-static bool file_kind(int fd, sl_backend_kind *kind, uint64_t *psize, GError **errp)
-{
-    struct statfs sfs;
-
-    if (fstatfs(fd, &sfs) < 0) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory fd: %s", g_strerror(errno));
-        return false;
-    }
-    if ((unsigned long)sfs.f_type == TMPFS_MAGIC) {
-        *kind = SL_BACKEND_SHMEM;
-        *psize = 4096;
-    } else if ((unsigned long)sfs.f_type == HUGETLBFS_MAGIC) {
-        *kind = SL_BACKEND_HUGETLBFS;
-        *psize = (uint64_t)sfs.f_bsize;
-    } else {
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory fd is not on tmpfs or hugetlbfs");
-        return false;
-    }
-    return true;
-}
-
 /* Checks a REGISTER against the snapshot and the fds it carried. */
 static bool check_register(server *d, const sl_msg_register *m, int uffd, int memfd,
                            int *idx, sl_backend_kind *kind, struct stat *st, GError **errp)
@@ -167,7 +94,7 @@ static bool check_register(server *d, const sl_msg_register *m, int uffd, int me
         return false;
     }
     if (m->length != bi.length || m->host_addr % 4096 || !is_uffd(uffd) ||
-        !file_kind(memfd, kind, &psize, errp) || fstat(memfd, st) < 0) {
+        !sl_wire_file_kind(memfd, kind, &psize, errp) || fstat(memfd, st) < 0) {
         if (errp && !*errp) {
             g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': length %" G_GUINT64_FORMAT
                         " (block has %" G_GUINT64_FORMAT "), address 0x%" G_GINT64_MODIFIER "x "
@@ -238,7 +165,7 @@ static void reply_status(client *c, int status, const char *msg)
     sl_msg m = { .type = SL_MSG_REGISTERED, .u.status.status = status };
 
     g_strlcpy(m.u.status.message, msg, sizeof(m.u.status.message));
-    send_msg(c->fd, &m, NULL, 0);
+    sl_wire_send(c->fd, &m, NULL, 0);
 }
 
 /* Handles one decoded message; returns a reason to drop the client, or NULL. */
@@ -254,7 +181,7 @@ static const char *dispatch(server *d, client *c, const sl_msg *m, int *fds, uns
             return "no common protocol version";
         }
         g_strlcpy(c->name, m->u.hello.name, sizeof(c->name));
-        c->greeted = send_msg(c->fd, &w, NULL, 0);
+        c->greeted = sl_wire_send(c->fd, &w, NULL, 0);
         return c->greeted ? NULL : "cannot answer HELLO";
     }
     if (m->type != SL_MSG_REGISTER || !c->greeted) {
@@ -275,10 +202,10 @@ static const char *dispatch(server *d, client *c, const sl_msg *m, int *fds, uns
 static void handle_client(server *d, client *c)
 {
     uint8_t buf[SL_PROTO_MAX];
-    int fds[MAX_FDS];
+    int fds[SL_WIRE_MAX_FDS];
     unsigned nfds;
     bool trunc;
-    ssize_t n = recv_msg(c->fd, buf, fds, &nfds, &trunc);
+    ssize_t n = sl_wire_recv(c->fd, buf, fds, &nfds, &trunc);
     g_autoptr(GError) err = NULL;
     const char *why = NULL;
     sl_msg m;
@@ -339,7 +266,7 @@ static void restore_finished(server *d)
     for (guint i = 0; d->status == 0 && i < d->clients->len; i++) {
         client *c = g_ptr_array_index(d->clients, i);
         if (c->greeted) {
-            send_msg(c->fd, &done, NULL, 0);
+            sl_wire_send(c->fd, &done, NULL, 0);
         }
     }
 }
@@ -475,131 +402,4 @@ int sl_daemon_run(const sl_daemon_opts *o)
     }
     daemon_fini(&d);
     return ret;
-}
-
-/* ------------------------------- client ---------------------------------- */
-
-static bool expect(int sock, uint16_t type, sl_msg *m, GError **errp)
-{
-    uint8_t buf[SL_PROTO_MAX];
-    int fds[MAX_FDS];
-    unsigned nfds;
-    bool trunc;
-    ssize_t n = recv_msg(sock, buf, fds, &nfds, &trunc);
-
-    for (unsigned i = 0; i < nfds; i++) {
-        close(fds[i]);
-    }
-    if (n <= 0) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "restore daemon: %s",
-                    n == 0 ? "connection closed" : g_strerror(errno));
-        return false;
-    }
-    if (!sl_msg_decode(buf, (size_t)n, m, errp)) {
-        return false;
-    }
-    if (m->type != type) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "restore daemon sent type %u, expected %u",
-                    m->type, type);
-        return false;
-    }
-    return true;
-}
-
-int sl_client_connect(const char *path, const char *name, GError **errp)
-{
-    struct sockaddr_un a = { .sun_family = AF_UNIX };
-    sl_msg hello = { .type = SL_MSG_HELLO, .u.hello = { SL_PROTO_VERSION, SL_PROTO_VERSION } };
-    sl_msg w;
-    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-
-    g_strlcpy(a.sun_path, path, sizeof(a.sun_path));
-    g_strlcpy(hello.u.hello.name, name, sizeof(hello.u.hello.name));
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-        !send_msg(fd, &hello, NULL, 0)) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "restore daemon at %s: %s", path,
-                    g_strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-        }
-        return -1;
-    }
-    if (!expect(fd, SL_MSG_WELCOME, &w, errp)) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-int sl_client_register(int sock, const char *block, void *addr, uint64_t length, int memfd,
-                       uint64_t offset, GError **errp)
-{
-    sl_msg m = { .type = SL_MSG_REGISTER }, st;
-    sl_backend_kind kind;
-    uint64_t psize, features;
-    int uffd, fds[2];
-
-    if (!file_kind(memfd, &kind, &psize, errp)) {
-        return -1;
-    }
-    features = kind == SL_BACKEND_SHMEM
-                   ? UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM
-                   : UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE_MINOR_HUGETLBFS;
-    uffd = sl_uffd_open(features, 0, NULL, errp);
-    if (uffd < 0 ||
-        !sl_uffd_register(uffd, addr, length,
-                          UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR,
-                          SL_IOCTL(_UFFDIO_CONTINUE) | SL_IOCTL(_UFFDIO_WAKE), NULL, errp)) {
-        if (uffd >= 0) {
-            close(uffd);
-        }
-        return -1;
-    }
-    m.u.reg = (sl_msg_register){ .host_addr = (uintptr_t)addr, .length = length,
-                                 .file_offset = offset, .page_size = psize };
-    g_strlcpy(m.u.reg.block, block, sizeof(m.u.reg.block));
-    fds[0] = uffd;
-    fds[1] = memfd;
-    if (!send_msg(sock, &m, fds, 2) || !expect(sock, SL_MSG_REGISTERED, &st, errp) ||
-        st.u.status.status != 0) {
-        if (errp && !*errp) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "restore daemon refused block '%s': %s",
-                        block, st.u.status.message);
-        }
-        close(uffd);
-        return -1;
-    }
-    return uffd;
-}
-
-bool sl_client_wait_done(int sock)
-{
-    sl_msg m;
-
-    return expect(sock, SL_MSG_DONE, &m, NULL);
-}
-
-typedef struct {
-    int sock;
-    void (*on_death)(void);
-} supervisor;
-
-static gpointer supervise(gpointer opaque)
-{
-    supervisor *s = opaque;
-
-    if (!sl_client_wait_done(s->sock)) {
-        s->on_death(); /* the daemon went away before every page was in place */
-    }
-    g_free(s);
-    return NULL;
-}
-
-void sl_client_supervise(int sock, void (*on_death)(void))
-{
-    supervisor *s = g_new0(supervisor, 1);
-
-    s->sock = sock;
-    s->on_death = on_death;
-    g_thread_unref(g_thread_new("sl-supervise", supervise, s));
 }

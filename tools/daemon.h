@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * The restore daemon (`snapload serve`) and its client side.
+ * The restore daemon (`snapload serve`); its client side is client.h.
  *
  * Consumers (a VMM, vhost-user back-ends) connect to a unix socket, create a
  * userfaultfd in their own address space, register their mapping of guest
@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <glib.h>
 #include "snapload/snapload.h"
+#include "client.h"
 
 typedef struct {
     const char *snapshot;
@@ -28,26 +29,5 @@ typedef struct {
 
 /** sl_daemon_run: serve until SIGINT/SIGTERM (or done); returns an exit status. */
 int sl_daemon_run(const sl_daemon_opts *o);
-
-/** sl_client_connect: connect and handshake; the socket fd, or -1 with @errp. */
-int sl_client_connect(const char *path, const char *name, GError **errp);
-
-/**
- * sl_client_register: register [@addr, +@length) — our MAP_SHARED mapping of
- * @memfd at @offset, block @block — on a new uffd (MISSING|MINOR), hand it
- * to the daemon and wait for its answer.  Returns the uffd, which the caller
- * keeps open (so faults block, never read zeros, if the daemon dies), or -1.
- */
-int sl_client_register(int sock, const char *block, void *addr, uint64_t length, int memfd,
-                       uint64_t offset, GError **errp);
-
-/**
- * sl_client_supervise: start a thread that waits for DONE; if the daemon's
- * socket closes first, it calls @on_death (which should end the process).
- */
-void sl_client_supervise(int sock, void (*on_death)(void));
-
-/** sl_client_wait_done: block until DONE arrives (true) or the socket closes. */
-bool sl_client_wait_done(int sock);
 
 #endif /* SNAPLOAD_DAEMON_H */

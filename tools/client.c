@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Client side of the restore daemon protocol (see client.h).  Prints
+ * nothing: errors go back through GError, and the supervisor calls the
+ * consumer's own handler when the daemon dies.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include "client.h"
+#include "migration/uffd.h"
+#include "wire.h"
+
+static bool expect(int sock, uint16_t type, sl_msg *m, GError **errp)
+{
+    uint8_t buf[SL_PROTO_MAX];
+    int fds[SL_WIRE_MAX_FDS];
+    unsigned nfds;
+    bool trunc;
+    ssize_t n = sl_wire_recv(sock, buf, fds, &nfds, &trunc);
+
+    for (unsigned i = 0; i < nfds; i++) {
+        close(fds[i]);
+    }
+    if (n <= 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "restore daemon: %s",
+                    n == 0 ? "connection closed" : g_strerror(errno));
+        return false;
+    }
+    if (!sl_msg_decode(buf, (size_t)n, m, errp)) {
+        return false;
+    }
+    if (m->type != type) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "restore daemon sent type %u, expected %u",
+                    m->type, type);
+        return false;
+    }
+    return true;
+}
+
+int sl_client_connect(const char *path, const char *name, GError **errp)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    sl_msg hello = { .type = SL_MSG_HELLO, .u.hello = { SL_PROTO_VERSION, SL_PROTO_VERSION } };
+    sl_msg w;
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+    g_strlcpy(a.sun_path, path, sizeof(a.sun_path));
+    g_strlcpy(hello.u.hello.name, name, sizeof(hello.u.hello.name));
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+        !sl_wire_send(fd, &hello, NULL, 0)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "restore daemon at %s: %s", path,
+                    g_strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    if (!expect(fd, SL_MSG_WELCOME, &w, errp)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int sl_client_register(int sock, const char *block, void *addr, uint64_t length, int memfd,
+                       uint64_t offset, GError **errp)
+{
+    sl_msg m = { .type = SL_MSG_REGISTER }, st;
+    sl_backend_kind kind;
+    uint64_t psize, features;
+    int uffd, fds[2];
+
+    if (!sl_wire_file_kind(memfd, &kind, &psize, errp)) {
+        return -1;
+    }
+    features = kind == SL_BACKEND_SHMEM
+                   ? UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM
+                   : UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE_MINOR_HUGETLBFS;
+    uffd = sl_uffd_open(features, 0, NULL, errp);
+    if (uffd < 0 ||
+        !sl_uffd_register(uffd, addr, length,
+                          UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR,
+                          SL_IOCTL(_UFFDIO_CONTINUE) | SL_IOCTL(_UFFDIO_WAKE), NULL, errp)) {
+        if (uffd >= 0) {
+            close(uffd);
+        }
+        return -1;
+    }
+    m.u.reg = (sl_msg_register){ .host_addr = (uintptr_t)addr, .length = length,
+                                 .file_offset = offset, .page_size = psize };
+    g_strlcpy(m.u.reg.block, block, sizeof(m.u.reg.block));
+    fds[0] = uffd;
+    fds[1] = memfd;
+    if (!sl_wire_send(sock, &m, fds, 2) || !expect(sock, SL_MSG_REGISTERED, &st, errp) ||
+        st.u.status.status != 0) {
+        if (errp && !*errp) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "restore daemon refused block '%s': %s",
+                        block, st.u.status.message);
+        }
+        close(uffd);
+        return -1;
+    }
+    return uffd;
+}
+
+bool sl_client_wait_done(int sock)
+{
+    sl_msg m;
+
+    return expect(sock, SL_MSG_DONE, &m, NULL);
+}
+
+typedef struct {
+    int sock;
+    void (*on_death)(void);
+} supervisor;
+
+static gpointer supervise(gpointer opaque)
+{
+    supervisor *s = opaque;
+
+    if (!sl_client_wait_done(s->sock)) {
+        s->on_death(); /* the daemon went away before every page was in place */
+    }
+    g_free(s);
+    return NULL;
+}
+
+void sl_client_supervise(int sock, void (*on_death)(void))
+{
+    supervisor *s = g_new0(supervisor, 1);
+
+    s->sock = sock;
+    s->on_death = on_death;
+    g_thread_unref(g_thread_new("sl-supervise", supervise, s));
+}

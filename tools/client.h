@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Client side of the restore daemon protocol (docs/protocol.md): connect
+ * and handshake, register a mapping of guest RAM on a fresh userfaultfd and
+ * hand it to the daemon, and supervise the daemon so that its death ends
+ * the consumer instead of letting it read holes as zeros.  Used by consumer
+ * processes, the tests and the LD_PRELOAD client inside stock QEMU.
+ */
+#ifndef SNAPLOAD_CLIENT_H
+#define SNAPLOAD_CLIENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <glib.h>
+
+/** sl_client_connect: connect and handshake; the socket fd, or -1 with @errp. */
+int sl_client_connect(const char *path, const char *name, GError **errp);
+
+/**
+ * sl_client_register: register [@addr, +@length) — our MAP_SHARED mapping of
+ * @memfd at @offset, block @block — on a new uffd (MISSING|MINOR), hand it
+ * to the daemon and wait for its answer.  Returns the uffd, which the caller
+ * keeps open (so faults block, never read zeros, if the daemon dies), or -1.
+ */
+int sl_client_register(int sock, const char *block, void *addr, uint64_t length, int memfd,
+                       uint64_t offset, GError **errp);
+
+/**
+ * sl_client_supervise: start a thread that waits for DONE; if the daemon's
+ * socket closes first, it calls @on_death (which should end the process).
+ */
+void sl_client_supervise(int sock, void (*on_death)(void));
+
+/** sl_client_wait_done: block until DONE arrives (true) or the socket closes. */
+bool sl_client_wait_done(int sock);
+
+#endif /* SNAPLOAD_CLIENT_H */

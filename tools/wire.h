@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Packet I/O of the restore daemon protocol (docs/protocol.md), shared by
+ * the daemon, its client and the LD_PRELOAD client inside a VMM: one
+ * SOCK_SEQPACKET packet per message, fds passed with SCM_RIGHTS, and the
+ * check of what kind of memory file a consumer hands over.
+ */
+#ifndef SNAPLOAD_WIRE_H
+#define SNAPLOAD_WIRE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <glib.h>
+#include "snapload/snapload.h"
+#include "migration/protocol.h"
+
+#define SL_WIRE_MAX_FDS 4
+
+/** sl_wire_send: encode @m and send it with @nfds fds in one packet. */
+bool sl_wire_send(int fd, const sl_msg *m, const int *fds, unsigned nfds);
+
+/**
+ * sl_wire_recv: receive one packet into @buf (SL_PROTO_MAX bytes) and up to
+ * SL_WIRE_MAX_FDS fds (more are closed).  Returns <0 on error (errno set),
+ * 0 when the peer has gone, else the packet length; @truncated is set when
+ * the packet or its fds did not fit.
+ */
+ssize_t sl_wire_recv(int fd, uint8_t *buf, int *fds, unsigned *nfds, bool *truncated);
+
+/**
+ * sl_wire_file_kind: the backend kind and page size of memory file @fd,
+ * from its filesystem (tmpfs: shmem, 4 KiB; hugetlbfs: its page size).
+ */
+bool sl_wire_file_kind(int fd, sl_backend_kind *kind, uint64_t *psize, GError **errp);
+
+#endif /* SNAPLOAD_WIRE_H */

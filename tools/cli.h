@@ -17,6 +17,16 @@ int cmd_synth(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_qemu_save(int argc, char **argv);
+int cmd_qemu_restore(int argc, char **argv);
+
+/**
+ * cli_save: write snapshot @out from raw images @raws (FILE[:NAME] each)
+ * with @psize pages, an optional device-state file and hot-page list.
+ * Returns an exit status (errors printed).
+ */
+int cli_save(char **raws, uint64_t psize, const char *out, const char *devstate,
+             const char *hot);
 
 /** Parses "4096", "4K", "2M", "1G", "3T" (binary units). */
 bool cli_parse_size(const char *s, uint64_t *out);

@@ -145,9 +145,6 @@ int cmd_save(int argc, char **argv)
         { "output", 'o', 0, G_OPTION_ARG_FILENAME, &out, "snapshot to write", "SNAP" },
         { NULL },
     };
-    raw_input *ins;
-    unsigned n;
-    int ret;
 
     if (!cli_parse("- raw RAM images to a snapshot", entries, &argc, &argv)) {
         return 2;
@@ -158,9 +155,16 @@ int cmd_save(int argc, char **argv)
     if (psize_s && !cli_parse_size(psize_s, &psize)) {
         return cli_fail("--page-size: '%s' is not a size", psize_s);
     }
-    n = g_strv_length(raws);
-    ins = g_new0(raw_input, n);
-    ret = 0;
+    return cli_save(raws, psize, out, devstate, hot);
+}
+
+int cli_save(char **raws, uint64_t psize, const char *out, const char *devstate,
+             const char *hot)
+{
+    unsigned n = g_strv_length(raws);
+    raw_input *ins = g_new0(raw_input, n);
+    int ret = 0;
+
     for (unsigned i = 0; i < n && ret == 0; i++) {
         ret = parse_raw(raws[i], &ins[i]) ? 0 : 1;
     }

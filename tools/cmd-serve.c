@@ -18,7 +18,7 @@ int cmd_serve(int argc, char **argv)
         { "exit-when-done", 0, 0, G_OPTION_ARG_NONE, &once, "exit once complete and every client left", NULL },
         { NULL },
     };
-    sl_daemon_opts o = { 0 };
+    sl_daemon_opts o = { .ready_fd = -1, .stats_fd = -1 };
 
     if (!cli_parse("SNAP - serve a lazy restore to consumer processes", entries, &argc, &argv)) {
         return 2;

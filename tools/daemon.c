@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include "cli.h"
 #include "daemon.h"
 #include "migration/protocol.h"
 #include "migration/uffd.h"
@@ -252,6 +253,36 @@ static void accept_client(server *d)
     g_ptr_array_add(d->clients, c);
 }
 
+/* One JSON line of the restore's figures for whoever started the daemon. */
+static void write_stats(const server *d, const sl_stats *st)
+{
+    g_autofree char *text = NULL;
+    cli_json j;
+
+    if (d->o->stats_fd < 0) {
+        return;
+    }
+    json_begin(&j);
+    json_int(&j, "status", d->status);
+    json_u64(&j, "pages", st->pages_total);
+    json_u64(&j, "faults", st->faults);
+    json_u64(&j, "pages_by_fault", st->pages_by_fault);
+    json_u64(&j, "pages_by_loader", st->pages_by_loader);
+    json_u64(&j, "zero_pages", st->zero_pages);
+    json_u64(&j, "pages_placed_twice", st->pages_placed_twice);
+    json_u64(&j, "pages_never_placed", st->pages_never_placed);
+    json_u64(&j, "checksum_failures", st->checksum_failures);
+    json_double(&j, "time_to_first_fault_ms", st->time_to_first_fault_ms);
+    json_double(&j, "restore_ms", st->time_to_complete_ms);
+    json_double(&j, "fault_p50_us", st->fault_p50_us);
+    json_double(&j, "fault_p99_us", st->fault_p99_us);
+    json_double(&j, "fault_max_us", st->fault_max_us);
+    text = json_end(&j);
+    if (dprintf(d->o->stats_fd, "%s\n", text) < 0) {
+        dlog(d, "cannot write stats: %s", g_strerror(errno));
+    }
+}
+
 static void restore_finished(server *d)
 {
     sl_msg done = { .type = SL_MSG_DONE };
@@ -263,6 +294,7 @@ static void restore_finished(server *d)
     dlog(d, "restore %s: %" G_GUINT64_FORMAT " pages, %" G_GUINT64_FORMAT " faults, %.1f ms",
          d->status ? g_strerror(-d->status) : "complete", st.pages_total, st.faults,
          st.time_to_complete_ms);
+    write_stats(d, &st);
     for (guint i = 0; d->status == 0 && i < d->clients->len; i++) {
         client *c = g_ptr_array_index(d->clients, i);
         if (c->greeted) {
@@ -360,6 +392,10 @@ static bool daemon_init(server *d, const sl_daemon_opts *o, GError **errp)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     d->sigfd = signalfd(-1, &set, SFD_CLOEXEC);
     d->lfd = listen_on(o->socket, errp);
+    if (d->lfd >= 0 && o->ready_fd >= 0) {
+        (void)!write(o->ready_fd, "R", 1);
+        close(o->ready_fd);
+    }
     return d->lfd >= 0;
 }
 

@@ -25,6 +25,8 @@ typedef struct {
     sl_restore_config cfg;
     bool exit_when_done;   /* exit once complete and every client has left */
     bool quiet;            /* no log lines (tests) */
+    int ready_fd;          /* >= 0: written one byte once the socket listens, then closed */
+    int stats_fd;          /* >= 0: gets one JSON line of stats when the restore ends */
 } sl_daemon_opts;
 
 /** sl_daemon_run: serve until SIGINT/SIGTERM (or done); returns an exit status. */

@@ -20,6 +20,8 @@ static const struct {
     { "inspect", cmd_inspect, "validate a snapshot and list its blocks and sections" },
     { "restore", cmd_restore, "restore a snapshot lazily into fresh memory, with stats" },
     { "serve", cmd_serve, "serve a lazy restore to consumer processes over a unix socket" },
+    { "qemu-save", cmd_qemu_save, "save a running QEMU guest (memory-backend-file RAM) over QMP" },
+    { "qemu-restore", cmd_qemu_restore, "run a QEMU guest at once while its RAM streams in" },
 };
 
 bool cli_parse_size(const char *s, uint64_t *out)

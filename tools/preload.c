@@ -1,0 +1,219 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * libsnapload-preload.so: makes an unmodified VMM (stock QEMU) a consumer
+ * of the restore daemon.  Loaded with LD_PRELOAD, it wraps mmap/mmap64;
+ * when the process maps one of the configured guest-RAM files MAP_SHARED,
+ * it registers that mapping on a fresh userfaultfd and hands it, with the
+ * file, to the daemon (client.c) before mmap returns, so every later touch
+ * of guest RAM — by QEMU's own threads or by KVM for a vCPU — is served.
+ *
+ * Configuration, read once when the library loads (docs/qemu.md):
+ *   SNAPLOAD_SOCKET  the daemon's socket; unset: the library does nothing
+ *   SNAPLOAD_BLOCKS  NAME=PATH[;NAME=PATH...]: snapshot block and its file
+ *   SNAPLOAD_EXE     optional: act only in the process running this binary
+ * An active instance removes itself from LD_PRELOAD and these variables
+ * from the environment, so helpers QEMU starts (exec: migration) stay
+ * plain.  It never lets the VMM run on memory it could not hand over: a
+ * failed registration, or the daemon's death before every page is in
+ * place, ends the process with one line on stderr (docs/protocol.md).
+ *
+ * State: written by the constructor before any other thread exists, then
+ * only under `lock` (mmap may be called from any thread).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include "client.h"
+
+#define MAX_BLOCKS 16
+
+typedef struct {
+    char *name;
+    char *path;
+    dev_t dev;   /* identity of the file, once it was seen mapped */
+    ino_t ino;
+} pl_block;
+
+static struct {
+    pthread_mutex_t lock;
+    bool active;
+    char *socket;
+    pl_block blocks[MAX_BLOCKS];
+    unsigned nblocks;
+    int sock;            /* connection to the daemon, -1 before the first block */
+} pl = { .lock = PTHREAD_MUTEX_INITIALIZER, .sock = -1 };
+
+static void die(const char *fmt, ...) G_GNUC_PRINTF(1, 2) G_GNUC_NORETURN;
+
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    fputs("snapload-preload: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputs("\n", stderr);
+    va_end(ap);
+    /* A vCPU blocked in KVM on a fault reacts to nothing gentler. */
+    kill(getpid(), SIGKILL);
+    _exit(70);
+}
+
+static void daemon_died(void)
+{
+    die("the restore daemon went away before every page of guest RAM was in place; "
+        "ending this process rather than let it read missing pages");
+}
+
+/* Whether this process runs the binary SNAPLOAD_EXE names (if it names one). */
+static bool is_target_exe(void)
+{
+    const char *want = getenv("SNAPLOAD_EXE");
+    g_autofree char *self = NULL, *target = NULL;
+
+    if (!want || !*want) {
+        return true;
+    }
+    self = g_file_read_link("/proc/self/exe", NULL);
+    target = realpath(want, NULL);
+    return self && target && strcmp(self, target) == 0;
+}
+
+static bool parse_blocks(const char *spec)
+{
+    g_auto(GStrv) items = g_strsplit(spec, ";", -1);
+
+    for (char **it = items; *it; it++) {
+        char *eq = strchr(*it, '=');
+        if (!**it) {
+            continue;
+        }
+        if (!eq || eq == *it || !eq[1] || pl.nblocks == MAX_BLOCKS) {
+            return false;
+        }
+        pl.blocks[pl.nblocks].name = g_strndup(*it, (gsize)(eq - *it));
+        pl.blocks[pl.nblocks].path = g_strdup(eq + 1);
+        pl.nblocks++;
+    }
+    return pl.nblocks > 0;
+}
+
+/* Removes @self from LD_PRELOAD and our variables from the environment. */
+static void scrub_environment(void)
+{
+    const char *lp = getenv("LD_PRELOAD");
+    GString *rest = g_string_new(NULL);
+
+    if (lp) {
+        g_auto(GStrv) parts = g_strsplit_set(lp, ": ", -1);
+        for (char **p = parts; *p; p++) {
+            if (**p && !strstr(*p, "libsnapload-preload")) {
+                g_string_append_printf(rest, "%s%s", rest->len ? ":" : "", *p);
+            }
+        }
+    }
+    if (rest->len) {
+        setenv("LD_PRELOAD", rest->str, 1);
+    } else {
+        unsetenv("LD_PRELOAD");
+    }
+    g_string_free(rest, true);
+    unsetenv("SNAPLOAD_SOCKET");
+    unsetenv("SNAPLOAD_BLOCKS");
+    unsetenv("SNAPLOAD_EXE");
+}
+
+__attribute__((constructor)) static void preload_init(void)
+{
+    const char *sock = getenv("SNAPLOAD_SOCKET");
+    const char *blocks = getenv("SNAPLOAD_BLOCKS");
+
+    if (!sock || !*sock || !is_target_exe()) {
+        return;
+    }
+    if (!blocks || !parse_blocks(blocks)) {
+        die("SNAPLOAD_BLOCKS must be NAME=PATH[;NAME=PATH...], got '%s'", blocks ? blocks : "");
+    }
+    pl.socket = g_strdup(sock);
+    scrub_environment();
+    pl.active = true;
+}
+
+/* The configured block whose file @fd is, or NULL. */
+static pl_block *match_block(int fd)
+{
+    struct stat st, bst;
+
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        return NULL;
+    }
+    for (unsigned i = 0; i < pl.nblocks; i++) {
+        pl_block *b = &pl.blocks[i];
+        if (!b->ino && stat(b->path, &bst) == 0) {
+            b->dev = bst.st_dev;
+            b->ino = bst.st_ino;
+        }
+        if (b->ino && b->ino == st.st_ino && b->dev == st.st_dev) {
+            return b;
+        }
+    }
+    return NULL;
+}
+
+/* Hands the new mapping [@p, +@len) of @b's file to the daemon, or dies. */
+static void hand_over(pl_block *b, void *p, size_t len, int fd, off_t off)
+{
+    g_autoptr(GError) err = NULL;
+
+    if (pl.sock < 0) {
+        pl.sock = sl_client_connect(pl.socket, "preload", &err);
+        if (pl.sock < 0) {
+            die("block '%s' (%s): %s", b->name, b->path, err->message);
+        }
+        sl_client_supervise(pl.sock, daemon_died);
+    }
+    /* The uffd stays open here for the life of the process: if the daemon
+     * dies, faults block (and the supervisor ends us) instead of reading
+     * holes as zeros. */
+    if (sl_client_register(pl.sock, b->name, p, len, fd, (uint64_t)off, &err) < 0) {
+        die("block '%s' (%s): %s", b->name, b->path, err->message);
+    }
+}
+
+static void *real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+}
+
+/** mmap: the libc call, plus the hand-over of configured guest-RAM files. */
+__attribute__((visibility("default")))
+void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    void *p = real_mmap(addr, len, prot, flags, fd, off);
+    pl_block *b;
+
+    if (p == MAP_FAILED || !pl.active || fd < 0 || !(flags & MAP_SHARED)) {
+        return p;
+    }
+    pthread_mutex_lock(&pl.lock);
+    b = match_block(fd);
+    if (b) {
+        hand_over(b, p, len, fd, off);
+    }
+    pthread_mutex_unlock(&pl.lock);
+    return p;
+}
+
+/** mmap64: the same (QEMU calls this name). */
+__attribute__((visibility("default")))
+void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    return mmap(addr, len, prot, flags, fd, off);
+}

@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * QEMU memory backends from a command line or over QMP, and fresh memory
+ * files for a restore (see qemu.h).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+#include "backends/backend.h"
+#include "cli.h"
+#include "qemu.h"
+
+void sl_qemu_backend_free(sl_qemu_backend *b)
+{
+    if (b) {
+        g_free(b->id);
+        g_free(b->mem_path);
+        g_free(b);
+    }
+}
+
+static bool parse_bool(const char *v)
+{
+    return !g_strcmp0(v, "on") || !g_strcmp0(v, "true") || !g_strcmp0(v, "yes");
+}
+
+/* QEMU option text "k=v,k=v" where ",," stands for a comma in a value. */
+static GHashTable *split_options(const char *text)
+{
+    GHashTable *h = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    GString *cur = g_string_new(NULL);
+
+    for (const char *p = text;; p++) {
+        if (*p == ',' && p[1] == ',') {
+            g_string_append_c(cur, ',');
+            p++;
+            continue;
+        }
+        if (*p && *p != ',') {
+            g_string_append_c(cur, *p);
+            continue;
+        }
+        char *eq = strchr(cur->str, '=');
+        if (eq) {
+            g_hash_table_insert(h, g_strndup(cur->str, (gsize)(eq - cur->str)), g_strdup(eq + 1));
+        } else if (cur->len) {
+            g_hash_table_insert(h, g_strdup("qom-type"), g_strdup(cur->str));
+        }
+        g_string_truncate(cur, 0);
+        if (!*p) {
+            break;
+        }
+    }
+    g_string_free(cur, true);
+    return h;
+}
+
+static sl_qemu_backend *backend_from_options(const char *text, GError **errp)
+{
+    g_autoptr(GHashTable) h = split_options(text);
+    const char *id = g_hash_table_lookup(h, "id");
+    const char *path = g_hash_table_lookup(h, "mem-path");
+    const char *size = g_hash_table_lookup(h, "size");
+    sl_qemu_backend *b;
+    uint64_t bytes;
+
+    if (!id || !path || !size || !cli_parse_size(size, &bytes)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "-object %s: a memory-backend-file needs "
+                    "id=, mem-path= and a size= like 4G", text);
+        return NULL;
+    }
+    b = g_new0(sl_qemu_backend, 1);
+    b->id = g_strdup(id);
+    b->mem_path = g_strdup(path);
+    b->size = bytes;
+    b->share = parse_bool(g_hash_table_lookup(h, "share"));
+    return b;
+}
+
+GPtrArray *sl_qemu_args_backends(char **argv, GError **errp)
+{
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)sl_qemu_backend_free);
+
+    for (char **a = argv; *a; a++) {
+        if ((strcmp(*a, "-object") && strcmp(*a, "--object")) || !a[1]) {
+            continue;
+        }
+        a++;
+        if (!g_str_has_prefix(*a, "memory-backend-file,")) {
+            continue;
+        }
+        sl_qemu_backend *b = backend_from_options(*a, errp);
+        if (!b) {
+            g_ptr_array_unref(out);
+            return NULL;
+        }
+        g_ptr_array_add(out, b);
+    }
+    return out;
+}
+
+/* qom-get PATH PROP as a string (numbers and booleans converted). */
+static char *qom_get(sl_qmp *q, const char *path, const char *prop, GError **errp)
+{
+    g_autofree char *args = g_strdup_printf("{\"path\": \"%s\", \"property\": \"%s\"}", path, prop);
+    g_autoptr(JsonNode) r = sl_qmp_cmd(q, "qom-get", args, errp);
+
+    if (!r || !JSON_NODE_HOLDS_VALUE(r)) {
+        return NULL;
+    }
+    switch (json_node_get_value_type(r) == G_TYPE_STRING ? 0
+            : json_node_get_value_type(r) == G_TYPE_BOOLEAN ? 1 : 2) {
+    case 0: return g_strdup(json_node_get_string(r));
+    case 1: return g_strdup(json_node_get_boolean(r) ? "on" : "off");
+    default: return g_strdup_printf("%" G_GINT64_FORMAT, json_node_get_int(r));
+    }
+}
+
+static sl_qemu_backend *backend_over_qmp(sl_qmp *q, const char *id, GError **errp)
+{
+    g_autofree char *path = g_strdup_printf("/objects/%s", id);
+    g_autofree char *mem = qom_get(q, path, "mem-path", errp);
+    g_autofree char *size = mem ? qom_get(q, path, "size", errp) : NULL;
+    g_autofree char *share = size ? qom_get(q, path, "share", errp) : NULL;
+    sl_qemu_backend *b;
+
+    if (!share) {
+        return NULL;
+    }
+    b = g_new0(sl_qemu_backend, 1);
+    b->id = g_strdup(id);
+    b->mem_path = g_steal_pointer(&mem);
+    b->size = g_ascii_strtoull(size, NULL, 10);
+    b->share = parse_bool(share);
+    return b;
+}
+
+GPtrArray *sl_qemu_qmp_backends(sl_qmp *q, GError **errp)
+{
+    g_autoptr(JsonNode) r = sl_qmp_cmd(q, "qom-list", "{\"path\": \"/objects\"}", errp);
+    GPtrArray *out;
+    JsonArray *a;
+
+    if (!r || !JSON_NODE_HOLDS_ARRAY(r)) {
+        return NULL;
+    }
+    out = g_ptr_array_new_with_free_func((GDestroyNotify)sl_qemu_backend_free);
+    a = json_node_get_array(r);
+    for (guint i = 0; i < json_array_get_length(a); i++) {
+        JsonObject *o = json_array_get_object_element(a, i);
+        const char *type = json_object_get_string_member_with_default(o, "type", "");
+        sl_qemu_backend *b;
+        if (strcmp(type, "child<memory-backend-file>")) {
+            continue;
+        }
+        b = backend_over_qmp(q, json_object_get_string_member(o, "name"), errp);
+        if (!b) {
+            g_ptr_array_unref(out);
+            return NULL;
+        }
+        g_ptr_array_add(out, b);
+    }
+    return out;
+}
+
+/* On hugetlbfs, the pool must hold the file's pages before QEMU starts. */
+static bool check_pool(const sl_qemu_backend *b, GError **errp)
+{
+    g_autofree char *dir = g_path_get_dirname(b->mem_path);
+    struct statfs sfs;
+
+    if (statfs(dir, &sfs) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "memory backend '%s': %s: %s", b->id, dir,
+                    g_strerror(errno));
+        return false;
+    }
+    if ((unsigned long)sfs.f_type != HUGETLBFS_MAGIC) {
+        if ((unsigned long)sfs.f_type != TMPFS_MAGIC) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s': %s is neither "
+                        "on tmpfs nor on hugetlbfs", b->id, b->mem_path);
+            return false;
+        }
+        return true;
+    }
+    if (b->size % (uint64_t)sfs.f_bsize) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s': size %" G_GUINT64_FORMAT
+                    " is not a multiple of the hugepage size %ld", b->id, b->size,
+                    (long)sfs.f_bsize);
+        return false;
+    }
+    return sl_hugetlb_check((uint64_t)sfs.f_bsize, b->size / (uint64_t)sfs.f_bsize, errp);
+}
+
+bool sl_qemu_fresh_file(const sl_qemu_backend *b, GError **errp)
+{
+    struct stat st;
+    int fd;
+
+    if (!b->share) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s' needs share=on: "
+                    "without it guest RAM is private to QEMU, not in %s", b->id, b->mem_path);
+        return false;
+    }
+    if (stat(b->mem_path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s': mem-path %s is a "
+                    "directory; name a file, so that the restore can find it", b->id, b->mem_path);
+        return false;
+    }
+    if (unlink(b->mem_path) < 0 && errno != ENOENT) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "memory backend '%s': %s: %s", b->id,
+                    b->mem_path, g_strerror(errno));
+        return false;
+    }
+    if (!check_pool(b, errp)) {
+        return false;
+    }
+    fd = open(b->mem_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 || ftruncate(fd, (off_t)b->size) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "memory backend '%s': creating %s: %s", b->id,
+                    b->mem_path, g_strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            unlink(b->mem_path);
+        }
+        return false;
+    }
+    close(fd);
+    return true;
+}

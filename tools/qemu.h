@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * What `qemu-save` and `qemu-restore` need to know about a stock QEMU:
+ * its memory-backend-file objects (from its command line, or over QMP from
+ * a running QEMU) and the hugepage pool a hugetlbfs file will draw from.
+ * Guest RAM of such a backend is one snapshot block named after the
+ * backend's id.
+ */
+#ifndef SNAPLOAD_QEMU_H
+#define SNAPLOAD_QEMU_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <glib.h>
+#include "qmp.h"
+
+typedef struct {
+    char *id;        /* backend id: the snapshot block's name */
+    char *mem_path;  /* the memory file */
+    uint64_t size;   /* bytes */
+    bool share;      /* share=on: guest RAM lives in the file */
+} sl_qemu_backend;
+
+/** sl_qemu_backend_free: free one backend description. */
+void sl_qemu_backend_free(sl_qemu_backend *b);
+
+/**
+ * sl_qemu_args_backends: the memory-backend-file objects of a QEMU command
+ * line (`-object memory-backend-file,id=..,size=..,mem-path=..,share=on`),
+ * as an array of sl_qemu_backend *.  Errors name the bad option.
+ */
+GPtrArray *sl_qemu_args_backends(char **argv, GError **errp);
+
+/** sl_qemu_qmp_backends: the same, asked of a running QEMU over QMP. */
+GPtrArray *sl_qemu_qmp_backends(sl_qmp *q, GError **errp);
+
+/**
+ * sl_qemu_fresh_file: replace @b's memory file by an empty (all holes) file
+ * of its size, so that every page of it must come from the restore.  On
+ * hugetlbfs, first checks that the pool has the free pages it needs and
+ * names the command that reserves them when it does not.
+ */
+bool sl_qemu_fresh_file(const sl_qemu_backend *b, GError **errp);
+
+#endif /* SNAPLOAD_QEMU_H */

@@ -1,0 +1,292 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * QMP client (see qmp.h).  QEMU sends one JSON object per line: a greeting,
+ * then answers ({"return": ...} or {"error": ...}) in command order, with
+ * asynchronous events ({"event": ...}) interleaved.  Lines are read with
+ * poll() and a deadline; events are queued until someone waits for them.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+#include "snapload/snapload.h"
+#include "qmp.h"
+
+struct sl_qmp {
+    int fd;
+    GString *in;       /* bytes read, not yet split into lines */
+    GQueue events;     /* JsonObject * of events not yet consumed */
+};
+
+static gint64 deadline_after(int timeout_ms)
+{
+    return g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+}
+
+static int ms_left(gint64 deadline)
+{
+    gint64 left = (deadline - g_get_monotonic_time()) / 1000;
+    return left < 0 ? 0 : (int)MIN(left, G_MAXINT);
+}
+
+/* Reads one line into a parsed JSON object (caller unrefs), or NULL. */
+static JsonObject *read_object(sl_qmp *q, gint64 deadline, GError **errp)
+{
+    for (;;) {
+        char *nl = memchr(q->in->str, '\n', q->in->len);
+        if (nl) {
+            gsize n = (gsize)(nl - q->in->str) + 1;
+            g_autofree char *line = g_strndup(q->in->str, n);
+            g_autoptr(JsonParser) p = json_parser_new();
+            g_string_erase(q->in, 0, (gssize)n);
+            if (!json_parser_load_from_data(p, line, -1, errp)) {
+                return NULL;
+            }
+            if (JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p))) {
+                return json_object_ref(json_node_get_object(json_parser_get_root(p)));
+            }
+            continue;
+        }
+        struct pollfd pf = { .fd = q->fd, .events = POLLIN };
+        char buf[65536];
+        ssize_t r;
+        int pr = poll(&pf, 1, ms_left(deadline));
+        if (pr < 0 && errno == EINTR) {
+            continue;
+        }
+        if (pr == 0) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QEMU did not answer on QMP in time");
+            return NULL;
+        }
+        r = read(q->fd, buf, sizeof(buf));
+        if (r <= 0) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QEMU closed its QMP connection%s%s",
+                        r < 0 ? ": " : " (did it exit?)", r < 0 ? g_strerror(errno) : "");
+            return NULL;
+        }
+        g_string_append_len(q->in, buf, r);
+    }
+}
+
+static bool send_line(sl_qmp *q, const char *text, GError **errp)
+{
+    size_t len = strlen(text), off = 0;
+
+    while (off < len) {
+        ssize_t w = send(q->fd, text + off, len - off, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w < 0) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QMP send: %s", g_strerror(errno));
+            return false;
+        }
+        off += (size_t)w;
+    }
+    return true;
+}
+
+/* Greeting, then qmp_capabilities. */
+static sl_qmp *negotiate(int fd, int timeout_ms, GError **errp)
+{
+    sl_qmp *q = g_new0(sl_qmp, 1);
+    JsonObject *greet;
+
+    q->fd = fd;
+    q->in = g_string_new(NULL);
+    g_queue_init(&q->events);
+    greet = read_object(q, deadline_after(timeout_ms), errp);
+    if (!greet || !json_object_has_member(greet, "QMP")) {
+        if (greet && errp && !*errp) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "the peer is not a QMP server");
+        }
+        if (greet) {
+            json_object_unref(greet);
+        }
+        sl_qmp_close(q);
+        return NULL;
+    }
+    json_object_unref(greet);
+    if (!sl_qmp_ok(q, "qmp_capabilities", NULL, errp)) {
+        sl_qmp_close(q);
+        return NULL;
+    }
+    return q;
+}
+
+sl_qmp *sl_qmp_connect(const char *path, int timeout_ms, GError **errp)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    g_strlcpy(a.sun_path, path, sizeof(a.sun_path));
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QMP socket %s: %s", path, g_strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return NULL;
+    }
+    return negotiate(fd, timeout_ms, errp);
+}
+
+sl_qmp *sl_qmp_accept(int lfd, int pidfd, int timeout_ms, GError **errp)
+{
+    struct pollfd p[2] = { { .fd = lfd, .events = POLLIN }, { .fd = pidfd, .events = POLLIN } };
+    int n = poll(p, 2, timeout_ms), fd;
+
+    if (n > 0 && p[1].revents) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QEMU exited before it connected to QMP");
+        return NULL;
+    }
+    if (n <= 0 || (fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QEMU did not connect to QMP within %d ms",
+                    timeout_ms);
+        return NULL;
+    }
+    return negotiate(fd, timeout_ms, errp);
+}
+
+JsonNode *sl_qmp_cmd(sl_qmp *q, const char *cmd, const char *args_json, GError **errp)
+{
+    g_autofree char *text = g_strdup_printf("{\"execute\": \"%s\"%s%s}\n", cmd,
+                                            args_json ? ", \"arguments\": " : "",
+                                            args_json ? args_json : "");
+    gint64 deadline = deadline_after(60000);
+
+    if (!send_line(q, text, errp)) {
+        return NULL;
+    }
+    for (;;) {
+        JsonObject *o = read_object(q, deadline, errp);
+        if (!o) {
+            return NULL;
+        }
+        if (json_object_has_member(o, "event")) {
+            g_queue_push_tail(&q->events, o);
+            continue;
+        }
+        if (json_object_has_member(o, "return")) {
+            JsonNode *r = json_node_copy(json_object_get_member(o, "return"));
+            json_object_unref(o);
+            return r;
+        }
+        if (json_object_has_member(o, "error")) {
+            JsonObject *e = json_object_get_object_member(o, "error");
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "QEMU refused %s: %s", cmd,
+                        e && json_object_has_member(e, "desc")
+                            ? json_object_get_string_member(e, "desc") : "(no description)");
+            json_object_unref(o);
+            return NULL;
+        }
+        json_object_unref(o);
+    }
+}
+
+bool sl_qmp_ok(sl_qmp *q, const char *cmd, const char *args_json, GError **errp)
+{
+    JsonNode *r = sl_qmp_cmd(q, cmd, args_json, errp);
+
+    if (r) {
+        json_node_unref(r);
+    }
+    return r != NULL;
+}
+
+/* The status of a MIGRATION event, or NULL for other events. */
+static const char *migration_status(JsonObject *ev)
+{
+    JsonObject *data;
+
+    if (g_strcmp0(json_object_get_string_member(ev, "event"), "MIGRATION") ||
+        !json_object_has_member(ev, "data")) {
+        return NULL;
+    }
+    data = json_object_get_object_member(ev, "data");
+    return data && json_object_has_member(data, "status")
+               ? json_object_get_string_member(data, "status") : NULL;
+}
+
+bool sl_qmp_wait_migration(sl_qmp *q, int timeout_ms, GError **errp)
+{
+    gint64 deadline = deadline_after(timeout_ms);
+
+    for (;;) {
+        JsonObject *ev = g_queue_pop_head(&q->events);
+        const char *st;
+        bool done, ok;
+
+        if (!ev && !(ev = read_object(q, deadline, errp))) {
+            return false;
+        }
+        st = json_object_has_member(ev, "event") ? migration_status(ev) : NULL;
+        done = st && (!strcmp(st, "completed") || !strcmp(st, "failed") ||
+                      !strcmp(st, "cancelled"));
+        ok = done && !strcmp(st, "completed");
+        if (done && !ok) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "migration %s", st);
+        }
+        json_object_unref(ev);
+        if (done) {
+            return ok;
+        }
+    }
+}
+
+char *sl_qmp_hmp(sl_qmp *q, const char *cmdline, GError **errp)
+{
+    g_autoptr(JsonBuilder) b = json_builder_new();
+    g_autoptr(JsonGenerator) g = json_generator_new();
+    g_autoptr(JsonNode) args = NULL;
+    g_autofree char *text = NULL;
+    JsonNode *r;
+    char *out;
+
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "command-line");
+    json_builder_add_string_value(b, cmdline);
+    json_builder_end_object(b);
+    args = json_builder_get_root(b);
+    json_generator_set_root(g, args);
+    text = json_generator_to_data(g, NULL);
+    r = sl_qmp_cmd(q, "human-monitor-command", text, errp);
+    if (!r) {
+        return NULL;
+    }
+    out = g_strdup(JSON_NODE_HOLDS_VALUE(r) ? json_node_get_string(r) : "");
+    json_node_unref(r);
+    return out;
+}
+
+char *sl_qmp_status(sl_qmp *q, GError **errp)
+{
+    JsonNode *r = sl_qmp_cmd(q, "query-status", NULL, errp);
+    char *st = NULL;
+
+    if (r && JSON_NODE_HOLDS_OBJECT(r) &&
+        json_object_has_member(json_node_get_object(r), "status")) {
+        st = g_strdup(json_object_get_string_member(json_node_get_object(r), "status"));
+    }
+    if (r) {
+        json_node_unref(r);
+    }
+    return st;
+}
+
+void sl_qmp_close(sl_qmp *q)
+{
+    JsonObject *ev;
+
+    if (!q) {
+        return;
+    }
+    while ((ev = g_queue_pop_head(&q->events))) {
+        json_object_unref(ev);
+    }
+    close(q->fd);
+    g_string_free(q->in, true);
+    g_free(q);
+}

@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * A small synchronous QMP client for driving stock QEMU: `qemu-save`,
+ * `qemu-restore` and the integration tests use it to stop a guest, run
+ * migrations, wait for events and read registers.  One connection, one
+ * thread; events that arrive while a command waits for its answer are kept
+ * for sl_qmp_wait_event().  Every wait has a timeout, and a QEMU that goes
+ * away is an error, never a hang.
+ */
+#ifndef SNAPLOAD_QMP_H
+#define SNAPLOAD_QMP_H
+
+#include <stdbool.h>
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+typedef struct sl_qmp sl_qmp;
+
+/** sl_qmp_connect: connect to QEMU's QMP server socket @path and negotiate. */
+sl_qmp *sl_qmp_connect(const char *path, int timeout_ms, GError **errp);
+
+/**
+ * sl_qmp_accept: accept QEMU's connection on the listening socket @lfd
+ * (QEMU started with `-chardev socket,path=...` as a client) and negotiate.
+ * Gives up after @timeout_ms, or early when @pidfd (if >= 0) says the QEMU
+ * process has exited.
+ */
+sl_qmp *sl_qmp_accept(int lfd, int pidfd, int timeout_ms, GError **errp);
+
+/**
+ * sl_qmp_cmd: run @cmd with arguments @args_json (a JSON object text, or
+ * NULL) and return its "return" value (caller unrefs), or NULL with @errp
+ * set to QEMU's error description.
+ */
+JsonNode *sl_qmp_cmd(sl_qmp *q, const char *cmd, const char *args_json, GError **errp);
+
+/** sl_qmp_ok: sl_qmp_cmd for commands whose answer does not matter. */
+bool sl_qmp_ok(sl_qmp *q, const char *cmd, const char *args_json, GError **errp);
+
+/**
+ * sl_qmp_wait_migration: wait (up to @timeout_ms) for the migration to end,
+ * from MIGRATION events (the `events` capability must be on); true when it
+ * completed, false with the status QEMU gave otherwise.
+ */
+bool sl_qmp_wait_migration(sl_qmp *q, int timeout_ms, GError **errp);
+
+/** sl_qmp_hmp: run a human monitor command and return its output. */
+char *sl_qmp_hmp(sl_qmp *q, const char *cmdline, GError **errp);
+
+/** sl_qmp_status: the VM's run state ("running", "paused", ...), or NULL. */
+char *sl_qmp_status(sl_qmp *q, GError **errp);
+
+/** sl_qmp_close: close the connection and free @q (NULL is fine). */
+void sl_qmp_close(sl_qmp *q);
+
+#endif /* SNAPLOAD_QMP_H */

@@ -144,7 +144,7 @@ static bool need(uint64_t hugepage, uint64_t len)
 static void setup_daemon(fixture *f, uint64_t len, uint64_t hugepage, int threads)
 {
     uint64_t lengths[1] = { len };
-    sl_daemon_opts o = { .exit_when_done = true, .quiet = true };
+    sl_daemon_opts o = { .exit_when_done = true, .quiet = true, .ready_fd = -1, .stats_fd = -1 };
 
     need(hugepage, len);
     f->len = len;

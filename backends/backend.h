@@ -114,13 +114,26 @@ void sl_mem_release(sl_mem *m);
 
 /**
  * sl_hugetlb_check: fail unless a hugetlbfs mount for @hugepage exists and
- * at least @pages pages of that size are free; the error says how many are
- * needed and the command that reserves them.
+ * at least @pages pages of that size are available: free and not reserved
+ * by existing mappings (free_hugepages - resv_hugepages).  The error says
+ * how many pages of which size are needed, how many are available, and the
+ * commands that reserve them (scripts/hugetlb-setup.sh, or the sysfs write).
  */
 bool sl_hugetlb_check(uint64_t hugepage, uint64_t pages, GError **errp);
 
+/**
+ * sl_hugetlb_check_blocks: the check for all @n blocks of @lengths at once,
+ * before any is mapped: every length a multiple of the page size, and the
+ * sum of their pages available.  @hugepage 0 means the host's default size.
+ */
+bool sl_hugetlb_check_blocks(const uint64_t *lengths, unsigned n, uint64_t hugepage,
+                             GError **errp);
+
 /** sl_hugetlb_default_size: the host's default hugepage size (0 if none). */
 uint64_t sl_hugetlb_default_size(void);
+
+/** sl_hugetlb_resolve: @hugepage, or the host's default size when it is 0. */
+uint64_t sl_hugetlb_resolve(uint64_t hugepage);
 
 /** sl_hugetlb_unlinked_fd: an unlinked close-on-exec file on a mount for @hugepage, or -1. */
 int sl_hugetlb_unlinked_fd(uint64_t hugepage);

@@ -36,11 +36,11 @@ static bool size_supported(uint64_t hugepage)
     return false;
 }
 
-static uint64_t free_pages(uint64_t hugepage)
+/* A counter of the hugepage pool of @hugepage ("free_hugepages", ...); 0 if unreadable. */
+static uint64_t pool_count(uint64_t hugepage, const char *what)
 {
-    g_autofree char *path = g_strdup_printf(
-        "/sys/kernel/mm/hugepages/hugepages-%" G_GUINT64_FORMAT "kB/free_hugepages",
-        hugepage >> 10);
+    g_autofree char *path = g_strdup_printf("/sys/kernel/mm/hugepages/hugepages-%"
+                                            G_GUINT64_FORMAT "kB/%s", hugepage >> 10, what);
     g_autofree char *text = NULL;
 
     if (!g_file_get_contents(path, &text, NULL, NULL)) {
@@ -49,10 +49,31 @@ static uint64_t free_pages(uint64_t hugepage)
     return g_ascii_strtoull(text, NULL, 10);
 }
 
+/* "needs N free 2M hugepages but M are free: reserve them with ..." */
+static bool too_few(uint64_t hugepage, const char *name, uint64_t pages, uint64_t nfree,
+                    uint64_t resv, GError **errp)
+{
+    uint64_t avail = nfree > resv ? nfree - resv : 0;
+    uint64_t total = pool_count(hugepage, "nr_hugepages") + (pages - avail);
+    g_autofree char *held = resv ? g_strdup_printf(" (%" G_GUINT64_FORMAT " free, %"
+                                                   G_GUINT64_FORMAT " of them reserved by "
+                                                   "existing mappings)", nfree, resv)
+                                 : NULL;
+
+    /* hugetlb-setup.sh N raises free_hugepages to N: reserved pages count as free there. */
+    g_set_error(errp, SL_ERROR, SL_ERROR_UNSUPPORTED,
+                "needs %" G_GUINT64_FORMAT " free %s hugepages but %" G_GUINT64_FORMAT
+                " are free%s: reserve them with 'scripts/hugetlb-setup.sh %" G_GUINT64_FORMAT
+                " %s' or 'echo %" G_GUINT64_FORMAT " > /sys/kernel/mm/hugepages/hugepages-%"
+                G_GUINT64_FORMAT "kB/nr_hugepages'", pages, name, avail, held ? held : "",
+                pages + resv, name, total, hugepage >> 10);
+    return false;
+}
+
 bool sl_hugetlb_check(uint64_t hugepage, uint64_t pages, GError **errp)
 {
     g_autofree char *name = size_name(hugepage);
-    uint64_t nfree;
+    uint64_t nfree, resv;
 
     if (!size_supported(hugepage)) {
         g_set_error(errp, SL_ERROR, SL_ERROR_UNSUPPORTED,
@@ -66,15 +87,36 @@ bool sl_hugetlb_check(uint64_t hugepage, uint64_t pages, GError **errp)
                     name, pages, name);
         return false;
     }
-    nfree = free_pages(hugepage);
-    if (nfree < pages) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_UNSUPPORTED,
-                    "needs %" G_GUINT64_FORMAT " free %s hugepages but %" G_GUINT64_FORMAT
-                    " are free: reserve them with 'scripts/hugetlb-setup.sh %" G_GUINT64_FORMAT
-                    " %s'", pages, name, nfree, pages, name);
-        return false;
+    /* Free pages that existing mappings have reserved are not ours to take. */
+    nfree = pool_count(hugepage, "free_hugepages");
+    resv = pool_count(hugepage, "resv_hugepages");
+    if (nfree < resv || nfree - resv < pages) {
+        return too_few(hugepage, name, pages, nfree, resv, errp);
     }
     return true;
+}
+
+uint64_t sl_hugetlb_resolve(uint64_t hugepage)
+{
+    return hugepage ? hugepage : sl_hugetlb_default_size();
+}
+
+bool sl_hugetlb_check_blocks(const uint64_t *lengths, unsigned n, uint64_t hugepage,
+                             GError **errp)
+{
+    uint64_t pages = 0;
+
+    hugepage = sl_hugetlb_resolve(hugepage);
+    for (unsigned i = 0; i < n; i++) {
+        if (hugepage == 0 || lengths[i] % hugepage) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block %u: length %"
+                        G_GUINT64_FORMAT " is not a multiple of the hugepage size %"
+                        G_GUINT64_FORMAT, i, lengths[i], hugepage);
+            return false;
+        }
+        pages += lengths[i] / hugepage;
+    }
+    return sl_hugetlb_check(hugepage, pages, errp);
 }
 
 int sl_hugetlb_unlinked_fd(uint64_t hugepage)

@@ -54,20 +54,25 @@ static bool shmem_map(sl_mem *m, uint64_t length, uint64_t hugepage, GError **er
     if (fd < 0) {
         return fail_io(errp, "memfd_create", errno);
     }
-    return map_file(m, fd, length, errp);
+    if (!map_file(m, fd, length, errp)) {
+        return false;
+    }
+    m->page_size = 4096;
+    return true;
 }
 
 static bool hugetlbfs_map(sl_mem *m, uint64_t length, uint64_t hugepage, GError **errp)
 {
     int fd;
 
-    hugepage = hugepage ? hugepage : sl_hugetlb_default_size();
+    hugepage = sl_hugetlb_resolve(hugepage);
     if (hugepage == 0 || length % hugepage) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block length %" G_GUINT64_FORMAT
                     " is not a multiple of the hugepage size %" G_GUINT64_FORMAT,
                     length, hugepage);
         return false;
     }
+    /* Blocks mapped before this one hold reservations: the check counts them. */
     if (!sl_hugetlb_check(hugepage, length / hugepage, errp)) {
         return false;
     }
@@ -75,7 +80,11 @@ static bool hugetlbfs_map(sl_mem *m, uint64_t length, uint64_t hugepage, GError 
     if (fd < 0) {
         return fail_io(errp, "creating a file on hugetlbfs", errno);
     }
-    return map_file(m, fd, length, errp);
+    if (!map_file(m, fd, length, errp)) {
+        return false;
+    }
+    m->page_size = hugepage;
+    return true;
 }
 
 /* Checks the file's filesystem, fixes the page size, maps the alias and

@@ -7,8 +7,11 @@
  * uffd} (no sleeps), reads fault messages in batches and serves each: claim
  * the unit, read it from the snapshot into the backend's staging area (a
  * bounce buffer for anon, the page cache through the alias for shared
- * files), check its checksum and place it in the faulting view.  A fault on
- * a unit another thread is filling waits for it (futex) and then maps it.
+ * files), check its checksum and place it in the faulting view.  The fault
+ * thread never waits for background work: a fault on a unit a loader is
+ * filling is deferred; the loader's placement wakes the faulting thread, and
+ * settling the (watched) unit kicks the fault thread, which then maps it
+ * into any view the loader did not (see serve_other()).
  *
  * Loaders take 1 MiB chunks in file order from a shared cursor.  For bounce
  * backends they read and verify first and claim right before the placement
@@ -113,19 +116,42 @@ static bool unit_has_data(const sl_region *reg, uint64_t u)
     return false;
 }
 
-static bool unit_verifies(sl_restore *r, const sl_region *reg, uint64_t u, const uint8_t *buf)
+/* First snapshot page of unit @u (staged at @buf) failing its checksum, or UINT64_MAX. */
+static uint64_t first_bad_page(sl_restore *r, const sl_region *reg, uint64_t u,
+                               const uint8_t *buf)
 {
     const uint64_t ps = reg->blk->page_size;
-    uint64_t t0 = sl_now_ns();
-    bool ok = true;
+    uint64_t t0 = sl_now_ns(), bad = UINT64_MAX;
 
-    for (uint64_t k = 0; k < reg->ratio && ok; k++) {
+    for (uint64_t k = 0; k < reg->ratio && bad == UINT64_MAX; k++) {
         uint64_t p = u * reg->ratio + k;
-        ok = !sl_bit_test(reg->blk->bitmap, p) ||
-             sl_hash(buf + k * ps, ps) == reg->blk->csums[p];
+        if (sl_bit_test(reg->blk->bitmap, p) && sl_hash(buf + k * ps, ps) != reg->blk->csums[p]) {
+            bad = p;
+        }
     }
     add(&r->c.checksum_ns, sl_now_ns() - t0);
-    return ok;
+    return bad;
+}
+
+static bool unit_verifies(sl_restore *r, const sl_region *reg, uint64_t u, const uint8_t *buf)
+{
+    return r->cfg.no_checksum || first_bad_page(r, reg, u, buf) == UINT64_MAX;
+}
+
+/* Keeps the first refused page (block and page) for sl_restore_error(). */
+static void note_bad_page(sl_restore *r, const sl_region *reg, uint64_t u, const uint8_t *staged)
+{
+    uint64_t expect = 0, page;
+
+    if (atomic_load_explicit(&r->bad_page, memory_order_relaxed)) {
+        return; /* only the first one is reported */
+    }
+    page = first_bad_page(r, reg, u, staged);
+    page = page == UINT64_MAX ? u * reg->ratio : page;
+    /* Release: pairs with the acquire load in sl_restore_error(). */
+    atomic_compare_exchange_strong_explicit(&r->bad_page, &expect,
+                                            sl_bad_page_pack(reg->block, page),
+                                            memory_order_release, memory_order_relaxed);
 }
 
 /*
@@ -186,17 +212,19 @@ static sl_view *first_view(sl_region *reg)
 }
 
 /*
- * Refuse unit @u (claimed by the caller) whose data is corrupt: throw its
- * bytes away and poison it in every view, so an access raises SIGBUS,
- * never zeros.  Returns 0 if the restore can go on.
+ * Refuse unit @u (claimed by the caller, staged at @staged) whose data is
+ * corrupt: note which page failed, throw its bytes away and poison it in
+ * every view, so an access raises SIGBUS, never zeros (UFFDIO_POISON wakes
+ * threads faulting there).  Returns 0 if the restore can go on.
  */
-static int refuse_unit(sl_restore *r, sl_region *reg, uint64_t u)
+static int refuse_unit(sl_restore *r, sl_region *reg, uint64_t u, const uint8_t *staged)
 {
     bool poison = reg->ioctls & SL_IOCTL(_UFFDIO_POISON);
     unsigned nv = view_count(reg);
     int expect = 0;
 
     add(&r->c.checksum_failures, 1);
+    note_bad_page(r, reg, u, staged);
     atomic_compare_exchange_strong_explicit(&r->page_error, &expect, -EBADMSG,
                                             memory_order_relaxed, memory_order_relaxed);
     if (reg->mem.ops->discard) {
@@ -294,8 +322,7 @@ static int fill_claimed(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, u
     }
     add(&r->c.bytes_read, n * reg->unit);
     for (uint64_t k = u; k <= u + n && ret == 0; k++) {
-        bool bad = k < u + n && !r->cfg.no_checksum &&
-                   !unit_verifies(r, reg, k, dst + (k - u) * reg->unit);
+        bool bad = k < u + n && !unit_verifies(r, reg, k, dst + (k - u) * reg->unit);
         if (k < u + n && !bad) {
             continue;
         }
@@ -303,7 +330,7 @@ static int fill_claimed(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, u
             ret = commit_run(r, reg, v, start, k - start, dst + (start - u) * reg->unit, who);
         }
         if (bad && ret == 0) {
-            ret = refuse_unit(r, reg, k);
+            ret = refuse_unit(r, reg, k, dst + (k - u) * reg->unit);
         }
         start = k + 1;
     }
@@ -337,21 +364,24 @@ static bool find_view(sl_restore *r, int uffd, uint64_t addr, sl_region **regp, 
     return false;
 }
 
-/* A fault on a unit we did not claim: wait until it is settled, then map it. */
-static int serve_settled(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint8_t *bounce)
-{
-    int st = sl_pagemap_state(reg->map, u);
+/* A fault the fault thread could not serve yet: a loader holds its unit. */
+typedef struct {
+    sl_region *reg;
+    sl_view *v;
+    uint64_t u;
+    uint64_t t0;           /* when the fault was read */
+} deferred_fault;
 
-    add(st == SL_PAGE_CLAIMED ? &r->c.faults_on_claimed : &r->c.faults_on_present, 1);
-    for (;;) {
-        st = sl_pagemap_wait(reg->map, u, false);
-        if (st != SL_PAGE_ABSENT) {
-            break;
-        }
-        if (sl_pagemap_claim(reg->map, u)) { /* its filler failed: take it */
-            return serve_unit(r, reg, v, u, bounce);
-        }
-    }
+/* What the fault thread owns. */
+typedef struct {
+    sl_restore *r;
+    uint8_t *bounce;       /* bounce backends: one unit */
+    GArray *deferred;      /* deferred_fault */
+} fault_ctx;
+
+/* Maps settled unit @u (PRESENT or POISONED) into view @v. */
+static int show_settled(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, int st)
+{
     if (st == SL_PAGE_POISONED) {
         if (reg->ioctls & SL_IOCTL(_UFFDIO_POISON)) {
             sl_uffd_poison(v->uffd, (void *)(uintptr_t)(v->base + u * reg->unit), reg->unit);
@@ -361,8 +391,56 @@ static int serve_settled(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, 
     return show_run(r, reg, v, u, 1);
 }
 
-static void handle_fault(sl_restore *r, int uffd, uint64_t addr, uint8_t *bounce)
+/*
+ * A fault on unit @u that the fault thread did not claim.  Never waits:
+ * while a loader holds the unit the fault is deferred (returns 1).
+ *
+ * No wake-up is lost.  The kernel queues the faulting thread on the uffd's
+ * wait queue before the message becomes readable, and it rechecks the page
+ * table under the page-table lock before sleeping.  Every placement ioctl
+ * the loader issues (COPY, ZEROPAGE, CONTINUE, POISON, none with DONTWAKE)
+ * wakes the threads faulting in its range after installing the page, and
+ * the loader issues it in every view it knows (show_everywhere): a thread
+ * that faulted before is woken, one that faults after finds the page.  A
+ * view the loader did not know (it joined meanwhile), or a loader that
+ * gave the unit back (unclaim), is covered by the watch: settling a watched
+ * unit kicks the fault thread, which retries the deferred fault
+ * (settle_deferred): it maps the unit there (EEXIST: it wakes the range),
+ * or claims and serves it.  Returns 0 when served, or -errno.
+ */
+static int serve_other(fault_ctx *fc, sl_region *reg, sl_view *v, uint64_t u, uint64_t t0)
 {
+    for (;;) {
+        int st = sl_pagemap_state(reg->map, u);
+
+        if (st == SL_PAGE_CLAIMED && sl_pagemap_watch(reg->map, u)) {
+            deferred_fault d = { .reg = reg, .v = v, .u = u, .t0 = t0 };
+            g_array_append_val(fc->deferred, d);
+            return 1;
+        }
+        if (st == SL_PAGE_ABSENT && sl_pagemap_claim(reg->map, u)) {
+            return serve_unit(fc->r, reg, v, u, fc->bounce); /* its filler gave up */
+        }
+        if (st >= SL_PAGE_PRESENT) {
+            return show_settled(fc->r, reg, v, u, st);
+        }
+        /* The state changed under us: look again. */
+    }
+}
+
+/* A fault is over: served (0, its latency recorded), deferred (1) or failed. */
+static void fault_done(sl_restore *r, int ret, uint64_t t0)
+{
+    if (ret < 0) {
+        sl_engine_fail(r, ret);
+    } else if (ret == 0) {
+        sl_hist_record(&r->fault_hist, sl_now_ns() - t0);
+    }
+}
+
+static void handle_fault(fault_ctx *fc, int uffd, uint64_t addr)
+{
+    sl_restore *r = fc->r;
     uint64_t t0 = sl_now_ns(), zero = 0, u;
     sl_region *reg;
     sl_view *v;
@@ -375,13 +453,38 @@ static void handle_fault(sl_restore *r, int uffd, uint64_t addr, uint8_t *bounce
         return; /* not a range we know: cannot happen for registered views */
     }
     u = (addr - v->base) / reg->unit;
-    ret = sl_pagemap_claim(reg->map, u) ? serve_unit(r, reg, v, u, bounce)
-                                        : serve_settled(r, reg, v, u, bounce);
-    if (ret < 0) {
-        sl_engine_fail(r, ret);
+    if (sl_pagemap_claim(reg->map, u)) {
+        ret = serve_unit(r, reg, v, u, fc->bounce);
+    } else {
+        int st = sl_pagemap_state(reg->map, u);
+        add(st == SL_PAGE_CLAIMED ? &r->c.faults_on_claimed : &r->c.faults_on_present, 1);
+        ret = serve_other(fc, reg, v, u, t0);
     }
     sl_prefetch_note_fault(r, reg, u);
-    sl_hist_record(&r->fault_hist, sl_now_ns() - t0);
+    fault_done(r, ret, t0);
+}
+
+/* Retries deferred faults (a watched unit was settled): serves or re-defers. */
+static void settle_deferred(fault_ctx *fc)
+{
+    GArray *old = fc->deferred;
+
+    if (old->len == 0) {
+        return;
+    }
+    fc->deferred = g_array_new(false, false, sizeof(deferred_fault));
+    for (guint i = 0; i < old->len; i++) {
+        deferred_fault *d = &g_array_index(old, deferred_fault, i);
+        int ret = view_live(d->v) ? serve_other(fc, d->reg, d->v, d->u, d->t0) : 0;
+        fault_done(fc->r, ret, d->t0);
+    }
+    g_array_free(old, true);
+}
+
+/* Pagemap notify: a unit with a deferred fault was settled (any thread). */
+static void kick_fault_thread(void *opaque)
+{
+    kick(((sl_restore *)opaque)->ctl_efd);
 }
 
 /* Unregisters every view: consumers stop faulting. */
@@ -420,8 +523,9 @@ static bool finish(sl_restore *r)
 }
 
 /* Reads a batch of messages from @fd; false when the fd is finished. */
-static bool read_faults(sl_restore *r, int fd, uint8_t *bounce)
+static bool read_faults(fault_ctx *fc, int fd)
 {
+    sl_restore *r = fc->r;
     struct uffd_msg msgs[MSG_BATCH];
     ssize_t n = read(fd, msgs, sizeof(msgs));
 
@@ -436,7 +540,7 @@ static bool read_faults(sl_restore *r, int fd, uint8_t *bounce)
     }
     for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]); i++) {
         if (msgs[i].event == UFFD_EVENT_PAGEFAULT) {
-            handle_fault(r, fd, msgs[i].arg.pagefault.address, bounce);
+            handle_fault(fc, fd, msgs[i].arg.pagefault.address);
         }
     }
     return n > 0;
@@ -483,8 +587,9 @@ static void build_pollset(sl_restore *r, GArray *pfds)
 }
 
 /* One poll round over @pfds; false when the thread must stop. */
-static bool poll_round(sl_restore *r, GArray *pfds, uint8_t *bounce, bool *rebuild)
+static bool poll_round(fault_ctx *fc, GArray *pfds, bool *rebuild)
 {
+    sl_restore *r = fc->r;
     struct pollfd *p = (struct pollfd *)pfds->data;
     uint64_t v;
 
@@ -499,7 +604,7 @@ static bool poll_round(sl_restore *r, GArray *pfds, uint8_t *bounce, bool *rebui
     for (guint i = 1; i < pfds->len; i++) {
         bool ok = true;
         if (p[i].revents & POLLIN) {
-            ok = read_faults(r, p[i].fd, bounce);
+            ok = read_faults(fc, p[i].fd);
         }
         if (!ok || (p[i].revents & (POLLERR | POLLHUP))) {
             if (p[i].fd == r->uffd) {
@@ -513,26 +618,20 @@ static bool poll_round(sl_restore *r, GArray *pfds, uint8_t *bounce, bool *rebui
     return true;
 }
 
-static gpointer fault_thread(gpointer opaque)
+/* The fault thread's loop; returns when the restore stops or completes. */
+static void fault_loop(fault_ctx *fc)
 {
-    sl_restore *r = opaque;
+    sl_restore *r = fc->r;
     GArray *pfds = g_array_new(false, false, sizeof(struct pollfd));
     unsigned gen = ~0u;
-    uint8_t *bounce = NULL;
 
-    if (r->max_bounce && posix_memalign((void **)&bounce, 4096, r->max_bounce)) {
-        sl_engine_fail(r, -ENOMEM);
-        g_array_free(pfds, true);
-        return NULL;
-    }
-    /* Best effort: a blocked vCPU waits on this thread, so it goes first. */
-    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), FAULT_NICE);
     for (;;) {
         bool rebuild = false;
         /* Acquire: pairs with the release store in sl_engine_fail()/stop. */
         if (atomic_load_explicit(&r->stopping, memory_order_acquire)) {
             break;
         }
+        settle_deferred(fc);
         /* Acquire: pairs with the acq_rel decrement in units_done(). */
         if (!r->finished && atomic_load_explicit(&r->remaining, memory_order_acquire) == 0 &&
             finish(r)) {
@@ -543,13 +642,28 @@ static gpointer fault_thread(gpointer opaque)
             gen = atomic_load_explicit(&r->views_gen, memory_order_acquire);
             build_pollset(r, pfds);
         }
-        if (!poll_round(r, pfds, bounce, &rebuild)) {
+        if (!poll_round(fc, pfds, &rebuild)) {
             break;
         }
         gen = rebuild ? ~0u : gen;
     }
-    free(bounce);
     g_array_free(pfds, true);
+}
+
+static gpointer fault_thread(gpointer opaque)
+{
+    fault_ctx fc = { .r = opaque };
+
+    if (fc.r->max_bounce && posix_memalign((void **)&fc.bounce, 4096, fc.r->max_bounce)) {
+        sl_engine_fail(fc.r, -ENOMEM);
+        return NULL;
+    }
+    fc.deferred = g_array_new(false, false, sizeof(deferred_fault));
+    /* Best effort: a blocked vCPU waits on this thread, so it goes first. */
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), FAULT_NICE);
+    fault_loop(&fc);
+    free(fc.bounce);
+    g_array_free(fc.deferred, true);
     return NULL;
 }
 
@@ -563,6 +677,14 @@ typedef struct {
     bool *bad;             /* per unit of the chunk: failed verification */
 } loader_ctx;
 
+/* Test hook: a loader has just claimed [u, u+n) of @reg (no-op in production). */
+static void claimed_hook(sl_restore *r, const sl_region *reg, uint64_t u, uint64_t n)
+{
+    if (r->loader_claimed) {
+        r->loader_claimed(r->loader_claimed_opaque, reg->index, u, n);
+    }
+}
+
 /* Bounce backends: claim and place the units of [u, j) read into @base. */
 static int claim_and_place(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t j,
                            const uint8_t *base)
@@ -574,13 +696,15 @@ static int claim_and_place(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t 
         int ret = 0;
 
         if (base && lc->bad[k - u]) {
-            ret = sl_pagemap_claim(reg->map, k) ? refuse_unit(r, reg, k) : 0;
+            ret = sl_pagemap_claim(reg->map, k)
+                      ? refuse_unit(r, reg, k, base + (k - u) * reg->unit) : 0;
             k++;
         } else {
             while (m < j && !(base && lc->bad[m - u]) && sl_pagemap_claim(reg->map, m)) {
                 m++;
             }
             if (m > k) {
+                claimed_hook(r, reg, k, m - k);
                 ret = commit_run(r, reg, first_view(reg), k, m - k,
                                  base ? base + (k - u) * reg->unit : NULL, lc->who);
             }
@@ -609,8 +733,7 @@ static int load_bounce(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t j, b
     }
     add(&r->c.bytes_read, (j - u) * reg->unit);
     for (uint64_t k = u; k < j; k++) {
-        lc->bad[k - u] = !r->cfg.no_checksum &&
-                         !unit_verifies(r, reg, k, lc->buf + (k - u) * reg->unit);
+        lc->bad[k - u] = !unit_verifies(r, reg, k, lc->buf + (k - u) * reg->unit);
     }
     return claim_and_place(lc, reg, u, j, lc->buf);
 }
@@ -626,6 +749,7 @@ static int load_in_place(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t j,
             m++;
         }
         if (m > k) {
+            claimed_hook(lc->r, reg, k, m - k);
             ret = data ? fill_claimed(lc->r, reg, first_view(reg), k, m - k,
                                       reg->mem.ops->stage(&reg->mem, k * reg->unit, NULL),
                                       lc->who)
@@ -760,6 +884,10 @@ static bool spawn_loaders(sl_restore *r, GError **errp)
 
 bool sl_engine_start(sl_restore *r, GError **errp)
 {
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        sl_pagemap_set_notify(reg->map, kick_fault_thread, r);
+    }
     r->fault_thread = g_thread_try_new("sl-fault", fault_thread, r, errp);
     if (!r->fault_thread) {
         return false;

@@ -7,6 +7,11 @@
  * acquire loads in sl_pagemap_state() and sl_pagemap_wait(): a thread that
  * sees PRESENT also sees the placement that preceded it.  The WAITERS bit is
  * set by waiters before sleeping and tells publish to issue a futex wake.
+ * The WATCHED bit is set by a CAS that only succeeds on a CLAIMED word; the
+ * settling exchange returns the old word, so of the two RMWs on the same
+ * word one comes first: either the watcher's CAS (then the settler sees the
+ * bit and notifies) or the settler's exchange (then the CAS fails and the
+ * watcher sees the settled state).  No notification can be lost.
  */
 #include <limits.h>
 #include <linux/futex.h>
@@ -19,6 +24,7 @@
 
 #define STATE_MASK 3u
 #define WAITERS    4u
+#define WATCHED    8u
 
 struct sl_pagemap {
     uint64_t npages;
@@ -28,6 +34,9 @@ struct sl_pagemap {
     _Atomic uint32_t *state;
     /* Per-page count of successful placements (audit only, relaxed). */
     _Atomic uint8_t *placed;
+    /* Called when a watched page is settled; set before sharing, then read-only. */
+    void (*notify)(void *opaque);
+    void *notify_opaque;
 };
 
 sl_pagemap *sl_pagemap_new(uint64_t npages)
@@ -38,6 +47,12 @@ sl_pagemap *sl_pagemap_new(uint64_t npages)
     m->state = g_new0(_Atomic uint32_t, npages ? npages : 1);
     m->placed = g_new0(_Atomic uint8_t, npages ? npages : 1);
     return m;
+}
+
+void sl_pagemap_set_notify(sl_pagemap *m, void (*fn)(void *opaque), void *opaque)
+{
+    m->notify = fn;
+    m->notify_opaque = opaque;
 }
 
 void sl_pagemap_free(sl_pagemap *m)
@@ -80,6 +95,23 @@ static void futex_wake_all(_Atomic uint32_t *addr)
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
+bool sl_pagemap_watch(sl_pagemap *m, uint64_t i)
+{
+    uint32_t old = atomic_load_explicit(&m->state[i], memory_order_relaxed);
+
+    while ((old & STATE_MASK) == SL_PAGE_CLAIMED) {
+        /* Relaxed is enough: the bit only asks for a notification; what the
+         * watcher later reads is ordered by the settler's release exchange. */
+        if ((old & WATCHED) ||
+            atomic_compare_exchange_weak_explicit(&m->state[i], &old, old | WATCHED,
+                                                  memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static void set_state(sl_pagemap *m, uint64_t i, uint32_t to)
 {
     /* Release: pairs with the acquire loads of readers and waiters. */
@@ -88,6 +120,9 @@ static void set_state(sl_pagemap *m, uint64_t i, uint32_t to)
     g_assert((old & STATE_MASK) == SL_PAGE_CLAIMED);
     if (old & WAITERS) {
         futex_wake_all(&m->state[i]);
+    }
+    if ((old & WATCHED) && m->notify) {
+        m->notify(m->notify_opaque);
     }
 }
 

@@ -9,7 +9,9 @@
  *
  * Only the thread whose claim succeeded may place the page, so no page is
  * placed twice.  A thread that needs a page another thread is placing waits
- * on the state word with a futex.  Independently of the states, an audit
+ * on the state word with a futex; a thread that must not wait (the fault
+ * thread) instead *watches* a claimed page and is notified when its claimer
+ * settles it.  Independently of the states, an audit
  * counter per page records how many placements really succeeded, so tests
  * can prove that every page was placed exactly once.
  */
@@ -26,6 +28,13 @@ typedef struct sl_pagemap sl_pagemap;
 /** sl_pagemap_new: a map of @npages pages, all ABSENT. */
 sl_pagemap *sl_pagemap_new(uint64_t npages);
 
+/**
+ * sl_pagemap_set_notify: have @fn(@opaque) called by whichever thread
+ * settles (publishes, poisons or unclaims) a page that was watched (see
+ * sl_pagemap_watch).  Set before the map is shared; read-only after.
+ */
+void sl_pagemap_set_notify(sl_pagemap *m, void (*fn)(void *opaque), void *opaque);
+
 /** sl_pagemap_free: release; NULL is ok. */
 void sl_pagemap_free(sl_pagemap *m);
 
@@ -37,6 +46,13 @@ int sl_pagemap_state(const sl_pagemap *m, uint64_t i);
 
 /** sl_pagemap_claim: ABSENT -> CLAIMED; true if this caller won page @i. */
 bool sl_pagemap_claim(sl_pagemap *m, uint64_t i);
+
+/**
+ * sl_pagemap_watch: if page @i is CLAIMED, mark it watched and return true:
+ * the thread that settles it will call the notify function.  Returns false
+ * if the page is not (or no longer) CLAIMED: the caller looks again.
+ */
+bool sl_pagemap_watch(sl_pagemap *m, uint64_t i);
 
 /**
  * sl_pagemap_publish: CLAIMED -> PRESENT for pages [@i, @i + @n), which the

@@ -27,7 +27,7 @@
 
 #define SL_CHUNK_BYTES (1u << 20) /* loader read size for runs of pages */
 #define SL_CLAIM_BYTES (64u << 10) /* in-place loaders claim at most this before reading */
-#define SL_STRIPE_BYTES (64u << 20) /* interleave granule: one node per stripe */
+#define SL_STRIPE_BYTES (64u << 20) /* largest interleave stripe (docs/numa.md) */
 #define SL_WINDOW_BYTES (128u << 10) /* locality window after a fault (>= 2 units up to 2 MiB) */
 #define SL_HINTS 256               /* ring of recent faults for the locality window */
 
@@ -60,6 +60,7 @@ typedef struct sl_region {
     unsigned block;          /* index in the snapshot */
     int bind;                /* topology index of the node, -1: interleaved stripes */
     uint64_t stripe_units;   /* interleave granule, a multiple of chunk_units */
+    uint64_t first_stripe;   /* interleave: rotation position of the first stripe */
     uint64_t window;         /* units prefetched after a fault (0: none) */
     uint8_t *placed_by;      /* audit: 1 + group index of the loader that placed a unit */
     uint32_t *order;         /* trace_order: placement sequence number of each unit */
@@ -130,12 +131,38 @@ struct sl_restore {
     _Atomic int status;
     /* First per-page error that did not stop the restore (e.g. -EBADMSG). */
     _Atomic int page_error;
+    /* The first refused page, sl_bad_page_pack()ed, 0 if none: set once by
+     * CAS (release) before its unit is counted done; read (acquire) by
+     * sl_restore_error() once the restore has ended. */
+    _Atomic uint64_t bad_page;
+
+    /* Test hook, NULL in production: called by a loader right after it
+     * claimed units [u, u+n) of region @region, before reading or placing
+     * them.  Set before sl_restore_start(), read-only after. */
+    void (*loader_claimed)(void *opaque, unsigned region, uint64_t u, uint64_t n);
+    void *loader_claimed_opaque;
 
     uint64_t t_start, t_ready;
     _Atomic uint64_t t_first_fault, t_complete;
     sl_histogram fault_hist;
     sl_counters c;
 };
+
+/* bad_page: snapshot block index above bit 52, page index below, plus one. */
+#define SL_BAD_PAGE_SHIFT 52
+
+static inline uint64_t sl_bad_page_pack(unsigned block, uint64_t page)
+{
+    return ((uint64_t)block << SL_BAD_PAGE_SHIFT | page) + 1;
+}
+
+/**
+ * sl_restore_error: what ended the restore, or NULL while it runs or if it
+ * completed.  A refused page gives SL_ERROR_CHECKSUM naming the block, the
+ * page and its offset; any other failure SL_ERROR_IO with its errno.
+ * Internal for now (the CLI uses it); caller frees.
+ */
+GError *sl_restore_error(sl_restore *r);
 
 /** Monotonic clock in nanoseconds. */
 uint64_t sl_now_ns(void);

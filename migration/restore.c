@@ -354,6 +354,32 @@ int sl_restore_poll(sl_restore *r)
     return atomic_load_explicit(&r->status, memory_order_acquire);
 }
 
+GError *sl_restore_error(sl_restore *r)
+{
+    int st = sl_restore_poll(r);
+    /* Acquire: pairs with the release CAS in note_bad_page() (engine.c). */
+    uint64_t bad = atomic_load_explicit(&r->bad_page, memory_order_acquire);
+    g_autofree char *also = NULL;
+    const sl_block *blk;
+    uint64_t page, more;
+
+    if (st == 0 || st == -EINPROGRESS) {
+        return NULL;
+    }
+    if (st != -EBADMSG || !bad) {
+        return g_error_new(SL_ERROR, SL_ERROR_IO, "restore failed: %s", g_strerror(-st));
+    }
+    bad--;
+    blk = &r->snap->blocks[bad >> SL_BAD_PAGE_SHIFT];
+    page = bad & ((1ull << SL_BAD_PAGE_SHIFT) - 1);
+    more = atomic_load_explicit(&r->c.checksum_failures, memory_order_relaxed) - 1;
+    also = more ? g_strdup_printf(" (and %" G_GUINT64_FORMAT " more units)", more) : NULL;
+    return g_error_new(SL_ERROR, SL_ERROR_CHECKSUM, "block '%s' page %" G_GUINT64_FORMAT
+                       " (offset %" G_GUINT64_FORMAT " in the block) could not be read: "
+                       "checksum mismatch, the page was refused%s", blk->name, page,
+                       page * blk->page_size, also ? also : "");
+}
+
 int sl_restore_wait(sl_restore *r, int timeout_ms)
 {
     struct pollfd p = { .fd = r->done_efd, .events = POLLIN };

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 #include "touch.h"
 #include "consumers.h"
 #include "backends/backend.h"
+#include "migration/restore-int.h"
 
 typedef struct {
     char *path;
@@ -29,11 +31,14 @@ typedef struct {
     bool random, verify, compare_eager, json, no_checksum, cold;
 } opts;
 
+/* Times are in ms from the command's origin: just before the snapshot is opened. */
 typedef struct {
-    double ready_ms, complete_ms, eager_ms, workload_ms;
-    uint64_t verify_mismatches, touch_mismatches, touched;
-    uint64_t consumer_touched, consumer_mismatches;
+    double ready_ms, complete_ms, eager_ms, workload_ms, first_fault_ms;
+    uint64_t verify_mismatches, touch_mismatches, touched, touch_poisoned;
+    bool verified;
+    consumer_totals cons;
     double touch_p50_us, touch_p99_us;
+    uint64_t hugepage;             /* the page size hugetlbfs used, 0 otherwise */
     sl_stats st;
 } results;
 
@@ -181,12 +186,26 @@ static void unload(loaded *l)
     sl_snapshot_close(l->snap);
 }
 
+/* hugetlbfs: enough pages for all blocks together, before any is mapped. */
+static bool check_hugepages(const opts *o, sl_snapshot *s, GError **errp)
+{
+    unsigned n = sl_snapshot_n_blocks(s);
+    g_autofree uint64_t *lengths = g_new0(uint64_t, n ? n : 1);
+    sl_block_info bi;
+
+    for (unsigned b = 0; sl_snapshot_block(s, b, &bi); b++) {
+        lengths[b] = bi.length;
+    }
+    return o->kind != SL_BACKEND_HUGETLBFS ||
+           sl_hugetlb_check_blocks(lengths, n, o->hugepage, errp);
+}
+
 static bool load(const opts *o, loaded *l, GError **errp)
 {
     l->snap = sl_snapshot_open(o->path, errp);
     l->n = l->snap ? sl_snapshot_n_blocks(l->snap) : 0;
     l->mems = g_new0(sl_mem, l->n ? l->n : 1);
-    return l->snap && map_blocks(l->snap, o, l->mems, errp);
+    return l->snap && check_hugepages(o, l->snap, errp) && map_blocks(l->snap, o, l->mems, errp);
 }
 
 /* A recording run: faults only, ending when the workload ends. */
@@ -216,53 +235,76 @@ static bool follow(const opts *o, loaded *l, sl_restore *r, consumers *cons, dou
     touch_stop(&t);
     res->workload_ms = t.done_ns ? (double)t.done_ns / 1e6 - t0 : -1;
     if (cons) {
-        ok = consumers_finish(cons, &res->consumer_touched, &res->consumer_mismatches, errp);
+        ok = consumers_finish(cons, &res->cons, errp);
     }
     res->touched = t.touched;
     res->touch_mismatches = t.mismatches;
+    res->touch_poisoned = t.poisoned;
     res->touch_p50_us = (double)sl_hist_percentile(&t.latency, 50) / 1e3;
     res->touch_p99_us = (double)sl_hist_percentile(&t.latency, 99) / 1e3;
     g_free(t.targets);
     return ok;
 }
 
+/* After the restore has stopped: statistics, the hot list, the verification. */
+static bool conclude(const opts *o, loaded *l, sl_restore *r, double t_start, results *res,
+                     GError **errp)
+{
+    res->st.size = sizeof(res->st);
+    sl_restore_get_stats(r, &res->st);
+    /* The library counts from sl_restore_start(); shift to the command's origin. */
+    res->first_fault_ms = res->st.time_to_first_fault_ms < 0
+                              ? NAN : t_start + res->st.time_to_first_fault_ms;
+    res->hugepage = o->kind == SL_BACKEND_HUGETLBFS && l->n ? l->mems[0].page_size : 0;
+    if (o->record && !write_recorded(o->record, r, errp)) {
+        return false;
+    }
+    if (sl_restore_poll(r) == 0 && o->verify && !recording_only(o)) {
+        res->verify_mismatches = verify_all(l->snap, l->mems);
+        res->verified = true;
+    }
+    return true;
+}
+
+/* The restore's own error (a refused page names its block and page), or NULL. */
+static GError *restore_error(sl_restore *r)
+{
+    GError *err = sl_restore_error(r); /* NULL also for a recording run stopped early */
+
+    if (err && err->code == SL_ERROR_CHECKSUM) {
+        g_prefix_error(&err, "restore failed: ");
+    }
+    return err;
+}
+
 static int run_lazy(const opts *o, results *res)
 {
-    double t0 = cli_now_ms();
+    double t0 = cli_now_ms(), t_start = 0;
     GError *err = NULL;
     loaded l = { 0 };
     sl_restore *r = NULL;
     consumers *cons = NULL;
-    int status = -EINVAL;
     bool ok;
 
     /* Consumers are forked before any thread exists and hand over their views. */
     ok = load(o, &l, &err) && start_lazy(o, l.snap, l.mems, &r, &err) &&
          (!o->consumers || (cons = consumers_spawn((unsigned)o->consumers, l.snap, l.mems,
-                                                   r, &err))) &&
-         sl_restore_start(r, &err);
+                                                   r, &err)));
+    t_start = cli_now_ms() - t0; /* where the library's times start */
+    ok = ok && sl_restore_start(r, &err);
     res->ready_ms = cli_now_ms() - t0;
     if (!ok && cons) {
-        consumers_finish(cons, &res->consumer_touched, &res->consumer_mismatches, NULL);
+        consumers_finish(cons, NULL, NULL);
     }
     ok = ok && follow(o, &l, r, cons, t0, res, &err);
     if (ok) {
         sl_restore_stop(r); /* joins the workers, so their figures are final */
-        status = sl_restore_poll(r);
-        status = status == -EINPROGRESS && recording_only(o) ? 0 : status;
-        res->st.size = sizeof(res->st);
-        sl_restore_get_stats(r, &res->st);
-        ok = !o->record || write_recorded(o->record, r, &err);
-        if (status == 0 && o->verify && !recording_only(o)) {
-            res->verify_mismatches = verify_all(l.snap, l.mems);
-        }
+        err = restore_error(r);
+        ok = !err && conclude(o, &l, r, t_start, res, &err);
     }
     sl_restore_free(r);
     unload(&l);
-    if (!ok) {
-        return cli_fail_error(err);
-    }
-    return status == 0 ? 0 : cli_fail("restore failed: %s", g_strerror(-status));
+    return ok ? 0 : cli_fail_error(err);
 }
 
 static int run_eager(const opts *o, results *res)
@@ -301,7 +343,8 @@ static const char *nodes_json(const sl_stats *s, bool threads)
     return buf[threads];
 }
 
-static void print_results(const opts *o, const results *r)
+/* The JSON object of restore --json (fields: docs/design.md). */
+static char *results_json(const opts *o, const results *r)
 {
     const sl_stats *s = &r->st;
     cli_json j;
@@ -311,7 +354,7 @@ static void print_results(const opts *o, const results *r)
     json_u64(&j, "loader_threads", s->threads_by_node[0]);
     json_int(&j, "touch_threads", o->touch_threads);
     json_double(&j, "time_to_ready_ms", r->ready_ms);
-    json_double(&j, "time_to_first_fault_ms", s->time_to_first_fault_ms);
+    json_double(&j, "time_to_first_fault_ms", r->first_fault_ms);
     json_double(&j, "time_to_complete_ms", r->complete_ms);
     json_u64(&j, "pages", s->pages_total);
     json_u64(&j, "faults", s->faults);
@@ -321,7 +364,11 @@ static void print_results(const opts *o, const results *r)
     json_u64(&j, "pages_by_loader", s->pages_by_loader);
     json_u64(&j, "zero_pages", s->zero_pages);
     json_u64(&j, "pages_placed_twice", s->pages_placed_twice);
-    json_u64(&j, "pages_never_placed", s->pages_never_placed);
+    if (recording_only(o)) {
+        json_raw(&j, "pages_never_placed", "null"); /* stopped early by design: no audit */
+    } else {
+        json_u64(&j, "pages_never_placed", s->pages_never_placed);
+    }
     json_u64(&j, "checksum_failures", s->checksum_failures);
     json_u64(&j, "eexist", s->eexist);
     json_u64(&j, "eagain", s->eagain);
@@ -332,10 +379,12 @@ static void print_results(const opts *o, const results *r)
     json_double(&j, "touch_p99_us", r->touch_p99_us);
     json_u64(&j, "pages_touched", r->touched);
     json_u64(&j, "touch_mismatches", r->touch_mismatches);
+    json_u64(&j, "touch_poisoned", r->touch_poisoned);
     json_int(&j, "consumers", o->consumers);
-    json_u64(&j, "consumer_pages_touched", r->consumer_touched);
-    json_u64(&j, "consumer_mismatches", r->consumer_mismatches);
-    json_u64(&j, "hugepage_size", o->hugepage);
+    json_u64(&j, "consumer_pages_touched", r->cons.touched);
+    json_u64(&j, "consumer_mismatches", r->cons.mismatches);
+    json_u64(&j, "consumer_poisoned", r->cons.poisoned);
+    json_u64(&j, "hugepage_size", r->hugepage);
     json_raw(&j, "pages_by_node", nodes_json(s, false));
     json_raw(&j, "threads_by_node", nodes_json(s, true));
     json_u64(&j, "pages_wrong_node", s->pages_wrong_node);
@@ -347,25 +396,29 @@ static void print_results(const opts *o, const results *r)
     }
     json_double(&j, "checksum_ms", s->checksum_ms);
     json_double(&j, "loader_ms", s->loader_ms);
-    if (o->verify) {
+    if (r->verified) {
         json_u64(&j, "verify_mismatches", r->verify_mismatches);
+    } else {
+        json_raw(&j, "verify_mismatches", "null"); /* not verified (no --verify) */
     }
     if (o->compare_eager) {
         json_double(&j, "eager_ms", r->eager_ms);
         json_int(&j, "eager_threads", o->eager_threads);
         json_double(&j, "eager_over_ready", r->eager_ms / MAX(r->ready_ms, 1e-3));
     }
-    g_autofree char *out = json_end(&j);
-    if (o->json) {
-        printf("%s\n", out);
-        return;
-    }
+    return json_end(&j);
+}
+
+static void print_human(const opts *o, const results *r)
+{
+    const sl_stats *s = &r->st;
+
     printf("lazy restore (%s, %" G_GUINT64_FORMAT " pages, %u node(s) x %u loader(s), %d touch "
            "thread(s))\n", sl_backend_get(o->kind)->name, s->pages_total, s->nodes,
            s->threads_by_node[0], o->touch_threads);
     printf("  time to ready     %10.2f ms   (open, map, attach, register)\n", r->ready_ms);
     printf("  time to complete  %10.1f ms   (first fault after %.2f ms)\n", r->complete_ms,
-           s->time_to_first_fault_ms);
+           isnan(r->first_fault_ms) ? -1.0 : r->first_fault_ms);
     printf("  faults %" G_GUINT64_FORMAT ": service p50 %.1f us, p99 %.1f us, max %.1f us; "
            "touch p50 %.1f us, p99 %.1f us\n", s->faults, s->fault_p50_us, s->fault_p99_us,
            s->fault_max_us, r->touch_p50_us, r->touch_p99_us);
@@ -388,16 +441,50 @@ static void print_results(const opts *o, const results *r)
     }
     if (o->consumers) {
         printf("  %d consumer process(es): %" G_GUINT64_FORMAT " pages touched, %"
-               G_GUINT64_FORMAT " mismatches\n", o->consumers, r->consumer_touched,
-               r->consumer_mismatches);
+               G_GUINT64_FORMAT " mismatches\n", o->consumers, r->cons.touched,
+               r->cons.mismatches);
     }
-    if (o->verify) {
+    if (r->verified) {
         printf("  verify: %" G_GUINT64_FORMAT " mismatching pages\n", r->verify_mismatches);
     }
     if (o->compare_eager) {
         printf("eager load (%d thread(s)): %.1f ms, %.0fx the lazy time to ready\n",
                o->eager_threads, r->eager_ms, r->eager_ms / MAX(r->ready_ms, 1e-3));
     }
+}
+
+static void print_results(const opts *o, const results *r)
+{
+    if (o->json) {
+        g_autofree char *out = results_json(o, r);
+        printf("%s\n", out);
+    } else {
+        print_human(o, r);
+    }
+}
+
+/*
+ * With --threads 0 only touches place pages: refuse runs that would wait
+ * forever for a page nobody touches.
+ */
+static bool something_places_every_page(const opts *o)
+{
+    if (o->threads != 0) {
+        return true;
+    }
+    if (o->touch_threads == 0 && o->consumers == 0) {
+        cli_fail("--threads 0 --touch-threads 0: no loader and no touch thread would place "
+                 "the pages, the restore could never finish (give --threads N or "
+                 "--touch-threads K)");
+        return false;
+    }
+    if (o->workload > 0 && !o->record && o->consumers == 0) {
+        cli_fail("--threads 0 --workload %" G_GINT64_FORMAT ": the pages the workload does "
+                 "not touch would never be placed (add --record HOTLIST to end with the "
+                 "workload, or give --threads N)", o->workload);
+        return false;
+    }
+    return true;
 }
 
 static bool parse_opts(int *argc, char ***argv, opts *o)
@@ -463,6 +550,12 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
         cli_fail("thread counts must be between 0 (1 for --eager-threads) and 256");
         return false;
     }
+    if (!something_places_every_page(o)) {
+        return false;
+    }
+    if (o->kind == SL_BACKEND_HUGETLBFS) {
+        o->hugepage = sl_hugetlb_resolve(o->hugepage); /* the size really used */
+    }
     o->path = g_strdup((*argv)[1]);
     o->random = !access || !strcmp(access, "random");
     o->verify = verify;
@@ -473,6 +566,24 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
     o->interleave = interleave;
     o->no_hot = nohot;
     return true;
+}
+
+/* Exit status of a restore that ran to its end: 0 unless something was wrong. */
+static int check_results(const opts *o, const results *res)
+{
+    /* A recording run stops early by design: its unplaced pages are no fault. */
+    uint64_t never = recording_only(o) ? 0 : res->st.pages_never_placed;
+    uint64_t touch_bad = res->touch_mismatches + res->touch_poisoned;
+    uint64_t cons_bad = res->cons.mismatches + res->cons.poisoned;
+
+    if (res->verify_mismatches || touch_bad || cons_bad || res->st.pages_placed_twice || never) {
+        return cli_fail("restore finished with %" G_GUINT64_FORMAT " verify, %" G_GUINT64_FORMAT
+                        " touch and %" G_GUINT64_FORMAT " consumer mismatches, %"
+                        G_GUINT64_FORMAT " pages placed twice, %" G_GUINT64_FORMAT
+                        " never placed", res->verify_mismatches, touch_bad, cons_bad,
+                        res->st.pages_placed_twice, never);
+    }
+    return 0;
 }
 
 int cmd_restore(int argc, char **argv)
@@ -496,17 +607,7 @@ int cmd_restore(int argc, char **argv)
     }
     if (ret == 0) {
         print_results(&o, &res);
-        if (recording_only(&o)) {
-            res.st.pages_never_placed = 0; /* by design: the run stops early */
-        }
-        if (res.verify_mismatches || res.touch_mismatches || res.consumer_mismatches ||
-            res.st.pages_placed_twice || res.st.pages_never_placed) {
-            ret = cli_fail("restore finished with %" G_GUINT64_FORMAT " verify and %"
-                           G_GUINT64_FORMAT " touch mismatches, %" G_GUINT64_FORMAT
-                           " pages placed twice, %" G_GUINT64_FORMAT " never placed",
-                           res.verify_mismatches, res.touch_mismatches,
-                           res.st.pages_placed_twice, res.st.pages_never_placed);
-        }
+        ret = check_results(&o, &res);
     }
     g_free(o.path);
     g_free(o.topology);

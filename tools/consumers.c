@@ -6,6 +6,7 @@
  * (acquire).
  */
 #include <errno.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -22,6 +23,7 @@ typedef struct {
     _Atomic int go, stop;
     _Atomic uint64_t touched[MAX_CONSUMERS];
     _Atomic uint64_t mismatches[MAX_CONSUMERS];
+    _Atomic uint64_t poisoned[MAX_CONSUMERS];
 } shared_page;
 
 struct consumers {
@@ -82,12 +84,89 @@ static uint8_t *child_register(int sock, const sl_mem *m)
     return p;
 }
 
-static bool page_matches(sl_snapshot *s, unsigned b, uint64_t i, const uint8_t *p, uint64_t ps)
+/*
+ * The recovery point of the calling thread while it is inside
+ * poison_guard_read(), else NULL.  Thread-local because a signal handler
+ * has no other way to find it; CLI code only (never in the library).
+ */
+static __thread sigjmp_buf *poison_jmp;
+
+static void on_sigbus(int sig, siginfo_t *si, void *uctx)
 {
-    if (sl_snapshot_page_present(s, b, i)) {
-        return sl_hash(p, ps) == sl_snapshot_page_checksum(s, b, i);
+    sigjmp_buf *jb = poison_jmp;
+
+    if (jb) {
+        poison_jmp = NULL;
+        siglongjmp(*jb, 1);
     }
-    return p[0] == 0 && memcmp(p, p + 1, ps - 1) == 0;
+    signal(SIGBUS, SIG_DFL); /* not a guarded read: die of it, as without a handler */
+    raise(SIGBUS);
+}
+
+void poison_guard_install(void)
+{
+    /* NODEFER: SIGBUS stays unblocked after the jump, for the next read. */
+    struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO | SA_NODEFER };
+
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
+}
+
+bool poison_guard_read(void (*fn)(void *arg), void *arg)
+{
+    sigjmp_buf jb;
+
+    /* No signal mask to restore (NODEFER), so no sigprocmask per read. */
+    if (sigsetjmp(jb, 0)) {
+        return false;
+    }
+    poison_jmp = &jb;
+    fn(arg);
+    poison_jmp = NULL;
+    return true;
+}
+
+/* One page for a consumer to check: what to read and, after, what it saw. */
+typedef struct {
+    sl_snapshot *s;
+    unsigned b;
+    uint64_t i, ps;
+    const uint8_t *p;
+    bool ok;
+} page_check;
+
+static void check_page(void *opaque)
+{
+    page_check *c = opaque;
+
+    if (sl_snapshot_page_present(c->s, c->b, c->i)) {
+        c->ok = sl_hash(c->p, c->ps) == sl_snapshot_page_checksum(c->s, c->b, c->i);
+    } else {
+        c->ok = c->p[0] == 0 && memcmp(c->p, c->p + 1, c->ps - 1) == 0;
+    }
+}
+
+/* Child: reads and checks one random page; counts what it saw. */
+static void child_touch(unsigned id, sl_snapshot *s, uint8_t **maps, uint64_t *seed,
+                        shared_page *sh)
+{
+    unsigned nb = sl_snapshot_n_blocks(s);
+    page_check c = { .s = s };
+    sl_block_info bi;
+
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    c.b = (unsigned)(*seed % nb);
+    sl_snapshot_block(s, c.b, &bi);
+    c.i = (*seed >> 8) % bi.pages;
+    c.ps = bi.page_size;
+    c.p = maps[c.b] + c.i * bi.page_size;
+    if (!poison_guard_read(check_page, &c)) {
+        atomic_fetch_add_explicit(&sh->poisoned[id], 1, memory_order_relaxed);
+    } else if (!c.ok) {
+        atomic_fetch_add_explicit(&sh->mismatches[id], 1, memory_order_relaxed);
+    }
 }
 
 static void child_main(unsigned id, int sock, sl_snapshot *s, const sl_mem *mems,
@@ -96,8 +175,8 @@ static void child_main(unsigned id, int sock, sl_snapshot *s, const sl_mem *mems
     unsigned nb = sl_snapshot_n_blocks(s);
     uint8_t *maps[SL_MAX_BLOCKS];
     uint64_t seed = 0x2545f4914f6cdd1dull * (id + 1), t = 0;
-    sl_block_info bi;
 
+    poison_guard_install();
     for (unsigned b = 0; b < nb; b++) {
         maps[b] = child_register(sock, &mems[b]);
     }
@@ -108,15 +187,7 @@ static void child_main(unsigned id, int sock, sl_snapshot *s, const sl_mem *mems
         }
     }
     while (!atomic_load_explicit(&sh->stop, memory_order_acquire)) {
-        unsigned b;
-        uint64_t i;
-        seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17;
-        b = (unsigned)(seed % nb);
-        sl_snapshot_block(s, b, &bi);
-        i = (seed >> 8) % bi.pages;
-        if (!page_matches(s, b, i, maps[b] + i * bi.page_size, bi.page_size)) {
-            atomic_fetch_add_explicit(&sh->mismatches[id], 1, memory_order_relaxed);
-        }
+        child_touch(id, s, maps, &seed, sh);
         atomic_store_explicit(&sh->touched[id], ++t, memory_order_relaxed);
     }
     _exit(0);
@@ -178,8 +249,7 @@ consumers *consumers_spawn(unsigned n, sl_snapshot *s, const sl_mem *mems, sl_re
                  -1, 0);
     for (unsigned i = 0; i < n; i++) {
         if (!spawn_one(c, i, s, mems, r, errp)) {
-            uint64_t t, m;
-            consumers_finish(c, &t, &m, NULL);
+            consumers_finish(c, NULL, NULL);
             return NULL;
         }
     }
@@ -196,11 +266,11 @@ void consumers_go(consumers *c)
     }
 }
 
-bool consumers_finish(consumers *c, uint64_t *touched, uint64_t *mismatches, GError **errp)
+bool consumers_finish(consumers *c, consumer_totals *out, GError **errp)
 {
+    consumer_totals sum = { 0 };
     bool ok = true;
 
-    *touched = *mismatches = 0;
     atomic_store_explicit(&c->sh->stop, 1, memory_order_release);
     for (unsigned i = 0; i < c->n; i++) {
         int status = 0;
@@ -215,8 +285,12 @@ bool consumers_finish(consumers *c, uint64_t *touched, uint64_t *mismatches, GEr
             }
             ok = false;
         }
-        *touched += atomic_load_explicit(&c->sh->touched[i], memory_order_relaxed);
-        *mismatches += atomic_load_explicit(&c->sh->mismatches[i], memory_order_relaxed);
+        sum.touched += atomic_load_explicit(&c->sh->touched[i], memory_order_relaxed);
+        sum.mismatches += atomic_load_explicit(&c->sh->mismatches[i], memory_order_relaxed);
+        sum.poisoned += atomic_load_explicit(&c->sh->poisoned[i], memory_order_relaxed);
+    }
+    if (out) {
+        *out = sum;
     }
     munmap(c->sh, sizeof(*c->sh));
     g_free(c);

@@ -4,7 +4,9 @@
  * memory files MAP_SHARED, registers its own mappings with userfaultfd
  * (MISSING|MINOR) as a vhost-user back-end would, hands the uffd to the
  * restore over a unix socket (SCM_RIGHTS), then reads random pages and
- * checks each against the snapshot's checksums.
+ * checks each against the snapshot's checksums.  A read of a page the
+ * restore refused (poisoned: SIGBUS) is counted and survived, also by the
+ * CLI's touch threads, through the poison guard below.
  */
 #ifndef SNAPLOAD_CONSUMERS_H
 #define SNAPLOAD_CONSUMERS_H
@@ -24,10 +26,32 @@ consumers *consumers_spawn(unsigned n, sl_snapshot *s, const sl_mem *mems, sl_re
 /** consumers_go: let the consumers start touching pages. */
 void consumers_go(consumers *c);
 
+/* What all consumers saw. */
+typedef struct {
+    uint64_t touched;      /* pages read (and checked) */
+    uint64_t mismatches;   /* pages with wrong bytes */
+    uint64_t poisoned;     /* reads refused with SIGBUS (a corrupt page) */
+} consumer_totals;
+
 /**
- * consumers_finish: stop them, reap them; returns pages touched and
- * mismatches seen by all of them, false if one failed or died.
+ * consumers_finish: stop them, reap them; fills @out (may be NULL) with what
+ * all of them saw.  False if one failed or died.
  */
-bool consumers_finish(consumers *c, uint64_t *touched, uint64_t *mismatches, GError **errp);
+bool consumers_finish(consumers *c, consumer_totals *out, GError **errp);
+
+/**
+ * poison_guard_install: make SIGBUS raised inside poison_guard_read()
+ * recoverable (process-wide handler; a SIGBUS anywhere else still kills
+ * the process).  Call once, before the threads that read.
+ */
+void poison_guard_install(void);
+
+/**
+ * poison_guard_read: run @fn(@arg), which reads memory that may hold a
+ * poisoned page (a page the restore refused: its access raises SIGBUS).
+ * Returns false if it raised SIGBUS (the read was abandoned), else true.
+ * Per thread; not reentrant.
+ */
+bool poison_guard_read(void (*fn)(void *arg), void *arg);
 
 #endif /* SNAPLOAD_CONSUMERS_H */

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 #include "touch.h"
+#include "consumers.h"
 #include "migration/format.h"
 #include "migration/restore-int.h"
 
@@ -22,27 +23,47 @@ static uint64_t xorshift(uint64_t *s)
     return *s;
 }
 
-/* Reads one page: times the first access, then checks all its bytes. */
+/* One page to read under the poison guard, and what the read found. */
+typedef struct {
+    touch_ctx *t;
+    const touch_target *tg;
+    uint64_t page;
+    bool ok;
+} page_read;
+
+/* Times the first access to the page, then checks all its bytes. */
+static void read_page(void *opaque)
+{
+    page_read *pr = opaque;
+    const touch_target *tg = pr->tg;
+    const uint8_t *p = tg->host + pr->page * tg->page_size;
+    uint64_t t0 = sl_now_ns();
+
+    (void)*(volatile const uint8_t *)p;
+    sl_hist_record(&pr->t->latency, sl_now_ns() - t0);
+    if (sl_snapshot_page_present(pr->t->snap, tg->block, pr->page)) {
+        pr->ok = sl_hash(p, tg->page_size) ==
+                 sl_snapshot_page_checksum(pr->t->snap, tg->block, pr->page);
+    } else {
+        pr->ok = p[0] == 0 && memcmp(p, p + 1, tg->page_size - 1) == 0;
+    }
+}
+
+/* Reads global page @g: counts it, and a mismatch or a refused (poisoned) page. */
 static void touch_page(touch_ctx *t, uint64_t g)
 {
     unsigned b = 0;
-    touch_target *tg;
-    const uint8_t *p;
-    uint64_t t0, want;
+    page_read pr = { .t = t };
 
     while (g >= t->targets[b].pages) {
         g -= t->targets[b].pages;
         b++;
     }
-    tg = &t->targets[b];
-    p = tg->host + g * tg->page_size;
-    t0 = sl_now_ns();
-    (void)*(volatile const uint8_t *)p;
-    sl_hist_record(&t->latency, sl_now_ns() - t0);
-    want = sl_snapshot_page_checksum(t->snap, tg->block, g);
-    if (sl_snapshot_page_present(t->snap, tg->block, g)
-            ? sl_hash(p, tg->page_size) != want
-            : (p[0] != 0 || memcmp(p, p + 1, tg->page_size - 1) != 0)) {
+    pr.tg = &t->targets[b];
+    pr.page = g;
+    if (!poison_guard_read(read_page, &pr)) {
+        atomic_fetch_add_explicit(&t->poisoned, 1, memory_order_relaxed);
+    } else if (!pr.ok) {
         atomic_fetch_add_explicit(&t->mismatches, 1, memory_order_relaxed);
     }
     atomic_fetch_add_explicit(&t->touched, 1, memory_order_relaxed);
@@ -85,6 +106,7 @@ void touch_start(touch_ctx *t, unsigned n)
 {
     t->nthreads = n;
     t->threads = g_new0(GThread *, n ? n : 1);
+    poison_guard_install();
     for (unsigned i = 0; i < t->ntargets; i++) {
         t->total_pages += t->targets[i].pages;
     }

@@ -3,7 +3,9 @@
  * Demo consumer standing in for vCPUs: K threads read pages of the restored
  * memory (random or sequential) while the restore runs, timing each first
  * access and checking every page they see against the snapshot's checksum
- * (or against zeros for a zero page).
+ * (or against zeros for a zero page).  A page the restore refused (corrupt
+ * in the snapshot) is poisoned: its read raises SIGBUS, which the thread
+ * survives (poison guard, consumers.h), counts, and goes on.
  */
 #ifndef SNAPLOAD_TOUCH_H
 #define SNAPLOAD_TOUCH_H
@@ -32,6 +34,7 @@ typedef struct {
     _Atomic bool stop;            /* set by main (release), read by threads (acquire) */
     _Atomic uint64_t touched;     /* relaxed statistics */
     _Atomic uint64_t mismatches;
+    _Atomic uint64_t poisoned;    /* reads refused with SIGBUS (relaxed statistics) */
     sl_histogram latency;         /* first-access latency, ns */
     _Atomic uint64_t done_ns;     /* when the last thread finished its workload (max) */
 } touch_ctx;

@@ -4,7 +4,9 @@
  * stores reads back page for page, zero pages take no space, and the reader
  * refuses every damaged file with SL_ERROR_FORMAT and a message naming the
  * field.  Damaged files are made from a valid one by truncating a copy at
- * every field boundary, by rewriting single fields and then recomputing the
+ * every field boundary (as is, which file_size catches, and with file_size
+ * patched to agree, so the table and block parsers must name the region cut
+ * off), by rewriting single fields and then recomputing the
  * checksums (so the reader's range, overlap and version checks are reached
  * rather than its checksum checks), by flipping bytes without fixing the
  * checksums, and by a seeded run of random byte corruptions.  A reader that
@@ -78,6 +80,15 @@ static int setup_small(void **state)
     static const uint64_t lengths[] = { 64 * PAGE, 10 * PAGE };
 
     *state = fixture_new(lengths, 2, PAGE, SMALL_ZERO_EVERY, SMALL_DEVSTATE);
+    return 0;
+}
+
+/* The small fixture's blocks without the section: nothing follows the last page area. */
+static int setup_small_without_sections(void **state)
+{
+    static const uint64_t lengths[] = { 64 * PAGE, 10 * PAGE };
+
+    *state = fixture_new(lengths, 2, PAGE, SMALL_ZERO_EVERY, 0);
     return 0;
 }
 
@@ -637,6 +648,110 @@ static void test_truncation_at_every_field_boundary_is_a_format_error(void **sta
     assert_true(tried > 100);
 }
 
+/* A region the reader claims, in the order it claims them, and its name in errors. */
+typedef struct {
+    uint64_t start, len;
+    char *name;
+} claimed_region;
+
+static void add_claim(GArray *a, uint64_t start, uint64_t len, char *name)
+{
+    claimed_region c = { .start = start, .len = len, .name = name };
+    g_array_append_val(a, c);
+}
+
+static void clear_claim(gpointer p)
+{
+    g_free(((claimed_region *)p)->name);
+}
+
+/* The regions sl_snapshot_open() checks against the file size, in its order. */
+static GArray *regions_in_check_order(const fixture *fx)
+{
+    const sl_snapshot *s = fx->snap;
+    GArray *a = g_array_new(false, false, sizeof(claimed_region));
+
+    g_array_set_clear_func(a, clear_claim);
+    add_claim(a, fx->boff, (uint64_t)s->nblocks * SL_BLOCK_ENTRY_SIZE,
+              g_strdup("block table (block_table_offset)"));
+    /* Without sections, expect_cut_names_region() moves the empty table to offset 64. */
+    add_claim(a, s->nsections ? fx->soff : SL_HEADER_SIZE,
+              (uint64_t)s->nsections * SL_SECTION_ENTRY_SIZE,
+              g_strdup("section table (section_table_offset)"));
+    for (unsigned i = 0; i < s->nblocks; i++) {
+        const sl_block *b = &s->blocks[i];
+        add_claim(a, b->ramhdr_offset, SL_MR_HEADER_SIZE, g_strdup_printf(
+                  "block %u ('%s') mapped-ram header (ramhdr_offset)", i, b->name));
+        add_claim(a, b->bitmap_offset, sl_bitmap_bytes(b->npages), g_strdup_printf(
+                  "block %u ('%s') bitmap (bitmap_offset)", i, b->name));
+        add_claim(a, b->csum_offset, b->npages * 8, g_strdup_printf(
+                  "block %u ('%s') checksum array (csum_offset)", i, b->name));
+        add_claim(a, b->pages_offset, b->length, g_strdup_printf(
+                  "block %u ('%s') page data (pages_offset, length)", i, b->name));
+    }
+    for (unsigned i = 0; i < s->nsections; i++) {
+        add_claim(a, s->sections[i].offset, s->sections[i].length,
+                  g_strdup_printf("section %u (type", i));
+    }
+    return a;
+}
+
+/* The first region (in check order) that a file of @keep bytes does not hold. */
+static const char *first_region_past(const GArray *regs, uint64_t keep)
+{
+    for (guint i = 0; i < regs->len; i++) {
+        const claimed_region *c = &g_array_index(regs, claimed_region, i);
+        if (c->start + c->len > keep) {
+            return c->name;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Cuts the file at @keep and makes the header agree (file_size = @keep, an
+ * empty section table moved inside the cut, header_csum recomputed): the
+ * reader gets past the header and must name the first region cut off.
+ * Returns that region's name.
+ */
+static const char *expect_cut_names_region(const fixture *fx, const GArray *regs,
+                                           uint64_t keep)
+{
+    g_autofree uint8_t *buf = g_memdup2(fx->buf, fx->len);
+    g_autofree char *what = g_strdup_printf("cut to %" G_GUINT64_FORMAT " bytes, file_size "
+                                            "patched to match", keep);
+    const char *name;
+
+    sl_put_le64(buf + SL_H_FILESIZE, keep);
+    if (fx->snap->nsections == 0) {
+        sl_put_le64(buf + SL_H_SECTAB, SL_HEADER_SIZE);
+    }
+    sl_put_le64(buf + SL_H_HEADER_CSUM, sl_hash(buf, SL_H_HEADER_CSUM));
+    write_copy(fx->copy, buf, fx->len, keep);
+    name = first_region_past(regs, keep);
+    assert_non_null(name); /* the fixtures end with a region: every cut loses one */
+    expect_open_fails(fx->copy, SL_ERROR_FORMAT, name, "beyond the end of the file", what);
+    return name;
+}
+
+static void test_truncation_with_matching_file_size_names_the_region_cut_off(void **state)
+{
+    fixture *fx = *state;
+    g_autoptr(GArray) cuts = field_boundaries(fx);
+    g_autoptr(GArray) regs = regions_in_check_order(fx);
+    g_autoptr(GHashTable) named = g_hash_table_new(g_str_hash, g_str_equal);
+
+    for (guint i = 0; i < cuts->len; i++) {
+        uint64_t at = g_array_index(cuts, uint64_t, i);
+        /* Below the header there is no file_size to patch: covered above. */
+        for (uint64_t keep = MAX(at, SL_HEADER_SIZE); keep <= at + 1 && keep < fx->len; keep++) {
+            g_hash_table_add(named, (gpointer)expect_cut_names_region(fx, regs, keep));
+        }
+    }
+    /* Every region of every block (and the block table) was the one named. */
+    assert_true(g_hash_table_size(named) >= 1 + 4 * fx->snap->nblocks);
+}
+
 /* ------------------------------------------------------------------ */
 /* 4. Offsets and lengths out of range                                 */
 /* ------------------------------------------------------------------ */
@@ -1152,6 +1267,9 @@ int main(void)
         cmocka_unit_test(test_zero_pages_are_not_stored_and_file_stays_sparse),
         cmocka_unit_test_setup_teardown(test_truncation_at_every_field_boundary_is_a_format_error,
                                         setup_small, teardown_fixture),
+        cmocka_unit_test_setup_teardown(
+            test_truncation_with_matching_file_size_names_the_region_cut_off,
+            setup_small_without_sections, teardown_fixture),
         cmocka_unit_test_setup_teardown(test_out_of_range_offsets_and_lengths_are_rejected_by_name,
                                         setup_small, teardown_fixture),
         cmocka_unit_test_setup_teardown(test_overlapping_regions_are_rejected, setup_small,

@@ -341,7 +341,7 @@ static void test_second_process_sees_correct_bytes(void **state)
 {
     fixture *f = *state;
     g_autoptr(GError) err = NULL;
-    uint64_t touched = 0, bad = 0;
+    consumer_totals seen = { 0 };
     consumers *c;
 
     fixture_build(f, 16 << 20, 4 << 20, 5);
@@ -353,11 +353,12 @@ static void test_second_process_sees_correct_bytes(void **state)
     assert_true(sl_restore_start(f->r, &err));
     consumers_go(c);
     assert_int_equal(sl_restore_wait(f->r, -1), 0);
-    if (!consumers_finish(c, &touched, &bad, &err)) {
+    if (!consumers_finish(c, &seen, &err)) {
         fail_msg("consumers: %s", err->message);
     }
-    assert_true(touched > 0);
-    assert_int_equal(bad, 0);
+    assert_true(seen.touched > 0);
+    assert_int_equal(seen.mismatches, 0);
+    assert_int_equal(seen.poisoned, 0);
     finish_and_audit(f);
 }
 
@@ -462,19 +463,75 @@ static void test_pages_never_change_after_they_were_mapped(void **state)
     }
 }
 
+/* "2M" or "1G", as the messages name the size. */
+static char *size_name(uint64_t hp)
+{
+    return hp >= (1u << 30) ? g_strdup_printf("%" G_GUINT64_FORMAT "G", hp >> 30)
+                            : g_strdup_printf("%" G_GUINT64_FORMAT "M", hp >> 20);
+}
+
+/* Pages of @hp that are free and not reserved by a mapping, as the check counts them. */
+static uint64_t hugepages_available(uint64_t hp)
+{
+    uint64_t v[2] = { 0, 0 };
+    const char *what[2] = { "free_hugepages", "resv_hugepages" };
+
+    for (unsigned i = 0; i < 2; i++) {
+        g_autofree char *path = g_strdup_printf("/sys/kernel/mm/hugepages/hugepages-%"
+                                                G_GUINT64_FORMAT "kB/%s", hp >> 10, what[i]);
+        g_autofree char *text = NULL;
+        assert_true(g_file_get_contents(path, &text, NULL, NULL));
+        v[i] = g_ascii_strtoull(text, NULL, 10);
+    }
+    return v[0] > v[1] ? v[0] - v[1] : 0;
+}
+
+/* @err says that @pages pages of size @hp are needed, and both ways to reserve them. */
+static void expect_too_few(const GError *err, uint64_t hp, uint64_t pages)
+{
+    g_autofree char *name = size_name(hp);
+    g_autofree char *needs = g_strdup_printf("needs %" G_GUINT64_FORMAT " free %s hugepages "
+                                             "but ", pages, name);
+    g_autofree char *sysfs = g_strdup_printf(" > /sys/kernel/mm/hugepages/hugepages-%"
+                                             G_GUINT64_FORMAT "kB/nr_hugepages'", hp >> 10);
+    g_autofree char *script = g_strdup_printf(" %s' or 'echo ", name);
+
+    assert_non_null(err);
+    if (!strstr(err->message, needs) || !strstr(err->message, "'scripts/hugetlb-setup.sh ") ||
+        !strstr(err->message, script) || !strstr(err->message, sysfs)) {
+        fail_msg("got \"%s\", expected \"%s\" and both reservation commands", err->message,
+                 needs);
+    }
+}
+
 static void test_hugetlbfs_errors_name_the_fix(void **state)
 {
     fixture *f = *state;
     g_autoptr(GError) err = NULL;
-    sl_mem m;
-    uint64_t hp = f->bc->hugepage;
+    uint64_t hp = f->bc->hugepage, n, lengths[2];
+    bool have = sl_hugetlb_check(hp, 0, &err);
+    sl_mem a, b;
 
+    SL_TEST_NEED(f->bc->cap, have, err->message);
     /* Far more pages than any host has free: the error says how to reserve. */
-    assert_false(sl_mem_map(&m, f->bc->kind, hp * 1000000, hp, &err));
-    assert_non_null(strstr(err->message, "hugetlb-setup.sh"));
+    assert_false(sl_mem_map(&a, f->bc->kind, hp * 1000000, hp, &err));
+    expect_too_few(err, hp, 1000000);
+    g_clear_error(&err);
+    /* Two blocks that each fit but not together: the sum is checked up front. */
+    n = hugepages_available(hp) / 2 + 1;
+    lengths[0] = lengths[1] = n * hp;
+    assert_false(sl_hugetlb_check_blocks(lengths, 2, hp, &err));
+    expect_too_few(err, hp, 2 * n);
+    g_clear_error(&err);
+    /* Mapped one by one, the second block counts the first one's reservation. */
+    if (sl_mem_map(&a, f->bc->kind, n * hp, hp, &err)) {
+        assert_false(sl_mem_map(&b, f->bc->kind, n * hp, hp, &err));
+        expect_too_few(err, hp, n);
+        sl_mem_release(&a);
+    }
     g_clear_error(&err);
     /* A length that is not a whole number of hugepages. */
-    assert_false(sl_mem_map(&m, f->bc->kind, hp + PSIZE, hp, &err));
+    assert_false(sl_mem_map(&a, f->bc->kind, hp + PSIZE, hp, &err));
     assert_non_null(strstr(err->message, "not a multiple of the hugepage size"));
 }
 
@@ -541,6 +598,351 @@ static void test_corrupt_page_is_never_served(void **state)
     }
     /* SIGBUS with poison support; SIGALRM (blocked, never zeros) without. */
     assert_true(WTERMSIG(status) == SIGBUS || WTERMSIG(status) == SIGALRM);
+}
+
+/* Holds the first loader claim until released: a loader busy on one unit. */
+typedef struct {
+    GMutex lock;
+    GCond cond;
+    bool used, holding, release;
+    uint64_t unit, n;         /* the held claim: units [unit, unit + n) */
+} loader_gate;
+
+static void hold_first_claim(void *opaque, unsigned region, uint64_t u, uint64_t n)
+{
+    loader_gate *g = opaque;
+
+    g_mutex_lock(&g->lock);
+    if (!g->used) {
+        g->used = g->holding = true;
+        g->unit = u;
+        g->n = n;
+        g_cond_broadcast(&g->cond);
+        while (!g->release) {
+            g_cond_wait(&g->cond, &g->lock);
+        }
+        g->holding = false;
+    }
+    g_mutex_unlock(&g->lock);
+}
+
+static void gate_release(loader_gate *g)
+{
+    g_mutex_lock(&g->lock);
+    g->release = true;
+    g_cond_broadcast(&g->cond);
+    g_mutex_unlock(&g->lock);
+}
+
+/* Waits up to @seconds for the loader to hold its claim. */
+static bool gate_wait_holding(loader_gate *g, int seconds)
+{
+    gint64 deadline = g_get_monotonic_time() + seconds * G_TIME_SPAN_SECOND;
+    bool ok = true;
+
+    g_mutex_lock(&g->lock);
+    while (!g->holding && ok) {
+        ok = g_cond_wait_until(&g->cond, &g->lock, deadline);
+    }
+    g_mutex_unlock(&g->lock);
+    return g->holding;
+}
+
+/* A thread reading one page; done is signalled through the gate's cond. */
+typedef struct {
+    loader_gate *g;
+    const fixture *f;
+    const uint8_t *base;      /* the view it reads through */
+    uint64_t page;            /* snapshot page of block 0 */
+    bool done, ok;
+} page_reader;
+
+static gpointer read_one_page(gpointer opaque)
+{
+    page_reader *pr = opaque;
+    g_autofree uint8_t *want = g_malloc(PSIZE);
+
+    sl_test_fill_page(want, PSIZE, pr->page, 1, pr->f->zero_every);
+    pr->ok = memcmp(pr->base + pr->page * PSIZE, want, PSIZE) == 0;
+    g_mutex_lock(&pr->g->lock);
+    pr->done = true;
+    g_cond_broadcast(&pr->g->cond);
+    g_mutex_unlock(&pr->g->lock);
+    return NULL;
+}
+
+/* Waits up to @seconds for @pr to finish. */
+static bool reader_wait(page_reader *pr, int seconds)
+{
+    gint64 deadline = g_get_monotonic_time() + seconds * G_TIME_SPAN_SECOND;
+    bool ok = true;
+
+    g_mutex_lock(&pr->g->lock);
+    while (!pr->done && ok) {
+        ok = g_cond_wait_until(&pr->g->cond, &pr->g->lock, deadline);
+    }
+    g_mutex_unlock(&pr->g->lock);
+    return pr->done;
+}
+
+/* Waits (bounded) until the fault thread has read @n faults on claimed units. */
+static bool faults_on_claimed_reach(sl_restore *r, uint64_t n)
+{
+    sl_stats st = { .size = sizeof(st) };
+
+    for (int i = 0; i < 10000; i++) {
+        sl_restore_get_stats(r, &st);
+        if (st.faults_on_claimed >= n) {
+            return true;
+        }
+        g_usleep(1000); /* the test thread polls; the engine never does */
+    }
+    return false;
+}
+
+/* A second mapping of block 0 on its own uffd (a back-end's view). */
+static uint8_t *add_second_view(fixture *f)
+{
+    g_autoptr(GError) err = NULL;
+    const sl_mem *m = &f->mem[0];
+    uint8_t *second = mmap(NULL, m->length, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd, 0);
+    int uffd = sl_uffd_open(m->ops->uffd_features, 0, NULL, &err);
+
+    assert_true(second != MAP_FAILED && uffd >= 0);
+    assert_true(sl_uffd_register(uffd, second, m->length, m->ops->register_mode,
+                                 m->ops->range_ioctls, NULL, &err));
+    assert_true(sl_restore_add_view(f->r, "b0", uffd, (uintptr_t)second, &err));
+    close(uffd);
+    return second;
+}
+
+/* Starts a reader of snapshot page @page of block 0 through @base. */
+static GThread *start_reader(page_reader *pr, loader_gate *g, const fixture *f,
+                             const uint8_t *base, uint64_t page)
+{
+    *pr = (page_reader){ .g = g, .f = f, .base = base, .page = page };
+    return g_thread_new("reader", read_one_page, pr);
+}
+
+/*
+ * Joins the readers; one still blocked after @seconds would hang the test:
+ * stopping the restore unregisters the views, which wakes it (with zeros).
+ */
+static bool join_readers(fixture *f, page_reader *pr, GThread **th, unsigned n, int seconds)
+{
+    bool all = true;
+
+    for (unsigned i = 0; i < n; i++) {
+        all = reader_wait(&pr[i], seconds) && all;
+    }
+    if (!all) {
+        sl_restore_stop(f->r);
+    }
+    for (unsigned i = 0; i < n; i++) {
+        g_thread_join(th[i]);
+    }
+    return all;
+}
+
+/*
+ * A loader holds a claimed unit (held in the hook, as if its read took
+ * long: one 2 MiB or 1 GiB page).  Threads fault on that unit in every view;
+ * then a fault on a free unit must still be served at once, and releasing
+ * the loader must wake the waiting threads in every view with the right bytes.
+ */
+static void test_faults_never_wait_behind_a_loader_and_every_view_is_woken(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    uint64_t unit = unit_of(f->bc), per = unit / PSIZE, last;
+    loader_gate g = { 0 };
+    page_reader pr[3];        /* [0], [1]: on the held unit, one per view; [2]: elsewhere */
+    GThread *th[3];
+    uint8_t *views[2] = { NULL, NULL };
+    unsigned nv = f->bc->kind == SL_BACKEND_ANON ? 1 : 2;
+    bool held, queued, served, woken;
+
+    /* 1 GiB units are zero here: a 2 GiB data snapshot would only cost time. */
+    fixture_build(f, MAX(4u << 20, 2 * unit), 0, unit > (2u << 20) ? 1 : 0);
+    last = f->lengths[0] / PSIZE - 1;
+    fixture_attach(f, 1, false);
+    sl_test_set_loader_hook(f->r, hold_first_claim, &g);
+    views[0] = f->mem[0].host;
+    views[1] = nv == 2 ? add_second_view(f) : NULL;
+    assert_true(sl_restore_start(f->r, &err));
+    held = gate_wait_holding(&g, 30) && last / per >= g.unit + g.n;
+    for (unsigned i = 0; held && i < nv; i++) {
+        th[i] = start_reader(&pr[i], &g, f, views[i], g.unit * per);
+    }
+    queued = held && faults_on_claimed_reach(f->r, nv);
+    th[nv] = start_reader(&pr[nv], &g, f, views[0], last);
+    /* The old engine's fault thread waited for the loader here: nothing served. */
+    served = reader_wait(&pr[nv], 20);
+    g_mutex_lock(&g.lock);
+    for (unsigned i = 0; held && i < nv; i++) {
+        served = served && !pr[i].done; /* ...while the loader still holds their unit */
+    }
+    g_mutex_unlock(&g.lock);
+    gate_release(&g);
+    woken = join_readers(f, pr, th, held ? nv + 1 : 0, 30);
+    if (!held) {
+        g_thread_join(th[nv]);
+    }
+    assert_true(held && queued);
+    assert_true(served);
+    assert_true(woken);
+    for (unsigned i = 0; i <= nv; i++) {
+        assert_true(pr[i].ok);
+    }
+    finish_and_audit(f);
+    if (views[1]) {
+        munmap(views[1], f->mem[0].length);
+    }
+}
+
+/* Writes the fixture's snapshot with the byte at @page + 9 of block 0 flipped. */
+static void corrupt_page(fixture *f, uint64_t page)
+{
+    sl_block_info bi;
+    uint8_t byte;
+    int fd;
+
+    assert_true(sl_snapshot_block(f->snap, 0, &bi));
+    fd = open(f->path, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, &byte, 1, (off_t)(bi.pages_offset + page * PSIZE + 9)), 1);
+    byte ^= 0x40;
+    assert_int_equal(pwrite(fd, &byte, 1, (off_t)(bi.pages_offset + page * PSIZE + 9)), 1);
+    close(fd);
+}
+
+/* Runs `snapload restore` on the fixture's snapshot with @extra options. */
+static int run_restore_cli(const fixture *f, const char *const *extra, char **out, char **err)
+{
+    g_autoptr(GPtrArray) args = g_ptr_array_new();
+    g_autofree char *hp = f->bc->hugepage ? size_name(f->bc->hugepage) : NULL;
+
+    g_ptr_array_add(args, "restore");
+    g_ptr_array_add(args, f->path);
+    g_ptr_array_add(args, "--backend");
+    g_ptr_array_add(args, (char *)sl_backend_get(f->bc->kind)->name);
+    if (hp) {
+        g_ptr_array_add(args, "--hugepage-size");
+        g_ptr_array_add(args, hp);
+    }
+    for (unsigned i = 0; extra[i]; i++) {
+        g_ptr_array_add(args, (char *)extra[i]);
+    }
+    g_ptr_array_add(args, NULL);
+    return sl_test_run_cli((const char *const *)args->pdata, out, err);
+}
+
+/*
+ * A corrupt page with touch threads reading it (seq, random), consumer
+ * processes (shared memory) or no reader at all: the CLI never crashes and
+ * says, in one line, which block and page could not be read and why.
+ */
+static void test_cli_names_the_corrupt_page_and_never_crashes(void **state)
+{
+    fixture *f = *state;
+    static const char *const seq[] = { "--touch-threads", "2", "--access", "seq", NULL };
+    static const char *const rnd[] = { "--touch-threads", "2", "--threads", "0", NULL };
+    static const char *const none[] = { "--touch-threads", "0", NULL };
+    static const char *const cons[] = { "--consumers", "2", "--touch-threads", "1", NULL };
+    const char *const *runs[] = { seq, rnd, none, cons };
+    unsigned nruns = f->bc->kind == SL_BACKEND_ANON ? 3 : 4;
+
+    fixture_build(f, 4u << 20, 0, 0);
+    corrupt_page(f, 5);
+    for (unsigned i = 0; i < nruns; i++) {
+        g_autofree char *out = NULL, *err = NULL;
+        int status = run_restore_cli(f, runs[i], &out, &err);
+        char *nl = strchr(err, '\n');
+
+        if (!WIFEXITED(status)) {
+            fail_msg("run %u: killed by signal %d; stderr: %s", i, WTERMSIG(status), err);
+        }
+        assert_int_equal(WEXITSTATUS(status), 1);
+        if (!strstr(err, "block 'b0' page 5 ") || !strstr(err, "checksum mismatch") ||
+            !nl || nl[1]) {
+            fail_msg("run %u: expected one line naming block 'b0' page 5 and the checksum "
+                     "mismatch, got: %s", i, err);
+        }
+    }
+}
+
+/* The value of "@key": in the flat JSON object @js, as text up to , or }. */
+static char *json_field(const char *js, const char *key)
+{
+    g_autofree char *k = g_strdup_printf("\"%s\": ", key);
+    const char *p = strstr(js, k);
+
+    if (!p) {
+        fail_msg("no \"%s\" in %s", key, js);
+    }
+    p += strlen(k);
+    return g_strndup(p, strcspn(p, ",}"));
+}
+
+/*
+ * restore --json: verify_mismatches always there (null without --verify),
+ * the hugepage size really used (host default without --hugepage-size), the
+ * first fault on the same origin as ready and complete.
+ */
+static void test_cli_json_reports_real_sizes_and_says_what_was_not_measured(void **state)
+{
+    backend_case bc = backend_cases[2]; /* hugetlbfs, host default size */
+    fixture f = { .bc = &bc };
+    const char *plain[] = { "restore", NULL, "--backend", "hugetlbfs", "--json", "--threads", "0",
+                            NULL };
+    const char *verified[] = { "restore", NULL, "--backend", "hugetlbfs", "--json", "--verify",
+                               NULL };
+    g_autofree char *out = NULL, *err = NULL, *out2 = NULL, *err2 = NULL;
+    g_autofree char *vm = NULL, *hp = NULL, *vm2 = NULL, *ready = NULL, *first = NULL;
+    g_autofree char *complete = NULL;
+
+    bc.hugepage = sl_hugetlb_default_size();
+    fixture_build(&f, 4u << 20, 0, 3);
+    plain[1] = verified[1] = f.path;
+    assert_int_equal(sl_test_run_cli(plain, &out, &err), 0);
+    assert_int_equal(sl_test_run_cli(verified, &out2, &err2), 0);
+    vm = json_field(out, "verify_mismatches");
+    vm2 = json_field(out2, "verify_mismatches");
+    hp = json_field(out, "hugepage_size");
+    assert_string_equal(vm, "null");
+    assert_string_equal(vm2, "0");
+    assert_int_equal(g_ascii_strtoull(hp, NULL, 10), bc.hugepage);
+    ready = json_field(out, "time_to_ready_ms");
+    first = json_field(out, "time_to_first_fault_ms");
+    complete = json_field(out, "time_to_complete_ms");
+    /* Touch threads start once ready: on one origin, first fault >= ready. */
+    assert_true(g_ascii_strtod(first, NULL) >= g_ascii_strtod(ready, NULL));
+    assert_true(g_ascii_strtod(first, NULL) <= g_ascii_strtod(complete, NULL));
+    for (unsigned b = 0; b < 2; b++) {
+        sl_mem_release(&f.mem[b]);
+    }
+    sl_snapshot_close(f.snap);
+    sl_test_rmdir(f.dir);
+    g_free(f.path);
+}
+
+/* --threads 0 with nothing else placing pages would wait forever: refused. */
+static void test_cli_refuses_a_restore_that_could_never_finish(void **state)
+{
+    const char *none[] = { "restore", "x.snap", "--backend", "anon", "--threads", "0",
+                           "--touch-threads", "0", NULL };
+    const char *partial[] = { "restore", "x.snap", "--backend", "anon", "--threads", "0",
+                              "--workload", "10", NULL };
+    const char *const *runs[] = { none, partial };
+
+    for (unsigned i = 0; i < 2; i++) {
+        g_autofree char *out = NULL, *err = NULL;
+        int status = sl_test_run_cli(runs[i], &out, &err);
+
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 2);
+        assert_non_null(strstr(err, "--threads 0"));
+        assert_non_null(strstr(err, "never"));
+    }
 }
 
 /* ---------------- cases that do not depend on the backend ----------------- */
@@ -650,12 +1052,16 @@ static const feature features[] = {
     { "corrupt_page_is_never_served", test_corrupt_page_is_never_served, any },
     { "stop_before_completion_returns", test_stop_before_completion_returns, any },
     { "hugetlbfs_errors_name_the_fix", test_hugetlbfs_errors_name_the_fix, huge },
+    { "faults_never_wait_behind_a_loader_and_every_view_is_woken",
+      test_faults_never_wait_behind_a_loader_and_every_view_is_woken, any },
+    { "cli_names_the_corrupt_page_and_never_crashes",
+      test_cli_names_the_corrupt_page_and_never_crashes, small_units },
 };
 
 int main(void)
 {
     size_t nb = G_N_ELEMENTS(backend_cases), nf = G_N_ELEMENTS(features), n = 0;
-    struct CMUnitTest *tests = g_new0(struct CMUnitTest, nb * nf + 2);
+    struct CMUnitTest *tests = g_new0(struct CMUnitTest, nb * nf + 4);
 
     for (size_t b = 0; b < nb; b++) {
         for (size_t i = 0; i < nf; i++) {
@@ -674,5 +1080,11 @@ int main(void)
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(
         test_attach_rejects_wrong_length_unknown_block_and_late_calls);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_uffd_copy_reports_eexist_for_a_present_page);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(
+        test_cli_json_reports_real_sizes_and_says_what_was_not_measured);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_cli_refuses_a_restore_that_could_never_finish);
+    if (g_getenv("SL_TEST_FILTER")) { /* e.g. "*corrupt*": run only matching cases */
+        cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
+    }
     return _cmocka_run_group_tests("restore", tests, n, NULL, NULL);
 }

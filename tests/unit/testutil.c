@@ -129,3 +129,44 @@ const uint32_t *sl_test_restore_order(const sl_restore *r, unsigned i)
     }
     return ((const sl_region *)g_ptr_array_index(r->regions, i))->order;
 }
+
+void sl_test_set_loader_hook(sl_restore *r,
+                             void (*fn)(void *opaque, unsigned region, uint64_t u, uint64_t n),
+                             void *opaque)
+{
+    r->loader_claimed = fn;
+    r->loader_claimed_opaque = opaque;
+}
+
+/* The CLI: $SNAPLOAD_BIN, else build/snapload for build/tests/unit/test-*. */
+static char *snapload_bin(void)
+{
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_autofree char *unit = self ? g_path_get_dirname(self) : NULL;
+    g_autofree char *tests = unit ? g_path_get_dirname(unit) : NULL;
+    g_autofree char *build = tests ? g_path_get_dirname(tests) : NULL;
+
+    if (g_getenv("SNAPLOAD_BIN")) {
+        return g_strdup(g_getenv("SNAPLOAD_BIN"));
+    }
+    assert_non_null(build);
+    return g_build_filename(build, "snapload", NULL);
+}
+
+int sl_test_run_cli(const char *const *args, char **out, char **err)
+{
+    g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+    g_autoptr(GError) gerr = NULL;
+    int status = -1;
+
+    g_ptr_array_add(argv, snapload_bin());
+    for (unsigned i = 0; args[i]; i++) {
+        g_ptr_array_add(argv, g_strdup(args[i]));
+    }
+    g_ptr_array_add(argv, NULL);
+    if (!g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL, out, err,
+                      &status, &gerr)) {
+        fail_msg("running %s: %s", (char *)argv->pdata[0], gerr->message);
+    }
+    return status;
+}

@@ -56,4 +56,20 @@ void sl_test_make_snapshot(const char *path, const uint64_t *lengths, unsigned n
 /** The placement order of each unit of region @i (config.trace_order), or NULL. */
 const uint32_t *sl_test_restore_order(const sl_restore *r, unsigned i);
 
+/**
+ * Sets the loader hook of @r (before sl_restore_start()): @fn runs in a
+ * loader right after it claimed units [u, u+n) of region @region, before it
+ * fills them, so a test can hold a loader there.
+ */
+void sl_test_set_loader_hook(sl_restore *r,
+                             void (*fn)(void *opaque, unsigned region, uint64_t u, uint64_t n),
+                             void *opaque);
+
+/**
+ * Runs the snapload CLI ($SNAPLOAD_BIN, else the one of this build tree)
+ * with @args (NULL-terminated, without the program); returns its wait
+ * status and fills @out and @err (caller frees).
+ */
+int sl_test_run_cli(const char *const *args, char **out, char **err);
+
 #endif /* SNAPLOAD_TESTUTIL_H */

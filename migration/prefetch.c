@@ -11,8 +11,10 @@
  *
  * A block belongs to one node (sl_restore_bind(), else the snapshot's node
  * hint, else the first node), or with config.interleave is striped over all
- * nodes in 64 MiB stripes.  The fault thread also records the order of
- * faulted pages here when asked (record-and-prefetch).
+ * nodes: one rotation across every interleaved block, stripes of
+ * min(64 MiB, their total / nodes) in whole loader chunks.  The fault thread
+ * also records the order of faulted pages here when asked
+ * (record-and-prefetch).
  */
 #include <errno.h>
 #include <numaif.h>
@@ -24,7 +26,7 @@
 unsigned sl_unit_node(const sl_restore *r, const sl_region *reg, uint64_t u)
 {
     return reg->bind >= 0 ? (unsigned)reg->bind
-                          : (unsigned)((u / reg->stripe_units) % r->ngroups);
+                          : (unsigned)((reg->first_stripe + u / reg->stripe_units) % r->ngroups);
 }
 
 /* Resolves the region's node policy once the topology is known. */
@@ -36,13 +38,12 @@ static void region_policy(sl_restore *r, sl_region *reg)
         if (r->cfg.interleave) {
             reg->bind = -1;
         } else if (hint >= 0) {
-            int idx = sl_topology_index(&r->topo, hint);
-            reg->bind = idx >= 0 ? idx : (int)((unsigned)hint % r->ngroups);
+            reg->bind = (int)sl_topology_hint_index(&r->topo, hint);
         } else {
             reg->bind = 0;
         }
     }
-    reg->stripe_units = sl_align_up(MAX(1, SL_STRIPE_BYTES / reg->unit), reg->chunk_units);
+    reg->stripe_units = MAX(1, reg->nunits); /* bound: one stripe; interleave: plan_stripes() */
     reg->window = reg->unit <= (2u << 20) ? MAX(2, SL_WINDOW_BYTES / reg->unit) : 0;
     reg->placed_by = g_malloc0(reg->nunits);
     reg->order = r->cfg.trace_order ? g_new0(uint32_t, reg->nunits) : NULL;
@@ -69,6 +70,32 @@ static bool bind_range(sl_restore *r, sl_region *reg, uint64_t first, uint64_t n
         return false;
     }
     return true;
+}
+
+/*
+ * Stripes of the interleaved regions: min(SL_STRIPE_BYTES, their total /
+ * nodes), rounded down to whole loader chunks (at least one) so that every
+ * chunk has one owner; the node rotation runs on from block to block.
+ */
+static void plan_stripes(sl_restore *r)
+{
+    uint64_t total = 0, stripe, next = 0;
+
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        total += reg->bind < 0 ? reg->nunits * reg->unit : 0;
+    }
+    stripe = MIN(SL_STRIPE_BYTES, total / r->ngroups);
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        uint64_t chunk = reg->chunk_units * reg->unit;
+        if (reg->bind >= 0 || reg->nunits == 0) {
+            continue;
+        }
+        reg->stripe_units = MAX(1, stripe / chunk) * reg->chunk_units;
+        reg->first_stripe = next;
+        next += (reg->nunits + reg->stripe_units - 1) / reg->stripe_units;
+    }
 }
 
 /* Binds each node's part of @reg to that node's memory before any placement. */
@@ -203,9 +230,11 @@ bool sl_prefetch_setup(sl_restore *r, GError **errp)
     r->ngroups = r->topo.nnodes;
     r->groups = g_new0(sl_group, r->ngroups);
     for (guint i = 0; i < r->regions->len; i++) {
-        sl_region *reg = g_ptr_array_index(r->regions, i);
-        region_policy(r, reg);
-        if (!bind_region(r, reg, errp)) {
+        region_policy(r, g_ptr_array_index(r->regions, i));
+    }
+    plan_stripes(r);
+    for (guint i = 0; i < r->regions->len; i++) {
+        if (!bind_region(r, g_ptr_array_index(r->regions, i), errp)) {
             return false;
         }
     }

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * `snapload save`: raw RAM images -> snapshot, zero pages left out, and
+ * `snapload save`: raw RAM images -> snapshot, zero pages left out, with
+ * optional per-block NUMA node hints (--node NAME=NODE), and
  * `snapload synth`: a deterministic raw RAM image with a chosen share of
  * zero pages, so demos and tests have guest-like data without a guest.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,6 +21,7 @@ typedef struct {
     char *path;
     char *name;
     uint64_t size;
+    int node;       /* node hint stored in the block table, -1: none */
 } raw_input;
 
 /* FILE[:NAME]; the default name is the file's basename. */
@@ -34,7 +37,35 @@ static bool parse_raw(const char *arg, raw_input *in)
         return false;
     }
     in->size = (uint64_t)st.st_size;
+    in->node = -1;
     return true;
+}
+
+/* One --node NAME=NODE: the hint of the block named NAME (0 <= NODE < 1024). */
+static bool apply_node_hint(const char *arg, raw_input *ins, unsigned n)
+{
+    const char *eq = strrchr(arg, '=');
+    g_autofree char *name = eq ? g_strndup(arg, (gsize)(eq - arg)) : NULL;
+    char *end = NULL;
+    long node = eq ? strtol(eq + 1, &end, 10) : -1;
+
+    if (!eq || end == eq + 1 || *end || node < 0 || node > 1023) {
+        cli_fail("--node '%s': expected NAME=NODE with NODE from 0 to 1023", arg);
+        return false;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        if (strcmp(ins[i].name, name) != 0) {
+            continue;
+        }
+        if (ins[i].node >= 0) {
+            cli_fail("--node '%s': block '%s' already has node %d", arg, name, ins[i].node);
+            return false;
+        }
+        ins[i].node = (int)node;
+        return true;
+    }
+    cli_fail("--node '%s': no --raw block is named '%s'", arg, name);
+    return false;
 }
 
 static bool copy_raw(sl_writer *w, unsigned block, const raw_input *in, uint8_t *buf,
@@ -110,7 +141,7 @@ static int save_all(raw_input *ins, unsigned n, uint64_t psize, const char *out,
             ok = false;
             break;
         }
-        ok = sl_writer_add_block(w, ins[i].name, ins[i].size, psize, -1, &err) >= 0;
+        ok = sl_writer_add_block(w, ins[i].name, ins[i].size, psize, ins[i].node, &err) >= 0;
         total += ins[i].size;
     }
     for (unsigned i = 0; ok && i < n; i++) {
@@ -132,9 +163,32 @@ static int save_all(raw_input *ins, unsigned n, uint64_t psize, const char *out,
     return 0;
 }
 
+/* Reads the raw images' sizes, applies --node hints, writes the snapshot. */
+static int save_hinted(char **raws, char **nodes, uint64_t psize, const char *out,
+                       const char *devstate, const char *hot)
+{
+    unsigned n = g_strv_length(raws);
+    raw_input *ins = g_new0(raw_input, n);
+    int ret = 0;
+
+    for (unsigned i = 0; i < n && ret == 0; i++) {
+        ret = parse_raw(raws[i], &ins[i]) ? 0 : 1;
+    }
+    for (unsigned i = 0; nodes && nodes[i] && ret == 0; i++) {
+        ret = apply_node_hint(nodes[i], ins, n) ? 0 : 1;
+    }
+    ret = ret ? ret : save_all(ins, n, psize, out, devstate, hot);
+    for (unsigned i = 0; i < n; i++) {
+        g_free(ins[i].path);
+        g_free(ins[i].name);
+    }
+    g_free(ins);
+    return ret;
+}
+
 int cmd_save(int argc, char **argv)
 {
-    g_auto(GStrv) raws = NULL;
+    g_auto(GStrv) raws = NULL, nodes = NULL;
     g_autofree char *out = NULL, *psize_s = NULL, *devstate = NULL, *hot = NULL;
     uint64_t psize = 4096;
     GOptionEntry entries[] = {
@@ -142,6 +196,7 @@ int cmd_save(int argc, char **argv)
         { "page-size", 0, 0, G_OPTION_ARG_STRING, &psize_s, "page size (default 4K)", "SIZE" },
         { "device-state", 0, 0, G_OPTION_ARG_FILENAME, &devstate, "store FILE as the device-state section", "FILE" },
         { "hot", 0, 0, G_OPTION_ARG_FILENAME, &hot, "store a hot-page list (from restore --record)", "HOTLIST" },
+        { "node", 0, 0, G_OPTION_ARG_STRING_ARRAY, &nodes, "store NODE as block NAME's NUMA node hint (repeatable)", "NAME=NODE" },
         { "output", 'o', 0, G_OPTION_ARG_FILENAME, &out, "snapshot to write", "SNAP" },
         { NULL },
     };
@@ -155,26 +210,13 @@ int cmd_save(int argc, char **argv)
     if (psize_s && !cli_parse_size(psize_s, &psize)) {
         return cli_fail("--page-size: '%s' is not a size", psize_s);
     }
-    return cli_save(raws, psize, out, devstate, hot);
+    return save_hinted(raws, nodes, psize, out, devstate, hot);
 }
 
 int cli_save(char **raws, uint64_t psize, const char *out, const char *devstate,
              const char *hot)
 {
-    unsigned n = g_strv_length(raws);
-    raw_input *ins = g_new0(raw_input, n);
-    int ret = 0;
-
-    for (unsigned i = 0; i < n && ret == 0; i++) {
-        ret = parse_raw(raws[i], &ins[i]) ? 0 : 1;
-    }
-    ret = ret ? ret : save_all(ins, n, psize, out, devstate, hot);
-    for (unsigned i = 0; i < n; i++) {
-        g_free(ins[i].path);
-        g_free(ins[i].name);
-    }
-    g_free(ins);
-    return ret;
+    return save_hinted(raws, NULL, psize, out, devstate, hot);
 }
 
 /* ------------------------------- synth --------------------------------- */

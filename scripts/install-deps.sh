@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(build-essential pkg-config meson ninja-build python3 libjson-glib-dev
-          libglib2.0-dev libnuma-dev libhugetlbfs-dev libcmocka-dev libxxhash-dev)
+          libglib2.0-dev libnuma-dev libhugetlbfs-dev libcmocka-dev libxxhash-dev
+          qemu-system-x86)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

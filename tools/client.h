@@ -28,6 +28,8 @@ int sl_client_register(int sock, const char *block, void *addr, uint64_t length,
 /**
  * sl_client_supervise: start a thread that waits for DONE; if the daemon's
  * socket closes first, it calls @on_death (which should end the process).
+ * The thread reads @sock from then on: call it after the last REGISTER on
+ * that connection (use one connection per mapping that may come later).
  */
 void sl_client_supervise(int sock, void (*on_death)(void));
 

@@ -47,8 +47,7 @@ static struct {
     char *socket;
     pl_block blocks[MAX_BLOCKS];
     unsigned nblocks;
-    int sock;            /* connection to the daemon, -1 before the first block */
-} pl = { .lock = PTHREAD_MUTEX_INITIALIZER, .sock = -1 };
+} pl = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 static void die(const char *fmt, ...) G_GNUC_PRINTF(1, 2) G_GNUC_NORETURN;
 
@@ -167,24 +166,21 @@ static pl_block *match_block(int fd)
     return NULL;
 }
 
-/* Hands the new mapping [@p, +@len) of @b's file to the daemon, or dies. */
+/* Hands the new mapping [@p, +@len) of @b's file to the daemon, or dies.
+ * Each mapping gets its own connection, so that its supervisor is the only
+ * reader of that socket once the registration has been answered. */
 static void hand_over(pl_block *b, void *p, size_t len, int fd, off_t off)
 {
     g_autoptr(GError) err = NULL;
+    int sock = sl_client_connect(pl.socket, "preload", &err);
 
-    if (pl.sock < 0) {
-        pl.sock = sl_client_connect(pl.socket, "preload", &err);
-        if (pl.sock < 0) {
-            die("block '%s' (%s): %s", b->name, b->path, err->message);
-        }
-        sl_client_supervise(pl.sock, daemon_died);
-    }
     /* The uffd stays open here for the life of the process: if the daemon
      * dies, faults block (and the supervisor ends us) instead of reading
      * holes as zeros. */
-    if (sl_client_register(pl.sock, b->name, p, len, fd, (uint64_t)off, &err) < 0) {
+    if (sock < 0 || sl_client_register(sock, b->name, p, len, fd, (uint64_t)off, &err) < 0) {
         die("block '%s' (%s): %s", b->name, b->path, err->message);
     }
+    sl_client_supervise(sock, daemon_died);
 }
 
 static void *real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)

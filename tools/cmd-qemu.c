@@ -17,6 +17,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -34,6 +35,7 @@
 
 #define QMP_TIMEOUT_MS 30000
 #define MIGRATE_TIMEOUT_MS (30 * 60 * 1000)
+#define QEMU_DEATH_GRACE_MS 5000 /* for QEMU to end itself when the daemon dies */
 
 static const char caps_ignore_shared[] =
     "{\"capabilities\": [{\"capability\": \"x-ignore-shared\", \"state\": true},"
@@ -72,37 +74,15 @@ static bool wait_postmigrate(sl_qmp *q, GError **errp)
     return false;
 }
 
-static int save_guest(sl_qmp *q, const char *out, const char *full, GError **errp)
+/* Stops the guest and writes its device state to @dev (after a full stream
+ * to @full when asked), then the snapshot @out. */
+static int save_stopped(sl_qmp *q, GPtrArray *raws, const char *dev, const char *out,
+                        const char *full, GError **errp)
 {
-    g_autoptr(GPtrArray) bs = sl_qemu_qmp_backends(q, errp);
-    g_autofree char *tmp = NULL, *dev = NULL, *cat = NULL;
-    g_autoptr(GPtrArray) raws = g_ptr_array_new_with_free_func(g_free);
+    g_autofree char *cat = g_strdup_printf("cat > '%s'", dev);
     double t0, dev_ms;
     int ret;
 
-    if (!bs) {
-        return -1;
-    }
-    if (bs->len == 0) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "this QEMU has no memory-backend-file: "
-                    "start it with -object memory-backend-file,share=on,... for its RAM");
-        return -1;
-    }
-    for (guint i = 0; i < bs->len; i++) {
-        sl_qemu_backend *b = g_ptr_array_index(bs, i);
-        if (!b->share) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s' is not share=on: "
-                        "its RAM is not in %s", b->id, b->mem_path);
-            return -1;
-        }
-        g_ptr_array_add(raws, g_strdup_printf("%s:%s", b->mem_path, b->id));
-    }
-    g_ptr_array_add(raws, NULL);
-    if (!(tmp = g_dir_make_tmp("snapload-save-XXXXXX", errp))) {
-        return -1;
-    }
-    dev = g_build_filename(tmp, "device-state", NULL);
-    cat = g_strdup_printf("cat > '%s'", dev);
     if (!sl_qmp_ok(q, "stop", NULL, errp)) {
         return -1;
     }
@@ -128,9 +108,44 @@ static int save_guest(sl_qmp *q, const char *out, const char *full, GError **err
     }
     dev_ms = cli_now_ms() - t0;
     ret = cli_save((char **)raws->pdata, 4096, out, dev, NULL);
-    fprintf(stderr, "snapload: saved %u RAM block(s) and the device state (%.1f ms) to %s\n",
-            bs->len, dev_ms, out);
-    unlink(dev);
+    if (ret == 0) {
+        fprintf(stderr, "snapload: saved %u RAM block(s) and the device state (%.1f ms) to %s\n",
+                raws->len - 1, dev_ms, out);
+    }
+    return ret;
+}
+
+static int save_guest(sl_qmp *q, const char *out, const char *full, GError **errp)
+{
+    g_autoptr(GPtrArray) bs = sl_qemu_qmp_backends(q, errp);
+    g_autofree char *tmp = NULL, *dev = NULL;
+    g_autoptr(GPtrArray) raws = g_ptr_array_new_with_free_func(g_free);
+    int ret;
+
+    if (!bs) {
+        return -1;
+    }
+    if (bs->len == 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "this QEMU has no memory-backend-file: "
+                    "start it with -object memory-backend-file,share=on,... for its RAM");
+        return -1;
+    }
+    for (guint i = 0; i < bs->len; i++) {
+        sl_qemu_backend *b = g_ptr_array_index(bs, i);
+        if (!b->share) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s' is not share=on: "
+                        "its RAM is not in %s", b->id, b->mem_path);
+            return -1;
+        }
+        g_ptr_array_add(raws, g_strdup_printf("%s:%s", b->mem_path, b->id));
+    }
+    g_ptr_array_add(raws, NULL);
+    if (!(tmp = g_dir_make_tmp("snapload-save-XXXXXX", errp))) {
+        return -1;
+    }
+    dev = g_build_filename(tmp, "device-state", NULL);
+    ret = save_stopped(q, raws, dev, out, full, errp);
+    unlink(dev); /* on every path: the temporary directory never stays behind */
     rmdir(tmp);
     return ret;
 }
@@ -172,6 +187,7 @@ typedef struct {
     const char *snap;
     char **qemu_argv;
     char *eager;          /* full stream for a stock eager load instead */
+    char *socket;         /* where the daemon listens (default: a private dir) */
     bool json, verify, paused, quit_when_done;
     int threads;
 } qr_opts;
@@ -449,14 +465,44 @@ static bool load_and_run(qr *r, GError **errp)
     return true;
 }
 
+/* Waits up to @ms for QEMU to exit and reaps it; says how it ended (or that
+ * it is still running; cleanup() then kills it). */
+static char *reap_qemu(qr *r, int ms)
+{
+    struct pollfd p = { .fd = r->pidfd, .events = POLLIN };
+    int st = 0;
+
+    while (ms && poll(&p, 1, ms) < 0 && errno == EINTR) {
+    }
+    if ((ms && !p.revents) || waitpid(r->qemu, &st, 0) != r->qemu) {
+        return g_strdup("still running; killed");
+    }
+    r->qemu = 0;
+    return WIFEXITED(st) ? g_strdup_printf("exited with status %d", WEXITSTATUS(st))
+                         : g_strdup_printf("was killed by signal %d", WTERMSIG(st));
+}
+
 /* Blocks until the daemon reports the end of the restore. */
 static bool wait_restore(qr *r, GError **errp)
 {
     g_autoptr(GIOChannel) ch = g_io_channel_unix_new(r->stats_fd);
+    struct pollfd p[2] = { { .fd = r->stats_fd, .events = POLLIN },
+                           { .fd = r->pidfd, .events = POLLIN } };
     gsize len;
 
+    while (poll(p, 2, -1) < 0 && errno == EINTR) {
+    }
+    if (!p[0].revents && p[1].revents) {
+        g_autofree char *how = reap_qemu(r, 0);
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QEMU %s before every page was in place", how);
+        return false;
+    }
     if (g_io_channel_read_line(ch, &r->stats, &len, NULL, NULL) != G_IO_STATUS_NORMAL) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "the restore daemon ended without a result");
+        /* The client inside QEMU ends it when the daemon goes away: give it
+         * the time to say so before cleanup() kills what is left. */
+        g_autofree char *how = reap_qemu(r, QEMU_DEATH_GRACE_MS);
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "the restore daemon ended without a result "
+                    "(QEMU %s)", how);
         return false;
     }
     r->t_done = cli_now_ms();
@@ -510,7 +556,7 @@ static bool prepare(qr *r, GError **errp)
         !(r->tmp = g_dir_make_tmp("snapload-qemu-XXXXXX", errp))) {
         return false;
     }
-    r->dsock = g_build_filename(r->tmp, "daemon.sock", NULL);
+    r->dsock = r->o->socket ? g_strdup(r->o->socket) : g_build_filename(r->tmp, "daemon.sock", NULL);
     r->qsock = g_build_filename(r->tmp, "qmp.sock", NULL);
     for (guint i = 0; i < r->backends->len; i++) {
         if (!sl_qemu_fresh_file(g_ptr_array_index(r->backends, i), errp)) {
@@ -605,7 +651,7 @@ static int run(const qr_opts *o)
 
 int cmd_qemu_restore(int argc, char **argv)
 {
-    g_autofree char *eager = NULL;
+    g_autofree char *eager = NULL, *sock = NULL;
     gboolean json = false, verify = false, paused = false, quit = false;
     gint threads = -1;
     GOptionEntry entries[] = {
@@ -616,6 +662,8 @@ int cmd_qemu_restore(int argc, char **argv)
           "state load (cont it yourself, e.g. over your own -qmp)", NULL },
         { "quit-when-done", 0, 0, G_OPTION_ARG_NONE, &quit, "quit QEMU once every page is in place", NULL },
         { "threads", 0, 0, G_OPTION_ARG_INT, &threads, "loaders per NUMA node (0: faults only)", "N" },
+        { "socket", 0, 0, G_OPTION_ARG_FILENAME, &sock, "the daemon's socket, for more consumers "
+          "such as vhost-user back-ends (default: private)", "PATH" },
         { "eager", 0, 0, G_OPTION_ARG_FILENAME, &eager, "instead: time stock QEMU's eager load "
           "of a full migration stream (qemu-save --full-stream)", "STREAM" },
         { NULL },
@@ -640,6 +688,7 @@ int cmd_qemu_restore(int argc, char **argv)
         return cli_fail("qemu-restore needs exactly one SNAP before --");
     }
     o = (qr_opts){ .snap = argv[1], .qemu_argv = o.qemu_argv, .eager = eager, .json = json,
-                   .verify = verify, .paused = paused, .quit_when_done = quit, .threads = threads };
+                   .verify = verify, .paused = paused, .quit_when_done = quit, .threads = threads,
+                   .socket = sock };
     return run(&o);
 }

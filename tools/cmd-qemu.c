@@ -388,6 +388,23 @@ static bool spawn_qemu(qr *r, GError **errp)
     return true;
 }
 
+/* One line on a page that differs: where, how many bytes, the first ones. */
+static void report_mismatch(const char *block, uint64_t addr, const uint8_t *want,
+                            const uint8_t *got)
+{
+    unsigned first = 0, n = 0;
+
+    for (unsigned i = 4096; i-- > 0;) {
+        if (want[i] != got[i]) {
+            first = i;
+            n++;
+        }
+    }
+    fprintf(stderr, "snapload: verify: block '%s' page at 0x%" G_GINT64_MODIFIER "x differs "
+            "from the snapshot in %u bytes, the first at +0x%x (snapshot %02x, memory %02x)\n",
+            block, addr, n, first, want[first], got[first]);
+}
+
 /* Every page of every block, through a view registered like a vhost-user
  * back-end's, against the snapshot. */
 static bool verify_blocks(qr *r, GError **errp)
@@ -411,8 +428,7 @@ static bool verify_blocks(qr *r, GError **errp)
             }
             for (uint64_t p = 0; p < len; p += 4096) {
                 if (memcmp(want + p, map + off + p, 4096) && r->verify_mismatches++ < 8) {
-                    fprintf(stderr, "snapload: verify: block '%s' page at 0x%" G_GINT64_MODIFIER
-                            "x differs from the snapshot\n", b->id, off + p);
+                    report_mismatch(b->id, off + p, want + p, map + off + p);
                 }
             }
         }
@@ -558,10 +574,8 @@ static bool prepare(qr *r, GError **errp)
     }
     r->dsock = r->o->socket ? g_strdup(r->o->socket) : g_build_filename(r->tmp, "daemon.sock", NULL);
     r->qsock = g_build_filename(r->tmp, "qmp.sock", NULL);
-    for (guint i = 0; i < r->backends->len; i++) {
-        if (!sl_qemu_fresh_file(g_ptr_array_index(r->backends, i), errp)) {
-            return false;
-        }
+    if (!sl_qemu_fresh_files(r->backends, errp)) {
+        return false;
     }
     if (!r->o->eager && (!write_device_state(r, errp) || !start_daemon(r, errp))) {
         return false;

@@ -167,24 +167,26 @@ GPtrArray *sl_qemu_qmp_backends(sl_qmp *q, GError **errp)
     return out;
 }
 
-/* On hugetlbfs, the pool must hold the file's pages before QEMU starts. */
-static bool check_pool(const sl_qemu_backend *b, GError **errp)
+/* Checks @b's file system; sets *@hugepage to its page size on hugetlbfs,
+ * 0 on tmpfs. */
+static bool backend_fs(const sl_qemu_backend *b, uint64_t *hugepage, GError **errp)
 {
     g_autofree char *dir = g_path_get_dirname(b->mem_path);
     struct statfs sfs;
 
+    *hugepage = 0;
     if (statfs(dir, &sfs) < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "memory backend '%s': %s: %s", b->id, dir,
                     g_strerror(errno));
         return false;
     }
-    if ((unsigned long)sfs.f_type != HUGETLBFS_MAGIC) {
-        if ((unsigned long)sfs.f_type != TMPFS_MAGIC) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s': %s is neither "
-                        "on tmpfs nor on hugetlbfs", b->id, b->mem_path);
-            return false;
-        }
+    if ((unsigned long)sfs.f_type == TMPFS_MAGIC) {
         return true;
+    }
+    if ((unsigned long)sfs.f_type != HUGETLBFS_MAGIC) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s': %s is neither "
+                    "on tmpfs nor on hugetlbfs", b->id, b->mem_path);
+        return false;
     }
     if (b->size % (uint64_t)sfs.f_bsize) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s': size %" G_GUINT64_FORMAT
@@ -192,13 +194,15 @@ static bool check_pool(const sl_qemu_backend *b, GError **errp)
                     (long)sfs.f_bsize);
         return false;
     }
-    return sl_hugetlb_check((uint64_t)sfs.f_bsize, b->size / (uint64_t)sfs.f_bsize, errp);
+    *hugepage = (uint64_t)sfs.f_bsize;
+    return true;
 }
 
-bool sl_qemu_fresh_file(const sl_qemu_backend *b, GError **errp)
+/* Validates @b and removes its old file (whose hugepages then go back to
+ * the pool). */
+static bool drop_old_file(const sl_qemu_backend *b, uint64_t *hugepage, GError **errp)
 {
     struct stat st;
-    int fd;
 
     if (!b->share) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s' needs share=on: "
@@ -210,15 +214,41 @@ bool sl_qemu_fresh_file(const sl_qemu_backend *b, GError **errp)
                     "directory; name a file, so that the restore can find it", b->id, b->mem_path);
         return false;
     }
+    if (!backend_fs(b, hugepage, errp)) {
+        return false;
+    }
     if (unlink(b->mem_path) < 0 && errno != ENOENT) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "memory backend '%s': %s: %s", b->id,
                     b->mem_path, g_strerror(errno));
         return false;
     }
-    if (!check_pool(b, errp)) {
-        return false;
+    return true;
+}
+
+/* The hugetlbfs pools must hold the pages of all backends together: two
+ * files may each fit alone and not both. */
+static bool check_pools(GPtrArray *bs, const uint64_t *hugepage, GError **errp)
+{
+    for (guint i = 0; i < bs->len; i++) {
+        uint64_t pages = 0;
+        bool first = true;
+        for (guint j = 0; j < bs->len && hugepage[i]; j++) {
+            first &= !(j < i && hugepage[j] == hugepage[i]);
+            if (hugepage[j] == hugepage[i]) {
+                pages += ((const sl_qemu_backend *)g_ptr_array_index(bs, j))->size / hugepage[i];
+            }
+        }
+        if (hugepage[i] && first && !sl_hugetlb_check(hugepage[i], pages, errp)) {
+            return false;
+        }
     }
-    fd = open(b->mem_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    return true;
+}
+
+static bool create_file(const sl_qemu_backend *b, GError **errp)
+{
+    int fd = open(b->mem_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+
     if (fd < 0 || ftruncate(fd, (off_t)b->size) < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "memory backend '%s': creating %s: %s", b->id,
                     b->mem_path, g_strerror(errno));
@@ -229,5 +259,25 @@ bool sl_qemu_fresh_file(const sl_qemu_backend *b, GError **errp)
         return false;
     }
     close(fd);
+    return true;
+}
+
+bool sl_qemu_fresh_files(GPtrArray *backends, GError **errp)
+{
+    g_autofree uint64_t *hugepage = g_new0(uint64_t, backends->len + 1);
+
+    for (guint i = 0; i < backends->len; i++) {
+        if (!drop_old_file(g_ptr_array_index(backends, i), &hugepage[i], errp)) {
+            return false;
+        }
+    }
+    if (!check_pools(backends, hugepage, errp)) {
+        return false;
+    }
+    for (guint i = 0; i < backends->len; i++) {
+        if (!create_file(g_ptr_array_index(backends, i), errp)) {
+            return false;
+        }
+    }
     return true;
 }

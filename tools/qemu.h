@@ -35,11 +35,13 @@ GPtrArray *sl_qemu_args_backends(char **argv, GError **errp);
 GPtrArray *sl_qemu_qmp_backends(sl_qmp *q, GError **errp);
 
 /**
- * sl_qemu_fresh_file: replace @b's memory file by an empty (all holes) file
- * of its size, so that every page of it must come from the restore.  On
- * hugetlbfs, first checks that the pool has the free pages it needs and
- * names the command that reserves them when it does not.
+ * sl_qemu_fresh_files: replace the memory file of every backend in
+ * @backends (sl_qemu_backend *) by an empty (all holes) file of its size,
+ * so that every page must come from the restore.  Old files are removed
+ * first; then the hugetlbfs pools must hold the pages of all files
+ * together (the error names how many pages of which size and the command
+ * that reserves them), and only then are the new files created.
  */
-bool sl_qemu_fresh_file(const sl_qemu_backend *b, GError **errp);
+bool sl_qemu_fresh_files(GPtrArray *backends, GError **errp);
 
 #endif /* SNAPLOAD_QEMU_H */

@@ -562,11 +562,98 @@ static void test_daemon_death_ends_qemu_before_any_wrong_page(void **state)
     child_free(&r);
 }
 
+/* ------------------------- refused before QEMU starts -------------------- */
+
+/* Free minus reserved 2 MiB pages in the pool. */
+static uint64_t free_2m_pages(void)
+{
+    const char *d = "/sys/kernel/mm/hugepages/hugepages-2048kB";
+    g_autofree char *fp = g_strdup_printf("%s/free_hugepages", d);
+    g_autofree char *rp = g_strdup_printf("%s/resv_hugepages", d);
+    g_autofree char *fr = slurp(fp), *rs = slurp(rp);
+
+    return g_ascii_strtoull(fr, NULL, 10) - g_ascii_strtoull(rs, NULL, 10);
+}
+
+typedef struct {
+    const char *name;
+    bool hugetlbfs;       /* backends on the 2 MiB hugetlbfs mount, else /dev/shm */
+    unsigned nblocks;
+    bool pool_split;      /* each block half the pool plus one page: fits alone, not both */
+    uint64_t mb;          /* else: each block this many MiB */
+    const char *share;    /* share= option */
+    const char *want;     /* what the error must say */
+} refusal;
+
+static const refusal refusals[] = {
+    { "pool_cannot_hold_every_backend_together", true, 2, true, 0, "on",
+      "free 2M hugepages but" },
+    { "size_not_a_multiple_of_the_hugepage", true, 1, false, 3, "on",
+      "is not a multiple of the hugepage size" },
+    { "backend_without_share_on", false, 1, false, 4, "off", "needs share=on" },
+};
+
+/* qemu-restore refuses each case in @refusals with the documented error,
+ * before QEMU or the daemon starts, and leaves no memory file behind. */
+static void test_qemu_restore_refuses_bad_backends_before_starting(void **state)
+{
+    (void)state;
+    for (unsigned c = 0; c < G_N_ELEMENTS(refusals); c++) {
+        const refusal *x = &refusals[c];
+        g_autofree char *dir = sl_test_tmpdir(), *snap = g_build_filename(dir, "s.sl", NULL);
+        g_autoptr(GPtrArray) save = g_ptr_array_new_with_free_func(g_free);
+        g_autoptr(GPtrArray) rest = g_ptr_array_new_with_free_func(g_free);
+        const char *mnt = x->hugetlbfs ? hugetlbfs_find_path_for_size(2l << 20) : "/dev/shm";
+        uint64_t mb = x->pool_split ? (free_2m_pages() / 2 + 1) * 2 : x->mb;
+        g_autofree char *out = NULL, *err = NULL;
+
+        if (x->hugetlbfs) {
+            g_autofree char *why = g_strdup("no hugetlbfs mount for 2 MiB pages");
+            SL_TEST_NEED("hugepages", mnt != NULL, why);
+        }
+        g_ptr_array_add(save, g_strdup("save"));
+        g_ptr_array_add(rest, g_strdup("qemu-restore"));
+        g_ptr_array_add(rest, g_strdup(snap));
+        g_ptr_array_add(rest, g_strdup("--"));
+        g_ptr_array_add(rest, g_strdup("qemu-system-x86_64"));
+        for (unsigned b = 0; b < x->nblocks; b++) {
+            g_autofree char *raw = g_strdup_printf("%s/raw%u", dir, b);
+            int fd = open(raw, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+            assert_true(fd >= 0 && ftruncate(fd, (off_t)(mb << 20)) == 0);
+            close(fd);
+            add2(save, "--raw", g_strdup_printf("%s:ram%u", raw, b));
+            add2(rest, "-object", g_strdup_printf("memory-backend-file,id=ram%u,size=%" G_GUINT64_FORMAT
+                                                  "M,mem-path=%s/snapload-refuse-%d-%u,share=%s",
+                                                  b, mb, mnt, (int)getpid(), b, x->share));
+        }
+        add2(save, "-o", g_strdup(snap));
+        g_ptr_array_add(save, NULL);
+        g_ptr_array_add(rest, NULL);
+        assert_int_equal(sl_test_run_cli((const char *const *)save->pdata, &out, &err), 0);
+        g_free(out);
+        g_free(err);
+        int st = sl_test_run_cli((const char *const *)rest->pdata, &out, &err);
+        print_message("# %s: %s", x->name, err);
+        if (g_spawn_check_wait_status(st, NULL) || !strstr(err, x->want)) {
+            fail_msg("%s: wanted an error saying '%s', got status %d: %s", x->name, x->want, st,
+                     err);
+        }
+        for (unsigned b = 0; b < x->nblocks; b++) {
+            g_autofree char *mf = g_strdup_printf("%s/snapload-refuse-%d-%u", mnt, (int)getpid(), b);
+            if (access(mf, F_OK) == 0) {
+                unlink(mf);
+                fail_msg("%s: a refused restore left the memory file %s behind", x->name, mf);
+            }
+        }
+        sl_test_rmdir(g_steal_pointer(&dir));
+    }
+}
+
 #define CASE(fn, k) cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, (void *)&kinds[k])
 
 int main(void)
 {
-    struct CMUnitTest tests[2 * G_N_ELEMENTS(kinds)];
+    struct CMUnitTest tests[2 * G_N_ELEMENTS(kinds) + 1];
     unsigned n = 0;
 
     for (unsigned k = 0; k < G_N_ELEMENTS(kinds); k++) {
@@ -577,6 +664,8 @@ int main(void)
         tests[n++].name = g_strdup_printf("%s/daemon_death_ends_qemu_before_any_wrong_page",
                                           kinds[k].name);
     }
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(
+        test_qemu_restore_refuses_bad_backends_before_starting);
     if (g_getenv("SL_TEST_FILTER")) { /* e.g. "*daemon_death*" while debugging */
         cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
     }

@@ -10,12 +10,15 @@
 #include <stdlib.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include "cli.h"
 #include "touch.h"
 #include "consumers.h"
+#include "timeline.h"
 #include "backends/backend.h"
 #include "migration/restore-int.h"
 
@@ -25,7 +28,7 @@ typedef struct {
     uint64_t hugepage;
     gint threads, touch_threads, eager_threads, consumers;
     gint64 workload;
-    char *topology, *record;
+    char *topology, *record, *timeline;
     char **binds;
     bool interleave, no_hot;
     bool random, verify, compare_eager, json, no_checksum, cold;
@@ -39,6 +42,10 @@ typedef struct {
     consumer_totals cons;
     double touch_p50_us, touch_p99_us;
     uint64_t hugepage;             /* the page size hugetlbfs used, 0 otherwise */
+    uint64_t guest_bytes;          /* sum of the block lengths */
+    uint64_t peak_rss_anon_kb;     /* lazy restore: sampled peak of our private memory */
+    uint64_t vm_hwm_kb;            /* lazy restore: peak resident set (VmHWM) */
+    sl_timeline lazy_tl, eager_tl; /* --timeline: bytes in place over time */
     sl_stats st;
 } results;
 
@@ -103,14 +110,20 @@ static uint64_t verify_all(sl_snapshot *s, sl_mem *mems)
     return bad;
 }
 
-static void wait_done(sl_restore *r)
+/* Waits for the end of the restore, sampling its progress into @tl (every
+ * 10 ms with --timeline, else every 100 ms for the progress bar). */
+static void wait_done(const opts *o, sl_restore *r, sl_timeline *tl, double t0)
 {
     sl_stats st = { .size = sizeof(st) };
+    int ret;
 
-    while (sl_restore_wait(r, 100) == -EINPROGRESS) {
+    do {
+        ret = sl_restore_wait(r, o->timeline ? 10 : 100);
         sl_restore_get_stats(r, &st);
+        sl_timeline_add(tl, cli_now_ms() - t0, st.pages_total ? (uint64_t)((double)tl->total *
+                        (double)st.pages_present / (double)st.pages_total) : 0);
         cli_progress("restore", st.pages_present, st.pages_total);
-    }
+    } while (ret == -EINPROGRESS);
     cli_progress(NULL, 0, 0);
 }
 
@@ -208,6 +221,16 @@ static bool load(const opts *o, loaded *l, GError **errp)
     return l->snap && check_hugepages(o, l->snap, errp) && map_blocks(l->snap, o, l->mems, errp);
 }
 
+static uint64_t guest_bytes(const loaded *l)
+{
+    uint64_t bytes = 0;
+
+    for (unsigned b = 0; b < l->n; b++) {
+        bytes += l->mems[b].length;
+    }
+    return bytes;
+}
+
 /* A recording run: faults only, ending when the workload ends. */
 static bool recording_only(const opts *o)
 {
@@ -229,7 +252,7 @@ static bool follow(const opts *o, loaded *l, sl_restore *r, consumers *cons, dou
     if (recording_only(o)) {
         touch_wait(&t); /* the run ends with the workload: every touch faulted */
     } else {
-        wait_done(r);
+        wait_done(o, r, &res->lazy_tl, t0);
     }
     res->complete_ms = cli_now_ms() - t0;
     touch_stop(&t);
@@ -256,6 +279,9 @@ static bool conclude(const opts *o, loaded *l, sl_restore *r, double t_start, re
     res->first_fault_ms = res->st.time_to_first_fault_ms < 0
                               ? NAN : t_start + res->st.time_to_first_fault_ms;
     res->hugepage = o->kind == SL_BACKEND_HUGETLBFS && l->n ? l->mems[0].page_size : 0;
+    res->peak_rss_anon_kb = res->lazy_tl.peak_rss_anon_kb;
+    res->guest_bytes = res->lazy_tl.total;
+    res->vm_hwm_kb = sl_proc_status_kb("VmHWM");
     if (o->record && !write_recorded(o->record, r, errp)) {
         return false;
     }
@@ -288,6 +314,7 @@ static int run_lazy(const opts *o, results *res)
 
     /* Consumers are forked before any thread exists and hand over their views. */
     ok = load(o, &l, &err) && start_lazy(o, l.snap, l.mems, &r, &err) &&
+         (sl_timeline_init(&res->lazy_tl, guest_bytes(&l)), true) &&
          (!o->consumers || (cons = consumers_spawn((unsigned)o->consumers, l.snap, l.mems,
                                                    r, &err)));
     t_start = cli_now_ms() - t0; /* where the library's times start */
@@ -307,24 +334,99 @@ static int run_lazy(const opts *o, results *res)
     return ok ? 0 : cli_fail_error(err);
 }
 
+/* The eager load of every block, in a thread of its own when a timeline is
+ * sampled beside it. */
+typedef struct {
+    const opts *o;
+    loaded *l;
+    int ret;
+    _Atomic bool done;    /* release by the loader, acquire by the sampler */
+} eager_job;
+
+static gpointer eager_thread(gpointer p)
+{
+    eager_job *j = p;
+
+    for (unsigned b = 0; b < j->l->n && j->ret == 0; b++) {
+        j->ret = sl_eager_load(j->l->snap, b, j->l->mems[b].host,
+                               (unsigned)j->o->eager_threads, !j->o->no_checksum);
+    }
+    atomic_store_explicit(&j->done, true, memory_order_release);
+    return NULL;
+}
+
+/* Units (backend pages) of an eager load in place: those mincore shows
+ * resident, plus the all-zero ones, which fresh memory already holds.
+ * @zero has one flag per unit of every block, in order. */
+static uint64_t eager_present(const loaded *l, const uint8_t *zero)
+{
+    uint64_t sys = (uint64_t)sysconf(_SC_PAGESIZE), bytes = 0;
+
+    for (unsigned b = 0; b < l->n; b++) {
+        const sl_mem *m = &l->mems[b];
+        uint64_t units = m->length / m->page_size, step = m->page_size / sys;
+        g_autofree unsigned char *vec = g_malloc(m->length / sys);
+        if (mincore(m->host, m->length, vec) < 0) {
+            return 0;
+        }
+        for (uint64_t u = 0; u < units; u++, zero++) {
+            bytes += (*zero || (vec[u * step] & 1)) ? m->page_size : 0;
+        }
+    }
+    return bytes;
+}
+
+/* One flag per backend page of every block: 1 if the snapshot has no
+ * stored page in it. */
+static uint8_t *zero_units(const loaded *l)
+{
+    GByteArray *z = g_byte_array_new();
+    sl_block_info bi;
+
+    for (unsigned b = 0; sl_snapshot_block(l->snap, b, &bi); b++) {
+        uint64_t per = l->mems[b].page_size / bi.page_size;
+        for (uint64_t p = 0; p < bi.pages; p += per) {
+            uint8_t zero = 1;
+            for (uint64_t q = p; q < p + per && q < bi.pages && zero; q++) {
+                zero = !sl_snapshot_page_present(l->snap, b, q);
+            }
+            g_byte_array_append(z, &zero, 1);
+        }
+    }
+    return g_byte_array_free(z, false);
+}
+
 static int run_eager(const opts *o, results *res)
 {
     double t0 = cli_now_ms();
     GError *err = NULL;
     loaded l = { 0 };
-    int ret = 0;
+    eager_job j = { .o = o, .l = &l };
+    g_autofree uint8_t *zeros = NULL;
 
     if (!load(o, &l, &err)) {
         unload(&l);
         return cli_fail_error(err);
     }
-    for (unsigned b = 0; b < l.n && ret == 0; b++) {
-        ret = sl_eager_load(l.snap, b, l.mems[b].host, (unsigned)o->eager_threads,
-                            !o->no_checksum);
+    if (!o->timeline) {
+        eager_thread(&j);
+    } else {
+        GThread *t;
+        zeros = zero_units(&l);
+        sl_timeline_init(&res->eager_tl, guest_bytes(&l));
+        t = g_thread_new("eager", eager_thread, &j);
+        while (!atomic_load_explicit(&j.done, memory_order_acquire)) {
+            sl_timeline_add(&res->eager_tl, cli_now_ms() - t0, eager_present(&l, zeros));
+            g_usleep(50000); /* a sampling period (mincore is not free), not a wait */
+        }
+        g_thread_join(t);
     }
     res->eager_ms = cli_now_ms() - t0;
+    if (o->timeline) {
+        sl_timeline_add(&res->eager_tl, res->eager_ms, eager_present(&l, zeros));
+    }
     unload(&l);
-    return ret == 0 ? 0 : cli_fail("eager load failed: %s", g_strerror(-ret));
+    return j.ret == 0 ? 0 : cli_fail("eager load failed: %s", g_strerror(-j.ret));
 }
 
 /* {"node": value, ...} of pages or threads per node; a static buffer per kind. */
@@ -394,6 +496,9 @@ static char *results_json(const opts *o, const results *r)
     if (o->workload) {
         json_double(&j, "workload_ms", r->workload_ms);
     }
+    json_u64(&j, "guest_bytes", r->guest_bytes);
+    json_u64(&j, "peak_rss_anon_kb", r->peak_rss_anon_kb);
+    json_u64(&j, "vm_hwm_kb", r->vm_hwm_kb);
     json_double(&j, "checksum_ms", s->checksum_ms);
     json_double(&j, "loader_ms", s->loader_ms);
     if (r->verified) {
@@ -511,6 +616,8 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
         { "no-checksum", 0, 0, G_OPTION_ARG_NONE, &nocs, "trust the file: skip checksums", NULL },
         { "cold", 0, 0, G_OPTION_ARG_NONE, &cold, "drop the file's page cache before each load", NULL },
         { "json", 0, 0, G_OPTION_ARG_NONE, &json, "print one JSON object", NULL },
+        { "timeline", 0, 0, G_OPTION_ARG_FILENAME, &o->timeline, "write bytes in place over time "
+          "(CSV: lazy and, with --compare-eager, eager)", "FILE" },
         { NULL },
     };
 
@@ -569,6 +676,21 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
 }
 
 /* Exit status of a restore that ran to its end: 0 unless something was wrong. */
+static int write_timeline(const opts *o, const results *res)
+{
+    FILE *f = fopen(o->timeline, "w");
+
+    if (!f) {
+        return cli_fail("--timeline %s: %s", o->timeline, g_strerror(errno));
+    }
+    fprintf(f, "# mode,t_ms,bytes_in_place,guest_bytes; lazy ready at %.3f ms\n", res->ready_ms);
+    sl_timeline_write(&res->lazy_tl, "lazy", f);
+    if (res->eager_tl.samples) {
+        sl_timeline_write(&res->eager_tl, "eager", f);
+    }
+    return fclose(f) == 0 ? 0 : cli_fail("--timeline %s: %s", o->timeline, g_strerror(errno));
+}
+
 static int check_results(const opts *o, const results *res)
 {
     /* A recording run stops early by design: its unplaced pages are no fault. */
@@ -605,13 +727,19 @@ int cmd_restore(int argc, char **argv)
         }
         ret = run_eager(&o, &res);
     }
+    if (ret == 0 && o.timeline) {
+        ret = write_timeline(&o, &res);
+    }
     if (ret == 0) {
         print_results(&o, &res);
         ret = check_results(&o, &res);
     }
+    sl_timeline_clear(&res.lazy_tl);
+    sl_timeline_clear(&res.eager_tl);
     g_free(o.path);
     g_free(o.topology);
     g_free(o.record);
+    g_free(o.timeline);
     g_strfreev(o.binds);
     return ret;
 }

@@ -926,6 +926,52 @@ static void test_cli_json_reports_real_sizes_and_says_what_was_not_measured(void
     g_free(f.path);
 }
 
+/* --timeline: for each backend, bytes in place never fall, the lazy series
+ * ends with every byte in place, and so does the eager one beside it. */
+static void test_cli_timeline_rises_to_every_byte_for_lazy_and_eager(void **state)
+{
+    for (unsigned k = 0; k < 3; k++) {
+        backend_case bc = backend_cases[k];
+        fixture f = { .bc = &bc };
+        g_autofree char *csv = NULL, *out = NULL, *err = NULL, *text = NULL;
+        const char *args[] = { "restore", NULL, "--backend", bc.kind == SL_BACKEND_ANON ? "anon"
+                               : bc.kind == SL_BACKEND_SHMEM ? "shmem" : "hugetlbfs",
+                               "--compare-eager", "--timeline", NULL, NULL };
+        g_auto(GStrv) lines = NULL;
+        double last[2] = { -1, -1 };
+        uint64_t prev[2] = { 0, 0 }, total = 0;
+
+        fixture_build(&f, 8u << 20, 0, 3);
+        csv = g_build_filename(f.dir, "timeline.csv", NULL);
+        args[1] = f.path;
+        args[6] = csv;
+        assert_int_equal(sl_test_run_cli(args, &out, &err), 0);
+        assert_true(g_file_get_contents(csv, &text, NULL, NULL));
+        lines = g_strsplit(text, "\n", -1);
+        assert_non_null(strstr(lines[0], "lazy ready at"));
+        for (unsigned i = 1; lines[i] && *lines[i]; i++) {
+            g_auto(GStrv) c = g_strsplit(lines[i], ",", 4);
+            unsigned m = !strcmp(c[0], "eager");
+            uint64_t present = g_ascii_strtoull(c[2], NULL, 10);
+            assert_true(m || !strcmp(c[0], "lazy"));
+            total = g_ascii_strtoull(c[3], NULL, 10);
+            assert_true(present >= prev[m] && present <= total);
+            prev[m] = present;
+            last[m] = g_ascii_strtod(c[1], NULL);
+        }
+        assert_int_equal(total, 8u << 20);
+        assert_int_equal(prev[0], total);
+        assert_int_equal(prev[1], total);
+        assert_true(last[0] >= 0 && last[1] >= 0);
+        for (unsigned b = 0; b < 2; b++) {
+            sl_mem_release(&f.mem[b]);
+        }
+        sl_snapshot_close(f.snap);
+        sl_test_rmdir(f.dir);
+        g_free(f.path);
+    }
+}
+
 /* --threads 0 with nothing else placing pages would wait forever: refused. */
 static void test_cli_refuses_a_restore_that_could_never_finish(void **state)
 {
@@ -1061,7 +1107,7 @@ static const feature features[] = {
 int main(void)
 {
     size_t nb = G_N_ELEMENTS(backend_cases), nf = G_N_ELEMENTS(features), n = 0;
-    struct CMUnitTest *tests = g_new0(struct CMUnitTest, nb * nf + 4);
+    struct CMUnitTest *tests = g_new0(struct CMUnitTest, nb * nf + 5);
 
     for (size_t b = 0; b < nb; b++) {
         for (size_t i = 0; i < nf; i++) {
@@ -1083,6 +1129,8 @@ int main(void)
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(
         test_cli_json_reports_real_sizes_and_says_what_was_not_measured);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_cli_refuses_a_restore_that_could_never_finish);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(
+        test_cli_timeline_rises_to_every_byte_for_lazy_and_eager);
     if (g_getenv("SL_TEST_FILTER")) { /* e.g. "*corrupt*": run only matching cases */
         cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
     }

@@ -972,6 +972,42 @@ static void test_cli_timeline_rises_to_every_byte_for_lazy_and_eager(void **stat
     }
 }
 
+/* extract: the raw image equals the snapshot's pages; a corrupt page makes it
+ * fail with one line naming the block and the checksum mismatch. */
+static void test_cli_extract_gives_back_the_image_and_refuses_a_corrupt_page(void **state)
+{
+    backend_case bc = backend_cases[0];
+    fixture f = { .bc = &bc };
+    g_autofree char *img = NULL, *out = NULL, *err = NULL, *out2 = NULL, *err2 = NULL;
+    g_autofree uint8_t *want = NULL;
+    g_autofree char *got = NULL;
+    const char *args[] = { "extract", NULL, "--block", "b0", "-o", NULL, NULL };
+    gsize len;
+
+    fixture_build(&f, 4u << 20, 0, 3);
+    img = g_build_filename(f.dir, "b0.img", NULL);
+    args[1] = f.path;
+    args[5] = img;
+    assert_int_equal(sl_test_run_cli(args, &out, &err), 0);
+    assert_true(g_file_get_contents(img, &got, &len, NULL));
+    assert_int_equal(len, f.lengths[0]);
+    want = g_malloc(len);
+    assert_int_equal(sl_snapshot_read_pages(f.snap, 0, 0, len / 4096, want, true), 0);
+    assert_memory_equal(got, want, len);
+    corrupt_page(&f, 5);
+    int status = sl_test_run_cli(args, &out2, &err2);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+    if (!strstr(err2, "block 'b0'") || !strstr(err2, "checksum mismatch")) {
+        fail_msg("expected the block and the checksum mismatch named, got: %s", err2);
+    }
+    for (unsigned b = 0; b < 2; b++) {
+        sl_mem_release(&f.mem[b]);
+    }
+    sl_snapshot_close(f.snap);
+    sl_test_rmdir(f.dir);
+    g_free(f.path);
+}
+
 /* --threads 0 with nothing else placing pages would wait forever: refused. */
 static void test_cli_refuses_a_restore_that_could_never_finish(void **state)
 {
@@ -1107,7 +1143,7 @@ static const feature features[] = {
 int main(void)
 {
     size_t nb = G_N_ELEMENTS(backend_cases), nf = G_N_ELEMENTS(features), n = 0;
-    struct CMUnitTest *tests = g_new0(struct CMUnitTest, nb * nf + 5);
+    struct CMUnitTest *tests = g_new0(struct CMUnitTest, nb * nf + 6);
 
     for (size_t b = 0; b < nb; b++) {
         for (size_t i = 0; i < nf; i++) {
@@ -1131,6 +1167,8 @@ int main(void)
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_cli_refuses_a_restore_that_could_never_finish);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(
         test_cli_timeline_rises_to_every_byte_for_lazy_and_eager);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(
+        test_cli_extract_gives_back_the_image_and_refuses_a_corrupt_page);
     if (g_getenv("SL_TEST_FILTER")) { /* e.g. "*corrupt*": run only matching cases */
         cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
     }

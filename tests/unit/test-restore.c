@@ -134,10 +134,9 @@ static int fixture_setup(void **state)
     return 0;
 }
 
-static int fixture_teardown(void **state)
+/* Releases what fixture_build() and a restore made (not @f itself). */
+static void fixture_clear(fixture *f)
 {
-    fixture *f = *state;
-
     sl_restore_free(f->r);
     for (unsigned b = 0; b < 2; b++) {
         sl_mem_release(&f->mem[b]);
@@ -147,7 +146,12 @@ static int fixture_teardown(void **state)
         sl_test_rmdir(f->dir);
     }
     g_free(f->path);
-    g_free(f);
+}
+
+static int fixture_teardown(void **state)
+{
+    fixture_clear(*state);
+    g_free(*state);
     return 0;
 }
 
@@ -918,12 +922,7 @@ static void test_cli_json_reports_real_sizes_and_says_what_was_not_measured(void
     /* Touch threads start once ready: on one origin, first fault >= ready. */
     assert_true(g_ascii_strtod(first, NULL) >= g_ascii_strtod(ready, NULL));
     assert_true(g_ascii_strtod(first, NULL) <= g_ascii_strtod(complete, NULL));
-    for (unsigned b = 0; b < 2; b++) {
-        sl_mem_release(&f.mem[b]);
-    }
-    sl_snapshot_close(f.snap);
-    sl_test_rmdir(f.dir);
-    g_free(f.path);
+    fixture_clear(&f);
 }
 
 /* --timeline: for each backend, bytes in place never fall, the lazy series
@@ -963,12 +962,7 @@ static void test_cli_timeline_rises_to_every_byte_for_lazy_and_eager(void **stat
         assert_int_equal(prev[0], total);
         assert_int_equal(prev[1], total);
         assert_true(last[0] >= 0 && last[1] >= 0);
-        for (unsigned b = 0; b < 2; b++) {
-            sl_mem_release(&f.mem[b]);
-        }
-        sl_snapshot_close(f.snap);
-        sl_test_rmdir(f.dir);
-        g_free(f.path);
+        fixture_clear(&f);
     }
 }
 
@@ -1000,12 +994,7 @@ static void test_cli_extract_gives_back_the_image_and_refuses_a_corrupt_page(voi
     if (!strstr(err2, "block 'b0'") || !strstr(err2, "checksum mismatch")) {
         fail_msg("expected the block and the checksum mismatch named, got: %s", err2);
     }
-    for (unsigned b = 0; b < 2; b++) {
-        sl_mem_release(&f.mem[b]);
-    }
-    sl_snapshot_close(f.snap);
-    sl_test_rmdir(f.dir);
-    g_free(f.path);
+    fixture_clear(&f);
 }
 
 /* --threads 0 with nothing else placing pages would wait forever: refused. */

@@ -19,6 +19,7 @@ import argparse
 import base64
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -54,17 +55,19 @@ def qmp_command(path, cmd, timeout=30):
     return msg
 
 
-def wait_for(path, text, timeout):
-    """Waits until file @path contains @text; fails on an ERR line."""
+def wait_for(path, pattern, timeout):
+    """Waits until file @path has a whole line matching regex @pattern (the
+    guest may be in the middle of writing it); fails on an ERR line."""
     end = time.time() + timeout
+    rx = re.compile(pattern + r".*\n")
     while time.time() < end:
         log = open(path, errors="replace").read() if os.path.exists(path) else ""
         if "ERR" in log:
             sys.exit("bench-qemu: the guest found a wrong page:\n" + log)
-        if text in log:
+        if rx.search(log):
             return log
         time.sleep(0.05)
-    sys.exit("bench-qemu: timed out waiting for %r in %s" % (text, path))
+    sys.exit("bench-qemu: timed out waiting for %r in %s" % (pattern, path))
 
 
 class Bench:
@@ -101,7 +104,7 @@ class Bench:
         q = subprocess.Popen(self.qemu_args(serial, "-qmp", "unix:%s,server=on,wait=off" % qmp))
         print("bench-qemu: booting a %s guest; it writes every page once" % self.a.size,
               file=sys.stderr)
-        wait_for(serial, "PASS 1 ", 1800)
+        wait_for(serial, r"PASS 1 OK errors=\d+", 1800)
         subprocess.run([SNAPLOAD, "qemu-save", "--qmp", qmp, "-o", self.snap,
                         "--full-stream", self.full, "--quit"], check=True)
         q.wait(timeout=60)
@@ -132,7 +135,7 @@ class Bench:
             os.unlink(qmp)
         p, serial = self.restore("lazy", [], ("-qmp", "unix:%s,server=on,wait=off" % qmp))
         out = json.loads(p.stdout.readline())
-        log = wait_for(serial, "PASS ", 1800)   # the pass under way at the save
+        log = wait_for(serial, r"PASS \d+ OK errors=\d+", 1800)  # the pass under way
         out["guest_check"] = "ok" if "errors=0" in log and "ERR" not in log else log
         qmp_command(qmp, "quit")
         p.wait(timeout=120)
@@ -158,7 +161,7 @@ class Bench:
         out = json.loads(p.stdout.readline())
         out["qtest_differing_pages"] = qtest_compare(conn.makefile("rwb"), raw, self.size)
         qmp_command(qmp, "cont")
-        log = wait_for(serial, "PASS ", 1800)
+        log = wait_for(serial, r"PASS \d+ OK errors=\d+", 1800)
         out["guest_check"] = "ok" if "errors=0" in log and "ERR" not in log else log
         qmp_command(qmp, "quit")
         p.wait(timeout=120)

@@ -289,7 +289,8 @@ def svg(tl, path):
     tmax = max(t for s in tl["series"].values() for t, _ in s) or 1
     x = lambda t: l + (w - l - 20) * t / tmax
     y = lambda f: h - b - (h - b - 20) * f
-    parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
+    parts = ['<!-- SPDX-License-Identifier: GPL-2.0-or-later -->',
+             '<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
              'font-family="sans-serif" font-size="12">' % (w, h),
              '<rect width="100%" height="100%" fill="white"/>',
              '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>' % (l, h - b, w - 20, h - b),
@@ -347,7 +348,7 @@ def main():
         json.dump(res, f, indent=1)
     svg(res["timeline"], os.path.join(a.out, "pages-over-time.svg"))
     m = res["machine"]
-    lines = ["# snapload benchmark results", "",
+    lines = ["<!-- SPDX-License-Identifier: GPL-2.0-or-later -->", "# snapload benchmark results", "",
              "`%s` on %s: %d CPUs (%s), %.0f GiB, kernel %s. Medians of %d repetitions, page "
              "cache warm, snapshots with 30%% zero pages; every figure in a row comes from the "
              "same run." % (res["command"], m["date"], m["cpus"], m["cpu"], m["mem_gib"],

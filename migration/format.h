@@ -65,6 +65,8 @@ typedef struct {
     uint64_t present_pages;
     uint64_t *bitmap;   /* npages bits, host-order words */
     uint64_t *csums;    /* npages entries, host order */
+    void *csum_map;     /* reader: the mapping csums lives in (csum_map_len bytes) */
+    size_t csum_map_len;
 } sl_block;
 
 typedef struct {

@@ -206,6 +206,16 @@ def main():
     if a.backend == "hugetlbfs":
         subprocess.run(["bash", os.path.join(ROOT, "scripts/hugetlb-setup.sh"),
                         str((b.size >> 21) + 16), "2M"], check=True, stdout=subprocess.DEVNULL)
+    try:
+        run(a, b)
+    finally:
+        # mem-path=FILE outlives QEMU: a file left on hugetlbfs would hold
+        # its hugepages (used or reserved) until someone removes it.
+        if os.path.exists(b.mem):
+            os.unlink(b.mem)
+
+
+def run(a, b):
     b.save()
     b.warm()
     runs = {"eager": [], "lazy": []}
@@ -247,7 +257,6 @@ def main():
     print("  qtest view of all guest RAM against the snapshot: %d differing pages %s"
           % (len(summary["qtest_differing_pages"]), " ".join(summary["qtest_differing_pages"])))
     print("  (one differing page at 0xe8000 is KVM's kvmclock update: docs/qemu.md)")
-    os.unlink(b.mem)
 
 
 if __name__ == "__main__":

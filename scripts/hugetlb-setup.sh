@@ -8,7 +8,9 @@
 #
 #   scripts/hugetlb-setup.sh N [2M|1G] [--node NODE] [--mount DIR]
 #
-# N is the number of *free* pages wanted (pages already in use are kept).
+# N is the number of *available* pages wanted: free and not reserved by an
+# existing mapping (a mapped or half-filled file on a hugetlbfs mount holds a
+# reservation even after its process exited).  Pages in use are kept.
 set -euo pipefail
 
 usage() {
@@ -47,17 +49,26 @@ if [ ! -d "$dir" ]; then
     exit 1
 fi
 
+# Free pages that mappings have reserved are not ours to take.  The kernel
+# keeps reservations per pool, not per node: a node's count is conservative.
+resv_file="/sys/kernel/mm/hugepages/hugepages-${kb}kB/resv_hugepages"
+avail_pages() {
+    local f r=0
+    f=$(cat "$dir/free_hugepages")
+    [ -r "$resv_file" ] && r=$(cat "$resv_file")
+    echo $((f > r ? f - r : 0))
+}
 total=$(cat "$dir/nr_hugepages")
-free=$(cat "$dir/free_hugepages")
+avail=$(avail_pages)
 before=$total
-if [ "$free" -lt "$want" ]; then
-    target=$((total + want - free))
+if [ "$avail" -lt "$want" ]; then
+    target=$((total + want - avail))
     if ! echo "$target" > "$dir/nr_hugepages" 2>/dev/null; then
         echo "hugetlb-setup: cannot write $dir/nr_hugepages (are you root?)" >&2
         exit 1
     fi
-    free=$(cat "$dir/free_hugepages")
-    if [ "$free" -lt "$want" ]; then
+    avail=$(avail_pages)
+    if [ "$avail" -lt "$want" ]; then
         # Not enough contiguous memory (usual for 1 GiB pages on a machine
         # that has run a while): drop clean caches, compact, and ask again.
         sync
@@ -67,14 +78,19 @@ if [ "$free" -lt "$want" ]; then
         echo "hugetlb-setup: dropped caches and compacted memory to find $size pages"
     fi
     total=$(cat "$dir/nr_hugepages")
-    free=$(cat "$dir/free_hugepages")
+    avail=$(avail_pages)
     echo "hugetlb-setup: reserved $size pages${node:+ on node $node}: now $total in all"
 fi
-if [ "$free" -lt "$want" ]; then
+if [ "$avail" -lt "$want" ]; then
     echo "$before" > "$dir/nr_hugepages" 2>/dev/null || true
-    echo "hugetlb-setup: the kernel gave only $free free $size pages of $want wanted" \
+    echo "hugetlb-setup: the kernel gave only $avail available $size pages of $want wanted" \
          "(memory too fragmented or too small; try at boot: hugepagesz=$size hugepages=$want)" >&2
     exit 1
+fi
+free=$(cat "$dir/free_hugepages")
+if [ "$free" -lt "$total" ] || [ "$avail" -lt "$free" ]; then
+    echo "hugetlb-setup: note: $((total - free)) $size pages in use and $((free - avail))" \
+         "reserved by existing mappings or by files left on hugetlbfs mounts"
 fi
 
 # A hugetlbfs mount with this page size?
@@ -102,4 +118,4 @@ if [ -z "$have" ]; then
     have="$mnt"
     echo "hugetlb-setup: mounted hugetlbfs pagesize=$size on $mnt"
 fi
-echo "hugetlb-setup: $size pages${node:+ on node $node}: $free free of $total; mount: $have"
+echo "hugetlb-setup: $size pages${node:+ on node $node}: $avail available of $total; mount: $have"

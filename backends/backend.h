@@ -129,6 +129,13 @@ bool sl_hugetlb_check(uint64_t hugepage, uint64_t pages, GError **errp);
 bool sl_hugetlb_check_blocks(const uint64_t *lengths, unsigned n, uint64_t hugepage,
                              GError **errp);
 
+/**
+ * sl_hugetlb_available: pages of the @hugepage pool that a new mapping may
+ * take: free ones not already reserved by an existing mapping (0 if the
+ * pool is unreadable).
+ */
+uint64_t sl_hugetlb_available(uint64_t hugepage);
+
 /** sl_hugetlb_default_size: the host's default hugepage size (0 if none). */
 uint64_t sl_hugetlb_default_size(void);
 

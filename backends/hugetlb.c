@@ -49,6 +49,14 @@ static uint64_t pool_count(uint64_t hugepage, const char *what)
     return g_ascii_strtoull(text, NULL, 10);
 }
 
+uint64_t sl_hugetlb_available(uint64_t hugepage)
+{
+    uint64_t nfree = pool_count(hugepage, "free_hugepages");
+    uint64_t resv = pool_count(hugepage, "resv_hugepages");
+
+    return nfree > resv ? nfree - resv : 0;
+}
+
 /* "needs N free 2M hugepages but M are free: reserve them with ..." */
 static bool too_few(uint64_t hugepage, const char *name, uint64_t pages, uint64_t nfree,
                     uint64_t resv, GError **errp)
@@ -60,20 +68,19 @@ static bool too_few(uint64_t hugepage, const char *name, uint64_t pages, uint64_
                                                    "existing mappings)", nfree, resv)
                                  : NULL;
 
-    /* hugetlb-setup.sh N raises free_hugepages to N: reserved pages count as free there. */
+    /* hugetlb-setup.sh N makes N pages available: free and not reserved. */
     g_set_error(errp, SL_ERROR, SL_ERROR_UNSUPPORTED,
                 "needs %" G_GUINT64_FORMAT " free %s hugepages but %" G_GUINT64_FORMAT
                 " are free%s: reserve them with 'scripts/hugetlb-setup.sh %" G_GUINT64_FORMAT
                 " %s' or 'echo %" G_GUINT64_FORMAT " > /sys/kernel/mm/hugepages/hugepages-%"
                 G_GUINT64_FORMAT "kB/nr_hugepages'", pages, name, avail, held ? held : "",
-                pages + resv, name, total, hugepage >> 10);
+                pages, name, total, hugepage >> 10);
     return false;
 }
 
 bool sl_hugetlb_check(uint64_t hugepage, uint64_t pages, GError **errp)
 {
     g_autofree char *name = size_name(hugepage);
-    uint64_t nfree, resv;
 
     if (!size_supported(hugepage)) {
         g_set_error(errp, SL_ERROR, SL_ERROR_UNSUPPORTED,
@@ -88,10 +95,9 @@ bool sl_hugetlb_check(uint64_t hugepage, uint64_t pages, GError **errp)
         return false;
     }
     /* Free pages that existing mappings have reserved are not ours to take. */
-    nfree = pool_count(hugepage, "free_hugepages");
-    resv = pool_count(hugepage, "resv_hugepages");
-    if (nfree < resv || nfree - resv < pages) {
-        return too_few(hugepage, name, pages, nfree, resv, errp);
+    if (sl_hugetlb_available(hugepage) < pages) {
+        return too_few(hugepage, name, pages, pool_count(hugepage, "free_hugepages"),
+                       pool_count(hugepage, "resv_hugepages"), errp);
     }
     return true;
 }

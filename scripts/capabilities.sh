@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Prints, comma-separated, the capabilities this machine has that tests may
 # need: uffd (userfaultfd usable by us), kvm (/dev/kvm usable), hugepages
-# (free, unreserved 2 MiB hugepages on a hugetlbfs mount), hugepages-1G (the same for
-# 1 GiB pages).  scripts/test.sh requires exactly these, so a test that
+# (enough free, unreserved 2 MiB hugepages and a hugetlbfs mount of that
+# size), hugepages-1G (the same for 1 GiB pages).  scripts/test.sh requires exactly these, so a test that
 # skips for a capability the machine has fails instead.
 caps=()
 if [ -r /dev/userfaultfd ] && [ -w /dev/userfaultfd ]; then
@@ -14,11 +14,29 @@ fi
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
     caps+=(kvm)
 fi
-has_pages() { # kB: free pages that no existing mapping has reserved
-    local d="/sys/kernel/mm/hugepages/hugepages-$1kB"
-    [ -r "$d/free_hugepages" ] && grep -q hugetlbfs /proc/mounts &&
-        [ "$(cat "$d/free_hugepages")" -gt "$(cat "$d/resv_hugepages" 2>/dev/null || echo 0)" ]
+# A hugepage capability is there when a mount of that page size exists and
+# the pool has, free and not reserved by existing mappings, at least as
+# many pages as the largest test takes (test-numa: 128 x 2 MiB; the 1 GiB
+# cases: 2 pages).
+has_pages() { # kB min
+    local d="/sys/kernel/mm/hugepages/hugepages-$1kB" f r
+    [ -r "$d/free_hugepages" ] || return 1
+    f=$(cat "$d/free_hugepages"); r=$(cat "$d/resv_hugepages" 2>/dev/null || echo 0)
+    [ $((f - r)) -ge "$2" ] || return 1
+    python3 - "$1" <<'PY'
+import re, sys
+default = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("Hugepagesize:"))
+units = {"K": 1, "M": 1024, "G": 1 << 20}
+for line in open("/proc/mounts"):
+    _, _, fstype, opts = line.split()[:4]
+    if fstype != "hugetlbfs":
+        continue
+    m = re.search(r"pagesize=(\d+)([KMG])", opts)
+    if (int(m.group(1)) * units[m.group(2)] if m else default) == int(sys.argv[1]):
+        sys.exit(0)
+sys.exit(1)
+PY
 }
-has_pages 2048 && caps+=(hugepages)
-has_pages 1048576 && caps+=(hugepages-1G)
+has_pages 2048 128 && caps+=(hugepages)
+has_pages 1048576 2 && caps+=(hugepages-1G)
 (IFS=,; echo "${caps[*]}")

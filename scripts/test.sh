@@ -8,6 +8,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
+
+# Files our tests and benchmarks put on hugetlbfs and /dev/shm (snapload-*)
+# that no process has open or mapped any more are leftovers of a run that
+# was killed: each one holds its hugepages until removed.
+remove_stale_files() {
+    local f held
+    held=$(ls -l /proc/[0-9]*/fd/ 2>/dev/null | sed -n 's/.* -> //p'
+           cat /proc/[0-9]*/maps 2>/dev/null | awk '{print $6}')
+    for f in $(awk '$3 == "hugetlbfs" {print $2}' /proc/mounts) /dev/shm; do
+        for f in "$f"/snapload-*; do
+            [ -f "$f" ] || continue
+            grep -qxF "$f" <<<"$held" && continue
+            echo "snapload: removing $f, left by an earlier run" >&2
+            rm -f "$f"
+        done
+    done
+}
+remove_stale_files
 # Hugepages the tests need (as root; the 1 GiB ones only where the kernel
 # can find them: their tests are then required, otherwise they skip).
 if [ "$(id -u)" -eq 0 ]; then

@@ -564,17 +564,6 @@ static void test_daemon_death_ends_qemu_before_any_wrong_page(void **state)
 
 /* ------------------------- refused before QEMU starts -------------------- */
 
-/* Free minus reserved 2 MiB pages in the pool. */
-static uint64_t free_2m_pages(void)
-{
-    const char *d = "/sys/kernel/mm/hugepages/hugepages-2048kB";
-    g_autofree char *fp = g_strdup_printf("%s/free_hugepages", d);
-    g_autofree char *rp = g_strdup_printf("%s/resv_hugepages", d);
-    g_autofree char *fr = slurp(fp), *rs = slurp(rp);
-
-    return g_ascii_strtoull(fr, NULL, 10) - g_ascii_strtoull(rs, NULL, 10);
-}
-
 typedef struct {
     const char *name;
     bool hugetlbfs;       /* backends on the 2 MiB hugetlbfs mount, else /dev/shm */
@@ -604,7 +593,7 @@ static void test_qemu_restore_refuses_bad_backends_before_starting(void **state)
         g_autoptr(GPtrArray) save = g_ptr_array_new_with_free_func(g_free);
         g_autoptr(GPtrArray) rest = g_ptr_array_new_with_free_func(g_free);
         const char *mnt = x->hugetlbfs ? hugetlbfs_find_path_for_size(2l << 20) : "/dev/shm";
-        uint64_t mb = x->pool_split ? (free_2m_pages() / 2 + 1) * 2 : x->mb;
+        uint64_t mb = x->pool_split ? (sl_hugetlb_available(2u << 20) / 2 + 1) * 2 : x->mb;
         g_autofree char *out = NULL, *err = NULL;
 
         if (x->hugetlbfs) {

@@ -474,22 +474,6 @@ static char *size_name(uint64_t hp)
                             : g_strdup_printf("%" G_GUINT64_FORMAT "M", hp >> 20);
 }
 
-/* Pages of @hp that are free and not reserved by a mapping, as the check counts them. */
-static uint64_t hugepages_available(uint64_t hp)
-{
-    uint64_t v[2] = { 0, 0 };
-    const char *what[2] = { "free_hugepages", "resv_hugepages" };
-
-    for (unsigned i = 0; i < 2; i++) {
-        g_autofree char *path = g_strdup_printf("/sys/kernel/mm/hugepages/hugepages-%"
-                                                G_GUINT64_FORMAT "kB/%s", hp >> 10, what[i]);
-        g_autofree char *text = NULL;
-        assert_true(g_file_get_contents(path, &text, NULL, NULL));
-        v[i] = g_ascii_strtoull(text, NULL, 10);
-    }
-    return v[0] > v[1] ? v[0] - v[1] : 0;
-}
-
 /* @err says that @pages pages of size @hp are needed, and both ways to reserve them. */
 static void expect_too_few(const GError *err, uint64_t hp, uint64_t pages)
 {
@@ -522,7 +506,7 @@ static void test_hugetlbfs_errors_name_the_fix(void **state)
     expect_too_few(err, hp, 1000000);
     g_clear_error(&err);
     /* Two blocks that each fit but not together: the sum is checked up front. */
-    n = hugepages_available(hp) / 2 + 1;
+    n = sl_hugetlb_available(hp) / 2 + 1;
     lengths[0] = lengths[1] = n * hp;
     assert_false(sl_hugetlb_check_blocks(lengths, 2, hp, &err));
     expect_too_few(err, hp, 2 * n);

@@ -20,20 +20,27 @@ hugetlbfs-1G), medians over --reps repetitions, page cache warm:
     on the first fault (the simplest external handler), eager load;
   - peak private memory (RssAnon) of the restore process against the guest
     RAM size;
-  - with --qemu: stock QEMU 7.2, lazy `qemu-restore` against its own eager
-    `-incoming` (scripts/bench-qemu.py).
+  - stock QEMU 7.2 (when qemu-system-x86_64 is installed; --no-qemu
+    leaves it out): lazy `qemu-restore` against its own eager `-incoming`
+    (scripts/bench-qemu.py).
+The eager baselines are plain pread loads (no checksum checks), while the
+lazy restores check every page: the comparison is, if anything, unfair to
+snapload.  Sizes default to 1G,4G, plus 16G where the machine has memory
+for it and for its snapshot in the page cache (warm figures).
 Prints one table; writes OUT/bench.json, OUT/bench.md and
 OUT/pages-over-time.svg (bytes in place over time, lazy against eager).
 
 usage: bench/run.py [--sizes 1G,4G] [--backends anon,shmem,hugetlbfs-2M,hugetlbfs-1G]
-                    [--reps 3] [--dir /var/tmp/snapload-bench] [--out DIR] [--qemu]
+                    [--reps 3] [--dir /var/tmp/snapload-bench] [--out DIR] [--no-qemu]
 """
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -53,6 +60,8 @@ TOUCHES = 2000
 # The stand-in for vCPUs in every lazy run: one thread touching TOUCHES
 # random pages once the restore is ready, as the peers' runs do.
 WORKLOAD = ("--touch-threads", "1", "--access", "random", "--workload", str(TOUCHES))
+# The eager baseline: a plain pread load of the same file, same backend.
+EAGER = ("--compare-eager", "--eager-no-checksum")
 
 
 def log(msg):
@@ -75,6 +84,18 @@ def run_json(cmd):
 def median(runs, key):
     vals = [r[key] for r in runs if r.get(key) is not None]
     return statistics.median(vals) if vals else None
+
+
+def warm(path):
+    """Reads @path through the page cache, so that the figures are warm ones."""
+    with open(path, "rb") as f:
+        while f.read(8 << 20):
+            pass
+
+
+def spread(runs, key):
+    vals = [r[key] for r in runs if r.get(key) is not None]
+    return [min(vals), max(vals)] if vals else None
 
 
 def reserve(hugepage, size):
@@ -103,9 +124,7 @@ class Bench:
             subprocess.run([SNAPLOAD, "save", "--raw", raw + ":pc.ram", "-o", snap], check=True,
                            stdout=subprocess.DEVNULL)
             os.unlink(raw)
-        with open(snap, "rb") as f:  # warm figures: the file is in the page cache
-            while f.read(8 << 20):
-                pass
+        warm(snap)
         return snap
 
     def restore(self, snap, be, *extra):
@@ -123,11 +142,11 @@ class Bench:
         memcpy = []
         for i in range(reps):
             log("%s %s: repetition %d of %d" % (size, be, i + 1, reps))
-            r = self.restore(snap, be, *WORKLOAD, "--compare-eager", "--eager-threads", "1")
+            warm(snap)  # the host evicts quickly, and reserving hugepages may drop caches
+            r = self.restore(snap, be, *WORKLOAD, *EAGER, "--eager-threads", "1")
             lazy.append(r)
             eager1.append(r["eager_ms"])
-            r = self.restore(snap, be, *WORKLOAD, "--compare-eager",
-                             "--eager-threads", str(self.cpus))
+            r = self.restore(snap, be, *WORKLOAD, *EAGER, "--eager-threads", str(self.cpus))
             lazy.append(r)
             eagern.append(r["eager_ms"])
             f = self.restore(snap, be, "--touch-threads", "0", "--threads", str(self.cpus))
@@ -143,7 +162,9 @@ class Bench:
         row = {
             "guest_bytes": bytes_,
             "time_to_ready_ms": median(lazy, "time_to_ready_ms"),
+            "time_to_ready_min_max_ms": spread(lazy, "time_to_ready_ms"),
             "time_to_complete_ms": median(lazy, "time_to_complete_ms"),
+            "time_to_complete_min_max_ms": spread(lazy, "time_to_complete_ms"),
             "eager_1thread_ms": statistics.median(eager1),
             "eager_%dthreads_ms" % self.cpus: statistics.median(eagern),
             "fault_busy_p50_us": median(lazy, "fault_p50_us"),
@@ -152,10 +173,12 @@ class Bench:
             "loaders_only_complete_ms": median(fill, "time_to_complete_ms"),
             "memcpy_mb_s": median(memcpy, "throughput_mb_s"),
             "peak_rss_anon_kb": max(r["peak_rss_anon_kb"] for r in lazy),
+            "peak_vm_hwm_kb": max(r["vm_hwm_kb"] for r in lazy),
             "pages_placed_twice": max(r["pages_placed_twice"] for r in lazy + fill),
             "touch_mismatches": max(r["touch_mismatches"] for r in lazy),
             "touch_p50_us": median(lazy, "touch_p50_us"),
             "touch_p99_us": median(lazy, "touch_p99_us"),
+            "touch_first_wait_ms": median(lazy, "touch_first_wait_ms"),
             "peers": {s: {k: median(v, k) for k in ("time_to_ready_ms", "time_to_complete_ms",
                                                    "time_to_first_touch_served_ms",
                                                    "touch_p50_us", "touch_p99_us",
@@ -175,7 +198,7 @@ class Bench:
 
     def timeline(self, snap, be):
         path = os.path.join(self.a.out, "timeline.csv")
-        self.restore(snap, be, *WORKLOAD, "--compare-eager", "--timeline", path)
+        self.restore(snap, be, *WORKLOAD, *EAGER, "--timeline", path)
         series = {"lazy": [], "eager": []}
         ready = None
         for line in open(path):
@@ -219,6 +242,33 @@ class Bench:
             self.res["qemu"] = q
 
 
+def default_sizes():
+    """1G,4G, and 16G when guest RAM, its snapshot in the page cache and the
+    eager copy fit in memory with room to spare (about 40 GiB)."""
+    kb = int(next(l for l in open("/proc/meminfo") if l.startswith("MemTotal")).split()[1])
+    return "1G,4G,16G" if kb >= 40 << 20 else "1G,4G"
+
+
+def ready_growth(res):
+    """Per backend: time to ready at the largest size over the smallest."""
+    sizes = list(res["sizes"])
+    out = {}
+    for be in res["sizes"][sizes[0]] if sizes else ():
+        rows = [res["sizes"][s][be] for s in sizes if be in res["sizes"][s]]
+        if len(rows) > 1:
+            out[be] = {"sizes": [sizes[0], sizes[-1]],
+                       "ram_ratio": rows[-1]["guest_bytes"] / rows[0]["guest_bytes"],
+                       "ready_ratio": rows[-1]["time_to_ready_ms"] / rows[0]["time_to_ready_ms"],
+                       "eager_ratio": rows[-1]["eager_1thread_ms"] / rows[0]["eager_1thread_ms"]}
+    return out
+
+
+def growth_lines(g):
+    return ["%s: %.0f× the RAM (%s to %s): time to ready %.2f×, eager load %.1f×."
+            % (be, v["ram_ratio"], v["sizes"][0], v["sizes"][1], v["ready_ratio"],
+               v["eager_ratio"]) for be, v in g.items()]
+
+
 def machine():
     mem = next(l for l in open("/proc/meminfo") if l.startswith("MemTotal")).split()[1]
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
@@ -231,10 +281,19 @@ def fmt(v, unit="", digits=1):
     return "-" if v is None else ("%.*f%s" % (digits, v, unit))
 
 
+def ranged(r, key, digits=1):
+    """The median of @key with the range of the runs: "8.1 (7.9–9.0)"."""
+    mm = r.get(key.replace("_ms", "_min_max_ms"))
+    if not mm:
+        return fmt(r[key], digits=digits)
+    return "%s (%s–%s)" % (fmt(r[key], digits=digits), fmt(mm[0], digits=digits),
+                           fmt(mm[1], digits=digits))
+
+
 def table(res, cpus):
     """The side-by-side table, as Markdown lines."""
     n = "eager_%dthreads_ms" % cpus
-    out = ["| size | backend | ready | complete | eager 1 thr | eager %d thr | eager1/ready | "
+    out = ["| size | backend | ready (min–max) | complete (min–max) | eager 1 thr | eager %d thr | eager1/ready | "
            "fault p50/p99/max busy | fault p50/p99/max idle | loaders vs memcpy | "
            "peak RssAnon / guest |" % cpus,
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -245,7 +304,8 @@ def table(res, cpus):
                 if "fault_idle_p50_us" in r else "-"
             out.append("| %s | %s | %s ms | %s ms | %s ms | %s ms | %.0f× | %s/%s/%s µs | %s | "
                        "%.0f%% of %.0f MB/s | %.1f%% |" % (
-                           size, be, fmt(r["time_to_ready_ms"]), fmt(r["time_to_complete_ms"], digits=0),
+                           size, be, ranged(r, "time_to_ready_ms"),
+                           ranged(r, "time_to_complete_ms", 0),
                            fmt(r["eager_1thread_ms"], digits=0), fmt(r[n], digits=0),
                            r["eager_1thread_ms"] / r["time_to_ready_ms"],
                            fmt(r["fault_busy_p50_us"]), fmt(r["fault_busy_p99_us"]),
@@ -260,8 +320,8 @@ def peer_table(res):
            "touch p50/p99 | wrong pages |", "|---|---|---|---:|---:|---:|---:|---:|"]
     for size, rows in res["sizes"].items():
         for be, r in rows.items():
-            out.append("| %s | %s | **snapload** | %s ms | - | %s ms | %s/%s µs | %d |"
-                       % (size, be, fmt(r["time_to_ready_ms"]),
+            out.append("| %s | %s | **snapload** | %s ms | %s ms | %s ms | %s/%s µs | %d |"
+                       % (size, be, fmt(r["time_to_ready_ms"]), fmt(r["touch_first_wait_ms"]),
                           fmt(r["time_to_complete_ms"], digits=0), fmt(r["touch_p50_us"]),
                           fmt(r["touch_p99_us"]), r["touch_mismatches"]))
             for s, p in r["peers"].items():
@@ -286,8 +346,12 @@ def qemu_lines(q):
 def svg(tl, path):
     """Bytes in place over time, lazy against eager, as an SVG line chart."""
     w, h, l, b = 640, 360, 60, 40
-    tmax = max(t for s in tl["series"].values() for t, _ in s) or 1
-    x = lambda t: l + (w - l - 20) * t / tmax
+    # Time on a log axis from T0: a ready time of milliseconds and an eager
+    # load of seconds both stay readable.
+    t0 = 0.5
+    tmax = max([t for s in tl["series"].values() for t, _ in s] + [10 * t0])
+    span = math.log10(tmax / t0)
+    x = lambda t: l + (w - l - 20) * math.log10(max(t, t0) / t0) / span
     y = lambda f: h - b - (h - b - 20) * f
     parts = ['<!-- SPDX-License-Identifier: GPL-2.0-or-later -->',
              '<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
@@ -298,13 +362,18 @@ def svg(tl, path):
     for i in range(0, 5):
         parts.append('<text x="%d" y="%d" text-anchor="end">%d%%</text>'
                      % (l - 5, y(i / 4) + 4, 25 * i))
-        t = tmax * i / 4
-        parts.append('<text x="%d" y="%d" text-anchor="middle">%.0f ms</text>' % (x(t), h - b + 16, t))
+    t = 1.0
+    while t <= tmax:
+        parts.append('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ccc"/>'
+                     % (x(t), 20, x(t), h - b))
+        parts.append('<text x="%.1f" y="%d" text-anchor="middle">%s</text>'
+                     % (x(t), h - b + 16, "%g ms" % t if t < 1000 else "%g s" % (t / 1000)))
+        t *= 10
     colors = {"lazy": "#1f77b4", "eager": "#d62728"}
     for mode, pts in tl["series"].items():
         if not pts:
             continue
-        d = " ".join("%.1f,%.1f" % (x(t), y(f)) for t, f in [(0, 0)] + pts)
+        d = " ".join("%.1f,%.1f" % (x(t), y(f)) for t, f in pts)
         parts.append('<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>'
                      % (colors[mode], d))
     runs = [("lazy", tl["lazy_ready_ms"]), ("eager", tl["series"]["eager"][-1][0])]
@@ -316,7 +385,7 @@ def svg(tl, path):
                      '%.1f ms</text>' % (x(t) - 4 if right else x(t) + 4, 34 + 16 * i,
                                          colors[mode], "end" if right else "start", mode, t))
     parts.append('<text x="%d" y="%d" text-anchor="middle">guest RAM in place over time, %s, %s '
-                 '(dashed: when the guest can run)</text>' % (w / 2, h - 6, tl["snapshot"],
+                 '(dashed: when the guest can run; log time)</text>' % (w / 2, h - 6, tl["snapshot"],
                                                               tl["backend"]))
     parts.append("</svg>")
     with open(path, "w") as f:
@@ -325,14 +394,18 @@ def svg(tl, path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="1G,4G")
+    ap.add_argument("--sizes", default=default_sizes())
     ap.add_argument("--backends", default="anon,shmem,hugetlbfs-2M,hugetlbfs-1G")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--dir", default="/var/tmp/snapload-bench", help="snapshots and scratch")
     ap.add_argument("--out", default=None, help="where results go (default: DIR/results)")
-    ap.add_argument("--qemu", action="store_true", help="also stock QEMU (scripts/bench-qemu.py)")
+    ap.add_argument("--no-qemu", dest="qemu", action="store_false",
+                    help="leave out stock QEMU (scripts/bench-qemu.py)")
     ap.add_argument("--qemu-size", default="4G")
     a = ap.parse_args()
+    if a.qemu and not shutil.which("qemu-system-x86_64"):
+        log("no qemu-system-x86_64: stock QEMU left out")
+        a.qemu = False
     a.out = a.out or os.path.join(a.dir, "results")
     os.makedirs(a.out, exist_ok=True)
     for p in (SNAPLOAD, PEERS):
@@ -344,6 +417,7 @@ def main():
     res["machine"] = machine()
     res["command"] = "bench/run.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
     res["reps"] = a.reps
+    res["ready_growth"] = ready_growth(res)
     with open(os.path.join(a.out, "bench.json"), "w") as f:
         json.dump(res, f, indent=1)
     svg(res["timeline"], os.path.join(a.out, "pages-over-time.svg"))
@@ -354,6 +428,7 @@ def main():
              "same run." % (res["command"], m["date"], m["cpus"], m["cpu"], m["mem_gib"],
                             m["kernel"], a.reps), ""]
     lines += table(res, b.cpus) + [""]
+    lines += ["How the figures grow with guest RAM:", ""] + growth_lines(res["ready_growth"]) + [""]
     lines += ["Peer strategies (re-implementations of their published algorithms in "
               "bench/strategies.c, same files, same backends; one thread touching %d random "
               "pages once ready; ready counts from before the snapshot is opened for all):" % TOUCHES, ""] + peer_table(res) + [""]

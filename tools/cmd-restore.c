@@ -32,6 +32,7 @@ typedef struct {
     char **binds;
     bool interleave, no_hot;
     bool random, verify, compare_eager, json, no_checksum, cold;
+    bool eager_no_checksum;        /* --eager-no-checksum: a plain pread load */
 } opts;
 
 /* Times are in ms from the command's origin: just before the snapshot is opened. */
@@ -41,6 +42,7 @@ typedef struct {
     bool verified;
     consumer_totals cons;
     double touch_p50_us, touch_p99_us;
+    double touch_first_wait_ms;    /* the first touch's wait (-1: nothing touched) */
     uint64_t hugepage;             /* the page size hugetlbfs used, 0 otherwise */
     uint64_t guest_bytes;          /* sum of the block lengths */
     uint64_t peak_rss_anon_kb;     /* lazy restore: sampled peak of our private memory */
@@ -265,6 +267,7 @@ static bool follow(const opts *o, loaded *l, sl_restore *r, consumers *cons, dou
     res->touch_poisoned = t.poisoned;
     res->touch_p50_us = (double)sl_hist_percentile(&t.latency, 50) / 1e3;
     res->touch_p99_us = (double)sl_hist_percentile(&t.latency, 99) / 1e3;
+    res->touch_first_wait_ms = t.touched ? (double)t.first_wait_ns / 1e6 : -1;
     g_free(t.targets);
     return ok;
 }
@@ -349,7 +352,8 @@ static gpointer eager_thread(gpointer p)
 
     for (unsigned b = 0; b < j->l->n && j->ret == 0; b++) {
         j->ret = sl_eager_load(j->l->snap, b, j->l->mems[b].host,
-                               (unsigned)j->o->eager_threads, !j->o->no_checksum);
+                               (unsigned)j->o->eager_threads,
+                               !j->o->no_checksum && !j->o->eager_no_checksum);
     }
     atomic_store_explicit(&j->done, true, memory_order_release);
     return NULL;
@@ -478,6 +482,7 @@ static char *results_json(const opts *o, const results *r)
     json_double(&j, "fault_p99_us", s->fault_p99_us);
     json_double(&j, "fault_max_us", s->fault_max_us);
     json_double(&j, "touch_p50_us", r->touch_p50_us);
+    json_double(&j, "touch_first_wait_ms", r->touch_first_wait_ms);
     json_double(&j, "touch_p99_us", r->touch_p99_us);
     json_u64(&j, "pages_touched", r->touched);
     json_u64(&j, "touch_mismatches", r->touch_mismatches);
@@ -509,6 +514,7 @@ static char *results_json(const opts *o, const results *r)
     if (o->compare_eager) {
         json_double(&j, "eager_ms", r->eager_ms);
         json_int(&j, "eager_threads", o->eager_threads);
+        json_bool(&j, "eager_checksum", !o->no_checksum && !o->eager_no_checksum);
         json_double(&j, "eager_over_ready", r->eager_ms / MAX(r->ready_ms, 1e-3));
     }
     return json_end(&j);
@@ -596,7 +602,7 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
 {
     g_autofree char *backend = NULL, *access = NULL, *hps = NULL;
     gboolean verify = false, eager = false, json = false, nocs = false, cold = false;
-    gboolean interleave = false, nohot = false;
+    gboolean interleave = false, nohot = false, eager_nocs = false;
     GOptionEntry entries[] = {
         { "backend", 0, 0, G_OPTION_ARG_STRING, &backend, "memory backend: anon|shmem|hugetlbfs", "KIND" },
         { "hugepage-size", 0, 0, G_OPTION_ARG_STRING, &hps, "hugetlbfs page size: 2M|1G (default: host default)", "SIZE" },
@@ -613,6 +619,7 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
         { "verify", 0, 0, G_OPTION_ARG_NONE, &verify, "check every byte after the restore", NULL },
         { "compare-eager", 0, 0, G_OPTION_ARG_NONE, &eager, "also time an eager load", NULL },
         { "eager-threads", 0, 0, G_OPTION_ARG_INT, &o->eager_threads, "threads of the eager load (default 1)", "N" },
+        { "eager-no-checksum", 0, 0, G_OPTION_ARG_NONE, &eager_nocs, "the eager load skips checksums (a plain pread load)", NULL },
         { "no-checksum", 0, 0, G_OPTION_ARG_NONE, &nocs, "trust the file: skip checksums", NULL },
         { "cold", 0, 0, G_OPTION_ARG_NONE, &cold, "drop the file's page cache before each load", NULL },
         { "json", 0, 0, G_OPTION_ARG_NONE, &json, "print one JSON object", NULL },
@@ -669,6 +676,7 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
     o->compare_eager = eager;
     o->json = json;
     o->no_checksum = nocs;
+    o->eager_no_checksum = eager_nocs;
     o->cold = cold;
     o->interleave = interleave;
     o->no_hot = nohot;

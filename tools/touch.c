@@ -28,6 +28,7 @@ typedef struct {
     touch_ctx *t;
     const touch_target *tg;
     uint64_t page;
+    uint64_t *wait_ns;    /* where to store this access's wait, or NULL */
     bool ok;
 } page_read;
 
@@ -39,8 +40,14 @@ static void read_page(void *opaque)
     const uint8_t *p = tg->host + pr->page * tg->page_size;
     uint64_t t0 = sl_now_ns();
 
+    uint64_t waited;
+
     (void)*(volatile const uint8_t *)p;
-    sl_hist_record(&pr->t->latency, sl_now_ns() - t0);
+    waited = sl_now_ns() - t0;
+    sl_hist_record(&pr->t->latency, waited);
+    if (pr->wait_ns) {
+        *pr->wait_ns = waited;
+    }
     if (sl_snapshot_page_present(pr->t->snap, tg->block, pr->page)) {
         pr->ok = sl_hash(p, tg->page_size) ==
                  sl_snapshot_page_checksum(pr->t->snap, tg->block, pr->page);
@@ -49,11 +56,14 @@ static void read_page(void *opaque)
     }
 }
 
-/* Reads global page @g: counts it, and a mismatch or a refused (poisoned) page. */
-static void touch_page(touch_ctx *t, uint64_t g)
+/*
+ * Reads global page @g: counts it, and a mismatch or a refused (poisoned)
+ * page; stores the wait of its first access in @wait_ns unless NULL.
+ */
+static void touch_page(touch_ctx *t, uint64_t g, uint64_t *wait_ns)
 {
     unsigned b = 0;
-    page_read pr = { .t = t };
+    page_read pr = { .t = t, .wait_ns = wait_ns };
 
     while (g >= t->targets[b].pages) {
         g -= t->targets[b].pages;
@@ -85,10 +95,13 @@ static gpointer touch_thread(gpointer opaque)
         if (t->limit && n >= quota) {
             break;
         }
+        /* Thread 0's very first access: how long the first touch waited. */
+        uint64_t *wait = a->id == 0 && n == 0 ? &t->first_wait_ns : NULL;
+
         if (t->random) {
-            touch_page(t, xorshift(&seed) % t->total_pages);
+            touch_page(t, xorshift(&seed) % t->total_pages, wait);
         } else if (i < end) {
-            touch_page(t, i);
+            touch_page(t, i, wait);
         } else {
             break;
         }

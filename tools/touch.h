@@ -37,6 +37,7 @@ typedef struct {
     _Atomic uint64_t poisoned;    /* reads refused with SIGBUS (relaxed statistics) */
     sl_histogram latency;         /* first-access latency, ns */
     _Atomic uint64_t done_ns;     /* when the last thread finished its workload (max) */
+    uint64_t first_wait_ns;       /* thread 0's first access; read after the join */
 } touch_ctx;
 
 /** touch_start: start @n threads touching the targets. */

@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 #include "backend.h"
@@ -92,6 +93,7 @@ static bool hugetlbfs_map(sl_mem *m, uint64_t length, uint64_t hugepage, GError 
 static bool prepare_file(sl_mem *m, unsigned long magic, const char *fsname, GError **errp)
 {
     struct statfs sfs;
+    struct stat st = { 0 };
     void *alias;
 
     if (m->fd < 0 || fstatfs(m->fd, &sfs) < 0 || (unsigned long)sfs.f_type != magic) {
@@ -106,6 +108,13 @@ static bool prepare_file(sl_mem *m, unsigned long magic, const char *fsname, GEr
                     ", file offset %" G_GUINT64_FORMAT " and address must be multiples of "
                     "the %s page size %" G_GUINT64_FORMAT, m->length, m->offset, fsname,
                     m->page_size);
+        return false;
+    }
+    if (fstat(m->fd, &st) < 0 || m->offset > (uint64_t)st.st_size ||
+        m->length > (uint64_t)st.st_size - m->offset) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "the memory file holds %" G_GINT64_FORMAT
+                    " bytes, too few for the block's %" G_GUINT64_FORMAT " bytes at offset %"
+                    G_GUINT64_FORMAT, (gint64)st.st_size, m->length, m->offset);
         return false;
     }
     alias = mmap(NULL, m->length, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd, (off_t)m->offset);
@@ -155,13 +164,12 @@ static int file_place(const sl_mem *m, const sl_view *v, uint64_t off, const uin
 static int file_zero(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len,
                      uint64_t *done, uint64_t *eagain)
 {
-    /* Allocate zeroed pages in the page cache: CONTINUE cannot map a hole. */
+    /* Allocate zeroed pages in the page cache: CONTINUE cannot map a hole.
+     * fallocate leaves pages already there alone (tmpfs and hugetlbfs both
+     * have it), so it never writes into a page a consumer maps. */
     if (fallocate(m->fd, 0, (off_t)(m->offset + off), (off_t)len) < 0) {
-        if (errno != EOPNOTSUPP) {
-            *done = 0;
-            return -errno;
-        }
-        memset(m->alias + off, 0, len);
+        *done = 0;
+        return -errno;
     }
     return file_continue(m, v, off, len, done, eagain);
 }

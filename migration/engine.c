@@ -287,9 +287,8 @@ static int commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
             sl_uffd_wake(v->uffd, (void *)(uintptr_t)(v->base + (u + k) * reg->unit), reg->unit);
             k++;
         } else if (ret < 0 && v && consumer_gone(ret) && ops->in_place) {
-            view_gone(v); /* the data is staged: publish it for the others */
+            view_gone(v); /* the data is staged: the rest goes in no view, published */
             v = NULL;
-            continue;
         } else if (ret < 0) {
             sl_pagemap_publish(reg->map, u0, u - u0);
             units_done(r, u - u0);
@@ -511,14 +510,17 @@ static bool finish(sl_restore *r)
     int final = atomic_load_explicit(&r->page_error, memory_order_relaxed);
 
     /* With a refused page, views stay registered so it keeps trapping. */
+    g_mutex_lock(&r->views_lock); /* no view joins between unregistering and the status */
     if (final == 0) {
         unregister_all(r);
+        r->views_closed = true;
     }
     r->finished = true;
     if (atomic_compare_exchange_strong_explicit(&r->status, &expect, final,
                                                 memory_order_release, memory_order_relaxed)) {
         kick(r->done_efd);
     }
+    g_mutex_unlock(&r->views_lock);
     return final == 0;
 }
 

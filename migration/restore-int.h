@@ -116,7 +116,8 @@ struct sl_restore {
     _Atomic uint64_t hints[SL_HINTS];
     _Atomic uint32_t order_seq; /* trace_order counter (relaxed) */
     uint64_t max_bounce;       /* largest unit of a bounce (non in-place) region */
-    GMutex views_lock;         /* serialises sl_restore_add_view() callers */
+    GMutex views_lock;         /* serialises adding views against their unregistration */
+    bool views_closed;         /* under views_lock: completed or stopped, no view joins */
     /* Bumped (release) after a view is added; the fault thread (acquire)
      * rebuilds its poll set when it changes. */
     _Atomic unsigned views_gen;
@@ -156,19 +157,19 @@ static inline uint64_t sl_bad_page_pack(unsigned block, uint64_t page)
     return ((uint64_t)block << SL_BAD_PAGE_SHIFT | page) + 1;
 }
 
-/**
- * sl_restore_error: what ended the restore, or NULL while it runs or if it
- * completed.  A refused page gives SL_ERROR_CHECKSUM naming the block, the
- * page and its offset; any other failure SL_ERROR_IO with its errno.
- * Internal for now (the CLI uses it); caller frees.
- */
-GError *sl_restore_error(sl_restore *r);
-
 /** Monotonic clock in nanoseconds. */
 uint64_t sl_now_ns(void);
 
 /** Start the fault thread and the loaders (engine.c). */
 bool sl_engine_start(sl_restore *r, GError **errp);
+
+/**
+ * sl_restore_seal (seal.c): after an unfinished restore's threads are gone,
+ * make every unit that is not PRESENT unreadable in every view (poison, or
+ * PROT_NONE in our own mapping), then unregister what was sealed.  Caller
+ * holds views_lock.
+ */
+void sl_restore_seal(sl_restore *r);
 
 /** Ends the restore with @err (first caller wins); wakes everyone. */
 void sl_engine_fail(sl_restore *r, int err);

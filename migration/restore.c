@@ -242,11 +242,19 @@ bool sl_restore_add_view(sl_restore *r, const char *name, int uffd, uint64_t bas
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "view of block '%s': %s", name, why);
         return false;
     }
-    if (sl_restore_poll(r) == 0) {
-        return view_after_completion(reg, uffd, base, errp);
-    }
+    /* Under the lock: either finish() or sl_restore_stop() sees this view
+     * and unregisters it, or they have closed the views and we see that. */
     g_mutex_lock(&r->views_lock);
-    if (atomic_load_explicit(&reg->nviews, memory_order_relaxed) >= SL_MAX_VIEWS) {
+    if (r->views_closed && sl_restore_poll(r) == 0) {
+        ok = view_after_completion(reg, uffd, base, errp);
+        g_mutex_unlock(&r->views_lock);
+        return ok;
+    }
+    if (r->views_closed) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "view of block '%s': the restore has "
+                    "stopped before completion (%s)", name, g_strerror(-sl_restore_poll(r)));
+        ok = false;
+    } else if (atomic_load_explicit(&reg->nviews, memory_order_relaxed) >= SL_MAX_VIEWS) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' has %u views already",
                     name, SL_MAX_VIEWS);
         ok = false;
@@ -366,6 +374,14 @@ GError *sl_restore_error(sl_restore *r)
     if (st == 0 || st == -EINPROGRESS) {
         return NULL;
     }
+    if (st == -EIO) {
+        return g_error_new(SL_ERROR, SL_ERROR_IO, "restore failed: the snapshot could not be "
+                           "read (a read failed or the file ended early: was it changed "
+                           "during the restore?)");
+    }
+    if (st == -ECANCELED) {
+        return g_error_new(SL_ERROR, SL_ERROR_STATE, "restore stopped before completion");
+    }
     if (st != -EBADMSG || !bad) {
         return g_error_new(SL_ERROR, SL_ERROR_IO, "restore failed: %s", g_strerror(-st));
     }
@@ -417,13 +433,21 @@ void sl_restore_stop(sl_restore *r)
     if (r->fault_thread) {
         g_thread_join(r->fault_thread);
     }
-    for (guint i = 0; i < r->regions->len; i++) {
-        sl_region *reg = g_ptr_array_index(r->regions, i);
-        if (reg->registered) {
-            sl_uffd_unregister(r->uffd, reg->mem.host, reg->mem.length);
-            reg->registered = false;
+    g_mutex_lock(&r->views_lock);
+    if (sl_restore_poll(r) != 0) {
+        int expect = -EINPROGRESS;
+        /* Release: pairs with the acquire load in sl_restore_poll(). */
+        if (atomic_compare_exchange_strong_explicit(&r->status, &expect, -ECANCELED,
+                                                    memory_order_release,
+                                                    memory_order_relaxed)) {
+            uint64_t one = 1;
+            ssize_t n = write(r->done_efd, &one, sizeof(one));
+            (void)n;
         }
+        sl_restore_seal(r); /* never zeros for pages that are missing */
     }
+    r->views_closed = true;
+    g_mutex_unlock(&r->views_lock);
 }
 
 static void free_region(sl_region *reg)

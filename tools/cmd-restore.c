@@ -257,6 +257,12 @@ static bool follow(const opts *o, loaded *l, sl_restore *r, consumers *cons, dou
         wait_done(o, r, &res->lazy_tl, t0);
     }
     res->complete_ms = cli_now_ms() - t0;
+    if (sl_restore_poll(r) != 0) {
+        /* Failed or cut short: nobody serves faults any more.  Stopping
+         * seals the missing pages, which wakes touch threads blocked on
+         * them (they see the refusal), so they can be joined. */
+        sl_restore_stop(r);
+    }
     touch_stop(&t);
     res->workload_ms = t.done_ns ? (double)t.done_ns / 1e6 - t0 : -1;
     if (cons) {
@@ -296,10 +302,13 @@ static bool conclude(const opts *o, loaded *l, sl_restore *r, double t_start, re
 }
 
 /* The restore's own error (a refused page names its block and page), or NULL. */
-static GError *restore_error(sl_restore *r)
+static GError *restore_error(const opts *o, sl_restore *r)
 {
-    GError *err = sl_restore_error(r); /* NULL also for a recording run stopped early */
+    GError *err = sl_restore_error(r);
 
+    if (err && recording_only(o) && sl_restore_poll(r) == -ECANCELED) {
+        g_clear_error(&err); /* a recording run ends with its workload, by design */
+    }
     if (err && err->code == SL_ERROR_CHECKSUM) {
         g_prefix_error(&err, "restore failed: ");
     }
@@ -329,7 +338,7 @@ static int run_lazy(const opts *o, results *res)
     ok = ok && follow(o, &l, r, cons, t0, res, &err);
     if (ok) {
         sl_restore_stop(r); /* joins the workers, so their figures are final */
-        err = restore_error(r);
+        err = restore_error(o, r);
         ok = !err && conclude(o, &l, r, t_start, res, &err);
     }
     sl_restore_free(r);

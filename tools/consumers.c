@@ -91,7 +91,9 @@ static uint8_t *child_register(int sock, const sl_mem *m)
  */
 static __thread sigjmp_buf *poison_jmp;
 
-static void on_sigbus(int sig, siginfo_t *si, void *uctx)
+/* SIGBUS (a poisoned page) or SIGSEGV (a page sealed PROT_NONE where the
+ * kernel cannot poison) inside a guarded read: back to its recovery point. */
+static void on_refused(int sig, siginfo_t *si, void *uctx)
 {
     sigjmp_buf *jb = poison_jmp;
 
@@ -99,17 +101,18 @@ static void on_sigbus(int sig, siginfo_t *si, void *uctx)
         poison_jmp = NULL;
         siglongjmp(*jb, 1);
     }
-    signal(SIGBUS, SIG_DFL); /* not a guarded read: die of it, as without a handler */
-    raise(SIGBUS);
+    signal(sig, SIG_DFL); /* not a guarded read: die of it, as without a handler */
+    raise(sig);
 }
 
 void poison_guard_install(void)
 {
-    /* NODEFER: SIGBUS stays unblocked after the jump, for the next read. */
-    struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO | SA_NODEFER };
+    /* NODEFER: the signal stays unblocked after the jump, for the next read. */
+    struct sigaction sa = { .sa_sigaction = on_refused, .sa_flags = SA_SIGINFO | SA_NODEFER };
 
     sigemptyset(&sa.sa_mask);
     sigaction(SIGBUS, &sa, NULL);
+    sigaction(SIGSEGV, &sa, NULL);
 }
 
 bool poison_guard_read(void (*fn)(void *arg), void *arg)

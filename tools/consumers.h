@@ -40,16 +40,18 @@ typedef struct {
 bool consumers_finish(consumers *c, consumer_totals *out, GError **errp);
 
 /**
- * poison_guard_install: make SIGBUS raised inside poison_guard_read()
- * recoverable (process-wide handler; a SIGBUS anywhere else still kills
- * the process).  Call once, before the threads that read.
+ * poison_guard_install: make SIGBUS and SIGSEGV raised inside
+ * poison_guard_read() recoverable (process-wide handlers; either signal
+ * anywhere else still kills the process).  Call once, before the threads
+ * that read.
  */
 void poison_guard_install(void);
 
 /**
  * poison_guard_read: run @fn(@arg), which reads memory that may hold a
- * poisoned page (a page the restore refused: its access raises SIGBUS).
- * Returns false if it raised SIGBUS (the read was abandoned), else true.
+ * refused page (poisoned: SIGBUS; or sealed PROT_NONE where the kernel
+ * cannot poison: SIGSEGV).  Returns false if the read raised either (it
+ * was abandoned), else true.
  * Per thread; not reentrant.
  */
 bool poison_guard_read(void (*fn)(void *arg), void *arg);

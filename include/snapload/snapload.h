@@ -292,9 +292,19 @@ bool sl_restore_start(sl_restore *r, GError **errp);
 
 /**
  * sl_restore_poll: 0 when every page is present, -EINPROGRESS while the
- * restore runs, or the fatal -errno that stopped it.
+ * restore runs, the fatal -errno that stopped it, or -ECANCELED after
+ * sl_restore_stop() before completion.
  */
 int sl_restore_poll(sl_restore *r);
+
+/**
+ * sl_restore_error: what ended the restore, or NULL while it runs or if it
+ * completed.  A refused page (checksum mismatch) gives SL_ERROR_CHECKSUM
+ * naming the block, the page and its offset; an unreadable snapshot
+ * SL_ERROR_IO; sl_restore_stop() before completion SL_ERROR_STATE; any
+ * other failure SL_ERROR_IO with its errno.  Caller frees.  Since 1.1.
+ */
+GError *sl_restore_error(sl_restore *r);
 
 /**
  * sl_restore_wait: wait up to @timeout_ms (-1 = forever) for completion or
@@ -309,9 +319,12 @@ int sl_restore_wait(sl_restore *r, int timeout_ms);
 int sl_restore_eventfd(const sl_restore *r);
 
 /**
- * sl_restore_stop: stop the loaders and the fault thread.  Pages not yet
- * present stay registered no longer: only call it after completion or when
- * the memory will not be used again.
+ * sl_restore_stop: stop the loaders and the fault thread.  Before
+ * completion (or after a failure) every page not yet present is sealed
+ * first: poisoned where the kernel can (an access raises SIGBUS), else made
+ * PROT_NONE in our own mapping (SIGSEGV), never left to read as zeros; the
+ * restore then reports -ECANCELED unless it had failed already.  Only stop
+ * early when the memory will not be used again.
  */
 void sl_restore_stop(sl_restore *r);
 

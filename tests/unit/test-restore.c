@@ -645,13 +645,23 @@ typedef struct {
     bool done, ok;
 } page_reader;
 
-static gpointer read_one_page(gpointer opaque)
+/* Compares one page under the poison guard (a refused page reads as not ok). */
+static void compare_page(void *opaque)
 {
     page_reader *pr = opaque;
     g_autofree uint8_t *want = g_malloc(PSIZE);
 
     sl_test_fill_page(want, PSIZE, pr->page, 1, pr->f->zero_every);
     pr->ok = memcmp(pr->base + pr->page * PSIZE, want, PSIZE) == 0;
+}
+
+static gpointer read_one_page(gpointer opaque)
+{
+    page_reader *pr = opaque;
+
+    if (!poison_guard_read(compare_page, pr)) {
+        pr->ok = false;
+    }
     g_mutex_lock(&pr->g->lock);
     pr->done = true;
     g_cond_broadcast(&pr->g->cond);
@@ -709,12 +719,13 @@ static GThread *start_reader(page_reader *pr, loader_gate *g, const fixture *f,
                              const uint8_t *base, uint64_t page)
 {
     *pr = (page_reader){ .g = g, .f = f, .base = base, .page = page };
+    poison_guard_install();
     return g_thread_new("reader", read_one_page, pr);
 }
 
 /*
  * Joins the readers; one still blocked after @seconds would hang the test:
- * stopping the restore unregisters the views, which wakes it (with zeros).
+ * stopping the restore seals the missing units, which wakes it (refused).
  */
 static bool join_readers(fixture *f, page_reader *pr, GThread **th, unsigned n, int seconds)
 {
@@ -1039,7 +1050,152 @@ static void test_stop_before_completion_returns(void **state)
     fixture_build(f, 64 << 20, 0, 0);
     fixture_start(f, 1, false);
     sl_restore_stop(f->r); /* must join promptly, not wait for the whole load */
-    assert_true(sl_restore_poll(f->r) == -EINPROGRESS || sl_restore_poll(f->r) == 0);
+    assert_true(sl_restore_poll(f->r) == -ECANCELED || sl_restore_poll(f->r) == 0);
+}
+
+/* Reads snapshot page @page of block 0 through @base under the poison guard:
+ * 1 if it holds its data, 0 if other bytes (zeros), -1 if the read was refused. */
+static int read_page_guarded(fixture *f, const uint8_t *base, uint64_t page)
+{
+    loader_gate g = { 0 };
+    page_reader pr;
+    GThread *th = start_reader(&pr, &g, f, base, page);
+    bool refused;
+
+    if (!reader_wait(&pr, 20)) {
+        fail_msg("a read of page %" G_GUINT64_FORMAT " is still blocked: nobody serves it "
+                 "and it was not sealed", page);
+    }
+    g_thread_join(th);
+    refused = !pr.ok && !poison_guard_read(compare_page, &pr);
+    return refused ? -1 : pr.ok ? 1 : 0;
+}
+
+/*
+ * Reads page @page of block 0 in a thread while the restore fails under it:
+ * waits for the failure, stops the restore (which seals what is missing)
+ * and returns what the reader saw, as read_page_guarded().
+ */
+static int read_page_guarded_after_failure(fixture *f, uint64_t page)
+{
+    loader_gate g = { 0 };
+    page_reader pr;
+    GThread *th = start_reader(&pr, &g, f, f->mem[0].host, page);
+    int ret = sl_restore_wait(f->r, 20000);
+
+    if (ret == -EINPROGRESS) {
+        fail_msg("the restore did not fail although its file was cut short");
+    }
+    sl_restore_stop(f->r);
+    if (!reader_wait(&pr, 20)) {
+        fail_msg("the reader of page %" G_GUINT64_FORMAT " is still blocked after the stop",
+                 page);
+    }
+    g_thread_join(th);
+    return pr.ok ? 1 : poison_guard_read(compare_page, &pr) ? 0 : -1;
+}
+
+/*
+ * Stopped before completion (faults only, one page touched): the touched
+ * unit keeps its data, every missing unit is refused in every view, never
+ * read as zeros, and no view may join any more.
+ */
+static void test_stop_before_completion_never_serves_zeros(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    uint64_t unit = unit_of(f->bc), last;
+    uint8_t *second = NULL;
+    int uffd;
+
+    /* 1 GiB units hold zeros here: the point is refusal, not the data. */
+    fixture_build(f, MAX(4u << 20, 2 * unit), 0, unit > (2u << 20) ? 1 : 0);
+    last = f->lengths[0] / PSIZE - 1;
+    fixture_start(f, 0, true);
+    second = f->bc->kind == SL_BACKEND_ANON ? NULL : add_second_view(f);
+    assert_int_equal(read_page_guarded(f, f->mem[0].host, 0), 1);
+    sl_restore_stop(f->r);
+    assert_int_equal(sl_restore_poll(f->r), -ECANCELED);
+    assert_int_equal(read_page_guarded(f, f->mem[0].host, 0), 1);
+    assert_int_equal(read_page_guarded(f, f->mem[0].host, last), -1);
+    if (second) {
+        assert_int_equal(read_page_guarded(f, second, last), -1);
+        uffd = sl_uffd_open(f->mem[0].ops->uffd_features, 0, NULL, &err);
+        assert_true(uffd >= 0);
+        assert_false(sl_restore_add_view(f->r, "b0", uffd, (uintptr_t)second, &err));
+        assert_non_null(strstr(err->message, "stopped before completion"));
+        close(uffd);
+        munmap(second, f->mem[0].length);
+    }
+}
+
+/*
+ * The snapshot becomes unreadable mid-restore: the restore fails with -EIO
+ * naming the cause, and once stopped a thread reading a missing page is
+ * refused, never given zeros, while a page placed before stays intact.
+ */
+static void test_failed_restore_refuses_missing_pages(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    GError *why;
+    uint64_t unit = unit_of(f->bc), last;
+
+    fixture_build(f, MAX(4u << 20, 2 * unit), 0, 0); /* data everywhere: every fault reads */
+    last = f->lengths[0] / PSIZE - 1;
+    fixture_attach(f, 0, true);
+    assert_true(sl_restore_start(f->r, &err));
+    assert_int_equal(read_page_guarded(f, f->mem[0].host, 0), 1);
+    assert_int_equal(truncate(f->path, 4096), 0);
+    /* The next fault cannot be read: the restore fails, the reader is refused. */
+    assert_int_equal(read_page_guarded_after_failure(f, last), -1);
+    assert_int_equal(sl_restore_poll(f->r), -EIO);
+    why = sl_restore_error(f->r);
+    assert_non_null(why);
+    assert_non_null(strstr(why->message, "could not be read"));
+    g_error_free(why);
+    assert_int_equal(read_page_guarded(f, f->mem[0].host, 0), 1);
+}
+
+/* A memory file shorter than the block it should hold is refused at start,
+ * with both sizes named, before anything is registered. */
+static void test_short_memory_file_is_refused_with_its_size(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    uint64_t len;
+
+    fixture_build(f, 2 * unit_of(f->bc), 0, 0);
+    len = f->mem[0].length;
+    assert_int_equal(ftruncate(f->mem[0].fd, (off_t)(len / 2)), 0);
+    fixture_attach(f, 1, false);
+    assert_false(sl_restore_start(f->r, &err));
+    assert_non_null(err);
+    if (!strstr(err->message, "too few for the block")) {
+        fail_msg("unexpected error: %s", err->message);
+    }
+    assert_int_equal(ftruncate(f->mem[0].fd, (off_t)len), 0);
+}
+
+/* A view that joins after completion is simply unregistered: it reads every
+ * page from the page cache with nobody serving faults. */
+static void test_view_joining_after_completion_reads_every_page(void **state)
+{
+    fixture *f = *state;
+    g_autofree uint8_t *scratch = g_malloc(PSIZE);
+    uint64_t bad = 0;
+    uint8_t *second;
+
+    fixture_build(f, 8 << 20, 0, 3);
+    fixture_start(f, 1, false);
+    finish_and_audit(f);
+    second = add_second_view(f);
+    for (uint64_t i = 0; i < f->lengths[0] / PSIZE; i++) {
+        sl_test_fill_page(scratch, PSIZE, i, 1, f->zero_every);
+        bad += memcmp(second + i * PSIZE, scratch, PSIZE) != 0;
+    }
+    assert_int_equal(bad, 0);
+    munmap(second, f->mem[0].length);
 }
 
 static void test_uffd_copy_reports_eexist_for_a_present_page(void **state)
@@ -1106,6 +1262,13 @@ static const feature features[] = {
     { "pages_never_change_after_they_were_mapped", test_pages_never_change_after_they_were_mapped, any },
     { "corrupt_page_is_never_served", test_corrupt_page_is_never_served, any },
     { "stop_before_completion_returns", test_stop_before_completion_returns, any },
+    { "stop_before_completion_never_serves_zeros", test_stop_before_completion_never_serves_zeros, any },
+    { "failed_restore_refuses_missing_pages", test_failed_restore_refuses_missing_pages,
+      small_units },
+    { "short_memory_file_is_refused_with_its_size",
+      test_short_memory_file_is_refused_with_its_size, shared },
+    { "view_joining_after_completion_reads_every_page",
+      test_view_joining_after_completion_reads_every_page, shared },
     { "hugetlbfs_errors_name_the_fix", test_hugetlbfs_errors_name_the_fix, huge },
     { "faults_never_wait_behind_a_loader_and_every_view_is_woken",
       test_faults_never_wait_behind_a_loader_and_every_view_is_woken, any },

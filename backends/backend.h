@@ -125,9 +125,10 @@ bool sl_hugetlb_check(uint64_t hugepage, uint64_t pages, GError **errp);
  * sl_hugetlb_check_blocks: the check for all @n blocks of @lengths at once,
  * before any is mapped: every length a multiple of the page size, and the
  * sum of their pages available.  @hugepage 0 means the host's default size.
+ * @names (NULL: blocks are named by index) name the blocks in errors.
  */
-bool sl_hugetlb_check_blocks(const uint64_t *lengths, unsigned n, uint64_t hugepage,
-                             GError **errp);
+bool sl_hugetlb_check_blocks(const uint64_t *lengths, const char *const *names, unsigned n,
+                             uint64_t hugepage, GError **errp);
 
 /**
  * sl_hugetlb_available: pages of the @hugepage pool that a new mapping may

@@ -14,7 +14,9 @@ static char *size_name(uint64_t bytes)
 {
     return bytes >= (1ull << 30) && bytes % (1ull << 30) == 0
                ? g_strdup_printf("%" G_GUINT64_FORMAT "G", bytes >> 30)
-               : g_strdup_printf("%" G_GUINT64_FORMAT "M", bytes >> 20);
+           : bytes >= (1ull << 20) && bytes % (1ull << 20) == 0
+               ? g_strdup_printf("%" G_GUINT64_FORMAT "M", bytes >> 20)
+               : g_strdup_printf("%" G_GUINT64_FORMAT "K", bytes >> 10);
 }
 
 uint64_t sl_hugetlb_default_size(void)
@@ -107,17 +109,19 @@ uint64_t sl_hugetlb_resolve(uint64_t hugepage)
     return hugepage ? hugepage : sl_hugetlb_default_size();
 }
 
-bool sl_hugetlb_check_blocks(const uint64_t *lengths, unsigned n, uint64_t hugepage,
-                             GError **errp)
+bool sl_hugetlb_check_blocks(const uint64_t *lengths, const char *const *names, unsigned n,
+                             uint64_t hugepage, GError **errp)
 {
     uint64_t pages = 0;
 
     hugepage = sl_hugetlb_resolve(hugepage);
     for (unsigned i = 0; i < n; i++) {
         if (hugepage == 0 || lengths[i] % hugepage) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block %u: length %"
+            g_autofree char *name = names ? g_strdup_printf("'%s'", names[i])
+                                          : g_strdup_printf("%u", i);
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block %s: length %"
                         G_GUINT64_FORMAT " is not a multiple of the hugepage size %"
-                        G_GUINT64_FORMAT, i, lengths[i], hugepage);
+                        G_GUINT64_FORMAT, name, lengths[i], hugepage);
             return false;
         }
         pages += lengths[i] / hugepage;

@@ -24,6 +24,7 @@
 #define SL_NO_NODE           0xffffffffu
 #define SL_MAX_BLOCKS        1024u
 #define SL_MAX_SECTIONS      1024u
+#define SL_MAX_NODE_HINT     1024u /* node hints are below this */
 
 #define SL_MR_HEADER_SIZE    28u   /* packed mapped-ram header */
 #define SL_MR_VERSION        1u

@@ -151,7 +151,7 @@ static bool parse_block_entry(ctx *c, unsigned i, const uint8_t *e, GError **err
                    "multiple of page_size %" G_GUINT64_FORMAT, i, b->name, b->length,
                    b->page_size);
     }
-    if (node != SL_NO_NODE && node >= 1024) {
+    if (node != SL_NO_NODE && node >= SL_MAX_NODE_HINT) {
         return BAD(errp, "block %u ('%s'): numa_node %u is out of range", i, b->name, node);
     }
     if (sl_le32(e + SL_B_FLAGS) || sl_le64(e + SL_B_RESERVED)) {
@@ -342,9 +342,13 @@ sl_snapshot *sl_snapshot_open(const char *path, GError **errp)
     bool ok;
 
     s->path = g_strdup(path);
-    s->fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer. */
+    s->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (s->fd < 0 || fstat(s->fd, &st) < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", path, g_strerror(errno));
+        ok = false;
+    } else if (!S_ISREG(st.st_mode)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "%s: not a regular file", path);
         ok = false;
     } else {
         s->file_size = (uint64_t)st.st_size;

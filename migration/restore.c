@@ -26,10 +26,12 @@ uint64_t sl_now_ns(void)
 sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GError **errp)
 {
     sl_restore *r = g_new0(sl_restore, 1);
+    const char *topology;
 
-    if (cfg) {
+    if (cfg) { /* an older caller's smaller struct leaves the newer fields zero */
         memcpy(&r->cfg, cfg, MIN(cfg->size ? cfg->size : sizeof(*cfg), sizeof(r->cfg)));
     }
+    topology = r->cfg.numa_topology;
     r->cfg.size = sizeof(r->cfg);
     r->snap = snap;
     r->regions = g_ptr_array_new();
@@ -44,8 +46,8 @@ sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GErr
         return NULL;
     }
     r->cfg.numa_topology = NULL; /* the caller's string is not kept */
-    if (!(cfg && cfg->numa_topology ? sl_topology_parse(cfg->numa_topology, &r->topo, errp)
-                                    : sl_topology_discover(&r->topo, errp))) {
+    if (!(topology ? sl_topology_parse(topology, &r->topo, errp)
+                   : sl_topology_discover(&r->topo, errp))) {
         sl_restore_free(r);
         return NULL;
     }
@@ -73,8 +75,11 @@ static bool check_attach(sl_restore *r, int idx, const char *name, void *addr,
     }
     for (guint i = 0; !why && i < r->regions->len; i++) {
         sl_region *o = g_ptr_array_index(r->regions, i);
+        uintptr_t a = (uintptr_t)addr, b = (uintptr_t)o->mem.host;
         if ((int)o->block == idx) {
             why = "block attached twice";
+        } else if (addr && b && a < b + o->mem.length && b < a + length) {
+            why = "its memory overlaps another attached block's";
         }
     }
     if (why) {

@@ -75,6 +75,11 @@ int sl_writer_add_block(sl_writer *w, const char *name, uint64_t length,
                     " (a power of two from 4 KiB to 1 GiB)", name, length, page_size);
         return -1;
     }
+    if (numa_node < -1 || numa_node >= (int)SL_MAX_NODE_HINT) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': NUMA node hint %d is not "
+                    "between 0 and %u (or -1 for none)", name, numa_node, SL_MAX_NODE_HINT - 1);
+        return -1;
+    }
     for (guint i = 0; i < w->blocks->len; i++) {
         if (strcmp(g_array_index(w->blocks, wblock, i).b.name, name) == 0) {
             g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' added twice", name);

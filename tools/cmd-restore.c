@@ -206,13 +206,15 @@ static bool check_hugepages(const opts *o, sl_snapshot *s, GError **errp)
 {
     unsigned n = sl_snapshot_n_blocks(s);
     g_autofree uint64_t *lengths = g_new0(uint64_t, n ? n : 1);
+    g_autofree const char **names = g_new0(const char *, n ? n : 1);
     sl_block_info bi;
 
     for (unsigned b = 0; sl_snapshot_block(s, b, &bi); b++) {
         lengths[b] = bi.length;
+        names[b] = bi.name;
     }
     return o->kind != SL_BACKEND_HUGETLBFS ||
-           sl_hugetlb_check_blocks(lengths, n, o->hugepage, errp);
+           sl_hugetlb_check_blocks(lengths, names, n, o->hugepage, errp);
 }
 
 static bool load(const opts *o, loaded *l, GError **errp)

@@ -129,7 +129,10 @@ static int save_all(raw_input *ins, unsigned n, uint64_t psize, const char *out,
 {
     g_autoptr(GError) err = NULL;
     g_autofree uint8_t *buf = g_malloc(IO_CHUNK);
-    sl_writer *w = sl_writer_new(out, &err);
+    /* Written beside @out and renamed over it only when complete: a failed
+     * save never destroys an earlier snapshot of the same name. */
+    g_autofree char *tmp = g_strdup_printf("%s.%d.partial", out, (int)getpid());
+    sl_writer *w = sl_writer_new(tmp, &err);
     uint64_t total = 0, done = 0;
     bool ok = w != NULL;
 
@@ -156,8 +159,12 @@ static int save_all(raw_input *ins, unsigned n, uint64_t psize, const char *out,
     ok = ok && (!hot || add_hot_list(w, hot, ins, n, psize, &err));
     ok = ok && sl_writer_finish(w, &err);
     sl_writer_free(w);
+    if (ok && rename(tmp, out) < 0) {
+        g_set_error(&err, SL_ERROR, SL_ERROR_IO, "%s: %s", out, g_strerror(errno));
+        ok = false;
+    }
     if (!ok) {
-        unlink(out);
+        unlink(tmp);
         return cli_fail_error(g_steal_pointer(&err));
     }
     return 0;
@@ -209,6 +216,9 @@ int cmd_save(int argc, char **argv)
     }
     if (psize_s && !cli_parse_size(psize_s, &psize)) {
         return cli_fail("--page-size: '%s' is not a size", psize_s);
+    }
+    if (psize & (psize - 1) || psize < 4096 || psize > (1u << 30)) {
+        return cli_fail("--page-size: %s is not a power of two from 4K to 1G", psize_s);
     }
     return save_hinted(raws, nodes, psize, out, devstate, hot);
 }

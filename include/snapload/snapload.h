@@ -48,7 +48,7 @@ typedef struct sl_snapshot sl_snapshot;
 /** Section types of the snapshot container (see docs/format.md). */
 enum {
     SL_SECTION_DEVICE_STATE = 1, /**< opaque bytes saved by the VMM       */
-    SL_SECTION_HOT_PAGES    = 2, /**< reserved: ordered list of hot pages */
+    SL_SECTION_HOT_PAGES    = 2, /**< ordered list of hot pages, prefetched first */
 };
 
 /** What the reader knows of one RAM block. Strings live as long as the snapshot. */

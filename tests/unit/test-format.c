@@ -1070,6 +1070,11 @@ static void add_bad_blocks_and_duplicate(sl_writer *w)
                          -1);
         expect_writer_error(&err, SL_ERROR_INVALID);
     }
+    /* A node hint the reader would refuse is refused when writing. */
+    assert_int_equal(sl_writer_add_block(w, "n", 4 * PAGE, PAGE, 1024, &err), -1);
+    expect_writer_error(&err, SL_ERROR_INVALID);
+    assert_int_equal(sl_writer_add_block(w, "n", 4 * PAGE, PAGE, -2, &err), -1);
+    expect_writer_error(&err, SL_ERROR_INVALID);
     assert_int_equal(sl_writer_add_block(w, "a", 4 * PAGE, PAGE, -1, &err), 0);
     assert_int_equal(sl_writer_add_block(w, "a", 4 * PAGE, PAGE, -1, &err), -1);
     expect_writer_error(&err, SL_ERROR_INVALID);
@@ -1126,6 +1131,59 @@ static void test_writer_rejects_misuse_and_stays_usable(void **state)
     assert_int_equal(sl_snapshot_read_pages(s, 0, 2, 1, back, true), 0);
     assert_memory_equal(back, page, PAGE);
     sl_snapshot_close(s);
+    sl_test_rmdir(dir);
+}
+
+/* Not a regular file (a FIFO would block a plain open; a directory): refused at once. */
+static void test_open_refuses_what_is_not_a_regular_file(void **state)
+{
+    char *dir = sl_test_tmpdir();
+    g_autofree char *fifo = g_build_filename(dir, "fifo", NULL);
+    const char *paths[] = { fifo, dir };
+    GError *err = NULL;
+
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    for (unsigned i = 0; i < G_N_ELEMENTS(paths); i++) {
+        assert_null(sl_snapshot_open(paths[i], &err));
+        assert_non_null(err);
+        assert_non_null(strstr(err->message, "not a regular file"));
+        g_clear_error(&err);
+    }
+    sl_test_rmdir(dir);
+}
+
+/* A save that fails (a missing raw image) leaves an earlier snapshot of the
+ * same name as it was, and no partial file beside it. */
+static void test_failed_save_keeps_the_earlier_snapshot(void **state)
+{
+    char *dir = sl_test_tmpdir();
+    g_autofree char *raw = g_build_filename(dir, "ram.img", NULL);
+    g_autofree char *snap = g_build_filename(dir, "s.snap", NULL);
+    g_autofree char *missing = g_build_filename(dir, "missing.img", NULL);
+    g_autofree uint8_t *page = g_malloc(PAGE);
+    g_autofree char *before = NULL, *after = NULL, *o1 = NULL, *e1 = NULL, *o2 = NULL;
+    g_autofree char *e2 = NULL;
+    const char *good[] = { "save", "--raw", raw, "-o", snap, NULL };
+    const char *bad[] = { "save", "--raw", raw, "--raw", missing, "-o", snap, NULL };
+    gsize n1, n2;
+    GDir *d;
+    unsigned files = 0;
+
+    sl_test_fill_page(page, PAGE, 3, 1, 0);
+    assert_true(g_file_set_contents(raw, (char *)page, PAGE, NULL));
+    assert_int_equal(sl_test_run_cli(good, &o1, &e1), 0);
+    assert_true(g_file_get_contents(snap, &before, &n1, NULL));
+    assert_int_not_equal(sl_test_run_cli(bad, &o2, &e2), 0);
+    assert_non_null(strstr(e2, "missing.img"));
+    assert_true(g_file_get_contents(snap, &after, &n2, NULL));
+    assert_int_equal(n1, n2);
+    assert_memory_equal(before, after, n1);
+    d = g_dir_open(dir, 0, NULL);
+    while (g_dir_read_name(d)) {
+        files++;
+    }
+    g_dir_close(d);
+    assert_int_equal(files, 2); /* ram.img and s.snap */
     sl_test_rmdir(dir);
 }
 
@@ -1288,6 +1346,8 @@ int main(void)
                                         setup_small, teardown_fixture),
         cmocka_unit_test(test_writer_rejects_misuse_and_stays_usable),
         cmocka_unit_test(test_writer_limits_sections_to_1024),
+        cmocka_unit_test(test_open_refuses_what_is_not_a_regular_file),
+        cmocka_unit_test(test_failed_save_keeps_the_earlier_snapshot),
         cmocka_unit_test_setup_teardown(test_random_metadata_corruption_never_yields_wrong_data,
                                         setup_small, teardown_fixture),
     };

@@ -508,7 +508,7 @@ static void test_hugetlbfs_errors_name_the_fix(void **state)
     /* Two blocks that each fit but not together: the sum is checked up front. */
     n = sl_hugetlb_available(hp) / 2 + 1;
     lengths[0] = lengths[1] = n * hp;
-    assert_false(sl_hugetlb_check_blocks(lengths, 2, hp, &err));
+    assert_false(sl_hugetlb_check_blocks(lengths, NULL, 2, hp, &err));
     expect_too_few(err, hp, 2 * n);
     g_clear_error(&err);
     /* Mapped one by one, the second block counts the first one's reservation. */

@@ -9,10 +9,12 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -114,9 +116,34 @@ static void test_random_packets_never_crash_the_decoder(void **state)
 
 /* ------------------------- daemon with consumers ------------------------- */
 
+/* Shared with the consumer children (MAP_SHARED). */
 typedef struct {
     _Atomic uint64_t touched, bad;
+    uint64_t notify_at;   /* set before the children fork: when touched reaches it... */
+    int efd;              /* ...the child that got there writes this eventfd */
 } shared_counts;
+
+/* A child touched one more page; the one reaching notify_at tells the parent. */
+static void count_touch(shared_counts *c)
+{
+    uint64_t one = 1;
+
+    if (atomic_fetch_add(&c->touched, 1) + 1 == c->notify_at) {
+        (void)!write(c->efd, &one, sizeof(one));
+    }
+}
+
+/* Parent: waits (bounded, no polling loop) until children touched notify_at pages. */
+static void wait_touched(shared_counts *c)
+{
+    struct pollfd p = { .fd = c->efd, .events = POLLIN };
+    uint64_t v;
+
+    if (poll(&p, 1, 60000) != 1 || read(c->efd, &v, sizeof(v)) != sizeof(v)) {
+        fail_msg("consumers touched %" G_GUINT64_FORMAT " pages, not %" G_GUINT64_FORMAT,
+                 (uint64_t)atomic_load(&c->touched), c->notify_at);
+    }
+}
 
 typedef struct {
     char *dir, *snap, *sock;
@@ -144,6 +171,8 @@ static bool need(uint64_t hugepage, uint64_t len)
 static void setup_daemon(fixture *f, uint64_t len, uint64_t hugepage, int threads)
 {
     uint64_t lengths[1] = { len };
+    int ready[2];
+    char byte;
     sl_daemon_opts o = { .exit_when_done = true, .quiet = true, .ready_fd = -1, .stats_fd = -1 };
 
     need(hugepage, len);
@@ -158,17 +187,22 @@ static void setup_daemon(fixture *f, uint64_t len, uint64_t hugepage, int thread
     assert_int_equal(ftruncate(f->memfd, (off_t)len), 0);
     f->counts = mmap(NULL, sizeof(shared_counts), PROT_READ | PROT_WRITE,
                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    f->counts->efd = eventfd(0, EFD_CLOEXEC);
+    assert_true(pipe2(ready, O_CLOEXEC) == 0 && f->counts->efd >= 0);
+    o.ready_fd = ready[1];
     o.snapshot = f->snap;
     o.socket = f->sock;
     o.cfg = (sl_restore_config){ .size = sizeof(o.cfg), .loader_threads = 1,
                                  .no_loaders = threads == 0 };
     f->daemon = fork();
     if (f->daemon == 0) {
+        close(ready[0]);
         _exit(sl_daemon_run(&o));
     }
-    for (int i = 0; i < 500 && access(f->sock, F_OK) != 0; i++) {
-        g_usleep(10000); /* test only: wait for the child to bind */
-    }
+    close(ready[1]);
+    /* One byte once the socket listens; EOF if the daemon died first. */
+    assert_int_equal(read(ready[0], &byte, 1), 1);
+    close(ready[0]);
     assert_int_equal(access(f->sock, F_OK), 0);
 }
 
@@ -184,6 +218,7 @@ static int fixture_teardown(void **state)
         close(f->memfd);
     }
     if (f->counts) {
+        close(f->counts->efd);
         munmap(f->counts, sizeof(*f->counts));
     }
     if (f->dir) {
@@ -219,7 +254,7 @@ static int consume(fixture *f, const char *name, uint64_t step)
         if (memcmp(want, p + i * PSIZE, PSIZE) != 0) {
             atomic_fetch_add(&f->counts->bad, 1);
         }
-        atomic_fetch_add(&f->counts->touched, 1);
+        count_touch(f->counts);
     }
     return sl_client_wait_done(sock) ? 0 : 31;
 }
@@ -252,10 +287,9 @@ static void run_vmm_and_backend(fixture *f, uint64_t hugepage)
     pid_t vmm, backend;
 
     setup_daemon(f, 64u << 20, hugepage, 1);
+    f->counts->notify_at = 64; /* let the VMM start the restore first */
     vmm = spawn_consumer(f, "vmm", 1);
-    while (atomic_load(&f->counts->touched) < 64) {
-        g_usleep(1000); /* test only: let the VMM start the restore first */
-    }
+    wait_touched(f->counts);
     backend = spawn_consumer(f, "vhost-user", 3); /* joins while it runs */
     expect_exit(vmm, 0);
     expect_exit(backend, 0);
@@ -368,6 +402,7 @@ static void test_daemon_death_ends_consumer_without_zero_pages(void **state)
     int status;
 
     setup_daemon(f, 64u << 20, 0, 0); /* faults only: the restore stays open */
+    f->counts->notify_at = 200;
     pid = fork();
     if (pid == 0) {
         g_autoptr(GError) err = NULL;
@@ -381,14 +416,12 @@ static void test_daemon_death_ends_consumer_without_zero_pages(void **state)
         for (uint64_t i = 0; i < f->len / PSIZE; i++) {
             sl_test_fill_page(want, PSIZE, i, 1, 4);
             atomic_fetch_add(&f->counts->bad, memcmp(want, p + i * PSIZE, PSIZE) != 0);
-            atomic_fetch_add(&f->counts->touched, 1);
+            count_touch(f->counts);
             g_usleep(100); /* a slow guest, so the daemon dies mid-restore */
         }
         _exit(0);
     }
-    while (atomic_load(&f->counts->touched) < 200) {
-        g_usleep(1000);
-    }
+    wait_touched(f->counts);
     kill(f->daemon, SIGKILL);
     waitpid(f->daemon, NULL, 0);
     f->daemon = 0;

@@ -48,13 +48,16 @@ typedef struct {
 /*
  * One consumer mapping of an sl_mem, registered on @uffd.  Fields are set
  * before the view is published to the engine and read-only afterwards,
- * except @dead (set once, by whichever thread sees the consumer vanish).
+ * except @dead (set once, by whichever thread sees the consumer vanish or
+ * misbehave, or by sl_restore_remove_views()).  A view is never freed
+ * before the restore: a thread may still hold it after it died.
  */
 typedef struct {
     int uffd;            /* the userfaultfd this mapping is registered on */
     uint64_t base;       /* address of the block's first byte in that process */
+    uint64_t tag;        /* the caller's name for it (sl_restore_add_view_tagged) */
     bool own;            /* registered by us on the restore's own uffd */
-    _Atomic bool dead;   /* consumer gone: skip (relaxed: a hint, ioctls recheck) */
+    _Atomic bool dead;   /* dropped: skip (relaxed: a hint, ioctls recheck) */
 } sl_view;
 
 struct sl_backend_ops {

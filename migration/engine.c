@@ -28,6 +28,7 @@
  * registered, serving poison, until it is stopped.
  */
 #include <errno.h>
+#include <linux/kcmp.h>
 #include <pthread.h>
 #include <sched.h>
 #include <poll.h>
@@ -85,15 +86,28 @@ static bool view_live(const sl_view *v)
     return !atomic_load_explicit(&((sl_view *)v)->dead, memory_order_relaxed);
 }
 
-static void view_gone(sl_view *v)
+void sl_engine_drop_view(sl_restore *r, sl_view *v, int err)
 {
-    atomic_store_explicit(&v->dead, true, memory_order_relaxed);
+    bool was = false;
+
+    /* One exchange decides who reports it (relaxed: the flag is a hint). */
+    if (v->own || !atomic_compare_exchange_strong_explicit(&v->dead, &was, true,
+                                                           memory_order_relaxed,
+                                                           memory_order_relaxed)) {
+        return;
+    }
+    atomic_fetch_add_explicit(&r->views_gen, 1, memory_order_release); /* new poll set */
+    kick(r->ctl_efd);
+    if (r->cfg.view_dropped) {
+        r->cfg.view_dropped(r->cfg.view_dropped_opaque, v->tag, err);
+    }
 }
 
-/* The consumer behind a view has gone away (its mm is gone). */
+/* The consumer behind a view has gone away (its mm is gone; ENOSPC on
+ * kernels before 4.18). */
 static bool consumer_gone(int err)
 {
-    return err == -ESRCH || err == -ENOENT;
+    return err == -ESRCH || err == -ENOENT || err == -ENOSPC;
 }
 
 /* Units [u, u+n) left the work list; the caller that empties it signals. */
@@ -170,8 +184,8 @@ static int show_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint6
             add(&r->c.eexist, 1);
             sl_uffd_wake(v->uffd, (void *)(uintptr_t)(v->base + (u + k) * reg->unit), reg->unit);
             k++;
-        } else if (consumer_gone(ret)) {
-            view_gone(v);
+        } else if (ret < 0 && (!v->own || consumer_gone(ret))) {
+            sl_engine_drop_view(r, v, ret); /* that view alone: the others go on */
             return 0;
         } else if (ret < 0) {
             return ret;
@@ -189,7 +203,7 @@ static int show_everywhere(sl_restore *r, sl_region *reg, const sl_view *skip, u
     unsigned nv = view_count(reg);
 
     for (unsigned i = 0; i < nv && reg->mem.ops->in_place; i++) {
-        sl_view *v = reg->views[i];
+        sl_view *v = sl_region_view(reg, i);
         int ret = v != skip && view_live(v) ? show_run(r, reg, v, u, n) : 0;
         if (ret < 0) {
             return ret;
@@ -204,8 +218,9 @@ static sl_view *first_view(sl_region *reg)
     unsigned nv = view_count(reg);
 
     for (unsigned i = 0; i < nv; i++) {
-        if (view_live(reg->views[i])) {
-            return reg->views[i];
+        sl_view *v = sl_region_view(reg, i);
+        if (view_live(v)) {
+            return v;
         }
     }
     return NULL;
@@ -231,7 +246,7 @@ static int refuse_unit(sl_restore *r, sl_region *reg, uint64_t u, const uint8_t 
         reg->mem.ops->discard(&reg->mem, u * reg->unit, reg->unit);
     }
     for (unsigned i = 0; i < nv && poison; i++) {
-        sl_view *v = reg->views[i];
+        sl_view *v = sl_region_view(reg, i);
         if (view_live(v)) {
             sl_uffd_poison(v->uffd, (void *)(uintptr_t)(v->base + u * reg->unit), reg->unit);
         }
@@ -286,8 +301,8 @@ static int commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
             add(&r->c.eexist, 1);
             sl_uffd_wake(v->uffd, (void *)(uintptr_t)(v->base + (u + k) * reg->unit), reg->unit);
             k++;
-        } else if (ret < 0 && v && consumer_gone(ret) && ops->in_place) {
-            view_gone(v); /* the data is staged: the rest goes in no view, published */
+        } else if (ret < 0 && v && ops->in_place && (!v->own || consumer_gone(ret))) {
+            sl_engine_drop_view(r, v, ret); /* staged: the rest goes in no view, published */
             v = NULL;
         } else if (ret < 0) {
             sl_pagemap_publish(reg->map, u0, u - u0);
@@ -346,17 +361,50 @@ static int serve_unit(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
                         BY_FAULT);
 }
 
-static bool find_view(sl_restore *r, int uffd, uint64_t addr, sl_region **regp, sl_view **vp)
+/* Drops every view on @fd (its consumer went away or misbehaved: @err). */
+static void drop_uffd(sl_restore *r, int fd, int err)
 {
     for (guint i = 0; i < r->regions->len; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
         unsigned nv = view_count(reg);
         for (unsigned j = 0; j < nv; j++) {
-            sl_view *v = reg->views[j];
-            if (v->uffd == uffd && addr >= v->base && addr - v->base < reg->mem.length) {
-                *regp = reg;
-                *vp = v;
-                return true;
+            sl_view *v = sl_region_view(reg, j);
+            if (v->uffd == fd) {
+                sl_engine_drop_view(r, v, err);
+            }
+        }
+    }
+}
+
+/* Whether fds @a and @b of this process are the same open file (kcmp). */
+static bool same_file(int a, int b)
+{
+    pid_t self = getpid();
+
+    return a == b || syscall(SYS_kcmp, self, self, KCMP_FILE, a, b) == 0;
+}
+
+/*
+ * The live view that fault @addr read from @uffd belongs to.  A consumer
+ * that registered several mappings on one uffd handed it over once per
+ * mapping: each hand-over is a duplicate of ours, and any of them may
+ * deliver the fault of any of those mappings.
+ */
+static bool find_view(sl_restore *r, int uffd, uint64_t addr, sl_region **regp, sl_view **vp)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        for (guint i = 0; i < r->regions->len; i++) {
+            sl_region *reg = g_ptr_array_index(r->regions, i);
+            unsigned nv = view_count(reg);
+            for (unsigned j = 0; j < nv; j++) {
+                sl_view *v = sl_region_view(reg, j);
+                bool mine = pass ? same_file(v->uffd, uffd) : v->uffd == uffd;
+                if (view_live(v) && mine && addr >= v->base &&
+                    addr - v->base < reg->mem.length) {
+                    *regp = reg;
+                    *vp = v;
+                    return true;
+                }
             }
         }
     }
@@ -449,7 +497,12 @@ static void handle_fault(fault_ctx *fc, int uffd, uint64_t addr)
     atomic_compare_exchange_strong_explicit(&r->t_first_fault, &zero, t0,
                                             memory_order_relaxed, memory_order_relaxed);
     if (!find_view(r, uffd, addr, &reg, &v)) {
-        return; /* not a range we know: cannot happen for registered views */
+        /* A consumer's uffd reports a fault outside what it said it
+         * registered: nobody could serve it, so that consumer is dropped. */
+        if (uffd != r->uffd) {
+            drop_uffd(r, uffd, -EFAULT);
+        }
+        return;
     }
     u = (addr - v->base) / reg->unit;
     if (sl_pagemap_claim(reg->map, u)) {
@@ -493,7 +546,7 @@ static void unregister_all(sl_restore *r)
         sl_region *reg = g_ptr_array_index(r->regions, i);
         unsigned nv = view_count(reg);
         for (unsigned j = 0; j < nv; j++) {
-            sl_view *v = reg->views[j];
+            sl_view *v = sl_region_view(reg, j);
             if (v->own && !reg->registered) {
                 continue;
             }
@@ -548,19 +601,6 @@ static bool read_faults(fault_ctx *fc, int fd)
     return n > 0;
 }
 
-/* Marks every view on @fd dead (its consumer went away). */
-static void drop_uffd(sl_restore *r, int fd)
-{
-    for (guint i = 0; i < r->regions->len; i++) {
-        sl_region *reg = g_ptr_array_index(r->regions, i);
-        unsigned nv = view_count(reg);
-        for (unsigned j = 0; j < nv; j++) {
-            if (reg->views[j]->uffd == fd) {
-                view_gone(reg->views[j]);
-            }
-        }
-    }
-}
 
 /* Poll set: the control eventfd, our uffd, each live remote uffd once. */
 static void build_pollset(sl_restore *r, GArray *pfds)
@@ -575,7 +615,7 @@ static void build_pollset(sl_restore *r, GArray *pfds)
         sl_region *reg = g_ptr_array_index(r->regions, i);
         unsigned nv = view_count(reg);
         for (unsigned j = 0; j < nv; j++) {
-            sl_view *v = reg->views[j];
+            sl_view *v = sl_region_view(reg, j);
             bool seen = v->own || !view_live(v);
             for (guint k = 0; k < pfds->len && !seen; k++) {
                 seen = g_array_index(pfds, struct pollfd, k).fd == v->uffd;
@@ -613,7 +653,7 @@ static bool poll_round(fault_ctx *fc, GArray *pfds, bool *rebuild)
                 sl_engine_fail(r, -ESRCH);
                 return false;
             }
-            drop_uffd(r, p[i].fd); /* a remote consumer exited */
+            drop_uffd(r, p[i].fd, -ESRCH); /* a remote consumer exited or its uffd broke */
             *rebuild = true;
         }
     }

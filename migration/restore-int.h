@@ -79,8 +79,11 @@ typedef struct sl_region {
     uint64_t ioctls;         /* range ioctls granted at our registration */
     bool registered;         /* our own view is registered on r->uffd */
     /* Consumer mappings.  A slot is filled, then nviews is raised with a
-     * release store (under views_lock); readers load nviews with acquire. */
-    sl_view *views[SL_MAX_VIEWS];
+     * release store (under views_lock); readers load nviews with acquire,
+     * then the slot (sl_region_view: acquire).  A slot whose view died may
+     * be refilled (release store, under views_lock): the dead view moves to
+     * r->dead_views, so a thread still holding it finds it dead. */
+    _Atomic(sl_view *) views[SL_MAX_VIEWS];
     _Atomic unsigned nviews;
 } sl_region;
 
@@ -117,6 +120,7 @@ struct sl_restore {
     _Atomic uint32_t order_seq; /* trace_order counter (relaxed) */
     uint64_t max_bounce;       /* largest unit of a bounce (non in-place) region */
     GMutex views_lock;         /* serialises adding views against their unregistration */
+    GPtrArray *dead_views;     /* under views_lock: views replaced in their slot (freed last) */
     bool views_closed;         /* under views_lock: completed or stopped, no view joins */
     /* Bumped (release) after a view is added; the fault thread (acquire)
      * rebuilds its poll set when it changes. */
@@ -156,6 +160,18 @@ static inline uint64_t sl_bad_page_pack(unsigned block, uint64_t page)
 {
     return ((uint64_t)block << SL_BAD_PAGE_SHIFT | page) + 1;
 }
+
+/** View @j of @reg (j < nviews); acquire: pairs with the release stores in restore.c. */
+static inline sl_view *sl_region_view(const sl_region *reg, unsigned j)
+{
+    return atomic_load_explicit(&((sl_region *)reg)->views[j], memory_order_acquire);
+}
+
+/**
+ * sl_engine_drop_view: view @v (not ours) failed with @err or its consumer
+ * went away: mark it dead and tell the caller (config.view_dropped), once.
+ */
+void sl_engine_drop_view(sl_restore *r, sl_view *v, int err);
 
 /** Monotonic clock in nanoseconds. */
 uint64_t sl_now_ns(void);

@@ -37,6 +37,7 @@ sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GErr
     r->regions = g_ptr_array_new();
     r->uffd = -1;
     g_mutex_init(&r->views_lock);
+    r->dead_views = g_ptr_array_new();
     r->ctl_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     r->done_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     atomic_init(&r->status, -EINPROGRESS);
@@ -89,15 +90,33 @@ static bool check_attach(sl_restore *r, int idx, const char *name, void *addr,
     return true;
 }
 
-/* Appends view @v to @reg (caller holds views_lock or owns @r alone). */
-static void publish_view(sl_restore *r, sl_region *reg, sl_view *v)
+/*
+ * Puts view @v in a slot of @reg: a dead view's (which moves to dead_views)
+ * or a new one.  False if every slot holds a live view.  Caller holds
+ * views_lock or owns @r alone.
+ */
+static bool publish_view(sl_restore *r, sl_region *reg, sl_view *v)
 {
     unsigned n = atomic_load_explicit(&reg->nviews, memory_order_relaxed);
 
-    reg->views[n] = v;
+    for (unsigned j = 0; j < n; j++) {
+        sl_view *old = sl_region_view(reg, j);
+        if (!old->own && atomic_load_explicit(&old->dead, memory_order_relaxed)) {
+            g_ptr_array_add(r->dead_views, old);
+            /* Release: @v is complete before a reader can load it. */
+            atomic_store_explicit(&reg->views[j], v, memory_order_release);
+            atomic_fetch_add_explicit(&r->views_gen, 1, memory_order_release);
+            return true;
+        }
+    }
+    if (n >= SL_MAX_VIEWS) {
+        return false;
+    }
+    atomic_store_explicit(&reg->views[n], v, memory_order_relaxed);
     /* Release: the slot is written before readers can see the new count. */
     atomic_store_explicit(&reg->nviews, n + 1, memory_order_release);
     atomic_fetch_add_explicit(&r->views_gen, 1, memory_order_release);
+    return true;
 }
 
 static sl_region *add_region(sl_restore *r, int idx, const sl_mem *mem)
@@ -229,6 +248,35 @@ static bool view_after_completion(sl_region *reg, int uffd, uint64_t base, GErro
 bool sl_restore_add_view(sl_restore *r, const char *name, int uffd, uint64_t base,
                          GError **errp)
 {
+    return sl_restore_add_view_tagged(r, name, uffd, base, 0, errp);
+}
+
+void sl_restore_remove_views(sl_restore *r, uint64_t tag)
+{
+    bool any = false;
+
+    g_mutex_lock(&r->views_lock);
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        unsigned nv = atomic_load_explicit(&reg->nviews, memory_order_relaxed);
+        for (unsigned j = 0; j < nv; j++) {
+            sl_view *v = sl_region_view(reg, j);
+            if (!v->own && v->tag == tag) {
+                atomic_store_explicit(&v->dead, true, memory_order_relaxed);
+                any = true;
+            }
+        }
+    }
+    g_mutex_unlock(&r->views_lock);
+    if (any) { /* the fault thread rebuilds its poll set without them */
+        atomic_fetch_add_explicit(&r->views_gen, 1, memory_order_release);
+        (void)!write(r->ctl_efd, &(uint64_t){ 1 }, sizeof(uint64_t));
+    }
+}
+
+bool sl_restore_add_view_tagged(sl_restore *r, const char *name, int uffd, uint64_t base,
+                                uint64_t tag, GError **errp)
+{
     sl_region *reg = region_of_block(r, name);
     const char *why = NULL;
     sl_view *v;
@@ -240,8 +288,8 @@ bool sl_restore_add_view(sl_restore *r, const char *name, int uffd, uint64_t bas
         why = "anonymous memory is private to one process: it has no other views";
     } else if (!is_userfaultfd(uffd)) {
         why = "the fd is not a userfaultfd";
-    } else if (base % 4096) {
-        why = "base address is not page aligned";
+    } else if (base % MAX(reg->mem.page_size, 4096)) {
+        why = "base address is not aligned to the memory's page size";
     }
     if (why) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "view of block '%s': %s", name, why);
@@ -259,15 +307,26 @@ bool sl_restore_add_view(sl_restore *r, const char *name, int uffd, uint64_t bas
         g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "view of block '%s': the restore has "
                     "stopped before completion (%s)", name, g_strerror(-sl_restore_poll(r)));
         ok = false;
-    } else if (atomic_load_explicit(&reg->nviews, memory_order_relaxed) >= SL_MAX_VIEWS) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' has %u views already",
-                    name, SL_MAX_VIEWS);
-        ok = false;
     } else {
         v = g_new0(sl_view, 1);
         v->uffd = fcntl(uffd, F_DUPFD_CLOEXEC, 0);
         v->base = base;
-        publish_view(r, reg, v);
+        v->tag = tag;
+        if (v->uffd < 0) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "view of block '%s': duplicating its "
+                        "uffd: %s", name, g_strerror(errno));
+            ok = false;
+        } else if (!publish_view(r, reg, v)) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' has %u live views "
+                        "already", name, SL_MAX_VIEWS);
+            ok = false;
+        }
+        if (!ok) {
+            if (v->uffd >= 0) {
+                close(v->uffd);
+            }
+            g_free(v);
+        }
     }
     g_mutex_unlock(&r->views_lock);
     if (ok && r->ctl_efd >= 0) {
@@ -326,7 +385,7 @@ static bool register_regions(sl_restore *r, GError **errp)
         if (!reg->mem.host) {
             continue; /* only other processes map it: they registered */
         }
-        reg->views[0]->uffd = r->uffd;
+        sl_region_view(reg, 0)->uffd = r->uffd; /* before any other thread exists */
         if (!sl_uffd_register(r->uffd, reg->mem.host, reg->mem.length, ops->register_mode,
                               ops->range_ioctls, &reg->ioctls, errp)) {
             g_prefix_error(errp, "block '%s': ", reg->blk->name);
@@ -455,15 +514,20 @@ void sl_restore_stop(sl_restore *r)
     g_mutex_unlock(&r->views_lock);
 }
 
+static void free_view(sl_view *v)
+{
+    if (!v->own) {
+        close(v->uffd);
+    }
+    g_free(v);
+}
+
 static void free_region(sl_region *reg)
 {
     unsigned nv = atomic_load_explicit(&reg->nviews, memory_order_relaxed);
 
     for (unsigned j = 0; j < nv; j++) {
-        if (!reg->views[j]->own) {
-            close(reg->views[j]->uffd);
-        }
-        g_free(reg->views[j]);
+        free_view(sl_region_view(reg, j));
     }
     if (reg->mem.alias) {
         munmap(reg->mem.alias, reg->mem.length);
@@ -554,6 +618,10 @@ void sl_restore_free(sl_restore *r)
         free_region(g_ptr_array_index(r->regions, i));
     }
     g_ptr_array_free(r->regions, true);
+    for (guint i = 0; i < r->dead_views->len; i++) {
+        free_view(g_ptr_array_index(r->dead_views, i));
+    }
+    g_ptr_array_free(r->dead_views, true);
     g_mutex_clear(&r->views_lock);
     g_free(r->loaders);
     if (r->uffd >= 0) {

@@ -58,7 +58,7 @@ static bool seal_region(sl_region *reg)
             end++;
         }
         for (unsigned i = 0; i < nv && end > u; i++) {
-            sl_view *v = reg->views[i];
+            sl_view *v = sl_region_view(reg, i);
             bool live = !atomic_load_explicit(&v->dead, memory_order_relaxed);
             if (live && (!v->own || reg->registered)) {
                 all &= seal_run(reg, v, u, end - u);
@@ -77,7 +77,7 @@ void sl_restore_seal(sl_restore *r)
         bool remote_sealed = seal_region(reg);
 
         for (unsigned j = 0; j < nv; j++) {
-            sl_view *v = reg->views[j];
+            sl_view *v = sl_region_view(reg, j);
             if (v->own ? reg->registered : remote_sealed) {
                 sl_uffd_unregister(v->uffd, (void *)(uintptr_t)v->base, reg->mem.length);
             }

@@ -3,11 +3,15 @@
  * Restore daemon (see daemon.h, docs/protocol.md).
  *
  * The daemon is one poll loop over {listening socket, signalfd, the
- * restore's completion eventfd, each client}.  Every packet is validated
- * (protocol.c) and every REGISTER checked against the snapshot and the
- * kernel objects it carries; a malformed or hostile peer gets a reason in
- * the log and is dropped, the others go on.  Only this file and the CLI
- * print.
+ * restore's completion eventfd, the pipe on which the engine reports views
+ * it dropped, each client}.  Every packet is validated (protocol.c) and
+ * every REGISTER checked against the snapshot and the kernel objects it
+ * carries (peercheck.c); a malformed or hostile peer gets a reason in the
+ * log and is dropped with its views, the others go on.  A view the engine
+ * gives up on (its uffd misbehaved) ends its client the same way, so that
+ * client's supervisor ends the consumer instead of letting it wait
+ * forever.  Clients are capped, and one that never says HELLO is dropped
+ * after a timeout (10 s by default).  Only this file and the CLI print.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -23,28 +27,43 @@
 #include <unistd.h>
 #include "cli.h"
 #include "daemon.h"
+#include "peercheck.h"
+#include "backends/backend.h"
 #include "migration/protocol.h"
 #include "migration/uffd.h"
 #include "wire.h"
 
+#define MAX_CLIENTS 64
+#define HELLO_TIMEOUT_MS 10000
+
+/* One connection; owned by the daemon's thread. */
 typedef struct {
     int fd;
     pid_t pid;
+    uint64_t id;             /* the tag of its views in the restore */
+    gint64 accepted_us;      /* monotonic: for the HELLO timeout */
     bool greeted;
-    char name[32];
+    uint8_t *registered;     /* per block: registered on this connection */
+    char name[32];           /* printable characters only */
 } client;
 
+/* The daemon's state; owned by its one thread, but for @drop_pipe's write
+ * end, which engine threads write through view_dropped(). */
 typedef struct {
     const sl_daemon_opts *o;
     sl_snapshot *snap;
     sl_restore *r;
     int lfd, sigfd;
+    int drop_pipe[2];        /* view_dropped() -> the poll loop: tags of dropped views */
     GPtrArray *clients;      /* client * */
+    uint64_t next_id;
+    bool accept_paused;      /* out of fds: listen again once a client leaves */
     unsigned nblocks, nattached;
     struct stat *files;      /* per block: identity of its memory file */
     uint64_t *offsets;
     bool started, done;
     int status;
+    int hello_timeout_ms;
 } server;
 
 static void dlog(const server *d, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
@@ -68,9 +87,41 @@ static void dlog(const server *d, const char *fmt, ...)
 static void drop(server *d, client *c, const char *why)
 {
     dlog(d, "dropping client %s (pid %d): %s", c->name[0] ? c->name : "?", (int)c->pid, why);
+    if (d->r) {
+        sl_restore_remove_views(d->r, c->id); /* no longer served; their slots free */
+    }
     close(c->fd);
     g_ptr_array_remove(d->clients, c);
+    g_free(c->registered);
     g_free(c);
+    d->accept_paused = false;
+}
+
+/* Engine thread: view @tag was dropped; the poll loop ends its client. */
+static void view_dropped(void *opaque, uint64_t tag, int err)
+{
+    server *d = opaque;
+    uint64_t msg[2] = { tag, (uint64_t)(int64_t)err };
+
+    (void)!write(d->drop_pipe[1], msg, sizeof(msg)); /* non-blocking; atomic (< PIPE_BUF) */
+}
+
+/* Poll loop: clients whose views the engine dropped. */
+static void drain_dropped(server *d)
+{
+    uint64_t msg[2];
+
+    while (read(d->drop_pipe[0], msg, sizeof(msg)) == sizeof(msg)) {
+        for (guint i = 0; i < d->clients->len; i++) {
+            client *c = g_ptr_array_index(d->clients, i);
+            if (c->id == msg[0]) {
+                g_autofree char *why = g_strdup_printf("its mapping could not be served: %s",
+                                                       g_strerror(-(int)(int64_t)msg[1]));
+                drop(d, c, why);
+                break;
+            }
+        }
+    }
 }
 
 static bool is_uffd(int fd)
@@ -82,8 +133,24 @@ static bool is_uffd(int fd)
     return n > 0 && strcmp(target, "anon_inode:[userfaultfd]") == 0;
 }
 
-/* Checks a REGISTER against the snapshot and the fds it carried. */
-static bool check_register(server *d, const sl_msg_register *m, int uffd, int memfd,
+/* The range the consumer named is its shared mapping of the file it sent. */
+static bool check_mapping(server *d, const sl_msg_register *m, pid_t pid,
+                          const struct stat *st, GError **errp)
+{
+    g_autoptr(GError) err = NULL;
+    int ret = sl_peer_check_mapping(pid, m->host_addr, m->length, st, m->file_offset, &err);
+
+    if (ret < 0) { /* not ours to read (say, a non-dumpable consumer): the engine copes */
+        dlog(d, "block '%s': %s; taking the consumer's word for it", m->block, err->message);
+    } else if (ret == 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': %s", m->block, err->message);
+        return false;
+    }
+    return true;
+}
+
+/* Checks a REGISTER of client pid @pid against the snapshot and the fds it carried. */
+static bool check_register(server *d, const sl_msg_register *m, pid_t pid, int uffd, int memfd,
                            int *idx, sl_backend_kind *kind, struct stat *st, GError **errp)
 {
     sl_block_info bi;
@@ -94,7 +161,7 @@ static bool check_register(server *d, const sl_msg_register *m, int uffd, int me
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "no block '%s' in the snapshot", m->block);
         return false;
     }
-    if (m->length != bi.length || m->host_addr % 4096 || !is_uffd(uffd) ||
+    if (m->length != bi.length || !is_uffd(uffd) ||
         !sl_wire_file_kind(memfd, kind, &psize, errp) || fstat(memfd, st) < 0) {
         if (errp && !*errp) {
             g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': length %" G_GUINT64_FORMAT
@@ -104,15 +171,21 @@ static bool check_register(server *d, const sl_msg_register *m, int uffd, int me
         }
         return false;
     }
-    if (m->page_size != psize || m->file_offset % psize || !S_ISREG(st->st_mode) ||
-        (uint64_t)st->st_size < m->file_offset + m->length || m->file_offset > UINT64_MAX - m->length) {
+    if (m->page_size != psize || m->file_offset % psize || m->host_addr % psize ||
+        !S_ISREG(st->st_mode) || m->file_offset > UINT64_MAX - m->length ||
+        (uint64_t)st->st_size < m->file_offset + m->length) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': page size %" G_GUINT64_FORMAT
-                    " (file has %" G_GUINT64_FORMAT "), offset %" G_GUINT64_FORMAT " or file size %"
-                    G_GINT64_FORMAT " does not fit", m->block, m->page_size, psize, m->file_offset,
+                    " (file has %" G_GUINT64_FORMAT "), address 0x%" G_GINT64_MODIFIER "x, "
+                    "offset %" G_GUINT64_FORMAT " or file size %" G_GINT64_FORMAT " does not "
+                    "fit", m->block, m->page_size, psize, m->host_addr, m->file_offset,
                     (gint64)st->st_size);
         return false;
     }
-    return true;
+    if (!sl_peer_check_uffd(uffd, sl_backend_get(*kind)->uffd_features, errp)) {
+        g_prefix_error(errp, "block '%s': ", m->block);
+        return false;
+    }
+    return check_mapping(d, m, pid, st, errp);
 }
 
 /* Attaches the block on its first REGISTER; later ones must name the same file. */
@@ -139,18 +212,26 @@ static bool attach_or_match(server *d, const sl_msg_register *m, int idx, sl_bac
     return true;
 }
 
-static bool do_register(server *d, const sl_msg_register *m, int uffd, int memfd,
+static bool do_register(server *d, client *c, const sl_msg_register *m, int uffd, int memfd,
                         GError **errp)
 {
     sl_backend_kind kind;
     struct stat st;
     int idx;
 
-    if (!check_register(d, m, uffd, memfd, &idx, &kind, &st, errp) ||
-        !attach_or_match(d, m, idx, kind, memfd, &st, errp) ||
-        !sl_restore_add_view(d->r, m->block, uffd, m->host_addr, errp)) {
+    if (!check_register(d, m, c->pid, uffd, memfd, &idx, &kind, &st, errp)) {
         return false;
     }
+    if (c->registered[idx]) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' registered twice on one "
+                    "connection", m->block);
+        return false;
+    }
+    if (!attach_or_match(d, m, idx, kind, memfd, &st, errp) ||
+        !sl_restore_add_view_tagged(d->r, m->block, uffd, m->host_addr, c->id, errp)) {
+        return false;
+    }
+    c->registered[idx] = 1;
     if (!d->started && d->nattached == d->nblocks) {
         if (!sl_restore_start(d->r, errp)) {
             return false;
@@ -181,7 +262,10 @@ static const char *dispatch(server *d, client *c, const sl_msg *m, int *fds, uns
         if (m->u.hello.version_min > SL_PROTO_VERSION || m->u.hello.version_max < SL_PROTO_VERSION) {
             return "no common protocol version";
         }
-        g_strlcpy(c->name, m->u.hello.name, sizeof(c->name));
+        for (unsigned i = 0; i + 1 < sizeof(c->name) && m->u.hello.name[i]; i++) {
+            char ch = m->u.hello.name[i]; /* printable only: names go into log lines */
+            c->name[i] = g_ascii_isprint(ch) ? ch : '?';
+        }
         c->greeted = sl_wire_send(c->fd, &w, NULL, 0);
         return c->greeted ? NULL : "cannot answer HELLO";
     }
@@ -192,11 +276,15 @@ static const char *dispatch(server *d, client *c, const sl_msg *m, int *fds, uns
         reply_status(c, -EINVAL, "REGISTER needs exactly two fds: uffd, memory file");
         return "REGISTER without exactly two fds";
     }
-    if (!do_register(d, &m->u.reg, fds[0], fds[1], errp)) {
+    if (!do_register(d, c, &m->u.reg, fds[0], fds[1], errp)) {
         reply_status(c, -EINVAL, (*errp)->message);
         return (*errp)->message;
     }
     reply_status(c, 0, "ok");
+    if (d->done && d->status == 0) { /* joined after completion: all is in place */
+        sl_msg done = { .type = SL_MSG_DONE };
+        sl_wire_send(c->fd, &done, NULL, 0);
+    }
     return NULL;
 }
 
@@ -239,6 +327,10 @@ static void accept_client(server *d)
     client *c;
 
     if (fd < 0) {
+        if (errno == EMFILE || errno == ENFILE) { /* else the listener stays readable: spin */
+            dlog(d, "out of file descriptors: not accepting until a client leaves");
+            d->accept_paused = true;
+        }
         return;
     }
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0 ||
@@ -250,6 +342,9 @@ static void accept_client(server *d)
     c = g_new0(client, 1);
     c->fd = fd;
     c->pid = cr.pid;
+    c->id = ++d->next_id;
+    c->accepted_us = g_get_monotonic_time();
+    c->registered = g_new0(uint8_t, d->nblocks ? d->nblocks : 1);
     g_ptr_array_add(d->clients, c);
 }
 
@@ -307,48 +402,77 @@ static int listen_on(const char *path, GError **errp)
 {
     struct sockaddr_un a = { .sun_family = AF_UNIX };
     struct stat st;
-    mode_t old;
     int fd;
 
     if (strlen(path) >= sizeof(a.sun_path)) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "socket path too long: %s", path);
         return -1;
     }
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
-        unlink(path); /* a stale socket of an earlier daemon */
-    }
     strcpy(a.sun_path, path);
     fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    old = umask(077); /* created 0600: only our uid (and root) may connect */
+    if (fd >= 0 && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "socket %s: a daemon is serving it", path);
+            close(fd);
+            return -1;
+        }
+        unlink(path); /* nobody listens: a stale socket of an earlier daemon */
+        close(fd);
+        fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    }
+    /* 0600 right after bind (no process-wide umask games: this may run in a
+     * library caller's process); a peer of another uid that slips in before
+     * the chmod is refused by the credential check anyway. */
     if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || chmod(path, 0600) < 0 ||
         listen(fd, 16) < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "socket %s: %s", path, g_strerror(errno));
-        umask(old);
         if (fd >= 0) {
             close(fd);
         }
         return -1;
     }
-    umask(old);
     return fd;
+}
+
+/* Drops clients that did not say HELLO in time; ms until the next is due (-1: none). */
+static int expire_silent(server *d)
+{
+    gint64 now = g_get_monotonic_time(), next = -1;
+
+    for (guint i = d->clients->len; i-- > 0;) {
+        client *c = g_ptr_array_index(d->clients, i);
+        gint64 due = c->accepted_us + d->hello_timeout_ms * 1000ll;
+        if (c->greeted) {
+            continue;
+        }
+        if (due <= now) {
+            drop(d, c, "no HELLO in time");
+        } else if (next < 0 || due - now < next) {
+            next = due - now;
+        }
+    }
+    return next < 0 ? -1 : (int)(next / 1000 + 1);
 }
 
 /* One poll round; false to leave the loop. */
 static bool serve_round(server *d)
 {
+    int timeout = expire_silent(d);
     guint n = d->clients->len;
-    g_autofree struct pollfd *p = g_new0(struct pollfd, n + 3);
+    g_autofree struct pollfd *p = g_new0(struct pollfd, n + 4);
     g_autofree client **cs = g_new0(client *, n + 1);
+    bool listening = !d->accept_paused && n < MAX_CLIENTS; /* else they wait in the backlog */
 
-    p[0] = (struct pollfd){ .fd = d->lfd, .events = POLLIN };
+    p[0] = (struct pollfd){ .fd = listening ? d->lfd : -1, .events = POLLIN };
     p[1] = (struct pollfd){ .fd = d->sigfd, .events = POLLIN };
     p[2] = (struct pollfd){ .fd = d->started && !d->done ? sl_restore_eventfd(d->r) : -1,
                             .events = POLLIN };
+    p[3] = (struct pollfd){ .fd = d->drop_pipe[0], .events = POLLIN };
     for (guint i = 0; i < n; i++) {
         cs[i] = g_ptr_array_index(d->clients, i);
-        p[3 + i] = (struct pollfd){ .fd = cs[i]->fd, .events = POLLIN };
+        p[4 + i] = (struct pollfd){ .fd = cs[i]->fd, .events = POLLIN };
     }
-    if (poll(p, n + 3, -1) < 0) {
+    if (poll(p, n + 4, timeout) < 0) {
         return errno == EINTR;
     }
     if (p[1].revents) {
@@ -362,9 +486,12 @@ static bool serve_round(server *d)
         }
     }
     for (guint i = 0; i < n; i++) {
-        if (p[3 + i].revents) {
+        if (p[4 + i].revents && g_ptr_array_find(d->clients, cs[i], NULL)) {
             handle_client(d, cs[i]);
         }
+    }
+    if (p[3].revents) {
+        drain_dropped(d); /* after the clients: a dropped one is not handled again */
     }
     if (p[0].revents) {
         accept_client(d);
@@ -376,11 +503,21 @@ static bool daemon_init(server *d, const sl_daemon_opts *o, GError **errp)
 {
     sigset_t set;
 
+    sl_restore_config cfg = o->cfg;
+
     d->o = o;
-    d->lfd = d->sigfd = -1;
+    d->hello_timeout_ms = o->hello_timeout_ms > 0 ? o->hello_timeout_ms : HELLO_TIMEOUT_MS;
+    d->lfd = d->sigfd = d->drop_pipe[0] = d->drop_pipe[1] = -1;
     d->clients = g_ptr_array_new();
+    if (pipe2(d->drop_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "pipe: %s", g_strerror(errno));
+        return false;
+    }
+    cfg.size = sizeof(cfg);
+    cfg.view_dropped = view_dropped;
+    cfg.view_dropped_opaque = d;
     d->snap = sl_snapshot_open(o->snapshot, errp);
-    if (!d->snap || !(d->r = sl_restore_new(d->snap, &o->cfg, errp))) {
+    if (!d->snap || !(d->r = sl_restore_new(d->snap, &cfg, errp))) {
         return false;
     }
     d->nblocks = sl_snapshot_n_blocks(d->snap);
@@ -405,10 +542,16 @@ static void daemon_fini(server *d)
         client *c = g_ptr_array_index(d->clients, 0);
         close(c->fd);
         g_ptr_array_remove_index(d->clients, 0);
+        g_free(c->registered);
         g_free(c);
     }
     g_ptr_array_free(d->clients, true);
-    sl_restore_free(d->r);
+    sl_restore_free(d->r); /* joins the engine: nothing writes drop_pipe after this */
+    for (unsigned i = 0; i < 2; i++) {
+        if (d->drop_pipe[i] >= 0) {
+            close(d->drop_pipe[i]);
+        }
+    }
     sl_snapshot_close(d->snap);
     if (d->lfd >= 0) {
         close(d->lfd);

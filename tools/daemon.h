@@ -27,6 +27,7 @@ typedef struct {
     bool quiet;            /* no log lines (tests) */
     int ready_fd;          /* >= 0: written one byte once the socket listens, then closed */
     int stats_fd;          /* >= 0: gets one JSON line of stats when the restore ends */
+    int hello_timeout_ms;  /* a client silent this long after connecting is dropped (0: 10 s) */
 } sl_daemon_opts;
 
 /** sl_daemon_run: serve until SIGINT/SIGTERM (or done); returns an exit status. */

@@ -186,6 +186,15 @@ typedef struct {
     bool no_hot_list;          /**< ignore the snapshot's hot-page list */
     bool record;               /**< record the order of faulted pages (sl_restore_recorded) */
     bool trace_order;          /**< keep each unit's placement order (tests) */
+    /**
+     * Since 1.1: called once when a view added by sl_restore_add_view_tagged()
+     * is dropped because its consumer went away (@err -ESRCH/-ENOENT) or its
+     * uffd misbehaved (any other -errno): nobody serves that view any more,
+     * so the caller should end that consumer.  Runs on an engine thread:
+     * must not block or call back into the restore.  NULL: not told.
+     */
+    void (*view_dropped)(void *opaque, uint64_t tag, int err);
+    void *view_dropped_opaque;
 } sl_restore_config;
 
 /** Most consumer mappings (views) one block may have. */
@@ -267,6 +276,24 @@ bool sl_restore_attach_file(sl_restore *r, const char *block_name, void *addr,
  */
 bool sl_restore_add_view(sl_restore *r, const char *block_name, int uffd, uint64_t base,
                          GError **errp);
+
+/**
+ * sl_restore_add_view_tagged: sl_restore_add_view() with @tag, the caller's
+ * name for the view (e.g. its connection), which config.view_dropped
+ * reports and sl_restore_remove_views() takes.  An error on a view that is
+ * not ours never fails the restore: that view alone is dropped.  At most
+ * SL_MAX_VIEWS live views per block; slots of dropped views are reused.
+ * Since 1.1.
+ */
+bool sl_restore_add_view_tagged(sl_restore *r, const char *block_name, int uffd,
+                                uint64_t base, uint64_t tag, GError **errp);
+
+/**
+ * sl_restore_remove_views: forget every view added with @tag (its consumer
+ * left): it is no longer served and its slot can be reused.  Its uffd is
+ * closed when the restore is freed.  Since 1.1.
+ */
+void sl_restore_remove_views(sl_restore *r, uint64_t tag);
 
 /**
  * sl_restore_bind: place block @block_name on NUMA node @node (a node number

@@ -17,6 +17,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -25,6 +26,8 @@
 #include "backends/backend.h"
 #include "migration/format.h"
 #include "migration/protocol.h"
+#include "migration/uffd.h"
+#include "tools/wire.h"
 #include "tools/daemon.h"
 
 #define PSIZE 4096u
@@ -150,6 +153,7 @@ typedef struct {
     uint64_t len, hugepage;
     pid_t daemon;
     int memfd;
+    int hello_timeout_ms;   /* 0: the daemon's default */
     shared_counts *counts;
 } fixture;
 
@@ -173,7 +177,8 @@ static void setup_daemon(fixture *f, uint64_t len, uint64_t hugepage, int thread
     uint64_t lengths[1] = { len };
     int ready[2];
     char byte;
-    sl_daemon_opts o = { .exit_when_done = true, .quiet = true, .ready_fd = -1, .stats_fd = -1 };
+    sl_daemon_opts o = { .exit_when_done = true, .quiet = true, .ready_fd = -1, .stats_fd = -1,
+                         .hello_timeout_ms = f->hello_timeout_ms };
 
     need(hugepage, len);
     f->len = len;
@@ -387,6 +392,321 @@ static void test_register_errors_name_the_problem(void **state)
     munmap(p, f->len);
 }
 
+/* ------------------- REGISTERs the kernel's view contradicts ------------------- */
+
+typedef enum {
+    BAD_NOT_UFFD, BAD_FILE_KIND, BAD_PAGE_SIZE, BAD_OFFSET, BAD_ADDRESS, BAD_NO_HANDSHAKE,
+    BAD_NOT_MAPPED, BAD_OTHER_FILE,
+} bad_kind;
+
+static const struct {
+    bad_kind kind;
+    const char *expect;     /* in the daemon's answer */
+} bad_registers[] = {
+    { BAD_NOT_UFFD, "not a userfaultfd" },
+    { BAD_FILE_KIND, "not on tmpfs or hugetlbfs" },
+    { BAD_PAGE_SIZE, "page size 8192" },
+    { BAD_OFFSET, "offset 100" },
+    { BAD_ADDRESS, "address 0x" },
+    { BAD_NO_HANDSHAKE, "lack 0x" },
+    { BAD_NOT_MAPPED, "not a shared mapping of the memory file" },
+    { BAD_OTHER_FILE, "not the memory file and offset its first consumer registered" },
+};
+
+/* What one bad REGISTER carries, and what it needs released afterwards. */
+typedef struct {
+    sl_msg m;
+    int fds[2];
+    void *map;
+    int close_fds[2];
+} bad_packet;
+
+/* A uffd registered on [p, p+len) (MISSING|MINOR for shmem, MISSING for
+ * anonymous memory), or one never handshaken. */
+static int uffd_on(void *p, uint64_t len, bool handshake, bool anon)
+{
+    g_autoptr(GError) err = NULL;
+    uint64_t feat = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM;
+    int uffd = handshake ? sl_uffd_open(feat, 0, NULL, &err)
+                         : (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+
+    assert_true(uffd >= 0);
+    if (handshake) {
+        assert_true(sl_uffd_register(uffd, p, len, UFFDIO_REGISTER_MODE_MISSING |
+                                     (anon ? 0 : UFFDIO_REGISTER_MODE_MINOR), 0, NULL, &err));
+    }
+    return uffd;
+}
+
+/* A REGISTER of block b0 that is right but for @kind. */
+static void build_bad(fixture *f, bad_kind kind, bad_packet *b)
+{
+    bool anon = kind == BAD_NOT_MAPPED;
+    int file = f->memfd;
+
+    if (kind == BAD_OTHER_FILE) {
+        file = memfd_create("other", MFD_CLOEXEC);
+        assert_int_equal(ftruncate(file, (off_t)f->len), 0);
+    }
+    b->map = mmap(NULL, f->len, PROT_READ | PROT_WRITE, anon ? MAP_PRIVATE | MAP_ANONYMOUS
+                  : MAP_SHARED, anon ? -1 : file, 0);
+    assert_true(b->map != MAP_FAILED);
+    b->m = (sl_msg){ .type = SL_MSG_REGISTER };
+    b->m.u.reg = (sl_msg_register){ .host_addr = (uintptr_t)b->map, .length = f->len,
+                                    .page_size = PSIZE };
+    g_strlcpy(b->m.u.reg.block, "b0", sizeof(b->m.u.reg.block));
+    b->fds[0] = kind == BAD_NOT_UFFD ? eventfd(0, EFD_CLOEXEC)
+                                     : uffd_on(b->map, f->len, kind != BAD_NO_HANDSHAKE, anon);
+    b->fds[1] = kind == BAD_FILE_KIND ? open("/proc/self/exe", O_RDONLY | O_CLOEXEC) : file;
+    b->close_fds[0] = b->fds[0];
+    b->close_fds[1] = file != f->memfd ? file : b->fds[1] != f->memfd ? b->fds[1] : -1;
+    b->m.u.reg.page_size = kind == BAD_PAGE_SIZE ? 8192 : PSIZE;
+    b->m.u.reg.file_offset = kind == BAD_OFFSET ? 100 : 0;
+    b->m.u.reg.host_addr += kind == BAD_ADDRESS ? 100 : 0;
+}
+
+/* Sends @b on a fresh greeted connection; returns the daemon's answer, then
+ * checks that it hung up. */
+static char *send_bad(fixture *f, bad_packet *b)
+{
+    g_autoptr(GError) err = NULL;
+    uint8_t buf[SL_PROTO_MAX];
+    int fds[SL_WIRE_MAX_FDS];
+    unsigned nfds;
+    bool trunc;
+    int sock = sl_client_connect(f->sock, "bad", &err);
+    ssize_t n;
+    sl_msg reply;
+
+    assert_true(sock >= 0);
+    assert_true(sl_wire_send(sock, &b->m, b->fds, 2));
+    n = sl_wire_recv(sock, buf, fds, &nfds, &trunc);
+    assert_true(n > 0 && sl_msg_decode(buf, (size_t)n, &reply, &err));
+    assert_int_equal(reply.type, SL_MSG_REGISTERED);
+    assert_int_not_equal(reply.u.status.status, 0);
+    assert_int_equal(sl_wire_recv(sock, buf, fds, &nfds, &trunc), 0); /* dropped */
+    close(sock);
+    return g_strdup(reply.u.status.message);
+}
+
+static void release_bad(fixture *f, bad_packet *b)
+{
+    munmap(b->map, f->len);
+    for (unsigned i = 0; i < 2; i++) {
+        if (b->close_fds[i] >= 0) {
+            close(b->close_fds[i]);
+        }
+    }
+}
+
+/*
+ * Every REGISTER that names what the kernel contradicts (fd kinds, sizes,
+ * alignment, the uffd's handshake, the mapping, the file) is answered with
+ * the reason and dropped; a good consumer then completes.
+ */
+static void test_register_contradicted_by_the_kernel_is_refused(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    uint8_t *p, *p2;
+    int sock;
+    pid_t good;
+
+    setup_daemon(f, 4u << 20, 0, 0); /* faults only: open until the good consumer's reads */
+    /* The block's first consumer, so that a different file can be told. */
+    p = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
+    sock = sl_client_connect(f->sock, "first", &err);
+    assert_true(sock >= 0 && sl_client_register(sock, "b0", p, f->len, f->memfd, 0, &err) >= 0);
+    p2 = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
+    assert_true(sl_client_register(sock, "b0", p2, f->len, f->memfd, 0, &err) < 0);
+    if (!strstr(err->message, "registered twice")) {
+        fail_msg("second REGISTER on one connection: %s", err->message);
+    }
+    g_clear_error(&err);
+    close(sock);
+    munmap(p2, f->len);
+    for (unsigned i = 0; i < G_N_ELEMENTS(bad_registers); i++) {
+        bad_packet b;
+        g_autofree char *answer = NULL;
+        build_bad(f, bad_registers[i].kind, &b);
+        answer = send_bad(f, &b);
+        if (!strstr(answer, bad_registers[i].expect)) {
+            fail_msg("case %u: answer \"%s\", expected \"%s\"", i, answer,
+                     bad_registers[i].expect);
+        }
+        release_bad(f, &b);
+    }
+    good = spawn_consumer(f, "good", 1);
+    expect_exit(good, 0);
+    expect_exit(f->daemon, 0);
+    f->daemon = 0;
+    assert_int_equal(atomic_load(&f->counts->bad), 0);
+    munmap(p, f->len);
+}
+
+/*
+ * A consumer whose uffd stops covering its mapping after it registered
+ * (it unregistered the range) cannot be served: the daemon drops that
+ * client alone, with the reason, and the restore goes on for the others.
+ */
+static void test_misbehaving_view_is_dropped_and_the_restore_goes_on(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    uint8_t *q;
+    int sock, uffd;
+    pid_t good;
+
+    setup_daemon(f, 16u << 20, 0, 0); /* faults only: every page goes through show_everywhere */
+    q = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
+    sock = sl_client_connect(f->sock, "liar", &err);
+    uffd = sock < 0 ? -1 : sl_client_register(sock, "b0", q, f->len, f->memfd, 0, &err);
+    assert_true(uffd >= 0);
+    assert_int_equal(sl_uffd_unregister(uffd, q, f->len), 0);
+    good = spawn_consumer(f, "good", 1);
+    assert_false(sl_client_wait_done(sock)); /* dropped: the socket closes, no DONE */
+    expect_exit(good, 0);
+    close(sock);
+    close(uffd);
+    expect_exit(f->daemon, 0);
+    f->daemon = 0;
+    assert_int_equal(atomic_load(&f->counts->bad), 0);
+    munmap(q, f->len);
+}
+
+/* A consumer that touches @n pages and leaves without waiting for DONE. */
+static pid_t spawn_passing(fixture *f, uint64_t n)
+{
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        g_autoptr(GError) err = NULL;
+        uint8_t *p = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
+        int sock = sl_client_connect(f->sock, "passing", &err);
+        volatile uint8_t sum = 0;
+        if (sock < 0 || sl_client_register(sock, "b0", p, f->len, f->memfd, 0, &err) < 0) {
+            fprintf(stderr, "passing consumer: %s\n", err ? err->message : "?");
+            _exit(30);
+        }
+        for (uint64_t i = 0; i < n; i++) {
+            sum += p[(i * 7919 % (f->len / PSIZE)) * PSIZE];
+        }
+        _exit(0);
+    }
+    return pid;
+}
+
+/* Consumers come and go, more of them than a block has view slots: each
+ * one that leaves frees its slot, and a last one completes the restore. */
+static void test_consumers_that_leave_free_their_views(void **state)
+{
+    fixture *f = *state;
+    pid_t last;
+
+    setup_daemon(f, 16u << 20, 0, 0);
+    for (unsigned i = 0; i < SL_MAX_VIEWS + 4; i++) {
+        expect_exit(spawn_passing(f, 8), 0);
+    }
+    last = spawn_consumer(f, "last", 1);
+    expect_exit(last, 0);
+    expect_exit(f->daemon, 0);
+    f->daemon = 0;
+    assert_int_equal(atomic_load(&f->counts->bad), 0);
+}
+
+/* One consumer is killed mid-restore; another, joining after, sees every page right. */
+static void test_consumer_killed_mid_restore_leaves_the_others_unharmed(void **state)
+{
+    fixture *f = *state;
+    pid_t victim, other;
+    int status;
+
+    setup_daemon(f, 64u << 20, 0, 1);
+    f->counts->notify_at = 64;
+    victim = spawn_consumer(f, "victim", 1);
+    wait_touched(f->counts);
+    kill(victim, SIGKILL);
+    assert_int_equal(waitpid(victim, &status, 0), victim);
+    other = spawn_consumer(f, "other", 1);
+    expect_exit(other, 0);
+    expect_exit(f->daemon, 0);
+    f->daemon = 0;
+    assert_int_equal(atomic_load(&f->counts->bad), 0);
+}
+
+/* A consumer that registers after completion gets DONE at once (its supervisor
+ * would otherwise end it when the daemon leaves). */
+static void test_consumer_joining_after_completion_gets_done(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    int holder;
+
+    setup_daemon(f, 8u << 20, 0, 1);
+    holder = sl_client_connect(f->sock, "holder", &err); /* keeps the daemon up */
+    assert_true(holder >= 0);
+    expect_exit(spawn_consumer(f, "vmm", 1), 0);          /* completes the restore */
+    expect_exit(spawn_consumer(f, "late", 1), 0);         /* REGISTERED, then DONE */
+    close(holder);
+    expect_exit(f->daemon, 0);
+    f->daemon = 0;
+    assert_int_equal(atomic_load(&f->counts->bad), 0);
+}
+
+/* A connection that never says HELLO is dropped after the timeout. */
+static void test_silent_connection_is_dropped_after_the_hello_timeout(void **state)
+{
+    fixture *f = *state;
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    struct pollfd p = { .fd = s, .events = POLLIN };
+    gint64 t0;
+    char c;
+
+    f->hello_timeout_ms = 200;
+    setup_daemon(f, 4u << 20, 0, 1);
+    g_strlcpy(a.sun_path, f->sock, sizeof(a.sun_path));
+    assert_int_equal(connect(s, (struct sockaddr *)&a, sizeof(a)), 0);
+    t0 = g_get_monotonic_time();
+    assert_int_equal(poll(&p, 1, 10000), 1);
+    assert_int_equal(recv(s, &c, 1, 0), 0);
+    assert_true(g_get_monotonic_time() - t0 >= 150000);
+    close(s);
+}
+
+/* A peer of another uid (not root) is refused even where the socket's
+ * permissions would let it connect. */
+static void test_peer_of_another_uid_is_refused(void **state)
+{
+    fixture *f = *state;
+    pid_t pid;
+
+    if (getuid() != 0) {
+        print_message("# SKIP: needs root to connect as another uid\n");
+        skip();
+    }
+    setup_daemon(f, 4u << 20, 0, 1);
+    assert_int_equal(chmod(f->dir, 0755), 0);
+    assert_int_equal(chmod(f->sock, 0666), 0);
+    pid = fork();
+    if (pid == 0) {
+        g_autoptr(GError) err = NULL;
+        int sock;
+        if (setgid(65534) < 0 || setuid(65534) < 0) {
+            _exit(40);
+        }
+        sock = sl_client_connect(f->sock, "stranger", &err);
+        /* Closed at accept: the HELLO meets a closed or reset connection. */
+        if (sock >= 0 || (!strstr(err->message, "connection closed") &&
+                          !strstr(err->message, g_strerror(ECONNRESET)))) {
+            fprintf(stderr, "stranger: %s\n", sock >= 0 ? "welcomed" : err->message);
+            _exit(41);
+        }
+        _exit(0);
+    }
+    expect_exit(pid, 0);
+}
+
 static void die_now(void)
 {
     static const char msg[] = "consumer: restore daemon died; guest memory incomplete, ending\n";
@@ -447,6 +767,21 @@ int main(void)
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_daemon_death_ends_consumer_without_zero_pages,
                                         fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_register_contradicted_by_the_kernel_is_refused,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_misbehaving_view_is_dropped_and_the_restore_goes_on,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_consumers_that_leave_free_their_views,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_consumer_killed_mid_restore_leaves_the_others_unharmed, fixture_setup,
+            fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_consumer_joining_after_completion_gets_done,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_silent_connection_is_dropped_after_the_hello_timeout,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_peer_of_another_uid_is_refused, fixture_setup,
+                                        fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

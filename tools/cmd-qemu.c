@@ -27,6 +27,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <json-glib/json-glib.h>
 #include "cli.h"
 #include "client.h"
 #include "daemon.h"
@@ -530,6 +531,15 @@ static bool wait_restore(qr *r, GError **errp)
     return true;
 }
 
+/* Integer member @key of the daemon's JSON stats line @stats, or -1. */
+static gint64 stats_member(const char *stats, const char *key)
+{
+    g_autoptr(JsonNode) n = stats ? json_from_string(stats, NULL) : NULL;
+    JsonObject *o = n && JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
+
+    return o && json_object_has_member(o, key) ? json_object_get_int_member(o, key) : -1;
+}
+
 static void report(const qr *r)
 {
     cli_json j;
@@ -556,9 +566,12 @@ static void report(const qr *r)
     json_double(&j, "running_after_device_state_ms", r->t_run - r->t_dev1);
     if (!r->o->eager) {
         json_double(&j, "time_to_complete_ms", r->t_done - r->t0);
+        json_int(&j, "faults", stats_member(r->stats, "faults"));
+        json_int(&j, "pages_placed_twice", stats_member(r->stats, "pages_placed_twice"));
         json_raw(&j, "restore", r->stats);
     }
     if (r->o->verify) {
+        json_str(&j, "verify", r->verify_mismatches ? "mismatch" : "ok");
         json_u64(&j, "verify_mismatches", r->verify_mismatches);
     }
     text = json_end(&j);

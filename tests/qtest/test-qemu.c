@@ -521,6 +521,12 @@ static void test_lazy_restore_matches_snapshot_and_guest_runs_on(void **state)
     assert_int_equal(json_object_get_int_member(rs, "pages_placed_twice"), 0);
     assert_int_equal(json_object_get_int_member(rs, "pages_never_placed"), 0);
     assert_int_equal(json_object_get_int_member(rs, "checksum_failures"), 0);
+    /* The figures the CLI promises at the top level. */
+    assert_int_equal(json_object_get_int_member(res, "faults"),
+                     json_object_get_int_member(rs, "faults"));
+    assert_int_equal(json_object_get_int_member(res, "pages_placed_twice"), 0);
+    assert_true(json_object_get_double_member(res, "time_to_complete_ms") > 0);
+    assert_true(json_object_get_double_member(res, "device_state_ms") > 0);
     close(tfd);
     close(lq);
     close(lt);

@@ -1096,6 +1096,71 @@ static int read_page_guarded_after_failure(fixture *f, uint64_t page)
 }
 
 /*
+ * One loader, held at its first claim, a trace of placement order; then
+ * faults on units @u0 and @u1 of block 0, then the loader runs to the end.
+ * Returns the order of each unit (caller frees) and the stats.
+ */
+static uint32_t *faults_then_order(fixture *f, uint64_t u0, uint64_t u1, sl_stats *st)
+{
+    g_autoptr(GError) err = NULL;
+    sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1, .trace_order = true };
+    uint64_t per = unit_of(f->bc) / PSIZE, n = f->lengths[0] / unit_of(f->bc);
+    loader_gate g = { 0 };
+
+    f->r = sl_restore_new(f->snap, &cfg, &err);
+    assert_true(f->r && sl_mem_attach(f->r, "b0", &f->mem[0], &err));
+    sl_test_set_loader_hook(f->r, hold_first_claim, &g);
+    assert_true(sl_restore_start(f->r, &err));
+    assert_true(gate_wait_holding(&g, 20));
+    assert_int_equal(read_page_guarded(f, f->mem[0].host, u0 * per), 1);
+    assert_int_equal(read_page_guarded(f, f->mem[0].host, u1 * per), 1);
+    gate_release(&g);
+    *st = finish_and_audit(f);
+    return g_memdup2(sl_test_restore_order(f->r, 0), n * sizeof(uint32_t));
+}
+
+/*
+ * Two faults walking forward in the middle of a block: the loader takes
+ * the window after them before it goes on in file order (those units are
+ * placed before the first unit of the next file-order chunk).
+ */
+static void test_forward_faults_prefetch_the_window_after_them(void **state)
+{
+    fixture *f = *state;
+    uint64_t unit = unit_of(f->bc), window = MAX(2, (128u << 10) / unit);
+    uint64_t chunk = MAX(1, (1u << 20) / unit), n, u0;
+    g_autofree uint32_t *ord = NULL;
+    sl_stats st;
+
+    fixture_build(f, MAX(8u << 20, 16 * unit), 0, 0);
+    n = f->lengths[0] / unit;
+    u0 = n / 2;
+    ord = faults_then_order(f, u0, u0 + 1, &st);
+    assert_true(st.pages_by_hint >= window);
+    for (uint64_t u = u0 + 2; u < u0 + 2 + window; u++) {
+        if (ord[u] > ord[2 * chunk]) {
+            fail_msg("unit %" G_GUINT64_FORMAT " of the window was placed at %u, after unit %"
+                     G_GUINT64_FORMAT " of the file order (%u)", u, ord[u], 2 * chunk,
+                     ord[2 * chunk]);
+        }
+    }
+}
+
+/* Faults walking backwards open no window: nothing is placed by hint. */
+static void test_backward_faults_open_no_window(void **state)
+{
+    fixture *f = *state;
+    uint64_t unit = unit_of(f->bc), n;
+    g_autofree uint32_t *ord = NULL;
+    sl_stats st;
+
+    fixture_build(f, MAX(8u << 20, 16 * unit), 0, 0);
+    n = f->lengths[0] / unit;
+    ord = faults_then_order(f, n / 2, n / 2 - 1, &st);
+    assert_int_equal(st.pages_by_hint, 0);
+}
+
+/*
  * Stopped before completion (faults only, one page touched): the touched
  * unit keeps its data, every missing unit is refused in every view, never
  * read as zeros, and no view may join any more.
@@ -1265,6 +1330,9 @@ static const feature features[] = {
     { "stop_before_completion_never_serves_zeros", test_stop_before_completion_never_serves_zeros, any },
     { "failed_restore_refuses_missing_pages", test_failed_restore_refuses_missing_pages,
       small_units },
+    { "forward_faults_prefetch_the_window_after_them",
+      test_forward_faults_prefetch_the_window_after_them, small_units },
+    { "backward_faults_open_no_window", test_backward_faults_open_no_window, small_units },
     { "short_memory_file_is_refused_with_its_size",
       test_short_memory_file_is_refused_with_its_size, shared },
     { "view_joining_after_completion_reads_every_page",

@@ -678,6 +678,11 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
     if (!something_places_every_page(o)) {
         return false;
     }
+    if (o->record && o->threads != 0) {
+        fprintf(stderr, "snapload: note: with loaders running, --record lists only the pages "
+                "that faulted, not those the loaders placed first; record with --threads 0 "
+                "--workload N for a whole working set\n");
+    }
     if (o->kind == SL_BACKEND_HUGETLBFS) {
         o->hugepage = sl_hugetlb_resolve(o->hugepage); /* the size really used */
     }

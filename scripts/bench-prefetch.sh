@@ -33,7 +33,7 @@ R "$SNAP" --touch-threads 0 > /dev/null # warm-up run, not reported
 OUT="$DIR/prefetch-results.txt"
 {
     for t in $(printf '%s\n' 1 2 "$ALL" | sort -nu); do
-        echo "fill $t $(R "$SNAP" --threads "$t" --touch-threads 0 --compare-eager --eager-threads "$ALL")"
+        echo "fill $t $(R "$SNAP" --threads "$t" --touch-threads 0 --compare-eager --eager-no-checksum --eager-threads "$ALL")"
     done
     echo "lat idle $(R "$SNAP" --threads 0 --touch-threads 1 --access seq)"
     echo "lat busy $(R "$SNAP" --threads "$ALL" --touch-threads 1 --access random)"

@@ -14,8 +14,9 @@ bash scripts/install-deps.sh
 # was killed: each one holds its hugepages until removed.
 remove_stale_files() {
     local f held
-    held=$(ls -l /proc/[0-9]*/fd/ 2>/dev/null | sed -n 's/.* -> //p'
-           cat /proc/[0-9]*/maps 2>/dev/null | awk '{print $6}')
+    # Processes come and go while we look: their errors are not ours.
+    held=$( { ls -l /proc/[0-9]*/fd/ 2>/dev/null | sed -n 's/.* -> //p'
+              cat /proc/[0-9]*/maps 2>/dev/null | awk '{print $6}'; } || true)
     for f in $(awk '$3 == "hugetlbfs" {print $2}' /proc/mounts) /dev/shm; do
         for f in "$f"/snapload-*; do
             [ -f "$f" ] || continue

@@ -28,7 +28,6 @@
  * registered, serving poison, until it is stopped.
  */
 #include <errno.h>
-#include <linux/kcmp.h>
 #include <pthread.h>
 #include <sched.h>
 #include <poll.h>
@@ -103,6 +102,17 @@ void sl_engine_drop_view(sl_restore *r, sl_view *v, int err)
     }
 }
 
+/*
+ * -ENOENT for a range of several units that stopped short: the range may
+ * span two VMAs (an mbind, say, split the mapping), which one placement
+ * ioctl cannot cross.  Only one unit at a time tells that from a range that
+ * is no longer registered.
+ */
+static bool spans_vmas(int ret, uint64_t len, uint64_t k)
+{
+    return ret == -ENOENT && len > 1 && k < len;
+}
+
 /* The consumer behind a view has gone away (its mm is gone; ENOSPC on
  * kernels before 4.18). */
 static bool consumer_gone(int err)
@@ -174,13 +184,18 @@ static void note_bad_page(sl_restore *r, const sl_region *reg, uint64_t u, const
  */
 static int show_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n)
 {
+    uint64_t step = n;
+
     while (n) {
-        uint64_t done = 0, eagain = 0, k;
-        int ret = reg->mem.ops->show(&reg->mem, v, u * reg->unit, n * reg->unit, &done, &eagain);
+        uint64_t done = 0, eagain = 0, k, len = MIN(n, step);
+        int ret = reg->mem.ops->show(&reg->mem, v, u * reg->unit, len * reg->unit, &done,
+                                     &eagain);
 
         add(&r->c.eagain, eagain);
         k = done / reg->unit;
-        if (ret == -EEXIST) {
+        if (spans_vmas(ret, len, k)) {
+            step = 1; /* the kernel takes one VMA at a time: go unit by unit */
+        } else if (ret == -EEXIST) {
             add(&r->c.eexist, 1);
             sl_uffd_wake(v->uffd, (void *)(uintptr_t)(v->base + (u + k) * reg->unit), reg->unit);
             k++;
@@ -287,26 +302,30 @@ static int commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
 {
     const sl_backend_ops *ops = reg->mem.ops;
     const uint64_t u0 = u, n0 = n;
+    uint64_t step = n;
 
     while (n) {
-        uint64_t done = 0, eagain = 0, k;
-        int ret = src ? ops->place(&reg->mem, v, u * reg->unit, src, n * reg->unit, &done, &eagain)
-                      : ops->zero(&reg->mem, v, u * reg->unit, n * reg->unit, &done, &eagain);
+        uint64_t done = 0, eagain = 0, k, len = MIN(n, step);
+        int ret = src ? ops->place(&reg->mem, v, u * reg->unit, src, len * reg->unit, &done,
+                                   &eagain)
+                      : ops->zero(&reg->mem, v, u * reg->unit, len * reg->unit, &done, &eagain);
 
         k = done / reg->unit;
         add(&r->c.eagain, eagain);
         account(r, reg, u, k, who);
         add(&r->c.zero_pages, src ? 0 : k);
-        if (ret == -EEXIST) {
+        if (v && spans_vmas(ret, len, k)) {
+            step = 1; /* the kernel takes one VMA at a time: go unit by unit */
+        } else if (ret == -EEXIST) {
             add(&r->c.eexist, 1);
             sl_uffd_wake(v->uffd, (void *)(uintptr_t)(v->base + (u + k) * reg->unit), reg->unit);
             k++;
         } else if (ret < 0 && v && ops->in_place && (!v->own || consumer_gone(ret))) {
             sl_engine_drop_view(r, v, ret); /* staged: the rest goes in no view, published */
             v = NULL;
-        } else if (ret < 0) {
-            sl_pagemap_publish(reg->map, u0, u - u0);
-            units_done(r, u - u0);
+        } else if (ret < 0) { /* [u0, u + k) are placed, the rest given back */
+            sl_pagemap_publish(reg->map, u0, u + k - u0);
+            units_done(r, u + k - u0);
             sl_pagemap_unclaim(reg->map, u + k, n - k);
             return ret;
         }
@@ -376,35 +395,23 @@ static void drop_uffd(sl_restore *r, int fd, int err)
     }
 }
 
-/* Whether fds @a and @b of this process are the same open file (kcmp). */
-static bool same_file(int a, int b)
-{
-    pid_t self = getpid();
-
-    return a == b || syscall(SYS_kcmp, self, self, KCMP_FILE, a, b) == 0;
-}
-
 /*
- * The live view that fault @addr read from @uffd belongs to.  A consumer
- * that registered several mappings on one uffd handed it over once per
- * mapping: each hand-over is a duplicate of ours, and any of them may
- * deliver the fault of any of those mappings.
+ * The live view that fault @addr read from @uffd belongs to.  Each view has
+ * a uffd of its own (sl_restore_add_view_tagged() refuses one already
+ * handed over), so its fd and the address find it.
  */
 static bool find_view(sl_restore *r, int uffd, uint64_t addr, sl_region **regp, sl_view **vp)
 {
-    for (int pass = 0; pass < 2; pass++) {
-        for (guint i = 0; i < r->regions->len; i++) {
-            sl_region *reg = g_ptr_array_index(r->regions, i);
-            unsigned nv = view_count(reg);
-            for (unsigned j = 0; j < nv; j++) {
-                sl_view *v = sl_region_view(reg, j);
-                bool mine = pass ? same_file(v->uffd, uffd) : v->uffd == uffd;
-                if (view_live(v) && mine && addr >= v->base &&
-                    addr - v->base < reg->mem.length) {
-                    *regp = reg;
-                    *vp = v;
-                    return true;
-                }
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        unsigned nv = view_count(reg);
+        for (unsigned j = 0; j < nv; j++) {
+            sl_view *v = sl_region_view(reg, j);
+            if (view_live(v) && v->uffd == uffd && addr >= v->base &&
+                addr - v->base < reg->mem.length) {
+                *regp = reg;
+                *vp = v;
+                return true;
             }
         }
     }

@@ -82,9 +82,10 @@ typedef struct sl_region {
      * release store (under views_lock); readers load nviews with acquire,
      * then the slot (sl_region_view: acquire).  A slot whose view died may
      * be refilled (release store, under views_lock): the dead view moves to
-     * r->dead_views, so a thread still holding it finds it dead. */
+     * dead_views, so a thread still holding it finds it dead. */
     _Atomic(sl_view *) views[SL_MAX_VIEWS];
     _Atomic unsigned nviews;
+    GPtrArray *dead_views;   /* under views_lock: views replaced in their slot (freed last) */
 } sl_region;
 
 typedef struct {
@@ -120,8 +121,8 @@ struct sl_restore {
     _Atomic uint32_t order_seq; /* trace_order counter (relaxed) */
     uint64_t max_bounce;       /* largest unit of a bounce (non in-place) region */
     GMutex views_lock;         /* serialises adding views against their unregistration */
-    GPtrArray *dead_views;     /* under views_lock: views replaced in their slot (freed last) */
     bool views_closed;         /* under views_lock: completed or stopped, no view joins */
+    bool keep_uffd;            /* caller's thread: our view stayed registered, never close */
     /* Bumped (release) after a view is added; the fault thread (acquire)
      * rebuilds its poll set when it changes. */
     _Atomic unsigned views_gen;
@@ -182,8 +183,9 @@ bool sl_engine_start(sl_restore *r, GError **errp);
 /**
  * sl_restore_seal (seal.c): after an unfinished restore's threads are gone,
  * make every unit that is not PRESENT unreadable in every view (poison, or
- * PROT_NONE in our own mapping), then unregister what was sealed.  Caller
- * holds views_lock.
+ * PROT_NONE in our own mapping), then unregister each view sealed
+ * completely; one that is not stays registered (then keep_uffd is set if it
+ * is ours).  Caller holds views_lock.
  */
 void sl_restore_seal(sl_restore *r);
 

@@ -6,6 +6,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/kcmp.h>
+#include <sys/syscall.h>
 #include <sys/mman.h>
 #include <poll.h>
 #include <string.h>
@@ -37,7 +39,6 @@ sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GErr
     r->regions = g_ptr_array_new();
     r->uffd = -1;
     g_mutex_init(&r->views_lock);
-    r->dead_views = g_ptr_array_new();
     r->ctl_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     r->done_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     atomic_init(&r->status, -EINPROGRESS);
@@ -102,7 +103,7 @@ static bool publish_view(sl_restore *r, sl_region *reg, sl_view *v)
     for (unsigned j = 0; j < n; j++) {
         sl_view *old = sl_region_view(reg, j);
         if (!old->own && atomic_load_explicit(&old->dead, memory_order_relaxed)) {
-            g_ptr_array_add(r->dead_views, old);
+            g_ptr_array_add(reg->dead_views, old);
             /* Release: @v is complete before a reader can load it. */
             atomic_store_explicit(&reg->views[j], v, memory_order_release);
             atomic_fetch_add_explicit(&r->views_gen, 1, memory_order_release);
@@ -124,6 +125,7 @@ static sl_region *add_region(sl_restore *r, int idx, const sl_mem *mem)
     sl_region *reg = g_new0(sl_region, 1);
 
     reg->r = r;
+    reg->dead_views = g_ptr_array_new();
     reg->index = r->regions->len;
     reg->bind = -2; /* no binding yet: resolved at start */
     reg->block = (unsigned)idx;
@@ -223,6 +225,26 @@ GBytes *sl_restore_recorded(const sl_restore *r)
     return g_bytes_new(r->recorded->data, (gsize)r->recorded->len * 16);
 }
 
+/* A live view whose uffd is the same open file as @uffd (kcmp), or NULL;
+ * NULL too where kcmp is not allowed (a seccomp filter): then unchecked. */
+static const sl_region *uffd_in_use(sl_restore *r, int uffd)
+{
+    pid_t self = getpid();
+
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        unsigned nv = atomic_load_explicit(&reg->nviews, memory_order_relaxed);
+        for (unsigned j = 0; j < nv; j++) {
+            sl_view *v = sl_region_view(reg, j);
+            if (!v->own && !atomic_load_explicit(&v->dead, memory_order_relaxed) &&
+                syscall(SYS_kcmp, self, self, KCMP_FILE, v->uffd, uffd) == 0) {
+                return reg;
+            }
+        }
+    }
+    return NULL;
+}
+
 static bool is_userfaultfd(int fd)
 {
     g_autofree char *link = g_strdup_printf("/proc/self/fd/%d", fd);
@@ -278,6 +300,7 @@ bool sl_restore_add_view_tagged(sl_restore *r, const char *name, int uffd, uint6
                                 uint64_t tag, GError **errp)
 {
     sl_region *reg = region_of_block(r, name);
+    const sl_region *other;
     const char *why = NULL;
     sl_view *v;
     bool ok = true;
@@ -303,7 +326,13 @@ bool sl_restore_add_view_tagged(sl_restore *r, const char *name, int uffd, uint6
         g_mutex_unlock(&r->views_lock);
         return ok;
     }
-    if (r->views_closed) {
+    /* Acquire: pairs with the release store in sl_engine_fail(). */
+    if ((other = uffd_in_use(r, uffd))) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "view of block '%s': that uffd is "
+                    "already a view of block '%s': hand over one uffd per mapping", name,
+                    other->blk->name);
+        ok = false;
+    } else if (r->views_closed || atomic_load_explicit(&r->stopping, memory_order_acquire)) {
         g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "view of block '%s': the restore has "
                     "stopped before completion (%s)", name, g_strerror(-sl_restore_poll(r)));
         ok = false;
@@ -362,6 +391,19 @@ static void layout_regions(sl_restore *r)
     atomic_store_explicit(&r->remaining, remaining, memory_order_relaxed);
 }
 
+/* Empties every region's memory and learns its page size. */
+static bool prepare_regions(sl_restore *r, GError **errp)
+{
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        if (!reg->mem.ops->prepare(&reg->mem, errp)) {
+            g_prefix_error(errp, "block '%s': ", reg->blk->name);
+            return false;
+        }
+    }
+    return true;
+}
+
 static bool register_regions(sl_restore *r, GError **errp)
 {
     uint64_t features = 0, got = 0;
@@ -369,10 +411,6 @@ static bool register_regions(sl_restore *r, GError **errp)
     for (guint i = 0; i < r->regions->len; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
         features |= reg->mem.host ? reg->mem.ops->uffd_features : 0;
-        if (!reg->mem.ops->prepare(&reg->mem, errp)) {
-            g_prefix_error(errp, "block '%s': ", reg->blk->name);
-            return false;
-        }
     }
     r->uffd = sl_uffd_open(features, UFFD_FEATURE_POISON, &got, errp);
     if (r->uffd < 0) {
@@ -401,6 +439,8 @@ static bool register_regions(sl_restore *r, GError **errp)
 
 bool sl_restore_start(sl_restore *r, GError **errp)
 {
+    bool ok;
+
     if (r->started || r->regions->len == 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_STATE, r->started ? "restore already started"
                     : "no memory attached: call sl_restore_attach() first");
@@ -408,11 +448,12 @@ bool sl_restore_start(sl_restore *r, GError **errp)
     }
     r->started = true;
     r->t_start = sl_now_ns();
-    if (!register_regions(r, errp)) {
+    ok = prepare_regions(r, errp);
+    layout_regions(r); /* also when prepare failed: stopping seals by these maps */
+    if (!ok || !register_regions(r, errp)) {
         sl_engine_fail(r, -EINVAL);
         return false;
     }
-    layout_regions(r);
     if (!sl_prefetch_setup(r, errp)) {
         sl_engine_fail(r, -EINVAL);
         return false;
@@ -500,7 +541,9 @@ void sl_restore_stop(sl_restore *r)
     g_mutex_lock(&r->views_lock);
     if (sl_restore_poll(r) != 0) {
         int expect = -EINPROGRESS;
-        /* Release: pairs with the acquire load in sl_restore_poll(). */
+        sl_restore_seal(r); /* never zeros for pages that are missing */
+        /* Release: pairs with the acquire load in sl_restore_poll(); after
+         * the seal, so whoever sees the status sees sealed memory. */
         if (atomic_compare_exchange_strong_explicit(&r->status, &expect, -ECANCELED,
                                                     memory_order_release,
                                                     memory_order_relaxed)) {
@@ -508,7 +551,6 @@ void sl_restore_stop(sl_restore *r)
             ssize_t n = write(r->done_efd, &one, sizeof(one));
             (void)n;
         }
-        sl_restore_seal(r); /* never zeros for pages that are missing */
     }
     r->views_closed = true;
     g_mutex_unlock(&r->views_lock);
@@ -529,6 +571,10 @@ static void free_region(sl_region *reg)
     for (unsigned j = 0; j < nv; j++) {
         free_view(sl_region_view(reg, j));
     }
+    for (guint j = 0; j < reg->dead_views->len; j++) {
+        free_view(g_ptr_array_index(reg->dead_views, j));
+    }
+    g_ptr_array_free(reg->dead_views, true);
     if (reg->mem.alias) {
         munmap(reg->mem.alias, reg->mem.length);
     }
@@ -618,13 +664,9 @@ void sl_restore_free(sl_restore *r)
         free_region(g_ptr_array_index(r->regions, i));
     }
     g_ptr_array_free(r->regions, true);
-    for (guint i = 0; i < r->dead_views->len; i++) {
-        free_view(g_ptr_array_index(r->dead_views, i));
-    }
-    g_ptr_array_free(r->dead_views, true);
     g_mutex_clear(&r->views_lock);
     g_free(r->loaders);
-    if (r->uffd >= 0) {
+    if (r->uffd >= 0 && !r->keep_uffd) {
         close(r->uffd);
     }
     if (r->ctl_efd >= 0) {

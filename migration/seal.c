@@ -3,15 +3,22 @@
  * What a restore that did not complete leaves behind.  Once its threads are
  * gone nobody answers faults any more, and simply unregistering would let
  * the kernel fill every page still missing with zeros: a guest would run on
- * with wrong memory.  So before the ranges are let go, every unit that is
- * not PRESENT is made unreadable in every view: poisoned (UFFDIO_POISON,
- * Linux 6.6+: an access raises SIGBUS, and threads already blocked on the
- * unit are woken to take it), or, where the kernel cannot poison, protected
- * with PROT_NONE in our own mapping (an access raises SIGSEGV; KVM returns
- * EFAULT to the VMM).  A view in another process that cannot be poisoned
- * stays registered: its faults wait until its supervisor ends it
- * (docs/protocol.md).  Runs on the caller's thread in sl_restore_stop(),
- * after the fault thread and the loaders were joined, under views_lock.
+ * with wrong memory.  So before a view is let go, every unit that is not
+ * PRESENT is made unreadable in it: poisoned (UFFDIO_POISON, Linux 6.6+:
+ * an access raises SIGBUS, and threads already blocked on the unit are
+ * woken to take it), or, where the kernel cannot poison, protected with
+ * PROT_NONE in our own mapping (an access raises SIGSEGV; KVM returns
+ * EFAULT to the VMM).  Only a view sealed completely is unregistered; any
+ * other stays registered, so its faults wait (a consumer's supervisor ends
+ * it, docs/protocol.md), and the restore then keeps its uffd open to the
+ * end of the process (closing the last reference would unregister too).
+ * Runs on the caller's thread in sl_restore_stop(), after the fault thread
+ * and the loaders were joined, under views_lock.
+ *
+ * Poison markers live in the view's page tables, not in the memory file:
+ * a process that maps the file afterwards, or a view whose page tables are
+ * zapped (MADV_DONTNEED) after the seal, sees the holes as zeros.  A
+ * stopped restore's memory must not be used again (see snapload.h).
  */
 #include <errno.h>
 #include <sys/mman.h>
@@ -26,47 +33,62 @@ static bool seal_run(sl_region *reg, sl_view *v, uint64_t u, uint64_t n)
 
     if (reg->ioctls & SL_IOCTL(_UFFDIO_POISON)) {
         int ret = sl_uffd_poison(v->uffd, addr, len);
-        if (ret == 0 || ret == -ESRCH || ret == -ENOENT) {
-            return true; /* poisoned, or its consumer is gone */
+        if (ret == 0 || ret == -ESRCH) {
+            return true; /* poisoned, or its process is gone */
         }
-        if (ret == -EEXIST && n == 1) {
-            return true; /* mapped: only a placement maps a page in a registered range */
-        }
-        if (ret == -EEXIST && n > 1) { /* part of the run is mapped: unit by unit */
+        if (n > 1 && (ret == -EEXIST || ret == -ENOENT)) {
+            /* Part of the run is mapped, or the run spans two VMAs (the
+             * kernel takes one at a time): unit by unit. */
             bool all = true;
             for (uint64_t i = 0; i < n; i++) {
                 all &= seal_run(reg, v, u + i, 1);
             }
             return all;
         }
+        if (ret == -EEXIST) {
+            return true; /* mapped: only a placement maps a page in a registered range */
+        }
+        if (ret == -ENOENT && !v->own) {
+            return true; /* that range is no longer registered there: the consumer left it */
+        }
     }
     return v->own && mprotect(addr, len, PROT_NONE) == 0;
 }
 
-/*
- * Seals every run of units of @reg that is not PRESENT in every live view;
- * returns false if some view in another process could not be sealed.
- */
-static bool seal_region(sl_region *reg)
+/* Seals every run of units of @reg that is not PRESENT in view @v. */
+static bool seal_view(sl_region *reg, sl_view *v)
 {
-    unsigned nv = atomic_load_explicit(&reg->nviews, memory_order_acquire);
     bool all = true;
 
-    for (uint64_t u = 0; reg->map && u < reg->nunits;) {
+    for (uint64_t u = 0; u < reg->nunits;) {
         uint64_t end = u;
         while (end < reg->nunits && sl_pagemap_state(reg->map, end) != SL_PAGE_PRESENT) {
             end++;
         }
-        for (unsigned i = 0; i < nv && end > u; i++) {
-            sl_view *v = sl_region_view(reg, i);
-            bool live = !atomic_load_explicit(&v->dead, memory_order_relaxed);
-            if (live && (!v->own || reg->registered)) {
-                all &= seal_run(reg, v, u, end - u);
-            }
+        if (end > u) {
+            all &= seal_run(reg, v, u, end - u);
         }
         u = end + 1;
     }
+    /* Our own mapping, not sealable run by run (say, too many VMAs for
+     * PROT_NONE pieces): all of it becomes unreadable instead. */
+    if (!all && v->own) {
+        all = mprotect((void *)(uintptr_t)v->base, reg->mem.length, PROT_NONE) == 0;
+    }
     return all;
+}
+
+/* Seals view @v of @reg, then unregisters it; false if it stays registered. */
+static bool let_go(sl_region *reg, sl_view *v)
+{
+    if (v->own && !reg->registered) {
+        return true; /* our mapping was never registered */
+    }
+    if (!seal_view(reg, v)) {
+        return false; /* stays registered: its faults wait, never zeros */
+    }
+    sl_uffd_unregister(v->uffd, (void *)(uintptr_t)v->base, reg->mem.length);
+    return true;
 }
 
 void sl_restore_seal(sl_restore *r)
@@ -74,13 +96,17 @@ void sl_restore_seal(sl_restore *r)
     for (guint i = 0; i < r->regions->len; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
         unsigned nv = atomic_load_explicit(&reg->nviews, memory_order_acquire);
-        bool remote_sealed = seal_region(reg);
 
+        /* Dead views too: a consumer that only closed its connection, or
+         * that we dropped, may still map the memory (poison: ESRCH if not). */
         for (unsigned j = 0; j < nv; j++) {
             sl_view *v = sl_region_view(reg, j);
-            if (v->own ? reg->registered : remote_sealed) {
-                sl_uffd_unregister(v->uffd, (void *)(uintptr_t)v->base, reg->mem.length);
+            if (!let_go(reg, v) && v->own) {
+                r->keep_uffd = true; /* closing it would unregister: zeros */
             }
+        }
+        for (guint j = 0; j < reg->dead_views->len; j++) {
+            let_go(reg, g_ptr_array_index(reg->dead_views, j));
         }
         reg->registered = false;
     }

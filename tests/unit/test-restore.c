@@ -386,6 +386,10 @@ static void test_view_joining_mid_restore_sees_correct_bytes(void **state)
     assert_true(sl_uffd_register(uffd, second, m->length, m->ops->register_mode,
                                  m->ops->range_ioctls, NULL, &err));
     assert_true(sl_restore_add_view(f->r, "b0", uffd, (uintptr_t)second, &err));
+    /* The same uffd again (say, for another mapping) is refused: one per view. */
+    assert_false(sl_restore_add_view(f->r, "b0", uffd, (uintptr_t)second, &err));
+    assert_non_null(strstr(err->message, "one uffd per mapping"));
+    g_clear_error(&err);
     close(uffd); /* the restore holds its own reference */
     for (uint64_t i = f->lengths[0] / PSIZE; i-- > 0;) {
         sl_test_fill_page(scratch, PSIZE, i, 1, f->zero_every);
@@ -1163,7 +1167,9 @@ static void test_backward_faults_open_no_window(void **state)
 /*
  * Stopped before completion (faults only, one page touched): the touched
  * unit keeps its data, every missing unit is refused in every view, never
- * read as zeros, and no view may join any more.
+ * read as zeros, and no view may join any more.  Our own mapping is split
+ * in two VMAs first (one placement or poison ioctl cannot cross a VMA), so
+ * the seal must work across the boundary.
  */
 static void test_stop_before_completion_never_serves_zeros(void **state)
 {
@@ -1176,12 +1182,16 @@ static void test_stop_before_completion_never_serves_zeros(void **state)
     /* 1 GiB units hold zeros here: the point is refusal, not the data. */
     fixture_build(f, MAX(4u << 20, 2 * unit), 0, unit > (2u << 20) ? 1 : 0);
     last = f->lengths[0] / PSIZE - 1;
+    assert_int_equal(madvise(f->mem[0].host, f->lengths[0] / 2, MADV_NOHUGEPAGE), 0);
     fixture_start(f, 0, true);
     second = f->bc->kind == SL_BACKEND_ANON ? NULL : add_second_view(f);
     assert_int_equal(read_page_guarded(f, f->mem[0].host, 0), 1);
     sl_restore_stop(f->r);
     assert_int_equal(sl_restore_poll(f->r), -ECANCELED);
     assert_int_equal(read_page_guarded(f, f->mem[0].host, 0), 1);
+    if ((last + 1) / 2 > unit / PSIZE) { /* the first VMA has an untouched unit too */
+        assert_int_equal(read_page_guarded(f, f->mem[0].host, last / 2), -1);
+    }
     assert_int_equal(read_page_guarded(f, f->mem[0].host, last), -1);
     if (second) {
         assert_int_equal(read_page_guarded(f, second, last), -1);

@@ -57,7 +57,7 @@ typedef struct {
     int drop_pipe[2];        /* view_dropped() -> the poll loop: tags of dropped views */
     GPtrArray *clients;      /* client * */
     uint64_t next_id;
-    bool accept_paused;      /* out of fds: listen again once a client leaves */
+    bool accept_paused;      /* out of fds: listen again once a client leaves, or after 1 s */
     unsigned nblocks, nattached;
     struct stat *files;      /* per block: identity of its memory file */
     uint64_t *offsets;
@@ -172,6 +172,7 @@ static bool check_register(server *d, const sl_msg_register *m, pid_t pid, int u
         return false;
     }
     if (m->page_size != psize || m->file_offset % psize || m->host_addr % psize ||
+        m->host_addr > UINT64_MAX - m->length ||
         !S_ISREG(st->st_mode) || m->file_offset > UINT64_MAX - m->length ||
         (uint64_t)st->st_size < m->file_offset + m->length) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': page size %" G_GUINT64_FORMAT
@@ -234,6 +235,11 @@ static bool do_register(server *d, client *c, const sl_msg_register *m, int uffd
     c->registered[idx] = 1;
     if (!d->started && d->nattached == d->nblocks) {
         if (!sl_restore_start(d->r, errp)) {
+            /* Fatal: nothing would ever serve the views.  Leaving the loop
+             * seals what they map and ends every consumer (never zeros). */
+            dlog(d, "the restore could not start: %s", (*errp)->message);
+            d->done = true;
+            d->status = -EIO;
             return false;
         }
         d->started = true;
@@ -409,14 +415,20 @@ static int listen_on(const char *path, GError **errp)
         return -1;
     }
     strcpy(a.sun_path, path);
-    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd >= 0 && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
-        if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "socket %s: a daemon is serving it", path);
+        /* Only a socket nobody listens on (ECONNREFUSED) is stale. */
+        int e = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 ? 0 : errno;
+        if (e != ECONNREFUSED) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "socket %s: %s", path,
+                        e == 0 || e == EAGAIN ? "a daemon is serving it" : g_strerror(e));
             close(fd);
             return -1;
         }
-        unlink(path); /* nobody listens: a stale socket of an earlier daemon */
+        unlink(path);
+        close(fd);
+        fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    } else if (fd >= 0) {
         close(fd);
         fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     }
@@ -458,6 +470,10 @@ static int expire_silent(server *d)
 static bool serve_round(server *d)
 {
     int timeout = expire_silent(d);
+
+    if (d->accept_paused) { /* fds may come back without a client leaving */
+        timeout = timeout < 0 ? 1000 : MIN(timeout, 1000);
+    }
     guint n = d->clients->len;
     g_autofree struct pollfd *p = g_new0(struct pollfd, n + 4);
     g_autofree client **cs = g_new0(client *, n + 1);
@@ -472,8 +488,13 @@ static bool serve_round(server *d)
         cs[i] = g_ptr_array_index(d->clients, i);
         p[4 + i] = (struct pollfd){ .fd = cs[i]->fd, .events = POLLIN };
     }
-    if (poll(p, n + 4, timeout) < 0) {
+    int ready = poll(p, n + 4, timeout);
+
+    if (ready < 0) {
         return errno == EINTR;
+    }
+    if (ready == 0) {
+        d->accept_paused = false; /* try again */
     }
     if (p[1].revents) {
         dlog(d, "signal: stopping");
@@ -489,6 +510,9 @@ static bool serve_round(server *d)
         if (p[4 + i].revents && g_ptr_array_find(d->clients, cs[i], NULL)) {
             handle_client(d, cs[i]);
         }
+    }
+    if (d->done && d->status) {
+        return false; /* the restore could not start */
     }
     if (p[3].revents) {
         drain_dropped(d); /* after the clients: a dropped one is not handled again */

@@ -707,6 +707,35 @@ static void test_peer_of_another_uid_is_refused(void **state)
     expect_exit(pid, 0);
 }
 
+/* The restore cannot start (the memory file is sealed against writes, so
+ * the fill alias cannot be mapped): the consumer is told why, and the
+ * daemon ends with an error instead of waiting with nobody serving. */
+static void test_restore_that_cannot_start_ends_the_daemon(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    int sealed = memfd_create("sealed", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    uint8_t *p;
+    int sock;
+
+    setup_daemon(f, 4u << 20, 0, 1);
+    assert_int_equal(ftruncate(sealed, (off_t)f->len), 0);
+    p = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_SHARED, sealed, 0);
+    assert_true(p != MAP_FAILED);
+    assert_int_equal(fcntl(sealed, F_ADD_SEALS, F_SEAL_FUTURE_WRITE), 0);
+    sock = sl_client_connect(f->sock, "sealed", &err);
+    assert_true(sock >= 0);
+    assert_true(sl_client_register(sock, "b0", p, f->len, sealed, 0, &err) < 0);
+    if (!strstr(err->message, "fill alias")) {
+        fail_msg("unexpected answer: %s", err->message);
+    }
+    expect_exit(f->daemon, 1);
+    f->daemon = 0;
+    close(sock);
+    munmap(p, f->len);
+    close(sealed);
+}
+
 static void die_now(void)
 {
     static const char msg[] = "consumer: restore daemon died; guest memory incomplete, ending\n";
@@ -782,6 +811,8 @@ int main(void)
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_peer_of_another_uid_is_refused, fixture_setup,
                                         fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_that_cannot_start_ends_the_daemon,
+                                        fixture_setup, fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -99,10 +99,15 @@ def spread(runs, key):
 
 
 def reserve(hugepage, size):
-    """Reserves hugepages for one restore of @size; returns None or why not."""
+    """Reserves hugepages for one restore of @size, after giving the free
+    pages of the other size back (1 GiB pages need contiguous memory that
+    a 2 MiB pool may hold); returns None or why not."""
     name = "2M" if hugepage == 2 << 20 else "1G"
     need = size // hugepage + (16 if hugepage == 2 << 20 else 0)
-    p = subprocess.run(["bash", os.path.join(ROOT, "scripts/hugetlb-setup.sh"), str(need), name],
+    setup = os.path.join(ROOT, "scripts/hugetlb-setup.sh")
+    subprocess.run(["bash", setup, "--release", "1G" if name == "2M" else "2M"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.run(["bash", setup, str(need), name],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return None if p.returncode == 0 else p.stdout.strip().splitlines()[-1]
 

@@ -7,14 +7,17 @@
 # cannot give the pages.  Run as root.
 #
 #   scripts/hugetlb-setup.sh N [2M|1G] [--node NODE] [--mount DIR]
+#   scripts/hugetlb-setup.sh --release [2M|1G] [--node NODE]
 #
 # N is the number of *available* pages wanted: free and not reserved by an
 # existing mapping (a mapped or half-filled file on a hugetlbfs mount holds a
 # reservation even after its process exited).  Pages in use are kept.
+# --release gives the available pages of that size back to the kernel (so
+# that, say, memory reserved as 2 MiB pages can become 1 GiB pages).
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 N [2M|1G] [--node NODE] [--mount DIR]" >&2
+    echo "usage: $0 N|--release [2M|1G] [--node NODE] [--mount DIR]" >&2
     exit 2
 }
 
@@ -33,7 +36,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-[[ "$want" =~ ^[0-9]+$ ]] || usage
+[[ "$want" =~ ^[0-9]+$ ]] || [ "$want" = --release ] || usage
 
 case "$size" in
     2M) kb=2048 ;;
@@ -61,6 +64,12 @@ avail_pages() {
 total=$(cat "$dir/nr_hugepages")
 avail=$(avail_pages)
 before=$total
+if [ "$want" = --release ]; then
+    echo $((total - avail)) > "$dir/nr_hugepages"
+    echo "hugetlb-setup: released $avail $size pages${node:+ on node $node};" \
+         "$(cat "$dir/nr_hugepages") remain (in use or reserved)"
+    exit 0
+fi
 if [ "$avail" -lt "$want" ]; then
     target=$((total + want - avail))
     if ! echo "$target" > "$dir/nr_hugepages" 2>/dev/null; then

@@ -140,7 +140,10 @@ static bool unit_has_data(const sl_region *reg, uint64_t u)
     return false;
 }
 
-/* First snapshot page of unit @u (staged at @buf) failing its checksum, or UINT64_MAX. */
+/*
+ * First snapshot page of unit @u (staged at @buf) failing its checksum, or
+ * UINT64_MAX.  The unit's checksums were loaded (sl_csums_get) by the caller.
+ */
 static uint64_t first_bad_page(sl_restore *r, const sl_region *reg, uint64_t u,
                                const uint8_t *buf)
 {
@@ -348,6 +351,10 @@ static int fill_claimed(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, u
     int ret = sl_snapshot_read_pages(r->snap, reg->block, u * reg->ratio, n * reg->ratio,
                                      dst, false);
     uint64_t start = u;
+
+    if (ret == 0 && !r->cfg.no_checksum) { /* a lazily opened snapshot reads them now */
+        ret = sl_csums_get(r->snap, reg->blk, u * reg->ratio, n * reg->ratio);
+    }
 
     if (ret < 0) {
         sl_pagemap_unclaim(reg->map, u, n);
@@ -777,6 +784,9 @@ static int load_bounce(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t j, b
     }
     ret = sl_snapshot_read_pages(r->snap, reg->block, u * reg->ratio, (j - u) * reg->ratio,
                                  lc->buf, false);
+    if (ret == 0 && !r->cfg.no_checksum) { /* a lazily opened snapshot reads them now */
+        ret = sl_csums_get(r->snap, reg->blk, u * reg->ratio, (j - u) * reg->ratio);
+    }
     if (ret < 0) {
         return ret;
     }
@@ -931,6 +941,35 @@ static bool spawn_loaders(sl_restore *r, GError **errp)
     return true;
 }
 
+/*
+ * A lazily opened snapshot's checksum arrays against their metadata
+ * checksums, beside the restore: a mismatch fails it with that reason
+ * (meta_error, published before the status).
+ */
+static gpointer meta_thread(gpointer opaque)
+{
+    sl_restore *r = opaque;
+    GError *err = NULL;
+
+    if (!sl_csums_check_meta(r->snap, &err)) {
+        g_prefix_error(&err, "restore failed: %s: ", r->snap->path);
+        /* Release: pairs with the acquire load in sl_restore_error(). */
+        atomic_store_explicit(&r->meta_error, err, memory_order_release);
+        sl_engine_fail(r, err->code == SL_ERROR_FORMAT ? -EBADMSG : -EIO);
+    }
+    return NULL;
+}
+
+static bool lazily_opened(const sl_snapshot *s)
+{
+    for (unsigned i = 0; i < s->nblocks; i++) {
+        if (s->blocks[i].seg_state) {
+            return true;
+        }
+    }
+    return false;
+}
+
 bool sl_engine_start(sl_restore *r, GError **errp)
 {
     for (guint i = 0; i < r->regions->len; i++) {
@@ -943,6 +982,11 @@ bool sl_engine_start(sl_restore *r, GError **errp)
     }
     r->t_ready = sl_now_ns();
     if (r->nloaders && !spawn_loaders(r, errp)) {
+        sl_engine_fail(r, -EAGAIN);
+        return false;
+    }
+    if (lazily_opened(r->snap) &&
+        !(r->meta_thread = g_thread_try_new("sl-meta", meta_thread, r, errp))) {
         sl_engine_fail(r, -EAGAIN);
         return false;
     }

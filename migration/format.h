@@ -52,7 +52,12 @@ enum { SL_S_TYPE = 0, SL_S_FLAGS = 4, SL_S_OFFSET = 8, SL_S_LENGTH = 16, SL_S_CS
 /* Offsets of the mapped-ram header fields (big-endian). */
 enum { SL_MR_VER = 0, SL_MR_PAGESIZE = 4, SL_MR_BITMAP = 12, SL_MR_PAGES = 20 };
 
-/* One RAM block as loaded by the reader. Immutable after open. */
+/*
+ * One RAM block as loaded by the reader.  Immutable after open, except the
+ * checksum array of a lazily opened snapshot: each segment of csums is
+ * written once, by the thread that moves its seg_state from ABSENT to
+ * LOADING, before LOADED is published (csums.c).
+ */
 typedef struct {
     char name[SL_NAME_MAX];
     uint64_t length;
@@ -68,6 +73,8 @@ typedef struct {
     uint64_t *csums;    /* npages entries, host order */
     void *csum_map;     /* reader: the mapping csums lives in (csum_map_len bytes) */
     size_t csum_map_len;
+    uint64_t meta_csum; /* what bitmap + csums hash to (checked at open unless lazy) */
+    _Atomic uint32_t *seg_state; /* lazy: per SL_CSUM_SEG entries; NULL: read at open */
 } sl_block;
 
 typedef struct {
@@ -148,6 +155,22 @@ uint64_t sl_hash(const void *data, size_t len);
 
 /** Seeded continuation used for checksums over two buffers. */
 uint64_t sl_hash2(const void *a, size_t alen, const void *b, size_t blen);
+
+#define SL_CSUM_SEG 8192u /* checksum entries per lazily read segment (64 KiB) */
+
+/**
+ * sl_csums_get (csums.c): entries [@first, @first + @n) of @b's checksum
+ * array are loaded (a no-op unless the snapshot was opened lazily); 0 or
+ * -errno (the array could not be read).
+ */
+int sl_csums_get(const sl_snapshot *s, const sl_block *b, uint64_t first, uint64_t n);
+
+/**
+ * sl_csums_check_meta (csums.c): for every lazily read block, loads the
+ * whole array and checks meta_csum over bitmap and array, as an eager open
+ * does at once.
+ */
+bool sl_csums_check_meta(sl_snapshot *s, GError **errp);
 
 /** Full pread/pwrite loops; return 0, -EIO on a short transfer, or -errno. */
 int sl_pread_full(int fd, void *buf, size_t len, uint64_t off);

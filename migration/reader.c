@@ -22,6 +22,7 @@ typedef struct {
 typedef struct {
     sl_snapshot *s;
     GArray *regions;
+    bool lazy;          /* SL_OPEN_LAZY_CHECKSUMS */
 } ctx;
 
 #define BAD(errp, ...) \
@@ -232,31 +233,41 @@ static void csum_free(sl_block *b)
     b->csums = NULL;
 }
 
-/* Reads bitmap + checksums, checks meta_csum, tail bits, counts. */
+/*
+ * Reads bitmap + checksums, checks meta_csum, tail bits, counts.  Lazily
+ * (little-endian hosts only): the checksum array is left to csums.c, and
+ * meta_csum to sl_csums_check_meta().
+ */
 static bool load_block_meta(ctx *c, sl_block *b, unsigned i, uint64_t meta_csum,
                             GError **errp)
 {
     uint64_t bmb = sl_bitmap_bytes(b->npages), count = 0;
+    bool lazy = c->lazy && G_BYTE_ORDER == G_LITTLE_ENDIAN;
 
     b->bitmap = g_malloc(bmb);
+    b->meta_csum = meta_csum;
     if (!csum_alloc(b)) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block %u ('%s'): no memory for the "
                     "checksum array of %" G_GUINT64_FORMAT " pages", i, b->name, b->npages);
         return false;
     }
     if (!read_at(c, b->bitmap, bmb, b->bitmap_offset, "bitmap", errp) ||
-        !read_at(c, b->csums, b->npages * 8, b->csum_offset, "checksum array", errp)) {
+        (!lazy && !read_at(c, b->csums, b->npages * 8, b->csum_offset, "checksum array",
+                           errp))) {
         return false;
     }
-    if (sl_hash2(b->bitmap, bmb, b->csums, b->npages * 8) != meta_csum) {
+    if (!lazy && sl_hash2(b->bitmap, bmb, b->csums, b->npages * 8) != meta_csum) {
         return BAD(errp, "block %u ('%s'): meta_csum does not match its bitmap and checksum "
                    "array (metadata corrupted)", i, b->name);
     }
     for (uint64_t w = 0; w < bmb / 8; w++) {
         b->bitmap[w] = GUINT64_FROM_LE(b->bitmap[w]);
     }
-    for (uint64_t p = 0; p < b->npages; p++) {
+    for (uint64_t p = 0; !lazy && p < b->npages; p++) {
         b->csums[p] = GUINT64_FROM_LE(b->csums[p]);
+    }
+    if (lazy) {
+        b->seg_state = g_new0(_Atomic uint32_t, (b->npages + SL_CSUM_SEG - 1) / SL_CSUM_SEG);
     }
     if (b->npages % 64 && b->bitmap[bmb / 8 - 1] >> (b->npages % 64)) {
         return BAD(errp, "block %u ('%s'): bitmap has bits set past page %" G_GUINT64_FORMAT,
@@ -335,8 +346,14 @@ static bool parse_tables(ctx *c, const uint8_t *h, GError **errp)
 
 sl_snapshot *sl_snapshot_open(const char *path, GError **errp)
 {
+    return sl_snapshot_open_flags(path, 0, errp);
+}
+
+sl_snapshot *sl_snapshot_open_flags(const char *path, unsigned flags, GError **errp)
+{
     sl_snapshot *s = g_new0(sl_snapshot, 1);
-    ctx c = { .s = s, .regions = g_array_new(false, false, sizeof(region)) };
+    ctx c = { .s = s, .regions = g_array_new(false, false, sizeof(region)),
+              .lazy = flags & SL_OPEN_LAZY_CHECKSUMS };
     uint8_t h[SL_HEADER_SIZE];
     struct stat st;
     bool ok;
@@ -380,6 +397,7 @@ void sl_snapshot_close(sl_snapshot *s)
     }
     for (unsigned i = 0; s->blocks && i < s->nblocks; i++) {
         g_free(s->blocks[i].bitmap);
+        g_free(s->blocks[i].seg_state);
         csum_free(&s->blocks[i]);
     }
     g_free(s->blocks);

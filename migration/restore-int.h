@@ -105,6 +105,10 @@ struct sl_restore {
     int ctl_efd;               /* wakes the fault thread: stop or complete */
     int done_efd;              /* readable once the restore has finished */
     GThread *fault_thread;
+    GThread *meta_thread;      /* lazily opened snapshot: checks its checksum arrays */
+    /* Why meta_thread failed the restore: set once (release) before the
+     * status; sl_restore_error() loads it (acquire).  Freed with @r. */
+    _Atomic(GError *) meta_error;
     GThread **loaders;
     unsigned nloaders;
     uint64_t total_chunks;

@@ -476,8 +476,14 @@ GError *sl_restore_error(sl_restore *r)
     const sl_block *blk;
     uint64_t page, more;
 
+    /* Acquire: pairs with the release store in meta_thread() (engine.c). */
+    GError *meta = atomic_load_explicit(&r->meta_error, memory_order_acquire);
+
     if (st == 0 || st == -EINPROGRESS) {
         return NULL;
+    }
+    if (meta) {
+        return g_error_copy(meta);
     }
     if (st == -EIO) {
         return g_error_new(SL_ERROR, SL_ERROR_IO, "restore failed: the snapshot could not be "
@@ -537,6 +543,10 @@ void sl_restore_stop(sl_restore *r)
     }
     if (r->fault_thread) {
         g_thread_join(r->fault_thread);
+    }
+    if (r->meta_thread) {
+        g_thread_join(r->meta_thread);
+        r->meta_thread = NULL;
     }
     g_mutex_lock(&r->views_lock);
     if (sl_restore_poll(r) != 0) {
@@ -674,6 +684,9 @@ void sl_restore_free(sl_restore *r)
     }
     if (r->done_efd >= 0) {
         close(r->done_efd);
+    }
+    if (atomic_load_explicit(&r->meta_error, memory_order_relaxed)) {
+        g_error_free(atomic_load_explicit(&r->meta_error, memory_order_relaxed));
     }
     g_free(r);
 }

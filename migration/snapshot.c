@@ -93,7 +93,8 @@ bool sl_snapshot_page_present(const sl_snapshot *s, unsigned block, uint64_t idx
 
 uint64_t sl_snapshot_page_checksum(const sl_snapshot *s, unsigned block, uint64_t idx)
 {
-    if (block >= s->nblocks || idx >= s->blocks[block].npages) {
+    if (block >= s->nblocks || idx >= s->blocks[block].npages ||
+        sl_csums_get(s, &s->blocks[block], idx, 1) < 0) {
         return 0;
     }
     return s->blocks[block].csums[idx];
@@ -110,14 +111,17 @@ static uint64_t run_length(const sl_block *b, uint64_t i, uint64_t end, bool pre
     return n;
 }
 
-static int verify_run(const sl_block *b, uint64_t first, uint64_t n, const uint8_t *buf)
+static int verify_run(const sl_snapshot *s, const sl_block *b, uint64_t first, uint64_t n,
+                      const uint8_t *buf)
 {
-    for (uint64_t k = 0; k < n; k++) {
+    int ret = sl_csums_get(s, b, first, n);
+
+    for (uint64_t k = 0; ret == 0 && k < n; k++) {
         if (sl_hash(buf + k * b->page_size, b->page_size) != b->csums[first + k]) {
             return -EBADMSG;
         }
     }
-    return 0;
+    return ret;
 }
 
 int sl_snapshot_read_pages(sl_snapshot *s, unsigned block, uint64_t first, uint64_t n,
@@ -145,7 +149,7 @@ int sl_snapshot_read_pages(sl_snapshot *s, unsigned block, uint64_t first, uint6
             ret = sl_pread_full(s->fd, dst, run * b->page_size,
                                 b->pages_offset + i * b->page_size);
             if (ret == 0 && verify) {
-                ret = verify_run(b, i, run, dst);
+                ret = verify_run(s, b, i, run, dst);
             }
         }
         if (ret < 0) {

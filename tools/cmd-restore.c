@@ -219,7 +219,7 @@ static bool check_hugepages(const opts *o, sl_snapshot *s, GError **errp)
 
 static bool load(const opts *o, loaded *l, GError **errp)
 {
-    l->snap = sl_snapshot_open(o->path, errp);
+    l->snap = sl_snapshot_open_flags(o->path, SL_OPEN_LAZY_CHECKSUMS, errp);
     l->n = l->snap ? sl_snapshot_n_blocks(l->snap) : 0;
     l->mems = g_new0(sl_mem, l->n ? l->n : 1);
     return l->snap && check_hugepages(o, l->snap, errp) && map_blocks(l->snap, o, l->mems, errp);

@@ -540,7 +540,7 @@ static bool daemon_init(server *d, const sl_daemon_opts *o, GError **errp)
     cfg.size = sizeof(cfg);
     cfg.view_dropped = view_dropped;
     cfg.view_dropped_opaque = d;
-    d->snap = sl_snapshot_open(o->snapshot, errp);
+    d->snap = sl_snapshot_open_flags(o->snapshot, SL_OPEN_LAZY_CHECKSUMS, errp);
     if (!d->snap || !(d->r = sl_restore_new(d->snap, &cfg, errp))) {
         return false;
     }

@@ -70,6 +70,24 @@ typedef struct {
  */
 sl_snapshot *sl_snapshot_open(const char *path, GError **errp);
 
+/** Flags of sl_snapshot_open_flags(). */
+enum {
+    /**
+     * Do not read the per-page checksum array at open (8 bytes per page:
+     * 8 MiB for 4 GiB of guest RAM): each piece is read when a page of it
+     * is first checked, so opening takes as long for 64 GiB as for 1 GiB.
+     * Its metadata checksum is then checked by sl_restore_start() in a
+     * thread of its own (a mismatch fails the restore); until then a
+     * corrupt entry can only make its page be refused, never a wrong page
+     * pass.  Everything else is validated at open as without the flag.
+     * Little-endian hosts; elsewhere the flag is ignored.
+     */
+    SL_OPEN_LAZY_CHECKSUMS = 1u << 0,
+};
+
+/** sl_snapshot_open_flags: sl_snapshot_open() with SL_OPEN_* @flags.  Since 1.1. */
+sl_snapshot *sl_snapshot_open_flags(const char *path, unsigned flags, GError **errp);
+
 /** sl_snapshot_close: release a snapshot opened by sl_snapshot_open(). NULL is ok. */
 void sl_snapshot_close(sl_snapshot *snap);
 

@@ -963,6 +963,55 @@ static sl_snapshot *open_flipped(const fixture *fx, uint64_t off, uint8_t mask)
     return s;
 }
 
+/*
+ * Opened with SL_OPEN_LAZY_CHECKSUMS, a flipped checksum entry is not seen
+ * at open; its page fails verification (never passes as good), and the
+ * deferred metadata check names the block.  An intact file passes it.
+ */
+static void test_lazy_checksums_defer_the_array_check_but_never_pass_a_wrong_page(void **state)
+{
+    fixture *fx = *state;
+    const sl_block *b = &fx->snap->blocks[0];
+    g_autofree uint8_t *page = g_malloc(b->page_size);
+    g_autoptr(GError) err = NULL;
+    sl_snapshot *s;
+
+    s = sl_snapshot_open_flags(fx->path, SL_OPEN_LAZY_CHECKSUMS, &err);
+    assert_non_null(s);
+    assert_true(sl_csums_check_meta(s, &err));
+    assert_int_equal(sl_snapshot_read_pages(s, 0, 1, 1, page, true), 0);
+    sl_snapshot_close(s);
+    write_flipped(fx, b->csum_offset + 8 * 1 + 2, 0x04); /* page 1's entry */
+    s = sl_snapshot_open_flags(fx->copy, SL_OPEN_LAZY_CHECKSUMS, &err);
+    assert_non_null(s);
+    assert_int_equal(sl_snapshot_read_pages(s, 0, 1, 1, page, true), -EBADMSG);
+    assert_int_equal(sl_snapshot_read_pages(s, 0, 2, 1, page, true), 0);
+    assert_false(sl_csums_check_meta(s, &err));
+    assert_non_null(strstr(err->message, "meta_csum"));
+    sl_snapshot_close(s);
+}
+
+/* A lazily opened file cut short after open: reading an entry fails
+ * cleanly with the error, never a crash, never a checksum that passes. */
+static void test_lazy_checksums_of_a_truncated_file_fail_cleanly(void **state)
+{
+    fixture *fx = *state;
+    const sl_block *b = &fx->snap->blocks[0];
+    g_autofree uint8_t *page = g_malloc(b->page_size);
+    g_autoptr(GError) err = NULL;
+    sl_snapshot *s;
+
+    write_copy(fx->copy, fx->buf, fx->len, fx->len);
+    s = sl_snapshot_open_flags(fx->copy, SL_OPEN_LAZY_CHECKSUMS, &err);
+    assert_non_null(s);
+    assert_int_equal(truncate(fx->copy, (off_t)b->csum_offset), 0);
+    assert_int_equal(sl_csums_get(s, &s->blocks[0], 0, 1), -EIO);
+    assert_int_equal(sl_snapshot_read_pages(s, 0, 1, 1, page, true), -EIO);
+    assert_false(sl_csums_check_meta(s, &err));
+    assert_non_null(strstr(err->message, "checksum array"));
+    sl_snapshot_close(s);
+}
+
 static void test_corrupt_section_data_fails_on_read(void **state)
 {
     fixture *fx = *state;
@@ -1347,6 +1396,11 @@ int main(void)
         cmocka_unit_test(test_writer_rejects_misuse_and_stays_usable),
         cmocka_unit_test(test_writer_limits_sections_to_1024),
         cmocka_unit_test(test_open_refuses_what_is_not_a_regular_file),
+        cmocka_unit_test_setup_teardown(
+            test_lazy_checksums_defer_the_array_check_but_never_pass_a_wrong_page, setup_small,
+            teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_lazy_checksums_of_a_truncated_file_fail_cleanly,
+                                        setup_small, teardown_fixture),
         cmocka_unit_test(test_failed_save_keeps_the_earlier_snapshot),
         cmocka_unit_test_setup_teardown(test_random_metadata_corruption_never_yields_wrong_data,
                                         setup_small, teardown_fixture),

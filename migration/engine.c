@@ -53,7 +53,7 @@ static void add(_Atomic uint64_t *c, uint64_t n)
     atomic_fetch_add_explicit(c, n, memory_order_relaxed);
 }
 
-static void kick(int efd)
+void sl_engine_kick(int efd)
 {
     uint64_t one = 1;
     ssize_t n = write(efd, &one, sizeof(one));
@@ -68,10 +68,10 @@ void sl_engine_fail(sl_restore *r, int err)
     if (atomic_compare_exchange_strong_explicit(&r->status, &expect, err,
                                                 memory_order_release,
                                                 memory_order_relaxed)) {
-        kick(r->done_efd);
+        sl_engine_kick(r->done_efd);
     }
     atomic_store_explicit(&r->stopping, true, memory_order_release);
-    kick(r->ctl_efd);
+    sl_engine_kick(r->ctl_efd);
 }
 
 static unsigned view_count(const sl_region *reg)
@@ -96,7 +96,7 @@ void sl_engine_drop_view(sl_restore *r, sl_view *v, int err)
         return;
     }
     atomic_fetch_add_explicit(&r->views_gen, 1, memory_order_release); /* new poll set */
-    kick(r->ctl_efd);
+    sl_engine_kick(r->ctl_efd);
     if (r->cfg.view_dropped) {
         r->cfg.view_dropped(r->cfg.view_dropped_opaque, v->tag, err);
     }
@@ -126,7 +126,7 @@ static void units_done(sl_restore *r, uint64_t n)
     /* acq_rel: the last decrement sees every earlier publish. */
     if (n && atomic_fetch_sub_explicit(&r->remaining, n, memory_order_acq_rel) == n) {
         atomic_store_explicit(&r->t_complete, sl_now_ns(), memory_order_relaxed);
-        kick(r->ctl_efd);
+        sl_engine_kick(r->ctl_efd);
     }
 }
 
@@ -342,25 +342,37 @@ static int commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
 }
 
 /*
+ * Reads units [u, u+n) of @reg into @dst, and the checksums that will
+ * check them (a lazily opened snapshot reads them now); 0 or -errno.
+ */
+static int read_units(sl_restore *r, const sl_region *reg, uint64_t u, uint64_t n, uint8_t *dst)
+{
+    int ret = sl_snapshot_read_pages(r->snap, reg->block, u * reg->ratio, n * reg->ratio, dst,
+                                     false);
+
+    if (ret == 0 && !r->cfg.no_checksum) {
+        ret = sl_csums_get(r->snap, reg->blk, u * reg->ratio, n * reg->ratio);
+    }
+    if (ret == 0) {
+        add(&r->c.bytes_read, n * reg->unit);
+    }
+    return ret;
+}
+
+/*
  * Read claimed units [u, u+n) into @dst and commit them; units failing
  * their checksum are refused, the good runs between them committed.
  */
 static int fill_claimed(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n,
                         uint8_t *dst, int who)
 {
-    int ret = sl_snapshot_read_pages(r->snap, reg->block, u * reg->ratio, n * reg->ratio,
-                                     dst, false);
+    int ret = read_units(r, reg, u, n, dst);
     uint64_t start = u;
-
-    if (ret == 0 && !r->cfg.no_checksum) { /* a lazily opened snapshot reads them now */
-        ret = sl_csums_get(r->snap, reg->blk, u * reg->ratio, n * reg->ratio);
-    }
 
     if (ret < 0) {
         sl_pagemap_unclaim(reg->map, u, n);
         return ret;
     }
-    add(&r->c.bytes_read, n * reg->unit);
     for (uint64_t k = u; k <= u + n && ret == 0; k++) {
         bool bad = k < u + n && !unit_verifies(r, reg, k, dst + (k - u) * reg->unit);
         if (k < u + n && !bad) {
@@ -550,7 +562,7 @@ static void settle_deferred(fault_ctx *fc)
 /* Pagemap notify: a unit with a deferred fault was settled (any thread). */
 static void kick_fault_thread(void *opaque)
 {
-    kick(((sl_restore *)opaque)->ctl_efd);
+    sl_engine_kick(((sl_restore *)opaque)->ctl_efd);
 }
 
 /* Unregisters every view: consumers stop faulting. */
@@ -585,7 +597,7 @@ static bool finish(sl_restore *r)
     r->finished = true;
     if (atomic_compare_exchange_strong_explicit(&r->status, &expect, final,
                                                 memory_order_release, memory_order_relaxed)) {
-        kick(r->done_efd);
+        sl_engine_kick(r->done_efd);
     }
     g_mutex_unlock(&r->views_lock);
     return final == 0;
@@ -614,7 +626,6 @@ static bool read_faults(fault_ctx *fc, int fd)
     }
     return n > 0;
 }
-
 
 /* Poll set: the control eventfd, our uffd, each live remote uffd once. */
 static void build_pollset(sl_restore *r, GArray *pfds)
@@ -782,15 +793,10 @@ static int load_bounce(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t j, b
     if (!data) {
         return claim_and_place(lc, reg, u, j, NULL);
     }
-    ret = sl_snapshot_read_pages(r->snap, reg->block, u * reg->ratio, (j - u) * reg->ratio,
-                                 lc->buf, false);
-    if (ret == 0 && !r->cfg.no_checksum) { /* a lazily opened snapshot reads them now */
-        ret = sl_csums_get(r->snap, reg->blk, u * reg->ratio, (j - u) * reg->ratio);
-    }
+    ret = read_units(r, reg, u, j - u, lc->buf);
     if (ret < 0) {
         return ret;
     }
-    add(&r->c.bytes_read, (j - u) * reg->unit);
     for (uint64_t k = u; k < j; k++) {
         lc->bad[k - u] = !unit_verifies(r, reg, k, lc->buf + (k - u) * reg->unit);
     }

@@ -193,6 +193,9 @@ bool sl_engine_start(sl_restore *r, GError **errp);
  */
 void sl_restore_seal(sl_restore *r);
 
+/** Wakes whoever polls eventfd @efd (the fault thread, or waiters on done_efd). */
+void sl_engine_kick(int efd);
+
 /** Ends the restore with @err (first caller wins); wakes everyone. */
 void sl_engine_fail(sl_restore *r, int err);
 

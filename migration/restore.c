@@ -292,7 +292,7 @@ void sl_restore_remove_views(sl_restore *r, uint64_t tag)
     g_mutex_unlock(&r->views_lock);
     if (any) { /* the fault thread rebuilds its poll set without them */
         atomic_fetch_add_explicit(&r->views_gen, 1, memory_order_release);
-        (void)!write(r->ctl_efd, &(uint64_t){ 1 }, sizeof(uint64_t));
+        sl_engine_kick(r->ctl_efd);
     }
 }
 
@@ -326,13 +326,14 @@ bool sl_restore_add_view_tagged(sl_restore *r, const char *name, int uffd, uint6
         g_mutex_unlock(&r->views_lock);
         return ok;
     }
-    /* Acquire: pairs with the release store in sl_engine_fail(). */
     if ((other = uffd_in_use(r, uffd))) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "view of block '%s': that uffd is "
                     "already a view of block '%s': hand over one uffd per mapping", name,
                     other->blk->name);
         ok = false;
-    } else if (r->views_closed || atomic_load_explicit(&r->stopping, memory_order_acquire)) {
+    } else if (r->views_closed ||
+               /* Acquire: pairs with the release store in sl_engine_fail(). */
+               atomic_load_explicit(&r->stopping, memory_order_acquire)) {
         g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "view of block '%s': the restore has "
                     "stopped before completion (%s)", name, g_strerror(-sl_restore_poll(r)));
         ok = false;
@@ -358,10 +359,8 @@ bool sl_restore_add_view_tagged(sl_restore *r, const char *name, int uffd, uint6
         }
     }
     g_mutex_unlock(&r->views_lock);
-    if (ok && r->ctl_efd >= 0) {
-        uint64_t one = 1;
-        ssize_t n = write(r->ctl_efd, &one, sizeof(one)); /* the fault thread polls it now */
-        (void)n;
+    if (ok) {
+        sl_engine_kick(r->ctl_efd); /* the fault thread polls it now */
     }
     return ok;
 }
@@ -531,11 +530,7 @@ void sl_restore_stop(sl_restore *r)
     r->stopped = true;
     /* Release: pairs with the acquire loads in the worker loops. */
     atomic_store_explicit(&r->stopping, true, memory_order_release);
-    if (r->ctl_efd >= 0) {
-        uint64_t one = 1;
-        ssize_t n = write(r->ctl_efd, &one, sizeof(one));
-        (void)n;
-    }
+    sl_engine_kick(r->ctl_efd);
     for (unsigned i = 0; r->loaders && i < r->nloaders; i++) {
         if (r->loaders[i]) {
             g_thread_join(r->loaders[i]);
@@ -557,9 +552,7 @@ void sl_restore_stop(sl_restore *r)
         if (atomic_compare_exchange_strong_explicit(&r->status, &expect, -ECANCELED,
                                                     memory_order_release,
                                                     memory_order_relaxed)) {
-            uint64_t one = 1;
-            ssize_t n = write(r->done_efd, &one, sizeof(one));
-            (void)n;
+            sl_engine_kick(r->done_efd);
         }
     }
     r->views_closed = true;

@@ -404,6 +404,29 @@ static void restore_finished(server *d)
     }
 }
 
+/*
+ * A socket left at @a's path: removes it if nobody listens on it
+ * (ECONNREFUSED to a non-blocking probe); false if a daemon serves it or
+ * it cannot be told.
+ */
+static bool remove_stale_socket(const struct sockaddr_un *a, GError **errp)
+{
+    int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int e = probe < 0 ? errno : connect(probe, (const struct sockaddr *)a, sizeof(*a)) == 0
+                                    ? 0 : errno;
+
+    if (probe >= 0) {
+        close(probe);
+    }
+    if (e != ECONNREFUSED) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "socket %s: %s", a->sun_path,
+                    e == 0 || e == EAGAIN ? "a daemon is serving it" : g_strerror(e));
+        return false;
+    }
+    unlink(a->sun_path);
+    return true;
+}
+
 static int listen_on(const char *path, GError **errp)
 {
     struct sockaddr_un a = { .sun_family = AF_UNIX };
@@ -415,23 +438,10 @@ static int listen_on(const char *path, GError **errp)
         return -1;
     }
     strcpy(a.sun_path, path);
-    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd >= 0 && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
-        /* Only a socket nobody listens on (ECONNREFUSED) is stale. */
-        int e = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 ? 0 : errno;
-        if (e != ECONNREFUSED) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "socket %s: %s", path,
-                        e == 0 || e == EAGAIN ? "a daemon is serving it" : g_strerror(e));
-            close(fd);
-            return -1;
-        }
-        unlink(path);
-        close(fd);
-        fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    } else if (fd >= 0) {
-        close(fd);
-        fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && !remove_stale_socket(&a, errp)) {
+        return -1;
     }
+    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     /* 0600 right after bind (no process-wide umask games: this may run in a
      * library caller's process); a peer of another uid that slips in before
      * the chmod is refused by the credential check anyway. */

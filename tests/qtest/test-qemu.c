@@ -250,7 +250,7 @@ static int setup(void **state)
 
     f->k = k;
     f->dir = sl_test_tmpdir();
-    f->kvm = access("/dev/kvm", R_OK | W_OK) == 0;
+    f->kvm = access("/dev/kvm", R_OK | W_OK) == 0 && !sl_test_withheld("kvm");
     f->snap = path_in(f, "guest.sl");
     f->img = path_in(f, "walker.img");
     if (!img || !g_file_get_contents(img, &data, &len, NULL) ||

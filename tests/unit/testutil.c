@@ -25,6 +25,19 @@ bool sl_test_required(const char *cap)
     return false;
 }
 
+bool sl_test_withheld(const char *cap)
+{
+    const char *w = g_getenv("SNAPLOAD_WITHOUT");
+    g_auto(GStrv) caps = w ? g_strsplit(w, ",", -1) : NULL;
+
+    for (unsigned i = 0; caps && caps[i]; i++) {
+        if (!strcmp(caps[i], cap)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 bool sl_test_have_uffd(char **why)
 {
     GError *err = NULL;

@@ -17,6 +17,13 @@
 /** True if the comma-separated SNAPLOAD_REQUIRE lists @cap (or "all"). */
 bool sl_test_required(const char *cap);
 
+/**
+ * True if the comma-separated SNAPLOAD_WITHOUT lists @cap: the run pretends
+ * the host lacks it (e.g. "kvm" to run QEMU under TCG on a KVM host), so a
+ * host that has everything can also try the paths of hosts that do not.
+ */
+bool sl_test_withheld(const char *cap);
+
 /** Whether userfaultfd MISSING mode on anonymous memory works here; @why gets the reason if not. */
 bool sl_test_have_uffd(char **why);
 

@@ -49,15 +49,20 @@ typedef struct {
  * One consumer mapping of an sl_mem, registered on @uffd.  Fields are set
  * before the view is published to the engine and read-only afterwards,
  * except @dead (set once, by whichever thread sees the consumer vanish or
- * misbehave, or by sl_restore_remove_views()).  A view is never freed
- * before the restore: a thread may still hold it after it died.
+ * misbehave, or by sl_restore_remove_views()), @users, and @uffd/@kept of a
+ * dead view, which the fault thread alone changes, under views_lock, once
+ * @users is 0: it seals the view and closes its uffd (-1), or marks it kept
+ * if it could not be sealed.  A view struct is never freed before the
+ * restore: a thread may still hold it after it died.
  */
 typedef struct {
-    int uffd;            /* the userfaultfd this mapping is registered on */
+    int uffd;            /* the userfaultfd this mapping is registered on; -1: closed */
     uint64_t base;       /* address of the block's first byte in that process */
     uint64_t tag;        /* the caller's name for it (sl_restore_add_view_tagged) */
     bool own;            /* registered by us on the restore's own uffd */
-    _Atomic bool dead;   /* dropped: skip (relaxed: a hint, ioctls recheck) */
+    bool kept;           /* dead but not sealable: its uffd stays open to the end */
+    _Atomic bool dead;   /* dropped: skip (seq_cst where @users is involved) */
+    _Atomic unsigned users; /* threads using @uffd besides the fault thread (engine.c) */
 } sl_view;
 
 struct sl_backend_ops {

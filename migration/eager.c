@@ -24,6 +24,9 @@ static gpointer load_slice(gpointer opaque)
     const sl_block *b = s->b;
     uint64_t max_run = MAX(1, (1u << 20) / b->page_size);
 
+    if (s->verify) { /* the bitmap that says which pages to skip is proven first */
+        s->ret = sl_csums_get(s->snap, b, s->first, s->end - s->first);
+    }
     for (uint64_t i = s->first; i < s->end && s->ret == 0;) {
         uint64_t n = 0;
 
@@ -36,9 +39,6 @@ static gpointer load_slice(gpointer opaque)
         }
         s->ret = sl_pread_full(s->snap->fd, s->dst + i * b->page_size, n * b->page_size,
                                b->pages_offset + i * b->page_size);
-        if (s->ret == 0 && s->verify) {
-            s->ret = sl_csums_get(s->snap, b, i, n);
-        }
         for (uint64_t k = 0; s->ret == 0 && s->verify && k < n; k++) {
             if (sl_hash(s->dst + (i + k) * b->page_size, b->page_size) != b->csums[i + k]) {
                 s->ret = -EBADMSG;

@@ -85,14 +85,48 @@ static bool view_live(const sl_view *v)
     return !atomic_load_explicit(&((sl_view *)v)->dead, memory_order_relaxed);
 }
 
+/*
+ * A thread other than the fault thread is done with view @v.  The last user
+ * of a dead view kicks the fault thread, which may now close its uffd.
+ */
+static void view_exit(sl_restore *r, sl_view *v)
+{
+    if (!v || v->own) {
+        return;
+    }
+    /* seq_cst: pairs with the dead/users reads in sl_engine_reclaim_views(). */
+    if (atomic_fetch_sub(&v->users, 1) == 1 && atomic_load(&v->dead)) {
+        atomic_fetch_add_explicit(&r->views_gen, 1, memory_order_release);
+        sl_engine_kick(r->ctl_efd);
+    }
+}
+
+/*
+ * Enters view @v before an ioctl on its uffd from a thread other than the
+ * fault thread (which alone closes uffds of dead views, between its poll
+ * rounds).  False if @v is dead: leave it alone.
+ */
+static bool view_enter(sl_restore *r, sl_view *v)
+{
+    if (v->own) {
+        return true;
+    }
+    /* seq_cst, Dekker-style: we raise users then read dead; the reclaimer
+     * marked dead before it reads users.  One of us sees the other. */
+    atomic_fetch_add(&v->users, 1);
+    if (atomic_load(&v->dead)) {
+        view_exit(r, v);
+        return false;
+    }
+    return true;
+}
+
 void sl_engine_drop_view(sl_restore *r, sl_view *v, int err)
 {
     bool was = false;
 
-    /* One exchange decides who reports it (relaxed: the flag is a hint). */
-    if (v->own || !atomic_compare_exchange_strong_explicit(&v->dead, &was, true,
-                                                           memory_order_relaxed,
-                                                           memory_order_relaxed)) {
+    /* One exchange decides who reports it (seq_cst: pairs with view_enter()). */
+    if (v->own || !atomic_compare_exchange_strong(&v->dead, &was, true)) {
         return;
     }
     atomic_fetch_add_explicit(&r->views_gen, 1, memory_order_release); /* new poll set */
@@ -222,7 +256,11 @@ static int show_everywhere(sl_restore *r, sl_region *reg, const sl_view *skip, u
 
     for (unsigned i = 0; i < nv && reg->mem.ops->in_place; i++) {
         sl_view *v = sl_region_view(reg, i);
-        int ret = v != skip && view_live(v) ? show_run(r, reg, v, u, n) : 0;
+        int ret = 0;
+        if (v != skip && view_enter(r, v)) {
+            ret = show_run(r, reg, v, u, n);
+            view_exit(r, v);
+        }
         if (ret < 0) {
             return ret;
         }
@@ -230,14 +268,17 @@ static int show_everywhere(sl_restore *r, sl_region *reg, const sl_view *skip, u
     return 0;
 }
 
-/* First live view of @reg, or NULL (a shared file nobody maps yet). */
-static sl_view *first_view(sl_region *reg)
+/*
+ * First live view of @reg, entered (view_exit() when done), or NULL (a
+ * shared file nobody maps yet).
+ */
+static sl_view *first_view(sl_restore *r, sl_region *reg)
 {
     unsigned nv = view_count(reg);
 
     for (unsigned i = 0; i < nv; i++) {
         sl_view *v = sl_region_view(reg, i);
-        if (view_live(v)) {
+        if (view_enter(r, v)) {
             return v;
         }
     }
@@ -265,8 +306,9 @@ static int refuse_unit(sl_restore *r, sl_region *reg, uint64_t u, const uint8_t 
     }
     for (unsigned i = 0; i < nv && poison; i++) {
         sl_view *v = sl_region_view(reg, i);
-        if (view_live(v)) {
+        if (view_enter(r, v)) {
             sl_uffd_poison(v->uffd, (void *)(uintptr_t)(v->base + u * reg->unit), reg->unit);
+            view_exit(r, v);
         }
     }
     sl_pagemap_poison(reg->map, u);
@@ -297,8 +339,10 @@ static void account(sl_restore *r, sl_region *reg, uint64_t u, uint64_t k, int w
 
 /*
  * Units [u, u+n) are claimed and staged at @src (NULL: zero run): place them
- * in @v (NULL: in no view yet), publish them, then map them into the other
- * views.  EEXIST (already mapped in @v) wakes the unit and counts as placed.
+ * in @v (NULL: in no view yet), publish them, map them into the other views,
+ * and only then count them done: the restore completes (and unregisters
+ * every view) only once every view was shown every unit.  EEXIST (already
+ * mapped in @v) wakes the unit and counts as placed.
  */
 static int commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n,
                       const uint8_t *src, int who)
@@ -306,10 +350,11 @@ static int commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
     const sl_backend_ops *ops = reg->mem.ops;
     const uint64_t u0 = u, n0 = n;
     uint64_t step = n;
+    int ret;
 
     while (n) {
         uint64_t done = 0, eagain = 0, k, len = MIN(n, step);
-        int ret = src ? ops->place(&reg->mem, v, u * reg->unit, src, len * reg->unit, &done,
+        ret = src ? ops->place(&reg->mem, v, u * reg->unit, src, len * reg->unit, &done,
                                    &eagain)
                       : ops->zero(&reg->mem, v, u * reg->unit, len * reg->unit, &done, &eagain);
 
@@ -337,22 +382,46 @@ static int commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
         src = src ? src + k * reg->unit : NULL;
     }
     sl_pagemap_publish(reg->map, u0, n0);
+    ret = show_everywhere(r, reg, v, u0, n0);
     units_done(r, n0);
-    return show_everywhere(r, reg, v, u0, n0);
+    return ret;
 }
 
 /*
- * Reads units [u, u+n) of @reg into @dst, and the checksums that will
- * check them (a lazily opened snapshot reads them now); 0 or -errno.
+ * Units [u, u+n) of @reg are proven (csums.c): the bitmap bits that say
+ * which of their pages are zero, and the checksums that will check the
+ * others, match their segment digests.  Nothing may act on those bits
+ * before.  A segment that does not match fails the restore, naming it.
  */
+static int prove_units(sl_restore *r, const sl_region *reg, uint64_t u, uint64_t n)
+{
+    const sl_block *b = reg->blk;
+    int ret = r->cfg.no_checksum ? 0 : sl_csums_get(r->snap, b, u * reg->ratio, n * reg->ratio);
+    GError *expect = NULL, *why;
+
+    if (ret != -EBADMSG) {
+        return ret;
+    }
+    why = g_error_new(SL_ERROR, SL_ERROR_FORMAT, "restore failed: %s: block '%s': the "
+                      "metadata of pages %" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT " (a segment "
+                      "of its bitmap and checksum array) does not match its digest: the "
+                      "snapshot is corrupt there, and none of those pages was placed",
+                      r->snap->path, b->name, u * reg->ratio / SL_CSUM_SEG * SL_CSUM_SEG,
+                      MIN((u * reg->ratio / SL_CSUM_SEG + 1) * SL_CSUM_SEG, b->npages) - 1);
+    /* Release: pairs with the acquire load in sl_restore_error(). */
+    if (!atomic_compare_exchange_strong_explicit(&r->meta_error, &expect, why,
+                                                 memory_order_release, memory_order_relaxed)) {
+        g_error_free(why); /* the first reason is kept */
+    }
+    return ret;
+}
+
+/* Reads units [u, u+n) of @reg (proven) into @dst; 0 or -errno. */
 static int read_units(sl_restore *r, const sl_region *reg, uint64_t u, uint64_t n, uint8_t *dst)
 {
     int ret = sl_snapshot_read_pages(r->snap, reg->block, u * reg->ratio, n * reg->ratio, dst,
                                      false);
 
-    if (ret == 0 && !r->cfg.no_checksum) {
-        ret = sl_csums_get(r->snap, reg->blk, u * reg->ratio, n * reg->ratio);
-    }
     if (ret == 0) {
         add(&r->c.bytes_read, n * reg->unit);
     }
@@ -392,6 +461,12 @@ static int fill_claimed(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, u
 /* Serve one unit the fault thread claimed for view @v. */
 static int serve_unit(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint8_t *bounce)
 {
+    int ret = prove_units(r, reg, u, 1);
+
+    if (ret < 0) {
+        sl_pagemap_unclaim(reg->map, u, 1);
+        return ret;
+    }
     if (!unit_has_data(reg, u)) {
         return commit_run(r, reg, v, u, 1, NULL, BY_FAULT);
     }
@@ -573,13 +648,50 @@ static void unregister_all(sl_restore *r)
         unsigned nv = view_count(reg);
         for (unsigned j = 0; j < nv; j++) {
             sl_view *v = sl_region_view(reg, j);
-            if (v->own && !reg->registered) {
+            if ((v->own && !reg->registered) || v->uffd < 0) {
                 continue;
             }
             sl_uffd_unregister(v->uffd, (void *)(uintptr_t)v->base, reg->mem.length);
         }
         reg->registered = false;
     }
+}
+
+/* Dead view @v of @reg that nobody uses: seal it and close its uffd. */
+static void reclaim_view(sl_region *reg, sl_view *v)
+{
+    /* seq_cst: pairs with view_enter() (dead was set before, seq_cst). */
+    if (v->own || v->uffd < 0 || v->kept || !atomic_load(&v->dead) || atomic_load(&v->users)) {
+        return;
+    }
+    if (sl_seal_let_go(reg, v)) {
+        close(v->uffd);
+        v->uffd = -1;
+    } else {
+        v->kept = true; /* closing would unregister it: its holes would read as zeros */
+    }
+}
+
+/*
+ * Fault thread, between poll rounds: closes the uffd of every dead view no
+ * loader uses any more, so a consumer that left costs no fd.  Before, each
+ * page still missing is sealed in that view (its process, if alive, gets
+ * SIGBUS there, never zeros).
+ */
+static void reclaim_views(sl_restore *r)
+{
+    g_mutex_lock(&r->views_lock);
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        unsigned nv = view_count(reg);
+        for (unsigned j = 0; j < nv; j++) {
+            reclaim_view(reg, sl_region_view(reg, j));
+        }
+        for (guint j = 0; j < reg->dead_views->len; j++) {
+            reclaim_view(reg, g_ptr_array_index(reg->dead_views, j));
+        }
+    }
+    g_mutex_unlock(&r->views_lock);
 }
 
 /* Every unit is settled.  Returns true if the fault thread may exit. */
@@ -707,6 +819,7 @@ static void fault_loop(fault_ctx *fc)
         /* Acquire: pairs with the release increment in sl_restore_add_view(). */
         if (atomic_load_explicit(&r->views_gen, memory_order_acquire) != gen) {
             gen = atomic_load_explicit(&r->views_gen, memory_order_acquire);
+            reclaim_views(r);
             build_pollset(r, pfds);
         }
         if (!poll_round(fc, pfds, &rebuild)) {
@@ -771,9 +884,11 @@ static int claim_and_place(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t 
                 m++;
             }
             if (m > k) {
+                sl_view *v = first_view(r, reg);
                 claimed_hook(r, reg, k, m - k);
-                ret = commit_run(r, reg, first_view(reg), k, m - k,
-                                 base ? base + (k - u) * reg->unit : NULL, lc->who);
+                ret = commit_run(r, reg, v, k, m - k, base ? base + (k - u) * reg->unit : NULL,
+                                 lc->who);
+                view_exit(r, v);
             }
             k = m > k ? m : k + 1;
         }
@@ -814,11 +929,13 @@ static int load_in_place(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t j,
             m++;
         }
         if (m > k) {
+            sl_view *v = first_view(lc->r, reg);
             claimed_hook(lc->r, reg, k, m - k);
-            ret = data ? fill_claimed(lc->r, reg, first_view(reg), k, m - k,
+            ret = data ? fill_claimed(lc->r, reg, v, k, m - k,
                                       reg->mem.ops->stage(&reg->mem, k * reg->unit, NULL),
                                       lc->who)
-                       : commit_run(lc->r, reg, first_view(reg), k, m - k, NULL, lc->who);
+                       : commit_run(lc->r, reg, v, k, m - k, NULL, lc->who);
+            view_exit(lc->r, v);
         }
         if (ret < 0) {
             return ret;
@@ -831,11 +948,14 @@ static int load_in_place(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t j,
 static int load_chunk(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n)
 {
     uint64_t end = u0 + n;
+    int ret = prove_units(lc->r, reg, u0, n); /* before any bitmap bit decides */
 
+    if (ret < 0) {
+        return ret;
+    }
     for (uint64_t u = u0; u < end;) {
         uint64_t j = u + 1;
         bool data;
-        int ret;
 
         if (sl_pagemap_state(reg->map, u) != SL_PAGE_ABSENT) {
             u++;
@@ -947,35 +1067,6 @@ static bool spawn_loaders(sl_restore *r, GError **errp)
     return true;
 }
 
-/*
- * A lazily opened snapshot's checksum arrays against their metadata
- * checksums, beside the restore: a mismatch fails it with that reason
- * (meta_error, published before the status).
- */
-static gpointer meta_thread(gpointer opaque)
-{
-    sl_restore *r = opaque;
-    GError *err = NULL;
-
-    if (!sl_csums_check_meta(r->snap, &err)) {
-        g_prefix_error(&err, "restore failed: %s: ", r->snap->path);
-        /* Release: pairs with the acquire load in sl_restore_error(). */
-        atomic_store_explicit(&r->meta_error, err, memory_order_release);
-        sl_engine_fail(r, err->code == SL_ERROR_FORMAT ? -EBADMSG : -EIO);
-    }
-    return NULL;
-}
-
-static bool lazily_opened(const sl_snapshot *s)
-{
-    for (unsigned i = 0; i < s->nblocks; i++) {
-        if (s->blocks[i].seg_state) {
-            return true;
-        }
-    }
-    return false;
-}
-
 bool sl_engine_start(sl_restore *r, GError **errp)
 {
     for (guint i = 0; i < r->regions->len; i++) {
@@ -988,11 +1079,6 @@ bool sl_engine_start(sl_restore *r, GError **errp)
     }
     r->t_ready = sl_now_ns();
     if (r->nloaders && !spawn_loaders(r, errp)) {
-        sl_engine_fail(r, -EAGAIN);
-        return false;
-    }
-    if (lazily_opened(r->snap) &&
-        !(r->meta_thread = g_thread_try_new("sl-meta", meta_thread, r, errp))) {
         sl_engine_fail(r, -EAGAIN);
         return false;
     }

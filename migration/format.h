@@ -4,8 +4,10 @@
  *
  * The container (file header, block table, section table) is little-endian.
  * Each RAM block carries QEMU's mapped-ram header (28 bytes, big-endian), its
- * bitmap of present pages (64-bit little-endian words) and an array of
- * XXH3-64 checksums, one per page.  Page data sits at fixed offsets from the
+ * bitmap of present pages (64-bit little-endian words), an array of XXH3-64
+ * checksums, one per page, and one digest per segment of 8192 pages over
+ * that segment's bitmap words and checksum entries, so that a reader can
+ * prove any part of the metadata before it uses it.  Page data sits at fixed offsets from the
  * block's 1 MiB aligned pages_offset.  This header also holds the in-memory
  * form of an opened snapshot, shared by the reader, the writer and the engine.
  */
@@ -16,7 +18,7 @@
 #include "snapload/snapload.h"
 
 #define SL_MAGIC             "SNAPLOAD"
-#define SL_VERSION           1u
+#define SL_VERSION           2u
 #define SL_HEADER_SIZE       64u
 #define SL_BLOCK_ENTRY_SIZE  128u
 #define SL_SECTION_ENTRY_SIZE 32u
@@ -43,7 +45,7 @@ enum {
 enum {
     SL_B_NAME = 0, SL_B_LENGTH = 64, SL_B_PAGESIZE = 72, SL_B_NODE = 80,
     SL_B_FLAGS = 84, SL_B_RAMHDR = 88, SL_B_CSUMS = 96, SL_B_PRESENT = 104,
-    SL_B_META_CSUM = 112, SL_B_RESERVED = 120,
+    SL_B_META_CSUM = 112, SL_B_DIGESTS = 120,
 };
 
 /* Offsets of the section table entry fields. */
@@ -56,7 +58,9 @@ enum { SL_MR_VER = 0, SL_MR_PAGESIZE = 4, SL_MR_BITMAP = 12, SL_MR_PAGES = 20 };
  * One RAM block as loaded by the reader.  Immutable after open, except the
  * checksum array of a lazily opened snapshot: each segment of csums is
  * written once, by the thread that moves its seg_state from ABSENT to
- * LOADING, before LOADED is published (csums.c).
+ * LOADING, before LOADED is published (csums.c).  Until its segment is
+ * LOADED (proven against its digest), the bitmap words of a lazily opened
+ * block are only what the file says, and nothing may act on them.
  */
 typedef struct {
     char name[SL_NAME_MAX];
@@ -73,8 +77,10 @@ typedef struct {
     uint64_t *csums;    /* npages entries, host order */
     void *csum_map;     /* reader: the mapping csums lives in (csum_map_len bytes) */
     size_t csum_map_len;
-    uint64_t meta_csum; /* what bitmap + csums hash to (checked at open unless lazy) */
-    _Atomic uint32_t *seg_state; /* lazy: per SL_CSUM_SEG entries; NULL: read at open */
+    uint64_t digest_offset; /* segment digests: nsegs little-endian u64 */
+    uint64_t nsegs;     /* ceil(npages / SL_CSUM_SEG) */
+    uint64_t *digests;  /* per segment, host order; proven against the table at open */
+    _Atomic uint32_t *seg_state; /* lazy: per segment; NULL: everything proven at open */
 } sl_block;
 
 typedef struct {
@@ -156,21 +162,32 @@ uint64_t sl_hash(const void *data, size_t len);
 /** Seeded continuation used for checksums over two buffers. */
 uint64_t sl_hash2(const void *a, size_t alen, const void *b, size_t blen);
 
-#define SL_CSUM_SEG 8192u /* checksum entries per lazily read segment (64 KiB) */
+#define SL_CSUM_SEG 8192u /* pages per segment: 1 KiB of bitmap, 64 KiB of checksums */
+
+/** Segments of a block of @npages pages. */
+static inline uint64_t sl_nsegs(uint64_t npages)
+{
+    return (npages + SL_CSUM_SEG - 1) / SL_CSUM_SEG;
+}
 
 /**
- * sl_csums_get (csums.c): entries [@first, @first + @n) of @b's checksum
- * array are loaded (a no-op unless the snapshot was opened lazily); 0 or
- * -errno (the array could not be read).
+ * sl_seg_digest (csums.c): the digest of segment @seg of a block of
+ * @npages pages: XXH3(its bitmap words ‖ its checksum entries), both as
+ * stored (little-endian); @bitmap_le and @csums_le are the whole arrays.
+ */
+uint64_t sl_seg_digest(const uint64_t *bitmap_le, const uint64_t *csums_le, uint64_t npages,
+                       uint64_t seg);
+
+/**
+ * sl_csums_get (csums.c): pages [@first, @first + @n) of @b are proven:
+ * their segments' bitmap words and checksum entries match the segment
+ * digests (a no-op unless the snapshot was opened lazily, when everything
+ * was proven at open).  Returns 0, -EBADMSG if a segment does not match its
+ * digest (the metadata is corrupt: nothing of it may be used), or the
+ * -errno of reading it.  Only after it returned 0 may the bitmap bits of
+ * those pages decide anything, a zero page above all.
  */
 int sl_csums_get(const sl_snapshot *s, const sl_block *b, uint64_t first, uint64_t n);
-
-/**
- * sl_csums_check_meta (csums.c): for every lazily read block, loads the
- * whole array and checks meta_csum over bitmap and array, as an eager open
- * does at once.
- */
-bool sl_csums_check_meta(sl_snapshot *s, GError **errp);
 
 /** Full pread/pwrite loops; return 0, -EIO on a short transfer, or -errno. */
 int sl_pread_full(int fd, void *buf, size_t len, uint64_t off);

@@ -101,8 +101,9 @@ static bool parse_header(ctx *c, const uint8_t *h, GError **errp)
                    G_GINT64_MODIFIER "x (header corrupted)", want, got);
     }
     if (sl_le32(h + SL_H_VERSION) != SL_VERSION) {
-        return BAD(errp, "version: %u is not supported (this reader reads version %u)",
-                   sl_le32(h + SL_H_VERSION), SL_VERSION);
+        return BAD(errp, "version: %u is not supported (this reader reads version %u%s)",
+                   sl_le32(h + SL_H_VERSION), SL_VERSION, sl_le32(h + SL_H_VERSION) == 1
+                   ? "; version 1 has no segment digests: save the snapshot again" : "");
     }
     if (sl_le32(h + SL_H_HDRSIZE) != SL_HEADER_SIZE) {
         return BAD(errp, "header_size: %u, expected %u", sl_le32(h + SL_H_HDRSIZE),
@@ -155,13 +156,16 @@ static bool parse_block_entry(ctx *c, unsigned i, const uint8_t *e, GError **err
     if (node != SL_NO_NODE && node >= SL_MAX_NODE_HINT) {
         return BAD(errp, "block %u ('%s'): numa_node %u is out of range", i, b->name, node);
     }
-    if (sl_le32(e + SL_B_FLAGS) || sl_le64(e + SL_B_RESERVED)) {
-        return BAD(errp, "block %u ('%s'): flags/reserved fields are not zero", i, b->name);
+    if (sl_le32(e + SL_B_FLAGS)) {
+        return BAD(errp, "block %u ('%s'): flags 0x%x are not zero", i, b->name,
+                   sl_le32(e + SL_B_FLAGS));
     }
     b->numa_node = node == SL_NO_NODE ? -1 : (int)node;
     b->npages = b->length / b->page_size;
     b->ramhdr_offset = sl_le64(e + SL_B_RAMHDR);
     b->csum_offset = sl_le64(e + SL_B_CSUMS);
+    b->digest_offset = sl_le64(e + SL_B_DIGESTS);
+    b->nsegs = sl_nsegs(b->npages);
     b->present_pages = sl_le64(e + SL_B_PRESENT);
     return true;
 }
@@ -196,6 +200,8 @@ static bool parse_ramhdr(ctx *c, sl_block *b, unsigned i, GError **errp)
                         "block %u ('%s') bitmap (bitmap_offset)", i, b->name) &&
            claim_region(c, b->csum_offset, b->npages * 8, errp,
                         "block %u ('%s') checksum array (csum_offset)", i, b->name) &&
+           claim_region(c, b->digest_offset, b->nsegs * 8, errp,
+                        "block %u ('%s') segment digests (digest_offset)", i, b->name) &&
            claim_region(c, b->pages_offset, b->length, errp,
                         "block %u ('%s') page data (pages_offset, length)", i, b->name);
 }
@@ -234,41 +240,51 @@ static void csum_free(sl_block *b)
 }
 
 /*
- * Reads bitmap + checksums, checks meta_csum, tail bits, counts.  Lazily
- * (little-endian hosts only): the checksum array is left to csums.c, and
- * meta_csum to sl_csums_check_meta().
+ * Reads the segment digests of block @i and checks them against @meta_csum
+ * from the (checksummed) block table: from then on they prove the rest.
  */
-static bool load_block_meta(ctx *c, sl_block *b, unsigned i, uint64_t meta_csum,
-                            GError **errp)
+static bool load_digests(ctx *c, sl_block *b, unsigned i, uint64_t meta_csum, GError **errp)
 {
-    uint64_t bmb = sl_bitmap_bytes(b->npages), count = 0;
-    bool lazy = c->lazy && G_BYTE_ORDER == G_LITTLE_ENDIAN;
+    b->digests = g_new(uint64_t, b->nsegs);
+    if (!read_at(c, b->digests, b->nsegs * 8, b->digest_offset, "segment digests", errp)) {
+        return false;
+    }
+    if (sl_hash(b->digests, b->nsegs * 8) != meta_csum) {
+        return BAD(errp, "block %u ('%s'): meta_csum does not match its segment digests "
+                   "(metadata corrupted)", i, b->name);
+    }
+    for (uint64_t k = 0; k < b->nsegs; k++) {
+        b->digests[k] = GUINT64_FROM_LE(b->digests[k]);
+    }
+    return true;
+}
 
-    b->bitmap = g_malloc(bmb);
-    b->meta_csum = meta_csum;
-    if (!csum_alloc(b)) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block %u ('%s'): no memory for the "
-                    "checksum array of %" G_GUINT64_FORMAT " pages", i, b->name, b->npages);
+/* Full open: reads the checksum array and proves every segment of @b. */
+static bool load_all_csums(ctx *c, sl_block *b, unsigned i, GError **errp)
+{
+    if (!read_at(c, b->csums, b->npages * 8, b->csum_offset, "checksum array", errp)) {
         return false;
     }
-    if (!read_at(c, b->bitmap, bmb, b->bitmap_offset, "bitmap", errp) ||
-        (!lazy && !read_at(c, b->csums, b->npages * 8, b->csum_offset, "checksum array",
-                           errp))) {
-        return false;
+    for (uint64_t k = 0; k < b->nsegs; k++) {
+        if (sl_seg_digest(b->bitmap, b->csums, b->npages, k) != b->digests[k]) {
+            uint64_t first = k * SL_CSUM_SEG, last = MIN(first + SL_CSUM_SEG, b->npages) - 1;
+            return BAD(errp, "block %u ('%s'): segment %" G_GUINT64_FORMAT " (pages %"
+                       G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT "): its bitmap words and "
+                       "checksum entries do not match its digest (metadata corrupted)",
+                       i, b->name, k, first, last);
+        }
     }
-    if (!lazy && sl_hash2(b->bitmap, bmb, b->csums, b->npages * 8) != meta_csum) {
-        return BAD(errp, "block %u ('%s'): meta_csum does not match its bitmap and checksum "
-                   "array (metadata corrupted)", i, b->name);
-    }
-    for (uint64_t w = 0; w < bmb / 8; w++) {
-        b->bitmap[w] = GUINT64_FROM_LE(b->bitmap[w]);
-    }
-    for (uint64_t p = 0; !lazy && p < b->npages; p++) {
+    for (uint64_t p = 0; p < b->npages; p++) {
         b->csums[p] = GUINT64_FROM_LE(b->csums[p]);
     }
-    if (lazy) {
-        b->seg_state = g_new0(_Atomic uint32_t, (b->npages + SL_CSUM_SEG - 1) / SL_CSUM_SEG);
-    }
+    return true;
+}
+
+/* Tail bits and present_pages against the bitmap (as stored, not yet proven). */
+static bool check_bitmap_counts(sl_block *b, unsigned i, GError **errp)
+{
+    uint64_t bmb = sl_bitmap_bytes(b->npages), count = 0;
+
     if (b->npages % 64 && b->bitmap[bmb / 8 - 1] >> (b->npages % 64)) {
         return BAD(errp, "block %u ('%s'): bitmap has bits set past page %" G_GUINT64_FORMAT,
                    i, b->name, b->npages);
@@ -281,6 +297,36 @@ static bool load_block_meta(ctx *c, sl_block *b, unsigned i, uint64_t meta_csum,
                    "has %" G_GUINT64_FORMAT " bits set", i, b->name, b->present_pages, count);
     }
     return true;
+}
+
+/*
+ * Reads the bitmap and the segment digests; a full open also reads and
+ * proves the whole checksum array.  Lazily (little-endian hosts only) the
+ * array is left to csums.c, which proves each segment before its first use.
+ */
+static bool load_block_meta(ctx *c, sl_block *b, unsigned i, uint64_t meta_csum,
+                            GError **errp)
+{
+    uint64_t bmb = sl_bitmap_bytes(b->npages);
+    bool lazy = c->lazy && G_BYTE_ORDER == G_LITTLE_ENDIAN;
+
+    b->bitmap = g_malloc(bmb);
+    if (!csum_alloc(b)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block %u ('%s'): no memory for the "
+                    "checksum array of %" G_GUINT64_FORMAT " pages", i, b->name, b->npages);
+        return false;
+    }
+    if (!read_at(c, b->bitmap, bmb, b->bitmap_offset, "bitmap", errp) ||
+        !load_digests(c, b, i, meta_csum, errp) || (!lazy && !load_all_csums(c, b, i, errp))) {
+        return false;
+    }
+    for (uint64_t w = 0; w < bmb / 8; w++) {
+        b->bitmap[w] = GUINT64_FROM_LE(b->bitmap[w]);
+    }
+    if (lazy) {
+        b->seg_state = g_new0(_Atomic uint32_t, b->nsegs);
+    }
+    return check_bitmap_counts(b, i, errp);
 }
 
 static bool parse_blocks(ctx *c, const uint8_t *tab, GError **errp)
@@ -398,6 +444,7 @@ void sl_snapshot_close(sl_snapshot *s)
     for (unsigned i = 0; s->blocks && i < s->nblocks; i++) {
         g_free(s->blocks[i].bitmap);
         g_free(s->blocks[i].seg_state);
+        g_free(s->blocks[i].digests);
         csum_free(&s->blocks[i]);
     }
     g_free(s->blocks);

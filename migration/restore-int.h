@@ -105,8 +105,8 @@ struct sl_restore {
     int ctl_efd;               /* wakes the fault thread: stop or complete */
     int done_efd;              /* readable once the restore has finished */
     GThread *fault_thread;
-    GThread *meta_thread;      /* lazily opened snapshot: checks its checksum arrays */
-    /* Why meta_thread failed the restore: set once (release) before the
+    /* Why a metadata segment failed the restore (engine.c prove_units()):
+     * set once by CAS (release) before the
      * status; sl_restore_error() loads it (acquire).  Freed with @r. */
     _Atomic(GError *) meta_error;
     GThread **loaders;
@@ -192,6 +192,13 @@ bool sl_engine_start(sl_restore *r, GError **errp);
  * is ours).  Caller holds views_lock.
  */
 void sl_restore_seal(sl_restore *r);
+
+/**
+ * sl_seal_let_go (seal.c): seals view @v of @reg (every unit not PRESENT
+ * made unreadable there), then unregisters it; false if it could not be
+ * sealed completely and so stays registered.  No other thread may use @v.
+ */
+bool sl_seal_let_go(sl_region *reg, sl_view *v);
 
 /** Wakes whoever polls eventfd @efd (the fault thread, or waiters on done_efd). */
 void sl_engine_kick(int efd);

@@ -283,14 +283,22 @@ void sl_restore_remove_views(sl_restore *r, uint64_t tag)
         unsigned nv = atomic_load_explicit(&reg->nviews, memory_order_relaxed);
         for (unsigned j = 0; j < nv; j++) {
             sl_view *v = sl_region_view(reg, j);
-            if (!v->own && v->tag == tag) {
-                atomic_store_explicit(&v->dead, true, memory_order_relaxed);
-                any = true;
+            if (v->own || v->tag != tag) {
+                continue;
+            }
+            /* seq_cst: pairs with view_enter() in engine.c. */
+            atomic_store(&v->dead, true);
+            any = true;
+            /* Completed or stopped: the threads are done with views, whose
+             * ranges are unregistered (or sealed; a kept one stays open). */
+            if (r->views_closed && !v->kept && v->uffd >= 0) {
+                close(v->uffd);
+                v->uffd = -1;
             }
         }
     }
     g_mutex_unlock(&r->views_lock);
-    if (any) { /* the fault thread rebuilds its poll set without them */
+    if (any) { /* the fault thread closes their uffds and polls without them */
         atomic_fetch_add_explicit(&r->views_gen, 1, memory_order_release);
         sl_engine_kick(r->ctl_efd);
     }
@@ -475,7 +483,7 @@ GError *sl_restore_error(sl_restore *r)
     const sl_block *blk;
     uint64_t page, more;
 
-    /* Acquire: pairs with the release store in meta_thread() (engine.c). */
+    /* Acquire: pairs with the release CAS in prove_units() (engine.c). */
     GError *meta = atomic_load_explicit(&r->meta_error, memory_order_acquire);
 
     if (st == 0 || st == -EINPROGRESS) {
@@ -539,10 +547,6 @@ void sl_restore_stop(sl_restore *r)
     if (r->fault_thread) {
         g_thread_join(r->fault_thread);
     }
-    if (r->meta_thread) {
-        g_thread_join(r->meta_thread);
-        r->meta_thread = NULL;
-    }
     g_mutex_lock(&r->views_lock);
     if (sl_restore_poll(r) != 0) {
         int expect = -EINPROGRESS;
@@ -561,7 +565,7 @@ void sl_restore_stop(sl_restore *r)
 
 static void free_view(sl_view *v)
 {
-    if (!v->own) {
+    if (!v->own && v->uffd >= 0) {
         close(v->uffd);
     }
     g_free(v);

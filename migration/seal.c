@@ -13,7 +13,9 @@
  * it, docs/protocol.md), and the restore then keeps its uffd open to the
  * end of the process (closing the last reference would unregister too).
  * Runs on the caller's thread in sl_restore_stop(), after the fault thread
- * and the loaders were joined, under views_lock.
+ * and the loaders were joined, under views_lock; and for one dead view,
+ * which no other thread uses any more, on the fault thread before it closes
+ * that view's uffd (sl_engine_reclaim_views()).
  *
  * Poison markers live in the view's page tables, not in the memory file:
  * a process that maps the file afterwards, or a view whose page tables are
@@ -78,11 +80,10 @@ static bool seal_view(sl_region *reg, sl_view *v)
     return all;
 }
 
-/* Seals view @v of @reg, then unregisters it; false if it stays registered. */
-static bool let_go(sl_region *reg, sl_view *v)
+bool sl_seal_let_go(sl_region *reg, sl_view *v)
 {
-    if (v->own && !reg->registered) {
-        return true; /* our mapping was never registered */
+    if ((v->own && !reg->registered) || v->uffd < 0) {
+        return true; /* our mapping was never registered, or the view is closed */
     }
     if (!seal_view(reg, v)) {
         return false; /* stays registered: its faults wait, never zeros */
@@ -101,12 +102,15 @@ void sl_restore_seal(sl_restore *r)
          * that we dropped, may still map the memory (poison: ESRCH if not). */
         for (unsigned j = 0; j < nv; j++) {
             sl_view *v = sl_region_view(reg, j);
-            if (!let_go(reg, v) && v->own) {
-                r->keep_uffd = true; /* closing it would unregister: zeros */
+            if (!sl_seal_let_go(reg, v)) {
+                /* Closing its uffd would unregister it: zeros. */
+                v->kept = !v->own;
+                r->keep_uffd |= v->own;
             }
         }
         for (guint j = 0; j < reg->dead_views->len; j++) {
-            let_go(reg, g_ptr_array_index(reg->dead_views, j));
+            sl_view *v = g_ptr_array_index(reg->dead_views, j);
+            v->kept = !sl_seal_let_go(reg, v);
         }
         reg->registered = false;
     }

@@ -111,17 +111,15 @@ static uint64_t run_length(const sl_block *b, uint64_t i, uint64_t end, bool pre
     return n;
 }
 
-static int verify_run(const sl_snapshot *s, const sl_block *b, uint64_t first, uint64_t n,
-                      const uint8_t *buf)
+/* Stored pages [first, first+n) at @buf against their (proven) checksums. */
+static int verify_run(const sl_block *b, uint64_t first, uint64_t n, const uint8_t *buf)
 {
-    int ret = sl_csums_get(s, b, first, n);
-
-    for (uint64_t k = 0; ret == 0 && k < n; k++) {
+    for (uint64_t k = 0; k < n; k++) {
         if (sl_hash(buf + k * b->page_size, b->page_size) != b->csums[first + k]) {
             return -EBADMSG;
         }
     }
-    return ret;
+    return 0;
 }
 
 int sl_snapshot_read_pages(sl_snapshot *s, unsigned block, uint64_t first, uint64_t n,
@@ -137,6 +135,12 @@ int sl_snapshot_read_pages(sl_snapshot *s, unsigned block, uint64_t first, uint6
     }
     b = &s->blocks[block];
     end = first + n;
+    if (verify) { /* the bitmap bits below are proven, zero pages included */
+        int ret = sl_csums_get(s, b, first, n);
+        if (ret < 0) {
+            return ret;
+        }
+    }
     for (i = first; i < end;) {
         bool present = sl_bit_test(b->bitmap, i);
         uint64_t run = run_length(b, i, end, present);
@@ -149,7 +153,7 @@ int sl_snapshot_read_pages(sl_snapshot *s, unsigned block, uint64_t first, uint6
             ret = sl_pread_full(s->fd, dst, run * b->page_size,
                                 b->pages_offset + i * b->page_size);
             if (ret == 0 && verify) {
-                ret = verify_run(s, b, i, run, dst);
+                ret = verify_run(b, i, run, dst);
             }
         }
         if (ret < 0) {

@@ -111,7 +111,9 @@ static void freeze_layout(sl_writer *w)
         b->ramhdr_offset = sl_align_up(off, 8);
         b->bitmap_offset = b->ramhdr_offset + SL_MR_HEADER_SIZE;
         b->csum_offset = sl_align_up(b->bitmap_offset + sl_bitmap_bytes(b->npages), 8);
-        b->pages_offset = sl_align_up(b->csum_offset + b->npages * 8,
+        b->digest_offset = b->csum_offset + b->npages * 8;
+        b->nsegs = sl_nsegs(b->npages);
+        b->pages_offset = sl_align_up(b->digest_offset + b->nsegs * 8,
                                       MAX(SL_MR_ALIGN, b->page_size));
         off = b->pages_offset + b->length;
     }
@@ -189,12 +191,13 @@ bool sl_writer_add_section(sl_writer *w, uint32_t type, const void *data, size_t
     return true;
 }
 
-/* Writes ramhdr, bitmap, checksums of @b; fills its block table entry @e. */
+/* Writes ramhdr, bitmap, checksums, digests of @b; fills its block table entry @e. */
 static int write_block_meta(sl_writer *w, sl_block *b, uint8_t *e)
 {
     uint64_t bmb = sl_bitmap_bytes(b->npages), present = 0;
     g_autofree uint64_t *bm = g_malloc(bmb);
     g_autofree uint64_t *cs = g_malloc(b->npages * 8);
+    g_autofree uint64_t *dg = g_malloc(b->nsegs * 8);
     uint8_t h[SL_MR_HEADER_SIZE];
     int ret;
 
@@ -205,6 +208,9 @@ static int write_block_meta(sl_writer *w, sl_block *b, uint8_t *e)
     for (uint64_t i = 0; i < b->npages; i++) {
         cs[i] = GUINT64_TO_LE(b->csums[i]);
     }
+    for (uint64_t k = 0; k < b->nsegs; k++) {
+        dg[k] = GUINT64_TO_LE(sl_seg_digest(bm, cs, b->npages, k));
+    }
     sl_put_be32(h + SL_MR_VER, SL_MR_VERSION);
     sl_put_be64(h + SL_MR_PAGESIZE, b->page_size);
     sl_put_be64(h + SL_MR_BITMAP, b->bitmap_offset);
@@ -212,6 +218,7 @@ static int write_block_meta(sl_writer *w, sl_block *b, uint8_t *e)
     ret = sl_pwrite_full(w->fd, h, sizeof(h), b->ramhdr_offset);
     ret = ret ? ret : sl_pwrite_full(w->fd, bm, bmb, b->bitmap_offset);
     ret = ret ? ret : sl_pwrite_full(w->fd, cs, b->npages * 8, b->csum_offset);
+    ret = ret ? ret : sl_pwrite_full(w->fd, dg, b->nsegs * 8, b->digest_offset);
 
     memset(e, 0, SL_BLOCK_ENTRY_SIZE);
     memcpy(e + SL_B_NAME, b->name, SL_NAME_MAX);
@@ -221,7 +228,8 @@ static int write_block_meta(sl_writer *w, sl_block *b, uint8_t *e)
     sl_put_le64(e + SL_B_RAMHDR, b->ramhdr_offset);
     sl_put_le64(e + SL_B_CSUMS, b->csum_offset);
     sl_put_le64(e + SL_B_PRESENT, present);
-    sl_put_le64(e + SL_B_META_CSUM, sl_hash2(bm, bmb, cs, b->npages * 8));
+    sl_put_le64(e + SL_B_DIGESTS, b->digest_offset);
+    sl_put_le64(e + SL_B_META_CSUM, sl_hash(dg, b->nsegs * 8));
     return ret;
 }
 

@@ -74,13 +74,15 @@ sl_snapshot *sl_snapshot_open(const char *path, GError **errp);
 enum {
     /**
      * Do not read the per-page checksum array at open (8 bytes per page:
-     * 8 MiB for 4 GiB of guest RAM): each piece is read when a page of it
-     * is first checked, so opening takes as long for 64 GiB as for 1 GiB.
-     * Its metadata checksum is then checked by sl_restore_start() in a
-     * thread of its own (a mismatch fails the restore); until then a
-     * corrupt entry can only make its page be refused, never a wrong page
-     * pass.  Everything else is validated at open as without the flag.
-     * Little-endian hosts; elsewhere the flag is ignored.
+     * 8 MiB for 4 GiB of guest RAM): each segment of 8192 pages is read
+     * when a page of it is first used, and proven then, bitmap words and
+     * checksum entries together, against its digest (checked at open), so
+     * opening takes as long for 64 GiB as for 1 GiB.  Until its segment is
+     * proven, no page is placed, zero pages included; a segment that does
+     * not match fails the restore with the block and pages it covers.
+     * sl_snapshot_page_present() reports the bitmap as stored.  Everything
+     * else is validated at open as without the flag.  Little-endian hosts;
+     * elsewhere the flag is ignored.
      */
     SL_OPEN_LAZY_CHECKSUMS = 1u << 0,
 };
@@ -118,8 +120,10 @@ bool sl_snapshot_section(const sl_snapshot *snap, unsigned index,
 GBytes *sl_snapshot_read_section(sl_snapshot *snap, uint32_t type, GError **errp);
 
 /**
- * sl_snapshot_page_present: whether page @index of block @block is stored.
- * Out-of-range arguments return false.
+ * sl_snapshot_page_present: whether page @index of block @block is stored,
+ * as the bitmap says (with SL_OPEN_LAZY_CHECKSUMS: as stored, proven only
+ * once a verified read or a restore used its segment).  Out-of-range
+ * arguments return false.
  */
 bool sl_snapshot_page_present(const sl_snapshot *snap, unsigned block, uint64_t index);
 
@@ -132,9 +136,11 @@ uint64_t sl_snapshot_page_checksum(const sl_snapshot *snap, unsigned block, uint
 /**
  * sl_snapshot_read_pages:
  * Read @n pages starting at @first of @block into @buf (n * page_size bytes):
- * stored pages from the file, zero pages as zeros.  With @verify, every
- * stored page is checked against its checksum.  Returns 0, -EIO on a short
- * read or -EBADMSG on a checksum mismatch, or another -errno.
+ * stored pages from the file, zero pages as zeros.  With @verify, the
+ * bitmap bits of the range are proven first (a lazily opened snapshot
+ * proves their metadata segments now) and every stored page is checked
+ * against its checksum.  Returns 0, -EIO on a short read or -EBADMSG on a
+ * checksum mismatch or corrupt metadata, or another -errno.
  */
 int sl_snapshot_read_pages(sl_snapshot *snap, unsigned block, uint64_t first,
                            uint64_t n, void *buf, bool verify);
@@ -309,7 +315,10 @@ bool sl_restore_add_view_tagged(sl_restore *r, const char *block_name, int uffd,
 /**
  * sl_restore_remove_views: forget every view added with @tag (its consumer
  * left): it is no longer served and its slot can be reused.  Its uffd is
- * closed when the restore is freed.  Since 1.1.
+ * closed as soon as no restore thread uses it, after every page still
+ * missing was sealed in that view (so a consumer that lingers gets SIGBUS
+ * there, never zeros); a view that cannot be sealed keeps its uffd to the
+ * end.  Since 1.1.
  */
 void sl_restore_remove_views(sl_restore *r, uint64_t tag);
 

@@ -168,45 +168,66 @@ static uint8_t *entry_of(const fixture *fx, uint8_t *buf, unsigned i)
     return buf + fx->boff + (uint64_t)i * SL_BLOCK_ENTRY_SIZE;
 }
 
+/* Where a block's metadata lies, as its (possibly patched) entry says. */
+typedef struct {
+    uint64_t npages;
+    uint64_t bm, bmb;   /* bitmap offset and bytes */
+    uint64_t cs, csb;   /* checksum array */
+    uint64_t dg, dgb;   /* segment digests */
+} meta_at;
+
 /*
- * Locates block @i's bitmap and checksum array as its (possibly patched)
- * entry and mapped-ram header describe them; false if they are not in @buf.
+ * Locates block @i's bitmap, checksum array and segment digests as its
+ * (possibly patched) entry and mapped-ram header describe them; false if
+ * they are not in @buf.
  */
-static bool block_meta_at(const fixture *fx, uint8_t *buf, unsigned i, uint64_t *bm,
-                          uint64_t *bmb, uint64_t *cs, uint64_t *csb)
+static bool block_meta_at(const fixture *fx, uint8_t *buf, unsigned i, meta_at *m)
 {
     const uint8_t *e = entry_of(fx, buf, i);
     uint64_t ramhdr = sl_le64(e + SL_B_RAMHDR), psize = sl_le64(e + SL_B_PAGESIZE);
-    uint64_t npages;
 
     if (!psize || !inside(fx->len, ramhdr, SL_MR_HEADER_SIZE)) {
         return false;
     }
-    npages = sl_le64(e + SL_B_LENGTH) / psize;
-    *bm = sl_be64(buf + ramhdr + SL_MR_BITMAP);
-    *bmb = sl_bitmap_bytes(npages);
-    *cs = sl_le64(e + SL_B_CSUMS);
-    *csb = npages * 8;
-    return npages && inside(fx->len, *bm, *bmb) && inside(fx->len, *cs, *csb);
+    m->npages = sl_le64(e + SL_B_LENGTH) / psize;
+    m->bm = sl_be64(buf + ramhdr + SL_MR_BITMAP);
+    m->bmb = sl_bitmap_bytes(m->npages);
+    m->cs = sl_le64(e + SL_B_CSUMS);
+    m->csb = m->npages * 8;
+    m->dg = sl_le64(e + SL_B_DIGESTS);
+    m->dgb = sl_nsegs(m->npages) * 8;
+    return m->npages && inside(fx->len, m->bm, m->bmb) && inside(fx->len, m->cs, m->csb) &&
+           inside(fx->len, m->dg, m->dgb);
 }
 
-/* Sets block @i's meta_csum to what a writer would store for its metadata. */
+/*
+ * Sets block @i's segment digests and meta_csum to what a writer would
+ * store for its (possibly patched) bitmap and checksum array.
+ */
 static void fix_meta_csum(const fixture *fx, uint8_t *buf, unsigned i)
 {
-    uint64_t bm, bmb, cs, csb;
+    g_autofree uint64_t *bm = NULL, *cs = NULL;
+    meta_at m;
 
-    if (block_meta_at(fx, buf, i, &bm, &bmb, &cs, &csb)) {
-        sl_put_le64(entry_of(fx, buf, i) + SL_B_META_CSUM,
-                    sl_hash2(buf + bm, bmb, buf + cs, csb));
+    if (!block_meta_at(fx, buf, i, &m)) {
+        return;
     }
+    bm = g_memdup2(buf + m.bm, m.bmb); /* the file's arrays need not be 8-aligned */
+    cs = g_memdup2(buf + m.cs, m.csb);
+    for (uint64_t k = 0; k < m.dgb / 8; k++) {
+        sl_put_le64(buf + m.dg + k * 8, sl_seg_digest(bm, cs, m.npages, k));
+    }
+    sl_put_le64(entry_of(fx, buf, i) + SL_B_META_CSUM, sl_hash(buf + m.dg, m.dgb));
 }
 
 /* Sets block @i's present_pages to the popcount of the bitmap it points at. */
 static void sync_present_pages(const fixture *fx, uint8_t *buf, unsigned i)
 {
-    uint64_t bm, bmb, cs, csb, count = 0;
+    uint64_t count = 0;
+    meta_at m;
 
-    assert_true(block_meta_at(fx, buf, i, &bm, &bmb, &cs, &csb));
+    assert_true(block_meta_at(fx, buf, i, &m));
+    const uint64_t bm = m.bm, bmb = m.bmb;
     for (uint64_t k = 0; k < bmb; k++) {
         count += (uint64_t)__builtin_popcount(buf[bm + k]);
     }
@@ -232,7 +253,7 @@ static void fix_checksums(const fixture *fx, uint8_t *buf)
 /* ------------------------------------------------------------------ */
 
 /* Where a patched field lives. Mapped-ram header fields are big-endian. */
-typedef enum { IN_HEADER, IN_BLOCK, IN_RAMHDR, IN_BITMAP, IN_CSUMS, IN_SECTION } area;
+typedef enum { IN_HEADER, IN_BLOCK, IN_RAMHDR, IN_BITMAP, IN_CSUMS, IN_DIGESTS, IN_SECTION } area;
 
 typedef enum { SET, ADD, XOR, FILL } patch_op;
 
@@ -285,6 +306,7 @@ static uint64_t area_offset(const fixture *fx, area where, unsigned idx)
     case IN_RAMHDR:  return b->ramhdr_offset;
     case IN_BITMAP:  return b->bitmap_offset;
     case IN_CSUMS:   return b->csum_offset;
+    case IN_DIGESTS: return b->digest_offset;
     case IN_SECTION: return fx->soff + (uint64_t)idx * SL_SECTION_ENTRY_SIZE;
     }
     fail();
@@ -594,7 +616,7 @@ static GArray *field_boundaries(const fixture *fx)
         SL_H_NBLOCKS, SL_H_NSECTIONS, SL_H_BLKTAB, SL_H_SECTAB, SL_H_TABLES_CSUM,
         SL_H_HEADER_CSUM };
     static const unsigned blk[] = { SL_B_NAME, SL_B_LENGTH, SL_B_PAGESIZE, SL_B_NODE,
-        SL_B_FLAGS, SL_B_RAMHDR, SL_B_CSUMS, SL_B_PRESENT, SL_B_META_CSUM, SL_B_RESERVED };
+        SL_B_FLAGS, SL_B_RAMHDR, SL_B_CSUMS, SL_B_PRESENT, SL_B_META_CSUM, SL_B_DIGESTS };
     static const unsigned mr[] = { SL_MR_VER, SL_MR_PAGESIZE, SL_MR_BITMAP, SL_MR_PAGES };
     static const unsigned sec[] = { SL_S_TYPE, SL_S_FLAGS, SL_S_OFFSET, SL_S_LENGTH,
         SL_S_CSUM };
@@ -609,6 +631,7 @@ static GArray *field_boundaries(const fixture *fx)
         add_fields(a, b->ramhdr_offset, mr, G_N_ELEMENTS(mr), SL_MR_HEADER_SIZE);
         add_region(a, b->bitmap_offset, sl_bitmap_bytes(b->npages));
         add_region(a, b->csum_offset, b->npages * 8);
+        add_region(a, b->digest_offset, b->nsegs * 8);
         add_region(a, b->pages_offset, b->length);
     }
     for (unsigned i = 0; i < s->nsections; i++) {
@@ -686,6 +709,8 @@ static GArray *regions_in_check_order(const fixture *fx)
                   "block %u ('%s') bitmap (bitmap_offset)", i, b->name));
         add_claim(a, b->csum_offset, b->npages * 8, g_strdup_printf(
                   "block %u ('%s') checksum array (csum_offset)", i, b->name));
+        add_claim(a, b->digest_offset, b->nsegs * 8, g_strdup_printf(
+                  "block %u ('%s') segment digests (digest_offset)", i, b->name));
         add_claim(a, b->pages_offset, b->length, g_strdup_printf(
                   "block %u ('%s') page data (pages_offset, length)", i, b->name));
     }
@@ -819,9 +844,11 @@ static const patch_case range_cases[] = {
       "section 0: flags", NULL },
     { "numa_node 1024", IN_BLOCK, 0, SL_B_NODE, 4, SET, ABS, 1024, FIX, "numa_node 1024",
       NULL },
-    { "block flags", IN_BLOCK, 1, SL_B_FLAGS, 4, SET, ABS, 1, FIX, "flags/reserved", NULL },
-    { "block reserved", IN_BLOCK, 0, SL_B_RESERVED, 8, SET, ABS, 1, FIX, "flags/reserved",
-      NULL },
+    { "block flags", IN_BLOCK, 1, SL_B_FLAGS, 4, SET, ABS, 1, FIX, "block 1", "flags 0x1" },
+    { "digest_offset at EOF", IN_BLOCK, 0, SL_B_DIGESTS, 8, SET, AT_EOF, 0, FIX,
+      "block 0 ('b0') segment digests", BEYOND },
+    { "digest_offset overflows", IN_BLOCK, 1, SL_B_DIGESTS, 8, SET, ABS, UINT64_MAX - 4, FIX,
+      "block 1 ('b1') segment digests", BEYOND },
     { "empty name", IN_BLOCK, 0, SL_B_NAME, 1, SET, ABS, 0, FIX, "name is empty", NULL },
     { "unterminated name", IN_BLOCK, 1, SL_B_NAME, SL_NAME_MAX, FILL, ABS, 'x', FIX,
       "not NUL-terminated", NULL },
@@ -855,6 +882,8 @@ static const patch_case overlap_cases[] = {
       "overlaps", "block 0 ('b0') checksum array" },
     { "b1 checksums in the block table", IN_BLOCK, 1, SL_B_CSUMS, 8, SET, AT_BLKTAB, 0, FIX,
       "overlaps", "block table" },
+    { "b1 digests in b0's pages", IN_BLOCK, 1, SL_B_DIGESTS, 8, SET, AT_PAGES0, 8, FIX,
+      "overlaps", "block 0 ('b0') page data" },
     { "section data in b0's pages", IN_SECTION, 0, SL_S_OFFSET, 8, SET, AT_PAGES0, 4096, FIX,
       "overlaps", "page data" },
 };
@@ -869,8 +898,10 @@ static void test_overlapping_regions_are_rejected(void **state)
 /* ------------------------------------------------------------------ */
 
 static const patch_case version_cases[] = {
-    { "container version 2", IN_HEADER, 0, SL_H_VERSION, 4, SET, ABS, 2, FIX,
-      "version: 2 is not supported", NULL },
+    { "container version 3", IN_HEADER, 0, SL_H_VERSION, 4, SET, ABS, 3, FIX,
+      "version: 3 is not supported", NULL },
+    { "container version 1 (no digests)", IN_HEADER, 0, SL_H_VERSION, 4, SET, ABS, 1, FIX,
+      "version: 1 is not supported", "save the snapshot again" },
     { "header_size 65", IN_HEADER, 0, SL_H_HDRSIZE, 4, SET, ABS, 65, FIX,
       "header_size: 65", NULL },
     { "mapped-ram version 2", IN_RAMHDR, 1, SL_MR_VER, 4, SET, ABS, 2, FIX,
@@ -928,12 +959,16 @@ static const patch_case flip_cases[] = {
       "tables_csum", NULL },
     { "section table byte", IN_SECTION, 0, SL_S_CSUM, 1, XOR, ABS, 1, 0,
       "tables_csum", NULL },
-    { "b0 bitmap byte", IN_BITMAP, 0, 0, 1, XOR, ABS, 0x02, 0, "block 0", "meta_csum" },
-    { "b1 bitmap byte", IN_BITMAP, 1, 1, 1, XOR, ABS, 0x01, 0, "block 1", "meta_csum" },
+    { "block table digest_offset byte", IN_BLOCK, 0, SL_B_DIGESTS, 1, XOR, ABS, 8, 0,
+      "tables_csum", NULL },
+    { "b0 bitmap byte", IN_BITMAP, 0, 0, 1, XOR, ABS, 0x02, 0, "block 0", "segment 0" },
+    { "b1 bitmap byte", IN_BITMAP, 1, 1, 1, XOR, ABS, 0x01, 0, "block 1", "segment 0" },
     { "b0 checksum array byte", IN_CSUMS, 0, 8 * 7 + 5, 1, XOR, ABS, 0x04, 0,
-      "block 0", "meta_csum" },
+      "block 0", "do not match its digest" },
     { "b1 zero-page checksum byte", IN_CSUMS, 1, 0, 1, XOR, ABS, 0xff, 0,
-      "block 1", "meta_csum" },
+      "block 1", "do not match its digest" },
+    { "b0 segment digest byte", IN_DIGESTS, 0, 3, 1, XOR, ABS, 0x10, 0,
+      "block 0", "meta_csum does not match its segment digests" },
 };
 
 static void test_metadata_byte_flips_fail_checksums(void **state)
@@ -965,10 +1000,11 @@ static sl_snapshot *open_flipped(const fixture *fx, uint64_t off, uint8_t mask)
 
 /*
  * Opened with SL_OPEN_LAZY_CHECKSUMS, a flipped checksum entry is not seen
- * at open; its page fails verification (never passes as good), and the
- * deferred metadata check names the block.  An intact file passes it.
+ * at open; the first read that needs its segment proves it and refuses the
+ * whole segment (never a wrong page passing as good), every time after
+ * too, while another block's segments still prove.  An intact file passes.
  */
-static void test_lazy_checksums_defer_the_array_check_but_never_pass_a_wrong_page(void **state)
+static void test_lazy_open_proves_each_segment_before_its_first_use(void **state)
 {
     fixture *fx = *state;
     const sl_block *b = &fx->snap->blocks[0];
@@ -978,20 +1014,47 @@ static void test_lazy_checksums_defer_the_array_check_but_never_pass_a_wrong_pag
 
     s = sl_snapshot_open_flags(fx->path, SL_OPEN_LAZY_CHECKSUMS, &err);
     assert_non_null(s);
-    assert_true(sl_csums_check_meta(s, &err));
     assert_int_equal(sl_snapshot_read_pages(s, 0, 1, 1, page, true), 0);
     sl_snapshot_close(s);
     write_flipped(fx, b->csum_offset + 8 * 1 + 2, 0x04); /* page 1's entry */
     s = sl_snapshot_open_flags(fx->copy, SL_OPEN_LAZY_CHECKSUMS, &err);
     assert_non_null(s);
     assert_int_equal(sl_snapshot_read_pages(s, 0, 1, 1, page, true), -EBADMSG);
-    assert_int_equal(sl_snapshot_read_pages(s, 0, 2, 1, page, true), 0);
-    assert_false(sl_csums_check_meta(s, &err));
-    assert_non_null(strstr(err->message, "meta_csum"));
+    assert_int_equal(sl_snapshot_read_pages(s, 0, 2, 1, page, true), -EBADMSG);
+    assert_int_equal(sl_csums_get(s, &s->blocks[0], 0, 1), -EBADMSG);
+    assert_int_equal(sl_snapshot_page_checksum(s, 0, 1), 0);
+    assert_int_equal(sl_snapshot_read_pages(s, 1, 1, 1, page, true), 0);
     sl_snapshot_close(s);
 }
 
-/* A lazily opened file cut short after open: reading an entry fails
+/*
+ * Two cancelling bit flips in the bitmap (stored page 1 marked zero, zero
+ * page 0 marked stored): the counts agree, so only the segment digest can
+ * tell.  A full open names the segment; a lazy open passes, but no
+ * verified read of either page gives zeros or data: both are refused.
+ */
+static void test_cancelling_bitmap_flips_are_caught_by_the_segment_digest(void **state)
+{
+    fixture *fx = *state;
+    const sl_block *b = &fx->snap->blocks[0];
+    g_autofree uint8_t *page = g_malloc(b->page_size);
+    g_autoptr(GError) err = NULL;
+    sl_snapshot *s;
+
+    assert_false(sl_snapshot_page_present(fx->snap, 0, 0));
+    assert_true(sl_snapshot_page_present(fx->snap, 0, 1));
+    write_flipped(fx, b->bitmap_offset, 0x03);
+    assert_null(sl_snapshot_open(fx->copy, &err));
+    assert_non_null(strstr(err->message, "segment 0 (pages 0-"));
+    s = sl_snapshot_open_flags(fx->copy, SL_OPEN_LAZY_CHECKSUMS, NULL);
+    assert_non_null(s);
+    assert_false(sl_snapshot_page_present(s, 0, 1)); /* as stored: forged */
+    assert_int_equal(sl_snapshot_read_pages(s, 0, 1, 1, page, true), -EBADMSG);
+    assert_int_equal(sl_snapshot_read_pages(s, 0, 0, 1, page, true), -EBADMSG);
+    sl_snapshot_close(s);
+}
+
+/* A lazily opened file cut short after open: proving a segment fails
  * cleanly with the error, never a crash, never a checksum that passes. */
 static void test_lazy_checksums_of_a_truncated_file_fail_cleanly(void **state)
 {
@@ -1007,8 +1070,7 @@ static void test_lazy_checksums_of_a_truncated_file_fail_cleanly(void **state)
     assert_int_equal(truncate(fx->copy, (off_t)b->csum_offset), 0);
     assert_int_equal(sl_csums_get(s, &s->blocks[0], 0, 1), -EIO);
     assert_int_equal(sl_snapshot_read_pages(s, 0, 1, 1, page, true), -EIO);
-    assert_false(sl_csums_check_meta(s, &err));
-    assert_non_null(strstr(err->message, "checksum array"));
+    assert_int_equal(sl_snapshot_read_pages(s, 0, 0, 1, page, true), -EIO); /* zero page too */
     sl_snapshot_close(s);
 }
 
@@ -1397,7 +1459,10 @@ int main(void)
         cmocka_unit_test(test_writer_limits_sections_to_1024),
         cmocka_unit_test(test_open_refuses_what_is_not_a_regular_file),
         cmocka_unit_test_setup_teardown(
-            test_lazy_checksums_defer_the_array_check_but_never_pass_a_wrong_page, setup_small,
+            test_lazy_open_proves_each_segment_before_its_first_use, setup_small,
+            teardown_fixture),
+        cmocka_unit_test_setup_teardown(
+            test_cancelling_bitmap_flips_are_caught_by_the_segment_digest, setup_small,
             teardown_fixture),
         cmocka_unit_test_setup_teardown(test_lazy_checksums_of_a_truncated_file_fail_cleanly,
                                         setup_small, teardown_fixture),

@@ -271,32 +271,39 @@ static void test_lazy_checksums_restore_every_byte_under_random_touchers(void **
     test_random_touchers_see_correct_bytes_while_loaders_run(state);
 }
 
+static int read_page_guarded_after_failure(fixture *f, uint64_t page);
+
+/* XORs byte @off of the fixture's snapshot file with @mask. */
+static void flip_file_byte(const fixture *f, uint64_t off, uint8_t mask)
+{
+    uint8_t byte;
+    int fd = open(f->path, O_RDWR);
+
+    assert_true(fd >= 0 && pread(fd, &byte, 1, (off_t)off) == 1);
+    byte ^= mask;
+    assert_true(pwrite(fd, &byte, 1, (off_t)off) == 1);
+    close(fd);
+}
+
 /*
  * A lazily opened snapshot whose checksum array was corrupted (one entry,
- * its metadata checksum left as it was): opening cannot tell, the restore
- * does (its metadata check fails it, naming the block), and the page of
- * the bad entry is never served as data: every page that is present is the
- * snapshot's.
+ * its segment digest left as it was): opening cannot tell, the restore
+ * does (the segment fails its proof, naming the block and its pages), and
+ * no page of that segment is ever served: every page that is present is
+ * the snapshot's.
  */
 static void test_lazy_corrupt_checksum_array_fails_the_restore_without_a_wrong_page(void **state)
 {
     fixture *f = *state;
     g_autoptr(GError) err = NULL;
     g_autofree uint8_t *scratch = g_malloc(PSIZE);
-    uint64_t bad_page = 7, off;
+    uint64_t bad_page = 7;
     GError *why;
-    uint8_t byte;
-    int fd;
 
     f->lazy = true;
     fixture_build(f, 4 << 20, 0, 0);
-    off = f->snap->blocks[0].csum_offset + bad_page * 8 + 3;
+    flip_file_byte(f, f->snap->blocks[0].csum_offset + bad_page * 8 + 3, 0x10);
     sl_snapshot_close(f->snap);
-    fd = open(f->path, O_RDWR);
-    assert_true(fd >= 0 && pread(fd, &byte, 1, (off_t)off) == 1);
-    byte ^= 0x10;
-    assert_true(pwrite(fd, &byte, 1, (off_t)off) == 1);
-    close(fd);
     f->snap = sl_snapshot_open_flags(f->path, SL_OPEN_LAZY_CHECKSUMS, &err);
     assert_non_null(f->snap); /* the array is not read at open */
     fixture_start(f, 1, false);
@@ -304,7 +311,7 @@ static void test_lazy_corrupt_checksum_array_fails_the_restore_without_a_wrong_p
     sl_restore_stop(f->r);
     why = sl_restore_error(f->r);
     assert_non_null(why);
-    if (!strstr(why->message, "meta_csum") && !strstr(why->message, "page 7")) {
+    if (!strstr(why->message, "block 'b0'") || !strstr(why->message, "does not match its digest")) {
         fail_msg("unexpected error: %s", why->message);
     }
     g_error_free(why);
@@ -316,6 +323,38 @@ static void test_lazy_corrupt_checksum_array_fails_the_restore_without_a_wrong_p
             assert_true(page_ok(f, 0, i, scratch));
         }
     }
+}
+
+/*
+ * Two cancelling bit flips in a lazily opened snapshot's bitmap: stored
+ * page 1 marked zero, zero page 0 marked stored (present_pages unchanged,
+ * so the open passes).  The guest touching page 1 must never read zeros:
+ * its segment fails its proof before any bit of it is acted on, the
+ * restore fails naming it, and the page is refused (SIGBUS once sealed).
+ */
+static void test_cancelling_bitmap_flips_never_serve_a_zero_page(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    GError *why;
+
+    f->lazy = true;
+    fixture_build(f, 4 << 20, 0, 3); /* page 0 zero, page 1 stored */
+    assert_false(sl_snapshot_page_present(f->snap, 0, 0));
+    assert_true(sl_snapshot_page_present(f->snap, 0, 1));
+    flip_file_byte(f, f->snap->blocks[0].bitmap_offset, 0x03);
+    sl_snapshot_close(f->snap);
+    f->snap = sl_snapshot_open_flags(f->path, SL_OPEN_LAZY_CHECKSUMS, &err);
+    assert_non_null(f->snap); /* the flips cancel: the counts agree */
+    assert_false(sl_snapshot_page_present(f->snap, 0, 1)); /* the forged bit, as stored */
+    fixture_start(f, 0, true);
+    assert_int_equal(read_page_guarded_after_failure(f, 1), -1);
+    why = sl_restore_error(f->r);
+    assert_non_null(why);
+    if (!strstr(why->message, "pages 0-") || !strstr(why->message, "does not match its digest")) {
+        fail_msg("unexpected error: %s", why->message);
+    }
+    g_error_free(why);
 }
 
 static void test_faults_alone_complete_the_restore(void **state)
@@ -1146,7 +1185,7 @@ static int read_page_guarded_after_failure(fixture *f, uint64_t page)
     int ret = sl_restore_wait(f->r, 20000);
 
     if (ret == -EINPROGRESS) {
-        fail_msg("the restore did not fail although its file was cut short");
+        fail_msg("the restore did not fail although its snapshot is damaged");
     }
     sl_restore_stop(f->r);
     if (!reader_wait(&pr, 20)) {
@@ -1391,6 +1430,8 @@ static const feature features[] = {
       test_lazy_checksums_restore_every_byte_under_random_touchers, any },
     { "lazy_corrupt_checksum_array_fails_the_restore_without_a_wrong_page",
       test_lazy_corrupt_checksum_array_fails_the_restore_without_a_wrong_page, small_units },
+    { "cancelling_bitmap_flips_never_serve_a_zero_page",
+      test_cancelling_bitmap_flips_never_serve_a_zero_page, small_units },
     { "fault_is_served_before_the_loader_reaches_it", test_fault_is_served_before_the_loader_reaches_it, small_units },
     { "discarded_page_refaults_as_zero", test_discarded_page_refaults_as_zero, any },
     { "unmapped_page_refaults_with_its_data", test_unmapped_page_refaults_with_its_data, shared },

@@ -197,10 +197,22 @@ int sl_uffd_zero(int uffd, void *dst, uint64_t len, uint64_t *done, uint64_t *ea
     return run_range(zero_op, uffd, (uintptr_t)dst, 0, len, done, eagain);
 }
 
+static int poison_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, int64_t *did)
+{
+    struct uffdio_poison p = { .range = { .start = dst, .len = len } };
+    int ret = ioctl(uffd, UFFDIO_POISON, &p) < 0 ? -errno : 0;
+
+    (void)src;
+    *did = ret == 0 ? (int64_t)len : p.updated;
+    return ret;
+}
+
 int sl_uffd_poison(int uffd, void *dst, uint64_t len)
 {
-    struct uffdio_poison p = { .range = { .start = (uintptr_t)dst, .len = len } };
-    return ioctl(uffd, UFFDIO_POISON, &p) < 0 ? -errno : 0;
+    uint64_t done;
+
+    /* Like every range ioctl, it may stop part way (EAGAIN): go on. */
+    return run_range(poison_op, uffd, (uintptr_t)dst, 0, len, &done, NULL);
 }
 
 int sl_uffd_continue(int uffd, uint64_t addr, uint64_t len, uint64_t *done, uint64_t *eagain)

@@ -51,6 +51,7 @@ typedef struct {
     sl_mem mem[2];
     sl_restore *r;
     bool lazy;              /* open with SL_OPEN_LAZY_CHECKSUMS */
+    _Atomic unsigned drops; /* views the engine dropped (config.view_dropped) */
 } fixture;
 
 static void need_uffd(void)
@@ -103,12 +104,19 @@ static void fixture_build(fixture *f, uint64_t len0, uint64_t len1, unsigned zer
     }
 }
 
+/* config.view_dropped: counts the views the engine gave up on. */
+static void count_drop(void *opaque, uint64_t tag, int err)
+{
+    atomic_fetch_add(&((fixture *)opaque)->drops, 1);
+}
+
 /* Creates a restore and attaches every block. */
 static void fixture_attach(fixture *f, unsigned loaders, bool no_loaders)
 {
     g_autoptr(GError) err = NULL;
     sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = loaders,
-                              .no_loaders = no_loaders };
+                              .no_loaders = no_loaders, .view_dropped = count_drop,
+                              .view_dropped_opaque = f };
 
     f->r = sl_restore_new(f->snap, &cfg, &err);
     assert_non_null(f->r);
@@ -815,6 +823,137 @@ static uint8_t *add_second_view(fixture *f)
     return second;
 }
 
+static int read_page_guarded(fixture *f, const uint8_t *base, uint64_t page);
+
+/* Open fds of this process. */
+static unsigned count_fds(void)
+{
+    GDir *d = g_dir_open("/proc/self/fd", 0, NULL);
+    unsigned n = 0;
+
+    while (d && g_dir_read_name(d)) {
+        n++;
+    }
+    if (d) {
+        g_dir_close(d);
+    }
+    return n;
+}
+
+/* Prints what each open fd is (for a failure message). */
+static void print_fds(void)
+{
+    GDir *d = g_dir_open("/proc/self/fd", 0, NULL);
+    const char *n;
+
+    while (d && (n = g_dir_read_name(d))) {
+        g_autofree char *link = g_strdup_printf("/proc/self/fd/%s", n);
+        g_autofree char *to = g_file_read_link(link, NULL);
+        print_message("# fd %s -> %s\n", n, to ? to : "?");
+    }
+    if (d) {
+        g_dir_close(d);
+    }
+}
+
+/* Waits (bounded) until this process has at most @n fds open. */
+static bool fds_fall_to(unsigned n)
+{
+    for (int i = 0; i < 5000; i++) {
+        if (count_fds() <= n) {
+            return true;
+        }
+        g_usleep(1000); /* the test thread polls; the engine never does */
+    }
+    return false;
+}
+
+/*
+ * The end of a restore never drops a healthy consumer: every unit is shown
+ * in every view before it counts as done, so completion cannot unregister
+ * a view a loader is about to map into (which used to fail with ENOENT and
+ * drop that view).  Many short restores, each with a second view.
+ */
+static void test_completion_never_drops_a_live_view(void **state)
+{
+    fixture *f = *state;
+    unsigned rounds = f->bc->hugepage > (2u << 20) ? 3 : f->bc->hugepage ? 8 : 40;
+    g_autofree uint8_t *scratch = g_malloc(PSIZE);
+
+    for (unsigned i = 0; i < rounds; i++) {
+        g_autoptr(GError) err = NULL;
+        uint8_t *second;
+
+        fixture_build(f, MAX(2u << 20, 2 * unit_of(f->bc)), 0, 4);
+        fixture_attach(f, 1, false);
+        second = add_second_view(f);
+        assert_true(sl_restore_start(f->r, &err));
+        assert_int_equal(sl_restore_wait(f->r, -1), 0);
+        assert_int_equal(atomic_load(&f->drops), 0);
+        sl_test_fill_page(scratch, PSIZE, f->lengths[0] / PSIZE - 1, 1, f->zero_every);
+        assert_memory_equal(second + f->lengths[0] - PSIZE, scratch, PSIZE);
+        munmap(second, f->lengths[0]);
+        fixture_clear(f);
+        memset(&f->mem, 0, sizeof(f->mem));
+        f->r = NULL;
+        f->snap = NULL;
+        f->dir = f->path = NULL;
+    }
+}
+
+/*
+ * Consumers that join and leave while the restore runs cost no fd once
+ * gone: more of them than a block has view slots, each handing over its
+ * uffd and leaving; the restore's fd count comes back to where it was.
+ * The one that lingers on its mapping after leaving reads SIGBUS on a page
+ * still missing there, never zeros; the restore then completes as usual.
+ */
+static void test_departed_views_give_back_their_fds(void **state)
+{
+    fixture *f = *state;
+    g_autofree uint8_t *scratch = g_malloc(PSIZE);
+    unsigned before;
+    uint8_t *linger = NULL;
+    uint64_t len;
+
+    fixture_build(f, MAX(4u << 20, 2 * unit_of(f->bc)), 0, 0);
+    len = f->lengths[0];
+    fixture_start(f, 0, true);
+    assert_true(page_ok(f, 0, 0, scratch)); /* unit 0 present, the last one missing */
+    before = count_fds();
+    for (uint64_t i = 1; i <= 3 * SL_MAX_VIEWS; i++) {
+        g_autoptr(GError) err = NULL;
+        const sl_mem *m = &f->mem[0];
+        uint8_t *map = mmap(NULL, len, PROT_READ, MAP_SHARED, m->fd, 0);
+        int uffd = sl_uffd_open(m->ops->uffd_features, 0, NULL, &err);
+
+        assert_true(map != MAP_FAILED && uffd >= 0);
+        assert_true(sl_uffd_register(uffd, map, len, m->ops->register_mode,
+                                     m->ops->range_ioctls, NULL, &err));
+        assert_true(sl_restore_add_view_tagged(f->r, "b0", uffd, (uintptr_t)map, i, &err));
+        close(uffd);
+        sl_restore_remove_views(f->r, i);
+        if (i == 1) {
+            linger = map; /* this consumer keeps its mapping */
+        } else {
+            munmap(map, len);
+        }
+    }
+    if (!fds_fall_to(before)) {
+        print_fds();
+        fail_msg("%u fds open after the consumers left, %u before", count_fds(), before);
+    }
+    assert_int_equal(read_page_guarded(f, linger, len / PSIZE - 1), -1);
+    sl_test_fill_page(scratch, PSIZE, 0, 1, f->zero_every);
+    assert_memory_equal(linger, scratch, PSIZE); /* mapped before it left */
+    munmap(linger, len);
+    for (uint64_t i = 0; i < len / PSIZE; i++) {
+        assert_true(page_ok(f, 0, i, scratch));
+    }
+    finish_and_audit(f);
+    assert_int_equal(atomic_load(&f->drops), 0);
+}
+
 /* Starts a reader of snapshot page @page of block 0 through @base. */
 static GThread *start_reader(page_reader *pr, loader_gate *g, const fixture *f,
                              const uint8_t *base, uint64_t page)
@@ -1437,6 +1576,8 @@ static const feature features[] = {
     { "unmapped_page_refaults_with_its_data", test_unmapped_page_refaults_with_its_data, shared },
     { "second_process_sees_correct_bytes", test_second_process_sees_correct_bytes, shared },
     { "view_joining_mid_restore_sees_correct_bytes", test_view_joining_mid_restore_sees_correct_bytes, shared },
+    { "completion_never_drops_a_live_view", test_completion_never_drops_a_live_view, shared },
+    { "departed_views_give_back_their_fds", test_departed_views_give_back_their_fds, shared },
     { "pages_never_change_after_they_were_mapped", test_pages_never_change_after_they_were_mapped, any },
     { "corrupt_page_is_never_served", test_corrupt_page_is_never_served, any },
     { "stop_before_completion_returns", test_stop_before_completion_returns, any },

@@ -37,6 +37,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "restore-int.h"
+#include "busy.h"
 #include "uffd.h"
 
 #define MSG_BATCH 64
@@ -694,6 +695,16 @@ static void reclaim_views(sl_restore *r)
     g_mutex_unlock(&r->views_lock);
 }
 
+/* Ends the busy marks of every memory file (busy.c). */
+static void clear_busy(sl_restore *r)
+{
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        sl_busy_clear(reg->busy);
+        reg->busy = -1;
+    }
+}
+
 /* Every unit is settled.  Returns true if the fault thread may exit. */
 static bool finish(sl_restore *r)
 {
@@ -705,6 +716,7 @@ static bool finish(sl_restore *r)
     if (final == 0) {
         unregister_all(r);
         r->views_closed = true;
+        clear_busy(r); /* every page is in place: saves may read the files */
     }
     r->finished = true;
     if (atomic_compare_exchange_strong_explicit(&r->status, &expect, final,

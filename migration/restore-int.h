@@ -77,6 +77,10 @@ typedef struct sl_region {
     uint64_t nchunks;
     uint64_t claim_units;    /* in_place: units claimed per read */
     uint64_t ioctls;         /* range ioctls granted at our registration */
+    /* busy.c mark on the memory file while pages are missing (-1: none):
+     * set at start by the caller's thread, cleared by the fault thread at
+     * completion (finish()) or by sl_restore_free(). */
+    int busy;
     bool registered;         /* our own view is registered on r->uffd */
     /* Consumer mappings.  A slot is filled, then nviews is raised with a
      * release store (under views_lock); readers load nviews with acquire,

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "restore-int.h"
+#include "busy.h"
 #include "uffd.h"
 
 uint64_t sl_now_ns(void)
@@ -125,6 +126,7 @@ static sl_region *add_region(sl_restore *r, int idx, const sl_mem *mem)
     sl_region *reg = g_new0(sl_region, 1);
 
     reg->r = r;
+    reg->busy = -1;
     reg->dead_views = g_ptr_array_new();
     reg->index = r->regions->len;
     reg->bind = -2; /* no binding yet: resolved at start */
@@ -398,11 +400,19 @@ static void layout_regions(sl_restore *r)
     atomic_store_explicit(&r->remaining, remaining, memory_order_relaxed);
 }
 
-/* Empties every region's memory and learns its page size. */
+/*
+ * Marks every memory file busy (busy.c: saves refuse it until every page is
+ * in place), empties every region's memory and learns its page size.
+ */
 static bool prepare_regions(sl_restore *r, GError **errp)
 {
     for (guint i = 0; i < r->regions->len; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
+        if (reg->mem.fd >= 0 &&
+            (reg->busy = sl_busy_mark(reg->mem.fd, reg->mem.offset, reg->mem.length, errp)) < 0) {
+            g_prefix_error(errp, "block '%s': ", reg->blk->name);
+            return false;
+        }
         if (!reg->mem.ops->prepare(&reg->mem, errp)) {
             g_prefix_error(errp, "block '%s': ", reg->blk->name);
             return false;
@@ -582,6 +592,7 @@ static void free_region(sl_region *reg)
         free_view(g_ptr_array_index(reg->dead_views, j));
     }
     g_ptr_array_free(reg->dead_views, true);
+    sl_busy_clear(reg->busy);
     if (reg->mem.alias) {
         munmap(reg->mem.alias, reg->mem.length);
     }

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
+#include "busy.h"
 #include "format.h"
 
 typedef struct {
@@ -29,6 +30,7 @@ struct sl_writer {
     GArray *sections;     /* wsection */
     bool frozen;          /* layout fixed: no more blocks */
     uint64_t data_end;    /* end of the last block's page area */
+    sl_busy_range plain;  /* private memory the last write came from (busy.c) */
 };
 
 static bool io_error(GError **errp, sl_writer *w, const char *what, int err)
@@ -143,6 +145,9 @@ bool sl_writer_write(sl_writer *w, unsigned block, uint64_t offset, const void *
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': write of %zu bytes at %"
                     G_GUINT64_FORMAT " is unaligned or out of range", b->name, len, offset);
         return false;
+    }
+    if (!sl_busy_check_memory(data, len, &w->plain, errp)) {
+        return false; /* pages still missing there would be stored as zeros */
     }
     if (!w->frozen) {
         freeze_layout(w);

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "cli.h"
+#include "migration/busy.h"
 #include "migration/format.h"
 
 #define IO_CHUNK (8u << 20)
@@ -76,6 +77,8 @@ static bool copy_raw(sl_writer *w, unsigned block, const raw_input *in, uint8_t 
 
     if (!ok) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", in->path, g_strerror(errno));
+    } else {
+        ok = sl_busy_check(fd, 0, in->size, in->path, errp); /* holes would read as zeros */
     }
     for (uint64_t off = 0; ok && off < in->size; off += IO_CHUNK) {
         size_t len = (size_t)MIN(IO_CHUNK, in->size - off);

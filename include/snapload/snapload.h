@@ -168,7 +168,10 @@ int sl_writer_add_block(sl_writer *w, const char *name, uint64_t length,
  * sl_writer_write:
  * Store @len bytes of guest RAM at @offset of @block (both page aligned).
  * Zero pages are detected and left out of the file.  Pages may be written
- * in any order; a page never written is a zero page.
+ * in any order; a page never written is a zero page.  Refuses
+ * (SL_ERROR_STATE) @data in a shared mapping of a memory file on which a
+ * lazy restore is still running, in this process or another: its missing
+ * pages would be stored as zeros.  Save once the restore has completed.
  */
 bool sl_writer_write(sl_writer *w, unsigned block, uint64_t offset,
                      const void *data, size_t len, GError **errp);
@@ -340,7 +343,9 @@ GBytes *sl_restore_recorded(const sl_restore *r);
  * sl_restore_start:
  * Register every attached range with userfaultfd, start the fault thread and
  * the loaders.  When it returns true, the memory may be used: any access is
- * served on demand.
+ * served on demand.  Each memory file is marked busy until every page is in
+ * place (an OFD lock far past its end, see docs/design.md): saves refuse it
+ * meanwhile, and a second restore on the same memory is refused.
  */
 bool sl_restore_start(sl_restore *r, GError **errp);
 

@@ -17,11 +17,13 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -31,6 +33,7 @@
 #include "cli.h"
 #include "client.h"
 #include "daemon.h"
+#include "migration/busy.h"
 #include "migration/format.h"
 #include "qemu.h"
 
@@ -116,6 +119,18 @@ static int save_stopped(sl_qmp *q, GPtrArray *raws, const char *dev, const char 
     return ret;
 }
 
+/* False if a lazy restore still fills @b's memory file (busy.c). */
+static bool memory_idle(const sl_qemu_backend *b, GError **errp)
+{
+    int fd = open(b->mem_path, O_RDONLY | O_CLOEXEC);
+    bool ok = fd < 0 || sl_busy_check(fd, 0, b->size, b->mem_path, errp);
+
+    if (fd >= 0) {
+        close(fd);
+    }
+    return ok; /* a file we cannot open fails later, with its reason */
+}
+
 static int save_guest(sl_qmp *q, const char *out, const char *full, GError **errp)
 {
     g_autoptr(GPtrArray) bs = sl_qemu_qmp_backends(q, errp);
@@ -137,6 +152,9 @@ static int save_guest(sl_qmp *q, const char *out, const char *full, GError **err
             g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s' is not share=on: "
                         "its RAM is not in %s", b->id, b->mem_path);
             return -1;
+        }
+        if (!memory_idle(b, errp)) {
+            return -1; /* before the guest is stopped: it runs on untouched */
         }
         g_ptr_array_add(raws, g_strdup_printf("%s:%s", b->mem_path, b->id));
     }
@@ -258,6 +276,18 @@ static bool write_device_state(qr *r, GError **errp)
     return g_file_set_contents(r->devstate, data, (gssize)len, errp);
 }
 
+/*
+ * In a child of ours (the daemon, QEMU): SIGKILL when we die, so that no
+ * guest ever runs on without its supervisor, even if we are killed
+ * ourselves.  @opaque is our pid: if we died before the prctl, go now.
+ */
+static void die_with_parent(gpointer opaque)
+{
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != (pid_t)GPOINTER_TO_INT(opaque)) {
+        raise(SIGKILL);
+    }
+}
+
 /* Forks the daemon; returns once its socket listens. */
 static bool start_daemon(qr *r, GError **errp)
 {
@@ -268,8 +298,11 @@ static bool start_daemon(qr *r, GError **errp)
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "pipe: %s", g_strerror(errno));
         return false;
     }
+    pid_t self = getpid();
+
     r->daemon = fork();
     if (r->daemon == 0) {
+        die_with_parent(GINT_TO_POINTER(self));
         sl_daemon_opts d = { .snapshot = r->o->snap, .socket = r->dsock, .exit_when_done = true,
                              .quiet = !g_getenv("SNAPLOAD_DEBUG"), .ready_fd = ready[1],
                              .stats_fd = stats[1] };
@@ -381,8 +414,8 @@ static bool spawn_qemu(qr *r, GError **errp)
     }
     r->t0 = cli_now_ms();
     if (!g_spawn_async(NULL, (char **)argv->pdata, env,
-                       G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_SEARCH_PATH, NULL, NULL, &r->qemu,
-                       errp)) {
+                       G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_SEARCH_PATH, die_with_parent,
+                       GINT_TO_POINTER(getpid()), &r->qemu, errp)) {
         return false;
     }
     r->pidfd = (int)syscall(SYS_pidfd_open, r->qemu, 0);
@@ -522,12 +555,12 @@ static bool wait_restore(qr *r, GError **errp)
                     "(QEMU %s)", how);
         return false;
     }
-    r->t_done = cli_now_ms();
     g_strchomp(r->stats);
     if (!strstr(r->stats, "\"status\": 0,")) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "the restore failed: %s", r->stats);
         return false;
     }
+    r->t_done = cli_now_ms();
     return true;
 }
 
@@ -540,37 +573,59 @@ static gint64 stats_member(const char *stats, const char *key)
     return o && json_object_has_member(o, key) ? json_object_get_int_member(o, key) : -1;
 }
 
-static void report(const qr *r)
+/* @b - @a in ms, or NAN when either moment was not reached. */
+static double span(double a, double b)
+{
+    return a > 0 && b > 0 ? b - a : NAN;
+}
+
+/*
+ * What the run measured, in text or --json.  After a failure, @error says
+ * why, and every figure not reached is null (JSON) or left out (text): the
+ * phases that did happen, and the daemon's figures if it reported any.
+ */
+static void report(const qr *r, const char *error)
 {
     cli_json j;
     g_autofree char *text = NULL;
 
     if (!r->o->json) {
-        printf("QEMU started to guest running: %.1f ms (device state %.1f ms)\n",
-               r->t_run - r->t0, r->t_dev1 - r->t_dev0);
-        if (!r->o->eager) {
-            printf("every page in place: %.1f ms after QEMU started\nrestore: %s\n",
-                   r->t_done - r->t0, r->stats);
+        if (r->t_run > 0) {
+            printf("QEMU started to guest running: %.1f ms (device state %.1f ms)\n",
+                   r->t_run - r->t0, r->t_dev1 - r->t_dev0);
         }
-        if (r->o->verify) {
+        if (!r->o->eager && r->t_done > 0) {
+            printf("every page in place: %.1f ms after QEMU started\n", r->t_done - r->t0);
+        }
+        if (!r->o->eager && r->stats) {
+            printf("restore: %s\n", r->stats);
+        }
+        if (r->o->verify && !error) {
             printf("verify: %" G_GUINT64_FORMAT " mismatching pages\n", r->verify_mismatches);
+        }
+        if (error) {
+            printf("failed: %s\n", error);
         }
         fflush(stdout);
         return;
     }
     json_begin(&j);
     json_str(&j, "mode", r->o->eager ? "eager" : "lazy");
-    json_double(&j, "time_to_running_ms", r->o->paused ? -1 : r->t_run - r->t0);
-    json_double(&j, "qemu_start_ms", r->t_qmp - r->t0);
-    json_double(&j, "device_state_ms", r->t_dev1 - r->t_dev0);
-    json_double(&j, "running_after_device_state_ms", r->t_run - r->t_dev1);
+    json_str(&j, "status", error ? "failed" : "ok");
+    if (error) {
+        json_str(&j, "error", error);
+    }
+    json_double(&j, "time_to_running_ms", r->o->paused ? -1 : span(r->t0, r->t_run));
+    json_double(&j, "qemu_start_ms", span(r->t0, r->t_qmp));
+    json_double(&j, "device_state_ms", span(r->t_dev0, r->t_dev1));
+    json_double(&j, "running_after_device_state_ms", span(r->t_dev1, r->t_run));
     if (!r->o->eager) {
-        json_double(&j, "time_to_complete_ms", r->t_done - r->t0);
+        json_double(&j, "time_to_complete_ms", span(r->t0, r->t_done));
         json_int(&j, "faults", stats_member(r->stats, "faults"));
         json_int(&j, "pages_placed_twice", stats_member(r->stats, "pages_placed_twice"));
-        json_raw(&j, "restore", r->stats);
+        json_raw(&j, "restore", r->stats ? r->stats : "null");
     }
-    if (r->o->verify) {
+    if (r->o->verify && !error) {
         json_str(&j, "verify", r->verify_mismatches ? "mismatch" : "ok");
         json_u64(&j, "verify_mismatches", r->verify_mismatches);
     }
@@ -660,11 +715,14 @@ static int run(const qr_opts *o)
     int ret;
 
     if (!ok) {
+        if (r.t0 > 0) { /* QEMU was started: say what happened up to the failure */
+            report(&r, err->message);
+        }
         ret = cli_fail_error(g_steal_pointer(&err));
         cleanup(&r);
         return ret;
     }
-    report(&r);
+    report(&r, NULL);
     ret = finish_qemu(&r);
     r.qemu = 0;
     if (r.daemon > 0) {

@@ -49,6 +49,7 @@ typedef struct {
     uint64_t vm_hwm_kb;            /* lazy restore: peak resident set (VmHWM) */
     sl_timeline lazy_tl, eager_tl; /* --timeline: bytes in place over time */
     sl_stats st;
+    char *error;                   /* why a started restore failed, NULL if it did not */
 } results;
 
 /* Drops the snapshot's page cache so a load reads from disk ("cold"). */
@@ -280,9 +281,8 @@ static bool follow(const opts *o, loaded *l, sl_restore *r, consumers *cons, dou
     return ok;
 }
 
-/* After the restore has stopped: statistics, the hot list, the verification. */
-static bool conclude(const opts *o, loaded *l, sl_restore *r, double t_start, results *res,
-                     GError **errp)
+/* After the restore has stopped, completed or not: its statistics. */
+static void gather(const opts *o, loaded *l, sl_restore *r, double t_start, results *res)
 {
     res->st.size = sizeof(res->st);
     sl_restore_get_stats(r, &res->st);
@@ -293,6 +293,11 @@ static bool conclude(const opts *o, loaded *l, sl_restore *r, double t_start, re
     res->peak_rss_anon_kb = res->lazy_tl.peak_rss_anon_kb;
     res->guest_bytes = res->lazy_tl.total;
     res->vm_hwm_kb = sl_proc_status_kb("VmHWM");
+}
+
+/* After the restore has completed: the hot list, the verification. */
+static bool conclude(const opts *o, loaded *l, sl_restore *r, results *res, GError **errp)
+{
     if (o->record && !write_recorded(o->record, r, errp)) {
         return false;
     }
@@ -324,7 +329,7 @@ static int run_lazy(const opts *o, results *res)
     loaded l = { 0 };
     sl_restore *r = NULL;
     consumers *cons = NULL;
-    bool ok;
+    bool ok, started;
 
     /* Consumers are forked before any thread exists and hand over their views. */
     ok = load(o, &l, &err) && start_lazy(o, l.snap, l.mems, &r, &err) &&
@@ -333,15 +338,23 @@ static int run_lazy(const opts *o, results *res)
                                                    r, &err)));
     t_start = cli_now_ms() - t0; /* where the library's times start */
     ok = ok && sl_restore_start(r, &err);
+    started = ok;
     res->ready_ms = cli_now_ms() - t0;
     if (!ok && cons) {
         consumers_finish(cons, NULL, NULL);
     }
     ok = ok && follow(o, &l, r, cons, t0, res, &err);
-    if (ok) {
+    if (started) {
         sl_restore_stop(r); /* joins the workers, so their figures are final */
+        gather(o, &l, r, t_start, res);
+    }
+    if (ok) {
         err = restore_error(o, r);
-        ok = !err && conclude(o, &l, r, t_start, res, &err);
+        ok = !err && conclude(o, &l, r, res, &err);
+    }
+    if (!ok && started) { /* the figures of a failed restore: what it did before */
+        res->complete_ms = NAN;
+        res->error = g_strdup(err ? err->message : "unknown error");
     }
     sl_restore_free(r);
     unload(&l);
@@ -467,6 +480,10 @@ static char *results_json(const opts *o, const results *r)
     cli_json j;
 
     json_begin(&j);
+    json_str(&j, "status", r->error ? "failed" : "ok");
+    if (r->error) {
+        json_str(&j, "error", r->error);
+    }
     json_str(&j, "backend", sl_backend_get(o->kind)->name);
     json_u64(&j, "loader_threads", s->threads_by_node[0]);
     json_int(&j, "touch_threads", o->touch_threads);
@@ -569,7 +586,10 @@ static void print_human(const opts *o, const results *r)
     if (r->verified) {
         printf("  verify: %" G_GUINT64_FORMAT " mismatching pages\n", r->verify_mismatches);
     }
-    if (o->compare_eager) {
+    if (r->error) {
+        printf("  failed: %s\n", r->error);
+    }
+    if (o->compare_eager && !r->error) {
         printf("eager load (%d thread(s)): %.1f ms, %.0fx the lazy time to ready\n",
                o->eager_threads, r->eager_ms, r->eager_ms / MAX(r->ready_ms, 1e-3));
     }
@@ -745,6 +765,9 @@ int cmd_restore(int argc, char **argv)
         drop_cache(o.path);
     }
     ret = run_lazy(&o, &res);
+    if (ret != 0 && res.error) {
+        print_results(&o, &res); /* what the failed restore did, with its reason */
+    }
     if (ret == 0 && o.compare_eager) {
         if (o.cold) {
             drop_cache(o.path);
@@ -760,6 +783,7 @@ int cmd_restore(int argc, char **argv)
     }
     sl_timeline_clear(&res.lazy_tl);
     sl_timeline_clear(&res.eager_tl);
+    g_free(res.error);
     g_free(o.path);
     g_free(o.topology);
     g_free(o.record);

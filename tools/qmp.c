@@ -276,6 +276,14 @@ char *sl_qmp_status(sl_qmp *q, GError **errp)
     return st;
 }
 
+pid_t sl_qmp_peer_pid(const sl_qmp *q)
+{
+    struct ucred cr;
+    socklen_t len = sizeof(cr);
+
+    return getsockopt(q->fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0 ? cr.pid : -1;
+}
+
 void sl_qmp_close(sl_qmp *q)
 {
     JsonObject *ev;

@@ -11,6 +11,7 @@
 #define SNAPLOAD_QMP_H
 
 #include <stdbool.h>
+#include <sys/types.h>
 #include <glib.h>
 #include <json-glib/json-glib.h>
 
@@ -49,6 +50,9 @@ char *sl_qmp_hmp(sl_qmp *q, const char *cmdline, GError **errp);
 
 /** sl_qmp_status: the VM's run state ("running", "paused", ...), or NULL. */
 char *sl_qmp_status(sl_qmp *q, GError **errp);
+
+/** sl_qmp_peer_pid: the pid of the process at the other end (QEMU), or -1. */
+pid_t sl_qmp_peer_pid(const sl_qmp *q);
 
 /** sl_qmp_close: close the connection and free @q (NULL is fine). */
 void sl_qmp_close(sl_qmp *q);

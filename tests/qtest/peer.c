@@ -9,6 +9,9 @@
  *
  *   peer MEMFILE SNAP BLOCK PAGES SEED
  *
+ * PAGES "all" reads every page once, in order, instead of PAGES at random
+ * (the legacy range too, without comparing it), so every page gets placed.
+ *
  * Pages in [0xa0000, 0x100000) are left out: QEMU itself rewrites that
  * legacy range while it loads the device state.  Prints
  * "peer: checked N pages, M differ" and exits 0 only when M is 0.
@@ -31,6 +34,7 @@ int main(int argc, char **argv)
     GRand *rnd;
     uint8_t *map;
     int fd, b;
+    bool all;
 
     if (argc != 6) {
         fprintf(stderr, "usage: peer MEMFILE SNAP BLOCK PAGES SEED\n");
@@ -48,11 +52,13 @@ int main(int argc, char **argv)
         perror("peer: mapping the memory file");
         return 2;
     }
-    pages = strtoull(argv[4], NULL, 0);
+    all = !strcmp(argv[4], "all");
+    pages = all ? bi.length / 4096 : strtoull(argv[4], NULL, 0);
     rnd = g_rand_new_with_seed((guint32)strtoul(argv[5], NULL, 0));
     for (uint64_t i = 0; i < pages; i++) {
-        uint64_t idx = (uint64_t)g_rand_double_range(rnd, 0, (double)(bi.length / 4096));
+        uint64_t idx = all ? i : (uint64_t)g_rand_double_range(rnd, 0, (double)(bi.length / 4096));
         if (idx * 4096 >= 0xa0000 && idx * 4096 < 0x100000) {
+            (void)*(volatile uint8_t *)(map + idx * 4096); /* touched, not compared */
             continue;
         }
         if (sl_snapshot_read_pages(snap, (unsigned)b, idx, 1, want, true) < 0) {

@@ -18,6 +18,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -57,6 +58,7 @@ typedef struct {
     bool kvm;
     unsigned saved_pass;  /* last pass the walker finished before the save */
     char *regs;           /* `info registers` of the saved guest */
+    GArray *kids;         /* pidfd of every process spawned: teardown ends them */
 } fixture;
 
 typedef struct {
@@ -136,7 +138,27 @@ static child spawn(const fixture *f, GPtrArray *argv, const char *logs)
         close(out);
         close(errfd);
     }
+    int pidfd = (int)syscall(SYS_pidfd_open, c.pid, 0);
+    assert_true(pidfd >= 0);
+    g_array_append_val(f->kids, pidfd);
     return c;
+}
+
+/*
+ * Ends and reaps every process the test spawned that still runs (a failed
+ * assertion leaves by longjmp): no QEMU outlives its test.  qemu-restore's
+ * QEMU and daemon die with it (PR_SET_PDEATHSIG).
+ */
+static void end_kids(fixture *f)
+{
+    for (guint i = 0; i < f->kids->len; i++) {
+        int pidfd = g_array_index(f->kids, int, i);
+        siginfo_t si;
+        syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0); /* ESRCH if gone */
+        waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED); /* ECHILD if reaped already */
+        close(pidfd);
+    }
+    g_array_set_size(f->kids, 0);
 }
 
 /* Waits (bounded, on a pidfd: no polling loop) for @c to exit; its wait status. */
@@ -249,6 +271,7 @@ static int setup(void **state)
     gsize len;
 
     f->k = k;
+    f->kids = g_array_new(false, false, sizeof(int));
     f->dir = sl_test_tmpdir();
     f->kvm = access("/dev/kvm", R_OK | W_OK) == 0 && !sl_test_withheld("kvm");
     f->snap = path_in(f, "guest.sl");
@@ -271,6 +294,8 @@ static int teardown(void **state)
 {
     fixture *f = *state;
 
+    end_kids(f);
+    g_array_free(f->kids, true);
     if (f->memfile) {
         unlink(f->memfile);
     }
@@ -350,6 +375,7 @@ static child start_restore(const fixture *f, const char *const *opts, const char
     }
     g_ptr_array_add(argv, g_strdup("--"));
     qemu_args(argv, f, serial, qmp);
+    add2(argv, "-qmp", g_strdup_printf("unix:%s/restore-save.qmp,server=on,wait=off", f->dir));
     if (qtest) {
         add2(argv, "-qtest", g_strdup_printf("unix:%s", qtest));
         add2(argv, "-qtest-log", g_strdup("/dev/null")); /* the default is stderr */
@@ -436,12 +462,12 @@ static uint64_t qtest_compare(const fixture *f, int fd)
 }
 
 /* The vhost-user stand-in: maps the RAM file through the preload client. */
-static void run_peer(const fixture *f, const char *dsock)
+static void run_peer_pages(const fixture *f, const char *dsock, const char *pages)
 {
     g_autofree char *pre = g_getenv("SNAPLOAD_PRELOAD_LIB") ? g_strdup(g_getenv("SNAPLOAD_PRELOAD_LIB")) : NULL;
     g_autofree char *blocks = g_strdup_printf("ram0=%s", f->memfile);
     const char *peer = g_getenv("SNAPLOAD_PEER");
-    const char *argv[] = { peer, f->memfile, f->snap, "ram0", "3000", "7", NULL };
+    const char *argv[] = { peer, f->memfile, f->snap, "ram0", pages, "7", NULL };
     g_auto(GStrv) env = g_get_environ();
     g_autofree char *out = NULL, *errs = NULL;
     g_autoptr(GError) err = NULL;
@@ -458,6 +484,12 @@ static void run_peer(const fixture *f, const char *dsock)
     if (!g_spawn_check_wait_status(st, NULL)) {
         fail_msg("the second process saw wrong bytes: %s%s", out, errs);
     }
+}
+
+/* The second process reads 3000 pages at random. */
+static void run_peer(const fixture *f, const char *dsock)
+{
+    run_peer_pages(f, dsock, "3000");
 }
 
 static JsonObject *parse_json(const char *text)
@@ -533,8 +565,79 @@ static void test_lazy_restore_matches_snapshot_and_guest_runs_on(void **state)
     child_free(&r);
 }
 
-/* The daemon dies while the guest runs on a half-restored RAM: QEMU is
- * ended, and the walker never saw a page that should not be zero. */
+/*
+ * Pages of the mapping of @path in process @pid that are in its page
+ * tables (/proc/PID/pagemap); *@total gets the mapping's pages.  With no
+ * loaders, a guest page is placed only when something faults on it, which
+ * maps it in the faulting view: a page not present in QEMU was never placed.
+ */
+static uint64_t pages_mapped(pid_t pid, const char *path, uint64_t *total)
+{
+    g_autofree char *maps = g_strdup_printf("/proc/%d/maps", (int)pid), *text = NULL;
+    g_autofree char *pm = g_strdup_printf("/proc/%d/pagemap", (int)pid);
+    g_auto(GStrv) lines = NULL;
+    uint64_t start = 0, end = 0, present = 0;
+    g_autofree uint64_t *e = NULL;
+    int fd;
+
+    assert_true(g_file_get_contents(maps, &text, NULL, NULL));
+    lines = g_strsplit(text, "\n", -1);
+    for (unsigned i = 0; lines[i] && !end; i++) {
+        const char *p = strchr(lines[i], '/');
+        if (p && !strcmp(p, path)) {
+            assert_int_equal(sscanf(lines[i], "%" SCNx64 "-%" SCNx64, &start, &end), 2);
+        }
+    }
+    if (!end) {
+        fail_msg("QEMU (pid %d) does not map %s", (int)pid, path);
+    }
+    *total = (end - start) / 4096;
+    e = g_new(uint64_t, *total);
+    fd = open(pm, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, e, *total * 8, (off_t)(start / 4096 * 8)), (ssize_t)(*total * 8));
+    close(fd);
+    for (uint64_t i = 0; i < *total; i++) {
+        present += e[i] >> 63;
+    }
+    return present;
+}
+
+/* Waits (bounded) until QEMU has more than @n pages of guest RAM mapped. */
+static void wait_guest_touches(pid_t qemu, const char *memfile, uint64_t n)
+{
+    uint64_t total;
+
+    for (int t = 0; t < WAIT_MS; t++) {
+        if (pages_mapped(qemu, memfile, &total) > n) {
+            return;
+        }
+        g_usleep(1000); /* the test polls; stopping soon after the first touch matters */
+    }
+    fail_msg("the guest did not touch its RAM after cont");
+}
+
+/* Ends @pid (QEMU) if it still runs, and says so: no guest may outlive its test. */
+static bool end_if_alive(pid_t pid, int pidfd, int ms)
+{
+    struct pollfd p = { .fd = pidfd, .events = POLLIN };
+
+    while (poll(&p, 1, ms) < 0 && errno == EINTR) {
+    }
+    if (p.revents & POLLIN) {
+        return false;
+    }
+    syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+    return true;
+}
+
+/*
+ * The daemon dies while the guest runs on a half-restored RAM: QEMU is
+ * ended, and the walker never saw a page that should not be zero.  The
+ * guest runs briefly and is stopped, and the test checks that pages are
+ * still missing (none was placed but on a fault, and QEMU has not mapped
+ * them all) before it kills the daemon, so the kill always lands mid-restore.
+ */
 static void test_daemon_death_ends_qemu_before_any_wrong_page(void **state)
 {
     fixture *f = *state;
@@ -542,7 +645,9 @@ static void test_daemon_death_ends_qemu_before_any_wrong_page(void **state)
     struct sockaddr_un a = { .sun_family = AF_UNIX };
     struct ucred cr;
     socklen_t len = sizeof(cr);
-    int lq, s, st;
+    uint64_t before, mapped, total;
+    int lq, s, st, qpfd;
+    pid_t qemu;
     sl_qmp *q;
     child r;
 
@@ -552,25 +657,150 @@ static void test_daemon_death_ends_qemu_before_any_wrong_page(void **state)
     qmp = path_in(f, "restore.qmp");
     dsock = path_in(f, "daemon.sock");
     lq = listen_at(qmp);
-    r = start_restore(f, (const char *[]){ "--threads", "0", "--socket", dsock, NULL }, serial,
-                      qmp, NULL);
+    r = start_restore(f, (const char *[]){ "--paused", "--threads", "0", "--socket", dsock,
+                                           NULL }, serial, qmp, NULL);
     q = accept_qmp(lq, &r);
-    wait_walker(serial, f->saved_pass + 1, 0); /* running on lazily served pages */
+    qemu = sl_qmp_peer_pid(q);
+    qpfd = (int)syscall(SYS_pidfd_open, qemu, 0);
+    assert_true(qemu > 0 && qpfd >= 0);
+    wait_paused(q);
+    before = pages_mapped(qemu, f->memfile, &total);
+    assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
+    wait_guest_touches(qemu, f->memfile, before); /* running on lazily served pages */
+    assert_true(sl_qmp_ok(q, "stop", NULL, NULL));
+    mapped = pages_mapped(qemu, f->memfile, &total);
+    if (mapped >= total) {
+        end_if_alive(qemu, qpfd, 0);
+        fail_msg("the guest had every page of its RAM mapped before the daemon could be "
+                 "killed: this run cannot show a death mid-restore");
+    }
     g_strlcpy(a.sun_path, dsock, sizeof(a.sun_path));
     s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     assert_int_equal(connect(s, (struct sockaddr *)&a, sizeof(a)), 0);
     assert_int_equal(getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cr, &len), 0);
-    assert_int_equal(kill(cr.pid, SIGKILL), 0);
+    assert_int_equal(kill(cr.pid, SIGKILL), 0); /* with pages still missing */
     close(s);
     st = reap(&r, 60000);
     errs = slurp(r.err);
     sl_qmp_close(q);
     log = slurp(serial);
+    if (end_if_alive(qemu, qpfd, 10000)) {
+        fail_msg("QEMU was still running after its daemon died and qemu-restore exited");
+    }
+    close(qpfd);
     assert_false(g_spawn_check_wait_status(st, NULL));
     if (!strstr(errs, "the restore daemon went away")) {
         fail_msg("QEMU did not say the daemon went away; qemu-restore said:\n%s", errs);
     }
     assert_null(strstr(log, "ERR"));
+    close(lq);
+    child_free(&r);
+}
+
+/*
+ * qemu-restore killed outright: the QEMU it started and its daemon go
+ * with it (no guest left running without its supervisor).
+ */
+static void test_killed_qemu_restore_takes_qemu_with_it(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *serial = NULL, *qmp = NULL;
+    int lq, qpfd;
+    pid_t qemu;
+    sl_qmp *q;
+    child r;
+
+    need(f);
+    boot_and_save(f);
+    serial = path_in(f, "restore.serial");
+    qmp = path_in(f, "restore.qmp");
+    lq = listen_at(qmp);
+    r = start_restore(f, (const char *[]){ "--threads", "0", NULL }, serial, qmp, NULL);
+    q = accept_qmp(lq, &r);
+    qemu = sl_qmp_peer_pid(q);
+    qpfd = (int)syscall(SYS_pidfd_open, qemu, 0);
+    assert_true(qemu > 0 && qpfd >= 0);
+    assert_int_equal(kill(r.pid, SIGKILL), 0);
+    reap(&r, 60000);
+    sl_qmp_close(q);
+    if (end_if_alive(qemu, qpfd, 10000)) {
+        fail_msg("QEMU ran on after qemu-restore was killed");
+    }
+    close(qpfd);
+    close(lq);
+    child_free(&r);
+}
+
+/* Waits (bounded) until file @path contains @text. */
+static void wait_for_text(const char *path, const char *text)
+{
+    for (int t = 0; t < WAIT_MS; t += 20) {
+        g_autofree char *s = slurp(path);
+        if (strstr(s, text)) {
+            return;
+        }
+        g_usleep(20000);
+    }
+    fail_msg("%s never said \"%s\"", path, text);
+}
+
+/* Runs `snapload qemu-save` on the restored QEMU; its wait status, stderr in *@errs. */
+static int qemu_save_restored(fixture *f, const char *out, char **errs)
+{
+    g_autofree char *sock = g_strdup_printf("%s/restore-save.qmp", f->dir);
+    const char *argv[] = { g_getenv("SNAPLOAD_BIN"), "qemu-save", "--qmp", sock, "-o", out, NULL };
+    int st = -1;
+
+    if (!g_spawn_sync(NULL, (char **)argv, NULL, 0, NULL, NULL, NULL, errs, &st, NULL)) {
+        fail_msg("cannot run snapload qemu-save");
+    }
+    return st;
+}
+
+/*
+ * A save while the lazy restore still runs (pages missing: the guest is
+ * paused and no loader runs) is refused with its reason, before the guest
+ * is touched, and writes no snapshot; once the restore has completed, the
+ * same save succeeds.
+ */
+static void test_qemu_save_refuses_a_guest_still_being_restored(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *serial = NULL, *qmp = NULL, *out = NULL, *errs = NULL, *errs2 = NULL;
+    g_autofree char *status = NULL, *dsock = NULL;
+    int lq, st;
+    sl_qmp *q;
+    child r;
+
+    need(f);
+    boot_and_save(f);
+    serial = path_in(f, "restore.serial");
+    qmp = path_in(f, "restore.qmp");
+    out = path_in(f, "again.sl");
+    lq = listen_at(qmp);
+    dsock = path_in(f, "daemon.sock");
+    r = start_restore(f, (const char *[]){ "--paused", "--threads", "0", "--socket", dsock,
+                                           NULL }, serial, qmp, NULL);
+    q = accept_qmp(lq, &r);
+    wait_paused(q);
+    st = qemu_save_restored(f, out, &errs);
+    if (g_spawn_check_wait_status(st, NULL) || !strstr(errs, "a lazy restore is still running")) {
+        fail_msg("qemu-save during the restore: status %d, stderr:\n%s", st, errs);
+    }
+    assert_false(g_file_test(out, G_FILE_TEST_EXISTS));
+    status = sl_qmp_status(q, NULL);
+    assert_string_equal(status, "paused"); /* the save left the guest alone */
+    run_peer_pages(f, dsock, "all"); /* a second process touches every page... */
+    wait_for_text(r.out, "every page in place"); /* ...and the restore reports completion */
+    assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
+    wait_walker(serial, f->saved_pass + 1, 0);
+    st = qemu_save_restored(f, out, &errs2);
+    if (!g_spawn_check_wait_status(st, NULL)) {
+        fail_msg("qemu-save after the restore completed failed:\n%s", errs2);
+    }
+    sl_qmp_ok(q, "quit", NULL, NULL);
+    sl_qmp_close(q);
+    reap(&r, 60000);
     close(lq);
     child_free(&r);
 }
@@ -655,17 +885,22 @@ static void test_qemu_restore_refuses_bad_backends_before_starting(void **state)
 
 int main(void)
 {
-    struct CMUnitTest tests[2 * G_N_ELEMENTS(kinds) + 1];
+    struct CMUnitTest tests[3 * G_N_ELEMENTS(kinds) + 2];
     unsigned n = 0;
 
     for (unsigned k = 0; k < G_N_ELEMENTS(kinds); k++) {
         tests[n] = (struct CMUnitTest)CASE(test_lazy_restore_matches_snapshot_and_guest_runs_on, k);
         tests[n++].name = g_strdup_printf("%s/lazy_restore_matches_snapshot_and_guest_runs_on",
                                           kinds[k].name);
+        tests[n] = (struct CMUnitTest)CASE(test_qemu_save_refuses_a_guest_still_being_restored, k);
+        tests[n++].name = g_strdup_printf("%s/qemu_save_refuses_a_guest_still_being_restored",
+                                          kinds[k].name);
         tests[n] = (struct CMUnitTest)CASE(test_daemon_death_ends_qemu_before_any_wrong_page, k);
         tests[n++].name = g_strdup_printf("%s/daemon_death_ends_qemu_before_any_wrong_page",
                                           kinds[k].name);
     }
+    tests[n] = (struct CMUnitTest)CASE(test_killed_qemu_restore_takes_qemu_with_it, 0);
+    tests[n++].name = g_strdup_printf("%s/killed_qemu_restore_takes_qemu_with_it", kinds[0].name);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(
         test_qemu_restore_refuses_bad_backends_before_starting);
     if (g_getenv("SL_TEST_FILTER")) { /* e.g. "*daemon_death*" while debugging */

@@ -954,6 +954,63 @@ static void test_departed_views_give_back_their_fds(void **state)
     assert_int_equal(atomic_load(&f->drops), 0);
 }
 
+/*
+ * Saving memory a restore still fills is refused, through the library (a
+ * second mapping of the file, not registered: reading it would plant zero
+ * pages) and through `snapload save --raw` on the file (its holes would read
+ * as zeros), never a snapshot with zeros for missing pages.  Once the
+ * restore has completed, the same save succeeds and holds every byte.
+ */
+static void test_save_refuses_memory_a_restore_still_fills(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    g_autofree uint8_t *scratch = g_malloc(PSIZE);
+    g_autofree char *raw = NULL, *out = NULL, *cerr = NULL, *path = NULL;
+    sl_writer *w;
+    uint8_t *second;
+    uint64_t len;
+    int st;
+
+    fixture_build(f, MAX(4u << 20, 2 * unit_of(f->bc)), 0, 5);
+    len = f->lengths[0];
+    fixture_start(f, 0, true);
+    assert_true(page_ok(f, 0, 0, scratch)); /* some pages in place, most missing */
+    second = mmap(NULL, len, PROT_READ, MAP_SHARED, f->mem[0].fd, 0);
+    assert_true(second != MAP_FAILED);
+    path = g_build_filename(f->dir, "again", NULL);
+    w = sl_writer_new(path, &err);
+    assert_non_null(w);
+    assert_int_equal(sl_writer_add_block(w, "b0", len, PSIZE, -1, &err), 0);
+    assert_false(sl_writer_write(w, 0, 0, second, len, &err));
+    assert_int_equal(err->code, SL_ERROR_STATE);
+    assert_non_null(strstr(err->message, "a lazy restore is still running"));
+    g_clear_error(&err);
+    raw = g_strdup_printf("/proc/%d/fd/%d:b0", (int)getpid(), f->mem[0].fd);
+    st = sl_test_run_cli((const char *[]){ "save", "--raw", raw, "-o", path, NULL }, &out, &cerr);
+    if (g_spawn_check_wait_status(st, NULL) || !strstr(cerr, "a lazy restore is still running")) {
+        fail_msg("save --raw of memory being restored: status %d, stderr: %s", st, cerr);
+    }
+    for (uint64_t i = 0; i < len / PSIZE; i++) {
+        assert_true(page_ok(f, 0, i, scratch));
+    }
+    assert_int_equal(sl_restore_wait(f->r, -1), 0);
+    assert_true(sl_writer_write(w, 0, 0, second, len, &err));
+    assert_true(sl_writer_finish(w, &err));
+    sl_writer_free(w);
+    munmap(second, len);
+    sl_snapshot_close(f->snap);
+    f->snap = sl_snapshot_open(path, &err); /* the fixture's checks now read the new save */
+    assert_non_null(f->snap);
+    for (uint64_t i = 0; i < len / PSIZE; i++) {
+        uint8_t *want = scratch;
+        g_autofree uint8_t *got = g_malloc(PSIZE);
+        sl_test_fill_page(want, PSIZE, i, 1, f->zero_every);
+        assert_int_equal(sl_snapshot_read_pages(f->snap, 0, i, 1, got, true), 0);
+        assert_memory_equal(got, want, PSIZE);
+    }
+}
+
 /* Starts a reader of snapshot page @page of block 0 through @base. */
 static GThread *start_reader(page_reader *pr, loader_gate *g, const fixture *f,
                              const uint8_t *base, uint64_t page)
@@ -1121,6 +1178,37 @@ static char *json_field(const char *js, const char *key)
     }
     p += strlen(k);
     return g_strndup(p, strcspn(p, ",}"));
+}
+
+/*
+ * A restore that fails still reports what it did, in text and in --json:
+ * the figures so far (pages, pages placed, the refused page counted) beside
+ * the error, and a non-zero exit status.
+ */
+static void test_cli_reports_the_figures_of_a_failed_restore(void **state)
+{
+    fixture *f = *state;
+    static const char *const text[] = { "--touch-threads", "0", NULL };
+    static const char *const json[] = { "--touch-threads", "0", "--json", NULL };
+    g_autofree char *out = NULL, *err = NULL, *jout = NULL, *jerr = NULL;
+    g_autofree char *status = NULL, *why = NULL, *pages = NULL, *bad = NULL;
+
+    fixture_build(f, 4u << 20, 0, 0);
+    corrupt_page(f, 5);
+    assert_int_equal(WEXITSTATUS(run_restore_cli(f, text, &out, &err)), 1);
+    if (!strstr(out, "time to ready") || !strstr(out, "failed: ") ||
+        !strstr(out, "block 'b0' page 5 ")) {
+        fail_msg("the text output of a failed restore lacks its figures or reason: %s", out);
+    }
+    assert_int_equal(WEXITSTATUS(run_restore_cli(f, json, &jout, &jerr)), 1);
+    status = json_field(jout, "status");
+    why = json_field(jout, "error");
+    pages = json_field(jout, "pages");
+    bad = json_field(jout, "checksum_failures");
+    assert_string_equal(status, "\"failed\"");
+    assert_non_null(strstr(why, "block 'b0' page 5 "));
+    assert_int_equal(g_ascii_strtoull(pages, NULL, 10), f->lengths[0] / unit_of(f->bc));
+    assert_true(g_ascii_strtoull(bad, NULL, 10) >= 1);
 }
 
 /*
@@ -1578,6 +1666,8 @@ static const feature features[] = {
     { "view_joining_mid_restore_sees_correct_bytes", test_view_joining_mid_restore_sees_correct_bytes, shared },
     { "completion_never_drops_a_live_view", test_completion_never_drops_a_live_view, shared },
     { "departed_views_give_back_their_fds", test_departed_views_give_back_their_fds, shared },
+    { "save_refuses_memory_a_restore_still_fills", test_save_refuses_memory_a_restore_still_fills,
+      shared },
     { "pages_never_change_after_they_were_mapped", test_pages_never_change_after_they_were_mapped, any },
     { "corrupt_page_is_never_served", test_corrupt_page_is_never_served, any },
     { "stop_before_completion_returns", test_stop_before_completion_returns, any },
@@ -1596,6 +1686,8 @@ static const feature features[] = {
       test_faults_never_wait_behind_a_loader_and_every_view_is_woken, any },
     { "cli_names_the_corrupt_page_and_never_crashes",
       test_cli_names_the_corrupt_page_and_never_crashes, small_units },
+    { "cli_reports_the_figures_of_a_failed_restore",
+      test_cli_reports_the_figures_of_a_failed_restore, small_units },
 };
 
 int main(void)

@@ -15,6 +15,11 @@ BACKEND="${BACKEND:-anon}"
 bash scripts/install-deps.sh >/dev/null
 SL=./build/snapload
 mkdir -p "$DIR"
+# A snapshot kept from an earlier run in an older format is made again.
+if [ -f "$DIR/snap-$SIZE.sl" ] && ! $SL inspect --quick "$DIR/snap-$SIZE.sl" >/dev/null 2>&1; then
+    echo "== $DIR/snap-$SIZE.sl does not open (an older format?): making it again"
+    rm -f "$DIR/snap-$SIZE.sl"
+fi
 if [ ! -f "$DIR/snap-$SIZE.sl" ]; then
     echo "== making a $SIZE raw RAM image and its snapshot in $DIR"
     $SL synth -o "$DIR/ram-$SIZE.img" --size "$SIZE" --zero-percent 30

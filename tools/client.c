@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Client side of the restore daemon protocol (see client.h).  Prints
- * nothing: errors go back through GError, and the supervisor calls the
- * consumer's own handler when the daemon dies.
+ * nothing: errors go back through GError (with the daemon's reason when it
+ * refused us: a REGISTERED with an error, in answer to a REGISTER or in
+ * place of any other message), and the supervisor calls the consumer's own
+ * handler when the daemon dies.
  */
 #include <errno.h>
 #include <string.h>
@@ -13,13 +15,25 @@
 #include "migration/uffd.h"
 #include "wire.h"
 
-static bool expect(int sock, uint16_t type, sl_msg *m, GError **errp)
+/* A REGISTERED with an error where @type was expected: the daemon dropped us, and why. */
+static bool refused(const sl_msg *m, uint16_t type, GError **errp)
+{
+    if (type == SL_MSG_REGISTERED || m->type != SL_MSG_REGISTERED || m->u.status.status >= 0) {
+        return false;
+    }
+    g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "restore daemon refused us: %s",
+                m->u.status.message);
+    return true;
+}
+
+/* Receives and decodes one message (fds, which the daemon never sends, are closed). */
+static bool recv_msg(int sock, sl_msg *m, GError **errp)
 {
     uint8_t buf[SL_PROTO_MAX];
     int fds[SL_WIRE_MAX_FDS];
     unsigned nfds;
-    bool trunc;
-    ssize_t n = sl_wire_recv(sock, buf, fds, &nfds, &trunc);
+    int lost;
+    ssize_t n = sl_wire_recv(sock, buf, fds, &nfds, &lost);
 
     for (unsigned i = 0; i < nfds; i++) {
         close(fds[i]);
@@ -29,7 +43,12 @@ static bool expect(int sock, uint16_t type, sl_msg *m, GError **errp)
                     n == 0 ? "connection closed" : g_strerror(errno));
         return false;
     }
-    if (!sl_msg_decode(buf, (size_t)n, m, errp)) {
+    return sl_msg_decode(buf, (size_t)n, m, errp);
+}
+
+static bool expect(int sock, uint16_t type, sl_msg *m, GError **errp)
+{
+    if (!recv_msg(sock, m, errp) || refused(m, type, errp)) {
         return false;
     }
     if (m->type != type) {
@@ -38,6 +57,22 @@ static bool expect(int sock, uint16_t type, sl_msg *m, GError **errp)
         return false;
     }
     return true;
+}
+
+/*
+ * Our HELLO could not be sent (@err): if the daemon refused us at once
+ * (EPIPE, or ECONNRESET when it closed before reading our HELLO), its
+ * reason waits in our socket; else the send error is the reason.
+ */
+static void hello_failed(int fd, const char *path, int err, GError **errp)
+{
+    sl_msg m;
+
+    if ((err == EPIPE || err == ECONNRESET) && recv_msg(fd, &m, NULL) &&
+        refused(&m, SL_MSG_WELCOME, errp)) {
+        return;
+    }
+    g_set_error(errp, SL_ERROR, SL_ERROR_IO, "restore daemon at %s: %s", path, g_strerror(err));
 }
 
 int sl_client_connect(const char *path, const char *name, GError **errp)
@@ -49,13 +84,17 @@ int sl_client_connect(const char *path, const char *name, GError **errp)
 
     g_strlcpy(a.sun_path, path, sizeof(a.sun_path));
     g_strlcpy(hello.u.hello.name, name, sizeof(hello.u.hello.name));
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-        !sl_wire_send(fd, &hello, NULL, 0)) {
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "restore daemon at %s: %s", path,
                     g_strerror(errno));
         if (fd >= 0) {
             close(fd);
         }
+        return -1;
+    }
+    if (!sl_wire_send(fd, &hello, NULL, 0)) {
+        hello_failed(fd, path, errno, errp);
+        close(fd);
         return -1;
     }
     if (!expect(fd, SL_MSG_WELCOME, &w, errp)) {

@@ -13,14 +13,18 @@
 #include <stdint.h>
 #include <glib.h>
 
-/** sl_client_connect: connect and handshake; the socket fd, or -1 with @errp. */
+/**
+ * sl_client_connect: connect and handshake; the socket fd, or -1 with @errp
+ * (the daemon's own reason when it refused us, docs/protocol.md).
+ */
 int sl_client_connect(const char *path, const char *name, GError **errp);
 
 /**
  * sl_client_register: register [@addr, +@length) — our MAP_SHARED mapping of
  * @memfd at @offset, block @block — on a new uffd (MISSING|MINOR), hand it
  * to the daemon and wait for its answer.  Returns the uffd, which the caller
- * keeps open (so faults block, never read zeros, if the daemon dies), or -1.
+ * keeps open (so faults block, never read zeros, if the daemon dies), or -1
+ * with @errp (the daemon's reason when it refused the mapping).
  */
 int sl_client_register(int sock, const char *block, void *addr, uint64_t length, int memfd,
                        uint64_t offset, GError **errp);

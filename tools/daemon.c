@@ -10,8 +10,14 @@
  * log and is dropped with its views, the others go on.  A view the engine
  * gives up on (its uffd misbehaved) ends its client the same way, so that
  * client's supervisor ends the consumer instead of letting it wait
- * forever.  Clients are capped, and one that never says HELLO is dropped
- * after a timeout (10 s by default).  Only this file and the CLI print.
+ * forever.  Clients are capped, and one that does not say HELLO, or does
+ * not complete a REGISTER after it, is dropped after a timeout (10 s each
+ * by default), so silent peers cannot hold every slot.  A dropped client is
+ * told why (a REGISTERED with the errno and the reason, then the hang-up)
+ * unless it left.  The daemon keeps no fd of a client but its socket: the
+ * fds a REGISTER carries are closed once it is handled (the restore keeps
+ * its own duplicates, released by sl_restore_remove_views() when the client
+ * goes).  Only this file and the CLI print.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -33,8 +39,8 @@
 #include "migration/uffd.h"
 #include "wire.h"
 
-#define MAX_CLIENTS 64
 #define HELLO_TIMEOUT_MS 10000
+#define REGISTER_TIMEOUT_MS 10000
 
 /* One connection; owned by the daemon's thread. */
 typedef struct {
@@ -42,7 +48,9 @@ typedef struct {
     pid_t pid;
     uint64_t id;             /* the tag of its views in the restore */
     gint64 accepted_us;      /* monotonic: for the HELLO timeout */
+    gint64 greeted_us;       /* monotonic: for the REGISTER timeout */
     bool greeted;
+    unsigned nregistered;    /* REGISTERs accepted: a consumer, never timed out */
     uint8_t *registered;     /* per block: registered on this connection */
     char name[32];           /* printable characters only */
 } client;
@@ -63,7 +71,7 @@ typedef struct {
     uint64_t *offsets;
     bool started, done;
     int status;
-    int hello_timeout_ms;
+    int hello_timeout_ms, register_timeout_ms;
 } server;
 
 static void dlog(const server *d, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
@@ -84,9 +92,26 @@ static void dlog(const server *d, const char *fmt, ...)
 
 /* ------------------------------- daemon ---------------------------------- */
 
-static void drop(server *d, client *c, const char *why)
+/* Sends REGISTERED with @status and @msg (never blocks: the socket is non-blocking). */
+static void reply_status(client *c, int status, const char *msg)
+{
+    sl_msg m = { .type = SL_MSG_REGISTERED, .u.status.status = status };
+
+    g_strlcpy(m.u.status.message, msg, sizeof(m.u.status.message));
+    sl_wire_send(c->fd, &m, NULL, 0);
+}
+
+/*
+ * Ends client @c for @why, which is logged and, when @status is an errno
+ * (< 0), first sent to the peer as REGISTERED: the answer to a REGISTER it
+ * is waiting for, or else the reason it is dropped.  @status 0: it left.
+ */
+static void drop(server *d, client *c, int status, const char *why)
 {
     dlog(d, "dropping client %s (pid %d): %s", c->name[0] ? c->name : "?", (int)c->pid, why);
+    if (status < 0) {
+        reply_status(c, status, why);
+    }
     if (d->r) {
         sl_restore_remove_views(d->r, c->id); /* no longer served; their slots free */
     }
@@ -106,192 +131,316 @@ static void view_dropped(void *opaque, uint64_t tag, int err)
     (void)!write(d->drop_pipe[1], msg, sizeof(msg)); /* non-blocking; atomic (< PIPE_BUF) */
 }
 
+/* Why the engine dropped a view with @err (see sl_restore_config.view_dropped). */
+static char *view_drop_reason(int err)
+{
+    switch (err) {
+    case -ESRCH:
+    case -ENOSPC:
+        return g_strdup_printf("its process is gone or its uffd broke (%s)", g_strerror(-err));
+    case -ENOENT:
+        return g_strdup("its range is no longer registered on its uffd, or no longer mapped");
+    case -EFAULT:
+        return g_strdup("its uffd reported a fault outside the range it registered");
+    default:
+        return g_strdup_printf("its mapping could not be served: %s", g_strerror(-err));
+    }
+}
+
 /* Poll loop: clients whose views the engine dropped. */
 static void drain_dropped(server *d)
 {
     uint64_t msg[2];
 
     while (read(d->drop_pipe[0], msg, sizeof(msg)) == sizeof(msg)) {
+        int err = (int)(int64_t)msg[1];
         for (guint i = 0; i < d->clients->len; i++) {
             client *c = g_ptr_array_index(d->clients, i);
             if (c->id == msg[0]) {
-                g_autofree char *why = g_strdup_printf("its mapping could not be served: %s",
-                                                       g_strerror(-(int)(int64_t)msg[1]));
-                drop(d, c, why);
+                g_autofree char *why = view_drop_reason(err);
+                drop(d, c, err < 0 ? err : -EIO, why);
                 break;
             }
         }
     }
 }
 
-static bool is_uffd(int fd)
+/* An engine error as the errno a refused client is told. */
+static int engine_status(const GError *err)
 {
-    g_autofree char *link = g_strdup_printf("/proc/self/fd/%d", fd);
-    char target[64] = "";
-    ssize_t n = readlink(link, target, sizeof(target) - 1);
-
-    return n > 0 && strcmp(target, "anon_inode:[userfaultfd]") == 0;
+    return err->code == SL_ERROR_INVALID ? -EINVAL : -EIO;
 }
 
-/* The range the consumer named is its shared mapping of the file it sent. */
-static bool check_mapping(server *d, const sl_msg_register *m, pid_t pid,
-                          const struct stat *st, GError **errp)
+/* The range the consumer named is its shared mapping of the file it sent: 0 or -errno. */
+static int check_mapping(server *d, const sl_msg_register *m, pid_t pid, const struct stat *st,
+                         GError **errp)
 {
     g_autoptr(GError) err = NULL;
     int ret = sl_peer_check_mapping(pid, m->host_addr, m->length, st, m->file_offset, &err);
 
+    if (ret == 0 || ret == -EMFILE || ret == -ENFILE) { /* refused, or we cannot look now */
+        g_propagate_error(errp, g_steal_pointer(&err));
+        return ret == 0 ? -EINVAL : ret;
+    }
     if (ret < 0) { /* not ours to read (say, a non-dumpable consumer): the engine copes */
         dlog(d, "block '%s': %s; taking the consumer's word for it", m->block, err->message);
-    } else if (ret == 0) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': %s", m->block, err->message);
-        return false;
     }
-    return true;
+    return 0;
 }
 
-/* Checks a REGISTER of client pid @pid against the snapshot and the fds it carried. */
-static bool check_register(server *d, const sl_msg_register *m, pid_t pid, int uffd, int memfd,
-                           int *idx, sl_backend_kind *kind, struct stat *st, GError **errp)
+/* The memory file is a regular file on tmpfs or hugetlbfs: its kind, page size, identity. */
+static int check_file(int memfd, sl_backend_kind *kind, uint64_t *psize, struct stat *st,
+                      GError **errp)
+{
+    if (!sl_wire_file_kind(memfd, kind, psize, errp)) {
+        return -EINVAL;
+    }
+    if (fstat(memfd, st) < 0) {
+        int err = errno;
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "memory fd: %s", g_strerror(err));
+        return -err;
+    }
+    if (!S_ISREG(st->st_mode)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory fd is not a regular file");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* The range fits the memory file: its page size, alignment, no overflow, inside the file. */
+static int check_layout(const sl_msg_register *m, uint64_t psize, const struct stat *st,
+                        GError **errp)
+{
+    if (m->page_size != psize) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "page size %" G_GUINT64_FORMAT ", but the "
+                    "memory file's is %" G_GUINT64_FORMAT, m->page_size, psize);
+    } else if (m->file_offset % psize) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "offset %" G_GUINT64_FORMAT " is not a "
+                    "multiple of the page size %" G_GUINT64_FORMAT, m->file_offset, psize);
+    } else if (m->host_addr % psize) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "address 0x%" G_GINT64_MODIFIER "x is not "
+                    "a multiple of the page size %" G_GUINT64_FORMAT, m->host_addr, psize);
+    } else if (m->host_addr > UINT64_MAX - m->length || m->file_offset > UINT64_MAX - m->length) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "address 0x%" G_GINT64_MODIFIER "x or "
+                    "offset %" G_GUINT64_FORMAT " plus the length overflows", m->host_addr,
+                    m->file_offset);
+    } else if ((uint64_t)st->st_size < m->file_offset + m->length) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "the memory file has %" G_GINT64_FORMAT
+                    " bytes, fewer than offset %" G_GUINT64_FORMAT " plus the length",
+                    (gint64)st->st_size, m->file_offset);
+    } else {
+        return 0;
+    }
+    return -EINVAL;
+}
+
+/* Checks a REGISTER of client pid @pid against the snapshot and the fds it carried: 0 or -errno. */
+static int check_register(server *d, const sl_msg_register *m, pid_t pid, int uffd, int memfd,
+                          int *idx, sl_backend_kind *kind, struct stat *st, GError **errp)
 {
     sl_block_info bi;
-    uint64_t psize;
+    uint64_t psize = 0;
+    int ret;
 
     *idx = sl_snapshot_find_block(d->snap, m->block);
     if (*idx < 0 || !sl_snapshot_block(d->snap, (unsigned)*idx, &bi)) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "no block '%s' in the snapshot", m->block);
-        return false;
+        return -EINVAL;
     }
-    if (m->length != bi.length || !is_uffd(uffd) ||
-        !sl_wire_file_kind(memfd, kind, &psize, errp) || fstat(memfd, st) < 0) {
-        if (errp && !*errp) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': length %" G_GUINT64_FORMAT
-                        " (block has %" G_GUINT64_FORMAT "), address 0x%" G_GINT64_MODIFIER "x "
-                        "or first fd (not a userfaultfd) is wrong", m->block, m->length,
-                        bi.length, m->host_addr);
-        }
-        return false;
+    if (m->length != bi.length) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': length %" G_GUINT64_FORMAT
+                    ", but the block has %" G_GUINT64_FORMAT " bytes", m->block, m->length,
+                    bi.length);
+        return -EINVAL;
     }
-    if (m->page_size != psize || m->file_offset % psize || m->host_addr % psize ||
-        m->host_addr > UINT64_MAX - m->length ||
-        !S_ISREG(st->st_mode) || m->file_offset > UINT64_MAX - m->length ||
-        (uint64_t)st->st_size < m->file_offset + m->length) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': page size %" G_GUINT64_FORMAT
-                    " (file has %" G_GUINT64_FORMAT "), address 0x%" G_GINT64_MODIFIER "x, "
-                    "offset %" G_GUINT64_FORMAT " or file size %" G_GINT64_FORMAT " does not "
-                    "fit", m->block, m->page_size, psize, m->host_addr, m->file_offset,
-                    (gint64)st->st_size);
-        return false;
-    }
-    if (!sl_peer_check_uffd(uffd, sl_backend_get(*kind)->uffd_features, errp)) {
+    ret = check_file(memfd, kind, &psize, st, errp);
+    ret = ret ? ret : check_layout(m, psize, st, errp);
+    ret = ret ? ret : sl_peer_check_uffd(uffd, sl_backend_get(*kind)->uffd_features, errp);
+    ret = ret ? ret : check_mapping(d, m, pid, st, errp);
+    if (ret < 0) {
         g_prefix_error(errp, "block '%s': ", m->block);
-        return false;
     }
-    return check_mapping(d, m, pid, st, errp);
+    return ret;
 }
 
-/* Attaches the block on its first REGISTER; later ones must name the same file. */
-static bool attach_or_match(server *d, const sl_msg_register *m, int idx, sl_backend_kind kind,
-                            int memfd, const struct stat *st, GError **errp)
+/* Attaches the block on its first REGISTER; later ones must name the same file.  0 or -errno. */
+static int attach_or_match(server *d, const sl_msg_register *m, int idx, sl_backend_kind kind,
+                           int memfd, const struct stat *st, GError **errp)
 {
     if (d->files[idx].st_ino) {
         if (d->files[idx].st_ino != st->st_ino || d->files[idx].st_dev != st->st_dev ||
             d->offsets[idx] != m->file_offset) {
             g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': not the memory file "
                         "and offset its first consumer registered", m->block);
-            return false;
+            return -EINVAL;
         }
-        return true;
+        return 0;
     }
-    if (d->started ||
-        !sl_restore_attach_file(d->r, m->block, NULL, m->length, kind, memfd, m->file_offset,
+    if (d->started) { /* cannot be: the restore starts once every block is attached */
+        g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "block '%s': the restore started without "
+                    "it", m->block);
+        return -EIO;
+    }
+    if (!sl_restore_attach_file(d->r, m->block, NULL, m->length, kind, memfd, m->file_offset,
                                 errp)) {
-        return false;
+        return engine_status(*errp);
     }
     d->files[idx] = *st;
     d->offsets[idx] = m->file_offset;
     d->nattached++;
-    return true;
+    return 0;
 }
 
-static bool do_register(server *d, client *c, const sl_msg_register *m, int uffd, int memfd,
-                        GError **errp)
+/* Starts the restore once every block is attached: 0, or -EIO when it cannot start. */
+static int start_when_complete(server *d, GError **errp)
+{
+    if (d->started || d->nattached < d->nblocks) {
+        return 0;
+    }
+    if (!sl_restore_start(d->r, errp)) {
+        /* Fatal: nothing would ever serve the views.  Leaving the loop
+         * seals what they map and ends every consumer (never zeros). */
+        dlog(d, "the restore could not start: %s", (*errp)->message);
+        d->done = true;
+        d->status = -EIO;
+        return -EIO;
+    }
+    d->started = true;
+    dlog(d, "every block registered: restore started");
+    return 0;
+}
+
+static int do_register(server *d, client *c, const sl_msg_register *m, int uffd, int memfd,
+                       GError **errp)
 {
     sl_backend_kind kind;
     struct stat st;
-    int idx;
+    int idx, ret = check_register(d, m, c->pid, uffd, memfd, &idx, &kind, &st, errp);
 
-    if (!check_register(d, m, c->pid, uffd, memfd, &idx, &kind, &st, errp)) {
-        return false;
+    if (ret < 0) {
+        return ret;
     }
     if (c->registered[idx]) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' registered twice on one "
                     "connection", m->block);
-        return false;
+        return -EEXIST;
     }
-    if (!attach_or_match(d, m, idx, kind, memfd, &st, errp) ||
-        !sl_restore_add_view_tagged(d->r, m->block, uffd, m->host_addr, c->id, errp)) {
-        return false;
+    ret = attach_or_match(d, m, idx, kind, memfd, &st, errp);
+    if (ret == 0 && !sl_restore_add_view_tagged(d->r, m->block, uffd, m->host_addr, c->id, errp)) {
+        ret = engine_status(*errp);
+    }
+    if (ret < 0) {
+        return ret;
     }
     c->registered[idx] = 1;
-    if (!d->started && d->nattached == d->nblocks) {
-        if (!sl_restore_start(d->r, errp)) {
-            /* Fatal: nothing would ever serve the views.  Leaving the loop
-             * seals what they map and ends every consumer (never zeros). */
-            dlog(d, "the restore could not start: %s", (*errp)->message);
-            d->done = true;
-            d->status = -EIO;
-            return false;
-        }
-        d->started = true;
-        dlog(d, "every block registered: restore started");
-    }
-    return true;
+    c->nregistered++;
+    return start_when_complete(d, errp);
 }
 
-static void reply_status(client *c, int status, const char *msg)
+/* HELLO: WELCOME if we share a version; 0, or -errno with the reason to drop. */
+static int on_hello(server *d, client *c, const sl_msg_hello *h, unsigned nfds, GError **errp)
 {
-    sl_msg m = { .type = SL_MSG_REGISTERED, .u.status.status = status };
+    sl_msg w = { .type = SL_MSG_WELCOME, .u.welcome = { SL_PROTO_VERSION, d->nblocks } };
 
-    g_strlcpy(m.u.status.message, msg, sizeof(m.u.status.message));
-    sl_wire_send(c->fd, &m, NULL, 0);
+    if (c->greeted) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "a second HELLO");
+        return -EPROTO;
+    }
+    if (nfds) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "HELLO carrying %u fds", nfds);
+        return -EPROTO;
+    }
+    if (h->version_min > SL_PROTO_VERSION || h->version_max < SL_PROTO_VERSION) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "the client speaks protocol versions %u to "
+                    "%u, the daemon %u", h->version_min, h->version_max, SL_PROTO_VERSION);
+        return -EPROTONOSUPPORT;
+    }
+    for (unsigned i = 0; i + 1 < sizeof(c->name) && h->name[i]; i++) {
+        char ch = h->name[i]; /* printable only: names go into log lines */
+        c->name[i] = g_ascii_isprint(ch) ? ch : '?';
+    }
+    if (!sl_wire_send(c->fd, &w, NULL, 0)) {
+        int err = errno ? errno : EIO;
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "cannot answer HELLO: %s", g_strerror(err));
+        return -err;
+    }
+    c->greeted = true;
+    c->greeted_us = g_get_monotonic_time();
+    return 0;
 }
 
-/* Handles one decoded message; returns a reason to drop the client, or NULL. */
-static const char *dispatch(server *d, client *c, const sl_msg *m, int *fds, unsigned nfds,
-                            GError **errp)
+/* REGISTER: REGISTERED (then DONE if the restore is over); 0, or -errno with the reason. */
+static int on_register(server *d, client *c, const sl_msg_register *m, const int *fds,
+                       unsigned nfds, GError **errp)
 {
-    if (m->type == SL_MSG_HELLO) {
-        sl_msg w = { .type = SL_MSG_WELCOME, .u.welcome = { SL_PROTO_VERSION, d->nblocks } };
-        if (c->greeted || nfds) {
-            return "HELLO repeated or carrying fds";
-        }
-        if (m->u.hello.version_min > SL_PROTO_VERSION || m->u.hello.version_max < SL_PROTO_VERSION) {
-            return "no common protocol version";
-        }
-        for (unsigned i = 0; i + 1 < sizeof(c->name) && m->u.hello.name[i]; i++) {
-            char ch = m->u.hello.name[i]; /* printable only: names go into log lines */
-            c->name[i] = g_ascii_isprint(ch) ? ch : '?';
-        }
-        c->greeted = sl_wire_send(c->fd, &w, NULL, 0);
-        return c->greeted ? NULL : "cannot answer HELLO";
-    }
-    if (m->type != SL_MSG_REGISTER || !c->greeted) {
-        return "unexpected message (REGISTER after HELLO is all a client sends)";
+    sl_msg done = { .type = SL_MSG_DONE };
+    int ret;
+
+    if (!c->greeted) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "REGISTER before HELLO");
+        return -EPROTO;
     }
     if (nfds != 2) {
-        reply_status(c, -EINVAL, "REGISTER needs exactly two fds: uffd, memory file");
-        return "REGISTER without exactly two fds";
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "REGISTER carries %u fds, not two (uffd, "
+                    "memory file)", nfds);
+        return -EINVAL;
     }
-    if (!do_register(d, c, &m->u.reg, fds[0], fds[1], errp)) {
-        reply_status(c, -EINVAL, (*errp)->message);
-        return (*errp)->message;
+    ret = do_register(d, c, m, fds[0], fds[1], errp);
+    if (ret < 0) {
+        return ret;
     }
     reply_status(c, 0, "ok");
     if (d->done && d->status == 0) { /* joined after completion: all is in place */
-        sl_msg done = { .type = SL_MSG_DONE };
         sl_wire_send(c->fd, &done, NULL, 0);
     }
-    return NULL;
+    return 0;
+}
+
+/* Handles one decoded message: 0, or -errno with the reason to drop the client. */
+static int dispatch(server *d, client *c, const sl_msg *m, const int *fds, unsigned nfds,
+                    GError **errp)
+{
+    switch (m->type) {
+    case SL_MSG_HELLO:
+        return on_hello(d, c, &m->u.hello, nfds, errp);
+    case SL_MSG_REGISTER:
+        return on_register(d, c, &m->u.reg, fds, nfds, errp);
+    default:
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "message type %u is the daemon's to send, "
+                    "not a client's", m->type);
+        return -EPROTO;
+    }
+}
+
+/* @lost from sl_wire_recv(): 0 if the packet arrived whole, else -errno naming what did not. */
+static int check_arrival(int lost, GError **errp)
+{
+    const char *shortage = sl_peer_fd_shortage(-lost);
+
+    if (lost == -EMSGSIZE) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "packet longer than %u bytes", SL_PROTO_MAX);
+    } else if (lost == -ETOOMANYREFS) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "packet carrying more than %u fds",
+                    SL_WIRE_MAX_FDS);
+    } else if (shortage) { /* never "not a userfaultfd": we simply had no fd to take it */
+        g_set_error_literal(errp, SL_ERROR, SL_ERROR_IO, shortage);
+    } else if (lost) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "the packet's fds did not reach the daemon: %s",
+                    g_strerror(-lost));
+    }
+    return lost;
+}
+
+/* The connection failed (@n < 0, @err) or the peer left (@n == 0). */
+static void connection_ended(server *d, client *c, ssize_t n, int err)
+{
+    const char *shortage = n < 0 ? sl_peer_fd_shortage(err) : NULL;
+
+    if (shortage) {
+        drop(d, c, -err, shortage);
+    } else {
+        drop(d, c, 0, n == 0 ? "left" : g_strerror(err));
+    }
 }
 
 static void handle_client(server *d, client *c)
@@ -299,59 +448,73 @@ static void handle_client(server *d, client *c)
     uint8_t buf[SL_PROTO_MAX];
     int fds[SL_WIRE_MAX_FDS];
     unsigned nfds;
-    bool trunc;
-    ssize_t n = sl_wire_recv(c->fd, buf, fds, &nfds, &trunc);
-    g_autoptr(GError) err = NULL;
-    const char *why = NULL;
+    int lost, ret;
+    ssize_t n = sl_wire_recv(c->fd, buf, fds, &nfds, &lost);
+    int err = errno;
+    g_autoptr(GError) why = NULL;
     sl_msg m;
 
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+    if (n < 0 && (err == EAGAIN || err == EINTR)) {
         return;
     }
     if (n <= 0) {
-        why = n == 0 ? "left" : g_strerror(errno);
-    } else if (trunc) {
-        why = "packet or its fds too large";
-    } else if (!sl_msg_decode(buf, (size_t)n, &m, &err)) {
-        why = err->message;
-    } else {
-        why = dispatch(d, c, &m, fds, nfds, &err);
+        connection_ended(d, c, n, err);
+        return;
+    }
+    ret = check_arrival(lost, &why);
+    if (ret == 0 && !sl_msg_decode(buf, (size_t)n, &m, &why)) {
+        ret = -EPROTO;
+    }
+    if (ret == 0) {
+        ret = dispatch(d, c, &m, fds, nfds, &why);
     }
     for (unsigned i = 0; i < nfds; i++) {
-        close(fds[i]); /* the restore keeps its own duplicates */
+        close(fds[i]); /* the restore keeps its own duplicates: nothing stays per client */
     }
-    if (why) {
-        drop(d, c, why);
+    if (ret < 0) {
+        drop(d, c, ret, why->message);
+    }
+}
+
+/* Pauses accepting while out of fds; the connection waits in the backlog meanwhile. */
+static void accept_failed(server *d, int err)
+{
+    if (err == EMFILE || err == ENFILE) { /* else the listener stays readable: spin */
+        dlog(d, "out of file descriptors (%s): not accepting until a client leaves",
+             err == EMFILE ? "EMFILE" : "ENFILE");
+        d->accept_paused = true;
     }
 }
 
 static void accept_client(server *d)
 {
     int fd = accept4(d->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    struct ucred cr;
+    struct ucred cr = { 0 };
     socklen_t len = sizeof(cr);
     client *c;
 
     if (fd < 0) {
-        if (errno == EMFILE || errno == ENFILE) { /* else the listener stays readable: spin */
-            dlog(d, "out of file descriptors: not accepting until a client leaves");
-            d->accept_paused = true;
-        }
-        return;
-    }
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0 ||
-        (cr.uid != getuid() && cr.uid != 0)) {
-        dlog(d, "refusing pid %d: uid %d is neither ours nor root", (int)cr.pid, (int)cr.uid);
-        close(fd);
+        accept_failed(d, errno);
         return;
     }
     c = g_new0(client, 1);
     c->fd = fd;
-    c->pid = cr.pid;
     c->id = ++d->next_id;
     c->accepted_us = g_get_monotonic_time();
     c->registered = g_new0(uint8_t, d->nblocks ? d->nblocks : 1);
     g_ptr_array_add(d->clients, c);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0) {
+        g_autofree char *why = g_strdup_printf("its credentials cannot be read (SO_PEERCRED): "
+                                               "%s", g_strerror(errno));
+        drop(d, c, -EACCES, why);
+        return;
+    }
+    c->pid = cr.pid;
+    if (cr.uid != getuid() && cr.uid != 0) {
+        g_autofree char *why = g_strdup_printf("uid %u is neither the daemon's (%u) nor root",
+                                               (unsigned)cr.uid, (unsigned)getuid());
+        drop(d, c, -EACCES, why);
+    }
 }
 
 /* One JSON line of the restore's figures for whoever started the daemon. */
@@ -456,19 +619,34 @@ static int listen_on(const char *path, GError **errp)
     return fd;
 }
 
-/* Drops clients that did not say HELLO in time; ms until the next is due (-1: none). */
+/* When client @c is due to be dropped for silence (monotonic µs); 0: never (a consumer). */
+static gint64 silence_deadline(const server *d, const client *c)
+{
+    if (!c->greeted) {
+        return c->accepted_us + d->hello_timeout_ms * 1000ll;
+    }
+    return c->nregistered ? 0 : c->greeted_us + d->register_timeout_ms * 1000ll;
+}
+
+/*
+ * Drops clients that did not say HELLO, or did not complete a REGISTER
+ * after it, in time; ms until the next is due (-1: none).
+ */
 static int expire_silent(server *d)
 {
     gint64 now = g_get_monotonic_time(), next = -1;
 
     for (guint i = d->clients->len; i-- > 0;) {
         client *c = g_ptr_array_index(d->clients, i);
-        gint64 due = c->accepted_us + d->hello_timeout_ms * 1000ll;
-        if (c->greeted) {
+        gint64 due = silence_deadline(d, c);
+        if (due == 0) {
             continue;
         }
         if (due <= now) {
-            drop(d, c, "no HELLO in time");
+            g_autofree char *why = c->greeted
+                ? g_strdup_printf("no REGISTER within %d ms of HELLO", d->register_timeout_ms)
+                : g_strdup_printf("no HELLO within %d ms of connecting", d->hello_timeout_ms);
+            drop(d, c, -ETIMEDOUT, why);
         } else if (next < 0 || due - now < next) {
             next = due - now;
         }
@@ -487,7 +665,8 @@ static bool serve_round(server *d)
     guint n = d->clients->len;
     g_autofree struct pollfd *p = g_new0(struct pollfd, n + 4);
     g_autofree client **cs = g_new0(client *, n + 1);
-    bool listening = !d->accept_paused && n < MAX_CLIENTS; /* else they wait in the backlog */
+    /* At the cap or out of fds, new connections wait in the listen backlog. */
+    bool listening = !d->accept_paused && n < SL_DAEMON_MAX_CLIENTS;
 
     p[0] = (struct pollfd){ .fd = listening ? d->lfd : -1, .events = POLLIN };
     p[1] = (struct pollfd){ .fd = d->sigfd, .events = POLLIN };
@@ -541,6 +720,8 @@ static bool daemon_init(server *d, const sl_daemon_opts *o, GError **errp)
 
     d->o = o;
     d->hello_timeout_ms = o->hello_timeout_ms > 0 ? o->hello_timeout_ms : HELLO_TIMEOUT_MS;
+    d->register_timeout_ms = o->register_timeout_ms > 0 ? o->register_timeout_ms
+                                                        : REGISTER_TIMEOUT_MS;
     d->lfd = d->sigfd = d->drop_pipe[0] = d->drop_pipe[1] = -1;
     d->clients = g_ptr_array_new();
     if (pipe2(d->drop_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {

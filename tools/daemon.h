@@ -7,7 +7,8 @@
  * RAM and hand the uffd plus their memory file to the daemon (SCM_RIGHTS),
  * which serves their faults.  The restore starts once every block of the
  * snapshot has been registered by some consumer; later consumers join as
- * extra views.  docs/protocol.md describes the protocol and the policy when
+ * extra views.  Every client the daemon drops is told why (and the reason
+ * logged).  docs/protocol.md describes the protocol and the policy when
  * the daemon dies.
  */
 #ifndef SNAPLOAD_DAEMON_H
@@ -28,7 +29,12 @@ typedef struct {
     int ready_fd;          /* >= 0: written one byte once the socket listens, then closed */
     int stats_fd;          /* >= 0: gets one JSON line of stats when the restore ends */
     int hello_timeout_ms;  /* a client silent this long after connecting is dropped (0: 10 s) */
+    int register_timeout_ms; /* a client with no REGISTER done this long after its HELLO is
+                              * dropped (0: 10 s); clients that registered stay */
 } sl_daemon_opts;
+
+/** Most clients served at once; more wait in the listen backlog. */
+#define SL_DAEMON_MAX_CLIENTS 64
 
 /** sl_daemon_run: serve until SIGINT/SIGTERM (or done); returns an exit status. */
 int sl_daemon_run(const sl_daemon_opts *o);

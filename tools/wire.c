@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Packet I/O of the restore daemon protocol (see wire.h): sendmsg/recvmsg
- * with SCM_RIGHTS, and the memory file kind check.
+ * with SCM_RIGHTS (telling a packet that was too large from fds the kernel
+ * could not hand us for want of free fds), and the memory file kind check.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/magic.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -31,7 +33,47 @@ bool sl_wire_send(int fd, const sl_msg *m, const int *fds, unsigned nfds)
     return sendmsg(fd, &mh, MSG_NOSIGNAL) == (ssize_t)iov.iov_len;
 }
 
-ssize_t sl_wire_recv(int fd, uint8_t *buf, int *fds, unsigned *nfds, bool *truncated)
+/* Moves the SCM_RIGHTS fds of @mh into @fds (closing any beyond SL_WIRE_MAX_FDS). */
+static void take_fds(struct msghdr *mh, int *fds, unsigned *nfds)
+{
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) {
+            continue;
+        }
+        for (size_t i = 0; i < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+            int f;
+            memcpy(&f, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+            if (*nfds < SL_WIRE_MAX_FDS) {
+                fds[(*nfds)++] = f;
+            } else {
+                close(f);
+            }
+        }
+    }
+}
+
+/*
+ * Why fds of a packet whose control data was cut short (MSG_CTRUNC) did not
+ * arrive.  With room left for more, the kernel failed to install one: it
+ * does that when we have no free fd, so a probe for one tells which limit.
+ */
+static int why_fds_lost(int sock, unsigned nfds)
+{
+    int probe, err;
+
+    if (nfds >= SL_WIRE_MAX_FDS) {
+        return -ETOOMANYREFS; /* our buffer was full: the peer sent more */
+    }
+    probe = fcntl(sock, F_DUPFD_CLOEXEC, 0);
+    err = errno;
+    if (probe >= 0) {
+        close(probe);
+        return -EPERM; /* not for want of fds: withheld (a security module?) */
+    }
+    return err == ENFILE ? -ENFILE : -EMFILE;
+}
+
+ssize_t sl_wire_recv(int fd, uint8_t *buf, int *fds, unsigned *nfds, int *lost)
 {
     char cbuf[CMSG_SPACE(sizeof(int) * SL_WIRE_MAX_FDS)];
     struct iovec iov = { .iov_base = buf, .iov_len = SL_PROTO_MAX };
@@ -40,20 +82,15 @@ ssize_t sl_wire_recv(int fd, uint8_t *buf, int *fds, unsigned *nfds, bool *trunc
     ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
 
     *nfds = 0;
-    *truncated = n > 0 && (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC));
-    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); n >= 0 && cm; cm = CMSG_NXTHDR(&mh, cm)) {
-        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
-            unsigned k = (unsigned)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-            for (unsigned i = 0; i < k; i++) {
-                int f;
-                memcpy(&f, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-                if (*nfds < SL_WIRE_MAX_FDS) {
-                    fds[(*nfds)++] = f;
-                } else {
-                    close(f);
-                }
-            }
-        }
+    *lost = 0;
+    if (n < 0) {
+        return n;
+    }
+    take_fds(&mh, fds, nfds);
+    if (mh.msg_flags & MSG_TRUNC) {
+        *lost = -EMSGSIZE;
+    } else if (mh.msg_flags & MSG_CTRUNC) {
+        *lost = why_fds_lost(fd, *nfds); /* before anyone closes what did arrive */
     }
     return n;
 }

@@ -23,10 +23,13 @@ bool sl_wire_send(int fd, const sl_msg *m, const int *fds, unsigned nfds);
 /**
  * sl_wire_recv: receive one packet into @buf (SL_PROTO_MAX bytes) and up to
  * SL_WIRE_MAX_FDS fds (more are closed).  Returns <0 on error (errno set),
- * 0 when the peer has gone, else the packet length; @truncated is set when
- * the packet or its fds did not fit.
+ * 0 when the peer has gone, else the packet length.  @lost tells whether
+ * all of it arrived: 0 if so, -EMSGSIZE if the packet was longer than
+ * SL_PROTO_MAX, -ETOOMANYREFS if it carried more than SL_WIRE_MAX_FDS fds,
+ * -EMFILE or -ENFILE if we had no free fd for some of its fds (the kernel
+ * drops those), -EPERM if fds were withheld for another reason.
  */
-ssize_t sl_wire_recv(int fd, uint8_t *buf, int *fds, unsigned *nfds, bool *truncated);
+ssize_t sl_wire_recv(int fd, uint8_t *buf, int *fds, unsigned *nfds, int *lost);
 
 /**
  * sl_wire_file_kind: the backend kind and page size of memory file @fd,

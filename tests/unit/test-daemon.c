@@ -162,6 +162,8 @@ typedef struct {
     int memfd;
     int hello_timeout_ms;   /* 0: the daemon's default */
     int register_timeout_ms; /* 0: the daemon's default */
+    bool forge_zero;        /* flip two cancelling bitmap bits: page 0 stored, page 1 zero */
+    uint64_t first_page;    /* consumers start reading here */
     shared_counts *counts;
 } fixture;
 
@@ -177,6 +179,28 @@ static bool need(uint64_t hugepage, uint64_t len)
         SL_TEST_NEED("hugepages", have, err->message);
     }
     return true;
+}
+
+/*
+ * Two cancelling flips in the bitmap of the snapshot at @path (pages 0 and
+ * 1 of block 0: zero page 0 marked stored, stored page 1 marked zero): the
+ * counts agree, so a lazy open takes the file.
+ */
+static void forge_zero_page(const char *path)
+{
+    g_autoptr(GError) err = NULL;
+    sl_snapshot *s = sl_snapshot_open(path, &err);
+    uint64_t off = s ? s->blocks[0].bitmap_offset : 0;
+    uint8_t byte;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+
+    assert_non_null(s);
+    assert_true(!sl_snapshot_page_present(s, 0, 0) && sl_snapshot_page_present(s, 0, 1));
+    sl_snapshot_close(s);
+    assert_true(fd >= 0 && pread(fd, &byte, 1, (off_t)off) == 1);
+    byte ^= 0x03;
+    assert_true(pwrite(fd, &byte, 1, (off_t)off) == 1);
+    close(fd);
 }
 
 /* Snapshot, memory file, daemon child; waits until the socket accepts. */
@@ -196,6 +220,9 @@ static void setup_daemon(fixture *f, uint64_t len, uint64_t hugepage, int thread
     f->snap = g_build_filename(f->dir, "snap", NULL);
     f->sock = g_build_filename(f->dir, "sock", NULL);
     sl_test_make_snapshot(f->snap, lengths, 1, PSIZE, 4, 0);
+    if (f->forge_zero) {
+        forge_zero_page(f->snap);
+    }
     f->memfd = hugepage ? sl_hugetlb_unlinked_fd(hugepage) : memfd_create("guest", MFD_CLOEXEC);
     assert_true(f->memfd >= 0);
     assert_int_equal(ftruncate(f->memfd, (off_t)len), 0);
@@ -263,7 +290,7 @@ static int consume(fixture *f, const char *name, uint64_t step)
         fprintf(stderr, "consumer %s: %s\n", name, err ? err->message : "?");
         return 30;
     }
-    for (uint64_t i = 0; i < f->len / PSIZE; i += step) {
+    for (uint64_t i = f->first_page; i < f->len / PSIZE; i += step) {
         sl_test_fill_page(want, PSIZE, i, 1, 4);
         if (memcmp(want, p + i * PSIZE, PSIZE) != 0) {
             atomic_fetch_add(&f->counts->bad, 1);
@@ -321,6 +348,35 @@ static void test_shmem_vmm_and_late_backend_see_correct_bytes(void **state)
 static void test_hugetlbfs_vmm_and_late_backend_see_correct_bytes(void **state)
 {
     run_vmm_and_backend(*state, 2u << 20);
+}
+
+/*
+ * The cancelling bit flips of issue 10 through `snapload serve`: a consumer
+ * whose first touch is the stored page the bitmap calls zero never reads
+ * zeros (or any wrong byte): the daemon proves the page's metadata segment
+ * first, fails the restore, and the consumer gets SIGBUS on the sealed page.
+ */
+static void test_forged_zero_page_never_reaches_a_consumer(void **state)
+{
+    fixture *f = *state;
+    pid_t c;
+    int status;
+
+    f->forge_zero = true;
+    f->first_page = 1;
+    setup_daemon(f, 4u << 20, 0, 0);
+    c = spawn_consumer(f, "vmm", 1);
+    assert_int_equal(waitpid(c, &status, 0), c);
+    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGBUS) {
+        fail_msg("the consumer of a forged zero page %s %d, expected SIGBUS",
+                 WIFEXITED(status) ? "exited" : "died of signal",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    }
+    assert_int_equal(atomic_load(&f->counts->bad), 0);
+    assert_int_equal(atomic_load(&f->counts->touched), 0);
+    assert_int_equal(waitpid(f->daemon, &status, 0), f->daemon);
+    f->daemon = 0;
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) != 0); /* the restore failed */
 }
 
 /* Connects raw and sends @n bytes of @pkt (+ fds); true if the daemon hung up. */
@@ -1163,6 +1219,8 @@ int main(void)
         cmocka_unit_test(test_messages_round_trip),
         cmocka_unit_test(test_hostile_packets_are_rejected_by_name),
         cmocka_unit_test(test_random_packets_never_crash_the_decoder),
+        cmocka_unit_test_setup_teardown(test_forged_zero_page_never_reaches_a_consumer,
+                                        fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_shmem_vmm_and_late_backend_see_correct_bytes,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_hugetlbfs_vmm_and_late_backend_see_correct_bytes,

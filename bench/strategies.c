@@ -480,7 +480,7 @@ static uint64_t verify_all(peer *p)
 /* -------------------------------- main ----------------------------------- */
 
 typedef struct {
-    const char *strategy, *path;
+    char *strategy, *path;      /* owned: freed by main() */
     sl_backend_kind kind;
     uint64_t hugepage;
     gint64 touches;
@@ -683,5 +683,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "snapload-peers: %s\n", err ? err->message : "failed");
     }
     peer_free(&p);
+    g_free(o.strategy);
+    g_free(o.path);
     return ret == 0 && r.t.mismatches == 0 && (!r.verified || r.verify_bad == 0) ? 0 : 1;
 }

@@ -3,7 +3,15 @@
 # Runs every snapload test: installs what is missing, builds, and runs the
 # meson test suites.  Tests needing a capability this machine has (see
 # scripts/capabilities.sh) must not skip: SNAPLOAD_REQUIRE turns such a skip
-# into a failure.  Ends with one line "N passed, N failed, N skipped".
+# into a failure.  Then the sanitizer steps: the unit suites again under
+# ASan+UBSan (build-asan) and, those that TSan can run, under TSan
+# (build-tsan), and a short run of each fuzz target (scripts/fuzz.sh,
+# SNAPLOAD_FUZZ_SECONDS each, default 30), summed up in one line
+# "sanitizers: ..." and counted apart from the main run; any failure or
+# sanitizer report there fails the command too.  SNAPLOAD_SANITIZERS
+# picks those steps (default asan,tsan,fuzz; empty: none), and
+# SNAPLOAD_TSAN_SUITES the suites run under TSan (default pagemap format).
+# Ends with one line "N passed, N failed, N skipped", the main run's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,11 +57,13 @@ without kvm && echo "snapload: SNAPLOAD_WITHOUT: QEMU runs under TCG" >&2
 export SNAPLOAD_REQUIRE="${SNAPLOAD_REQUIRE:-$(bash scripts/capabilities.sh)}"
 echo "snapload: capabilities required of the tests: ${SNAPLOAD_REQUIRE:-none}"
 
-status=0
-meson test -C build --print-errorlogs "$@" || status=$?
-
-# Count TAP results of every test case (meson counts whole executables).
-python3 - build/meson-logs/testlog.json <<'PY' || status=1
+# Counts TAP results of every test case in meson log $1 (meson counts whole
+# executables): prints each skip, then "N passed, N failed, N skipped";
+# fails if a case failed or none passed.  With $2 = exits, a program that
+# failed although all its cases passed (a sanitizer report at exit, say)
+# counts as one more failure.
+count_cases() { # testlog.json [exits]
+    python3 - "$1" "${2:-}" <<'PY'
 import json, re, sys
 passed = failed = skipped = 0
 for line in open(sys.argv[1]):
@@ -72,7 +82,101 @@ for line in open(sys.argv[1]):
             passed += 1
         else:
             failed += 1
+    if sys.argv[2] == "exits" and t.get("result") not in ("OK", "SKIP") and \
+            not any(l.startswith("not ok") for l in cases):
+        failed += 1
+        print("failed: %s: the program failed after its cases (%s)" % (t["name"], t.get("result")))
 print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
 sys.exit(1 if failed or passed == 0 else 0)
 PY
+}
+
+sanitizer_wanted() { [[ ",${SNAPLOAD_SANITIZERS-asan,tsan,fuzz}," == *",$1,"* ]]; }
+
+# Sets up (once) and builds a sanitizer build $1 with meson options $2...
+# Warnings do not fail it: the main build holds the code to those.
+sanitizer_build() { # dir option...
+    local dir=$1 log rc=0
+    shift
+    log=$(mktemp)
+    if [ ! -f "$dir/build.ninja" ]; then
+        meson setup "$dir" -Dtests=enabled -Dwerror=false -Db_lundef=false "$@" >"$log" 2>&1 || rc=1
+    fi
+    [ $rc -ne 0 ] || ninja -C "$dir" >>"$log" 2>&1 || rc=1
+    [ $rc -eq 0 ] || tail -40 "$log" >&2
+    rm -f "$log"
+    return $rc
+}
+
+# Runs unit suites $2... of build $1 (quietly but for failures) and prints
+# their counts as count_cases does.
+sanitizer_suites() { # dir suite...
+    local dir=$1 rc=0
+    shift
+    meson test -C "$dir" -q --no-rebuild --print-errorlogs "$@" >&2 || rc=1
+    count_cases "$dir/meson-logs/testlog.json" exits || rc=1
+    return $rc
+}
+
+# ASan+UBSan: every unit suite.  Any report aborts the test program.  Slow
+# unwinding on malloc gives leaks whole stacks through GLib, for about 10 s
+# in all.
+run_asan() {
+    sanitizer_build build-asan -Db_sanitize=address,undefined || return 1
+    ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1:fast_unwind_on_malloc=0 \
+    UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1 \
+        sanitizer_suites build-asan format pagemap restore numa daemon peers
+}
+
+# TSan: the suites it can run, and fast.  numa and peers pass too but take
+# 80-90 s each.  GLib's GMutex and GCond wait on futexes TSan does not
+# see, so what they order looks racy to it: daemon and restore (views_lock,
+# the tests' own gates) report such races, and restore's reads of poisoned
+# pages (SIGBUS, siglongjmp) end the program under TSan.
+run_tsan() {
+    sanitizer_build build-tsan -Db_sanitize=thread || return 1
+    # shellcheck disable=SC2086 # a list of suite names
+    TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+        sanitizer_suites build-tsan ${SNAPLOAD_TSAN_SUITES:-pagemap format}
+}
+
+# A short run of each fuzz target; its last line sums them up.
+run_fuzz() {
+    local t line ok rc=0 results=()
+    for t in reader protocol; do
+        ok=ok
+        line=$(FUZZ_QUIET=1 bash scripts/fuzz.sh "$t" "${SNAPLOAD_FUZZ_SECONDS:-30}") ||
+            { ok=FAILED; rc=1; }
+        echo "${line#fuzz: }"
+        results+=("$t $ok")
+    done
+    line=$(printf '%s, ' "${results[@]}")
+    echo "${line%, }"
+    return $rc
+}
+
+# Runs the sanitizer steps wanted, each line of theirs labelled, then the
+# line "sanitizers: ..." with each step's counts or result.
+run_sanitizers() {
+    local step out last rc=0 summary=()
+    for step in asan tsan fuzz; do
+        sanitizer_wanted "$step" || continue
+        if out=$("run_$step"); then
+            last=$(tail -1 <<<"$out")
+        else
+            rc=1
+            last="FAILED ($(tail -1 <<<"$out" | grep . || echo 'see above'))"
+        fi
+        sed '$d' <<<"$out" | sed "s/^/$step: /"
+        summary+=("$step: $last")
+    done
+    [ ${#summary[@]} -eq 0 ] || (IFS=';'; echo "sanitizers:${summary[*]/#/ }")
+    return $rc
+}
+
+status=0
+meson test -C build --print-errorlogs "$@" || status=$?
+counts=$(count_cases build/meson-logs/testlog.json) || status=1
+run_sanitizers || status=1
+echo "$counts"
 exit $status

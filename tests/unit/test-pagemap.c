@@ -51,7 +51,9 @@ static gpointer wait_everything(gpointer opaque)
 
 static void test_claim_is_exclusive_under_racing_threads(void **state)
 {
-    race_arg args[NTHREADS];
+    /* One argument per thread, never reused: a thread reads its own while
+     * the next ones are being started. */
+    race_arg claimer_args[NTHREADS], waiter_args[2];
     GThread *th[NTHREADS], *waiters[2];
     g_autofree _Atomic uint32_t *wins = g_new0(_Atomic uint32_t, NPAGES);
     g_autofree uint64_t *data = g_new0(uint64_t, NPAGES);
@@ -59,12 +61,12 @@ static void test_claim_is_exclusive_under_racing_threads(void **state)
     uint64_t twice, never;
 
     for (unsigned w = 0; w < 2; w++) {
-        args[w] = (race_arg){ .m = m, .wins = wins, .data = data };
-        waiters[w] = g_thread_new("waiter", wait_everything, &args[w]);
+        waiter_args[w] = (race_arg){ .m = m, .wins = wins, .data = data };
+        waiters[w] = g_thread_new("waiter", wait_everything, &waiter_args[w]);
     }
     for (unsigned t = 0; t < NTHREADS; t++) {
-        args[t] = (race_arg){ .m = m, .wins = wins, .data = data, .id = t };
-        th[t] = g_thread_new("claimer", claim_everything, &args[t]);
+        claimer_args[t] = (race_arg){ .m = m, .wins = wins, .data = data, .id = t };
+        th[t] = g_thread_new("claimer", claim_everything, &claimer_args[t]);
     }
     for (unsigned t = 0; t < NTHREADS; t++) {
         g_thread_join(th[t]);

@@ -99,5 +99,10 @@ int main(void)
             };
         }
     }
-    return _cmocka_run_group_tests("peers", tests, NB * NS, NULL, NULL);
+    int failed = _cmocka_run_group_tests("peers", tests, NB * NS, NULL, NULL);
+
+    for (unsigned i = 0; i < NB * NS; i++) {
+        g_free((char *)tests[i].name);
+    }
+    return failed;
 }

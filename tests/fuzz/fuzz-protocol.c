@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * libFuzzer harness of the restore daemon's message parser and encoder
+ * (migration/protocol.c).  Each input is tried two ways.  As a packet: it
+ * goes to sl_msg_decode(), which must fail exactly when it sets an error,
+ * and whatever decodes must encode back to exactly the packet's bytes.  As
+ * a message: its first byte picks a valid type and the rest fills the
+ * payload; the encoding must fit a packet, decode to the same message
+ * unless a string in it breaks docs/protocol.md's rules (not NUL-terminated,
+ * or an empty block name), and pass the packet checks too.
+ */
+#include <string.h>
+#include "snapload/snapload.h"
+#include "migration/protocol.h"
+#include "fuzz-common.h"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    return 0;
+}
+
+/* Bytes of the payload member of @type that decoding fills. */
+static size_t member_size(uint16_t type)
+{
+    switch (type) {
+    case SL_MSG_HELLO: return sizeof(sl_msg_hello);
+    case SL_MSG_WELCOME: return sizeof(sl_msg_welcome);
+    case SL_MSG_REGISTER: return sizeof(sl_msg_register);
+    case SL_MSG_REGISTERED: return sizeof(sl_msg_status);
+    default: return 0;
+    }
+}
+
+static bool terminated(const char *s, size_t n)
+{
+    return memchr(s, 0, n) != NULL;
+}
+
+/* Whether @m has a string docs/protocol.md refuses. */
+static bool has_bad_string(const sl_msg *m)
+{
+    switch (m->type) {
+    case SL_MSG_HELLO:
+        return !terminated(m->u.hello.name, sizeof(m->u.hello.name));
+    case SL_MSG_REGISTER:
+        return !terminated(m->u.reg.block, sizeof(m->u.reg.block)) || !m->u.reg.block[0];
+    case SL_MSG_REGISTERED:
+        return !terminated(m->u.status.message, sizeof(m->u.status.message));
+    default:
+        return false;
+    }
+}
+
+static void check_packet(const uint8_t *data, size_t size)
+{
+    uint8_t again[SL_PROTO_MAX];
+    GError *err = NULL;
+    sl_msg m;
+    bool ok = sl_msg_decode(data, size, &m, &err);
+
+    FUZZ_CHECK(ok == (err == NULL), "decode fails exactly when it sets an error");
+    FUZZ_CHECK(ok || err->domain == SL_ERROR, "decode errors are in SL_ERROR");
+    g_clear_error(&err);
+    if (ok) {
+        FUZZ_CHECK(size <= SL_PROTO_MAX, "a decoded packet fits SL_PROTO_MAX");
+        FUZZ_CHECK(sl_msg_encode(&m, again) == size && !memcmp(again, data, size),
+                   "a decoded packet encodes back to its bytes");
+    }
+}
+
+static void check_message(const uint8_t *data, size_t size)
+{
+    static const uint16_t types[] = { SL_MSG_HELLO, SL_MSG_WELCOME, SL_MSG_REGISTER,
+                                      SL_MSG_REGISTERED, SL_MSG_DONE };
+    uint8_t buf[SL_PROTO_MAX];
+    GError *err = NULL;
+    sl_msg m = { 0 }, back;
+    size_t len;
+
+    m.type = types[data[0] % G_N_ELEMENTS(types)];
+    memcpy(&m.u, data + 1, MIN(size - 1, sizeof(m.u)));
+    len = sl_msg_encode(&m, buf);
+    FUZZ_CHECK(len >= SL_PROTO_HDR && len <= SL_PROTO_MAX, "an encoding fits a packet");
+    if (sl_msg_decode(buf, len, &back, &err)) {
+        FUZZ_CHECK(!has_bad_string(&m), "a message with a bad string is refused");
+        FUZZ_CHECK(back.type == m.type && !memcmp(&back.u, &m.u, member_size(m.type)),
+                   "an encoded message decodes to itself");
+    } else {
+        FUZZ_CHECK(has_bad_string(&m), "only a message with a bad string is refused");
+        g_clear_error(&err);
+    }
+    check_packet(buf, len);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    check_packet(data, size);
+    if (size > 0) {
+        check_message(data, size);
+    }
+    return 0;
+}

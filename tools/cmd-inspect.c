@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include "cli.h"
+#include "migration/format.h"
 
 #define CHECK_CHUNK (8u << 20)
 
@@ -100,7 +101,7 @@ static void print_json(sl_snapshot *s, const char *path, bool checked)
     json_begin(&j);
     json_str(&j, "file", path);
     json_u64(&j, "file_size", sl_snapshot_file_size(s));
-    json_u64(&j, "version", 1);
+    json_u64(&j, "version", SL_VERSION);
     json_bool(&j, "pages_checked", checked);
     json_raw(&j, "blocks", blocks->str);
     json_raw(&j, "sections", secs->str);
@@ -116,8 +117,8 @@ static void print_table(sl_snapshot *s, const char *path, bool checked)
     uint32_t type;
     uint64_t len;
 
-    printf("snapshot %s: %" G_GUINT64_FORMAT " bytes, format version 1, pages %s\n\n", path,
-           sl_snapshot_file_size(s), checked ? "checked" : "not checked (--quick)");
+    printf("snapshot %s: %" G_GUINT64_FORMAT " bytes, format version %u, pages %s\n\n", path,
+           sl_snapshot_file_size(s), SL_VERSION, checked ? "checked" : "not checked (--quick)");
     printf("%-20s %12s %8s %5s %10s %10s %10s\n", "BLOCK", "LENGTH", "PAGE", "NODE",
            "PAGES", "PRESENT", "ZERO");
     for (unsigned b = 0; sl_snapshot_block(s, b, &bi); b++) {

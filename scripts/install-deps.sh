@@ -22,6 +22,44 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
 fi
 
+# QEMU 10 (mapped-ram files, `file:` migration) from the bookworm-backports
+# suite of the Debian archive this machine already uses: its source is
+# added beside the machine's own, with the same URIs and key, and only
+# qemu-system-x86 and what it needs come from it.
+backports_source() {
+    local f=/etc/apt/sources.list.d/snapload-backports.sources uris="" key=""
+    grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/ && return 0
+    # deb822 stanzas first, then one-line sources: the stanza serving "bookworm".
+    read -r uris key < <(awk 'BEGIN{RS=""} /Suites:[^\n]*[ \t]bookworm([ \t\n]|$)/ {
+            u=""; k=""; n=split($0, l, "\n");
+            for (i = 1; i <= n; i++) {
+                if (l[i] ~ /^URIs:/) { u = l[i]; sub(/^URIs:[ \t]*/, "", u) }
+                if (l[i] ~ /^Signed-By:/) { k = l[i]; sub(/^Signed-By:[ \t]*/, "", k) }
+            }
+            if (u != "") { print u, k; exit }
+        }' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+    if [ -z "$uris" ]; then
+        uris=$(awk '$1 == "deb" && $3 == "bookworm" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+    fi
+    if [ -z "$uris" ]; then
+        echo "snapload: no Debian bookworm apt source found to add bookworm-backports to" >&2
+        return 1
+    fi
+    echo "snapload: adding bookworm-backports ($uris) for QEMU 10" >&2
+    { echo "Types: deb"; echo "URIs: $uris"; echo "Suites: bookworm-backports"
+      echo "Components: main"; [ -z "$key" ] || echo "Signed-By: $key"; } >"$f"
+}
+qemu_is_10() {
+    dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null | grep -Eq '^1:(9|[1-9][0-9])\.'
+}
+if ! qemu_is_10; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    backports_source
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q -t bookworm-backports \
+        qemu-system-x86 qemu-system-common qemu-system-data
+fi
+
 if [ ! -f build/build.ninja ]; then
     meson setup build -Dtests=enabled
 else

@@ -60,12 +60,3 @@ void sl_mem_release(sl_mem *m)
         m->owned = false;
     }
 }
-
-bool sl_mem_attach(sl_restore *r, const char *name, const sl_mem *m, GError **errp)
-{
-    if (m->ops->in_place) {
-        return sl_restore_attach_file(r, name, m->host, m->length, m->ops->kind, m->fd,
-                                      m->offset, errp);
-    }
-    return sl_restore_attach(r, name, m->host, m->length, m->ops->kind, errp);
-}

@@ -111,11 +111,6 @@ bool sl_backend_by_name(const char *name, sl_backend_kind *kind);
 bool sl_mem_map(sl_mem *m, sl_backend_kind kind, uint64_t length, uint64_t hugepage,
                 GError **errp);
 
-/**
- * sl_mem_attach: attach @m as block @name of restore @r, through
- * sl_restore_attach_file() for file-backed memory, sl_restore_attach() else.
- */
-bool sl_mem_attach(sl_restore *r, const char *name, const sl_mem *m, GError **errp);
 
 /** sl_mem_release: release memory from sl_mem_map; no-op for unowned memory. */
 void sl_mem_release(sl_mem *m);

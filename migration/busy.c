@@ -23,7 +23,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-#include "format.h"
+#include "migration/format/format.h"
 #include "busy.h"
 
 #define SL_BUSY_BASE (1ll << 62)

@@ -6,7 +6,7 @@
  * are skipped because fresh memory already reads as zero.
  */
 #include <errno.h>
-#include "format.h"
+#include "migration/format/format.h"
 
 typedef struct {
     sl_snapshot *snap;

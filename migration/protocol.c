@@ -5,7 +5,7 @@
  */
 #include <string.h>
 #include "snapload/snapload.h"
-#include "format.h"
+#include "migration/format/format.h"
 #include "protocol.h"
 
 /* Payload sizes on the wire, per type. */

@@ -19,7 +19,7 @@
 #define SNAPLOAD_RESTORE_INT_H
 
 #include <stdatomic.h>
-#include "format.h"
+#include "migration/format/format.h"
 #include "histogram.h"
 #include "numa.h"
 #include "pagemap.h"
@@ -169,6 +169,14 @@ static inline uint64_t sl_bad_page_pack(unsigned block, uint64_t page)
 {
     return ((uint64_t)block << SL_BAD_PAGE_SHIFT | page) + 1;
 }
+
+/**
+ * sl_mem_attach (restore.c): attach @m (backends/) as block @name of
+ * restore @r, through sl_restore_attach_file() for file-backed memory,
+ * sl_restore_attach() else.  The restore knows the backends; they never
+ * call back into it.
+ */
+bool sl_mem_attach(sl_restore *r, const char *name, const sl_mem *m, GError **errp);
 
 /** View @j of @reg (j < nviews); acquire: pairs with the release stores in restore.c. */
 static inline sl_view *sl_region_view(const sl_region *reg, unsigned j)

@@ -193,6 +193,15 @@ bool sl_restore_attach_file(sl_restore *r, const char *name, void *addr, uint64_
     return true;
 }
 
+bool sl_mem_attach(sl_restore *r, const char *name, const sl_mem *m, GError **errp)
+{
+    if (m->ops->in_place) {
+        return sl_restore_attach_file(r, name, m->host, m->length, m->ops->kind, m->fd,
+                                      m->offset, errp);
+    }
+    return sl_restore_attach(r, name, m->host, m->length, m->ops->kind, errp);
+}
+
 static sl_region *region_of_block(sl_restore *r, const char *name)
 {
     for (guint i = 0; i < r->regions->len; i++) {

@@ -7,7 +7,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include "cli.h"
-#include "migration/format.h"
+#include "migration/format/format.h"
 
 #define CHECK_CHUNK (8u << 20)
 

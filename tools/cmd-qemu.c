@@ -34,7 +34,7 @@
 #include "client.h"
 #include "daemon.h"
 #include "migration/busy.h"
-#include "migration/format.h"
+#include "migration/format/format.h"
 #include "qemu.h"
 
 #define QMP_TIMEOUT_MS 30000

@@ -14,7 +14,7 @@
 #include <unistd.h>
 #include "cli.h"
 #include "migration/busy.h"
-#include "migration/format.h"
+#include "migration/format/format.h"
 
 #define IO_CHUNK (8u << 20)
 

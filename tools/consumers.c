@@ -14,7 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "consumers.h"
-#include "migration/format.h"
+#include "migration/format/format.h"
 #include "migration/uffd.h"
 
 #define MAX_CONSUMERS 16

@@ -7,7 +7,7 @@
 #include <time.h>
 #include "touch.h"
 #include "consumers.h"
-#include "migration/format.h"
+#include "migration/format/format.h"
 #include "migration/restore-int.h"
 
 typedef struct {

@@ -31,7 +31,7 @@
 #include <unistd.h>
 #include "testutil.h"
 #include "backends/backend.h"
-#include "migration/format.h"
+#include "migration/format/format.h"
 #include "migration/protocol.h"
 #include "migration/uffd.h"
 #include "tools/wire.h"

@@ -19,7 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "testutil.h"
-#include "migration/format.h"
+#include "migration/format/format.h"
 
 #define KiB (1024ull)
 #define MiB (1024ull * 1024)

@@ -15,8 +15,9 @@
 #include <string.h>
 #include "testutil.h"
 #include "backends/backend.h"
-#include "migration/format.h"
+#include "migration/format/format.h"
 #include "migration/numa.h"
+#include "migration/restore-int.h"
 
 #define PSIZE 4096u
 

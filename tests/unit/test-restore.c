@@ -18,7 +18,7 @@
 #include <unistd.h>
 #include "testutil.h"
 #include "backends/backend.h"
-#include "migration/format.h"
+#include "migration/format/format.h"
 #include "migration/restore-int.h"
 #include "migration/uffd.h"
 #include "tools/consumers.h"

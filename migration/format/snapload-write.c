@@ -11,8 +11,8 @@
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
-#include "busy.h"
-#include "format.h"
+#include "migration/busy.h"
+#include "migration/format/format.h"
 
 typedef struct {
     sl_block b;           /* layout + bitmap/csums in host order */

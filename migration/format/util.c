@@ -7,7 +7,7 @@
 #include <unistd.h>
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
 #include <xxhash.h>
-#include "format.h"
+#include "migration/format/format.h"
 
 G_DEFINE_QUARK(snapload-error-quark, sl_error)
 

@@ -7,7 +7,7 @@
  */
 #include <errno.h>
 #include <string.h>
-#include "format.h"
+#include "migration/format/format.h"
 
 unsigned sl_snapshot_n_blocks(const sl_snapshot *s)
 {

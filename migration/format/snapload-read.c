@@ -12,7 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include "format.h"
+#include "migration/format/format.h"
 
 typedef struct {
     uint64_t start, len;

@@ -26,7 +26,7 @@
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#include "format.h"
+#include "migration/format/format.h"
 
 enum { SEG_ABSENT = 0, SEG_LOADING = 1, SEG_LOADED = 2, SEG_BAD = 3 };
 

@@ -36,6 +36,9 @@ sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GErr
     }
     topology = r->cfg.numa_topology;
     r->cfg.size = sizeof(r->cfg);
+    /* Nothing to check pages or prove bits against (QEMU's file without a
+     * sidecar index): they are placed as the file says, as QEMU would. */
+    r->cfg.no_checksum |= !sl_snapshot_has_checksums(snap);
     r->snap = snap;
     r->regions = g_ptr_array_new();
     r->uffd = -1;
@@ -66,6 +69,9 @@ static bool check_attach(sl_restore *r, int idx, const char *name, void *addr,
         why = "the restore has already started";
     } else if (idx < 0) {
         why = "the snapshot has no block of that name";
+    } else if (!r->snap->blocks[idx].in_file) {
+        why = "its pages are not in the snapshot (x-ignore-shared left them in its memory "
+              "file): nothing to restore it from";
     } else if (!ops) {
         why = "unknown backend kind";
     } else if (length != r->snap->blocks[idx].length) {

@@ -23,7 +23,7 @@ static int write_block(sl_snapshot *s, unsigned b, const sl_block_info *bi, int 
 
     for (uint64_t p = 0; p < bi->pages; p += per) {
         uint64_t n = MIN(per, bi->pages - p);
-        int ret = sl_snapshot_read_pages(s, b, p, n, buf, true);
+        int ret = sl_snapshot_read_pages(s, b, p, n, buf, sl_snapshot_has_checksums(s));
         if (ret < 0) {
             return cli_fail("block '%s', pages %" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT ": %s",
                             bi->name, p, p + n - 1,

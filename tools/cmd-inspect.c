@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * `snapload inspect SNAP [--json] [--quick]`: validates a snapshot (all
- * metadata always; every stored page against its checksum unless --quick)
- * and prints its blocks and sections as a table or as JSON.
+ * `snapload inspect SNAP [--json] [--quick]`: validates a snapshot, ours or
+ * QEMU's mapped-ram file (all metadata always; every stored page against
+ * its checksum unless --quick, or only read where there are no checksums)
+ * and prints what it holds as a table or as JSON.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -32,9 +33,10 @@ static uint64_t find_bad_page(sl_snapshot *s, unsigned b, uint64_t first, uint64
     return first;
 }
 
-/* Reads every page of every block, checking each stored page's checksum. */
+/* Reads every page of every block, checking each stored page's checksum if any. */
 static int check_pages(sl_snapshot *s)
 {
+    bool verify = sl_snapshot_has_checksums(s);
     g_autofree uint8_t *buf = NULL;
     uint64_t total = 0, done = 0;
     sl_block_info bi;
@@ -47,7 +49,7 @@ static int check_pages(sl_snapshot *s)
         buf = g_realloc(buf, per * bi.page_size);
         for (uint64_t i = 0; i < bi.pages; i += per) {
             uint64_t n = MIN(per, bi.pages - i);
-            int ret = sl_snapshot_read_pages(s, b, i, n, buf, true);
+            int ret = sl_snapshot_read_pages(s, b, i, n, buf, verify);
             if (ret == -EBADMSG) {
                 return cli_fail("block '%s': page %" G_GUINT64_FORMAT " does not match its "
                                 "checksum (page data corrupted)", bi.name,
@@ -64,7 +66,7 @@ static int check_pages(sl_snapshot *s)
     return 0;
 }
 
-static char *block_json(const sl_block_info *bi)
+static char *block_json(const sl_snapshot *s, unsigned b, const sl_block_info *bi)
 {
     cli_json j;
 
@@ -77,7 +79,45 @@ static char *block_json(const sl_block_info *bi)
     json_u64(&j, "present_pages", bi->present_pages);
     json_u64(&j, "zero_pages", bi->pages - bi->present_pages);
     json_u64(&j, "pages_offset", bi->pages_offset);
+    json_bool(&j, "in_file", sl_snapshot_block_in_file(s, b));
     return json_end(&j);
+}
+
+/* QEMU's stream: machine, recorded capabilities, device state, as JSON members. */
+static void qemu_json(const sl_snapshot *s, cli_json *j)
+{
+    const sl_qemu_stream *q = s->qemu;
+    GString *caps = g_string_new("[");
+
+    for (guint i = 0; i < q->caps->len; i++) {
+        g_string_append_printf(caps, "%s\"%s\"", i ? ", " : "",
+                               (const char *)g_ptr_array_index(q->caps, i));
+    }
+    g_string_append_c(caps, ']');
+    json_str(j, "machine", q->machine);
+    json_raw(j, "capabilities", caps->str);
+    json_u64(j, "device_state_offset", q->tail_offset);
+    json_u64(j, "device_state_length", q->tail_length - q->vmdesc_length);
+    json_u64(j, "vmdesc_length", q->vmdesc_length);
+    g_string_free(caps, true);
+}
+
+/* Text: what only QEMU's stream has, and that it has no checksums. */
+static void qemu_table(const sl_snapshot *s, const char *path)
+{
+    const sl_qemu_stream *q = s->qemu;
+
+    printf("QEMU migration stream (mapped-ram), machine %s, capabilities:", q->machine);
+    for (guint i = 0; i < q->caps->len; i++) {
+        printf("%s %s", i ? "," : "", (const char *)g_ptr_array_index(q->caps, i));
+    }
+    printf("\ndevice state: %" G_GUINT64_FORMAT " bytes at offset %" G_GUINT64_FORMAT
+           " (+ %" G_GUINT64_FORMAT " bytes of JSON description)\n",
+           q->tail_length - q->vmdesc_length, q->tail_offset, q->vmdesc_length);
+    if (!sl_snapshot_has_checksums(s)) {
+        printf("checksums: none (QEMU's file has none: `snapload index %s` writes a sidecar "
+               "index with them, and a hot-page list)\n", path);
+    }
 }
 
 static void print_json(sl_snapshot *s, const char *path, bool checked)
@@ -89,7 +129,7 @@ static void print_json(sl_snapshot *s, const char *path, bool checked)
     cli_json j;
 
     for (unsigned b = 0; sl_snapshot_block(s, b, &bi); b++) {
-        g_autofree char *o = block_json(&bi);
+        g_autofree char *o = block_json(s, b, &bi);
         g_string_append_printf(blocks, "%s%s", b ? ", " : "", o);
     }
     for (unsigned i = 0; sl_snapshot_section(s, i, &type, &len); i++) {
@@ -101,8 +141,15 @@ static void print_json(sl_snapshot *s, const char *path, bool checked)
     json_begin(&j);
     json_str(&j, "file", path);
     json_u64(&j, "file_size", sl_snapshot_file_size(s));
-    json_u64(&j, "version", SL_VERSION);
-    json_bool(&j, "pages_checked", checked);
+    json_str(&j, "format", s->format == SL_FORMAT_QEMU ? "qemu" : "snapload");
+    if (s->format == SL_FORMAT_SNAPLOAD) {
+        json_u64(&j, "version", SL_VERSION);
+    } else {
+        qemu_json(s, &j);
+    }
+    json_bool(&j, "checksums", sl_snapshot_has_checksums(s));
+    json_bool(&j, "pages_checked", checked && sl_snapshot_has_checksums(s));
+    json_bool(&j, "pages_read", checked);
     json_raw(&j, "blocks", blocks->str);
     json_raw(&j, "sections", secs->str);
     g_autofree char *out = json_end(&j);
@@ -117,8 +164,18 @@ static void print_table(sl_snapshot *s, const char *path, bool checked)
     uint32_t type;
     uint64_t len;
 
-    printf("snapshot %s: %" G_GUINT64_FORMAT " bytes, format version %u, pages %s\n\n", path,
-           sl_snapshot_file_size(s), SL_VERSION, checked ? "checked" : "not checked (--quick)");
+    const char *pages = !checked ? "not checked (--quick)"
+                        : sl_snapshot_has_checksums(s) ? "checked" : "read (no checksums to check)";
+
+    if (s->format == SL_FORMAT_QEMU) {
+        printf("snapshot %s: %" G_GUINT64_FORMAT " bytes, pages %s\n", path,
+               sl_snapshot_file_size(s), pages);
+        qemu_table(s, path);
+        printf("\n");
+    } else {
+        printf("snapshot %s: %" G_GUINT64_FORMAT " bytes, format version %u, pages %s\n\n",
+               path, sl_snapshot_file_size(s), SL_VERSION, pages);
+    }
     printf("%-20s %12s %8s %5s %10s %10s %10s\n", "BLOCK", "LENGTH", "PAGE", "NODE",
            "PAGES", "PRESENT", "ZERO");
     for (unsigned b = 0; sl_snapshot_block(s, b, &bi); b++) {
@@ -127,8 +184,10 @@ static void print_table(sl_snapshot *s, const char *path, bool checked)
         char node[16];
         g_snprintf(node, sizeof(node), bi.numa_node < 0 ? "-" : "%d", bi.numa_node);
         printf("%-20s %12s %8s %5s %10" G_GUINT64_FORMAT " %10" G_GUINT64_FORMAT " %10"
-               G_GUINT64_FORMAT "\n", bi.name, lenh, psh, node, bi.pages, bi.present_pages,
-               bi.pages - bi.present_pages);
+               G_GUINT64_FORMAT "%s\n", bi.name, lenh, psh, node, bi.pages, bi.present_pages,
+               bi.pages - bi.present_pages,
+               sl_snapshot_block_in_file(s, b) ? ""
+               : "  (not in the file: x-ignore-shared kept it in its memory)");
     }
     printf("\n%-20s %12s\n", "SECTION", "LENGTH");
     for (unsigned i = 0; sl_snapshot_section(s, i, &type, &len); i++) {

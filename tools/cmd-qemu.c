@@ -455,7 +455,8 @@ static bool verify_blocks(qr *r, GError **errp)
                    : sl_client_register(sock, b->id, map, b->size, fd, 0, errp);
         for (uint64_t off = 0; uffd >= 0 && off < b->size; off += 1u << 20) {
             uint64_t len = MIN(1u << 20, b->size - off);
-            if (sl_snapshot_read_pages(r->snap, i, off / 4096, len / 4096, want, true) < 0) {
+            if (sl_snapshot_read_pages(r->snap, i, off / 4096, len / 4096, want,
+                                       sl_snapshot_has_checksums(r->snap)) < 0) {
                 g_set_error(errp, SL_ERROR, SL_ERROR_IO, "verify: cannot read the snapshot");
                 uffd = -2;
                 break;

@@ -45,6 +45,12 @@ typedef enum {
 
 typedef struct sl_snapshot sl_snapshot;
 
+/** What kind of file a snapshot is.  Since 1.2. */
+typedef enum {
+    SL_FORMAT_SNAPLOAD = 0, /**< snapload's container (docs/format.md) */
+    SL_FORMAT_QEMU = 1,     /**< QEMU's migration stream with mapped-ram (QEMU >= 9.0) */
+} sl_snapshot_format;
+
 /** Section types of the snapshot container (see docs/format.md). */
 enum {
     SL_SECTION_DEVICE_STATE = 1, /**< opaque bytes saved by the VMM       */
@@ -90,6 +96,17 @@ enum {
 /** sl_snapshot_open_flags: sl_snapshot_open() with SL_OPEN_* @flags.  Since 1.1. */
 sl_snapshot *sl_snapshot_open_flags(const char *path, unsigned flags, GError **errp);
 
+/** sl_snapshot_get_format: what kind of file @snap is.  Since 1.2. */
+sl_snapshot_format sl_snapshot_get_format(const sl_snapshot *snap);
+
+/**
+ * sl_snapshot_has_checksums: whether every page has a checksum and every
+ * bitmap bit is proven (our container always; QEMU's file only with a
+ * matching sidecar index).  Without, a restore places pages unchecked, as
+ * QEMU itself would.  Since 1.2.
+ */
+bool sl_snapshot_has_checksums(const sl_snapshot *snap);
+
 /** sl_snapshot_close: release a snapshot opened by sl_snapshot_open(). NULL is ok. */
 void sl_snapshot_close(sl_snapshot *snap);
 
@@ -98,6 +115,13 @@ unsigned sl_snapshot_n_blocks(const sl_snapshot *snap);
 
 /** sl_snapshot_block: fill @out for block @index; false if out of range. */
 bool sl_snapshot_block(const sl_snapshot *snap, unsigned index, sl_block_info *out);
+
+/**
+ * sl_snapshot_block_in_file: whether block @index has its pages in the
+ * file (false for a block QEMU's x-ignore-shared left in its shared memory,
+ * which a restore cannot place, or out of range).  Since 1.2.
+ */
+bool sl_snapshot_block_in_file(const sl_snapshot *snap, unsigned index);
 
 /** sl_snapshot_find_block: index of the block called @name, or -1. */
 int sl_snapshot_find_block(const sl_snapshot *snap, const char *name);
@@ -140,7 +164,9 @@ uint64_t sl_snapshot_page_checksum(const sl_snapshot *snap, unsigned block, uint
  * bitmap bits of the range are proven first (a lazily opened snapshot
  * proves their metadata segments now) and every stored page is checked
  * against its checksum.  Returns 0, -EIO on a short read or -EBADMSG on a
- * checksum mismatch or corrupt metadata, or another -errno.
+ * checksum mismatch or corrupt metadata, -ENODATA for @verify on a
+ * snapshot without checksums (sl_snapshot_has_checksums()), or another
+ * -errno.
  */
 int sl_snapshot_read_pages(sl_snapshot *snap, unsigned block, uint64_t first,
                            uint64_t n, void *buf, bool verify);
@@ -206,7 +232,8 @@ typedef enum {
 typedef struct {
     uint32_t size;             /**< sizeof(sl_restore_config), for versioning  */
     unsigned loader_threads;   /**< loaders per NUMA node; 0 = half the node's CPUs (at least 1) */
-    bool no_checksum;          /**< skip checksum verification (trusted file) */
+    bool no_checksum;          /**< skip checksum verification (trusted file); forced
+                                    for a snapshot without checksums */
     bool no_loaders;           /**< serve faults only (for tests/benchmarks)  */
     const char *numa_topology; /**< NULL: the host's; else a SPEC (docs/numa.md) */
     bool interleave;           /**< blocks without a binding: stripes over all nodes */

@@ -22,7 +22,8 @@
 #define SL_HEADER_SIZE       64u
 #define SL_BLOCK_ENTRY_SIZE  128u
 #define SL_SECTION_ENTRY_SIZE 32u
-#define SL_NAME_MAX          64u   /* bytes incl. the terminating NUL */
+#define SL_NAME_MAX          64u   /* bytes incl. the terminating NUL (container) */
+#define SL_BLOCK_NAME_MAX    257u  /* in memory: QEMU's RAM block ids are up to 256 */
 #define SL_NO_NODE           0xffffffffu
 #define SL_MAX_BLOCKS        1024u
 #define SL_MAX_SECTIONS      1024u
@@ -63,7 +64,7 @@ enum { SL_MR_VER = 0, SL_MR_PAGESIZE = 4, SL_MR_BITMAP = 12, SL_MR_PAGES = 20 };
  * block are only what the file says, and nothing may act on them.
  */
 typedef struct {
-    char name[SL_NAME_MAX];
+    char name[SL_BLOCK_NAME_MAX];
     uint64_t length;
     uint64_t page_size;
     uint64_t npages;
@@ -81,6 +82,9 @@ typedef struct {
     uint64_t nsegs;     /* ceil(npages / SL_CSUM_SEG) */
     uint64_t *digests;  /* per segment, host order; proven against the table at open */
     _Atomic uint32_t *seg_state; /* lazy: per segment; NULL: everything proven at open */
+    bool in_file;       /* false: QEMU left it out (x-ignore-shared): no pages here */
+    bool has_gpa;       /* QEMU stream with x-ignore-shared: @gpa is recorded */
+    uint64_t gpa;       /* guest physical address of the block (QEMU) */
 } sl_block;
 
 typedef struct {
@@ -90,15 +94,29 @@ typedef struct {
     uint64_t csum;
 } sl_section;
 
+/* What only a QEMU migration stream has (qemu.c). */
+typedef struct {
+    char machine[257];         /* machine type of the configuration section */
+    GPtrArray *caps;           /* char *: capabilities the stream records */
+    bool ignore_shared;        /* x-ignore-shared was on: blocks record their GPA */
+    uint32_t ram_section_id;
+    uint64_t tail_offset;      /* device state: from the RAM section's EOS... */
+    uint64_t tail_length;      /* ...to the end of the file */
+    uint64_t vmdesc_length;    /* of it, the JSON description at the end (0: none) */
+} sl_qemu_stream;
+
 /* An opened snapshot. Immutable after sl_snapshot_open(); safe to share. */
 struct sl_snapshot {
     int fd;
     char *path;
     uint64_t file_size;
+    sl_snapshot_format format;
+    bool has_checksums;        /* per-page checksums and segment digests are known */
     unsigned nblocks;
     unsigned nsections;
     sl_block *blocks;
     sl_section *sections;
+    sl_qemu_stream *qemu;      /* SL_FORMAT_QEMU only */
 };
 
 /* Little-/big-endian field access on byte buffers. */
@@ -188,6 +206,38 @@ uint64_t sl_seg_digest(const uint64_t *bitmap_le, const uint64_t *csums_le, uint
  * those pages decide anything, a zero page above all.
  */
 int sl_csums_get(const sl_snapshot *s, const sl_block *b, uint64_t first, uint64_t n);
+
+/*
+ * Byte ranges a file claims (regions.c): each inside the file, none
+ * overlapping another; errors name the range and what it collides with.
+ */
+typedef struct sl_regions sl_regions;
+sl_regions *sl_regions_new(uint64_t file_size);
+void sl_regions_free(sl_regions *rs);
+bool sl_regions_claim(sl_regions *rs, uint64_t start, uint64_t len, GError **errp,
+                      const char *fmt, ...) G_GNUC_PRINTF(5, 6);
+bool sl_regions_check(sl_regions *rs, GError **errp);
+
+/** sl_read_at: reads @len bytes at @off naming @what in the error (a short file: FORMAT). */
+bool sl_read_at(int fd, void *buf, size_t len, uint64_t off, const char *what, GError **errp);
+
+/** A format error naming what is wrong; evaluates to false. */
+#define SL_BAD(errp, ...) (g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, __VA_ARGS__), false)
+
+/** Our container (snapload-read.c): parses @s (fd and size set) from its header on. */
+bool sl_container_parse(sl_snapshot *s, bool lazy, GError **errp);
+
+/** QEMU's stream (qemu.c): parses @s (fd and size set) from "QEVM" on. */
+bool sl_qemu_parse(sl_snapshot *s, GError **errp);
+
+/** Frees what sl_qemu_parse() allocated in @q (NULL is fine). */
+void sl_qemu_stream_free(sl_qemu_stream *q);
+
+/** Memory for @b's checksum array (segments.c); false if none. */
+bool sl_csums_alloc(sl_block *b);
+
+/** Releases @b's checksum array. */
+void sl_csums_free(sl_block *b);
 
 /** Full pread/pwrite loops; return 0, -EIO on a short transfer, or -errno. */
 int sl_pread_full(int fd, void *buf, size_t len, uint64_t off);

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Snapshot reader: opens a snapshot file and validates all of its metadata
- * before anything uses it.  Every offset and length is checked for overflow
- * and against the file size, regions may not overlap, the bitmap must fit
- * its block, and every table is checksummed.  Errors name the field and the
- * bad value.  Page data is read later, page by page, by sl_snapshot_read_pages().
+ * Reader of snapload's own container (docs/format.md): validates all of a
+ * snapshot's metadata before anything uses it.  Every offset and length is
+ * checked for overflow and against the file size, regions may not overlap,
+ * the bitmap must fit its block, and every table is checksummed.  Errors
+ * name the field and the bad value.  Page data is read later, page by page,
+ * by sl_snapshot_read_pages() (snapshot.c), as for every format.
  */
 #include <errno.h>
 #include <sys/mman.h>
@@ -15,77 +16,14 @@
 #include "migration/format/format.h"
 
 typedef struct {
-    uint64_t start, len;
-    char what[96];
-} region;
-
-typedef struct {
     sl_snapshot *s;
-    GArray *regions;
+    sl_regions *regions;
     bool lazy;          /* SL_OPEN_LAZY_CHECKSUMS */
 } ctx;
 
-#define BAD(errp, ...) \
-    (g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, __VA_ARGS__), false)
-
-/* Record [start, start+len) as used by @what; checks it lies in the file. */
-static bool claim_region(ctx *c, uint64_t start, uint64_t len, GError **errp,
-                         const char *fmt, ...) G_GNUC_PRINTF(5, 6);
-
-static bool claim_region(ctx *c, uint64_t start, uint64_t len, GError **errp,
-                         const char *fmt, ...)
-{
-    region r = { .start = start, .len = len };
-    uint64_t end;
-    va_list ap;
-
-    va_start(ap, fmt);
-    g_vsnprintf(r.what, sizeof(r.what), fmt, ap);
-    va_end(ap);
-    if (__builtin_add_overflow(start, len, &end) || end > c->s->file_size) {
-        return BAD(errp, "%s: offset %" G_GUINT64_FORMAT " + length %" G_GUINT64_FORMAT
-                   " lies beyond the end of the file (%" G_GUINT64_FORMAT " bytes)",
-                   r.what, start, len, c->s->file_size);
-    }
-    if (len) {
-        g_array_append_val(c->regions, r);
-    }
-    return true;
-}
-
-static gint region_cmp(gconstpointer a, gconstpointer b)
-{
-    const region *x = a, *y = b;
-    return x->start < y->start ? -1 : x->start > y->start;
-}
-
-static bool check_overlaps(ctx *c, GError **errp)
-{
-    g_array_sort(c->regions, region_cmp);
-    for (guint i = 1; i < c->regions->len; i++) {
-        region *p = &g_array_index(c->regions, region, i - 1);
-        region *q = &g_array_index(c->regions, region, i);
-        if (p->start + p->len > q->start) {
-            return BAD(errp, "%s (offset %" G_GUINT64_FORMAT ") overlaps %s (offset %"
-                       G_GUINT64_FORMAT ", length %" G_GUINT64_FORMAT ")",
-                       q->what, q->start, p->what, p->start, p->len);
-        }
-    }
-    return true;
-}
-
-static bool read_at(ctx *c, void *buf, size_t len, uint64_t off, const char *what,
-                    GError **errp)
-{
-    int ret = sl_pread_full(c->s->fd, buf, len, off);
-    if (ret < 0) {
-        g_set_error(errp, SL_ERROR, ret == -EIO ? SL_ERROR_FORMAT : SL_ERROR_IO,
-                    "reading %s at offset %" G_GUINT64_FORMAT ": %s", what, off,
-                    ret == -EIO ? "file ends early" : g_strerror(-ret));
-        return false;
-    }
-    return true;
-}
+#define BAD SL_BAD
+#define claim_region(c, ...) sl_regions_claim((c)->regions, __VA_ARGS__)
+#define read_at(c, ...) sl_read_at((c)->s->fd, __VA_ARGS__)
 
 static bool parse_header(ctx *c, const uint8_t *h, GError **errp)
 {
@@ -161,6 +99,7 @@ static bool parse_block_entry(ctx *c, unsigned i, const uint8_t *e, GError **err
                    sl_le32(e + SL_B_FLAGS));
     }
     b->numa_node = node == SL_NO_NODE ? -1 : (int)node;
+    b->in_file = true;
     b->npages = b->length / b->page_size;
     b->ramhdr_offset = sl_le64(e + SL_B_RAMHDR);
     b->csum_offset = sl_le64(e + SL_B_CSUMS);
@@ -204,39 +143,6 @@ static bool parse_ramhdr(ctx *c, sl_block *b, unsigned i, GError **errp)
                         "block %u ('%s') segment digests (digest_offset)", i, b->name) &&
            claim_region(c, b->pages_offset, b->length, errp,
                         "block %u ('%s') page data (pages_offset, length)", i, b->name);
-}
-
-#define CSUM_ALIGN (2u << 20)
-
-/*
- * Memory for a block's checksum array (8 bytes per page: 8 MiB for 4 GiB).
- * Aligned to 2 MiB and advised for transparent hugepages, so that reading
- * it in takes a few hugepage faults instead of one fault and one page
- * clear per 4 KiB: the time to open, and so the time to ready, then grows
- * far less with the size of guest RAM.
- */
-static bool csum_alloc(sl_block *b)
-{
-    size_t len = (size_t)b->npages * 8, map = len + CSUM_ALIGN;
-    uint8_t *p = mmap(NULL, map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-    if (p == MAP_FAILED) {
-        return false;
-    }
-    b->csum_map = p;
-    b->csum_map_len = map;
-    b->csums = (uint64_t *)(((uintptr_t)p + CSUM_ALIGN - 1) & ~(uintptr_t)(CSUM_ALIGN - 1));
-    madvise(b->csums, len, MADV_HUGEPAGE); /* a hint: without THP it is plain memory */
-    return true;
-}
-
-static void csum_free(sl_block *b)
-{
-    if (b->csum_map) {
-        munmap(b->csum_map, b->csum_map_len);
-    }
-    b->csum_map = NULL;
-    b->csums = NULL;
 }
 
 /*
@@ -311,7 +217,7 @@ static bool load_block_meta(ctx *c, sl_block *b, unsigned i, uint64_t meta_csum,
     bool lazy = c->lazy && G_BYTE_ORDER == G_LITTLE_ENDIAN;
 
     b->bitmap = g_malloc(bmb);
-    if (!csum_alloc(b)) {
+    if (!sl_csums_alloc(b)) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block %u ('%s'): no memory for the "
                     "checksum array of %" G_GUINT64_FORMAT " pages", i, b->name, b->npages);
         return false;
@@ -390,65 +296,20 @@ static bool parse_tables(ctx *c, const uint8_t *h, GError **errp)
     return parse_blocks(c, btab, errp) && parse_sections(c, stab, errp);
 }
 
-sl_snapshot *sl_snapshot_open(const char *path, GError **errp)
+bool sl_container_parse(sl_snapshot *s, bool lazy, GError **errp)
 {
-    return sl_snapshot_open_flags(path, 0, errp);
-}
-
-sl_snapshot *sl_snapshot_open_flags(const char *path, unsigned flags, GError **errp)
-{
-    sl_snapshot *s = g_new0(sl_snapshot, 1);
-    ctx c = { .s = s, .regions = g_array_new(false, false, sizeof(region)),
-              .lazy = flags & SL_OPEN_LAZY_CHECKSUMS };
+    ctx c = { .s = s, .regions = sl_regions_new(s->file_size), .lazy = lazy };
     uint8_t h[SL_HEADER_SIZE];
-    struct stat st;
     bool ok;
 
-    s->path = g_strdup(path);
-    /* O_NONBLOCK: opening a FIFO must not wait for a writer. */
-    s->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (s->fd < 0 || fstat(s->fd, &st) < 0) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", path, g_strerror(errno));
-        ok = false;
-    } else if (!S_ISREG(st.st_mode)) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "%s: not a regular file", path);
-        ok = false;
-    } else {
-        s->file_size = (uint64_t)st.st_size;
-        ok = (s->file_size >= SL_HEADER_SIZE ||
-              BAD(errp, "file is %" G_GUINT64_FORMAT " bytes, smaller than the %u-byte header",
-                  s->file_size, SL_HEADER_SIZE)) &&
-             read_at(&c, h, sizeof(h), 0, "file header", errp) &&
-             parse_header(&c, h, errp) && parse_tables(&c, h, errp) &&
-             check_overlaps(&c, errp);
-        if (!ok) {
-            g_prefix_error(errp, "%s: ", path);
-        }
-    }
-    g_array_free(c.regions, true);
-    if (!ok) {
-        sl_snapshot_close(s);
-        return NULL;
-    }
-    return s;
-}
-
-void sl_snapshot_close(sl_snapshot *s)
-{
-    if (!s) {
-        return;
-    }
-    if (s->fd >= 0) {
-        close(s->fd);
-    }
-    for (unsigned i = 0; s->blocks && i < s->nblocks; i++) {
-        g_free(s->blocks[i].bitmap);
-        g_free(s->blocks[i].seg_state);
-        g_free(s->blocks[i].digests);
-        csum_free(&s->blocks[i]);
-    }
-    g_free(s->blocks);
-    g_free(s->sections);
-    g_free(s->path);
-    g_free(s);
+    s->format = SL_FORMAT_SNAPLOAD;
+    s->has_checksums = true;
+    ok = (s->file_size >= SL_HEADER_SIZE ||
+          BAD(errp, "file is %" G_GUINT64_FORMAT " bytes, smaller than the %u-byte header",
+              s->file_size, SL_HEADER_SIZE)) &&
+         read_at(&c, h, sizeof(h), 0, "file header", errp) &&
+         parse_header(&c, h, errp) && parse_tables(&c, h, errp) &&
+         sl_regions_check(c.regions, errp);
+    sl_regions_free(c.regions);
+    return ok;
 }

@@ -1,13 +1,100 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Read access to an opened, validated snapshot: block and section queries,
- * and the one page reader shared by the fault path, the loaders, the eager
- * baseline and verification.  A stored page whose checksum does not match is
- * an error (-EBADMSG), never data.
+ * A snapshot, whatever its format: opening (the first bytes pick the
+ * reader: our container, or QEMU's migration stream), closing, block and
+ * section queries, and the one page reader shared by the fault path, the
+ * loaders, the eager baseline and verification.  A stored page whose
+ * checksum does not match is an error (-EBADMSG), never data.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include "migration/format/format.h"
+
+/* Picks the reader by the first bytes of @s's file (fd and size set). */
+static bool parse_any(sl_snapshot *s, bool lazy, GError **errp)
+{
+    uint8_t magic[8] = { 0 };
+
+    if (s->file_size >= 8 && !sl_read_at(s->fd, magic, 8, 0, "magic", errp)) {
+        return false;
+    }
+    if (!memcmp(magic, "QEVM", 4)) {
+        return sl_qemu_parse(s, errp);
+    }
+    if (s->file_size >= 8 && memcmp(magic, SL_MAGIC, 8)) {
+        return SL_BAD(errp, "magic: neither a snapload snapshot (\"%s\") nor a QEMU "
+                      "migration stream (\"QEVM\")", SL_MAGIC);
+    }
+    return sl_container_parse(s, lazy, errp);
+}
+
+sl_snapshot *sl_snapshot_open(const char *path, GError **errp)
+{
+    return sl_snapshot_open_flags(path, 0, errp);
+}
+
+sl_snapshot *sl_snapshot_open_flags(const char *path, unsigned flags, GError **errp)
+{
+    sl_snapshot *s = g_new0(sl_snapshot, 1);
+    struct stat st;
+    bool ok;
+
+    s->path = g_strdup(path);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer. */
+    s->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (s->fd < 0 || fstat(s->fd, &st) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", path, g_strerror(errno));
+        ok = false;
+    } else if (!S_ISREG(st.st_mode)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "%s: not a regular file", path);
+        ok = false;
+    } else {
+        s->file_size = (uint64_t)st.st_size;
+        ok = parse_any(s, flags & SL_OPEN_LAZY_CHECKSUMS, errp);
+        if (!ok) {
+            g_prefix_error(errp, "%s: ", path);
+        }
+    }
+    if (!ok) {
+        sl_snapshot_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+void sl_snapshot_close(sl_snapshot *s)
+{
+    if (!s) {
+        return;
+    }
+    if (s->fd >= 0) {
+        close(s->fd);
+    }
+    for (unsigned i = 0; s->blocks && i < s->nblocks; i++) {
+        g_free(s->blocks[i].bitmap);
+        g_free(s->blocks[i].seg_state);
+        g_free(s->blocks[i].digests);
+        sl_csums_free(&s->blocks[i]);
+    }
+    g_free(s->blocks);
+    g_free(s->sections);
+    sl_qemu_stream_free(s->qemu);
+    g_free(s->path);
+    g_free(s);
+}
+
+sl_snapshot_format sl_snapshot_get_format(const sl_snapshot *s)
+{
+    return s->format;
+}
+
+bool sl_snapshot_has_checksums(const sl_snapshot *s)
+{
+    return s->has_checksums;
+}
 
 unsigned sl_snapshot_n_blocks(const sl_snapshot *s)
 {
@@ -28,6 +115,11 @@ bool sl_snapshot_block(const sl_snapshot *s, unsigned i, sl_block_info *out)
         .present_pages = b->present_pages, .pages_offset = b->pages_offset,
     };
     return true;
+}
+
+bool sl_snapshot_block_in_file(const sl_snapshot *s, unsigned i)
+{
+    return i < s->nblocks && s->blocks[i].in_file;
 }
 
 int sl_snapshot_find_block(const sl_snapshot *s, const char *name)
@@ -135,6 +227,9 @@ int sl_snapshot_read_pages(sl_snapshot *s, unsigned block, uint64_t first, uint6
     }
     b = &s->blocks[block];
     end = first + n;
+    if (verify && !s->has_checksums) {
+        return -ENODATA; /* nothing to verify against */
+    }
     if (verify) { /* the bitmap bits below are proven, zero pages included */
         int ret = sl_csums_get(s, b, first, n);
         if (ret < 0) {

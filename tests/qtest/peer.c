@@ -61,7 +61,8 @@ int main(int argc, char **argv)
             (void)*(volatile uint8_t *)(map + idx * 4096); /* touched, not compared */
             continue;
         }
-        if (sl_snapshot_read_pages(snap, (unsigned)b, idx, 1, want, true) < 0) {
+        if (sl_snapshot_read_pages(snap, (unsigned)b, idx, 1, want,
+                                   sl_snapshot_has_checksums(snap)) < 0) {
             fprintf(stderr, "peer: cannot read page %" G_GUINT64_FORMAT " of the snapshot\n", idx);
             return 2;
         }

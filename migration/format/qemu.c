@@ -1,0 +1,447 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Reader of QEMU's own snapshot files: the migration stream that
+ * `migrate file:PATH` writes with the mapped-ram capability (QEMU >= 9.0),
+ * in which every RAM page sits at a fixed offset.  All stream integers are
+ * big-endian.  What is read, in order:
+ *
+ *   "QEVM" u32 3
+ *   [0x07 u32 len  machine-type  { 0x05 u8 len name u32 version  fields }*]
+ *   0x01 u32 section-id  u8 3 "ram"  u32 instance  u32 version (4)
+ *   u64 total-bytes | 0x04 (MEM_SIZE)
+ *   per block:  u8 len idstr  u64 used-length  [u64 page-size]  [u64 GPA]
+ *               u32 1  u64 4096  u64 bitmap-offset  u64 pages-offset
+ *               (the stream goes on at pages-offset + used-length)
+ *   u64 0x10 (EOS) [0x7e u32 section-id]  ...device state...  0x00
+ *   [0x06 u32 len JSON]
+ *
+ * The bitmap (host-endian unsigned longs, one bit per 4 KiB page) says
+ * which pages are in the file; a clear bit is a zero page the file leaves
+ * as a hole.  A block x-ignore-shared left out has both offsets 0 and no
+ * page area.  The page-size field is only there when the source had
+ * postcopy-ram and a block of another page size; the GPA only with
+ * x-ignore-shared (recorded in the configuration's capabilities).
+ *
+ * The device state that follows cannot be walked without QEMU's
+ * vmstate descriptions (sections carry no length), and need not be: it is
+ * the tail from the RAM section's end-of-stream marker to the end of the
+ * file, which a restore hands to QEMU as it is.  As strict as our own
+ * container: every offset, length and name checked against the file and
+ * each other, errors naming the field.  QEMU's file has no checksums: a
+ * sidecar index adds them (see sl_snapshot_open_flags()).
+ */
+#include <errno.h>
+#include <string.h>
+#include "migration/format/format.h"
+
+#define QEVM_MAGIC        0x5145564du
+#define QEVM_VERSION      3u
+#define SEC_EOF           0x00
+#define SEC_START         0x01
+#define SEC_SUBSECTION    0x05
+#define SEC_VMDESC        0x06
+#define SEC_CONFIGURATION 0x07
+#define SEC_FOOTER        0x7e
+#define RAM_MEM_SIZE      0x04ull
+#define RAM_EOS           0x10ull
+#define RAM_VERSION       4u
+#define TARGET_PAGE       4096ull
+#define MAX_CAPS          64u
+#define MAX_VMDESC_SCAN   (64ull << 20)
+
+/* The parser's position in the stream and what it found so far. */
+typedef struct {
+    sl_snapshot *s;
+    sl_regions *regions;
+    sl_qemu_stream *q;
+    GArray *blocks;        /* sl_block */
+    uint64_t off;          /* next byte of the stream */
+} qctx;
+
+static bool get(qctx *c, void *buf, size_t n, const char *what, GError **errp)
+{
+    if (!sl_read_at(c->s->fd, buf, n, c->off, what, errp)) {
+        return false;
+    }
+    c->off += n;
+    return true;
+}
+
+static bool get_u8(qctx *c, uint8_t *v, const char *what, GError **errp)
+{
+    return get(c, v, 1, what, errp);
+}
+
+static bool get_be32(qctx *c, uint32_t *v, const char *what, GError **errp)
+{
+    uint8_t b[4];
+
+    if (!get(c, b, 4, what, errp)) {
+        return false;
+    }
+    *v = sl_be32(b);
+    return true;
+}
+
+static bool get_be64(qctx *c, uint64_t *v, const char *what, GError **errp)
+{
+    uint8_t b[8];
+
+    if (!get(c, b, 8, what, errp)) {
+        return false;
+    }
+    *v = sl_be64(b);
+    return true;
+}
+
+/* A u8-length string (QEMU's idstr): 1..255 bytes, no NUL inside. */
+static bool get_str8(qctx *c, char out[SL_BLOCK_NAME_MAX], const char *what, GError **errp)
+{
+    uint8_t n;
+
+    if (!get_u8(c, &n, what, errp) || !get(c, out, n, what, errp)) {
+        return false;
+    }
+    out[n] = '\0';
+    if (n == 0 || strlen(out) != n) {
+        return SL_BAD(errp, "%s at offset %" G_GUINT64_FORMAT ": empty or holds a NUL byte",
+                      what, c->off - n);
+    }
+    return true;
+}
+
+static bool parse_capabilities(qctx *c, GError **errp)
+{
+    uint32_t n;
+
+    if (!get_be32(c, &n, "capabilities count", errp)) {
+        return false;
+    }
+    if (n > MAX_CAPS) {
+        return SL_BAD(errp, "configuration: %u capabilities (at most %u)", n, MAX_CAPS);
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        char name[SL_BLOCK_NAME_MAX];
+        if (!get_str8(c, name, "capability name", errp)) {
+            return false;
+        }
+        g_ptr_array_add(c->q->caps, g_strdup(name));
+        c->q->ignore_shared |= !strcmp(name, "x-ignore-shared");
+    }
+    return true;
+}
+
+/* One subsection of the configuration section, by its name. */
+static bool parse_config_subsection(qctx *c, GError **errp)
+{
+    char name[SL_BLOCK_NAME_MAX];
+    uint8_t uuid[16];
+    uint32_t version, bits;
+
+    if (!get_str8(c, name, "configuration subsection name", errp) ||
+        !get_be32(c, &version, "configuration subsection version", errp)) {
+        return false;
+    }
+    if (!strcmp(name, "configuration/capabilities")) {
+        return parse_capabilities(c, errp);
+    }
+    if (!strcmp(name, "configuration/uuid")) {
+        return get(c, uuid, sizeof(uuid), "configuration uuid", errp);
+    }
+    if (!strcmp(name, "configuration/target-page-bits")) {
+        if (!get_be32(c, &bits, "target page bits", errp)) {
+            return false;
+        }
+        return bits == 12 || SL_BAD(errp, "configuration: target page bits %u: this reader "
+                                    "reads 4 KiB target pages", bits);
+    }
+    return SL_BAD(errp, "configuration subsection '%s' is not known to this reader", name);
+}
+
+/* "QEVM" 3, then the optional configuration section. */
+static bool parse_header(qctx *c, GError **errp)
+{
+    uint32_t magic, version, len;
+    uint8_t type;
+
+    if (!get_be32(c, &magic, "magic", errp) || !get_be32(c, &version, "version", errp)) {
+        return false;
+    }
+    if (magic != QEVM_MAGIC || version != QEVM_VERSION) {
+        return SL_BAD(errp, "version: QEMU stream version %u is not supported (QEMU writes 3)",
+                      version);
+    }
+    if (!get_u8(c, &type, "section type", errp)) {
+        return false;
+    }
+    if (type != SEC_CONFIGURATION) {
+        c->off--;
+        return true;
+    }
+    if (!get_be32(c, &len, "machine type length", errp)) {
+        return false;
+    }
+    if (len == 0 || len >= sizeof(c->q->machine)) {
+        return SL_BAD(errp, "configuration: machine type length %u is not between 1 and 256",
+                      len);
+    }
+    if (!get(c, c->q->machine, len, "machine type", errp)) {
+        return false;
+    }
+    for (;;) {
+        if (!get_u8(c, &type, "section type", errp)) {
+            return false;
+        }
+        if (type != SEC_SUBSECTION) {
+            c->off--;
+            return true;
+        }
+        if (!parse_config_subsection(c, errp)) {
+            return false;
+        }
+    }
+}
+
+/* The RAM section's start: its header and the total size. */
+static bool parse_ram_start(qctx *c, uint64_t *total, GError **errp)
+{
+    char idstr[SL_BLOCK_NAME_MAX];
+    uint32_t instance, version;
+    uint8_t type;
+
+    if (!get_u8(c, &type, "section type", errp) ||
+        !get_be32(c, &c->q->ram_section_id, "section id", errp) ||
+        !get_str8(c, idstr, "section name", errp) ||
+        !get_be32(c, &instance, "section instance", errp) ||
+        !get_be32(c, &version, "section version", errp)) {
+        return false;
+    }
+    if (type != SEC_START || strcmp(idstr, "ram")) {
+        return SL_BAD(errp, "the first section is '%s' (type %u), not the start of 'ram'",
+                      idstr, type);
+    }
+    if (version != RAM_VERSION) {
+        return SL_BAD(errp, "section 'ram': version %u is not supported (want %u)", version,
+                      RAM_VERSION);
+    }
+    if (!g_ptr_array_find_with_equal_func(c->q->caps, "mapped-ram", g_str_equal, NULL)) {
+        return SL_BAD(errp, "not a mapped-ram stream: it was saved without the mapped-ram "
+                      "capability, so its pages have no fixed offsets");
+    }
+    if (!get_be64(c, total, "RAM total size", errp)) {
+        return false;
+    }
+    if (!(*total & RAM_MEM_SIZE)) {
+        return SL_BAD(errp, "section 'ram': the total size carries no MEM_SIZE flag "
+                      "(0x%" G_GINT64_MODIFIER "x)", *total);
+    }
+    *total &= ~(TARGET_PAGE - 1);
+    return true;
+}
+
+/*
+ * The mapped-ram header of block @b, and before it the page-size field
+ * QEMU writes only for postcopy with another page size: told apart by the
+ * header's fixed version 1 and page size 4096.
+ */
+static bool parse_mr_header(qctx *c, sl_block *b, unsigned i, GError **errp)
+{
+    uint8_t h[SL_MR_HEADER_SIZE + 8];
+
+    if (!sl_read_at(c->s->fd, h, sizeof(h), c->off, "mapped-ram header", errp)) {
+        return false;
+    }
+    if (sl_be32(h) != SL_MR_VERSION || sl_be64(h + 4) != TARGET_PAGE) {
+        uint64_t ps = sl_be64(h);
+        if (ps <= TARGET_PAGE || ps > SL_MAX_PAGE || (ps & (ps - 1))) {
+            return SL_BAD(errp, "block %u ('%s'): mapped-ram version %u / page size %"
+                          G_GUINT64_FORMAT " not supported (want version %u, 4096-byte "
+                          "pages)", i, b->name, sl_be32(h), sl_be64(h + 4), SL_MR_VERSION);
+        }
+        c->off += 8; /* the postcopy page size of the block */
+        memmove(h, h + 8, SL_MR_HEADER_SIZE);
+        if (sl_be32(h) != SL_MR_VERSION || sl_be64(h + 4) != TARGET_PAGE) {
+            return SL_BAD(errp, "block %u ('%s'): mapped-ram version %u / page size %"
+                          G_GUINT64_FORMAT " not supported", i, b->name, sl_be32(h),
+                          sl_be64(h + 4));
+        }
+    }
+    b->ramhdr_offset = c->off;
+    b->bitmap_offset = sl_be64(h + SL_MR_BITMAP);
+    b->pages_offset = sl_be64(h + SL_MR_PAGES);
+    c->off += SL_MR_HEADER_SIZE;
+    return true;
+}
+
+/* Reads and checks @b's bitmap: host-endian longs (little-endian here). */
+static bool load_bitmap(qctx *c, sl_block *b, unsigned i, GError **errp)
+{
+    uint64_t bmb = sl_bitmap_bytes(b->npages);
+
+    b->bitmap = g_malloc(bmb);
+    if (!sl_read_at(c->s->fd, b->bitmap, bmb, b->bitmap_offset, "bitmap", errp)) {
+        return false;
+    }
+    for (uint64_t w = 0; w < bmb / 8; w++) {
+        b->bitmap[w] = GUINT64_FROM_LE(b->bitmap[w]);
+        b->present_pages += (uint64_t)__builtin_popcountll(b->bitmap[w]);
+    }
+    if (b->npages % 64 && b->bitmap[bmb / 8 - 1] >> (b->npages % 64)) {
+        return SL_BAD(errp, "block %u ('%s'): bitmap has bits set past page %"
+                      G_GUINT64_FORMAT, i, b->name, b->npages);
+    }
+    return true;
+}
+
+/* Offsets, regions and bitmap of block @b, whose header was just read. */
+static bool place_block(qctx *c, sl_block *b, unsigned i, uint64_t record, GError **errp)
+{
+    if (!sl_regions_claim(c->regions, record, c->off - record, errp,
+                          "block %u ('%s') record", i, b->name)) {
+        return false;
+    }
+    if (b->bitmap_offset == 0 && b->pages_offset == 0) {
+        b->bitmap = g_malloc0(sl_bitmap_bytes(b->npages)); /* left out: x-ignore-shared */
+        return true;
+    }
+    b->in_file = true;
+    if (b->pages_offset % TARGET_PAGE) {
+        return SL_BAD(errp, "block %u ('%s'): pages_offset %" G_GUINT64_FORMAT " is not "
+                      "page aligned", i, b->name, b->pages_offset);
+    }
+    if (!sl_regions_claim(c->regions, b->bitmap_offset, sl_bitmap_bytes(b->npages), errp,
+                          "block %u ('%s') bitmap (bitmap_offset)", i, b->name) ||
+        !sl_regions_claim(c->regions, b->pages_offset, b->length, errp,
+                          "block %u ('%s') page data (pages_offset, length)", i, b->name) ||
+        !load_bitmap(c, b, i, errp)) {
+        return false;
+    }
+    c->off = b->pages_offset + b->length; /* the stream goes on after the pages */
+    return true;
+}
+
+/* One block record at c->off; adds its length to *@acc. */
+static bool parse_block(qctx *c, unsigned i, uint64_t total, uint64_t *acc, GError **errp)
+{
+    sl_block b = { .page_size = TARGET_PAGE, .numa_node = -1 };
+    uint64_t record = c->off;
+
+    if (!get_str8(c, b.name, "block name", errp) ||
+        !get_be64(c, &b.length, "block used length", errp)) {
+        return false;
+    }
+    if (b.length == 0 || b.length % TARGET_PAGE || b.length > total - *acc) {
+        return SL_BAD(errp, "block %u ('%s'): used length %" G_GUINT64_FORMAT " is zero, not "
+                      "page aligned, or beyond the RAM total %" G_GUINT64_FORMAT, i, b.name,
+                      b.length, total);
+    }
+    *acc += b.length;
+    b.npages = b.length / TARGET_PAGE;
+    b.nsegs = sl_nsegs(b.npages);
+    b.has_gpa = c->q->ignore_shared;
+    if ((b.has_gpa && !get_be64(c, &b.gpa, "block GPA", errp)) ||
+        !parse_mr_header(c, &b, i, errp)) {
+        return false;
+    }
+    g_array_append_val(c->blocks, b); /* owned by the array (bitmap freed with it) */
+    return place_block(c, &g_array_index(c->blocks, sl_block, i), i, record, errp);
+}
+
+/* The end of the RAM section's start: EOS, and its footer if the stream has footers. */
+static bool parse_ram_end(qctx *c, GError **errp)
+{
+    uint64_t eos, tail = c->off;
+    uint32_t sid;
+    uint8_t type;
+
+    if (!get_be64(c, &eos, "RAM end-of-section flag", errp)) {
+        return false;
+    }
+    if (eos != RAM_EOS) {
+        return SL_BAD(errp, "after the last block's pages (offset %" G_GUINT64_FORMAT "): "
+                      "0x%" G_GINT64_MODIFIER "x, not the RAM end-of-section flag", tail, eos);
+    }
+    if (!get_u8(c, &type, "section footer", errp)) {
+        return false;
+    }
+    if (type == SEC_FOOTER) {
+        if (!get_be32(c, &sid, "section footer id", errp)) {
+            return false;
+        }
+        if (sid != c->q->ram_section_id) {
+            return SL_BAD(errp, "section footer names section %u, not 'ram' (%u)", sid,
+                          c->q->ram_section_id);
+        }
+    }
+    c->q->tail_offset = tail;
+    c->q->tail_length = c->s->file_size - tail;
+    return sl_regions_claim(c->regions, tail, c->q->tail_length, errp, "device state");
+}
+
+/* The JSON description QEMU may append: 0x00 0x06 u32 len JSON, ending the file. */
+static void find_vmdesc(qctx *c)
+{
+    uint64_t n = MIN(c->q->tail_length, MAX_VMDESC_SCAN);
+    g_autofree uint8_t *buf = g_malloc(n + 1);
+
+    if (n < 6 || sl_pread_full(c->s->fd, buf, n, c->s->file_size - n) < 0) {
+        return;
+    }
+    for (uint64_t p = 1; p + 5 <= n; p++) {
+        if (buf[p - 1] == SEC_EOF && buf[p] == SEC_VMDESC && sl_be32(buf + p + 1) == n - p - 5) {
+            c->q->vmdesc_length = n - p;
+            return;
+        }
+    }
+}
+
+void sl_qemu_stream_free(sl_qemu_stream *q)
+{
+    if (q) {
+        g_ptr_array_unref(q->caps);
+        g_free(q);
+    }
+}
+
+static bool parse_stream(qctx *c, GError **errp)
+{
+    uint64_t total = 0, acc = 0;
+
+    if (!parse_header(c, errp) || !parse_ram_start(c, &total, errp) ||
+        !sl_regions_claim(c->regions, 0, c->off, errp, "stream header and RAM section start")) {
+        return false;
+    }
+    for (unsigned i = 0; acc < total; i++) {
+        if (i == SL_MAX_BLOCKS) {
+            return SL_BAD(errp, "more than %u RAM blocks", SL_MAX_BLOCKS);
+        }
+        if (!parse_block(c, i, total, &acc, errp)) {
+            return false;
+        }
+    }
+    if (c->blocks->len == 0) {
+        return SL_BAD(errp, "section 'ram' has no blocks (total size 0)");
+    }
+    if (!parse_ram_end(c, errp)) {
+        return false;
+    }
+    find_vmdesc(c);
+    return sl_regions_check(c->regions, errp);
+}
+
+bool sl_qemu_parse(sl_snapshot *s, GError **errp)
+{
+    qctx c = { .s = s, .regions = sl_regions_new(s->file_size),
+               .blocks = g_array_new(false, true, sizeof(sl_block)) };
+    bool ok;
+
+    s->format = SL_FORMAT_QEMU;
+    s->qemu = c.q = g_new0(sl_qemu_stream, 1);
+    c.q->caps = g_ptr_array_new_with_free_func(g_free);
+    ok = parse_stream(&c, errp);
+    sl_regions_free(c.regions);
+    s->nblocks = c.blocks->len;
+    s->blocks = (sl_block *)(void *)g_array_free(c.blocks, false);
+    s->sections = g_new0(sl_section, 1);
+    return ok;
+}

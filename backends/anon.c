@@ -4,7 +4,8 @@
  * UFFDIO_COPY from a bounce buffer and zero pages with UFFDIO_ZEROPAGE.
  * Before registration the range is emptied with MADV_DONTNEED, so every
  * page faults exactly once.  Anonymous memory is private to one process,
- * so it has exactly one view.
+ * so it has exactly one view: our own mapping, or the mapping of the one
+ * process that handed its uffd over (a VMM through the restore daemon).
  */
 #include <errno.h>
 #include <sys/mman.h>
@@ -29,13 +30,17 @@ static bool anon_map(sl_mem *m, uint64_t length, uint64_t hugepage, GError **err
     return true;
 }
 
+/*
+ * Empties our own mapping.  Memory only another process maps (its one
+ * view, handed over) was registered by that process as it mapped it, fresh:
+ * there is nothing of ours to empty.
+ */
 static bool anon_prepare(sl_mem *m, GError **errp)
 {
     m->page_size = (uint64_t)sysconf(_SC_PAGESIZE);
-    if (!m->host || madvise(m->host, m->length, MADV_DONTNEED) < 0) {
+    if (m->host && madvise(m->host, m->length, MADV_DONTNEED) < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "madvise(DONTNEED) on %p: %s "
-                    "(is it private anonymous memory?)", m->host,
-                    m->host ? g_strerror(errno) : "no address");
+                    "(is it private anonymous memory?)", m->host, g_strerror(errno));
         return false;
     }
     return true;

@@ -353,6 +353,10 @@ static int commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
     uint64_t step = n;
     int ret;
 
+    if (!v && !ops->in_place) { /* anonymous memory whose one view is gone */
+        sl_pagemap_unclaim(reg->map, u, n);
+        return -ESRCH;
+    }
     while (n) {
         uint64_t done = 0, eagain = 0, k, len = MIN(n, step);
         ret = src ? ops->place(&reg->mem, v, u * reg->unit, src, len * reg->unit, &done,

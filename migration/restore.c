@@ -165,11 +165,7 @@ bool sl_restore_attach(sl_restore *r, const char *name, void *addr, uint64_t len
                     "in a file: use sl_restore_attach_file()", name, ops->name);
         return false;
     }
-    if (!addr) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': no address", name);
-        return false;
-    }
-    add_region(r, idx, &mem);
+    add_region(r, idx, &mem); /* no address: its one view comes from its owner */
     return true;
 }
 
@@ -271,6 +267,20 @@ static bool is_userfaultfd(int fd)
     return n > 0 && strcmp(target, "anon_inode:[userfaultfd]") == 0;
 }
 
+/* A live view of @reg, or NULL. */
+static const sl_view *first_live_view(const sl_region *reg)
+{
+    unsigned nv = atomic_load_explicit(&((sl_region *)reg)->nviews, memory_order_acquire);
+
+    for (unsigned j = 0; j < nv; j++) {
+        const sl_view *v = sl_region_view(reg, j);
+        if (!atomic_load_explicit(&((sl_view *)v)->dead, memory_order_relaxed)) {
+            return v;
+        }
+    }
+    return NULL;
+}
+
 /* A late view after completion: every page is cached, so just unregister. */
 static bool view_after_completion(sl_region *reg, int uffd, uint64_t base, GError **errp)
 {
@@ -332,8 +342,8 @@ bool sl_restore_add_view_tagged(sl_restore *r, const char *name, int uffd, uint6
 
     if (!reg) {
         why = "block not attached";
-    } else if (!reg->mem.ops->in_place) {
-        why = "anonymous memory is private to one process: it has no other views";
+    } else if (!reg->mem.ops->in_place && (reg->mem.host || first_live_view(reg))) {
+        why = "anonymous memory is private to one process: it has one view, already there";
     } else if (!is_userfaultfd(uffd)) {
         why = "the fd is not a userfaultfd";
     } else if (base % MAX(reg->mem.page_size, 4096)) {

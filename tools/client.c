@@ -104,45 +104,72 @@ int sl_client_connect(const char *path, const char *name, GError **errp)
     return fd;
 }
 
-int sl_client_register(int sock, const char *block, void *addr, uint64_t length, int memfd,
-                       uint64_t offset, GError **errp)
+/*
+ * A fresh uffd with @features (and poison where the kernel has it, so a
+ * failed restore can seal our pages), [@addr, +@length) registered on it
+ * with @mode and checked for @ioctls; -1 with @errp set.
+ */
+static int open_registered(uint64_t features, void *addr, uint64_t length, uint64_t mode,
+                           uint64_t ioctls, GError **errp)
 {
-    sl_msg m = { .type = SL_MSG_REGISTER }, st;
-    sl_backend_kind kind;
-    uint64_t psize, features;
-    int uffd, fds[2];
+    int uffd = sl_uffd_open(features, UFFD_FEATURE_POISON, NULL, errp);
 
-    if (!sl_wire_file_kind(memfd, &kind, &psize, errp)) {
-        return -1;
-    }
-    features = kind == SL_BACKEND_SHMEM
-                   ? UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM
-                   : UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE_MINOR_HUGETLBFS;
-    uffd = sl_uffd_open(features, 0, NULL, errp);
-    if (uffd < 0 ||
-        !sl_uffd_register(uffd, addr, length,
-                          UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR,
-                          SL_IOCTL(_UFFDIO_CONTINUE) | SL_IOCTL(_UFFDIO_WAKE), NULL, errp)) {
-        if (uffd >= 0) {
-            close(uffd);
-        }
-        return -1;
-    }
-    m.u.reg = (sl_msg_register){ .host_addr = (uintptr_t)addr, .length = length,
-                                 .file_offset = offset, .page_size = psize };
-    g_strlcpy(m.u.reg.block, block, sizeof(m.u.reg.block));
-    fds[0] = uffd;
-    fds[1] = memfd;
-    if (!sl_wire_send(sock, &m, fds, 2) || !expect(sock, SL_MSG_REGISTERED, &st, errp) ||
-        st.u.status.status != 0) {
-        if (errp && !*errp) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "restore daemon refused block '%s': %s",
-                        block, st.u.status.message);
-        }
+    if (uffd >= 0 && !sl_uffd_register(uffd, addr, length, mode, ioctls, NULL, errp)) {
         close(uffd);
         return -1;
     }
     return uffd;
+}
+
+/* Sends REGISTER with @nfds fds (@fds[0] the uffd) and waits for its answer. */
+static int send_register(int sock, const sl_msg_register *reg, int *fds, unsigned nfds,
+                         GError **errp)
+{
+    sl_msg m = { .type = SL_MSG_REGISTER, .u.reg = *reg }, st;
+
+    if (!sl_wire_send(sock, &m, fds, nfds) || !expect(sock, SL_MSG_REGISTERED, &st, errp) ||
+        st.u.status.status != 0) {
+        if (errp && !*errp) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "restore daemon refused block '%s': %s",
+                        reg->block, st.u.status.message);
+        }
+        close(fds[0]);
+        return -1;
+    }
+    return fds[0];
+}
+
+int sl_client_register_anon(int sock, const char *block, void *addr, uint64_t length,
+                            GError **errp)
+{
+    sl_msg_register reg = { .host_addr = (uintptr_t)addr, .length = length,
+                            .page_size = (uint64_t)sysconf(_SC_PAGESIZE) };
+    int fds[1] = { open_registered(0, addr, length, UFFDIO_REGISTER_MODE_MISSING,
+                                   SL_IOCTL(_UFFDIO_COPY) | SL_IOCTL(_UFFDIO_ZEROPAGE) |
+                                   SL_IOCTL(_UFFDIO_WAKE), errp) };
+
+    g_strlcpy(reg.block, block, sizeof(reg.block));
+    return fds[0] < 0 ? -1 : send_register(sock, &reg, fds, 1, errp);
+}
+
+int sl_client_register(int sock, const char *block, void *addr, uint64_t length, int memfd,
+                       uint64_t offset, GError **errp)
+{
+    sl_msg_register reg = { .host_addr = (uintptr_t)addr, .length = length,
+                            .file_offset = offset };
+    sl_backend_kind kind;
+    int fds[2] = { -1, memfd };
+
+    if (!sl_wire_file_kind(memfd, &kind, &reg.page_size, errp)) {
+        return -1;
+    }
+    fds[0] = open_registered(kind == SL_BACKEND_SHMEM
+                                 ? UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM
+                                 : UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE_MINOR_HUGETLBFS,
+                             addr, length, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR,
+                             SL_IOCTL(_UFFDIO_CONTINUE) | SL_IOCTL(_UFFDIO_WAKE), errp);
+    g_strlcpy(reg.block, block, sizeof(reg.block));
+    return fds[0] < 0 ? -1 : send_register(sock, &reg, fds, 2, errp);
 }
 
 bool sl_client_wait_done(int sock)

@@ -30,6 +30,16 @@ int sl_client_register(int sock, const char *block, void *addr, uint64_t length,
                        uint64_t offset, GError **errp);
 
 /**
+ * sl_client_register_anon: register [@addr, +@length) — our own fresh,
+ * private anonymous mapping of block @block — in MISSING mode on a new
+ * userfaultfd and hand that uffd (alone) to the daemon, which then places
+ * every page of it with UFFDIO_COPY.  Returns the uffd (keep it open) or -1
+ * with @errp naming the daemon's reason.
+ */
+int sl_client_register_anon(int sock, const char *block, void *addr, uint64_t length,
+                            GError **errp);
+
+/**
  * sl_client_supervise: start a thread that waits for DONE; if the daemon's
  * socket closes first, it calls @on_death (which should end the process).
  * The thread reads @sock from then on: call it after the last REGISTER on

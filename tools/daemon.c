@@ -66,7 +66,9 @@ typedef struct {
     GPtrArray *clients;      /* client * */
     uint64_t next_id;
     bool accept_paused;      /* out of fds: listen again once a client leaves, or after 1 s */
-    unsigned nblocks, nattached;
+    unsigned nblocks, nattached; /* blocks served (the daemon's), and attached so far */
+    bool *served;            /* per snapshot block: this daemon serves it */
+    bool *anon;              /* per block: attached as another process's anonymous memory */
     struct stat *files;      /* per block: identity of its memory file */
     uint64_t *offsets;
     bool started, done;
@@ -247,26 +249,57 @@ static int check_register(server *d, const sl_msg_register *m, pid_t pid, int uf
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "no block '%s' in the snapshot", m->block);
         return -EINVAL;
     }
+    if (!d->served[*idx]) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' is not served by this daemon "
+                    "(its owner loads it)", m->block);
+        return -EINVAL;
+    }
     if (m->length != bi.length) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': length %" G_GUINT64_FORMAT
                     ", but the block has %" G_GUINT64_FORMAT " bytes", m->block, m->length,
                     bi.length);
         return -EINVAL;
     }
-    ret = check_file(memfd, kind, &psize, st, errp);
+    if (memfd < 0) { /* anonymous memory of the consumer's own */
+        *kind = SL_BACKEND_ANON;
+        memset(st, 0, sizeof(*st));
+        st->st_size = (off_t)m->length;
+        psize = (uint64_t)sysconf(_SC_PAGESIZE);
+        ret = m->file_offset ? (g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "offset %"
+                                            G_GUINT64_FORMAT " for anonymous memory (want 0)",
+                                            m->file_offset), -EINVAL) : 0;
+    } else {
+        ret = check_file(memfd, kind, &psize, st, errp);
+    }
     ret = ret ? ret : check_layout(m, psize, st, errp);
     ret = ret ? ret : sl_peer_check_uffd(uffd, sl_backend_get(*kind)->uffd_features, errp);
-    ret = ret ? ret : check_mapping(d, m, pid, st, errp);
+    ret = ret ? ret : check_mapping(d, m, pid, memfd < 0 ? NULL : st, errp);
     if (ret < 0) {
         g_prefix_error(errp, "block '%s': ", m->block);
     }
     return ret;
 }
 
-/* Attaches the block on its first REGISTER; later ones must name the same file.  0 or -errno. */
+/*
+ * Attaches the block on its first REGISTER; later ones must name the same
+ * file (anonymous memory has one owner: no later one).  0 or -errno.
+ */
 static int attach_or_match(server *d, const sl_msg_register *m, int idx, sl_backend_kind kind,
                            int memfd, const struct stat *st, GError **errp)
 {
+    if (d->anon[idx] || (memfd < 0 && d->files[idx].st_ino)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': registered already; "
+                    "anonymous memory has one owner, the first to register", m->block);
+        return -EEXIST;
+    }
+    if (memfd < 0) {
+        if (!sl_restore_attach(d->r, m->block, NULL, m->length, kind, errp)) {
+            return engine_status(*errp);
+        }
+        d->anon[idx] = true;
+        d->nattached++;
+        return 0;
+    }
     if (d->files[idx].st_ino) {
         if (d->files[idx].st_ino != st->st_ino || d->files[idx].st_dev != st->st_dev ||
             d->offsets[idx] != m->file_offset) {
@@ -337,6 +370,25 @@ static int do_register(server *d, client *c, const sl_msg_register *m, int uffd,
     return start_when_complete(d, errp);
 }
 
+/* Tells the stats reader (qemu-restore) where a consumer registered a block. */
+static void note_registered(server *d, client *c, const sl_msg_register *m)
+{
+    g_autofree char *text = NULL;
+    cli_json j;
+
+    if (d->o->stats_fd < 0) {
+        return;
+    }
+    json_begin(&j);
+    json_str(&j, "registered", m->block);
+    json_u64(&j, "addr", m->host_addr);
+    json_int(&j, "pid", c->pid);
+    text = json_end(&j);
+    if (dprintf(d->o->stats_fd, "%s\n", text) < 0) {
+        dlog(d, "cannot write stats: %s", g_strerror(errno));
+    }
+}
+
 /* HELLO: WELCOME if we share a version; 0, or -errno with the reason to drop. */
 static int on_hello(server *d, client *c, const sl_msg_hello *h, unsigned nfds, GError **errp)
 {
@@ -380,15 +432,16 @@ static int on_register(server *d, client *c, const sl_msg_register *m, const int
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "REGISTER before HELLO");
         return -EPROTO;
     }
-    if (nfds != 2) {
+    if (nfds != 1 && nfds != 2) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "REGISTER carries %u fds, not two (uffd, "
-                    "memory file)", nfds);
+                    "memory file) or one (uffd of anonymous memory)", nfds);
         return -EINVAL;
     }
-    ret = do_register(d, c, m, fds[0], fds[1], errp);
+    ret = do_register(d, c, m, fds[0], nfds == 2 ? fds[1] : -1, errp);
     if (ret < 0) {
         return ret;
     }
+    note_registered(d, c, m);
     reply_status(c, 0, "ok");
     if (d->done && d->status == 0) { /* joined after completion: all is in place */
         sl_wire_send(c->fd, &done, NULL, 0);
@@ -501,7 +554,7 @@ static void accept_client(server *d)
     c->fd = fd;
     c->id = ++d->next_id;
     c->accepted_us = g_get_monotonic_time();
-    c->registered = g_new0(uint8_t, d->nblocks ? d->nblocks : 1);
+    c->registered = g_new0(uint8_t, sl_snapshot_n_blocks(d->snap));
     g_ptr_array_add(d->clients, c);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0) {
         g_autofree char *why = g_strdup_printf("its credentials cannot be read (SO_PEERCRED): "
@@ -712,6 +765,37 @@ static bool serve_round(server *d)
     return !(d->o->exit_when_done && d->done && d->clients->len == 0);
 }
 
+/* Which blocks this daemon serves: o->serve, or every block in the file. */
+static bool choose_served(server *d, GError **errp)
+{
+    unsigned n = sl_snapshot_n_blocks(d->snap);
+
+    d->served = g_new0(bool, n);
+    d->anon = g_new0(bool, n);
+    d->files = g_new0(struct stat, n);
+    d->offsets = g_new0(uint64_t, n);
+    for (unsigned i = 0; i < n; i++) {
+        d->served[i] = !d->o->serve && sl_snapshot_block_in_file(d->snap, i);
+    }
+    for (const char *const *b = d->o->serve; b && *b; b++) {
+        int i = sl_snapshot_find_block(d->snap, *b);
+        if (i < 0 || !sl_snapshot_block_in_file(d->snap, (unsigned)i)) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "cannot serve block '%s': %s", *b,
+                        i < 0 ? "no such block in the snapshot" : "its pages are not in the file");
+            return false;
+        }
+        d->served[i] = true;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        d->nblocks += d->served[i];
+    }
+    if (d->nblocks == 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "no block to serve");
+        return false;
+    }
+    return true;
+}
+
 static bool daemon_init(server *d, const sl_daemon_opts *o, GError **errp)
 {
     sigset_t set;
@@ -735,9 +819,9 @@ static bool daemon_init(server *d, const sl_daemon_opts *o, GError **errp)
     if (!d->snap || !(d->r = sl_restore_new(d->snap, &cfg, errp))) {
         return false;
     }
-    d->nblocks = sl_snapshot_n_blocks(d->snap);
-    d->files = g_new0(struct stat, d->nblocks);
-    d->offsets = g_new0(uint64_t, d->nblocks);
+    if (!choose_served(d, errp)) {
+        return false;
+    }
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
@@ -777,6 +861,8 @@ static void daemon_fini(server *d)
     }
     g_free(d->files);
     g_free(d->offsets);
+    g_free(d->served);
+    g_free(d->anon);
 }
 
 int sl_daemon_run(const sl_daemon_opts *o)

@@ -27,10 +27,13 @@ typedef struct {
     bool exit_when_done;   /* exit once complete and every client has left */
     bool quiet;            /* no log lines (tests) */
     int ready_fd;          /* >= 0: written one byte once the socket listens, then closed */
-    int stats_fd;          /* >= 0: gets one JSON line of stats when the restore ends */
+    int stats_fd;          /* >= 0: gets a JSON line per accepted REGISTER ("registered":
+                            * block, "addr", "pid"), then one of stats when it ends */
     int hello_timeout_ms;  /* a client silent this long after connecting is dropped (0: 10 s) */
     int register_timeout_ms; /* a client with no REGISTER done this long after its HELLO is
                               * dropped (0: 10 s); clients that registered stay */
+    const char *const *serve; /* NULL-terminated names of the blocks to serve (NULL: all);
+                               * the others are not this daemon's (QEMU loads them) */
 } sl_daemon_opts;
 
 /** Most clients served at once; more wait in the listen backlog. */

@@ -188,9 +188,15 @@ static bool parse_maps_line(const char *line, maps_line *m)
                   m->perms, &m->offset, &m->major, &m->minor, &m->inode) == 7;
 }
 
-/* Whether mapping @m, where it overlaps [addr, addr+len), maps @st shared at @offset. */
+/*
+ * Whether mapping @m, where it overlaps [addr, addr+len), maps @st shared
+ * at @offset; for @st NULL, whether it is private anonymous memory.
+ */
 static bool line_fits(const maps_line *m, uint64_t addr, uint64_t offset, const struct stat *st)
 {
+    if (!st) {
+        return m->perms[3] == 'p' && m->inode == 0 && m->major == 0 && m->minor == 0;
+    }
     return m->perms[3] == 's' && m->inode == (uint64_t)st->st_ino &&
            m->major == major(st->st_dev) && m->minor == minor(st->st_dev) &&
            m->offset + (MAX(m->start, addr) - m->start) == offset + (MAX(m->start, addr) - addr);
@@ -218,6 +224,12 @@ int sl_peer_check_mapping(pid_t pid, uint64_t addr, uint64_t len, const struct s
             break;
         }
         covered = m.end;
+    }
+    if (covered < end && !st) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "0x%" G_GINT64_MODIFIER "x is not private "
+                    "anonymous memory in pid %d (from 0x%" G_GINT64_MODIFIER "x on)", addr,
+                    (int)pid, covered);
+        return 0;
     }
     if (covered < end) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "0x%" G_GINT64_MODIFIER "x is not a shared "

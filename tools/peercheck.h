@@ -34,7 +34,8 @@ int sl_peer_check_uffd(int uffd, uint64_t need, GError **errp);
 
 /**
  * sl_peer_check_mapping: in process @pid, [@addr, @addr + @len) is mapped
- * MAP_SHARED from the file @st describes, at file offset @offset.  Returns
+ * MAP_SHARED from the file @st describes, at file offset @offset (@st NULL:
+ * it is private anonymous memory, and @offset is not looked at).  Returns
  * 1 if so, 0 if not, -errno if its maps file cannot be read (-EMFILE or
  * -ENFILE: we are out of fds); @errp says why for 0 and -errno.
  */

@@ -9,7 +9,12 @@
  *
  * Configuration, read once when the library loads (docs/qemu.md):
  *   SNAPLOAD_SOCKET  the daemon's socket; unset: the library does nothing
- *   SNAPLOAD_BLOCKS  NAME=PATH[;NAME=PATH...]: snapshot block and its file
+ *   SNAPLOAD_BLOCKS  NAME=PATH[;NAME=PATH...]: snapshot block and its file,
+ *                    or NAME=anon:BYTES: a block of anonymous RAM (plain
+ *                    `-m`, memory-backend-ram), recognised as the first
+ *                    MAP_FIXED private anonymous read-write mapping of
+ *                    exactly that size (how QEMU maps guest RAM over its
+ *                    reservation) and registered in MISSING mode
  *   SNAPLOAD_EXE     optional: act only in the process running this binary
  * An active instance removes itself from LD_PRELOAD and these variables
  * from the environment, so helpers QEMU starts (exec: migration) stay
@@ -36,8 +41,10 @@
 
 typedef struct {
     char *name;
-    char *path;
-    dev_t dev;   /* identity of the file, once it was seen mapped */
+    char *path;       /* NULL: anonymous */
+    uint64_t size;    /* anonymous: its length */
+    bool handed;      /* anonymous: registered already */
+    dev_t dev;        /* identity of the file, once it was seen mapped */
     ino_t ino;
 } pl_block;
 
@@ -98,7 +105,15 @@ static bool parse_blocks(const char *spec)
             return false;
         }
         pl.blocks[pl.nblocks].name = g_strndup(*it, (gsize)(eq - *it));
-        pl.blocks[pl.nblocks].path = g_strdup(eq + 1);
+        if (g_str_has_prefix(eq + 1, "anon:")) {
+            char *end = NULL;
+            pl.blocks[pl.nblocks].size = g_ascii_strtoull(eq + 6, &end, 10);
+            if (!pl.blocks[pl.nblocks].size || *end) {
+                return false;
+            }
+        } else {
+            pl.blocks[pl.nblocks].path = g_strdup(eq + 1);
+        }
         pl.nblocks++;
     }
     return pl.nblocks > 0;
@@ -138,7 +153,8 @@ __attribute__((constructor)) static void preload_init(void)
         return;
     }
     if (!blocks || !parse_blocks(blocks)) {
-        die("SNAPLOAD_BLOCKS must be NAME=PATH[;NAME=PATH...], got '%s'", blocks ? blocks : "");
+        die("SNAPLOAD_BLOCKS must be NAME=PATH|NAME=anon:BYTES[;...], got '%s'",
+            blocks ? blocks : "");
     }
     pl.socket = g_strdup(sock);
     scrub_environment();
@@ -155,6 +171,9 @@ static pl_block *match_block(int fd)
     }
     for (unsigned i = 0; i < pl.nblocks; i++) {
         pl_block *b = &pl.blocks[i];
+        if (!b->path) {
+            continue;
+        }
         if (!b->ino && stat(b->path, &bst) == 0) {
             b->dev = bst.st_dev;
             b->ino = bst.st_ino;
@@ -183,6 +202,36 @@ static void hand_over(pl_block *b, void *p, size_t len, int fd, off_t off)
     sl_client_supervise(sock, daemon_died);
 }
 
+/* The anonymous block a new mapping of @len bytes with @prot/@flags is, or NULL. */
+static pl_block *match_anon(size_t len, int prot, int flags)
+{
+    const int want = MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS;
+
+    if ((flags & want) != want || (prot & (PROT_READ | PROT_WRITE)) != (PROT_READ | PROT_WRITE)) {
+        return NULL;
+    }
+    for (unsigned i = 0; i < pl.nblocks; i++) {
+        pl_block *b = &pl.blocks[i];
+        if (!b->path && !b->handed && b->size == len) {
+            return b;
+        }
+    }
+    return NULL;
+}
+
+/* Hands the fresh anonymous mapping [@p, +@len) of @b to the daemon, or dies. */
+static void hand_over_anon(pl_block *b, void *p, size_t len)
+{
+    g_autoptr(GError) err = NULL;
+    int sock = sl_client_connect(pl.socket, "preload", &err);
+
+    if (sock < 0 || sl_client_register_anon(sock, b->name, p, len, &err) < 0) {
+        die("block '%s' (anonymous, %zu bytes): %s", b->name, len, err->message);
+    }
+    b->handed = true;
+    sl_client_supervise(sock, daemon_died);
+}
+
 static void *real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
     return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
@@ -195,13 +244,14 @@ void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
     void *p = real_mmap(addr, len, prot, flags, fd, off);
     pl_block *b;
 
-    if (p == MAP_FAILED || !pl.active || fd < 0 || !(flags & MAP_SHARED)) {
+    if (p == MAP_FAILED || !pl.active || (fd >= 0 && !(flags & MAP_SHARED))) {
         return p;
     }
     pthread_mutex_lock(&pl.lock);
-    b = match_block(fd);
-    if (b) {
+    if (fd >= 0 && (b = match_block(fd))) {
         hand_over(b, p, len, fd, off);
+    } else if (fd < 0 && (b = match_anon(len, prot, flags))) {
+        hand_over_anon(b, p, len);
     }
     pthread_mutex_unlock(&pl.lock);
     return p;

@@ -59,7 +59,8 @@ static GHashTable *split_options(const char *text)
     return h;
 }
 
-static sl_qemu_backend *backend_from_options(const char *text, GError **errp)
+/* A memory-backend-file or -ram object's options (@anon: -ram: no mem-path). */
+static sl_qemu_backend *backend_from_options(const char *text, bool anon, GError **errp)
 {
     g_autoptr(GHashTable) h = split_options(text);
     const char *id = g_hash_table_lookup(h, "id");
@@ -68,17 +69,62 @@ static sl_qemu_backend *backend_from_options(const char *text, GError **errp)
     sl_qemu_backend *b;
     uint64_t bytes;
 
-    if (!id || !path || !size || !cli_parse_size(size, &bytes)) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "-object %s: a memory-backend-file needs "
-                    "id=, mem-path= and a size= like 4G", text);
+    if (!id || (!anon && !path) || !size || !cli_parse_size(size, &bytes)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "-object %s: a memory-backend-%s needs "
+                    "id=%s and a size= like 4G", text, anon ? "ram" : "file",
+                    anon ? "" : ", mem-path=");
         return NULL;
     }
     b = g_new0(sl_qemu_backend, 1);
     b->id = g_strdup(id);
-    b->mem_path = g_strdup(path);
+    b->mem_path = anon ? NULL : g_strdup(path);
     b->size = bytes;
     b->share = parse_bool(g_hash_table_lookup(h, "share"));
+    b->anon = anon && !b->share;
     return b;
+}
+
+/* The value of option @opt (e.g. "-m") in @argv, or NULL. */
+static const char *arg_of(char **argv, const char *opt)
+{
+    const char *v = NULL;
+
+    for (char **a = argv; *a; a++) {
+        if (!strcmp(*a, opt) && a[1]) {
+            v = a[1]; /* the last one counts, as for QEMU */
+        }
+    }
+    return v;
+}
+
+/* Plain `-m` RAM ("pc.ram", anonymous) unless -machine names a memory-backend. */
+static bool implicit_ram(char **argv, GPtrArray *out, GError **errp)
+{
+    const char *machine = arg_of(argv, "-machine"), *m = arg_of(argv, "-m");
+    g_autoptr(GHashTable) mopts = m ? split_options(m) : NULL;
+    const char *size = !m ? "128M" : g_hash_table_lookup(mopts, "size")
+                                   ? g_hash_table_lookup(mopts, "size")
+                                   : g_hash_table_lookup(mopts, "qom-type");
+    g_autofree char *withunit = NULL;
+    sl_qemu_backend *b;
+    uint64_t bytes;
+
+    if (machine && strstr(machine, "memory-backend=")) {
+        return true;
+    }
+    if (size && g_ascii_isdigit(size[strlen(size) - 1])) {
+        size = withunit = g_strdup_printf("%sM", size); /* -m counts MiB without a unit */
+    }
+    if (!size || !cli_parse_size(size, &bytes)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "-m %s: not a size", m);
+        return false;
+    }
+    b = g_new0(sl_qemu_backend, 1);
+    b->id = g_strdup("pc.ram");
+    b->size = bytes;
+    b->anon = true;
+    g_ptr_array_add(out, b);
+    return true;
 }
 
 GPtrArray *sl_qemu_args_backends(char **argv, GError **errp)
@@ -90,15 +136,20 @@ GPtrArray *sl_qemu_args_backends(char **argv, GError **errp)
             continue;
         }
         a++;
-        if (!g_str_has_prefix(*a, "memory-backend-file,")) {
+        bool file = g_str_has_prefix(*a, "memory-backend-file,");
+        if (!file && !g_str_has_prefix(*a, "memory-backend-ram,")) {
             continue;
         }
-        sl_qemu_backend *b = backend_from_options(*a, errp);
+        sl_qemu_backend *b = backend_from_options(*a, !file, errp);
         if (!b) {
             g_ptr_array_unref(out);
             return NULL;
         }
         g_ptr_array_add(out, b);
+    }
+    if (!implicit_ram(argv, out, errp)) {
+        g_ptr_array_unref(out);
+        return NULL;
     }
     return out;
 }

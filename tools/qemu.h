@@ -16,18 +16,22 @@
 
 typedef struct {
     char *id;        /* backend id: the snapshot block's name */
-    char *mem_path;  /* the memory file */
+    char *mem_path;  /* the memory file; NULL for anonymous RAM */
     uint64_t size;   /* bytes */
     bool share;      /* share=on: guest RAM lives in the file */
+    bool anon;       /* memory-backend-ram, or plain -m: private anonymous memory */
 } sl_qemu_backend;
 
 /** sl_qemu_backend_free: free one backend description. */
 void sl_qemu_backend_free(sl_qemu_backend *b);
 
 /**
- * sl_qemu_args_backends: the memory-backend-file objects of a QEMU command
- * line (`-object memory-backend-file,id=..,size=..,mem-path=..,share=on`),
- * as an array of sl_qemu_backend *.  Errors name the bad option.
+ * sl_qemu_args_backends: the guest RAM of a QEMU command line, as an array
+ * of sl_qemu_backend *: every memory-backend-file object
+ * (`-object memory-backend-file,id=..,size=..,mem-path=..,share=on`), every
+ * memory-backend-ram object (anonymous), and, where `-machine` names no
+ * memory-backend, the plain `-m` RAM (anonymous, block "pc.ram", 128 MiB
+ * if `-m` is absent).  Errors name the bad option.
  */
 GPtrArray *sl_qemu_args_backends(char **argv, GError **errp);
 

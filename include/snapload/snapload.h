@@ -302,6 +302,11 @@ sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GErr
  * Attach the memory at @addr (page aligned, @length bytes, equal to the
  * block's length) that receives block @block_name.  For SL_BACKEND_ANON the
  * memory must be private anonymous; its current contents are discarded.
+ * @addr NULL (since 1.2): the memory is another process's, which
+ * registered its fresh mapping in MISSING mode and hands its uffd over
+ * with sl_restore_add_view() (one view: anonymous memory is private), as
+ * a VMM does through the restore daemon; pages are then placed with
+ * UFFDIO_COPY into that process.
  */
 bool sl_restore_attach(sl_restore *r, const char *block_name, void *addr,
                        uint64_t length, sl_backend_kind kind, GError **errp);
@@ -326,7 +331,8 @@ bool sl_restore_attach_file(sl_restore *r, const char *block_name, void *addr,
  * MAP_SHARED at @base (an address in the owner's address space), registered
  * it with MISSING|MINOR on @uffd, and handed us @uffd (it is duplicated).
  * Before or while the restore runs; after completion the range is simply
- * unregistered, since every page is then in the page cache.
+ * unregistered, since every page is then in the page cache.  Also the one
+ * view of anonymous memory attached without an address (MISSING mode).
  */
 bool sl_restore_add_view(sl_restore *r, const char *block_name, int uffd, uint64_t base,
                          GError **errp);

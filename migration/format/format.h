@@ -85,6 +85,7 @@ typedef struct {
     bool in_file;       /* false: QEMU left it out (x-ignore-shared): no pages here */
     bool has_gpa;       /* QEMU stream with x-ignore-shared: @gpa is recorded */
     uint64_t gpa;       /* guest physical address of the block (QEMU) */
+    uint64_t record_offset, record_len; /* QEMU: the block's record, header included */
 } sl_block;
 
 typedef struct {
@@ -229,6 +230,17 @@ bool sl_container_parse(sl_snapshot *s, bool lazy, GError **errp);
 
 /** QEMU's stream (qemu.c): parses @s (fd and size set) from "QEVM" on. */
 bool sl_qemu_parse(sl_snapshot *s, GError **errp);
+
+/**
+ * sl_qemu_write_device_stream (qemu.c): writes @path (created, 0600), a
+ * copy of QEMU stream @s that QEMU loads with only the device state and the
+ * blocks not in @lazy (indexed like the blocks): a lazy block's bitmap and
+ * pages are left as holes, so QEMU's mapped-ram load finds no page of it
+ * and touches none of its memory.  Offsets are the original's: the file is
+ * as large, and sparse.  Never writes into @s's own file.
+ */
+bool sl_qemu_write_device_stream(const sl_snapshot *s, const char *path, const bool *lazy,
+                                 GError **errp);
 
 /** Frees what sl_qemu_parse() allocated in @q (NULL is fine). */
 void sl_qemu_stream_free(sl_qemu_stream *q);

@@ -31,7 +31,9 @@
  * sidecar index adds them (see sl_snapshot_open_flags()).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 #include "migration/format/format.h"
 
 #define QEVM_MAGIC        0x5145564du
@@ -296,7 +298,9 @@ static bool load_bitmap(qctx *c, sl_block *b, unsigned i, GError **errp)
 /* Offsets, regions and bitmap of block @b, whose header was just read. */
 static bool place_block(qctx *c, sl_block *b, unsigned i, uint64_t record, GError **errp)
 {
-    if (!sl_regions_claim(c->regions, record, c->off - record, errp,
+    b->record_offset = record;
+    b->record_len = c->off - record;
+    if (!sl_regions_claim(c->regions, record, b->record_len, errp,
                           "block %u ('%s') record", i, b->name)) {
         return false;
     }
@@ -443,5 +447,70 @@ bool sl_qemu_parse(sl_snapshot *s, GError **errp)
     s->nblocks = c.blocks->len;
     s->blocks = (sl_block *)(void *)g_array_free(c.blocks, false);
     s->sections = g_new0(sl_section, 1);
+    return ok;
+}
+
+/* Copies [@off, +@len) of @from to the same offset of @to. */
+static bool copy_range(int from, int to, uint64_t off, uint64_t len, GError **errp)
+{
+    g_autofree uint8_t *buf = g_malloc(MIN(len, 1u << 20) + 1);
+
+    for (uint64_t done = 0; done < len;) {
+        size_t n = (size_t)MIN(len - done, 1u << 20);
+        int ret = sl_pread_full(from, buf, n, off + done);
+        ret = ret ? ret : sl_pwrite_full(to, buf, n, off + done);
+        if (ret < 0) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "copying the device stream at offset %"
+                        G_GUINT64_FORMAT ": %s", off + done, g_strerror(-ret));
+            return false;
+        }
+        done += n;
+    }
+    return true;
+}
+
+/* An eager block: its record, bitmap and stored pages (runs), for QEMU to load. */
+static bool copy_eager_block(const sl_snapshot *s, const sl_block *b, int to, GError **errp)
+{
+    if (!copy_range(s->fd, to, b->bitmap_offset, sl_bitmap_bytes(b->npages), errp)) {
+        return false;
+    }
+    for (uint64_t i = 0; i < b->npages;) {
+        uint64_t n = 0;
+        while (i + n < b->npages && sl_bit_test(b->bitmap, i + n)) {
+            n++;
+        }
+        if (n && !copy_range(s->fd, to, b->pages_offset + i * b->page_size, n * b->page_size,
+                             errp)) {
+            return false;
+        }
+        i += n ? n : 1;
+    }
+    return true;
+}
+
+bool sl_qemu_write_device_stream(const sl_snapshot *s, const char *path, const bool *lazy,
+                                 GError **errp)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    bool ok = fd >= 0 && ftruncate(fd, (off_t)s->file_size) == 0;
+
+    if (!ok) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", path, g_strerror(errno));
+    }
+    ok = ok && copy_range(s->fd, fd, 0, s->blocks[0].record_offset, errp); /* header */
+    for (unsigned i = 0; ok && i < s->nblocks; i++) {
+        const sl_block *b = &s->blocks[i];
+        ok = copy_range(s->fd, fd, b->record_offset, b->record_len, errp) &&
+             (lazy[i] || !b->in_file || copy_eager_block(s, b, fd, errp));
+    }
+    ok = ok && copy_range(s->fd, fd, s->qemu->tail_offset, s->qemu->tail_length, errp);
+    if (fd >= 0 && close(fd) < 0 && ok) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", path, g_strerror(errno));
+        ok = false;
+    }
+    if (!ok && fd >= 0) {
+        unlink(path);
+    }
     return ok;
 }

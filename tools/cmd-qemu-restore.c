@@ -1,0 +1,826 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * `snapload qemu-restore SNAP -- QEMU ARGS...`: stock QEMU (7.2 and later)
+ * as the consumer of a lazy restore, without patching it.  SNAP is our
+ * container (qemu-save) or QEMU's own mapped-ram file (`migrate file:`).
+ *
+ * Each block of SNAP that QEMU's arguments name as guest RAM is lazy: a
+ * memory-backend-file (share=on, on /dev/shm or hugetlbfs: recreated empty,
+ * restored in MINOR mode), or anonymous RAM (plain -m, memory-backend-ram:
+ * MISSING mode, pages placed with UFFDIO_COPY into QEMU).  The restore
+ * daemon (a child) serves those blocks; QEMU starts with the LD_PRELOAD
+ * client, which hands each such mapping to the daemon as QEMU makes it;
+ * qemu-restore checks that every one was registered where QEMU says its
+ * RAM block lives (`info ramblock`), loads the device state with
+ * `-incoming defer` + `migrate-incoming`, and `cont`s at once: the guest
+ * runs while its RAM streams in.  Other blocks of a QEMU file (ROMs and
+ * the like) are small and QEMU loads them with the device state.
+ *
+ * The device state comes without a shell where QEMU can read files (9.0
+ * and later): our container's section straight from SNAP (`file:SNAP,
+ * offset=N`, its checksum checked first), or, for QEMU's file, a sparse
+ * copy of it in which the lazy blocks' bitmaps are empty, so that QEMU's
+ * mapped-ram load finds none of their pages and touches none of their
+ * memory.  QEMU 7.2 gets our section through `exec:cat`.  SNAP is never
+ * written to.  With --eager FILE it instead times QEMU's own eager load of
+ * FILE (a mapped-ram file, with --multifd N threads, or a full stream), the
+ * same way, for comparison.  docs/qemu.md describes both.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <json-glib/json-glib.h>
+#include "cli.h"
+#include "daemon.h"
+#include "migration/format/format.h"
+#include "qemu.h"
+#include "qemu-migrate.h"
+#include "qemu-verify.h"
+
+#define QMP_TIMEOUT_MS 30000
+#define REGISTER_WAIT_MS 10000     /* for the preload client's registrations to be reported */
+#define QEMU_DEATH_GRACE_MS 5000   /* for QEMU to end itself when the daemon dies */
+
+typedef struct {
+    const char *snap;
+    char **qemu_argv;
+    char *eager;          /* time QEMU's own eager load of this file instead */
+    char *socket;         /* where the daemon listens (default: a private dir) */
+    bool json, verify, paused, quit_when_done;
+    int threads;
+    int multifd;          /* eager load of a mapped-ram file: multifd channels */
+} qr_opts;
+
+typedef struct {
+    const qr_opts *o;
+    sl_snapshot *snap;
+    GPtrArray *backends;   /* sl_qemu_backend *: lazy blocks (eager: the files to recreate) */
+    GPtrArray *serve;      /* char *: names of the lazy blocks, NULL-terminated */
+    bool *lazy;            /* per snapshot block */
+    char *tmp, *dsock, *qsock, *devstate;
+    char *load_uri;        /* how the device state was loaded (for the report) */
+    GHashTable *registered; /* block name -> where the preload client registered it */
+    pid_t daemon, qemu;
+    int stats_fd, qmp_lfd, pidfd;
+    GIOChannel *stats_ch;
+    sl_qmp *q;
+    double t0, t_qmp, t_dev0, t_dev1, t_run, t_done;
+    char *stats;           /* the daemon's final JSON line */
+    uint64_t verify_mismatches;
+} qr;
+
+/* ------------------------------ the blocks ------------------------------ */
+
+static guint k_of(GPtrArray *a, gpointer p)
+{
+    guint k = 0;
+
+    g_ptr_array_find(a, p, &k);
+    return k;
+}
+
+/* The guest-RAM backend of QEMU's arguments called @name, or NULL. */
+static sl_qemu_backend *backend_named(GPtrArray *all, const char *name)
+{
+    for (guint k = 0; k < all->len; k++) {
+        sl_qemu_backend *b = g_ptr_array_index(all, k);
+        if (!strcmp(b->id, name)) {
+            return b;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Which blocks are lazy: those QEMU's arguments name as guest RAM.  In our
+ * container every block must be; in QEMU's file the others load eagerly.
+ */
+static bool match_backends(qr *r, GError **errp)
+{
+    g_autoptr(GPtrArray) all = sl_qemu_args_backends(r->o->qemu_argv, errp);
+    unsigned n = sl_snapshot_n_blocks(r->snap);
+    bool qemu_file = sl_snapshot_get_format(r->snap) == SL_FORMAT_QEMU;
+
+    if (!all) {
+        return false;
+    }
+    r->lazy = g_new0(bool, n);
+    r->backends = g_ptr_array_new_with_free_func((GDestroyNotify)sl_qemu_backend_free);
+    r->serve = g_ptr_array_new_with_free_func(g_free);
+    for (unsigned i = 0; i < n; i++) {
+        sl_block_info bi;
+        sl_qemu_backend *found;
+        sl_snapshot_block(r->snap, i, &bi);
+        found = backend_named(all, bi.name);
+        if (found && found->size != bi.length) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "snapshot block '%s' has %"
+                        G_GUINT64_FORMAT " bytes, QEMU's '%s' %" G_GUINT64_FORMAT, bi.name,
+                        bi.length, found->id, found->size);
+            return false;
+        }
+        if (!found && !qemu_file) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "snapshot block '%s' (%" G_GUINT64_FORMAT
+                        " bytes) has no memory-backend-file or -ram of id '%s' and that size in "
+                        "the QEMU arguments", bi.name, bi.length, bi.name);
+            return false;
+        }
+        if (!found || !sl_snapshot_block_in_file(r->snap, i)) {
+            continue; /* QEMU loads it (or x-ignore-shared kept it in its file) */
+        }
+        r->lazy[i] = true;
+        g_ptr_array_add(r->serve, g_strdup(bi.name));
+        g_ptr_array_add(r->backends, g_ptr_array_steal_index(all, k_of(all, found)));
+    }
+    g_ptr_array_add(r->serve, NULL);
+    return true;
+}
+
+/* The memory files to recreate: the lazy ones, or every file backend (eager). */
+static bool fresh_files(qr *r, GError **errp)
+{
+    g_autoptr(GPtrArray) files = g_ptr_array_new();
+    g_autoptr(GPtrArray) all = NULL;
+    GPtrArray *from = r->backends;
+
+    if (r->o->eager) {
+        if (!(all = sl_qemu_args_backends(r->o->qemu_argv, errp))) {
+            return false;
+        }
+        from = all;
+    }
+    for (guint i = 0; i < from->len; i++) {
+        sl_qemu_backend *b = g_ptr_array_index(from, i);
+        if (b->mem_path) {
+            g_ptr_array_add(files, b);
+        }
+    }
+    return sl_qemu_fresh_files(files, errp);
+}
+
+/* The blocks for the preload client: NAME=PATH or NAME=anon:BYTES, ';'-separated. */
+static char *blocks_env(const qr *r)
+{
+    GString *s = g_string_new(NULL);
+
+    for (guint i = 0; i < r->backends->len; i++) {
+        sl_qemu_backend *b = g_ptr_array_index(r->backends, i);
+        g_string_append_printf(s, "%s%s=", i ? ";" : "", b->id);
+        if (b->mem_path) {
+            g_string_append(s, b->mem_path);
+        } else {
+            g_string_append_printf(s, "anon:%" G_GUINT64_FORMAT, b->size);
+        }
+    }
+    return g_string_free(s, false);
+}
+
+/* --------------------------- daemon and QEMU ---------------------------- */
+
+/*
+ * In a child of ours (the daemon, QEMU): SIGKILL when we die, so that no
+ * guest ever runs on without its supervisor, even if we are killed
+ * ourselves.  @opaque is our pid: if we died before the prctl, go now.
+ */
+static void die_with_parent(gpointer opaque)
+{
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != (pid_t)GPOINTER_TO_INT(opaque)) {
+        raise(SIGKILL);
+    }
+}
+
+/* Forks the daemon (serving the lazy blocks); returns once its socket listens. */
+static bool start_daemon(qr *r, GError **errp)
+{
+    int ready[2], stats[2];
+    pid_t self = getpid();
+    char c;
+
+    if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(stats, O_CLOEXEC) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "pipe: %s", g_strerror(errno));
+        return false;
+    }
+    r->daemon = fork();
+    if (r->daemon == 0) {
+        die_with_parent(GINT_TO_POINTER(self));
+        sl_daemon_opts d = { .snapshot = r->o->snap, .socket = r->dsock, .exit_when_done = true,
+                             .quiet = !g_getenv("SNAPLOAD_DEBUG"), .ready_fd = ready[1],
+                             .stats_fd = stats[1],
+                             .serve = (const char *const *)r->serve->pdata };
+        d.cfg = (sl_restore_config){ .size = sizeof(d.cfg),
+                                     .loader_threads = r->o->threads > 0 ? (unsigned)r->o->threads : 0,
+                                     .no_loaders = r->o->threads == 0 };
+        close(ready[0]);
+        close(stats[0]);
+        _exit(sl_daemon_run(&d));
+    }
+    close(ready[1]);
+    close(stats[1]);
+    r->stats_fd = stats[0];
+    r->stats_ch = g_io_channel_unix_new(r->stats_fd);
+    if (r->daemon < 0 || read(ready[0], &c, 1) != 1) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "the restore daemon did not start");
+        close(ready[0]);
+        return false;
+    }
+    close(ready[0]);
+    return true;
+}
+
+static int listen_unix(const char *path, GError **errp)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    g_strlcpy(a.sun_path, path, sizeof(a.sun_path));
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 1) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QMP socket %s: %s", path, g_strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    return fd;
+}
+
+/* The preload library: $SNAPLOAD_PRELOAD, beside our binary, or installed. */
+static char *find_preload(GError **errp)
+{
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_autofree char *dir = self ? g_path_get_dirname(self) : NULL;
+    const char *env = g_getenv("SNAPLOAD_PRELOAD");
+    char *cand[] = {
+        env ? g_strdup(env) : NULL,
+        dir ? g_build_filename(dir, "libsnapload-preload.so", NULL) : NULL,
+        dir ? g_build_filename(dir, "..", "lib", "x86_64-linux-gnu", "snapload",
+                               "libsnapload-preload.so", NULL) : NULL,
+    };
+    char *found = NULL;
+
+    for (unsigned i = 0; i < G_N_ELEMENTS(cand); i++) {
+        if (!found && cand[i] && g_file_test(cand[i], G_FILE_TEST_IS_REGULAR)) {
+            found = g_steal_pointer(&cand[i]);
+        }
+        g_free(cand[i]);
+    }
+    if (!found) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "libsnapload-preload.so not found "
+                    "(set SNAPLOAD_PRELOAD to its path)");
+    }
+    return found;
+}
+
+static bool spawn_qemu(qr *r, GError **errp)
+{
+    g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+    g_auto(GStrv) env = g_get_environ();
+    g_autofree char *exe = g_find_program_in_path(r->o->qemu_argv[0]);
+
+    if (!exe) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "QEMU binary '%s' not found",
+                    r->o->qemu_argv[0]);
+        return false;
+    }
+    for (char **a = r->o->qemu_argv; *a; a++) {
+        g_ptr_array_add(argv, g_strdup(*a));
+    }
+    g_ptr_array_add(argv, g_strdup("-chardev"));
+    g_ptr_array_add(argv, g_strdup_printf("socket,id=snapload-qmp,path=%s", r->qsock));
+    g_ptr_array_add(argv, g_strdup("-mon"));
+    g_ptr_array_add(argv, g_strdup("chardev=snapload-qmp,mode=control"));
+    g_ptr_array_add(argv, g_strdup("-incoming"));
+    g_ptr_array_add(argv, g_strdup("defer"));
+    g_ptr_array_add(argv, NULL);
+    if (!r->o->eager) {
+        g_autofree char *pre = find_preload(errp);
+        g_autofree char *blocks = blocks_env(r);
+        if (!pre) {
+            return false;
+        }
+        env = g_environ_setenv(env, "LD_PRELOAD", pre, true);
+        env = g_environ_setenv(env, "SNAPLOAD_SOCKET", r->dsock, true);
+        env = g_environ_setenv(env, "SNAPLOAD_BLOCKS", blocks, true);
+        env = g_environ_setenv(env, "SNAPLOAD_EXE", exe, true);
+    }
+    r->t0 = cli_now_ms();
+    if (!g_spawn_async(NULL, (char **)argv->pdata, env,
+                       G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_SEARCH_PATH, die_with_parent,
+                       GINT_TO_POINTER(getpid()), &r->qemu, errp)) {
+        return false;
+    }
+    r->pidfd = (int)syscall(SYS_pidfd_open, r->qemu, 0);
+    return true;
+}
+
+/* Waits up to @ms for QEMU to exit and reaps it; says how it ended (or that
+ * it is still running; cleanup() then kills it). */
+static char *reap_qemu(qr *r, int ms)
+{
+    struct pollfd p = { .fd = r->pidfd, .events = POLLIN };
+    int st = 0;
+
+    while (ms && poll(&p, 1, ms) < 0 && errno == EINTR) {
+    }
+    if ((ms && !p.revents) || waitpid(r->qemu, &st, 0) != r->qemu) {
+        return g_strdup("still running; killed");
+    }
+    r->qemu = 0;
+    return WIFEXITED(st) ? g_strdup_printf("exited with status %d", WEXITSTATUS(st))
+                         : g_strdup_printf("was killed by signal %d", WTERMSIG(st));
+}
+
+/* ------------------------ the daemon's report lines ---------------------- */
+
+/* Reads one line from the daemon (waiting up to @ms, -1: forever); NULL at EOF/timeout. */
+static char *daemon_line(qr *r, int ms, bool *qemu_died)
+{
+    struct pollfd p[2] = { { .fd = r->stats_fd, .events = POLLIN },
+                           { .fd = r->pidfd, .events = POLLIN } };
+    char *line = NULL;
+    gsize len;
+
+    *qemu_died = false;
+    while (poll(p, 2, ms) < 0 && errno == EINTR) {
+    }
+    if (!p[0].revents) {
+        *qemu_died = p[1].revents != 0;
+        return NULL;
+    }
+    if (g_io_channel_read_line(r->stats_ch, &line, &len, NULL, NULL) != G_IO_STATUS_NORMAL) {
+        return NULL;
+    }
+    return g_strchomp(line);
+}
+
+/* A "registered" line: notes where; false for any other line. */
+static bool note_registration(qr *r, const char *line)
+{
+    g_autoptr(JsonNode) n = json_from_string(line, NULL);
+    JsonObject *o = n && JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
+
+    if (!o || !json_object_has_member(o, "registered")) {
+        return false;
+    }
+    g_hash_table_insert(r->registered, g_strdup(json_object_get_string_member(o, "registered")),
+                        GSIZE_TO_POINTER((gsize)json_object_get_int_member(o, "addr")));
+    return true;
+}
+
+/*
+ * Waits until the daemon reported a registration of every lazy block (the
+ * preload client registers as QEMU maps its RAM, before QEMU's monitor
+ * answers), then checks each against `info ramblock`: a block registered
+ * elsewhere than QEMU keeps it would have its pages placed into memory
+ * that is not that block.
+ */
+static bool check_registrations(qr *r, GError **errp)
+{
+    g_autoptr(GHashTable) hva = NULL;
+    gint64 deadline = g_get_monotonic_time() + REGISTER_WAIT_MS * 1000ll;
+
+    while (g_hash_table_size(r->registered) < r->backends->len) {
+        int left = (int)MAX(0, (deadline - g_get_monotonic_time()) / 1000);
+        bool died;
+        g_autofree char *line = daemon_line(r, left, &died);
+        if (!line) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "QEMU mapped %u of the %u lazy RAM "
+                        "blocks where the preload client looks for them (%s)",
+                        g_hash_table_size(r->registered), r->backends->len,
+                        died ? "QEMU exited" : "no registration came");
+            return false;
+        }
+        note_registration(r, line);
+    }
+    if (!(hva = sl_qemu_ramblock_hvas(r->q, errp))) {
+        return false;
+    }
+    for (guint i = 0; i < r->backends->len; i++) {
+        sl_qemu_backend *b = g_ptr_array_index(r->backends, i);
+        gpointer at = g_hash_table_lookup(r->registered, b->id);
+        gpointer want = g_hash_table_lookup(hva, b->id);
+        if (!want || at != want) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' was registered at %p, "
+                        "but QEMU keeps it at %p: refusing to place its pages there", b->id,
+                        at, want);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Blocks until the daemon reports the end of the restore. */
+static bool wait_restore(qr *r, GError **errp)
+{
+    for (;;) {
+        bool died;
+        char *line = daemon_line(r, -1, &died);
+        if (!line && died) {
+            g_autofree char *how = reap_qemu(r, 0);
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QEMU %s before every page was in place",
+                        how);
+            return false;
+        }
+        if (!line) {
+            /* The client inside QEMU ends it when the daemon goes away: give it
+             * the time to say so before cleanup() kills what is left. */
+            g_autofree char *how = reap_qemu(r, QEMU_DEATH_GRACE_MS);
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "the restore daemon ended without a "
+                        "result (QEMU %s)", how);
+            return false;
+        }
+        if (note_registration(r, line)) {
+            g_free(line); /* a consumer that joined later (a back-end) */
+            continue;
+        }
+        r->stats = line;
+        break;
+    }
+    if (!strstr(r->stats, "\"status\": 0,")) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "the restore failed: %s", r->stats);
+        return false;
+    }
+    r->t_done = cli_now_ms();
+    return true;
+}
+
+/* ------------------------------ the load -------------------------------- */
+
+/* QEMU's file, lazily: the sparse device stream without the lazy blocks' pages. */
+static bool load_qemu_file(qr *r, GError **errp)
+{
+    sl_qemu_caps caps = { .mapped_ram = true, .ignore_shared = r->snap->qemu->ignore_shared };
+
+    r->devstate = g_build_filename(r->tmp, "device-stream", NULL);
+    r->load_uri = sl_qemu_file_uri(r->devstate, 0);
+    return sl_qemu_write_device_stream(r->snap, r->devstate, r->lazy, errp) &&
+           sl_qemu_set_caps(r->q, &caps, errp) &&
+           (r->t_dev0 = cli_now_ms(), sl_qemu_migrate(r->q, "migrate-incoming", r->load_uri, errp));
+}
+
+/* Our container's device-state section: read from SNAP where QEMU reads files. */
+static bool load_container(qr *r, GError **errp)
+{
+    g_autoptr(GBytes) dev = sl_snapshot_read_section(r->snap, SL_SECTION_DEVICE_STATE, errp);
+    sl_qemu_caps caps = { .ignore_shared = true };
+    g_autoptr(GError) probe = NULL;
+    const sl_section *sec = NULL;
+
+    for (unsigned i = 0; i < r->snap->nsections && !sec; i++) {
+        sec = r->snap->sections[i].type == SL_SECTION_DEVICE_STATE ? &r->snap->sections[i] : NULL;
+    }
+    if (!dev || !sec) { /* the read checked its checksum: QEMU reads what was checked */
+        g_prefix_error(errp, "device-state section: ");
+        return false;
+    }
+    if (sl_qemu_has_capability(r->q, "mapped-ram", &probe)) { /* QEMU >= 9.0: file: URIs */
+        r->load_uri = sl_qemu_file_uri(r->o->snap, sec->offset);
+    } else {
+        g_autofree char *cat = NULL;
+        r->devstate = g_build_filename(r->tmp, "device-state", NULL);
+        if (!g_file_set_contents(r->devstate, g_bytes_get_data(dev, NULL),
+                                 (gssize)g_bytes_get_size(dev), errp)) {
+            return false;
+        }
+        cat = g_strdup_printf("cat '%s'", r->devstate);
+        r->load_uri = sl_qemu_exec_uri(cat);
+    }
+    r->t_dev0 = cli_now_ms();
+    return sl_qemu_set_caps(r->q, &caps, errp) &&
+           sl_qemu_migrate(r->q, "migrate-incoming", r->load_uri, errp);
+}
+
+/* QEMU's own eager load of --eager FILE: a mapped-ram file, or a full stream. */
+static bool load_eager(qr *r, GError **errp)
+{
+    sl_snapshot *f = sl_snapshot_open(r->o->eager, NULL);
+    g_autofree char *chans = g_strdup_printf("{\"multifd-channels\": %d}", MAX(r->o->multifd, 1));
+    sl_qemu_caps caps = { 0 };
+
+    if (f && sl_snapshot_get_format(f) == SL_FORMAT_QEMU) {
+        caps = (sl_qemu_caps){ .mapped_ram = true, .ignore_shared = f->qemu->ignore_shared,
+                               .multifd = r->o->multifd > 0 };
+        r->load_uri = sl_qemu_file_uri(r->o->eager, 0);
+    } else {
+        g_autofree char *cat = g_strdup_printf("cat '%s'", r->o->eager);
+        r->load_uri = sl_qemu_exec_uri(cat);
+    }
+    sl_snapshot_close(f);
+    if (!sl_qemu_set_caps(r->q, &caps, errp) ||
+        (caps.multifd && !sl_qmp_ok(r->q, "migrate-set-parameters", chans, errp))) {
+        return false;
+    }
+    r->t_dev0 = cli_now_ms();
+    return sl_qemu_migrate(r->q, "migrate-incoming", r->load_uri, errp);
+}
+
+/* Device state in (checked registrations first), then cont: the guest runs. */
+static bool load_and_run(qr *r, GError **errp)
+{
+    bool ok;
+
+    r->q = sl_qmp_accept(r->qmp_lfd, r->pidfd, QMP_TIMEOUT_MS, errp);
+    if (!r->q) {
+        return false;
+    }
+    r->t_qmp = cli_now_ms();
+    if (r->o->eager) {
+        ok = load_eager(r, errp);
+    } else {
+        ok = check_registrations(r, errp) &&
+             (sl_snapshot_get_format(r->snap) == SL_FORMAT_QEMU ? load_qemu_file(r, errp)
+                                                                 : load_container(r, errp));
+    }
+    if (!ok) {
+        g_prefix_error(errp, "loading the device state: ");
+        return false;
+    }
+    r->t_dev1 = cli_now_ms();
+    if (r->o->verify && !r->o->eager &&
+        !sl_qemu_verify(r->q, r->snap, r->backends, r->dsock, &r->verify_mismatches, errp)) {
+        return false;
+    }
+    if (!r->o->paused && !sl_qmp_ok(r->q, "cont", NULL, errp)) {
+        return false;
+    }
+    r->t_run = cli_now_ms();
+    return true;
+}
+
+
+/* ------------------------------ the report ------------------------------ */
+
+/* Integer member @key of the daemon's JSON stats line @stats, or -1. */
+static gint64 stats_member(const char *stats, const char *key)
+{
+    g_autoptr(JsonNode) n = stats ? json_from_string(stats, NULL) : NULL;
+    JsonObject *o = n && JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
+
+    return o && json_object_has_member(o, key) ? json_object_get_int_member(o, key) : -1;
+}
+
+/* @b - @a in ms, or NAN when either moment was not reached. */
+static double span(double a, double b)
+{
+    return a > 0 && b > 0 ? b - a : NAN;
+}
+
+/* The lazy blocks as a JSON array of names. */
+static char *lazy_json(const qr *r)
+{
+    GString *s = g_string_new("[");
+
+    for (guint i = 0; r->backends && i < r->backends->len; i++) {
+        sl_qemu_backend *b = g_ptr_array_index(r->backends, i);
+        g_string_append_printf(s, "%s\"%s\"", i ? ", " : "", b->id);
+    }
+    g_string_append_c(s, ']');
+    return g_string_free(s, false);
+}
+
+static void report_text(const qr *r, const char *error)
+{
+    if (r->t_run > 0) {
+        printf("QEMU started to guest running: %.1f ms (QEMU start %.1f ms, device state %.1f "
+               "ms, cont %.1f ms)\n", r->t_run - r->t0, r->t_qmp - r->t0,
+               r->t_dev1 - r->t_dev0, r->t_run - r->t_dev1);
+    }
+    if (!r->o->eager && r->t_done > 0) {
+        printf("every page in place: %.1f ms after QEMU started\n", r->t_done - r->t0);
+    }
+    if (!r->o->eager && r->stats) {
+        printf("restore: %s\n", r->stats);
+    }
+    if (r->o->verify && !error) {
+        printf("verify: %" G_GUINT64_FORMAT " mismatching pages\n", r->verify_mismatches);
+    }
+    if (error) {
+        printf("failed: %s\n", error);
+    }
+}
+
+/*
+ * What the run measured, in text or --json.  After a failure, @error says
+ * why, and every figure not reached is null (JSON) or left out (text): the
+ * phases that did happen, and the daemon's figures if it reported any.
+ */
+static void report(const qr *r, const char *error)
+{
+    g_autofree char *text = NULL, *lazy = NULL;
+    cli_json j;
+
+    if (!r->o->json) {
+        report_text(r, error);
+        fflush(stdout);
+        return;
+    }
+    json_begin(&j);
+    json_str(&j, "mode", r->o->eager ? "eager" : "lazy");
+    json_str(&j, "status", error ? "failed" : "ok");
+    if (error) {
+        json_str(&j, "error", error);
+    }
+    json_str(&j, "snapshot_format", r->snap && sl_snapshot_get_format(r->snap) == SL_FORMAT_QEMU
+                                        ? "qemu" : "snapload");
+    json_str(&j, "device_state_uri", r->load_uri ? r->load_uri : "");
+    json_double(&j, "time_to_running_ms", r->o->paused ? -1 : span(r->t0, r->t_run));
+    json_double(&j, "qemu_start_ms", span(r->t0, r->t_qmp));
+    json_double(&j, "device_state_ms", span(r->t_dev0, r->t_dev1));
+    json_double(&j, "cont_ms", r->o->paused ? -1 : span(r->t_dev1, r->t_run));
+    json_double(&j, "incoming_to_running_ms", r->o->paused ? -1 : span(r->t_dev0, r->t_run));
+    if (!r->o->eager) {
+        lazy = lazy_json(r);
+        json_raw(&j, "lazy_blocks", lazy);
+        json_double(&j, "time_to_complete_ms", span(r->t0, r->t_done));
+        json_int(&j, "faults", stats_member(r->stats, "faults"));
+        json_int(&j, "pages_placed_twice", stats_member(r->stats, "pages_placed_twice"));
+        json_raw(&j, "restore", r->stats ? r->stats : "null");
+    }
+    if (r->o->verify && !error) {
+        json_str(&j, "verify", r->verify_mismatches ? "mismatch" : "ok");
+        json_u64(&j, "verify_mismatches", r->verify_mismatches);
+    }
+    text = json_end(&j);
+    printf("%s\n", text);
+    fflush(stdout);
+}
+
+/* ---------------------------- the command ------------------------------- */
+
+static bool prepare(qr *r, GError **errp)
+{
+    r->registered = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    if (!(r->snap = sl_snapshot_open(r->o->snap, errp)) ||
+        (!r->o->eager && !match_backends(r, errp)) ||
+        !(r->tmp = g_dir_make_tmp("snapload-qemu-XXXXXX", errp))) {
+        return false;
+    }
+    if (!r->backends) {
+        r->backends = g_ptr_array_new_with_free_func((GDestroyNotify)sl_qemu_backend_free);
+    }
+    r->dsock = r->o->socket ? g_strdup(r->o->socket) : g_build_filename(r->tmp, "daemon.sock", NULL);
+    r->qsock = g_build_filename(r->tmp, "qmp.sock", NULL);
+    if (!fresh_files(r, errp)) {
+        return false;
+    }
+    if (!r->o->eager && r->backends->len == 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "no block of %s is guest RAM that QEMU's "
+                    "arguments name (memory-backend-file/-ram ids, or pc.ram of plain -m): "
+                    "nothing to restore lazily", r->o->snap);
+        return false;
+    }
+    if (!r->o->eager && !start_daemon(r, errp)) {
+        return false;
+    }
+    r->qmp_lfd = listen_unix(r->qsock, errp);
+    return r->qmp_lfd >= 0 && spawn_qemu(r, errp);
+}
+
+/* Waits for QEMU to exit (after quitting it when asked); its exit status. */
+static int finish_qemu(qr *r)
+{
+    int st = 0;
+
+    if (r->qemu <= 0) {
+        return 0;
+    }
+    if (r->q && r->o->quit_when_done) {
+        sl_qmp_ok(r->q, "quit", NULL, NULL);
+    }
+    sl_qmp_close(g_steal_pointer(&r->q));
+    if (waitpid(r->qemu, &st, 0) < 0) {
+        return 1;
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void cleanup(qr *r)
+{
+    if (r->qemu > 0) {
+        kill(r->qemu, SIGKILL);
+        waitpid(r->qemu, NULL, 0);
+    }
+    if (r->daemon > 0) {
+        kill(r->daemon, SIGTERM);
+        waitpid(r->daemon, NULL, 0);
+    }
+    sl_qmp_close(r->q);
+    for (unsigned i = 0; i < 2; i++) {
+        const char *f = (const char *[]){ r->devstate, r->qsock }[i];
+        if (f) {
+            unlink(f);
+        }
+    }
+    if (r->tmp) {
+        rmdir(r->tmp);
+    }
+    if (r->stats_ch) {
+        g_io_channel_unref(r->stats_ch);
+    }
+    g_free(r->devstate);
+    g_free(r->dsock);
+    g_free(r->qsock);
+    g_free(r->tmp);
+    g_free(r->stats);
+    g_free(r->load_uri);
+    g_free(r->lazy);
+    if (r->backends) {
+        g_ptr_array_unref(r->backends);
+    }
+    if (r->serve) {
+        g_ptr_array_unref(r->serve);
+    }
+    if (r->registered) {
+        g_hash_table_unref(r->registered);
+    }
+    sl_snapshot_close(r->snap);
+    for (unsigned i = 0; i < 3; i++) {
+        int fd = (int[]){ r->stats_fd, r->qmp_lfd, r->pidfd }[i];
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
+}
+
+static int run(const qr_opts *o)
+{
+    qr r = { .o = o, .stats_fd = -1, .qmp_lfd = -1, .pidfd = -1 };
+    g_autoptr(GError) err = NULL;
+    bool ok = prepare(&r, &err) && load_and_run(&r, &err) && (o->eager || wait_restore(&r, &err));
+    int ret;
+
+    if (!ok) {
+        if (r.t0 > 0) { /* QEMU was started: say what happened up to the failure */
+            report(&r, err->message);
+        }
+        ret = cli_fail_error(g_steal_pointer(&err));
+        cleanup(&r);
+        return ret;
+    }
+    report(&r, NULL);
+    ret = finish_qemu(&r);
+    r.qemu = 0;
+    if (r.daemon > 0) {
+        int st = 0;
+        waitpid(r.daemon, &st, 0);
+        r.daemon = 0;
+    }
+    cleanup(&r);
+    return ret;
+}
+
+int cmd_qemu_restore(int argc, char **argv)
+{
+    g_autofree char *eager = NULL, *sock = NULL;
+    gboolean json = false, verify = false, paused = false, quit = false;
+    gint threads = -1, multifd = 0;
+    GOptionEntry entries[] = {
+        { "json", 0, 0, G_OPTION_ARG_NONE, &json, "print one JSON object", NULL },
+        { "verify", 0, 0, G_OPTION_ARG_NONE, &verify, "before the guest runs, compare every "
+          "page of guest RAM with the snapshot (time to running then includes it)", NULL },
+        { "paused", 0, 0, G_OPTION_ARG_NONE, &paused, "leave the guest paused after the device "
+          "state load (cont it yourself, e.g. over your own -qmp)", NULL },
+        { "quit-when-done", 0, 0, G_OPTION_ARG_NONE, &quit, "quit QEMU once every page is in place", NULL },
+        { "threads", 0, 0, G_OPTION_ARG_INT, &threads, "loaders per NUMA node (0: faults only)", "N" },
+        { "socket", 0, 0, G_OPTION_ARG_FILENAME, &sock, "the daemon's socket, for more consumers "
+          "such as vhost-user back-ends (default: private)", "PATH" },
+        { "eager", 0, 0, G_OPTION_ARG_FILENAME, &eager, "instead: time stock QEMU's own eager "
+          "load of FILE (QEMU's mapped-ram file, or a full stream from qemu-save "
+          "--full-stream)", "FILE" },
+        { "multifd", 0, 0, G_OPTION_ARG_INT, &multifd, "with --eager of a mapped-ram file: "
+          "QEMU loads with N multifd threads", "N" },
+        { NULL },
+    };
+    qr_opts o = { 0 };
+    int dash = -1;
+
+    for (int i = 1; i < argc && dash < 0; i++) {
+        dash = strcmp(argv[i], "--") ? -1 : i;
+    }
+    if (dash < 0 || dash + 1 >= argc) {
+        return cli_fail("qemu-restore needs SNAP -- QEMU ARGS... (the guest's QEMU command line "
+                        "without -incoming)");
+    }
+    o.qemu_argv = argv + dash + 1;
+    argc = dash;
+    if (!cli_parse("SNAP -- QEMU ARGS... - run a QEMU guest while its RAM streams in", entries,
+                   &argc, &argv)) {
+        return 2;
+    }
+    if (argc != 2 || multifd < 0 || (multifd && !eager)) {
+        return cli_fail("qemu-restore needs exactly one SNAP before --; --multifd only with "
+                        "--eager");
+    }
+    o = (qr_opts){ .snap = argv[1], .qemu_argv = o.qemu_argv, .eager = eager, .json = json,
+                   .verify = verify, .paused = paused, .quit_when_done = quit, .threads = threads,
+                   .socket = sock, .multifd = multifd };
+    return run(&o);
+}

@@ -1,0 +1,219 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * `snapload qemu-save`: a running stock QEMU guest into a snapshot, over
+ * QMP, in one of two formats.
+ *
+ * The default (snapload's container): stop the guest, save its device
+ * state with x-ignore-shared (the memory-backend-file RAM stays out of the
+ * stream), then read the RAM files and write them with that device state
+ * into one snapshot with checksums.  RAM must be in share=on files, and no
+ * lazy restore may still be filling them (their holes would read as zeros).
+ *
+ * --format qemu: QEMU's own mapped-ram file, written by QEMU itself
+ * (`migrate file:` with mapped-ram, multifd threads when asked): one file
+ * that plain QEMU loads with `migrate-incoming file:` and snapload restores
+ * lazily.  Any kind of guest RAM; QEMU reads it through its own mappings,
+ * so a restore still filling them serves what it reads.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include "cli.h"
+#include "qemu.h"
+#include "qemu-migrate.h"
+#include "migration/busy.h"
+
+#define QMP_TIMEOUT_MS 30000
+
+/* After a completed outgoing migration QEMU stays in finish-migrate for a
+ * moment and refuses `cont`; it signals no event when that ends. */
+static bool wait_postmigrate(sl_qmp *q, GError **errp)
+{
+    for (int i = 0; i < 10000; i++) {
+        g_autofree char *st = sl_qmp_status(q, errp);
+        if (!st) {
+            return false;
+        }
+        if (strcmp(st, "finish-migrate")) {
+            return true;
+        }
+        g_usleep(1000);
+    }
+    g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QEMU stayed in finish-migrate for 10 s");
+    return false;
+}
+
+/* Migration without a bandwidth cap (QEMU's default is 128 MiB/s). */
+static bool unthrottle(sl_qmp *q, GError **errp)
+{
+    return sl_qmp_ok(q, "migrate-set-parameters", "{\"max-bandwidth\": 1099511627776}", errp);
+}
+
+/* A full stream (RAM included) to @full, for the eager comparison; the guest
+ * then runs a moment, since QEMU refuses a second migration right after. */
+static bool save_full_stream(sl_qmp *q, const char *full, GError **errp)
+{
+    g_autofree char *fcat = g_strdup_printf("cat > '%s'", full);
+    g_autofree char *uri = sl_qemu_exec_uri(fcat);
+    sl_qemu_caps caps = { 0 };
+
+    return sl_qemu_set_caps(q, &caps, errp) && unthrottle(q, errp) &&
+           sl_qemu_migrate(q, "migrate", uri, errp) && wait_postmigrate(q, errp) &&
+           sl_qmp_ok(q, "cont", NULL, errp) && sl_qmp_ok(q, "stop", NULL, errp);
+}
+
+/* Stops the guest and writes its device state to @dev (after a full stream
+ * to @full when asked), then the snapshot @out. */
+static int save_stopped(sl_qmp *q, GPtrArray *raws, const char *dev, const char *out,
+                        const char *full, GError **errp)
+{
+    g_autofree char *cat = g_strdup_printf("cat > '%s'", dev);
+    g_autofree char *uri = sl_qemu_exec_uri(cat);
+    sl_qemu_caps caps = { .ignore_shared = true };
+    double t0, dev_ms;
+    int ret;
+
+    if (!sl_qmp_ok(q, "stop", NULL, errp) || (full && !save_full_stream(q, full, errp)) ||
+        !sl_qemu_set_caps(q, &caps, errp)) {
+        return -1;
+    }
+    t0 = cli_now_ms();
+    if (!sl_qemu_migrate(q, "migrate", uri, errp)) {
+        return -1;
+    }
+    dev_ms = cli_now_ms() - t0;
+    ret = cli_save((char **)raws->pdata, 4096, out, dev, NULL);
+    if (ret == 0) {
+        fprintf(stderr, "snapload: saved %u RAM block(s) and the device state (%.1f ms) to %s\n",
+                raws->len - 1, dev_ms, out);
+    }
+    return ret;
+}
+
+/* False if a lazy restore still fills @b's memory file (busy.c). */
+static bool memory_idle(const sl_qemu_backend *b, GError **errp)
+{
+    int fd = open(b->mem_path, O_RDONLY | O_CLOEXEC);
+    bool ok = fd < 0 || sl_busy_check(fd, 0, b->size, b->mem_path, errp);
+
+    if (fd >= 0) {
+        close(fd);
+    }
+    return ok; /* a file we cannot open fails later, with its reason */
+}
+
+/* The RAM files of QEMU's backends as `save --raw` inputs (FILE:NAME). */
+static GPtrArray *raw_inputs(sl_qmp *q, GError **errp)
+{
+    g_autoptr(GPtrArray) bs = sl_qemu_qmp_backends(q, errp);
+    g_autoptr(GPtrArray) raws = g_ptr_array_new_with_free_func(g_free);
+
+    if (!bs) {
+        return NULL;
+    }
+    if (bs->len == 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "this QEMU has no memory-backend-file: "
+                    "start it with -object memory-backend-file,share=on,... for its RAM, or "
+                    "save QEMU's own file with --format qemu");
+        return NULL;
+    }
+    for (guint i = 0; i < bs->len; i++) {
+        sl_qemu_backend *b = g_ptr_array_index(bs, i);
+        if (!b->share) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s' is not share=on: "
+                        "its RAM is not in %s (--format qemu saves it anyway)", b->id,
+                        b->mem_path);
+            return NULL;
+        }
+        if (!memory_idle(b, errp)) {
+            return NULL; /* before the guest is stopped: it runs on untouched */
+        }
+        g_ptr_array_add(raws, g_strdup_printf("%s:%s", b->mem_path, b->id));
+    }
+    g_ptr_array_add(raws, NULL);
+    return g_steal_pointer(&raws);
+}
+
+static int save_container(sl_qmp *q, const char *out, const char *full, GError **errp)
+{
+    g_autoptr(GPtrArray) raws = raw_inputs(q, errp);
+    g_autofree char *tmp = NULL, *dev = NULL;
+    int ret;
+
+    if (!raws || !(tmp = g_dir_make_tmp("snapload-save-XXXXXX", errp))) {
+        return -1;
+    }
+    dev = g_build_filename(tmp, "device-state", NULL);
+    ret = save_stopped(q, raws, dev, out, full, errp);
+    unlink(dev); /* on every path: the temporary directory never stays behind */
+    rmdir(tmp);
+    return ret;
+}
+
+/*
+ * QEMU's own mapped-ram file: `migrate file:@out` with mapped-ram (and
+ * @multifd channels if > 0), the guest stopped first.
+ */
+static int save_qemu_file(sl_qmp *q, const char *out, int multifd, GError **errp)
+{
+    g_autofree char *uri = sl_qemu_file_uri(out, 0);
+    g_autofree char *chans = g_strdup_printf("{\"multifd-channels\": %d}", MAX(multifd, 1));
+    sl_qemu_caps caps = { .mapped_ram = true, .multifd = multifd > 0 };
+    double t0 = cli_now_ms();
+
+    if (unlink(out) < 0 && errno != ENOENT) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", out, g_strerror(errno));
+        return -1;
+    }
+    if (!sl_qmp_ok(q, "stop", NULL, errp) || !sl_qemu_set_caps(q, &caps, errp) ||
+        (multifd > 0 && !sl_qmp_ok(q, "migrate-set-parameters", chans, errp)) ||
+        !unthrottle(q, errp) || !sl_qemu_migrate(q, "migrate", uri, errp)) {
+        return -1;
+    }
+    fprintf(stderr, "snapload: QEMU saved its mapped-ram file %s (%.1f ms)\n", out,
+            cli_now_ms() - t0);
+    return 0;
+}
+
+int cmd_qemu_save(int argc, char **argv)
+{
+    g_autofree char *sock = NULL, *out = NULL, *full = NULL, *format = NULL;
+    gboolean quit = false;
+    gint multifd = 0;
+    GOptionEntry entries[] = {
+        { "qmp", 0, 0, G_OPTION_ARG_FILENAME, &sock, "QEMU's QMP server socket", "SOCKET" },
+        { "output", 'o', 0, G_OPTION_ARG_FILENAME, &out, "snapshot to write", "SNAP" },
+        { "format", 0, 0, G_OPTION_ARG_STRING, &format, "snapload (default: our container "
+          "with checksums) or qemu (QEMU's own mapped-ram file, any guest RAM)", "FMT" },
+        { "multifd", 0, 0, G_OPTION_ARG_INT, &multifd, "--format qemu: QEMU writes with N "
+          "multifd threads", "N" },
+        { "full-stream", 0, 0, G_OPTION_ARG_FILENAME, &full, "also save a full migration stream "
+          "(RAM included) for stock QEMU's eager -incoming, to compare with", "FILE" },
+        { "quit", 0, 0, G_OPTION_ARG_NONE, &quit, "quit QEMU after saving", NULL },
+        { NULL },
+    };
+    g_autoptr(GError) err = NULL;
+    bool qemu_fmt;
+    sl_qmp *q;
+    int ret;
+
+    if (!cli_parse("- save a running QEMU guest into a snapshot", entries, &argc, &argv)) {
+        return 2;
+    }
+    qemu_fmt = format && !strcmp(format, "qemu");
+    if (!sock || !out || argc != 1 || (format && !qemu_fmt && strcmp(format, "snapload")) ||
+        (qemu_fmt && full) || multifd < 0 || (multifd && !qemu_fmt)) {
+        return cli_fail("qemu-save needs --qmp SOCKET and -o SNAP; --format snapload|qemu; "
+                        "--multifd N only with --format qemu, --full-stream only without");
+    }
+    q = sl_qmp_connect(sock, QMP_TIMEOUT_MS, &err);
+    ret = !q ? -1 : qemu_fmt ? save_qemu_file(q, out, multifd, &err)
+                             : save_container(q, out, full, &err);
+    if (ret == 0 && quit) {
+        sl_qmp_ok(q, "quit", NULL, NULL);
+    }
+    sl_qmp_close(q);
+    return ret < 0 ? cli_fail_error(g_steal_pointer(&err)) : ret;
+}

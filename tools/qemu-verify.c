@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * qemu-restore's look into the QEMU it restores into (see qemu-verify.h):
+ * `info ramblock` for where each RAM block lives, and --verify, which reads
+ * every page of guest RAM the way a consumer would and compares it with the
+ * snapshot before the guest runs.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include "client.h"
+#include "migration/format/format.h"
+#include "qemu.h"
+#include "qemu-verify.h"
+
+#define CHUNK (1u << 20)
+
+GHashTable *sl_qemu_ramblock_hvas(sl_qmp *q, GError **errp)
+{
+    g_autofree char *out = sl_qmp_hmp(q, "info ramblock", errp);
+    g_auto(GStrv) lines = out ? g_strsplit(out, "\n", -1) : NULL;
+    GHashTable *h;
+    bool has_hva;
+
+    if (!out) {
+        return NULL;
+    }
+    h = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    has_hva = lines[0] && strstr(lines[0], "HVA");
+    for (unsigned i = 1; has_hva && lines[i]; i++) {
+        g_auto(GStrv) t = g_strsplit_set(g_strstrip(lines[i]), " \t", -1);
+        guint n = 0;
+        char *name = NULL, *hva = NULL;
+        for (guint k = 0; t[k]; k++) {
+            if (*t[k]) {
+                name = name ? name : t[k];
+                hva = n++ >= 1 && g_str_has_prefix(t[k], "0x") ? t[k] : hva; /* the last 0x... */
+            }
+        }
+        if (name && hva) {
+            g_hash_table_insert(h, g_strdup(name),
+                                GSIZE_TO_POINTER((gsize)g_ascii_strtoull(hva, NULL, 16)));
+        }
+    }
+    return h;
+}
+
+static void report_mismatch(const char *block, uint64_t addr, const uint8_t *want,
+                            const uint8_t *got)
+{
+    unsigned first = 0, n = 0;
+
+    for (unsigned i = 4096; i-- > 0;) {
+        if (want[i] != got[i]) {
+            first = i;
+            n++;
+        }
+    }
+    fprintf(stderr, "snapload: verify: block '%s' page at 0x%" G_GINT64_MODIFIER "x differs "
+            "from the snapshot in %u bytes, the first at +0x%x (snapshot %02x, memory %02x)\n",
+            block, addr, n, first, want[first], got[first]);
+}
+
+/* Compares [@off, +@len) of block @b (snapshot block @idx) as read at @got. */
+static bool compare_chunk(sl_snapshot *snap, unsigned idx, const sl_qemu_backend *b,
+                          uint64_t off, uint64_t len, const uint8_t *got, uint64_t *mismatches,
+                          GError **errp)
+{
+    g_autofree uint8_t *want = g_malloc(len);
+
+    if (sl_snapshot_read_pages(snap, idx, off / 4096, len / 4096, want,
+                               sl_snapshot_has_checksums(snap)) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "verify: cannot read block '%s' of the "
+                    "snapshot", b->id);
+        return false;
+    }
+    for (uint64_t p = 0; p < len; p += 4096) {
+        if (memcmp(want + p, got + p, 4096) && (*mismatches)++ < 8) {
+            report_mismatch(b->id, off + p, want + p, got + p);
+        }
+    }
+    return true;
+}
+
+/* A file-backed block, through our own view of its file registered with the daemon. */
+static bool verify_file(int sock, sl_snapshot *snap, unsigned idx, const sl_qemu_backend *b,
+                        uint64_t *mismatches, GError **errp)
+{
+    int fd = open(b->mem_path, O_RDWR | O_CLOEXEC), uffd = -1;
+    uint8_t *map = fd < 0 ? MAP_FAILED : mmap(NULL, b->size, PROT_READ, MAP_SHARED, fd, 0);
+    bool ok = map != MAP_FAILED &&
+              (uffd = sl_client_register(sock, b->id, map, b->size, fd, 0, errp)) >= 0;
+
+    if (map == MAP_FAILED) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "verify: %s: %s", b->mem_path, g_strerror(errno));
+    }
+    for (uint64_t off = 0; ok && off < b->size; off += CHUNK) {
+        ok = compare_chunk(snap, idx, b, off, MIN(CHUNK, b->size - off), map + off, mismatches,
+                           errp);
+    }
+    if (map != MAP_FAILED) {
+        munmap(map, b->size);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (uffd >= 0) {
+        close(uffd);
+    }
+    return ok;
+}
+
+/* An anonymous block, read from QEMU's memory at @hva (its faults are served). */
+static bool verify_anon(int memfd, sl_snapshot *snap, unsigned idx, const sl_qemu_backend *b,
+                        uint64_t hva, uint64_t *mismatches, GError **errp)
+{
+    g_autofree uint8_t *got = g_malloc(CHUNK);
+    bool ok = true;
+
+    for (uint64_t off = 0; ok && off < b->size; off += CHUNK) {
+        uint64_t len = MIN(CHUNK, b->size - off);
+        int ret = sl_pread_full(memfd, got, len, hva + off);
+        if (ret < 0) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "verify: reading QEMU's block '%s': %s",
+                        b->id, g_strerror(-ret));
+            return false;
+        }
+        ok = compare_chunk(snap, idx, b, off, len, got, mismatches, errp);
+    }
+    return ok;
+}
+
+bool sl_qemu_verify(sl_qmp *q, sl_snapshot *snap, GPtrArray *backends, const char *dsock,
+                    uint64_t *mismatches, GError **errp)
+{
+    g_autoptr(GHashTable) hva = sl_qemu_ramblock_hvas(q, errp);
+    g_autofree char *mempath = g_strdup_printf("/proc/%d/mem", (int)sl_qmp_peer_pid(q));
+    int sock = hva ? sl_client_connect(dsock, "verify", errp) : -1;
+    int memfd = -1;
+    bool ok = sock >= 0;
+
+    for (guint i = 0; ok && i < backends->len; i++) {
+        sl_qemu_backend *b = g_ptr_array_index(backends, i);
+        unsigned idx = (unsigned)sl_snapshot_find_block(snap, b->id);
+        if (b->mem_path) {
+            ok = verify_file(sock, snap, idx, b, mismatches, errp);
+            continue;
+        }
+        if (memfd < 0 && (memfd = open(mempath, O_RDONLY | O_CLOEXEC)) < 0) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "verify: %s: %s", mempath, g_strerror(errno));
+            ok = false;
+            break;
+        }
+        ok = verify_anon(memfd, snap, idx, b,
+                         (uint64_t)GPOINTER_TO_SIZE(g_hash_table_lookup(hva, b->id)), mismatches,
+                         errp);
+    }
+    if (memfd >= 0) {
+        close(memfd);
+    }
+    if (sock >= 0) {
+        close(sock);
+    }
+    return ok;
+}

@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * What qemu-restore asks of the QEMU it restores into (qemu-verify.c):
+ * where QEMU keeps each RAM block, and every page of guest RAM compared
+ * with the snapshot before the guest runs (--verify).
+ */
+#ifndef SNAPLOAD_QEMU_VERIFY_H
+#define SNAPLOAD_QEMU_VERIFY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <glib.h>
+#include "snapload/snapload.h"
+#include "qmp.h"
+
+/**
+ * sl_qemu_ramblock_hvas: block name -> host address in QEMU (GSIZE_TO_POINTER),
+ * from `info ramblock`; empty where this QEMU shows no HVA column.  NULL
+ * with @errp set if QEMU does not answer.
+ */
+GHashTable *sl_qemu_ramblock_hvas(sl_qmp *q, GError **errp);
+
+/**
+ * sl_qemu_verify: every page of each lazy block in @backends
+ * (sl_qemu_backend *) against @snap: a file-backed block through a mapping
+ * of its file registered with the daemon at @dsock (so missing pages are
+ * served, never read as holes), an anonymous one through QEMU's own memory
+ * (/proc/PID/mem, its faults served the same way).  Counts the pages that
+ * differ in *@mismatches and prints the first few; false on an error.
+ */
+bool sl_qemu_verify(sl_qmp *q, sl_snapshot *snap, GPtrArray *backends, const char *dsock,
+                    uint64_t *mismatches, GError **errp);
+
+#endif /* SNAPLOAD_QEMU_VERIFY_H */

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * `snapload serve SNAP --socket PATH`: run the restore daemon for consumer
- * processes (docs/protocol.md).
+ * `snapload serve SNAP --socket PATH [--block NAME...]`: run the restore
+ * daemon for consumer processes (docs/protocol.md), of every block of SNAP
+ * or of the blocks named.
  */
 #include "cli.h"
 #include "daemon.h"
@@ -9,6 +10,7 @@
 int cmd_serve(int argc, char **argv)
 {
     g_autofree char *sock = NULL, *topo = NULL;
+    g_auto(GStrv) blocks = NULL;
     gint threads = -1;
     gboolean once = false;
     GOptionEntry entries[] = {
@@ -16,6 +18,8 @@ int cmd_serve(int argc, char **argv)
         { "threads", 0, 0, G_OPTION_ARG_INT, &threads, "loaders per NUMA node (0: faults only)", "N" },
         { "numa-topology", 0, 0, G_OPTION_ARG_STRING, &topo, "fake NUMA nodes (docs/numa.md)", "SPEC" },
         { "exit-when-done", 0, 0, G_OPTION_ARG_NONE, &once, "exit once complete and every client left", NULL },
+        { "block", 0, 0, G_OPTION_ARG_STRING_ARRAY, &blocks, "serve only this block (repeat; "
+          "default: every block in the file): the others are the consumer's to load", "NAME" },
         { NULL },
     };
     sl_daemon_opts o = { .ready_fd = -1, .stats_fd = -1 };
@@ -29,6 +33,7 @@ int cmd_serve(int argc, char **argv)
     o.snapshot = argv[1];
     o.socket = sock;
     o.exit_when_done = once;
+    o.serve = (const char *const *)blocks;
     o.cfg = (sl_restore_config){ .size = sizeof(o.cfg), .numa_topology = topo,
                                  .loader_threads = threads > 0 ? (unsigned)threads : 0,
                                  .no_loaders = threads == 0 };

@@ -417,9 +417,12 @@ static bool check_registrations(qr *r, GError **errp)
     return true;
 }
 
-/* Blocks until the daemon reports the end of the restore. */
+/* Blocks until the daemon reports the end of the restore (once). */
 static bool wait_restore(qr *r, GError **errp)
 {
+    if (r->t_done > 0) {
+        return true;
+    }
     for (;;) {
         bool died;
         char *line = daemon_line(r, -1, &died);
@@ -522,6 +525,28 @@ static bool load_eager(qr *r, GError **errp)
     return sl_qemu_migrate(r->q, "migrate-incoming", r->load_uri, errp);
 }
 
+/*
+ * --verify: every page of the lazy blocks against the snapshot.  QEMU's
+ * anonymous memory can only be read from outside once its pages are in
+ * place (a read of a missing page through /proc/PID/mem fails, it does not
+ * fault), so with an anonymous block the restore is first let complete.
+ */
+static bool verify(qr *r, GError **errp)
+{
+    bool anon = false;
+
+    for (guint i = 0; i < r->backends->len; i++) {
+        anon |= ((sl_qemu_backend *)g_ptr_array_index(r->backends, i))->mem_path == NULL;
+    }
+    if (anon && r->o->threads == 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "--verify of anonymous guest RAM needs "
+                    "loaders (not --threads 0): it reads QEMU's memory once it is all there");
+        return false;
+    }
+    return (!anon || wait_restore(r, errp)) &&
+           sl_qemu_verify(r->q, r->snap, r->backends, r->dsock, &r->verify_mismatches, errp);
+}
+
 /* Device state in (checked registrations first), then cont: the guest runs. */
 static bool load_and_run(qr *r, GError **errp)
 {
@@ -544,8 +569,7 @@ static bool load_and_run(qr *r, GError **errp)
         return false;
     }
     r->t_dev1 = cli_now_ms();
-    if (r->o->verify && !r->o->eager &&
-        !sl_qemu_verify(r->q, r->snap, r->backends, r->dsock, &r->verify_mismatches, errp)) {
+    if (r->o->verify && !r->o->eager && !verify(r, errp)) {
         return false;
     }
     if (!r->o->paused && !sl_qmp_ok(r->q, "cont", NULL, errp)) {

@@ -25,7 +25,8 @@ GHashTable *sl_qemu_ramblock_hvas(sl_qmp *q, GError **errp);
  * (sl_qemu_backend *) against @snap: a file-backed block through a mapping
  * of its file registered with the daemon at @dsock (so missing pages are
  * served, never read as holes), an anonymous one through QEMU's own memory
- * (/proc/PID/mem, its faults served the same way).  Counts the pages that
+ * (/proc/PID/mem: only once every page is in place, since such a read of a
+ * missing page fails instead of faulting).  Counts the pages that
  * differ in *@mismatches and prints the first few; false on an error.
  */
 bool sl_qemu_verify(sl_qmp *q, sl_snapshot *snap, GPtrArray *backends, const char *dsock,

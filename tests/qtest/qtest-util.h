@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * What the integration tests with stock QEMU share (qtest-util.c): the
+ * fixture (a test directory, the guest's RAM kind and memory file, the
+ * processes started, ended in teardown), the walker guest's QEMU command
+ * line and serial log, spawning and reaping, QMP and qtest helpers, and
+ * the phases every case goes through: boot and save, restore, compare.
+ */
+#ifndef SNAPLOAD_QTEST_UTIL_H
+#define SNAPLOAD_QTEST_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <sys/types.h>
+#include <cmocka.h>
+#include <glib.h>
+#include <json-glib/json-glib.h>
+#include "tools/qmp.h"
+
+#define RAM_MB 128
+#define WAIT_MS 180000
+#define LEGACY_LO 0xa0000u   /* QEMU itself rewrites parts of [LEGACY_LO, LEGACY_HI) */
+#define LEGACY_HI 0x100000u
+
+typedef struct {
+    const char *name;
+    const char *cap;      /* capability needed, or NULL */
+    long hugepage;        /* 0: shmem or anonymous */
+    bool anon;            /* plain -m: QEMU's private anonymous RAM ("pc.ram") */
+} mem_kind;
+
+
+typedef struct {
+    const mem_kind *k;
+    char *dir;            /* test directory (snapshot, logs, sockets) */
+    char *memfile;        /* guest RAM file, on /dev/shm or hugetlbfs; NULL for anon */
+    char *snap;
+    const char *save_format; /* qemu-save --format: NULL (our container) or "qemu" */
+    int save_multifd;     /* with "qemu": QEMU writes with this many multifd threads */
+    char *img;            /* a private copy of the walker image */
+    bool kvm;
+    unsigned saved_pass;  /* last pass the walker finished before the save */
+    char *regs;           /* `info registers` of the saved guest */
+    GArray *kids;         /* pidfd of every process spawned: teardown ends them */
+} fixture;
+
+typedef struct {
+    GPid pid;
+    char *out, *err;      /* files holding its stdout and stderr, or NULL */
+} child;
+
+/* @name inside the test directory (caller frees). */
+char *path_in(const fixture *f, const char *name);
+
+/* A listening unix stream socket at @path (QEMU connects to it). */
+int listen_at(const char *path);
+
+/* add2 */
+void add2(GPtrArray *a, const char *opt, char *val);
+
+/* The guest's QEMU command line (no terminating NULL yet). */
+void qemu_args(GPtrArray *a, const fixture *f, const char *serial, const char *qmp);
+
+/* Starts @argv; with @logs ("name"), its stdout and stderr go to files
+ * name.out and name.err in the test directory (files, not pipes: nothing
+ * must block a child that writes more than a pipe holds). */
+child spawn(const fixture *f, GPtrArray *argv, const char *logs);
+
+/*
+ * Ends and reaps every process the test spawned that still runs (a failed
+ * assertion leaves by longjmp): no QEMU outlives its test.  qemu-restore's
+ * QEMU and daemon die with it (PR_SET_PDEATHSIG).
+ */
+void end_kids(fixture *f);
+
+/* Waits (bounded, on a pidfd: no polling loop) for @c to exit; its wait status. */
+int reap(child *c, int ms);
+
+/* Frees the log file names of @c. */
+void child_free(child *c);
+
+/* The whole of file @path, "" if it cannot be read (caller frees). */
+char *slurp(const char *path);
+
+/* Number of the last "PASS <k>" line in @log, 0 if none. */
+unsigned last_pass(const char *log);
+
+/* Waits until the walker's serial log shows pass @k finished, then @lines
+ * more lines; fails on any error line. */
+void wait_walker(const char *serial, unsigned k, unsigned lines);
+
+/* Accepts QEMU's QMP connection on @lfd (bounded; fails the test if none). */
+sl_qmp *accept_qmp(int lfd, const child *c);
+
+/* A human monitor command's output (fails the test on error). */
+char *hmp(sl_qmp *q, const char *cmd);
+
+/* Fixture setup: @state is the mem_kind; a directory, the walker image, the memory file name. */
+int setup(void **state);
+
+/* Ends every process started, removes the memory file and the directory (kept with SL_TEST_KEEP=1, to look at after a failure). */
+int teardown(void **state);
+
+/* Skips (or fails, where required) unless uffd, KVM if required, and the kind's hugepages are there. */
+void need(fixture *f);
+
+/* Boots the walker, lets it finish two passes and saves it mid-pass
+ * (qemu-save --format f->save_format). */
+void boot_and_save(fixture *f);
+
+/* `snapload qemu-restore` of the saved guest, with more options in @opts. */
+child start_restore(const fixture *f, const char *const *opts, const char *serial,
+                           const char *qmp, const char *qtest);
+
+/*
+ * Waits until the incoming device-state load has finished.  The load may
+ * end before this monitor connection exists, so an event could be missed:
+ * the test asks for the run state instead (bounded; tests only).
+ */
+void wait_paused(sl_qmp *q);
+
+/* One qtest command and its "OK ..." answer (caller frees). */
+char *qtest_cmd(int fd, GString *in, const char *cmd);
+
+/* Reads guest RAM through QEMU's qtest protocol and compares it with the
+ * snapshot; returns the number of differing pages. */
+uint64_t qtest_compare(const fixture *f, int fd);
+
+/* The vhost-user stand-in: maps the RAM file through the preload client. */
+void run_peer_pages(const fixture *f, const char *dsock, const char *pages);
+
+/* The second process reads 3000 pages at random. */
+void run_peer(const fixture *f, const char *dsock);
+
+/* @text as a JSON object (fails the test if it is not one). */
+JsonObject *parse_json(const char *text);
+
+/*
+ * Pages of the mapping of @path in process @pid that are in its page
+ * tables (/proc/PID/pagemap); *@total gets the mapping's pages.  With no
+ * loaders, a guest page is placed only when something faults on it, which
+ * maps it in the faulting view: a page not present in QEMU was never placed.
+ */
+uint64_t pages_mapped(pid_t pid, const char *path, uint64_t *total);
+
+/* Waits (bounded) until QEMU has more than @n pages of guest RAM mapped. */
+void wait_guest_touches(pid_t qemu, const char *memfile, uint64_t n);
+
+/* Ends @pid (QEMU) if it still runs, and says so: no guest may outlive its test. */
+bool end_if_alive(pid_t pid, int pidfd, int ms);
+
+/* Waits (bounded) until file @path contains @text. */
+void wait_for_text(const char *path, const char *text);
+
+/* Runs `snapload qemu-save` on the restored QEMU; its wait status, stderr in *@errs. */
+int qemu_save_restored(fixture *f, const char *out, char **errs);
+
+#endif /* SNAPLOAD_QTEST_UTIL_H */

@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Integration tests of QEMU's own snapshot files with stock QEMU 10 and
+ * real vCPUs (KVM here, TCG where KVM is absent), table-driven over the
+ * guest's RAM: anonymous (plain -m), shmem and hugetlbfs-2M.  The walker
+ * guest is saved by QEMU itself (`migrate file:` with mapped-ram, through
+ * `snapload qemu-save --format qemu`), then:
+ *  - `snapload qemu-restore --verify` of that file runs it lazily: before
+ *    the guest runs, every page of its RAM (read the way a consumer reads
+ *    it) equals the file's but in the legacy range QEMU rewrites during
+ *    every load; then it runs on, the walker (which checks each page
+ *    against its previous pass) finds no error in two more passes, and the
+ *    daemon placed no page twice and missed none;
+ *  - the same with the file written by multifd threads;
+ *  - plain QEMU loads the file eagerly (`migrate-incoming file:`) and the
+ *    guest runs on: one file serves both.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include "tests/unit/testutil.h"
+#include "qtest-util.h"
+
+static const mem_kind kinds[] = {
+    { "anon", NULL, 0, true },
+    { "shmem", NULL, 0, false },
+    { "hugetlbfs-2M", "hugepages", 2l << 20, false },
+};
+
+/* Every "verify: ... page at 0xADDR differs" line of @errs lies in the legacy range. */
+static unsigned mismatches_outside_legacy(const char *errs)
+{
+    unsigned outside = 0;
+
+    for (const char *p = strstr(errs, "page at 0x"); p; p = strstr(p + 1, "page at 0x")) {
+        uint64_t addr = g_ascii_strtoull(p + 8, NULL, 16);
+        outside += addr < LEGACY_LO || addr >= LEGACY_HI;
+    }
+    return outside;
+}
+
+/*
+ * Restores the saved file lazily, verified before the guest runs (qemu-restore
+ * conts after its --verify), runs it two passes on, checks the figures.
+ */
+static void restore_lazily_and_run_on(fixture *f, const char *block)
+{
+    g_autofree char *serial = path_in(f, "restore.serial"), *qmp = path_in(f, "restore.qmp");
+    g_autofree char *out = NULL, *errs = NULL, *lazy = NULL;
+    g_autoptr(JsonObject) res = NULL;
+    JsonObject *rs;
+    int lq = listen_at(qmp), st;
+    sl_qmp *q;
+    child r;
+
+    r = start_restore(f, (const char *[]){ "--json", "--verify", "--threads", "1", NULL },
+                      serial, qmp, NULL);
+    q = accept_qmp(lq, &r);
+    wait_walker(serial, f->saved_pass + 2, 0);
+    sl_qmp_ok(q, "quit", NULL, NULL);
+    sl_qmp_close(q);
+    st = reap(&r, 60000);
+    out = slurp(r.out);
+    errs = slurp(r.err);
+    if (!g_spawn_check_wait_status(st, NULL)) {
+        fail_msg("qemu-restore failed: %s", errs);
+    }
+    res = parse_json(out);
+    rs = json_object_get_object_member(res, "restore");
+    assert_non_null(rs);
+    assert_string_equal(json_object_get_string_member(res, "snapshot_format"), "qemu");
+    lazy = json_to_string(json_object_get_member(res, "lazy_blocks"), false);
+    assert_non_null(strstr(lazy, block));
+    assert_int_equal(json_object_get_int_member(rs, "pages_placed_twice"), 0);
+    assert_int_equal(json_object_get_int_member(rs, "pages_never_placed"), 0);
+    if (mismatches_outside_legacy(errs)) {
+        fail_msg("--verify found pages that differ outside [0x%x, 0x%x):\n%s", LEGACY_LO,
+                 LEGACY_HI, errs);
+    }
+    close(lq);
+    child_free(&r);
+}
+
+static const char *block_of(const fixture *f)
+{
+    return f->k->anon ? "pc.ram" : "ram0";
+}
+
+static void test_qemu_file_restores_lazily_and_the_guest_runs_on(void **state)
+{
+    fixture *f = *state;
+
+    need(f);
+    f->save_format = "qemu";
+    boot_and_save(f);
+    restore_lazily_and_run_on(f, block_of(f));
+}
+
+static void test_qemu_file_written_by_multifd_restores_lazily(void **state)
+{
+    fixture *f = *state;
+
+    need(f);
+    f->save_format = "qemu";
+    f->save_multifd = 2;
+    boot_and_save(f);
+    restore_lazily_and_run_on(f, block_of(f));
+}
+
+/* The same file in plain QEMU: its own eager `migrate-incoming file:` load. */
+static void test_qemu_file_loads_eagerly_in_plain_qemu(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *serial = NULL, *qmp = NULL, *errs = NULL;
+    int lq, st;
+    sl_qmp *q;
+    child r;
+
+    need(f);
+    f->save_format = "qemu";
+    boot_and_save(f);
+    serial = path_in(f, "eager.serial");
+    qmp = path_in(f, "eager.qmp");
+    lq = listen_at(qmp);
+    r = start_restore(f, (const char *[]){ "--eager", f->snap, "--json", NULL }, serial, qmp,
+                      NULL);
+    q = accept_qmp(lq, &r);
+    wait_walker(serial, f->saved_pass + 2, 0);
+    sl_qmp_ok(q, "quit", NULL, NULL);
+    sl_qmp_close(q);
+    st = reap(&r, 60000);
+    errs = slurp(r.err);
+    if (!g_spawn_check_wait_status(st, NULL)) {
+        fail_msg("QEMU's eager load of its own file failed: %s", errs);
+    }
+    close(lq);
+    child_free(&r);
+}
+
+#define CASE(fn, k) cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, (void *)&kinds[k])
+
+int main(void)
+{
+    struct CMUnitTest tests[G_N_ELEMENTS(kinds) + 2];
+    unsigned n = 0;
+
+    for (unsigned k = 0; k < G_N_ELEMENTS(kinds); k++) {
+        tests[n] = (struct CMUnitTest)CASE(test_qemu_file_restores_lazily_and_the_guest_runs_on, k);
+        tests[n++].name = g_strdup_printf("%s/qemu_file_restores_lazily_and_the_guest_runs_on",
+                                          kinds[k].name);
+    }
+    tests[n] = (struct CMUnitTest)CASE(test_qemu_file_written_by_multifd_restores_lazily, 0);
+    tests[n++].name = g_strdup("anon/qemu_file_written_by_multifd_restores_lazily");
+    tests[n] = (struct CMUnitTest)CASE(test_qemu_file_loads_eagerly_in_plain_qemu, 1);
+    tests[n++].name = g_strdup("shmem/qemu_file_loads_eagerly_in_plain_qemu");
+    if (g_getenv("SL_TEST_FILTER")) {
+        cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
+    }
+    int failed = _cmocka_run_group_tests("qemu-file", tests, n, NULL, NULL);
+    for (unsigned i = 0; i < n; i++) {
+        g_free((char *)tests[i].name);
+    }
+    return failed;
+}

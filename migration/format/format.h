@@ -25,6 +25,8 @@
 #define SL_NAME_MAX          64u   /* bytes incl. the terminating NUL (container) */
 #define SL_BLOCK_NAME_MAX    257u  /* in memory: QEMU's RAM block ids are up to 256 */
 #define SL_NO_NODE           0xffffffffu
+#define SL_BLOCK_EXTERNAL    1u    /* block flag: its pages live in another file (an index) */
+#define SL_SECTION_SOURCE    3u    /* an index's section: the identity of the file it indexes */
 #define SL_MAX_BLOCKS        1024u
 #define SL_MAX_SECTIONS      1024u
 #define SL_MAX_NODE_HINT     1024u /* node hints are below this */
@@ -83,6 +85,7 @@ typedef struct {
     uint64_t *digests;  /* per segment, host order; proven against the table at open */
     _Atomic uint32_t *seg_state; /* lazy: per segment; NULL: everything proven at open */
     bool in_file;       /* false: QEMU left it out (x-ignore-shared): no pages here */
+    bool external;      /* container: SL_BLOCK_EXTERNAL (pages_offset 0, no page area) */
     bool has_gpa;       /* QEMU stream with x-ignore-shared: @gpa is recorded */
     uint64_t gpa;       /* guest physical address of the block (QEMU) */
     uint64_t record_offset, record_len; /* QEMU: the block's record, header included */
@@ -93,6 +96,7 @@ typedef struct {
     uint64_t offset;
     uint64_t length;
     uint64_t csum;
+    int fd;             /* the file its bytes are in (the snapshot's, or its index's) */
 } sl_section;
 
 /* What only a QEMU migration stream has (qemu.c). */
@@ -113,6 +117,8 @@ struct sl_snapshot {
     uint64_t file_size;
     sl_snapshot_format format;
     bool has_checksums;        /* per-page checksums and segment digests are known */
+    int csum_fd;               /* where checksum arrays are read: fd, or index_fd */
+    int index_fd;              /* a QEMU file's sidecar index, -1 if none */
     unsigned nblocks;
     unsigned nsections;
     sl_block *blocks;
@@ -225,8 +231,29 @@ bool sl_read_at(int fd, void *buf, size_t len, uint64_t off, const char *what, G
 /** A format error naming what is wrong; evaluates to false. */
 #define SL_BAD(errp, ...) (g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, __VA_ARGS__), false)
 
-/** Our container (snapload-read.c): parses @s (fd and size set) from its header on. */
-bool sl_container_parse(sl_snapshot *s, bool lazy, GError **errp);
+/**
+ * Our container (snapload-read.c): parses @s (fd and size set) from its
+ * header on.  External blocks (an index's) only with @index.
+ */
+bool sl_container_parse(sl_snapshot *s, bool lazy, bool index, GError **errp);
+
+/**
+ * sl_writer_set_external (snapload-write.c): block @block of @w becomes
+ * external (its pages live in another file; none are written here) with
+ * @bitmap and @csums (host order, copied) as its metadata.
+ */
+bool sl_writer_set_external(sl_writer *w, unsigned block, const uint64_t *bitmap,
+                            const uint64_t *csums, GError **errp);
+
+/**
+ * Sidecar index of a QEMU file (index.c): sl_index_write() computes every
+ * page's checksum of QEMU stream @s and writes @path, a container whose
+ * blocks are external, with the file's identity and @hot (a hot-page list,
+ * may be NULL); sl_index_attach() makes @path the checksums of @s, refused
+ * (naming the reason) unless it was made from exactly this file.
+ */
+bool sl_index_write(sl_snapshot *s, const char *path, GBytes *hot, GError **errp);
+bool sl_index_attach(sl_snapshot *s, const char *path, bool lazy, GError **errp);
 
 /** QEMU's stream (qemu.c): parses @s (fd and size set) from "QEVM" on. */
 bool sl_qemu_parse(sl_snapshot *s, GError **errp);

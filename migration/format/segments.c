@@ -53,7 +53,7 @@ static void seg_wake(_Atomic uint32_t *w)
 static int seg_read(const sl_snapshot *s, const sl_block *b, uint64_t seg)
 {
     uint64_t first = seg * SL_CSUM_SEG, n = MIN(SL_CSUM_SEG, b->npages - first);
-    int ret = sl_pread_full(s->fd, b->csums + first, n * 8, b->csum_offset + first * 8);
+    int ret = sl_pread_full(s->csum_fd, b->csums + first, n * 8, b->csum_offset + first * 8);
 
     if (ret == 0 && sl_seg_digest(b->bitmap, b->csums, b->npages, seg) != b->digests[seg]) {
         ret = -EBADMSG;

@@ -19,6 +19,7 @@ typedef struct {
     sl_snapshot *s;
     sl_regions *regions;
     bool lazy;          /* SL_OPEN_LAZY_CHECKSUMS */
+    bool index;         /* a sidecar index: its blocks are external */
 } ctx;
 
 #define BAD SL_BAD
@@ -94,9 +95,16 @@ static bool parse_block_entry(ctx *c, unsigned i, const uint8_t *e, GError **err
     if (node != SL_NO_NODE && node >= SL_MAX_NODE_HINT) {
         return BAD(errp, "block %u ('%s'): numa_node %u is out of range", i, b->name, node);
     }
-    if (sl_le32(e + SL_B_FLAGS)) {
-        return BAD(errp, "block %u ('%s'): flags 0x%x are not zero", i, b->name,
+    b->external = sl_le32(e + SL_B_FLAGS) == SL_BLOCK_EXTERNAL;
+    if (sl_le32(e + SL_B_FLAGS) & ~SL_BLOCK_EXTERNAL) {
+        return BAD(errp, "block %u ('%s'): flags 0x%x are not known", i, b->name,
                    sl_le32(e + SL_B_FLAGS));
+    }
+    if (b->external != c->index) {
+        return BAD(errp, "block %u ('%s'): %s", i, b->name, c->index
+                   ? "its pages are in this file: not a sidecar index"
+                   : "its pages live in another file: this is a sidecar index (open the "
+                     "QEMU file it indexes, beside which it lies)");
     }
     b->numa_node = node == SL_NO_NODE ? -1 : (int)node;
     b->in_file = true;
@@ -131,6 +139,10 @@ static bool parse_ramhdr(ctx *c, sl_block *b, unsigned i, GError **errp)
     }
     b->bitmap_offset = sl_be64(h + SL_MR_BITMAP);
     b->pages_offset = sl_be64(h + SL_MR_PAGES);
+    if (b->external && b->pages_offset) {
+        return BAD(errp, "block %u ('%s'): an external block with pages_offset %"
+                   G_GUINT64_FORMAT " (want 0)", i, b->name, b->pages_offset);
+    }
     if (b->pages_offset % SL_MR_ALIGN || b->pages_offset % b->page_size) {
         return BAD(errp, "block %u ('%s'): pages_offset %" G_GUINT64_FORMAT " is not aligned "
                    "to 1 MiB and to the page size", i, b->name, b->pages_offset);
@@ -141,8 +153,9 @@ static bool parse_ramhdr(ctx *c, sl_block *b, unsigned i, GError **errp)
                         "block %u ('%s') checksum array (csum_offset)", i, b->name) &&
            claim_region(c, b->digest_offset, b->nsegs * 8, errp,
                         "block %u ('%s') segment digests (digest_offset)", i, b->name) &&
-           claim_region(c, b->pages_offset, b->length, errp,
-                        "block %u ('%s') page data (pages_offset, length)", i, b->name);
+           (b->external || claim_region(c, b->pages_offset, b->length, errp,
+                                        "block %u ('%s') page data (pages_offset, length)", i,
+                                        b->name));
 }
 
 /*
@@ -263,6 +276,7 @@ static bool parse_sections(ctx *c, const uint8_t *tab, GError **errp)
         sec->offset = sl_le64(e + SL_S_OFFSET);
         sec->length = sl_le64(e + SL_S_LENGTH);
         sec->csum = sl_le64(e + SL_S_CSUM);
+        sec->fd = s->fd;
         if (sl_le32(e + SL_S_FLAGS)) {
             return BAD(errp, "section %u: flags 0x%x are not zero", i, sl_le32(e + SL_S_FLAGS));
         }
@@ -296,14 +310,15 @@ static bool parse_tables(ctx *c, const uint8_t *h, GError **errp)
     return parse_blocks(c, btab, errp) && parse_sections(c, stab, errp);
 }
 
-bool sl_container_parse(sl_snapshot *s, bool lazy, GError **errp)
+bool sl_container_parse(sl_snapshot *s, bool lazy, bool index, GError **errp)
 {
-    ctx c = { .s = s, .regions = sl_regions_new(s->file_size), .lazy = lazy };
+    ctx c = { .s = s, .regions = sl_regions_new(s->file_size), .lazy = lazy, .index = index };
     uint8_t h[SL_HEADER_SIZE];
     bool ok;
 
     s->format = SL_FORMAT_SNAPLOAD;
     s->has_checksums = true;
+    s->csum_fd = s->fd;
     ok = (s->file_size >= SL_HEADER_SIZE ||
           BAD(errp, "file is %" G_GUINT64_FORMAT " bytes, smaller than the %u-byte header",
               s->file_size, SL_HEADER_SIZE)) &&

@@ -115,6 +115,11 @@ static void freeze_layout(sl_writer *w)
         b->csum_offset = sl_align_up(b->bitmap_offset + sl_bitmap_bytes(b->npages), 8);
         b->digest_offset = b->csum_offset + b->npages * 8;
         b->nsegs = sl_nsegs(b->npages);
+        if (b->external) { /* its pages are in another file: no page area here */
+            b->pages_offset = 0;
+            off = b->digest_offset + b->nsegs * 8;
+            continue;
+        }
         b->pages_offset = sl_align_up(b->digest_offset + b->nsegs * 8,
                                       MAX(SL_MR_ALIGN, b->page_size));
         off = b->pages_offset + b->length;
@@ -182,6 +187,23 @@ bool sl_writer_write(sl_writer *w, unsigned block, uint64_t offset, const void *
     return true;
 }
 
+bool sl_writer_set_external(sl_writer *w, unsigned block, const uint64_t *bitmap,
+                            const uint64_t *csums, GError **errp)
+{
+    sl_block *b;
+
+    if (block >= w->blocks->len || w->frozen) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block %u: %s", block,
+                    w->frozen ? "the layout is fixed already" : "no such block");
+        return false;
+    }
+    b = &g_array_index(w->blocks, wblock, block).b;
+    b->external = true;
+    memcpy(b->bitmap, bitmap, sl_bitmap_bytes(b->npages));
+    memcpy(b->csums, csums, b->npages * 8);
+    return true;
+}
+
 bool sl_writer_add_section(sl_writer *w, uint32_t type, const void *data, size_t len,
                            GError **errp)
 {
@@ -230,6 +252,7 @@ static int write_block_meta(sl_writer *w, sl_block *b, uint8_t *e)
     sl_put_le64(e + SL_B_LENGTH, b->length);
     sl_put_le64(e + SL_B_PAGESIZE, b->page_size);
     sl_put_le32(e + SL_B_NODE, b->numa_node < 0 ? SL_NO_NODE : (uint32_t)b->numa_node);
+    sl_put_le32(e + SL_B_FLAGS, b->external ? SL_BLOCK_EXTERNAL : 0);
     sl_put_le64(e + SL_B_RAMHDR, b->ramhdr_offset);
     sl_put_le64(e + SL_B_CSUMS, b->csum_offset);
     sl_put_le64(e + SL_B_PRESENT, present);

@@ -22,13 +22,16 @@ static bool parse_any(sl_snapshot *s, bool lazy, GError **errp)
         return false;
     }
     if (!memcmp(magic, "QEVM", 4)) {
-        return sl_qemu_parse(s, errp);
+        g_autofree char *index = g_strdup_printf("%s.slidx", s->path);
+        /* Its sidecar index, where there is one: checksums for a file without. */
+        return sl_qemu_parse(s, errp) &&
+               (!g_file_test(index, G_FILE_TEST_EXISTS) || sl_index_attach(s, index, lazy, errp));
     }
     if (s->file_size >= 8 && memcmp(magic, SL_MAGIC, 8)) {
         return SL_BAD(errp, "magic: neither a snapload snapshot (\"%s\") nor a QEMU "
                       "migration stream (\"QEVM\")", SL_MAGIC);
     }
-    return sl_container_parse(s, lazy, errp);
+    return sl_container_parse(s, lazy, false, errp);
 }
 
 sl_snapshot *sl_snapshot_open(const char *path, GError **errp)
@@ -43,6 +46,7 @@ sl_snapshot *sl_snapshot_open_flags(const char *path, unsigned flags, GError **e
     bool ok;
 
     s->path = g_strdup(path);
+    s->index_fd = -1;
     /* O_NONBLOCK: opening a FIFO must not wait for a writer. */
     s->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (s->fd < 0 || fstat(s->fd, &st) < 0) {
@@ -72,6 +76,9 @@ void sl_snapshot_close(sl_snapshot *s)
     }
     if (s->fd >= 0) {
         close(s->fd);
+    }
+    if (s->index_fd >= 0) {
+        close(s->index_fd);
     }
     for (unsigned i = 0; s->blocks && i < s->nblocks; i++) {
         g_free(s->blocks[i].bitmap);
@@ -163,7 +170,7 @@ GBytes *sl_snapshot_read_section(sl_snapshot *s, uint32_t type, GError **errp)
             continue;
         }
         buf = g_malloc(sec->length ? sec->length : 1);
-        ret = sl_pread_full(s->fd, buf, sec->length, sec->offset);
+        ret = sl_pread_full(sec->fd, buf, sec->length, sec->offset);
         if (ret < 0 || sl_hash(buf, sec->length) != sec->csum) {
             g_free(buf);
             g_set_error(errp, SL_ERROR, ret < 0 ? SL_ERROR_IO : SL_ERROR_CHECKSUM,

@@ -349,9 +349,11 @@ static char *daemon_line(qr *r, int ms, bool *qemu_died)
     gsize len;
 
     *qemu_died = false;
-    while (poll(p, 2, ms) < 0 && errno == EINTR) {
+    /* A line the channel already read ahead needs no poll: the fd is drained. */
+    while (!(g_io_channel_get_buffer_condition(r->stats_ch) & G_IO_IN) &&
+           poll(p, 2, ms) < 0 && errno == EINTR) {
     }
-    if (!p[0].revents) {
+    if (!(g_io_channel_get_buffer_condition(r->stats_ch) & G_IO_IN) && !p[0].revents) {
         *qemu_died = p[1].revents != 0;
         return NULL;
     }

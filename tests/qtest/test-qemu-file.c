@@ -58,6 +58,7 @@ static void restore_lazily_and_run_on(fixture *f, const char *block)
                       serial, qmp, NULL);
     q = accept_qmp(lq, &r);
     wait_walker(serial, f->saved_pass + 2, 0);
+    wait_for_text(r.out, "\"mode\""); /* its report: every page is in place */
     sl_qmp_ok(q, "quit", NULL, NULL);
     sl_qmp_close(q);
     st = reap(&r, 60000);

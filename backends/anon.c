@@ -72,6 +72,7 @@ const sl_backend_ops sl_backend_anon = {
     .name = "anon",
     .kind = SL_BACKEND_ANON,
     .in_place = false,
+    .bounce = true,
     .uffd_features = 0,
     .register_mode = UFFDIO_REGISTER_MODE_MISSING,
     .range_ioctls = SL_IOCTL(_UFFDIO_COPY) | SL_IOCTL(_UFFDIO_ZEROPAGE) |

@@ -13,10 +13,13 @@
  *   userfaultfd, possibly in another process.  Anonymous memory has exactly
  *   one view; a shared file may have several (the VMM, vhost-user back-ends).
  *
- * A backend either copies from a bounce buffer into the view (bounce:
- * UFFDIO_COPY) or fills the page cache in place and maps it into views
- * (in_place: UFFDIO_CONTINUE).  An in-place backend's staging area is shared
+ * A backend either copies from a bounce buffer into the view (anon:
+ * UFFDIO_COPY) or fills the file's page cache and maps it into views
+ * (in_place: UFFDIO_CONTINUE).  An in-place backend writes memory shared
  * with consumers, so the engine claims a unit before writing into it.
+ * shmem fills its page cache with pwrite() from a bounce buffer (no user
+ * page fault per 4 KiB page); hugetlbfs, which has no write(), through an
+ * unregistered alias mapping (one fault per hugepage).
  */
 #ifndef SNAPLOAD_BACKEND_H
 #define SNAPLOAD_BACKEND_H
@@ -68,7 +71,9 @@ typedef struct {
 struct sl_backend_ops {
     const char *name;
     sl_backend_kind kind;
-    bool in_place;           /* data is staged in shared memory: claim before writing */
+    bool in_place;           /* placing writes shared memory: claim before writing */
+    bool bounce;             /* stage() uses the caller's bounce buffer (one unit, or a
+                              * loader's claim of units): every thread placing has one */
     uint64_t uffd_features;  /* UFFD_FEATURE_* required at UFFDIO_API */
     uint64_t register_mode;  /* UFFDIO_REGISTER_MODE_* */
     uint64_t range_ioctls;   /* SL_IOCTL() bits the registered range must offer */
@@ -79,7 +84,10 @@ struct sl_backend_ops {
     bool (*prepare)(sl_mem *m, GError **errp);
     /** Where the bytes of [@off, +unit) must be read to (bounce or the alias). */
     uint8_t *(*stage)(const sl_mem *m, uint64_t off, uint8_t *bounce);
-    /** Make staged bytes @src the content of [@off, +@len) and map them in @v. */
+    /**
+     * Make staged bytes @src the content of [@off, +@len) and map them in @v
+     * (NULL for in-place memory nobody maps yet: the content only).
+     */
     int (*place)(const sl_mem *m, const sl_view *v, uint64_t off, const uint8_t *src,
                  uint64_t len, uint64_t *done, uint64_t *eagain);
     /** Make [@off, +@len) zero and map it in @v. */

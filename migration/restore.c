@@ -417,7 +417,7 @@ static void layout_regions(sl_restore *r)
         reg->nchunks = (reg->nunits + reg->chunk_units - 1) / reg->chunk_units;
         chunk += reg->nchunks;
         remaining += reg->nunits;
-        if (!reg->mem.ops->in_place) {
+        if (reg->mem.ops->bounce) {
             r->max_bounce = MAX(r->max_bounce, reg->unit);
         }
     }

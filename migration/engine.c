@@ -329,7 +329,6 @@ static void account(sl_restore *r, sl_region *reg, uint64_t u, uint64_t k, int w
         add(&r->c.pages_by_node[g], k);
         add(&r->c.pages_by_hint, who & HINTED ? k : 0);
         for (uint64_t i = u; i < u + k; i++) {
-            reg->placed_by[i] = (uint8_t)(g + 1);
             add(&r->c.wrong_node, sl_unit_node(r, reg, i) != g);
         }
     }

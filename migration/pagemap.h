@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Exactly-once page map.  One 32-bit atomic state per page of a block,
+ * Exactly-once page map.  One atomic byte of state per page of a block,
  * shared by the fault thread and the loaders:
  *
  *     ABSENT --claim--> CLAIMED --publish--> PRESENT
@@ -40,6 +40,9 @@ void sl_pagemap_free(sl_pagemap *m);
 
 /** sl_pagemap_npages: number of pages in the map. */
 uint64_t sl_pagemap_npages(const sl_pagemap *m);
+
+/** sl_pagemap_bytes: memory the map takes (one byte per page, and a header). */
+uint64_t sl_pagemap_bytes(const sl_pagemap *m);
 
 /** sl_pagemap_state: current state of page @i (acquire load). */
 int sl_pagemap_state(const sl_pagemap *m, uint64_t i);

@@ -45,7 +45,6 @@ static void region_policy(sl_restore *r, sl_region *reg)
     }
     reg->stripe_units = MAX(1, reg->nunits); /* bound: one stripe; interleave: plan_stripes() */
     reg->window = reg->unit <= (2u << 20) ? MAX(2, SL_WINDOW_BYTES / reg->unit) : 0;
-    reg->placed_by = g_malloc0(reg->nunits);
     reg->order = r->cfg.trace_order ? g_new0(uint32_t, reg->nunits) : NULL;
     reg->recorded = r->cfg.record ? g_new0(uint64_t, reg->nunits / 64 + 1) : NULL;
 }
@@ -257,7 +256,6 @@ void sl_prefetch_free(sl_restore *r)
     }
     for (guint i = 0; i < r->regions->len; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
-        g_free(reg->placed_by);
         g_free(reg->order);
         g_free(reg->recorded);
     }

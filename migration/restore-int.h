@@ -62,7 +62,6 @@ typedef struct sl_region {
     uint64_t stripe_units;   /* interleave granule, a multiple of chunk_units */
     uint64_t first_stripe;   /* interleave: rotation position of the first stripe */
     uint64_t window;         /* units prefetched after a fault (0: none) */
-    uint8_t *placed_by;      /* audit: 1 + group index of the loader that placed a unit */
     uint32_t *order;         /* trace_order: placement sequence number of each unit */
     uint64_t *recorded;      /* record: units already in the fault list (fault thread) */
     uint64_t last_fault;     /* fault thread: unit of the previous fault, for the window */

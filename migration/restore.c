@@ -665,6 +665,18 @@ static void node_stats(const sl_restore *r, sl_stats *s)
     s->hot_pages = r->hot_units;
 }
 
+/* What the restore keeps per page: its page maps, and the snapshot's metadata. */
+static void bookkeeping(const sl_restore *r, sl_stats *s)
+{
+    for (guint i = 0; i < r->regions->len; i++) {
+        const sl_region *reg = g_ptr_array_index(r->regions, i);
+        const sl_block *b = reg->blk;
+        s->map_bytes += sl_pagemap_bytes(reg->map);
+        s->metadata_bytes += sl_bitmap_bytes(b->npages) + b->nsegs * 8 +
+                             (b->csums ? b->npages * 8 : 0);
+    }
+}
+
 void sl_restore_get_stats(const sl_restore *r, sl_stats *out)
 {
     sl_stats s = { .size = sizeof(s) };
@@ -692,6 +704,7 @@ void sl_restore_get_stats(const sl_restore *r, sl_stats *out)
     s.error = atomic_load_explicit(&((sl_restore *)r)->status, memory_order_acquire);
     s.error = s.error == -EINPROGRESS ? 0 : s.error;
     node_stats(r, &s);
+    bookkeeping(r, &s);
     memcpy(out, &s, want);
     out->size = want;
 }

@@ -288,6 +288,10 @@ typedef struct {
     uint64_t loader_cpu_violations;/**< audit: loader seen on a CPU outside its node */
     uint64_t hot_pages;            /**< units in the hot-page list used   */
     uint64_t pages_by_hint;        /**< units placed from the locality window or hot list */
+    /* Since 1.2: */
+    uint64_t map_bytes;            /**< the page maps' memory (one byte per unit)  */
+    uint64_t metadata_bytes;       /**< checksum arrays and digests held (8 bytes per page
+                                        once its segment was used), bitmaps */
 } sl_stats;
 
 /**

@@ -48,12 +48,7 @@ static void read_page(void *opaque)
     if (pr->wait_ns) {
         *pr->wait_ns = waited;
     }
-    if (sl_snapshot_page_present(pr->t->snap, tg->block, pr->page)) {
-        pr->ok = sl_hash(p, tg->page_size) ==
-                 sl_snapshot_page_checksum(pr->t->snap, tg->block, pr->page);
-    } else {
-        pr->ok = p[0] == 0 && memcmp(p, p + 1, tg->page_size - 1) == 0;
-    }
+    pr->ok = sl_snapshot_page_matches(pr->t->snap, tg->block, pr->page, p);
 }
 
 /*

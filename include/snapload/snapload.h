@@ -153,9 +153,17 @@ bool sl_snapshot_page_present(const sl_snapshot *snap, unsigned block, uint64_t 
 
 /**
  * sl_snapshot_page_checksum: the stored XXH3-64 of a present page (0 for a
- * zero page).  Used by consumers that want to check what they see.
+ * zero page, and for every page of a snapshot without checksums).
  */
 uint64_t sl_snapshot_page_checksum(const sl_snapshot *snap, unsigned block, uint64_t index);
+
+/**
+ * sl_snapshot_page_matches: whether the @page_size bytes at @data are page
+ * @index of @block: against its checksum (the bit proven first) where the
+ * snapshot has checksums, else against the file's bytes.  Since 1.2.
+ */
+bool sl_snapshot_page_matches(sl_snapshot *snap, unsigned block, uint64_t index,
+                              const void *data);
 
 /**
  * sl_snapshot_read_pages:

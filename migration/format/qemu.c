@@ -241,36 +241,44 @@ static bool parse_ram_start(qctx *c, uint64_t *total, GError **errp)
     return true;
 }
 
+/* Whether @h is a mapped-ram header this reader reads: version 1, 4 KiB pages. */
+static bool mr_header_at(const uint8_t *h)
+{
+    return sl_be32(h) == SL_MR_VERSION && sl_be64(h + 4) == TARGET_PAGE;
+}
+
 /*
- * The mapped-ram header of block @b, and before it the page-size field
- * QEMU writes only for postcopy with another page size: told apart by the
- * header's fixed version 1 and page size 4096.
+ * After the used length: the page-size field QEMU writes only for postcopy
+ * with another page size, then the GPA (x-ignore-shared), then the
+ * mapped-ram header.  The page size is told apart by where the header's
+ * fixed version 1 and page size 4096 are found.
  */
 static bool parse_mr_header(qctx *c, sl_block *b, unsigned i, GError **errp)
 {
-    uint8_t h[SL_MR_HEADER_SIZE + 8];
+    uint64_t gpa = b->has_gpa ? 8 : 0;
+    uint8_t h[8 + 8 + SL_MR_HEADER_SIZE];
+    const uint8_t *mr = h + gpa;
 
-    if (!sl_read_at(c->s->fd, h, sizeof(h), c->off, "mapped-ram header", errp)) {
+    if (!sl_read_at(c->s->fd, h, gpa + SL_MR_HEADER_SIZE, c->off, "mapped-ram header", errp)) {
         return false;
     }
-    if (sl_be32(h) != SL_MR_VERSION || sl_be64(h + 4) != TARGET_PAGE) {
+    if (!mr_header_at(mr)) {
         uint64_t ps = sl_be64(h);
-        if (ps <= TARGET_PAGE || ps > SL_MAX_PAGE || (ps & (ps - 1))) {
-            return SL_BAD(errp, "block %u ('%s'): mapped-ram version %u / page size %"
-                          G_GUINT64_FORMAT " not supported (want version %u, 4096-byte "
-                          "pages)", i, b->name, sl_be32(h), sl_be64(h + 4), SL_MR_VERSION);
+        if (ps <= TARGET_PAGE || ps > SL_MAX_PAGE || (ps & (ps - 1)) ||
+            !sl_read_at(c->s->fd, h, 8 + gpa + SL_MR_HEADER_SIZE, c->off, "mapped-ram header",
+                        errp) || !mr_header_at(mr = h + 8 + gpa)) {
+            return (errp && *errp) ? false
+                : SL_BAD(errp, "block %u ('%s'): mapped-ram version %u / page size %"
+                         G_GUINT64_FORMAT " not supported (want version %u, 4096-byte pages)",
+                         i, b->name, sl_be32(mr), sl_be64(mr + 4), SL_MR_VERSION);
         }
         c->off += 8; /* the postcopy page size of the block */
-        memmove(h, h + 8, SL_MR_HEADER_SIZE);
-        if (sl_be32(h) != SL_MR_VERSION || sl_be64(h + 4) != TARGET_PAGE) {
-            return SL_BAD(errp, "block %u ('%s'): mapped-ram version %u / page size %"
-                          G_GUINT64_FORMAT " not supported", i, b->name, sl_be32(h),
-                          sl_be64(h + 4));
-        }
     }
+    b->gpa = gpa ? sl_be64(mr - 8) : 0;
+    c->off += gpa;
     b->ramhdr_offset = c->off;
-    b->bitmap_offset = sl_be64(h + SL_MR_BITMAP);
-    b->pages_offset = sl_be64(h + SL_MR_PAGES);
+    b->bitmap_offset = sl_be64(mr + SL_MR_BITMAP);
+    b->pages_offset = sl_be64(mr + SL_MR_PAGES);
     c->off += SL_MR_HEADER_SIZE;
     return true;
 }
@@ -304,7 +312,7 @@ static bool place_block(qctx *c, sl_block *b, unsigned i, uint64_t record, GErro
                           "block %u ('%s') record", i, b->name)) {
         return false;
     }
-    if (b->bitmap_offset == 0 && b->pages_offset == 0) {
+    if (b->bitmap_offset == 0 && b->pages_offset == 0 && c->q->ignore_shared) {
         b->bitmap = g_malloc0(sl_bitmap_bytes(b->npages)); /* left out: x-ignore-shared */
         return true;
     }
@@ -343,8 +351,12 @@ static bool parse_block(qctx *c, unsigned i, uint64_t total, uint64_t *acc, GErr
     b.npages = b.length / TARGET_PAGE;
     b.nsegs = sl_nsegs(b.npages);
     b.has_gpa = c->q->ignore_shared;
-    if ((b.has_gpa && !get_be64(c, &b.gpa, "block GPA", errp)) ||
-        !parse_mr_header(c, &b, i, errp)) {
+    for (guint k = 0; k < c->blocks->len; k++) {
+        if (!strcmp(g_array_index(c->blocks, sl_block, k).name, b.name)) {
+            return SL_BAD(errp, "block %u: name '%s' is used by block %u too", i, b.name, k);
+        }
+    }
+    if (!parse_mr_header(c, &b, i, errp)) {
         return false;
     }
     g_array_append_val(c->blocks, b); /* owned by the array (bitmap freed with it) */
@@ -382,18 +394,33 @@ static bool parse_ram_end(qctx *c, GError **errp)
     return sl_regions_claim(c->regions, tail, c->q->tail_length, errp, "device state");
 }
 
-/* The JSON description QEMU may append: 0x00 0x06 u32 len JSON, ending the file. */
-static void find_vmdesc(qctx *c)
+/* The JSON description in the last @n bytes of the stream, if there. */
+static bool vmdesc_within(qctx *c, uint64_t n)
 {
-    uint64_t n = MIN(c->q->tail_length, MAX_VMDESC_SCAN);
     g_autofree uint8_t *buf = g_malloc(n + 1);
 
     if (n < 6 || sl_pread_full(c->s->fd, buf, n, c->s->file_size - n) < 0) {
-        return;
+        return false;
     }
-    for (uint64_t p = 1; p + 5 <= n; p++) {
+    for (uint64_t p = n - 5; p >= 1; p--) { /* the end of the file first */
         if (buf[p - 1] == SEC_EOF && buf[p] == SEC_VMDESC && sl_be32(buf + p + 1) == n - p - 5) {
             c->q->vmdesc_length = n - p;
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * The JSON description QEMU may append: 0x00 0x06 u32 len JSON, ending the
+ * file.  Looked for in growing windows from the end (it is some 100 KB),
+ * so an open does not read a large device state whole.
+ */
+static void find_vmdesc(qctx *c)
+{
+    for (uint64_t n = 256u << 10;; n *= 8) {
+        uint64_t w = MIN(MIN(n, c->q->tail_length), MAX_VMDESC_SCAN);
+        if (vmdesc_within(c, w) || w < n) {
             return;
         }
     }

@@ -18,7 +18,8 @@ static bool parse_any(sl_snapshot *s, bool lazy, GError **errp)
 {
     uint8_t magic[8] = { 0 };
 
-    if (s->file_size >= 8 && !sl_read_at(s->fd, magic, 8, 0, "magic", errp)) {
+    if (s->file_size >= 4 && !sl_read_at(s->fd, magic, MIN(8, s->file_size), 0, "magic",
+                                         errp)) {
         return false;
     }
     if (!memcmp(magic, "QEVM", 4)) {
@@ -192,11 +193,38 @@ bool sl_snapshot_page_present(const sl_snapshot *s, unsigned block, uint64_t idx
 
 uint64_t sl_snapshot_page_checksum(const sl_snapshot *s, unsigned block, uint64_t idx)
 {
-    if (block >= s->nblocks || idx >= s->blocks[block].npages ||
+    if (!s->has_checksums || block >= s->nblocks || idx >= s->blocks[block].npages ||
         sl_csums_get(s, &s->blocks[block], idx, 1) < 0) {
         return 0;
     }
     return s->blocks[block].csums[idx];
+}
+
+bool sl_snapshot_page_matches(sl_snapshot *s, unsigned block, uint64_t idx, const void *data)
+{
+    const sl_block *b = block < s->nblocks ? &s->blocks[block] : NULL;
+    uint8_t small[16384];
+    uint8_t *buf;
+    bool same;
+
+    if (!b || idx >= b->npages) {
+        return false;
+    }
+    if (s->has_checksums) { /* the bit is proven first, a zero page included */
+        const uint8_t *p = data;
+        if (sl_csums_get(s, b, idx, 1) < 0) {
+            return false;
+        }
+        return sl_bit_test(b->bitmap, idx) ? sl_hash(p, b->page_size) == b->csums[idx]
+                                           : p[0] == 0 && !memcmp(p, p + 1, b->page_size - 1);
+    }
+    buf = b->page_size <= sizeof(small) ? small : g_malloc(b->page_size);
+    same = sl_snapshot_read_pages(s, block, idx, 1, buf, false) == 0 &&
+           memcmp(buf, data, b->page_size) == 0;
+    if (buf != small) {
+        g_free(buf);
+    }
+    return same;
 }
 
 /* Length of the run of pages from @i (< end) sharing bit value @present. */

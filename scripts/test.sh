@@ -125,7 +125,7 @@ run_asan() {
     sanitizer_build build-asan -Db_sanitize=address,undefined || return 1
     ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1:fast_unwind_on_malloc=0 \
     UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1 \
-        sanitizer_suites build-asan format pagemap restore numa daemon peers
+        sanitizer_suites build-asan format qemu-format pagemap restore numa daemon peers
 }
 
 # TSan: the suites it can run, and fast.  numa and peers pass too but take
@@ -143,7 +143,7 @@ run_tsan() {
 # A short run of each fuzz target; its last line sums them up.
 run_fuzz() {
     local t line ok rc=0 results=()
-    for t in reader protocol; do
+    for t in reader qemu protocol; do
         ok=ok
         line=$(FUZZ_QUIET=1 bash scripts/fuzz.sh "$t" "${SNAPLOAD_FUZZ_SECONDS:-30}") ||
             { ok=FAILED; rc=1; }

@@ -7,8 +7,12 @@
  *   fuzz-seeds encode SNAP OUT      a snapshot -> a fuzz-reader input (resealed)
  *   fuzz-seeds decode INPUT SNAP    a fuzz-reader input -> the file it opens
  *   fuzz-seeds protocol DIR         one packet per message type, by sl_msg_encode()
+ *   fuzz-seeds qemu DIR             QEMU mapped-ram streams (tests/unit/qemu-stream.h)
+ *                                   as fuzz-qemu inputs
+ *   fuzz-seeds qemu-decode INPUT F  a fuzz-qemu input -> the stream file it opens
  *
- * `decode` turns a crash artifact into a file `snapload inspect` can read.
+ * `decode` and `qemu-decode` turn a crash artifact into a file
+ * `snapload inspect` can read.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -16,6 +20,7 @@
 #include <unistd.h>
 #include "snapload/snapload.h"
 #include "migration/protocol.h"
+#include "qemu-stream.h"
 #include "reseal.h"
 #include "sparse.h"
 
@@ -45,7 +50,8 @@ static int encode(const char *snap, const char *out)
     return 0;
 }
 
-static int decode(const char *input, const char *snap)
+/* Writes the file fuzz input @input stands for to @snap, resealed if it asks and @reseal_ok. */
+static int decode_input(const char *input, const char *snap, bool reseal_ok)
 {
     g_autofree char *data = NULL;
     GError *err = NULL;
@@ -64,11 +70,22 @@ static int decode(const char *input, const char *snap)
         return fail("creating the snapshot file", NULL);
     }
     size = sparse_write(fd, (const uint8_t *)data + 1, len - 1, UINT64_MAX / 2);
-    if (size >= 0 && (data[0] & SPARSE_RESEAL)) {
+    if (size >= 0 && reseal_ok && (data[0] & SPARSE_RESEAL)) {
         reseal(fd, (uint64_t)size);
     }
     close(fd);
     return size < 0 ? fail("writing the snapshot file", NULL) : 0;
+}
+
+static int decode(const char *input, const char *snap)
+{
+    return decode_input(input, snap, true);
+}
+
+/* fuzz-qemu's flags byte picks lazy blocks: its inputs are never resealed. */
+static int qemu_decode(const char *input, const char *stream)
+{
+    return decode_input(input, stream, false);
 }
 
 /* Writes the encoding of @m to DIR/NAME. */
@@ -104,6 +121,106 @@ static int protocol(const char *dir)
            write_packet(dir, "refused", &refused) && write_packet(dir, "done", &done) ? 0 : 1;
 }
 
+/* ------------------------------------------------------------------ */
+/* fuzz-qemu seeds: streams from the generator the unit tests use      */
+/* ------------------------------------------------------------------ */
+
+static const char *const caps_plain[] = { "mapped-ram", NULL };
+static const char *const caps_shared[] = { "x-ignore-shared", "mapped-ram", NULL };
+#define SEED_JSON "{\"page_size\": 4096, \"devices\": []}"
+
+/* Few stored pages (their bytes are no structure to mutate), bitmaps of several words. */
+static const qs_block plain_blocks[] = {
+    { .idstr = "pc.ram", .length = 128 * QS_PAGE, .stored_every = 61, .seed = 1 },
+    { .idstr = "/rom@etc/acpi/tables", .length = 10 * QS_PAGE, .stored_every = 4, .seed = 2 },
+    { .idstr = "pc.bios", .length = 16 * QS_PAGE, .stored_every = 15, .seed = 3 },
+};
+
+static const qs_block shared_blocks[] = {
+    { .idstr = "pc.rom", .length = 8 * QS_PAGE, .gpa = 0xc0000, .stored_every = 7, .seed = 4 },
+    { .idstr = "pc.ram", .length = 64 * QS_PAGE, .left_out = true },
+    { .idstr = "pc.bios", .length = 16 * QS_PAGE, .gpa = 0xfffc0000, .stored_every = 8,
+      .seed = 5 },
+    { .idstr = "vga.vram", .length = 32 * QS_PAGE, .gpa = 0xfd000000, .left_out = true },
+};
+
+static const qs_block postcopy_blocks[] = {
+    { .idstr = "pc.ram", .length = 64 * QS_PAGE, .postcopy_page_size = 2u << 20,
+      .stored_every = 33, .seed = 6 },
+    { .idstr = "pc.rom", .length = 8 * QS_PAGE, .stored_every = 5, .seed = 7 },
+};
+
+/* Bitmaps of five words, the last holding 44 bits, and of one bit. */
+static const qs_block word_blocks[] = {
+    { .idstr = "pc.ram", .length = 300 * QS_PAGE, .stored_every = 97, .seed = 10 },
+    { .idstr = "tiny", .length = QS_PAGE, .seed = 8 },
+};
+
+static const qs_block one_page[] = { { .idstr = "ram", .length = QS_PAGE, .seed = 9 } };
+
+/* A seed: a description, and the flags byte (which blocks its device stream leaves lazy). */
+typedef struct {
+    const char *name;
+    qs_desc d;
+    uint8_t flags;
+} qemu_seed;
+
+static const qemu_seed qemu_seeds[] = {
+    { "plain", { .machine = "pc-i440fx-10.0", .caps = caps_plain, .target_page_bits = true,
+                 .uuid = true, .section_id = 2, .blocks = plain_blocks, .nblocks = 3,
+                 .devstate_len = 64, .json = SEED_JSON }, 0x01 },
+    { "shared", { .machine = "pc-q35-10.0", .caps = caps_shared, .section_id = 1,
+                  .blocks = shared_blocks, .nblocks = 4, .devstate_len = 32,
+                  .json = SEED_JSON }, 0x05 },
+    { "postcopy", { .machine = "pc-q35-10.0", .caps = caps_plain, .section_id = 3,
+                    .no_footer = true, .blocks = postcopy_blocks, .nblocks = 2,
+                    .devstate_len = 16 }, 0x02 },
+    { "words", { .machine = "pc", .caps = caps_plain, .section_id = 2,
+                 .blocks = word_blocks, .nblocks = 2, .devstate_len = 8, .json = "{}" }, 0xff },
+    { "small", { .machine = "m", .caps = caps_plain, .section_id = 7, .blocks = one_page,
+                 .nblocks = 1, .pages_align = QS_PAGE }, 0x00 },
+};
+
+/* Writes seed @q as a fuzz-qemu input to DIR/NAME (@tmp: a scratch file). */
+static bool write_qemu_seed(const char *dir, const char *tmp, const qemu_seed *q)
+{
+    g_autofree char *path = g_build_filename(dir, q->name, NULL);
+    g_autoptr(GByteArray) in = g_byte_array_new();
+    g_autofree char *data = NULL;
+    GError *err = NULL;
+    qs_layout l;
+    gsize len;
+    bool ok = qs_write(&q->d, tmp, &l, &err);
+
+    qs_layout_clear(&l);
+    if (!ok || !g_file_get_contents(tmp, &data, &len, &err)) {
+        fail("generating a QEMU stream", err);
+        return false;
+    }
+    g_byte_array_append(in, &q->flags, 1);
+    sparse_encode((const uint8_t *)data, len, in);
+    if (!g_file_set_contents(path, (const char *)in->data, in->len, &err)) {
+        fail("writing a seed", err);
+        return false;
+    }
+    return true;
+}
+
+static int qemu_streams(const char *dir)
+{
+    g_autofree char *tmp = g_build_filename(dir, ".stream", NULL);
+    bool ok = true;
+
+    if (g_mkdir_with_parents(dir, 0755) < 0) {
+        return fail("creating the seed directory", NULL);
+    }
+    for (size_t i = 0; ok && i < G_N_ELEMENTS(qemu_seeds); i++) {
+        ok = write_qemu_seed(dir, tmp, &qemu_seeds[i]);
+    }
+    unlink(tmp);
+    return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && !strcmp(argv[1], "encode")) {
@@ -115,6 +232,13 @@ int main(int argc, char **argv)
     if (argc == 3 && !strcmp(argv[1], "protocol")) {
         return protocol(argv[2]);
     }
-    fprintf(stderr, "usage: fuzz-seeds encode SNAP OUT | decode INPUT SNAP | protocol DIR\n");
+    if (argc == 3 && !strcmp(argv[1], "qemu")) {
+        return qemu_streams(argv[2]);
+    }
+    if (argc == 4 && !strcmp(argv[1], "qemu-decode")) {
+        return qemu_decode(argv[2], argv[3]);
+    }
+    fprintf(stderr, "usage: fuzz-seeds encode SNAP OUT | decode INPUT SNAP | protocol DIR | "
+            "qemu DIR | qemu-decode INPUT STREAM\n");
     return 2;
 }

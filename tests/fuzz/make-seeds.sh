@@ -5,11 +5,12 @@
 # small snapshots from `snapload synth` and `snapload save` (a few blocks,
 # mostly zero pages, 4 KiB and 2 MiB pages, a block past one 8192-page
 # metadata segment, node hints, device-state and hot-page sections),
-# turned into fuzz-reader inputs by `fuzz-seeds encode`, and one packet
-# per message type from sl_msg_encode() by `fuzz-seeds protocol`.
+# turned into fuzz-reader inputs by `fuzz-seeds encode`, QEMU mapped-ram
+# streams from the unit tests' generator by `fuzz-seeds qemu`, and one
+# packet per message type from sl_msg_encode() by `fuzz-seeds protocol`.
 #
 # usage: tests/fuzz/make-seeds.sh BUILD_DIR OUT_DIR
-#   writes OUT_DIR/fuzz-reader/* and OUT_DIR/fuzz-protocol/*
+#   writes OUT_DIR/fuzz-reader/*, OUT_DIR/fuzz-qemu/* and OUT_DIR/fuzz-protocol/*
 set -euo pipefail
 build=${1:?usage: make-seeds.sh BUILD_DIR OUT_DIR}
 out=${2:?usage: make-seeds.sh BUILD_DIR OUT_DIR}
@@ -73,4 +74,5 @@ reader_seeds() {
 }
 
 reader_seeds >/dev/null
+"$seeds" qemu "$out/fuzz-qemu"
 "$seeds" protocol "$out/fuzz-protocol"

@@ -23,6 +23,7 @@ static bool anon_map(sl_mem *m, uint64_t length, uint64_t hugepage, GError **err
                     " anonymous bytes: %s", length, g_strerror(errno));
         return false;
     }
+    madvise(p, length, MADV_HUGEPAGE); /* as QEMU asks for guest RAM; a hint */
     m->host = p;
     m->length = length;
     m->page_size = (uint64_t)sysconf(_SC_PAGESIZE);

@@ -38,6 +38,7 @@
 #include <unistd.h>
 #include "restore-int.h"
 #include "busy.h"
+#include "thp.h"
 #include "uffd.h"
 
 #define MSG_BATCH 64
@@ -861,6 +862,26 @@ static void fault_loop(fault_ctx *fc)
     g_array_free(pfds, true);
 }
 
+/*
+ * After completion: our own anonymous mappings into THPs (thp.c), range by
+ * range, until done or stopped.  Remote anonymous views are their owner's
+ * to collapse (the daemon does, on the consumer's pidfd).
+ */
+static void collapse_own(sl_restore *r)
+{
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        /* Acquire: pairs with the release store in sl_restore_stop(). */
+        if (atomic_load_explicit(&r->stopping, memory_order_acquire)) {
+            return;
+        }
+        if (reg->mem.ops->kind == SL_BACKEND_ANON && reg->mem.host) {
+            add(&r->c.thp_bytes, sl_thp_collapse(-1, (uintptr_t)reg->mem.host, r->snap,
+                                                 reg->block));
+        }
+    }
+}
+
 static gpointer fault_thread(gpointer opaque)
 {
     fault_ctx fc = { .r = opaque };
@@ -873,6 +894,9 @@ static gpointer fault_thread(gpointer opaque)
     /* Best effort: a blocked vCPU waits on this thread, so it goes first. */
     setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), FAULT_NICE);
     fault_loop(&fc);
+    if (fc.r->finished && sl_restore_poll(fc.r) == 0) {
+        collapse_own(fc.r);
+    }
     free(fc.bounce);
     g_array_free(fc.deferred, true);
     return NULL;

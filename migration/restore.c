@@ -693,6 +693,7 @@ void sl_restore_get_stats(const sl_restore *r, sl_stats *out)
     s.checksum_failures = LOAD(checksum_failures);
     s.eexist = LOAD(eexist);
     s.eagain = LOAD(eagain);
+    s.thp_bytes = LOAD(thp_bytes);
     s.checksum_ms = (double)LOAD(checksum_ns) / 1e6;
     s.loader_ms = (double)LOAD(loader_ns_max) / 1e6;
     s.time_to_ready_ms = ms_since(r->t_start, r->t_ready);

@@ -47,6 +47,8 @@ typedef struct {
     uint64_t guest_bytes;          /* sum of the block lengths */
     uint64_t peak_rss_anon_kb;     /* lazy restore: sampled peak of our private memory */
     uint64_t vm_hwm_kb;            /* lazy restore: peak resident set (VmHWM) */
+    uint64_t anon_huge_kb;         /* lazy restore: guest RAM in THPs (AnonHugePages) */
+    uint64_t eager_anon_huge_kb;   /* the same after the eager load */
     sl_timeline lazy_tl, eager_tl; /* --timeline: bytes in place over time */
     sl_stats st;
     char *error;                   /* why a started restore failed, NULL if it did not */
@@ -281,6 +283,17 @@ static bool follow(const opts *o, loaded *l, sl_restore *r, consumers *cons, dou
     return ok;
 }
 
+/* Guest RAM of @l backed by transparent hugepages (AnonHugePages), in KiB. */
+static uint64_t huge_kb(const loaded *l)
+{
+    uint64_t kb = 0;
+
+    for (unsigned b = 0; b < l->n; b++) {
+        kb += sl_mapping_kb(l->mems[b].host, l->mems[b].length, "AnonHugePages");
+    }
+    return kb;
+}
+
 /* After the restore has stopped, completed or not: its statistics. */
 static void gather(const opts *o, loaded *l, sl_restore *r, double t_start, results *res)
 {
@@ -293,6 +306,7 @@ static void gather(const opts *o, loaded *l, sl_restore *r, double t_start, resu
     res->peak_rss_anon_kb = res->lazy_tl.peak_rss_anon_kb;
     res->guest_bytes = res->lazy_tl.total;
     res->vm_hwm_kb = sl_proc_status_kb("VmHWM");
+    res->anon_huge_kb = huge_kb(l);
 }
 
 /* After the restore has completed: the hot list, the verification. */
@@ -450,6 +464,7 @@ static int run_eager(const opts *o, results *res)
         g_thread_join(t);
     }
     res->eager_ms = cli_now_ms() - t0;
+    res->eager_anon_huge_kb = huge_kb(&l);
     if (o->timeline) {
         sl_timeline_add(&res->eager_tl, res->eager_ms, eager_present(&l, zeros));
     }
@@ -532,6 +547,13 @@ static char *results_json(const opts *o, const results *r)
     json_u64(&j, "guest_bytes", r->guest_bytes);
     json_u64(&j, "peak_rss_anon_kb", r->peak_rss_anon_kb);
     json_u64(&j, "vm_hwm_kb", r->vm_hwm_kb);
+    json_u64(&j, "thp_bytes", s->thp_bytes);
+    json_u64(&j, "anon_huge_kb", r->anon_huge_kb);
+    json_u64(&j, "map_bytes", s->map_bytes);
+    json_u64(&j, "metadata_bytes", s->metadata_bytes);
+    if (o->compare_eager) {
+        json_u64(&j, "eager_anon_huge_kb", r->eager_anon_huge_kb);
+    }
     json_double(&j, "checksum_ms", s->checksum_ms);
     json_double(&j, "loader_ms", s->loader_ms);
     if (r->verified) {

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -36,6 +37,7 @@
 #include "peercheck.h"
 #include "backends/backend.h"
 #include "migration/protocol.h"
+#include "migration/thp.h"
 #include "migration/uffd.h"
 #include "wire.h"
 
@@ -69,6 +71,8 @@ typedef struct {
     unsigned nblocks, nattached; /* blocks served (the daemon's), and attached so far */
     bool *served;            /* per snapshot block: this daemon serves it */
     bool *anon;              /* per block: attached as another process's anonymous memory */
+    pid_t *anon_pid;         /* per anonymous block: its owner, and where it maps it */
+    uint64_t *anon_addr;
     struct stat *files;      /* per block: identity of its memory file */
     uint64_t *offsets;
     bool started, done;
@@ -297,6 +301,7 @@ static int attach_or_match(server *d, const sl_msg_register *m, int idx, sl_back
             return engine_status(*errp);
         }
         d->anon[idx] = true;
+        d->anon_addr[idx] = m->host_addr;
         d->nattached++;
         return 0;
     }
@@ -367,6 +372,9 @@ static int do_register(server *d, client *c, const sl_msg_register *m, int uffd,
     }
     c->registered[idx] = 1;
     c->nregistered++;
+    if (memfd < 0) {
+        d->anon_pid[idx] = c->pid; /* its owner: to collapse it into THPs when complete */
+    }
     return start_when_complete(d, errp);
 }
 
@@ -600,6 +608,24 @@ static void write_stats(const server *d, const sl_stats *st)
     }
 }
 
+/*
+ * Every page in place: the consumers' anonymous guest RAM into transparent
+ * hugepages (thp.c), as their eager load would have it, after DONE went
+ * out (the guest runs meanwhile).
+ */
+static void collapse_anon(server *d)
+{
+    for (unsigned i = 0; i < sl_snapshot_n_blocks(d->snap); i++) {
+        int pidfd = d->anon[i] ? (int)syscall(SYS_pidfd_open, d->anon_pid[i], 0) : -1;
+        if (pidfd >= 0) {
+            uint64_t took = sl_thp_collapse(pidfd, d->anon_addr[i], d->snap, i);
+            dlog(d, "block %u: %" G_GUINT64_FORMAT " MiB of anonymous RAM in transparent "
+                 "hugepages", i, took >> 20);
+            close(pidfd);
+        }
+    }
+}
+
 static void restore_finished(server *d)
 {
     sl_msg done = { .type = SL_MSG_DONE };
@@ -617,6 +643,9 @@ static void restore_finished(server *d)
         if (c->greeted) {
             sl_wire_send(c->fd, &done, NULL, 0);
         }
+    }
+    if (d->status == 0) {
+        collapse_anon(d);
     }
 }
 
@@ -772,6 +801,8 @@ static bool choose_served(server *d, GError **errp)
 
     d->served = g_new0(bool, n);
     d->anon = g_new0(bool, n);
+    d->anon_pid = g_new0(pid_t, n);
+    d->anon_addr = g_new0(uint64_t, n);
     d->files = g_new0(struct stat, n);
     d->offsets = g_new0(uint64_t, n);
     for (unsigned i = 0; i < n; i++) {
@@ -863,6 +894,8 @@ static void daemon_fini(server *d)
     g_free(d->offsets);
     g_free(d->served);
     g_free(d->anon);
+    g_free(d->anon_pid);
+    g_free(d->anon_addr);
 }
 
 int sl_daemon_run(const sl_daemon_opts *o)

@@ -59,6 +59,27 @@ uint64_t sl_proc_status_kb(const char *field)
     return 0;
 }
 
+uint64_t sl_mapping_kb(const void *addr, uint64_t len, const char *field)
+{
+    g_autofree char *text = NULL;
+    uint64_t a = (uintptr_t)addr, kb = 0, start = 0, end = 0;
+    size_t n = strlen(field);
+
+    if (!g_file_get_contents("/proc/self/smaps", &text, NULL, NULL)) {
+        return 0;
+    }
+    for (char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        if (g_ascii_isxdigit(*l) && sscanf(l, "%" G_GINT64_MODIFIER "x-%" G_GINT64_MODIFIER "x",
+                                           &start, &end) == 2) {
+            continue; /* a mapping's first line: its range */
+        }
+        if (!strncmp(l, field, n) && l[n] == ':' && start < a + len && end > a) {
+            kb += g_ascii_strtoull(l + n + 1, NULL, 10);
+        }
+    }
+    return kb;
+}
+
 uint64_t sl_resident_bytes(const void *addr, uint64_t len)
 {
     uint64_t sys = (uint64_t)sysconf(_SC_PAGESIZE), n = (len + sys - 1) / sys, bytes = 0;

@@ -36,6 +36,12 @@ void sl_timeline_write(const sl_timeline *tl, const char *label, FILE *f);
 /** sl_timeline_clear: frees the samples. */
 void sl_timeline_clear(sl_timeline *tl);
 
+/**
+ * sl_mapping_kb: the sum of a "Field:  N kB" value (e.g. "AnonHugePages") of
+ * /proc/self/smaps over the mappings that overlap [@addr, +@len).
+ */
+uint64_t sl_mapping_kb(const void *addr, uint64_t len, const char *field);
+
 /** sl_proc_status_kb: a "Field:  N kB" value of /proc/self/status (0 if absent). */
 uint64_t sl_proc_status_kb(const char *field);
 

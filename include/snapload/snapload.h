@@ -300,6 +300,9 @@ typedef struct {
     uint64_t map_bytes;            /**< the page maps' memory (one byte per unit)  */
     uint64_t metadata_bytes;       /**< checksum arrays and digests held (8 bytes per page
                                         once its segment was used), bitmaps */
+    uint64_t thp_bytes;            /**< our anonymous memory collapsed into transparent
+                                        hugepages after completion (as QEMU's eager load
+                                        would have them), once sl_restore_stop() joined */
 } sl_stats;
 
 /**

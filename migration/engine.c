@@ -42,6 +42,7 @@
 #include "uffd.h"
 
 #define MSG_BATCH 64
+#define READAHEAD_CHUNKS 16 /* chunks (1 MiB) the kernel reads ahead of the loaders */
 #define LOADER_NICE 5
 #define FAULT_NICE (-10) /* needs CAP_SYS_NICE; ignored without it */
 
@@ -1075,6 +1076,9 @@ static gpointer loader_thread(gpointer opaque)
 
         add(&r->c.cpu_violations, cpu >= 0 && !CPU_ISSET(cpu, cpus));
         lc->who = (int)lc->g->index | (hinted ? HINTED : 0);
+        if (!hinted) {
+            sl_group_readahead(r, lc->g, READAHEAD_CHUNKS);
+        }
         ret = load_chunk(lc, reg, run.unit, run.n);
         if (ret < 0) {
             sl_engine_fail(r, ret);

@@ -17,6 +17,7 @@
  * (record-and-prefetch).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <numaif.h>
 #include <string.h>
 #include "restore-int.h"
@@ -322,6 +323,27 @@ bool sl_group_next(sl_restore *r, sl_group *g, sl_run *out, bool *hinted)
         }
     }
     return false;
+}
+
+void sl_group_readahead(sl_restore *r, sl_group *g, unsigned ahead)
+{
+    /* Relaxed: only a hint of where the cursor is. */
+    uint64_t i = atomic_load_explicit(&g->next_chunk, memory_order_relaxed) + ahead;
+
+    if (i >= g->nchunks) {
+        return;
+    }
+    for (guint k = 0; k < r->regions->len; k++) {
+        const sl_region *reg = g_ptr_array_index(r->regions, k);
+        uint64_t c = g->chunks[i];
+        if (c >= reg->first_chunk && c < reg->first_chunk + reg->nchunks) {
+            uint64_t u0 = (c - reg->first_chunk) * reg->chunk_units;
+            uint64_t n = MIN(reg->chunk_units, reg->nunits - u0);
+            posix_fadvise(r->snap->fd, (off_t)(reg->blk->pages_offset + u0 * reg->unit),
+                          (off_t)(n * reg->unit), POSIX_FADV_WILLNEED);
+            return;
+        }
+    }
 }
 
 void sl_prefetch_note_fault(sl_restore *r, sl_region *reg, uint64_t u)

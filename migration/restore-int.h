@@ -232,6 +232,13 @@ void sl_prefetch_free(sl_restore *r);
 /** Next piece of work for group @g: a fault window, a hot run, then a chunk. */
 bool sl_group_next(sl_restore *r, sl_group *g, sl_run *out, bool *hinted);
 
+/**
+ * Asks the kernel to start reading the chunk @ahead places after group @g's
+ * cursor (posix_fadvise WILLNEED): a cold snapshot's reads then overlap
+ * the loaders' checking and placing instead of waiting behind them.
+ */
+void sl_group_readahead(sl_restore *r, sl_group *g, unsigned ahead);
+
 /** Fault thread: unit @u of @reg was faulted; feed the window and the recorder. */
 void sl_prefetch_note_fault(sl_restore *r, sl_region *reg, uint64_t u);
 

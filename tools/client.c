@@ -125,10 +125,19 @@ static int open_registered(uint64_t features, void *addr, uint64_t length, uint6
 static int send_register(int sock, const sl_msg_register *reg, int *fds, unsigned nfds,
                          GError **errp)
 {
-    sl_msg m = { .type = SL_MSG_REGISTER, .u.reg = *reg }, st;
+    sl_msg m = { .type = SL_MSG_REGISTER, .u.reg = *reg }, st = { .type = SL_MSG_DONE };
+    bool ok = sl_wire_send(sock, &m, fds, nfds);
 
-    if (!sl_wire_send(sock, &m, fds, nfds) || !expect(sock, SL_MSG_REGISTERED, &st, errp) ||
-        st.u.status.status != 0) {
+    /* A DONE for the blocks registered before this one may come first. */
+    while (ok && st.type == SL_MSG_DONE) {
+        ok = recv_msg(sock, &st, errp) && !refused(&st, SL_MSG_REGISTERED, errp);
+    }
+    if (ok && st.type != SL_MSG_REGISTERED) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "restore daemon sent type %u, expected %u",
+                    st.type, SL_MSG_REGISTERED);
+        ok = false;
+    }
+    if (!ok || st.u.status.status != 0) {
         if (errp && !*errp) {
             g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "restore daemon refused block '%s': %s",
                         reg->block, st.u.status.message);

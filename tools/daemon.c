@@ -640,7 +640,7 @@ static void restore_finished(server *d)
     write_stats(d, &st);
     for (guint i = 0; d->status == 0 && i < d->clients->len; i++) {
         client *c = g_ptr_array_index(d->clients, i);
-        if (c->greeted) {
+        if (c->nregistered) { /* one that has not registered yet hears it after REGISTERED */
             sl_wire_send(c->fd, &done, NULL, 0);
         }
     }

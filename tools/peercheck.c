@@ -7,7 +7,8 @@
  * would hand the daemon a new uffd at every fork of the consumer and leave
  * the child waiting), and that the range it names really is a shared
  * mapping of the memory file it sent, at the offset it names
- * (/proc/PID/maps).  A consumer that lies here would otherwise only
+ * and registered with its uffd for the faults that memory needs
+ * (/proc/PID/smaps).  A consumer that lies here would otherwise only
  * be found out by its first failing ioctl, or not at all.  Reading /proc
  * takes a free fd: when there is none, the reason says so.
  */
@@ -202,13 +203,49 @@ static bool line_fits(const maps_line *m, uint64_t addr, uint64_t offset, const 
            m->offset + (MAX(m->start, addr) - m->start) == offset + (MAX(m->start, addr) - addr);
 }
 
+/* Whether the VmFlags line @flags holds the two-letter flag @f. */
+static bool has_vm_flag(const char *flags, const char *f)
+{
+    for (const char *p = strstr(flags, f); p; p = strstr(p + 1, f)) {
+        if (p[-1] == ' ' && (p[2] == ' ' || p[2] == '\0' || p[2] == '\n')) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The VmFlags line of the mapping whose header is line @i of smaps @lines ("" if none). */
+static const char *vm_flags(char **lines, unsigned i)
+{
+    maps_line m;
+
+    for (i++; lines[i] && !parse_maps_line(lines[i], &m); i++) {
+        if (g_str_has_prefix(lines[i], "VmFlags:")) {
+            return lines[i] + strlen("VmFlags:");
+        }
+    }
+    return "";
+}
+
+/*
+ * Registered for what the memory needs: MISSING faults ("um") everywhere,
+ * and MINOR faults ("ui") on a file, whose pages may exist (zeroed, ahead
+ * of their data) before they are filled: a view without MINOR would read
+ * them without a fault.
+ */
+static bool registered_fits(const char *flags, const struct stat *st)
+{
+    return has_vm_flag(flags, "um") && (!st || has_vm_flag(flags, "ui"));
+}
+
 int sl_peer_check_mapping(pid_t pid, uint64_t addr, uint64_t len, const struct stat *st,
                           uint64_t offset, GError **errp)
 {
-    g_autofree char *path = g_strdup_printf("/proc/%d/maps", (int)pid);
+    g_autofree char *path = g_strdup_printf("/proc/%d/smaps", (int)pid);
     g_autofree char *text = NULL;
     g_auto(GStrv) lines = NULL;
     uint64_t covered = addr, end = addr + len;
+    bool unregistered = false;
     int ret = read_proc(path, &text);
 
     if (ret < 0) {
@@ -223,7 +260,17 @@ int sl_peer_check_mapping(pid_t pid, uint64_t addr, uint64_t len, const struct s
         if (m.start > covered || !line_fits(&m, addr, offset, st)) {
             break;
         }
+        if (!registered_fits(vm_flags(lines, i), st)) {
+            unregistered = true;
+            break;
+        }
         covered = m.end;
+    }
+    if (unregistered) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "0x%" G_GINT64_MODIFIER "x in pid %d is not "
+                    "registered with its userfaultfd for %s faults (from 0x%" G_GINT64_MODIFIER
+                    "x on)", addr, (int)pid, st ? "MISSING and MINOR" : "MISSING", covered);
+        return 0;
     }
     if (covered < end && !st) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "0x%" G_GINT64_MODIFIER "x is not private "

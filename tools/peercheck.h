@@ -35,9 +35,12 @@ int sl_peer_check_uffd(int uffd, uint64_t need, GError **errp);
 /**
  * sl_peer_check_mapping: in process @pid, [@addr, @addr + @len) is mapped
  * MAP_SHARED from the file @st describes, at file offset @offset (@st NULL:
- * it is private anonymous memory, and @offset is not looked at).  Returns
+ * it is private anonymous memory, and @offset is not looked at), and is
+ * registered with a userfaultfd for MISSING faults, and for a file also
+ * MINOR faults (its VmFlags in /proc/PID/smaps).  Returns
  * 1 if so, 0 if not, -errno if its maps file cannot be read (-EMFILE or
  * -ENFILE: we are out of fds); @errp says why for 0 and -errno.
+ * Reads /proc/PID/smaps, which costs a walk of the range's page tables.
  */
 int sl_peer_check_mapping(pid_t pid, uint64_t addr, uint64_t len, const struct stat *st,
                           uint64_t offset, GError **errp);

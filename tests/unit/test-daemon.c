@@ -461,7 +461,7 @@ static void test_register_errors_name_the_problem(void **state)
 
 typedef enum {
     BAD_NOT_UFFD, BAD_FILE_KIND, BAD_PAGE_SIZE, BAD_OFFSET, BAD_ADDRESS, BAD_NO_HANDSHAKE,
-    BAD_NOT_MAPPED, BAD_OTHER_FILE,
+    BAD_NOT_MAPPED, BAD_OTHER_FILE, BAD_MISSING_ONLY,
 } bad_kind;
 
 static const struct {
@@ -476,6 +476,8 @@ static const struct {
     { BAD_NO_HANDSHAKE, "lack 0x" },
     { BAD_NOT_MAPPED, "not a shared mapping of the memory file" },
     { BAD_OTHER_FILE, "not the memory file and offset its first consumer registered" },
+    /* Would read pages allocated ahead of their data without a fault. */
+    { BAD_MISSING_ONLY, "not registered with its userfaultfd for MISSING and MINOR faults" },
 };
 
 /* What one bad REGISTER carries, and what it needs released afterwards. */
@@ -486,9 +488,9 @@ typedef struct {
     int close_fds[2];
 } bad_packet;
 
-/* A uffd registered on [p, p+len) (MISSING|MINOR for shmem, MISSING for
- * anonymous memory), or one never handshaken. */
-static int uffd_on(void *p, uint64_t len, bool handshake, bool anon)
+/* A uffd registered on [p, p+len) (MISSING|MINOR, or MISSING only for
+ * @missing_only), or one never handshaken. */
+static int uffd_on(void *p, uint64_t len, bool handshake, bool missing_only)
 {
     g_autoptr(GError) err = NULL;
     uint64_t feat = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM;
@@ -498,7 +500,8 @@ static int uffd_on(void *p, uint64_t len, bool handshake, bool anon)
     assert_true(uffd >= 0);
     if (handshake) {
         assert_true(sl_uffd_register(uffd, p, len, UFFDIO_REGISTER_MODE_MISSING |
-                                     (anon ? 0 : UFFDIO_REGISTER_MODE_MINOR), 0, NULL, &err));
+                                     (missing_only ? 0 : UFFDIO_REGISTER_MODE_MINOR), 0, NULL,
+                                     &err));
     }
     return uffd;
 }
@@ -521,7 +524,8 @@ static void build_bad(fixture *f, bad_kind kind, bad_packet *b)
                                     .page_size = PSIZE };
     g_strlcpy(b->m.u.reg.block, "b0", sizeof(b->m.u.reg.block));
     b->fds[0] = kind == BAD_NOT_UFFD ? eventfd(0, EFD_CLOEXEC)
-                                     : uffd_on(b->map, f->len, kind != BAD_NO_HANDSHAKE, anon);
+                                     : uffd_on(b->map, f->len, kind != BAD_NO_HANDSHAKE,
+                                               anon || kind == BAD_MISSING_ONLY);
     b->fds[1] = kind == BAD_FILE_KIND ? open("/proc/self/exe", O_RDONLY | O_CLOEXEC) : file;
     b->close_fds[0] = b->fds[0];
     b->close_fds[1] = file != f->memfd ? file : b->fds[1] != f->memfd ? b->fds[1] : -1;

@@ -100,6 +100,12 @@ struct sl_backend_ops {
      */
     int (*show)(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len,
                 uint64_t *done, uint64_t *eagain);
+    /**
+     * Make the pages of [@off, +@len) exist, zeroed, so that filling them
+     * later costs no allocation and no clearing (may be NULL).  Never
+     * touches a page that exists already, and maps nothing anywhere.
+     */
+    void (*prefault)(const sl_mem *m, uint64_t off, uint64_t len);
     /** Throw away the content of a corrupt unit (in_place only; may be NULL). */
     void (*discard)(const sl_mem *m, uint64_t off, uint64_t len);
     /** Undo map (only for owned memory). */

@@ -1132,6 +1132,60 @@ static bool spawn_loaders(sl_restore *r, GError **errp)
     return true;
 }
 
+#define PREFAULT_BYTES (32u << 20) /* per call: the thread checks for a stop between them */
+
+/* The units of [u, u+n) of @reg hold data (as the bitmap says: only a hint here). */
+static bool any_data(const sl_region *reg, uint64_t u, uint64_t n)
+{
+    for (uint64_t k = u; k < u + n; k++) {
+        if (unit_has_data(reg, k)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * Gives every range of units that will hold data its pages, zeroed, in
+ * file order, ahead of the loaders (ops->prefault: hugetlbfs), so neither
+ * a fault nor a loader pays for allocating and clearing them.  Allocation
+ * only: nothing is placed or mapped, so the bitmap is a hint here.
+ */
+static gpointer prefault_thread(gpointer opaque)
+{
+    sl_restore *r = opaque;
+
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), LOADER_NICE);
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        uint64_t step = MAX(1, PREFAULT_BYTES / reg->unit);
+        for (uint64_t u = 0; reg->mem.ops->prefault && u < reg->nunits; u += step) {
+            uint64_t n = MIN(step, reg->nunits - u);
+            /* Acquire: pairs with the release store in sl_engine_fail()/stop. */
+            if (atomic_load_explicit(&r->stopping, memory_order_acquire) ||
+                atomic_load_explicit(&r->remaining, memory_order_relaxed) == 0) {
+                return NULL;
+            }
+            if (any_data(reg, u, n)) {
+                reg->mem.ops->prefault(&reg->mem, u * reg->unit, n * reg->unit);
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Starts prefault_thread where a backend has prefault. */
+static bool start_prefault(sl_restore *r, GError **errp)
+{
+    bool any = false;
+
+    for (guint i = 0; i < r->regions->len; i++) {
+        any |= ((sl_region *)g_ptr_array_index(r->regions, i))->mem.ops->prefault != NULL;
+    }
+    return !any ||
+           (r->prefault_thread = g_thread_try_new("sl-prefault", prefault_thread, r, errp));
+}
+
 bool sl_engine_start(sl_restore *r, GError **errp)
 {
     for (guint i = 0; i < r->regions->len; i++) {
@@ -1143,7 +1197,7 @@ bool sl_engine_start(sl_restore *r, GError **errp)
         return false;
     }
     r->t_ready = sl_now_ns();
-    if (r->nloaders && !spawn_loaders(r, errp)) {
+    if ((r->nloaders && !spawn_loaders(r, errp)) || !start_prefault(r, errp)) {
         sl_engine_fail(r, -EAGAIN);
         return false;
     }

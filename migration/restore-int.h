@@ -109,6 +109,7 @@ struct sl_restore {
     int ctl_efd;               /* wakes the fault thread: stop or complete */
     int done_efd;              /* readable once the restore has finished */
     GThread *fault_thread;
+    GThread *prefault_thread;  /* ops->prefault of the units with data, ahead of all */
     /* Why a metadata segment failed the restore (engine.c prove_units()):
      * set once by CAS (release) before the
      * status; sl_restore_error() loads it (acquire).  Freed with @r. */

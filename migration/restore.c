@@ -582,6 +582,9 @@ void sl_restore_stop(sl_restore *r)
     if (r->fault_thread) {
         g_thread_join(r->fault_thread);
     }
+    if (r->prefault_thread) {
+        g_thread_join(r->prefault_thread);
+    }
     g_mutex_lock(&r->views_lock);
     if (sl_restore_poll(r) != 0) {
         int expect = -EINPROGRESS;

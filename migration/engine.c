@@ -28,6 +28,7 @@
  * registered, serving poison, until it is stopped.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <poll.h>
@@ -438,11 +439,12 @@ static int prove_units(sl_restore *r, const sl_region *reg, uint64_t u, uint64_t
     return ret;
 }
 
-/* Reads units [u, u+n) of @reg (proven) into @dst; 0 or -errno. */
-static int read_units(sl_restore *r, const sl_region *reg, uint64_t u, uint64_t n, uint8_t *dst)
+/* Reads units [u, u+n) of @reg (proven) into @dst through @fd; 0 or -errno. */
+static int read_units(sl_restore *r, const sl_region *reg, uint64_t u, uint64_t n, uint8_t *dst,
+                      int fd)
 {
-    int ret = sl_snapshot_read_pages(r->snap, reg->block, u * reg->ratio, n * reg->ratio, dst,
-                                     false);
+    int ret = sl_snapshot_read_pages_fd(r->snap, fd, reg->block, u * reg->ratio, n * reg->ratio,
+                                        dst, false);
 
     if (ret == 0) {
         add(&r->c.bytes_read, n * reg->unit);
@@ -455,9 +457,9 @@ static int read_units(sl_restore *r, const sl_region *reg, uint64_t u, uint64_t 
  * their checksum are refused, the good runs between them committed.
  */
 static int fill_claimed(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n,
-                        uint8_t *dst, int who)
+                        uint8_t *dst, int who, int fd)
 {
-    int ret = read_units(r, reg, u, n, dst);
+    int ret = read_units(r, reg, u, n, dst, fd);
     uint64_t start = u;
 
     if (ret < 0) {
@@ -480,8 +482,9 @@ static int fill_claimed(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, u
     return ret;
 }
 
-/* Serve one unit the fault thread claimed for view @v. */
-static int serve_unit(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint8_t *bounce)
+/* Serve one unit the fault thread claimed for view @v (read through @fd). */
+static int serve_unit(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint8_t *bounce,
+                      int fd)
 {
     int ret = prove_units(r, reg, u, 1);
 
@@ -493,7 +496,7 @@ static int serve_unit(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
         return commit_run(r, reg, v, u, 1, NULL, BY_FAULT);
     }
     return fill_claimed(r, reg, v, u, 1, reg->mem.ops->stage(&reg->mem, u * reg->unit, bounce),
-                        BY_FAULT);
+                        BY_FAULT, fd);
 }
 
 /* Drops every view on @fd (its consumer went away or misbehaved: @err). */
@@ -547,6 +550,7 @@ typedef struct {
     sl_restore *r;
     uint8_t *bounce;       /* bounce backends: one unit */
     GArray *deferred;      /* deferred_fault */
+    int fd;                /* r->fault_fd */
 } fault_ctx;
 
 /* Maps settled unit @u (PRESENT or POISONED) into view @v. */
@@ -589,7 +593,7 @@ static int serve_other(fault_ctx *fc, sl_region *reg, sl_view *v, uint64_t u, ui
             return 1;
         }
         if (st == SL_PAGE_ABSENT && sl_pagemap_claim(reg->map, u)) {
-            return serve_unit(fc->r, reg, v, u, fc->bounce); /* its filler gave up */
+            return serve_unit(fc->r, reg, v, u, fc->bounce, fc->fd); /* its filler gave up */
         }
         if (st >= SL_PAGE_PRESENT) {
             return show_settled(fc->r, reg, v, u, st);
@@ -629,7 +633,7 @@ static void handle_fault(fault_ctx *fc, int uffd, uint64_t addr)
     }
     u = (addr - v->base) / reg->unit;
     if (sl_pagemap_claim(reg->map, u)) {
-        ret = serve_unit(r, reg, v, u, fc->bounce);
+        ret = serve_unit(r, reg, v, u, fc->bounce, fc->fd);
     } else {
         int st = sl_pagemap_state(reg->map, u);
         add(st == SL_PAGE_CLAIMED ? &r->c.faults_on_claimed : &r->c.faults_on_present, 1);
@@ -883,6 +887,25 @@ static void collapse_own(sl_restore *r)
     }
 }
 
+/*
+ * The snapshot opened once more, for the fault thread alone: its own
+ * readahead state, set to random, so that a fault on a page not yet in the
+ * page cache reads that unit and nothing more, and the loaders' sequential
+ * readahead is not reset by the faults' jumps.  The loaders' file when it
+ * cannot be opened again.
+ */
+static int open_fault_fd(const sl_restore *r)
+{
+    g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", r->snap->fd);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0) {
+        return r->snap->fd;
+    }
+    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
+    return fd;
+}
+
 static gpointer fault_thread(gpointer opaque)
 {
     fault_ctx fc = { .r = opaque };
@@ -894,6 +917,7 @@ static gpointer fault_thread(gpointer opaque)
     fc.deferred = g_array_new(false, false, sizeof(deferred_fault));
     /* Best effort: a blocked vCPU waits on this thread, so it goes first. */
     setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), FAULT_NICE);
+    fc.fd = fc.r->fault_fd;
     fault_loop(&fc);
     if (fc.r->finished && sl_restore_poll(fc.r) == 0) {
         collapse_own(fc.r);
@@ -966,7 +990,7 @@ static int load_bounce(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t j, b
     if (!data) {
         return claim_and_place(lc, reg, u, j, NULL);
     }
-    ret = read_units(r, reg, u, j - u, lc->buf);
+    ret = read_units(r, reg, u, j - u, lc->buf, r->snap->fd);
     if (ret < 0) {
         return ret;
     }
@@ -996,7 +1020,8 @@ static int load_in_place(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t j,
             sl_view *v = first_view(lc->r, reg);
             claimed_hook(lc->r, reg, k, m - k);
             ret = fill_claimed(lc->r, reg, v, k, m - k,
-                               reg->mem.ops->stage(&reg->mem, k * reg->unit, lc->buf), lc->who);
+                               reg->mem.ops->stage(&reg->mem, k * reg->unit, lc->buf), lc->who,
+                               lc->r->snap->fd);
             view_exit(lc->r, v);
         }
         if (ret < 0) {
@@ -1192,6 +1217,7 @@ bool sl_engine_start(sl_restore *r, GError **errp)
         sl_region *reg = g_ptr_array_index(r->regions, i);
         sl_pagemap_set_notify(reg->map, kick_fault_thread, r);
     }
+    r->fault_fd = open_fault_fd(r);
     r->fault_thread = g_thread_try_new("sl-fault", fault_thread, r, errp);
     if (!r->fault_thread) {
         return false;

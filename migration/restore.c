@@ -42,6 +42,7 @@ sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GErr
     r->snap = snap;
     r->regions = g_ptr_array_new();
     r->uffd = -1;
+    r->fault_fd = -1;
     g_mutex_init(&r->views_lock);
     r->ctl_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     r->done_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -728,6 +729,9 @@ void sl_restore_free(sl_restore *r)
     g_free(r->loaders);
     if (r->uffd >= 0 && !r->keep_uffd) {
         close(r->uffd);
+    }
+    if (r->fault_fd >= 0 && r->fault_fd != r->snap->fd) {
+        close(r->fault_fd);
     }
     if (r->ctl_efd >= 0) {
         close(r->ctl_efd);

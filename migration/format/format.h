@@ -226,6 +226,13 @@ bool sl_regions_claim(sl_regions *rs, uint64_t start, uint64_t len, GError **err
 bool sl_regions_check(sl_regions *rs, GError **errp);
 
 /** sl_read_at: reads @len bytes at @off naming @what in the error (a short file: FORMAT). */
+/**
+ * sl_snapshot_read_pages_fd: sl_snapshot_read_pages() through @fd, another
+ * open file of the snapshot (a reader with its own readahead state).
+ */
+int sl_snapshot_read_pages_fd(sl_snapshot *s, int fd, unsigned block, uint64_t first, uint64_t n,
+                              void *buf, bool verify);
+
 bool sl_read_at(int fd, void *buf, size_t len, uint64_t off, const char *what, GError **errp);
 
 /** A format error naming what is wrong; evaluates to false. */

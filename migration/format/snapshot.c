@@ -252,6 +252,12 @@ static int verify_run(const sl_block *b, uint64_t first, uint64_t n, const uint8
 int sl_snapshot_read_pages(sl_snapshot *s, unsigned block, uint64_t first, uint64_t n,
                            void *buf, bool verify)
 {
+    return sl_snapshot_read_pages_fd(s, s->fd, block, first, n, buf, verify);
+}
+
+int sl_snapshot_read_pages_fd(sl_snapshot *s, int fd, unsigned block, uint64_t first, uint64_t n,
+                              void *buf, bool verify)
+{
     const sl_block *b;
     uint8_t *p = buf;
     uint64_t i, end;
@@ -280,7 +286,7 @@ int sl_snapshot_read_pages(sl_snapshot *s, unsigned block, uint64_t first, uint6
         if (!present) {
             memset(dst, 0, run * b->page_size);
         } else {
-            ret = sl_pread_full(s->fd, dst, run * b->page_size,
+            ret = sl_pread_full(fd, dst, run * b->page_size,
                                 b->pages_offset + i * b->page_size);
             if (ret == 0 && verify) {
                 ret = verify_run(b, i, run, dst);

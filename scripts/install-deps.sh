@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(build-essential pkg-config meson ninja-build python3 libjson-glib-dev
           libglib2.0-dev libnuma-dev libhugetlbfs-dev libcmocka-dev libxxhash-dev
+          liburing-dev
           qemu-system-x86
           clang libclang-rt-14-dev)   # the fuzz targets: clang 14 and its libFuzzer
 

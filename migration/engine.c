@@ -38,6 +38,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "restore-int.h"
+#include "assist.h"
 #include "busy.h"
 #include "thp.h"
 #include "uffd.h"
@@ -179,23 +180,30 @@ static bool unit_has_data(const sl_region *reg, uint64_t u)
 }
 
 /*
- * First snapshot page of unit @u (staged at @buf) failing its checksum, or
- * UINT64_MAX.  The unit's checksums were loaded (sl_csums_get) by the caller.
+ * First snapshot page of [p0, p0+np) (staged at @buf) failing its checksum,
+ * or UINT64_MAX.  Their checksums were loaded (sl_csums_get) by the caller.
  */
-static uint64_t first_bad_page(sl_restore *r, const sl_region *reg, uint64_t u,
-                               const uint8_t *buf)
+static uint64_t first_bad_in(sl_restore *r, const sl_region *reg, uint64_t p0, uint64_t np,
+                             const uint8_t *buf)
 {
     const uint64_t ps = reg->blk->page_size;
     uint64_t t0 = sl_now_ns(), bad = UINT64_MAX;
 
-    for (uint64_t k = 0; k < reg->ratio && bad == UINT64_MAX; k++) {
-        uint64_t p = u * reg->ratio + k;
+    for (uint64_t k = 0; k < np && bad == UINT64_MAX; k++) {
+        uint64_t p = p0 + k;
         if (sl_bit_test(reg->blk->bitmap, p) && sl_hash(buf + k * ps, ps) != reg->blk->csums[p]) {
             bad = p;
         }
     }
     add(&r->c.checksum_ns, sl_now_ns() - t0);
     return bad;
+}
+
+/* First page of unit @u (staged at @buf) failing its checksum, or UINT64_MAX. */
+static uint64_t first_bad_page(sl_restore *r, const sl_region *reg, uint64_t u,
+                               const uint8_t *buf)
+{
+    return first_bad_in(r, reg, u * reg->ratio, reg->ratio, buf);
 }
 
 static bool unit_verifies(sl_restore *r, const sl_region *reg, uint64_t u, const uint8_t *buf)
@@ -482,10 +490,67 @@ static int fill_claimed(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, u
     return ret;
 }
 
-/* Serve one unit the fault thread claimed for view @v (read through @fd). */
-static int serve_unit(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint8_t *bounce,
-                      int fd)
+/* Half of a large unit, read and checked by one of two threads. */
+typedef struct {
+    sl_restore *r;
+    const sl_region *reg;
+    int fd;
+    uint64_t p0, np;       /* snapshot pages [p0, p0+np) */
+    uint8_t *dst;          /* where page p0 goes */
+    int ret;               /* 0 or -errno */
+    uint64_t bad;          /* first page failing its checksum, or UINT64_MAX */
+} half_job;
+
+static void read_check(void *opaque)
 {
+    half_job *h = opaque;
+
+    h->ret = sl_snapshot_read_pages_fd(h->r->snap, h->fd, h->reg->block, h->p0, h->np, h->dst,
+                                       false);
+    h->bad = h->ret < 0 || h->r->cfg.no_checksum
+                 ? UINT64_MAX : first_bad_in(h->r, h->reg, h->p0, h->np, h->dst);
+}
+
+/* Units of at least this many snapshot pages (256 KiB) are split between two threads. */
+#define SPLIT_MIN_PAGES 64
+
+/*
+ * Claimed unit @u (holding data) read and checked in two halves at once,
+ * the upper one by the fault thread's assistant: a vCPU waiting on a
+ * 2 MiB page waits for about half of the reading and hashing.  Then
+ * committed, or refused, as fill_claimed() does.
+ */
+static int fill_split(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint8_t *dst, int fd,
+                      sl_assist *assist)
+{
+    const uint64_t half = reg->ratio / 2, p0 = u * reg->ratio;
+    half_job lo = { .r = r, .reg = reg, .fd = fd, .p0 = p0, .np = half, .dst = dst };
+    half_job hi = { .r = r, .reg = reg, .fd = fd, .p0 = p0 + half, .np = reg->ratio - half,
+                    .dst = dst + half * reg->blk->page_size };
+
+    sl_assist_post(assist, read_check, &hi);
+    read_check(&lo);
+    sl_assist_wait(assist);
+    if (lo.ret < 0 || hi.ret < 0) {
+        sl_pagemap_unclaim(reg->map, u, 1);
+        return lo.ret < 0 ? lo.ret : hi.ret;
+    }
+    add(&r->c.bytes_read, reg->unit);
+    if (lo.bad != UINT64_MAX || hi.bad != UINT64_MAX) {
+        return refuse_unit(r, reg, u, dst);
+    }
+    return commit_run(r, reg, v, u, 1, dst, BY_FAULT);
+}
+
+/*
+ * Serve one unit the fault thread claimed for view @v (read through @fd;
+ * a large one split with @assist when there is one).
+ */
+static int serve_unit(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint8_t *bounce,
+                      int fd, sl_assist *assist)
+{
+    uint8_t *dst;
+
     int ret = prove_units(r, reg, u, 1);
 
     if (ret < 0) {
@@ -495,8 +560,11 @@ static int serve_unit(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
     if (!unit_has_data(reg, u)) {
         return commit_run(r, reg, v, u, 1, NULL, BY_FAULT);
     }
-    return fill_claimed(r, reg, v, u, 1, reg->mem.ops->stage(&reg->mem, u * reg->unit, bounce),
-                        BY_FAULT, fd);
+    dst = reg->mem.ops->stage(&reg->mem, u * reg->unit, bounce);
+    if (assist && reg->ratio >= SPLIT_MIN_PAGES) {
+        return fill_split(r, reg, v, u, dst, fd, assist);
+    }
+    return fill_claimed(r, reg, v, u, 1, dst, BY_FAULT, fd);
 }
 
 /* Drops every view on @fd (its consumer went away or misbehaved: @err). */
@@ -551,6 +619,7 @@ typedef struct {
     uint8_t *bounce;       /* bounce backends: one unit */
     GArray *deferred;      /* deferred_fault */
     int fd;                /* r->fault_fd */
+    sl_assist *assist;     /* reads half of each large unit; NULL: none needed */
 } fault_ctx;
 
 /* Maps settled unit @u (PRESENT or POISONED) into view @v. */
@@ -593,7 +662,8 @@ static int serve_other(fault_ctx *fc, sl_region *reg, sl_view *v, uint64_t u, ui
             return 1;
         }
         if (st == SL_PAGE_ABSENT && sl_pagemap_claim(reg->map, u)) {
-            return serve_unit(fc->r, reg, v, u, fc->bounce, fc->fd); /* its filler gave up */
+            /* its filler gave up */
+            return serve_unit(fc->r, reg, v, u, fc->bounce, fc->fd, fc->assist);
         }
         if (st >= SL_PAGE_PRESENT) {
             return show_settled(fc->r, reg, v, u, st);
@@ -633,7 +703,7 @@ static void handle_fault(fault_ctx *fc, int uffd, uint64_t addr)
     }
     u = (addr - v->base) / reg->unit;
     if (sl_pagemap_claim(reg->map, u)) {
-        ret = serve_unit(r, reg, v, u, fc->bounce, fc->fd);
+        ret = serve_unit(r, reg, v, u, fc->bounce, fc->fd, fc->assist);
     } else {
         int st = sl_pagemap_state(reg->map, u);
         add(st == SL_PAGE_CLAIMED ? &r->c.faults_on_claimed : &r->c.faults_on_present, 1);
@@ -906,6 +976,20 @@ static int open_fault_fd(const sl_restore *r)
     return fd;
 }
 
+/*
+ * The fault thread's assistant, where a unit is large enough to split and
+ * there is a second CPU to split it with (else NULL: serve alone).
+ */
+static sl_assist *start_assist(sl_restore *r)
+{
+    bool large = false;
+
+    for (guint i = 0; i < r->regions->len; i++) {
+        large |= ((sl_region *)g_ptr_array_index(r->regions, i))->ratio >= SPLIT_MIN_PAGES;
+    }
+    return large && g_get_num_processors() > 1 ? sl_assist_new("sl-fault-assist", NULL) : NULL;
+}
+
 static gpointer fault_thread(gpointer opaque)
 {
     fault_ctx fc = { .r = opaque };
@@ -918,7 +1002,9 @@ static gpointer fault_thread(gpointer opaque)
     /* Best effort: a blocked vCPU waits on this thread, so it goes first. */
     setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), FAULT_NICE);
     fc.fd = fc.r->fault_fd;
+    fc.assist = start_assist(fc.r);
     fault_loop(&fc);
+    sl_assist_free(fc.assist);
     if (fc.r->finished && sl_restore_poll(fc.r) == 0) {
         collapse_own(fc.r);
     }

@@ -19,6 +19,14 @@
  *                         the page cache (the file mapped and pre-faulted)
  *                         into fresh memory, with --threads threads; not a
  *                         restore.
+ *   memcpy-hash           the floor of one hugepage fault: for each
+ *                         --unit-size unit (2M) of the page area, memcpy its
+ *                         stored pages from the page cache (the file mapped
+ *                         and pre-faulted) into a warm buffer, zeros for the
+ *                         others, then XXH3-64 each stored 4 KiB page against
+ *                         its checksum, as the engine checks a unit before
+ *                         placing it; times each unit (p50/p99/max).  No
+ *                         backend memory, no restore (--backend optional).
  *
  * After "ready" one thread touches --touch random backend pages, timing
  * each access and comparing each page with the snapshot.  Prints one JSON
@@ -37,6 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <linux/userfaultfd.h>
+#include <xxhash.h>
 #include "backends/backend.h"
 #include "migration/histogram.h"
 #include "migration/uffd.h"
@@ -486,7 +495,106 @@ typedef struct {
     gint64 touches;
     gint seed, threads;
     gboolean verify;
+    uint64_t unit_size;         /* memcpy-hash: bytes per timed unit */
+    gint64 units;               /* memcpy-hash: units timed (0: all) */
 } peer_opts;
+
+/* ----------------------------- memcpy-hash -------------------------------- */
+
+/*
+ * memcpy-hash: what one hugepage fault has to do at the least, without the
+ * userfaultfd and the hugetlbfs page: copy the unit's stored pages out of
+ * the page cache (a pre-faulted mapping of the snapshot, so no read(2) and
+ * no page fault on the source), zeros for its zero pages, into a buffer
+ * touched beforehand (no fault on the destination), then hash every stored
+ * page and compare with its checksum.  @o->units units spread evenly over
+ * the blocks (all of them when 0).  Prints one JSON object; 0 or -1.
+ */
+static int memcpy_hash(sl_snapshot *snap, const peer_opts *o, GError **errp)
+{
+    int fd = open(o->path, O_RDONLY | O_CLOEXEC);
+    uint64_t size = sl_snapshot_file_size(snap), total = 0, done = 0, mism = 0, bytes = 0;
+    uint8_t *file = fd < 0 ? MAP_FAILED
+                           : mmap(NULL, size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+    unsigned nb = sl_snapshot_n_blocks(snap);
+    sl_histogram lat;
+    uint8_t *buf = NULL;
+    uint64_t step;
+    double t_all;
+
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (file == MAP_FAILED) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", o->path, g_strerror(errno));
+        return -1;
+    }
+    memset(&lat, 0, sizeof(lat));
+    for (unsigned i = 0; i < nb; i++) {
+        sl_block_info bi;
+        sl_snapshot_block(snap, i, &bi);
+        if (o->unit_size < bi.page_size || o->unit_size % bi.page_size ||
+            bi.length % o->unit_size) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "--unit-size %" G_GUINT64_FORMAT
+                        " does not divide block '%s' in whole pages", o->unit_size, bi.name);
+            munmap(file, size);
+            return -1;
+        }
+        total += bi.length / o->unit_size;
+    }
+    step = o->units > 0 && (uint64_t)o->units < total ? total / (uint64_t)o->units : 1;
+    if (posix_memalign((void **)&buf, 4096, o->unit_size)) {
+        munmap(file, size);
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "no memory for a %" G_GUINT64_FORMAT
+                    "-byte buffer", o->unit_size);
+        return -1;
+    }
+    memset(buf, 1, o->unit_size); /* warm: no page fault inside the timed copy */
+    t_all = now_ms();
+    for (uint64_t g = 0, gi = 0; gi < nb; gi++) {
+        sl_block_info bi;
+        sl_snapshot_block(snap, (unsigned)gi, &bi);
+        const uint64_t ps = bi.page_size, per = o->unit_size / ps;
+        for (uint64_t u = 0; u < bi.length / o->unit_size; u++, g++) {
+            if (g % step || (o->units > 0 && done >= (uint64_t)o->units)) {
+                continue;
+            }
+            double t0 = now_ms();
+            for (uint64_t k = 0; k < per; k++) {
+                uint64_t q = u * per + k;
+                if (sl_snapshot_page_present(snap, (unsigned)gi, q)) {
+                    memcpy(buf + k * ps, file + bi.pages_offset + q * ps, ps);
+                } else {
+                    memset(buf + k * ps, 0, ps);
+                }
+            }
+            for (uint64_t k = 0; k < per; k++) {
+                uint64_t q = u * per + k;
+                if (sl_snapshot_page_present(snap, (unsigned)gi, q)) {
+                    mism += XXH3_64bits(buf + k * ps, ps) !=
+                            sl_snapshot_page_checksum(snap, (unsigned)gi, q);
+                    bytes += ps;
+                }
+            }
+            sl_hist_record(&lat, (uint64_t)((now_ms() - t0) * 1e6));
+            done++;
+        }
+    }
+    t_all = now_ms() - t_all;
+    munmap(file, size);
+    free(buf);
+    printf("{\"strategy\": \"memcpy-hash\", \"models\": \"the floor of a hugepage fault: memcpy "
+           "of a unit's stored pages from the page cache into a warm buffer, then XXH3-64 of "
+           "each against its checksum\", \"unit_bytes\": %" G_GUINT64_FORMAT ", \"units\": %"
+           G_GUINT64_FORMAT ", \"present_bytes\": %" G_GUINT64_FORMAT ", \"checksums\": %s, "
+           "\"mismatches\": %" G_GUINT64_FORMAT ", \"unit_p50_us\": %.1f, \"unit_p99_us\": "
+           "%.1f, \"unit_max_us\": %.1f, \"total_ms\": %.3f, \"throughput_mb_s\": %.1f}\n",
+           o->unit_size, done, bytes, sl_snapshot_has_checksums(snap) ? "true" : "false", mism,
+           sl_hist_percentile(&lat, 50) / 1e3, sl_hist_percentile(&lat, 99) / 1e3,
+           sl_hist_max(&lat) / 1e3, t_all, (double)bytes / 1048576.0 / (MAX(t_all, 1e-3) / 1e3));
+    /* Without checksums every page "mismatches" 0: only a real file's count. */
+    return sl_snapshot_has_checksums(snap) && mism ? -1 : 0;
+}
 
 typedef struct {
     double ready_ms, complete_ms, fill_ms;
@@ -618,7 +726,7 @@ static void peer_free(peer *p)
 
 static bool parse(int argc, char **argv, peer_opts *o, GError **errp)
 {
-    g_autofree char *backend = NULL, *hps = NULL;
+    g_autofree char *backend = NULL, *hps = NULL, *units = NULL;
     GOptionEntry entries[] = {
         { "backend", 0, 0, G_OPTION_ARG_STRING, &backend, "anon|shmem|hugetlbfs", "KIND" },
         { "hugepage-size", 0, 0, G_OPTION_ARG_STRING, &hps, "2M|1G (hugetlbfs)", "SIZE" },
@@ -626,6 +734,8 @@ static bool parse(int argc, char **argv, peer_opts *o, GError **errp)
         { "seed", 0, 0, G_OPTION_ARG_INT, &o->seed, "seed of the touches", "S" },
         { "verify", 0, 0, G_OPTION_ARG_NONE, &o->verify, "compare every byte at the end", NULL },
         { "threads", 0, 0, G_OPTION_ARG_INT, &o->threads, "memcpy: copying threads (default 1)", "N" },
+        { "unit-size", 0, 0, G_OPTION_ARG_STRING, &units, "memcpy-hash: bytes per timed unit (default 2M)", "SIZE" },
+        { "units", 0, 0, G_OPTION_ARG_INT64, &o->units, "memcpy-hash: units timed, spread evenly (default 0: all)", "N" },
         { NULL },
     };
     g_autoptr(GOptionContext) ctx = g_option_context_new("STRATEGY SNAP - restore strategies of "
@@ -638,10 +748,27 @@ static bool parse(int argc, char **argv, peer_opts *o, GError **errp)
     if (!g_option_context_parse(ctx, &argc, &argv, errp)) {
         return false;
     }
-    if (argc != 3 || !backend || !sl_backend_by_name(backend, &o->kind)) {
+    bool no_mem = argc == 3 && !strcmp(argv[1], "memcpy-hash"); /* needs no backend */
+    if (argc != 3 || (!backend && !no_mem) ||
+        (backend && !sl_backend_by_name(backend, &o->kind))) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "usage: snapload-peers STRATEGY SNAP "
                     "--backend anon|shmem|hugetlbfs [--hugepage-size 2M|1G] [--touch N] "
-                    "[--seed S] [--verify]");
+                    "[--seed S] [--verify] [--threads N]; snapload-peers memcpy-hash SNAP "
+                    "[--unit-size 2M] [--units N]");
+        return false;
+    }
+    o->unit_size = 2u << 20;
+    if (units) {
+        o->unit_size = !strcmp(units, "4K") ? 4096u : !strcmp(units, "2M") ? 2u << 20
+                       : !strcmp(units, "1G") ? 1u << 30 : 0;
+        if (!o->unit_size) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "--unit-size: 4K, 2M or 1G, not %s",
+                        units);
+            return false;
+        }
+    }
+    if (o->units < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "--units: 0 (all) or more");
         return false;
     }
     if (o->threads < 1 || o->threads > 256) {
@@ -670,7 +797,20 @@ int main(int argc, char **argv)
      * register are part of the time to ready. */
     p.t0 = now_ms();
     if (parse(argc, argv, &o, &err) && (p.snap = sl_snapshot_open(o.path, &err)) &&
-        map_all(&p, o.kind, o.hugepage, &err)) {
+        !strcmp(o.strategy, "memcpy-hash")) {
+        ret = memcpy_hash(p.snap, &o, &err);
+        if (ret < 0 && !err) {
+            fprintf(stderr, "snapload-peers: memcpy-hash: pages differ from their checksums\n");
+        }
+        if (ret < 0 && err) {
+            fprintf(stderr, "snapload-peers: %s\n", err->message);
+        }
+        peer_free(&p);
+        g_free(o.strategy);
+        g_free(o.path);
+        return ret == 0 ? 0 : 1;
+    }
+    if (p.snap && map_all(&p, o.kind, o.hugepage, &err)) {
         ret = run_strategy(&p, &o, &r, &err);
     }
     if (ret == 0 && o.verify) {

@@ -961,18 +961,17 @@ static void collapse_own(sl_restore *r)
  * The snapshot opened once more, for the fault thread alone: its own
  * readahead state, set to random, so that a fault on a page not yet in the
  * page cache reads that unit and nothing more, and the loaders' sequential
- * readahead is not reset by the faults' jumps.  The loaders' file when it
- * cannot be opened again.
+ * readahead is not reset by the faults' jumps.  -1 when it cannot be
+ * opened again (the fault thread then reads through the loaders' file).
  */
 static int open_fault_fd(const sl_restore *r)
 {
     g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", r->snap->fd);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
 
-    if (fd < 0) {
-        return r->snap->fd;
+    if (fd >= 0) {
+        (void)posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
     }
-    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
     return fd;
 }
 
@@ -1001,7 +1000,7 @@ static gpointer fault_thread(gpointer opaque)
     fc.deferred = g_array_new(false, false, sizeof(deferred_fault));
     /* Best effort: a blocked vCPU waits on this thread, so it goes first. */
     setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), FAULT_NICE);
-    fc.fd = fc.r->fault_fd;
+    fc.fd = fc.r->fault_fd >= 0 ? fc.r->fault_fd : fc.r->snap->fd;
     fc.assist = start_assist(fc.r);
     fault_loop(&fc);
     sl_assist_free(fc.assist);

@@ -110,7 +110,8 @@ struct sl_restore {
     int done_efd;              /* readable once the restore has finished */
     GThread *fault_thread;
     int fault_fd;              /* the snapshot opened again for the fault thread's reads
-                                * (own readahead state, random); set before it starts */
+                                * (own readahead state, random), or -1: read through
+                                * snap->fd; set before it starts, closed in free */
     GThread *prefault_thread;  /* ops->prefault of the units with data, ahead of all */
     /* Why a metadata segment failed the restore (engine.c prove_units()):
      * set once by CAS (release) before the

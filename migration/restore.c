@@ -730,7 +730,7 @@ void sl_restore_free(sl_restore *r)
     if (r->uffd >= 0 && !r->keep_uffd) {
         close(r->uffd);
     }
-    if (r->fault_fd >= 0 && r->fault_fd != r->snap->fd) {
+    if (r->fault_fd >= 0) { /* not r->snap's: that may be closed by now */
         close(r->fault_fd);
     }
     if (r->ctl_efd >= 0) {

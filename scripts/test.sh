@@ -113,7 +113,8 @@ sanitizer_build() { # dir option...
 sanitizer_suites() { # dir suite...
     local dir=$1 rc=0
     shift
-    meson test -C "$dir" -q --no-rebuild --print-errorlogs "$@" >&2 || rc=1
+    # Sanitizers slow the suites 2-3x: their time limits grow to match.
+    meson test -C "$dir" -q --no-rebuild --timeout-multiplier 2 --print-errorlogs "$@" >&2 || rc=1
     count_cases "$dir/meson-logs/testlog.json" exits || rc=1
     return $rc
 }

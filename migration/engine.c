@@ -45,7 +45,9 @@
 
 #define MSG_BATCH 64
 #define READAHEAD_CHUNKS 16 /* chunks (1 MiB) the kernel reads ahead of the loaders */
-#define LOADER_NICE 5
+/* Loaders are background work: at nice 10 a loader weighs 110 against a
+ * vCPU's 1024, so a vCPU sharing a CPU with one keeps about 90 % of it. */
+#define LOADER_NICE 10
 #define FAULT_NICE (-10) /* needs CAP_SYS_NICE; ignored without it */
 
 /* Who places a unit: the fault thread, or loader group g (| HINTED when the
@@ -1289,7 +1291,7 @@ static bool start_prefault(sl_restore *r, GError **errp)
 {
     bool any = false;
 
-    for (guint i = 0; i < r->regions->len; i++) {
+    for (guint i = 0; i < r->regions->len && !r->cfg.no_prefault; i++) {
         any |= ((sl_region *)g_ptr_array_index(r->regions, i))->mem.ops->prefault != NULL;
     }
     return !any ||

@@ -121,8 +121,10 @@ static void build_groups(sl_restore *r)
         sl_group *grp = &r->groups[g];
         unsigned ncpus = r->topo.nodes[g].ncpus;
         grp->index = g;
+        /* By default every CPU of the node: loaders run at a low priority
+         * (LOADER_NICE), so they take the CPU time vCPUs leave idle. */
         grp->nthreads = r->cfg.no_loaders ? 0 : r->cfg.loader_threads ? r->cfg.loader_threads
-                                                                       : MAX(1, ncpus / 2);
+                                                                       : MAX(1, ncpus);
         grp->chunks = g_new0(uint64_t, r->total_chunks ? r->total_chunks : 1);
         r->nloaders += grp->nthreads;
     }

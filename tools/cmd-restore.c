@@ -30,7 +30,7 @@ typedef struct {
     gint64 workload;
     char *topology, *record, *timeline;
     char **binds;
-    bool interleave, no_hot;
+    bool interleave, no_hot, no_prefault;
     bool random, verify, compare_eager, json, no_checksum, cold;
     bool eager_no_checksum;        /* --eager-no-checksum: a plain pread load */
 } opts;
@@ -139,7 +139,8 @@ static bool start_lazy(const opts *o, sl_snapshot *s, sl_mem *mems, sl_restore *
                               .loader_threads = o->threads > 0 ? (unsigned)o->threads : 0,
                               .no_loaders = o->threads == 0, .no_checksum = o->no_checksum,
                               .numa_topology = o->topology, .interleave = o->interleave,
-                              .no_hot_list = o->no_hot, .record = o->record != NULL };
+                              .no_hot_list = o->no_hot, .record = o->record != NULL,
+                              .no_prefault = o->no_prefault };
     sl_block_info bi;
 
     *rp = sl_restore_new(s, &cfg, errp);
@@ -655,7 +656,7 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
 {
     g_autofree char *backend = NULL, *access = NULL, *hps = NULL;
     gboolean verify = false, eager = false, json = false, nocs = false, cold = false;
-    gboolean interleave = false, nohot = false, eager_nocs = false;
+    gboolean interleave = false, nohot = false, eager_nocs = false, noprefault = false;
     GOptionEntry entries[] = {
         { "backend", 0, 0, G_OPTION_ARG_STRING, &backend, "memory backend: anon|shmem|hugetlbfs", "KIND" },
         { "hugepage-size", 0, 0, G_OPTION_ARG_STRING, &hps, "hugetlbfs page size: 2M|1G (default: host default)", "SIZE" },
@@ -664,9 +665,10 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
         { "interleave", 0, 0, G_OPTION_ARG_NONE, &interleave, "stripe unbound blocks over all nodes", NULL },
         { "record", 0, 0, G_OPTION_ARG_FILENAME, &o->record, "write the faulted pages, in order, as a hot-page list (with --threads 0 --workload N: stop after the workload)", "HOTLIST" },
         { "no-hot-list", 0, 0, G_OPTION_ARG_NONE, &nohot, "ignore the snapshot's hot-page list", NULL },
+        { "no-prefault", 0, 0, G_OPTION_ARG_NONE, &noprefault, "no prefault thread: faults and loaders allocate shared memory themselves", NULL },
         { "workload", 0, 0, G_OPTION_ARG_INT64, &o->workload, "touch threads touch N pages in all, then stop", "N" },
         { "consumers", 0, 0, G_OPTION_ARG_INT, &o->consumers, "processes mapping the same file, touching pages (shared backends)", "N" },
-        { "threads", 0, 0, G_OPTION_ARG_INT, &o->threads, "loaders per NUMA node (default: half its CPUs, at least 1; 0: faults only)", "N" },
+        { "threads", 0, 0, G_OPTION_ARG_INT, &o->threads, "loaders per NUMA node (default: one per CPU of the node, at a low priority; 0: faults only)", "N" },
         { "touch-threads", 0, 0, G_OPTION_ARG_INT, &o->touch_threads, "threads touching pages (default 2)", "K" },
         { "access", 0, 0, G_OPTION_ARG_STRING, &access, "touch pattern: random|seq", "MODE" },
         { "verify", 0, 0, G_OPTION_ARG_NONE, &verify, "check every byte after the restore", NULL },
@@ -738,6 +740,7 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
     o->cold = cold;
     o->interleave = interleave;
     o->no_hot = nohot;
+    o->no_prefault = noprefault;
     return true;
 }
 

@@ -239,7 +239,8 @@ typedef enum {
 /** Restore settings; zero-initialise, set size = sizeof, then override. */
 typedef struct {
     uint32_t size;             /**< sizeof(sl_restore_config), for versioning  */
-    unsigned loader_threads;   /**< loaders per NUMA node; 0 = half the node's CPUs (at least 1) */
+    unsigned loader_threads;   /**< loaders per NUMA node; 0 = one per CPU of the node (at
+                                    least 1; they run at a low priority) */
     bool no_checksum;          /**< skip checksum verification (trusted file); forced
                                     for a snapshot without checksums */
     bool no_loaders;           /**< serve faults only (for tests/benchmarks)  */
@@ -257,6 +258,12 @@ typedef struct {
      */
     void (*view_dropped)(void *opaque, uint64_t tag, int err);
     void *view_dropped_opaque;
+    /**
+     * Since 1.3: no prefault thread (it allocates the pages of shared
+     * memory that will hold data ahead of the loaders and faults), so the
+     * fault path allocates them itself.  For tests and benchmarks.
+     */
+    bool no_prefault;
 } sl_restore_config;
 
 /** Most consumer mappings (views) one block may have. */

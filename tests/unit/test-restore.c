@@ -51,6 +51,7 @@ typedef struct {
     sl_mem mem[2];
     sl_restore *r;
     bool lazy;              /* open with SL_OPEN_LAZY_CHECKSUMS */
+    bool no_prefault;       /* config.no_prefault: faults allocate their pages */
     _Atomic unsigned drops; /* views the engine dropped (config.view_dropped) */
 } fixture;
 
@@ -116,7 +117,7 @@ static void fixture_attach(fixture *f, unsigned loaders, bool no_loaders)
     g_autoptr(GError) err = NULL;
     sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = loaders,
                               .no_loaders = no_loaders, .view_dropped = count_drop,
-                              .view_dropped_opaque = f };
+                              .view_dropped_opaque = f, .no_prefault = f->no_prefault };
 
     f->r = sl_restore_new(f->snap, &cfg, &err);
     assert_non_null(f->r);
@@ -385,6 +386,17 @@ static void test_faults_alone_complete_the_restore(void **state)
     sl_stats st = finish_and_audit(f);
     assert_int_equal(st.pages_by_loader, 0);
     assert_int_equal(st.pages_by_fault, st.pages_total);
+}
+
+/*
+ * Without the prefault thread every fault finds its pages missing: shmem
+ * takes its UFFDIO_COPY path and hugetlbfs allocates on the fault path,
+ * both of which the prefault thread otherwise mostly hides.
+ */
+static void test_faults_alone_without_prefault_complete_the_restore(void **state)
+{
+    ((fixture *)*state)->no_prefault = true;
+    test_faults_alone_complete_the_restore(state);
 }
 
 static void test_fault_is_served_before_the_loader_reaches_it(void **state)
@@ -1661,6 +1673,8 @@ static const feature features[] = {
     { "loaders_alone_place_every_page_exactly_once", test_loaders_alone_place_every_page_exactly_once, any },
     { "random_touchers_see_correct_bytes_while_loaders_run", test_random_touchers_see_correct_bytes_while_loaders_run, any },
     { "faults_alone_complete_the_restore", test_faults_alone_complete_the_restore, any },
+    { "faults_alone_without_prefault_complete_the_restore",
+      test_faults_alone_without_prefault_complete_the_restore, small_units },
     { "lazy_checksums_restore_every_byte_under_random_touchers",
       test_lazy_checksums_restore_every_byte_under_random_touchers, any },
     { "lazy_corrupt_checksum_array_fails_the_restore_without_a_wrong_page",

@@ -21,6 +21,17 @@ int cmd_restore(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_qemu_save(int argc, char **argv);
 int cmd_qemu_restore(int argc, char **argv);
+int cmd_attach(int argc, char **argv);
+
+/** cli_find_preload: the path of libsnapload-preload.so, or NULL with @errp set. */
+char *cli_find_preload(GError **errp);
+
+/**
+ * cli_consumer_env: @env (taken) made that of a process whose mappings of
+ * the guest RAM files @blocks (NAME=PATH;...) register with the daemon at
+ * @dsock; NULL with @errp set (and @env freed) if the library is missing.
+ */
+char **cli_consumer_env(char **env, const char *dsock, const char *blocks, GError **errp);
 
 /**
  * cli_save: write snapshot @out from raw images @raws (FILE[:NAME] each)

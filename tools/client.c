@@ -191,6 +191,7 @@ bool sl_client_wait_done(int sock)
 typedef struct {
     int sock;
     void (*on_death)(void);
+    void (*on_done)(void);
 } supervisor;
 
 static gpointer supervise(gpointer opaque)
@@ -199,16 +200,19 @@ static gpointer supervise(gpointer opaque)
 
     if (!sl_client_wait_done(s->sock)) {
         s->on_death(); /* the daemon went away before every page was in place */
+    } else if (s->on_done) {
+        s->on_done();
     }
     g_free(s);
     return NULL;
 }
 
-void sl_client_supervise(int sock, void (*on_death)(void))
+void sl_client_supervise(int sock, void (*on_death)(void), void (*on_done)(void))
 {
     supervisor *s = g_new0(supervisor, 1);
 
     s->sock = sock;
     s->on_death = on_death;
+    s->on_done = on_done;
     g_thread_unref(g_thread_new("sl-supervise", supervise, s));
 }

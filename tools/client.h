@@ -40,12 +40,13 @@ int sl_client_register_anon(int sock, const char *block, void *addr, uint64_t le
                             GError **errp);
 
 /**
- * sl_client_supervise: start a thread that waits for DONE; if the daemon's
- * socket closes first, it calls @on_death (which should end the process).
- * The thread reads @sock from then on: call it after the last REGISTER on
- * that connection (use one connection per mapping that may come later).
+ * sl_client_supervise: start a thread that waits for DONE, then calls
+ * @on_done (if not NULL); if the daemon's socket closes first, it calls
+ * @on_death (which should end the process).  The thread reads @sock from
+ * then on: call it after the last REGISTER on that connection (use one
+ * connection per mapping that may come later).
  */
-void sl_client_supervise(int sock, void (*on_death)(void));
+void sl_client_supervise(int sock, void (*on_death)(void), void (*on_done)(void));
 
 /** sl_client_wait_done: block until DONE arrives (true) or the socket closes. */
 bool sl_client_wait_done(int sock);

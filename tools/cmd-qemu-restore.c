@@ -35,6 +35,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -59,6 +60,7 @@ typedef struct {
     bool json, verify, paused, quit_when_done;
     int threads;
     int multifd;          /* eager load of a mapped-ram file: multifd channels */
+    char **vhost_user;    /* SOCKET=COMMAND: back-ends started registered, before QEMU */
 } qr_opts;
 
 typedef struct {
@@ -68,6 +70,8 @@ typedef struct {
     GPtrArray *serve;      /* char *: names of the lazy blocks, NULL-terminated */
     bool *lazy;            /* per snapshot block */
     char *tmp, *dsock, *qsock, *devstate;
+    char *blocks_file;     /* dsock + ".blocks": what `snapload attach` reads */
+    GArray *vu_pids;       /* pid_t: the --vhost-user back-ends we started */
     char *load_uri;        /* how the device state was loaded (for the report) */
     GHashTable *registered; /* block name -> where the preload client registered it */
     pid_t daemon, qemu;
@@ -167,14 +171,21 @@ static bool fresh_files(qr *r, GError **errp)
     return sl_qemu_fresh_files(files, errp);
 }
 
-/* The blocks for the preload client: NAME=PATH or NAME=anon:BYTES, ';'-separated. */
-static char *blocks_env(const qr *r)
+/*
+ * The blocks for the preload client: NAME=PATH or NAME=anon:BYTES,
+ * ';'-separated; with @files_only (for back-ends, which cannot share
+ * QEMU's anonymous RAM) the files alone.
+ */
+static char *blocks_env(const qr *r, bool files_only)
 {
     GString *s = g_string_new(NULL);
 
     for (guint i = 0; i < r->backends->len; i++) {
         sl_qemu_backend *b = g_ptr_array_index(r->backends, i);
-        g_string_append_printf(s, "%s%s=", i ? ";" : "", b->id);
+        if (files_only && !b->mem_path) {
+            continue;
+        }
+        g_string_append_printf(s, "%s%s=", s->len ? ";" : "", b->id);
         if (b->mem_path) {
             g_string_append(s, b->mem_path);
         } else {
@@ -253,7 +264,7 @@ static int listen_unix(const char *path, GError **errp)
 }
 
 /* The preload library: $SNAPLOAD_PRELOAD, beside our binary, or installed. */
-static char *find_preload(GError **errp)
+char *cli_find_preload(GError **errp)
 {
     g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
     g_autofree char *dir = self ? g_path_get_dirname(self) : NULL;
@@ -301,8 +312,8 @@ static bool spawn_qemu(qr *r, GError **errp)
     g_ptr_array_add(argv, g_strdup("defer"));
     g_ptr_array_add(argv, NULL);
     if (!r->o->eager) {
-        g_autofree char *pre = find_preload(errp);
-        g_autofree char *blocks = blocks_env(r);
+        g_autofree char *pre = cli_find_preload(errp);
+        g_autofree char *blocks = blocks_env(r, false);
         if (!pre) {
             return false;
         }
@@ -319,6 +330,124 @@ static bool spawn_qemu(qr *r, GError **errp)
     }
     r->pidfd = (int)syscall(SYS_pidfd_open, r->qemu, 0);
     return true;
+}
+
+/*
+ * The environment of a process that registers its mappings of guest RAM
+ * files with the daemon at @dsock (@blocks: NAME=PATH;...): this library
+ * preloaded, and no SNAPLOAD_EXE (it acts in whatever runs).  NULL with
+ * @errp set if the library is not found.
+ */
+char **cli_consumer_env(char **env, const char *dsock, const char *blocks, GError **errp)
+{
+    g_autofree char *pre = cli_find_preload(errp);
+
+    if (!pre) {
+        g_strfreev(env);
+        return NULL;
+    }
+    env = g_environ_setenv(env, "LD_PRELOAD", pre, true);
+    env = g_environ_setenv(env, "SNAPLOAD_SOCKET", dsock, true);
+    env = g_environ_setenv(env, "SNAPLOAD_BLOCKS", blocks, true);
+    return g_environ_unsetenv(env, "SNAPLOAD_EXE");
+}
+
+/* Writes the file blocks beside the daemon's socket, for `snapload attach`. */
+static bool write_blocks_file(qr *r, GError **errp)
+{
+    g_autofree char *blocks = blocks_env(r, true);
+
+    if (!*blocks) {
+        return true; /* anonymous RAM only: nothing a back-end could map */
+    }
+    r->blocks_file = g_strconcat(r->dsock, ".blocks", NULL);
+    return g_file_set_contents_full(r->blocks_file, blocks, -1, G_FILE_SET_CONTENTS_NONE,
+                                    0600, errp);
+}
+
+#define VU_READY_MS 10000 /* a back-end's socket must appear within this */
+
+/* Waits until back-end @pid has created its socket @path (or died). */
+static bool wait_vu_socket(pid_t pid, const char *path, GError **errp)
+{
+    struct stat st;
+
+    for (int ms = 0; ms < VU_READY_MS; ms += 10) {
+        if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+            return true;
+        }
+        if (waitpid(pid, NULL, WNOHANG) == pid) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "--vhost-user: the back-end for %s "
+                        "exited before creating its socket", path);
+            return false;
+        }
+        g_usleep(10000); /* an external process starting: no event to wait on */
+    }
+    g_set_error(errp, SL_ERROR, SL_ERROR_IO, "--vhost-user: no socket %s after %d s",
+                path, VU_READY_MS / 1000);
+    return false;
+}
+
+/*
+ * Starts each --vhost-user SOCKET=COMMAND back-end registered with the
+ * daemon (as `snapload attach` would; plainly for --eager) and waits for
+ * its socket, so that QEMU finds it; a stale socket file is removed first.
+ */
+static bool start_vhost_users(qr *r, GError **errp)
+{
+    g_autofree char *blocks = r->o->eager ? g_strdup("-") : blocks_env(r, true);
+
+    r->vu_pids = g_array_new(false, false, sizeof(pid_t));
+    for (char **vu = r->o->vhost_user; vu && *vu; vu++) {
+        const char *eq = strchr(*vu, '=');
+        g_autofree char *path = eq ? g_strndup(*vu, (gsize)(eq - *vu)) : NULL;
+        g_auto(GStrv) argv = NULL;
+        g_auto(GStrv) env = NULL;
+        struct stat st;
+        GPid pid;
+
+        if (!path || !*path || !*blocks || !g_shell_parse_argv(eq + 1, NULL, &argv, errp)) {
+            if (errp && !*errp) {
+                g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "--vhost-user wants SOCKET=COMMAND "
+                            "and guest RAM in files (memory-backend-file), got '%s'", *vu);
+            }
+            return false;
+        }
+        if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+            unlink(path);
+        }
+        env = r->o->eager ? g_get_environ()
+                          : cli_consumer_env(g_get_environ(), r->dsock, blocks, errp);
+        if (!env ||
+            !g_spawn_async(NULL, argv, env, G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD,
+                           die_with_parent, GINT_TO_POINTER(getpid()), &pid, errp)) {
+            return false;
+        }
+        g_array_append_val(r->vu_pids, pid);
+        if (!wait_vu_socket(pid, path, errp)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Ends the back-ends we started (SIGTERM, then SIGKILL after 5 s). */
+static void stop_vhost_users(qr *r)
+{
+    for (guint i = 0; r->vu_pids && i < r->vu_pids->len; i++) {
+        pid_t pid = g_array_index(r->vu_pids, pid_t, i);
+        kill(pid, SIGTERM);
+        for (int ms = 0; ms < 5000 && waitpid(pid, NULL, WNOHANG) == 0; ms += 10) {
+            g_usleep(10000);
+        }
+        if (waitpid(pid, NULL, WNOHANG) == 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+        }
+    }
+    if (r->vu_pids) {
+        g_array_set_size(r->vu_pids, 0);
+    }
 }
 
 /* Waits up to @ms for QEMU to exit and reaps it; says how it ended (or that
@@ -703,7 +832,8 @@ static bool prepare(qr *r, GError **errp)
                     "nothing to restore lazily", r->o->snap);
         return false;
     }
-    if (!r->o->eager && !start_daemon(r, errp)) {
+    if ((!r->o->eager && (!start_daemon(r, errp) || !write_blocks_file(r, errp))) ||
+        !start_vhost_users(r, errp)) {
         return false;
     }
     r->qmp_lfd = listen_unix(r->qsock, errp);
@@ -734,9 +864,13 @@ static void cleanup(qr *r)
         kill(r->qemu, SIGKILL);
         waitpid(r->qemu, NULL, 0);
     }
+    stop_vhost_users(r);
     if (r->daemon > 0) {
         kill(r->daemon, SIGTERM);
         waitpid(r->daemon, NULL, 0);
+    }
+    if (r->blocks_file) {
+        unlink(r->blocks_file);
     }
     sl_qmp_close(r->q);
     for (unsigned i = 0; i < 2; i++) {
@@ -752,6 +886,10 @@ static void cleanup(qr *r)
         g_io_channel_unref(r->stats_ch);
     }
     g_free(r->devstate);
+    g_free(r->blocks_file);
+    if (r->vu_pids) {
+        g_array_unref(r->vu_pids);
+    }
     g_free(r->dsock);
     g_free(r->qsock);
     g_free(r->tmp);
@@ -794,6 +932,7 @@ static int run(const qr_opts *o)
     report(&r, NULL);
     ret = finish_qemu(&r);
     r.qemu = 0;
+    stop_vhost_users(&r);
     if (r.daemon > 0) {
         int st = 0;
         waitpid(r.daemon, &st, 0);
@@ -806,6 +945,7 @@ static int run(const qr_opts *o)
 int cmd_qemu_restore(int argc, char **argv)
 {
     g_autofree char *eager = NULL, *sock = NULL;
+    g_auto(GStrv) vhost_user = NULL;
     gboolean json = false, verify = false, paused = false, quit = false;
     gint threads = -1, multifd = 0;
     GOptionEntry entries[] = {
@@ -823,6 +963,9 @@ int cmd_qemu_restore(int argc, char **argv)
           "--full-stream)", "FILE" },
         { "multifd", 0, 0, G_OPTION_ARG_INT, &multifd, "with --eager of a mapped-ram file: "
           "QEMU loads with N multifd threads", "N" },
+        { "vhost-user", 0, 0, G_OPTION_ARG_STRING_ARRAY, &vhost_user, "start COMMAND, a "
+          "vhost-user back-end listening on SOCKET, registered with the restore, before QEMU "
+          "(ended after QEMU); repeatable", "SOCKET=COMMAND" },
         { NULL },
     };
     qr_opts o = { 0 };
@@ -847,6 +990,6 @@ int cmd_qemu_restore(int argc, char **argv)
     }
     o = (qr_opts){ .snap = argv[1], .qemu_argv = o.qemu_argv, .eager = eager, .json = json,
                    .verify = verify, .paused = paused, .quit_when_done = quit, .threads = threads,
-                   .socket = sock, .multifd = multifd };
+                   .socket = sock, .multifd = multifd, .vhost_user = vhost_user };
     return run(&o);
 }

@@ -22,11 +22,22 @@
  * failed registration, or the daemon's death before every page is in
  * place, ends the process with one line on stderr (docs/protocol.md).
  *
+ * Nor does it let guest RAM reach a process that would use it unserved:
+ * it also wraps sendmsg, and while a restore still fills the blocks, a
+ * block's file sent over a unix socket (how QEMU gives a vhost-user
+ * back-end guest RAM) goes only to a peer that runs this library set up
+ * for the same daemon and block (its /proc maps and environment say so,
+ * as `snapload attach` starts it), else the process ends naming the peer,
+ * before any byte could be read as a hole or written and then lost.
+ *
  * State: written by the constructor before any other thread exists, then
- * only under `lock` (mmap may be called from any thread).
+ * only under `lock` (mmap may be called from any thread), but for
+ * `pending` (atomic).
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,7 +65,16 @@ static struct {
     char *socket;
     pl_block blocks[MAX_BLOCKS];
     unsigned nblocks;
+    /* Mappings handed over whose DONE has not come: a restore still runs.
+     * Incremented under `lock` before the supervisor starts, decremented by
+     * it (block_done); relaxed: a count read as a hint of state, ordered by
+     * the socket messages that change it. */
+    _Atomic unsigned pending;
 } pl = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+/* Set while this thread talks to the daemon: its own sendmsg of a block's
+ * file (REGISTER) is not a hand-off to a peer. */
+static __thread bool pl_talking;
 
 static void die(const char *fmt, ...) G_GNUC_PRINTF(1, 2) G_GNUC_NORETURN;
 
@@ -76,6 +96,12 @@ static void daemon_died(void)
 {
     die("the restore daemon went away before every page of guest RAM was in place; "
         "ending this process rather than let it read missing pages");
+}
+
+/* A supervised mapping's DONE: every page of its block is in place. */
+static void block_done(void)
+{
+    atomic_fetch_sub_explicit(&pl.pending, 1, memory_order_relaxed);
 }
 
 /* Whether this process runs the binary SNAPLOAD_EXE names (if it names one). */
@@ -191,15 +217,19 @@ static pl_block *match_block(int fd)
 static void hand_over(pl_block *b, void *p, size_t len, int fd, off_t off)
 {
     g_autoptr(GError) err = NULL;
-    int sock = sl_client_connect(pl.socket, "preload", &err);
+    int sock;
 
+    pl_talking = true;
+    sock = sl_client_connect(pl.socket, "preload", &err);
     /* The uffd stays open here for the life of the process: if the daemon
      * dies, faults block (and the supervisor ends us) instead of reading
      * holes as zeros. */
     if (sock < 0 || sl_client_register(sock, b->name, p, len, fd, (uint64_t)off, &err) < 0) {
         die("block '%s' (%s): %s", b->name, b->path, err->message);
     }
-    sl_client_supervise(sock, daemon_died);
+    pl_talking = false;
+    atomic_fetch_add_explicit(&pl.pending, 1, memory_order_relaxed);
+    sl_client_supervise(sock, daemon_died, block_done);
 }
 
 /* The anonymous block a new mapping of @len bytes with @prot/@flags is, or NULL. */
@@ -229,7 +259,8 @@ static void hand_over_anon(pl_block *b, void *p, size_t len)
         die("block '%s' (anonymous, %zu bytes): %s", b->name, len, err->message);
     }
     b->handed = true;
-    sl_client_supervise(sock, daemon_died);
+    atomic_fetch_add_explicit(&pl.pending, 1, memory_order_relaxed);
+    sl_client_supervise(sock, daemon_died, block_done);
 }
 
 static void *real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
@@ -262,4 +293,85 @@ __attribute__((visibility("default")))
 void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
     return mmap(addr, len, prot, flags, fd, off);
+}
+
+/* Whether process @pid's file @what (under /proc/PID) contains @needle. */
+static bool proc_has(pid_t pid, const char *what, const char *needle, gsize nlen)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/%s", (int)pid, what);
+    g_autofree char *text = NULL;
+    gsize len = 0;
+
+    if (!g_file_get_contents(path, &text, &len, NULL)) {
+        return false;
+    }
+    for (gsize i = 0; i + nlen <= len; i++) {
+        if (memcmp(text + i, needle, nlen) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * Whether process @pid will register its mappings of block @b with our
+ * daemon: it has this library loaded and started with our socket and a
+ * SNAPLOAD_BLOCKS naming @b (environ holds the strings it was started
+ * with, NUL-separated).
+ */
+static bool peer_registers(pid_t pid, const pl_block *b)
+{
+    g_autofree char *sock = g_strdup_printf("SNAPLOAD_SOCKET=%s", pl.socket);
+    g_autofree char *name = g_strdup_printf("%s=", b->name);
+
+    return proc_has(pid, "maps", "libsnapload-preload", strlen("libsnapload-preload")) &&
+           proc_has(pid, "environ", sock, strlen(sock) + 1) &&
+           proc_has(pid, "environ", "SNAPLOAD_BLOCKS=", strlen("SNAPLOAD_BLOCKS=")) &&
+           proc_has(pid, "environ", name, strlen(name));
+}
+
+/* Dies if @fd is a block's file and the peer on @sock would not register it. */
+static void check_handoff(int sock, int fd)
+{
+    struct ucred cred = { 0 };
+    socklen_t clen = sizeof(cred);
+    g_autofree char *path = NULL, *comm = NULL;
+    pl_block *b;
+
+    pthread_mutex_lock(&pl.lock);
+    b = match_block(fd);
+    pthread_mutex_unlock(&pl.lock);
+    if (!b || getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 ||
+        cred.pid == getpid() || cred.pid == 0 || peer_registers(cred.pid, b)) {
+        return;
+    }
+    path = g_strdup_printf("/proc/%d/comm", (int)cred.pid);
+    if (!g_file_get_contents(path, &comm, NULL, NULL)) {
+        comm = g_strdup("?");
+    }
+    g_strchomp(comm);
+    die("refusing to hand guest RAM block '%s' (%s) to process %d (%s) while the restore "
+        "still fills it: that process is not registered with the restore, so it would read "
+        "zeros where pages are not in place yet and its writes there would be overwritten; "
+        "start it with `snapload attach %s -- COMMAND...` (or qemu-restore --vhost-user)",
+        b->name, b->path, (int)cred.pid, comm, pl.socket);
+}
+
+/** sendmsg: the libc call, after checking the guest RAM it hands to a peer. */
+__attribute__((visibility("default")))
+ssize_t sendmsg(int sock, const struct msghdr *msg, int flags)
+{
+    if (pl.active && !pl_talking && msg &&
+        atomic_load_explicit(&pl.pending, memory_order_relaxed) > 0) {
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
+                continue;
+            }
+            const int *fds = (const int *)CMSG_DATA(c);
+            for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+                check_handoff(sock, fds[i]);
+            }
+        }
+    }
+    return syscall(SYS_sendmsg, sock, msg, flags);
 }

@@ -24,6 +24,7 @@ static const struct {
     { "serve", cmd_serve, "serve a lazy restore to consumer processes over a unix socket" },
     { "qemu-save", cmd_qemu_save, "save a running QEMU guest (memory-backend-file RAM) over QMP" },
     { "qemu-restore", cmd_qemu_restore, "run a QEMU guest at once while its RAM streams in" },
+    { "attach", cmd_attach, "run a vhost-user back-end registered with a restore in progress" },
 };
 
 bool cli_parse_size(const char *s, uint64_t *out)

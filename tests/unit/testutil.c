@@ -152,7 +152,7 @@ void sl_test_set_loader_hook(sl_restore *r,
 }
 
 /* The CLI: $SNAPLOAD_BIN, else build/snapload for build/tests/unit/test-*. */
-static char *snapload_bin(void)
+char *sl_test_snapload_bin(void)
 {
     g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
     g_autofree char *unit = self ? g_path_get_dirname(self) : NULL;
@@ -172,7 +172,7 @@ int sl_test_run_cli(const char *const *args, char **out, char **err)
     g_autoptr(GError) gerr = NULL;
     int status = -1;
 
-    g_ptr_array_add(argv, snapload_bin());
+    g_ptr_array_add(argv, sl_test_snapload_bin());
     for (unsigned i = 0; args[i]; i++) {
         g_ptr_array_add(argv, g_strdup(args[i]));
     }

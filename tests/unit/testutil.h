@@ -72,6 +72,9 @@ void sl_test_set_loader_hook(sl_restore *r,
                              void (*fn)(void *opaque, unsigned region, uint64_t u, uint64_t n),
                              void *opaque);
 
+/** The snapload CLI of this build tree (or $SNAPLOAD_BIN); caller frees. */
+char *sl_test_snapload_bin(void);
+
 /**
  * Runs the snapload CLI ($SNAPLOAD_BIN, else the one of this build tree)
  * with @args (NULL-terminated, without the program); returns its wait

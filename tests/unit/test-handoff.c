@@ -1,0 +1,296 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Handing guest RAM to a second process during a restore (what QEMU does
+ * for a vhost-user back-end): the preload client in the VMM refuses to send
+ * a block's file to a peer that would map it unregistered, naming the peer,
+ * and lets a peer started with `snapload attach` have it, whose mapping is
+ * then served with the right bytes.
+ *
+ * Three processes: `snapload serve --threads 0` (nothing fills the block
+ * but faults, so the restore runs for the whole test), a "VMM" (this
+ * program in vmm mode, with the preload client) that maps the block's
+ * file and sends its fd over a unix socket the back-end listens on (as
+ * QEMU connects to a vhost-user back-end, whose pid it then sees), and a
+ * "back-end" (this program in backend mode, plain or under `snapload
+ * attach`) that maps what it received and checks every page.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include "testutil.h"
+
+#define LEN (4u << 20)
+#define PSIZE 4096u
+#define ZERO_EVERY 5u
+
+typedef struct {
+    char *dir, *snap, *sock, *ram;
+    GPid daemon;
+} fixture;
+
+/* ------------------------------ back-end -------------------------------- */
+
+/* Listens on @path, takes one connection; -1 on failure. */
+static int accept_one(const char *path)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), s;
+
+    g_strlcpy(a.sun_path, path, sizeof(a.sun_path));
+    if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(l, 1) < 0) {
+        return -1;
+    }
+    s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+    close(l);
+    return s;
+}
+
+/* Receives one fd on a connection to @path, maps it and checks every page;
+ * tells the VMM how many differ. */
+static int backend_main(const char *path)
+{
+    int sock = accept_one(path);
+    char byte, cbuf[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                         .msg_controllen = sizeof(cbuf) };
+    g_autofree uint8_t *want = g_malloc(PSIZE);
+    unsigned bad = 0;
+    const uint8_t *p;
+    int fd;
+
+    if (sock < 0 || recvmsg(sock, &mh, 0) != 1 || !CMSG_FIRSTHDR(&mh)) {
+        return 3; /* the VMM sent nothing: it refused */
+    }
+    memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&mh)), sizeof(fd));
+    p = mmap(NULL, LEN, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        return 4;
+    }
+    for (uint64_t i = 0; i < LEN / PSIZE; i++) {
+        sl_test_fill_page(want, PSIZE, i, 1, ZERO_EVERY);
+        bad += memcmp(p + i * PSIZE, want, PSIZE) != 0;
+    }
+    dprintf(sock, "%u\n", bad);
+    return 0;
+}
+
+/* --------------------------------- VMM ---------------------------------- */
+
+/* Connects to @path once the back-end listens there; -1 on failure. */
+static int connect_to(const char *path)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    g_strlcpy(a.sun_path, path, sizeof(a.sun_path));
+    for (int ms = 0; s >= 0 && ms < 10000; ms += 10) {
+        if (connect(s, (struct sockaddr *)&a, sizeof(a)) == 0) {
+            return s;
+        }
+        g_usleep(10000); /* the back-end is starting */
+    }
+    return -1;
+}
+
+/* Maps @ram (the preload client registers it), starts @argv plus a socket
+ * path as the back-end, connects to it and sends it the file. */
+static int vmm_main(const char *ram, char **argv)
+{
+    g_autofree char *path = g_strdup_printf("%s.vu", ram);
+    int fd = open(ram, O_RDWR), st = 0, sock;
+    g_autoptr(GPtrArray) args = g_ptr_array_new();
+    char line[32] = "";
+    pid_t pid;
+
+    if (fd < 0 || mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED) {
+        return 10;
+    }
+    for (char **a = argv; *a; a++) {
+        g_ptr_array_add(args, *a);
+    }
+    g_ptr_array_add(args, path);
+    g_ptr_array_add(args, NULL);
+    unlink(path);
+    pid = fork();
+    if (pid == 0) {
+        execv(argv[0], (char **)args->pdata);
+        _exit(127);
+    }
+    if ((sock = connect_to(path)) < 0) {
+        return 14;
+    }
+    unlink(path);
+    {
+        char byte = 'F', cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+        struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                             .msg_controllen = sizeof(cbuf) };
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof(fd));
+        if (sendmsg(sock, &mh, 0) != 1) { /* the preload client checks here */
+            return 11;
+        }
+    }
+    if (read(sock, line, sizeof(line) - 1) <= 0 || waitpid(pid, &st, 0) != pid) {
+        return 12;
+    }
+    printf("backend: %s", line);
+    return atoi(line) == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 13;
+}
+
+/* ------------------------------- fixture -------------------------------- */
+
+static int setup(void **state)
+{
+    fixture *f = g_new0(fixture, 1);
+    const uint64_t len = LEN;
+    g_autofree char *bin = sl_test_snapload_bin();
+    g_autoptr(GError) err = NULL;
+    int fd;
+
+    f->dir = sl_test_tmpdir();
+    f->snap = g_build_filename(f->dir, "snap", NULL);
+    f->sock = g_build_filename(f->dir, "daemon.sock", NULL);
+    f->ram = g_strdup_printf("/dev/shm/snapload-handoff-%d", (int)getpid());
+    sl_test_make_snapshot(f->snap, &len, 1, PSIZE, ZERO_EVERY, 0);
+    fd = open(f->ram, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0 && ftruncate(fd, LEN) == 0);
+    close(fd);
+    const char *argv[] = { bin, "serve", f->snap, "--socket", f->sock, "--threads", "0", NULL };
+    assert_true(g_spawn_async(NULL, (char **)argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD,
+                              NULL, NULL, &f->daemon, &err));
+    for (int ms = 0; ms < 10000 && !g_file_test(f->sock, G_FILE_TEST_EXISTS); ms += 10) {
+        g_usleep(10000); /* another process starting: nothing to wait on */
+    }
+    assert_true(g_file_test(f->sock, G_FILE_TEST_EXISTS));
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *blocks = g_strconcat(f->sock, ".blocks", NULL);
+
+    kill(f->daemon, SIGTERM);
+    waitpid(f->daemon, NULL, 0);
+    unlink(f->ram);
+    unlink(blocks);
+    unlink(f->snap);
+    unlink(f->sock);
+    sl_test_rmdir(f->dir);
+    g_free(f->snap);
+    g_free(f->sock);
+    g_free(f->ram);
+    g_free(f);
+    return 0;
+}
+
+/* Runs the VMM (this program, preloaded) with back-end command @backend;
+ * its wait status, stdout and stderr. */
+static int run_vmm(fixture *f, const char *const *backend, char **out, char **err)
+{
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_autofree char *blocks = g_strdup_printf("b0=%s", f->ram);
+    g_auto(GStrv) env = g_get_environ();
+    g_autoptr(GPtrArray) argv = g_ptr_array_new();
+    int st = -1;
+
+    env = g_environ_setenv(env, "LD_PRELOAD", g_getenv("SNAPLOAD_PRELOAD"), true);
+    env = g_environ_setenv(env, "SNAPLOAD_SOCKET", f->sock, true);
+    env = g_environ_setenv(env, "SNAPLOAD_BLOCKS", blocks, true);
+    env = g_environ_setenv(env, "SNAPLOAD_EXE", self, true);
+    g_ptr_array_add(argv, self);
+    g_ptr_array_add(argv, "vmm");
+    g_ptr_array_add(argv, f->ram);
+    for (const char *const *a = backend; *a; a++) {
+        g_ptr_array_add(argv, (char *)*a);
+    }
+    g_ptr_array_add(argv, NULL);
+    assert_true(g_spawn_sync(NULL, (char **)argv->pdata, env, 0, NULL, NULL, out, err, &st, NULL));
+    return st;
+}
+
+static void need_preload(void)
+{
+    g_autofree char *why = NULL;
+    bool have = sl_test_have_uffd(&why);
+
+    SL_TEST_NEED("uffd", have, why);
+    assert_non_null(g_getenv("SNAPLOAD_PRELOAD"));
+}
+
+/* ------------------------------- the tests ------------------------------ */
+
+static void test_guest_ram_is_refused_to_an_unregistered_peer(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_autofree char *out = NULL, *err = NULL;
+    const char *backend[] = { self, "backend", NULL };
+    int st;
+
+    need_preload();
+    st = run_vmm(f, backend, &out, &err);
+    if (g_spawn_check_wait_status(st, NULL) ||
+        !strstr(err, "refusing to hand guest RAM block 'b0'") ||
+        !strstr(err, "not registered with the restore") || !strstr(err, "snapload attach")) {
+        fail_msg("VMM handing guest RAM to a plain peer: status %d, stdout: %s, stderr: %s", st,
+                 out, err);
+    }
+}
+
+static void test_guest_ram_reaches_an_attached_peer_with_every_byte(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_autofree char *bin = sl_test_snapload_bin();
+    g_autofree char *blocks = g_strconcat(f->sock, ".blocks", NULL);
+    g_autofree char *spec = g_strdup_printf("b0=%s\n", f->ram);
+    g_autofree char *out = NULL, *err = NULL;
+    const char *backend[] = { bin, "attach", f->sock, "--", self, "backend", NULL };
+    int st;
+
+    need_preload();
+    /* What qemu-restore writes beside its socket for `snapload attach`. */
+    assert_true(g_file_set_contents(blocks, spec, -1, NULL));
+    st = run_vmm(f, backend, &out, &err);
+    if (!g_spawn_check_wait_status(st, NULL) || !strstr(out, "backend: 0\n")) {
+        fail_msg("VMM handing guest RAM to an attached peer: status %d, stdout: %s, stderr: %s",
+                 st, out, err);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_guest_ram_is_refused_to_an_unregistered_peer,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_guest_ram_reaches_an_attached_peer_with_every_byte,
+                                        setup, teardown),
+    };
+
+    if (argc >= 3 && !strcmp(argv[1], "vmm")) {
+        return vmm_main(argv[2], argv + 3);
+    }
+    if (argc == 3 && !strcmp(argv[1], "backend")) {
+        return backend_main(argv[2]);
+    }
+    return cmocka_run_group_tests_name("handoff", tests, NULL, NULL);
+}

@@ -17,10 +17,10 @@
  * UFFDIO_COPY) or fills the file's page cache and maps it into views
  * (in_place: UFFDIO_CONTINUE).  An in-place backend writes memory shared
  * with consumers, so the engine claims a unit before writing into it.
- * Both fill the page cache through an unregistered alias mapping whose
- * pages a prefault thread has allocated and mapped ahead; shmem, where the
- * prefault thread has not been yet, copies a bounce buffer into the view
- * with UFFDIO_COPY instead (no user page fault per 4 KiB page).
+ * shmem copies a bounce buffer into the first view with UFFDIO_COPY (no
+ * user page fault per 4 KiB page); hugetlbfs, which has no write(), fills
+ * pages a prefault thread allocated ahead through an unregistered alias
+ * mapping (one fault per hugepage).
  */
 #ifndef SNAPLOAD_BACKEND_H
 #define SNAPLOAD_BACKEND_H
@@ -35,7 +35,7 @@ typedef struct sl_backend_ops sl_backend_ops;
 
 /*
  * The memory of one block.  Written by the thread that maps or attaches it,
- * read-only once the restore has started, but for @staged_upto.
+ * read-only once the restore has started.
  */
 typedef struct {
     const sl_backend_ops *ops;
@@ -47,11 +47,6 @@ typedef struct {
     uint64_t page_size;  /* the backend's placement granule */
     bool owned;          /* created by sl_mem_map: release unmaps/closes it */
     bool own_fd;         /* fd was opened/duped by us */
-    /* Bytes of the block, from 0, whose pages the prefault thread has made
-     * exist and mapped in the alias (ranges without data skipped): a hint
-     * for stage() only, never for correctness, so relaxed on both sides.
-     * Written by the prefault thread alone. */
-    _Atomic uint64_t staged_upto;
 } sl_mem;
 
 /*
@@ -109,10 +104,9 @@ struct sl_backend_ops {
     /**
      * Make the pages of [@off, +@len) exist, zeroed, so that filling them
      * later costs no allocation and no clearing (may be NULL).  Never
-     * writes into a page that exists already, and maps nothing in any
-     * view (the alias at most).  Called in increasing @off order.
+     * touches a page that exists already, and maps nothing anywhere.
      */
-    void (*prefault)(sl_mem *m, uint64_t off, uint64_t len);
+    void (*prefault)(const sl_mem *m, uint64_t off, uint64_t len);
     /** Throw away the content of a corrupt unit (in_place only; may be NULL). */
     void (*discard)(const sl_mem *m, uint64_t off, uint64_t len);
     /** Undo map (only for owned memory). */

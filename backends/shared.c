@@ -10,16 +10,17 @@
  * fallocate(), because CONTINUE cannot map a hole.  Every process that maps
  * the file sees the same page; each page is filled once.
  *
- * How the bytes get into the page cache: a prefault thread allocates the
- * pages that will hold data ahead of everyone (hugetlbfs: fallocate; shmem:
- * MADV_POPULATE_WRITE of the alias, which also maps them there), and the
- * bytes are read from the snapshot straight into the unregistered alias
- * mapping of the file, checked there, and mapped with CONTINUE: no bounce
- * copy, no allocation on the fault path.  shmem where the prefault thread
- * has not been yet: read into a bounce buffer, then UFFDIO_COPY into the
- * first view, which allocates, fills and maps the pages in one call
- * (pwrite() when no view maps the file yet), because a user page fault in
- * the alias costs 12-20 us per 4 KiB here.
+ * How the bytes get into the page cache differs.  shmem: read into a bounce
+ * buffer (already faulted in, reused), checked there, then UFFDIO_COPY into
+ * the first view, which allocates the pages in the kernel and maps them in
+ * one call (pwrite() into the file when no view maps it yet): a user page
+ * fault costs 12-20 us per 4 KiB here, either a fraction of that.  (Pages
+ * populated ahead in an alias by a prefault thread made faults cheaper but
+ * the fill 1.5x slower: they are cleared, which COPY never does.)
+ * hugetlbfs has no write(): a prefault thread allocates the pages that will
+ * hold data ahead of everyone (fallocate), and the bytes are read from the
+ * snapshot straight into an unregistered alias mapping of the file (one
+ * fault per hugepage, no bounce copy).
  */
 #include <errno.h>
 #include <string.h>
@@ -154,17 +155,9 @@ static uint8_t *alias_stage(const sl_mem *m, uint64_t off, uint8_t *bounce)
     return m->alias + off;
 }
 
-/*
- * shmem: the alias where the prefault thread has allocated and mapped the
- * pages (no fault, no allocation on the way), else the bounce buffer that
- * shmem_place() copies with UFFDIO_COPY.  Either is correct: the alias is
- * written only after the unit was claimed, and a page not yet there would
- * only cost a fault in the alias.
- */
-static uint8_t *shmem_stage(const sl_mem *m, uint64_t off, uint8_t *bounce)
+static uint8_t *bounce_stage(const sl_mem *m, uint64_t off, uint8_t *bounce)
 {
-    return off < atomic_load_explicit(&m->staged_upto, memory_order_relaxed) ? m->alias + off
-                                                                             : bounce;
+    return bounce;
 }
 
 static int file_continue(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len,
@@ -226,17 +219,6 @@ static int shmem_place(const sl_mem *m, const sl_view *v, uint64_t off, const ui
     return ret;
 }
 
-/* shmem: bytes staged in the alias are in the page cache already (map
- * them); bytes in a bounce buffer go in with shmem_place(). */
-static int shmem_place_staged(const sl_mem *m, const sl_view *v, uint64_t off,
-                              const uint8_t *src, uint64_t len, uint64_t *done, uint64_t *eagain)
-{
-    if (src == m->alias + off) {
-        return alias_place(m, v, off, src, len, done, eagain);
-    }
-    return shmem_place(m, v, off, src, len, done, eagain);
-}
-
 static int file_zero(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len,
                      uint64_t *done, uint64_t *eagain)
 {
@@ -272,24 +254,9 @@ static int file_show(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t l
  * than copying and checking its bytes; done ahead, on a core of its own,
  * it is off the fault path.  fallocate leaves existing pages alone.
  */
-static void hugetlbfs_prefault(sl_mem *m, uint64_t off, uint64_t len)
+static void hugetlbfs_prefault(const sl_mem *m, uint64_t off, uint64_t len)
 {
     (void)!fallocate(m->fd, 0, (off_t)(m->offset + off), (off_t)len); /* best effort */
-}
-
-/*
- * shmem: the pages allocated, zeroed and mapped in the alias in one call
- * (a write fault in the alias costs 12-20 us here; this, well under 1 us
- * a page, on another core), so that a loader or the fault thread reads
- * straight into the page cache and maps the unit with one CONTINUE.  A
- * page that exists is left as it is.  Best effort: on failure stage()
- * keeps using the bounce buffer there.
- */
-static void shmem_prefault(sl_mem *m, uint64_t off, uint64_t len)
-{
-    if (madvise(m->alias + off, len, MADV_POPULATE_WRITE) == 0) {
-        atomic_store_explicit(&m->staged_upto, off + len, memory_order_relaxed);
-    }
 }
 
 static void file_discard(const sl_mem *m, uint64_t off, uint64_t len)
@@ -327,9 +294,8 @@ const sl_backend_ops sl_backend_shmem = {
     .map = shmem_map,
     .prepare = shmem_prepare,
     .bounce = true,
-    .prefault = shmem_prefault,
-    .stage = shmem_stage,
-    .place = shmem_place_staged,
+    .stage = bounce_stage,
+    .place = shmem_place,
     FILE_OPS,
 };
 

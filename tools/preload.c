@@ -313,21 +313,37 @@ static bool proc_has(pid_t pid, const char *what, const char *needle, gsize nlen
     return false;
 }
 
+/* Whether @pid started with SNAPLOAD_BLOCKS holding exactly the item NAME=PATH of @b. */
+static bool peer_names_block(pid_t pid, const pl_block *b)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/environ", (int)pid);
+    g_autofree char *text = NULL, *item = g_strdup_printf("%s=%s", b->name, b->path);
+    gsize len = 0;
+
+    if (!g_file_get_contents(path, &text, &len, NULL)) {
+        return false;
+    }
+    for (gsize i = 0; i < len; i += strlen(text + i) + 1) {
+        if (g_str_has_prefix(text + i, "SNAPLOAD_BLOCKS=")) {
+            g_auto(GStrv) items = g_strsplit(text + i + strlen("SNAPLOAD_BLOCKS="), ";", -1);
+            return g_strv_contains((const char *const *)items, item);
+        }
+    }
+    return false;
+}
+
 /*
  * Whether process @pid will register its mappings of block @b with our
  * daemon: it has this library loaded and started with our socket and a
- * SNAPLOAD_BLOCKS naming @b (environ holds the strings it was started
- * with, NUL-separated).
+ * SNAPLOAD_BLOCKS naming @b with the same file (environ holds the strings
+ * it was started with, NUL-separated).
  */
 static bool peer_registers(pid_t pid, const pl_block *b)
 {
     g_autofree char *sock = g_strdup_printf("SNAPLOAD_SOCKET=%s", pl.socket);
-    g_autofree char *name = g_strdup_printf("%s=", b->name);
 
     return proc_has(pid, "maps", "libsnapload-preload", strlen("libsnapload-preload")) &&
-           proc_has(pid, "environ", sock, strlen(sock) + 1) &&
-           proc_has(pid, "environ", "SNAPLOAD_BLOCKS=", strlen("SNAPLOAD_BLOCKS=")) &&
-           proc_has(pid, "environ", name, strlen(name));
+           proc_has(pid, "environ", sock, strlen(sock) + 1) && peer_names_block(pid, b);
 }
 
 /* Dies if @fd is a block's file and the peer on @sock would not register it. */

@@ -277,6 +277,29 @@ static void test_guest_ram_reaches_an_attached_peer_with_every_byte(void **state
     }
 }
 
+/* A peer set up for another file under the block's name would map the
+ * real one unregistered: refused as well. */
+static void test_guest_ram_is_refused_to_a_peer_set_up_for_another_file(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_autofree char *bin = sl_test_snapload_bin();
+    g_autofree char *blocks = g_strconcat(f->sock, ".blocks", NULL);
+    g_autofree char *spec = g_strdup_printf("b0=%s-not-guest-ram\n", f->ram);
+    g_autofree char *out = NULL, *err = NULL;
+    const char *backend[] = { bin, "attach", f->sock, "--", self, "backend", NULL };
+    int st;
+
+    need_preload();
+    assert_true(g_file_set_contents(blocks, spec, -1, NULL));
+    st = run_vmm(f, backend, &out, &err);
+    if (g_spawn_check_wait_status(st, NULL) ||
+        !strstr(err, "refusing to hand guest RAM block 'b0'")) {
+        fail_msg("VMM handing guest RAM to a peer set up for another file: status %d, "
+                 "stdout: %s, stderr: %s", st, out, err);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -284,6 +307,8 @@ int main(int argc, char **argv)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_guest_ram_reaches_an_attached_peer_with_every_byte,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_guest_ram_is_refused_to_a_peer_set_up_for_another_file, setup, teardown),
     };
 
     if (argc >= 3 && !strcmp(argv[1], "vmm")) {

@@ -11,22 +11,38 @@ PACKAGES=(build-essential pkg-config meson ninja-build python3 libjson-glib-dev
           liburing-dev
           qemu-system-x86
           clang libclang-rt-14-dev)   # the fuzz targets: clang 14 and its libFuzzer
+# The Linux test guest (docs/linux-guest.md): the kernel it boots and the
+# busybox of its initramfs, without their recommendations (firmware,
+# apparmor), which the guest does not need.
+GUEST_PACKAGES=(linux-image-cloud-amd64 busybox-static)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if ((${#missing[@]})); then
-    echo "snapload: installing ${missing[*]}" >&2
+guest_missing=()
+for p in "${GUEST_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || guest_missing+=("$p")
+done
+if ((${#missing[@]} + ${#guest_missing[@]})); then
+    echo "snapload: installing ${missing[*]} ${guest_missing[*]}" >&2
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
     $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+    if ((${#missing[@]})); then
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+    fi
+    if ((${#guest_missing[@]})); then
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
+            "${guest_missing[@]}"
+    fi
 fi
 
 # QEMU 10 (mapped-ram files, `file:` migration) from the bookworm-backports
 # suite of the Debian archive this machine already uses: its source is
 # added beside the machine's own, with the same URIs and key, and only
-# qemu-system-x86 and what it needs come from it.
+# qemu-system-x86 and what it needs come from it, with the qemu-utils of
+# the same version (qemu-storage-daemon, the vhost-user-blk back-end of
+# tests/qtest/test-vhost-user-blk.c).
 backports_source() {
     local f=/etc/apt/sources.list.d/snapload-backports.sources uris="" key=""
     grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/ && return 0
@@ -53,12 +69,15 @@ backports_source() {
 qemu_is_10() {
     dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null | grep -Eq '^1:(9|[1-9][0-9])\.'
 }
-if ! qemu_is_10; then
+qemu_utils_ok() {
+    dpkg-query -W -f='${Status}' qemu-utils 2>/dev/null | grep -q "install ok installed"
+}
+if ! qemu_is_10 || ! qemu_utils_ok; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
     backports_source
     $SUDO apt-get update -q
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q -t bookworm-backports \
-        qemu-system-x86 qemu-system-common qemu-system-data
+        qemu-system-x86 qemu-system-common qemu-system-data qemu-utils
 fi
 
 if [ ! -f build/build.ninja ]; then

@@ -44,9 +44,14 @@ void add2(GPtrArray *a, const char *opt, char *val)
     g_ptr_array_add(a, val);
 }
 
-/* The guest's QEMU command line (no terminating NULL yet). */
+/* The guest's QEMU command line (no terminating NULL yet): the walker's,
+ * or the one f->args_hook builds. */
 void qemu_args(GPtrArray *a, const fixture *f, const char *serial, const char *qmp)
 {
+    if (f->args_hook) {
+        f->args_hook(a, f, serial, qmp);
+        return;
+    }
     g_ptr_array_add(a, g_strdup("qemu-system-x86_64"));
     add2(a, "-accel", g_strdup(f->kvm ? "kvm" : "tcg"));
     add2(a, "-machine", g_strdup(f->k->anon ? "pc" : "pc,memory-backend=ram0"));

@@ -32,7 +32,17 @@ typedef struct {
 } mem_kind;
 
 
-typedef struct {
+typedef struct fixture fixture;
+
+/*
+ * Builds a guest's QEMU command line in place of the walker's (see
+ * qemu_args()): serial is the console's log file, qmp the test's
+ * listening QMP socket.
+ */
+typedef void (*qemu_args_fn)(GPtrArray *a, const fixture *f, const char *serial,
+                             const char *qmp);
+
+struct fixture {
     const mem_kind *k;
     char *dir;            /* test directory (snapshot, logs, sockets) */
     char *memfile;        /* guest RAM file, on /dev/shm or hugetlbfs; NULL for anon */
@@ -44,7 +54,9 @@ typedef struct {
     unsigned saved_pass;  /* last pass the walker finished before the save */
     char *regs;           /* `info registers` of the saved guest */
     GArray *kids;         /* pidfd of every process spawned: teardown ends them */
-} fixture;
+    qemu_args_fn args_hook; /* another guest's command line (NULL: the walker's) */
+    const void *opaque;   /* what a test program keeps per case (NULL if nothing) */
+};
 
 typedef struct {
     GPid pid;
@@ -60,7 +72,8 @@ int listen_at(const char *path);
 /* add2 */
 void add2(GPtrArray *a, const char *opt, char *val);
 
-/* The guest's QEMU command line (no terminating NULL yet). */
+/* The guest's QEMU command line (no terminating NULL yet): the walker's,
+ * or the one f->args_hook builds. */
 void qemu_args(GPtrArray *a, const fixture *f, const char *serial, const char *qmp);
 
 /* Starts @argv; with @logs ("name"), its stdout and stderr go to files

@@ -112,10 +112,25 @@ bool sl_uffd_register(int uffd, void *addr, uint64_t len, uint64_t mode, uint64_
     return true;
 }
 
+/*
+ * UFFDIO_UNREGISTER wakes the threads faulting in the range before it
+ * clears the range's VMAs, but a thread faulting under the per-VMA lock
+ * (kernel 6.6+) may queue itself after that wake and before the clear
+ * write-locks its VMA; nobody would wake it again (its page is a hole we
+ * never place: a zero page), and it would sleep until the uffd is closed.
+ * Once the unregister has returned, every such thread has queued (the
+ * clear waited for its VMA lock, which it drops only after queuing), so
+ * one UFFDIO_WAKE of the range, which needs no registration, reaches all
+ * of them; they retry the fault on an unregistered range.
+ */
 int sl_uffd_unregister(int uffd, void *addr, uint64_t len)
 {
     struct uffdio_range r = { .start = (uintptr_t)addr, .len = len };
-    return ioctl(uffd, UFFDIO_UNREGISTER, &r) < 0 ? -errno : 0;
+
+    if (ioctl(uffd, UFFDIO_UNREGISTER, &r) < 0) {
+        return -errno;
+    }
+    return sl_uffd_wake(uffd, addr, len);
 }
 
 int sl_uffd_wake(int uffd, void *addr, uint64_t len)

@@ -43,7 +43,7 @@ int sl_uffd_open(uint64_t features, uint64_t optional, uint64_t *got, GError **e
 bool sl_uffd_register(int uffd, void *addr, uint64_t len, uint64_t mode, uint64_t need,
                       uint64_t *got, GError **errp);
 
-/** sl_uffd_unregister: 0 or -errno. */
+/** sl_uffd_unregister: unregister, then wake whoever still waits in the range; 0 or -errno. */
 int sl_uffd_unregister(int uffd, void *addr, uint64_t len);
 
 /** sl_uffd_copy: UFFDIO_COPY with retries on partial EAGAIN; *done = bytes copied. */

@@ -795,5 +795,8 @@ int main(void)
             };
         }
     }
+    if (g_getenv("SL_TEST_FILTER")) { /* a cmocka glob: run only matching cases */
+        cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
+    }
     return _cmocka_run_group_tests("numa", tests, n, NULL, NULL);
 }

@@ -399,6 +399,124 @@ static void test_faults_alone_without_prefault_complete_the_restore(void **state
     test_faults_alone_complete_the_restore(state);
 }
 
+/*
+ * Block 0 all zero pages (holes nobody places), block 1 data: the loader
+ * spends its time on block 1 while threads keep faulting on block 0.
+ */
+static void build_zero_and_data(fixture *f, uint64_t zero_len, uint64_t data_len)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree uint8_t *page = g_malloc0(PSIZE);
+    sl_writer *w;
+
+    need_uffd();
+    f->dir = sl_test_tmpdir();
+    f->path = g_build_filename(f->dir, "snap", NULL);
+    f->lengths[0] = zero_len;
+    f->lengths[1] = data_len;
+    f->nblocks = 2;
+    w = sl_writer_new(f->path, &err);
+    assert_int_equal(sl_writer_add_block(w, "b0", zero_len, PSIZE, -1, &err), 0);
+    assert_int_equal(sl_writer_add_block(w, "b1", data_len, PSIZE, -1, &err), 1);
+    for (uint64_t i = 0; i < zero_len / PSIZE; i++) {
+        assert_true(sl_writer_write(w, 0, i * PSIZE, page, PSIZE, &err));
+    }
+    for (uint64_t i = 0; i < data_len / PSIZE; i++) {
+        sl_test_fill_page(page, PSIZE, i, 2, 0);
+        assert_true(sl_writer_write(w, 1, i * PSIZE, page, PSIZE, &err));
+    }
+    assert_true(sl_writer_finish(w, &err));
+    sl_writer_free(w);
+    f->snap = sl_snapshot_open(f->path, &err);
+    assert_non_null(f->snap);
+}
+
+/* Reads the zero pages of block 0, each from its own start, until told to stop. */
+typedef struct {
+    const fixture *f;
+    unsigned id;
+    _Atomic bool *stop;
+    _Atomic unsigned *running; /* decremented on exit; read by the test thread */
+    uint64_t bad;
+} zero_toucher;
+
+static gpointer touch_zero_pages(gpointer opaque)
+{
+    zero_toucher *t = opaque;
+    uint64_t n = t->f->lengths[0] / PSIZE, i = t->id * 7919 % n;
+    const uint8_t *base = t->f->mem[0].host;
+
+    while (!atomic_load(t->stop)) {
+        t->bad += base[i * PSIZE + t->id] != 0 || base[i * PSIZE + PSIZE - 1] != 0;
+        i = (i + 1) % n;
+    }
+    atomic_fetch_sub(t->running, 1);
+    return NULL;
+}
+
+/* One restore into fresh memory under zero-page touchers; false if one of
+ * them was still asleep in its fault 10 s after completion. */
+static bool restore_round_wakes_every_zero_fault(fixture *f, unsigned round)
+{
+    enum { NT = 3 };
+    g_autoptr(GError) err = NULL;
+    g_autofree uint8_t *scratch = g_malloc(PSIZE);
+    _Atomic bool stop = false;
+    _Atomic unsigned running = NT;
+    zero_toucher t[NT];
+    GThread *th[NT];
+    int waited_ms = 0;
+
+    for (unsigned b = 0; b < 2; b++) {
+        sl_mem_release(&f->mem[b]);
+        if (!sl_mem_map(&f->mem[b], f->bc->kind, f->lengths[b], 0, &err)) {
+            fail_msg("sl_mem_map: %s", err->message);
+        }
+    }
+    fixture_start(f, 1, false);
+    for (unsigned i = 0; i < NT; i++) {
+        t[i] = (zero_toucher){ .f = f, .id = round * NT + i, .stop = &stop, .running = &running };
+        th[i] = g_thread_new("zero-toucher", touch_zero_pages, &t[i]);
+    }
+    assert_int_equal(sl_restore_wait(f->r, -1), 0);
+    atomic_store(&stop, true);
+    while (atomic_load(&running) && waited_ms < 10000) {
+        g_usleep(10000); /* the test's watchdog, not the product's */
+        waited_ms += 10;
+    }
+    sl_restore_free(f->r); /* closing the uffd wakes a sleeper for good */
+    f->r = NULL;
+    for (unsigned i = 0; i < NT; i++) {
+        g_thread_join(th[i]);
+        assert_int_equal(t[i].bad, 0);
+    }
+    for (uint64_t i = 0; i < f->lengths[1] / PSIZE; i += 97) {
+        sl_test_fill_page(scratch, PSIZE, i, 2, 0);
+        assert_memory_equal(scratch, f->mem[1].host + i * PSIZE, PSIZE);
+    }
+    return waited_ms < 10000;
+}
+
+/*
+ * Zero pages are holes the restore never places: a thread faulting on one
+ * as the restore completes is woken only by the unregister.  A fault taken
+ * under the per-VMA lock can queue after the kernel's own wake in
+ * UFFDIO_UNREGISTER; before the engine woke the range once more, such a
+ * thread (a vCPU) slept until the uffd was closed.
+ */
+static void test_threads_faulting_on_zero_pages_at_completion_are_always_woken(void **state)
+{
+    fixture *f = *state;
+
+    build_zero_and_data(f, 64 << 20, 32 << 20);
+    for (unsigned round = 0; round < 60; round++) {
+        if (!restore_round_wakes_every_zero_fault(f, round)) {
+            fail_msg("round %u: a thread faulting on a zero page as the restore completed "
+                     "was never woken", round);
+        }
+    }
+}
+
 static void test_fault_is_served_before_the_loader_reaches_it(void **state)
 {
     fixture *f = *state;
@@ -1648,6 +1766,11 @@ static bool any(const backend_case *bc)
     return true;
 }
 
+static bool four_k(const backend_case *bc)
+{
+    return bc->hugepage == 0;
+}
+
 static bool shared(const backend_case *bc)
 {
     return bc->kind != SL_BACKEND_ANON;
@@ -1681,6 +1804,8 @@ static const feature features[] = {
       test_lazy_corrupt_checksum_array_fails_the_restore_without_a_wrong_page, small_units },
     { "cancelling_bitmap_flips_never_serve_a_zero_page",
       test_cancelling_bitmap_flips_never_serve_a_zero_page, small_units },
+    { "threads_faulting_on_zero_pages_at_completion_are_always_woken",
+      test_threads_faulting_on_zero_pages_at_completion_are_always_woken, four_k },
     { "fault_is_served_before_the_loader_reaches_it", test_fault_is_served_before_the_loader_reaches_it, small_units },
     { "discarded_page_refaults_as_zero", test_discarded_page_refaults_as_zero, any },
     { "unmapped_page_refaults_with_its_data", test_unmapped_page_refaults_with_its_data, shared },

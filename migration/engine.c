@@ -941,17 +941,18 @@ static void fault_loop(fault_ctx *fc)
 
 /*
  * After completion: our own anonymous mappings into THPs (thp.c), range by
- * range, until done or stopped.  Remote anonymous views are their owner's
- * to collapse (the daemon does, on the consumer's pidfd).
+ * range, to the end, even if a stop comes meanwhile: the usual way to end
+ * a completed restore is to stop it at once (sl_restore_stop() then joins
+ * this), and the guest is to run on THPs as after an eager load.  Checking
+ * for a stop here made the collapse depend on a race with the caller's
+ * next call: at 4 GiB it was skipped whenever the stop came first.  Remote
+ * anonymous views are their owner's to collapse (the daemon does, on the
+ * consumer's pidfd).
  */
 static void collapse_own(sl_restore *r)
 {
     for (guint i = 0; i < r->regions->len; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
-        /* Acquire: pairs with the release store in sl_restore_stop(). */
-        if (atomic_load_explicit(&r->stopping, memory_order_acquire)) {
-            return;
-        }
         if (reg->mem.ops->kind == SL_BACKEND_ANON && reg->mem.host) {
             add(&r->c.thp_bytes, sl_thp_collapse(-1, (uintptr_t)reg->mem.host, r->snap,
                                                  reg->block));

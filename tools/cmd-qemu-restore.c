@@ -61,6 +61,7 @@ typedef struct {
     int threads;
     int multifd;          /* eager load of a mapped-ram file: multifd channels */
     char **vhost_user;    /* SOCKET=COMMAND: back-ends started registered, before QEMU */
+    const char *record;   /* write the guest's faulted pages, in order, there (a hot list) */
 } qr_opts;
 
 typedef struct {
@@ -226,7 +227,8 @@ static bool start_daemon(qr *r, GError **errp)
         sl_daemon_opts d = { .snapshot = r->o->snap, .socket = r->dsock, .exit_when_done = true,
                              .quiet = !g_getenv("SNAPLOAD_DEBUG"), .ready_fd = ready[1],
                              .stats_fd = stats[1],
-                             .serve = (const char *const *)r->serve->pdata };
+                             .serve = (const char *const *)r->serve->pdata,
+                             .record = r->o->record };
         d.cfg = (sl_restore_config){ .size = sizeof(d.cfg),
                                      .loader_threads = r->o->threads > 0 ? (unsigned)r->o->threads : 0,
                                      .no_loaders = r->o->threads == 0 };
@@ -791,6 +793,7 @@ static void report(const qr *r, const char *error)
     json_double(&j, "device_state_ms", span(r->t_dev0, r->t_dev1));
     json_double(&j, "cont_ms", r->o->paused ? -1 : span(r->t_dev1, r->t_run));
     json_double(&j, "incoming_to_running_ms", r->o->paused ? -1 : span(r->t_dev0, r->t_run));
+    json_double(&j, "incoming_ms", span(r->t0, r->t_dev0)); /* migrate-incoming, from the start */
     if (!r->o->eager) {
         lazy = lazy_json(r);
         json_raw(&j, "lazy_blocks", lazy);
@@ -944,7 +947,7 @@ static int run(const qr_opts *o)
 
 int cmd_qemu_restore(int argc, char **argv)
 {
-    g_autofree char *eager = NULL, *sock = NULL;
+    g_autofree char *eager = NULL, *sock = NULL, *record = NULL;
     g_auto(GStrv) vhost_user = NULL;
     gboolean json = false, verify = false, paused = false, quit = false;
     gint threads = -1, multifd = 0;
@@ -963,6 +966,10 @@ int cmd_qemu_restore(int argc, char **argv)
           "--full-stream)", "FILE" },
         { "multifd", 0, 0, G_OPTION_ARG_INT, &multifd, "with --eager of a mapped-ram file: "
           "QEMU loads with N multifd threads", "N" },
+        { "record", 0, 0, G_OPTION_ARG_FILENAME, &record, "when the restore ends, write the "
+          "pages the guest faulted on, in fault order, to FILE: a hot-page list for `snapload "
+          "index QEMU-FILE --hot FILE` (with loaders running, only the pages they had not "
+          "placed yet; --threads 0 records them all)", "FILE" },
         { "vhost-user", 0, 0, G_OPTION_ARG_STRING_ARRAY, &vhost_user, "start COMMAND, a "
           "vhost-user back-end listening on SOCKET, registered with the restore, before QEMU "
           "(ended after QEMU); repeatable", "SOCKET=COMMAND" },
@@ -984,12 +991,16 @@ int cmd_qemu_restore(int argc, char **argv)
                    &argc, &argv)) {
         return 2;
     }
+    if (record && eager) {
+        return cli_fail("--record records a lazy restore's faults: not with --eager");
+    }
     if (argc != 2 || multifd < 0 || (multifd && !eager)) {
         return cli_fail("qemu-restore needs exactly one SNAP before --; --multifd only with "
                         "--eager");
     }
     o = (qr_opts){ .snap = argv[1], .qemu_argv = o.qemu_argv, .eager = eager, .json = json,
                    .verify = verify, .paused = paused, .quit_when_done = quit, .threads = threads,
-                   .socket = sock, .multifd = multifd, .vhost_user = vhost_user };
+                   .socket = sock, .multifd = multifd, .vhost_user = vhost_user,
+                   .record = record };
     return run(&o);
 }

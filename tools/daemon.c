@@ -844,6 +844,7 @@ static bool daemon_init(server *d, const sl_daemon_opts *o, GError **errp)
         return false;
     }
     cfg.size = sizeof(cfg);
+    cfg.record = cfg.record || o->record;
     cfg.view_dropped = view_dropped;
     cfg.view_dropped_opaque = d;
     d->snap = sl_snapshot_open_flags(o->snapshot, SL_OPEN_LAZY_CHECKSUMS, errp);
@@ -866,8 +867,31 @@ static bool daemon_init(server *d, const sl_daemon_opts *o, GError **errp)
     return d->lfd >= 0;
 }
 
+/* opts.record: the pages the consumers faulted on, in order, once the engine stopped. */
+static void write_record(server *d)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GBytes) b = NULL;
+    const void *data;
+    gsize len;
+
+    if (!d->o->record || !d->r) {
+        return;
+    }
+    sl_restore_stop(d->r);
+    b = sl_restore_recorded(d->r);
+    data = b ? g_bytes_get_data(b, &len) : NULL;
+    if (!g_file_set_contents(d->o->record, data ? data : "", data ? (gssize)len : 0, &err)) {
+        fprintf(stderr, "snapload: --record: %s\n", err->message);
+    } else {
+        dlog(d, "recorded %" G_GSIZE_FORMAT " faulted pages in %s", data ? len / 16 : 0,
+             d->o->record);
+    }
+}
+
 static void daemon_fini(server *d)
 {
+    write_record(d);
     while (d->clients->len) {
         client *c = g_ptr_array_index(d->clients, 0);
         close(c->fd);

@@ -34,6 +34,8 @@ typedef struct {
                               * dropped (0: 10 s); clients that registered stay */
     const char *const *serve; /* NULL-terminated names of the blocks to serve (NULL: all);
                                * the others are not this daemon's (QEMU loads them) */
+    const char *record;    /* non-NULL: write the faulted pages in fault order there (a
+                            * hot-page list, restore --record's format) when the daemon ends */
 } sl_daemon_opts;
 
 /** Most clients served at once; more wait in the listen backlog. */

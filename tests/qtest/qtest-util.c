@@ -520,6 +520,21 @@ void wait_guest_touches(pid_t qemu, const char *memfile, uint64_t n)
     fail_msg("the guest did not touch its RAM after cont");
 }
 
+/* Kills (SIGKILL) the restore daemon listening on @dsock, found by its credentials. */
+void kill_daemon_at(const char *dsock)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    struct ucred cr;
+    socklen_t len = sizeof(cr);
+    int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+    g_strlcpy(a.sun_path, dsock, sizeof(a.sun_path));
+    assert_int_equal(connect(s, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cr, &len), 0);
+    assert_int_equal(kill(cr.pid, SIGKILL), 0);
+    close(s);
+}
+
 /* Ends @pid (QEMU) if it still runs, and says so: no guest may outlive its test. */
 bool end_if_alive(pid_t pid, int pidfd, int ms)
 {

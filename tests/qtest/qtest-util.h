@@ -164,6 +164,9 @@ void wait_guest_touches(pid_t qemu, const char *memfile, uint64_t n);
 /* Ends @pid (QEMU) if it still runs, and says so: no guest may outlive its test. */
 bool end_if_alive(pid_t pid, int pidfd, int ms);
 
+/** Kills (SIGKILL) the restore daemon listening on @dsock (qemu-restore --socket). */
+void kill_daemon_at(const char *dsock);
+
 /* Waits (bounded) until file @path contains @text. */
 void wait_for_text(const char *path, const char *text);
 

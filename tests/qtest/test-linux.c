@@ -24,7 +24,10 @@
  *    completed, the restored guest is saved again (the second generation)
  *    and restored the same way, with the same checks; last, a bit flipped
  *    in one of its pages must be reported by the workload, which shows its
- *    checks were live all along.
+ *    checks were live all along;
+ *  - daemon_death_ends_qemu_before_any_wrong_page (share=on RAM, QEMU's
+ *    file): the restore daemon killed mid-restore ends QEMU, and the guest
+ *    printed no wrong page before.
  *
  * KVM is used where /dev/kvm works (SNAPLOAD_WITHOUT=kvm forces TCG) and is
  * hardware-assisted: a /dev/kvm served by a software-only module (kvm_pvm)
@@ -314,10 +317,70 @@ static void test_snapshot_of_the_restored_guest_restores_clean(void **state)
     }
 }
 
+/*
+ * The restore daemon killed while the guest runs on half-restored RAM
+ * (no loaders: pages come only on faults, so many are still missing, which
+ * the test checks before the kill): QEMU is ended, qemu-restore says why
+ * and fails, and the guest never printed a wrong page before it went.
+ */
+static void test_daemon_death_ends_qemu_before_any_wrong_page(void **state)
+{
+    fixture *f = *state;
+    const lcase *c = f->opaque;
+    g_autofree char *serial = path_in(f, "death.serial"), *qmp = path_in(f, "death.qmp");
+    g_autofree char *dsock = path_in(f, "daemon.sock"), *req = lg_req_path(serial);
+    g_autofree char *errs = NULL, *log = NULL;
+    g_autoptr(GString) in = g_string_new(NULL);
+    uint64_t mapped, total;
+    int lq, rfd, qpfd, st;
+    pid_t qemu;
+    sl_qmp *q;
+    child r;
+
+    need_linux(f);
+    g_free(f->snap);
+    f->snap = g_strdup(gen1_of(f, c)->path);
+    lq = listen_at(qmp);
+    r = start_restore(f, (const char *[]){ "--threads", "0", "--socket", dsock, NULL }, serial,
+                      qmp, NULL);
+    q = accept_qmp(lq, &r);
+    qemu = sl_qmp_peer_pid(q);
+    qpfd = (int)syscall(SYS_pidfd_open, qemu, 0);
+    assert_true(qemu > 0 && qpfd >= 0);
+    lg_wait_running(q, qpfd, "death");
+    rfd = lg_req_connect(req);
+    lg_ping(rfd, in, "death"); /* the guest answers on pages served by faults */
+    mapped = pages_mapped(qemu, f->memfile, &total);
+    if (mapped >= total) {
+        end_if_alive(qemu, qpfd, 0);
+        fail_msg("every page of guest RAM was mapped before the daemon could be killed: this "
+                 "run cannot show a death mid-restore");
+    }
+    kill_daemon_at(dsock);
+    st = reap(&r, 60000);
+    errs = slurp(r.err);
+    sl_qmp_close(q);
+    if (end_if_alive(qemu, qpfd, 10000)) {
+        fail_msg("QEMU was still running after its daemon died and qemu-restore exited");
+    }
+    assert_false(g_spawn_check_wait_status(st, NULL));
+    if (!strstr(errs, "the restore daemon went away")) {
+        fail_msg("QEMU did not say the daemon went away; qemu-restore said:\n%s", errs);
+    }
+    log = slurp(serial);
+    lg_check_console(log, "death", true);
+    print_message("# %s: daemon killed with %" PRIu64 " of %" PRIu64 " pages mapped in QEMU; "
+                  "QEMU ended, no wrong page reported\n", f->k->name, mapped, total);
+    close(rfd);
+    close(qpfd);
+    close(lq);
+    child_free(&r);
+}
+
 int main(void)
 {
     static lcase cases[G_N_ELEMENTS(kinds) * G_N_ELEMENTS(fmts)];
-    struct CMUnitTest tests[2 * G_N_ELEMENTS(cases)];
+    struct CMUnitTest tests[3 * G_N_ELEMENTS(cases)];
     unsigned n = 0, nc = 0;
     int failed;
 
@@ -333,6 +396,13 @@ int main(void)
                 test_linux_guest_runs_clean_after_lazy_restore, lsetup, teardown, c);
             tests[n++].name = g_strdup_printf("%s/%s/linux_guest_runs_clean_after_lazy_restore",
                                               kinds[k].name, fmts[s].name);
+            if (!kinds[k].anon && !strcmp(fmts[s].format, "qemu")) { /* a RAM file to watch */
+                tests[n] = (struct CMUnitTest)cmocka_unit_test_prestate_setup_teardown(
+                    test_daemon_death_ends_qemu_before_any_wrong_page, lsetup, teardown, c);
+                tests[n++].name = g_strdup_printf(
+                    "%s/%s/daemon_death_ends_qemu_before_any_wrong_page", kinds[k].name,
+                    fmts[s].name);
+            }
             tests[n] = (struct CMUnitTest)cmocka_unit_test_prestate_setup_teardown(
                 test_snapshot_of_the_restored_guest_restores_clean, lsetup, teardown, c);
             tests[n++].name = g_strdup_printf(

@@ -115,11 +115,8 @@ static void test_daemon_death_ends_qemu_before_any_wrong_page(void **state)
 {
     fixture *f = *state;
     g_autofree char *serial = NULL, *qmp = NULL, *dsock = NULL, *errs = NULL, *log = NULL;
-    struct sockaddr_un a = { .sun_family = AF_UNIX };
-    struct ucred cr;
-    socklen_t len = sizeof(cr);
     uint64_t before, mapped, total;
-    int lq, s, st, qpfd;
+    int lq, st, qpfd;
     pid_t qemu;
     sl_qmp *q;
     child r;
@@ -147,12 +144,7 @@ static void test_daemon_death_ends_qemu_before_any_wrong_page(void **state)
         fail_msg("the guest had every page of its RAM mapped before the daemon could be "
                  "killed: this run cannot show a death mid-restore");
     }
-    g_strlcpy(a.sun_path, dsock, sizeof(a.sun_path));
-    s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    assert_int_equal(connect(s, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cr, &len), 0);
-    assert_int_equal(kill(cr.pid, SIGKILL), 0); /* with pages still missing */
-    close(s);
+    kill_daemon_at(dsock); /* with pages still missing */
     st = reap(&r, 60000);
     errs = slurp(r.err);
     sl_qmp_close(q);

@@ -395,6 +395,23 @@ bool sl_restore_bind(sl_restore *r, const char *block_name, int node, GError **e
 GBytes *sl_restore_recorded(const sl_restore *r);
 
 /**
+ * sl_restore_write_blocks:
+ * Save the memory of restore @r, running or complete, into writer @w: adds
+ * every block of @r's snapshot to @w (same names, sizes, page sizes and
+ * node hints; @w must have none yet) and writes all their pages.  A unit
+ * the restore has placed is read from the memory (with whatever was written
+ * there since); a unit not placed yet, which nothing can have written, from
+ * @r's snapshot, checked; a block that was not attached, from the snapshot
+ * too.  So a save during a restore never stores a missing page as zeros.
+ * The caller keeps writers of the memory still meanwhile (a VMM pauses its
+ * vCPUs), then adds its sections (device state) and finishes @w.  Fails on
+ * a page the restore refused, on a restore that was stopped before
+ * completion or failed, and on a block whose memory only another process
+ * maps (anonymous memory served through the daemon).  Since 1.4.
+ */
+bool sl_restore_write_blocks(sl_restore *r, sl_writer *w, GError **errp);
+
+/**
  * sl_restore_start:
  * Register every attached range with userfaultfd, start the fault thread and
  * the loaders.  When it returns true, the memory may be used: any access is

@@ -517,6 +517,186 @@ static void test_threads_faulting_on_zero_pages_at_completion_are_always_woken(v
     }
 }
 
+/* ------------------------- save during a restore ------------------------- */
+
+enum { SAVE_TOUCHERS = 2 };
+
+/* What the memory must hold: per page of block 0, 0 (the parent's bytes) or
+ * the generation its toucher last wrote.  Toucher t owns pages i % 2 == t. */
+typedef struct {
+    const fixture *f;
+    _Atomic uint32_t *gen;
+    _Atomic bool stop, pause;
+    _Atomic unsigned paused;
+    uint64_t bad;              /* pages that did not hold what they should (touchers) */
+} save_trial;
+
+typedef struct {
+    save_trial *st;
+    unsigned id;
+} save_toucher;
+
+/* The bytes page @i of block 0 must hold at generation @g. */
+static void expected_page(const fixture *f, uint64_t i, uint32_t g, uint8_t *p)
+{
+    if (g) {
+        sl_test_fill_page(p, PSIZE, i, 100 + g, 0);
+    } else {
+        sl_test_fill_page(p, PSIZE, i, 1, f->zero_every);
+    }
+}
+
+static void wait_while_paused(save_trial *st)
+{
+    if (!atomic_load(&st->pause)) {
+        return;
+    }
+    atomic_fetch_add(&st->paused, 1);
+    while (atomic_load(&st->pause)) {
+        g_usleep(100); /* the test's pause, as a VMM stops its vCPUs */
+    }
+    atomic_fetch_sub(&st->paused, 1);
+}
+
+/* Checks then rewrites random pages of its own, pausing when asked. */
+static gpointer touch_and_write(gpointer opaque)
+{
+    save_toucher *t = opaque;
+    save_trial *st = t->st;
+    g_autofree uint8_t *want = g_malloc(PSIZE);
+    GRand *rng = g_rand_new_with_seed(t->id * 977 + 5);
+    uint64_t half = st->f->lengths[0] / PSIZE / SAVE_TOUCHERS;
+
+    while (!atomic_load(&st->stop)) {
+        uint64_t i = (uint64_t)g_rand_int_range(rng, 0, (gint32)half) * SAVE_TOUCHERS + t->id;
+        uint8_t *page = st->f->mem[0].host + i * PSIZE;
+        uint32_t g = atomic_load(&st->gen[i]);
+
+        wait_while_paused(st);
+        expected_page(st->f, i, g, want);
+        st->bad += memcmp(want, page, PSIZE) != 0;
+        if (g_rand_boolean(rng)) {
+            expected_page(st->f, i, g + 1, want);
+            memcpy(page, want, PSIZE);
+            atomic_store(&st->gen[i], g + 1);
+        }
+    }
+    g_rand_free(rng);
+    return NULL;
+}
+
+/* Pauses the touchers, saves through the restore into @path, and returns
+ * the generations the memory held then (caller frees). */
+static uint32_t *save_paused(fixture *f, save_trial *st, const char *path, bool *mid)
+{
+    g_autoptr(GError) err = NULL;
+    sl_stats s = { .size = sizeof(s) };
+    uint64_t n = f->lengths[0] / PSIZE;
+    uint32_t *gens = g_new(uint32_t, n);
+    sl_writer *w;
+
+    atomic_store(&st->pause, true);
+    while (atomic_load(&st->paused) < SAVE_TOUCHERS) {
+        g_usleep(50);
+    }
+    sl_restore_get_stats(f->r, &s);
+    *mid = s.pages_present < s.pages_total;
+    for (uint64_t i = 0; i < n; i++) {
+        gens[i] = atomic_load(&st->gen[i]);
+    }
+    w = sl_writer_new(path, &err);
+    assert_non_null(w);
+    if (!sl_restore_write_blocks(f->r, w, &err) || !sl_writer_finish(w, &err)) {
+        fail_msg("saving during the restore: %s", err->message);
+    }
+    sl_writer_free(w);
+    atomic_store(&st->pause, false);
+    return gens;
+}
+
+/* Wrong pages of the save at @path against generations @gens. */
+static uint64_t wrong_saved_pages(const fixture *f, const char *path, const uint32_t *gens)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree uint8_t *want = g_malloc(PSIZE), *got = g_malloc(PSIZE);
+    sl_snapshot *s = sl_snapshot_open(path, &err);
+    uint64_t bad = 0;
+
+    assert_non_null(s);
+    for (uint64_t i = 0; i < f->lengths[0] / PSIZE; i++) {
+        expected_page(f, i, gens[i], want);
+        assert_int_equal(sl_snapshot_read_pages(s, 0, i, 1, got, true), 0);
+        bad += memcmp(want, got, PSIZE) != 0;
+    }
+    sl_snapshot_close(s);
+    return bad;
+}
+
+/* One trial: a restore into fresh memory under writing touchers, a save at
+ * a random moment; returns the save's wrong pages, *@mid if pages were
+ * still missing when it began. */
+static uint64_t save_trial_once(fixture *f, GRand *rng, unsigned trial, bool *mid)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree char *path = g_strdup_printf("%s/save-%u", f->dir, trial);
+    uint64_t n = f->lengths[0] / PSIZE, bad;
+    save_trial st = { .f = f, .gen = g_new0(_Atomic uint32_t, n) };
+    save_toucher t[SAVE_TOUCHERS];
+    GThread *th[SAVE_TOUCHERS];
+    g_autofree uint32_t *gens = NULL;
+
+    sl_mem_release(&f->mem[0]);
+    if (!sl_mem_map(&f->mem[0], f->bc->kind, f->lengths[0], f->bc->hugepage, &err)) {
+        fail_msg("sl_mem_map: %s", err->message);
+    }
+    fixture_start(f, 1, false);
+    for (unsigned i = 0; i < SAVE_TOUCHERS; i++) {
+        t[i] = (save_toucher){ .st = &st, .id = i };
+        th[i] = g_thread_new("writer", touch_and_write, &t[i]);
+    }
+    g_usleep((gulong)g_rand_int_range(rng, 0, 4000));
+    gens = save_paused(f, &st, path, mid);
+    assert_int_equal(sl_restore_wait(f->r, -1), 0);
+    atomic_store(&st.stop, true);
+    for (unsigned i = 0; i < SAVE_TOUCHERS; i++) {
+        g_thread_join(th[i]);
+    }
+    assert_int_equal(st.bad, 0);
+    sl_restore_free(f->r);
+    f->r = NULL;
+    bad = wrong_saved_pages(f, path, gens);
+    unlink(path);
+    g_free((void *)st.gen);
+    return bad;
+}
+
+/*
+ * A save taken at a random moment of a restore, while threads keep
+ * checking and rewriting pages (paused for the save, as vCPUs are), stores
+ * every page as the memory held it then: the pages written, and the
+ * parent's bytes for every page not placed yet (never zeros).  40 trials
+ * per backend; most must begin while pages are still missing.
+ */
+static void test_save_during_a_restore_stores_every_page_as_it_was(void **state)
+{
+    fixture *f = *state;
+    GRand *rng = g_rand_new_with_seed(41);
+    unsigned trials = 40, mid_restore = 0;
+    uint64_t wrong = 0;
+
+    fixture_build(f, MAX(16u << 20, 8 * unit_of(f->bc)), 0, 5);
+    for (unsigned i = 0; i < trials; i++) {
+        bool mid = false;
+        wrong += save_trial_once(f, rng, i, &mid);
+        mid_restore += mid;
+    }
+    g_rand_free(rng);
+    print_message("# %s: %u saves, %u of them while pages were missing, %" G_GUINT64_FORMAT
+                  " wrong pages\n", f->bc->name, trials, mid_restore, wrong);
+    assert_int_equal(wrong, 0);
+    assert_true(mid_restore >= trials / 2);
+}
+
 static void test_fault_is_served_before_the_loader_reaches_it(void **state)
 {
     fixture *f = *state;
@@ -1806,6 +1986,8 @@ static const feature features[] = {
       test_cancelling_bitmap_flips_never_serve_a_zero_page, small_units },
     { "threads_faulting_on_zero_pages_at_completion_are_always_woken",
       test_threads_faulting_on_zero_pages_at_completion_are_always_woken, four_k },
+    { "save_during_a_restore_stores_every_page_as_it_was",
+      test_save_during_a_restore_stores_every_page_as_it_was, small_units },
     { "fault_is_served_before_the_loader_reaches_it", test_fault_is_served_before_the_loader_reaches_it, small_units },
     { "discarded_page_refaults_as_zero", test_discarded_page_refaults_as_zero, any },
     { "unmapped_page_refaults_with_its_data", test_unmapped_page_refaults_with_its_data, shared },

@@ -1,0 +1,194 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * A save of memory that a lazy restore may still be filling
+ * (sl_restore_write_blocks()).
+ *
+ * While a restore runs, a page it has not placed yet is a hole in the
+ * memory: read plainly it gives zeros, which is how a save taken then
+ * stored real data as zero pages.  Such a page still holds what the parent
+ * snapshot (the one being restored) says, by construction: nothing can
+ * have written it, because a write to a missing page faults, and the
+ * fault places the parent's bytes before the write goes on.  So each unit
+ * is taken from where its true bytes are:
+ *  - placed (PRESENT): from the memory, which may hold the guest's writes;
+ *  - not placed, or being placed by a loader (ABSENT, CLAIMED): from the
+ *    parent snapshot, checked against its checksum;
+ *  - refused (POISONED: its stored bytes failed their checksum): the save
+ *    fails, naming the page, rather than store anything for it.
+ * A unit can only go from not placed to placed meanwhile, and then holds
+ * the parent's bytes as well, so the answer does not depend on the race.
+ * Writers of the memory must be still during the save (a VMM pauses its
+ * vCPUs first), as for any save.
+ *
+ * The memory of a shared backend is read with pread() on its file, which
+ * neither faults nor plants a page; anonymous memory through its mapping,
+ * where a placed zero unit that nobody touched is still a hole served (as
+ * zeros) by the running fault thread, or plain zeros after completion.
+ */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+#include "migration/format/format.h"
+#include "migration/pagemap.h"
+#include "restore-int.h"
+
+#define SAVE_RUN_BYTES (1u << 20) /* most bytes moved per read */
+
+/* Where unit @u's bytes come from: 1 the memory, 0 the parent, -1 nowhere. */
+static int unit_source(const sl_region *reg, uint64_t u)
+{
+    int st = sl_pagemap_state(reg->map, u);
+
+    return st == SL_PAGE_PRESENT ? 1 : st == SL_PAGE_POISONED ? -1 : 0;
+}
+
+/* Reads @len bytes of @reg's memory at @off into @dst; 0 or -errno. */
+static int read_memory(const sl_region *reg, uint64_t off, uint8_t *dst, uint64_t len)
+{
+    if (reg->mem.fd >= 0) {
+        for (uint64_t done = 0; done < len;) {
+            ssize_t n = pread(reg->mem.fd, dst + done, len - done,
+                              (off_t)(reg->mem.offset + off + done));
+            if (n <= 0) {
+                return n < 0 ? -errno : -EIO;
+            }
+            done += (uint64_t)n;
+        }
+        return 0;
+    }
+    if (!reg->mem.host) {
+        return -ENXIO; /* only another process maps it */
+    }
+    memcpy(dst, reg->mem.host + off, len);
+    return 0;
+}
+
+/* Units [u, u+n) of @reg, all from source @src, into @buf; 0 or -errno. */
+static int read_run(sl_restore *r, const sl_region *reg, uint64_t u, uint64_t n, int src,
+                    uint8_t *buf)
+{
+    uint64_t first = u * reg->ratio;
+    uint64_t pages = MIN(n * reg->ratio, reg->blk->npages - first);
+
+    if (src) {
+        return read_memory(reg, u * reg->unit, buf, pages * reg->blk->page_size);
+    }
+    return sl_snapshot_read_pages(r->snap, reg->block, first, pages, buf,
+                                  sl_snapshot_has_checksums(r->snap));
+}
+
+/* Writes attached region @reg into block @b of @w. */
+static bool save_region(sl_restore *r, const sl_region *reg, sl_writer *w, unsigned b,
+                        uint8_t *buf, uint64_t max_units, GError **errp)
+{
+    for (uint64_t u = 0; u < reg->nunits;) {
+        int src = unit_source(reg, u), ret;
+        uint64_t n = 1, off = u * reg->unit, len;
+
+        if (src < 0) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "block '%s': page %" G_GUINT64_FORMAT
+                        " was refused by the restore (it failed its checksum): nothing to "
+                        "save for it", reg->blk->name, u * reg->ratio);
+            return false;
+        }
+        while (u + n < reg->nunits && n < max_units && unit_source(reg, u + n) == src) {
+            n++;
+        }
+        len = MIN(n * reg->unit, reg->blk->length - off);
+        ret = read_run(r, reg, u, n, src, buf);
+        if (ret < 0) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block '%s' at 0x%" G_GINT64_MODIFIER
+                        "x: reading its %s: %s", reg->blk->name, off,
+                        src ? "memory" : "parent snapshot", g_strerror(-ret));
+            return false;
+        }
+        if (!sl_writer_write(w, b, off, buf, len, errp)) {
+            return false;
+        }
+        u += n;
+    }
+    return true;
+}
+
+/* A block nobody attached: the parent's pages, as they are. */
+static bool copy_block(sl_restore *r, unsigned b, sl_writer *w, uint8_t *buf, GError **errp)
+{
+    const sl_block *blk = &r->snap->blocks[b];
+    uint64_t per = MAX(1, SAVE_RUN_BYTES / blk->page_size);
+
+    for (uint64_t p = 0; p < blk->npages; p += per) {
+        uint64_t n = MIN(per, blk->npages - p);
+        int ret = sl_snapshot_read_pages(r->snap, b, p, n, buf,
+                                         sl_snapshot_has_checksums(r->snap));
+        if (ret < 0) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block '%s': reading its pages from the "
+                        "parent snapshot: %s", blk->name, g_strerror(-ret));
+            return false;
+        }
+        if (!sl_writer_write(w, b, p * blk->page_size, buf, n * blk->page_size, errp)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The region of snapshot block @b, or NULL if it was not attached. */
+static const sl_region *region_of(const sl_restore *r, unsigned b)
+{
+    for (guint i = 0; i < r->regions->len; i++) {
+        const sl_region *reg = g_ptr_array_index(r->regions, i);
+        if (reg->block == b) {
+            return reg;
+        }
+    }
+    return NULL;
+}
+
+/* A stopped restore may have left our anonymous memory registered with
+ * nobody to serve it: reading a placed zero unit there would wait for ever. */
+static bool may_save(const sl_restore *r, GError **errp)
+{
+    int st = sl_restore_poll((sl_restore *)r);
+
+    if (!r->started || (st != 0 && st != -EINPROGRESS) || (r->stopped && st != 0)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "a save needs a restore that was started "
+                    "and is running or complete (status: %s)",
+                    !r->started ? "not started" : st ? g_strerror(-st) : "stopped");
+        return false;
+    }
+    return true;
+}
+
+static bool add_blocks(const sl_restore *r, sl_writer *w, GError **errp)
+{
+    for (unsigned b = 0; b < r->snap->nblocks; b++) {
+        const sl_block *blk = &r->snap->blocks[b];
+        if (sl_writer_add_block(w, blk->name, blk->length, blk->page_size, blk->numa_node,
+                                errp) != (int)b) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool sl_restore_write_blocks(sl_restore *r, sl_writer *w, GError **errp)
+{
+    uint64_t bytes = MAX(SAVE_RUN_BYTES, r->max_bounce);
+    g_autofree uint8_t *buf = NULL;
+    bool ok;
+
+    if (!may_save(r, errp) || !add_blocks(r, w, errp)) {
+        return false;
+    }
+    for (guint i = 0; i < r->regions->len; i++) {
+        bytes = MAX(bytes, ((const sl_region *)g_ptr_array_index(r->regions, i))->unit);
+    }
+    buf = g_malloc(bytes);
+    ok = true;
+    for (unsigned b = 0; ok && b < r->snap->nblocks; b++) {
+        const sl_region *reg = region_of(r, b);
+        ok = reg ? save_region(r, reg, w, b, buf, MAX(1, bytes / reg->unit), errp)
+                 : copy_block(r, b, w, buf, errp);
+    }
+    return ok;
+}

@@ -36,10 +36,13 @@ char **cli_consumer_env(char **env, const char *dsock, const char *blocks, GErro
 /**
  * cli_save: write snapshot @out from raw images @raws (FILE[:NAME] each)
  * with @psize pages, an optional device-state file and hot-page list.
- * Returns an exit status (errors printed).
+ * With @dsock, a memory file that a lazy restore still fills is read
+ * through a view registered with that restore's daemon (its missing pages
+ * served), else such a file is refused.  Returns an exit status (errors
+ * printed).
  */
 int cli_save(char **raws, uint64_t psize, const char *out, const char *devstate,
-             const char *hot);
+             const char *hot, const char *dsock);
 
 /** Parses "4096", "4K", "2M", "1G", "3T" (binary units). */
 bool cli_parse_size(const char *s, uint64_t *out);

@@ -6,8 +6,11 @@
  * The default (snapload's container): stop the guest, save its device
  * state with x-ignore-shared (the memory-backend-file RAM stays out of the
  * stream), then read the RAM files and write them with that device state
- * into one snapshot with checksums.  RAM must be in share=on files, and no
- * lazy restore may still be filling them (their holes would read as zeros).
+ * into one snapshot with checksums.  RAM must be in share=on files.  While
+ * a lazy restore (qemu-restore) still fills them, their holes would read
+ * as zeros: the files are then read through views registered with the
+ * restore's daemon (found in QEMU's SNAPLOAD_SOCKET), whose missing pages
+ * it serves from the snapshot it restores; without one the save refuses.
  *
  * --format qemu: QEMU's own mapped-ram file, written by QEMU itself
  * (`migrate file:` with mapped-ram, multifd threads when asked): one file
@@ -67,7 +70,7 @@ static bool save_full_stream(sl_qmp *q, const char *full, GError **errp)
 /* Stops the guest and writes its device state to @dev (after a full stream
  * to @full when asked), then the snapshot @out. */
 static int save_stopped(sl_qmp *q, GPtrArray *raws, const char *dev, const char *out,
-                        const char *full, GError **errp)
+                        const char *full, const char *dsock, GError **errp)
 {
     g_autofree char *cat = g_strdup_printf("cat > '%s'", dev);
     g_autofree char *uri = sl_qemu_exec_uri(cat);
@@ -84,7 +87,7 @@ static int save_stopped(sl_qmp *q, GPtrArray *raws, const char *dev, const char 
         return -1;
     }
     dev_ms = cli_now_ms() - t0;
-    ret = cli_save((char **)raws->pdata, 4096, out, dev, NULL);
+    ret = cli_save((char **)raws->pdata, 4096, out, dev, NULL, dsock);
     if (ret == 0) {
         fprintf(stderr, "snapload: saved %u RAM block(s) and the device state (%.1f ms) to %s\n",
                 raws->len - 1, dev_ms, out);
@@ -92,8 +95,29 @@ static int save_stopped(sl_qmp *q, GPtrArray *raws, const char *dev, const char 
     return ret;
 }
 
-/* False if a lazy restore still fills @b's memory file (busy.c). */
-static bool memory_idle(const sl_qemu_backend *b, GError **errp)
+/*
+ * The socket of the restore daemon serving QEMU (@pid), from the
+ * SNAPLOAD_SOCKET its preload client was started with, or NULL.
+ */
+static char *restore_socket_of(pid_t pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/environ", (int)pid), *env = NULL;
+    gsize len;
+
+    if (pid <= 0 || !g_file_get_contents(path, &env, &len, NULL)) {
+        return NULL;
+    }
+    for (gsize i = 0; i < len; i += strlen(env + i) + 1) {
+        if (g_str_has_prefix(env + i, "SNAPLOAD_SOCKET=") && env[i + 16]) {
+            return g_strdup(env + i + 16);
+        }
+    }
+    return NULL;
+}
+
+/* False if a lazy restore still fills @b's memory file (busy.c) and no
+ * daemon (@dsock) serves QEMU, through which the save could read it. */
+static bool memory_idle(const sl_qemu_backend *b, const char *dsock, GError **errp)
 {
     int fd = open(b->mem_path, O_RDONLY | O_CLOEXEC);
     bool ok = fd < 0 || sl_busy_check(fd, 0, b->size, b->mem_path, errp);
@@ -101,11 +125,15 @@ static bool memory_idle(const sl_qemu_backend *b, GError **errp)
     if (fd >= 0) {
         close(fd);
     }
+    if (!ok && dsock && (*errp)->code == SL_ERROR_STATE) {
+        g_clear_error(errp); /* read through the daemon, its missing pages served */
+        return true;
+    }
     return ok; /* a file we cannot open fails later, with its reason */
 }
 
 /* The RAM files of QEMU's backends as `save --raw` inputs (FILE:NAME). */
-static GPtrArray *raw_inputs(sl_qmp *q, GError **errp)
+static GPtrArray *raw_inputs(sl_qmp *q, const char *dsock, GError **errp)
 {
     g_autoptr(GPtrArray) bs = sl_qemu_qmp_backends(q, errp);
     g_autoptr(GPtrArray) raws = g_ptr_array_new_with_free_func(g_free);
@@ -127,7 +155,7 @@ static GPtrArray *raw_inputs(sl_qmp *q, GError **errp)
                         b->mem_path);
             return NULL;
         }
-        if (!memory_idle(b, errp)) {
+        if (!memory_idle(b, dsock, errp)) {
             return NULL; /* before the guest is stopped: it runs on untouched */
         }
         g_ptr_array_add(raws, g_strdup_printf("%s:%s", b->mem_path, b->id));
@@ -138,7 +166,8 @@ static GPtrArray *raw_inputs(sl_qmp *q, GError **errp)
 
 static int save_container(sl_qmp *q, const char *out, const char *full, GError **errp)
 {
-    g_autoptr(GPtrArray) raws = raw_inputs(q, errp);
+    g_autofree char *dsock = restore_socket_of(sl_qmp_peer_pid(q));
+    g_autoptr(GPtrArray) raws = raw_inputs(q, dsock, errp);
     g_autofree char *tmp = NULL, *dev = NULL;
     int ret;
 
@@ -146,7 +175,7 @@ static int save_container(sl_qmp *q, const char *out, const char *full, GError *
         return -1;
     }
     dev = g_build_filename(tmp, "device-state", NULL);
-    ret = save_stopped(q, raws, dev, out, full, errp);
+    ret = save_stopped(q, raws, dev, out, full, dsock, errp);
     unlink(dev); /* on every path: the temporary directory never stays behind */
     rmdir(tmp);
     return ret;

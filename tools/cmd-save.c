@@ -10,9 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "cli.h"
+#include "client.h"
 #include "migration/busy.h"
 #include "migration/format/format.h"
 
@@ -69,16 +71,74 @@ static bool apply_node_hint(const char *arg, raw_input *ins, unsigned n)
     return false;
 }
 
-static bool copy_raw(sl_writer *w, unsigned block, const raw_input *in, uint8_t *buf,
-                     uint64_t *done, uint64_t total, GError **errp)
+/*
+ * A memory file that a lazy restore still fills, read through our own
+ * mapping of it registered with that restore's daemon (@dsock), as a
+ * vhost-user back-end's is: a page not placed yet is served with the
+ * snapshot's bytes when the copy touches it, never read as a hole.  Pages
+ * go through @buf, so the writer never sees the busy mapping itself.
+ */
+static bool copy_served(sl_writer *w, unsigned block, const raw_input *in, const char *dsock,
+                        uint8_t *buf, uint64_t *done, uint64_t total, GError **errp)
+{
+    int fd = open(in->path, O_RDWR | O_CLOEXEC), sock = -1, uffd = -1;
+    uint8_t *map = fd < 0 ? MAP_FAILED : mmap(NULL, in->size, PROT_READ, MAP_SHARED, fd, 0);
+    bool ok = map != MAP_FAILED;
+
+    if (!ok) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", in->path, g_strerror(errno));
+    }
+    ok = ok && (sock = sl_client_connect(dsock, "save", errp)) >= 0 &&
+         (uffd = sl_client_register(sock, in->name, map, in->size, fd, 0, errp)) >= 0;
+    for (uint64_t off = 0; ok && off < in->size; off += IO_CHUNK) {
+        size_t len = (size_t)MIN(IO_CHUNK, in->size - off);
+        memcpy(buf, map + off, len); /* faults on missing pages are served */
+        ok = sl_writer_write(w, block, off, buf, len, errp);
+        *done += len;
+        cli_progress("save", *done, total);
+    }
+    if (map != MAP_FAILED) {
+        munmap(map, in->size);
+    }
+    for (unsigned i = 0; i < 3; i++) {
+        int c = (int[]){ uffd, sock, fd }[i];
+        if (c >= 0) {
+            close(c);
+        }
+    }
+    return ok;
+}
+
+/* Whether @fd may be read plainly; with @dsock a busy file is not an error. */
+static bool idle_or_served(int fd, const raw_input *in, const char *dsock, bool *served,
+                           GError **errp)
+{
+    *served = false;
+    if (sl_busy_check(fd, 0, in->size, in->path, errp)) {
+        return true;
+    }
+    if (!dsock || (*errp)->code != SL_ERROR_STATE) {
+        return false; /* holes would read as zeros */
+    }
+    g_clear_error(errp);
+    *served = true;
+    return true;
+}
+
+static bool copy_raw(sl_writer *w, unsigned block, const raw_input *in, const char *dsock,
+                     uint8_t *buf, uint64_t *done, uint64_t total, GError **errp)
 {
     int fd = open(in->path, O_RDONLY | O_CLOEXEC);
-    bool ok = fd >= 0;
+    bool ok = fd >= 0, served = false;
 
     if (!ok) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", in->path, g_strerror(errno));
     } else {
-        ok = sl_busy_check(fd, 0, in->size, in->path, errp); /* holes would read as zeros */
+        ok = idle_or_served(fd, in, dsock, &served, errp);
+    }
+    if (ok && served) {
+        close(fd);
+        return copy_served(w, block, in, dsock, buf, done, total, errp);
     }
     for (uint64_t off = 0; ok && off < in->size; off += IO_CHUNK) {
         size_t len = (size_t)MIN(IO_CHUNK, in->size - off);
@@ -128,7 +188,7 @@ static bool add_hot_list(sl_writer *w, const char *path, const raw_input *ins, u
 }
 
 static int save_all(raw_input *ins, unsigned n, uint64_t psize, const char *out,
-                    const char *devstate, const char *hot)
+                    const char *devstate, const char *hot, const char *dsock)
 {
     g_autoptr(GError) err = NULL;
     g_autofree uint8_t *buf = g_malloc(IO_CHUNK);
@@ -151,7 +211,7 @@ static int save_all(raw_input *ins, unsigned n, uint64_t psize, const char *out,
         total += ins[i].size;
     }
     for (unsigned i = 0; ok && i < n; i++) {
-        ok = copy_raw(w, i, &ins[i], buf, &done, total, &err);
+        ok = copy_raw(w, i, &ins[i], dsock, buf, &done, total, &err);
     }
     if (ok && devstate) {
         g_autofree char *data = NULL;
@@ -175,7 +235,7 @@ static int save_all(raw_input *ins, unsigned n, uint64_t psize, const char *out,
 
 /* Reads the raw images' sizes, applies --node hints, writes the snapshot. */
 static int save_hinted(char **raws, char **nodes, uint64_t psize, const char *out,
-                       const char *devstate, const char *hot)
+                       const char *devstate, const char *hot, const char *dsock)
 {
     unsigned n = g_strv_length(raws);
     raw_input *ins = g_new0(raw_input, n);
@@ -187,7 +247,7 @@ static int save_hinted(char **raws, char **nodes, uint64_t psize, const char *ou
     for (unsigned i = 0; nodes && nodes[i] && ret == 0; i++) {
         ret = apply_node_hint(nodes[i], ins, n) ? 0 : 1;
     }
-    ret = ret ? ret : save_all(ins, n, psize, out, devstate, hot);
+    ret = ret ? ret : save_all(ins, n, psize, out, devstate, hot, dsock);
     for (unsigned i = 0; i < n; i++) {
         g_free(ins[i].path);
         g_free(ins[i].name);
@@ -223,13 +283,13 @@ int cmd_save(int argc, char **argv)
     if (psize & (psize - 1) || psize < 4096 || psize > (1u << 30)) {
         return cli_fail("--page-size: %s is not a power of two from 4K to 1G", psize_s);
     }
-    return save_hinted(raws, nodes, psize, out, devstate, hot);
+    return save_hinted(raws, nodes, psize, out, devstate, hot, NULL);
 }
 
 int cli_save(char **raws, uint64_t psize, const char *out, const char *devstate,
-             const char *hot)
+             const char *hot, const char *dsock)
 {
-    return save_hinted(raws, NULL, psize, out, devstate, hot);
+    return save_hinted(raws, NULL, psize, out, devstate, hot, dsock);
 }
 
 /* ------------------------------- synth --------------------------------- */

@@ -25,6 +25,9 @@
  *    and restored the same way, with the same checks; last, a bit flipped
  *    in one of its pages must be reported by the workload, which shows its
  *    checks were live all along;
+ *  - snapshot_saved_during_the_restore_restores_clean (our container):
+ *    qemu-save while the restore still places pages, then a restore of
+ *    that save runs clean;
  *  - daemon_death_ends_qemu_before_any_wrong_page (share=on RAM, QEMU's
  *    file): the restore daemon killed mid-restore ends QEMU, and the guest
  *    printed no wrong page before.
@@ -318,6 +321,74 @@ static void test_snapshot_of_the_restored_guest_restores_clean(void **state)
 }
 
 /*
+ * Saves the guest of snapshot @s in our container while its lazy restore
+ * still runs (right after its first answer), into @out; fails if the
+ * restore had completed before the save began.
+ */
+static void save_mid_restore(fixture *f, const snap *s, snap *out)
+{
+    g_autofree char *serial = path_in(f, "mid.serial"), *qmp = path_in(f, "mid.qmp");
+    g_autofree char *saveq = path_in(f, "restore-save.qmp"), *req = lg_req_path(serial);
+    g_autofree char *log = NULL;
+    g_autoptr(GString) in = g_string_new(NULL);
+    uint64_t mapped, total;
+    int lq, rfd, qpfd;
+    sl_qmp *q;
+    child r;
+
+    g_free(f->snap);
+    f->snap = g_strdup(s->path);
+    lq = listen_at(qmp);
+    /* No loaders: only the guest's faults place pages, so most are missing
+     * when the save begins (checked), and the save itself must get them. */
+    r = start_restore(f, (const char *[]){ "--json", "--threads", "0", NULL }, serial, qmp, NULL);
+    q = accept_qmp(lq, &r);
+    qpfd = (int)syscall(SYS_pidfd_open, sl_qmp_peer_pid(q), 0);
+    assert_true(qpfd >= 0);
+    lg_wait_running(q, qpfd, "mid");
+    rfd = lg_req_connect(req);
+    lg_ping(rfd, in, "mid");
+    mapped = pages_mapped(sl_qmp_peer_pid(q), f->memfile, &total);
+    if (mapped >= total / 2) {
+        fail_msg("%" PRIu64 " of %" PRIu64 " pages were in place before the save began: this "
+                 "run cannot show a save during a restore", mapped, total);
+    }
+    print_message("# %s: saving with %" PRIu64 " of %" PRIu64 " pages in place\n", f->k->name,
+                  mapped, total);
+    out->path = g_strdup_printf("%s/%s-mid-restore", guest.dir, f->k->name);
+    log = slurp(serial);
+    out->pages = lg_heartbeats(log).pages;
+    lg_save(saveq, "snapload", out->path); /* qemu-save reads missing pages via the daemon */
+    lg_cont_after_save(q);
+    sl_qmp_ok(q, "quit", NULL, NULL);
+    sl_qmp_close(q);
+    reap(&r, 60000);
+    close(rfd);
+    close(qpfd);
+    close(lq);
+    child_free(&r);
+}
+
+/*
+ * The guest saved (qemu-save, our container) while its restore still
+ * placed pages, then restored from that save: it runs clean (every check
+ * of the workload and its files), as the issue's user found it did not
+ * when the save read the RAM file's holes as zeros.
+ */
+static void test_snapshot_saved_during_the_restore_restores_clean(void **state)
+{
+    fixture *f = *state;
+    const lcase *c = f->opaque;
+    snap mid = { 0 };
+
+    need_linux(f);
+    save_mid_restore(f, gen1_of(f, c), &mid);
+    restore_linux(f, &mid, "from-mid", NULL, NULL, false);
+    unlink(mid.path);
+    g_free(mid.path);
+}
+
+/*
  * The restore daemon killed while the guest runs on half-restored RAM
  * (no loaders: pages come only on faults, so many are still missing, which
  * the test checks before the kill): QEMU is ended, qemu-restore says why
@@ -380,7 +451,7 @@ static void test_daemon_death_ends_qemu_before_any_wrong_page(void **state)
 int main(void)
 {
     static lcase cases[G_N_ELEMENTS(kinds) * G_N_ELEMENTS(fmts)];
-    struct CMUnitTest tests[3 * G_N_ELEMENTS(cases)];
+    struct CMUnitTest tests[4 * G_N_ELEMENTS(cases)];
     unsigned n = 0, nc = 0;
     int failed;
 
@@ -396,6 +467,13 @@ int main(void)
                 test_linux_guest_runs_clean_after_lazy_restore, lsetup, teardown, c);
             tests[n++].name = g_strdup_printf("%s/%s/linux_guest_runs_clean_after_lazy_restore",
                                               kinds[k].name, fmts[s].name);
+            if (!strcmp(fmts[s].format, "snapload")) { /* qemu-save's own container */
+                tests[n] = (struct CMUnitTest)cmocka_unit_test_prestate_setup_teardown(
+                    test_snapshot_saved_during_the_restore_restores_clean, lsetup, teardown, c);
+                tests[n++].name = g_strdup_printf(
+                    "%s/%s/snapshot_saved_during_the_restore_restores_clean", kinds[k].name,
+                    fmts[s].name);
+            }
             if (!kinds[k].anon && !strcmp(fmts[s].format, "qemu")) { /* a RAM file to watch */
                 tests[n] = (struct CMUnitTest)cmocka_unit_test_prestate_setup_teardown(
                     test_daemon_death_ends_qemu_before_any_wrong_page, lsetup, teardown, c);

@@ -24,7 +24,11 @@ hugetlbfs-1G), medians over --reps repetitions, page cache warm:
     out): lazy `qemu-restore` of QEMU's own mapped-ram file against QEMU's
     own eager loads of the same guest (`file:` without and with multifd,
     `exec:` stream), on anon, shmem and hugetlbfs-2M guest RAM, at
-    --qemu-sizes (scripts/bench-qemu.py; its whole table: OUT/bench-qemu.md).
+    --qemu-sizes (scripts/bench-qemu.py; its whole table: OUT/bench-qemu.md);
+  - with --only linux (not in the default run: it boots a Linux guest under
+    TCG here and takes a while): what the Linux guest's user feels, eager,
+    lazy and lazy+hot restores of QEMU's own file of a --linux-mem guest
+    on --linux-backend (bench/linux.py; OUT/bench-linux.md, .json, .svg).
 The eager baselines are plain pread loads (no checksum checks), while the
 lazy restores check every page: the comparison is, if anything, unfair to
 snapload.  Sizes default to 1G,4G, plus 16G where the machine has memory
@@ -50,10 +54,10 @@ the pools put back afterwards.
 usage: bench/run.py [--sizes 1G,4G] [--backends anon,shmem,hugetlbfs-2M,hugetlbfs-1G]
                     [--reps 3] [--dir /var/tmp/snapload-bench] [--out DIR] [--no-qemu]
                     [--qemu-sizes 1G,4G] [--build DIR] [--only SECTIONS]
-                    [--sparse-sizes 16G,64G]
+                    [--sparse-sizes 16G,64G] [--linux-mem 4G] [--linux-backend shmem]
   --build DIR       binaries from DIR (default: $SNAPLOAD_BUILD, else ./build)
-  --only SECTIONS   of main,qemu,fill,latency,cold,sparse,thp (default: all);
-                    issue12 = fill,latency,cold,sparse,thp
+  --only SECTIONS   of main,qemu,fill,latency,cold,sparse,thp,linux (default: all
+                    but linux); issue12 = fill,latency,cold,sparse,thp
 """
 import argparse
 import contextlib
@@ -82,7 +86,10 @@ POOLS = {2 << 20: "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages",
          1 << 30: "/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages"}
 # Sections of the run (--only): the side-by-side table with peers and the
 # picture, stock QEMU, and the five of the issue-12 acceptance table.
-SECTIONS = ("main", "qemu", "fill", "latency", "cold", "sparse", "thp")
+SECTIONS = ("main", "qemu", "fill", "latency", "cold", "sparse", "thp", "linux")
+# The default run: every section but linux (a Linux guest booted and restored
+# under TCG: asked for by name, --only linux).
+DEFAULT_SECTIONS = tuple(x for x in SECTIONS if x != "linux")
 ISSUE12 = ("fill", "latency", "cold", "sparse", "thp")
 BACKENDS = {  # name -> (restore arguments, hugepage size in bytes)
     "anon": (["--backend", "anon"], 0),
@@ -328,6 +335,10 @@ class Bench:
         if q:
             self.res["qemu"] = q
             self.res["phase_s"]["qemu"] = round(time.time() - t)
+        if "linux" in self.only:
+            t = time.time()
+            self.res["linux"] = self.linux()
+            self.res["phase_s"]["linux"] = round(time.time() - t)
         self.res["duration_s"] = round(time.time() - t0)
 
     def main_table(self):
@@ -373,6 +384,29 @@ class Bench:
                 r.pop("runs", None)
                 r.pop("verify_run", None)
         return q
+
+
+    def linux(self):
+        """bench/linux.py with this run's repetitions: the Linux guest's
+        first answer, first pass and faults after eager, lazy and lazy+hot
+        restores; its summary goes into our JSON (every run stays in
+        OUT/bench-linux.json)."""
+        cmd = [sys.executable, os.path.join(ROOT, "bench/linux.py"), "--mem", self.a.linux_mem,
+               "--backend", self.a.linux_backend, "--reps", str(self.a.reps),
+               "--dir", os.path.join(self.a.dir, "linux"), "--out", self.a.out,
+               "--build", BUILD]
+        log("the Linux guest: %s" % shlex.join(cmd[1:]))
+        path = os.path.join(self.a.out, "bench-linux.json")
+        t = time.time()
+        p = subprocess.run(cmd, stdout=subprocess.DEVNULL)
+        if not os.path.exists(path) or os.path.getmtime(path) < t:  # none, or an older run's
+            return {"error": "bench/linux.py failed (status %d) before writing its report"
+                    % p.returncode}
+        with open(path) as f:
+            lx = json.load(f)
+        return {"status": p.returncode, "command": lx["command"], "mem": lx["mem"],
+                "backend": lx["backend"], "accel": lx["accel"], "reps": lx["reps"],
+                "summary": lx["summary"], "failures": lx["failures"]}
 
 
 # The issue-12 acceptance table (--only fill,latency,cold,sparse,thp).
@@ -926,6 +960,27 @@ def qemu_lines(q):
     return out
 
 
+def linux_lines(lx):
+    """The Linux guest's acceptance rows (the whole report: bench-linux.md)."""
+    if "error" in lx:
+        return ["The Linux guest (--only linux): not measured: %s" % lx["error"]]
+    out = ["The Linux guest (`%s`, %s %s under %s, medians of %d; every figure in "
+           "[bench-linux.md](bench-linux.md)):" % (lx["command"], lx["mem"], lx["backend"],
+                                                   lx["accel"], lx["reps"]), "",
+           "| check | figure | baseline | ratio | target | |", "|---|---:|---:|---:|---|---|"]
+    for c in lx["summary"]["acceptance"]:
+        r = c["ratio"]
+        ratio = "-" if r is None else ("%.1f %% fewer" % (r * 100) if c["check"].startswith(
+            "faults") else "%.2f×" % r)
+        out.append("| %s | %s | %s | %s | %s | %s |" % (
+            c["check"], fmt(c["figure"]), fmt(c["baseline"]), ratio, c["target"],
+            {True: "met", False: "**NOT met**", None: ""}[c["met"]]))
+    for f in lx["failures"]:
+        out.append("- failed: %s repetition %d: %s" % (f["mode"], f["rep"],
+                                                     f["error"].splitlines()[0][:200]))
+    return out
+
+
 def svg(tl, path):
     """Bytes in place over time, lazy against eager, as an SVG line chart."""
     w, h, l, b = 640, 360, 60, 40
@@ -985,9 +1040,12 @@ def main():
     ap.add_argument("--out", default=None, help="where results go (default: DIR/results)")
     ap.add_argument("--build", default=None,
                     help="snapload build directory (default: $SNAPLOAD_BUILD, else ./build)")
-    ap.add_argument("--only", default=",".join(SECTIONS),
-                    help="sections to run, of %s; 'issue12' stands for %s (default: all)"
-                    % (",".join(SECTIONS), ",".join(ISSUE12)))
+    ap.add_argument("--only", default=",".join(DEFAULT_SECTIONS),
+                    help="sections to run, of %s; 'issue12' stands for %s (default: all "
+                    "but linux)" % (",".join(SECTIONS), ",".join(ISSUE12)))
+    ap.add_argument("--linux-mem", default="4G", help="guest RAM of the linux section")
+    ap.add_argument("--linux-backend", default="shmem", choices=("shmem", "anon", "hugetlbfs-2M"),
+                    help="guest RAM of the linux section: shmem, anon or hugetlbfs-2M")
     ap.add_argument("--sparse-sizes", default="16G,64G",
                     help="the sparse guests (95%% zero pages) of the issue-12 table; '' leaves "
                     "them out")
@@ -1046,6 +1104,8 @@ def main():
         lines += issue12_lines(res) + [""]
     if "qemu" in res:
         lines += qemu_lines(res["qemu"]) + [""]
+    if "linux" in res:
+        lines += linux_lines(res["linux"]) + [""]
     for s in res["skipped"]:
         lines.append("Not measured: %s %s: %s" % (s["size"], s["backend"], s["why"]))
     if "timeline" in res:

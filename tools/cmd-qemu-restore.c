@@ -794,6 +794,9 @@ static void report(const qr *r, const char *error)
     json_double(&j, "cont_ms", r->o->paused ? -1 : span(r->t_dev1, r->t_run));
     json_double(&j, "incoming_to_running_ms", r->o->paused ? -1 : span(r->t_dev0, r->t_run));
     json_double(&j, "incoming_ms", span(r->t0, r->t_dev0)); /* migrate-incoming, from the start */
+    /* The start (QEMU spawned) on CLOCK_MONOTONIC, so that a caller can put
+     * its own timestamps (a guest's first answer) on the same time line. */
+    json_double(&j, "start_monotonic_ms", r->t0 > 0 ? r->t0 : NAN);
     if (!r->o->eager) {
         lazy = lazy_json(r);
         json_raw(&j, "lazy_blocks", lazy);

@@ -13,7 +13,9 @@
  *    daemon placed no page twice and missed none;
  *  - the same with the file written by multifd threads;
  *  - plain QEMU loads the file eagerly (`migrate-incoming file:`) and the
- *    guest runs on: one file serves both.
+ *    guest runs on: one file serves both;
+ *  - `qemu-restore --record` lists the pages the guest faulted on, and
+ *    `snapload index --hot` puts that list into the file's sidecar index.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -139,11 +141,88 @@ static void test_qemu_file_loads_eagerly_in_plain_qemu(void **state)
     child_free(&r);
 }
 
+/* Entries of the hot-page list @path that name a page of @snap; fails on one that does not. */
+static uint64_t valid_hot_entries(const char *path, const char *snap_path)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree char *data = NULL;
+    sl_snapshot *snap = sl_snapshot_open(snap_path, &err);
+    gsize len = 0;
+
+    assert_non_null(snap);
+    assert_true(g_file_get_contents(path, &data, &len, NULL));
+    assert_int_equal(len % 16, 0);
+    for (gsize i = 0; i < len / 16; i++) {
+        uint32_t b;
+        uint64_t page;
+        sl_block_info bi;
+        memcpy(&b, data + i * 16, 4);
+        memcpy(&page, data + i * 16 + 8, 8);
+        if (!sl_snapshot_block(snap, b, &bi) || page >= bi.pages) {
+            fail_msg("hot-list entry %zu names block %u page %" G_GUINT64_FORMAT ", not in the "
+                     "snapshot", (size_t)i, b, page);
+        }
+    }
+    sl_snapshot_close(snap);
+    return len / 16;
+}
+
+/*
+ * `qemu-restore --threads 0 --record LIST` writes the pages the guest
+ * faulted on (the walker's pass touches them all), and `snapload index
+ * FILE --hot LIST` takes the list into the file's sidecar index, which
+ * the next open attaches (its hot-pages section is the list itself).
+ */
+static void test_recorded_faults_become_the_hot_list_of_the_index(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *serial = path_in(f, "record.serial"), *qmp = path_in(f, "record.qmp");
+    g_autofree char *hot = path_in(f, "hot.list"), *out = NULL, *errs = NULL;
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GBytes) section = NULL;
+    uint64_t n;
+    int lq, st;
+    sl_snapshot *snap;
+    sl_qmp *q;
+    child r;
+
+    need(f);
+    f->save_format = "qemu";
+    boot_and_save(f);
+    lq = listen_at(qmp);
+    r = start_restore(f, (const char *[]){ "--threads", "0", "--record", hot, NULL }, serial,
+                      qmp, NULL);
+    q = accept_qmp(lq, &r);
+    wait_walker(serial, f->saved_pass + 1, 0);
+    sl_qmp_ok(q, "quit", NULL, NULL);
+    sl_qmp_close(q);
+    reap(&r, 60000);
+    n = valid_hot_entries(hot, f->snap);
+    if (n < 1000) {
+        fail_msg("the recorded list holds %" G_GUINT64_FORMAT " pages after a pass of the "
+                 "walker over its RAM", n);
+    }
+    st = sl_test_run_cli((const char *[]){ "index", f->snap, "--hot", hot, NULL }, &out, &errs);
+    if (!g_spawn_check_wait_status(st, NULL)) {
+        fail_msg("snapload index --hot: %s", errs);
+    }
+    snap = sl_snapshot_open(f->snap, &err);
+    assert_non_null(snap);
+    section = sl_snapshot_read_section(snap, SL_SECTION_HOT_PAGES, &err);
+    assert_non_null(section);
+    assert_int_equal(g_bytes_get_size(section), n * 16);
+    print_message("# %s: %" G_GUINT64_FORMAT " faulted pages recorded, in the index\n",
+                  f->k->name, n);
+    sl_snapshot_close(snap);
+    close(lq);
+    child_free(&r);
+}
+
 #define CASE(fn, k) cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, (void *)&kinds[k])
 
 int main(void)
 {
-    struct CMUnitTest tests[G_N_ELEMENTS(kinds) + 2];
+    struct CMUnitTest tests[G_N_ELEMENTS(kinds) + 3];
     unsigned n = 0;
 
     for (unsigned k = 0; k < G_N_ELEMENTS(kinds); k++) {
@@ -155,6 +234,8 @@ int main(void)
     tests[n++].name = g_strdup("anon/qemu_file_written_by_multifd_restores_lazily");
     tests[n] = (struct CMUnitTest)CASE(test_qemu_file_loads_eagerly_in_plain_qemu, 1);
     tests[n++].name = g_strdup("shmem/qemu_file_loads_eagerly_in_plain_qemu");
+    tests[n] = (struct CMUnitTest)CASE(test_recorded_faults_become_the_hot_list_of_the_index, 1);
+    tests[n++].name = g_strdup("shmem/recorded_faults_become_the_hot_list_of_the_index");
     if (g_getenv("SL_TEST_FILTER")) {
         cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
     }

@@ -129,6 +129,9 @@ static void test_random_packets_never_crash_the_decoder(void **state)
 /* Shared with the consumer children (MAP_SHARED). */
 typedef struct {
     _Atomic uint64_t touched, bad;
+    _Atomic unsigned registered; /* consumers whose REGISTER was answered */
+    unsigned hold_until;  /* set before the fork: a consumer stays connected until
+                           * this many have registered (0: does not wait) */
     uint64_t notify_at;   /* set before the children fork: when touched reaches it... */
     int efd;              /* ...the child that got there writes this eventfd */
 } shared_counts;
@@ -290,12 +293,19 @@ static int consume(fixture *f, const char *name, uint64_t step)
         fprintf(stderr, "consumer %s: %s\n", name, err ? err->message : "?");
         return 30;
     }
+    atomic_fetch_add(&f->counts->registered, 1);
     for (uint64_t i = f->first_page; i < f->len / PSIZE; i += step) {
         sl_test_fill_page(want, PSIZE, i, 1, 4);
         if (memcmp(want, p + i * PSIZE, PSIZE) != 0) {
             atomic_fetch_add(&f->counts->bad, 1);
         }
         count_touch(f->counts);
+    }
+    /* A daemon that completed with every client gone exits: the first
+     * consumer stays until the late one has joined (bounded: 30 s). */
+    for (int t = 0; t < 30000 && atomic_load(&f->counts->registered) < f->counts->hold_until;
+         t++) {
+        g_usleep(1000);
     }
     return sl_client_wait_done(sock) ? 0 : 31;
 }
@@ -329,6 +339,7 @@ static void run_vmm_and_backend(fixture *f, uint64_t hugepage)
 
     setup_daemon(f, 64u << 20, hugepage, 1);
     f->counts->notify_at = 64; /* let the VMM start the restore first */
+    f->counts->hold_until = 2; /* the VMM leaves only after the back-end joined */
     vmm = spawn_consumer(f, "vmm", 1);
     wait_touched(f->counts);
     backend = spawn_consumer(f, "vhost-user", 3); /* joins while it runs */

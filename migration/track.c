@@ -1,0 +1,150 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Written-page tracking with asynchronous userfaultfd write-protection and
+ * PAGEMAP_SCAN (see track.h for what it is for).
+ *
+ * Start: a userfaultfd with WP_ASYNC (writes lift the protection by
+ * themselves, no message is ever queued), WP_UNPOPULATED (a page not yet
+ * populated counts as protected, so its first write is seen too) and, for
+ * shmem and hugetlbfs, WP_HUGETLBFS_SHMEM; the range registered in WP mode
+ * and protected whole with UFFDIO_WRITEPROTECT.  Collect: PAGEMAP_SCAN of
+ * /proc/self/pagemap over the range for PAGE_IS_WRITTEN, with
+ * PM_SCAN_WP_MATCHING to protect the pages it reports again in the same
+ * walk (a write racing the walk is either reported now or left written for
+ * the next collect, never lost).  Debian 12's kernel headers predate these
+ * interfaces, so their numbers are defined here when missing.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+#include "snapload/snapload.h"
+#include "track.h"
+#include "uffd.h"
+
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
+#endif
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1 << 15)
+#endif
+
+#ifndef PAGEMAP_SCAN
+#define PAGE_IS_WRITTEN (1 << 1)
+#define PM_SCAN_WP_MATCHING (1 << 0)
+#define PM_SCAN_CHECK_WPASYNC (1 << 1)
+struct page_region {
+    __u64 start;
+    __u64 end;
+    __u64 categories;
+};
+struct pm_scan_arg {
+    __u64 size;
+    __u64 flags;
+    __u64 start;
+    __u64 end;
+    __u64 walk_end;
+    __u64 vec;
+    __u64 vec_len;
+    __u64 max_pages;
+    __u64 category_inverted;
+    __u64 category_mask;
+    __u64 category_anyof_mask;
+    __u64 return_mask;
+};
+#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+#endif
+
+#define SCAN_VEC 256 /* runs returned per PAGEMAP_SCAN call */
+
+struct sl_tracker {
+    int uffd;
+    int pagemap;         /* /proc/self/pagemap */
+    uint64_t start, end;
+};
+
+static bool protect_all(const sl_tracker *t, GError **errp)
+{
+    struct uffdio_writeprotect wp = {
+        .range = { .start = t->start, .len = t->end - t->start },
+        .mode = UFFDIO_WRITEPROTECT_MODE_WP,
+    };
+
+    if (ioctl(t->uffd, UFFDIO_WRITEPROTECT, &wp) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "UFFDIO_WRITEPROTECT of the tracked range: %s",
+                    g_strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+sl_tracker *sl_tracker_new(void *addr, uint64_t len, GError **errp)
+{
+    uint64_t want = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED |
+                    UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
+    sl_tracker *t = g_new0(sl_tracker, 1);
+
+    t->start = (uint64_t)(uintptr_t)addr;
+    t->end = t->start + len;
+    t->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    t->uffd = sl_uffd_open(want, 0, NULL, errp);
+    if (t->pagemap < 0 && t->uffd >= 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_UNSUPPORTED, "/proc/self/pagemap: %s",
+                    g_strerror(errno));
+    }
+    if (t->uffd < 0 || t->pagemap < 0 ||
+        !sl_uffd_register(t->uffd, addr, len, UFFDIO_REGISTER_MODE_WP,
+                          SL_IOCTL(_UFFDIO_WRITEPROTECT), NULL, errp) ||
+        !protect_all(t, errp)) {
+        g_prefix_error(errp, "write tracking (needs userfaultfd WP_ASYNC, kernel 6.7+): ");
+        sl_tracker_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+int64_t sl_tracker_collect(sl_tracker *t, bool rearm, GArray *runs)
+{
+    struct page_region vec[SCAN_VEC];
+    uint64_t at = t->start;
+    int64_t bytes = 0;
+
+    while (at < t->end) {
+        struct pm_scan_arg a = {
+            .size = sizeof(a), .start = at, .end = t->end,
+            .flags = rearm ? PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC : 0,
+            .vec = (uint64_t)(uintptr_t)vec, .vec_len = SCAN_VEC,
+            .category_mask = PAGE_IS_WRITTEN, .return_mask = PAGE_IS_WRITTEN,
+        };
+        long n = ioctl(t->pagemap, PAGEMAP_SCAN, &a);
+        if (n < 0) {
+            return -errno;
+        }
+        for (long i = 0; i < n; i++) {
+            sl_written_run w = { vec[i].start, vec[i].end };
+            g_array_append_val(runs, w);
+            bytes += (int64_t)(w.end - w.start);
+        }
+        if (a.walk_end <= at) {
+            return -EIO; /* no progress: never loop for ever */
+        }
+        at = a.walk_end;
+    }
+    return bytes;
+}
+
+void sl_tracker_free(sl_tracker *t)
+{
+    if (!t) {
+        return;
+    }
+    if (t->uffd >= 0) {
+        sl_uffd_unregister(t->uffd, (void *)(uintptr_t)t->start, t->end - t->start);
+        close(t->uffd);
+    }
+    if (t->pagemap >= 0) {
+        close(t->pagemap);
+    }
+    g_free(t);
+}

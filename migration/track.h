@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Which pages of a memory range were written since a moment (track.c):
+ * userfaultfd asynchronous write-protection (UFFD_FEATURE_WP_ASYNC, kernel
+ * 6.7+) marks every page write-protected at the start; the kernel lifts
+ * the protection of a page on its first write, without any message or
+ * fault handler, and the PAGEMAP_SCAN ioctl lists the pages so written and
+ * can protect them again in the same call.  The first building block of
+ * snapshots in a loop (issue 14): incremental snapshots and resets need
+ * the written pages, not all of guest RAM.
+ *
+ * A tracker owns its own userfaultfd, registered in WP mode only, so the
+ * range must not be registered with another one (for a restore: after it
+ * has completed, which unregisters every range).  One thread uses a
+ * tracker at a time.
+ */
+#ifndef SNAPLOAD_TRACK_H
+#define SNAPLOAD_TRACK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <glib.h>
+
+typedef struct sl_tracker sl_tracker;
+
+/** A run of written pages: [start, end) addresses. */
+typedef struct {
+    uint64_t start, end;
+} sl_written_run;
+
+/**
+ * sl_tracker_new: start tracking writes to [@addr, +@len) (page aligned;
+ * anonymous, shmem or hugetlbfs memory of this process).  Every page counts
+ * as not written from now on.  NULL with @errp (SL_ERROR_UNSUPPORTED
+ * naming what the kernel lacks) on failure.
+ */
+sl_tracker *sl_tracker_new(void *addr, uint64_t len, GError **errp);
+
+/**
+ * sl_tracker_collect: the runs of pages written since the tracker started
+ * or since the last collect with @rearm (which protects them again, so the
+ * next collect lists only later writes), appended to @runs (sl_written_run).
+ * Granularity: the memory's page (4 KiB, or the hugetlbfs page).  Returns
+ * the number of bytes written, or -errno.
+ */
+int64_t sl_tracker_collect(sl_tracker *t, bool rearm, GArray *runs);
+
+/** sl_tracker_free: stop tracking (the range is unregistered); NULL is ok. */
+void sl_tracker_free(sl_tracker *t);
+
+#endif /* SNAPLOAD_TRACK_H */

@@ -1,0 +1,194 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Written-page tracking (migration/track.c), table-driven over anonymous
+ * memory, shmem, hugetlbfs-2M and hugetlbfs-1G: the tracker reports
+ * exactly the pages written since it started (populated before or not,
+ * at the memory's page granularity), never a page that was only read, and
+ * after a collect that re-arms, only the pages written since.
+ */
+#include <string.h>
+#include "backends/backend.h"
+#include "migration/track.h"
+#include "testutil.h"
+
+typedef struct {
+    const char *name;
+    sl_backend_kind kind;
+    uint64_t hugepage;   /* 0: 4 KiB pages */
+    const char *cap;
+} track_case;
+
+static const track_case cases[] = {
+    { "anon", SL_BACKEND_ANON, 0, "uffd" },
+    { "shmem", SL_BACKEND_SHMEM, 0, "uffd" },
+    { "hugetlbfs-2M", SL_BACKEND_HUGETLBFS, 2u << 20, "hugepages" },
+    { "hugetlbfs-1G", SL_BACKEND_HUGETLBFS, 1u << 30, "hugepages-1G" },
+};
+
+typedef struct {
+    const track_case *tc;
+    sl_mem mem;
+    uint64_t unit, n;    /* the memory's page, and how many */
+    sl_tracker *t;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = g_new0(fixture, 1);
+
+    f->tc = *state;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+
+    sl_tracker_free(f->t);
+    sl_mem_release(&f->mem);
+    g_free(f);
+    return 0;
+}
+
+/* @n pages of the case's memory, the first half written before tracking. */
+static void start(fixture *f, uint64_t n)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree char *why = NULL;
+    bool have = sl_test_have_uffd(&why);
+
+    SL_TEST_NEED("uffd", have, why);
+    f->unit = f->tc->hugepage ? f->tc->hugepage : 4096;
+    f->n = n;
+    if (f->tc->hugepage) {
+        have = sl_hugetlb_check(f->tc->hugepage, n, &err);
+        SL_TEST_NEED(f->tc->cap, have, err->message);
+    }
+    if (!sl_mem_map(&f->mem, f->tc->kind, n * f->unit, f->tc->hugepage, &err)) {
+        fail_msg("sl_mem_map: %s", err->message);
+    }
+    for (uint64_t i = 0; i < n / 2; i++) {
+        f->mem.host[i * f->unit] = (uint8_t)(i + 1); /* populated before tracking */
+    }
+    f->t = sl_tracker_new(f->mem.host, n * f->unit, &err);
+    if (!f->t) {
+        fail_msg("sl_tracker_new: %s", err->message);
+    }
+}
+
+/* The pages a collect reports, as a bitmap of @f->n flags (caller frees). */
+static bool *collect(fixture *f, bool rearm)
+{
+    g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_written_run));
+    bool *hit = g_new0(bool, f->n);
+    uint64_t base = (uint64_t)(uintptr_t)f->mem.host;
+    int64_t bytes = sl_tracker_collect(f->t, rearm, runs);
+
+    assert_true(bytes >= 0);
+    for (guint i = 0; i < runs->len; i++) {
+        sl_written_run *w = &g_array_index(runs, sl_written_run, i);
+        assert_true(w->start >= base && w->end <= base + f->n * f->unit && w->start < w->end);
+        for (uint64_t a = w->start; a < w->end; a += 4096) {
+            hit[(a - base) / f->unit] = true;
+        }
+    }
+    return hit;
+}
+
+/* Fails unless exactly the pages with want(i) were reported. */
+static void expect(fixture *f, const bool *hit, bool (*want)(uint64_t, uint64_t), uint64_t arg,
+                   const char *when)
+{
+    for (uint64_t i = 0; i < f->n; i++) {
+        if (hit[i] != want(i, arg)) {
+            fail_msg("%s: page %" G_GUINT64_FORMAT " %s reported", when, i,
+                     hit[i] ? "was" : "was not");
+        }
+    }
+}
+
+static bool every_third(uint64_t i, uint64_t arg)
+{
+    return i % 3 == arg;
+}
+
+static bool only(uint64_t i, uint64_t arg)
+{
+    return i == arg;
+}
+
+static bool none(uint64_t i, uint64_t arg)
+{
+    return false;
+}
+
+static uint64_t pages_for(const track_case *tc)
+{
+    return tc->hugepage > (2u << 20) ? 2 : tc->hugepage ? 8 : 256;
+}
+
+/* Writes to every third page (populated before tracking or not) are reported, and only they. */
+static void test_written_pages_are_reported_and_only_they(void **state)
+{
+    fixture *f = *state;
+    volatile uint8_t sink = 0;
+
+    start(f, pages_for(f->tc));
+    for (uint64_t i = 0; i < f->n; i++) {
+        sink += f->mem.host[i * f->unit + 17]; /* reads: never reported */
+    }
+    for (uint64_t i = 1; i < f->n; i += 3) {
+        f->mem.host[i * f->unit + 100] = 0x5a;
+    }
+    g_autofree bool *hit = collect(f, false);
+    expect(f, hit, every_third, 1, "after writes to every third page");
+    (void)sink;
+}
+
+/* A collect that re-arms protects again: the next reports only later writes. */
+static void test_rearmed_collect_reports_only_later_writes(void **state)
+{
+    fixture *f = *state;
+    uint64_t last;
+
+    start(f, pages_for(f->tc));
+    last = f->n - 1;
+    for (uint64_t i = 0; i < f->n; i += 3) {
+        f->mem.host[i * f->unit] ^= 1;
+    }
+    g_autofree bool *first = collect(f, true);
+    expect(f, first, every_third, 0, "first collect");
+    g_autofree bool *quiet = collect(f, true);
+    expect(f, quiet, none, 0, "a second collect with no write between");
+    f->mem.host[last * f->unit + 5] = 7;
+    g_autofree bool *later = collect(f, true);
+    expect(f, later, only, last, "after one more write");
+}
+
+#define CASE(fn, c) \
+    { .name = NULL, .test_func = fn, .setup_func = setup, .teardown_func = teardown, \
+      .initial_state = (void *)&cases[c] }
+
+int main(void)
+{
+    static const struct { const char *name; CMUnitTestFunction fn; } features[] = {
+        { "written_pages_are_reported_and_only_they",
+          test_written_pages_are_reported_and_only_they },
+        { "rearmed_collect_reports_only_later_writes",
+          test_rearmed_collect_reports_only_later_writes },
+    };
+    struct CMUnitTest tests[G_N_ELEMENTS(cases) * G_N_ELEMENTS(features)];
+    unsigned n = 0;
+
+    for (unsigned c = 0; c < G_N_ELEMENTS(cases); c++) {
+        for (unsigned i = 0; i < G_N_ELEMENTS(features); i++) {
+            tests[n] = (struct CMUnitTest)CASE(features[i].fn, c);
+            tests[n++].name = g_strdup_printf("%s/%s", cases[c].name, features[i].name);
+        }
+    }
+    if (g_getenv("SL_TEST_FILTER")) {
+        cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
+    }
+    return _cmocka_run_group_tests("track", tests, n, NULL, NULL);
+}

@@ -190,5 +190,9 @@ int main(void)
     if (g_getenv("SL_TEST_FILTER")) {
         cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
     }
-    return _cmocka_run_group_tests("track", tests, n, NULL, NULL);
+    int failed = _cmocka_run_group_tests("track", tests, n, NULL, NULL);
+    for (unsigned i = 0; i < n; i++) {
+        g_free((char *)tests[i].name);
+    }
+    return failed;
 }

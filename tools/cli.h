@@ -44,6 +44,15 @@ char **cli_consumer_env(char **env, const char *dsock, const char *blocks, GErro
 int cli_save(char **raws, uint64_t psize, const char *out, const char *devstate,
              const char *hot, const char *dsock);
 
+/**
+ * cli_idle_or_served: whether memory file @fd (@size bytes, called @path)
+ * may be saved: no restore fills it (*@served false), or one does and its
+ * daemon @dsock can serve its missing pages (*@served true: read it through
+ * a registered view, never plainly).  False with @errp otherwise.
+ */
+bool cli_idle_or_served(int fd, uint64_t size, const char *path, const char *dsock,
+                        bool *served, GError **errp);
+
 /** Parses "4096", "4K", "2M", "1G", "3T" (binary units). */
 bool cli_parse_size(const char *s, uint64_t *out);
 

@@ -181,6 +181,23 @@ int sl_client_register(int sock, const char *block, void *addr, uint64_t length,
     return fds[0] < 0 ? -1 : send_register(sock, &reg, fds, 2, errp);
 }
 
+char *sl_client_env_of(pid_t pid, const char *name)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/environ", (int)pid), *env = NULL;
+    size_t nlen = strlen(name);
+    gsize len = 0;
+
+    if (pid <= 0 || !g_file_get_contents(path, &env, &len, NULL)) {
+        return NULL;
+    }
+    for (gsize i = 0; i < len; i += strlen(env + i) + 1) { /* NUL-separated, NUL-ended */
+        if (!strncmp(env + i, name, nlen) && env[i + nlen] == '=') {
+            return g_strdup(env + i + nlen + 1);
+        }
+    }
+    return NULL;
+}
+
 bool sl_client_wait_done(int sock)
 {
     sl_msg m;

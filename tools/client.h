@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <glib.h>
 
 /**
@@ -47,6 +48,13 @@ int sl_client_register_anon(int sock, const char *block, void *addr, uint64_t le
  * connection per mapping that may come later).
  */
 void sl_client_supervise(int sock, void (*on_death)(void), void (*on_done)(void));
+
+/**
+ * sl_client_env_of: the value of @name in the environment process @pid was
+ * started with (/proc/PID/environ), or NULL (unset, or not readable).
+ * Caller frees.  How a client tells another process's daemon and blocks.
+ */
+char *sl_client_env_of(pid_t pid, const char *name);
 
 /** sl_client_wait_done: block until DONE arrives (true) or the socket closes. */
 bool sl_client_wait_done(int sock);

@@ -24,9 +24,9 @@
 #include <string.h>
 #include <unistd.h>
 #include "cli.h"
+#include "client.h"
 #include "qemu.h"
 #include "qemu-migrate.h"
-#include "migration/busy.h"
 
 #define QMP_TIMEOUT_MS 30000
 
@@ -95,39 +95,16 @@ static int save_stopped(sl_qmp *q, GPtrArray *raws, const char *dev, const char 
     return ret;
 }
 
-/*
- * The socket of the restore daemon serving QEMU (@pid), from the
- * SNAPLOAD_SOCKET its preload client was started with, or NULL.
- */
-static char *restore_socket_of(pid_t pid)
-{
-    g_autofree char *path = g_strdup_printf("/proc/%d/environ", (int)pid), *env = NULL;
-    gsize len;
-
-    if (pid <= 0 || !g_file_get_contents(path, &env, &len, NULL)) {
-        return NULL;
-    }
-    for (gsize i = 0; i < len; i += strlen(env + i) + 1) {
-        if (g_str_has_prefix(env + i, "SNAPLOAD_SOCKET=") && env[i + 16]) {
-            return g_strdup(env + i + 16);
-        }
-    }
-    return NULL;
-}
-
 /* False if a lazy restore still fills @b's memory file (busy.c) and no
  * daemon (@dsock) serves QEMU, through which the save could read it. */
 static bool memory_idle(const sl_qemu_backend *b, const char *dsock, GError **errp)
 {
     int fd = open(b->mem_path, O_RDONLY | O_CLOEXEC);
-    bool ok = fd < 0 || sl_busy_check(fd, 0, b->size, b->mem_path, errp);
+    bool served, ok = fd < 0 || cli_idle_or_served(fd, b->size, b->mem_path, dsock, &served,
+                                                   errp);
 
     if (fd >= 0) {
         close(fd);
-    }
-    if (!ok && dsock && (*errp)->code == SL_ERROR_STATE) {
-        g_clear_error(errp); /* read through the daemon, its missing pages served */
-        return true;
     }
     return ok; /* a file we cannot open fails later, with its reason */
 }
@@ -166,7 +143,8 @@ static GPtrArray *raw_inputs(sl_qmp *q, const char *dsock, GError **errp)
 
 static int save_container(sl_qmp *q, const char *out, const char *full, GError **errp)
 {
-    g_autofree char *dsock = restore_socket_of(sl_qmp_peer_pid(q));
+    /* The daemon serving QEMU, if a restore runs: its preload client's socket. */
+    g_autofree char *dsock = sl_client_env_of(sl_qmp_peer_pid(q), "SNAPLOAD_SOCKET");
     g_autoptr(GPtrArray) raws = raw_inputs(q, dsock, errp);
     g_autofree char *tmp = NULL, *dev = NULL;
     int ret;

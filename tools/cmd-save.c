@@ -109,12 +109,11 @@ static bool copy_served(sl_writer *w, unsigned block, const raw_input *in, const
     return ok;
 }
 
-/* Whether @fd may be read plainly; with @dsock a busy file is not an error. */
-static bool idle_or_served(int fd, const raw_input *in, const char *dsock, bool *served,
-                           GError **errp)
+bool cli_idle_or_served(int fd, uint64_t size, const char *path, const char *dsock,
+                        bool *served, GError **errp)
 {
     *served = false;
-    if (sl_busy_check(fd, 0, in->size, in->path, errp)) {
+    if (sl_busy_check(fd, 0, size, path, errp)) {
         return true;
     }
     if (!dsock || (*errp)->code != SL_ERROR_STATE) {
@@ -134,7 +133,7 @@ static bool copy_raw(sl_writer *w, unsigned block, const raw_input *in, const ch
     if (!ok) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", in->path, g_strerror(errno));
     } else {
-        ok = idle_or_served(fd, in, dsock, &served, errp);
+        ok = cli_idle_or_served(fd, in->size, in->path, dsock, &served, errp);
     }
     if (ok && served) {
         close(fd);

@@ -316,20 +316,11 @@ static bool proc_has(pid_t pid, const char *what, const char *needle, gsize nlen
 /* Whether @pid started with SNAPLOAD_BLOCKS holding exactly the item NAME=PATH of @b. */
 static bool peer_names_block(pid_t pid, const pl_block *b)
 {
-    g_autofree char *path = g_strdup_printf("/proc/%d/environ", (int)pid);
-    g_autofree char *text = NULL, *item = g_strdup_printf("%s=%s", b->name, b->path);
-    gsize len = 0;
+    g_autofree char *blocks = sl_client_env_of(pid, "SNAPLOAD_BLOCKS");
+    g_autofree char *item = g_strdup_printf("%s=%s", b->name, b->path);
+    g_auto(GStrv) items = blocks ? g_strsplit(blocks, ";", -1) : NULL;
 
-    if (!g_file_get_contents(path, &text, &len, NULL)) {
-        return false;
-    }
-    for (gsize i = 0; i < len; i += strlen(text + i) + 1) {
-        if (g_str_has_prefix(text + i, "SNAPLOAD_BLOCKS=")) {
-            g_auto(GStrv) items = g_strsplit(text + i + strlen("SNAPLOAD_BLOCKS="), ";", -1);
-            return g_strv_contains((const char *const *)items, item);
-        }
-    }
-    return false;
+    return items && g_strv_contains((const char *const *)items, item);
 }
 
 /*

@@ -64,6 +64,9 @@ import sys
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import qmp  # noqa: E402  (bench/qmp.py)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINUX_DIR = os.path.join(ROOT, "tests", "qtest", "linux")
 HUGEPAGE_LOCK = "/tmp/snapload-hugepages.lock"
@@ -228,54 +231,9 @@ class ReqPort:
             self.s = None
 
 
-class QMP:
-    """A small QMP client on QEMU's monitor socket (-qmp unix:PATH,server=on)."""
-
-    def __init__(self, path, timeout=30):
-        end = now() + timeout
-        while True:
-            self.s = socket.socket(socket.AF_UNIX)
-            self.s.settimeout(timeout)
-            try:
-                self.s.connect(path)
-                break
-            except OSError:
-                self.s.close()
-                if now() > end:
-                    raise BenchError("cannot connect to QEMU's monitor %s" % path)
-                time.sleep(0.02)
-        self.f = self.s.makefile("rw")
-        self.events = []
-        if not self.f.readline():
-            raise BenchError("QEMU's monitor %s closed at once" % path)
-        self.cmd("qmp_capabilities")
-
-    def read(self):
-        line = self.f.readline()
-        if not line:
-            raise BenchError("QEMU closed its monitor connection")
-        return json.loads(line)
-
-    def cmd(self, name, **args):
-        msg = {"execute": name}
-        if args:
-            msg["arguments"] = args
-        self.f.write(json.dumps(msg) + "\n")
-        self.f.flush()
-        while True:
-            m = self.read()
-            if "event" in m:
-                self.events.append(m)
-            elif "error" in m:
-                raise BenchError("QMP %s: %s" % (name, m["error"].get("desc", m["error"])))
-            else:
-                return m.get("return")
-
-    def close(self):
-        try:
-            self.s.close()
-        except OSError:
-            pass
+def QMP(path, timeout=30):
+    """QEMU's monitor (bench/qmp.py), failing with BenchError."""
+    return qmp.QMP(path, timeout, error=BenchError)
 
 
 # ------------------------------- the console ---------------------------------

@@ -58,6 +58,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+import qmp  # noqa: E402  (bench/qmp.py)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKENDS = ("anon", "shmem", "hugetlbfs-2M")
 HUGEPAGE_LOCK = "/tmp/snapload-hugepages.lock"
@@ -95,47 +98,11 @@ def warm(path):
             pass
 
 
-class QMP:
-    """A QMP client on QEMU's server socket (-qmp unix:PATH,server=on)."""
+class QMP(qmp.QMP):
+    """QEMU's monitor (bench/qmp.py), with a migration that waits for its end."""
 
     def __init__(self, path, timeout=60):
-        end = time.time() + timeout
-        while True:
-            self.s = socket.socket(socket.AF_UNIX)
-            self.s.settimeout(timeout)
-            try:
-                self.s.connect(path)
-                break
-            except OSError:
-                self.s.close()
-                if time.time() > end:
-                    raise
-                time.sleep(0.05)
-        self.f = self.s.makefile("rw")
-        self.events = []
-        self.f.readline()  # the greeting
-        self.cmd("qmp_capabilities")
-
-    def _read(self):
-        line = self.f.readline()
-        if not line:
-            raise RuntimeError("QEMU closed its QMP connection")
-        return json.loads(line)
-
-    def cmd(self, name, **args):
-        msg = {"execute": name}
-        if args:
-            msg["arguments"] = args
-        self.f.write(json.dumps(msg) + "\n")
-        self.f.flush()
-        while True:
-            m = self._read()
-            if "event" in m:
-                self.events.append(m)
-            elif "error" in m:
-                raise RuntimeError("QMP %s: %s" % (name, m["error"].get("desc", m["error"])))
-            else:
-                return m["return"]
+        super().__init__(path, timeout)
 
     def migrate(self, uri):
         """migrate to @uri, waited for until completed (fails otherwise)."""
@@ -150,12 +117,9 @@ class QMP:
                             st, self.cmd("query-migrate").get("error-desc", "")))
                     return
             self.events = []
-            m = self._read()
+            m = self.read()
             if "event" in m:
                 self.events.append(m)
-
-    def close(self):
-        self.s.close()
 
 
 def read_log(path):

@@ -55,13 +55,48 @@ static uint8_t *anon_stage(const sl_mem *m, uint64_t off, uint8_t *bounce)
 static int anon_place(const sl_mem *m, const sl_view *v, uint64_t off, const uint8_t *src,
                       uint64_t len, uint64_t *done, uint64_t *eagain)
 {
-    return sl_uffd_copy(v->uffd, (void *)(uintptr_t)(v->base + off), src, len, done, eagain);
+    return sl_uffd_copy(v->uffd, (void *)(uintptr_t)(v->base + off), src, len, v->wp, done,
+                        eagain);
+}
+
+/*
+ * Zeros into a view that tracks writes: ZEROPAGE cannot map the zero page
+ * write-protected, and protecting it afterwards would race a write by
+ * another thread (lost from the tracking), so each page is a copy of
+ * zeros, mapped write-protected in the same ioctl.
+ */
+static int zero_tracked(const sl_view *v, uint64_t off, uint64_t len, uint64_t *done,
+                        uint64_t *eagain)
+{
+    static const uint8_t zeros[4096]; /* read-only */
+    int ret = 0;
+
+    *done = 0;
+    while (*done < len && ret == 0) {
+        uint64_t did = 0;
+        ret = sl_uffd_copy(v->uffd, (void *)(uintptr_t)(v->base + off + *done), zeros,
+                           sizeof(zeros), true, &did, eagain);
+        *done += did;
+    }
+    return ret;
 }
 
 static int anon_zero(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len,
                      uint64_t *done, uint64_t *eagain)
 {
+    if (v->wp) {
+        return zero_tracked(v, off, len, done, eagain);
+    }
     return sl_uffd_zero(v->uffd, (void *)(uintptr_t)(v->base + off), len, done, eagain);
+}
+
+/* Our own mapping's pages of [off, +len) go: the next access faults (MISSING). */
+static int anon_drop(const sl_mem *m, uint64_t off, uint64_t len)
+{
+    if (!m->host) {
+        return -EOPNOTSUPP; /* another process's memory: not ours to drop */
+    }
+    return madvise(m->host + off, len, MADV_DONTNEED) < 0 ? -errno : 0;
 }
 
 static void anon_release(sl_mem *m)
@@ -85,5 +120,6 @@ const sl_backend_ops sl_backend_anon = {
     .zero = anon_zero,
     .show = anon_zero, /* EEXIST if present; a discarded page comes back as zeros */
     .discard = NULL,
+    .drop = anon_drop,
     .release = anon_release,
 };

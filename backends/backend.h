@@ -64,6 +64,8 @@ typedef struct {
     uint64_t base;       /* address of the block's first byte in that process */
     uint64_t tag;        /* the caller's name for it (sl_restore_add_view_tagged) */
     bool own;            /* registered by us on the restore's own uffd */
+    bool wp;             /* registered in WP mode too: place write-protected (own view
+                          * of a restore with track_writes) */
     bool kept;           /* dead but not sealable: its uffd stays open to the end */
     _Atomic bool dead;   /* dropped: skip (seq_cst where @users is involved) */
     _Atomic unsigned users; /* threads using @uffd besides the fault thread (engine.c) */
@@ -109,6 +111,12 @@ struct sl_backend_ops {
     void (*prefault)(const sl_mem *m, uint64_t off, uint64_t len);
     /** Throw away the content of a corrupt unit (in_place only; may be NULL). */
     void (*discard)(const sl_mem *m, uint64_t off, uint64_t len);
+    /**
+     * Throw away the content of [@off, +@len) so that the next access to it
+     * faults again (a reset: anon drops our own mapping's pages, shared
+     * files punch a hole, out of every mapping).  0 or -errno.
+     */
+    int (*drop)(const sl_mem *m, uint64_t off, uint64_t len);
     /** Undo map (only for owned memory). */
     void (*release)(sl_mem *m);
 };

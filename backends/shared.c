@@ -167,7 +167,7 @@ static int file_continue(const sl_mem *m, const sl_view *v, uint64_t off, uint64
         *done = len;
         return 0;
     }
-    return sl_uffd_continue(v->uffd, v->base + off, len, done, eagain);
+    return sl_uffd_continue(v->uffd, v->base + off, len, v->wp, done, eagain);
 }
 
 static int alias_place(const sl_mem *m, const sl_view *v, uint64_t off, const uint8_t *src,
@@ -209,7 +209,8 @@ static int shmem_place(const sl_mem *m, const sl_view *v, uint64_t off, const ui
     if (!v) {
         return pwrite_place(m, v, off, src, len, done, eagain);
     }
-    ret = sl_uffd_copy(v->uffd, (void *)(uintptr_t)(v->base + off), src, len, &copied, eagain);
+    ret = sl_uffd_copy(v->uffd, (void *)(uintptr_t)(v->base + off), src, len, v->wp, &copied,
+                       eagain);
     if (ret == 0 || (ret != -EEXIST && ret != -EINVAL)) {
         *done = copied;
         return ret;
@@ -267,6 +268,13 @@ static void file_discard(const sl_mem *m, uint64_t off, uint64_t len)
     }
 }
 
+/* The file's pages of [off, +len) go, out of every mapping: a hole again. */
+static int file_drop(const sl_mem *m, uint64_t off, uint64_t len)
+{
+    return fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                     (off_t)(m->offset + off), (off_t)len) < 0 ? -errno : 0;
+}
+
 static void file_release(sl_mem *m)
 {
     if (m->host) {
@@ -285,7 +293,7 @@ static void file_release(sl_mem *m)
     .register_mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR, \
     .range_ioctls = SL_IOCTL(_UFFDIO_CONTINUE) | SL_IOCTL(_UFFDIO_WAKE),      \
     .zero = file_zero, .show = file_show, .discard = file_discard,             \
-    .release = file_release
+    .drop = file_drop, .release = file_release
 
 const sl_backend_ops sl_backend_shmem = {
     .name = "shmem",

@@ -22,7 +22,10 @@
  *
  * The thread that makes the last unit present wakes the fault thread, which
  * unregisters every view, so consumers stop faulting, and reports
- * completion.  A unit whose data does not match its checksum is never
+ * completion.  A restore that tracks writes (config.track_writes) keeps its
+ * views registered and the fault thread serving instead, until it is
+ * stopped: a reset (reset.c) makes units absent again, and the loaders,
+ * started again, and the faults bring them back.  A unit whose data does not match its checksum is never
  * placed: it is discarded and poisoned (SIGBUS on access) where the kernel
  * allows; the restore then ends with -EBADMSG and keeps the views
  * registered, serving poison, until it is stopped.
@@ -802,26 +805,42 @@ static void clear_busy(sl_restore *r)
     }
 }
 
-/* Every unit is settled.  Returns true if the fault thread may exit. */
-static bool finish(sl_restore *r)
+/*
+ * Every unit of generation @gen is settled.  Returns true if the fault
+ * thread may exit: not while a refused page must keep trapping, nor while
+ * writes are tracked (the views stay registered in WP mode, and a reset
+ * needs the fault thread again).
+ */
+static bool finish(sl_restore *r, uint64_t gen)
 {
     int expect = -EINPROGRESS;
     int final = atomic_load_explicit(&r->page_error, memory_order_relaxed);
+    bool track = r->cfg.track_writes;
 
-    /* With a refused page, views stay registered so it keeps trapping. */
     g_mutex_lock(&r->views_lock); /* no view joins between unregistering and the status */
-    if (final == 0) {
+    if (final == 0 && !track) {
         unregister_all(r);
         r->views_closed = true;
+    }
+    if (final == 0) {
         clear_busy(r); /* every page is in place: saves may read the files */
     }
-    r->finished = true;
+    r->finished_gen = gen;
     if (atomic_compare_exchange_strong_explicit(&r->status, &expect, final,
                                                 memory_order_release, memory_order_relaxed)) {
         sl_engine_kick(r->done_efd);
     }
     g_mutex_unlock(&r->views_lock);
-    return final == 0;
+    return final == 0 && !track;
+}
+
+/* Stopping a completed restore that tracked writes: our views let go. */
+static void release_tracked(sl_restore *r)
+{
+    g_mutex_lock(&r->views_lock);
+    unregister_all(r);
+    r->views_closed = true;
+    g_mutex_unlock(&r->views_lock);
 }
 
 /* Reads a batch of messages from @fd; false when the fd is finished. */
@@ -912,6 +931,7 @@ static void fault_loop(fault_ctx *fc)
     sl_restore *r = fc->r;
     GArray *pfds = g_array_new(false, false, sizeof(struct pollfd));
     unsigned gen = ~0u;
+    uint64_t want;
 
     for (;;) {
         bool rebuild = false;
@@ -920,9 +940,12 @@ static void fault_loop(fault_ctx *fc)
             break;
         }
         settle_deferred(fc);
-        /* Acquire: pairs with the acq_rel decrement in units_done(). */
-        if (!r->finished && atomic_load_explicit(&r->remaining, memory_order_acquire) == 0 &&
-            finish(r)) {
+        /* Acquire: pairs with the release increment in sl_restore_reset(),
+         * which raised @remaining before; then @remaining (acquire: pairs
+         * with the acq_rel decrement in units_done()). */
+        want = atomic_load_explicit(&r->generation, memory_order_acquire);
+        if (r->finished_gen != want &&
+            atomic_load_explicit(&r->remaining, memory_order_acquire) == 0 && finish(r, want)) {
             break;
         }
         /* Acquire: pairs with the release increment in sl_restore_add_view(). */
@@ -1007,7 +1030,10 @@ static gpointer fault_thread(gpointer opaque)
     fc.assist = start_assist(fc.r);
     fault_loop(&fc);
     sl_assist_free(fc.assist);
-    if (fc.r->finished && sl_restore_poll(fc.r) == 0) {
+    if (fc.r->finished_gen && sl_restore_poll(fc.r) == 0) {
+        if (fc.r->cfg.track_writes) {
+            release_tracked(fc.r); /* WP bits go too: THP collapse works again */
+        }
         collapse_own(fc.r);
     }
     free(fc.bounce);
@@ -1243,6 +1269,22 @@ static bool spawn_loaders(sl_restore *r, GError **errp)
         }
     }
     return true;
+}
+
+void sl_engine_join_loaders(sl_restore *r)
+{
+    for (unsigned i = 0; r->loaders && i < r->nloaders; i++) {
+        if (r->loaders[i]) {
+            g_thread_join(r->loaders[i]);
+        }
+    }
+    g_clear_pointer(&r->loaders, g_free);
+}
+
+bool sl_engine_refill(sl_restore *r, GError **errp)
+{
+    sl_engine_join_loaders(r);
+    return !r->nloaders || spawn_loaders(r, errp);
 }
 
 #define PREFAULT_BYTES (32u << 20) /* per call: the thread checks for a stop between them */

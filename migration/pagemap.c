@@ -173,6 +173,27 @@ void sl_pagemap_unclaim(sl_pagemap *m, uint64_t i, uint64_t n)
     }
 }
 
+uint64_t sl_pagemap_forget(sl_pagemap *m, uint64_t i, uint64_t n)
+{
+    uint64_t forgot = 0;
+
+    for (uint64_t k = i; k < i + n; k++) {
+        uint8_t old = atomic_load_explicit(&m->state[k], memory_order_relaxed);
+        /* Relaxed: PRESENT is final for every other thread, so nobody
+         * else changes this byte; the reset publishes its new generation
+         * with a release store afterwards. */
+        while ((old & STATE_MASK) == SL_PAGE_PRESENT &&
+               !atomic_compare_exchange_weak_explicit(&m->state[k], &old,
+                                                      (uint8_t)(old & WAITERS),
+                                                      memory_order_relaxed,
+                                                      memory_order_relaxed)) {
+        }
+        forgot += (old & STATE_MASK) == SL_PAGE_PRESENT;
+    }
+    atomic_fetch_sub_explicit(&m->present, forgot, memory_order_relaxed);
+    return forgot;
+}
+
 int sl_pagemap_wait(sl_pagemap *m, uint64_t i, bool until_present)
 {
     uint32_t *word = word_of(m, i);

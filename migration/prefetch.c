@@ -252,6 +252,7 @@ void sl_prefetch_free(sl_restore *r)
     for (unsigned g = 0; r->groups && g < r->ngroups; g++) {
         g_free(r->groups[g].chunks);
         g_free(r->groups[g].hot);
+        g_free(r->groups[g].redo);
     }
     g_free(r->groups);
     if (r->recorded) {
@@ -311,6 +312,11 @@ bool sl_group_next(sl_restore *r, sl_group *g, sl_run *out, bool *hinted)
         return true;
     }
     *hinted = false;
+    i = atomic_fetch_add_explicit(&g->next_redo, 1, memory_order_relaxed);
+    if (i < g->nredo) {
+        *out = g->redo[i];
+        return true;
+    }
     i = atomic_fetch_add_explicit(&g->next_chunk, 1, memory_order_relaxed);
     if (i < g->nchunks) {
         uint64_t c = g->chunks[i];

@@ -48,6 +48,11 @@ typedef struct {
     uint64_t *chunks;          /* global chunk numbers this node owns, file order */
     uint64_t nchunks;
     _Atomic uint64_t next_chunk;
+    /* Units a reset dropped, of this node's memory (reset.c): set by the
+     * caller's thread while no loader runs, read-only once they run. */
+    sl_run *redo;
+    uint64_t nredo;
+    _Atomic uint64_t next_redo;
     sl_run *hot;               /* hot-page list entries of this node, coalesced */
     uint64_t nhot;
     _Atomic uint64_t next_hot;
@@ -138,14 +143,23 @@ struct sl_restore {
     /* Bumped (release) after a view is added; the fault thread (acquire)
      * rebuilds its poll set when it changes. */
     _Atomic unsigned views_gen;
-    bool finished;             /* fault thread only: completion handled */
+    /* Fault thread only: the generation whose completion it handled last
+     * (0: none yet).  Generation 1 is the restore; each reset starts one. */
+    uint64_t finished_gen;
+    /* Bumped (release) by a reset after it raised @remaining; the fault
+     * thread loads it (acquire) before @remaining to tell a completion it
+     * has not handled yet. */
+    _Atomic uint64_t generation;
+    int pagemap_fd;            /* track_writes: /proc/self/pagemap (set at start), else -1 */
     bool started, stopped;     /* caller's thread only */
 
     /* Units not yet PRESENT; acq_rel decrement, the one reaching 0 signals. */
     _Atomic uint64_t remaining;
     /* Set (release) before writing ctl_efd; workers load it (acquire). */
     _Atomic bool stopping;
-    /* -EINPROGRESS, then 0 or -errno; set once by CAS (release), read acquire. */
+    /* -EINPROGRESS, then 0 or -errno; set once by CAS (release), read
+     * acquire.  A reset (reset.c, caller's thread) sets a 0 back to
+     * -EINPROGRESS before it publishes its generation (release). */
     _Atomic int status;
     /* First per-page error that did not stop the restore (e.g. -EBADMSG). */
     _Atomic int page_error;
@@ -201,6 +215,18 @@ uint64_t sl_now_ns(void);
 bool sl_engine_start(sl_restore *r, GError **errp);
 
 /**
+ * sl_engine_join_loaders (engine.c): waits for the loaders to end (after
+ * completion they have run out of work).  Caller's thread.
+ */
+void sl_engine_join_loaders(sl_restore *r);
+
+/**
+ * sl_engine_refill (engine.c): starts the loaders again, on the work a
+ * reset queued (sl_group.redo), joining any left first.  Caller's thread.
+ */
+bool sl_engine_refill(sl_restore *r, GError **errp);
+
+/**
  * sl_restore_seal (seal.c): after an unfinished restore's threads are gone,
  * make every unit that is not PRESENT unreadable in every view (poison, or
  * PROT_NONE in our own mapping), then unregister each view sealed
@@ -233,7 +259,7 @@ bool sl_prefetch_setup(sl_restore *r, GError **errp);
 /** Releases what sl_prefetch_setup() allocated. */
 void sl_prefetch_free(sl_restore *r);
 
-/** Next piece of work for group @g: a fault window, a hot run, then a chunk. */
+/** Next piece of work for group @g: a fault window, a hot run, a reset's run, then a chunk. */
 bool sl_group_next(sl_restore *r, sl_group *g, sl_run *out, bool *hinted);
 
 /**

@@ -43,6 +43,8 @@ sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GErr
     r->regions = g_ptr_array_new();
     r->uffd = -1;
     r->fault_fd = -1;
+    r->pagemap_fd = -1;
+    atomic_init(&r->generation, 1);
     g_mutex_init(&r->views_lock);
     r->ctl_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     r->done_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -447,6 +449,28 @@ static bool prepare_regions(sl_restore *r, GError **errp)
     return true;
 }
 
+/*
+ * track_writes: our uffd also does asynchronous WP, and PAGEMAP_SCAN reads
+ * /proc/self/pagemap.  Our own views register WP as well and place
+ * write-protected; every page of them comes from a placement (MISSING and
+ * MINOR are registered, the memory was emptied), so nothing else needs
+ * protecting.
+ */
+static bool open_tracking(sl_restore *r, uint64_t *features, GError **errp)
+{
+    if (!r->cfg.track_writes) {
+        return true;
+    }
+    *features |= SL_UFFD_TRACK_FEATURES;
+    r->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (r->pagemap_fd < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_UNSUPPORTED, "track_writes: /proc/self/pagemap: %s",
+                    g_strerror(errno));
+        return false;
+    }
+    return true;
+}
+
 static bool register_regions(sl_restore *r, GError **errp)
 {
     uint64_t features = 0, got = 0;
@@ -455,8 +479,13 @@ static bool register_regions(sl_restore *r, GError **errp)
         sl_region *reg = g_ptr_array_index(r->regions, i);
         features |= reg->mem.host ? reg->mem.ops->uffd_features : 0;
     }
+    if (!open_tracking(r, &features, errp)) {
+        return false;
+    }
     r->uffd = sl_uffd_open(features, UFFD_FEATURE_POISON, &got, errp);
     if (r->uffd < 0) {
+        g_prefix_error(errp, "%s", r->cfg.track_writes ? "track_writes needs userfaultfd "
+                       "WP_ASYNC (kernel 6.7+): " : "");
         return false;
     }
     for (guint i = 0; i < r->regions->len; i++) {
@@ -467,7 +496,10 @@ static bool register_regions(sl_restore *r, GError **errp)
             continue; /* only other processes map it: they registered */
         }
         sl_region_view(reg, 0)->uffd = r->uffd; /* before any other thread exists */
-        if (!sl_uffd_register(r->uffd, reg->mem.host, reg->mem.length, ops->register_mode,
+        sl_region_view(reg, 0)->wp = r->cfg.track_writes;
+        if (!sl_uffd_register(r->uffd, reg->mem.host, reg->mem.length,
+                              ops->register_mode |
+                                  (r->cfg.track_writes ? UFFDIO_REGISTER_MODE_WP : 0),
                               ops->range_ioctls, &reg->ioctls, errp)) {
             g_prefix_error(errp, "block '%s': ", reg->blk->name);
             return false;
@@ -732,6 +764,9 @@ void sl_restore_free(sl_restore *r)
     }
     if (r->fault_fd >= 0) { /* not r->snap's: that may be closed by now */
         close(r->fault_fd);
+    }
+    if (r->pagemap_fd >= 0) {
+        close(r->pagemap_fd);
     }
     if (r->ctl_efd >= 0) {
         close(r->ctl_efd);

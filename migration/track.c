@@ -23,15 +23,10 @@
 #include "track.h"
 #include "uffd.h"
 
-#ifndef UFFD_FEATURE_WP_UNPOPULATED
-#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
-#endif
-#ifndef UFFD_FEATURE_WP_ASYNC
-#define UFFD_FEATURE_WP_ASYNC (1 << 15)
-#endif
-
 #ifndef PAGEMAP_SCAN
 #define PAGE_IS_WRITTEN (1 << 1)
+#define PAGE_IS_PRESENT (1 << 3)
+#define PAGE_IS_SWAPPED (1 << 4)
 #define PM_SCAN_WP_MATCHING (1 << 0)
 #define PM_SCAN_CHECK_WPASYNC (1 << 1)
 struct page_region {
@@ -66,14 +61,11 @@ struct sl_tracker {
 
 static bool protect_all(const sl_tracker *t, GError **errp)
 {
-    struct uffdio_writeprotect wp = {
-        .range = { .start = t->start, .len = t->end - t->start },
-        .mode = UFFDIO_WRITEPROTECT_MODE_WP,
-    };
+    int ret = sl_uffd_writeprotect(t->uffd, t->start, t->end - t->start, true);
 
-    if (ioctl(t->uffd, UFFDIO_WRITEPROTECT, &wp) < 0) {
+    if (ret < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "UFFDIO_WRITEPROTECT of the tracked range: %s",
-                    g_strerror(errno));
+                    g_strerror(-ret));
         return false;
     }
     return true;
@@ -81,8 +73,7 @@ static bool protect_all(const sl_tracker *t, GError **errp)
 
 sl_tracker *sl_tracker_new(void *addr, uint64_t len, GError **errp)
 {
-    uint64_t want = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED |
-                    UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
+    uint64_t want = SL_UFFD_TRACK_FEATURES;
     sl_tracker *t = g_new0(sl_tracker, 1);
 
     t->start = (uint64_t)(uintptr_t)addr;
@@ -104,20 +95,26 @@ sl_tracker *sl_tracker_new(void *addr, uint64_t len, GError **errp)
     return t;
 }
 
-int64_t sl_tracker_collect(sl_tracker *t, bool rearm, GArray *runs)
+int64_t sl_scan_written(int pagemap, uint64_t start, uint64_t end, bool rearm, GArray *runs)
 {
     struct page_region vec[SCAN_VEC];
-    uint64_t at = t->start;
+    uint64_t at = start;
     int64_t bytes = 0;
 
-    while (at < t->end) {
+    while (at < end) {
         struct pm_scan_arg a = {
-            .size = sizeof(a), .start = at, .end = t->end,
+            .size = sizeof(a), .start = at, .end = end,
             .flags = rearm ? PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC : 0,
             .vec = (uint64_t)(uintptr_t)vec, .vec_len = SCAN_VEC,
-            .category_mask = PAGE_IS_WRITTEN, .return_mask = PAGE_IS_WRITTEN,
+            /* Written and populated (present or swapped).  Asking for
+             * PAGE_IS_WRITTEN alone takes the kernel's fast path, which
+             * counts an empty entry (pte_none: a page never placed, or
+             * dropped by a reset) as written. */
+            .category_mask = PAGE_IS_WRITTEN,
+            .category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            .return_mask = PAGE_IS_WRITTEN | PAGE_IS_PRESENT,
         };
-        long n = ioctl(t->pagemap, PAGEMAP_SCAN, &a);
+        long n = ioctl(pagemap, PAGEMAP_SCAN, &a);
         if (n < 0) {
             return -errno;
         }
@@ -132,6 +129,11 @@ int64_t sl_tracker_collect(sl_tracker *t, bool rearm, GArray *runs)
         at = a.walk_end;
     }
     return bytes;
+}
+
+int64_t sl_tracker_collect(sl_tracker *t, bool rearm, GArray *runs)
+{
+    return sl_scan_written(t->pagemap, t->start, t->end, rearm, runs);
 }
 
 void sl_tracker_free(sl_tracker *t)

@@ -45,6 +45,16 @@ sl_tracker *sl_tracker_new(void *addr, uint64_t len, GError **errp);
  */
 int64_t sl_tracker_collect(sl_tracker *t, bool rearm, GArray *runs);
 
+/**
+ * sl_scan_written: the collect of a range registered in asynchronous WP
+ * mode on any userfaultfd of this process (a tracker's, or a restore's
+ * with track_writes): runs of pages written in [@start, @end) since they
+ * were last protected, appended to @runs; @rearm protects them again in
+ * the same walk.  @pagemap is an open /proc/self/pagemap.  Returns the
+ * bytes written, or -errno.
+ */
+int64_t sl_scan_written(int pagemap, uint64_t start, uint64_t end, bool rearm, GArray *runs);
+
 /** sl_tracker_free: stop tracking (the range is unregistered); NULL is ok. */
 void sl_tracker_free(sl_tracker *t);
 

@@ -143,9 +143,10 @@ int sl_uffd_wake(int uffd, void *addr, uint64_t len)
  * Shared retry loop: @op issues one ioctl for [dst+done, dst+len) and returns
  * its result and the bytes it did (negative progress is an errno).
  */
-typedef int (*range_op)(int uffd, uint64_t dst, uint64_t src, uint64_t len, int64_t *did);
+typedef int (*range_op)(int uffd, uint64_t dst, uint64_t src, uint64_t len, bool wp,
+                        int64_t *did);
 
-static int run_range(range_op op, int uffd, uint64_t dst, uint64_t src, uint64_t len,
+static int run_range(range_op op, int uffd, uint64_t dst, uint64_t src, uint64_t len, bool wp,
                      uint64_t *done, uint64_t *eagain)
 {
     unsigned stalls = 0;
@@ -153,7 +154,7 @@ static int run_range(range_op op, int uffd, uint64_t dst, uint64_t src, uint64_t
     *done = 0;
     while (*done < len) {
         int64_t did = 0;
-        int ret = op(uffd, dst + *done, src ? src + *done : 0, len - *done, &did);
+        int ret = op(uffd, dst + *done, src ? src + *done : 0, len - *done, wp, &did);
 
         if (did > 0) {
             *done += (uint64_t)did;
@@ -172,28 +173,32 @@ static int run_range(range_op op, int uffd, uint64_t dst, uint64_t src, uint64_t
     return 0;
 }
 
-static int copy_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, int64_t *did)
+static int copy_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, bool wp, int64_t *did)
 {
-    struct uffdio_copy c = { .dst = dst, .src = src, .len = len };
+    struct uffdio_copy c = { .dst = dst, .src = src, .len = len,
+                             .mode = wp ? UFFDIO_COPY_MODE_WP : 0 };
     int ret = ioctl(uffd, UFFDIO_COPY, &c) < 0 ? -errno : 0;
 
     *did = ret == 0 ? (int64_t)len : c.copy;
     return ret;
 }
 
-static int zero_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, int64_t *did)
+static int zero_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, bool wp, int64_t *did)
 {
     struct uffdio_zeropage z = { .range = { .start = dst, .len = len } };
     int ret = ioctl(uffd, UFFDIO_ZEROPAGE, &z) < 0 ? -errno : 0;
 
     (void)src;
+    (void)wp; /* ZEROPAGE has no WP mode: a tracker sees the zero page as written */
     *did = ret == 0 ? (int64_t)len : z.zeropage;
     return ret;
 }
 
-static int continue_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, int64_t *did)
+static int continue_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, bool wp,
+                       int64_t *did)
 {
-    struct uffdio_continue c = { .range = { .start = dst, .len = len } };
+    struct uffdio_continue c = { .range = { .start = dst, .len = len },
+                                 .mode = wp ? UFFDIO_CONTINUE_MODE_WP : 0 };
     int ret = ioctl(uffd, UFFDIO_CONTINUE, &c) < 0 ? -errno : 0;
 
     (void)src;
@@ -201,23 +206,24 @@ static int continue_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, int64
     return ret;
 }
 
-int sl_uffd_copy(int uffd, void *dst, const void *src, uint64_t len, uint64_t *done,
+int sl_uffd_copy(int uffd, void *dst, const void *src, uint64_t len, bool wp, uint64_t *done,
                  uint64_t *eagain)
 {
-    return run_range(copy_op, uffd, (uintptr_t)dst, (uintptr_t)src, len, done, eagain);
+    return run_range(copy_op, uffd, (uintptr_t)dst, (uintptr_t)src, len, wp, done, eagain);
 }
 
 int sl_uffd_zero(int uffd, void *dst, uint64_t len, uint64_t *done, uint64_t *eagain)
 {
-    return run_range(zero_op, uffd, (uintptr_t)dst, 0, len, done, eagain);
+    return run_range(zero_op, uffd, (uintptr_t)dst, 0, len, false, done, eagain);
 }
 
-static int poison_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, int64_t *did)
+static int poison_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, bool wp, int64_t *did)
 {
     struct uffdio_poison p = { .range = { .start = dst, .len = len } };
     int ret = ioctl(uffd, UFFDIO_POISON, &p) < 0 ? -errno : 0;
 
     (void)src;
+    (void)wp;
     *did = ret == 0 ? (int64_t)len : p.updated;
     return ret;
 }
@@ -227,10 +233,20 @@ int sl_uffd_poison(int uffd, void *dst, uint64_t len)
     uint64_t done;
 
     /* Like every range ioctl, it may stop part way (EAGAIN): go on. */
-    return run_range(poison_op, uffd, (uintptr_t)dst, 0, len, &done, NULL);
+    return run_range(poison_op, uffd, (uintptr_t)dst, 0, len, false, &done, NULL);
 }
 
-int sl_uffd_continue(int uffd, uint64_t addr, uint64_t len, uint64_t *done, uint64_t *eagain)
+int sl_uffd_continue(int uffd, uint64_t addr, uint64_t len, bool wp, uint64_t *done,
+                     uint64_t *eagain)
 {
-    return run_range(continue_op, uffd, addr, 0, len, done, eagain);
+    return run_range(continue_op, uffd, addr, 0, len, wp, done, eagain);
+}
+
+int sl_uffd_writeprotect(int uffd, uint64_t addr, uint64_t len, bool wp)
+{
+    struct uffdio_writeprotect w = {
+        .range = { .start = addr, .len = len }, .mode = wp ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+    };
+
+    return ioctl(uffd, UFFDIO_WRITEPROTECT, &w) < 0 ? -errno : 0;
 }

@@ -25,6 +25,19 @@ struct uffdio_poison {
 #define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
 #endif
 
+#ifndef UFFDIO_CONTINUE_MODE_WP
+#define UFFDIO_CONTINUE_MODE_WP ((__u64)1 << 1)
+#endif
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
+#endif
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1 << 15)
+#endif
+/* What written-page tracking needs (track.c, and a restore with track_writes). */
+#define SL_UFFD_TRACK_FEATURES \
+    (UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED | UFFD_FEATURE_WP_HUGETLBFS_SHMEM)
+
 #define SL_IOCTL(x) (1ull << (x))
 
 /**
@@ -46,15 +59,26 @@ bool sl_uffd_register(int uffd, void *addr, uint64_t len, uint64_t mode, uint64_
 /** sl_uffd_unregister: unregister, then wake whoever still waits in the range; 0 or -errno. */
 int sl_uffd_unregister(int uffd, void *addr, uint64_t len);
 
-/** sl_uffd_copy: UFFDIO_COPY with retries on partial EAGAIN; *done = bytes copied. */
-int sl_uffd_copy(int uffd, void *dst, const void *src, uint64_t len, uint64_t *done,
+/**
+ * sl_uffd_copy: UFFDIO_COPY with retries on partial EAGAIN; *done = bytes
+ * copied.  @wp maps the pages write-protected (the range must be registered
+ * in WP mode): with asynchronous WP, a later write marks them written.
+ */
+int sl_uffd_copy(int uffd, void *dst, const void *src, uint64_t len, bool wp, uint64_t *done,
                  uint64_t *eagain);
 
 /** sl_uffd_zero: UFFDIO_ZEROPAGE with retries on partial EAGAIN. */
 int sl_uffd_zero(int uffd, void *dst, uint64_t len, uint64_t *done, uint64_t *eagain);
 
-/** sl_uffd_continue: UFFDIO_CONTINUE (map cached pages) with retries on partial EAGAIN. */
-int sl_uffd_continue(int uffd, uint64_t addr, uint64_t len, uint64_t *done, uint64_t *eagain);
+/**
+ * sl_uffd_continue: UFFDIO_CONTINUE (map cached pages) with retries on
+ * partial EAGAIN; @wp maps them write-protected, as for sl_uffd_copy().
+ */
+int sl_uffd_continue(int uffd, uint64_t addr, uint64_t len, bool wp, uint64_t *done,
+                     uint64_t *eagain);
+
+/** sl_uffd_writeprotect: UFFDIO_WRITEPROTECT of the range, protecting (@wp) or not; 0 or -errno. */
+int sl_uffd_writeprotect(int uffd, uint64_t addr, uint64_t len, bool wp);
 
 /** sl_uffd_poison: UFFDIO_POISON: later accesses get SIGBUS. */
 int sl_uffd_poison(int uffd, void *dst, uint64_t len);

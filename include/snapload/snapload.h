@@ -264,6 +264,20 @@ typedef struct {
      * fault path allocates them itself.  For tests and benchmarks.
      */
     bool no_prefault;
+    /**
+     * Since 1.5: know which pages are written (asynchronous userfaultfd
+     * write-protection, kernel 6.7+): our own mappings are registered in
+     * WP mode as well and every unit is placed write-protected, so the
+     * first write to it, by anyone through our mapping (a vCPU under KVM
+     * too), marks it written with no fault message.  Needed by
+     * sl_restore_written() and sl_restore_reset().  A restore that tracks
+     * keeps its mappings registered and its fault thread running after
+     * completion, until sl_restore_stop(), and its anonymous memory is not
+     * collapsed into transparent hugepages (the kernel does not collapse
+     * write-protected ranges).  Writes through another process's mapping
+     * are not seen: a reset refuses while one is attached.
+     */
+    bool track_writes;
 } sl_restore_config;
 
 /** Most consumer mappings (views) one block may have. */
@@ -461,6 +475,46 @@ void sl_restore_stop(sl_restore *r);
 
 /** sl_restore_get_stats: copy the statistics into @out (set out->size first). */
 void sl_restore_get_stats(const sl_restore *r, sl_stats *out);
+
+/** What a reset did (sl_restore_reset()); set size = sizeof. */
+typedef struct {
+    uint32_t size;            /**< sizeof(sl_reset_stats), for versioning */
+    uint64_t units_dropped;   /**< placement units written since the last reset, dropped */
+    uint64_t bytes_dropped;   /**< their bytes */
+    uint64_t runs;            /**< runs of consecutive written units */
+    double collect_ms;        /**< finding them (PAGEMAP_SCAN, re-protecting them) */
+    double drop_ms;           /**< dropping them and handing them to the loaders */
+} sl_reset_stats;
+
+/**
+ * sl_restore_reset:
+ * Since 1.5.  Bring memory back to the snapshot, paying only for the pages
+ * written since the restore started or since the last reset: each written
+ * unit is dropped (MADV_DONTNEED on anonymous memory, a hole punched in a
+ * shared file) and marked absent again, so it comes back exactly once, on
+ * demand or from the loaders, checked, never as zeros.  Returns once they
+ * are dropped: the guest may run at once; sl_restore_wait() tells when
+ * every page is present again.  Needs config.track_writes, a completed
+ * restore (sl_restore_wait() returned 0) and no other process's view; the
+ * caller pauses every writer of the memory (the vCPUs) during the call.
+ * @out (may be NULL) says what was dropped.
+ */
+bool sl_restore_reset(sl_restore *r, sl_reset_stats *out, GError **errp);
+
+/** A run of snapshot pages of one block: [first, first + n). */
+typedef struct {
+    uint64_t first, n;
+} sl_page_run;
+
+/**
+ * sl_restore_written:
+ * Since 1.5.  The pages of block @block_name written since the restore
+ * started or since the last reset, as runs of snapshot pages appended to
+ * @runs (an array of sl_page_run), at the granule of the placement unit
+ * (a hugepage for hugetlbfs).  Nothing is re-protected: a later call or
+ * reset sees them again.  Needs config.track_writes and a started restore.
+ */
+bool sl_restore_written(sl_restore *r, const char *block_name, GArray *runs, GError **errp);
 
 /** sl_restore_free: stop if needed and release. NULL is ok. */
 void sl_restore_free(sl_restore *r);

@@ -1930,9 +1930,9 @@ static void test_uffd_copy_reports_eexist_for_a_present_page(void **state)
     assert_true(sl_uffd_register(fd, p, PSIZE, UFFDIO_REGISTER_MODE_MISSING,
                                  SL_IOCTL(_UFFDIO_COPY), NULL, &err));
     src[0] = 42;
-    assert_int_equal(sl_uffd_copy(fd, p, src, PSIZE, &done, &eagain), 0);
+    assert_int_equal(sl_uffd_copy(fd, p, src, PSIZE, false, &done, &eagain), 0);
     assert_int_equal(done, PSIZE);
-    assert_int_equal(sl_uffd_copy(fd, p, src, PSIZE, &done, &eagain), -EEXIST);
+    assert_int_equal(sl_uffd_copy(fd, p, src, PSIZE, false, &done, &eagain), -EEXIST);
     assert_int_equal(done, 0);
     assert_int_equal(p[0], 42);
     close(fd);

@@ -1,0 +1,319 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * snapload-resetcost: what going back to a snapshot costs (issue 14), in
+ * one run, with the snapshot in the page cache (a loop restores the same
+ * file again and again), for each size asked:
+ *  - eager: sl_eager_load() of the whole block into fresh memory of the
+ *    backend (anonymous memory with MADV_HUGEPAGE, as QEMU maps guest RAM);
+ *  - lazy: a restore from scratch into fresh memory, until complete
+ *    (loaders only, nobody touching);
+ *  - reset: a restore with track_writes, complete; then per repetition
+ *    the same number of units written (the --written share of the largest
+ *    size, so every size writes as many), sl_restore_reset() and the wait
+ *    until every page is present again.  Each round's memory is checked
+ *    against the snapshot (sampled pages and every written one).
+ *
+ *   snapload-resetcost [--backend anon|shmem|hugetlbfs] [--sizes 1G,4G]
+ *                      [--written 1] [--pattern random|runs] [--reps 5]
+ *                      [--dir /var/tmp]
+ *
+ * --written is a percentage of the largest size's units; --pattern runs
+ * writes runs of 16 units (64 KiB of 4 KiB pages) instead of single units
+ * scattered at random.  Prints a table and the ratios lazy/reset and
+ * eager/reset (medians).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "backends/backend.h"
+#include "migration/restore-int.h"
+
+#define RUN_UNITS 16
+#define MAX_REPS 16
+
+typedef struct {
+    sl_backend_kind kind;
+    const char *backend, *dir, *pattern;
+    uint64_t sizes[4], written;
+    unsigned nsizes;
+    double share;
+    int reps;
+} opts;
+
+static double now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp);
+    return v[n / 2];
+}
+
+static void die(const char *what, const GError *err)
+{
+    fprintf(stderr, "snapload-resetcost: %s: %s\n", what, err ? err->message : "failed");
+    exit(1);
+}
+
+/* Page @i of the test snapshot: a quarter zero, the rest distinct. */
+static void fill(uint8_t *p, uint64_t i)
+{
+    uint64_t s = (i + 1) * 0x9e3779b97f4a7c15ull;
+
+    memset(p, 0, 4096);
+    if (i % 4 == 3) {
+        return;
+    }
+    for (unsigned k = 0; k < 4096; k += 64) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        memcpy(p + k, &s, 8);
+    }
+    memcpy(p, &i, 8);
+}
+
+/* A snapshot of @size bytes (one block "ram") at @path, read once into the page cache. */
+static void make_snapshot(const char *path, uint64_t size)
+{
+    g_autoptr(GError) err = NULL;
+    sl_writer *w = sl_writer_new(path, &err);
+    uint8_t page[4096];
+    char buf[1 << 16];
+    FILE *f;
+
+    if (!w || sl_writer_add_block(w, "ram", size, 4096, -1, &err) < 0) {
+        die("writer", err);
+    }
+    for (uint64_t i = 0; i < size / 4096; i++) {
+        fill(page, i);
+        if (!sl_writer_write(w, 0, i * 4096, page, 4096, &err)) {
+            die("write", err);
+        }
+    }
+    if (!sl_writer_finish(w, &err)) {
+        die("finish", err);
+    }
+    sl_writer_free(w);
+    f = fopen(path, "rb");
+    while (f && fread(buf, 1, sizeof(buf), f) == sizeof(buf)) {
+    }
+    if (f) {
+        fclose(f);
+    }
+}
+
+static double eager_ms(const opts *o, sl_snapshot *snap, uint64_t size)
+{
+    g_autoptr(GError) err = NULL;
+    sl_mem m = { 0 };
+    double t0, t;
+
+    if (!sl_mem_map(&m, o->kind, size, 0, &err)) {
+        die("eager: map", err);
+    }
+    t0 = now_ms();
+    if (sl_eager_load(snap, 0, m.host, g_get_num_processors(), false) < 0) {
+        die("eager load", NULL);
+    }
+    t = now_ms() - t0;
+    sl_mem_release(&m);
+    return t;
+}
+
+/* A restore of @snap into fresh memory @m, started (and, with @wait, complete). */
+static sl_restore *restore(const opts *o, sl_snapshot *snap, sl_mem *m, uint64_t size,
+                           bool track)
+{
+    g_autoptr(GError) err = NULL;
+    sl_restore_config cfg = { .size = sizeof(cfg), .track_writes = track };
+    sl_restore *r;
+
+    if (!sl_mem_map(m, o->kind, size, 0, &err)) {
+        die("map", err);
+    }
+    r = sl_restore_new(snap, &cfg, &err);
+    if (!r || !sl_mem_attach(r, "ram", m, &err) || !sl_restore_start(r, &err)) {
+        die("restore", err);
+    }
+    if (sl_restore_wait(r, -1) != 0) {
+        die("restore did not complete", NULL);
+    }
+    return r;
+}
+
+static double lazy_ms(const opts *o, sl_snapshot *snap, uint64_t size)
+{
+    sl_mem m = { 0 };
+    double t0 = now_ms(), t;
+    sl_restore *r = restore(o, snap, &m, size, false);
+
+    t = now_ms() - t0;
+    sl_restore_free(r);
+    sl_mem_release(&m);
+    return t;
+}
+
+/* Writes o->written units of @m (pattern), marking them in @hit; returns the count. */
+static uint64_t write_units(const opts *o, sl_mem *m, GRand *rng, uint8_t *hit)
+{
+    uint64_t unit = m->page_size, n = m->length / unit, done = 0;
+    unsigned run = strcmp(o->pattern, "runs") == 0 ? RUN_UNITS : 1;
+
+    memset(hit, 0, n);
+    while (done < MIN(o->written, n)) {
+        uint64_t u = (uint64_t)g_rand_double_range(rng, 0, (double)(n - run + 1));
+        for (unsigned k = 0; k < run && done < o->written; k++) {
+            done += !hit[u + k];
+            hit[u + k] = 1;
+            m->host[(u + k) * unit + 8] ^= 0x5a;
+        }
+    }
+    return done;
+}
+
+/* Every written unit and every 61st other page equal the snapshot's. */
+static void check(const sl_mem *m, const uint8_t *hit)
+{
+    uint64_t unit = m->page_size;
+    uint8_t want[4096];
+
+    for (uint64_t p = 0; p < m->length / 4096; p++) {
+        if (!hit[p * 4096 / unit] && p % 61) {
+            continue;
+        }
+        fill(want, p);
+        if (memcmp(want, m->host + p * 4096, 4096)) {
+            fprintf(stderr, "snapload-resetcost: page %" G_GUINT64_FORMAT " is wrong after "
+                    "a reset\n", p);
+            exit(1);
+        }
+    }
+}
+
+typedef struct {
+    double eager, lazy, reset, collect, drop;
+    uint64_t dropped;
+} figures;
+
+static void reset_rounds(const opts *o, sl_snapshot *snap, uint64_t size, figures *fg)
+{
+    double t[MAX_REPS], c[MAX_REPS], d[MAX_REPS];
+    g_autoptr(GRand) rng = g_rand_new_with_seed(14);
+    sl_mem m = { 0 };
+    sl_restore *r = restore(o, snap, &m, size, true);
+    g_autofree uint8_t *hit = g_malloc(size / m.page_size);
+
+    for (int i = 0; i < o->reps; i++) {
+        g_autoptr(GError) err = NULL;
+        sl_reset_stats rs = { .size = sizeof(rs) };
+        uint64_t n = write_units(o, &m, rng, hit);
+        double t0 = now_ms();
+        if (!sl_restore_reset(r, &rs, &err) || sl_restore_wait(r, -1) != 0) {
+            die("reset", err);
+        }
+        t[i] = now_ms() - t0;
+        c[i] = rs.collect_ms;
+        d[i] = rs.drop_ms;
+        if (rs.units_dropped != n) {
+            fprintf(stderr, "snapload-resetcost: wrote %" G_GUINT64_FORMAT " units, the "
+                    "reset dropped %" G_GUINT64_FORMAT "\n", n, rs.units_dropped);
+            exit(1);
+        }
+        fg->dropped = n;
+        check(&m, hit);
+    }
+    fg->reset = median(t, o->reps);
+    fg->collect = median(c, o->reps);
+    fg->drop = median(d, o->reps);
+    sl_restore_free(r);
+    sl_mem_release(&m);
+}
+
+static void measure(const opts *o, uint64_t size, figures *fg)
+{
+    g_autofree char *path = g_strdup_printf("%s/snapload-resetcost-%d.snap", o->dir, getpid());
+    g_autoptr(GError) err = NULL;
+    sl_snapshot *snap;
+
+    make_snapshot(path, size);
+    snap = sl_snapshot_open(path, &err);
+    if (!snap) {
+        die("open", err);
+    }
+    fg->eager = eager_ms(o, snap, size);
+    fg->lazy = lazy_ms(o, snap, size);
+    reset_rounds(o, snap, size, fg);
+    sl_snapshot_close(snap);
+    unlink(path);
+}
+
+static bool parse(int argc, char **argv, opts *o)
+{
+    const char *sizes = "1G,4G";
+
+    *o = (opts){ .backend = "anon", .dir = "/var/tmp", .pattern = "random", .share = 1,
+                 .reps = 5 };
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const char *k = argv[i], *v = argv[i + 1];
+        if (!strcmp(k, "--backend")) o->backend = v;
+        else if (!strcmp(k, "--sizes")) sizes = v;
+        else if (!strcmp(k, "--written")) o->share = g_ascii_strtod(v, NULL);
+        else if (!strcmp(k, "--pattern")) o->pattern = v;
+        else if (!strcmp(k, "--reps")) o->reps = CLAMP(atoi(v), 1, MAX_REPS);
+        else if (!strcmp(k, "--dir")) o->dir = v;
+        else return false;
+    }
+    g_auto(GStrv) parts = g_strsplit(sizes, ",", 4);
+    for (unsigned i = 0; parts[i]; i++) {
+        uint64_t s = g_ascii_strtoull(parts[i], NULL, 10) << (strchr(parts[i], 'G') ? 30 : 20);
+        if (!s) {
+            return false;
+        }
+        o->sizes[o->nsizes++] = s;
+    }
+    return o->nsizes && sl_backend_by_name(o->backend, &o->kind) &&
+           (!strcmp(o->pattern, "random") || !strcmp(o->pattern, "runs"));
+}
+
+int main(int argc, char **argv)
+{
+    opts o;
+    uint64_t largest = 0, unit;
+
+    if (!parse(argc, argv, &o)) {
+        fprintf(stderr, "usage: snapload-resetcost [--backend anon|shmem|hugetlbfs] [--sizes "
+                "1G,4G] [--written 1] [--pattern random|runs] [--reps 5] [--dir DIR]\n");
+        return 2;
+    }
+    unit = o.kind == SL_BACKEND_HUGETLBFS ? sl_hugetlb_default_size() : 4096;
+    for (unsigned i = 0; i < o.nsizes; i++) {
+        largest = MAX(largest, o.sizes[i]);
+    }
+    o.written = MAX(1, (uint64_t)((double)(largest / unit) * o.share / 100.0));
+    printf("%s, %" G_GUINT64_FORMAT " units of %" G_GUINT64_FORMAT " KiB written per reset "
+           "(%.2f %% of the largest size, pattern %s), %d resets (medians)\n", o.backend,
+           o.written, unit >> 10, o.share, o.pattern, o.reps);
+    printf("%6s %10s %10s %10s %9s %9s %12s %12s\n", "size", "eager ms", "lazy ms", "reset ms",
+           "collect", "drop", "lazy/reset", "eager/reset");
+    for (unsigned i = 0; i < o.nsizes; i++) {
+        figures fg = { 0 };
+        measure(&o, o.sizes[i], &fg);
+        printf("%5" G_GUINT64_FORMAT "M %10.1f %10.1f %10.2f %9.2f %9.2f %11.1fx %11.1fx\n",
+               o.sizes[i] >> 20, fg.eager, fg.lazy, fg.reset, fg.collect, fg.drop,
+               fg.lazy / fg.reset, fg.eager / fg.reset);
+        fflush(stdout);
+    }
+    return 0;
+}

@@ -1,0 +1,263 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Going back to the snapshot for the price of what the guest wrote
+ * (sl_restore_reset), and telling what it wrote (sl_restore_written).
+ *
+ * A restore with track_writes places every unit of its own views
+ * write-protected on a uffd with asynchronous WP: the first write to a
+ * page lifts the protection without a message, and PAGEMAP_SCAN lists the
+ * pages so written (track.c).  A reset, on the caller's thread with every
+ * writer paused, after the restore completed:
+ *
+ *   1. joins the loaders (they have run out of work), and lists the
+ *      written units of every region, protecting them again in that walk;
+ *   2. sets the status back to in progress and marks those units ABSENT in
+ *      the page map (before their memory goes: a fault that finds a unit
+ *      gone finds it ABSENT too, and is served from the snapshot, never
+ *      with zeros), raising @remaining by their number;
+ *   3. drops their memory (ops->drop: MADV_DONTNEED, or a punched hole)
+ *      so the next access faults, and queues them as the loaders' work;
+ *   4. publishes the new generation (the fault thread then reports the
+ *      next completion) and starts the loaders.
+ *
+ * Every later page of our views again comes from a placement (MISSING and
+ * MINOR stay registered), write-protected, so the next reset sees exactly
+ * the next writes.  The fault thread never stopped serving meanwhile.
+ */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+#include "restore-int.h"
+#include "busy.h"
+#include "track.h"
+
+/* Units of @reg written since they were last protected, as sl_run (one region). */
+static bool written_units(sl_restore *r, sl_region *reg, bool rearm, GArray *out,
+                          GError **errp)
+{
+    g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_written_run));
+    uint64_t base = (uintptr_t)reg->mem.host;
+    int64_t ret = sl_scan_written(r->pagemap_fd, base, base + reg->mem.length, rearm, runs);
+
+    if (ret < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block '%s': PAGEMAP_SCAN of the written "
+                    "pages: %s", reg->blk->name, g_strerror((int)-ret));
+        return false;
+    }
+    for (guint i = 0; i < runs->len; i++) {
+        const sl_written_run *w = &g_array_index(runs, sl_written_run, i);
+        uint64_t u0 = (w->start - base) / reg->unit;
+        uint64_t u1 = (w->end - base + reg->unit - 1) / reg->unit;
+        sl_run *last = out->len ? &g_array_index(out, sl_run, out->len - 1) : NULL;
+        if (last && last->unit + last->n >= u0) { /* same unit (a sub-unit granule) */
+            last->n = MAX(last->n, u1 - last->unit);
+        } else {
+            sl_run run = { .region = reg->index, .unit = u0, .n = u1 - u0 };
+            g_array_append_val(out, run);
+        }
+    }
+    return true;
+}
+
+/* The region of @r holding block @name (or NULL). */
+static sl_region *region_named(sl_restore *r, const char *name)
+{
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        if (g_strcmp0(reg->blk->name, name) == 0) {
+            return reg;
+        }
+    }
+    return NULL;
+}
+
+static bool check_tracking(sl_restore *r, GError **errp)
+{
+    if (!r->cfg.track_writes || !r->started || r->stopped) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "%s",
+                    !r->cfg.track_writes ? "written pages are known only to a restore "
+                    "started with config.track_writes"
+                    : "the restore is not running (not started, or stopped)");
+        return false;
+    }
+    return true;
+}
+
+bool sl_restore_written(sl_restore *r, const char *block_name, GArray *runs, GError **errp)
+{
+    sl_region *reg = region_named(r, block_name);
+    g_autoptr(GArray) units = g_array_new(false, false, sizeof(sl_run));
+
+    if (!check_tracking(r, errp)) {
+        return false;
+    }
+    if (!reg || !reg->mem.host) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' %s", block_name,
+                    reg ? "has no mapping of ours: its writes are not tracked"
+                        : "is not attached to this restore");
+        return false;
+    }
+    if (!written_units(r, reg, false, units, errp)) {
+        return false;
+    }
+    for (guint i = 0; i < units->len; i++) {
+        const sl_run *u = &g_array_index(units, sl_run, i);
+        sl_page_run p = { .first = u->unit * reg->ratio, .n = u->n * reg->ratio };
+        g_array_append_val(runs, p);
+    }
+    return true;
+}
+
+/* A reset needs a completed restore whose every view is our own mapping. */
+static bool check_reset(sl_restore *r, GError **errp)
+{
+    if (!check_tracking(r, errp)) {
+        return false;
+    }
+    if (sl_restore_poll(r) != 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "reset needs a completed restore "
+                    "(sl_restore_wait() returned %d)", sl_restore_poll(r));
+        return false;
+    }
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        /* Acquire: pairs with the release store in sl_restore_add_view(). */
+        unsigned nv = atomic_load_explicit(&reg->nviews, memory_order_acquire);
+        if (!reg->mem.host || nv != 1) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "block '%s': another process maps "
+                        "it, and its writes are not tracked: a reset could leave them",
+                        reg->blk->name);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Queues @units (the dropped runs) as the loaders' work, each on its node's group. */
+static void queue_redo(sl_restore *r, GArray *units)
+{
+    GArray *lists[SL_MAX_NODES];
+
+    for (unsigned g = 0; g < r->ngroups; g++) {
+        lists[g] = g_array_new(false, false, sizeof(sl_run));
+    }
+    for (guint i = 0; i < units->len; i++) {
+        const sl_run *run = &g_array_index(units, sl_run, i);
+        sl_region *reg = g_ptr_array_index(r->regions, run->region);
+        for (uint64_t u = run->unit; u < run->unit + run->n;) {
+            unsigned g = sl_unit_node(r, reg, u);
+            uint64_t j = u + 1;
+            while (j < run->unit + run->n && sl_unit_node(r, reg, j) == g) {
+                j++;
+            }
+            sl_run piece = { .region = run->region, .unit = u, .n = j - u };
+            g_array_append_val(lists[g], piece);
+            u = j;
+        }
+    }
+    for (unsigned g = 0; g < r->ngroups; g++) {
+        g_free(r->groups[g].redo);
+        r->groups[g].nredo = lists[g]->len;
+        r->groups[g].redo = (sl_run *)(void *)g_array_free(lists[g], false);
+        atomic_store_explicit(&r->groups[g].next_redo, 0, memory_order_relaxed);
+    }
+}
+
+/* Step 2: the units are ABSENT and counted missing; the restore is in progress again. */
+static uint64_t forget_units(sl_restore *r, GArray *units)
+{
+    uint64_t total = 0, drained;
+
+    atomic_store_explicit(&r->status, -EINPROGRESS, memory_order_relaxed);
+    (void)!read(r->done_efd, &drained, sizeof(drained)); /* sl_restore_wait() waits again */
+    for (guint i = 0; i < units->len; i++) {
+        const sl_run *run = &g_array_index(units, sl_run, i);
+        sl_region *reg = g_ptr_array_index(r->regions, run->region);
+        total += sl_pagemap_forget(reg->map, run->unit, run->n);
+    }
+    /* Relaxed: published by the release increment of the generation. */
+    atomic_fetch_add_explicit(&r->remaining, total, memory_order_relaxed);
+    return total;
+}
+
+/* Step 3: their memory goes; shared files are busy again until complete. */
+static bool drop_units(sl_restore *r, GArray *units, GError **errp)
+{
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        if (reg->mem.fd >= 0 && reg->busy < 0 &&
+            (reg->busy = sl_busy_mark(reg->mem.fd, reg->mem.offset, reg->mem.length,
+                                      errp)) < 0) {
+            return false;
+        }
+    }
+    for (guint i = 0; i < units->len; i++) {
+        const sl_run *run = &g_array_index(units, sl_run, i);
+        sl_region *reg = g_ptr_array_index(r->regions, run->region);
+        int ret = reg->mem.ops->drop(&reg->mem, run->unit * reg->unit, run->n * reg->unit);
+        if (ret < 0) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block '%s': dropping %" G_GUINT64_FORMAT
+                        " written bytes at offset %" G_GUINT64_FORMAT ": %s", reg->blk->name,
+                        run->n * reg->unit, run->unit * reg->unit, g_strerror(-ret));
+            return false;
+        }
+    }
+    return true;
+}
+
+static void note_stats(sl_reset_stats *out, GArray *units, uint64_t n, uint64_t bytes,
+                       uint64_t t0, uint64_t t1)
+{
+    sl_reset_stats s = { .size = sizeof(s), .units_dropped = n, .bytes_dropped = bytes,
+                         .runs = units->len };
+    uint32_t want;
+
+    if (!out) {
+        return;
+    }
+    s.collect_ms = (double)(t1 - t0) / 1e6;
+    s.drop_ms = (double)(sl_now_ns() - t1) / 1e6;
+    want = out->size && out->size < sizeof(s) ? out->size : sizeof(s);
+    memcpy(out, &s, want);
+    out->size = want;
+}
+
+bool sl_restore_reset(sl_restore *r, sl_reset_stats *out, GError **errp)
+{
+    g_autoptr(GArray) units = g_array_new(false, false, sizeof(sl_run));
+    uint64_t t0 = sl_now_ns(), t1, n, bytes = 0;
+
+    if (!check_reset(r, errp)) {
+        return false;
+    }
+    sl_engine_join_loaders(r); /* none may claim a unit while they are forgotten */
+    for (guint i = 0; i < r->regions->len; i++) {
+        if (!written_units(r, g_ptr_array_index(r->regions, i), true, units, errp)) {
+            return false;
+        }
+    }
+    t1 = sl_now_ns();
+    for (guint i = 0; i < units->len; i++) {
+        const sl_run *run = &g_array_index(units, sl_run, i);
+        bytes += run->n * ((sl_region *)g_ptr_array_index(r->regions, run->region))->unit;
+    }
+    if (units->len == 0) {
+        note_stats(out, units, 0, 0, t0, t1);
+        return true; /* nothing written: memory is the snapshot */
+    }
+    n = forget_units(r, units);
+    if (!drop_units(r, units, errp)) {
+        sl_engine_fail(r, -EIO); /* stopping seals what is missing: never stale bytes */
+        return false;
+    }
+    queue_redo(r, units);
+    /* Release: pairs with the acquire load in the fault loop (engine.c). */
+    atomic_fetch_add_explicit(&r->generation, 1, memory_order_release);
+    sl_engine_kick(r->ctl_efd);
+    if (!sl_engine_refill(r, errp)) {
+        sl_engine_fail(r, -EAGAIN);
+        return false;
+    }
+    note_stats(out, units, n, bytes, t0, t1);
+    return true;
+}

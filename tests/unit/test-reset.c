@@ -1,0 +1,327 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Resets of a restore that tracks writes (migration/reset.c), table-driven
+ * over anonymous memory, shmem, hugetlbfs-2M and hugetlbfs-1G: a reset
+ * drops exactly the units written since the restore (or the last reset),
+ * they come back with the snapshot's bytes (to readers racing the
+ * loaders, and once the restore is complete again), each placed exactly
+ * once more, never as zeros, round after round; sl_restore_written lists
+ * the same units; a reset refuses what it cannot do right.
+ */
+#include <errno.h>
+#include <string.h>
+#include "testutil.h"
+#include "backends/backend.h"
+#include "migration/restore-int.h"
+
+#define PSIZE 4096u
+#define ROUNDS 6
+
+typedef struct {
+    const char *name;
+    sl_backend_kind kind;
+    uint64_t hugepage;   /* 0: 4 KiB pages */
+    const char *cap;
+} reset_case;
+
+static const reset_case cases[] = {
+    { "anon", SL_BACKEND_ANON, 0, "uffd" },
+    { "shmem", SL_BACKEND_SHMEM, 0, "uffd" },
+    { "hugetlbfs-2M", SL_BACKEND_HUGETLBFS, 2u << 20, "hugepages" },
+    { "hugetlbfs-1G", SL_BACKEND_HUGETLBFS, 1u << 30, "hugepages-1G" },
+};
+
+typedef struct {
+    const reset_case *tc;
+    char *dir, *path;
+    uint64_t len, unit, nunits, npages;
+    sl_snapshot *snap;
+    sl_mem mem;
+    sl_restore *r;
+} fixture;
+
+#define ZERO_EVERY 5 /* every fifth snapshot page is zero: holes come back too */
+
+static int setup(void **state)
+{
+    fixture *f = g_new0(fixture, 1);
+
+    f->tc = *state;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+
+    sl_restore_free(f->r);
+    sl_mem_release(&f->mem);
+    sl_snapshot_close(f->snap);
+    if (f->dir) {
+        sl_test_rmdir(f->dir);
+    }
+    g_free(f->path);
+    g_free(f);
+    return 0;
+}
+
+/* A snapshot of @nunits units and memory of the case's kind to restore it into. */
+static void build(fixture *f, uint64_t nunits)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree char *why = NULL;
+    bool have = sl_test_have_uffd(&why);
+
+    SL_TEST_NEED("uffd", have, why);
+    f->unit = f->tc->hugepage ? f->tc->hugepage : PSIZE;
+    if (f->tc->hugepage) {
+        have = sl_hugetlb_check(f->tc->hugepage, nunits, &err);
+        SL_TEST_NEED(f->tc->cap, have, err->message);
+    }
+    f->nunits = nunits;
+    f->len = nunits * f->unit;
+    f->npages = f->len / PSIZE;
+    f->dir = sl_test_tmpdir();
+    f->path = g_build_filename(f->dir, "snap", NULL);
+    sl_test_make_snapshot(f->path, &f->len, 1, PSIZE, ZERO_EVERY, 0);
+    f->snap = sl_snapshot_open(f->path, &err);
+    assert_non_null(f->snap);
+    if (!sl_mem_map(&f->mem, f->tc->kind, f->len, f->tc->hugepage, &err)) {
+        fail_msg("sl_mem_map: %s", err->message);
+    }
+}
+
+/* A restore of the fixture's snapshot, with (@track) or without write tracking. */
+static bool start(fixture *f, bool track, bool no_loaders, GError **errp)
+{
+    sl_restore_config cfg = { .size = sizeof(cfg), .track_writes = track,
+                              .no_loaders = no_loaders };
+
+    f->r = sl_restore_new(f->snap, &cfg, errp);
+    return f->r && sl_mem_attach(f->r, "b0", &f->mem, errp) && sl_restore_start(f->r, errp);
+}
+
+static void start_tracking(fixture *f)
+{
+    g_autoptr(GError) err = NULL;
+
+    if (!start(f, true, false, &err)) {
+        fail_msg("restore with track_writes: %s", err->message);
+    }
+    assert_int_equal(sl_restore_wait(f->r, -1), 0);
+}
+
+/* Snapshot pages that differ from the snapshot, counted over the whole block. */
+static uint64_t wrong_pages(const fixture *f)
+{
+    g_autofree uint8_t *want = g_malloc(PSIZE);
+    uint64_t bad = 0;
+
+    for (uint64_t i = 0; i < f->npages; i++) {
+        sl_test_fill_page(want, PSIZE, i, 1, ZERO_EVERY);
+        bad += memcmp(want, f->mem.host + i * PSIZE, PSIZE) != 0;
+    }
+    return bad;
+}
+
+/* Writes one byte into random units (about @share of them); returns how many were hit. */
+static uint64_t write_some(fixture *f, GRand *rng, double share, bool *hit)
+{
+    uint64_t n = 0;
+
+    memset(hit, 0, f->nunits * sizeof(*hit));
+    for (uint64_t u = 0; u < f->nunits; u++) {
+        if (g_rand_double(rng) < share) {
+            uint64_t off = u * f->unit + g_rand_int_range(rng, 0, (gint32)f->unit);
+            f->mem.host[off] ^= 0xa5;
+            n += !hit[u];
+            hit[u] = true;
+        }
+    }
+    return n;
+}
+
+/* Every page of the restore's audit placed once in this generation, none missing. */
+static void expect_complete_once(fixture *f, const char *when)
+{
+    sl_stats st = { .size = sizeof(st) };
+
+    assert_int_equal(sl_restore_wait(f->r, -1), 0);
+    sl_restore_get_stats(f->r, &st);
+    if (st.pages_placed_twice || st.pages_never_placed || st.pages_present != f->nunits) {
+        fail_msg("%s: %" G_GUINT64_FORMAT " placed twice, %" G_GUINT64_FORMAT " never, %"
+                 G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT " present", when,
+                 st.pages_placed_twice, st.pages_never_placed, st.pages_present, f->nunits);
+    }
+}
+
+static uint64_t units_for(const reset_case *tc)
+{
+    return tc->hugepage > (2u << 20) ? 2 : tc->hugepage ? 8 : 1024;
+}
+
+/*
+ * Round after round: write random units, reset: exactly those are dropped,
+ * and once complete again every byte is the snapshot's, each unit placed
+ * once in the round.
+ */
+static void test_reset_drops_exactly_the_written_units_and_restores_every_byte(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GRand) rng = g_rand_new_with_seed(0x5e7);
+    g_autofree bool *hit = NULL;
+
+    build(f, units_for(f->tc));
+    hit = g_new0(bool, f->nunits);
+    start_tracking(f);
+    for (unsigned round = 0; round < ROUNDS; round++) {
+        g_autoptr(GError) err = NULL;
+        sl_reset_stats rs = { .size = sizeof(rs) };
+        double share = round == 3 ? 0.0 : round == 5 ? 1.0 : 0.1 + 0.1 * round;
+        uint64_t written = write_some(f, rng, share, hit);
+        g_autofree char *when = g_strdup_printf("round %u (%" G_GUINT64_FORMAT " units written)",
+                                                round, written);
+
+        if (!sl_restore_reset(f->r, &rs, &err)) {
+            fail_msg("%s: sl_restore_reset: %s", when, err->message);
+        }
+        if (rs.units_dropped != written) {
+            fail_msg("%s: the reset dropped %" G_GUINT64_FORMAT " units", when,
+                     rs.units_dropped);
+        }
+        expect_complete_once(f, when);
+        assert_int_equal(wrong_pages(f), 0);
+    }
+}
+
+typedef struct {
+    fixture *f;
+    uint64_t wrong;
+} reader;
+
+/* Reads every page while the loaders refill, as a running guest would. */
+static gpointer read_all(gpointer opaque)
+{
+    reader *rd = opaque;
+    rd->wrong = wrong_pages(rd->f);
+    return NULL;
+}
+
+/* Right after a reset, readers racing the loaders see only the snapshot's bytes. */
+static void test_readers_during_the_refill_see_only_snapshot_bytes(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GRand) rng = g_rand_new_with_seed(0xfee1);
+    g_autofree bool *hit = NULL;
+
+    build(f, units_for(f->tc));
+    hit = g_new0(bool, f->nunits);
+    start_tracking(f);
+    for (unsigned round = 0; round < ROUNDS; round++) {
+        g_autoptr(GError) err = NULL;
+        reader rd[2] = { { .f = f }, { .f = f } };
+        GThread *th[2];
+
+        write_some(f, rng, 0.5, hit);
+        assert_true(sl_restore_reset(f->r, NULL, &err));
+        for (unsigned i = 0; i < 2; i++) {
+            th[i] = g_thread_new("reader", read_all, &rd[i]);
+        }
+        for (unsigned i = 0; i < 2; i++) {
+            g_thread_join(th[i]);
+            if (rd[i].wrong) {
+                fail_msg("round %u: a reader saw %" G_GUINT64_FORMAT " wrong pages", round,
+                         rd[i].wrong);
+            }
+        }
+        expect_complete_once(f, "after the readers");
+    }
+}
+
+/* sl_restore_written lists the written units, and a reset starts the next list afresh. */
+static void test_written_lists_the_units_written_since_the_last_reset(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GRand) rng = g_rand_new_with_seed(0x1157);
+    g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_page_run));
+    g_autoptr(GError) err = NULL;
+    g_autofree bool *hit = NULL, *seen = NULL;
+
+    build(f, units_for(f->tc));
+    hit = g_new0(bool, f->nunits);
+    seen = g_new0(bool, f->nunits);
+    start_tracking(f);
+    write_some(f, rng, 0.3, hit);
+    assert_true(sl_restore_reset(f->r, NULL, &err));
+    assert_int_equal(sl_restore_wait(f->r, -1), 0);
+    write_some(f, rng, 0.2, hit);
+    assert_true(sl_restore_written(f->r, "b0", runs, &err));
+    for (guint i = 0; i < runs->len; i++) {
+        const sl_page_run *p = &g_array_index(runs, sl_page_run, i);
+        assert_true(p->n > 0 && p->first + p->n <= f->npages);
+        for (uint64_t k = p->first; k < p->first + p->n; k++) {
+            seen[k * PSIZE / f->unit] = true;
+        }
+    }
+    for (uint64_t u = 0; u < f->nunits; u++) {
+        if (seen[u] != hit[u]) {
+            fail_msg("unit %" G_GUINT64_FORMAT " was %s listed", u, seen[u] ? "" : "not");
+        }
+    }
+}
+
+/* What a reset cannot do right, it refuses, naming why; memory stays as it was. */
+static void test_reset_refuses_without_tracking_or_before_completion(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) e1 = NULL, e2 = NULL, e3 = NULL;
+
+    build(f, units_for(f->tc));
+    assert_true(start(f, false, false, &e1));
+    assert_int_equal(sl_restore_wait(f->r, -1), 0);
+    assert_false(sl_restore_reset(f->r, NULL, &e1));
+    assert_non_null(strstr(e1->message, "track_writes"));
+    g_clear_pointer(&f->r, sl_restore_free);
+    assert_true(start(f, true, true, &e2)); /* faults only: never completes by itself */
+    assert_false(sl_restore_reset(f->r, NULL, &e2));
+    assert_non_null(strstr(e2->message, "completed restore"));
+    sl_restore_stop(f->r);
+    assert_false(sl_restore_reset(f->r, NULL, &e3));
+    assert_non_null(strstr(e3->message, "not running"));
+}
+
+#define CASE(fn, c) \
+    { .name = NULL, .test_func = fn, .setup_func = setup, .teardown_func = teardown, \
+      .initial_state = (void *)&cases[c] }
+
+int main(void)
+{
+    static const struct { const char *name; CMUnitTestFunction fn; } features[] = {
+        { "reset_drops_exactly_the_written_units_and_restores_every_byte",
+          test_reset_drops_exactly_the_written_units_and_restores_every_byte },
+        { "readers_during_the_refill_see_only_snapshot_bytes",
+          test_readers_during_the_refill_see_only_snapshot_bytes },
+        { "written_lists_the_units_written_since_the_last_reset",
+          test_written_lists_the_units_written_since_the_last_reset },
+        { "reset_refuses_without_tracking_or_before_completion",
+          test_reset_refuses_without_tracking_or_before_completion },
+    };
+    struct CMUnitTest tests[G_N_ELEMENTS(cases) * G_N_ELEMENTS(features)];
+    unsigned n = 0;
+
+    for (unsigned c = 0; c < G_N_ELEMENTS(cases); c++) {
+        for (unsigned i = 0; i < G_N_ELEMENTS(features); i++) {
+            tests[n] = (struct CMUnitTest)CASE(features[i].fn, c);
+            tests[n++].name = g_strdup_printf("%s/%s", cases[c].name, features[i].name);
+        }
+    }
+    if (g_getenv("SL_TEST_FILTER")) {
+        cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
+    }
+    int failed = _cmocka_run_group_tests("reset", tests, n, NULL, NULL);
+    for (unsigned i = 0; i < n; i++) {
+        g_free((char *)tests[i].name);
+    }
+    return failed;
+}

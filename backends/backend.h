@@ -33,6 +33,11 @@
 
 typedef struct sl_backend_ops sl_backend_ops;
 
+/** A byte range of a block: [off, off + len). */
+typedef struct {
+    uint64_t off, len;
+} sl_range;
+
 /*
  * The memory of one block.  Written by the thread that maps or attaches it,
  * read-only once the restore has started.
@@ -112,11 +117,12 @@ struct sl_backend_ops {
     /** Throw away the content of a corrupt unit (in_place only; may be NULL). */
     void (*discard)(const sl_mem *m, uint64_t off, uint64_t len);
     /**
-     * Throw away the content of [@off, +@len) so that the next access to it
-     * faults again (a reset: anon drops our own mapping's pages, shared
-     * files punch a hole, out of every mapping).  0 or -errno.
+     * Throw away the content of the @n ranges @runs (offset, length) so
+     * that the next access to each faults again (a reset: anon drops our
+     * own mapping's pages, batched; shared files punch holes, out of every
+     * mapping).  0 or -errno.
      */
-    int (*drop)(const sl_mem *m, uint64_t off, uint64_t len);
+    int (*drop)(const sl_mem *m, const sl_range *runs, size_t n);
     /** Undo map (only for owned memory). */
     void (*release)(sl_mem *m);
 };

@@ -268,11 +268,16 @@ static void file_discard(const sl_mem *m, uint64_t off, uint64_t len)
     }
 }
 
-/* The file's pages of [off, +len) go, out of every mapping: a hole again. */
-static int file_drop(const sl_mem *m, uint64_t off, uint64_t len)
+/* The file's pages of @runs go, out of every mapping: holes again. */
+static int file_drop(const sl_mem *m, const sl_range *runs, size_t n)
 {
-    return fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                     (off_t)(m->offset + off), (off_t)len) < 0 ? -errno : 0;
+    for (size_t i = 0; i < n; i++) {
+        if (fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                      (off_t)(m->offset + runs[i].off), (off_t)runs[i].len) < 0) {
+            return -errno;
+        }
+    }
+    return 0;
 }
 
 static void file_release(sl_mem *m)

@@ -40,6 +40,7 @@ typedef struct {
     unsigned nsizes;
     double share;
     int reps;
+    bool reset_only;      /* --reset-only 1: skip the eager and lazy loads (profiling) */
 } opts;
 
 static double now_ms(void)
@@ -134,10 +135,11 @@ static double eager_ms(const opts *o, sl_snapshot *snap, uint64_t size)
 
 /* A restore of @snap into fresh memory @m, started (and, with @wait, complete). */
 static sl_restore *restore(const opts *o, sl_snapshot *snap, sl_mem *m, uint64_t size,
-                           bool track)
+                           bool track, bool in_place)
 {
     g_autoptr(GError) err = NULL;
-    sl_restore_config cfg = { .size = sizeof(cfg), .track_writes = track };
+    sl_restore_config cfg = { .size = sizeof(cfg), .track_writes = track,
+                              .reset_in_place = in_place };
     sl_restore *r;
 
     if (!sl_mem_map(m, o->kind, size, 0, &err)) {
@@ -157,7 +159,7 @@ static double lazy_ms(const opts *o, sl_snapshot *snap, uint64_t size)
 {
     sl_mem m = { 0 };
     double t0 = now_ms(), t;
-    sl_restore *r = restore(o, snap, &m, size, false);
+    sl_restore *r = restore(o, snap, &m, size, false, false);
 
     t = now_ms() - t0;
     sl_restore_free(r);
@@ -202,17 +204,23 @@ static void check(const sl_mem *m, const uint8_t *hit)
     }
 }
 
+/* Medians of one way of resetting. */
 typedef struct {
-    double eager, lazy, reset, collect, drop;
-    uint64_t dropped;
+    double total, collect, restore;
+} reset_fig;
+
+typedef struct {
+    double eager, lazy;
+    reset_fig drop, in_place;
 } figures;
 
-static void reset_rounds(const opts *o, sl_snapshot *snap, uint64_t size, figures *fg)
+static void reset_rounds(const opts *o, sl_snapshot *snap, uint64_t size, bool in_place,
+                         reset_fig *fg)
 {
     double t[MAX_REPS], c[MAX_REPS], d[MAX_REPS];
     g_autoptr(GRand) rng = g_rand_new_with_seed(14);
     sl_mem m = { 0 };
-    sl_restore *r = restore(o, snap, &m, size, true);
+    sl_restore *r = restore(o, snap, &m, size, true, in_place);
     g_autofree uint8_t *hit = g_malloc(size / m.page_size);
 
     for (int i = 0; i < o->reps; i++) {
@@ -225,18 +233,17 @@ static void reset_rounds(const opts *o, sl_snapshot *snap, uint64_t size, figure
         }
         t[i] = now_ms() - t0;
         c[i] = rs.collect_ms;
-        d[i] = rs.drop_ms;
-        if (rs.units_dropped != n) {
+        d[i] = rs.restore_ms;
+        if (rs.units_written != n) {
             fprintf(stderr, "snapload-resetcost: wrote %" G_GUINT64_FORMAT " units, the "
-                    "reset dropped %" G_GUINT64_FORMAT "\n", n, rs.units_dropped);
+                    "reset dropped %" G_GUINT64_FORMAT "\n", n, rs.units_written);
             exit(1);
         }
-        fg->dropped = n;
         check(&m, hit);
     }
-    fg->reset = median(t, o->reps);
+    fg->total = median(t, o->reps);
     fg->collect = median(c, o->reps);
-    fg->drop = median(d, o->reps);
+    fg->restore = median(d, o->reps);
     sl_restore_free(r);
     sl_mem_release(&m);
 }
@@ -252,9 +259,10 @@ static void measure(const opts *o, uint64_t size, figures *fg)
     if (!snap) {
         die("open", err);
     }
-    fg->eager = eager_ms(o, snap, size);
-    fg->lazy = lazy_ms(o, snap, size);
-    reset_rounds(o, snap, size, fg);
+    fg->eager = o->reset_only ? 0 : eager_ms(o, snap, size);
+    fg->lazy = o->reset_only ? 0 : lazy_ms(o, snap, size);
+    reset_rounds(o, snap, size, false, &fg->drop);
+    reset_rounds(o, snap, size, true, &fg->in_place);
     sl_snapshot_close(snap);
     unlink(path);
 }
@@ -273,6 +281,7 @@ static bool parse(int argc, char **argv, opts *o)
         else if (!strcmp(k, "--pattern")) o->pattern = v;
         else if (!strcmp(k, "--reps")) o->reps = CLAMP(atoi(v), 1, MAX_REPS);
         else if (!strcmp(k, "--dir")) o->dir = v;
+        else if (!strcmp(k, "--reset-only")) o->reset_only = atoi(v) != 0;
         else return false;
     }
     g_auto(GStrv) parts = g_strsplit(sizes, ",", 4);
@@ -305,14 +314,20 @@ int main(int argc, char **argv)
     printf("%s, %" G_GUINT64_FORMAT " units of %" G_GUINT64_FORMAT " KiB written per reset "
            "(%.2f %% of the largest size, pattern %s), %d resets (medians)\n", o.backend,
            o.written, unit >> 10, o.share, o.pattern, o.reps);
-    printf("%6s %10s %10s %10s %9s %9s %12s %12s\n", "size", "eager ms", "lazy ms", "reset ms",
-           "collect", "drop", "lazy/reset", "eager/reset");
+    printf("reset: drop the written units for the loaders (default) | rewrite them in place "
+           "(reset_in_place); ms until every page is present again (collect + drop or rewrite "
+           "+ refill)\n");
+    printf("%6s %9s %9s %16s %16s %18s %18s\n", "size", "eager ms", "lazy ms", "reset drop ms",
+           "in place ms", "lazy/reset", "eager/reset");
     for (unsigned i = 0; i < o.nsizes; i++) {
         figures fg = { 0 };
         measure(&o, o.sizes[i], &fg);
-        printf("%5" G_GUINT64_FORMAT "M %10.1f %10.1f %10.2f %9.2f %9.2f %11.1fx %11.1fx\n",
-               o.sizes[i] >> 20, fg.eager, fg.lazy, fg.reset, fg.collect, fg.drop,
-               fg.lazy / fg.reset, fg.eager / fg.reset);
+        printf("%5" G_GUINT64_FORMAT "M %9.1f %9.1f %7.2f (%.1f+%.1f) %7.2f (%.1f+%.1f) "
+               "%7.1fx | %6.1fx %7.1fx | %6.1fx\n", o.sizes[i] >> 20, fg.eager, fg.lazy,
+               fg.drop.total, fg.drop.collect, fg.drop.restore, fg.in_place.total,
+               fg.in_place.collect, fg.in_place.restore, fg.lazy / fg.drop.total,
+               fg.lazy / fg.in_place.total, fg.eager / fg.drop.total,
+               fg.eager / fg.in_place.total);
         fflush(stdout);
     }
     return 0;

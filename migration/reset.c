@@ -49,7 +49,8 @@ static bool written_units(sl_restore *r, sl_region *reg, bool rearm, GArray *out
         uint64_t u0 = (w->start - base) / reg->unit;
         uint64_t u1 = (w->end - base + reg->unit - 1) / reg->unit;
         sl_run *last = out->len ? &g_array_index(out, sl_run, out->len - 1) : NULL;
-        if (last && last->unit + last->n >= u0) { /* same unit (a sub-unit granule) */
+        if (last && last->region == reg->index && last->unit + last->n >= u0) {
+            /* touching the last run, or in its last unit (a sub-unit granule) */
             last->n = MAX(last->n, u1 - last->unit);
         } else {
             sl_run run = { .region = reg->index, .unit = u0, .n = u1 - u0 };
@@ -164,7 +165,7 @@ static void queue_redo(sl_restore *r, GArray *units)
 }
 
 /* Step 2: the units are ABSENT and counted missing; the restore is in progress again. */
-static uint64_t forget_units(sl_restore *r, GArray *units)
+static void forget_units(sl_restore *r, GArray *units)
 {
     uint64_t total = 0, drained;
 
@@ -177,75 +178,125 @@ static uint64_t forget_units(sl_restore *r, GArray *units)
     }
     /* Relaxed: published by the release increment of the generation. */
     atomic_fetch_add_explicit(&r->remaining, total, memory_order_relaxed);
-    return total;
 }
 
 /* Step 3: their memory goes; shared files are busy again until complete. */
 static bool drop_units(sl_restore *r, GArray *units, GError **errp)
 {
-    for (guint i = 0; i < r->regions->len; i++) {
-        sl_region *reg = g_ptr_array_index(r->regions, i);
+    g_autoptr(GArray) ranges = g_array_new(false, false, sizeof(sl_range));
+    guint i = 0;
+
+    while (i < units->len) {
+        sl_region *reg = g_ptr_array_index(r->regions, g_array_index(units, sl_run, i).region);
+        int ret;
+        g_array_set_size(ranges, 0);
+        for (; i < units->len && g_array_index(units, sl_run, i).region == reg->index; i++) {
+            const sl_run *run = &g_array_index(units, sl_run, i);
+            sl_range b = { run->unit * reg->unit, run->n * reg->unit };
+            g_array_append_val(ranges, b);
+        }
         if (reg->mem.fd >= 0 && reg->busy < 0 &&
             (reg->busy = sl_busy_mark(reg->mem.fd, reg->mem.offset, reg->mem.length,
                                       errp)) < 0) {
             return false;
         }
-    }
-    for (guint i = 0; i < units->len; i++) {
-        const sl_run *run = &g_array_index(units, sl_run, i);
-        sl_region *reg = g_ptr_array_index(r->regions, run->region);
-        int ret = reg->mem.ops->drop(&reg->mem, run->unit * reg->unit, run->n * reg->unit);
+        ret = reg->mem.ops->drop(&reg->mem, (const sl_range *)(void *)ranges->data,
+                                 ranges->len);
         if (ret < 0) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block '%s': dropping %" G_GUINT64_FORMAT
-                        " written bytes at offset %" G_GUINT64_FORMAT ": %s", reg->blk->name,
-                        run->n * reg->unit, run->unit * reg->unit, g_strerror(-ret));
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block '%s': dropping the %u written "
+                        "runs: %s", reg->blk->name, ranges->len, g_strerror(-ret));
             return false;
         }
     }
     return true;
 }
 
-static void note_stats(sl_reset_stats *out, GArray *units, uint64_t n, uint64_t bytes,
-                       uint64_t t0, uint64_t t1)
+/*
+ * config.reset_in_place: the snapshot's bytes of each written run, checked,
+ * straight into memory that is already there and writable (a shared
+ * file's page cache through the alias, else our own mapping, where those
+ * pages were written: no fault).  A run that cannot be read or fails its
+ * check is left in @failed, for the dropping path (which refuses it
+ * properly).
+ */
+static void rewrite_units(sl_restore *r, GArray *units, GArray *failed)
 {
-    sl_reset_stats s = { .size = sizeof(s), .units_dropped = n, .bytes_dropped = bytes,
-                         .runs = units->len };
+    for (guint i = 0; i < units->len; i++) {
+        const sl_run *run = &g_array_index(units, sl_run, i);
+        sl_region *reg = g_ptr_array_index(r->regions, run->region);
+        uint8_t *base = reg->mem.alias ? reg->mem.alias : reg->mem.host;
+        int ret = sl_snapshot_read_pages(r->snap, reg->block, run->unit * reg->ratio,
+                                         run->n * reg->ratio, base + run->unit * reg->unit,
+                                         !r->cfg.no_checksum);
+        /* Relaxed: a statistic. */
+        atomic_fetch_add_explicit(&r->c.bytes_read, ret == 0 ? run->n * reg->unit : 0,
+                                  memory_order_relaxed);
+        if (ret < 0) {
+            g_array_append_val(failed, *run);
+        }
+    }
+}
+
+/*
+ * In place: rewrite, then protect again every page of our views written
+ * since the collect (only ours: the caller paused every other writer).
+ */
+static bool reset_in_place(sl_restore *r, GArray *units, GArray *failed, GError **errp)
+{
+    g_autoptr(GArray) junk = g_array_new(false, false, sizeof(sl_written_run));
+
+    rewrite_units(r, units, failed);
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        uint64_t base = (uintptr_t)reg->mem.host;
+        int64_t ret = sl_scan_written(r->pagemap_fd, base, base + reg->mem.length, true, junk);
+        if (ret < 0) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block '%s': protecting the rewritten "
+                        "pages again: %s", reg->blk->name, g_strerror((int)-ret));
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Units written: collected with a re-arm, or (in place) without: rewritten first. */
+static bool collect_all(sl_restore *r, bool rearm, GArray *units, GError **errp)
+{
+    for (guint i = 0; i < r->regions->len; i++) {
+        if (!written_units(r, g_ptr_array_index(r->regions, i), rearm, units, errp)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* What the reset found (@units, before any was handled) and how long it took. */
+static void note_stats(sl_restore *r, sl_reset_stats *out, GArray *units, uint64_t t0,
+                       uint64_t t1)
+{
+    sl_reset_stats s = { .size = sizeof(s), .runs = units->len };
     uint32_t want;
 
+    for (guint i = 0; out && i < units->len; i++) {
+        const sl_run *run = &g_array_index(units, sl_run, i);
+        s.units_written += run->n;
+        s.bytes_written += run->n * ((sl_region *)g_ptr_array_index(r->regions,
+                                                                    run->region))->unit;
+    }
     if (!out) {
         return;
     }
     s.collect_ms = (double)(t1 - t0) / 1e6;
-    s.drop_ms = (double)(sl_now_ns() - t1) / 1e6;
+    s.restore_ms = (double)(sl_now_ns() - t1) / 1e6;
     want = out->size && out->size < sizeof(s) ? out->size : sizeof(s);
     memcpy(out, &s, want);
     out->size = want;
 }
 
-bool sl_restore_reset(sl_restore *r, sl_reset_stats *out, GError **errp)
+/* Dropping path: @units go absent, their memory goes, the loaders bring them back. */
+static bool reset_by_dropping(sl_restore *r, GArray *units, GError **errp)
 {
-    g_autoptr(GArray) units = g_array_new(false, false, sizeof(sl_run));
-    uint64_t t0 = sl_now_ns(), t1, n, bytes = 0;
-
-    if (!check_reset(r, errp)) {
-        return false;
-    }
-    sl_engine_join_loaders(r); /* none may claim a unit while they are forgotten */
-    for (guint i = 0; i < r->regions->len; i++) {
-        if (!written_units(r, g_ptr_array_index(r->regions, i), true, units, errp)) {
-            return false;
-        }
-    }
-    t1 = sl_now_ns();
-    for (guint i = 0; i < units->len; i++) {
-        const sl_run *run = &g_array_index(units, sl_run, i);
-        bytes += run->n * ((sl_region *)g_ptr_array_index(r->regions, run->region))->unit;
-    }
-    if (units->len == 0) {
-        note_stats(out, units, 0, 0, t0, t1);
-        return true; /* nothing written: memory is the snapshot */
-    }
-    n = forget_units(r, units);
+    forget_units(r, units);
     if (!drop_units(r, units, errp)) {
         sl_engine_fail(r, -EIO); /* stopping seals what is missing: never stale bytes */
         return false;
@@ -258,6 +309,31 @@ bool sl_restore_reset(sl_restore *r, sl_reset_stats *out, GError **errp)
         sl_engine_fail(r, -EAGAIN);
         return false;
     }
-    note_stats(out, units, n, bytes, t0, t1);
+    return true;
+}
+
+bool sl_restore_reset(sl_restore *r, sl_reset_stats *out, GError **errp)
+{
+    g_autoptr(GArray) units = g_array_new(false, false, sizeof(sl_run));
+    g_autoptr(GArray) rest = g_array_new(false, false, sizeof(sl_run));
+    uint64_t t0 = sl_now_ns(), t1;
+
+    if (!check_reset(r, errp)) {
+        return false;
+    }
+    sl_engine_join_loaders(r); /* none may claim a unit while they are forgotten */
+    if (!collect_all(r, !r->cfg.reset_in_place, units, errp)) {
+        return false;
+    }
+    t1 = sl_now_ns();
+    if (!r->cfg.reset_in_place) {
+        g_array_append_vals(rest, units->data, units->len);
+    } else if (units->len && !reset_in_place(r, units, rest, errp)) {
+        return false;
+    }
+    if (rest->len && !reset_by_dropping(r, rest, errp)) {
+        return false;
+    }
+    note_stats(r, out, units, t0, t1);
     return true;
 }

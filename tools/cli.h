@@ -22,6 +22,7 @@ int cmd_serve(int argc, char **argv);
 int cmd_qemu_save(int argc, char **argv);
 int cmd_qemu_restore(int argc, char **argv);
 int cmd_attach(int argc, char **argv);
+int cmd_reset_loop(int argc, char **argv);
 
 /** cli_find_preload: the path of libsnapload-preload.so, or NULL with @errp set. */
 char *cli_find_preload(GError **errp);

@@ -20,6 +20,7 @@
 #include "consumers.h"
 #include "timeline.h"
 #include "backends/backend.h"
+#include "memload.h"
 #include "migration/restore-int.h"
 
 typedef struct {
@@ -63,56 +64,6 @@ static void drop_cache(const char *path)
         posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
         close(fd);
     }
-}
-
-static bool map_blocks(sl_snapshot *s, const opts *o, sl_mem *mems, GError **errp)
-{
-    sl_block_info bi;
-
-    for (unsigned b = 0; sl_snapshot_block(s, b, &bi); b++) {
-        if (!sl_mem_map(&mems[b], o->kind, bi.length, o->hugepage, errp)) {
-            g_prefix_error(errp, "block '%s': ", bi.name);
-            return false;
-        }
-    }
-    return true;
-}
-
-static void release_blocks(sl_mem *mems, unsigned n)
-{
-    for (unsigned b = 0; b < n; b++) {
-        sl_mem_release(&mems[b]);
-    }
-}
-
-/* Compares every byte of every block with the snapshot; returns bad pages. */
-static uint64_t verify_all(sl_snapshot *s, sl_mem *mems)
-{
-    uint64_t bad = 0, total = 0, done = 0;
-    g_autofree uint8_t *buf = NULL;
-    sl_block_info bi;
-
-    for (unsigned b = 0; sl_snapshot_block(s, b, &bi); b++) {
-        total += bi.length;
-    }
-    for (unsigned b = 0; sl_snapshot_block(s, b, &bi); b++) {
-        uint64_t per = MAX(1, (8u << 20) / bi.page_size);
-        buf = g_realloc(buf, per * bi.page_size);
-        for (uint64_t i = 0; i < bi.pages; i += per) {
-            uint64_t n = MIN(per, bi.pages - i);
-            if (sl_snapshot_read_pages(s, b, i, n, buf, false) < 0) {
-                bad += n;
-                continue;
-            }
-            for (uint64_t k = 0; k < n; k++) {
-                bad += memcmp(buf + k * bi.page_size,
-                              mems[b].host + (i + k) * bi.page_size, bi.page_size) != 0;
-            }
-            done += n * bi.page_size;
-            cli_progress("verify", done, total);
-        }
-    }
-    return bad;
 }
 
 /* Waits for the end of the restore, sampling its progress into @tl (every
@@ -200,25 +151,9 @@ typedef struct {
 
 static void unload(loaded *l)
 {
-    release_blocks(l->mems, l->n);
+    cli_release_blocks(l->mems, l->n);
     g_free(l->mems);
     sl_snapshot_close(l->snap);
-}
-
-/* hugetlbfs: enough pages for all blocks together, before any is mapped. */
-static bool check_hugepages(const opts *o, sl_snapshot *s, GError **errp)
-{
-    unsigned n = sl_snapshot_n_blocks(s);
-    g_autofree uint64_t *lengths = g_new0(uint64_t, n ? n : 1);
-    g_autofree const char **names = g_new0(const char *, n ? n : 1);
-    sl_block_info bi;
-
-    for (unsigned b = 0; sl_snapshot_block(s, b, &bi); b++) {
-        lengths[b] = bi.length;
-        names[b] = bi.name;
-    }
-    return o->kind != SL_BACKEND_HUGETLBFS ||
-           sl_hugetlb_check_blocks(lengths, names, n, o->hugepage, errp);
 }
 
 static bool load(const opts *o, loaded *l, GError **errp)
@@ -226,7 +161,7 @@ static bool load(const opts *o, loaded *l, GError **errp)
     l->snap = sl_snapshot_open_flags(o->path, SL_OPEN_LAZY_CHECKSUMS, errp);
     l->n = l->snap ? sl_snapshot_n_blocks(l->snap) : 0;
     l->mems = g_new0(sl_mem, l->n ? l->n : 1);
-    return l->snap && check_hugepages(o, l->snap, errp) && map_blocks(l->snap, o, l->mems, errp);
+    return l->snap && cli_map_blocks(l->snap, o->kind, o->hugepage, l->mems, errp);
 }
 
 static uint64_t guest_bytes(const loaded *l)
@@ -317,7 +252,7 @@ static bool conclude(const opts *o, loaded *l, sl_restore *r, results *res, GErr
         return false;
     }
     if (sl_restore_poll(r) == 0 && o->verify && !recording_only(o)) {
-        res->verify_mismatches = verify_all(l->snap, l->mems);
+        res->verify_mismatches = cli_verify_blocks(l->snap, l->mems);
         res->verified = true;
     }
     return true;

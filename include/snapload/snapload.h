@@ -278,6 +278,15 @@ typedef struct {
      * are not seen: a reset refuses while one is attached.
      */
     bool track_writes;
+    /**
+     * Since 1.5: a reset rewrites the written units in place with the
+     * snapshot's bytes (checked) before it returns, instead of dropping
+     * them for the loaders and faults to bring back: no allocation, no
+     * fault afterwards, every page present when sl_restore_reset()
+     * returns.  For callers that reset a paused guest and resume it at
+     * once (a fuzzer's loop), which then touches the same pages again.
+     */
+    bool reset_in_place;
 } sl_restore_config;
 
 /** Most consumer mappings (views) one block may have. */
@@ -479,11 +488,12 @@ void sl_restore_get_stats(const sl_restore *r, sl_stats *out);
 /** What a reset did (sl_restore_reset()); set size = sizeof. */
 typedef struct {
     uint32_t size;            /**< sizeof(sl_reset_stats), for versioning */
-    uint64_t units_dropped;   /**< placement units written since the last reset, dropped */
-    uint64_t bytes_dropped;   /**< their bytes */
+    uint64_t units_written;   /**< placement units written since the last reset */
+    uint64_t bytes_written;   /**< their bytes */
     uint64_t runs;            /**< runs of consecutive written units */
-    double collect_ms;        /**< finding them (PAGEMAP_SCAN, re-protecting them) */
-    double drop_ms;           /**< dropping them and handing them to the loaders */
+    double collect_ms;        /**< finding them (PAGEMAP_SCAN) */
+    double restore_ms;        /**< dropping them and handing them to the loaders, or
+                                   (config.reset_in_place) rewriting them */
 } sl_reset_stats;
 
 /**
@@ -494,7 +504,10 @@ typedef struct {
  * shared file) and marked absent again, so it comes back exactly once, on
  * demand or from the loaders, checked, never as zeros.  Returns once they
  * are dropped: the guest may run at once; sl_restore_wait() tells when
- * every page is present again.  Needs config.track_writes, a completed
+ * every page is present again.  With config.reset_in_place they are
+ * rewritten with the snapshot's bytes instead, before the call returns
+ * (a unit that fails its check then takes the dropping path, and is
+ * refused there).  Needs config.track_writes, a completed
  * restore (sl_restore_wait() returned 0) and no other process's view; the
  * caller pauses every writer of the memory (the vCPUs) during the call.
  * @out (may be NULL) says what was dropped.

@@ -5,11 +5,15 @@
  * drops exactly the units written since the restore (or the last reset),
  * they come back with the snapshot's bytes (to readers racing the
  * loaders, and once the restore is complete again), each placed exactly
- * once more, never as zeros, round after round; sl_restore_written lists
- * the same units; a reset refuses what it cannot do right.
+ * once more, never as zeros, round after round; in place (reset_in_place)
+ * they are rewritten before the call returns, and a unit the snapshot no
+ * longer proves is refused; sl_restore_written lists the same units; a
+ * reset refuses what it cannot do right.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 #include "testutil.h"
 #include "backends/backend.h"
 #include "migration/restore-int.h"
@@ -22,13 +26,16 @@ typedef struct {
     sl_backend_kind kind;
     uint64_t hugepage;   /* 0: 4 KiB pages */
     const char *cap;
+    const char *cli[4];  /* the CLI's options for this memory */
 } reset_case;
 
 static const reset_case cases[] = {
-    { "anon", SL_BACKEND_ANON, 0, "uffd" },
-    { "shmem", SL_BACKEND_SHMEM, 0, "uffd" },
-    { "hugetlbfs-2M", SL_BACKEND_HUGETLBFS, 2u << 20, "hugepages" },
-    { "hugetlbfs-1G", SL_BACKEND_HUGETLBFS, 1u << 30, "hugepages-1G" },
+    { "anon", SL_BACKEND_ANON, 0, "uffd", { "--backend", "anon" } },
+    { "shmem", SL_BACKEND_SHMEM, 0, "uffd", { "--backend", "shmem" } },
+    { "hugetlbfs-2M", SL_BACKEND_HUGETLBFS, 2u << 20, "hugepages",
+      { "--backend", "hugetlbfs", "--hugepage-size", "2M" } },
+    { "hugetlbfs-1G", SL_BACKEND_HUGETLBFS, 1u << 30, "hugepages-1G",
+      { "--backend", "hugetlbfs", "--hugepage-size", "1G" } },
 };
 
 typedef struct {
@@ -38,6 +45,7 @@ typedef struct {
     sl_snapshot *snap;
     sl_mem mem;
     sl_restore *r;
+    bool in_place;       /* config.reset_in_place */
 } fixture;
 
 #define ZERO_EVERY 5 /* every fifth snapshot page is zero: holes come back too */
@@ -96,7 +104,7 @@ static void build(fixture *f, uint64_t nunits)
 static bool start(fixture *f, bool track, bool no_loaders, GError **errp)
 {
     sl_restore_config cfg = { .size = sizeof(cfg), .track_writes = track,
-                              .no_loaders = no_loaders };
+                              .no_loaders = no_loaders, .reset_in_place = f->in_place };
 
     f->r = sl_restore_new(f->snap, &cfg, errp);
     return f->r && sl_mem_attach(f->r, "b0", &f->mem, errp) && sl_restore_start(f->r, errp);
@@ -166,9 +174,8 @@ static uint64_t units_for(const reset_case *tc)
  * and once complete again every byte is the snapshot's, each unit placed
  * once in the round.
  */
-static void test_reset_drops_exactly_the_written_units_and_restores_every_byte(void **state)
+static void reset_rounds(fixture *f)
 {
-    fixture *f = *state;
     g_autoptr(GRand) rng = g_rand_new_with_seed(0x5e7);
     g_autofree bool *hit = NULL;
 
@@ -186,13 +193,60 @@ static void test_reset_drops_exactly_the_written_units_and_restores_every_byte(v
         if (!sl_restore_reset(f->r, &rs, &err)) {
             fail_msg("%s: sl_restore_reset: %s", when, err->message);
         }
-        if (rs.units_dropped != written) {
-            fail_msg("%s: the reset dropped %" G_GUINT64_FORMAT " units", when,
-                     rs.units_dropped);
+        if (rs.units_written != written) {
+            fail_msg("%s: the reset found %" G_GUINT64_FORMAT " units", when,
+                     rs.units_written);
+        }
+        if (f->in_place) { /* every byte back before the call returned */
+            assert_int_equal(sl_restore_poll(f->r), 0);
+            assert_int_equal(wrong_pages(f), 0);
         }
         expect_complete_once(f, when);
         assert_int_equal(wrong_pages(f), 0);
     }
+}
+
+static void test_reset_drops_exactly_the_written_units_and_restores_every_byte(void **state)
+{
+    reset_rounds(*state);
+}
+
+static void test_reset_in_place_rewrites_exactly_the_written_units_before_returning(
+    void **state)
+{
+    fixture *f = *state;
+
+    f->in_place = true;
+    reset_rounds(f);
+}
+
+/*
+ * In place, a unit whose bytes fail their check is not rewritten: it takes
+ * the dropping path, where it is refused (the restore fails), never served.
+ */
+static void test_reset_in_place_refuses_a_unit_the_snapshot_no_longer_proves(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    const uint64_t unit = 1; /* its first page holds data */
+    uint64_t page, off;
+    uint8_t byte;
+    int fd;
+
+    f->in_place = true;
+    build(f, units_for(f->tc));
+    page = unit * f->unit / PSIZE;
+    start_tracking(f);
+    fd = open(f->path, O_RDWR);
+    assert_true(fd >= 0);
+    off = f->snap->blocks[0].pages_offset + page * PSIZE + 100;
+    assert_int_equal(pread(fd, &byte, 1, off), 1);
+    byte ^= 0xff;
+    assert_int_equal(pwrite(fd, &byte, 1, off), 1);
+    close(fd);
+    f->mem.host[unit * f->unit + 64] ^= 1;
+    assert_true(sl_restore_reset(f->r, NULL, &err));
+    assert_int_equal(sl_restore_wait(f->r, -1), -EBADMSG);
 }
 
 typedef struct {
@@ -291,6 +345,35 @@ static void test_reset_refuses_without_tracking_or_before_completion(void **stat
     assert_non_null(strstr(e3->message, "not running"));
 }
 
+/* The CLI's loop (reset-loop), both ways: every round ends with memory equal to the snapshot. */
+static void test_cli_reset_loop_checks_every_round_against_the_snapshot(void **state)
+{
+    fixture *f = *state;
+
+    build(f, units_for(f->tc));
+    sl_mem_release(&f->mem); /* the CLI maps its own: 1 GiB pages are few */
+    memset(&f->mem, 0, sizeof(f->mem));
+    for (int in_place = 0; in_place < 2; in_place++) {
+        const reset_case *tc = f->tc;
+        const char *args[] = { "reset-loop", f->path, tc->cli[0], tc->cli[1],
+                               tc->cli[2] ? tc->cli[2] : "--rounds", tc->cli[3] ? tc->cli[3] : "3",
+                               "--rounds", "3", "--write", "50", "--json",
+                               in_place ? "--in-place" : NULL, NULL };
+        g_autofree char *out = NULL, *err = NULL;
+        int status = sl_test_run_cli(args, &out, &err);
+        g_auto(GStrv) lines = g_strsplit(g_strstrip(out), "\n", -1);
+
+        if (status != 0 || g_strv_length(lines) != 3) {
+            fail_msg("reset-loop%s: status %d, out:\n%s\nerr:\n%s", in_place ? " --in-place" : "",
+                     status, out, err);
+        }
+        for (unsigned i = 0; i < 3; i++) {
+            assert_non_null(strstr(lines[i], "\"wrong_pages\": 0}"));
+            assert_null(strstr(lines[i], "\"units_written\": 0,"));
+        }
+    }
+}
+
 #define CASE(fn, c) \
     { .name = NULL, .test_func = fn, .setup_func = setup, .teardown_func = teardown, \
       .initial_state = (void *)&cases[c] }
@@ -306,6 +389,12 @@ int main(void)
           test_written_lists_the_units_written_since_the_last_reset },
         { "reset_refuses_without_tracking_or_before_completion",
           test_reset_refuses_without_tracking_or_before_completion },
+        { "reset_in_place_rewrites_exactly_the_written_units_before_returning",
+          test_reset_in_place_rewrites_exactly_the_written_units_before_returning },
+        { "reset_in_place_refuses_a_unit_the_snapshot_no_longer_proves",
+          test_reset_in_place_refuses_a_unit_the_snapshot_no_longer_proves },
+        { "cli_reset_loop_checks_every_round_against_the_snapshot",
+          test_cli_reset_loop_checks_every_round_against_the_snapshot },
     };
     struct CMUnitTest tests[G_N_ELEMENTS(cases) * G_N_ELEMENTS(features)];
     unsigned n = 0;

@@ -60,18 +60,6 @@ static bool written_units(sl_restore *r, sl_region *reg, bool rearm, GArray *out
     return true;
 }
 
-/* The region of @r holding block @name (or NULL). */
-static sl_region *region_named(sl_restore *r, const char *name)
-{
-    for (guint i = 0; i < r->regions->len; i++) {
-        sl_region *reg = g_ptr_array_index(r->regions, i);
-        if (g_strcmp0(reg->blk->name, name) == 0) {
-            return reg;
-        }
-    }
-    return NULL;
-}
-
 static bool check_tracking(sl_restore *r, GError **errp)
 {
     if (!r->cfg.track_writes || !r->started || r->stopped) {
@@ -86,7 +74,7 @@ static bool check_tracking(sl_restore *r, GError **errp)
 
 bool sl_restore_written(sl_restore *r, const char *block_name, GArray *runs, GError **errp)
 {
-    sl_region *reg = region_named(r, block_name);
+    sl_region *reg = sl_region_of_block(r, block_name);
     g_autoptr(GArray) units = g_array_new(false, false, sizeof(sl_run));
 
     if (!check_tracking(r, errp)) {

@@ -196,6 +196,9 @@ static inline uint64_t sl_bad_page_pack(unsigned block, uint64_t page)
  */
 bool sl_mem_attach(sl_restore *r, const char *name, const sl_mem *m, GError **errp);
 
+/** sl_region_of_block (restore.c): the region of block @name in @r, or NULL. */
+sl_region *sl_region_of_block(sl_restore *r, const char *name);
+
 /** View @j of @reg (j < nviews); acquire: pairs with the release stores in restore.c. */
 static inline sl_view *sl_region_view(const sl_region *reg, unsigned j)
 {

@@ -207,7 +207,7 @@ bool sl_mem_attach(sl_restore *r, const char *name, const sl_mem *m, GError **er
     return sl_restore_attach(r, name, m->host, m->length, m->ops->kind, errp);
 }
 
-static sl_region *region_of_block(sl_restore *r, const char *name)
+sl_region *sl_region_of_block(sl_restore *r, const char *name)
 {
     for (guint i = 0; i < r->regions->len; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
@@ -220,7 +220,7 @@ static sl_region *region_of_block(sl_restore *r, const char *name)
 
 bool sl_restore_bind(sl_restore *r, const char *name, int node, GError **errp)
 {
-    sl_region *reg = region_of_block(r, name);
+    sl_region *reg = sl_region_of_block(r, name);
     int idx = sl_topology_index(&r->topo, node);
 
     if (!reg || idx < 0 || r->started) {
@@ -337,7 +337,7 @@ void sl_restore_remove_views(sl_restore *r, uint64_t tag)
 bool sl_restore_add_view_tagged(sl_restore *r, const char *name, int uffd, uint64_t base,
                                 uint64_t tag, GError **errp)
 {
-    sl_region *reg = region_of_block(r, name);
+    sl_region *reg = sl_region_of_block(r, name);
     const sl_region *other;
     const char *why = NULL;
     sl_view *v;

@@ -169,6 +169,14 @@ static uint64_t units_for(const reset_case *tc)
     return tc->hugepage > (2u << 20) ? 2 : tc->hugepage ? 8 : 1024;
 }
 
+/* A completed restore with tracking, and one "written" flag per unit (caller frees). */
+static bool *begin_rounds(fixture *f)
+{
+    build(f, units_for(f->tc));
+    start_tracking(f);
+    return g_new0(bool, f->nunits);
+}
+
 /*
  * Round after round: write random units, reset: exactly those are dropped,
  * and once complete again every byte is the snapshot's, each unit placed
@@ -177,11 +185,8 @@ static uint64_t units_for(const reset_case *tc)
 static void reset_rounds(fixture *f)
 {
     g_autoptr(GRand) rng = g_rand_new_with_seed(0x5e7);
-    g_autofree bool *hit = NULL;
+    g_autofree bool *hit = begin_rounds(f);
 
-    build(f, units_for(f->tc));
-    hit = g_new0(bool, f->nunits);
-    start_tracking(f);
     for (unsigned round = 0; round < ROUNDS; round++) {
         g_autoptr(GError) err = NULL;
         sl_reset_stats rs = { .size = sizeof(rs) };
@@ -267,11 +272,8 @@ static void test_readers_during_the_refill_see_only_snapshot_bytes(void **state)
 {
     fixture *f = *state;
     g_autoptr(GRand) rng = g_rand_new_with_seed(0xfee1);
-    g_autofree bool *hit = NULL;
+    g_autofree bool *hit = begin_rounds(f);
 
-    build(f, units_for(f->tc));
-    hit = g_new0(bool, f->nunits);
-    start_tracking(f);
     for (unsigned round = 0; round < ROUNDS; round++) {
         g_autoptr(GError) err = NULL;
         reader rd[2] = { { .f = f }, { .f = f } };
@@ -374,13 +376,9 @@ static void test_cli_reset_loop_checks_every_round_against_the_snapshot(void **s
     }
 }
 
-#define CASE(fn, c) \
-    { .name = NULL, .test_func = fn, .setup_func = setup, .teardown_func = teardown, \
-      .initial_state = (void *)&cases[c] }
-
 int main(void)
 {
-    static const struct { const char *name; CMUnitTestFunction fn; } features[] = {
+    static const sl_test_feature features[] = {
         { "reset_drops_exactly_the_written_units_and_restores_every_byte",
           test_reset_drops_exactly_the_written_units_and_restores_every_byte },
         { "readers_during_the_refill_see_only_snapshot_bytes",
@@ -396,21 +394,6 @@ int main(void)
         { "cli_reset_loop_checks_every_round_against_the_snapshot",
           test_cli_reset_loop_checks_every_round_against_the_snapshot },
     };
-    struct CMUnitTest tests[G_N_ELEMENTS(cases) * G_N_ELEMENTS(features)];
-    unsigned n = 0;
-
-    for (unsigned c = 0; c < G_N_ELEMENTS(cases); c++) {
-        for (unsigned i = 0; i < G_N_ELEMENTS(features); i++) {
-            tests[n] = (struct CMUnitTest)CASE(features[i].fn, c);
-            tests[n++].name = g_strdup_printf("%s/%s", cases[c].name, features[i].name);
-        }
-    }
-    if (g_getenv("SL_TEST_FILTER")) {
-        cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
-    }
-    int failed = _cmocka_run_group_tests("reset", tests, n, NULL, NULL);
-    for (unsigned i = 0; i < n; i++) {
-        g_free((char *)tests[i].name);
-    }
-    return failed;
+    return sl_test_run_matrix("reset", cases, G_N_ELEMENTS(cases), sizeof(cases[0]), features,
+                              G_N_ELEMENTS(features), setup, teardown);
 }

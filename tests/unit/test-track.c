@@ -166,33 +166,14 @@ static void test_rearmed_collect_reports_only_later_writes(void **state)
     expect(f, later, only, last, "after one more write");
 }
 
-#define CASE(fn, c) \
-    { .name = NULL, .test_func = fn, .setup_func = setup, .teardown_func = teardown, \
-      .initial_state = (void *)&cases[c] }
-
 int main(void)
 {
-    static const struct { const char *name; CMUnitTestFunction fn; } features[] = {
+    static const sl_test_feature features[] = {
         { "written_pages_are_reported_and_only_they",
           test_written_pages_are_reported_and_only_they },
         { "rearmed_collect_reports_only_later_writes",
           test_rearmed_collect_reports_only_later_writes },
     };
-    struct CMUnitTest tests[G_N_ELEMENTS(cases) * G_N_ELEMENTS(features)];
-    unsigned n = 0;
-
-    for (unsigned c = 0; c < G_N_ELEMENTS(cases); c++) {
-        for (unsigned i = 0; i < G_N_ELEMENTS(features); i++) {
-            tests[n] = (struct CMUnitTest)CASE(features[i].fn, c);
-            tests[n++].name = g_strdup_printf("%s/%s", cases[c].name, features[i].name);
-        }
-    }
-    if (g_getenv("SL_TEST_FILTER")) {
-        cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
-    }
-    int failed = _cmocka_run_group_tests("track", tests, n, NULL, NULL);
-    for (unsigned i = 0; i < n; i++) {
-        g_free((char *)tests[i].name);
-    }
-    return failed;
+    return sl_test_run_matrix("track", cases, G_N_ELEMENTS(cases), sizeof(cases[0]), features,
+                              G_N_ELEMENTS(features), setup, teardown);
 }

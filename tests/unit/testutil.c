@@ -183,3 +183,32 @@ int sl_test_run_cli(const char *const *args, char **out, char **err)
     }
     return status;
 }
+
+int sl_test_run_matrix(const char *group, const void *cases, size_t ncases, size_t case_size,
+                       const sl_test_feature *features, size_t nfeatures,
+                       CMFixtureFunction setup, CMFixtureFunction teardown)
+{
+    struct CMUnitTest *tests = g_new0(struct CMUnitTest, ncases * nfeatures);
+    size_t n = 0;
+    int failed;
+
+    for (size_t c = 0; c < ncases; c++) {
+        const void *tc = (const uint8_t *)cases + c * case_size;
+        for (size_t i = 0; i < nfeatures; i++, n++) {
+            tests[n] = (struct CMUnitTest){
+                .name = g_strdup_printf("%s/%s", *(const char *const *)tc, features[i].name),
+                .test_func = features[i].fn, .setup_func = setup, .teardown_func = teardown,
+                .initial_state = (void *)tc,
+            };
+        }
+    }
+    if (g_getenv("SL_TEST_FILTER")) {
+        cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
+    }
+    failed = _cmocka_run_group_tests(group, tests, n, NULL, NULL);
+    for (size_t i = 0; i < n; i++) {
+        g_free((char *)tests[i].name);
+    }
+    g_free(tests);
+    return failed;
+}

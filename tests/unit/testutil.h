@@ -82,4 +82,21 @@ char *sl_test_snapload_bin(void);
  */
 int sl_test_run_cli(const char *const *args, char **out, char **err);
 
+/** A feature of a table-driven suite: its name and its test. */
+typedef struct {
+    const char *name;
+    CMUnitTestFunction fn;
+} sl_test_feature;
+
+/**
+ * Runs every one of @nfeatures @features on every one of @ncases cases
+ * (@case_size bytes each from @cases, each starting with its name, a
+ * const char *), as tests named CASE/FEATURE whose initial state is the
+ * case, with @setup and @teardown; SL_TEST_FILTER (a glob) picks some.
+ * Returns cmocka's count of failed tests.
+ */
+int sl_test_run_matrix(const char *group, const void *cases, size_t ncases, size_t case_size,
+                       const sl_test_feature *features, size_t nfeatures,
+                       CMFixtureFunction setup, CMFixtureFunction teardown);
+
 #endif /* SNAPLOAD_TESTUTIL_H */

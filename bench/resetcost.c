@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "benchutil.h"
 #include <unistd.h>
 #include "backends/backend.h"
 #include "migration/restore-int.h"
@@ -42,26 +43,6 @@ typedef struct {
     int reps;
     bool reset_only;      /* --reset-only 1: skip the eager and lazy loads (profiling) */
 } opts;
-
-static double now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp);
-    return v[n / 2];
-}
 
 static void die(const char *what, const GError *err)
 {

@@ -17,16 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "benchutil.h"
 #include "backends/backend.h"
 #include "migration/track.h"
-
-static double now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 /* One write per page of @step over @n pages; ms. */
 static double write_pass(uint8_t *p, uint64_t n, uint64_t unit, uint64_t step, uint8_t v)
@@ -46,18 +39,6 @@ static double collect_ms(sl_tracker *t, int64_t *bytes)
 
     *bytes = sl_tracker_collect(t, true, runs);
     return now_ms() - t0;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp);
-    return v[n / 2];
 }
 
 int main(int argc, char **argv)

@@ -56,7 +56,7 @@ usage: bench/run.py [--sizes 1G,4G] [--backends anon,shmem,hugetlbfs-2M,hugetlbf
                     [--qemu-sizes 1G,4G] [--build DIR] [--only SECTIONS]
                     [--sparse-sizes 16G,64G] [--linux-mem 4G] [--linux-backend shmem]
   --build DIR       binaries from DIR (default: $SNAPLOAD_BUILD, else ./build)
-  --only SECTIONS   of main,qemu,fill,latency,cold,sparse,thp,linux (default: all
+  --only SECTIONS   of main,qemu,fill,latency,cold,sparse,thp,reset,linux (default: all
                     but linux); issue12 = fill,latency,cold,sparse,thp
 """
 import argparse
@@ -81,12 +81,15 @@ BUILD = os.path.join(ROOT, "build")
 SNAPLOAD = os.path.join(BUILD, "snapload")
 PEERS = os.path.join(BUILD, "snapload-peers")
 COLDREAD = os.path.join(BUILD, "snapload-coldread")
+RESETCOST = os.path.join(BUILD, "snapload-resetcost")
+# The reset section: memory kinds and write patterns (snapload-resetcost).
+RESET_RUNS = (("anon", "random"), ("anon", "runs"), ("shmem", "random"))
 HUGEPAGE_LOCK = "/tmp/snapload-hugepages.lock"
 POOLS = {2 << 20: "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages",
          1 << 30: "/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages"}
 # Sections of the run (--only): the side-by-side table with peers and the
 # picture, stock QEMU, and the five of the issue-12 acceptance table.
-SECTIONS = ("main", "qemu", "fill", "latency", "cold", "sparse", "thp", "linux")
+SECTIONS = ("main", "qemu", "fill", "latency", "cold", "sparse", "thp", "reset", "linux")
 # The default run: every section but linux (a Linux guest booted and restored
 # under TCG: asked for by name, --only linux).
 DEFAULT_SECTIONS = tuple(x for x in SECTIONS if x != "linux")
@@ -335,6 +338,10 @@ class Bench:
         if q:
             self.res["qemu"] = q
             self.res["phase_s"]["qemu"] = round(time.time() - t)
+        if "reset" in self.only:
+            t = time.time()
+            self.res["reset"] = self.reset()
+            self.res["phase_s"]["reset"] = round(time.time() - t)
         if "linux" in self.only:
             t = time.time()
             self.res["linux"] = self.linux()
@@ -385,6 +392,22 @@ class Bench:
                 r.pop("verify_run", None)
         return q
 
+
+    def reset(self):
+        """snapload-resetcost at this run's sizes: a reset after 1 % of the
+        largest size's units were written (the same count at every size),
+        by dropping and in place, against a lazy restore to completion and
+        an eager load, in one run per memory kind and pattern."""
+        out = []
+        for be, pattern in RESET_RUNS:
+            cmd = [RESETCOST, "--backend", be, "--sizes", self.a.sizes, "--written", "1",
+                   "--pattern", pattern, "--reps", str(max(3, self.a.reps)), "--dir", self.a.dir]
+            log("resets: %s" % shlex.join(cmd[1:]))
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            out.append({"command": shlex.join(["snapload-resetcost"] + cmd[1:]),
+                        "status": p.returncode, "table": p.stdout.splitlines(),
+                        "error": p.stderr.strip()})
+        return out
 
     def linux(self):
         """bench/linux.py with this run's repetitions: the Linux guest's
@@ -1031,7 +1054,7 @@ def svg(tl, path):
 
 
 def main():
-    global BUILD, SNAPLOAD, PEERS, COLDREAD
+    global BUILD, SNAPLOAD, PEERS, COLDREAD, RESETCOST
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default=default_sizes())
     ap.add_argument("--backends", default="anon,shmem,hugetlbfs-2M,hugetlbfs-1G")
@@ -1064,6 +1087,7 @@ def main():
     BUILD = os.path.abspath(a.build or os.environ.get("SNAPLOAD_BUILD") or BUILD)
     SNAPLOAD, PEERS = os.path.join(BUILD, "snapload"), os.path.join(BUILD, "snapload-peers")
     COLDREAD = os.path.join(BUILD, "snapload-coldread")
+    RESETCOST = os.path.join(BUILD, "snapload-resetcost")
     os.environ["SNAPLOAD_BUILD"] = BUILD  # scripts/bench-qemu.py takes its binaries from there
     if a.qemu and "qemu" in a.only and not shutil.which("qemu-system-x86_64"):
         log("no qemu-system-x86_64: stock QEMU left out")
@@ -1104,6 +1128,12 @@ def main():
         lines += issue12_lines(res) + [""]
     if "qemu" in res:
         lines += qemu_lines(res["qemu"]) + [""]
+    if "reset" in res:
+        lines += ["## Resets (issue 14)", ""]
+        for r in res["reset"]:
+            lines += ["`%s` (status %d)%s" % (r["command"], r["status"],
+                                              ": " + r["error"] if r["error"] else ""), "", "```"]
+            lines += r["table"] + ["```", ""]
     if "linux" in res:
         lines += linux_lines(res["linux"]) + [""]
     for s in res["skipped"]:

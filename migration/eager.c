@@ -3,13 +3,16 @@
  * Eager load: the baseline lazy restore is measured against.  Threads split
  * the block into equal slices and pread every stored page straight into the
  * destination (no bounce buffer), as a conventional loader would; zero pages
- * are skipped because fresh memory already reads as zero.
+ * are skipped because fresh memory already reads as zero.  A child
+ * snapshot's pages are read through sl_snapshot_read_pages(), which takes
+ * each run from the file of the layer that stores it.
  */
 #include <errno.h>
 #include "migration/format/format.h"
 
 typedef struct {
     sl_snapshot *snap;
+    unsigned block;
     const sl_block *b;
     uint8_t *dst;
     uint64_t first, end;   /* page range of this thread */
@@ -37,9 +40,12 @@ static gpointer load_slice(gpointer opaque)
         while (i + n < s->end && n < max_run && sl_bit_test(b->bitmap, i + n)) {
             n++;
         }
-        s->ret = sl_pread_full(s->snap->fd, s->dst + i * b->page_size, n * b->page_size,
-                               b->pages_offset + i * b->page_size);
-        for (uint64_t k = 0; s->ret == 0 && s->verify && k < n; k++) {
+        s->ret = s->snap->parent
+                     ? sl_snapshot_read_pages(s->snap, s->block, i, n, s->dst + i * b->page_size,
+                                              s->verify)
+                     : sl_pread_full(s->snap->fd, s->dst + i * b->page_size, n * b->page_size,
+                                     b->pages_offset + i * b->page_size);
+        for (uint64_t k = 0; s->ret == 0 && s->verify && !s->snap->parent && k < n; k++) {
             if (sl_hash(s->dst + (i + k) * b->page_size, b->page_size) != b->csums[i + k]) {
                 s->ret = -EBADMSG;
             }
@@ -64,7 +70,7 @@ int sl_eager_load(sl_snapshot *snap, unsigned block, void *dst, unsigned threads
     sl = g_new0(slice, threads);
     th = g_new0(GThread *, threads);
     for (unsigned t = 0; t < threads; t++) {
-        sl[t] = (slice){ .snap = snap, .b = b, .dst = dst, .verify = verify,
+        sl[t] = (slice){ .snap = snap, .block = block, .b = b, .dst = dst, .verify = verify,
                          .first = b->npages * t / threads,
                          .end = b->npages * (t + 1) / threads };
         th[t] = t ? g_thread_new("sl-eager", load_slice, &sl[t]) : NULL;

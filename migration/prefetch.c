@@ -347,8 +347,7 @@ void sl_group_readahead(sl_restore *r, sl_group *g, unsigned ahead)
         if (c >= reg->first_chunk && c < reg->first_chunk + reg->nchunks) {
             uint64_t u0 = (c - reg->first_chunk) * reg->chunk_units;
             uint64_t n = MIN(reg->chunk_units, reg->nunits - u0);
-            posix_fadvise(r->snap->fd, (off_t)(reg->blk->pages_offset + u0 * reg->unit),
-                          (off_t)(n * reg->unit), POSIX_FADV_WILLNEED);
+            sl_snapshot_readahead(r->snap, reg->block, u0 * reg->ratio, n * reg->ratio);
             return;
         }
     }

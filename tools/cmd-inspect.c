@@ -1,12 +1,16 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * `snapload inspect SNAP [--json] [--quick]`: validates a snapshot, ours or
- * QEMU's mapped-ram file (all metadata always; every stored page against
- * its checksum unless --quick, or only read where there are no checksums)
- * and prints what it holds as a table or as JSON.
+ * `snapload inspect SNAP [--json] [--quick] [--parent PATH]`: validates a
+ * snapshot, ours or QEMU's mapped-ram file (all metadata always; every
+ * stored page against its checksum unless --quick, or only read where
+ * there are no checksums) and prints what it holds as a table or as JSON.
+ * An incremental snapshot is validated with its whole chain of parents,
+ * and each layer is listed: its path, content identity, the pages it
+ * stores itself and the bytes it takes on disk.
  */
 #include <errno.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include "cli.h"
 #include "migration/format/format.h"
 
@@ -17,6 +21,8 @@ static const char *section_name(uint32_t type)
     switch (type) {
     case SL_SECTION_DEVICE_STATE: return "device-state";
     case SL_SECTION_HOT_PAGES: return "hot-pages";
+    case SL_SECTION_SOURCE: return "source";
+    case SL_SECTION_PARENT: return "parent";
     default: return "unknown";
     }
 }
@@ -81,6 +87,74 @@ static char *block_json(const sl_snapshot *s, unsigned b, const sl_block_info *b
     json_u64(&j, "pages_offset", bi->pages_offset);
     json_bool(&j, "in_file", sl_snapshot_block_in_file(s, b));
     return json_end(&j);
+}
+
+/* What `inspect` says of one layer of a chain (the snapshot alone, if it has no parent). */
+typedef struct {
+    const char *path;
+    char identity[2 * SL_IDENTITY_LEN + 1]; /* "" when it has none */
+    uint64_t stored;                        /* pages the file stores itself */
+    uint64_t allocated;                     /* bytes it takes on disk */
+    uint64_t file_size;
+} layer_info;
+
+static layer_info describe_layer(const sl_snapshot *s)
+{
+    layer_info l = { .path = sl_snapshot_path(s), .file_size = sl_snapshot_file_size(s) };
+    uint8_t id[SL_IDENTITY_LEN];
+    struct stat st;
+
+    if (sl_snapshot_identity(s, id, NULL)) {
+        sl_identity_hex(id, l.identity);
+    }
+    for (unsigned b = 0; b < sl_snapshot_n_blocks(s); b++) {
+        l.stored += sl_snapshot_stored_pages(s, b);
+    }
+    if (fstat(s->fd, &st) == 0) {
+        l.allocated = (uint64_t)st.st_blocks * 512;
+    }
+    return l;
+}
+
+/* The chain as a JSON array, newest first. */
+static char *chain_json(const sl_snapshot *s)
+{
+    GString *out = g_string_new("[");
+
+    for (const sl_snapshot *p = s; p; p = sl_snapshot_parent(p)) {
+        layer_info l = describe_layer(p);
+        cli_json j;
+        json_begin(&j);
+        json_str(&j, "path", l.path);
+        if (l.identity[0]) {
+            json_str(&j, "identity", l.identity);
+        } else {
+            json_raw(&j, "identity", "null");
+        }
+        json_u64(&j, "stored_pages", l.stored);
+        json_u64(&j, "allocated_bytes", l.allocated);
+        json_u64(&j, "file_size", l.file_size);
+        g_autofree char *o = json_end(&j);
+        g_string_append_printf(out, "%s%s", p == s ? "" : ", ", o);
+    }
+    g_string_append_c(out, ']');
+    return g_string_free(out, false);
+}
+
+/* Text: the chain of a child, newest first. */
+static void chain_table(const sl_snapshot *s)
+{
+    unsigned depth = 0;
+
+    printf("chain (newest first; each page comes from the newest layer storing it):\n");
+    printf("%-5s %-32s %12s %12s  %s\n", "LAYER", "IDENTITY", "STORED", "ALLOCATED", "PATH");
+    for (const sl_snapshot *p = s; p; p = sl_snapshot_parent(p)) {
+        layer_info l = describe_layer(p);
+        g_autofree char *alloc = g_format_size_full(l.allocated, G_FORMAT_SIZE_IEC_UNITS);
+        printf("%-5u %-32s %12" G_GUINT64_FORMAT " %12s  %s\n", depth++,
+               l.identity[0] ? l.identity : "-", l.stored, alloc, l.path);
+    }
+    printf("\n");
 }
 
 /* QEMU's stream: machine, recorded capabilities, device state, as JSON members. */
@@ -152,6 +226,8 @@ static void print_json(sl_snapshot *s, const char *path, bool checked)
     json_bool(&j, "pages_read", checked);
     json_raw(&j, "blocks", blocks->str);
     json_raw(&j, "sections", secs->str);
+    g_autofree char *chain = chain_json(s);
+    json_raw(&j, "chain", chain);
     g_autofree char *out = json_end(&j);
     printf("%s\n", out);
     g_string_free(blocks, true);
@@ -175,6 +251,9 @@ static void print_table(sl_snapshot *s, const char *path, bool checked)
     } else {
         printf("snapshot %s: %" G_GUINT64_FORMAT " bytes, format version %u, pages %s\n\n",
                path, sl_snapshot_file_size(s), SL_VERSION, pages);
+    }
+    if (sl_snapshot_parent(s)) {
+        chain_table(s);
     }
     printf("%-20s %12s %8s %5s %10s %10s %10s\n", "BLOCK", "LENGTH", "PAGE", "NODE",
            "PAGES", "PRESENT", "ZERO");
@@ -201,9 +280,12 @@ static void print_table(sl_snapshot *s, const char *path, bool checked)
 int cmd_inspect(int argc, char **argv)
 {
     gboolean as_json = false, quick = false;
+    g_autofree char *parent = NULL;
     GOptionEntry entries[] = {
         { "json", 0, 0, G_OPTION_ARG_NONE, &as_json, "print JSON", NULL },
         { "quick", 0, 0, G_OPTION_ARG_NONE, &quick, "check metadata only, not page data", NULL },
+        { "parent", 0, 0, G_OPTION_ARG_FILENAME, &parent, "an incremental snapshot's parent, "
+          "instead of the path it records", "PATH" },
         { NULL },
     };
     GError *err = NULL;
@@ -216,7 +298,8 @@ int cmd_inspect(int argc, char **argv)
     if (argc != 2) {
         return cli_fail("inspect takes exactly one snapshot file");
     }
-    s = sl_snapshot_open(argv[1], &err);
+    s = parent ? sl_snapshot_open_chain(argv[1], parent, 0, &err)
+               : sl_snapshot_open(argv[1], &err);
     if (!s) {
         return cli_fail_error(err);
     }

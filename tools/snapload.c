@@ -20,6 +20,7 @@ static const struct {
     { "inspect", cmd_inspect, "validate a snapshot and list its blocks and sections" },
     { "extract", cmd_extract, "write one block of a snapshot as a raw RAM image" },
     { "index", cmd_index, "checksums and hot pages for a QEMU mapped-ram file, in a sidecar" },
+    { "delta", cmd_delta, "an incremental snapshot: the pages of NEW that differ from PARENT" },
     { "restore", cmd_restore, "restore a snapshot lazily into fresh memory, with stats" },
     { "serve", cmd_serve, "serve a lazy restore to consumer processes over a unix socket" },
     { "qemu-save", cmd_qemu_save, "save a running QEMU guest (memory-backend-file RAM) over QMP" },

@@ -55,7 +55,11 @@ typedef enum {
 enum {
     SL_SECTION_DEVICE_STATE = 1, /**< opaque bytes saved by the VMM       */
     SL_SECTION_HOT_PAGES    = 2, /**< ordered list of hot pages, prefetched first */
+    SL_SECTION_PARENT       = 4, /**< a child's parent: its identity and path (since 1.5) */
 };
+
+/** Bytes of a snapshot's content identity (sl_snapshot_identity()).  Since 1.5. */
+#define SL_IDENTITY_LEN 16
 
 /** What the reader knows of one RAM block. Strings live as long as the snapshot. */
 typedef struct {
@@ -64,8 +68,9 @@ typedef struct {
     uint64_t page_size;      /**< granularity of the bitmap and of page data */
     int numa_node;           /**< host node hint, -1 if none                 */
     uint64_t pages;          /**< length / page_size                         */
-    uint64_t present_pages;  /**< pages stored in the file (the rest are 0)  */
-    uint64_t pages_offset;   /**< file offset of page 0                      */
+    uint64_t present_pages;  /**< pages stored in the file (the rest are 0); for a
+                                  child, in the file or an ancestor's          */
+    uint64_t pages_offset;   /**< file offset of page 0 (a child: in its own file) */
 } sl_block_info;
 
 /**
@@ -180,6 +185,58 @@ int sl_snapshot_read_pages(sl_snapshot *snap, unsigned block, uint64_t first,
                            uint64_t n, void *buf, bool verify);
 
 /* ------------------------------------------------------------------ */
+/* Incremental snapshots (since 1.5)                                  */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A child snapshot stores only the pages that changed since its parent and
+ * names the parent by content identity and path (SL_SECTION_PARENT).
+ * sl_snapshot_open() of a child opens its whole chain (a relative parent
+ * path is taken from the child's directory), refuses a parent whose
+ * content differs from the one the child was made from, and presents one
+ * merged snapshot: every page comes from the newest snapshot of the chain
+ * that stores it, a page none stores is zero.  docs/format.md.
+ */
+
+/**
+ * sl_snapshot_identity:
+ * Copy @snap's content identity into @out: 128 bits computed at open from
+ * metadata that proves every page (block names, lengths, page sizes, the
+ * segment digests over bitmaps and page checksums) and, for a child, its
+ * parent's identity; never from the path or times, and without reading
+ * page data.  Fails (SL_ERROR_UNSUPPORTED) for a snapshot without
+ * checksums (a QEMU file without its sidecar index), which therefore
+ * cannot be a parent.
+ */
+bool sl_snapshot_identity(const sl_snapshot *snap, uint8_t out[SL_IDENTITY_LEN], GError **errp);
+
+/**
+ * sl_snapshot_open_chain:
+ * Open child snapshot @child with @parent (a path taken as given, not
+ * from the child's directory) as its parent instead of the path the child
+ * records, e.g. after the parent was moved.  The parent's own parents are
+ * found as usual, and its identity must still be the recorded one.  @flags
+ * as sl_snapshot_open_flags().  Fails if @child has no parent.
+ */
+sl_snapshot *sl_snapshot_open_chain(const char *child, const char *parent, unsigned flags,
+                                    GError **errp);
+
+/**
+ * sl_snapshot_parent: a child's parent, opened and merged with the rest of
+ * the chain (owned by @snap: valid until it is closed), or NULL.
+ */
+sl_snapshot *sl_snapshot_parent(const sl_snapshot *snap);
+
+/** sl_snapshot_path: the path @snap was opened from (a parent: as resolved). */
+const char *sl_snapshot_path(const sl_snapshot *snap);
+
+/**
+ * sl_snapshot_stored_pages: pages of block @block that @snap's own file
+ * stores (for a snapshot without parent, present_pages); 0 out of range.
+ */
+uint64_t sl_snapshot_stored_pages(const sl_snapshot *snap, unsigned block);
+
+/* ------------------------------------------------------------------ */
 /* Snapshot writer                                                    */
 /* ------------------------------------------------------------------ */
 
@@ -202,13 +259,30 @@ int sl_writer_add_block(sl_writer *w, const char *name, uint64_t length,
  * sl_writer_write:
  * Store @len bytes of guest RAM at @offset of @block (both page aligned).
  * Zero pages are detected and left out of the file.  Pages may be written
- * in any order; a page never written is a zero page.  Refuses
+ * in any order; a page never written is a zero page (in a child,
+ * sl_writer_set_parent(): the parent's page).  Refuses
  * (SL_ERROR_STATE) @data in a shared mapping of a memory file on which a
  * lazy restore is still running, in this process or another: its missing
  * pages would be stored as zeros.  Save once the restore has completed.
  */
 bool sl_writer_write(sl_writer *w, unsigned block, uint64_t offset,
                      const void *data, size_t len, GError **errp);
+
+/**
+ * sl_writer_set_parent:
+ * Make @w a child of @parent (an open snapshot with checksums), recorded
+ * with @parent's identity and @parent_path, stored as given (a relative
+ * path is resolved against the child's directory when it is opened).
+ * Before the first sl_writer_write().  From then on a page never written
+ * is absent and comes from the parent, and a zero page written is stored
+ * (a hole with the checksum of zeros), so that it hides the parent's page.
+ * The child's blocks must be the parent's, in its order, with the same
+ * names, lengths and page sizes: sl_writer_add_block() and
+ * sl_writer_finish() refuse others.  @parent may be closed afterwards.
+ * Since 1.5.
+ */
+bool sl_writer_set_parent(sl_writer *w, sl_snapshot *parent, const char *parent_path,
+                          GError **errp);
 
 /** sl_writer_add_section: append an opaque section (copied) of @type. */
 bool sl_writer_add_section(sl_writer *w, uint32_t type, const void *data,

@@ -26,7 +26,12 @@
 #define SL_BLOCK_NAME_MAX    257u  /* in memory: QEMU's RAM block ids are up to 256 */
 #define SL_NO_NODE           0xffffffffu
 #define SL_BLOCK_EXTERNAL    1u    /* block flag: its pages live in another file (an index) */
+#define SL_BLOCK_DELTA       2u    /* block flag: a child's; pages it does not store are its
+                                      parent's (older readers refuse the flag: never zeros) */
 #define SL_SECTION_SOURCE    3u    /* an index's section: the identity of the file it indexes */
+#define SL_MAX_CHAIN         64u   /* snapshots in one parent chain, the child included */
+#define SL_PARENT_HDR        24u   /* parent section: identity, le32 path length, le32 flags */
+#define SL_PARENT_PATH_MAX   4096u /* bytes of the parent's path in the parent section */
 #define SL_MAX_BLOCKS        1024u
 #define SL_MAX_SECTIONS      1024u
 #define SL_MAX_NODE_HINT     1024u /* node hints are below this */
@@ -86,9 +91,19 @@ typedef struct {
     _Atomic uint32_t *seg_state; /* lazy: per segment; NULL: everything proven at open */
     bool in_file;       /* false: QEMU left it out (x-ignore-shared): no pages here */
     bool external;      /* container: SL_BLOCK_EXTERNAL (pages_offset 0, no page area) */
+    bool delta;         /* container: SL_BLOCK_DELTA (a child's block) */
     bool has_gpa;       /* QEMU stream with x-ignore-shared: @gpa is recorded */
     uint64_t gpa;       /* guest physical address of the block (QEMU) */
     uint64_t record_offset, record_len; /* QEMU: the block's record, header included */
+    /*
+     * A child (a snapshot with a parent section, chain.c): @bitmap, @csums
+     * and @present_pages are the whole chain's (a page is present when any
+     * layer stores it, its checksum the newest such layer's), while
+     * @own_bitmap and @own_present say which pages this file stores itself
+     * (at @pages_offset); NULL and 0 for a snapshot without a parent.
+     */
+    uint64_t *own_bitmap;
+    uint64_t own_present;
 } sl_block;
 
 typedef struct {
@@ -124,7 +139,16 @@ struct sl_snapshot {
     sl_block *blocks;
     sl_section *sections;
     sl_qemu_stream *qemu;      /* SL_FORMAT_QEMU only */
+    struct sl_snapshot *parent; /* a child's parent: the rest of its chain, merged; else NULL */
+    bool has_identity;         /* @identity is known (the snapshot has checksums) */
+    uint8_t identity[SL_IDENTITY_LEN]; /* content identity (identity.c) */
 };
+
+/** The pages @b's own file stores: its bitmap, unless it is a child's block. */
+static inline const uint64_t *sl_own_bitmap(const sl_block *b)
+{
+    return b->own_bitmap ? b->own_bitmap : b->bitmap;
+}
 
 /* Little-/big-endian field access on byte buffers. */
 static inline uint32_t sl_le32(const uint8_t *p)
@@ -176,6 +200,17 @@ static inline void sl_bit_set(uint64_t *bm, uint64_t i)
     bm[i / 64] |= 1ull << (i % 64);
 }
 
+/** Pages from @i (< @end) whose bit in @bm is @set, up to the first that differs. */
+static inline uint64_t sl_bit_run(const uint64_t *bm, uint64_t i, uint64_t end, bool set)
+{
+    uint64_t n = 0;
+
+    while (i + n < end && sl_bit_test(bm, i + n) == set) {
+        n++;
+    }
+    return n;
+}
+
 static inline uint64_t sl_align_up(uint64_t v, uint64_t a)
 {
     return (v + a - 1) / a * a;
@@ -186,6 +221,9 @@ uint64_t sl_hash(const void *data, size_t len);
 
 /** Seeded continuation used for checksums over two buffers. */
 uint64_t sl_hash2(const void *a, size_t alen, const void *b, size_t blen);
+
+/** XXH3-64 of a page of @page_size zero bytes (a child's stored zero page). */
+uint64_t sl_zero_hash(uint64_t page_size);
 
 #define SL_CSUM_SEG 8192u /* pages per segment: 1 KiB of bitmap, 64 KiB of checksums */
 
@@ -275,6 +313,58 @@ bool sl_qemu_parse(sl_snapshot *s, GError **errp);
  */
 bool sl_qemu_write_device_stream(const sl_snapshot *s, const char *path, const bool *lazy,
                                  GError **errp);
+
+/*
+ * Parent chains (chain.c).  Opening a chain walks it from the child to its
+ * oldest ancestor; @sl_chain_walk holds the files opened so far, so that a
+ * loop or an absurd depth is refused before the next file is opened.
+ */
+typedef struct {
+    unsigned depth;                  /* files opened so far */
+    uint64_t dev[SL_MAX_CHAIN], ino[SL_MAX_CHAIN];
+} sl_chain_walk;
+
+/**
+ * sl_snapshot_open_in: sl_snapshot_open_flags() of one file of a chain
+ * being walked by @walk: with a parent section, its parent (@parent_path,
+ * or the path the section records, relative to the file's directory) is
+ * opened, its identity checked and the chain merged into the result.
+ */
+sl_snapshot *sl_snapshot_open_in(const char *path, unsigned flags, const char *parent_path,
+                                 sl_chain_walk *walk, GError **errp);
+
+/**
+ * sl_chain_attach: if @s has a parent section, opens its parent as above
+ * and merges it into @s; @s alone otherwise (then @parent_path must be
+ * NULL).  Errors name @s, the parent's path and what is wrong.
+ */
+bool sl_chain_attach(sl_snapshot *s, const char *parent_path, unsigned flags,
+                     sl_chain_walk *walk, GError **errp);
+
+/**
+ * sl_chain_seg_merge: segment pages [@first, +@n) of child block @b, whose
+ * own entries were just proven: the parent's segment is proven too, and
+ * the entries of the pages @b does not store become the parent's.
+ */
+int sl_chain_seg_merge(const sl_snapshot *s, const sl_block *b, uint64_t first, uint64_t n);
+
+/**
+ * sl_parent_section: the data of a parent section naming a parent of
+ * identity @id at @path (as given); NULL with @errp if @path is unfit.
+ */
+GBytes *sl_parent_section(const uint8_t id[SL_IDENTITY_LEN], const char *path, GError **errp);
+
+/** sl_identity_compute (identity.c): sets @s's identity, where it has checksums. */
+void sl_identity_compute(sl_snapshot *s);
+
+/** sl_identity_hex: @id as 32 lowercase hex digits and a NUL. */
+void sl_identity_hex(const uint8_t id[SL_IDENTITY_LEN], char out[2 * SL_IDENTITY_LEN + 1]);
+
+/**
+ * sl_snapshot_readahead: POSIX_FADV_WILLNEED for pages [@first, +@n) of
+ * @block, in the file of each layer that stores some of them.
+ */
+void sl_snapshot_readahead(const sl_snapshot *s, unsigned block, uint64_t first, uint64_t n);
 
 /** Frees what sl_qemu_parse() allocated in @q (NULL is fine). */
 void sl_qemu_stream_free(sl_qemu_stream *q);

@@ -19,6 +19,9 @@
  * complete for them.  Others wait on the word with a futex (no polling); a
  * failed read puts the segment back to ABSENT, so the next user tries again
  * and sees the error itself.
+ *
+ * A child's segment (chain.c) is proven with its own bitmap words, then
+ * its parent's segment is proven and merged in, before LOADED.
  */
 #include <errno.h>
 #include <limits.h>
@@ -55,8 +58,12 @@ static int seg_read(const sl_snapshot *s, const sl_block *b, uint64_t seg)
     uint64_t first = seg * SL_CSUM_SEG, n = MIN(SL_CSUM_SEG, b->npages - first);
     int ret = sl_pread_full(s->csum_fd, b->csums + first, n * 8, b->csum_offset + first * 8);
 
-    if (ret == 0 && sl_seg_digest(b->bitmap, b->csums, b->npages, seg) != b->digests[seg]) {
+    if (ret == 0 &&
+        sl_seg_digest(sl_own_bitmap(b), b->csums, b->npages, seg) != b->digests[seg]) {
         ret = -EBADMSG;
+    }
+    if (ret == 0 && s->parent) { /* a child: the parent's entries where it stores nothing */
+        ret = sl_chain_seg_merge(s, b, first, n);
     }
     return ret;
 }

@@ -96,7 +96,8 @@ static bool parse_block_entry(ctx *c, unsigned i, const uint8_t *e, GError **err
         return BAD(errp, "block %u ('%s'): numa_node %u is out of range", i, b->name, node);
     }
     b->external = sl_le32(e + SL_B_FLAGS) == SL_BLOCK_EXTERNAL;
-    if (sl_le32(e + SL_B_FLAGS) & ~SL_BLOCK_EXTERNAL) {
+    b->delta = sl_le32(e + SL_B_FLAGS) == SL_BLOCK_DELTA;
+    if (sl_le32(e + SL_B_FLAGS) && !b->external && !b->delta) {
         return BAD(errp, "block %u ('%s'): flags 0x%x are not known", i, b->name,
                    sl_le32(e + SL_B_FLAGS));
     }

@@ -6,6 +6,11 @@
  * final offset.  Zero pages are detected and left out, so the file stays
  * sparse there.  sl_writer_finish() appends the sections and their table and
  * writes every header last, so an interrupted save never looks valid.
+ *
+ * A child (sl_writer_set_parent()) records its parent in a parent section
+ * (chain.c) and has the parent's blocks; in it a page never written is
+ * absent (the parent's), and a zero page written is stored: its bit set,
+ * the checksum of zeros, a hole in the page area.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,7 +21,15 @@
 
 typedef struct {
     sl_block b;           /* layout + bitmap/csums in host order */
+    uint64_t zero_csum;   /* a child's: the checksum of a zero page of this size (0: not
+                             computed yet) */
 } wblock;
+
+/* What a child must agree on with its parent, per block. */
+typedef struct {
+    char name[SL_BLOCK_NAME_MAX];
+    uint64_t length, page_size;
+} pblock;
 
 typedef struct {
     uint32_t type;
@@ -31,6 +44,8 @@ struct sl_writer {
     bool frozen;          /* layout fixed: no more blocks */
     uint64_t data_end;    /* end of the last block's page area */
     sl_busy_range plain;  /* private memory the last write came from (busy.c) */
+    GArray *parent;       /* a child's: its parent's blocks (pblock); NULL otherwise */
+    char *parent_path;    /* a child's: its parent's path, for errors */
 };
 
 static bool io_error(GError **errp, sl_writer *w, const char *what, int err)
@@ -54,6 +69,29 @@ sl_writer *sl_writer_new(const char *path, GError **errp)
     w->blocks = g_array_new(false, true, sizeof(wblock));
     w->sections = g_array_new(false, true, sizeof(wsection));
     return w;
+}
+
+/* A child's block @i is its parent's block @i: same name, length and page size. */
+static bool parent_has(const sl_writer *w, unsigned i, const char *name, uint64_t length,
+                       uint64_t page_size, GError **errp)
+{
+    const pblock *p = i < w->parent->len ? &g_array_index(w->parent, pblock, i) : NULL;
+
+    if (!p) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block %u ('%s'): the parent %s has "
+                    "only %u blocks, and a child has exactly its parent's", i, name,
+                    w->parent_path, w->parent->len);
+        return false;
+    }
+    if (strcmp(p->name, name) || p->length != length || p->page_size != page_size) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block %u is '%s' (%" G_GUINT64_FORMAT
+                    " bytes, %" G_GUINT64_FORMAT "-byte pages) here but '%s' (%"
+                    G_GUINT64_FORMAT " bytes, %" G_GUINT64_FORMAT "-byte pages) in the parent "
+                    "%s: a child has its parent's blocks, in its order", i, name, length,
+                    page_size, p->name, p->length, p->page_size, w->parent_path);
+        return false;
+    }
+    return true;
 }
 
 int sl_writer_add_block(sl_writer *w, const char *name, uint64_t length,
@@ -90,6 +128,9 @@ int sl_writer_add_block(sl_writer *w, const char *name, uint64_t length,
     }
     if (w->blocks->len >= SL_MAX_BLOCKS) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "more than %u blocks", SL_MAX_BLOCKS);
+        return -1;
+    }
+    if (w->parent && !parent_has(w, w->blocks->len, name, length, page_size, errp)) {
         return -1;
     }
     g_strlcpy(wb.b.name, name, SL_NAME_MAX);
@@ -133,6 +174,37 @@ static bool page_is_zero(const uint8_t *p, size_t len)
     return p[0] == 0 && memcmp(p, p + 1, len - 1) == 0;
 }
 
+/*
+ * A child's zero page @p of @block: stored (it hides the parent's page) as
+ * a hole with the checksum of zeros.  Bytes written there before are
+ * punched out (or overwritten with zeros where the file system cannot).
+ */
+static bool store_zero_page(sl_writer *w, unsigned block, uint64_t p, GError **errp)
+{
+    wblock *wb = &g_array_index(w->blocks, wblock, block);
+    sl_block *b = &wb->b;
+    uint64_t off = b->pages_offset + p * b->page_size;
+
+    if (!wb->zero_csum) {
+        wb->zero_csum = sl_zero_hash(b->page_size);
+    }
+    if (sl_bit_test(b->bitmap, p) && b->csums[p] != wb->zero_csum &&
+        fallocate(w->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+                  (off_t)b->page_size) < 0) {
+        g_autofree uint8_t *zeros = g_malloc0(MIN(b->page_size, 1u << 20));
+        for (uint64_t done = 0; done < b->page_size; done += 1u << 20) {
+            int ret = sl_pwrite_full(w->fd, zeros, MIN(b->page_size - done, 1u << 20),
+                                     off + done);
+            if (ret < 0) {
+                return io_error(errp, w, "clearing a page that became zero", -ret);
+            }
+        }
+    }
+    sl_bit_set(b->bitmap, p);
+    b->csums[p] = wb->zero_csum;
+    return true;
+}
+
 bool sl_writer_write(sl_writer *w, unsigned block, uint64_t offset, const void *data,
                      size_t len, GError **errp)
 {
@@ -170,9 +242,11 @@ bool sl_writer_write(sl_writer *w, unsigned block, uint64_t offset, const void *
             run++;
             continue;
         }
-        if (k < n) {
+        if (k < n && !w->parent) {
             b->bitmap[(first + k) / 64] &= ~(1ull << ((first + k) % 64));
             b->csums[first + k] = 0;
+        } else if (k < n && !store_zero_page(w, block, first + k, errp)) {
+            return false;
         }
         if (run) {
             uint64_t start = first + k - run;
@@ -202,6 +276,59 @@ bool sl_writer_set_external(sl_writer *w, unsigned block, const uint64_t *bitmap
     memcpy(b->bitmap, bitmap, sl_bitmap_bytes(b->npages));
     memcpy(b->csums, csums, b->npages * 8);
     return true;
+}
+
+/* Copies @parent's block geometry into @w, checking the blocks @w has already. */
+static bool take_parent_blocks(sl_writer *w, const sl_snapshot *parent, GError **errp)
+{
+    w->parent = g_array_new(false, true, sizeof(pblock));
+    for (unsigned i = 0; i < parent->nblocks; i++) {
+        pblock p = { .length = parent->blocks[i].length,
+                     .page_size = parent->blocks[i].page_size };
+        g_strlcpy(p.name, parent->blocks[i].name, sizeof(p.name));
+        if (!parent->blocks[i].in_file) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' of %s is not in its "
+                        "file (x-ignore-shared): it cannot be a parent", p.name, parent->path);
+            return false;
+        }
+        g_array_append_val(w->parent, p);
+    }
+    for (guint i = 0; i < w->blocks->len; i++) {
+        const sl_block *b = &g_array_index(w->blocks, wblock, i).b;
+        if (!parent_has(w, i, b->name, b->length, b->page_size, errp)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool sl_writer_set_parent(sl_writer *w, sl_snapshot *parent, const char *parent_path,
+                          GError **errp)
+{
+    uint8_t id[SL_IDENTITY_LEN];
+    g_autoptr(GBytes) sec = NULL;
+
+    if (w->frozen || w->parent) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "%s: a parent is set once, before the "
+                    "first page is written", w->path);
+        return false;
+    }
+    if (!parent || !sl_snapshot_identity(parent, id, errp) ||
+        !(sec = sl_parent_section(id, parent_path, errp))) {
+        if (!parent) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s: no parent snapshot", w->path);
+        }
+        return false;
+    }
+    w->parent_path = g_strdup(parent_path);
+    if (!take_parent_blocks(w, parent, errp)) {
+        g_array_free(w->parent, true);
+        w->parent = NULL;
+        g_clear_pointer(&w->parent_path, g_free);
+        return false;
+    }
+    return sl_writer_add_section(w, SL_SECTION_PARENT, g_bytes_get_data(sec, NULL),
+                                 g_bytes_get_size(sec), errp);
 }
 
 bool sl_writer_add_section(sl_writer *w, uint32_t type, const void *data, size_t len,
@@ -252,7 +379,7 @@ static int write_block_meta(sl_writer *w, sl_block *b, uint8_t *e)
     sl_put_le64(e + SL_B_LENGTH, b->length);
     sl_put_le64(e + SL_B_PAGESIZE, b->page_size);
     sl_put_le32(e + SL_B_NODE, b->numa_node < 0 ? SL_NO_NODE : (uint32_t)b->numa_node);
-    sl_put_le32(e + SL_B_FLAGS, b->external ? SL_BLOCK_EXTERNAL : 0);
+    sl_put_le32(e + SL_B_FLAGS, b->external ? SL_BLOCK_EXTERNAL : b->delta ? SL_BLOCK_DELTA : 0);
     sl_put_le64(e + SL_B_RAMHDR, b->ramhdr_offset);
     sl_put_le64(e + SL_B_CSUMS, b->csum_offset);
     sl_put_le64(e + SL_B_PRESENT, present);
@@ -299,10 +426,17 @@ bool sl_writer_finish(sl_writer *w, GError **errp)
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "a snapshot needs at least one block");
         return false;
     }
+    if (w->parent && w->blocks->len != w->parent->len) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s has %u blocks, its parent %s %u: a "
+                    "child has every block of its parent", w->path, w->blocks->len,
+                    w->parent_path, w->parent->len);
+        return false;
+    }
     if (!w->frozen) {
         freeze_layout(w);
     }
     for (guint i = 0; i < w->blocks->len && ret == 0; i++) {
+        g_array_index(w->blocks, wblock, i).b.delta = w->parent != NULL;
         ret = write_block_meta(w, &g_array_index(w->blocks, wblock, i).b,
                                btab + (size_t)i * SL_BLOCK_ENTRY_SIZE);
     }
@@ -342,6 +476,10 @@ void sl_writer_free(sl_writer *w)
     }
     g_array_free(w->blocks, true);
     g_array_free(w->sections, true);
+    if (w->parent) {
+        g_array_free(w->parent, true);
+    }
+    g_free(w->parent_path);
     close(w->fd);
     g_free(w->path);
     g_free(w);

@@ -4,7 +4,9 @@
  * reader: our container, or QEMU's migration stream), closing, block and
  * section queries, and the one page reader shared by the fault path, the
  * loaders, the eager baseline and verification.  A stored page whose
- * checksum does not match is an error (-EBADMSG), never data.
+ * checksum does not match is an error (-EBADMSG), never data.  A child
+ * (chain.c) is opened with its whole chain, and each run of pages is read
+ * from the file of the layer that stores it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,12 +37,20 @@ static bool parse_any(sl_snapshot *s, bool lazy, GError **errp)
     return sl_container_parse(s, lazy, false, errp);
 }
 
-sl_snapshot *sl_snapshot_open(const char *path, GError **errp)
+/* Whether the file of @st was opened before in this chain. */
+static bool in_walk(const sl_chain_walk *walk, const struct stat *st)
 {
-    return sl_snapshot_open_flags(path, 0, errp);
+    for (unsigned i = 0; i < walk->depth; i++) {
+        if (walk->dev[i] == (uint64_t)st->st_dev && walk->ino[i] == (uint64_t)st->st_ino) {
+            return true;
+        }
+    }
+    return false;
 }
 
-sl_snapshot *sl_snapshot_open_flags(const char *path, unsigned flags, GError **errp)
+/* Opens and parses the one file @path; notes it in @walk (a chain's files). */
+static sl_snapshot *open_file(const char *path, unsigned flags, sl_chain_walk *walk,
+                              GError **errp)
 {
     sl_snapshot *s = g_new0(sl_snapshot, 1);
     struct stat st;
@@ -56,7 +66,17 @@ sl_snapshot *sl_snapshot_open_flags(const char *path, unsigned flags, GError **e
     } else if (!S_ISREG(st.st_mode)) {
         g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "%s: not a regular file", path);
         ok = false;
+    } else if (walk->depth >= SL_MAX_CHAIN) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "%s: a chain of more than %u snapshots",
+                    path, SL_MAX_CHAIN);
+        ok = false;
+    } else if (in_walk(walk, &st)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "%s: already in this chain (it loops)",
+                    path);
+        ok = false;
     } else {
+        walk->dev[walk->depth] = (uint64_t)st.st_dev;
+        walk->ino[walk->depth++] = (uint64_t)st.st_ino;
         s->file_size = (uint64_t)st.st_size;
         ok = parse_any(s, flags & SL_OPEN_LAZY_CHECKSUMS, errp);
         if (!ok) {
@@ -70,6 +90,45 @@ sl_snapshot *sl_snapshot_open_flags(const char *path, unsigned flags, GError **e
     return s;
 }
 
+sl_snapshot *sl_snapshot_open_in(const char *path, unsigned flags, const char *parent_path,
+                                 sl_chain_walk *walk, GError **errp)
+{
+    sl_snapshot *s = open_file(path, flags, walk, errp);
+
+    if (s && !sl_chain_attach(s, parent_path, flags, walk, errp)) {
+        sl_snapshot_close(s);
+        return NULL;
+    }
+    if (s) {
+        sl_identity_compute(s);
+    }
+    return s;
+}
+
+sl_snapshot *sl_snapshot_open(const char *path, GError **errp)
+{
+    return sl_snapshot_open_flags(path, 0, errp);
+}
+
+sl_snapshot *sl_snapshot_open_flags(const char *path, unsigned flags, GError **errp)
+{
+    sl_chain_walk walk = { .depth = 0 };
+
+    return sl_snapshot_open_in(path, flags, NULL, &walk, errp);
+}
+
+sl_snapshot *sl_snapshot_open_chain(const char *child, const char *parent, unsigned flags,
+                                    GError **errp)
+{
+    sl_chain_walk walk = { .depth = 0 };
+
+    if (!parent || !*parent) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s: no parent path given", child);
+        return NULL;
+    }
+    return sl_snapshot_open_in(child, flags, parent, &walk, errp);
+}
+
 void sl_snapshot_close(sl_snapshot *s)
 {
     if (!s) {
@@ -81,8 +140,10 @@ void sl_snapshot_close(sl_snapshot *s)
     if (s->index_fd >= 0) {
         close(s->index_fd);
     }
+    sl_snapshot_close(s->parent);
     for (unsigned i = 0; s->blocks && i < s->nblocks; i++) {
         g_free(s->blocks[i].bitmap);
+        g_free(s->blocks[i].own_bitmap);
         g_free(s->blocks[i].seg_state);
         g_free(s->blocks[i].digests);
         sl_csums_free(&s->blocks[i]);
@@ -92,6 +153,11 @@ void sl_snapshot_close(sl_snapshot *s)
     sl_qemu_stream_free(s->qemu);
     g_free(s->path);
     g_free(s);
+}
+
+const char *sl_snapshot_path(const sl_snapshot *s)
+{
+    return s->path;
 }
 
 sl_snapshot_format sl_snapshot_get_format(const sl_snapshot *s)
@@ -227,24 +293,47 @@ bool sl_snapshot_page_matches(sl_snapshot *s, unsigned block, uint64_t idx, cons
     return same;
 }
 
-/* Length of the run of pages from @i (< end) sharing bit value @present. */
-static uint64_t run_length(const sl_block *b, uint64_t i, uint64_t end, bool present)
-{
-    uint64_t n = 0;
-
-    while (i + n < end && sl_bit_test(b->bitmap, i + n) == present) {
-        n++;
-    }
-    return n;
-}
-
-/* Stored pages [first, first+n) at @buf against their (proven) checksums. */
-static int verify_run(const sl_block *b, uint64_t first, uint64_t n, const uint8_t *buf)
+/* Present pages of [first, first+n) at @buf against their (proven) checksums. */
+static int verify_present(const sl_block *b, uint64_t first, uint64_t n, const uint8_t *buf)
 {
     for (uint64_t k = 0; k < n; k++) {
-        if (sl_hash(buf + k * b->page_size, b->page_size) != b->csums[first + k]) {
+        if (sl_bit_test(b->bitmap, first + k) &&
+            sl_hash(buf + k * b->page_size, b->page_size) != b->csums[first + k]) {
             return -EBADMSG;
         }
+    }
+    return 0;
+}
+
+/*
+ * Pages [first, first+n) of block @block: each run this file stores read
+ * through @fd, each other run from the parent (through its own file) or,
+ * without a parent, zeros.
+ */
+static int read_runs(sl_snapshot *s, int fd, unsigned block, uint64_t first, uint64_t n,
+                     uint8_t *buf)
+{
+    const sl_block *b = &s->blocks[block];
+    const uint64_t *own = sl_own_bitmap(b);
+    uint64_t end = first + n;
+
+    for (uint64_t i = first; i < end;) {
+        bool stored = sl_bit_test(own, i);
+        uint64_t run = sl_bit_run(own, i, end, stored);
+        uint8_t *dst = buf + (i - first) * b->page_size;
+        int ret = 0;
+
+        if (stored) {
+            ret = sl_pread_full(fd, dst, run * b->page_size, b->pages_offset + i * b->page_size);
+        } else if (s->parent) {
+            ret = sl_snapshot_read_pages_fd(s->parent, s->parent->fd, block, i, run, dst, false);
+        } else {
+            memset(dst, 0, run * b->page_size);
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        i += run;
     }
     return 0;
 }
@@ -258,44 +347,46 @@ int sl_snapshot_read_pages(sl_snapshot *s, unsigned block, uint64_t first, uint6
 int sl_snapshot_read_pages_fd(sl_snapshot *s, int fd, unsigned block, uint64_t first, uint64_t n,
                               void *buf, bool verify)
 {
-    const sl_block *b;
-    uint8_t *p = buf;
-    uint64_t i, end;
+    int ret;
 
     if (block >= s->nblocks || first > s->blocks[block].npages ||
         n > s->blocks[block].npages - first) {
         return -ERANGE;
     }
-    b = &s->blocks[block];
-    end = first + n;
     if (verify && !s->has_checksums) {
         return -ENODATA; /* nothing to verify against */
     }
     if (verify) { /* the bitmap bits below are proven, zero pages included */
-        int ret = sl_csums_get(s, b, first, n);
+        ret = sl_csums_get(s, &s->blocks[block], first, n);
         if (ret < 0) {
             return ret;
         }
     }
-    for (i = first; i < end;) {
-        bool present = sl_bit_test(b->bitmap, i);
-        uint64_t run = run_length(b, i, end, present);
-        uint8_t *dst = p + (i - first) * b->page_size;
-        int ret = 0;
+    ret = read_runs(s, fd, block, first, n, buf);
+    if (ret == 0 && verify) {
+        ret = verify_present(&s->blocks[block], first, n, buf);
+    }
+    return ret;
+}
 
-        if (!present) {
-            memset(dst, 0, run * b->page_size);
+void sl_snapshot_readahead(const sl_snapshot *s, unsigned block, uint64_t first, uint64_t n)
+{
+    const sl_block *b = &s->blocks[block];
+
+    if (!s->parent) { /* the whole range: holes cost nothing to advise */
+        (void)posix_fadvise(s->fd, (off_t)(b->pages_offset + first * b->page_size),
+                            (off_t)(n * b->page_size), POSIX_FADV_WILLNEED);
+        return;
+    }
+    for (uint64_t i = first; i < first + n;) {
+        bool stored = sl_bit_test(b->own_bitmap, i);
+        uint64_t run = sl_bit_run(b->own_bitmap, i, first + n, stored);
+        if (stored) {
+            (void)posix_fadvise(s->fd, (off_t)(b->pages_offset + i * b->page_size),
+                                (off_t)(run * b->page_size), POSIX_FADV_WILLNEED);
         } else {
-            ret = sl_pread_full(fd, dst, run * b->page_size,
-                                b->pages_offset + i * b->page_size);
-            if (ret == 0 && verify) {
-                ret = verify_run(b, i, run, dst);
-            }
-        }
-        if (ret < 0) {
-            return ret;
+            sl_snapshot_readahead(s->parent, block, i, run);
         }
         i += run;
     }
-    return 0;
 }

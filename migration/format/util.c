@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Small shared helpers of the snapshot code: the error quark, the checksum
- * function (XXH3-64 from libxxhash) and full-length pread/pwrite loops.
+ * function (XXH3-64 from libxxhash), the checksum of a zero page, and
+ * full-length pread/pwrite loops.
  */
 #include <errno.h>
 #include <unistd.h>
@@ -23,6 +24,18 @@ uint64_t sl_hash2(const void *a, size_t alen, const void *b, size_t blen)
     XXH3_64bits_reset(&st);
     XXH3_64bits_update(&st, a, alen);
     XXH3_64bits_update(&st, b, blen);
+    return XXH3_64bits_digest(&st);
+}
+
+uint64_t sl_zero_hash(uint64_t page_size)
+{
+    uint8_t zeros[4096] = { 0 }; /* page sizes are multiples of it */
+    XXH3_state_t st;
+
+    XXH3_64bits_reset(&st);
+    for (uint64_t done = 0; done < page_size; done += sizeof(zeros)) {
+        XXH3_64bits_update(&st, zeros, MIN(sizeof(zeros), page_size - done));
+    }
     return XXH3_64bits_digest(&st);
 }
 

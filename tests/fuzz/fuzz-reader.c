@@ -11,12 +11,16 @@
  * checks the API's promises: an open fails exactly when it sets an error,
  * a file that opens fully opens lazily too and then answers every call the
  * same way, a verified read returns what an unverified one does, zero
- * pages read as zeros, and out-of-range arguments are refused.
+ * pages read as zeros, and out-of-range arguments are refused.  An input
+ * with a parent section names the one parent the harness keeps at
+ * /proc/self/fd/1000 (chain-seed.h): its chain is opened, checked and read
+ * merged, with the same promises.
  */
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include "snapload/snapload.h"
+#include "chain-seed.h"
 #include "fuzz-common.h"
 #include "reseal.h"
 #include "sparse.h"
@@ -42,6 +46,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     image_fd = memfd_create("fuzz-snapshot", 0);
     FUZZ_CHECK(image_fd >= 0, "memfd_create");
+    FUZZ_CHECK(fuzz_install_parent(NULL), "the parent of incremental inputs is written");
     snprintf(image_path, sizeof(image_path), "/proc/self/fd/%d", image_fd);
     return 0;
 }

@@ -10,6 +10,8 @@
  *   fuzz-seeds qemu DIR             QEMU mapped-ram streams (tests/unit/qemu-stream.h)
  *                                   as fuzz-qemu inputs
  *   fuzz-seeds qemu-decode INPUT F  a fuzz-qemu input -> the stream file it opens
+ *   fuzz-seeds parent FILE          the parent incremental reader inputs name (chain-seed.h)
+ *   fuzz-seeds chain FILE           a child of that parent (to encode as a reader seed)
  *
  * `decode` and `qemu-decode` turn a crash artifact into a file
  * `snapload inspect` can read.
@@ -20,6 +22,7 @@
 #include <unistd.h>
 #include "snapload/snapload.h"
 #include "migration/protocol.h"
+#include "chain-seed.h"
 #include "qemu-stream.h"
 #include "reseal.h"
 #include "sparse.h"
@@ -221,6 +224,17 @@ static int qemu_streams(const char *dir)
     return ok ? 0 : 1;
 }
 
+/* A child of the fuzz parent at @path (the parent written beside it, then removed). */
+static int write_chain_seed(const char *path)
+{
+    g_autofree char *parent = g_strdup_printf("%s.parent", path);
+    GError *err = NULL;
+    bool ok = fuzz_write_parent(parent, &err) && fuzz_write_child(parent, path, &err);
+
+    unlink(parent);
+    return ok ? 0 : fail("writing the incremental seed", err);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && !strcmp(argv[1], "encode")) {
@@ -238,7 +252,14 @@ int main(int argc, char **argv)
     if (argc == 4 && !strcmp(argv[1], "qemu-decode")) {
         return qemu_decode(argv[2], argv[3]);
     }
+    if (argc == 3 && !strcmp(argv[1], "parent")) {
+        GError *err = NULL;
+        return fuzz_write_parent(argv[2], &err) ? 0 : fail("writing the parent", err);
+    }
+    if (argc == 3 && !strcmp(argv[1], "chain")) {
+        return write_chain_seed(argv[2]);
+    }
     fprintf(stderr, "usage: fuzz-seeds encode SNAP OUT | decode INPUT SNAP | protocol DIR | "
-            "qemu DIR | qemu-decode INPUT STREAM\n");
+            "qemu DIR | qemu-decode INPUT STREAM | parent FILE | chain FILE\n");
     return 2;
 }

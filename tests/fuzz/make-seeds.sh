@@ -4,7 +4,8 @@
 # project's own writers, so that they follow the formats as they change:
 # small snapshots from `snapload synth` and `snapload save` (a few blocks,
 # mostly zero pages, 4 KiB and 2 MiB pages, a block past one 8192-page
-# metadata segment, node hints, device-state and hot-page sections),
+# metadata segment, node hints, device-state and hot-page sections, and a
+# child of the parent fuzz-reader keeps: tests/fuzz/chain-seed.h),
 # turned into fuzz-reader inputs by `fuzz-seeds encode`, QEMU mapped-ram
 # streams from the unit tests' generator by `fuzz-seeds qemu`, and one
 # packet per message type from sl_msg_encode() by `fuzz-seeds protocol`.
@@ -66,6 +67,9 @@ reader_seeds() {
     raw "$d/m" $((64 * 4096)) 4096 0 63
     "$snapload" save --raw "$d/z:zero" --raw "$d/r:rom" --raw "$d/m:ram" --node ram=0 \
         -o "$d/three.sl"
+
+    # An incremental snapshot: its parent is the one fuzz-reader keeps (chain-seed.h).
+    "$seeds" chain "$d/chain.sl"
 
     mkdir -p "$out/fuzz-reader"
     for f in "$d"/*.sl; do

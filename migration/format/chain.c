@@ -1,0 +1,333 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Incremental snapshots: a child stores only the pages written since its
+ * parent and names the parent in a parent section (docs/format.md): the
+ * parent's content identity and its path.  Opening a child opens its
+ * parent (a relative path from the child's directory), which opens its
+ * own, and so on; each parent must have the identity its child recorded,
+ * no file may come twice (a loop) and a chain holds at most SL_MAX_CHAIN
+ * files.  The chain is then merged into the child's blocks: a page is
+ * present when any layer stores it, and its checksum is the newest such
+ * layer's, so the rest of the library sees one snapshot.  A page a child
+ * does not store is its parent's, never zero: a child stores a page that
+ * became zero explicitly (present, a hole, the checksum of zeros).
+ *
+ * A chain opened with SL_OPEN_LAZY_CHECKSUMS merges the bitmaps at open
+ * and the checksum entries segment by segment, when a segment is proven
+ * (segments.c calls sl_chain_seg_merge() once the child's own entries
+ * match their digest): the parent's segment is proven first, so no bit of
+ * any layer decides anything before it is.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "migration/format/format.h"
+
+/* What a parent section says. */
+typedef struct {
+    uint8_t id[SL_IDENTITY_LEN];
+    char *path;
+} parent_ref;
+
+GBytes *sl_parent_section(const uint8_t id[SL_IDENTITY_LEN], const char *path, GError **errp)
+{
+    size_t len = path ? strlen(path) : 0;
+    uint8_t *d;
+
+    if (len == 0 || len > SL_PARENT_PATH_MAX) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "the parent's path must be 1 to %u bytes "
+                    "(it is %zu)", SL_PARENT_PATH_MAX, len);
+        return NULL;
+    }
+    d = g_malloc0(SL_PARENT_HDR + len);
+    memcpy(d, id, SL_IDENTITY_LEN);
+    sl_put_le32(d + SL_IDENTITY_LEN, (uint32_t)len);
+    memcpy(d + SL_PARENT_HDR, path, len);
+    return g_bytes_new_take(d, SL_PARENT_HDR + len);
+}
+
+/* Decodes @data (a parent section, checksum checked) into @out. */
+static bool parent_decode(GBytes *data, parent_ref *out, GError **errp)
+{
+    gsize len;
+    const uint8_t *d = g_bytes_get_data(data, &len);
+    uint32_t plen, flags;
+
+    if (len < SL_PARENT_HDR) {
+        return SL_BAD(errp, "parent section: %" G_GSIZE_FORMAT " bytes, shorter than its "
+                      "%u-byte header", len, SL_PARENT_HDR);
+    }
+    plen = sl_le32(d + SL_IDENTITY_LEN);
+    flags = sl_le32(d + SL_IDENTITY_LEN + 4);
+    if (flags) {
+        return SL_BAD(errp, "parent section: flags 0x%x are not known", flags);
+    }
+    if (plen == 0 || plen > SL_PARENT_PATH_MAX) {
+        return SL_BAD(errp, "parent section: path length %u is not between 1 and %u", plen,
+                      SL_PARENT_PATH_MAX);
+    }
+    if (len != SL_PARENT_HDR + (gsize)plen) {
+        return SL_BAD(errp, "parent section: %" G_GSIZE_FORMAT " bytes, but a %u-byte header "
+                      "and a %u-byte path make %u", len, SL_PARENT_HDR, plen,
+                      SL_PARENT_HDR + plen);
+    }
+    if (memchr(d + SL_PARENT_HDR, 0, plen)) {
+        return SL_BAD(errp, "parent section: the parent's path holds a NUL byte");
+    }
+    memcpy(out->id, d, SL_IDENTITY_LEN);
+    out->path = g_strndup((const char *)d + SL_PARENT_HDR, plen);
+    return true;
+}
+
+/* The data of section @sec of @s, checked against its checksum. */
+static GBytes *read_checked(const sl_snapshot *s, const sl_section *sec, GError **errp)
+{
+    uint8_t *buf;
+
+    if (sec->length > SL_PARENT_HDR + SL_PARENT_PATH_MAX) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "parent section: %" G_GUINT64_FORMAT
+                    " bytes, more than a header and the longest path (%u)", sec->length,
+                    SL_PARENT_HDR + SL_PARENT_PATH_MAX);
+        return NULL;
+    }
+    buf = g_malloc(sec->length + 1);
+    if (!sl_read_at(sec->fd, buf, sec->length, sec->offset, "the parent section", errp)) {
+        g_free(buf);
+        return NULL;
+    }
+    if (sl_hash(buf, sec->length) != sec->csum) {
+        g_free(buf);
+        g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "parent section: its data does not "
+                    "match its checksum (corrupted)");
+        return NULL;
+    }
+    return g_bytes_new_take(buf, sec->length);
+}
+
+/* @s's parent section, if it has one (*@has); false with @errp if it is bad. */
+static bool find_parent(sl_snapshot *s, bool *has, parent_ref *out, GError **errp)
+{
+    g_autoptr(GBytes) data = NULL;
+    const sl_section *sec = NULL;
+    unsigned n = 0;
+
+    for (unsigned i = 0; i < s->nsections; i++) {
+        if (s->sections[i].type == SL_SECTION_PARENT) {
+            sec = &s->sections[i];
+            n++;
+        }
+    }
+    *has = n > 0;
+    if (n == 0) {
+        return true;
+    }
+    if (n > 1) {
+        return SL_BAD(errp, "%u parent sections (a child has one parent)", n);
+    }
+    if (s->format != SL_FORMAT_SNAPLOAD) {
+        return SL_BAD(errp, "a parent section in a sidecar index (only snapload snapshots "
+                      "can be children)");
+    }
+    data = read_checked(s, sec, errp);
+    return data && parent_decode(data, out, errp);
+}
+
+/* The recorded @path of @s's parent, relative to @s's directory unless absolute. */
+static char *resolve(const sl_snapshot *s, const char *path)
+{
+    g_autofree char *dir = NULL;
+
+    if (g_path_is_absolute(path)) {
+        return g_strdup(path);
+    }
+    dir = g_path_get_dirname(s->path);
+    return g_build_filename(dir, path, NULL);
+}
+
+/* A loop (@path is a file of the chain already) or a chain too deep. */
+static bool may_open_next(const sl_chain_walk *walk, const char *path, GError **errp)
+{
+    struct stat st;
+
+    if (walk->depth >= SL_MAX_CHAIN) {
+        return SL_BAD(errp, "its chain of parents is longer than %u snapshots (a loop, or "
+                      "far too deep)", SL_MAX_CHAIN);
+    }
+    if (stat(path, &st) < 0) {
+        return true; /* the open says why */
+    }
+    for (unsigned i = 0; i < walk->depth; i++) {
+        if (walk->dev[i] == (uint64_t)st.st_dev && walk->ino[i] == (uint64_t)st.st_ino) {
+            return SL_BAD(errp, "its parent %s is already in its chain (the chain loops)",
+                          path);
+        }
+    }
+    return true;
+}
+
+/* @p's blocks are @s's: same number, names, lengths and page sizes, each in its file. */
+static bool same_blocks(const sl_snapshot *s, const sl_snapshot *p, GError **errp)
+{
+    if (p->nblocks != s->nblocks) {
+        return SL_BAD(errp, "it has %u blocks, its parent %s %u (a child has its parent's "
+                      "blocks)", s->nblocks, p->path, p->nblocks);
+    }
+    for (unsigned i = 0; i < s->nblocks; i++) {
+        const sl_block *a = &s->blocks[i], *b = &p->blocks[i];
+        if (strcmp(a->name, b->name) || a->length != b->length ||
+            a->page_size != b->page_size || !b->in_file) {
+            return SL_BAD(errp, "block %u is '%s' (%" G_GUINT64_FORMAT " bytes, %"
+                          G_GUINT64_FORMAT "-byte pages), but in its parent %s '%s' (%"
+                          G_GUINT64_FORMAT " bytes, %" G_GUINT64_FORMAT "-byte pages%s)", i,
+                          a->name, a->length, a->page_size, p->path, b->name, b->length,
+                          b->page_size, b->in_file ? "" : ", not in its file");
+        }
+    }
+    return true;
+}
+
+/* @p's identity is the one @s recorded. */
+static bool same_identity(const sl_snapshot *s, const sl_snapshot *p, const parent_ref *ref,
+                          GError **errp)
+{
+    char want[2 * SL_IDENTITY_LEN + 1], got[2 * SL_IDENTITY_LEN + 1];
+
+    if (!p->has_identity) {
+        return SL_BAD(errp, "its parent %s has no page checksums (a QEMU file without its "
+                      "index), so it cannot be the parent it records", p->path);
+    }
+    if (memcmp(p->identity, ref->id, SL_IDENTITY_LEN) == 0) {
+        return true;
+    }
+    sl_identity_hex(ref->id, want);
+    sl_identity_hex(p->identity, got);
+    return SL_BAD(errp, "its parent %s holds other content than the snapshot it was made "
+                  "from (identity %s, recorded %s): it cannot be restored over it", p->path,
+                  got, want);
+}
+
+/* Checksum entries of child pages [first, +n) that @b does not store: @pb's. */
+static void take_parent_csums(sl_block *b, const sl_block *pb, uint64_t first, uint64_t n)
+{
+    for (uint64_t p = first; p < first + n; p++) {
+        if (!sl_bit_test(b->own_bitmap, p)) {
+            b->csums[p] = pb->csums[p];
+        }
+    }
+}
+
+int sl_chain_seg_merge(const sl_snapshot *s, const sl_block *b, uint64_t first, uint64_t n)
+{
+    const sl_block *pb = &s->parent->blocks[b - s->blocks];
+    int ret = sl_csums_get(s->parent, pb, first, n);
+
+    if (ret == 0) {
+        take_parent_csums((sl_block *)b, pb, first, n);
+    }
+    return ret;
+}
+
+/*
+ * Block @b of child @s becomes the chain's: its bitmap the union, its
+ * checksums (at once, unless it is proven lazily) the owning layer's.
+ */
+static bool merge_block(sl_snapshot *s, sl_block *b, const sl_block *pb, GError **errp)
+{
+    uint64_t words = sl_bitmap_bytes(b->npages) / 8, count = 0;
+    int ret;
+
+    b->own_bitmap = b->bitmap;
+    b->own_present = b->present_pages;
+    b->bitmap = g_malloc(words * 8);
+    for (uint64_t w = 0; w < words; w++) {
+        b->bitmap[w] = b->own_bitmap[w] | pb->bitmap[w];
+        count += (uint64_t)__builtin_popcountll(b->bitmap[w]);
+    }
+    b->present_pages = count;
+    if (b->seg_state) {
+        return true; /* segments.c merges each segment when it proves it */
+    }
+    ret = sl_csums_get(s->parent, pb, 0, b->npages);
+    if (ret < 0) {
+        return SL_BAD(errp, "block '%s': the metadata of its parent %s: %s", b->name,
+                      s->parent->path, ret == -EBADMSG ? "does not match its digests"
+                                                       : g_strerror(-ret));
+    }
+    take_parent_csums(b, pb, 0, b->npages);
+    return true;
+}
+
+/* Opens @s's parent at @path (walked by @walk), checks it and merges it in. */
+static bool attach_parent(sl_snapshot *s, const parent_ref *ref, const char *path,
+                          unsigned flags, sl_chain_walk *walk, GError **errp)
+{
+    GError *err = NULL;
+
+    if (!may_open_next(walk, path, errp)) {
+        return false;
+    }
+    s->parent = sl_snapshot_open_in(path, flags, NULL, walk, &err);
+    if (!s->parent) {
+        g_propagate_prefixed_error(errp, err, "its parent (recorded as '%s'): ", ref->path);
+        return false;
+    }
+    if (!same_identity(s, s->parent, ref, errp) || !same_blocks(s, s->parent, errp)) {
+        return false;
+    }
+    for (unsigned i = 0; i < s->nblocks; i++) {
+        if (!merge_block(s, &s->blocks[i], &s->parent->blocks[i], errp)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Every block of a child has the delta flag, and no block of another file. */
+static bool delta_flags_agree(const sl_snapshot *s, bool child, GError **errp)
+{
+    for (unsigned i = 0; i < s->nblocks; i++) {
+        if (s->blocks[i].delta != child) {
+            return SL_BAD(errp, "block %u ('%s'): %s", i, s->blocks[i].name, child
+                          ? "no delta flag (0x2), which every block of a child has"
+                          : "flags 0x2 (a child's block: the pages it does not store are its "
+                            "parent's), but the file has no parent section");
+        }
+    }
+    return true;
+}
+
+bool sl_chain_attach(sl_snapshot *s, const char *parent_path, unsigned flags,
+                     sl_chain_walk *walk, GError **errp)
+{
+    parent_ref ref = { .path = NULL };
+    g_autofree char *path = NULL;
+    bool has, ok;
+
+    ok = find_parent(s, &has, &ref, errp) && delta_flags_agree(s, has, errp);
+    if (ok && !has && parent_path) {
+        ok = SL_BAD(errp, "it has no parent section: it is not an incremental snapshot");
+    }
+    if (ok && has) {
+        path = parent_path ? g_strdup(parent_path) : resolve(s, ref.path);
+        ok = attach_parent(s, &ref, path, flags, walk, errp);
+    }
+    if (!ok) {
+        g_prefix_error(errp, "%s: ", s->path);
+    }
+    g_free(ref.path);
+    return ok;
+}
+
+sl_snapshot *sl_snapshot_parent(const sl_snapshot *s)
+{
+    return s->parent;
+}
+
+uint64_t sl_snapshot_stored_pages(const sl_snapshot *s, unsigned block)
+{
+    if (block >= s->nblocks) {
+        return 0;
+    }
+    return s->blocks[block].own_bitmap ? s->blocks[block].own_present
+                                       : s->blocks[block].present_pages;
+}

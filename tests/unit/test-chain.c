@@ -1,0 +1,1036 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Incremental snapshots (children and their chains of parents), checked
+ * against a model of what each page must hold, never against the reader:
+ * a chain is built generation by generation with random writes (some of
+ * them zero pages), and every page of the newest child is compared with
+ * the model through sl_snapshot_read_pages(), sl_eager_load() and real
+ * lazy restores into anonymous and shared memory.  Then what must be
+ * refused, each with an error naming what is wrong: a parent with other
+ * content, a missing parent, a bad or doubled parent section, a truncated
+ * child, loops, chains too deep, a parent without checksums, and blocks
+ * unlike the parent's.  Last the CLI: `delta` stores only what changed,
+ * and `inspect` lists the chain.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "testutil.h"
+#include "qemu-stream.h"
+#include "backends/backend.h"
+#include "migration/format/format.h"
+#include "migration/restore-int.h"
+
+#define PSIZE    4096u
+#define NBLOCKS  2u
+#define MAXGEN   8u
+#define ZERO     UINT32_MAX   /* the model's generation of a zero page */
+
+static const uint64_t block_len[NBLOCKS] = { 6u << 20, 2u << 20 };
+
+/* A chain being built: its files, oldest first, and what each page must hold. */
+typedef struct {
+    char *dir;
+    unsigned n;                 /* files in the chain */
+    char *path[MAXGEN];         /* path[0]: the full snapshot; path[n-1]: the newest child */
+    uint32_t *gen[NBLOCKS];     /* per page: the generation of its content, or ZERO */
+} chain;
+
+static uint64_t npages(unsigned b)
+{
+    return block_len[b] / PSIZE;
+}
+
+/* The bytes of page @i of block @b in generation @g. */
+static void page_bytes(uint8_t *p, unsigned b, uint64_t i, uint32_t g)
+{
+    if (g == ZERO) {
+        memset(p, 0, PSIZE);
+        return;
+    }
+    sl_test_fill_page(p, PSIZE, i, ((uint64_t)g << 8) | (b + 1), 0);
+}
+
+static sl_writer *new_writer(const char *path)
+{
+    g_autoptr(GError) err = NULL;
+    sl_writer *w = sl_writer_new(path, &err);
+
+    assert_non_null(w);
+    return w;
+}
+
+static void add_blocks(sl_writer *w)
+{
+    g_autoptr(GError) err = NULL;
+
+    for (unsigned b = 0; b < NBLOCKS; b++) {
+        g_autofree char *name = g_strdup_printf("b%u", b);
+        if (sl_writer_add_block(w, name, block_len[b], PSIZE, -1, &err) != (int)b) {
+            fail_msg("add_block: %s", err->message);
+        }
+    }
+}
+
+static void write_page(sl_writer *w, unsigned b, uint64_t i, uint32_t g)
+{
+    g_autoptr(GError) err = NULL;
+    uint8_t page[PSIZE];
+
+    page_bytes(page, b, i, g);
+    if (!sl_writer_write(w, b, i * PSIZE, page, PSIZE, &err)) {
+        fail_msg("write: %s", err->message);
+    }
+}
+
+static void finish(sl_writer *w)
+{
+    g_autoptr(GError) err = NULL;
+
+    if (!sl_writer_finish(w, &err)) {
+        fail_msg("finish: %s", err->message);
+    }
+    sl_writer_free(w);
+}
+
+static sl_snapshot *open_ok(const char *path, unsigned flags)
+{
+    g_autoptr(GError) err = NULL;
+    sl_snapshot *s = sl_snapshot_open_flags(path, flags, &err);
+
+    if (!s) {
+        fail_msg("open %s: %s", path, err->message);
+    }
+    return s;
+}
+
+/* Generation 0: a full snapshot, every fifth page zero. */
+static void chain_init(chain *c)
+{
+    sl_writer *w;
+
+    memset(c, 0, sizeof(*c));
+    c->dir = sl_test_tmpdir();
+    c->path[0] = g_build_filename(c->dir, "gen0.snap", NULL);
+    c->n = 1;
+    w = new_writer(c->path[0]);
+    add_blocks(w);
+    for (unsigned b = 0; b < NBLOCKS; b++) {
+        c->gen[b] = g_new(uint32_t, npages(b));
+        for (uint64_t i = 0; i < npages(b); i++) {
+            c->gen[b][i] = i % 5 == 0 ? ZERO : 0;
+            write_page(w, b, i, c->gen[b][i]);
+        }
+    }
+    finish(w);
+}
+
+/* A writer for the next generation, a child of the newest file (recorded by name). */
+static sl_writer *child_writer(chain *c)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree char *name = g_strdup_printf("gen%u.snap", c->n);
+    g_autofree char *pname = g_path_get_basename(c->path[c->n - 1]);
+    sl_snapshot *parent = open_ok(c->path[c->n - 1], 0);
+    sl_writer *w;
+
+    assert_true(c->n < MAXGEN);
+    c->path[c->n] = g_build_filename(c->dir, name, NULL);
+    w = new_writer(c->path[c->n]);
+    if (!sl_writer_set_parent(w, parent, pname, &err)) {
+        fail_msg("set_parent: %s", err->message);
+    }
+    sl_snapshot_close(parent); /* the writer keeps what it needs */
+    add_blocks(w);
+    return w;
+}
+
+/*
+ * The next generation: about @permille of the pages written, a quarter of
+ * them with zeros; page 1 (data so far) always becomes zero and page 0
+ * (zero in generation 0) always gets data, so both cases are there.
+ */
+static void chain_grow(chain *c, GRand *rng, unsigned permille)
+{
+    uint32_t g = c->n;
+    sl_writer *w = child_writer(c);
+
+    for (unsigned b = 0; b < NBLOCKS; b++) {
+        for (uint64_t i = 0; i < npages(b); i++) {
+            bool hit = i < 2 || g_rand_int_range(rng, 0, 1000) < (gint32)permille;
+            if (hit) {
+                c->gen[b][i] = i == 1 ? ZERO : i == 0 ? g
+                               : g_rand_int_range(rng, 0, 4) == 0 ? ZERO : g;
+                write_page(w, b, i, c->gen[b][i]);
+            }
+        }
+    }
+    finish(w);
+    c->n++;
+}
+
+static void chain_clear(chain *c)
+{
+    for (unsigned i = 0; i < c->n; i++) {
+        g_free(c->path[i]);
+    }
+    for (unsigned b = 0; b < NBLOCKS; b++) {
+        g_free(c->gen[b]);
+    }
+    if (c->dir) {
+        sl_test_rmdir(c->dir);
+    }
+}
+
+/* A chain of @n files with random writes in each child. */
+static void chain_build(chain *c, unsigned n, uint32_t seed)
+{
+    g_autoptr(GRand) rng = g_rand_new_with_seed(seed);
+
+    chain_init(c);
+    while (c->n < n) {
+        chain_grow(c, rng, 40);
+    }
+}
+
+/* Pages of block @b at @mem that differ from the model. */
+static uint64_t wrong_pages(const chain *c, unsigned b, const uint8_t *mem)
+{
+    uint8_t want[PSIZE];
+    uint64_t bad = 0;
+
+    for (uint64_t i = 0; i < npages(b); i++) {
+        page_bytes(want, b, i, c->gen[b][i]);
+        bad += memcmp(want, mem + i * PSIZE, PSIZE) != 0;
+    }
+    return bad;
+}
+
+/* Every page of @s read (verified, in runs of 300 pages) against the model. */
+static void check_reads(const chain *c, sl_snapshot *s)
+{
+    for (unsigned b = 0; b < NBLOCKS; b++) {
+        g_autofree uint8_t *all = g_malloc(block_len[b]);
+        for (uint64_t i = 0; i < npages(b); i += 300) {
+            uint64_t n = MIN(300, npages(b) - i);
+            assert_int_equal(sl_snapshot_read_pages(s, b, i, n, all + i * PSIZE, true), 0);
+        }
+        assert_int_equal(wrong_pages(c, b, all), 0);
+    }
+}
+
+/* sl_eager_load() of every block of @s against the model. */
+static void check_eager(const chain *c, sl_snapshot *s)
+{
+    for (unsigned b = 0; b < NBLOCKS; b++) {
+        g_autofree uint8_t *mem = g_malloc0(block_len[b]);
+        assert_int_equal(sl_eager_load(s, b, mem, 2, true), 0);
+        assert_int_equal(wrong_pages(c, b, mem), 0);
+    }
+}
+
+static void need_uffd(void)
+{
+    g_autofree char *why = NULL;
+    bool have = sl_test_have_uffd(&why);
+    SL_TEST_NEED("uffd", have, why);
+}
+
+/*
+ * A lazy restore of @s into fresh memory of @kind: while one loader
+ * runs, this thread reads every page in random order (faults), then the
+ * restore must complete with every page placed once, as the model says.
+ */
+static void check_restore(const chain *c, sl_snapshot *s, sl_backend_kind kind)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GRand) rng = g_rand_new_with_seed(7);
+    sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1 };
+    sl_stats st = { .size = sizeof(st) };
+    sl_mem mem[NBLOCKS] = { { 0 } };
+    uint8_t want[PSIZE];
+    sl_restore *r;
+
+    need_uffd();
+    r = sl_restore_new(s, &cfg, &err);
+    assert_non_null(r);
+    for (unsigned b = 0; b < NBLOCKS; b++) {
+        g_autofree char *name = g_strdup_printf("b%u", b);
+        assert_true(sl_mem_map(&mem[b], kind, block_len[b], 0, &err));
+        assert_true(sl_mem_attach(r, name, &mem[b], &err));
+    }
+    if (!sl_restore_start(r, &err)) {
+        fail_msg("start: %s", err->message);
+    }
+    for (unsigned k = 0; k < 2000; k++) {
+        unsigned b = (unsigned)g_rand_int_range(rng, 0, NBLOCKS);
+        uint64_t i = (uint64_t)g_rand_int_range(rng, 0, (gint32)npages(b));
+        page_bytes(want, b, i, c->gen[b][i]);
+        assert_memory_equal(mem[b].host + i * PSIZE, want, PSIZE);
+    }
+    assert_int_equal(sl_restore_wait(r, -1), 0);
+    sl_restore_stop(r);
+    sl_restore_get_stats(r, &st);
+    assert_int_equal(st.pages_placed_twice, 0);
+    assert_int_equal(st.pages_never_placed, 0);
+    for (unsigned b = 0; b < NBLOCKS; b++) {
+        assert_int_equal(wrong_pages(c, b, mem[b].host), 0);
+    }
+    sl_restore_free(r);
+    for (unsigned b = 0; b < NBLOCKS; b++) {
+        sl_mem_release(&mem[b]);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* 1. Every page from the newest layer                                */
+/* ------------------------------------------------------------------ */
+
+enum { VIA_READ, VIA_ANON, VIA_SHMEM };
+
+typedef struct {
+    const char *name;
+    unsigned flags;   /* open flags */
+    int via;          /* how the pages are checked */
+} newest_case;
+
+static const newest_case newest_cases[] = {
+    { "eager-open/read-pages-and-eager-load", 0, VIA_READ },
+    { "lazy-open/read-pages-and-eager-load", SL_OPEN_LAZY_CHECKSUMS, VIA_READ },
+    { "eager-open/restore-anon", 0, VIA_ANON },
+    { "lazy-open/restore-anon", SL_OPEN_LAZY_CHECKSUMS, VIA_ANON },
+    { "eager-open/restore-shmem", 0, VIA_SHMEM },
+    { "lazy-open/restore-shmem", SL_OPEN_LAZY_CHECKSUMS, VIA_SHMEM },
+};
+
+static void test_child_restores_every_page_from_the_newest_layer(void **state)
+{
+    const newest_case *tc = *state;
+    chain c;
+    sl_snapshot *s;
+
+    chain_build(&c, 3, 42);
+    s = open_ok(c.path[2], tc->flags);
+    assert_non_null(sl_snapshot_parent(s));
+    assert_non_null(sl_snapshot_parent(sl_snapshot_parent(s)));
+    assert_null(sl_snapshot_parent(sl_snapshot_parent(sl_snapshot_parent(s))));
+    if (tc->via == VIA_READ) {
+        check_reads(&c, s);
+        check_eager(&c, s);
+    } else {
+        check_restore(&c, s, tc->via == VIA_ANON ? SL_BACKEND_ANON : SL_BACKEND_SHMEM);
+    }
+    sl_snapshot_close(s);
+    chain_clear(&c);
+}
+
+/* A child's present pages and checksums answer from the layer that stores each page. */
+static void test_child_answers_presence_and_checksums_from_the_owning_layer(void **state)
+{
+    chain c;
+    uint64_t zero = sl_zero_hash(PSIZE);
+    uint8_t want[PSIZE];
+
+    chain_build(&c, 3, 9);
+    for (unsigned f = 0; f < 2; f++) {
+        sl_snapshot *s = open_ok(c.path[2], f ? SL_OPEN_LAZY_CHECKSUMS : 0);
+        sl_snapshot *mid = sl_snapshot_parent(s), *base = sl_snapshot_parent(mid);
+        for (unsigned b = 0; b < NBLOCKS; b++) {
+            uint64_t present = 0;
+            for (uint64_t i = 0; i < npages(b); i++) {
+                /* Stored somewhere in the chain: data, or a zero page a child stored. */
+                bool stored = sl_bit_test(s->blocks[b].own_bitmap, i) ||
+                              sl_bit_test(mid->blocks[b].own_bitmap, i) ||
+                              sl_bit_test(base->blocks[b].bitmap, i);
+                uint64_t cs = sl_snapshot_page_checksum(s, b, i);
+                page_bytes(want, b, i, c.gen[b][i]);
+                assert_int_equal(sl_snapshot_page_present(s, b, i), stored);
+                assert_int_equal(cs, stored ? sl_hash(want, PSIZE) : 0);
+                assert_true(c.gen[b][i] != ZERO || cs == 0 || cs == zero);
+                assert_true(sl_snapshot_page_matches(s, b, i, want));
+                present += stored;
+            }
+            sl_block_info bi;
+            assert_true(sl_snapshot_block(s, b, &bi));
+            assert_int_equal(bi.present_pages, present);
+            assert_true(sl_snapshot_stored_pages(s, b) < present);
+        }
+        sl_snapshot_close(s);
+    }
+    chain_clear(&c);
+}
+
+/* ------------------------------------------------------------------ */
+/* 2. Zero pages                                                      */
+/* ------------------------------------------------------------------ */
+
+static void test_zeroed_page_in_child_is_not_resurrected_from_parent(void **state)
+{
+    uint8_t buf[3 * PSIZE], zeros[PSIZE] = { 0 };
+    chain c;
+    sl_writer *w;
+    sl_snapshot *s;
+
+    chain_init(&c);
+    assert_int_equal(c.gen[0][2], 0); /* data in the parent */
+    w = child_writer(&c);
+    write_page(w, 0, 2, ZERO);      /* becomes zero */
+    write_page(w, 0, 3, 1);         /* written with data first... */
+    write_page(w, 0, 3, ZERO);      /* ...then with zeros: the data is punched out */
+    write_page(w, 0, 4, 1);
+    finish(w);
+    c.n++;
+    c.gen[0][2] = c.gen[0][3] = ZERO;
+    c.gen[0][4] = 1;
+    for (unsigned f = 0; f < 2; f++) {
+        s = open_ok(c.path[1], f ? SL_OPEN_LAZY_CHECKSUMS : 0);
+        assert_int_equal(sl_snapshot_read_pages(s, 0, 2, 3, buf, true), 0);
+        assert_memory_equal(buf, zeros, PSIZE);
+        assert_memory_equal(buf + PSIZE, zeros, PSIZE);
+        assert_true(sl_snapshot_page_present(s, 0, 2)); /* stored, so it hides the parent's */
+        assert_int_equal(sl_snapshot_page_checksum(s, 0, 2), sl_zero_hash(PSIZE));
+        assert_int_equal(sl_snapshot_stored_pages(s, 0), 3);
+        check_reads(&c, s);
+        if (f == 0) {
+            check_eager(&c, s);
+        } else {
+            check_restore(&c, s, SL_BACKEND_ANON);
+        }
+        sl_snapshot_close(s);
+    }
+    chain_clear(&c);
+}
+
+/* ------------------------------------------------------------------ */
+/* 3. What a chain refuses                                            */
+/* ------------------------------------------------------------------ */
+
+/* Opening @path (with @parent, if not NULL) fails, and its message holds every needle. */
+static void expect_open_refused(const char *path, const char *parent, const char *const *needles)
+{
+    for (unsigned f = 0; f < 2; f++) {
+        g_autoptr(GError) err = NULL;
+        unsigned flags = f ? SL_OPEN_LAZY_CHECKSUMS : 0;
+        sl_snapshot *s = parent ? sl_snapshot_open_chain(path, parent, flags, &err)
+                                : sl_snapshot_open_flags(path, flags, &err);
+        assert_null(s);
+        assert_non_null(err);
+        for (unsigned i = 0; needles[i]; i++) {
+            if (!strstr(err->message, needles[i])) {
+                fail_msg("'%s' not in: %s", needles[i], err->message);
+            }
+        }
+    }
+}
+
+static void test_child_refuses_a_parent_with_other_content(void **state)
+{
+    chain c;
+    sl_writer *w;
+
+    chain_build(&c, 2, 5);
+    /* The parent saved again with one page changed. */
+    w = new_writer(c.path[0]);
+    add_blocks(w);
+    for (unsigned b = 0; b < NBLOCKS; b++) {
+        for (uint64_t i = 0; i < npages(b); i++) {
+            write_page(w, b, i, b == 1 && i == 77 ? 3 : c.gen[b][i] == ZERO ? ZERO : 0);
+        }
+    }
+    finish(w);
+    expect_open_refused(c.path[1], NULL, (const char *const[]){ c.path[1], c.path[0],
+                        "holds other content than the snapshot it was made from", NULL });
+    chain_clear(&c);
+}
+
+static void test_child_with_missing_parent_names_the_path(void **state)
+{
+    chain c;
+
+    chain_build(&c, 3, 6);
+    assert_int_equal(unlink(c.path[0]), 0);
+    expect_open_refused(c.path[2], NULL, (const char *const[]){ c.path[2], c.path[1],
+                        c.path[0], "No such file or directory", NULL });
+    chain_clear(&c);
+}
+
+static void test_open_chain_takes_the_parent_from_the_caller(void **state)
+{
+    chain c;
+    char *other = sl_test_tmpdir();
+    g_autofree char *moved = g_build_filename(other, "moved.snap", NULL);
+    g_autofree char *base = g_build_filename(other, "gen0.snap", NULL);
+    sl_snapshot *s;
+
+    chain_build(&c, 3, 8);
+    assert_int_equal(rename(c.path[1], moved), 0);
+    expect_open_refused(c.path[2], NULL, (const char *const[]){ "gen1.snap", NULL });
+    /* The moved parent finds its own parent by its recorded name: not beside it any more. */
+    expect_open_refused(c.path[2], moved, (const char *const[]){ moved, "gen0.snap", NULL });
+    assert_int_equal(rename(c.path[0], base), 0);
+    s = sl_snapshot_open_chain(c.path[2], moved, 0, NULL);
+    assert_non_null(s);
+    assert_string_equal(sl_snapshot_path(sl_snapshot_parent(s)), moved);
+    check_reads(&c, s);
+    sl_snapshot_close(s);
+    /* A snapshot without parent has none to replace. */
+    expect_open_refused(base, moved, (const char *const[]){ base, "no parent section", NULL });
+    sl_test_rmdir(other);
+    chain_clear(&c);
+}
+
+/* A child of generation 0 whose parent section is @sec (@len bytes), written raw. */
+static char *child_with_section(chain *c, const void *sec, size_t len, unsigned copies)
+{
+    g_autoptr(GError) err = NULL;
+    char *path = g_build_filename(c->dir, "raw-child.snap", NULL);
+    sl_writer *w = new_writer(path);
+
+    add_blocks(w);
+    write_page(w, 0, 9, 5);
+    for (unsigned i = 0; i < copies; i++) {
+        assert_true(sl_writer_add_section(w, SL_SECTION_PARENT, sec, len, &err));
+    }
+    finish(w);
+    return path;
+}
+
+typedef struct {
+    const char *name;
+    int cut;             /* bytes of the section kept (-1: all) */
+    uint32_t plen;       /* path length written in the header (0: the real one) */
+    uint32_t flags;
+    const char *path;    /* the path bytes (may hold a NUL: pathlen says how many) */
+    size_t pathlen;
+    unsigned copies;
+    const char *needle;
+} section_case;
+
+static const section_case section_cases[] = {
+    { "header cut short", 10, 0, 0, "gen0.snap", 9, 1,
+      "10 bytes, shorter than its 24-byte header" },
+    { "unknown flags", -1, 0, 1, "gen0.snap", 9, 1, "flags 0x1 are not known" },
+    { "empty path", -1, 0, 0, "", 0, 1, "path length 0 is not between 1 and 4096" },
+    { "path cut short", -1, 100, 0, "gen0.snap", 9, 1,
+      "a 24-byte header and a 100-byte path make 124" },
+    { "path with a NUL", -1, 0, 0, "gen0\0.snap", 10, 1, "the parent's path holds a NUL byte" },
+    { "two parent sections", -1, 0, 0, "gen0.snap", 9, 2, "2 parent sections" },
+    { "path beyond any length", -1, 0, 0, NULL, 5000, 1,
+      "more than a header and the longest path" },
+    { "blocks without the delta flag", -1, 0, 0, "gen0.snap", 9, 1,
+      "block 0 ('b0'): no delta flag (0x2)" },
+};
+
+static void test_bad_parent_sections_are_refused_by_name(void **state)
+{
+    const section_case *tc = *state;
+    g_autofree uint8_t *sec = g_malloc0(SL_PARENT_HDR + tc->pathlen);
+    g_autofree char *path = NULL;
+    uint8_t id[SL_IDENTITY_LEN];
+    sl_snapshot *base;
+    chain c;
+
+    chain_init(&c);
+    base = open_ok(c.path[0], 0);
+    assert_true(sl_snapshot_identity(base, id, NULL));
+    sl_snapshot_close(base);
+    memcpy(sec, id, sizeof(id));
+    sl_put_le32(sec + SL_IDENTITY_LEN, tc->plen ? tc->plen : (uint32_t)tc->pathlen);
+    sl_put_le32(sec + SL_IDENTITY_LEN + 4, tc->flags);
+    if (tc->path) {
+        memcpy(sec + SL_PARENT_HDR, tc->path, tc->pathlen);
+    } else {
+        memset(sec + SL_PARENT_HDR, 'a', tc->pathlen);
+    }
+    path = child_with_section(&c, sec, tc->cut >= 0 ? (size_t)tc->cut
+                                                    : SL_PARENT_HDR + tc->pathlen, tc->copies);
+    expect_open_refused(path, NULL, (const char *const[]){ path, tc->needle, NULL });
+    chain_clear(&c);
+}
+
+/* Flips a bit of byte @off of @path. */
+static void flip_byte(const char *path, uint64_t off)
+{
+    int fd = open(path, O_RDWR);
+    uint8_t v;
+
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, &v, 1, (off_t)off), 1);
+    v ^= 0x20;
+    assert_int_equal(pwrite(fd, &v, 1, (off_t)off), 1);
+    close(fd);
+}
+
+static uint64_t file_size_of(const char *path)
+{
+    struct stat st;
+
+    assert_int_equal(stat(path, &st), 0);
+    return (uint64_t)st.st_size;
+}
+
+static void test_corrupt_or_truncated_child_is_refused(void **state)
+{
+    chain c;
+    sl_snapshot *s;
+    uint64_t off = 0;
+
+    chain_build(&c, 2, 10);
+    s = open_ok(c.path[1], 0);
+    for (unsigned i = 0; i < s->nsections; i++) {
+        off = s->sections[i].type == SL_SECTION_PARENT ? s->sections[i].offset : off;
+    }
+    sl_snapshot_close(s);
+    flip_byte(c.path[1], off + SL_PARENT_HDR + 1);
+    expect_open_refused(c.path[1], NULL, (const char *const[]){ c.path[1],
+                        "parent section: its data does not match its checksum", NULL });
+    flip_byte(c.path[1], off + SL_PARENT_HDR + 1);
+    s = open_ok(c.path[1], 0); /* as it was */
+    sl_snapshot_close(s);
+    assert_int_equal(truncate(c.path[1], (off_t)(file_size_of(c.path[1]) - 4096)), 0);
+    expect_open_refused(c.path[1], NULL, (const char *const[]){ c.path[1], "truncated", NULL });
+    chain_clear(&c);
+}
+
+static void test_chain_that_loops_is_refused(void **state)
+{
+    g_autoptr(GError) err = NULL;
+    chain c;
+    sl_snapshot *base;
+    g_autofree char *a = NULL, *b = NULL;
+    sl_writer *w;
+
+    chain_init(&c);
+    a = g_build_filename(c.dir, "a.snap", NULL);
+    b = g_build_filename(c.dir, "b.snap", NULL);
+    /* b: a child of gen0's content that names a.snap; a: a child of b. */
+    base = open_ok(c.path[0], 0);
+    w = new_writer(b);
+    assert_true(sl_writer_set_parent(w, base, "a.snap", &err));
+    add_blocks(w);
+    finish(w);
+    sl_snapshot_close(base);
+    base = sl_snapshot_open_chain(b, c.path[0], 0, &err);
+    assert_non_null(base);
+    w = new_writer(a);
+    assert_true(sl_writer_set_parent(w, base, "b.snap", &err));
+    add_blocks(w);
+    finish(w);
+    sl_snapshot_close(base);
+    expect_open_refused(a, NULL, (const char *const[]){ a, b, "is already in its chain "
+                        "(the chain loops)", NULL });
+    chain_clear(&c);
+}
+
+static void test_chain_longer_than_the_limit_is_refused(void **state)
+{
+    g_autoptr(GRand) rng = g_rand_new_with_seed(3);
+    chain c;
+    sl_snapshot *s;
+
+    chain_init(&c);
+    /* Files named gen1..gen64 reuse the path slots: only the model matters. */
+    for (unsigned g = 1; g <= SL_MAX_CHAIN; g++) {
+        g_autoptr(GError) err = NULL;
+        g_autofree char *name = g_strdup_printf("gen%u.snap", g);
+        g_autofree char *pname = g_strdup_printf("gen%u.snap", g - 1);
+        g_autofree char *ppath = g_build_filename(c.dir, pname, NULL);
+        g_autofree char *path = g_build_filename(c.dir, name, NULL);
+        sl_snapshot *parent = open_ok(ppath, 0);
+        sl_writer *w = new_writer(path);
+        uint64_t i = (uint64_t)g_rand_int_range(rng, 0, (gint32)npages(0));
+        assert_true(sl_writer_set_parent(w, parent, pname, &err));
+        sl_snapshot_close(parent);
+        add_blocks(w);
+        c.gen[0][i] = g;
+        write_page(w, 0, i, g);
+        finish(w);
+        if (g == SL_MAX_CHAIN - 1) { /* 64 files: the longest chain */
+            s = open_ok(path, SL_OPEN_LAZY_CHECKSUMS);
+            check_reads(&c, s);
+            sl_snapshot_close(s);
+        }
+        if (g == SL_MAX_CHAIN) {
+            expect_open_refused(path, NULL, (const char *const[]){ path,
+                                "longer than 64 snapshots", NULL });
+        }
+    }
+    /* chain_clear removes the files of the directory, whatever their names. */
+    chain_clear(&c);
+}
+
+static void test_parent_without_checksums_is_refused_with_the_fix(void **state)
+{
+    static const char *const caps[] = { "mapped-ram", NULL };
+    qs_block qb = { .idstr = "b0", .length = 1u << 20, .zero_every = 3, .seed = 4 };
+    qs_desc d = { .machine = "pc", .caps = caps, .section_id = 2, .blocks = &qb, .nblocks = 1 };
+    g_autoptr(GError) err = NULL;
+    char *dir = sl_test_tmpdir();
+    g_autofree char *mig = g_build_filename(dir, "vm.mig", NULL);
+    g_autofree char *child = g_build_filename(dir, "child.snap", NULL);
+    uint8_t id[SL_IDENTITY_LEN];
+    qs_layout l;
+    sl_snapshot *q;
+    sl_writer *w;
+
+    assert_true(qs_write(&d, mig, &l, &err));
+    qs_layout_clear(&l);
+    q = open_ok(mig, 0);
+    assert_false(sl_snapshot_identity(q, id, &err));
+    assert_non_null(strstr(err->message, "snapload index"));
+    g_clear_error(&err);
+    w = new_writer(child);
+    assert_false(sl_writer_set_parent(w, q, "vm.mig", &err));
+    assert_non_null(strstr(err->message, "cannot be the parent"));
+    assert_non_null(strstr(err->message, mig));
+    sl_writer_free(w);
+    sl_snapshot_close(q);
+    sl_test_rmdir(dir);
+}
+
+static void test_qemu_file_with_its_index_can_be_a_parent(void **state)
+{
+    static const char *const caps[] = { "mapped-ram", NULL };
+    qs_block qb = { .idstr = "b0", .length = 2u << 20, .zero_every = 3, .seed = 4 };
+    qs_desc d = { .machine = "pc", .caps = caps, .section_id = 2, .blocks = &qb, .nblocks = 1 };
+    g_autoptr(GError) err = NULL;
+    char *dir = sl_test_tmpdir();
+    g_autofree char *mig = g_build_filename(dir, "vm.mig", NULL);
+    g_autofree char *idx = g_strdup_printf("%s.slidx", mig);
+    g_autofree char *child = g_build_filename(dir, "child.snap", NULL);
+    uint8_t want[PSIZE], got[PSIZE];
+    qs_layout l;
+    sl_snapshot *q;
+    sl_writer *w;
+
+    assert_true(qs_write(&d, mig, &l, &err));
+    qs_layout_clear(&l);
+    q = open_ok(mig, 0);
+    assert_true(sl_index_write(q, idx, NULL, &err));
+    sl_snapshot_close(q);
+    q = open_ok(mig, 0);
+    w = new_writer(child);
+    assert_true(sl_writer_set_parent(w, q, "vm.mig", &err));
+    sl_snapshot_close(q);
+    assert_int_equal(sl_writer_add_block(w, "b0", qb.length, PSIZE, -1, &err), 0);
+    memset(want, 0x5a, sizeof(want));
+    assert_true(sl_writer_write(w, 0, 7 * PSIZE, want, PSIZE, &err));
+    memset(want, 0, sizeof(want));
+    assert_true(sl_writer_write(w, 0, 8 * PSIZE, want, PSIZE, &err));
+    finish(w);
+    for (unsigned f = 0; f < 2; f++) {
+        sl_snapshot *s = open_ok(child, f ? SL_OPEN_LAZY_CHECKSUMS : 0);
+        for (uint64_t i = 0; i < qb.length / PSIZE; i++) {
+            qs_page(&d, 0, i, want);
+            if (i == 7 || i == 8) {
+                memset(want, i == 7 ? 0x5a : 0, sizeof(want));
+            }
+            assert_int_equal(sl_snapshot_read_pages(s, 0, i, 1, got, true), 0);
+            assert_memory_equal(got, want, PSIZE);
+        }
+        sl_snapshot_close(s);
+    }
+    sl_test_rmdir(dir);
+}
+
+/* What the writer refuses of a child's blocks. */
+typedef struct {
+    const char *name;
+    const char *block;
+    uint64_t length, page_size;
+    const char *needle;
+} block_case;
+
+static const block_case block_cases[] = {
+    { "other name", "c0", 6u << 20, PSIZE, "block 0 is 'c0'" },
+    { "other length", "b0", 4u << 20, PSIZE, "(4194304 bytes, 4096-byte pages) here but 'b0' "
+      "(6291456 bytes" },
+    { "other page size", "b0", 6u << 20, 2u << 20, "2097152-byte pages) here" },
+};
+
+static void test_writer_refuses_blocks_unlike_the_parents(void **state)
+{
+    chain c;
+    sl_snapshot *base;
+
+    chain_init(&c);
+    base = open_ok(c.path[0], 0);
+    for (size_t k = 0; k < G_N_ELEMENTS(block_cases); k++) {
+        const block_case *tc = &block_cases[k];
+        g_autoptr(GError) err = NULL;
+        g_autofree char *path = g_build_filename(c.dir, "child.snap", NULL);
+        sl_writer *w = new_writer(path);
+        assert_true(sl_writer_set_parent(w, base, "gen0.snap", &err));
+        assert_int_equal(sl_writer_add_block(w, tc->block, tc->length, tc->page_size, -1, &err),
+                         -1);
+        if (!strstr(err->message, tc->needle) || !strstr(err->message, "gen0.snap")) {
+            fail_msg("%s: '%s' not in: %s", tc->name, tc->needle, err->message);
+        }
+        sl_writer_free(w);
+    }
+    {   /* a block missing at the end, a block too many, a parent set too late */
+        g_autoptr(GError) err = NULL;
+        g_autofree char *path = g_build_filename(c.dir, "child.snap", NULL);
+        sl_writer *w = new_writer(path);
+        assert_true(sl_writer_set_parent(w, base, "gen0.snap", &err));
+        assert_int_equal(sl_writer_add_block(w, "b0", block_len[0], PSIZE, -1, &err), 0);
+        assert_false(sl_writer_finish(w, &err));
+        assert_non_null(strstr(err->message, "has 1 blocks, its parent gen0.snap 2"));
+        g_clear_error(&err);
+        assert_int_equal(sl_writer_add_block(w, "b1", block_len[1], PSIZE, -1, &err), 1);
+        assert_int_equal(sl_writer_add_block(w, "b2", PSIZE, PSIZE, -1, &err), -1);
+        assert_non_null(strstr(err->message, "has only 2 blocks"));
+        g_clear_error(&err);
+        write_page(w, 0, 0, 1);
+        assert_false(sl_writer_set_parent(w, base, "gen0.snap", &err));
+        assert_true(g_error_matches(err, SL_ERROR, SL_ERROR_STATE));
+        sl_writer_free(w);
+    }
+    sl_snapshot_close(base);
+    chain_clear(&c);
+}
+
+/* ------------------------------------------------------------------ */
+/* 4. Identity                                                        */
+/* ------------------------------------------------------------------ */
+
+static void identity_of(const char *path, unsigned flags, uint8_t id[SL_IDENTITY_LEN])
+{
+    sl_snapshot *s = open_ok(path, flags);
+
+    assert_true(sl_snapshot_identity(s, id, NULL));
+    sl_snapshot_close(s);
+}
+
+/* A child of @parent (recorded as @pname) at @path storing page 9 of block 0, generation 5. */
+static void small_child(const char *path, const char *parent, const char *pname)
+{
+    g_autoptr(GError) err = NULL;
+    sl_snapshot *p = open_ok(parent, 0);
+    sl_writer *w = new_writer(path);
+
+    assert_true(sl_writer_set_parent(w, p, pname, &err));
+    sl_snapshot_close(p);
+    add_blocks(w);
+    write_page(w, 0, 9, 5);
+    finish(w);
+}
+
+static void test_identity_follows_content_not_path_or_open_mode(void **state)
+{
+    uint8_t a[SL_IDENTITY_LEN], b[SL_IDENTITY_LEN], x[SL_IDENTITY_LEN], y[SL_IDENTITY_LEN];
+    chain c;
+    g_autofree char *copy = NULL, *other = NULL, *c1 = NULL, *c2 = NULL, *data = NULL;
+    gsize len;
+    sl_writer *w;
+
+    chain_init(&c);
+    copy = g_build_filename(c.dir, "copy.snap", NULL);
+    assert_true(g_file_get_contents(c.path[0], &data, &len, NULL));
+    assert_true(g_file_set_contents(copy, data, (gssize)len, NULL));
+    identity_of(c.path[0], 0, a);
+    identity_of(copy, SL_OPEN_LAZY_CHECKSUMS, b);
+    assert_memory_equal(a, b, sizeof(a));                 /* path, mode: no matter */
+    /* Other content: no zero pages this time. */
+    other = g_build_filename(c.dir, "other.snap", NULL);
+    w = new_writer(other);
+    add_blocks(w);
+    for (uint64_t i = 0; i < npages(0); i++) {
+        write_page(w, 0, i, 0);
+    }
+    finish(w);
+    identity_of(other, 0, b);
+    assert_memory_not_equal(a, b, sizeof(a));
+    /* The same pages over two parents: two identities, neither a parent's. */
+    c1 = g_build_filename(c.dir, "c1.snap", NULL);
+    c2 = g_build_filename(c.dir, "c2.snap", NULL);
+    small_child(c1, c.path[0], "gen0.snap");
+    small_child(c2, other, "other.snap");
+    identity_of(c1, 0, x);
+    identity_of(c2, SL_OPEN_LAZY_CHECKSUMS, y);
+    assert_memory_not_equal(x, y, sizeof(x));
+    assert_memory_not_equal(x, a, sizeof(x));
+    identity_of(c1, SL_OPEN_LAZY_CHECKSUMS, y);
+    assert_memory_equal(x, y, sizeof(x));
+    chain_clear(&c);
+}
+
+/* ------------------------------------------------------------------ */
+/* 5. The CLI                                                         */
+/* ------------------------------------------------------------------ */
+
+static uint64_t allocated(const char *path)
+{
+    struct stat st;
+
+    assert_int_equal(stat(path, &st), 0);
+    return (uint64_t)st.st_blocks * 512;
+}
+
+/* A full snapshot of one 64 MiB block: page i is generation gen[i]. */
+static void write_full(const char *path, const uint32_t *gen, uint64_t pages)
+{
+    g_autoptr(GError) err = NULL;
+    sl_writer *w = new_writer(path);
+
+    assert_int_equal(sl_writer_add_block(w, "b0", pages * PSIZE, PSIZE, -1, &err), 0);
+    for (uint64_t i = 0; i < pages; i++) {
+        write_page(w, 0, i, gen[i]);
+    }
+    assert_true(sl_writer_add_section(w, SL_SECTION_DEVICE_STATE, "dev", 3, &err));
+    finish(w);
+}
+
+static void test_delta_stores_only_changed_pages(void **state)
+{
+    enum { PAGES = (64u << 20) / PSIZE };
+    g_autofree uint32_t *gen = g_new0(uint32_t, PAGES);
+    g_autoptr(GRand) rng = g_rand_new_with_seed(12);
+    char *dir = sl_test_tmpdir();
+    g_autofree char *parent = g_build_filename(dir, "parent.snap", NULL);
+    g_autofree char *next = g_build_filename(dir, "new.snap", NULL);
+    g_autofree char *child = g_build_filename(dir, "child.snap", NULL);
+    g_autofree char *out = NULL, *errs = NULL;
+    g_autoptr(GBytes) dev = NULL;
+    uint64_t changed = 0;
+    uint8_t a[PSIZE], b[PSIZE];
+    sl_snapshot *s, *n;
+
+    write_full(parent, gen, PAGES);
+    for (uint64_t i = 0; i < PAGES; i++) {
+        if (g_rand_int_range(rng, 0, 100) == 0) {
+            gen[i] = g_rand_int_range(rng, 0, 10) == 0 ? ZERO : 1;
+            changed++;
+        }
+    }
+    write_full(next, gen, PAGES);
+    assert_int_equal(sl_test_run_cli((const char *const[]){ "delta", parent, next, "-o", child,
+                                                            NULL }, &out, &errs), 0);
+    assert_non_null(strstr(errs, "differ from its parent parent.snap"));
+    print_message("# child %" G_GUINT64_FORMAT " bytes allocated, parent %" G_GUINT64_FORMAT
+                  ", %" G_GUINT64_FORMAT " of %u pages changed\n", allocated(child),
+                  allocated(parent), changed, PAGES);
+    assert_true(allocated(child) * 50 <= allocated(parent)); /* at most 2 % */
+    s = open_ok(child, 0);
+    n = open_ok(next, 0);
+    assert_int_equal(sl_snapshot_stored_pages(s, 0), changed);
+    for (uint64_t i = 0; i < PAGES; i++) {
+        assert_int_equal(sl_snapshot_read_pages(s, 0, i, 1, a, true), 0);
+        assert_int_equal(sl_snapshot_read_pages(n, 0, i, 1, b, true), 0);
+        assert_memory_equal(a, b, PSIZE);
+    }
+    dev = sl_snapshot_read_section(s, SL_SECTION_DEVICE_STATE, NULL);
+    assert_non_null(dev);
+    assert_int_equal(g_bytes_get_size(dev), 3);
+    sl_snapshot_close(n);
+    sl_snapshot_close(s);
+    g_free(out);
+    g_free(errs);
+    /* Never over one of its inputs. */
+    assert_int_not_equal(sl_test_run_cli((const char *const[]){ "delta", parent, next, "-o",
+                                                                next, NULL }, &out, &errs), 0);
+    assert_non_null(strstr(errs, "is one of the inputs"));
+    sl_test_rmdir(dir);
+}
+
+/* @text holds @needle, else the test fails showing @text. */
+static void expect_in(const char *text, const char *needle)
+{
+    if (!strstr(text, needle)) {
+        fail_msg("'%s' not in:\n%s", needle, text);
+    }
+}
+
+static void test_inspect_prints_the_chain(void **state)
+{
+    chain c;
+    sl_snapshot *s;
+
+    chain_build(&c, 3, 13);
+    s = open_ok(c.path[2], 0);
+    for (unsigned json = 0; json < 2; json++) {
+        g_autofree char *out = NULL, *errs = NULL;
+        const char *args[] = { "inspect", c.path[2], json ? "--json" : NULL, NULL };
+        assert_int_equal(sl_test_run_cli(args, &out, &errs), 0);
+        expect_in(out, json ? "\"chain\": [" : "chain (newest first");
+        for (const sl_snapshot *p = s; p; p = sl_snapshot_parent(p)) {
+            uint8_t id[SL_IDENTITY_LEN];
+            char hex[2 * SL_IDENTITY_LEN + 1];
+            uint64_t stored = 0;
+            assert_true(sl_snapshot_identity(p, id, NULL));
+            sl_identity_hex(id, hex);
+            for (unsigned b = 0; b < NBLOCKS; b++) {
+                stored += sl_snapshot_stored_pages(p, b);
+            }
+            g_autofree char *want_path = g_strdup_printf(json ? "\"path\": \"%s\"" : "  %s\n",
+                                                         sl_snapshot_path(p));
+            g_autofree char *want_id = g_strdup_printf(json ? "\"identity\": \"%s\"" : "%s ",
+                                                       hex);
+            g_autofree char *want_stored = g_strdup_printf(
+                json ? "\"stored_pages\": %" G_GUINT64_FORMAT ", \"allocated_bytes\": %"
+                       G_GUINT64_FORMAT : " %" G_GUINT64_FORMAT " ",
+                stored, allocated(sl_snapshot_path(p)));
+            expect_in(out, want_path);
+            expect_in(out, want_id);
+            expect_in(out, want_stored);
+        }
+    }
+    sl_snapshot_close(s);
+    chain_clear(&c);
+}
+
+int main(void)
+{
+    GPtrArray *t = g_ptr_array_new();
+    struct CMUnitTest *tests;
+    size_t n = 0;
+    static const struct CMUnitTest plain[] = {
+        cmocka_unit_test(test_child_answers_presence_and_checksums_from_the_owning_layer),
+        cmocka_unit_test(test_zeroed_page_in_child_is_not_resurrected_from_parent),
+        cmocka_unit_test(test_child_refuses_a_parent_with_other_content),
+        cmocka_unit_test(test_child_with_missing_parent_names_the_path),
+        cmocka_unit_test(test_open_chain_takes_the_parent_from_the_caller),
+        cmocka_unit_test(test_corrupt_or_truncated_child_is_refused),
+        cmocka_unit_test(test_chain_that_loops_is_refused),
+        cmocka_unit_test(test_chain_longer_than_the_limit_is_refused),
+        cmocka_unit_test(test_parent_without_checksums_is_refused_with_the_fix),
+        cmocka_unit_test(test_qemu_file_with_its_index_can_be_a_parent),
+        cmocka_unit_test(test_writer_refuses_blocks_unlike_the_parents),
+        cmocka_unit_test(test_identity_follows_content_not_path_or_open_mode),
+        cmocka_unit_test(test_delta_stores_only_changed_pages),
+        cmocka_unit_test(test_inspect_prints_the_chain),
+    };
+
+    tests = g_new0(struct CMUnitTest, G_N_ELEMENTS(newest_cases) + G_N_ELEMENTS(section_cases) +
+                   G_N_ELEMENTS(plain));
+    for (size_t i = 0; i < G_N_ELEMENTS(newest_cases); i++) {
+        char *name = g_strdup_printf("child_restores_every_page_from_the_newest_layer/%s",
+                                     newest_cases[i].name);
+        g_ptr_array_add(t, name);
+        tests[n++] = (struct CMUnitTest){ .name = name,
+            .test_func = test_child_restores_every_page_from_the_newest_layer,
+            .initial_state = (void *)&newest_cases[i] };
+    }
+    for (size_t i = 0; i < G_N_ELEMENTS(section_cases); i++) {
+        char *name = g_strdup_printf("bad_parent_sections_are_refused_by_name/%s",
+                                     section_cases[i].name);
+        g_ptr_array_add(t, name);
+        tests[n++] = (struct CMUnitTest){ .name = name,
+            .test_func = test_bad_parent_sections_are_refused_by_name,
+            .initial_state = (void *)&section_cases[i] };
+    }
+    for (size_t i = 0; i < G_N_ELEMENTS(plain); i++) {
+        tests[n++] = plain[i];
+    }
+    if (g_getenv("SL_TEST_FILTER")) {
+        cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
+    }
+    int ret = _cmocka_run_group_tests("chain", tests, n, NULL, NULL);
+    g_ptr_array_set_free_func(t, g_free);
+    g_ptr_array_free(t, true);
+    g_free(tests);
+    return ret;
+}

@@ -1,0 +1,213 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * `snapload delta PARENT NEW -o CHILD [--parent-path PATH]`: an
+ * incremental snapshot made from two full ones.  CHILD stores the pages of
+ * NEW whose content differs from PARENT's (by checksum: PARENT's stored
+ * checksums against NEW's pages hashed as they are read, checked against
+ * NEW's own checksums where it has them), a page that became zero
+ * included, and names PARENT by its content identity; the other pages
+ * come from PARENT when CHILD is opened.  NEW's device state and hot-page
+ * list are carried over.  PARENT needs checksums (snapload's format, or a
+ * QEMU file with its index); NEW may be any snapshot.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "cli.h"
+#include "migration/format/format.h"
+
+#define DELTA_CHUNK (8u << 20)
+
+/* What one delta is made of. */
+typedef struct {
+    sl_snapshot *parent, *next;
+    sl_writer *w;
+    uint64_t pages, stored;
+} delta;
+
+/*
+ * The path CHILD records: @given, else PARENT's name alone when both lie in
+ * one directory (the pair can move together), else PARENT's absolute path.
+ */
+static char *recorded_path(const char *parent, const char *child, const char *given)
+{
+    g_autofree char *p = g_canonicalize_filename(parent, NULL);
+    g_autofree char *c = g_canonicalize_filename(child, NULL);
+    g_autofree char *pdir = g_path_get_dirname(p), *cdir = g_path_get_dirname(c);
+
+    if (given) {
+        return g_strdup(given);
+    }
+    return strcmp(pdir, cdir) == 0 ? g_path_get_basename(p) : g_steal_pointer(&p);
+}
+
+/* Whether @out is the file @s was opened from (writing it would destroy it). */
+static bool same_file(const char *out, const sl_snapshot *s)
+{
+    struct stat a, b;
+
+    return stat(out, &a) == 0 && fstat(s->fd, &b) == 0 && a.st_dev == b.st_dev &&
+           a.st_ino == b.st_ino;
+}
+
+/* Whether NEW's page @p (@data) differs from PARENT's: its checksum there. */
+static bool page_differs(const delta *d, unsigned b, uint64_t p, const uint8_t *data,
+                         uint64_t psize, uint64_t zero)
+{
+    uint64_t was = sl_snapshot_page_present(d->parent, b, p)
+                       ? sl_snapshot_page_checksum(d->parent, b, p) : zero;
+
+    return sl_hash(data, psize) != was;
+}
+
+/* Writes the changed pages of NEW's pages [first, +n) of block @b (at @buf), by runs. */
+static bool write_changed(delta *d, unsigned b, uint64_t psize, uint64_t first, uint64_t n,
+                          const uint8_t *buf, uint64_t zero, GError **errp)
+{
+    uint64_t start = 0, run = 0;
+
+    for (uint64_t k = 0; k <= n; k++) {
+        if (k < n && page_differs(d, b, first + k, buf + k * psize, psize, zero)) {
+            start = run ? start : k;
+            run++;
+            continue;
+        }
+        if (run && !sl_writer_write(d->w, b, (first + start) * psize, buf + start * psize,
+                                    run * psize, errp)) {
+            return false;
+        }
+        d->stored += run;
+        run = 0;
+    }
+    return true;
+}
+
+/* Block @b: NEW read in chunks (checked where it has checksums), changes written. */
+static bool delta_block(delta *d, unsigned b, GError **errp)
+{
+    sl_block_info bi;
+    uint64_t per, zero;
+    g_autofree uint8_t *buf = NULL;
+
+    sl_snapshot_block(d->next, b, &bi);
+    per = MAX(1, DELTA_CHUNK / bi.page_size);
+    zero = sl_zero_hash(bi.page_size);
+    buf = g_malloc(per * bi.page_size);
+    for (uint64_t p = 0; p < bi.pages; p += per) {
+        uint64_t n = MIN(per, bi.pages - p);
+        int ret = sl_snapshot_read_pages(d->next, b, p, n, buf,
+                                         sl_snapshot_has_checksums(d->next));
+        if (ret < 0) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: block '%s', pages %" G_GUINT64_FORMAT
+                        "-%" G_GUINT64_FORMAT ": %s", sl_snapshot_path(d->next), bi.name, p,
+                        p + n - 1, ret == -EBADMSG ? "checksum mismatch" : g_strerror(-ret));
+            return false;
+        }
+        if (!write_changed(d, b, bi.page_size, p, n, buf, zero, errp)) {
+            return false;
+        }
+        d->pages += n;
+        cli_progress("delta", p + n, bi.pages);
+    }
+    cli_progress(NULL, 0, 0);
+    return true;
+}
+
+/* NEW's device state and hot-page list, where it has them. */
+static bool copy_sections(delta *d, GError **errp)
+{
+    static const uint32_t types[] = { SL_SECTION_DEVICE_STATE, SL_SECTION_HOT_PAGES };
+    uint32_t type;
+    uint64_t len;
+
+    for (size_t t = 0; t < G_N_ELEMENTS(types); t++) {
+        bool has = false;
+        for (unsigned i = 0; sl_snapshot_section(d->next, i, &type, &len); i++) {
+            has |= type == types[t];
+        }
+        g_autoptr(GBytes) data = has ? sl_snapshot_read_section(d->next, types[t], errp) : NULL;
+        if (has && (!data || !sl_writer_add_section(d->w, types[t], g_bytes_get_data(data, NULL),
+                                                    g_bytes_get_size(data), errp))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Declares NEW's blocks (the writer checks them against PARENT's) and fills them. */
+static bool make_delta(delta *d, GError **errp)
+{
+    sl_block_info bi;
+
+    for (unsigned b = 0; sl_snapshot_block(d->next, b, &bi); b++) {
+        if (sl_writer_add_block(d->w, bi.name, bi.length, bi.page_size, bi.numa_node,
+                                errp) < 0) {
+            return false;
+        }
+    }
+    for (unsigned b = 0; b < sl_snapshot_n_blocks(d->next); b++) {
+        if (!delta_block(d, b, errp)) {
+            return false;
+        }
+    }
+    return copy_sections(d, errp) && sl_writer_finish(d->w, errp);
+}
+
+/* Opens both inputs, refuses to overwrite either, writes @out recording @rec. */
+static bool run_delta(delta *d, char **argv, const char *out, const char *rec, GError **errp)
+{
+    if (!(d->parent = sl_snapshot_open(argv[1], errp)) ||
+        !(d->next = sl_snapshot_open(argv[2], errp))) {
+        return false;
+    }
+    if (same_file(out, d->parent) || same_file(out, d->next)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s is one of the inputs: the child "
+                    "must be a new file", out);
+        return false;
+    }
+    if (!(d->w = sl_writer_new(out, errp))) {
+        return false;
+    }
+    if (!sl_writer_set_parent(d->w, d->parent, rec, errp) || !make_delta(d, errp)) {
+        unlink(out);
+        return false;
+    }
+    return true;
+}
+
+int cmd_delta(int argc, char **argv)
+{
+    g_autofree char *out = NULL, *given = NULL, *rec = NULL;
+    GOptionEntry entries[] = {
+        { "output", 'o', 0, G_OPTION_ARG_FILENAME, &out, "the child snapshot to write",
+          "CHILD" },
+        { "parent-path", 0, 0, G_OPTION_ARG_FILENAME, &given, "the parent's path to record "
+          "(default: its name when CHILD is in its directory, else its absolute path; a "
+          "relative path is taken from CHILD's directory)", "PATH" },
+        { NULL },
+    };
+    g_autoptr(GError) err = NULL;
+    delta d = { .parent = NULL };
+    bool ok;
+
+    if (!cli_parse("PARENT NEW - write an incremental snapshot: NEW's pages that differ "
+                   "from PARENT's", entries, &argc, &argv)) {
+        return 2;
+    }
+    if (argc != 3 || !out) {
+        return cli_fail("delta needs PARENT, NEW and -o CHILD");
+    }
+    rec = recorded_path(argv[1], out, given);
+    ok = run_delta(&d, argv, out, rec, &err);
+    sl_writer_free(d.w);
+    sl_snapshot_close(d.next);
+    sl_snapshot_close(d.parent);
+    if (!ok) {
+        return cli_fail_error(g_steal_pointer(&err));
+    }
+    fprintf(stderr, "snapload: wrote %s: %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
+            " pages (%.2f %%) differ from its parent %s\n", out, d.stored, d.pages,
+            d.pages ? 100.0 * (double)d.stored / (double)d.pages : 0.0, rec);
+    return 0;
+}

@@ -20,6 +20,12 @@
  * Writers of the memory must be still during the save (a VMM pauses its
  * vCPUs first), as for any save.
  *
+ * An incremental (child) save (sl_restore_write_child()) stores only the
+ * units written since the restore began or since the last reset, as the
+ * restore's write tracking lists them (reset.c), from the memory, and
+ * names the restored snapshot as its parent: every other page is the
+ * parent's, as the tracking proves.
+ *
  * The memory of a shared backend is read with pread() on its file, which
  * neither faults nor plants a page; anonymous memory through its mapping,
  * where a placed zero unit that nobody touched is still a hole served (as
@@ -191,4 +197,57 @@ bool sl_restore_write_blocks(sl_restore *r, sl_writer *w, GError **errp)
                  : copy_block(r, b, w, buf, errp);
     }
     return ok;
+}
+
+/* Units of @reg written since the restore or the last reset, into block @b of @w. */
+static bool save_written(sl_restore *r, const sl_region *reg, sl_writer *w, unsigned b,
+                         uint8_t *buf, uint64_t max_pages, GError **errp)
+{
+    g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_page_run));
+    const uint64_t ps = reg->blk->page_size;
+
+    if (!sl_restore_written(r, reg->blk->name, runs, errp)) {
+        return false;
+    }
+    for (guint i = 0; i < runs->len; i++) {
+        const sl_page_run *run = &g_array_index(runs, sl_page_run, i);
+        for (uint64_t p = run->first; p < run->first + run->n;) {
+            uint64_t n = MIN(max_pages, run->first + run->n - p);
+            int ret = read_memory(reg, p * ps, buf, n * ps);
+            if (ret < 0) {
+                g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block '%s' at 0x%" G_GINT64_MODIFIER
+                            "x: reading its memory: %s", reg->blk->name, p * ps,
+                            g_strerror(-ret));
+                return false;
+            }
+            if (!sl_writer_write(w, b, p * ps, buf, n * ps, errp)) {
+                return false;
+            }
+            p += n;
+        }
+    }
+    return true;
+}
+
+bool sl_restore_write_child(sl_restore *r, sl_writer *w, const char *parent_path, GError **errp)
+{
+    g_autofree uint8_t *buf = g_malloc(SAVE_RUN_BYTES);
+
+    if (!r->cfg.track_writes) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "an incremental save needs a restore "
+                    "started with config.track_writes");
+        return false;
+    }
+    if (!may_save(r, errp) || !sl_writer_set_parent(w, r->snap, parent_path, errp) ||
+        !add_blocks(r, w, errp)) {
+        return false;
+    }
+    for (unsigned b = 0; b < r->snap->nblocks; b++) {
+        const sl_region *reg = region_of(r, b);
+        uint64_t max_pages = SAVE_RUN_BYTES / r->snap->blocks[b].page_size;
+        if (reg && !save_written(r, reg, w, b, buf, MAX(1, max_pages), errp)) {
+            return false;
+        }
+    }
+    return true;
 }

@@ -603,6 +603,19 @@ typedef struct {
  */
 bool sl_restore_written(sl_restore *r, const char *block_name, GArray *runs, GError **errp);
 
+/**
+ * sl_restore_write_child:
+ * Since 1.5.  Write into @w (fresh, nothing added yet) an incremental
+ * snapshot of the memory of a restore with config.track_writes: only the
+ * pages written since the restore started or since the last reset, from
+ * the memory, with the restored snapshot as its parent, recorded as
+ * @parent_path (relative paths are taken from the child's directory when
+ * it is opened).  Every other page is the parent's.  The caller keeps the
+ * memory's writers still during the call and finishes @w.
+ */
+bool sl_restore_write_child(sl_restore *r, sl_writer *w, const char *parent_path,
+                            GError **errp);
+
 /** sl_restore_free: stop if needed and release. NULL is ok. */
 void sl_restore_free(sl_restore *r);
 

@@ -347,6 +347,61 @@ static void test_reset_refuses_without_tracking_or_before_completion(void **stat
     assert_non_null(strstr(e3->message, "not running"));
 }
 
+/* Pages of @got's memory that differ from @want's. */
+static uint64_t differing_pages(const sl_mem *want, const sl_mem *got)
+{
+    uint64_t bad = 0;
+
+    for (uint64_t off = 0; off < want->length; off += PSIZE) {
+        bad += memcmp(want->host + off, got->host + off, PSIZE) != 0;
+    }
+    return bad;
+}
+
+/*
+ * An incremental save stores exactly the written units, names the
+ * restored snapshot as parent, and a lazy restore of it gives back what
+ * the memory held, byte for byte.
+ */
+static void test_child_snapshot_stores_only_written_units_and_restores_them(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GRand) rng = g_rand_new_with_seed(0xc41d);
+    g_autoptr(GError) err = NULL;
+    g_autofree char *child = NULL;
+    g_autofree bool *hit = begin_rounds(f);
+    uint64_t written = write_some(f, rng, 0.25, hit);
+    sl_restore_config cfg = { .size = sizeof(cfg) };
+    sl_snapshot *cs;
+    sl_writer *w;
+    sl_restore *r2;
+    sl_mem m2 = { 0 };
+
+    child = g_build_filename(f->dir, "child", NULL);
+    w = sl_writer_new(child, &err);
+    assert_non_null(w);
+    if (!sl_restore_write_child(f->r, w, "snap", &err) || !sl_writer_finish(w, &err)) {
+        fail_msg("incremental save: %s", err->message);
+    }
+    sl_writer_free(w);
+    sl_restore_stop(f->r); /* the parent's restore ends: its memory stays as it was */
+    cs = sl_snapshot_open(child, &err);
+    assert_non_null(cs);
+    assert_int_equal(sl_snapshot_stored_pages(cs, 0), written * (f->unit / PSIZE));
+    /* Into anonymous memory: hugepages for a second copy may not exist. */
+    if (!sl_mem_map(&m2, SL_BACKEND_ANON, f->len, 0, &err)) {
+        sl_snapshot_close(cs);
+        fail_msg("sl_mem_map: %s", err->message);
+    }
+    r2 = sl_restore_new(cs, &cfg, &err);
+    assert_true(r2 && sl_mem_attach(r2, "b0", &m2, &err) && sl_restore_start(r2, &err));
+    assert_int_equal(sl_restore_wait(r2, -1), 0);
+    assert_int_equal(differing_pages(&f->mem, &m2), 0);
+    sl_restore_free(r2);
+    sl_mem_release(&m2);
+    sl_snapshot_close(cs);
+}
+
 /* The CLI's loop (reset-loop), both ways: every round ends with memory equal to the snapshot. */
 static void test_cli_reset_loop_checks_every_round_against_the_snapshot(void **state)
 {
@@ -391,6 +446,8 @@ int main(void)
           test_reset_in_place_rewrites_exactly_the_written_units_before_returning },
         { "reset_in_place_refuses_a_unit_the_snapshot_no_longer_proves",
           test_reset_in_place_refuses_a_unit_the_snapshot_no_longer_proves },
+        { "child_snapshot_stores_only_written_units_and_restores_them",
+          test_child_snapshot_stores_only_written_units_and_restores_them },
         { "cli_reset_loop_checks_every_round_against_the_snapshot",
           test_cli_reset_loop_checks_every_round_against_the_snapshot },
     };

@@ -11,12 +11,19 @@
  * fault places the parent's bytes before the write goes on.  So each unit
  * is taken from where its true bytes are:
  *  - placed (PRESENT): from the memory, which may hold the guest's writes;
- *  - not placed, or being placed by a loader (ABSENT, CLAIMED): from the
- *    parent snapshot, checked against its checksum;
+ *  - not placed (ABSENT): from the parent snapshot, checked against its
+ *    checksum;
+ *  - being placed (CLAIMED): waited for, then as above.  Its placement
+ *    ioctl maps it and wakes the guest *before* the placer publishes it,
+ *    so a CLAIMED unit may already hold a write (taking the parent's bytes
+ *    for it lost writes, seen as 2 wrong pages in a stress run on
+ *    hugetlbfs); every claimer settles its unit without waiting for the
+ *    guest, so the wait ends;
  *  - refused (POISONED: its stored bytes failed their checksum): the save
  *    fails, naming the page, rather than store anything for it.
- * A unit can only go from not placed to placed meanwhile, and then holds
- * the parent's bytes as well, so the answer does not depend on the race.
+ * An ABSENT unit can only become placed meanwhile, and then holds the
+ * parent's bytes as well (nobody can write it before its placement), so
+ * the answer does not depend on the race.
  * Writers of the memory must be still during the save (a VMM pauses its
  * vCPUs first), as for any save.
  *
@@ -45,6 +52,9 @@ static int unit_source(const sl_region *reg, uint64_t u)
 {
     int st = sl_pagemap_state(reg->map, u);
 
+    if (st == SL_PAGE_CLAIMED) {
+        st = sl_pagemap_wait(reg->map, u, false); /* placed and maybe written already */
+    }
     return st == SL_PAGE_PRESENT ? 1 : st == SL_PAGE_POISONED ? -1 : 0;
 }
 

@@ -26,6 +26,8 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "restore-int.h"
 #include "busy.h"
@@ -200,6 +202,68 @@ static bool drop_units(sl_restore *r, GArray *units, GError **errp)
 }
 
 /*
+ * The snapshot file mapped read-only, populated once (its page cache, no
+ * copy), at the first in-place reset: a unit is then rewritten with one
+ * copy instead of a read call (about half the time for scattered 4 KiB
+ * units here).  Not for a chain or blocks whose pages are elsewhere.
+ */
+static const uint8_t *snapshot_map(sl_restore *r)
+{
+    void *p;
+
+    if (r->snap_map_tried) {
+        return r->snap_map;
+    }
+    r->snap_map_tried = true;
+    for (unsigned b = 0; b < r->snap->nblocks; b++) {
+        if (r->snap->blocks[b].external) {
+            return NULL;
+        }
+    }
+    if (sl_snapshot_parent(r->snap) || !r->snap->file_size) {
+        return NULL;
+    }
+    p = mmap(NULL, r->snap->file_size, PROT_READ, MAP_SHARED, r->snap->fd, 0);
+    if (p == MAP_FAILED) {
+        return NULL;
+    }
+    (void)madvise(p, r->snap->file_size, MADV_POPULATE_READ); /* best effort */
+    r->snap_map = p;
+    r->snap_map_len = r->snap->file_size;
+    return r->snap_map;
+}
+
+/* The file still has the size it was mapped with (a shorter one would raise SIGBUS). */
+static bool map_still_valid(const sl_restore *r)
+{
+    struct stat st;
+
+    return fstat(r->snap->fd, &st) == 0 && (uint64_t)st.st_size >= r->snap_map_len;
+}
+
+/* Snapshot pages [p0, p0+n) of @reg into @dst from the mapping, checked; 0 or -errno. */
+static int copy_pages(sl_restore *r, const sl_region *reg, uint64_t p0, uint64_t n,
+                      uint8_t *dst)
+{
+    const sl_block *b = reg->blk;
+    const uint64_t ps = b->page_size;
+    int ret = r->cfg.no_checksum ? 0 : sl_csums_get(r->snap, b, p0, n);
+
+    for (uint64_t p = p0; p < p0 + n && ret == 0; p++) {
+        uint8_t *d = dst + (p - p0) * ps;
+        if (!sl_bit_test(b->bitmap, p)) {
+            memset(d, 0, ps);
+            continue;
+        }
+        memcpy(d, r->snap_map + b->pages_offset + p * ps, ps);
+        if (!r->cfg.no_checksum && sl_hash(d, ps) != b->csums[p]) {
+            ret = -EBADMSG;
+        }
+    }
+    return ret;
+}
+
+/*
  * config.reset_in_place: the snapshot's bytes of each written run, checked,
  * straight into memory that is already there and writable (a shared
  * file's page cache through the alias, else our own mapping, where those
@@ -209,13 +273,18 @@ static bool drop_units(sl_restore *r, GArray *units, GError **errp)
  */
 static void rewrite_units(sl_restore *r, GArray *units, GArray *failed)
 {
+    const uint8_t *map = snapshot_map(r);
+    bool mapped = map && map_still_valid(r);
+
     for (guint i = 0; i < units->len; i++) {
         const sl_run *run = &g_array_index(units, sl_run, i);
         sl_region *reg = g_ptr_array_index(r->regions, run->region);
         uint8_t *base = reg->mem.alias ? reg->mem.alias : reg->mem.host;
-        int ret = sl_snapshot_read_pages(r->snap, reg->block, run->unit * reg->ratio,
-                                         run->n * reg->ratio, base + run->unit * reg->unit,
-                                         !r->cfg.no_checksum);
+        uint64_t p0 = run->unit * reg->ratio, np = run->n * reg->ratio;
+        uint8_t *dst = base + run->unit * reg->unit;
+        int ret = mapped ? copy_pages(r, reg, p0, np, dst)
+                         : sl_snapshot_read_pages(r->snap, reg->block, p0, np, dst,
+                                                  !r->cfg.no_checksum);
         /* Relaxed: a statistic. */
         atomic_fetch_add_explicit(&r->c.bytes_read, ret == 0 ? run->n * reg->unit : 0,
                                   memory_order_relaxed);

@@ -151,6 +151,13 @@ struct sl_restore {
      * has not handled yet. */
     _Atomic uint64_t generation;
     int pagemap_fd;            /* track_writes: /proc/self/pagemap (set at start), else -1 */
+    /* reset_in_place (reset.c, caller's thread only): the snapshot file
+     * mapped read-only and populated at the first in-place reset, so that
+     * rewriting a unit is a copy, not a read call; NULL: not (yet) mapped,
+     * or not mappable (a chain, an external block): pread then. */
+    const uint8_t *snap_map;
+    uint64_t snap_map_len;
+    bool snap_map_tried;
     bool started, stopped;     /* caller's thread only */
 
     /* Units not yet PRESENT; acq_rel decrement, the one reaching 0 signals. */

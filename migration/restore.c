@@ -768,6 +768,9 @@ void sl_restore_free(sl_restore *r)
     if (r->pagemap_fd >= 0) {
         close(r->pagemap_fd);
     }
+    if (r->snap_map) {
+        munmap((void *)r->snap_map, r->snap_map_len);
+    }
     if (r->ctl_efd >= 0) {
         close(r->ctl_efd);
     }

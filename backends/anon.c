@@ -9,8 +9,6 @@
  */
 #include <errno.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
-#include <sys/uio.h>
 #include <unistd.h>
 #include "backend.h"
 #include "../migration/uffd.h"
@@ -92,55 +90,13 @@ static int anon_zero(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t l
     return sl_uffd_zero(v->uffd, (void *)(uintptr_t)(v->base + off), len, done, eagain);
 }
 
-#define DROP_BATCH 1024 /* UIO_MAXIOV: ranges per process_madvise() */
-
-/* One madvise() per range: kernels without process_madvise(MADV_DONTNEED). */
-static int drop_each(const sl_mem *m, const sl_range *runs, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (madvise(m->host + runs[i].off, runs[i].len, MADV_DONTNEED) < 0) {
-            return -errno;
-        }
-    }
-    return 0;
-}
-
-/*
- * Our own mapping's pages of @runs go: the next access faults (MISSING).
- * Batched with process_madvise() on our own pidfd (a third of the time of
- * one madvise() per scattered page here); a kernel that does not take
- * MADV_DONTNEED there gets one madvise() per range.
- */
+/* Our own mapping's pages of @runs go: the next access faults (MISSING). */
 static int anon_drop(const sl_mem *m, const sl_range *runs, size_t n)
 {
-    struct iovec iov[DROP_BATCH];
-    int pidfd;
-
     if (!m->host) {
         return -EOPNOTSUPP; /* another process's memory: not ours to drop */
     }
-    pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-    for (size_t i = 0; i < n && pidfd >= 0;) {
-        size_t k = 0, want = 0;
-        ssize_t got;
-        for (; k < DROP_BATCH && i + k < n; k++) {
-            iov[k] = (struct iovec){ m->host + runs[i + k].off, runs[i + k].len };
-            want += runs[i + k].len;
-        }
-        got = syscall(SYS_process_madvise, pidfd, iov, k, MADV_DONTNEED, 0);
-        if (got < 0 || (size_t)got != want) {
-            break; /* not supported (or short): the rest one by one */
-        }
-        i += k;
-        if (i == n) {
-            close(pidfd);
-            return 0;
-        }
-    }
-    if (pidfd >= 0) {
-        close(pidfd);
-    }
-    return drop_each(m, runs, n); /* dropping a range twice is harmless */
+    return sl_madvise_ranges(m->host, runs, n, MADV_DONTNEED);
 }
 
 static void anon_release(sl_mem *m)

@@ -3,7 +3,12 @@
  * The table of backends, looked up by kind or by name.  Adding a backend
  * means adding its ops here; nothing else in the engine changes.
  */
+#include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
 #include "backend.h"
 
 extern const sl_backend_ops sl_backend_anon;
@@ -59,4 +64,42 @@ void sl_mem_release(sl_mem *m)
         m->ops->release(m);
         m->owned = false;
     }
+}
+
+#define ADVISE_BATCH 1024 /* UIO_MAXIOV: ranges per process_madvise() */
+
+/* One madvise() per range. */
+static int advise_each(uint8_t *base, const sl_range *runs, size_t n, int advice)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (madvise(base + runs[i].off, runs[i].len, advice) < 0) {
+            return -errno;
+        }
+    }
+    return 0;
+}
+
+int sl_madvise_ranges(uint8_t *base, const sl_range *runs, size_t n, int advice)
+{
+    struct iovec iov[ADVISE_BATCH];
+    int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    size_t i = 0;
+
+    while (pidfd >= 0 && i < n) {
+        size_t k = 0, want = 0;
+        ssize_t got;
+        for (; k < ADVISE_BATCH && i + k < n; k++) {
+            iov[k] = (struct iovec){ base + runs[i + k].off, runs[i + k].len };
+            want += runs[i + k].len;
+        }
+        got = syscall(SYS_process_madvise, pidfd, iov, k, advice, 0);
+        if (got < 0 || (size_t)got != want) {
+            break; /* not taken (or short): the rest one by one */
+        }
+        i += k;
+    }
+    if (pidfd >= 0) {
+        close(pidfd);
+    }
+    return i == n ? 0 : advise_each(base, runs + i, n - i, advice); /* twice is harmless */
 }

@@ -268,9 +268,15 @@ static void file_discard(const sl_mem *m, uint64_t off, uint64_t len)
     }
 }
 
-/* The file's pages of @runs go, out of every mapping: holes again. */
+/*
+ * The file's pages of @runs go, out of every mapping: holes again
+ * (MADV_REMOVE through the alias punches them, batched; else fallocate).
+ */
 static int file_drop(const sl_mem *m, const sl_range *runs, size_t n)
 {
+    if (m->alias) {
+        return sl_madvise_ranges(m->alias, runs, n, MADV_REMOVE);
+    }
     for (size_t i = 0; i < n; i++) {
         if (fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                       (off_t)(m->offset + runs[i].off), (off_t)runs[i].len) < 0) {

@@ -33,13 +33,23 @@
 #include "busy.h"
 #include "track.h"
 
-/* Units of @reg written since they were last protected, as sl_run (one region). */
+/*
+ * Units of @reg written since they were last protected, as sl_run (one
+ * region); without async WP (SL_TRACK_ALL) every unit.
+ */
 static bool written_units(sl_restore *r, sl_region *reg, bool rearm, GArray *out,
                           GError **errp)
 {
     g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_written_run));
     uint64_t base = (uintptr_t)reg->mem.host;
-    int64_t ret = sl_scan_written(r->pagemap_fd, base, base + reg->mem.length, rearm, runs);
+    int64_t ret;
+
+    if (r->tracking == SL_TRACK_ALL) {
+        sl_run all = { .region = reg->index, .unit = 0, .n = reg->nunits };
+        g_array_append_val(out, all);
+        return true;
+    }
+    ret = sl_scan_written(r->pagemap_fd, base, base + reg->mem.length, rearm, runs);
 
     if (ret < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block '%s': PAGEMAP_SCAN of the written "
@@ -303,7 +313,7 @@ static bool reset_in_place(sl_restore *r, GArray *units, GArray *failed, GError 
     g_autoptr(GArray) junk = g_array_new(false, false, sizeof(sl_written_run));
 
     rewrite_units(r, units, failed);
-    for (guint i = 0; i < r->regions->len; i++) {
+    for (guint i = 0; i < r->regions->len && r->tracking == SL_TRACK_ASYNC_WP; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
         uint64_t base = (uintptr_t)reg->mem.host;
         int64_t ret = sl_scan_written(r->pagemap_fd, base, base + reg->mem.length, true, junk);
@@ -391,6 +401,8 @@ bool sl_restore_reset(sl_restore *r, sl_reset_stats *out, GError **errp)
     if (rest->len && !reset_by_dropping(r, rest, errp)) {
         return false;
     }
+    /* Relaxed: a statistic. */
+    atomic_fetch_add_explicit(&r->resets, units->len != 0, memory_order_relaxed);
     note_stats(r, out, units, t0, t1);
     return true;
 }

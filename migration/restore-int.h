@@ -151,6 +151,8 @@ struct sl_restore {
      * has not handled yet. */
     _Atomic uint64_t generation;
     int pagemap_fd;            /* track_writes: /proc/self/pagemap (set at start), else -1 */
+    uint32_t tracking;         /* SL_TRACK_*: set at start, read-only after */
+    _Atomic uint64_t resets;   /* resets that brought units back (statistics, relaxed) */
     /* reset_in_place (reset.c, caller's thread only): the snapshot file
      * mapped read-only and populated at the first in-place reset, so that
      * rewriting a unit is a copy, not a read call; NULL: not (yet) mapped,

@@ -454,19 +454,25 @@ static bool prepare_regions(sl_restore *r, GError **errp)
  * /proc/self/pagemap.  Our own views register WP as well and place
  * write-protected; every page of them comes from a placement (MISSING and
  * MINOR are registered, the memory was emptied), so nothing else needs
- * protecting.
+ * protecting.  Without async WP (a kernel before 6.7, or
+ * track_without_wp) the restore falls back to counting every unit as
+ * written (SL_TRACK_ALL): correct, in O(guest RAM).
  */
 static bool open_tracking(sl_restore *r, uint64_t *features, GError **errp)
 {
     if (!r->cfg.track_writes) {
         return true;
     }
-    *features |= SL_UFFD_TRACK_FEATURES;
     r->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     if (r->pagemap_fd < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_UNSUPPORTED, "track_writes: /proc/self/pagemap: %s",
                     g_strerror(errno));
         return false;
+    }
+    r->tracking = SL_TRACK_ALL;
+    if (!r->cfg.track_without_wp && sl_uffd_has_features(SL_UFFD_TRACK_FEATURES)) {
+        *features |= SL_UFFD_TRACK_FEATURES;
+        r->tracking = SL_TRACK_ASYNC_WP;
     }
     return true;
 }
@@ -484,8 +490,6 @@ static bool register_regions(sl_restore *r, GError **errp)
     }
     r->uffd = sl_uffd_open(features, UFFD_FEATURE_POISON, &got, errp);
     if (r->uffd < 0) {
-        g_prefix_error(errp, "%s", r->cfg.track_writes ? "track_writes needs userfaultfd "
-                       "WP_ASYNC (kernel 6.7+): " : "");
         return false;
     }
     for (guint i = 0; i < r->regions->len; i++) {
@@ -496,10 +500,10 @@ static bool register_regions(sl_restore *r, GError **errp)
             continue; /* only other processes map it: they registered */
         }
         sl_region_view(reg, 0)->uffd = r->uffd; /* before any other thread exists */
-        sl_region_view(reg, 0)->wp = r->cfg.track_writes;
+        sl_region_view(reg, 0)->wp = r->tracking == SL_TRACK_ASYNC_WP;
         if (!sl_uffd_register(r->uffd, reg->mem.host, reg->mem.length,
-                              ops->register_mode |
-                                  (r->cfg.track_writes ? UFFDIO_REGISTER_MODE_WP : 0),
+                              ops->register_mode | (sl_region_view(reg, 0)->wp
+                                                        ? UFFDIO_REGISTER_MODE_WP : 0),
                               ops->range_ioctls, &reg->ioctls, errp)) {
             g_prefix_error(errp, "block '%s': ", reg->blk->name);
             return false;
@@ -730,6 +734,8 @@ void sl_restore_get_stats(const sl_restore *r, sl_stats *out)
     s.eexist = LOAD(eexist);
     s.eagain = LOAD(eagain);
     s.thp_bytes = LOAD(thp_bytes);
+    s.write_tracking = r->tracking;
+    s.resets = atomic_load_explicit(&((sl_restore *)r)->resets, memory_order_relaxed);
     s.checksum_ms = (double)LOAD(checksum_ns) / 1e6;
     s.loader_ms = (double)LOAD(loader_ns_max) / 1e6;
     s.time_to_ready_ms = ms_since(r->t_start, r->t_ready);

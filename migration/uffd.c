@@ -47,6 +47,11 @@ static uint64_t probe_features(void)
     return f;
 }
 
+bool sl_uffd_has_features(uint64_t features)
+{
+    return (probe_features() & features) == features;
+}
+
 int sl_uffd_open(uint64_t features, uint64_t optional, uint64_t *got, GError **errp)
 {
     struct uffdio_api api = { .api = UFFD_API };

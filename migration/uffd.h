@@ -48,6 +48,9 @@ struct uffdio_poison {
  */
 int sl_uffd_open(uint64_t features, uint64_t optional, uint64_t *got, GError **errp);
 
+/** sl_uffd_has_features: whether the kernel's userfaultfd offers all of @features. */
+bool sl_uffd_has_features(uint64_t features);
+
 /**
  * sl_uffd_register: register [@addr, @addr + @len) with @mode and check that
  * the range supports every ioctl in @need (SL_IOCTL(_UFFDIO_*) bits).

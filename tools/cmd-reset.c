@@ -145,8 +145,12 @@ static int run_loop(const loop_opts *o)
         return cli_fail_error(g_steal_pointer(&err));
     }
     if (!o->json) {
-        printf("restored %s lazily with write tracking in %.1f ms (%s); %d rounds, %.2f %% of "
-               "the units written per round, reset %s\n", o->path, cli_now_ms() - t0,
+        sl_stats st = { .size = sizeof(st) };
+        sl_restore_get_stats(s.r, &st);
+        printf("restored %s lazily with write tracking (%s) in %.1f ms (%s); %d rounds, %.2f %% "
+               "of the units written per round, reset %s\n", o->path,
+               st.write_tracking == SL_TRACK_ASYNC_WP ? "async WP, exact"
+               : "no async WP here: every unit counts as written", cli_now_ms() - t0,
                sl_backend_get(o->kind)->name, o->rounds, o->share,
                o->in_place ? "in place" : "by dropping the written units");
     }

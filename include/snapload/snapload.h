@@ -349,7 +349,9 @@ typedef struct {
      * completion, until sl_restore_stop(), and its anonymous memory is not
      * collapsed into transparent hugepages (the kernel does not collapse
      * write-protected ranges).  Writes through another process's mapping
-     * are not seen: a reset refuses while one is attached.
+     * are not seen: a reset refuses while one is attached.  Without
+     * asynchronous WP it falls back to counting every unit as written
+     * (sl_stats.write_tracking says which runs).
      */
     bool track_writes;
     /**
@@ -361,6 +363,14 @@ typedef struct {
      * once (a fuzzer's loop), which then touches the same pages again.
      */
     bool reset_in_place;
+    /**
+     * Since 1.5, for tests: track_writes as on a kernel without
+     * asynchronous WP (before 6.7), where it falls back by itself: every
+     * unit counts as written (a reset then brings back all of them, an
+     * incremental save stores all of them), correct but in O(guest RAM).
+     * sl_stats.write_tracking says which one runs.
+     */
+    bool track_without_wp;
 } sl_restore_config;
 
 /** Most consumer mappings (views) one block may have. */
@@ -407,7 +417,17 @@ typedef struct {
     uint64_t thp_bytes;            /**< our anonymous memory collapsed into transparent
                                         hugepages after completion (as QEMU's eager load
                                         would have them), once sl_restore_stop() joined */
+    /* Since 1.5: */
+    uint32_t write_tracking;       /**< SL_TRACK_*: how written pages are known */
+    uint64_t resets;               /**< sl_restore_reset() calls that brought units back */
 } sl_stats;
+
+/** sl_stats.write_tracking: how a restore knows the written pages.  Since 1.5. */
+enum {
+    SL_TRACK_OFF = 0,        /**< config.track_writes not set */
+    SL_TRACK_ASYNC_WP = 1,   /**< exact: asynchronous userfaultfd WP + PAGEMAP_SCAN */
+    SL_TRACK_ALL = 2,        /**< fallback (no async WP): every unit counts as written */
+};
 
 /**
  * sl_restore_new:

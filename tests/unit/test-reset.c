@@ -46,6 +46,7 @@ typedef struct {
     sl_mem mem;
     sl_restore *r;
     bool in_place;       /* config.reset_in_place */
+    bool without_wp;     /* config.track_without_wp */
 } fixture;
 
 #define ZERO_EVERY 5 /* every fifth snapshot page is zero: holes come back too */
@@ -104,7 +105,8 @@ static void build(fixture *f, uint64_t nunits)
 static bool start(fixture *f, bool track, bool no_loaders, GError **errp)
 {
     sl_restore_config cfg = { .size = sizeof(cfg), .track_writes = track,
-                              .no_loaders = no_loaders, .reset_in_place = f->in_place };
+                              .no_loaders = no_loaders, .reset_in_place = f->in_place,
+                              .track_without_wp = f->without_wp };
 
     f->r = sl_restore_new(f->snap, &cfg, errp);
     return f->r && sl_mem_attach(f->r, "b0", &f->mem, errp) && sl_restore_start(f->r, errp);
@@ -213,7 +215,38 @@ static void reset_rounds(fixture *f)
 
 static void test_reset_drops_exactly_the_written_units_and_restores_every_byte(void **state)
 {
-    reset_rounds(*state);
+    fixture *f = *state;
+    sl_stats st = { .size = sizeof(st) };
+
+    reset_rounds(f);
+    sl_restore_get_stats(f->r, &st);
+    assert_int_equal(st.write_tracking, SL_TRACK_ASYNC_WP);
+    assert_int_equal(st.resets, ROUNDS - 1); /* one round wrote nothing */
+}
+
+/*
+ * Without asynchronous WP (a kernel before 6.7) tracking falls back to
+ * counting every unit as written: a reset brings all of them back, every
+ * byte the snapshot's, and the statistics say which tracking ran.
+ */
+static void test_without_async_wp_every_unit_counts_as_written(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GRand) rng = g_rand_new_with_seed(0x7a);
+    g_autoptr(GError) err = NULL;
+    sl_reset_stats rs = { .size = sizeof(rs) };
+    sl_stats st = { .size = sizeof(st) };
+    g_autofree bool *hit = NULL;
+
+    f->without_wp = true;
+    hit = begin_rounds(f);
+    write_some(f, rng, 0.1, hit);
+    assert_true(sl_restore_reset(f->r, &rs, &err));
+    assert_int_equal(rs.units_written, f->nunits);
+    expect_complete_once(f, "after a reset without async WP");
+    assert_int_equal(wrong_pages(f), 0);
+    sl_restore_get_stats(f->r, &st);
+    assert_int_equal(st.write_tracking, SL_TRACK_ALL);
 }
 
 static void test_reset_in_place_rewrites_exactly_the_written_units_before_returning(
@@ -446,6 +479,8 @@ int main(void)
           test_reset_in_place_rewrites_exactly_the_written_units_before_returning },
         { "reset_in_place_refuses_a_unit_the_snapshot_no_longer_proves",
           test_reset_in_place_refuses_a_unit_the_snapshot_no_longer_proves },
+        { "without_async_wp_every_unit_counts_as_written",
+          test_without_async_wp_every_unit_counts_as_written },
         { "child_snapshot_stores_only_written_units_and_restores_them",
           test_child_snapshot_stores_only_written_units_and_restores_them },
         { "cli_reset_loop_checks_every_round_against_the_snapshot",

@@ -123,6 +123,14 @@ struct sl_backend_ops {
      * mapping).  0 or -errno.
      */
     int (*drop)(const sl_mem *m, const sl_range *runs, size_t n);
+    /**
+     * Overwrite [@off, +@len), present and mapped, with @src (an in-place
+     * reset): the cheapest way that neither faults a registered view nor
+     * lifts its write protection (anon: our own mapping, whose written
+     * pages are writable; shmem: pwrite into the file; hugetlbfs: the
+     * alias).  0 or -errno.
+     */
+    int (*rewrite)(const sl_mem *m, uint64_t off, const uint8_t *src, uint64_t len);
     /** Undo map (only for owned memory). */
     void (*release)(sl_mem *m);
 };

@@ -286,6 +286,19 @@ static int file_drop(const sl_mem *m, const sl_range *runs, size_t n)
     return 0;
 }
 
+/* shmem: into the page cache with pwrite (no fault of the alias per page). */
+static int pwrite_rewrite(const sl_mem *m, uint64_t off, const uint8_t *src, uint64_t len)
+{
+    return sl_pwrite_full(m->fd, src, len, m->offset + off);
+}
+
+/* hugetlbfs (no write()): through the alias, whose pages the fill mapped. */
+static int alias_rewrite(const sl_mem *m, uint64_t off, const uint8_t *src, uint64_t len)
+{
+    memcpy(m->alias + off, src, len);
+    return 0;
+}
+
 static void file_release(sl_mem *m)
 {
     if (m->host) {
@@ -315,6 +328,7 @@ const sl_backend_ops sl_backend_shmem = {
     .bounce = true,
     .stage = bounce_stage,
     .place = shmem_place,
+    .rewrite = pwrite_rewrite,
     FILE_OPS,
 };
 
@@ -327,5 +341,6 @@ const sl_backend_ops sl_backend_hugetlbfs = {
     .prefault = hugetlbfs_prefault,
     .stage = alias_stage,
     .place = alias_place,
+    .rewrite = alias_rewrite,
     FILE_OPS,
 };

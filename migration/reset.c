@@ -251,22 +251,18 @@ static bool map_still_valid(const sl_restore *r)
     return fstat(r->snap->fd, &st) == 0 && (uint64_t)st.st_size >= r->snap_map_len;
 }
 
-/* Snapshot pages [p0, p0+n) of @reg into @dst from the mapping, checked; 0 or -errno. */
-static int copy_pages(sl_restore *r, const sl_region *reg, uint64_t p0, uint64_t n,
-                      uint8_t *dst)
+#define ZERO_BYTES (1u << 20) /* zero pages are rewritten from this many zeros at a time */
+
+/* The mapped snapshot's pages [p0, p0+n) of @reg hold their checksums (or no check is asked). */
+static int mapped_pages_verify(sl_restore *r, const sl_region *reg, uint64_t p0, uint64_t n)
 {
     const sl_block *b = reg->blk;
-    const uint64_t ps = b->page_size;
     int ret = r->cfg.no_checksum ? 0 : sl_csums_get(r->snap, b, p0, n);
 
-    for (uint64_t p = p0; p < p0 + n && ret == 0; p++) {
-        uint8_t *d = dst + (p - p0) * ps;
-        if (!sl_bit_test(b->bitmap, p)) {
-            memset(d, 0, ps);
-            continue;
-        }
-        memcpy(d, r->snap_map + b->pages_offset + p * ps, ps);
-        if (!r->cfg.no_checksum && sl_hash(d, ps) != b->csums[p]) {
+    for (uint64_t p = p0; p < p0 + n && ret == 0 && !r->cfg.no_checksum; p++) {
+        if (sl_bit_test(b->bitmap, p) &&
+            sl_hash(r->snap_map + b->pages_offset + p * b->page_size, b->page_size) !=
+                b->csums[p]) {
             ret = -EBADMSG;
         }
     }
@@ -274,26 +270,54 @@ static int copy_pages(sl_restore *r, const sl_region *reg, uint64_t p0, uint64_t
 }
 
 /*
+ * Snapshot pages [p0, p0+n) of @reg over its memory (ops->rewrite), from
+ * the mapping, checked first: runs of stored pages straight from it, zero
+ * pages from @zeros (ZERO_BYTES of zeros).  0 or -errno.
+ */
+static int rewrite_mapped(sl_restore *r, const sl_region *reg, uint64_t p0, uint64_t n,
+                          const uint8_t *zeros)
+{
+    const sl_block *b = reg->blk;
+    const uint64_t ps = b->page_size;
+    int ret = mapped_pages_verify(r, reg, p0, n);
+
+    for (uint64_t p = p0; p < p0 + n && ret == 0;) {
+        bool present = sl_bit_test(b->bitmap, p);
+        uint64_t k = 1;
+        while (p + k < p0 + n && sl_bit_test(b->bitmap, p + k) == present &&
+               (present || (k + 1) * ps <= ZERO_BYTES)) {
+            k++;
+        }
+        ret = reg->mem.ops->rewrite(&reg->mem, p * ps,
+                                    present ? r->snap_map + b->pages_offset + p * ps : zeros,
+                                    k * ps);
+        p += k;
+    }
+    return ret;
+}
+
+/*
  * config.reset_in_place: the snapshot's bytes of each written run, checked,
- * straight into memory that is already there and writable (a shared
- * file's page cache through the alias, else our own mapping, where those
- * pages were written: no fault).  A run that cannot be read or fails its
- * check is left in @failed, for the dropping path (which refuses it
- * properly).
+ * over memory that is already there (ops->rewrite: our own mapping's
+ * written, writable pages, or a shared file's page cache); without the
+ * mapping, read into the alias or our mapping.  A run that cannot be read
+ * or fails its check is left in @failed, for the dropping path (which
+ * refuses it properly).
  */
 static void rewrite_units(sl_restore *r, GArray *units, GArray *failed)
 {
     const uint8_t *map = snapshot_map(r);
     bool mapped = map && map_still_valid(r);
+    g_autofree uint8_t *zeros = mapped ? g_malloc0(ZERO_BYTES) : NULL;
 
     for (guint i = 0; i < units->len; i++) {
         const sl_run *run = &g_array_index(units, sl_run, i);
         sl_region *reg = g_ptr_array_index(r->regions, run->region);
         uint8_t *base = reg->mem.alias ? reg->mem.alias : reg->mem.host;
         uint64_t p0 = run->unit * reg->ratio, np = run->n * reg->ratio;
-        uint8_t *dst = base + run->unit * reg->unit;
-        int ret = mapped ? copy_pages(r, reg, p0, np, dst)
-                         : sl_snapshot_read_pages(r->snap, reg->block, p0, np, dst,
+        int ret = mapped ? rewrite_mapped(r, reg, p0, np, zeros)
+                         : sl_snapshot_read_pages(r->snap, reg->block, p0, np,
+                                                  base + run->unit * reg->unit,
                                                   !r->cfg.no_checksum);
         /* Relaxed: a statistic. */
         atomic_fetch_add_explicit(&r->c.bytes_read, ret == 0 ? run->n * reg->unit : 0,

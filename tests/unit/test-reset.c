@@ -184,10 +184,12 @@ static bool *begin_rounds(fixture *f)
  * and once complete again every byte is the snapshot's, each unit placed
  * once in the round.
  */
-static void reset_rounds(fixture *f)
+/* Returns how many rounds wrote something. */
+static unsigned reset_rounds(fixture *f)
 {
     g_autoptr(GRand) rng = g_rand_new_with_seed(0x5e7);
     g_autofree bool *hit = begin_rounds(f);
+    unsigned wrote = 0;
 
     for (unsigned round = 0; round < ROUNDS; round++) {
         g_autoptr(GError) err = NULL;
@@ -210,7 +212,9 @@ static void reset_rounds(fixture *f)
         }
         expect_complete_once(f, when);
         assert_int_equal(wrong_pages(f), 0);
+        wrote += written != 0;
     }
+    return wrote;
 }
 
 static void test_reset_drops_exactly_the_written_units_and_restores_every_byte(void **state)
@@ -218,10 +222,11 @@ static void test_reset_drops_exactly_the_written_units_and_restores_every_byte(v
     fixture *f = *state;
     sl_stats st = { .size = sizeof(st) };
 
-    reset_rounds(f);
+    unsigned wrote = reset_rounds(f);
+
     sl_restore_get_stats(f->r, &st);
     assert_int_equal(st.write_tracking, SL_TRACK_ASYNC_WP);
-    assert_int_equal(st.resets, ROUNDS - 1); /* one round wrote nothing */
+    assert_int_equal(st.resets, wrote); /* a round that wrote nothing is no reset */
 }
 
 /*
@@ -255,7 +260,7 @@ static void test_reset_in_place_rewrites_exactly_the_written_units_before_return
     fixture *f = *state;
 
     f->in_place = true;
-    reset_rounds(f);
+    (void)reset_rounds(f);
 }
 
 /*

@@ -52,6 +52,7 @@ typedef struct {
     uint64_t page_size;  /* the backend's placement granule */
     bool owned;          /* created by sl_mem_map: release unmaps/closes it */
     bool own_fd;         /* fd was opened/duped by us */
+    bool keep;           /* config.keep_memory: prepare leaves the file's pages alone */
 } sl_mem;
 
 /*

@@ -100,7 +100,8 @@ static bool hugetlbfs_map(sl_mem *m, uint64_t length, uint64_t hugepage, GError 
 }
 
 /* Checks the file's filesystem, fixes the page size, maps the alias and
- * punches out old contents so every page faults once. */
+ * punches out old contents so every page faults once (unless the file is
+ * reused: m->keep). */
 static bool prepare_file(sl_mem *m, unsigned long magic, const char *fsname, GError **errp)
 {
     struct statfs sfs;
@@ -133,8 +134,13 @@ static bool prepare_file(sl_mem *m, unsigned long magic, const char *fsname, GEr
         return fail_io(errp, "mmap of the fill alias", errno);
     }
     m->alias = alias;
-    if (fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)m->offset,
-                  (off_t)m->length) < 0) {
+    /* A reused file: our own mapping forgets its pages (the file keeps them),
+     * so each is mapped again only once checked. */
+    if (m->keep && m->host && madvise(m->host, m->length, MADV_DONTNEED) < 0) {
+        return fail_io(errp, "dropping our mapping of the reused memory file", errno);
+    }
+    if (!m->keep && fallocate(m->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                              (off_t)m->offset, (off_t)m->length) < 0) {
         return fail_io(errp, "emptying the memory file (punch hole)", errno);
     }
     return true;

@@ -423,6 +423,56 @@ static void publish_zeros(sl_restore *r, sl_region *reg, uint64_t u, uint64_t n,
     units_done(r, n);
 }
 
+#define CHECK_BYTES (1u << 20) /* a reused file is read and hashed this much at a time */
+
+static bool all_zero(const uint8_t *p, uint64_t len)
+{
+    return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
+}
+
+/*
+ * config.keep_memory: whether the reused file already holds unit @u (proven)
+ * as the snapshot has it: each stored page with its checksum, each zero
+ * page zero.  Read with pread (neither faults nor plants a page; a hole
+ * reads as zeros) into @check (CHECK_BYTES), a slice at a time.
+ */
+static bool unit_kept(sl_restore *r, const sl_region *reg, uint64_t u, uint8_t *check)
+{
+    const sl_block *b = reg->blk;
+    const uint64_t ps = b->page_size, per = MAX(1, CHECK_BYTES / ps);
+    uint64_t t0 = sl_now_ns();
+    bool same = true;
+
+    for (uint64_t p = u * reg->ratio; p < (u + 1) * reg->ratio && same; p += per) {
+        uint64_t n = MIN(per, (u + 1) * reg->ratio - p);
+        same = sl_pread_full(reg->mem.fd, check, n * ps, reg->mem.offset + p * ps) == 0;
+        for (uint64_t k = 0; k < n && same; k++) {
+            const uint8_t *pg = check + k * ps;
+            same = sl_bit_test(b->bitmap, p + k) ? sl_hash(pg, ps) == b->csums[p + k]
+                                                 : all_zero(pg, ps);
+        }
+    }
+    add(&r->c.checksum_ns, sl_now_ns() - t0);
+    return same;
+}
+
+/*
+ * Units [u, u+n), claimed, that the reused file already holds: published
+ * without a placement and mapped into every view (CONTINUE of the page
+ * cache; a hole, for a zero unit, gets zeros there as show does).
+ */
+static int commit_kept(sl_restore *r, sl_region *reg, uint64_t u, uint64_t n, int who)
+{
+    int ret;
+
+    account(r, reg, u, n, who);
+    add(&r->c.pages_kept, n);
+    sl_pagemap_publish(reg->map, u, n);
+    ret = show_everywhere(r, reg, NULL, u, n);
+    units_done(r, n);
+    return ret;
+}
+
 /*
  * Units [u, u+n) of @reg are proven (csums.c): the bitmap bits that say
  * which of their pages are zero, and the checksums that will check the
@@ -552,7 +602,7 @@ static int fill_split(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
  * a large one split with @assist when there is one).
  */
 static int serve_unit(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint8_t *bounce,
-                      int fd, sl_assist *assist)
+                      uint8_t *check, int fd, sl_assist *assist)
 {
     uint8_t *dst;
 
@@ -562,7 +612,12 @@ static int serve_unit(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
         sl_pagemap_unclaim(reg->map, u, 1);
         return ret;
     }
-    if (!unit_has_data(reg, u)) {
+    if (reg->mem.keep && unit_kept(r, reg, u, check)) {
+        return commit_kept(r, reg, u, 1, BY_FAULT);
+    }
+    /* A reused file's zero unit may hold stale bytes: zeros go through the
+     * data path there (fallocate would leave the stale page in place). */
+    if (!reg->mem.keep && !unit_has_data(reg, u)) {
         return commit_run(r, reg, v, u, 1, NULL, BY_FAULT);
     }
     dst = reg->mem.ops->stage(&reg->mem, u * reg->unit, bounce);
@@ -622,6 +677,7 @@ typedef struct {
 typedef struct {
     sl_restore *r;
     uint8_t *bounce;       /* bounce backends: one unit */
+    uint8_t *check;        /* keep_memory: CHECK_BYTES to read the reused file into */
     GArray *deferred;      /* deferred_fault */
     int fd;                /* r->fault_fd */
     sl_assist *assist;     /* reads half of each large unit; NULL: none needed */
@@ -668,7 +724,7 @@ static int serve_other(fault_ctx *fc, sl_region *reg, sl_view *v, uint64_t u, ui
         }
         if (st == SL_PAGE_ABSENT && sl_pagemap_claim(reg->map, u)) {
             /* its filler gave up */
-            return serve_unit(fc->r, reg, v, u, fc->bounce, fc->fd, fc->assist);
+            return serve_unit(fc->r, reg, v, u, fc->bounce, fc->check, fc->fd, fc->assist);
         }
         if (st >= SL_PAGE_PRESENT) {
             return show_settled(fc->r, reg, v, u, st);
@@ -708,7 +764,7 @@ static void handle_fault(fault_ctx *fc, int uffd, uint64_t addr)
     }
     u = (addr - v->base) / reg->unit;
     if (sl_pagemap_claim(reg->map, u)) {
-        ret = serve_unit(r, reg, v, u, fc->bounce, fc->fd, fc->assist);
+        ret = serve_unit(r, reg, v, u, fc->bounce, fc->check, fc->fd, fc->assist);
     } else {
         int st = sl_pagemap_state(reg->map, u);
         add(st == SL_PAGE_CLAIMED ? &r->c.faults_on_claimed : &r->c.faults_on_present, 1);
@@ -1024,6 +1080,7 @@ static gpointer fault_thread(gpointer opaque)
         return NULL;
     }
     fc.deferred = g_array_new(false, false, sizeof(deferred_fault));
+    fc.check = fc.r->cfg.keep_memory ? g_malloc(CHECK_BYTES) : NULL;
     /* Best effort: a blocked vCPU waits on this thread, so it goes first. */
     setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), FAULT_NICE);
     fc.fd = fc.r->fault_fd >= 0 ? fc.r->fault_fd : fc.r->snap->fd;
@@ -1037,6 +1094,7 @@ static gpointer fault_thread(gpointer opaque)
         collapse_own(fc.r);
     }
     free(fc.bounce);
+    g_free(fc.check);
     g_array_free(fc.deferred, true);
     return NULL;
 }
@@ -1048,6 +1106,7 @@ typedef struct {
     sl_group *g;           /* the node this loader serves */
     int who;               /* group index, | HINTED while on hinted work */
     uint8_t *buf;          /* bounce backends: one chunk of page data */
+    uint8_t *check;        /* keep_memory: CHECK_BYTES to read the reused file into */
     bool *bad;             /* per unit of the chunk: failed verification */
 } loader_ctx;
 
@@ -1115,6 +1174,34 @@ static int load_bounce(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t j, b
 }
 
 /*
+ * keep_memory: claimed units [k, m) of a reused file: runs it already
+ * holds are kept, the others filled from the snapshot.
+ */
+static int keep_or_fill(loader_ctx *lc, sl_region *reg, uint64_t k, uint64_t m)
+{
+    int ret = 0;
+
+    while (k < m && ret == 0) {
+        bool kept = unit_kept(lc->r, reg, k, lc->check);
+        uint64_t j = k + 1;
+        while (j < m && unit_kept(lc->r, reg, j, lc->check) == kept) {
+            j++;
+        }
+        if (kept) {
+            ret = commit_kept(lc->r, reg, k, j - k, lc->who);
+        } else {
+            sl_view *v = first_view(lc->r, reg);
+            ret = fill_claimed(lc->r, reg, v, k, j - k,
+                               reg->mem.ops->stage(&reg->mem, k * reg->unit, lc->buf), lc->who,
+                               lc->r->snap->fd);
+            view_exit(lc->r, v);
+        }
+        k = j;
+    }
+    return ret;
+}
+
+/*
  * In-place backends: claim up to claim_units of [u, j), then fill them
  * (staged where the backend says: its alias, or our buffer).
  */
@@ -1127,7 +1214,10 @@ static int load_in_place(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t j,
         while (m < j && m - k < reg->claim_units && sl_pagemap_claim(reg->map, m)) {
             m++;
         }
-        if (m > k && !data) {
+        if (m > k && reg->mem.keep) {
+            claimed_hook(lc->r, reg, k, m - k);
+            ret = keep_or_fill(lc, reg, k, m);
+        } else if (m > k && !data) {
             claimed_hook(lc->r, reg, k, m - k);
             publish_zeros(lc->r, reg, k, m - k, lc->who);
         } else if (m > k) {
@@ -1226,6 +1316,7 @@ static gpointer loader_thread(gpointer opaque)
     }
     note_loader_time(r, sl_now_ns() - t0);
     free(lc->buf);
+    g_free(lc->check);
     g_free(lc->bad);
     g_free(lc);
     return NULL;
@@ -1240,10 +1331,12 @@ static bool spawn_group(sl_restore *r, sl_group *g, uint64_t max_units, unsigned
         lc->r = r;
         lc->g = g;
         lc->bad = g_new0(bool, max_units);
+        lc->check = r->cfg.keep_memory ? g_malloc(CHECK_BYTES) : NULL;
         if ((r->max_bounce &&
              posix_memalign((void **)&lc->buf, 4096, MAX(SL_CHUNK_BYTES, r->max_bounce))) ||
             !(r->loaders[*slot] = g_thread_try_new("sl-loader", loader_thread, lc, errp))) {
             free(lc->buf);
+            g_free(lc->check);
             g_free(lc->bad);
             g_free(lc);
             return false;

@@ -103,7 +103,7 @@ typedef struct {
     _Atomic uint64_t checksum_ns, loader_ns_max;
     _Atomic uint64_t pages_by_node[SL_MAX_NODES];
     _Atomic uint64_t wrong_node, cpu_violations, pages_by_hint;
-    _Atomic uint64_t thp_bytes;
+    _Atomic uint64_t thp_bytes, pages_kept;
 } sl_counters;
 
 struct sl_restore {

@@ -441,6 +441,13 @@ static bool prepare_regions(sl_restore *r, GError **errp)
             g_prefix_error(errp, "block '%s': ", reg->blk->name);
             return false;
         }
+        if (r->cfg.keep_memory && !reg->mem.ops->in_place) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': keep_memory needs a "
+                        "shared memory file (shmem, hugetlbfs), not %s memory", reg->blk->name,
+                        reg->mem.ops->name);
+            return false;
+        }
+        reg->mem.keep = r->cfg.keep_memory && !r->cfg.no_checksum;
         if (!reg->mem.ops->prepare(&reg->mem, errp)) {
             g_prefix_error(errp, "block '%s': ", reg->blk->name);
             return false;
@@ -735,6 +742,7 @@ void sl_restore_get_stats(const sl_restore *r, sl_stats *out)
     s.eagain = LOAD(eagain);
     s.thp_bytes = LOAD(thp_bytes);
     s.write_tracking = r->tracking;
+    s.pages_kept = LOAD(pages_kept);
     s.resets = atomic_load_explicit(&((sl_restore *)r)->resets, memory_order_relaxed);
     s.checksum_ms = (double)LOAD(checksum_ns) / 1e6;
     s.loader_ms = (double)LOAD(loader_ns_max) / 1e6;

@@ -371,6 +371,17 @@ typedef struct {
      * sl_stats.write_tracking says which one runs.
      */
     bool track_without_wp;
+    /**
+     * Since 1.5: the shared memory files (shmem, hugetlbfs) are reused:
+     * they are not emptied, and a unit whose pages the file already holds
+     * with the snapshot's checksums (or zeros where the snapshot has a zero
+     * page) is kept and only mapped, not rewritten; any other unit is
+     * restored as usual.  For restarting a VMM from the same snapshot over
+     * the RAM file its previous run left: the restart rewrites only what
+     * that run changed (the files are read and hashed in the background).
+     * Needs checksums; anonymous memory is refused.
+     */
+    bool keep_memory;
 } sl_restore_config;
 
 /** Most consumer mappings (views) one block may have. */
@@ -420,6 +431,7 @@ typedef struct {
     /* Since 1.5: */
     uint32_t write_tracking;       /**< SL_TRACK_*: how written pages are known */
     uint64_t resets;               /**< sl_restore_reset() calls that brought units back */
+    uint64_t pages_kept;           /**< config.keep_memory: units the file already held */
 } sl_stats;
 
 /** sl_stats.write_tracking: how a restore knows the written pages.  Since 1.5. */

@@ -440,6 +440,53 @@ static void test_child_snapshot_stores_only_written_units_and_restores_them(void
     sl_snapshot_close(cs);
 }
 
+/*
+ * A restore over memory a previous restore of the same snapshot left
+ * (keep_memory: a VMM restarted over its RAM file) keeps every unit the
+ * file still holds as the snapshot has it and rewrites the others (data
+ * written, a zero unit written, a data unit zeroed): every byte right,
+ * only the changed units placed.  Anonymous memory is refused.
+ */
+static void test_restart_over_a_reused_file_rewrites_only_changed_units(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GRand) rng = g_rand_new_with_seed(0x4e5);
+    g_autoptr(GError) err = NULL;
+    sl_stats st = { .size = sizeof(st) };
+    g_autofree bool *hit = NULL;
+    sl_restore_config cfg = { .size = sizeof(cfg), .keep_memory = true };
+    uint64_t changed;
+
+    build(f, units_for(f->tc));
+    hit = g_new0(bool, f->nunits);
+    assert_true(start(f, false, false, &err));
+    assert_int_equal(sl_restore_wait(f->r, -1), 0);
+    g_clear_pointer(&f->r, sl_restore_free);
+    changed = write_some(f, rng, 0.3, hit);
+    if (!hit[1]) { /* unit 1 holds data (its first page is not a zero page): zero it */
+        memset(f->mem.host + f->unit, 0, f->unit);
+        changed++;
+    }
+    f->r = sl_restore_new(f->snap, &cfg, &err);
+    assert_non_null(f->r);
+    assert_true(sl_mem_attach(f->r, "b0", &f->mem, &err));
+    if (f->tc->kind == SL_BACKEND_ANON) {
+        assert_false(sl_restore_start(f->r, &err));
+        assert_non_null(strstr(err->message, "keep_memory needs a shared memory file"));
+        return;
+    }
+    if (!sl_restore_start(f->r, &err)) {
+        fail_msg("restart over the reused file: %s", err->message);
+    }
+    expect_complete_once(f, "restart over the reused file");
+    assert_int_equal(wrong_pages(f), 0);
+    sl_restore_get_stats(f->r, &st);
+    if (st.pages_kept + changed != f->nunits) {
+        fail_msg("%" G_GUINT64_FORMAT " units kept, %" G_GUINT64_FORMAT " changed, of %"
+                 G_GUINT64_FORMAT, st.pages_kept, changed, f->nunits);
+    }
+}
+
 /* The CLI's loop (reset-loop), both ways: every round ends with memory equal to the snapshot. */
 static void test_cli_reset_loop_checks_every_round_against_the_snapshot(void **state)
 {
@@ -488,6 +535,8 @@ int main(void)
           test_without_async_wp_every_unit_counts_as_written },
         { "child_snapshot_stores_only_written_units_and_restores_them",
           test_child_snapshot_stores_only_written_units_and_restores_them },
+        { "restart_over_a_reused_file_rewrites_only_changed_units",
+          test_restart_over_a_reused_file_rewrites_only_changed_units },
         { "cli_reset_loop_checks_every_round_against_the_snapshot",
           test_cli_reset_loop_checks_every_round_against_the_snapshot },
     };

@@ -62,6 +62,7 @@ typedef struct {
     int multifd;          /* eager load of a mapped-ram file: multifd channels */
     char **vhost_user;    /* SOCKET=COMMAND: back-ends started registered, before QEMU */
     const char *record;   /* write the guest's faulted pages, in order, there (a hot list) */
+    bool reuse_ram;       /* keep the RAM files a previous run left (config.keep_memory) */
 } qr_opts;
 
 typedef struct {
@@ -169,6 +170,15 @@ static bool fresh_files(qr *r, GError **errp)
             g_ptr_array_add(files, b);
         }
     }
+    if (r->o->reuse_ram) {
+        for (guint i = 0; i < r->backends->len; i++) {
+            sl_qemu_backend *b = g_ptr_array_index(r->backends, i);
+            if (!b->mem_path) {
+                g_ptr_array_add(files, b); /* refused there, by name */
+            }
+        }
+        return sl_qemu_reuse_files(files, errp);
+    }
     return sl_qemu_fresh_files(files, errp);
 }
 
@@ -231,7 +241,8 @@ static bool start_daemon(qr *r, GError **errp)
                              .record = r->o->record };
         d.cfg = (sl_restore_config){ .size = sizeof(d.cfg),
                                      .loader_threads = r->o->threads > 0 ? (unsigned)r->o->threads : 0,
-                                     .no_loaders = r->o->threads == 0 };
+                                     .no_loaders = r->o->threads == 0,
+                                     .keep_memory = r->o->reuse_ram };
         close(ready[0]);
         close(stats[0]);
         _exit(sl_daemon_run(&d));
@@ -952,7 +963,7 @@ int cmd_qemu_restore(int argc, char **argv)
 {
     g_autofree char *eager = NULL, *sock = NULL, *record = NULL;
     g_auto(GStrv) vhost_user = NULL;
-    gboolean json = false, verify = false, paused = false, quit = false;
+    gboolean json = false, verify = false, paused = false, quit = false, reuse = false;
     gint threads = -1, multifd = 0;
     GOptionEntry entries[] = {
         { "json", 0, 0, G_OPTION_ARG_NONE, &json, "print one JSON object", NULL },
@@ -973,6 +984,9 @@ int cmd_qemu_restore(int argc, char **argv)
           "pages the guest faulted on, in fault order, to FILE: a hot-page list for `snapload "
           "index QEMU-FILE --hot FILE` (with loaders running, only the pages they had not "
           "placed yet; --threads 0 records them all)", "FILE" },
+        { "reuse-ram", 0, 0, G_OPTION_ARG_NONE, &reuse, "restart over the RAM files a "
+          "previous run left: pages they still hold as the snapshot has them are kept "
+          "(checked against its checksums), only the others are restored", NULL },
         { "vhost-user", 0, 0, G_OPTION_ARG_STRING_ARRAY, &vhost_user, "start COMMAND, a "
           "vhost-user back-end listening on SOCKET, registered with the restore, before QEMU "
           "(ended after QEMU); repeatable", "SOCKET=COMMAND" },
@@ -994,6 +1008,9 @@ int cmd_qemu_restore(int argc, char **argv)
                    &argc, &argv)) {
         return 2;
     }
+    if (reuse && eager) {
+        return cli_fail("--reuse-ram restores lazily: not with --eager");
+    }
     if (record && eager) {
         return cli_fail("--record records a lazy restore's faults: not with --eager");
     }
@@ -1004,6 +1021,6 @@ int cmd_qemu_restore(int argc, char **argv)
     o = (qr_opts){ .snap = argv[1], .qemu_argv = o.qemu_argv, .eager = eager, .json = json,
                    .verify = verify, .paused = paused, .quit_when_done = quit, .threads = threads,
                    .socket = sock, .multifd = multifd, .vhost_user = vhost_user,
-                   .record = record };
+                   .record = record, .reuse_ram = reuse };
     return run(&o);
 }

@@ -594,6 +594,7 @@ static void write_stats(const server *d, const sl_stats *st)
     json_u64(&j, "pages_by_fault", st->pages_by_fault);
     json_u64(&j, "pages_by_loader", st->pages_by_loader);
     json_u64(&j, "zero_pages", st->zero_pages);
+    json_u64(&j, "pages_kept", st->pages_kept);
     json_u64(&j, "pages_placed_twice", st->pages_placed_twice);
     json_u64(&j, "pages_never_placed", st->pages_never_placed);
     json_u64(&j, "checksum_failures", st->checksum_failures);

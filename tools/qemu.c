@@ -332,3 +332,32 @@ bool sl_qemu_fresh_files(GPtrArray *backends, GError **errp)
     }
     return true;
 }
+
+/* @b's file can be reused: a regular file of its size, where a fresh one would go. */
+static bool reusable(const sl_qemu_backend *b)
+{
+    struct stat st;
+    uint64_t hugepage;
+
+    return b->mem_path && b->share && stat(b->mem_path, &st) == 0 && S_ISREG(st.st_mode) &&
+           (uint64_t)st.st_size == b->size && backend_fs(b, &hugepage, NULL);
+}
+
+bool sl_qemu_reuse_files(GPtrArray *backends, GError **errp)
+{
+    g_autoptr(GPtrArray) fresh = g_ptr_array_new();
+
+    for (guint i = 0; i < backends->len; i++) {
+        sl_qemu_backend *b = g_ptr_array_index(backends, i);
+        if (!b->mem_path) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "--reuse-ram: block '%s' is "
+                        "anonymous memory, which a restarted QEMU gets afresh: use a "
+                        "memory-backend-file on /dev/shm or hugetlbfs", b->id);
+            return false;
+        }
+        if (!reusable(b)) {
+            g_ptr_array_add(fresh, b);
+        }
+    }
+    return sl_qemu_fresh_files(fresh, errp);
+}

@@ -48,4 +48,13 @@ GPtrArray *sl_qemu_qmp_backends(sl_qmp *q, GError **errp);
  */
 bool sl_qemu_fresh_files(GPtrArray *backends, GError **errp);
 
+/**
+ * sl_qemu_reuse_files: keep the memory file of every backend in @backends
+ * that a previous run left (a regular file of its size on tmpfs or
+ * hugetlbfs), as sl_qemu_fresh_files() makes the others; anonymous RAM is
+ * refused.  The restore then keeps what the files still hold of the
+ * snapshot (config.keep_memory).
+ */
+bool sl_qemu_reuse_files(GPtrArray *backends, GError **errp);
+
 #endif /* SNAPLOAD_QEMU_H */

@@ -284,6 +284,87 @@ static void test_qemu_save_during_a_restore_stores_every_page(void **state)
     child_free(&r);
 }
 
+#define RESTARTS 20
+
+/* One restart over the reused RAM file: memory equals the snapshot before
+ * cont, the walker runs a clean pass; returns qemu-restore's JSON. */
+static JsonObject *restart_once(fixture *f, unsigned i)
+{
+    g_autofree char *serial = NULL, *qmp = NULL, *qt = NULL, *out = NULL, *errs = NULL;
+    g_autofree char *sname = g_strdup_printf("restart-%u.serial", i);
+    int lq, lt, tfd, st;
+    sl_qmp *q;
+    child r;
+
+    serial = path_in(f, sname);
+    qmp = path_in(f, "restart.qmp");
+    qt = path_in(f, "restart.qtest");
+    lq = listen_at(qmp);
+    lt = listen_at(qt);
+    r = start_restore(f, (const char *[]){ "--paused", "--json", "--reuse-ram", NULL }, serial,
+                      qmp, qt);
+    q = accept_qmp(lq, &r);
+    tfd = accept4(lt, NULL, NULL, SOCK_CLOEXEC);
+    assert_true(tfd >= 0);
+    wait_paused(q);
+    assert_int_equal(qtest_compare(f, tfd), 0);
+    assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
+    wait_walker(serial, f->saved_pass + 1, 0); /* its own checks, on pages it also writes */
+    sl_qmp_ok(q, "quit", NULL, NULL);
+    sl_qmp_close(q);
+    st = reap(&r, 60000);
+    out = slurp(r.out);
+    errs = slurp(r.err);
+    if (!g_spawn_check_wait_status(st, NULL)) {
+        fail_msg("restart %u: qemu-restore --reuse-ram failed: %s", i, errs);
+    }
+    close(tfd);
+    close(lq);
+    close(lt);
+    unlink(qmp);
+    unlink(qt);
+    unlink(serial);
+    child_free(&r);
+    return parse_json(out);
+}
+
+/*
+ * A fuzzing loop's restarts: QEMU restored RESTARTS times in a row from
+ * the same snapshot over the RAM file the previous run left (the walker
+ * wrote it each time): every restart's memory equals the snapshot before
+ * the guest runs and the walker's pass is clean; after the first, most
+ * pages are kept, and each restart's cost is printed.
+ */
+static void test_restarts_over_the_reused_ram_file_run_clean(void **state)
+{
+    fixture *f = *state;
+
+    need(f);
+    boot_and_save(f);
+    for (unsigned i = 0; i < RESTARTS; i++) {
+        g_autoptr(JsonObject) res = restart_once(f, i);
+        JsonObject *rs = json_object_get_object_member(res, "restore");
+        uint64_t kept = (uint64_t)json_object_get_int_member(rs, "pages_kept");
+        uint64_t pages = (uint64_t)json_object_get_int_member(rs, "pages");
+        uint64_t placed = (uint64_t)(json_object_get_int_member(rs, "pages_by_fault") +
+                                     json_object_get_int_member(rs, "pages_by_loader"));
+
+        assert_int_equal(json_object_get_int_member(rs, "pages_placed_twice"), 0);
+        assert_int_equal(json_object_get_int_member(rs, "checksum_failures"), 0);
+        print_message("# restart %u: QEMU started to monitor %.1f ms, device state %.1f ms, "
+                      "every page in place %.1f ms; %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
+                      " pages kept, %" G_GUINT64_FORMAT " rewritten\n", i,
+                      json_object_get_double_member(res, "qemu_start_ms"),
+                      json_object_get_double_member(res, "device_state_ms"),
+                      json_object_get_double_member(res, "time_to_complete_ms"), kept, pages,
+                      placed - kept);
+        if (i > 0 && kept < pages / 4) { /* the walker rewrites about half its RAM a pass */
+            fail_msg("restart %u kept only %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
+                     " pages", i, kept, pages);
+        }
+    }
+}
+
 /* ------------------------- refused before QEMU starts -------------------- */
 
 typedef struct {
@@ -364,7 +445,7 @@ static void test_qemu_restore_refuses_bad_backends_before_starting(void **state)
 
 int main(void)
 {
-    struct CMUnitTest tests[3 * G_N_ELEMENTS(kinds) + 2];
+    struct CMUnitTest tests[4 * G_N_ELEMENTS(kinds) + 2];
     unsigned n = 0;
 
     for (unsigned k = 0; k < G_N_ELEMENTS(kinds); k++) {
@@ -373,6 +454,9 @@ int main(void)
                                           kinds[k].name);
         tests[n] = (struct CMUnitTest)CASE(test_qemu_save_during_a_restore_stores_every_page, k);
         tests[n++].name = g_strdup_printf("%s/qemu_save_during_a_restore_stores_every_page",
+                                          kinds[k].name);
+        tests[n] = (struct CMUnitTest)CASE(test_restarts_over_the_reused_ram_file_run_clean, k);
+        tests[n++].name = g_strdup_printf("%s/restarts_over_the_reused_ram_file_run_clean",
                                           kinds[k].name);
         tests[n] = (struct CMUnitTest)CASE(test_daemon_death_ends_qemu_before_any_wrong_page, k);
         tests[n++].name = g_strdup_printf("%s/daemon_death_ends_qemu_before_any_wrong_page",

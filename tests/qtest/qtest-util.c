@@ -327,6 +327,18 @@ void boot_and_save(fixture *f)
 }
 
 /* `snapload qemu-restore` of the saved guest, with more options in @opts. */
+int quit_and_reap(sl_qmp *q, child *r, char **out, char **errs)
+{
+    int st;
+
+    sl_qmp_ok(q, "quit", NULL, NULL);
+    sl_qmp_close(q);
+    st = reap(r, 60000);
+    *out = slurp(r->out);
+    *errs = slurp(r->err);
+    return st;
+}
+
 child start_restore(const fixture *f, const char *const *opts, const char *serial,
                            const char *qmp, const char *qtest)
 {

@@ -123,6 +123,13 @@ void need(fixture *f);
  * (qemu-save --format f->save_format). */
 void boot_and_save(fixture *f);
 
+/*
+ * Quits QEMU over @q (closed), waits for qemu-restore @r (60 s) and reads
+ * its stdout and stderr into *@out and *@errs (caller frees); returns its
+ * wait status.
+ */
+int quit_and_reap(sl_qmp *q, child *r, char **out, char **errs);
+
 /* `snapload qemu-restore` of the saved guest, with more options in @opts. */
 child start_restore(const fixture *f, const char *const *opts, const char *serial,
                            const char *qmp, const char *qtest);

@@ -218,11 +218,7 @@ static void restore_linux(fixture *f, const snap *s, const char *tag, const char
     } else if (flip) {
         lg_flip_and_see_it_reported(rfd, in, serial, h.ws, tag);
     }
-    sl_qmp_ok(q, "quit", NULL, NULL);
-    sl_qmp_close(q);
-    st = reap(&r, 60000);
-    out = slurp(r.out);
-    errs = slurp(r.err);
+    st = quit_and_reap(q, &r, &out, &errs);
     if (!g_spawn_check_wait_status(st, NULL)) {
         fail_msg("%s: qemu-restore failed: %s", tag, errs);
     }

@@ -61,11 +61,7 @@ static void restore_lazily_and_run_on(fixture *f, const char *block)
     q = accept_qmp(lq, &r);
     wait_walker(serial, f->saved_pass + 2, 0);
     wait_for_text(r.out, "\"mode\""); /* its report: every page is in place */
-    sl_qmp_ok(q, "quit", NULL, NULL);
-    sl_qmp_close(q);
-    st = reap(&r, 60000);
-    out = slurp(r.out);
-    errs = slurp(r.err);
+    st = quit_and_reap(q, &r, &out, &errs);
     if (!g_spawn_check_wait_status(st, NULL)) {
         fail_msg("qemu-restore failed: %s", errs);
     }

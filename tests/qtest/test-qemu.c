@@ -75,11 +75,7 @@ static void test_lazy_restore_matches_snapshot_and_guest_runs_on(void **state)
     assert_int_equal(qtest_compare(f, tfd), 0);
     assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
     wait_walker(serial, f->saved_pass + 2, 0);
-    sl_qmp_ok(q, "quit", NULL, NULL);
-    sl_qmp_close(q);
-    st = reap(&r, 60000);
-    out = slurp(r.out);
-    errs = slurp(r.err);
+    st = quit_and_reap(q, &r, &out, &errs);
     if (!g_spawn_check_wait_status(st, NULL)) {
         fail_msg("qemu-restore failed: %s", errs);
     }
@@ -310,11 +306,7 @@ static JsonObject *restart_once(fixture *f, unsigned i)
     assert_int_equal(qtest_compare(f, tfd), 0);
     assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
     wait_walker(serial, f->saved_pass + 1, 0); /* its own checks, on pages it also writes */
-    sl_qmp_ok(q, "quit", NULL, NULL);
-    sl_qmp_close(q);
-    st = reap(&r, 60000);
-    out = slurp(r.out);
-    errs = slurp(r.err);
+    st = quit_and_reap(q, &r, &out, &errs);
     if (!g_spawn_check_wait_status(st, NULL)) {
         fail_msg("restart %u: qemu-restore --reuse-ram failed: %s", i, errs);
     }

@@ -34,6 +34,7 @@ typedef struct {
     bool interleave, no_hot, no_prefault;
     bool random, verify, compare_eager, json, no_checksum, cold;
     bool eager_no_checksum;        /* --eager-no-checksum: a plain pread load */
+    bool track;                    /* --track-writes: config.track_writes */
 } opts;
 
 /* Times are in ms from the command's origin: just before the snapshot is opened. */
@@ -91,7 +92,7 @@ static bool start_lazy(const opts *o, sl_snapshot *s, sl_mem *mems, sl_restore *
                               .no_loaders = o->threads == 0, .no_checksum = o->no_checksum,
                               .numa_topology = o->topology, .interleave = o->interleave,
                               .no_hot_list = o->no_hot, .record = o->record != NULL,
-                              .no_prefault = o->no_prefault };
+                              .no_prefault = o->no_prefault, .track_writes = o->track };
     sl_block_info bi;
 
     *rp = sl_restore_new(s, &cfg, errp);
@@ -436,6 +437,7 @@ static char *results_json(const opts *o, const results *r)
         json_str(&j, "error", r->error);
     }
     json_str(&j, "backend", sl_backend_get(o->kind)->name);
+    json_bool(&j, "track_writes", o->track);
     json_u64(&j, "loader_threads", s->threads_by_node[0]);
     json_int(&j, "touch_threads", o->touch_threads);
     json_double(&j, "time_to_ready_ms", r->ready_ms);
@@ -592,6 +594,7 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
     g_autofree char *backend = NULL, *access = NULL, *hps = NULL;
     gboolean verify = false, eager = false, json = false, nocs = false, cold = false;
     gboolean interleave = false, nohot = false, eager_nocs = false, noprefault = false;
+    gboolean track = false;
     GOptionEntry entries[] = {
         { "backend", 0, 0, G_OPTION_ARG_STRING, &backend, "memory backend: anon|shmem|hugetlbfs", "KIND" },
         { "hugepage-size", 0, 0, G_OPTION_ARG_STRING, &hps, "hugetlbfs page size: 2M|1G (default: host default)", "SIZE" },
@@ -611,6 +614,8 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
         { "eager-threads", 0, 0, G_OPTION_ARG_INT, &o->eager_threads, "threads of the eager load (default 1)", "N" },
         { "eager-no-checksum", 0, 0, G_OPTION_ARG_NONE, &eager_nocs, "the eager load skips checksums (a plain pread load)", NULL },
         { "no-checksum", 0, 0, G_OPTION_ARG_NONE, &nocs, "trust the file: skip checksums", NULL },
+        { "track-writes", 0, 0, G_OPTION_ARG_NONE, &track, "track the pages written (as for "
+          "resets and incremental snapshots), to measure what that costs", NULL },
         { "cold", 0, 0, G_OPTION_ARG_NONE, &cold, "drop the file's page cache before each load", NULL },
         { "json", 0, 0, G_OPTION_ARG_NONE, &json, "print one JSON object", NULL },
         { "timeline", 0, 0, G_OPTION_ARG_FILENAME, &o->timeline, "write bytes in place over time "
@@ -676,6 +681,7 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
     o->interleave = interleave;
     o->no_hot = nohot;
     o->no_prefault = noprefault;
+    o->track = track;
     return true;
 }
 

@@ -25,8 +25,8 @@
  * completion.  A restore that tracks writes (config.track_writes) keeps its
  * views registered and the fault thread serving instead, until it is
  * stopped: a reset (reset.c) makes units absent again, and the loaders,
- * started again, and the faults bring them back.  A unit whose data does not match its checksum is never
- * placed: it is discarded and poisoned (SIGBUS on access) where the kernel
+ * started again, and the faults bring them back.  A unit whose data does
+ * not match its checksum is never placed: it is discarded and poisoned (SIGBUS on access) where the kernel
  * allows; the restore then ends with -EBADMSG and keeps the views
  * registered, serving poison, until it is stopped.
  */
@@ -861,6 +861,13 @@ static void clear_busy(sl_restore *r)
     }
 }
 
+/* Every view unregistered and no view joins any more; caller holds views_lock. */
+static void let_views_go(sl_restore *r)
+{
+    unregister_all(r);
+    r->views_closed = true;
+}
+
 /*
  * Every unit of generation @gen is settled.  Returns true if the fault
  * thread may exit: not while a refused page must keep trapping, nor while
@@ -875,8 +882,7 @@ static bool finish(sl_restore *r, uint64_t gen)
 
     g_mutex_lock(&r->views_lock); /* no view joins between unregistering and the status */
     if (final == 0 && !track) {
-        unregister_all(r);
-        r->views_closed = true;
+        let_views_go(r);
     }
     if (final == 0) {
         clear_busy(r); /* every page is in place: saves may read the files */
@@ -894,8 +900,7 @@ static bool finish(sl_restore *r, uint64_t gen)
 static void release_tracked(sl_restore *r)
 {
     g_mutex_lock(&r->views_lock);
-    unregister_all(r);
-    r->views_closed = true;
+    let_views_go(r);
     g_mutex_unlock(&r->views_lock);
 }
 
@@ -1181,10 +1186,12 @@ static int keep_or_fill(loader_ctx *lc, sl_region *reg, uint64_t k, uint64_t m)
 {
     int ret = 0;
 
+    bool kept = k < m && unit_kept(lc->r, reg, k, lc->check), next = kept;
+
     while (k < m && ret == 0) {
-        bool kept = unit_kept(lc->r, reg, k, lc->check);
         uint64_t j = k + 1;
-        while (j < m && unit_kept(lc->r, reg, j, lc->check) == kept) {
+        /* Each unit is read and hashed once: the one ending a run starts the next. */
+        while (j < m && (next = unit_kept(lc->r, reg, j, lc->check)) == kept) {
             j++;
         }
         if (kept) {
@@ -1197,6 +1204,7 @@ static int keep_or_fill(loader_ctx *lc, sl_region *reg, uint64_t k, uint64_t m)
             view_exit(lc->r, v);
         }
         k = j;
+        kept = next;
     }
     return ret;
 }

@@ -97,6 +97,7 @@ int main(void)
                 .test_func = test_peer_strategy_restores_every_byte,
                 .initial_state = c,
             };
+            sl_test_skip_if_absent(&tests[b * NS + s], backends[b].cap, backends[b].hugepage);
         }
     }
     int failed = _cmocka_run_group_tests("peers", tests, NB * NS, NULL, NULL);

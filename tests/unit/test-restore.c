@@ -2036,6 +2036,7 @@ int main(void)
                 .teardown_func = fixture_teardown,
                 .initial_state = (void *)&backend_cases[b],
             };
+            sl_test_skip_if_absent(&tests[n - 1], backend_cases[b].cap, backend_cases[b].hugepage);
         }
     }
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(

@@ -17,6 +17,7 @@ typedef struct {
     uint64_t hugepage;   /* 0: 4 KiB pages */
     const char *cap;
 } track_case;
+G_STATIC_ASSERT(offsetof(track_case, cap) == offsetof(sl_test_case, cap)); /* begins like it */
 
 static const track_case cases[] = {
     { "anon", SL_BACKEND_ANON, 0, "uffd" },

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <glib/gstdio.h>
 #include "testutil.h"
+#include "backends/backend.h"
 #include "migration/restore-int.h"
 #include "migration/uffd.h"
 
@@ -23,6 +24,36 @@ bool sl_test_required(const char *cap)
         }
     }
     return false;
+}
+
+#define MAX_ABSENT 256
+
+/* Why a case cannot run here; kept for the suite's life (reachable, not leaked). */
+typedef struct {
+    const char *cap;
+    char why[200];
+} absent_case;
+
+static void skip_absent(void **state)
+{
+    const absent_case *a = *state;
+
+    SL_TEST_NEED(a->cap, false, a->why);
+}
+
+void sl_test_skip_if_absent(struct CMUnitTest *t, const char *cap, uint64_t hugepage)
+{
+    static absent_case absent[MAX_ABSENT];
+    static unsigned nabsent;
+    g_autoptr(GError) err = NULL;
+
+    if (!hugepage || nabsent == MAX_ABSENT || sl_hugetlb_check(hugepage, 1, &err)) {
+        return;
+    }
+    absent[nabsent].cap = cap;
+    g_strlcpy(absent[nabsent].why, err->message, sizeof(absent[nabsent].why));
+    *t = (struct CMUnitTest){ .name = t->name, .test_func = skip_absent,
+                              .initial_state = &absent[nabsent++] };
 }
 
 bool sl_test_withheld(const char *cap)
@@ -195,11 +226,13 @@ int sl_test_run_matrix(const char *group, const void *cases, size_t ncases, size
     for (size_t c = 0; c < ncases; c++) {
         const void *tc = (const uint8_t *)cases + c * case_size;
         for (size_t i = 0; i < nfeatures; i++, n++) {
+            const sl_test_case *head = tc; /* the members every case begins with */
             tests[n] = (struct CMUnitTest){
-                .name = g_strdup_printf("%s/%s", *(const char *const *)tc, features[i].name),
+                .name = g_strdup_printf("%s/%s", head->name, features[i].name),
                 .test_func = features[i].fn, .setup_func = setup, .teardown_func = teardown,
                 .initial_state = (void *)tc,
             };
+            sl_test_skip_if_absent(&tests[n], head->cap, head->hugepage);
         }
     }
     if (g_getenv("SL_TEST_FILTER")) {

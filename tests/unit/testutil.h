@@ -43,6 +43,15 @@ bool sl_test_have_uffd(char **why);
         }                                                                        \
     } while (0)
 
+/**
+ * When hugepages of @hugepage bytes (0: none needed) cannot be had here at
+ * all (no mount or pool of that size, or not one page free), makes @t a
+ * test that only says so and skips (fails, if @cap is required), before
+ * any of its code runs: a skip from inside a test body would leak what the
+ * body had allocated (LeakSanitizer fails the suite).
+ */
+void sl_test_skip_if_absent(struct CMUnitTest *t, const char *cap, uint64_t hugepage);
+
 /** A fresh temporary directory (removed by sl_test_rmdir). */
 char *sl_test_tmpdir(void);
 
@@ -88,11 +97,21 @@ typedef struct {
     CMUnitTestFunction fn;
 } sl_test_feature;
 
+/* The members every case of sl_test_run_matrix() begins with, in this order. */
+typedef struct {
+    const char *name;
+    sl_backend_kind kind;
+    uint64_t hugepage;   /* 0: 4 KiB pages */
+    const char *cap;     /* capability name for SNAPLOAD_REQUIRE */
+} sl_test_case;
+
 /**
  * Runs every one of @nfeatures @features on every one of @ncases cases
- * (@case_size bytes each from @cases, each starting with its name, a
- * const char *), as tests named CASE/FEATURE whose initial state is the
+ * (@case_size bytes each from @cases, each beginning with the members of
+ * sl_test_case), as tests named CASE/FEATURE whose initial state is the
  * case, with @setup and @teardown; SL_TEST_FILTER (a glob) picks some.
+ * The cases of a hugepage size this host cannot give only skip
+ * (sl_test_skip_if_absent()).
  * Returns cmocka's count of failed tests.
  */
 int sl_test_run_matrix(const char *group, const void *cases, size_t ncases, size_t case_size,

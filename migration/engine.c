@@ -440,9 +440,14 @@ static bool unit_kept(sl_restore *r, const sl_region *reg, uint64_t u, uint8_t *
 {
     const sl_block *b = reg->blk;
     const uint64_t ps = b->page_size, per = MAX(1, CHECK_BYTES / ps);
-    uint64_t t0 = sl_now_ns();
+    uint64_t t0;
     bool same = true;
 
+    if (sl_region_known_unit(reg, u)) {
+        add(&r->c.pages_known, 1);
+        return true;
+    }
+    t0 = sl_now_ns();
     for (uint64_t p = u * reg->ratio; p < (u + 1) * reg->ratio && same; p += per) {
         uint64_t n = MIN(per, (u + 1) * reg->ratio - p);
         same = sl_pread_full(reg->mem.fd, check, n * ps, reg->mem.offset + p * ps) == 0;

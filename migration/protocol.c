@@ -14,7 +14,9 @@ static size_t payload_size(uint16_t type)
     switch (type) {
     case SL_MSG_HELLO: return 8 + 32;
     case SL_MSG_WELCOME: return 8;
-    case SL_MSG_REGISTER: return SL_PROTO_NAME + 32;
+    case SL_MSG_REGISTER:
+    case SL_MSG_REGISTER_WP: return SL_PROTO_NAME + 32;
+    case SL_MSG_WRITTEN: return SL_PROTO_NAME + 24;
     case SL_MSG_REGISTERED: return 4 + 120;
     case SL_MSG_DONE: return 0;
     default: return SIZE_MAX;
@@ -44,11 +46,18 @@ size_t sl_msg_encode(const sl_msg *m, uint8_t *buf)
         sl_put_le32(p + 4, m->u.welcome.nblocks);
         break;
     case SL_MSG_REGISTER:
+    case SL_MSG_REGISTER_WP:
         memcpy(p, m->u.reg.block, SL_PROTO_NAME);
         sl_put_le64(p + 64, m->u.reg.host_addr);
         sl_put_le64(p + 72, m->u.reg.length);
         sl_put_le64(p + 80, m->u.reg.file_offset);
         sl_put_le64(p + 88, m->u.reg.page_size);
+        break;
+    case SL_MSG_WRITTEN:
+        memcpy(p, m->u.written.block, SL_PROTO_NAME);
+        sl_put_le64(p + 64, m->u.written.host_addr);
+        sl_put_le64(p + 72, m->u.written.length);
+        sl_put_le64(p + 80, m->u.written.flags);
         break;
     case SL_MSG_REGISTERED:
         sl_put_le32(p, (uint32_t)m->u.status.status);
@@ -92,6 +101,7 @@ static bool decode_payload(const uint8_t *p, sl_msg *m, GError **errp)
         m->u.welcome.nblocks = sl_le32(p + 4);
         return true;
     case SL_MSG_REGISTER:
+    case SL_MSG_REGISTER_WP:
         memcpy(m->u.reg.block, p, SL_PROTO_NAME);
         m->u.reg.host_addr = sl_le64(p + 64);
         m->u.reg.length = sl_le64(p + 72);
@@ -99,6 +109,13 @@ static bool decode_payload(const uint8_t *p, sl_msg *m, GError **errp)
         m->u.reg.page_size = sl_le64(p + 88);
         return (terminated(p, SL_PROTO_NAME) && p[0]) ||
                bad(errp, "REGISTER block name is empty or not NUL-terminated");
+    case SL_MSG_WRITTEN:
+        memcpy(m->u.written.block, p, SL_PROTO_NAME);
+        m->u.written.host_addr = sl_le64(p + 64);
+        m->u.written.length = sl_le64(p + 72);
+        m->u.written.flags = sl_le64(p + 80);
+        return (terminated(p, SL_PROTO_NAME) && p[0]) ||
+               bad(errp, "WRITTEN block name is empty or not NUL-terminated");
     case SL_MSG_REGISTERED:
         m->u.status.status = (int32_t)sl_le32(p);
         memcpy(m->u.status.message, p + 4, 120);

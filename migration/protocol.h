@@ -29,7 +29,16 @@ enum {
     SL_MSG_REGISTER = 3,   /* client -> daemon (+ uffd, memory fd): one mapping */
     SL_MSG_REGISTERED = 4, /* daemon -> client: status of a REGISTER */
     SL_MSG_DONE = 5,       /* daemon -> client: every page is in place */
+    SL_MSG_REGISTER_WP = 6, /* REGISTER of a mapping whose uffd does async WP and whose
+                             * range is registered in WP mode too: placed write-protected */
+    SL_MSG_WRITTEN = 7,    /* client -> daemon, on a connection of its own: list what my
+                            * REGISTER_WP mapping wrote (I unmap it or exit next) */
 };
+
+/* sl_msg_written.flags: the file also changed in ways the list does not
+ * show: the process discarded pages of it (punched holes, MADV_REMOVE), or
+ * handed it to a process that does not track its writes. */
+#define SL_WRITTEN_UNTRACKED 1u
 
 typedef struct {
     uint32_t version_min, version_max;
@@ -50,6 +59,13 @@ typedef struct {
 } sl_msg_register;
 
 typedef struct {
+    char block[SL_PROTO_NAME];
+    uint64_t host_addr;     /* the REGISTER_WP mapping, as registered */
+    uint64_t length;
+    uint64_t flags;         /* SL_WRITTEN_* */
+} sl_msg_written;
+
+typedef struct {
     int32_t status;         /* 0 or -errno */
     char message[120];
 } sl_msg_status;
@@ -61,6 +77,7 @@ typedef struct {
         sl_msg_welcome welcome;
         sl_msg_register reg;
         sl_msg_status status;
+        sl_msg_written written;
     } u;
 } sl_msg;
 

@@ -81,6 +81,11 @@ typedef struct sl_region {
     uint64_t nchunks;
     uint64_t claim_units;    /* in_place: units claimed per read */
     uint64_t ioctls;         /* range ioctls granted at our registration */
+    /* keep_memory with sl_restore_keep_known(): one bit per snapshot page
+     * that may differ from the snapshot in the reused file (listed by the
+     * caller, or a hole); set before start, read-only after.  NULL: every
+     * unit is checked. */
+    uint64_t *changed;
     /* busy.c mark on the memory file while pages are missing (-1: none):
      * set at start by the caller's thread, cleared by the fault thread at
      * completion (finish()) or by sl_restore_free(). */
@@ -103,7 +108,7 @@ typedef struct {
     _Atomic uint64_t checksum_ns, loader_ns_max;
     _Atomic uint64_t pages_by_node[SL_MAX_NODES];
     _Atomic uint64_t wrong_node, cpu_violations, pages_by_hint;
-    _Atomic uint64_t thp_bytes, pages_kept;
+    _Atomic uint64_t thp_bytes, pages_kept, pages_known;
 } sl_counters;
 
 struct sl_restore {
@@ -204,6 +209,13 @@ static inline uint64_t sl_bad_page_pack(unsigned block, uint64_t page)
  * call back into it.
  */
 bool sl_mem_attach(sl_restore *r, const char *name, const sl_mem *m, GError **errp);
+
+/**
+ * sl_region_known_unit (keep.c): whether unit @u of @reg's reused file is
+ * known to hold the snapshot (sl_restore_keep_known() listed none of its
+ * pages as changed, and none is a hole); false when nothing is known.
+ */
+bool sl_region_known_unit(const sl_region *reg, uint64_t u);
 
 /** sl_region_of_block (restore.c): the region of block @name in @r, or NULL. */
 sl_region *sl_region_of_block(sl_restore *r, const char *name);

@@ -337,6 +337,12 @@ void sl_restore_remove_views(sl_restore *r, uint64_t tag)
 bool sl_restore_add_view_tagged(sl_restore *r, const char *name, int uffd, uint64_t base,
                                 uint64_t tag, GError **errp)
 {
+    return sl_restore_add_view_flags(r, name, uffd, base, tag, 0, errp);
+}
+
+bool sl_restore_add_view_flags(sl_restore *r, const char *name, int uffd, uint64_t base,
+                               uint64_t tag, unsigned flags, GError **errp)
+{
     sl_region *reg = sl_region_of_block(r, name);
     const sl_region *other;
     const char *why = NULL;
@@ -351,6 +357,11 @@ bool sl_restore_add_view_tagged(sl_restore *r, const char *name, int uffd, uint6
         why = "the fd is not a userfaultfd";
     } else if (base % MAX(reg->mem.page_size, 4096)) {
         why = "base address is not aligned to the memory's page size";
+    } else if (flags & ~SL_VIEW_WRITE_PROTECTED) {
+        why = "unknown flags";
+    } else if ((flags & SL_VIEW_WRITE_PROTECTED) && !r->cfg.track_writes) {
+        why = "write-protected views need a restore with config.track_writes (which keeps "
+              "them registered, and so protected, until the stop)";
     }
     if (why) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "view of block '%s': %s", name, why);
@@ -380,6 +391,7 @@ bool sl_restore_add_view_tagged(sl_restore *r, const char *name, int uffd, uint6
         v->uffd = fcntl(uffd, F_DUPFD_CLOEXEC, 0);
         v->base = base;
         v->tag = tag;
+        v->wp = flags & SL_VIEW_WRITE_PROTECTED;
         if (v->uffd < 0) {
             g_set_error(errp, SL_ERROR, SL_ERROR_IO, "view of block '%s': duplicating its "
                         "uffd: %s", name, g_strerror(errno));
@@ -672,6 +684,7 @@ static void free_region(sl_region *reg)
         close(reg->mem.fd);
     }
     sl_pagemap_free(reg->map);
+    g_free(reg->changed);
     g_free(reg);
 }
 
@@ -743,6 +756,7 @@ void sl_restore_get_stats(const sl_restore *r, sl_stats *out)
     s.thp_bytes = LOAD(thp_bytes);
     s.write_tracking = r->tracking;
     s.pages_kept = LOAD(pages_kept);
+    s.pages_known = LOAD(pages_known);
     s.resets = atomic_load_explicit(&((sl_restore *)r)->resets, memory_order_relaxed);
     s.checksum_ms = (double)LOAD(checksum_ns) / 1e6;
     s.loader_ms = (double)LOAD(loader_ns_max) / 1e6;

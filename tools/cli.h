@@ -31,9 +31,12 @@ char *cli_find_preload(GError **errp);
 /**
  * cli_consumer_env: @env (taken) made that of a process whose mappings of
  * the guest RAM files @blocks (NAME=PATH;...) register with the daemon at
- * @dsock; NULL with @errp set (and @env freed) if the library is missing.
+ * @dsock, tracking their writes when @track (SNAPLOAD_TRACK=1: a restore
+ * with --reuse-ram); NULL with @errp set (and @env freed) if the library
+ * is missing.
  */
-char **cli_consumer_env(char **env, const char *dsock, const char *blocks, GError **errp);
+char **cli_consumer_env(char **env, const char *dsock, const char *blocks, bool track,
+                        GError **errp);
 
 /**
  * cli_save: write snapshot @out from raw images @raws (FILE[:NAME] each)

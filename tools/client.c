@@ -122,10 +122,11 @@ static int open_registered(uint64_t features, void *addr, uint64_t length, uint6
 }
 
 /* Sends REGISTER with @nfds fds (@fds[0] the uffd) and waits for its answer. */
-static int send_register(int sock, const sl_msg_register *reg, int *fds, unsigned nfds,
-                         GError **errp)
+static int send_register(int sock, const sl_msg_register *reg, bool track, int *fds,
+                         unsigned nfds, GError **errp)
 {
-    sl_msg m = { .type = SL_MSG_REGISTER, .u.reg = *reg }, st = { .type = SL_MSG_DONE };
+    sl_msg m = { .type = track ? SL_MSG_REGISTER_WP : SL_MSG_REGISTER, .u.reg = *reg },
+           st = { .type = SL_MSG_DONE };
     bool ok = sl_wire_send(sock, &m, fds, nfds);
 
     /* A DONE for the blocks registered before this one may come first. */
@@ -158,11 +159,12 @@ int sl_client_register_anon(int sock, const char *block, void *addr, uint64_t le
                                    SL_IOCTL(_UFFDIO_WAKE), errp) };
 
     g_strlcpy(reg.block, block, sizeof(reg.block));
-    return fds[0] < 0 ? -1 : send_register(sock, &reg, fds, 1, errp);
+    return fds[0] < 0 ? -1 : send_register(sock, &reg, false, fds, 1, errp);
 }
 
-int sl_client_register(int sock, const char *block, void *addr, uint64_t length, int memfd,
-                       uint64_t offset, GError **errp)
+/* sl_client_register(), write-protected too when @track (REGISTER_WP). */
+static int register_file(int sock, const char *block, void *addr, uint64_t length, int memfd,
+                         uint64_t offset, bool track, GError **errp)
 {
     sl_msg_register reg = { .host_addr = (uintptr_t)addr, .length = length,
                             .file_offset = offset };
@@ -172,13 +174,55 @@ int sl_client_register(int sock, const char *block, void *addr, uint64_t length,
     if (!sl_wire_file_kind(memfd, &kind, &reg.page_size, errp)) {
         return -1;
     }
-    fds[0] = open_registered(kind == SL_BACKEND_SHMEM
-                                 ? UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM
-                                 : UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE_MINOR_HUGETLBFS,
-                             addr, length, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR,
+    fds[0] = open_registered((kind == SL_BACKEND_SHMEM
+                                  ? UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM
+                                  : UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE_MINOR_HUGETLBFS) |
+                                 (track ? SL_UFFD_TRACK_FEATURES : 0),
+                             addr, length,
+                             UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR |
+                                 (track ? UFFDIO_REGISTER_MODE_WP : 0),
                              SL_IOCTL(_UFFDIO_CONTINUE) | SL_IOCTL(_UFFDIO_WAKE), errp);
     g_strlcpy(reg.block, block, sizeof(reg.block));
-    return fds[0] < 0 ? -1 : send_register(sock, &reg, fds, 2, errp);
+    return fds[0] < 0 ? -1 : send_register(sock, &reg, track, fds, 2, errp);
+}
+
+int sl_client_register(int sock, const char *block, void *addr, uint64_t length, int memfd,
+                       uint64_t offset, GError **errp)
+{
+    return register_file(sock, block, addr, length, memfd, offset, false, errp);
+}
+
+int sl_client_register_tracked(int sock, const char *block, void *addr, uint64_t length,
+                               int memfd, uint64_t offset, GError **errp)
+{
+    return register_file(sock, block, addr, length, memfd, offset, true, errp);
+}
+
+bool sl_client_report_written(const char *path, const char *block, void *addr, uint64_t length,
+                              uint64_t flags, GError **errp)
+{
+    sl_msg m = { .type = SL_MSG_WRITTEN,
+                 .u.written = { .host_addr = (uintptr_t)addr, .length = length, .flags = flags } };
+    sl_msg st;
+    int sock = sl_client_connect(path, "written", errp);
+    bool ok = sock >= 0;
+
+    g_strlcpy(m.u.written.block, block, sizeof(m.u.written.block));
+    if (ok && !sl_wire_send(sock, &m, NULL, 0)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "sending WRITTEN: %s", g_strerror(errno));
+        ok = false;
+    }
+    ok = ok && recv_msg(sock, &st, errp) && !refused(&st, SL_MSG_REGISTERED, errp);
+    if (ok && (st.type != SL_MSG_REGISTERED || st.u.status.status != 0)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "the restore daemon did not take the "
+                    "written pages of block '%s': %s", block,
+                    st.type == SL_MSG_REGISTERED ? st.u.status.message : "unexpected answer");
+        ok = false;
+    }
+    if (sock >= 0) {
+        close(sock);
+    }
+    return ok;
 }
 
 char *sl_client_env_of(pid_t pid, const char *name)

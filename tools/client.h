@@ -31,6 +31,27 @@ int sl_client_register(int sock, const char *block, void *addr, uint64_t length,
                        uint64_t offset, GError **errp);
 
 /**
+ * sl_client_register_tracked: sl_client_register(), and the mapping's
+ * writes are tracked: the uffd also does asynchronous write-protection
+ * (kernel 6.7+), the range is registered in WP mode as well, and the
+ * daemon maps every page write-protected (REGISTER_WP), so that a write
+ * is seen in this process's pagemap.  Before the mapping goes (munmap,
+ * exit), sl_client_report_written() hands that list to the daemon.
+ */
+int sl_client_register_tracked(int sock, const char *block, void *addr, uint64_t length,
+                               int memfd, uint64_t offset, GError **errp);
+
+/**
+ * sl_client_report_written: on a new connection to the daemon at @path,
+ * ask it to read (from our pagemap) which pages of our tracked mapping
+ * [@addr, +@length) of @block were written, and wait until it has;
+ * @flags: SL_WRITTEN_* (SL_WRITTEN_UNTRACKED: the file also changed
+ * where the list cannot show it).  False with @errp if the daemon is gone or refused.
+ */
+bool sl_client_report_written(const char *path, const char *block, void *addr, uint64_t length,
+                              uint64_t flags, GError **errp);
+
+/**
  * sl_client_register_anon: register [@addr, +@length) — our own fresh,
  * private anonymous mapping of block @block — in MISSING mode on a new
  * userfaultfd and hand that uffd (alone) to the daemon, which then places

@@ -15,6 +15,20 @@
 #include <unistd.h>
 #include "cli.h"
 
+/* The consumer environment SOCKET.blocks asks for: its first line names the
+ * blocks; a line "track" says the back-end's writes are tracked too. */
+static char **attach_env(const char *sock, const char *text, GError **errp)
+{
+    g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+    bool track = false;
+
+    for (char **l = lines + 1; *lines && *l; l++) {
+        track = track || strcmp(g_strstrip(*l), "track") == 0;
+    }
+    return cli_consumer_env(g_get_environ(), sock, *lines ? g_strstrip(lines[0]) : "", track,
+                            errp);
+}
+
 int cmd_attach(int argc, char **argv)
 {
     g_autofree char *blocks_file = NULL, *blocks = NULL;
@@ -37,7 +51,7 @@ int cmd_attach(int argc, char **argv)
                             "files?)", blocks_file, err->message, argv[1]);
         }
         env = g_get_environ(); /* no daemon, no blocks: nothing left to restore */
-    } else if (!(env = cli_consumer_env(g_get_environ(), argv[1], g_strstrip(blocks), &err))) {
+    } else if (!(env = attach_env(argv[1], blocks, &err))) {
         return cli_fail_error(g_steal_pointer(&err));
     }
     execvpe(argv[dash + 1], argv + dash + 1, env);

@@ -43,6 +43,7 @@
 #include <json-glib/json-glib.h>
 #include "cli.h"
 #include "daemon.h"
+#include "written.h"
 #include "migration/format/format.h"
 #include "qemu.h"
 #include "qemu-migrate.h"
@@ -63,6 +64,7 @@ typedef struct {
     char **vhost_user;    /* SOCKET=COMMAND: back-ends started registered, before QEMU */
     const char *record;   /* write the guest's faulted pages, in order, there (a hot list) */
     bool reuse_ram;       /* keep the RAM files a previous run left (config.keep_memory) */
+    bool check_all;       /* --reuse-ram: check every page, not only the listed ones */
 } qr_opts;
 
 typedef struct {
@@ -225,6 +227,7 @@ static bool start_daemon(qr *r, GError **errp)
 {
     int ready[2], stats[2];
     pid_t self = getpid();
+    g_autofree char *written_dir = r->o->reuse_ram ? sl_written_dir() : NULL;
     char c;
 
     if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(stats, O_CLOEXEC) < 0) {
@@ -238,7 +241,8 @@ static bool start_daemon(qr *r, GError **errp)
                              .quiet = !g_getenv("SNAPLOAD_DEBUG"), .ready_fd = ready[1],
                              .stats_fd = stats[1],
                              .serve = (const char *const *)r->serve->pdata,
-                             .record = r->o->record };
+                             .record = r->o->record,
+                             .written_dir = written_dir, .ignore_lists = r->o->check_all };
         d.cfg = (sl_restore_config){ .size = sizeof(d.cfg),
                                      .loader_threads = r->o->threads > 0 ? (unsigned)r->o->threads : 0,
                                      .no_loaders = r->o->threads == 0,
@@ -334,6 +338,9 @@ static bool spawn_qemu(qr *r, GError **errp)
         env = g_environ_setenv(env, "SNAPLOAD_SOCKET", r->dsock, true);
         env = g_environ_setenv(env, "SNAPLOAD_BLOCKS", blocks, true);
         env = g_environ_setenv(env, "SNAPLOAD_EXE", exe, true);
+        if (r->o->reuse_ram) { /* what it writes: the next restart rewrites only that */
+            env = g_environ_setenv(env, "SNAPLOAD_TRACK", "1", true);
+        }
     }
     r->t0 = cli_now_ms();
     if (!g_spawn_async(NULL, (char **)argv->pdata, env,
@@ -351,7 +358,8 @@ static bool spawn_qemu(qr *r, GError **errp)
  * preloaded, and no SNAPLOAD_EXE (it acts in whatever runs).  NULL with
  * @errp set if the library is not found.
  */
-char **cli_consumer_env(char **env, const char *dsock, const char *blocks, GError **errp)
+char **cli_consumer_env(char **env, const char *dsock, const char *blocks, bool track,
+                        GError **errp)
 {
     g_autofree char *pre = cli_find_preload(errp);
 
@@ -362,6 +370,8 @@ char **cli_consumer_env(char **env, const char *dsock, const char *blocks, GErro
     env = g_environ_setenv(env, "LD_PRELOAD", pre, true);
     env = g_environ_setenv(env, "SNAPLOAD_SOCKET", dsock, true);
     env = g_environ_setenv(env, "SNAPLOAD_BLOCKS", blocks, true);
+    env = track ? g_environ_setenv(env, "SNAPLOAD_TRACK", "1", true)
+                : g_environ_unsetenv(env, "SNAPLOAD_TRACK");
     return g_environ_unsetenv(env, "SNAPLOAD_EXE");
 }
 
@@ -374,6 +384,11 @@ static bool write_blocks_file(qr *r, GError **errp)
         return true; /* anonymous RAM only: nothing a back-end could map */
     }
     r->blocks_file = g_strconcat(r->dsock, ".blocks", NULL);
+    if (r->o->reuse_ram) { /* `snapload attach` tracks the back-end's writes too */
+        char *with = g_strconcat(blocks, "\ntrack", NULL);
+        g_free(blocks);
+        blocks = with;
+    }
     return g_file_set_contents_full(r->blocks_file, blocks, -1, G_FILE_SET_CONTENTS_NONE,
                                     0600, errp);
 }
@@ -430,7 +445,8 @@ static bool start_vhost_users(qr *r, GError **errp)
             unlink(path);
         }
         env = r->o->eager ? g_get_environ()
-                          : cli_consumer_env(g_get_environ(), r->dsock, blocks, errp);
+                          : cli_consumer_env(g_get_environ(), r->dsock, blocks,
+                                             r->o->reuse_ram, errp);
         if (!env ||
             !g_spawn_async(NULL, argv, env, G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD,
                            die_with_parent, GINT_TO_POINTER(getpid()), &pid, errp)) {
@@ -964,6 +980,7 @@ int cmd_qemu_restore(int argc, char **argv)
     g_autofree char *eager = NULL, *sock = NULL, *record = NULL;
     g_auto(GStrv) vhost_user = NULL;
     gboolean json = false, verify = false, paused = false, quit = false, reuse = false;
+    gboolean check_all = false;
     gint threads = -1, multifd = 0;
     GOptionEntry entries[] = {
         { "json", 0, 0, G_OPTION_ARG_NONE, &json, "print one JSON object", NULL },
@@ -985,8 +1002,13 @@ int cmd_qemu_restore(int argc, char **argv)
           "index QEMU-FILE --hot FILE` (with loaders running, only the pages they had not "
           "placed yet; --threads 0 records them all)", "FILE" },
         { "reuse-ram", 0, 0, G_OPTION_ARG_NONE, &reuse, "restart over the RAM files a "
-          "previous run left: pages they still hold as the snapshot has them are kept "
-          "(checked against its checksums), only the others are restored", NULL },
+          "previous run left: pages they still hold as the snapshot has them are kept, only "
+          "the others are restored.  The pages each run writes are tracked and listed for "
+          "the next: only those are checked (against the snapshot's checksums), the rest is "
+          "kept unread; without a usable list every page is checked", NULL },
+        { "check-all", 0, 0, G_OPTION_ARG_NONE, &check_all, "with --reuse-ram: check every "
+          "page, ignoring the previous run's list (for a RAM file that something untracked "
+          "may have written since: on hugetlbfs such writes leave no trace)", NULL },
         { "vhost-user", 0, 0, G_OPTION_ARG_STRING_ARRAY, &vhost_user, "start COMMAND, a "
           "vhost-user back-end listening on SOCKET, registered with the restore, before QEMU "
           "(ended after QEMU); repeatable", "SOCKET=COMMAND" },
@@ -1008,6 +1030,9 @@ int cmd_qemu_restore(int argc, char **argv)
                    &argc, &argv)) {
         return 2;
     }
+    if (check_all && !reuse) {
+        return cli_fail("--check-all goes with --reuse-ram");
+    }
     if (reuse && eager) {
         return cli_fail("--reuse-ram restores lazily: not with --eager");
     }
@@ -1021,6 +1046,6 @@ int cmd_qemu_restore(int argc, char **argv)
     o = (qr_opts){ .snap = argv[1], .qemu_argv = o.qemu_argv, .eager = eager, .json = json,
                    .verify = verify, .paused = paused, .quit_when_done = quit, .threads = threads,
                    .socket = sock, .multifd = multifd, .vhost_user = vhost_user,
-                   .record = record, .reuse_ram = reuse };
+                   .record = record, .reuse_ram = reuse, .check_all = check_all };
     return run(&o);
 }

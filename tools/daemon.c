@@ -34,6 +34,7 @@
 #include <unistd.h>
 #include "cli.h"
 #include "daemon.h"
+#include "dtrack.h"
 #include "peercheck.h"
 #include "backends/backend.h"
 #include "migration/protocol.h"
@@ -54,6 +55,8 @@ typedef struct {
     bool greeted;
     unsigned nregistered;    /* REGISTERs accepted: a consumer, never timed out */
     uint8_t *registered;     /* per block: registered on this connection */
+    uint64_t *wp_addr;       /* per block: where a tracked mapping was registered (0: none) */
+    uint8_t *reported;       /* per block: that mapping reported its writes (WRITTEN) */
     char name[32];           /* printable characters only */
 } client;
 
@@ -78,6 +81,8 @@ typedef struct {
     bool started, done;
     int status;
     int hello_timeout_ms, register_timeout_ms;
+    sl_dtrack *dt;           /* o->written_dir: what the consumers wrote, for the next run */
+    unsigned nknown;         /* blocks whose reused file came with a usable written list */
 } server;
 
 static void dlog(const server *d, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
@@ -97,6 +102,14 @@ static void dlog(const server *d, const char *fmt, ...)
 }
 
 /* ------------------------------- daemon ---------------------------------- */
+
+static void client_free(client *c)
+{
+    g_free(c->registered);
+    g_free(c->wp_addr);
+    g_free(c->reported);
+    g_free(c);
+}
 
 /* Sends REGISTERED with @status and @msg (never blocks: the socket is non-blocking). */
 static void reply_status(client *c, int status, const char *msg)
@@ -121,10 +134,14 @@ static void drop(server *d, client *c, int status, const char *why)
     if (d->r) {
         sl_restore_remove_views(d->r, c->id); /* no longer served; their slots free */
     }
+    for (unsigned i = 0; d->dt && i < sl_snapshot_n_blocks(d->snap); i++) {
+        if (c->wp_addr[i] && !c->reported[i]) {
+            sl_dtrack_lost(d->dt, i);
+        }
+    }
     close(c->fd);
     g_ptr_array_remove(d->clients, c);
-    g_free(c->registered);
-    g_free(c);
+    client_free(c);
     d->accept_paused = false;
 }
 
@@ -241,8 +258,9 @@ static int check_layout(const sl_msg_register *m, uint64_t psize, const struct s
 }
 
 /* Checks a REGISTER of client pid @pid against the snapshot and the fds it carried: 0 or -errno. */
-static int check_register(server *d, const sl_msg_register *m, pid_t pid, int uffd, int memfd,
-                          int *idx, sl_backend_kind *kind, struct stat *st, GError **errp)
+static int check_register(server *d, const sl_msg_register *m, bool wp, pid_t pid, int uffd,
+                          int memfd, int *idx, sl_backend_kind *kind, struct stat *st,
+                          GError **errp)
 {
     sl_block_info bi;
     uint64_t psize = 0;
@@ -276,12 +294,40 @@ static int check_register(server *d, const sl_msg_register *m, pid_t pid, int uf
         ret = check_file(memfd, kind, &psize, st, errp);
     }
     ret = ret ? ret : check_layout(m, psize, st, errp);
-    ret = ret ? ret : sl_peer_check_uffd(uffd, sl_backend_get(*kind)->uffd_features, errp);
+    ret = ret ? ret : sl_peer_check_uffd(uffd, sl_backend_get(*kind)->uffd_features |
+                                                   (wp ? SL_UFFD_TRACK_FEATURES : 0), errp);
     ret = ret ? ret : check_mapping(d, m, pid, memfd < 0 ? NULL : st, errp);
     if (ret < 0) {
         g_prefix_error(errp, "block '%s': ", m->block);
     }
     return ret;
+}
+
+/* A reused RAM file's list of what the previous run wrote: only that is checked. */
+static void use_written_list(server *d, const char *block, int idx, int memfd)
+{
+    g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_page_run));
+    g_autoptr(GError) err = NULL;
+    g_autofree char *why = NULL;
+
+    if (!d->dt) {
+        return;
+    }
+    if (!sl_dtrack_attached(d->dt, (unsigned)idx, memfd, runs, &why)) {
+        if (why) {
+            dlog(d, "block '%s': the written-page list is not used, every page is checked: %s",
+                 block, why);
+        }
+        return;
+    }
+    if (!sl_restore_keep_known(d->r, block, (const sl_page_run *)(void *)runs->data, runs->len,
+                               &err)) {
+        dlog(d, "block '%s': %s", block, err->message);
+        return;
+    }
+    d->nknown++;
+    dlog(d, "block '%s': %u runs written by the previous run are checked, the rest kept",
+         block, runs->len);
 }
 
 /*
@@ -323,6 +369,7 @@ static int attach_or_match(server *d, const sl_msg_register *m, int idx, sl_back
                                 errp)) {
         return engine_status(*errp);
     }
+    use_written_list(d, m->block, idx, memfd);
     d->files[idx] = *st;
     d->offsets[idx] = m->file_offset;
     d->nattached++;
@@ -348,12 +395,12 @@ static int start_when_complete(server *d, GError **errp)
     return 0;
 }
 
-static int do_register(server *d, client *c, const sl_msg_register *m, int uffd, int memfd,
-                       GError **errp)
+static int do_register(server *d, client *c, const sl_msg_register *m, bool wp, int uffd,
+                       int memfd, GError **errp)
 {
     sl_backend_kind kind;
     struct stat st;
-    int idx, ret = check_register(d, m, c->pid, uffd, memfd, &idx, &kind, &st, errp);
+    int idx, ret = check_register(d, m, wp, c->pid, uffd, memfd, &idx, &kind, &st, errp);
 
     if (ret < 0) {
         return ret;
@@ -363,13 +410,24 @@ static int do_register(server *d, client *c, const sl_msg_register *m, int uffd,
                     "connection", m->block);
         return -EEXIST;
     }
+    if (wp && (!d->dt || memfd < 0)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': a tracked mapping, but %s",
+                    m->block, memfd < 0 ? "anonymous memory is not tracked"
+                                        : "this daemon does not track writes");
+        return -EINVAL;
+    }
     ret = attach_or_match(d, m, idx, kind, memfd, &st, errp);
-    if (ret == 0 && !sl_restore_add_view_tagged(d->r, m->block, uffd, m->host_addr, c->id, errp)) {
+    if (ret == 0 && !sl_restore_add_view_flags(d->r, m->block, uffd, m->host_addr, c->id,
+                                               wp ? SL_VIEW_WRITE_PROTECTED : 0, errp)) {
         ret = engine_status(*errp);
     }
     if (ret < 0) {
         return ret;
     }
+    if (d->dt && memfd >= 0) {
+        sl_dtrack_registered(d->dt, (unsigned)idx, wp);
+    }
+    c->wp_addr[idx] = wp ? m->host_addr : 0;
     c->registered[idx] = 1;
     c->nregistered++;
     if (memfd < 0) {
@@ -430,8 +488,8 @@ static int on_hello(server *d, client *c, const sl_msg_hello *h, unsigned nfds, 
 }
 
 /* REGISTER: REGISTERED (then DONE if the restore is over); 0, or -errno with the reason. */
-static int on_register(server *d, client *c, const sl_msg_register *m, const int *fds,
-                       unsigned nfds, GError **errp)
+static int on_register(server *d, client *c, const sl_msg_register *m, bool wp,
+                       const int *fds, unsigned nfds, GError **errp)
 {
     sl_msg done = { .type = SL_MSG_DONE };
     int ret;
@@ -445,7 +503,7 @@ static int on_register(server *d, client *c, const sl_msg_register *m, const int
                     "memory file) or one (uffd of anonymous memory)", nfds);
         return -EINVAL;
     }
-    ret = do_register(d, c, m, fds[0], nfds == 2 ? fds[1] : -1, errp);
+    ret = do_register(d, c, m, wp, fds[0], nfds == 2 ? fds[1] : -1, errp);
     if (ret < 0) {
         return ret;
     }
@@ -457,6 +515,48 @@ static int on_register(server *d, client *c, const sl_msg_register *m, const int
     return 0;
 }
 
+/* The connection of process @pid that registered a tracked mapping of block @idx at @addr. */
+static client *tracked_mapping(server *d, pid_t pid, int idx, uint64_t addr)
+{
+    for (guint i = 0; i < d->clients->len; i++) {
+        client *c = g_ptr_array_index(d->clients, i);
+        if (c->pid == pid && c->wp_addr[idx] == addr && !c->reported[idx]) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
+/* WRITTEN: the pages a tracked mapping of the same process wrote; REGISTERED 0 once read. */
+static int on_written(server *d, client *c, const sl_msg_written *m, unsigned nfds,
+                      GError **errp)
+{
+    int idx = sl_snapshot_find_block(d->snap, m->block);
+    client *owner;
+    int ret;
+
+    if (!c->greeted || nfds) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "WRITTEN %s", nfds ? "carrying fds"
+                                                                         : "before HELLO");
+        return -EPROTO;
+    }
+    owner = idx >= 0 && m->host_addr ? tracked_mapping(d, c->pid, idx, m->host_addr) : NULL;
+    if (!d->dt || !owner) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "WRITTEN for block '%s' at 0x%"
+                    G_GINT64_MODIFIER "x: no tracked mapping of process %d is registered there",
+                    m->block, m->host_addr, (int)c->pid);
+        return -ENOENT;
+    }
+    ret = sl_dtrack_scan(d->dt, (unsigned)idx, c->pid, m->host_addr,
+                         m->flags & SL_WRITTEN_UNTRACKED, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    owner->reported[idx] = 1;
+    reply_status(c, 0, "ok");
+    return 0;
+}
+
 /* Handles one decoded message: 0, or -errno with the reason to drop the client. */
 static int dispatch(server *d, client *c, const sl_msg *m, const int *fds, unsigned nfds,
                     GError **errp)
@@ -465,7 +565,10 @@ static int dispatch(server *d, client *c, const sl_msg *m, const int *fds, unsig
     case SL_MSG_HELLO:
         return on_hello(d, c, &m->u.hello, nfds, errp);
     case SL_MSG_REGISTER:
-        return on_register(d, c, &m->u.reg, fds, nfds, errp);
+    case SL_MSG_REGISTER_WP:
+        return on_register(d, c, &m->u.reg, m->type == SL_MSG_REGISTER_WP, fds, nfds, errp);
+    case SL_MSG_WRITTEN:
+        return on_written(d, c, &m->u.written, nfds, errp);
     default:
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "message type %u is the daemon's to send, "
                     "not a client's", m->type);
@@ -563,6 +666,8 @@ static void accept_client(server *d)
     c->id = ++d->next_id;
     c->accepted_us = g_get_monotonic_time();
     c->registered = g_new0(uint8_t, sl_snapshot_n_blocks(d->snap));
+    c->wp_addr = g_new0(uint64_t, sl_snapshot_n_blocks(d->snap));
+    c->reported = g_new0(uint8_t, sl_snapshot_n_blocks(d->snap));
     g_ptr_array_add(d->clients, c);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0) {
         g_autofree char *why = g_strdup_printf("its credentials cannot be read (SO_PEERCRED): "
@@ -595,6 +700,8 @@ static void write_stats(const server *d, const sl_stats *st)
     json_u64(&j, "pages_by_loader", st->pages_by_loader);
     json_u64(&j, "zero_pages", st->zero_pages);
     json_u64(&j, "pages_kept", st->pages_kept);
+    json_u64(&j, "pages_known", st->pages_known);
+    json_u64(&j, "blocks_with_written_list", d->nknown);
     json_u64(&j, "pages_placed_twice", st->pages_placed_twice);
     json_u64(&j, "pages_never_placed", st->pages_never_placed);
     json_u64(&j, "checksum_failures", st->checksum_failures);
@@ -848,12 +955,16 @@ static bool daemon_init(server *d, const sl_daemon_opts *o, GError **errp)
     cfg.record = cfg.record || o->record;
     cfg.view_dropped = view_dropped;
     cfg.view_dropped_opaque = d;
+    cfg.track_writes = cfg.track_writes || o->written_dir; /* keeps tracked views registered */
     d->snap = sl_snapshot_open_flags(o->snapshot, SL_OPEN_LAZY_CHECKSUMS, errp);
     if (!d->snap || !(d->r = sl_restore_new(d->snap, &cfg, errp))) {
         return false;
     }
     if (!choose_served(d, errp)) {
         return false;
+    }
+    if (o->written_dir) {
+        d->dt = sl_dtrack_new(d->snap, o->written_dir, o->ignore_lists);
     }
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
@@ -890,15 +1001,33 @@ static void write_record(server *d)
     }
 }
 
+/* opts.written_dir: the lists of what this run wrote, for the next restart. */
+static void write_lists(server *d)
+{
+    g_autoptr(GString) log = g_string_new(NULL);
+    g_auto(GStrv) lines = NULL;
+
+    if (!d->dt) {
+        return;
+    }
+    sl_dtrack_finish(d->dt, d->done && d->status == 0, log);
+    lines = g_strsplit(log->str, "\n", -1);
+    for (char **l = lines; *l; l++) {
+        if (**l) {
+            dlog(d, "%s", *l);
+        }
+    }
+}
+
 static void daemon_fini(server *d)
 {
     write_record(d);
+    write_lists(d);
     while (d->clients->len) {
         client *c = g_ptr_array_index(d->clients, 0);
         close(c->fd);
         g_ptr_array_remove_index(d->clients, 0);
-        g_free(c->registered);
-        g_free(c);
+        client_free(c);
     }
     g_ptr_array_free(d->clients, true);
     sl_restore_free(d->r); /* joins the engine: nothing writes drop_pipe after this */
@@ -907,6 +1036,7 @@ static void daemon_fini(server *d)
             close(d->drop_pipe[i]);
         }
     }
+    sl_dtrack_free(d->dt);
     sl_snapshot_close(d->snap);
     if (d->lfd >= 0) {
         close(d->lfd);

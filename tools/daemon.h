@@ -36,6 +36,12 @@ typedef struct {
                                * the others are not this daemon's (QEMU loads them) */
     const char *record;    /* non-NULL: write the faulted pages in fault order there (a
                             * hot-page list, restore --record's format) when the daemon ends */
+    const char *written_dir; /* non-NULL: track what the consumers write (REGISTER_WP,
+                              * WRITTEN; implies cfg.track_writes), use the list a
+                              * previous run left for a reused RAM file (cfg.keep_memory)
+                              * and leave this run's there when it ends (dtrack.h) */
+    bool ignore_lists;     /* with written_dir: check every page of a reused file (the
+                            * list a previous run left is removed, not used) */
 } sl_daemon_opts;
 
 /** Most clients served at once; more wait in the listen backlog. */

@@ -172,7 +172,7 @@ int sl_peer_check_uffd(int uffd, uint64_t need, GError **errp)
                     "on this memory?)", features, need & ~features);
         return -EINVAL;
     }
-    return check_no_refused_feature(features, errp);
+    return check_no_refused_feature(features & ~need, errp); /* what is needed is served */
 }
 
 /* One line of /proc/PID/maps. */

@@ -24,7 +24,9 @@ const char *sl_peer_fd_shortage(int err);
  * sl_peer_check_uffd: @uffd (ours, received) is a userfaultfd whose
  * UFFDIO_API handshake enabled every feature bit of @need and no feature
  * the daemon does not serve: events (fork, remap, remove, unmap), SIGBUS
- * delivery, write protection, or bits it does not know.  Harmless extras
+ * delivery, write protection (unless @need asks for it: asynchronous WP,
+ * whose faults the kernel resolves, of a tracked mapping), or bits it
+ * does not know.  Harmless extras
  * (THREAD_ID, EXACT_ADDRESS, POISON, MOVE, the other memory types'
  * MISSING and MINOR) pass.  Returns 0, or -errno with @errp naming the
  * reason: -EINVAL for what the peer got wrong, -EMFILE or -ENFILE when we

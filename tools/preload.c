@@ -16,6 +16,11 @@
  *                    exactly that size (how QEMU maps guest RAM over its
  *                    reservation) and registered in MISSING mode
  *   SNAPLOAD_EXE     optional: act only in the process running this binary
+ *   SNAPLOAD_TRACK   optional, "1": track the writes to each file mapping
+ *                    (qemu-restore --reuse-ram): registered in WP mode too,
+ *                    and before the mapping goes (munmap, exit) the daemon
+ *                    is asked to read what this process wrote, so that the
+ *                    next restart over the same file rewrites only that
  * An active instance removes itself from LD_PRELOAD and these variables
  * from the environment, so helpers QEMU starts (exec: migration) stay
  * plain.  It never lets the VMM run on memory it could not hand over: a
@@ -30,11 +35,17 @@
  * as `snapload attach` starts it), else the process ends naming the peer,
  * before any byte could be read as a hole or written and then lost.
  *
+ * While tracking, a block whose file this process punches holes in (or
+ * MADV_REMOVEs), or hands to a peer that does not track its writes after
+ * the fill, is reported as changed where the list cannot show it: the
+ * next restart then checks the whole file.
+ *
  * State: written by the constructor before any other thread exists, then
  * only under `lock` (mmap may be called from any thread), but for
  * `pending` (atomic).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
@@ -47,6 +58,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "client.h"
+#include "migration/protocol.h"
 
 #define MAX_BLOCKS 16
 
@@ -57,7 +69,17 @@ typedef struct {
     bool handed;      /* anonymous: registered already */
     dev_t dev;        /* identity of the file, once it was seen mapped */
     ino_t ino;
+    bool untracked;   /* tracking: the file changed where no list shows it */
 } pl_block;
+
+#define MAX_TRACKED 32
+
+/* A tracked mapping handed to the daemon, until its writes are reported. */
+typedef struct {
+    pl_block *block;
+    void *addr;
+    size_t len;
+} pl_tracked;
 
 static struct {
     pthread_mutex_t lock;
@@ -65,12 +87,15 @@ static struct {
     char *socket;
     pl_block blocks[MAX_BLOCKS];
     unsigned nblocks;
+    bool track;                   /* SNAPLOAD_TRACK=1 */
+    pl_tracked tracked[MAX_TRACKED];
+    unsigned ntracked;
     /* Mappings handed over whose DONE has not come: a restore still runs.
      * Incremented under `lock` before the supervisor starts, decremented by
      * it (block_done); relaxed: a count read as a hint of state, ordered by
      * the socket messages that change it. */
     _Atomic unsigned pending;
-} pl = { .lock = PTHREAD_MUTEX_INITIALIZER };
+} pl = { .lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP }; /* recursive: an interposed call made while it is held (munmap inside a hand-over) */
 
 /* Set while this thread talks to the daemon: its own sendmsg of a block's
  * file (REGISTER) is not a hand-off to a peer. */
@@ -168,6 +193,7 @@ static void scrub_environment(void)
     unsetenv("SNAPLOAD_SOCKET");
     unsetenv("SNAPLOAD_BLOCKS");
     unsetenv("SNAPLOAD_EXE");
+    unsetenv("SNAPLOAD_TRACK");
 }
 
 __attribute__((constructor)) static void preload_init(void)
@@ -183,6 +209,7 @@ __attribute__((constructor)) static void preload_init(void)
             blocks ? blocks : "");
     }
     pl.socket = g_strdup(sock);
+    pl.track = g_strcmp0(getenv("SNAPLOAD_TRACK"), "1") == 0;
     scrub_environment();
     pl.active = true;
 }
@@ -219,15 +246,22 @@ static void hand_over(pl_block *b, void *p, size_t len, int fd, off_t off)
     g_autoptr(GError) err = NULL;
     int sock;
 
+    bool track = pl.track && pl.ntracked < MAX_TRACKED;
+
     pl_talking = true;
     sock = sl_client_connect(pl.socket, "preload", &err);
     /* The uffd stays open here for the life of the process: if the daemon
      * dies, faults block (and the supervisor ends us) instead of reading
      * holes as zeros. */
-    if (sock < 0 || sl_client_register(sock, b->name, p, len, fd, (uint64_t)off, &err) < 0) {
+    if (sock < 0 ||
+        (track ? sl_client_register_tracked(sock, b->name, p, len, fd, (uint64_t)off, &err)
+               : sl_client_register(sock, b->name, p, len, fd, (uint64_t)off, &err)) < 0) {
         die("block '%s' (%s): %s", b->name, b->path, err->message);
     }
     pl_talking = false;
+    if (track) {
+        pl.tracked[pl.ntracked++] = (pl_tracked){ b, p, len };
+    }
     atomic_fetch_add_explicit(&pl.pending, 1, memory_order_relaxed);
     sl_client_supervise(sock, daemon_died, block_done);
 }
@@ -295,6 +329,106 @@ void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
     return mmap(addr, len, prot, flags, fd, off);
 }
 
+/* Asks the daemon to read what tracked mapping @t wrote (lock held). */
+static void report_written(pl_tracked *t)
+{
+    g_autoptr(GError) err = NULL;
+
+    if (!sl_client_report_written(pl.socket, t->block->name, t->addr, t->len,
+                                  t->block->untracked ? SL_WRITTEN_UNTRACKED : 0, &err)) {
+        fprintf(stderr, "snapload-preload: block '%s': the pages this process wrote could not "
+                "be reported (%s): a restart over its file checks all of it\n", t->block->name,
+                err->message);
+    }
+    *t = pl.tracked[--pl.ntracked];
+}
+
+/* Reports every tracked mapping that overlaps [@addr, +@len) (lock held). */
+static void report_overlapping(const void *addr, size_t len)
+{
+    const uint8_t *a = addr;
+
+    for (unsigned i = 0; i < pl.ntracked;) {
+        const uint8_t *t = pl.tracked[i].addr;
+        if (a < t + pl.tracked[i].len && t < a + len) {
+            report_written(&pl.tracked[i]); /* moves the last one here */
+        } else {
+            i++;
+        }
+    }
+}
+
+/** munmap: reports a tracked mapping's writes first (they vanish with it). */
+__attribute__((visibility("default")))
+int munmap(void *addr, size_t len)
+{
+    if (pl.active && pl.track) {
+        pthread_mutex_lock(&pl.lock);
+        report_overlapping(addr, len);
+        pthread_mutex_unlock(&pl.lock);
+    }
+    return (int)syscall(SYS_munmap, addr, len);
+}
+
+/* At exit: the writes of every tracked mapping still there.  Skipped if
+ * another thread holds the lock (then the next restart checks it all). */
+__attribute__((destructor)) static void preload_fini(void)
+{
+    if (pl.active && pl.track && pthread_mutex_trylock(&pl.lock) == 0) {
+        while (pl.ntracked) {
+            report_written(&pl.tracked[pl.ntracked - 1]);
+        }
+        pthread_mutex_unlock(&pl.lock);
+    }
+}
+
+/* Tracking: a change to block file @fd that no list shows. */
+static void note_untracked_fd(int fd)
+{
+    pl_block *b;
+
+    pthread_mutex_lock(&pl.lock);
+    if ((b = match_block(fd))) {
+        b->untracked = true;
+    }
+    pthread_mutex_unlock(&pl.lock);
+}
+
+/** fallocate: the libc call; a punched hole in a tracked block's file is noted. */
+__attribute__((visibility("default")))
+int fallocate(int fd, int mode, off_t off, off_t len)
+{
+    if (pl.active && pl.track && (mode & FALLOC_FL_PUNCH_HOLE)) {
+        note_untracked_fd(fd);
+    }
+    return (int)syscall(SYS_fallocate, fd, mode, off, len);
+}
+
+/** fallocate64: the same. */
+__attribute__((visibility("default")))
+int fallocate64(int fd, int mode, off_t off, off_t len)
+{
+    return fallocate(fd, mode, off, len);
+}
+
+/** madvise: the libc call; MADV_REMOVE of a tracked mapping is noted. */
+__attribute__((visibility("default")))
+int madvise(void *addr, size_t len, int advice)
+{
+    if (pl.active && pl.track && advice == MADV_REMOVE) {
+        const uint8_t *a = addr;
+        pthread_mutex_lock(&pl.lock);
+        for (unsigned i = 0; i < pl.ntracked; i++) {
+            const uint8_t *t = pl.tracked[i].addr;
+            if (a < t + pl.tracked[i].len && t < a + len) {
+                pl.tracked[i].block->untracked = true;
+            }
+        }
+        pthread_mutex_unlock(&pl.lock);
+    }
+    return (int)syscall(SYS_madvise, addr, len, advice);
+}
+
 /* Whether process @pid's file @what (under /proc/PID) contains @needle. */
 static bool proc_has(pid_t pid, const char *what, const char *needle, gsize nlen)
 {
@@ -337,6 +471,12 @@ static bool peer_registers(pid_t pid, const pl_block *b)
            proc_has(pid, "environ", sock, strlen(sock) + 1) && peer_names_block(pid, b);
 }
 
+/* Whether @pid tracks its writes too (started with SNAPLOAD_TRACK=1). */
+static bool peer_tracks(pid_t pid)
+{
+    return proc_has(pid, "environ", "SNAPLOAD_TRACK=1", sizeof("SNAPLOAD_TRACK=1"));
+}
+
 /* Dies if @fd is a block's file and the peer on @sock would not register it. */
 static void check_handoff(int sock, int fd)
 {
@@ -349,7 +489,17 @@ static void check_handoff(int sock, int fd)
     b = match_block(fd);
     pthread_mutex_unlock(&pl.lock);
     if (!b || getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 ||
-        cred.pid == getpid() || cred.pid == 0 || peer_registers(cred.pid, b)) {
+        cred.pid == getpid() || cred.pid == 0 ||
+        (peer_registers(cred.pid, b) && (!pl.track || peer_tracks(cred.pid)))) {
+        return;
+    }
+    if (atomic_load_explicit(&pl.pending, memory_order_relaxed) == 0 ||
+        peer_registers(cred.pid, b)) {
+        /* Filled, or served: the peer reads correct bytes, but no list
+         * will show what it writes. */
+        pthread_mutex_lock(&pl.lock);
+        b->untracked = true;
+        pthread_mutex_unlock(&pl.lock);
         return;
     }
     path = g_strdup_printf("/proc/%d/comm", (int)cred.pid);
@@ -369,7 +519,7 @@ __attribute__((visibility("default")))
 ssize_t sendmsg(int sock, const struct msghdr *msg, int flags)
 {
     if (pl.active && !pl_talking && msg &&
-        atomic_load_explicit(&pl.pending, memory_order_relaxed) > 0) {
+        (pl.track || atomic_load_explicit(&pl.pending, memory_order_relaxed) > 0)) {
         for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
             if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
                 continue;

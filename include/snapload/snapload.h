@@ -432,6 +432,9 @@ typedef struct {
     uint32_t write_tracking;       /**< SL_TRACK_*: how written pages are known */
     uint64_t resets;               /**< sl_restore_reset() calls that brought units back */
     uint64_t pages_kept;           /**< config.keep_memory: units the file already held */
+    /* Since 1.6: */
+    uint64_t pages_known;          /**< of pages_kept: known unchanged (sl_restore_keep_known),
+                                        neither read nor hashed */
 } sl_stats;
 
 /** sl_stats.write_tracking: how a restore knows the written pages.  Since 1.5. */
@@ -498,6 +501,41 @@ bool sl_restore_add_view(sl_restore *r, const char *block_name, int uffd, uint64
  */
 bool sl_restore_add_view_tagged(sl_restore *r, const char *block_name, int uffd,
                                 uint64_t base, uint64_t tag, GError **errp);
+
+/** A run of snapshot pages of one block: [first, first + n). */
+typedef struct {
+    uint64_t first, n;
+} sl_page_run;
+
+/** Since 1.6: sl_restore_add_view_flags(): the view's uffd was opened with
+ * UFFD_FEATURE_WP_ASYNC (and WP_UNPOPULATED, WP_HUGETLBFS_SHMEM) and its
+ * range registered in WP mode as well: every unit is mapped into it
+ * write-protected, so that its owner can list the pages it writes
+ * (PAGEMAP_SCAN of its own pagemap).  Needs config.track_writes, which
+ * keeps views registered (their protection with them) until the stop. */
+#define SL_VIEW_WRITE_PROTECTED 1u
+
+/**
+ * sl_restore_add_view_flags: sl_restore_add_view_tagged() with @flags
+ * (SL_VIEW_*).  Since 1.6.
+ */
+bool sl_restore_add_view_flags(sl_restore *r, const char *block_name, int uffd,
+                               uint64_t base, uint64_t tag, unsigned flags, GError **errp);
+
+/**
+ * sl_restore_keep_known:
+ * Since 1.6.  With config.keep_memory, before sl_restore_start(): the
+ * caller knows that the reused file of block @block_name holds the
+ * snapshot everywhere but in the @n runs of snapshot pages @changed (for
+ * example what the previous run's write tracking listed, and nothing else
+ * wrote the file since).  Units that touch none of them, and no hole of
+ * the file where the snapshot has data (a shmem file's holes are looked
+ * up), are kept without being read or hashed (sl_stats.pages_known); the
+ * others are checked and restored as keep_memory does.  Without this call
+ * every unit is checked.
+ */
+bool sl_restore_keep_known(sl_restore *r, const char *block_name, const sl_page_run *changed,
+                           size_t n, GError **errp);
 
 /**
  * sl_restore_remove_views: forget every view added with @tag (its consumer
@@ -619,11 +657,6 @@ typedef struct {
  * @out (may be NULL) says what was dropped.
  */
 bool sl_restore_reset(sl_restore *r, sl_reset_stats *out, GError **errp);
-
-/** A run of snapshot pages of one block: [first, first + n). */
-typedef struct {
-    uint64_t first, n;
-} sl_page_run;
 
 /**
  * sl_restore_written:

@@ -28,6 +28,7 @@ typedef struct {
     const char *cap;
     const char *cli[4];  /* the CLI's options for this memory */
 } reset_case;
+G_STATIC_ASSERT(offsetof(reset_case, cap) == offsetof(sl_test_case, cap)); /* begins like it */
 
 static const reset_case cases[] = {
     { "anon", SL_BACKEND_ANON, 0, "uffd", { "--backend", "anon" } },
@@ -487,6 +488,69 @@ static void test_restart_over_a_reused_file_rewrites_only_changed_units(void **s
     }
 }
 
+/* Fills unit @u of the fixture's memory with 0x5a (through our mapping, no restore running). */
+static void scribble(fixture *f, uint64_t u)
+{
+    memset(f->mem.host + u * f->unit, 0x5a, f->unit);
+}
+
+/*
+ * A restart told which units changed (sl_restore_keep_known(): the list
+ * the previous run's write tracking left) checks only those and the file's
+ * holes: a unit changed but not listed is trusted, kept and never read (it
+ * still holds what was scribbled), a listed one and a hole are restored.
+ * Refused without keep_memory (anonymous memory), outside the block, and
+ * once the restore started.
+ */
+static void test_restart_with_a_written_list_checks_only_listed_units_and_holes(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    sl_stats st = { .size = sizeof(st) };
+    sl_restore_config cfg = { .size = sizeof(cfg), .keep_memory = true };
+    const uint64_t listed = 0, unlisted = 1, hole = 2;
+    uint64_t ratio, holes = 0;
+    sl_page_run run, outside;
+
+    build(f, units_for(f->tc));
+    ratio = f->unit / PSIZE;
+    assert_true(start(f, false, false, &err));
+    assert_int_equal(sl_restore_wait(f->r, -1), 0);
+    g_clear_pointer(&f->r, sl_restore_free);
+    scribble(f, listed);
+    scribble(f, unlisted);
+    if (f->tc->kind == SL_BACKEND_SHMEM) { /* a page discarded since: never kept */
+        assert_int_equal(fallocate(f->mem.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                   (off_t)(f->mem.offset + hole * f->unit), (off_t)f->unit), 0);
+        holes = 1;
+    }
+    run = (sl_page_run){ listed * ratio, ratio };
+    outside = (sl_page_run){ f->npages, 1 };
+    cfg.keep_memory = f->tc->kind != SL_BACKEND_ANON;
+    f->r = sl_restore_new(f->snap, &cfg, &err);
+    assert_true(f->r && sl_mem_attach(f->r, "b0", &f->mem, &err));
+    if (f->tc->kind == SL_BACKEND_ANON) {
+        assert_false(sl_restore_keep_known(f->r, "b0", &run, 1, &err));
+        assert_non_null(strstr(err->message, "needs config.keep_memory"));
+        return;
+    }
+    assert_false(sl_restore_keep_known(f->r, "b0", &outside, 1, &err));
+    assert_non_null(strstr(err->message, "outside the block"));
+    g_clear_error(&err);
+    assert_true(sl_restore_keep_known(f->r, "b0", &run, 1, &err));
+    if (!sl_restore_start(f->r, &err)) {
+        fail_msg("restart with a written list: %s", err->message);
+    }
+    assert_false(sl_restore_keep_known(f->r, "b0", &run, 1, NULL));
+    expect_complete_once(f, "restart with a written list");
+    sl_restore_get_stats(f->r, &st);
+    assert_int_equal(st.pages_known, f->nunits - 1 - holes);
+    assert_int_equal(wrong_pages(f), ratio); /* the unlisted unit, as scribbled */
+    for (uint64_t i = 0; i < f->unit; i++) {
+        assert_int_equal(f->mem.host[unlisted * f->unit + i], 0x5a);
+    }
+}
+
 /* The CLI's loop (reset-loop), both ways: every round ends with memory equal to the snapshot. */
 static void test_cli_reset_loop_checks_every_round_against_the_snapshot(void **state)
 {
@@ -537,6 +601,8 @@ int main(void)
           test_child_snapshot_stores_only_written_units_and_restores_them },
         { "restart_over_a_reused_file_rewrites_only_changed_units",
           test_restart_over_a_reused_file_rewrites_only_changed_units },
+        { "restart_with_a_written_list_checks_only_listed_units_and_holes",
+          test_restart_with_a_written_list_checks_only_listed_units_and_holes },
         { "cli_reset_loop_checks_every_round_against_the_snapshot",
           test_cli_reset_loop_checks_every_round_against_the_snapshot },
     };

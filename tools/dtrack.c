@@ -1,0 +1,236 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The restore daemon's record of what its consumers wrote (see dtrack.h).
+ * Pages are recorded per snapshot page of the block; a consumer's written
+ * pages come from PAGEMAP_SCAN of its pagemap (written and present, track.c),
+ * at the granule of its mapping (4 KiB, or a hugepage).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+#include "dtrack.h"
+#include "written.h"
+#include "migration/format/format.h"
+#include "migration/track.h"
+
+typedef struct {
+    uint64_t *pages;       /* written snapshot pages of this run */
+    uint64_t npages, page_size, length;
+    int memfd;             /* a duplicate of the RAM file, or -1 */
+    unsigned tracked, reported; /* tracked mappings registered, and reported */
+    const char *untracked; /* why no list can be made (NULL: none so far) */
+} dt_block;
+
+struct sl_dtrack {
+    const sl_snapshot *snap;
+    char *dir;
+    bool ignore;           /* lists found are removed, not used */
+    unsigned n;
+    dt_block *b;
+};
+
+sl_dtrack *sl_dtrack_new(const sl_snapshot *snap, const char *dir, bool ignore)
+{
+    sl_dtrack *t = g_new0(sl_dtrack, 1);
+
+    t->snap = snap;
+    t->dir = g_strdup(dir);
+    t->ignore = ignore;
+    t->n = sl_snapshot_n_blocks(snap);
+    t->b = g_new0(dt_block, t->n);
+    for (unsigned i = 0; i < t->n; i++) {
+        sl_block_info bi;
+        t->b[i].memfd = -1;
+        if (sl_snapshot_block(snap, i, &bi)) {
+            t->b[i].page_size = bi.page_size;
+            t->b[i].length = bi.length;
+            t->b[i].npages = bi.length / bi.page_size;
+            t->b[i].pages = g_malloc0(sl_bitmap_bytes(t->b[i].npages));
+        }
+    }
+    return t;
+}
+
+bool sl_dtrack_attached(sl_dtrack *t, unsigned idx, int memfd, GArray *known_changed,
+                        char **why)
+{
+    g_autoptr(GError) err = NULL;
+    sl_block_info bi;
+    struct stat st;
+
+    *why = NULL;
+    if (idx >= t->n || !sl_snapshot_block(t->snap, idx, &bi)) {
+        return false;
+    }
+    t->b[idx].memfd = fcntl(memfd, F_DUPFD_CLOEXEC, 0);
+    if (fstat(memfd, &st) < 0) {
+        *why = g_strdup_printf("fstat: %s", g_strerror(errno));
+        return false;
+    }
+    if (t->ignore) {
+        g_autofree char *path = sl_written_path(t->dir, &st);
+        *why = unlink(path) == 0 ? g_strdup("asked to check every page") : NULL;
+        return false;
+    }
+    if (!sl_written_load(t->dir, t->snap, bi.name, &st, known_changed, &err)) {
+        if (!g_error_matches(err, G_FILE_ERROR, G_FILE_ERROR_NOENT)) {
+            *why = g_strdup(err->message);
+        }
+        return false;
+    }
+    return true;
+}
+
+void sl_dtrack_registered(sl_dtrack *t, unsigned idx, bool wp)
+{
+    if (idx >= t->n) {
+        return;
+    }
+    if (wp) {
+        t->b[idx].tracked++;
+    } else {
+        t->b[idx].untracked = "a consumer mapped it without tracking its writes";
+    }
+}
+
+void sl_dtrack_lost(sl_dtrack *t, unsigned idx)
+{
+    if (idx < t->n) {
+        t->b[idx].untracked = "a tracked consumer went without reporting its writes";
+    }
+}
+
+/* Marks the snapshot pages of block bytes [@from, @to) written. */
+static void mark(dt_block *b, uint64_t from, uint64_t to)
+{
+    for (uint64_t p = from / b->page_size; p < MIN(b->npages, (to + b->page_size - 1) /
+                                                                   b->page_size); p++) {
+        sl_bit_set(b->pages, p);
+    }
+}
+
+int sl_dtrack_scan(sl_dtrack *t, unsigned idx, pid_t pid, uint64_t addr, bool untracked,
+                   GError **errp)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/pagemap", (int)pid);
+    g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_written_run));
+    dt_block *b = &t->b[idx];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int64_t got;
+
+    if (fd < 0) {
+        int err = errno;
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", path, g_strerror(err));
+        b->untracked = "a consumer's pagemap could not be read";
+        return -err;
+    }
+    got = sl_scan_written(fd, addr, addr + b->length, false, runs);
+    close(fd);
+    if (got < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "PAGEMAP_SCAN of process %d: %s", (int)pid,
+                    g_strerror((int)-got));
+        b->untracked = "a consumer's pagemap could not be scanned";
+        return (int)got;
+    }
+    for (guint i = 0; i < runs->len; i++) {
+        const sl_written_run *w = &g_array_index(runs, sl_written_run, i);
+        mark(b, w->start - addr, w->end - addr);
+    }
+    if (untracked) {
+        b->untracked = "a consumer discarded pages of it or handed it to an untracked process";
+    }
+    b->reported++;
+    return 0;
+}
+
+static uint64_t count_bits(const uint64_t *bm, uint64_t n)
+{
+    uint64_t c = 0;
+
+    for (uint64_t w = 0; w < (n + 63) / 64; w++) {
+        c += (uint64_t)__builtin_popcountll(bm[w]);
+    }
+    return c;
+}
+
+/* Whether the host swaps: a written shmem page swapped out leaves no trace in the pagemap. */
+static bool swap_active(void)
+{
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    unsigned n = 0;
+
+    if (!g_file_get_contents("/proc/swaps", &text, NULL, NULL)) {
+        return true; /* cannot tell: assume the worst */
+    }
+    lines = g_strsplit(text, "\n", -1);
+    for (char **l = lines; *l; l++) {
+        n += **l != 0;
+    }
+    return n > 1; /* a header, then one line per swap area */
+}
+
+/* Why block @b gets no list, or NULL. */
+static const char *no_list(const dt_block *b, bool complete, bool swaps)
+{
+    if (!complete) {
+        return "the restore did not complete";
+    }
+    if (b->untracked) {
+        return b->untracked;
+    }
+    if (!b->tracked) {
+        return "no consumer tracked its writes";
+    }
+    if (b->reported < b->tracked) {
+        return "a tracked consumer did not report its writes";
+    }
+    return swaps ? "the host swaps (a swapped-out page leaves no trace)" : NULL;
+}
+
+void sl_dtrack_finish(sl_dtrack *t, bool complete, GString *log)
+{
+    bool swaps = swap_active();
+
+    for (unsigned i = 0; i < t->n; i++) {
+        dt_block *b = &t->b[i];
+        g_autoptr(GError) err = NULL;
+        sl_block_info bi;
+        struct stat st;
+        const char *why;
+        if (b->memfd < 0 || !sl_snapshot_block(t->snap, i, &bi) || fstat(b->memfd, &st) < 0) {
+            continue;
+        }
+        why = no_list(b, complete, swaps);
+        if (!why && !sl_written_save(t->dir, t->snap, bi.name, &st, b->pages, b->npages, &err)) {
+            why = err->message;
+        }
+        if (why) {
+            g_autofree char *path = sl_written_path(t->dir, &st);
+            unlink(path);
+            g_string_append_printf(log, "block '%s': no written-page list for the next "
+                                   "restart: %s\n", bi.name, why);
+        } else {
+            g_string_append_printf(log, "block '%s': %" G_GUINT64_FORMAT " written pages "
+                                   "listed for the next restart\n", bi.name,
+                                   count_bits(b->pages, b->npages));
+        }
+    }
+}
+
+void sl_dtrack_free(sl_dtrack *t)
+{
+    if (!t) {
+        return;
+    }
+    for (unsigned i = 0; i < t->n; i++) {
+        if (t->b[i].memfd >= 0) {
+            close(t->b[i].memfd);
+        }
+        g_free(t->b[i].pages);
+    }
+    g_free(t->b);
+    g_free(t->dir);
+    g_free(t);
+}

@@ -1,0 +1,178 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The written-page list of a RAM file (see written.h).  Layout, all
+ * little-endian:
+ *   0   "SLWRIT01"
+ *   8   the snapshot's content identity (SL_IDENTITY_LEN bytes)
+ *   24  block name, NUL-padded (64 bytes)
+ *   88  RAM file: dev, ino, size, mtime s, mtime ns, ctime s, ctime ns (u64 each)
+ *   144 pages in the block (u64), runs (u64)
+ *   160 runs: first page, pages (u64, u64)
+ *   end sl_hash() of everything before it (u64)
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include "written.h"
+#include "migration/format/format.h"
+
+#define MAGIC "SLWRIT01"
+#define NAME_LEN 64
+#define HEAD 160
+
+char *sl_written_dir(void)
+{
+    return getuid() == 0 ? g_strdup("/run/snapload")
+                         : g_build_filename(g_get_user_runtime_dir(), "snapload", NULL);
+}
+
+char *sl_written_path(const char *dir, const struct stat *st)
+{
+    return g_strdup_printf("%s/written-%" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT, dir,
+                           (guint64)st->st_dev, (guint64)st->st_ino);
+}
+
+/* The RAM file's identity and times, in the order the list stores them. */
+static void file_words(const struct stat *st, uint64_t w[7])
+{
+    w[0] = (uint64_t)st->st_dev;
+    w[1] = (uint64_t)st->st_ino;
+    w[2] = (uint64_t)st->st_size;
+    w[3] = (uint64_t)st->st_mtim.tv_sec;
+    w[4] = (uint64_t)st->st_mtim.tv_nsec;
+    w[5] = (uint64_t)st->st_ctim.tv_sec;
+    w[6] = (uint64_t)st->st_ctim.tv_nsec;
+}
+
+/* The list's first HEAD bytes for @nruns runs. */
+static void put_head(GByteArray *out, const uint8_t *id, const char *block,
+                     const struct stat *st, uint64_t npages, uint64_t nruns)
+{
+    uint8_t h[HEAD] = { 0 };
+    uint64_t w[7];
+
+    memcpy(h, MAGIC, 8);
+    memcpy(h + 8, id, SL_IDENTITY_LEN);
+    g_strlcpy((char *)h + 24, block, NAME_LEN);
+    file_words(st, w);
+    for (unsigned i = 0; i < 7; i++) {
+        sl_put_le64(h + 88 + 8 * i, w[i]);
+    }
+    sl_put_le64(h + 144, npages);
+    sl_put_le64(h + 152, nruns);
+    g_byte_array_append(out, h, HEAD);
+}
+
+static void put_u64(GByteArray *out, uint64_t v)
+{
+    uint8_t b[8];
+
+    sl_put_le64(b, v);
+    g_byte_array_append(out, b, 8);
+}
+
+bool sl_written_save(const char *dir, const sl_snapshot *snap, const char *block,
+                     const struct stat *st, const uint64_t *pages, uint64_t npages,
+                     GError **errp)
+{
+    g_autoptr(GByteArray) runs = g_byte_array_new();
+    g_autoptr(GByteArray) out = g_byte_array_new();
+    g_autofree char *path = sl_written_path(dir, st);
+    uint8_t id[SL_IDENTITY_LEN];
+    uint64_t nruns = 0;
+
+    if (!sl_snapshot_identity(snap, id, errp)) {
+        return false;
+    }
+    for (uint64_t p = 0; p < npages;) {
+        bool set = sl_bit_test(pages, p);
+        uint64_t n = sl_bit_run(pages, p, npages, set);
+        if (set) {
+            put_u64(runs, p);
+            put_u64(runs, n);
+            nruns++;
+        }
+        p += n;
+    }
+    put_head(out, id, block, st, npages, nruns);
+    g_byte_array_append(out, runs->data, runs->len);
+    put_u64(out, sl_hash(out->data, out->len));
+    if (g_mkdir_with_parents(dir, 0700) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", dir, g_strerror(errno));
+        return false;
+    }
+    return g_file_set_contents(path, (const char *)out->data, out->len, errp);
+}
+
+/* Whether @buf (@len bytes) is a whole list for @snap, @block and @st; else why not. */
+static const char *mismatch(const uint8_t *buf, gsize len, const uint8_t *id,
+                            const char *block, const struct stat *st, uint64_t npages)
+{
+    uint64_t w[7], nruns;
+
+    if (len < HEAD + 8 || memcmp(buf, MAGIC, 8) != 0) {
+        return "not a written-page list";
+    }
+    nruns = sl_le64(buf + 152);
+    if (nruns > (len - HEAD - 8) / 16 || len != HEAD + 16 * nruns + 8 ||
+        sl_le64(buf + len - 8) != sl_hash(buf, len - 8)) {
+        return "truncated or corrupt";
+    }
+    if (memcmp(buf + 8, id, SL_IDENTITY_LEN) != 0) {
+        return "made for another snapshot";
+    }
+    if (strncmp((const char *)buf + 24, block, NAME_LEN) != 0 || sl_le64(buf + 144) != npages) {
+        return "made for another block";
+    }
+    file_words(st, w);
+    for (unsigned i = 0; i < 7; i++) {
+        if (sl_le64(buf + 88 + 8 * i) != w[i]) {
+            return i < 2 ? "made for another file"
+                         : "the RAM file changed since (size, mtime or ctime)";
+        }
+    }
+    return NULL;
+}
+
+bool sl_written_load(const char *dir, const sl_snapshot *snap, const char *block,
+                     const struct stat *st, GArray *runs, GError **errp)
+{
+    g_autofree char *path = sl_written_path(dir, st);
+    g_autofree char *buf = NULL;
+    int idx = sl_snapshot_find_block(snap, block);
+    uint8_t id[SL_IDENTITY_LEN];
+    sl_block_info bi;
+    const char *why;
+    gsize len = 0;
+
+    if (!g_file_get_contents(path, &buf, &len, errp)) {
+        return false;
+    }
+    unlink(path); /* used once: the run it is for is about to write the file again */
+    if (idx < 0 || !sl_snapshot_block(snap, (unsigned)idx, &bi)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s: no block '%s' in the snapshot",
+                    path, block);
+        return false;
+    }
+    if (!sl_snapshot_identity(snap, id, errp)) {
+        return false;
+    }
+    why = mismatch((const uint8_t *)buf, len, id, block, st, bi.length / bi.page_size);
+    if (why) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "%s: %s", path, why);
+        return false;
+    }
+    for (uint64_t i = 0; i < sl_le64((const uint8_t *)buf + 152); i++) {
+        const uint8_t *r = (const uint8_t *)buf + HEAD + 16 * i;
+        sl_page_run run = { sl_le64(r), sl_le64(r + 8) };
+        if (run.first > bi.length / bi.page_size ||
+            run.n > bi.length / bi.page_size - run.first) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "%s: a run lies outside the block",
+                        path);
+            return false;
+        }
+        g_array_append_val(runs, run);
+    }
+    return true;
+}

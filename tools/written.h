@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The list of pages a QEMU run wrote into its RAM file (written.c), left
+ * by the restore daemon when that run ends, so that the next
+ * `qemu-restore --reuse-ram` over the same file rewrites only those pages
+ * instead of reading and hashing all of guest RAM (sl_restore_keep_known).
+ *
+ * One small file per RAM file, named by the RAM file's device and inode,
+ * in a runtime directory (/run/snapload as root).  It holds the snapshot's
+ * content identity, the block name, the RAM file's identity and times
+ * (device, inode, size, mtime, ctime) when the list was made, and the runs
+ * of written snapshot pages, under a checksum.  It is used once: loading
+ * removes it, whatever it holds.  Anything that does not match (another
+ * snapshot, another block, a file changed since: its size, mtime or ctime
+ * moved) makes it refused with the reason, and the restart checks every
+ * page instead.
+ */
+#ifndef SNAPLOAD_WRITTEN_H
+#define SNAPLOAD_WRITTEN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <glib.h>
+#include "snapload/snapload.h"
+
+/** sl_written_dir: where the lists live (a new string: /run/snapload as root). */
+char *sl_written_dir(void);
+
+/** sl_written_path: the list of the RAM file @st in @dir (a new string). */
+char *sl_written_path(const char *dir, const struct stat *st);
+
+/**
+ * sl_written_save: write (atomically, by rename) the list of block @block
+ * of @snap over the RAM file whose identity and times are @st: the set bits
+ * of @pages (one per snapshot page of the block, @npages of them).
+ */
+bool sl_written_save(const char *dir, const sl_snapshot *snap, const char *block,
+                     const struct stat *st, const uint64_t *pages, uint64_t npages,
+                     GError **errp);
+
+/**
+ * sl_written_load: the list for block @block of @snap over the RAM file
+ * @st, as runs appended to @runs (sl_page_run).  The file is removed in
+ * every case.  False with @errp saying why it cannot be used: absent
+ * (G_FILE_ERROR_NOENT), corrupt, made for another snapshot, block or file,
+ * or the file changed since.
+ */
+bool sl_written_load(const char *dir, const sl_snapshot *snap, const char *block,
+                     const struct stat *st, GArray *runs, GError **errp);
+
+#endif /* SNAPLOAD_WRITTEN_H */

@@ -9,7 +9,10 @@
  * silent peers timed out (before and after HELLO) so they cannot hold every
  * client slot, a thousand consumers coming and going without costing it an
  * fd, uffds with features it does not serve refused by name, and a daemon
- * out of fds saying so instead of blaming the consumer's uffd.
+ * out of fds saying so instead of blaming the consumer's uffd.  And the
+ * written-page lists of qemu-restore --reuse-ram: tracked consumers'
+ * writes listed exactly, used once by the next run, refused when they do
+ * not match.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -36,6 +39,7 @@
 #include "migration/uffd.h"
 #include "tools/wire.h"
 #include "tools/daemon.h"
+#include "tools/written.h"
 
 #define PSIZE 4096u
 
@@ -168,6 +172,8 @@ typedef struct {
     bool forge_zero;        /* flip two cancelling bitmap bits: page 0 stored, page 1 zero */
     uint64_t first_page;    /* consumers start reading here */
     shared_counts *counts;
+    char *written_dir;      /* non-NULL: the daemon tracks writes (keep_memory too) */
+    int stats;              /* with written_dir: the daemon's stats pipe, read end */
 } fixture;
 
 static bool need(uint64_t hugepage, uint64_t len)
@@ -226,24 +232,39 @@ static void setup_daemon(fixture *f, uint64_t len, uint64_t hugepage, int thread
     if (f->forge_zero) {
         forge_zero_page(f->snap);
     }
-    f->memfd = hugepage ? sl_hugetlb_unlinked_fd(hugepage) : memfd_create("guest", MFD_CLOEXEC);
-    assert_true(f->memfd >= 0);
-    assert_int_equal(ftruncate(f->memfd, (off_t)len), 0);
-    f->counts = mmap(NULL, sizeof(shared_counts), PROT_READ | PROT_WRITE,
-                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    f->counts->efd = eventfd(0, EFD_CLOEXEC);
+    if (f->memfd <= 0) { /* a restart keeps the memory file */
+        f->memfd = hugepage ? sl_hugetlb_unlinked_fd(hugepage)
+                            : memfd_create("guest", MFD_CLOEXEC);
+        assert_true(f->memfd >= 0);
+        assert_int_equal(ftruncate(f->memfd, (off_t)len), 0);
+    }
+    if (!f->counts) {
+        f->counts = mmap(NULL, sizeof(shared_counts), PROT_READ | PROT_WRITE,
+                         MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        f->counts->efd = eventfd(0, EFD_CLOEXEC);
+    }
     assert_true(pipe2(ready, O_CLOEXEC) == 0 && f->counts->efd >= 0);
     o.ready_fd = ready[1];
     o.snapshot = f->snap;
     o.socket = f->sock;
     o.cfg = (sl_restore_config){ .size = sizeof(o.cfg), .loader_threads = 1,
-                                 .no_loaders = threads == 0 };
+                                 .no_loaders = threads == 0, .keep_memory = !!f->written_dir };
+    o.written_dir = f->written_dir;
+    if (f->written_dir) {
+        int st[2];
+        assert_int_equal(pipe2(st, O_CLOEXEC), 0);
+        f->stats = st[0];
+        o.stats_fd = st[1];
+    }
     f->daemon = fork();
     if (f->daemon == 0) {
         close(ready[0]);
         _exit(sl_daemon_run(&o));
     }
     close(ready[1]);
+    if (o.stats_fd >= 0) {
+        close(o.stats_fd);
+    }
     /* One byte once the socket listens; EOF if the daemon died first. */
     assert_int_equal(read(ready[0], &byte, 1), 1);
     close(ready[0]);
@@ -268,6 +289,10 @@ static int fixture_teardown(void **state)
     if (f->dir) {
         sl_test_rmdir(f->dir);
     }
+    if (f->stats > 0) {
+        close(f->stats);
+    }
+    g_free(f->written_dir);
     g_free(f->snap);
     g_free(f->sock);
     g_free(f);
@@ -731,6 +756,198 @@ static void test_consumer_joining_after_completion_gets_done(void **state)
     expect_exit(f->daemon, 0);
     f->daemon = 0;
     assert_int_equal(atomic_load(&f->counts->bad), 0);
+}
+
+/* ------------------------- written-page lists ----------------------------- */
+
+/* Saves a list of pages {2, 3, 9} of block b0 of @snap for a file like @st, in @dir. */
+static void save_list(const char *dir, const sl_snapshot *snap, const struct stat *st)
+{
+    g_autoptr(GError) err = NULL;
+    uint64_t pages[4] = { (1u << 2) | (1u << 3) | (1u << 9) };
+
+    assert_true(sl_written_save(dir, snap, "b0", st, pages, 256, &err));
+}
+
+/* Loads the list in @dir for @snap and @st; NULL if used, else why not (caller frees). */
+static char *load_list(const char *dir, const sl_snapshot *snap, const struct stat *st,
+                       GArray *runs)
+{
+    g_autoptr(GError) err = NULL;
+
+    return sl_written_load(dir, snap, "b0", st, runs, &err) ? NULL : g_strdup(err->message);
+}
+
+/*
+ * A written-page list comes back as saved, once (loading removes it), and
+ * is refused by name when it is not for this snapshot or the file changed
+ * since (mtime), or was damaged.
+ */
+static void test_written_list_is_used_once_and_refused_when_it_does_not_match(void **state)
+{
+    g_autofree char *dir = sl_test_tmpdir();
+    g_autofree char *a = g_build_filename(dir, "a", NULL), *b = g_build_filename(dir, "b", NULL);
+    g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_page_run));
+    g_autoptr(GError) err = NULL;
+    uint64_t len = 1u << 20, other = 2u << 20;
+    struct stat st = { .st_dev = 1, .st_ino = 42, .st_size = 1 << 20 }, moved = st;
+    sl_snapshot *sa, *sb;
+    g_autofree char *why = NULL, *path = NULL;
+    uint8_t byte;
+    int fd;
+
+    (void)state;
+    sl_test_make_snapshot(a, &len, 1, PSIZE, 4, 0);
+    sl_test_make_snapshot(b, &other, 1, PSIZE, 4, 0);
+    sa = sl_snapshot_open(a, &err);
+    sb = sl_snapshot_open(b, &err);
+    assert_true(sa && sb);
+    save_list(dir, sa, &st);
+    assert_null(load_list(dir, sa, &st, runs));
+    assert_int_equal(runs->len, 2); /* {2, 2 pages}, {9, 1 page} */
+    assert_int_equal(g_array_index(runs, sl_page_run, 0).first, 2);
+    assert_int_equal(g_array_index(runs, sl_page_run, 0).n, 2);
+    assert_int_equal(g_array_index(runs, sl_page_run, 1).first, 9);
+    why = load_list(dir, sa, &st, runs); /* used once */
+    assert_non_null(strstr(why, "No such file"));
+    g_free(why);
+    save_list(dir, sa, &st);
+    why = load_list(dir, sb, &st, runs);
+    assert_non_null(strstr(why, "made for another snapshot"));
+    g_free(why);
+    save_list(dir, sa, &st);
+    moved.st_mtim.tv_nsec = 1;
+    why = load_list(dir, sa, &moved, runs);
+    assert_non_null(strstr(why, "the RAM file changed since"));
+    g_free(why);
+    save_list(dir, sa, &st);
+    path = sl_written_path(dir, &st);
+    fd = open(path, O_RDWR | O_CLOEXEC);
+    assert_true(fd >= 0 && pread(fd, &byte, 1, 170) == 1);
+    byte ^= 1;
+    assert_true(pwrite(fd, &byte, 1, 170) == 1);
+    close(fd);
+    why = load_list(dir, sa, &st, runs);
+    assert_non_null(strstr(why, "truncated or corrupt"));
+    sl_snapshot_close(sa);
+    sl_snapshot_close(sb);
+    sl_test_rmdir(g_steal_pointer(&dir));
+}
+
+/* ------------------------- tracked consumers ------------------------------ */
+
+#define WRITTEN_PAGES 3
+static const uint64_t written_pages[WRITTEN_PAGES] = { 3, 17, 101 };
+
+/*
+ * A tracked consumer (REGISTER_WP): waits until every page is in place,
+ * writes a byte into each of written_pages, then reports (WRITTEN) unless
+ * @silent, and checks every page it did not write is the snapshot's.
+ */
+static int consume_tracked(fixture *f, bool silent)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree uint8_t *want = g_malloc(PSIZE);
+    uint8_t *p = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
+    int sock = sl_client_connect(f->sock, "tracked", &err);
+    int uffd = sock < 0 ? -1 : sl_client_register_tracked(sock, "b0", p, f->len, f->memfd, 0,
+                                                           &err);
+
+    if (uffd < 0 || !sl_client_wait_done(sock)) {
+        fprintf(stderr, "tracked consumer: %s\n", err ? err->message : "no DONE");
+        return 30;
+    }
+    for (uint64_t i = 0; i < f->len / PSIZE; i++) {
+        sl_test_fill_page(want, PSIZE, i, 1, 4);
+        if (memcmp(want, p + i * PSIZE, PSIZE) != 0) {
+            fprintf(stderr, "tracked consumer: page %" G_GUINT64_FORMAT " differs\n", i);
+            return 31;
+        }
+    }
+    for (unsigned i = 0; i < WRITTEN_PAGES; i++) {
+        p[written_pages[i] * PSIZE + 100] ^= 0xff;
+    }
+    if (!silent && !sl_client_report_written(f->sock, "b0", p, f->len, 0, &err)) {
+        fprintf(stderr, "tracked consumer: %s\n", err->message);
+        return 32;
+    }
+    return 0;
+}
+
+typedef struct {
+    char text[2048];
+} JsonLine;
+
+/*
+ * One daemon run with one tracked consumer over the fixture's memory file
+ * (kept from run to run: a restart; the snapshot is made again, the same);
+ * the daemon's final stats line.
+ */
+static JsonLine run_tracked(fixture *f, bool silent)
+{
+    JsonLine line = { 0 };
+    pid_t pid;
+    FILE *in;
+
+    if (f->dir) { /* a previous run's */
+        sl_test_rmdir(g_steal_pointer(&f->dir));
+        g_clear_pointer(&f->snap, g_free);
+        g_clear_pointer(&f->sock, g_free);
+    }
+    setup_daemon(f, 1u << 20, 0, 1);
+    pid = fork();
+    if (pid == 0) {
+        _exit(consume_tracked(f, silent));
+    }
+    expect_exit(pid, 0);
+    expect_exit(f->daemon, 0);
+    f->daemon = 0;
+    in = fdopen(f->stats, "r");
+    assert_non_null(in);
+    while (fgets(line.text, sizeof(line.text), in)) {
+        if (strstr(line.text, "\"status\"")) {
+            break;
+        }
+    }
+    fclose(in);
+    f->stats = 0;
+    return line;
+}
+
+/* The integer member @key of JSON line @l, or -1. */
+static long long json_member(const JsonLine *l, const char *key)
+{
+    g_autofree char *pat = g_strdup_printf("\"%s\": ", key);
+    const char *at = strstr(l->text, pat);
+
+    return at ? strtoll(at + strlen(pat), NULL, 10) : -1;
+}
+
+/*
+ * A run whose tracked consumer reports what it wrote leaves a list of
+ * exactly those pages: the next run over the same file checks only them
+ * (every other page kept unread) and gives back the snapshot's bytes.  A
+ * run whose consumer went without reporting leaves none: the run after it
+ * checks every page.
+ */
+static void test_tracked_consumers_leave_a_list_the_next_run_checks_only(void **state)
+{
+    fixture *f = *state;
+    JsonLine l;
+
+    f->written_dir = g_build_filename(g_get_tmp_dir(), "snapload-written-XXXXXX", NULL);
+    assert_non_null(g_mkdtemp(f->written_dir));
+    l = run_tracked(f, false);             /* fresh file: everything checked */
+    assert_int_equal(json_member(&l, "blocks_with_written_list"), 0);
+    /* The list is used (its consumer finds the written pages restored, or
+     * exits 31); this consumer leaves without reporting. */
+    l = run_tracked(f, true);
+    assert_int_equal(json_member(&l, "blocks_with_written_list"), 1);
+    assert_int_equal(json_member(&l, "pages_known"), 256 - WRITTEN_PAGES);
+    l = run_tracked(f, false);              /* so no list: every page checked */
+    assert_int_equal(json_member(&l, "blocks_with_written_list"), 0);
+    assert_int_equal(json_member(&l, "pages_known"), 0);
+    sl_test_rmdir(g_steal_pointer(&f->written_dir));
 }
 
 /*
@@ -1255,6 +1472,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_consumer_killed_mid_restore_leaves_the_others_unharmed, fixture_setup,
             fixture_teardown),
+        cmocka_unit_test(test_written_list_is_used_once_and_refused_when_it_does_not_match),
+        cmocka_unit_test_setup_teardown(test_tracked_consumers_leave_a_list_the_next_run_checks_only,
+                                        fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_consumer_joining_after_completion_gets_done,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_silent_connection_is_dropped_after_the_hello_timeout,

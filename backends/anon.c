@@ -100,15 +100,6 @@ static int anon_drop(const sl_mem *m, const sl_range *runs, size_t n)
     return sl_madvise_ranges(m->host, runs, n, MADV_DONTNEED);
 }
 
-static int anon_rewrite(const sl_mem *m, uint64_t off, const uint8_t *src, uint64_t len)
-{
-    if (!m->host) {
-        return -EOPNOTSUPP;
-    }
-    memcpy(m->host + off, src, len);
-    return 0;
-}
-
 static void anon_release(sl_mem *m)
 {
     munmap(m->host, m->length);
@@ -131,6 +122,6 @@ const sl_backend_ops sl_backend_anon = {
     .show = anon_zero, /* EEXIST if present; a discarded page comes back as zeros */
     .discard = NULL,
     .drop = anon_drop,
-    .rewrite = anon_rewrite,
+    .rewrite = sl_mem_host_rewrite,
     .release = anon_release,
 };

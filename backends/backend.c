@@ -66,6 +66,15 @@ void sl_mem_release(sl_mem *m)
     }
 }
 
+int sl_mem_host_rewrite(const sl_mem *m, uint64_t off, const uint8_t *src, uint64_t len)
+{
+    if (!m->host) {
+        return -EOPNOTSUPP; /* another process's view: nothing of ours to write through */
+    }
+    memcpy(m->host + off, src, len);
+    return 0;
+}
+
 #define ADVISE_BATCH 1024 /* UIO_MAXIOV: ranges per process_madvise() */
 
 /* One madvise() per range. */

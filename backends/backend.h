@@ -127,14 +127,21 @@ struct sl_backend_ops {
     /**
      * Overwrite [@off, +@len), present and mapped, with @src (an in-place
      * reset): the cheapest way that neither faults a registered view nor
-     * lifts its write protection (anon: our own mapping, whose written
-     * pages are writable; shmem: pwrite into the file; hugetlbfs: the
-     * alias).  0 or -errno.
+     * lifts its write protection (anon and shmem: our own mapping, whose
+     * written pages are present and writable, so a plain copy takes no
+     * fault; hugetlbfs: the alias).  0 or -errno.
      */
     int (*rewrite)(const sl_mem *m, uint64_t off, const uint8_t *src, uint64_t len);
     /** Undo map (only for owned memory). */
     void (*release)(sl_mem *m);
 };
+
+/**
+ * sl_mem_host_rewrite: ops->rewrite through our own mapping of @m (a
+ * memcpy into [@off, +@len) of m->host); -EOPNOTSUPP when @m is another
+ * process's view.
+ */
+int sl_mem_host_rewrite(const sl_mem *m, uint64_t off, const uint8_t *src, uint64_t len);
 
 /**
  * sl_madvise_ranges: madvise(@advice) each of the @n ranges @runs of the

@@ -292,12 +292,6 @@ static int file_drop(const sl_mem *m, const sl_range *runs, size_t n)
     return 0;
 }
 
-/* shmem: into the page cache with pwrite (no fault of the alias per page). */
-static int pwrite_rewrite(const sl_mem *m, uint64_t off, const uint8_t *src, uint64_t len)
-{
-    return sl_pwrite_full(m->fd, src, len, m->offset + off);
-}
-
 /* hugetlbfs (no write()): through the alias, whose pages the fill mapped. */
 static int alias_rewrite(const sl_mem *m, uint64_t off, const uint8_t *src, uint64_t len)
 {
@@ -334,7 +328,7 @@ const sl_backend_ops sl_backend_shmem = {
     .bounce = true,
     .stage = bounce_stage,
     .place = shmem_place,
-    .rewrite = pwrite_rewrite,
+    .rewrite = sl_mem_host_rewrite,
     FILE_OPS,
 };
 

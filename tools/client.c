@@ -251,9 +251,21 @@ bool sl_client_wait_done(int sock)
 
 typedef struct {
     int sock;
+    int uffd;              /* tracked: closed when the daemon hangs up after DONE, or -1 */
     void (*on_death)(void);
     void (*on_done)(void);
 } supervisor;
+
+/* After DONE: blocks until the daemon hangs up (it sends nothing more). */
+static void wait_hangup(int sock)
+{
+    uint8_t buf[SL_PROTO_MAX];
+    ssize_t n;
+
+    do {
+        n = recv(sock, buf, sizeof(buf), 0);
+    } while (n > 0 || (n < 0 && errno == EINTR));
+}
 
 static gpointer supervise(gpointer opaque)
 {
@@ -264,15 +276,30 @@ static gpointer supervise(gpointer opaque)
     } else if (s->on_done) {
         s->on_done();
     }
+    if (s->uffd >= 0) {
+        /* A tracked mapping stays registered after DONE, so a fault on it
+         * still goes to the daemon: once the daemon is gone, closing the
+         * uffd unregisters it and the kernel serves such faults from the
+         * page cache, where every page now is. */
+        wait_hangup(s->sock);
+        close(s->uffd);
+    }
     g_free(s);
     return NULL;
 }
 
 void sl_client_supervise(int sock, void (*on_death)(void), void (*on_done)(void))
 {
+    sl_client_supervise_tracked(sock, -1, on_death, on_done);
+}
+
+void sl_client_supervise_tracked(int sock, int uffd, void (*on_death)(void),
+                                 void (*on_done)(void))
+{
     supervisor *s = g_new0(supervisor, 1);
 
     s->sock = sock;
+    s->uffd = uffd;
     s->on_death = on_death;
     s->on_done = on_done;
     g_thread_unref(g_thread_new("sl-supervise", supervise, s));

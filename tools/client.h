@@ -71,6 +71,15 @@ int sl_client_register_anon(int sock, const char *block, void *addr, uint64_t le
 void sl_client_supervise(int sock, void (*on_death)(void), void (*on_done)(void));
 
 /**
+ * sl_client_supervise_tracked: sl_client_supervise() for a tracked mapping
+ * (sl_client_register_tracked(), whose registration outlives DONE), whose
+ * @uffd the thread closes once the daemon hangs up after DONE, so that no
+ * later fault waits for a daemon that is gone.
+ */
+void sl_client_supervise_tracked(int sock, int uffd, void (*on_death)(void),
+                                 void (*on_done)(void));
+
+/**
  * sl_client_env_of: the value of @name in the environment process @pid was
  * started with (/proc/PID/environ), or NULL (unset, or not readable).
  * Caller frees.  How a client tells another process's daemon and blocks.

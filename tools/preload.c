@@ -247,15 +247,17 @@ static void hand_over(pl_block *b, void *p, size_t len, int fd, off_t off)
     int sock;
 
     bool track = pl.track && pl.ntracked < MAX_TRACKED;
+    int uffd;
 
     pl_talking = true;
     sock = sl_client_connect(pl.socket, "preload", &err);
     /* The uffd stays open here for the life of the process: if the daemon
      * dies, faults block (and the supervisor ends us) instead of reading
      * holes as zeros. */
-    if (sock < 0 ||
-        (track ? sl_client_register_tracked(sock, b->name, p, len, fd, (uint64_t)off, &err)
-               : sl_client_register(sock, b->name, p, len, fd, (uint64_t)off, &err)) < 0) {
+    uffd = sock < 0 ? -1
+           : track ? sl_client_register_tracked(sock, b->name, p, len, fd, (uint64_t)off, &err)
+                   : sl_client_register(sock, b->name, p, len, fd, (uint64_t)off, &err);
+    if (uffd < 0) {
         die("block '%s' (%s): %s", b->name, b->path, err->message);
     }
     pl_talking = false;
@@ -263,7 +265,7 @@ static void hand_over(pl_block *b, void *p, size_t len, int fd, off_t off)
         pl.tracked[pl.ntracked++] = (pl_tracked){ b, p, len };
     }
     atomic_fetch_add_explicit(&pl.pending, 1, memory_order_relaxed);
-    sl_client_supervise(sock, daemon_died, block_done);
+    sl_client_supervise_tracked(sock, track ? uffd : -1, daemon_died, block_done);
 }
 
 /* The anonymous block a new mapping of @len bytes with @prot/@flags is, or NULL. */

@@ -923,6 +923,85 @@ static long long json_member(const JsonLine *l, const char *key)
     return at ? strtoll(at + strlen(pat), NULL, 10) : -1;
 }
 
+static void ignore_death(void)
+{
+}
+
+/*
+ * Tracked consumer whose daemon dies after DONE: its mapping, still
+ * registered (tracking outlives DONE), must not leave later faults waiting
+ * for nobody.  Drops its own PTEs of a page and reads it again (bounded by
+ * an alarm): exit 0 when it reads the snapshot's bytes.
+ */
+static int outlive_daemon(fixture *f, int killpipe)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree uint8_t *want = g_malloc(PSIZE);
+    uint8_t *p = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
+    int sock = sl_client_connect(f->sock, "tracked", &err);
+    int uffd = sock < 0 ? -1 : sl_client_register_tracked(sock, "b0", p, f->len, f->memfd, 0,
+                                                           &err);
+    char byte = 'k';
+
+    if (uffd < 0) {
+        return 30;
+    }
+    sl_client_supervise_tracked(sock, uffd, ignore_death, NULL);
+    sl_test_fill_page(want, PSIZE, 5, 1, 4);
+    if (memcmp(want, p + 5 * PSIZE, PSIZE) != 0) { /* served by the daemon */
+        return 31;
+    }
+    while (atomic_load(&f->counts->registered) == 0) { /* until the parent saw completion */
+        g_usleep(1000);
+    }
+    if (write(killpipe, &byte, 1) != 1) { /* the parent kills the daemon now */
+        return 32;
+    }
+    while (atomic_load(&f->counts->registered) == 1) {
+        g_usleep(1000);
+    }
+    alarm(20);
+    madvise(p + 5 * PSIZE, PSIZE, MADV_DONTNEED); /* our PTE goes, the page cache stays */
+    return memcmp(want, p + 5 * PSIZE, PSIZE) == 0 ? 0 : 33;
+}
+
+/* A tracked consumer goes on reading after its daemon died past completion. */
+static void test_tracked_consumer_outlives_a_daemon_that_dies_after_completion(void **state)
+{
+    fixture *f = *state;
+    int kp[2];
+    char byte;
+    pid_t pid;
+
+    f->written_dir = g_build_filename(g_get_tmp_dir(), "snapload-written-XXXXXX", NULL);
+    assert_non_null(g_mkdtemp(f->written_dir));
+    setup_daemon(f, 1u << 20, 0, 1);
+    assert_int_equal(pipe2(kp, O_CLOEXEC), 0);
+    pid = fork();
+    if (pid == 0) {
+        _exit(outlive_daemon(f, kp[1]));
+    }
+    /* The stats line comes once every page is in place. */
+    {
+        FILE *in = fdopen(f->stats, "r");
+        char line[2048];
+        while (in && fgets(line, sizeof(line), in) && !strstr(line, "\"status\"")) {
+        }
+        f->stats = dup(fileno(in));
+        fclose(in);
+    }
+    atomic_store(&f->counts->registered, 1);
+    assert_int_equal(read(kp[0], &byte, 1), 1);
+    kill(f->daemon, SIGKILL);
+    waitpid(f->daemon, NULL, 0);
+    f->daemon = 0;
+    atomic_store(&f->counts->registered, 2);
+    expect_exit(pid, 0);
+    close(kp[0]);
+    close(kp[1]);
+    sl_test_rmdir(g_steal_pointer(&f->written_dir));
+}
+
 /*
  * A run whose tracked consumer reports what it wrote leaves a list of
  * exactly those pages: the next run over the same file checks only them
@@ -1473,6 +1552,9 @@ int main(void)
             test_consumer_killed_mid_restore_leaves_the_others_unharmed, fixture_setup,
             fixture_teardown),
         cmocka_unit_test(test_written_list_is_used_once_and_refused_when_it_does_not_match),
+        cmocka_unit_test_setup_teardown(
+            test_tracked_consumer_outlives_a_daemon_that_dies_after_completion, fixture_setup,
+            fixture_teardown),
         cmocka_unit_test_setup_teardown(test_tracked_consumers_leave_a_list_the_next_run_checks_only,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_consumer_joining_after_completion_gets_done,

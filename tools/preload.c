@@ -251,9 +251,11 @@ static void hand_over(pl_block *b, void *p, size_t len, int fd, off_t off)
 
     pl_talking = true;
     sock = sl_client_connect(pl.socket, "preload", &err);
-    /* The uffd stays open here for the life of the process: if the daemon
-     * dies, faults block (and the supervisor ends us) instead of reading
-     * holes as zeros. */
+    /* The uffd stays open until every page is in place: if the daemon dies
+     * before, faults block (and the supervisor ends us) instead of reading
+     * holes as zeros.  Untracked, it stays open for the life of the
+     * process (the daemon unregistered the range); tracked, the supervisor
+     * closes it once the daemon has gone after DONE. */
     uffd = sock < 0 ? -1
            : track ? sl_client_register_tracked(sock, b->name, p, len, fd, (uint64_t)off, &err)
                    : sl_client_register(sock, b->name, p, len, fd, (uint64_t)off, &err);

@@ -297,9 +297,14 @@ static unsigned need_vu(fixture *f)
  * Restores kind @ki's snapshot with the back-end registered through
  * --vhost-user and @threads loaders per node (0: every page, the
  * back-end's included, comes by a fault) and checks guest and disk.
+ * @reuse: over the RAM file a previous run left (--reuse-ram: QEMU's and
+ * the back-end's writes tracked).  Returns how many blocks the restore
+ * took a written-page list for (-1 when it could not complete).
  */
-static void restore_with_registered_backend(fixture *f, unsigned ki, const char *threads)
+static int64_t restore_with_registered_backend(fixture *f, unsigned ki, const char *threads,
+                                               bool reuse)
 {
+    int64_t listed = -1;
     bool faults_only = !strcmp(threads, "0");
     g_autofree char *serial = path_in(f, "restore.serial"), *qmp = path_in(f, "restore.qmp");
     g_autofree char *req = lg_req_path(serial), *img = path_in(f, "disk.img");
@@ -325,7 +330,9 @@ static void restore_with_registered_backend(fixture *f, unsigned ki, const char 
     vhost = g_strdup_printf("%s=%s", sock, qsd);
     lq = listen_at(qmp);
     r = start_restore(f, (const char *[]){ "--json", "--threads", threads, "--socket", dsock,
-                                           "--vhost-user", vhost, NULL }, serial, qmp, NULL);
+                                           "--vhost-user", vhost,
+                                           reuse ? "--reuse-ram" : NULL, NULL },
+                      serial, qmp, NULL);
     q = accept_qmp(lq, &r);
     qemu = sl_qmp_peer_pid(q);
     qpfd = (int)syscall(SYS_pidfd_open, qemu, 0);
@@ -392,6 +399,13 @@ static void restore_with_registered_backend(fixture *f, unsigned ki, const char 
     assert_int_equal(json_object_get_int_member(rs, "pages_placed_twice"), 0);
     assert_int_equal(json_object_get_int_member(rs, "pages_never_placed"), 0);
     assert_int_equal(json_object_get_int_member(rs, "checksum_failures"), 0);
+    listed = json_object_get_int_member(rs, "blocks_with_written_list");
+    if (reuse) {
+        print_message("# %s, --reuse-ram: %" PRId64 " of %" PRId64 " pages kept unread (the "
+                      "previous run's list: %s)\n", f->k->name,
+                      json_object_get_int_member(rs, "pages_known"),
+                      json_object_get_int_member(rs, "pages"), listed ? "used" : "none");
+    }
     print_message("# %s: running %.0f ms after QEMU's start, first PONG in %.1f ms, held pass "
                   "released in %.1f ms; it and the next took %.0f ms (gen %" PRIu64 "), a full "
                   "pass over %" PRIu64 " pages %.0f ms; every page in place %.0f ms after the "
@@ -406,20 +420,39 @@ out:
     close(qpfd);
     close(lq);
     child_free(&r);
+    return listed;
 }
 
 static void test_registered_backend_keeps_guest_memory_and_disk_clean(void **state)
 {
     fixture *f = *state;
 
-    restore_with_registered_backend(f, need_vu(f), "1");
+    restore_with_registered_backend(f, need_vu(f), "1", false);
 }
 
 static void test_registered_backend_served_by_faults_only_keeps_disk_clean(void **state)
 {
     fixture *f = *state;
 
-    restore_with_registered_backend(f, need_vu(f), "0");
+    restore_with_registered_backend(f, need_vu(f), "0", false);
+}
+
+/*
+ * Two runs over the same RAM file (--reuse-ram), the back-end registered
+ * and so tracked too: the first leaves a list of what QEMU and the
+ * back-end wrote (the back-end reports in its exit handlers, after
+ * qemu-restore ends it), the second takes it and checks only those pages,
+ * and the guest's memory and the disk stay clean in both.  A write the
+ * list missed (the back-end's disk reads into guest buffers) would be
+ * kept unread and found by the guest's checks.
+ */
+static void test_restart_with_a_tracked_backend_uses_the_written_list(void **state)
+{
+    fixture *f = *state;
+    unsigned ki = need_vu(f);
+
+    restore_with_registered_backend(f, ki, "1", true);
+    assert_int_equal(restore_with_registered_backend(f, ki, "1", true), 1);
 }
 
 /*
@@ -475,7 +508,7 @@ static void test_unregistered_backend_is_refused_before_any_byte_is_lost(void **
 
 int main(void)
 {
-    struct CMUnitTest tests[3 * G_N_ELEMENTS(kinds)];
+    struct CMUnitTest tests[4 * G_N_ELEMENTS(kinds)];
     unsigned n = 0;
     int failed;
 
@@ -492,6 +525,10 @@ int main(void)
             test_unregistered_backend_is_refused_before_any_byte_is_lost, k);
         tests[n++].name = g_strdup_printf(
             "%s/unregistered_backend_is_refused_before_any_byte_is_lost", kinds[k].name);
+        tests[n] = (struct CMUnitTest)CASE(
+            test_restart_with_a_tracked_backend_uses_the_written_list, k);
+        tests[n++].name = g_strdup_printf(
+            "%s/restart_with_a_tracked_backend_uses_the_written_list", kinds[k].name);
     }
     if (g_getenv("SL_TEST_FILTER")) {
         cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));

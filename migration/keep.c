@@ -63,8 +63,8 @@ bool sl_restore_keep_known(sl_restore *r, const char *block_name, const sl_page_
 
     if (!reg) {
         why = "block not attached";
-    } else if (!r->cfg.keep_memory || r->cfg.no_checksum || reg->mem.fd < 0) {
-        why = "needs config.keep_memory with checksums, over a shared memory file";
+    } else if (!r->cfg.keep_memory || reg->mem.fd < 0) {
+        why = "needs config.keep_memory, over a shared memory file";
     } else if (r->started) {
         why = "the restore has started";
     }

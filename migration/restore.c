@@ -459,7 +459,8 @@ static bool prepare_regions(sl_restore *r, GError **errp)
                         reg->mem.ops->name);
             return false;
         }
-        reg->mem.keep = r->cfg.keep_memory && !r->cfg.no_checksum;
+        /* Without checksums only a caller's list (keep_known) can prove a unit. */
+        reg->mem.keep = r->cfg.keep_memory && (!r->cfg.no_checksum || reg->changed);
         if (!reg->mem.ops->prepare(&reg->mem, errp)) {
             g_prefix_error(errp, "block '%s': ", reg->blk->name);
             return false;

@@ -3,7 +3,8 @@
  * The written-page list of a RAM file (see written.h).  Layout, all
  * little-endian:
  *   0   "SLWRIT01"
- *   8   the snapshot's content identity (SL_IDENTITY_LEN bytes)
+ *   8   the snapshot's content identity (SL_IDENTITY_LEN bytes), or for one
+ *       without checksums a hash of its file's identity and times
  *   24  block name, NUL-padded (64 bytes)
  *   88  RAM file: dev, ino, size, mtime s, mtime ns, ctime s, ctime ns (u64 each)
  *   144 pages in the block (u64), runs (u64)
@@ -31,6 +32,36 @@ char *sl_written_path(const char *dir, const struct stat *st)
 {
     return g_strdup_printf("%s/written-%" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT, dir,
                            (guint64)st->st_dev, (guint64)st->st_ino);
+}
+
+/*
+ * What names @snap in a list: its content identity, or, for a snapshot
+ * without one (a QEMU file with no sidecar index: no checksums), a hash of
+ * its file's device, inode, size, mtime and ctime: the same file, unchanged.
+ */
+static bool snapshot_key(const sl_snapshot *snap, uint8_t id[SL_IDENTITY_LEN], GError **errp)
+{
+    g_autoptr(GError) err = NULL;
+    struct stat st;
+    uint64_t w[5], h;
+
+    if (sl_snapshot_identity(snap, id, &err)) {
+        return true;
+    }
+    if (stat(sl_snapshot_path(snap), &st) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", sl_snapshot_path(snap),
+                    g_strerror(errno));
+        return false;
+    }
+    w[0] = (uint64_t)st.st_dev;
+    w[1] = (uint64_t)st.st_ino;
+    w[2] = (uint64_t)st.st_size;
+    w[3] = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
+    w[4] = (uint64_t)st.st_ctim.tv_sec * 1000000000u + (uint64_t)st.st_ctim.tv_nsec;
+    memset(id, 0, SL_IDENTITY_LEN);
+    h = sl_hash(w, sizeof(w));
+    memcpy(id, &h, sizeof(h));
+    return true;
 }
 
 /* The RAM file's identity and times, in the order the list stores them. */
@@ -82,7 +113,7 @@ bool sl_written_save(const char *dir, const sl_snapshot *snap, const char *block
     uint8_t id[SL_IDENTITY_LEN];
     uint64_t nruns = 0;
 
-    if (!sl_snapshot_identity(snap, id, errp)) {
+    if (!snapshot_key(snap, id, errp)) {
         return false;
     }
     for (uint64_t p = 0; p < npages;) {
@@ -155,7 +186,7 @@ bool sl_written_load(const char *dir, const sl_snapshot *snap, const char *block
                     path, block);
         return false;
     }
-    if (!sl_snapshot_identity(snap, id, errp)) {
+    if (!snapshot_key(snap, id, errp)) {
         return false;
     }
     why = mismatch((const uint8_t *)buf, len, id, block, st, bi.length / bi.page_size);

@@ -7,7 +7,8 @@
  *
  * One small file per RAM file, named by the RAM file's device and inode,
  * in a runtime directory (/run/snapload as root).  It holds the snapshot's
- * content identity, the block name, the RAM file's identity and times
+ * content identity (for one without checksums, its file's identity and
+ * times), the block name, the RAM file's identity and times
  * (device, inode, size, mtime, ctime) when the list was made, and the runs
  * of written snapshot pages, under a checksum.  It is used once: loading
  * removes it, whatever it holds.  Anything that does not match (another

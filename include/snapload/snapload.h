@@ -378,8 +378,10 @@ typedef struct {
      * page) is kept and only mapped, not rewritten; any other unit is
      * restored as usual.  For restarting a VMM from the same snapshot over
      * the RAM file its previous run left: the restart rewrites only what
-     * that run changed (the files are read and hashed in the background).
-     * Needs checksums; anonymous memory is refused.
+     * that run changed (the files are read and hashed in the background,
+     * or, since 1.6, only what sl_restore_keep_known() lists).  Without
+     * checksums nothing is kept unless such a list says so; anonymous
+     * memory is refused.
      */
     bool keep_memory;
 } sl_restore_config;
@@ -531,8 +533,9 @@ bool sl_restore_add_view_flags(sl_restore *r, const char *block_name, int uffd,
  * wrote the file since).  Units that touch none of them, and no hole of
  * the file where the snapshot has data (a shmem file's holes are looked
  * up), are kept without being read or hashed (sl_stats.pages_known); the
- * others are checked and restored as keep_memory does.  Without this call
- * every unit is checked.
+ * others are checked and restored as keep_memory does (without checksums,
+ * restored).  Without this call every unit is checked (without checksums,
+ * none is kept).
  */
 bool sl_restore_keep_known(sl_restore *r, const char *block_name, const sl_page_run *changed,
                            size_t n, GError **errp);

@@ -328,6 +328,8 @@ static int64_t restore_with_registered_backend(fixture *f, unsigned ki, const ch
     f->snap = g_strdup(vu.snap[ki]);
     qsd = qsd_command(img, sock);
     vhost = g_strdup_printf("%s=%s", sock, qsd);
+    unlink(qmp); /* a previous run's, on a restart */
+    unlink(serial);
     lq = listen_at(qmp);
     r = start_restore(f, (const char *[]){ "--json", "--threads", threads, "--socket", dsock,
                                            "--vhost-user", vhost,

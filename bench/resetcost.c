@@ -14,7 +14,11 @@
  *    against the snapshot (sampled pages and every written one);
  *  - child: the same writes saved as an incremental snapshot of the
  *    restored one (sl_restore_write_child()): its allocated bytes against
- *    the full snapshot's, and a lazy restore of it checked byte for byte.
+ *    the full snapshot's, and a lazy restore of it checked byte for byte;
+ *  - restart (shmem, hugetlbfs): the same writes, then a restore over the
+ *    memory left (keep_memory, as qemu-restore --reuse-ram) with the list
+ *    of written pages (sl_restore_keep_known) and without it (every unit
+ *    read and hashed), until complete, each checked.
  *
  *   snapload-resetcost [--backend anon|shmem|hugetlbfs] [--sizes 1G,4G]
  *                      [--written 1] [--pattern random|runs] [--reps 5]
@@ -200,10 +204,17 @@ typedef struct {
     double save_ms, restore_ms;
 } child_fig;
 
+/* A VMM restarted over the memory file its previous run left (shared memory only). */
+typedef struct {
+    double listed_ms, hashed_ms;   /* until complete: with the written list, without */
+    uint64_t known;                /* units the list let the first keep unread */
+} restart_fig;
+
 typedef struct {
     double eager, lazy;
     reset_fig drop, in_place;
     child_fig child;
+    restart_fig restart;
 } figures;
 
 static void reset_rounds(const opts *o, sl_snapshot *snap, uint64_t size, bool in_place,
@@ -288,6 +299,60 @@ static void child_round(const opts *o, sl_snapshot *snap, const char *path, uint
     sl_mem_release(&m);
 }
 
+/* A keep_memory restore over @m, with the written @runs (or none: all hashed); ms to complete. */
+static double restart_ms(sl_snapshot *snap, sl_mem *m, GArray *runs, uint64_t *known)
+{
+    g_autoptr(GError) err = NULL;
+    sl_restore_config cfg = { .size = sizeof(cfg), .keep_memory = true };
+    sl_stats st = { .size = sizeof(st) };
+    double t0 = now_ms(), t;
+    sl_restore *r = sl_restore_new(snap, &cfg, &err);
+
+    if (!r || !sl_mem_attach(r, "ram", m, &err) ||
+        (runs && !sl_restore_keep_known(r, "ram", (const sl_page_run *)(void *)runs->data,
+                                         runs->len, &err)) ||
+        !sl_restore_start(r, &err)) {
+        die("restart", err);
+    }
+    if (sl_restore_wait(r, -1) != 0) {
+        die("restart did not complete", NULL);
+    }
+    t = now_ms() - t0;
+    sl_restore_get_stats(r, &st);
+    *known = st.pages_known;
+    sl_restore_free(r);
+    return t;
+}
+
+/*
+ * qemu-restore --reuse-ram in the library: a tracked restore, the same
+ * writes, then restores over the memory it left: with the list of written
+ * pages (sl_restore_keep_known), then, after the same writes again,
+ * without (every unit read and hashed).  Each checked against the snapshot.
+ */
+static void restart_round(const opts *o, sl_snapshot *snap, uint64_t size, restart_fig *rf)
+{
+    g_autoptr(GRand) rng = g_rand_new_with_seed(16);
+    g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_page_run));
+    g_autoptr(GError) err = NULL;
+    sl_mem m = { 0 };
+    sl_restore *r = restore(o, snap, &m, size, true, false);
+    g_autofree uint8_t *hit = g_malloc(size / m.page_size);
+    uint64_t unused;
+
+    write_units(o, &m, rng, hit);
+    if (!sl_restore_written(r, "ram", runs, &err)) {
+        die("written", err);
+    }
+    sl_restore_free(r);
+    rf->listed_ms = restart_ms(snap, &m, runs, &rf->known);
+    check(&m, hit);
+    write_units(o, &m, rng, hit);
+    rf->hashed_ms = restart_ms(snap, &m, NULL, &unused);
+    check(&m, hit);
+    sl_mem_release(&m);
+}
+
 static void measure(const opts *o, uint64_t size, figures *fg)
 {
     g_autofree char *path = g_strdup_printf("%s/snapload-resetcost-%d.snap", o->dir, getpid());
@@ -304,6 +369,9 @@ static void measure(const opts *o, uint64_t size, figures *fg)
     reset_rounds(o, snap, size, false, &fg->drop);
     reset_rounds(o, snap, size, true, &fg->in_place);
     child_round(o, snap, path, size, &fg->child);
+    if (o->kind != SL_BACKEND_ANON) {
+        restart_round(o, snap, size, &fg->restart);
+    }
     sl_snapshot_close(snap);
     unlink(path);
 }
@@ -374,6 +442,14 @@ int main(int argc, char **argv)
                "every byte checked) in %.1f ms\n", fg.child.child_bytes / 1048576.0,
                100.0 * (double)fg.child.child_bytes / (double)fg.child.full_bytes,
                fg.child.full_bytes / 1048576.0, fg.child.save_ms, fg.child.restore_ms);
+        if (o.kind != SL_BACKEND_ANON) {
+            printf("       restart over the memory left, after the same writes: with the "
+                   "written list %.1f ms (%" G_GUINT64_FORMAT " units kept unread), every unit "
+                   "hashed %.1f ms; lazy/restart %.1fx | %.1fx, eager/restart %.1fx | %.1fx\n",
+                   fg.restart.listed_ms, fg.restart.known, fg.restart.hashed_ms,
+                   fg.lazy / fg.restart.listed_ms, fg.lazy / fg.restart.hashed_ms,
+                   fg.eager / fg.restart.listed_ms, fg.eager / fg.restart.hashed_ms);
+        }
         fflush(stdout);
     }
     return 0;

@@ -7,50 +7,56 @@
  * run's write tracking), the loaders keep every other unit without reading
  * or hashing it, and check only the listed ones: a restart then costs the
  * written pages, not guest RAM.  Holes of a shmem file (pages discarded
- * since) are looked up here: where the snapshot has data they count as
- * changed whatever the list says (a hole reads as zeros, right only for a
- * zero page).  The bitmap is built by the caller's
+ * since) are looked up here (mincore): where the snapshot has data they
+ * count as changed whatever the list says (a hole reads as zeros, right
+ * only for a zero page).  The bitmap is built by the caller's
  * thread before the restore starts, and only read afterwards.
  */
 #include <errno.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include "restore-int.h"
 
-/* Marks the snapshot pages in the hole [@from, @to) (byte offsets in the
- * block) that hold data: a hole reads as zeros, as a zero page should. */
-static void mark_hole(sl_region *reg, uint64_t from, uint64_t to)
-{
-    const uint64_t ps = reg->blk->page_size, npages = reg->blk->length / ps;
-
-    for (uint64_t p = from / ps; p < MIN(npages, (to + ps - 1) / ps); p++) {
-        if (sl_bit_test(reg->blk->bitmap, p)) {
-            sl_bit_set(reg->changed, p);
-        }
-    }
-}
-
-/* Every hole of @reg's part of its file counts as changed: 0 or -errno. */
+/*
+ * Every page of @reg's part of a shmem file that the page cache lacks (a
+ * hole: a page discarded since) counts as changed where the snapshot has
+ * data (a hole reads as zeros, right only for a zero page).  One mincore()
+ * of a fresh read-only mapping of the range (it reports the page cache of
+ * a shared file mapping, and neither faults nor populates): a restored
+ * file has a hole for every zero page, too many for a SEEK_HOLE walk.
+ * hugetlbfs reports mapped hugepages only, so its holes cannot be seen
+ * this way (the preload flags a punch instead).  0 or -errno.
+ */
 static int mark_holes(sl_region *reg)
 {
-    const off_t start = (off_t)reg->mem.offset, end = start + (off_t)reg->mem.length;
+    const uint64_t ps = reg->blk->page_size, npages = reg->blk->length / ps;
+    const uint64_t sys = (uint64_t)sysconf(_SC_PAGESIZE), per = MAX(1, ps / sys);
+    g_autofree unsigned char *vec = NULL;
+    void *p;
+    int ret = 0;
 
-    for (off_t at = start; at < end;) {
-        off_t hole = lseek(reg->mem.fd, at, SEEK_HOLE), data;
-        if (hole < 0) {
-            return errno == ENXIO ? 0 : -errno;
-        }
-        if (hole >= end) {
-            return 0;
-        }
-        data = lseek(reg->mem.fd, hole, SEEK_DATA);
-        if (data < 0 && errno != ENXIO) {
-            return -errno;
-        }
-        data = data < 0 || data > end ? end : data;
-        mark_hole(reg, (uint64_t)(hole - start), (uint64_t)(data - start));
-        at = data;
+    if (reg->mem.ops->kind != SL_BACKEND_SHMEM) {
+        return 0;
     }
-    return 0;
+    p = mmap(NULL, reg->mem.length, PROT_READ, MAP_SHARED, reg->mem.fd, (off_t)reg->mem.offset);
+    if (p == MAP_FAILED) {
+        return -errno;
+    }
+    vec = g_malloc(reg->mem.length / sys);
+    if (mincore(p, reg->mem.length, vec) < 0) {
+        ret = -errno;
+    }
+    for (uint64_t pg = 0; ret == 0 && pg < npages; pg++) {
+        bool hole = false;
+        for (uint64_t k = 0; k < per; k++) {
+            hole = hole || !(vec[pg * per + k] & 1);
+        }
+        if (hole && sl_bit_test(reg->blk->bitmap, pg)) {
+            sl_bit_set(reg->changed, pg);
+        }
+    }
+    munmap(p, reg->mem.length);
+    return ret;
 }
 
 bool sl_restore_keep_known(sl_restore *r, const char *block_name, const sl_page_run *changed,

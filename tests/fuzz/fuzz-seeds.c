@@ -115,13 +115,18 @@ static int protocol(const char *dir)
     sl_msg ok = { .type = SL_MSG_REGISTERED, .u.status = { 0, "registered" } };
     sl_msg refused = { .type = SL_MSG_REGISTERED, .u.status = { -22, "no block 'vga'" } };
     sl_msg done = { .type = SL_MSG_DONE };
+    sl_msg reg_wp = { .type = SL_MSG_REGISTER_WP, .u.reg = reg.u.reg };
+    sl_msg written = { .type = SL_MSG_WRITTEN, .u.written = { "pc.ram", 0x7f0000000000ull,
+                                                                1ull << 30, 0 } };
 
     if (g_mkdir_with_parents(dir, 0755) < 0) {
         return fail("creating the seed directory", NULL);
     }
     return write_packet(dir, "hello", &hello) && write_packet(dir, "welcome", &welcome) &&
            write_packet(dir, "register", &reg) && write_packet(dir, "registered", &ok) &&
-           write_packet(dir, "refused", &refused) && write_packet(dir, "done", &done) ? 0 : 1;
+           write_packet(dir, "refused", &refused) && write_packet(dir, "done", &done) &&
+           write_packet(dir, "register-wp", &reg_wp) && write_packet(dir, "written", &written)
+           ? 0 : 1;
 }
 
 /* ------------------------------------------------------------------ */

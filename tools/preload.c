@@ -95,7 +95,11 @@ static struct {
      * it (block_done); relaxed: a count read as a hint of state, ordered by
      * the socket messages that change it. */
     _Atomic unsigned pending;
-} pl = { .lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP }; /* recursive: an interposed call made while it is held (munmap inside a hand-over) */
+} pl = {
+    /* Recursive: an interposed call (munmap, madvise) may come while this
+     * thread holds it, from inside a hand-over or a report. */
+    .lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP,
+};
 
 /* Set while this thread talks to the daemon: its own sendmsg of a block's
  * file (REGISTER) is not a hand-off to a peer. */

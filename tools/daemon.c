@@ -17,7 +17,9 @@
  * unless it left.  The daemon keeps no fd of a client but its socket: the
  * fds a REGISTER carries are closed once it is handled (the restore keeps
  * its own duplicates, released by sl_restore_remove_views() when the client
- * goes).  Only this file and the CLI print.
+ * goes).  With opts.written_dir it also tracks what its consumers write
+ * (REGISTER_WP, WRITTEN; dtrack.c) and leaves, when it ends, the list a
+ * restart over the same RAM file uses.  Only this file and the CLI print.
  */
 #include <errno.h>
 #include <pthread.h>

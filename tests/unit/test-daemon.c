@@ -844,14 +844,21 @@ static const uint64_t written_pages[WRITTEN_PAGES] = { 3, 17, 101 };
  * writes a byte into each of written_pages, then reports (WRITTEN) unless
  * @silent, and checks every page it did not write is the snapshot's.
  */
+/* Maps the fixture's memory file and registers it tracked: the uffd, or -1. */
+static int register_tracked(fixture *f, uint8_t **p, int *sock, GError **errp)
+{
+    *p = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
+    *sock = sl_client_connect(f->sock, "tracked", errp);
+    return *sock < 0 ? -1
+                     : sl_client_register_tracked(*sock, "b0", *p, f->len, f->memfd, 0, errp);
+}
+
 static int consume_tracked(fixture *f, bool silent)
 {
     g_autoptr(GError) err = NULL;
     g_autofree uint8_t *want = g_malloc(PSIZE);
-    uint8_t *p = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
-    int sock = sl_client_connect(f->sock, "tracked", &err);
-    int uffd = sock < 0 ? -1 : sl_client_register_tracked(sock, "b0", p, f->len, f->memfd, 0,
-                                                           &err);
+    uint8_t *p;
+    int sock, uffd = register_tracked(f, &p, &sock, &err);
 
     if (uffd < 0 || !sl_client_wait_done(sock)) {
         fprintf(stderr, "tracked consumer: %s\n", err ? err->message : "no DONE");
@@ -937,10 +944,8 @@ static int outlive_daemon(fixture *f, int killpipe)
 {
     g_autoptr(GError) err = NULL;
     g_autofree uint8_t *want = g_malloc(PSIZE);
-    uint8_t *p = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
-    int sock = sl_client_connect(f->sock, "tracked", &err);
-    int uffd = sock < 0 ? -1 : sl_client_register_tracked(sock, "b0", p, f->len, f->memfd, 0,
-                                                           &err);
+    uint8_t *p;
+    int sock, uffd = register_tracked(f, &p, &sock, &err);
     char byte = 'k';
 
     if (uffd < 0) {

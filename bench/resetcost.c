@@ -18,7 +18,8 @@
  *  - restart (shmem, hugetlbfs): the same writes, then a restore over the
  *    memory left (keep_memory, as qemu-restore --reuse-ram) with the list
  *    of written pages (sl_restore_keep_known) and without it (every unit
- *    read and hashed), until complete, each checked.
+ *    read and hashed), each through a fresh mapping of the file (as a
+ *    restarted VMM maps it), until complete, each checked.
  *
  *   snapload-resetcost [--backend anon|shmem|hugetlbfs] [--sizes 1G,4G]
  *                      [--written 1] [--pattern random|runs] [--reps 5]
@@ -34,6 +35,7 @@
 #include <string.h>
 #include <time.h>
 #include "benchutil.h"
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "backends/backend.h"
@@ -299,14 +301,32 @@ static void child_round(const opts *o, sl_snapshot *snap, const char *path, uint
     sl_mem_release(&m);
 }
 
-/* A keep_memory restore over @m, with the written @runs (or none: all hashed); ms to complete. */
+/* A restarted VMM maps the file afresh: no page of it mapped yet. */
+static void map_afresh(sl_mem *m)
+{
+    munmap(m->host, m->length);
+    m->host = mmap(NULL, m->length, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd,
+                   (off_t)m->offset);
+    if (m->host == MAP_FAILED) {
+        die("mapping the file again", NULL);
+    }
+}
+
+/*
+ * A keep_memory restore over @m's file through a fresh mapping, with the
+ * written @runs (or none: all hashed); ms to complete.
+ */
 static double restart_ms(sl_snapshot *snap, sl_mem *m, GArray *runs, uint64_t *known)
 {
     g_autoptr(GError) err = NULL;
     sl_restore_config cfg = { .size = sizeof(cfg), .keep_memory = true };
     sl_stats st = { .size = sizeof(st) };
-    double t0 = now_ms(), t;
-    sl_restore *r = sl_restore_new(snap, &cfg, &err);
+    double t0, t;
+    sl_restore *r;
+
+    map_afresh(m);
+    t0 = now_ms();
+    r = sl_restore_new(snap, &cfg, &err);
 
     if (!r || !sl_mem_attach(r, "ram", m, &err) ||
         (runs && !sl_restore_keep_known(r, "ram", (const sl_page_run *)(void *)runs->data,

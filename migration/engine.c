@@ -26,9 +26,10 @@
  * views registered and the fault thread serving instead, until it is
  * stopped: a reset (reset.c) makes units absent again, and the loaders,
  * started again, and the faults bring them back.  A unit whose data does
- * not match its checksum is never placed: it is discarded and poisoned (SIGBUS on access) where the kernel
- * allows; the restore then ends with -EBADMSG and keeps the views
- * registered, serving poison, until it is stopped.
+ * not match its checksum is never placed: it is discarded and poisoned
+ * (SIGBUS on access) where the kernel allows; the restore then ends with
+ * -EBADMSG and keeps the views registered, serving poison, until it is
+ * stopped.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -63,8 +63,8 @@ bool sl_restore_keep_known(sl_restore *r, const char *block_name, const sl_page_
                            size_t n, GError **errp)
 {
     sl_region *reg = sl_region_of_block(r, block_name);
+    uint64_t npages = reg ? reg->blk->length / reg->blk->page_size : 0;
     const char *why = NULL;
-    uint64_t npages;
     int ret;
 
     if (!reg) {
@@ -75,8 +75,7 @@ bool sl_restore_keep_known(sl_restore *r, const char *block_name, const sl_page_
         why = "the restore has started";
     }
     for (size_t i = 0; !why && i < n; i++) {
-        if (changed[i].first > reg->blk->length / reg->blk->page_size ||
-            changed[i].n > reg->blk->length / reg->blk->page_size - changed[i].first) {
+        if (changed[i].first > npages || changed[i].n > npages - changed[i].first) {
             why = "a changed run lies outside the block";
         }
     }
@@ -85,13 +84,10 @@ bool sl_restore_keep_known(sl_restore *r, const char *block_name, const sl_page_
                     why);
         return false;
     }
-    npages = reg->blk->length / reg->blk->page_size;
     g_free(reg->changed);
     reg->changed = g_malloc0(sl_bitmap_bytes(npages));
     for (size_t i = 0; i < n; i++) {
-        for (uint64_t p = changed[i].first; p < changed[i].first + changed[i].n; p++) {
-            sl_bit_set(reg->changed, p);
-        }
+        sl_bit_set_run(reg->changed, changed[i].first, changed[i].n);
     }
     ret = mark_holes(reg);
     if (ret < 0) {
@@ -105,13 +101,6 @@ bool sl_restore_keep_known(sl_restore *r, const char *block_name, const sl_page_
 
 bool sl_region_known_unit(const sl_region *reg, uint64_t u)
 {
-    if (!reg->changed) {
-        return false;
-    }
-    for (uint64_t p = u * reg->ratio; p < (u + 1) * reg->ratio; p++) {
-        if (sl_bit_test(reg->changed, p)) {
-            return false;
-        }
-    }
-    return true;
+    return reg->changed &&
+           sl_bit_run(reg->changed, u * reg->ratio, (u + 1) * reg->ratio, false) == reg->ratio;
 }

@@ -104,10 +104,10 @@ void sl_dtrack_lost(sl_dtrack *t, unsigned idx)
 /* Marks the snapshot pages of block bytes [@from, @to) written. */
 static void mark(dt_block *b, uint64_t from, uint64_t to)
 {
-    for (uint64_t p = from / b->page_size; p < MIN(b->npages, (to + b->page_size - 1) /
-                                                                   b->page_size); p++) {
-        sl_bit_set(b->pages, p);
-    }
+    uint64_t first = from / b->page_size;
+    uint64_t end = MIN(b->npages, (to + b->page_size - 1) / b->page_size);
+
+    sl_bit_set_run(b->pages, first, end > first ? end - first : 0);
 }
 
 int sl_dtrack_scan(sl_dtrack *t, unsigned idx, pid_t pid, uint64_t addr, bool untracked,
@@ -142,16 +142,6 @@ int sl_dtrack_scan(sl_dtrack *t, unsigned idx, pid_t pid, uint64_t addr, bool un
     }
     b->reported++;
     return 0;
-}
-
-static uint64_t count_bits(const uint64_t *bm, uint64_t n)
-{
-    uint64_t c = 0;
-
-    for (uint64_t w = 0; w < (n + 63) / 64; w++) {
-        c += (uint64_t)__builtin_popcountll(bm[w]);
-    }
-    return c;
 }
 
 /* Whether the host swaps: a written shmem page swapped out leaves no trace in the pagemap. */
@@ -214,7 +204,7 @@ void sl_dtrack_finish(sl_dtrack *t, bool complete, GString *log)
         } else {
             g_string_append_printf(log, "block '%s': %" G_GUINT64_FORMAT " written pages "
                                    "listed for the next restart\n", bi.name,
-                                   count_bits(b->pages, b->npages));
+                                   sl_bitmap_count(b->pages, b->npages));
         }
     }
 }

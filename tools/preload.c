@@ -248,10 +248,8 @@ static pl_block *match_block(int fd)
 static void hand_over(pl_block *b, void *p, size_t len, int fd, off_t off)
 {
     g_autoptr(GError) err = NULL;
-    int sock;
-
     bool track = pl.track && pl.ntracked < MAX_TRACKED;
-    int uffd;
+    int sock, uffd;
 
     pl_talking = true;
     sock = sl_client_connect(pl.socket, "preload", &err);
@@ -351,14 +349,19 @@ static void report_written(pl_tracked *t)
     *t = pl.tracked[--pl.ntracked];
 }
 
+/* Whether tracked mapping @t overlaps [@addr, +@len). */
+static bool overlaps(const pl_tracked *t, const void *addr, size_t len)
+{
+    const uint8_t *a = addr, *m = t->addr;
+
+    return a < m + t->len && m < a + len;
+}
+
 /* Reports every tracked mapping that overlaps [@addr, +@len) (lock held). */
 static void report_overlapping(const void *addr, size_t len)
 {
-    const uint8_t *a = addr;
-
     for (unsigned i = 0; i < pl.ntracked;) {
-        const uint8_t *t = pl.tracked[i].addr;
-        if (a < t + pl.tracked[i].len && t < a + len) {
+        if (overlaps(&pl.tracked[i], addr, len)) {
             report_written(&pl.tracked[i]); /* moves the last one here */
         } else {
             i++;
@@ -424,11 +427,9 @@ __attribute__((visibility("default")))
 int madvise(void *addr, size_t len, int advice)
 {
     if (pl.active && pl.track && advice == MADV_REMOVE) {
-        const uint8_t *a = addr;
         pthread_mutex_lock(&pl.lock);
         for (unsigned i = 0; i < pl.ntracked; i++) {
-            const uint8_t *t = pl.tracked[i].addr;
-            if (a < t + pl.tracked[i].len && t < a + len) {
+            if (overlaps(&pl.tracked[i], addr, len)) {
                 pl.tracked[i].block->untracked = true;
             }
         }

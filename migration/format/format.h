@@ -200,6 +200,25 @@ static inline void sl_bit_set(uint64_t *bm, uint64_t i)
     bm[i / 64] |= 1ull << (i % 64);
 }
 
+/** Sets bits [@i, @i + @n) of @bm. */
+static inline void sl_bit_set_run(uint64_t *bm, uint64_t i, uint64_t n)
+{
+    for (uint64_t k = i; k < i + n; k++) {
+        sl_bit_set(bm, k);
+    }
+}
+
+/** Bits set in the first @npages bits of @bm (bits past them are clear). */
+static inline uint64_t sl_bitmap_count(const uint64_t *bm, uint64_t npages)
+{
+    uint64_t count = 0;
+
+    for (uint64_t w = 0; w < (npages + 63) / 64; w++) {
+        count += (uint64_t)__builtin_popcountll(bm[w]);
+    }
+    return count;
+}
+
 /** Pages from @i (< @end) whose bit in @bm is @set, up to the first that differs. */
 static inline uint64_t sl_bit_run(const uint64_t *bm, uint64_t i, uint64_t end, bool set)
 {

@@ -203,15 +203,13 @@ static bool load_all_csums(ctx *c, sl_block *b, unsigned i, GError **errp)
 /* Tail bits and present_pages against the bitmap (as stored, not yet proven). */
 static bool check_bitmap_counts(sl_block *b, unsigned i, GError **errp)
 {
-    uint64_t bmb = sl_bitmap_bytes(b->npages), count = 0;
+    uint64_t bmb = sl_bitmap_bytes(b->npages), count;
 
     if (b->npages % 64 && b->bitmap[bmb / 8 - 1] >> (b->npages % 64)) {
         return BAD(errp, "block %u ('%s'): bitmap has bits set past page %" G_GUINT64_FORMAT,
                    i, b->name, b->npages);
     }
-    for (uint64_t w = 0; w < bmb / 8; w++) {
-        count += (uint64_t)__builtin_popcountll(b->bitmap[w]);
-    }
+    count = sl_bitmap_count(b->bitmap, b->npages);
     if (count != b->present_pages) {
         return BAD(errp, "block %u ('%s'): present_pages %" G_GUINT64_FORMAT " but the bitmap "
                    "has %" G_GUINT64_FORMAT " bits set", i, b->name, b->present_pages, count);

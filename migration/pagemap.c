@@ -34,6 +34,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <glib.h>
+#include "large.h"
 #include "pagemap.h"
 
 #define STATE_MASK  3u
@@ -48,6 +49,7 @@ struct sl_pagemap {
     _Atomic uint64_t present;
     /* One byte per page, in 32-bit words for the futex; see above. */
     _Atomic uint8_t *state;
+    sl_large mem;               /* where state lives (large.h) */
     /* Called when a watched page is settled; set before sharing, then read-only. */
     void (*notify)(void *opaque);
     void *notify_opaque;
@@ -59,7 +61,10 @@ sl_pagemap *sl_pagemap_new(uint64_t npages)
 
     m->npages = npages;
     /* Whole 32-bit words: a futex may look at the word holding the last byte. */
-    m->state = (_Atomic uint8_t *)g_new0(uint32_t, npages / 4 + 1);
+    m->state = sl_large_map(&m->mem, (npages / 4 + 1) * sizeof(uint32_t));
+    if (!m->state) {
+        g_error("page map of %" G_GUINT64_FORMAT " pages: out of memory", npages); /* as g_new0() */
+    }
     return m;
 }
 
@@ -72,7 +77,7 @@ void sl_pagemap_set_notify(sl_pagemap *m, void (*fn)(void *opaque), void *opaque
 void sl_pagemap_free(sl_pagemap *m)
 {
     if (m) {
-        g_free((void *)m->state);
+        sl_large_unmap(&m->mem);
         g_free(m);
     }
 }

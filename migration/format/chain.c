@@ -238,7 +238,7 @@ static bool merge_block(sl_snapshot *s, sl_block *b, const sl_block *pb, GError 
 
     b->own_bitmap = b->bitmap;
     b->own_present = b->present_pages;
-    b->bitmap = g_malloc(words * 8);
+    b->bitmap = sl_alloc_large(words * 8);
     for (uint64_t w = 0; w < words; w++) {
         b->bitmap[w] = b->own_bitmap[w] | pb->bitmap[w];
         count += (uint64_t)__builtin_popcountll(b->bitmap[w]);

@@ -15,6 +15,7 @@
 #define SNAPLOAD_FORMAT_H
 
 #include <stdint.h>
+#include "migration/large.h"
 #include "snapload/snapload.h"
 
 #define SL_MAGIC             "SNAPLOAD"
@@ -83,8 +84,7 @@ typedef struct {
     uint64_t present_pages;
     uint64_t *bitmap;   /* npages bits, host-order words */
     uint64_t *csums;    /* npages entries, host order */
-    void *csum_map;     /* reader: the mapping csums lives in (csum_map_len bytes) */
-    size_t csum_map_len;
+    sl_large csum_mem;  /* reader: the mapping csums lives in */
     uint64_t digest_offset; /* segment digests: nsegs little-endian u64 */
     uint64_t nsegs;     /* ceil(npages / SL_CSUM_SEG) */
     uint64_t *digests;  /* per segment, host order; proven against the table at open */
@@ -208,16 +208,11 @@ static inline void sl_bit_set_run(uint64_t *bm, uint64_t i, uint64_t n)
     }
 }
 
-/** Bits set in the first @npages bits of @bm (bits past them are clear). */
-static inline uint64_t sl_bitmap_count(const uint64_t *bm, uint64_t npages)
-{
-    uint64_t count = 0;
-
-    for (uint64_t w = 0; w < (npages + 63) / 64; w++) {
-        count += (uint64_t)__builtin_popcountll(bm[w]);
-    }
-    return count;
-}
+/**
+ * sl_bitmap_count: bits set in the first @npages bits of @bm (bits past
+ * them are clear); with the CPU's popcount instruction where it has one.
+ */
+uint64_t sl_bitmap_count(const uint64_t *bm, uint64_t npages);
 
 /** Pages from @i (< @end) whose bit in @bm is @set, up to the first that differs. */
 static inline uint64_t sl_bit_run(const uint64_t *bm, uint64_t i, uint64_t end, bool set)

@@ -189,14 +189,13 @@ static void take_over(sl_snapshot *s, sl_snapshot *ix)
     for (unsigned i = 0; i < s->nblocks; i++) {
         sl_block *a = &s->blocks[i], *b = &ix->blocks[i];
         a->csums = b->csums;
-        a->csum_map = b->csum_map;
-        a->csum_map_len = b->csum_map_len;
+        a->csum_mem = b->csum_mem;
         a->csum_offset = b->csum_offset;
         a->digests = b->digests;
         a->digest_offset = b->digest_offset;
         a->seg_state = b->seg_state;
         b->csums = NULL;
-        b->csum_map = NULL;
+        b->csum_mem = (sl_large){ 0 };
         b->digests = NULL;
         b->seg_state = NULL;
     }

@@ -288,18 +288,18 @@ static bool load_bitmap(qctx *c, sl_block *b, unsigned i, GError **errp)
 {
     uint64_t bmb = sl_bitmap_bytes(b->npages);
 
-    b->bitmap = g_malloc(bmb);
+    b->bitmap = sl_alloc_large(bmb); /* read in whole right away */
     if (!sl_read_at(c->s->fd, b->bitmap, bmb, b->bitmap_offset, "bitmap", errp)) {
         return false;
     }
     for (uint64_t w = 0; w < bmb / 8; w++) {
         b->bitmap[w] = GUINT64_FROM_LE(b->bitmap[w]);
-        b->present_pages += (uint64_t)__builtin_popcountll(b->bitmap[w]);
     }
     if (b->npages % 64 && b->bitmap[bmb / 8 - 1] >> (b->npages % 64)) {
         return SL_BAD(errp, "block %u ('%s'): bitmap has bits set past page %"
                       G_GUINT64_FORMAT, i, b->name, b->npages);
     }
+    b->present_pages = sl_bitmap_count(b->bitmap, b->npages);
     return true;
 }
 

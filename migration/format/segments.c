@@ -27,7 +27,6 @@
 #include <limits.h>
 #include <stdatomic.h>
 #include <linux/futex.h>
-#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "migration/format/format.h"
@@ -112,35 +111,19 @@ int sl_csums_get(const sl_snapshot *s, const sl_block *b, uint64_t first, uint64
     return 0;
 }
 
-#define CSUM_ALIGN (2u << 20)
-
 /*
- * Memory for a block's checksum array (8 bytes per page: 8 MiB for 4 GiB).
- * Aligned to 2 MiB and advised for transparent hugepages, so that reading
- * it in takes a few hugepage faults instead of one fault and one page
- * clear per 4 KiB: the time to open, and so the time to ready, then grows
- * far less with the size of guest RAM.
+ * Memory for a block's checksum array (8 bytes per page: 8 MiB for 4 GiB),
+ * in hugepages where it spans them (large.h): reading it in takes a few
+ * hugepage faults instead of one fault and one page clear per 4 KiB.
  */
 bool sl_csums_alloc(sl_block *b)
 {
-    size_t len = (size_t)b->npages * 8, map = len + CSUM_ALIGN;
-    uint8_t *p = mmap(NULL, map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-    if (p == MAP_FAILED) {
-        return false;
-    }
-    b->csum_map = p;
-    b->csum_map_len = map;
-    b->csums = (uint64_t *)(((uintptr_t)p + CSUM_ALIGN - 1) & ~(uintptr_t)(CSUM_ALIGN - 1));
-    madvise(b->csums, len, MADV_HUGEPAGE); /* a hint: without THP it is plain memory */
-    return true;
+    b->csums = sl_large_map(&b->csum_mem, (size_t)b->npages * 8);
+    return b->csums != NULL;
 }
 
 void sl_csums_free(sl_block *b)
 {
-    if (b->csum_map) {
-        munmap(b->csum_map, b->csum_map_len);
-    }
-    b->csum_map = NULL;
+    sl_large_unmap(&b->csum_mem);
     b->csums = NULL;
 }

@@ -113,9 +113,25 @@ static bool bind_region(sl_restore *r, sl_region *reg, GError **errp)
     return true;
 }
 
-/* Deals every chunk to the group of the node that owns it, in file order. */
+/* Appends global chunks [@first, +@n) to @grp's spans (growing its last span if they follow it). */
+static void add_span(sl_group *grp, GArray *spans, uint64_t first, uint64_t n)
+{
+    sl_span *last = spans->len ? &g_array_index(spans, sl_span, spans->len - 1) : NULL;
+
+    if (last && last->first + last->n == first) {
+        last->n += n;
+    } else {
+        sl_span s = { .first = first, .n = n, .before = grp->nchunks };
+        g_array_append_val(spans, s);
+    }
+    grp->nchunks += n;
+}
+
+/* Deals every stripe's chunks to the group of the node that owns it, in file order. */
 static void build_groups(sl_restore *r)
 {
+    GArray *spans[SL_MAX_NODES];
+
     r->nloaders = 0;
     for (unsigned g = 0; g < r->ngroups; g++) {
         sl_group *grp = &r->groups[g];
@@ -125,16 +141,39 @@ static void build_groups(sl_restore *r)
          * (LOADER_NICE), so they take the CPU time vCPUs leave idle. */
         grp->nthreads = r->cfg.no_loaders ? 0 : r->cfg.loader_threads ? r->cfg.loader_threads
                                                                        : MAX(1, ncpus);
-        grp->chunks = g_new0(uint64_t, r->total_chunks ? r->total_chunks : 1);
+        spans[g] = g_array_new(false, false, sizeof(sl_span));
         r->nloaders += grp->nthreads;
     }
     for (guint i = 0; i < r->regions->len; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
-        for (uint64_t c = 0; c < reg->nchunks; c++) {
-            sl_group *grp = &r->groups[sl_unit_node(r, reg, c * reg->chunk_units)];
-            grp->chunks[grp->nchunks++] = reg->first_chunk + c;
+        /* A stripe is whole chunks (plan_stripes), so chunk c starts unit c * chunk_units. */
+        for (uint64_t u = 0; u < reg->nunits; u += reg->stripe_units) {
+            uint64_t c = u / reg->chunk_units, end = MIN(u + reg->stripe_units, reg->nunits);
+            unsigned g = sl_unit_node(r, reg, u);
+            add_span(&r->groups[g], spans[g], reg->first_chunk + c,
+                     (end + reg->chunk_units - 1) / reg->chunk_units - c);
         }
     }
+    for (unsigned g = 0; g < r->ngroups; g++) {
+        r->groups[g].nspans = spans[g]->len;
+        r->groups[g].spans = (sl_span *)(void *)g_array_free(spans[g], false);
+    }
+}
+
+/* The global chunk number of @g's @i-th chunk (i < g->nchunks): a binary search of its spans. */
+static uint64_t group_chunk(const sl_group *g, uint64_t i)
+{
+    unsigned lo = 0, hi = g->nspans;
+
+    while (hi - lo > 1) {
+        unsigned mid = lo + (hi - lo) / 2;
+        if (g->spans[mid].before <= i) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    return g->spans[lo].first + (i - g->spans[lo].before);
 }
 
 static sl_region *region_of_block(sl_restore *r, unsigned block)
@@ -250,7 +289,7 @@ bool sl_prefetch_setup(sl_restore *r, GError **errp)
 void sl_prefetch_free(sl_restore *r)
 {
     for (unsigned g = 0; r->groups && g < r->ngroups; g++) {
-        g_free(r->groups[g].chunks);
+        g_free(r->groups[g].spans);
         g_free(r->groups[g].hot);
         g_free(r->groups[g].redo);
     }
@@ -319,7 +358,7 @@ bool sl_group_next(sl_restore *r, sl_group *g, sl_run *out, bool *hinted)
     }
     i = atomic_fetch_add_explicit(&g->next_chunk, 1, memory_order_relaxed);
     if (i < g->nchunks) {
-        uint64_t c = g->chunks[i];
+        uint64_t c = group_chunk(g, i);
         for (guint k = 0; k < r->regions->len; k++) {
             sl_region *reg = g_ptr_array_index(r->regions, k);
             if (c >= reg->first_chunk && c < reg->first_chunk + reg->nchunks) {
@@ -336,14 +375,14 @@ bool sl_group_next(sl_restore *r, sl_group *g, sl_run *out, bool *hinted)
 void sl_group_readahead(sl_restore *r, sl_group *g, unsigned ahead)
 {
     /* Relaxed: only a hint of where the cursor is. */
-    uint64_t i = atomic_load_explicit(&g->next_chunk, memory_order_relaxed) + ahead;
+    uint64_t i = atomic_load_explicit(&g->next_chunk, memory_order_relaxed) + ahead, c;
 
     if (i >= g->nchunks) {
         return;
     }
+    c = group_chunk(g, i);
     for (guint k = 0; k < r->regions->len; k++) {
         const sl_region *reg = g_ptr_array_index(r->regions, k);
-        uint64_t c = g->chunks[i];
         if (c >= reg->first_chunk && c < reg->first_chunk + reg->nchunks) {
             uint64_t u0 = (c - reg->first_chunk) * reg->chunk_units;
             uint64_t n = MIN(reg->chunk_units, reg->nunits - u0);

@@ -38,6 +38,16 @@ typedef struct {
 } sl_run;
 
 /*
+ * Global chunk numbers [first, first + n) that one group owns; @before:
+ * how many chunks the group's earlier spans hold (its cursor's index of
+ * @first).  A group holds one span per stripe, not one entry per chunk,
+ * so setting them up does not grow with guest RAM.
+ */
+typedef struct {
+    uint64_t first, n, before;
+} sl_span;
+
+/*
  * One prefetch group: the loader threads of one NUMA node.  Set up by the
  * caller's thread in sl_restore_start() and read-only after, except the
  * cursors (relaxed fetch_add: they only hand out distinct indices).
@@ -45,8 +55,9 @@ typedef struct {
 typedef struct {
     unsigned index;            /* topology index of the node */
     unsigned nthreads;
-    uint64_t *chunks;          /* global chunk numbers this node owns, file order */
-    uint64_t nchunks;
+    sl_span *spans;            /* the global chunks this node owns, file order */
+    unsigned nspans;
+    uint64_t nchunks;          /* in all spans */
     _Atomic uint64_t next_chunk;
     /* Units a reset dropped, of this node's memory (reset.c): set by the
      * caller's thread while no loader runs, read-only once they run. */

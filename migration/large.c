@@ -10,30 +10,32 @@
 #include "large.h"
 
 #define HUGE (2u << 20)
+/* From this size on an array gets whole huge pages (a 256 KiB bitmap is a
+ * guest of 8 GiB: 2 MiB of metadata memory is nothing beside it). */
+#define HUGE_FROM (256u << 10)
 
-/* The THP hint on the whole huge pages of [@p, +@len); a hint only. */
-static void advise_huge(void *p, size_t len)
+/* @len rounded up to whole huge pages when it is worth them, else as is. */
+static size_t huge_len(size_t len)
 {
-    if (len >= HUGE) {
-        (void)madvise(p, len & ~(size_t)(HUGE - 1), MADV_HUGEPAGE);
-    }
+    return len >= HUGE_FROM ? (len + HUGE - 1) & ~(size_t)(HUGE - 1) : len;
 }
 
 void *sl_large_map(sl_large *m, size_t len)
 {
-    size_t slack = len >= HUGE ? HUGE : 0;
-    uint8_t *p = mmap(NULL, len + slack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                      -1, 0);
-    uint8_t *a;
+    size_t whole = huge_len(len), slack = len >= HUGE_FROM ? HUGE : 0; /* room to align */
+    uint8_t *p, *a;
 
+    p = mmap(NULL, whole + slack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
         *m = (sl_large){ 0 };
         return NULL;
     }
     m->map = p;
-    m->map_len = len + slack;
+    m->map_len = whole + slack;
     a = slack ? (uint8_t *)(((uintptr_t)p + HUGE - 1) & ~(uintptr_t)(HUGE - 1)) : p;
-    advise_huge(a, len);
+    if (slack) {
+        (void)madvise(a, whole, MADV_HUGEPAGE); /* a hint only */
+    }
     return a;
 }
 
@@ -47,11 +49,15 @@ void sl_large_unmap(sl_large *m)
 
 void *sl_alloc_large(size_t len)
 {
+    size_t whole = huge_len(len);
     void *p = NULL;
 
-    if (len < HUGE || posix_memalign(&p, HUGE, len) != 0) {
+    if (len < HUGE_FROM) {
         return g_malloc(len ? len : 1);
     }
-    advise_huge(p, len);
+    if (posix_memalign(&p, HUGE, whole) != 0) {
+        return g_malloc(len);
+    }
+    (void)madvise(p, whole, MADV_HUGEPAGE); /* a hint only */
     return p;
 }

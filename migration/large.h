@@ -2,11 +2,12 @@
 /*
  * Memory for the restore's large metadata arrays (the present-page bitmap,
  * the checksum array, the page-state map): their size grows with guest RAM,
- * so they are given 2 MiB alignment and a transparent-hugepage hint once
- * they span a huge page.  Filling 2 MiB of metadata then costs one fault
- * and one TLB entry instead of 512 of each, which is what keeps the time to
- * ready of a large guest close to that of a small one.  The hint is only a
- * hint: without THP the memory is plain 4 KiB pages, just as correct.
+ * so from 256 KiB on (the bitmap of an 8 GiB guest) they get whole 2 MiB
+ * pages: 2 MiB aligned, rounded up, with a transparent-hugepage hint.
+ * Filling 2 MiB of metadata then costs one fault and one TLB entry instead
+ * of 512 of each, which is what keeps the time to ready of a large guest
+ * close to that of a small one.  The hint is only a hint: without THP the
+ * memory is plain 4 KiB pages, just as correct.
  */
 #ifndef SNAPLOAD_LARGE_H
 #define SNAPLOAD_LARGE_H
@@ -21,7 +22,7 @@ typedef struct {
 
 /**
  * sl_large_map: @len bytes of zeroed memory in a mapping of their own,
- * 2 MiB aligned and THP-advised when @len spans a huge page; untouched
+ * in whole 2 MiB-aligned THP-advised huge pages from 256 KiB on; untouched
  * pages cost nothing until used.  Returns the array, NULL if mmap failed.
  */
 void *sl_large_map(sl_large *m, size_t len);
@@ -30,8 +31,8 @@ void *sl_large_map(sl_large *m, size_t len);
 void sl_large_unmap(sl_large *m);
 
 /**
- * sl_alloc_large: @len bytes (not zeroed) that g_free() releases, 2 MiB
- * aligned and THP-advised when @len spans a huge page: for arrays that are
+ * sl_alloc_large: @len bytes (not zeroed) that g_free() releases, in
+ * whole THP-advised huge pages from 256 KiB on: for arrays that are
  * read in whole right away (a bitmap).  Aborts when out of memory, as
  * g_malloc() does.
  */

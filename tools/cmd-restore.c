@@ -457,6 +457,7 @@ static char *results_json(const opts *o, const results *r)
         json_u64(&j, "pages_never_placed", s->pages_never_placed);
     }
     json_u64(&j, "checksum_failures", s->checksum_failures);
+    json_u64(&j, "bytes_read", s->bytes_read);
     json_u64(&j, "eexist", s->eexist);
     json_u64(&j, "eagain", s->eagain);
     json_double(&j, "fault_p50_us", s->fault_p50_us);

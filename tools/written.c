@@ -103,6 +103,52 @@ static void put_u64(GByteArray *out, uint64_t v)
     g_byte_array_append(out, b, 8);
 }
 
+/* A list file of @dir: its path and modification time. */
+typedef struct {
+    char *path;
+    gint64 mtime_ns;
+} old_list;
+
+static gint newest_first(gconstpointer a, gconstpointer b)
+{
+    const old_list *x = a, *y = b;
+
+    return x->mtime_ns < y->mtime_ns ? 1 : x->mtime_ns > y->mtime_ns ? -1 : 0;
+}
+
+/*
+ * Keeps the SL_WRITTEN_KEEP - 1 newest lists of @dir and removes the rest,
+ * before a new one is written: a list whose RAM file was deleted (a
+ * fuzzing farm's scratch files) is never loaded, so without a bound they
+ * would pile up in a RAM-backed directory.  A list removed while still of
+ * use costs its restart a check of every page, nothing else.
+ */
+static void prune_lists(const char *dir)
+{
+    g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+    g_autoptr(GArray) lists = g_array_new(false, false, sizeof(old_list));
+    const char *name;
+
+    while (d && (name = g_dir_read_name(d))) {
+        old_list l = { .path = g_build_filename(dir, name, NULL) };
+        struct stat st;
+        if (!g_str_has_prefix(name, "written-") || stat(l.path, &st) != 0) {
+            g_free(l.path);
+            continue;
+        }
+        l.mtime_ns = (gint64)st.st_mtim.tv_sec * G_GINT64_CONSTANT(1000000000) + st.st_mtim.tv_nsec;
+        g_array_append_val(lists, l);
+    }
+    g_array_sort(lists, newest_first);
+    for (guint i = 0; i < lists->len; i++) {
+        old_list *l = &g_array_index(lists, old_list, i);
+        if (i >= SL_WRITTEN_KEEP - 1) {
+            (void)unlink(l->path);
+        }
+        g_free(l->path);
+    }
+}
+
 bool sl_written_save(const char *dir, const sl_snapshot *snap, const char *block,
                      const struct stat *st, const uint64_t *pages, uint64_t npages,
                      GError **errp)
@@ -133,6 +179,8 @@ bool sl_written_save(const char *dir, const sl_snapshot *snap, const char *block
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", dir, g_strerror(errno));
         return false;
     }
+    (void)unlink(path); /* an older list of the same file is replaced: not counted */
+    prune_lists(dir);
     return g_file_set_contents(path, (const char *)out->data, out->len, errp);
 }
 

@@ -25,6 +25,9 @@
 #include <glib.h>
 #include "snapload/snapload.h"
 
+/** The most lists a directory keeps: saving one removes the oldest beyond it. */
+#define SL_WRITTEN_KEEP 256
+
 /** sl_written_dir: where the lists live (a new string: /run/snapload as root). */
 char *sl_written_dir(void);
 
@@ -34,7 +37,8 @@ char *sl_written_path(const char *dir, const struct stat *st);
 /**
  * sl_written_save: write (atomically, by rename) the list of block @block
  * of @snap over the RAM file whose identity and times are @st: the set bits
- * of @pages (one per snapshot page of the block, @npages of them).
+ * of @pages (one per snapshot page of the block, @npages of them).  Lists
+ * of other files beyond the newest SL_WRITTEN_KEEP - 1 are removed first.
  */
 bool sl_written_save(const char *dir, const sl_snapshot *snap, const char *block,
                      const struct stat *st, const uint64_t *pages, uint64_t npages,

@@ -834,6 +834,48 @@ static void test_written_list_is_used_once_and_refused_when_it_does_not_match(vo
     sl_test_rmdir(g_steal_pointer(&dir));
 }
 
+/*
+ * Lists of RAM files that are gone are never loaded: saving keeps the
+ * SL_WRITTEN_KEEP newest (the new one among them) and removes the oldest.
+ */
+static void test_saving_a_list_removes_the_oldest_beyond_the_bound(void **state)
+{
+    g_autofree char *dir = sl_test_tmpdir();
+    g_autofree char *a = g_build_filename(dir, "a", NULL);
+    g_autoptr(GError) err = NULL;
+    uint64_t len = 1u << 20;
+    struct stat st = { .st_dev = 1, .st_size = 1 << 20 };
+    g_autoptr(GDir) d = NULL;
+    sl_snapshot *sa;
+    unsigned lists = 0;
+
+    (void)state;
+    sl_test_make_snapshot(a, &len, 1, PSIZE, 4, 0);
+    sa = sl_snapshot_open(a, &err);
+    assert_non_null(sa);
+    for (unsigned i = 0; i < SL_WRITTEN_KEEP + 9; i++) { /* inode i: one file each, oldest first */
+        g_autofree char *path = NULL;
+        struct timespec when[2] = { { .tv_sec = 1000 + i }, { .tv_sec = 1000 + i } };
+        st.st_ino = i;
+        save_list(dir, sa, &st);
+        path = sl_written_path(dir, &st);
+        assert_int_equal(utimensat(AT_FDCWD, path, when, 0), 0);
+    }
+    d = g_dir_open(dir, 0, NULL);
+    for (const char *name; (name = g_dir_read_name(d));) {
+        lists += g_str_has_prefix(name, "written-");
+    }
+    assert_int_equal(lists, SL_WRITTEN_KEEP);
+    for (unsigned i = 0; i < SL_WRITTEN_KEEP + 9; i++) { /* the newest stayed */
+        g_autofree char *path = NULL;
+        st.st_ino = i;
+        path = sl_written_path(dir, &st);
+        assert_int_equal(g_file_test(path, G_FILE_TEST_EXISTS), i >= 9);
+    }
+    sl_snapshot_close(sa);
+    sl_test_rmdir(g_steal_pointer(&dir));
+}
+
 /* ------------------------- tracked consumers ------------------------------ */
 
 #define WRITTEN_PAGES 3
@@ -1557,6 +1599,7 @@ int main(void)
             test_consumer_killed_mid_restore_leaves_the_others_unharmed, fixture_setup,
             fixture_teardown),
         cmocka_unit_test(test_written_list_is_used_once_and_refused_when_it_does_not_match),
+        cmocka_unit_test(test_saving_a_list_removes_the_oldest_beyond_the_bound),
         cmocka_unit_test_setup_teardown(
             test_tracked_consumer_outlives_a_daemon_that_dies_after_completion, fixture_setup,
             fixture_teardown),

@@ -22,7 +22,7 @@ static size_t huge_len(size_t len)
 
 void *sl_large_map(sl_large *m, size_t len)
 {
-    size_t whole = huge_len(len), slack = len >= HUGE_FROM ? HUGE : 0; /* room to align */
+    size_t whole = huge_len(len ? len : 1), slack = len >= HUGE_FROM ? HUGE : 0; /* to align */
     uint8_t *p, *a;
 
     p = mmap(NULL, whole + slack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -372,8 +372,7 @@ int sl_snapshot_read_pages_fd(sl_snapshot *s, int fd, unsigned block, uint64_t f
 void sl_snapshot_readahead(const sl_snapshot *s, unsigned block, uint64_t first, uint64_t n)
 {
     const sl_block *b = &s->blocks[block];
-    /* The pages this file stores: a child's own, else the block's. */
-    const uint64_t *bm = s->parent ? b->own_bitmap : b->bitmap;
+    const uint64_t *bm = sl_own_bitmap(b); /* the pages this file stores */
 
     /* Only runs of stored pages: advising a hole of the file makes the
      * kernel add zeroed pages to its page cache (a 64 GiB guest with 95 %

@@ -38,16 +38,26 @@ char *cli_find_preload(GError **errp);
 char **cli_consumer_env(char **env, const char *dsock, const char *blocks, bool track,
                         GError **errp);
 
+/** What cli_save() writes. */
+typedef struct {
+    uint64_t psize;       /* page size of every block */
+    const char *out;      /* snapshot to write */
+    const char *devstate; /* file to store as the device state, or NULL */
+    const char *hot;      /* hot-page list to store, or NULL */
+    const char *dsock;    /* daemon that serves a busy memory file, or NULL */
+    const char *parent;   /* write a child of this snapshot, or NULL */
+} cli_save_opts;
+
 /**
- * cli_save: write snapshot @out from raw images @raws (FILE[:NAME] each)
- * with @psize pages, an optional device-state file and hot-page list.
- * With @dsock, a memory file that a lazy restore still fills is read
+ * cli_save: write snapshot @o->out from raw images @raws (FILE[:NAME]
+ * each), with an optional device-state file and hot-page list.  With
+ * @o->dsock, a memory file that a lazy restore still fills is read
  * through a view registered with that restore's daemon (its missing pages
- * served), else such a file is refused.  Returns an exit status (errors
- * printed).
+ * served), else such a file is refused.  With @o->parent, an incremental
+ * snapshot: only the pages whose checksum differs from the parent's.
+ * Returns an exit status (errors printed).
  */
-int cli_save(char **raws, uint64_t psize, const char *out, const char *devstate,
-             const char *hot, const char *dsock);
+int cli_save(char **raws, const cli_save_opts *o);
 
 /**
  * cli_idle_or_served: whether memory file @fd (@size bytes, called @path)
@@ -57,6 +67,26 @@ int cli_save(char **raws, uint64_t psize, const char *out, const char *devstate,
  */
 bool cli_idle_or_served(int fd, uint64_t size, const char *path, const char *dsock,
                         bool *served, GError **errp);
+
+/**
+ * cli_parent_path: the path a child at @child records for its parent at
+ * @parent: @given if set, else the parent's name alone when both lie in
+ * one directory (the pair can move together), else its absolute path.
+ */
+char *cli_parent_path(const char *parent, const char *child, const char *given);
+
+/** cli_is_file_of: whether @path names the file snapshot @s was opened from. */
+bool cli_is_file_of(const char *path, const sl_snapshot *s);
+
+/**
+ * cli_write_changed: write into @w the pages of @buf (@len bytes of block
+ * @b at @offset, pages of @psize) whose checksum differs from @parent's
+ * page (zeros where @parent stores none), by runs, counting them in
+ * *@stored; every page when @parent is NULL.  (changed.c)
+ */
+bool cli_write_changed(sl_writer *w, sl_snapshot *parent, unsigned b, uint64_t psize,
+                       uint64_t offset, const uint8_t *buf, size_t len, uint64_t *stored,
+                       GError **errp);
 
 /** Parses "4096", "4K", "2M", "1G", "3T" (binary units). */
 bool cli_parse_size(const char *s, uint64_t *out);

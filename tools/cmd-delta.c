@@ -12,7 +12,6 @@
  */
 #include <errno.h>
 #include <stdio.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include "cli.h"
 #include "migration/format/format.h"
@@ -26,73 +25,15 @@ typedef struct {
     uint64_t pages, stored;
 } delta;
 
-/*
- * The path CHILD records: @given, else PARENT's name alone when both lie in
- * one directory (the pair can move together), else PARENT's absolute path.
- */
-static char *recorded_path(const char *parent, const char *child, const char *given)
-{
-    g_autofree char *p = g_canonicalize_filename(parent, NULL);
-    g_autofree char *c = g_canonicalize_filename(child, NULL);
-    g_autofree char *pdir = g_path_get_dirname(p), *cdir = g_path_get_dirname(c);
-
-    if (given) {
-        return g_strdup(given);
-    }
-    return strcmp(pdir, cdir) == 0 ? g_path_get_basename(p) : g_steal_pointer(&p);
-}
-
-/* Whether @out is the file @s was opened from (writing it would destroy it). */
-static bool same_file(const char *out, const sl_snapshot *s)
-{
-    struct stat a, b;
-
-    return stat(out, &a) == 0 && fstat(s->fd, &b) == 0 && a.st_dev == b.st_dev &&
-           a.st_ino == b.st_ino;
-}
-
-/* Whether NEW's page @p (@data) differs from PARENT's: its checksum there. */
-static bool page_differs(const delta *d, unsigned b, uint64_t p, const uint8_t *data,
-                         uint64_t psize, uint64_t zero)
-{
-    uint64_t was = sl_snapshot_page_present(d->parent, b, p)
-                       ? sl_snapshot_page_checksum(d->parent, b, p) : zero;
-
-    return sl_hash(data, psize) != was;
-}
-
-/* Writes the changed pages of NEW's pages [first, +n) of block @b (at @buf), by runs. */
-static bool write_changed(delta *d, unsigned b, uint64_t psize, uint64_t first, uint64_t n,
-                          const uint8_t *buf, uint64_t zero, GError **errp)
-{
-    uint64_t start = 0, run = 0;
-
-    for (uint64_t k = 0; k <= n; k++) {
-        if (k < n && page_differs(d, b, first + k, buf + k * psize, psize, zero)) {
-            start = run ? start : k;
-            run++;
-            continue;
-        }
-        if (run && !sl_writer_write(d->w, b, (first + start) * psize, buf + start * psize,
-                                    run * psize, errp)) {
-            return false;
-        }
-        d->stored += run;
-        run = 0;
-    }
-    return true;
-}
-
 /* Block @b: NEW read in chunks (checked where it has checksums), changes written. */
 static bool delta_block(delta *d, unsigned b, GError **errp)
 {
     sl_block_info bi;
-    uint64_t per, zero;
+    uint64_t per;
     g_autofree uint8_t *buf = NULL;
 
     sl_snapshot_block(d->next, b, &bi);
     per = MAX(1, DELTA_CHUNK / bi.page_size);
-    zero = sl_zero_hash(bi.page_size);
     buf = g_malloc(per * bi.page_size);
     for (uint64_t p = 0; p < bi.pages; p += per) {
         uint64_t n = MIN(per, bi.pages - p);
@@ -104,7 +45,8 @@ static bool delta_block(delta *d, unsigned b, GError **errp)
                         p + n - 1, ret == -EBADMSG ? "checksum mismatch" : g_strerror(-ret));
             return false;
         }
-        if (!write_changed(d, b, bi.page_size, p, n, buf, zero, errp)) {
+        if (!cli_write_changed(d->w, d->parent, b, bi.page_size, p * bi.page_size, buf,
+                               n * bi.page_size, &d->stored, errp)) {
             return false;
         }
         d->pages += n;
@@ -161,7 +103,7 @@ static bool run_delta(delta *d, char **argv, const char *out, const char *rec, G
         !(d->next = sl_snapshot_open(argv[2], errp))) {
         return false;
     }
-    if (same_file(out, d->parent) || same_file(out, d->next)) {
+    if (cli_is_file_of(out, d->parent) || cli_is_file_of(out, d->next)) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s is one of the inputs: the child "
                     "must be a new file", out);
         return false;
@@ -198,7 +140,7 @@ int cmd_delta(int argc, char **argv)
     if (argc != 3 || !out) {
         return cli_fail("delta needs PARENT, NEW and -o CHILD");
     }
-    rec = recorded_path(argv[1], out, given);
+    rec = cli_parent_path(argv[1], out, given);
     ok = run_delta(&d, argv, out, rec, &err);
     sl_writer_free(d.w);
     sl_snapshot_close(d.next);

@@ -11,6 +11,10 @@
  * as zeros: the files are then read through views registered with the
  * restore's daemon (found in QEMU's SNAPLOAD_SOCKET), whose missing pages
  * it serves from the snapshot it restores; without one the save refuses.
+ * With --parent PARENT, an incremental snapshot: only the pages whose
+ * checksum differs from PARENT's are stored (all RAM is read and hashed;
+ * the file grows with the pages the guest changed), checked against
+ * QEMU's backends before the guest is stopped.
  *
  * --format qemu: QEMU's own mapped-ram file, written by QEMU itself
  * (`migrate file:` with mapped-ram, multifd threads when asked): one file
@@ -69,8 +73,8 @@ static bool save_full_stream(sl_qmp *q, const char *full, GError **errp)
 
 /* Stops the guest and writes its device state to @dev (after a full stream
  * to @full when asked), then the snapshot @out. */
-static int save_stopped(sl_qmp *q, GPtrArray *raws, const char *dev, const char *out,
-                        const char *full, const char *dsock, GError **errp)
+static int save_stopped(sl_qmp *q, GPtrArray *raws, const char *dev, const char *full,
+                        cli_save_opts *o, GError **errp)
 {
     g_autofree char *cat = g_strdup_printf("cat > '%s'", dev);
     g_autofree char *uri = sl_qemu_exec_uri(cat);
@@ -87,10 +91,11 @@ static int save_stopped(sl_qmp *q, GPtrArray *raws, const char *dev, const char 
         return -1;
     }
     dev_ms = cli_now_ms() - t0;
-    ret = cli_save((char **)raws->pdata, 4096, out, dev, NULL, dsock);
+    o->devstate = dev;
+    ret = cli_save((char **)raws->pdata, o);
     if (ret == 0) {
         fprintf(stderr, "snapload: saved %u RAM block(s) and the device state (%.1f ms) to %s\n",
-                raws->len - 1, dev_ms, out);
+                raws->len - 1, dev_ms, o->out);
     }
     return ret;
 }
@@ -109,8 +114,31 @@ static bool memory_idle(const sl_qemu_backend *b, const char *dsock, GError **er
     return ok; /* a file we cannot open fails later, with its reason */
 }
 
-/* The RAM files of QEMU's backends as `save --raw` inputs (FILE:NAME). */
-static GPtrArray *raw_inputs(sl_qmp *q, const char *dsock, GError **errp)
+/* Whether snapshot @path has exactly the blocks @bs (names and sizes):
+ * those a child of it must have. */
+static bool parent_fits(const char *path, GPtrArray *bs, GError **errp)
+{
+    sl_snapshot *p = sl_snapshot_open(path, errp);
+    bool ok = p && sl_snapshot_n_blocks(p) == bs->len;
+    sl_block_info bi;
+
+    for (guint i = 0; ok && i < bs->len; i++) {
+        const sl_qemu_backend *b = g_ptr_array_index(bs, i);
+        int k = sl_snapshot_find_block(p, b->id);
+        ok = k >= 0 && sl_snapshot_block(p, (unsigned)k, &bi) && bi.length == b->size;
+    }
+    if (p && !ok) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "parent %s does not have this QEMU's "
+                    "memory backends (the same ids and sizes): it is not a snapshot of this "
+                    "guest", path);
+    }
+    sl_snapshot_close(p);
+    return ok;
+}
+
+/* The RAM files of QEMU's backends as `save --raw` inputs (FILE:NAME),
+ * checked against @parent if given. */
+static GPtrArray *raw_inputs(sl_qmp *q, const char *dsock, const char *parent, GError **errp)
 {
     g_autoptr(GPtrArray) bs = sl_qemu_qmp_backends(q, errp);
     g_autoptr(GPtrArray) raws = g_ptr_array_new_with_free_func(g_free);
@@ -122,6 +150,9 @@ static GPtrArray *raw_inputs(sl_qmp *q, const char *dsock, GError **errp)
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "this QEMU has no memory-backend-file: "
                     "start it with -object memory-backend-file,share=on,... for its RAM, or "
                     "save QEMU's own file with --format qemu");
+        return NULL;
+    }
+    if (parent && !parent_fits(parent, bs, errp)) {
         return NULL;
     }
     for (guint i = 0; i < bs->len; i++) {
@@ -141,11 +172,13 @@ static GPtrArray *raw_inputs(sl_qmp *q, const char *dsock, GError **errp)
     return g_steal_pointer(&raws);
 }
 
-static int save_container(sl_qmp *q, const char *out, const char *full, GError **errp)
+static int save_container(sl_qmp *q, const char *out, const char *full, const char *parent,
+                          GError **errp)
 {
     /* The daemon serving QEMU, if a restore runs: its preload client's socket. */
     g_autofree char *dsock = sl_client_env_of(sl_qmp_peer_pid(q), "SNAPLOAD_SOCKET");
-    g_autoptr(GPtrArray) raws = raw_inputs(q, dsock, errp);
+    g_autoptr(GPtrArray) raws = raw_inputs(q, dsock, parent, errp);
+    cli_save_opts o = { .psize = 4096, .out = out, .dsock = dsock, .parent = parent };
     g_autofree char *tmp = NULL, *dev = NULL;
     int ret;
 
@@ -153,7 +186,7 @@ static int save_container(sl_qmp *q, const char *out, const char *full, GError *
         return -1;
     }
     dev = g_build_filename(tmp, "device-state", NULL);
-    ret = save_stopped(q, raws, dev, out, full, dsock, errp);
+    ret = save_stopped(q, raws, dev, full, &o, errp);
     unlink(dev); /* on every path: the temporary directory never stays behind */
     rmdir(tmp);
     return ret;
@@ -186,7 +219,7 @@ static int save_qemu_file(sl_qmp *q, const char *out, int multifd, GError **errp
 
 int cmd_qemu_save(int argc, char **argv)
 {
-    g_autofree char *sock = NULL, *out = NULL, *full = NULL, *format = NULL;
+    g_autofree char *sock = NULL, *out = NULL, *full = NULL, *format = NULL, *parent = NULL;
     gboolean quit = false;
     gint multifd = 0;
     GOptionEntry entries[] = {
@@ -198,6 +231,8 @@ int cmd_qemu_save(int argc, char **argv)
           "multifd threads", "N" },
         { "full-stream", 0, 0, G_OPTION_ARG_FILENAME, &full, "also save a full migration stream "
           "(RAM included) for stock QEMU's eager -incoming, to compare with", "FILE" },
+        { "parent", 0, 0, G_OPTION_ARG_FILENAME, &parent, "an incremental snapshot: only the "
+          "pages that differ from PARENT's (a snapshot of this guest)", "PARENT" },
         { "quit", 0, 0, G_OPTION_ARG_NONE, &quit, "quit QEMU after saving", NULL },
         { NULL },
     };
@@ -211,13 +246,14 @@ int cmd_qemu_save(int argc, char **argv)
     }
     qemu_fmt = format && !strcmp(format, "qemu");
     if (!sock || !out || argc != 1 || (format && !qemu_fmt && strcmp(format, "snapload")) ||
-        (qemu_fmt && full) || multifd < 0 || (multifd && !qemu_fmt)) {
+        (qemu_fmt && (full || parent)) || multifd < 0 || (multifd && !qemu_fmt)) {
         return cli_fail("qemu-save needs --qmp SOCKET and -o SNAP; --format snapload|qemu; "
-                        "--multifd N only with --format qemu, --full-stream only without");
+                        "--multifd N only with --format qemu, --full-stream and --parent only "
+                        "without");
     }
     q = sl_qmp_connect(sock, QMP_TIMEOUT_MS, &err);
     ret = !q ? -1 : qemu_fmt ? save_qemu_file(q, out, multifd, &err)
-                             : save_container(q, out, full, &err);
+                             : save_container(q, out, full, parent, &err);
     if (ret == 0 && quit) {
         sl_qmp_ok(q, "quit", NULL, NULL);
     }

@@ -27,6 +27,28 @@ typedef struct {
     int node;       /* node hint stored in the block table, -1: none */
 } raw_input;
 
+/* One save, owned by the saving thread. */
+typedef struct {
+    sl_writer *w;
+    sl_snapshot *parent;  /* a child's parent (only changed pages stored), or NULL */
+    uint64_t psize;
+    const char *dsock;    /* daemon serving a busy memory file, or NULL */
+    uint8_t *buf;         /* IO_CHUNK bytes */
+    uint64_t done, total; /* bytes read, of all blocks */
+    uint64_t stored;      /* pages a child stores */
+} save_ctx;
+
+/* @len bytes of block @block at @off (in c->buf) into the snapshot. */
+static bool put_chunk(save_ctx *c, unsigned block, uint64_t off, size_t len, GError **errp)
+{
+    bool ok = cli_write_changed(c->w, c->parent, block, c->psize, off, c->buf, len,
+                                &c->stored, errp);
+
+    c->done += len;
+    cli_progress("save", c->done, c->total);
+    return ok;
+}
+
 /* FILE[:NAME]; the default name is the file's basename. */
 static bool parse_raw(const char *arg, raw_input *in)
 {
@@ -78,8 +100,7 @@ static bool apply_node_hint(const char *arg, raw_input *ins, unsigned n)
  * snapshot's bytes when the copy touches it, never read as a hole.  Pages
  * go through @buf, so the writer never sees the busy mapping itself.
  */
-static bool copy_served(sl_writer *w, unsigned block, const raw_input *in, const char *dsock,
-                        uint8_t *buf, uint64_t *done, uint64_t total, GError **errp)
+static bool copy_served(save_ctx *c, unsigned block, const raw_input *in, GError **errp)
 {
     int fd = open(in->path, O_RDWR | O_CLOEXEC), sock = -1, uffd = -1;
     uint8_t *map = fd < 0 ? MAP_FAILED : mmap(NULL, in->size, PROT_READ, MAP_SHARED, fd, 0);
@@ -88,14 +109,12 @@ static bool copy_served(sl_writer *w, unsigned block, const raw_input *in, const
     if (!ok) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", in->path, g_strerror(errno));
     }
-    ok = ok && (sock = sl_client_connect(dsock, "save", errp)) >= 0 &&
+    ok = ok && (sock = sl_client_connect(c->dsock, "save", errp)) >= 0 &&
          (uffd = sl_client_register(sock, in->name, map, in->size, fd, 0, errp)) >= 0;
     for (uint64_t off = 0; ok && off < in->size; off += IO_CHUNK) {
         size_t len = (size_t)MIN(IO_CHUNK, in->size - off);
-        memcpy(buf, map + off, len); /* faults on missing pages are served */
-        ok = sl_writer_write(w, block, off, buf, len, errp);
-        *done += len;
-        cli_progress("save", *done, total);
+        memcpy(c->buf, map + off, len); /* faults on missing pages are served */
+        ok = put_chunk(c, block, off, len, errp);
     }
     if (map != MAP_FAILED) {
         munmap(map, in->size);
@@ -124,8 +143,7 @@ bool cli_idle_or_served(int fd, uint64_t size, const char *path, const char *dso
     return true;
 }
 
-static bool copy_raw(sl_writer *w, unsigned block, const raw_input *in, const char *dsock,
-                     uint8_t *buf, uint64_t *done, uint64_t total, GError **errp)
+static bool copy_raw(save_ctx *c, unsigned block, const raw_input *in, GError **errp)
 {
     int fd = open(in->path, O_RDONLY | O_CLOEXEC);
     bool ok = fd >= 0, served = false;
@@ -133,24 +151,22 @@ static bool copy_raw(sl_writer *w, unsigned block, const raw_input *in, const ch
     if (!ok) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", in->path, g_strerror(errno));
     } else {
-        ok = cli_idle_or_served(fd, in->size, in->path, dsock, &served, errp);
+        ok = cli_idle_or_served(fd, in->size, in->path, c->dsock, &served, errp);
     }
     if (ok && served) {
         close(fd);
-        return copy_served(w, block, in, dsock, buf, done, total, errp);
+        return copy_served(c, block, in, errp);
     }
     for (uint64_t off = 0; ok && off < in->size; off += IO_CHUNK) {
         size_t len = (size_t)MIN(IO_CHUNK, in->size - off);
-        int ret = sl_pread_full(fd, buf, len, off);
+        int ret = sl_pread_full(fd, c->buf, len, off);
         if (ret < 0) {
             g_set_error(errp, SL_ERROR, SL_ERROR_IO, "reading %s: %s", in->path,
                         g_strerror(-ret));
             ok = false;
             break;
         }
-        ok = sl_writer_write(w, block, off, buf, len, errp);
-        *done += len;
-        cli_progress("save", *done, total);
+        ok = put_chunk(c, block, off, len, errp);
     }
     if (fd >= 0) {
         close(fd);
@@ -186,55 +202,103 @@ static bool add_hot_list(sl_writer *w, const char *path, const raw_input *ins, u
     return sl_writer_add_section(w, SL_SECTION_HOT_PAGES, data, len, errp);
 }
 
-static int save_all(raw_input *ins, unsigned n, uint64_t psize, const char *out,
-                    const char *devstate, const char *hot, const char *dsock)
+/* Declares the blocks (checking each size against the page size). */
+static bool add_blocks(save_ctx *c, const raw_input *ins, unsigned n, GError **errp)
+{
+    for (unsigned i = 0; i < n; i++) {
+        if (ins[i].size % c->psize) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "raw image %s: size %"
+                        G_GUINT64_FORMAT " is not a multiple of the page size %" G_GUINT64_FORMAT,
+                        ins[i].path, ins[i].size, c->psize);
+            return false;
+        }
+        if (sl_writer_add_block(c->w, ins[i].name, ins[i].size, c->psize, ins[i].node,
+                                errp) < 0) {
+            return false;
+        }
+        c->total += ins[i].size;
+    }
+    return true;
+}
+
+/* Opens @o's parent and makes the writer a child of it, recorded by the
+ * path cli_parent_path() gives; refuses to write over the parent. */
+static bool become_child(save_ctx *c, const cli_save_opts *o, GError **errp)
+{
+    g_autofree char *rec = NULL;
+
+    if (!(c->parent = sl_snapshot_open(o->parent, errp))) {
+        return false;
+    }
+    if (cli_is_file_of(o->out, c->parent)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s is the parent: the child must be a "
+                    "new file", o->out);
+        return false;
+    }
+    rec = cli_parent_path(o->parent, o->out, NULL);
+    return sl_writer_set_parent(c->w, c->parent, rec, errp);
+}
+
+/* The sections after the pages: device state and hot-page list, if given. */
+static bool add_sections(save_ctx *c, const cli_save_opts *o, const raw_input *ins,
+                         unsigned n, GError **errp)
+{
+    if (o->devstate) {
+        g_autofree char *data = NULL;
+        gsize len;
+        if (!g_file_get_contents(o->devstate, &data, &len, errp) ||
+            !sl_writer_add_section(c->w, SL_SECTION_DEVICE_STATE, data, len, errp)) {
+            return false;
+        }
+    }
+    return !o->hot || add_hot_list(c->w, o->hot, ins, n, c->psize, errp);
+}
+
+static bool save_into(save_ctx *c, const cli_save_opts *o, const raw_input *ins, unsigned n,
+                      GError **errp)
+{
+    if ((o->parent && !become_child(c, o, errp)) || !add_blocks(c, ins, n, errp)) {
+        return false;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        if (!copy_raw(c, i, &ins[i], errp)) {
+            return false;
+        }
+    }
+    return add_sections(c, o, ins, n, errp) && sl_writer_finish(c->w, errp);
+}
+
+static int save_all(raw_input *ins, unsigned n, const cli_save_opts *o)
 {
     g_autoptr(GError) err = NULL;
     g_autofree uint8_t *buf = g_malloc(IO_CHUNK);
     /* Written beside @out and renamed over it only when complete: a failed
      * save never destroys an earlier snapshot of the same name. */
-    g_autofree char *tmp = g_strdup_printf("%s.%d.partial", out, (int)getpid());
-    sl_writer *w = sl_writer_new(tmp, &err);
-    uint64_t total = 0, done = 0;
-    bool ok = w != NULL;
+    g_autofree char *tmp = g_strdup_printf("%s.%d.partial", o->out, (int)getpid());
+    save_ctx c = { .w = sl_writer_new(tmp, &err), .psize = o->psize, .dsock = o->dsock,
+                   .buf = buf };
+    bool ok = c.w && save_into(&c, o, ins, n, &err);
 
-    for (unsigned i = 0; ok && i < n; i++) {
-        if (ins[i].size % psize) {
-            g_set_error(&err, SL_ERROR, SL_ERROR_INVALID, "raw image %s: size %" G_GUINT64_FORMAT
-                        " is not a multiple of the page size %" G_GUINT64_FORMAT,
-                        ins[i].path, ins[i].size, psize);
-            ok = false;
-            break;
-        }
-        ok = sl_writer_add_block(w, ins[i].name, ins[i].size, psize, ins[i].node, &err) >= 0;
-        total += ins[i].size;
-    }
-    for (unsigned i = 0; ok && i < n; i++) {
-        ok = copy_raw(w, i, &ins[i], dsock, buf, &done, total, &err);
-    }
-    if (ok && devstate) {
-        g_autofree char *data = NULL;
-        gsize len;
-        ok = g_file_get_contents(devstate, &data, &len, &err) &&
-             sl_writer_add_section(w, SL_SECTION_DEVICE_STATE, data, len, &err);
-    }
-    ok = ok && (!hot || add_hot_list(w, hot, ins, n, psize, &err));
-    ok = ok && sl_writer_finish(w, &err);
-    sl_writer_free(w);
-    if (ok && rename(tmp, out) < 0) {
-        g_set_error(&err, SL_ERROR, SL_ERROR_IO, "%s: %s", out, g_strerror(errno));
+    sl_writer_free(c.w);
+    sl_snapshot_close(c.parent);
+    if (ok && rename(tmp, o->out) < 0) {
+        g_set_error(&err, SL_ERROR, SL_ERROR_IO, "%s: %s", o->out, g_strerror(errno));
         ok = false;
     }
     if (!ok) {
         unlink(tmp);
         return cli_fail_error(g_steal_pointer(&err));
     }
+    if (o->parent) {
+        fprintf(stderr, "snapload: wrote %s: %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
+                " pages differ from its parent %s\n", o->out, c.stored, c.total / c.psize,
+                o->parent);
+    }
     return 0;
 }
 
 /* Reads the raw images' sizes, applies --node hints, writes the snapshot. */
-static int save_hinted(char **raws, char **nodes, uint64_t psize, const char *out,
-                       const char *devstate, const char *hot, const char *dsock)
+static int save_hinted(char **raws, char **nodes, const cli_save_opts *o)
 {
     unsigned n = g_strv_length(raws);
     raw_input *ins = g_new0(raw_input, n);
@@ -246,7 +310,7 @@ static int save_hinted(char **raws, char **nodes, uint64_t psize, const char *ou
     for (unsigned i = 0; nodes && nodes[i] && ret == 0; i++) {
         ret = apply_node_hint(nodes[i], ins, n) ? 0 : 1;
     }
-    ret = ret ? ret : save_all(ins, n, psize, out, devstate, hot, dsock);
+    ret = ret ? ret : save_all(ins, n, o);
     for (unsigned i = 0; i < n; i++) {
         g_free(ins[i].path);
         g_free(ins[i].name);
@@ -259,6 +323,7 @@ int cmd_save(int argc, char **argv)
 {
     g_auto(GStrv) raws = NULL, nodes = NULL;
     g_autofree char *out = NULL, *psize_s = NULL, *devstate = NULL, *hot = NULL;
+    g_autofree char *parent = NULL;
     uint64_t psize = 4096;
     GOptionEntry entries[] = {
         { "raw", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &raws, "raw RAM image of a block", "FILE[:NAME]" },
@@ -267,6 +332,8 @@ int cmd_save(int argc, char **argv)
         { "hot", 0, 0, G_OPTION_ARG_FILENAME, &hot, "store a hot-page list (from restore --record)", "HOTLIST" },
         { "node", 0, 0, G_OPTION_ARG_STRING_ARRAY, &nodes, "store NODE as block NAME's NUMA node hint (repeatable)", "NAME=NODE" },
         { "output", 'o', 0, G_OPTION_ARG_FILENAME, &out, "snapshot to write", "SNAP" },
+        { "parent", 0, 0, G_OPTION_ARG_FILENAME, &parent, "write an incremental snapshot: only "
+          "the pages that differ from PARENT's (by checksum)", "PARENT" },
         { NULL },
     };
 
@@ -282,13 +349,13 @@ int cmd_save(int argc, char **argv)
     if (psize & (psize - 1) || psize < 4096 || psize > (1u << 30)) {
         return cli_fail("--page-size: %s is not a power of two from 4K to 1G", psize_s);
     }
-    return save_hinted(raws, nodes, psize, out, devstate, hot, NULL);
+    return save_hinted(raws, nodes, &(cli_save_opts){ .psize = psize, .out = out,
+                       .devstate = devstate, .hot = hot, .parent = parent });
 }
 
-int cli_save(char **raws, uint64_t psize, const char *out, const char *devstate,
-             const char *hot, const char *dsock)
+int cli_save(char **raws, const cli_save_opts *o)
 {
-    return save_hinted(raws, NULL, psize, out, devstate, hot, dsock);
+    return save_hinted(raws, NULL, o);
 }
 
 /* ------------------------------- synth --------------------------------- */

@@ -177,7 +177,8 @@ void kill_daemon_at(const char *dsock);
 /* Waits (bounded) until file @path contains @text. */
 void wait_for_text(const char *path, const char *text);
 
-/* Runs `snapload qemu-save` on the restored QEMU; its wait status, stderr in *@errs. */
-int qemu_save_restored(fixture *f, const char *out, char **errs);
+/* Runs `snapload qemu-save` on the restored QEMU (a child of @parent if not
+ * NULL); its wait status, stderr in *@errs. */
+int qemu_save_restored(fixture *f, const char *out, const char *parent, char **errs);
 
 #endif /* SNAPLOAD_QTEST_UTIL_H */

@@ -256,7 +256,7 @@ static void test_qemu_save_during_a_restore_stores_every_page(void **state)
     q = accept_qmp(lq, &r);
     wait_paused(q);
     before = pages_mapped(sl_qmp_peer_pid(q), f->memfile, &total);
-    st = qemu_save_restored(f, out, &errs);
+    st = qemu_save_restored(f, out, NULL, &errs);
     if (!g_spawn_check_wait_status(st, NULL)) {
         fail_msg("qemu-save during the restore (%" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
                  " pages mapped in QEMU): status %d, stderr:\n%s", before, total, st, errs);
@@ -270,7 +270,7 @@ static void test_qemu_save_during_a_restore_stores_every_page(void **state)
     assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
     wait_walker(serial, f->saved_pass + 1, 0);
     unlink(out);
-    st = qemu_save_restored(f, out, &errs2);
+    st = qemu_save_restored(f, out, NULL, &errs2);
     if (!g_spawn_check_wait_status(st, NULL)) {
         fail_msg("qemu-save after the restore completed failed:\n%s", errs2);
     }
@@ -278,6 +278,152 @@ static void test_qemu_save_during_a_restore_stores_every_page(void **state)
     sl_qmp_close(q);
     reap(&r, 60000);
     close(lq);
+    child_free(&r);
+}
+
+/* Pages of memory file @file that differ from block ram0 of snapshot @snap. */
+static uint64_t file_pages_differing(const char *file, const char *snap)
+{
+    g_autoptr(GError) err = NULL;
+    sl_snapshot *s = sl_snapshot_open(snap, &err);
+    g_autofree uint8_t *pf = g_malloc(4096), *ps = g_malloc(4096);
+    int fd = open(file, O_RDONLY | O_CLOEXEC), b;
+    sl_block_info bi;
+    uint64_t differ = 0;
+
+    if (!s || fd < 0) {
+        fail_msg("opening %s and %s: %s", snap, file, s ? g_strerror(errno) : err->message);
+    }
+    b = sl_snapshot_find_block(s, "ram0");
+    assert_true(b >= 0 && sl_snapshot_block(s, (unsigned)b, &bi));
+    for (uint64_t i = 0; i < bi.length / 4096; i++) {
+        assert_int_equal(pread(fd, pf, 4096, (off_t)(i * 4096)), 4096);
+        assert_int_equal(sl_snapshot_read_pages(s, (unsigned)b, i, 1, ps, true), 0);
+        differ += memcmp(pf, ps, 4096) != 0;
+    }
+    close(fd);
+    sl_snapshot_close(s);
+    return differ;
+}
+
+/* Pages that snapshot @snap's own file stores (not its parents'). */
+static uint64_t stored_pages(const char *snap)
+{
+    g_autoptr(GError) err = NULL;
+    sl_snapshot *s = sl_snapshot_open(snap, &err);
+    uint64_t n = 0;
+
+    if (!s) {
+        fail_msg("opening %s: %s", snap, err->message);
+    }
+    for (unsigned b = 0; b < sl_snapshot_n_blocks(s); b++) {
+        n += sl_snapshot_stored_pages(s, b);
+    }
+    sl_snapshot_close(s);
+    return n;
+}
+
+/*
+ * `qemu-save --parent` of the restored guest into @name: the child stores
+ * exactly the pages of the RAM file that differ from the parent, and with
+ * its parent holds the RAM file byte for byte.  Returns the child's path,
+ * its stored pages in *@stored.
+ */
+static char *save_checked_child(fixture *f, const child *r, const char *name, uint64_t *stored)
+{
+    g_autofree char *errs = NULL;
+    char *kid = path_in(f, name);
+    int st = qemu_save_restored(f, kid, f->snap, &errs);
+    uint64_t differ;
+
+    if (!g_spawn_check_wait_status(st, NULL)) {
+        fail_msg("qemu-save --parent: status %d, stderr:\n%s", st, errs);
+    }
+    wait_for_text(r->out, "every page in place"); /* the file now holds every page */
+    *stored = stored_pages(kid);
+    differ = file_pages_differing(f->memfile, f->snap);
+    print_message("# %s: %" G_GUINT64_FORMAT " of %u pages stored, %" G_GUINT64_FORMAT
+                  " differ from the parent\n", name, *stored, RAM_MB * 256, differ);
+    assert_int_equal(*stored, differ);
+    assert_int_equal(file_pages_differing(f->memfile, kid), 0);
+    return kid;
+}
+
+/*
+ * Restores the walker lazily and saves two children of the restored
+ * snapshot with `qemu-save --parent` (save_checked_child()): one before
+ * the guest runs, while the restore still fills its RAM (it stores only
+ * what QEMU's device-state load rewrote: at most 1 % of the pages), and
+ * one after the walker ran a moment, rewriting the pages it walked.
+ * Returns the second, and the walker's last pass before it in *@pass.
+ */
+static char *save_child_of_restored(fixture *f, unsigned *pass)
+{
+    g_autofree char *serial = path_in(f, "restore.serial"), *qmp = path_in(f, "restore.qmp");
+    g_autofree char *log = NULL, *unrun = NULL;
+    uint64_t stored;
+    int lq = listen_at(qmp);
+    char *kid;
+    sl_qmp *q;
+    child r;
+
+    r = start_restore(f, (const char *[]){ "--paused", "--threads", "0", NULL }, serial, qmp,
+                      NULL);
+    q = accept_qmp(lq, &r);
+    wait_paused(q);
+    unrun = save_checked_child(f, &r, "unrun.sl", &stored);
+    assert_true(stored * 100 <= (uint64_t)RAM_MB * 256);
+    assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
+    g_usleep(300000); /* part of a pass, or more: the walker rewrites what it walks */
+    kid = save_checked_child(f, &r, "child.sl", &stored);
+    log = slurp(serial);
+    *pass = last_pass(log);
+    sl_qmp_ok(q, "quit", NULL, NULL);
+    sl_qmp_close(q);
+    reap(&r, 60000);
+    close(lq);
+    unlink(qmp);
+    child_free(&r);
+    return kid;
+}
+
+static void test_qemu_save_of_a_child_stores_what_changed_and_restores_clean(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *serial = NULL, *qmp = NULL, *qt = NULL, *kid = NULL;
+    g_autofree char *out = NULL, *errs = NULL;
+    char *parent; /* the fixture's: it frees f->snap */
+    unsigned pass;
+    int lq, lt, tfd, st;
+    sl_qmp *q;
+    child r;
+
+    need(f);
+    boot_and_save(f);
+    kid = save_child_of_restored(f, &pass);
+    parent = f->snap;
+    f->snap = kid; /* restore the child: its pages, the rest from its parent */
+    serial = path_in(f, "child.serial");
+    qmp = path_in(f, "child.qmp");
+    qt = path_in(f, "child.qtest");
+    lq = listen_at(qmp);
+    lt = listen_at(qt);
+    r = start_restore(f, (const char *[]){ "--paused", NULL }, serial, qmp, qt);
+    q = accept_qmp(lq, &r);
+    tfd = accept4(lt, NULL, NULL, SOCK_CLOEXEC);
+    assert_true(tfd >= 0);
+    wait_paused(q);
+    assert_int_equal(qtest_compare(f, tfd), 0);
+    assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
+    wait_walker(serial, pass + 2, 0);
+    st = quit_and_reap(q, &r, &out, &errs);
+    f->snap = parent;
+    if (!g_spawn_check_wait_status(st, NULL)) {
+        fail_msg("qemu-restore of the child failed: %s", errs);
+    }
+    close(tfd);
+    close(lq);
+    close(lt);
     child_free(&r);
 }
 
@@ -475,7 +621,7 @@ static void test_qemu_restore_refuses_bad_backends_before_starting(void **state)
 
 int main(void)
 {
-    struct CMUnitTest tests[4 * G_N_ELEMENTS(kinds) + 2];
+    struct CMUnitTest tests[5 * G_N_ELEMENTS(kinds) + 2];
     unsigned n = 0;
 
     for (unsigned k = 0; k < G_N_ELEMENTS(kinds); k++) {
@@ -485,6 +631,10 @@ int main(void)
         tests[n] = (struct CMUnitTest)CASE(test_qemu_save_during_a_restore_stores_every_page, k);
         tests[n++].name = g_strdup_printf("%s/qemu_save_during_a_restore_stores_every_page",
                                           kinds[k].name);
+        tests[n] = (struct CMUnitTest)CASE(
+            test_qemu_save_of_a_child_stores_what_changed_and_restores_clean, k);
+        tests[n++].name = g_strdup_printf(
+            "%s/qemu_save_of_a_child_stores_what_changed_and_restores_clean", kinds[k].name);
         tests[n] = (struct CMUnitTest)CASE(test_restarts_over_the_reused_ram_file_run_clean, k);
         tests[n++].name = g_strdup_printf("%s/restarts_over_the_reused_ram_file_run_clean",
                                           kinds[k].name);

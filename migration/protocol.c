@@ -8,6 +8,8 @@
 #include "migration/format/format.h"
 #include "protocol.h"
 
+G_STATIC_ASSERT(SL_PROTO_IDENTITY == SL_IDENTITY_LEN);
+
 /* Payload sizes on the wire, per type. */
 static size_t payload_size(uint16_t type)
 {
@@ -18,6 +20,8 @@ static size_t payload_size(uint16_t type)
     case SL_MSG_REGISTER_WP: return SL_PROTO_NAME + 32;
     case SL_MSG_WRITTEN: return SL_PROTO_NAME + 24;
     case SL_MSG_REGISTERED: return 4 + 120;
+    case SL_MSG_WRITTEN_QUERY: return SL_PROTO_NAME + SL_PROTO_IDENTITY;
+    case SL_MSG_WRITTEN_PAGES: return 4 + 16 + 120;
     case SL_MSG_DONE: return 0;
     default: return SIZE_MAX;
     }
@@ -62,6 +66,16 @@ size_t sl_msg_encode(const sl_msg *m, uint8_t *buf)
     case SL_MSG_REGISTERED:
         sl_put_le32(p, (uint32_t)m->u.status.status);
         memcpy(p + 4, m->u.status.message, 120);
+        break;
+    case SL_MSG_WRITTEN_QUERY:
+        memcpy(p, m->u.query.block, SL_PROTO_NAME);
+        memcpy(p + 64, m->u.query.identity, SL_PROTO_IDENTITY);
+        break;
+    case SL_MSG_WRITTEN_PAGES:
+        sl_put_le32(p, (uint32_t)m->u.wpages.status);
+        sl_put_le64(p + 4, m->u.wpages.pages);
+        sl_put_le64(p + 12, m->u.wpages.written);
+        memcpy(p + 20, m->u.wpages.message, 120);
         break;
     default:
         break;
@@ -120,6 +134,17 @@ static bool decode_payload(const uint8_t *p, sl_msg *m, GError **errp)
         m->u.status.status = (int32_t)sl_le32(p);
         memcpy(m->u.status.message, p + 4, 120);
         return terminated(p + 4, 120) || bad(errp, "REGISTERED message is not terminated");
+    case SL_MSG_WRITTEN_QUERY:
+        memcpy(m->u.query.block, p, SL_PROTO_NAME);
+        memcpy(m->u.query.identity, p + 64, SL_PROTO_IDENTITY);
+        return (terminated(p, SL_PROTO_NAME) && p[0]) ||
+               bad(errp, "WRITTEN_QUERY block name is empty or not NUL-terminated");
+    case SL_MSG_WRITTEN_PAGES:
+        m->u.wpages.status = (int32_t)sl_le32(p);
+        m->u.wpages.pages = sl_le64(p + 4);
+        m->u.wpages.written = sl_le64(p + 12);
+        memcpy(m->u.wpages.message, p + 20, 120);
+        return terminated(p + 20, 120) || bad(errp, "WRITTEN_PAGES message is not terminated");
     default:
         return true;
     }

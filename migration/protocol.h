@@ -33,6 +33,10 @@ enum {
                              * range is registered in WP mode too: placed write-protected */
     SL_MSG_WRITTEN = 7,    /* client -> daemon, on a connection of its own: list what my
                             * REGISTER_WP mapping wrote (I unmap it or exit next) */
+    SL_MSG_WRITTEN_QUERY = 8, /* client -> daemon: which pages of a block have the tracked
+                               * mappings written since the restore began, so far? */
+    SL_MSG_WRITTEN_PAGES = 9, /* daemon -> client (+ a memfd holding the bitmap when
+                               * status is 0): the answer to a WRITTEN_QUERY */
 };
 
 /* sl_msg_written.flags: the file also changed in ways the list does not
@@ -70,6 +74,20 @@ typedef struct {
     char message[120];
 } sl_msg_status;
 
+#define SL_PROTO_IDENTITY 16u /* SL_IDENTITY_LEN */
+
+typedef struct {
+    char block[SL_PROTO_NAME];
+    uint8_t identity[SL_PROTO_IDENTITY]; /* the snapshot the asker compares against */
+} sl_msg_written_query;
+
+typedef struct {
+    int32_t status;         /* 0, or -errno: no list (@message says why) */
+    uint64_t pages;         /* bits of the bitmap: the block's snapshot pages */
+    uint64_t written;       /* bits set */
+    char message[120];
+} sl_msg_written_pages;
+
 typedef struct {
     uint16_t type;
     union {
@@ -78,6 +96,8 @@ typedef struct {
         sl_msg_register reg;
         sl_msg_status status;
         sl_msg_written written;
+        sl_msg_written_query query;
+        sl_msg_written_pages wpages;
     } u;
 } sl_msg;
 

@@ -46,6 +46,8 @@ typedef struct {
     const char *hot;      /* hot-page list to store, or NULL */
     const char *dsock;    /* daemon that serves a busy memory file, or NULL */
     const char *parent;   /* write a child of this snapshot, or NULL */
+    uint64_t *const *written; /* with @parent: per raw input, a bitmap of the only pages
+                               * that may differ from it (the rest are not read), or NULL */
 } cli_save_opts;
 
 /**

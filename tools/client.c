@@ -12,6 +12,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include "client.h"
+#include "migration/format/format.h"
 #include "migration/uffd.h"
 #include "wire.h"
 
@@ -223,6 +224,82 @@ bool sl_client_report_written(const char *path, const char *block, void *addr, u
         close(sock);
     }
     return ok;
+}
+
+/* Receives WRITTEN_PAGES into @m, and its one fd into *@fd (-1 if none; others closed). */
+static bool recv_written_pages(int sock, sl_msg *m, int *fd, GError **errp)
+{
+    uint8_t buf[SL_PROTO_MAX];
+    int fds[SL_WIRE_MAX_FDS];
+    unsigned nfds;
+    int lost;
+    ssize_t n = sl_wire_recv(sock, buf, fds, &nfds, &lost);
+
+    *fd = nfds == 1 ? fds[0] : -1;
+    for (unsigned i = *fd >= 0 ? 1 : 0; i < nfds; i++) {
+        close(fds[i]);
+    }
+    if (n <= 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "restore daemon: %s",
+                    n == 0 ? "connection closed" : g_strerror(errno));
+        return false;
+    }
+    if (!sl_msg_decode(buf, (size_t)n, m, errp) || refused(m, SL_MSG_WRITTEN_PAGES, errp)) {
+        return false;
+    }
+    if (m->type != SL_MSG_WRITTEN_PAGES || (m->u.wpages.status == 0) != (*fd >= 0)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "restore daemon answered a WRITTEN_QUERY "
+                    "with type %u, status %d and %u fds", m->type, m->u.wpages.status, nfds);
+        return false;
+    }
+    return true;
+}
+
+/* The bitmap of @npages bits in memfd @fd (checked against its count @written), or NULL. */
+static uint64_t *read_bitmap(int fd, uint64_t npages, uint64_t written, GError **errp)
+{
+    g_autofree uint64_t *bits = g_malloc0(sl_bitmap_bytes(npages));
+    int ret = sl_pread_full(fd, bits, sl_bitmap_bytes(npages), 0);
+
+    if (ret < 0 || sl_bitmap_count(bits, npages) != written) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "the written-page bitmap from the restore "
+                    "daemon %s", ret < 0 ? g_strerror(-ret) : "does not hold what it said");
+        return NULL;
+    }
+    return g_steal_pointer(&bits);
+}
+
+int sl_client_written_pages(const char *path, const char *block,
+                            const uint8_t identity[SL_IDENTITY_LEN], uint64_t npages,
+                            uint64_t **bits, char **why, GError **errp)
+{
+    sl_msg m = { .type = SL_MSG_WRITTEN_QUERY }, st;
+    int sock = sl_client_connect(path, "written-query", errp), fd = -1, ret = -1;
+
+    g_strlcpy(m.u.query.block, block, sizeof(m.u.query.block));
+    memcpy(m.u.query.identity, identity, SL_IDENTITY_LEN);
+    if (sock >= 0 && !sl_wire_send(sock, &m, NULL, 0)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "sending WRITTEN_QUERY: %s", g_strerror(errno));
+    } else if (sock >= 0 && recv_written_pages(sock, &st, &fd, errp)) {
+        if (st.u.wpages.status < 0) {
+            *why = g_strdup(st.u.wpages.message);
+            ret = 0;
+        } else if (st.u.wpages.pages != npages) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "the restore daemon's block '%s' has %"
+                        G_GUINT64_FORMAT " pages, not %" G_GUINT64_FORMAT, block,
+                        st.u.wpages.pages, npages);
+        } else {
+            *bits = read_bitmap(fd, npages, st.u.wpages.written, errp);
+            ret = *bits ? 1 : -1;
+        }
+    }
+    for (unsigned i = 0; i < 2; i++) {
+        int c = i ? fd : sock;
+        if (c >= 0) {
+            close(c);
+        }
+    }
+    return ret;
 }
 
 char *sl_client_env_of(pid_t pid, const char *name)

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <glib.h>
+#include "snapload/snapload.h"
 
 /**
  * sl_client_connect: connect and handshake; the socket fd, or -1 with @errp
@@ -50,6 +51,18 @@ int sl_client_register_tracked(int sock, const char *block, void *addr, uint64_t
  */
 bool sl_client_report_written(const char *path, const char *block, void *addr, uint64_t length,
                               uint64_t flags, GError **errp);
+
+/**
+ * sl_client_written_pages: ask the daemon at @path (on a connection of
+ * its own) which of the @npages snapshot pages of @block its tracked
+ * mappings have written since the restore began, compared with the
+ * snapshot of identity @identity.  1 with a bitmap in *@bits (g_free), 0
+ * with the daemon's reason there is no such list in *@why (g_free), or -1
+ * with @errp.
+ */
+int sl_client_written_pages(const char *path, const char *block,
+                            const uint8_t identity[SL_IDENTITY_LEN], uint64_t npages,
+                            uint64_t **bits, char **why, GError **errp);
 
 /**
  * sl_client_register_anon: register [@addr, +@length) — our own fresh,

@@ -65,6 +65,7 @@ typedef struct {
     const char *record;   /* write the guest's faulted pages, in order, there (a hot list) */
     bool reuse_ram;       /* keep the RAM files a previous run left (config.keep_memory) */
     bool check_all;       /* --reuse-ram: check every page, not only the listed ones */
+    bool track;           /* track what QEMU and back-ends write (--track-writes, --reuse-ram) */
 } qr_opts;
 
 typedef struct {
@@ -227,7 +228,7 @@ static bool start_daemon(qr *r, GError **errp)
 {
     int ready[2], stats[2];
     pid_t self = getpid();
-    g_autofree char *written_dir = r->o->reuse_ram ? sl_written_dir() : NULL;
+    g_autofree char *written_dir = r->o->track ? sl_written_dir() : NULL;
     char c;
 
     if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(stats, O_CLOEXEC) < 0) {
@@ -242,7 +243,8 @@ static bool start_daemon(qr *r, GError **errp)
                              .stats_fd = stats[1],
                              .serve = (const char *const *)r->serve->pdata,
                              .record = r->o->record,
-                             .written_dir = written_dir, .ignore_lists = r->o->check_all };
+                             .written_dir = written_dir,
+                             .ignore_lists = r->o->check_all || !r->o->reuse_ram };
         d.cfg = (sl_restore_config){ .size = sizeof(d.cfg),
                                      .loader_threads = r->o->threads > 0 ? (unsigned)r->o->threads : 0,
                                      .no_loaders = r->o->threads == 0,
@@ -338,7 +340,7 @@ static bool spawn_qemu(qr *r, GError **errp)
         env = g_environ_setenv(env, "SNAPLOAD_SOCKET", r->dsock, true);
         env = g_environ_setenv(env, "SNAPLOAD_BLOCKS", blocks, true);
         env = g_environ_setenv(env, "SNAPLOAD_EXE", exe, true);
-        if (r->o->reuse_ram) { /* what it writes: the next restart rewrites only that */
+        if (r->o->track) { /* what it writes: for the next restart, and a child's save */
             env = g_environ_setenv(env, "SNAPLOAD_TRACK", "1", true);
         }
     }
@@ -384,7 +386,7 @@ static bool write_blocks_file(qr *r, GError **errp)
         return true; /* anonymous RAM only: nothing a back-end could map */
     }
     r->blocks_file = g_strconcat(r->dsock, ".blocks", NULL);
-    if (r->o->reuse_ram) { /* `snapload attach` tracks the back-end's writes too */
+    if (r->o->track) { /* `snapload attach` tracks the back-end's writes too */
         char *with = g_strconcat(blocks, "\ntrack", NULL);
         g_free(blocks);
         blocks = with;
@@ -446,7 +448,7 @@ static bool start_vhost_users(qr *r, GError **errp)
         }
         env = r->o->eager ? g_get_environ()
                           : cli_consumer_env(g_get_environ(), r->dsock, blocks,
-                                             r->o->reuse_ram, errp);
+                                             r->o->track, errp);
         if (!env ||
             !g_spawn_async(NULL, argv, env, G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD,
                            die_with_parent, GINT_TO_POINTER(getpid()), &pid, errp)) {
@@ -980,7 +982,7 @@ int cmd_qemu_restore(int argc, char **argv)
     g_autofree char *eager = NULL, *sock = NULL, *record = NULL;
     g_auto(GStrv) vhost_user = NULL;
     gboolean json = false, verify = false, paused = false, quit = false, reuse = false;
-    gboolean check_all = false;
+    gboolean check_all = false, track = false;
     gint threads = -1, multifd = 0;
     GOptionEntry entries[] = {
         { "json", 0, 0, G_OPTION_ARG_NONE, &json, "print one JSON object", NULL },
@@ -1009,6 +1011,9 @@ int cmd_qemu_restore(int argc, char **argv)
         { "check-all", 0, 0, G_OPTION_ARG_NONE, &check_all, "with --reuse-ram: check every "
           "page, ignoring the previous run's list (for a RAM file that something untracked "
           "may have written since: on hugetlbfs such writes leave no trace)", NULL },
+        { "track-writes", 0, 0, G_OPTION_ARG_NONE, &track, "track the pages QEMU and "
+          "registered back-ends write (asynchronous uffd write-protection), so that `qemu-save "
+          "--parent SNAP` reads only those (--reuse-ram does this too)", NULL },
         { "vhost-user", 0, 0, G_OPTION_ARG_STRING_ARRAY, &vhost_user, "start COMMAND, a "
           "vhost-user back-end listening on SOCKET, registered with the restore, before QEMU "
           "(ended after QEMU); repeatable", "SOCKET=COMMAND" },
@@ -1033,8 +1038,8 @@ int cmd_qemu_restore(int argc, char **argv)
     if (check_all && !reuse) {
         return cli_fail("--check-all goes with --reuse-ram");
     }
-    if (reuse && eager) {
-        return cli_fail("--reuse-ram restores lazily: not with --eager");
+    if ((reuse || track) && eager) {
+        return cli_fail("--reuse-ram and --track-writes go with a lazy restore: not with --eager");
     }
     if (record && eager) {
         return cli_fail("--record records a lazy restore's faults: not with --eager");
@@ -1046,6 +1051,7 @@ int cmd_qemu_restore(int argc, char **argv)
     o = (qr_opts){ .snap = argv[1], .qemu_argv = o.qemu_argv, .eager = eager, .json = json,
                    .verify = verify, .paused = paused, .quit_when_done = quit, .threads = threads,
                    .socket = sock, .multifd = multifd, .vhost_user = vhost_user,
-                   .record = record, .reuse_ram = reuse, .check_all = check_all };
+                   .record = record, .reuse_ram = reuse, .check_all = check_all,
+                   .track = reuse || track };
     return run(&o);
 }

@@ -12,9 +12,11 @@
  * restore's daemon (found in QEMU's SNAPLOAD_SOCKET), whose missing pages
  * it serves from the snapshot it restores; without one the save refuses.
  * With --parent PARENT, an incremental snapshot: only the pages whose
- * checksum differs from PARENT's are stored (all RAM is read and hashed;
- * the file grows with the pages the guest changed), checked against
- * QEMU's backends before the guest is stopped.
+ * checksum differs from PARENT's are stored (the file grows with the pages
+ * the guest changed), PARENT checked against QEMU's backends before the
+ * guest is stopped.  All RAM is read and hashed, unless the restore's
+ * daemon tracks writes and restores PARENT: then only the pages it lists
+ * as written (WRITTEN_QUERY) are.
  *
  * --format qemu: QEMU's own mapped-ram file, written by QEMU itself
  * (`migrate file:` with mapped-ram, multifd threads when asked): one file
@@ -31,6 +33,7 @@
 #include "client.h"
 #include "qemu.h"
 #include "qemu-migrate.h"
+#include "migration/format/format.h"
 
 #define QMP_TIMEOUT_MS 30000
 
@@ -71,6 +74,63 @@ static bool save_full_stream(sl_qmp *q, const char *full, GError **errp)
            sl_qmp_ok(q, "cont", NULL, errp) && sl_qmp_ok(q, "stop", NULL, errp);
 }
 
+/* Block @name's written pages from the daemon at @dsock, restoring @parent
+ * (of identity @id), or NULL with *@why. */
+static uint64_t *written_of(const char *dsock, sl_snapshot *parent, const uint8_t *id,
+                            const char *name, uint64_t *count, char **why)
+{
+    g_autoptr(GError) err = NULL;
+    int b = sl_snapshot_find_block(parent, name);
+    uint64_t *bits = NULL;
+    sl_block_info bi;
+
+    if (b < 0 || !sl_snapshot_block(parent, (unsigned)b, &bi) || bi.page_size != 4096) {
+        *why = g_strdup_printf("block '%s' of the parent does not have 4 KiB pages", name);
+        return NULL;
+    }
+    if (sl_client_written_pages(dsock, name, id, bi.length / 4096, &bits, why, &err) < 0) {
+        *why = g_strdup(err->message);
+    }
+    *count += bits ? sl_bitmap_count(bits, bi.length / 4096) : 0;
+    return bits;
+}
+
+/*
+ * With the restore's daemon @dsock restoring @o->parent: the pages of each
+ * RAM file (@raws, FILE:NAME) its tracked mappings wrote since the restore
+ * began, the only ones that can differ from the parent.  NULL, the reason
+ * printed, when it cannot tell for every block: then every page is read.
+ */
+static GPtrArray *written_lists(const cli_save_opts *o, GPtrArray *raws)
+{
+    g_autoptr(GPtrArray) lists = g_ptr_array_new_with_free_func(g_free);
+    g_autoptr(GError) err = NULL;
+    g_autofree char *why = NULL;
+    uint8_t id[SL_IDENTITY_LEN];
+    uint64_t count = 0;
+    sl_snapshot *p = sl_snapshot_open(o->parent, &err);
+
+    if (!p || !sl_snapshot_identity(p, id, &err)) {
+        why = g_strdup(err->message);
+    }
+    for (guint i = 0; !why && i + 1 < raws->len; i++) {
+        const char *name = strrchr(g_ptr_array_index(raws, i), ':') + 1;
+        uint64_t *bits = written_of(o->dsock, p, id, name, &count, &why);
+        if (bits) {
+            g_ptr_array_add(lists, bits);
+        }
+    }
+    sl_snapshot_close(p);
+    if (why) {
+        fprintf(stderr, "snapload: reading all guest RAM: the restore's daemon cannot list the "
+                "pages written: %s\n", why);
+        return NULL;
+    }
+    fprintf(stderr, "snapload: reading only the %" G_GUINT64_FORMAT " pages the restore's "
+            "tracked mappings wrote\n", count);
+    return g_steal_pointer(&lists);
+}
+
 /* Stops the guest and writes its device state to @dev (after a full stream
  * to @full when asked), then the snapshot @out. */
 static int save_stopped(sl_qmp *q, GPtrArray *raws, const char *dev, const char *full,
@@ -92,6 +152,9 @@ static int save_stopped(sl_qmp *q, GPtrArray *raws, const char *dev, const char 
     }
     dev_ms = cli_now_ms() - t0;
     o->devstate = dev;
+    /* The guest is stopped: what its mappings wrote is final. */
+    g_autoptr(GPtrArray) lists = o->parent && o->dsock ? written_lists(o, raws) : NULL;
+    o->written = lists ? (uint64_t *const *)lists->pdata : NULL;
     ret = cli_save((char **)raws->pdata, o);
     if (ret == 0) {
         fprintf(stderr, "snapload: saved %u RAM block(s) and the device state (%.1f ms) to %s\n",

@@ -36,7 +36,30 @@ typedef struct {
     uint8_t *buf;         /* IO_CHUNK bytes */
     uint64_t done, total; /* bytes read, of all blocks */
     uint64_t stored;      /* pages a child stores */
+    uint64_t *const *written; /* per block: the only pages to read (a child's), or NULL */
 } save_ctx;
+
+/*
+ * The next span of block @block (@size bytes) to read from byte @from on:
+ * [*@off, +*@len), at most IO_CHUNK; with a written list, only listed
+ * pages.  False when nothing is left.
+ */
+static bool next_span(const save_ctx *c, unsigned block, uint64_t size, uint64_t from,
+                      uint64_t *off, size_t *len)
+{
+    const uint64_t *w = c->written ? c->written[block] : NULL;
+    uint64_t p = from / c->psize, end = size / c->psize, n;
+
+    p += w ? sl_bit_run(w, p, end, false) : 0;
+    if (p >= end) {
+        return false;
+    }
+    n = MIN(IO_CHUNK / c->psize, end - p);
+    n = w ? sl_bit_run(w, p, p + n, true) : n;
+    *off = p * c->psize;
+    *len = (size_t)(n * c->psize);
+    return true;
+}
 
 /* @len bytes of block @block at @off (in c->buf) into the snapshot. */
 static bool put_chunk(save_ctx *c, unsigned block, uint64_t off, size_t len, GError **errp)
@@ -111,8 +134,7 @@ static bool copy_served(save_ctx *c, unsigned block, const raw_input *in, GError
     }
     ok = ok && (sock = sl_client_connect(c->dsock, "save", errp)) >= 0 &&
          (uffd = sl_client_register(sock, in->name, map, in->size, fd, 0, errp)) >= 0;
-    for (uint64_t off = 0; ok && off < in->size; off += IO_CHUNK) {
-        size_t len = (size_t)MIN(IO_CHUNK, in->size - off);
+    for (uint64_t off = 0, len = 0; ok && next_span(c, block, in->size, off + len, &off, &len);) {
         memcpy(c->buf, map + off, len); /* faults on missing pages are served */
         ok = put_chunk(c, block, off, len, errp);
     }
@@ -157,8 +179,7 @@ static bool copy_raw(save_ctx *c, unsigned block, const raw_input *in, GError **
         close(fd);
         return copy_served(c, block, in, errp);
     }
-    for (uint64_t off = 0; ok && off < in->size; off += IO_CHUNK) {
-        size_t len = (size_t)MIN(IO_CHUNK, in->size - off);
+    for (uint64_t off = 0, len = 0; ok && next_span(c, block, in->size, off + len, &off, &len);) {
         int ret = sl_pread_full(fd, c->buf, len, off);
         if (ret < 0) {
             g_set_error(errp, SL_ERROR, SL_ERROR_IO, "reading %s: %s", in->path,
@@ -276,7 +297,7 @@ static int save_all(raw_input *ins, unsigned n, const cli_save_opts *o)
      * save never destroys an earlier snapshot of the same name. */
     g_autofree char *tmp = g_strdup_printf("%s.%d.partial", o->out, (int)getpid());
     save_ctx c = { .w = sl_writer_new(tmp, &err), .psize = o->psize, .dsock = o->dsock,
-                   .buf = buf };
+                   .buf = buf, .written = o->written };
     bool ok = c.w && save_into(&c, o, ins, n, &err);
 
     sl_writer_free(c.w);

@@ -28,6 +28,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -39,6 +40,7 @@
 #include "dtrack.h"
 #include "peercheck.h"
 #include "backends/backend.h"
+#include "migration/format/format.h"
 #include "migration/protocol.h"
 #include "migration/thp.h"
 #include "migration/uffd.h"
@@ -559,6 +561,91 @@ static int on_written(server *d, client *c, const sl_msg_written *m, unsigned nf
     return 0;
 }
 
+/* Sends WRITTEN_PAGES: @bits (@npages bits) in a memfd, or (@bits NULL) the refusal @why. */
+static int reply_written(client *c, const uint64_t *bits, uint64_t npages, const char *why)
+{
+    sl_msg m = { .type = SL_MSG_WRITTEN_PAGES,
+                 .u.wpages = { .status = bits ? 0 : -ENODATA, .pages = bits ? npages : 0 } };
+    size_t len = bits ? sl_bitmap_bytes(npages) : 0;
+    int fd = bits ? memfd_create("snapload-written", MFD_CLOEXEC | MFD_ALLOW_SEALING) : -1;
+    bool ok;
+
+    g_strlcpy(m.u.wpages.message, bits ? "ok" : why, sizeof(m.u.wpages.message));
+    if (bits && (fd < 0 || sl_pwrite_full(fd, bits, len, 0) < 0 ||
+                 fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0)) {
+        int err = errno ? errno : EIO;
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -err;
+    }
+    m.u.wpages.written = bits ? sl_bitmap_count(bits, npages) : 0;
+    ok = sl_wire_send(c->fd, &m, bits ? &fd : NULL, bits ? 1 : 0);
+    if (fd >= 0) {
+        close(fd);
+    }
+    return ok ? 0 : -(errno ? errno : EIO);
+}
+
+/* Why the pages block @idx's tracked mappings wrote cannot be given to a
+ * client comparing against snapshot @identity, or NULL. */
+static const char *query_refusal(const server *d, int idx, const uint8_t *identity)
+{
+    uint8_t id[SL_IDENTITY_LEN];
+
+    if (!d->dt) {
+        return "this daemon does not track writes (qemu-restore --track-writes or --reuse-ram)";
+    }
+    if (idx < 0 || !d->served[idx]) {
+        return "no such block is served here";
+    }
+    if (!sl_snapshot_identity(d->snap, id, NULL)) {
+        return "the snapshot being restored has no content identity";
+    }
+    if (memcmp(id, identity, SL_IDENTITY_LEN)) {
+        return "the pages written are known against another snapshot than the one compared with";
+    }
+    return NULL;
+}
+
+/*
+ * WRITTEN_QUERY: the pages of a block written so far by every tracked
+ * mapping (those that reported, and each live one, read from its process's
+ * pagemap), as a bitmap in a memfd; or WRITTEN_PAGES with the reason there
+ * is none.  The connection stays.  0, or -errno to drop the client.
+ */
+static int on_written_query(server *d, client *c, const sl_msg_written_query *m,
+                            unsigned nfds, GError **errp)
+{
+    int idx = sl_snapshot_find_block(d->snap, m->block);
+    const char *why = query_refusal(d, idx, m->identity);
+    g_autoptr(GArray) pids = g_array_new(false, false, sizeof(pid_t));
+    g_autoptr(GArray) addrs = g_array_new(false, false, sizeof(uint64_t));
+    g_autoptr(GError) err = NULL;
+    g_autofree uint64_t *bits = NULL;
+    uint64_t npages = 0;
+
+    if (!c->greeted || nfds) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "WRITTEN_QUERY %s",
+                    nfds ? "carrying fds" : "before HELLO");
+        return -EPROTO;
+    }
+    for (guint i = 0; !why && i < d->clients->len; i++) {
+        const client *o = g_ptr_array_index(d->clients, i);
+        if (o->wp_addr[idx] && !o->reported[idx]) {
+            g_array_append_val(pids, o->pid);
+            g_array_append_val(addrs, o->wp_addr[idx]);
+        }
+    }
+    if (!why) {
+        bits = sl_dtrack_written_now(d->dt, (unsigned)idx, (pid_t *)pids->data,
+                                     (uint64_t *)addrs->data, pids->len, &npages, &why, &err);
+    }
+    dlog(d, "%s asked for the written pages of block '%s': %s", c->name, m->block,
+         bits ? "sent" : err ? err->message : why);
+    return reply_written(c, bits, npages, why);
+}
+
 /* Handles one decoded message: 0, or -errno with the reason to drop the client. */
 static int dispatch(server *d, client *c, const sl_msg *m, const int *fds, unsigned nfds,
                     GError **errp)
@@ -571,6 +658,8 @@ static int dispatch(server *d, client *c, const sl_msg *m, const int *fds, unsig
         return on_register(d, c, &m->u.reg, m->type == SL_MSG_REGISTER_WP, fds, nfds, errp);
     case SL_MSG_WRITTEN:
         return on_written(d, c, &m->u.written, nfds, errp);
+    case SL_MSG_WRITTEN_QUERY:
+        return on_written_query(d, c, &m->u.query, nfds, errp);
     default:
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "message type %u is the daemon's to send, "
                     "not a client's", m->type);

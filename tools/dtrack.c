@@ -101,28 +101,29 @@ void sl_dtrack_lost(sl_dtrack *t, unsigned idx)
     }
 }
 
-/* Marks the snapshot pages of block bytes [@from, @to) written. */
-static void mark(dt_block *b, uint64_t from, uint64_t to)
+/* Marks the snapshot pages of @b's bytes [@from, @to) in @bits. */
+static void mark(uint64_t *bits, const dt_block *b, uint64_t from, uint64_t to)
 {
     uint64_t first = from / b->page_size;
     uint64_t end = MIN(b->npages, (to + b->page_size - 1) / b->page_size);
 
-    sl_bit_set_run(b->pages, first, end > first ? end - first : 0);
+    sl_bit_set_run(bits, first, end > first ? end - first : 0);
 }
 
-int sl_dtrack_scan(sl_dtrack *t, unsigned idx, pid_t pid, uint64_t addr, bool untracked,
-                   GError **errp)
+/* Marks in @bits the pages of @b that process @pid's mapping at @addr
+ * wrote (its pagemap, not protected again); 0, or -errno with @why set. */
+static int scan_into(uint64_t *bits, const dt_block *b, pid_t pid, uint64_t addr,
+                     const char **why, GError **errp)
 {
     g_autofree char *path = g_strdup_printf("/proc/%d/pagemap", (int)pid);
     g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_written_run));
-    dt_block *b = &t->b[idx];
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     int64_t got;
 
     if (fd < 0) {
         int err = errno;
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", path, g_strerror(err));
-        b->untracked = "a consumer's pagemap could not be read";
+        *why = "a consumer's pagemap could not be read";
         return -err;
     }
     got = sl_scan_written(fd, addr, addr + b->length, false, runs);
@@ -130,12 +131,24 @@ int sl_dtrack_scan(sl_dtrack *t, unsigned idx, pid_t pid, uint64_t addr, bool un
     if (got < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "PAGEMAP_SCAN of process %d: %s", (int)pid,
                     g_strerror((int)-got));
-        b->untracked = "a consumer's pagemap could not be scanned";
+        *why = "a consumer's pagemap could not be scanned";
         return (int)got;
     }
     for (guint i = 0; i < runs->len; i++) {
         const sl_written_run *w = &g_array_index(runs, sl_written_run, i);
-        mark(b, w->start - addr, w->end - addr);
+        mark(bits, b, w->start - addr, w->end - addr);
+    }
+    return 0;
+}
+
+int sl_dtrack_scan(sl_dtrack *t, unsigned idx, pid_t pid, uint64_t addr, bool untracked,
+                   GError **errp)
+{
+    dt_block *b = &t->b[idx];
+    int ret = scan_into(b->pages, b, pid, addr, &b->untracked, errp);
+
+    if (ret < 0) {
+        return ret;
     }
     if (untracked) {
         b->untracked = "a consumer discarded pages of it or handed it to an untracked process";
@@ -177,6 +190,35 @@ static const char *no_list(const dt_block *b, bool complete, bool swaps)
         return "a tracked consumer did not report its writes";
     }
     return swaps ? "the host swaps (a swapped-out page leaves no trace)" : NULL;
+}
+
+uint64_t *sl_dtrack_written_now(sl_dtrack *t, unsigned idx, const pid_t *pids,
+                                const uint64_t *addrs, unsigned n, uint64_t *npages,
+                                const char **why, GError **errp)
+{
+    dt_block *b = idx < t->n ? &t->b[idx] : NULL;
+    g_autofree uint64_t *bits = NULL;
+
+    *why = !b || !b->pages ? "no such block" : b->untracked;
+    if (!*why && !b->tracked) {
+        *why = "no consumer tracks its writes";
+    } else if (!*why && b->tracked - b->reported != n) {
+        *why = "a tracked mapping of it is not accounted for";
+    } else if (!*why && swap_active()) {
+        *why = "the host swaps (a swapped-out page leaves no trace)";
+    }
+    if (*why) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "%s", *why);
+        return NULL;
+    }
+    bits = g_memdup2(b->pages, sl_bitmap_bytes(b->npages));
+    for (unsigned i = 0; i < n; i++) {
+        if (scan_into(bits, b, pids[i], addrs[i], why, errp) < 0) {
+            return NULL;
+        }
+    }
+    *npages = b->npages;
+    return g_steal_pointer(&bits);
 }
 
 void sl_dtrack_finish(sl_dtrack *t, bool complete, GString *log)

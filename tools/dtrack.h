@@ -48,6 +48,19 @@ int sl_dtrack_scan(sl_dtrack *t, unsigned idx, pid_t pid, uint64_t addr, bool un
                    GError **errp);
 
 /**
+ * sl_dtrack_written_now: the snapshot pages of block @idx written so far
+ * by its tracked mappings: those that reported, and the @n still mapped
+ * (process @pids[i] at @addrs[i]), read from their pagemaps without
+ * protecting them again.  A new bitmap of *@npages bits (g_free), or NULL
+ * with *@why (static text) and @errp when no complete list can be given:
+ * an untracked writer, a mapping not accounted for, swap, a pagemap that
+ * cannot be read.
+ */
+uint64_t *sl_dtrack_written_now(sl_dtrack *t, unsigned idx, const pid_t *pids,
+                                const uint64_t *addrs, unsigned n, uint64_t *npages,
+                                const char **why, GError **errp);
+
+/**
  * sl_dtrack_finish: saves the list of every block that can have one (the
  * restore completed: @complete), removes any other; a line per block
  * appended to @log.

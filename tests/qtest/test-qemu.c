@@ -329,7 +329,8 @@ static uint64_t stored_pages(const char *snap)
  * its parent holds the RAM file byte for byte.  Returns the child's path,
  * its stored pages in *@stored.
  */
-static char *save_checked_child(fixture *f, const child *r, const char *name, uint64_t *stored)
+static char *save_checked_child(fixture *f, const child *r, const char *name, bool listed,
+                                uint64_t *stored)
 {
     g_autofree char *errs = NULL;
     char *kid = path_in(f, name);
@@ -346,18 +347,25 @@ static char *save_checked_child(fixture *f, const child *r, const char *name, ui
                   " differ from the parent\n", name, *stored, RAM_MB * 256, differ);
     assert_int_equal(*stored, differ);
     assert_int_equal(file_pages_differing(f->memfile, kid), 0);
+    if (listed != (strstr(errs, "reading only the") != NULL)) {
+        fail_msg("qemu-save %s the daemon's list of written pages:\n%s",
+                 listed ? "did not use" : "used", errs);
+    }
     return kid;
 }
 
 /*
  * Restores the walker lazily and saves two children of the restored
  * snapshot with `qemu-save --parent` (save_checked_child()): one before
- * the guest runs, while the restore still fills its RAM (it stores only
- * what QEMU's device-state load rewrote: at most 1 % of the pages), and
- * one after the walker ran a moment, rewriting the pages it walked.
- * Returns the second, and the walker's last pass before it in *@pass.
+ * the guest runs (it stores only what QEMU's device-state load rewrote: at
+ * most 1 % of the pages), and one after the walker ran a moment, rewriting
+ * the pages it walked.  Untracked, with no loaders: the first save comes
+ * while the restore still fills the RAM and reads it all through the
+ * daemon; @tracked (`--track-writes`): each save reads only the pages the
+ * daemon lists as written.  Returns the second child, and the walker's
+ * last pass before it in *@pass.
  */
-static char *save_child_of_restored(fixture *f, unsigned *pass)
+static char *save_child_of_restored(fixture *f, bool tracked, unsigned *pass)
 {
     g_autofree char *serial = path_in(f, "restore.serial"), *qmp = path_in(f, "restore.qmp");
     g_autofree char *log = NULL, *unrun = NULL;
@@ -367,15 +375,16 @@ static char *save_child_of_restored(fixture *f, unsigned *pass)
     sl_qmp *q;
     child r;
 
-    r = start_restore(f, (const char *[]){ "--paused", "--threads", "0", NULL }, serial, qmp,
-                      NULL);
+    r = start_restore(f, tracked ? (const char *[]){ "--paused", "--track-writes", NULL }
+                                 : (const char *[]){ "--paused", "--threads", "0", NULL },
+                      serial, qmp, NULL);
     q = accept_qmp(lq, &r);
     wait_paused(q);
-    unrun = save_checked_child(f, &r, "unrun.sl", &stored);
+    unrun = save_checked_child(f, &r, "unrun.sl", tracked, &stored);
     assert_true(stored * 100 <= (uint64_t)RAM_MB * 256);
     assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
     g_usleep(300000); /* part of a pass, or more: the walker rewrites what it walks */
-    kid = save_checked_child(f, &r, "child.sl", &stored);
+    kid = save_checked_child(f, &r, "child.sl", tracked, &stored);
     log = slurp(serial);
     *pass = last_pass(log);
     sl_qmp_ok(q, "quit", NULL, NULL);
@@ -387,9 +396,10 @@ static char *save_child_of_restored(fixture *f, unsigned *pass)
     return kid;
 }
 
-static void test_qemu_save_of_a_child_stores_what_changed_and_restores_clean(void **state)
+/* save_child_of_restored(), then the child is restored: guest RAM equals
+ * it before the guest runs, and the walker checks two more passes. */
+static void check_child_restores_clean(fixture *f, bool tracked)
 {
-    fixture *f = *state;
     g_autofree char *serial = NULL, *qmp = NULL, *qt = NULL, *kid = NULL;
     g_autofree char *out = NULL, *errs = NULL;
     char *parent; /* the fixture's: it frees f->snap */
@@ -400,7 +410,7 @@ static void test_qemu_save_of_a_child_stores_what_changed_and_restores_clean(voi
 
     need(f);
     boot_and_save(f);
-    kid = save_child_of_restored(f, &pass);
+    kid = save_child_of_restored(f, tracked, &pass);
     parent = f->snap;
     f->snap = kid; /* restore the child: its pages, the rest from its parent */
     serial = path_in(f, "child.serial");
@@ -425,6 +435,16 @@ static void test_qemu_save_of_a_child_stores_what_changed_and_restores_clean(voi
     close(lq);
     close(lt);
     child_free(&r);
+}
+
+static void test_qemu_save_of_a_child_stores_what_changed_and_restores_clean(void **state)
+{
+    check_child_restores_clean(*state, false);
+}
+
+static void test_qemu_save_of_a_child_reads_only_tracked_writes_and_is_exact(void **state)
+{
+    check_child_restores_clean(*state, true);
 }
 
 #define RESTARTS 20
@@ -621,7 +641,7 @@ static void test_qemu_restore_refuses_bad_backends_before_starting(void **state)
 
 int main(void)
 {
-    struct CMUnitTest tests[5 * G_N_ELEMENTS(kinds) + 2];
+    struct CMUnitTest tests[6 * G_N_ELEMENTS(kinds) + 2];
     unsigned n = 0;
 
     for (unsigned k = 0; k < G_N_ELEMENTS(kinds); k++) {
@@ -635,6 +655,10 @@ int main(void)
             test_qemu_save_of_a_child_stores_what_changed_and_restores_clean, k);
         tests[n++].name = g_strdup_printf(
             "%s/qemu_save_of_a_child_stores_what_changed_and_restores_clean", kinds[k].name);
+        tests[n] = (struct CMUnitTest)CASE(
+            test_qemu_save_of_a_child_reads_only_tracked_writes_and_is_exact, k);
+        tests[n++].name = g_strdup_printf(
+            "%s/qemu_save_of_a_child_reads_only_tracked_writes_and_is_exact", kinds[k].name);
         tests[n] = (struct CMUnitTest)CASE(test_restarts_over_the_reused_ram_file_run_clean, k);
         tests[n++].name = g_strdup_printf("%s/restarts_over_the_reused_ram_file_run_clean",
                                           kinds[k].name);

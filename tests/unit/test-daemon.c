@@ -62,6 +62,19 @@ static void test_messages_round_trip(void **state)
     assert_string_equal(out.u.reg.block, "pc.ram");
     assert_int_equal(out.u.reg.host_addr, in.u.reg.host_addr);
     assert_int_equal(out.u.reg.page_size, 2u << 20);
+
+    in = (sl_msg){ .type = SL_MSG_WRITTEN_QUERY };
+    g_strlcpy(in.u.query.block, "ram0", sizeof(in.u.query.block));
+    memset(in.u.query.identity, 0xa5, sizeof(in.u.query.identity));
+    assert_true(sl_msg_decode(buf, sl_msg_encode(&in, buf), &out, &err));
+    assert_string_equal(out.u.query.block, "ram0");
+    assert_memory_equal(out.u.query.identity, in.u.query.identity, SL_PROTO_IDENTITY);
+    in = (sl_msg){ .type = SL_MSG_WRITTEN_PAGES, .u.wpages = { -61, 1u << 20, 3, "why" } };
+    assert_true(sl_msg_decode(buf, sl_msg_encode(&in, buf), &out, &err));
+    assert_int_equal(out.u.wpages.status, -61);
+    assert_int_equal(out.u.wpages.pages, 1u << 20);
+    assert_int_equal(out.u.wpages.written, 3);
+    assert_string_equal(out.u.wpages.message, "why");
 }
 
 static void test_hostile_packets_are_rejected_by_name(void **state)
@@ -1076,6 +1089,119 @@ static void test_tracked_consumers_leave_a_list_the_next_run_checks_only(void **
     sl_test_rmdir(g_steal_pointer(&f->written_dir));
 }
 
+/* The written pages the daemon at @f lists for block b0 against snapshot
+ * @id: their count (and each must be one of written_pages), or -1 with the
+ * refusal in *@why. */
+static long long query_written(const fixture *f, const uint8_t *id, char **why)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree uint64_t *bits = NULL;
+    int ret = sl_client_written_pages(f->sock, "b0", id, f->len / PSIZE, &bits, why, &err);
+    long long n = 0;
+
+    if (ret < 0) {
+        fail_msg("WRITTEN_QUERY: %s", err->message);
+    }
+    for (uint64_t i = 0; ret > 0 && i < f->len / PSIZE; i++) {
+        bool listed = sl_bit_test(bits, i), wrote = false;
+        for (unsigned k = 0; k < WRITTEN_PAGES; k++) {
+            wrote |= written_pages[k] == i;
+        }
+        if (listed != wrote) {
+            fail_msg("page %" G_GUINT64_FORMAT ": %s", i, listed ? "listed, never written"
+                                                                 : "written, not listed");
+        }
+        n += listed;
+    }
+    return ret > 0 ? n : -1;
+}
+
+/* @why (a refusal) says @text, else the test fails showing it. */
+static void expect_why(const char *why, const char *text)
+{
+    if (!why || !strstr(why, text)) {
+        fail_msg("refused for \"%s\", expected \"%s\"", why ? why : "(nothing)", text);
+    }
+}
+
+/* A tracked consumer that writes written_pages, says so on @said, and
+ * reports (WRITTEN) once the parent writes @go. */
+static int write_then_report(fixture *f, int said, int go)
+{
+    g_autoptr(GError) err = NULL;
+    uint8_t *p;
+    int sock, uffd = register_tracked(f, &p, &sock, &err);
+    char byte = 'w';
+
+    if (uffd < 0 || !sl_client_wait_done(sock)) {
+        return 30;
+    }
+    for (unsigned i = 0; i < WRITTEN_PAGES; i++) {
+        p[written_pages[i] * PSIZE + 7] ^= 0x5a;
+    }
+    if (write(said, &byte, 1) != 1 || read(go, &byte, 1) != 1) {
+        return 31;
+    }
+    return sl_client_report_written(f->sock, "b0", p, f->len, 0, &err) ? 0 : 32;
+}
+
+/*
+ * WRITTEN_QUERY: the daemon lists exactly the pages its tracked consumer
+ * wrote, read from the live mapping's pagemap, and again once that
+ * mapping has reported and gone; it refuses, saying why, a query against
+ * another snapshot, and a daemon that does not track refuses every query.
+ */
+static void test_written_query_lists_what_tracked_consumers_wrote(void **state)
+{
+    fixture *f = *state;
+    uint8_t id[SL_IDENTITY_LEN], other[SL_IDENTITY_LEN] = { 0 };
+    g_autoptr(GError) err = NULL;
+    g_autofree char *why = NULL;
+    int said[2], go[2], hold;
+    sl_snapshot *s;
+    pid_t pid;
+    char byte;
+
+    f->written_dir = g_build_filename(g_get_tmp_dir(), "snapload-written-XXXXXX", NULL);
+    assert_non_null(g_mkdtemp(f->written_dir));
+    setup_daemon(f, 1u << 20, 0, 1);
+    s = sl_snapshot_open(f->snap, &err);
+    assert_true(s && sl_snapshot_identity(s, id, &err));
+    sl_snapshot_close(s);
+    assert_true(pipe2(said, O_CLOEXEC) == 0 && pipe2(go, O_CLOEXEC) == 0);
+    pid = fork();
+    if (pid == 0) {
+        _exit(write_then_report(f, said[1], go[0]));
+    }
+    assert_int_equal(read(said[0], &byte, 1), 1);
+    hold = sl_client_connect(f->sock, "holder", &err); /* the daemon stays when it leaves */
+    assert_true(hold >= 0);
+    assert_int_equal(query_written(f, id, &why), WRITTEN_PAGES); /* live, from its pagemap */
+    assert_int_equal(query_written(f, other, &why), -1);
+    expect_why(why, "another snapshot");
+    assert_int_equal(write(go[1], &byte, 1), 1);
+    expect_exit(pid, 0);
+    assert_int_equal(query_written(f, id, &why), WRITTEN_PAGES); /* reported, gone */
+    for (unsigned i = 0; i < 2; i++) {
+        close(said[i]);
+        close(go[i]);
+    }
+    close(hold);
+    sl_test_rmdir(g_steal_pointer(&f->written_dir));
+}
+
+/* A daemon that does not track writes refuses WRITTEN_QUERY, saying so. */
+static void test_written_query_to_an_untracking_daemon_is_refused(void **state)
+{
+    fixture *f = *state;
+    uint8_t id[SL_IDENTITY_LEN] = { 0 };
+    g_autofree char *why = NULL;
+
+    setup_daemon(f, 1u << 20, 0, 1);
+    assert_int_equal(query_written(f, id, &why), -1);
+    expect_why(why, "does not track writes");
+}
+
 /*
  * Waits (bounded) until the daemon drops @sock: first its reason, a
  * REGISTERED with @status naming @reason, then the hang-up.  Returns when
@@ -1604,6 +1730,10 @@ int main(void)
             test_tracked_consumer_outlives_a_daemon_that_dies_after_completion, fixture_setup,
             fixture_teardown),
         cmocka_unit_test_setup_teardown(test_tracked_consumers_leave_a_list_the_next_run_checks_only,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_written_query_lists_what_tracked_consumers_wrote,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_written_query_to_an_untracking_daemon_is_refused,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_consumer_joining_after_completion_gets_done,
                                         fixture_setup, fixture_teardown),

@@ -172,7 +172,12 @@ static bool copy_raw(save_ctx *c, unsigned block, const raw_input *in, GError **
 
     if (!ok) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", in->path, g_strerror(errno));
-    } else {
+    } else if (!c->written || !c->written[block]) {
+        /* With a written list, only listed pages are read, and each was
+         * placed before a tracked mapping could write it (the write
+         * faulted to the daemon first): in the file even while the
+         * restore still fills the rest, so read plainly, registering no
+         * view (which would count as an untracked mapping). */
         ok = cli_idle_or_served(fd, in->size, in->path, c->dsock, &served, errp);
     }
     if (ok && served) {

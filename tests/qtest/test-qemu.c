@@ -323,30 +323,18 @@ static uint64_t stored_pages(const char *snap)
     return n;
 }
 
-/*
- * `qemu-save --parent` of the restored guest into @name: the child stores
- * exactly the pages of the RAM file that differ from the parent, and with
- * its parent holds the RAM file byte for byte.  Returns the child's path,
- * its stored pages in *@stored.
- */
-static char *save_checked_child(fixture *f, const child *r, const char *name, bool listed,
-                                uint64_t *stored)
+/* `qemu-save --parent` of the restored guest into @name (its path
+ * returned), which must (@listed) or must not have read only the pages
+ * the restore's daemon lists as written. */
+static char *save_child(fixture *f, const char *name, bool listed)
 {
     g_autofree char *errs = NULL;
     char *kid = path_in(f, name);
     int st = qemu_save_restored(f, kid, f->snap, &errs);
-    uint64_t differ;
 
     if (!g_spawn_check_wait_status(st, NULL)) {
         fail_msg("qemu-save --parent: status %d, stderr:\n%s", st, errs);
     }
-    wait_for_text(r->out, "every page in place"); /* the file now holds every page */
-    *stored = stored_pages(kid);
-    differ = file_pages_differing(f->memfile, f->snap);
-    print_message("# %s: %" G_GUINT64_FORMAT " of %u pages stored, %" G_GUINT64_FORMAT
-                  " differ from the parent\n", name, *stored, RAM_MB * 256, differ);
-    assert_int_equal(*stored, differ);
-    assert_int_equal(file_pages_differing(f->memfile, kid), 0);
     if (listed != (strstr(errs, "reading only the") != NULL)) {
         fail_msg("qemu-save %s the daemon's list of written pages:\n%s",
                  listed ? "did not use" : "used", errs);
@@ -354,39 +342,69 @@ static char *save_checked_child(fixture *f, const child *r, const char *name, bo
     return kid;
 }
 
+/* Once the restore has placed every page: child @kid stores exactly the
+ * pages of the RAM file that differ from the parent, and with its parent
+ * holds the file byte for byte.  Returns the pages it stores. */
+static uint64_t check_child(fixture *f, const child *r, const char *kid)
+{
+    uint64_t stored, differ;
+
+    wait_for_text(r->out, "every page in place");
+    stored = stored_pages(kid);
+    differ = file_pages_differing(f->memfile, f->snap);
+    print_message("# %s: %" G_GUINT64_FORMAT " of %u pages stored, %" G_GUINT64_FORMAT
+                  " differ from the parent\n", kid, stored, RAM_MB * 256, differ);
+    assert_int_equal(stored, differ);
+    assert_int_equal(file_pages_differing(f->memfile, kid), 0);
+    return stored;
+}
+
 /*
- * Restores the walker lazily and saves two children of the restored
- * snapshot with `qemu-save --parent` (save_checked_child()): one before
- * the guest runs (it stores only what QEMU's device-state load rewrote: at
- * most 1 % of the pages), and one after the walker ran a moment, rewriting
- * the pages it walked.  Untracked, with no loaders: the first save comes
- * while the restore still fills the RAM and reads it all through the
- * daemon; @tracked (`--track-writes`): each save reads only the pages the
- * daemon lists as written.  Returns the second child, and the walker's
- * last pass before it in *@pass.
+ * Restores the walker lazily with no loaders and saves two children of
+ * the restored snapshot with `qemu-save --parent`: one before the guest
+ * runs (it stores only what QEMU's device-state load rewrote: at most 1 %
+ * of the pages), one after the walker ran a moment, rewriting the pages it
+ * walked; both while pages are still missing.  Untracked, each save reads
+ * all RAM through a view registered with the daemon (served pages) and
+ * completes the restore; @tracked (`--track-writes`), each reads only the
+ * pages the daemon lists as written (placed, so read plainly), and a
+ * second process then maps every page, comparing each with the child
+ * while the restore places the rest.  Each child is
+ * checked against the complete file (check_child()).  Returns the second
+ * child, and the walker's last pass before it in *@pass.
  */
 static char *save_child_of_restored(fixture *f, bool tracked, unsigned *pass)
 {
     g_autofree char *serial = path_in(f, "restore.serial"), *qmp = path_in(f, "restore.qmp");
-    g_autofree char *log = NULL, *unrun = NULL;
-    uint64_t stored;
+    g_autofree char *log = NULL, *unrun = NULL, *dsock = path_in(f, "daemon.sock");
     int lq = listen_at(qmp);
     char *kid;
     sl_qmp *q;
     child r;
 
-    r = start_restore(f, tracked ? (const char *[]){ "--paused", "--track-writes", NULL }
-                                 : (const char *[]){ "--paused", "--threads", "0", NULL },
+    r = start_restore(f, (const char *[]){ "--paused", "--threads", "0", "--socket", dsock,
+                                           tracked ? "--track-writes" : NULL, NULL },
                       serial, qmp, NULL);
     q = accept_qmp(lq, &r);
     wait_paused(q);
-    unrun = save_checked_child(f, &r, "unrun.sl", tracked, &stored);
-    assert_true(stored * 100 <= (uint64_t)RAM_MB * 256);
+    unrun = save_child(f, "unrun.sl", tracked);
+    if (!tracked) {
+        assert_true(check_child(f, &r, unrun) * 100 <= (uint64_t)RAM_MB * 256);
+    } else {
+        assert_int_equal(stored_pages(unrun), 0); /* it never ran: nothing listed */
+    }
     assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
     g_usleep(300000); /* part of a pass, or more: the walker rewrites what it walks */
-    kid = save_checked_child(f, &r, "child.sl", tracked, &stored);
+    kid = save_child(f, "child.sl", tracked);
     log = slurp(serial);
     *pass = last_pass(log);
+    if (tracked) { /* a second process maps every page, each compared with the child */
+        char *parent = f->snap;
+        f->snap = kid;
+        run_peer_pages(f, dsock, "all");
+        f->snap = parent;
+    }
+    check_child(f, &r, kid);
     sl_qmp_ok(q, "quit", NULL, NULL);
     sl_qmp_close(q);
     reap(&r, 60000);

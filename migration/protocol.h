@@ -81,10 +81,10 @@ typedef struct {
     uint8_t identity[SL_PROTO_IDENTITY]; /* the snapshot the asker compares against */
 } sl_msg_written_query;
 
-typedef struct {
-    int32_t status;         /* 0, or -errno: no list (@message says why) */
+typedef struct {            /* (on the wire: status, pages, written, message) */
     uint64_t pages;         /* bits of the bitmap: the block's snapshot pages */
     uint64_t written;       /* bits set */
+    int32_t status;         /* 0, or -errno: no list (@message says why) */
     char message[120];
 } sl_msg_written_pages;
 

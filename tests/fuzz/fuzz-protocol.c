@@ -9,6 +9,7 @@
  * unless a string in it breaks docs/protocol.md's rules (not NUL-terminated,
  * or an empty block name), and pass the packet checks too.
  */
+#include <stddef.h>
 #include <string.h>
 #include "snapload/snapload.h"
 #include "migration/protocol.h"
@@ -25,8 +26,13 @@ static size_t member_size(uint16_t type)
     switch (type) {
     case SL_MSG_HELLO: return sizeof(sl_msg_hello);
     case SL_MSG_WELCOME: return sizeof(sl_msg_welcome);
-    case SL_MSG_REGISTER: return sizeof(sl_msg_register);
+    case SL_MSG_REGISTER:
+    case SL_MSG_REGISTER_WP: return sizeof(sl_msg_register);
     case SL_MSG_REGISTERED: return sizeof(sl_msg_status);
+    case SL_MSG_WRITTEN: return sizeof(sl_msg_written);
+    case SL_MSG_WRITTEN_QUERY: return sizeof(sl_msg_written_query);
+    case SL_MSG_WRITTEN_PAGES: /* not its tail padding */
+        return offsetof(sl_msg_written_pages, message) + sizeof(((sl_msg_written_pages *)0)->message);
     default: return 0;
     }
 }
@@ -43,9 +49,17 @@ static bool has_bad_string(const sl_msg *m)
     case SL_MSG_HELLO:
         return !terminated(m->u.hello.name, sizeof(m->u.hello.name));
     case SL_MSG_REGISTER:
+    case SL_MSG_REGISTER_WP:
         return !terminated(m->u.reg.block, sizeof(m->u.reg.block)) || !m->u.reg.block[0];
     case SL_MSG_REGISTERED:
         return !terminated(m->u.status.message, sizeof(m->u.status.message));
+    case SL_MSG_WRITTEN:
+        return !terminated(m->u.written.block, sizeof(m->u.written.block)) ||
+               !m->u.written.block[0];
+    case SL_MSG_WRITTEN_QUERY:
+        return !terminated(m->u.query.block, sizeof(m->u.query.block)) || !m->u.query.block[0];
+    case SL_MSG_WRITTEN_PAGES:
+        return !terminated(m->u.wpages.message, sizeof(m->u.wpages.message));
     default:
         return false;
     }
@@ -71,7 +85,9 @@ static void check_packet(const uint8_t *data, size_t size)
 static void check_message(const uint8_t *data, size_t size)
 {
     static const uint16_t types[] = { SL_MSG_HELLO, SL_MSG_WELCOME, SL_MSG_REGISTER,
-                                      SL_MSG_REGISTERED, SL_MSG_DONE };
+                                      SL_MSG_REGISTERED, SL_MSG_DONE, SL_MSG_REGISTER_WP,
+                                      SL_MSG_WRITTEN, SL_MSG_WRITTEN_QUERY,
+                                      SL_MSG_WRITTEN_PAGES };
     uint8_t buf[SL_PROTO_MAX];
     GError *err = NULL;
     sl_msg m = { 0 }, back;

@@ -118,6 +118,10 @@ static int protocol(const char *dir)
     sl_msg reg_wp = { .type = SL_MSG_REGISTER_WP, .u.reg = reg.u.reg };
     sl_msg written = { .type = SL_MSG_WRITTEN, .u.written = { "pc.ram", 0x7f0000000000ull,
                                                                 1ull << 30, 0 } };
+    sl_msg query = { .type = SL_MSG_WRITTEN_QUERY, .u.query = { .block = "ram0",
+                                                                .identity = { 1, 2, 3 } } };
+    sl_msg wpages = { .type = SL_MSG_WRITTEN_PAGES,
+                      .u.wpages = { .pages = 262144, .written = 2621, .message = "ok" } };
 
     if (g_mkdir_with_parents(dir, 0755) < 0) {
         return fail("creating the seed directory", NULL);
@@ -125,7 +129,8 @@ static int protocol(const char *dir)
     return write_packet(dir, "hello", &hello) && write_packet(dir, "welcome", &welcome) &&
            write_packet(dir, "register", &reg) && write_packet(dir, "registered", &ok) &&
            write_packet(dir, "refused", &refused) && write_packet(dir, "done", &done) &&
-           write_packet(dir, "register-wp", &reg_wp) && write_packet(dir, "written", &written)
+           write_packet(dir, "register-wp", &reg_wp) && write_packet(dir, "written", &written) &&
+           write_packet(dir, "written-query", &query) && write_packet(dir, "written-pages", &wpages)
            ? 0 : 1;
 }
 

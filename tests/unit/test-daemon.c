@@ -69,7 +69,8 @@ static void test_messages_round_trip(void **state)
     assert_true(sl_msg_decode(buf, sl_msg_encode(&in, buf), &out, &err));
     assert_string_equal(out.u.query.block, "ram0");
     assert_memory_equal(out.u.query.identity, in.u.query.identity, SL_PROTO_IDENTITY);
-    in = (sl_msg){ .type = SL_MSG_WRITTEN_PAGES, .u.wpages = { -61, 1u << 20, 3, "why" } };
+    in = (sl_msg){ .type = SL_MSG_WRITTEN_PAGES, .u.wpages = { .status = -61, .pages = 1u << 20,
+                                                                .written = 3, .message = "why" } };
     assert_true(sl_msg_decode(buf, sl_msg_encode(&in, buf), &out, &err));
     assert_int_equal(out.u.wpages.status, -61);
     assert_int_equal(out.u.wpages.pages, 1u << 20);

@@ -22,6 +22,7 @@ static size_t payload_size(uint16_t type)
     case SL_MSG_REGISTERED: return 4 + 120;
     case SL_MSG_WRITTEN_QUERY: return SL_PROTO_NAME + SL_PROTO_IDENTITY;
     case SL_MSG_WRITTEN_PAGES: return 4 + 16 + 120;
+    case SL_MSG_UNTRACKED: return SL_PROTO_NAME;
     case SL_MSG_DONE: return 0;
     default: return SIZE_MAX;
     }
@@ -70,6 +71,9 @@ size_t sl_msg_encode(const sl_msg *m, uint8_t *buf)
     case SL_MSG_WRITTEN_QUERY:
         memcpy(p, m->u.query.block, SL_PROTO_NAME);
         memcpy(p + 64, m->u.query.identity, SL_PROTO_IDENTITY);
+        break;
+    case SL_MSG_UNTRACKED:
+        memcpy(p, m->u.untracked.block, SL_PROTO_NAME);
         break;
     case SL_MSG_WRITTEN_PAGES:
         sl_put_le32(p, (uint32_t)m->u.wpages.status);
@@ -139,6 +143,10 @@ static bool decode_payload(const uint8_t *p, sl_msg *m, GError **errp)
         memcpy(m->u.query.identity, p + 64, SL_PROTO_IDENTITY);
         return (terminated(p, SL_PROTO_NAME) && p[0]) ||
                bad(errp, "WRITTEN_QUERY block name is empty or not NUL-terminated");
+    case SL_MSG_UNTRACKED:
+        memcpy(m->u.untracked.block, p, SL_PROTO_NAME);
+        return (terminated(p, SL_PROTO_NAME) && p[0]) ||
+               bad(errp, "UNTRACKED block name is empty or not NUL-terminated");
     case SL_MSG_WRITTEN_PAGES:
         m->u.wpages.status = (int32_t)sl_le32(p);
         m->u.wpages.pages = sl_le64(p + 4);

@@ -37,6 +37,8 @@ enum {
                                * mappings written since the restore began, so far? */
     SL_MSG_WRITTEN_PAGES = 9, /* daemon -> client (+ a memfd holding the bitmap when
                                * status is 0): the answer to a WRITTEN_QUERY */
+    SL_MSG_UNTRACKED = 10, /* client -> daemon, on a connection of its own: this process is
+                            * about to change a block's file where no list shows it */
 };
 
 /* sl_msg_written.flags: the file also changed in ways the list does not
@@ -81,6 +83,10 @@ typedef struct {
     uint8_t identity[SL_PROTO_IDENTITY]; /* the snapshot the asker compares against */
 } sl_msg_written_query;
 
+typedef struct {
+    char block[SL_PROTO_NAME];
+} sl_msg_untracked;
+
 typedef struct {            /* (on the wire: status, pages, written, message) */
     uint64_t pages;         /* bits of the bitmap: the block's snapshot pages */
     uint64_t written;       /* bits set */
@@ -98,6 +104,7 @@ typedef struct {
         sl_msg_written written;
         sl_msg_written_query query;
         sl_msg_written_pages wpages;
+        sl_msg_untracked untracked;
     } u;
 } sl_msg;
 

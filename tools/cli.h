@@ -48,6 +48,9 @@ typedef struct {
     const char *parent;   /* write a child of this snapshot, or NULL */
     uint64_t *const *written; /* with @parent: per raw input, a bitmap of the only pages
                                * that may differ from it (the rest are not read), or NULL */
+    uint8_t parent_id[SL_IDENTITY_LEN]; /* with @has_parent_id: the identity @parent must
+                               * still have (the one @written was made against) */
+    bool has_parent_id;
 } cli_save_opts;
 
 /**

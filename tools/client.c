@@ -302,6 +302,29 @@ int sl_client_written_pages(const char *path, const char *block,
     return ret;
 }
 
+bool sl_client_report_untracked(const char *path, const char *block, GError **errp)
+{
+    sl_msg m = { .type = SL_MSG_UNTRACKED }, st;
+    int sock = sl_client_connect(path, "untracked", errp);
+    bool ok = sock >= 0;
+
+    g_strlcpy(m.u.untracked.block, block, sizeof(m.u.untracked.block));
+    if (ok && !sl_wire_send(sock, &m, NULL, 0)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "sending UNTRACKED: %s", g_strerror(errno));
+        ok = false;
+    }
+    ok = ok && recv_msg(sock, &st, errp) && !refused(&st, SL_MSG_REGISTERED, errp);
+    if (ok && (st.type != SL_MSG_REGISTERED || st.u.status.status != 0)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "the restore daemon did not take note "
+                    "of block '%s' changing untracked", block);
+        ok = false;
+    }
+    if (sock >= 0) {
+        close(sock);
+    }
+    return ok;
+}
+
 char *sl_client_env_of(pid_t pid, const char *name)
 {
     g_autofree char *path = g_strdup_printf("/proc/%d/environ", (int)pid), *env = NULL;

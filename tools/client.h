@@ -53,6 +53,15 @@ bool sl_client_report_written(const char *path, const char *block, void *addr, u
                               uint64_t flags, GError **errp);
 
 /**
+ * sl_client_report_untracked: on a new connection to the daemon at @path,
+ * say that this process is about to change @block's file where no list of
+ * written pages shows it (punch holes in it, hand it to a process that
+ * does not track its writes), and wait until the daemon has noted it.
+ * False with @errp if the daemon is gone or refused.
+ */
+bool sl_client_report_untracked(const char *path, const char *block, GError **errp);
+
+/**
  * sl_client_written_pages: ask the daemon at @path (on a connection of
  * its own) which of the @npages snapshot pages of @block its tracked
  * mappings have written since the restore began, compared with the

@@ -96,39 +96,42 @@ static uint64_t *written_of(const char *dsock, sl_snapshot *parent, const uint8_
 }
 
 /*
- * With the restore's daemon @dsock restoring @o->parent: the pages of each
- * RAM file (@raws, FILE:NAME) its tracked mappings wrote since the restore
- * began, the only ones that can differ from the parent.  NULL, the reason
- * printed, when it cannot tell for every block: then every page is read.
+ * With the restore's daemon @o->dsock restoring @o->parent: for each RAM
+ * file (@raws, FILE:NAME), the pages its tracked mappings wrote since the
+ * restore began, the only ones that can differ from the parent, or NULL
+ * where the daemon cannot tell (the reason printed: that file is read
+ * whole).  NULL when no file has a list.  Records the identity the lists
+ * are against in @o, for the child's parent to be checked with.
  */
-static GPtrArray *written_lists(const cli_save_opts *o, GPtrArray *raws)
+static GPtrArray *written_lists(cli_save_opts *o, GPtrArray *raws)
 {
     g_autoptr(GPtrArray) lists = g_ptr_array_new_with_free_func(g_free);
     g_autoptr(GError) err = NULL;
-    g_autofree char *why = NULL;
-    uint8_t id[SL_IDENTITY_LEN];
-    uint64_t count = 0;
     sl_snapshot *p = sl_snapshot_open(o->parent, &err);
+    bool any = false;
 
-    if (!p || !sl_snapshot_identity(p, id, &err)) {
-        why = g_strdup(err->message);
-    }
-    for (guint i = 0; !why && i + 1 < raws->len; i++) {
-        const char *name = strrchr(g_ptr_array_index(raws, i), ':') + 1;
-        uint64_t *bits = written_of(o->dsock, p, id, name, &count, &why);
-        if (bits) {
-            g_ptr_array_add(lists, bits);
-        }
-    }
-    sl_snapshot_close(p);
-    if (why) {
-        fprintf(stderr, "snapload: reading all guest RAM: the restore's daemon cannot list the "
-                "pages written: %s\n", why);
+    if (!p || !sl_snapshot_identity(p, o->parent_id, &err)) {
+        fprintf(stderr, "snapload: reading all guest RAM: %s\n", err->message);
+        sl_snapshot_close(p);
         return NULL;
     }
-    fprintf(stderr, "snapload: reading only the %" G_GUINT64_FORMAT " pages the restore's "
-            "tracked mappings wrote\n", count);
-    return g_steal_pointer(&lists);
+    o->has_parent_id = true;
+    for (guint i = 0; i + 1 < raws->len; i++) {
+        const char *name = strrchr(g_ptr_array_index(raws, i), ':') + 1;
+        g_autofree char *why = NULL;
+        uint64_t count = 0, *bits = written_of(o->dsock, p, o->parent_id, name, &count, &why);
+        if (bits) {
+            fprintf(stderr, "snapload: block '%s': reading only the %" G_GUINT64_FORMAT
+                    " pages the restore's tracked mappings wrote\n", name, count);
+        } else {
+            fprintf(stderr, "snapload: block '%s': reading all of it: the restore's daemon "
+                    "cannot list the pages written: %s\n", name, why);
+        }
+        g_ptr_array_add(lists, bits);
+        any |= bits != NULL;
+    }
+    sl_snapshot_close(p);
+    return any ? g_steal_pointer(&lists) : NULL;
 }
 
 /* Stops the guest and writes its device state to @dev (after a full stream
@@ -177,23 +180,31 @@ static bool memory_idle(const sl_qemu_backend *b, const char *dsock, GError **er
     return ok; /* a file we cannot open fails later, with its reason */
 }
 
-/* Whether snapshot @path has exactly the blocks @bs (names and sizes):
- * those a child of it must have. */
+/* Whether snapshot @path can be the parent of a save of QEMU's backends
+ * @bs: it has checksums (a content identity) and exactly those blocks
+ * (names, sizes, and the 4 KiB pages qemu-save writes). */
 static bool parent_fits(const char *path, GPtrArray *bs, GError **errp)
 {
     sl_snapshot *p = sl_snapshot_open(path, errp);
-    bool ok = p && sl_snapshot_n_blocks(p) == bs->len;
+    uint8_t id[SL_IDENTITY_LEN];
+    bool ok = p && sl_snapshot_identity(p, id, errp);
     sl_block_info bi;
 
+    if (!ok) {
+        sl_snapshot_close(p);
+        return false; /* not openable, or without checksums: no parent (the error says) */
+    }
+    ok = sl_snapshot_n_blocks(p) == bs->len;
     for (guint i = 0; ok && i < bs->len; i++) {
         const sl_qemu_backend *b = g_ptr_array_index(bs, i);
         int k = sl_snapshot_find_block(p, b->id);
-        ok = k >= 0 && sl_snapshot_block(p, (unsigned)k, &bi) && bi.length == b->size;
+        ok = k >= 0 && sl_snapshot_block(p, (unsigned)k, &bi) && bi.length == b->size &&
+             bi.page_size == 4096;
     }
-    if (p && !ok) {
+    if (!ok) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "parent %s does not have this QEMU's "
-                    "memory backends (the same ids and sizes): it is not a snapshot of this "
-                    "guest", path);
+                    "memory backends (the same ids and sizes, 4 KiB pages): it is not a "
+                    "snapshot of this guest saved by qemu-save", path);
     }
     sl_snapshot_close(p);
     return ok;

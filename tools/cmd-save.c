@@ -252,6 +252,7 @@ static bool add_blocks(save_ctx *c, const raw_input *ins, unsigned n, GError **e
 static bool become_child(save_ctx *c, const cli_save_opts *o, GError **errp)
 {
     g_autofree char *rec = NULL;
+    uint8_t id[SL_IDENTITY_LEN];
 
     if (!(c->parent = sl_snapshot_open(o->parent, errp))) {
         return false;
@@ -259,6 +260,14 @@ static bool become_child(save_ctx *c, const cli_save_opts *o, GError **errp)
     if (cli_is_file_of(o->out, c->parent)) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s is the parent: the child must be a "
                     "new file", o->out);
+        return false;
+    }
+    if (o->has_parent_id && !sl_snapshot_identity(c->parent, id, errp)) {
+        return false;
+    }
+    if (o->has_parent_id && memcmp(id, o->parent_id, SL_IDENTITY_LEN)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "%s changed during the save (its content "
+                    "is not the one the pages written were listed against)", o->parent);
         return false;
     }
     rec = cli_parent_path(o->parent, o->out, NULL);

@@ -646,6 +646,27 @@ static int on_written_query(server *d, client *c, const sl_msg_written_query *m,
     return reply_written(c, bits, npages, why);
 }
 
+/* UNTRACKED: a consumer is about to change a block's file where no list
+ * shows it (punched holes, a hand-off to an untracked process): no list of
+ * it from now on, for a query or the next run.  REGISTERED 0 once noted. */
+static int on_untracked(server *d, client *c, const sl_msg_untracked *m, unsigned nfds,
+                        GError **errp)
+{
+    int idx = sl_snapshot_find_block(d->snap, m->block);
+
+    if (!c->greeted || nfds) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "UNTRACKED %s",
+                    nfds ? "carrying fds" : "before HELLO");
+        return -EPROTO;
+    }
+    if (idx >= 0 && d->dt) {
+        sl_dtrack_untracked(d->dt, (unsigned)idx);
+        dlog(d, "%s changes block '%s' where no list shows it", c->name, m->block);
+    }
+    reply_status(c, 0, "ok");
+    return 0;
+}
+
 /* Handles one decoded message: 0, or -errno with the reason to drop the client. */
 static int dispatch(server *d, client *c, const sl_msg *m, const int *fds, unsigned nfds,
                     GError **errp)
@@ -660,6 +681,8 @@ static int dispatch(server *d, client *c, const sl_msg *m, const int *fds, unsig
         return on_written(d, c, &m->u.written, nfds, errp);
     case SL_MSG_WRITTEN_QUERY:
         return on_written_query(d, c, &m->u.query, nfds, errp);
+    case SL_MSG_UNTRACKED:
+        return on_untracked(d, c, &m->u.untracked, nfds, errp);
     default:
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "message type %u is the daemon's to send, "
                     "not a client's", m->type);

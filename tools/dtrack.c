@@ -94,6 +94,14 @@ void sl_dtrack_registered(sl_dtrack *t, unsigned idx, bool wp)
     }
 }
 
+void sl_dtrack_untracked(sl_dtrack *t, unsigned idx)
+{
+    if (idx < t->n) {
+        t->b[idx].untracked = "a consumer discarded pages of it or handed it to an untracked "
+                              "process";
+    }
+}
+
 void sl_dtrack_lost(sl_dtrack *t, unsigned idx)
 {
     if (idx < t->n) {

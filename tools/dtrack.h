@@ -36,6 +36,9 @@ bool sl_dtrack_attached(sl_dtrack *t, unsigned idx, int memfd, GArray *known_cha
 /** sl_dtrack_registered: a mapping of block @idx registered, tracked (@wp) or not. */
 void sl_dtrack_registered(sl_dtrack *t, unsigned idx, bool wp);
 
+/** sl_dtrack_untracked: a consumer changes block @idx's file where no list shows it. */
+void sl_dtrack_untracked(sl_dtrack *t, unsigned idx);
+
 /** sl_dtrack_lost: a tracked mapping of block @idx went without reporting. */
 void sl_dtrack_lost(sl_dtrack *t, unsigned idx);
 

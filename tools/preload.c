@@ -393,6 +393,25 @@ __attribute__((destructor)) static void preload_fini(void)
     }
 }
 
+/*
+ * Tracking: block @b's file is about to change where no list shows it
+ * (lock held).  The daemon is told at once, before the change, so that a
+ * query of what was written (qemu-save --parent) never gets a list that
+ * misses it; the WRITTEN report says it again when the mapping goes.
+ */
+static void mark_untracked(pl_block *b)
+{
+    g_autoptr(GError) err = NULL;
+
+    if (b->untracked) {
+        return;
+    }
+    b->untracked = true;
+    if (!sl_client_report_untracked(pl.socket, b->name, &err)) {
+        fprintf(stderr, "snapload-preload: block '%s': %s\n", b->name, err->message);
+    }
+}
+
 /* Tracking: a change to block file @fd that no list shows. */
 static void note_untracked_fd(int fd)
 {
@@ -400,7 +419,7 @@ static void note_untracked_fd(int fd)
 
     pthread_mutex_lock(&pl.lock);
     if ((b = match_block(fd))) {
-        b->untracked = true;
+        mark_untracked(b);
     }
     pthread_mutex_unlock(&pl.lock);
 }
@@ -430,7 +449,7 @@ int madvise(void *addr, size_t len, int advice)
         pthread_mutex_lock(&pl.lock);
         for (unsigned i = 0; i < pl.ntracked; i++) {
             if (overlaps(&pl.tracked[i], addr, len)) {
-                pl.tracked[i].block->untracked = true;
+                mark_untracked(pl.tracked[i].block);
             }
         }
         pthread_mutex_unlock(&pl.lock);
@@ -507,7 +526,7 @@ static void check_handoff(int sock, int fd)
         /* Filled, or served: the peer reads correct bytes, but no list
          * will show what it writes. */
         pthread_mutex_lock(&pl.lock);
-        b->untracked = true;
+        mark_untracked(b);
         pthread_mutex_unlock(&pl.lock);
         return;
     }

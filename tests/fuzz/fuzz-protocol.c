@@ -31,6 +31,7 @@ static size_t member_size(uint16_t type)
     case SL_MSG_REGISTERED: return sizeof(sl_msg_status);
     case SL_MSG_WRITTEN: return sizeof(sl_msg_written);
     case SL_MSG_WRITTEN_QUERY: return sizeof(sl_msg_written_query);
+    case SL_MSG_UNTRACKED: return sizeof(sl_msg_untracked);
     case SL_MSG_WRITTEN_PAGES: /* not its tail padding */
         return offsetof(sl_msg_written_pages, message) + sizeof(((sl_msg_written_pages *)0)->message);
     default: return 0;
@@ -58,6 +59,9 @@ static bool has_bad_string(const sl_msg *m)
                !m->u.written.block[0];
     case SL_MSG_WRITTEN_QUERY:
         return !terminated(m->u.query.block, sizeof(m->u.query.block)) || !m->u.query.block[0];
+    case SL_MSG_UNTRACKED:
+        return !terminated(m->u.untracked.block, sizeof(m->u.untracked.block)) ||
+               !m->u.untracked.block[0];
     case SL_MSG_WRITTEN_PAGES:
         return !terminated(m->u.wpages.message, sizeof(m->u.wpages.message));
     default:
@@ -87,7 +91,7 @@ static void check_message(const uint8_t *data, size_t size)
     static const uint16_t types[] = { SL_MSG_HELLO, SL_MSG_WELCOME, SL_MSG_REGISTER,
                                       SL_MSG_REGISTERED, SL_MSG_DONE, SL_MSG_REGISTER_WP,
                                       SL_MSG_WRITTEN, SL_MSG_WRITTEN_QUERY,
-                                      SL_MSG_WRITTEN_PAGES };
+                                      SL_MSG_WRITTEN_PAGES, SL_MSG_UNTRACKED };
     uint8_t buf[SL_PROTO_MAX];
     GError *err = NULL;
     sl_msg m = { 0 }, back;

@@ -120,6 +120,7 @@ static int protocol(const char *dir)
                                                                 1ull << 30, 0 } };
     sl_msg query = { .type = SL_MSG_WRITTEN_QUERY, .u.query = { .block = "ram0",
                                                                 .identity = { 1, 2, 3 } } };
+    sl_msg untracked = { .type = SL_MSG_UNTRACKED, .u.untracked = { "ram0" } };
     sl_msg wpages = { .type = SL_MSG_WRITTEN_PAGES,
                       .u.wpages = { .pages = 262144, .written = 2621, .message = "ok" } };
 
@@ -130,7 +131,8 @@ static int protocol(const char *dir)
            write_packet(dir, "register", &reg) && write_packet(dir, "registered", &ok) &&
            write_packet(dir, "refused", &refused) && write_packet(dir, "done", &done) &&
            write_packet(dir, "register-wp", &reg_wp) && write_packet(dir, "written", &written) &&
-           write_packet(dir, "written-query", &query) && write_packet(dir, "written-pages", &wpages)
+           write_packet(dir, "written-query", &query) && write_packet(dir, "written-pages", &wpages) &&
+           write_packet(dir, "untracked", &untracked)
            ? 0 : 1;
 }
 

@@ -1,18 +1,20 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * `snapload serve SNAP --socket PATH [--block NAME...]`: run the restore
- * daemon for consumer processes (docs/protocol.md), of every block of SNAP
- * or of the blocks named.
+ * `snapload serve SNAP --socket PATH [--block NAME...] [--track-writes]`:
+ * run the restore daemon for consumer processes (docs/protocol.md), of
+ * every block of SNAP or of the blocks named; with --track-writes it takes
+ * tracked mappings (REGISTER_WP) and answers WRITTEN_QUERY.
  */
 #include "cli.h"
 #include "daemon.h"
+#include "written.h"
 
 int cmd_serve(int argc, char **argv)
 {
-    g_autofree char *sock = NULL, *topo = NULL;
+    g_autofree char *sock = NULL, *topo = NULL, *written_dir = NULL;
     g_auto(GStrv) blocks = NULL;
     gint threads = -1;
-    gboolean once = false;
+    gboolean once = false, track = false;
     GOptionEntry entries[] = {
         { "socket", 0, 0, G_OPTION_ARG_FILENAME, &sock, "unix socket to create (mode 0600)", "PATH" },
         { "threads", 0, 0, G_OPTION_ARG_INT, &threads, "loaders per NUMA node (0: faults only)", "N" },
@@ -20,6 +22,8 @@ int cmd_serve(int argc, char **argv)
         { "exit-when-done", 0, 0, G_OPTION_ARG_NONE, &once, "exit once complete and every client left", NULL },
         { "block", 0, 0, G_OPTION_ARG_STRING_ARRAY, &blocks, "serve only this block (repeat; "
           "default: every block in the file): the others are the consumer's to load", "NAME" },
+        { "track-writes", 0, 0, G_OPTION_ARG_NONE, &track, "take tracked mappings and answer "
+          "what they wrote (WRITTEN_QUERY)", NULL },
         { NULL },
     };
     sl_daemon_opts o = { .ready_fd = -1, .stats_fd = -1 };
@@ -34,6 +38,9 @@ int cmd_serve(int argc, char **argv)
     o.socket = sock;
     o.exit_when_done = once;
     o.serve = (const char *const *)blocks;
+    written_dir = track ? sl_written_dir() : NULL;
+    o.written_dir = written_dir;
+    o.ignore_lists = true; /* a fresh restore: no earlier run's list applies */
     o.cfg = (sl_restore_config){ .size = sizeof(o.cfg), .numa_topology = topo,
                                  .loader_threads = threads > 0 ? (unsigned)threads : 0,
                                  .no_loaders = threads == 0 };

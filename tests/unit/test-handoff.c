@@ -12,7 +12,11 @@
  * file and sends its fd over a unix socket the back-end listens on (as
  * QEMU connects to a vhost-user back-end, whose pid it then sees), and a
  * "back-end" (this program in backend mode, plain or under `snapload
- * attach`) that maps what it received and checks every page.
+ * attach`) that maps what it received and checks every page.  With the
+ * daemon tracking writes (`serve --track-writes`) and the VMM tracking
+ * its own, the VMM's discard of a page of its mapping (MADV_REMOVE),
+ * which no pagemap shows, is told to the daemon at once: the VMM's own
+ * query of what was written is refused right after.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,6 +34,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 #include "testutil.h"
+#include "tools/client.h"
 
 #define LEN (4u << 20)
 #define PSIZE 4096u
@@ -105,6 +110,52 @@ static int connect_to(const char *path)
     return -1;
 }
 
+/* Prints what the daemon says the tracked mappings of b0 wrote so far,
+ * against snapshot @snap: "query: N pages" or "query: refused: WHY". */
+static void query_written(const char *snap)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree uint64_t *bits = NULL;
+    g_autofree char *why = NULL;
+    uint8_t id[SL_IDENTITY_LEN];
+    sl_snapshot *s = sl_snapshot_open(snap, &err);
+    int ret = s && sl_snapshot_identity(s, id, &err)
+                  ? sl_client_written_pages(g_getenv("HANDOFF_QUERY_SOCK"), "b0", id, LEN / PSIZE,
+                                            &bits, &why, &err)
+                  : -1;
+
+    sl_snapshot_close(s);
+    if (ret > 0) {
+        uint64_t n = 0;
+        for (uint64_t i = 0; i < LEN / PSIZE; i++) {
+            n += (bits[i / 64] >> (i % 64)) & 1;
+        }
+        printf("query: %" G_GUINT64_FORMAT " pages\n", n);
+    } else {
+        printf("query: refused: %s\n", ret == 0 ? why : err->message);
+    }
+}
+
+/* Maps @ram tracked (the preload client registers it), reads a page, asks
+ * what was written, discards that page (MADV_REMOVE) and asks again. */
+static int discard_main(const char *ram)
+{
+    int fd = open(ram, O_RDWR);
+    volatile uint8_t *p = fd < 0 ? MAP_FAILED
+                                 : mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+    if (p == MAP_FAILED) {
+        return 10;
+    }
+    (void)p[PSIZE]; /* served */
+    query_written(g_getenv("HANDOFF_QUERY_SNAP"));
+    if (madvise((void *)p, 2 * PSIZE, MADV_REMOVE) < 0) {
+        return 11;
+    }
+    query_written(g_getenv("HANDOFF_QUERY_SNAP"));
+    return 0;
+}
+
 /* Maps @ram (the preload client registers it), starts @argv plus a socket
  * path as the back-end, connects to it and sends it the file. */
 static int vmm_main(const char *ram, char **argv)
@@ -156,7 +207,7 @@ static int vmm_main(const char *ram, char **argv)
 
 /* ------------------------------- fixture -------------------------------- */
 
-static int setup(void **state)
+static int setup_daemon(void **state, bool track)
 {
     fixture *f = g_new0(fixture, 1);
     const uint64_t len = LEN;
@@ -172,7 +223,8 @@ static int setup(void **state)
     fd = open(f->ram, O_RDWR | O_CREAT | O_TRUNC, 0600);
     assert_true(fd >= 0 && ftruncate(fd, LEN) == 0);
     close(fd);
-    const char *argv[] = { bin, "serve", f->snap, "--socket", f->sock, "--threads", "0", NULL };
+    const char *argv[] = { bin, "serve", f->snap, "--socket", f->sock, "--threads", "0",
+                           track ? "--track-writes" : NULL, NULL };
     assert_true(g_spawn_async(NULL, (char **)argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD,
                               NULL, NULL, &f->daemon, &err));
     for (int ms = 0; ms < 10000 && !g_file_test(f->sock, G_FILE_TEST_EXISTS); ms += 10) {
@@ -181,6 +233,16 @@ static int setup(void **state)
     assert_true(g_file_test(f->sock, G_FILE_TEST_EXISTS));
     *state = f;
     return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_daemon(state, false);
+}
+
+static int setup_tracking(void **state)
+{
+    return setup_daemon(state, true);
 }
 
 static int teardown(void **state)
@@ -202,9 +264,11 @@ static int teardown(void **state)
     return 0;
 }
 
-/* Runs the VMM (this program, preloaded) with back-end command @backend;
- * its wait status, stdout and stderr. */
-static int run_vmm(fixture *f, const char *const *backend, char **out, char **err)
+/* Runs the VMM (this program, preloaded; tracking its writes and able to
+ * query the daemon when @track) with back-end command @backend, or (NULL)
+ * discard_main(); its wait status, stdout and stderr. */
+static int run_vmm_tracking(fixture *f, const char *const *backend, bool track, char **out,
+                            char **err)
 {
     g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
     g_autofree char *blocks = g_strdup_printf("b0=%s", f->ram);
@@ -216,15 +280,26 @@ static int run_vmm(fixture *f, const char *const *backend, char **out, char **er
     env = g_environ_setenv(env, "SNAPLOAD_SOCKET", f->sock, true);
     env = g_environ_setenv(env, "SNAPLOAD_BLOCKS", blocks, true);
     env = g_environ_setenv(env, "SNAPLOAD_EXE", self, true);
+    if (track) {
+        env = g_environ_setenv(env, "SNAPLOAD_TRACK", "1", true);
+        env = g_environ_setenv(env, "HANDOFF_QUERY_SNAP", f->snap, true);
+        env = g_environ_setenv(env, "HANDOFF_QUERY_SOCK", f->sock, true); /* the preload
+                                                  * client takes SNAPLOAD_SOCKET out */
+    }
     g_ptr_array_add(argv, self);
-    g_ptr_array_add(argv, "vmm");
+    g_ptr_array_add(argv, backend ? "vmm" : "discard");
     g_ptr_array_add(argv, f->ram);
-    for (const char *const *a = backend; *a; a++) {
+    for (const char *const *a = backend; a && *a; a++) {
         g_ptr_array_add(argv, (char *)*a);
     }
     g_ptr_array_add(argv, NULL);
     assert_true(g_spawn_sync(NULL, (char **)argv->pdata, env, 0, NULL, NULL, out, err, &st, NULL));
     return st;
+}
+
+static int run_vmm(fixture *f, const char *const *backend, char **out, char **err)
+{
+    return run_vmm_tracking(f, backend, false, out, err);
 }
 
 static void need_preload(void)
@@ -277,6 +352,28 @@ static void test_guest_ram_reaches_an_attached_peer_with_every_byte(void **state
     }
 }
 
+/*
+ * A VMM that tracks its writes discards a page of its mapping
+ * (MADV_REMOVE, as QEMU does for a balloon): its pagemap will not show
+ * that, so the preload client tells the daemon first, and the query of
+ * what was written, answered before (0 pages), is refused right after,
+ * while the mapping is still there and nothing was reported yet.
+ */
+static void test_discard_by_a_tracked_vmm_ends_the_written_list_at_once(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *out = NULL, *err = NULL;
+    int st;
+
+    need_preload();
+    st = run_vmm_tracking(f, NULL, true, &out, &err);
+    if (!g_spawn_check_wait_status(st, NULL) || !strstr(out, "query: 0 pages\n") ||
+        !strstr(out, "query: refused: a consumer discarded pages of it")) {
+        fail_msg("tracked VMM discarding a page: status %d, stdout: %s, stderr: %s", st, out,
+                 err);
+    }
+}
+
 /* A peer set up for another file under the block's name would map the
  * real one unregistered: refused as well. */
 static void test_guest_ram_is_refused_to_a_peer_set_up_for_another_file(void **state)
@@ -309,10 +406,16 @@ int main(int argc, char **argv)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_guest_ram_is_refused_to_a_peer_set_up_for_another_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_discard_by_a_tracked_vmm_ends_the_written_list_at_once, setup_tracking,
+            teardown),
     };
 
     if (argc >= 3 && !strcmp(argv[1], "vmm")) {
         return vmm_main(argv[2], argv + 3);
+    }
+    if (argc == 3 && !strcmp(argv[1], "discard")) {
+        return discard_main(argv[2]);
     }
     if (argc == 3 && !strcmp(argv[1], "backend")) {
         return backend_main(argv[2]);

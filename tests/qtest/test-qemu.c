@@ -414,45 +414,66 @@ static char *save_child_of_restored(fixture *f, bool tracked, unsigned *pass)
     return kid;
 }
 
-/* save_child_of_restored(), then the child is restored: guest RAM equals
- * it before the guest runs, and the walker checks two more passes. */
-static void check_child_restores_clean(fixture *f, bool tracked)
+/*
+ * Restores f->snap with qemu-restore @opts, paused: guest RAM read through
+ * qtest equals the snapshot; then the walker runs until pass @pass with no
+ * error, and QEMU quits.  qemu-restore's stdout (its JSON with --json);
+ * fails with @what in the message if it did not exit cleanly.  The run's
+ * files are named after @tag and removed.
+ */
+static char *restore_compare_run(fixture *f, const char *const *opts, const char *tag,
+                                 unsigned pass, const char *what)
 {
-    g_autofree char *serial = NULL, *qmp = NULL, *qt = NULL, *kid = NULL;
-    g_autofree char *out = NULL, *errs = NULL;
-    char *parent; /* the fixture's: it frees f->snap */
-    unsigned pass;
+    g_autofree char *serial = NULL, *qmp = NULL, *qt = NULL, *errs = NULL, *name = NULL;
+    char *out = NULL;
     int lq, lt, tfd, st;
     sl_qmp *q;
     child r;
 
-    need(f);
-    boot_and_save(f);
-    kid = save_child_of_restored(f, tracked, &pass);
-    parent = f->snap;
-    f->snap = kid; /* restore the child: its pages, the rest from its parent */
-    serial = path_in(f, "child.serial");
-    qmp = path_in(f, "child.qmp");
-    qt = path_in(f, "child.qtest");
+    name = g_strdup_printf("%s.serial", tag);
+    serial = path_in(f, name);
+    qmp = path_in(f, "run.qmp");
+    qt = path_in(f, "run.qtest");
     lq = listen_at(qmp);
     lt = listen_at(qt);
-    r = start_restore(f, (const char *[]){ "--paused", NULL }, serial, qmp, qt);
+    r = start_restore(f, opts, serial, qmp, qt);
     q = accept_qmp(lq, &r);
     tfd = accept4(lt, NULL, NULL, SOCK_CLOEXEC);
     assert_true(tfd >= 0);
     wait_paused(q);
     assert_int_equal(qtest_compare(f, tfd), 0);
     assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
-    wait_walker(serial, pass + 2, 0);
+    wait_walker(serial, pass, 0); /* its own checks, on pages it also writes */
     st = quit_and_reap(q, &r, &out, &errs);
-    f->snap = parent;
     if (!g_spawn_check_wait_status(st, NULL)) {
-        fail_msg("qemu-restore of the child failed: %s", errs);
+        fail_msg("%s: qemu-restore failed: %s", what, errs);
     }
     close(tfd);
     close(lq);
     close(lt);
+    unlink(qmp);
+    unlink(qt);
+    unlink(serial);
     child_free(&r);
+    return out;
+}
+
+/* save_child_of_restored(), then the child is restored: guest RAM equals
+ * it before the guest runs, and the walker checks two more passes. */
+static void check_child_restores_clean(fixture *f, bool tracked)
+{
+    g_autofree char *kid = NULL, *out = NULL;
+    char *parent; /* the fixture's: it frees f->snap */
+    unsigned pass;
+
+    need(f);
+    boot_and_save(f);
+    kid = save_child_of_restored(f, tracked, &pass);
+    parent = f->snap;
+    f->snap = kid; /* restore the child: its pages, the rest from its parent */
+    out = restore_compare_run(f, (const char *[]){ "--paused", NULL }, "child", pass + 2,
+                              "restoring the child");
+    f->snap = parent;
 }
 
 static void test_qemu_save_of_a_child_stores_what_changed_and_restores_clean(void **state)
@@ -471,38 +492,11 @@ static void test_qemu_save_of_a_child_reads_only_tracked_writes_and_is_exact(voi
  * cont, the walker runs a clean pass; returns qemu-restore's JSON. */
 static JsonObject *restart_once(fixture *f, unsigned i, const char *extra)
 {
-    g_autofree char *serial = NULL, *qmp = NULL, *qt = NULL, *out = NULL, *errs = NULL;
-    g_autofree char *sname = g_strdup_printf("restart-%u.serial", i);
-    int lq, lt, tfd, st;
-    sl_qmp *q;
-    child r;
+    g_autofree char *tag = g_strdup_printf("restart-%u", i), *what = NULL, *out = NULL;
 
-    serial = path_in(f, sname);
-    qmp = path_in(f, "restart.qmp");
-    qt = path_in(f, "restart.qtest");
-    lq = listen_at(qmp);
-    lt = listen_at(qt);
-    r = start_restore(f, (const char *[]){ "--paused", "--json", "--reuse-ram", extra, NULL },
-                      serial,
-                      qmp, qt);
-    q = accept_qmp(lq, &r);
-    tfd = accept4(lt, NULL, NULL, SOCK_CLOEXEC);
-    assert_true(tfd >= 0);
-    wait_paused(q);
-    assert_int_equal(qtest_compare(f, tfd), 0);
-    assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
-    wait_walker(serial, f->saved_pass + 1, 0); /* its own checks, on pages it also writes */
-    st = quit_and_reap(q, &r, &out, &errs);
-    if (!g_spawn_check_wait_status(st, NULL)) {
-        fail_msg("restart %u: qemu-restore --reuse-ram failed: %s", i, errs);
-    }
-    close(tfd);
-    close(lq);
-    close(lt);
-    unlink(qmp);
-    unlink(qt);
-    unlink(serial);
-    child_free(&r);
+    what = g_strdup_printf("restart %u (--reuse-ram)", i);
+    out = restore_compare_run(f, (const char *[]){ "--paused", "--json", "--reuse-ram", extra,
+                                                   NULL }, tag, f->saved_pass + 1, what);
     return parse_json(out);
 }
 

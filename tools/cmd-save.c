@@ -123,20 +123,53 @@ static bool apply_node_hint(const char *arg, raw_input *ins, unsigned n)
  * snapshot's bytes when the copy touches it, never read as a hole.  Pages
  * go through @buf, so the writer never sees the busy mapping itself.
  */
+/*
+ * Registers our view @map of @in with the daemon: tracked where the daemon
+ * tracks writes (*@tracked), so that this view, which only reads, does not
+ * count as an untracked mapping and end the lists of written pages (for a
+ * later `qemu-save --parent`, or the next restart); else plainly.  The
+ * uffd, with the connection in *@sock, or -1 with @errp.
+ */
+static int register_view(const save_ctx *c, const raw_input *in, uint8_t *map, int fd,
+                         int *sock, bool *tracked, GError **errp)
+{
+    g_autoptr(GError) err = NULL;
+    int uffd;
+
+    if ((*sock = sl_client_connect(c->dsock, "save", errp)) < 0) {
+        return -1;
+    }
+    uffd = sl_client_register_tracked(*sock, in->name, map, in->size, fd, 0, &err);
+    *tracked = uffd >= 0;
+    if (*tracked) {
+        return uffd;
+    }
+    close(*sock); /* refused (no tracking here): the daemon dropped that connection */
+    if ((*sock = sl_client_connect(c->dsock, "save", errp)) < 0) {
+        return -1;
+    }
+    return sl_client_register(*sock, in->name, map, in->size, fd, 0, errp);
+}
+
 static bool copy_served(save_ctx *c, unsigned block, const raw_input *in, GError **errp)
 {
     int fd = open(in->path, O_RDWR | O_CLOEXEC), sock = -1, uffd = -1;
     uint8_t *map = fd < 0 ? MAP_FAILED : mmap(NULL, in->size, PROT_READ, MAP_SHARED, fd, 0);
-    bool ok = map != MAP_FAILED;
+    bool ok = map != MAP_FAILED, tracked = false;
+    g_autoptr(GError) err = NULL;
 
     if (!ok) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", in->path, g_strerror(errno));
     }
-    ok = ok && (sock = sl_client_connect(c->dsock, "save", errp)) >= 0 &&
-         (uffd = sl_client_register(sock, in->name, map, in->size, fd, 0, errp)) >= 0;
+    ok = ok && (uffd = register_view(c, in, map, fd, &sock, &tracked, errp)) >= 0;
     for (uint64_t off = 0, len = 0; ok && next_span(c, block, in->size, off + len, &off, &len);) {
         memcpy(c->buf, map + off, len); /* faults on missing pages are served */
         ok = put_chunk(c, block, off, len, errp);
+    }
+    /* A tracked view reports (it wrote nothing) before it goes, else the
+     * daemon counts it as gone unreported. */
+    if (tracked && !sl_client_report_written(c->dsock, in->name, map, in->size, 0, &err)) {
+        fprintf(stderr, "snapload: block '%s': %s\n", in->name, err->message);
     }
     if (map != MAP_FAILED) {
         munmap(map, in->size);

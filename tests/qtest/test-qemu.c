@@ -359,6 +359,20 @@ static uint64_t check_child(fixture *f, const child *r, const char *kid)
     return stored;
 }
 
+/* A full `qemu-save` while the tracked restore still runs reads every page
+ * through a view it registers with the daemon, tracked (and reported), so
+ * that the next child's save still gets the list of written pages. */
+static void full_save_keeps_the_list_going(fixture *f)
+{
+    g_autofree char *full = path_in(f, "full.sl"), *errs = NULL;
+    int st = qemu_save_restored(f, full, NULL, &errs);
+
+    if (!g_spawn_check_wait_status(st, NULL)) {
+        fail_msg("a full qemu-save during the tracked restore: status %d:\n%s", st, errs);
+    }
+    unlink(full);
+}
+
 /*
  * Restores the walker lazily with no loaders and saves two children of
  * the restored snapshot with `qemu-save --parent`: one before the guest
@@ -367,9 +381,10 @@ static uint64_t check_child(fixture *f, const child *r, const char *kid)
  * walked; both while pages are still missing.  Untracked, each save reads
  * all RAM through a view registered with the daemon (served pages) and
  * completes the restore; @tracked (`--track-writes`), each reads only the
- * pages the daemon lists as written (placed, so read plainly), and a
- * second process then maps every page, comparing each with the child
- * while the restore places the rest.  Each child is
+ * pages the daemon lists as written (placed, so read plainly), a full
+ * save between them must not end the lists, and a second process then
+ * maps every page, comparing each with the child while the restore places
+ * the rest.  Each child is
  * checked against the complete file (check_child()).  Returns the second
  * child, and the walker's last pass before it in *@pass.
  */
@@ -394,6 +409,10 @@ static char *save_child_of_restored(fixture *f, bool tracked, unsigned *pass)
         assert_int_equal(stored_pages(unrun), 0); /* it never ran: nothing listed */
     }
     assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
+    if (tracked) {
+        full_save_keeps_the_list_going(f);
+        assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
+    }
     g_usleep(300000); /* part of a pass, or more: the walker rewrites what it walks */
     kid = save_child(f, "child.sl", tracked);
     log = slurp(serial);

@@ -18,6 +18,7 @@ int cmd_inspect(int argc, char **argv);
 int cmd_extract(int argc, char **argv);
 int cmd_index(int argc, char **argv);
 int cmd_delta(int argc, char **argv);
+int cmd_flatten(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_qemu_save(int argc, char **argv);

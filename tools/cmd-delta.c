@@ -9,6 +9,11 @@
  * come from PARENT when CHILD is opened.  NEW's device state and hot-page
  * list are carried over.  PARENT needs checksums (snapload's format, or a
  * QEMU file with its index); NEW may be any snapshot.
+ *
+ * `snapload flatten SNAP -o FULL`: the other way, a child and its whole
+ * chain of parents into one full snapshot (every page checked as it is
+ * read), for a chain that reached its length limit or whose parents are to
+ * go.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -116,6 +121,56 @@ static bool run_delta(delta *d, char **argv, const char *out, const char *rec, G
         return false;
     }
     return true;
+}
+
+/* Whether @out names a file of @s's chain (writing it would destroy it). */
+static bool in_chain(const char *out, const sl_snapshot *s)
+{
+    for (const sl_snapshot *p = s; p; p = sl_snapshot_parent(p)) {
+        if (cli_is_file_of(out, p)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+int cmd_flatten(int argc, char **argv)
+{
+    g_autofree char *out = NULL;
+    GOptionEntry entries[] = {
+        { "output", 'o', 0, G_OPTION_ARG_FILENAME, &out, "the full snapshot to write", "FULL" },
+        { NULL },
+    };
+    g_autoptr(GError) err = NULL;
+    delta d = { .parent = NULL };
+    bool ok;
+
+    if (!cli_parse("SNAP - write SNAP with its whole chain of parents as one full snapshot",
+                   entries, &argc, &argv)) {
+        return 2;
+    }
+    if (argc != 2 || !out) {
+        return cli_fail("flatten needs SNAP and -o FULL");
+    }
+    ok = (d.next = sl_snapshot_open(argv[1], &err)) != NULL;
+    if (ok && in_chain(out, d.next)) {
+        g_set_error(&err, SL_ERROR, SL_ERROR_INVALID, "%s is a file of %s's chain: the full "
+                    "snapshot must be a new file", out, argv[1]);
+        ok = false;
+    }
+    ok = ok && (d.w = sl_writer_new(out, &err)) != NULL;
+    if (ok && !make_delta(&d, &err)) { /* no parent: every page is written */
+        unlink(out);
+        ok = false;
+    }
+    sl_writer_free(d.w);
+    sl_snapshot_close(d.next);
+    if (!ok) {
+        return cli_fail_error(g_steal_pointer(&err));
+    }
+    fprintf(stderr, "snapload: wrote %s: %" G_GUINT64_FORMAT " pages, no parent\n", out,
+            d.pages);
+    return 0;
 }
 
 int cmd_delta(int argc, char **argv)

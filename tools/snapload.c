@@ -21,6 +21,7 @@ static const struct {
     { "extract", cmd_extract, "write one block of a snapshot as a raw RAM image" },
     { "index", cmd_index, "checksums and hot pages for a QEMU mapped-ram file, in a sidecar" },
     { "delta", cmd_delta, "an incremental snapshot: the pages of NEW that differ from PARENT" },
+    { "flatten", cmd_flatten, "a child with its chain of parents as one full snapshot" },
     { "restore", cmd_restore, "restore a snapshot lazily into fresh memory, with stats" },
     { "serve", cmd_serve, "serve a lazy restore to consumer processes over a unix socket" },
     { "qemu-save", cmd_qemu_save, "save a running QEMU guest (memory-backend-file RAM) over QMP" },

@@ -279,7 +279,8 @@ bool sl_writer_write(sl_writer *w, unsigned block, uint64_t offset,
  * The child's blocks must be the parent's, in its order, with the same
  * names, lengths and page sizes: sl_writer_add_block() and
  * sl_writer_finish() refuse others.  @parent may be closed afterwards.
- * Since 1.5.
+ * Refuses a parent whose chain already holds 64 snapshots (the most a
+ * chain may: such a child could not be opened).  Since 1.5.
  */
 bool sl_writer_set_parent(sl_writer *w, sl_snapshot *parent, const char *parent_path,
                           GError **errp);

@@ -642,7 +642,19 @@ static void test_chain_longer_than_the_limit_is_refused(void **state)
         sl_snapshot *parent = open_ok(ppath, 0);
         sl_writer *w = new_writer(path);
         uint64_t i = (uint64_t)g_rand_int_range(rng, 0, (gint32)npages(0));
-        assert_true(sl_writer_set_parent(w, parent, pname, &err));
+        if (g == SL_MAX_CHAIN) { /* the writer refuses to make a 65th... */
+            g_autofree char *root = g_build_filename(c.dir, "gen0.snap", NULL);
+            assert_false(sl_writer_set_parent(w, parent, pname, &err));
+            assert_non_null(strstr(err->message, "chain already holds 64 snapshots"));
+            g_clear_error(&err);
+            /* ...which a file made against a shallow parent but naming the deep one,
+             * as in test_chain_that_loops_is_refused, still gives the reader. */
+            sl_snapshot_close(parent);
+            parent = open_ok(root, 0);
+            assert_true(sl_writer_set_parent(w, parent, pname, &err));
+        } else {
+            assert_true(sl_writer_set_parent(w, parent, pname, &err));
+        }
         sl_snapshot_close(parent);
         add_blocks(w);
         c.gen[0][i] = g;
@@ -996,6 +1008,35 @@ static void test_save_with_a_parent_stores_only_changed_pages(void **state)
     check_child_stores_only_changed_pages(CHILD_BY_SAVE);
 }
 
+/* `snapload flatten` writes a chain of three as one snapshot with no
+ * parent that reads as the chain did, and never over a file of the chain. */
+static void test_flatten_writes_the_chain_as_one_full_snapshot(void **state)
+{
+    g_autofree char *full = NULL, *out = NULL, *errs = NULL, *out2 = NULL, *errs2 = NULL;
+    chain c;
+    sl_snapshot *s;
+
+    chain_build(&c, 3, 17);
+    full = g_build_filename(c.dir, "full.snap", NULL);
+    if (sl_test_run_cli((const char *const[]){ "flatten", c.path[2], "-o", full, NULL }, &out,
+                        &errs) != 0) {
+        fail_msg("flatten: %s", errs);
+    }
+    s = open_ok(full, 0);
+    assert_null(sl_snapshot_parent(s));
+    check_reads(&c, s);
+    sl_snapshot_close(s);
+    assert_int_not_equal(sl_test_run_cli((const char *const[]){ "flatten", c.path[2], "-o",
+                                                                c.path[1], NULL },
+                                         &out2, &errs2), 0);
+    expect_in(errs2, "is a file of");
+    s = open_ok(c.path[2], 0); /* the chain is intact */
+    check_reads(&c, s);
+    sl_snapshot_close(s);
+    unlink(full);
+    chain_clear(&c);
+}
+
 static void test_inspect_prints_the_chain(void **state)
 {
     chain c;
@@ -1054,6 +1095,7 @@ int main(void)
         cmocka_unit_test(test_identity_follows_content_not_path_or_open_mode),
         cmocka_unit_test(test_delta_stores_only_changed_pages),
         cmocka_unit_test(test_save_with_a_parent_stores_only_changed_pages),
+        cmocka_unit_test(test_flatten_writes_the_chain_as_one_full_snapshot),
         cmocka_unit_test(test_inspect_prints_the_chain),
     };
 

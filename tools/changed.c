@@ -5,9 +5,14 @@
  * parent's stored XXH3 of each page, or that of zeros for a page it does
  * not store), and the path a child records for its parent.  Shared by
  * `snapload delta` (two snapshots) and `snapload save --parent` /
- * `qemu-save --parent` (RAM files against the snapshot they came from).
+ * `qemu-save --parent` (RAM files against the snapshot they came from),
+ * and the write-beside-then-rename that keeps a failed write from
+ * destroying an earlier file.
  */
+#include <errno.h>
+#include <stdio.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include "cli.h"
 #include "migration/format/format.h"
 
@@ -29,6 +34,23 @@ bool cli_is_file_of(const char *path, const sl_snapshot *s)
 
     return stat(path, &a) == 0 && fstat(s->fd, &b) == 0 && a.st_dev == b.st_dev &&
            a.st_ino == b.st_ino;
+}
+
+char *cli_partial_path(const char *out)
+{
+    return g_strdup_printf("%s.%d.partial", out, (int)getpid());
+}
+
+bool cli_finish_partial(const char *tmp, const char *out, bool ok, GError **errp)
+{
+    if (ok && rename(tmp, out) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", out, g_strerror(errno));
+        ok = false;
+    }
+    if (!ok) {
+        unlink(tmp);
+    }
+    return ok;
 }
 
 /* Whether page @p of block @b (@data) differs from @parent's page: by checksum. */

@@ -81,6 +81,19 @@ bool cli_idle_or_served(int fd, uint64_t size, const char *path, const char *dso
  */
 char *cli_parent_path(const char *parent, const char *child, const char *given);
 
+/**
+ * cli_partial_path: where a snapshot meant for @out is written until it is
+ * complete (beside it, so a rename puts it in place); g_free() it.
+ */
+char *cli_partial_path(const char *out);
+
+/**
+ * cli_finish_partial: if @ok, renames the complete @tmp over @out; else (or
+ * if that fails, with @errp) removes @tmp.  A failed save, delta or flatten
+ * never destroys an earlier snapshot named @out.  Returns whether @out is new.
+ */
+bool cli_finish_partial(const char *tmp, const char *out, bool ok, GError **errp);
+
 /** cli_is_file_of: whether @path names the file snapshot @s was opened from. */
 bool cli_is_file_of(const char *path, const sl_snapshot *s);
 

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include "client.h"
@@ -76,13 +77,25 @@ static void hello_failed(int fd, const char *path, int err, GError **errp)
     g_set_error(errp, SL_ERROR, SL_ERROR_IO, "restore daemon at %s: %s", path, g_strerror(err));
 }
 
-int sl_client_connect(const char *path, const char *name, GError **errp)
+/*
+ * Connect and handshake; with @timeout_s > 0 every send and receive on the
+ * socket (and the connect itself) gives up after that long, so a daemon that
+ * does not answer (its client slots full, stopped) cannot hang the caller.
+ */
+static int connect_timed(const char *path, const char *name, int timeout_s, GError **errp)
 {
     struct sockaddr_un a = { .sun_family = AF_UNIX };
     sl_msg hello = { .type = SL_MSG_HELLO, .u.hello = { SL_PROTO_VERSION, SL_PROTO_VERSION } };
     sl_msg w;
     int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    struct timeval tv = { .tv_sec = timeout_s };
 
+    if (fd >= 0 && timeout_s > 0 &&
+        (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 ||
+         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)) {
+        close(fd);
+        fd = -1;
+    }
     g_strlcpy(a.sun_path, path, sizeof(a.sun_path));
     g_strlcpy(hello.u.hello.name, name, sizeof(hello.u.hello.name));
     if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
@@ -104,6 +117,14 @@ int sl_client_connect(const char *path, const char *name, GError **errp)
     }
     return fd;
 }
+
+int sl_client_connect(const char *path, const char *name, GError **errp)
+{
+    return connect_timed(path, name, 0, errp);
+}
+
+/* How long a short request (WRITTEN, UNTRACKED, WRITTEN_QUERY) may wait. */
+#define SHORT_REQUEST_TIMEOUT_S 30
 
 /*
  * A fresh uffd with @features (and poison where the kernel has it, so a
@@ -141,8 +162,12 @@ static int send_register(int sock, const sl_msg_register *reg, bool track, int *
     }
     if (!ok || st.u.status.status != 0) {
         if (errp && !*errp) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "restore daemon refused block '%s': %s",
-                        reg->block, st.u.status.message);
+            /* -EOPNOTSUPP: not this kind of registration (a tracked one where
+             * the daemon does not track); anything else is a real refusal. */
+            g_set_error(errp, SL_ERROR, st.u.status.status == -EOPNOTSUPP
+                        ? SL_ERROR_UNSUPPORTED : SL_ERROR_INVALID,
+                        "restore daemon refused block '%s': %s", reg->block,
+                        st.u.status.message);
         }
         close(fds[0]);
         return -1;
@@ -205,7 +230,7 @@ bool sl_client_report_written(const char *path, const char *block, void *addr, u
     sl_msg m = { .type = SL_MSG_WRITTEN,
                  .u.written = { .host_addr = (uintptr_t)addr, .length = length, .flags = flags } };
     sl_msg st;
-    int sock = sl_client_connect(path, "written", errp);
+    int sock = connect_timed(path, "written", SHORT_REQUEST_TIMEOUT_S, errp);
     bool ok = sock >= 0;
 
     g_strlcpy(m.u.written.block, block, sizeof(m.u.written.block));
@@ -274,7 +299,8 @@ int sl_client_written_pages(const char *path, const char *block,
                             uint64_t **bits, char **why, GError **errp)
 {
     sl_msg m = { .type = SL_MSG_WRITTEN_QUERY }, st;
-    int sock = sl_client_connect(path, "written-query", errp), fd = -1, ret = -1;
+    int sock = connect_timed(path, "written-query", SHORT_REQUEST_TIMEOUT_S, errp);
+    int fd = -1, ret = -1;
 
     g_strlcpy(m.u.query.block, block, sizeof(m.u.query.block));
     memcpy(m.u.query.identity, identity, SL_IDENTITY_LEN);
@@ -305,7 +331,7 @@ int sl_client_written_pages(const char *path, const char *block,
 bool sl_client_report_untracked(const char *path, const char *block, GError **errp)
 {
     sl_msg m = { .type = SL_MSG_UNTRACKED }, st;
-    int sock = sl_client_connect(path, "untracked", errp);
+    int sock = connect_timed(path, "untracked", SHORT_REQUEST_TIMEOUT_S, errp);
     bool ok = sock >= 0;
 
     g_strlcpy(m.u.untracked.block, block, sizeof(m.u.untracked.block));

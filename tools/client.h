@@ -38,6 +38,8 @@ int sl_client_register(int sock, const char *block, void *addr, uint64_t length,
  * daemon maps every page write-protected (REGISTER_WP), so that a write
  * is seen in this process's pagemap.  Before the mapping goes (munmap,
  * exit), sl_client_report_written() hands that list to the daemon.
+ * A daemon that does not track writes refuses it with SL_ERROR_UNSUPPORTED
+ * (register plainly instead); any other code is a real refusal.
  */
 int sl_client_register_tracked(int sock, const char *block, void *addr, uint64_t length,
                                int memfd, uint64_t offset, GError **errp);

@@ -104,6 +104,9 @@ static bool make_delta(delta *d, GError **errp)
 /* Opens both inputs, refuses to overwrite either, writes @out recording @rec. */
 static bool run_delta(delta *d, char **argv, const char *out, const char *rec, GError **errp)
 {
+    g_autofree char *tmp = cli_partial_path(out);
+    bool ok;
+
     if (!(d->parent = sl_snapshot_open(argv[1], errp)) ||
         !(d->next = sl_snapshot_open(argv[2], errp))) {
         return false;
@@ -113,14 +116,10 @@ static bool run_delta(delta *d, char **argv, const char *out, const char *rec, G
                     "must be a new file", out);
         return false;
     }
-    if (!(d->w = sl_writer_new(out, errp))) {
-        return false;
-    }
-    if (!sl_writer_set_parent(d->w, d->parent, rec, errp) || !make_delta(d, errp)) {
-        unlink(out);
-        return false;
-    }
-    return true;
+    ok = (d->w = sl_writer_new(tmp, errp)) &&
+         sl_writer_set_parent(d->w, d->parent, rec, errp) && make_delta(d, errp);
+
+    return cli_finish_partial(tmp, out, ok, errp);
 }
 
 /* Whether @out names a file of @s's chain (writing it would destroy it). */
@@ -136,7 +135,7 @@ static bool in_chain(const char *out, const sl_snapshot *s)
 
 int cmd_flatten(int argc, char **argv)
 {
-    g_autofree char *out = NULL;
+    g_autofree char *out = NULL, *tmp = NULL;
     GOptionEntry entries[] = {
         { "output", 'o', 0, G_OPTION_ARG_FILENAME, &out, "the full snapshot to write", "FULL" },
         { NULL },
@@ -158,11 +157,10 @@ int cmd_flatten(int argc, char **argv)
                     "snapshot must be a new file", out, argv[1]);
         ok = false;
     }
-    ok = ok && (d.w = sl_writer_new(out, &err)) != NULL;
-    if (ok && !make_delta(&d, &err)) { /* no parent: every page is written */
-        unlink(out);
-        ok = false;
-    }
+    tmp = cli_partial_path(out);
+    /* no parent: every page is written */
+    ok = ok && (d.w = sl_writer_new(tmp, &err)) != NULL && make_delta(&d, &err);
+    ok = cli_finish_partial(tmp, out, ok, &err);
     sl_writer_free(d.w);
     sl_snapshot_close(d.next);
     if (!ok) {

@@ -205,6 +205,12 @@ static bool parent_fits(const char *path, GPtrArray *bs, GError **errp)
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "parent %s does not have this QEMU's "
                     "memory backends (the same ids and sizes, 4 KiB pages): it is not a "
                     "snapshot of this guest saved by qemu-save", path);
+    } else if (sl_snapshot_chain_length(p) >= SL_MAX_CHAIN) {
+        /* Said now, before the guest is stopped, not by the writer after. */
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "parent %s: its chain already holds %u "
+                    "snapshots, the most one chain may: `snapload flatten %s -o FULL` and "
+                    "save a child of FULL", path, sl_snapshot_chain_length(p), path);
+        ok = false;
     }
     sl_snapshot_close(p);
     return ok;

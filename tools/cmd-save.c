@@ -144,7 +144,13 @@ static int register_view(const save_ctx *c, const raw_input *in, uint8_t *map, i
     if (*tracked) {
         return uffd;
     }
-    close(*sock); /* refused (no tracking here): the daemon dropped that connection */
+    close(*sock); /* refused: the daemon dropped that connection */
+    if (!g_error_matches(err, SL_ERROR, SL_ERROR_UNSUPPORTED)) {
+        g_propagate_error(errp, g_steal_pointer(&err)); /* a real refusal */
+        *sock = -1;
+        return -1;
+    }
+    /* The daemon does not track writes here: a plain view it is. */
     if ((*sock = sl_client_connect(c->dsock, "save", errp)) < 0) {
         return -1;
     }
@@ -342,19 +348,14 @@ static int save_all(raw_input *ins, unsigned n, const cli_save_opts *o)
     g_autofree uint8_t *buf = g_malloc(IO_CHUNK);
     /* Written beside @out and renamed over it only when complete: a failed
      * save never destroys an earlier snapshot of the same name. */
-    g_autofree char *tmp = g_strdup_printf("%s.%d.partial", o->out, (int)getpid());
+    g_autofree char *tmp = cli_partial_path(o->out);
     save_ctx c = { .w = sl_writer_new(tmp, &err), .psize = o->psize, .dsock = o->dsock,
                    .buf = buf, .written = o->written };
     bool ok = c.w && save_into(&c, o, ins, n, &err);
 
     sl_writer_free(c.w);
     sl_snapshot_close(c.parent);
-    if (ok && rename(tmp, o->out) < 0) {
-        g_set_error(&err, SL_ERROR, SL_ERROR_IO, "%s: %s", o->out, g_strerror(errno));
-        ok = false;
-    }
-    if (!ok) {
-        unlink(tmp);
+    if (!cli_finish_partial(tmp, o->out, ok, &err)) {
         return cli_fail_error(g_steal_pointer(&err));
     }
     if (o->parent) {

@@ -418,7 +418,7 @@ static int do_register(server *d, client *c, const sl_msg_register *m, bool wp, 
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': a tracked mapping, but %s",
                     m->block, memfd < 0 ? "anonymous memory is not tracked"
                                         : "this daemon does not track writes");
-        return -EINVAL;
+        return -EOPNOTSUPP; /* the client may register it plainly instead */
     }
     ret = attach_or_match(d, m, idx, kind, memfd, &st, errp);
     if (ret == 0 && !sl_restore_add_view_flags(d->r, m->block, uffd, m->host_addr, c->id,
@@ -648,7 +648,8 @@ static int on_written_query(server *d, client *c, const sl_msg_written_query *m,
 
 /* UNTRACKED: a consumer is about to change a block's file where no list
  * shows it (punched holes, a hand-off to an untracked process): no list of
- * it from now on, for a query or the next run.  REGISTERED 0 once noted. */
+ * it from now on, for a query or the next run.  REGISTERED 0 once noted,
+ * -ENOENT for a block this restore does not have while it tracks. */
 static int on_untracked(server *d, client *c, const sl_msg_untracked *m, unsigned nfds,
                         GError **errp)
 {
@@ -659,7 +660,13 @@ static int on_untracked(server *d, client *c, const sl_msg_untracked *m, unsigne
                     nfds ? "carrying fds" : "before HELLO");
         return -EPROTO;
     }
-    if (idx >= 0 && d->dt) {
+    if (d->dt && idx < 0) {
+        /* Not noted: the consumer must not go on believing it was. */
+        dlog(d, "%s reported an untracked change of unknown block '%s'", c->name, m->block);
+        reply_status(c, -ENOENT, "no such block in this restore");
+        return 0;
+    }
+    if (d->dt) {
         sl_dtrack_untracked(d->dt, (unsigned)idx);
         dlog(d, "%s changes block '%s' where no list shows it", c->name, m->block);
     }

@@ -398,38 +398,46 @@ __attribute__((destructor)) static void preload_fini(void)
  * (lock held).  The daemon is told at once, before the change, so that a
  * query of what was written (qemu-save --parent) never gets a list that
  * misses it; the WRITTEN report says it again when the mapping goes.
+ * Returns false (errno EIO) if the daemon did not confirm: the caller must
+ * not make the change, or a later child snapshot would miss it.
  */
-static void mark_untracked(pl_block *b)
+static bool mark_untracked(pl_block *b)
 {
     g_autoptr(GError) err = NULL;
 
     if (b->untracked) {
-        return;
+        return true;
+    }
+    if (!sl_client_report_untracked(pl.socket, b->name, &err)) {
+        fprintf(stderr, "snapload-preload: refusing to change block '%s' where no list of "
+                "written pages shows it: %s\n", b->name, err->message);
+        errno = EIO;
+        return false;
     }
     b->untracked = true;
-    if (!sl_client_report_untracked(pl.socket, b->name, &err)) {
-        fprintf(stderr, "snapload-preload: block '%s': %s\n", b->name, err->message);
-    }
+    return true;
 }
 
-/* Tracking: a change to block file @fd that no list shows. */
-static void note_untracked_fd(int fd)
+/* Tracking: a change to block file @fd that no list shows; false if refused. */
+static bool note_untracked_fd(int fd)
 {
     pl_block *b;
+    bool ok = true;
 
     pthread_mutex_lock(&pl.lock);
     if ((b = match_block(fd))) {
-        mark_untracked(b);
+        ok = mark_untracked(b);
     }
     pthread_mutex_unlock(&pl.lock);
+    return ok;
 }
 
 /** fallocate: the libc call; a punched hole in a tracked block's file is noted. */
 __attribute__((visibility("default")))
 int fallocate(int fd, int mode, off_t off, off_t len)
 {
-    if (pl.active && pl.track && (mode & FALLOC_FL_PUNCH_HOLE)) {
-        note_untracked_fd(fd);
+    if (pl.active && pl.track && (mode & FALLOC_FL_PUNCH_HOLE) && !note_untracked_fd(fd)) {
+        return -1;
     }
     return (int)syscall(SYS_fallocate, fd, mode, off, len);
 }
@@ -446,13 +454,18 @@ __attribute__((visibility("default")))
 int madvise(void *addr, size_t len, int advice)
 {
     if (pl.active && pl.track && advice == MADV_REMOVE) {
+        bool ok = true;
+
         pthread_mutex_lock(&pl.lock);
-        for (unsigned i = 0; i < pl.ntracked; i++) {
+        for (unsigned i = 0; ok && i < pl.ntracked; i++) {
             if (overlaps(&pl.tracked[i], addr, len)) {
-                mark_untracked(pl.tracked[i].block);
+                ok = mark_untracked(pl.tracked[i].block);
             }
         }
         pthread_mutex_unlock(&pl.lock);
+        if (!ok) {
+            return -1;
+        }
     }
     return (int)syscall(SYS_madvise, addr, len, advice);
 }
@@ -505,8 +518,12 @@ static bool peer_tracks(pid_t pid)
     return proc_has(pid, "environ", "SNAPLOAD_TRACK=1", sizeof("SNAPLOAD_TRACK=1"));
 }
 
-/* Dies if @fd is a block's file and the peer on @sock would not register it. */
-static void check_handoff(int sock, int fd)
+/*
+ * Dies if @fd is a block's file and the peer on @sock would not register it;
+ * false (errno EIO) if the hand-off must not happen because the daemon did
+ * not take note that no list will show the peer's writes.
+ */
+static bool check_handoff(int sock, int fd)
 {
     struct ucred cred = { 0 };
     socklen_t clen = sizeof(cred);
@@ -519,16 +536,20 @@ static void check_handoff(int sock, int fd)
     if (!b || getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 ||
         cred.pid == getpid() || cred.pid == 0 ||
         (peer_registers(cred.pid, b) && (!pl.track || peer_tracks(cred.pid)))) {
-        return;
+        return true;
     }
     if (atomic_load_explicit(&pl.pending, memory_order_relaxed) == 0 ||
         peer_registers(cred.pid, b)) {
         /* Filled, or served: the peer reads correct bytes, but no list
-         * will show what it writes. */
-        pthread_mutex_lock(&pl.lock);
-        mark_untracked(b);
-        pthread_mutex_unlock(&pl.lock);
-        return;
+         * will show what it writes (nothing to say when not tracking). */
+        bool ok = true;
+
+        if (pl.track) {
+            pthread_mutex_lock(&pl.lock);
+            ok = mark_untracked(b);
+            pthread_mutex_unlock(&pl.lock);
+        }
+        return ok;
     }
     path = g_strdup_printf("/proc/%d/comm", (int)cred.pid);
     if (!g_file_get_contents(path, &comm, NULL, NULL)) {
@@ -554,7 +575,9 @@ ssize_t sendmsg(int sock, const struct msghdr *msg, int flags)
             }
             const int *fds = (const int *)CMSG_DATA(c);
             for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
-                check_handoff(sock, fds[i]);
+                if (!check_handoff(sock, fds[i])) {
+                    return -1;
+                }
             }
         }
     }

@@ -227,6 +227,13 @@ sl_snapshot *sl_snapshot_open_chain(const char *child, const char *parent, unsig
  */
 sl_snapshot *sl_snapshot_parent(const sl_snapshot *snap);
 
+/**
+ * sl_snapshot_chain_length: how many snapshots @snap's chain holds, @snap
+ * included (1 for a full snapshot).  A writer refuses a parent whose chain
+ * already holds the most one chain may (64, docs/format.md).
+ */
+unsigned sl_snapshot_chain_length(const sl_snapshot *snap);
+
 /** sl_snapshot_path: the path @snap was opened from (a parent: as resolved). */
 const char *sl_snapshot_path(const sl_snapshot *snap);
 

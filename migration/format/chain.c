@@ -323,6 +323,16 @@ sl_snapshot *sl_snapshot_parent(const sl_snapshot *s)
     return s->parent;
 }
 
+unsigned sl_snapshot_chain_length(const sl_snapshot *s)
+{
+    unsigned n = 0;
+
+    for (const sl_snapshot *p = s; p; p = p->parent) {
+        n++;
+    }
+    return n;
+}
+
 uint64_t sl_snapshot_stored_pages(const sl_snapshot *s, unsigned block)
 {
     if (block >= s->nblocks) {

@@ -302,17 +302,6 @@ static bool take_parent_blocks(sl_writer *w, const sl_snapshot *parent, GError *
     return true;
 }
 
-/* Snapshots in @s's chain, @s included. */
-static unsigned chain_length(const sl_snapshot *s)
-{
-    unsigned n = 0;
-
-    for (const sl_snapshot *p = s; p; p = sl_snapshot_parent(p)) {
-        n++;
-    }
-    return n;
-}
-
 bool sl_writer_set_parent(sl_writer *w, sl_snapshot *parent, const char *parent_path,
                           GError **errp)
 {
@@ -324,12 +313,12 @@ bool sl_writer_set_parent(sl_writer *w, sl_snapshot *parent, const char *parent_
                     "first page is written", w->path);
         return false;
     }
-    if (parent && chain_length(parent) >= SL_MAX_CHAIN) {
+    if (parent && sl_snapshot_chain_length(parent) >= SL_MAX_CHAIN) {
         /* The child could be written, but never opened again. */
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s: the parent's chain already holds "
                     "%u snapshots, the most one chain may: save a full snapshot (or `snapload "
                     "flatten` the parent) and start a new chain from it", w->path,
-                    chain_length(parent));
+                    sl_snapshot_chain_length(parent));
         return false;
     }
     if (!parent || !sl_snapshot_identity(parent, id, errp) ||

@@ -441,6 +441,11 @@ uint64_t qtest_compare(const fixture *f, int fd)
 /* The vhost-user stand-in: maps the RAM file through the preload client. */
 void run_peer_pages(const fixture *f, const char *dsock, const char *pages)
 {
+    run_peer_pages_tracked(f, dsock, pages, false);
+}
+
+void run_peer_pages_tracked(const fixture *f, const char *dsock, const char *pages, bool track)
+{
     g_autofree char *pre = g_getenv("SNAPLOAD_PRELOAD_LIB") ? g_strdup(g_getenv("SNAPLOAD_PRELOAD_LIB")) : NULL;
     g_autofree char *blocks = g_strdup_printf("ram0=%s", f->memfile);
     const char *peer = g_getenv("SNAPLOAD_PEER");
@@ -454,6 +459,9 @@ void run_peer_pages(const fixture *f, const char *dsock, const char *pages)
     env = g_environ_setenv(env, "SNAPLOAD_SOCKET", dsock, true);
     env = g_environ_setenv(env, "SNAPLOAD_BLOCKS", blocks, true);
     env = g_environ_setenv(env, "SNAPLOAD_EXE", peer, true);
+    if (track) { /* registered tracked, reporting its writes when it goes */
+        env = g_environ_setenv(env, "SNAPLOAD_TRACK", "1", true);
+    }
     if (!g_spawn_sync(NULL, (char **)argv, env, 0, NULL, NULL, &out, &errs, &st, &err)) {
         fail_msg("peer: %s", err->message);
     }

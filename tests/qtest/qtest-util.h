@@ -151,6 +151,10 @@ uint64_t qtest_compare(const fixture *f, int fd);
 /* The vhost-user stand-in: maps the RAM file through the preload client. */
 void run_peer_pages(const fixture *f, const char *dsock, const char *pages);
 
+/* run_peer_pages(); @track: registered tracked (SNAPLOAD_TRACK=1), as a
+ * back-end of a restore that tracks writes, so its reads end no list. */
+void run_peer_pages_tracked(const fixture *f, const char *dsock, const char *pages, bool track);
+
 /* The second process reads 3000 pages at random. */
 void run_peer(const fixture *f, const char *dsock);
 

@@ -378,20 +378,23 @@ static void full_save_keeps_the_list_going(fixture *f)
  * the restored snapshot with `qemu-save --parent`: one before the guest
  * runs (it stores only what QEMU's device-state load rewrote: at most 1 %
  * of the pages), one after the walker ran a moment, rewriting the pages it
- * walked; both while pages are still missing.  Untracked, each save reads
- * all RAM through a view registered with the daemon (served pages) and
- * completes the restore; @tracked (`--track-writes`), each reads only the
- * pages the daemon lists as written (placed, so read plainly), a full
- * save between them must not end the lists, and a second process then
- * maps every page, comparing each with the child while the restore places
- * the rest.  Each child is
- * checked against the complete file (check_child()).  Returns the second
- * child, and the walker's last pass before it in *@pass.
+ * walked.  Untracked, the first save reads all RAM through a view
+ * registered with the daemon (served pages) and completes the restore;
+ * @tracked (`--track-writes`), both come while pages are still missing and
+ * each reads only the pages the daemon lists as written (placed, so read
+ * plainly); then a second process, registered tracked as a back-end of
+ * such a restore is, maps every page, comparing each with the child
+ * while the restore places the rest; after it, with the guest
+ * running again, a full save must not end the lists: a third child saved
+ * after it must use the list and be exact too.  Each child is checked
+ * against the complete file (check_child()).  Returns the second child,
+ * and the walker's last pass before it in *@pass.
  */
 static char *save_child_of_restored(fixture *f, bool tracked, unsigned *pass)
 {
     g_autofree char *serial = path_in(f, "restore.serial"), *qmp = path_in(f, "restore.qmp");
     g_autofree char *log = NULL, *unrun = NULL, *dsock = path_in(f, "daemon.sock");
+    g_autofree char *again = NULL;
     int lq = listen_at(qmp);
     char *kid;
     sl_qmp *q;
@@ -409,10 +412,6 @@ static char *save_child_of_restored(fixture *f, bool tracked, unsigned *pass)
         assert_int_equal(stored_pages(unrun), 0); /* it never ran: nothing listed */
     }
     assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
-    if (tracked) {
-        full_save_keeps_the_list_going(f);
-        assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
-    }
     g_usleep(300000); /* part of a pass, or more: the walker rewrites what it walks */
     kid = save_child(f, "child.sl", tracked);
     log = slurp(serial);
@@ -420,10 +419,18 @@ static char *save_child_of_restored(fixture *f, bool tracked, unsigned *pass)
     if (tracked) { /* a second process maps every page, each compared with the child */
         char *parent = f->snap;
         f->snap = kid;
-        run_peer_pages(f, dsock, "all");
+        run_peer_pages_tracked(f, dsock, "all", true);
         f->snap = parent;
     }
     check_child(f, &r, kid);
+    if (tracked) { /* a full save, then a third child that still uses the list */
+        assert_true(sl_qmp_ok(q, "cont", NULL, NULL)); /* QEMU saves a running guest only */
+        full_save_keeps_the_list_going(f);
+        assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
+        again = save_child(f, "again.sl", true);
+        check_child(f, &r, again);
+        unlink(again);
+    }
     sl_qmp_ok(q, "quit", NULL, NULL);
     sl_qmp_close(q);
     reap(&r, 60000);

@@ -642,6 +642,7 @@ static void test_chain_longer_than_the_limit_is_refused(void **state)
         sl_snapshot *parent = open_ok(ppath, 0);
         sl_writer *w = new_writer(path);
         uint64_t i = (uint64_t)g_rand_int_range(rng, 0, (gint32)npages(0));
+        assert_int_equal(sl_snapshot_chain_length(parent), g);
         if (g == SL_MAX_CHAIN) { /* the writer refuses to make a 65th... */
             g_autofree char *root = g_build_filename(c.dir, "gen0.snap", NULL);
             assert_false(sl_writer_set_parent(w, parent, pname, &err));
@@ -1037,6 +1038,42 @@ static void test_flatten_writes_the_chain_as_one_full_snapshot(void **state)
     chain_clear(&c);
 }
 
+/* A flatten that fails half-way (a page of the base does not match its
+ * checksum) says which page, leaves no partial file and keeps an earlier
+ * file of the output's name as it was. */
+static void test_flatten_that_fails_keeps_the_earlier_output(void **state)
+{
+    g_autofree char *full = NULL, *out = NULL, *errs = NULL, *kept = NULL;
+    g_autoptr(GDir) dir = NULL;
+    const char *name;
+    uint64_t i = 0;
+    sl_snapshot *s;
+    chain c;
+
+    chain_build(&c, 3, 23);
+    while (c.gen[0][i] != 0) { /* a page only the base stores */
+        assert_true(++i < npages(0));
+    }
+    s = open_ok(c.path[0], 0);
+    flip_byte(c.path[0], s->blocks[0].pages_offset + i * PSIZE + 9);
+    sl_snapshot_close(s);
+    full = g_build_filename(c.dir, "full.snap", NULL);
+    assert_true(g_file_set_contents(full, "an earlier snapshot", -1, NULL));
+    assert_int_not_equal(sl_test_run_cli((const char *const[]){ "flatten", c.path[2], "-o",
+                                                                full, NULL }, &out, &errs), 0);
+    expect_in(errs, "checksum mismatch");
+    assert_true(g_file_get_contents(full, &kept, NULL, NULL));
+    assert_string_equal(kept, "an earlier snapshot");
+    dir = g_dir_open(c.dir, 0, NULL);
+    while ((name = g_dir_read_name(dir))) {
+        if (strstr(name, ".partial")) {
+            fail_msg("%s left behind", name);
+        }
+    }
+    unlink(full);
+    chain_clear(&c);
+}
+
 static void test_inspect_prints_the_chain(void **state)
 {
     chain c;
@@ -1096,6 +1133,7 @@ int main(void)
         cmocka_unit_test(test_delta_stores_only_changed_pages),
         cmocka_unit_test(test_save_with_a_parent_stores_only_changed_pages),
         cmocka_unit_test(test_flatten_writes_the_chain_as_one_full_snapshot),
+        cmocka_unit_test(test_flatten_that_fails_keeps_the_earlier_output),
         cmocka_unit_test(test_inspect_prints_the_chain),
     };
 

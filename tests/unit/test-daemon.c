@@ -1186,6 +1186,12 @@ static void test_written_query_lists_what_tracked_consumers_wrote(void **state)
     assert_int_equal(write(go[1], &byte, 1), 1);
     expect_exit(pid, 0);
     assert_int_equal(query_written(f, id, &why), WRITTEN_PAGES); /* reported, gone */
+    /* An untracked change of a block this restore does not have is not
+     * taken as noted: the consumer must not go on. */
+    assert_false(sl_client_report_untracked(f->sock, "no-such-block", &err));
+    assert_non_null(strstr(err->message, "did not take note"));
+    g_clear_error(&err);
+    assert_int_equal(query_written(f, id, &why), WRITTEN_PAGES); /* b0 unchanged */
     /* A consumer about to punch holes says so first: no list from then on. */
     assert_true(sl_client_report_untracked(f->sock, "b0", &err));
     g_clear_pointer(&why, g_free);
@@ -1197,16 +1203,28 @@ static void test_written_query_lists_what_tracked_consumers_wrote(void **state)
     sl_test_rmdir(g_steal_pointer(&f->written_dir));
 }
 
-/* A daemon that does not track writes refuses WRITTEN_QUERY, saying so. */
+/* A daemon that does not track writes refuses WRITTEN_QUERY and
+ * REGISTER_WP, saying so. */
 static void test_written_query_to_an_untracking_daemon_is_refused(void **state)
 {
     fixture *f = *state;
     uint8_t id[SL_IDENTITY_LEN] = { 0 };
     g_autofree char *why = NULL;
 
+    g_autoptr(GError) err = NULL;
+    uint8_t *p;
+    int sock;
+
     setup_daemon(f, 1u << 20, 0, 1);
     assert_int_equal(query_written(f, id, &why), -1);
     expect_why(why, "does not track writes");
+    /* A tracked mapping is refused as unsupported, which a client may
+     * answer by registering plainly (any other refusal is real). */
+    assert_int_equal(register_tracked(f, &p, &sock, &err), -1);
+    assert_true(g_error_matches(err, SL_ERROR, SL_ERROR_UNSUPPORTED));
+    expect_why(err->message, "does not track writes");
+    close(sock);
+    munmap(p, f->len);
 }
 
 /*

@@ -44,6 +44,7 @@
 #include "restore-int.h"
 #include "assist.h"
 #include "busy.h"
+#include "direct.h"
 #include "thp.h"
 #include "uffd.h"
 
@@ -1122,6 +1123,13 @@ typedef struct {
     uint8_t *buf;          /* bounce backends: one chunk of page data */
     uint8_t *check;        /* keep_memory: CHECK_BYTES to read the reused file into */
     bool *bad;             /* per unit of the chunk: failed verification */
+    sl_direct *direct;     /* direct reads in flight (config.direct_reads), or NULL */
+    sl_run queued[SL_DIRECT_DEPTH]; /* their runs, by tag */
+    uint64_t queued_len[SL_DIRECT_DEPTH]; /* and the bytes each reads */
+    uint64_t pushed;       /* reads queued so far (the next tag, modulo the depth) */
+    const uint8_t *pre;    /* the chunk being loaded, already read directly (unit
+                            * pre_u0 at its start), or NULL: read it now */
+    uint64_t pre_u0;
 } loader_ctx;
 
 /* Test hook: a loader has just claimed [u, u+n) of @reg (no-op in production). */
@@ -1172,19 +1180,21 @@ static int claim_and_place(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t 
 static int load_bounce(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t j, bool data)
 {
     sl_restore *r = lc->r;
+    const uint8_t *base = lc->buf;
     int ret;
 
     if (!data) {
         return claim_and_place(lc, reg, u, j, NULL);
     }
-    ret = read_units(r, reg, u, j - u, lc->buf, r->snap->fd);
-    if (ret < 0) {
+    if (lc->pre) { /* read directly already: a run with data lies in the span read */
+        base = lc->pre + (u - lc->pre_u0) * reg->unit;
+    } else if ((ret = read_units(r, reg, u, j - u, lc->buf, r->snap->fd)) < 0) {
         return ret;
     }
     for (uint64_t k = u; k < j; k++) {
-        lc->bad[k - u] = !unit_verifies(r, reg, k, lc->buf + (k - u) * reg->unit);
+        lc->bad[k - u] = !unit_verifies(r, reg, k, base + (k - u) * reg->unit);
     }
-    return claim_and_place(lc, reg, u, j, lc->buf);
+    return claim_and_place(lc, reg, u, j, base);
 }
 
 /*
@@ -1306,31 +1316,143 @@ static const cpu_set_t *pin_to_node(loader_ctx *lc)
     return cpus;
 }
 
+/*
+ * Direct reads: the reads of @run's runs of units with data into
+ * @off/@len/@buf_off (at most SL_DIRECT_READS: past that, the last read
+ * stretches over the holes up to the next run, which are read and not
+ * used).  Their number; 0 when there is nothing to read.
+ */
+static unsigned direct_reads(const sl_region *reg, const sl_run *run, uint64_t *off,
+                             uint64_t *len, uint64_t *buf_off)
+{
+    unsigned n = 0;
+
+    for (uint64_t u = run->unit, end = run->unit + run->n; u < end;) {
+        uint64_t j = u;
+        if (!unit_has_data(reg, u)) {
+            u++;
+            continue;
+        }
+        while (j < end && unit_has_data(reg, j)) {
+            j++;
+        }
+        if (n == SL_DIRECT_READS) { /* stretch the last read */
+            len[n - 1] = reg->blk->pages_offset + j * reg->unit - off[n - 1];
+        } else {
+            off[n] = reg->blk->pages_offset + u * reg->unit;
+            len[n] = (j - u) * reg->unit;
+            buf_off[n++] = (u - run->unit) * reg->unit;
+        }
+        u = j;
+    }
+    return n;
+}
+
+/*
+ * Direct reads: queues the reads of @run's units with data.  False when
+ * it is to be loaded the ordinary way: no direct reads, a shared-memory
+ * backend, nothing to read, unaligned, cached (SL_DIRECT_AUTO), or the
+ * queue refused it.
+ */
+static bool queue_direct(loader_ctx *lc, const sl_run *run)
+{
+    sl_restore *r = lc->r;
+    sl_region *reg = g_ptr_array_index(r->regions, run->region);
+    uint64_t off[SL_DIRECT_READS], len[SL_DIRECT_READS], buf_off[SL_DIRECT_READS], total = 0;
+    unsigned n;
+
+    if (!lc->direct || reg->mem.ops->in_place || reg->blk->pages_offset % 4096 ||
+        reg->unit % 4096 || prove_units(r, reg, run->unit, run->n) < 0 ||
+        !(n = direct_reads(reg, run, off, len, buf_off))) { /* the bits it reads are proven */
+        return false;
+    }
+    if (r->cfg.direct_reads == SL_DIRECT_AUTO &&
+        !sl_direct_uncached(r->direct_fd, off[0], off[n - 1] + len[n - 1] - off[0])) {
+        return false;
+    }
+    if (!sl_direct_push(lc->direct, lc->pushed % SL_DIRECT_DEPTH, n, off, len, buf_off)) {
+        return false;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        total += len[i];
+    }
+    lc->queued_len[lc->pushed % SL_DIRECT_DEPTH] = total;
+    lc->queued[lc->pushed++ % SL_DIRECT_DEPTH] = *run;
+    return true;
+}
+
+/* Loads @run (already read into @pre, or NULL: read it now) as @who. */
+static int load_run(loader_ctx *lc, const sl_run *run, const uint8_t *pre, bool hinted)
+{
+    sl_restore *r = lc->r;
+    int ret;
+
+    lc->who = (int)lc->g->index | (hinted ? HINTED : 0);
+    lc->pre = pre;
+    lc->pre_u0 = run->unit;
+    ret = load_chunk(lc, g_ptr_array_index(r->regions, run->region), run->unit, run->n);
+    lc->pre = NULL;
+    return ret;
+}
+
+/*
+ * The next run to load now, in *@run: the group's next one that is not
+ * queued for a direct read, or else the oldest direct read, once done
+ * (*@pre: its buffer; NULL if that read failed, so it is read again the
+ * ordinary way).  False when there is no more work.
+ */
+static bool next_run(loader_ctx *lc, sl_run *run, const uint8_t **pre, bool *hinted)
+{
+    uint64_t tag;
+    uint8_t *buf;
+
+    *pre = NULL;
+    while (!(lc->direct && sl_direct_full(lc->direct)) &&
+           sl_group_next(lc->r, lc->g, run, hinted)) {
+        if (*hinted || !queue_direct(lc, run)) {
+            return true;
+        }
+    }
+    if (!lc->direct || sl_direct_empty(lc->direct)) {
+        return false;
+    }
+    *hinted = false;
+    if (sl_direct_pop(lc->direct, &tag, &buf) == 0) {
+        *pre = buf;
+        add(&lc->r->c.bytes_read, lc->queued_len[tag]);
+        add(&lc->r->c.bytes_direct, lc->queued_len[tag]);
+    }
+    *run = lc->queued[tag];
+    return true;
+}
+
 static gpointer loader_thread(gpointer opaque)
 {
     loader_ctx *lc = opaque;
     sl_restore *r = lc->r;
     const cpu_set_t *cpus = pin_to_node(lc);
     uint64_t t0 = sl_now_ns();
+    const uint8_t *pre;
     sl_run run;
     bool hinted;
 
     while (!atomic_load_explicit(&r->stopping, memory_order_acquire) &&
-           sl_group_next(r, lc->g, &run, &hinted)) {
-        sl_region *reg = g_ptr_array_index(r->regions, run.region);
+           next_run(lc, &run, &pre, &hinted)) {
         int cpu = sched_getcpu(), ret;
 
         add(&r->c.cpu_violations, cpu >= 0 && !CPU_ISSET(cpu, cpus));
-        lc->who = (int)lc->g->index | (hinted ? HINTED : 0);
-        if (!hinted) {
+        if (!hinted && !lc->direct) {
+            /* Not with direct reads: the page cache would then be filled
+             * ahead, and those chunks read through it. */
             sl_group_readahead(r, lc->g, READAHEAD_CHUNKS);
         }
-        ret = load_chunk(lc, reg, run.unit, run.n);
+        ret = load_run(lc, &run, pre, hinted);
         if (ret < 0) {
             sl_engine_fail(r, ret);
             break;
         }
     }
+    sl_direct_free(lc->direct); /* after the reads still in flight */
     note_loader_time(r, sl_now_ns() - t0);
     free(lc->buf);
     g_free(lc->check);
@@ -1349,9 +1471,13 @@ static bool spawn_group(sl_restore *r, sl_group *g, uint64_t max_units, unsigned
         lc->g = g;
         lc->bad = g_new0(bool, max_units);
         lc->check = r->cfg.keep_memory ? g_malloc(CHECK_BYTES) : NULL;
+        lc->direct = r->direct_fd >= 0
+                         ? sl_direct_new(r->direct_fd, MAX(SL_CHUNK_BYTES, r->max_bounce))
+                         : NULL;
         if ((r->max_bounce &&
              posix_memalign((void **)&lc->buf, 4096, MAX(SL_CHUNK_BYTES, r->max_bounce))) ||
             !(r->loaders[*slot] = g_thread_try_new("sl-loader", loader_thread, lc, errp))) {
+            sl_direct_free(lc->direct);
             free(lc->buf);
             g_free(lc->check);
             g_free(lc->bad);
@@ -1363,11 +1489,29 @@ static bool spawn_group(sl_restore *r, sl_group *g, uint64_t max_units, unsigned
     return true;
 }
 
+/*
+ * The snapshot opened once more with O_DIRECT for the loaders' direct
+ * reads (r->direct_fd), where they may be used: config.direct_reads not
+ * OFF, a bounce backend (anonymous memory) to fill, no parent (whose pages
+ * are in other files).  Stays -1 where the file system refuses O_DIRECT.
+ */
+static void open_direct_fd(sl_restore *r)
+{
+    g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", r->snap->fd);
+
+    if (r->direct_fd >= 0 || r->cfg.direct_reads == SL_DIRECT_OFF || !r->max_bounce ||
+        sl_snapshot_parent(r->snap)) {
+        return;
+    }
+    r->direct_fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+}
+
 static bool spawn_loaders(sl_restore *r, GError **errp)
 {
     uint64_t max_units = 1;
     unsigned slot = 0;
 
+    open_direct_fd(r);
     for (guint i = 0; i < r->regions->len; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
         max_units = MAX(max_units, MAX(reg->chunk_units, reg->window));

@@ -120,6 +120,7 @@ typedef struct {
     _Atomic uint64_t pages_by_node[SL_MAX_NODES];
     _Atomic uint64_t wrong_node, cpu_violations, pages_by_hint;
     _Atomic uint64_t thp_bytes, pages_kept, pages_known;
+    _Atomic uint64_t bytes_direct;
 } sl_counters;
 
 struct sl_restore {
@@ -133,6 +134,9 @@ struct sl_restore {
     int fault_fd;              /* the snapshot opened again for the fault thread's reads
                                 * (own readahead state, random), or -1: read through
                                 * snap->fd; set before it starts, closed in free */
+    int direct_fd;             /* the snapshot opened O_DIRECT for the loaders' direct
+                                * reads (config.direct_reads), or -1: set before they
+                                * start (spawn_loaders), closed in free */
     GThread *prefault_thread;  /* ops->prefault of the units with data, ahead of all */
     /* Why a metadata segment failed the restore (engine.c prove_units()):
      * set once by CAS (release) before the

@@ -43,6 +43,7 @@ sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GErr
     r->regions = g_ptr_array_new();
     r->uffd = -1;
     r->fault_fd = -1;
+    r->direct_fd = -1;
     r->pagemap_fd = -1;
     atomic_init(&r->generation, 1);
     g_mutex_init(&r->views_lock);
@@ -51,6 +52,12 @@ sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GErr
     atomic_init(&r->status, -EINPROGRESS);
     if (r->ctl_efd < 0 || r->done_efd < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "eventfd: %s", g_strerror(errno));
+        sl_restore_free(r);
+        return NULL;
+    }
+    if (r->cfg.direct_reads > SL_DIRECT_ALWAYS) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "direct_reads %u: not SL_DIRECT_OFF, "
+                    "SL_DIRECT_AUTO or SL_DIRECT_ALWAYS", r->cfg.direct_reads);
         sl_restore_free(r);
         return NULL;
     }
@@ -758,6 +765,7 @@ void sl_restore_get_stats(const sl_restore *r, sl_stats *out)
     s.write_tracking = r->tracking;
     s.pages_kept = LOAD(pages_kept);
     s.pages_known = LOAD(pages_known);
+    s.bytes_read_direct = LOAD(bytes_direct);
     s.resets = atomic_load_explicit(&((sl_restore *)r)->resets, memory_order_relaxed);
     s.checksum_ms = (double)LOAD(checksum_ns) / 1e6;
     s.loader_ms = (double)LOAD(loader_ns_max) / 1e6;
@@ -793,6 +801,9 @@ void sl_restore_free(sl_restore *r)
     }
     if (r->fault_fd >= 0) { /* not r->snap's: that may be closed by now */
         close(r->fault_fd);
+    }
+    if (r->direct_fd >= 0) {
+        close(r->direct_fd);
     }
     if (r->pagemap_fd >= 0) {
         close(r->pagemap_fd);

@@ -35,6 +35,7 @@ typedef struct {
     bool random, verify, compare_eager, json, no_checksum, cold;
     bool eager_no_checksum;        /* --eager-no-checksum: a plain pread load */
     bool track;                    /* --track-writes: config.track_writes */
+    unsigned direct;               /* --direct-reads: config.direct_reads */
 } opts;
 
 /* Times are in ms from the command's origin: just before the snapshot is opened. */
@@ -92,7 +93,8 @@ static bool start_lazy(const opts *o, sl_snapshot *s, sl_mem *mems, sl_restore *
                               .no_loaders = o->threads == 0, .no_checksum = o->no_checksum,
                               .numa_topology = o->topology, .interleave = o->interleave,
                               .no_hot_list = o->no_hot, .record = o->record != NULL,
-                              .no_prefault = o->no_prefault, .track_writes = o->track };
+                              .no_prefault = o->no_prefault, .track_writes = o->track,
+                              .direct_reads = o->direct };
     sl_block_info bi;
 
     *rp = sl_restore_new(s, &cfg, errp);
@@ -458,6 +460,7 @@ static char *results_json(const opts *o, const results *r)
     }
     json_u64(&j, "checksum_failures", s->checksum_failures);
     json_u64(&j, "bytes_read", s->bytes_read);
+    json_u64(&j, "bytes_read_direct", s->bytes_read_direct);
     json_u64(&j, "eexist", s->eexist);
     json_u64(&j, "eagain", s->eagain);
     json_double(&j, "fault_p50_us", s->fault_p50_us);
@@ -590,9 +593,25 @@ static bool something_places_every_page(const opts *o)
     return true;
 }
 
+/* --direct-reads MODE into config.direct_reads. */
+static bool parse_direct(const char *mode, unsigned *out)
+{
+    static const char *const names[] = { [SL_DIRECT_OFF] = "off", [SL_DIRECT_AUTO] = "auto",
+                                         [SL_DIRECT_ALWAYS] = "always" };
+
+    for (unsigned i = 0; i < G_N_ELEMENTS(names); i++) {
+        if (!strcmp(mode, names[i])) {
+            *out = i;
+            return true;
+        }
+    }
+    cli_fail("--direct-reads: '%s' is not off, auto or always", mode);
+    return false;
+}
+
 static bool parse_opts(int *argc, char ***argv, opts *o)
 {
-    g_autofree char *backend = NULL, *access = NULL, *hps = NULL;
+    g_autofree char *backend = NULL, *access = NULL, *hps = NULL, *direct = NULL;
     gboolean verify = false, eager = false, json = false, nocs = false, cold = false;
     gboolean interleave = false, nohot = false, eager_nocs = false, noprefault = false;
     gboolean track = false;
@@ -618,6 +637,9 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
         { "track-writes", 0, 0, G_OPTION_ARG_NONE, &track, "track the pages written (as for "
           "resets and incremental snapshots), to measure what that costs", NULL },
         { "cold", 0, 0, G_OPTION_ARG_NONE, &cold, "drop the file's page cache before each load", NULL },
+        { "direct-reads", 0, 0, G_OPTION_ARG_STRING, &direct, "how loaders read for anonymous "
+          "memory: off (pread; default), auto (O_DIRECT on io_uring where the file is not "
+          "cached), always", "MODE" },
         { "json", 0, 0, G_OPTION_ARG_NONE, &json, "print one JSON object", NULL },
         { "timeline", 0, 0, G_OPTION_ARG_FILENAME, &o->timeline, "write bytes in place over time "
           "(CSV: lazy and, with --compare-eager, eager)", "FILE" },
@@ -649,6 +671,9 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
     }
     if (o->consumers < 0 || o->consumers > 16) {
         cli_fail("--consumers: %d is not between 0 and 16", o->consumers);
+        return false;
+    }
+    if (direct && !parse_direct(direct, &o->direct)) {
         return false;
     }
     if (access && strcmp(access, "random") && strcmp(access, "seq")) {

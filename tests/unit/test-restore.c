@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include "testutil.h"
 #include "backends/backend.h"
+#include "migration/direct.h"
 #include "migration/format/format.h"
 #include "migration/restore-int.h"
 #include "migration/uffd.h"
@@ -52,6 +53,7 @@ typedef struct {
     sl_restore *r;
     bool lazy;              /* open with SL_OPEN_LAZY_CHECKSUMS */
     bool no_prefault;       /* config.no_prefault: faults allocate their pages */
+    unsigned direct;        /* config.direct_reads */
     _Atomic unsigned drops; /* views the engine dropped (config.view_dropped) */
 } fixture;
 
@@ -117,7 +119,8 @@ static void fixture_attach(fixture *f, unsigned loaders, bool no_loaders)
     g_autoptr(GError) err = NULL;
     sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = loaders,
                               .no_loaders = no_loaders, .view_dropped = count_drop,
-                              .view_dropped_opaque = f, .no_prefault = f->no_prefault };
+                              .view_dropped_opaque = f, .no_prefault = f->no_prefault,
+                              .direct_reads = f->direct };
 
     f->r = sl_restore_new(f->snap, &cfg, &err);
     assert_non_null(f->r);
@@ -947,8 +950,10 @@ static void test_hugetlbfs_errors_name_the_fix(void **state)
 }
 
 /* Child side of the corrupt-page test; exit codes name the failed step. */
-static void corrupt_child(const backend_case *bc, const char *path, uint64_t bad_page)
+static void corrupt_child(const backend_case *bc, const char *path, uint64_t bad_page,
+                          unsigned direct)
 {
+    sl_restore_config cfg = { .size = sizeof(cfg), .direct_reads = direct };
     GError *err = NULL;
     sl_snapshot *s = sl_snapshot_open(path, &err);
     sl_mem mem;
@@ -960,7 +965,7 @@ static void corrupt_child(const backend_case *bc, const char *path, uint64_t bad
         !sl_mem_map(&mem, bc->kind, bi.length, bc->hugepage, &err)) {
         _exit(10);
     }
-    r = sl_restore_new(s, NULL, &err);
+    r = sl_restore_new(s, &cfg, &err);
     if (!r || !sl_mem_attach(r, "b0", &mem, &err) ||
         !sl_restore_start(r, &err)) {
         _exit(11);
@@ -969,7 +974,8 @@ static void corrupt_child(const backend_case *bc, const char *path, uint64_t bad
         _exit(12);
     }
     sl_restore_get_stats(r, &st);
-    if (st.checksum_failures != 1 || st.pages_never_placed != 1) {
+    if (st.checksum_failures != 1 || st.pages_never_placed != 1 ||
+        (direct && (st.bytes_read_direct == 0) != (bc->kind != SL_BACKEND_ANON))) {
         _exit(13);
     }
     signal(SIGBUS, SIG_DFL); /* cmocka's handlers must not catch what we test */
@@ -981,9 +987,9 @@ static void corrupt_child(const backend_case *bc, const char *path, uint64_t bad
     _exit(15); /* served as something else: also wrong */
 }
 
-static void test_corrupt_page_is_never_served(void **state)
+/* A snapshot page corrupted on disk is never served, read with @direct. */
+static void check_corrupt_page_is_never_served(fixture *f, unsigned direct)
 {
-    fixture *f = *state;
     sl_block_info bi;
     uint64_t bad_page = 5;
     uint8_t byte;
@@ -1001,7 +1007,7 @@ static void test_corrupt_page_is_never_served(void **state)
     pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        corrupt_child(f->bc, f->path, bad_page);
+        corrupt_child(f->bc, f->path, bad_page, direct);
     }
     assert_int_equal(waitpid(pid, &status, 0), pid);
     if (WIFEXITED(status)) {
@@ -1009,6 +1015,122 @@ static void test_corrupt_page_is_never_served(void **state)
     }
     /* SIGBUS with poison support; SIGALRM (blocked, never zeros) without. */
     assert_true(WTERMSIG(status) == SIGBUS || WTERMSIG(status) == SIGALRM);
+}
+
+static void test_corrupt_page_is_never_served(void **state)
+{
+    check_corrupt_page_is_never_served(*state, SL_DIRECT_OFF);
+}
+
+/* ----------------------- direct reads (direct.c) ------------------------ */
+
+/* Direct reads here: liburing built in, io_uring allowed, O_DIRECT on @dir. */
+static void need_direct(const char *dir)
+{
+    g_autofree char *path = g_build_filename(dir, "odirect", NULL);
+    int fd = open(path, O_RDWR | O_CREAT | O_DIRECT | O_CLOEXEC, 0600);
+    sl_direct *d = fd >= 0 ? sl_direct_new(fd, 4096) : NULL;
+    bool have = d != NULL;
+
+    sl_direct_free(d);
+    if (fd >= 0) {
+        close(fd);
+        unlink(path);
+    }
+    SL_TEST_NEED("direct-io", have, fd < 0 ? "the test directory's file system refuses O_DIRECT"
+                                           : "no io_uring (not built with liburing, or the "
+                                             "kernel refuses it)");
+}
+
+/* Writes back and drops @path's cached pages: a cold snapshot. */
+static void drop_cache_of(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    assert_true(fd >= 0);
+    assert_int_equal(fdatasync(fd), 0);
+    assert_int_equal(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+    close(fd);
+}
+
+/* Loaders alone, reading with @direct: every page once and right; for
+ * anonymous memory the loaders' reads are direct (@want_direct) or not. */
+static void check_direct_restore(fixture *f, unsigned direct, bool cold, bool want_direct)
+{
+    sl_stats st;
+
+    fixture_build(f, 24 << 20, 8 << 20, 7);
+    need_direct(f->dir);
+    if (cold) {
+        drop_cache_of(f->path);
+    }
+    f->direct = direct;
+    fixture_start(f, 2, false);
+    st = finish_and_audit(f);
+    print_message("# %s: %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT " bytes read directly\n",
+                  f->bc->name, st.bytes_read_direct, st.bytes_read);
+    if (f->bc->kind != SL_BACKEND_ANON) {
+        assert_int_equal(st.bytes_read_direct, 0); /* read into the page cache in place */
+    } else if (want_direct) {
+        assert_true(st.bytes_read_direct > 0 && st.bytes_read_direct <= st.bytes_read);
+    } else {
+        assert_int_equal(st.bytes_read_direct, 0);
+    }
+}
+
+static void test_direct_reads_place_every_page_exactly_once(void **state)
+{
+    check_direct_restore(*state, SL_DIRECT_ALWAYS, false, true);
+}
+
+static void test_auto_direct_reads_read_a_cold_snapshot_directly(void **state)
+{
+    check_direct_restore(*state, SL_DIRECT_AUTO, true, true);
+}
+
+static void test_auto_direct_reads_leave_a_cached_snapshot_to_pread(void **state)
+{
+    fixture *f = *state;
+    int fd;
+
+    fixture_build(f, 24 << 20, 8 << 20, 7);
+    fd = open(f->path, O_RDONLY | O_CLOEXEC); /* every page in the page cache */
+    assert_true(fd >= 0);
+    for (off_t off = 0, n; (n = pread(fd, f->mem[0].host, 1 << 20, off)) > 0; off += n) {
+    }
+    close(fd);
+    sl_mem_release(&f->mem[0]); /* written by the reads above: fresh memory again */
+    {
+        g_autoptr(GError) err = NULL;
+        assert_true(sl_mem_map(&f->mem[0], f->bc->kind, f->lengths[0], 0, &err));
+    }
+    need_direct(f->dir);
+    f->direct = SL_DIRECT_AUTO;
+    fixture_start(f, 2, false);
+    assert_int_equal(finish_and_audit(f).bytes_read_direct, 0);
+}
+
+/* A stop while direct reads are in flight waits for them (they write into
+ * the loaders' buffers) and returns; ASan would see a buffer freed early. */
+static void test_stop_with_direct_reads_in_flight_returns(void **state)
+{
+    fixture *f = *state;
+
+    fixture_build(f, 64 << 20, 0, 0);
+    need_direct(f->dir);
+    drop_cache_of(f->path);
+    f->direct = SL_DIRECT_ALWAYS;
+    fixture_start(f, 2, false);
+    sl_restore_stop(f->r);
+    assert_true(sl_restore_poll(f->r) == -ECANCELED || sl_restore_poll(f->r) == 0);
+}
+
+static void test_corrupt_page_read_directly_is_never_served(void **state)
+{
+    fixture *f = *state;
+
+    need_direct(g_get_tmp_dir());
+    check_corrupt_page_is_never_served(f, SL_DIRECT_ALWAYS);
 }
 
 /* Holds the first loader claim until released: a loader busy on one unit. */
@@ -1951,6 +2073,11 @@ static bool four_k(const backend_case *bc)
     return bc->hugepage == 0;
 }
 
+static bool anon_only(const backend_case *bc)
+{
+    return bc->kind == SL_BACKEND_ANON;
+}
+
 static bool shared(const backend_case *bc)
 {
     return bc->kind != SL_BACKEND_ANON;
@@ -1999,6 +2126,16 @@ static const feature features[] = {
       shared },
     { "pages_never_change_after_they_were_mapped", test_pages_never_change_after_they_were_mapped, any },
     { "corrupt_page_is_never_served", test_corrupt_page_is_never_served, any },
+    { "direct_reads_place_every_page_exactly_once",
+      test_direct_reads_place_every_page_exactly_once, any },
+    { "auto_direct_reads_read_a_cold_snapshot_directly",
+      test_auto_direct_reads_read_a_cold_snapshot_directly, anon_only },
+    { "auto_direct_reads_leave_a_cached_snapshot_to_pread",
+      test_auto_direct_reads_leave_a_cached_snapshot_to_pread, anon_only },
+    { "stop_with_direct_reads_in_flight_returns",
+      test_stop_with_direct_reads_in_flight_returns, anon_only },
+    { "corrupt_page_read_directly_is_never_served",
+      test_corrupt_page_read_directly_is_never_served, anon_only },
     { "stop_before_completion_returns", test_stop_before_completion_returns, any },
     { "stop_before_completion_never_serves_zeros", test_stop_before_completion_never_serves_zeros, any },
     { "failed_restore_refuses_missing_pages", test_failed_restore_refuses_missing_pages,

@@ -16,7 +16,9 @@
  * daemon tracking writes (`serve --track-writes`) and the VMM tracking
  * its own, the VMM's discard of a page of its mapping (MADV_REMOVE),
  * which no pagemap shows, is told to the daemon at once: the VMM's own
- * query of what was written is refused right after.
+ * query of what was written is refused right after; and a hole it punches
+ * where the daemon cannot take note (a block it does not have) is not
+ * punched: the call fails with EIO.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -153,6 +155,39 @@ static int discard_main(const char *ram)
         return 11;
     }
     query_written(g_getenv("HANDOFF_QUERY_SNAP"));
+    return 0;
+}
+
+/*
+ * A tracked VMM punches a hole in block file @other, which its preload
+ * client knows as block "zz" that the daemon's snapshot does not have: the
+ * daemon cannot note it, so the punch must fail with EIO and leave the
+ * data; then a punch in @ram (block b0, which the daemon notes) goes
+ * through.  Exit 0 when both did as they must.
+ */
+static int punch_main(const char *ram, const char *other)
+{
+    int fd = open(other, O_RDWR), rfd = open(ram, O_RDWR);
+    uint8_t page[PSIZE], back[PSIZE];
+
+    memset(page, 0x5a, sizeof(page));
+    if (fd < 0 || rfd < 0 || pwrite(fd, page, PSIZE, 0) != PSIZE) {
+        return 10;
+    }
+    errno = 0;
+    if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, PSIZE) != -1 ||
+        errno != EIO) {
+        printf("punch of the unknown block: not refused (errno %d)\n", errno);
+        return 11;
+    }
+    if (pread(fd, back, PSIZE, 0) != PSIZE || memcmp(back, page, PSIZE) != 0) {
+        return 12; /* the hole was punched anyway */
+    }
+    if (fallocate(rfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, PSIZE) != 0) {
+        printf("punch of b0: %s\n", g_strerror(errno));
+        return 13;
+    }
+    printf("punch: unknown block refused with EIO, data kept; b0 punched\n");
     return 0;
 }
 
@@ -374,6 +409,41 @@ static void test_discard_by_a_tracked_vmm_ends_the_written_list_at_once(void **s
     }
 }
 
+/*
+ * A tracked VMM about to punch a hole the daemon cannot take note of (a
+ * block it does not have) must not punch it: otherwise a later list of
+ * written pages would miss the change.  The punch fails with EIO, the
+ * data stays, and the preload client says why on stderr.
+ */
+static void test_untracked_change_the_daemon_cannot_note_is_not_made(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_autofree char *other = g_strconcat(f->ram, "-zz", NULL);
+    g_autofree char *blocks = g_strdup_printf("b0=%s;zz=%s", f->ram, other);
+    g_autofree char *out = NULL, *err = NULL;
+    g_auto(GStrv) env = g_get_environ();
+    const char *argv[] = { self, "punch", f->ram, other, NULL };
+    int st = -1, fd;
+
+    need_preload();
+    fd = open(other, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0 && ftruncate(fd, LEN) == 0);
+    close(fd);
+    env = g_environ_setenv(env, "LD_PRELOAD", g_getenv("SNAPLOAD_PRELOAD"), true);
+    env = g_environ_setenv(env, "SNAPLOAD_SOCKET", f->sock, true);
+    env = g_environ_setenv(env, "SNAPLOAD_BLOCKS", blocks, true);
+    env = g_environ_setenv(env, "SNAPLOAD_EXE", self, true);
+    env = g_environ_setenv(env, "SNAPLOAD_TRACK", "1", true);
+    assert_true(g_spawn_sync(NULL, (char **)argv, env, 0, NULL, NULL, &out, &err, &st, NULL));
+    unlink(other);
+    if (!g_spawn_check_wait_status(st, NULL) ||
+        !strstr(err, "refusing to change block 'zz' where no list of written pages shows it")) {
+        fail_msg("punch the daemon cannot note: status %d, stdout: %s, stderr: %s", st, out,
+                 err);
+    }
+}
+
 /* A peer set up for another file under the block's name would map the
  * real one unregistered: refused as well. */
 static void test_guest_ram_is_refused_to_a_peer_set_up_for_another_file(void **state)
@@ -409,6 +479,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(
             test_discard_by_a_tracked_vmm_ends_the_written_list_at_once, setup_tracking,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_untracked_change_the_daemon_cannot_note_is_not_made, setup_tracking, teardown),
     };
 
     if (argc >= 3 && !strcmp(argv[1], "vmm")) {
@@ -416,6 +488,9 @@ int main(int argc, char **argv)
     }
     if (argc == 3 && !strcmp(argv[1], "discard")) {
         return discard_main(argv[2]);
+    }
+    if (argc == 4 && !strcmp(argv[1], "punch")) {
+        return punch_main(argv[2], argv[3]);
     }
     if (argc == 3 && !strcmp(argv[1], "backend")) {
         return backend_main(argv[2]);

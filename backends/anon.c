@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Anonymous private memory: userfaultfd MISSING mode, pages placed with
- * UFFDIO_COPY from a bounce buffer and zero pages with UFFDIO_ZEROPAGE.
+ * UFFDIO_COPY from a bounce buffer and zero pages with UFFDIO_ZEROPAGE;
+ * the loaders move whole 2 MiB chunks staged in a transparent hugepage
+ * into our own mapping with UFFDIO_MOVE (kernel 6.8+) instead of copying.
  * Before registration the range is emptied with MADV_DONTNEED, so every
  * page faults exactly once.  Anonymous memory is private to one process,
  * so it has exactly one view: our own mapping, or the mapping of the one
@@ -14,16 +16,31 @@
 #include "backend.h"
 #include "../migration/uffd.h"
 
+#define THP_BYTES (2u << 20)
+
+/*
+ * Fresh memory, 2 MiB aligned as QEMU aligns guest RAM: each 2 MiB of it
+ * can be a transparent hugepage (and take one moved whole).
+ */
 static bool anon_map(sl_mem *m, uint64_t length, uint64_t hugepage, GError **errp)
 {
-    void *p = mmap(NULL, length, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    uint64_t slack = length >= THP_BYTES ? THP_BYTES : 0, head;
+    uint8_t *p = mmap(NULL, length + slack, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 
     if (p == MAP_FAILED) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "mmap of %" G_GUINT64_FORMAT
                     " anonymous bytes: %s", length, g_strerror(errno));
         return false;
     }
+    head = slack ? (THP_BYTES - (uintptr_t)p % THP_BYTES) % THP_BYTES : 0;
+    if (head) {
+        munmap(p, head);
+    }
+    if (slack - head) {
+        munmap(p + head + length, slack - head);
+    }
+    p += head;
     madvise(p, length, MADV_HUGEPAGE); /* as QEMU asks for guest RAM; a hint */
     m->host = p;
     m->length = length;
@@ -58,6 +75,12 @@ static int anon_place(const sl_mem *m, const sl_view *v, uint64_t off, const uin
 {
     return sl_uffd_copy(v->uffd, (void *)(uintptr_t)(v->base + off), src, len, v->wp, done,
                         eagain);
+}
+
+static int anon_adopt(const sl_mem *m, const sl_view *v, uint64_t off, uint8_t *src,
+                      uint64_t len, uint64_t *done, uint64_t *eagain)
+{
+    return sl_uffd_move(v->uffd, (void *)(uintptr_t)(v->base + off), src, len, done, eagain);
 }
 
 /*
@@ -118,6 +141,7 @@ const sl_backend_ops sl_backend_anon = {
     .prepare = anon_prepare,
     .stage = anon_stage,
     .place = anon_place,
+    .adopt = anon_adopt,
     .zero = anon_zero,
     .show = anon_zero, /* EEXIST if present; a discarded page comes back as zeros */
     .discard = NULL,

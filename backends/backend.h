@@ -99,6 +99,16 @@ struct sl_backend_ops {
      */
     int (*place)(const sl_mem *m, const sl_view *v, uint64_t off, const uint8_t *src,
                  uint64_t len, uint64_t *done, uint64_t *eagain);
+    /**
+     * Like place, but the staged pages at @src (anonymous memory of this
+     * process) are moved into @v, not copied: no copy, and a 2 MiB-aligned
+     * range staged in a transparent hugepage stays one.  @src is left a
+     * hole.  NULL where the backend cannot (only anonymous memory can);
+     * the engine uses it only for its own mapping on a uffd that has
+     * UFFD_FEATURE_MOVE.  -EBUSY: the caller places the rest with place.
+     */
+    int (*adopt)(const sl_mem *m, const sl_view *v, uint64_t off, uint8_t *src, uint64_t len,
+                 uint64_t *done, uint64_t *eagain);
     /** Make [@off, +@len) zero and map it in @v. */
     int (*zero)(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len,
                 uint64_t *done, uint64_t *eagain);

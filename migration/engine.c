@@ -45,6 +45,7 @@
 #include "assist.h"
 #include "busy.h"
 #include "direct.h"
+#include "large.h"
 #include "thp.h"
 #include "uffd.h"
 
@@ -360,10 +361,11 @@ static void account(sl_restore *r, sl_region *reg, uint64_t u, uint64_t k, int w
  * in @v (NULL: in no view yet), publish them, map them into the other views,
  * and only then count them done: the restore completes (and unregisters
  * every view) only once every view was shown every unit.  EEXIST (already
- * mapped in @v) wakes the unit and counts as placed.
+ * mapped in @v) wakes the unit and counts as placed.  @move: the staged
+ * pages are moved into @v (ops->adopt), or copied from where a move stops.
  */
 static int commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n,
-                      const uint8_t *src, int who)
+                      const uint8_t *src, int who, bool move)
 {
     const sl_backend_ops *ops = reg->mem.ops;
     const uint64_t u0 = u, n0 = n;
@@ -376,15 +378,22 @@ static int commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
     }
     while (n) {
         uint64_t done = 0, eagain = 0, k, len = MIN(n, step);
-        ret = src ? ops->place(&reg->mem, v, u * reg->unit, src, len * reg->unit, &done,
-                                   &eagain)
-                      : ops->zero(&reg->mem, v, u * reg->unit, len * reg->unit, &done, &eagain);
-
+        if (!src) {
+            ret = ops->zero(&reg->mem, v, u * reg->unit, len * reg->unit, &done, &eagain);
+        } else if (move) {
+            ret = ops->adopt(&reg->mem, v, u * reg->unit, (uint8_t *)src, len * reg->unit,
+                             &done, &eagain);
+        } else {
+            ret = ops->place(&reg->mem, v, u * reg->unit, src, len * reg->unit, &done, &eagain);
+        }
         k = done / reg->unit;
         add(&r->c.eagain, eagain);
         account(r, reg, u, k, who);
         add(&r->c.zero_pages, src ? 0 : k);
-        if (v && spans_vmas(ret, len, k)) {
+        add(&r->c.pages_moved, move ? k : 0);
+        if (move && ret < 0 && !consumer_gone(ret)) {
+            move = false; /* EBUSY (a pinned page), ...: the rest is copied */
+        } else if (v && spans_vmas(ret, len, k)) {
             step = 1; /* the kernel takes one VMA at a time: go unit by unit */
         } else if (ret == -EEXIST) {
             add(&r->c.eexist, 1);
@@ -545,7 +554,8 @@ static int fill_claimed(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, u
             continue;
         }
         if (k > start) {
-            ret = commit_run(r, reg, v, start, k - start, dst + (start - u) * reg->unit, who);
+            ret = commit_run(r, reg, v, start, k - start, dst + (start - u) * reg->unit, who,
+                             false);
         }
         if (bad && ret == 0) {
             ret = refuse_unit(r, reg, k, dst + (k - u) * reg->unit);
@@ -604,7 +614,7 @@ static int fill_split(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
     if (lo.bad != UINT64_MAX || hi.bad != UINT64_MAX) {
         return refuse_unit(r, reg, u, dst);
     }
-    return commit_run(r, reg, v, u, 1, dst, BY_FAULT);
+    return commit_run(r, reg, v, u, 1, dst, BY_FAULT, false);
 }
 
 /*
@@ -628,7 +638,7 @@ static int serve_unit(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
     /* A reused file's zero unit may hold stale bytes: zeros go through the
      * data path there (fallocate would leave the stale page in place). */
     if (!reg->mem.keep && !unit_has_data(reg, u)) {
-        return commit_run(r, reg, v, u, 1, NULL, BY_FAULT);
+        return commit_run(r, reg, v, u, 1, NULL, BY_FAULT, false);
     }
     dst = reg->mem.ops->stage(&reg->mem, u * reg->unit, bounce);
     if (assist && reg->ratio >= SPLIT_MIN_PAGES) {
@@ -1120,7 +1130,9 @@ typedef struct {
     sl_restore *r;
     sl_group *g;           /* the node this loader serves */
     int who;               /* group index, | HINTED while on hinted work */
-    uint8_t *buf;          /* bounce backends: one chunk of page data */
+    uint8_t *buf;          /* bounce backends: one chunk of page data, in 2 MiB-aligned
+                            * hugepage-advised memory of its own (moved from: reg->move) */
+    sl_large bufmap;       /* what holds @buf */
     uint8_t *check;        /* keep_memory: CHECK_BYTES to read the reused file into */
     bool *bad;             /* per unit of the chunk: failed verification */
     sl_direct *direct;     /* direct reads in flight (config.direct_reads), or NULL */
@@ -1164,7 +1176,7 @@ static int claim_and_place(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t 
             } else if (m > k) {
                 sl_view *v = first_view(r, reg);
                 claimed_hook(r, reg, k, m - k);
-                ret = commit_run(r, reg, v, k, m - k, base + (k - u) * reg->unit, lc->who);
+                ret = commit_run(r, reg, v, k, m - k, base + (k - u) * reg->unit, lc->who, false);
                 view_exit(r, v);
             }
             k = m > k ? m : k + 1;
@@ -1263,12 +1275,125 @@ static int load_in_place(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t j,
     return 0;
 }
 
+/* The end of the run of units like @u (data or zero) that starts at @u, before @end. */
+static uint64_t run_end(const sl_region *reg, uint64_t u, uint64_t end)
+{
+    bool data = unit_has_data(reg, u);
+    uint64_t j = u + 1;
+
+    while (j < end && unit_has_data(reg, j) == data) {
+        j++;
+    }
+    return j;
+}
+
+/*
+ * Stages chunk [u0, u0+n) whole in lc->buf for a move: data runs read,
+ * zero runs cleared (the moved hugepage holds them too), every data unit
+ * checked.  0: staged, *@zeros units of it zero; 1: nothing to move (no
+ * data, or a unit failing its checksum, which the unit-by-unit path
+ * refuses); or -errno.
+ */
+static int stage_chunk(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n, uint64_t *zeros)
+{
+    uint64_t end = u0 + n;
+
+    *zeros = 0;
+    for (uint64_t u = u0, j; u < end; u = j) {
+        uint8_t *at = lc->buf + (u - u0) * reg->unit;
+        int ret = 0;
+
+        j = run_end(reg, u, end);
+        if (unit_has_data(reg, u)) {
+            ret = read_units(lc->r, reg, u, j - u, at, lc->r->snap->fd);
+        } else {
+            memset(at, 0, (j - u) * reg->unit);
+            *zeros += j - u;
+        }
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    for (uint64_t u = u0; u < end; u++) {
+        const uint8_t *at = lc->buf + (u - u0) * reg->unit;
+        if (unit_has_data(reg, u) && !unit_verifies(lc->r, reg, u, at)) {
+            return 1;
+        }
+    }
+    return *zeros == n ? 1 : 0;
+}
+
+/* Claimed units [u0, m) staged in lc->buf from u0 on: copied in (data) or published (zeros). */
+static int copy_staged(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t m)
+{
+    for (uint64_t u = u0, j; u < m; u = j) {
+        int ret = 0;
+
+        j = run_end(reg, u, m);
+        claimed_hook(lc->r, reg, u, j - u);
+        if (!unit_has_data(reg, u)) {
+            publish_zeros(lc->r, reg, u, j - u, lc->who);
+        } else {
+            sl_view *v = first_view(lc->r, reg);
+            ret = commit_run(lc->r, reg, v, u, j - u, lc->buf + (u - u0) * reg->unit, lc->who,
+                             false);
+            view_exit(lc->r, v);
+        }
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return 0;
+}
+
+/*
+ * reg->move: a whole 2 MiB chunk of our own anonymous mapping, every unit
+ * absent, read into the loader's hugepage buffer, checked, claimed, and
+ * moved into place with one UFFDIO_MOVE: no second copy, and the guest
+ * gets a transparent hugepage at once (zero pages among data included, as
+ * an eager load into MADV_HUGEPAGE memory would have them).  1: not taken
+ * (a unit already placed, faulted or corrupt; no data): the caller loads
+ * the rest unit by unit.
+ */
+static int load_moved(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n)
+{
+    uint64_t end = u0 + n, zeros, m = u0;
+    sl_view *v;
+    int ret;
+
+    for (uint64_t u = u0; u < end; u++) {
+        if (sl_pagemap_state(reg->map, u) != SL_PAGE_ABSENT) {
+            return 1;
+        }
+    }
+    if ((ret = stage_chunk(lc, reg, u0, n, &zeros)) != 0) {
+        return ret;
+    }
+    while (m < end && sl_pagemap_claim(reg->map, m)) {
+        m++;
+    }
+    if (m < end) { /* a fault took a unit meanwhile: what we claimed is copied */
+        ret = copy_staged(lc, reg, u0, m);
+        return ret < 0 ? ret : 1;
+    }
+    claimed_hook(lc->r, reg, u0, n);
+    v = first_view(lc->r, reg);
+    ret = commit_run(lc->r, reg, v, u0, n, lc->buf, lc->who, true);
+    view_exit(lc->r, v);
+    add(&lc->r->c.zero_pages, ret == 0 ? zeros : 0);
+    return ret;
+}
+
 static int load_chunk(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n)
 {
     uint64_t end = u0 + n;
     int ret = prove_units(lc->r, reg, u0, n); /* before any bitmap bit decides */
 
     if (ret < 0) {
+        return ret;
+    }
+    if (reg->move && !lc->pre && n == reg->chunk_units && u0 % reg->chunk_units == 0 &&
+        (ret = load_moved(lc, reg, u0, n)) <= 0) {
         return ret;
     }
     for (uint64_t u = u0; u < end;) {
@@ -1454,7 +1579,7 @@ static gpointer loader_thread(gpointer opaque)
     }
     sl_direct_free(lc->direct); /* after the reads still in flight */
     note_loader_time(r, sl_now_ns() - t0);
-    free(lc->buf);
+    sl_large_unmap(&lc->bufmap);
     g_free(lc->check);
     g_free(lc->bad);
     g_free(lc);
@@ -1471,14 +1596,11 @@ static bool spawn_group(sl_restore *r, sl_group *g, uint64_t max_units, unsigned
         lc->g = g;
         lc->bad = g_new0(bool, max_units);
         lc->check = r->cfg.keep_memory ? g_malloc(CHECK_BYTES) : NULL;
-        lc->direct = r->direct_fd >= 0
-                         ? sl_direct_new(r->direct_fd, MAX(SL_CHUNK_BYTES, r->max_bounce))
-                         : NULL;
-        if ((r->max_bounce &&
-             posix_memalign((void **)&lc->buf, 4096, MAX(SL_CHUNK_BYTES, r->max_bounce))) ||
+        lc->direct = r->direct_fd >= 0 ? sl_direct_new(r->direct_fd, r->max_chunk) : NULL;
+        if ((r->max_chunk && !(lc->buf = sl_large_map(&lc->bufmap, r->max_chunk))) ||
             !(r->loaders[*slot] = g_thread_try_new("sl-loader", loader_thread, lc, errp))) {
             sl_direct_free(lc->direct);
-            free(lc->buf);
+            sl_large_unmap(&lc->bufmap);
             g_free(lc->check);
             g_free(lc->bad);
             g_free(lc);

@@ -26,6 +26,7 @@
 #include "../backends/backend.h"
 
 #define SL_CHUNK_BYTES (1u << 20) /* loader read size for runs of pages */
+#define SL_MOVE_BYTES (2u << 20)   /* chunk of a region whose loaders move (reg->move) */
 #define SL_CLAIM_BYTES (64u << 10) /* in-place loaders claim at most this before reading */
 #define SL_STRIPE_BYTES (64u << 20) /* largest interleave stripe (docs/numa.md) */
 #define SL_WINDOW_BYTES (128u << 10) /* locality window after a fault (>= 2 units up to 2 MiB) */
@@ -102,6 +103,8 @@ typedef struct sl_region {
      * completion (finish()) or by sl_restore_free(). */
     int busy;
     bool registered;         /* our own view is registered on r->uffd */
+    bool move;               /* loaders move whole chunks into our own view (ops->adopt):
+                              * set before the loaders start, read-only after */
     /* Consumer mappings.  A slot is filled, then nviews is raised with a
      * release store (under views_lock); readers load nviews with acquire,
      * then the slot (sl_region_view: acquire).  A slot whose view died may
@@ -121,6 +124,7 @@ typedef struct {
     _Atomic uint64_t wrong_node, cpu_violations, pages_by_hint;
     _Atomic uint64_t thp_bytes, pages_kept, pages_known;
     _Atomic uint64_t bytes_direct;
+    _Atomic uint64_t pages_moved;
 } sl_counters;
 
 struct sl_restore {
@@ -157,6 +161,8 @@ struct sl_restore {
     _Atomic uint64_t hints[SL_HINTS];
     _Atomic uint32_t order_seq; /* trace_order counter (relaxed) */
     uint64_t max_bounce;       /* largest unit of a bounce (non in-place) region */
+    uint64_t max_chunk;        /* bytes of the largest chunk of a bounce region: a
+                                * loader's buffer (0: no bounce region) */
     GMutex views_lock;         /* serialises adding views against their unregistration */
     bool views_closed;         /* under views_lock: completed or stopped, no view joins */
     bool keep_uffd;            /* caller's thread: our view stayed registered, never close */

@@ -422,6 +422,20 @@ bool sl_restore_add_view_flags(sl_restore *r, const char *name, int uffd, uint64
     return ok;
 }
 
+/*
+ * Whether the loaders may move whole chunks into @reg's own mapping
+ * (ops->adopt) rather than copy: asked for (config.place_by_move), our own
+ * mapping, 2 MiB aligned so a chunk is one hugepage, no write tracking
+ * (MOVE has no WP mode), a kernel with UFFDIO_MOVE (register_regions()
+ * confirms it for the uffd it opens).
+ */
+static bool may_move(const sl_restore *r, const sl_region *reg)
+{
+    return reg->mem.ops->adopt && reg->mem.host && r->cfg.place_by_move &&
+           !r->cfg.track_writes && (uintptr_t)reg->mem.host % SL_MOVE_BYTES == 0 &&
+           SL_MOVE_BYTES % reg->unit == 0 && sl_uffd_has_features(UFFD_FEATURE_MOVE);
+}
+
 /* Fix units and chunk numbering once backends have told their page size. */
 static void layout_regions(sl_restore *r)
 {
@@ -433,7 +447,8 @@ static void layout_regions(sl_restore *r)
         reg->ratio = reg->unit / reg->blk->page_size;
         reg->nunits = reg->mem.length / reg->unit;
         reg->map = sl_pagemap_new(reg->nunits);
-        reg->chunk_units = MAX(1, SL_CHUNK_BYTES / reg->unit);
+        reg->move = may_move(r, reg);
+        reg->chunk_units = MAX(1, (reg->move ? SL_MOVE_BYTES : SL_CHUNK_BYTES) / reg->unit);
         reg->claim_units = MAX(1, SL_CLAIM_BYTES / reg->unit);
         reg->first_chunk = chunk;
         reg->nchunks = (reg->nunits + reg->chunk_units - 1) / reg->chunk_units;
@@ -441,6 +456,7 @@ static void layout_regions(sl_restore *r)
         remaining += reg->nunits;
         if (reg->mem.ops->bounce) {
             r->max_bounce = MAX(r->max_bounce, reg->unit);
+            r->max_chunk = MAX(r->max_chunk, MAX(SL_CHUNK_BYTES, reg->chunk_units * reg->unit));
         }
     }
     r->total_chunks = chunk;
@@ -515,7 +531,7 @@ static bool register_regions(sl_restore *r, GError **errp)
     if (!open_tracking(r, &features, errp)) {
         return false;
     }
-    r->uffd = sl_uffd_open(features, UFFD_FEATURE_POISON, &got, errp);
+    r->uffd = sl_uffd_open(features, UFFD_FEATURE_POISON | UFFD_FEATURE_MOVE, &got, errp);
     if (r->uffd < 0) {
         return false;
     }
@@ -538,6 +554,9 @@ static bool register_regions(sl_restore *r, GError **errp)
         if (!(got & UFFD_FEATURE_POISON)) {
             reg->ioctls &= ~SL_IOCTL(_UFFDIO_POISON);
         }
+        /* Before any loader starts: they read reg->move only after. */
+        reg->move = reg->move && (got & UFFD_FEATURE_MOVE) &&
+                    (reg->ioctls & SL_IOCTL(_UFFDIO_MOVE));
         reg->registered = true;
     }
     return true;
@@ -766,6 +785,7 @@ void sl_restore_get_stats(const sl_restore *r, sl_stats *out)
     s.pages_kept = LOAD(pages_kept);
     s.pages_known = LOAD(pages_known);
     s.bytes_read_direct = LOAD(bytes_direct);
+    s.pages_moved = LOAD(pages_moved);
     s.resets = atomic_load_explicit(&((sl_restore *)r)->resets, memory_order_relaxed);
     s.checksum_ms = (double)LOAD(checksum_ns) / 1e6;
     s.loader_ms = (double)LOAD(loader_ns_max) / 1e6;

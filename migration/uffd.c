@@ -217,6 +217,21 @@ int sl_uffd_copy(int uffd, void *dst, const void *src, uint64_t len, bool wp, ui
     return run_range(copy_op, uffd, (uintptr_t)dst, (uintptr_t)src, len, wp, done, eagain);
 }
 
+static int move_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, bool wp, int64_t *did)
+{
+    struct uffdio_move m = { .dst = dst, .src = src, .len = len };
+    int ret = ioctl(uffd, UFFDIO_MOVE, &m) < 0 ? -errno : 0;
+
+    (void)wp; /* MOVE has no WP mode: never used where writes are tracked */
+    *did = ret == 0 ? (int64_t)len : m.move;
+    return ret;
+}
+
+int sl_uffd_move(int uffd, void *dst, void *src, uint64_t len, uint64_t *done, uint64_t *eagain)
+{
+    return run_range(move_op, uffd, (uintptr_t)dst, (uintptr_t)src, len, false, done, eagain);
+}
+
 int sl_uffd_zero(int uffd, void *dst, uint64_t len, uint64_t *done, uint64_t *eagain)
 {
     return run_range(zero_op, uffd, (uintptr_t)dst, 0, len, false, done, eagain);

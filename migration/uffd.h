@@ -28,6 +28,19 @@ struct uffdio_poison {
 #ifndef UFFDIO_CONTINUE_MODE_WP
 #define UFFDIO_CONTINUE_MODE_WP ((__u64)1 << 1)
 #endif
+#ifndef _UFFDIO_MOVE /* kernel 6.8; Debian 12's headers are older */
+#define _UFFDIO_MOVE (0x05)
+#define UFFD_FEATURE_MOVE (1 << 16)
+struct uffdio_move {
+    __u64 dst;
+    __u64 src;
+    __u64 len;
+    __u64 mode;
+    __s64 move;
+};
+#define UFFDIO_MOVE _IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)
+#endif
+
 #ifndef UFFD_FEATURE_WP_UNPOPULATED
 #define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
 #endif
@@ -69,6 +82,16 @@ int sl_uffd_unregister(int uffd, void *addr, uint64_t len);
  */
 int sl_uffd_copy(int uffd, void *dst, const void *src, uint64_t len, bool wp, uint64_t *done,
                  uint64_t *eagain);
+
+/**
+ * sl_uffd_move: UFFDIO_MOVE of our own anonymous pages at @src into @dst
+ * (same process, uffd opened with UFFD_FEATURE_MOVE), with retries on
+ * partial EAGAIN; *done = bytes moved.  No copy: the pages themselves
+ * change place, a whole transparent hugepage at once where @src holds one
+ * and @dst and @len are 2 MiB aligned; @src is left a hole.  -EBUSY: a
+ * source page is pinned or shared (the caller copies it instead).
+ */
+int sl_uffd_move(int uffd, void *dst, void *src, uint64_t len, uint64_t *done, uint64_t *eagain);
 
 /** sl_uffd_zero: UFFDIO_ZEROPAGE with retries on partial EAGAIN. */
 int sl_uffd_zero(int uffd, void *dst, uint64_t len, uint64_t *done, uint64_t *eagain);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Prints, comma-separated, the capabilities this machine has that tests may
-# need: uffd (userfaultfd usable by us), kvm (/dev/kvm usable), hugepages
+# need: uffd (userfaultfd usable by us), uffd-move (and UFFDIO_MOVE, kernel
+# 6.8+), kvm (/dev/kvm usable), hugepages
 # (enough free, unreserved 2 MiB hugepages and a hugetlbfs mount of that
 # size), hugepages-1G (the same for 1 GiB pages).  scripts/test.sh requires exactly these, so a test that
 # skips for a capability the machine has fails instead.
@@ -10,6 +11,12 @@ if [ -r /dev/userfaultfd ] && [ -w /dev/userfaultfd ]; then
     caps+=(uffd)
 elif [ "$(cat /proc/sys/vm/unprivileged_userfaultfd 2>/dev/null)" = 1 ] || [ "$(id -u)" -eq 0 ]; then
     caps+=(uffd)
+fi
+# UFFDIO_MOVE (the loaders' moving of whole chunks) came with kernel 6.8.
+kver=$(uname -r | sed -E 's/^([0-9]+)\.([0-9]+).*/\1 \2/')
+if [[ " ${caps[*]} " == *" uffd "* ]] && read -r kmaj kmin <<< "$kver" &&
+   { [ "$kmaj" -gt 6 ] || { [ "$kmaj" -eq 6 ] && [ "$kmin" -ge 8 ]; }; }; then
+    caps+=(uffd-move)
 fi
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
     caps+=(kvm)

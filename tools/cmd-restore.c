@@ -36,6 +36,7 @@ typedef struct {
     bool eager_no_checksum;        /* --eager-no-checksum: a plain pread load */
     bool track;                    /* --track-writes: config.track_writes */
     unsigned direct;               /* --direct-reads: config.direct_reads */
+    bool place_by_move;            /* --place-by-move: config.place_by_move */
 } opts;
 
 /* Times are in ms from the command's origin: just before the snapshot is opened. */
@@ -94,7 +95,8 @@ static bool start_lazy(const opts *o, sl_snapshot *s, sl_mem *mems, sl_restore *
                               .numa_topology = o->topology, .interleave = o->interleave,
                               .no_hot_list = o->no_hot, .record = o->record != NULL,
                               .no_prefault = o->no_prefault, .track_writes = o->track,
-                              .direct_reads = o->direct };
+                              .direct_reads = o->direct,
+                              .place_by_move = o->place_by_move };
     sl_block_info bi;
 
     *rp = sl_restore_new(s, &cfg, errp);
@@ -461,6 +463,7 @@ static char *results_json(const opts *o, const results *r)
     json_u64(&j, "checksum_failures", s->checksum_failures);
     json_u64(&j, "bytes_read", s->bytes_read);
     json_u64(&j, "bytes_read_direct", s->bytes_read_direct);
+    json_u64(&j, "pages_moved", s->pages_moved);
     json_u64(&j, "eexist", s->eexist);
     json_u64(&j, "eagain", s->eagain);
     json_double(&j, "fault_p50_us", s->fault_p50_us);
@@ -525,10 +528,11 @@ static void print_human(const opts *o, const results *r)
     printf("  faults %" G_GUINT64_FORMAT ": service p50 %.1f us, p99 %.1f us, max %.1f us; "
            "touch p50 %.1f us, p99 %.1f us\n", s->faults, s->fault_p50_us, s->fault_p99_us,
            s->fault_max_us, r->touch_p50_us, r->touch_p99_us);
-    printf("  pages by fault %" G_GUINT64_FORMAT ", by loader %" G_GUINT64_FORMAT ", zero %"
-           G_GUINT64_FORMAT "; placed twice %" G_GUINT64_FORMAT ", never %" G_GUINT64_FORMAT "\n",
-           s->pages_by_fault, s->pages_by_loader, s->zero_pages, s->pages_placed_twice,
-           s->pages_never_placed);
+    printf("  pages by fault %" G_GUINT64_FORMAT ", by loader %" G_GUINT64_FORMAT " (moved %"
+           G_GUINT64_FORMAT "), zero %" G_GUINT64_FORMAT "; placed twice %" G_GUINT64_FORMAT
+           ", never %" G_GUINT64_FORMAT "\n",
+           s->pages_by_fault, s->pages_by_loader, s->pages_moved, s->zero_pages,
+           s->pages_placed_twice, s->pages_never_placed);
     printf("  checksums %.1f ms of %.1f ms loader time; %" G_GUINT64_FORMAT " pages touched, %"
            G_GUINT64_FORMAT " touch mismatches\n", s->checksum_ms, s->loader_ms, r->touched,
            r->touch_mismatches);
@@ -614,7 +618,7 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
     g_autofree char *backend = NULL, *access = NULL, *hps = NULL, *direct = NULL;
     gboolean verify = false, eager = false, json = false, nocs = false, cold = false;
     gboolean interleave = false, nohot = false, eager_nocs = false, noprefault = false;
-    gboolean track = false;
+    gboolean track = false, by_move = false;
     GOptionEntry entries[] = {
         { "backend", 0, 0, G_OPTION_ARG_STRING, &backend, "memory backend: anon|shmem|hugetlbfs", "KIND" },
         { "hugepage-size", 0, 0, G_OPTION_ARG_STRING, &hps, "hugetlbfs page size: 2M|1G (default: host default)", "SIZE" },
@@ -640,6 +644,8 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
         { "direct-reads", 0, 0, G_OPTION_ARG_STRING, &direct, "how loaders read for anonymous "
           "memory: off (pread; default), auto (O_DIRECT on io_uring where the file is not "
           "cached), always", "MODE" },
+        { "place-by-move", 0, 0, G_OPTION_ARG_NONE, &by_move, "anonymous memory: loaders move "
+          "whole 2 MiB chunks into place (UFFDIO_MOVE) instead of copying pages", NULL },
         { "json", 0, 0, G_OPTION_ARG_NONE, &json, "print one JSON object", NULL },
         { "timeline", 0, 0, G_OPTION_ARG_FILENAME, &o->timeline, "write bytes in place over time "
           "(CSV: lazy and, with --compare-eager, eager)", "FILE" },
@@ -673,6 +679,7 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
         cli_fail("--consumers: %d is not between 0 and 16", o->consumers);
         return false;
     }
+    o->place_by_move = by_move;
     if (direct && !parse_direct(direct, &o->direct)) {
         return false;
     }

@@ -406,6 +406,22 @@ typedef struct {
      * time (docs/bench.md, "Cold reads"), so they are not the default.
      */
     unsigned direct_reads;
+    /**
+     * Since 1.8: the loaders move whole 2 MiB chunks into anonymous memory
+     * instead of copying each page: each chunk of our own 2 MiB-aligned
+     * mapping is read into a transparent hugepage of the loader's and
+     * moved into place with UFFDIO_MOVE (kernel 6.8+): one copy fewer, no
+     * allocation per 4 KiB page, and the guest memory is a hugepage at
+     * once, with no collapse afterwards (sl_stats.pages_moved).  Not with
+     * track_writes (MOVE has no write-protect mode) nor for memory only
+     * another process maps; elsewhere, and where the kernel lacks MOVE,
+     * pages are copied.  Not the default: it needs a fresh hugepage per
+     * chunk, and on the development host (a PVM guest whose free memory is
+     * reported to its hypervisor) a fresh hugepage costs 6x what 4 KiB
+     * pages of the same size cost, so moving took longer there
+     * (docs/bench.md, "Moving pages").
+     */
+    bool place_by_move;
 } sl_restore_config;
 
 /** sl_restore_config.direct_reads.  Since 1.7. */
@@ -469,6 +485,9 @@ typedef struct {
     /* Since 1.7: */
     uint64_t bytes_read_direct;    /**< of bytes_read: read by loaders with O_DIRECT
                                         (config.direct_reads) */
+    /* Since 1.8: */
+    uint64_t pages_moved;          /**< of pages_by_loader: moved into place in whole
+                                        2 MiB chunks, not copied (config.place_by_move) */
 } sl_stats;
 
 /** sl_stats.write_tracking: how a restore knows the written pages.  Since 1.5. */

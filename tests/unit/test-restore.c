@@ -10,7 +10,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -54,6 +56,8 @@ typedef struct {
     bool lazy;              /* open with SL_OPEN_LAZY_CHECKSUMS */
     bool no_prefault;       /* config.no_prefault: faults allocate their pages */
     unsigned direct;        /* config.direct_reads */
+    bool move;              /* config.place_by_move */
+    bool track;             /* config.track_writes */
     _Atomic unsigned drops; /* views the engine dropped (config.view_dropped) */
 } fixture;
 
@@ -120,7 +124,8 @@ static void fixture_attach(fixture *f, unsigned loaders, bool no_loaders)
     sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = loaders,
                               .no_loaders = no_loaders, .view_dropped = count_drop,
                               .view_dropped_opaque = f, .no_prefault = f->no_prefault,
-                              .direct_reads = f->direct };
+                              .direct_reads = f->direct, .place_by_move = f->move,
+                              .track_writes = f->track };
 
     f->r = sl_restore_new(f->snap, &cfg, &err);
     assert_non_null(f->r);
@@ -951,9 +956,10 @@ static void test_hugetlbfs_errors_name_the_fix(void **state)
 
 /* Child side of the corrupt-page test; exit codes name the failed step. */
 static void corrupt_child(const backend_case *bc, const char *path, uint64_t bad_page,
-                          unsigned direct)
+                          unsigned direct, bool move)
 {
-    sl_restore_config cfg = { .size = sizeof(cfg), .direct_reads = direct };
+    sl_restore_config cfg = { .size = sizeof(cfg), .direct_reads = direct,
+                              .place_by_move = move };
     GError *err = NULL;
     sl_snapshot *s = sl_snapshot_open(path, &err);
     sl_mem mem;
@@ -975,7 +981,8 @@ static void corrupt_child(const backend_case *bc, const char *path, uint64_t bad
     }
     sl_restore_get_stats(r, &st);
     if (st.checksum_failures != 1 || st.pages_never_placed != 1 ||
-        (direct && (st.bytes_read_direct == 0) != (bc->kind != SL_BACKEND_ANON))) {
+        (direct && (st.bytes_read_direct == 0) != (bc->kind != SL_BACKEND_ANON)) ||
+        st.pages_moved != 0) { /* the one chunk holds the bad page: never moved */
         _exit(13);
     }
     signal(SIGBUS, SIG_DFL); /* cmocka's handlers must not catch what we test */
@@ -987,8 +994,9 @@ static void corrupt_child(const backend_case *bc, const char *path, uint64_t bad
     _exit(15); /* served as something else: also wrong */
 }
 
-/* A snapshot page corrupted on disk is never served, read with @direct. */
-static void check_corrupt_page_is_never_served(fixture *f, unsigned direct)
+/* A snapshot page corrupted on disk is never served, read with @direct
+ * (and loaders moving chunks: @move). */
+static void check_corrupt_page_is_never_served(fixture *f, unsigned direct, bool move)
 {
     sl_block_info bi;
     uint64_t bad_page = 5;
@@ -1007,7 +1015,7 @@ static void check_corrupt_page_is_never_served(fixture *f, unsigned direct)
     pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        corrupt_child(f->bc, f->path, bad_page, direct);
+        corrupt_child(f->bc, f->path, bad_page, direct, move);
     }
     assert_int_equal(waitpid(pid, &status, 0), pid);
     if (WIFEXITED(status)) {
@@ -1019,7 +1027,7 @@ static void check_corrupt_page_is_never_served(fixture *f, unsigned direct)
 
 static void test_corrupt_page_is_never_served(void **state)
 {
-    check_corrupt_page_is_never_served(*state, SL_DIRECT_OFF);
+    check_corrupt_page_is_never_served(*state, SL_DIRECT_OFF, false);
 }
 
 /* ----------------------- direct reads (direct.c) ------------------------ */
@@ -1130,7 +1138,98 @@ static void test_corrupt_page_read_directly_is_never_served(void **state)
     fixture *f = *state;
 
     need_direct(g_get_tmp_dir());
-    check_corrupt_page_is_never_served(f, SL_DIRECT_ALWAYS);
+    check_corrupt_page_is_never_served(f, SL_DIRECT_ALWAYS, false);
+}
+
+/* ------------------ moving whole chunks (place_by_move) ------------------ */
+
+/* UFFDIO_MOVE here (kernel 6.8+). */
+static void need_move(void)
+{
+    need_uffd();
+    SL_TEST_NEED("uffd-move",
+                 !sl_test_withheld("uffd-move") && sl_uffd_has_features(UFFD_FEATURE_MOVE),
+                 sl_test_withheld("uffd-move") ? "withheld by SNAPLOAD_WITHOUT"
+                                                : "the kernel has no UFFDIO_MOVE (6.8+)");
+}
+
+/* AnonHugePages of the mapping that holds @addr, in KiB. */
+static uint64_t anon_huge_kb_at(const void *addr)
+{
+    g_autofree char *smaps = NULL;
+    g_auto(GStrv) lines = NULL;
+    uint64_t kb = 0;
+    bool in = false;
+
+    assert_true(g_file_get_contents("/proc/self/smaps", &smaps, NULL, NULL));
+    lines = g_strsplit(smaps, "\n", -1);
+    for (char **l = lines; *l; l++) {
+        unsigned long lo, hi;
+        if (sscanf(*l, "%lx-%lx ", &lo, &hi) == 2) { /* a mapping's first line */
+            in = (uintptr_t)addr >= lo && (uintptr_t)addr < hi;
+        } else if (in && sscanf(*l, "AnonHugePages: %" SCNu64, &kb) == 1) {
+            break;
+        }
+    }
+    return kb;
+}
+
+/*
+ * Loaders alone, moving: every page once and right (zero pages among data
+ * too), and on anonymous memory every chunk moved whole, none copied.
+ * Elsewhere (shared memory) the option changes nothing.
+ */
+static void test_moved_chunks_place_every_page_exactly_once(void **state)
+{
+    fixture *f = *state;
+    sl_stats st;
+
+    need_move();
+    fixture_build(f, 24 << 20, 8 << 20, 7);
+    f->move = true;
+    fixture_start(f, 2, false);
+    st = finish_and_audit(f);
+    print_message("# %s: %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT " pages moved, "
+                  "%" G_GUINT64_FORMAT " KiB of the first block in hugepages\n", f->bc->name,
+                  st.pages_moved, st.pages_total, anon_huge_kb_at(f->mem[0].host));
+    if (f->bc->kind == SL_BACKEND_ANON) {
+        assert_int_equal(st.faults, 0);
+        assert_int_equal(st.pages_moved, st.pages_total);
+        assert_true(st.zero_pages > 0); /* counted as zeros, though moved */
+    } else {
+        assert_int_equal(st.pages_moved, 0);
+    }
+}
+
+/* The same under random touchers: faults race the loaders' claims of
+ * whole chunks (what a fault took first is copied), never a wrong byte. */
+static void test_moved_chunks_and_racing_faults_never_serve_a_wrong_byte(void **state)
+{
+    fixture *f = *state;
+
+    need_move();
+    f->move = true;
+    test_random_touchers_see_correct_bytes_while_loaders_run(state);
+}
+
+/* A chunk holding a corrupt page is not moved: the page is refused, never served. */
+static void test_corrupt_page_in_a_moved_chunk_is_never_served(void **state)
+{
+    need_move();
+    check_corrupt_page_is_never_served(*state, SL_DIRECT_OFF, true);
+}
+
+/* MOVE cannot map write-protected: a restore that tracks writes copies. */
+static void test_a_tracking_restore_copies_instead_of_moving(void **state)
+{
+    fixture *f = *state;
+
+    need_move();
+    fixture_build(f, 8 << 20, 0, 0);
+    f->move = true;
+    f->track = true;
+    fixture_start(f, 2, false);
+    assert_int_equal(finish_and_audit(f).pages_moved, 0);
 }
 
 /* Holds the first loader claim until released: a loader busy on one unit. */
@@ -2136,6 +2235,14 @@ static const feature features[] = {
       test_stop_with_direct_reads_in_flight_returns, anon_only },
     { "corrupt_page_read_directly_is_never_served",
       test_corrupt_page_read_directly_is_never_served, anon_only },
+    { "moved_chunks_place_every_page_exactly_once",
+      test_moved_chunks_place_every_page_exactly_once, any },
+    { "moved_chunks_and_racing_faults_never_serve_a_wrong_byte",
+      test_moved_chunks_and_racing_faults_never_serve_a_wrong_byte, anon_only },
+    { "corrupt_page_in_a_moved_chunk_is_never_served",
+      test_corrupt_page_in_a_moved_chunk_is_never_served, anon_only },
+    { "a_tracking_restore_copies_instead_of_moving",
+      test_a_tracking_restore_copies_instead_of_moving, anon_only },
     { "stop_before_completion_returns", test_stop_before_completion_returns, any },
     { "stop_before_completion_never_serves_zeros", test_stop_before_completion_never_serves_zeros, any },
     { "failed_restore_refuses_missing_pages", test_failed_restore_refuses_missing_pages,

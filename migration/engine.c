@@ -1369,6 +1369,9 @@ static int load_moved(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n)
     if ((ret = stage_chunk(lc, reg, u0, n, &zeros)) != 0) {
         return ret;
     }
+    if (lc->r->loader_staged) {
+        lc->r->loader_staged(lc->r->loader_staged_opaque, reg->index, u0, n);
+    }
     while (m < end && sl_pagemap_claim(reg->map, m)) {
         m++;
     }

@@ -208,6 +208,11 @@ struct sl_restore {
      * them.  Set before sl_restore_start(), read-only after. */
     void (*loader_claimed)(void *opaque, unsigned region, uint64_t u, uint64_t n);
     void *loader_claimed_opaque;
+    /* Test hook, NULL in production: called by a loader that staged the
+     * whole chunk [u, u+n) of region @region to move it (reg->move), right
+     * before it claims the chunk's units.  Set before sl_restore_start(). */
+    void (*loader_staged)(void *opaque, unsigned region, uint64_t u, uint64_t n);
+    void *loader_staged_opaque;
 
     uint64_t t_start, t_ready;
     _Atomic uint64_t t_first_fault, t_complete;

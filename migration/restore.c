@@ -424,14 +424,14 @@ bool sl_restore_add_view_flags(sl_restore *r, const char *name, int uffd, uint64
 
 /*
  * Whether the loaders may move whole chunks into @reg's own mapping
- * (ops->adopt) rather than copy: asked for (config.place_by_move), our own
+ * (ops->adopt) rather than copy: not refused (config.place_by_copy), our own
  * mapping, 2 MiB aligned so a chunk is one hugepage, no write tracking
  * (MOVE has no WP mode), a kernel with UFFDIO_MOVE (register_regions()
  * confirms it for the uffd it opens).
  */
 static bool may_move(const sl_restore *r, const sl_region *reg)
 {
-    return reg->mem.ops->adopt && reg->mem.host && r->cfg.place_by_move &&
+    return reg->mem.ops->adopt && reg->mem.host && !r->cfg.place_by_copy &&
            !r->cfg.track_writes && (uintptr_t)reg->mem.host % SL_MOVE_BYTES == 0 &&
            SL_MOVE_BYTES % reg->unit == 0 && sl_uffd_has_features(UFFD_FEATURE_MOVE);
 }

@@ -36,12 +36,13 @@ typedef struct {
     bool eager_no_checksum;        /* --eager-no-checksum: a plain pread load */
     bool track;                    /* --track-writes: config.track_writes */
     unsigned direct;               /* --direct-reads: config.direct_reads */
-    bool place_by_move;            /* --place-by-move: config.place_by_move */
+    bool place_by_copy;            /* --place-by-copy: config.place_by_copy */
 } opts;
 
 /* Times are in ms from the command's origin: just before the snapshot is opened. */
 typedef struct {
     double ready_ms, complete_ms, eager_ms, workload_ms, first_fault_ms;
+    double final_ms;               /* sl_restore_stop() returned: hugepages collapsed */
     uint64_t verify_mismatches, touch_mismatches, touched, touch_poisoned;
     bool verified;
     consumer_totals cons;
@@ -96,7 +97,7 @@ static bool start_lazy(const opts *o, sl_snapshot *s, sl_mem *mems, sl_restore *
                               .no_hot_list = o->no_hot, .record = o->record != NULL,
                               .no_prefault = o->no_prefault, .track_writes = o->track,
                               .direct_reads = o->direct,
-                              .place_by_move = o->place_by_move };
+                              .place_by_copy = o->place_by_copy };
     sl_block_info bi;
 
     *rp = sl_restore_new(s, &cfg, errp);
@@ -301,6 +302,7 @@ static int run_lazy(const opts *o, results *res)
     ok = ok && follow(o, &l, r, cons, t0, res, &err);
     if (started) {
         sl_restore_stop(r); /* joins the workers, so their figures are final */
+        res->final_ms = cli_now_ms() - t0;
         gather(o, &l, r, t_start, res);
     }
     if (ok) {
@@ -447,6 +449,7 @@ static char *results_json(const opts *o, const results *r)
     json_double(&j, "time_to_ready_ms", r->ready_ms);
     json_double(&j, "time_to_first_fault_ms", r->first_fault_ms);
     json_double(&j, "time_to_complete_ms", r->complete_ms);
+    json_double(&j, "time_to_final_ms", r->final_ms); /* stopped: THPs collapsed */
     json_u64(&j, "pages", s->pages_total);
     json_u64(&j, "faults", s->faults);
     json_u64(&j, "faults_on_claimed", s->faults_on_claimed);
@@ -618,7 +621,7 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
     g_autofree char *backend = NULL, *access = NULL, *hps = NULL, *direct = NULL;
     gboolean verify = false, eager = false, json = false, nocs = false, cold = false;
     gboolean interleave = false, nohot = false, eager_nocs = false, noprefault = false;
-    gboolean track = false, by_move = false;
+    gboolean track = false, by_copy = false;
     GOptionEntry entries[] = {
         { "backend", 0, 0, G_OPTION_ARG_STRING, &backend, "memory backend: anon|shmem|hugetlbfs", "KIND" },
         { "hugepage-size", 0, 0, G_OPTION_ARG_STRING, &hps, "hugetlbfs page size: 2M|1G (default: host default)", "SIZE" },
@@ -644,8 +647,8 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
         { "direct-reads", 0, 0, G_OPTION_ARG_STRING, &direct, "how loaders read for anonymous "
           "memory: off (pread; default), auto (O_DIRECT on io_uring where the file is not "
           "cached), always", "MODE" },
-        { "place-by-move", 0, 0, G_OPTION_ARG_NONE, &by_move, "anonymous memory: loaders move "
-          "whole 2 MiB chunks into place (UFFDIO_MOVE) instead of copying pages", NULL },
+        { "place-by-copy", 0, 0, G_OPTION_ARG_NONE, &by_copy, "anonymous memory: loaders copy "
+          "each page (UFFDIO_COPY) instead of moving whole 2 MiB chunks (UFFDIO_MOVE)", NULL },
         { "json", 0, 0, G_OPTION_ARG_NONE, &json, "print one JSON object", NULL },
         { "timeline", 0, 0, G_OPTION_ARG_FILENAME, &o->timeline, "write bytes in place over time "
           "(CSV: lazy and, with --compare-eager, eager)", "FILE" },
@@ -679,7 +682,7 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
         cli_fail("--consumers: %d is not between 0 and 16", o->consumers);
         return false;
     }
-    o->place_by_move = by_move;
+    o->place_by_copy = by_copy;
     if (direct && !parse_direct(direct, &o->direct)) {
         return false;
     }

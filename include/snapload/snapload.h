@@ -407,21 +407,18 @@ typedef struct {
      */
     unsigned direct_reads;
     /**
-     * Since 1.8: the loaders move whole 2 MiB chunks into anonymous memory
-     * instead of copying each page: each chunk of our own 2 MiB-aligned
-     * mapping is read into a transparent hugepage of the loader's and
-     * moved into place with UFFDIO_MOVE (kernel 6.8+): one copy fewer, no
+     * Since 1.8: the loaders copy every page into anonymous memory with
+     * UFFDIO_COPY, as before 1.8.  By default, on a kernel with UFFDIO_MOVE
+     * (6.8+), they move whole 2 MiB chunks instead: each chunk of our own
+     * 2 MiB-aligned anonymous mapping is read into a transparent hugepage
+     * of the loader's, checked, and moved into place: one copy fewer, no
      * allocation per 4 KiB page, and the guest memory is a hugepage at
-     * once, with no collapse afterwards (sl_stats.pages_moved).  Not with
-     * track_writes (MOVE has no write-protect mode) nor for memory only
-     * another process maps; elsewhere, and where the kernel lacks MOVE,
-     * pages are copied.  Not the default: it needs a fresh hugepage per
-     * chunk, and on the development host (a PVM guest whose free memory is
-     * reported to its hypervisor) a fresh hugepage costs 6x what 4 KiB
-     * pages of the same size cost, so moving took longer there
-     * (docs/bench.md, "Moving pages").
+     * once, with nothing left to collapse after completion
+     * (sl_stats.pages_moved).  Never with track_writes (MOVE has no
+     * write-protect mode) nor for memory only another process maps: there
+     * pages are always copied.  For comparisons and tests.
      */
-    bool place_by_move;
+    bool place_by_copy;
 } sl_restore_config;
 
 /** sl_restore_config.direct_reads.  Since 1.7. */
@@ -487,7 +484,7 @@ typedef struct {
                                         (config.direct_reads) */
     /* Since 1.8: */
     uint64_t pages_moved;          /**< of pages_by_loader: moved into place in whole
-                                        2 MiB chunks, not copied (config.place_by_move) */
+                                        2 MiB chunks, not copied (config.place_by_copy) */
 } sl_stats;
 
 /** sl_stats.write_tracking: how a restore knows the written pages.  Since 1.5. */

@@ -56,7 +56,7 @@ typedef struct {
     bool lazy;              /* open with SL_OPEN_LAZY_CHECKSUMS */
     bool no_prefault;       /* config.no_prefault: faults allocate their pages */
     unsigned direct;        /* config.direct_reads */
-    bool move;              /* config.place_by_move */
+    bool copy;              /* config.place_by_copy */
     bool track;             /* config.track_writes */
     _Atomic unsigned drops; /* views the engine dropped (config.view_dropped) */
 } fixture;
@@ -124,7 +124,7 @@ static void fixture_attach(fixture *f, unsigned loaders, bool no_loaders)
     sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = loaders,
                               .no_loaders = no_loaders, .view_dropped = count_drop,
                               .view_dropped_opaque = f, .no_prefault = f->no_prefault,
-                              .direct_reads = f->direct, .place_by_move = f->move,
+                              .direct_reads = f->direct, .place_by_copy = f->copy,
                               .track_writes = f->track };
 
     f->r = sl_restore_new(f->snap, &cfg, &err);
@@ -275,6 +275,11 @@ static void test_random_touchers_see_correct_bytes_while_loaders_run(void **stat
         assert_int_equal(t[i].bad, 0);
     }
     sl_stats st = finish_and_audit(f);
+    /* Anonymous memory: faults race the loaders' claims of whole chunks to
+     * move (what a fault took first is copied); print how it went. */
+    print_message("# %s: %" G_GUINT64_FORMAT " pages by fault, %" G_GUINT64_FORMAT
+                  " by loader, %" G_GUINT64_FORMAT " of them moved\n", f->bc->name,
+                  st.pages_by_fault, st.pages_by_loader, st.pages_moved);
     assert_true(st.faults > 0);
     if (st.pages_total >= 16) { /* with a few huge units, loaders may take them all */
         assert_true(st.pages_by_fault > 0);
@@ -959,7 +964,7 @@ static void corrupt_child(const backend_case *bc, const char *path, uint64_t bad
                           unsigned direct, bool move)
 {
     sl_restore_config cfg = { .size = sizeof(cfg), .direct_reads = direct,
-                              .place_by_move = move };
+                              .place_by_copy = !move };
     GError *err = NULL;
     sl_snapshot *s = sl_snapshot_open(path, &err);
     sl_mem mem;
@@ -1141,7 +1146,7 @@ static void test_corrupt_page_read_directly_is_never_served(void **state)
     check_corrupt_page_is_never_served(f, SL_DIRECT_ALWAYS, false);
 }
 
-/* ------------------ moving whole chunks (place_by_move) ------------------ */
+/* --------- moving whole chunks (anonymous memory's default) ----------- */
 
 /* UFFDIO_MOVE here (kernel 6.8+). */
 static void need_move(void)
@@ -1186,7 +1191,6 @@ static void test_moved_chunks_place_every_page_exactly_once(void **state)
 
     need_move();
     fixture_build(f, 24 << 20, 8 << 20, 7);
-    f->move = true;
     fixture_start(f, 2, false);
     st = finish_and_audit(f);
     print_message("# %s: %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT " pages moved, "
@@ -1201,15 +1205,52 @@ static void test_moved_chunks_place_every_page_exactly_once(void **state)
     }
 }
 
-/* The same under random touchers: faults race the loaders' claims of
- * whole chunks (what a fault took first is copied), never a wrong byte. */
-static void test_moved_chunks_and_racing_faults_never_serve_a_wrong_byte(void **state)
+/* config.place_by_copy: every page copied, none moved, every page once and right. */
+static void test_place_by_copy_moves_nothing(void **state)
 {
     fixture *f = *state;
 
     need_move();
-    f->move = true;
-    test_random_touchers_see_correct_bytes_while_loaders_run(state);
+    fixture_build(f, 8 << 20, 0, 7);
+    f->copy = true;
+    fixture_start(f, 2, false);
+    assert_int_equal(finish_and_audit(f).pages_moved, 0);
+}
+
+/* Staged hook: the first time, touch unit u + 5 of the chunk (a fault places it). */
+static void fault_into_staged_chunk(void *opaque, unsigned region, uint64_t u, uint64_t n)
+{
+    fixture *f = opaque;
+    static _Atomic bool done;
+
+    if (!atomic_exchange(&done, true)) {
+        g_autofree uint8_t *scratch = g_malloc(PSIZE);
+        assert_true(page_ok(f, region, u + 5, scratch));
+    }
+}
+
+/*
+ * A fault takes a unit of a chunk a loader staged to move, before the
+ * loader claims it: the loader copies the units it claimed before that
+ * one, the rest of the chunk goes unit by unit; every other chunk is
+ * moved; every page once and right.
+ */
+static void test_a_fault_into_a_staged_chunk_leaves_it_copied(void **state)
+{
+    fixture *f = *state;
+    sl_stats st;
+
+    need_move();
+    fixture_build(f, 8 << 20, 0, 7);
+    fixture_attach(f, 1, false);
+    sl_test_set_staged_hook(f->r, fault_into_staged_chunk, f);
+    {
+        g_autoptr(GError) err = NULL;
+        assert_true(sl_restore_start(f->r, &err));
+    }
+    st = finish_and_audit(f);
+    assert_int_equal(st.pages_by_fault, 1);
+    assert_int_equal(st.pages_moved, st.pages_total - (2u << 20) / PSIZE);
 }
 
 /* A chunk holding a corrupt page is not moved: the page is refused, never served. */
@@ -1226,7 +1267,6 @@ static void test_a_tracking_restore_copies_instead_of_moving(void **state)
 
     need_move();
     fixture_build(f, 8 << 20, 0, 0);
-    f->move = true;
     f->track = true;
     fixture_start(f, 2, false);
     assert_int_equal(finish_and_audit(f).pages_moved, 0);
@@ -2237,8 +2277,9 @@ static const feature features[] = {
       test_corrupt_page_read_directly_is_never_served, anon_only },
     { "moved_chunks_place_every_page_exactly_once",
       test_moved_chunks_place_every_page_exactly_once, any },
-    { "moved_chunks_and_racing_faults_never_serve_a_wrong_byte",
-      test_moved_chunks_and_racing_faults_never_serve_a_wrong_byte, anon_only },
+    { "place_by_copy_moves_nothing", test_place_by_copy_moves_nothing, anon_only },
+    { "a_fault_into_a_staged_chunk_leaves_it_copied",
+      test_a_fault_into_a_staged_chunk_leaves_it_copied, anon_only },
     { "corrupt_page_in_a_moved_chunk_is_never_served",
       test_corrupt_page_in_a_moved_chunk_is_never_served, anon_only },
     { "a_tracking_restore_copies_instead_of_moving",

@@ -182,6 +182,14 @@ void sl_test_set_loader_hook(sl_restore *r,
     r->loader_claimed_opaque = opaque;
 }
 
+void sl_test_set_staged_hook(sl_restore *r,
+                             void (*fn)(void *opaque, unsigned region, uint64_t u, uint64_t n),
+                             void *opaque)
+{
+    r->loader_staged = fn;
+    r->loader_staged_opaque = opaque;
+}
+
 /* The CLI: $SNAPLOAD_BIN, else build/snapload for build/tests/unit/test-*. */
 char *sl_test_snapload_bin(void)
 {

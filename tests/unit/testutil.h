@@ -81,6 +81,16 @@ void sl_test_set_loader_hook(sl_restore *r,
                              void (*fn)(void *opaque, unsigned region, uint64_t u, uint64_t n),
                              void *opaque);
 
+/**
+ * Sets the staged hook of @r (before sl_restore_start()): @fn runs in a
+ * loader that read and checked the whole chunk [u, u+n) of region @region
+ * to move it, right before it claims the chunk's units, so a test can let a
+ * fault take one of them first.
+ */
+void sl_test_set_staged_hook(sl_restore *r,
+                             void (*fn)(void *opaque, unsigned region, uint64_t u, uint64_t n),
+                             void *opaque);
+
 /** The snapload CLI of this build tree (or $SNAPLOAD_BIN); caller frees. */
 char *sl_test_snapload_bin(void);
 

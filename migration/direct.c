@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <glib.h>
 #include "direct.h"
+#include "large.h"
 #ifdef HAVE_LIBURING
 #include <liburing.h>
 #endif
@@ -46,7 +47,9 @@ bool sl_direct_uncached(int fd, uint64_t off, uint64_t len)
 
 /* One buffer: its reads, once pushed, are in flight until none is @pending. */
 typedef struct {
-    uint8_t *buf;
+    uint8_t *buf;                  /* in @map: 2 MiB aligned and hugepage-advised, so a
+                                    * chunk read into it can be moved out whole */
+    sl_large map;
     uint64_t tag;
     uint64_t len[SL_DIRECT_READS]; /* what each read asked for */
     unsigned pending;
@@ -71,7 +74,7 @@ sl_direct *sl_direct_new(int fd, uint64_t buf_bytes)
     }
     d->fd = fd;
     for (unsigned i = 0; i < SL_DIRECT_DEPTH; i++) {
-        if (posix_memalign((void **)&d->s[i].buf, 4096, buf_bytes)) {
+        if (!(d->s[i].buf = sl_large_map(&d->s[i].map, buf_bytes))) {
             d->count = 0;
             sl_direct_free(d);
             return NULL;
@@ -119,7 +122,7 @@ void sl_direct_free(sl_direct *d)
     }
     io_uring_queue_exit(&d->ring);
     for (unsigned i = 0; i < SL_DIRECT_DEPTH; i++) {
-        free(d->s[i].buf);
+        sl_large_unmap(&d->s[i].map);
     }
     free(d);
 }

@@ -1139,7 +1139,7 @@ typedef struct {
     sl_run queued[SL_DIRECT_DEPTH]; /* their runs, by tag */
     uint64_t queued_len[SL_DIRECT_DEPTH]; /* and the bytes each reads */
     uint64_t pushed;       /* reads queued so far (the next tag, modulo the depth) */
-    const uint8_t *pre;    /* the chunk being loaded, already read directly (unit
+    uint8_t *pre;          /* the chunk being loaded, already read directly (unit
                             * pre_u0 at its start), or NULL: read it now */
     uint64_t pre_u0;
 } loader_ctx;
@@ -1288,34 +1288,35 @@ static uint64_t run_end(const sl_region *reg, uint64_t u, uint64_t end)
 }
 
 /*
- * Stages chunk [u0, u0+n) whole in lc->buf for a move: data runs read,
- * zero runs cleared (the moved hugepage holds them too), every data unit
- * checked.  0: staged, *@zeros units of it zero; 1: nothing to move (no
- * data, or a unit failing its checksum, which the unit-by-unit path
- * refuses); or -errno.
+ * Stages chunk [u0, u0+n) whole at @base for a move: data runs read (unless
+ * read directly already: lc->pre), zero runs cleared (the moved hugepage
+ * holds them too), every data unit checked.  0: staged, *@zeros units of
+ * it zero; 1: nothing to move (no data, or a unit failing its checksum,
+ * which the unit-by-unit path refuses); or -errno.
  */
-static int stage_chunk(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n, uint64_t *zeros)
+static int stage_chunk(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n, uint8_t *base,
+                       uint64_t *zeros)
 {
     uint64_t end = u0 + n;
 
     *zeros = 0;
     for (uint64_t u = u0, j; u < end; u = j) {
-        uint8_t *at = lc->buf + (u - u0) * reg->unit;
+        uint8_t *at = base + (u - u0) * reg->unit;
         int ret = 0;
 
         j = run_end(reg, u, end);
-        if (unit_has_data(reg, u)) {
-            ret = read_units(lc->r, reg, u, j - u, at, lc->r->snap->fd);
-        } else {
+        if (!unit_has_data(reg, u)) {
             memset(at, 0, (j - u) * reg->unit);
             *zeros += j - u;
+        } else if (!lc->pre) { /* else read directly with the chunk already */
+            ret = read_units(lc->r, reg, u, j - u, at, lc->r->snap->fd);
         }
         if (ret < 0) {
             return ret;
         }
     }
     for (uint64_t u = u0; u < end; u++) {
-        const uint8_t *at = lc->buf + (u - u0) * reg->unit;
+        const uint8_t *at = base + (u - u0) * reg->unit;
         if (unit_has_data(reg, u) && !unit_verifies(lc->r, reg, u, at)) {
             return 1;
         }
@@ -1323,8 +1324,9 @@ static int stage_chunk(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n, 
     return *zeros == n ? 1 : 0;
 }
 
-/* Claimed units [u0, m) staged in lc->buf from u0 on: copied in (data) or published (zeros). */
-static int copy_staged(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t m)
+/* Claimed units [u0, m) staged at @base: copied in (data) or published (zeros). */
+static int copy_staged(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t m,
+                       const uint8_t *base)
 {
     for (uint64_t u = u0, j; u < m; u = j) {
         int ret = 0;
@@ -1335,7 +1337,7 @@ static int copy_staged(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t m)
             publish_zeros(lc->r, reg, u, j - u, lc->who);
         } else {
             sl_view *v = first_view(lc->r, reg);
-            ret = commit_run(lc->r, reg, v, u, j - u, lc->buf + (u - u0) * reg->unit, lc->who,
+            ret = commit_run(lc->r, reg, v, u, j - u, base + (u - u0) * reg->unit, lc->who,
                              false);
             view_exit(lc->r, v);
         }
@@ -1358,6 +1360,7 @@ static int copy_staged(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t m)
 static int load_moved(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n)
 {
     uint64_t end = u0 + n, zeros, m = u0;
+    uint8_t *base = lc->pre ? lc->pre + (u0 - lc->pre_u0) * reg->unit : lc->buf;
     sl_view *v;
     int ret;
 
@@ -1366,7 +1369,7 @@ static int load_moved(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n)
             return 1;
         }
     }
-    if ((ret = stage_chunk(lc, reg, u0, n, &zeros)) != 0) {
+    if ((ret = stage_chunk(lc, reg, u0, n, base, &zeros)) != 0) {
         return ret;
     }
     if (lc->r->loader_staged) {
@@ -1376,12 +1379,12 @@ static int load_moved(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n)
         m++;
     }
     if (m < end) { /* a fault took a unit meanwhile: what we claimed is copied */
-        ret = copy_staged(lc, reg, u0, m);
+        ret = copy_staged(lc, reg, u0, m, base);
         return ret < 0 ? ret : 1;
     }
     claimed_hook(lc->r, reg, u0, n);
     v = first_view(lc->r, reg);
-    ret = commit_run(lc->r, reg, v, u0, n, lc->buf, lc->who, true);
+    ret = commit_run(lc->r, reg, v, u0, n, base, lc->who, true);
     view_exit(lc->r, v);
     add(&lc->r->c.zero_pages, ret == 0 ? zeros : 0);
     return ret;
@@ -1395,7 +1398,7 @@ static int load_chunk(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n)
     if (ret < 0) {
         return ret;
     }
-    if (reg->move && !lc->pre && n == reg->chunk_units && u0 % reg->chunk_units == 0 &&
+    if (reg->move && n == reg->chunk_units && u0 % reg->chunk_units == 0 &&
         (ret = load_moved(lc, reg, u0, n)) <= 0) {
         return ret;
     }
@@ -1510,7 +1513,7 @@ static bool queue_direct(loader_ctx *lc, const sl_run *run)
 }
 
 /* Loads @run (already read into @pre, or NULL: read it now) as @who. */
-static int load_run(loader_ctx *lc, const sl_run *run, const uint8_t *pre, bool hinted)
+static int load_run(loader_ctx *lc, const sl_run *run, uint8_t *pre, bool hinted)
 {
     sl_restore *r = lc->r;
     int ret;
@@ -1529,7 +1532,7 @@ static int load_run(loader_ctx *lc, const sl_run *run, const uint8_t *pre, bool 
  * (*@pre: its buffer; NULL if that read failed, so it is read again the
  * ordinary way).  False when there is no more work.
  */
-static bool next_run(loader_ctx *lc, sl_run *run, const uint8_t **pre, bool *hinted)
+static bool next_run(loader_ctx *lc, sl_run *run, uint8_t **pre, bool *hinted)
 {
     uint64_t tag;
     uint8_t *buf;
@@ -1560,7 +1563,7 @@ static gpointer loader_thread(gpointer opaque)
     sl_restore *r = lc->r;
     const cpu_set_t *cpus = pin_to_node(lc);
     uint64_t t0 = sl_now_ns();
-    const uint8_t *pre;
+    uint8_t *pre;
     sl_run run;
     bool hinted;
 

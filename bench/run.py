@@ -691,43 +691,43 @@ class Issue12:
                 r["warm_fill_ms"] = w["time_to_complete_ms"] - w["time_to_ready_ms"]
                 # Cold again, pread then direct reads (O_DIRECT on io_uring),
                 # each from a dropped cache, with the CPU time each used.
-                # pread moving (the default), pread copying, and direct
-                # reads (which copy: their buffers are pinned while read).
+                # pread and direct reads (O_DIRECT on io_uring where the
+                # file is not cached), each moving whole chunks (the
+                # default) and copying, each from a dropped cache.
                 for mode, extra in (("off", ["--direct-reads", "off"]),
-                                    ("copy", ["--place-by-copy"]),
-                                    ("auto", ["--direct-reads", "auto", "--place-by-copy"])):
+                                    ("auto", ["--direct-reads", "auto"]),
+                                    ("copy", ["--direct-reads", "off", "--place-by-copy"]),
+                                    ("autocopy", ["--direct-reads", "auto", "--place-by-copy"])):
                     drop_cache(snap)
                     c, cpu = run_json_cpu([SNAPLOAD, "restore", snap, "--backend", "anon",
                                            "--cold", "--touch-threads", "0", "--json"] + extra)
                     r["%s_fill_ms" % mode] = c["time_to_complete_ms"] - c["time_to_ready_ms"]
+                    r["%s_final_ms" % mode] = c.get("time_to_final_ms", float("nan"))
                     r["%s_cpu_s" % mode] = cpu
                     r["%s_direct_bytes" % mode] = c.get("bytes_read_direct", 0)
                     r["%s_read_mb_s" % mode] = c.get("bytes_read", 0) / 1e3 / r["%s_fill_ms" % mode]
                 rs.append(r)
             runs[size] = rs
-            self.check("cold", "cold fill with direct reads vs pread, %s anon" % gib_s(size),
-                       "direct reads (--direct-reads auto; %.0f MiB direct): fill %.0f ms, "
-                       "CPU %.2f s" % (mib(median(rs, "auto_direct_bytes")),
-                                       median(rs, "auto_fill_ms"), median(rs, "auto_cpu_s")),
-                       "pread: fill %.0f ms, CPU %.2f s (both copying, --place-by-copy; CPU: "
-                       "the whole process, each run from a dropped cache)"
-                       % (median(rs, "copy_fill_ms"), median(rs, "copy_cpu_s")),
-                       "%.2f× the time, %.2f× the CPU" % (
-                           median(rs, "auto_fill_ms") / median(rs, "copy_fill_ms"),
-                           median(rs, "auto_cpu_s") / median(rs, "copy_cpu_s")),
-                       "none set (reported: the issue asks that both be measured)", None)
-            self.check("cold", "cold fill, loaders moving 2 MiB chunks vs copying, %s anon"
-                       % gib_s(size),
-                       "moving (the default): fill %.0f ms (%.0f MB/s), CPU %.2f s"
-                       % (median(rs, "off_fill_ms"), median(rs, "off_read_mb_s"),
-                          median(rs, "off_cpu_s")),
-                       "--place-by-copy: fill %.0f ms (%.0f MB/s), CPU %.2f s"
-                       % (median(rs, "copy_fill_ms"), median(rs, "copy_read_mb_s"),
-                          median(rs, "copy_cpu_s")),
-                       "%.2f× the time, %.2f× the CPU" % (
-                           median(rs, "off_fill_ms") / median(rs, "copy_fill_ms"),
-                           median(rs, "off_cpu_s") / median(rs, "copy_cpu_s")),
-                       "none set (reported)", None)
+            def fig(mode, label):
+                return "%s: fill %.0f ms (%.0f MB/s), final %.0f ms, CPU %.2f s" % (
+                    label, median(rs, mode + "_fill_ms"), median(rs, mode + "_read_mb_s"),
+                    median(rs, mode + "_final_ms"), median(rs, mode + "_cpu_s"))
+
+            def ratio(a, b):
+                return "%.2f× the fill, %.2f× the time to final, %.2f× the CPU" % tuple(
+                    median(rs, a + k) / median(rs, b + k)
+                    for k in ("_fill_ms", "_final_ms", "_cpu_s"))
+
+            for a, b, what in (("auto", "off", "direct reads vs pread, both moving"),
+                               ("autocopy", "copy", "direct reads vs pread, both copying"),
+                               ("off", "copy", "moving 2 MiB chunks vs copying, both pread")):
+                self.check("cold", "cold fill, %s, %s anon" % (what, gib_s(size)),
+                           fig(a, "--direct-reads auto" if a.startswith("auto") else "pread")
+                           + ("" if a in ("off", "auto") else " (--place-by-copy)"),
+                           fig(b, "--direct-reads auto" if b.startswith("auto") else "pread")
+                           + ("" if b in ("off", "auto") else " (--place-by-copy)"),
+                           ratio(a, b), "none set (reported; final: THPs in place, CPU: the "
+                           "whole process)", None)
             self.check("cold", "cold fill vs the same fill warm, %s anon" % gib_s(size),
                        "cold fill %.0f ms" % median(rs, "fill_ms"),
                        "warm fill %.0f ms (the snapshot's data in the page cache, run right "

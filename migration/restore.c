@@ -56,8 +56,8 @@ sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GErr
         return NULL;
     }
     if (r->cfg.direct_reads > SL_DIRECT_ALWAYS) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "direct_reads %u: not SL_DIRECT_OFF, "
-                    "SL_DIRECT_AUTO or SL_DIRECT_ALWAYS", r->cfg.direct_reads);
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "direct_reads %u: not SL_DIRECT_AUTO, "
+                    "SL_DIRECT_OFF or SL_DIRECT_ALWAYS", r->cfg.direct_reads);
         sl_restore_free(r);
         return NULL;
     }

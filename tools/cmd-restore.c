@@ -645,8 +645,8 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
           "resets and incremental snapshots), to measure what that costs", NULL },
         { "cold", 0, 0, G_OPTION_ARG_NONE, &cold, "drop the file's page cache before each load", NULL },
         { "direct-reads", 0, 0, G_OPTION_ARG_STRING, &direct, "how loaders read for anonymous "
-          "memory: off (pread; default), auto (O_DIRECT on io_uring where the file is not "
-          "cached), always", "MODE" },
+          "memory: auto (O_DIRECT on io_uring where the file is not cached; default), off "
+          "(pread), always", "MODE" },
         { "place-by-copy", 0, 0, G_OPTION_ARG_NONE, &by_copy, "anonymous memory: loaders copy "
           "each page (UFFDIO_COPY) instead of moving whole 2 MiB chunks (UFFDIO_MOVE)", NULL },
         { "json", 0, 0, G_OPTION_ARG_NONE, &json, "print one JSON object", NULL },

@@ -986,7 +986,8 @@ static void corrupt_child(const backend_case *bc, const char *path, uint64_t bad
     }
     sl_restore_get_stats(r, &st);
     if (st.checksum_failures != 1 || st.pages_never_placed != 1 ||
-        (direct && (st.bytes_read_direct == 0) != (bc->kind != SL_BACKEND_ANON)) ||
+        (direct == SL_DIRECT_ALWAYS &&
+         (st.bytes_read_direct == 0) != (bc->kind != SL_BACKEND_ANON)) ||
         st.pages_moved != 0) { /* the one chunk holds the bad page: never moved */
         _exit(13);
     }

@@ -1207,16 +1207,21 @@ static void test_moved_chunks_place_every_page_exactly_once(void **state)
     }
 }
 
-/* config.place_by_copy: every page copied, none moved, every page once and right. */
-static void test_place_by_copy_moves_nothing(void **state)
+/* A restore with @copy (place_by_copy) or @track (track_writes) moves no
+ * page, and places every page once and right. */
+static void check_nothing_moved(fixture *f, bool copy, bool track)
 {
-    fixture *f = *state;
-
     need_move();
     fixture_build(f, 8 << 20, 0, 7);
-    f->copy = true;
+    f->copy = copy;
+    f->track = track;
     fixture_start(f, 2, false);
     assert_int_equal(finish_and_audit(f).pages_moved, 0);
+}
+
+static void test_place_by_copy_moves_nothing(void **state)
+{
+    check_nothing_moved(*state, true, false);
 }
 
 /* Staged hook: the first time, touch unit u + 5 of the chunk (a fault places it). */
@@ -1265,13 +1270,7 @@ static void test_corrupt_page_in_a_moved_chunk_is_never_served(void **state)
 /* MOVE cannot map write-protected: a restore that tracks writes copies. */
 static void test_a_tracking_restore_copies_instead_of_moving(void **state)
 {
-    fixture *f = *state;
-
-    need_move();
-    fixture_build(f, 8 << 20, 0, 0);
-    f->track = true;
-    fixture_start(f, 2, false);
-    assert_int_equal(finish_and_audit(f).pages_moved, 0);
+    check_nothing_moved(*state, false, true);
 }
 
 /* Holds the first loader claim until released: a loader busy on one unit. */

@@ -1442,6 +1442,7 @@ static const cpu_set_t *pin_to_node(loader_ctx *lc)
     const cpu_set_t *cpus = &lc->r->topo.nodes[lc->g->index].cpus;
 
     pthread_setaffinity_np(pthread_self(), sizeof(*cpus), cpus);
+    sl_group_prefer_node(lc->r, lc->g->index); /* the hugepages it moves are allocated here */
     /* Best effort: background work yields the CPU to the fault thread. */
     setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), LOADER_NICE);
     return cpus;

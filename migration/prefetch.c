@@ -72,6 +72,17 @@ static bool bind_range(sl_restore *r, sl_region *reg, uint64_t first, uint64_t n
     return true;
 }
 
+void sl_group_prefer_node(sl_restore *r, unsigned g)
+{
+    unsigned long mask[NODEMASK_WORDS] = { 0 };
+    int mem = r->topo.nodes[g].mem_node;
+
+    if (mem >= 0 && mem < NODEMASK_WORDS * 64) {
+        mask[mem / 64] = 1ul << (mem % 64);
+        (void)set_mempolicy(MPOL_PREFERRED, mask, NODEMASK_WORDS * 64 + 1);
+    }
+}
+
 /*
  * Stripes of the interleaved regions: min(SL_STRIPE_BYTES, their total /
  * nodes), rounded down to whole loader chunks (at least one) so that every

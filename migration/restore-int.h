@@ -319,6 +319,14 @@ bool sl_group_next(sl_restore *r, sl_group *g, sl_run *out, bool *hinted);
  */
 void sl_group_readahead(sl_restore *r, sl_group *g, unsigned ahead);
 
+/**
+ * A loader of group @g, at its start: the memory its thread allocates
+ * from then on (the hugepages it reads chunks into and moves into place)
+ * prefers group @g's memory node, as the memory it fills is bound there.
+ * Best effort: without it pages are still correct, only maybe remote.
+ */
+void sl_group_prefer_node(sl_restore *r, unsigned g);
+
 /** Fault thread: unit @u of @reg was faulted; feed the window and the recorder. */
 void sl_prefetch_note_fault(sl_restore *r, sl_region *reg, uint64_t u);
 

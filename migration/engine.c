@@ -61,9 +61,12 @@
 #define BY_FAULT (-1)
 #define HINTED 0x100
 
+/* Counters only: relaxed, and no write at all for 0 (the fault path adds many). */
 static void add(_Atomic uint64_t *c, uint64_t n)
 {
-    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+    if (n) {
+        atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+    }
 }
 
 void sl_engine_kick(int efd)
@@ -1291,8 +1294,8 @@ static uint64_t run_end(const sl_region *reg, uint64_t u, uint64_t end)
  * Stages chunk [u0, u0+n) whole at @base for a move: data runs read (unless
  * read directly already: lc->pre), zero runs cleared (the moved hugepage
  * holds them too), every data unit checked.  0: staged, *@zeros units of
- * it zero; 1: nothing to move (no data, or a unit failing its checksum,
- * which the unit-by-unit path refuses); or -errno.
+ * it zero; 1: not to be moved (a unit failing its checksum, which the
+ * unit-by-unit path refuses); or -errno.
  */
 static int stage_chunk(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n, uint8_t *base,
                        uint64_t *zeros)
@@ -1308,20 +1311,18 @@ static int stage_chunk(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n, 
         if (!unit_has_data(reg, u)) {
             memset(at, 0, (j - u) * reg->unit);
             *zeros += j - u;
-        } else if (!lc->pre) { /* else read directly with the chunk already */
-            ret = read_units(lc->r, reg, u, j - u, at, lc->r->snap->fd);
+            continue;
         }
-        if (ret < 0) {
-            return ret;
+        if (!lc->pre && (ret = read_units(lc->r, reg, u, j - u, at, lc->r->snap->fd)) < 0) {
+            return ret; /* with lc->pre it was read directly with the chunk already */
         }
-    }
-    for (uint64_t u = u0; u < end; u++) {
-        const uint8_t *at = base + (u - u0) * reg->unit;
-        if (unit_has_data(reg, u) && !unit_verifies(lc->r, reg, u, at)) {
-            return 1;
+        for (uint64_t k = u; k < j; k++) {
+            if (!unit_verifies(lc->r, reg, k, base + (k - u0) * reg->unit)) {
+                return 1;
+            }
         }
     }
-    return *zeros == n ? 1 : 0;
+    return 0;
 }
 
 /* Claimed units [u0, m) staged at @base: copied in (data) or published (zeros). */
@@ -1361,6 +1362,7 @@ static int load_moved(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n)
 {
     uint64_t end = u0 + n, zeros, m = u0;
     uint8_t *base = lc->pre ? lc->pre + (u0 - lc->pre_u0) * reg->unit : lc->buf;
+    bool data = false;
     sl_view *v;
     int ret;
 
@@ -1368,6 +1370,10 @@ static int load_moved(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n)
         if (sl_pagemap_state(reg->map, u) != SL_PAGE_ABSENT) {
             return 1;
         }
+        data = data || unit_has_data(reg, u);
+    }
+    if (!data) {
+        return 1; /* all zeros: published unit by unit, nothing staged or allocated */
     }
     if ((ret = stage_chunk(lc, reg, u0, n, base, &zeros)) != 0) {
         return ret;

@@ -456,7 +456,7 @@ static void layout_regions(sl_restore *r)
         remaining += reg->nunits;
         if (reg->mem.ops->bounce) {
             r->max_bounce = MAX(r->max_bounce, reg->unit);
-            r->max_chunk = MAX(r->max_chunk, MAX(SL_CHUNK_BYTES, reg->chunk_units * reg->unit));
+            r->max_chunk = MAX(r->max_chunk, reg->chunk_units * reg->unit);
         }
     }
     r->total_chunks = chunk;

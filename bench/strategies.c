@@ -45,8 +45,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <linux/userfaultfd.h>
-#include <xxhash.h>
 #include "backends/backend.h"
+#include "migration/format/format.h"
 #include "migration/histogram.h"
 #include "migration/uffd.h"
 #include "tools/timeline.h"
@@ -571,7 +571,7 @@ static int memcpy_hash(sl_snapshot *snap, const peer_opts *o, GError **errp)
             for (uint64_t k = 0; k < per; k++) {
                 uint64_t q = u * per + k;
                 if (sl_snapshot_page_present(snap, (unsigned)gi, q)) {
-                    mism += XXH3_64bits(buf + k * ps, ps) !=
+                    mism += sl_hash(buf + k * ps, ps) !=
                             sl_snapshot_page_checksum(snap, (unsigned)gi, q);
                     bytes += ps;
                 }

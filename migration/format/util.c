@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Small shared helpers of the snapshot code: the error quark, the checksum
- * function (XXH3-64 from libxxhash), the checksum of a zero page, and
- * full-length pread/pwrite loops.
+ * function (XXH3-64 from libxxhash, through its run-time CPU dispatch where
+ * the library has it), the checksum of a zero page, and full-length
+ * pread/pwrite loops.
  */
 #include <errno.h>
 #include <unistd.h>
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
 #include <xxhash.h>
+#ifdef SL_HAVE_XXH_DISPATCH
+#include <xxh_x86dispatch.h> /* XXH3_64bits* -> the vector code the CPU runs best */
+#endif
 #include "migration/format/format.h"
 
 G_DEFINE_QUARK(snapload-error-quark, sl_error)

@@ -1718,12 +1718,24 @@ static gpointer prefault_thread(gpointer opaque)
     return NULL;
 }
 
-/* Starts prefault_thread where a backend has prefault. */
+/*
+ * Starts prefault_thread where a backend has prefault and some CPU of the
+ * restore runs no loader.  When a loader runs on every CPU, the loaders
+ * clear each page themselves as they read into it, while it is still in
+ * the CPU's cache: on this project's 2-CPU host a prefault thread beside
+ * two loaders made the hugetlbfs-2M fill 1.2x slower (a second pass over
+ * memory, and a third thread on two CPUs), with no measurable gain for
+ * the faults during the fill (docs/bench.md).
+ */
 static bool start_prefault(sl_restore *r, GError **errp)
 {
+    unsigned ncpus = 0;
     bool any = false;
 
-    for (guint i = 0; i < r->regions->len && !r->cfg.no_prefault; i++) {
+    for (unsigned g = 0; g < r->topo.nnodes; g++) {
+        ncpus += r->topo.nodes[g].ncpus;
+    }
+    for (guint i = 0; i < r->regions->len && !r->cfg.no_prefault && r->nloaders < ncpus; i++) {
         any |= ((sl_region *)g_ptr_array_index(r->regions, i))->mem.ops->prefault != NULL;
     }
     return !any ||

@@ -17,8 +17,11 @@
  *   eager                 pread every stored page into fresh memory first.
  *   memcpy                the copy limit: memcpy of the stored pages from
  *                         the page cache (the file mapped and pre-faulted)
- *                         into fresh memory, with --threads threads; not a
- *                         restore.
+ *                         into fresh memory, a run of them at a time with
+ *                         one pwrite into a shmem file, else populated with
+ *                         one MADV_POPULATE_WRITE and copied with memcpy,
+ *                         with --threads threads over stripes of at least
+ *                         one backend page; not a restore.
  *   memcpy-hash           the floor of one hugepage fault: for each
  *                         --unit-size unit (2M) of the page area, memcpy its
  *                         stored pages from the page cache (the file mapped
@@ -370,9 +373,41 @@ typedef struct {
     peer *p;
     const uint8_t *file;
     unsigned id, n;
+    bool pwrite_ok;            /* the backend's memory file takes write() (shmem) */
 } copier;
 
-/* Copies the stored pages of every n-th 1 MiB stripe, starting at stripe id. */
+/*
+ * Copies pages [q0, end) of block @i that the snapshot stores, a run at a
+ * time, the fastest way the backend allows: into a memory file that takes
+ * write() (shmem) with one pwrite (no page faults, no page tables); else
+ * (anon, hugetlbfs) populated first with one MADV_POPULATE_WRITE (its
+ * pages allocated in a batch, not by one user fault per 4 KiB page), then
+ * copied with one memcpy.
+ */
+static void copy_runs(copier *c, unsigned i, uint64_t q0, uint64_t end)
+{
+    peer_block *b = &c->p->b[i];
+    const uint64_t ps = b->bi.page_size;
+
+    for (uint64_t q = q0, j; q < end; q = j) {
+        bool stored = sl_snapshot_page_present(c->p->snap, i, q);
+        const uint8_t *src = c->file + b->bi.pages_offset + q * ps;
+        for (j = q + 1; j < end && sl_snapshot_page_present(c->p->snap, i, j) == stored; j++) {
+        }
+        if (!stored || (c->pwrite_ok && sl_pwrite_full(b->mem.fd, src, (j - q) * ps,
+                                                      b->mem.offset + q * ps) == 0)) {
+            continue;
+        }
+        (void)madvise(b->mem.host + q * ps, (j - q) * ps, MADV_POPULATE_WRITE);
+        memcpy(b->mem.host + q * ps, src, (j - q) * ps);
+    }
+}
+
+/*
+ * Copies the stored pages of every n-th stripe, starting at stripe id.  A
+ * stripe is 1 MiB or the backend's page, whichever is larger, so that no
+ * two threads share (and wait on each other's allocation of) one hugepage.
+ */
 static gpointer copy_stripes(gpointer opaque)
 {
     copier *c = opaque;
@@ -380,14 +415,9 @@ static gpointer copy_stripes(gpointer opaque)
 
     for (unsigned i = 0; i < p->nb; i++) {
         peer_block *b = &p->b[i];
-        uint64_t per = RUN_BYTES / b->bi.page_size;
+        uint64_t per = MAX(RUN_BYTES, p->unit) / b->bi.page_size;
         for (uint64_t q0 = (uint64_t)c->id * per; q0 < b->bi.pages; q0 += (uint64_t)c->n * per) {
-            for (uint64_t q = q0; q < MIN(q0 + per, b->bi.pages); q++) {
-                if (sl_snapshot_page_present(p->snap, i, q)) {
-                    memcpy(b->mem.host + q * b->bi.page_size,
-                           c->file + b->bi.pages_offset + q * b->bi.page_size, b->bi.page_size);
-                }
-            }
+            copy_runs(c, i, q0, MIN(q0 + per, b->bi.pages));
         }
     }
     return NULL;
@@ -414,7 +444,8 @@ static int memcpy_load(peer *p, const char *path, unsigned threads, double *copy
         g_autofree copier *c = g_new0(copier, threads);
         g_autofree GThread **th = g_new0(GThread *, threads);
         for (unsigned i = 0; i < threads; i++) {
-            c[i] = (copier){ .p = p, .file = file, .id = i, .n = threads };
+            c[i] = (copier){ .p = p, .file = file, .id = i, .n = threads,
+                             .pwrite_ok = p->b[0].mem.fd >= 0 && p->unit == 4096 };
             th[i] = g_thread_new("memcpy", copy_stripes, &c[i]);
         }
         for (unsigned i = 0; i < threads; i++) {

@@ -10,37 +10,21 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 #include <glib.h>
 #include "direct.h"
 #include "large.h"
+#include "migration/format/format.h"
 #ifdef HAVE_LIBURING
 #include <liburing.h>
 #endif
 
-#ifndef __NR_cachestat
-#define __NR_cachestat 451 /* the same on every architecture (Linux 6.5) */
-#endif
-
-/* cachestat(2)'s structures, as in <linux/mman.h> of Linux 6.5 and later. */
-typedef struct {
-    uint64_t off, len;
-} cachestat_range;
-
-typedef struct {
-    uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
-} cachestat_out;
-
 bool sl_direct_uncached(int fd, uint64_t off, uint64_t len)
 {
-    cachestat_range rg = { off, len };
-    cachestat_out cs = { 0 };
+    int64_t cached = sl_cached_pages(fd, off, len);
 
-    if (syscall(__NR_cachestat, fd, &rg, &cs, 0) != 0) {
-        return false; /* cannot tell: read it the ordinary way */
-    }
-    return cs.nr_cache * (uint64_t)getpagesize() * 2 <= len;
+    /* Cannot tell (-1): read it the ordinary way. */
+    return cached >= 0 && (uint64_t)cached * (uint64_t)getpagesize() * 2 <= len;
 }
 
 #ifdef HAVE_LIBURING

@@ -389,6 +389,12 @@ bool sl_csums_alloc(sl_block *b);
 /** Releases @b's checksum array. */
 void sl_csums_free(sl_block *b);
 
+/**
+ * sl_cached_pages: how many base pages of [@off, +@len) of @fd are in the
+ * page cache (cachestat(2), Linux 6.5), or -1 when the kernel cannot tell.
+ */
+int64_t sl_cached_pages(int fd, uint64_t off, uint64_t len);
+
 /** Full pread/pwrite loops; return 0, -EIO on a short transfer, or -errno. */
 int sl_pread_full(int fd, void *buf, size_t len, uint64_t off);
 int sl_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);

@@ -369,15 +369,34 @@ int sl_snapshot_read_pages_fd(sl_snapshot *s, int fd, unsigned block, uint64_t f
     return ret;
 }
 
+/* Whether every page of [first, first+n) that this file stores is cached. */
+static bool stored_cached(const sl_snapshot *s, const sl_block *b, uint64_t first, uint64_t n)
+{
+    int64_t cached = sl_cached_pages(s->fd, b->pages_offset + first * b->page_size,
+                                     n * b->page_size);
+    uint64_t stored = 0;
+
+    for (uint64_t i = first; cached >= 0 && i < first + n;) {
+        bool own = sl_bit_test(sl_own_bitmap(b), i);
+        uint64_t run = sl_bit_run(sl_own_bitmap(b), i, first + n, own);
+        stored += own ? run * b->page_size / 4096 : 0;
+        i += run;
+    }
+    return cached >= 0 && (uint64_t)cached >= stored;
+}
+
 void sl_snapshot_readahead(const sl_snapshot *s, unsigned block, uint64_t first, uint64_t n)
 {
     const sl_block *b = &s->blocks[block];
     const uint64_t *bm = sl_own_bitmap(b); /* the pages this file stores */
+    /* A warm file: one cachestat instead of a WILLNEED per run (a 1 GiB
+     * fill made 3.5 thousand of them for nothing). */
+    bool warm = !s->parent && stored_cached(s, b, first, n);
 
     /* Only runs of stored pages: advising a hole of the file makes the
      * kernel add zeroed pages to its page cache (a 64 GiB guest with 95 %
      * zero pages spent most of its fill clearing them). */
-    for (uint64_t i = first; i < first + n;) {
+    for (uint64_t i = first; i < first + n && !warm;) {
         bool stored = sl_bit_test(bm, i);
         uint64_t run = sl_bit_run(bm, i, first + n, stored);
         if (stored) {

@@ -2,10 +2,11 @@
 /*
  * Small shared helpers of the snapshot code: the error quark, the checksum
  * function (XXH3-64 from libxxhash, through its run-time CPU dispatch where
- * the library has it), the checksum of a zero page, and full-length
- * pread/pwrite loops.
+ * the library has it), the checksum of a zero page, the page-cache count
+ * of a file range, and full-length pread/pwrite loops.
  */
 #include <errno.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
 #include <xxhash.h>
@@ -117,4 +118,24 @@ int sl_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
         len -= (size_t)n;
     }
     return 0;
+}
+
+#ifndef __NR_cachestat
+#define __NR_cachestat 451 /* the same on every architecture (Linux 6.5) */
+#endif
+
+int64_t sl_cached_pages(int fd, uint64_t off, uint64_t len)
+{
+    /* cachestat(2)'s range and result, as in <linux/mman.h> of Linux 6.5. */
+    struct {
+        uint64_t off, len;
+    } rg = { off, len };
+    struct {
+        uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+    } cs = { 0 };
+
+    if (syscall(__NR_cachestat, fd, &rg, &cs, 0) != 0) {
+        return -1;
+    }
+    return (int64_t)cs.nr_cache;
 }

@@ -83,6 +83,9 @@ struct sl_backend_ops {
     bool in_place;           /* placing writes shared memory: claim before writing */
     bool bounce;             /* stage() uses the caller's bounce buffer (one unit, or a
                               * loader's claim of units): every thread placing has one */
+    bool stage_zeroed;       /* what stage() returns for a unit not placed is zero (a
+                              * hole, or a page the kernel has just cleared), unless
+                              * sl_mem.keep: a read need not clear its zero pages */
     uint64_t uffd_features;  /* UFFD_FEATURE_* required at UFFDIO_API */
     uint64_t register_mode;  /* UFFDIO_REGISTER_MODE_* */
     uint64_t range_ioctls;   /* SL_IOCTL() bits the registered range must offer */

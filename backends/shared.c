@@ -339,6 +339,11 @@ const sl_backend_ops sl_backend_hugetlbfs = {
     .map = hugetlbfs_map,
     .prepare = hugetlbfs_prepare,
     .prefault = hugetlbfs_prefault,
+    /* prepare and drop punch the range: a unit nobody placed is a hole, or
+     * a page cleared when the prefault thread, a fault's fallocate or the
+     * read's own fault allocated it (a read that failed wrote only stored
+     * pages, which the next one rewrites) */
+    .stage_zeroed = true,
     .stage = alias_stage,
     .place = alias_place,
     .rewrite = alias_rewrite,

@@ -524,12 +524,26 @@ static int prove_units(sl_restore *r, const sl_region *reg, uint64_t u, uint64_t
     return ret;
 }
 
+/* Whether bytes staged for @reg land in memory that is zero where they do not. */
+static bool staged_zeroed(const sl_region *reg)
+{
+    return reg->mem.ops->stage_zeroed && !reg->mem.keep;
+}
+
+/* Snapshot pages [p0, +np) of @reg into @dst (staged there) through @fd. */
+static int read_pages(sl_restore *r, const sl_region *reg, uint64_t p0, uint64_t np,
+                      uint8_t *dst, int fd)
+{
+    return staged_zeroed(reg) ? sl_snapshot_read_stored_fd(r->snap, fd, reg->block, p0, np, dst)
+                              : sl_snapshot_read_pages_fd(r->snap, fd, reg->block, p0, np, dst,
+                                                          false);
+}
+
 /* Reads units [u, u+n) of @reg (proven) into @dst through @fd; 0 or -errno. */
 static int read_units(sl_restore *r, const sl_region *reg, uint64_t u, uint64_t n, uint8_t *dst,
                       int fd)
 {
-    int ret = sl_snapshot_read_pages_fd(r->snap, fd, reg->block, u * reg->ratio, n * reg->ratio,
-                                        dst, false);
+    int ret = read_pages(r, reg, u * reg->ratio, n * reg->ratio, dst, fd);
 
     if (ret == 0) {
         add(&r->c.bytes_read, n * reg->unit);
@@ -583,8 +597,7 @@ static void read_check(void *opaque)
 {
     half_job *h = opaque;
 
-    h->ret = sl_snapshot_read_pages_fd(h->r->snap, h->fd, h->reg->block, h->p0, h->np, h->dst,
-                                       false);
+    h->ret = read_pages(h->r, h->reg, h->p0, h->np, h->dst, h->fd);
     h->bad = h->ret < 0 || h->r->cfg.no_checksum
                  ? UINT64_MAX : first_bad_in(h->r, h->reg, h->p0, h->np, h->dst);
 }

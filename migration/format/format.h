@@ -285,6 +285,15 @@ bool sl_regions_check(sl_regions *rs, GError **errp);
 int sl_snapshot_read_pages_fd(sl_snapshot *s, int fd, unsigned block, uint64_t first, uint64_t n,
                               void *buf, bool verify);
 
+/**
+ * sl_snapshot_read_stored_fd: sl_snapshot_read_pages_fd() without
+ * verification into memory the caller knows to be zero (a page freshly
+ * allocated by the kernel): the zero pages are left as they are instead of
+ * being cleared again.  Pages a parent stores are read from it.
+ */
+int sl_snapshot_read_stored_fd(sl_snapshot *s, int fd, unsigned block, uint64_t first, uint64_t n,
+                               void *buf);
+
 bool sl_read_at(int fd, void *buf, size_t len, uint64_t off, const char *what, GError **errp);
 
 /** A format error naming what is wrong; evaluates to false. */

@@ -308,10 +308,10 @@ static int verify_present(const sl_block *b, uint64_t first, uint64_t n, const u
 /*
  * Pages [first, first+n) of block @block: each run this file stores read
  * through @fd, each other run from the parent (through its own file) or,
- * without a parent, zeros.
+ * without a parent, zeros (left alone when @zeroed: @buf is zero already).
  */
 static int read_runs(sl_snapshot *s, int fd, unsigned block, uint64_t first, uint64_t n,
-                     uint8_t *buf)
+                     uint8_t *buf, bool zeroed)
 {
     const sl_block *b = &s->blocks[block];
     const uint64_t *own = sl_own_bitmap(b);
@@ -326,8 +326,10 @@ static int read_runs(sl_snapshot *s, int fd, unsigned block, uint64_t first, uin
         if (stored) {
             ret = sl_pread_full(fd, dst, run * b->page_size, b->pages_offset + i * b->page_size);
         } else if (s->parent) {
-            ret = sl_snapshot_read_pages_fd(s->parent, s->parent->fd, block, i, run, dst, false);
-        } else {
+            ret = zeroed ? sl_snapshot_read_stored_fd(s->parent, s->parent->fd, block, i, run, dst)
+                         : sl_snapshot_read_pages_fd(s->parent, s->parent->fd, block, i, run, dst,
+                                                     false);
+        } else if (!zeroed) {
             memset(dst, 0, run * b->page_size);
         }
         if (ret < 0) {
@@ -362,11 +364,21 @@ int sl_snapshot_read_pages_fd(sl_snapshot *s, int fd, unsigned block, uint64_t f
             return ret;
         }
     }
-    ret = read_runs(s, fd, block, first, n, buf);
+    ret = read_runs(s, fd, block, first, n, buf, false);
     if (ret == 0 && verify) {
         ret = verify_present(&s->blocks[block], first, n, buf);
     }
     return ret;
+}
+
+int sl_snapshot_read_stored_fd(sl_snapshot *s, int fd, unsigned block, uint64_t first, uint64_t n,
+                               void *buf)
+{
+    if (block >= s->nblocks || first > s->blocks[block].npages ||
+        n > s->blocks[block].npages - first) {
+        return -ERANGE;
+    }
+    return read_runs(s, fd, block, first, n, buf, true);
 }
 
 /* Whether every page of [first, first+n) that this file stores is cached. */

@@ -343,7 +343,8 @@ typedef struct {
     /**
      * Since 1.3: no prefault thread (it allocates the pages of shared
      * memory that will hold data ahead of the loaders and faults), so the
-     * fault path allocates them itself.  For tests and benchmarks.
+     * fault path allocates them itself.  For tests and benchmarks.  The
+     * thread runs only while some CPU of the restore has no loader.
      */
     bool no_prefault;
     /**

@@ -38,6 +38,7 @@
 
 #define QEVM_MAGIC        0x5145564du
 #define QEVM_VERSION      3u
+#define QEMU_MAX_RAM      (1ull << 45) /* 32 TiB of guest RAM: page bitmaps up to 1 GiB */
 #define SEC_EOF           0x00
 #define SEC_START         0x01
 #define SEC_SUBSECTION    0x05
@@ -238,6 +239,13 @@ static bool parse_ram_start(qctx *c, uint64_t *total, GError **errp)
                       "(0x%" G_GINT64_MODIFIER "x)", *total);
     }
     *total &= ~(TARGET_PAGE - 1);
+    /* Blocks QEMU left out of the file (x-ignore-shared) get a bitmap sized
+     * from this total alone, so it needs a bound of its own. */
+    if (*total > QEMU_MAX_RAM) {
+        return SL_BAD(errp, "section 'ram': a RAM total of %" G_GUINT64_FORMAT " bytes is "
+                      "more than the %llu TiB of guest RAM snapload restores", *total,
+                      QEMU_MAX_RAM >> 40);
+    }
     return true;
 }
 

@@ -811,6 +811,47 @@ static void test_more_than_1024_blocks_are_refused(void **state)
     check_generated(&d);
 }
 
+/*
+ * A block QEMU left out of the file (x-ignore-shared) has nothing in the
+ * file to bound its size, yet the reader keeps a page bitmap for it: a
+ * stream claiming more than 32 TiB of RAM is refused by name before
+ * anything is allocated for it (a fuzzed file asked for a 960 GB bitmap).
+ * 32 TiB itself is read.
+ */
+static void test_ram_beyond_32_tib_is_refused_before_any_allocation(void **state)
+{
+    qs_block blocks[] = {
+        { .idstr = "pc.rom", .length = 8 * PAGE, .gpa = 0xc0000, .zero_every = 2, .seed = 4 },
+        { .idstr = "pc.ram", .length = (32ull << 40) - 8 * PAGE + PAGE, .gpa = 1ull << 32,
+          .left_out = true },
+    };
+    qs_desc d = shared_desc;
+
+    d.blocks = blocks;
+    d.nblocks = G_N_ELEMENTS(blocks);
+    expect_generated_refused(&d, "section 'ram': a RAM total of 35184372092928 bytes",
+                             "more than the 32 TiB", "32 TiB + 4 KiB");
+    blocks[1].length -= PAGE; /* 32 TiB in all: read (its 1 GiB bitmap never touched) */
+    {
+        char *dir = sl_test_tmpdir();
+        g_autofree char *path = g_build_filename(dir, "max.mig", NULL);
+        g_autoptr(GError) err = NULL;
+        sl_snapshot *snap;
+        sl_block_info bi;
+        qs_layout l;
+
+        assert_true(qs_write(&d, path, &l, &err));
+        snap = sl_snapshot_open(path, &err);
+        assert_non_null(snap);
+        assert_true(sl_snapshot_block(snap, 1, &bi));
+        assert_true(bi.pages == blocks[1].length / PAGE);
+        assert_false(sl_snapshot_block_in_file(snap, 1));
+        sl_snapshot_close(snap);
+        qs_layout_clear(&l);
+        sl_test_rmdir(dir);
+    }
+}
+
 static void test_stream_without_configuration_or_mapped_ram_is_refused(void **state)
 {
     static const char *const no_caps[] = { NULL };
@@ -1401,6 +1442,7 @@ int main(void)
         CASE(test_damaged_x_ignore_shared_records_are_refused, shared),
         CASE(test_damaged_postcopy_records_are_refused, postcopy),
         cmocka_unit_test(test_more_than_1024_blocks_are_refused),
+        cmocka_unit_test(test_ram_beyond_32_tib_is_refused_before_any_allocation),
         cmocka_unit_test(test_stream_without_configuration_or_mapped_ram_is_refused),
         cmocka_unit_test(test_postcopy_page_size_before_the_gpa_is_read_in_qemu_order),
         cmocka_unit_test(test_duplicate_block_names_are_refused),

@@ -1738,7 +1738,7 @@ static gpointer prefault_thread(gpointer opaque)
  * the CPU's cache: on this project's 2-CPU host a prefault thread beside
  * two loaders made the hugetlbfs-2M fill 1.2x slower (a second pass over
  * memory, and a third thread on two CPUs), with no measurable gain for
- * the faults during the fill (docs/bench.md).
+ * the faults during the fill (docs/minor-mode.md).
  */
 static bool start_prefault(sl_restore *r, GError **errp)
 {

@@ -373,7 +373,6 @@ typedef struct {
     peer *p;
     const uint8_t *file;
     unsigned id, n;
-    bool pwrite_ok;            /* the backend's memory file takes write() (shmem) */
 } copier;
 
 /*
@@ -388,13 +387,14 @@ static void copy_runs(copier *c, unsigned i, uint64_t q0, uint64_t end)
 {
     peer_block *b = &c->p->b[i];
     const uint64_t ps = b->bi.page_size;
+    const bool pwrite_ok = b->mem.fd >= 0 && c->p->unit == 4096; /* shmem, not hugetlbfs */
 
     for (uint64_t q = q0, j; q < end; q = j) {
         bool stored = sl_snapshot_page_present(c->p->snap, i, q);
         const uint8_t *src = c->file + b->bi.pages_offset + q * ps;
         for (j = q + 1; j < end && sl_snapshot_page_present(c->p->snap, i, j) == stored; j++) {
         }
-        if (!stored || (c->pwrite_ok && sl_pwrite_full(b->mem.fd, src, (j - q) * ps,
+        if (!stored || (pwrite_ok && sl_pwrite_full(b->mem.fd, src, (j - q) * ps,
                                                       b->mem.offset + q * ps) == 0)) {
             continue;
         }
@@ -444,8 +444,7 @@ static int memcpy_load(peer *p, const char *path, unsigned threads, double *copy
         g_autofree copier *c = g_new0(copier, threads);
         g_autofree GThread **th = g_new0(GThread *, threads);
         for (unsigned i = 0; i < threads; i++) {
-            c[i] = (copier){ .p = p, .file = file, .id = i, .n = threads,
-                             .pwrite_ok = p->b[0].mem.fd >= 0 && p->unit == 4096 };
+            c[i] = (copier){ .p = p, .file = file, .id = i, .n = threads };
             th[i] = g_thread_new("memcpy", copy_stripes, &c[i]);
         }
         for (unsigned i = 0; i < threads; i++) {

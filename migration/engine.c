@@ -1748,7 +1748,10 @@ static bool start_prefault(sl_restore *r, GError **errp)
     for (unsigned g = 0; g < r->topo.nnodes; g++) {
         ncpus += r->topo.nodes[g].ncpus;
     }
-    for (guint i = 0; i < r->regions->len && !r->cfg.no_prefault && r->nloaders < ncpus; i++) {
+    if (r->cfg.no_prefault || r->nloaders >= ncpus) {
+        return true;
+    }
+    for (guint i = 0; i < r->regions->len; i++) {
         any |= ((sl_region *)g_ptr_array_index(r->regions, i))->mem.ops->prefault != NULL;
     }
     return !any ||

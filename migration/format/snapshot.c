@@ -305,6 +305,9 @@ static int verify_present(const sl_block *b, uint64_t first, uint64_t n, const u
     return 0;
 }
 
+static int read_layer(sl_snapshot *s, int fd, unsigned block, uint64_t first, uint64_t n,
+                      uint8_t *buf, bool zeroed);
+
 /*
  * Pages [first, first+n) of block @block: each run this file stores read
  * through @fd, each other run from the parent (through its own file) or,
@@ -326,9 +329,7 @@ static int read_runs(sl_snapshot *s, int fd, unsigned block, uint64_t first, uin
         if (stored) {
             ret = sl_pread_full(fd, dst, run * b->page_size, b->pages_offset + i * b->page_size);
         } else if (s->parent) {
-            ret = zeroed ? sl_snapshot_read_stored_fd(s->parent, s->parent->fd, block, i, run, dst)
-                         : sl_snapshot_read_pages_fd(s->parent, s->parent->fd, block, i, run, dst,
-                                                     false);
+            ret = read_layer(s->parent, s->parent->fd, block, i, run, dst, zeroed);
         } else if (!zeroed) {
             memset(dst, 0, run * b->page_size);
         }
@@ -338,6 +339,21 @@ static int read_runs(sl_snapshot *s, int fd, unsigned block, uint64_t first, uin
         i += run;
     }
     return 0;
+}
+
+/* Whether pages [first, first+n) of block @block exist in @s. */
+static bool in_range(const sl_snapshot *s, unsigned block, uint64_t first, uint64_t n)
+{
+    return block < s->nblocks && first <= s->blocks[block].npages &&
+           n <= s->blocks[block].npages - first;
+}
+
+/* read_runs() of a range checked against @s's block first: 0, -ERANGE or -errno. */
+static int read_layer(sl_snapshot *s, int fd, unsigned block, uint64_t first, uint64_t n,
+                      uint8_t *buf, bool zeroed)
+{
+    return in_range(s, block, first, n) ? read_runs(s, fd, block, first, n, buf, zeroed)
+                                        : -ERANGE;
 }
 
 int sl_snapshot_read_pages(sl_snapshot *s, unsigned block, uint64_t first, uint64_t n,
@@ -351,8 +367,7 @@ int sl_snapshot_read_pages_fd(sl_snapshot *s, int fd, unsigned block, uint64_t f
 {
     int ret;
 
-    if (block >= s->nblocks || first > s->blocks[block].npages ||
-        n > s->blocks[block].npages - first) {
+    if (!in_range(s, block, first, n)) {
         return -ERANGE;
     }
     if (verify && !s->has_checksums) {
@@ -374,11 +389,7 @@ int sl_snapshot_read_pages_fd(sl_snapshot *s, int fd, unsigned block, uint64_t f
 int sl_snapshot_read_stored_fd(sl_snapshot *s, int fd, unsigned block, uint64_t first, uint64_t n,
                                void *buf)
 {
-    if (block >= s->nblocks || first > s->blocks[block].npages ||
-        n > s->blocks[block].npages - first) {
-        return -ERANGE;
-    }
-    return read_runs(s, fd, block, first, n, buf, true);
+    return read_layer(s, fd, block, first, n, buf, true);
 }
 
 /* Whether every page of [first, first+n) that this file stores is cached. */
@@ -386,12 +397,14 @@ static bool stored_cached(const sl_snapshot *s, const sl_block *b, uint64_t firs
 {
     int64_t cached = sl_cached_pages(s->fd, b->pages_offset + first * b->page_size,
                                      n * b->page_size);
+    const uint64_t *own = sl_own_bitmap(b);
+    const uint64_t base = (uint64_t)getpagesize(); /* what cachestat counts */
     uint64_t stored = 0;
 
     for (uint64_t i = first; cached >= 0 && i < first + n;) {
-        bool own = sl_bit_test(sl_own_bitmap(b), i);
-        uint64_t run = sl_bit_run(sl_own_bitmap(b), i, first + n, own);
-        stored += own ? run * b->page_size / 4096 : 0;
+        bool set = sl_bit_test(own, i);
+        uint64_t run = sl_bit_run(own, i, first + n, set);
+        stored += set ? run * b->page_size / base : 0;
         i += run;
     }
     return cached >= 0 && (uint64_t)cached >= stored;

@@ -472,10 +472,14 @@ class Bench:
         opts = ["--json"]
         if mode == "eager":
             opts += ["--eager", self.snap]
+        faults_file = os.path.join(self.dir, name + ".faults")
+        unlink(faults_file)
         if record:
             opts += ["--threads", "0", "--record", self.hot]
         elif mode != "eager" and self.a.threads is not None:
             opts += ["--threads", str(self.a.threads)]
+        if not record and mode != "eager" and self.a.record_faults:
+            opts += ["--record", faults_file]
         cmd = [self.snapload, "qemu-restore", self.snap] + opts + ["--"] + \
             self.qemu_args(serial, req, qmp)
         warm(self.snap)
@@ -596,6 +600,8 @@ class Bench:
             con.stop()
             lines = con.snapshot()
             r.update(self.figures(js, t_launch, t_inc, t_run, t_done, r, lines))
+            if not record and mode != "eager" and self.a.record_faults:
+                r["faulted"] = self.faulted_pages(faults_file)
             return r
         except Exception:
             r["console_tail"] = tail(con.snapshot())
@@ -612,6 +618,20 @@ class Bench:
             con.stop()
             port.close()
             unlink(req, qmp)
+
+    def faulted_pages(self, path):
+        """--record-faults: the pages a timed run faulted on (the loaders had
+        not placed them), each with its position in the hot list (-1: not
+        in it), in fault order."""
+        entries = lambda f: [(int.from_bytes(b[0:4], "little"), int.from_bytes(b[8:16], "little"))
+                             for b in (f[i:i + 16] for i in range(0, len(f), 16))]  # noqa: E731
+        hot = {}
+        if os.path.exists(self.hot):
+            with open(self.hot, "rb") as f:
+                hot = {e: i for i, e in enumerate(entries(f.read()))}
+        with open(path, "rb") as f:
+            got = entries(f.read())
+        return [{"block": b, "page": pg, "hot_pos": hot.get((b, pg), -1)} for b, pg in got]
 
     def figures(self, js, t_launch, t_inc, t_run, t_done, r, lines):
         """A run's figures, every time in ms after migrate-incoming."""
@@ -1080,6 +1100,9 @@ def main():
     ap.add_argument("--out", default=None, help="where the report goes (default DIR/results)")
     ap.add_argument("--build", default=None, help="snapload build dir (default "
                     "$SNAPLOAD_BUILD, else ./build)")
+    ap.add_argument("--record-faults", action="store_true",
+                    help="record each lazy run's faulted pages (--record) and report them "
+                    "with their hot-list positions")
     ap.add_argument("--keep", action="store_true", help="keep the snapshot and the hot list")
     ap.add_argument("--brief", action="store_true",
                     help="print a few lines per run instead of the report (scripts/demo.sh)")

@@ -1155,10 +1155,33 @@ typedef struct {
     sl_run queued[SL_DIRECT_DEPTH]; /* their runs, by tag */
     uint64_t queued_len[SL_DIRECT_DEPTH]; /* and the bytes each reads */
     uint64_t pushed;       /* reads queued so far (the next tag, modulo the depth) */
+    bool map_zeros;        /* on hot-list work: zero units get their (zeroed) pages now */
     uint8_t *pre;          /* the chunk being loaded, already read directly (unit
                             * pre_u0 at its start), or NULL: read it now */
     uint64_t pre_u0;
 } loader_ctx;
+
+/*
+ * Claimed zero units [u, u+n): published as holes (publish_zeros), or, on
+ * hot-list work, given zeroed pages in every view now (ops->zero): the
+ * guest touched them early in the recorded run, so it will most likely
+ * touch them again before the restore ends, and each such touch of a hole
+ * would be a fault.  Only the listed units: the others stay holes.
+ */
+static int commit_zeros(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t n)
+{
+    sl_view *v;
+    int ret;
+
+    if (!lc->map_zeros) {
+        publish_zeros(lc->r, reg, u, n, lc->who);
+        return 0;
+    }
+    v = first_view(lc->r, reg);
+    ret = commit_run(lc->r, reg, v, u, n, NULL, lc->who, false);
+    view_exit(lc->r, v);
+    return ret;
+}
 
 /* Test hook: a loader has just claimed [u, u+n) of @reg (no-op in production). */
 static void claimed_hook(sl_restore *r, const sl_region *reg, uint64_t u, uint64_t n)
@@ -1188,7 +1211,7 @@ static int claim_and_place(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t 
             }
             if (m > k && !base) {
                 claimed_hook(r, reg, k, m - k);
-                publish_zeros(r, reg, k, m - k, lc->who);
+                ret = commit_zeros(lc, reg, k, m - k);
             } else if (m > k) {
                 sl_view *v = first_view(r, reg);
                 claimed_hook(r, reg, k, m - k);
@@ -1274,7 +1297,7 @@ static int load_in_place(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t j,
             ret = keep_or_fill(lc, reg, k, m);
         } else if (m > k && !data) {
             claimed_hook(lc->r, reg, k, m - k);
-            publish_zeros(lc->r, reg, k, m - k, lc->who);
+            ret = commit_zeros(lc, reg, k, m - k);
         } else if (m > k) {
             sl_view *v = first_view(lc->r, reg);
             claimed_hook(lc->r, reg, k, m - k);
@@ -1338,7 +1361,7 @@ static int stage_chunk(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n, 
     return 0;
 }
 
-/* Claimed units [u0, m) staged at @base: copied in (data) or published (zeros). */
+/* Claimed units [u0, m) staged at @base: copied in (data) or committed as zeros. */
 static int copy_staged(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t m,
                        const uint8_t *base)
 {
@@ -1348,7 +1371,7 @@ static int copy_staged(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t m,
         j = run_end(reg, u, m);
         claimed_hook(lc->r, reg, u, j - u);
         if (!unit_has_data(reg, u)) {
-            publish_zeros(lc->r, reg, u, j - u, lc->who);
+            ret = commit_zeros(lc, reg, u, j - u);
         } else {
             sl_view *v = first_view(lc->r, reg);
             ret = commit_run(lc->r, reg, v, u, j - u, base + (u - u0) * reg->unit, lc->who,
@@ -1532,13 +1555,20 @@ static bool queue_direct(loader_ctx *lc, const sl_run *run)
     return true;
 }
 
-/* Loads @run (already read into @pre, or NULL: read it now) as @who. */
-static int load_run(loader_ctx *lc, const sl_run *run, uint8_t *pre, bool hinted)
+/* Work a consumer is about to touch: from a fault window or the hot list. */
+static bool hinted(sl_work from)
+{
+    return from == SL_WORK_WINDOW || from == SL_WORK_HOT;
+}
+
+/* Loads @run (already read into @pre, or NULL: read it now), which came @from. */
+static int load_run(loader_ctx *lc, const sl_run *run, uint8_t *pre, sl_work from)
 {
     sl_restore *r = lc->r;
     int ret;
 
-    lc->who = (int)lc->g->index | (hinted ? HINTED : 0);
+    lc->who = (int)lc->g->index | (hinted(from) ? HINTED : 0);
+    lc->map_zeros = from == SL_WORK_HOT;
     lc->pre = pre;
     lc->pre_u0 = run->unit;
     ret = load_chunk(lc, g_ptr_array_index(r->regions, run->region), run->unit, run->n);
@@ -1552,22 +1582,22 @@ static int load_run(loader_ctx *lc, const sl_run *run, uint8_t *pre, bool hinted
  * (*@pre: its buffer; NULL if that read failed, so it is read again the
  * ordinary way).  False when there is no more work.
  */
-static bool next_run(loader_ctx *lc, sl_run *run, uint8_t **pre, bool *hinted)
+static bool next_run(loader_ctx *lc, sl_run *run, uint8_t **pre, sl_work *from)
 {
     uint64_t tag;
     uint8_t *buf;
 
     *pre = NULL;
     while (!(lc->direct && sl_direct_full(lc->direct)) &&
-           sl_group_next(lc->r, lc->g, run, hinted)) {
-        if (*hinted || !queue_direct(lc, run)) {
+           sl_group_next(lc->r, lc->g, run, from)) {
+        if (hinted(*from) || !queue_direct(lc, run)) {
             return true;
         }
     }
     if (!lc->direct || sl_direct_empty(lc->direct)) {
         return false;
     }
-    *hinted = false;
+    *from = SL_WORK_CHUNK; /* only chunks and a reset's runs are queued */
     if (sl_direct_pop(lc->direct, &tag, &buf) == 0) {
         *pre = buf;
         add(&lc->r->c.bytes_read, lc->queued_len[tag]);
@@ -1585,19 +1615,19 @@ static gpointer loader_thread(gpointer opaque)
     uint64_t t0 = sl_now_ns();
     uint8_t *pre;
     sl_run run;
-    bool hinted;
+    sl_work from;
 
     while (!atomic_load_explicit(&r->stopping, memory_order_acquire) &&
-           next_run(lc, &run, &pre, &hinted)) {
+           next_run(lc, &run, &pre, &from)) {
         int cpu = sched_getcpu(), ret;
 
         add(&r->c.cpu_violations, cpu >= 0 && !CPU_ISSET(cpu, cpus));
-        if (!hinted && !lc->direct) {
+        if (!hinted(from) && !lc->direct) {
             /* Not with direct reads: the page cache would then be filled
              * ahead, and those chunks read through it. */
             sl_group_readahead(r, lc->g, READAHEAD_CHUNKS);
         }
-        ret = load_run(lc, &run, pre, hinted);
+        ret = load_run(lc, &run, pre, from);
         if (ret < 0) {
             sl_engine_fail(r, ret);
             break;

@@ -347,26 +347,28 @@ static bool next_hint(sl_restore *r, sl_group *g, sl_run *out)
     return false;
 }
 
-bool sl_group_next(sl_restore *r, sl_group *g, sl_run *out, bool *hinted)
+bool sl_group_next(sl_restore *r, sl_group *g, sl_run *out, sl_work *from)
 {
     uint64_t i;
 
-    *hinted = true;
+    *from = SL_WORK_WINDOW;
     if (next_hint(r, g, out)) {
         return true;
     }
     /* Relaxed: the cursors only hand out distinct indices. */
     i = atomic_fetch_add_explicit(&g->next_hot, 1, memory_order_relaxed);
+    *from = SL_WORK_HOT;
     if (i < g->nhot) {
         *out = g->hot[i];
         return true;
     }
-    *hinted = false;
     i = atomic_fetch_add_explicit(&g->next_redo, 1, memory_order_relaxed);
+    *from = SL_WORK_REDO;
     if (i < g->nredo) {
         *out = g->redo[i];
         return true;
     }
+    *from = SL_WORK_CHUNK;
     i = atomic_fetch_add_explicit(&g->next_chunk, 1, memory_order_relaxed);
     if (i < g->nchunks) {
         uint64_t c = group_chunk(g, i);

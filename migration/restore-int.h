@@ -309,8 +309,19 @@ bool sl_prefetch_setup(sl_restore *r, GError **errp);
 /** Releases what sl_prefetch_setup() allocated. */
 void sl_prefetch_free(sl_restore *r);
 
-/** Next piece of work for group @g: a fault window, a hot run, a reset's run, then a chunk. */
-bool sl_group_next(sl_restore *r, sl_group *g, sl_run *out, bool *hinted);
+/* Where a piece of prefetch work comes from (sl_group_next()). */
+typedef enum {
+    SL_WORK_WINDOW, /* a window after a fault that walks forward */
+    SL_WORK_HOT,    /* the snapshot's hot-page list */
+    SL_WORK_REDO,   /* a reset's run */
+    SL_WORK_CHUNK,  /* the next chunk of the group in file order */
+} sl_work;
+
+/**
+ * Next piece of work for group @g: a fault window, a hot run, a reset's
+ * run, then a chunk; *@from says which.  False when there is none left.
+ */
+bool sl_group_next(sl_restore *r, sl_group *g, sl_run *out, sl_work *from);
 
 /**
  * Asks the kernel to start reading the chunk @ahead places after group @g's

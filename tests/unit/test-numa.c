@@ -9,10 +9,12 @@
  * Also the topology SPEC parser and its errors.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <numa.h>
 #include <numaif.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/mman.h>
 #include "testutil.h"
 #include "backends/backend.h"
 #include "migration/format/format.h"
@@ -259,6 +261,7 @@ typedef struct {
     char *dir, *path;
     unsigned nblocks;
     uint64_t len[MAX_BLOCKS]; /* block b is named "b<b>", its pages seeded b + 1 */
+    uint64_t data[MAX_BLOCKS]; /* and zero from this offset on */
     sl_mem mem[MAX_BLOCKS];
     sl_snapshot *snap;
     sl_restore *r;
@@ -266,7 +269,8 @@ typedef struct {
 
 typedef struct {
     uint64_t len;
-    int node; /* hint in the block table, -1: none */
+    int node;      /* hint in the block table, -1: none */
+    uint64_t data; /* bytes at the start that hold data, the rest zero (0: all) */
 } block_def;
 
 static void need(const numa_case *nc, uint64_t len)
@@ -323,10 +327,11 @@ static void build_blocks(fixture *f, const block_def *defs, unsigned n, const ui
     for (unsigned b = 0; b < n; b++) {
         g_autofree char *name = g_strdup_printf("b%u", b);
         f->len[b] = defs[b].len;
+        f->data[b] = defs[b].data ? defs[b].data : defs[b].len;
         assert_int_equal(sl_writer_add_block(w, name, defs[b].len, PSIZE, defs[b].node, &err), b);
     }
     for (unsigned b = 0; b < n; b++) {
-        write_block(w, b, defs[b].len);
+        write_block(w, b, f->data[b]);
     }
     if (nhot) {
         add_hot_list(w, hot, nhot);
@@ -345,7 +350,7 @@ static void build_blocks(fixture *f, const block_def *defs, unsigned n, const ui
 /* A one-block snapshot of @len bytes, plus a hot list of @nhot pages. */
 static void build(fixture *f, uint64_t len, const uint64_t *hot, size_t nhot)
 {
-    block_def def = { .len = len, .node = -1 };
+    block_def def = { .len = len, .node = -1, .data = 0 };
 
     build_blocks(f, &def, 1, hot, nhot);
 }
@@ -404,7 +409,11 @@ static uint64_t bad_pages(const fixture *f)
 
     for (unsigned b = 0; b < f->nblocks; b++) {
         for (uint64_t i = 0; i < f->len[b] / PSIZE; i++) {
-            sl_test_fill_page(want, PSIZE, i, b + 1, 6);
+            if (i < f->data[b] / PSIZE) {
+                sl_test_fill_page(want, PSIZE, i, b + 1, 6);
+            } else {
+                memset(want, 0, PSIZE);
+            }
             bad += memcmp(want, f->mem[b].host + i * PSIZE, PSIZE) != 0;
         }
     }
@@ -561,6 +570,50 @@ static void test_hot_list_is_fetched_first_in_recorded_order(void **state)
     assert_true(max_hot < min_rest);
 }
 
+/* Whether every page of [p, p + len) is resident in this process's mapping. */
+static bool resident(const uint8_t *p, uint64_t len)
+{
+    g_autofree unsigned char *vec = g_malloc(len / PSIZE);
+
+    assert_int_equal(mincore((void *)p, len, vec), 0);
+    for (uint64_t i = 0; i < len / PSIZE; i++) {
+        if (!(vec[i] & 1)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void test_hot_zero_pages_get_memory_and_other_zero_pages_stay_holes(void **state)
+{
+    fixture *f = *state;
+    sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1, .numa_topology = "1" };
+    uint64_t unit = f->nc->hugepage ? f->nc->hugepage : PSIZE;
+    uint64_t len = unit == PSIZE ? 8u << 20 : 32u << 20;
+    /* Data in the first 2 MiB only: no later 2 MiB range holds data, so
+     * nothing (THP collapse included) gives those units memory but the list. */
+    const block_def def = { .len = len, .node = -1, .data = 2u << 20 };
+    const uint64_t zero0 = (4u << 20) / unit, nunits = len / unit;
+    const uint64_t hot_units[] = { 0, zero0 + 3, zero0 + 1, nunits - 1 };
+    uint64_t hot[G_N_ELEMENTS(hot_units)];
+
+    for (size_t i = 0; i < G_N_ELEMENTS(hot_units); i++) {
+        hot[i] = hot_units[i] * (unit / PSIZE);
+    }
+    build_blocks(f, &def, 1, hot, G_N_ELEMENTS(hot));
+    start(f, &cfg);
+    assert_int_equal(sl_restore_wait(f->r, -1), 0);
+    /* Before anything reads the memory (a read would give a hole a page). */
+    for (uint64_t u = (2u << 20) / unit; u < nunits; u++) {
+        bool listed = u == zero0 + 3 || u == zero0 + 1 || u == nunits - 1;
+        if (resident(f->mem[0].host + u * unit, unit) != listed) {
+            fail_msg("zero unit %" PRIu64 " (%s) is %s", u, listed ? "listed" : "not listed",
+                     listed ? "a hole" : "resident");
+        }
+    }
+    finish(f); /* and every byte is right: data, then zeros */
+}
+
 static void test_recorder_lists_faulted_pages_in_fault_order(void **state)
 {
     fixture *f = *state;
@@ -632,7 +685,7 @@ static void test_interleave_gives_every_node_part_of_a_small_snapshot(void **sta
     fixture *f = *state;
     sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1,
                               .numa_topology = f->nc->spec, .interleave = true };
-    static const block_def defs[] = { { 64u << 20, -1 }, { 8u << 20, -1 } };
+    static const block_def defs[] = { { 64u << 20, -1, 0 }, { 8u << 20, -1, 0 } };
     /* MiB per node: stripes of 72/2 = 36 or 72/4 = 18 MiB, the rotation running
      * on into b1, whose 8 MiB fall to node 2 % 2 or 4 % 4 = 0. */
     static const uint64_t mib2[] = { 36 + 8, 28 }, mib4[] = { 18 + 8, 18, 18, 10 };
@@ -653,7 +706,7 @@ static void test_hinted_block_is_filled_by_its_node_only(void **state)
     fixture *f = *state;
     sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1,
                               .numa_topology = f->nc->spec };
-    const block_def defs[] = { { 8u << 20, 1 }, { 4u << 20, -1 } };
+    const block_def defs[] = { { 8u << 20, 1, 0 }, { 4u << 20, -1, 0 } };
 
     build_blocks(f, defs, 2, NULL, 0);
     start(f, &cfg);
@@ -672,7 +725,7 @@ static void test_hint_for_a_node_the_topology_lacks_goes_modulo(void **state)
     fixture *f = *state;
     sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1,
                               .numa_topology = f->nc->spec };
-    const block_def defs[] = { { 8u << 20, 63 } };
+    const block_def defs[] = { { 8u << 20, 63, 0 } };
     unsigned owner = 63 % nodes_of(f);
 
     if (g_file_test("/sys/devices/system/node/node63", G_FILE_TEST_EXISTS)) {
@@ -725,7 +778,7 @@ static void test_every_range_is_bound_to_its_nodes_memory(void **state)
     fixture *f = *state;
     sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1,
                               .numa_topology = f->nc->spec, .interleave = true };
-    static const block_def defs[] = { { 64u << 20, -1 }, { 8u << 20, -1 } };
+    static const block_def defs[] = { { 64u << 20, -1, 0 }, { 8u << 20, -1, 0 } };
     unsigned long mask[16];
 
     build_blocks(f, defs, 2, NULL, 0);
@@ -752,6 +805,7 @@ static const feature features[] = {
     { "fault_is_served_while_every_group_is_busy", test_fault_is_served_while_every_group_is_busy, true, false },
     { "hot_list_is_fetched_first_in_recorded_order", test_hot_list_is_fetched_first_in_recorded_order, false, false },
     { "recorder_lists_faulted_pages_in_fault_order", test_recorder_lists_faulted_pages_in_fault_order, false, false },
+    { "hot_zero_pages_get_memory_and_other_zero_pages_stay_holes", test_hot_zero_pages_get_memory_and_other_zero_pages_stay_holes, false, false },
     { "hot_list_entry_out_of_range_is_an_error", test_hot_list_entry_out_of_range_is_an_error, false, false },
     { "interleave_gives_every_node_part_of_a_small_snapshot", test_interleave_gives_every_node_part_of_a_small_snapshot, true, false },
     { "hinted_block_is_filled_by_its_node_only", test_hinted_block_is_filled_by_its_node_only, true, false },

@@ -14,6 +14,11 @@ with the order of the modes rotating:
 
   eager     `snapload qemu-restore FILE --eager FILE --json -- ARGS`: QEMU's
             own eager mapped-ram load, timed the same way;
+  eager-mfd the same with `--multifd N` (--multifd, default 16): QEMU loads
+            with N multifd threads.  Which eager load is faster depends on
+            the host (page faults into fresh memory overlap across threads),
+            so every acceptance ratio is taken against the faster of the
+            two, per figure;
   lazy      `snapload qemu-restore FILE --json -- ARGS`, without the sidecar
             index (moved aside for the run: QEMU's file as a QEMU user has
             it, no checksums; --lazy-index plain gives it a checksums-only
@@ -38,11 +43,12 @@ Then QEMU quits.
 Writes OUT/bench-linux.json (every run), OUT/bench-linux.md (the issue-13
 acceptance table, ratios of medians measured in the same run, with met or
 NOT met), OUT/bench-linux-timeline.csv (the guest's progress over time,
-per run) and OUT/bench-linux.svg (that progress for the three modes).
+per run) and OUT/bench-linux.svg (that progress for every mode).
 
 usage: bench/linux.py [--mem 4G] [--backend shmem|anon|hugetlbfs-2M] [--reps 3]
                       [--ws-pct 25] [--hb-ms 200] [--after 5] [--threads N]
-                      [--modes eager,lazy,lazy+hot] [--lazy-index none|plain]
+                      [--modes eager,eager-mfd,lazy,lazy+hot] [--multifd 16]
+                      [--lazy-index none|plain]
                       [--accel auto|kvm|tcg] [--dir /var/tmp/snapload-linux-bench]
                       [--out DIR] [--build DIR] [--keep]
 The binaries come from --build, else $SNAPLOAD_BUILD, else ./build.  As root.
@@ -71,10 +77,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINUX_DIR = os.path.join(ROOT, "tests", "qtest", "linux")
 HUGEPAGE_LOCK = "/tmp/snapload-hugepages.lock"
 HUGEPAGES_2M = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
-MODES = ("eager", "lazy", "lazy+hot")
+MODES = ("eager", "eager-mfd", "lazy", "lazy+hot")
+EAGER = ("eager", "eager-mfd")
 PING_MS = 5            # a PING every this often until the first PONG ...
 PING_BACKLOG = 200     # ... and every PING_SLOW_MS once this many are unanswered
 PING_SLOW_MS = 20
+PASS_TIMEOUT_S = 120   # a timed run's PASS answered later than this was lost
 # Targets of issue 13.
 TARGET_FIRST_ANSWER = 20.0   # lazy answers >= 20x sooner than eager
 TARGET_FIRST_PASS = 2.0      # lazy+hot's first full pass >= 2x sooner than eager + pass
@@ -470,15 +478,17 @@ class Bench:
         errf = os.path.join(self.dir, name + ".err")
         unlink(serial, req, qmp)
         opts = ["--json"]
-        if mode == "eager":
+        if mode in EAGER:
             opts += ["--eager", self.snap]
+        if mode == "eager-mfd":
+            opts += ["--multifd", str(self.a.multifd)]
         faults_file = os.path.join(self.dir, name + ".faults")
         unlink(faults_file)
         if record:
             opts += ["--threads", "0", "--record", self.hot]
-        elif mode != "eager" and self.a.threads is not None:
+        elif mode not in EAGER and self.a.threads is not None:
             opts += ["--threads", str(self.a.threads)]
-        if not record and mode != "eager" and self.a.record_faults:
+        if not record and mode not in EAGER and self.a.record_faults:
             opts += ["--record", faults_file]
         cmd = [self.snapload, "qemu-restore", self.snap] + opts + ["--"] + \
             self.qemu_args(serial, req, qmp)
@@ -537,9 +547,13 @@ class Bench:
             # (b) PASS right after it: every working-set page checked once more.
             t_pass_sent = now()
             port.send("PASS")
-            pass_m = None
+            pass_m, other = None, []
             while pass_m is None:
                 alive("waiting for the guest's PASS answer")
+                if not record and now() - t_pass_sent > PASS_TIMEOUT_S:
+                    raise BenchError("no answer to PASS %d s after it was sent (the request "
+                                     "or its answer was lost?); other lines meanwhile: %s"
+                                     % (PASS_TIMEOUT_S, other[-5:]))
                 port.poll(0.05)
                 for t, l in port.lines:
                     if l.startswith("BUSY"):
@@ -547,6 +561,8 @@ class Bench:
                     mm = re.match(r"PASS ms=([\d.]+) pages=(\d+)", l)
                     if mm:
                         pass_m = (t, mm)
+                    elif not l.startswith("PONG"):
+                        other.append(l)
                 port.lines = []
             r["t_pass_sent"] = t_pass_sent
             r["t_pass"] = pass_m[0]
@@ -581,7 +597,7 @@ class Bench:
             r["time_origin"] = "start_monotonic_ms" if start is not None else "launch"
             t_inc = t0 + js["incoming_ms"] / 1000
             t_run = t_inc + js["incoming_to_running_ms"] / 1000
-            t_done = t0 + js["time_to_complete_ms"] / 1000 if mode != "eager" else t_run
+            t_done = t0 + js["time_to_complete_ms"] / 1000 if mode not in EAGER else t_run
             # (d) the after-rate: --after seconds past the end of the fill and the PASS.
             until = max(t_done, r["t_pass"]) + self.a.after
             while now() < until:
@@ -600,7 +616,7 @@ class Bench:
             con.stop()
             lines = con.snapshot()
             r.update(self.figures(js, t_launch, t_inc, t_run, t_done, r, lines))
-            if not record and mode != "eager" and self.a.record_faults:
+            if not record and mode not in EAGER and self.a.record_faults:
                 r["faulted"] = self.faulted_pages(faults_file)
             return r
         except Exception:
@@ -707,6 +723,7 @@ class Bench:
                "ws_pct": self.a.ws_pct, "hb_ms": self.a.hb_ms, "after_s": self.a.after,
                "smp": self.a.smp, "threads": self.a.threads, "accel": self.accel,
                "accel_why": self.accel_why, "kernel": self.kernel, "modes": self.a.modes,
+               "multifd": self.a.multifd,
                "lazy_index": self.a.lazy_index, "machine": machine(), "runs": [],
                "failures": []}
         self.make_initrd()
@@ -807,14 +824,18 @@ def summarize(res):
         acc.append({"check": name, "figure": figure, "baseline": baseline, "ratio": ratio,
                     "target": target, "met": met, "how": how})
 
-    fl, fe = g("lazy", "first_answer_ms"), g("eager", "first_answer_ms")
+    fl = g("lazy", "first_answer_ms")
+    me, fe = fastest_eager(s, "first_answer_ms")
     ratio = fe / fl if fl and fe else None
-    check("first answer, lazy vs eager", fl, fe, ratio, ">= %.0fx sooner" % TARGET_FIRST_ANSWER,
+    check("first answer, lazy vs eager (%s, the faster)" % me, fl, fe, ratio,
+          ">= %.0fx sooner" % TARGET_FIRST_ANSWER,
           None if ratio is None else ratio >= TARGET_FIRST_ANSWER,
           "median ms from migrate-incoming to the first PONG")
-    ph, pe = g("lazy+hot", "first_pass_ms"), g("eager", "first_pass_ms")
+    ph = g("lazy+hot", "first_pass_ms")
+    me, pe = fastest_eager(s, "first_pass_ms")
     ratio = pe / ph if ph and pe else None
-    check("first full pass over the working set, lazy+hot vs eager load + that pass", ph, pe,
+    check("first full pass over the working set, lazy+hot vs eager load (%s, the faster) "
+          "+ that pass" % me, ph, pe,
           ratio, ">= %.0fx sooner" % TARGET_FIRST_PASS,
           None if ratio is None else ratio >= TARGET_FIRST_PASS,
           "median ms from migrate-incoming to the PASS answer (PASS sent at the first PONG)")
@@ -834,6 +855,16 @@ def summarize(res):
               "and in the %g s after" % res["after_s"])
     s["acceptance"] = acc
     return s
+
+
+def fastest_eager(s, k):
+    """(mode, median) of the eager mode with the smallest median @k: the
+    baseline is QEMU's strongest eager load in this run, whichever it is."""
+    got = [(s[m][k], m) for m in EAGER if s.get(m, {}).get(k) is not None]
+    if not got:
+        return None, None
+    v, m = min(got)
+    return m, v
 
 
 def fmt(v, digits=1, unit=""):
@@ -901,7 +932,7 @@ def markdown(res):
             rng(row, "first_pass_ms"), rng(row, "pass_guest_ms", 0), rng(row, "complete_ms"),
             rng(row, "faults", 0), fmt(row["pages_by_fault"]), fmt(row["pages_by_loader"]),
             rng(row, "rate_during", 0), rng(row, "rate_after", 0),
-            row["placed_twice_total"] if mode != "eager" else "-",
+            row["placed_twice_total"] if mode not in EAGER else "-",
             ("clean" if row["console_ok"] else "**NOT clean**") +
             ("" if not row["failed"] else ", %d run(s) FAILED" % row["failed"])))
     lines += ["", "running: `cont` answered; first answer: the first `PONG` read (a `PING` "
@@ -936,7 +967,7 @@ def timeline_csv(res, path):
                     f.write("%s,%d,%.1f,,%s\n" % (r["mode"], r["rep"], r[ev], ev[:-3]))
 
 
-COLORS = {"eager": "#c0392b", "lazy": "#2471a3", "lazy+hot": "#1e8449"}
+COLORS = {"eager": "#c0392b", "eager-mfd": "#e67e22", "lazy": "#2471a3", "lazy+hot": "#1e8449"}
 
 
 def svg(res, path):
@@ -1032,12 +1063,13 @@ def brief(res):
                g["file_data_bytes"] >> 20)]
     for r in res["runs"]:
         what = {"eager": "eager (QEMU loads everything first)",
+                "eager-mfd": "eager, %d multifd channels" % res["multifd"],
                 "lazy": "lazy (snapload%s)" % (", every page checked against its checksum"
                                                if res["lazy_index"] == "plain" else ""),
                 "lazy+hot": "lazy+hot (snapload, hot list first)"}[r["mode"]]
         line = "  %-40s first answer %8.1f ms, working set checked (PASS) %8.1f ms" % (
             what + ":", r["first_answer_ms"], r["first_pass_ms"])
-        if r["mode"] != "eager":
+        if r["mode"] not in EAGER:
             line += ", every page in place %.0f ms, %d faults, %d placed twice, %s checksum " \
                 "failures" % (r["complete_ms"], r["faults"], r["pages_placed_twice"],
                               r["checksum_failures"])
@@ -1047,11 +1079,12 @@ def brief(res):
     for f in res["failures"]:
         out.append("  %s FAILED: %s" % (f["mode"], f["error"].splitlines()[0][:300]))
     s = res["summary"]
-    fe, fl = s.get("eager", {}).get("first_answer_ms"), s.get("lazy", {}).get("first_answer_ms")
-    pe, pl = s.get("eager", {}).get("first_pass_ms"), s.get("lazy", {}).get("first_pass_ms")
-    if fe and fl:
-        out.append("  the lazy guest answered %.1fx sooner and had checked its working set "
-                   "%.2fx sooner than after QEMU's eager load" % (fe / fl, pe / pl))
+    (me, fe), fl = fastest_eager(s, "first_answer_ms"), s.get("lazy", {}).get("first_answer_ms")
+    (mp, pe), pl = fastest_eager(s, "first_pass_ms"), s.get("lazy", {}).get("first_pass_ms")
+    if fe and fl and pe and pl:
+        out.append("  the lazy guest answered %.1fx sooner (than %s) and had checked its working "
+                   "set %.2fx sooner (than %s) than after QEMU's faster eager load"
+                   % (fe / fl, me, pe / pl, mp))
     return "\n".join(out)
 
 
@@ -1091,6 +1124,8 @@ def main():
     ap.add_argument("--threads", type=int, default=None,
                     help="qemu-restore --threads (loaders per node; default: its own)")
     ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--multifd", type=int, default=16,
+                    help="multifd channels of the eager-mfd mode (default 16)")
     ap.add_argument("--lazy-index", default="none", choices=("none", "plain"),
                     help="lazy runs without a sidecar (none) or with a checksums-only one")
     ap.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))

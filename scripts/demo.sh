@@ -5,8 +5,9 @@
 # tests/qtest/linux, docs/linux-guest.md), saves it with QEMU's own
 # `migrate file:` + mapped-ram, and restores that file twice in one run:
 # lazily with `snapload qemu-restore` (every page checked against a
-# checksum from a sidecar index) and eagerly with QEMU's own load.  For both
-# it prints when the guest first answered and when it had checked every
+# checksum from a sidecar index) and eagerly with QEMU's own load (plain and
+# with 16 multifd threads; the faster is the one compared).  For each it
+# prints when the guest first answered and when it had checked every
 # page of its working set once more (bench/linux.py does the work), and
 # whether the guest found any wrong byte (ERR) or a page was placed twice.
 #   GUEST_MEM=1G (default)  guest RAM
@@ -46,7 +47,7 @@ if [ "$DEMO" = linux ]; then
     echo "   mapped-ram, then restore it lazily (snapload) and eagerly (QEMU), same run"
     echo "   (under TCG unless hardware KVM is loaded: the boot takes a minute or two)"
     exec python3 bench/linux.py --mem "$GUEST_MEM" --backend "$BACKEND" --reps 1 \
-        --modes lazy,eager --lazy-index plain --after 2 --brief \
+        --modes lazy,eager,eager-mfd --lazy-index plain --after 2 --brief \
         --dir "$DIR/linux" --out "$DIR/linux" --build "$BUILD"
 fi
 

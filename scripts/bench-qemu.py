@@ -20,7 +20,10 @@ One run, for each guest size (default 1G,4G):
                         way and one more pass that checks every page (walker
                         `PASS 2 OK errors=0`, no ERR, no reset);
        eager-file       QEMU's own `migrate-incoming file:FILE` (mapped-ram);
-       eager-file-mfdN  the same with N multifd channels (--multifd, 2);
+       eager-file-mfdN  the same with N multifd channels, for each N of
+                        --multifd (2,16: on a host where fresh memory is
+                        dear, 16 threads overlap their page faults and load
+                        fastest; elsewhere fewer may win);
        eager-exec       QEMU's `migrate-incoming exec:cat STREAM`;
      each timed by `snapload qemu-restore --json` (with --eager for QEMU's
      own loads), page cache warm (the file is read right before each run);
@@ -38,7 +41,7 @@ Hugepages are taken under flock /tmp/snapload-hugepages.lock and the pool is
 given back to its former size afterwards.  As root.
 
 usage: scripts/bench-qemu.py [--sizes 1G,4G] [--backends anon,shmem,hugetlbfs-2M]
-                             [--reps 3] [--multifd 2] [--dir /var/tmp/snapload-qemu-bench]
+                             [--reps 3] [--multifd 2,16] [--dir /var/tmp/snapload-qemu-bench]
                              [--out DIR] [--build DIR] [--keep]
        scripts/bench-qemu.py --summarize OUT/bench-qemu.json
 The snapload binaries come from --build, else $SNAPLOAD_BUILD, else ./build.
@@ -194,7 +197,8 @@ class Bench:
             dst.write(src.read())
         self.kvm = os.access("/dev/kvm", os.R_OK | os.W_OK)
         self.mem = {"shmem": "/dev/shm/snapload-bench-qemu"}
-        self.eager_paths = ["eager-file", "eager-file-mfd%d" % a.multifd, "eager-exec"]
+        self.eager_paths = ["eager-file"] + ["eager-file-mfd%d" % n for n in a.multifd] + \
+            ["eager-exec"]
         self.paths = ["lazy"] + self.eager_paths
 
     # ------------------------------ the guest ------------------------------
@@ -284,7 +288,7 @@ class Bench:
         serial, qmp = (os.path.join(self.dir, n) for n in ("stream.serial", "stream.qmp"))
         unlink(serial, qmp)
         p = subprocess.Popen([self.snapload, "qemu-restore", mig, "--eager", mig, "--multifd",
-                              str(self.a.multifd), "--paused", "--json", "--"] +
+                              str(max(self.a.multifd)), "--paused", "--json", "--"] +
                              self.qemu_args(size, "anon", serial, "-qmp",
                                             "unix:%s,server=on,wait=off" % qmp),
                              stdout=subprocess.PIPE, text=True)
@@ -376,7 +380,7 @@ class Bench:
         mig, stream = self.files(size)
         opts = ["--eager", stream if path == "eager-exec" else mig]
         if path.startswith("eager-file-mfd"):
-            opts += ["--multifd", str(self.a.multifd)]
+            opts += ["--multifd", path.rsplit("mfd", 1)[1]]
         if check:
             qmp = os.path.join(self.dir, "eager.qmp")
             unlink(qmp)
@@ -692,7 +696,8 @@ def main():
     ap.add_argument("--size", dest="sizes", help=argparse.SUPPRESS)  # the old spelling
     ap.add_argument("--backends", default=",".join(BACKENDS))
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--multifd", type=int, default=2, help="channels of the multifd eager load")
+    ap.add_argument("--multifd", default="2,16",
+                    help="channels of the multifd eager loads, one path each (default 2,16)")
     ap.add_argument("--dir", default="/var/tmp/snapload-qemu-bench", help="files and scratch")
     ap.add_argument("--out", default=None, help="where results go (default: DIR)")
     ap.add_argument("--build", default=None, help="snapload build directory")
@@ -701,6 +706,12 @@ def main():
                     "table again from the runs kept in a bench-qemu.json (written back, with "
                     "bench-qemu.md beside it)")
     a = ap.parse_args()
+    try:
+        a.multifd = sorted({int(x) for x in a.multifd.split(",") if x})
+    except ValueError:
+        ap.error("--multifd: a comma-separated list of channel counts, got %r" % a.multifd)
+    if not a.multifd or min(a.multifd) < 1:
+        ap.error("--multifd: at least one channel count, each 1 or more")
     if a.summarize:
         with open(a.summarize) as f:
             res = json.load(f)

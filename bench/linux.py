@@ -82,7 +82,7 @@ EAGER = ("eager", "eager-mfd")
 PING_MS = 5            # a PING every this often until the first PONG ...
 PING_BACKLOG = 200     # ... and every PING_SLOW_MS once this many are unanswered
 PING_SLOW_MS = 20
-PASS_TIMEOUT_S = 120   # a timed run's PASS answered later than this was lost
+PASS_TIMEOUT_S = 120   # a timed run's PASS unanswered after this (+ 30 s per GiB) was lost
 # Targets of issue 13.
 TARGET_FIRST_ANSWER = 20.0   # lazy answers >= 20x sooner than eager
 TARGET_FIRST_PASS = 2.0      # lazy+hot's first full pass >= 2x sooner than eager + pass
@@ -289,6 +289,7 @@ class Bench:
         os.makedirs(self.out, exist_ok=True)
         self.mem_bytes = parse_size(a.mem)
         self.mem_mb = self.mem_bytes >> 20
+        self.pass_timeout = PASS_TIMEOUT_S + 30 * (self.mem_bytes >> 30)
         self.snap = os.path.join(self.dir, "guest-%s-%s.mig" % (a.mem, a.backend))
         self.hot = os.path.join(self.dir, "hot.list")
         self.index = self.snap + ".slidx"
@@ -550,10 +551,10 @@ class Bench:
             pass_m, other = None, []
             while pass_m is None:
                 alive("waiting for the guest's PASS answer")
-                if not record and now() - t_pass_sent > PASS_TIMEOUT_S:
+                if not record and now() - t_pass_sent > self.pass_timeout:
                     raise BenchError("no answer to PASS %d s after it was sent (the request "
                                      "or its answer was lost?); other lines meanwhile: %s"
-                                     % (PASS_TIMEOUT_S, other[-5:]))
+                                     % (self.pass_timeout, other[-5:]))
                 port.poll(0.05)
                 for t, l in port.lines:
                     if l.startswith("BUSY"):
@@ -645,8 +646,11 @@ class Bench:
         if os.path.exists(self.hot):
             with open(self.hot, "rb") as f:
                 hot = {e: i for i, e in enumerate(entries(f.read()))}
-        with open(path, "rb") as f:
-            got = entries(f.read())
+        try:
+            with open(path, "rb") as f:
+                got = entries(f.read())
+        except OSError as e:
+            raise BenchError("--record-faults: no record of the run's faults: %s" % e)
         return [{"block": b, "page": pg, "hot_pos": hot.get((b, pg), -1)} for b, pg in got]
 
     def figures(self, js, t_launch, t_inc, t_run, t_done, r, lines):
@@ -827,14 +831,14 @@ def summarize(res):
     fl = g("lazy", "first_answer_ms")
     me, fe = fastest_eager(s, "first_answer_ms")
     ratio = fe / fl if fl and fe else None
-    check("first answer, lazy vs eager (%s, the faster)" % me, fl, fe, ratio,
+    check("first answer, lazy vs eager (%s)" % me, fl, fe, ratio,
           ">= %.0fx sooner" % TARGET_FIRST_ANSWER,
           None if ratio is None else ratio >= TARGET_FIRST_ANSWER,
           "median ms from migrate-incoming to the first PONG")
     ph = g("lazy+hot", "first_pass_ms")
     me, pe = fastest_eager(s, "first_pass_ms")
     ratio = pe / ph if ph and pe else None
-    check("first full pass over the working set, lazy+hot vs eager load (%s, the faster) "
+    check("first full pass over the working set, lazy+hot vs eager load (%s) "
           "+ that pass" % me, ph, pe,
           ratio, ">= %.0fx sooner" % TARGET_FIRST_PASS,
           None if ratio is None else ratio >= TARGET_FIRST_PASS,
@@ -858,13 +862,14 @@ def summarize(res):
 
 
 def fastest_eager(s, k):
-    """(mode, median) of the eager mode with the smallest median @k: the
-    baseline is QEMU's strongest eager load in this run, whichever it is."""
+    """(label, median) of the eager mode with the smallest median @k: the
+    baseline is QEMU's strongest eager load in this run, whichever it is;
+    the label says so when more than one was measured."""
     got = [(s[m][k], m) for m in EAGER if s.get(m, {}).get(k) is not None]
     if not got:
-        return None, None
+        return "none measured", None
     v, m = min(got)
-    return m, v
+    return (m + ", the faster" if len(got) > 1 else m), v
 
 
 def fmt(v, digits=1, unit=""):
@@ -1082,8 +1087,8 @@ def brief(res):
     (me, fe), fl = fastest_eager(s, "first_answer_ms"), s.get("lazy", {}).get("first_answer_ms")
     (mp, pe), pl = fastest_eager(s, "first_pass_ms"), s.get("lazy", {}).get("first_pass_ms")
     if fe and fl and pe and pl:
-        out.append("  the lazy guest answered %.1fx sooner (than %s) and had checked its working "
-                   "set %.2fx sooner (than %s) than after QEMU's faster eager load"
+        out.append("  the lazy guest answered %.1fx sooner than after QEMU's eager load (%s) "
+                   "and had checked its working set %.2fx sooner (%s)"
                    % (fe / fl, me, pe / pl, mp))
     return "\n".join(out)
 
@@ -1148,6 +1153,8 @@ def main():
             ap.error("--modes: unknown mode %s (known: %s)" % (x, ",".join(MODES)))
     if a.reps < 1:
         ap.error("--reps must be at least 1")
+    if a.multifd < 1:
+        ap.error("--multifd must be at least 1")
     try:
         b = Bench(a)
         if a.backend == "shmem":

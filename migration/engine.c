@@ -732,6 +732,58 @@ static int show_settled(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, i
 }
 
 /*
+ * Claims the units next to claimed unit @u that hold data and that nobody
+ * has claimed, within its aligned fault-around block [@a, @e), as far as
+ * they run unbroken from @u either way: the run [*u0, *u0 + return).
+ */
+static uint64_t claim_around(sl_region *reg, uint64_t u, uint64_t a, uint64_t e, uint64_t *u0)
+{
+    uint64_t lo = u, hi = u + 1;
+
+    while (lo > a && unit_has_data(reg, lo - 1) && sl_pagemap_claim(reg->map, lo - 1)) {
+        lo--;
+    }
+    while (hi < e && unit_has_data(reg, hi) && sl_pagemap_claim(reg->map, hi)) {
+        hi++;
+    }
+    *u0 = lo;
+    return hi - lo;
+}
+
+/*
+ * Serve the fault on unit @u, which the fault thread claimed: with its
+ * neighbours (config.fault_around) when it holds data, in one read and one
+ * placement; the units served are [*u0, *u0 + *n).  The block's metadata
+ * is proven before its bits choose the neighbours.
+ */
+static int serve_fault(fault_ctx *fc, sl_region *reg, sl_view *v, uint64_t u, uint64_t *u0,
+                       uint64_t *n)
+{
+    sl_restore *r = fc->r;
+    uint64_t a = u - u % reg->around, e = MIN(a + reg->around, reg->nunits);
+    int ret;
+
+    *u0 = u;
+    *n = 1;
+    if (reg->around < 2 || reg->mem.keep) {
+        return serve_unit(r, reg, v, u, fc->bounce, fc->check, fc->fd, fc->assist);
+    }
+    ret = prove_units(r, reg, a, e - a);
+    if (ret < 0) {
+        sl_pagemap_unclaim(reg->map, u, 1);
+        return ret;
+    }
+    if (!unit_has_data(reg, u)) {
+        return commit_run(r, reg, v, u, 1, NULL, BY_FAULT, false);
+    }
+    *n = claim_around(reg, u, a, e, u0);
+    ret = fill_claimed(r, reg, v, *u0, *n, reg->mem.ops->stage(&reg->mem, *u0 * reg->unit,
+                                                               fc->bounce), BY_FAULT, fc->fd);
+    add(&r->c.pages_around, ret == 0 ? *n - 1 : 0);
+    return ret;
+}
+
+/*
  * A fault on unit @u that the fault thread did not claim.  Never waits:
  * while a loader holds the unit the fault is deferred (returns 1).
  *
@@ -782,7 +834,7 @@ static void fault_done(sl_restore *r, int ret, uint64_t t0)
 static void handle_fault(fault_ctx *fc, int uffd, uint64_t addr)
 {
     sl_restore *r = fc->r;
-    uint64_t t0 = sl_now_ns(), zero = 0, u;
+    uint64_t t0 = sl_now_ns(), zero = 0, u, u0, n = 1;
     sl_region *reg;
     sl_view *v;
     int ret;
@@ -798,15 +850,15 @@ static void handle_fault(fault_ctx *fc, int uffd, uint64_t addr)
         }
         return;
     }
-    u = (addr - v->base) / reg->unit;
+    u = u0 = (addr - v->base) / reg->unit;
     if (sl_pagemap_claim(reg->map, u)) {
-        ret = serve_unit(r, reg, v, u, fc->bounce, fc->check, fc->fd, fc->assist);
+        ret = serve_fault(fc, reg, v, u, &u0, &n);
     } else {
         int st = sl_pagemap_state(reg->map, u);
         add(st == SL_PAGE_CLAIMED ? &r->c.faults_on_claimed : &r->c.faults_on_present, 1);
         ret = serve_other(fc, reg, v, u, t0);
     }
-    sl_prefetch_note_fault(r, reg, u);
+    sl_prefetch_note_fault(r, reg, u, u0, ret == 0 ? n : 1);
     fault_done(r, ret, t0);
 }
 
@@ -1112,11 +1164,26 @@ static sl_assist *start_assist(sl_restore *r)
     return large && g_get_num_processors() > 1 ? sl_assist_new("sl-fault-assist", NULL) : NULL;
 }
 
+/* The fault thread's bounce buffer: a unit, or a fault-around block, of every bounce region. */
+static uint64_t fault_bounce_bytes(const sl_restore *r)
+{
+    uint64_t bytes = 0;
+
+    for (guint i = 0; i < r->regions->len; i++) {
+        const sl_region *reg = g_ptr_array_index(r->regions, i);
+        if (reg->mem.ops->bounce) {
+            bytes = MAX(bytes, reg->unit * reg->around);
+        }
+    }
+    return bytes;
+}
+
 static gpointer fault_thread(gpointer opaque)
 {
     fault_ctx fc = { .r = opaque };
+    uint64_t bounce = fault_bounce_bytes(fc.r);
 
-    if (fc.r->max_bounce && posix_memalign((void **)&fc.bounce, 4096, fc.r->max_bounce)) {
+    if (bounce && posix_memalign((void **)&fc.bounce, 4096, bounce)) {
         sl_engine_fail(fc.r, -ENOMEM);
         return NULL;
     }

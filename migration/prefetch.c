@@ -30,6 +30,15 @@ unsigned sl_unit_node(const sl_restore *r, const sl_region *reg, uint64_t u)
                           : (unsigned)((reg->first_stripe + u / reg->stripe_units) % r->ngroups);
 }
 
+/* Units of @reg's fault-around block (config.fault_around): a power of two, 1 for none. */
+static uint64_t around_units(const sl_restore *r, const sl_region *reg)
+{
+    uint64_t bytes = r->cfg.fault_around ? r->cfg.fault_around : SL_FAULT_AROUND_DEFAULT;
+    uint64_t n = MIN(bytes, SL_AROUND_MAX_BYTES) / reg->unit;
+
+    return reg->unit <= 4096 && n > 1 ? 1ull << (63 - __builtin_clzll(n)) : 1;
+}
+
 /* Resolves the region's node policy once the topology is known. */
 static void region_policy(sl_restore *r, sl_region *reg)
 {
@@ -46,6 +55,7 @@ static void region_policy(sl_restore *r, sl_region *reg)
     }
     reg->stripe_units = MAX(1, reg->nunits); /* bound: one stripe; interleave: plan_stripes() */
     reg->window = reg->unit <= (2u << 20) ? MAX(2, SL_WINDOW_BYTES / reg->unit) : 0;
+    reg->around = around_units(r, reg);
     reg->order = r->cfg.trace_order ? g_new0(uint32_t, reg->nunits) : NULL;
     reg->recorded = r->cfg.record ? g_new0(uint64_t, reg->nunits / 64 + 1) : NULL;
 }
@@ -405,25 +415,37 @@ void sl_group_readahead(sl_restore *r, sl_group *g, unsigned ahead)
     }
 }
 
-void sl_prefetch_note_fault(sl_restore *r, sl_region *reg, uint64_t u)
+/* Record: unit @u joins the list of faulted units, once. */
+static void record_unit(sl_restore *r, sl_region *reg, uint64_t u)
+{
+    uint8_t e[16] = { 0 };
+
+    if (!reg->recorded || sl_bit_test(reg->recorded, u)) {
+        return;
+    }
+    sl_bit_set(reg->recorded, u);
+    sl_put_le32(e, reg->block);
+    sl_put_le64(e + 8, u * reg->ratio);
+    g_array_append_vals(r->recorded, e, 1);
+}
+
+void sl_prefetch_note_fault(sl_restore *r, sl_region *reg, uint64_t u, uint64_t u0, uint64_t n)
 {
     /* A window only when faults walk forward (readahead): after a random
-     * fault it would be wasted work in front of the hot list. */
+     * fault it would be wasted work in front of the hot list.  It starts
+     * past what the fault served. */
     bool near = u > reg->last_fault && u - reg->last_fault <= reg->window;
 
     reg->last_fault = u;
-    if (near && u + 1 < reg->nunits) {
+    if (near && u0 + n < reg->nunits) {
         /* Only the fault thread writes hints: a relaxed read of seq is exact. */
         uint64_t s = atomic_load_explicit(&r->hint_seq, memory_order_relaxed);
-        atomic_store_explicit(&r->hints[s % SL_HINTS], (uint64_t)reg->index << 48 | (u + 1),
+        atomic_store_explicit(&r->hints[s % SL_HINTS], (uint64_t)reg->index << 48 | (u0 + n),
                               memory_order_relaxed);
         atomic_store_explicit(&r->hint_seq, s + 1, memory_order_release);
     }
-    if (reg->recorded && !sl_bit_test(reg->recorded, u)) {
-        uint8_t e[16] = { 0 };
-        sl_bit_set(reg->recorded, u);
-        sl_put_le32(e, reg->block);
-        sl_put_le64(e + 8, u * reg->ratio);
-        g_array_append_vals(r->recorded, e, 1);
+    record_unit(r, reg, u);
+    for (uint64_t i = u0; i < u0 + n; i++) {
+        record_unit(r, reg, i);
     }
 }

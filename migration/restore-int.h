@@ -30,6 +30,7 @@
 #define SL_CLAIM_BYTES (64u << 10) /* in-place loaders claim at most this before reading */
 #define SL_STRIPE_BYTES (64u << 20) /* largest interleave stripe (docs/numa.md) */
 #define SL_WINDOW_BYTES (128u << 10) /* locality window after a fault (>= 2 units up to 2 MiB) */
+#define SL_AROUND_MAX_BYTES (2u << 20) /* largest fault-around block */
 #define SL_HINTS 256               /* ring of recent faults for the locality window */
 
 /* A run of units of one region: a piece of prefetch work. */
@@ -79,6 +80,7 @@ typedef struct sl_region {
     uint64_t stripe_units;   /* interleave granule, a multiple of chunk_units */
     uint64_t first_stripe;   /* interleave: rotation position of the first stripe */
     uint64_t window;         /* units prefetched after a fault (0: none) */
+    uint64_t around;         /* fault-around block in units, a power of two (1: off) */
     uint32_t *order;         /* trace_order: placement sequence number of each unit */
     uint64_t *recorded;      /* record: units already in the fault list (fault thread) */
     uint64_t last_fault;     /* fault thread: unit of the previous fault, for the window */
@@ -124,7 +126,7 @@ typedef struct {
     _Atomic uint64_t wrong_node, cpu_violations, pages_by_hint;
     _Atomic uint64_t thp_bytes, pages_kept, pages_known;
     _Atomic uint64_t bytes_direct;
-    _Atomic uint64_t pages_moved;
+    _Atomic uint64_t pages_moved, pages_around;
 } sl_counters;
 
 struct sl_restore {
@@ -338,7 +340,11 @@ void sl_group_readahead(sl_restore *r, sl_group *g, unsigned ahead);
  */
 void sl_group_prefer_node(sl_restore *r, unsigned g);
 
-/** Fault thread: unit @u of @reg was faulted; feed the window and the recorder. */
-void sl_prefetch_note_fault(sl_restore *r, sl_region *reg, uint64_t u);
+/**
+ * Fault thread: unit @u of @reg was faulted and [@u0, @u0 + @n) served with
+ * it (fault-around); feed the window (past them) and the recorder (@u, then
+ * the others).
+ */
+void sl_prefetch_note_fault(sl_restore *r, sl_region *reg, uint64_t u, uint64_t u0, uint64_t n);
 
 #endif /* SNAPLOAD_RESTORE_INT_H */

@@ -110,6 +110,12 @@ bool cli_write_changed(sl_writer *w, sl_snapshot *parent, unsigned b, uint64_t p
 /** Parses "4096", "4K", "2M", "1G", "3T" (binary units). */
 bool cli_parse_size(const char *s, uint64_t *out);
 
+/**
+ * Parses --fault-around SIZE (4K to 2M) into config.fault_around; prints why
+ * and returns false when it is not such a size.
+ */
+bool cli_parse_around(const char *s, uint32_t *out);
+
 /** Prints "snapload: MSG" on one line of stderr and returns exit status 1. */
 int cli_fail(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 

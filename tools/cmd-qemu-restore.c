@@ -61,6 +61,7 @@ typedef struct {
     bool json, verify, paused, quit_when_done;
     int threads;
     int multifd;          /* eager load of a mapped-ram file: multifd channels */
+    uint32_t around;      /* --fault-around: config.fault_around (0: the default) */
     char **vhost_user;    /* SOCKET=COMMAND: back-ends started registered, before QEMU */
     const char *record;   /* write the guest's faulted pages, in order, there (a hot list) */
     bool reuse_ram;       /* keep the RAM files a previous run left (config.keep_memory) */
@@ -248,7 +249,8 @@ static bool start_daemon(qr *r, GError **errp)
         d.cfg = (sl_restore_config){ .size = sizeof(d.cfg),
                                      .loader_threads = r->o->threads > 0 ? (unsigned)r->o->threads : 0,
                                      .no_loaders = r->o->threads == 0,
-                                     .keep_memory = r->o->reuse_ram };
+                                     .keep_memory = r->o->reuse_ram,
+                                     .fault_around = r->o->around };
         close(ready[0]);
         close(stats[0]);
         _exit(sl_daemon_run(&d));
@@ -979,8 +981,9 @@ static int run(const qr_opts *o)
 
 int cmd_qemu_restore(int argc, char **argv)
 {
-    g_autofree char *eager = NULL, *sock = NULL, *record = NULL;
+    g_autofree char *eager = NULL, *sock = NULL, *record = NULL, *around = NULL;
     g_auto(GStrv) vhost_user = NULL;
+    uint32_t around_bytes = 0;
     gboolean json = false, verify = false, paused = false, quit = false, reuse = false;
     gboolean check_all = false, track = false;
     gint threads = -1, multifd = 0;
@@ -992,6 +995,9 @@ int cmd_qemu_restore(int argc, char **argv)
           "state load (cont it yourself, e.g. over your own -qmp)", NULL },
         { "quit-when-done", 0, 0, G_OPTION_ARG_NONE, &quit, "quit QEMU once every page is in place", NULL },
         { "threads", 0, 0, G_OPTION_ARG_INT, &threads, "loaders per NUMA node (0: faults only)", "N" },
+        { "fault-around", 0, 0, G_OPTION_ARG_STRING, &around, "a fault serves the pages "
+          "holding data around it in its aligned block of SIZE (default 64K; 4K: the faulted "
+          "page alone)", "SIZE" },
         { "socket", 0, 0, G_OPTION_ARG_FILENAME, &sock, "the daemon's socket, for more consumers "
           "such as vhost-user back-ends (default: private)", "PATH" },
         { "eager", 0, 0, G_OPTION_ARG_FILENAME, &eager, "instead: time stock QEMU's own eager "
@@ -1044,6 +1050,12 @@ int cmd_qemu_restore(int argc, char **argv)
     if (record && eager) {
         return cli_fail("--record records a lazy restore's faults: not with --eager");
     }
+    if (around && eager) {
+        return cli_fail("--fault-around goes with a lazy restore: not with --eager");
+    }
+    if (around && !cli_parse_around(around, &around_bytes)) {
+        return 2;
+    }
     if (argc != 2 || multifd < 0 || (multifd && !eager)) {
         return cli_fail("qemu-restore needs exactly one SNAP before --; --multifd only with "
                         "--eager");
@@ -1052,6 +1064,6 @@ int cmd_qemu_restore(int argc, char **argv)
                    .verify = verify, .paused = paused, .quit_when_done = quit, .threads = threads,
                    .socket = sock, .multifd = multifd, .vhost_user = vhost_user,
                    .record = record, .reuse_ram = reuse, .check_all = check_all,
-                   .track = reuse || track };
+                   .track = reuse || track, .around = around_bytes };
     return run(&o);
 }

@@ -37,6 +37,7 @@ typedef struct {
     bool track;                    /* --track-writes: config.track_writes */
     unsigned direct;               /* --direct-reads: config.direct_reads */
     bool place_by_copy;            /* --place-by-copy: config.place_by_copy */
+    uint32_t around;               /* --fault-around: config.fault_around */
 } opts;
 
 /* Times are in ms from the command's origin: just before the snapshot is opened. */
@@ -97,7 +98,8 @@ static bool start_lazy(const opts *o, sl_snapshot *s, sl_mem *mems, sl_restore *
                               .no_hot_list = o->no_hot, .record = o->record != NULL,
                               .no_prefault = o->no_prefault, .track_writes = o->track,
                               .direct_reads = o->direct,
-                              .place_by_copy = o->place_by_copy };
+                              .place_by_copy = o->place_by_copy,
+                              .fault_around = o->around };
     sl_block_info bi;
 
     *rp = sl_restore_new(s, &cfg, errp);
@@ -455,6 +457,7 @@ static char *results_json(const opts *o, const results *r)
     json_u64(&j, "faults_on_claimed", s->faults_on_claimed);
     json_u64(&j, "faults_on_present", s->faults_on_present);
     json_u64(&j, "pages_by_fault", s->pages_by_fault);
+    json_u64(&j, "pages_around", s->pages_around);
     json_u64(&j, "pages_by_loader", s->pages_by_loader);
     json_u64(&j, "zero_pages", s->zero_pages);
     json_u64(&j, "pages_placed_twice", s->pages_placed_twice);
@@ -619,6 +622,7 @@ static bool parse_direct(const char *mode, unsigned *out)
 static bool parse_opts(int *argc, char ***argv, opts *o)
 {
     g_autofree char *backend = NULL, *access = NULL, *hps = NULL, *direct = NULL;
+    g_autofree char *around = NULL;
     gboolean verify = false, eager = false, json = false, nocs = false, cold = false;
     gboolean interleave = false, nohot = false, eager_nocs = false, noprefault = false;
     gboolean track = false, by_copy = false;
@@ -630,6 +634,7 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
         { "interleave", 0, 0, G_OPTION_ARG_NONE, &interleave, "stripe unbound blocks over all nodes", NULL },
         { "record", 0, 0, G_OPTION_ARG_FILENAME, &o->record, "write the faulted pages, in order, as a hot-page list (with --threads 0 --workload N: stop after the workload)", "HOTLIST" },
         { "no-hot-list", 0, 0, G_OPTION_ARG_NONE, &nohot, "ignore the snapshot's hot-page list", NULL },
+        { "fault-around", 0, 0, G_OPTION_ARG_STRING, &around, "a fault serves the pages holding data around it in its aligned block of SIZE (default 64K; 4K: the faulted page alone)", "SIZE" },
         { "no-prefault", 0, 0, G_OPTION_ARG_NONE, &noprefault, "no prefault thread: faults and loaders allocate shared memory themselves", NULL },
         { "workload", 0, 0, G_OPTION_ARG_INT64, &o->workload, "touch threads touch N pages in all, then stop", "N" },
         { "consumers", 0, 0, G_OPTION_ARG_INT, &o->consumers, "processes mapping the same file, touching pages (shared backends)", "N" },
@@ -683,6 +688,9 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
         return false;
     }
     o->place_by_copy = by_copy;
+    if (around && !cli_parse_around(around, &o->around)) {
+        return false;
+    }
     if (direct && !parse_direct(direct, &o->direct)) {
         return false;
     }

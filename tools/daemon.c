@@ -818,6 +818,7 @@ static void write_stats(const server *d, const sl_stats *st)
     json_u64(&j, "pages", st->pages_total);
     json_u64(&j, "faults", st->faults);
     json_u64(&j, "pages_by_fault", st->pages_by_fault);
+    json_u64(&j, "pages_around", st->pages_around);
     json_u64(&j, "pages_by_loader", st->pages_by_loader);
     json_u64(&j, "zero_pages", st->zero_pages);
     json_u64(&j, "pages_kept", st->pages_kept);

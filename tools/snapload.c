@@ -59,6 +59,18 @@ bool cli_parse_size(const char *s, uint64_t *out)
     return true;
 }
 
+bool cli_parse_around(const char *s, uint32_t *out)
+{
+    uint64_t v;
+
+    if (!cli_parse_size(s, &v) || v < 4096 || v > (2u << 20)) {
+        cli_fail("--fault-around: '%s' is not a size from 4K to 2M", s);
+        return false;
+    }
+    *out = (uint32_t)v;
+    return true;
+}
+
 int cli_fail(const char *fmt, ...)
 {
     va_list ap;

@@ -421,7 +421,24 @@ typedef struct {
      * pages are always copied.  For comparisons and tests.
      */
     bool place_by_copy;
+    /**
+     * Since 1.9: fault-around.  A fault on a 4 KiB unit holding data is
+     * served together with its neighbours in the aligned block of this many
+     * bytes around it: those that hold data, that nobody has claimed, and
+     * that run unbroken from the faulted unit either way, read in one
+     * pread and mapped with one placement.  A guest touches pages close
+     * together, so each such fault stands for several.  0: the default,
+     * SL_FAULT_AROUND_DEFAULT; a value of at most one unit (4096): only the
+     * faulted unit.  Never for units larger than 4 KiB, nor with
+     * keep_memory.  With record, the neighbours are recorded after the
+     * faulted unit (the hot list names what the fault path placed).
+     * sl_stats.pages_around counts them.
+     */
+    uint32_t fault_around;
 } sl_restore_config;
+
+/** sl_restore_config.fault_around when it is 0 (bytes).  Since 1.9. */
+#define SL_FAULT_AROUND_DEFAULT (64u << 10)
 
 /** sl_restore_config.direct_reads.  Since 1.7 (AUTO the default since 1.8). */
 enum {
@@ -487,6 +504,9 @@ typedef struct {
     /* Since 1.8: */
     uint64_t pages_moved;          /**< of pages_by_loader: moved into place in whole
                                         2 MiB chunks, not copied (config.place_by_copy) */
+    /* Since 1.9: */
+    uint64_t pages_around;         /**< of pages_by_fault: neighbours served with a fault
+                                        (config.fault_around) */
 } sl_stats;
 
 /** sl_stats.write_tracking: how a restore knows the written pages.  Since 1.5. */

@@ -617,8 +617,9 @@ static void test_hot_zero_pages_get_memory_and_other_zero_pages_stay_holes(void 
 static void test_recorder_lists_faulted_pages_in_fault_order(void **state)
 {
     fixture *f = *state;
+    /* No fault-around: only the touched units are listed (see the next test). */
     sl_restore_config cfg = { .size = sizeof(cfg), .no_loaders = true, .record = true,
-                              .numa_topology = "2" };
+                              .numa_topology = "2", .fault_around = PSIZE };
     static const uint64_t touched[] = { 700, 3, 1500, 3, 42 };
     uint64_t unit = f->nc->hugepage ? f->nc->hugepage : PSIZE;
     g_autoptr(GBytes) rec = NULL;
@@ -653,6 +654,55 @@ static void test_recorder_lists_faulted_pages_in_fault_order(void **state)
         for (uint64_t k = 0; k < n; k++) {
             assert_int_equal(sl_le32(p + k * 16), 0);
             assert_int_equal(sl_le64(p + k * 16 + 8), want[k]);
+        }
+    }
+}
+
+/*
+ * With fault-around, the list names what the fault path placed: each
+ * faulted unit, then the neighbours served with it (those holding data,
+ * unbroken from it within its 64 KiB block), in ascending order.
+ */
+static void test_recorder_lists_fault_around_neighbours_after_their_fault(void **state)
+{
+    fixture *f = *state;
+    sl_restore_config cfg = { .size = sizeof(cfg), .no_loaders = true, .record = true,
+                              .numa_topology = "2" };
+    const uint64_t unit = f->nc->hugepage ? f->nc->hugepage : PSIZE, per = unit / PSIZE;
+    const uint64_t block = unit == PSIZE ? SL_FAULT_AROUND_DEFAULT / PSIZE : 1; /* units */
+    const uint64_t touched[] = { 700, 3 };
+    g_autoptr(GBytes) rec = NULL;
+    const uint8_t *p;
+    uint64_t k = 0;
+    gsize len;
+
+    build(f, 8u << 20, NULL, 0);
+    start(f, &cfg);
+    for (size_t i = 0; i < G_N_ELEMENTS(touched); i++) {
+        (void)*(volatile uint8_t *)(f->mem[0].host + touched[i] * PSIZE);
+    }
+    for (uint64_t i = 0; i < f->len[0] / PSIZE; i++) { /* finish the restore */
+        (void)*(volatile uint8_t *)(f->mem[0].host + i * PSIZE);
+    }
+    finish(f);
+    rec = sl_restore_recorded(f->r);
+    p = g_bytes_get_data(rec, &len);
+    assert_true(len >= 2 * 16);
+    for (size_t i = 0; i < G_N_ELEMENTS(touched); i++) {
+        uint64_t t = touched[i] / per, a = t / block * block, lo = t, hi = t + 1; /* units */
+        /* The run stops at zero pages (write_block: every 6th) and at the block. */
+        while (lo > a && (lo - 1) * per % 6) {
+            lo--;
+        }
+        while (hi < a + block && hi * per % 6) {
+            hi++;
+        }
+        assert_true(per > 1 || hi - lo > 1);
+        assert_int_equal(sl_le64(p + k++ * 16 + 8), t * per);
+        for (uint64_t u = lo; u < hi; u++) {
+            if (u != t) {
+                assert_int_equal(sl_le64(p + k++ * 16 + 8), u * per);
+            }
         }
     }
 }
@@ -805,6 +855,7 @@ static const feature features[] = {
     { "fault_is_served_while_every_group_is_busy", test_fault_is_served_while_every_group_is_busy, true, false },
     { "hot_list_is_fetched_first_in_recorded_order", test_hot_list_is_fetched_first_in_recorded_order, false, false },
     { "recorder_lists_faulted_pages_in_fault_order", test_recorder_lists_faulted_pages_in_fault_order, false, false },
+    { "recorder_lists_fault_around_neighbours_after_their_fault", test_recorder_lists_fault_around_neighbours_after_their_fault, false, false },
     { "hot_zero_pages_get_memory_and_other_zero_pages_stay_holes", test_hot_zero_pages_get_memory_and_other_zero_pages_stay_holes, false, false },
     { "hot_list_entry_out_of_range_is_an_error", test_hot_list_entry_out_of_range_is_an_error, false, false },
     { "interleave_gives_every_node_part_of_a_small_snapshot", test_interleave_gives_every_node_part_of_a_small_snapshot, true, false },

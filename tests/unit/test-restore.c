@@ -58,6 +58,7 @@ typedef struct {
     unsigned direct;        /* config.direct_reads */
     bool copy;              /* config.place_by_copy */
     bool track;             /* config.track_writes */
+    uint32_t around;        /* config.fault_around */
     _Atomic unsigned drops; /* views the engine dropped (config.view_dropped) */
 } fixture;
 
@@ -125,7 +126,7 @@ static void fixture_attach(fixture *f, unsigned loaders, bool no_loaders)
                               .no_loaders = no_loaders, .view_dropped = count_drop,
                               .view_dropped_opaque = f, .no_prefault = f->no_prefault,
                               .direct_reads = f->direct, .place_by_copy = f->copy,
-                              .track_writes = f->track };
+                              .track_writes = f->track, .fault_around = f->around };
 
     f->r = sl_restore_new(f->snap, &cfg, &err);
     assert_non_null(f->r);
@@ -1275,7 +1276,9 @@ static void test_a_fault_into_a_staged_chunk_leaves_it_copied(void **state)
         assert_true(sl_restore_start(f->r, &err));
     }
     st = finish_and_audit(f);
-    assert_int_equal(st.pages_by_fault, 1);
+    /* The fault took what nobody held of its 64 KiB block (fault-around). */
+    assert_int_equal(st.pages_by_fault, 1 + st.pages_around);
+    assert_true(st.pages_around < SL_FAULT_AROUND_DEFAULT / PSIZE);
     assert_int_equal(st.pages_moved, st.pages_total - (2u << 20) / PSIZE);
 }
 
@@ -2030,7 +2033,9 @@ static int read_page_guarded_after_failure(fixture *f, uint64_t page)
 static uint32_t *faults_then_order(fixture *f, uint64_t u0, uint64_t u1, sl_stats *st)
 {
     g_autoptr(GError) err = NULL;
-    sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1, .trace_order = true };
+    /* No fault-around: the second fault must be one (it would find its page served). */
+    sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1, .trace_order = true,
+                              .fault_around = PSIZE };
     uint64_t per = unit_of(f->bc) / PSIZE, n = f->lengths[0] / unit_of(f->bc);
     loader_gate g = { 0 };
 
@@ -2044,6 +2049,123 @@ static uint32_t *faults_then_order(fixture *f, uint64_t u0, uint64_t u1, sl_stat
     gate_release(&g);
     *st = finish_and_audit(f);
     return g_memdup2(sl_test_restore_order(f->r, 0), n * sizeof(uint32_t));
+}
+
+static sl_stats stats_now(const fixture *f)
+{
+    sl_stats st = { .size = sizeof(st) };
+
+    sl_restore_get_stats(f->r, &st);
+    return st;
+}
+
+/*
+ * The stats once the fault thread has counted @by_fault pages (it counts
+ * them just after the placement that woke the toucher), or after 5 s.
+ */
+static sl_stats stats_after(const fixture *f, uint64_t by_fault)
+{
+    sl_stats st = stats_now(f);
+
+    for (int i = 0; i < 5000 && st.pages_by_fault < by_fault; i++) {
+        g_usleep(1000);
+        st = stats_now(f);
+    }
+    return st;
+}
+
+/* Reads page @i of block 0 (a fault if it is missing) and checks its bytes. */
+static void touch_ok(const fixture *f, uint64_t i)
+{
+    g_autofree uint8_t *scratch = g_malloc(PSIZE);
+
+    if (!page_ok(f, 0, i, scratch)) {
+        fail_msg("page %" G_GUINT64_FORMAT " holds the wrong bytes", i);
+    }
+}
+
+/* Touches every page of block 0 (faults only: this completes the restore). */
+static void touch_all(const fixture *f)
+{
+    for (uint64_t i = 0; i < f->lengths[0] / PSIZE; i++) {
+        touch_ok(f, i);
+    }
+}
+
+/*
+ * Fault-around: one fault on a 4 KiB page serves its aligned 64 KiB block
+ * (every page holding data), so touching the block's other pages takes no
+ * fault, and the next block's first touch does.  Units larger than 4 KiB
+ * are served alone.
+ */
+static void test_a_fault_serves_its_aligned_block_with_it(void **state)
+{
+    fixture *f = *state;
+    const uint64_t block = unit_of(f->bc) == PSIZE ? SL_FAULT_AROUND_DEFAULT / PSIZE : 1;
+    const uint64_t per = unit_of(f->bc) / PSIZE, b0 = 2 * MAX(block, per);
+    sl_stats st;
+
+    fixture_build(f, MAX(4u << 20, 4 * unit_of(f->bc)), 0, 0);
+    fixture_start(f, 0, true);
+    touch_ok(f, b0 + 5);
+    st = stats_after(f, block);
+    assert_int_equal(st.faults, 1);
+    assert_int_equal(st.pages_by_fault, block);
+    assert_int_equal(st.pages_around, block - 1);
+    touch_ok(f, b0);
+    touch_ok(f, b0 + MAX(block, per) - 1);
+    assert_int_equal(stats_now(f).faults, 1);
+    touch_ok(f, b0 + MAX(block, per));
+    assert_int_equal(stats_now(f).faults, 2);
+    touch_all(f);
+    finish_and_audit(f);
+}
+
+/*
+ * The block's run stops at a zero page and at a unit someone else holds:
+ * with every third page zero, a fault serves the data pages next to it up
+ * to the zero ones, and a fault on a zero page serves that page alone.
+ */
+static void test_fault_around_stops_at_zero_pages(void **state)
+{
+    fixture *f = *state;
+    sl_stats st;
+
+    fixture_build(f, 4u << 20, 0, 3); /* pages 0, 3, 6 ... are zero */
+    fixture_start(f, 0, true);
+    touch_ok(f, 301); /* block 288-303: 301 and 302 hold data, 300 and 303 are zero */
+    st = stats_after(f, 2);
+    assert_int_equal(st.pages_by_fault, 2);
+    assert_int_equal(st.pages_around, 1);
+    touch_ok(f, 302);
+    assert_int_equal(stats_now(f).faults, 1);
+    touch_ok(f, 300);
+    st = stats_after(f, 3);
+    assert_int_equal(st.faults, 2);
+    assert_int_equal(st.pages_by_fault, 3);
+    assert_int_equal(st.pages_around, 1);
+    touch_all(f);
+    finish_and_audit(f);
+}
+
+/* config.fault_around of one page: each fault serves its page alone. */
+static void test_fault_around_off_serves_the_faulted_page_alone(void **state)
+{
+    fixture *f = *state;
+    sl_stats st;
+
+    f->around = PSIZE;
+    fixture_build(f, 4u << 20, 0, 0);
+    fixture_start(f, 0, true);
+    touch_ok(f, 100);
+    touch_ok(f, 101);
+    st = stats_after(f, 2);
+    assert_int_equal(st.faults, 2);
+    assert_int_equal(st.pages_by_fault, 2);
+    assert_int_equal(st.pages_around, 0);
+    touch_all(f);
+    st = finish_and_audit(f);
+    assert_int_equal(st.faults, f->lengths[0] / PSIZE);
 }
 
 /*
@@ -2313,6 +2435,11 @@ static const feature features[] = {
     { "forward_faults_prefetch_the_window_after_them",
       test_forward_faults_prefetch_the_window_after_them, small_units },
     { "backward_faults_open_no_window", test_backward_faults_open_no_window, small_units },
+    { "a_fault_serves_its_aligned_block_with_it", test_a_fault_serves_its_aligned_block_with_it,
+      small_units },
+    { "fault_around_stops_at_zero_pages", test_fault_around_stops_at_zero_pages, four_k },
+    { "fault_around_off_serves_the_faulted_page_alone",
+      test_fault_around_off_serves_the_faulted_page_alone, four_k },
     { "short_memory_file_is_refused_with_its_size",
       test_short_memory_file_is_refused_with_its_size, shared },
     { "view_joining_after_completion_reads_every_page",

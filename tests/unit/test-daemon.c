@@ -737,10 +737,15 @@ static void test_consumers_that_leave_free_their_views(void **state)
 static void test_consumer_killed_mid_restore_leaves_the_others_unharmed(void **state)
 {
     fixture *f = *state;
+    g_autoptr(GError) err = NULL;
     pid_t victim, other;
-    int status;
+    int status, holder;
 
     setup_daemon(f, 64u << 20, 0, 1);
+    /* Keeps the daemon up: once the loader completes with every consumer
+     * gone it would exit before the other one connects. */
+    holder = sl_client_connect(f->sock, "holder", &err);
+    assert_true(holder >= 0);
     f->counts->notify_at = 64;
     victim = spawn_consumer(f, "victim", 1);
     wait_touched(f->counts);
@@ -748,6 +753,7 @@ static void test_consumer_killed_mid_restore_leaves_the_others_unharmed(void **s
     assert_int_equal(waitpid(victim, &status, 0), victim);
     other = spawn_consumer(f, "other", 1);
     expect_exit(other, 0);
+    close(holder);
     expect_exit(f->daemon, 0);
     f->daemon = 0;
     assert_int_equal(atomic_load(&f->counts->bad), 0);

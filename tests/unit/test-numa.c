@@ -614,6 +614,25 @@ static void test_hot_zero_pages_get_memory_and_other_zero_pages_stay_holes(void 
     finish(f); /* and every byte is right: data, then zeros */
 }
 
+/*
+ * An 8 MiB snapshot restored with @cfg (faults only, recording): pages
+ * @touched read in order, then every page; the list it recorded.
+ */
+static GBytes *record_touches(fixture *f, const sl_restore_config *cfg, const uint64_t *touched,
+                              size_t n)
+{
+    build(f, 8u << 20, NULL, 0);
+    start(f, cfg);
+    for (size_t i = 0; i < n; i++) {
+        (void)*(volatile uint8_t *)(f->mem[0].host + touched[i] * PSIZE);
+    }
+    for (uint64_t i = 0; i < f->len[0] / PSIZE; i++) { /* finish the restore */
+        (void)*(volatile uint8_t *)(f->mem[0].host + i * PSIZE);
+    }
+    finish(f);
+    return sl_restore_recorded(f->r);
+}
+
 static void test_recorder_lists_faulted_pages_in_fault_order(void **state)
 {
     fixture *f = *state;
@@ -622,21 +641,10 @@ static void test_recorder_lists_faulted_pages_in_fault_order(void **state)
                               .numa_topology = "2", .fault_around = PSIZE };
     static const uint64_t touched[] = { 700, 3, 1500, 3, 42 };
     uint64_t unit = f->nc->hugepage ? f->nc->hugepage : PSIZE;
-    g_autoptr(GBytes) rec = NULL;
-    const uint8_t *p;
+    g_autoptr(GBytes) rec = record_touches(f, &cfg, touched, G_N_ELEMENTS(touched));
     gsize len;
+    const uint8_t *p = g_bytes_get_data(rec, &len);
 
-    build(f, 8u << 20, NULL, 0);
-    start(f, &cfg);
-    for (size_t i = 0; i < G_N_ELEMENTS(touched); i++) {
-        (void)*(volatile uint8_t *)(f->mem[0].host + touched[i] * PSIZE);
-    }
-    for (uint64_t i = 0; i < f->len[0] / PSIZE; i++) { /* finish the restore */
-        (void)*(volatile uint8_t *)(f->mem[0].host + i * PSIZE);
-    }
-    finish(f);
-    rec = sl_restore_recorded(f->r);
-    p = g_bytes_get_data(rec, &len);
     assert_true(len >= 4 * 16);
     /* The first entries are the distinct units touched, in touch order. */
     {
@@ -670,23 +678,12 @@ static void test_recorder_lists_fault_around_neighbours_after_their_fault(void *
                               .numa_topology = "2" };
     const uint64_t unit = f->nc->hugepage ? f->nc->hugepage : PSIZE, per = unit / PSIZE;
     const uint64_t block = unit == PSIZE ? SL_FAULT_AROUND_DEFAULT / PSIZE : 1; /* units */
-    const uint64_t touched[] = { 700, 3 };
-    g_autoptr(GBytes) rec = NULL;
-    const uint8_t *p;
-    uint64_t k = 0;
+    static const uint64_t touched[] = { 700, 3 };
+    g_autoptr(GBytes) rec = record_touches(f, &cfg, touched, G_N_ELEMENTS(touched));
     gsize len;
+    const uint8_t *p = g_bytes_get_data(rec, &len);
+    uint64_t k = 0;
 
-    build(f, 8u << 20, NULL, 0);
-    start(f, &cfg);
-    for (size_t i = 0; i < G_N_ELEMENTS(touched); i++) {
-        (void)*(volatile uint8_t *)(f->mem[0].host + touched[i] * PSIZE);
-    }
-    for (uint64_t i = 0; i < f->len[0] / PSIZE; i++) { /* finish the restore */
-        (void)*(volatile uint8_t *)(f->mem[0].host + i * PSIZE);
-    }
-    finish(f);
-    rec = sl_restore_recorded(f->r);
-    p = g_bytes_get_data(rec, &len);
     assert_true(len >= 2 * 16);
     for (size_t i = 0; i < G_N_ELEMENTS(touched); i++) {
         uint64_t t = touched[i] / per, a = t / block * block, lo = t, hi = t + 1; /* units */

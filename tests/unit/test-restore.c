@@ -2074,6 +2074,16 @@ static sl_stats stats_after(const fixture *f, uint64_t by_fault)
     return st;
 }
 
+/* Once the fault thread has counted @by_fault pages: the fault counters are these. */
+static void expect_faults(const fixture *f, uint64_t faults, uint64_t by_fault, uint64_t around)
+{
+    sl_stats st = stats_after(f, by_fault);
+
+    assert_int_equal(st.faults, faults);
+    assert_int_equal(st.pages_by_fault, by_fault);
+    assert_int_equal(st.pages_around, around);
+}
+
 /* Reads page @i of block 0 (a fault if it is missing) and checks its bytes. */
 static void touch_ok(const fixture *f, uint64_t i)
 {
@@ -2103,15 +2113,11 @@ static void test_a_fault_serves_its_aligned_block_with_it(void **state)
     fixture *f = *state;
     const uint64_t block = unit_of(f->bc) == PSIZE ? SL_FAULT_AROUND_DEFAULT / PSIZE : 1;
     const uint64_t per = unit_of(f->bc) / PSIZE, b0 = 2 * MAX(block, per);
-    sl_stats st;
 
     fixture_build(f, MAX(4u << 20, 4 * unit_of(f->bc)), 0, 0);
     fixture_start(f, 0, true);
     touch_ok(f, b0 + 5);
-    st = stats_after(f, block);
-    assert_int_equal(st.faults, 1);
-    assert_int_equal(st.pages_by_fault, block);
-    assert_int_equal(st.pages_around, block - 1);
+    expect_faults(f, 1, block, block - 1);
     touch_ok(f, b0);
     touch_ok(f, b0 + MAX(block, per) - 1);
     assert_int_equal(stats_now(f).faults, 1);
@@ -2129,21 +2135,15 @@ static void test_a_fault_serves_its_aligned_block_with_it(void **state)
 static void test_fault_around_stops_at_zero_pages(void **state)
 {
     fixture *f = *state;
-    sl_stats st;
 
     fixture_build(f, 4u << 20, 0, 3); /* pages 0, 3, 6 ... are zero */
     fixture_start(f, 0, true);
     touch_ok(f, 301); /* block 288-303: 301 and 302 hold data, 300 and 303 are zero */
-    st = stats_after(f, 2);
-    assert_int_equal(st.pages_by_fault, 2);
-    assert_int_equal(st.pages_around, 1);
+    expect_faults(f, 1, 2, 1);
     touch_ok(f, 302);
     assert_int_equal(stats_now(f).faults, 1);
     touch_ok(f, 300);
-    st = stats_after(f, 3);
-    assert_int_equal(st.faults, 2);
-    assert_int_equal(st.pages_by_fault, 3);
-    assert_int_equal(st.pages_around, 1);
+    expect_faults(f, 2, 3, 1);
     touch_all(f);
     finish_and_audit(f);
 }
@@ -2159,10 +2159,7 @@ static void test_fault_around_off_serves_the_faulted_page_alone(void **state)
     fixture_start(f, 0, true);
     touch_ok(f, 100);
     touch_ok(f, 101);
-    st = stats_after(f, 2);
-    assert_int_equal(st.faults, 2);
-    assert_int_equal(st.pages_by_fault, 2);
-    assert_int_equal(st.pages_around, 0);
+    expect_faults(f, 2, 2, 0);
     touch_all(f);
     st = finish_and_audit(f);
     assert_int_equal(st.faults, f->lengths[0] / PSIZE);

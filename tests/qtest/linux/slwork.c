@@ -96,6 +96,9 @@ static atomic_uint_fast64_t pass_target;
 static double pass_t0;
 /* The disk: passes started and done (each its own generation), DISK request. */
 static atomic_uint_fast64_t disk_started, disk_done, disk_target;
+/* Request lines read, answers written: in the heartbeat, so that a host
+ * missing an answer can tell a request never read from an answer stuck. */
+static atomic_uint_fast64_t req_lines, req_answers;
 static atomic_uint_fast64_t disk_hold_ms; /* HOLD request: keep the next pass dirty */
 static atomic_bool disk_holding, disk_release; /* a HOLD in progress; RELEASE asked */
 static uint64_t disk_blocks;
@@ -166,6 +169,7 @@ static void __attribute__((format(printf, 1, 2))) answer(const char *fmt, ...)
     pthread_mutex_lock(&req_lock);
     write_all(req_fd == 0 ? 1 : req_fd, line, (size_t)n);
     pthread_mutex_unlock(&req_lock);
+    atomic_fetch_add(&req_answers, 1);
 }
 
 /* A wrong byte: counted always, reported on the first MAX_ERR_LINES. */
@@ -465,7 +469,8 @@ static void *heartbeat(void *arg)
     for (uint64_t n = 1;; n++) {
         nanosleep(&ts, NULL);
         counters(c, sizeof(c));
-        say("HB n=%" PRIu64 " t=%.0f %s", n, now_ms(), c);
+        say("HB n=%" PRIu64 " t=%.0f %s req=%" PRIu64 " ans=%" PRIu64, n, now_ms(), c,
+            (uint64_t)atomic_load(&req_lines), (uint64_t)atomic_load(&req_answers));
     }
     return NULL;
 }
@@ -559,6 +564,7 @@ static void *responder(void *arg)
         }
         if (ch == '\n' || ch == '\r') {
             line[len] = 0;
+            atomic_fetch_add(&req_lines, len > 0);
             request(line);
             len = 0;
         } else if (len < sizeof(line) - 1) {

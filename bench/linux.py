@@ -27,11 +27,21 @@ with the order of the modes rotating:
             recording run wrote (once, untimed, before the repetitions:
             `--threads 0 --record hot.list`, the guest asked for one PASS,
             then QEMU quit; then `snapload index FILE --hot hot.list`).
+  lazy-single  (only when --modes names it) lazy with `--fault-around 4K`:
+            each fault serves its own page alone, as before fault-around.
+
+--fault-around SIZE goes to every lazy run but lazy-single (and to the
+recording run); without it qemu-restore's default (64K) runs.
+--faults-only N adds, after the repetitions, N runs each of lazy and
+lazy-single with no loaders (`--threads 0`), each ended once the PASS is
+answered: the guest's first pass when every page it touches comes by a
+fault, with fault-around and without (information rows).
 
 Every run is measured on the host's monotonic clock from the moment
 qemu-restore issued migrate-incoming (its JSON: start_monotonic_ms +
 incoming_ms): the guest's first answer to a `PING` sent on its request
-port every 5 ms from launch; the answer to a `PASS` sent right after that
+port every 5 ms from the moment the guest runs (QMP RESUME on a monitor of
+the script's own); the answer to a `PASS` sent right after that
 (the workload has then checked every working-set page once more), with
 the guest's own duration; the faults taken; the workload's throughput
 (pages checked and rewritten per second, from its heartbeats and PONGs)
@@ -47,8 +57,8 @@ per run) and OUT/bench-linux.svg (that progress for every mode).
 
 usage: bench/linux.py [--mem 4G] [--backend shmem|anon|hugetlbfs-2M] [--reps 3]
                       [--ws-pct 25] [--hb-ms 200] [--after 5] [--threads N]
-                      [--modes eager,eager-mfd,lazy,lazy+hot] [--multifd 16]
-                      [--lazy-index none|plain]
+                      [--modes eager,eager-mfd,lazy,lazy+hot[,lazy-single]] [--multifd 16]
+                      [--fault-around SIZE] [--faults-only N] [--lazy-index none|plain]
                       [--accel auto|kvm|tcg] [--dir /var/tmp/snapload-linux-bench]
                       [--out DIR] [--build DIR] [--keep]
 The binaries come from --build, else $SNAPLOAD_BUILD, else ./build.  As root.
@@ -77,7 +87,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINUX_DIR = os.path.join(ROOT, "tests", "qtest", "linux")
 HUGEPAGE_LOCK = "/tmp/snapload-hugepages.lock"
 HUGEPAGES_2M = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
-MODES = ("eager", "eager-mfd", "lazy", "lazy+hot")
+MODES = ("eager", "eager-mfd", "lazy", "lazy+hot", "lazy-single")
+DEFAULT_MODES = MODES[:4]
+FAULTS_ONLY_MODES = ("lazy", "lazy-single")  # --faults-only: fault-around on, off
 EAGER = ("eager", "eager-mfd")
 PING_MS = 5            # a PING every this often until the first PONG ...
 PING_BACKLOG = 200     # ... and every PING_SLOW_MS once this many are unanswered
@@ -242,6 +254,35 @@ class ReqPort:
 def QMP(path, timeout=30):
     """QEMU's monitor (bench/qmp.py), failing with BenchError."""
     return qmp.QMP(path, timeout, error=BenchError)
+
+
+class Resumed(threading.Thread):
+    """Waits on our own monitor for the guest to run (QMP's RESUME event, or
+    query-status already running) and stamps when it saw it; then closes the
+    connection (a QMP socket takes one client: the quit comes later)."""
+
+    def __init__(self, path):
+        super().__init__(daemon=True)
+        self.path = path
+        self.t = None
+        self.error = None
+        self.done = threading.Event()
+
+    def run(self):
+        m = None
+        try:
+            m = QMP(self.path)
+            running = m.cmd("query-status").get("running")
+            while not running and not any(e["event"] == "RESUME" for e in m.events):
+                e = m.read()
+                running = e.get("event") == "RESUME"
+            self.t = now()
+        except BenchError as e:
+            self.error = str(e)
+        finally:
+            if m:
+                m.close()
+            self.done.set()
 
 
 # ------------------------------- the console ---------------------------------
@@ -471,10 +512,13 @@ class Bench:
 
     # ------------------------------ one restore ------------------------------
 
-    def restore(self, mode, rep, record=False):
+    def restore(self, mode, rep, record=False, faults_only=False):
         """One qemu-restore of the saved guest in @mode, measured; with
-        @record, the untimed recording run of the hot list instead."""
-        name = "record" if record else "%s-%d" % (mode.replace("+", "-"), rep)
+        @record, the untimed recording run of the hot list instead; with
+        @faults_only, a run with no loaders (every page the guest touches
+        comes by a fault) that ends once the PASS is answered."""
+        name = "record" if record else "%s%s-%d" % ("faults-only-" if faults_only else "",
+                                                     mode.replace("+", "-"), rep)
         serial, req, qmp = self.paths(name)
         errf = os.path.join(self.dir, name + ".err")
         unlink(serial, req, qmp)
@@ -487,9 +531,15 @@ class Bench:
         unlink(faults_file)
         if record:
             opts += ["--threads", "0", "--record", self.hot]
+        elif faults_only:
+            opts += ["--threads", "0"]
         elif mode not in EAGER and self.a.threads is not None:
             opts += ["--threads", str(self.a.threads)]
-        if not record and mode not in EAGER and self.a.record_faults:
+        if mode == "lazy-single":
+            opts += ["--fault-around", "4K"]
+        elif mode not in EAGER and self.a.fault_around:
+            opts += ["--fault-around", self.a.fault_around]
+        if not record and not faults_only and mode not in EAGER and self.a.record_faults:
             opts += ["--record", faults_file]
         cmd = [self.snapload, "qemu-restore", self.snap] + opts + ["--"] + \
             self.qemu_args(serial, req, qmp)
@@ -524,10 +574,20 @@ class Bench:
                 if now() > deadline:
                     raise BenchError("timed out after %d s %s" % (self.a.timeout, what))
 
-            # (a) PING from right after the launch until the first PONG.
+            # (a) PING from the moment the guest runs until the first PONG.
+            # Not before: bytes QEMU's serial port takes in before the device
+            # state is loaded are lost, and a backlog of seconds of PINGs
+            # (eager loads) sometimes stalled the port's input for good.
+            resumed = Resumed(qmp)
+            resumed.start()
             while not port.try_connect():
                 alive("before QEMU's request port %s took a connection" % req)
                 time.sleep(PING_MS / 1000)
+            while not resumed.done.wait(0.001):
+                alive("waiting for the guest to run (QMP RESUME)")
+            if resumed.error:
+                raise BenchError("waiting for the guest to run: %s" % resumed.error)
+            r["t_resume_seen"] = resumed.t
             token, first = 0, None
             while first is None:
                 alive("waiting for the guest's first PONG")
@@ -548,13 +608,19 @@ class Bench:
             # (b) PASS right after it: every working-set page checked once more.
             t_pass_sent = now()
             port.send("PASS")
-            pass_m, other = None, []
+            pass_m, other, pongs = None, [], []
             while pass_m is None:
                 alive("waiting for the guest's PASS answer")
                 if not record and now() - t_pass_sent > self.pass_timeout:
+                    with con.lock:
+                        hb = [l for _, l in con.lines if l.startswith("HB ")][-1:]
                     raise BenchError("no answer to PASS %d s after it was sent (the request "
-                                     "or its answer was lost?); other lines meanwhile: %s"
-                                     % (self.pass_timeout, other[-5:]))
+                                     "or its answer was lost?); %d PINGs sent, %d PONGs after "
+                                     "the first (last: %s); the guest's last heartbeat (req: "
+                                     "request lines it read, ans: answers it wrote): %s; other "
+                                     "lines meanwhile: %s"
+                                     % (self.pass_timeout, token, len(pongs), pongs[-1:],
+                                        hb, other[-5:]))
                 port.poll(0.05)
                 for t, l in port.lines:
                     if l.startswith("BUSY"):
@@ -562,20 +628,28 @@ class Bench:
                     mm = re.match(r"PASS ms=([\d.]+) pages=(\d+)", l)
                     if mm:
                         pass_m = (t, mm)
-                    elif not l.startswith("PONG"):
+                    elif l.startswith("PONG"):
+                        pongs.append(l.split(" ", 2)[1])
+                    else:
                         other.append(l)
                 port.lines = []
             r["t_pass_sent"] = t_pass_sent
             r["t_pass"] = pass_m[0]
             r["pass_guest_ms"] = float(pass_m[1].group(1))
             r["pass_pages"] = int(pass_m[1].group(2))
-            if record:
+            if faults_only:
+                r["first_answer_from_launch_ms"] = round((r["t_first_pong"] - t_launch) * 1000, 2)
+                r["pass_rtt_ms"] = round((r["t_pass"] - t_pass_sent) * 1000, 2)
+                r["console_check"] = trouble(con.snapshot(), True) or "ok"
+            if record or faults_only:
                 m = QMP(qmp)
                 m.cmd("quit")
                 m.close()
                 m = None
                 p.wait(timeout=120)
                 reader.join(10)
+                if faults_only:
+                    return r
                 if not os.path.exists(self.hot) or os.path.getsize(self.hot) == 0:
                     raise BenchError("the recording run wrote no hot list %s; its stderr: %s"
                                      % (self.hot, read_text(errf)[-2000:]))
@@ -716,9 +790,36 @@ class Bench:
         lazy+hot, none (or the checksums-only one) for lazy and eager."""
         unlink(self.index)
         src = {"lazy+hot": self.index + ".hot",
-               "lazy": self.index + ".plain" if self.a.lazy_index == "plain" else None}.get(mode)
+               "lazy": self.index + ".plain" if self.a.lazy_index == "plain" else None}.get(
+                   "lazy" if mode == "lazy-single" else mode)
         if src:
             os.link(src, self.index)
+
+    def faults_only_runs(self, res):
+        """--faults-only N: N repetitions of lazy and lazy-single with no
+        loaders (qemu-restore --threads 0), each ended once the guest's
+        PASS is answered: the guest's first pass when every page it
+        touches comes by a fault, with fault-around and without."""
+        res["faults_only"] = []
+        for rep in range(1, self.a.faults_only + 1):
+            for mode in FAULTS_ONLY_MODES[::1 if rep % 2 else -1]:
+                log("faults only (--threads 0): %s, repetition %d of %d"
+                    % (mode, rep, self.a.faults_only))
+                self.set_index(mode)
+                try:
+                    r = self.restore(mode, rep, faults_only=True)
+                    res["faults_only"].append({k: v for k, v in r.items()
+                                               if not k.startswith("t_")})
+                    log("  first answer %.1f ms after the launch, PASS answered after %.0f ms "
+                        "(guest %.0f ms), console %s" % (
+                            r["first_answer_from_launch_ms"], r["pass_rtt_ms"],
+                            r["pass_guest_ms"], r["console_check"]))
+                except BenchError as e:
+                    log("  faults-only %s repetition %d FAILED: %s" % (mode, rep, e))
+                    res["failures"].append({"mode": "faults-only " + mode, "rep": rep,
+                                            "error": str(e)})
+                finally:
+                    unlink(self.index)
 
     def run(self):
         t_start = now()
@@ -727,7 +828,7 @@ class Bench:
                "ws_pct": self.a.ws_pct, "hb_ms": self.a.hb_ms, "after_s": self.a.after,
                "smp": self.a.smp, "threads": self.a.threads, "accel": self.accel,
                "accel_why": self.accel_why, "kernel": self.kernel, "modes": self.a.modes,
-               "multifd": self.a.multifd,
+               "multifd": self.a.multifd, "fault_around": self.a.fault_around,
                "lazy_index": self.a.lazy_index, "machine": machine(), "runs": [],
                "failures": []}
         self.make_initrd()
@@ -766,6 +867,7 @@ class Bench:
                     res["failures"].append({"mode": mode, "rep": rep, "error": str(e)})
                 finally:
                     unlink(self.index)
+        self.faults_only_runs(res)
         res["summary"] = summarize(res)
         res["duration_s"] = round(now() - t_start)
         return res
@@ -851,6 +953,22 @@ def summarize(res):
     check("faults, lazy+hot vs lazy", hf, lf, red, ">= %.0f %% fewer" % (TARGET_FAULTS * 100),
           None if red is None else red >= TARGET_FAULTS,
           "median faults (qemu-restore's JSON); ratio = share removed")
+    fo = res.get("faults_only") or []
+    for k, what in (("pass_guest_ms", "the guest's own ms"),
+                    ("first_answer_from_launch_ms", "ms from QEMU's launch")):
+        on, off = (median([r[k] for r in fo if r["mode"] == m]) for m in FAULTS_ONLY_MODES)
+        if on is not None or off is not None:
+            check("with faults only (--threads 0): %s, lazy vs lazy-single (information)"
+                  % ("first pass over the working set" if k == "pass_guest_ms"
+                     else "first answer"), on, off, off / on if on and off else None, "-",
+                  None, "median of --faults-only runs, %s" % what)
+    fs, ff = g("lazy-single", "first_answer_ms"), g("lazy", "first_answer_ms")
+    check("first answer, lazy vs lazy-single (fault-around off; information)", ff, fs,
+          fs / ff if fs and ff else None, "-", None, "the same figure")
+    fs, ff = g("lazy-single", "faults"), g("lazy", "faults")
+    check("faults, lazy vs lazy-single (information)", ff, fs,
+          1 - ff / fs if fs and ff is not None else None, "-", None,
+          "median faults; ratio = share removed by fault-around")
     for mode in ("lazy", "lazy+hot"):
         d, a_ = g(mode, "rate_during"), g(mode, "rate_after")
         check("throughput during the fill vs after it, %s" % mode, d, a_,
@@ -911,7 +1029,7 @@ def markdown(res):
              "| check | figure | baseline | ratio | target | |", "|---|---:|---:|---:|---|---|"]
     for c in s["acceptance"]:
         unit = " ms" if "ms" in c["how"] else ""
-        if c["check"].startswith("faults"):
+        if c["check"].startswith("faults,"):
             ratio = "%.1f %% fewer" % (c["ratio"] * 100) if c["ratio"] is not None else "-"
         else:
             ratio = "%.2fx" % c["ratio"] if c["ratio"] is not None else "-"
@@ -972,7 +1090,8 @@ def timeline_csv(res, path):
                     f.write("%s,%d,%.1f,,%s\n" % (r["mode"], r["rep"], r[ev], ev[:-3]))
 
 
-COLORS = {"eager": "#c0392b", "eager-mfd": "#e67e22", "lazy": "#2471a3", "lazy+hot": "#1e8449"}
+COLORS = {"eager": "#c0392b", "eager-mfd": "#e67e22", "lazy": "#2471a3", "lazy+hot": "#1e8449",
+          "lazy-single": "#7d3c98"}
 
 
 def svg(res, path):
@@ -1071,7 +1190,8 @@ def brief(res):
                 "eager-mfd": "eager, %d multifd channels" % res["multifd"],
                 "lazy": "lazy (snapload%s)" % (", every page checked against its checksum"
                                                if res["lazy_index"] == "plain" else ""),
-                "lazy+hot": "lazy+hot (snapload, hot list first)"}[r["mode"]]
+                "lazy+hot": "lazy+hot (snapload, hot list first)",
+                "lazy-single": "lazy, fault-around off"}[r["mode"]]
         line = "  %-40s first answer %8.1f ms, working set checked (PASS) %8.1f ms" % (
             what + ":", r["first_answer_ms"], r["first_pass_ms"])
         if r["mode"] not in EAGER:
@@ -1128,7 +1248,12 @@ def main():
     ap.add_argument("--smp", type=int, default=2, help="guest vCPUs")
     ap.add_argument("--threads", type=int, default=None,
                     help="qemu-restore --threads (loaders per node; default: its own)")
-    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--modes", default=",".join(DEFAULT_MODES))
+    ap.add_argument("--faults-only", type=int, default=0, metavar="N",
+                    help="after the repetitions, N runs each of lazy and lazy-single with no "
+                    "loaders (--threads 0), ended once the PASS is answered")
+    ap.add_argument("--fault-around", default=None, metavar="SIZE",
+                    help="qemu-restore --fault-around of the lazy runs (default: its own, 64K)")
     ap.add_argument("--multifd", type=int, default=16,
                     help="multifd channels of the eager-mfd mode (default 16)")
     ap.add_argument("--lazy-index", default="none", choices=("none", "plain"),

@@ -746,8 +746,27 @@ static uint64_t claim_around(sl_region *reg, uint64_t u, uint64_t a, uint64_t e,
     while (hi < e && unit_has_data(reg, hi) && sl_pagemap_claim(reg->map, hi)) {
         hi++;
     }
+    /* Acquire: pairs with reset.c's release (r->dropping): during a reset
+     * the neighbours go back, and the faulted unit is served alone. */
+    if (atomic_load_explicit(&reg->r->dropping, memory_order_acquire)) {
+        sl_pagemap_unclaim(reg->map, lo, u - lo);
+        sl_pagemap_unclaim(reg->map, u + 1, hi - u - 1);
+        lo = u;
+        hi = u + 1;
+    }
     *u0 = lo;
     return hi - lo;
+}
+
+/* Units of [@u0, @u0 + @n) other than @u that are PRESENT (not refused). */
+static uint64_t placed_besides(const sl_region *reg, uint64_t u0, uint64_t n, uint64_t u)
+{
+    uint64_t placed = 0;
+
+    for (uint64_t i = u0; i < u0 + n; i++) {
+        placed += i != u && sl_pagemap_state(reg->map, i) == SL_PAGE_PRESENT;
+    }
+    return placed;
 }
 
 /*
@@ -779,7 +798,7 @@ static int serve_fault(fault_ctx *fc, sl_region *reg, sl_view *v, uint64_t u, ui
     *n = claim_around(reg, u, a, e, u0);
     ret = fill_claimed(r, reg, v, *u0, *n, reg->mem.ops->stage(&reg->mem, *u0 * reg->unit,
                                                                fc->bounce), BY_FAULT, fc->fd);
-    add(&r->c.pages_around, ret == 0 ? *n - 1 : 0);
+    add(&r->c.pages_around, ret == 0 ? placed_besides(reg, *u0, *n, u) : 0);
     return ret;
 }
 
@@ -858,7 +877,7 @@ static void handle_fault(fault_ctx *fc, int uffd, uint64_t addr)
         add(st == SL_PAGE_CLAIMED ? &r->c.faults_on_claimed : &r->c.faults_on_present, 1);
         ret = serve_other(fc, reg, v, u, t0);
     }
-    sl_prefetch_note_fault(r, reg, u, u0, ret == 0 ? n : 1);
+    sl_prefetch_note_fault(r, reg, u, ret == 0 ? u0 : u, ret == 0 ? n : 1);
     fault_done(r, ret, t0);
 }
 

@@ -433,10 +433,11 @@ void sl_prefetch_note_fault(sl_restore *r, sl_region *reg, uint64_t u, uint64_t 
 {
     /* A window only when faults walk forward (readahead): after a random
      * fault it would be wasted work in front of the hot list.  It starts
-     * past what the fault served. */
+     * past what the fault served, and the next fault is near when it
+     * comes soon after that (whatever the fault-around block). */
     bool near = u > reg->last_fault && u - reg->last_fault <= reg->window;
 
-    reg->last_fault = u;
+    reg->last_fault = MAX(u, u0 + n - 1);
     if (near && u0 + n < reg->nunits) {
         /* Only the fault thread writes hints: a relaxed read of seq is exact. */
         uint64_t s = atomic_load_explicit(&r->hint_seq, memory_order_relaxed);

@@ -387,8 +387,16 @@ static void note_stats(sl_restore *r, sl_reset_stats *out, GArray *units, uint64
 /* Dropping path: @units go absent, their memory goes, the loaders bring them back. */
 static bool reset_by_dropping(sl_restore *r, GArray *units, GError **errp)
 {
+    bool dropped;
+
+    /* Fault-around leaves units forgotten but not yet dropped alone
+     * (r->dropping): the fence orders this store before the forgetting. */
+    atomic_store_explicit(&r->dropping, true, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
     forget_units(r, units);
-    if (!drop_units(r, units, errp)) {
+    dropped = drop_units(r, units, errp);
+    atomic_store_explicit(&r->dropping, false, memory_order_release);
+    if (!dropped) {
         sl_engine_fail(r, -EIO); /* stopping seals what is missing: never stale bytes */
         return false;
     }

@@ -83,7 +83,7 @@ typedef struct sl_region {
     uint64_t around;         /* fault-around block in units, a power of two (1: off) */
     uint32_t *order;         /* trace_order: placement sequence number of each unit */
     uint64_t *recorded;      /* record: units already in the fault list (fault thread) */
-    uint64_t last_fault;     /* fault thread: unit of the previous fault, for the window */
+    uint64_t last_fault;     /* fault thread: last unit the previous fault served, for the window */
     const sl_block *blk;
     sl_mem mem;
     sl_pagemap *map;         /* one entry per placement unit */
@@ -181,6 +181,15 @@ struct sl_restore {
     int pagemap_fd;            /* track_writes: /proc/self/pagemap (set at start), else -1 */
     uint32_t tracking;         /* SL_TRACK_*: set at start, read-only after */
     _Atomic uint64_t resets;   /* resets that brought units back (statistics, relaxed) */
+    /* A dropping reset between forgetting its units and dropping their
+     * memory (reset.c sets it before a release fence that precedes the
+     * forgetting, and clears it with a release store once the memory is
+     * gone).  The fault thread loads it (acquire) after claiming
+     * fault-around neighbours: a claim that found a forgotten unit
+     * (acq_rel) sees it set, and such a neighbour may still hold its
+     * written page, which a placement would take for placed (EEXIST) and
+     * the drop then remove. */
+    _Atomic bool dropping;
     /* reset_in_place (reset.c, caller's thread only): the snapshot file
      * mapped read-only and populated at the first in-place reset, so that
      * rewriting a unit is a copy, not a read call; NULL: not (yet) mapped,

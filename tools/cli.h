@@ -111,8 +111,8 @@ bool cli_write_changed(sl_writer *w, sl_snapshot *parent, unsigned b, uint64_t p
 bool cli_parse_size(const char *s, uint64_t *out);
 
 /**
- * Parses --fault-around SIZE (4K to 2M) into config.fault_around; prints why
- * and returns false when it is not such a size.
+ * Parses --fault-around SIZE (a power of two from 4K to 2M) into
+ * config.fault_around; prints why and returns false when it is not one.
  */
 bool cli_parse_around(const char *s, uint32_t *out);
 

@@ -534,10 +534,10 @@ static void print_human(const opts *o, const results *r)
     printf("  faults %" G_GUINT64_FORMAT ": service p50 %.1f us, p99 %.1f us, max %.1f us; "
            "touch p50 %.1f us, p99 %.1f us\n", s->faults, s->fault_p50_us, s->fault_p99_us,
            s->fault_max_us, r->touch_p50_us, r->touch_p99_us);
-    printf("  pages by fault %" G_GUINT64_FORMAT ", by loader %" G_GUINT64_FORMAT " (moved %"
-           G_GUINT64_FORMAT "), zero %" G_GUINT64_FORMAT "; placed twice %" G_GUINT64_FORMAT
-           ", never %" G_GUINT64_FORMAT "\n",
-           s->pages_by_fault, s->pages_by_loader, s->pages_moved, s->zero_pages,
+    printf("  pages by fault %" G_GUINT64_FORMAT " (around %" G_GUINT64_FORMAT "), by loader %"
+           G_GUINT64_FORMAT " (moved %" G_GUINT64_FORMAT "), zero %" G_GUINT64_FORMAT
+           "; placed twice %" G_GUINT64_FORMAT ", never %" G_GUINT64_FORMAT "\n",
+           s->pages_by_fault, s->pages_around, s->pages_by_loader, s->pages_moved, s->zero_pages,
            s->pages_placed_twice, s->pages_never_placed);
     printf("  checksums %.1f ms of %.1f ms loader time; %" G_GUINT64_FORMAT " pages touched, %"
            G_GUINT64_FORMAT " touch mismatches\n", s->checksum_ms, s->loader_ms, r->touched,

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * `snapload serve SNAP --socket PATH [--block NAME...] [--track-writes]`:
+ * `snapload serve SNAP --socket PATH [--block NAME...] [--track-writes]
+ * [--fault-around SIZE]`:
  * run the restore daemon for consumer processes (docs/protocol.md), of
  * every block of SNAP or of the blocks named; with --track-writes it takes
  * tracked mappings (REGISTER_WP) and answers WRITTEN_QUERY.
@@ -11,7 +12,8 @@
 
 int cmd_serve(int argc, char **argv)
 {
-    g_autofree char *sock = NULL, *topo = NULL, *written_dir = NULL;
+    g_autofree char *sock = NULL, *topo = NULL, *written_dir = NULL, *around = NULL;
+    uint32_t around_bytes = 0;
     g_auto(GStrv) blocks = NULL;
     gint threads = -1;
     gboolean once = false, track = false;
@@ -24,6 +26,9 @@ int cmd_serve(int argc, char **argv)
           "default: every block in the file): the others are the consumer's to load", "NAME" },
         { "track-writes", 0, 0, G_OPTION_ARG_NONE, &track, "take tracked mappings and answer "
           "what they wrote (WRITTEN_QUERY)", NULL },
+        { "fault-around", 0, 0, G_OPTION_ARG_STRING, &around, "a fault serves the pages "
+          "holding data around it in its aligned block of SIZE (default 64K; 4K: the faulted "
+          "page alone)", "SIZE" },
         { NULL },
     };
     sl_daemon_opts o = { .ready_fd = -1, .stats_fd = -1 };
@@ -34,6 +39,9 @@ int cmd_serve(int argc, char **argv)
     if (argc != 2 || !sock) {
         return cli_fail("serve needs SNAP and --socket PATH");
     }
+    if (around && !cli_parse_around(around, &around_bytes)) {
+        return 2;
+    }
     o.snapshot = argv[1];
     o.socket = sock;
     o.exit_when_done = once;
@@ -43,6 +51,6 @@ int cmd_serve(int argc, char **argv)
     o.ignore_lists = true; /* a fresh restore: no earlier run's list applies */
     o.cfg = (sl_restore_config){ .size = sizeof(o.cfg), .numa_topology = topo,
                                  .loader_threads = threads > 0 ? (unsigned)threads : 0,
-                                 .no_loaders = threads == 0 };
+                                 .no_loaders = threads == 0, .fault_around = around_bytes };
     return sl_daemon_run(&o);
 }

@@ -63,8 +63,8 @@ bool cli_parse_around(const char *s, uint32_t *out)
 {
     uint64_t v;
 
-    if (!cli_parse_size(s, &v) || v < 4096 || v > (2u << 20)) {
-        cli_fail("--fault-around: '%s' is not a size from 4K to 2M", s);
+    if (!cli_parse_size(s, &v) || v < 4096 || v > (2u << 20) || (v & (v - 1))) {
+        cli_fail("--fault-around: '%s' is not a power of two from 4K to 2M", s);
         return false;
     }
     *out = (uint32_t)v;

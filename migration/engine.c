@@ -780,20 +780,17 @@ static int serve_fault(fault_ctx *fc, sl_region *reg, sl_view *v, uint64_t u, ui
 {
     sl_restore *r = fc->r;
     uint64_t a = u - u % reg->around, e = MIN(a + reg->around, reg->nunits);
-    int ret;
+    bool around = reg->around > 1 && !reg->mem.keep;
+    int ret = around ? prove_units(r, reg, a, e - a) : 0;
 
     *u0 = u;
     *n = 1;
-    if (reg->around < 2 || reg->mem.keep) {
-        return serve_unit(r, reg, v, u, fc->bounce, fc->check, fc->fd, fc->assist);
-    }
-    ret = prove_units(r, reg, a, e - a);
     if (ret < 0) {
         sl_pagemap_unclaim(reg->map, u, 1);
         return ret;
     }
-    if (!unit_has_data(reg, u)) {
-        return commit_run(r, reg, v, u, 1, NULL, BY_FAULT, false);
+    if (!around || !unit_has_data(reg, u)) { /* alone (a zero unit stays one unit) */
+        return serve_unit(r, reg, v, u, fc->bounce, fc->check, fc->fd, fc->assist);
     }
     *n = claim_around(reg, u, a, e, u0);
     ret = fill_claimed(r, reg, v, *u0, *n, reg->mem.ops->stage(&reg->mem, *u0 * reg->unit,

@@ -34,7 +34,7 @@ unsigned sl_unit_node(const sl_restore *r, const sl_region *reg, uint64_t u)
 static uint64_t around_units(const sl_restore *r, const sl_region *reg)
 {
     uint64_t bytes = r->cfg.fault_around ? r->cfg.fault_around : SL_FAULT_AROUND_DEFAULT;
-    uint64_t n = MIN(bytes, SL_AROUND_MAX_BYTES) / reg->unit;
+    uint64_t n = MIN(bytes, SL_FAULT_AROUND_MAX) / reg->unit;
 
     return reg->unit <= 4096 && n > 1 ? 1ull << (63 - __builtin_clzll(n)) : 1;
 }

@@ -30,7 +30,6 @@
 #define SL_CLAIM_BYTES (64u << 10) /* in-place loaders claim at most this before reading */
 #define SL_STRIPE_BYTES (64u << 20) /* largest interleave stripe (docs/numa.md) */
 #define SL_WINDOW_BYTES (128u << 10) /* locality window after a fault (>= 2 units up to 2 MiB) */
-#define SL_AROUND_MAX_BYTES (2u << 20) /* largest fault-around block */
 #define SL_HINTS 256               /* ring of recent faults for the locality window */
 
 /* A run of units of one region: a piece of prefetch work. */

@@ -116,6 +116,12 @@ bool cli_parse_size(const char *s, uint64_t *out);
  */
 bool cli_parse_around(const char *s, uint32_t *out);
 
+/** The --fault-around option entry, its value string into @var (restore, qemu-restore, serve). */
+#define CLI_FAULT_AROUND_OPTION(var)                                                            \
+    { "fault-around", 0, 0, G_OPTION_ARG_STRING, &(var), "a fault serves the pages holding "  \
+      "data around it in its aligned block of SIZE (default 64K; 4K: the faulted page alone)", \
+      "SIZE" }
+
 /** Prints "snapload: MSG" on one line of stderr and returns exit status 1. */
 int cli_fail(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 

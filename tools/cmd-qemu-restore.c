@@ -995,9 +995,7 @@ int cmd_qemu_restore(int argc, char **argv)
           "state load (cont it yourself, e.g. over your own -qmp)", NULL },
         { "quit-when-done", 0, 0, G_OPTION_ARG_NONE, &quit, "quit QEMU once every page is in place", NULL },
         { "threads", 0, 0, G_OPTION_ARG_INT, &threads, "loaders per NUMA node (0: faults only)", "N" },
-        { "fault-around", 0, 0, G_OPTION_ARG_STRING, &around, "a fault serves the pages "
-          "holding data around it in its aligned block of SIZE (default 64K; 4K: the faulted "
-          "page alone)", "SIZE" },
+        CLI_FAULT_AROUND_OPTION(around),
         { "socket", 0, 0, G_OPTION_ARG_FILENAME, &sock, "the daemon's socket, for more consumers "
           "such as vhost-user back-ends (default: private)", "PATH" },
         { "eager", 0, 0, G_OPTION_ARG_FILENAME, &eager, "instead: time stock QEMU's own eager "

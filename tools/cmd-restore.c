@@ -634,7 +634,7 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
         { "interleave", 0, 0, G_OPTION_ARG_NONE, &interleave, "stripe unbound blocks over all nodes", NULL },
         { "record", 0, 0, G_OPTION_ARG_FILENAME, &o->record, "write the faulted pages, in order, as a hot-page list (with --threads 0 --workload N: stop after the workload)", "HOTLIST" },
         { "no-hot-list", 0, 0, G_OPTION_ARG_NONE, &nohot, "ignore the snapshot's hot-page list", NULL },
-        { "fault-around", 0, 0, G_OPTION_ARG_STRING, &around, "a fault serves the pages holding data around it in its aligned block of SIZE (default 64K; 4K: the faulted page alone)", "SIZE" },
+        CLI_FAULT_AROUND_OPTION(around),
         { "no-prefault", 0, 0, G_OPTION_ARG_NONE, &noprefault, "no prefault thread: faults and loaders allocate shared memory themselves", NULL },
         { "workload", 0, 0, G_OPTION_ARG_INT64, &o->workload, "touch threads touch N pages in all, then stop", "N" },
         { "consumers", 0, 0, G_OPTION_ARG_INT, &o->consumers, "processes mapping the same file, touching pages (shared backends)", "N" },

@@ -26,9 +26,7 @@ int cmd_serve(int argc, char **argv)
           "default: every block in the file): the others are the consumer's to load", "NAME" },
         { "track-writes", 0, 0, G_OPTION_ARG_NONE, &track, "take tracked mappings and answer "
           "what they wrote (WRITTEN_QUERY)", NULL },
-        { "fault-around", 0, 0, G_OPTION_ARG_STRING, &around, "a fault serves the pages "
-          "holding data around it in its aligned block of SIZE (default 64K; 4K: the faulted "
-          "page alone)", "SIZE" },
+        CLI_FAULT_AROUND_OPTION(around),
         { NULL },
     };
     sl_daemon_opts o = { .ready_fd = -1, .stats_fd = -1 };

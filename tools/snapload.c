@@ -63,7 +63,7 @@ bool cli_parse_around(const char *s, uint32_t *out)
 {
     uint64_t v;
 
-    if (!cli_parse_size(s, &v) || v < 4096 || v > (2u << 20) || (v & (v - 1))) {
+    if (!cli_parse_size(s, &v) || v < 4096 || v > SL_FAULT_AROUND_MAX || (v & (v - 1))) {
         cli_fail("--fault-around: '%s' is not a power of two from 4K to 2M", s);
         return false;
     }

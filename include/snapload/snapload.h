@@ -439,6 +439,8 @@ typedef struct {
 
 /** sl_restore_config.fault_around when it is 0 (bytes).  Since 1.9. */
 #define SL_FAULT_AROUND_DEFAULT (64u << 10)
+/** The largest fault-around block (bytes; larger values are taken as this).  Since 1.9. */
+#define SL_FAULT_AROUND_MAX (2u << 20)
 
 /** sl_restore_config.direct_reads.  Since 1.7 (AUTO the default since 1.8). */
 enum {

@@ -145,6 +145,12 @@ struct sl_backend_ops {
      * fault; hugetlbfs: the alias).  0 or -errno.
      */
     int (*rewrite)(const sl_mem *m, uint64_t off, const uint8_t *src, uint64_t len);
+    /**
+     * The bytes the memory file's filesystem can still allocate and its
+     * device (@dev), when it has a limit (a tmpfs size); false when it
+     * has none or it cannot be told (may be NULL).  Setup only.
+     */
+    bool (*room)(const sl_mem *m, uint64_t *free_bytes, uint64_t *dev);
     /** Undo map (only for owned memory). */
     void (*release)(sl_mem *m);
 };

@@ -151,6 +151,24 @@ static bool shmem_prepare(sl_mem *m, GError **errp)
     return prepare_file(m, TMPFS_MAGIC, "tmpfs (/dev/shm or a memfd)", errp);
 }
 
+/*
+ * tmpfs: what its size limit still allows, less what other files use.  A
+ * memfd lives on the kernel's internal tmpfs, which has no limit
+ * (f_blocks 0).
+ */
+static bool tmpfs_room(const sl_mem *m, uint64_t *free_bytes, uint64_t *dev)
+{
+    struct statfs sfs;
+    struct stat st;
+
+    if (fstatfs(m->fd, &sfs) < 0 || fstat(m->fd, &st) < 0 || sfs.f_blocks == 0) {
+        return false;
+    }
+    *free_bytes = (uint64_t)sfs.f_bavail * (uint64_t)sfs.f_bsize;
+    *dev = (uint64_t)st.st_dev;
+    return true;
+}
+
 static bool hugetlbfs_prepare(sl_mem *m, GError **errp)
 {
     return prepare_file(m, HUGETLBFS_MAGIC, "hugetlbfs", errp);
@@ -329,6 +347,7 @@ const sl_backend_ops sl_backend_shmem = {
     .stage = bounce_stage,
     .place = shmem_place,
     .rewrite = sl_mem_host_rewrite,
+    .room = tmpfs_room,
     FILE_OPS,
 };
 

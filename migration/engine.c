@@ -163,11 +163,28 @@ static bool spans_vmas(int ret, uint64_t len, uint64_t k)
     return ret == -ENOENT && len > 1 && k < len;
 }
 
-/* The consumer behind a view has gone away (its mm is gone; ENOSPC on
- * kernels before 4.18). */
+/* The consumer behind a view has gone away (its mm is gone, or it
+ * unregistered or unmapped the range). */
 static bool consumer_gone(int err)
 {
-    return err == -ESRCH || err == -ENOENT || err == -ENOSPC;
+    return err == -ESRCH || err == -ENOENT;
+}
+
+/*
+ * The memory itself ran out: a full tmpfs, an empty hugetlbfs pool, a
+ * memory cgroup's limit.  No consumer is to blame, so no view is dropped
+ * for it: the restore fails with it (sl_restore_error() names it), and
+ * what is not placed is sealed at the stop, never left as zeros.
+ */
+static bool out_of_memory_room(int err)
+{
+    return err == -ENOSPC || err == -ENOMEM;
+}
+
+/* Placing into view @v failed with @err: drop that view alone? */
+static bool drop_for(const sl_view *v, int err)
+{
+    return err < 0 && !out_of_memory_room(err) && (!v->own || consumer_gone(err));
 }
 
 /* Units [u, u+n) left the work list; the caller that empties it signals. */
@@ -259,7 +276,7 @@ static int show_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint6
             add(&r->c.eexist, 1);
             sl_uffd_wake(v->uffd, (void *)(uintptr_t)(v->base + (u + k) * reg->unit), reg->unit);
             k++;
-        } else if (ret < 0 && (!v->own || consumer_gone(ret))) {
+        } else if (drop_for(v, ret)) {
             sl_engine_drop_view(r, v, ret); /* that view alone: the others go on */
             return 0;
         } else if (ret < 0) {
@@ -402,7 +419,7 @@ static int commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
             add(&r->c.eexist, 1);
             sl_uffd_wake(v->uffd, (void *)(uintptr_t)(v->base + (u + k) * reg->unit), reg->unit);
             k++;
-        } else if (ret < 0 && v && ops->in_place && (!v->own || consumer_gone(ret))) {
+        } else if (v && ops->in_place && drop_for(v, ret)) {
             sl_engine_drop_view(r, v, ret); /* staged: the rest goes in no view, published */
             v = NULL;
         } else if (ret < 0) { /* [u0, u + k) are placed, the rest given back */

@@ -463,6 +463,63 @@ static void layout_regions(sl_restore *r)
     atomic_store_explicit(&r->remaining, remaining, memory_order_relaxed);
 }
 
+/* Bytes region @reg's stored pages take in its memory (zero pages stay holes). */
+static uint64_t stored_bytes(const sl_region *reg)
+{
+    return reg->blk->present_pages * reg->blk->page_size;
+}
+
+/* True if a region before @i has its memory on filesystem @dev. */
+static bool dev_seen_before(sl_restore *r, guint i, uint64_t dev)
+{
+    for (guint j = 0; j < i; j++) {
+        const sl_region *reg = g_ptr_array_index(r->regions, j);
+        uint64_t free_bytes, d;
+        if (!reg->mem.keep && reg->mem.ops->room &&
+            reg->mem.ops->room(&reg->mem, &free_bytes, &d) && d == dev) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * Refuses, before anything is registered, a restore whose stored pages
+ * cannot fit in the size-limited tmpfs that holds them (less what other
+ * files there use): the fill would stop part way with ENOSPC (an eager
+ * load would take SIGBUS).  Blocks on one tmpfs are counted together.
+ * Zero pages the guest touches later need room too; only the run tells
+ * (it then fails with ENOSPC, see sl_restore_error()).  A reused memory
+ * file (keep_memory) holds its pages already.
+ */
+static bool check_room(sl_restore *r, GError **errp)
+{
+    for (guint i = 0; i < r->regions->len; i++) {
+        const sl_region *reg = g_ptr_array_index(r->regions, i);
+        uint64_t free_bytes, dev, d, f, need = 0;
+        if (reg->mem.keep || !reg->mem.ops->room ||
+            !reg->mem.ops->room(&reg->mem, &free_bytes, &dev) || dev_seen_before(r, i, dev)) {
+            continue;
+        }
+        for (guint j = i; j < r->regions->len; j++) {
+            const sl_region *o = g_ptr_array_index(r->regions, j);
+            if (!o->mem.keep && o->mem.ops->room && o->mem.ops->room(&o->mem, &f, &d) &&
+                d == dev) {
+                need += stored_bytes(o);
+            }
+        }
+        if (need > free_bytes) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': the snapshot stores %"
+                        G_GUINT64_FORMAT " bytes of pages for the tmpfs that holds its memory, "
+                        "which has only %" G_GUINT64_FORMAT " bytes free: enlarge it "
+                        "(mount -o remount,size=...) or free room there", reg->blk->name,
+                        need, free_bytes);
+            return false;
+        }
+    }
+    return true;
+}
+
 /*
  * Marks every memory file busy (busy.c: saves refuse it until every page is
  * in place), empties every region's memory and learns its page size.
@@ -489,7 +546,7 @@ static bool prepare_regions(sl_restore *r, GError **errp)
             return false;
         }
     }
-    return true;
+    return check_room(r, errp); /* after prepare: the old contents are punched out */
 }
 
 /*
@@ -614,6 +671,13 @@ GError *sl_restore_error(sl_restore *r)
         return g_error_new(SL_ERROR, SL_ERROR_IO, "restore failed: the snapshot could not be "
                            "read (a read failed or the file ended early: was it changed "
                            "during the restore?)");
+    }
+    if (st == -ENOSPC || st == -ENOMEM) {
+        return g_error_new(SL_ERROR, SL_ERROR_IO, "restore failed: no room left to place a "
+                           "page of guest RAM (%s): the tmpfs holding it is full, the "
+                           "hugetlbfs pool is empty or a memory limit was reached; the "
+                           "pages not placed are sealed, never served as zeros",
+                           g_strerror(-st));
     }
     if (st == -ECANCELED) {
         return g_error_new(SL_ERROR, SL_ERROR_STATE, "restore stopped before completion");

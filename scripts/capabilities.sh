@@ -4,7 +4,8 @@
 # need: uffd (userfaultfd usable by us), uffd-move (and UFFDIO_MOVE, kernel
 # 6.8+), kvm (/dev/kvm usable), hugepages
 # (enough free, unreserved 2 MiB hugepages and a hugetlbfs mount of that
-# size), hugepages-1G (the same for 1 GiB pages).  scripts/test.sh requires exactly these, so a test that
+# size), hugepages-1G (the same for 1 GiB pages), mount (a small tmpfs can
+# be mounted).  scripts/test.sh requires exactly these, so a test that
 # skips for a capability the machine has fails instead.
 caps=()
 if [ -r /dev/userfaultfd ] && [ -w /dev/userfaultfd ]; then
@@ -46,6 +47,13 @@ PY
 }
 has_pages 2048 128 && caps+=(hugepages)
 has_pages 1048576 2 && caps+=(hugepages-1G)
+# mount: a test may mount a small tmpfs of its own (test-space: guest RAM
+# on a tmpfs that runs out of room), which needs CAP_SYS_ADMIN.
+probe=$(mktemp -d)
+if mount -t tmpfs -o size=64k snapload-probe "$probe" 2>/dev/null; then
+    umount "$probe" && caps+=(mount)
+fi
+rmdir "$probe"
 # SNAPLOAD_WITHOUT=cap,... : the run pretends the host lacks those (the
 # tests honour it too), so a host that has everything can try the others' paths.
 kept=()

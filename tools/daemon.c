@@ -817,6 +817,8 @@ static void write_stats(const server *d, const sl_stats *st)
     json_int(&j, "status", d->status);
     json_u64(&j, "pages", st->pages_total);
     json_u64(&j, "faults", st->faults);
+    json_u64(&j, "faults_on_claimed", st->faults_on_claimed);
+    json_u64(&j, "faults_on_present", st->faults_on_present);
     json_u64(&j, "pages_by_fault", st->pages_by_fault);
     json_u64(&j, "pages_around", st->pages_around);
     json_u64(&j, "pages_by_loader", st->pages_by_loader);

@@ -334,8 +334,9 @@ typedef struct {
     /**
      * Since 1.1: called once when a view added by sl_restore_add_view_tagged()
      * is dropped because its consumer went away (@err -ESRCH/-ENOENT) or its
-     * uffd misbehaved (any other -errno): nobody serves that view any more,
-     * so the caller should end that consumer.  Runs on an engine thread:
+     * uffd misbehaved (any other -errno but ENOSPC/ENOMEM, a lack of room
+     * in the memory, which fails the restore and drops no view): nobody
+     * serves that view any more, so the caller should end that consumer.  Runs on an engine thread:
      * must not block or call back into the restore.  NULL: not told.
      */
     void (*view_dropped)(void *opaque, uint64_t tag, int err);
@@ -546,7 +547,9 @@ bool sl_restore_attach(sl_restore *r, const char *block_name, void *addr,
  * in it, and @addr our own MAP_SHARED mapping of that part of the file, or
  * NULL when only other processes map it (see sl_restore_add_view()).  The
  * restore fills pages through its own alias mapping of the file; the
- * file's current contents of the block are discarded at start.
+ * file's current contents of the block are discarded at start.  On a
+ * tmpfs with a size limit, sl_restore_start() refuses a snapshot whose
+ * stored pages do not fit in the room left there.
  */
 bool sl_restore_attach_file(sl_restore *r, const char *block_name, void *addr,
                             uint64_t length, sl_backend_kind kind, int fd,
@@ -569,7 +572,9 @@ bool sl_restore_add_view(sl_restore *r, const char *block_name, int uffd, uint64
  * sl_restore_add_view_tagged: sl_restore_add_view() with @tag, the caller's
  * name for the view (e.g. its connection), which config.view_dropped
  * reports and sl_restore_remove_views() takes.  An error on a view that is
- * not ours never fails the restore: that view alone is dropped.  At most
+ * not ours never fails the restore: that view alone is dropped (a lack of
+ * room in the memory file, ENOSPC or ENOMEM, is no error of the view: it
+ * fails the restore).  At most
  * SL_MAX_VIEWS live views per block; slots of dropped views are reused.
  * Since 1.1.
  */

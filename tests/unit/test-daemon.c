@@ -1085,6 +1085,11 @@ static void test_tracked_consumers_leave_a_list_the_next_run_checks_only(void **
     assert_non_null(g_mkdtemp(f->written_dir));
     l = run_tracked(f, false);             /* fresh file: everything checked */
     assert_int_equal(json_member(&l, "blocks_with_written_list"), 0);
+    /* The stats line tells which faults found their unit held or present. */
+    assert_in_range(json_member(&l, "faults_on_claimed") + json_member(&l, "faults_on_present"),
+                    0, json_member(&l, "faults"));
+    assert_true(json_member(&l, "faults_on_claimed") >= 0);
+    assert_true(json_member(&l, "faults_on_present") >= 0);
     /* The list is used (its consumer finds the written pages restored, or
      * exits 31); this consumer leaves without reporting. */
     l = run_tracked(f, true);

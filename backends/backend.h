@@ -74,7 +74,7 @@ typedef struct {
                           * of a restore with track_writes) */
     bool kept;           /* dead but not sealable: its uffd stays open to the end */
     _Atomic bool dead;   /* dropped: skip (seq_cst where @users is involved) */
-    _Atomic unsigned users; /* threads using @uffd besides the fault thread (engine.c) */
+    _Atomic unsigned users; /* threads using @uffd besides the fault thread (fault.c) */
 } sl_view;
 
 struct sl_backend_ops {

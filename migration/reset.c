@@ -401,7 +401,7 @@ static bool reset_by_dropping(sl_restore *r, GArray *units, GError **errp)
         return false;
     }
     queue_redo(r, units);
-    /* Release: pairs with the acquire load in the fault loop (engine.c). */
+    /* Release: pairs with the acquire load in the fault loop (fault.c). */
     atomic_fetch_add_explicit(&r->generation, 1, memory_order_release);
     sl_engine_kick(r->ctl_efd);
     if (!sl_engine_refill(r, errp)) {

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Internal state of a lazy restore, shared by the lifecycle code
- * (restore.c) and the fault thread and loaders (engine.c).
+ * (restore.c) and the engine: placement (engine.c), the fault thread
+ * (fault.c) and the loaders (loader.c).
  *
  * Ownership:
  * - Everything set by sl_restore_new()/attach()/start() (regions, their
@@ -143,7 +144,7 @@ struct sl_restore {
                                 * reads (config.direct_reads), or -1: set before they
                                 * start (spawn_loaders), closed in free */
     GThread *prefault_thread;  /* ops->prefault of the units with data, ahead of all */
-    /* Why a metadata segment failed the restore (engine.c prove_units()):
+    /* Why a metadata segment failed the restore (engine.c sl_prove_units()):
      * set once by CAS (release) before the
      * status; sl_restore_error() loads it (acquire).  Freed with @r. */
     _Atomic(GError *) meta_error;
@@ -271,17 +272,17 @@ void sl_engine_drop_view(sl_restore *r, sl_view *v, int err);
 /** Monotonic clock in nanoseconds. */
 uint64_t sl_now_ns(void);
 
-/** Start the fault thread and the loaders (engine.c). */
+/** Start the fault thread and the loaders (engine.c, fault.c, loader.c). */
 bool sl_engine_start(sl_restore *r, GError **errp);
 
 /**
- * sl_engine_join_loaders (engine.c): waits for the loaders to end (after
+ * sl_engine_join_loaders (loader.c): waits for the loaders to end (after
  * completion they have run out of work).  Caller's thread.
  */
 void sl_engine_join_loaders(sl_restore *r);
 
 /**
- * sl_engine_refill (engine.c): starts the loaders again, on the work a
+ * sl_engine_refill (loader.c): starts the loaders again, on the work a
  * reset queued (sl_group.redo), joining any left first.  Caller's thread.
  */
 bool sl_engine_refill(sl_restore *r, GError **errp);

@@ -2,7 +2,8 @@
 /*
  * Lifecycle of a lazy restore: create, attach memory per block, start
  * (userfaultfd handshake and registration, then the engine's threads),
- * poll/wait, stop and statistics.  The fault path itself is in engine.c.
+ * poll/wait, stop and statistics.  The engine itself is in engine.c
+ * (placement), fault.c (the fault thread) and loader.c (the loaders).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -323,7 +324,7 @@ void sl_restore_remove_views(sl_restore *r, uint64_t tag)
             if (v->own || v->tag != tag) {
                 continue;
             }
-            /* seq_cst: pairs with view_enter() in engine.c. */
+            /* seq_cst: pairs with sl_view_enter() in engine.c. */
             atomic_store(&v->dead, true);
             any = true;
             /* Completed or stopped: the threads are done with views, whose
@@ -658,7 +659,7 @@ GError *sl_restore_error(sl_restore *r)
     const sl_block *blk;
     uint64_t page, more;
 
-    /* Acquire: pairs with the release CAS in prove_units() (engine.c). */
+    /* Acquire: pairs with the release CAS in sl_prove_units() (engine.c). */
     GError *meta = atomic_load_explicit(&r->meta_error, memory_order_acquire);
 
     if (st == 0 || st == -EINPROGRESS) {

@@ -1,0 +1,599 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The fault thread.  It polls {control eventfd, our uffd, each remote
+ * consumer's uffd} (no sleeps), reads fault messages in batches and serves
+ * each: claim the unit (and the unclaimed data units of its aligned
+ * fault-around block), read it, check it and place it in the faulting view
+ * (engine.c).  It never waits for background work: a fault on a unit a
+ * loader is filling is deferred; the loader's placement wakes the faulting
+ * thread, and settling the (watched) unit kicks the fault thread, which
+ * then maps it into any view the loader did not (see serve_other()).  It
+ * alone closes the uffds of dropped views, and at completion unregisters
+ * every view and collapses our own anonymous memory into THPs.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include "engine.h"
+#include "busy.h"
+#include "thp.h"
+#include "uffd.h"
+
+#define MSG_BATCH 64
+#define FAULT_NICE (-10) /* needs CAP_SYS_NICE; ignored without it */
+
+/* Drops every view on @fd (its consumer went away or misbehaved: @err). */
+static void drop_uffd(sl_restore *r, int fd, int err)
+{
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        unsigned nv = sl_view_count(reg);
+        for (unsigned j = 0; j < nv; j++) {
+            sl_view *v = sl_region_view(reg, j);
+            if (v->uffd == fd) {
+                sl_engine_drop_view(r, v, err);
+            }
+        }
+    }
+}
+
+/*
+ * The live view that fault @addr read from @uffd belongs to.  Each view has
+ * a uffd of its own (sl_restore_add_view_tagged() refuses one already
+ * handed over), so its fd and the address find it.
+ */
+static bool find_view(sl_restore *r, int uffd, uint64_t addr, sl_region **regp, sl_view **vp)
+{
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        unsigned nv = sl_view_count(reg);
+        for (unsigned j = 0; j < nv; j++) {
+            sl_view *v = sl_region_view(reg, j);
+            if (sl_view_live(v) && v->uffd == uffd && addr >= v->base &&
+                addr - v->base < reg->mem.length) {
+                *regp = reg;
+                *vp = v;
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* A fault the fault thread could not serve yet: a loader holds its unit. */
+typedef struct {
+    sl_region *reg;
+    sl_view *v;
+    uint64_t u;
+    uint64_t t0;           /* when the fault was read */
+} deferred_fault;
+
+/* What the fault thread owns. */
+typedef struct {
+    sl_restore *r;
+    uint8_t *bounce;       /* bounce backends: one unit */
+    uint8_t *check;        /* keep_memory: CHECK_BYTES to read the reused file into */
+    GArray *deferred;      /* deferred_fault */
+    int fd;                /* r->fault_fd */
+    sl_assist *assist;     /* reads half of each large unit; NULL: none needed */
+} fault_ctx;
+
+/* Maps settled unit @u (PRESENT or POISONED) into view @v. */
+static int show_settled(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, int st)
+{
+    if (st == SL_PAGE_POISONED) {
+        if (reg->ioctls & SL_IOCTL(_UFFDIO_POISON)) {
+            sl_uffd_poison(v->uffd, (void *)(uintptr_t)(v->base + u * reg->unit), reg->unit);
+        }
+        return 0;
+    }
+    return sl_show_run(r, reg, v, u, 1);
+}
+
+/*
+ * Claims the units next to claimed unit @u that hold data and that nobody
+ * has claimed, within its aligned fault-around block [@a, @e), as far as
+ * they run unbroken from @u either way: the run [*u0, *u0 + return).
+ */
+static uint64_t claim_around(sl_region *reg, uint64_t u, uint64_t a, uint64_t e, uint64_t *u0)
+{
+    uint64_t lo = u, hi = u + 1;
+
+    while (lo > a && sl_unit_has_data(reg, lo - 1) && sl_pagemap_claim(reg->map, lo - 1)) {
+        lo--;
+    }
+    while (hi < e && sl_unit_has_data(reg, hi) && sl_pagemap_claim(reg->map, hi)) {
+        hi++;
+    }
+    /* Acquire: pairs with reset.c's release (r->dropping): during a reset
+     * the neighbours go back, and the faulted unit is served alone. */
+    if (atomic_load_explicit(&reg->r->dropping, memory_order_acquire)) {
+        sl_pagemap_unclaim(reg->map, lo, u - lo);
+        sl_pagemap_unclaim(reg->map, u + 1, hi - u - 1);
+        lo = u;
+        hi = u + 1;
+    }
+    *u0 = lo;
+    return hi - lo;
+}
+
+/* Units of [@u0, @u0 + @n) other than @u that are PRESENT (not refused). */
+static uint64_t placed_besides(const sl_region *reg, uint64_t u0, uint64_t n, uint64_t u)
+{
+    uint64_t placed = 0;
+
+    for (uint64_t i = u0; i < u0 + n; i++) {
+        placed += i != u && sl_pagemap_state(reg->map, i) == SL_PAGE_PRESENT;
+    }
+    return placed;
+}
+
+/*
+ * Serve the fault on unit @u, which the fault thread claimed: with its
+ * neighbours (config.fault_around) when it holds data, in one read and one
+ * placement; the units served are [*u0, *u0 + *n).  The block's metadata
+ * is proven before its bits choose the neighbours.
+ */
+static int serve_fault(fault_ctx *fc, sl_region *reg, sl_view *v, uint64_t u, uint64_t *u0,
+                       uint64_t *n)
+{
+    sl_restore *r = fc->r;
+    uint64_t a = u - u % reg->around, e = MIN(a + reg->around, reg->nunits);
+    bool around = reg->around > 1 && !reg->mem.keep;
+    int ret = around ? sl_prove_units(r, reg, a, e - a) : 0;
+
+    *u0 = u;
+    *n = 1;
+    if (ret < 0) {
+        sl_pagemap_unclaim(reg->map, u, 1);
+        return ret;
+    }
+    if (!around || !sl_unit_has_data(reg, u)) { /* alone (a zero unit stays one unit) */
+        return sl_serve_unit(r, reg, v, u, fc->bounce, fc->check, fc->fd, fc->assist);
+    }
+    *n = claim_around(reg, u, a, e, u0);
+    ret = sl_fill_claimed(r, reg, v, *u0, *n, reg->mem.ops->stage(&reg->mem, *u0 * reg->unit,
+                                                                  fc->bounce), BY_FAULT, fc->fd);
+    add(&r->c.pages_around, ret == 0 ? placed_besides(reg, *u0, *n, u) : 0);
+    return ret;
+}
+
+/*
+ * A fault on unit @u that the fault thread did not claim.  Never waits:
+ * while a loader holds the unit the fault is deferred (returns 1).
+ *
+ * No wake-up is lost.  The kernel queues the faulting thread on the uffd's
+ * wait queue before the message becomes readable, and it rechecks the page
+ * table under the page-table lock before sleeping.  Every placement ioctl
+ * the loader issues (COPY, ZEROPAGE, CONTINUE, POISON, none with DONTWAKE)
+ * wakes the threads faulting in its range after installing the page, and
+ * the loader issues it in every view it knows (show_everywhere): a thread
+ * that faulted before is woken, one that faults after finds the page.  A
+ * view the loader did not know (it joined meanwhile), or a loader that
+ * gave the unit back (unclaim), is covered by the watch: settling a watched
+ * unit kicks the fault thread, which retries the deferred fault
+ * (settle_deferred): it maps the unit there (EEXIST: it wakes the range),
+ * or claims and serves it.  Returns 0 when served, or -errno.
+ */
+static int serve_other(fault_ctx *fc, sl_region *reg, sl_view *v, uint64_t u, uint64_t t0)
+{
+    for (;;) {
+        int st = sl_pagemap_state(reg->map, u);
+
+        if (st == SL_PAGE_CLAIMED && sl_pagemap_watch(reg->map, u)) {
+            deferred_fault d = { .reg = reg, .v = v, .u = u, .t0 = t0 };
+            g_array_append_val(fc->deferred, d);
+            return 1;
+        }
+        if (st == SL_PAGE_ABSENT && sl_pagemap_claim(reg->map, u)) {
+            /* its filler gave up */
+            return sl_serve_unit(fc->r, reg, v, u, fc->bounce, fc->check, fc->fd, fc->assist);
+        }
+        if (st >= SL_PAGE_PRESENT) {
+            return show_settled(fc->r, reg, v, u, st);
+        }
+        /* The state changed under us: look again. */
+    }
+}
+
+/* A fault is over: served (0, its latency recorded), deferred (1) or failed. */
+static void fault_done(sl_restore *r, int ret, uint64_t t0)
+{
+    if (ret < 0) {
+        sl_engine_fail(r, ret);
+    } else if (ret == 0) {
+        sl_hist_record(&r->fault_hist, sl_now_ns() - t0);
+    }
+}
+
+static void handle_fault(fault_ctx *fc, int uffd, uint64_t addr)
+{
+    sl_restore *r = fc->r;
+    uint64_t t0 = sl_now_ns(), zero = 0, u, u0, n = 1;
+    sl_region *reg;
+    sl_view *v;
+    int ret;
+
+    add(&r->c.faults, 1);
+    atomic_compare_exchange_strong_explicit(&r->t_first_fault, &zero, t0,
+                                            memory_order_relaxed, memory_order_relaxed);
+    if (!find_view(r, uffd, addr, &reg, &v)) {
+        /* A consumer's uffd reports a fault outside what it said it
+         * registered: nobody could serve it, so that consumer is dropped. */
+        if (uffd != r->uffd) {
+            drop_uffd(r, uffd, -EFAULT);
+        }
+        return;
+    }
+    u = u0 = (addr - v->base) / reg->unit;
+    if (sl_pagemap_claim(reg->map, u)) {
+        ret = serve_fault(fc, reg, v, u, &u0, &n);
+    } else {
+        int st = sl_pagemap_state(reg->map, u);
+        add(st == SL_PAGE_CLAIMED ? &r->c.faults_on_claimed : &r->c.faults_on_present, 1);
+        ret = serve_other(fc, reg, v, u, t0);
+    }
+    sl_prefetch_note_fault(r, reg, u, ret == 0 ? u0 : u, ret == 0 ? n : 1);
+    fault_done(r, ret, t0);
+}
+
+/* Retries deferred faults (a watched unit was settled): serves or re-defers. */
+static void settle_deferred(fault_ctx *fc)
+{
+    GArray *old = fc->deferred;
+
+    if (old->len == 0) {
+        return;
+    }
+    fc->deferred = g_array_new(false, false, sizeof(deferred_fault));
+    for (guint i = 0; i < old->len; i++) {
+        deferred_fault *d = &g_array_index(old, deferred_fault, i);
+        int ret = sl_view_live(d->v) ? serve_other(fc, d->reg, d->v, d->u, d->t0) : 0;
+        fault_done(fc->r, ret, d->t0);
+    }
+    g_array_free(old, true);
+}
+
+/* Pagemap notify: a unit with a deferred fault was settled (any thread). */
+static void kick_fault_thread(void *opaque)
+{
+    sl_engine_kick(((sl_restore *)opaque)->ctl_efd);
+}
+
+/* Unregisters every view: consumers stop faulting. */
+static void unregister_all(sl_restore *r)
+{
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        unsigned nv = sl_view_count(reg);
+        for (unsigned j = 0; j < nv; j++) {
+            sl_view *v = sl_region_view(reg, j);
+            if ((v->own && !reg->registered) || v->uffd < 0) {
+                continue;
+            }
+            sl_uffd_unregister(v->uffd, (void *)(uintptr_t)v->base, reg->mem.length);
+        }
+        reg->registered = false;
+    }
+}
+
+/* Dead view @v of @reg that nobody uses: seal it and close its uffd. */
+static void reclaim_view(sl_region *reg, sl_view *v)
+{
+    /* seq_cst: pairs with sl_view_enter() (dead was set before, seq_cst). */
+    if (v->own || v->uffd < 0 || v->kept || !atomic_load(&v->dead) || atomic_load(&v->users)) {
+        return;
+    }
+    if (sl_seal_let_go(reg, v)) {
+        close(v->uffd);
+        v->uffd = -1;
+    } else {
+        v->kept = true; /* closing would unregister it: its holes would read as zeros */
+    }
+}
+
+/*
+ * Fault thread, between poll rounds: closes the uffd of every dead view no
+ * loader uses any more, so a consumer that left costs no fd.  Before, each
+ * page still missing is sealed in that view (its process, if alive, gets
+ * SIGBUS there, never zeros).
+ */
+static void reclaim_views(sl_restore *r)
+{
+    g_mutex_lock(&r->views_lock);
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        unsigned nv = sl_view_count(reg);
+        for (unsigned j = 0; j < nv; j++) {
+            reclaim_view(reg, sl_region_view(reg, j));
+        }
+        for (guint j = 0; j < reg->dead_views->len; j++) {
+            reclaim_view(reg, g_ptr_array_index(reg->dead_views, j));
+        }
+    }
+    g_mutex_unlock(&r->views_lock);
+}
+
+/* Ends the busy marks of every memory file (busy.c). */
+static void clear_busy(sl_restore *r)
+{
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        sl_busy_clear(reg->busy);
+        reg->busy = -1;
+    }
+}
+
+/* Every view unregistered and no view joins any more; caller holds views_lock. */
+static void let_views_go(sl_restore *r)
+{
+    unregister_all(r);
+    r->views_closed = true;
+}
+
+/*
+ * Every unit of generation @gen is settled.  Returns true if the fault
+ * thread may exit: not while a refused page must keep trapping, nor while
+ * writes are tracked (the views stay registered in WP mode, and a reset
+ * needs the fault thread again).
+ */
+static bool finish(sl_restore *r, uint64_t gen)
+{
+    int expect = -EINPROGRESS;
+    int final = atomic_load_explicit(&r->page_error, memory_order_relaxed);
+    bool track = r->cfg.track_writes;
+
+    g_mutex_lock(&r->views_lock); /* no view joins between unregistering and the status */
+    if (final == 0 && !track) {
+        let_views_go(r);
+    }
+    if (final == 0) {
+        clear_busy(r); /* every page is in place: saves may read the files */
+    }
+    r->finished_gen = gen;
+    if (atomic_compare_exchange_strong_explicit(&r->status, &expect, final,
+                                                memory_order_release, memory_order_relaxed)) {
+        sl_engine_kick(r->done_efd);
+    }
+    g_mutex_unlock(&r->views_lock);
+    return final == 0 && !track;
+}
+
+/* Stopping a completed restore that tracked writes: our views let go. */
+static void release_tracked(sl_restore *r)
+{
+    g_mutex_lock(&r->views_lock);
+    let_views_go(r);
+    g_mutex_unlock(&r->views_lock);
+}
+
+/* Reads a batch of messages from @fd; false when the fd is finished. */
+static bool read_faults(fault_ctx *fc, int fd)
+{
+    sl_restore *r = fc->r;
+    struct uffd_msg msgs[MSG_BATCH];
+    ssize_t n = read(fd, msgs, sizeof(msgs));
+
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EINTR) {
+            return true;
+        }
+        if (fd == r->uffd) {
+            sl_engine_fail(r, -errno);
+        }
+        return false;
+    }
+    for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]); i++) {
+        if (msgs[i].event == UFFD_EVENT_PAGEFAULT) {
+            handle_fault(fc, fd, msgs[i].arg.pagefault.address);
+        }
+    }
+    return n > 0;
+}
+
+/* Poll set: the control eventfd, our uffd, each live remote uffd once. */
+static void build_pollset(sl_restore *r, GArray *pfds)
+{
+    struct pollfd p = { .fd = r->ctl_efd, .events = POLLIN };
+
+    g_array_set_size(pfds, 0);
+    g_array_append_val(pfds, p);
+    p.fd = r->uffd;
+    g_array_append_val(pfds, p);
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        unsigned nv = sl_view_count(reg);
+        for (unsigned j = 0; j < nv; j++) {
+            sl_view *v = sl_region_view(reg, j);
+            bool seen = v->own || !sl_view_live(v);
+            for (guint k = 0; k < pfds->len && !seen; k++) {
+                seen = g_array_index(pfds, struct pollfd, k).fd == v->uffd;
+            }
+            if (!seen) {
+                p.fd = v->uffd;
+                g_array_append_val(pfds, p);
+            }
+        }
+    }
+}
+
+/* One poll round over @pfds; false when the thread must stop. */
+static bool poll_round(fault_ctx *fc, GArray *pfds, bool *rebuild)
+{
+    sl_restore *r = fc->r;
+    struct pollfd *p = (struct pollfd *)pfds->data;
+    uint64_t v;
+
+    if (poll(p, pfds->len, -1) < 0 && errno != EINTR) {
+        sl_engine_fail(r, -errno);
+        return false;
+    }
+    if (p[0].revents & POLLIN) {
+        ssize_t n = read(r->ctl_efd, &v, sizeof(v));
+        (void)n;
+    }
+    for (guint i = 1; i < pfds->len; i++) {
+        bool ok = true;
+        if (p[i].revents & POLLIN) {
+            ok = read_faults(fc, p[i].fd);
+        }
+        if (!ok || (p[i].revents & (POLLERR | POLLHUP))) {
+            if (p[i].fd == r->uffd) {
+                sl_engine_fail(r, -ESRCH);
+                return false;
+            }
+            drop_uffd(r, p[i].fd, -ESRCH); /* a remote consumer exited or its uffd broke */
+            *rebuild = true;
+        }
+    }
+    return true;
+}
+
+/* The fault thread's loop; returns when the restore stops or completes. */
+static void fault_loop(fault_ctx *fc)
+{
+    sl_restore *r = fc->r;
+    GArray *pfds = g_array_new(false, false, sizeof(struct pollfd));
+    unsigned gen = ~0u;
+    uint64_t want;
+
+    for (;;) {
+        bool rebuild = false;
+        /* Acquire: pairs with the release store in sl_engine_fail()/stop. */
+        if (atomic_load_explicit(&r->stopping, memory_order_acquire)) {
+            break;
+        }
+        settle_deferred(fc);
+        /* Acquire: pairs with the release increment in sl_restore_reset(),
+         * which raised @remaining before; then @remaining (acquire: pairs
+         * with the acq_rel decrement in sl_units_done()). */
+        want = atomic_load_explicit(&r->generation, memory_order_acquire);
+        if (r->finished_gen != want &&
+            atomic_load_explicit(&r->remaining, memory_order_acquire) == 0 && finish(r, want)) {
+            break;
+        }
+        /* Acquire: pairs with the release increment in sl_restore_add_view(). */
+        if (atomic_load_explicit(&r->views_gen, memory_order_acquire) != gen) {
+            gen = atomic_load_explicit(&r->views_gen, memory_order_acquire);
+            reclaim_views(r);
+            build_pollset(r, pfds);
+        }
+        if (!poll_round(fc, pfds, &rebuild)) {
+            break;
+        }
+        gen = rebuild ? ~0u : gen;
+    }
+    g_array_free(pfds, true);
+}
+
+/*
+ * After completion: our own anonymous mappings into THPs (thp.c), range by
+ * range, to the end, even if a stop comes meanwhile: the usual way to end
+ * a completed restore is to stop it at once (sl_restore_stop() then joins
+ * this), and the guest is to run on THPs as after an eager load.  Checking
+ * for a stop here made the collapse depend on a race with the caller's
+ * next call: at 4 GiB it was skipped whenever the stop came first.  Remote
+ * anonymous views are their owner's to collapse (the daemon does, on the
+ * consumer's pidfd).
+ */
+static void collapse_own(sl_restore *r)
+{
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        if (reg->mem.ops->kind == SL_BACKEND_ANON && reg->mem.host) {
+            add(&r->c.thp_bytes, sl_thp_collapse(-1, (uintptr_t)reg->mem.host, r->snap,
+                                                 reg->block));
+        }
+    }
+}
+
+/*
+ * The snapshot opened once more, for the fault thread alone: its own
+ * readahead state, set to random, so that a fault on a page not yet in the
+ * page cache reads that unit and nothing more, and the loaders' sequential
+ * readahead is not reset by the faults' jumps.  -1 when it cannot be
+ * opened again (the fault thread then reads through the loaders' file).
+ */
+static int open_fault_fd(const sl_restore *r)
+{
+    g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", r->snap->fd);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd >= 0) {
+        (void)posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
+    }
+    return fd;
+}
+
+/*
+ * The fault thread's assistant, where a unit is large enough to split and
+ * there is a second CPU to split it with (else NULL: serve alone).
+ */
+static sl_assist *start_assist(sl_restore *r)
+{
+    bool large = false;
+
+    for (guint i = 0; i < r->regions->len; i++) {
+        large |= ((sl_region *)g_ptr_array_index(r->regions, i))->ratio >= SPLIT_MIN_PAGES;
+    }
+    return large && g_get_num_processors() > 1 ? sl_assist_new("sl-fault-assist", NULL) : NULL;
+}
+
+/* The fault thread's bounce buffer: a unit, or a fault-around block, of every bounce region. */
+static uint64_t fault_bounce_bytes(const sl_restore *r)
+{
+    uint64_t bytes = 0;
+
+    for (guint i = 0; i < r->regions->len; i++) {
+        const sl_region *reg = g_ptr_array_index(r->regions, i);
+        if (reg->mem.ops->bounce) {
+            bytes = MAX(bytes, reg->unit * reg->around);
+        }
+    }
+    return bytes;
+}
+
+static gpointer fault_thread(gpointer opaque)
+{
+    fault_ctx fc = { .r = opaque };
+    uint64_t bounce = fault_bounce_bytes(fc.r);
+
+    if (bounce && posix_memalign((void **)&fc.bounce, 4096, bounce)) {
+        sl_engine_fail(fc.r, -ENOMEM);
+        return NULL;
+    }
+    fc.deferred = g_array_new(false, false, sizeof(deferred_fault));
+    fc.check = fc.r->cfg.keep_memory ? g_malloc(CHECK_BYTES) : NULL;
+    /* Best effort: a blocked vCPU waits on this thread, so it goes first. */
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), FAULT_NICE);
+    fc.fd = fc.r->fault_fd >= 0 ? fc.r->fault_fd : fc.r->snap->fd;
+    fc.assist = start_assist(fc.r);
+    fault_loop(&fc);
+    sl_assist_free(fc.assist);
+    if (fc.r->finished_gen && sl_restore_poll(fc.r) == 0) {
+        if (fc.r->cfg.track_writes) {
+            release_tracked(fc.r); /* WP bits go too: THP collapse works again */
+        }
+        collapse_own(fc.r);
+    }
+    free(fc.bounce);
+    g_free(fc.check);
+    g_array_free(fc.deferred, true);
+    return NULL;
+}
+
+bool sl_fault_start(sl_restore *r, GError **errp)
+{
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        sl_pagemap_set_notify(reg->map, kick_fault_thread, r);
+    }
+    r->fault_fd = open_fault_fd(r);
+    r->fault_thread = g_thread_try_new("sl-fault", fault_thread, r, errp);
+    return r->fault_thread != NULL;
+}

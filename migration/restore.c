@@ -674,11 +674,10 @@ GError *sl_restore_error(sl_restore *r)
                            "during the restore?)");
     }
     if (st == -ENOSPC || st == -ENOMEM) {
-        return g_error_new(SL_ERROR, SL_ERROR_IO, "restore failed: no room left to place a "
-                           "page of guest RAM (%s): the tmpfs holding it is full, the "
-                           "hugetlbfs pool is empty or a memory limit was reached; the "
-                           "pages not placed are sealed, never served as zeros",
-                           g_strerror(-st));
+        return g_error_new(SL_ERROR, SL_ERROR_IO, "restore failed: out of memory or of room "
+                           "for guest RAM (%s): the tmpfs holding it may be full, the "
+                           "hugetlbfs pool empty or a memory limit reached; the pages not "
+                           "placed are sealed, never served as zeros", g_strerror(-st));
     }
     if (st == -ECANCELED) {
         return g_error_new(SL_ERROR, SL_ERROR_STATE, "restore stopped before completion");

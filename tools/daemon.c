@@ -163,7 +163,6 @@ static char *view_drop_reason(int err)
 {
     switch (err) {
     case -ESRCH:
-    case -ENOSPC:
         return g_strdup_printf("its process is gone or its uffd broke (%s)", g_strerror(-err));
     case -ENOENT:
         return g_strdup("its range is no longer registered on its uffd, or no longer mapped");

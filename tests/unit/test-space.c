@@ -2,39 +2,44 @@
 /*
  * Guest RAM on a tmpfs that runs out of room.  A restore whose stored pages
  * cannot fit in the tmpfs is refused at start, naming the block and the
- * sizes, while one whose guest is larger than the tmpfs but whose stored
- * pages fit goes ahead (zero pages stay holes).  A tmpfs that fills up
- * during the restore fails it (ENOSPC, or ENOMEM from UFFDIO_COPY), said as
- * such: no consumer's view
- * is dropped for it (the memory ran out, not the consumer), and a page not
- * placed is sealed, never read as zeros.  Each case is run with our own
- * mapping as the view and with a view handed over as another process's (a
- * VMM served by the daemon), and mounts a small tmpfs of its own, which
- * needs CAP_SYS_ADMIN (capability "mount").
+ * sizes (blocks on one tmpfs counted together), while one whose guest is
+ * larger than the tmpfs but whose stored pages fit goes ahead (zero pages
+ * stay holes).  A tmpfs that fills up during the restore fails it (ENOSPC,
+ * or ENOMEM from UFFDIO_COPY), said as such, whether a loader or a fault
+ * (on a zero page: fallocate) finds no room: no consumer's view is dropped
+ * for it (the memory ran out, not the consumer), and a page not placed is
+ * sealed, never read as zeros.  Each case is run with our own mapping as
+ * the view and with views handed over as another process's (a VMM served
+ * by the daemon), and mounts a small tmpfs of its own, which needs
+ * CAP_SYS_ADMIN (capability "mount").
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include "testutil.h"
 #include "backends/backend.h"
 #include "migration/uffd.h"
 
 #define PSIZE 4096u
-#define GUEST (8u << 20)
+#define GUEST (8u << 20) /* bytes per block */
+#define MAX_BLOCKS 2
 
 typedef struct {
     const char *name;
     sl_backend_kind kind;
     uint64_t hugepage;
     const char *cap;
-    bool other_process; /* the view is handed over, as a daemon's VMM's */
+    bool other_process; /* the views are handed over, as a daemon's VMM's */
 } space_case;
 
 static const space_case cases[] = {
@@ -44,10 +49,12 @@ static const space_case cases[] = {
 
 typedef struct {
     const space_case *c;
+    unsigned nblocks;
     char *dir, *snap_path, *mnt;
-    int fd, filler;      /* the memory file and a second file on the small tmpfs */
-    uint8_t *map;        /* the view's mapping of the memory file */
-    int view_uffd;       /* other_process: the view's uffd (-1 otherwise) */
+    int fd[MAX_BLOCKS];        /* the memory files, on the small tmpfs */
+    int filler;                /* a third file there, to fill it */
+    uint8_t *map[MAX_BLOCKS];  /* the views' mappings of the memory files */
+    int view_uffd[MAX_BLOCKS]; /* other_process: the views' uffds (-1 otherwise) */
     sl_snapshot *snap;
     sl_restore *r;
     _Atomic unsigned drops;
@@ -59,9 +66,19 @@ static int setup(void **state)
     fixture *f = g_new0(fixture, 1);
 
     f->c = *state;
-    f->fd = f->filler = f->view_uffd = -1;
+    f->filler = -1;
+    for (unsigned b = 0; b < MAX_BLOCKS; b++) {
+        f->fd[b] = f->view_uffd[b] = -1;
+    }
     *state = f;
     return 0;
+}
+
+static void close_fd(int fd)
+{
+    if (fd >= 0) {
+        close(fd);
+    }
 }
 
 static int teardown(void **state)
@@ -70,14 +87,14 @@ static int teardown(void **state)
 
     sl_restore_free(f->r);
     sl_snapshot_close(f->snap);
-    if (f->map) {
-        munmap(f->map, GUEST);
-    }
-    for (int *fd = &f->fd; fd <= &f->view_uffd; fd++) {
-        if (*fd >= 0) {
-            close(*fd);
+    for (unsigned b = 0; b < MAX_BLOCKS; b++) {
+        if (f->map[b]) {
+            munmap(f->map[b], GUEST);
         }
+        close_fd(f->fd[b]);
+        close_fd(f->view_uffd[b]);
     }
+    close_fd(f->filler);
     if (f->mnt) {
         rmdir(f->mnt);
         g_free(f->mnt);
@@ -91,30 +108,70 @@ static int teardown(void **state)
 }
 
 /*
- * The memory file (GUEST bytes, mapped shared) and an empty filler file on
- * a tmpfs of @size bytes of our own, detached at once: the open files keep
- * it alive, and nothing is left mounted whatever the test does.
+ * Skips (or fails, where required) without userfaultfd or without a tmpfs
+ * of our own, before the test allocates anything (a skip leaves the test
+ * by longjmp: what it holds then leaks).  Mounts the tmpfs (@size bytes)
+ * at f->mnt when it can.
  */
-static void small_tmpfs(fixture *f, uint64_t size)
+static void need_uffd_and_tmpfs(fixture *f, uint64_t size)
 {
-    g_autofree char *opts = g_strdup_printf("size=%" G_GUINT64_FORMAT, size);
-    g_autofree char *mem = NULL, *fill = NULL;
-    g_autofree char *why = NULL;
-    bool have;
+    char why[200] = "", opts[64];
+    char *uffd_why = NULL;
+    bool have = sl_test_have_uffd(&uffd_why);
 
+    if (!have) {
+        snprintf(why, sizeof(why), "%s", uffd_why ? uffd_why : "no userfaultfd");
+    }
+    g_free(uffd_why);
+    SL_TEST_NEED("uffd", have, why);
+    f->dir = sl_test_tmpdir();
     f->mnt = g_build_filename(f->dir, "tmpfs", NULL);
-    g_assert(mkdir(f->mnt, 0700) == 0);
-    have = mount("snapload-test", f->mnt, "tmpfs", 0, opts) == 0;
-    why = have ? NULL : g_strdup_printf("mounting a small tmpfs: %s", g_strerror(errno));
+    assert_int_equal(mkdir(f->mnt, 0700), 0);
+    snprintf(opts, sizeof(opts), "size=%" G_GUINT64_FORMAT, size);
+    have = !sl_test_withheld("mount") && mount("snapload-test", f->mnt, "tmpfs", 0, opts) == 0;
+    snprintf(why, sizeof(why), "mounting a small tmpfs: %s",
+             sl_test_withheld("mount") ? "withheld (SNAPLOAD_WITHOUT)" : g_strerror(errno));
     SL_TEST_NEED("mount", have, why);
-    mem = g_build_filename(f->mnt, "ram", NULL);
-    fill = g_build_filename(f->mnt, "filler", NULL);
-    f->fd = open(mem, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+}
+
+/*
+ * The memory files (GUEST bytes each, mapped shared) and an empty filler
+ * file on the tmpfs, which is then detached: the open files keep it alive,
+ * and nothing is left mounted whatever the test does.
+ */
+static void open_files(fixture *f)
+{
+    g_autofree char *fill = g_build_filename(f->mnt, "filler", NULL);
+
+    for (unsigned b = 0; b < f->nblocks; b++) {
+        g_autofree char *name = g_strdup_printf("ram%u", b);
+        g_autofree char *path = g_build_filename(f->mnt, name, NULL);
+        f->fd[b] = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        assert_true(f->fd[b] >= 0 && ftruncate(f->fd[b], GUEST) == 0);
+        f->map[b] = mmap(NULL, GUEST, PROT_READ | PROT_WRITE, MAP_SHARED, f->fd[b], 0);
+        assert_true(f->map[b] != MAP_FAILED);
+    }
     f->filler = open(fill, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    assert_true(f->filler >= 0);
     assert_int_equal(umount2(f->mnt, MNT_DETACH), 0);
-    assert_true(f->fd >= 0 && f->filler >= 0 && ftruncate(f->fd, GUEST) == 0);
-    f->map = mmap(NULL, GUEST, PROT_READ | PROT_WRITE, MAP_SHARED, f->fd, 0);
-    assert_true(f->map != MAP_FAILED);
+}
+
+/*
+ * @nblocks blocks of GUEST bytes ("b0", ...), every @zero_every-th page
+ * zero, on a tmpfs of @tmpfs bytes of our own.
+ */
+static void prepare(fixture *f, unsigned nblocks, unsigned zero_every, uint64_t tmpfs)
+{
+    g_autoptr(GError) err = NULL;
+    uint64_t len[MAX_BLOCKS] = { GUEST, GUEST };
+
+    need_uffd_and_tmpfs(f, tmpfs);
+    f->nblocks = nblocks;
+    open_files(f);
+    f->snap_path = g_build_filename(f->dir, "snap", NULL);
+    sl_test_make_snapshot(f->snap_path, len, nblocks, PSIZE, zero_every, 0);
+    f->snap = sl_snapshot_open(f->snap_path, &err);
+    assert_non_null(f->snap);
 }
 
 /* config.view_dropped: counts the views the engine gave up on. */
@@ -123,59 +180,70 @@ static void count_drop(void *opaque, uint64_t tag, int err)
     atomic_fetch_add(&((fixture *)opaque)->drops, 1);
 }
 
-/* A snapshot of one GUEST-byte block "b0", every @zero_every-th page zero. */
-static void make_snapshot(fixture *f, unsigned zero_every)
+/* Block @b attached as the case says: our mapping, or a view handed over. */
+static void attach_block(fixture *f, unsigned b)
 {
     g_autoptr(GError) err = NULL;
-    g_autofree char *why = NULL;
-    uint64_t len = GUEST;
-    bool have = sl_test_have_uffd(&why);
+    g_autofree char *name = g_strdup_printf("b%u", b);
+    const sl_backend_ops *ops = sl_backend_get(SL_BACKEND_SHMEM);
 
-    SL_TEST_NEED("uffd", have, why);
-    f->dir = sl_test_tmpdir();
-    f->snap_path = g_build_filename(f->dir, "snap", NULL);
-    sl_test_make_snapshot(f->snap_path, &len, 1, PSIZE, zero_every, 0);
-    f->snap = sl_snapshot_open(f->snap_path, &err);
-    assert_non_null(f->snap);
+    assert_true(sl_restore_attach_file(f->r, name, f->c->other_process ? NULL : f->map[b],
+                                       GUEST, SL_BACKEND_SHMEM, f->fd[b], 0, &err));
+    if (!f->c->other_process) {
+        return;
+    }
+    f->view_uffd[b] = sl_uffd_open(ops->uffd_features, 0, NULL, &err);
+    assert_true(f->view_uffd[b] >= 0);
+    assert_true(sl_uffd_register(f->view_uffd[b], f->map[b], GUEST, ops->register_mode,
+                                 ops->range_ioctls, NULL, &err));
+    assert_true(sl_restore_add_view_tagged(f->r, name, f->view_uffd[b], (uintptr_t)f->map[b],
+                                           b + 1, &err));
 }
 
 /*
- * A restore of the snapshot into the memory file, attached as the case
- * says, with @hook (NULL: none) as its loader hook.
+ * A restore of the snapshot into the memory files with @loaders (0: faults
+ * only) and @hook (NULL: none) as its loader hook.
  */
 static bool attach_and_start(fixture *f, unsigned loaders,
                              void (*hook)(void *, unsigned, uint64_t, uint64_t), GError **errp)
 {
     g_autoptr(GError) err = NULL;
     sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = loaders,
-                              .view_dropped = count_drop, .view_dropped_opaque = f };
+                              .no_loaders = loaders == 0, .view_dropped = count_drop,
+                              .view_dropped_opaque = f };
 
     f->r = sl_restore_new(f->snap, &cfg, &err);
     assert_non_null(f->r);
     if (hook) {
         sl_test_set_loader_hook(f->r, hook, f);
     }
-    assert_true(sl_restore_attach_file(f->r, "b0", f->c->other_process ? NULL : f->map, GUEST,
-                                       SL_BACKEND_SHMEM, f->fd, 0, &err));
-    if (f->c->other_process) {
-        const sl_backend_ops *ops = sl_backend_get(SL_BACKEND_SHMEM);
-        f->view_uffd = sl_uffd_open(ops->uffd_features, 0, NULL, &err);
-        assert_true(f->view_uffd >= 0);
-        assert_true(sl_uffd_register(f->view_uffd, f->map, GUEST, ops->register_mode,
-                                     ops->range_ioctls, NULL, &err));
-        assert_true(sl_restore_add_view_tagged(f->r, "b0", f->view_uffd, (uintptr_t)f->map, 1,
-                                               &err));
+    for (unsigned b = 0; b < f->nblocks; b++) {
+        attach_block(f, b);
     }
     return sl_restore_start(f->r, errp);
 }
 
-/* True if page @i of the memory file (read without mapping) is the snapshot's. */
-static bool file_page_ok(const fixture *f, uint64_t i, unsigned zero_every)
+/* True if page @i of block @b's file (read without mapping) is the snapshot's. */
+static bool file_page_ok(const fixture *f, unsigned b, uint64_t i, unsigned zero_every)
 {
     uint8_t want[PSIZE], got[PSIZE];
 
-    sl_test_fill_page(want, PSIZE, i, 1, zero_every);
-    return pread(f->fd, got, PSIZE, (off_t)(i * PSIZE)) == PSIZE && !memcmp(want, got, PSIZE);
+    sl_test_fill_page(want, PSIZE, i, b + 1, zero_every);
+    return pread(f->fd[b], got, PSIZE, (off_t)(i * PSIZE)) == PSIZE &&
+           !memcmp(want, got, PSIZE);
+}
+
+/* Fails unless @err refuses the restore for want of @need bytes of tmpfs. */
+static void expect_refused(const GError *err, const char *block, uint64_t need)
+{
+    g_autofree char *names = g_strdup_printf("block '%s'", block);
+    g_autofree char *bytes = g_strdup_printf("%" G_GUINT64_FORMAT " bytes", need);
+
+    assert_non_null(err);
+    if (!strstr(err->message, names) || !strstr(err->message, "tmpfs") ||
+        !strstr(err->message, bytes)) {
+        fail_msg("unexpected error: %s", err->message);
+    }
 }
 
 static void test_stored_pages_beyond_the_tmpfs_are_refused_at_start(void **state)
@@ -183,15 +251,21 @@ static void test_stored_pages_beyond_the_tmpfs_are_refused_at_start(void **state
     fixture *f = *state;
     g_autoptr(GError) err = NULL;
 
-    make_snapshot(f, 2); /* 4 MiB stored of 8 */
-    small_tmpfs(f, 3u << 20);
+    prepare(f, 1, 2, 3u << 20); /* 4 MiB stored of 8 */
     assert_false(attach_and_start(f, 2, NULL, &err));
-    assert_non_null(err);
-    if (!strstr(err->message, "block 'b0'") || !strstr(err->message, "tmpfs") ||
-        !strstr(err->message, "4194304 bytes")) {
-        fail_msg("unexpected error: %s", err->message);
-    }
+    expect_refused(err, "b0", GUEST / 2);
     assert_int_equal(atomic_load(&f->drops), 0);
+}
+
+/* Two blocks that each fit the tmpfs alone, but not together. */
+static void test_blocks_on_one_tmpfs_are_counted_together(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+
+    prepare(f, 2, 2, 6u << 20); /* 4 + 4 MiB stored */
+    assert_false(attach_and_start(f, 2, NULL, &err));
+    expect_refused(err, "b0", GUEST);
 }
 
 static void test_a_guest_larger_than_its_tmpfs_restores_when_its_stored_pages_fit(void **state)
@@ -200,8 +274,7 @@ static void test_a_guest_larger_than_its_tmpfs_restores_when_its_stored_pages_fi
     g_autoptr(GError) err = NULL;
     sl_stats st = { .size = sizeof(st) };
 
-    make_snapshot(f, 2);
-    small_tmpfs(f, 6u << 20);
+    prepare(f, 1, 2, 6u << 20);
     if (!attach_and_start(f, 2, NULL, &err)) {
         fail_msg("sl_restore_start: %s", err->message);
     }
@@ -211,20 +284,16 @@ static void test_a_guest_larger_than_its_tmpfs_restores_when_its_stored_pages_fi
     assert_int_equal(st.pages_present, GUEST / PSIZE);
     assert_int_equal(st.pages_placed_twice, 0);
     for (uint64_t i = 0; i < GUEST / PSIZE; i++) {
-        assert_true(file_page_ok(f, i, 2));
+        assert_true(file_page_ok(f, 0, i, 2));
     }
     assert_int_equal(atomic_load(&f->drops), 0);
 }
 
-/* Loader hook: before the first placement, another file takes the tmpfs's last byte. */
-static void fill_the_tmpfs(void *opaque, unsigned region, uint64_t u, uint64_t n)
+/* Another file takes the tmpfs's last byte. */
+static void fill_tmpfs(fixture *f)
 {
-    fixture *f = opaque;
     off_t off = 0;
 
-    if (atomic_exchange(&f->filled, true)) {
-        return;
-    }
     while (fallocate(f->filler, 0, off, 64 << 10) == 0) {
         off += 64 << 10;
     }
@@ -233,35 +302,94 @@ static void fill_the_tmpfs(void *opaque, unsigned region, uint64_t u, uint64_t n
     }
 }
 
+/* Loader hook: before the first placement, the tmpfs fills up. */
+static void fill_before_first_placement(void *opaque, unsigned region, uint64_t u, uint64_t n)
+{
+    fixture *f = opaque;
+
+    if (!atomic_exchange(&f->filled, true)) {
+        fill_tmpfs(f);
+    }
+}
+
 static __thread sigjmp_buf *fault_jump;
 
 static void on_fault(int sig)
 {
-    siglongjmp(*fault_jump, 1);
+    if (!fault_jump) {
+        abort(); /* a signal meant for a reader reached another thread */
+    }
+    siglongjmp(*fault_jump, sig);
 }
 
-/*
- * Reads page @i of the view: 1 the snapshot's bytes, 0 other bytes, -1
- * refused (SIGBUS: poisoned; SIGSEGV: sealed where the kernel cannot poison).
- */
-static int read_view_page(const fixture *f, uint64_t i)
+/* A timer that sends SIGALRM to this thread alone after 2 s; 0 on success. */
+static int arm_timer(timer_t *t)
 {
-    struct sigaction sa = { .sa_handler = on_fault }, old_bus, old_segv;
+    struct sigevent sev = { .sigev_notify = SIGEV_THREAD_ID, .sigev_signo = SIGALRM };
+    struct itimerspec its = { .it_value = { .tv_sec = 2 } };
+
+    sev._sigev_un._tid = gettid(); /* sigev_notify_thread_id: glibc 2.36 lacks the name */
+    if (timer_create(CLOCK_MONOTONIC, &sev, t) < 0) {
+        return -1;
+    }
+    return timer_settime(*t, 0, &its, NULL);
+}
+
+#define READ_BLOCKED (-2)
+
+/*
+ * Reads page @i of block 0's view: 1 the snapshot's bytes (@zero_every as
+ * made), 0 other bytes, -1 refused (SIGBUS: poisoned; SIGSEGV: sealed
+ * where the kernel cannot poison), READ_BLOCKED if the read still waited
+ * after 2 s (a view of another process that the kernel cannot poison
+ * stays registered: blocked, never zeros).
+ */
+static int read_view_page(const fixture *f, uint64_t i, unsigned zero_every)
+{
+    struct sigaction sa = { .sa_handler = on_fault }, old_bus, old_segv, old_alrm;
     uint8_t want[PSIZE], got[PSIZE];
     sigjmp_buf jb;
-    int ret = -1;
+    timer_t timer;
+    int ret, sig;
 
-    sl_test_fill_page(want, PSIZE, i, 1, 0);
+    sl_test_fill_page(want, PSIZE, i, 1, zero_every);
     sigaction(SIGBUS, &sa, &old_bus);
     sigaction(SIGSEGV, &sa, &old_segv);
+    sigaction(SIGALRM, &sa, &old_alrm);
     fault_jump = &jb;
-    if (sigsetjmp(jb, 1) == 0) {
-        memcpy(got, f->map + i * PSIZE, PSIZE);
+    assert_int_equal(arm_timer(&timer), 0);
+    sig = sigsetjmp(jb, 1);
+    if (sig == 0) {
+        memcpy(got, f->map[0] + i * PSIZE, PSIZE);
         ret = memcmp(want, got, PSIZE) == 0;
+    } else {
+        ret = sig == SIGALRM ? READ_BLOCKED : -1;
     }
+    timer_delete(timer); /* before the handlers go: a late SIGALRM finds it gone */
+    fault_jump = NULL;
     sigaction(SIGBUS, &old_bus, NULL);
     sigaction(SIGSEGV, &old_segv, NULL);
+    sigaction(SIGALRM, &old_alrm, NULL);
     return ret;
+}
+
+/* The restore failed for want of room, said so, and dropped no view. */
+static void expect_no_room(fixture *f)
+{
+    int ret = sl_restore_wait(f->r, 20000);
+    GError *why;
+
+    if (ret != -ENOSPC && ret != -ENOMEM) { /* COPY into shmem says ENOMEM, pwrite ENOSPC */
+        fail_msg("the restore ended with %d (%s), not for want of room", ret, g_strerror(-ret));
+    }
+    why = sl_restore_error(f->r);
+    assert_non_null(why);
+    if (!strstr(why->message, "the tmpfs holding it may be full") ||
+        !strstr(why->message, "never served as zeros")) {
+        fail_msg("unexpected error: %s", why->message);
+    }
+    g_error_free(why);
+    assert_int_equal(atomic_load(&f->drops), 0); /* no consumer was to blame */
 }
 
 static void test_a_tmpfs_filled_during_the_restore_fails_it_and_drops_no_view(void **state)
@@ -269,36 +397,67 @@ static void test_a_tmpfs_filled_during_the_restore_fails_it_and_drops_no_view(vo
     fixture *f = *state;
     g_autoptr(GError) err = NULL;
     sl_stats st = { .size = sizeof(st) };
-    GError *why;
-    uint64_t sealed = 0;
-    int ret;
+    uint64_t refused = 0;
+    int got = 0;
 
-    make_snapshot(f, 0); /* every page stored */
-    small_tmpfs(f, 2 * GUEST);
-    if (!attach_and_start(f, 1, fill_the_tmpfs, &err)) {
+    prepare(f, 1, 0, 2 * GUEST); /* every page stored */
+    if (!attach_and_start(f, 1, fill_before_first_placement, &err)) {
         fail_msg("sl_restore_start: %s", err->message);
     }
-    ret = sl_restore_wait(f->r, 20000);
-    if (ret != -ENOSPC && ret != -ENOMEM) { /* COPY into shmem says ENOMEM, pwrite ENOSPC */
-        fail_msg("the restore ended with %d (%s), not for want of room", ret, g_strerror(-ret));
-    }
-    why = sl_restore_error(f->r);
-    assert_non_null(why);
-    if (!strstr(why->message, "tmpfs holding it is full") || !strstr(why->message, "never")) {
-        fail_msg("unexpected error: %s", why->message);
-    }
-    g_error_free(why);
-    assert_int_equal(atomic_load(&f->drops), 0); /* no consumer was to blame */
+    expect_no_room(f);
     sl_restore_stop(f->r);
     sl_restore_get_stats(f->r, &st);
     assert_true(st.pages_present < GUEST / PSIZE);
     assert_int_equal(st.pages_placed_twice, 0);
-    for (uint64_t i = 0; i < GUEST / PSIZE; i++) {
-        int got = read_view_page(f, i);
-        assert_int_not_equal(got, 0); /* the snapshot's bytes or sealed: never zeros */
-        sealed += got < 0;
+    for (uint64_t i = 0; i < GUEST / PSIZE && got != READ_BLOCKED; i++) {
+        got = read_view_page(f, i, 0);
+        assert_int_not_equal(got, 0); /* the snapshot's bytes or refused: never zeros */
+        refused += got < 0;
     }
-    assert_int_equal(sealed, GUEST / PSIZE - st.pages_present);
+    if (got != READ_BLOCKED) { /* every page not placed was sealed */
+        assert_int_equal(refused, GUEST / PSIZE - st.pages_present);
+    }
+}
+
+/* A reader of one page, in a thread of its own (a vCPU faulting). */
+typedef struct {
+    const fixture *f;
+    uint64_t page;
+    unsigned zero_every;
+    int got;
+} page_reader;
+
+static gpointer read_in_thread(gpointer opaque)
+{
+    page_reader *pr = opaque;
+
+    pr->got = read_view_page(pr->f, pr->page, pr->zero_every);
+    return NULL;
+}
+
+/*
+ * Faults only: a fault on a zero page of a full tmpfs (its fallocate finds
+ * no room) fails the restore; the faulting thread gets the page sealed at
+ * the stop, never zeros mapped without the file's consent.
+ */
+static void test_a_fault_on_a_zero_page_of_a_full_tmpfs_fails_the_restore(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    page_reader pr = { .f = f, .page = 0, .zero_every = 2 }; /* page 0 is a zero page */
+    GThread *th;
+
+    prepare(f, 1, 2, 2 * GUEST);
+    if (!attach_and_start(f, 0, NULL, &err)) {
+        fail_msg("sl_restore_start: %s", err->message);
+    }
+    fill_tmpfs(f);
+    th = g_thread_new("reader", read_in_thread, &pr);
+    expect_no_room(f);
+    sl_restore_stop(f->r);
+    g_thread_join(th);
+    assert_int_not_equal(pr.got, 0);
+    assert_int_not_equal(pr.got, 1); /* the fault was not served: no room for it */
 }
 
 int main(void)
@@ -306,10 +465,14 @@ int main(void)
     static const sl_test_feature features[] = {
         { "stored_pages_beyond_the_tmpfs_are_refused_at_start",
           test_stored_pages_beyond_the_tmpfs_are_refused_at_start },
+        { "blocks_on_one_tmpfs_are_counted_together",
+          test_blocks_on_one_tmpfs_are_counted_together },
         { "a_guest_larger_than_its_tmpfs_restores_when_its_stored_pages_fit",
           test_a_guest_larger_than_its_tmpfs_restores_when_its_stored_pages_fit },
         { "a_tmpfs_filled_during_the_restore_fails_it_and_drops_no_view",
           test_a_tmpfs_filled_during_the_restore_fails_it_and_drops_no_view },
+        { "a_fault_on_a_zero_page_of_a_full_tmpfs_fails_the_restore",
+          test_a_fault_on_a_zero_page_of_a_full_tmpfs_fails_the_restore },
     };
     return sl_test_run_matrix("space", cases, G_N_ELEMENTS(cases), sizeof(cases[0]), features,
                               G_N_ELEMENTS(features), setup, teardown);

@@ -256,26 +256,15 @@ static bool load_hot_list(sl_restore *r, GError **errp)
         return false;
     }
     p = g_bytes_get_data(bytes, &len);
-    if (len % 16) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "hot-page list: length %zu is not a "
-                    "multiple of 16", (size_t)len);
+    if (!sl_hot_list_check(r->snap, p, len, errp)) {
         return false;
     }
     for (unsigned g = 0; g < r->ngroups; g++) {
         lists[g] = g_array_new(false, false, sizeof(sl_run));
     }
     for (gsize i = 0; i < len / 16; i++) {
-        uint32_t block = sl_le32(p + i * 16);
         uint64_t page = sl_le64(p + i * 16 + 8);
-        sl_region *reg = region_of_block(r, block);
-        if (block >= r->snap->nblocks || page >= r->snap->blocks[block].npages) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "hot-page list entry %zu: block %u "
-                        "page %" G_GUINT64_FORMAT " is out of range", (size_t)i, block, page);
-            for (unsigned g = 0; g < r->ngroups; g++) {
-                g_array_free(lists[g], true);
-            }
-            return false;
-        }
+        sl_region *reg = region_of_block(r, sl_le32(p + i * 16));
         if (reg) {
             add_hot(r, reg, page / reg->ratio, lists);
         }

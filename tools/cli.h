@@ -116,6 +116,15 @@ bool cli_parse_size(const char *s, uint64_t *out);
  */
 bool cli_parse_around(const char *s, uint32_t *out);
 
+/** The value --threads has when it is not given (no number typed can be it). */
+#define CLI_THREADS_UNSET G_MININT
+
+/**
+ * Checks --threads N (loaders per NUMA node): CLI_THREADS_UNSET (the
+ * default) or 0 to 256; prints why and returns false when it is not.
+ */
+bool cli_check_threads(int threads);
+
 /** The --fault-around option entry, its value string into @var (restore, qemu-restore, serve). */
 #define CLI_FAULT_AROUND_OPTION(var)                                                            \
     { "fault-around", 0, 0, G_OPTION_ARG_STRING, &(var), "a fault serves the pages holding "  \

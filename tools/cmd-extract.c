@@ -4,7 +4,10 @@
  * Writes one block of a snapshot as a raw RAM image, every stored page
  * checked against its checksum, zero pages left as holes.  Used to compare
  * what a guest sees (e.g. over QEMU's qtest protocol) with the snapshot,
- * and to get a RAM image back out.
+ * and to get a RAM image back out.  The image is written beside FILE and
+ * renamed over it only when complete: a page that cannot be read (or a
+ * full disk) leaves no image that looks whole with zeros in it, and an
+ * earlier FILE stays as it was.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -52,6 +55,7 @@ int cmd_extract(int argc, char **argv)
         { NULL },
     };
     g_autoptr(GError) err = NULL;
+    g_autofree char *tmp = NULL;
     sl_snapshot *s;
     sl_block_info bi;
     int b, fd, ret;
@@ -71,14 +75,22 @@ int cmd_extract(int argc, char **argv)
         sl_snapshot_close(s);
         return cli_fail("%s has no block '%s'", argv[1], block ? block : "(none)");
     }
-    fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (cli_is_file_of(out, s)) {
+        sl_snapshot_close(s);
+        return cli_fail("%s is the snapshot itself: the image must be another file", out);
+    }
+    tmp = cli_partial_path(out);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0 || ftruncate(fd, (off_t)bi.length) < 0) {
-        ret = cli_fail("%s: %s", out, g_strerror(errno));
+        ret = cli_fail("%s: %s", fd < 0 ? tmp : out, g_strerror(errno));
     } else {
         ret = write_block(s, (unsigned)b, &bi, fd, out);
     }
     if (fd >= 0 && close(fd) < 0 && ret == 0) {
         ret = cli_fail("%s: %s", out, g_strerror(errno));
+    }
+    if (fd >= 0 && !cli_finish_partial(tmp, out, ret == 0, &err)) {
+        ret = ret ? ret : cli_fail_error(g_steal_pointer(&err));
     }
     sl_snapshot_close(s);
     return ret;

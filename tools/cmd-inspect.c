@@ -303,6 +303,10 @@ int cmd_inspect(int argc, char **argv)
     if (!s) {
         return cli_fail_error(err);
     }
+    if (!sl_snapshot_check_sections(s, &err)) { /* small: checked even with --quick */
+        sl_snapshot_close(s);
+        return cli_fail_error(err);
+    }
     ret = quick ? 0 : check_pages(s);
     if (ret == 0) {
         if (as_json) {

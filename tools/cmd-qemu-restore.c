@@ -986,7 +986,7 @@ int cmd_qemu_restore(int argc, char **argv)
     uint32_t around_bytes = 0;
     gboolean json = false, verify = false, paused = false, quit = false, reuse = false;
     gboolean check_all = false, track = false;
-    gint threads = -1, multifd = 0;
+    gint threads = CLI_THREADS_UNSET, multifd = 0;
     GOptionEntry entries[] = {
         { "json", 0, 0, G_OPTION_ARG_NONE, &json, "print one JSON object", NULL },
         { "verify", 0, 0, G_OPTION_ARG_NONE, &verify, "before the guest runs, compare every "
@@ -1051,7 +1051,7 @@ int cmd_qemu_restore(int argc, char **argv)
     if (around && eager) {
         return cli_fail("--fault-around goes with a lazy restore: not with --eager");
     }
-    if (around && !cli_parse_around(around, &around_bytes)) {
+    if ((around && !cli_parse_around(around, &around_bytes)) || !cli_check_threads(threads)) {
         return 2;
     }
     if (argc != 2 || multifd < 0 || (multifd && !eager)) {

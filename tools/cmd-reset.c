@@ -109,7 +109,11 @@ static bool one_round(const loop_opts *o, loop_state *s, GRand *rng, round_resul
         g_propagate_error(errp, sl_restore_error(s->r));
         return false;
     }
-    rr->wrong = cli_verify_blocks(s->snap, s->mems);
+    int64_t wrong = cli_verify_blocks(s->snap, s->mems, errp);
+    if (wrong < 0) {
+        return false;
+    }
+    rr->wrong = (uint64_t)wrong;
     return true;
 }
 

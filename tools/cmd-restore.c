@@ -260,7 +260,11 @@ static bool conclude(const opts *o, loaded *l, sl_restore *r, results *res, GErr
         return false;
     }
     if (sl_restore_poll(r) == 0 && o->verify && !recording_only(o)) {
-        res->verify_mismatches = cli_verify_blocks(l->snap, l->mems);
+        int64_t bad = cli_verify_blocks(l->snap, l->mems, errp);
+        if (bad < 0) {
+            return false; /* the snapshot, not the memory, failed the check */
+        }
+        res->verify_mismatches = (uint64_t)bad;
         res->verified = true;
     }
     return true;
@@ -660,7 +664,7 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
         { NULL },
     };
 
-    o->threads = -1;
+    o->threads = CLI_THREADS_UNSET;
     o->touch_threads = 2;
     o->eager_threads = 1;
     if (!cli_parse("SNAP - lazy restore into fresh memory", entries, argc, argv)) {
@@ -679,12 +683,12 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
         cli_fail("--hugepage-size: '%s' must be 2M or 1G, with --backend hugetlbfs", hps);
         return false;
     }
-    if (o->consumers && o->kind == SL_BACKEND_ANON) {
-        cli_fail("--consumers: anonymous memory cannot be mapped by other processes");
-        return false;
-    }
     if (o->consumers < 0 || o->consumers > 16) {
         cli_fail("--consumers: %d is not between 0 and 16", o->consumers);
+        return false;
+    }
+    if (o->consumers && o->kind == SL_BACKEND_ANON) {
+        cli_fail("--consumers: anonymous memory cannot be mapped by other processes");
         return false;
     }
     o->place_by_copy = by_copy;
@@ -698,9 +702,16 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
         cli_fail("--access: '%s' is neither random nor seq", access);
         return false;
     }
-    if (o->threads < -1 || o->threads > 256 || o->workload < 0 || o->touch_threads < 0 || o->touch_threads > 256 ||
-        o->eager_threads < 1 || o->eager_threads > 256) {
-        cli_fail("thread counts must be between 0 (1 for --eager-threads) and 256");
+    if (!cli_check_threads(o->threads)) {
+        return false;
+    }
+    if (o->workload < 0) {
+        cli_fail("--workload: %" G_GINT64_FORMAT " pages is negative", o->workload);
+        return false;
+    }
+    if (o->touch_threads < 0 || o->touch_threads > 256 || o->eager_threads < 1 ||
+        o->eager_threads > 256) {
+        cli_fail("--touch-threads must be between 0 and 256, --eager-threads between 1 and 256");
         return false;
     }
     if (!something_places_every_page(o)) {
@@ -730,19 +741,29 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
 }
 
 /* Exit status of a restore that ran to its end: 0 unless something was wrong. */
+/* The CSV, written beside the file and renamed over it when whole (a full disk leaves none). */
 static int write_timeline(const opts *o, const results *res)
 {
-    FILE *f = fopen(o->timeline, "w");
+    g_autofree char *tmp = cli_partial_path(o->timeline);
+    g_autoptr(GError) err = NULL;
+    FILE *f = fopen(tmp, "wx");
+    bool ok;
 
     if (!f) {
-        return cli_fail("--timeline %s: %s", o->timeline, g_strerror(errno));
+        return cli_fail("--timeline %s: %s", tmp, g_strerror(errno));
     }
     fprintf(f, "# mode,t_ms,bytes_in_place,guest_bytes; lazy ready at %.3f ms\n", res->ready_ms);
     sl_timeline_write(&res->lazy_tl, "lazy", f);
     if (res->eager_tl.samples) {
         sl_timeline_write(&res->eager_tl, "eager", f);
     }
-    return fclose(f) == 0 ? 0 : cli_fail("--timeline %s: %s", o->timeline, g_strerror(errno));
+    ok = !ferror(f);
+    ok = fclose(f) == 0 && ok;
+    if (!cli_finish_partial(tmp, o->timeline, ok, &err)) {
+        return err ? cli_fail_error(g_steal_pointer(&err))
+                   : cli_fail("--timeline %s: %s", o->timeline, g_strerror(errno ? errno : EIO));
+    }
+    return 0;
 }
 
 static int check_results(const opts *o, const results *res)

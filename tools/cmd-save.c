@@ -24,6 +24,8 @@ typedef struct {
     char *path;
     char *name;
     uint64_t size;
+    dev_t dev;      /* the image file, to refuse an -o that names it */
+    ino_t ino;
     int node;       /* node hint stored in the block table, -1: none */
 } raw_input;
 
@@ -85,7 +87,24 @@ static bool parse_raw(const char *arg, raw_input *in)
         return false;
     }
     in->size = (uint64_t)st.st_size;
+    in->dev = st.st_dev;
+    in->ino = st.st_ino;
     in->node = -1;
+    return true;
+}
+
+/* Refuses an -o @out that names one of the @n raw images (it would replace it). */
+static bool out_is_new(const char *out, const raw_input *ins, unsigned n)
+{
+    struct stat st;
+
+    for (unsigned i = 0; i < n && stat(out, &st) == 0; i++) {
+        if (st.st_dev == ins[i].dev && st.st_ino == ins[i].ino) {
+            cli_fail("-o %s is the raw image %s: the snapshot must be another file", out,
+                     ins[i].path);
+            return false;
+        }
+    }
     return true;
 }
 
@@ -225,9 +244,10 @@ static bool copy_raw(save_ctx *c, unsigned block, const raw_input *in, GError **
     }
     for (uint64_t off = 0, len = 0; ok && next_span(c, block, in->size, off + len, &off, &len);) {
         int ret = sl_pread_full(fd, c->buf, len, off);
-        if (ret < 0) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "reading %s: %s", in->path,
-                        g_strerror(-ret));
+        if (ret < 0) { /* sl_pread_full: -EIO also for a file that ends early */
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "reading %s at offset %" G_GUINT64_FORMAT
+                        ": %s (was it cut short or changed while it was saved? it had %"
+                        G_GUINT64_FORMAT " bytes)", in->path, off, g_strerror(-ret), in->size);
             ok = false;
             break;
         }
@@ -379,6 +399,7 @@ static int save_hinted(char **raws, char **nodes, const cli_save_opts *o)
     for (unsigned i = 0; nodes && nodes[i] && ret == 0; i++) {
         ret = apply_node_hint(nodes[i], ins, n) ? 0 : 1;
     }
+    ret = (ret || !out_is_new(o->out, ins, n)) ? 1 : 0;
     ret = ret ? ret : save_all(ins, n, o);
     for (unsigned i = 0; i < n; i++) {
         g_free(ins[i].path);
@@ -460,9 +481,44 @@ static bool synth_page(uint8_t *p, uint64_t idx, uint64_t seed, unsigned zero_pc
     return false;
 }
 
+/*
+ * Writes the synthetic image of @size bytes to @fd: the whole size first,
+ * then only the runs of non-zero pages, so zero pages stay holes, which
+ * read as zeros (a 64 GiB image with 95 % zero pages takes about 3.2 GiB
+ * of disk).  0 or -errno.
+ */
+static int write_synth(int fd, uint64_t size, uint64_t seed, unsigned zero_pct, uint64_t unit)
+{
+    g_autofree uint8_t *buf = g_malloc(IO_CHUNK);
+    g_autofree bool *zero = g_new(bool, IO_CHUNK / 4096);
+
+    if (ftruncate(fd, (off_t)size) < 0) {
+        return -errno;
+    }
+    for (uint64_t off = 0; off < size; off += IO_CHUNK) {
+        size_t len = (size_t)MIN(IO_CHUNK, size - off);
+        for (size_t k = 0; k < len; k += 4096) {
+            zero[k / 4096] = synth_page(buf + k, (off + k) / 4096, seed, zero_pct, unit / 4096);
+        }
+        for (size_t k = 0; k < len;) {
+            size_t end = k;
+            while (end < len && !zero[end / 4096]) {
+                end += 4096;
+            }
+            int ret = end > k ? sl_pwrite_full(fd, buf + k, end - k, off + k) : 0;
+            if (ret < 0) {
+                return ret;
+            }
+            k = end + (end < len ? 4096 : 0);
+        }
+        cli_progress("synth", off + len, size);
+    }
+    return 0;
+}
+
 int cmd_synth(int argc, char **argv)
 {
-    g_autofree char *out = NULL, *size_s = NULL, *unit_s = NULL;
+    g_autofree char *out = NULL, *size_s = NULL, *unit_s = NULL, *tmp = NULL;
     gint zero_pct = 30;
     gint64 seed = 1;
     GOptionEntry entries[] = {
@@ -473,16 +529,19 @@ int cmd_synth(int argc, char **argv)
         { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, "content seed (default 1)", "N" },
         { NULL },
     };
-    g_autofree uint8_t *buf = g_malloc(IO_CHUNK);
-    g_autofree bool *zero = g_new(bool, IO_CHUNK / 4096);
+    g_autoptr(GError) err = NULL;
     uint64_t size, unit = 64u << 10;
-    int fd;
+    int fd, ret;
 
     if (!cli_parse("- write a synthetic raw RAM image", entries, &argc, &argv)) {
         return 2;
     }
-    if (!out || !size_s || !cli_parse_size(size_s, &size) || size == 0 || size % 4096) {
-        return cli_fail("synth needs -o FILE and --size SIZE (a non-zero multiple of 4K)");
+    if (!out || !size_s) {
+        return cli_fail("synth needs -o FILE and --size SIZE");
+    }
+    if (!cli_parse_size(size_s, &size) || size == 0 || size % 4096) {
+        return cli_fail("--size: '%s' is not a size that is a non-zero multiple of 4K "
+                        "(digits and K, M, G or T: 64M, 4G)", size_s);
     }
     if (zero_pct < 0 || zero_pct > 100) {
         return cli_fail("--zero-percent: %d is not between 0 and 100", zero_pct);
@@ -490,42 +549,19 @@ int cmd_synth(int argc, char **argv)
     if (unit_s && (!cli_parse_size(unit_s, &unit) || unit < 4096 || unit % 4096)) {
         return cli_fail("--zero-unit: '%s' is not a multiple of 4K", unit_s);
     }
-    fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    /* Written beside @out and renamed when whole: a full disk leaves nothing. */
+    tmp = cli_partial_path(out);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) {
-        return cli_fail("%s: %s", out, g_strerror(errno));
+        return cli_fail("%s: %s", tmp, g_strerror(errno));
     }
-    /* The whole size first, then only the runs of non-zero pages: zero
-     * pages stay holes, which read as zeros (a 64 GiB image with 95 % zero
-     * pages takes about 3.2 GiB of disk). */
-    if (ftruncate(fd, (off_t)size) < 0) {
-        int err = errno;
-        close(fd);
-        return cli_fail("%s: %s", out, g_strerror(err));
+    ret = write_synth(fd, size, (uint64_t)seed, (unsigned)zero_pct, unit);
+    if (close(fd) < 0 && ret == 0) {
+        ret = -errno;
     }
-    for (uint64_t off = 0; off < size; off += IO_CHUNK) {
-        size_t len = (size_t)MIN(IO_CHUNK, size - off);
-        for (size_t k = 0; k < len; k += 4096) {
-            zero[k / 4096] = synth_page(buf + k, (off + k) / 4096, (uint64_t)seed,
-                                        (unsigned)zero_pct, unit / 4096);
-        }
-        for (size_t k = 0; k < len;) {
-            size_t end = k;
-            while (end < len && !zero[end / 4096]) {
-                end += 4096;
-            }
-            if (end > k) {
-                int ret = sl_pwrite_full(fd, buf + k, end - k, off + k);
-                if (ret < 0) {
-                    close(fd);
-                    return cli_fail("writing %s: %s", out, g_strerror(-ret));
-                }
-            }
-            k = end + (end < len ? 4096 : 0);
-        }
-        cli_progress("synth", off + len, size);
+    if (ret < 0) {
+        cli_finish_partial(tmp, out, false, NULL);
+        return cli_fail("writing %s: %s", out, g_strerror(-ret));
     }
-    if (close(fd) < 0) {
-        return cli_fail("writing %s: %s", out, g_strerror(errno));
-    }
-    return 0;
+    return cli_finish_partial(tmp, out, true, &err) ? 0 : cli_fail_error(g_steal_pointer(&err));
 }

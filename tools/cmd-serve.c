@@ -15,7 +15,7 @@ int cmd_serve(int argc, char **argv)
     g_autofree char *sock = NULL, *topo = NULL, *written_dir = NULL, *around = NULL;
     uint32_t around_bytes = 0;
     g_auto(GStrv) blocks = NULL;
-    gint threads = -1;
+    gint threads = CLI_THREADS_UNSET;
     gboolean once = false, track = false;
     GOptionEntry entries[] = {
         { "socket", 0, 0, G_OPTION_ARG_FILENAME, &sock, "unix socket to create (mode 0600)", "PATH" },
@@ -37,7 +37,7 @@ int cmd_serve(int argc, char **argv)
     if (argc != 2 || !sock) {
         return cli_fail("serve needs SNAP and --socket PATH");
     }
-    if (around && !cli_parse_around(around, &around_bytes)) {
+    if ((around && !cli_parse_around(around, &around_bytes)) || !cli_check_threads(threads)) {
         return 2;
     }
     o.snapshot = argv[1];

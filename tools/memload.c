@@ -129,7 +129,7 @@ static uint64_t compare_pages(const sl_mem *m, int pagemap_fd, uint64_t i, uint6
     return bad;
 }
 
-uint64_t cli_verify_blocks(sl_snapshot *s, const sl_mem *mems)
+int64_t cli_verify_blocks(sl_snapshot *s, const sl_mem *mems, GError **errp)
 {
     uint64_t bad = 0, total = 0, done = 0;
     g_autofree uint8_t *buf = NULL, *zeros = NULL;
@@ -140,7 +140,7 @@ uint64_t cli_verify_blocks(sl_snapshot *s, const sl_mem *mems)
     for (unsigned b = 0; sl_snapshot_block(s, b, &bi); b++) {
         total += bi.length;
     }
-    for (unsigned b = 0; sl_snapshot_block(s, b, &bi); b++) {
+    for (unsigned b = 0; bad != UINT64_MAX && sl_snapshot_block(s, b, &bi); b++) {
         uint64_t per = MAX(1, (8u << 20) / bi.page_size);
         buf = g_realloc(buf, per * bi.page_size);
         zeros = g_realloc(zeros, bi.page_size);
@@ -148,9 +148,14 @@ uint64_t cli_verify_blocks(sl_snapshot *s, const sl_mem *mems)
         zero = g_realloc(zero, per * sizeof(*zero));
         for (uint64_t i = 0; i < bi.pages; i += per) {
             uint64_t n = MIN(per, bi.pages - i);
-            if (sl_snapshot_read_pages(s, b, i, n, buf, false) < 0) {
-                bad += n;
-                continue;
+            int ret = sl_snapshot_read_pages(s, b, i, n, buf, sl_snapshot_has_checksums(s));
+            if (ret < 0) {
+                g_set_error(errp, SL_ERROR, SL_ERROR_IO, "verify: block '%s', pages %"
+                            G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT " of the snapshot could not "
+                            "be read again (%s): was it changed after the restore?", bi.name, i,
+                            i + n - 1, ret == -EBADMSG ? "checksum mismatch" : g_strerror(-ret));
+                bad = UINT64_MAX;
+                break;
             }
             bad += compare_pages(&mems[b], pagemap_fd, i, n, bi.page_size, buf, zeros, zero);
             done += n * bi.page_size;
@@ -160,5 +165,6 @@ uint64_t cli_verify_blocks(sl_snapshot *s, const sl_mem *mems)
     if (pagemap_fd >= 0) {
         close(pagemap_fd);
     }
-    return bad;
+    cli_progress(NULL, 0, 0);
+    return bad == UINT64_MAX ? -1 : (int64_t)bad;
 }

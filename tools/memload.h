@@ -20,7 +20,12 @@ bool cli_map_blocks(sl_snapshot *s, sl_backend_kind kind, uint64_t hugepage, sl_
 /** cli_release_blocks: releases the @n memories of cli_map_blocks(). */
 void cli_release_blocks(sl_mem *mems, unsigned n);
 
-/** cli_verify_blocks: pages of @mems that differ from the snapshot (progress on a terminal). */
-uint64_t cli_verify_blocks(sl_snapshot *s, const sl_mem *mems);
+/**
+ * cli_verify_blocks: pages of @mems that differ from the snapshot (progress
+ * on a terminal), or -1 (@errp) when the snapshot cannot be read again, or
+ * no longer matches its checksums: then nothing can be said of the memory,
+ * and no page of it is counted as wrong.
+ */
+int64_t cli_verify_blocks(sl_snapshot *s, const sl_mem *mems, GError **errp);
 
 #endif /* SNAPLOAD_MEMLOAD_H */

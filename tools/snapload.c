@@ -33,10 +33,15 @@ static const struct {
 bool cli_parse_size(const char *s, uint64_t *out)
 {
     char *end = NULL;
-    guint64 v = g_ascii_strtoull(s, &end, 10);
+    guint64 v;
     unsigned shift = 0;
 
-    if (end == s) {
+    if (!g_ascii_isdigit(*s)) { /* strtoull would take "-1" (as 2^64 - 1) and " 1" */
+        return false;
+    }
+    errno = 0;
+    v = g_ascii_strtoull(s, &end, 10);
+    if (errno == ERANGE) {
         return false;
     }
     switch (g_ascii_toupper(*end)) {
@@ -56,6 +61,15 @@ bool cli_parse_size(const char *s, uint64_t *out)
         return false;
     }
     *out = v << shift;
+    return true;
+}
+
+bool cli_check_threads(int threads)
+{
+    if (threads != CLI_THREADS_UNSET && (threads < 0 || threads > 256)) {
+        cli_fail("--threads: %d is not between 0 (faults only) and 256", threads);
+        return false;
+    }
     return true;
 }
 

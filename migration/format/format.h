@@ -233,6 +233,13 @@ static inline uint64_t sl_align_up(uint64_t v, uint64_t a)
 /** XXH3-64 of @len bytes: the one hash used for every checksum. */
 uint64_t sl_hash(const void *data, size_t len);
 
+/**
+ * sl_name_printable: @name is valid UTF-8 without control characters, so
+ * that printing it (inspect, errors) cannot drive a terminal.  Block names
+ * from files are held to it.
+ */
+bool sl_name_printable(const char *name);
+
 /** Seeded continuation used for checksums over two buffers. */
 uint64_t sl_hash2(const void *a, size_t alen, const void *b, size_t blen);
 
@@ -370,6 +377,20 @@ bool sl_chain_attach(sl_snapshot *s, const char *parent_path, unsigned flags,
  * the entries of the pages @b does not store become the parent's.
  */
 int sl_chain_seg_merge(const sl_snapshot *s, const sl_block *b, uint64_t first, uint64_t n);
+
+/**
+ * sl_hot_list_check: the @len bytes at @p are a well-formed hot-page list
+ * of @s: 16-byte entries (block u32, padding, page u64, little-endian),
+ * each naming a page that exists.  Errors name the entry.
+ */
+bool sl_hot_list_check(const sl_snapshot *s, const uint8_t *p, gsize len, GError **errp);
+
+/**
+ * sl_snapshot_check_sections: every section of @s reads whole and matches
+ * its checksum, and a hot-page list is well formed (what a restore would
+ * refuse); for `inspect`.
+ */
+bool sl_snapshot_check_sections(sl_snapshot *s, GError **errp);
 
 /**
  * sl_parent_section: the data of a parent section naming a parent of

@@ -110,6 +110,10 @@ static bool get_str8(qctx *c, char out[SL_BLOCK_NAME_MAX], const char *what, GEr
         return SL_BAD(errp, "%s at offset %" G_GUINT64_FORMAT ": empty or holds a NUL byte",
                       what, c->off - n);
     }
+    if (!sl_name_printable(out)) {
+        return SL_BAD(errp, "%s at offset %" G_GUINT64_FORMAT ": not UTF-8 text (a control "
+                      "character or invalid bytes)", what, c->off - n);
+    }
     return true;
 }
 

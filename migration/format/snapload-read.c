@@ -75,6 +75,10 @@ static bool parse_block_entry(ctx *c, unsigned i, const uint8_t *e, GError **err
                    i, SL_NAME_MAX);
     }
     memcpy(b->name, e + SL_B_NAME, SL_NAME_MAX);
+    if (!sl_name_printable(b->name)) {
+        return BAD(errp, "block %u: name is not UTF-8 text (it holds a control character or "
+                   "invalid bytes)", i);
+    }
     for (unsigned j = 0; j < i; j++) {
         if (strcmp(c->s->blocks[j].name, b->name) == 0) {
             return BAD(errp, "block %u: name '%s' is used by block %u too", i, b->name, j);

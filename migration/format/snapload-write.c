@@ -103,9 +103,9 @@ int sl_writer_add_block(sl_writer *w, const char *name, uint64_t length,
         g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "blocks must be added before data");
         return -1;
     }
-    if (!name || !*name || strlen(name) >= SL_NAME_MAX) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block name must be 1 to %u bytes",
-                    SL_NAME_MAX - 1);
+    if (!name || !*name || strlen(name) >= SL_NAME_MAX || !sl_name_printable(name)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block name must be 1 to %u bytes of "
+                    "UTF-8 text without control characters", SL_NAME_MAX - 1);
         return -1;
     }
     if (page_size < SL_MIN_PAGE || page_size > SL_MAX_PAGE || (page_size & (page_size - 1)) ||

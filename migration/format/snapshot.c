@@ -251,6 +251,46 @@ GBytes *sl_snapshot_read_section(sl_snapshot *s, uint32_t type, GError **errp)
     return NULL;
 }
 
+bool sl_hot_list_check(const sl_snapshot *s, const uint8_t *p, gsize len, GError **errp)
+{
+    if (len % 16) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "hot-page list: length %zu is not a "
+                    "multiple of 16", (size_t)len);
+        return false;
+    }
+    for (gsize i = 0; i < len / 16; i++) {
+        uint32_t block = sl_le32(p + i * 16);
+        uint64_t page = sl_le64(p + i * 16 + 8);
+        if (block >= s->nblocks || page >= s->blocks[block].npages) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "hot-page list entry %zu: block %u "
+                        "page %" G_GUINT64_FORMAT " is out of range", (size_t)i, block, page);
+            return false;
+        }
+    }
+    return true;
+}
+
+bool sl_snapshot_check_sections(sl_snapshot *s, GError **errp)
+{
+    for (unsigned i = 0; i < s->nsections; i++) {
+        const sl_section *sec = &s->sections[i];
+        g_autofree uint8_t *buf = g_malloc(sec->length ? sec->length : 1);
+        int ret = sl_pread_full(sec->fd, buf, sec->length, sec->offset);
+
+        if (ret < 0 || sl_hash(buf, sec->length) != sec->csum) {
+            g_set_error(errp, SL_ERROR, ret < 0 ? SL_ERROR_IO : SL_ERROR_CHECKSUM,
+                        "%s: section %u (type %u): %s", s->path, i, sec->type,
+                        ret < 0 ? g_strerror(-ret) : "checksum mismatch (data corrupted)");
+            return false;
+        }
+        if (sec->type == SL_SECTION_HOT_PAGES && !sl_hot_list_check(s, buf, sec->length, errp)) {
+            g_prefix_error(errp, "%s: ", s->path);
+            return false;
+        }
+    }
+    return true;
+}
+
 bool sl_snapshot_page_present(const sl_snapshot *s, unsigned block, uint64_t idx)
 {
     return block < s->nblocks && idx < s->blocks[block].npages &&

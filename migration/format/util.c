@@ -57,6 +57,19 @@ uint64_t sl_hash(const void *data, size_t len)
     return XXH3_64bits(data, len);
 }
 
+bool sl_name_printable(const char *name)
+{
+    if (!g_utf8_validate(name, -1, NULL)) {
+        return false;
+    }
+    for (const char *p = name; *p; p = g_utf8_next_char(p)) {
+        if (g_unichar_iscntrl(g_utf8_get_char(p))) {
+            return false;
+        }
+    }
+    return true;
+}
+
 uint64_t sl_hash2(const void *a, size_t alen, const void *b, size_t blen)
 {
     XXH3_state_t st;

@@ -904,6 +904,10 @@ static const patch_case range_cases[] = {
       "not NUL-terminated", NULL },
     { "duplicate name", IN_BLOCK, 1, SL_B_NAME + 1, 1, SET, ABS, '0', FIX,
       "name 'b0' is used by block 0", NULL },
+    { "name with an escape byte", IN_BLOCK, 1, SL_B_NAME, 1, SET, ABS, 0x1b, FIX,
+      "block 1: name is not UTF-8 text", NULL },
+    { "name with bytes that are not UTF-8", IN_BLOCK, 0, SL_B_NAME + 1, 1, SET, ABS, 0xff, FIX,
+      "block 0: name is not UTF-8 text", NULL },
 };
 
 static void test_out_of_range_offsets_and_lengths_are_rejected_by_name(void **state)
@@ -1134,7 +1138,75 @@ static void test_corrupt_section_data_fails_on_read(void **state)
     assert_non_null(err);
     assert_int_equal(err->code, SL_ERROR_CHECKSUM);
     assert_non_null(strstr(err->message, "checksum mismatch"));
+    g_clear_error(&err);
+    /* What `inspect` checks: the same, without knowing the section's type. */
+    assert_false(sl_snapshot_check_sections(s, &err));
+    assert_non_null(strstr(err->message, "section 0 (type 1): checksum mismatch"));
+    g_clear_error(&err);
+    assert_true(sl_snapshot_check_sections(fx->snap, &err));
     sl_snapshot_close(s);
+}
+
+/* A hot-page list is refused unless its entries are whole and name pages that exist. */
+static void test_hot_list_of_bad_shape_is_refused_by_entry(void **state)
+{
+    fixture *fx = *state;
+    uint8_t list[32] = { 0 };
+    g_autoptr(GError) err = NULL;
+
+    list[16] = 0; /* entry 1: block 0 ... */
+    list[24] = 3; /* ... page 3 */
+    assert_true(sl_hot_list_check(fx->snap, list, 32, &err));
+    assert_false(sl_hot_list_check(fx->snap, list, 31, &err));
+    assert_non_null(strstr(err->message, "not a multiple of 16"));
+    g_clear_error(&err);
+    list[16] = 7; /* no block 7 */
+    assert_false(sl_hot_list_check(fx->snap, list, 32, &err));
+    assert_non_null(strstr(err->message, "entry 1: block 7"));
+    g_clear_error(&err);
+    list[16] = 0;
+    list[24 + 4] = 1; /* page 2^32 + 3 of block 0 */
+    assert_false(sl_hot_list_check(fx->snap, list, 32, &err));
+    assert_non_null(strstr(err->message, "out of range"));
+}
+
+/*
+ * The CLI's writers leave no file that looks whole but is not, and never
+ * replace their input: extract from a corrupt snapshot keeps the image
+ * already there; extract -o SNAP and save --raw X -o X are refused.
+ */
+static void test_cli_writers_never_leave_a_partial_file_or_replace_their_input(void **state)
+{
+    fixture *fx = *state;
+    g_autofree char *img = g_build_filename(fx->dir, "b0.img", NULL);
+    g_autofree char *o = NULL, *e = NULL, *before = NULL, *after = NULL;
+    const char *extract[] = { "extract", fx->copy, "--block", "b0", "-o", img, NULL };
+    const char *onto_snap[] = { "extract", fx->path, "-o", fx->path, NULL };
+    const char *onto_raw[] = { "save", "--raw", img, "-o", img, NULL };
+    gsize n1, n2;
+
+    write_flipped(fx, fx->snap->blocks[0].pages_offset + PAGE + 5, 0x01); /* page 1: stored */
+    assert_true(g_file_set_contents(img, "earlier image", -1, NULL));
+    assert_int_not_equal(sl_test_run_cli(extract, &o, &e), 0);
+    assert_non_null(strstr(e, "checksum mismatch"));
+    assert_true(g_file_get_contents(img, &after, &n2, NULL));
+    assert_string_equal(after, "earlier image");
+    g_clear_pointer(&o, g_free);
+    g_clear_pointer(&e, g_free);
+    assert_true(g_file_get_contents(fx->path, &before, &n1, NULL));
+    assert_int_not_equal(sl_test_run_cli(onto_snap, &o, &e), 0);
+    assert_non_null(strstr(e, "is the snapshot itself"));
+    g_clear_pointer(&after, g_free);
+    assert_true(g_file_get_contents(fx->path, &after, &n2, NULL));
+    assert_int_equal(n1, n2);
+    assert_memory_equal(before, after, n1);
+    g_clear_pointer(&o, g_free);
+    g_clear_pointer(&e, g_free);
+    assert_int_not_equal(sl_test_run_cli(onto_raw, &o, &e), 0);
+    assert_non_null(strstr(e, "is the raw image"));
+    g_clear_pointer(&after, g_free);
+    assert_true(g_file_get_contents(img, &after, NULL, NULL));
+    assert_string_equal(after, "earlier image");
 }
 
 static void test_corrupt_page_fails_verify_but_not_open(void **state)
@@ -1537,6 +1609,11 @@ int main(void)
                                         teardown_fixture),
         cmocka_unit_test_setup_teardown(test_corrupt_section_data_fails_on_read, setup_small,
                                         teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_hot_list_of_bad_shape_is_refused_by_entry,
+                                        setup_small, teardown_fixture),
+        cmocka_unit_test_setup_teardown(
+            test_cli_writers_never_leave_a_partial_file_or_replace_their_input, setup_small,
+            teardown_fixture),
         cmocka_unit_test_setup_teardown(test_corrupt_page_fails_verify_but_not_open,
                                         setup_small, teardown_fixture),
         cmocka_unit_test_setup_teardown(test_bitmap_tail_bits_and_present_count_are_checked,

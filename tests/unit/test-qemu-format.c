@@ -936,6 +936,25 @@ static void test_duplicate_block_names_are_refused(void **state)
     assert_true(named);
 }
 
+/* A name that would drive a terminal when printed (an ESC sequence) is refused, not printed. */
+static void test_block_name_with_control_bytes_is_refused(void **state)
+{
+    qs_block b[] = { { .idstr = "pc.ram\x1b[31mRED", .length = 4 * PAGE, .seed = 1 } };
+    qs_desc d = { .machine = "pc", .caps = caps_plain, .section_id = 2, .blocks = b,
+                  .nblocks = 1 };
+    char *msg = NULL;
+    bool opened = generated_opens(&d, &msg, NULL);
+    bool named = msg && strstr(msg, "block name") && strstr(msg, "not UTF-8 text") &&
+                 !strchr(msg, 0x1b);
+
+    if (!opened && !named) {
+        print_message("# message: %s\n", msg ? msg : "(none)");
+    }
+    g_free(msg);
+    assert_false(opened);
+    assert_true(named);
+}
+
 static void test_left_out_block_without_x_ignore_shared_is_refused(void **state)
 {
     qs_block b[] = {
@@ -1452,6 +1471,7 @@ int main(void)
         cmocka_unit_test(test_ram_beyond_32_tib_is_refused_before_any_allocation),
         cmocka_unit_test(test_stream_without_configuration_or_mapped_ram_is_refused),
         cmocka_unit_test(test_postcopy_page_size_before_the_gpa_is_read_in_qemu_order),
+        cmocka_unit_test(test_block_name_with_control_bytes_is_refused),
         cmocka_unit_test(test_duplicate_block_names_are_refused),
         cmocka_unit_test(test_left_out_block_without_x_ignore_shared_is_refused),
         CASE(test_page_checksum_of_a_stream_without_checksums_is_zero, plain),

@@ -10,6 +10,8 @@
  */
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include "backends/backend.h"
 #include "tools/memload.h"
 #include "testutil.h"
@@ -126,7 +128,7 @@ static void test_exact_memory_checks_clean_and_absent_pages_stay_absent(void **s
     for (uint64_t p = 0; f->unit == PAGE && p < f->npages; p += ZERO_EVERY) {
         assert_false(resident(f, p)); /* what the test starts from */
     }
-    assert_int_equal(cli_verify_blocks(f->snap, &f->mem), 0);
+    assert_int_equal(cli_verify_blocks(f->snap, &f->mem, NULL), 0);
     for (uint64_t p = 0; f->unit == PAGE && p < f->npages; p += ZERO_EVERY) {
         if (resident(f, p)) {
             fail_msg("zero page %" G_GUINT64_FORMAT " was given memory by the check", p);
@@ -141,7 +143,7 @@ static void test_a_data_page_never_placed_is_a_mismatch(void **state)
 
     start(f);
     fill(f, 1);
-    assert_int_equal(cli_verify_blocks(f->snap, &f->mem), 1);
+    assert_int_equal(cli_verify_blocks(f->snap, &f->mem, NULL), 1);
 }
 
 /* A data page never placed, in a memory page that has nothing else: found without memory behind it. */
@@ -161,7 +163,7 @@ static void test_an_unbacked_data_page_is_a_mismatch(void **state)
     }
     assert_false(resident(f, f->unit == PAGE ? 5 : per));
     /* One 4 KiB page, or a whole hugepage's data pages (all but every ZERO_EVERY-th). */
-    assert_int_equal(cli_verify_blocks(f->snap, &f->mem),
+    assert_int_equal(cli_verify_blocks(f->snap, &f->mem, NULL),
                      f->unit == PAGE ? 1 : per - per / ZERO_EVERY);
 }
 
@@ -173,7 +175,32 @@ static void test_a_written_zero_page_is_a_mismatch(void **state)
     start(f);
     fill(f, -1);
     f->mem.host[ZERO_EVERY * PAGE + 9] = 1;
-    assert_int_equal(cli_verify_blocks(f->snap, &f->mem), 1);
+    assert_int_equal(cli_verify_blocks(f->snap, &f->mem, NULL), 1);
+}
+
+/*
+ * A snapshot cut short after the restore: the check says the snapshot
+ * could not be read again, and counts no page of the (exact) memory as
+ * wrong.
+ */
+static void test_a_snapshot_changed_after_the_restore_fails_the_check_not_the_memory(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *path = NULL;
+    GError *err = NULL;
+    struct stat st;
+
+    start(f);
+    fill(f, -1);
+    path = g_build_filename(f->dir, "s.sl", NULL);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(truncate(path, st.st_size / 2), 0);
+    assert_int_equal(cli_verify_blocks(f->snap, &f->mem, &err), -1);
+    assert_non_null(err);
+    if (!strstr(err->message, "could not be read again")) {
+        fail_msg("unexpected error: %s", err->message);
+    }
+    g_error_free(err);
 }
 
 int main(void)
@@ -184,6 +211,8 @@ int main(void)
         { "a_data_page_never_placed_is_a_mismatch", test_a_data_page_never_placed_is_a_mismatch },
         { "an_unbacked_data_page_is_a_mismatch", test_an_unbacked_data_page_is_a_mismatch },
         { "a_written_zero_page_is_a_mismatch", test_a_written_zero_page_is_a_mismatch },
+        { "a_snapshot_changed_after_the_restore_fails_the_check_not_the_memory",
+          test_a_snapshot_changed_after_the_restore_fails_the_check_not_the_memory },
     };
     return sl_test_run_matrix("verify", cases, G_N_ELEMENTS(cases), sizeof(cases[0]), features,
                               G_N_ELEMENTS(features), setup, teardown);

@@ -7,9 +7,11 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -35,6 +37,7 @@ typedef struct {
     sl_snapshot *parent;  /* a child's parent (only changed pages stored), or NULL */
     uint64_t psize;
     const char *dsock;    /* daemon serving a busy memory file, or NULL */
+    const char *tmp;      /* the partial snapshot being written */
     uint8_t *buf;         /* IO_CHUNK bytes */
     uint64_t done, total; /* bytes read, of all blocks */
     uint64_t stored;      /* pages a child stores */
@@ -176,6 +179,66 @@ static int register_view(const save_ctx *c, const raw_input *in, uint8_t *map, i
     return sl_client_register(*sock, in->name, map, in->size, fd, 0, errp);
 }
 
+/*
+ * While a save reads through its view (copy_served()), a page not placed
+ * yet is a fault that only the daemon answers: were the daemon to die, the
+ * read would wait for ever (never reading zeros, but never ending either).
+ * This watchdog ends the process instead, the partial snapshot removed,
+ * when the view's connection closes before DONE.  Owned by its thread;
+ * @stop ends it when the copy is over.
+ */
+typedef struct {
+    int sock;              /* the view's connection to the daemon */
+    int stop;              /* eventfd: the copy is over */
+    const char *tmp;       /* the partial snapshot */
+    const char *block;
+} save_watch;
+
+static gpointer watch_daemon(gpointer opaque)
+{
+    save_watch *w = opaque;
+    struct pollfd p[2] = { { .fd = w->stop, .events = POLLIN },
+                           { .fd = w->sock, .events = POLLIN } };
+
+    while (poll(p, 2, -1) < 0 && errno == EINTR) {
+    }
+    if (p[0].revents || sl_client_wait_done(w->sock)) {
+        return NULL; /* the copy is over, or every page is in place: no wait is left */
+    }
+    unlink(w->tmp);
+    fprintf(stderr, "snapload: the restore's daemon went away while block '%s' was read "
+            "through it: the pages it had not placed can no longer be read; no snapshot "
+            "was written\n", w->block);
+    _exit(1);
+}
+
+/* Copies block @block of @in through @map (registered with the daemon on @sock). */
+static bool copy_watched(save_ctx *c, unsigned block, const raw_input *in, const uint8_t *map,
+                         int sock, GError **errp)
+{
+    save_watch w = { .sock = sock, .stop = eventfd(0, EFD_CLOEXEC), .tmp = c->tmp,
+                     .block = in->name };
+    GThread *th = w.stop < 0 ? NULL : g_thread_new("sl-save-watch", watch_daemon, &w);
+    bool ok = th != NULL;
+
+    if (!ok) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "eventfd: %s", g_strerror(errno));
+    }
+    for (uint64_t off = 0, len = 0; ok && next_span(c, block, in->size, off + len, &off, &len);) {
+        memcpy(c->buf, map + off, len); /* faults on missing pages are served */
+        ok = put_chunk(c, block, off, len, errp);
+    }
+    if (th) {
+        uint64_t one = 1;
+        (void)!write(w.stop, &one, sizeof(one)); /* an eventfd write cannot fail here */
+        g_thread_join(th);
+    }
+    if (w.stop >= 0) {
+        close(w.stop);
+    }
+    return ok;
+}
+
 static bool copy_served(save_ctx *c, unsigned block, const raw_input *in, GError **errp)
 {
     int fd = open(in->path, O_RDWR | O_CLOEXEC), sock = -1, uffd = -1;
@@ -187,10 +250,7 @@ static bool copy_served(save_ctx *c, unsigned block, const raw_input *in, GError
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", in->path, g_strerror(errno));
     }
     ok = ok && (uffd = register_view(c, in, map, fd, &sock, &tracked, errp)) >= 0;
-    for (uint64_t off = 0, len = 0; ok && next_span(c, block, in->size, off + len, &off, &len);) {
-        memcpy(c->buf, map + off, len); /* faults on missing pages are served */
-        ok = put_chunk(c, block, off, len, errp);
-    }
+    ok = ok && copy_watched(c, block, in, map, sock, errp);
     /* A tracked view reports (it wrote nothing) before it goes, else the
      * daemon counts it as gone unreported. */
     if (tracked && !sl_client_report_written(c->dsock, in->name, map, in->size, 0, &err)) {
@@ -370,7 +430,7 @@ static int save_all(raw_input *ins, unsigned n, const cli_save_opts *o)
      * save never destroys an earlier snapshot of the same name. */
     g_autofree char *tmp = cli_partial_path(o->out);
     save_ctx c = { .w = sl_writer_new(tmp, &err), .psize = o->psize, .dsock = o->dsock,
-                   .buf = buf, .written = o->written };
+                   .tmp = tmp, .buf = buf, .written = o->written };
     bool ok = c.w && save_into(&c, o, ins, n, &err);
 
     sl_writer_free(c.w);
@@ -413,7 +473,7 @@ int cmd_save(int argc, char **argv)
 {
     g_auto(GStrv) raws = NULL, nodes = NULL;
     g_autofree char *out = NULL, *psize_s = NULL, *devstate = NULL, *hot = NULL;
-    g_autofree char *parent = NULL;
+    g_autofree char *parent = NULL, *daemon = NULL;
     uint64_t psize = 4096;
     GOptionEntry entries[] = {
         { "raw", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &raws, "raw RAM image of a block", "FILE[:NAME]" },
@@ -424,6 +484,9 @@ int cmd_save(int argc, char **argv)
         { "output", 'o', 0, G_OPTION_ARG_FILENAME, &out, "snapshot to write", "SNAP" },
         { "parent", 0, 0, G_OPTION_ARG_FILENAME, &parent, "write an incremental snapshot: only "
           "the pages that differ from PARENT's (by checksum)", "PARENT" },
+        { "daemon", 0, 0, G_OPTION_ARG_FILENAME, &daemon, "a RAM file that a lazy restore "
+          "still fills is read through a view registered with that restore's daemon at SOCKET "
+          "(its missing pages served), instead of being refused", "SOCKET" },
         { NULL },
     };
 
@@ -440,7 +503,8 @@ int cmd_save(int argc, char **argv)
         return cli_fail("--page-size: %s is not a power of two from 4K to 1G", psize_s);
     }
     return save_hinted(raws, nodes, &(cli_save_opts){ .psize = psize, .out = out,
-                       .devstate = devstate, .hot = hot, .parent = parent });
+                       .devstate = devstate, .hot = hot, .parent = parent,
+                       .dsock = daemon });
 }
 
 int cli_save(char **raws, const cli_save_opts *o)

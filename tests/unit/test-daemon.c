@@ -34,6 +34,7 @@
 #include <unistd.h>
 #include "testutil.h"
 #include "backends/backend.h"
+#include "migration/busy.h"
 #include "migration/format/format.h"
 #include "migration/protocol.h"
 #include "migration/uffd.h"
@@ -1689,6 +1690,110 @@ static void test_restore_that_cannot_start_ends_the_daemon(void **state)
     close(sealed);
 }
 
+/* Entries of directory @dir. */
+static unsigned files_in(const char *dir)
+{
+    GDir *d = g_dir_open(dir, 0, NULL);
+    unsigned n = 0;
+
+    while (d && g_dir_read_name(d)) {
+        n++;
+    }
+    if (d) {
+        g_dir_close(d);
+    }
+    return n;
+}
+
+/*
+ * A daemon that dies mid-save: it welcomes one client, acknowledges its
+ * REGISTER (tracked or not), then hangs up without serving a fault.
+ */
+static gpointer daemon_that_dies(gpointer opaque)
+{
+    int c = accept(*(int *)opaque, NULL, NULL), fds[SL_WIRE_MAX_FDS], lost;
+    uint8_t buf[SL_PROTO_MAX];
+    unsigned nfds = SL_WIRE_MAX_FDS;
+    sl_msg welcome = { .type = SL_MSG_WELCOME,
+                       .u.welcome = { .version = SL_PROTO_VERSION, .nblocks = 1 } };
+    sl_msg registered = { .type = SL_MSG_REGISTERED };
+
+    if (c < 0 || sl_wire_recv(c, buf, fds, &nfds, &lost) <= 0 ||
+        !sl_wire_send(c, &welcome, NULL, 0)) {
+        return NULL;
+    }
+    nfds = SL_WIRE_MAX_FDS;
+    if (sl_wire_recv(c, buf, fds, &nfds, &lost) > 0) {
+        (void)sl_wire_send(c, &registered, NULL, 0);
+        for (unsigned i = 0; i < nfds; i++) {
+            close(fds[i]); /* the view's uffd: nobody here will serve it */
+        }
+    }
+    close(c);
+    return NULL;
+}
+
+/*
+ * `save --daemon` reads a RAM file that a restore still fills through a
+ * view registered with that restore's daemon.  If the daemon dies then,
+ * a read of a page it had not placed would wait for ever (never zeros);
+ * the save's watchdog ends it instead, with a message, and leaves no
+ * snapshot, partial or whole, behind.
+ */
+static void test_save_through_a_daemon_that_dies_ends_with_no_snapshot(void **state)
+{
+    g_autofree char *dir = (need(0, 0), sl_test_tmpdir());
+    g_autofree char *sock = g_build_filename(dir, "d.sock", NULL);
+    g_autofree char *out = g_build_filename(dir, "out.snap", NULL);
+    g_autofree char *ram = g_strdup_printf("/dev/shm/snapload-test-save-%d", (int)getpid());
+    g_autofree char *raw = g_strdup_printf("%s:pc.ram", ram);
+    g_autofree char *bin = sl_test_snapload_bin(), *err_text = NULL;
+    g_autofree char *err_path = g_build_filename(dir, "stderr", NULL);
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    int lsock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    int ramfd = open(ram, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600), mark, status, pidfd;
+    g_autoptr(GError) err = NULL;
+    struct pollfd p;
+    GThread *th;
+    pid_t pid;
+
+    assert_true(ramfd >= 0 && ftruncate(ramfd, 1u << 20) == 0); /* holes: nothing placed */
+    mark = sl_busy_mark(ramfd, 0, 1u << 20, &err); /* a restore fills it */
+    assert_true(mark >= 0);
+    g_strlcpy(a.sun_path, sock, sizeof(a.sun_path));
+    assert_int_equal(bind(lsock, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(lsock, 4), 0);
+    th = g_thread_new("daemon-that-dies", daemon_that_dies, &lsock);
+    pid = fork();
+    if (pid == 0) {
+        int efd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(efd, STDERR_FILENO);
+        execl(bin, bin, "save", "--raw", raw, "-o", out, "--daemon", sock, (char *)NULL);
+        _exit(127);
+    }
+    pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    p = (struct pollfd){ .fd = pidfd, .events = POLLIN };
+    if (poll(&p, 1, 20000) != 1) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        fail_msg("the save still waits 20 s after its daemon died");
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    g_thread_join(th);
+    assert_true(g_file_get_contents(err_path, &err_text, NULL, NULL));
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 1 || !strstr(err_text, "daemon went away")) {
+        fail_msg("save: status %d, stderr: %s", status, err_text);
+    }
+    assert_false(g_file_test(out, G_FILE_TEST_EXISTS));
+    assert_int_equal(files_in(dir), 2); /* d.sock and stderr: no partial snapshot */
+    sl_busy_clear(mark);
+    close(pidfd);
+    close(lsock);
+    close(ramfd);
+    unlink(ram);
+    sl_test_rmdir(g_steal_pointer(&dir));
+}
+
 static void die_now(void)
 {
     static const char msg[] = "consumer: restore daemon died; guest memory incomplete, ending\n";
@@ -1760,6 +1865,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_consumer_killed_mid_restore_leaves_the_others_unharmed, fixture_setup,
             fixture_teardown),
+        cmocka_unit_test(test_save_through_a_daemon_that_dies_ends_with_no_snapshot),
         cmocka_unit_test(test_written_list_is_used_once_and_refused_when_it_does_not_match),
         cmocka_unit_test(test_saving_a_list_removes_the_oldest_beyond_the_bound),
         cmocka_unit_test_setup_teardown(

@@ -612,7 +612,14 @@ static bool wait_restore(qr *r, GError **errp)
         break;
     }
     if (!strstr(r->stats, "\"status\": 0,")) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "the restore failed: %s", r->stats);
+        g_autoptr(JsonNode) n = json_from_string(r->stats, NULL);
+        JsonObject *o = n && JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
+        const char *why = o && json_object_has_member(o, "error")
+                              ? json_object_get_string_member(o, "error") : NULL;
+        /* The restore's own reason (the daemon's figures stay in --json). */
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s%s",
+                    why && g_str_has_prefix(why, "restore failed") ? "" : "the restore failed: ",
+                    why ? why : r->stats);
         return false;
     }
     r->t_done = cli_now_ms();

@@ -182,14 +182,19 @@ static bool memory_idle(const sl_qemu_backend *b, const char *dsock, GError **er
 
 /* Whether snapshot @path can be the parent of a save of QEMU's backends
  * @bs: it has checksums (a content identity) and exactly those blocks
- * (names, sizes, and the 4 KiB pages qemu-save writes). */
-static bool parent_fits(const char *path, GPtrArray *bs, GError **errp)
+ * (names, sizes, and the 4 KiB pages qemu-save writes), and it is not @out. */
+static bool parent_fits(const char *path, const char *out, GPtrArray *bs, GError **errp)
 {
     sl_snapshot *p = sl_snapshot_open(path, errp);
     uint8_t id[SL_IDENTITY_LEN];
     bool ok = p && sl_snapshot_identity(p, id, errp);
     sl_block_info bi;
 
+    if (ok && cli_is_file_of(out, p)) { /* said before the guest is stopped */
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s is the parent: the child must be a "
+                    "new file", out);
+        ok = false;
+    }
     if (!ok) {
         sl_snapshot_close(p);
         return false; /* not openable, or without checksums: no parent (the error says) */
@@ -218,7 +223,8 @@ static bool parent_fits(const char *path, GPtrArray *bs, GError **errp)
 
 /* The RAM files of QEMU's backends as `save --raw` inputs (FILE:NAME),
  * checked against @parent if given. */
-static GPtrArray *raw_inputs(sl_qmp *q, const char *dsock, const char *parent, GError **errp)
+static GPtrArray *raw_inputs(sl_qmp *q, const char *dsock, const char *parent, const char *out,
+                             GError **errp)
 {
     g_autoptr(GPtrArray) bs = sl_qemu_qmp_backends(q, errp);
     g_autoptr(GPtrArray) raws = g_ptr_array_new_with_free_func(g_free);
@@ -232,7 +238,7 @@ static GPtrArray *raw_inputs(sl_qmp *q, const char *dsock, const char *parent, G
                     "save QEMU's own file with --format qemu");
         return NULL;
     }
-    if (parent && !parent_fits(parent, bs, errp)) {
+    if (parent && !parent_fits(parent, out, bs, errp)) {
         return NULL;
     }
     for (guint i = 0; i < bs->len; i++) {
@@ -257,7 +263,7 @@ static int save_container(sl_qmp *q, const char *out, const char *full, const ch
 {
     /* The daemon serving QEMU, if a restore runs: its preload client's socket. */
     g_autofree char *dsock = sl_client_env_of(sl_qmp_peer_pid(q), "SNAPLOAD_SOCKET");
-    g_autoptr(GPtrArray) raws = raw_inputs(q, dsock, parent, errp);
+    g_autoptr(GPtrArray) raws = raw_inputs(q, dsock, parent, out, errp);
     cli_save_opts o = { .psize = 4096, .out = out, .dsock = dsock, .parent = parent };
     g_autofree char *tmp = NULL, *dev = NULL;
     int ret;
@@ -276,20 +282,24 @@ static int save_container(sl_qmp *q, const char *out, const char *full, const ch
  * QEMU's own mapped-ram file: `migrate file:@out` with mapped-ram (and
  * @multifd channels if > 0), the guest stopped first.
  */
+/*
+ * QEMU writes its mapped-ram file beside @out, renamed over it once the
+ * migration completed: a failed save (a full disk) leaves no file, which
+ * would otherwise read as a guest whose pages are all zero.
+ */
 static int save_qemu_file(sl_qmp *q, const char *out, int multifd, GError **errp)
 {
-    g_autofree char *uri = sl_qemu_file_uri(out, 0);
+    g_autofree char *tmp = cli_partial_path(out);
+    g_autofree char *uri = sl_qemu_file_uri(tmp, 0);
     g_autofree char *chans = g_strdup_printf("{\"multifd-channels\": %d}", MAX(multifd, 1));
     sl_qemu_caps caps = { .mapped_ram = true, .multifd = multifd > 0 };
     double t0 = cli_now_ms();
+    bool ok;
 
-    if (unlink(out) < 0 && errno != ENOENT) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", out, g_strerror(errno));
-        return -1;
-    }
-    if (!sl_qmp_ok(q, "stop", NULL, errp) || !sl_qemu_set_caps(q, &caps, errp) ||
-        (multifd > 0 && !sl_qmp_ok(q, "migrate-set-parameters", chans, errp)) ||
-        !unthrottle(q, errp) || !sl_qemu_migrate(q, "migrate", uri, errp)) {
+    ok = sl_qmp_ok(q, "stop", NULL, errp) && sl_qemu_set_caps(q, &caps, errp) &&
+         (multifd == 0 || sl_qmp_ok(q, "migrate-set-parameters", chans, errp)) &&
+         unthrottle(q, errp) && sl_qemu_migrate(q, "migrate", uri, errp);
+    if (!cli_finish_partial(tmp, out, ok, ok ? errp : NULL)) {
         return -1;
     }
     fprintf(stderr, "snapload: QEMU saved its mapped-ram file %s (%.1f ms)\n", out,

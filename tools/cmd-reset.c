@@ -200,7 +200,7 @@ int cmd_reset_loop(int argc, char **argv)
         cli_fail("--hugepage-size: '%s' must be 2M or 1G, with --backend hugetlbfs", hps);
         return 2;
     }
-    if (o.rounds < 1 || o.share < 0 || o.share > 100) {
+    if (o.rounds < 1 || !(o.share >= 0 && o.share <= 100)) { /* NaN fails both */
         cli_fail("--rounds must be at least 1 and --write a percentage");
         return 2;
     }

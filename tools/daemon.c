@@ -803,8 +803,11 @@ static void accept_client(server *d)
     }
 }
 
-/* One JSON line of the restore's figures for whoever started the daemon. */
-static void write_stats(const server *d, const sl_stats *st)
+/*
+ * One JSON line of the restore's figures for whoever started the daemon,
+ * with the restore's own reason when it failed (@error, or NULL).
+ */
+static void write_stats(const server *d, const sl_stats *st, const char *error)
 {
     g_autofree char *text = NULL;
     cli_json j;
@@ -814,6 +817,9 @@ static void write_stats(const server *d, const sl_stats *st)
     }
     json_begin(&j);
     json_int(&j, "status", d->status);
+    if (error) {
+        json_str(&j, "error", error);
+    }
     json_u64(&j, "pages", st->pages_total);
     json_u64(&j, "faults", st->faults);
     json_u64(&j, "faults_on_claimed", st->faults_on_claimed);
@@ -861,14 +867,16 @@ static void restore_finished(server *d)
 {
     sl_msg done = { .type = SL_MSG_DONE };
     sl_stats st = { .size = sizeof(st) };
+    g_autoptr(GError) why = NULL;
 
     d->status = sl_restore_poll(d->r);
     d->done = true;
+    why = d->status ? sl_restore_error(d->r) : NULL;
     sl_restore_get_stats(d->r, &st);
     dlog(d, "restore %s: %" G_GUINT64_FORMAT " pages, %" G_GUINT64_FORMAT " faults, %.1f ms",
-         d->status ? g_strerror(-d->status) : "complete", st.pages_total, st.faults,
-         st.time_to_complete_ms);
-    write_stats(d, &st);
+         why ? why->message : d->status ? g_strerror(-d->status) : "complete", st.pages_total,
+         st.faults, st.time_to_complete_ms);
+    write_stats(d, &st, why ? why->message : NULL);
     for (guint i = 0; d->status == 0 && i < d->clients->len; i++) {
         client *c = g_ptr_array_index(d->clients, i);
         if (c->nregistered) { /* one that has not registered yet hears it after REGISTERED */

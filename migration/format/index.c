@@ -20,6 +20,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -111,8 +112,26 @@ static bool add_blocks(sl_writer *w, sl_snapshot *s, GError **errp)
     return true;
 }
 
+/* Refuses an index @path that is the QEMU file @s itself, or a hot list unfit for @s. */
+static bool index_inputs_ok(const sl_snapshot *s, const char *path, GBytes *hot, GError **errp)
+{
+    struct stat a, b;
+
+    if (stat(path, &a) == 0 && fstat(s->fd, &b) == 0 && a.st_dev == b.st_dev &&
+        a.st_ino == b.st_ino) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s is the QEMU file itself: the index "
+                    "must be another file", path);
+        return false;
+    }
+    return !hot ||
+           sl_hot_list_check(s, g_bytes_get_data(hot, NULL), g_bytes_get_size(hot), errp);
+}
+
 bool sl_index_write(sl_snapshot *s, const char *path, GBytes *hot, GError **errp)
 {
+    /* Written beside @path and renamed when whole: a failure leaves no index
+     * and never touches an earlier file of that name. */
+    g_autofree char *tmp = g_strdup_printf("%s.%d.partial", path, (int)getpid());
     uint8_t id[IDENTITY_LEN];
     sl_writer *w;
     bool ok;
@@ -122,11 +141,12 @@ bool sl_index_write(sl_snapshot *s, const char *path, GBytes *hot, GError **errp
                     "snapshots carry their checksums", s->path);
         return false;
     }
-    if (G_BYTE_ORDER != G_LITTLE_ENDIAN || !identity(s, id, errp) ||
-        !(w = sl_writer_new(path, errp))) {
-        if (G_BYTE_ORDER != G_LITTLE_ENDIAN) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_UNSUPPORTED, "indexes: little-endian hosts");
-        }
+    if (G_BYTE_ORDER != G_LITTLE_ENDIAN) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_UNSUPPORTED, "indexes: little-endian hosts");
+        return false;
+    }
+    if (!index_inputs_ok(s, path, hot, errp) || !identity(s, id, errp) ||
+        !(w = sl_writer_new(tmp, errp))) {
         return false;
     }
     ok = add_blocks(w, s, errp) &&
@@ -135,8 +155,12 @@ bool sl_index_write(sl_snapshot *s, const char *path, GBytes *hot, GError **errp
                                         g_bytes_get_size(hot), errp)) &&
          sl_writer_finish(w, errp);
     sl_writer_free(w);
+    if (ok && rename(tmp, path) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", path, g_strerror(errno));
+        ok = false;
+    }
     if (!ok) {
-        unlink(path);
+        unlink(tmp);
     }
     return ok;
 }

@@ -1147,6 +1147,32 @@ static void test_corrupt_section_data_fails_on_read(void **state)
     sl_snapshot_close(s);
 }
 
+/* Option values that are not what they claim are refused by name, before any work. */
+static void test_cli_refuses_option_values_by_name(void **state)
+{
+    static const struct {
+        const char *args[10];
+        const char *says;
+    } cases[] = {
+        { { "reset-loop", "x.snap", "--backend", "anon", "--write", "nan" }, "--write" },
+        { { "restore", "x.snap", "--backend", "anon", "--threads", "-1" }, "--threads: -1" },
+        { { "restore", "x.snap", "--backend", "anon", "--workload", "-5" }, "--workload: -5" },
+        { { "restore", "x.snap", "--backend", "anon", "--consumers", "-1" }, "--consumers: -1" },
+        { { "synth", "-o", "x.raw", "--size", "-64M" }, "--size: '-64M'" },
+        { { "synth", "-o", "x.raw", "--size", "1.5M" }, "--size: '1.5M'" },
+    };
+
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autofree char *out = NULL, *err = NULL;
+        int status = sl_test_run_cli(cases[i].args, &out, &err);
+        if (status == 0 || !strstr(err, cases[i].says)) {
+            fail_msg("%s %s: status %d, stderr: %s", cases[i].args[0], cases[i].args[5],
+                     status, err);
+        }
+    }
+    assert_false(g_file_test("x.raw", G_FILE_TEST_EXISTS));
+}
+
 /* A hot-page list is refused unless its entries are whole and name pages that exist. */
 static void test_hot_list_of_bad_shape_is_refused_by_entry(void **state)
 {
@@ -1609,6 +1635,7 @@ int main(void)
                                         teardown_fixture),
         cmocka_unit_test_setup_teardown(test_corrupt_section_data_fails_on_read, setup_small,
                                         teardown_fixture),
+        cmocka_unit_test(test_cli_refuses_option_values_by_name),
         cmocka_unit_test_setup_teardown(test_hot_list_of_bad_shape_is_refused_by_entry,
                                         setup_small, teardown_fixture),
         cmocka_unit_test_setup_teardown(

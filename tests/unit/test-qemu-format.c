@@ -1415,6 +1415,33 @@ static void test_device_stream_never_overwrites_an_existing_file(void **state)
     assert_string_equal(other, "keep me");
 }
 
+/*
+ * An index is never written over the QEMU file it indexes (that emptied
+ * the file), a hot list that a restore would refuse is refused when the
+ * index is made (not at every later open), and a failed index leaves no
+ * file, partial or stale.
+ */
+static void test_index_refuses_its_own_file_and_a_bad_hot_list(void **state)
+{
+    fixture *fx = *state;
+    g_autofree char *before = file_sha256(fx->path), *after = NULL;
+    g_autofree char *idx = g_strdup_printf("%s.slidx", fx->copy);
+    g_autoptr(GError) err = NULL;
+    uint8_t bad_list[16] = { 7 }; /* block 7: there is none */
+    g_autoptr(GBytes) hot = g_bytes_new_static(bad_list, sizeof(bad_list));
+    sl_snapshot *s = open_ok(fx->path, 0);
+
+    assert_false(sl_index_write(s, fx->path, NULL, &err));
+    assert_non_null(strstr(err->message, "is the QEMU file itself"));
+    g_clear_error(&err);
+    assert_false(sl_index_write(s, idx, hot, &err));
+    assert_non_null(strstr(err->message, "hot-page list entry 0: block 7"));
+    sl_snapshot_close(s);
+    after = file_sha256(fx->path);
+    assert_string_equal(before, after);
+    assert_false(g_file_test(idx, G_FILE_TEST_EXISTS));
+}
+
 /* A case run on fixture @fx (plain, shared, postcopy), named for both. */
 #define CASE(fn, fx) { #fn "_" #fx, fn, setup_##fx, teardown_fixture, NULL }
 
@@ -1486,6 +1513,7 @@ int main(void)
         CASE(test_device_stream_keeps_eager_blocks_and_empties_lazy_ones, postcopy),
         cmocka_unit_test(test_device_stream_of_a_dominant_lazy_block_is_sparse),
         CASE(test_device_stream_never_overwrites_an_existing_file, plain),
+        CASE(test_index_refuses_its_own_file_and_a_bad_hot_list, plain),
         CASE(test_device_stream_that_cannot_be_written_leaves_no_file, plain),
     };
 

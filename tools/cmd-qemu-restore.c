@@ -916,6 +916,11 @@ static void cleanup(qr *r)
     if (r->blocks_file) {
         unlink(r->blocks_file);
     }
+    /* Our private socket, left if the daemon was killed (a --socket path
+     * elsewhere may be another daemon's: its own exit removes ours). */
+    if (r->dsock && r->tmp && g_str_has_prefix(r->dsock, r->tmp)) {
+        unlink(r->dsock);
+    }
     sl_qmp_close(r->q);
     for (unsigned i = 0; i < 2; i++) {
         const char *f = (const char *[]){ r->devstate, r->qsock }[i];

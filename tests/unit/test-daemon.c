@@ -1709,21 +1709,6 @@ static void test_restore_that_cannot_start_ends_the_daemon(void **state)
     close(sealed);
 }
 
-/* Entries of directory @dir. */
-static unsigned files_in(const char *dir)
-{
-    GDir *d = g_dir_open(dir, 0, NULL);
-    unsigned n = 0;
-
-    while (d && g_dir_read_name(d)) {
-        n++;
-    }
-    if (d) {
-        g_dir_close(d);
-    }
-    return n;
-}
-
 /*
  * A daemon that dies mid-save: it welcomes one client, acknowledges its
  * REGISTER (tracked or not), then hangs up without serving a fault.
@@ -1804,7 +1789,7 @@ static void test_save_through_a_daemon_that_dies_ends_with_no_snapshot(void **st
         fail_msg("save: status %d, stderr: %s", status, err_text);
     }
     assert_false(g_file_test(out, G_FILE_TEST_EXISTS));
-    assert_int_equal(files_in(dir), 2); /* d.sock and stderr: no partial snapshot */
+    assert_int_equal(sl_test_dir_entries(dir), 2); /* d.sock and stderr: no partial snapshot */
     sl_busy_clear(mark);
     close(pidfd);
     close(lsock);

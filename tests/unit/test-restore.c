@@ -1429,16 +1429,7 @@ static int read_page_guarded(fixture *f, const uint8_t *base, uint64_t page);
 /* Open fds of this process. */
 static unsigned count_fds(void)
 {
-    GDir *d = g_dir_open("/proc/self/fd", 0, NULL);
-    unsigned n = 0;
-
-    while (d && g_dir_read_name(d)) {
-        n++;
-    }
-    if (d) {
-        g_dir_close(d);
-    }
-    return n;
+    return sl_test_dir_entries("/proc/self/fd");
 }
 
 /* Prints what each open fd is (for a failure message). */

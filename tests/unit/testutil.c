@@ -103,6 +103,20 @@ char *sl_test_tmpdir(void)
     return d;
 }
 
+unsigned sl_test_dir_entries(const char *dir)
+{
+    GDir *d = g_dir_open(dir, 0, NULL);
+    unsigned n = 0;
+
+    while (d && g_dir_read_name(d)) {
+        n++;
+    }
+    if (d) {
+        g_dir_close(d);
+    }
+    return n;
+}
+
 void sl_test_rmdir(char *dir)
 {
     GDir *d = g_dir_open(dir, 0, NULL);

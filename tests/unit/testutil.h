@@ -55,6 +55,9 @@ void sl_test_skip_if_absent(struct CMUnitTest *t, const char *cap, uint64_t huge
 /** A fresh temporary directory (removed by sl_test_rmdir). */
 char *sl_test_tmpdir(void);
 
+/** Entries of directory @dir ("." and ".." not counted; 0 if it cannot be read). */
+unsigned sl_test_dir_entries(const char *dir);
+
 /** Removes @dir and the files directly in it; frees @dir. */
 void sl_test_rmdir(char *dir);
 

@@ -470,20 +470,6 @@ static uint64_t stored_bytes(const sl_region *reg)
     return reg->blk->present_pages * reg->blk->page_size;
 }
 
-/* True if a region before @i has its memory on filesystem @dev. */
-static bool dev_seen_before(sl_restore *r, guint i, uint64_t dev)
-{
-    for (guint j = 0; j < i; j++) {
-        const sl_region *reg = g_ptr_array_index(r->regions, j);
-        uint64_t free_bytes, d;
-        if (!reg->mem.keep && reg->mem.ops->room &&
-            reg->mem.ops->room(&reg->mem, &free_bytes, &d) && d == dev) {
-            return true;
-        }
-    }
-    return false;
-}
-
 /*
  * Refuses, before anything is registered, a restore whose stored pages
  * cannot fit in the size-limited tmpfs that holds them (less what other
@@ -495,26 +481,34 @@ static bool dev_seen_before(sl_restore *r, guint i, uint64_t dev)
  */
 static bool check_room(sl_restore *r, GError **errp)
 {
+    /* One entry per size-limited tmpfs: its device, room, need, first block. */
+    typedef struct { uint64_t dev, free_bytes, need; const sl_region *first; } tmpfs_need;
+    g_autofree tmpfs_need *fs = g_new0(tmpfs_need, r->regions->len);
+    unsigned nfs = 0;
+
     for (guint i = 0; i < r->regions->len; i++) {
         const sl_region *reg = g_ptr_array_index(r->regions, i);
-        uint64_t free_bytes, dev, d, f, need = 0;
+        uint64_t free_bytes, dev;
+        unsigned k = 0;
         if (reg->mem.keep || !reg->mem.ops->room ||
-            !reg->mem.ops->room(&reg->mem, &free_bytes, &dev) || dev_seen_before(r, i, dev)) {
+            !reg->mem.ops->room(&reg->mem, &free_bytes, &dev)) {
             continue;
         }
-        for (guint j = i; j < r->regions->len; j++) {
-            const sl_region *o = g_ptr_array_index(r->regions, j);
-            if (!o->mem.keep && o->mem.ops->room && o->mem.ops->room(&o->mem, &f, &d) &&
-                d == dev) {
-                need += stored_bytes(o);
-            }
+        while (k < nfs && fs[k].dev != dev) {
+            k++;
         }
-        if (need > free_bytes) {
+        if (k == nfs) {
+            fs[nfs++] = (tmpfs_need){ .dev = dev, .free_bytes = free_bytes, .first = reg };
+        }
+        fs[k].need += stored_bytes(reg);
+    }
+    for (unsigned k = 0; k < nfs; k++) {
+        if (fs[k].need > fs[k].free_bytes) {
             g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': the snapshot stores %"
                         G_GUINT64_FORMAT " bytes of pages for the tmpfs that holds its memory, "
                         "which has only %" G_GUINT64_FORMAT " bytes free: enlarge it "
-                        "(mount -o remount,size=...) or free room there", reg->blk->name,
-                        need, free_bytes);
+                        "(mount -o remount,size=...) or free room there", fs[k].first->blk->name,
+                        fs[k].need, fs[k].free_bytes);
             return false;
         }
     }

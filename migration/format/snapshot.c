@@ -226,26 +226,29 @@ bool sl_snapshot_section(const sl_snapshot *s, unsigned i, uint32_t *type, uint6
     return true;
 }
 
+/* Section @i of @s, read whole and matching its checksum; NULL with @errp. */
+static GBytes *read_section_at(const sl_snapshot *s, unsigned i, GError **errp)
+{
+    const sl_section *sec = &s->sections[i];
+    uint8_t *buf = g_malloc(sec->length ? sec->length : 1);
+    int ret = sl_pread_full(sec->fd, buf, sec->length, sec->offset);
+
+    if (ret < 0 || sl_hash(buf, sec->length) != sec->csum) {
+        g_free(buf);
+        g_set_error(errp, SL_ERROR, ret < 0 ? SL_ERROR_IO : SL_ERROR_CHECKSUM,
+                    "%s: section %u (type %u): %s", s->path, i, sec->type,
+                    ret < 0 ? g_strerror(-ret) : "checksum mismatch (data corrupted)");
+        return NULL;
+    }
+    return g_bytes_new_take(buf, sec->length);
+}
+
 GBytes *sl_snapshot_read_section(sl_snapshot *s, uint32_t type, GError **errp)
 {
     for (unsigned i = 0; i < s->nsections; i++) {
-        const sl_section *sec = &s->sections[i];
-        uint8_t *buf;
-        int ret;
-
-        if (sec->type != type) {
-            continue;
+        if (s->sections[i].type == type) {
+            return read_section_at(s, i, errp);
         }
-        buf = g_malloc(sec->length ? sec->length : 1);
-        ret = sl_pread_full(sec->fd, buf, sec->length, sec->offset);
-        if (ret < 0 || sl_hash(buf, sec->length) != sec->csum) {
-            g_free(buf);
-            g_set_error(errp, SL_ERROR, ret < 0 ? SL_ERROR_IO : SL_ERROR_CHECKSUM,
-                        "%s: section %u (type %u): %s", s->path, i, type,
-                        ret < 0 ? g_strerror(-ret) : "checksum mismatch (data corrupted)");
-            return NULL;
-        }
-        return g_bytes_new_take(buf, sec->length);
     }
     g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "%s: no section of type %u", s->path, type);
     return NULL;
@@ -273,17 +276,14 @@ bool sl_hot_list_check(const sl_snapshot *s, const uint8_t *p, gsize len, GError
 bool sl_snapshot_check_sections(sl_snapshot *s, GError **errp)
 {
     for (unsigned i = 0; i < s->nsections; i++) {
-        const sl_section *sec = &s->sections[i];
-        g_autofree uint8_t *buf = g_malloc(sec->length ? sec->length : 1);
-        int ret = sl_pread_full(sec->fd, buf, sec->length, sec->offset);
+        g_autoptr(GBytes) data = read_section_at(s, i, errp);
+        gsize len = 0;
+        const uint8_t *p = data ? g_bytes_get_data(data, &len) : NULL;
 
-        if (ret < 0 || sl_hash(buf, sec->length) != sec->csum) {
-            g_set_error(errp, SL_ERROR, ret < 0 ? SL_ERROR_IO : SL_ERROR_CHECKSUM,
-                        "%s: section %u (type %u): %s", s->path, i, sec->type,
-                        ret < 0 ? g_strerror(-ret) : "checksum mismatch (data corrupted)");
+        if (!data) {
             return false;
         }
-        if (sec->type == SL_SECTION_HOT_PAGES && !sl_hot_list_check(s, buf, sec->length, errp)) {
+        if (s->sections[i].type == SL_SECTION_HOT_PAGES && !sl_hot_list_check(s, p, len, errp)) {
             g_prefix_error(errp, "%s: ", s->path);
             return false;
         }

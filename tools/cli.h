@@ -39,6 +39,38 @@ char *cli_find_preload(GError **errp);
 char **cli_consumer_env(char **env, const char *dsock, const char *blocks, bool track,
                         GError **errp);
 
+/*
+ * SIGINT, SIGTERM and SIGHUP for a supervising command (tools/interrupt.c):
+ * blocked, and watched by a thread that remembers the first one and sends
+ * SIGTERM to the target process, so that the command fails through its
+ * usual paths and cleans up instead of dying mid-way.
+ */
+typedef struct cli_interrupt cli_interrupt;
+
+/**
+ * cli_interrupt_start: block the three signals in the calling thread (and
+ * the threads it starts afterwards) and start the watcher; call before any
+ * other thread or child.  NULL if it could not (the signals then act as
+ * before); every other cli_interrupt_ function accepts NULL.
+ */
+cli_interrupt *cli_interrupt_start(void);
+
+/**
+ * cli_interrupt_target: on a signal (or now, if one came already), send
+ * SIGTERM to the process of @pidfd (kept open by the caller until
+ * cli_interrupt_stop() or another target).
+ */
+void cli_interrupt_target(cli_interrupt *in, int pidfd);
+
+/** cli_interrupt_signal: the first signal that came, 0 if none. */
+int cli_interrupt_signal(cli_interrupt *in);
+
+/** cli_interrupt_child: in a child before exec: unblock the three signals. */
+void cli_interrupt_child(void);
+
+/** cli_interrupt_stop: end the watcher and restore the signal mask. */
+void cli_interrupt_stop(cli_interrupt *in);
+
 /** What cli_save() writes. */
 typedef struct {
     uint64_t psize;       /* page size of every block */

@@ -87,6 +87,8 @@ typedef struct {
     double t0, t_qmp, t_dev0, t_dev1, t_run, t_done;
     char *stats;           /* the daemon's final JSON line */
     uint64_t verify_mismatches;
+    cli_interrupt *intr;   /* SIGINT/SIGTERM/SIGHUP: end QEMU, then fail and clean up */
+    GArray *locks;         /* int: fds holding our flock on each RAM file (qemu.h) */
 } qr;
 
 /* ------------------------------ the blocks ------------------------------ */
@@ -181,9 +183,9 @@ static bool fresh_files(qr *r, GError **errp)
                 g_ptr_array_add(files, b); /* refused there, by name */
             }
         }
-        return sl_qemu_reuse_files(files, errp);
+        return sl_qemu_reuse_files(files, r->locks, errp);
     }
-    return sl_qemu_fresh_files(files, errp);
+    return sl_qemu_fresh_files(files, r->locks, errp);
 }
 
 /*
@@ -212,6 +214,17 @@ static char *blocks_env(const qr *r, bool files_only)
 
 /* --------------------------- daemon and QEMU ---------------------------- */
 
+/* False with @errp set once one of the signals cli_interrupt watches came. */
+static bool not_interrupted(const qr *r, GError **errp)
+{
+    int sig = cli_interrupt_signal(r->intr);
+
+    if (sig) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "interrupted by %s", strsignal(sig));
+    }
+    return !sig;
+}
+
 /*
  * In a child of ours (the daemon, QEMU): SIGKILL when we die, so that no
  * guest ever runs on without its supervisor, even if we are killed
@@ -219,6 +232,7 @@ static char *blocks_env(const qr *r, bool files_only)
  */
 static void die_with_parent(gpointer opaque)
 {
+    cli_interrupt_child();
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != (pid_t)GPOINTER_TO_INT(opaque)) {
         raise(SIGKILL);
     }
@@ -353,6 +367,7 @@ static bool spawn_qemu(qr *r, GError **errp)
         return false;
     }
     r->pidfd = (int)syscall(SYS_pidfd_open, r->qemu, 0);
+    cli_interrupt_target(r->intr, r->pidfd);
     return true;
 }
 
@@ -400,11 +415,11 @@ static bool write_blocks_file(qr *r, GError **errp)
 #define VU_READY_MS 10000 /* a back-end's socket must appear within this */
 
 /* Waits until back-end @pid has created its socket @path (or died). */
-static bool wait_vu_socket(pid_t pid, const char *path, GError **errp)
+static bool wait_vu_socket(const qr *r, pid_t pid, const char *path, GError **errp)
 {
     struct stat st;
 
-    for (int ms = 0; ms < VU_READY_MS; ms += 10) {
+    for (int ms = 0; ms < VU_READY_MS && not_interrupted(r, errp); ms += 10) {
         if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
             return true;
         }
@@ -415,8 +430,10 @@ static bool wait_vu_socket(pid_t pid, const char *path, GError **errp)
         }
         g_usleep(10000); /* an external process starting: no event to wait on */
     }
-    g_set_error(errp, SL_ERROR, SL_ERROR_IO, "--vhost-user: no socket %s after %d s",
-                path, VU_READY_MS / 1000);
+    if (!*errp) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "--vhost-user: no socket %s after %d s",
+                    path, VU_READY_MS / 1000);
+    }
     return false;
 }
 
@@ -457,7 +474,7 @@ static bool start_vhost_users(qr *r, GError **errp)
             return false;
         }
         g_array_append_val(r->vu_pids, pid);
-        if (!wait_vu_socket(pid, path, errp)) {
+        if (!wait_vu_socket(r, pid, path, errp)) {
             return false;
         }
     }
@@ -857,6 +874,7 @@ static void report(const qr *r, const char *error)
 static bool prepare(qr *r, GError **errp)
 {
     r->registered = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    r->locks = g_array_new(false, false, sizeof(int));
     if (!(r->snap = sl_snapshot_open(r->o->snap, errp)) ||
         (!r->o->eager && !match_backends(r, errp)) ||
         !(r->tmp = g_dir_make_tmp("snapload-qemu-XXXXXX", errp))) {
@@ -881,7 +899,7 @@ static bool prepare(qr *r, GError **errp)
         return false;
     }
     r->qmp_lfd = listen_unix(r->qsock, errp);
-    return r->qmp_lfd >= 0 && spawn_qemu(r, errp);
+    return r->qmp_lfd >= 0 && not_interrupted(r, errp) && spawn_qemu(r, errp);
 }
 
 /* Waits for QEMU to exit (after quitting it when asked); its exit status. */
@@ -955,6 +973,13 @@ static void cleanup(qr *r)
         g_hash_table_unref(r->registered);
     }
     sl_snapshot_close(r->snap);
+    cli_interrupt_stop(r->intr); /* before its target, the pidfd, is closed */
+    for (guint i = 0; r->locks && i < r->locks->len; i++) {
+        close(g_array_index(r->locks, int, i)); /* QEMU is gone: the files are free */
+    }
+    if (r->locks) {
+        g_array_unref(r->locks);
+    }
     for (unsigned i = 0; i < 3; i++) {
         int fd = (int[]){ r->stats_fd, r->qmp_lfd, r->pidfd }[i];
         if (fd >= 0) {
@@ -965,18 +990,24 @@ static void cleanup(qr *r)
 
 static int run(const qr_opts *o)
 {
-    qr r = { .o = o, .stats_fd = -1, .qmp_lfd = -1, .pidfd = -1 };
+    qr r = { .o = o, .stats_fd = -1, .qmp_lfd = -1, .pidfd = -1,
+             .intr = cli_interrupt_start() };
     g_autoptr(GError) err = NULL;
     bool ok = prepare(&r, &err) && load_and_run(&r, &err) && (o->eager || wait_restore(&r, &err));
-    int ret;
+    int ret, sig = cli_interrupt_signal(r.intr);
 
     if (!ok) {
+        if (sig) { /* whatever failed, it failed because we ended QEMU */
+            g_clear_error(&err);
+            g_set_error(&err, SL_ERROR, SL_ERROR_IO, "interrupted by %s: QEMU, the restore "
+                        "and the back-ends we started were ended", strsignal(sig));
+        }
         if (r.t0 > 0) { /* QEMU was started: say what happened up to the failure */
             report(&r, err->message);
         }
         ret = cli_fail_error(g_steal_pointer(&err));
         cleanup(&r);
-        return ret;
+        return sig ? 128 + sig : ret;
     }
     report(&r, NULL);
     ret = finish_qemu(&r);

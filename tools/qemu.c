@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -249,9 +250,47 @@ static bool backend_fs(const sl_qemu_backend *b, uint64_t *hugepage, GError **er
     return true;
 }
 
-/* Validates @b and removes its old file (whose hugepages then go back to
- * the pool). */
-static bool drop_old_file(const sl_qemu_backend *b, uint64_t *hugepage, GError **errp)
+/*
+ * Takes the restore's lock on the memory file open at @fd: an exclusive
+ * flock held (by the fd staying open) as long as the restore runs, so that
+ * a second restore naming the same file is refused instead of replacing
+ * or rewriting the RAM of a guest that runs.
+ */
+static bool lock_file(const sl_qemu_backend *b, int fd, GError **errp)
+{
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+        return true;
+    }
+    if (errno == EWOULDBLOCK) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s': %s is the guest "
+                    "RAM of another restore that is still running: refusing to touch it",
+                    b->id, b->mem_path);
+    } else {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "memory backend '%s': locking %s: %s", b->id,
+                    b->mem_path, g_strerror(errno));
+    }
+    return false;
+}
+
+/* Opens @b's existing file and locks it into @locks (nothing if there is none). */
+static bool lock_existing(const sl_qemu_backend *b, GArray *locks, GError **errp)
+{
+    int fd = open(b->mem_path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0) {
+        if (errno == ENOENT) {
+            return true;
+        }
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "memory backend '%s': %s: %s", b->id,
+                    b->mem_path, g_strerror(errno));
+        return false;
+    }
+    g_array_append_val(locks, fd);
+    return lock_file(b, fd, errp);
+}
+
+/* Validates @b: share=on, a file (not a directory) on tmpfs or hugetlbfs. */
+static bool check_backend(const sl_qemu_backend *b, uint64_t *hugepage, GError **errp)
 {
     struct stat st;
 
@@ -265,15 +304,26 @@ static bool drop_old_file(const sl_qemu_backend *b, uint64_t *hugepage, GError *
                     "directory; name a file, so that the restore can find it", b->id, b->mem_path);
         return false;
     }
-    if (!backend_fs(b, hugepage, errp)) {
-        return false;
-    }
+    return backend_fs(b, hugepage, errp);
+}
+
+/* Removes @b's old file (its hugepages go back to the pool). */
+static bool drop_old_file(const sl_qemu_backend *b, GError **errp)
+{
     if (unlink(b->mem_path) < 0 && errno != ENOENT) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "memory backend '%s': %s: %s", b->id,
                     b->mem_path, g_strerror(errno));
         return false;
     }
     return true;
+}
+
+static void close_fds(GArray *fds)
+{
+    for (guint i = 0; i < fds->len; i++) {
+        close(g_array_index(fds, int, i));
+    }
+    g_array_set_size(fds, 0);
 }
 
 /* The hugetlbfs pools must hold the pages of all backends together: two
@@ -296,7 +346,8 @@ static bool check_pools(GPtrArray *bs, const uint64_t *hugepage, GError **errp)
     return true;
 }
 
-static bool create_file(const sl_qemu_backend *b, GError **errp)
+/* Creates @b's file, empty, locked into @locks. */
+static bool create_file(const sl_qemu_backend *b, GArray *locks, GError **errp)
 {
     int fd = open(b->mem_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 
@@ -309,24 +360,30 @@ static bool create_file(const sl_qemu_backend *b, GError **errp)
         }
         return false;
     }
-    close(fd);
-    return true;
+    g_array_append_val(locks, fd);
+    return lock_file(b, fd, errp);
 }
 
-bool sl_qemu_fresh_files(GPtrArray *backends, GError **errp)
+bool sl_qemu_fresh_files(GPtrArray *backends, GArray *locks, GError **errp)
 {
     g_autofree uint64_t *hugepage = g_new0(uint64_t, backends->len + 1);
+    g_autoptr(GArray) old = g_array_new(false, false, sizeof(int));
+    bool ok = true;
 
-    for (guint i = 0; i < backends->len; i++) {
-        if (!drop_old_file(g_ptr_array_index(backends, i), &hugepage[i], errp)) {
-            return false;
-        }
+    /* Every old file locked before any is removed: one in use refuses all. */
+    for (guint i = 0; ok && i < backends->len; i++) {
+        sl_qemu_backend *b = g_ptr_array_index(backends, i);
+        ok = check_backend(b, &hugepage[i], errp) && lock_existing(b, old, errp);
     }
-    if (!check_pools(backends, hugepage, errp)) {
+    for (guint i = 0; ok && i < backends->len; i++) {
+        ok = drop_old_file(g_ptr_array_index(backends, i), errp);
+    }
+    close_fds(old);
+    if (!ok || !check_pools(backends, hugepage, errp)) {
         return false;
     }
     for (guint i = 0; i < backends->len; i++) {
-        if (!create_file(g_ptr_array_index(backends, i), errp)) {
+        if (!create_file(g_ptr_array_index(backends, i), locks, errp)) {
             return false;
         }
     }
@@ -343,7 +400,7 @@ static bool reusable(const sl_qemu_backend *b)
            (uint64_t)st.st_size == b->size && backend_fs(b, &hugepage, NULL);
 }
 
-bool sl_qemu_reuse_files(GPtrArray *backends, GError **errp)
+bool sl_qemu_reuse_files(GPtrArray *backends, GArray *locks, GError **errp)
 {
     g_autoptr(GPtrArray) fresh = g_ptr_array_new();
 
@@ -357,7 +414,9 @@ bool sl_qemu_reuse_files(GPtrArray *backends, GError **errp)
         }
         if (!reusable(b)) {
             g_ptr_array_add(fresh, b);
+        } else if (!lock_existing(b, locks, errp)) {
+            return false;
         }
     }
-    return sl_qemu_fresh_files(fresh, errp);
+    return sl_qemu_fresh_files(fresh, locks, errp);
 }

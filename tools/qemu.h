@@ -44,17 +44,21 @@ GPtrArray *sl_qemu_qmp_backends(sl_qmp *q, GError **errp);
  * so that every page must come from the restore.  Old files are removed
  * first; then the hugetlbfs pools must hold the pages of all files
  * together (the error names how many pages of which size and the command
- * that reserves them), and only then are the new files created.
+ * that reserves them), and only then are the new files created.  Each new
+ * file is locked (flock) by an fd added to @locks (int), which the caller
+ * keeps open while the restore runs; an old file that another restore
+ * holds locked is refused by name before any file is removed.
  */
-bool sl_qemu_fresh_files(GPtrArray *backends, GError **errp);
+bool sl_qemu_fresh_files(GPtrArray *backends, GArray *locks, GError **errp);
 
 /**
  * sl_qemu_reuse_files: keep the memory file of every backend in @backends
  * that a previous run left (a regular file of its size on tmpfs or
  * hugetlbfs), as sl_qemu_fresh_files() makes the others; anonymous RAM is
  * refused.  The restore then keeps what the files still hold of the
- * snapshot (config.keep_memory).
+ * snapshot (config.keep_memory).  Kept files are locked into @locks as
+ * sl_qemu_fresh_files() locks new ones; one in use is refused.
  */
-bool sl_qemu_reuse_files(GPtrArray *backends, GError **errp);
+bool sl_qemu_reuse_files(GPtrArray *backends, GArray *locks, GError **errp);
 
 #endif /* SNAPLOAD_QEMU_H */

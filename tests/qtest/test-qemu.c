@@ -14,7 +14,10 @@
  *    vhost-user back-end does reads correct bytes; then it runs on and the
  *    walker finds no error in two more passes;
  *  - with the daemon killed mid-restore, QEMU is ended and the walker
- *    never reported reading a wrong (zero) page.
+ *    never reported reading a wrong (zero) page;
+ *  - qemu-restore killed, or sent SIGTERM/SIGINT, ends its QEMU (and with a
+ *    signal, leaves no socket or temporary file); a second qemu-restore of
+ *    a running one's RAM file is refused without touching it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +28,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -194,6 +198,109 @@ static void test_killed_qemu_restore_takes_qemu_with_it(void **state)
 }
 
 
+
+/*
+ * qemu-restore sent SIGTERM or SIGINT (to itself alone, not its process
+ * group) while the guest runs mid-restore: it ends QEMU and the daemon,
+ * exits with 128 + the signal saying it was interrupted, and leaves no
+ * socket, blocks file or temporary directory behind.
+ */
+static void test_signalled_qemu_restore_ends_qemu_and_leaves_no_files(void **state)
+{
+    fixture *f = *state;
+    const int sigs[] = { SIGTERM, SIGINT };
+
+    need(f);
+    boot_and_save(f);
+    for (unsigned i = 0; i < G_N_ELEMENTS(sigs); i++) {
+        g_autofree char *tag = g_strdup_printf("sig%d", sigs[i]);
+        g_autofree char *serial = path_in(f, tag), *qmp = g_strconcat(serial, ".qmp", NULL);
+        g_autofree char *dsock = g_strconcat(serial, ".sock", NULL);
+        g_autofree char *tmp = g_strconcat(serial, ".tmp", NULL);
+        g_autofree char *blocks = g_strconcat(dsock, ".blocks", NULL), *errs = NULL;
+        int lq = listen_at(qmp), qpfd, st;
+        pid_t qemu;
+        sl_qmp *q;
+        child r;
+
+        assert_int_equal(g_mkdir_with_parents(tmp, 0700), 0);
+        g_setenv("TMPDIR", tmp, true); /* where qemu-restore makes its private directory */
+        r = start_restore(f, (const char *[]){ "--threads", "0", "--socket", dsock, NULL },
+                          serial, qmp, NULL);
+        g_unsetenv("TMPDIR");
+        q = accept_qmp(lq, &r);
+        qemu = sl_qmp_peer_pid(q);
+        qpfd = (int)syscall(SYS_pidfd_open, qemu, 0);
+        assert_true(qemu > 0 && qpfd >= 0);
+        assert_true(access(blocks, F_OK) == 0); /* the daemon runs: there is something to leave */
+        assert_int_equal(kill(r.pid, sigs[i]), 0);
+        st = reap(&r, 60000);
+        errs = slurp(r.err);
+        sl_qmp_close(q);
+        if (end_if_alive(qemu, qpfd, 10000)) {
+            fail_msg("QEMU ran on after qemu-restore got signal %d", sigs[i]);
+        }
+        close(qpfd);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 128 + sigs[i] || !strstr(errs, "interrupted by")) {
+            fail_msg("signal %d: wanted exit status %d and 'interrupted by', got wait status "
+                     "%#x and:\n%s", sigs[i], 128 + sigs[i], st, errs);
+        }
+        assert_int_equal(access(dsock, F_OK), -1);
+        assert_int_equal(access(blocks, F_OK), -1);
+        assert_int_equal(sl_test_dir_entries(tmp), 0);
+        close(lq);
+        child_free(&r);
+    }
+}
+
+/*
+ * A second qemu-restore naming the RAM file of a restore that runs is
+ * refused by name before it touches the file: the running guest's file is
+ * still the same file (not replaced by an empty one), and it runs on clean.
+ */
+static void test_second_restore_refuses_the_ram_file_of_a_running_one(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *serial = NULL, *qmp = NULL, *out = NULL, *errs = NULL;
+    g_autofree char *serial2 = NULL, *qmp2 = NULL, *log = NULL;
+    struct stat before, after;
+    int lq, st;
+    sl_qmp *q;
+    child r, r2;
+
+    need(f);
+    boot_and_save(f);
+    serial = path_in(f, "restore.serial");
+    qmp = path_in(f, "restore.qmp");
+    serial2 = path_in(f, "second.serial");
+    qmp2 = path_in(f, "second.qmp");
+    lq = listen_at(qmp);
+    r = start_restore(f, (const char *[]){ "--paused", "--threads", "1", NULL }, serial, qmp,
+                      NULL);
+    q = accept_qmp(lq, &r);
+    wait_paused(q);
+    assert_int_equal(stat(f->memfile, &before), 0);
+    r2 = start_restore(f, (const char *[]){ "--threads", "0", NULL }, serial2, qmp2, NULL);
+    st = reap(&r2, 60000);
+    errs = slurp(r2.err);
+    if (g_spawn_check_wait_status(st, NULL) || !strstr(errs, "another restore that is still running")) {
+        fail_msg("the second restore was not refused by name (status %#x):\n%s", st, errs);
+    }
+    assert_int_equal(stat(f->memfile, &after), 0);
+    assert_true(before.st_ino == after.st_ino && before.st_dev == after.st_dev);
+    assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
+    wait_walker(serial, f->saved_pass + 2, 0);
+    g_clear_pointer(&errs, g_free);
+    st = quit_and_reap(q, &r, &out, &errs);
+    if (!g_spawn_check_wait_status(st, NULL)) {
+        fail_msg("the first restore failed: %s", errs);
+    }
+    log = slurp(serial);
+    assert_null(strstr(log, "ERR"));
+    close(lq);
+    child_free(&r);
+    child_free(&r2);
+}
 
 /* Pages of block ram0 that differ between snapshots @a and @b, outside the
  * legacy range QEMU rewrites itself while it loads the device state. */
@@ -679,7 +786,7 @@ static void test_qemu_restore_refuses_bad_backends_before_starting(void **state)
 
 int main(void)
 {
-    struct CMUnitTest tests[6 * G_N_ELEMENTS(kinds) + 2];
+    struct CMUnitTest tests[7 * G_N_ELEMENTS(kinds) + 3];
     unsigned n = 0;
 
     for (unsigned k = 0; k < G_N_ELEMENTS(kinds); k++) {
@@ -700,12 +807,18 @@ int main(void)
         tests[n] = (struct CMUnitTest)CASE(test_restarts_over_the_reused_ram_file_run_clean, k);
         tests[n++].name = g_strdup_printf("%s/restarts_over_the_reused_ram_file_run_clean",
                                           kinds[k].name);
+        tests[n] = (struct CMUnitTest)CASE(test_second_restore_refuses_the_ram_file_of_a_running_one, k);
+        tests[n++].name = g_strdup_printf("%s/second_restore_refuses_the_ram_file_of_a_running_one",
+                                          kinds[k].name);
         tests[n] = (struct CMUnitTest)CASE(test_daemon_death_ends_qemu_before_any_wrong_page, k);
         tests[n++].name = g_strdup_printf("%s/daemon_death_ends_qemu_before_any_wrong_page",
                                           kinds[k].name);
     }
     tests[n] = (struct CMUnitTest)CASE(test_killed_qemu_restore_takes_qemu_with_it, 0);
     tests[n++].name = g_strdup_printf("%s/killed_qemu_restore_takes_qemu_with_it", kinds[0].name);
+    tests[n] = (struct CMUnitTest)CASE(test_signalled_qemu_restore_ends_qemu_and_leaves_no_files, 0);
+    tests[n++].name = g_strdup_printf("%s/signalled_qemu_restore_ends_qemu_and_leaves_no_files",
+                                      kinds[0].name);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(
         test_qemu_restore_refuses_bad_backends_before_starting);
     if (g_getenv("SL_TEST_FILTER")) { /* e.g. "*daemon_death*" while debugging */

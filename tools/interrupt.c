@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * SIGINT, SIGTERM and SIGHUP for a command that supervises children (the
+ * guest's QEMU, the restore daemon, vhost-user back-ends): instead of
+ * dying where it stands and leaving its sockets, temporary directory and
+ * children behind, the command blocks the three signals and a watcher
+ * thread waits for them on a signalfd (beside an eventfd that ends it).
+ * The first signal is remembered and ends the target process (QEMU), by
+ * its pidfd so that a reaped and reused pid can never be hit; the command
+ * then sees its child gone, fails the way it fails on any QEMU exit, and
+ * cleans up.  Children get the signals unblocked again before they exec
+ * (cli_interrupt_child()).
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include "cli.h"
+
+/* Owned by the command's thread except where a field says otherwise. */
+struct cli_interrupt {
+    pthread_t thread;
+    int sfd, efd;          /* signalfd of the three signals; eventfd: stop */
+    sigset_t set, old;     /* the three signals; the mask before start */
+    pthread_mutex_t lock;  /* guards the two fields below, written by both threads */
+    int signo;             /* the first signal that came, 0 if none */
+    int target;            /* pidfd to send SIGTERM to on a signal, -1 if none */
+};
+
+static void cli_interrupt_sigset(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGHUP);
+}
+
+static void end_target_locked(cli_interrupt *in)
+{
+    if (in->target >= 0) {
+        syscall(SYS_pidfd_send_signal, in->target, SIGTERM, NULL, 0);
+    }
+}
+
+static void *watch(void *opaque)
+{
+    cli_interrupt *in = opaque;
+    struct pollfd p[2] = { { .fd = in->sfd, .events = POLLIN }, { .fd = in->efd, .events = POLLIN } };
+    struct signalfd_siginfo si;
+
+    for (;;) {
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return NULL;
+        }
+        if (p[1].revents) {
+            return NULL;
+        }
+        if (read(in->sfd, &si, sizeof(si)) != sizeof(si)) {
+            continue;
+        }
+        pthread_mutex_lock(&in->lock);
+        if (!in->signo) {
+            in->signo = (int)si.ssi_signo;
+            end_target_locked(in);
+        }
+        pthread_mutex_unlock(&in->lock);
+    }
+}
+
+cli_interrupt *cli_interrupt_start(void)
+{
+    cli_interrupt *in = g_new0(cli_interrupt, 1);
+
+    in->target = -1;
+    pthread_mutex_init(&in->lock, NULL);
+    cli_interrupt_sigset(&in->set);
+    pthread_sigmask(SIG_BLOCK, &in->set, &in->old);
+    in->sfd = signalfd(-1, &in->set, SFD_CLOEXEC);
+    in->efd = eventfd(0, EFD_CLOEXEC);
+    if (in->sfd < 0 || in->efd < 0 || pthread_create(&in->thread, NULL, watch, in) != 0) {
+        /* Without a watcher the signals must still be able to end us. */
+        pthread_sigmask(SIG_SETMASK, &in->old, NULL);
+        for (int i = 0; i < 2; i++) {
+            int fd = i ? in->efd : in->sfd;
+            if (fd >= 0) {
+                close(fd);
+            }
+        }
+        pthread_mutex_destroy(&in->lock);
+        g_free(in);
+        return NULL;
+    }
+    return in;
+}
+
+void cli_interrupt_target(cli_interrupt *in, int pidfd)
+{
+    if (!in) {
+        return;
+    }
+    pthread_mutex_lock(&in->lock);
+    in->target = pidfd;
+    if (in->signo) { /* it came before the target existed: end it now */
+        end_target_locked(in);
+    }
+    pthread_mutex_unlock(&in->lock);
+}
+
+int cli_interrupt_signal(cli_interrupt *in)
+{
+    int signo;
+
+    if (!in) {
+        return 0;
+    }
+    pthread_mutex_lock(&in->lock);
+    signo = in->signo;
+    pthread_mutex_unlock(&in->lock);
+    return signo;
+}
+
+void cli_interrupt_child(void)
+{
+    sigset_t set;
+
+    cli_interrupt_sigset(&set);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
+void cli_interrupt_stop(cli_interrupt *in)
+{
+    uint64_t one = 1;
+
+    if (!in) {
+        return;
+    }
+    (void)!write(in->efd, &one, sizeof(one));
+    pthread_join(in->thread, NULL);
+    close(in->sfd);
+    close(in->efd);
+    pthread_sigmask(SIG_SETMASK, &in->old, NULL);
+    pthread_mutex_destroy(&in->lock);
+    g_free(in);
+}

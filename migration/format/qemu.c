@@ -438,6 +438,31 @@ static void find_vmdesc(qctx *c)
     }
 }
 
+/*
+ * The stream ends with QEMU's end-of-stream marker (0x00), alone or before
+ * its JSON description (which find_vmdesc() found with the marker before
+ * it).  The device state between cannot be walked without QEMU's device
+ * descriptions, so a file cut inside it passes only if its last byte
+ * happens to be 0x00; QEMU refuses those when it loads the device state,
+ * before the guest runs.
+ */
+static bool check_stream_end(qctx *c, GError **errp)
+{
+    uint8_t last = 0xff;
+
+    if (c->q->vmdesc_length) {
+        return true;
+    }
+    if (c->q->tail_length == 0 ||
+        sl_pread_full(c->s->fd, &last, 1, c->s->file_size - 1) < 0 || last != SEC_EOF) {
+        return SL_BAD(errp, "the device state (%" G_GUINT64_FORMAT " bytes from offset %"
+                      G_GUINT64_FORMAT ") does not end with QEMU's end-of-stream marker: the "
+                      "file is cut short or was not written to its end", c->q->tail_length,
+                      c->q->tail_offset);
+    }
+    return true;
+}
+
 void sl_qemu_stream_free(sl_qemu_stream *q)
 {
     if (q) {
@@ -469,7 +494,7 @@ static bool parse_stream(qctx *c, GError **errp)
         return false;
     }
     find_vmdesc(c);
-    return sl_regions_check(c->regions, errp);
+    return check_stream_end(c, errp) && sl_regions_check(c->regions, errp);
 }
 
 bool sl_qemu_parse(sl_snapshot *s, GError **errp)

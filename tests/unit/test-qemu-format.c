@@ -1024,21 +1024,24 @@ static void expect_cut_accepted(const fixture *fx, uint64_t keep)
     sl_snapshot_close(s);
 }
 
-/* A cut inside the RAM section: a format error saying the file ends too early. */
-static void expect_cut_refused(const fixture *fx, uint64_t keep)
+/* A cut inside the RAM section: a format error saying the file ends too
+ * early; past it (@in_tail), one saying the end-of-stream marker is missing. */
+static void expect_cut_refused(const fixture *fx, uint64_t keep, bool in_tail)
 {
     g_autofree char *what = g_strdup_printf("cut to %" G_GUINT64_FORMAT " bytes", keep);
     GError *err = NULL;
     sl_snapshot *s = sl_snapshot_open(fx->copy, &err);
+    bool named;
 
     if (s) {
         sl_snapshot_close(s);
         fail_msg("%s: accepted", what);
     }
-    if (err->code != SL_ERROR_FORMAT ||
-        (!strstr(err->message, "file ends early") &&
-         !strstr(err->message, "beyond the end of the file") &&
-         !(keep < 8 && strstr(err->message, "smaller than the 64-byte header")))) {
+    named = in_tail ? strstr(err->message, "does not end with QEMU's end-of-stream marker") != NULL
+                    : strstr(err->message, "file ends early") ||
+                      strstr(err->message, "beyond the end of the file") ||
+                      (keep < 8 && strstr(err->message, "smaller than the 64-byte header"));
+    if (err->code != SL_ERROR_FORMAT || !named) {
         fail_msg("%s: error %d \"%s\" does not say the file ends early", what, err->code,
                  err->message);
     }
@@ -1048,10 +1051,13 @@ static void expect_cut_refused(const fixture *fx, uint64_t keep)
 static void expect_cut(const fixture *fx, uint64_t keep)
 {
     write_sparse(fx->copy, fx->buf, keep);
-    if (keep >= ram_section_end(fx)) {
+    if (keep < ram_section_end(fx)) {
+        expect_cut_refused(fx, keep, false);
+    } else if (keep == fx->len || fx->buf[keep - 1] == 0x00) {
+        /* whole, or ending in a byte that reads as the end-of-stream marker */
         expect_cut_accepted(fx, keep);
     } else {
-        expect_cut_refused(fx, keep);
+        expect_cut_refused(fx, keep, true);
     }
 }
 

@@ -2,13 +2,14 @@
 /*
  * The written-page list of a RAM file (see written.h).  Layout, all
  * little-endian:
- *   0   "SLWRIT01"
+ *   0   "SLWRIT02"
  *   8   the snapshot's content identity (SL_IDENTITY_LEN bytes), or for one
  *       without checksums a hash of its file's identity and times
  *   24  block name, NUL-padded (64 bytes)
- *   88  RAM file: dev, ino, size, mtime s, mtime ns, ctime s, ctime ns (u64 each)
- *   144 pages in the block (u64), runs (u64)
- *   160 runs: first page, pages (u64, u64)
+ *   88  RAM file: dev, ino, size, mtime s, mtime ns, ctime s, ctime ns, allocated
+ *       512-byte blocks (u64 each)
+ *   152 pages in the block (u64), runs (u64)
+ *   168 runs: first page, pages (u64, u64)
  *   end sl_hash() of everything before it (u64)
  */
 #include <errno.h>
@@ -18,9 +19,10 @@
 #include "written.h"
 #include "migration/format/format.h"
 
-#define MAGIC "SLWRIT01"
+#define MAGIC "SLWRIT02"
 #define NAME_LEN 64
-#define HEAD 160
+#define HEAD 168
+#define FILE_WORDS 8
 
 char *sl_written_dir(void)
 {
@@ -64,8 +66,12 @@ static bool snapshot_key(const sl_snapshot *snap, uint8_t id[SL_IDENTITY_LEN], G
     return true;
 }
 
-/* The RAM file's identity and times, in the order the list stores them. */
-static void file_words(const struct stat *st, uint64_t w[7])
+/*
+ * The RAM file's identity, times and allocation, in the order the list
+ * stores them.  The allocation catches a hole punched into a hugetlbfs file
+ * between runs, which moves neither its mtime nor its ctime.
+ */
+static void file_words(const struct stat *st, uint64_t w[FILE_WORDS])
 {
     w[0] = (uint64_t)st->st_dev;
     w[1] = (uint64_t)st->st_ino;
@@ -74,6 +80,7 @@ static void file_words(const struct stat *st, uint64_t w[7])
     w[4] = (uint64_t)st->st_mtim.tv_nsec;
     w[5] = (uint64_t)st->st_ctim.tv_sec;
     w[6] = (uint64_t)st->st_ctim.tv_nsec;
+    w[7] = (uint64_t)st->st_blocks;
 }
 
 /* The list's first HEAD bytes for @nruns runs. */
@@ -81,17 +88,17 @@ static void put_head(GByteArray *out, const uint8_t *id, const char *block,
                      const struct stat *st, uint64_t npages, uint64_t nruns)
 {
     uint8_t h[HEAD] = { 0 };
-    uint64_t w[7];
+    uint64_t w[FILE_WORDS];
 
     memcpy(h, MAGIC, 8);
     memcpy(h + 8, id, SL_IDENTITY_LEN);
     g_strlcpy((char *)h + 24, block, NAME_LEN);
     file_words(st, w);
-    for (unsigned i = 0; i < 7; i++) {
+    for (unsigned i = 0; i < FILE_WORDS; i++) {
         sl_put_le64(h + 88 + 8 * i, w[i]);
     }
-    sl_put_le64(h + 144, npages);
-    sl_put_le64(h + 152, nruns);
+    sl_put_le64(h + 152, npages);
+    sl_put_le64(h + 160, nruns);
     g_byte_array_append(out, h, HEAD);
 }
 
@@ -188,12 +195,12 @@ bool sl_written_save(const char *dir, const sl_snapshot *snap, const char *block
 static const char *mismatch(const uint8_t *buf, gsize len, const uint8_t *id,
                             const char *block, const struct stat *st, uint64_t npages)
 {
-    uint64_t w[7], nruns;
+    uint64_t w[FILE_WORDS], nruns;
 
     if (len < HEAD + 8 || memcmp(buf, MAGIC, 8) != 0) {
         return "not a written-page list";
     }
-    nruns = sl_le64(buf + 152);
+    nruns = sl_le64(buf + 160);
     if (nruns > (len - HEAD - 8) / 16 || len != HEAD + 16 * nruns + 8 ||
         sl_le64(buf + len - 8) != sl_hash(buf, len - 8)) {
         return "truncated or corrupt";
@@ -201,14 +208,14 @@ static const char *mismatch(const uint8_t *buf, gsize len, const uint8_t *id,
     if (memcmp(buf + 8, id, SL_IDENTITY_LEN) != 0) {
         return "made for another snapshot";
     }
-    if (strncmp((const char *)buf + 24, block, NAME_LEN) != 0 || sl_le64(buf + 144) != npages) {
+    if (strncmp((const char *)buf + 24, block, NAME_LEN) != 0 || sl_le64(buf + 152) != npages) {
         return "made for another block";
     }
     file_words(st, w);
-    for (unsigned i = 0; i < 7; i++) {
+    for (unsigned i = 0; i < FILE_WORDS; i++) {
         if (sl_le64(buf + 88 + 8 * i) != w[i]) {
             return i < 2 ? "made for another file"
-                         : "the RAM file changed since (size, mtime or ctime)";
+                         : "the RAM file changed since (size, mtime, ctime or allocated blocks)";
         }
     }
     return NULL;
@@ -242,7 +249,7 @@ bool sl_written_load(const char *dir, const sl_snapshot *snap, const char *block
         g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "%s: %s", path, why);
         return false;
     }
-    for (uint64_t i = 0; i < sl_le64((const uint8_t *)buf + 152); i++) {
+    for (uint64_t i = 0; i < sl_le64((const uint8_t *)buf + 160); i++) {
         const uint8_t *r = (const uint8_t *)buf + HEAD + 16 * i;
         sl_page_run run = { sl_le64(r), sl_le64(r + 8) };
         if (run.first > bi.length / bi.page_size ||

@@ -9,12 +9,12 @@
  * in a runtime directory (/run/snapload as root).  It holds the snapshot's
  * content identity (for one without checksums, its file's identity and
  * times), the block name, the RAM file's identity and times
- * (device, inode, size, mtime, ctime) when the list was made, and the runs
- * of written snapshot pages, under a checksum.  It is used once: loading
- * removes it, whatever it holds.  Anything that does not match (another
- * snapshot, another block, a file changed since: its size, mtime or ctime
- * moved) makes it refused with the reason, and the restart checks every
- * page instead.
+ * (device, inode, size, mtime, ctime, allocated blocks) when the list was
+ * made, and the runs of written snapshot pages, under a checksum.  It is
+ * used once: loading removes it, whatever it holds.  Anything that does not
+ * match (another snapshot, another block, a file changed since: its size,
+ * mtime, ctime or allocated blocks moved) makes it refused with the reason,
+ * and the restart checks every page instead.
  */
 #ifndef SNAPLOAD_WRITTEN_H
 #define SNAPLOAD_WRITTEN_H

@@ -821,7 +821,7 @@ static char *load_list(const char *dir, const sl_snapshot *snap, const struct st
 /*
  * A written-page list comes back as saved, once (loading removes it), and
  * is refused by name when it is not for this snapshot or the file changed
- * since (mtime), or was damaged.
+ * since (mtime, or its allocated blocks alone), or was damaged.
  */
 static void test_written_list_is_used_once_and_refused_when_it_does_not_match(void **state)
 {
@@ -857,6 +857,12 @@ static void test_written_list_is_used_once_and_refused_when_it_does_not_match(vo
     g_free(why);
     save_list(dir, sa, &st);
     moved.st_mtim.tv_nsec = 1;
+    why = load_list(dir, sa, &moved, runs);
+    assert_non_null(strstr(why, "the RAM file changed since"));
+    g_free(why);
+    save_list(dir, sa, &st);
+    moved = st;
+    moved.st_blocks = st.st_blocks + 4096; /* a hole punched and no time moved (hugetlbfs) */
     why = load_list(dir, sa, &moved, runs);
     assert_non_null(strstr(why, "the RAM file changed since"));
     g_free(why);

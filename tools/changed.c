@@ -38,7 +38,10 @@ bool cli_is_file_of(const char *path, const sl_snapshot *s)
 
 char *cli_partial_path(const char *out)
 {
-    return g_strdup_printf("%s.%d.partial", out, (int)getpid());
+    char *tmp = g_strdup_printf("%s.%d.partial", out, (int)getpid());
+
+    cli_interrupt_remove_on_signal(tmp);
+    return tmp;
 }
 
 bool cli_finish_partial(const char *tmp, const char *out, bool ok, GError **errp)
@@ -50,6 +53,7 @@ bool cli_finish_partial(const char *tmp, const char *out, bool ok, GError **errp
     if (!ok) {
         unlink(tmp);
     }
+    cli_interrupt_keep(tmp); /* after: a signal before finds @tmp, or nothing */
     return ok;
 }
 

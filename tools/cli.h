@@ -71,6 +71,16 @@ void cli_interrupt_child(void);
 /** cli_interrupt_stop: end the watcher and restore the signal mask. */
 void cli_interrupt_stop(cli_interrupt *in);
 
+/**
+ * cli_interrupt_remove_on_signal: on SIGINT, SIGTERM or SIGHUP (where they
+ * are not ignored), remove @path before the signal ends the process; for a
+ * partial output (cli_partial_path()).  Undone by cli_interrupt_keep().
+ */
+void cli_interrupt_remove_on_signal(const char *path);
+
+/** cli_interrupt_keep: no longer remove @path on a signal (renamed, or removed). */
+void cli_interrupt_keep(const char *path);
+
 /** What cli_save() writes. */
 typedef struct {
     uint64_t psize;       /* page size of every block */
@@ -115,7 +125,9 @@ char *cli_parent_path(const char *parent, const char *child, const char *given);
 
 /**
  * cli_partial_path: where a snapshot meant for @out is written until it is
- * complete (beside it, so a rename puts it in place); g_free() it.
+ * complete (beside it, so a rename puts it in place); g_free() it.  Until
+ * cli_finish_partial(), SIGINT, SIGTERM or SIGHUP removes it before ending
+ * the process.
  */
 char *cli_partial_path(const char *out);
 

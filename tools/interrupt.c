@@ -10,12 +10,17 @@
  * then sees its child gone, fails the way it fails on any QEMU exit, and
  * cleans up.  Children get the signals unblocked again before they exec
  * (cli_interrupt_child()).
+ *
+ * Commands that write an output beside it first (OUT.PID.partial, renamed
+ * when whole) register that path instead: a handler of the three signals
+ * removes it and lets the signal end the process as before.
  */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
@@ -133,6 +138,70 @@ void cli_interrupt_child(void)
 
     cli_interrupt_sigset(&set);
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
+/*
+ * The partial outputs to remove on a signal.  A slot is written by the
+ * command's threads (a release store of a path that is never freed, so the
+ * handler can never read freed memory) and read by the signal handler on
+ * whatever thread the signal lands (acquire load, pairing with that store).
+ * The CLI's only global: a signal handler has no other way to find them.
+ */
+#define PARTIAL_SLOTS 16
+static const char *partials[PARTIAL_SLOTS];
+
+static void remove_partials(int sig)
+{
+    for (unsigned i = 0; i < PARTIAL_SLOTS; i++) {
+        const char *p = __atomic_load_n(&partials[i], __ATOMIC_ACQUIRE); /* pairs: below */
+        if (p) {
+            unlink(p);
+        }
+    }
+    signal(sig, SIG_DFL);
+    raise(sig); /* pending until the handler returns, then it ends us as it would have */
+}
+
+/* Installs remove_partials() for the three signals where they still kill (not
+ * where the caller's parent had them ignored, as nohup does). */
+static void catch_for_partials(void)
+{
+    static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
+    struct sigaction sa = { .sa_handler = remove_partials }, old;
+
+    for (unsigned i = 0; i < G_N_ELEMENTS(sigs); i++) {
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL) {
+            sigaction(sigs[i], &sa, NULL);
+        }
+    }
+}
+
+void cli_interrupt_remove_on_signal(const char *path)
+{
+    char *copy = g_strdup(path);
+
+    catch_for_partials();
+    for (unsigned i = 0; i < PARTIAL_SLOTS; i++) {
+        const char *none = NULL;
+        /* release: the handler's acquire load sees the whole string */
+        if (__atomic_compare_exchange_n(&partials[i], &none, copy, false, __ATOMIC_RELEASE,
+                                        __ATOMIC_RELAXED)) {
+            return;
+        }
+    }
+    g_free(copy); /* all slots taken: this one is not removed on a signal */
+}
+
+void cli_interrupt_keep(const char *path)
+{
+    for (unsigned i = 0; i < PARTIAL_SLOTS; i++) {
+        const char *p = __atomic_load_n(&partials[i], __ATOMIC_ACQUIRE); /* pairs: above */
+        if (p && strcmp(p, path) == 0) {
+            /* relaxed: the handler may still unlink the old path, which is
+             * then gone or renamed (ENOENT); the copy is never freed. */
+            __atomic_store_n(&partials[i], NULL, __ATOMIC_RELAXED);
+        }
+    }
 }
 
 void cli_interrupt_stop(cli_interrupt *in)

@@ -15,9 +15,11 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include "testutil.h"
 #include "migration/format/format.h"
@@ -1235,6 +1237,66 @@ static void test_cli_writers_never_leave_a_partial_file_or_replace_their_input(v
     assert_string_equal(after, "earlier image");
 }
 
+/*
+ * Spawns `snapload ARGS` writing @out, sends it @sig as soon as its partial
+ * file exists, and checks that it died of @sig leaving neither the partial
+ * nor @out (a partial appears at once: waited for, bounded, in 1 ms steps).
+ */
+static void signal_mid_write(const char *const *args, const char *out, int sig)
+{
+    g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+    g_autoptr(GError) err = NULL;
+    g_autofree char *partial = NULL;
+    int status = 0;
+    GPid pid;
+
+    g_ptr_array_add(argv, sl_test_snapload_bin());
+    for (unsigned i = 0; args[i]; i++) {
+        g_ptr_array_add(argv, g_strdup(args[i]));
+    }
+    g_ptr_array_add(argv, NULL);
+    if (!g_spawn_async(NULL, (char **)argv->pdata, NULL, G_SPAWN_DO_NOT_REAP_CHILD |
+                       G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, &pid, &err)) {
+        fail_msg("running snapload: %s", err->message);
+    }
+    partial = g_strdup_printf("%s.%d.partial", out, (int)pid);
+    for (int ms = 0; access(partial, F_OK) != 0 && ms < 20000; ms++) {
+        g_usleep(1000);
+    }
+    assert_int_equal(kill(pid, sig), 0);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFSIGNALED(status) || WTERMSIG(status) != sig) {
+        fail_msg("%s: wanted death by signal %d, got wait status %#x (finished first?)", args[0],
+                 sig, status);
+    }
+    assert_int_equal(access(partial, F_OK), -1);
+    assert_int_equal(access(out, F_OK), -1);
+}
+
+/* SIGTERM or SIGINT in the middle of writing a raw image (synth) or a
+ * snapshot (save) removes the partial file: nothing is left behind. */
+static void test_signal_mid_write_leaves_no_partial_file(void **state)
+{
+    g_autofree char *dir = sl_test_tmpdir();
+    g_autofree char *img = g_build_filename(dir, "big.img", NULL);
+    g_autofree char *snap = g_build_filename(dir, "big.sl", NULL);
+    g_autofree char *o = NULL, *e = NULL;
+    const char *synth[] = { "synth", "--size", "2G", "--zero-percent", "0", "-o", img, NULL };
+    const char *small[] = { "synth", "--size", "512M", "--zero-percent", "0", "-o", img, NULL };
+    const char *save[] = { "save", "--raw", img, "-o", snap, NULL };
+    const int sigs[] = { SIGTERM, SIGINT };
+
+    (void)state;
+    for (unsigned i = 0; i < G_N_ELEMENTS(sigs); i++) {
+        signal_mid_write(synth, img, sigs[i]);
+    }
+    assert_int_equal(sl_test_run_cli(small, &o, &e), 0);
+    for (unsigned i = 0; i < G_N_ELEMENTS(sigs); i++) {
+        signal_mid_write(save, snap, sigs[i]);
+    }
+    sl_test_rmdir(g_steal_pointer(&dir));
+}
+
 static void test_corrupt_page_fails_verify_but_not_open(void **state)
 {
     fixture *fx = *state;
@@ -1641,6 +1703,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_cli_writers_never_leave_a_partial_file_or_replace_their_input, setup_small,
             teardown_fixture),
+        cmocka_unit_test(test_signal_mid_write_leaves_no_partial_file),
         cmocka_unit_test_setup_teardown(test_corrupt_page_fails_verify_but_not_open,
                                         setup_small, teardown_fixture),
         cmocka_unit_test_setup_teardown(test_bitmap_tail_bits_and_present_count_are_checked,

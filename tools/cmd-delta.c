@@ -17,6 +17,8 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "cli.h"
 #include "migration/format/format.h"
@@ -171,6 +173,19 @@ int cmd_flatten(int argc, char **argv)
     return 0;
 }
 
+/* Whether @given (a parent path to record, relative to @child's directory)
+ * names @child itself. */
+static bool names_child(const char *given, const char *child)
+{
+    g_autofree char *c = g_canonicalize_filename(child, NULL);
+    g_autofree char *cdir = g_path_get_dirname(c);
+    g_autofree char *p = g_canonicalize_filename(given, cdir);
+    struct stat a, b;
+
+    return strcmp(p, c) == 0 ||
+           (stat(p, &a) == 0 && stat(c, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino);
+}
+
 int cmd_delta(int argc, char **argv)
 {
     g_autofree char *out = NULL, *given = NULL, *rec = NULL;
@@ -192,6 +207,10 @@ int cmd_delta(int argc, char **argv)
     }
     if (argc != 3 || !out) {
         return cli_fail("delta needs PARENT, NEW and -o CHILD");
+    }
+    if (given && names_child(given, out)) {
+        return cli_fail("--parent-path %s names CHILD %s itself: the child would be its own "
+                        "parent", given, out);
     }
     rec = cli_parent_path(argv[1], out, given);
     ok = run_delta(&d, argv, out, rec, &err);

@@ -871,11 +871,28 @@ static void report(const qr *r, const char *error)
 
 /* ---------------------------- the command ------------------------------- */
 
+/* Our container must hold a device state for QEMU: checked before any RAM
+ * file is touched (QEMU's own file always has one after its RAM). */
+static bool has_device_state(const qr *r, GError **errp)
+{
+    if (r->o->eager || r->snap->format == SL_FORMAT_QEMU) {
+        return true;
+    }
+    for (unsigned i = 0; i < r->snap->nsections; i++) {
+        if (r->snap->sections[i].type == SL_SECTION_DEVICE_STATE) {
+            return true;
+        }
+    }
+    g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s has no device-state section (saved from "
+                "raw images without --device-state?): QEMU cannot resume from it", r->o->snap);
+    return false;
+}
+
 static bool prepare(qr *r, GError **errp)
 {
     r->registered = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     r->locks = g_array_new(false, false, sizeof(int));
-    if (!(r->snap = sl_snapshot_open(r->o->snap, errp)) ||
+    if (!(r->snap = sl_snapshot_open(r->o->snap, errp)) || !has_device_state(r, errp) ||
         (!r->o->eager && !match_backends(r, errp)) ||
         !(r->tmp = g_dir_make_tmp("snapload-qemu-XXXXXX", errp))) {
         return false;

@@ -70,16 +70,26 @@ static void end(loop_state *s)
     sl_snapshot_close(s->snap);
 }
 
-/* The round's "input": one random byte in about @share % of the units. */
+/* The round's "input": one random byte in each of @share % of the units,
+ * chosen without repeats (the first k of a partial Fisher-Yates shuffle). */
 static void write_input(const loop_opts *o, loop_state *s, GRand *rng)
 {
     for (unsigned b = 0; b < s->n; b++) {
         sl_mem *m = &s->mems[b];
         uint64_t units = m->length / m->page_size;
-        uint64_t k = (uint64_t)((double)units * o->share / 100.0 + 0.5);
+        uint64_t k = MIN(units, (uint64_t)((double)units * o->share / 100.0 + 0.5));
+        g_autofree uint64_t *order = g_new(uint64_t, units);
+
+        for (uint64_t i = 0; i < units; i++) {
+            order[i] = i;
+        }
         for (uint64_t i = 0; i < k; i++) {
-            uint64_t off = (uint64_t)g_rand_double_range(rng, 0, (double)m->length);
-            m->host[off] = (uint8_t)g_rand_int(rng);
+            uint64_t j = i + (uint64_t)g_rand_double_range(rng, 0, (double)(units - i));
+            uint64_t u = order[MIN(j, units - 1)];
+            uint64_t off = (uint64_t)g_rand_double_range(rng, 0, (double)m->page_size);
+            order[MIN(j, units - 1)] = order[i];
+            order[i] = u;
+            m->host[u * m->page_size + MIN(off, m->page_size - 1)] = (uint8_t)g_rand_int(rng);
         }
     }
 }

@@ -747,14 +747,17 @@ typedef struct {
     uint64_t mb;          /* else: each block this many MiB */
     const char *share;    /* share= option */
     const char *want;     /* what the error must say */
+    bool no_devstate;     /* saved without a device-state section */
 } refusal;
 
 static const refusal refusals[] = {
     { "pool_cannot_hold_every_backend_together", true, 2, true, 0, "on",
-      "free 2M hugepages but" },
+      "free 2M hugepages but", false },
     { "size_not_a_multiple_of_the_hugepage", true, 1, false, 3, "on",
-      "is not a multiple of the hugepage size" },
-    { "backend_without_share_on", false, 1, false, 4, "off", "needs share=on" },
+      "is not a multiple of the hugepage size", false },
+    { "backend_without_share_on", false, 1, false, 4, "off", "needs share=on", false },
+    { "snapshot_without_device_state", false, 1, false, 4, "on", "has no device-state section",
+      true },
 };
 
 /* qemu-restore refuses each case in @refusals with the documented error,
@@ -789,6 +792,11 @@ static void test_qemu_restore_refuses_bad_backends_before_starting(void **state)
             add2(rest, "-object", g_strdup_printf("memory-backend-file,id=ram%u,size=%" G_GUINT64_FORMAT
                                                   "M,mem-path=%s/snapload-refuse-%d-%u,share=%s",
                                                   b, mb, mnt, (int)getpid(), b, x->share));
+        }
+        if (!x->no_devstate) {
+            g_autofree char *dev = g_build_filename(dir, "devstate", NULL);
+            assert_true(g_file_set_contents(dev, "device state", -1, NULL));
+            add2(save, "--device-state", g_strdup(dev));
         }
         add2(save, "-o", g_strdup(snap));
         g_ptr_array_add(save, NULL);

@@ -1162,6 +1162,8 @@ static void test_cli_refuses_option_values_by_name(void **state)
         { { "restore", "x.snap", "--backend", "anon", "--consumers", "-1" }, "--consumers: -1" },
         { { "synth", "-o", "x.raw", "--size", "-64M" }, "--size: '-64M'" },
         { { "synth", "-o", "x.raw", "--size", "1.5M" }, "--size: '1.5M'" },
+        { { "delta", "a.snap", "b.snap", "-o", "x.snap", "--parent-path", "./x.snap" },
+          "names CHILD x.snap itself" },
     };
 
     for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {

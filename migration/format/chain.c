@@ -19,8 +19,10 @@
  * any layer decides anything before it is.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include "migration/format/format.h"
 
 /* What a parent section says. */
@@ -132,15 +134,28 @@ static bool find_parent(sl_snapshot *s, bool *has, parent_ref *out, GError **err
     return data && parent_decode(data, out, errp);
 }
 
-/* The recorded @path of @s's parent, relative to @s's directory unless absolute. */
+/*
+ * The recorded @path of @s's parent, relative to @s's directory unless
+ * absolute: the directory of the path @s was opened by, or, if the parent
+ * is not there and that path is a symbolic link, the directory of the file
+ * it leads to (where the child was written).
+ */
 static char *resolve(const sl_snapshot *s, const char *path)
 {
-    g_autofree char *dir = NULL;
+    g_autofree char *dir = NULL, *first = NULL;
+    char *real;
 
     if (g_path_is_absolute(path)) {
         return g_strdup(path);
     }
     dir = g_path_get_dirname(s->path);
+    first = g_build_filename(dir, path, NULL);
+    if (access(first, F_OK) == 0 || !(real = realpath(s->path, NULL))) {
+        return g_steal_pointer(&first);
+    }
+    g_free(dir);
+    dir = g_path_get_dirname(real);
+    free(real);
     return g_build_filename(dir, path, NULL);
 }
 

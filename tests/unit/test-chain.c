@@ -482,6 +482,29 @@ static void test_open_chain_takes_the_parent_from_the_caller(void **state)
     chain_clear(&c);
 }
 
+/*
+ * A child reached through a symbolic link in another directory: its parent,
+ * recorded by name beside the child, is found beside the file the link
+ * leads to (the directory of the link holds no parent).
+ */
+static void test_child_opened_through_a_symlink_finds_its_parent_beside_it(void **state)
+{
+    chain c;
+    char *other = sl_test_tmpdir();
+    g_autofree char *link = g_build_filename(other, "child-link.snap", NULL);
+    sl_snapshot *s;
+
+    chain_build(&c, 3, 8);
+    assert_int_equal(symlink(c.path[2], link), 0);
+    s = sl_snapshot_open(link, NULL);
+    assert_non_null(s);
+    assert_string_equal(sl_snapshot_path(sl_snapshot_parent(s)), c.path[1]);
+    check_reads(&c, s);
+    sl_snapshot_close(s);
+    sl_test_rmdir(other);
+    chain_clear(&c);
+}
+
 /* A child of generation 0 whose parent section is @sec (@len bytes), written raw. */
 static char *child_with_section(chain *c, const void *sec, size_t len, unsigned copies)
 {
@@ -1123,6 +1146,7 @@ int main(void)
         cmocka_unit_test(test_child_refuses_a_parent_with_other_content),
         cmocka_unit_test(test_child_with_missing_parent_names_the_path),
         cmocka_unit_test(test_open_chain_takes_the_parent_from_the_caller),
+        cmocka_unit_test(test_child_opened_through_a_symlink_finds_its_parent_beside_it),
         cmocka_unit_test(test_corrupt_or_truncated_child_is_refused),
         cmocka_unit_test(test_chain_that_loops_is_refused),
         cmocka_unit_test(test_chain_longer_than_the_limit_is_refused),

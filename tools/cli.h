@@ -134,7 +134,9 @@ char *cli_partial_path(const char *out);
 /**
  * cli_finish_partial: if @ok, renames the complete @tmp over @out; else (or
  * if that fails, with @errp) removes @tmp.  A failed save, delta or flatten
- * never destroys an earlier snapshot named @out.  Returns whether @out is new.
+ * never destroys an earlier snapshot named @out.  An error already in
+ * @errp that names @tmp is made to name @out, the file the user asked for.
+ * Returns whether @out is new.
  */
 bool cli_finish_partial(const char *tmp, const char *out, bool ok, GError **errp);
 

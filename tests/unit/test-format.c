@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1299,6 +1300,45 @@ static void test_signal_mid_write_leaves_no_partial_file(void **state)
     sl_test_rmdir(g_steal_pointer(&dir));
 }
 
+/* In the child, before exec: files may grow to 64 KiB, and a write past
+ * that fails (EFBIG) instead of raising SIGXFSZ. */
+static void limit_file_size(gpointer unused)
+{
+    struct rlimit rl = { 64 << 10, 64 << 10 };
+
+    (void)unused;
+    setrlimit(RLIMIT_FSIZE, &rl);
+    signal(SIGXFSZ, SIG_IGN);
+}
+
+/* A write that fails (the file may not grow) is reported against the file
+ * the user named, not the partial file it was going to, and leaves none. */
+static void test_cli_write_errors_name_the_output_not_its_partial_file(void **state)
+{
+    g_autofree char *dir = sl_test_tmpdir();
+    g_autofree char *img = g_build_filename(dir, "a.img", NULL);
+    g_autofree char *snap = g_build_filename(dir, "a.sl", NULL), *bin = sl_test_snapload_bin();
+    g_autofree char *o = NULL, *e = NULL, *want = g_strdup_printf("%s: writing", snap);
+    const char *synth[] = { "synth", "--size", "1M", "-o", img, NULL };
+    char *save[] = { bin, "save", "--raw", img, "-o", snap, NULL };
+    g_autoptr(GError) err = NULL;
+    int status = 0;
+
+    (void)state;
+    assert_int_equal(sl_test_run_cli(synth, &o, &e), 0);
+    g_clear_pointer(&e, g_free);
+    if (!g_spawn_sync(NULL, save, NULL, G_SPAWN_STDOUT_TO_DEV_NULL, limit_file_size, NULL,
+                      NULL, &e, &status, &err)) {
+        fail_msg("running snapload: %s", err->message);
+    }
+    if (g_spawn_check_wait_status(status, NULL) || !strstr(e, want) || strstr(e, ".partial")) {
+        fail_msg("wanted a failure naming '%s' and no partial file, got status %#x: %s", want,
+                 status, e);
+    }
+    assert_int_equal(sl_test_dir_entries(dir), 1); /* the image alone */
+    sl_test_rmdir(g_steal_pointer(&dir));
+}
+
 static void test_corrupt_page_fails_verify_but_not_open(void **state)
 {
     fixture *fx = *state;
@@ -1706,6 +1746,7 @@ int main(void)
             test_cli_writers_never_leave_a_partial_file_or_replace_their_input, setup_small,
             teardown_fixture),
         cmocka_unit_test(test_signal_mid_write_leaves_no_partial_file),
+        cmocka_unit_test(test_cli_write_errors_name_the_output_not_its_partial_file),
         cmocka_unit_test_setup_teardown(test_corrupt_page_fails_verify_but_not_open,
                                         setup_small, teardown_fixture),
         cmocka_unit_test_setup_teardown(test_bitmap_tail_bits_and_present_count_are_checked,

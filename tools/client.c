@@ -224,6 +224,33 @@ int sl_client_register_tracked(int sock, const char *block, void *addr, uint64_t
     return register_file(sock, block, addr, length, memfd, offset, true, errp);
 }
 
+int sl_client_register_view(const char *dsock, const char *name, const char *block, void *addr,
+                            uint64_t length, int memfd, int *sock, bool *tracked, GError **errp)
+{
+    g_autoptr(GError) err = NULL;
+    int uffd;
+
+    if ((*sock = sl_client_connect(dsock, name, errp)) < 0) {
+        return -1;
+    }
+    uffd = sl_client_register_tracked(*sock, block, addr, length, memfd, 0, &err);
+    *tracked = uffd >= 0;
+    if (*tracked) {
+        return uffd;
+    }
+    close(*sock); /* refused: the daemon dropped that connection */
+    *sock = -1;
+    if (!g_error_matches(err, SL_ERROR, SL_ERROR_UNSUPPORTED)) {
+        g_propagate_error(errp, g_steal_pointer(&err)); /* a real refusal */
+        return -1;
+    }
+    /* The daemon does not track writes here: a plain view it is. */
+    if ((*sock = sl_client_connect(dsock, name, errp)) < 0) {
+        return -1;
+    }
+    return sl_client_register(*sock, block, addr, length, memfd, 0, errp);
+}
+
 bool sl_client_report_written(const char *path, const char *block, void *addr, uint64_t length,
                               uint64_t flags, GError **errp)
 {

@@ -45,6 +45,19 @@ int sl_client_register_tracked(int sock, const char *block, void *addr, uint64_t
                                int memfd, uint64_t offset, GError **errp);
 
 /**
+ * sl_client_register_view: connect to the daemon at @dsock (as @name) and
+ * register our view [@addr, +@length) of @block's file @memfd (at offset
+ * 0), a view that only reads: tracked where the daemon tracks writes
+ * (*@tracked: the caller reports it with sl_client_report_written() before
+ * unmapping it, so that it does not count as an untracked mapping and end
+ * the lists of written pages), else plainly.  Returns the uffd, with the
+ * connection in *@sock (both kept open while the view is used), or -1 with
+ * @errp.
+ */
+int sl_client_register_view(const char *dsock, const char *name, const char *block, void *addr,
+                            uint64_t length, int memfd, int *sock, bool *tracked, GError **errp);
+
+/**
  * sl_client_report_written: on a new connection to the daemon at @path,
  * ask it to read (from our pagemap) which pages of our tracked mapping
  * [@addr, +@length) of @block were written, and wait until it has;

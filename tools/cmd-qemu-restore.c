@@ -598,6 +598,16 @@ static bool check_registrations(qr *r, GError **errp)
     return true;
 }
 
+/* The "error" of the daemon's result line @stats, or NULL (caller frees). */
+static char *result_error(const char *stats)
+{
+    g_autoptr(JsonNode) n = json_from_string(stats, NULL);
+    JsonObject *o = n && JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
+
+    return o && json_object_has_member(o, "error")
+               ? g_strdup(json_object_get_string_member(o, "error")) : NULL;
+}
+
 /* Blocks until the daemon reports the end of the restore (once). */
 static bool wait_restore(qr *r, GError **errp)
 {
@@ -629,10 +639,7 @@ static bool wait_restore(qr *r, GError **errp)
         break;
     }
     if (!strstr(r->stats, "\"status\": 0,")) {
-        g_autoptr(JsonNode) n = json_from_string(r->stats, NULL);
-        JsonObject *o = n && JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
-        const char *why = o && json_object_has_member(o, "error")
-                              ? json_object_get_string_member(o, "error") : NULL;
+        g_autofree char *why = result_error(r->stats);
         /* The restore's own reason (the daemon's figures stay in --json). */
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s%s",
                     why && g_str_has_prefix(why, "restore failed") ? "" : "the restore failed: ",
@@ -641,6 +648,42 @@ static bool wait_restore(qr *r, GError **errp)
     }
     r->t_done = cli_now_ms();
     return true;
+}
+
+#define RESULT_WAIT_MS 2000 /* for the daemon's result after QEMU ended early */
+
+/*
+ * After a failure before the restore's end (the device-state load, say):
+ * the daemon's result, if it failed the restore.  A page that cannot be
+ * served ends QEMU, so QMP only says that QEMU went away; the daemon says
+ * why.  NULL if it reports no error within RESULT_WAIT_MS.
+ */
+static char *daemon_failure(qr *r)
+{
+    struct pollfd p = { .fd = r->stats_fd, .events = POLLIN };
+
+    if (r->o->eager || !r->stats_ch || r->stats) {
+        return NULL;
+    }
+    for (;;) {
+        g_autofree char *line = NULL;
+        gsize len;
+
+        if (!(g_io_channel_get_buffer_condition(r->stats_ch) & G_IO_IN) &&
+            poll(&p, 1, RESULT_WAIT_MS) <= 0) {
+            return NULL;
+        }
+        if (g_io_channel_read_line(r->stats_ch, &line, &len, NULL, NULL) != G_IO_STATUS_NORMAL) {
+            return NULL;
+        }
+        if (!note_registration(r, g_strchomp(line))) {
+            char *why = result_error(line);
+            if (why && g_str_has_prefix(why, "restore stopped")) { /* an effect, not a cause */
+                g_clear_pointer(&why, g_free);
+            }
+            return why;
+        }
+    }
 }
 
 /* ------------------------------ the load -------------------------------- */
@@ -1014,10 +1057,15 @@ static int run(const qr_opts *o)
     int ret, sig = cli_interrupt_signal(r.intr);
 
     if (!ok) {
+        g_autofree char *why = sig ? NULL : daemon_failure(&r);
         if (sig) { /* whatever failed, it failed because we ended QEMU */
             g_clear_error(&err);
             g_set_error(&err, SL_ERROR, SL_ERROR_IO, "interrupted by %s: QEMU, the restore "
                         "and the back-ends we started were ended", strsignal(sig));
+        } else if (why) { /* the cause first, then what it did to QEMU */
+            g_prefix_error(&err, "%s%s; then: ",
+                           g_str_has_prefix(why, "restore failed") ? "" : "the restore failed: ",
+                           why);
         }
         if (r.t0 > 0) { /* QEMU was started: say what happened up to the failure */
             report(&r, err->message);

@@ -146,40 +146,6 @@ static bool apply_node_hint(const char *arg, raw_input *ins, unsigned n)
  * go through @buf, so the writer never sees the busy mapping itself.
  */
 /*
- * Registers our view @map of @in with the daemon: tracked where the daemon
- * tracks writes (*@tracked), so that this view, which only reads, does not
- * count as an untracked mapping and end the lists of written pages (for a
- * later `qemu-save --parent`, or the next restart); else plainly.  The
- * uffd, with the connection in *@sock, or -1 with @errp.
- */
-static int register_view(const save_ctx *c, const raw_input *in, uint8_t *map, int fd,
-                         int *sock, bool *tracked, GError **errp)
-{
-    g_autoptr(GError) err = NULL;
-    int uffd;
-
-    if ((*sock = sl_client_connect(c->dsock, "save", errp)) < 0) {
-        return -1;
-    }
-    uffd = sl_client_register_tracked(*sock, in->name, map, in->size, fd, 0, &err);
-    *tracked = uffd >= 0;
-    if (*tracked) {
-        return uffd;
-    }
-    close(*sock); /* refused: the daemon dropped that connection */
-    if (!g_error_matches(err, SL_ERROR, SL_ERROR_UNSUPPORTED)) {
-        g_propagate_error(errp, g_steal_pointer(&err)); /* a real refusal */
-        *sock = -1;
-        return -1;
-    }
-    /* The daemon does not track writes here: a plain view it is. */
-    if ((*sock = sl_client_connect(c->dsock, "save", errp)) < 0) {
-        return -1;
-    }
-    return sl_client_register(*sock, in->name, map, in->size, fd, 0, errp);
-}
-
-/*
  * While a save reads through its view (copy_served()), a page not placed
  * yet is a fault that only the daemon answers: were the daemon to die, the
  * read would wait for ever (never reading zeros, but never ending either).
@@ -249,7 +215,8 @@ static bool copy_served(save_ctx *c, unsigned block, const raw_input *in, GError
     if (!ok) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", in->path, g_strerror(errno));
     }
-    ok = ok && (uffd = register_view(c, in, map, fd, &sock, &tracked, errp)) >= 0;
+    ok = ok && (uffd = sl_client_register_view(c->dsock, "save", in->name, map, in->size, fd,
+                                               &sock, &tracked, errp)) >= 0;
     ok = ok && copy_watched(c, block, in, map, sock, errp);
     /* A tracked view reports (it wrote nothing) before it goes, else the
      * daemon counts it as gone unreported. */

@@ -141,21 +141,28 @@ void cli_interrupt_child(void)
 }
 
 /*
- * The partial outputs to remove on a signal.  A slot is written by the
- * command's threads (a release store of a path that is never freed, so the
- * handler can never read freed memory) and read by the signal handler on
- * whatever thread the signal lands (acquire load, pairing with that store).
- * The CLI's only global: a signal handler has no other way to find them.
+ * The partial outputs to remove on a signal: an append-only table, each
+ * entry written once by the command's threads and never freed (so the
+ * handler can never read freed memory, and the copies stay reachable, not
+ * leaked).  An entry's @path is published by the release store of its
+ * @live flag (and the table's length), which the handler's acquire loads
+ * pair with; cli_interrupt_keep() clears @live.  The CLI's only global: a
+ * signal handler has no other way to find them.
  */
-#define PARTIAL_SLOTS 16
-static const char *partials[PARTIAL_SLOTS];
+#define PARTIAL_SLOTS 64
+static struct {
+    const char *path;
+    int live;
+} partials[PARTIAL_SLOTS];
+static unsigned npartials; /* entries taken (atomic fetch-add; may pass PARTIAL_SLOTS) */
 
 static void remove_partials(int sig)
 {
-    for (unsigned i = 0; i < PARTIAL_SLOTS; i++) {
-        const char *p = __atomic_load_n(&partials[i], __ATOMIC_ACQUIRE); /* pairs: below */
-        if (p) {
-            unlink(p);
+    unsigned n = MIN(__atomic_load_n(&npartials, __ATOMIC_ACQUIRE), PARTIAL_SLOTS);
+
+    for (unsigned i = 0; i < n; i++) {
+        if (__atomic_load_n(&partials[i].live, __ATOMIC_ACQUIRE)) { /* pairs: register */
+            unlink(partials[i].path);
         }
     }
     signal(sig, SIG_DFL);
@@ -178,28 +185,28 @@ static void catch_for_partials(void)
 
 void cli_interrupt_remove_on_signal(const char *path)
 {
-    char *copy = g_strdup(path);
+    unsigned i = __atomic_fetch_add(&npartials, 1, __ATOMIC_RELAXED); /* a slot of our own */
 
-    catch_for_partials();
-    for (unsigned i = 0; i < PARTIAL_SLOTS; i++) {
-        const char *none = NULL;
-        /* release: the handler's acquire load sees the whole string */
-        if (__atomic_compare_exchange_n(&partials[i], &none, copy, false, __ATOMIC_RELEASE,
-                                        __ATOMIC_RELAXED)) {
-            return;
-        }
+    if (i >= PARTIAL_SLOTS) {
+        return; /* the table is full: this one is not removed on a signal */
     }
-    g_free(copy); /* all slots taken: this one is not removed on a signal */
+    catch_for_partials();
+    partials[i].path = g_strdup(path);
+    /* release: the handler's acquire load of @live sees the whole string */
+    __atomic_store_n(&partials[i].live, 1, __ATOMIC_RELEASE);
 }
 
 void cli_interrupt_keep(const char *path)
 {
-    for (unsigned i = 0; i < PARTIAL_SLOTS; i++) {
-        const char *p = __atomic_load_n(&partials[i], __ATOMIC_ACQUIRE); /* pairs: above */
-        if (p && strcmp(p, path) == 0) {
-            /* relaxed: the handler may still unlink the old path, which is
-             * then gone or renamed (ENOENT); the copy is never freed. */
-            __atomic_store_n(&partials[i], NULL, __ATOMIC_RELAXED);
+    unsigned n = MIN(__atomic_load_n(&npartials, __ATOMIC_ACQUIRE), PARTIAL_SLOTS);
+
+    for (unsigned i = 0; i < n; i++) {
+        /* acquire: pairs with the release store that published @path */
+        if (__atomic_load_n(&partials[i].live, __ATOMIC_ACQUIRE) &&
+            strcmp(partials[i].path, path) == 0) {
+            /* relaxed: a handler running now may still unlink the path,
+             * which is then renamed or gone (ENOENT) */
+            __atomic_store_n(&partials[i].live, 0, __ATOMIC_RELAXED);
         }
     }
 }

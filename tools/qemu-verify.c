@@ -85,14 +85,19 @@ static bool compare_chunk(sl_snapshot *snap, unsigned idx, const sl_qemu_backend
     return true;
 }
 
-/* A file-backed block, through our own view of its file registered with the daemon. */
-static bool verify_file(int sock, sl_snapshot *snap, unsigned idx, const sl_qemu_backend *b,
-                        uint64_t *mismatches, GError **errp)
+/*
+ * A file-backed block, through our own view of its file registered with the
+ * daemon at @dsock: tracked where the daemon tracks writes, and reported
+ * (nothing written) before it goes, so that it ends no written-page list.
+ */
+static bool verify_file(const char *dsock, sl_snapshot *snap, unsigned idx,
+                        const sl_qemu_backend *b, uint64_t *mismatches, GError **errp)
 {
-    int fd = open(b->mem_path, O_RDWR | O_CLOEXEC), uffd = -1;
+    int fd = open(b->mem_path, O_RDWR | O_CLOEXEC), uffd = -1, sock = -1;
     uint8_t *map = fd < 0 ? MAP_FAILED : mmap(NULL, b->size, PROT_READ, MAP_SHARED, fd, 0);
-    bool ok = map != MAP_FAILED &&
-              (uffd = sl_client_register(sock, b->id, map, b->size, fd, 0, errp)) >= 0;
+    bool tracked = false, ok = map != MAP_FAILED &&
+              (uffd = sl_client_register_view(dsock, "verify", b->id, map, b->size, fd, &sock,
+                                              &tracked, errp)) >= 0;
 
     if (map == MAP_FAILED) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "verify: %s: %s", b->mem_path, g_strerror(errno));
@@ -101,14 +106,18 @@ static bool verify_file(int sock, sl_snapshot *snap, unsigned idx, const sl_qemu
         ok = compare_chunk(snap, idx, b, off, MIN(CHUNK, b->size - off), map + off, mismatches,
                            errp);
     }
+    if (tracked && !sl_client_report_written(dsock, b->id, map, b->size, 0,
+                                             ok ? errp : NULL)) {
+        ok = false;
+    }
     if (map != MAP_FAILED) {
         munmap(map, b->size);
     }
-    if (fd >= 0) {
-        close(fd);
-    }
-    if (uffd >= 0) {
-        close(uffd);
+    for (unsigned i = 0; i < 3; i++) {
+        int c = (int[]){ uffd, sock, fd }[i];
+        if (c >= 0) {
+            close(c);
+        }
     }
     return ok;
 }
@@ -138,15 +147,14 @@ bool sl_qemu_verify(sl_qmp *q, sl_snapshot *snap, GPtrArray *backends, const cha
 {
     g_autoptr(GHashTable) hva = sl_qemu_ramblock_hvas(q, errp);
     g_autofree char *mempath = g_strdup_printf("/proc/%d/mem", (int)sl_qmp_peer_pid(q));
-    int sock = hva ? sl_client_connect(dsock, "verify", errp) : -1;
     int memfd = -1;
-    bool ok = sock >= 0;
+    bool ok = hva != NULL;
 
     for (guint i = 0; ok && i < backends->len; i++) {
         sl_qemu_backend *b = g_ptr_array_index(backends, i);
         unsigned idx = (unsigned)sl_snapshot_find_block(snap, b->id);
         if (b->mem_path) {
-            ok = verify_file(sock, snap, idx, b, mismatches, errp);
+            ok = verify_file(dsock, snap, idx, b, mismatches, errp);
             continue;
         }
         if (memfd < 0 && (memfd = open(mempath, O_RDONLY | O_CLOEXEC)) < 0) {
@@ -160,9 +168,6 @@ bool sl_qemu_verify(sl_qmp *q, sl_snapshot *snap, GPtrArray *backends, const cha
     }
     if (memfd >= 0) {
         close(memfd);
-    }
-    if (sock >= 0) {
-        close(sock);
     }
     return ok;
 }

@@ -35,6 +35,7 @@
 #include <unistd.h>
 #include <hugetlbfs.h>
 #include "backends/backend.h"
+#include "migration/format/format.h"
 #include "tests/unit/testutil.h"
 #include "tools/qmp.h"
 #include "qtest-util.h"
@@ -300,6 +301,53 @@ static void test_second_restore_refuses_the_ram_file_of_a_running_one(void **sta
     close(lq);
     child_free(&r);
     child_free(&r2);
+}
+
+/*
+ * A stored page of the snapshot is corrupted after the save: the restore
+ * fails, QEMU is ended, and qemu-restore's error names the checksum
+ * mismatch, whether the loader met the page while QEMU was loading its
+ * device state (QEMU then ends before QMP can say why) or later.
+ */
+static void test_corrupt_page_fails_the_restore_naming_the_checksum(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *serial = NULL, *qmp = NULL, *errs = NULL, *log = NULL;
+    g_autoptr(GError) err = NULL;
+    sl_snapshot *s;
+    uint64_t p = 0x100000 / 4096, off;
+    uint8_t byte;
+    int fd, lq, st;
+    child r;
+
+    need(f);
+    boot_and_save(f);
+    s = sl_snapshot_open(f->snap, &err);
+    assert_non_null(s);
+    while (p < s->blocks[0].npages && !sl_snapshot_page_present(s, 0, p)) {
+        p++;
+    }
+    assert_true(p < s->blocks[0].npages);
+    off = s->blocks[0].pages_offset + p * s->blocks[0].page_size + 100;
+    sl_snapshot_close(s);
+    fd = open(f->snap, O_RDWR | O_CLOEXEC);
+    assert_true(fd >= 0 && pread(fd, &byte, 1, (off_t)off) == 1);
+    byte ^= 0x10;
+    assert_true(pwrite(fd, &byte, 1, (off_t)off) == 1);
+    close(fd);
+    serial = path_in(f, "restore.serial");
+    qmp = path_in(f, "restore.qmp");
+    lq = listen_at(qmp);
+    r = start_restore(f, (const char *[]){ "--threads", "1", NULL }, serial, qmp, NULL);
+    st = reap(&r, 60000);
+    errs = slurp(r.err);
+    if (g_spawn_check_wait_status(st, NULL) || !strstr(errs, "checksum mismatch")) {
+        fail_msg("wanted a failure naming the checksum mismatch (status %#x):\n%s", st, errs);
+    }
+    log = slurp(serial);
+    assert_null(strstr(log, "ERR"));
+    close(lq);
+    child_free(&r);
 }
 
 /* Pages of block ram0 that differ between snapshots @a and @b, outside the
@@ -673,9 +721,14 @@ static void punch_ram_file(fixture *f)
     close(fd);
 }
 
+#define VERIFIED 5 /* the restart that also runs --verify: its view must end no list */
+
 /* What happens to the RAM file before restart @i: the extra option it needs, or NULL. */
 static const char *between_runs(fixture *f, unsigned i)
 {
+    if (i == VERIFIED) {
+        return "--verify";
+    }
     if (i == TAMPERED) {
         return tamper_with_ram_file(f);
     }
@@ -695,7 +748,9 @@ static const char *between_runs(fixture *f, unsigned i)
  * missed would show in the comparison.  Before restart TAMPERED another
  * process writes the file, and before PUNCHED punches a hole in it: its
  * list no longer matches the file, is not used, and that restart checks
- * every page.  Each restart's cost is printed.
+ * every page.  Restart VERIFIED also runs --verify, whose own view of the
+ * file must not keep the next restart from its list.  Each restart's cost
+ * is printed.
  */
 static void test_restarts_over_the_reused_ram_file_run_clean(void **state)
 {
@@ -825,7 +880,7 @@ static void test_qemu_restore_refuses_bad_backends_before_starting(void **state)
 
 int main(void)
 {
-    struct CMUnitTest tests[7 * G_N_ELEMENTS(kinds) + 3];
+    struct CMUnitTest tests[7 * G_N_ELEMENTS(kinds) + 4];
     unsigned n = 0;
 
     for (unsigned k = 0; k < G_N_ELEMENTS(kinds); k++) {
@@ -855,6 +910,9 @@ int main(void)
     }
     tests[n] = (struct CMUnitTest)CASE(test_killed_qemu_restore_takes_qemu_with_it, 0);
     tests[n++].name = g_strdup_printf("%s/killed_qemu_restore_takes_qemu_with_it", kinds[0].name);
+    tests[n] = (struct CMUnitTest)CASE(test_corrupt_page_fails_the_restore_naming_the_checksum, 0);
+    tests[n++].name = g_strdup_printf("%s/corrupt_page_fails_the_restore_naming_the_checksum",
+                                      kinds[0].name);
     tests[n] = (struct CMUnitTest)CASE(test_signalled_qemu_restore_ends_qemu_and_leaves_no_files, 0);
     tests[n++].name = g_strdup_printf("%s/signalled_qemu_restore_ends_qemu_and_leaves_no_files",
                                       kinds[0].name);

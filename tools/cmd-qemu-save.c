@@ -28,6 +28,8 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 #include "cli.h"
 #include "client.h"
@@ -221,6 +223,47 @@ static bool parent_fits(const char *path, const char *out, GPtrArray *bs, GError
     return ok;
 }
 
+/* Whether a line of /proc/PID/maps maps the file of @st (its device and inode). */
+static bool maps_line_is(const char *line, const struct stat *st)
+{
+    unsigned maj, min;
+    unsigned long long ino;
+
+    return sscanf(line, "%*s %*s %*s %x:%x %llu", &maj, &min, &ino) == 3 &&
+           maj == major(st->st_dev) && min == minor(st->st_dev) &&
+           ino == (unsigned long long)st->st_ino;
+}
+
+/*
+ * @b's file is the one QEMU maps (its /proc/PID/maps names the file's
+ * device and inode): a RAM file removed or replaced since QEMU opened it is
+ * not the guest's memory, and saving it would store another memory under
+ * this guest's device state.  Unchecked when QEMU's pid is unknown.
+ */
+static bool mapped_by_qemu(sl_qmp *q, const sl_qemu_backend *b, GError **errp)
+{
+    pid_t pid = sl_qmp_peer_pid(q);
+    g_autofree char *path = g_strdup_printf("/proc/%d/maps", (int)pid), *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    struct stat st;
+
+    if (pid <= 0 || !g_file_get_contents(path, &text, NULL, NULL)) {
+        return true;
+    }
+    if (stat(b->mem_path, &st) == 0) {
+        lines = g_strsplit(text, "\n", -1);
+        for (char **l = lines; *l; l++) {
+            if (maps_line_is(*l, &st)) {
+                return true;
+            }
+        }
+    }
+    g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s': %s is not the file QEMU "
+                "(pid %d) maps as guest RAM: it was removed or replaced since QEMU opened it, "
+                "so it does not hold this guest's memory", b->id, b->mem_path, (int)pid);
+    return false;
+}
+
 /* The RAM files of QEMU's backends as `save --raw` inputs (FILE:NAME),
  * checked against @parent if given. */
 static GPtrArray *raw_inputs(sl_qmp *q, const char *dsock, const char *parent, const char *out,
@@ -249,7 +292,7 @@ static GPtrArray *raw_inputs(sl_qmp *q, const char *dsock, const char *parent, c
                         b->mem_path);
             return NULL;
         }
-        if (!memory_idle(b, dsock, errp)) {
+        if (!mapped_by_qemu(q, b, errp) || !memory_idle(b, dsock, errp)) {
             return NULL; /* before the guest is stopped: it runs on untouched */
         }
         g_ptr_array_add(raws, g_strdup_printf("%s:%s", b->mem_path, b->id));

@@ -17,7 +17,9 @@
  *    never reported reading a wrong (zero) page;
  *  - qemu-restore killed, or sent SIGTERM/SIGINT, ends its QEMU (and with a
  *    signal, leaves no socket or temporary file); a second qemu-restore of
- *    a running one's RAM file is refused without touching it.
+ *    a running one's RAM file is refused without touching it;
+ *  - a page corrupted in the snapshot fails the restore by name; qemu-save
+ *    refuses a RAM file that QEMU no longer maps.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -348,6 +350,49 @@ static void test_corrupt_page_fails_the_restore_naming_the_checksum(void **state
     assert_null(strstr(log, "ERR"));
     close(lq);
     child_free(&r);
+}
+
+/*
+ * The guest's RAM file is removed and a file of the same size put in its
+ * place while QEMU runs (QEMU still maps the old one): qemu-save refuses by
+ * name to save that file as the guest's memory, and writes no snapshot.
+ */
+static void test_qemu_save_refuses_a_ram_file_qemu_no_longer_maps(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *serial = path_in(f, "boot.serial"), *qmp = path_in(f, "boot.qmp");
+    g_autofree char *saveqmp = path_in(f, "save.qmp"), *out = path_in(f, "other.sl");
+    g_autofree char *errs = NULL;
+    g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+    const char *save[] = { g_getenv("SNAPLOAD_BIN"), "qemu-save", "--qmp", saveqmp, "-o", out,
+                           NULL };
+    g_autoptr(GError) err = NULL;
+    int lfd = listen_at(qmp), st = -1, fd;
+    child qemu;
+    sl_qmp *q;
+
+    need(f);
+    qemu_args(argv, f, serial, qmp);
+    add2(argv, "-qmp", g_strdup_printf("unix:%s,server=on,wait=off", saveqmp));
+    qemu = spawn(f, argv, NULL);
+    q = accept_qmp(lfd, &qemu);
+    wait_walker(serial, 1, 1);
+    assert_int_equal(unlink(f->memfile), 0);
+    fd = open(f->memfile, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    assert_true(fd >= 0 && ftruncate(fd, (off_t)RAM_MB << 20) == 0);
+    close(fd);
+    if (!g_spawn_sync(NULL, (char **)save, NULL, G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, NULL,
+                      &errs, &st, &err)) {
+        fail_msg("running qemu-save: %s", err->message);
+    }
+    if (g_spawn_check_wait_status(st, NULL) || !strstr(errs, "is not the file QEMU")) {
+        fail_msg("wanted qemu-save refused naming the replaced file (status %#x):\n%s", st, errs);
+    }
+    assert_int_equal(access(out, F_OK), -1);
+    sl_qmp_ok(q, "quit", NULL, NULL);
+    sl_qmp_close(q);
+    reap(&qemu, 30000);
+    close(lfd);
 }
 
 /* Pages of block ram0 that differ between snapshots @a and @b, outside the
@@ -880,7 +925,7 @@ static void test_qemu_restore_refuses_bad_backends_before_starting(void **state)
 
 int main(void)
 {
-    struct CMUnitTest tests[7 * G_N_ELEMENTS(kinds) + 4];
+    struct CMUnitTest tests[7 * G_N_ELEMENTS(kinds) + 5];
     unsigned n = 0;
 
     for (unsigned k = 0; k < G_N_ELEMENTS(kinds); k++) {
@@ -910,6 +955,9 @@ int main(void)
     }
     tests[n] = (struct CMUnitTest)CASE(test_killed_qemu_restore_takes_qemu_with_it, 0);
     tests[n++].name = g_strdup_printf("%s/killed_qemu_restore_takes_qemu_with_it", kinds[0].name);
+    tests[n] = (struct CMUnitTest)CASE(test_qemu_save_refuses_a_ram_file_qemu_no_longer_maps, 0);
+    tests[n++].name = g_strdup_printf("%s/qemu_save_refuses_a_ram_file_qemu_no_longer_maps",
+                                      kinds[0].name);
     tests[n] = (struct CMUnitTest)CASE(test_corrupt_page_fails_the_restore_naming_the_checksum, 0);
     tests[n++].name = g_strdup_printf("%s/corrupt_page_fails_the_restore_naming_the_checksum",
                                       kinds[0].name);

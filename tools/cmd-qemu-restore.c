@@ -430,7 +430,7 @@ static bool wait_vu_socket(const qr *r, pid_t pid, const char *path, GError **er
         }
         g_usleep(10000); /* an external process starting: no event to wait on */
     }
-    if (!*errp) {
+    if (!errp || !*errp) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "--vhost-user: no socket %s after %d s",
                     path, VU_READY_MS / 1000);
     }

@@ -27,6 +27,7 @@
  * wake-up, never a lost one).  Waiting is for tests and slow paths: the
  * fault thread watches instead.
  */
+#include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <stdatomic.h>
@@ -34,6 +35,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <glib.h>
+#include "snapload/snapload.h"
 #include "large.h"
 #include "pagemap.h"
 
@@ -55,7 +57,7 @@ struct sl_pagemap {
     void *notify_opaque;
 };
 
-sl_pagemap *sl_pagemap_new(uint64_t npages)
+sl_pagemap *sl_pagemap_new(uint64_t npages, GError **errp)
 {
     sl_pagemap *m = g_new0(sl_pagemap, 1);
 
@@ -63,7 +65,10 @@ sl_pagemap *sl_pagemap_new(uint64_t npages)
     /* Whole 32-bit words: a futex may look at the word holding the last byte. */
     m->state = sl_large_map(&m->mem, (npages / 4 + 1) * sizeof(uint32_t));
     if (!m->state) {
-        g_error("page map of %" G_GUINT64_FORMAT " pages: out of memory", npages); /* as g_new0() */
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "page map of %" G_GUINT64_FORMAT " pages: %s",
+                    npages, g_strerror(errno));
+        g_free(m);
+        return NULL;
     }
     return m;
 }

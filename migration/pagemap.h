@@ -25,8 +25,9 @@ enum { SL_PAGE_ABSENT = 0, SL_PAGE_CLAIMED = 1, SL_PAGE_PRESENT = 2, SL_PAGE_POI
 
 typedef struct sl_pagemap sl_pagemap;
 
-/** sl_pagemap_new: a map of @npages pages, all ABSENT. */
-sl_pagemap *sl_pagemap_new(uint64_t npages);
+/** sl_pagemap_new: a map of @npages pages, all ABSENT; NULL with @errp if
+ * its memory cannot be had. */
+sl_pagemap *sl_pagemap_new(uint64_t npages, GError **errp);
 
 /**
  * sl_pagemap_set_notify: have @fn(@opaque) called by whichever thread

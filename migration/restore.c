@@ -437,9 +437,12 @@ static bool may_move(const sl_restore *r, const sl_region *reg)
            SL_MOVE_BYTES % reg->unit == 0 && sl_uffd_has_features(UFFD_FEATURE_MOVE);
 }
 
-/* Fix units and chunk numbering once backends have told their page size. */
-static void layout_regions(sl_restore *r)
+/* Fix units and chunk numbering once backends have told their page size;
+ * false with @errp if a page map cannot be had (its region keeps none). */
+static bool layout_regions(sl_restore *r, GError **errp)
 {
+    bool ok = true;
+
     uint64_t chunk = 0, remaining = 0;
 
     for (guint i = 0; i < r->regions->len; i++) {
@@ -447,7 +450,8 @@ static void layout_regions(sl_restore *r)
         reg->unit = MAX(reg->blk->page_size, reg->mem.page_size);
         reg->ratio = reg->unit / reg->blk->page_size;
         reg->nunits = reg->mem.length / reg->unit;
-        reg->map = sl_pagemap_new(reg->nunits);
+        reg->map = ok ? sl_pagemap_new(reg->nunits, errp) : NULL;
+        ok = ok && reg->map;
         reg->move = may_move(r, reg);
         reg->chunk_units = MAX(1, (reg->move ? SL_MOVE_BYTES : SL_CHUNK_BYTES) / reg->unit);
         reg->claim_units = MAX(1, SL_CLAIM_BYTES / reg->unit);
@@ -461,7 +465,9 @@ static void layout_regions(sl_restore *r)
         }
     }
     r->total_chunks = chunk;
+    /* relaxed: set before any thread that counts it down is started */
     atomic_store_explicit(&r->remaining, remaining, memory_order_relaxed);
+    return ok;
 }
 
 /* Bytes region @reg's stored pages take in its memory (zero pages stay holes). */
@@ -626,7 +632,8 @@ bool sl_restore_start(sl_restore *r, GError **errp)
     r->started = true;
     r->t_start = sl_now_ns();
     ok = prepare_regions(r, errp);
-    layout_regions(r); /* also when prepare failed: stopping seals by these maps */
+    /* also when prepare failed: stopping seals by these maps */
+    ok = layout_regions(r, ok ? errp : NULL) && ok;
     if (!ok || !register_regions(r, errp)) {
         sl_engine_fail(r, -EINVAL);
         return false;

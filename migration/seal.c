@@ -64,7 +64,9 @@ static bool seal_view(sl_region *reg, sl_view *v)
 
     for (uint64_t u = 0; u < reg->nunits;) {
         uint64_t end = u;
-        while (end < reg->nunits && sl_pagemap_state(reg->map, end) != SL_PAGE_PRESENT) {
+        /* no map: the restore failed before any page was placed */
+        while (end < reg->nunits &&
+               (!reg->map || sl_pagemap_state(reg->map, end) != SL_PAGE_PRESENT)) {
             end++;
         }
         if (end > u) {

@@ -57,7 +57,7 @@ static void test_claim_is_exclusive_under_racing_threads(void **state)
     GThread *th[NTHREADS], *waiters[2];
     g_autofree _Atomic uint32_t *wins = g_new0(_Atomic uint32_t, NPAGES);
     g_autofree uint64_t *data = g_new0(uint64_t, NPAGES);
-    sl_pagemap *m = sl_pagemap_new(NPAGES);
+    sl_pagemap *m = sl_pagemap_new(NPAGES, NULL);
     uint64_t twice, never;
 
     for (unsigned w = 0; w < 2; w++) {
@@ -101,7 +101,7 @@ static gpointer wait_one(gpointer opaque)
 
 static void test_waiter_sleeps_until_publish(void **state)
 {
-    sl_pagemap *m = sl_pagemap_new(4);
+    sl_pagemap *m = sl_pagemap_new(4, NULL);
     waiter_arg a = { .m = m, .page = 2 };
     GThread *t;
 
@@ -117,7 +117,7 @@ static void test_waiter_sleeps_until_publish(void **state)
 
 static void test_unclaimed_page_can_be_claimed_again(void **state)
 {
-    sl_pagemap *m = sl_pagemap_new(8);
+    sl_pagemap *m = sl_pagemap_new(8, NULL);
 
     assert_true(sl_pagemap_claim(m, 3));
     assert_false(sl_pagemap_claim(m, 3));
@@ -130,9 +130,20 @@ static void test_unclaimed_page_can_be_claimed_again(void **state)
     sl_pagemap_free(m);
 }
 
+/* A map whose memory cannot be had is an error for the caller, not an abort. */
+static void test_map_too_large_for_memory_is_an_error(void **state)
+{
+    GError *err = NULL;
+
+    assert_null(sl_pagemap_new(UINT64_MAX / 8, &err));
+    assert_non_null(err);
+    assert_non_null(strstr(err->message, "page map of"));
+    g_error_free(err);
+}
+
 static void test_audit_counts_double_and_missing_placements(void **state)
 {
-    sl_pagemap *m = sl_pagemap_new(10);
+    sl_pagemap *m = sl_pagemap_new(10, NULL);
     uint64_t twice, never;
 
     sl_pagemap_note_placed(m, 0, 5);
@@ -150,6 +161,7 @@ int main(void)
         cmocka_unit_test(test_waiter_sleeps_until_publish),
         cmocka_unit_test(test_unclaimed_page_can_be_claimed_again),
         cmocka_unit_test(test_audit_counts_double_and_missing_placements),
+        cmocka_unit_test(test_map_too_large_for_memory_is_an_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

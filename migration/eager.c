@@ -10,6 +10,9 @@
 #include <errno.h>
 #include "migration/format/format.h"
 
+/* One eager thread's work: filled in by the caller before the thread
+ * starts, read-only to it but @ret, which it writes and the caller reads
+ * after joining it. */
 typedef struct {
     sl_snapshot *snap;
     unsigned block;

@@ -149,6 +149,7 @@ void sl_units_done(sl_restore *r, uint64_t n)
 {
     /* acq_rel: the last decrement sees every earlier publish. */
     if (n && atomic_fetch_sub_explicit(&r->remaining, n, memory_order_acq_rel) == n) {
+        /* relaxed: a figure for sl_restore_get_stats(), ordered with nothing */
         atomic_store_explicit(&r->t_complete, sl_now_ns(), memory_order_relaxed);
         sl_engine_kick(r->ctl_efd);
     }
@@ -296,6 +297,8 @@ int sl_refuse_unit(sl_restore *r, sl_region *reg, uint64_t u, const uint8_t *sta
 
     add(&r->c.checksum_failures, 1);
     note_bad_page(r, reg, u, staged);
+    /* relaxed: sl_units_done() below counts @remaining down (acq_rel) after
+     * it, and finish() (fault.c) reads it only once it saw 0 (acquire) */
     atomic_compare_exchange_strong_explicit(&r->page_error, &expect, -EBADMSG,
                                             memory_order_relaxed, memory_order_relaxed);
     if (reg->mem.ops->discard) {
@@ -468,7 +471,7 @@ int sl_commit_kept(sl_restore *r, sl_region *reg, uint64_t u, uint64_t n, int wh
 }
 
 /*
- * Units [u, u+n) of @reg are proven (csums.c): the bitmap bits that say
+ * Units [u, u+n) of @reg are proven (segments.c): the bitmap bits that say
  * which of their pages are zero, and the checksums that will check the
  * others, match their segment digests.  Nothing may act on those bits
  * before.  A segment that does not match fails the restore, naming it.

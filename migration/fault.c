@@ -178,7 +178,8 @@ static int serve_fault(fault_ctx *fc, sl_region *reg, sl_view *v, uint64_t u, ui
  * gave the unit back (unclaim), is covered by the watch: settling a watched
  * unit kicks the fault thread, which retries the deferred fault
  * (settle_deferred): it maps the unit there (EEXIST: it wakes the range),
- * or claims and serves it.  Returns 0 when served, or -errno.
+ * or claims and serves it.  Returns 0 when served, 1 when deferred so, or
+ * -errno.
  */
 static int serve_other(fault_ctx *fc, sl_region *reg, sl_view *v, uint64_t u, uint64_t t0)
 {
@@ -220,6 +221,7 @@ static void handle_fault(fault_ctx *fc, int uffd, uint64_t addr)
     int ret;
 
     add(&r->c.faults, 1);
+    /* relaxed: the first fault's time, a figure ordered with nothing */
     atomic_compare_exchange_strong_explicit(&r->t_first_fault, &zero, t0,
                                             memory_order_relaxed, memory_order_relaxed);
     if (!find_view(r, uffd, addr, &reg, &v)) {
@@ -345,6 +347,9 @@ static void let_views_go(sl_restore *r)
 static bool finish(sl_restore *r, uint64_t gen)
 {
     int expect = -EINPROGRESS;
+    /* relaxed: ordered by the acquire load of @remaining == 0 before the
+     * call, which pairs with the acq_rel count-down sl_refuse_unit() does
+     * after its CAS of @page_error */
     int final = atomic_load_explicit(&r->page_error, memory_order_relaxed);
     bool track = r->cfg.track_writes;
 

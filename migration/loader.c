@@ -30,6 +30,9 @@
  * vCPU's 1024, so a vCPU sharing a CPU with one keeps about 90 % of it. */
 #define LOADER_NICE 10
 
+/* One loader thread's own state: made by the thread that starts it, then
+ * owned by the loader alone until it is joined (@r and @g are shared, with
+ * the rules of their own fields). */
 typedef struct {
     sl_restore *r;
     sl_group *g;           /* the node this loader serves */
@@ -506,6 +509,7 @@ static gpointer loader_thread(gpointer opaque)
     sl_run run;
     sl_work from;
 
+    /* acquire: pairs with the release store of @stopping in the stop path */
     while (!atomic_load_explicit(&r->stopping, memory_order_acquire) &&
            next_run(lc, &run, &pre, &from)) {
         int cpu = sched_getcpu(), ret;

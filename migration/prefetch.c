@@ -326,12 +326,17 @@ static bool next_hint(sl_restore *r, sl_group *g, sl_run *out)
         uint64_t v, u;
         sl_region *reg;
 
+        /* relaxed: only hands out slot numbers among the group's loaders;
+         * the slot's contents are ordered by the acquire of @hint_seq above */
         if (!atomic_compare_exchange_weak_explicit(&g->next_hint, &h, take + 1,
                                                    memory_order_relaxed,
                                                    memory_order_relaxed)) {
             continue;
         }
         h = take + 1;
+        /* relaxed: written before the release store of @hint_seq that the
+         * acquire load above saw (a hint overwritten since is only a hint:
+         * the unit it names is claimed like any other) */
         v = atomic_load_explicit(&r->hints[take % SL_HINTS], memory_order_relaxed);
         reg = g_ptr_array_index(r->regions, (guint)(v >> 48));
         u = v & ((1ull << 48) - 1);

@@ -160,6 +160,7 @@ static void queue_redo(sl_restore *r, GArray *units)
         g_free(r->groups[g].redo);
         r->groups[g].nredo = lists[g]->len;
         r->groups[g].redo = (sl_run *)(void *)g_array_free(lists[g], false);
+        /* relaxed: the loaders are joined here; starting them orders it */
         atomic_store_explicit(&r->groups[g].next_redo, 0, memory_order_relaxed);
     }
 }

@@ -116,10 +116,12 @@ static bool check_attach(sl_restore *r, int idx, const char *name, void *addr,
  */
 static bool publish_view(sl_restore *r, sl_region *reg, sl_view *v)
 {
+    /* relaxed: views_lock is held (or @r is ours alone): publishers are serialized */
     unsigned n = atomic_load_explicit(&reg->nviews, memory_order_relaxed);
 
     for (unsigned j = 0; j < n; j++) {
         sl_view *old = sl_region_view(reg, j);
+        /* relaxed: @dead is set once and never cleared; views_lock orders the rest */
         if (!old->own && atomic_load_explicit(&old->dead, memory_order_relaxed)) {
             g_ptr_array_add(reg->dead_views, old);
             /* Release: @v is complete before a reader can load it. */
@@ -257,6 +259,7 @@ static const sl_region *uffd_in_use(sl_restore *r, int uffd)
 
     for (guint i = 0; i < r->regions->len; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
+        /* relaxed, here and for @dead below: the caller holds views_lock */
         unsigned nv = atomic_load_explicit(&reg->nviews, memory_order_relaxed);
         for (unsigned j = 0; j < nv; j++) {
             sl_view *v = sl_region_view(reg, j);
@@ -285,6 +288,8 @@ static const sl_view *first_live_view(const sl_region *reg)
 
     for (unsigned j = 0; j < nv; j++) {
         const sl_view *v = sl_region_view(reg, j);
+        /* relaxed: only a check of the caller's intent (anonymous memory has one
+         * view); a view dying meanwhile changes nothing it protects */
         if (!atomic_load_explicit(&((sl_view *)v)->dead, memory_order_relaxed)) {
             return v;
         }
@@ -318,6 +323,7 @@ void sl_restore_remove_views(sl_restore *r, uint64_t tag)
     g_mutex_lock(&r->views_lock);
     for (guint i = 0; i < r->regions->len; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
+        /* relaxed: views_lock is held */
         unsigned nv = atomic_load_explicit(&reg->nviews, memory_order_relaxed);
         for (unsigned j = 0; j < nv; j++) {
             sl_view *v = sl_region_view(reg, j);
@@ -759,6 +765,7 @@ static void free_view(sl_view *v)
 
 static void free_region(sl_region *reg)
 {
+    /* relaxed: the restore is being freed, every other thread joined */
     unsigned nv = atomic_load_explicit(&reg->nviews, memory_order_relaxed);
 
     for (unsigned j = 0; j < nv; j++) {
@@ -856,8 +863,12 @@ void sl_restore_get_stats(const sl_restore *r, sl_stats *out)
     s.checksum_ms = (double)LOAD(checksum_ns) / 1e6;
     s.loader_ms = (double)LOAD(loader_ns_max) / 1e6;
     s.time_to_ready_ms = ms_since(r->t_start, r->t_ready);
-    s.time_to_first_fault_ms = ms_since(r->t_start, atomic_load(&r->t_first_fault));
-    s.time_to_complete_ms = ms_since(r->t_start, atomic_load(&r->t_complete));
+    /* Timestamps, written relaxed once (fault.c, sl_units_done()): a
+     * figure, ordered with nothing else; 0 while not reached. */
+    s.time_to_first_fault_ms = ms_since(r->t_start, atomic_load_explicit(&r->t_first_fault,
+                                                                         memory_order_relaxed));
+    s.time_to_complete_ms = ms_since(r->t_start, atomic_load_explicit(&r->t_complete,
+                                                                      memory_order_relaxed));
     s.fault_p50_us = (double)sl_hist_percentile(&r->fault_hist, 50) / 1e3;
     s.fault_p99_us = (double)sl_hist_percentile(&r->fault_hist, 99) / 1e3;
     s.fault_max_us = (double)sl_hist_max(&r->fault_hist) / 1e3;

@@ -12,6 +12,11 @@
 #include <glib.h>
 #include "snapload/snapload.h"
 
+/*
+ * The subcommands: each parses its own options from @argc/@argv (argv[0]
+ * is the subcommand's name) and returns the process's exit status (0 ok,
+ * 1 failed, 2 bad usage), printing what went wrong.
+ */
 int cmd_save(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
@@ -198,10 +203,13 @@ typedef struct {
     bool first;
 } cli_json;
 
+/** json_begin: starts an empty object in @j. */
 void json_begin(cli_json *j);
+/** json_u64, json_int, json_double, json_bool: adds member @key with value @v. */
 void json_u64(cli_json *j, const char *key, uint64_t v);
 void json_int(cli_json *j, const char *key, int64_t v);
 void json_double(cli_json *j, const char *key, double v);
+/** json_str: adds member @key with the string @v (not NULL), escaped. */
 void json_str(cli_json *j, const char *key, const char *v);
 void json_bool(cli_json *j, const char *key, bool v);
 /** Inserts @raw (already JSON) as the value of @key. */

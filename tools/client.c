@@ -402,6 +402,8 @@ bool sl_client_wait_done(int sock)
     return expect(sock, SL_MSG_DONE, &m, NULL);
 }
 
+/* Handed to the sl-supervise thread, which owns it from then on (and
+ * frees it): the caller keeps no reference. */
 typedef struct {
     int sock;
     int uffd;              /* tracked: closed when the daemon hangs up after DONE, or -1 */

@@ -325,7 +325,8 @@ static int run_lazy(const opts *o, results *res)
 }
 
 /* The eager load of every block, in a thread of its own when a timeline is
- * sampled beside it. */
+ * sampled beside it.  @o and @l are set before the thread starts and read
+ * by both; @ret is the loader's, read by the caller after joining it. */
 typedef struct {
     const opts *o;
     loaded *l;
@@ -342,6 +343,7 @@ static gpointer eager_thread(gpointer p)
                                (unsigned)j->o->eager_threads,
                                !j->o->no_checksum && !j->o->eager_no_checksum);
     }
+    /* Release: pairs with the sampler's acquire load of done. */
     atomic_store_explicit(&j->done, true, memory_order_release);
     return NULL;
 }

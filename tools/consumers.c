@@ -19,6 +19,13 @@
 
 #define MAX_CONSUMERS 16
 
+/*
+ * A page shared (MAP_SHARED anonymous) between the parent and its consumer
+ * children: @go and @stop are written by the parent (release) and read by
+ * the children (acquire); child i alone counts into slot i of the arrays
+ * (relaxed: plain counters), which the parent reads after reaping it (the
+ * exit orders them).
+ */
 typedef struct {
     _Atomic int go, stop;
     _Atomic uint64_t touched[MAX_CONSUMERS];
@@ -270,6 +277,7 @@ bool consumers_finish(consumers *c, consumer_totals *out, GError **errp)
     consumer_totals sum = { 0 };
     bool ok = true;
 
+    /* Release: pairs with the children's acquire load of stop. */
     atomic_store_explicit(&c->sh->stop, 1, memory_order_release);
     for (unsigned i = 0; i < c->n; i++) {
         int status = 0;

@@ -102,6 +102,7 @@ static gpointer touch_thread(gpointer opaque)
         }
     }
     now = sl_now_ns();
+    /* relaxed: a maximum of times, read after the threads are joined */
     prev = atomic_load_explicit(&t->done_ns, memory_order_relaxed);
     while (now > prev && !atomic_compare_exchange_weak_explicit(
                &t->done_ns, &prev, now, memory_order_relaxed, memory_order_relaxed)) {
@@ -138,6 +139,7 @@ void touch_wait(touch_ctx *t)
 
 void touch_stop(touch_ctx *t)
 {
+    /* Release: pairs with the touch threads' acquire load of stop. */
     atomic_store_explicit(&t->stop, true, memory_order_release);
     for (unsigned i = 0; i < t->nthreads; i++) {
         g_thread_join(t->threads[i]);

@@ -67,7 +67,7 @@ enum { SL_MR_VER = 0, SL_MR_PAGESIZE = 4, SL_MR_BITMAP = 12, SL_MR_PAGES = 20 };
  * One RAM block as loaded by the reader.  Immutable after open, except the
  * checksum array of a lazily opened snapshot: each segment of csums is
  * written once, by the thread that moves its seg_state from ABSENT to
- * LOADING, before LOADED is published (csums.c).  Until its segment is
+ * LOADING, before LOADED is published (segments.c).  Until its segment is
  * LOADED (proven against its digest), the bitmap words of a lazily opened
  * block are only what the file says, and nothing may act on them.
  */
@@ -255,7 +255,7 @@ static inline uint64_t sl_nsegs(uint64_t npages)
 }
 
 /**
- * sl_seg_digest (csums.c): the digest of segment @seg of a block of
+ * sl_seg_digest (segments.c): the digest of segment @seg of a block of
  * @npages pages: XXH3(its bitmap words ‖ its checksum entries), both as
  * stored (little-endian); @bitmap_le and @csums_le are the whole arrays.
  */
@@ -263,7 +263,7 @@ uint64_t sl_seg_digest(const uint64_t *bitmap_le, const uint64_t *csums_le, uint
                        uint64_t seg);
 
 /**
- * sl_csums_get (csums.c): pages [@first, @first + @n) of @b are proven:
+ * sl_csums_get (segments.c): pages [@first, @first + @n) of @b are proven:
  * their segments' bitmap words and checksum entries match the segment
  * digests (a no-op unless the snapshot was opened lazily, when everything
  * was proven at open).  Returns 0, -EBADMSG if a segment does not match its
@@ -284,7 +284,6 @@ bool sl_regions_claim(sl_regions *rs, uint64_t start, uint64_t len, GError **err
                       const char *fmt, ...) G_GNUC_PRINTF(5, 6);
 bool sl_regions_check(sl_regions *rs, GError **errp);
 
-/** sl_read_at: reads @len bytes at @off naming @what in the error (a short file: FORMAT). */
 /**
  * sl_snapshot_read_pages_fd: sl_snapshot_read_pages() through @fd, another
  * open file of the snapshot (a reader with its own readahead state).
@@ -301,6 +300,7 @@ int sl_snapshot_read_pages_fd(sl_snapshot *s, int fd, unsigned block, uint64_t f
 int sl_snapshot_read_stored_fd(sl_snapshot *s, int fd, unsigned block, uint64_t first, uint64_t n,
                                void *buf);
 
+/** sl_read_at: reads @len bytes at @off naming @what in the error (a short file: FORMAT). */
 bool sl_read_at(int fd, void *buf, size_t len, uint64_t off, const char *what, GError **errp);
 
 /** A format error naming what is wrong; evaluates to false. */

@@ -226,7 +226,7 @@ static bool check_bitmap_counts(sl_block *b, unsigned i, GError **errp)
 /*
  * Reads the bitmap and the segment digests; a full open also reads and
  * proves the whole checksum array.  Lazily (little-endian hosts only) the
- * array is left to csums.c, which proves each segment before its first use.
+ * array is left to segments.c, which proves each segment before its first use.
  */
 static bool load_block_meta(ctx *c, sl_block *b, unsigned i, uint64_t meta_csum,
                             GError **errp)

@@ -10,6 +10,7 @@
  * process that handed its uffd over (a VMM through the restore daemon).
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -54,9 +55,46 @@ static bool anon_map(sl_mem *m, uint64_t length, uint64_t hugepage, GError **err
  * view, handed over) was registered by that process as it mapped it, fresh:
  * there is nothing of ours to empty.
  */
+/*
+ * The caller's memory at @m->host must be private anonymous memory: what
+ * MADV_DONTNEED empties and MISSING faults see as missing.  A shared or
+ * file mapping keeps its pages through DONTNEED, so every placement would
+ * find a page there (EEXIST) and the old bytes would stay, unnoticed.
+ */
+static bool private_anonymous(const sl_mem *m, GError **errp)
+{
+    uint64_t a = (uintptr_t)m->host, b = a + m->length;
+    g_autofree char *maps = NULL;
+    g_auto(GStrv) lines = NULL;
+
+    if (!g_file_get_contents("/proc/self/maps", &maps, NULL, NULL)) {
+        return true; /* no /proc: madvise() below is the only check */
+    }
+    lines = g_strsplit(maps, "\n", -1);
+    for (char **l = lines; *l; l++) {
+        uint64_t start, end, ino;
+        char perms[8], path[256] = "";
+
+        if (sscanf(*l, "%" G_GINT64_MODIFIER "x-%" G_GINT64_MODIFIER "x %7s %*s %*s %"
+                   G_GINT64_MODIFIER "u %255[^\n]", &start, &end, perms, &ino, path) < 4 ||
+            end <= a || start >= b || (perms[3] == 'p' && ino == 0)) {
+            continue;
+        }
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "anonymous block at %p: the memory at "
+                    "%#" G_GINT64_MODIFIER "x is not private anonymous memory (%s %s): map it "
+                    "MAP_PRIVATE|MAP_ANONYMOUS, or attach a shared file with "
+                    "sl_restore_attach_file()", m->host, start, perms, g_strstrip(path));
+        return false;
+    }
+    return true;
+}
+
 static bool anon_prepare(sl_mem *m, GError **errp)
 {
     m->page_size = (uint64_t)sysconf(_SC_PAGESIZE);
+    if (m->host && !private_anonymous(m, errp)) {
+        return false;
+    }
     if (m->host && madvise(m->host, m->length, MADV_DONTNEED) < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "madvise(DONTNEED) on %p: %s "
                     "(is it private anonymous memory?)", m->host, g_strerror(errno));

@@ -546,7 +546,13 @@ static bool spawn_group(sl_restore *r, sl_group *g, uint64_t max_units, unsigned
         lc->bad = g_new0(bool, max_units);
         lc->check = r->cfg.keep_memory ? g_malloc(CHECK_BYTES) : NULL;
         lc->direct = r->direct_fd >= 0 ? sl_direct_new(r->direct_fd, r->max_chunk) : NULL;
-        if ((r->max_chunk && !(lc->buf = sl_large_map(&lc->bufmap, r->max_chunk))) ||
+        bool no_buf = r->max_chunk && !(lc->buf = sl_large_map(&lc->bufmap, r->max_chunk));
+
+        if (no_buf) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "loader %u's buffer of %" G_GUINT64_FORMAT
+                        " bytes: %s", *slot, r->max_chunk, g_strerror(errno));
+        }
+        if (no_buf ||
             !(r->loaders[*slot] = g_thread_try_new("sl-loader", loader_thread, lc, errp))) {
             sl_direct_free(lc->direct);
             sl_large_unmap(&lc->bufmap);

@@ -56,6 +56,12 @@ sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GErr
         sl_restore_free(r);
         return NULL;
     }
+    if (r->cfg.loader_threads > SL_MAX_LOADER_THREADS) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "loader_threads %u: at most %u per node",
+                    r->cfg.loader_threads, SL_MAX_LOADER_THREADS);
+        sl_restore_free(r);
+        return NULL;
+    }
     if (r->cfg.direct_reads > SL_DIRECT_ALWAYS) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "direct_reads %u: not SL_DIRECT_AUTO, "
                     "SL_DIRECT_OFF or SL_DIRECT_ALWAYS", r->cfg.direct_reads);

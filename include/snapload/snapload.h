@@ -14,6 +14,14 @@
  * Conventions: setup and parsing functions return bool and fill a GError;
  * functions on the fault path return 0 or a negative errno.  Every handle is
  * opaque.  Exported symbols are versioned (SNAPLOAD_1.0, see snapload.map).
+ *
+ * Limits the caller must respect: the snapshot outlives every restore made
+ * from it; memory attached as anonymous is private anonymous memory
+ * (checked at start); and a process that forks while a restore is still
+ * filling its memory must not let the child touch that memory: the kernel
+ * does not carry the userfaultfd registration into the child, so the child
+ * would see holes as zeros (mark such memory MADV_DONTFORK, or fork only
+ * once sl_restore_wait() returned 0).
  */
 #ifndef SNAPLOAD_SNAPLOAD_H
 #define SNAPLOAD_SNAPLOAD_H
@@ -318,11 +326,15 @@ typedef enum {
     SL_BACKEND_HUGETLBFS = 2, /**< hugetlbfs file (2 MiB or 1 GiB): MINOR + CONTINUE */
 } sl_backend_kind;
 
+/** The most loader threads per node sl_restore_new() accepts. */
+#define SL_MAX_LOADER_THREADS 256
+
 /** Restore settings; zero-initialise, set size = sizeof, then override. */
 typedef struct {
     uint32_t size;             /**< sizeof(sl_restore_config), for versioning  */
     unsigned loader_threads;   /**< loaders per NUMA node; 0 = one per CPU of the node (at
-                                    least 1; they run at a low priority) */
+                                    least 1; they run at a low priority); at most
+                                    SL_MAX_LOADER_THREADS */
     bool no_checksum;          /**< skip checksum verification (trusted file); forced
                                     for a snapshot without checksums */
     bool no_loaders;           /**< serve faults only (for tests/benchmarks)  */
@@ -535,7 +547,9 @@ sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GErr
  * registered its fresh mapping in MISSING mode and hands its uffd over
  * with sl_restore_add_view() (one view: anonymous memory is private), as
  * a VMM does through the restore daemon; pages are then placed with
- * UFFDIO_COPY into that process.
+ * UFFDIO_COPY into that process.  Anonymous memory must be private
+ * (MAP_PRIVATE|MAP_ANONYMOUS): sl_restore_start() refuses a shared or file
+ * mapping, whose old pages would survive the restore.
  */
 bool sl_restore_attach(sl_restore *r, const char *block_name, void *addr,
                        uint64_t length, sl_backend_kind kind, GError **errp);

@@ -1940,7 +1940,12 @@ static void test_attach_rejects_wrong_length_unknown_block_and_late_calls(void *
     g_autoptr(GError) err = NULL;
     sl_restore *r;
 
+    sl_restore_config many = { .size = sizeof(many), .loader_threads = SL_MAX_LOADER_THREADS + 1 };
+
     fixture_build(&f, 1 << 20, 0, 0);
+    assert_null(sl_restore_new(f.snap, &many, &err));
+    assert_non_null(strstr(err->message, "loader_threads"));
+    g_clear_error(&err);
     r = sl_restore_new(f.snap, NULL, &err);
     assert_false(sl_restore_start(r, &err));
     assert_non_null(strstr(err->message, "attach"));
@@ -1957,6 +1962,48 @@ static void test_attach_rejects_wrong_length_unknown_block_and_late_calls(void *
     assert_false(sl_restore_attach(r, "b0", f.mem[0].host, 1 << 20, bc.kind, &err));
     g_clear_error(&err);
     sl_restore_free(r);
+    sl_mem_release(&f.mem[0]);
+    sl_snapshot_close(f.snap);
+    sl_test_rmdir(f.dir);
+    g_free(f.path);
+}
+
+/*
+ * An anonymous block whose memory is a shared mapping (of a memfd, or
+ * MAP_SHARED|MAP_ANONYMOUS) holding other bytes is refused at start: such
+ * memory keeps its pages through MADV_DONTNEED, so every placement would
+ * find a page there and the old bytes would stay.
+ */
+static void test_anon_block_on_shared_memory_is_refused_at_start(void **state)
+{
+    backend_case bc = backend_cases[0];
+    fixture f = { .bc = &bc };
+    const size_t len = 1 << 20;
+
+    fixture_build(&f, len, 0, 0);
+    for (int k = 0; k < 2; k++) {
+        g_autoptr(GError) err = NULL;
+        int fd = k == 0 ? memfd_create("shared-anon", MFD_CLOEXEC) : -1;
+        uint8_t *m;
+        sl_restore *r;
+
+        assert_true(k == 1 || (fd >= 0 && ftruncate(fd, (off_t)len) == 0));
+        m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | (fd < 0 ? MAP_ANONYMOUS : 0),
+                 fd, 0);
+        assert_true(m != MAP_FAILED);
+        memset(m, 'X', len);
+        r = sl_restore_new(f.snap, NULL, &err);
+        assert_true(sl_restore_attach(r, "b0", m, len, bc.kind, &err));
+        assert_false(sl_restore_start(r, &err));
+        if (!strstr(err->message, "not private anonymous memory")) {
+            fail_msg("mapping %d: %s", k, err->message);
+        }
+        sl_restore_free(r);
+        munmap(m, len);
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
     sl_mem_release(&f.mem[0]);
     sl_snapshot_close(f.snap);
     sl_test_rmdir(f.dir);
@@ -2469,7 +2516,7 @@ static const feature features[] = {
 int main(void)
 {
     size_t nb = G_N_ELEMENTS(backend_cases), nf = G_N_ELEMENTS(features), n = 0;
-    struct CMUnitTest *tests = g_new0(struct CMUnitTest, nb * nf + 6);
+    struct CMUnitTest *tests = g_new0(struct CMUnitTest, nb * nf + 7);
 
     for (size_t b = 0; b < nb; b++) {
         for (size_t i = 0; i < nf; i++) {
@@ -2489,6 +2536,8 @@ int main(void)
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(
         test_attach_rejects_wrong_length_unknown_block_and_late_calls);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_uffd_copy_reports_eexist_for_a_present_page);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(
+        test_anon_block_on_shared_memory_is_refused_at_start);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(
         test_cli_json_reports_real_sizes_and_says_what_was_not_measured);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_cli_refuses_a_restore_that_could_never_finish);

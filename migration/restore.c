@@ -713,6 +713,9 @@ int sl_restore_wait(sl_restore *r, int timeout_ms)
 {
     struct pollfd p = { .fd = r->done_efd, .events = POLLIN };
 
+    if (!r->started && sl_restore_poll(r) == -EINPROGRESS) {
+        return -EINVAL; /* nothing would ever end the wait */
+    }
     if (sl_restore_poll(r) == -EINPROGRESS) {
         while (poll(&p, 1, timeout_ms) < 0 && errno == EINTR) {
         }

@@ -700,7 +700,8 @@ GError *sl_restore_error(sl_restore *r);
 
 /**
  * sl_restore_wait: wait up to @timeout_ms (-1 = forever) for completion or
- * failure; returns as sl_restore_poll().
+ * failure; returns as sl_restore_poll(), or -EINVAL at once for a restore
+ * that was never started (nothing would end the wait).
  */
 int sl_restore_wait(sl_restore *r, int timeout_ms);
 

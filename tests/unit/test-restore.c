@@ -1947,6 +1947,7 @@ static void test_attach_rejects_wrong_length_unknown_block_and_late_calls(void *
     assert_non_null(strstr(err->message, "loader_threads"));
     g_clear_error(&err);
     r = sl_restore_new(f.snap, NULL, &err);
+    assert_int_equal(sl_restore_wait(r, -1), -EINVAL); /* never started: no wait for ever */
     assert_false(sl_restore_start(r, &err));
     assert_non_null(strstr(err->message, "attach"));
     g_clear_error(&err);

@@ -184,7 +184,9 @@ static void test_killed_qemu_restore_takes_qemu_with_it(void **state)
     serial = path_in(f, "restore.serial");
     qmp = path_in(f, "restore.qmp");
     lq = listen_at(qmp);
+    g_setenv("TMPDIR", f->dir, true); /* a killed qemu-restore leaves its directory there */
     r = start_restore(f, (const char *[]){ "--threads", "0", NULL }, serial, qmp, NULL);
+    g_unsetenv("TMPDIR");
     q = accept_qmp(lq, &r);
     qemu = sl_qmp_peer_pid(q);
     qpfd = (int)syscall(SYS_pidfd_open, qemu, 0);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <glib/gstdio.h>
@@ -123,8 +124,15 @@ void sl_test_rmdir(char *dir)
     const char *name;
 
     while (d && (name = g_dir_read_name(d))) {
-        g_autofree char *p = g_build_filename(dir, name, NULL);
+        char *p = g_build_filename(dir, name, NULL);
+        struct stat st;
+
+        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
+            sl_test_rmdir(p); /* a directory a test or a program under test made */
+            continue;
+        }
         g_unlink(p);
+        g_free(p);
     }
     if (d) {
         g_dir_close(d);

@@ -1034,10 +1034,8 @@ static void cleanup(qr *r)
     }
     sl_snapshot_close(r->snap);
     cli_interrupt_stop(r->intr); /* before its target, the pidfd, is closed */
-    for (guint i = 0; r->locks && i < r->locks->len; i++) {
-        close(g_array_index(r->locks, int, i)); /* QEMU is gone: the files are free */
-    }
     if (r->locks) {
+        sl_qemu_unlock_files(r->locks); /* QEMU is gone: the files are free */
         g_array_unref(r->locks);
     }
     for (unsigned i = 0; i < 3; i++) {

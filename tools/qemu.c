@@ -318,7 +318,7 @@ static bool drop_old_file(const sl_qemu_backend *b, GError **errp)
     return true;
 }
 
-static void close_fds(GArray *fds)
+void sl_qemu_unlock_files(GArray *fds)
 {
     for (guint i = 0; i < fds->len; i++) {
         close(g_array_index(fds, int, i));
@@ -378,7 +378,7 @@ bool sl_qemu_fresh_files(GPtrArray *backends, GArray *locks, GError **errp)
     for (guint i = 0; ok && i < backends->len; i++) {
         ok = drop_old_file(g_ptr_array_index(backends, i), errp);
     }
-    close_fds(old);
+    sl_qemu_unlock_files(old);
     if (!ok || !check_pools(backends, hugepage, errp)) {
         return false;
     }

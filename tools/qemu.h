@@ -61,4 +61,7 @@ bool sl_qemu_fresh_files(GPtrArray *backends, GArray *locks, GError **errp);
  */
 bool sl_qemu_reuse_files(GPtrArray *backends, GArray *locks, GError **errp);
 
+/** sl_qemu_unlock_files: closes every fd in @locks (int), which lets their files go. */
+void sl_qemu_unlock_files(GArray *locks);
+
 #endif /* SNAPLOAD_QEMU_H */

@@ -65,6 +65,8 @@ int sl_eager_load(sl_snapshot *snap, unsigned block, void *dst, unsigned threads
     g_autofree GThread **th = NULL;
     int ret = 0;
 
+    SL_ARG_ERRNO(snap);
+    SL_ARG_ERRNO(dst);
     if (block >= snap->nblocks) {
         return -ERANGE;
     }

@@ -23,6 +23,7 @@
 #include "busy.h"
 #include "thp.h"
 #include "uffd.h"
+#include "fork.h"
 
 #define MSG_BATCH 64
 #define FAULT_NICE (-10) /* needs CAP_SYS_NICE; ignored without it */
@@ -280,6 +281,8 @@ static void unregister_all(sl_restore *r)
             }
             sl_uffd_unregister(v->uffd, (void *)(uintptr_t)v->base, reg->mem.length);
         }
+        sl_fork_release(reg->fork_guard); /* complete: a child may copy it again */
+        reg->fork_guard = NULL;
         reg->registered = false;
     }
 }

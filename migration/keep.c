@@ -67,6 +67,9 @@ bool sl_restore_keep_known(sl_restore *r, const char *block_name, const sl_page_
     const char *why = NULL;
     int ret;
 
+    SL_ARG(r, errp, false);
+    SL_ARG(block_name, errp, false);
+    SL_ARG(changed || n == 0, errp, false);
     if (!reg) {
         why = "block not attached";
     } else if (!r->cfg.keep_memory || reg->mem.fd < 0) {

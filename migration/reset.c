@@ -89,6 +89,9 @@ bool sl_restore_written(sl_restore *r, const char *block_name, GArray *runs, GEr
     sl_region *reg = sl_region_of_block(r, block_name);
     g_autoptr(GArray) units = g_array_new(false, false, sizeof(sl_run));
 
+    SL_ARG(r, errp, false);
+    SL_ARG(block_name, errp, false);
+    SL_ARG(runs, errp, false);
     if (!check_tracking(r, errp)) {
         return false;
     }
@@ -418,6 +421,7 @@ bool sl_restore_reset(sl_restore *r, sl_reset_stats *out, GError **errp)
     g_autoptr(GArray) rest = g_array_new(false, false, sizeof(sl_run));
     uint64_t t0 = sl_now_ns(), t1;
 
+    SL_ARG(r, errp, false);
     if (!check_reset(r, errp)) {
         return false;
     }

@@ -105,6 +105,12 @@ typedef struct sl_region {
      * completion (finish()) or by sl_restore_free(). */
     int busy;
     bool registered;         /* our own view is registered on r->uffd */
+    /* Ranges of our own mapping marked MADV_DONTFORK while pages are
+     * missing (fork.c): set by the caller's thread at start, given back
+     * and cleared where our view is unregistered at completion (under
+     * views_lock), else freed with the region (a restore that did not
+     * complete keeps its memory out of children). */
+    GArray *fork_guard;
     bool move;               /* loaders move whole chunks into our own view (ops->adopt):
                               * set before the loaders start, read-only after */
     /* Consumer mappings.  A slot is filled, then nviews is raised with a

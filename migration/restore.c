@@ -18,6 +18,8 @@
 #include "restore-int.h"
 #include "busy.h"
 #include "uffd.h"
+#include "fork.h"
+#include "vmas.h"
 
 uint64_t sl_now_ns(void)
 {
@@ -29,9 +31,11 @@ uint64_t sl_now_ns(void)
 
 sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GError **errp)
 {
-    sl_restore *r = g_new0(sl_restore, 1);
+    sl_restore *r;
     const char *topology;
 
+    SL_ARG(snap, errp, NULL);
+    r = g_new0(sl_restore, 1);
     if (cfg) { /* an older caller's smaller struct leaves the newer fields zero */
         memcpy(&r->cfg, cfg, MIN(cfg->size ? cfg->size : sizeof(*cfg), sizeof(r->cfg)));
     }
@@ -40,7 +44,7 @@ sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GErr
     /* Nothing to check pages or prove bits against (QEMU's file without a
      * sidecar index): they are placed as the file says, as QEMU would. */
     r->cfg.no_checksum |= !sl_snapshot_has_checksums(snap);
-    r->snap = snap;
+    r->snap = sl_snapshot_ref(snap);
     r->regions = g_ptr_array_new();
     r->uffd = -1;
     r->fault_fd = -1;
@@ -172,10 +176,13 @@ static sl_region *add_region(sl_restore *r, int idx, const sl_mem *mem)
 bool sl_restore_attach(sl_restore *r, const char *name, void *addr, uint64_t length,
                        sl_backend_kind kind, GError **errp)
 {
-    int idx = sl_snapshot_find_block(r->snap, name);
     const sl_backend_ops *ops = sl_backend_get(kind);
     sl_mem mem = { .ops = ops, .host = addr, .length = length, .fd = -1 };
+    int idx;
 
+    SL_ARG(r, errp, false);
+    SL_ARG(name, errp, false);
+    idx = sl_snapshot_find_block(r->snap, name);
     if (!check_attach(r, idx, name, addr, length, ops, errp)) {
         return false;
     }
@@ -191,17 +198,24 @@ bool sl_restore_attach(sl_restore *r, const char *name, void *addr, uint64_t len
 bool sl_restore_attach_file(sl_restore *r, const char *name, void *addr, uint64_t length,
                             sl_backend_kind kind, int fd, uint64_t offset, GError **errp)
 {
-    int idx = sl_snapshot_find_block(r->snap, name);
     const sl_backend_ops *ops = sl_backend_get(kind);
     sl_mem mem = { .ops = ops, .host = addr, .length = length, .offset = offset,
                    .own_fd = true };
+    int idx;
 
+    SL_ARG(r, errp, false);
+    SL_ARG(name, errp, false);
+    idx = sl_snapshot_find_block(r->snap, name);
     if (!check_attach(r, idx, name, addr, length, ops, errp)) {
         return false;
     }
     if (!ops->in_place) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': backend '%s' is not "
                     "file-backed: use sl_restore_attach()", name, ops->name);
+        return false;
+    }
+    if (addr && !sl_vmas_check_file(addr, length, fd, offset, errp)) {
+        g_prefix_error(errp, "block '%s': ", name);
         return false;
     }
     mem.fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
@@ -225,7 +239,7 @@ bool sl_mem_attach(sl_restore *r, const char *name, const sl_mem *m, GError **er
 
 sl_region *sl_region_of_block(sl_restore *r, const char *name)
 {
-    for (guint i = 0; i < r->regions->len; i++) {
+    for (guint i = 0; r && name && i < r->regions->len; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
         if (strcmp(reg->blk->name, name) == 0) {
             return reg;
@@ -237,8 +251,11 @@ sl_region *sl_region_of_block(sl_restore *r, const char *name)
 bool sl_restore_bind(sl_restore *r, const char *name, int node, GError **errp)
 {
     sl_region *reg = sl_region_of_block(r, name);
-    int idx = sl_topology_index(&r->topo, node);
+    int idx;
 
+    SL_ARG(r, errp, false);
+    SL_ARG(name, errp, false);
+    idx = sl_topology_index(&r->topo, node);
     if (!reg || idx < 0 || r->started) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "bind '%s' to node %d: %s", name, node,
                     !reg ? "block not attached" : idx < 0 ? "no such node in the topology"
@@ -326,6 +343,9 @@ void sl_restore_remove_views(sl_restore *r, uint64_t tag)
 {
     bool any = false;
 
+    if (!r) {
+        return;
+    }
     g_mutex_lock(&r->views_lock);
     for (guint i = 0; i < r->regions->len; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
@@ -369,6 +389,8 @@ bool sl_restore_add_view_flags(sl_restore *r, const char *name, int uffd, uint64
     sl_view *v;
     bool ok = true;
 
+    SL_ARG(r, errp, false);
+    SL_ARG(name, errp, false);
     if (!reg) {
         why = "block not attached";
     } else if (!reg->mem.ops->in_place && (reg->mem.host || first_live_view(reg))) {
@@ -612,6 +634,10 @@ static bool register_regions(sl_restore *r, GError **errp)
         if (!reg->mem.host) {
             continue; /* only other processes map it: they registered */
         }
+        if (!(reg->fork_guard = sl_fork_guard(reg->mem.host, reg->mem.length, errp))) {
+            g_prefix_error(errp, "block '%s': ", reg->blk->name);
+            return false;
+        }
         sl_region_view(reg, 0)->uffd = r->uffd; /* before any other thread exists */
         sl_region_view(reg, 0)->wp = r->tracking == SL_TRACK_ASYNC_WP;
         if (!sl_uffd_register(r->uffd, reg->mem.host, reg->mem.length,
@@ -636,6 +662,7 @@ bool sl_restore_start(sl_restore *r, GError **errp)
 {
     bool ok;
 
+    SL_ARG(r, errp, false);
     if (r->started || r->regions->len == 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_STATE, r->started ? "restore already started"
                     : "no memory attached: call sl_restore_attach() first");
@@ -659,6 +686,7 @@ bool sl_restore_start(sl_restore *r, GError **errp)
 
 int sl_restore_poll(sl_restore *r)
 {
+    SL_ARG_ERRNO(r);
     /* Acquire: pairs with the release CAS in finish()/sl_engine_fail(). */
     return atomic_load_explicit(&r->status, memory_order_acquire);
 }
@@ -711,8 +739,9 @@ GError *sl_restore_error(sl_restore *r)
 
 int sl_restore_wait(sl_restore *r, int timeout_ms)
 {
-    struct pollfd p = { .fd = r->done_efd, .events = POLLIN };
+    struct pollfd p = { .fd = r ? r->done_efd : -1, .events = POLLIN };
 
+    SL_ARG_ERRNO(r);
     if (!r->started && sl_restore_poll(r) == -EINPROGRESS) {
         return -EINVAL; /* nothing would ever end the wait */
     }
@@ -725,12 +754,12 @@ int sl_restore_wait(sl_restore *r, int timeout_ms)
 
 int sl_restore_eventfd(const sl_restore *r)
 {
-    return r->done_efd;
+    return r ? r->done_efd : -EINVAL;
 }
 
 void sl_restore_stop(sl_restore *r)
 {
-    if (!r->started || r->stopped) {
+    if (!r || !r->started || r->stopped) {
         return;
     }
     r->stopped = true;
@@ -784,6 +813,9 @@ static void free_region(sl_region *reg)
         free_view(g_ptr_array_index(reg->dead_views, j));
     }
     g_ptr_array_free(reg->dead_views, true);
+    if (reg->fork_guard) { /* not completed: its memory stays out of children */
+        g_array_free(reg->fork_guard, true);
+    }
     sl_busy_clear(reg->busy);
     if (reg->mem.alias) {
         munmap(reg->mem.alias, reg->mem.length);
@@ -848,8 +880,12 @@ static void bookkeeping(const sl_restore *r, sl_stats *s)
 void sl_restore_get_stats(const sl_restore *r, sl_stats *out)
 {
     sl_stats s = { .size = sizeof(s) };
-    uint32_t want = out->size ? MIN(out->size, sizeof(s)) : sizeof(s);
+    uint32_t want;
 
+    if (!r || !out) {
+        return;
+    }
+    want = out->size ? MIN(out->size, sizeof(s)) : sizeof(s);
     audit(r, &s);
     s.faults = LOAD(faults);
     s.faults_on_claimed = LOAD(faults_on_claimed);
@@ -905,7 +941,7 @@ void sl_restore_free(sl_restore *r)
     if (r->uffd >= 0 && !r->keep_uffd) {
         close(r->uffd);
     }
-    if (r->fault_fd >= 0) { /* not r->snap's: that may be closed by now */
+    if (r->fault_fd >= 0) { /* the restore's own descriptor, not r->snap's */
         close(r->fault_fd);
     }
     if (r->direct_fd >= 0) {
@@ -926,5 +962,6 @@ void sl_restore_free(sl_restore *r)
     if (atomic_load_explicit(&r->meta_error, memory_order_relaxed)) {
         g_error_free(atomic_load_explicit(&r->meta_error, memory_order_relaxed));
     }
+    sl_snapshot_close(r->snap); /* the restore's reference (sl_restore_new) */
     g_free(r);
 }

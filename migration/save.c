@@ -189,10 +189,13 @@ static bool add_blocks(const sl_restore *r, sl_writer *w, GError **errp)
 
 bool sl_restore_write_blocks(sl_restore *r, sl_writer *w, GError **errp)
 {
-    uint64_t bytes = MAX(SAVE_RUN_BYTES, r->max_bounce);
+    uint64_t bytes;
     g_autofree uint8_t *buf = NULL;
     bool ok;
 
+    SL_ARG(r, errp, false);
+    SL_ARG(w, errp, false);
+    bytes = MAX(SAVE_RUN_BYTES, r->max_bounce);
     if (!may_save(r, errp) || !add_blocks(r, w, errp)) {
         return false;
     }
@@ -243,6 +246,9 @@ bool sl_restore_write_child(sl_restore *r, sl_writer *w, const char *parent_path
 {
     g_autofree uint8_t *buf = g_malloc(SAVE_RUN_BYTES);
 
+    SL_ARG(r, errp, false);
+    SL_ARG(w, errp, false);
+    SL_ARG(parent_path, errp, false);
     if (!r->cfg.track_writes) {
         g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "an incremental save needs a restore "
                     "started with config.track_writes");

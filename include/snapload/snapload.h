@@ -14,14 +14,23 @@
  * Conventions: setup and parsing functions return bool and fill a GError;
  * functions on the fault path return 0 or a negative errno.  Every handle is
  * opaque.  Exported symbols are versioned (SNAPLOAD_1.0, see snapload.map).
+ * Since 1.10 a NULL handle or required pointer is refused, not followed:
+ * SL_ERROR_INVALID naming the argument, -EINVAL, or the getter's "none"
+ * value (0, false, -1, NULL); the *_close, *_free and *_stop functions
+ * accept NULL.
  *
- * Limits the caller must respect: the snapshot outlives every restore made
- * from it; memory attached as anonymous is private anonymous memory
- * (checked at start); and a process that forks while a restore is still
- * filling its memory must not let the child touch that memory: the kernel
- * does not carry the userfaultfd registration into the child, so the child
- * would see holes as zeros (mark such memory MADV_DONTFORK, or fork only
- * once sl_restore_wait() returned 0).
+ * Memory attached as anonymous must be private anonymous memory (checked
+ * at start); memory attached as a file's mapping must map that file at the
+ * offset given (checked at attach, since 1.10).
+ *
+ * Forks: the kernel does not carry a userfaultfd registration into a
+ * child, which would read the holes of memory still being filled as zeros.
+ * So, since 1.10, a restore marks its own memory MADV_DONTFORK from
+ * sl_restore_start() until every page is placed (a child forked meanwhile
+ * has no mapping there: a touch is a SIGSEGV, never a wrong byte), then
+ * gives it back to forks; parts the caller had marked MADV_DONTFORK itself
+ * stay marked.  Memory of a restore that failed or was stopped early stays
+ * out of children.  Other processes' views are their own to protect.
  */
 #ifndef SNAPLOAD_SNAPLOAD_H
 #define SNAPLOAD_SNAPLOAD_H
@@ -120,7 +129,12 @@ sl_snapshot_format sl_snapshot_get_format(const sl_snapshot *snap);
  */
 bool sl_snapshot_has_checksums(const sl_snapshot *snap);
 
-/** sl_snapshot_close: release a snapshot opened by sl_snapshot_open(). NULL is ok. */
+/**
+ * sl_snapshot_close: release a snapshot opened by sl_snapshot_open(). NULL is
+ * ok.  A restore made from @snap keeps its own reference: closing the
+ * snapshot while the restore runs is allowed, and its file stays open until
+ * the last such restore is freed (since 1.10).
+ */
 void sl_snapshot_close(sl_snapshot *snap);
 
 /** sl_snapshot_n_blocks: number of RAM blocks. */
@@ -563,7 +577,9 @@ bool sl_restore_attach(sl_restore *r, const char *block_name, void *addr,
  * restore fills pages through its own alias mapping of the file; the
  * file's current contents of the block are discarded at start.  On a
  * tmpfs with a size limit, sl_restore_start() refuses a snapshot whose
- * stored pages do not fit in the room left there.
+ * stored pages do not fit in the room left there.  Since 1.10 an @addr
+ * that does not map @fd from @offset over all of @length is refused, naming
+ * the first address that does not.
  */
 bool sl_restore_attach_file(sl_restore *r, const char *block_name, void *addr,
                             uint64_t length, sl_backend_kind kind, int fd,

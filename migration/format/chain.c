@@ -335,7 +335,7 @@ bool sl_chain_attach(sl_snapshot *s, const char *parent_path, unsigned flags,
 
 sl_snapshot *sl_snapshot_parent(const sl_snapshot *s)
 {
-    return s->parent;
+    return s ? s->parent : NULL;
 }
 
 unsigned sl_snapshot_chain_length(const sl_snapshot *s)
@@ -350,7 +350,7 @@ unsigned sl_snapshot_chain_length(const sl_snapshot *s)
 
 uint64_t sl_snapshot_stored_pages(const sl_snapshot *s, unsigned block)
 {
-    if (block >= s->nblocks) {
+    if (!s || block >= s->nblocks) {
         return 0;
     }
     return s->blocks[block].own_bitmap ? s->blocks[block].own_present

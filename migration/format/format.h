@@ -14,6 +14,7 @@
 #ifndef SNAPLOAD_FORMAT_H
 #define SNAPLOAD_FORMAT_H
 
+#include <errno.h>
 #include <stdint.h>
 #include "migration/large.h"
 #include "snapload/snapload.h"
@@ -127,6 +128,10 @@ typedef struct {
 
 /* An opened snapshot. Immutable after sl_snapshot_open(); safe to share. */
 struct sl_snapshot {
+    /* References: the opener's, and one per restore made from it
+     * (sl_snapshot_ref()).  Atomic: a restore may be freed on another thread
+     * than the one closing the snapshot; the last drop frees everything. */
+    gint refs;
     int fd;
     char *path;
     uint64_t file_size;
@@ -149,6 +154,27 @@ static inline const uint64_t *sl_own_bitmap(const sl_block *b)
 {
     return b->own_bitmap ? b->own_bitmap : b->bitmap;
 }
+
+/*
+ * A public function's required pointer @arg that is NULL: sets @errp (may
+ * be NULL) naming the function and the argument, and returns @ret.  The
+ * -errno functions use SL_ARG_ERRNO.  A caller's bug gets an error, never
+ * a crash inside the library.
+ */
+#define SL_ARG(arg, errp, ret)                                                         \
+    do {                                                                               \
+        if (!(arg)) {                                                                  \
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s: %s is NULL", G_STRFUNC, \
+                        #arg);                                                         \
+            return ret;                                                                \
+        }                                                                              \
+    } while (0)
+#define SL_ARG_ERRNO(arg)   \
+    do {                    \
+        if (!(arg)) {       \
+            return -EINVAL; \
+        }                   \
+    } while (0)
 
 /* Little-/big-endian field access on byte buffers. */
 static inline uint32_t sl_le32(const uint8_t *p)
@@ -353,6 +379,16 @@ typedef struct {
     unsigned depth;                  /* files opened so far */
     uint64_t dev[SL_MAX_CHAIN], ino[SL_MAX_CHAIN];
 } sl_chain_walk;
+
+/** sl_snapshot_alloc: an empty snapshot of @path holding one reference, no file open. */
+sl_snapshot *sl_snapshot_alloc(const char *path);
+
+/**
+ * sl_snapshot_ref: take a reference on @s, dropped by sl_snapshot_close().
+ * A restore holds one for its life, so the caller may close its snapshot
+ * while the restore still reads from it.
+ */
+sl_snapshot *sl_snapshot_ref(sl_snapshot *s);
 
 /**
  * sl_snapshot_open_in: sl_snapshot_open_flags() of one file of a chain

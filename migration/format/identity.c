@@ -78,6 +78,8 @@ void sl_identity_hex(const uint8_t id[SL_IDENTITY_LEN], char out[2 * SL_IDENTITY
 
 bool sl_snapshot_identity(const sl_snapshot *s, uint8_t out[SL_IDENTITY_LEN], GError **errp)
 {
+    SL_ARG(s, errp, false);
+    SL_ARG(out, errp, false);
     if (!s->has_identity) {
         g_set_error(errp, SL_ERROR, SL_ERROR_UNSUPPORTED, "%s has no per-page checksums (a "
                     "QEMU file without its sidecar index), so it has no content identity and "

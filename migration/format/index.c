@@ -233,12 +233,10 @@ static void take_over(sl_snapshot *s, sl_snapshot *ix)
 
 bool sl_index_attach(sl_snapshot *s, const char *path, bool lazy, GError **errp)
 {
-    sl_snapshot *ix = g_new0(sl_snapshot, 1);
+    sl_snapshot *ix = sl_snapshot_alloc(path);
     struct stat st;
     bool ok;
 
-    ix->path = g_strdup(path);
-    ix->index_fd = -1;
     ix->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (ix->fd < 0 || fstat(ix->fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "sidecar index %s: %s", path,

@@ -56,9 +56,11 @@ static bool io_error(GError **errp, sl_writer *w, const char *what, int err)
 
 sl_writer *sl_writer_new(const char *path, GError **errp)
 {
-    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd;
     sl_writer *w;
 
+    SL_ARG(path, errp, NULL);
+    fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", path, g_strerror(errno));
         return NULL;
@@ -99,6 +101,8 @@ int sl_writer_add_block(sl_writer *w, const char *name, uint64_t length,
 {
     wblock wb = { 0 };
 
+    SL_ARG(w, errp, -1);
+    SL_ARG(name, errp, -1);
     if (w->frozen) {
         g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "blocks must be added before data");
         return -1;
@@ -212,6 +216,8 @@ bool sl_writer_write(sl_writer *w, unsigned block, uint64_t offset, const void *
     sl_block *b;
     uint64_t first, n, run = 0;
 
+    SL_ARG(w, errp, false);
+    SL_ARG(data || len == 0, errp, false);
     if (block >= w->blocks->len) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block %u does not exist", block);
         return false;
@@ -308,6 +314,9 @@ bool sl_writer_set_parent(sl_writer *w, sl_snapshot *parent, const char *parent_
     uint8_t id[SL_IDENTITY_LEN];
     g_autoptr(GBytes) sec = NULL;
 
+    SL_ARG(w, errp, false);
+    SL_ARG(parent, errp, false);
+    SL_ARG(parent_path, errp, false);
     if (w->frozen || w->parent) {
         g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "%s: a parent is set once, before the "
                     "first page is written", w->path);
@@ -342,8 +351,11 @@ bool sl_writer_set_parent(sl_writer *w, sl_snapshot *parent, const char *parent_
 bool sl_writer_add_section(sl_writer *w, uint32_t type, const void *data, size_t len,
                            GError **errp)
 {
-    wsection s = { .type = type, .data = g_bytes_new(data, len) };
+    wsection s;
 
+    SL_ARG(w, errp, false);
+    SL_ARG(data || len == 0, errp, false);
+    s = (wsection){ .type = type, .data = g_bytes_new(data, len) };
     if (w->sections->len >= SL_MAX_SECTIONS) {
         g_bytes_unref(s.data);
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "more than %u sections", SL_MAX_SECTIONS);
@@ -420,7 +432,16 @@ static int write_sections(sl_writer *w, uint8_t *stab, uint64_t *off)
     return 0;
 }
 
+static bool finish(sl_writer *w, GError **errp);
+
 bool sl_writer_finish(sl_writer *w, GError **errp)
+{
+    SL_ARG(w, errp, false);
+    return finish(w, errp);
+}
+
+/* sl_writer_finish() of a writer that exists. */
+static bool finish(sl_writer *w, GError **errp)
 {
     size_t blen = (size_t)w->blocks->len * SL_BLOCK_ENTRY_SIZE;
     size_t slen = (size_t)w->sections->len * SL_SECTION_ENTRY_SIZE;

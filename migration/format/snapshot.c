@@ -52,12 +52,10 @@ static bool in_walk(const sl_chain_walk *walk, const struct stat *st)
 static sl_snapshot *open_file(const char *path, unsigned flags, sl_chain_walk *walk,
                               GError **errp)
 {
-    sl_snapshot *s = g_new0(sl_snapshot, 1);
+    sl_snapshot *s = sl_snapshot_alloc(path);
     struct stat st;
     bool ok;
 
-    s->path = g_strdup(path);
-    s->index_fd = -1;
     /* O_NONBLOCK: opening a FIFO must not wait for a writer. */
     s->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (s->fd < 0 || fstat(s->fd, &st) < 0) {
@@ -110,10 +108,25 @@ sl_snapshot *sl_snapshot_open(const char *path, GError **errp)
     return sl_snapshot_open_flags(path, 0, errp);
 }
 
+/* Refuses open flags this library does not know (a newer caller's). */
+static bool known_flags(const char *path, unsigned flags, GError **errp)
+{
+    if (flags & ~(unsigned)SL_OPEN_LAZY_CHECKSUMS) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s: unknown open flags 0x%x", path,
+                    flags & ~(unsigned)SL_OPEN_LAZY_CHECKSUMS);
+        return false;
+    }
+    return true;
+}
+
 sl_snapshot *sl_snapshot_open_flags(const char *path, unsigned flags, GError **errp)
 {
     sl_chain_walk walk = { .depth = 0 };
 
+    SL_ARG(path, errp, NULL);
+    if (!known_flags(path, flags, errp)) {
+        return NULL;
+    }
     return sl_snapshot_open_in(path, flags, NULL, &walk, errp);
 }
 
@@ -122,6 +135,10 @@ sl_snapshot *sl_snapshot_open_chain(const char *child, const char *parent, unsig
 {
     sl_chain_walk walk = { .depth = 0 };
 
+    SL_ARG(child, errp, NULL);
+    if (!known_flags(child, flags, errp)) {
+        return NULL;
+    }
     if (!parent || !*parent) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s: no parent path given", child);
         return NULL;
@@ -129,9 +146,26 @@ sl_snapshot *sl_snapshot_open_chain(const char *child, const char *parent, unsig
     return sl_snapshot_open_in(child, flags, parent, &walk, errp);
 }
 
+sl_snapshot *sl_snapshot_alloc(const char *path)
+{
+    sl_snapshot *s = g_new0(sl_snapshot, 1);
+
+    s->refs = 1;
+    s->path = g_strdup(path);
+    s->fd = -1;
+    s->index_fd = -1;
+    return s;
+}
+
+sl_snapshot *sl_snapshot_ref(sl_snapshot *s)
+{
+    g_atomic_int_inc(&s->refs);
+    return s;
+}
+
 void sl_snapshot_close(sl_snapshot *s)
 {
-    if (!s) {
+    if (!s || !g_atomic_int_dec_and_test(&s->refs)) {
         return;
     }
     if (s->fd >= 0) {
@@ -157,29 +191,29 @@ void sl_snapshot_close(sl_snapshot *s)
 
 const char *sl_snapshot_path(const sl_snapshot *s)
 {
-    return s->path;
+    return s ? s->path : NULL;
 }
 
 sl_snapshot_format sl_snapshot_get_format(const sl_snapshot *s)
 {
-    return s->format;
+    return s ? s->format : SL_FORMAT_SNAPLOAD;
 }
 
 bool sl_snapshot_has_checksums(const sl_snapshot *s)
 {
-    return s->has_checksums;
+    return s && s->has_checksums;
 }
 
 unsigned sl_snapshot_n_blocks(const sl_snapshot *s)
 {
-    return s->nblocks;
+    return s ? s->nblocks : 0;
 }
 
 bool sl_snapshot_block(const sl_snapshot *s, unsigned i, sl_block_info *out)
 {
     const sl_block *b;
 
-    if (i >= s->nblocks) {
+    if (!s || !out || i >= s->nblocks) {
         return false;
     }
     b = &s->blocks[i];
@@ -193,12 +227,12 @@ bool sl_snapshot_block(const sl_snapshot *s, unsigned i, sl_block_info *out)
 
 bool sl_snapshot_block_in_file(const sl_snapshot *s, unsigned i)
 {
-    return i < s->nblocks && s->blocks[i].in_file;
+    return s && i < s->nblocks && s->blocks[i].in_file;
 }
 
 int sl_snapshot_find_block(const sl_snapshot *s, const char *name)
 {
-    for (unsigned i = 0; i < s->nblocks; i++) {
+    for (unsigned i = 0; s && name && i < s->nblocks; i++) {
         if (strcmp(s->blocks[i].name, name) == 0) {
             return (int)i;
         }
@@ -208,17 +242,17 @@ int sl_snapshot_find_block(const sl_snapshot *s, const char *name)
 
 uint64_t sl_snapshot_file_size(const sl_snapshot *s)
 {
-    return s->file_size;
+    return s ? s->file_size : 0;
 }
 
 unsigned sl_snapshot_n_sections(const sl_snapshot *s)
 {
-    return s->nsections;
+    return s ? s->nsections : 0;
 }
 
 bool sl_snapshot_section(const sl_snapshot *s, unsigned i, uint32_t *type, uint64_t *length)
 {
-    if (i >= s->nsections) {
+    if (!s || !type || !length || i >= s->nsections) {
         return false;
     }
     *type = s->sections[i].type;
@@ -245,6 +279,7 @@ static GBytes *read_section_at(const sl_snapshot *s, unsigned i, GError **errp)
 
 GBytes *sl_snapshot_read_section(sl_snapshot *s, uint32_t type, GError **errp)
 {
+    SL_ARG(s, errp, NULL);
     for (unsigned i = 0; i < s->nsections; i++) {
         if (s->sections[i].type == type) {
             return read_section_at(s, i, errp);
@@ -293,13 +328,13 @@ bool sl_snapshot_check_sections(sl_snapshot *s, GError **errp)
 
 bool sl_snapshot_page_present(const sl_snapshot *s, unsigned block, uint64_t idx)
 {
-    return block < s->nblocks && idx < s->blocks[block].npages &&
+    return s && block < s->nblocks && idx < s->blocks[block].npages &&
            sl_bit_test(s->blocks[block].bitmap, idx);
 }
 
 uint64_t sl_snapshot_page_checksum(const sl_snapshot *s, unsigned block, uint64_t idx)
 {
-    if (!s->has_checksums || block >= s->nblocks || idx >= s->blocks[block].npages ||
+    if (!s || !s->has_checksums || block >= s->nblocks || idx >= s->blocks[block].npages ||
         sl_csums_get(s, &s->blocks[block], idx, 1) < 0) {
         return 0;
     }
@@ -308,12 +343,12 @@ uint64_t sl_snapshot_page_checksum(const sl_snapshot *s, unsigned block, uint64_
 
 bool sl_snapshot_page_matches(sl_snapshot *s, unsigned block, uint64_t idx, const void *data)
 {
-    const sl_block *b = block < s->nblocks ? &s->blocks[block] : NULL;
+    const sl_block *b = s && block < s->nblocks ? &s->blocks[block] : NULL;
     uint8_t small[16384];
     uint8_t *buf;
     bool same;
 
-    if (!b || idx >= b->npages) {
+    if (!b || !data || idx >= b->npages) {
         return false;
     }
     if (s->has_checksums) { /* the bit is proven first, a zero page included */
@@ -399,6 +434,8 @@ static int read_layer(sl_snapshot *s, int fd, unsigned block, uint64_t first, ui
 int sl_snapshot_read_pages(sl_snapshot *s, unsigned block, uint64_t first, uint64_t n,
                            void *buf, bool verify)
 {
+    SL_ARG_ERRNO(s);
+    SL_ARG_ERRNO(buf || n == 0);
     return sl_snapshot_read_pages_fd(s, s->fd, block, first, n, buf, verify);
 }
 

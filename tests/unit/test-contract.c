@@ -1,0 +1,423 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * What a caller of the public API may get wrong, and what the library does
+ * then: a snapshot closed while its restore still reads from it, a fork
+ * while memory is still being filled (the child must never read a hole as
+ * zeros), memory the caller kept from forks itself, a file mapping that is
+ * not the file or offset it is attached as, and NULL arguments.  The fork
+ * cases read the child's memory with process_vm_readv(), so a missing
+ * mapping shows as EFAULT instead of a signal in the child.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "testutil.h"
+#include "backends/backend.h"
+#include "migration/restore-int.h"
+
+#define PSIZE 4096u
+
+typedef struct {
+    const char *name;
+    sl_backend_kind kind;
+    uint64_t hugepage;      /* 0: not hugetlbfs */
+    const char *cap;        /* capability name for SNAPLOAD_REQUIRE */
+} backend_case;
+
+static const backend_case backend_cases[] = {
+    { "anon", SL_BACKEND_ANON, 0, "uffd" },
+    { "shmem", SL_BACKEND_SHMEM, 0, "uffd" },
+    { "hugetlbfs-2M", SL_BACKEND_HUGETLBFS, 2u << 20, "hugepages" },
+    { "hugetlbfs-1G", SL_BACKEND_HUGETLBFS, 1u << 30, "hugepages-1G" },
+};
+
+/* One block "b0" of known contents and memory to restore it into. */
+typedef struct {
+    const backend_case *bc;
+    char *dir, *path;
+    uint64_t len;
+    sl_snapshot *snap;
+    sl_mem mem;
+    sl_restore *r;
+} fixture;
+
+static uint64_t unit_of(const backend_case *bc)
+{
+    return bc->hugepage ? bc->hugepage : PSIZE;
+}
+
+static void need_backend(const backend_case *bc, uint64_t units)
+{
+    g_autofree char *why = NULL;
+    g_autoptr(GError) err = NULL;
+    bool have = sl_test_have_uffd(&why);
+
+    SL_TEST_NEED("uffd", have, why);
+    if (bc->hugepage) {
+        have = sl_hugetlb_check(bc->hugepage, units, &err);
+        SL_TEST_NEED(bc->cap, have, err->message);
+    }
+}
+
+/* @units backend pages of snapshot data (no zero page) and fresh memory for them. */
+static void fixture_build(fixture *f, uint64_t units)
+{
+    g_autoptr(GError) err = NULL;
+
+    need_backend(f->bc, units);
+    f->len = units * unit_of(f->bc);
+    f->dir = sl_test_tmpdir();
+    f->path = g_build_filename(f->dir, "snap", NULL);
+    sl_test_make_snapshot(f->path, &f->len, 1, PSIZE, 0, 0);
+    f->snap = sl_snapshot_open(f->path, &err);
+    assert_non_null(f->snap);
+    if (!sl_mem_map(&f->mem, f->bc->kind, f->len, f->bc->hugepage, &err)) {
+        fail_msg("sl_mem_map: %s", err->message);
+    }
+}
+
+static void fixture_start(fixture *f, bool no_loaders)
+{
+    g_autoptr(GError) err = NULL;
+    sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1,
+                              .no_loaders = no_loaders };
+
+    f->r = sl_restore_new(f->snap, &cfg, &err);
+    assert_non_null(f->r);
+    assert_true(sl_mem_attach(f->r, "b0", &f->mem, &err));
+    if (!sl_restore_start(f->r, &err)) {
+        fail_msg("sl_restore_start: %s", err->message);
+    }
+}
+
+static int fixture_setup(void **state)
+{
+    fixture *f = g_new0(fixture, 1);
+    f->bc = *state;
+    *state = f;
+    return 0;
+}
+
+static int fixture_teardown(void **state)
+{
+    fixture *f = *state;
+
+    sl_restore_free(f->r);
+    sl_mem_release(&f->mem);
+    sl_snapshot_close(f->snap);
+    if (f->dir) {
+        sl_test_rmdir(f->dir);
+    }
+    g_free(f->path);
+    g_free(f);
+    return 0;
+}
+
+static bool small_units(const backend_case *bc);
+
+/* Pages of [first, first + n) of @base that differ from the snapshot's. */
+static uint64_t wrong_pages(const uint8_t *base, uint64_t first, uint64_t n)
+{
+    g_autofree uint8_t *want = g_malloc(PSIZE);
+    uint64_t bad = 0;
+
+    for (uint64_t i = first; i < first + n; i++) {
+        sl_test_fill_page(want, PSIZE, i, 1, 0);
+        bad += memcmp(want, base + (i - first) * PSIZE, PSIZE) != 0;
+    }
+    return bad;
+}
+
+/* Reads every page of our memory (faults fill it), then waits for completion. */
+static void touch_all_and_wait(fixture *f)
+{
+    sl_stats st = { .size = sizeof(st) };
+
+    assert_int_equal(wrong_pages(f->mem.host, 0, f->len / PSIZE), 0);
+    assert_int_equal(sl_restore_wait(f->r, 30000), 0);
+    sl_restore_get_stats(f->r, &st);
+    assert_int_equal(st.pages_present, f->len / unit_of(f->bc));
+    assert_int_equal(st.pages_placed_twice, 0);
+}
+
+/*
+ * The restore holds its own reference on the snapshot: the caller closing
+ * it right after the start leaves every read of the restore valid (ASan
+ * would see a use after free otherwise) and every page right.
+ */
+static void test_closing_the_snapshot_mid_restore_leaves_the_restore_whole(void **state)
+{
+    fixture *f = *state;
+
+    fixture_build(f, small_units(f->bc) ? 8 : 1);
+    fixture_start(f, false);
+    sl_snapshot_close(f->snap);
+    f->snap = NULL;
+    touch_all_and_wait(f);
+}
+
+/* A forked child that waits until its parent writes to @hold (or dies). */
+static pid_t fork_waiting_child(int *hold)
+{
+    int p[2];
+    pid_t pid;
+
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char c;
+        close(p[1]);
+        _exit(read(p[0], &c, 1) < 0);
+    }
+    close(p[0]);
+    *hold = p[1];
+    return pid;
+}
+
+static void end_child(pid_t pid, int hold)
+{
+    int status;
+
+    assert_int_equal(write(hold, "x", 1), 1);
+    close(hold);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* process_vm_readv() of [addr, addr + len) in @pid into @buf: 0 or -errno. */
+static int read_child(pid_t pid, const void *addr, void *buf, uint64_t len)
+{
+    struct iovec local = { buf, len }, remote = { (void *)addr, len };
+    ssize_t got = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+
+    if (got < 0) {
+        return -errno;
+    }
+    return (uint64_t)got == len ? 0 : -EIO;
+}
+
+/*
+ * A child forked while pages are still missing has no copy of the memory
+ * (MADV_DONTFORK), so it can read neither a hole (zeros, without the
+ * guard) nor a placed page; once the restore completes, a child forked
+ * then reads every page right.
+ */
+static void test_a_child_forked_mid_restore_never_reads_a_hole(void **state)
+{
+    fixture *f = *state;
+    uint64_t unit = unit_of(f->bc);
+    g_autofree uint8_t *buf = NULL;
+    int hold;
+    pid_t pid;
+
+    /* more 4 KiB units than one fault serves with its neighbours */
+    fixture_build(f, unit == PSIZE ? 4 * SL_FAULT_AROUND_DEFAULT / PSIZE : 4);
+    buf = g_malloc(f->len);
+    fixture_start(f, true); /* no loaders: the last unit stays missing */
+    assert_int_equal(wrong_pages(f->mem.host, 0, 1), 0);
+    assert_int_equal(sl_restore_poll(f->r), -EINPROGRESS);
+    pid = fork_waiting_child(&hold);
+    assert_int_equal(read_child(pid, f->mem.host + f->len - unit, buf, unit), -EFAULT);
+    assert_int_equal(read_child(pid, f->mem.host, buf, PSIZE), -EFAULT);
+    end_child(pid, hold);
+    touch_all_and_wait(f);
+    pid = fork_waiting_child(&hold);
+    assert_int_equal(read_child(pid, f->mem.host, buf, f->len), 0);
+    assert_int_equal(wrong_pages(buf, 0, f->len / PSIZE), 0);
+    end_child(pid, hold);
+}
+
+/*
+ * Memory the caller marked MADV_DONTFORK itself (QEMU does so with guest
+ * RAM) stays marked after the restore; the rest is forked again.
+ */
+static void test_memory_the_caller_kept_from_forks_stays_kept(void **state)
+{
+    fixture *f = *state;
+    g_autofree uint8_t *buf = NULL;
+    uint64_t half;
+    int hold;
+    pid_t pid;
+
+    fixture_build(f, 4);
+    half = f->len / 2;
+    buf = g_malloc(half);
+    assert_int_equal(madvise(f->mem.host, half, MADV_DONTFORK), 0);
+    fixture_start(f, false);
+    assert_int_equal(sl_restore_wait(f->r, 30000), 0);
+    pid = fork_waiting_child(&hold);
+    assert_int_equal(read_child(pid, f->mem.host, buf, half), -EFAULT);
+    assert_int_equal(read_child(pid, f->mem.host + half, buf, half), 0);
+    assert_int_equal(wrong_pages(buf, half / PSIZE, half / PSIZE), 0);
+    end_child(pid, hold);
+}
+
+/* How an attach_file test case gets its address, fd and offset wrong. */
+typedef enum { RIGHT, OTHER_OFFSET, OTHER_FILE, ANONYMOUS, HOLE } pairing;
+
+/* Attaches block b0 as @how describes; true if the library accepted it. */
+static bool attach_as(fixture *f, pairing how, GError **err)
+{
+    sl_restore *r = sl_restore_new(f->snap, NULL, err);
+    uint8_t *addr = f->mem.host;
+    int fd = f->mem.fd, other = memfd_create("other", MFD_CLOEXEC);
+    uint64_t offset = how == OTHER_OFFSET ? unit_of(f->bc) : 0;
+    bool ok;
+
+    assert_true(other >= 0 && ftruncate(other, (off_t)f->len) == 0);
+    if (how == OTHER_FILE) {
+        fd = other;
+    } else if (how == ANONYMOUS) {
+        addr = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    } else if (how == HOLE) {
+        addr = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        assert_true(addr != MAP_FAILED);
+        munmap(addr + f->len / 2, f->len / 2);
+    }
+    assert_true(addr != MAP_FAILED);
+    ok = sl_restore_attach_file(r, "b0", addr, f->len, f->bc->kind, fd, offset, err);
+    if (addr != f->mem.host) {
+        munmap(addr, f->len);
+    }
+    close(other);
+    sl_restore_free(r);
+    return ok;
+}
+
+/* An address that does not map the attached file at the attached offset is refused. */
+static void test_attach_file_refuses_a_mapping_of_another_place(void **state)
+{
+    static const struct {
+        pairing how;
+        const char *says;
+    } cases[] = {
+        { RIGHT, NULL },
+        { OTHER_OFFSET, "maps the file at another offset" },
+        { OTHER_FILE, "maps another file" },
+        { ANONYMOUS, "maps another file" },
+        { HOLE, "is not mapped" },
+    };
+    fixture *f = *state;
+
+    fixture_build(f, 4);
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autoptr(GError) err = NULL;
+        bool ok = attach_as(f, cases[i].how, &err);
+        if (ok != !cases[i].says || (err && !strstr(err->message, cases[i].says))) {
+            fail_msg("case %zu: %s", i, err ? err->message : "accepted");
+        }
+    }
+}
+
+/* Every public entry point refuses NULL with an error, never a crash. */
+static void test_null_arguments_are_refused_with_an_error(void **state)
+{
+    g_autoptr(GError) e1 = NULL, e2 = NULL, e3 = NULL, e4 = NULL, e5 = NULL;
+    uint8_t buf[PSIZE];
+
+    assert_null(sl_snapshot_open(NULL, &e1));
+    assert_true(strstr(e1->message, "path is NULL") != NULL);
+    assert_null(sl_restore_new(NULL, NULL, &e2));
+    assert_true(strstr(e2->message, "snap is NULL") != NULL);
+    assert_false(sl_restore_attach(NULL, "b0", buf, PSIZE, SL_BACKEND_ANON, &e3));
+    assert_true(strstr(e3->message, "r is NULL") != NULL);
+    assert_false(sl_restore_start(NULL, &e4));
+    assert_false(sl_restore_write_blocks(NULL, NULL, &e5));
+    assert_int_equal(sl_snapshot_read_pages(NULL, 0, 0, 1, buf, false), -EINVAL);
+    assert_int_equal(sl_restore_wait(NULL, 0), -EINVAL);
+    assert_int_equal(sl_restore_poll(NULL), -EINVAL);
+    assert_int_equal(sl_eager_load(NULL, 0, buf, 1, false), -EINVAL);
+    assert_int_equal(sl_snapshot_n_blocks(NULL), 0);
+    assert_int_equal(sl_snapshot_find_block(NULL, "b0"), -1);
+    assert_false(sl_snapshot_page_present(NULL, 0, 0));
+    sl_restore_stop(NULL);
+    sl_restore_free(NULL);
+    sl_snapshot_close(NULL);
+}
+
+/* A flag this library does not know is refused, not ignored. */
+static void test_unknown_open_flags_are_refused(void **state)
+{
+    const uint64_t len = 64 * PSIZE;
+    g_autoptr(GError) err = NULL;
+    char *dir = sl_test_tmpdir();
+    g_autofree char *path = g_build_filename(dir, "snap", NULL);
+    sl_snapshot *s;
+
+    sl_test_make_snapshot(path, &len, 1, PSIZE, 0, 0);
+    s = sl_snapshot_open_flags(path, 1u << 7, &err);
+    assert_null(s);
+    assert_true(strstr(err->message, "unknown open flags 0x80") != NULL);
+    s = sl_snapshot_open_flags(path, SL_OPEN_LAZY_CHECKSUMS, NULL);
+    assert_non_null(s);
+    sl_snapshot_close(s);
+    sl_test_rmdir(dir);
+}
+
+typedef struct {
+    const char *name;
+    void (*fn)(void **state);
+    bool (*applies)(const backend_case *bc);
+} feature;
+
+static bool any(const backend_case *bc)
+{
+    return true;
+}
+
+/* Forks need two or more units: at most 2 MiB pages (1 GiB ones are few). */
+static bool small_units(const backend_case *bc)
+{
+    return unit_of(bc) <= (2u << 20);
+}
+
+static bool shared_small(const backend_case *bc)
+{
+    return bc->kind != SL_BACKEND_ANON && small_units(bc);
+}
+
+static const feature features[] = {
+    { "closing_the_snapshot_mid_restore_leaves_the_restore_whole",
+      test_closing_the_snapshot_mid_restore_leaves_the_restore_whole, any },
+    { "a_child_forked_mid_restore_never_reads_a_hole",
+      test_a_child_forked_mid_restore_never_reads_a_hole, small_units },
+    { "memory_the_caller_kept_from_forks_stays_kept",
+      test_memory_the_caller_kept_from_forks_stays_kept, small_units },
+    { "attach_file_refuses_a_mapping_of_another_place",
+      test_attach_file_refuses_a_mapping_of_another_place, shared_small },
+};
+
+int main(void)
+{
+    size_t nb = G_N_ELEMENTS(backend_cases), nf = G_N_ELEMENTS(features), n = 0;
+    struct CMUnitTest *tests = g_new0(struct CMUnitTest, nb * nf + 2);
+
+    for (size_t b = 0; b < nb; b++) {
+        for (size_t i = 0; i < nf; i++) {
+            if (!features[i].applies(&backend_cases[b])) {
+                continue;
+            }
+            tests[n++] = (struct CMUnitTest){
+                .name = g_strdup_printf("%s/%s", backend_cases[b].name, features[i].name),
+                .test_func = features[i].fn,
+                .setup_func = fixture_setup,
+                .teardown_func = fixture_teardown,
+                .initial_state = (void *)&backend_cases[b],
+            };
+            sl_test_skip_if_absent(&tests[n - 1], backend_cases[b].cap, backend_cases[b].hugepage);
+        }
+    }
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_null_arguments_are_refused_with_an_error);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_unknown_open_flags_are_refused);
+    if (g_getenv("SL_TEST_FILTER")) {
+        cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
+    }
+    return _cmocka_run_group_tests("contract", tests, n, NULL, NULL);
+}

@@ -182,6 +182,29 @@ bool cli_check_threads(int threads);
       "data around it in its aligned block of SIZE (default 64K; 4K: the faulted page alone)", \
       "SIZE" }
 
+/**
+ * The --parent option entry, its path into @var: for every command that
+ * opens a snapshot which may be a child (inspect, extract, flatten,
+ * restore, reset-loop, serve, qemu-restore), to name a parent that moved.
+ */
+#define CLI_PARENT_OPTION(var)                                                                 \
+    { "parent", 0, 0, G_OPTION_ARG_FILENAME, &(var), "an incremental snapshot's parent, "     \
+      "instead of the path it records", "PATH" }
+
+/**
+ * cli_open_snapshot: snapshot @path opened with SL_OPEN_* @flags; with
+ * @parent (--parent PATH), as a child whose parent is @parent instead of
+ * the path it records (sl_snapshot_open_chain(): a snapshot that is no
+ * child is refused, naming it).  NULL with @errp set.  Inline, so that
+ * the daemon (daemon.c, also linked into its tests) needs no other file.
+ */
+static inline sl_snapshot *cli_open_snapshot(const char *path, const char *parent,
+                                             unsigned flags, GError **errp)
+{
+    return parent ? sl_snapshot_open_chain(path, parent, flags, errp)
+                  : sl_snapshot_open_flags(path, flags, errp);
+}
+
 /** Prints "snapload: MSG" on one line of stderr and returns exit status 1. */
 int cli_fail(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 

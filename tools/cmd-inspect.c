@@ -284,8 +284,7 @@ int cmd_inspect(int argc, char **argv)
     GOptionEntry entries[] = {
         { "json", 0, 0, G_OPTION_ARG_NONE, &as_json, "print JSON", NULL },
         { "quick", 0, 0, G_OPTION_ARG_NONE, &quick, "check metadata only, not page data", NULL },
-        { "parent", 0, 0, G_OPTION_ARG_FILENAME, &parent, "an incremental snapshot's parent, "
-          "instead of the path it records", "PATH" },
+        CLI_PARENT_OPTION(parent),
         { NULL },
     };
     GError *err = NULL;
@@ -298,9 +297,7 @@ int cmd_inspect(int argc, char **argv)
     if (argc != 2) {
         return cli_fail("inspect takes exactly one snapshot file");
     }
-    s = parent ? sl_snapshot_open_chain(argv[1], parent, 0, &err)
-               : sl_snapshot_open(argv[1], &err);
-    if (!s) {
+    if (!(s = cli_open_snapshot(argv[1], parent, 0, &err))) {
         return cli_fail_error(err);
     }
     if (!sl_snapshot_check_sections(s, &err)) { /* small: checked even with --quick */

@@ -10,10 +10,10 @@
  * list are carried over.  PARENT needs checksums (snapload's format, or a
  * QEMU file with its index); NEW may be any snapshot.
  *
- * `snapload flatten SNAP -o FULL`: the other way, a child and its whole
- * chain of parents into one full snapshot (every page checked as it is
- * read), for a chain that reached its length limit or whose parents are to
- * go.
+ * `snapload flatten SNAP -o FULL [--parent PATH]`: the other way, a child
+ * and its whole chain of parents into one full snapshot (every page
+ * checked as it is read), for a chain that reached its length limit or
+ * whose parents are to go.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -137,9 +137,10 @@ static bool in_chain(const char *out, const sl_snapshot *s)
 
 int cmd_flatten(int argc, char **argv)
 {
-    g_autofree char *out = NULL, *tmp = NULL;
+    g_autofree char *out = NULL, *tmp = NULL, *parent = NULL;
     GOptionEntry entries[] = {
         { "output", 'o', 0, G_OPTION_ARG_FILENAME, &out, "the full snapshot to write", "FULL" },
+        CLI_PARENT_OPTION(parent),
         { NULL },
     };
     g_autoptr(GError) err = NULL;
@@ -153,7 +154,7 @@ int cmd_flatten(int argc, char **argv)
     if (argc != 2 || !out) {
         return cli_fail("flatten needs SNAP and -o FULL");
     }
-    ok = (d.next = sl_snapshot_open(argv[1], &err)) != NULL;
+    ok = (d.next = cli_open_snapshot(argv[1], parent, 0, &err)) != NULL;
     if (ok && in_chain(out, d.next)) {
         g_set_error(&err, SL_ERROR, SL_ERROR_INVALID, "%s is a file of %s's chain: the full "
                     "snapshot must be a new file", out, argv[1]);

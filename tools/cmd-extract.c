@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * `snapload extract SNAP --block NAME -o FILE`: the inverse of `save --raw`.
+ * `snapload extract SNAP --block NAME -o FILE [--parent PATH]`: the inverse
+ * of `save --raw`.
  * Writes one block of a snapshot as a raw RAM image, every stored page
  * checked against its checksum, zero pages left as holes.  Used to compare
  * what a guest sees (e.g. over QEMU's qtest protocol) with the snapshot,
@@ -48,10 +49,11 @@ static int write_block(sl_snapshot *s, unsigned b, const sl_block_info *bi, int 
 
 int cmd_extract(int argc, char **argv)
 {
-    g_autofree char *block = NULL, *out = NULL;
+    g_autofree char *block = NULL, *out = NULL, *parent = NULL;
     GOptionEntry entries[] = {
         { "block", 0, 0, G_OPTION_ARG_STRING, &block, "the block to extract (default: the first)", "NAME" },
         { "output", 'o', 0, G_OPTION_ARG_FILENAME, &out, "raw image to write", "FILE" },
+        CLI_PARENT_OPTION(parent),
         { NULL },
     };
     g_autoptr(GError) err = NULL;
@@ -67,7 +69,7 @@ int cmd_extract(int argc, char **argv)
     if (argc != 2 || !out) {
         return cli_fail("extract needs SNAP and -o FILE");
     }
-    if (!(s = sl_snapshot_open(argv[1], &err))) {
+    if (!(s = cli_open_snapshot(argv[1], parent, 0, &err))) {
         return cli_fail_error(g_steal_pointer(&err));
     }
     b = block ? sl_snapshot_find_block(s, block) : 0;

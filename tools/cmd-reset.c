@@ -1,14 +1,14 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * `snapload reset-loop SNAP --backend KIND`: a fuzzer's loop, shown.  The
- * snapshot is restored lazily with write tracking into fresh memory; once
- * it is complete, each round writes a share of the guest's pages (the
- * "input", random bytes at random places), resets to the snapshot with
- * sl_restore_reset() (dropping the written units, or with --in-place
- * rewriting them) and checks every byte of memory against the snapshot.
- * Each round prints what was written, how long the reset took and when
- * every page was present again; the exit status is 1 if any page was
- * ever wrong.
+ * `snapload reset-loop SNAP --backend KIND [--parent PATH]`: a fuzzer's
+ * loop, shown.  The snapshot is restored lazily with write tracking into
+ * fresh memory; once it is complete, each round writes a share of the
+ * guest's pages (the "input", random bytes at random places), resets to
+ * the snapshot with sl_restore_reset() (dropping the written units, or
+ * with --in-place rewriting them) and checks every byte of memory against
+ * the snapshot.  Each round prints what was written, how long the reset
+ * took and when every page was present again; the exit status is 1 if
+ * any page was ever wrong.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +18,7 @@
 
 typedef struct {
     const char *path;
+    const char *parent;    /* --parent: SNAP's parent, not the one it records */
     sl_backend_kind kind;
     uint64_t hugepage;
     int rounds;
@@ -40,7 +41,7 @@ static bool begin(const loop_opts *o, loop_state *s, GError **errp)
                               .reset_in_place = o->in_place };
     sl_block_info bi;
 
-    s->snap = sl_snapshot_open(o->path, errp);
+    s->snap = cli_open_snapshot(o->path, o->parent, 0, errp);
     s->n = s->snap ? sl_snapshot_n_blocks(s->snap) : 0;
     s->mems = g_new0(sl_mem, s->n ? s->n : 1);
     if (!s->snap || !cli_map_blocks(s->snap, o->kind, o->hugepage, s->mems, errp) ||
@@ -185,7 +186,7 @@ static int run_loop(const loop_opts *o)
 int cmd_reset_loop(int argc, char **argv)
 {
     loop_opts o = { .rounds = 10, .share = 1.0, .seed = 14 };
-    g_autofree char *backend = NULL, *hps = NULL;
+    g_autofree char *backend = NULL, *hps = NULL, *parent = NULL;
     gint seed = 14;
     GOptionEntry entries[] = {
         { "backend", 0, 0, G_OPTION_ARG_STRING, &backend, "memory backend: anon|shmem|hugetlbfs", "KIND" },
@@ -195,6 +196,7 @@ int cmd_reset_loop(int argc, char **argv)
         { "in-place", 0, 0, G_OPTION_ARG_NONE, &o.in_place, "rewrite the written units in place (config.reset_in_place)", NULL },
         { "seed", 0, 0, G_OPTION_ARG_INT, &seed, "seed of the random writes", "N" },
         { "json", 0, 0, G_OPTION_ARG_NONE, &o.json, "one JSON object per round", NULL },
+        CLI_PARENT_OPTION(parent),
         { NULL },
     };
 
@@ -215,6 +217,7 @@ int cmd_reset_loop(int argc, char **argv)
         return 2;
     }
     o.path = argv[1];
+    o.parent = parent;
     o.seed = (guint32)seed;
     return run_loop(&o);
 }

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * `snapload restore SNAP --backend anon ...`: restores every block lazily
- * into fresh memory of the chosen backend while touch threads (standing in
- * for vCPUs) read pages, then optionally verifies every byte and times an
- * eager load of the same file in the same run.  Prints a summary or, with
- * --json, one JSON object.
+ * `snapload restore SNAP --backend anon [--parent PATH] ...`: restores every
+ * block lazily into fresh memory of the chosen backend while touch threads
+ * (standing in for vCPUs) read pages, then optionally verifies every byte
+ * and times an eager load of the same file in the same run.  Prints a
+ * summary or, with --json, one JSON object.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -25,6 +25,7 @@
 
 typedef struct {
     char *path;
+    char *parent;                  /* --parent: SNAP's parent, not the one it records */
     sl_backend_kind kind;
     uint64_t hugepage;
     gint threads, touch_threads, eager_threads, consumers;
@@ -166,7 +167,7 @@ static void unload(loaded *l)
 
 static bool load(const opts *o, loaded *l, GError **errp)
 {
-    l->snap = sl_snapshot_open_flags(o->path, SL_OPEN_LAZY_CHECKSUMS, errp);
+    l->snap = cli_open_snapshot(o->path, o->parent, SL_OPEN_LAZY_CHECKSUMS, errp);
     l->n = l->snap ? sl_snapshot_n_blocks(l->snap) : 0;
     l->mems = g_new0(sl_mem, l->n ? l->n : 1);
     return l->snap && cli_map_blocks(l->snap, o->kind, o->hugepage, l->mems, errp);
@@ -663,6 +664,7 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
         { "json", 0, 0, G_OPTION_ARG_NONE, &json, "print one JSON object", NULL },
         { "timeline", 0, 0, G_OPTION_ARG_FILENAME, &o->timeline, "write bytes in place over time "
           "(CSV: lazy and, with --compare-eager, eager)", "FILE" },
+        CLI_PARENT_OPTION(o->parent),
         { NULL },
     };
 
@@ -818,6 +820,7 @@ int cmd_restore(int argc, char **argv)
     sl_timeline_clear(&res.eager_tl);
     g_free(res.error);
     g_free(o.path);
+    g_free(o.parent);
     g_free(o.topology);
     g_free(o.record);
     g_free(o.timeline);

@@ -55,6 +55,7 @@
 
 typedef struct {
     const char *snap;
+    const char *parent;   /* --parent: SNAP's parent, not the one it records */
     char **qemu_argv;
     char *eager;          /* time QEMU's own eager load of this file instead */
     char *socket;         /* where the daemon listens (default: a private dir) */
@@ -253,7 +254,8 @@ static bool start_daemon(qr *r, GError **errp)
     r->daemon = fork();
     if (r->daemon == 0) {
         die_with_parent(GINT_TO_POINTER(self));
-        sl_daemon_opts d = { .snapshot = r->o->snap, .socket = r->dsock, .exit_when_done = true,
+        sl_daemon_opts d = { .snapshot = r->o->snap, .parent = r->o->parent,
+                             .socket = r->dsock, .exit_when_done = true,
                              .quiet = !g_getenv("SNAPLOAD_DEBUG"), .ready_fd = ready[1],
                              .stats_fd = stats[1],
                              .serve = (const char *const *)r->serve->pdata,
@@ -935,7 +937,8 @@ static bool prepare(qr *r, GError **errp)
 {
     r->registered = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     r->locks = g_array_new(false, false, sizeof(int));
-    if (!(r->snap = sl_snapshot_open(r->o->snap, errp)) || !has_device_state(r, errp) ||
+    if (!(r->snap = cli_open_snapshot(r->o->snap, r->o->parent, 0, errp)) ||
+        !has_device_state(r, errp) ||
         (!r->o->eager && !match_backends(r, errp)) ||
         !(r->tmp = g_dir_make_tmp("snapload-qemu-XXXXXX", errp))) {
         return false;
@@ -1088,6 +1091,7 @@ static int run(const qr_opts *o)
 int cmd_qemu_restore(int argc, char **argv)
 {
     g_autofree char *eager = NULL, *sock = NULL, *record = NULL, *around = NULL;
+    g_autofree char *parent = NULL;
     g_auto(GStrv) vhost_user = NULL;
     uint32_t around_bytes = 0;
     gboolean json = false, verify = false, paused = false, quit = false, reuse = false;
@@ -1127,6 +1131,7 @@ int cmd_qemu_restore(int argc, char **argv)
         { "vhost-user", 0, 0, G_OPTION_ARG_STRING_ARRAY, &vhost_user, "start COMMAND, a "
           "vhost-user back-end listening on SOCKET, registered with the restore, before QEMU "
           "(ended after QEMU); repeatable", "SOCKET=COMMAND" },
+        CLI_PARENT_OPTION(parent),
         { NULL },
     };
     qr_opts o = { 0 };
@@ -1164,9 +1169,9 @@ int cmd_qemu_restore(int argc, char **argv)
         return cli_fail("qemu-restore needs exactly one SNAP before --; --multifd only with "
                         "--eager");
     }
-    o = (qr_opts){ .snap = argv[1], .qemu_argv = o.qemu_argv, .eager = eager, .json = json,
-                   .verify = verify, .paused = paused, .quit_when_done = quit, .threads = threads,
-                   .socket = sock, .multifd = multifd, .vhost_user = vhost_user,
+    o = (qr_opts){ .snap = argv[1], .parent = parent, .qemu_argv = o.qemu_argv, .eager = eager,
+                   .json = json, .verify = verify, .paused = paused, .quit_when_done = quit,
+                   .threads = threads, .socket = sock, .multifd = multifd, .vhost_user = vhost_user,
                    .record = record, .reuse_ram = reuse, .check_all = check_all,
                    .track = reuse || track, .around = around_bytes };
     return run(&o);

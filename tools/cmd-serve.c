@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * `snapload serve SNAP --socket PATH [--block NAME...] [--track-writes]
- * [--fault-around SIZE]`:
+ * [--fault-around SIZE] [--parent PATH]`:
  * run the restore daemon for consumer processes (docs/protocol.md), of
  * every block of SNAP or of the blocks named; with --track-writes it takes
  * tracked mappings (REGISTER_WP) and answers WRITTEN_QUERY.
@@ -13,6 +13,7 @@
 int cmd_serve(int argc, char **argv)
 {
     g_autofree char *sock = NULL, *topo = NULL, *written_dir = NULL, *around = NULL;
+    g_autofree char *parent = NULL;
     uint32_t around_bytes = 0;
     g_auto(GStrv) blocks = NULL;
     gint threads = CLI_THREADS_UNSET;
@@ -27,6 +28,7 @@ int cmd_serve(int argc, char **argv)
         { "track-writes", 0, 0, G_OPTION_ARG_NONE, &track, "take tracked mappings and answer "
           "what they wrote (WRITTEN_QUERY)", NULL },
         CLI_FAULT_AROUND_OPTION(around),
+        CLI_PARENT_OPTION(parent),
         { NULL },
     };
     sl_daemon_opts o = { .ready_fd = -1, .stats_fd = -1 };
@@ -41,6 +43,7 @@ int cmd_serve(int argc, char **argv)
         return 2;
     }
     o.snapshot = argv[1];
+    o.parent = parent;
     o.socket = sock;
     o.exit_when_done = once;
     o.serve = (const char *const *)blocks;

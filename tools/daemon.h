@@ -22,6 +22,8 @@
 
 typedef struct {
     const char *snapshot;
+    const char *parent;    /* non-NULL: @snapshot is a child whose parent is here, not
+                            * where it records (serve/qemu-restore --parent) */
     const char *socket;
     sl_restore_config cfg;
     bool exit_when_done;   /* exit once complete and every client has left */

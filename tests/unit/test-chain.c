@@ -10,7 +10,9 @@
  * content, a missing parent, a bad or doubled parent section, a truncated
  * child, loops, chains too deep, a parent without checksums, and blocks
  * unlike the parent's.  Last the CLI: `delta` stores only what changed,
- * and `inspect` lists the chain.
+ * `inspect` lists the chain, and every command that opens a snapshot which
+ * may be a child, after its parents moved, names the parent it misses and
+ * works as before with `--parent PATH`.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -1135,6 +1137,162 @@ static void test_inspect_prints_the_chain(void **state)
     chain_clear(&c);
 }
 
+/* ------------------------------------------------------------------ */
+/* 6. A parent that moved: --parent                                   */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A command that opens a snapshot which may be a child, run on the
+ * newest child of a chain of three whose two parents moved together to
+ * another directory.  @opts come after SNAP ("@NAME": NAME in the chain's
+ * directory); @out: it writes -o FILE, which must equal what it writes
+ * with the parents in place; @says: its stdout when it worked; @runs: it
+ * runs to its end here (serve needs a consumer, qemu-restore QEMU:
+ * test-daemon.c and tests/qtest/test-qemu.c run them with a moved parent,
+ * here they only fail); @uffd: it needs userfaultfd.
+ */
+typedef struct {
+    const char *name;
+    const char *opts[8];
+    bool out, runs, uffd;
+    const char *says;
+} moved_case;
+
+static const moved_case moved_cases[] = {
+    { "inspect", { NULL }, false, true, false, "chain (newest first" },
+    { "extract", { "--block", "b1", NULL }, true, true, false, NULL },
+    { "flatten", { NULL }, true, true, false, NULL },
+    { "restore", { "--backend", "anon", "--verify", "--threads", "1", "--json", NULL }, false,
+      true, true, "\"verify_mismatches\": 0" },
+    { "reset-loop", { "--backend", "anon", "--rounds", "2", "--json", NULL }, false, true, true,
+      "\"wrong_pages\": 0}" },
+    { "serve", { "--socket", "@serve.sock", "--exit-when-done", NULL }, false, false, false,
+      NULL },
+    { "qemu-restore", { "--", "false", NULL }, false, false, false, NULL },
+};
+
+/* A chain of three (in c.dir) whose parents then move to @other, keeping their names. */
+typedef struct {
+    chain c;
+    char *other;
+    char *parent;   /* the child's parent, moved */
+    char *base;     /* the full snapshot, moved */
+} moved_chain;
+
+static void moved_chain_build(moved_chain *m)
+{
+    chain_build(&m->c, 3, 31);
+    m->other = sl_test_tmpdir();
+    m->parent = g_build_filename(m->other, "gen1.snap", NULL);
+    m->base = g_build_filename(m->other, "gen0.snap", NULL);
+}
+
+static void moved_chain_move(moved_chain *m)
+{
+    assert_int_equal(rename(m->c.path[1], m->parent), 0);
+    assert_int_equal(rename(m->c.path[0], m->base), 0);
+}
+
+static void moved_chain_clear(moved_chain *m)
+{
+    g_free(m->parent);
+    g_free(m->base);
+    sl_test_rmdir(m->other);
+    chain_clear(&m->c);
+}
+
+/* Runs @tc's command on @snap, with --parent @parent unless NULL, writing
+ * -o @out where it writes; its exit status, stdout and stderr. */
+static int run_moved(const moved_case *tc, const moved_chain *m, const char *snap,
+                     const char *parent, const char *out, char **so, char **se)
+{
+    g_autoptr(GPtrArray) a = g_ptr_array_new_with_free_func(g_free);
+
+    g_ptr_array_add(a, g_strdup(tc->name));
+    g_ptr_array_add(a, g_strdup(snap));
+    if (parent) {
+        g_ptr_array_add(a, g_strdup("--parent"));
+        g_ptr_array_add(a, g_strdup(parent));
+    }
+    for (unsigned i = 0; tc->opts[i]; i++) {
+        g_ptr_array_add(a, tc->opts[i][0] == '@'
+                               ? g_build_filename(m->c.dir, tc->opts[i] + 1, NULL)
+                               : g_strdup(tc->opts[i]));
+    }
+    if (tc->out) {
+        g_ptr_array_add(a, g_strdup("-o"));
+        g_ptr_array_add(a, g_strdup(out));
+    }
+    g_ptr_array_add(a, NULL);
+    return sl_test_run_cli((const char *const *)a->pdata, so, se);
+}
+
+/* @tc's command on @snap (with --parent @parent) fails, its stderr naming @what and @why. */
+static void expect_moved_fails(const moved_case *tc, const moved_chain *m, const char *snap,
+                               const char *parent, const char *what, const char *why)
+{
+    g_autofree char *out = g_build_filename(m->c.dir, "refused.out", NULL);
+    g_autofree char *so = NULL, *se = NULL;
+
+    assert_int_not_equal(run_moved(tc, m, snap, parent, out, &so, &se), 0);
+    expect_in(se, what);
+    expect_in(se, why);
+    assert_int_not_equal(access(out, F_OK), 0); /* nothing written */
+}
+
+/* The whole of file @path (caller frees). */
+static GBytes *contents(const char *path)
+{
+    gchar *data = NULL;
+    gsize len = 0;
+
+    if (!g_file_get_contents(path, &data, &len, NULL)) {
+        fail_msg("%s cannot be read", path);
+    }
+    return g_bytes_new_take(data, len);
+}
+
+/*
+ * After a child's parents moved, each command fails naming the parent it
+ * looked for where the child records it, refuses --parent for a snapshot
+ * that is no child, naming it, and with --parent works as it did with the
+ * parents in place: the same output, restored memory that verifies.
+ */
+static void test_moved_parent_is_named_when_missing_and_taken_from_parent_option(void **state)
+{
+    const moved_case *tc = *state;
+    g_autofree char *want = NULL, *got = NULL, *so = NULL, *se = NULL;
+    g_autoptr(GBytes) a = NULL, b = NULL;
+    moved_chain m;
+
+    if (tc->uffd) {
+        need_uffd();
+    }
+    moved_chain_build(&m);
+    want = g_build_filename(m.c.dir, "in-place.out", NULL);
+    got = g_build_filename(m.c.dir, "moved.out", NULL);
+    if (tc->out && run_moved(tc, &m, m.c.path[2], NULL, want, &so, &se) != 0) {
+        fail_msg("%s with the parents in place: %s", tc->name, se);
+    }
+    moved_chain_move(&m);
+    expect_moved_fails(tc, &m, m.c.path[2], NULL, m.c.path[1], "No such file or directory");
+    expect_moved_fails(tc, &m, m.base, m.parent, m.base, "not an incremental snapshot");
+    g_clear_pointer(&so, g_free);
+    g_clear_pointer(&se, g_free);
+    if (tc->runs && run_moved(tc, &m, m.c.path[2], m.parent, got, &so, &se) != 0) {
+        fail_msg("%s --parent %s: %s", tc->name, m.parent, se);
+    }
+    if (tc->runs && tc->says) {
+        expect_in(so, tc->says);
+    }
+    if (tc->runs && tc->out) {
+        a = contents(want);
+        b = contents(got);
+        assert_true(g_bytes_equal(a, b));
+    }
+    moved_chain_clear(&m);
+}
+
 int main(void)
 {
     GPtrArray *t = g_ptr_array_new();
@@ -1162,7 +1320,7 @@ int main(void)
     };
 
     tests = g_new0(struct CMUnitTest, G_N_ELEMENTS(newest_cases) + G_N_ELEMENTS(section_cases) +
-                   G_N_ELEMENTS(plain));
+                   G_N_ELEMENTS(moved_cases) + G_N_ELEMENTS(plain));
     for (size_t i = 0; i < G_N_ELEMENTS(newest_cases); i++) {
         char *name = g_strdup_printf("child_restores_every_page_from_the_newest_layer/%s",
                                      newest_cases[i].name);
@@ -1178,6 +1336,15 @@ int main(void)
         tests[n++] = (struct CMUnitTest){ .name = name,
             .test_func = test_bad_parent_sections_are_refused_by_name,
             .initial_state = (void *)&section_cases[i] };
+    }
+    for (size_t i = 0; i < G_N_ELEMENTS(moved_cases); i++) {
+        char *name = g_strdup_printf(
+            "moved_parent_is_named_when_missing_and_taken_from_parent_option/%s",
+            moved_cases[i].name);
+        g_ptr_array_add(t, name);
+        tests[n++] = (struct CMUnitTest){ .name = name,
+            .test_func = test_moved_parent_is_named_when_missing_and_taken_from_parent_option,
+            .initial_state = (void *)&moved_cases[i] };
     }
     for (size_t i = 0; i < G_N_ELEMENTS(plain); i++) {
         tests[n++] = plain[i];

@@ -12,7 +12,8 @@
  * out of fds saying so instead of blaming the consumer's uffd.  And the
  * written-page lists of qemu-restore --reuse-ram: tracked consumers'
  * writes listed exactly, used once by the next run, refused when they do
- * not match.
+ * not match.  And a child whose parent moved, served with the parent
+ * given (serve and qemu-restore --parent).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -189,6 +190,8 @@ typedef struct {
     shared_counts *counts;
     char *written_dir;      /* non-NULL: the daemon tracks writes (keep_memory too) */
     int stats;              /* with written_dir: the daemon's stats pipe, read end */
+    bool moved_parent;      /* serve a child whose parent moved, given the parent */
+    char *parent;           /* with moved_parent: where the parent went */
 } fixture;
 
 static bool need(uint64_t hugepage, uint64_t len)
@@ -227,10 +230,54 @@ static void forge_zero_page(const char *path)
     close(fd);
 }
 
+/*
+ * A child of f->snap storing pages 1 to 8 of block 0 again (the same
+ * bytes: consumers check the same content, read from two files); the
+ * parent then moves to a directory of its own, so the child no longer
+ * finds it.  f->snap becomes the child, f->parent the moved parent.
+ */
+static void make_child_of_moved_parent(fixture *f)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree char *moved = g_build_filename(f->dir, "moved", NULL);
+    char *child = g_build_filename(f->dir, "child", NULL);
+    sl_snapshot *p = sl_snapshot_open(f->snap, &err);
+    sl_writer *w = sl_writer_new(child, &err);
+    uint8_t page[PSIZE];
+
+    assert_true(p && w && sl_writer_set_parent(w, p, "snap", &err));
+    sl_snapshot_close(p);
+    assert_int_equal(sl_writer_add_block(w, "b0", f->len, PSIZE, -1, &err), 0);
+    for (uint64_t i = 1; i <= 8; i++) {
+        sl_test_fill_page(page, PSIZE, i, 1, 4);
+        assert_true(sl_writer_write(w, 0, i * PSIZE, page, PSIZE, &err));
+    }
+    assert_true(sl_writer_finish(w, &err));
+    sl_writer_free(w);
+    assert_int_equal(mkdir(moved, 0700), 0);
+    f->parent = g_build_filename(moved, "snap", NULL);
+    assert_int_equal(rename(f->snap, f->parent), 0);
+    g_free(f->snap);
+    f->snap = child;
+}
+
+/* f->snap: one block of f->len bytes, forged or a child of a moved parent as @f says. */
+static void make_snapshot(fixture *f)
+{
+    uint64_t lengths[1] = { f->len };
+
+    sl_test_make_snapshot(f->snap, lengths, 1, PSIZE, 4, 0);
+    if (f->forge_zero) {
+        forge_zero_page(f->snap);
+    }
+    if (f->moved_parent) {
+        make_child_of_moved_parent(f);
+    }
+}
+
 /* Snapshot, memory file, daemon child; waits until the socket accepts. */
 static void setup_daemon(fixture *f, uint64_t len, uint64_t hugepage, int threads)
 {
-    uint64_t lengths[1] = { len };
     int ready[2];
     char byte;
     sl_daemon_opts o = { .exit_when_done = true, .quiet = true, .ready_fd = -1, .stats_fd = -1,
@@ -243,10 +290,7 @@ static void setup_daemon(fixture *f, uint64_t len, uint64_t hugepage, int thread
     f->dir = sl_test_tmpdir();
     f->snap = g_build_filename(f->dir, "snap", NULL);
     f->sock = g_build_filename(f->dir, "sock", NULL);
-    sl_test_make_snapshot(f->snap, lengths, 1, PSIZE, 4, 0);
-    if (f->forge_zero) {
-        forge_zero_page(f->snap);
-    }
+    make_snapshot(f);
     if (f->memfd <= 0) { /* a restart keeps the memory file */
         f->memfd = hugepage ? sl_hugetlb_unlinked_fd(hugepage)
                             : memfd_create("guest", MFD_CLOEXEC);
@@ -261,6 +305,7 @@ static void setup_daemon(fixture *f, uint64_t len, uint64_t hugepage, int thread
     assert_true(pipe2(ready, O_CLOEXEC) == 0 && f->counts->efd >= 0);
     o.ready_fd = ready[1];
     o.snapshot = f->snap;
+    o.parent = f->parent;
     o.socket = f->sock;
     o.cfg = (sl_restore_config){ .size = sizeof(o.cfg), .loader_threads = 1,
                                  .no_loaders = threads == 0, .keep_memory = !!f->written_dir };
@@ -308,6 +353,7 @@ static int fixture_teardown(void **state)
         close(f->stats);
     }
     g_free(f->written_dir);
+    g_free(f->parent);
     g_free(f->snap);
     g_free(f->sock);
     g_free(f);
@@ -399,6 +445,22 @@ static void test_shmem_vmm_and_late_backend_see_correct_bytes(void **state)
 static void test_hugetlbfs_vmm_and_late_backend_see_correct_bytes(void **state)
 {
     run_vmm_and_backend(*state, 2u << 20);
+}
+
+/* A child whose parent moved, served with the parent given (serve and
+ * qemu-restore --parent): a consumer reading every page gets the right
+ * bytes, the child's own and the moved parent's, and the daemon completes. */
+static void test_daemon_given_a_moved_parent_serves_its_child_correct_bytes(void **state)
+{
+    fixture *f = *state;
+
+    f->moved_parent = true;
+    setup_daemon(f, 16u << 20, 0, 1);
+    expect_exit(spawn_consumer(f, "vmm", 1), 0);
+    expect_exit(f->daemon, 0);
+    f->daemon = 0;
+    assert_int_equal(atomic_load(&f->counts->touched), f->len / PSIZE);
+    assert_int_equal(atomic_load(&f->counts->bad), 0);
 }
 
 /* The daemon's result line (after its registration lines) says why the restore failed: @why. */
@@ -1860,6 +1922,9 @@ int main(void)
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_hugetlbfs_vmm_and_late_backend_see_correct_bytes,
                                         fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_daemon_given_a_moved_parent_serves_its_child_correct_bytes, fixture_setup,
+            fixture_teardown),
         cmocka_unit_test_setup_teardown(test_hostile_peers_are_dropped_and_a_good_one_completes,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_register_errors_name_the_problem,

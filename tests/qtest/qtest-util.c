@@ -261,6 +261,7 @@ int teardown(void **state)
     }
     g_free(f->memfile);
     g_free(f->snap);
+    g_free(f->parent);
     g_free(f->img);
     g_free(f->regs);
     if (!g_getenv("SL_TEST_KEEP")) {
@@ -347,6 +348,9 @@ child start_restore(const fixture *f, const char *const *opts, const char *seria
     g_ptr_array_add(argv, g_strdup(g_getenv("SNAPLOAD_BIN")));
     g_ptr_array_add(argv, g_strdup("qemu-restore"));
     g_ptr_array_add(argv, g_strdup(f->snap));
+    if (f->parent) {
+        add2(argv, "--parent", g_strdup(f->parent));
+    }
     for (const char *const *o = opts; *o; o++) {
         g_ptr_array_add(argv, g_strdup(*o));
     }
@@ -412,7 +416,8 @@ char *qtest_cmd(int fd, GString *in, const char *cmd)
 uint64_t qtest_compare(const fixture *f, int fd)
 {
     g_autoptr(GError) err = NULL;
-    sl_snapshot *snap = sl_snapshot_open(f->snap, &err);
+    sl_snapshot *snap = f->parent ? sl_snapshot_open_chain(f->snap, f->parent, 0, &err)
+                                  : sl_snapshot_open(f->snap, &err);
     g_autoptr(GString) in = g_string_new(NULL);
     g_autofree uint8_t *want = g_malloc(65536);
     uint64_t differ = 0, size = (uint64_t)RAM_MB << 20;

@@ -47,6 +47,8 @@ struct fixture {
     char *dir;            /* test directory (snapshot, logs, sockets) */
     char *memfile;        /* guest RAM file, on /dev/shm or hugetlbfs; NULL for anon */
     char *snap;
+    char *parent;         /* snap's parent where snap does not record it (it moved): given
+                           * to qemu-restore (--parent) and the comparisons; NULL: none */
     const char *save_format; /* qemu-save --format: NULL (our container) or "qemu" */
     int save_multifd;     /* with "qemu": QEMU writes with this many multifd threads */
     char *img;            /* a private copy of the walker image */

@@ -19,7 +19,10 @@
  *    signal, leaves no socket or temporary file); a second qemu-restore of
  *    a running one's RAM file is refused without touching it;
  *  - a page corrupted in the snapshot fails the restore by name; qemu-save
- *    refuses a RAM file that QEMU no longer maps.
+ *    refuses a RAM file that QEMU no longer maps;
+ *  - a child saved with `qemu-save --parent` stores what changed and
+ *    restores clean, also once its parent moved (qemu-restore fails naming
+ *    it, and restores with --parent).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -686,9 +689,38 @@ static char *restore_compare_run(fixture *f, const char *const *opts, const char
     return out;
 }
 
+/*
+ * Parent @parent of child f->snap moves to a directory of its own: a
+ * qemu-restore of the child fails (before QEMU starts) naming the path the
+ * child records, and f->parent is set, so that the next restore is given
+ * the parent (--parent, which its daemon gets too).
+ */
+static void move_parent(fixture *f, const char *parent)
+{
+    g_autofree char *dir = path_in(f, "moved"), *errs = NULL;
+    g_autofree char *serial = path_in(f, "refused.serial"), *qmp = path_in(f, "refused.qmp");
+    char *moved = g_build_filename(dir, "guest.sl", NULL);
+    child r;
+    int st;
+
+    assert_int_equal(mkdir(dir, 0700), 0);
+    assert_int_equal(rename(parent, moved), 0);
+    r = start_restore(f, (const char *[]){ "--paused", NULL }, serial, qmp, NULL);
+    st = reap(&r, 60000);
+    errs = slurp(r.err);
+    if (g_spawn_check_wait_status(st, NULL) || !strstr(errs, parent) ||
+        !strstr(errs, "No such file or directory")) {
+        fail_msg("qemu-restore of a child whose parent moved: status %d, wanted an error "
+                 "naming %s:\n%s", st, parent, errs);
+    }
+    child_free(&r);
+    f->parent = moved;
+}
+
 /* save_child_of_restored(), then the child is restored: guest RAM equals
- * it before the guest runs, and the walker checks two more passes. */
-static void check_child_restores_clean(fixture *f, bool tracked)
+ * it before the guest runs, and the walker checks two more passes.  With
+ * @moved, its parent moved first (move_parent()): restored with --parent. */
+static void check_child_restores_clean(fixture *f, bool tracked, bool moved)
 {
     g_autofree char *kid = NULL, *out = NULL;
     char *parent; /* the fixture's: it frees f->snap */
@@ -699,19 +731,25 @@ static void check_child_restores_clean(fixture *f, bool tracked)
     kid = save_child_of_restored(f, tracked, &pass);
     parent = f->snap;
     f->snap = kid; /* restore the child: its pages, the rest from its parent */
+    if (moved) {
+        move_parent(f, parent);
+    }
     out = restore_compare_run(f, (const char *[]){ "--paused", NULL }, "child", pass + 2,
                               "restoring the child");
     f->snap = parent;
+    g_clear_pointer(&f->parent, g_free);
 }
 
-static void test_qemu_save_of_a_child_stores_what_changed_and_restores_clean(void **state)
+/* Also: the parent moved before the child's restore, which is given it (--parent). */
+static void test_qemu_save_of_a_child_stores_what_changed_and_restores_clean_with_a_moved_parent(
+    void **state)
 {
-    check_child_restores_clean(*state, false);
+    check_child_restores_clean(*state, false, true);
 }
 
 static void test_qemu_save_of_a_child_reads_only_tracked_writes_and_is_exact(void **state)
 {
-    check_child_restores_clean(*state, true);
+    check_child_restores_clean(*state, true, false);
 }
 
 #define RESTARTS 20
@@ -938,9 +976,11 @@ int main(void)
         tests[n++].name = g_strdup_printf("%s/qemu_save_during_a_restore_stores_every_page",
                                           kinds[k].name);
         tests[n] = (struct CMUnitTest)CASE(
-            test_qemu_save_of_a_child_stores_what_changed_and_restores_clean, k);
+            test_qemu_save_of_a_child_stores_what_changed_and_restores_clean_with_a_moved_parent,
+            k);
         tests[n++].name = g_strdup_printf(
-            "%s/qemu_save_of_a_child_stores_what_changed_and_restores_clean", kinds[k].name);
+            "%s/qemu_save_of_a_child_stores_what_changed_and_restores_clean_with_a_moved_parent",
+            kinds[k].name);
         tests[n] = (struct CMUnitTest)CASE(
             test_qemu_save_of_a_child_reads_only_tracked_writes_and_is_exact, k);
         tests[n++].name = g_strdup_printf(

@@ -127,8 +127,8 @@ run_asan() {
     sanitizer_build build-asan -Db_sanitize=address,undefined || return 1
     ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1:fast_unwind_on_malloc=0 \
     UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1 \
-        sanitizer_suites build-asan format qemu-format chain pagemap restore numa daemon peers track reset \
-            verify space
+        sanitizer_suites build-asan format qemu-format chain pagemap restore contract numa daemon peers \
+            track reset verify space
 }
 
 # TSan: the suites it can run, and fast.  numa and peers pass too but take

@@ -312,6 +312,13 @@ bool sl_seal_let_go(sl_region *reg, sl_view *v);
 /** Wakes whoever polls eventfd @efd (the fault thread, or waiters on done_efd). */
 void sl_engine_kick(int efd);
 
+/**
+ * sl_view_publish: puts view @v in a slot of @reg, a dead view's (which
+ * moves to dead_views) or a new one; false if every slot holds a live view.
+ * Caller holds views_lock or owns @r alone (views.c).
+ */
+bool sl_view_publish(sl_restore *r, sl_region *reg, sl_view *v);
+
 /** Ends the restore with @err (first caller wins); wakes everyone. */
 void sl_engine_fail(sl_restore *r, int err);
 

@@ -1,0 +1,229 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Consumer views of a restore's file-backed blocks: mappings of the same
+ * memory file in this or another process (a vhost-user back-end), each
+ * registered on its own userfaultfd that its owner hands over.  Views join
+ * before or during the restore (a late one, after completion, is only
+ * unregistered), leave by tag, and live in fixed slots of their region
+ * that the fault thread and the loaders read without a lock (the ordering
+ * rules are on sl_region.views in restore-int.h).  Publishers hold
+ * views_lock.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kcmp.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include "restore-int.h"
+#include "uffd.h"
+
+bool sl_view_publish(sl_restore *r, sl_region *reg, sl_view *v)
+{
+    /* relaxed: views_lock is held (or @r is ours alone): publishers are serialized */
+    unsigned n = atomic_load_explicit(&reg->nviews, memory_order_relaxed);
+
+    for (unsigned j = 0; j < n; j++) {
+        sl_view *old = sl_region_view(reg, j);
+        /* relaxed: @dead is set once and never cleared; views_lock orders the rest */
+        if (!old->own && atomic_load_explicit(&old->dead, memory_order_relaxed)) {
+            g_ptr_array_add(reg->dead_views, old);
+            /* Release: @v is complete before a reader can load it. */
+            atomic_store_explicit(&reg->views[j], v, memory_order_release);
+            atomic_fetch_add_explicit(&r->views_gen, 1, memory_order_release);
+            return true;
+        }
+    }
+    if (n >= SL_MAX_VIEWS) {
+        return false;
+    }
+    atomic_store_explicit(&reg->views[n], v, memory_order_relaxed);
+    /* Release: the slot is written before readers can see the new count. */
+    atomic_store_explicit(&reg->nviews, n + 1, memory_order_release);
+    atomic_fetch_add_explicit(&r->views_gen, 1, memory_order_release);
+    return true;
+}
+
+/* A live view whose uffd is the same open file as @uffd (kcmp), or NULL;
+ * NULL too where kcmp is not allowed (a seccomp filter): then unchecked. */
+static const sl_region *uffd_in_use(sl_restore *r, int uffd)
+{
+    pid_t self = getpid();
+
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        /* relaxed, here and for @dead below: the caller holds views_lock */
+        unsigned nv = atomic_load_explicit(&reg->nviews, memory_order_relaxed);
+        for (unsigned j = 0; j < nv; j++) {
+            sl_view *v = sl_region_view(reg, j);
+            if (!v->own && !atomic_load_explicit(&v->dead, memory_order_relaxed) &&
+                syscall(SYS_kcmp, self, self, KCMP_FILE, v->uffd, uffd) == 0) {
+                return reg;
+            }
+        }
+    }
+    return NULL;
+}
+
+static bool is_userfaultfd(int fd)
+{
+    g_autofree char *link = g_strdup_printf("/proc/self/fd/%d", fd);
+    char target[64] = "";
+    ssize_t n = readlink(link, target, sizeof(target) - 1);
+
+    return n > 0 && strcmp(target, "anon_inode:[userfaultfd]") == 0;
+}
+
+/* A live view of @reg, or NULL. */
+static const sl_view *first_live_view(const sl_region *reg)
+{
+    unsigned nv = atomic_load_explicit(&((sl_region *)reg)->nviews, memory_order_acquire);
+
+    for (unsigned j = 0; j < nv; j++) {
+        const sl_view *v = sl_region_view(reg, j);
+        /* relaxed: only a check of the caller's intent (anonymous memory has one
+         * view); a view dying meanwhile changes nothing it protects */
+        if (!atomic_load_explicit(&((sl_view *)v)->dead, memory_order_relaxed)) {
+            return v;
+        }
+    }
+    return NULL;
+}
+
+/* A late view after completion: every page is cached, so just unregister. */
+static bool view_after_completion(sl_region *reg, int uffd, uint64_t base, GError **errp)
+{
+    int ret = sl_uffd_unregister(uffd, (void *)(uintptr_t)base, reg->mem.length);
+
+    if (ret < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "unregistering the late view: %s",
+                    g_strerror(-ret));
+        return false;
+    }
+    return true;
+}
+
+bool sl_restore_add_view(sl_restore *r, const char *name, int uffd, uint64_t base,
+                         GError **errp)
+{
+    return sl_restore_add_view_tagged(r, name, uffd, base, 0, errp);
+}
+
+void sl_restore_remove_views(sl_restore *r, uint64_t tag)
+{
+    bool any = false;
+
+    if (!r) {
+        return;
+    }
+    g_mutex_lock(&r->views_lock);
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        /* relaxed: views_lock is held */
+        unsigned nv = atomic_load_explicit(&reg->nviews, memory_order_relaxed);
+        for (unsigned j = 0; j < nv; j++) {
+            sl_view *v = sl_region_view(reg, j);
+            if (v->own || v->tag != tag) {
+                continue;
+            }
+            /* seq_cst: pairs with sl_view_enter() in engine.c. */
+            atomic_store(&v->dead, true);
+            any = true;
+            /* Completed or stopped: the threads are done with views, whose
+             * ranges are unregistered (or sealed; a kept one stays open). */
+            if (r->views_closed && !v->kept && v->uffd >= 0) {
+                close(v->uffd);
+                v->uffd = -1;
+            }
+        }
+    }
+    g_mutex_unlock(&r->views_lock);
+    if (any) { /* the fault thread closes their uffds and polls without them */
+        atomic_fetch_add_explicit(&r->views_gen, 1, memory_order_release);
+        sl_engine_kick(r->ctl_efd);
+    }
+}
+
+bool sl_restore_add_view_tagged(sl_restore *r, const char *name, int uffd, uint64_t base,
+                                uint64_t tag, GError **errp)
+{
+    return sl_restore_add_view_flags(r, name, uffd, base, tag, 0, errp);
+}
+
+bool sl_restore_add_view_flags(sl_restore *r, const char *name, int uffd, uint64_t base,
+                               uint64_t tag, unsigned flags, GError **errp)
+{
+    sl_region *reg = sl_region_of_block(r, name);
+    const sl_region *other;
+    const char *why = NULL;
+    sl_view *v;
+    bool ok = true;
+
+    SL_ARG(r, errp, false);
+    SL_ARG(name, errp, false);
+    if (!reg) {
+        why = "block not attached";
+    } else if (!reg->mem.ops->in_place && (reg->mem.host || first_live_view(reg))) {
+        why = "anonymous memory is private to one process: it has one view, already there";
+    } else if (!is_userfaultfd(uffd)) {
+        why = "the fd is not a userfaultfd";
+    } else if (base % MAX(reg->mem.page_size, 4096)) {
+        why = "base address is not aligned to the memory's page size";
+    } else if (flags & ~SL_VIEW_WRITE_PROTECTED) {
+        why = "unknown flags";
+    } else if ((flags & SL_VIEW_WRITE_PROTECTED) && !r->cfg.track_writes) {
+        why = "write-protected views need a restore with config.track_writes (which keeps "
+              "them registered, and so protected, until the stop)";
+    }
+    if (why) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "view of block '%s': %s", name, why);
+        return false;
+    }
+    /* Under the lock: either finish() or sl_restore_stop() sees this view
+     * and unregisters it, or they have closed the views and we see that. */
+    g_mutex_lock(&r->views_lock);
+    if (r->views_closed && sl_restore_poll(r) == 0) {
+        ok = view_after_completion(reg, uffd, base, errp);
+        g_mutex_unlock(&r->views_lock);
+        return ok;
+    }
+    if ((other = uffd_in_use(r, uffd))) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "view of block '%s': that uffd is "
+                    "already a view of block '%s': hand over one uffd per mapping", name,
+                    other->blk->name);
+        ok = false;
+    } else if (r->views_closed ||
+               /* Acquire: pairs with the release store in sl_engine_fail(). */
+               atomic_load_explicit(&r->stopping, memory_order_acquire)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "view of block '%s': the restore has "
+                    "stopped before completion (%s)", name, g_strerror(-sl_restore_poll(r)));
+        ok = false;
+    } else {
+        v = g_new0(sl_view, 1);
+        v->uffd = fcntl(uffd, F_DUPFD_CLOEXEC, 0);
+        v->base = base;
+        v->tag = tag;
+        v->wp = flags & SL_VIEW_WRITE_PROTECTED;
+        if (v->uffd < 0) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "view of block '%s': duplicating its "
+                        "uffd: %s", name, g_strerror(errno));
+            ok = false;
+        } else if (!sl_view_publish(r, reg, v)) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' has %u live views "
+                        "already", name, SL_MAX_VIEWS);
+            ok = false;
+        }
+        if (!ok) {
+            if (v->uffd >= 0) {
+                close(v->uffd);
+            }
+            g_free(v);
+        }
+    }
+    g_mutex_unlock(&r->views_lock);
+    if (ok) {
+        sl_engine_kick(r->ctl_efd); /* the fault thread polls it now */
+    }
+    return ok;
+}
+

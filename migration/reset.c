@@ -33,9 +33,30 @@
 #include "busy.h"
 #include "track.h"
 
+/* Appends the written address runs @runs of @reg to @out as unit runs, merged. */
+static void append_units(const sl_region *reg, const GArray *runs, GArray *out)
+{
+    uint64_t base = (uintptr_t)reg->mem.host;
+
+    for (guint i = 0; i < runs->len; i++) {
+        const sl_written_run *w = &g_array_index(runs, sl_written_run, i);
+        uint64_t u0 = (w->start - base) / reg->unit;
+        uint64_t u1 = (w->end - base + reg->unit - 1) / reg->unit;
+        sl_run *last = out->len ? &g_array_index(out, sl_run, out->len - 1) : NULL;
+        if (last && last->region == reg->index && last->unit + last->n >= u0) {
+            /* touching the last run, or in its last unit (a sub-unit granule) */
+            last->n = MAX(last->n, u1 - last->unit);
+        } else {
+            sl_run run = { .region = reg->index, .unit = u0, .n = u1 - u0 };
+            g_array_append_val(out, run);
+        }
+    }
+}
+
 /*
  * Units of @reg written since they were last protected, as sl_run (one
- * region); without async WP (SL_TRACK_ALL) every unit.
+ * region), appended to @out; without async WP (SL_TRACK_ALL) every unit.
+ * With @rearm they are protected again in the same walk.
  */
 static bool written_units(sl_restore *r, sl_region *reg, bool rearm, GArray *out,
                           GError **errp)
@@ -50,26 +71,52 @@ static bool written_units(sl_restore *r, sl_region *reg, bool rearm, GArray *out
         return true;
     }
     ret = sl_scan_written(r->pagemap_fd, base, base + reg->mem.length, rearm, runs);
-
     if (ret < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block '%s': PAGEMAP_SCAN of the written "
                     "pages: %s", reg->blk->name, g_strerror((int)-ret));
         return false;
     }
+    append_units(reg, runs, out);
+    return true;
+}
+
+static gint run_order(gconstpointer a, gconstpointer b)
+{
+    const sl_run *x = a, *y = b;
+
+    if (x->region != y->region) {
+        return x->region < y->region ? -1 : 1;
+    }
+    return x->unit < y->unit ? -1 : x->unit > y->unit;
+}
+
+/* Sorts @runs and merges those that overlap or touch: each unit once. */
+static void normalize_runs(GArray *runs)
+{
+    guint n = 0;
+
+    g_array_sort(runs, run_order);
     for (guint i = 0; i < runs->len; i++) {
-        const sl_written_run *w = &g_array_index(runs, sl_written_run, i);
-        uint64_t u0 = (w->start - base) / reg->unit;
-        uint64_t u1 = (w->end - base + reg->unit - 1) / reg->unit;
-        sl_run *last = out->len ? &g_array_index(out, sl_run, out->len - 1) : NULL;
-        if (last && last->region == reg->index && last->unit + last->n >= u0) {
-            /* touching the last run, or in its last unit (a sub-unit granule) */
-            last->n = MAX(last->n, u1 - last->unit);
+        sl_run *cur = &g_array_index(runs, sl_run, i);
+        sl_run *last = n ? &g_array_index(runs, sl_run, n - 1) : NULL;
+        if (last && last->region == cur->region && last->unit + last->n >= cur->unit) {
+            last->n = MAX(last->n, cur->unit + cur->n - last->unit);
         } else {
-            sl_run run = { .region = reg->index, .unit = u0, .n = u1 - u0 };
-            g_array_append_val(out, run);
+            g_array_index(runs, sl_run, n++) = *cur;
         }
     }
-    return true;
+    g_array_set_size(runs, n);
+}
+
+/* Units a racing writer may have left (r->raced) of region @region, appended to @out. */
+static void append_raced(const sl_restore *r, unsigned region, GArray *out)
+{
+    for (guint i = 0; r->raced && i < r->raced->len; i++) {
+        const sl_run *run = &g_array_index(r->raced, sl_run, i);
+        if (run->region == region) {
+            g_array_append_val(out, *run);
+        }
+    }
 }
 
 static bool check_tracking(sl_restore *r, GError **errp)
@@ -104,6 +151,8 @@ bool sl_restore_written(sl_restore *r, const char *block_name, GArray *runs, GEr
     if (!written_units(r, reg, false, units, errp)) {
         return false;
     }
+    append_raced(r, reg->index, units);
+    normalize_runs(units);
     for (guint i = 0; i < units->len; i++) {
         const sl_run *u = &g_array_index(units, sl_run, i);
         sl_page_run p = { .first = u->unit * reg->ratio, .n = u->n * reg->ratio };
@@ -332,26 +381,63 @@ static void rewrite_units(sl_restore *r, GArray *units, GArray *failed)
     }
 }
 
+/* Whether run @b ends before run @a begins (in region order). */
+static bool ends_before(const sl_run *b, const sl_run *a)
+{
+    return b->region < a->region || (b->region == a->region && b->unit + b->n <= a->unit);
+}
+
+/* Whether a unit of @after lies outside every run of @before (both normalized). */
+static bool any_outside(const GArray *before, const GArray *after)
+{
+    guint j = 0;
+
+    for (guint i = 0; i < after->len; i++) {
+        const sl_run *a = &g_array_index(after, sl_run, i), *b;
+        while (j < before->len && ends_before(&g_array_index(before, sl_run, j), a)) {
+            j++;
+        }
+        b = j < before->len ? &g_array_index(before, sl_run, j) : NULL;
+        if (!b || b->region != a->region || b->unit > a->unit ||
+            b->unit + b->n < a->unit + a->n) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /*
  * In place: rewrite, then protect again every page of our views written
- * since the collect (only ours: the caller paused every other writer).
+ * since the collect (only ours: the caller paused every other writer).  A
+ * unit written in between that the rewrite did not cover shows that a
+ * writer ran during the reset: its bytes, and those of any unit the
+ * rewrite raced with, may differ from the snapshot while the protection
+ * says unwritten.  So every such unit is owed to the next reset
+ * (r->raced, listed as written meanwhile) and this one fails, saying so.
  */
 static bool reset_in_place(sl_restore *r, GArray *units, GArray *failed, GError **errp)
 {
-    g_autoptr(GArray) junk = g_array_new(false, false, sizeof(sl_written_run));
+    g_autoptr(GArray) after = g_array_new(false, false, sizeof(sl_run));
 
     rewrite_units(r, units, failed);
     for (guint i = 0; i < r->regions->len && r->tracking == SL_TRACK_ASYNC_WP; i++) {
-        sl_region *reg = g_ptr_array_index(r->regions, i);
-        uint64_t base = (uintptr_t)reg->mem.host;
-        int64_t ret = sl_scan_written(r->pagemap_fd, base, base + reg->mem.length, true, junk);
-        if (ret < 0) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block '%s': protecting the rewritten "
-                        "pages again: %s", reg->blk->name, g_strerror((int)-ret));
+        if (!written_units(r, g_ptr_array_index(r->regions, i), true, after, errp)) {
+            g_prefix_error(errp, "protecting the rewritten pages again: ");
             return false;
         }
     }
-    return true;
+    normalize_runs(after);
+    if (!any_outside(units, after)) {
+        return true;
+    }
+    r->raced = g_array_new(false, false, sizeof(sl_run));
+    g_array_append_vals(r->raced, units->data, units->len);
+    g_array_append_vals(r->raced, after->data, after->len);
+    normalize_runs(r->raced);
+    g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "memory was written while the reset ran (a "
+                "writer was not paused): %u run(s) may differ from the snapshot; the next "
+                "reset, with every writer paused, brings them back", r->raced->len);
+    return false;
 }
 
 /* Units written: collected with a re-arm, or (in place) without: rewritten first. */
@@ -362,6 +448,12 @@ static bool collect_all(sl_restore *r, bool rearm, GArray *units, GError **errp)
             return false;
         }
     }
+    if (r->raced) { /* owed by a reset a writer raced with */
+        g_array_append_vals(units, r->raced->data, r->raced->len);
+        g_array_free(r->raced, true);
+        r->raced = NULL;
+    }
+    normalize_runs(units);
     return true;
 }
 

@@ -185,6 +185,11 @@ struct sl_restore {
      * has not handled yet. */
     _Atomic uint64_t generation;
     int pagemap_fd;            /* track_writes: /proc/self/pagemap (set at start), else -1 */
+    /* reset_in_place: units that may have been written while a reset ran
+     * (a writer was not paused), owed to the next reset and listed by
+     * sl_restore_written() until then (sl_run, sorted, disjoint).  The
+     * caller's thread only (reset.c); NULL when none. */
+    GArray *raced;
     uint32_t tracking;         /* SL_TRACK_*: set at start, read-only after */
     _Atomic uint64_t resets;   /* resets that brought units back (statistics, relaxed) */
     /* A dropping reset between forgetting its units and dropping their

@@ -738,6 +738,9 @@ void sl_restore_free(sl_restore *r)
     if (r->snap_map) {
         munmap((void *)r->snap_map, r->snap_map_len);
     }
+    if (r->raced) {
+        g_array_free(r->raced, true);
+    }
     if (r->ctl_efd >= 0) {
         close(r->ctl_efd);
     }

@@ -765,6 +765,10 @@ typedef struct {
  * refused there).  Needs config.track_writes, a completed
  * restore (sl_restore_wait() returned 0) and no other process's view; the
  * caller pauses every writer of the memory (the vCPUs) during the call.
+ * Since 1.10, a write an in-place reset sees land outside the units it
+ * rewrites shows a writer was left running: the reset then fails
+ * (SL_ERROR_STATE), and every unit that may differ from the snapshot is
+ * listed by sl_restore_written() and brought back by the next reset.
  * @out (may be NULL) says what was dropped.
  */
 bool sl_restore_reset(sl_restore *r, sl_reset_stats *out, GError **errp);

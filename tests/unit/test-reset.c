@@ -6,8 +6,8 @@
  * they come back with the snapshot's bytes (to readers racing the
  * loaders, and once the restore is complete again), each placed exactly
  * once more, never as zeros, round after round; in place (reset_in_place)
- * they are rewritten before the call returns, and a unit the snapshot no
- * longer proves is refused; sl_restore_written lists the same units; a
+ * they are rewritten before the call returns, a unit the snapshot no
+ * longer proves is refused, and a writer left running is reported; sl_restore_written lists the same units; a
  * reset refuses what it cannot do right.
  */
 #include <errno.h>
@@ -334,6 +334,78 @@ static void test_readers_during_the_refill_see_only_snapshot_bytes(void **state)
     }
 }
 
+/* A writer the caller forgot to pause: one byte per unit in turn, paced. */
+typedef struct {
+    fixture *f;
+    _Atomic bool stop;
+    _Atomic uint64_t writes;
+} sweeper;
+
+static gpointer sweep_units(gpointer opaque)
+{
+    sweeper *s = opaque;
+
+    for (uint64_t k = 0; !atomic_load(&s->stop); k++, atomic_fetch_add(&s->writes, 1)) {
+        gint64 until = g_get_monotonic_time() + 10;
+        s->f->mem.host[(k % s->f->nunits) * s->f->unit + 8 + k % 64] ^= 0x5a;
+        while (g_get_monotonic_time() < until) {
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Resets in place while @s writes, until one reports the race: for up to
+ * 20 s of the writer's running (a busy host may hold it off the CPU).
+ */
+static bool reset_until_raced(fixture *f, sweeper *s)
+{
+    gint64 end = g_get_monotonic_time() + 20 * G_USEC_PER_SEC;
+
+    while (atomic_load(&s->writes) == 0) {
+        g_usleep(100);
+    }
+    while (g_get_monotonic_time() < end) {
+        g_autoptr(GError) err = NULL;
+        if (!sl_restore_reset(f->r, NULL, &err)) {
+            if (!strstr(err->message, "written while the reset ran")) {
+                fail_msg("sl_restore_reset: %s", err->message);
+            }
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * A writer running during an in-place reset is reported, not silently
+ * lost: the reset fails saying so, the units it may have left are listed
+ * as written, and the next reset (writers paused) brings every byte back.
+ */
+static void test_a_writer_during_an_in_place_reset_is_reported_and_undone_next(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_page_run));
+    sweeper s = { .f = f };
+    GThread *th;
+    bool raced;
+
+    f->in_place = true;
+    build(f, units_for(f->tc));
+    start_tracking(f);
+    th = g_thread_new("sweeper", sweep_units, &s);
+    raced = reset_until_raced(f, &s);
+    atomic_store(&s.stop, true);
+    g_thread_join(th);
+    assert_true(raced);
+    assert_true(sl_restore_written(f->r, "b0", runs, &err));
+    assert_true(runs->len > 0);
+    assert_true(sl_restore_reset(f->r, NULL, &err));
+    expect_complete_once(f, "after the paused reset");
+    assert_int_equal(wrong_pages(f), 0);
+}
+
 /* sl_restore_written lists the written units, and a reset starts the next list afresh. */
 static void test_written_lists_the_units_written_since_the_last_reset(void **state)
 {
@@ -602,6 +674,8 @@ int main(void)
           test_reset_in_place_rewrites_exactly_the_written_units_before_returning },
         { "reset_in_place_refuses_a_unit_the_snapshot_no_longer_proves",
           test_reset_in_place_refuses_a_unit_the_snapshot_no_longer_proves },
+        { "a_writer_during_an_in_place_reset_is_reported_and_undone_next",
+          test_a_writer_during_an_in_place_reset_is_reported_and_undone_next },
         { "without_async_wp_every_unit_counts_as_written",
           test_without_async_wp_every_unit_counts_as_written },
         { "child_snapshot_stores_only_written_units_and_restores_them",

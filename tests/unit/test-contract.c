@@ -23,12 +23,7 @@
 
 #define PSIZE 4096u
 
-typedef struct {
-    const char *name;
-    sl_backend_kind kind;
-    uint64_t hugepage;      /* 0: not hugetlbfs */
-    const char *cap;        /* capability name for SNAPLOAD_REQUIRE */
-} backend_case;
+typedef sl_test_case backend_case;
 
 static const backend_case backend_cases[] = {
     { "anon", SL_BACKEND_ANON, 0, "uffd" },
@@ -119,8 +114,6 @@ static int fixture_teardown(void **state)
     return 0;
 }
 
-static bool small_units(const backend_case *bc);
-
 /* Pages of [first, first + n) of @base that differ from the snapshot's. */
 static uint64_t wrong_pages(const uint8_t *base, uint64_t first, uint64_t n)
 {
@@ -155,7 +148,7 @@ static void test_closing_the_snapshot_mid_restore_leaves_the_restore_whole(void 
 {
     fixture *f = *state;
 
-    fixture_build(f, small_units(f->bc) ? 8 : 1);
+    fixture_build(f, unit_of(f->bc) <= (2u << 20) ? 8 : 1);
     fixture_start(f, false);
     sl_snapshot_close(f->snap);
     f->snap = NULL;
@@ -361,63 +354,35 @@ static void test_unknown_open_flags_are_refused(void **state)
     sl_test_rmdir(dir);
 }
 
-typedef struct {
-    const char *name;
-    void (*fn)(void **state);
-    bool (*applies)(const backend_case *bc);
-} feature;
-
-static bool any(const backend_case *bc)
-{
-    return true;
-}
-
 /* Forks need two or more units: at most 2 MiB pages (1 GiB ones are few). */
-static bool small_units(const backend_case *bc)
+static bool small_units(const sl_test_case *tc)
 {
-    return unit_of(bc) <= (2u << 20);
+    return !tc->hugepage || tc->hugepage <= (2u << 20);
 }
 
-static bool shared_small(const backend_case *bc)
+static bool shared_small(const sl_test_case *tc)
 {
-    return bc->kind != SL_BACKEND_ANON && small_units(bc);
+    return tc->kind != SL_BACKEND_ANON && small_units(tc);
 }
-
-static const feature features[] = {
-    { "closing_the_snapshot_mid_restore_leaves_the_restore_whole",
-      test_closing_the_snapshot_mid_restore_leaves_the_restore_whole, any },
-    { "a_child_forked_mid_restore_never_reads_a_hole",
-      test_a_child_forked_mid_restore_never_reads_a_hole, small_units },
-    { "memory_the_caller_kept_from_forks_stays_kept",
-      test_memory_the_caller_kept_from_forks_stays_kept, small_units },
-    { "attach_file_refuses_a_mapping_of_another_place",
-      test_attach_file_refuses_a_mapping_of_another_place, shared_small },
-};
 
 int main(void)
 {
-    size_t nb = G_N_ELEMENTS(backend_cases), nf = G_N_ELEMENTS(features), n = 0;
-    struct CMUnitTest *tests = g_new0(struct CMUnitTest, nb * nf + 2);
+    static const sl_test_feature features[] = {
+        { "closing_the_snapshot_mid_restore_leaves_the_restore_whole",
+          test_closing_the_snapshot_mid_restore_leaves_the_restore_whole, NULL },
+        { "a_child_forked_mid_restore_never_reads_a_hole",
+          test_a_child_forked_mid_restore_never_reads_a_hole, small_units },
+        { "memory_the_caller_kept_from_forks_stays_kept",
+          test_memory_the_caller_kept_from_forks_stays_kept, small_units },
+        { "attach_file_refuses_a_mapping_of_another_place",
+          test_attach_file_refuses_a_mapping_of_another_place, shared_small },
+    };
+    static const struct CMUnitTest plain[] = {
+        cmocka_unit_test(test_null_arguments_are_refused_with_an_error),
+        cmocka_unit_test(test_unknown_open_flags_are_refused),
+    };
 
-    for (size_t b = 0; b < nb; b++) {
-        for (size_t i = 0; i < nf; i++) {
-            if (!features[i].applies(&backend_cases[b])) {
-                continue;
-            }
-            tests[n++] = (struct CMUnitTest){
-                .name = g_strdup_printf("%s/%s", backend_cases[b].name, features[i].name),
-                .test_func = features[i].fn,
-                .setup_func = fixture_setup,
-                .teardown_func = fixture_teardown,
-                .initial_state = (void *)&backend_cases[b],
-            };
-            sl_test_skip_if_absent(&tests[n - 1], backend_cases[b].cap, backend_cases[b].hugepage);
-        }
-    }
-    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_null_arguments_are_refused_with_an_error);
-    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_unknown_open_flags_are_refused);
-    if (g_getenv("SL_TEST_FILTER")) {
-        cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
-    }
-    return _cmocka_run_group_tests("contract", tests, n, NULL, NULL);
+    return sl_test_run_matrix_and("contract", backend_cases, G_N_ELEMENTS(backend_cases),
+                                  sizeof(backend_cases[0]), features, G_N_ELEMENTS(features),
+                                  fixture_setup, fixture_teardown, plain, G_N_ELEMENTS(plain));
 }

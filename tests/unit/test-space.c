@@ -464,15 +464,15 @@ int main(void)
 {
     static const sl_test_feature features[] = {
         { "stored_pages_beyond_the_tmpfs_are_refused_at_start",
-          test_stored_pages_beyond_the_tmpfs_are_refused_at_start },
+          test_stored_pages_beyond_the_tmpfs_are_refused_at_start, NULL },
         { "blocks_on_one_tmpfs_are_counted_together",
-          test_blocks_on_one_tmpfs_are_counted_together },
+          test_blocks_on_one_tmpfs_are_counted_together, NULL },
         { "a_guest_larger_than_its_tmpfs_restores_when_its_stored_pages_fit",
-          test_a_guest_larger_than_its_tmpfs_restores_when_its_stored_pages_fit },
+          test_a_guest_larger_than_its_tmpfs_restores_when_its_stored_pages_fit, NULL },
         { "a_tmpfs_filled_during_the_restore_fails_it_and_drops_no_view",
-          test_a_tmpfs_filled_during_the_restore_fails_it_and_drops_no_view },
+          test_a_tmpfs_filled_during_the_restore_fails_it_and_drops_no_view, NULL },
         { "a_fault_on_a_zero_page_of_a_full_tmpfs_fails_the_restore",
-          test_a_fault_on_a_zero_page_of_a_full_tmpfs_fails_the_restore },
+          test_a_fault_on_a_zero_page_of_a_full_tmpfs_fails_the_restore, NULL },
     };
     return sl_test_run_matrix("space", cases, G_N_ELEMENTS(cases), sizeof(cases[0]), features,
                               G_N_ELEMENTS(features), setup, teardown);

@@ -171,9 +171,9 @@ int main(void)
 {
     static const sl_test_feature features[] = {
         { "written_pages_are_reported_and_only_they",
-          test_written_pages_are_reported_and_only_they },
+          test_written_pages_are_reported_and_only_they, NULL },
         { "rearmed_collect_reports_only_later_writes",
-          test_rearmed_collect_reports_only_later_writes },
+          test_rearmed_collect_reports_only_later_writes, NULL },
     };
     return sl_test_run_matrix("track", cases, G_N_ELEMENTS(cases), sizeof(cases[0]), features,
                               G_N_ELEMENTS(features), setup, teardown);

@@ -207,12 +207,12 @@ int main(void)
 {
     static const sl_test_feature features[] = {
         { "exact_memory_checks_clean_and_absent_pages_stay_absent",
-          test_exact_memory_checks_clean_and_absent_pages_stay_absent },
-        { "a_data_page_never_placed_is_a_mismatch", test_a_data_page_never_placed_is_a_mismatch },
-        { "an_unbacked_data_page_is_a_mismatch", test_an_unbacked_data_page_is_a_mismatch },
-        { "a_written_zero_page_is_a_mismatch", test_a_written_zero_page_is_a_mismatch },
+          test_exact_memory_checks_clean_and_absent_pages_stay_absent, NULL },
+        { "a_data_page_never_placed_is_a_mismatch", test_a_data_page_never_placed_is_a_mismatch, NULL },
+        { "an_unbacked_data_page_is_a_mismatch", test_an_unbacked_data_page_is_a_mismatch, NULL },
+        { "a_written_zero_page_is_a_mismatch", test_a_written_zero_page_is_a_mismatch, NULL },
         { "a_snapshot_changed_after_the_restore_fails_the_check_not_the_memory",
-          test_a_snapshot_changed_after_the_restore_fails_the_check_not_the_memory },
+          test_a_snapshot_changed_after_the_restore_fails_the_check_not_the_memory, NULL },
     };
     return sl_test_run_matrix("verify", cases, G_N_ELEMENTS(cases), sizeof(cases[0]), features,
                               G_N_ELEMENTS(features), setup, teardown);

@@ -249,21 +249,37 @@ int sl_test_run_matrix(const char *group, const void *cases, size_t ncases, size
                        const sl_test_feature *features, size_t nfeatures,
                        CMFixtureFunction setup, CMFixtureFunction teardown)
 {
-    struct CMUnitTest *tests = g_new0(struct CMUnitTest, ncases * nfeatures);
+    return sl_test_run_matrix_and(group, cases, ncases, case_size, features, nfeatures, setup,
+                                  teardown, NULL, 0);
+}
+
+int sl_test_run_matrix_and(const char *group, const void *cases, size_t ncases,
+                           size_t case_size, const sl_test_feature *features, size_t nfeatures,
+                           CMFixtureFunction setup, CMFixtureFunction teardown,
+                           const struct CMUnitTest *plain, size_t nplain)
+{
+    struct CMUnitTest *tests = g_new0(struct CMUnitTest, ncases * nfeatures + nplain);
     size_t n = 0;
     int failed;
 
     for (size_t c = 0; c < ncases; c++) {
         const void *tc = (const uint8_t *)cases + c * case_size;
-        for (size_t i = 0; i < nfeatures; i++, n++) {
-            const sl_test_case *head = tc; /* the members every case begins with */
+        const sl_test_case *head = tc; /* the members every case begins with */
+        for (size_t i = 0; i < nfeatures; i++) {
+            if (features[i].applies && !features[i].applies(head)) {
+                continue;
+            }
             tests[n] = (struct CMUnitTest){
                 .name = g_strdup_printf("%s/%s", head->name, features[i].name),
                 .test_func = features[i].fn, .setup_func = setup, .teardown_func = teardown,
                 .initial_state = (void *)tc,
             };
-            sl_test_skip_if_absent(&tests[n], head->cap, head->hugepage);
+            sl_test_skip_if_absent(&tests[n++], head->cap, head->hugepage);
         }
+    }
+    for (size_t i = 0; i < nplain; i++, n++) {
+        tests[n] = plain[i];
+        tests[n].name = g_strdup(plain[i].name);
     }
     if (g_getenv("SL_TEST_FILTER")) {
         cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));

@@ -104,12 +104,6 @@ char *sl_test_snapload_bin(void);
  */
 int sl_test_run_cli(const char *const *args, char **out, char **err);
 
-/** A feature of a table-driven suite: its name and its test. */
-typedef struct {
-    const char *name;
-    CMUnitTestFunction fn;
-} sl_test_feature;
-
 /* The members every case of sl_test_run_matrix() begins with, in this order. */
 typedef struct {
     const char *name;
@@ -117,6 +111,13 @@ typedef struct {
     uint64_t hugepage;   /* 0: 4 KiB pages */
     const char *cap;     /* capability name for SNAPLOAD_REQUIRE */
 } sl_test_case;
+
+/** A feature of a table-driven suite: its name, its test, the cases it applies to. */
+typedef struct {
+    const char *name;
+    CMUnitTestFunction fn;
+    bool (*applies)(const sl_test_case *tc); /* NULL: every case */
+} sl_test_feature;
 
 /**
  * Runs every one of @nfeatures @features on every one of @ncases cases
@@ -130,5 +131,11 @@ typedef struct {
 int sl_test_run_matrix(const char *group, const void *cases, size_t ncases, size_t case_size,
                        const sl_test_feature *features, size_t nfeatures,
                        CMFixtureFunction setup, CMFixtureFunction teardown);
+
+/** sl_test_run_matrix() followed by @nplain tests @plain that run once, not per case. */
+int sl_test_run_matrix_and(const char *group, const void *cases, size_t ncases,
+                           size_t case_size, const sl_test_feature *features, size_t nfeatures,
+                           CMFixtureFunction setup, CMFixtureFunction teardown,
+                           const struct CMUnitTest *plain, size_t nplain);
 
 #endif /* SNAPLOAD_TESTUTIL_H */

@@ -626,65 +626,32 @@ static bool parse_direct(const char *mode, unsigned *out)
     return false;
 }
 
-static bool parse_opts(int *argc, char ***argv, opts *o)
-{
-    g_autofree char *backend = NULL, *access = NULL, *hps = NULL, *direct = NULL;
-    g_autofree char *around = NULL;
-    gboolean verify = false, eager = false, json = false, nocs = false, cold = false;
-    gboolean interleave = false, nohot = false, eager_nocs = false, noprefault = false;
-    gboolean track = false, by_copy = false;
-    GOptionEntry entries[] = {
-        { "backend", 0, 0, G_OPTION_ARG_STRING, &backend, "memory backend: anon|shmem|hugetlbfs", "KIND" },
-        { "hugepage-size", 0, 0, G_OPTION_ARG_STRING, &hps, "hugetlbfs page size: 2M|1G (default: host default)", "SIZE" },
-        { "numa-topology", 0, 0, G_OPTION_ARG_STRING, &o->topology, "fake NUMA nodes, e.g. 2 or 0:0@0;1:1@0 (docs/numa.md)", "SPEC" },
-        { "bind", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o->binds, "place BLOCK on NUMA node NODE", "BLOCK=NODE" },
-        { "interleave", 0, 0, G_OPTION_ARG_NONE, &interleave, "stripe unbound blocks over all nodes", NULL },
-        { "record", 0, 0, G_OPTION_ARG_FILENAME, &o->record, "write the faulted pages, in order, as a hot-page list (with --threads 0 --workload N: stop after the workload)", "HOTLIST" },
-        { "no-hot-list", 0, 0, G_OPTION_ARG_NONE, &nohot, "ignore the snapshot's hot-page list", NULL },
-        CLI_FAULT_AROUND_OPTION(around),
-        { "no-prefault", 0, 0, G_OPTION_ARG_NONE, &noprefault, "no prefault thread: faults and loaders allocate shared memory themselves", NULL },
-        { "workload", 0, 0, G_OPTION_ARG_INT64, &o->workload, "touch threads touch N pages in all, then stop", "N" },
-        { "consumers", 0, 0, G_OPTION_ARG_INT, &o->consumers, "processes mapping the same file, touching pages (shared backends)", "N" },
-        { "threads", 0, 0, G_OPTION_ARG_INT, &o->threads, "loaders per NUMA node (default: one per CPU of the node, at a low priority; 0: faults only)", "N" },
-        { "touch-threads", 0, 0, G_OPTION_ARG_INT, &o->touch_threads, "threads touching pages (default 2)", "K" },
-        { "access", 0, 0, G_OPTION_ARG_STRING, &access, "touch pattern: random|seq", "MODE" },
-        { "verify", 0, 0, G_OPTION_ARG_NONE, &verify, "check every byte after the restore", NULL },
-        { "compare-eager", 0, 0, G_OPTION_ARG_NONE, &eager, "also time an eager load", NULL },
-        { "eager-threads", 0, 0, G_OPTION_ARG_INT, &o->eager_threads, "threads of the eager load (default 1)", "N" },
-        { "eager-no-checksum", 0, 0, G_OPTION_ARG_NONE, &eager_nocs, "the eager load skips checksums (a plain pread load)", NULL },
-        { "no-checksum", 0, 0, G_OPTION_ARG_NONE, &nocs, "trust the file: skip checksums", NULL },
-        { "track-writes", 0, 0, G_OPTION_ARG_NONE, &track, "track the pages written (as for "
-          "resets and incremental snapshots), to measure what that costs", NULL },
-        { "cold", 0, 0, G_OPTION_ARG_NONE, &cold, "drop the file's page cache before each load", NULL },
-        { "direct-reads", 0, 0, G_OPTION_ARG_STRING, &direct, "how loaders read for anonymous "
-          "memory: auto (O_DIRECT on io_uring where the file is not cached; default), off "
-          "(pread), always", "MODE" },
-        { "place-by-copy", 0, 0, G_OPTION_ARG_NONE, &by_copy, "anonymous memory: loaders copy "
-          "each page (UFFDIO_COPY) instead of moving whole 2 MiB chunks (UFFDIO_MOVE)", NULL },
-        { "json", 0, 0, G_OPTION_ARG_NONE, &json, "print one JSON object", NULL },
-        { "timeline", 0, 0, G_OPTION_ARG_FILENAME, &o->timeline, "write bytes in place over time "
-          "(CSV: lazy and, with --compare-eager, eager)", "FILE" },
-        CLI_PARENT_OPTION(o->parent),
-        { NULL },
-    };
+/* The command line's words before they are checked and taken into opts. */
+typedef struct {
+    char *backend, *access, *hps, *direct, *around;
+    gboolean verify, eager, json, nocs, cold, interleave, nohot, eager_nocs, noprefault;
+    gboolean track, by_copy;
+} raw_opts;
 
-    o->threads = CLI_THREADS_UNSET;
-    o->touch_threads = 2;
-    o->eager_threads = 1;
-    if (!cli_parse("SNAP - lazy restore into fresh memory", entries, argc, argv)) {
+static void raw_clear(raw_opts *w)
+{
+    g_free(w->backend);
+    g_free(w->access);
+    g_free(w->hps);
+    g_free(w->direct);
+    g_free(w->around);
+}
+
+/* --backend, --hugepage-size and --consumers, into @o. */
+static bool check_memory(opts *o, const raw_opts *w)
+{
+    if (!sl_backend_by_name(w->backend, &o->kind)) {
+        cli_fail("--backend: unknown kind '%s' (known: anon, shmem, hugetlbfs)", w->backend);
         return false;
     }
-    if (*argc != 2 || !backend) {
-        cli_fail("restore needs SNAP and --backend KIND");
-        return false;
-    }
-    if (!sl_backend_by_name(backend, &o->kind)) {
-        cli_fail("--backend: unknown kind '%s' (known: anon, shmem, hugetlbfs)", backend);
-        return false;
-    }
-    if (hps && (o->kind != SL_BACKEND_HUGETLBFS || !cli_parse_size(hps, &o->hugepage) ||
-                (o->hugepage != (2u << 20) && o->hugepage != (1u << 30)))) {
-        cli_fail("--hugepage-size: '%s' must be 2M or 1G, with --backend hugetlbfs", hps);
+    if (w->hps && (o->kind != SL_BACKEND_HUGETLBFS || !cli_parse_size(w->hps, &o->hugepage) ||
+                   (o->hugepage != (2u << 20) && o->hugepage != (1u << 30)))) {
+        cli_fail("--hugepage-size: '%s' must be 2M or 1G, with --backend hugetlbfs", w->hps);
         return false;
     }
     if (o->consumers < 0 || o->consumers > 16) {
@@ -695,15 +662,21 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
         cli_fail("--consumers: anonymous memory cannot be mapped by other processes");
         return false;
     }
-    o->place_by_copy = by_copy;
-    if (around && !cli_parse_around(around, &o->around)) {
+    if (o->kind == SL_BACKEND_HUGETLBFS) {
+        o->hugepage = sl_hugetlb_resolve(o->hugepage); /* the size really used */
+    }
+    return true;
+}
+
+/* How the restore reads and who touches pages: --fault-around ... --eager-threads. */
+static bool check_work(opts *o, const raw_opts *w)
+{
+    if ((w->around && !cli_parse_around(w->around, &o->around)) ||
+        (w->direct && !parse_direct(w->direct, &o->direct))) {
         return false;
     }
-    if (direct && !parse_direct(direct, &o->direct)) {
-        return false;
-    }
-    if (access && strcmp(access, "random") && strcmp(access, "seq")) {
-        cli_fail("--access: '%s' is neither random nor seq", access);
+    if (w->access && strcmp(w->access, "random") && strcmp(w->access, "seq")) {
+        cli_fail("--access: '%s' is neither random nor seq", w->access);
         return false;
     }
     if (!cli_check_threads(o->threads)) {
@@ -718,7 +691,75 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
         cli_fail("--touch-threads must be between 0 and 256, --eager-threads between 1 and 256");
         return false;
     }
-    if (!something_places_every_page(o)) {
+    return something_places_every_page(o);
+}
+
+/* The flags of @w into @o. */
+static void take_flags(opts *o, const raw_opts *w)
+{
+    o->place_by_copy = w->by_copy;
+    o->random = !w->access || !strcmp(w->access, "random");
+    o->verify = w->verify;
+    o->compare_eager = w->eager;
+    o->json = w->json;
+    o->no_checksum = w->nocs;
+    o->eager_no_checksum = w->eager_nocs;
+    o->cold = w->cold;
+    o->interleave = w->interleave;
+    o->no_hot = w->nohot;
+    o->no_prefault = w->noprefault;
+    o->track = w->track;
+}
+
+/* Parses and checks the command line into @o (@w holds its raw words). */
+static bool parse_into(int *argc, char ***argv, opts *o, raw_opts *w)
+{
+    GOptionEntry entries[] = {
+        { "backend", 0, 0, G_OPTION_ARG_STRING, &w->backend, "memory backend: anon|shmem|hugetlbfs", "KIND" },
+        { "hugepage-size", 0, 0, G_OPTION_ARG_STRING, &w->hps, "hugetlbfs page size: 2M|1G (default: host default)", "SIZE" },
+        { "numa-topology", 0, 0, G_OPTION_ARG_STRING, &o->topology, "fake NUMA nodes, e.g. 2 or 0:0@0;1:1@0 (docs/numa.md)", "SPEC" },
+        { "bind", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o->binds, "place BLOCK on NUMA node NODE", "BLOCK=NODE" },
+        { "interleave", 0, 0, G_OPTION_ARG_NONE, &w->interleave, "stripe unbound blocks over all nodes", NULL },
+        { "record", 0, 0, G_OPTION_ARG_FILENAME, &o->record, "write the faulted pages, in order, as a hot-page list (with --threads 0 --workload N: stop after the workload)", "HOTLIST" },
+        { "no-hot-list", 0, 0, G_OPTION_ARG_NONE, &w->nohot, "ignore the snapshot's hot-page list", NULL },
+        CLI_FAULT_AROUND_OPTION(w->around),
+        { "no-prefault", 0, 0, G_OPTION_ARG_NONE, &w->noprefault, "no prefault thread: faults and loaders allocate shared memory themselves", NULL },
+        { "workload", 0, 0, G_OPTION_ARG_INT64, &o->workload, "touch threads touch N pages in all, then stop", "N" },
+        { "consumers", 0, 0, G_OPTION_ARG_INT, &o->consumers, "processes mapping the same file, touching pages (shared backends)", "N" },
+        { "threads", 0, 0, G_OPTION_ARG_INT, &o->threads, "loaders per NUMA node (default: one per CPU of the node, at a low priority; 0: faults only)", "N" },
+        { "touch-threads", 0, 0, G_OPTION_ARG_INT, &o->touch_threads, "threads touching pages (default 2)", "K" },
+        { "access", 0, 0, G_OPTION_ARG_STRING, &w->access, "touch pattern: random|seq", "MODE" },
+        { "verify", 0, 0, G_OPTION_ARG_NONE, &w->verify, "check every byte after the restore", NULL },
+        { "compare-eager", 0, 0, G_OPTION_ARG_NONE, &w->eager, "also time an eager load", NULL },
+        { "eager-threads", 0, 0, G_OPTION_ARG_INT, &o->eager_threads, "threads of the eager load (default 1)", "N" },
+        { "eager-no-checksum", 0, 0, G_OPTION_ARG_NONE, &w->eager_nocs, "the eager load skips checksums (a plain pread load)", NULL },
+        { "no-checksum", 0, 0, G_OPTION_ARG_NONE, &w->nocs, "trust the file: skip checksums", NULL },
+        { "track-writes", 0, 0, G_OPTION_ARG_NONE, &w->track, "track the pages written (as for "
+          "resets and incremental snapshots), to measure what that costs", NULL },
+        { "cold", 0, 0, G_OPTION_ARG_NONE, &w->cold, "drop the file's page cache before each load", NULL },
+        { "direct-reads", 0, 0, G_OPTION_ARG_STRING, &w->direct, "how loaders read for anonymous "
+          "memory: auto (O_DIRECT on io_uring where the file is not cached; default), off "
+          "(pread), always", "MODE" },
+        { "place-by-copy", 0, 0, G_OPTION_ARG_NONE, &w->by_copy, "anonymous memory: loaders copy "
+          "each page (UFFDIO_COPY) instead of moving whole 2 MiB chunks (UFFDIO_MOVE)", NULL },
+        { "json", 0, 0, G_OPTION_ARG_NONE, &w->json, "print one JSON object", NULL },
+        { "timeline", 0, 0, G_OPTION_ARG_FILENAME, &o->timeline, "write bytes in place over time "
+          "(CSV: lazy and, with --compare-eager, eager)", "FILE" },
+        CLI_PARENT_OPTION(o->parent),
+        { NULL },
+    };
+
+    o->threads = CLI_THREADS_UNSET;
+    o->touch_threads = 2;
+    o->eager_threads = 1;
+    if (!cli_parse("SNAP - lazy restore into fresh memory", entries, argc, argv)) {
+        return false;
+    }
+    if (*argc != 2 || !w->backend) {
+        cli_fail("restore needs SNAP and --backend KIND");
+        return false;
+    }
+    if (!check_memory(o, w) || !check_work(o, w)) {
         return false;
     }
     if (o->record && o->threads != 0) {
@@ -726,22 +767,18 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
                 "that faulted, not those the loaders placed first; record with --threads 0 "
                 "--workload N for a whole working set\n");
     }
-    if (o->kind == SL_BACKEND_HUGETLBFS) {
-        o->hugepage = sl_hugetlb_resolve(o->hugepage); /* the size really used */
-    }
     o->path = g_strdup((*argv)[1]);
-    o->random = !access || !strcmp(access, "random");
-    o->verify = verify;
-    o->compare_eager = eager;
-    o->json = json;
-    o->no_checksum = nocs;
-    o->eager_no_checksum = eager_nocs;
-    o->cold = cold;
-    o->interleave = interleave;
-    o->no_hot = nohot;
-    o->no_prefault = noprefault;
-    o->track = track;
+    take_flags(o, w);
     return true;
+}
+
+static bool parse_opts(int *argc, char ***argv, opts *o)
+{
+    raw_opts w = { 0 };
+    bool ok = parse_into(argc, argv, o, &w);
+
+    raw_clear(&w);
+    return ok;
 }
 
 /* Exit status of a restore that ran to its end: 0 unless something was wrong. */

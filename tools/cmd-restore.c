@@ -441,6 +441,78 @@ static const char *nodes_json(const sl_stats *s, bool threads)
 }
 
 /* The JSON object of restore --json (fields: docs/design.md). */
+/* The engine's counters of the restore (results_json). */
+static void json_engine(cli_json *j, const opts *o, const sl_stats *s)
+{
+    json_u64(j, "pages", s->pages_total);
+    json_u64(j, "faults", s->faults);
+    json_u64(j, "faults_on_claimed", s->faults_on_claimed);
+    json_u64(j, "faults_on_present", s->faults_on_present);
+    json_u64(j, "pages_by_fault", s->pages_by_fault);
+    json_u64(j, "pages_around", s->pages_around);
+    json_u64(j, "pages_by_loader", s->pages_by_loader);
+    json_u64(j, "zero_pages", s->zero_pages);
+    json_u64(j, "pages_placed_twice", s->pages_placed_twice);
+    if (recording_only(o)) {
+        json_raw(j, "pages_never_placed", "null"); /* stopped early by design: no audit */
+    } else {
+        json_u64(j, "pages_never_placed", s->pages_never_placed);
+    }
+    json_u64(j, "checksum_failures", s->checksum_failures);
+    json_u64(j, "bytes_read", s->bytes_read);
+    json_u64(j, "bytes_read_direct", s->bytes_read_direct);
+    json_u64(j, "pages_moved", s->pages_moved);
+    json_u64(j, "eexist", s->eexist);
+    json_u64(j, "eagain", s->eagain);
+    json_double(j, "fault_p50_us", s->fault_p50_us);
+    json_double(j, "fault_p99_us", s->fault_p99_us);
+    json_double(j, "fault_max_us", s->fault_max_us);
+}
+
+/* What the touch threads and consumers saw (results_json). */
+static void json_touch(cli_json *j, const opts *o, const results *r)
+{
+    json_double(j, "touch_p50_us", r->touch_p50_us);
+    json_double(j, "touch_first_wait_ms", r->touch_first_wait_ms);
+    json_double(j, "touch_p99_us", r->touch_p99_us);
+    json_u64(j, "pages_touched", r->touched);
+    json_u64(j, "touch_mismatches", r->touch_mismatches);
+    json_u64(j, "touch_poisoned", r->touch_poisoned);
+    json_int(j, "consumers", o->consumers);
+    json_u64(j, "consumer_pages_touched", r->cons.touched);
+    json_u64(j, "consumer_mismatches", r->cons.mismatches);
+    json_u64(j, "consumer_poisoned", r->cons.poisoned);
+}
+
+/* Where the memory went: nodes, RSS, hugepages, the restore's own (results_json). */
+static void json_memory(cli_json *j, const opts *o, const results *r)
+{
+    const sl_stats *s = &r->st;
+
+    json_u64(j, "hugepage_size", r->hugepage);
+    json_raw(j, "pages_by_node", nodes_json(s, false));
+    json_raw(j, "threads_by_node", nodes_json(s, true));
+    json_u64(j, "pages_wrong_node", s->pages_wrong_node);
+    json_u64(j, "loader_cpu_violations", s->loader_cpu_violations);
+    json_u64(j, "hot_pages", s->hot_pages);
+    json_u64(j, "pages_by_hint", s->pages_by_hint);
+    if (o->workload) {
+        json_double(j, "workload_ms", r->workload_ms);
+    }
+    json_u64(j, "guest_bytes", r->guest_bytes);
+    json_u64(j, "peak_rss_anon_kb", r->peak_rss_anon_kb);
+    json_u64(j, "vm_hwm_kb", r->vm_hwm_kb);
+    json_u64(j, "thp_bytes", s->thp_bytes);
+    json_u64(j, "anon_huge_kb", r->anon_huge_kb);
+    json_u64(j, "map_bytes", s->map_bytes);
+    json_u64(j, "metadata_bytes", s->metadata_bytes);
+    if (o->compare_eager) {
+        json_u64(j, "eager_anon_huge_kb", r->eager_anon_huge_kb);
+    }
+    json_double(j, "checksum_ms", s->checksum_ms);
+    json_double(j, "loader_ms", s->loader_ms);
+}
+
 static char *results_json(const opts *o, const results *r)
 {
     const sl_stats *s = &r->st;
@@ -459,61 +531,9 @@ static char *results_json(const opts *o, const results *r)
     json_double(&j, "time_to_first_fault_ms", r->first_fault_ms);
     json_double(&j, "time_to_complete_ms", r->complete_ms);
     json_double(&j, "time_to_final_ms", r->final_ms); /* stopped: THPs collapsed */
-    json_u64(&j, "pages", s->pages_total);
-    json_u64(&j, "faults", s->faults);
-    json_u64(&j, "faults_on_claimed", s->faults_on_claimed);
-    json_u64(&j, "faults_on_present", s->faults_on_present);
-    json_u64(&j, "pages_by_fault", s->pages_by_fault);
-    json_u64(&j, "pages_around", s->pages_around);
-    json_u64(&j, "pages_by_loader", s->pages_by_loader);
-    json_u64(&j, "zero_pages", s->zero_pages);
-    json_u64(&j, "pages_placed_twice", s->pages_placed_twice);
-    if (recording_only(o)) {
-        json_raw(&j, "pages_never_placed", "null"); /* stopped early by design: no audit */
-    } else {
-        json_u64(&j, "pages_never_placed", s->pages_never_placed);
-    }
-    json_u64(&j, "checksum_failures", s->checksum_failures);
-    json_u64(&j, "bytes_read", s->bytes_read);
-    json_u64(&j, "bytes_read_direct", s->bytes_read_direct);
-    json_u64(&j, "pages_moved", s->pages_moved);
-    json_u64(&j, "eexist", s->eexist);
-    json_u64(&j, "eagain", s->eagain);
-    json_double(&j, "fault_p50_us", s->fault_p50_us);
-    json_double(&j, "fault_p99_us", s->fault_p99_us);
-    json_double(&j, "fault_max_us", s->fault_max_us);
-    json_double(&j, "touch_p50_us", r->touch_p50_us);
-    json_double(&j, "touch_first_wait_ms", r->touch_first_wait_ms);
-    json_double(&j, "touch_p99_us", r->touch_p99_us);
-    json_u64(&j, "pages_touched", r->touched);
-    json_u64(&j, "touch_mismatches", r->touch_mismatches);
-    json_u64(&j, "touch_poisoned", r->touch_poisoned);
-    json_int(&j, "consumers", o->consumers);
-    json_u64(&j, "consumer_pages_touched", r->cons.touched);
-    json_u64(&j, "consumer_mismatches", r->cons.mismatches);
-    json_u64(&j, "consumer_poisoned", r->cons.poisoned);
-    json_u64(&j, "hugepage_size", r->hugepage);
-    json_raw(&j, "pages_by_node", nodes_json(s, false));
-    json_raw(&j, "threads_by_node", nodes_json(s, true));
-    json_u64(&j, "pages_wrong_node", s->pages_wrong_node);
-    json_u64(&j, "loader_cpu_violations", s->loader_cpu_violations);
-    json_u64(&j, "hot_pages", s->hot_pages);
-    json_u64(&j, "pages_by_hint", s->pages_by_hint);
-    if (o->workload) {
-        json_double(&j, "workload_ms", r->workload_ms);
-    }
-    json_u64(&j, "guest_bytes", r->guest_bytes);
-    json_u64(&j, "peak_rss_anon_kb", r->peak_rss_anon_kb);
-    json_u64(&j, "vm_hwm_kb", r->vm_hwm_kb);
-    json_u64(&j, "thp_bytes", s->thp_bytes);
-    json_u64(&j, "anon_huge_kb", r->anon_huge_kb);
-    json_u64(&j, "map_bytes", s->map_bytes);
-    json_u64(&j, "metadata_bytes", s->metadata_bytes);
-    if (o->compare_eager) {
-        json_u64(&j, "eager_anon_huge_kb", r->eager_anon_huge_kb);
-    }
-    json_double(&j, "checksum_ms", s->checksum_ms);
-    json_double(&j, "loader_ms", s->loader_ms);
+    json_engine(&j, o, s);
+    json_touch(&j, o, r);
+    json_memory(&j, o, r);
     if (r->verified) {
         json_u64(&j, "verify_mismatches", r->verify_mismatches);
     } else {

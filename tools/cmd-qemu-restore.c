@@ -1088,54 +1088,118 @@ static int run(const qr_opts *o)
     return ret;
 }
 
-int cmd_qemu_restore(int argc, char **argv)
+/* qemu-restore's options as given, before they are checked. */
+typedef struct {
+    char *eager, *sock, *record, *around, *parent;
+    char **vhost_user;
+    gboolean json, verify, paused, quit, reuse, check_all, track;
+    gint threads, multifd;
+} qr_raw;
+
+static void raw_clear(qr_raw *w)
 {
-    g_autofree char *eager = NULL, *sock = NULL, *record = NULL, *around = NULL;
-    g_autofree char *parent = NULL;
-    g_auto(GStrv) vhost_user = NULL;
-    uint32_t around_bytes = 0;
-    gboolean json = false, verify = false, paused = false, quit = false, reuse = false;
-    gboolean check_all = false, track = false;
-    gint threads = CLI_THREADS_UNSET, multifd = 0;
+    g_free(w->eager);
+    g_free(w->sock);
+    g_free(w->record);
+    g_free(w->around);
+    g_free(w->parent);
+    g_strfreev(w->vhost_user);
+}
+
+/* Parses the options before "--" (@argc of them) into @w; false on a bad one. */
+static bool parse_raw(int *argc, char ***argv, qr_raw *w)
+{
     GOptionEntry entries[] = {
-        { "json", 0, 0, G_OPTION_ARG_NONE, &json, "print one JSON object", NULL },
-        { "verify", 0, 0, G_OPTION_ARG_NONE, &verify, "before the guest runs, compare every "
+        { "json", 0, 0, G_OPTION_ARG_NONE, &w->json, "print one JSON object", NULL },
+        { "verify", 0, 0, G_OPTION_ARG_NONE, &w->verify, "before the guest runs, compare every "
           "page of guest RAM with the snapshot (time to running then includes it)", NULL },
-        { "paused", 0, 0, G_OPTION_ARG_NONE, &paused, "leave the guest paused after the device "
+        { "paused", 0, 0, G_OPTION_ARG_NONE, &w->paused, "leave the guest paused after the device "
           "state load (cont it yourself, e.g. over your own -qmp)", NULL },
-        { "quit-when-done", 0, 0, G_OPTION_ARG_NONE, &quit, "quit QEMU once every page is in place", NULL },
-        { "threads", 0, 0, G_OPTION_ARG_INT, &threads, "loaders per NUMA node (0: faults only)", "N" },
-        CLI_FAULT_AROUND_OPTION(around),
-        { "socket", 0, 0, G_OPTION_ARG_FILENAME, &sock, "the daemon's socket, for more consumers "
+        { "quit-when-done", 0, 0, G_OPTION_ARG_NONE, &w->quit, "quit QEMU once every page is in place", NULL },
+        { "threads", 0, 0, G_OPTION_ARG_INT, &w->threads, "loaders per NUMA node (0: faults only)", "N" },
+        CLI_FAULT_AROUND_OPTION(w->around),
+        { "socket", 0, 0, G_OPTION_ARG_FILENAME, &w->sock, "the daemon's socket, for more consumers "
           "such as vhost-user back-ends (default: private)", "PATH" },
-        { "eager", 0, 0, G_OPTION_ARG_FILENAME, &eager, "instead: time stock QEMU's own eager "
+        { "eager", 0, 0, G_OPTION_ARG_FILENAME, &w->eager, "instead: time stock QEMU's own eager "
           "load of FILE (QEMU's mapped-ram file, or a full stream from qemu-save "
           "--full-stream)", "FILE" },
-        { "multifd", 0, 0, G_OPTION_ARG_INT, &multifd, "with --eager of a mapped-ram file: "
+        { "multifd", 0, 0, G_OPTION_ARG_INT, &w->multifd, "with --eager of a mapped-ram file: "
           "QEMU loads with N multifd threads", "N" },
-        { "record", 0, 0, G_OPTION_ARG_FILENAME, &record, "when the restore ends, write the "
+        { "record", 0, 0, G_OPTION_ARG_FILENAME, &w->record, "when the restore ends, write the "
           "pages the guest faulted on, in fault order, to FILE: a hot-page list for `snapload "
           "index QEMU-FILE --hot FILE` (with loaders running, only the pages they had not "
           "placed yet; --threads 0 records them all)", "FILE" },
-        { "reuse-ram", 0, 0, G_OPTION_ARG_NONE, &reuse, "restart over the RAM files a "
+        { "reuse-ram", 0, 0, G_OPTION_ARG_NONE, &w->reuse, "restart over the RAM files a "
           "previous run left: pages they still hold as the snapshot has them are kept, only "
           "the others are restored.  The pages each run writes are tracked and listed for "
           "the next: only those are checked (against the snapshot's checksums), the rest is "
           "kept unread; without a usable list every page is checked", NULL },
-        { "check-all", 0, 0, G_OPTION_ARG_NONE, &check_all, "with --reuse-ram: check every "
+        { "check-all", 0, 0, G_OPTION_ARG_NONE, &w->check_all, "with --reuse-ram: check every "
           "page, ignoring the previous run's list (for a RAM file that something untracked "
           "may have written since: on hugetlbfs such writes leave no trace)", NULL },
-        { "track-writes", 0, 0, G_OPTION_ARG_NONE, &track, "track the pages QEMU and "
+        { "track-writes", 0, 0, G_OPTION_ARG_NONE, &w->track, "track the pages QEMU and "
           "registered back-ends write (asynchronous uffd write-protection), so that `qemu-save "
           "--parent SNAP` reads only those (--reuse-ram does this too)", NULL },
-        { "vhost-user", 0, 0, G_OPTION_ARG_STRING_ARRAY, &vhost_user, "start COMMAND, a "
+        { "vhost-user", 0, 0, G_OPTION_ARG_STRING_ARRAY, &w->vhost_user, "start COMMAND, a "
           "vhost-user back-end listening on SOCKET, registered with the restore, before QEMU "
           "(ended after QEMU); repeatable", "SOCKET=COMMAND" },
-        CLI_PARENT_OPTION(parent),
+        CLI_PARENT_OPTION(w->parent),
         { NULL },
     };
-    qr_opts o = { 0 };
-    int dash = -1;
+
+    w->threads = CLI_THREADS_UNSET;
+    return cli_parse("SNAP -- QEMU ARGS... - run a QEMU guest while its RAM streams in",
+                     entries, argc, argv);
+}
+
+/* Options that do not go together, as a message; NULL if they do. */
+static const char *conflict(const qr_raw *w, int argc)
+{
+    if (w->check_all && !w->reuse) {
+        return "--check-all goes with --reuse-ram";
+    }
+    if ((w->reuse || w->track) && w->eager) {
+        return "--reuse-ram and --track-writes go with a lazy restore: not with --eager";
+    }
+    if (w->record && w->eager) {
+        return "--record records a lazy restore's faults: not with --eager";
+    }
+    if (w->around && w->eager) {
+        return "--fault-around goes with a lazy restore: not with --eager";
+    }
+    if (argc != 2 || w->multifd < 0 || (w->multifd && !w->eager)) {
+        return "qemu-restore needs exactly one SNAP before --; --multifd only with --eager";
+    }
+    return NULL;
+}
+
+/* Checks @w and runs the restore of SNAP (@argv[1]) with QEMU's @qemu_argv. */
+static int run_raw(const qr_raw *w, int argc, char **argv, char **qemu_argv)
+{
+    const char *why = conflict(w, argc);
+    uint32_t around = 0;
+    qr_opts o;
+
+    if (why) {
+        return cli_fail("%s", why);
+    }
+    if ((w->around && !cli_parse_around(w->around, &around)) || !cli_check_threads(w->threads)) {
+        return 2;
+    }
+    o = (qr_opts){ .snap = argv[1], .parent = w->parent, .qemu_argv = qemu_argv,
+                   .eager = w->eager, .json = w->json, .verify = w->verify,
+                   .paused = w->paused, .quit_when_done = w->quit, .threads = w->threads,
+                   .socket = w->sock, .multifd = w->multifd, .vhost_user = w->vhost_user,
+                   .record = w->record, .reuse_ram = w->reuse, .check_all = w->check_all,
+                   .track = w->reuse || w->track, .around = around };
+    return run(&o);
+}
+
+int cmd_qemu_restore(int argc, char **argv)
+{
+    qr_raw w = { 0 };
+    char **qemu_argv;
+    int dash = -1, ret;
 
     for (int i = 1; i < argc && dash < 0; i++) {
         dash = strcmp(argv[i], "--") ? -1 : i;
@@ -1144,35 +1208,9 @@ int cmd_qemu_restore(int argc, char **argv)
         return cli_fail("qemu-restore needs SNAP -- QEMU ARGS... (the guest's QEMU command line "
                         "without -incoming)");
     }
-    o.qemu_argv = argv + dash + 1;
+    qemu_argv = argv + dash + 1;
     argc = dash;
-    if (!cli_parse("SNAP -- QEMU ARGS... - run a QEMU guest while its RAM streams in", entries,
-                   &argc, &argv)) {
-        return 2;
-    }
-    if (check_all && !reuse) {
-        return cli_fail("--check-all goes with --reuse-ram");
-    }
-    if ((reuse || track) && eager) {
-        return cli_fail("--reuse-ram and --track-writes go with a lazy restore: not with --eager");
-    }
-    if (record && eager) {
-        return cli_fail("--record records a lazy restore's faults: not with --eager");
-    }
-    if (around && eager) {
-        return cli_fail("--fault-around goes with a lazy restore: not with --eager");
-    }
-    if ((around && !cli_parse_around(around, &around_bytes)) || !cli_check_threads(threads)) {
-        return 2;
-    }
-    if (argc != 2 || multifd < 0 || (multifd && !eager)) {
-        return cli_fail("qemu-restore needs exactly one SNAP before --; --multifd only with "
-                        "--eager");
-    }
-    o = (qr_opts){ .snap = argv[1], .parent = parent, .qemu_argv = o.qemu_argv, .eager = eager,
-                   .json = json, .verify = verify, .paused = paused, .quit_when_done = quit,
-                   .threads = threads, .socket = sock, .multifd = multifd, .vhost_user = vhost_user,
-                   .record = record, .reuse_ram = reuse, .check_all = check_all,
-                   .track = reuse || track, .around = around_bytes };
-    return run(&o);
+    ret = parse_raw(&argc, &argv, &w) ? run_raw(&w, argc, argv, qemu_argv) : 2;
+    raw_clear(&w);
+    return ret;
 }

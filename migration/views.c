@@ -150,32 +150,67 @@ bool sl_restore_add_view_tagged(sl_restore *r, const char *name, int uffd, uint6
     return sl_restore_add_view_flags(r, name, uffd, base, tag, 0, errp);
 }
 
+/* Why a view of @reg (block @name) on @uffd at @base cannot be; NULL if it can. */
+static const char *view_refused(const sl_restore *r, const sl_region *reg, int uffd,
+                                uint64_t base, unsigned flags)
+{
+    if (!reg) {
+        return "block not attached";
+    }
+    if (!reg->mem.ops->in_place && (reg->mem.host || first_live_view(reg))) {
+        return "anonymous memory is private to one process: it has one view, already there";
+    }
+    if (!is_userfaultfd(uffd)) {
+        return "the fd is not a userfaultfd";
+    }
+    if (base % MAX(reg->mem.page_size, 4096)) {
+        return "base address is not aligned to the memory's page size";
+    }
+    if (flags & ~SL_VIEW_WRITE_PROTECTED) {
+        return "unknown flags";
+    }
+    if ((flags & SL_VIEW_WRITE_PROTECTED) && !r->cfg.track_writes) {
+        return "write-protected views need a restore with config.track_writes (which keeps "
+               "them registered, and so protected, until the stop)";
+    }
+    return NULL;
+}
+
+/* A new view of @reg on a duplicate of @uffd, published; caller holds views_lock. */
+static bool publish_new(sl_restore *r, sl_region *reg, int uffd, uint64_t base, uint64_t tag,
+                        unsigned flags, GError **errp)
+{
+    sl_view *v = g_new0(sl_view, 1);
+
+    v->uffd = fcntl(uffd, F_DUPFD_CLOEXEC, 0);
+    v->base = base;
+    v->tag = tag;
+    v->wp = flags & SL_VIEW_WRITE_PROTECTED;
+    if (v->uffd < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "view of block '%s': duplicating its uffd: %s",
+                    reg->blk->name, g_strerror(errno));
+    } else if (!sl_view_publish(r, reg, v)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' has %u live views already",
+                    reg->blk->name, SL_MAX_VIEWS);
+        close(v->uffd);
+    } else {
+        return true;
+    }
+    g_free(v);
+    return false;
+}
+
 bool sl_restore_add_view_flags(sl_restore *r, const char *name, int uffd, uint64_t base,
                                uint64_t tag, unsigned flags, GError **errp)
 {
     sl_region *reg = sl_region_of_block(r, name);
     const sl_region *other;
-    const char *why = NULL;
-    sl_view *v;
-    bool ok = true;
+    const char *why;
+    bool ok = false;
 
     SL_ARG(r, errp, false);
     SL_ARG(name, errp, false);
-    if (!reg) {
-        why = "block not attached";
-    } else if (!reg->mem.ops->in_place && (reg->mem.host || first_live_view(reg))) {
-        why = "anonymous memory is private to one process: it has one view, already there";
-    } else if (!is_userfaultfd(uffd)) {
-        why = "the fd is not a userfaultfd";
-    } else if (base % MAX(reg->mem.page_size, 4096)) {
-        why = "base address is not aligned to the memory's page size";
-    } else if (flags & ~SL_VIEW_WRITE_PROTECTED) {
-        why = "unknown flags";
-    } else if ((flags & SL_VIEW_WRITE_PROTECTED) && !r->cfg.track_writes) {
-        why = "write-protected views need a restore with config.track_writes (which keeps "
-              "them registered, and so protected, until the stop)";
-    }
-    if (why) {
+    if ((why = view_refused(r, reg, uffd, base, flags))) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "view of block '%s': %s", name, why);
         return false;
     }
@@ -191,34 +226,13 @@ bool sl_restore_add_view_flags(sl_restore *r, const char *name, int uffd, uint64
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "view of block '%s': that uffd is "
                     "already a view of block '%s': hand over one uffd per mapping", name,
                     other->blk->name);
-        ok = false;
     } else if (r->views_closed ||
                /* Acquire: pairs with the release store in sl_engine_fail(). */
                atomic_load_explicit(&r->stopping, memory_order_acquire)) {
         g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "view of block '%s': the restore has "
                     "stopped before completion (%s)", name, g_strerror(-sl_restore_poll(r)));
-        ok = false;
     } else {
-        v = g_new0(sl_view, 1);
-        v->uffd = fcntl(uffd, F_DUPFD_CLOEXEC, 0);
-        v->base = base;
-        v->tag = tag;
-        v->wp = flags & SL_VIEW_WRITE_PROTECTED;
-        if (v->uffd < 0) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "view of block '%s': duplicating its "
-                        "uffd: %s", name, g_strerror(errno));
-            ok = false;
-        } else if (!sl_view_publish(r, reg, v)) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' has %u live views "
-                        "already", name, SL_MAX_VIEWS);
-            ok = false;
-        }
-        if (!ok) {
-            if (v->uffd >= 0) {
-                close(v->uffd);
-            }
-            g_free(v);
-        }
+        ok = publish_new(r, reg, uffd, base, tag, flags, errp);
     }
     g_mutex_unlock(&r->views_lock);
     if (ok) {
@@ -226,4 +240,3 @@ bool sl_restore_add_view_flags(sl_restore *r, const char *name, int uffd, uint64
     }
     return ok;
 }
-

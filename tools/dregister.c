@@ -1,0 +1,321 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The restore daemon's REGISTER (docs/protocol.md): a consumer hands over
+ * its userfaultfd and, for shared memory, its memory file.  Each is checked
+ * against the snapshot and the kernel objects it names (peercheck.c: the
+ * range is the consumer's shared mapping of that very file, at the offset
+ * and length of the block); the first registration of a block attaches it
+ * to the restore, later ones must match it and become views.  Once every
+ * served block is attached, the restore starts.  Called from the daemon's
+ * poll loop (daemon.c).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "cli.h"
+#include "daemon-int.h"
+#include "peercheck.h"
+#include "wire.h"
+#include "backends/backend.h"
+#include "migration/format/format.h"
+#include "migration/uffd.h"
+
+/* An engine error as the errno a refused client is told. */
+static int engine_status(const GError *err)
+{
+    return err->code == SL_ERROR_INVALID ? -EINVAL : -EIO;
+}
+
+/* The range the consumer named is its shared mapping of the file it sent: 0 or -errno. */
+static int check_mapping(server *d, const sl_msg_register *m, pid_t pid, const struct stat *st,
+                         GError **errp)
+{
+    g_autoptr(GError) err = NULL;
+    int ret = sl_peer_check_mapping(pid, m->host_addr, m->length, st, m->file_offset, &err);
+
+    if (ret == 0 || ret == -EMFILE || ret == -ENFILE) { /* refused, or we cannot look now */
+        g_propagate_error(errp, g_steal_pointer(&err));
+        return ret == 0 ? -EINVAL : ret;
+    }
+    if (ret < 0) { /* not ours to read (say, a non-dumpable consumer): the engine copes */
+        dlog(d, "block '%s': %s; taking the consumer's word for it", m->block, err->message);
+    }
+    return 0;
+}
+
+/* The memory file is a regular file on tmpfs or hugetlbfs: its kind, page size, identity. */
+static int check_file(int memfd, sl_backend_kind *kind, uint64_t *psize, struct stat *st,
+                      GError **errp)
+{
+    if (!sl_wire_file_kind(memfd, kind, psize, errp)) {
+        return -EINVAL;
+    }
+    if (fstat(memfd, st) < 0) {
+        int err = errno;
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "memory fd: %s", g_strerror(err));
+        return -err;
+    }
+    if (!S_ISREG(st->st_mode)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory fd is not a regular file");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* The range fits the memory file: its page size, alignment, no overflow, inside the file. */
+static int check_layout(const sl_msg_register *m, uint64_t psize, const struct stat *st,
+                        GError **errp)
+{
+    if (m->page_size != psize) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "page size %" G_GUINT64_FORMAT ", but the "
+                    "memory file's is %" G_GUINT64_FORMAT, m->page_size, psize);
+    } else if (m->file_offset % psize) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "offset %" G_GUINT64_FORMAT " is not a "
+                    "multiple of the page size %" G_GUINT64_FORMAT, m->file_offset, psize);
+    } else if (m->host_addr % psize) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "address 0x%" G_GINT64_MODIFIER "x is not "
+                    "a multiple of the page size %" G_GUINT64_FORMAT, m->host_addr, psize);
+    } else if (m->host_addr > UINT64_MAX - m->length || m->file_offset > UINT64_MAX - m->length) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "address 0x%" G_GINT64_MODIFIER "x or "
+                    "offset %" G_GUINT64_FORMAT " plus the length overflows", m->host_addr,
+                    m->file_offset);
+    } else if ((uint64_t)st->st_size < m->file_offset + m->length) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "the memory file has %" G_GINT64_FORMAT
+                    " bytes, fewer than offset %" G_GUINT64_FORMAT " plus the length",
+                    (gint64)st->st_size, m->file_offset);
+    } else {
+        return 0;
+    }
+    return -EINVAL;
+}
+
+/* Checks a REGISTER of client pid @pid against the snapshot and the fds it carried: 0 or -errno. */
+static int check_register(server *d, const sl_msg_register *m, bool wp, pid_t pid, int uffd,
+                          int memfd, int *idx, sl_backend_kind *kind, struct stat *st,
+                          GError **errp)
+{
+    sl_block_info bi;
+    uint64_t psize = 0;
+    int ret;
+
+    *idx = sl_snapshot_find_block(d->snap, m->block);
+    if (*idx < 0 || !sl_snapshot_block(d->snap, (unsigned)*idx, &bi)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "no block '%s' in the snapshot", m->block);
+        return -EINVAL;
+    }
+    if (!d->served[*idx]) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' is not served by this daemon "
+                    "(its owner loads it)", m->block);
+        return -EINVAL;
+    }
+    if (m->length != bi.length) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': length %" G_GUINT64_FORMAT
+                    ", but the block has %" G_GUINT64_FORMAT " bytes", m->block, m->length,
+                    bi.length);
+        return -EINVAL;
+    }
+    if (memfd < 0) { /* anonymous memory of the consumer's own */
+        *kind = SL_BACKEND_ANON;
+        memset(st, 0, sizeof(*st));
+        st->st_size = (off_t)m->length;
+        psize = (uint64_t)sysconf(_SC_PAGESIZE);
+        ret = m->file_offset ? (g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "offset %"
+                                            G_GUINT64_FORMAT " for anonymous memory (want 0)",
+                                            m->file_offset), -EINVAL) : 0;
+    } else {
+        ret = check_file(memfd, kind, &psize, st, errp);
+    }
+    ret = ret ? ret : check_layout(m, psize, st, errp);
+    ret = ret ? ret : sl_peer_check_uffd(uffd, sl_backend_get(*kind)->uffd_features |
+                                                   (wp ? SL_UFFD_TRACK_FEATURES : 0), errp);
+    ret = ret ? ret : check_mapping(d, m, pid, memfd < 0 ? NULL : st, errp);
+    if (ret < 0) {
+        g_prefix_error(errp, "block '%s': ", m->block);
+    }
+    return ret;
+}
+
+/* A reused RAM file's list of what the previous run wrote: only that is checked. */
+static void use_written_list(server *d, const char *block, int idx, int memfd)
+{
+    g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_page_run));
+    g_autoptr(GError) err = NULL;
+    g_autofree char *why = NULL;
+
+    if (!d->dt) {
+        return;
+    }
+    if (!sl_dtrack_attached(d->dt, (unsigned)idx, memfd, runs, &why)) {
+        if (why) {
+            dlog(d, "block '%s': the written-page list is not used, every page is checked: %s",
+                 block, why);
+        }
+        return;
+    }
+    if (!sl_restore_keep_known(d->r, block, (const sl_page_run *)(void *)runs->data, runs->len,
+                               &err)) {
+        dlog(d, "block '%s': %s", block, err->message);
+        return;
+    }
+    d->nknown++;
+    dlog(d, "block '%s': %u runs written by the previous run are checked, the rest kept",
+         block, runs->len);
+}
+
+/*
+ * Attaches the block on its first REGISTER; later ones must name the same
+ * file (anonymous memory has one owner: no later one).  0 or -errno.
+ */
+static int attach_or_match(server *d, const sl_msg_register *m, int idx, sl_backend_kind kind,
+                           int memfd, const struct stat *st, GError **errp)
+{
+    if (d->anon[idx] || (memfd < 0 && d->files[idx].st_ino)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': registered already; "
+                    "anonymous memory has one owner, the first to register", m->block);
+        return -EEXIST;
+    }
+    if (memfd < 0) {
+        if (!sl_restore_attach(d->r, m->block, NULL, m->length, kind, errp)) {
+            return engine_status(*errp);
+        }
+        d->anon[idx] = true;
+        d->anon_addr[idx] = m->host_addr;
+        d->nattached++;
+        return 0;
+    }
+    if (d->files[idx].st_ino) {
+        if (d->files[idx].st_ino != st->st_ino || d->files[idx].st_dev != st->st_dev ||
+            d->offsets[idx] != m->file_offset) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': not the memory file "
+                        "and offset its first consumer registered", m->block);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (d->started) { /* cannot be: the restore starts once every block is attached */
+        g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "block '%s': the restore started without "
+                    "it", m->block);
+        return -EIO;
+    }
+    if (!sl_restore_attach_file(d->r, m->block, NULL, m->length, kind, memfd, m->file_offset,
+                                errp)) {
+        return engine_status(*errp);
+    }
+    use_written_list(d, m->block, idx, memfd);
+    d->files[idx] = *st;
+    d->offsets[idx] = m->file_offset;
+    d->nattached++;
+    return 0;
+}
+
+/* Starts the restore once every block is attached: 0, or -EIO when it cannot start. */
+static int start_when_complete(server *d, GError **errp)
+{
+    if (d->started || d->nattached < d->nblocks) {
+        return 0;
+    }
+    if (!sl_restore_start(d->r, errp)) {
+        /* Fatal: nothing would ever serve the views.  Leaving the loop
+         * seals what they map and ends every consumer (never zeros). */
+        dlog(d, "the restore could not start: %s", (*errp)->message);
+        d->done = true;
+        d->status = -EIO;
+        return -EIO;
+    }
+    d->started = true;
+    dlog(d, "every block registered: restore started");
+    return 0;
+}
+
+static int do_register(server *d, client *c, const sl_msg_register *m, bool wp, int uffd,
+                       int memfd, GError **errp)
+{
+    sl_backend_kind kind;
+    struct stat st;
+    int idx, ret = check_register(d, m, wp, c->pid, uffd, memfd, &idx, &kind, &st, errp);
+
+    if (ret < 0) {
+        return ret;
+    }
+    if (c->registered[idx]) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' registered twice on one "
+                    "connection", m->block);
+        return -EEXIST;
+    }
+    if (wp && (!d->dt || memfd < 0)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': a tracked mapping, but %s",
+                    m->block, memfd < 0 ? "anonymous memory is not tracked"
+                                        : "this daemon does not track writes");
+        return -EOPNOTSUPP; /* the client may register it plainly instead */
+    }
+    ret = attach_or_match(d, m, idx, kind, memfd, &st, errp);
+    if (ret == 0 && !sl_restore_add_view_flags(d->r, m->block, uffd, m->host_addr, c->id,
+                                               wp ? SL_VIEW_WRITE_PROTECTED : 0, errp)) {
+        ret = engine_status(*errp);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    if (d->dt && memfd >= 0) {
+        sl_dtrack_registered(d->dt, (unsigned)idx, wp);
+    }
+    c->wp_addr[idx] = wp ? m->host_addr : 0;
+    c->registered[idx] = 1;
+    c->nregistered++;
+    if (memfd < 0) {
+        d->anon_pid[idx] = c->pid; /* its owner: to collapse it into THPs when complete */
+    }
+    return start_when_complete(d, errp);
+}
+
+/* Tells the stats reader (qemu-restore) where a consumer registered a block. */
+static void note_registered(server *d, client *c, const sl_msg_register *m)
+{
+    g_autofree char *text = NULL;
+    cli_json j;
+
+    if (d->o->stats_fd < 0) {
+        return;
+    }
+    json_begin(&j);
+    json_str(&j, "registered", m->block);
+    json_u64(&j, "addr", m->host_addr);
+    json_int(&j, "pid", c->pid);
+    text = json_end(&j);
+    if (dprintf(d->o->stats_fd, "%s\n", text) < 0) {
+        dlog(d, "cannot write stats: %s", g_strerror(errno));
+    }
+}
+
+/* REGISTER: REGISTERED (then DONE if the restore is over); 0, or -errno with the reason. */
+int on_register(server *d, client *c, const sl_msg_register *m, bool wp,
+                       const int *fds, unsigned nfds, GError **errp)
+{
+    sl_msg done = { .type = SL_MSG_DONE };
+    int ret;
+
+    if (!c->greeted) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "REGISTER before HELLO");
+        return -EPROTO;
+    }
+    if (nfds != 1 && nfds != 2) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "REGISTER carries %u fds, not two (uffd, "
+                    "memory file) or one (uffd of anonymous memory)", nfds);
+        return -EINVAL;
+    }
+    ret = do_register(d, c, m, wp, fds[0], nfds == 2 ? fds[1] : -1, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    note_registered(d, c, m);
+    reply_status(c, 0, "ok");
+    if (d->done && d->status == 0) { /* joined after completion: all is in place */
+        sl_wire_send(c->fd, &done, NULL, 0);
+    }
+    return 0;
+}
+

@@ -48,49 +48,9 @@
 #include "qemu.h"
 #include "qemu-migrate.h"
 #include "qemu-verify.h"
+#include "qemu-restore.h"
 
 #define QMP_TIMEOUT_MS 30000
-#define REGISTER_WAIT_MS 10000     /* for the preload client's registrations to be reported */
-#define QEMU_DEATH_GRACE_MS 5000   /* for QEMU to end itself when the daemon dies */
-
-typedef struct {
-    const char *snap;
-    const char *parent;   /* --parent: SNAP's parent, not the one it records */
-    char **qemu_argv;
-    char *eager;          /* time QEMU's own eager load of this file instead */
-    char *socket;         /* where the daemon listens (default: a private dir) */
-    bool json, verify, paused, quit_when_done;
-    int threads;
-    int multifd;          /* eager load of a mapped-ram file: multifd channels */
-    uint32_t around;      /* --fault-around: config.fault_around (0: the default) */
-    char **vhost_user;    /* SOCKET=COMMAND: back-ends started registered, before QEMU */
-    const char *record;   /* write the guest's faulted pages, in order, there (a hot list) */
-    bool reuse_ram;       /* keep the RAM files a previous run left (config.keep_memory) */
-    bool check_all;       /* --reuse-ram: check every page, not only the listed ones */
-    bool track;           /* track what QEMU and back-ends write (--track-writes, --reuse-ram) */
-} qr_opts;
-
-typedef struct {
-    const qr_opts *o;
-    sl_snapshot *snap;
-    GPtrArray *backends;   /* sl_qemu_backend *: lazy blocks (eager: the files to recreate) */
-    GPtrArray *serve;      /* char *: names of the lazy blocks, NULL-terminated */
-    bool *lazy;            /* per snapshot block */
-    char *tmp, *dsock, *qsock, *devstate;
-    char *blocks_file;     /* dsock + ".blocks": what `snapload attach` reads */
-    GArray *vu_pids;       /* pid_t: the --vhost-user back-ends we started */
-    char *load_uri;        /* how the device state was loaded (for the report) */
-    GHashTable *registered; /* block name -> where the preload client registered it */
-    pid_t daemon, qemu;
-    int stats_fd, qmp_lfd, pidfd;
-    GIOChannel *stats_ch;
-    sl_qmp *q;
-    double t0, t_qmp, t_dev0, t_dev1, t_run, t_done;
-    char *stats;           /* the daemon's final JSON line */
-    uint64_t verify_mismatches;
-    cli_interrupt *intr;   /* SIGINT/SIGTERM/SIGHUP: end QEMU, then fail and clean up */
-    GArray *locks;         /* int: fds holding our flock on each RAM file (qemu.h) */
-} qr;
 
 /* ------------------------------ the blocks ------------------------------ */
 
@@ -502,192 +462,6 @@ static void stop_vhost_users(qr *r)
     }
 }
 
-/* Waits up to @ms for QEMU to exit and reaps it; says how it ended (or that
- * it is still running; cleanup() then kills it). */
-static char *reap_qemu(qr *r, int ms)
-{
-    struct pollfd p = { .fd = r->pidfd, .events = POLLIN };
-    int st = 0;
-
-    while (ms && poll(&p, 1, ms) < 0 && errno == EINTR) {
-    }
-    if ((ms && !p.revents) || waitpid(r->qemu, &st, 0) != r->qemu) {
-        return g_strdup("still running; killed");
-    }
-    r->qemu = 0;
-    return WIFEXITED(st) ? g_strdup_printf("exited with status %d", WEXITSTATUS(st))
-                         : g_strdup_printf("was killed by signal %d", WTERMSIG(st));
-}
-
-/* ------------------------ the daemon's report lines ---------------------- */
-
-/* Reads one line from the daemon (waiting up to @ms, -1: forever); NULL at EOF/timeout. */
-static char *daemon_line(qr *r, int ms, bool *qemu_died)
-{
-    struct pollfd p[2] = { { .fd = r->stats_fd, .events = POLLIN },
-                           { .fd = r->pidfd, .events = POLLIN } };
-    char *line = NULL;
-    gsize len;
-
-    *qemu_died = false;
-    /* A line the channel already read ahead needs no poll: the fd is drained. */
-    while (!(g_io_channel_get_buffer_condition(r->stats_ch) & G_IO_IN) &&
-           poll(p, 2, ms) < 0 && errno == EINTR) {
-    }
-    if (!(g_io_channel_get_buffer_condition(r->stats_ch) & G_IO_IN) && !p[0].revents) {
-        *qemu_died = p[1].revents != 0;
-        return NULL;
-    }
-    if (g_io_channel_read_line(r->stats_ch, &line, &len, NULL, NULL) != G_IO_STATUS_NORMAL) {
-        return NULL;
-    }
-    return g_strchomp(line);
-}
-
-/* A "registered" line: notes where; false for any other line. */
-static bool note_registration(qr *r, const char *line)
-{
-    g_autoptr(JsonNode) n = json_from_string(line, NULL);
-    JsonObject *o = n && JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
-
-    if (!o || !json_object_has_member(o, "registered")) {
-        return false;
-    }
-    g_hash_table_insert(r->registered, g_strdup(json_object_get_string_member(o, "registered")),
-                        GSIZE_TO_POINTER((gsize)json_object_get_int_member(o, "addr")));
-    return true;
-}
-
-/*
- * Waits until the daemon reported a registration of every lazy block (the
- * preload client registers as QEMU maps its RAM, before QEMU's monitor
- * answers), then checks each against `info ramblock`: a block registered
- * elsewhere than QEMU keeps it would have its pages placed into memory
- * that is not that block.
- */
-static bool check_registrations(qr *r, GError **errp)
-{
-    g_autoptr(GHashTable) hva = NULL;
-    gint64 deadline = g_get_monotonic_time() + REGISTER_WAIT_MS * 1000ll;
-
-    while (g_hash_table_size(r->registered) < r->backends->len) {
-        int left = (int)MAX(0, (deadline - g_get_monotonic_time()) / 1000);
-        bool died;
-        g_autofree char *line = daemon_line(r, left, &died);
-        if (!line) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "QEMU mapped %u of the %u lazy RAM "
-                        "blocks where the preload client looks for them (%s)",
-                        g_hash_table_size(r->registered), r->backends->len,
-                        died ? "QEMU exited" : "no registration came");
-            return false;
-        }
-        note_registration(r, line);
-    }
-    if (!(hva = sl_qemu_ramblock_hvas(r->q, errp))) {
-        return false;
-    }
-    for (guint i = 0; i < r->backends->len; i++) {
-        sl_qemu_backend *b = g_ptr_array_index(r->backends, i);
-        gpointer at = g_hash_table_lookup(r->registered, b->id);
-        gpointer want = g_hash_table_lookup(hva, b->id);
-        if (!want || at != want) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' was registered at %p, "
-                        "but QEMU keeps it at %p: refusing to place its pages there", b->id,
-                        at, want);
-            return false;
-        }
-    }
-    return true;
-}
-
-/* The "error" of the daemon's result line @stats, or NULL (caller frees). */
-static char *result_error(const char *stats)
-{
-    g_autoptr(JsonNode) n = json_from_string(stats, NULL);
-    JsonObject *o = n && JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
-
-    return o && json_object_has_member(o, "error")
-               ? g_strdup(json_object_get_string_member(o, "error")) : NULL;
-}
-
-/* Blocks until the daemon reports the end of the restore (once). */
-static bool wait_restore(qr *r, GError **errp)
-{
-    if (r->t_done > 0) {
-        return true;
-    }
-    for (;;) {
-        bool died;
-        char *line = daemon_line(r, -1, &died);
-        if (!line && died) {
-            g_autofree char *how = reap_qemu(r, 0);
-            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QEMU %s before every page was in place",
-                        how);
-            return false;
-        }
-        if (!line) {
-            /* The client inside QEMU ends it when the daemon goes away: give it
-             * the time to say so before cleanup() kills what is left. */
-            g_autofree char *how = reap_qemu(r, QEMU_DEATH_GRACE_MS);
-            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "the restore daemon ended without a "
-                        "result (QEMU %s)", how);
-            return false;
-        }
-        if (note_registration(r, line)) {
-            g_free(line); /* a consumer that joined later (a back-end) */
-            continue;
-        }
-        r->stats = line;
-        break;
-    }
-    if (!strstr(r->stats, "\"status\": 0,")) {
-        g_autofree char *why = result_error(r->stats);
-        /* The restore's own reason (the daemon's figures stay in --json). */
-        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s%s",
-                    why && g_str_has_prefix(why, "restore failed") ? "" : "the restore failed: ",
-                    why ? why : r->stats);
-        return false;
-    }
-    r->t_done = cli_now_ms();
-    return true;
-}
-
-#define RESULT_WAIT_MS 2000 /* for the daemon's result after QEMU ended early */
-
-/*
- * After a failure before the restore's end (the device-state load, say):
- * the daemon's result, if it failed the restore.  A page that cannot be
- * served ends QEMU, so QMP only says that QEMU went away; the daemon says
- * why.  NULL if it reports no error within RESULT_WAIT_MS.
- */
-static char *daemon_failure(qr *r)
-{
-    struct pollfd p = { .fd = r->stats_fd, .events = POLLIN };
-
-    if (r->o->eager || !r->stats_ch || r->stats) {
-        return NULL;
-    }
-    for (;;) {
-        g_autofree char *line = NULL;
-        gsize len;
-
-        if (!(g_io_channel_get_buffer_condition(r->stats_ch) & G_IO_IN) &&
-            poll(&p, 1, RESULT_WAIT_MS) <= 0) {
-            return NULL;
-        }
-        if (g_io_channel_read_line(r->stats_ch, &line, &len, NULL, NULL) != G_IO_STATUS_NORMAL) {
-            return NULL;
-        }
-        if (!note_registration(r, g_strchomp(line))) {
-            char *why = result_error(line);
-            if (why && g_str_has_prefix(why, "restore stopped")) { /* an effect, not a cause */
-                g_clear_pointer(&why, g_free);
-            }
-            return why;
-        }
-    }
-}
-
 /* ------------------------------ the load -------------------------------- */
 
 /* QEMU's file, lazily: the sparse device stream without the lazy blocks' pages. */
@@ -776,7 +550,7 @@ static bool verify(qr *r, GError **errp)
                     "loaders (not --threads 0): it reads QEMU's memory once it is all there");
         return false;
     }
-    return (!anon || wait_restore(r, errp)) &&
+    return (!anon || qr_wait_restore(r, errp)) &&
            sl_qemu_verify(r->q, r->snap, r->backends, r->dsock, &r->verify_mismatches, errp);
 }
 
@@ -793,7 +567,7 @@ static bool load_and_run(qr *r, GError **errp)
     if (r->o->eager) {
         ok = load_eager(r, errp);
     } else {
-        ok = check_registrations(r, errp) &&
+        ok = qr_check_registrations(r, errp) &&
              (sl_snapshot_get_format(r->snap) == SL_FORMAT_QEMU ? load_qemu_file(r, errp)
                                                                  : load_container(r, errp));
     }
@@ -812,107 +586,6 @@ static bool load_and_run(qr *r, GError **errp)
     return true;
 }
 
-
-/* ------------------------------ the report ------------------------------ */
-
-/* Integer member @key of the daemon's JSON stats line @stats, or -1. */
-static gint64 stats_member(const char *stats, const char *key)
-{
-    g_autoptr(JsonNode) n = stats ? json_from_string(stats, NULL) : NULL;
-    JsonObject *o = n && JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
-
-    return o && json_object_has_member(o, key) ? json_object_get_int_member(o, key) : -1;
-}
-
-/* @b - @a in ms, or NAN when either moment was not reached. */
-static double span(double a, double b)
-{
-    return a > 0 && b > 0 ? b - a : NAN;
-}
-
-/* The lazy blocks as a JSON array of names. */
-static char *lazy_json(const qr *r)
-{
-    GString *s = g_string_new("[");
-
-    for (guint i = 0; r->backends && i < r->backends->len; i++) {
-        sl_qemu_backend *b = g_ptr_array_index(r->backends, i);
-        g_string_append_printf(s, "%s\"%s\"", i ? ", " : "", b->id);
-    }
-    g_string_append_c(s, ']');
-    return g_string_free(s, false);
-}
-
-static void report_text(const qr *r, const char *error)
-{
-    if (r->t_run > 0) {
-        printf("QEMU started to guest running: %.1f ms (QEMU start %.1f ms, device state %.1f "
-               "ms, cont %.1f ms)\n", r->t_run - r->t0, r->t_qmp - r->t0,
-               r->t_dev1 - r->t_dev0, r->t_run - r->t_dev1);
-    }
-    if (!r->o->eager && r->t_done > 0) {
-        printf("every page in place: %.1f ms after QEMU started\n", r->t_done - r->t0);
-    }
-    if (!r->o->eager && r->stats) {
-        printf("restore: %s\n", r->stats);
-    }
-    if (r->o->verify && !error) {
-        printf("verify: %" G_GUINT64_FORMAT " mismatching pages\n", r->verify_mismatches);
-    }
-    if (error) {
-        printf("failed: %s\n", error);
-    }
-}
-
-/*
- * What the run measured, in text or --json.  After a failure, @error says
- * why, and every figure not reached is null (JSON) or left out (text): the
- * phases that did happen, and the daemon's figures if it reported any.
- */
-static void report(const qr *r, const char *error)
-{
-    g_autofree char *text = NULL, *lazy = NULL;
-    cli_json j;
-
-    if (!r->o->json) {
-        report_text(r, error);
-        fflush(stdout);
-        return;
-    }
-    json_begin(&j);
-    json_str(&j, "mode", r->o->eager ? "eager" : "lazy");
-    json_str(&j, "status", error ? "failed" : "ok");
-    if (error) {
-        json_str(&j, "error", error);
-    }
-    json_str(&j, "snapshot_format", r->snap && sl_snapshot_get_format(r->snap) == SL_FORMAT_QEMU
-                                        ? "qemu" : "snapload");
-    json_str(&j, "device_state_uri", r->load_uri ? r->load_uri : "");
-    json_double(&j, "time_to_running_ms", r->o->paused ? -1 : span(r->t0, r->t_run));
-    json_double(&j, "qemu_start_ms", span(r->t0, r->t_qmp));
-    json_double(&j, "device_state_ms", span(r->t_dev0, r->t_dev1));
-    json_double(&j, "cont_ms", r->o->paused ? -1 : span(r->t_dev1, r->t_run));
-    json_double(&j, "incoming_to_running_ms", r->o->paused ? -1 : span(r->t_dev0, r->t_run));
-    json_double(&j, "incoming_ms", span(r->t0, r->t_dev0)); /* migrate-incoming, from the start */
-    /* The start (QEMU spawned) on CLOCK_MONOTONIC, so that a caller can put
-     * its own timestamps (a guest's first answer) on the same time line. */
-    json_double(&j, "start_monotonic_ms", r->t0 > 0 ? r->t0 : NAN);
-    if (!r->o->eager) {
-        lazy = lazy_json(r);
-        json_raw(&j, "lazy_blocks", lazy);
-        json_double(&j, "time_to_complete_ms", span(r->t0, r->t_done));
-        json_int(&j, "faults", stats_member(r->stats, "faults"));
-        json_int(&j, "pages_placed_twice", stats_member(r->stats, "pages_placed_twice"));
-        json_raw(&j, "restore", r->stats ? r->stats : "null");
-    }
-    if (r->o->verify && !error) {
-        json_str(&j, "verify", r->verify_mismatches ? "mismatch" : "ok");
-        json_u64(&j, "verify_mismatches", r->verify_mismatches);
-    }
-    text = json_end(&j);
-    printf("%s\n", text);
-    fflush(stdout);
-}
 
 /* ---------------------------- the command ------------------------------- */
 
@@ -1054,11 +727,11 @@ static int run(const qr_opts *o)
     qr r = { .o = o, .stats_fd = -1, .qmp_lfd = -1, .pidfd = -1,
              .intr = cli_interrupt_start() };
     g_autoptr(GError) err = NULL;
-    bool ok = prepare(&r, &err) && load_and_run(&r, &err) && (o->eager || wait_restore(&r, &err));
+    bool ok = prepare(&r, &err) && load_and_run(&r, &err) && (o->eager || qr_wait_restore(&r, &err));
     int ret, sig = cli_interrupt_signal(r.intr);
 
     if (!ok) {
-        g_autofree char *why = sig ? NULL : daemon_failure(&r);
+        g_autofree char *why = sig ? NULL : qr_daemon_failure(&r);
         if (sig) { /* whatever failed, it failed because we ended QEMU */
             g_clear_error(&err);
             g_set_error(&err, SL_ERROR, SL_ERROR_IO, "interrupted by %s: QEMU, the restore "
@@ -1069,13 +742,13 @@ static int run(const qr_opts *o)
                            why);
         }
         if (r.t0 > 0) { /* QEMU was started: say what happened up to the failure */
-            report(&r, err->message);
+            qr_report(&r, err->message);
         }
         ret = cli_fail_error(g_steal_pointer(&err));
         cleanup(&r);
         return sig ? 128 + sig : ret;
     }
-    report(&r, NULL);
+    qr_report(&r, NULL);
     ret = finish_qemu(&r);
     r.qemu = 0;
     stop_vhost_users(&r);

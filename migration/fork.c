@@ -12,13 +12,19 @@
  * Once the memory is complete, the ranges marked here get MADV_DOFORK back;
  * ranges the caller had already marked (QEMU marks guest RAM DONTFORK) are
  * left as the caller set them.  Which is which comes from /proc/self/smaps
- * (vmas.c).
+ * (vmas.c); where /proc cannot be read, the memory stays out of children
+ * for good (never a wrong page, at the price of later forks).  A restore
+ * that fails or is stopped early gives nothing back either; a later
+ * restore over the same memory then takes that marking for the caller's.
+ * With track_writes the marking lasts until the stop: a reset makes pages
+ * missing again.
  * Runs on the thread that registers the memory (sl_restore_start()) and on
  * the one that unregisters it at completion; never on the fault path.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include "fork.h"
 #include "vmas.h"
 #include "snapload/snapload.h"
@@ -59,10 +65,26 @@ static GArray *copied_ranges(uint64_t lo, uint64_t hi, GError **errp)
     return w.out;
 }
 
+/* Without /proc: all of it out of children for good (nothing given back). */
+static GArray *guard_blind(void *addr, uint64_t len, GError **errp)
+{
+    if (madvise(addr, len, MADV_DONTFORK) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "MADV_DONTFORK %p+0x%" PRIx64 ": %s", addr,
+                    len, g_strerror(errno));
+        return NULL;
+    }
+    return g_array_new(false, false, sizeof(sl_fork_range));
+}
+
 GArray *sl_fork_guard(void *addr, uint64_t len, GError **errp)
 {
     uint64_t lo = (uint64_t)(uintptr_t)addr;
-    GArray *ranges = copied_ranges(lo, lo + len, errp);
+    GArray *ranges;
+
+    if (access("/proc/self/smaps", R_OK) != 0) {
+        return guard_blind(addr, len, errp);
+    }
+    ranges = copied_ranges(lo, lo + len, errp);
 
     for (guint i = 0; ranges && i < ranges->len; i++) {
         sl_fork_range *r = &g_array_index(ranges, sl_fork_range, i);

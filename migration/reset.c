@@ -108,6 +108,23 @@ static void normalize_runs(GArray *runs)
     g_array_set_size(runs, n);
 }
 
+/*
+ * Owes @runs to the next reset (r->raced): units whose bytes may differ
+ * from the snapshot while their protection says unwritten (a writer raced
+ * a reset, or a scan failed after re-protecting them).
+ */
+static void owe(sl_restore *r, const GArray *runs)
+{
+    if (!runs->len) {
+        return;
+    }
+    if (!r->raced) {
+        r->raced = g_array_new(false, false, sizeof(sl_run));
+    }
+    g_array_append_vals(r->raced, runs->data, runs->len);
+    normalize_runs(r->raced);
+}
+
 /* Units a racing writer may have left (r->raced) of region @region, appended to @out. */
 static void append_raced(const sl_restore *r, unsigned region, GArray *out)
 {
@@ -423,6 +440,8 @@ static bool reset_in_place(sl_restore *r, GArray *units, GArray *failed, GError 
     for (guint i = 0; i < r->regions->len && r->tracking == SL_TRACK_ASYNC_WP; i++) {
         if (!written_units(r, g_ptr_array_index(r->regions, i), true, after, errp)) {
             g_prefix_error(errp, "protecting the rewritten pages again: ");
+            owe(r, units); /* some may be protected again already */
+            owe(r, after);
             return false;
         }
     }
@@ -430,10 +449,8 @@ static bool reset_in_place(sl_restore *r, GArray *units, GArray *failed, GError 
     if (!any_outside(units, after)) {
         return true;
     }
-    r->raced = g_array_new(false, false, sizeof(sl_run));
-    g_array_append_vals(r->raced, units->data, units->len);
-    g_array_append_vals(r->raced, after->data, after->len);
-    normalize_runs(r->raced);
+    owe(r, units);
+    owe(r, after);
     g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "memory was written while the reset ran (a "
                 "writer was not paused): %u run(s) may differ from the snapshot; the next "
                 "reset, with every writer paused, brings them back", r->raced->len);
@@ -445,6 +462,9 @@ static bool collect_all(sl_restore *r, bool rearm, GArray *units, GError **errp)
 {
     for (guint i = 0; i < r->regions->len; i++) {
         if (!written_units(r, g_ptr_array_index(r->regions, i), rearm, units, errp)) {
+            if (rearm) {
+                owe(r, units); /* those found are protected again already */
+            }
             return false;
         }
     }
@@ -525,6 +545,9 @@ bool sl_restore_reset(sl_restore *r, sl_reset_stats *out, GError **errp)
     if (!r->cfg.reset_in_place) {
         g_array_append_vals(rest, units->data, units->len);
     } else if (units->len && !reset_in_place(r, units, rest, errp)) {
+        if (rest->len) { /* rewrites that failed their check are refused all the same */
+            (void)reset_by_dropping(r, rest, NULL);
+        }
         return false;
     }
     if (rest->len && !reset_by_dropping(r, rest, errp)) {

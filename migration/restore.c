@@ -236,7 +236,7 @@ bool sl_restore_bind(sl_restore *r, const char *name, int node, GError **errp)
 
 GBytes *sl_restore_recorded(const sl_restore *r)
 {
-    if (!r->recorded) {
+    if (!r || !r->recorded) {
         return g_bytes_new(NULL, 0);
     }
     return g_bytes_new(r->recorded->data, (gsize)r->recorded->len * 16);
@@ -419,10 +419,6 @@ static bool register_regions(sl_restore *r, GError **errp)
         if (!reg->mem.host) {
             continue; /* only other processes map it: they registered */
         }
-        if (!(reg->fork_guard = sl_fork_guard(reg->mem.host, reg->mem.length, errp))) {
-            g_prefix_error(errp, "block '%s': ", reg->blk->name);
-            return false;
-        }
         sl_region_view(reg, 0)->uffd = r->uffd; /* before any other thread exists */
         sl_region_view(reg, 0)->wp = r->tracking == SL_TRACK_ASYNC_WP;
         if (!sl_uffd_register(r->uffd, reg->mem.host, reg->mem.length,
@@ -443,6 +439,21 @@ static bool register_regions(sl_restore *r, GError **errp)
     return true;
 }
 
+/* Our own mappings out of forked children until complete (fork.c), before
+ * prepare empties them: a child forked from then on has no copy of them. */
+static bool guard_regions(sl_restore *r, GError **errp)
+{
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        if (reg->mem.host && !(reg->fork_guard = sl_fork_guard(reg->mem.host,
+                                                                 reg->mem.length, errp))) {
+            g_prefix_error(errp, "block '%s': ", reg->blk->name);
+            return false;
+        }
+    }
+    return true;
+}
+
 bool sl_restore_start(sl_restore *r, GError **errp)
 {
     bool ok;
@@ -455,7 +466,7 @@ bool sl_restore_start(sl_restore *r, GError **errp)
     }
     r->started = true;
     r->t_start = sl_now_ns();
-    ok = prepare_regions(r, errp);
+    ok = guard_regions(r, errp) && prepare_regions(r, errp);
     /* also when prepare failed: stopping seals by these maps */
     ok = layout_regions(r, ok ? errp : NULL) && ok;
     if (!ok || !register_regions(r, errp)) {
@@ -479,15 +490,19 @@ int sl_restore_poll(sl_restore *r)
 GError *sl_restore_error(sl_restore *r)
 {
     int st = sl_restore_poll(r);
-    /* Acquire: pairs with the release CAS in note_bad_page() (engine.c). */
-    uint64_t bad = atomic_load_explicit(&r->bad_page, memory_order_acquire);
+    uint64_t bad;
     g_autofree char *also = NULL;
     const sl_block *blk;
     uint64_t page, more;
+    GError *meta;
 
+    if (!r) {
+        return g_error_new(SL_ERROR, SL_ERROR_INVALID, "sl_restore_error: r is NULL");
+    }
+    /* Acquire: pairs with the release CAS in note_bad_page() (engine.c). */
+    bad = atomic_load_explicit(&r->bad_page, memory_order_acquire);
     /* Acquire: pairs with the release CAS in sl_prove_units() (engine.c). */
-    GError *meta = atomic_load_explicit(&r->meta_error, memory_order_acquire);
-
+    meta = atomic_load_explicit(&r->meta_error, memory_order_acquire);
     if (st == 0 || st == -EINPROGRESS) {
         return NULL;
     }

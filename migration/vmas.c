@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 #include "vmas.h"
 #include "snapload/snapload.h"
 
@@ -80,13 +81,20 @@ bool sl_vmas_each(uint64_t lo, uint64_t hi, bool flags,
     while (go && getline(&line, &cap, f) > 0) {
         bool whole = false;
         take_line(line, &v, flags, &whole);
-        if (whole && v.start < hi && lo < v.end) {
+        if (whole && v.start >= hi) {
+            break; /* listed in address order: nothing further overlaps */
+        }
+        if (whole && lo < v.end) {
             go = fn(&v, opaque);
         }
     }
+    go = !ferror(f);
     free(line);
     fclose(f);
-    return true;
+    if (!go) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: read error", path);
+    }
+    return go;
 }
 
 /* What sl_vmas_check_file() walks with. */
@@ -107,6 +115,8 @@ static bool check_vma(const sl_vma *v, void *opaque)
         w->why = "maps another file";
     } else if (v->offset + (w->next - v->start) != w->offset + (w->next - w->lo)) {
         w->why = "maps the file at another offset";
+    } else if (!v->shared) {
+        w->why = "maps the file privately (MAP_PRIVATE: its writes would never reach the file)";
     } else {
         w->next = v->end;
         return true;
@@ -119,6 +129,9 @@ bool sl_vmas_check_file(void *addr, uint64_t len, int fd, uint64_t offset, GErro
     file_walk w = { .lo = (uint64_t)(uintptr_t)addr, .offset = offset };
 
     w.next = w.lo;
+    if (access("/proc/self/maps", R_OK) != 0) {
+        return true; /* no /proc here: nothing to check against */
+    }
     if (fstat(fd, &w.st) < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory fd %d: %s", fd, g_strerror(errno));
         return false;

@@ -29,8 +29,12 @@
  * sl_restore_start() until every page is placed (a child forked meanwhile
  * has no mapping there: a touch is a SIGSEGV, never a wrong byte), then
  * gives it back to forks; parts the caller had marked MADV_DONTFORK itself
- * stay marked.  Memory of a restore that failed or was stopped early stays
- * out of children.  Other processes' views are their own to protect.
+ * stay marked.  With config.track_writes the marking lasts until
+ * sl_restore_stop() (a reset makes pages missing again).  Memory of a
+ * restore that failed or was stopped early stays out of children (a later
+ * restore over it takes that marking for the caller's), and so does all
+ * of it where /proc/self/smaps cannot be read.  Other processes' views are
+ * their own to protect.
  */
 #ifndef SNAPLOAD_SNAPLOAD_H
 #define SNAPLOAD_SNAPLOAD_H

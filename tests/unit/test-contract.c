@@ -253,7 +253,7 @@ static void test_memory_the_caller_kept_from_forks_stays_kept(void **state)
 }
 
 /* How an attach_file test case gets its address, fd and offset wrong. */
-typedef enum { RIGHT, OTHER_OFFSET, OTHER_FILE, ANONYMOUS, HOLE } pairing;
+typedef enum { RIGHT, OTHER_OFFSET, OTHER_FILE, ANONYMOUS, HOLE, PRIVATE } pairing;
 
 /* Attaches block b0 as @how describes; true if the library accepted it. */
 static bool attach_as(fixture *f, pairing how, GError **err)
@@ -269,6 +269,8 @@ static bool attach_as(fixture *f, pairing how, GError **err)
         fd = other;
     } else if (how == ANONYMOUS) {
         addr = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    } else if (how == PRIVATE) {
+        addr = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
     } else if (how == HOLE) {
         addr = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         assert_true(addr != MAP_FAILED);
@@ -296,6 +298,7 @@ static void test_attach_file_refuses_a_mapping_of_another_place(void **state)
         { OTHER_FILE, "maps another file" },
         { ANONYMOUS, "maps another file" },
         { HOLE, "is not mapped" },
+        { PRIVATE, "maps the file privately" },
     };
     fixture *f = *state;
 
@@ -327,6 +330,10 @@ static void test_null_arguments_are_refused_with_an_error(void **state)
     assert_int_equal(sl_restore_wait(NULL, 0), -EINVAL);
     assert_int_equal(sl_restore_poll(NULL), -EINVAL);
     assert_int_equal(sl_eager_load(NULL, 0, buf, 1, false), -EINVAL);
+    g_autoptr(GBytes) rec = sl_restore_recorded(NULL);
+    assert_int_equal(g_bytes_get_size(rec), 0);
+    g_autoptr(GError) e6 = sl_restore_error(NULL);
+    assert_true(e6 && strstr(e6->message, "r is NULL"));
     assert_int_equal(sl_snapshot_n_blocks(NULL), 0);
     assert_int_equal(sl_snapshot_find_block(NULL, "b0"), -1);
     assert_false(sl_snapshot_page_present(NULL, 0, 0));

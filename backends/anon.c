@@ -10,12 +10,12 @@
  * process that handed its uffd over (a VMM through the restore daemon).
  */
 #include <errno.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include "backend.h"
 #include "../migration/uffd.h"
+#include "../migration/vmas.h"
 
 #define THP_BYTES (2u << 20)
 
@@ -51,44 +51,48 @@ static bool anon_map(sl_mem *m, uint64_t length, uint64_t hugepage, GError **err
 }
 
 /*
- * Empties our own mapping.  Memory only another process maps (its one
- * view, handed over) was registered by that process as it mapped it, fresh:
- * there is nothing of ours to empty.
- */
-/*
  * The caller's memory at @m->host must be private anonymous memory: what
  * MADV_DONTNEED empties and MISSING faults see as missing.  A shared or
  * file mapping keeps its pages through DONTNEED, so every placement would
  * find a page there (EEXIST) and the old bytes would stay, unnoticed.
  */
+/* sl_vmas_each() callback: stops at the first mapping that is not private anonymous. */
+static bool find_not_private(const sl_vma *v, void *opaque)
+{
+    if (!v->shared && v->ino == 0) {
+        return true;
+    }
+    *(sl_vma *)opaque = *v;
+    return false;
+}
+
 static bool private_anonymous(const sl_mem *m, GError **errp)
 {
-    uint64_t a = (uintptr_t)m->host, b = a + m->length;
-    g_autofree char *maps = NULL;
-    g_auto(GStrv) lines = NULL;
+    uint64_t a = (uintptr_t)m->host;
+    sl_vma bad = { 0 };
 
-    if (!g_file_get_contents("/proc/self/maps", &maps, NULL, NULL)) {
+    if (access("/proc/self/maps", R_OK) != 0) {
         return true; /* no /proc: madvise() below is the only check */
     }
-    lines = g_strsplit(maps, "\n", -1);
-    for (char **l = lines; *l; l++) {
-        uint64_t start, end, ino;
-        char perms[8], path[256] = "";
-
-        if (sscanf(*l, "%" G_GINT64_MODIFIER "x-%" G_GINT64_MODIFIER "x %7s %*s %*s %"
-                   G_GINT64_MODIFIER "u %255[^\n]", &start, &end, perms, &ino, path) < 4 ||
-            end <= a || start >= b || (perms[3] == 'p' && ino == 0)) {
-            continue;
-        }
+    if (!sl_vmas_each(a, a + m->length, false, find_not_private, &bad, errp)) {
+        return false;
+    }
+    if (bad.end) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "anonymous block at %p: the memory at "
-                    "%#" G_GINT64_MODIFIER "x is not private anonymous memory (%s %s): map it "
+                    "%#" G_GINT64_MODIFIER "x is not private anonymous memory (%s): map it "
                     "MAP_PRIVATE|MAP_ANONYMOUS, or attach a shared file with "
-                    "sl_restore_attach_file()", m->host, start, perms, g_strstrip(path));
+                    "sl_restore_attach_file()", m->host, bad.start,
+                    bad.shared ? "a shared mapping" : "a file mapping");
         return false;
     }
     return true;
 }
 
+/*
+ * Empties our own mapping.  Memory only another process maps (its one
+ * view, handed over) was registered by that process as it mapped it, fresh:
+ * there is nothing of ours to empty.
+ */
 static bool anon_prepare(sl_mem *m, GError **errp)
 {
     m->page_size = (uint64_t)sysconf(_SC_PAGESIZE);

@@ -50,12 +50,6 @@ static bool anon_map(sl_mem *m, uint64_t length, uint64_t hugepage, GError **err
     return true;
 }
 
-/*
- * The caller's memory at @m->host must be private anonymous memory: what
- * MADV_DONTNEED empties and MISSING faults see as missing.  A shared or
- * file mapping keeps its pages through DONTNEED, so every placement would
- * find a page there (EEXIST) and the old bytes would stay, unnoticed.
- */
 /* sl_vmas_each() callback: stops at the first mapping that is not private anonymous. */
 static bool find_not_private(const sl_vma *v, void *opaque)
 {
@@ -66,6 +60,12 @@ static bool find_not_private(const sl_vma *v, void *opaque)
     return false;
 }
 
+/*
+ * The caller's memory at @m->host must be private anonymous memory: what
+ * MADV_DONTNEED empties and MISSING faults see as missing.  A shared or
+ * file mapping keeps its pages through DONTNEED, so every placement would
+ * find a page there (EEXIST) and the old bytes would stay, unnoticed.
+ */
 static bool private_anonymous(const sl_mem *m, GError **errp)
 {
     uint64_t a = (uintptr_t)m->host;

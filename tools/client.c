@@ -408,7 +408,8 @@ typedef struct {
     int sock;
     int uffd;              /* tracked: closed when the daemon hangs up after DONE, or -1 */
     void (*on_death)(void);
-    void (*on_done)(void);
+    void (*on_done)(void *opaque);
+    void *opaque;          /* handed to on_done */
 } supervisor;
 
 /* After DONE: blocks until the daemon hangs up (it sends nothing more). */
@@ -429,7 +430,7 @@ static gpointer supervise(gpointer opaque)
     if (!sl_client_wait_done(s->sock)) {
         s->on_death(); /* the daemon went away before every page was in place */
     } else if (s->on_done) {
-        s->on_done();
+        s->on_done(s->opaque);
     }
     if (s->uffd >= 0) {
         /* A tracked mapping stays registered after DONE, so a fault on it
@@ -443,13 +444,14 @@ static gpointer supervise(gpointer opaque)
     return NULL;
 }
 
-void sl_client_supervise(int sock, void (*on_death)(void), void (*on_done)(void))
+void sl_client_supervise(int sock, void (*on_death)(void), void (*on_done)(void *opaque),
+                         void *opaque)
 {
-    sl_client_supervise_tracked(sock, -1, on_death, on_done);
+    sl_client_supervise_tracked(sock, -1, on_death, on_done, opaque);
 }
 
 void sl_client_supervise_tracked(int sock, int uffd, void (*on_death)(void),
-                                 void (*on_done)(void))
+                                 void (*on_done)(void *opaque), void *opaque)
 {
     supervisor *s = g_new0(supervisor, 1);
 
@@ -457,5 +459,6 @@ void sl_client_supervise_tracked(int sock, int uffd, void (*on_death)(void),
     s->uffd = uffd;
     s->on_death = on_death;
     s->on_done = on_done;
+    s->opaque = opaque;
     g_thread_unref(g_thread_new("sl-supervise", supervise, s));
 }

@@ -100,12 +100,13 @@ int sl_client_register_anon(int sock, const char *block, void *addr, uint64_t le
 
 /**
  * sl_client_supervise: start a thread that waits for DONE, then calls
- * @on_done (if not NULL); if the daemon's socket closes first, it calls
+ * @on_done(@opaque) (if not NULL); if the daemon's socket closes first, it calls
  * @on_death (which should end the process).  The thread reads @sock from
  * then on: call it after the last REGISTER on that connection (use one
  * connection per mapping that may come later).
  */
-void sl_client_supervise(int sock, void (*on_death)(void), void (*on_done)(void));
+void sl_client_supervise(int sock, void (*on_death)(void), void (*on_done)(void *opaque),
+                         void *opaque);
 
 /**
  * sl_client_supervise_tracked: sl_client_supervise() for a tracked mapping
@@ -114,7 +115,7 @@ void sl_client_supervise(int sock, void (*on_death)(void), void (*on_done)(void)
  * later fault waits for a daemon that is gone.
  */
 void sl_client_supervise_tracked(int sock, int uffd, void (*on_death)(void),
-                                 void (*on_done)(void));
+                                 void (*on_done)(void *opaque), void *opaque);
 
 /**
  * sl_client_env_of: the value of @name in the environment process @pid was

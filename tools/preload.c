@@ -35,6 +35,10 @@
  * as `snapload attach` starts it), else the process ends naming the peer,
  * before any byte could be read as a hole or written and then lost.
  *
+ * Nor does a child this process forks during the fill get a copy of guest
+ * RAM that no uffd serves: each mapping handed over is MADV_DONTFORK until
+ * its DONE (preload-guard.c).
+ *
  * While tracking, a block whose file this process punches holes in (or
  * MADV_REMOVEs), or hands to a peer that does not track its writes after
  * the fill, is reported as changed where the list cannot show it: the
@@ -58,6 +62,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "client.h"
+#include "preload-guard.h"
 #include "migration/protocol.h"
 
 #define MAX_BLOCKS 16
@@ -95,6 +100,7 @@ static struct {
      * it (block_done); relaxed: a count read as a hint of state, ordered by
      * the socket messages that change it. */
     _Atomic unsigned pending;
+    pg_guards guards;             /* mappings kept out of forked children */
 } pl = {
     /* Recursive: an interposed call (munmap, madvise) may come while this
      * thread holds it, from inside a hand-over or a report. */
@@ -127,10 +133,28 @@ static void daemon_died(void)
         "ending this process rather than let it read missing pages");
 }
 
-/* A supervised mapping's DONE: every page of its block is in place. */
-static void block_done(void)
+/* A supervised mapping's DONE: every page of its block is in place; a
+ * child may copy it again (@opaque: its guard's token). */
+static void block_done(void *opaque)
 {
+    pthread_mutex_lock(&pl.lock);
+    pg_guard_done(&pl.guards, GPOINTER_TO_UINT(opaque));
+    pthread_mutex_unlock(&pl.lock);
     atomic_fetch_sub_explicit(&pl.pending, 1, memory_order_relaxed);
+}
+
+/* Keeps the new mapping [@p, +@len) of block @b out of forked children
+ * until its DONE (lock held); its guard's token. */
+static uint32_t guard(const pl_block *b, void *p, size_t len, bool keep)
+{
+    int err = 0;
+    uint32_t token = pg_guard_add(&pl.guards, p, len, keep, &err);
+
+    if (err) {
+        die("block '%s': cannot keep its mapping out of forked children (madvise): %s",
+            b->name, g_strerror(-err));
+    }
+    return token;
 }
 
 /* Whether this process runs the binary SNAPLOAD_EXE names (if it names one). */
@@ -249,6 +273,7 @@ static void hand_over(pl_block *b, void *p, size_t len, int fd, off_t off)
 {
     g_autoptr(GError) err = NULL;
     bool track = pl.track && pl.ntracked < MAX_TRACKED;
+    uint32_t token = guard(b, p, len, track);
     int sock, uffd;
 
     pl_talking = true;
@@ -269,7 +294,8 @@ static void hand_over(pl_block *b, void *p, size_t len, int fd, off_t off)
         pl.tracked[pl.ntracked++] = (pl_tracked){ b, p, len };
     }
     atomic_fetch_add_explicit(&pl.pending, 1, memory_order_relaxed);
-    sl_client_supervise_tracked(sock, track ? uffd : -1, daemon_died, block_done);
+    sl_client_supervise_tracked(sock, track ? uffd : -1, daemon_died, block_done,
+                                GUINT_TO_POINTER(token));
 }
 
 /* The anonymous block a new mapping of @len bytes with @prot/@flags is, or NULL. */
@@ -293,6 +319,7 @@ static pl_block *match_anon(size_t len, int prot, int flags)
 static void hand_over_anon(pl_block *b, void *p, size_t len)
 {
     g_autoptr(GError) err = NULL;
+    uint32_t token = guard(b, p, len, false);
     int sock = sl_client_connect(pl.socket, "preload", &err);
 
     if (sock < 0 || sl_client_register_anon(sock, b->name, p, len, &err) < 0) {
@@ -300,7 +327,7 @@ static void hand_over_anon(pl_block *b, void *p, size_t len)
     }
     b->handed = true;
     atomic_fetch_add_explicit(&pl.pending, 1, memory_order_relaxed);
-    sl_client_supervise(sock, daemon_died, block_done);
+    sl_client_supervise(sock, daemon_died, block_done, GUINT_TO_POINTER(token));
 }
 
 static void *real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
@@ -315,11 +342,16 @@ void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
     void *p = real_mmap(addr, len, prot, flags, fd, off);
     pl_block *b;
 
-    if (p == MAP_FAILED || !pl.active || (fd >= 0 && !(flags & MAP_SHARED))) {
+    if (p == MAP_FAILED || !pl.active) {
         return p;
     }
     pthread_mutex_lock(&pl.lock);
-    if (fd >= 0 && (b = match_block(fd))) {
+    if (flags & MAP_FIXED) {
+        pg_guard_forget(&pl.guards, p, len); /* whatever was mapped there is gone */
+    }
+    if (fd >= 0 && !(flags & MAP_SHARED)) {
+        b = NULL; /* a private copy of a file is no guest RAM we hand over */
+    } else if (fd >= 0 && (b = match_block(fd))) {
         hand_over(b, p, len, fd, off);
     } else if (fd < 0 && (b = match_anon(len, prot, flags))) {
         hand_over_anon(b, p, len);
@@ -373,9 +405,12 @@ static void report_overlapping(const void *addr, size_t len)
 __attribute__((visibility("default")))
 int munmap(void *addr, size_t len)
 {
-    if (pl.active && pl.track) {
+    if (pl.active) {
         pthread_mutex_lock(&pl.lock);
-        report_overlapping(addr, len);
+        if (pl.track) {
+            report_overlapping(addr, len);
+        }
+        pg_guard_forget(&pl.guards, addr, len);
         pthread_mutex_unlock(&pl.lock);
     }
     return (int)syscall(SYS_munmap, addr, len);
@@ -449,10 +484,19 @@ int fallocate64(int fd, int mode, off_t off, off_t len)
     return fallocate(fd, mode, off, len);
 }
 
-/** madvise: the libc call; MADV_REMOVE of a tracked mapping is noted. */
+/** madvise: the libc call; MADV_REMOVE of a tracked mapping is noted, and
+ * the process's own fork advice on a guarded mapping is kept for its DONE. */
 __attribute__((visibility("default")))
 int madvise(void *addr, size_t len, int advice)
 {
+    if (pl.active && (advice == MADV_DONTFORK || advice == MADV_DOFORK)) {
+        int ret;
+
+        pthread_mutex_lock(&pl.lock);
+        ret = pg_guard_madvise(&pl.guards, addr, len, advice);
+        pthread_mutex_unlock(&pl.lock);
+        return ret;
+    }
     if (pl.active && pl.track && advice == MADV_REMOVE) {
         bool ok = true;
 

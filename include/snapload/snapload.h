@@ -598,6 +598,10 @@ bool sl_restore_attach_file(sl_restore *r, const char *block_name, void *addr,
  * Before or while the restore runs; after completion the range is simply
  * unregistered, since every page is then in the page cache.  Also the one
  * view of anonymous memory attached without an address (MISSING mode).
+ * The owner keeps the view out of processes it forks until then
+ * (MADV_DONTFORK): the library cannot mark another process's memory, and
+ * a forked copy of the view is registered nowhere (it would read holes as
+ * zeros).  The preload client does so for the mappings it hands over.
  */
 bool sl_restore_add_view(sl_restore *r, const char *block_name, int uffd, uint64_t base,
                          GError **errp);

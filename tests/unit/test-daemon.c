@@ -1101,7 +1101,7 @@ static int outlive_daemon(fixture *f, int killpipe)
     if (uffd < 0) {
         return 30;
     }
-    sl_client_supervise_tracked(sock, uffd, ignore_death, NULL);
+    sl_client_supervise_tracked(sock, uffd, ignore_death, NULL, NULL);
     sl_test_fill_page(want, PSIZE, 5, 1, 4);
     if (memcmp(want, p + 5 * PSIZE, PSIZE) != 0) { /* served by the daemon */
         return 31;
@@ -1891,7 +1891,7 @@ static void test_daemon_death_ends_consumer_without_zero_pages(void **state)
         if (sock < 0 || sl_client_register(sock, "b0", p, f->len, f->memfd, 0, &err) < 0) {
             _exit(30);
         }
-        sl_client_supervise(sock, die_now, NULL);
+        sl_client_supervise(sock, die_now, NULL, NULL);
         for (uint64_t i = 0; i < f->len / PSIZE; i++) {
             sl_test_fill_page(want, PSIZE, i, 1, 4);
             atomic_fetch_add(&f->counts->bad, memcmp(want, p + i * PSIZE, PSIZE) != 0);

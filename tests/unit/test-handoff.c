@@ -19,6 +19,12 @@
  * query of what was written is refused right after; and a hole it punches
  * where the daemon cannot take note (a block it does not have) is not
  * punched: the call fails with EIO.
+ *
+ * A consumer that forks during the fill gives the child no copy of its
+ * guest RAM (a copy no uffd serves would read holes as zeros); after DONE
+ * the child's copy is whole again.  The preload client's fork guard
+ * (tools/preload-guard.c) is also driven directly, in this process: what
+ * it gives back at DONE and what it keeps for the process.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -31,12 +37,15 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 #include "testutil.h"
+#include "migration/vmas.h"
 #include "tools/client.h"
+#include "tools/preload-guard.h"
 
 #define LEN (4u << 20)
 #define PSIZE 4096u
@@ -240,6 +249,117 @@ static int vmm_main(const char *ram, char **argv)
     return atoi(line) == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 13;
 }
 
+/* -------------------------------- forker -------------------------------- */
+
+/* A child that waits until @hold (the other end of its pipe) is closed. */
+static pid_t fork_waiting(int *hold)
+{
+    int p[2];
+    pid_t pid;
+    char c;
+
+    if (pipe(p) < 0) {
+        return -1;
+    }
+    if ((pid = fork()) == 0) {
+        close(p[1]);
+        _exit(read(p[0], &c, 1) == 0 ? 0 : 1);
+    }
+    close(p[0]);
+    *hold = p[1];
+    return pid;
+}
+
+/* What a child forked now sees at @p: the number of its @npages pages that
+ * differ from block b0, or -errno when the child has no such memory. */
+static long child_sees(const uint8_t *p, uint64_t npages)
+{
+    g_autofree uint8_t *got = g_malloc(PSIZE), *want = g_malloc(PSIZE);
+    int hold = -1;
+    pid_t pid = fork_waiting(&hold);
+    long bad = 0;
+
+    for (uint64_t i = 0; pid > 0 && bad >= 0 && i < npages; i++) {
+        struct iovec local = { got, PSIZE }, remote = { (void *)(p + i * PSIZE), PSIZE };
+        if (process_vm_readv(pid, &local, 1, &remote, 1, 0) != PSIZE) {
+            bad = -errno;
+            break;
+        }
+        sl_test_fill_page(want, PSIZE, i, 1, ZERO_EVERY);
+        bad += memcmp(got, want, PSIZE) != 0;
+    }
+    if (hold >= 0) {
+        close(hold);
+    }
+    return pid > 0 && waitpid(pid, NULL, 0) == pid ? bad : -ECHILD;
+}
+
+static bool note_dontcopy(const sl_vma *vma, void *opaque)
+{
+    *(bool *)opaque |= vma->dontcopy;
+    return true;
+}
+
+/* Whether any part of [@p, +@len) is MADV_DONTFORK (smaps' "dc"). */
+static bool any_dontcopy(const void *p, size_t len)
+{
+    bool dc = false;
+
+    return sl_vmas_each((uintptr_t)p, (uintptr_t)p + len, true, note_dontcopy, &dc, NULL) && dc;
+}
+
+/* Block b0 mapped as QEMU maps guest RAM: "file", the shared file @ram;
+ * "anon", private anonymous memory over a reservation. */
+static uint8_t *map_guest_ram(const char *kind, const char *ram)
+{
+    int fd = strcmp(kind, "file") ? -1 : open(ram, O_RDWR);
+    void *p;
+
+    if (fd >= 0) {
+        p = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        return p == MAP_FAILED ? NULL : p;
+    }
+    p = mmap(NULL, LEN, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    p = p == MAP_FAILED ? p : mmap(p, LEN, PROT_READ | PROT_WRITE,
+                                   MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/*
+ * The consumer (preloaded) maps b0 as @kind, reads its first page, forks
+ * while the restore still runs (a page at the end is not placed: the
+ * daemon has no loaders) and prints what the child saw; then reads every
+ * page, which completes the restore, waits for the guard to be given back
+ * and forks again.
+ */
+static int forker_main(const char *kind, const char *ram)
+{
+    volatile uint8_t *p = map_guest_ram(kind, ram);
+    g_autofree uint8_t *want = g_malloc(PSIZE);
+    long bad = 0;
+
+    if (!p) {
+        return 10;
+    }
+    sl_test_fill_page(want, PSIZE, 0, 1, ZERO_EVERY);
+    if (memcmp((const void *)p, want, PSIZE)) {
+        return 11;
+    }
+    printf("mid-restore child: %ld\n", child_sees((const uint8_t *)p, LEN / PSIZE));
+    for (uint64_t i = 0; i < LEN / PSIZE; i++) {
+        sl_test_fill_page(want, PSIZE, i, 1, ZERO_EVERY);
+        bad += memcmp((const void *)(p + i * PSIZE), want, PSIZE) != 0;
+    }
+    /* DONE reaches the client's supervisor thread on its own: nothing here
+     * to wait on but the marking it takes away. */
+    for (int ms = 0; ms < 10000 && any_dontcopy((const void *)p, LEN); ms += 10) {
+        g_usleep(10000);
+    }
+    printf("parent: %ld wrong, after DONE child: %ld\n", bad,
+           child_sees((const uint8_t *)p, LEN / PSIZE));
+    return 0;
+}
+
 /* ------------------------------- fixture -------------------------------- */
 
 static int setup_daemon(void **state, bool track)
@@ -335,6 +455,29 @@ static int run_vmm_tracking(fixture *f, const char *const *backend, bool track, 
 static int run_vmm(fixture *f, const char *const *backend, char **out, char **err)
 {
     return run_vmm_tracking(f, backend, false, out, err);
+}
+
+/* Runs forker_main() preloaded, with b0 given as @kind; its stdout. */
+static char *run_forker(fixture *f, const char *kind)
+{
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_autofree char *blocks = strcmp(kind, "file") ? g_strdup_printf("b0=anon:%u", LEN)
+                                                   : g_strdup_printf("b0=%s", f->ram);
+    g_auto(GStrv) env = g_get_environ();
+    const char *argv[] = { self, "forker", kind, f->ram, NULL };
+    g_autofree char *err = NULL;
+    char *out = NULL;
+    int st = -1;
+
+    env = g_environ_setenv(env, "LD_PRELOAD", g_getenv("SNAPLOAD_PRELOAD"), true);
+    env = g_environ_setenv(env, "SNAPLOAD_SOCKET", f->sock, true);
+    env = g_environ_setenv(env, "SNAPLOAD_BLOCKS", blocks, true);
+    env = g_environ_setenv(env, "SNAPLOAD_EXE", self, true);
+    assert_true(g_spawn_sync(NULL, (char **)argv, env, 0, NULL, NULL, &out, &err, &st, NULL));
+    if (!g_spawn_check_wait_status(st, NULL)) {
+        fail_msg("consumer (%s): status %d, stdout: %s, stderr: %s", kind, st, out, err);
+    }
+    return out;
 }
 
 static void need_preload(void)
@@ -467,6 +610,120 @@ static void test_guest_ram_is_refused_to_a_peer_set_up_for_another_file(void **s
     }
 }
 
+/*
+ * A consumer that forks while the restore still fills its guest RAM gives
+ * the child no copy of it (process_vm_readv: EFAULT): without the preload
+ * client's guard the child's copy is registered nowhere and reads the
+ * holes as zeros.  After DONE a child's copy has every byte.
+ */
+static void test_a_child_the_consumer_forks_mid_restore_gets_no_unserved_copy(void **state)
+{
+    fixture *f = *state;
+    static const char *const kinds[] = { "file", "anon" };
+    g_autofree char *want = g_strdup_printf("mid-restore child: %d\n"
+                                            "parent: 0 wrong, after DONE child: 0\n", -EFAULT);
+
+    need_preload();
+    for (unsigned i = 0; i < G_N_ELEMENTS(kinds); i++) {
+        g_autofree char *out = NULL;
+
+        if (i > 0) { /* a fresh restore: the daemon serves one; anon has one owner */
+            teardown(state);
+            setup(state);
+            f = *state;
+        }
+        out = run_forker(f, kinds[i]);
+        if (strcmp(out, want)) {
+            fail_msg("guest RAM as %s, a child forked by the consumer saw:\n%s", kinds[i], out);
+        }
+    }
+}
+
+/* Three fresh anonymous mappings of one page each, in @m[0..2]. */
+static void map_three(uint8_t *m[3])
+{
+    for (unsigned i = 0; i < 3; i++) {
+        m[i] = mmap(NULL, PSIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        assert_true(m[i] != MAP_FAILED);
+    }
+}
+
+static void unmap_three(uint8_t *m[3])
+{
+    for (unsigned i = 0; i < 3; i++) {
+        munmap(m[i], PSIZE);
+    }
+}
+
+/* At DONE the guard gives the fork back, but not where the process asked
+ * for MADV_DONTFORK itself (as QEMU does) nor on a tracked mapping. */
+static void test_fork_guard_gives_back_only_what_the_process_did_not_keep(void **state)
+{
+    pg_guards gs = { 0 };
+    uint8_t *m[3];
+    uint32_t t[3];
+    int err;
+
+    (void)state;
+    map_three(m);
+    for (unsigned i = 0; i < 3; i++) {
+        t[i] = pg_guard_add(&gs, m[i], PSIZE, i == 2, &err);
+        assert_true(t[i] != 0 && err == 0 && any_dontcopy(m[i], PSIZE));
+    }
+    assert_int_equal(pg_guard_madvise(&gs, m[1], PSIZE, MADV_DONTFORK), 0);
+    for (unsigned i = 0; i < 3; i++) {
+        pg_guard_done(&gs, t[i]);
+    }
+    assert_false(any_dontcopy(m[0], PSIZE)); /* given back */
+    assert_true(any_dontcopy(m[1], PSIZE));  /* the process's own */
+    assert_true(any_dontcopy(m[2], PSIZE));  /* tracked: until unmapped */
+    unmap_three(m);
+}
+
+/* The process's MADV_DOFORK over a guarded mapping and beyond: applied at
+ * once beyond it, deferred to DONE on it. */
+static void test_fork_guard_defers_the_processs_dofork_to_done(void **state)
+{
+    pg_guards gs = { 0 };
+    uint8_t *p = mmap(NULL, 3 * PSIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                      -1, 0);
+    uint32_t t;
+    int err;
+
+    (void)state;
+    assert_true(p != MAP_FAILED && madvise(p, 3 * PSIZE, MADV_DONTFORK) == 0);
+    t = pg_guard_add(&gs, p + PSIZE, PSIZE, false, &err);
+    assert_true(t != 0 && err == 0);
+    assert_int_equal(pg_guard_madvise(&gs, p, 3 * PSIZE, MADV_DOFORK), 0);
+    assert_false(any_dontcopy(p, PSIZE));
+    assert_false(any_dontcopy(p + 2 * PSIZE, PSIZE));
+    assert_true(any_dontcopy(p + PSIZE, PSIZE)); /* still being filled */
+    pg_guard_done(&gs, t);
+    assert_false(any_dontcopy(p, 3 * PSIZE));
+    munmap(p, 3 * PSIZE);
+}
+
+/* A guarded mapping unmapped (or mapped over) is forgotten: its late DONE
+ * leaves whatever is mapped there now alone. */
+static void test_fork_guard_leaves_alone_what_replaced_its_mapping(void **state)
+{
+    pg_guards gs = { 0 };
+    uint8_t *m[3];
+    uint32_t t;
+    int err;
+
+    (void)state;
+    map_three(m);
+    t = pg_guard_add(&gs, m[0], PSIZE, false, &err);
+    pg_guard_forget(&gs, m[0], PSIZE);
+    assert_true(mmap(m[0], PSIZE, PROT_READ, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) ==
+                m[0]);
+    assert_int_equal(madvise(m[0], PSIZE, MADV_DONTFORK), 0); /* the new owner's own */
+    pg_guard_done(&gs, t);
+    assert_true(any_dontcopy(m[0], PSIZE));
+    unmap_three(m);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -481,6 +738,11 @@ int main(int argc, char **argv)
             teardown),
         cmocka_unit_test_setup_teardown(
             test_untracked_change_the_daemon_cannot_note_is_not_made, setup_tracking, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_child_the_consumer_forks_mid_restore_gets_no_unserved_copy, setup, teardown),
+        cmocka_unit_test(test_fork_guard_gives_back_only_what_the_process_did_not_keep),
+        cmocka_unit_test(test_fork_guard_defers_the_processs_dofork_to_done),
+        cmocka_unit_test(test_fork_guard_leaves_alone_what_replaced_its_mapping),
     };
 
     if (argc >= 3 && !strcmp(argv[1], "vmm")) {
@@ -491,6 +753,9 @@ int main(int argc, char **argv)
     }
     if (argc == 4 && !strcmp(argv[1], "punch")) {
         return punch_main(argv[2], argv[3]);
+    }
+    if (argc == 4 && !strcmp(argv[1], "forker")) {
+        return forker_main(argv[2], argv[3]);
     }
     if (argc == 3 && !strcmp(argv[1], "backend")) {
         return backend_main(argv[2]);

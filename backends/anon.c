@@ -74,7 +74,7 @@ static bool private_anonymous(const sl_mem *m, GError **errp)
     if (access("/proc/self/maps", R_OK) != 0) {
         return true; /* no /proc: madvise() below is the only check */
     }
-    if (!sl_vmas_each(a, a + m->length, false, find_not_private, &bad, errp)) {
+    if (!sl_vmas_each(0, a, a + m->length, false, find_not_private, &bad, errp)) {
         return false;
     }
     if (bad.end) {

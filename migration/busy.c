@@ -25,6 +25,7 @@
 #include <unistd.h>
 #include "migration/format/format.h"
 #include "busy.h"
+#include "vmas.h"
 
 #define SL_BUSY_BASE (1ll << 62)
 
@@ -84,65 +85,52 @@ static int open_mapped_file(uint64_t start, uint64_t end)
     return open(p, O_RDONLY | O_CLOEXEC);
 }
 
-/*
- * One line of /proc/self/maps against [@a, @b); false (with @errp) if busy.
- * A mapping that is no shared file mapping and holds the whole range goes
- * to *@plain.
- */
-static bool check_map_line(const char *line, uint64_t a, uint64_t b, sl_busy_range *plain,
-                           GError **errp)
-{
-    uint64_t start, end, off;
-    char perms[8], path[4096] = "";
-    int fd;
-    bool ok;
+/* What sl_busy_check_memory() walks with. */
+typedef struct {
+    uint64_t a, b;         /* the caller's memory */
+    sl_busy_range *plain;
+    GError **errp;
+    bool busy;
+} busy_walk;
 
-    if (sscanf(line, "%" G_GINT64_MODIFIER "x-%" G_GINT64_MODIFIER "x %7s %" G_GINT64_MODIFIER
-               "x %*s %*u %4095[^\n]", &start, &end, perms, &off, path) < 4 ||
-        end <= a || start >= b) {
-        return true; /* not overlapping the range */
-    }
-    if (perms[3] != 's' || path[0] != '/') {
-        if (start <= a && b <= end) {
-            *plain = (sl_busy_range){ start, end };
+/*
+ * One mapping that overlaps [a, b): a busy memory file stops the walk.  A
+ * mapping that is no shared file mapping and holds the whole range goes to
+ * *plain.
+ */
+static bool check_vma(const sl_vma *v, void *opaque)
+{
+    busy_walk *w = opaque;
+    uint64_t a = MAX(w->a, v->start), b = MIN(w->b, v->end);
+    int fd;
+
+    if (!v->shared || v->path[0] != '/') {
+        if (v->start <= w->a && w->b <= v->end) {
+            *w->plain = (sl_busy_range){ v->start, v->end };
         }
         return true; /* not a shared file mapping */
     }
-    fd = open_mapped_file(start, end);
+    fd = open_mapped_file(v->start, v->end);
     if (fd < 0) {
-        fd = open(path, O_RDONLY | O_CLOEXEC);
+        fd = open(v->path, O_RDONLY | O_CLOEXEC);
     }
     if (fd < 0) {
         return true; /* nothing to look at (the file is gone): nobody restores it */
     }
-    a = MAX(a, start);
-    b = MIN(b, end);
-    ok = sl_busy_check(fd, off + (a - start), b - a, path, errp);
+    w->busy = !sl_busy_check(fd, v->offset + (a - v->start), b - a, v->path, w->errp);
     close(fd);
-    return ok;
+    return !w->busy;
 }
 
 bool sl_busy_check_memory(const void *addr, size_t len, sl_busy_range *plain, GError **errp)
 {
-    uint64_t a = (uintptr_t)addr, b = a + len;
-    g_autofree char *maps = NULL;
-    char *line, *next;
+    busy_walk w = { .a = (uintptr_t)addr, .b = (uintptr_t)addr + len, .plain = plain,
+                    .errp = errp };
 
-    if (plain->start <= a && b <= plain->end) {
+    if (plain->start <= w.a && w.b <= plain->end) {
         return true; /* inside private memory seen before */
     }
     *plain = (sl_busy_range){ 0, 0 };
-    if (!g_file_get_contents("/proc/self/maps", &maps, NULL, NULL)) {
-        return true;
-    }
-    for (line = maps; line && *line; line = next) {
-        next = strchr(line, '\n');
-        if (next) {
-            *next++ = '\0';
-        }
-        if (!check_map_line(line, a, b, plain, errp)) {
-            return false;
-        }
-    }
-    return true;
+    /* A list that cannot be read shows nothing busy (as without /proc). */
+    return sl_vmas_each(0, w.a, w.b, false, check_vma, &w, NULL) ? !w.busy : true;
 }

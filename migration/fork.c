@@ -58,7 +58,7 @@ static GArray *copied_ranges(uint64_t lo, uint64_t hi, GError **errp)
 {
     copied_walk w = { lo, hi, g_array_new(false, false, sizeof(sl_fork_range)) };
 
-    if (!sl_vmas_each(lo, hi, true, add_copied, &w, errp)) {
+    if (!sl_vmas_each(0, lo, hi, true, add_copied, &w, errp)) {
         g_array_free(w.out, true);
         return NULL;
     }

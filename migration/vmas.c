@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Reading this process's own mappings from /proc/self/maps (or smaps, which
- * adds each mapping's VmFlags).  The restore uses it at setup only: to
- * check that memory a caller attaches as a file's mapping really maps that
- * file at that offset (a wrong pairing would fill the wrong part of the
- * file, or leave a touching thread waiting for ever), and to find which
- * parts of its memory a fork would copy (fork.c).  Never on the fault path.
+ * Reading a process's mappings from /proc/PID/maps (or smaps, which adds
+ * each mapping's VmFlags).  The restore uses it at setup only: to check
+ * that memory a caller attaches as a file's mapping really maps that file
+ * at that offset (a wrong pairing would fill the wrong part of the file, or
+ * leave a touching thread waiting for ever), to find which parts of its
+ * memory a fork would copy (fork.c) and which memory files the caller's
+ * memory maps (busy.c); the tools ask which file QEMU maps.  Never on the
+ * fault path.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -19,22 +21,29 @@
 #include "snapload/snapload.h"
 
 /*
- * Parses a mapping's first line into @v; false, @v untouched, if @line is
- * not one (sscanf fills what it matched: "AnonHugePages:" starts with a
- * hex digit).
+ * Parses a mapping's first line into @v, its path into @path; false, both
+ * untouched, if @line is not one (sscanf fills what it matched:
+ * "AnonHugePages:" starts with a hex digit).
  */
-static bool parse_head(const char *line, sl_vma *v)
+static bool parse_head(const char *line, sl_vma *v, GString *path)
 {
     sl_vma n = { 0 };
     unsigned maj, min;
     char perms[8];
+    int end = 0;
 
-    if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %7s %" SCNx64 " %x:%x %" SCNu64, &n.start,
-               &n.end, perms, &n.offset, &maj, &min, &n.ino) != 7 || strlen(perms) != 4) {
+    if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %7s %" SCNx64 " %x:%x %" SCNu64 "%n", &n.start,
+               &n.end, perms, &n.offset, &maj, &min, &n.ino, &end) != 7 || strlen(perms) != 4) {
         return false;
     }
     n.dev = makedev(maj, min);
     n.shared = perms[3] == 's';
+    line += end + strspn(line + end, " ");
+    g_string_assign(path, line);
+    while (path->len && path->str[path->len - 1] == '\n') {
+        g_string_truncate(path, path->len - 1);
+    }
+    n.path = path->str;
     *v = n;
     return true;
 }
@@ -51,9 +60,9 @@ static bool lists_dontcopy(const char *line)
 }
 
 /* One line of the list; a mapping is whole at its head (maps) or VmFlags (smaps). */
-static bool take_line(const char *line, sl_vma *v, bool flags, bool *whole)
+static bool take_line(const char *line, sl_vma *v, GString *path, bool flags, bool *whole)
 {
-    if (parse_head(line, v)) {
+    if (parse_head(line, v, path)) {
         *whole = !flags;
         return true;
     }
@@ -64,12 +73,15 @@ static bool take_line(const char *line, sl_vma *v, bool flags, bool *whole)
     return true;
 }
 
-bool sl_vmas_each(uint64_t lo, uint64_t hi, bool flags,
+bool sl_vmas_each(pid_t pid, uint64_t lo, uint64_t hi, bool flags,
                   bool (*fn)(const sl_vma *vma, void *opaque), void *opaque, GError **errp)
 {
-    const char *path = flags ? "/proc/self/smaps" : "/proc/self/maps";
+    g_autofree char *path = pid ? g_strdup_printf("/proc/%d/%s", (int)pid, flags ? "smaps"
+                                                                                   : "maps")
+                                : g_strdup(flags ? "/proc/self/smaps" : "/proc/self/maps");
+    g_autoptr(GString) vpath = g_string_new(NULL);
     FILE *f = fopen(path, "re");
-    sl_vma v = { 0 };
+    sl_vma v = { .path = "" };
     char *line = NULL;
     size_t cap = 0;
     bool go = true;
@@ -80,7 +92,7 @@ bool sl_vmas_each(uint64_t lo, uint64_t hi, bool flags,
     }
     while (go && getline(&line, &cap, f) > 0) {
         bool whole = false;
-        take_line(line, &v, flags, &whole);
+        take_line(line, &v, vpath, flags, &whole);
         if (whole && v.start >= hi) {
             break; /* listed in address order: nothing further overlaps */
         }
@@ -136,7 +148,7 @@ bool sl_vmas_check_file(void *addr, uint64_t len, int fd, uint64_t offset, GErro
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory fd %d: %s", fd, g_strerror(errno));
         return false;
     }
-    if (!sl_vmas_each(w.lo, w.lo + len, false, check_vma, &w, errp)) {
+    if (!sl_vmas_each(0, w.lo, w.lo + len, false, check_vma, &w, errp)) {
         return false;
     }
     if (!w.why && w.next < w.lo + len) {

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * This process's own mappings, as /proc/self/maps and smaps list them
- * (vmas.c): what backs a range of addresses, and whether a fork copies it.
+ * A process's mappings, as /proc/PID/maps and smaps list them (vmas.c):
+ * what backs a range of addresses, and whether a fork copies it.
  */
 #ifndef SNAPLOAD_VMAS_H
 #define SNAPLOAD_VMAS_H
@@ -11,7 +11,7 @@
 #include <sys/types.h>
 #include <glib.h>
 
-/** One mapping (VMA) of this process. */
+/** One mapping (VMA) of a process. */
 typedef struct {
     uint64_t start, end;   /* addresses [start, end) */
     uint64_t offset;       /* file offset of @start (0 for anonymous memory) */
@@ -19,16 +19,17 @@ typedef struct {
     uint64_t ino;          /* and inode */
     bool shared;           /* MAP_SHARED */
     bool dontcopy;         /* MADV_DONTFORK (with @flags of sl_vmas_each() only) */
+    const char *path;      /* the listed path ("" if none): valid during the callback only */
 } sl_vma;
 
 /**
- * sl_vmas_each: calls @fn for every mapping of this process that overlaps
- * [@lo, @hi), in address order, until @fn returns false.  With @flags the
- * list comes from /proc/self/smaps and sl_vma.dontcopy is known (slower:
- * the kernel counts each mapping's pages).  False with @errp set if the
- * list cannot be read.
+ * sl_vmas_each: calls @fn for every mapping of process @pid (0: this one)
+ * that overlaps [@lo, @hi), in address order, until @fn returns false.
+ * With @flags the list comes from smaps and sl_vma.dontcopy is known
+ * (slower: the kernel counts each mapping's pages).  False with @errp set
+ * if the list cannot be read.
  */
-bool sl_vmas_each(uint64_t lo, uint64_t hi, bool flags,
+bool sl_vmas_each(pid_t pid, uint64_t lo, uint64_t hi, bool flags,
                   bool (*fn)(const sl_vma *vma, void *opaque), void *opaque, GError **errp);
 
 /**

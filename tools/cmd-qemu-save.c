@@ -29,13 +29,13 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 #include "cli.h"
 #include "client.h"
 #include "qemu.h"
 #include "qemu-migrate.h"
 #include "migration/format/format.h"
+#include "migration/vmas.h"
 
 #define QMP_TIMEOUT_MS 30000
 
@@ -223,15 +223,20 @@ static bool parent_fits(const char *path, const char *out, GPtrArray *bs, GError
     return ok;
 }
 
-/* Whether a line of /proc/PID/maps maps the file of @st (its device and inode). */
-static bool maps_line_is(const char *line, const struct stat *st)
-{
-    unsigned maj, min;
-    unsigned long long ino;
+/* What mapped_by_qemu() looks for in QEMU's mappings. */
+typedef struct {
+    struct stat st;
+    bool have;             /* @st holds the file's identity (it exists) */
+    bool found;
+} file_search;
 
-    return sscanf(line, "%*s %*s %*s %x:%x %llu", &maj, &min, &ino) == 3 &&
-           maj == major(st->st_dev) && min == minor(st->st_dev) &&
-           ino == (unsigned long long)st->st_ino;
+/* sl_vmas_each() callback: stops at a mapping of the file searched for. */
+static bool find_file(const sl_vma *v, void *opaque)
+{
+    file_search *fs = opaque;
+
+    fs->found = fs->have && v->dev == fs->st.st_dev && v->ino == (uint64_t)fs->st.st_ino;
+    return !fs->found;
 }
 
 /*
@@ -243,20 +248,11 @@ static bool maps_line_is(const char *line, const struct stat *st)
 static bool mapped_by_qemu(sl_qmp *q, const sl_qemu_backend *b, GError **errp)
 {
     pid_t pid = sl_qmp_peer_pid(q);
-    g_autofree char *path = g_strdup_printf("/proc/%d/maps", (int)pid), *text = NULL;
-    g_auto(GStrv) lines = NULL;
-    struct stat st;
+    file_search fs = { .found = false };
 
-    if (pid <= 0 || !g_file_get_contents(path, &text, NULL, NULL)) {
-        return true;
-    }
-    if (stat(b->mem_path, &st) == 0) {
-        lines = g_strsplit(text, "\n", -1);
-        for (char **l = lines; *l; l++) {
-            if (maps_line_is(*l, &st)) {
-                return true;
-            }
-        }
+    fs.have = stat(b->mem_path, &fs.st) == 0;
+    if (pid <= 0 || !sl_vmas_each(pid, 0, UINT64_MAX, false, find_file, &fs, NULL) || fs.found) {
+        return true; /* QEMU maps it, or its mappings cannot be read (unchecked) */
     }
     g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s': %s is not the file QEMU "
                 "(pid %d) maps as guest RAM: it was removed or replaced since QEMU opened it, "

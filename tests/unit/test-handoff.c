@@ -305,7 +305,7 @@ static bool any_dontcopy(const void *p, size_t len)
 {
     bool dc = false;
 
-    return sl_vmas_each((uintptr_t)p, (uintptr_t)p + len, true, note_dontcopy, &dc, NULL) && dc;
+    return sl_vmas_each(0, (uintptr_t)p, (uintptr_t)p + len, true, note_dontcopy, &dc, NULL) && dc;
 }
 
 /* Block b0 mapped as QEMU maps guest RAM: "file", the shared file @ram;

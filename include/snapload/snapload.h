@@ -248,6 +248,26 @@ sl_snapshot *sl_snapshot_open_chain(const char *child, const char *parent, unsig
                                     GError **errp);
 
 /**
+ * sl_snapshot_open_ancestors:
+ * Open child snapshot @child with any of its ancestors at paths the
+ * caller gives, e.g. after a parent and a grandparent were moved apart.
+ * @ancestors is a NULL-terminated list: @ancestors[0] is @child's parent,
+ * [1] its grandparent, and so on; an empty string keeps the path that
+ * link records (found as usual from the directory of the file that
+ * records it), and the links past the list's end are found as usual.  A
+ * path given is taken as given (relative to the working directory), and
+ * each ancestor's identity must still be the one its child recorded, else
+ * the open fails naming the file given.  A list longer than the chain (an
+ * entry for the parent of a file that has none) is refused naming that
+ * entry; so is a non-empty list for a snapshot with no parent.  A list of
+ * one entry is sl_snapshot_open_chain(), except that an empty entry
+ * there means the recorded path.  @flags as sl_snapshot_open_flags().
+ * Since 1.11.
+ */
+sl_snapshot *sl_snapshot_open_ancestors(const char *child, const char *const *ancestors,
+                                        unsigned flags, GError **errp);
+
+/**
  * sl_snapshot_parent: a child's parent, opened and merged with the rest of
  * the chain (owned by @snap: valid until it is closed), or NULL.
  */

@@ -281,7 +281,7 @@ static bool attach_parent(sl_snapshot *s, const parent_ref *ref, const char *pat
     if (!may_open_next(walk, path, errp)) {
         return false;
     }
-    s->parent = sl_snapshot_open_in(path, flags, NULL, walk, &err);
+    s->parent = sl_snapshot_open_in(path, flags, walk, &err);
     if (!s->parent) {
         g_propagate_prefixed_error(errp, err, "its parent (recorded as '%s'): ", ref->path);
         return false;
@@ -311,19 +311,50 @@ static bool delta_flags_agree(const sl_snapshot *s, bool child, GError **errp)
     return true;
 }
 
-bool sl_chain_attach(sl_snapshot *s, const char *parent_path, unsigned flags,
-                     sl_chain_walk *walk, GError **errp)
+/*
+ * The path @walk's caller gives for the parent of the file at @level of
+ * the chain (0: the child), NULL for its recorded one; *@listed: whether
+ * the list has an entry there at all.
+ */
+static const char *given_ancestor(const sl_chain_walk *walk, unsigned level, bool *listed)
+{
+    const char *const *a = walk->ancestors;
+
+    *listed = false;
+    for (unsigned i = 0; a && a[i]; i++) {
+        if (i == level) {
+            *listed = true;
+            return *a[i] ? a[i] : NULL;
+        }
+    }
+    return NULL;
+}
+
+/* A path given for the parent of @level, whose file has none. */
+static bool no_parent_for(unsigned level, const char *extra, GError **errp)
+{
+    if (level == 0) {
+        return SL_BAD(errp, "it has no parent section: it is not an incremental snapshot "
+                      "(parent '%s' given)", extra);
+    }
+    return SL_BAD(errp, "it has no parent section: its chain ends here, but ancestor %u "
+                  "'%s' was given too (one more than the chain has)", level + 1, extra);
+}
+
+bool sl_chain_attach(sl_snapshot *s, unsigned flags, sl_chain_walk *walk, GError **errp)
 {
     parent_ref ref = { .path = NULL };
     g_autofree char *path = NULL;
-    bool has, ok;
+    unsigned level = walk->depth - 1;
+    bool has, ok, listed;
+    const char *given = given_ancestor(walk, level, &listed);
 
     ok = find_parent(s, &has, &ref, errp) && delta_flags_agree(s, has, errp);
-    if (ok && !has && parent_path) {
-        ok = SL_BAD(errp, "it has no parent section: it is not an incremental snapshot");
+    if (ok && !has && listed) {
+        ok = no_parent_for(level, walk->ancestors[level], errp);
     }
     if (ok && has) {
-        path = parent_path ? g_strdup(parent_path) : resolve(s, ref.path);
+        path = given ? g_strdup(given) : resolve(s, ref.path);
         ok = attach_parent(s, &ref, path, flags, walk, errp);
     }
     if (!ok) {

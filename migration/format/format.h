@@ -373,11 +373,15 @@ bool sl_qemu_write_device_stream(const sl_snapshot *s, const char *path, const b
 /*
  * Parent chains (chain.c).  Opening a chain walks it from the child to its
  * oldest ancestor; @sl_chain_walk holds the files opened so far, so that a
- * loop or an absurd depth is refused before the next file is opened.
+ * loop or an absurd depth is refused before the next file is opened, and
+ * the caller's paths for ancestors that moved: @ancestors[i] is the parent
+ * of the i-th file opened (0: the child), "" for its recorded path; NULL
+ * ends the list (or is the list: every recorded path).
  */
 typedef struct {
     unsigned depth;                  /* files opened so far */
     uint64_t dev[SL_MAX_CHAIN], ino[SL_MAX_CHAIN];
+    const char *const *ancestors;
 } sl_chain_walk;
 
 /** sl_snapshot_alloc: an empty snapshot of @path holding one reference, no file open. */
@@ -392,20 +396,22 @@ sl_snapshot *sl_snapshot_ref(sl_snapshot *s);
 
 /**
  * sl_snapshot_open_in: sl_snapshot_open_flags() of one file of a chain
- * being walked by @walk: with a parent section, its parent (@parent_path,
- * or the path the section records, relative to the file's directory) is
- * opened, its identity checked and the chain merged into the result.
+ * being walked by @walk: with a parent section, its parent (the path
+ * @walk->ancestors gives for it, else the path the section records,
+ * relative to the file's directory) is opened, its identity checked and
+ * the chain merged into the result.
  */
-sl_snapshot *sl_snapshot_open_in(const char *path, unsigned flags, const char *parent_path,
-                                 sl_chain_walk *walk, GError **errp);
+sl_snapshot *sl_snapshot_open_in(const char *path, unsigned flags, sl_chain_walk *walk,
+                                 GError **errp);
 
 /**
- * sl_chain_attach: if @s has a parent section, opens its parent as above
- * and merges it into @s; @s alone otherwise (then @parent_path must be
- * NULL).  Errors name @s, the parent's path and what is wrong.
+ * sl_chain_attach: if @s (the file @walk opened last) has a parent
+ * section, opens its parent as above and merges it into @s; @s alone
+ * otherwise, and then @walk->ancestors must hold no entry for its parent
+ * (a list longer than the chain).  Errors name @s, the parent's path and
+ * what is wrong.
  */
-bool sl_chain_attach(sl_snapshot *s, const char *parent_path, unsigned flags,
-                     sl_chain_walk *walk, GError **errp);
+bool sl_chain_attach(sl_snapshot *s, unsigned flags, sl_chain_walk *walk, GError **errp);
 
 /**
  * sl_chain_seg_merge: segment pages [@first, +@n) of child block @b, whose

@@ -88,12 +88,12 @@ static sl_snapshot *open_file(const char *path, unsigned flags, sl_chain_walk *w
     return s;
 }
 
-sl_snapshot *sl_snapshot_open_in(const char *path, unsigned flags, const char *parent_path,
-                                 sl_chain_walk *walk, GError **errp)
+sl_snapshot *sl_snapshot_open_in(const char *path, unsigned flags, sl_chain_walk *walk,
+                                 GError **errp)
 {
     sl_snapshot *s = open_file(path, flags, walk, errp);
 
-    if (s && !sl_chain_attach(s, parent_path, flags, walk, errp)) {
+    if (s && !sl_chain_attach(s, flags, walk, errp)) {
         sl_snapshot_close(s);
         return NULL;
     }
@@ -119,31 +119,41 @@ static bool known_flags(const char *path, unsigned flags, GError **errp)
     return true;
 }
 
-sl_snapshot *sl_snapshot_open_flags(const char *path, unsigned flags, GError **errp)
+/* Opens @path and its chain, its ancestors where @ancestors says (NULL: recorded). */
+static sl_snapshot *open_walk(const char *path, const char *const *ancestors, unsigned flags,
+                              GError **errp)
 {
-    sl_chain_walk walk = { .depth = 0 };
+    sl_chain_walk walk = { .depth = 0, .ancestors = ancestors };
 
-    SL_ARG(path, errp, NULL);
     if (!known_flags(path, flags, errp)) {
         return NULL;
     }
-    return sl_snapshot_open_in(path, flags, NULL, &walk, errp);
+    return sl_snapshot_open_in(path, flags, &walk, errp);
+}
+
+sl_snapshot *sl_snapshot_open_flags(const char *path, unsigned flags, GError **errp)
+{
+    SL_ARG(path, errp, NULL);
+    return open_walk(path, NULL, flags, errp);
 }
 
 sl_snapshot *sl_snapshot_open_chain(const char *child, const char *parent, unsigned flags,
                                     GError **errp)
 {
-    sl_chain_walk walk = { .depth = 0 };
-
     SL_ARG(child, errp, NULL);
-    if (!known_flags(child, flags, errp)) {
-        return NULL;
-    }
     if (!parent || !*parent) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s: no parent path given", child);
         return NULL;
     }
-    return sl_snapshot_open_in(child, flags, parent, &walk, errp);
+    return open_walk(child, (const char *const[]){ parent, NULL }, flags, errp);
+}
+
+sl_snapshot *sl_snapshot_open_ancestors(const char *child, const char *const *ancestors,
+                                        unsigned flags, GError **errp)
+{
+    SL_ARG(child, errp, NULL);
+    SL_ARG(ancestors, errp, NULL);
+    return open_walk(child, ancestors, flags, errp);
 }
 
 sl_snapshot *sl_snapshot_alloc(const char *path)

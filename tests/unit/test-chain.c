@@ -410,14 +410,26 @@ static void test_zeroed_page_in_child_is_not_resurrected_from_parent(void **stat
 /* 3. What a chain refuses                                            */
 /* ------------------------------------------------------------------ */
 
-/* Opening @path (with @parent, if not NULL) fails, and its message holds every needle. */
-static void expect_open_refused(const char *path, const char *parent, const char *const *needles)
+/* @path opened with @flags: with @ancestors if not NULL, else with @parent if not NULL. */
+static sl_snapshot *open_with(const char *path, const char *parent,
+                              const char *const *ancestors, unsigned flags, GError **err)
+{
+    if (ancestors) {
+        return sl_snapshot_open_ancestors(path, ancestors, flags, err);
+    }
+    return parent ? sl_snapshot_open_chain(path, parent, flags, err)
+                  : sl_snapshot_open_flags(path, flags, err);
+}
+
+/* Opening @path (as open_with()) fails, both eagerly and lazily, and its
+ * message holds every needle. */
+static void expect_refused_with(const char *path, const char *parent,
+                                const char *const *ancestors, const char *const *needles)
 {
     for (unsigned f = 0; f < 2; f++) {
         g_autoptr(GError) err = NULL;
-        unsigned flags = f ? SL_OPEN_LAZY_CHECKSUMS : 0;
-        sl_snapshot *s = parent ? sl_snapshot_open_chain(path, parent, flags, &err)
-                                : sl_snapshot_open_flags(path, flags, &err);
+        sl_snapshot *s = open_with(path, parent, ancestors, f ? SL_OPEN_LAZY_CHECKSUMS : 0,
+                                   &err);
         assert_null(s);
         assert_non_null(err);
         for (unsigned i = 0; needles[i]; i++) {
@@ -426,6 +438,12 @@ static void expect_open_refused(const char *path, const char *parent, const char
             }
         }
     }
+}
+
+/* Opening @path (with @parent, if not NULL) fails, and its message holds every needle. */
+static void expect_open_refused(const char *path, const char *parent, const char *const *needles)
+{
+    expect_refused_with(path, parent, NULL, needles);
 }
 
 static void test_child_refuses_a_parent_with_other_content(void **state)
@@ -482,6 +500,107 @@ static void test_open_chain_takes_the_parent_from_the_caller(void **state)
     expect_open_refused(base, moved, (const char *const[]){ base, "no parent section", NULL });
     sl_test_rmdir(other);
     chain_clear(&c);
+}
+
+/*
+ * A chain of three whose parent and grandparent moved to two different
+ * directories, each keeping its name: the child's recorded path and the
+ * parent's both lead nowhere.
+ */
+typedef struct {
+    chain c;
+    char *pdir, *gdir;  /* where the parent and the grandparent went */
+    char *parent, *grand;
+} split_chain;
+
+static void split_chain_build(split_chain *m)
+{
+    chain_build(&m->c, 3, 17);
+    m->pdir = sl_test_tmpdir();
+    m->gdir = sl_test_tmpdir();
+    m->parent = g_build_filename(m->pdir, "gen1.snap", NULL);
+    m->grand = g_build_filename(m->gdir, "gen0.snap", NULL);
+    assert_int_equal(rename(m->c.path[1], m->parent), 0);
+    assert_int_equal(rename(m->c.path[0], m->grand), 0);
+}
+
+static void split_chain_clear(split_chain *m)
+{
+    g_free(m->parent);
+    g_free(m->grand);
+    sl_test_rmdir(m->pdir);
+    sl_test_rmdir(m->gdir);
+    chain_clear(&m->c);
+}
+
+/*
+ * Without ancestors, and with the parent alone, the open fails naming the
+ * recorded path it missed; with both (eager and lazy) every page reads as
+ * the model holds it, each layer from the file given; an empty entry
+ * keeps the recorded path.
+ */
+static void test_open_ancestors_takes_every_moved_ancestor(void **state)
+{
+    g_autofree char *near_parent = NULL;
+    split_chain m;
+
+    split_chain_build(&m);
+    near_parent = g_build_filename(m.pdir, "gen0.snap", NULL);
+    expect_open_refused(m.c.path[2], NULL, (const char *const[]){ m.c.path[2], m.c.path[1],
+                        "No such file or directory", NULL });
+    expect_open_refused(m.c.path[2], m.parent, (const char *const[]){ m.parent, near_parent,
+                        "No such file or directory", NULL });
+    expect_refused_with(m.c.path[2], NULL, (const char *const[]){ m.parent, "", NULL },
+                        (const char *const[]){ near_parent, "No such file", NULL });
+    for (unsigned f = 0; f < 2; f++) {
+        g_autoptr(GError) err = NULL;
+        sl_snapshot *s = sl_snapshot_open_ancestors(
+            m.c.path[2], (const char *const[]){ m.parent, m.grand, NULL },
+            f ? SL_OPEN_LAZY_CHECKSUMS : 0, &err);
+        if (!s) {
+            fail_msg("open with both ancestors: %s", err->message);
+        }
+        assert_int_equal(sl_snapshot_chain_length(s), 3);
+        assert_string_equal(sl_snapshot_path(sl_snapshot_parent(s)), m.parent);
+        assert_string_equal(sl_snapshot_path(sl_snapshot_parent(sl_snapshot_parent(s))),
+                            m.grand);
+        check_reads(&m.c, s);
+        sl_snapshot_close(s);
+    }
+    split_chain_clear(&m);
+}
+
+/*
+ * A file with other content given as an ancestor, at either link, is
+ * refused naming it; a list longer than the chain is refused naming the
+ * extra path; a NULL list is an invalid argument.
+ */
+static void test_open_ancestors_refuses_wrong_files_and_too_many(void **state)
+{
+    g_autofree char *extra = NULL;
+    g_autoptr(GError) err = NULL;
+    split_chain m;
+    chain other;
+
+    split_chain_build(&m);
+    chain_build(&other, 2, 99); /* its gen1 is no file of m's chain */
+    extra = g_build_filename(m.gdir, "extra.snap", NULL);
+    expect_refused_with(m.c.path[2], NULL, (const char *const[]){ m.grand, NULL },
+                        (const char *const[]){ m.grand, "holds other content", NULL });
+    expect_refused_with(m.c.path[2], NULL, (const char *const[]){ m.parent, other.path[1], NULL },
+                        (const char *const[]){ m.parent, other.path[1], "holds other content",
+                                               NULL });
+    expect_refused_with(m.c.path[2], NULL,
+                        (const char *const[]){ m.parent, m.grand, extra, NULL },
+                        (const char *const[]){ m.grand, extra, "one more than the chain has",
+                                               NULL });
+    expect_refused_with(m.grand, NULL, (const char *const[]){ extra, NULL },
+                        (const char *const[]){ m.grand, extra, "not an incremental snapshot",
+                                               NULL });
+    assert_null(sl_snapshot_open_ancestors(m.c.path[2], NULL, 0, &err));
+    assert_true(g_error_matches(err, SL_ERROR, SL_ERROR_INVALID));
+    chain_clear(&other);
+    split_chain_clear(&m);
 }
 
 /*
@@ -1304,6 +1423,8 @@ int main(void)
         cmocka_unit_test(test_child_refuses_a_parent_with_other_content),
         cmocka_unit_test(test_child_with_missing_parent_names_the_path),
         cmocka_unit_test(test_open_chain_takes_the_parent_from_the_caller),
+        cmocka_unit_test(test_open_ancestors_takes_every_moved_ancestor),
+        cmocka_unit_test(test_open_ancestors_refuses_wrong_files_and_too_many),
         cmocka_unit_test(test_child_opened_through_a_symlink_finds_its_parent_beside_it),
         cmocka_unit_test(test_corrupt_or_truncated_child_is_refused),
         cmocka_unit_test(test_chain_that_loops_is_refused),

@@ -313,46 +313,28 @@ static bool delta_flags_agree(const sl_snapshot *s, bool child, GError **errp)
 
 /*
  * The path @walk's caller gives for the parent of the file at @level of
- * the chain (0: the child), NULL for its recorded one; *@listed: whether
- * the list has an entry there at all.
+ * the chain (0: the child), or NULL for its recorded one.
  */
-static const char *given_ancestor(const sl_chain_walk *walk, unsigned level, bool *listed)
+static const char *given_ancestor(const sl_chain_walk *walk, unsigned level)
 {
     const char *const *a = walk->ancestors;
 
-    *listed = false;
     for (unsigned i = 0; a && a[i]; i++) {
         if (i == level) {
-            *listed = true;
             return *a[i] ? a[i] : NULL;
         }
     }
     return NULL;
 }
 
-/* A path given for the parent of @level, whose file has none. */
-static bool no_parent_for(unsigned level, const char *extra, GError **errp)
-{
-    if (level == 0) {
-        return SL_BAD(errp, "it has no parent section: it is not an incremental snapshot "
-                      "(parent '%s' given)", extra);
-    }
-    return SL_BAD(errp, "it has no parent section: its chain ends here, but ancestor %u "
-                  "'%s' was given too (one more than the chain has)", level + 1, extra);
-}
-
 bool sl_chain_attach(sl_snapshot *s, unsigned flags, sl_chain_walk *walk, GError **errp)
 {
     parent_ref ref = { .path = NULL };
     g_autofree char *path = NULL;
-    unsigned level = walk->depth - 1;
-    bool has, ok, listed;
-    const char *given = given_ancestor(walk, level, &listed);
+    const char *given = given_ancestor(walk, walk->depth - 1);
+    bool has, ok;
 
     ok = find_parent(s, &has, &ref, errp) && delta_flags_agree(s, has, errp);
-    if (ok && !has && listed) {
-        ok = no_parent_for(level, walk->ancestors[level], errp);
-    }
     if (ok && has) {
         path = given ? g_strdup(given) : resolve(s, ref.path);
         ok = attach_parent(s, &ref, path, flags, walk, errp);
@@ -362,6 +344,22 @@ bool sl_chain_attach(sl_snapshot *s, unsigned flags, sl_chain_walk *walk, GError
     }
     g_free(ref.path);
     return ok;
+}
+
+bool sl_chain_fits_list(const sl_snapshot *s, const char *const *ancestors, GError **errp)
+{
+    unsigned links = sl_snapshot_chain_length(s) - 1;
+    unsigned n = ancestors ? g_strv_length((char **)ancestors) : 0;
+
+    if (n <= links) {
+        return true;
+    }
+    if (links == 0) {
+        return SL_BAD(errp, "%s: it has no parent section: it is not an incremental snapshot "
+                      "(parent '%s' given)", s->path, ancestors[0]);
+    }
+    return SL_BAD(errp, "%s: its chain holds %u ancestors, but %u paths were given: '%s' is "
+                  "one more than the chain has", s->path, links, n, ancestors[links]);
 }
 
 sl_snapshot *sl_snapshot_parent(const sl_snapshot *s)

@@ -407,11 +407,17 @@ sl_snapshot *sl_snapshot_open_in(const char *path, unsigned flags, sl_chain_walk
 /**
  * sl_chain_attach: if @s (the file @walk opened last) has a parent
  * section, opens its parent as above and merges it into @s; @s alone
- * otherwise, and then @walk->ancestors must hold no entry for its parent
- * (a list longer than the chain).  Errors name @s, the parent's path and
- * what is wrong.
+ * otherwise.  Errors name @s, the parent's path and what is wrong.
  */
 bool sl_chain_attach(sl_snapshot *s, unsigned flags, sl_chain_walk *walk, GError **errp);
+
+/**
+ * sl_chain_fits_list: whether the caller's @ancestors (NULL-terminated, or
+ * NULL) have no more entries than @s, opened with them, has links: else
+ * the error names the first path there is no link for.  Checked once the
+ * whole chain opened, so that a wrong file given is named as such first.
+ */
+bool sl_chain_fits_list(const sl_snapshot *s, const char *const *ancestors, GError **errp);
 
 /**
  * sl_chain_seg_merge: segment pages [@first, +@n) of child block @b, whose

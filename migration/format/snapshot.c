@@ -124,11 +124,17 @@ static sl_snapshot *open_walk(const char *path, const char *const *ancestors, un
                               GError **errp)
 {
     sl_chain_walk walk = { .depth = 0, .ancestors = ancestors };
+    sl_snapshot *s;
 
     if (!known_flags(path, flags, errp)) {
         return NULL;
     }
-    return sl_snapshot_open_in(path, flags, &walk, errp);
+    s = sl_snapshot_open_in(path, flags, &walk, errp);
+    if (s && !sl_chain_fits_list(s, ancestors, errp)) {
+        sl_snapshot_close(s);
+        return NULL;
+    }
+    return s;
 }
 
 sl_snapshot *sl_snapshot_open_flags(const char *path, unsigned flags, GError **errp)

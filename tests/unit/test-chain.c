@@ -592,8 +592,8 @@ static void test_open_ancestors_refuses_wrong_files_and_too_many(void **state)
                                                NULL });
     expect_refused_with(m.c.path[2], NULL,
                         (const char *const[]){ m.parent, m.grand, extra, NULL },
-                        (const char *const[]){ m.grand, extra, "one more than the chain has",
-                                               NULL });
+                        (const char *const[]){ m.c.path[2], extra,
+                                               "one more than the chain has", NULL });
     expect_refused_with(m.grand, NULL, (const char *const[]){ extra, NULL },
                         (const char *const[]){ m.grand, extra, "not an incremental snapshot",
                                                NULL });

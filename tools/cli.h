@@ -183,26 +183,35 @@ bool cli_check_threads(int threads);
       "SIZE" }
 
 /**
- * The --parent option entry, its path into @var: for every command that
- * opens a snapshot which may be a child (inspect, extract, flatten,
- * restore, reset-loop, serve, qemu-restore), to name a parent that moved.
+ * The --parent option entry, repeatable, its paths into @var (a GStrv):
+ * for every command that opens a snapshot which may be a child (inspect,
+ * extract, flatten, restore, reset-loop, serve, qemu-restore), to name a
+ * parent that moved, then its parent, and so on.
  */
 #define CLI_PARENT_OPTION(var)                                                                 \
-    { "parent", 0, 0, G_OPTION_ARG_FILENAME, &(var), "an incremental snapshot's parent, "     \
-      "instead of the path it records", "PATH" }
+    { "parent", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &(var), "an incremental snapshot's parent, " \
+      "instead of the path it records; repeated: the next --parent is that parent's parent, "  \
+      "and so on ('' keeps a recorded path)", "PATH" }
 
 /**
  * cli_open_snapshot: snapshot @path opened with SL_OPEN_* @flags; with
- * @parent (--parent PATH), as a child whose parent is @parent instead of
- * the path it records (sl_snapshot_open_chain(): a snapshot that is no
- * child is refused, naming it).  NULL with @errp set.  Inline, so that
- * the daemon (daemon.c, also linked into its tests) needs no other file.
+ * @parents (--parent PATH, repeated: a NULL-terminated list), as a child
+ * whose parent is @parents[0], grandparent @parents[1] and so on, instead
+ * of the paths they record (one path: sl_snapshot_open_chain(), as before
+ * --parent could repeat; more: sl_snapshot_open_ancestors()).  A snapshot
+ * that is no child, or a list longer than its chain, is refused naming
+ * the path.  NULL with @errp set.  Inline, so that the daemon (daemon.c,
+ * also linked into its tests) needs no other file.
  */
-static inline sl_snapshot *cli_open_snapshot(const char *path, const char *parent,
+static inline sl_snapshot *cli_open_snapshot(const char *path, char *const *parents,
                                              unsigned flags, GError **errp)
 {
-    return parent ? sl_snapshot_open_chain(path, parent, flags, errp)
-                  : sl_snapshot_open_flags(path, flags, errp);
+    if (!parents || !parents[0]) {
+        return sl_snapshot_open_flags(path, flags, errp);
+    }
+    return !parents[1] ? sl_snapshot_open_chain(path, parents[0], flags, errp)
+                       : sl_snapshot_open_ancestors(path, (const char *const *)parents, flags,
+                                                    errp);
 }
 
 /** Prints "snapload: MSG" on one line of stderr and returns exit status 1. */

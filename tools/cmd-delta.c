@@ -10,7 +10,7 @@
  * list are carried over.  PARENT needs checksums (snapload's format, or a
  * QEMU file with its index); NEW may be any snapshot.
  *
- * `snapload flatten SNAP -o FULL [--parent PATH]`: the other way, a child
+ * `snapload flatten SNAP -o FULL [--parent PATH...]`: the other way, a child
  * and its whole chain of parents into one full snapshot (every page
  * checked as it is read), for a chain that reached its length limit or
  * whose parents are to go.
@@ -137,10 +137,11 @@ static bool in_chain(const char *out, const sl_snapshot *s)
 
 int cmd_flatten(int argc, char **argv)
 {
-    g_autofree char *out = NULL, *tmp = NULL, *parent = NULL;
+    g_autofree char *out = NULL, *tmp = NULL;
+    g_auto(GStrv) parents = NULL;
     GOptionEntry entries[] = {
         { "output", 'o', 0, G_OPTION_ARG_FILENAME, &out, "the full snapshot to write", "FULL" },
-        CLI_PARENT_OPTION(parent),
+        CLI_PARENT_OPTION(parents),
         { NULL },
     };
     g_autoptr(GError) err = NULL;
@@ -154,7 +155,7 @@ int cmd_flatten(int argc, char **argv)
     if (argc != 2 || !out) {
         return cli_fail("flatten needs SNAP and -o FULL");
     }
-    ok = (d.next = cli_open_snapshot(argv[1], parent, 0, &err)) != NULL;
+    ok = (d.next = cli_open_snapshot(argv[1], parents, 0, &err)) != NULL;
     if (ok && in_chain(out, d.next)) {
         g_set_error(&err, SL_ERROR, SL_ERROR_INVALID, "%s is a file of %s's chain: the full "
                     "snapshot must be a new file", out, argv[1]);

@@ -49,11 +49,12 @@ static int write_block(sl_snapshot *s, unsigned b, const sl_block_info *bi, int 
 
 int cmd_extract(int argc, char **argv)
 {
-    g_autofree char *block = NULL, *out = NULL, *parent = NULL;
+    g_autofree char *block = NULL, *out = NULL;
+    g_auto(GStrv) parents = NULL;
     GOptionEntry entries[] = {
         { "block", 0, 0, G_OPTION_ARG_STRING, &block, "the block to extract (default: the first)", "NAME" },
         { "output", 'o', 0, G_OPTION_ARG_FILENAME, &out, "raw image to write", "FILE" },
-        CLI_PARENT_OPTION(parent),
+        CLI_PARENT_OPTION(parents),
         { NULL },
     };
     g_autoptr(GError) err = NULL;
@@ -69,7 +70,7 @@ int cmd_extract(int argc, char **argv)
     if (argc != 2 || !out) {
         return cli_fail("extract needs SNAP and -o FILE");
     }
-    if (!(s = cli_open_snapshot(argv[1], parent, 0, &err))) {
+    if (!(s = cli_open_snapshot(argv[1], parents, 0, &err))) {
         return cli_fail_error(g_steal_pointer(&err));
     }
     b = block ? sl_snapshot_find_block(s, block) : 0;

@@ -280,11 +280,11 @@ static void print_table(sl_snapshot *s, const char *path, bool checked)
 int cmd_inspect(int argc, char **argv)
 {
     gboolean as_json = false, quick = false;
-    g_autofree char *parent = NULL;
+    g_auto(GStrv) parents = NULL;
     GOptionEntry entries[] = {
         { "json", 0, 0, G_OPTION_ARG_NONE, &as_json, "print JSON", NULL },
         { "quick", 0, 0, G_OPTION_ARG_NONE, &quick, "check metadata only, not page data", NULL },
-        CLI_PARENT_OPTION(parent),
+        CLI_PARENT_OPTION(parents),
         { NULL },
     };
     GError *err = NULL;
@@ -297,7 +297,7 @@ int cmd_inspect(int argc, char **argv)
     if (argc != 2) {
         return cli_fail("inspect takes exactly one snapshot file");
     }
-    if (!(s = cli_open_snapshot(argv[1], parent, 0, &err))) {
+    if (!(s = cli_open_snapshot(argv[1], parents, 0, &err))) {
         return cli_fail_error(err);
     }
     if (!sl_snapshot_check_sections(s, &err)) { /* small: checked even with --quick */

@@ -214,7 +214,7 @@ static bool start_daemon(qr *r, GError **errp)
     r->daemon = fork();
     if (r->daemon == 0) {
         die_with_parent(GINT_TO_POINTER(self));
-        sl_daemon_opts d = { .snapshot = r->o->snap, .parent = r->o->parent,
+        sl_daemon_opts d = { .snapshot = r->o->snap, .parents = r->o->parents,
                              .socket = r->dsock, .exit_when_done = true,
                              .quiet = !g_getenv("SNAPLOAD_DEBUG"), .ready_fd = ready[1],
                              .stats_fd = stats[1],
@@ -610,7 +610,7 @@ static bool prepare(qr *r, GError **errp)
 {
     r->registered = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     r->locks = g_array_new(false, false, sizeof(int));
-    if (!(r->snap = cli_open_snapshot(r->o->snap, r->o->parent, 0, errp)) ||
+    if (!(r->snap = cli_open_snapshot(r->o->snap, r->o->parents, 0, errp)) ||
         !has_device_state(r, errp) ||
         (!r->o->eager && !match_backends(r, errp)) ||
         !(r->tmp = g_dir_make_tmp("snapload-qemu-XXXXXX", errp))) {
@@ -763,8 +763,8 @@ static int run(const qr_opts *o)
 
 /* qemu-restore's options as given, before they are checked. */
 typedef struct {
-    char *eager, *sock, *record, *around, *parent;
-    char **vhost_user;
+    char *eager, *sock, *record, *around;
+    char **vhost_user, **parents;
     gboolean json, verify, paused, quit, reuse, check_all, track;
     gint threads, multifd;
 } qr_raw;
@@ -775,7 +775,7 @@ static void raw_clear(qr_raw *w)
     g_free(w->sock);
     g_free(w->record);
     g_free(w->around);
-    g_free(w->parent);
+    g_strfreev(w->parents);
     g_strfreev(w->vhost_user);
 }
 
@@ -816,7 +816,7 @@ static bool parse_raw(int *argc, char ***argv, qr_raw *w)
         { "vhost-user", 0, 0, G_OPTION_ARG_STRING_ARRAY, &w->vhost_user, "start COMMAND, a "
           "vhost-user back-end listening on SOCKET, registered with the restore, before QEMU "
           "(ended after QEMU); repeatable", "SOCKET=COMMAND" },
-        CLI_PARENT_OPTION(w->parent),
+        CLI_PARENT_OPTION(w->parents),
         { NULL },
     };
 
@@ -859,7 +859,7 @@ static int run_raw(const qr_raw *w, int argc, char **argv, char **qemu_argv)
     if ((w->around && !cli_parse_around(w->around, &around)) || !cli_check_threads(w->threads)) {
         return 2;
     }
-    o = (qr_opts){ .snap = argv[1], .parent = w->parent, .qemu_argv = qemu_argv,
+    o = (qr_opts){ .snap = argv[1], .parents = w->parents, .qemu_argv = qemu_argv,
                    .eager = w->eager, .json = w->json, .verify = w->verify,
                    .paused = w->paused, .quit_when_done = w->quit, .threads = w->threads,
                    .socket = w->sock, .multifd = w->multifd, .vhost_user = w->vhost_user,

@@ -18,7 +18,7 @@
 
 typedef struct {
     const char *path;
-    const char *parent;    /* --parent: SNAP's parent, not the one it records */
+    char *const *parents;  /* --parent: SNAP's ancestors, not the ones it records */
     sl_backend_kind kind;
     uint64_t hugepage;
     int rounds;
@@ -41,7 +41,7 @@ static bool begin(const loop_opts *o, loop_state *s, GError **errp)
                               .reset_in_place = o->in_place };
     sl_block_info bi;
 
-    s->snap = cli_open_snapshot(o->path, o->parent, 0, errp);
+    s->snap = cli_open_snapshot(o->path, o->parents, 0, errp);
     s->n = s->snap ? sl_snapshot_n_blocks(s->snap) : 0;
     s->mems = g_new0(sl_mem, s->n ? s->n : 1);
     if (!s->snap || !cli_map_blocks(s->snap, o->kind, o->hugepage, s->mems, errp) ||
@@ -186,7 +186,8 @@ static int run_loop(const loop_opts *o)
 int cmd_reset_loop(int argc, char **argv)
 {
     loop_opts o = { .rounds = 10, .share = 1.0, .seed = 14 };
-    g_autofree char *backend = NULL, *hps = NULL, *parent = NULL;
+    g_autofree char *backend = NULL, *hps = NULL;
+    g_auto(GStrv) parents = NULL;
     gint seed = 14;
     GOptionEntry entries[] = {
         { "backend", 0, 0, G_OPTION_ARG_STRING, &backend, "memory backend: anon|shmem|hugetlbfs", "KIND" },
@@ -196,7 +197,7 @@ int cmd_reset_loop(int argc, char **argv)
         { "in-place", 0, 0, G_OPTION_ARG_NONE, &o.in_place, "rewrite the written units in place (config.reset_in_place)", NULL },
         { "seed", 0, 0, G_OPTION_ARG_INT, &seed, "seed of the random writes", "N" },
         { "json", 0, 0, G_OPTION_ARG_NONE, &o.json, "one JSON object per round", NULL },
-        CLI_PARENT_OPTION(parent),
+        CLI_PARENT_OPTION(parents),
         { NULL },
     };
 
@@ -217,7 +218,7 @@ int cmd_reset_loop(int argc, char **argv)
         return 2;
     }
     o.path = argv[1];
-    o.parent = parent;
+    o.parents = parents;
     o.seed = (guint32)seed;
     return run_loop(&o);
 }

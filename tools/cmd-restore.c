@@ -25,7 +25,7 @@
 
 typedef struct {
     char *path;
-    char *parent;                  /* --parent: SNAP's parent, not the one it records */
+    char **parents;                /* --parent: SNAP's ancestors, not the ones it records */
     sl_backend_kind kind;
     uint64_t hugepage;
     gint threads, touch_threads, eager_threads, consumers;
@@ -167,7 +167,7 @@ static void unload(loaded *l)
 
 static bool load(const opts *o, loaded *l, GError **errp)
 {
-    l->snap = cli_open_snapshot(o->path, o->parent, SL_OPEN_LAZY_CHECKSUMS, errp);
+    l->snap = cli_open_snapshot(o->path, o->parents, SL_OPEN_LAZY_CHECKSUMS, errp);
     l->n = l->snap ? sl_snapshot_n_blocks(l->snap) : 0;
     l->mems = g_new0(sl_mem, l->n ? l->n : 1);
     return l->snap && cli_map_blocks(l->snap, o->kind, o->hugepage, l->mems, errp);
@@ -765,7 +765,7 @@ static bool parse_into(int *argc, char ***argv, opts *o, raw_opts *w)
         { "json", 0, 0, G_OPTION_ARG_NONE, &w->json, "print one JSON object", NULL },
         { "timeline", 0, 0, G_OPTION_ARG_FILENAME, &o->timeline, "write bytes in place over time "
           "(CSV: lazy and, with --compare-eager, eager)", "FILE" },
-        CLI_PARENT_OPTION(o->parent),
+        CLI_PARENT_OPTION(o->parents),
         { NULL },
     };
 
@@ -877,7 +877,7 @@ int cmd_restore(int argc, char **argv)
     sl_timeline_clear(&res.eager_tl);
     g_free(res.error);
     g_free(o.path);
-    g_free(o.parent);
+    g_strfreev(o.parents);
     g_free(o.topology);
     g_free(o.record);
     g_free(o.timeline);

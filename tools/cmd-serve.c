@@ -13,7 +13,7 @@
 int cmd_serve(int argc, char **argv)
 {
     g_autofree char *sock = NULL, *topo = NULL, *written_dir = NULL, *around = NULL;
-    g_autofree char *parent = NULL;
+    g_auto(GStrv) parents = NULL;
     uint32_t around_bytes = 0;
     g_auto(GStrv) blocks = NULL;
     gint threads = CLI_THREADS_UNSET;
@@ -28,7 +28,7 @@ int cmd_serve(int argc, char **argv)
         { "track-writes", 0, 0, G_OPTION_ARG_NONE, &track, "take tracked mappings and answer "
           "what they wrote (WRITTEN_QUERY)", NULL },
         CLI_FAULT_AROUND_OPTION(around),
-        CLI_PARENT_OPTION(parent),
+        CLI_PARENT_OPTION(parents),
         { NULL },
     };
     sl_daemon_opts o = { .ready_fd = -1, .stats_fd = -1 };
@@ -43,7 +43,7 @@ int cmd_serve(int argc, char **argv)
         return 2;
     }
     o.snapshot = argv[1];
-    o.parent = parent;
+    o.parents = parents;
     o.socket = sock;
     o.exit_when_done = once;
     o.serve = (const char *const *)blocks;

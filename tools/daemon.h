@@ -22,8 +22,9 @@
 
 typedef struct {
     const char *snapshot;
-    const char *parent;    /* non-NULL: @snapshot is a child whose parent is here, not
-                            * where it records (serve/qemu-restore --parent) */
+    char *const *parents;  /* non-NULL: @snapshot is a child whose ancestors are here
+                            * (NULL-terminated, parent first), not where they record
+                            * (serve/qemu-restore --parent) */
     const char *socket;
     sl_restore_config cfg;
     bool exit_when_done;   /* exit once complete and every client has left */

@@ -17,7 +17,7 @@
 
 typedef struct {
     const char *snap;
-    const char *parent;   /* --parent: SNAP's parent, not the one it records */
+    char *const *parents; /* --parent: SNAP's ancestors, not the ones it records */
     char **qemu_argv;
     char *eager;          /* time QEMU's own eager load of this file instead */
     char *socket;         /* where the daemon listens (default: a private dir) */

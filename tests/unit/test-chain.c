@@ -520,6 +520,10 @@ static void split_chain_build(split_chain *m)
     m->gdir = sl_test_tmpdir();
     m->parent = g_build_filename(m->pdir, "gen1.snap", NULL);
     m->grand = g_build_filename(m->gdir, "gen0.snap", NULL);
+}
+
+static void split_chain_move(split_chain *m)
+{
     assert_int_equal(rename(m->c.path[1], m->parent), 0);
     assert_int_equal(rename(m->c.path[0], m->grand), 0);
 }
@@ -545,6 +549,7 @@ static void test_open_ancestors_takes_every_moved_ancestor(void **state)
     split_chain m;
 
     split_chain_build(&m);
+    split_chain_move(&m);
     near_parent = g_build_filename(m.pdir, "gen0.snap", NULL);
     expect_open_refused(m.c.path[2], NULL, (const char *const[]){ m.c.path[2], m.c.path[1],
                         "No such file or directory", NULL });
@@ -583,6 +588,7 @@ static void test_open_ancestors_refuses_wrong_files_and_too_many(void **state)
     chain other;
 
     split_chain_build(&m);
+    split_chain_move(&m);
     chain_build(&other, 2, 99); /* its gen1 is no file of m's chain */
     extra = g_build_filename(m.gdir, "extra.snap", NULL);
     expect_refused_with(m.c.path[2], NULL, (const char *const[]){ m.grand, NULL },
@@ -1320,22 +1326,23 @@ static void moved_chain_clear(moved_chain *m)
     chain_clear(&m->c);
 }
 
-/* Runs @tc's command on @snap, with --parent @parent unless NULL, writing
- * -o @out where it writes; its exit status, stdout and stderr. */
-static int run_moved(const moved_case *tc, const moved_chain *m, const char *snap,
-                     const char *parent, const char *out, char **so, char **se)
+/* Runs @tc's command on @snap, with --parent for each of @parents (a
+ * NULL-terminated list, or NULL), writing -o @out where it writes, its
+ * "@NAME" options in @dir; its exit status, stdout and stderr. */
+static int run_moved(const moved_case *tc, const char *dir, const char *snap,
+                     const char *const *parents, const char *out, char **so, char **se)
 {
     g_autoptr(GPtrArray) a = g_ptr_array_new_with_free_func(g_free);
 
     g_ptr_array_add(a, g_strdup(tc->name));
     g_ptr_array_add(a, g_strdup(snap));
-    if (parent) {
+    for (unsigned i = 0; parents && parents[i]; i++) {
         g_ptr_array_add(a, g_strdup("--parent"));
-        g_ptr_array_add(a, g_strdup(parent));
+        g_ptr_array_add(a, g_strdup(parents[i]));
     }
     for (unsigned i = 0; tc->opts[i]; i++) {
         g_ptr_array_add(a, tc->opts[i][0] == '@'
-                               ? g_build_filename(m->c.dir, tc->opts[i] + 1, NULL)
+                               ? g_build_filename(dir, tc->opts[i] + 1, NULL)
                                : g_strdup(tc->opts[i]));
     }
     if (tc->out) {
@@ -1346,14 +1353,15 @@ static int run_moved(const moved_case *tc, const moved_chain *m, const char *sna
     return sl_test_run_cli((const char *const *)a->pdata, so, se);
 }
 
-/* @tc's command on @snap (with --parent @parent) fails, its stderr naming @what and @why. */
-static void expect_moved_fails(const moved_case *tc, const moved_chain *m, const char *snap,
-                               const char *parent, const char *what, const char *why)
+/* @tc's command on @snap (with a --parent for each of @parents) fails, its
+ * stderr naming @what and @why; "@NAME" options in @dir. */
+static void expect_moved_fails(const moved_case *tc, const char *dir, const char *snap,
+                               const char *const *parents, const char *what, const char *why)
 {
-    g_autofree char *out = g_build_filename(m->c.dir, "refused.out", NULL);
+    g_autofree char *out = g_build_filename(dir, "refused.out", NULL);
     g_autofree char *so = NULL, *se = NULL;
 
-    assert_int_not_equal(run_moved(tc, m, snap, parent, out, &so, &se), 0);
+    assert_int_not_equal(run_moved(tc, dir, snap, parents, out, &so, &se), 0);
     expect_in(se, what);
     expect_in(se, why);
     assert_int_not_equal(access(out, F_OK), 0); /* nothing written */
@@ -1377,11 +1385,35 @@ static GBytes *contents(const char *path)
  * that is no child, naming it, and with --parent works as it did with the
  * parents in place: the same output, restored memory that verifies.
  */
+/*
+ * @tc's command, run in @dir before its parents moved (its -o output then
+ * into @want), or, with @parents, after: the second run works as the first
+ * did (the same output, its stdout saying tc->says).
+ */
+static void run_moved_ok(const moved_case *tc, const char *dir, const char *snap,
+                         const char *const *parents, const char *want)
+{
+    g_autofree char *got = g_build_filename(dir, "moved.out", NULL);
+    g_autofree char *so = NULL, *se = NULL;
+    g_autoptr(GBytes) a = NULL, b = NULL;
+
+    if (run_moved(tc, dir, snap, parents, parents ? got : want, &so, &se) != 0) {
+        fail_msg("%s %s: %s", tc->name, parents ? "after the move" : "in place", se);
+    }
+    if (parents && tc->says) {
+        expect_in(so, tc->says);
+    }
+    if (parents && tc->out) {
+        a = contents(want);
+        b = contents(got);
+        assert_true(g_bytes_equal(a, b));
+    }
+}
+
 static void test_moved_parent_is_named_when_missing_and_taken_from_parent_option(void **state)
 {
     const moved_case *tc = *state;
-    g_autofree char *want = NULL, *got = NULL, *so = NULL, *se = NULL;
-    g_autoptr(GBytes) a = NULL, b = NULL;
+    g_autofree char *want = NULL;
     moved_chain m;
 
     if (tc->uffd) {
@@ -1389,27 +1421,56 @@ static void test_moved_parent_is_named_when_missing_and_taken_from_parent_option
     }
     moved_chain_build(&m);
     want = g_build_filename(m.c.dir, "in-place.out", NULL);
-    got = g_build_filename(m.c.dir, "moved.out", NULL);
-    if (tc->out && run_moved(tc, &m, m.c.path[2], NULL, want, &so, &se) != 0) {
-        fail_msg("%s with the parents in place: %s", tc->name, se);
+    if (tc->out) {
+        run_moved_ok(tc, m.c.dir, m.c.path[2], NULL, want);
     }
     moved_chain_move(&m);
-    expect_moved_fails(tc, &m, m.c.path[2], NULL, m.c.path[1], "No such file or directory");
-    expect_moved_fails(tc, &m, m.base, m.parent, m.base, "not an incremental snapshot");
-    g_clear_pointer(&so, g_free);
-    g_clear_pointer(&se, g_free);
-    if (tc->runs && run_moved(tc, &m, m.c.path[2], m.parent, got, &so, &se) != 0) {
-        fail_msg("%s --parent %s: %s", tc->name, m.parent, se);
-    }
-    if (tc->runs && tc->says) {
-        expect_in(so, tc->says);
-    }
-    if (tc->runs && tc->out) {
-        a = contents(want);
-        b = contents(got);
-        assert_true(g_bytes_equal(a, b));
+    expect_moved_fails(tc, m.c.dir, m.c.path[2], NULL, m.c.path[1],
+                       "No such file or directory");
+    expect_moved_fails(tc, m.c.dir, m.base, (const char *const[]){ m.parent, NULL }, m.base,
+                       "not an incremental snapshot");
+    if (tc->runs) {
+        run_moved_ok(tc, m.c.dir, m.c.path[2], (const char *const[]){ m.parent, NULL }, want);
     }
     moved_chain_clear(&m);
+}
+
+/*
+ * After a child's parent and grandparent moved to two directories, each
+ * command given only the parent fails naming the grandparent's recorded
+ * path (beside the moved parent); given a wrong file as the parent, or one
+ * --parent more than the chain has, it fails naming that file; given both
+ * (--parent twice) it works as it did with the chain in place.
+ */
+static void test_moved_ancestors_are_taken_from_repeated_parent_options(void **state)
+{
+    const moved_case *tc = *state;
+    g_autofree char *want = NULL, *near_parent = NULL, *extra = NULL;
+    split_chain m;
+
+    if (tc->uffd) {
+        need_uffd();
+    }
+    split_chain_build(&m);
+    want = g_build_filename(m.c.dir, "in-place.out", NULL);
+    if (tc->out) {
+        run_moved_ok(tc, m.c.dir, m.c.path[2], NULL, want);
+    }
+    split_chain_move(&m);
+    near_parent = g_build_filename(m.pdir, "gen0.snap", NULL);
+    extra = g_build_filename(m.gdir, "extra.snap", NULL);
+    expect_moved_fails(tc, m.c.dir, m.c.path[2], (const char *const[]){ m.parent, NULL },
+                       near_parent, "No such file or directory");
+    expect_moved_fails(tc, m.c.dir, m.c.path[2], (const char *const[]){ m.grand, m.grand, NULL },
+                       m.grand, "holds other content");
+    expect_moved_fails(tc, m.c.dir, m.c.path[2],
+                       (const char *const[]){ m.parent, m.grand, extra, NULL }, extra,
+                       "one more than the chain has");
+    if (tc->runs) {
+        run_moved_ok(tc, m.c.dir, m.c.path[2], (const char *const[]){ m.parent, m.grand, NULL },
+                     want);
+    }
+    split_chain_clear(&m);
 }
 
 int main(void)
@@ -1441,7 +1502,7 @@ int main(void)
     };
 
     tests = g_new0(struct CMUnitTest, G_N_ELEMENTS(newest_cases) + G_N_ELEMENTS(section_cases) +
-                   G_N_ELEMENTS(moved_cases) + G_N_ELEMENTS(plain));
+                   2 * G_N_ELEMENTS(moved_cases) + G_N_ELEMENTS(plain));
     for (size_t i = 0; i < G_N_ELEMENTS(newest_cases); i++) {
         char *name = g_strdup_printf("child_restores_every_page_from_the_newest_layer/%s",
                                      newest_cases[i].name);
@@ -1465,6 +1526,14 @@ int main(void)
         g_ptr_array_add(t, name);
         tests[n++] = (struct CMUnitTest){ .name = name,
             .test_func = test_moved_parent_is_named_when_missing_and_taken_from_parent_option,
+            .initial_state = (void *)&moved_cases[i] };
+    }
+    for (size_t i = 0; i < G_N_ELEMENTS(moved_cases); i++) {
+        char *name = g_strdup_printf(
+            "moved_ancestors_are_taken_from_repeated_parent_options/%s", moved_cases[i].name);
+        g_ptr_array_add(t, name);
+        tests[n++] = (struct CMUnitTest){ .name = name,
+            .test_func = test_moved_ancestors_are_taken_from_repeated_parent_options,
             .initial_state = (void *)&moved_cases[i] };
     }
     for (size_t i = 0; i < G_N_ELEMENTS(plain); i++) {

@@ -305,7 +305,7 @@ static void setup_daemon(fixture *f, uint64_t len, uint64_t hugepage, int thread
     assert_true(pipe2(ready, O_CLOEXEC) == 0 && f->counts->efd >= 0);
     o.ready_fd = ready[1];
     o.snapshot = f->snap;
-    o.parent = f->parent;
+    o.parents = f->parent ? (char *[]){ f->parent, NULL } : NULL;
     o.socket = f->sock;
     o.cfg = (sl_restore_config){ .size = sizeof(o.cfg), .loader_threads = 1,
                                  .no_loaders = threads == 0, .keep_memory = !!f->written_dir };

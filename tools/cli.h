@@ -94,6 +94,8 @@ typedef struct {
     const char *hot;      /* hot-page list to store, or NULL */
     const char *dsock;    /* daemon that serves a busy memory file, or NULL */
     const char *parent;   /* write a child of this snapshot, or NULL */
+    char *const *ancestors; /* with @parent: @parent's own ancestors where they moved
+                           * (--ancestor: NULL-terminated, its parent first), or NULL */
     uint64_t *const *written; /* with @parent: per raw input, a bitmap of the only pages
                                * that may differ from it (the rest are not read), or NULL */
     uint8_t parent_id[SL_IDENTITY_LEN]; /* with @has_parent_id: the identity @parent must
@@ -192,6 +194,16 @@ bool cli_check_threads(int threads);
     { "parent", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &(var), "an incremental snapshot's parent, " \
       "instead of the path it records; repeated: the next --parent is that parent's parent, "  \
       "and so on ('' keeps a recorded path)", "PATH" }
+
+/**
+ * The --ancestor option entry, repeatable, its paths into @var (a GStrv):
+ * for the commands that write a child of PARENT (save, qemu-save, delta),
+ * PARENT's own parent where it moved, then that one's parent, and so on.
+ */
+#define CLI_ANCESTOR_OPTION(var)                                                               \
+    { "ancestor", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &(var), "PARENT's own parent, instead "  \
+      "of the path PARENT records; repeated: the next is that one's parent, and so on ('' "   \
+      "keeps a recorded path)", "PATH" }
 
 /**
  * cli_open_snapshot: snapshot @path opened with SL_OPEN_* @flags; with

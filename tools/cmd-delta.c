@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * `snapload delta PARENT NEW -o CHILD [--parent-path PATH]`: an
+ * `snapload delta PARENT NEW -o CHILD [--parent-path PATH] [--ancestor PATH...]`: an
  * incremental snapshot made from two full ones.  CHILD stores the pages of
  * NEW whose content differs from PARENT's (by checksum: PARENT's stored
  * checksums against NEW's pages hashed as they are read, checked against
@@ -8,7 +8,9 @@
  * included, and names PARENT by its content identity; the other pages
  * come from PARENT when CHILD is opened.  NEW's device state and hot-page
  * list are carried over.  PARENT needs checksums (snapload's format, or a
- * QEMU file with its index); NEW may be any snapshot.
+ * QEMU file with its index); NEW may be any snapshot.  PARENT may itself
+ * be a child whose ancestors moved: `--ancestor PATH`, repeated, names
+ * PARENT's parent, then its parent, and so on.
  *
  * `snapload flatten SNAP -o FULL [--parent PATH...]`: the other way, a child
  * and its whole chain of parents into one full snapshot (every page
@@ -103,13 +105,15 @@ static bool make_delta(delta *d, GError **errp)
     return copy_sections(d, errp) && sl_writer_finish(d->w, errp);
 }
 
-/* Opens both inputs, refuses to overwrite either, writes @out recording @rec. */
-static bool run_delta(delta *d, char **argv, const char *out, const char *rec, GError **errp)
+/* Opens both inputs (PARENT's ancestors where @ancestors says), refuses to
+ * overwrite either, writes @out recording @rec. */
+static bool run_delta(delta *d, char **argv, char *const *ancestors, const char *out,
+                      const char *rec, GError **errp)
 {
     g_autofree char *tmp = cli_partial_path(out);
     bool ok;
 
-    if (!(d->parent = sl_snapshot_open(argv[1], errp)) ||
+    if (!(d->parent = cli_open_snapshot(argv[1], ancestors, 0, errp)) ||
         !(d->next = sl_snapshot_open(argv[2], errp))) {
         return false;
     }
@@ -191,12 +195,14 @@ static bool names_child(const char *given, const char *child)
 int cmd_delta(int argc, char **argv)
 {
     g_autofree char *out = NULL, *given = NULL, *rec = NULL;
+    g_auto(GStrv) ancestors = NULL;
     GOptionEntry entries[] = {
         { "output", 'o', 0, G_OPTION_ARG_FILENAME, &out, "the child snapshot to write",
           "CHILD" },
         { "parent-path", 0, 0, G_OPTION_ARG_FILENAME, &given, "the parent's path to record "
           "(default: its name when CHILD is in its directory, else its absolute path; a "
           "relative path is taken from CHILD's directory)", "PATH" },
+        CLI_ANCESTOR_OPTION(ancestors),
         { NULL },
     };
     g_autoptr(GError) err = NULL;
@@ -215,7 +221,7 @@ int cmd_delta(int argc, char **argv)
                         "parent", given, out);
     }
     rec = cli_parent_path(argv[1], out, given);
-    ok = run_delta(&d, argv, out, rec, &err);
+    ok = run_delta(&d, argv, ancestors, out, rec, &err);
     sl_writer_free(d.w);
     sl_snapshot_close(d.next);
     sl_snapshot_close(d.parent);

@@ -14,7 +14,8 @@
  * With --parent PARENT, an incremental snapshot: only the pages whose
  * checksum differs from PARENT's are stored (the file grows with the pages
  * the guest changed), PARENT checked against QEMU's backends before the
- * guest is stopped.  All RAM is read and hashed, unless the restore's
+ * guest is stopped (--ancestor PATH, repeated: PARENT's own parent, then
+ * its parent..., where they moved).  All RAM is read and hashed, unless the restore's
  * daemon tracks writes and restores PARENT: then only the pages it lists
  * as written (WRITTEN_QUERY) are.
  *
@@ -109,7 +110,7 @@ static GPtrArray *written_lists(cli_save_opts *o, GPtrArray *raws)
 {
     g_autoptr(GPtrArray) lists = g_ptr_array_new_with_free_func(g_free);
     g_autoptr(GError) err = NULL;
-    sl_snapshot *p = sl_snapshot_open(o->parent, &err);
+    sl_snapshot *p = cli_open_snapshot(o->parent, o->ancestors, 0, &err);
     bool any = false;
 
     if (!p || !sl_snapshot_identity(p, o->parent_id, &err)) {
@@ -182,12 +183,14 @@ static bool memory_idle(const sl_qemu_backend *b, const char *dsock, GError **er
     return ok; /* a file we cannot open fails later, with its reason */
 }
 
-/* Whether snapshot @path can be the parent of a save of QEMU's backends
- * @bs: it has checksums (a content identity) and exactly those blocks
- * (names, sizes, and the 4 KiB pages qemu-save writes), and it is not @out. */
-static bool parent_fits(const char *path, const char *out, GPtrArray *bs, GError **errp)
+/* Whether snapshot @o->parent (its ancestors where @o->ancestors says)
+ * can be the parent of a save of QEMU's backends @bs: it has checksums (a
+ * content identity) and exactly those blocks (names, sizes, and the 4 KiB
+ * pages qemu-save writes), and it is not @o->out. */
+static bool parent_fits(const cli_save_opts *o, GPtrArray *bs, GError **errp)
 {
-    sl_snapshot *p = sl_snapshot_open(path, errp);
+    const char *path = o->parent, *out = o->out;
+    sl_snapshot *p = cli_open_snapshot(path, o->ancestors, 0, errp);
     uint8_t id[SL_IDENTITY_LEN];
     bool ok = p && sl_snapshot_identity(p, id, errp);
     sl_block_info bi;
@@ -261,9 +264,8 @@ static bool mapped_by_qemu(sl_qmp *q, const sl_qemu_backend *b, GError **errp)
 }
 
 /* The RAM files of QEMU's backends as `save --raw` inputs (FILE:NAME),
- * checked against @parent if given. */
-static GPtrArray *raw_inputs(sl_qmp *q, const char *dsock, const char *parent, const char *out,
-                             GError **errp)
+ * checked against @o->parent if given (served by @o->dsock if busy). */
+static GPtrArray *raw_inputs(sl_qmp *q, const cli_save_opts *o, GError **errp)
 {
     g_autoptr(GPtrArray) bs = sl_qemu_qmp_backends(q, errp);
     g_autoptr(GPtrArray) raws = g_ptr_array_new_with_free_func(g_free);
@@ -277,7 +279,7 @@ static GPtrArray *raw_inputs(sl_qmp *q, const char *dsock, const char *parent, c
                     "save QEMU's own file with --format qemu");
         return NULL;
     }
-    if (parent && !parent_fits(parent, out, bs, errp)) {
+    if (o->parent && !parent_fits(o, bs, errp)) {
         return NULL;
     }
     for (guint i = 0; i < bs->len; i++) {
@@ -288,7 +290,7 @@ static GPtrArray *raw_inputs(sl_qmp *q, const char *dsock, const char *parent, c
                         b->mem_path);
             return NULL;
         }
-        if (!mapped_by_qemu(q, b, errp) || !memory_idle(b, dsock, errp)) {
+        if (!mapped_by_qemu(q, b, errp) || !memory_idle(b, o->dsock, errp)) {
             return NULL; /* before the guest is stopped: it runs on untouched */
         }
         g_ptr_array_add(raws, g_strdup_printf("%s:%s", b->mem_path, b->id));
@@ -297,16 +299,17 @@ static GPtrArray *raw_inputs(sl_qmp *q, const char *dsock, const char *parent, c
     return g_steal_pointer(&raws);
 }
 
-static int save_container(sl_qmp *q, const char *out, const char *full, const char *parent,
-                          GError **errp)
+/* Saves into @o->out (a child of @o->parent if set), @full too if set. */
+static int save_container(sl_qmp *q, const char *full, cli_save_opts o, GError **errp)
 {
     /* The daemon serving QEMU, if a restore runs: its preload client's socket. */
     g_autofree char *dsock = sl_client_env_of(sl_qmp_peer_pid(q), "SNAPLOAD_SOCKET");
-    g_autoptr(GPtrArray) raws = raw_inputs(q, dsock, parent, out, errp);
-    cli_save_opts o = { .psize = 4096, .out = out, .dsock = dsock, .parent = parent };
+    g_autoptr(GPtrArray) raws = NULL;
     g_autofree char *tmp = NULL, *dev = NULL;
     int ret;
 
+    o.dsock = dsock;
+    raws = raw_inputs(q, &o, errp);
     if (!raws || !(tmp = g_dir_make_tmp("snapload-save-XXXXXX", errp))) {
         return -1;
     }
@@ -349,6 +352,7 @@ static int save_qemu_file(sl_qmp *q, const char *out, int multifd, GError **errp
 int cmd_qemu_save(int argc, char **argv)
 {
     g_autofree char *sock = NULL, *out = NULL, *full = NULL, *format = NULL, *parent = NULL;
+    g_auto(GStrv) ancestors = NULL;
     gboolean quit = false;
     gint multifd = 0;
     GOptionEntry entries[] = {
@@ -362,6 +366,7 @@ int cmd_qemu_save(int argc, char **argv)
           "(RAM included) for stock QEMU's eager -incoming, to compare with", "FILE" },
         { "parent", 0, 0, G_OPTION_ARG_FILENAME, &parent, "an incremental snapshot: only the "
           "pages that differ from PARENT's (a snapshot of this guest)", "PARENT" },
+        CLI_ANCESTOR_OPTION(ancestors),
         { "quit", 0, 0, G_OPTION_ARG_NONE, &quit, "quit QEMU after saving", NULL },
         { NULL },
     };
@@ -375,14 +380,17 @@ int cmd_qemu_save(int argc, char **argv)
     }
     qemu_fmt = format && !strcmp(format, "qemu");
     if (!sock || !out || argc != 1 || (format && !qemu_fmt && strcmp(format, "snapload")) ||
-        (qemu_fmt && (full || parent)) || multifd < 0 || (multifd && !qemu_fmt)) {
+        (qemu_fmt && (full || parent)) || multifd < 0 || (multifd && !qemu_fmt) ||
+        (ancestors && !parent)) {
         return cli_fail("qemu-save needs --qmp SOCKET and -o SNAP; --format snapload|qemu; "
                         "--multifd N only with --format qemu, --full-stream and --parent only "
-                        "without");
+                        "without; --ancestor only with --parent");
     }
     q = sl_qmp_connect(sock, QMP_TIMEOUT_MS, &err);
     ret = !q ? -1 : qemu_fmt ? save_qemu_file(q, out, multifd, &err)
-                             : save_container(q, out, full, parent, &err);
+                             : save_container(q, full, (cli_save_opts){ .psize = 4096,
+                                              .out = out, .parent = parent,
+                                              .ancestors = ancestors }, &err);
     if (ret == 0 && quit) {
         sl_qmp_ok(q, "quit", NULL, NULL);
     }

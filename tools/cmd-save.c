@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * `snapload save`: raw RAM images -> snapshot, zero pages left out, with
- * optional per-block NUMA node hints (--node NAME=NODE), and
+ * optional per-block NUMA node hints (--node NAME=NODE), as a child of
+ * --parent PARENT if given (PARENT's moved ancestors: --ancestor PATH,
+ * repeated, its parent first), and
  * `snapload synth`: a deterministic raw RAM image with a chosen share of
  * zero pages, so demos and tests have guest-like data without a guest.
  */
@@ -340,7 +342,7 @@ static bool become_child(save_ctx *c, const cli_save_opts *o, GError **errp)
     g_autofree char *rec = NULL;
     uint8_t id[SL_IDENTITY_LEN];
 
-    if (!(c->parent = sl_snapshot_open(o->parent, errp))) {
+    if (!(c->parent = cli_open_snapshot(o->parent, o->ancestors, 0, errp))) {
         return false;
     }
     if (cli_is_file_of(o->out, c->parent)) {
@@ -441,6 +443,7 @@ int cmd_save(int argc, char **argv)
     g_auto(GStrv) raws = NULL, nodes = NULL;
     g_autofree char *out = NULL, *psize_s = NULL, *devstate = NULL, *hot = NULL;
     g_autofree char *parent = NULL, *daemon = NULL;
+    g_auto(GStrv) ancestors = NULL;
     uint64_t psize = 4096;
     GOptionEntry entries[] = {
         { "raw", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &raws, "raw RAM image of a block", "FILE[:NAME]" },
@@ -451,6 +454,7 @@ int cmd_save(int argc, char **argv)
         { "output", 'o', 0, G_OPTION_ARG_FILENAME, &out, "snapshot to write", "SNAP" },
         { "parent", 0, 0, G_OPTION_ARG_FILENAME, &parent, "write an incremental snapshot: only "
           "the pages that differ from PARENT's (by checksum)", "PARENT" },
+        CLI_ANCESTOR_OPTION(ancestors),
         { "daemon", 0, 0, G_OPTION_ARG_FILENAME, &daemon, "a RAM file that a lazy restore "
           "still fills is read through a view registered with that restore's daemon at SOCKET "
           "(its missing pages served), instead of being refused", "SOCKET" },
@@ -463,6 +467,9 @@ int cmd_save(int argc, char **argv)
     if (!raws || !out) {
         return cli_fail("save needs at least one --raw FILE[:NAME] and -o SNAP");
     }
+    if (ancestors && !parent) {
+        return cli_fail("--ancestor names PARENT's ancestors: it needs --parent PARENT");
+    }
     if (psize_s && !cli_parse_size(psize_s, &psize)) {
         return cli_fail("--page-size: '%s' is not a size", psize_s);
     }
@@ -471,7 +478,7 @@ int cmd_save(int argc, char **argv)
     }
     return save_hinted(raws, nodes, &(cli_save_opts){ .psize = psize, .out = out,
                        .devstate = devstate, .hot = hot, .parent = parent,
-                       .dsock = daemon });
+                       .ancestors = ancestors, .dsock = daemon });
 }
 
 int cli_save(char **raws, const cli_save_opts *o)

@@ -1067,23 +1067,39 @@ typedef enum { CHILD_BY_DELTA, CHILD_BY_SAVE } child_way;
 
 /* Runs the CLI making @child of @parent by @way from the @pages pages of
  * @gen (the full snapshot @next holds them; for a save they are written as
- * a raw image); returns its exit status, stderr in *@errs. */
-static int make_child(child_way way, const char *dir, const char *parent, const char *next,
-                      const uint32_t *gen, uint64_t pages, const char *child, char **errs)
+ * a raw image), with --ancestor for each of @ancestors (NULL-terminated, or
+ * NULL); returns its exit status, stderr in *@errs. */
+static int make_child_of(child_way way, const char *dir, const char *parent,
+                         const char *const *ancestors, const char *next, const uint32_t *gen,
+                         uint64_t pages, const char *child, char **errs)
 {
     g_autofree char *out = NULL, *raw = g_build_filename(dir, "ram.raw", NULL);
     g_autofree char *dev = g_build_filename(dir, "dev", NULL);
-    g_autofree char *rawarg = g_strdup_printf("%s:b0", raw);
+    g_autoptr(GStrvBuilder) a = g_strv_builder_new();
+    g_auto(GStrv) argv = NULL;
 
     if (way == CHILD_BY_DELTA) {
-        return sl_test_run_cli((const char *const[]){ "delta", parent, next, "-o", child, NULL },
-                               &out, errs);
+        g_strv_builder_addv(a, (const char *[]){ "delta", parent, next, NULL });
+    } else {
+        g_autofree char *rawarg = g_strdup_printf("%s:b0", raw);
+        write_raw(raw, gen, pages);
+        assert_true(g_file_set_contents(dev, "dev", 3, NULL));
+        g_strv_builder_addv(a, (const char *[]){ "save", "--raw", rawarg, "--device-state", dev,
+                                                 "--parent", parent, NULL });
     }
-    write_raw(raw, gen, pages);
-    assert_true(g_file_set_contents(dev, "dev", 3, NULL));
-    return sl_test_run_cli((const char *const[]){ "save", "--raw", rawarg, "--device-state", dev,
-                                                  "--parent", parent, "-o", child, NULL },
-                           &out, errs);
+    for (unsigned i = 0; ancestors && ancestors[i]; i++) {
+        g_strv_builder_addv(a, (const char *[]){ "--ancestor", ancestors[i], NULL });
+    }
+    g_strv_builder_addv(a, (const char *[]){ "-o", child, NULL });
+    argv = g_strv_builder_end(a);
+    return sl_test_run_cli((const char *const *)argv, &out, errs);
+}
+
+/* make_child_of() a parent whose ancestors are where it records them. */
+static int make_child(child_way way, const char *dir, const char *parent, const char *next,
+                      const uint32_t *gen, uint64_t pages, const char *child, char **errs)
+{
+    return make_child_of(way, dir, parent, NULL, next, gen, pages, child, errs);
 }
 
 /* @text holds @needle, else the test fails showing @text. */
@@ -1147,6 +1163,100 @@ static void check_child_stores_only_changed_pages(child_way way)
                                     way == CHILD_BY_SAVE ? parent : next, &errs2), 0);
     expect_in(errs2, way == CHILD_BY_SAVE ? "is the parent" : "is one of the inputs");
     sl_test_rmdir(dir);
+}
+
+/* The whole of file @path (caller frees). */
+static GBytes *contents(const char *path)
+{
+    gchar *data = NULL;
+    gsize len = 0;
+
+    if (!g_file_get_contents(path, &data, &len, NULL)) {
+        fail_msg("%s cannot be read", path);
+    }
+    return g_bytes_new_take(data, len);
+}
+
+/*
+ * A grandchild made by @way of a child whose parent moved: without
+ * --ancestor it fails naming the parent's recorded path, with a wrong file
+ * as --ancestor it fails naming that file, with the moved parent as
+ * --ancestor it is written, and then reads back (extract) equal to the new
+ * memory and restores with a verify, given its ancestors by --parent.
+ */
+static void check_grandchild_of_moved_chain(child_way way)
+{
+    enum { PAGES = (8u << 20) / PSIZE };
+    g_autofree uint32_t *gen = g_new0(uint32_t, PAGES);
+    char *dir = sl_test_tmpdir(), *away = sl_test_tmpdir();
+    g_autofree char *base = g_build_filename(dir, "base.snap", NULL);
+    g_autofree char *moved = g_build_filename(away, "base.snap", NULL);
+    g_autofree char *mid = g_build_filename(dir, "mid.snap", NULL);
+    g_autofree char *top = g_build_filename(dir, "top.snap", NULL);
+    g_autofree char *next = g_build_filename(dir, "new.snap", NULL);
+    g_autofree char *want = g_build_filename(dir, "want.raw", NULL);
+    g_autofree char *got = g_build_filename(dir, "got.raw", NULL);
+    g_autofree char *errs = NULL, *so = NULL, *se = NULL, *no_uffd = NULL;
+    g_autoptr(GBytes) a = NULL, b = NULL;
+
+    write_full(base, gen, PAGES);
+    for (uint64_t i = 0; i < PAGES; i += 7) {
+        gen[i] = 1;
+    }
+    write_full(next, gen, PAGES);
+    if (make_child(way, dir, base, next, gen, PAGES, mid, &errs) != 0) {
+        fail_msg("making the child: %s", errs);
+    }
+    assert_int_equal(rename(base, moved), 0);
+    for (uint64_t i = 3; i < PAGES; i += 11) {
+        gen[i] = i % 2 ? 2 : ZERO;
+    }
+    write_full(next, gen, PAGES);
+    write_raw(want, gen, PAGES);
+    g_clear_pointer(&errs, g_free);
+    assert_int_not_equal(make_child(way, dir, mid, next, gen, PAGES, top, &errs), 0);
+    expect_in(errs, base);
+    g_clear_pointer(&errs, g_free);
+    assert_int_not_equal(make_child_of(way, dir, mid, (const char *const[]){ next, NULL }, next,
+                                       gen, PAGES, top, &errs), 0);
+    expect_in(errs, next);
+    expect_in(errs, "holds other content");
+    assert_int_not_equal(access(top, F_OK), 0);
+    g_clear_pointer(&errs, g_free);
+    if (make_child_of(way, dir, mid, (const char *const[]){ moved, NULL }, next, gen, PAGES,
+                      top, &errs) != 0) {
+        fail_msg("--ancestor %s: %s", moved, errs);
+    }
+    if (sl_test_run_cli((const char *const[]){ "extract", top, "--block", "b0", "--parent", mid,
+                                               "--parent", moved, "-o", got, NULL },
+                        &so, &se) != 0) {
+        fail_msg("extract: %s", se);
+    }
+    a = contents(want);
+    b = contents(got);
+    assert_true(g_bytes_equal(a, b));
+    if (sl_test_have_uffd(&no_uffd)) { /* else the extract above proved the bytes */
+        g_clear_pointer(&so, g_free);
+        g_clear_pointer(&se, g_free);
+        if (sl_test_run_cli((const char *const[]){ "restore", top, "--backend", "anon",
+                                                   "--verify", "--json", "--parent", "",
+                                                   "--parent", moved, NULL }, &so, &se) != 0) {
+            fail_msg("restore: %s", se);
+        }
+        expect_in(so, "\"verify_mismatches\": 0");
+    }
+    sl_test_rmdir(away);
+    sl_test_rmdir(dir);
+}
+
+static void test_delta_writes_a_grandchild_given_the_moved_ancestor(void **state)
+{
+    check_grandchild_of_moved_chain(CHILD_BY_DELTA);
+}
+
+static void test_save_writes_a_grandchild_given_the_moved_ancestor(void **state)
+{
+    check_grandchild_of_moved_chain(CHILD_BY_SAVE);
 }
 
 static void test_delta_stores_only_changed_pages(void **state)
@@ -1367,18 +1477,6 @@ static void expect_moved_fails(const moved_case *tc, const char *dir, const char
     assert_int_not_equal(access(out, F_OK), 0); /* nothing written */
 }
 
-/* The whole of file @path (caller frees). */
-static GBytes *contents(const char *path)
-{
-    gchar *data = NULL;
-    gsize len = 0;
-
-    if (!g_file_get_contents(path, &data, &len, NULL)) {
-        fail_msg("%s cannot be read", path);
-    }
-    return g_bytes_new_take(data, len);
-}
-
 /*
  * After a child's parents moved, each command fails naming the parent it
  * looked for where the child records it, refuses --parent for a snapshot
@@ -1496,6 +1594,8 @@ int main(void)
         cmocka_unit_test(test_identity_follows_content_not_path_or_open_mode),
         cmocka_unit_test(test_delta_stores_only_changed_pages),
         cmocka_unit_test(test_save_with_a_parent_stores_only_changed_pages),
+        cmocka_unit_test(test_delta_writes_a_grandchild_given_the_moved_ancestor),
+        cmocka_unit_test(test_save_writes_a_grandchild_given_the_moved_ancestor),
         cmocka_unit_test(test_flatten_writes_the_chain_as_one_full_snapshot),
         cmocka_unit_test(test_flatten_that_fails_keeps_the_earlier_output),
         cmocka_unit_test(test_inspect_prints_the_chain),

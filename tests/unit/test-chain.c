@@ -503,21 +503,21 @@ static void test_open_chain_takes_the_parent_from_the_caller(void **state)
 }
 
 /*
- * A chain of three whose parent and grandparent moved to two different
- * directories, each keeping its name: the child's recorded path and the
- * parent's both lead nowhere.
+ * A chain of three whose parent and grandparent move, each keeping its
+ * name, to two different directories (@apart), so that the child's
+ * recorded path and the parent's both lead nowhere, or together to one.
  */
 typedef struct {
     chain c;
-    char *pdir, *gdir;  /* where the parent and the grandparent went */
+    char *pdir, *gdir;  /* where the parent and the grandparent go (one with !apart) */
     char *parent, *grand;
 } split_chain;
 
-static void split_chain_build(split_chain *m)
+static void split_chain_build(split_chain *m, bool apart)
 {
     chain_build(&m->c, 3, 17);
     m->pdir = sl_test_tmpdir();
-    m->gdir = sl_test_tmpdir();
+    m->gdir = apart ? sl_test_tmpdir() : m->pdir;
     m->parent = g_build_filename(m->pdir, "gen1.snap", NULL);
     m->grand = g_build_filename(m->gdir, "gen0.snap", NULL);
 }
@@ -532,8 +532,10 @@ static void split_chain_clear(split_chain *m)
 {
     g_free(m->parent);
     g_free(m->grand);
+    if (m->gdir != m->pdir) {
+        sl_test_rmdir(m->gdir);
+    }
     sl_test_rmdir(m->pdir);
-    sl_test_rmdir(m->gdir);
     chain_clear(&m->c);
 }
 
@@ -548,7 +550,7 @@ static void test_open_ancestors_takes_every_moved_ancestor(void **state)
     g_autofree char *near_parent = NULL;
     split_chain m;
 
-    split_chain_build(&m);
+    split_chain_build(&m, true);
     split_chain_move(&m);
     near_parent = g_build_filename(m.pdir, "gen0.snap", NULL);
     expect_open_refused(m.c.path[2], NULL, (const char *const[]){ m.c.path[2], m.c.path[1],
@@ -587,7 +589,7 @@ static void test_open_ancestors_refuses_wrong_files_and_too_many(void **state)
     split_chain m;
     chain other;
 
-    split_chain_build(&m);
+    split_chain_build(&m, true);
     split_chain_move(&m);
     chain_build(&other, 2, 99); /* its gen1 is no file of m's chain */
     extra = g_build_filename(m.gdir, "extra.snap", NULL);
@@ -1406,36 +1408,6 @@ static const moved_case moved_cases[] = {
     { "qemu-restore", { "--", "false", NULL }, false, false, false, NULL },
 };
 
-/* A chain of three (in c.dir) whose parents then move to @other, keeping their names. */
-typedef struct {
-    chain c;
-    char *other;
-    char *parent;   /* the child's parent, moved */
-    char *base;     /* the full snapshot, moved */
-} moved_chain;
-
-static void moved_chain_build(moved_chain *m)
-{
-    chain_build(&m->c, 3, 31);
-    m->other = sl_test_tmpdir();
-    m->parent = g_build_filename(m->other, "gen1.snap", NULL);
-    m->base = g_build_filename(m->other, "gen0.snap", NULL);
-}
-
-static void moved_chain_move(moved_chain *m)
-{
-    assert_int_equal(rename(m->c.path[1], m->parent), 0);
-    assert_int_equal(rename(m->c.path[0], m->base), 0);
-}
-
-static void moved_chain_clear(moved_chain *m)
-{
-    g_free(m->parent);
-    g_free(m->base);
-    sl_test_rmdir(m->other);
-    chain_clear(&m->c);
-}
-
 /* Runs @tc's command on @snap, with --parent for each of @parents (a
  * NULL-terminated list, or NULL), writing -o @out where it writes, its
  * "@NAME" options in @dir; its exit status, stdout and stderr. */
@@ -1512,25 +1484,25 @@ static void test_moved_parent_is_named_when_missing_and_taken_from_parent_option
 {
     const moved_case *tc = *state;
     g_autofree char *want = NULL;
-    moved_chain m;
+    split_chain m;
 
     if (tc->uffd) {
         need_uffd();
     }
-    moved_chain_build(&m);
+    split_chain_build(&m, false);
     want = g_build_filename(m.c.dir, "in-place.out", NULL);
     if (tc->out) {
         run_moved_ok(tc, m.c.dir, m.c.path[2], NULL, want);
     }
-    moved_chain_move(&m);
+    split_chain_move(&m);
     expect_moved_fails(tc, m.c.dir, m.c.path[2], NULL, m.c.path[1],
                        "No such file or directory");
-    expect_moved_fails(tc, m.c.dir, m.base, (const char *const[]){ m.parent, NULL }, m.base,
+    expect_moved_fails(tc, m.c.dir, m.grand, (const char *const[]){ m.parent, NULL }, m.grand,
                        "not an incremental snapshot");
     if (tc->runs) {
         run_moved_ok(tc, m.c.dir, m.c.path[2], (const char *const[]){ m.parent, NULL }, want);
     }
-    moved_chain_clear(&m);
+    split_chain_clear(&m);
 }
 
 /*
@@ -1549,7 +1521,7 @@ static void test_moved_ancestors_are_taken_from_repeated_parent_options(void **s
     if (tc->uffd) {
         need_uffd();
     }
-    split_chain_build(&m);
+    split_chain_build(&m, true);
     want = g_build_filename(m.c.dir, "in-place.out", NULL);
     if (tc->out) {
         run_moved_ok(tc, m.c.dir, m.c.path[2], NULL, want);

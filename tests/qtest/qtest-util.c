@@ -589,11 +589,13 @@ void wait_for_text(const char *path, const char *text)
 
 /* Runs `snapload qemu-save` on the restored QEMU (a child of @parent if not
  * NULL); its wait status, stderr in *@errs. */
-int qemu_save_restored(fixture *f, const char *out, const char *parent, char **errs)
+int qemu_save_restored(fixture *f, const char *out, const char *parent, const char *ancestor,
+                       char **errs)
 {
     g_autofree char *sock = g_strdup_printf("%s/restore-save.qmp", f->dir);
     const char *argv[] = { g_getenv("SNAPLOAD_BIN"), "qemu-save", "--qmp", sock, "-o", out,
-                           parent ? "--parent" : NULL, parent, NULL };
+                           parent ? "--parent" : NULL, parent, ancestor ? "--ancestor" : NULL,
+                           ancestor, NULL };
     int st = -1;
 
     if (!g_spawn_sync(NULL, (char **)argv, NULL, 0, NULL, NULL, NULL, errs, &st, NULL)) {

@@ -184,7 +184,9 @@ void kill_daemon_at(const char *dsock);
 void wait_for_text(const char *path, const char *text);
 
 /* Runs `snapload qemu-save` on the restored QEMU (a child of @parent if not
- * NULL); its wait status, stderr in *@errs. */
-int qemu_save_restored(fixture *f, const char *out, const char *parent, char **errs);
+ * NULL, whose own parent moved to @ancestor if not NULL); its wait status,
+ * stderr in *@errs. */
+int qemu_save_restored(fixture *f, const char *out, const char *parent, const char *ancestor,
+                       char **errs);
 
 #endif /* SNAPLOAD_QTEST_UTIL_H */

@@ -461,7 +461,7 @@ static void test_qemu_save_during_a_restore_stores_every_page(void **state)
     q = accept_qmp(lq, &r);
     wait_paused(q);
     before = pages_mapped(sl_qmp_peer_pid(q), f->memfile, &total);
-    st = qemu_save_restored(f, out, NULL, &errs);
+    st = qemu_save_restored(f, out, NULL, NULL, &errs);
     if (!g_spawn_check_wait_status(st, NULL)) {
         fail_msg("qemu-save during the restore (%" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
                  " pages mapped in QEMU): status %d, stderr:\n%s", before, total, st, errs);
@@ -475,7 +475,7 @@ static void test_qemu_save_during_a_restore_stores_every_page(void **state)
     assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
     wait_walker(serial, f->saved_pass + 1, 0);
     unlink(out);
-    st = qemu_save_restored(f, out, NULL, &errs2);
+    st = qemu_save_restored(f, out, NULL, NULL, &errs2);
     if (!g_spawn_check_wait_status(st, NULL)) {
         fail_msg("qemu-save after the restore completed failed:\n%s", errs2);
     }
@@ -535,7 +535,7 @@ static char *save_child(fixture *f, const char *name, bool listed)
 {
     g_autofree char *errs = NULL;
     char *kid = path_in(f, name);
-    int st = qemu_save_restored(f, kid, f->snap, &errs);
+    int st = qemu_save_restored(f, kid, f->snap, NULL, &errs);
 
     if (!g_spawn_check_wait_status(st, NULL)) {
         fail_msg("qemu-save --parent: status %d, stderr:\n%s", st, errs);
@@ -570,7 +570,7 @@ static uint64_t check_child(fixture *f, const child *r, const char *kid)
 static void full_save_keeps_the_list_going(fixture *f)
 {
     g_autofree char *full = path_in(f, "full.sl"), *errs = NULL;
-    int st = qemu_save_restored(f, full, NULL, &errs);
+    int st = qemu_save_restored(f, full, NULL, NULL, &errs);
 
     if (!g_spawn_check_wait_status(st, NULL)) {
         fail_msg("a full qemu-save during the tracked restore: status %d:\n%s", st, errs);
@@ -750,6 +750,88 @@ static void test_qemu_save_of_a_child_stores_what_changed_and_restores_clean_wit
 static void test_qemu_save_of_a_child_reads_only_tracked_writes_and_is_exact(void **state)
 {
     check_child_restores_clean(*state, true, false);
+}
+
+/* Whether the RAM file @memfile holds, byte for byte, what block ram0 of
+ * @snap (with ancestors @ancestors, --parent options) extracts to. */
+static bool file_equals_extract(fixture *f, const char *memfile, const char *snap,
+                                const char *const *ancestors)
+{
+    g_autofree char *raw = path_in(f, "extract.raw"), *out = NULL, *err = NULL;
+    g_autofree char *a = NULL, *b = NULL;
+    g_autoptr(GPtrArray) argv = g_ptr_array_new();
+    gsize na = 0, nb = 0;
+    bool same;
+
+    g_ptr_array_add(argv, "extract");
+    g_ptr_array_add(argv, (char *)snap);
+    for (const char *const *p = ancestors; *p; p++) {
+        g_ptr_array_add(argv, "--parent");
+        g_ptr_array_add(argv, (char *)*p);
+    }
+    g_ptr_array_add(argv, "-o");
+    g_ptr_array_add(argv, raw);
+    g_ptr_array_add(argv, NULL);
+    if (sl_test_run_cli((const char *const *)argv->pdata, &out, &err) != 0) {
+        fail_msg("snapload extract %s: %s", snap, err);
+    }
+    assert_true(g_file_get_contents(raw, &a, &na, NULL) &&
+                g_file_get_contents(memfile, &b, &nb, NULL));
+    same = na == nb && memcmp(a, b, na) == 0;
+    unlink(raw);
+    return same;
+}
+
+/*
+ * The parent of a child moves; the child is restored (--parent) and the
+ * guest saved again as a grandchild: `qemu-save --parent CHILD` fails
+ * naming the path CHILD records for its parent, and with `--ancestor
+ * MOVED` writes a grandchild whose chain holds the paused guest's RAM
+ * file byte for byte.
+ */
+static void test_qemu_save_of_a_grandchild_takes_the_moved_ancestor(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *kid = NULL, *grand = NULL, *errs = NULL, *errs2 = NULL, *out = NULL;
+    g_autofree char *serial = NULL, *qmp = NULL, *errs3 = NULL;
+    char *full; /* the fixture's: it frees f->snap */
+    unsigned pass;
+    int lq, st;
+    sl_qmp *q;
+    child r;
+
+    need(f);
+    boot_and_save(f);
+    kid = save_child_of_restored(f, false, &pass);
+    full = f->snap;
+    f->snap = kid;
+    move_parent(f, full); /* f->parent: where it went */
+    serial = path_in(f, "grand.serial");
+    qmp = path_in(f, "grand.qmp");
+    lq = listen_at(qmp);
+    r = start_restore(f, (const char *[]){ NULL }, serial, qmp, NULL);
+    q = accept_qmp(lq, &r);
+    wait_walker(serial, pass + 1, 0);
+    grand = path_in(f, "grand.sl");
+    st = qemu_save_restored(f, grand, kid, NULL, &errs);
+    if (g_spawn_check_wait_status(st, NULL) || !strstr(errs, full)) {
+        fail_msg("qemu-save of a grandchild without --ancestor: status %d, wanted an error "
+                 "naming %s:\n%s", st, full, errs);
+    }
+    st = qemu_save_restored(f, grand, kid, f->parent, &errs2);
+    if (!g_spawn_check_wait_status(st, NULL)) {
+        fail_msg("qemu-save --parent CHILD --ancestor MOVED: status %d:\n%s", st, errs2);
+    }
+    wait_for_text(r.out, "every page in place"); /* no hole left in the RAM file */
+    assert_true(file_equals_extract(f, f->memfile, grand,
+                                    (const char *[]){ "", f->parent, NULL }));
+    st = quit_and_reap(q, &r, &out, &errs3);
+    assert_true(g_spawn_check_wait_status(st, NULL));
+    close(lq);
+    child_free(&r);
+    unlink(grand);
+    f->snap = full;
+    g_clear_pointer(&f->parent, g_free);
 }
 
 #define RESTARTS 20
@@ -965,7 +1047,7 @@ static void test_qemu_restore_refuses_bad_backends_before_starting(void **state)
 
 int main(void)
 {
-    struct CMUnitTest tests[7 * G_N_ELEMENTS(kinds) + 5];
+    struct CMUnitTest tests[7 * G_N_ELEMENTS(kinds) + 6];
     unsigned n = 0;
 
     for (unsigned k = 0; k < G_N_ELEMENTS(kinds); k++) {
@@ -999,6 +1081,9 @@ int main(void)
     tests[n++].name = g_strdup_printf("%s/killed_qemu_restore_takes_qemu_with_it", kinds[0].name);
     tests[n] = (struct CMUnitTest)CASE(test_qemu_save_refuses_a_ram_file_qemu_no_longer_maps, 0);
     tests[n++].name = g_strdup_printf("%s/qemu_save_refuses_a_ram_file_qemu_no_longer_maps",
+                                      kinds[0].name);
+    tests[n] = (struct CMUnitTest)CASE(test_qemu_save_of_a_grandchild_takes_the_moved_ancestor, 0);
+    tests[n++].name = g_strdup_printf("%s/qemu_save_of_a_grandchild_takes_the_moved_ancestor",
                                       kinds[0].name);
     tests[n] = (struct CMUnitTest)CASE(test_corrupt_page_fails_the_restore_naming_the_checksum, 0);
     tests[n++].name = g_strdup_printf("%s/corrupt_page_fails_the_restore_naming_the_checksum",

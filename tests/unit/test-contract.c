@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "testutil.h"
@@ -158,19 +157,9 @@ static void test_closing_the_snapshot_mid_restore_leaves_the_restore_whole(void 
 /* A forked child that waits until its parent writes to @hold (or dies). */
 static pid_t fork_waiting_child(int *hold)
 {
-    int p[2];
-    pid_t pid;
+    pid_t pid = sl_test_fork_waiting(hold);
 
-    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-    pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        char c;
-        close(p[1]);
-        _exit(read(p[0], &c, 1) < 0);
-    }
-    close(p[0]);
-    *hold = p[1];
+    assert_true(pid > 0);
     return pid;
 }
 
@@ -182,18 +171,6 @@ static void end_child(pid_t pid, int hold)
     close(hold);
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-}
-
-/* process_vm_readv() of [addr, addr + len) in @pid into @buf: 0 or -errno. */
-static int read_child(pid_t pid, const void *addr, void *buf, uint64_t len)
-{
-    struct iovec local = { buf, len }, remote = { (void *)addr, len };
-    ssize_t got = process_vm_readv(pid, &local, 1, &remote, 1, 0);
-
-    if (got < 0) {
-        return -errno;
-    }
-    return (uint64_t)got == len ? 0 : -EIO;
 }
 
 /*
@@ -217,12 +194,12 @@ static void test_a_child_forked_mid_restore_never_reads_a_hole(void **state)
     assert_int_equal(wrong_pages(f->mem.host, 0, 1), 0);
     assert_int_equal(sl_restore_poll(f->r), -EINPROGRESS);
     pid = fork_waiting_child(&hold);
-    assert_int_equal(read_child(pid, f->mem.host + f->len - unit, buf, unit), -EFAULT);
-    assert_int_equal(read_child(pid, f->mem.host, buf, PSIZE), -EFAULT);
+    assert_int_equal(sl_test_read_child(pid, f->mem.host + f->len - unit, buf, unit), -EFAULT);
+    assert_int_equal(sl_test_read_child(pid, f->mem.host, buf, PSIZE), -EFAULT);
     end_child(pid, hold);
     touch_all_and_wait(f);
     pid = fork_waiting_child(&hold);
-    assert_int_equal(read_child(pid, f->mem.host, buf, f->len), 0);
+    assert_int_equal(sl_test_read_child(pid, f->mem.host, buf, f->len), 0);
     assert_int_equal(wrong_pages(buf, 0, f->len / PSIZE), 0);
     end_child(pid, hold);
 }
@@ -246,8 +223,8 @@ static void test_memory_the_caller_kept_from_forks_stays_kept(void **state)
     fixture_start(f, false);
     assert_int_equal(sl_restore_wait(f->r, 30000), 0);
     pid = fork_waiting_child(&hold);
-    assert_int_equal(read_child(pid, f->mem.host, buf, half), -EFAULT);
-    assert_int_equal(read_child(pid, f->mem.host + half, buf, half), 0);
+    assert_int_equal(sl_test_read_child(pid, f->mem.host, buf, half), -EFAULT);
+    assert_int_equal(sl_test_read_child(pid, f->mem.host + half, buf, half), 0);
     assert_int_equal(wrong_pages(buf, half / PSIZE, half / PSIZE), 0);
     end_child(pid, hold);
 }

@@ -37,7 +37,6 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -251,38 +250,18 @@ static int vmm_main(const char *ram, char **argv)
 
 /* -------------------------------- forker -------------------------------- */
 
-/* A child that waits until @hold (the other end of its pipe) is closed. */
-static pid_t fork_waiting(int *hold)
-{
-    int p[2];
-    pid_t pid;
-    char c;
-
-    if (pipe(p) < 0) {
-        return -1;
-    }
-    if ((pid = fork()) == 0) {
-        close(p[1]);
-        _exit(read(p[0], &c, 1) == 0 ? 0 : 1);
-    }
-    close(p[0]);
-    *hold = p[1];
-    return pid;
-}
-
 /* What a child forked now sees at @p: the number of its @npages pages that
  * differ from block b0, or -errno when the child has no such memory. */
 static long child_sees(const uint8_t *p, uint64_t npages)
 {
     g_autofree uint8_t *got = g_malloc(PSIZE), *want = g_malloc(PSIZE);
-    int hold = -1;
-    pid_t pid = fork_waiting(&hold);
+    int hold = -1, ret;
+    pid_t pid = sl_test_fork_waiting(&hold);
     long bad = 0;
 
-    for (uint64_t i = 0; pid > 0 && bad >= 0 && i < npages; i++) {
-        struct iovec local = { got, PSIZE }, remote = { (void *)(p + i * PSIZE), PSIZE };
-        if (process_vm_readv(pid, &local, 1, &remote, 1, 0) != PSIZE) {
-            bad = -errno;
+    for (uint64_t i = 0; pid > 0 && i < npages; i++) {
+        if ((ret = sl_test_read_child(pid, p + i * PSIZE, got, PSIZE)) < 0) {
+            bad = ret;
             break;
         }
         sl_test_fill_page(want, PSIZE, i, 1, ZERO_EVERY);

@@ -3,10 +3,12 @@
  * Shared unit-test helpers (see testutil.h).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <glib/gstdio.h>
 #include "testutil.h"
@@ -290,4 +292,38 @@ int sl_test_run_matrix_and(const char *group, const void *cases, size_t ncases,
     }
     g_free(tests);
     return failed;
+}
+
+pid_t sl_test_fork_waiting(int *hold)
+{
+    int p[2];
+    pid_t pid;
+
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        return -1;
+    }
+    pid = fork();
+    if (pid == 0) {
+        char c;
+        close(p[1]);
+        _exit(read(p[0], &c, 1) < 0);
+    }
+    close(p[0]);
+    if (pid < 0) {
+        close(p[1]);
+        return -1;
+    }
+    *hold = p[1];
+    return pid;
+}
+
+int sl_test_read_child(pid_t pid, const void *addr, void *buf, uint64_t len)
+{
+    struct iovec local = { buf, len }, remote = { (void *)addr, len };
+    ssize_t got = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+
+    if (got < 0) {
+        return -errno;
+    }
+    return (uint64_t)got == len ? 0 : -EIO;
 }

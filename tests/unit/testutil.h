@@ -61,6 +61,16 @@ unsigned sl_test_dir_entries(const char *dir);
 /** Removes @dir and the files directly in it; frees @dir. */
 void sl_test_rmdir(char *dir);
 
+/**
+ * sl_test_fork_waiting: forks a child that does nothing until *@hold (the
+ * write end of its pipe) is written to or closed, then exits 0; its pid,
+ * or -1.  Its memory can then be read with sl_test_read_child().
+ */
+pid_t sl_test_fork_waiting(int *hold);
+
+/** process_vm_readv() of [@addr, +@len) of process @pid into @buf: 0 or -errno. */
+int sl_test_read_child(pid_t pid, const void *addr, void *buf, uint64_t len);
+
 /** Content of page @idx for seed @seed: zero when (idx % zero_every) == 0 and zero_every > 0. */
 void sl_test_fill_page(uint8_t *p, size_t size, uint64_t idx, uint64_t seed, unsigned zero_every);
 

@@ -1480,21 +1480,34 @@ static void run_moved_ok(const moved_case *tc, const char *dir, const char *snap
     }
 }
 
+/*
+ * Builds @m (its parents moved @apart, see split_chain_build()), runs
+ * @tc's command on the child in place when it writes output (kept in the
+ * returned path, for the runs after the move to match), then moves them.
+ */
+static char *moved_chain_after_a_run(const moved_case *tc, split_chain *m, bool apart)
+{
+    char *want;
+
+    if (tc->uffd) {
+        need_uffd();
+    }
+    split_chain_build(m, apart);
+    want = g_build_filename(m->c.dir, "in-place.out", NULL);
+    if (tc->out) {
+        run_moved_ok(tc, m->c.dir, m->c.path[2], NULL, want);
+    }
+    split_chain_move(m);
+    return want;
+}
+
 static void test_moved_parent_is_named_when_missing_and_taken_from_parent_option(void **state)
 {
     const moved_case *tc = *state;
     g_autofree char *want = NULL;
     split_chain m;
 
-    if (tc->uffd) {
-        need_uffd();
-    }
-    split_chain_build(&m, false);
-    want = g_build_filename(m.c.dir, "in-place.out", NULL);
-    if (tc->out) {
-        run_moved_ok(tc, m.c.dir, m.c.path[2], NULL, want);
-    }
-    split_chain_move(&m);
+    want = moved_chain_after_a_run(tc, &m, false);
     expect_moved_fails(tc, m.c.dir, m.c.path[2], NULL, m.c.path[1],
                        "No such file or directory");
     expect_moved_fails(tc, m.c.dir, m.grand, (const char *const[]){ m.parent, NULL }, m.grand,
@@ -1518,15 +1531,7 @@ static void test_moved_ancestors_are_taken_from_repeated_parent_options(void **s
     g_autofree char *want = NULL, *near_parent = NULL, *extra = NULL;
     split_chain m;
 
-    if (tc->uffd) {
-        need_uffd();
-    }
-    split_chain_build(&m, true);
-    want = g_build_filename(m.c.dir, "in-place.out", NULL);
-    if (tc->out) {
-        run_moved_ok(tc, m.c.dir, m.c.path[2], NULL, want);
-    }
-    split_chain_move(&m);
+    want = moved_chain_after_a_run(tc, &m, true);
     near_parent = g_build_filename(m.pdir, "gen0.snap", NULL);
     extra = g_build_filename(m.gdir, "extra.snap", NULL);
     expect_moved_fails(tc, m.c.dir, m.c.path[2], (const char *const[]){ m.parent, NULL },

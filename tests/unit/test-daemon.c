@@ -511,8 +511,13 @@ static void test_forged_zero_page_never_reaches_a_consumer(void **state)
     expect_stats_error(f, "does not match its digest");
 }
 
-/* Connects raw and sends @n bytes of @pkt (+ fds); true if the daemon hung up. */
-static bool hostile(const char *path, const void *pkt, size_t n, int fd1, int fd2)
+/*
+ * Connects raw and sends @n bytes of @pkt (+ fds); true if the daemon hung
+ * up.  @answer (may be NULL): the reason of the REGISTERED it answered with,
+ * or NULL if none came.
+ */
+static bool hostile(const char *path, const void *pkt, size_t n, int fd1, int fd2,
+                    char **answer)
 {
     struct sockaddr_un a = { .sun_family = AF_UNIX };
     int s = socket(AF_UNIX, SOCK_SEQPACKET, 0), fds[2] = { fd1, fd2 };
@@ -535,7 +540,11 @@ static bool hostile(const char *path, const void *pkt, size_t n, int fd1, int fd
     }
     sendmsg(s, &mh, MSG_NOSIGNAL);
     while ((got = recv(s, rbuf, sizeof(rbuf), 0)) > 0) {
-        /* an error reply may come first; then the hang-up */
+        sl_msg m; /* an error reply may come first; then the hang-up */
+        if (answer && !*answer && sl_msg_decode((uint8_t *)rbuf, (size_t)got, &m, NULL) &&
+            m.type == SL_MSG_REGISTERED) {
+            *answer = g_strdup(m.u.status.message);
+        }
     }
     close(s);
     return got == 0;
@@ -553,12 +562,12 @@ static void test_hostile_peers_are_dropped_and_a_good_one_completes(void **state
     setup_daemon(f, 16u << 20, 0, 1);
     assert_int_equal(stat(f->sock, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
-    assert_true(hostile(f->sock, "garbage", 7, -1, -1));
+    assert_true(hostile(f->sock, "garbage", 7, -1, -1, NULL));
     g_strlcpy(reg.u.reg.block, "b0", sizeof(reg.u.reg.block));
     reg.u.reg.length = f->len;
     reg.u.reg.page_size = PSIZE;
     /* REGISTER without HELLO, with fds that are not a uffd nor a memory file. */
-    assert_true(hostile(f->sock, pkt, sl_msg_encode(&reg, pkt), devnull, devnull));
+    assert_true(hostile(f->sock, pkt, sl_msg_encode(&reg, pkt), devnull, devnull, NULL));
     good = spawn_consumer(f, "good", 1);
     expect_exit(good, 0);
     expect_exit(f->daemon, 0);
@@ -1518,6 +1527,34 @@ static void test_a_thousand_consumers_leave_the_daemon_fd_count_unchanged(void *
     munmap(map, f->len);
 }
 
+/*
+ * An empty packet is a packet, not a hang-up (SOCK_SEQPACKET reads both as
+ * 0 bytes): one carrying fds is refused as too short, and the fds it
+ * carried are closed rather than kept by the daemon for good.
+ */
+static void test_empty_packet_with_fds_is_refused_and_its_fds_closed(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *answer = NULL;
+    unsigned before, after;
+    int p[2];
+
+    setup_daemon(f, 4u << 20, 0, 0);
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    before = daemon_fds(f, UINT_MAX);
+    assert_true(hostile(f->sock, "", 0, p[0], p[1], &answer));
+    after = daemon_fds(f, before);
+    if (!answer || !strstr(answer, "packet of 0 bytes is shorter than the 16-byte header")) {
+        fail_msg("empty packet with 2 fds answered \"%s\"", answer ? answer : "(nothing)");
+    }
+    if (after != before) {
+        fail_msg("the daemon had %u fds before an empty packet with 2 fds, %u after", before,
+                 after);
+    }
+    close(p[0]);
+    close(p[1]);
+}
+
 /* uffd features the daemon does not serve, each with the name its refusal gives. */
 static const struct {
     uint64_t feature;
@@ -1964,6 +2001,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_thousand_consumers_leave_the_daemon_fd_count_unchanged, fixture_setup,
             fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_empty_packet_with_fds_is_refused_and_its_fds_closed,
+                                        fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(
             test_uffd_with_a_feature_the_daemon_does_not_serve_is_refused_by_name,
             fixture_setup, fixture_teardown),

@@ -113,6 +113,31 @@ static void test_hostile_packets_are_rejected_by_name(void **state)
     }
 }
 
+/*
+ * A block name that no snapshot could have (a control character, invalid
+ * UTF-8) is refused by the decoder in every message that carries one, so a
+ * peer cannot write lines of its own into the daemon's log.
+ */
+static void test_unprintable_block_names_are_rejected_by_the_decoder(void **state)
+{
+    static const uint16_t types[] = { SL_MSG_REGISTER, SL_MSG_REGISTER_WP, SL_MSG_WRITTEN,
+                                      SL_MSG_WRITTEN_QUERY, SL_MSG_UNTRACKED };
+    static const char *const names[] = { "b0\nsnapload serve: restore complete", "b0\033[2J",
+                                         "b0\xff" };
+    uint8_t buf[SL_PROTO_MAX];
+    sl_msg out;
+
+    for (size_t t = 0; t < G_N_ELEMENTS(types); t++) {
+        for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
+            g_autoptr(GError) err = NULL;
+            sl_msg m = { .type = types[t] }; /* every block name sits first in the union */
+            g_strlcpy(m.u.reg.block, names[i], sizeof(m.u.reg.block));
+            assert_false(sl_msg_decode(buf, sl_msg_encode(&m, buf), &out, &err));
+            assert_non_null(strstr(err->message, "not printable"));
+        }
+    }
+}
+
 static void test_random_packets_never_crash_the_decoder(void **state)
 {
     GRand *rng = g_rand_new_with_seed(5);
@@ -1953,6 +1978,7 @@ int main(void)
         cmocka_unit_test(test_messages_round_trip),
         cmocka_unit_test(test_hostile_packets_are_rejected_by_name),
         cmocka_unit_test(test_random_packets_never_crash_the_decoder),
+        cmocka_unit_test(test_unprintable_block_names_are_rejected_by_the_decoder),
         cmocka_unit_test_setup_teardown(test_forged_zero_page_never_reaches_a_consumer,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_shmem_vmm_and_late_backend_see_correct_bytes,

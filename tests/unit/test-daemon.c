@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1639,6 +1640,60 @@ static char *register_answer(fixture *f, void *p, int uffd, int *sock)
     return g_strdup(reply.u.status.status == 0 ? "ok" : reply.u.status.message);
 }
 
+static void *touch_first_byte(void *p)
+{
+    return (void *)(uintptr_t)*(volatile uint8_t *)p;
+}
+
+/*
+ * A consumer hands over a uffd registered on another mapping than the
+ * range it names (that range registered too, on a uffd it keeps): the
+ * kernel shows nothing wrong at REGISTER, but the first fault that uffd
+ * reports lies outside the range, and the daemon drops that client alone,
+ * saying so, while a good consumer completes with correct bytes.
+ */
+static void test_uffd_registered_elsewhere_than_its_range_drops_its_client_alone(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *answer = NULL;
+    uint8_t buf[SL_PROTO_MAX];
+    int fds[SL_WIRE_MAX_FDS], lost, sock, uffd_p, uffd_q;
+    struct pollfd pfd;
+    unsigned nfds;
+    pthread_t toucher;
+    uint8_t *p, *q;
+    sl_msg reply;
+    ssize_t n;
+
+    setup_daemon(f, 4u << 20, 0, 0); /* faults only */
+    p = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
+    q = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
+    uffd_p = uffd_on(p, f->len, true, false);
+    uffd_q = uffd_on(q, f->len, true, false);
+    answer = register_answer(f, q, uffd_p, &sock); /* names q, hands over p's uffd */
+    assert_string_equal(answer, "ok");
+    assert_int_equal(pthread_create(&toucher, NULL, touch_first_byte, p), 0);
+    pfd = (struct pollfd){ .fd = sock, .events = POLLIN };
+    assert_int_equal(poll(&pfd, 1, 10000), 1);
+    n = sl_wire_recv(sock, buf, fds, &nfds, &lost);
+    assert_true(n > 0 && sl_msg_decode(buf, (size_t)n, &reply, NULL));
+    assert_int_equal(reply.type, SL_MSG_REGISTERED);
+    if (!strstr(reply.u.status.message, "fault outside the range it registered")) {
+        fail_msg("the lying consumer was told \"%s\"", reply.u.status.message);
+    }
+    assert_int_equal(sl_uffd_unregister(uffd_p, p, f->len), 0); /* wakes the toucher */
+    pthread_join(toucher, NULL);
+    expect_exit(spawn_consumer(f, "good", 1), 0);
+    close(sock);
+    expect_exit(f->daemon, 0);
+    f->daemon = 0;
+    assert_int_equal(atomic_load(&f->counts->bad), 0);
+    close(uffd_p);
+    close(uffd_q);
+    munmap(p, f->len);
+    munmap(q, f->len);
+}
+
 /*
  * A uffd with an event (fork, remap, remove, unmap), SIGBUS delivery or
  * write-protect faults, none of which the daemon serves, is refused at
@@ -1998,6 +2053,9 @@ int main(void)
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_misbehaving_view_is_dropped_and_the_restore_goes_on,
                                         fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_uffd_registered_elsewhere_than_its_range_drops_its_client_alone, fixture_setup,
+            fixture_teardown),
         cmocka_unit_test_setup_teardown(test_consumers_that_leave_free_their_views,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(

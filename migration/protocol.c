@@ -106,6 +106,16 @@ static bool terminated(const uint8_t *s, size_t n)
     return memchr(s, 0, n) != NULL;
 }
 
+/*
+ * A block name: NUL-terminated, not empty, and printable (as every block
+ * name of a snapshot is): it goes into the daemon's log lines and answers.
+ */
+static bool block_name_ok(const uint8_t *p, const char *what, GError **errp)
+{
+    return (terminated(p, SL_PROTO_NAME) && p[0] && sl_name_printable((const char *)p)) ||
+           bad(errp, "%s block name is empty, not NUL-terminated or not printable", what);
+}
+
 static bool decode_payload(const uint8_t *p, sl_msg *m, GError **errp)
 {
     switch (m->type) {
@@ -125,15 +135,13 @@ static bool decode_payload(const uint8_t *p, sl_msg *m, GError **errp)
         m->u.reg.length = sl_le64(p + 72);
         m->u.reg.file_offset = sl_le64(p + 80);
         m->u.reg.page_size = sl_le64(p + 88);
-        return (terminated(p, SL_PROTO_NAME) && p[0]) ||
-               bad(errp, "REGISTER block name is empty or not NUL-terminated");
+        return block_name_ok(p, "REGISTER", errp);
     case SL_MSG_WRITTEN:
         memcpy(m->u.written.block, p, SL_PROTO_NAME);
         m->u.written.host_addr = sl_le64(p + 64);
         m->u.written.length = sl_le64(p + 72);
         m->u.written.flags = sl_le64(p + 80);
-        return (terminated(p, SL_PROTO_NAME) && p[0]) ||
-               bad(errp, "WRITTEN block name is empty or not NUL-terminated");
+        return block_name_ok(p, "WRITTEN", errp);
     case SL_MSG_REGISTERED:
         m->u.status.status = (int32_t)sl_le32(p);
         memcpy(m->u.status.message, p + 4, 120);
@@ -141,12 +149,10 @@ static bool decode_payload(const uint8_t *p, sl_msg *m, GError **errp)
     case SL_MSG_WRITTEN_QUERY:
         memcpy(m->u.query.block, p, SL_PROTO_NAME);
         memcpy(m->u.query.identity, p + 64, SL_PROTO_IDENTITY);
-        return (terminated(p, SL_PROTO_NAME) && p[0]) ||
-               bad(errp, "WRITTEN_QUERY block name is empty or not NUL-terminated");
+        return block_name_ok(p, "WRITTEN_QUERY", errp);
     case SL_MSG_UNTRACKED:
         memcpy(m->u.untracked.block, p, SL_PROTO_NAME);
-        return (terminated(p, SL_PROTO_NAME) && p[0]) ||
-               bad(errp, "UNTRACKED block name is empty or not NUL-terminated");
+        return block_name_ok(p, "UNTRACKED", errp);
     case SL_MSG_WRITTEN_PAGES:
         m->u.wpages.status = (int32_t)sl_le32(p);
         m->u.wpages.pages = sl_le64(p + 4);

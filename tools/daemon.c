@@ -236,6 +236,18 @@ static void connection_ended(server *d, client *c, ssize_t n, int err)
     }
 }
 
+/*
+ * Whether a read of 0 bytes from @c was its hang-up: SOCK_SEQPACKET reads
+ * an empty packet as 0 bytes too, and one that carried fds, or came from a
+ * peer still connected, is a packet to refuse (and its fds to close).
+ */
+static bool hung_up(const client *c, unsigned nfds, int lost)
+{
+    struct pollfd p = { .fd = c->fd, .events = POLLRDHUP };
+
+    return nfds == 0 && lost == 0 && poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP));
+}
+
 static void handle_client(server *d, client *c)
 {
     uint8_t buf[SL_PROTO_MAX];
@@ -250,7 +262,7 @@ static void handle_client(server *d, client *c)
     if (n < 0 && (err == EAGAIN || err == EINTR)) {
         return;
     }
-    if (n <= 0) {
+    if (n < 0 || (n == 0 && hung_up(c, nfds, lost))) {
         connection_ended(d, c, n, err);
         return;
     }

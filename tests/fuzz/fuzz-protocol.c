@@ -7,11 +7,12 @@
  * a message: its first byte picks a valid type and the rest fills the
  * payload; the encoding must fit a packet, decode to the same message
  * unless a string in it breaks docs/protocol.md's rules (not NUL-terminated,
- * or an empty block name), and pass the packet checks too.
+ * or a block name empty or not printable), and pass the packet checks too.
  */
 #include <stddef.h>
 #include <string.h>
 #include "snapload/snapload.h"
+#include "migration/format/format.h"
 #include "migration/protocol.h"
 #include "fuzz-common.h"
 
@@ -43,6 +44,12 @@ static bool terminated(const char *s, size_t n)
     return memchr(s, 0, n) != NULL;
 }
 
+/* A block name docs/protocol.md refuses: unterminated, empty or not printable. */
+static bool bad_block(const char *b)
+{
+    return !terminated(b, SL_PROTO_NAME) || !b[0] || !sl_name_printable(b);
+}
+
 /* Whether @m has a string docs/protocol.md refuses. */
 static bool has_bad_string(const sl_msg *m)
 {
@@ -51,17 +58,15 @@ static bool has_bad_string(const sl_msg *m)
         return !terminated(m->u.hello.name, sizeof(m->u.hello.name));
     case SL_MSG_REGISTER:
     case SL_MSG_REGISTER_WP:
-        return !terminated(m->u.reg.block, sizeof(m->u.reg.block)) || !m->u.reg.block[0];
+        return bad_block(m->u.reg.block);
     case SL_MSG_REGISTERED:
         return !terminated(m->u.status.message, sizeof(m->u.status.message));
     case SL_MSG_WRITTEN:
-        return !terminated(m->u.written.block, sizeof(m->u.written.block)) ||
-               !m->u.written.block[0];
+        return bad_block(m->u.written.block);
     case SL_MSG_WRITTEN_QUERY:
-        return !terminated(m->u.query.block, sizeof(m->u.query.block)) || !m->u.query.block[0];
+        return bad_block(m->u.query.block);
     case SL_MSG_UNTRACKED:
-        return !terminated(m->u.untracked.block, sizeof(m->u.untracked.block)) ||
-               !m->u.untracked.block[0];
+        return bad_block(m->u.untracked.block);
     case SL_MSG_WRITTEN_PAGES:
         return !terminated(m->u.wpages.message, sizeof(m->u.wpages.message));
     default:

@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -110,6 +111,31 @@ static void test_hostile_packets_are_rejected_by_name(void **state)
         assert_false(sl_msg_decode(buf, n, &out, &err));
         assert_non_null(strstr(err->message, "NUL"));
         g_error_free(err);
+    }
+}
+
+/*
+ * A block name that no snapshot could have (a control character, invalid
+ * UTF-8) is refused by the decoder in every message that carries one, so a
+ * peer cannot write lines of its own into the daemon's log.
+ */
+static void test_unprintable_block_names_are_rejected_by_the_decoder(void **state)
+{
+    static const uint16_t types[] = { SL_MSG_REGISTER, SL_MSG_REGISTER_WP, SL_MSG_WRITTEN,
+                                      SL_MSG_WRITTEN_QUERY, SL_MSG_UNTRACKED };
+    static const char *const names[] = { "b0\nsnapload serve: restore complete", "b0\033[2J",
+                                         "b0\xff" };
+    uint8_t buf[SL_PROTO_MAX];
+    sl_msg out;
+
+    for (size_t t = 0; t < G_N_ELEMENTS(types); t++) {
+        for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
+            g_autoptr(GError) err = NULL;
+            sl_msg m = { .type = types[t] }; /* every block name sits first in the union */
+            g_strlcpy(m.u.reg.block, names[i], sizeof(m.u.reg.block));
+            assert_false(sl_msg_decode(buf, sl_msg_encode(&m, buf), &out, &err));
+            assert_non_null(strstr(err->message, "not printable"));
+        }
     }
 }
 
@@ -511,8 +537,13 @@ static void test_forged_zero_page_never_reaches_a_consumer(void **state)
     expect_stats_error(f, "does not match its digest");
 }
 
-/* Connects raw and sends @n bytes of @pkt (+ fds); true if the daemon hung up. */
-static bool hostile(const char *path, const void *pkt, size_t n, int fd1, int fd2)
+/*
+ * Connects raw and sends @n bytes of @pkt (+ fds); true if the daemon hung
+ * up.  @answer (may be NULL): the reason of the REGISTERED it answered with,
+ * or NULL if none came.
+ */
+static bool hostile(const char *path, const void *pkt, size_t n, int fd1, int fd2,
+                    char **answer)
 {
     struct sockaddr_un a = { .sun_family = AF_UNIX };
     int s = socket(AF_UNIX, SOCK_SEQPACKET, 0), fds[2] = { fd1, fd2 };
@@ -535,7 +566,11 @@ static bool hostile(const char *path, const void *pkt, size_t n, int fd1, int fd
     }
     sendmsg(s, &mh, MSG_NOSIGNAL);
     while ((got = recv(s, rbuf, sizeof(rbuf), 0)) > 0) {
-        /* an error reply may come first; then the hang-up */
+        sl_msg m; /* an error reply may come first; then the hang-up */
+        if (answer && !*answer && sl_msg_decode((uint8_t *)rbuf, (size_t)got, &m, NULL) &&
+            m.type == SL_MSG_REGISTERED) {
+            *answer = g_strdup(m.u.status.message);
+        }
     }
     close(s);
     return got == 0;
@@ -553,12 +588,12 @@ static void test_hostile_peers_are_dropped_and_a_good_one_completes(void **state
     setup_daemon(f, 16u << 20, 0, 1);
     assert_int_equal(stat(f->sock, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
-    assert_true(hostile(f->sock, "garbage", 7, -1, -1));
+    assert_true(hostile(f->sock, "garbage", 7, -1, -1, NULL));
     g_strlcpy(reg.u.reg.block, "b0", sizeof(reg.u.reg.block));
     reg.u.reg.length = f->len;
     reg.u.reg.page_size = PSIZE;
     /* REGISTER without HELLO, with fds that are not a uffd nor a memory file. */
-    assert_true(hostile(f->sock, pkt, sl_msg_encode(&reg, pkt), devnull, devnull));
+    assert_true(hostile(f->sock, pkt, sl_msg_encode(&reg, pkt), devnull, devnull, NULL));
     good = spawn_consumer(f, "good", 1);
     expect_exit(good, 0);
     expect_exit(f->daemon, 0);
@@ -1518,6 +1553,34 @@ static void test_a_thousand_consumers_leave_the_daemon_fd_count_unchanged(void *
     munmap(map, f->len);
 }
 
+/*
+ * An empty packet is a packet, not a hang-up (SOCK_SEQPACKET reads both as
+ * 0 bytes): one carrying fds is refused as too short, and the fds it
+ * carried are closed rather than kept by the daemon for good.
+ */
+static void test_empty_packet_with_fds_is_refused_and_its_fds_closed(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *answer = NULL;
+    unsigned before, after;
+    int p[2];
+
+    setup_daemon(f, 4u << 20, 0, 0);
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    before = daemon_fds(f, UINT_MAX);
+    assert_true(hostile(f->sock, "", 0, p[0], p[1], &answer));
+    after = daemon_fds(f, before);
+    if (!answer || !strstr(answer, "packet of 0 bytes is shorter than the 16-byte header")) {
+        fail_msg("empty packet with 2 fds answered \"%s\"", answer ? answer : "(nothing)");
+    }
+    if (after != before) {
+        fail_msg("the daemon had %u fds before an empty packet with 2 fds, %u after", before,
+                 after);
+    }
+    close(p[0]);
+    close(p[1]);
+}
+
 /* uffd features the daemon does not serve, each with the name its refusal gives. */
 static const struct {
     uint64_t feature;
@@ -1575,6 +1638,60 @@ static char *register_answer(fixture *f, void *p, int uffd, int *sock)
         return g_strdup("(no REGISTERED answer)");
     }
     return g_strdup(reply.u.status.status == 0 ? "ok" : reply.u.status.message);
+}
+
+static void *touch_first_byte(void *p)
+{
+    return (void *)(uintptr_t)*(volatile uint8_t *)p;
+}
+
+/*
+ * A consumer hands over a uffd registered on another mapping than the
+ * range it names (that range registered too, on a uffd it keeps): the
+ * kernel shows nothing wrong at REGISTER, but the first fault that uffd
+ * reports lies outside the range, and the daemon drops that client alone,
+ * saying so, while a good consumer completes with correct bytes.
+ */
+static void test_uffd_registered_elsewhere_than_its_range_drops_its_client_alone(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *answer = NULL;
+    uint8_t buf[SL_PROTO_MAX];
+    int fds[SL_WIRE_MAX_FDS], lost, sock, uffd_p, uffd_q;
+    struct pollfd pfd;
+    unsigned nfds;
+    pthread_t toucher;
+    uint8_t *p, *q;
+    sl_msg reply;
+    ssize_t n;
+
+    setup_daemon(f, 4u << 20, 0, 0); /* faults only */
+    p = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
+    q = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
+    uffd_p = uffd_on(p, f->len, true, false);
+    uffd_q = uffd_on(q, f->len, true, false);
+    answer = register_answer(f, q, uffd_p, &sock); /* names q, hands over p's uffd */
+    assert_string_equal(answer, "ok");
+    assert_int_equal(pthread_create(&toucher, NULL, touch_first_byte, p), 0);
+    pfd = (struct pollfd){ .fd = sock, .events = POLLIN };
+    assert_int_equal(poll(&pfd, 1, 10000), 1);
+    n = sl_wire_recv(sock, buf, fds, &nfds, &lost);
+    assert_true(n > 0 && sl_msg_decode(buf, (size_t)n, &reply, NULL));
+    assert_int_equal(reply.type, SL_MSG_REGISTERED);
+    if (!strstr(reply.u.status.message, "fault outside the range it registered")) {
+        fail_msg("the lying consumer was told \"%s\"", reply.u.status.message);
+    }
+    assert_int_equal(sl_uffd_unregister(uffd_p, p, f->len), 0); /* wakes the toucher */
+    pthread_join(toucher, NULL);
+    expect_exit(spawn_consumer(f, "good", 1), 0);
+    close(sock);
+    expect_exit(f->daemon, 0);
+    f->daemon = 0;
+    assert_int_equal(atomic_load(&f->counts->bad), 0);
+    close(uffd_p);
+    close(uffd_q);
+    munmap(p, f->len);
+    munmap(q, f->len);
 }
 
 /*
@@ -1916,6 +2033,7 @@ int main(void)
         cmocka_unit_test(test_messages_round_trip),
         cmocka_unit_test(test_hostile_packets_are_rejected_by_name),
         cmocka_unit_test(test_random_packets_never_crash_the_decoder),
+        cmocka_unit_test(test_unprintable_block_names_are_rejected_by_the_decoder),
         cmocka_unit_test_setup_teardown(test_forged_zero_page_never_reaches_a_consumer,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_shmem_vmm_and_late_backend_see_correct_bytes,
@@ -1935,6 +2053,9 @@ int main(void)
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_misbehaving_view_is_dropped_and_the_restore_goes_on,
                                         fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_uffd_registered_elsewhere_than_its_range_drops_its_client_alone, fixture_setup,
+            fixture_teardown),
         cmocka_unit_test_setup_teardown(test_consumers_that_leave_free_their_views,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(
@@ -1964,6 +2085,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_thousand_consumers_leave_the_daemon_fd_count_unchanged, fixture_setup,
             fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_empty_packet_with_fds_is_refused_and_its_fds_closed,
+                                        fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(
             test_uffd_with_a_feature_the_daemon_does_not_serve_is_refused_by_name,
             fixture_setup, fixture_teardown),

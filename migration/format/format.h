@@ -458,6 +458,13 @@ void sl_identity_hex(const uint8_t id[SL_IDENTITY_LEN], char out[2 * SL_IDENTITY
  */
 void sl_snapshot_readahead(const sl_snapshot *s, unsigned block, uint64_t first, uint64_t n);
 
+/**
+ * sl_snapshot_cached: whether every page of [@first, +@n) of @block that @s
+ * stores is in the page cache: 1 or 0, or -1 when that cannot be told (a
+ * snapshot with parents, a kernel without cachestat(2), a bad range).
+ */
+int sl_snapshot_cached(const sl_snapshot *s, unsigned block, uint64_t first, uint64_t n);
+
 /** Frees what sl_qemu_parse() allocated in @q (NULL is fine). */
 void sl_qemu_stream_free(sl_qemu_stream *q);
 

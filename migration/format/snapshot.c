@@ -485,8 +485,11 @@ int sl_snapshot_read_stored_fd(sl_snapshot *s, int fd, unsigned block, uint64_t 
     return read_layer(s, fd, block, first, n, buf, true);
 }
 
-/* Whether every page of [first, first+n) that this file stores is cached. */
-static bool stored_cached(const sl_snapshot *s, const sl_block *b, uint64_t first, uint64_t n)
+/*
+ * Whether every page of [first, first+n) that this file stores is cached:
+ * 1 or 0, -1 when the kernel cannot tell (no cachestat(2)).
+ */
+static int stored_cached(const sl_snapshot *s, const sl_block *b, uint64_t first, uint64_t n)
 {
     int64_t cached = sl_cached_pages(s->fd, b->pages_offset + first * b->page_size,
                                      n * b->page_size);
@@ -494,13 +497,24 @@ static bool stored_cached(const sl_snapshot *s, const sl_block *b, uint64_t firs
     const uint64_t base = (uint64_t)getpagesize(); /* what cachestat counts */
     uint64_t stored = 0;
 
-    for (uint64_t i = first; cached >= 0 && i < first + n;) {
+    if (cached < 0) {
+        return -1;
+    }
+    for (uint64_t i = first; i < first + n;) {
         bool set = sl_bit_test(own, i);
         uint64_t run = sl_bit_run(own, i, first + n, set);
         stored += set ? run * b->page_size / base : 0;
         i += run;
     }
-    return cached >= 0 && (uint64_t)cached >= stored;
+    return (uint64_t)cached >= stored;
+}
+
+int sl_snapshot_cached(const sl_snapshot *s, unsigned block, uint64_t first, uint64_t n)
+{
+    if (s->parent || !in_range(s, block, first, n)) {
+        return -1;
+    }
+    return stored_cached(s, &s->blocks[block], first, n);
 }
 
 void sl_snapshot_readahead(const sl_snapshot *s, unsigned block, uint64_t first, uint64_t n)
@@ -509,7 +523,7 @@ void sl_snapshot_readahead(const sl_snapshot *s, unsigned block, uint64_t first,
     const uint64_t *bm = sl_own_bitmap(b); /* the pages this file stores */
     /* A warm file: one cachestat instead of a WILLNEED per run (a 1 GiB
      * fill made 3.5 thousand of them for nothing). */
-    bool warm = !s->parent && stored_cached(s, b, first, n);
+    bool warm = !s->parent && stored_cached(s, b, first, n) == 1;
 
     /* Only runs of stored pages: advising a hole of the file makes the
      * kernel add zeroed pages to its page cache (a 64 GiB guest with 95 %

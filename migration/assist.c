@@ -3,13 +3,16 @@
  * The fault thread's assistant: a worker thread that takes one job at a
  * time.  The fault thread posts the second half of a large unit (read it
  * from the snapshot, check its checksums), does the first half itself and
- * waits for the worker; the vCPU waits for about half the time.
+ * waits for the worker; the vCPU waits for about half the time.  Or it
+ * posts the fault-around neighbours of a cold fault and goes on without
+ * waiting (fault.c); sl_assist_idle() tells it when it may post again.
  *
  * Handshake, on one 32-bit futex word (@state):
  *   IDLE -> POSTED   the poster, after filling fn/arg (release store);
  *   POSTED -> DONE   the worker, after running the job (release store);
- *   DONE -> IDLE     the poster, in sl_assist_wait() (it owns the word now);
- *   any -> QUIT      sl_assist_free(), with no job pending.
+ *   DONE -> IDLE     the poster, in sl_assist_wait() or sl_assist_idle() (it
+ *                    owns the word now);
+ *   IDLE -> QUIT     sl_assist_free(), after waiting for a posted job.
  * Each side sleeps on the word with FUTEX_WAIT while it holds a value the
  * other side will change, and wakes the other after its own store; the
  * kernel rechecks the value before sleeping, so no wake-up is lost.  The
@@ -101,12 +104,26 @@ void sl_assist_wait(sl_assist *a)
     atomic_store_explicit(&a->state, IDLE, memory_order_relaxed); /* ours until we post */
 }
 
+bool sl_assist_idle(sl_assist *a)
+{
+    /* Acquire: pairs with the worker's release store of DONE. */
+    uint32_t st = atomic_load_explicit(&a->state, memory_order_acquire);
+
+    if (st == DONE) {
+        atomic_store_explicit(&a->state, IDLE, memory_order_relaxed); /* ours until we post */
+    }
+    return st != POSTED;
+}
+
 void sl_assist_free(sl_assist *a)
 {
     if (!a) {
         return;
     }
-    /* Release: pairs with the worker's acquire load; no job is pending. */
+    if (!sl_assist_idle(a)) {
+        sl_assist_wait(a);
+    }
+    /* Release: pairs with the worker's acquire load; no job is pending now. */
     atomic_store_explicit(&a->state, QUIT, memory_order_release);
     futex_wake(&a->state);
     g_thread_join(a->thread);

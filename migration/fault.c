@@ -74,14 +74,32 @@ typedef struct {
     uint64_t t0;           /* when the fault was read */
 } deferred_fault;
 
+/*
+ * The fault-around neighbours of a cold fault, read and placed by the
+ * around assistant after the faulted unit was served (serve_split()).  The
+ * fault thread fills it while the assistant is idle; the assistant reads
+ * it while the job is posted (assist.c's handshake orders the two).
+ */
+typedef struct {
+    sl_restore *r;
+    sl_region *reg;
+    sl_view *v;            /* entered by the fault thread; the job leaves it */
+    uint64_t u0, n, u;     /* the claimed run [u0, u0+n) and its unit u, already served */
+    uint8_t *bounce;       /* bounce backends: one fault-around block, the job's own */
+    int fd;
+} around_job;
+
 /* What the fault thread owns. */
 typedef struct {
     sl_restore *r;
-    uint8_t *bounce;       /* bounce backends: one unit */
+    uint8_t *bounce;       /* bounce backends: one unit, or a fault-around block */
     uint8_t *check;        /* keep_memory: CHECK_BYTES to read the reused file into */
     GArray *deferred;      /* deferred_fault */
     int fd;                /* r->fault_fd */
     sl_assist *assist;     /* reads half of each large unit; NULL: none needed */
+    sl_assist *around;     /* reads a cold fault's neighbours; NULL: no fault-around */
+    uint8_t *around_bounce; /* the around job's bounce buffer (bounce backends) */
+    around_job job;        /* the around assistant's job (see around_job) */
 } fault_ctx;
 
 /* Maps settled unit @u (PRESENT or POISONED) into view @v. */
@@ -134,18 +152,104 @@ static uint64_t placed_besides(const sl_region *reg, uint64_t u0, uint64_t n, ui
     return placed;
 }
 
+/* Claimed units [@u, @u+@n) of the around job's block read, checked and placed. */
+static int fill_side(around_job *j, uint64_t u, uint64_t n)
+{
+    uint8_t *dst = n ? j->reg->mem.ops->stage(&j->reg->mem, u * j->reg->unit, j->bounce) : NULL;
+
+    return n ? sl_fill_claimed(j->r, j->reg, j->v, u, n, dst, BY_FAULT, j->fd) : 0;
+}
+
+/* The around assistant's job: the neighbours below the served unit, then above it. */
+static void fill_neighbours(void *opaque)
+{
+    around_job *j = opaque;
+    sl_restore *r = j->r;
+    uint64_t below = j->u - j->u0, above = j->u0 + j->n - j->u - 1;
+    int ret;
+
+    if (r->around_posted) {
+        r->around_posted(r->around_posted_opaque, j->reg->index, j->u0, j->n);
+    }
+    ret = fill_side(j, j->u0, below);
+    if (ret < 0) {
+        sl_pagemap_unclaim(j->reg->map, j->u + 1, above);
+    } else {
+        ret = fill_side(j, j->u + 1, above);
+    }
+    if (ret < 0) {
+        sl_engine_fail(r, ret);
+    } else {
+        add(&r->c.pages_around, placed_besides(j->reg, j->u0, j->n, j->u));
+    }
+    sl_view_exit(r, j->v);
+}
+
+/*
+ * A cold fault (its block not in the page cache) on unit @u, in the
+ * claimed run [@u0, @u0+@n): @u alone is read and placed, which wakes
+ * the vCPU after one small read, and the around assistant reads the rest
+ * of the run meanwhile (a fault on one of those waits for it, deferred as
+ * behind a loader).  @v was entered for the job.
+ */
+static int serve_split(fault_ctx *fc, sl_region *reg, sl_view *v, uint64_t u, uint64_t u0,
+                       uint64_t n)
+{
+    sl_restore *r = fc->r;
+    int ret = sl_fill_claimed(r, reg, v, u, 1,
+                              reg->mem.ops->stage(&reg->mem, u * reg->unit, fc->bounce),
+                              BY_FAULT, fc->fd);
+
+    if (ret < 0) {
+        sl_pagemap_unclaim(reg->map, u0, u - u0);
+        sl_pagemap_unclaim(reg->map, u + 1, u0 + n - u - 1);
+        sl_view_exit(r, v);
+        return ret;
+    }
+    fc->job = (around_job){ .r = r, .reg = reg, .v = v, .u0 = u0, .n = n, .u = u,
+                            .bounce = fc->around_bounce, .fd = fc->fd };
+    add(&r->c.faults_split, 1);
+    sl_assist_post(fc->around, fill_neighbours, &fc->job);
+    return 0;
+}
+
+/*
+ * Whether a fault on unit @u continues a walk: its fault-around block is
+ * the last fault's or next to it.  The walker's next touches want the rest
+ * of the block at once: one read of the whole block serves them sooner
+ * than two reads one after the other.
+ */
+static bool walking(const sl_region *reg, uint64_t u)
+{
+    uint64_t b = u / reg->around, last = reg->last_fault / reg->around;
+
+    return b + 1 >= last && b <= last + 1;
+}
+
+/* Whether fault-around block [@a, @e) of @reg is cold: not all in the page cache. */
+static bool cold_block(const fault_ctx *fc, const sl_region *reg, uint64_t a, uint64_t e)
+{
+    return fc->around &&
+           sl_snapshot_cached(fc->r->snap, reg->block, a * reg->ratio, (e - a) * reg->ratio) == 0;
+}
+
 /*
  * Serve the fault on unit @u, which the fault thread claimed: with its
- * neighbours (config.fault_around) when it holds data, in one read and one
- * placement; the units served are [*u0, *u0 + *n).  The block's metadata
- * is proven before its bits choose the neighbours.
+ * neighbours (config.fault_around) when it holds data; the units served
+ * (or, for a cold block, handed to the around assistant) are
+ * [*u0, *u0 + *n).  A warm block, or one a walk reaches, goes in one read
+ * and one placement.  A cold one that a random touch reaches costs a disk
+ * read per request, so the vCPU waits only for its own unit
+ * (serve_split()); while the assistant is still busy with another block,
+ * the unit is served alone.  The block's metadata is proven before its
+ * bits choose the neighbours.
  */
 static int serve_fault(fault_ctx *fc, sl_region *reg, sl_view *v, uint64_t u, uint64_t *u0,
                        uint64_t *n)
 {
     sl_restore *r = fc->r;
     uint64_t a = u - u % reg->around, e = MIN(a + reg->around, reg->nunits);
-    bool around = reg->around > 1 && !reg->mem.keep;
+    bool around = reg->around > 1 && !reg->mem.keep, cold;
     int ret = around ? sl_prove_units(r, reg, a, e - a) : 0;
 
     *u0 = u;
@@ -154,10 +258,15 @@ static int serve_fault(fault_ctx *fc, sl_region *reg, sl_view *v, uint64_t u, ui
         sl_pagemap_unclaim(reg->map, u, 1);
         return ret;
     }
-    if (!around || !sl_unit_has_data(reg, u)) { /* alone (a zero unit stays one unit) */
+    cold = around && sl_unit_has_data(reg, u) && !walking(reg, u) && cold_block(fc, reg, a, e);
+    if (!around || !sl_unit_has_data(reg, u) || (cold && !sl_assist_idle(fc->around))) {
+        /* alone (a zero unit stays one unit) */
         return sl_serve_unit(r, reg, v, u, fc->bounce, fc->check, fc->fd, fc->assist);
     }
     *n = claim_around(reg, u, a, e, u0);
+    if (cold && *n > 1 && sl_view_enter(r, v)) {
+        return serve_split(fc, reg, v, u, *u0, *n);
+    }
     ret = sl_fill_claimed(r, reg, v, *u0, *n, reg->mem.ops->stage(&reg->mem, *u0 * reg->unit,
                                                                   fc->bounce), BY_FAULT, fc->fd);
     add(&r->c.pages_around, ret == 0 ? placed_besides(reg, *u0, *n, u) : 0);
@@ -552,6 +661,22 @@ static sl_assist *start_assist(sl_restore *r)
     return large && g_get_num_processors() > 1 ? sl_assist_new("sl-fault-assist", NULL) : NULL;
 }
 
+/*
+ * The around assistant, where some region serves faults with their
+ * neighbours (else NULL): it reads a cold fault's neighbours after the
+ * fault was served.  Best effort: without it, cold blocks go whole.
+ */
+static sl_assist *start_around(sl_restore *r)
+{
+    bool around = false;
+
+    for (guint i = 0; i < r->regions->len; i++) {
+        const sl_region *reg = g_ptr_array_index(r->regions, i);
+        around |= reg->around > 1 && !reg->mem.keep;
+    }
+    return around ? sl_assist_new("sl-fault-around", NULL) : NULL;
+}
+
 /* The fault thread's bounce buffer: a unit, or a fault-around block, of every bounce region. */
 static uint64_t fault_bounce_bytes(const sl_restore *r)
 {
@@ -571,7 +696,9 @@ static gpointer fault_thread(gpointer opaque)
     fault_ctx fc = { .r = opaque };
     uint64_t bounce = fault_bounce_bytes(fc.r);
 
-    if (bounce && posix_memalign((void **)&fc.bounce, 4096, bounce)) {
+    if (bounce && (posix_memalign((void **)&fc.bounce, 4096, bounce) ||
+                   posix_memalign((void **)&fc.around_bounce, 4096, bounce))) {
+        free(fc.bounce);
         sl_engine_fail(fc.r, -ENOMEM);
         return NULL;
     }
@@ -581,8 +708,10 @@ static gpointer fault_thread(gpointer opaque)
     setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), FAULT_NICE);
     fc.fd = fc.r->fault_fd >= 0 ? fc.r->fault_fd : fc.r->snap->fd;
     fc.assist = start_assist(fc.r);
+    fc.around = start_around(fc.r);
     fault_loop(&fc);
     sl_assist_free(fc.assist);
+    sl_assist_free(fc.around); /* after its job, if one is posted */
     if (fc.r->finished_gen && sl_restore_poll(fc.r) == 0) {
         if (fc.r->cfg.track_writes) {
             release_tracked(fc.r); /* WP bits go too: THP collapse works again */
@@ -590,6 +719,7 @@ static gpointer fault_thread(gpointer opaque)
         collapse_own(fc.r);
     }
     free(fc.bounce);
+    free(fc.around_bounce);
     g_free(fc.check);
     g_array_free(fc.deferred, true);
     return NULL;

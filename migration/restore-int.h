@@ -132,7 +132,7 @@ typedef struct {
     _Atomic uint64_t wrong_node, cpu_violations, pages_by_hint;
     _Atomic uint64_t thp_bytes, pages_kept, pages_known;
     _Atomic uint64_t bytes_direct;
-    _Atomic uint64_t pages_moved, pages_around;
+    _Atomic uint64_t pages_moved, pages_around, faults_split;
 } sl_counters;
 
 struct sl_restore {
@@ -235,6 +235,12 @@ struct sl_restore {
      * before it claims the chunk's units.  Set before sl_restore_start(). */
     void (*loader_staged)(void *opaque, unsigned region, uint64_t u, uint64_t n);
     void *loader_staged_opaque;
+    /* Test hook, NULL in production: called by the fault thread's around
+     * assistant when it starts on the neighbours of a cold fault, the run
+     * [u, u+n) of region @region (its faulted unit already served).  Set
+     * before sl_restore_start(). */
+    void (*around_posted)(void *opaque, unsigned region, uint64_t u, uint64_t n);
+    void *around_posted_opaque;
 
     uint64_t t_start, t_ready;
     _Atomic uint64_t t_first_fault, t_complete;

@@ -704,6 +704,7 @@ void sl_restore_get_stats(const sl_restore *r, sl_stats *out)
     s.bytes_read_direct = LOAD(bytes_direct);
     s.pages_moved = LOAD(pages_moved);
     s.pages_around = LOAD(pages_around);
+    s.faults_split = LOAD(faults_split);
     s.resets = atomic_load_explicit(&((sl_restore *)r)->resets, memory_order_relaxed);
     s.checksum_ms = (double)LOAD(checksum_ns) / 1e6;
     s.loader_ms = (double)LOAD(loader_ns_max) / 1e6;

@@ -450,6 +450,7 @@ static void json_engine(cli_json *j, const opts *o, const sl_stats *s)
     json_u64(j, "faults_on_present", s->faults_on_present);
     json_u64(j, "pages_by_fault", s->pages_by_fault);
     json_u64(j, "pages_around", s->pages_around);
+    json_u64(j, "faults_split", s->faults_split);
     json_u64(j, "pages_by_loader", s->pages_by_loader);
     json_u64(j, "zero_pages", s->zero_pages);
     json_u64(j, "pages_placed_twice", s->pages_placed_twice);
@@ -558,9 +559,10 @@ static void print_human(const opts *o, const results *r)
     printf("  time to ready     %10.2f ms   (open, map, attach, register)\n", r->ready_ms);
     printf("  time to complete  %10.1f ms   (first fault after %.2f ms)\n", r->complete_ms,
            isnan(r->first_fault_ms) ? -1.0 : r->first_fault_ms);
-    printf("  faults %" G_GUINT64_FORMAT ": service p50 %.1f us, p99 %.1f us, max %.1f us; "
-           "touch p50 %.1f us, p99 %.1f us\n", s->faults, s->fault_p50_us, s->fault_p99_us,
-           s->fault_max_us, r->touch_p50_us, r->touch_p99_us);
+    printf("  faults %" G_GUINT64_FORMAT " (cold, split %" G_GUINT64_FORMAT "): service p50 "
+           "%.1f us, p99 %.1f us, max %.1f us; touch p50 %.1f us, p99 %.1f us\n", s->faults,
+           s->faults_split, s->fault_p50_us, s->fault_p99_us, s->fault_max_us, r->touch_p50_us,
+           r->touch_p99_us);
     printf("  pages by fault %" G_GUINT64_FORMAT " (around %" G_GUINT64_FORMAT "), by loader %"
            G_GUINT64_FORMAT " (moved %" G_GUINT64_FORMAT "), zero %" G_GUINT64_FORMAT
            "; placed twice %" G_GUINT64_FORMAT ", never %" G_GUINT64_FORMAT "\n",

@@ -347,6 +347,7 @@ static void write_stats(const server *d, const sl_stats *st, const char *error)
     json_u64(&j, "faults_on_present", st->faults_on_present);
     json_u64(&j, "pages_by_fault", st->pages_by_fault);
     json_u64(&j, "pages_around", st->pages_around);
+    json_u64(&j, "faults_split", st->faults_split);
     json_u64(&j, "pages_by_loader", st->pages_by_loader);
     json_u64(&j, "zero_pages", st->zero_pages);
     json_u64(&j, "pages_kept", st->pages_kept);

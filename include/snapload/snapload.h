@@ -483,7 +483,12 @@ typedef struct {
      * faulted unit.  Never for units larger than 4 KiB, nor with
      * keep_memory.  With record, the neighbours are recorded after the
      * faulted unit (the hot list names what the fault path placed).
-     * sl_stats.pages_around counts them.
+     * sl_stats.pages_around counts them.  Since 1.12, a block not in the
+     * page cache (cold: each read is a disk request) is served in two
+     * steps: the faulted unit is read and placed alone, which wakes the
+     * faulting thread after one small read, and a helper thread reads and
+     * places the neighbours after it (sl_stats.faults_split counts such
+     * faults; a fault on a neighbour meanwhile waits for that read).
      */
     uint32_t fault_around;
 } sl_restore_config;
@@ -560,6 +565,10 @@ typedef struct {
     /* Since 1.9: */
     uint64_t pages_around;         /**< of pages_by_fault: neighbours served with a fault
                                         (config.fault_around) */
+    /* Since 1.12: */
+    uint64_t faults_split;         /**< of faults: cold ones (their fault-around block not
+                                        in the page cache) served with their own unit
+                                        first, the neighbours read after it */
 } sl_stats;
 
 /** sl_stats.write_tracking: how a restore knows the written pages.  Since 1.5. */

@@ -2228,6 +2228,73 @@ static void test_fault_around_off_serves_the_faulted_page_alone(void **state)
 }
 
 /*
+ * Drops the fixture's snapshot from the page cache (written back first):
+ * true once block 0's pages are no longer cached, so reading them means
+ * the disk.  False on a file system that keeps them in memory (tmpfs).
+ */
+static bool snapshot_dropped(const fixture *f)
+{
+    int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+
+    assert_true(fd >= 0);
+    (void)fdatasync(fd);
+    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    close(fd);
+    return sl_snapshot_cached(f->snap, 0, 0, f->lengths[0] / PSIZE) == 0;
+}
+
+/* State of unit @u of block 0 in the page map. */
+static int unit_state(const fixture *f, uint64_t u)
+{
+    return sl_pagemap_state(((const sl_region *)g_ptr_array_index(f->r->regions, 0))->map, u);
+}
+
+/*
+ * A cold fault (its 64 KiB block not in the page cache) is served with its
+ * own page first: the toucher goes on while the around assistant, held
+ * here, has not read the neighbours yet; a fault on one of those waits for
+ * them; a cold fault elsewhere meanwhile is served alone; a warm block,
+ * and a cold one next to the last fault's (a walk), still go whole at
+ * once.  Every page once and right.
+ */
+static void test_a_cold_fault_is_served_before_its_neighbours(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    g_autofree uint8_t *buf = g_malloc(16 * PSIZE);
+    loader_gate g = { 0 };
+    page_reader pr;
+    GThread *th;
+
+    fixture_build(f, 4u << 20, 0, 0);
+    SL_TEST_NEED("page-cache-drop", snapshot_dropped(f),
+                 "the test directory's file system keeps the snapshot in memory (tmpfs?)");
+    fixture_attach(f, 0, true);
+    sl_test_set_around_hook(f->r, hold_first_claim, &g);
+    assert_true(sl_restore_start(f->r, &err));
+    touch_ok(f, 101); /* block 96-111: 101 alone, the rest held in the assistant */
+    assert_true(gate_wait_holding(&g, 20));
+    assert_true(g.unit == 96 && g.n == 16);
+    assert_true(unit_state(f, 100) == SL_PAGE_CLAIMED && unit_state(f, 102) == SL_PAGE_CLAIMED);
+    th = start_reader(&pr, &g, f, f->mem[0].host, 102);
+    assert_true(faults_on_claimed_reach(f->r, 1));
+    assert_false(reader_wait(&pr, 0)); /* deferred behind the assistant */
+    touch_ok(f, 201); /* another cold block while the assistant is busy: 201 alone */
+    assert_int_equal(unit_state(f, 202), SL_PAGE_ABSENT);
+    gate_release(&g);
+    assert_true(join_readers(f, &pr, &th, 1, 20) && pr.ok);
+    expect_faults(f, 3, 2 + 15, 15);
+    assert_int_equal(sl_snapshot_read_pages(f->snap, 0, 400, 16, buf, false), 0); /* warm */
+    touch_ok(f, 405);
+    expect_faults(f, 4, 2 + 15 + 16, 15 + 15);
+    touch_ok(f, 416); /* cold, but the block after the last fault's */
+    expect_faults(f, 5, 2 + 15 + 16 + 16, 15 + 15 + 15);
+    assert_int_equal(stats_now(f).faults_split, 1);
+    touch_all(f);
+    finish_and_audit(f);
+}
+
+/*
  * Two faults walking forward in the middle of a block: the loader takes
  * the window after them before it goes on in file order (those units are
  * placed before the first unit of the next file-order chunk).
@@ -2501,6 +2568,8 @@ static const feature features[] = {
       test_a_fault_during_a_dropping_reset_serves_its_page_alone, four_k },
     { "fault_around_off_serves_the_faulted_page_alone",
       test_fault_around_off_serves_the_faulted_page_alone, four_k },
+    { "a_cold_fault_is_served_before_its_neighbours",
+      test_a_cold_fault_is_served_before_its_neighbours, four_k },
     { "short_memory_file_is_refused_with_its_size",
       test_short_memory_file_is_refused_with_its_size, shared },
     { "view_joining_after_completion_reads_every_page",

@@ -206,6 +206,14 @@ void sl_test_set_loader_hook(sl_restore *r,
     r->loader_claimed_opaque = opaque;
 }
 
+void sl_test_set_around_hook(sl_restore *r,
+                             void (*fn)(void *opaque, unsigned region, uint64_t u, uint64_t n),
+                             void *opaque)
+{
+    r->around_posted = fn;
+    r->around_posted_opaque = opaque;
+}
+
 void sl_test_set_staged_hook(sl_restore *r,
                              void (*fn)(void *opaque, unsigned region, uint64_t u, uint64_t n),
                              void *opaque)

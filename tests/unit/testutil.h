@@ -104,6 +104,16 @@ void sl_test_set_staged_hook(sl_restore *r,
                              void (*fn)(void *opaque, unsigned region, uint64_t u, uint64_t n),
                              void *opaque);
 
+/**
+ * Sets the around hook of @r (before sl_restore_start()): @fn runs in the
+ * fault thread's around assistant when it starts on the neighbours [u, u+n)
+ * of a cold fault in region @region (the faulted unit already served), so
+ * a test can hold the assistant there.
+ */
+void sl_test_set_around_hook(sl_restore *r,
+                             void (*fn)(void *opaque, unsigned region, uint64_t u, uint64_t n),
+                             void *opaque);
+
 /** The snapload CLI of this build tree (or $SNAPLOAD_BIN); caller frees. */
 char *sl_test_snapload_bin(void);
 

@@ -155,9 +155,12 @@ static uint64_t placed_besides(const sl_region *reg, uint64_t u0, uint64_t n, ui
 /* Claimed units [@u, @u+@n) of the around job's block read, checked and placed. */
 static int fill_side(around_job *j, uint64_t u, uint64_t n)
 {
-    uint8_t *dst = n ? j->reg->mem.ops->stage(&j->reg->mem, u * j->reg->unit, j->bounce) : NULL;
-
-    return n ? sl_fill_claimed(j->r, j->reg, j->v, u, n, dst, BY_FAULT, j->fd) : 0;
+    if (n == 0) {
+        return 0;
+    }
+    return sl_fill_claimed(j->r, j->reg, j->v, u, n,
+                           j->reg->mem.ops->stage(&j->reg->mem, u * j->reg->unit, j->bounce),
+                           BY_FAULT, j->fd);
 }
 
 /* The around assistant's job: the neighbours below the served unit, then above it. */
@@ -258,9 +261,9 @@ static int serve_fault(fault_ctx *fc, sl_region *reg, sl_view *v, uint64_t u, ui
         sl_pagemap_unclaim(reg->map, u, 1);
         return ret;
     }
-    cold = around && sl_unit_has_data(reg, u) && !walking(reg, u) && cold_block(fc, reg, a, e);
-    if (!around || !sl_unit_has_data(reg, u) || (cold && !sl_assist_idle(fc->around))) {
-        /* alone (a zero unit stays one unit) */
+    around = around && sl_unit_has_data(reg, u); /* a zero unit stays one unit */
+    cold = around && !walking(reg, u) && cold_block(fc, reg, a, e);
+    if (!around || (cold && !sl_assist_idle(fc->around))) {
         return sl_serve_unit(r, reg, v, u, fc->bounce, fc->check, fc->fd, fc->assist);
     }
     *n = claim_around(reg, u, a, e, u0);
@@ -664,9 +667,10 @@ static sl_assist *start_assist(sl_restore *r)
 /*
  * The around assistant, where some region serves faults with their
  * neighbours (else NULL): it reads a cold fault's neighbours after the
- * fault was served.  Best effort: without it, cold blocks go whole.
+ * fault was served, into *@buf (@bounce bytes, for bounce backends).  Best
+ * effort: without it, cold blocks go whole.
  */
-static sl_assist *start_around(sl_restore *r)
+static sl_assist *start_around(sl_restore *r, uint64_t bounce, uint8_t **buf)
 {
     bool around = false;
 
@@ -674,7 +678,10 @@ static sl_assist *start_around(sl_restore *r)
         const sl_region *reg = g_ptr_array_index(r->regions, i);
         around |= reg->around > 1 && !reg->mem.keep;
     }
-    return around ? sl_assist_new("sl-fault-around", NULL) : NULL;
+    if (!around || (bounce && posix_memalign((void **)buf, 4096, bounce))) {
+        return NULL;
+    }
+    return sl_assist_new("sl-fault-around", NULL);
 }
 
 /* The fault thread's bounce buffer: a unit, or a fault-around block, of every bounce region. */
@@ -696,9 +703,7 @@ static gpointer fault_thread(gpointer opaque)
     fault_ctx fc = { .r = opaque };
     uint64_t bounce = fault_bounce_bytes(fc.r);
 
-    if (bounce && (posix_memalign((void **)&fc.bounce, 4096, bounce) ||
-                   posix_memalign((void **)&fc.around_bounce, 4096, bounce))) {
-        free(fc.bounce);
+    if (bounce && posix_memalign((void **)&fc.bounce, 4096, bounce)) {
         sl_engine_fail(fc.r, -ENOMEM);
         return NULL;
     }
@@ -708,7 +713,7 @@ static gpointer fault_thread(gpointer opaque)
     setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), FAULT_NICE);
     fc.fd = fc.r->fault_fd >= 0 ? fc.r->fault_fd : fc.r->snap->fd;
     fc.assist = start_assist(fc.r);
-    fc.around = start_around(fc.r);
+    fc.around = start_around(fc.r, bounce, &fc.around_bounce);
     fault_loop(&fc);
     sl_assist_free(fc.assist);
     sl_assist_free(fc.around); /* after its job, if one is posted */

@@ -2294,6 +2294,256 @@ static void test_a_cold_fault_is_served_before_its_neighbours(void **state)
     finish_and_audit(f);
 }
 
+/* ---- review of the split fault (tests written for the review) ---- */
+
+/* Waits (bounded) until unit @u of block 0 is settled (PRESENT or POISONED). */
+static bool unit_settles(const fixture *f, uint64_t u)
+{
+    for (int i = 0; i < 5000; i++) {
+        if (unit_state(f, u) >= SL_PAGE_PRESENT) {
+            return true;
+        }
+        g_usleep(1000);
+    }
+    return false;
+}
+
+/*
+ * A cold fault through a consumer's view that then leaves (removed by tag)
+ * while the around assistant still holds its neighbours: its uffd stays
+ * open until the job is done (no ioctl on a closed or reused fd), then it
+ * is given back; every page once and right in our own view.
+ */
+static void test_review_split_job_on_a_view_that_leaves(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    loader_gate g = { 0 };
+    page_reader pr;
+    GThread *th;
+    const sl_mem *m;
+    uint8_t *second;
+    unsigned before;
+    int uffd;
+
+    fixture_build(f, 4u << 20, 0, 0);
+    SL_TEST_NEED("page-cache-drop", snapshot_dropped(f), "tmpfs?");
+    fixture_attach(f, 0, true);
+    sl_test_set_around_hook(f->r, hold_first_claim, &g);
+    m = &f->mem[0];
+    second = mmap(NULL, m->length, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd, 0);
+    uffd = sl_uffd_open(m->ops->uffd_features, 0, NULL, &err);
+    assert_true(second != MAP_FAILED && uffd >= 0);
+    assert_true(sl_uffd_register(uffd, second, m->length, m->ops->register_mode,
+                                 m->ops->range_ioctls, NULL, &err));
+    assert_true(sl_restore_add_view_tagged(f->r, "b0", uffd, (uintptr_t)second, 7, &err));
+    close(uffd);
+    assert_true(sl_restore_start(f->r, &err));
+    th = start_reader(&pr, &g, f, second, 101);
+    assert_true(gate_wait_holding(&g, 20));
+    assert_true(reader_wait(&pr, 20) && pr.ok);
+    g_thread_join(th);
+    before = count_fds();
+    sl_restore_remove_views(f->r, 7);
+    g_usleep(200000);
+    assert_int_equal(count_fds(), before); /* the job still uses that uffd */
+    assert_true(unit_state(f, 100) == SL_PAGE_CLAIMED);
+    gate_release(&g);
+    assert_true(unit_settles(f, 100) && unit_settles(f, 111));
+    if (!fds_fall_to(before - 1)) {
+        print_fds();
+        fail_msg("the departed view's uffd was not given back");
+    }
+    touch_all(f);
+    finish_and_audit(f);
+    assert_int_equal(atomic_load(&f->drops), 0);
+    munmap(second, m->length);
+}
+
+typedef struct {
+    sl_restore *r;
+    _Atomic bool done;
+} stopper;
+
+static gpointer stop_restore(gpointer opaque)
+{
+    stopper *s = opaque;
+
+    sl_restore_stop(s->r);
+    atomic_store(&s->done, true);
+    return NULL;
+}
+
+/*
+ * sl_restore_stop() while the around assistant holds a cold fault's
+ * neighbours and a thread waits on one of them: the stop waits for the job,
+ * the waiting thread gets its bytes, the rest is sealed.
+ */
+static void test_review_stop_during_a_split_job(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    loader_gate g = { 0 };
+    page_reader pr;
+    GThread *th, *st;
+    stopper s = { 0 };
+
+    fixture_build(f, 4u << 20, 0, 0);
+    SL_TEST_NEED("page-cache-drop", snapshot_dropped(f), "tmpfs?");
+    fixture_attach(f, 0, true);
+    sl_test_set_around_hook(f->r, hold_first_claim, &g);
+    assert_true(sl_restore_start(f->r, &err));
+    touch_ok(f, 101);
+    assert_true(gate_wait_holding(&g, 20));
+    th = start_reader(&pr, &g, f, f->mem[0].host, 102);
+    assert_true(faults_on_claimed_reach(f->r, 1));
+    s.r = f->r;
+    st = g_thread_new("stopper", stop_restore, &s);
+    g_usleep(200000);
+    assert_false(atomic_load(&s.done)); /* the stop waits for the job */
+    gate_release(&g);
+    g_thread_join(st);
+    assert_true(reader_wait(&pr, 20));
+    g_thread_join(th);
+    assert_true(pr.ok);
+    assert_int_equal(sl_restore_poll(f->r), -ECANCELED);
+    for (uint64_t i = 96; i < 112; i++) {
+        assert_int_equal(read_page_guarded(f, f->mem[0].host, i), 1);
+    }
+    assert_int_equal(read_page_guarded(f, f->mem[0].host, 500), -1);
+}
+
+/*
+ * The snapshot becomes unreadable while the assistant holds the neighbours
+ * and a thread waits on one of them: the restore fails with -EIO, and once
+ * stopped the waiting thread is refused (never zeros); the faulted page
+ * stays intact.
+ */
+static void test_review_read_error_in_a_split_job(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    loader_gate g = { 0 };
+    page_reader pr;
+    GThread *th;
+
+    fixture_build(f, 4u << 20, 0, 0);
+    SL_TEST_NEED("page-cache-drop", snapshot_dropped(f), "tmpfs?");
+    fixture_attach(f, 0, true);
+    sl_test_set_around_hook(f->r, hold_first_claim, &g);
+    assert_true(sl_restore_start(f->r, &err));
+    touch_ok(f, 101);
+    assert_true(gate_wait_holding(&g, 20));
+    th = start_reader(&pr, &g, f, f->mem[0].host, 102);
+    assert_true(faults_on_claimed_reach(f->r, 1));
+    assert_int_equal(truncate(f->path, 4096), 0);
+    gate_release(&g);
+    assert_int_equal(sl_restore_wait(f->r, 20000), -EIO);
+    sl_restore_stop(f->r);
+    assert_true(reader_wait(&pr, 20));
+    g_thread_join(th);
+    assert_false(pr.ok);
+    assert_int_equal(read_page_guarded(f, f->mem[0].host, 101), 1);
+    for (uint64_t i = 96; i < 112; i++) {
+        if (i != 101) {
+            assert_int_equal(read_page_guarded(f, f->mem[0].host, i), -1);
+        }
+    }
+}
+
+/*
+ * A corrupt neighbour of a cold fault: the assistant refuses it (poisoned:
+ * SIGBUS), places the others, and the restore ends with -EBADMSG.
+ */
+static void test_review_corrupt_neighbour_of_a_cold_fault(void **state)
+{
+    fixture *f = *state;
+
+    fixture_build(f, 4u << 20, 0, 0);
+    corrupt_page(f, 100);
+    SL_TEST_NEED("page-cache-drop", snapshot_dropped(f), "tmpfs?");
+    fixture_start(f, 0, true);
+    touch_ok(f, 101);
+    assert_true(unit_settles(f, 100) && unit_settles(f, 111));
+    assert_int_equal(stats_now(f).faults_split, 1);
+    if (!(((const sl_region *)g_ptr_array_index(f->r->regions, 0))->ioctls &
+          SL_IOCTL(_UFFDIO_POISON))) {
+        skip(); /* without poison the restore fails at once */
+    }
+    assert_int_equal(unit_state(f, 100), SL_PAGE_POISONED);
+    assert_int_equal(read_page_guarded(f, f->mem[0].host, 100), -1);
+    for (uint64_t i = 0; i < f->lengths[0] / PSIZE; i++) {
+        if (i != 100) {
+            touch_ok(f, i);
+        }
+    }
+    assert_int_equal(sl_restore_wait(f->r, 20000), -EBADMSG);
+    assert_int_equal(stats_now(f).checksum_failures, 1);
+}
+
+/*
+ * Many cold faults from several threads (and, for shared memory, a second
+ * view) with a loader running: every page once and right.
+ */
+static void test_review_cold_random_touchers(void **state)
+{
+    fixture *f = *state;
+    toucher t[3];
+    GThread *th[3];
+    _Atomic bool stop = false;
+    sl_stats st;
+
+    fixture_build(f, 32u << 20, 0, 5);
+    SL_TEST_NEED("page-cache-drop", snapshot_dropped(f), "tmpfs?");
+    fixture_start(f, 1, false);
+    for (unsigned i = 0; i < 3; i++) {
+        t[i] = (toucher){ .f = f, .id = i, .stop = &stop };
+        th[i] = g_thread_new("toucher", touch_random, &t[i]);
+    }
+    assert_int_equal(sl_restore_wait(f->r, -1), 0);
+    atomic_store(&stop, true);
+    for (unsigned i = 0; i < 3; i++) {
+        g_thread_join(th[i]);
+        assert_int_equal(t[i].bad, 0);
+    }
+    st = finish_and_audit(f);
+    print_message("# %s: faults %" G_GUINT64_FORMAT ", split %" G_GUINT64_FORMAT
+                  ", on claimed %" G_GUINT64_FORMAT "\n", f->bc->name, st.faults,
+                  st.faults_split, st.faults_on_claimed);
+}
+
+/*
+ * A tracking restore, completed, written, reset by dropping; then a cold
+ * fault in the dropped block is split: the page and its neighbours come
+ * back with the snapshot's bytes.
+ */
+static void test_review_split_after_a_dropping_reset(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+
+    f->track = true;
+    fixture_build(f, 4u << 20, 0, 0);
+    fixture_start(f, 0, true);
+    touch_all(f);
+    assert_int_equal(sl_restore_wait(f->r, 20000), 0);
+    memset(f->mem[0].host + 96 * PSIZE, 0xee, 16 * PSIZE);
+    memset(f->mem[0].host + 300 * PSIZE, 0xee, 16 * PSIZE);
+    SL_TEST_NEED("page-cache-drop", snapshot_dropped(f), "tmpfs?");
+    if (!sl_restore_reset(f->r, NULL, &err)) {
+        fail_msg("reset: %s", err->message);
+    }
+    touch_ok(f, 101);
+    touch_ok(f, 305);
+    for (uint64_t i = 96; i < 112; i++) {
+        touch_ok(f, i);
+    }
+    touch_all(f);
+    assert_int_equal(sl_restore_wait(f->r, 20000), 0);
+    print_message("# %s: split %" G_GUINT64_FORMAT "\n", f->bc->name, stats_now(f).faults_split);
+    assert_int_equal(count_bad_pages(f), 0);
+}
+
 /*
  * Two faults walking forward in the middle of a block: the loader takes
  * the window after them before it goes on in file order (those units are
@@ -2500,6 +2750,11 @@ static bool huge(const backend_case *bc)
     return bc->hugepage != 0;
 }
 
+static bool shared_four_k(const backend_case *bc)
+{
+    return bc->kind == SL_BACKEND_SHMEM;
+}
+
 typedef struct {
     const char *name;
     CMUnitTestFunction fn;
@@ -2570,6 +2825,12 @@ static const feature features[] = {
       test_fault_around_off_serves_the_faulted_page_alone, four_k },
     { "a_cold_fault_is_served_before_its_neighbours",
       test_a_cold_fault_is_served_before_its_neighbours, four_k },
+    { "review_split_job_on_a_view_that_leaves", test_review_split_job_on_a_view_that_leaves, shared_four_k },
+    { "review_stop_during_a_split_job", test_review_stop_during_a_split_job, four_k },
+    { "review_read_error_in_a_split_job", test_review_read_error_in_a_split_job, four_k },
+    { "review_corrupt_neighbour_of_a_cold_fault", test_review_corrupt_neighbour_of_a_cold_fault, four_k },
+    { "review_cold_random_touchers", test_review_cold_random_touchers, four_k },
+    { "review_split_after_a_dropping_reset", test_review_split_after_a_dropping_reset, four_k },
     { "short_memory_file_is_refused_with_its_size",
       test_short_memory_file_is_refused_with_its_size, shared },
     { "view_joining_after_completion_reads_every_page",

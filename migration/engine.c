@@ -530,16 +530,13 @@ int sl_read_units(sl_restore *r, const sl_region *reg, uint64_t u, uint64_t n, u
  * Read claimed units [u, u+n) into @dst and commit them; units failing
  * their checksum are refused, the good runs between them committed.
  */
-int sl_fill_claimed(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n,
-                    uint8_t *dst, int who, int fd)
+/* Claimed units [u, u+n), staged at @dst: bad ones refused, the runs between committed. */
+static int check_and_commit(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n,
+                            uint8_t *dst, int who)
 {
-    int ret = sl_read_units(r, reg, u, n, dst, fd);
     uint64_t start = u;
+    int ret = 0;
 
-    if (ret < 0) {
-        sl_pagemap_unclaim(reg->map, u, n);
-        return ret;
-    }
     for (uint64_t k = u; k <= u + n && ret == 0; k++) {
         bool bad = k < u + n && !sl_unit_verifies(r, reg, k, dst + (k - u) * reg->unit);
         if (k < u + n && !bad) {
@@ -555,6 +552,40 @@ int sl_fill_claimed(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint6
         start = k + 1;
     }
     return ret;
+}
+
+int sl_fill_claimed(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n,
+                    uint8_t *dst, int who, int fd)
+{
+    int ret = sl_read_units(r, reg, u, n, dst, fd);
+
+    if (ret < 0) {
+        sl_pagemap_unclaim(reg->map, u, n);
+        return ret;
+    }
+    return check_and_commit(r, reg, v, u, n, dst, who);
+}
+
+int sl_fill_besides(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u0, uint64_t n,
+                    uint64_t u, uint8_t *bounce, int who, int fd)
+{
+    /* One read for both sides (@u is in the page cache already): two reads
+     * of a cold file are two disk requests, one after the other. */
+    int ret = read_pages(r, reg, u0 * reg->ratio, n * reg->ratio, bounce, fd);
+    uint64_t above = u0 + n - u - 1;
+
+    if (ret < 0) {
+        sl_pagemap_unclaim(reg->map, u0, u - u0);
+        sl_pagemap_unclaim(reg->map, u + 1, above);
+        return ret;
+    }
+    add(&r->c.bytes_read, (n - 1) * reg->unit);
+    ret = check_and_commit(r, reg, v, u0, u - u0, bounce, who);
+    if (ret < 0) {
+        sl_pagemap_unclaim(reg->map, u + 1, above);
+        return ret;
+    }
+    return check_and_commit(r, reg, v, u + 1, above, bounce + (u + 1 - u0) * reg->unit, who);
 }
 
 /* Half of a large unit, read and checked by one of two threads. */

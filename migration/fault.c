@@ -174,8 +174,9 @@ static void fill_neighbours(void *opaque)
     if (r->around_posted) {
         r->around_posted(r->around_posted_opaque, j->reg->index, j->u0, j->n);
     }
-    ret = fill_side(j, j->u0, below);
-    if (ret < 0) {
+    if (j->reg->mem.ops->bounce) {
+        ret = sl_fill_besides(r, j->reg, j->v, j->u0, j->n, j->u, j->bounce, BY_FAULT, j->fd);
+    } else if ((ret = fill_side(j, j->u0, below)) < 0) {
         sl_pagemap_unclaim(j->reg->map, j->u + 1, above);
     } else {
         ret = fill_side(j, j->u + 1, above);

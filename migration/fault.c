@@ -575,6 +575,20 @@ static bool poll_round(fault_ctx *fc, GArray *pfds, bool *rebuild)
     return true;
 }
 
+/*
+ * Every unit is done, but the around assistant may still be counting the
+ * neighbours it placed (pages_around, after its last commit): wait for it,
+ * so that stats read once the restore reports its end are whole.  Short:
+ * its units are done, so it only has its counting left.  Always true.
+ */
+static bool around_settled(fault_ctx *fc)
+{
+    if (fc->around && !sl_assist_idle(fc->around)) {
+        sl_assist_wait(fc->around);
+    }
+    return true;
+}
+
 /* The fault thread's loop; returns when the restore stops or completes. */
 static void fault_loop(fault_ctx *fc)
 {
@@ -595,7 +609,8 @@ static void fault_loop(fault_ctx *fc)
          * with the acq_rel decrement in sl_units_done()). */
         want = atomic_load_explicit(&r->generation, memory_order_acquire);
         if (r->finished_gen != want &&
-            atomic_load_explicit(&r->remaining, memory_order_acquire) == 0 && finish(r, want)) {
+            atomic_load_explicit(&r->remaining, memory_order_acquire) == 0 &&
+            around_settled(fc) && finish(r, want)) {
             break;
         }
         /* Acquire: pairs with the release increment in sl_restore_add_view(). */

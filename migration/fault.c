@@ -682,9 +682,11 @@ static sl_assist *start_assist(sl_restore *r)
 
 /*
  * The around assistant, where some region serves faults with their
- * neighbours (else NULL): it reads a cold fault's neighbours after the
- * fault was served, into *@buf (@bounce bytes, for bounce backends).  Best
- * effort: without it, cold blocks go whole.
+ * neighbours and its blocks can be told cold (else NULL: a snapshot with
+ * parents, or a kernel without cachestat(2), counts every block warm): it
+ * reads a cold fault's neighbours after the fault was served, into *@buf
+ * (@bounce bytes, for bounce backends).  Best effort: without it, cold
+ * blocks go whole.
  */
 static sl_assist *start_around(sl_restore *r, uint64_t bounce, uint8_t **buf)
 {
@@ -692,7 +694,8 @@ static sl_assist *start_around(sl_restore *r, uint64_t bounce, uint8_t **buf)
 
     for (guint i = 0; i < r->regions->len; i++) {
         const sl_region *reg = g_ptr_array_index(r->regions, i);
-        around |= reg->around > 1 && !reg->mem.keep;
+        around |= reg->around > 1 && !reg->mem.keep && reg->nunits &&
+                  sl_snapshot_cached(r->snap, reg->block, 0, 1) >= 0;
     }
     if (!around || (bounce && posix_memalign((void **)buf, 4096, bounce))) {
         return NULL;

@@ -287,6 +287,59 @@ static void check_restore(const chain *c, sl_snapshot *s, sl_backend_kind kind)
     }
 }
 
+/*
+ * How many around assistants a lazy restore of @s runs once it served a
+ * fault (no loaders: the restore is still running then).
+ */
+static unsigned around_assistants(sl_snapshot *s)
+{
+    g_autoptr(GError) err = NULL;
+    sl_restore_config cfg = { .size = sizeof(cfg), .no_loaders = true };
+    sl_restore *r;
+    sl_mem mem = { 0 };
+    unsigned n;
+
+    need_uffd();
+    r = sl_restore_new(s, &cfg, &err);
+    assert_non_null(r);
+    assert_true(sl_mem_map(&mem, SL_BACKEND_ANON, block_len[0], 0, &err));
+    assert_true(sl_mem_attach(r, "b0", &mem, &err));
+    if (!sl_restore_start(r, &err)) {
+        fail_msg("start: %s", err->message);
+    }
+    (void)*(volatile uint8_t *)mem.host; /* served by the fault thread, now running */
+    /* a new thread names itself once it runs: give it 300 ms */
+    for (int i = 0; i < 30 && !(n = sl_test_threads_named("sl-fault-around")); i++) {
+        g_usleep(10000);
+    }
+    sl_restore_stop(r);
+    sl_restore_free(r);
+    sl_mem_release(&mem);
+    return n;
+}
+
+/*
+ * A chain cannot tell a cold block (cachestat sees one layer's file), so
+ * its faults always read whole blocks: no around assistant is started to
+ * wait for jobs it will never get.  The full snapshot alone runs one.
+ */
+static void test_a_chain_restore_runs_no_around_assistant(void **state)
+{
+    chain c;
+    sl_snapshot *s;
+
+    (void)state;
+    chain_build(&c, 2, 5);
+    s = open_ok(c.path[0], 0);
+    assert_int_equal(around_assistants(s), 1);
+    sl_snapshot_close(s);
+    s = open_ok(c.path[1], 0);
+    assert_non_null(sl_snapshot_parent(s));
+    assert_int_equal(around_assistants(s), 0);
+    sl_snapshot_close(s);
+    chain_clear(&c);
+}
+
 /* ------------------------------------------------------------------ */
 /* 1. Every page from the newest layer                                */
 /* ------------------------------------------------------------------ */
@@ -1555,6 +1608,7 @@ int main(void)
     size_t n = 0;
     static const struct CMUnitTest plain[] = {
         cmocka_unit_test(test_child_answers_presence_and_checksums_from_the_owning_layer),
+        cmocka_unit_test(test_a_chain_restore_runs_no_around_assistant),
         cmocka_unit_test(test_zeroed_page_in_child_is_not_resurrected_from_parent),
         cmocka_unit_test(test_child_refuses_a_parent_with_other_content),
         cmocka_unit_test(test_child_with_missing_parent_names_the_path),

@@ -2273,6 +2273,7 @@ static void test_a_cold_fault_is_served_before_its_neighbours(void **state)
     sl_test_set_around_hook(f->r, hold_first_claim, &g);
     assert_true(sl_restore_start(f->r, &err));
     touch_ok(f, 101); /* block 96-111: 101 alone, the rest held in the assistant */
+    assert_int_equal(sl_test_threads_named("sl-fault-around"), 1);
     assert_true(gate_wait_holding(&g, 20));
     assert_true(g.unit == 96 && g.n == 16);
     assert_true(unit_state(f, 100) == SL_PAGE_CLAIMED && unit_state(f, 102) == SL_PAGE_CLAIMED);

@@ -335,3 +335,20 @@ int sl_test_read_child(pid_t pid, const void *addr, void *buf, uint64_t len)
     }
     return (uint64_t)got == len ? 0 : -EIO;
 }
+
+unsigned sl_test_threads_named(const char *name)
+{
+    g_autoptr(GDir) dir = g_dir_open("/proc/self/task", 0, NULL);
+    const char *tid;
+    unsigned n = 0;
+
+    while (dir && (tid = g_dir_read_name(dir))) {
+        g_autofree char *path = g_strdup_printf("/proc/self/task/%s/comm", tid);
+        g_autofree char *comm = NULL;
+
+        if (g_file_get_contents(path, &comm, NULL, NULL)) {
+            n += strcmp(g_strchomp(comm), name) == 0;
+        }
+    }
+    return n;
+}

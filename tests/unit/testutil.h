@@ -27,6 +27,9 @@ bool sl_test_withheld(const char *cap);
 /** Whether userfaultfd MISSING mode on anonymous memory works here; @why gets the reason if not. */
 bool sl_test_have_uffd(char **why);
 
+/** How many threads of this process are named @name (their /proc comm). */
+unsigned sl_test_threads_named(const char *name);
+
 /*
  * Skip the current test when @have is false, printing @why; fail instead when
  * the capability is required (so CI never passes a skipped capability).

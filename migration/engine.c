@@ -505,13 +505,31 @@ static bool staged_zeroed(const sl_region *reg)
     return reg->mem.ops->stage_zeroed && !reg->mem.keep;
 }
 
+/*
+ * Snapshot pages [p0, +np) of @reg into @dst (staged there) through @fd,
+ * pages [@skip, +@nskip) left alone.  Reads through the fault descriptor
+ * (FADV_RANDOM: each read of a cold file is one disk request, waited for)
+ * are gathered, the stored runs of the range in one request; the loaders'
+ * reads go run by run (gathering reads the file's holes, and a hole read
+ * gives the page cache a zeroed page).
+ */
+static int read_pages_besides(sl_restore *r, const sl_region *reg, uint64_t p0, uint64_t np,
+                              uint8_t *dst, int fd, uint64_t skip, uint64_t nskip)
+{
+    bool zeroed = staged_zeroed(reg);
+
+    if (fd == r->fault_fd || nskip) {
+        return sl_snapshot_gather_fd(r->snap, fd, reg->block, p0, np, dst, zeroed, skip, nskip);
+    }
+    return zeroed ? sl_snapshot_read_stored_fd(r->snap, fd, reg->block, p0, np, dst)
+                  : sl_snapshot_read_pages_fd(r->snap, fd, reg->block, p0, np, dst, false);
+}
+
 /* Snapshot pages [p0, +np) of @reg into @dst (staged there) through @fd. */
 static int read_pages(sl_restore *r, const sl_region *reg, uint64_t p0, uint64_t np,
                       uint8_t *dst, int fd)
 {
-    return staged_zeroed(reg) ? sl_snapshot_read_stored_fd(r->snap, fd, reg->block, p0, np, dst)
-                              : sl_snapshot_read_pages_fd(r->snap, fd, reg->block, p0, np, dst,
-                                                          false);
+    return read_pages_besides(r, reg, p0, np, dst, fd, 0, 0);
 }
 
 /* Reads units [u, u+n) of @reg (proven) into @dst through @fd; 0 or -errno. */
@@ -567,11 +585,13 @@ int sl_fill_claimed(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint6
 }
 
 int sl_fill_besides(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u0, uint64_t n,
-                    uint64_t u, uint8_t *bounce, int who, int fd)
+                    uint64_t u, uint8_t *dst, int who, int fd)
 {
-    /* One read for both sides (@u is in the page cache already): two reads
-     * of a cold file are two disk requests, one after the other. */
-    int ret = read_pages(r, reg, u0 * reg->ratio, n * reg->ratio, bounce, fd);
+    /* One read for both sides: two reads of a cold file are two disk
+     * requests, one after the other.  @u's bytes are not read again: they
+     * may be the guest's already (shared memory stages in place). */
+    int ret = read_pages_besides(r, reg, u0 * reg->ratio, n * reg->ratio, dst, fd,
+                                 u * reg->ratio, reg->ratio);
     uint64_t above = u0 + n - u - 1;
 
     if (ret < 0) {
@@ -580,12 +600,12 @@ int sl_fill_besides(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u0, uint
         return ret;
     }
     add(&r->c.bytes_read, (n - 1) * reg->unit);
-    ret = check_and_commit(r, reg, v, u0, u - u0, bounce, who);
+    ret = check_and_commit(r, reg, v, u0, u - u0, dst, who);
     if (ret < 0) {
         sl_pagemap_unclaim(reg->map, u + 1, above);
         return ret;
     }
-    return check_and_commit(r, reg, v, u + 1, above, bounce + (u + 1 - u0) * reg->unit, who);
+    return check_and_commit(r, reg, v, u + 1, above, dst + (u + 1 - u0) * reg->unit, who);
 }
 
 /* Half of a large unit, read and checked by one of two threads. */

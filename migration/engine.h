@@ -89,12 +89,12 @@ int sl_read_units(sl_restore *r, const sl_region *reg, uint64_t u, uint64_t n, u
                   int fd);
 
 /**
- * sl_fill_besides: claimed units [@u0, +@n) but @u (served already) read in
- * one request into @bounce (bounce backends only: @u's bytes land there
- * too, harmlessly), bad ones refused, the rest committed.
+ * sl_fill_besides: claimed units [@u0, +@n) but @u (served already), staged
+ * at @dst (where @u0 goes), read in one request with @u's bytes left alone,
+ * bad ones refused, the rest committed.
  */
 int sl_fill_besides(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u0, uint64_t n,
-                    uint64_t u, uint8_t *bounce, int who, int fd);
+                    uint64_t u, uint8_t *dst, int who, int fd);
 
 /** sl_fill_claimed: reads claimed units [@u, +@n) into @dst, refuses bad ones, commits the rest. */
 int sl_fill_claimed(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n,

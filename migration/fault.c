@@ -152,35 +152,18 @@ static uint64_t placed_besides(const sl_region *reg, uint64_t u0, uint64_t n, ui
     return placed;
 }
 
-/* Claimed units [@u, @u+@n) of the around job's block read, checked and placed. */
-static int fill_side(around_job *j, uint64_t u, uint64_t n)
-{
-    if (n == 0) {
-        return 0;
-    }
-    return sl_fill_claimed(j->r, j->reg, j->v, u, n,
-                           j->reg->mem.ops->stage(&j->reg->mem, u * j->reg->unit, j->bounce),
-                           BY_FAULT, j->fd);
-}
-
-/* The around assistant's job: the neighbours below the served unit, then above it. */
+/* The around assistant's job: the neighbours of the served unit, in one read. */
 static void fill_neighbours(void *opaque)
 {
     around_job *j = opaque;
     sl_restore *r = j->r;
-    uint64_t below = j->u - j->u0, above = j->u0 + j->n - j->u - 1;
+    uint8_t *dst = j->reg->mem.ops->stage(&j->reg->mem, j->u0 * j->reg->unit, j->bounce);
     int ret;
 
     if (r->around_posted) {
         r->around_posted(r->around_posted_opaque, j->reg->index, j->u0, j->n);
     }
-    if (j->reg->mem.ops->bounce) {
-        ret = sl_fill_besides(r, j->reg, j->v, j->u0, j->n, j->u, j->bounce, BY_FAULT, j->fd);
-    } else if ((ret = fill_side(j, j->u0, below)) < 0) {
-        sl_pagemap_unclaim(j->reg->map, j->u + 1, above);
-    } else {
-        ret = fill_side(j, j->u + 1, above);
-    }
+    ret = sl_fill_besides(r, j->reg, j->v, j->u0, j->n, j->u, dst, BY_FAULT, j->fd);
     if (ret < 0) {
         sl_engine_fail(r, ret);
     } else {

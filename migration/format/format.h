@@ -326,6 +326,35 @@ int sl_snapshot_read_pages_fd(sl_snapshot *s, int fd, unsigned block, uint64_t f
 int sl_snapshot_read_stored_fd(sl_snapshot *s, int fd, unsigned block, uint64_t first, uint64_t n,
                                void *buf);
 
+/**
+ * sl_snapshot_gather_fd: pages [@first, +@n) of @block into @buf through
+ * @fd, the pages [@skip, +@nskip) left alone: as sl_snapshot_read_stored_fd()
+ * (@zeroed: the zero pages are left as they are) or as
+ * sl_snapshot_read_pages_fd() without verification (!@zeroed: cleared),
+ * but with one preadv(2) for all the stored runs less than
+ * SL_GATHER_GAP bytes apart (gather.c): one disk request where each run
+ * would be one, one after the other.  A chain reads run by run.
+ */
+int sl_snapshot_gather_fd(sl_snapshot *s, int fd, unsigned block, uint64_t first, uint64_t n,
+                          uint8_t *buf, bool zeroed, uint64_t skip, uint64_t nskip);
+
+/** Largest run of unwanted file bytes a gathered read reads through (and drops). */
+#define SL_GATHER_GAP (64u << 10)
+
+/**
+ * sl_gather_read: the pages of [@first, +@n) of @b that bitmap @own calls
+ * stored, read from @fd into @buf, runs at most @gap bytes apart in one
+ * preadv(2) (the bytes between go to a scratch page); the other pages are
+ * cleared (unless @zeroed), pages [@skip, +@nskip) untouched.  0, -EIO
+ * where the file ends early, or -errno.
+ */
+int sl_gather_read(int fd, const sl_block *b, const uint64_t *own, uint64_t first, uint64_t n,
+                   uint8_t *buf, bool zeroed, uint64_t gap, uint64_t skip, uint64_t nskip);
+
+/** Full preadv loop (advances @iov): 0, -EIO on a short read, or -errno. */
+struct iovec;
+int sl_preadv_full(int fd, struct iovec *iov, int cnt, uint64_t off);
+
 /** sl_read_at: reads @len bytes at @off naming @what in the error (a short file: FORMAT). */
 bool sl_read_at(int fd, void *buf, size_t len, uint64_t off, const char *what, GError **errp);
 

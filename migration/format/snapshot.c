@@ -485,6 +485,28 @@ int sl_snapshot_read_stored_fd(sl_snapshot *s, int fd, unsigned block, uint64_t 
     return read_layer(s, fd, block, first, n, buf, true);
 }
 
+int sl_snapshot_gather_fd(sl_snapshot *s, int fd, unsigned block, uint64_t first, uint64_t n,
+                          uint8_t *buf, bool zeroed, uint64_t skip, uint64_t nskip)
+{
+    const uint64_t ps = in_range(s, block, first, n) ? s->blocks[block].page_size : 0;
+    uint64_t below = skip > first ? MIN(skip, first + n) - first : 0;
+    uint64_t above = first + n > skip + nskip ? first + n - MAX(skip + nskip, first) : 0;
+    int ret;
+
+    if (!ps) {
+        return -ERANGE;
+    }
+    if (!s->parent) {
+        return sl_gather_read(fd, &s->blocks[block], sl_own_bitmap(&s->blocks[block]), first, n,
+                              buf, zeroed, SL_GATHER_GAP, skip, nskip);
+    }
+    /* a chain: each run from the layer that stores it, around the skipped pages */
+    ret = below ? read_runs(s, fd, block, first, below, buf, zeroed) : 0;
+    return ret < 0 || !above ? ret
+                             : read_runs(s, fd, block, first + n - above, above,
+                                         buf + (n - above) * ps, zeroed);
+}
+
 /*
  * Whether every page of [first, first+n) that this file stores is cached:
  * 1 or 0, -1 when the kernel cannot tell (no cachestat(2)).

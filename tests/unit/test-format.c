@@ -636,6 +636,190 @@ static void test_readahead_leaves_the_holes_of_zero_pages_alone(void **state)
 }
 
 /* ------------------------------------------------------------------ */
+/* 2b. Gathered reads (gather.c)                                       */
+/* ------------------------------------------------------------------ */
+
+#define GATHER_LEN (4 * MiB)
+
+/*
+ * Writes @path: one block of GATHER_LEN whose page i holds data where
+ * @stored(i), zeros elsewhere; then puts stale bytes (0xee) into the file
+ * where the zero pages of [0, 256) would be, as a file written over an
+ * older save could hold.  Returns the snapshot, opened.
+ */
+static sl_snapshot *write_gathered(const char *path, bool (*stored)(uint64_t))
+{
+    g_autofree uint8_t *ram = g_malloc0(GATHER_LEN);
+    g_autoptr(GError) err = NULL;
+    sl_writer *w = sl_writer_new(path, &err);
+    uint8_t stale[PAGE];
+    sl_snapshot *s;
+    int fd;
+
+    for (uint64_t i = 0; i < GATHER_LEN / PAGE; i++) {
+        if (stored(i)) {
+            sl_test_fill_page(ram + i * PAGE, PAGE, i, 3, 0);
+        }
+    }
+    assert_int_equal(sl_writer_add_block(w, "ram", GATHER_LEN, PAGE, -1, &err), 0);
+    assert_true(sl_writer_write(w, 0, 0, ram, GATHER_LEN, &err));
+    assert_true(sl_writer_finish(w, &err));
+    sl_writer_free(w);
+    s = sl_snapshot_open(path, &err);
+    assert_non_null(s);
+    memset(stale, 0xee, PAGE);
+    fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    for (uint64_t i = 0; i < 256; i++) {
+        if (!stored(i)) {
+            assert_int_equal(sl_pwrite_full(fd, stale, PAGE, s->blocks[0].pages_offset + i * PAGE),
+                             0);
+        }
+    }
+    close(fd);
+    return s;
+}
+
+/* A pattern of stored pages cut by zero runs of every length up to 20 pages. */
+static bool stored_cut(uint64_t i)
+{
+    uint64_t k = i % 231; /* runs: stored 1, zero 1, stored 2, zero 2, ... */
+
+    for (uint64_t len = 1; len <= 20; len++) {
+        if (k < 2 * len) {
+            return k < len;
+        }
+        k -= 2 * len;
+    }
+    return false;
+}
+
+/* One page in two stored, alternately. */
+static bool stored_odd(uint64_t i)
+{
+    return i % 2;
+}
+
+/*
+ * Pages [first, +n) gathered into a buffer that held 0xa5 everywhere:
+ * stored pages hold their bytes, zero pages hold zeros (or 0xa5 when
+ * @zeroed: left alone), skipped pages hold 0xa5, and no stale byte of the
+ * file shows anywhere.
+ */
+static void check_gathered(sl_snapshot *s, bool (*stored)(uint64_t), uint64_t first, uint64_t n,
+                           bool zeroed, uint64_t skip, uint64_t nskip)
+{
+    g_autofree uint8_t *buf = g_malloc(n * PAGE);
+    uint8_t want[PAGE];
+
+    memset(buf, 0xa5, n * PAGE);
+    assert_int_equal(sl_snapshot_gather_fd(s, s->fd, 0, first, n, buf, zeroed, skip, nskip), 0);
+    for (uint64_t i = first; i < first + n; i++) {
+        bool skipped = i >= skip && i < skip + nskip;
+
+        if (skipped || (zeroed && !stored(i))) {
+            memset(want, 0xa5, PAGE);
+        } else if (stored(i)) {
+            sl_test_fill_page(want, PAGE, i, 3, 0);
+        } else {
+            memset(want, 0, PAGE);
+        }
+        if (memcmp(buf + (i - first) * PAGE, want, PAGE)) {
+            fail_msg("page %" G_GUINT64_FORMAT " of [%" G_GUINT64_FORMAT ", +%" G_GUINT64_FORMAT
+                     ") zeroed %d skip [%" G_GUINT64_FORMAT ", +%" G_GUINT64_FORMAT ") is wrong",
+                     i, first, n, zeroed, skip, nskip);
+        }
+    }
+}
+
+/*
+ * A gathered read gives every page what a run-by-run read gives it, over
+ * ranges that start and end anywhere in runs of stored and zero pages (up
+ * to 20 pages, so some gaps are read through and none beyond 64 KiB),
+ * with and without a skipped range, into zeroed memory or not; the stale
+ * bytes under zero pages never show.
+ */
+static void test_gathered_reads_give_every_page_its_bytes_and_skip_what_they_skip(void **state)
+{
+    char *dir = sl_test_tmpdir();
+    g_autofree char *path = g_build_filename(dir, "gather.snap", NULL);
+    g_autoptr(GRand) rng = g_rand_new_with_seed(11);
+    sl_snapshot *s = write_gathered(path, stored_cut);
+
+    (void)state;
+    for (unsigned k = 0; k < 400; k++) {
+        uint64_t first = (uint64_t)g_rand_int_range(rng, 0, 240);
+        uint64_t n = (uint64_t)g_rand_int_range(rng, 1, 260);
+        uint64_t skip = first + (uint64_t)g_rand_int_range(rng, 0, (gint32)n);
+        uint64_t nskip = k % 3 ? (uint64_t)g_rand_int_range(rng, 1, 4) : 0;
+
+        check_gathered(s, stored_cut, first, n, k % 2, skip, nskip);
+    }
+    check_gathered(s, stored_cut, 0, GATHER_LEN / PAGE, false, 0, 0);
+    sl_snapshot_close(s);
+    sl_test_rmdir(dir);
+}
+
+/* Read syscalls this process made so far (/proc/self/io syscr). */
+static uint64_t read_syscalls(void)
+{
+    g_autofree char *io = NULL;
+    const char *at;
+
+    assert_true(g_file_get_contents("/proc/self/io", &io, NULL, NULL));
+    at = strstr(io, "syscr: ");
+    assert_non_null(at);
+    return g_ascii_strtoull(at + 7, NULL, 10);
+}
+
+/*
+ * A fault-around block (16 pages) whose stored pages alternate with zero
+ * pages is one read when gathered, eight run by run; the same with its
+ * middle page skipped (the around assistant's job).
+ */
+static void test_a_block_cut_by_zero_pages_is_read_in_one_request(void **state)
+{
+    char *dir = sl_test_tmpdir();
+    g_autofree char *path = g_build_filename(dir, "gather.snap", NULL);
+    g_autofree uint8_t *buf = g_malloc0(16 * PAGE);
+    sl_snapshot *s = write_gathered(path, stored_odd);
+    uint64_t before, own; /* own: the reads that read_syscalls() itself makes */
+
+    (void)state;
+    own = read_syscalls();
+    own = read_syscalls() - own;
+    before = read_syscalls();
+    assert_int_equal(sl_snapshot_read_stored_fd(s, s->fd, 0, 32, 16, buf), 0);
+    assert_int_equal(read_syscalls() - before - own, 8);
+    before = read_syscalls();
+    assert_int_equal(sl_snapshot_gather_fd(s, s->fd, 0, 32, 16, buf, true, 0, 0), 0);
+    assert_int_equal(read_syscalls() - before - own, 1);
+    before = read_syscalls();
+    assert_int_equal(sl_snapshot_gather_fd(s, s->fd, 0, 32, 16, buf, false, 37, 1), 0);
+    assert_int_equal(read_syscalls() - before - own, 1);
+    check_gathered(s, stored_odd, 32, 16, false, 37, 1);
+    sl_snapshot_close(s);
+    sl_test_rmdir(dir);
+}
+
+/* A gathered read of pages past where the file was cut fails with -EIO, never zeros. */
+static void test_a_gathered_read_past_a_cut_file_fails_with_eio(void **state)
+{
+    char *dir = sl_test_tmpdir();
+    g_autofree char *path = g_build_filename(dir, "gather.snap", NULL);
+    g_autofree uint8_t *buf = g_malloc0(64 * PAGE);
+    sl_snapshot *s = write_gathered(path, stored_odd);
+
+    (void)state;
+    assert_int_equal(truncate(path, (off_t)(s->blocks[0].pages_offset + 40 * PAGE + 100)), 0);
+    assert_int_equal(sl_snapshot_gather_fd(s, s->fd, 0, 0, 40, buf, false, 0, 0), 0);
+    assert_int_equal(sl_snapshot_gather_fd(s, s->fd, 0, 32, 16, buf, false, 0, 0), -EIO);
+    assert_int_equal(sl_snapshot_gather_fd(s, s->fd, 0, 32, 16, buf, true, 35, 2), -EIO);
+    sl_snapshot_close(s);
+    sl_test_rmdir(dir);
+}
+
+/* ------------------------------------------------------------------ */
 /* 3. Truncation                                                       */
 /* ------------------------------------------------------------------ */
 
@@ -1722,6 +1906,9 @@ int main(void)
         cmocka_unit_test(test_rewriting_page_with_zeros_clears_its_bit),
         cmocka_unit_test(test_zero_pages_are_not_stored_and_file_stays_sparse),
         cmocka_unit_test(test_readahead_leaves_the_holes_of_zero_pages_alone),
+        cmocka_unit_test(test_gathered_reads_give_every_page_its_bytes_and_skip_what_they_skip),
+        cmocka_unit_test(test_a_block_cut_by_zero_pages_is_read_in_one_request),
+        cmocka_unit_test(test_a_gathered_read_past_a_cut_file_fails_with_eio),
         cmocka_unit_test_setup_teardown(test_truncation_at_every_field_boundary_is_a_format_error,
                                         setup_small, teardown_fixture),
         cmocka_unit_test_setup_teardown(

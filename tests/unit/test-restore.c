@@ -43,6 +43,18 @@ static const backend_case backend_cases[] = {
     { "hugetlbfs-1G", SL_BACKEND_HUGETLBFS, 1u << 30, "hugepages-1G", MADV_REMOVE },
 };
 
+/*
+ * Holds the first claim of a loader (or of the around assistant) until
+ * released: a loader busy on one unit.  It lives in the fixture, so that a
+ * test failing while it holds still lets the restore go at teardown.
+ */
+typedef struct {
+    GMutex lock;
+    GCond cond;
+    bool used, holding, release;
+    uint64_t unit, n;         /* the held claim: units [unit, unit + n) */
+} loader_gate;
+
 /* Per-test state: a snapshot with known contents and memory to restore into. */
 typedef struct {
     const backend_case *bc;
@@ -60,6 +72,7 @@ typedef struct {
     bool track;             /* config.track_writes */
     uint32_t around;        /* config.fault_around */
     _Atomic unsigned drops; /* views the engine dropped (config.view_dropped) */
+    loader_gate gate;       /* for hold_first_claim(): released at teardown */
 } fixture;
 
 static void need_uffd(void)
@@ -154,10 +167,14 @@ static int fixture_setup(void **state)
     return 0;
 }
 
+static void gate_release(loader_gate *g);
+
 /* Releases what fixture_build() and a restore made (not @f itself). */
 static void fixture_clear(fixture *f)
 {
+    gate_release(&f->gate); /* a test that failed while it held */
     sl_restore_free(f->r);
+    f->gate = (loader_gate){ 0 };
     for (unsigned b = 0; b < 2; b++) {
         sl_mem_release(&f->mem[b]);
     }
@@ -1294,13 +1311,6 @@ static void test_a_tracking_restore_copies_instead_of_moving(void **state)
     check_nothing_moved(*state, false, true);
 }
 
-/* Holds the first loader claim until released: a loader busy on one unit. */
-typedef struct {
-    GMutex lock;
-    GCond cond;
-    bool used, holding, release;
-    uint64_t unit, n;         /* the held claim: units [unit, unit + n) */
-} loader_gate;
 
 static void hold_first_claim(void *opaque, unsigned region, uint64_t u, uint64_t n)
 {
@@ -1643,7 +1653,7 @@ static void test_faults_never_wait_behind_a_loader_and_every_view_is_woken(void 
     fixture *f = *state;
     g_autoptr(GError) err = NULL;
     uint64_t unit = unit_of(f->bc), per = unit / PSIZE, last;
-    loader_gate g = { 0 };
+    loader_gate *g = &f->gate;
     page_reader pr[3];        /* [0], [1]: on the held unit, one per view; [2]: elsewhere */
     GThread *th[3];
     uint8_t *views[2] = { NULL, NULL };
@@ -1654,24 +1664,24 @@ static void test_faults_never_wait_behind_a_loader_and_every_view_is_woken(void 
     fixture_build(f, MAX(4u << 20, 2 * unit), 0, unit > (2u << 20) ? 1 : 0);
     last = f->lengths[0] / PSIZE - 1;
     fixture_attach(f, 1, false);
-    sl_test_set_loader_hook(f->r, hold_first_claim, &g);
+    sl_test_set_loader_hook(f->r, hold_first_claim, g);
     views[0] = f->mem[0].host;
     views[1] = nv == 2 ? add_second_view(f) : NULL;
     assert_true(sl_restore_start(f->r, &err));
-    held = gate_wait_holding(&g, 30) && last / per >= g.unit + g.n;
+    held = gate_wait_holding(g, 30) && last / per >= g->unit + g->n;
     for (unsigned i = 0; held && i < nv; i++) {
-        th[i] = start_reader(&pr[i], &g, f, views[i], g.unit * per);
+        th[i] = start_reader(&pr[i], g, f, views[i], g->unit * per);
     }
     queued = held && faults_on_claimed_reach(f->r, nv);
-    th[nv] = start_reader(&pr[nv], &g, f, views[0], last);
+    th[nv] = start_reader(&pr[nv], g, f, views[0], last);
     /* The old engine's fault thread waited for the loader here: nothing served. */
     served = reader_wait(&pr[nv], 20);
-    g_mutex_lock(&g.lock);
+    g_mutex_lock(&g->lock);
     for (unsigned i = 0; held && i < nv; i++) {
         served = served && !pr[i].done; /* ...while the loader still holds their unit */
     }
-    g_mutex_unlock(&g.lock);
-    gate_release(&g);
+    g_mutex_unlock(&g->lock);
+    gate_release(g);
     woken = join_readers(f, pr, th, held ? nv + 1 : 0, 30);
     if (!held) {
         g_thread_join(th[nv]);
@@ -2075,16 +2085,15 @@ static uint32_t *faults_then_order(fixture *f, uint64_t u0, uint64_t u1, sl_stat
     sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1, .trace_order = true,
                               .fault_around = PSIZE };
     uint64_t per = unit_of(f->bc) / PSIZE, n = f->lengths[0] / unit_of(f->bc);
-    loader_gate g = { 0 };
 
     f->r = sl_restore_new(f->snap, &cfg, &err);
     assert_true(f->r && sl_mem_attach(f->r, "b0", &f->mem[0], &err));
-    sl_test_set_loader_hook(f->r, hold_first_claim, &g);
+    sl_test_set_loader_hook(f->r, hold_first_claim, &f->gate);
     assert_true(sl_restore_start(f->r, &err));
-    assert_true(gate_wait_holding(&g, 20));
+    assert_true(gate_wait_holding(&f->gate, 20));
     assert_int_equal(read_page_guarded(f, f->mem[0].host, u0 * per), 1);
     assert_int_equal(read_page_guarded(f, f->mem[0].host, u1 * per), 1);
-    gate_release(&g);
+    gate_release(&f->gate);
     *st = finish_and_audit(f);
     return g_memdup2(sl_test_restore_order(f->r, 0), n * sizeof(uint32_t));
 }
@@ -2262,7 +2271,7 @@ static void test_a_cold_fault_is_served_before_its_neighbours(void **state)
     fixture *f = *state;
     g_autoptr(GError) err = NULL;
     g_autofree uint8_t *buf = g_malloc(16 * PSIZE);
-    loader_gate g = { 0 };
+    loader_gate *g = &f->gate;
     page_reader pr;
     GThread *th;
 
@@ -2270,19 +2279,19 @@ static void test_a_cold_fault_is_served_before_its_neighbours(void **state)
     SL_TEST_NEED("page-cache-drop", snapshot_dropped(f),
                  "the test directory's file system keeps the snapshot in memory (tmpfs?)");
     fixture_attach(f, 0, true);
-    sl_test_set_around_hook(f->r, hold_first_claim, &g);
+    sl_test_set_around_hook(f->r, hold_first_claim, g);
     assert_true(sl_restore_start(f->r, &err));
     touch_ok(f, 101); /* block 96-111: 101 alone, the rest held in the assistant */
-    assert_int_equal(sl_test_threads_named("sl-fault-around"), 1);
-    assert_true(gate_wait_holding(&g, 20));
-    assert_true(g.unit == 96 && g.n == 16);
+    assert_true(gate_wait_holding(g, 20));
+    assert_int_equal(sl_test_threads_named("sl-fault-around"), 1); /* it runs: it is named */
+    assert_true(g->unit == 96 && g->n == 16);
     assert_true(unit_state(f, 100) == SL_PAGE_CLAIMED && unit_state(f, 102) == SL_PAGE_CLAIMED);
-    th = start_reader(&pr, &g, f, f->mem[0].host, 102);
+    th = start_reader(&pr, g, f, f->mem[0].host, 102);
     assert_true(faults_on_claimed_reach(f->r, 1));
     assert_false(reader_wait(&pr, 0)); /* deferred behind the assistant */
     touch_ok(f, 201); /* another cold block while the assistant is busy: 201 alone */
     assert_int_equal(unit_state(f, 202), SL_PAGE_ABSENT);
-    gate_release(&g);
+    gate_release(g);
     assert_true(join_readers(f, &pr, &th, 1, 20) && pr.ok);
     expect_faults(f, 3, 2 + 15, 15);
     assert_int_equal(sl_snapshot_read_pages(f->snap, 0, 400, 16, buf, false), 0); /* warm */
@@ -2319,7 +2328,7 @@ static void test_a_view_leaving_during_a_split_job_keeps_its_uffd_until_the_job_
 {
     fixture *f = *state;
     g_autoptr(GError) err = NULL;
-    loader_gate g = { 0 };
+    loader_gate *g = &f->gate;
     page_reader pr;
     GThread *th;
     const sl_mem *m;
@@ -2330,7 +2339,7 @@ static void test_a_view_leaving_during_a_split_job_keeps_its_uffd_until_the_job_
     fixture_build(f, 4u << 20, 0, 0);
     SL_TEST_NEED("page-cache-drop", snapshot_dropped(f), "tmpfs?");
     fixture_attach(f, 0, true);
-    sl_test_set_around_hook(f->r, hold_first_claim, &g);
+    sl_test_set_around_hook(f->r, hold_first_claim, g);
     m = &f->mem[0];
     second = mmap(NULL, m->length, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd, 0);
     uffd = sl_uffd_open(m->ops->uffd_features, 0, NULL, &err);
@@ -2340,8 +2349,8 @@ static void test_a_view_leaving_during_a_split_job_keeps_its_uffd_until_the_job_
     assert_true(sl_restore_add_view_tagged(f->r, "b0", uffd, (uintptr_t)second, 7, &err));
     close(uffd);
     assert_true(sl_restore_start(f->r, &err));
-    th = start_reader(&pr, &g, f, second, 101);
-    assert_true(gate_wait_holding(&g, 20));
+    th = start_reader(&pr, g, f, second, 101);
+    assert_true(gate_wait_holding(g, 20));
     assert_true(reader_wait(&pr, 20) && pr.ok);
     g_thread_join(th);
     before = count_fds();
@@ -2349,7 +2358,7 @@ static void test_a_view_leaving_during_a_split_job_keeps_its_uffd_until_the_job_
     g_usleep(200000);
     assert_int_equal(count_fds(), before); /* the job still uses that uffd */
     assert_true(unit_state(f, 100) == SL_PAGE_CLAIMED);
-    gate_release(&g);
+    gate_release(g);
     assert_true(unit_settles(f, 100) && unit_settles(f, 111));
     if (!fds_fall_to(before - 1)) {
         print_fds();
@@ -2384,7 +2393,7 @@ static void test_stop_waits_for_a_split_job_and_its_waiter_gets_its_page(void **
 {
     fixture *f = *state;
     g_autoptr(GError) err = NULL;
-    loader_gate g = { 0 };
+    loader_gate *g = &f->gate;
     page_reader pr;
     GThread *th, *st;
     stopper s = { 0 };
@@ -2392,17 +2401,17 @@ static void test_stop_waits_for_a_split_job_and_its_waiter_gets_its_page(void **
     fixture_build(f, 4u << 20, 0, 0);
     SL_TEST_NEED("page-cache-drop", snapshot_dropped(f), "tmpfs?");
     fixture_attach(f, 0, true);
-    sl_test_set_around_hook(f->r, hold_first_claim, &g);
+    sl_test_set_around_hook(f->r, hold_first_claim, g);
     assert_true(sl_restore_start(f->r, &err));
     touch_ok(f, 101);
-    assert_true(gate_wait_holding(&g, 20));
-    th = start_reader(&pr, &g, f, f->mem[0].host, 102);
+    assert_true(gate_wait_holding(g, 20));
+    th = start_reader(&pr, g, f, f->mem[0].host, 102);
     assert_true(faults_on_claimed_reach(f->r, 1));
     s.r = f->r;
     st = g_thread_new("stopper", stop_restore, &s);
     g_usleep(200000);
     assert_false(atomic_load(&s.done)); /* the stop waits for the job */
-    gate_release(&g);
+    gate_release(g);
     g_thread_join(st);
     assert_true(reader_wait(&pr, 20));
     g_thread_join(th);
@@ -2424,21 +2433,21 @@ static void test_a_read_error_in_a_split_job_fails_the_restore_and_never_serves_
 {
     fixture *f = *state;
     g_autoptr(GError) err = NULL;
-    loader_gate g = { 0 };
+    loader_gate *g = &f->gate;
     page_reader pr;
     GThread *th;
 
     fixture_build(f, 4u << 20, 0, 0);
     SL_TEST_NEED("page-cache-drop", snapshot_dropped(f), "tmpfs?");
     fixture_attach(f, 0, true);
-    sl_test_set_around_hook(f->r, hold_first_claim, &g);
+    sl_test_set_around_hook(f->r, hold_first_claim, g);
     assert_true(sl_restore_start(f->r, &err));
     touch_ok(f, 101);
-    assert_true(gate_wait_holding(&g, 20));
-    th = start_reader(&pr, &g, f, f->mem[0].host, 102);
+    assert_true(gate_wait_holding(g, 20));
+    th = start_reader(&pr, g, f, f->mem[0].host, 102);
     assert_true(faults_on_claimed_reach(f->r, 1));
     assert_int_equal(truncate(f->path, 4096), 0);
-    gate_release(&g);
+    gate_release(g);
     assert_int_equal(sl_restore_wait(f->r, 20000), -EIO);
     sl_restore_stop(f->r);
     assert_true(reader_wait(&pr, 20));

@@ -2252,6 +2252,26 @@ static bool snapshot_dropped(const fixture *f)
     return sl_snapshot_cached(f->snap, 0, 0, f->lengths[0] / PSIZE) == 0;
 }
 
+/* Skips (or fails, where required) unless the snapshot could be dropped from the page cache. */
+static void need_snapshot_dropped(const fixture *f)
+{
+    SL_TEST_NEED("page-cache-drop", snapshot_dropped(f),
+                 "the test directory's file system keeps the snapshot in memory (tmpfs?)");
+}
+
+/*
+ * A 4 MiB snapshot dropped from the page cache, attached with no loaders,
+ * and the around assistant's first job held at the fixture's gate (not
+ * started: the caller may add views first).
+ */
+static void fixture_hold_split(fixture *f)
+{
+    fixture_build(f, 4u << 20, 0, 0);
+    need_snapshot_dropped(f);
+    fixture_attach(f, 0, true);
+    sl_test_set_around_hook(f->r, hold_first_claim, &f->gate);
+}
+
 /* State of unit @u of block 0 in the page map. */
 static int unit_state(const fixture *f, uint64_t u)
 {
@@ -2275,11 +2295,7 @@ static void test_a_cold_fault_is_served_before_its_neighbours(void **state)
     page_reader pr;
     GThread *th;
 
-    fixture_build(f, 4u << 20, 0, 0);
-    SL_TEST_NEED("page-cache-drop", snapshot_dropped(f),
-                 "the test directory's file system keeps the snapshot in memory (tmpfs?)");
-    fixture_attach(f, 0, true);
-    sl_test_set_around_hook(f->r, hold_first_claim, g);
+    fixture_hold_split(f);
     assert_true(sl_restore_start(f->r, &err));
     touch_ok(f, 101); /* block 96-111: 101 alone, the rest held in the assistant */
     assert_true(gate_wait_holding(g, 20));
@@ -2336,10 +2352,7 @@ static void test_a_view_leaving_during_a_split_job_keeps_its_uffd_until_the_job_
     unsigned before;
     int uffd;
 
-    fixture_build(f, 4u << 20, 0, 0);
-    SL_TEST_NEED("page-cache-drop", snapshot_dropped(f), "tmpfs?");
-    fixture_attach(f, 0, true);
-    sl_test_set_around_hook(f->r, hold_first_claim, g);
+    fixture_hold_split(f);
     m = &f->mem[0];
     second = mmap(NULL, m->length, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd, 0);
     uffd = sl_uffd_open(m->ops->uffd_features, 0, NULL, &err);
@@ -2370,6 +2383,25 @@ static void test_a_view_leaving_during_a_split_job_keeps_its_uffd_until_the_job_
     munmap(second, m->length);
 }
 
+/*
+ * fixture_hold_split(), started; a fault on unit 101 is served alone, the
+ * assistant holds the neighbours 96-111, and a reader (returned) waits on
+ * unit 102 among them.
+ */
+static GThread *held_split_with_a_waiter(fixture *f, page_reader *pr)
+{
+    g_autoptr(GError) err = NULL;
+    GThread *th;
+
+    fixture_hold_split(f);
+    assert_true(sl_restore_start(f->r, &err));
+    touch_ok(f, 101);
+    assert_true(gate_wait_holding(&f->gate, 20));
+    th = start_reader(pr, &f->gate, f, f->mem[0].host, 102);
+    assert_true(faults_on_claimed_reach(f->r, 1));
+    return th;
+}
+
 typedef struct {
     sl_restore *r;
     _Atomic bool done;
@@ -2392,21 +2424,12 @@ static gpointer stop_restore(gpointer opaque)
 static void test_stop_waits_for_a_split_job_and_its_waiter_gets_its_page(void **state)
 {
     fixture *f = *state;
-    g_autoptr(GError) err = NULL;
     loader_gate *g = &f->gate;
     page_reader pr;
     GThread *th, *st;
     stopper s = { 0 };
 
-    fixture_build(f, 4u << 20, 0, 0);
-    SL_TEST_NEED("page-cache-drop", snapshot_dropped(f), "tmpfs?");
-    fixture_attach(f, 0, true);
-    sl_test_set_around_hook(f->r, hold_first_claim, g);
-    assert_true(sl_restore_start(f->r, &err));
-    touch_ok(f, 101);
-    assert_true(gate_wait_holding(g, 20));
-    th = start_reader(&pr, g, f, f->mem[0].host, 102);
-    assert_true(faults_on_claimed_reach(f->r, 1));
+    th = held_split_with_a_waiter(f, &pr);
     s.r = f->r;
     st = g_thread_new("stopper", stop_restore, &s);
     g_usleep(200000);
@@ -2432,20 +2455,11 @@ static void test_stop_waits_for_a_split_job_and_its_waiter_gets_its_page(void **
 static void test_a_read_error_in_a_split_job_fails_the_restore_and_never_serves_zeros(void **state)
 {
     fixture *f = *state;
-    g_autoptr(GError) err = NULL;
     loader_gate *g = &f->gate;
     page_reader pr;
     GThread *th;
 
-    fixture_build(f, 4u << 20, 0, 0);
-    SL_TEST_NEED("page-cache-drop", snapshot_dropped(f), "tmpfs?");
-    fixture_attach(f, 0, true);
-    sl_test_set_around_hook(f->r, hold_first_claim, g);
-    assert_true(sl_restore_start(f->r, &err));
-    touch_ok(f, 101);
-    assert_true(gate_wait_holding(g, 20));
-    th = start_reader(&pr, g, f, f->mem[0].host, 102);
-    assert_true(faults_on_claimed_reach(f->r, 1));
+    th = held_split_with_a_waiter(f, &pr);
     assert_int_equal(truncate(f->path, 4096), 0);
     gate_release(g);
     assert_int_equal(sl_restore_wait(f->r, 20000), -EIO);
@@ -2471,7 +2485,7 @@ static void test_a_corrupt_neighbour_of_a_cold_fault_is_refused_alone(void **sta
 
     fixture_build(f, 4u << 20, 0, 0);
     corrupt_page(f, 100);
-    SL_TEST_NEED("page-cache-drop", snapshot_dropped(f), "tmpfs?");
+    need_snapshot_dropped(f);
     fixture_start(f, 0, true);
     touch_ok(f, 101);
     assert_true(unit_settles(f, 100) && unit_settles(f, 111));
@@ -2506,7 +2520,7 @@ static void test_cold_random_touchers_beside_a_loader_get_every_page_once(void *
     sl_stats st;
 
     fixture_build(f, 32u << 20, 0, 5);
-    SL_TEST_NEED("page-cache-drop", snapshot_dropped(f), "tmpfs?");
+    need_snapshot_dropped(f);
     fixture_start(f, 1, false);
     for (unsigned i = 0; i < 3; i++) {
         t[i] = (toucher){ .f = f, .id = i, .stop = &stop };
@@ -2543,7 +2557,7 @@ static void test_pages_dropped_by_a_reset_come_back_right_through_split_faults(v
     memset(f->mem[0].host + 96 * PSIZE, 0xee, 16 * PSIZE);
     memset(f->mem[0].host + 300 * PSIZE, 0xee, 16 * PSIZE);
     split = stats_now(f).faults_split;
-    SL_TEST_NEED("page-cache-drop", snapshot_dropped(f), "tmpfs?");
+    need_snapshot_dropped(f);
     if (!sl_restore_reset(f->r, NULL, &err)) {
         fail_msg("reset: %s", err->message);
     }

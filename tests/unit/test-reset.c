@@ -264,6 +264,20 @@ static void test_reset_in_place_rewrites_exactly_the_written_units_before_return
     (void)reset_rounds(f);
 }
 
+/* Flips a byte of the first snapshot page of @unit in the file: it no longer proves. */
+static void corrupt_unit(const fixture *f, uint64_t unit)
+{
+    uint64_t off = f->snap->blocks[0].pages_offset + unit * f->unit + 100;
+    uint8_t byte;
+    int fd = open(f->path, O_RDWR);
+
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, &byte, 1, (off_t)off), 1);
+    byte ^= 0xff;
+    assert_int_equal(pwrite(fd, &byte, 1, (off_t)off), 1);
+    close(fd);
+}
+
 /*
  * In place, a unit whose bytes fail their check is not rewritten: it takes
  * the dropping path, where it is refused (the restore fails), never served.
@@ -273,21 +287,11 @@ static void test_reset_in_place_refuses_a_unit_the_snapshot_no_longer_proves(voi
     fixture *f = *state;
     g_autoptr(GError) err = NULL;
     const uint64_t unit = 1; /* its first page holds data */
-    uint64_t page, off;
-    uint8_t byte;
-    int fd;
 
     f->in_place = true;
     build(f, units_for(f->tc));
-    page = unit * f->unit / PSIZE;
     start_tracking(f);
-    fd = open(f->path, O_RDWR);
-    assert_true(fd >= 0);
-    off = f->snap->blocks[0].pages_offset + page * PSIZE + 100;
-    assert_int_equal(pread(fd, &byte, 1, off), 1);
-    byte ^= 0xff;
-    assert_int_equal(pwrite(fd, &byte, 1, off), 1);
-    close(fd);
+    corrupt_unit(f, unit);
     f->mem.host[unit * f->unit + 64] ^= 1;
     assert_true(sl_restore_reset(f->r, NULL, &err));
     assert_int_equal(sl_restore_wait(f->r, -1), -EBADMSG);
@@ -404,6 +408,80 @@ static void test_a_writer_during_an_in_place_reset_is_reported_and_undone_next(v
     assert_true(sl_restore_reset(f->r, NULL, &err));
     expect_complete_once(f, "after the paused reset");
     assert_int_equal(wrong_pages(f), 0);
+}
+
+/*
+ * 4 KiB units: a writer running through the 1024 of them during a reset
+ * soon writes one the reset did not collect, which is how a race shows
+ * (a few large units are all collected: the race goes unseen, see
+ * reset_in_place() in reset.c).
+ */
+static bool four_k(const sl_test_case *tc)
+{
+    return tc->hugepage == 0;
+}
+
+/* Releases what build() and a restore made, for another try in the same test. */
+static void unbuild(fixture *f)
+{
+    sl_restore_free(f->r);
+    f->r = NULL;
+    sl_mem_release(&f->mem);
+    memset(&f->mem, 0, sizeof(f->mem));
+    sl_snapshot_close(f->snap);
+    f->snap = NULL;
+    sl_test_rmdir(f->dir);
+    f->dir = NULL;
+    g_clear_pointer(&f->path, g_free);
+}
+
+/*
+ * One in-place reset of a completed restore whose unit 1 the snapshot no
+ * longer proves (written by the guest), while a writer runs: whether the
+ * reset reported the race.
+ */
+static bool raced_reset_with_a_bad_unit(fixture *f)
+{
+    g_autoptr(GError) err = NULL;
+    sweeper s = { .f = f };
+    GThread *th;
+    bool ok;
+
+    f->in_place = true;
+    build(f, units_for(f->tc));
+    start_tracking(f);
+    corrupt_unit(f, 1);
+    f->mem.host[f->unit + 64] ^= 1;
+    th = g_thread_new("sweeper", sweep_units, &s);
+    while (atomic_load(&s.writes) < 64) {
+        g_usleep(100);
+    }
+    ok = sl_restore_reset(f->r, NULL, &err);
+    atomic_store(&s.stop, true);
+    g_thread_join(th);
+    return !ok && strstr(err->message, "written while the reset ran");
+}
+
+/*
+ * An in-place reset that both races a writer and finds a unit the
+ * snapshot no longer proves: it fails for the race, and the unit it could
+ * not rewrite still goes the dropping way, refused (the restore ends with
+ * -EBADMSG, one checksum failure), never left holding the guest's bytes as
+ * if it had been reset.  The race is the writer's timing: up to five tries.
+ */
+static void test_a_bad_unit_in_a_raced_in_place_reset_is_still_refused(void **state)
+{
+    fixture *f = *state;
+    sl_stats st = { .size = sizeof(st) };
+    bool raced = false;
+
+    for (int k = 0; k < 5 && !(raced = raced_reset_with_a_bad_unit(f)); k++) {
+        unbuild(f);
+    }
+    assert_true(raced);
+    assert_int_equal(sl_restore_wait(f->r, 20000), -EBADMSG);
+    sl_restore_get_stats(f->r, &st);
+    assert_int_equal(st.checksum_failures, 1);
 }
 
 /* sl_restore_written lists the written units, and a reset starts the next list afresh. */
@@ -676,6 +754,8 @@ int main(void)
           test_reset_in_place_refuses_a_unit_the_snapshot_no_longer_proves, NULL },
         { "a_writer_during_an_in_place_reset_is_reported_and_undone_next",
           test_a_writer_during_an_in_place_reset_is_reported_and_undone_next, NULL },
+        { "a_bad_unit_in_a_raced_in_place_reset_is_still_refused",
+          test_a_bad_unit_in_a_raced_in_place_reset_is_still_refused, four_k },
         { "without_async_wp_every_unit_counts_as_written",
           test_without_async_wp_every_unit_counts_as_written, NULL },
         { "child_snapshot_stores_only_written_units_and_restores_them",

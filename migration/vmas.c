@@ -6,8 +6,9 @@
  * at that offset (a wrong pairing would fill the wrong part of the file, or
  * leave a touching thread waiting for ever), to find which parts of its
  * memory a fork would copy (fork.c) and which memory files the caller's
- * memory maps (busy.c); the tools ask which file QEMU maps.  Never on the
- * fault path.
+ * memory maps (busy.c); the tools ask which file QEMU maps, and the daemon
+ * whether a consumer's range is the mapping it claims, registered with its
+ * uffd (tools/peercheck.c).  Never on the fault path.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -48,11 +49,11 @@ static bool parse_head(const char *line, sl_vma *v, GString *path)
     return true;
 }
 
-/* Whether a "VmFlags:" line lists dc (VM_DONTCOPY). */
-static bool lists_dontcopy(const char *line)
+/* Whether a "VmFlags:" line lists the two-letter flag @f ("dc": VM_DONTCOPY). */
+static bool lists_flag(const char *line, const char *f)
 {
-    for (const char *p = line; (p = strstr(p, " dc")); p += 3) {
-        if (p[3] == ' ' || p[3] == '\n' || p[3] == '\0') {
+    for (const char *p = line; (p = strstr(p, f)); p += 2) {
+        if (p > line && p[-1] == ' ' && (p[2] == ' ' || p[2] == '\n' || p[2] == '\0')) {
             return true;
         }
     }
@@ -67,7 +68,9 @@ static bool take_line(const char *line, sl_vma *v, GString *path, bool flags, bo
         return true;
     }
     if (flags && g_str_has_prefix(line, "VmFlags:")) {
-        v->dontcopy = lists_dontcopy(line);
+        v->dontcopy = lists_flag(line, "dc");
+        v->uffd_missing = lists_flag(line, "um"); /* VM_UFFD_MISSING */
+        v->uffd_minor = lists_flag(line, "ui");   /* VM_UFFD_MINOR */
         *whole = true;
     }
     return true;
@@ -87,7 +90,9 @@ bool sl_vmas_each(pid_t pid, uint64_t lo, uint64_t hi, bool flags,
     bool go = true;
 
     if (!f) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", path, g_strerror(errno));
+        int err = errno;
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", path, g_strerror(err));
+        errno = err; /* the caller may name an fd shortage */
         return false;
     }
     while (go && getline(&line, &cap, f) > 0) {
@@ -105,6 +110,7 @@ bool sl_vmas_each(pid_t pid, uint64_t lo, uint64_t hi, bool flags,
     fclose(f);
     if (!go) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: read error", path);
+        errno = EIO;
     }
     return go;
 }

@@ -19,15 +19,18 @@ typedef struct {
     uint64_t ino;          /* and inode */
     bool shared;           /* MAP_SHARED */
     bool dontcopy;         /* MADV_DONTFORK (with @flags of sl_vmas_each() only) */
+    bool uffd_missing;     /* registered with a uffd for MISSING faults (@flags only) */
+    bool uffd_minor;       /* and for MINOR faults (@flags only) */
     const char *path;      /* the listed path ("" if none): valid during the callback only */
 } sl_vma;
 
 /**
  * sl_vmas_each: calls @fn for every mapping of process @pid (0: this one)
  * that overlaps [@lo, @hi), in address order, until @fn returns false.
- * With @flags the list comes from smaps and sl_vma.dontcopy is known
- * (slower: the kernel counts each mapping's pages).  False with @errp set
- * if the list cannot be read.
+ * With @flags the list comes from smaps and sl_vma.dontcopy, uffd_missing
+ * and uffd_minor are known (slower: the kernel counts each mapping's
+ * pages).  False with @errp set if the list cannot be read, errno then
+ * saying why (EMFILE or ENFILE: no fd was free to open it).
  */
 bool sl_vmas_each(pid_t pid, uint64_t lo, uint64_t hi, bool flags,
                   bool (*fn)(const sl_vma *vma, void *opaque), void *opaque, GError **errp);

@@ -8,7 +8,7 @@
  * the child waiting), and that the range it names really is a shared
  * mapping of the memory file it sent, at the offset it names
  * and registered with its uffd for the faults that memory needs
- * (/proc/PID/smaps).  A consumer that lies here would otherwise only
+ * (/proc/PID/smaps, read by vmas.c).  A consumer that lies here would otherwise only
  * be found out by its first failing ioctl, or not at all.  Reading /proc
  * takes a free fd: when there is none, the reason says so.
  */
@@ -16,9 +16,9 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 #include "peercheck.h"
+#include "migration/vmas.h"
 
 /* UFFD_FEATURE_* bits by number (the build host's headers may predate some). */
 static const struct {
@@ -175,113 +175,93 @@ int sl_peer_check_uffd(int uffd, uint64_t need, GError **errp)
     return check_no_refused_feature(features & ~need, errp); /* what is needed is served */
 }
 
-/* One line of /proc/PID/maps. */
+/* What sl_peer_check_mapping() walks with. */
 typedef struct {
-    uint64_t start, end, offset, inode;
-    unsigned major, minor;
-    char perms[8];
-} maps_line;
+    uint64_t addr, offset, end;  /* the range named, and the file offset of @addr */
+    const struct stat *st;       /* the memory file (NULL: private anonymous memory) */
+    uint64_t covered;            /* checked up to here */
+    bool unregistered;           /* the walk stopped at a mapping the uffd misses */
+} map_walk;
 
-static bool parse_maps_line(const char *line, maps_line *m)
+/*
+ * Whether mapping @v, where it overlaps the range, maps w->st shared at the
+ * offset named; for w->st NULL, whether it is private anonymous memory.
+ */
+static bool vma_fits(const sl_vma *v, const map_walk *w)
 {
-    return sscanf(line, "%" G_GINT64_MODIFIER "x-%" G_GINT64_MODIFIER "x %7s %"
-                  G_GINT64_MODIFIER "x %x:%x %" G_GINT64_MODIFIER "u", &m->start, &m->end,
-                  m->perms, &m->offset, &m->major, &m->minor, &m->inode) == 7;
+    uint64_t from = MAX(v->start, w->addr);
+
+    if (!w->st) {
+        return !v->shared && v->ino == 0 && v->dev == 0;
+    }
+    return v->shared && v->ino == (uint64_t)w->st->st_ino && v->dev == w->st->st_dev &&
+           v->offset + (from - v->start) == w->offset + (from - w->addr);
 }
 
 /*
- * Whether mapping @m, where it overlaps [addr, addr+len), maps @st shared
- * at @offset; for @st NULL, whether it is private anonymous memory.
+ * sl_vmas_each() callback.  Registered for what the memory needs: MISSING
+ * faults everywhere, and MINOR faults on a file, whose pages may exist
+ * (zeroed, ahead of their data) before they are filled: a view without
+ * MINOR would read them without a fault.
  */
-static bool line_fits(const maps_line *m, uint64_t addr, uint64_t offset, const struct stat *st)
+static bool check_vma(const sl_vma *v, void *opaque)
 {
-    if (!st) {
-        return m->perms[3] == 'p' && m->inode == 0 && m->major == 0 && m->minor == 0;
+    map_walk *w = opaque;
+
+    if (v->end <= w->covered) {
+        return true;
     }
-    return m->perms[3] == 's' && m->inode == (uint64_t)st->st_ino &&
-           m->major == major(st->st_dev) && m->minor == minor(st->st_dev) &&
-           m->offset + (MAX(m->start, addr) - m->start) == offset + (MAX(m->start, addr) - addr);
+    if (v->start > w->covered || !vma_fits(v, w)) {
+        return false;
+    }
+    if (!v->uffd_missing || (w->st && !v->uffd_minor)) {
+        w->unregistered = true;
+        return false;
+    }
+    w->covered = v->end;
+    return w->covered < w->end;
 }
 
-/* Whether the VmFlags line @flags holds the two-letter flag @f. */
-static bool has_vm_flag(const char *flags, const char *f)
+/* The smaps of @pid could not be read (errno says why): the fd shortage by name. */
+static int unlisted(pid_t pid, GError *why, GError **errp)
 {
-    for (const char *p = strstr(flags, f); p; p = strstr(p + 1, f)) {
-        if (p[-1] == ' ' && (p[2] == ' ' || p[2] == '\0' || p[2] == '\n')) {
-            return true;
-        }
+    int err = errno ? errno : EIO;
+    const char *shortage = sl_peer_fd_shortage(err);
+
+    if (shortage) {
+        g_set_error_literal(errp, SL_ERROR, SL_ERROR_IO, shortage);
+    } else {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "cannot read the mappings of pid %d: %s",
+                    (int)pid, why->message);
     }
-    return false;
-}
-
-/* The VmFlags line of the mapping whose header is line @i of smaps @lines ("" if none). */
-static const char *vm_flags(char **lines, unsigned i)
-{
-    maps_line m;
-
-    for (i++; lines[i] && !parse_maps_line(lines[i], &m); i++) {
-        if (g_str_has_prefix(lines[i], "VmFlags:")) {
-            return lines[i] + strlen("VmFlags:");
-        }
-    }
-    return "";
-}
-
-/*
- * Registered for what the memory needs: MISSING faults ("um") everywhere,
- * and MINOR faults ("ui") on a file, whose pages may exist (zeroed, ahead
- * of their data) before they are filled: a view without MINOR would read
- * them without a fault.
- */
-static bool registered_fits(const char *flags, const struct stat *st)
-{
-    return has_vm_flag(flags, "um") && (!st || has_vm_flag(flags, "ui"));
+    return -err;
 }
 
 int sl_peer_check_mapping(pid_t pid, uint64_t addr, uint64_t len, const struct stat *st,
                           uint64_t offset, GError **errp)
 {
-    g_autofree char *path = g_strdup_printf("/proc/%d/smaps", (int)pid);
-    g_autofree char *text = NULL;
-    g_auto(GStrv) lines = NULL;
-    uint64_t covered = addr, end = addr + len;
-    bool unregistered = false;
-    int ret = read_proc(path, &text);
+    map_walk w = { .addr = addr, .offset = offset, .end = addr + len, .st = st, .covered = addr };
+    g_autoptr(GError) why = NULL;
 
-    if (ret < 0) {
-        return unreadable(ret, path, errp);
+    if (!sl_vmas_each(pid, addr, addr + len, true, check_vma, &w, &why)) {
+        return unlisted(pid, why, errp);
     }
-    lines = g_strsplit(text, "\n", -1);
-    for (unsigned i = 0; lines[i] && covered < end; i++) {
-        maps_line m;
-        if (!parse_maps_line(lines[i], &m) || m.end <= covered || m.start >= end) {
-            continue;
-        }
-        if (m.start > covered || !line_fits(&m, addr, offset, st)) {
-            break;
-        }
-        if (!registered_fits(vm_flags(lines, i), st)) {
-            unregistered = true;
-            break;
-        }
-        covered = m.end;
-    }
-    if (unregistered) {
+    if (w.unregistered) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "0x%" G_GINT64_MODIFIER "x in pid %d is not "
                     "registered with its userfaultfd for %s faults (from 0x%" G_GINT64_MODIFIER
-                    "x on)", addr, (int)pid, st ? "MISSING and MINOR" : "MISSING", covered);
+                    "x on)", addr, (int)pid, st ? "MISSING and MINOR" : "MISSING", w.covered);
         return 0;
     }
-    if (covered < end && !st) {
+    if (w.covered < w.end && !st) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "0x%" G_GINT64_MODIFIER "x is not private "
                     "anonymous memory in pid %d (from 0x%" G_GINT64_MODIFIER "x on)", addr,
-                    (int)pid, covered);
+                    (int)pid, w.covered);
         return 0;
     }
-    if (covered < end) {
+    if (w.covered < w.end) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "0x%" G_GINT64_MODIFIER "x is not a shared "
                     "mapping of the memory file at offset %" G_GUINT64_FORMAT " in pid %d (from "
-                    "0x%" G_GINT64_MODIFIER "x on)", addr, offset, (int)pid, covered);
+                    "0x%" G_GINT64_MODIFIER "x on)", addr, offset, (int)pid, w.covered);
         return 0;
     }
     return 1;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * `snapload delta PARENT NEW -o CHILD [--parent-path PATH] [--ancestor PATH...]`: an
+ * `snapload delta PARENT NEW -o CHILD [--parent-path PATH] [--ancestor PATH...]
+ * [--new-parent PATH...]`: an
  * incremental snapshot made from two full ones.  CHILD stores the pages of
  * NEW whose content differs from PARENT's (by checksum: PARENT's stored
  * checksums against NEW's pages hashed as they are read, checked against
@@ -10,7 +11,8 @@
  * list are carried over.  PARENT needs checksums (snapload's format, or a
  * QEMU file with its index); NEW may be any snapshot.  PARENT may itself
  * be a child whose ancestors moved: `--ancestor PATH`, repeated, names
- * PARENT's parent, then its parent, and so on.
+ * PARENT's parent, then its parent, and so on; `--new-parent PATH`,
+ * repeated, does the same for NEW.
  *
  * `snapload flatten SNAP -o FULL [--parent PATH...]`: the other way, a child
  * and its whole chain of parents into one full snapshot (every page
@@ -105,16 +107,21 @@ static bool make_delta(delta *d, GError **errp)
     return copy_sections(d, errp) && sl_writer_finish(d->w, errp);
 }
 
-/* Opens both inputs (PARENT's ancestors where @ancestors says), refuses to
+/* The moved ancestors of delta's two inputs (NULL: the paths they record). */
+typedef struct {
+    char **of_parent, **of_new;
+} delta_ancestors;
+
+/* Opens both inputs (their ancestors where @anc says), refuses to
  * overwrite either, writes @out recording @rec. */
-static bool run_delta(delta *d, char **argv, char *const *ancestors, const char *out,
+static bool run_delta(delta *d, char **argv, const delta_ancestors *anc, const char *out,
                       const char *rec, GError **errp)
 {
     g_autofree char *tmp = cli_partial_path(out);
     bool ok;
 
-    if (!(d->parent = cli_open_snapshot(argv[1], ancestors, 0, errp)) ||
-        !(d->next = sl_snapshot_open(argv[2], errp))) {
+    if (!(d->parent = cli_open_snapshot(argv[1], anc->of_parent, 0, errp)) ||
+        !(d->next = cli_open_snapshot(argv[2], anc->of_new, 0, errp))) {
         return false;
     }
     if (cli_is_file_of(out, d->parent) || cli_is_file_of(out, d->next)) {
@@ -195,7 +202,7 @@ static bool names_child(const char *given, const char *child)
 int cmd_delta(int argc, char **argv)
 {
     g_autofree char *out = NULL, *given = NULL, *rec = NULL;
-    g_auto(GStrv) ancestors = NULL;
+    g_auto(GStrv) ancestors = NULL, new_parents = NULL;
     GOptionEntry entries[] = {
         { "output", 'o', 0, G_OPTION_ARG_FILENAME, &out, "the child snapshot to write",
           "CHILD" },
@@ -203,6 +210,9 @@ int cmd_delta(int argc, char **argv)
           "(default: its name when CHILD is in its directory, else its absolute path; a "
           "relative path is taken from CHILD's directory)", "PATH" },
         CLI_ANCESTOR_OPTION(ancestors),
+        { "new-parent", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &new_parents, "NEW's parent, when "
+          "NEW is an incremental snapshot, instead of the path it records; repeated: the next "
+          "is that parent's parent, and so on ('' keeps a recorded path)", "PATH" },
         { NULL },
     };
     g_autoptr(GError) err = NULL;
@@ -221,7 +231,7 @@ int cmd_delta(int argc, char **argv)
                         "parent", given, out);
     }
     rec = cli_parent_path(argv[1], out, given);
-    ok = run_delta(&d, argv, ancestors, out, rec, &err);
+    ok = run_delta(&d, argv, &(delta_ancestors){ ancestors, new_parents }, out, rec, &err);
     sl_writer_free(d.w);
     sl_snapshot_close(d.next);
     sl_snapshot_close(d.parent);

@@ -1314,6 +1314,40 @@ static void test_save_writes_a_grandchild_given_the_moved_ancestor(void **state)
     check_grandchild_of_moved_chain(CHILD_BY_SAVE);
 }
 
+/*
+ * delta whose NEW is a child whose parents moved: without --new-parent it
+ * fails naming the parent NEW records, writing nothing; given both moved
+ * ancestors it writes a child of PARENT (here NEW's own moved grandparent)
+ * whose chain reads as NEW's, every page of every block.
+ */
+static void test_delta_takes_new_s_moved_parents_from_new_parent(void **state)
+{
+    g_autofree char *out = NULL, *so = NULL, *se = NULL;
+    sl_snapshot *s;
+    split_chain m;
+
+    split_chain_build(&m, true);
+    split_chain_move(&m);
+    out = g_build_filename(m.c.dir, "delta.snap", NULL);
+    assert_int_not_equal(sl_test_run_cli((const char *const[]){ "delta", m.grand, m.c.path[2],
+                                                                "-o", out, NULL }, &so, &se), 0);
+    expect_in(se, m.c.path[1]);
+    assert_int_not_equal(access(out, F_OK), 0);
+    g_clear_pointer(&se, g_free);
+    g_clear_pointer(&so, g_free);
+    if (sl_test_run_cli((const char *const[]){ "delta", m.grand, m.c.path[2], "--new-parent",
+                                               m.parent, "--new-parent", m.grand, "-o", out,
+                                               NULL }, &so, &se) != 0) {
+        fail_msg("delta with --new-parent: %s", se);
+    }
+    s = open_ok(out, 0);
+    assert_int_equal(sl_snapshot_chain_length(s), 2);
+    assert_string_equal(sl_snapshot_path(sl_snapshot_parent(s)), m.grand);
+    check_reads(&m.c, s);
+    sl_snapshot_close(s);
+    split_chain_clear(&m);
+}
+
 static void test_delta_stores_only_changed_pages(void **state)
 {
     check_child_stores_only_changed_pages(CHILD_BY_DELTA);
@@ -1626,6 +1660,7 @@ int main(void)
         cmocka_unit_test(test_delta_stores_only_changed_pages),
         cmocka_unit_test(test_save_with_a_parent_stores_only_changed_pages),
         cmocka_unit_test(test_delta_writes_a_grandchild_given_the_moved_ancestor),
+        cmocka_unit_test(test_delta_takes_new_s_moved_parents_from_new_parent),
         cmocka_unit_test(test_save_writes_a_grandchild_given_the_moved_ancestor),
         cmocka_unit_test(test_flatten_writes_the_chain_as_one_full_snapshot),
         cmocka_unit_test(test_flatten_that_fails_keeps_the_earlier_output),

@@ -20,6 +20,8 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "testutil.h"
@@ -798,6 +800,86 @@ static void test_a_block_cut_by_zero_pages_is_read_in_one_request(void **state)
     assert_int_equal(sl_snapshot_gather_fd(s, s->fd, 0, 32, 16, buf, false, 37, 1), 0);
     assert_int_equal(read_syscalls() - before - own, 1);
     check_gathered(s, stored_odd, 32, 16, false, 37, 1);
+    sl_snapshot_close(s);
+    sl_test_rmdir(dir);
+}
+
+/*
+ * The library's preadv(2), seen from here (the library is linked in
+ * statically and reads through preadv64 with 64-bit file offsets): while
+ * @pieces_left is set, each call either fails with EINTR or returns a
+ * short prefix of what it was asked (down to one byte, cut inside an
+ * iovec or between two), as a signal or a file system splitting a large
+ * request may, and counts it in @pieces_cut; otherwise it is the system
+ * call.
+ */
+static unsigned pieces_left, pieces_cut;
+static GRand *pieces_rng;
+
+ssize_t preadv64(int fd, const struct iovec *iov, int cnt, off_t off);
+ssize_t preadv64(int fd, const struct iovec *iov, int cnt, off_t off)
+{
+    struct iovec part[64];
+    size_t total = 0, want, got = 0;
+    int k = 0;
+
+    for (int i = 0; i < cnt; i++) {
+        total += iov[i].iov_len;
+    }
+    if (!pieces_left || cnt > 64 || total < 2) {
+        return syscall(SYS_preadv, fd, iov, cnt, (long)off, 0L);
+    }
+    pieces_left--;
+    pieces_cut++;
+    if (g_rand_int_range(pieces_rng, 0, 3) == 0) {
+        errno = EINTR;
+        return -1;
+    }
+    want = (size_t)g_rand_int_range(pieces_rng, 1, (gint32)MIN(total, INT32_MAX));
+    for (; k < cnt && got < want; k++) {
+        part[k] = iov[k];
+        part[k].iov_len = MIN(part[k].iov_len, want - got);
+        got += part[k].iov_len;
+    }
+    return syscall(SYS_preadv, fd, part, k, (long)off, 0L);
+}
+
+/* Teardown: preadv whole again, even after a failure. */
+static int stop_cutting_reads(void **state)
+{
+    (void)state;
+    pieces_left = 0;
+    pieces_rng = NULL;
+    return 0;
+}
+
+/*
+ * A gathered read that the kernel serves in pieces (short preadv results
+ * ending anywhere, in a page or between iovecs, and EINTR) still gives
+ * every page its own bytes, zero pages zeros and skipped pages nothing:
+ * each read goes on from where the last one stopped.
+ */
+static void test_a_gathered_read_served_in_pieces_still_gives_every_page_its_bytes(void **state)
+{
+    char *dir = sl_test_tmpdir();
+    g_autofree char *path = g_build_filename(dir, "gather.snap", NULL);
+    g_autoptr(GRand) rng = g_rand_new_with_seed(23);
+    sl_snapshot *s = write_gathered(path, stored_cut);
+
+    (void)state;
+    pieces_rng = rng;
+    pieces_cut = 0;
+    for (unsigned k = 0; k < 300; k++) {
+        uint64_t first = (uint64_t)g_rand_int_range(rng, 0, 240);
+        uint64_t n = (uint64_t)g_rand_int_range(rng, 1, 300);
+        uint64_t skip = first + (uint64_t)g_rand_int_range(rng, 0, (gint32)n);
+        uint64_t nskip = k % 3 ? (uint64_t)g_rand_int_range(rng, 1, 4) : 0;
+
+        pieces_left = 8;
+        check_gathered(s, stored_cut, first, n, k % 2, skip, nskip);
+    }
+    pieces_left = 0;
+    assert_true(pieces_cut > 1000); /* the reads were cut: the test saw what it checks */
     sl_snapshot_close(s);
     sl_test_rmdir(dir);
 }
@@ -1908,6 +1990,9 @@ int main(void)
         cmocka_unit_test(test_readahead_leaves_the_holes_of_zero_pages_alone),
         cmocka_unit_test(test_gathered_reads_give_every_page_its_bytes_and_skip_what_they_skip),
         cmocka_unit_test(test_a_block_cut_by_zero_pages_is_read_in_one_request),
+        cmocka_unit_test_teardown(
+            test_a_gathered_read_served_in_pieces_still_gives_every_page_its_bytes,
+            stop_cutting_reads),
         cmocka_unit_test(test_a_gathered_read_past_a_cut_file_fails_with_eio),
         cmocka_unit_test_setup_teardown(test_truncation_at_every_field_boundary_is_a_format_error,
                                         setup_small, teardown_fixture),

@@ -382,6 +382,58 @@ static void test_child_restores_every_page_from_the_newest_layer(void **state)
     chain_clear(&c);
 }
 
+/*
+ * The fault thread's gathered reads of a child (sl_snapshot_gather_fd),
+ * which read a chain run by run around the skipped pages: over random
+ * ranges of both blocks of a three-file chain, with a skipped range
+ * below, inside, across either end of or outside the range (or none),
+ * every page holds its newest layer's bytes (a page a child wrote with
+ * zeros: zeros, never the parent's data), a page no layer stores holds
+ * zeros (or is left alone when the memory is zeroed already), and a
+ * skipped page is left alone.
+ */
+static void test_gathered_reads_of_a_child_take_each_page_from_its_newest_layer(void **state)
+{
+    g_autoptr(GRand) rng = g_rand_new_with_seed(5);
+    uint8_t want[PSIZE], mark[PSIZE];
+    chain c;
+    sl_snapshot *s;
+
+    (void)state;
+    memset(mark, 0xa5, PSIZE);
+    chain_build(&c, 3, 42);
+    s = open_ok(c.path[2], 0);
+    for (unsigned k = 0; k < 300; k++) {
+        unsigned b = k % NBLOCKS;
+        uint64_t first = (uint64_t)g_rand_int_range(rng, 0, (gint32)npages(b));
+        uint64_t n = (uint64_t)g_rand_int_range(rng, 0, (gint32)MIN(600, npages(b) - first) + 1);
+        int64_t from = (int64_t)first + g_rand_int_range(rng, -40, (gint32)n + 40);
+        uint64_t skip = from < 0 ? 0 : (uint64_t)from;
+        uint64_t nskip = k % 4 ? (uint64_t)g_rand_int_range(rng, 1, 80) : 0;
+        bool zeroed = k % 3 == 0;
+        g_autofree uint8_t *buf = g_malloc(MAX(n, 1) * PSIZE);
+
+        memset(buf, 0xa5, MAX(n, 1) * PSIZE);
+        assert_int_equal(sl_snapshot_gather_fd(s, s->fd, b, first, n, buf, zeroed, skip, nskip),
+                         0);
+        for (uint64_t i = first; i < first + n; i++) {
+            bool skipped = i >= skip && i < skip + nskip;
+            if (skipped || (zeroed && !sl_snapshot_page_present(s, b, i))) {
+                memcpy(want, mark, PSIZE);
+            } else {
+                page_bytes(want, b, i, c.gen[b][i]);
+            }
+            if (memcmp(buf + (i - first) * PSIZE, want, PSIZE)) {
+                fail_msg("block %u page %" G_GUINT64_FORMAT " of [%" G_GUINT64_FORMAT ", +%"
+                         G_GUINT64_FORMAT ") skip [%" G_GUINT64_FORMAT ", +%" G_GUINT64_FORMAT
+                         ") zeroed %d is wrong", b, i, first, n, skip, nskip, zeroed);
+            }
+        }
+    }
+    sl_snapshot_close(s);
+    chain_clear(&c);
+}
+
 /* A child's present pages and checksums answer from the layer that stores each page. */
 static void test_child_answers_presence_and_checksums_from_the_owning_layer(void **state)
 {
@@ -1643,6 +1695,7 @@ int main(void)
     static const struct CMUnitTest plain[] = {
         cmocka_unit_test(test_child_answers_presence_and_checksums_from_the_owning_layer),
         cmocka_unit_test(test_a_chain_restore_runs_no_around_assistant),
+        cmocka_unit_test(test_gathered_reads_of_a_child_take_each_page_from_its_newest_layer),
         cmocka_unit_test(test_zeroed_page_in_child_is_not_resurrected_from_parent),
         cmocka_unit_test(test_child_refuses_a_parent_with_other_content),
         cmocka_unit_test(test_child_with_missing_parent_names_the_path),

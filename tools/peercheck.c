@@ -222,29 +222,15 @@ static bool check_vma(const sl_vma *v, void *opaque)
     return w->covered < w->end;
 }
 
-/* The smaps of @pid could not be read (errno says why): the fd shortage by name. */
-static int unlisted(pid_t pid, GError *why, GError **errp)
-{
-    int err = errno ? errno : EIO;
-    const char *shortage = sl_peer_fd_shortage(err);
-
-    if (shortage) {
-        g_set_error_literal(errp, SL_ERROR, SL_ERROR_IO, shortage);
-    } else {
-        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "cannot read the mappings of pid %d: %s",
-                    (int)pid, why->message);
-    }
-    return -err;
-}
-
 int sl_peer_check_mapping(pid_t pid, uint64_t addr, uint64_t len, const struct stat *st,
                           uint64_t offset, GError **errp)
 {
     map_walk w = { .addr = addr, .offset = offset, .end = addr + len, .st = st, .covered = addr };
-    g_autoptr(GError) why = NULL;
 
-    if (!sl_vmas_each(pid, addr, addr + len, true, check_vma, &w, &why)) {
-        return unlisted(pid, why, errp);
+    if (!sl_vmas_each(pid, addr, addr + len, true, check_vma, &w, NULL)) {
+        int err = -errno; /* set by sl_vmas_each() */
+        g_autofree char *path = g_strdup_printf("/proc/%d/smaps", (int)pid);
+        return unreadable(err, path, errp);
     }
     if (w.unregistered) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "0x%" G_GINT64_MODIFIER "x in pid %d is not "

@@ -61,17 +61,27 @@ static int setup(void **state)
     return 0;
 }
 
+/* Releases what build() and a restore made (also for another try in the same test). */
+static void unbuild(fixture *f)
+{
+    sl_restore_free(f->r);
+    f->r = NULL;
+    sl_mem_release(&f->mem);
+    memset(&f->mem, 0, sizeof(f->mem));
+    sl_snapshot_close(f->snap);
+    f->snap = NULL;
+    if (f->dir) {
+        sl_test_rmdir(f->dir);
+        f->dir = NULL;
+    }
+    g_clear_pointer(&f->path, g_free);
+}
+
 static int teardown(void **state)
 {
     fixture *f = *state;
 
-    sl_restore_free(f->r);
-    sl_mem_release(&f->mem);
-    sl_snapshot_close(f->snap);
-    if (f->dir) {
-        sl_test_rmdir(f->dir);
-    }
-    g_free(f->path);
+    unbuild(f);
     g_free(f);
     return 0;
 }
@@ -419,20 +429,6 @@ static void test_a_writer_during_an_in_place_reset_is_reported_and_undone_next(v
 static bool four_k(const sl_test_case *tc)
 {
     return tc->hugepage == 0;
-}
-
-/* Releases what build() and a restore made, for another try in the same test. */
-static void unbuild(fixture *f)
-{
-    sl_restore_free(f->r);
-    f->r = NULL;
-    sl_mem_release(&f->mem);
-    memset(&f->mem, 0, sizeof(f->mem));
-    sl_snapshot_close(f->snap);
-    f->snap = NULL;
-    sl_test_rmdir(f->dir);
-    f->dir = NULL;
-    g_clear_pointer(&f->path, g_free);
 }
 
 /*

@@ -487,13 +487,27 @@ int sl_restore_poll(sl_restore *r)
     return atomic_load_explicit(&r->status, memory_order_acquire);
 }
 
+/* The error of a restore that refused a page: @bad as note_bad_page() packs it. */
+static GError *bad_page_error(const sl_restore *r, uint64_t bad)
+{
+    const sl_block *blk = &r->snap->blocks[bad >> SL_BAD_PAGE_SHIFT];
+    uint64_t page = bad & ((1ull << SL_BAD_PAGE_SHIFT) - 1);
+    uint64_t more = atomic_load_explicit(&r->c.checksum_failures, memory_order_relaxed) - 1;
+    g_autofree char *also =
+        more ? g_strdup_printf(" (and %" G_GUINT64_FORMAT " more units)", more) : NULL;
+    const char *file = sl_snapshot_page_file(r->snap, bad >> SL_BAD_PAGE_SHIFT, page);
+
+    return g_error_new(SL_ERROR, SL_ERROR_CHECKSUM, "%s: block '%s' page %" G_GUINT64_FORMAT
+                       " (offset %" G_GUINT64_FORMAT " in the block) could not be read: "
+                       "checksum mismatch, the page was refused%s",
+                       file ? file : r->snap->path, blk->name, page, page * blk->page_size,
+                       also ? also : "");
+}
+
 GError *sl_restore_error(sl_restore *r)
 {
     int st = sl_restore_poll(r);
     uint64_t bad;
-    g_autofree char *also = NULL;
-    const sl_block *blk;
-    uint64_t page, more;
     GError *meta;
 
     if (!r) {
@@ -510,9 +524,9 @@ GError *sl_restore_error(sl_restore *r)
         return g_error_copy(meta);
     }
     if (st == -EIO) {
-        return g_error_new(SL_ERROR, SL_ERROR_IO, "restore failed: the snapshot could not be "
-                           "read (a read failed or the file ended early: was it changed "
-                           "during the restore?)");
+        return g_error_new(SL_ERROR, SL_ERROR_IO, "restore failed: the snapshot %s could not "
+                           "be read (a read failed or the file ended early: was it changed "
+                           "during the restore?)", r->snap->path);
     }
     if (st == -ENOSPC || st == -ENOMEM) {
         return g_error_new(SL_ERROR, SL_ERROR_IO, "restore failed: out of memory or of room "
@@ -526,15 +540,7 @@ GError *sl_restore_error(sl_restore *r)
     if (st != -EBADMSG || !bad) {
         return g_error_new(SL_ERROR, SL_ERROR_IO, "restore failed: %s", g_strerror(-st));
     }
-    bad--;
-    blk = &r->snap->blocks[bad >> SL_BAD_PAGE_SHIFT];
-    page = bad & ((1ull << SL_BAD_PAGE_SHIFT) - 1);
-    more = atomic_load_explicit(&r->c.checksum_failures, memory_order_relaxed) - 1;
-    also = more ? g_strdup_printf(" (and %" G_GUINT64_FORMAT " more units)", more) : NULL;
-    return g_error_new(SL_ERROR, SL_ERROR_CHECKSUM, "block '%s' page %" G_GUINT64_FORMAT
-                       " (offset %" G_GUINT64_FORMAT " in the block) could not be read: "
-                       "checksum mismatch, the page was refused%s", blk->name, page,
-                       page * blk->page_size, also ? also : "");
+    return bad_page_error(r, bad - 1);
 }
 
 int sl_restore_wait(sl_restore *r, int timeout_ms)

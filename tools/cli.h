@@ -210,7 +210,8 @@ bool cli_check_threads(int threads);
  * @parents (--parent PATH, repeated: a NULL-terminated list), as a child
  * whose parent is @parents[0], grandparent @parents[1] and so on, instead
  * of the paths they record (one path: sl_snapshot_open_chain(), as before
- * --parent could repeat; more: sl_snapshot_open_ancestors()).  A snapshot
+ * --parent could repeat; more, or '' alone: sl_snapshot_open_ancestors(),
+ * where '' keeps a recorded path).  A snapshot
  * that is no child, or a list longer than its chain, is refused naming
  * the path.  NULL with @errp set.  Inline, so that the daemon (daemon.c,
  * also linked into its tests) needs no other file.
@@ -221,7 +222,7 @@ static inline sl_snapshot *cli_open_snapshot(const char *path, char *const *pare
     if (!parents || !parents[0]) {
         return sl_snapshot_open_flags(path, flags, errp);
     }
-    return !parents[1] ? sl_snapshot_open_chain(path, parents[0], flags, errp)
+    return !parents[1] && parents[0][0] ? sl_snapshot_open_chain(path, parents[0], flags, errp)
                        : sl_snapshot_open_ancestors(path, (const char *const *)parents, flags,
                                                     errp);
 }
@@ -231,6 +232,14 @@ int cli_fail(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 
 /** Same, for a GError (freed). */
 int cli_fail_error(GError *err);
+
+/**
+ * cli_read_failure: what to tell the user when reading pages [@first, +@n)
+ * of block @b of @s failed with @ret: the first page of the range that
+ * cannot be read, the file of @s's chain that stores it, and why (checksum
+ * mismatch, file ends early, errno).  Reads the range again page by page.
+ */
+char *cli_read_failure(sl_snapshot *s, unsigned b, uint64_t first, uint64_t n, int ret);
 
 /** Progress bar on stderr, only when stderr is a terminal; done == total ends it. */
 void cli_progress(const char *what, uint64_t done, uint64_t total);

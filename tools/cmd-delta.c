@@ -51,9 +51,8 @@ static bool delta_block(delta *d, unsigned b, GError **errp)
         int ret = sl_snapshot_read_pages(d->next, b, p, n, buf,
                                          sl_snapshot_has_checksums(d->next));
         if (ret < 0) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: block '%s', pages %" G_GUINT64_FORMAT
-                        "-%" G_GUINT64_FORMAT ": %s", sl_snapshot_path(d->next), bi.name, p,
-                        p + n - 1, ret == -EBADMSG ? "checksum mismatch" : g_strerror(-ret));
+            g_autofree char *why = cli_read_failure(d->next, b, p, n, ret);
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s", why);
             return false;
         }
         if (!cli_write_changed(d->w, d->parent, b, bi.page_size, p * bi.page_size, buf,
@@ -67,13 +66,20 @@ static bool delta_block(delta *d, unsigned b, GError **errp)
     return true;
 }
 
-/* NEW's device state and hot-page list, where it has them. */
+/* NEW's device state and hot-page list, where it has them (a QEMU file's device
+ * state is QEMU's stream, which our container cannot hold: said, not copied). */
 static bool copy_sections(delta *d, GError **errp)
 {
     static const uint32_t types[] = { SL_SECTION_DEVICE_STATE, SL_SECTION_HOT_PAGES };
     uint32_t type;
     uint64_t len;
 
+    if (sl_snapshot_get_format(d->next) == SL_FORMAT_QEMU) {
+        fprintf(stderr, "snapload: note: %s is QEMU's own file: its device state (QEMU's "
+                "stream around guest RAM) is not carried over, so the snapshot written holds "
+                "guest RAM only (snapload restore, not qemu-restore); to keep the device state "
+                "save the guest with qemu-save --format snapload\n", sl_snapshot_path(d->next));
+    }
     for (size_t t = 0; t < G_N_ELEMENTS(types); t++) {
         bool has = false;
         for (unsigned i = 0; sl_snapshot_section(d->next, i, &type, &len); i++) {
@@ -122,6 +128,13 @@ static bool run_delta(delta *d, char **argv, const delta_ancestors *anc, const c
 
     if (!(d->parent = cli_open_snapshot(argv[1], anc->of_parent, 0, errp)) ||
         !(d->next = cli_open_snapshot(argv[2], anc->of_new, 0, errp))) {
+        return false;
+    }
+    if (sl_snapshot_n_blocks(d->next) != sl_snapshot_n_blocks(d->parent)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s has %u blocks, PARENT %s has %u: a "
+                    "child has every block of its parent (are both saves of the same guest?)",
+                    argv[2], sl_snapshot_n_blocks(d->next), argv[1],
+                    sl_snapshot_n_blocks(d->parent));
         return false;
     }
     if (cli_is_file_of(out, d->parent) || cli_is_file_of(out, d->next)) {

@@ -29,9 +29,8 @@ static int write_block(sl_snapshot *s, unsigned b, const sl_block_info *bi, int 
         uint64_t n = MIN(per, bi->pages - p);
         int ret = sl_snapshot_read_pages(s, b, p, n, buf, sl_snapshot_has_checksums(s));
         if (ret < 0) {
-            return cli_fail("block '%s', pages %" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT ": %s",
-                            bi->name, p, p + n - 1,
-                            ret == -EBADMSG ? "checksum mismatch" : g_strerror(-ret));
+            g_autofree char *why = cli_read_failure(s, b, p, n, ret);
+            return cli_fail("%s", why);
         }
         for (uint64_t i = 0; i < n; i++) {
             const uint8_t *pg = buf + i * bi->page_size;

@@ -27,18 +27,6 @@ static const char *section_name(uint32_t type)
     }
 }
 
-/* Finds the first page of [first, first+n) that fails its checksum. */
-static uint64_t find_bad_page(sl_snapshot *s, unsigned b, uint64_t first, uint64_t n,
-                              uint8_t *buf)
-{
-    for (uint64_t i = first; i < first + n; i++) {
-        if (sl_snapshot_read_pages(s, b, i, 1, buf, true) < 0) {
-            return i;
-        }
-    }
-    return first;
-}
-
 /* Reads every page of every block, checking each stored page's checksum if any. */
 static int check_pages(sl_snapshot *s)
 {
@@ -56,14 +44,9 @@ static int check_pages(sl_snapshot *s)
         for (uint64_t i = 0; i < bi.pages; i += per) {
             uint64_t n = MIN(per, bi.pages - i);
             int ret = sl_snapshot_read_pages(s, b, i, n, buf, verify);
-            if (ret == -EBADMSG) {
-                return cli_fail("block '%s': page %" G_GUINT64_FORMAT " does not match its "
-                                "checksum (page data corrupted)", bi.name,
-                                find_bad_page(s, b, i, n, buf));
-            }
             if (ret < 0) {
-                return cli_fail("block '%s': reading pages at %" G_GUINT64_FORMAT ": %s",
-                                bi.name, i, ret == -EIO ? "file ends early" : g_strerror(-ret));
+                g_autofree char *why = cli_read_failure(s, b, i, n, ret);
+                return cli_fail("%s", why);
             }
             done += n * bi.page_size;
             cli_progress("check", done, total);

@@ -150,10 +150,10 @@ int64_t cli_verify_blocks(sl_snapshot *s, const sl_mem *mems, GError **errp)
             uint64_t n = MIN(per, bi.pages - i);
             int ret = sl_snapshot_read_pages(s, b, i, n, buf, sl_snapshot_has_checksums(s));
             if (ret < 0) {
-                g_set_error(errp, SL_ERROR, SL_ERROR_IO, "verify: block '%s', pages %"
-                            G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT " of the snapshot could not "
-                            "be read again (%s): was it changed after the restore?", bi.name, i,
-                            i + n - 1, ret == -EBADMSG ? "checksum mismatch" : g_strerror(-ret));
+                g_autofree char *why = cli_read_failure(s, b, i, n, ret);
+                g_set_error(errp, SL_ERROR, SL_ERROR_IO, "verify: the snapshot could not be "
+                            "read again: %s (it changed after the restore, or the restore "
+                            "did not check checksums)", why);
                 bad = UINT64_MAX;
                 break;
             }

@@ -289,6 +289,15 @@ const char *sl_snapshot_path(const sl_snapshot *snap);
  */
 uint64_t sl_snapshot_stored_pages(const sl_snapshot *snap, unsigned block);
 
+/**
+ * sl_snapshot_page_file: the path of the file in @snap's chain that stores
+ * page @index of block @block (the newest layer whose bitmap has it: @snap
+ * itself for a snapshot without parents), to name the file a bad page
+ * lives in; NULL for a page no layer stores (a zero page) or out of range.
+ * Since 1.14.
+ */
+const char *sl_snapshot_page_file(const sl_snapshot *snap, unsigned block, uint64_t index);
+
 /* ------------------------------------------------------------------ */
 /* Snapshot writer                                                    */
 /* ------------------------------------------------------------------ */

@@ -385,3 +385,13 @@ uint64_t sl_snapshot_stored_pages(const sl_snapshot *s, unsigned block)
     return s->blocks[block].own_bitmap ? s->blocks[block].own_present
                                        : s->blocks[block].present_pages;
 }
+
+const char *sl_snapshot_page_file(const sl_snapshot *s, unsigned block, uint64_t index)
+{
+    for (; s && block < s->nblocks && index < s->blocks[block].npages; s = s->parent) {
+        if (sl_bit_test(sl_own_bitmap(&s->blocks[block]), index)) {
+            return s->path;
+        }
+    }
+    return NULL;
+}

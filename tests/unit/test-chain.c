@@ -1475,6 +1475,88 @@ static void test_flatten_that_fails_keeps_the_earlier_output(void **state)
     chain_clear(&c);
 }
 
+/* Runs the CLI with @argv, which must fail, and expects @needles in its stderr. */
+static void expect_cli_fails_with(const char *const *argv, const char *const *needles)
+{
+    g_autofree char *out = NULL, *errs = NULL;
+
+    assert_int_not_equal(sl_test_run_cli(argv, &out, &errs), 0);
+    for (unsigned i = 0; needles[i]; i++) {
+        expect_in(errs, needles[i]);
+    }
+}
+
+/* In a full snapshot, a zero page (every fifth of generation 0) is no file's. */
+static void zero_page_is_nobodys(const char *path)
+{
+    sl_snapshot *s = open_ok(path, 0);
+
+    assert_string_equal(sl_snapshot_page_file(s, 0, 6), sl_snapshot_path(s));
+    assert_null(sl_snapshot_page_file(s, 0, 5));
+    sl_snapshot_close(s);
+}
+
+/*
+ * A page of the base that does not match its checksum is blamed on the
+ * base, by name, as a parent of the child given: by the library
+ * (sl_snapshot_page_file, a restore's error) and by every command that
+ * reads it; pages the child stores (zeroed ones too) are the child's, zero
+ * pages of a full snapshot nobody's.
+ */
+static void test_a_corrupt_base_page_is_blamed_on_the_base_not_the_child(void **state)
+{
+    g_autofree char *full = NULL, *raw = NULL, *page = NULL, *base = NULL;
+    uint64_t i = 0;
+    sl_snapshot *s;
+    chain c;
+
+    need_uffd();
+    chain_build(&c, 3, 29);
+    while (c.gen[0][i] != 0) { /* a page only the base stores */
+        assert_true(++i < npages(0));
+    }
+    s = open_ok(c.path[2], 0);
+    assert_true(g_str_has_suffix(sl_snapshot_page_file(s, 0, i), "gen0.snap"));
+    assert_string_equal(sl_snapshot_page_file(s, 0, 0), sl_snapshot_path(s)); /* the child's */
+    assert_string_equal(sl_snapshot_page_file(s, 0, 1), sl_snapshot_path(s)); /* it zeroed it */
+    assert_null(sl_snapshot_page_file(s, 0, npages(0)));
+    zero_page_is_nobodys(c.path[0]);
+    flip_byte(c.path[0], s->blocks[0].pages_offset + i * PSIZE + 9);
+    sl_snapshot_close(s);
+    full = g_build_filename(c.dir, "full.snap", NULL);
+    raw = g_build_filename(c.dir, "b0.raw", NULL);
+    page = g_strdup_printf("block 'b0' page %" G_GUINT64_FORMAT " ", i);
+    base = g_strdup_printf("gen0.snap (a parent of %s)", c.path[2]);
+    expect_cli_fails_with((const char *const[]){ "inspect", c.path[2], NULL },
+                          (const char *const[]){ base, page, "checksum mismatch", NULL });
+    expect_cli_fails_with((const char *const[]){ "extract", c.path[2], "--block", "b0", "-o",
+                                                 raw, NULL },
+                          (const char *const[]){ base, page, NULL });
+    expect_cli_fails_with((const char *const[]){ "flatten", c.path[2], "-o", full, NULL },
+                          (const char *const[]){ base, page, NULL });
+    g_free(base);
+    base = g_strdup_printf("gen0.snap: %s", page);
+    expect_cli_fails_with((const char *const[]){ "restore", c.path[2], "--backend", "anon",
+                                                 "--touch-threads", "0", NULL },
+                          (const char *const[]){ base, "checksum mismatch", NULL });
+    chain_clear(&c);
+}
+
+/* `--parent ''` alone keeps the path the child records, as in a list. */
+static void test_a_lone_empty_parent_option_keeps_the_recorded_path(void **state)
+{
+    g_autofree char *out = NULL, *errs = NULL;
+    chain c;
+
+    chain_build(&c, 2, 31);
+    if (sl_test_run_cli((const char *const[]){ "inspect", "--quick", c.path[1], "--parent", "",
+                                               NULL }, &out, &errs) != 0) {
+        fail_msg("inspect --parent '': %s", errs);
+    }
+    expect_in(out, "gen0.snap");
+    chain_clear(&c);
+}
+
 static void test_inspect_prints_the_chain(void **state)
 {
     chain c;
@@ -1718,6 +1800,8 @@ int main(void)
         cmocka_unit_test(test_flatten_writes_the_chain_as_one_full_snapshot),
         cmocka_unit_test(test_flatten_that_fails_keeps_the_earlier_output),
         cmocka_unit_test(test_inspect_prints_the_chain),
+        cmocka_unit_test(test_a_corrupt_base_page_is_blamed_on_the_base_not_the_child),
+        cmocka_unit_test(test_a_lone_empty_parent_option_keeps_the_recorded_path),
     };
 
     tests = g_new0(struct CMUnitTest, G_N_ELEMENTS(newest_cases) + G_N_ELEMENTS(section_cases) +

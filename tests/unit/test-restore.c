@@ -1738,7 +1738,7 @@ static int run_restore_cli(const fixture *f, const char *const *extra, char **ou
 /*
  * A corrupt page with touch threads reading it (seq, random), consumer
  * processes (shared memory) or no reader at all: the CLI never crashes and
- * says, in one line, which block and page could not be read and why.
+ * says, in one line, which file, block and page could not be read and why.
  */
 static void test_cli_names_the_corrupt_page_and_never_crashes(void **state)
 {
@@ -1761,10 +1761,10 @@ static void test_cli_names_the_corrupt_page_and_never_crashes(void **state)
             fail_msg("run %u: killed by signal %d; stderr: %s", i, WTERMSIG(status), err);
         }
         assert_int_equal(WEXITSTATUS(status), 1);
-        if (!strstr(err, "block 'b0' page 5 ") || !strstr(err, "checksum mismatch") ||
-            !nl || nl[1]) {
-            fail_msg("run %u: expected one line naming block 'b0' page 5 and the checksum "
-                     "mismatch, got: %s", i, err);
+        if (!strstr(err, f->path) || !strstr(err, "block 'b0' page 5 ") ||
+            !strstr(err, "checksum mismatch") || !nl || nl[1]) {
+            fail_msg("run %u: expected one line naming %s, block 'b0' page 5 and the checksum "
+                     "mismatch, got: %s", i, f->path, err);
         }
     }
 }

@@ -411,15 +411,18 @@ static bool parse(int argc, char **argv, opts *o)
         else if (!strcmp(k, "--reps")) o->reps = CLAMP(atoi(v), 1, MAX_REPS);
         else if (!strcmp(k, "--dir")) o->dir = v;
         else if (!strcmp(k, "--reset-only")) o->reset_only = atoi(v) != 0;
-        else return false;
+        else {
+            fprintf(stderr, "snapload-resetcost: unknown option '%s'\n", k);
+            return false;
+        }
     }
     g_auto(GStrv) parts = g_strsplit(sizes, ",", 4);
     for (unsigned i = 0; parts[i]; i++) {
-        uint64_t s = g_ascii_strtoull(parts[i], NULL, 10) << (strchr(parts[i], 'G') ? 30 : 20);
-        if (!s) {
+        if (!bench_size(parts[i], &o->sizes[o->nsizes++])) {
+            fprintf(stderr, "snapload-resetcost: --sizes: '%s' is not a size (64M, 4G)\n",
+                    parts[i]);
             return false;
         }
-        o->sizes[o->nsizes++] = s;
     }
     return o->nsizes && sl_backend_by_name(o->backend, &o->kind) &&
            (!strcmp(o->pattern, "random") || !strcmp(o->pattern, "runs"));
@@ -430,9 +433,16 @@ int main(int argc, char **argv)
     opts o;
     uint64_t largest = 0, unit;
 
+    static const char usage[] = "usage: snapload-resetcost [--backend anon|shmem|hugetlbfs] "
+        "[--sizes 1G,4G] [--written 1] [--pattern random|runs] [--reps 5] [--dir DIR] "
+        "[--reset-only 0|1]";
+    bool help;
+
+    if (!bench_args_ok(argc, argv, usage, &help)) {
+        return help ? 0 : 2;
+    }
     if (!parse(argc, argv, &o)) {
-        fprintf(stderr, "usage: snapload-resetcost [--backend anon|shmem|hugetlbfs] [--sizes "
-                "1G,4G] [--written 1] [--pattern random|runs] [--reps 5] [--dir DIR]\n");
+        fprintf(stderr, "%s\n", usage);
         return 2;
     }
     unit = o.kind == SL_BACKEND_HUGETLBFS ? sl_hugetlb_default_size() : 4096;

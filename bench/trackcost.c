@@ -51,19 +51,27 @@ int main(int argc, char **argv)
     uint64_t size, unit, n;
     sl_mem m = { 0 };
 
-    for (int i = 1; i + 1 < argc; i += 2) {
+    static const char usage[] = "usage: snapload-trackcost [--backend anon|shmem|hugetlbfs] "
+        "[--size 1G] [--reps 3]";
+    bool help, known = true;
+
+    if (!bench_args_ok(argc, argv, usage, &help)) {
+        return help ? 0 : 2;
+    }
+    for (int i = 1; i + 1 < argc && known; i += 2) {
         if (!strcmp(argv[i], "--backend")) {
             backend = argv[i + 1];
         } else if (!strcmp(argv[i], "--size")) {
             size_s = argv[i + 1];
         } else if (!strcmp(argv[i], "--reps")) {
             reps = CLAMP(atoi(argv[i + 1]), 1, 16);
+        } else {
+            fprintf(stderr, "snapload-trackcost: unknown option '%s'\n", argv[i]);
+            known = false;
         }
     }
-    size = g_ascii_strtoull(size_s, NULL, 10) << (strchr(size_s, 'G') ? 30 : 20);
-    if (!sl_backend_by_name(backend, &kind) || !size) {
-        fprintf(stderr, "usage: snapload-trackcost [--backend anon|shmem|hugetlbfs] "
-                "[--size 1G] [--reps 3]\n");
+    if (!known || !sl_backend_by_name(backend, &kind) || !bench_size(size_s, &size)) {
+        fprintf(stderr, "%s\n", usage);
         return 2;
     }
     if (!sl_mem_map(&m, kind, size, 0, &err)) {

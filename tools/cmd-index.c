@@ -34,7 +34,7 @@ int cmd_index(int argc, char **argv)
         return cli_fail("index takes exactly one QEMU mapped-ram file");
     }
     if (hot && !g_file_get_contents(hot, &data, &len, &err)) {
-        return cli_fail_error(g_steal_pointer(&err));
+        return cli_fail("--hot: %s", err->message);
     }
     list = hot ? g_bytes_new_take(g_steal_pointer(&data), len) : NULL;
     def = g_strdup_printf("%s.slidx", argv[1]);

@@ -71,14 +71,17 @@ static void end(loop_state *s)
     sl_snapshot_close(s->snap);
 }
 
-/* The round's "input": one random byte in each of @share % of the units,
- * chosen without repeats (the first k of a partial Fisher-Yates shuffle). */
+/* The round's "input": one random byte in each of @share % of the units
+ * (at least one when @share > 0), chosen without repeats (the first k of a partial Fisher-Yates shuffle). */
 static void write_input(const loop_opts *o, loop_state *s, GRand *rng)
 {
     for (unsigned b = 0; b < s->n; b++) {
         sl_mem *m = &s->mems[b];
         uint64_t units = m->length / m->page_size;
+        /* at least one unit when asked for some: a round that writes
+         * nothing would check nothing */
         uint64_t k = MIN(units, (uint64_t)((double)units * o->share / 100.0 + 0.5));
+        k = o->share > 0 ? MAX(k, 1) : k;
         g_autofree uint64_t *order = g_new(uint64_t, units);
 
         for (uint64_t i = 0; i < units; i++) {
@@ -193,7 +196,7 @@ int cmd_reset_loop(int argc, char **argv)
         { "backend", 0, 0, G_OPTION_ARG_STRING, &backend, "memory backend: anon|shmem|hugetlbfs", "KIND" },
         { "hugepage-size", 0, 0, G_OPTION_ARG_STRING, &hps, "hugetlbfs page size (2M or 1G; default: the host's)", "SIZE" },
         { "rounds", 0, 0, G_OPTION_ARG_INT, &o.rounds, "rounds of write, reset, check (default 10)", "N" },
-        { "write", 0, 0, G_OPTION_ARG_DOUBLE, &o.share, "percent of the units written per round (default 1)", "PCT" },
+        { "write", 0, 0, G_OPTION_ARG_DOUBLE, &o.share, "percent of the units written per round, at least one unit if above 0 (default 1)", "PCT" },
         { "in-place", 0, 0, G_OPTION_ARG_NONE, &o.in_place, "rewrite the written units in place (config.reset_in_place)", NULL },
         { "seed", 0, 0, G_OPTION_ARG_INT, &seed, "seed of the random writes", "N" },
         { "json", 0, 0, G_OPTION_ARG_NONE, &o.json, "one JSON object per round", NULL },

@@ -557,8 +557,14 @@ static void print_human(const opts *o, const results *r)
            "thread(s))\n", sl_backend_get(o->kind)->name, s->pages_total, s->nodes,
            s->threads_by_node[0], o->touch_threads);
     printf("  time to ready     %10.2f ms   (open, map, attach, register)\n", r->ready_ms);
-    printf("  time to complete  %10.1f ms   (first fault after %.2f ms)\n", r->complete_ms,
-           isnan(r->first_fault_ms) ? -1.0 : r->first_fault_ms);
+    if (isnan(r->complete_ms)) {
+        printf("  time to complete  %13s   (never completed)\n", "-");
+    } else {
+        printf("  time to complete  %10.1f ms\n", r->complete_ms);
+    }
+    if (!isnan(r->first_fault_ms)) {
+        printf("  first fault after %10.2f ms\n", r->first_fault_ms);
+    }
     printf("  faults %" G_GUINT64_FORMAT " (cold, split %" G_GUINT64_FORMAT "): service p50 "
            "%.1f us, p99 %.1f us, max %.1f us; touch p50 %.1f us, p99 %.1f us\n", s->faults,
            s->faults_split, s->fault_p50_us, s->fault_p99_us, s->fault_max_us, r->touch_p50_us,
@@ -803,7 +809,6 @@ static bool parse_opts(int *argc, char ***argv, opts *o)
     return ok;
 }
 
-/* Exit status of a restore that ran to its end: 0 unless something was wrong. */
 /* The CSV, written beside the file and renamed over it when whole (a full disk leaves none). */
 static int write_timeline(const opts *o, const results *res)
 {
@@ -813,7 +818,7 @@ static int write_timeline(const opts *o, const results *res)
     bool ok;
 
     if (!f) {
-        return cli_fail("--timeline %s: %s", tmp, g_strerror(errno));
+        return cli_fail("--timeline %s: cannot be written: %s", o->timeline, g_strerror(errno));
     }
     fprintf(f, "# mode,t_ms,bytes_in_place,guest_bytes; lazy ready at %.3f ms\n", res->ready_ms);
     sl_timeline_write(&res->lazy_tl, "lazy", f);
@@ -829,6 +834,7 @@ static int write_timeline(const opts *o, const results *res)
     return 0;
 }
 
+/* Exit status of a restore that ran to its end: 0 unless something was wrong. */
 static int check_results(const opts *o, const results *res)
 {
     /* A recording run stops early by design: its unplaced pages are no fault. */

@@ -296,6 +296,7 @@ static bool add_hot_list(sl_writer *w, const char *path, const raw_input *ins, u
     gsize len;
 
     if (!g_file_get_contents(path, &data, &len, errp)) {
+        g_prefix_error(errp, "--hot: ");
         return false;
     }
     if (len % 16) {
@@ -369,8 +370,11 @@ static bool add_sections(save_ctx *c, const cli_save_opts *o, const raw_input *i
     if (o->devstate) {
         g_autofree char *data = NULL;
         gsize len;
-        if (!g_file_get_contents(o->devstate, &data, &len, errp) ||
-            !sl_writer_add_section(c->w, SL_SECTION_DEVICE_STATE, data, len, errp)) {
+        if (!g_file_get_contents(o->devstate, &data, &len, errp)) {
+            g_prefix_error(errp, "--device-state: ");
+            return false;
+        }
+        if (!sl_writer_add_section(c->w, SL_SECTION_DEVICE_STATE, data, len, errp)) {
             return false;
         }
     }
@@ -591,7 +595,7 @@ int cmd_synth(int argc, char **argv)
     tmp = cli_partial_path(out);
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) {
-        return cli_fail("%s: %s", tmp, g_strerror(errno));
+        return cli_fail("%s: cannot be written: %s", out, g_strerror(errno));
     }
     ret = write_synth(fd, size, (uint64_t)seed, (unsigned)zero_pct, unit);
     if (close(fd) < 0 && ret == 0) {

@@ -748,6 +748,26 @@ static void cleanup(qr *r)
     }
 }
 
+/*
+ * After a failure: QEMU and the back-ends ended, then the daemon, whose
+ * last line carries the figures it reached, for the report.
+ */
+static void end_for_report(qr *r)
+{
+    if (r->qemu > 0) {
+        kill(r->qemu, SIGKILL);
+        waitpid(r->qemu, NULL, 0);
+        r->qemu = 0;
+    }
+    stop_vhost_users(r);
+    if (r->daemon > 0) {
+        kill(r->daemon, SIGTERM);
+        qr_final_figures(r);
+        waitpid(r->daemon, NULL, 0);
+        r->daemon = 0;
+    }
+}
+
 static int run(const qr_opts *o)
 {
     qr r = { .o = o, .stats_fd = -1, .qmp_lfd = -1, .pidfd = -1,
@@ -768,6 +788,7 @@ static int run(const qr_opts *o)
                            why);
         }
         if (r.t0 > 0) { /* QEMU was started: say what happened up to the failure */
+            end_for_report(&r);
             qr_report(&r, err->message);
         }
         ret = cli_fail_error(g_steal_pointer(&err));

@@ -125,7 +125,6 @@ static void save_fails_guest_runs(sl_qmp *q, const char *qmp, const char *const 
     int ws = qemu_save(qmp, opts, &err);
 
     st = status_of(q);
-    print_message("# %s -> %s\n", err, st);
     if (g_spawn_check_wait_status(ws, NULL) || !strstr(err, want) || strstr(err, ".partial")) {
         fail_msg("wanted a failed save naming %s (status %#x):\n%s", want, ws, err);
     }
@@ -247,7 +246,6 @@ static void test_json_of_a_guest_quit_mid_restore_carries_the_figures_reached(vo
     wait_paused(q);
     assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
     ws = quit_and_reap(q, &r, &out, &errs);
-    print_message("# %s", out);
     assert_false(g_spawn_check_wait_status(ws, NULL));
     o = parse_json(out);
     assert_string_equal(json_object_get_string_member(o, "status"), "failed");
@@ -294,7 +292,6 @@ static void test_restore_on_a_served_socket_is_refused_before_making_the_ram_fil
     guest_args(a, f, f->memfile);
     g_ptr_array_add(a, NULL);
     ws = sl_test_run_cli((const char *const *)a->pdata, &out, &err);
-    print_message("# %s", err);
     if (g_spawn_check_wait_status(ws, NULL) || !strstr(err, sock) ||
         !strstr(err, "already serves it")) {
         fail_msg("wanted the served --socket refused by name (status %#x):\n%s", ws, err);

@@ -606,11 +606,37 @@ static bool has_device_state(const qr *r, GError **errp)
     return false;
 }
 
+/*
+ * --socket PATH must not be served already (a daemon answers a connection
+ * there: another restore runs on it): refused before any RAM file is made,
+ * so that a refused restore touches nothing.  A stale socket file is fine
+ * (the daemon replaces it).
+ */
+static bool socket_free(const char *path, GError **errp)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    bool served;
+
+    g_strlcpy(a.sun_path, path, sizeof(a.sun_path));
+    served = fd >= 0 && (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 || errno == EAGAIN);
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (served) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "--socket %s: a restore daemon already "
+                    "serves it (another restore uses it): give this one another path",
+                    path);
+    }
+    return !served;
+}
+
 static bool prepare(qr *r, GError **errp)
 {
     r->registered = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     r->locks = g_array_new(false, false, sizeof(int));
-    if (!(r->snap = cli_open_snapshot(r->o->snap, r->o->parents, 0, errp)) ||
+    if ((r->o->socket && !socket_free(r->o->socket, errp)) ||
+        !(r->snap = cli_open_snapshot(r->o->snap, r->o->parents, 0, errp)) ||
         !has_device_state(r, errp) ||
         (!r->o->eager && !match_backends(r, errp)) ||
         !(r->tmp = g_dir_make_tmp("snapload-qemu-XXXXXX", errp))) {
@@ -722,6 +748,26 @@ static void cleanup(qr *r)
     }
 }
 
+/*
+ * After a failure: QEMU and the back-ends ended, then the daemon, whose
+ * last line carries the figures it reached, for the report.
+ */
+static void end_for_report(qr *r)
+{
+    if (r->qemu > 0) {
+        kill(r->qemu, SIGKILL);
+        waitpid(r->qemu, NULL, 0);
+        r->qemu = 0;
+    }
+    stop_vhost_users(r);
+    if (r->daemon > 0) {
+        kill(r->daemon, SIGTERM);
+        qr_final_figures(r);
+        waitpid(r->daemon, NULL, 0);
+        r->daemon = 0;
+    }
+}
+
 static int run(const qr_opts *o)
 {
     qr r = { .o = o, .stats_fd = -1, .qmp_lfd = -1, .pidfd = -1,
@@ -742,6 +788,7 @@ static int run(const qr_opts *o)
                            why);
         }
         if (r.t0 > 0) { /* QEMU was started: say what happened up to the failure */
+            end_for_report(&r);
             qr_report(&r, err->message);
         }
         ret = cli_fail_error(g_steal_pointer(&err));
@@ -826,35 +873,42 @@ static bool parse_raw(int *argc, char ***argv, qr_raw *w)
 }
 
 /* Options that do not go together, as a message; NULL if they do. */
-static const char *conflict(const qr_raw *w, int argc)
+static char *conflict(const qr_raw *w, int argc, char **argv)
 {
     if (w->check_all && !w->reuse) {
-        return "--check-all goes with --reuse-ram";
+        return g_strdup("--check-all goes with --reuse-ram");
     }
     if ((w->reuse || w->track) && w->eager) {
-        return "--reuse-ram and --track-writes go with a lazy restore: not with --eager";
+        return g_strdup("--reuse-ram and --track-writes go with a lazy restore: not with "
+                        "--eager");
     }
     if (w->record && w->eager) {
-        return "--record records a lazy restore's faults: not with --eager";
+        return g_strdup("--record records a lazy restore's faults: not with --eager");
     }
     if (w->around && w->eager) {
-        return "--fault-around goes with a lazy restore: not with --eager";
+        return g_strdup("--fault-around goes with a lazy restore: not with --eager");
     }
-    if (argc != 2 || w->multifd < 0 || (w->multifd && !w->eager)) {
-        return "qemu-restore needs exactly one SNAP before --; --multifd only with --eager";
+    if (argc != 2) {
+        return argc < 2 ? g_strdup("qemu-restore needs the SNAP to restore before --")
+                        : g_strdup_printf("qemu-restore restores one SNAP: '%s' and '%s' "
+                                          "before --", argv[1], argv[2]);
     }
-    return NULL;
+    if (w->multifd < 0) {
+        return g_strdup_printf("--multifd: %d is not a number of threads", w->multifd);
+    }
+    return w->multifd && !w->eager ? g_strdup("--multifd goes with --eager (QEMU's own load "
+                                              "of a mapped-ram file)") : NULL;
 }
 
 /* Checks @w and runs the restore of SNAP (@argv[1]) with QEMU's @qemu_argv. */
 static int run_raw(const qr_raw *w, int argc, char **argv, char **qemu_argv)
 {
-    const char *why = conflict(w, argc);
+    g_autofree char *why = conflict(w, argc, argv);
     uint32_t around = 0;
     qr_opts o;
 
     if (why) {
-        return cli_fail("%s", why);
+        return cli_fail("%s", why) + 1; /* 2: bad usage */
     }
     if ((w->around && !cli_parse_around(w->around, &around)) || !cli_check_threads(w->threads)) {
         return 2;
@@ -868,6 +922,29 @@ static int run_raw(const qr_raw *w, int argc, char **argv, char **qemu_argv)
     return run(&o);
 }
 
+/*
+ * A command line without QEMU's arguments (no "--" at @dash, or nothing
+ * after it): --help prints the options (and exits 0), else the usage error.
+ */
+static int incomplete(int argc, char **argv, int dash)
+{
+    bool help = false;
+    qr_raw w = { 0 };
+
+    for (int i = 1; i < (dash < 0 ? argc : dash); i++) {
+        help |= !strcmp(argv[i], "-h") || g_str_has_prefix(argv[i], "--help");
+    }
+    if (help) {
+        argc = dash < 0 ? argc : dash;
+        (void)parse_raw(&argc, &argv, &w); /* GLib prints the help and exits */
+        raw_clear(&w);
+        return 2;
+    }
+    cli_fail("qemu-restore needs %s (the guest's QEMU command line, without -incoming)",
+             dash < 0 ? "SNAP -- QEMU ARGS...: no -- came" : "QEMU's arguments after --");
+    return 2;
+}
+
 int cmd_qemu_restore(int argc, char **argv)
 {
     qr_raw w = { 0 };
@@ -878,8 +955,7 @@ int cmd_qemu_restore(int argc, char **argv)
         dash = strcmp(argv[i], "--") ? -1 : i;
     }
     if (dash < 0 || dash + 1 >= argc) {
-        return cli_fail("qemu-restore needs SNAP -- QEMU ARGS... (the guest's QEMU command line "
-                        "without -incoming)");
+        return incomplete(argc, argv, dash);
     }
     qemu_argv = argv + dash + 1;
     argc = dash;

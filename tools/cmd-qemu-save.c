@@ -24,6 +24,12 @@
  * that plain QEMU loads with `migrate-incoming file:` and snapload restores
  * lazily.  Any kind of guest RAM; QEMU reads it through its own mappings,
  * so a restore still filling them serves what it reads.
+ *
+ * Before the guest is stopped, the outputs' directories are checked and
+ * so is its run state (a guest a previous save left in postmigrate cannot
+ * be saved until it ran: said, with what to do).  A save that fails after
+ * the stop puts that run state back (a running guest is `cont`ed); one
+ * that succeeds leaves the guest stopped, or running with --resume.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -322,12 +328,10 @@ static int save_container(sl_qmp *q, const char *full, cli_save_opts o, GError *
 
 /*
  * QEMU's own mapped-ram file: `migrate file:@out` with mapped-ram (and
- * @multifd channels if > 0), the guest stopped first.
- */
-/*
- * QEMU writes its mapped-ram file beside @out, renamed over it once the
- * migration completed: a failed save (a full disk) leaves no file, which
- * would otherwise read as a guest whose pages are all zero.
+ * @multifd channels if > 0), the guest stopped first.  QEMU writes it
+ * beside @out, renamed over it once the migration completed: a failed save
+ * (a full disk) leaves no file, which would otherwise read as a guest whose
+ * pages are all zero.  QEMU's errors name @out, not that partial file.
  */
 static int save_qemu_file(sl_qmp *q, const char *out, int multifd, GError **errp)
 {
@@ -341,7 +345,7 @@ static int save_qemu_file(sl_qmp *q, const char *out, int multifd, GError **errp
     ok = sl_qmp_ok(q, "stop", NULL, errp) && sl_qemu_set_caps(q, &caps, errp) &&
          (multifd == 0 || sl_qmp_ok(q, "migrate-set-parameters", chans, errp)) &&
          unthrottle(q, errp) && sl_qemu_migrate(q, "migrate", uri, errp);
-    if (!cli_finish_partial(tmp, out, ok, ok ? errp : NULL)) {
+    if (!cli_finish_partial(tmp, out, ok, errp)) {
         return -1;
     }
     fprintf(stderr, "snapload: QEMU saved its mapped-ram file %s (%.1f ms)\n", out,
@@ -349,51 +353,197 @@ static int save_qemu_file(sl_qmp *q, const char *out, int multifd, GError **errp
     return 0;
 }
 
+/*
+ * Whether @path (the file --@opt names) can be written: its directory
+ * exists and takes new files (a file created beside it, then removed).
+ * Checked before the guest is stopped, naming @path as the user gave it.
+ */
+static bool can_write(const char *opt, const char *path, GError **errp)
+{
+    g_autofree char *probe = cli_partial_path(path);
+    g_autofree char *dir = g_path_get_dirname(path);
+    int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600), e = errno;
+
+    if (fd >= 0) {
+        close(fd);
+        unlink(probe);
+    }
+    cli_interrupt_keep(probe);
+    if (fd < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s %s cannot be written: %s: %s "
+                    "(nothing was saved; the guest was not stopped)", opt, path, dir,
+                    g_strerror(e));
+    }
+    return fd >= 0;
+}
+
+/*
+ * The guest's run state before the save (@before), checked: QEMU refuses
+ * to migrate a guest that a previous migration left stopped (postmigrate)
+ * until it ran again, so that is said, with what to do, before anything.
+ */
+static char *state_before(sl_qmp *q, GError **errp)
+{
+    g_autofree char *st = sl_qmp_status(q, errp);
+
+    if (st && !strcmp(st, "postmigrate")) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "the guest is still paused from a "
+                    "previous save (QEMU's run state postmigrate), and QEMU refuses to save it "
+                    "again until it has run: resume it with `cont` over QMP first (or give "
+                    "qemu-save --resume, which does that after saving)");
+        return NULL;
+    }
+    return g_steal_pointer(&st);
+}
+
+/* Runs the guest again after a save (QEMU leaves it in postmigrate). */
+static bool resume(sl_qmp *q, GError **errp)
+{
+    return wait_postmigrate(q, errp) && sl_qmp_ok(q, "cont", NULL, errp);
+}
+
+/*
+ * After a failed save: the guest back in the run state @before it had (a
+ * running one `cont`ed; a paused one left paused, but no longer in
+ * postmigrate, which would refuse the next save), saying so.
+ */
+static void put_back(sl_qmp *q, const char *before)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree char *now = wait_postmigrate(q, &err) ? sl_qmp_status(q, &err) : NULL;
+    bool run = before && !strcmp(before, "running");
+
+    if (!now || !before || !strcmp(now, before)) {
+        if (!now) {
+            fprintf(stderr, "snapload: the guest's run state after the failed save is "
+                    "unknown: %s\n", err->message);
+        }
+        return;
+    }
+    if ((run || !strcmp(now, "postmigrate")) && sl_qmp_ok(q, "cont", NULL, &err) &&
+        (run || sl_qmp_ok(q, "stop", NULL, &err))) {
+        fprintf(stderr, "snapload: the guest %s again, as before the save\n",
+                run ? "runs (cont)" : "is paused");
+    } else if (err) {
+        fprintf(stderr, "snapload: the guest stays %s (it was %s before the save): %s; "
+                "`cont` over QMP runs it\n", now, before, err->message);
+    }
+}
+
+/* qemu-save's options. */
+typedef struct {
+    char *sock, *out, *full, *format, *parent;
+    char **ancestors;
+    gboolean quit, resume;
+    gint multifd;
+} qs_args;
+
+/* What is wrong with @a's options (@argc left after parsing), or NULL. */
+static char *bad_usage(const qs_args *a, int argc, char **argv)
+{
+    bool qemu_fmt = a->format && !strcmp(a->format, "qemu");
+
+    if (a->format && !qemu_fmt && strcmp(a->format, "snapload")) {
+        return g_strdup_printf("--format: '%s' is not a format: snapload (the default) or "
+                               "qemu", a->format);
+    }
+    if (!a->sock || !a->out) {
+        return g_strdup_printf("qemu-save needs %s", !a->sock ? "--qmp SOCKET (QEMU's QMP "
+                               "server)" : "-o SNAP (the snapshot to write)");
+    }
+    if (argc != 1) {
+        return g_strdup_printf("qemu-save takes no argument besides its options: '%s'",
+                               argv[1]);
+    }
+    if (qemu_fmt && (a->full || a->parent)) {
+        return g_strdup_printf("%s goes with our container: not with --format qemu (QEMU "
+                               "writes its own file)", a->full ? "--full-stream" : "--parent");
+    }
+    if (a->multifd < 0 || (a->multifd && !qemu_fmt)) {
+        return a->multifd < 0 ? g_strdup_printf("--multifd: %d is not a number of threads",
+                                                a->multifd)
+                              : g_strdup("--multifd goes with --format qemu (QEMU's own "
+                                         "writer)");
+    }
+    if (a->ancestors && !a->parent) {
+        return g_strdup("--ancestor names PARENT's own parent: it goes with --parent");
+    }
+    return a->quit && a->resume ? g_strdup("--quit and --resume: choose one") : NULL;
+}
+
+/*
+ * Saves as @a asks over @q: the outputs checked and the guest's run state
+ * read before it is stopped; after a failure that state is put back, after
+ * success the guest runs again with --resume.  An exit status.
+ */
+static int save_guest(sl_qmp *q, const qs_args *a, GError **errp)
+{
+    g_autofree char *before = NULL;
+    bool qemu_fmt = a->format && !strcmp(a->format, "qemu");
+    int ret;
+
+    if (!can_write("-o", a->out, errp) || (a->full && !can_write("--full-stream", a->full, errp)) ||
+        !(before = state_before(q, errp))) {
+        return cli_fail_error(g_steal_pointer(errp));
+    }
+    ret = qemu_fmt ? save_qemu_file(q, a->out, a->multifd, errp)
+                   : save_container(q, a->full, (cli_save_opts){ .psize = 4096, .out = a->out,
+                                    .parent = a->parent, .ancestors = a->ancestors }, errp);
+    if (ret != 0) {
+        ret = ret < 0 ? cli_fail_error(g_steal_pointer(errp)) : ret; /* said first */
+        put_back(q, before);
+        return ret;
+    }
+    if (a->resume && !resume(q, errp)) {
+        g_prefix_error(errp, "saved %s, but the guest could not be resumed: ", a->out);
+        return cli_fail_error(g_steal_pointer(errp));
+    }
+    if (a->quit) {
+        sl_qmp_ok(q, "quit", NULL, NULL);
+    }
+    return 0;
+}
+
 int cmd_qemu_save(int argc, char **argv)
 {
-    g_autofree char *sock = NULL, *out = NULL, *full = NULL, *format = NULL, *parent = NULL;
-    g_auto(GStrv) ancestors = NULL;
-    gboolean quit = false;
-    gint multifd = 0;
+    qs_args a = { 0 };
     GOptionEntry entries[] = {
-        { "qmp", 0, 0, G_OPTION_ARG_FILENAME, &sock, "QEMU's QMP server socket", "SOCKET" },
-        { "output", 'o', 0, G_OPTION_ARG_FILENAME, &out, "snapshot to write", "SNAP" },
-        { "format", 0, 0, G_OPTION_ARG_STRING, &format, "snapload (default: our container "
+        { "qmp", 0, 0, G_OPTION_ARG_FILENAME, &a.sock, "QEMU's QMP server socket", "SOCKET" },
+        { "output", 'o', 0, G_OPTION_ARG_FILENAME, &a.out, "snapshot to write", "SNAP" },
+        { "format", 0, 0, G_OPTION_ARG_STRING, &a.format, "snapload (default: our container "
           "with checksums) or qemu (QEMU's own mapped-ram file, any guest RAM)", "FMT" },
-        { "multifd", 0, 0, G_OPTION_ARG_INT, &multifd, "--format qemu: QEMU writes with N "
+        { "multifd", 0, 0, G_OPTION_ARG_INT, &a.multifd, "--format qemu: QEMU writes with N "
           "multifd threads", "N" },
-        { "full-stream", 0, 0, G_OPTION_ARG_FILENAME, &full, "also save a full migration stream "
-          "(RAM included) for stock QEMU's eager -incoming, to compare with", "FILE" },
-        { "parent", 0, 0, G_OPTION_ARG_FILENAME, &parent, "an incremental snapshot: only the "
+        { "full-stream", 0, 0, G_OPTION_ARG_FILENAME, &a.full, "also save a full migration "
+          "stream (RAM included) for stock QEMU's eager -incoming, to compare with", "FILE" },
+        { "parent", 0, 0, G_OPTION_ARG_FILENAME, &a.parent, "an incremental snapshot: only the "
           "pages that differ from PARENT's (a snapshot of this guest)", "PARENT" },
-        CLI_ANCESTOR_OPTION(ancestors),
-        { "quit", 0, 0, G_OPTION_ARG_NONE, &quit, "quit QEMU after saving", NULL },
+        CLI_ANCESTOR_OPTION(a.ancestors),
+        { "resume", 0, 0, G_OPTION_ARG_NONE, &a.resume, "run the guest again after saving "
+          "(`cont`; without it the guest stays stopped, and QEMU saves it again only once it "
+          "ran)", NULL },
+        { "quit", 0, 0, G_OPTION_ARG_NONE, &a.quit, "quit QEMU after saving", NULL },
         { NULL },
     };
     g_autoptr(GError) err = NULL;
-    bool qemu_fmt;
+    g_autofree char *why = NULL;
     sl_qmp *q;
     int ret;
 
     if (!cli_parse("- save a running QEMU guest into a snapshot", entries, &argc, &argv)) {
-        return 2;
+        ret = 2;
+    } else if ((why = bad_usage(&a, argc, argv))) {
+        ret = cli_fail("%s", why) + 1; /* 2: bad usage */
+    } else {
+        q = sl_qmp_connect(a.sock, QMP_TIMEOUT_MS, &err);
+        ret = q ? save_guest(q, &a, &err) : cli_fail_error(g_steal_pointer(&err));
+        sl_qmp_close(q);
     }
-    qemu_fmt = format && !strcmp(format, "qemu");
-    if (!sock || !out || argc != 1 || (format && !qemu_fmt && strcmp(format, "snapload")) ||
-        (qemu_fmt && (full || parent)) || multifd < 0 || (multifd && !qemu_fmt) ||
-        (ancestors && !parent)) {
-        return cli_fail("qemu-save needs --qmp SOCKET and -o SNAP; --format snapload|qemu; "
-                        "--multifd N only with --format qemu, --full-stream and --parent only "
-                        "without; --ancestor only with --parent");
-    }
-    q = sl_qmp_connect(sock, QMP_TIMEOUT_MS, &err);
-    ret = !q ? -1 : qemu_fmt ? save_qemu_file(q, out, multifd, &err)
-                             : save_container(q, full, (cli_save_opts){ .psize = 4096,
-                                              .out = out, .parent = parent,
-                                              .ancestors = ancestors }, &err);
-    if (ret == 0 && quit) {
-        sl_qmp_ok(q, "quit", NULL, NULL);
-    }
-    sl_qmp_close(q);
-    return ret < 0 ? cli_fail_error(g_steal_pointer(&err)) : ret;
+    g_free(a.sock);
+    g_free(a.out);
+    g_free(a.full);
+    g_free(a.format);
+    g_free(a.parent);
+    g_strfreev(a.ancestors);
+    return ret;
 }

@@ -23,6 +23,7 @@
  * Its state is in daemon-int.h.  Only the daemon and the CLI print.
  */
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -706,6 +707,23 @@ static void daemon_fini(server *d)
     g_free(d->anon_addr);
 }
 
+/*
+ * Leaving before the restore's end (a signal: qemu-restore ending a failed
+ * run): the figures reached so far, so that its report carries them.
+ */
+static void report_stopped(server *d)
+{
+    sl_stats st = { .size = sizeof(st) };
+
+    if (d->done || !d->r) {
+        return;
+    }
+    sl_restore_get_stats(d->r, &st);
+    st.time_to_complete_ms = NAN; /* not reached: null */
+    d->status = -ECANCELED;
+    write_stats(d, &st, "restore stopped before completion");
+}
+
 int sl_daemon_run(const sl_daemon_opts *o)
 {
     server d = { 0 };
@@ -719,6 +737,7 @@ int sl_daemon_run(const sl_daemon_opts *o)
         dlog(&d, "serving %s on %s (%u blocks)", o->snapshot, o->socket, d.nblocks);
         while (serve_round(&d)) {
         }
+        report_stopped(&d);
         ret = d.done && d.status == 0 ? 0 : 1;
     }
     daemon_fini(&d);

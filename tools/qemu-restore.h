@@ -66,6 +66,13 @@ bool qr_wait_restore(qr *r, GError **errp);
 /** qr_daemon_failure: the daemon's reason when the restore failed, or NULL. */
 char *qr_daemon_failure(qr *r);
 
+/**
+ * qr_final_figures: after a failed run, once the daemon was told to stop
+ * (SIGTERM): its last line, the figures it reached, into r->stats (left
+ * NULL if it ends without one, or says nothing within 5 s).
+ */
+void qr_final_figures(qr *r);
+
 /** qr_report: prints the result (text or --json), with @error if the run failed. */
 void qr_report(const qr *r, const char *error);
 

@@ -3,8 +3,9 @@
  * qemu-restore reading its daemon's report lines (one JSON object each on
  * the stats pipe): where the preload client registered each block (checked
  * against QEMU's `info ramblock`), and the final result of the restore,
- * whose reason is put first when QEMU died of the restore's failure.
- * Also reaps QEMU when it ended while we waited.
+ * whose reason is put first when QEMU died of the restore's failure, or,
+ * after a failed run, the figures it reached when it was stopped.  Also
+ * reaps QEMU when it ended while we waited.
  */
 #include <errno.h>
 #include <poll.h>
@@ -193,6 +194,7 @@ char *qr_daemon_failure(qr *r)
         }
         if (!note_registration(r, g_strchomp(line))) {
             char *why = result_error(line);
+            r->stats = g_strdup(line); /* the figures reached, for the report */
             if (why && g_str_has_prefix(why, "restore stopped")) { /* an effect, not a cause */
                 g_clear_pointer(&why, g_free);
             }
@@ -201,3 +203,25 @@ char *qr_daemon_failure(qr *r)
     }
 }
 
+#define FINAL_LINE_WAIT_MS 5000 /* for a stopped daemon's last line */
+
+void qr_final_figures(qr *r)
+{
+    struct pollfd p = { .fd = r->stats_fd, .events = POLLIN };
+
+    while (!r->stats && r->stats_ch) {
+        g_autofree char *line = NULL;
+        gsize len;
+
+        if (!(g_io_channel_get_buffer_condition(r->stats_ch) & G_IO_IN) &&
+            poll(&p, 1, FINAL_LINE_WAIT_MS) <= 0) {
+            return;
+        }
+        if (g_io_channel_read_line(r->stats_ch, &line, &len, NULL, NULL) != G_IO_STATUS_NORMAL) {
+            return; /* EOF: it ended without a word (killed) */
+        }
+        if (!note_registration(r, g_strchomp(line))) {
+            r->stats = g_steal_pointer(&line);
+        }
+    }
+}

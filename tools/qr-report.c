@@ -10,13 +10,18 @@
 #include <json-glib/json-glib.h>
 #include "qemu-restore.h"
 
-/* Integer member @key of the daemon's JSON stats line @stats, or -1. */
-static gint64 stats_member(const char *stats, const char *key)
+/* Adds integer member @key of the daemon's JSON stats line @stats to @j,
+ * or null when the daemon reported none. */
+static void stats_member(cli_json *j, const char *stats, const char *key)
 {
     g_autoptr(JsonNode) n = stats ? json_from_string(stats, NULL) : NULL;
     JsonObject *o = n && JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
 
-    return o && json_object_has_member(o, key) ? json_object_get_int_member(o, key) : -1;
+    if (o && json_object_has_member(o, key)) {
+        json_int(j, key, json_object_get_int_member(o, key));
+    } else {
+        json_raw(j, key, "null");
+    }
 }
 
 /* @b - @a in ms, or NAN when either moment was not reached. */
@@ -62,7 +67,8 @@ static void report_text(const qr *r, const char *error)
 /*
  * What the run measured, in text or --json.  After a failure, @error says
  * why, and every figure not reached is null (JSON) or left out (text): the
- * phases that did happen, and the daemon's figures if it reported any.
+ * phases that did happen, and the daemon's figures if it reported any (a
+ * daemon stopped early reports what it had reached: qr_final_figures()).
  */
 void qr_report(const qr *r, const char *error)
 {
@@ -96,8 +102,8 @@ void qr_report(const qr *r, const char *error)
         lazy = lazy_json(r);
         json_raw(&j, "lazy_blocks", lazy);
         json_double(&j, "time_to_complete_ms", span(r->t0, r->t_done));
-        json_int(&j, "faults", stats_member(r->stats, "faults"));
-        json_int(&j, "pages_placed_twice", stats_member(r->stats, "pages_placed_twice"));
+        stats_member(&j, r->stats, "faults");
+        stats_member(&j, r->stats, "pages_placed_twice");
         json_raw(&j, "restore", r->stats ? r->stats : "null");
     }
     if (r->o->verify && !error) {

@@ -12,7 +12,8 @@
  * file and sends its fd over a unix socket the back-end listens on (as
  * QEMU connects to a vhost-user back-end, whose pid it then sees), and a
  * "back-end" (this program in backend mode, plain or under `snapload
- * attach`) that maps what it received and checks every page.  With the
+ * attach`) that maps what it received and checks every page; `attach` to
+ * a socket no daemon serves starts nothing.  With the
  * daemon tracking writes (`serve --track-writes`) and the VMM tracking
  * its own, the VMM's discard of a page of its mapping (MADV_REMOVE),
  * which no pagemap shows, is told to the daemon at once: the VMM's own
@@ -510,6 +511,32 @@ static void test_guest_ram_reaches_an_attached_peer_with_every_byte(void **state
 }
 
 /*
+ * `snapload attach` with a socket no daemon serves (a mistyped path) would
+ * run the back-end unregistered: it fails naming the socket, and the
+ * command never starts.  `attach --help` prints its usage and succeeds.
+ */
+static void test_attach_to_a_socket_no_daemon_serves_fails_and_starts_nothing(void **state)
+{
+    g_autofree char *dir = sl_test_tmpdir(), *sock = g_build_filename(dir, "nosuch.sock", NULL);
+    g_autofree char *ran = g_build_filename(dir, "ran", NULL);
+    g_autofree char *out = NULL, *err = NULL, *hout = NULL, *herr = NULL;
+    const char *attach[] = { "attach", sock, "--", "/bin/touch", ran, NULL };
+    const char *help[] = { "attach", "--help", NULL };
+    int st = sl_test_run_cli(attach, &out, &err);
+
+    (void)state;
+    if (g_spawn_check_wait_status(st, NULL) || !strstr(err, sock) || access(ran, F_OK) == 0) {
+        fail_msg("attach to %s: status %d, the command %s, stderr: %s", sock, st,
+                 access(ran, F_OK) == 0 ? "ran" : "did not run", err);
+    }
+    st = sl_test_run_cli(help, &hout, &herr);
+    if (!g_spawn_check_wait_status(st, NULL) || !strstr(hout, "SOCKET -- COMMAND")) {
+        fail_msg("attach --help: status %d, stdout: %s, stderr: %s", st, hout, herr);
+    }
+    sl_test_rmdir(g_steal_pointer(&dir));
+}
+
+/*
  * A VMM that tracks its writes discards a page of its mapping
  * (MADV_REMOVE, as QEMU does for a balloon): its pagemap will not show
  * that, so the preload client tells the daemon first, and the query of
@@ -712,6 +739,7 @@ int main(int argc, char **argv)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_guest_ram_is_refused_to_a_peer_set_up_for_another_file, setup, teardown),
+        cmocka_unit_test(test_attach_to_a_socket_no_daemon_serves_fails_and_starts_nothing),
         cmocka_unit_test_setup_teardown(
             test_discard_by_a_tracked_vmm_ends_the_written_list_at_once, setup_tracking,
             teardown),

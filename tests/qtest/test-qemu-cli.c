@@ -1,0 +1,363 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * `snapload qemu-save` and `qemu-restore` as a user meets them, with a
+ * small stock QEMU guest (64 MiB of shmem RAM, no disk: the firmware
+ * finds nothing to boot and waits) and its own QMP socket:
+ *  - a save that cannot write its output, or fails after the guest was
+ *    stopped, leaves the guest in the run state it had (running), naming
+ *    the path the user gave;
+ *  - --resume lets saves follow each other; a guest left paused by a save
+ *    is refused with what to do (`cont`);
+ *  - qemu-restore --json of a guest quit before every page was in place
+ *    carries the daemon's figures reached, and null where none was;
+ *  - a --socket another daemon serves is refused before the RAM file is
+ *    made;
+ *  - --help prints the options and exits 0, and each bad option or
+ *    combination gets a message naming it.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "tests/unit/testutil.h"
+#include "tools/qmp.h"
+#include "qtest-util.h"
+
+#define GUEST_MB 64
+
+static const mem_kind shmem = { "shmem", NULL, 0, false };
+
+/* The guest's QEMU command line on RAM file @mem (no terminating NULL). */
+static void guest_args(GPtrArray *a, const fixture *f, const char *mem)
+{
+    g_ptr_array_add(a, g_strdup("qemu-system-x86_64"));
+    add2(a, "-accel", g_strdup(f->kvm ? "kvm" : "tcg"));
+    add2(a, "-m", g_strdup_printf("%dM", GUEST_MB));
+    add2(a, "-machine", g_strdup("pc,memory-backend=ram0"));
+    add2(a, "-object", g_strdup_printf("memory-backend-file,id=ram0,size=%dM,mem-path=%s,"
+                                       "share=on", GUEST_MB, mem));
+    add2(a, "-display", g_strdup("none"));
+    g_ptr_array_add(a, g_strdup("-nodefaults"));
+    g_ptr_array_add(a, g_strdup("-no-user-config"));
+}
+
+/* Waits (bounded) until the socket @path exists. */
+static void wait_socket(const char *path)
+{
+    struct stat st;
+
+    for (int ms = 0; ms < 30000; ms += 20) {
+        if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+            return;
+        }
+        g_usleep(20000); /* a process starting: no event to wait on */
+    }
+    fail_msg("no socket %s after 30 s", path);
+}
+
+/* Connects to the QMP server at @path (a -qmp unix:...,server=on). */
+static sl_qmp *qmp_at(const char *path)
+{
+    g_autoptr(GError) err = NULL;
+    sl_qmp *q;
+
+    wait_socket(path);
+    if (!(q = sl_qmp_connect(path, 30000, &err))) {
+        fail_msg("QMP at %s: %s", path, err->message);
+    }
+    return q;
+}
+
+/*
+ * Starts the guest on f->memfile with two QMP servers (QEMU serves one
+ * client on each): @qmp for qemu-save, and the test's, connected.
+ */
+static sl_qmp *start_guest(fixture *f, const char *qmp)
+{
+    g_autoptr(GPtrArray) a = g_ptr_array_new_with_free_func(g_free);
+    g_autofree char *mine = path_in(f, "test.qmp");
+
+    guest_args(a, f, f->memfile);
+    add2(a, "-qmp", g_strdup_printf("unix:%s,server=on,wait=off", qmp));
+    add2(a, "-qmp", g_strdup_printf("unix:%s,server=on,wait=off", mine));
+    child c = spawn(f, a, "guest");
+    child_free(&c);
+    wait_socket(qmp);
+    return qmp_at(mine);
+}
+
+/* The guest's run state, as QEMU says it. */
+static char *status_of(sl_qmp *q)
+{
+    g_autoptr(GError) err = NULL;
+    char *st = sl_qmp_status(q, &err);
+
+    if (!st) {
+        fail_msg("query-status: %s", err->message);
+    }
+    return st;
+}
+
+/* `snapload qemu-save --qmp @qmp` with @opts; its wait status, stderr in *@err. */
+static int qemu_save(const char *qmp, const char *const *opts, char **err)
+{
+    g_autoptr(GPtrArray) a = g_ptr_array_new();
+    g_autofree char *out = NULL;
+
+    g_ptr_array_add(a, (char *)"qemu-save");
+    g_ptr_array_add(a, (char *)"--qmp");
+    g_ptr_array_add(a, (char *)qmp);
+    for (const char *const *o = opts; *o; o++) {
+        g_ptr_array_add(a, (char *)*o);
+    }
+    g_ptr_array_add(a, NULL);
+    return sl_test_run_cli((const char *const *)a->pdata, &out, err);
+}
+
+/* A save of the guest at @qmp with @opts fails, its error naming @want,
+ * and the guest is running afterwards. */
+static void save_fails_guest_runs(sl_qmp *q, const char *qmp, const char *const *opts,
+                                  const char *want)
+{
+    g_autofree char *err = NULL, *st = NULL;
+    int ws = qemu_save(qmp, opts, &err);
+
+    st = status_of(q);
+    if (g_spawn_check_wait_status(ws, NULL) || !strstr(err, want) || strstr(err, ".partial")) {
+        fail_msg("wanted a failed save naming %s (status %#x):\n%s", want, ws, err);
+    }
+    if (strcmp(st, "running")) {
+        fail_msg("after the failed save the guest is %s, not running as before:\n%s", st, err);
+    }
+}
+
+/* ---------------------------------- tests -------------------------------- */
+
+/*
+ * A save to a directory that does not exist fails naming the path given,
+ * in either format, with the guest never stopped; one that fails after
+ * the stop (its full stream cannot be written: /dev/full) runs the guest
+ * again and says so.  Each time the guest is running afterwards, not in
+ * postmigrate, where QEMU would refuse the next save.
+ */
+static void test_failed_save_leaves_the_guest_running_and_names_the_path(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *qmp = path_in(f, "guest.qmp"), *snap = path_in(f, "nodir/x.snap");
+    g_autofree char *mig = path_in(f, "nodir/x.mig"), *ok = path_in(f, "ok.snap");
+    sl_qmp *q;
+
+    need(f);
+    q = start_guest(f, qmp);
+    save_fails_guest_runs(q, qmp, (const char *[]){ "-o", snap, NULL }, snap);
+    save_fails_guest_runs(q, qmp, (const char *[]){ "-o", mig, "--format", "qemu", NULL }, mig);
+    save_fails_guest_runs(q, qmp, (const char *[]){ "-o", ok, "--full-stream", "/dev/full",
+                                                    NULL }, "runs (cont) again");
+    assert_int_equal(access(ok, F_OK), -1);
+    sl_qmp_ok(q, "quit", NULL, NULL);
+    sl_qmp_close(q);
+}
+
+/*
+ * --resume runs the guest again after a save, so a child can be saved
+ * right after; a save without it leaves the guest in postmigrate, and the
+ * next save is refused saying to `cont` it, the guest left as it was.
+ */
+static void test_resume_lets_saves_follow_and_a_paused_guest_is_refused_saying_cont(
+    void **state)
+{
+    fixture *f = *state;
+    g_autofree char *qmp = path_in(f, "guest.qmp"), *a = path_in(f, "a.snap");
+    g_autofree char *b = path_in(f, "b.snap"), *c = path_in(f, "c.snap");
+    g_autofree char *err = NULL, *st = NULL;
+    int ws;
+    sl_qmp *q;
+
+    need(f);
+    q = start_guest(f, qmp);
+    ws = qemu_save(qmp, (const char *[]){ "-o", a, "--resume", NULL }, &err);
+    st = status_of(q);
+    if (!g_spawn_check_wait_status(ws, NULL) || strcmp(st, "running")) {
+        fail_msg("save --resume: status %#x, guest %s:\n%s", ws, st, err);
+    }
+    g_clear_pointer(&err, g_free);
+    ws = qemu_save(qmp, (const char *[]){ "-o", b, "--parent", a, NULL }, &err);
+    if (!g_spawn_check_wait_status(ws, NULL)) {
+        fail_msg("the save after --resume failed (status %#x):\n%s", ws, err);
+    }
+    g_clear_pointer(&err, g_free);
+    g_clear_pointer(&st, g_free);
+    ws = qemu_save(qmp, (const char *[]){ "-o", c, NULL }, &err);
+    st = status_of(q);
+    if (g_spawn_check_wait_status(ws, NULL) || !strstr(err, "`cont`") ||
+        strcmp(st, "postmigrate") || access(c, F_OK) == 0) {
+        fail_msg("a save of a guest paused by a save: status %#x, guest %s:\n%s", ws, st, err);
+    }
+    sl_qmp_ok(q, "quit", NULL, NULL);
+    sl_qmp_close(q);
+}
+
+/* Member @key of @o is a JSON integer (not null, not -1). */
+static void assert_count(JsonObject *o, const char *key)
+{
+    JsonNode *n = json_object_get_member(o, key);
+
+    if (!n || !JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_INT64 ||
+        json_node_get_int(n) < 0) {
+        fail_msg("'%s' is not a count reached", key);
+    }
+}
+
+/*
+ * A restore with no loaders, its guest quit before every page is in
+ * place: the failed run's --json still carries the daemon's figures (the
+ * faults it served, the pages placed twice: counts, and its "restore"
+ * object), and a moment never reached (every page in place) is null.
+ */
+static void test_json_of_a_guest_quit_mid_restore_carries_the_figures_reached(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *qmp = path_in(f, "guest.qmp"), *snap = path_in(f, "a.snap");
+    g_autofree char *rqmp = path_in(f, "restore.qmp"), *out = NULL, *errs = NULL;
+    g_autoptr(GPtrArray) a = g_ptr_array_new_with_free_func(g_free);
+    g_autoptr(JsonObject) o = NULL;
+    sl_qmp *q;
+    int ws;
+
+    need(f);
+    q = start_guest(f, qmp);
+    ws = qemu_save(qmp, (const char *[]){ "-o", snap, "--quit", NULL }, &errs);
+    assert_true(g_spawn_check_wait_status(ws, NULL));
+    sl_qmp_close(q);
+    g_clear_pointer(&errs, g_free);
+    g_ptr_array_add(a, g_strdup(g_getenv("SNAPLOAD_BIN")));
+    g_ptr_array_add(a, g_strdup("qemu-restore"));
+    g_ptr_array_add(a, g_strdup(snap));
+    for (const char *const *x = (const char *[]){ "--paused", "--json", "--threads", "0", "--",
+                                                 NULL }; *x; x++) {
+        g_ptr_array_add(a, g_strdup(*x));
+    }
+    guest_args(a, f, f->memfile);
+    add2(a, "-qmp", g_strdup_printf("unix:%s,server=on,wait=off", rqmp));
+    child r = spawn(f, a, "restore");
+    q = qmp_at(rqmp);
+    wait_paused(q);
+    assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
+    ws = quit_and_reap(q, &r, &out, &errs);
+    assert_false(g_spawn_check_wait_status(ws, NULL));
+    o = parse_json(out);
+    assert_string_equal(json_object_get_string_member(o, "status"), "failed");
+    assert_count(o, "faults");
+    assert_count(o, "pages_placed_twice");
+    assert_true(JSON_NODE_HOLDS_OBJECT(json_object_get_member(o, "restore")));
+    assert_true(JSON_NODE_HOLDS_NULL(json_object_get_member(o, "time_to_complete_ms")));
+    child_free(&r);
+}
+
+/*
+ * A qemu-restore whose --socket a daemon already serves (`snapload serve`
+ * there) is refused by name before it creates the guest's RAM file.
+ */
+static void test_restore_on_a_served_socket_is_refused_before_making_the_ram_file(
+    void **state)
+{
+    fixture *f = *state;
+    g_autofree char *raw = path_in(f, "raw"), *dev = path_in(f, "devstate");
+    g_autofree char *snap = path_in(f, "s.snap"), *sock = path_in(f, "d.sock");
+    g_autofree char *rawspec = g_strdup_printf("%s:ram0", raw), *out = NULL, *err = NULL;
+    g_autoptr(GPtrArray) serve = g_ptr_array_new_with_free_func(g_free);
+    g_autoptr(GPtrArray) a = g_ptr_array_new_with_free_func(g_free);
+    const char *save[] = { "save", "--raw", rawspec, "--device-state", dev, "-o", snap, NULL };
+    int ws;
+
+    need(f);
+    assert_true(g_file_set_contents(dev, "device state", -1, NULL));
+    assert_true(g_file_set_contents(raw, "", 0, NULL) && truncate(raw, GUEST_MB << 20) == 0);
+    assert_int_equal(sl_test_run_cli(save, &out, &err), 0);
+    g_clear_pointer(&out, g_free);
+    g_clear_pointer(&err, g_free);
+    g_ptr_array_add(serve, g_strdup(g_getenv("SNAPLOAD_BIN")));
+    g_ptr_array_add(serve, g_strdup("serve"));
+    g_ptr_array_add(serve, g_strdup(snap));
+    add2(serve, "--socket", g_strdup(sock));
+    add2(serve, "--threads", g_strdup("0"));
+    child d = spawn(f, serve, "serve");
+    wait_socket(sock);
+    for (const char *const *x = (const char *[]){ "qemu-restore", snap, "--socket", sock, "--",
+                                                 NULL }; *x; x++) {
+        g_ptr_array_add(a, g_strdup(*x));
+    }
+    guest_args(a, f, f->memfile);
+    g_ptr_array_add(a, NULL);
+    ws = sl_test_run_cli((const char *const *)a->pdata, &out, &err);
+    if (g_spawn_check_wait_status(ws, NULL) || !strstr(err, sock) ||
+        !strstr(err, "already serves it")) {
+        fail_msg("wanted the served --socket refused by name (status %#x):\n%s", ws, err);
+    }
+    if (access(f->memfile, F_OK) == 0) {
+        fail_msg("the refused restore created the RAM file %s", f->memfile);
+    }
+    child_free(&d);
+}
+
+/* One command line and what it must do. */
+typedef struct {
+    const char *args[12];
+    int status;           /* exit status wanted */
+    const char *want;     /* in stdout (status 0) or stderr */
+} usage_case;
+
+static const usage_case usage_cases[] = {
+    { { "qemu-restore", "--help" }, 0, "--paused" },
+    { { "qemu-restore", "--help", "--", "q" }, 0, "--paused" },
+    { { "qemu-save", "--help" }, 0, "--resume" },
+    { { "qemu-restore", "a", "b", "--", "q" }, 2, "restores one SNAP: 'a' and 'b'" },
+    { { "qemu-restore", "--", "q" }, 2, "needs the SNAP to restore before --" },
+    { { "qemu-restore", "a", "--multifd", "2", "--", "q" }, 2, "--multifd goes with --eager" },
+    { { "qemu-restore", "a" }, 2, "no -- came" },
+    { { "qemu-save", "--qmp", "s", "-o", "x", "--format", "bogus" }, 2, "'bogus' is not a format" },
+    { { "qemu-save", "--qmp", "s", "-o", "x", "--format", "qemu", "--parent", "p" }, 2,
+      "--parent goes with our container" },
+    { { "qemu-save", "--qmp", "s", "-o", "x", "--multifd", "2" }, 2,
+      "--multifd goes with --format qemu" },
+    { { "qemu-save", "--qmp", "s" }, 2, "needs -o SNAP" },
+    { { "qemu-save", "--qmp", "s", "-o", "x", "--resume", "--quit" }, 2, "--quit and --resume" },
+};
+
+/* --help prints the options and exits 0; a bad option or combination
+ * gets its own message (exit 2, bad usage), naming it. */
+static void test_help_exits_0_and_each_usage_error_names_what_is_wrong(void **state)
+{
+    (void)state;
+    for (unsigned i = 0; i < G_N_ELEMENTS(usage_cases); i++) {
+        const usage_case *c = &usage_cases[i];
+        g_autofree char *out = NULL, *err = NULL;
+        int ws = sl_test_run_cli(c->args, &out, &err);
+        int code = WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
+
+        if (code != c->status || !strstr(c->status ? err : out, c->want)) {
+            fail_msg("snapload %s %s ...: exit %d (wanted %d, saying '%s'):\n%s%s", c->args[0],
+                     c->args[1], code, c->status, c->want, out, err);
+        }
+    }
+}
+
+#define CASE(fn) cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, (void *)&shmem)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_help_exits_0_and_each_usage_error_names_what_is_wrong),
+        CASE(test_failed_save_leaves_the_guest_running_and_names_the_path),
+        CASE(test_resume_lets_saves_follow_and_a_paused_guest_is_refused_saying_cont),
+        CASE(test_json_of_a_guest_quit_mid_restore_carries_the_figures_reached),
+        CASE(test_restore_on_a_served_socket_is_refused_before_making_the_ram_file),
+    };
+
+    if (g_getenv("SL_TEST_FILTER")) {
+        cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
+    }
+    return cmocka_run_group_tests_name("qemu-cli", tests, NULL, NULL);
+}

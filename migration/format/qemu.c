@@ -439,6 +439,27 @@ static void find_vmdesc(qctx *c)
 }
 
 /*
+ * QEMU writes each block's bitmap right after its mapped-ram header (every
+ * version since 9.0).  One elsewhere that overlaps nothing means a damaged
+ * bitmap_offset: read from there, the bitmap would give wrong pages (zeros
+ * where data is stored), which nothing could catch without an index.
+ */
+static bool bitmaps_follow_headers(const qctx *c, GError **errp)
+{
+    for (guint i = 0; i < c->blocks->len; i++) {
+        const sl_block *b = &g_array_index(c->blocks, sl_block, i);
+        uint64_t end = b->ramhdr_offset + SL_MR_HEADER_SIZE;
+        if (b->in_file && b->bitmap_offset != end) {
+            return SL_BAD(errp, "block %u ('%s'): bitmap_offset %" G_GUINT64_FORMAT " is not "
+                          "the end of its mapped-ram header (%" G_GUINT64_FORMAT "), where "
+                          "QEMU writes the bitmap: the header is damaged", i, b->name,
+                          b->bitmap_offset, end);
+        }
+    }
+    return true;
+}
+
+/*
  * The stream ends with QEMU's end-of-stream marker (0x00), alone or before
  * its JSON description (which find_vmdesc() found with the marker before
  * it).  The device state between cannot be walked without QEMU's device
@@ -494,7 +515,8 @@ static bool parse_stream(qctx *c, GError **errp)
         return false;
     }
     find_vmdesc(c);
-    return check_stream_end(c, errp) && sl_regions_check(c->regions, errp);
+    return check_stream_end(c, errp) && sl_regions_check(c->regions, errp) &&
+           bitmaps_follow_headers(c, errp);
 }
 
 bool sl_qemu_parse(sl_snapshot *s, GError **errp)

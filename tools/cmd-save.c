@@ -307,6 +307,12 @@ static bool add_hot_list(sl_writer *w, const char *path, const raw_input *ins, u
     for (gsize i = 0; i < len / 16; i++) {
         uint32_t b = sl_le32((uint8_t *)data + i * 16);
         uint64_t p = sl_le64((uint8_t *)data + i * 16 + 8);
+        if (sl_le32((uint8_t *)data + i * 16 + 4)) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "hot-page list %s: entry %zu has "
+                        "flags that are not zero (entries are u32 block, u32 0, u64 page)",
+                        path, (size_t)i);
+            return false;
+        }
         if (b >= n || p >= ins[b].size / psize) {
             g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "hot-page list %s: entry %zu names "
                         "block %u page %" G_GUINT64_FORMAT ", which is not in this snapshot",

@@ -320,6 +320,11 @@ bool sl_hot_list_check(const sl_snapshot *s, const uint8_t *p, gsize len, GError
                         "page %" G_GUINT64_FORMAT " is out of range", (size_t)i, block, page);
             return false;
         }
+        if (sl_le32(p + i * 16 + 4)) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "hot-page list entry %zu: flags "
+                        "0x%x are not zero", (size_t)i, sl_le32(p + i * 16 + 4));
+            return false;
+        }
     }
     return true;
 }

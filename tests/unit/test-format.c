@@ -1465,6 +1465,11 @@ static void test_hot_list_of_bad_shape_is_refused_by_entry(void **state)
     list[24 + 4] = 1; /* page 2^32 + 3 of block 0 */
     assert_false(sl_hot_list_check(fx->snap, list, 32, &err));
     assert_non_null(strstr(err->message, "out of range"));
+    g_clear_error(&err);
+    list[24 + 4] = 0;
+    list[20] = 1; /* flags, which are 0 */
+    assert_false(sl_hot_list_check(fx->snap, list, 32, &err));
+    assert_non_null(strstr(err->message, "entry 1: flags 0x1 are not zero"));
 }
 
 /*

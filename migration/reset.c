@@ -423,20 +423,91 @@ static bool any_outside(const GArray *before, const GArray *after)
     return false;
 }
 
+/* Whether snapshot page @p of @reg is what @mem holds (@map: the snapshot
+ * mapped, or NULL: read into @scratch, a page). */
+static bool page_is_snapshot(sl_restore *r, const sl_region *reg, uint64_t p, const uint8_t *mem,
+                             const uint8_t *map, uint8_t *scratch)
+{
+    const sl_block *b = reg->blk;
+    const uint64_t ps = b->page_size;
+
+    if (!sl_bit_test(b->bitmap, p)) {
+        return mem[0] == 0 && memcmp(mem, mem + 1, ps - 1) == 0;
+    }
+    if (map) {
+        return memcmp(mem, map + b->pages_offset + p * ps, ps) == 0;
+    }
+    return sl_snapshot_read_pages(r->snap, reg->block, p, 1, scratch, false) == 0 &&
+           memcmp(mem, scratch, ps) == 0;
+}
+
+/* Units of @run that do not hold the snapshot's bytes, appended to @changed. */
+static void run_changed(sl_restore *r, const sl_run *run, const uint8_t *map, GArray *changed)
+{
+    sl_region *reg = g_ptr_array_index(r->regions, run->region);
+    /* our own view, where the rewrite left each page mapped (the alias of
+     * shared memory would take a fault per page here) */
+    const uint8_t *base = reg->mem.host;
+    const uint64_t ps = reg->blk->page_size;
+    g_autofree uint8_t *scratch = map ? NULL : g_malloc(ps);
+
+    for (uint64_t u = run->unit; u < run->unit + run->n; u++) {
+        for (uint64_t k = 0; k < reg->ratio; k++) {
+            uint64_t p = u * reg->ratio + k;
+            if (!page_is_snapshot(r, reg, p, base + p * ps, map, scratch)) {
+                sl_run c = { .region = run->region, .unit = u, .n = 1 };
+                g_array_append_val(changed, c);
+                break;
+            }
+        }
+    }
+}
+
+/*
+ * Units of @units that do not hold the snapshot's bytes now, appended to
+ * @changed.  Read after they were protected again, this shows a writer's
+ * bytes that landed between a unit's rewrite and its protection (which the
+ * protection hid from the tracking); writes after it are tracked as usual.
+ * The runs of @failed (whole runs of @units, in its order) go the dropping
+ * way and are not looked at.
+ */
+static void find_changed(sl_restore *r, const GArray *units, const GArray *failed,
+                         GArray *changed)
+{
+    const uint8_t *map = r->snap_map && map_still_valid(r) ? r->snap_map : NULL;
+    guint j = 0;
+
+    for (guint i = 0; i < units->len; i++) {
+        const sl_run *run = &g_array_index(units, sl_run, i);
+        const sl_run *f = j < failed->len ? &g_array_index(failed, sl_run, j) : NULL;
+        if (f && f->region == run->region && f->unit == run->unit && f->n == run->n) {
+            j++;
+            continue;
+        }
+        run_changed(r, run, map, changed);
+    }
+}
+
 /*
  * In place: rewrite, then protect again every page of our views written
  * since the collect (only ours: the caller paused every other writer).  A
- * unit written in between that the rewrite did not cover shows that a
- * writer ran during the reset: its bytes, and those of any unit the
- * rewrite raced with, may differ from the snapshot while the protection
- * says unwritten.  So every such unit is owed to the next reset
- * (r->raced, listed as written meanwhile) and this one fails, saying so.
+ * writer that ran during the reset shows either as a unit written in
+ * between that the rewrite did not cover, or as a rewritten unit that no
+ * longer holds the snapshot's bytes once protected again (find_changed:
+ * the protection hid that write).  Then every unit written or rewritten
+ * may differ from the snapshot while the protection says unwritten: all
+ * are owed to the next reset (r->raced, listed as written meanwhile) and
+ * this one fails, saying so.
  */
 static bool reset_in_place(sl_restore *r, GArray *units, GArray *failed, GError **errp)
 {
     g_autoptr(GArray) after = g_array_new(false, false, sizeof(sl_run));
+    g_autoptr(GArray) changed = g_array_new(false, false, sizeof(sl_run));
 
     rewrite_units(r, units, failed);
+    if (r->reset_rewritten) {
+        r->reset_rewritten(r->reset_rewritten_opaque);
+    }
     for (guint i = 0; i < r->regions->len && r->tracking == SL_TRACK_ASYNC_WP; i++) {
         if (!written_units(r, g_ptr_array_index(r->regions, i), true, after, errp)) {
             g_prefix_error(errp, "protecting the rewritten pages again: ");
@@ -446,7 +517,8 @@ static bool reset_in_place(sl_restore *r, GArray *units, GArray *failed, GError 
         }
     }
     normalize_runs(after);
-    if (!any_outside(units, after)) {
+    find_changed(r, units, failed, changed);
+    if (!changed->len && !any_outside(units, after)) {
         return true;
     }
     owe(r, units);

@@ -241,6 +241,12 @@ struct sl_restore {
      * before sl_restore_start(). */
     void (*around_posted)(void *opaque, unsigned region, uint64_t u, uint64_t n);
     void *around_posted_opaque;
+    /* Test hook, NULL in production: called by an in-place reset on the
+     * caller's thread after it rewrote the written units and before it
+     * protects them again (where a racing writer's bytes would be hidden
+     * from the tracking).  Set while no reset runs. */
+    void (*reset_rewritten)(void *opaque);
+    void *reset_rewritten_opaque;
 
     uint64_t t_start, t_ready;
     _Atomic uint64_t t_first_fault, t_complete;

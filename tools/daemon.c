@@ -396,7 +396,8 @@ static void restore_finished(server *d)
     d->done = true;
     why = d->status ? sl_restore_error(d->r) : NULL;
     sl_restore_get_stats(d->r, &st);
-    dlog(d, "restore %s: %" G_GUINT64_FORMAT " pages, %" G_GUINT64_FORMAT " faults, %.1f ms",
+    dlog(d, "restore %s%s: %" G_GUINT64_FORMAT " pages, %" G_GUINT64_FORMAT " faults, %.1f ms",
+         d->status ? "FAILED: " : "",
          why ? why->message : d->status ? g_strerror(-d->status) : "complete", st.pages_total,
          st.faults, st.time_to_complete_ms);
     write_stats(d, &st, why ? why->message : NULL);

@@ -289,6 +289,14 @@ uint64_t sl_seg_digest(const uint64_t *bitmap_le, const uint64_t *csums_le, uint
                        uint64_t seg);
 
 /**
+ * sl_seg_stray_entry (segments.c): the first page of segment @seg whose
+ * bitmap bit is clear but whose checksum entry is not 0 (format.md: a
+ * page not stored has entry 0), or UINT64_MAX.  Either byte order.
+ */
+uint64_t sl_seg_stray_entry(const uint64_t *bitmap, const uint64_t *csums, uint64_t npages,
+                            uint64_t seg);
+
+/**
  * sl_csums_get (segments.c): pages [@first, @first + @n) of @b are proven:
  * their segments' bitmap words and checksum entries match the segment
  * digests (a no-op unless the snapshot was opened lazily, when everything

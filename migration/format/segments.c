@@ -42,6 +42,19 @@ uint64_t sl_seg_digest(const uint64_t *bitmap_le, const uint64_t *csums_le, uint
     return sl_hash2(bitmap_le + first / 64, sl_bitmap_bytes(n), csums_le + first, n * 8);
 }
 
+uint64_t sl_seg_stray_entry(const uint64_t *bitmap, const uint64_t *csums, uint64_t npages,
+                            uint64_t seg)
+{
+    uint64_t first = seg * SL_CSUM_SEG, end = MIN(first + SL_CSUM_SEG, npages);
+
+    for (uint64_t p = first; p < end; p++) {
+        if (csums[p] && !(GUINT64_FROM_LE(bitmap[p / 64]) >> (p % 64) & 1)) {
+            return p;
+        }
+    }
+    return UINT64_MAX;
+}
+
 static void seg_wake(_Atomic uint32_t *w)
 {
     syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
@@ -58,7 +71,8 @@ static int seg_read(const sl_snapshot *s, const sl_block *b, uint64_t seg)
     int ret = sl_pread_full(s->csum_fd, b->csums + first, n * 8, b->csum_offset + first * 8);
 
     if (ret == 0 &&
-        sl_seg_digest(sl_own_bitmap(b), b->csums, b->npages, seg) != b->digests[seg]) {
+        (sl_seg_digest(sl_own_bitmap(b), b->csums, b->npages, seg) != b->digests[seg] ||
+         sl_seg_stray_entry(sl_own_bitmap(b), b->csums, b->npages, seg) != UINT64_MAX)) {
         ret = -EBADMSG;
     }
     if (ret == 0 && s->parent) { /* a child: the parent's entries where it stores nothing */

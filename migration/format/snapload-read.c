@@ -218,7 +218,8 @@ static bool check_bitmap_counts(sl_block *b, unsigned i, GError **errp)
     count = sl_bitmap_count(b->bitmap, b->npages);
     if (count != b->present_pages) {
         return BAD(errp, "block %u ('%s'): present_pages %" G_GUINT64_FORMAT " but the bitmap "
-                   "has %" G_GUINT64_FORMAT " bits set", i, b->name, b->present_pages, count);
+                   "has %" G_GUINT64_FORMAT " bits set: the bitmap or the block entry is "
+                   "corrupt", i, b->name, b->present_pages, count);
     }
     return true;
 }
@@ -315,6 +316,28 @@ static bool parse_tables(ctx *c, const uint8_t *h, GError **errp)
     return parse_blocks(c, btab, errp) && parse_sections(c, stab, errp);
 }
 
+/*
+ * Full open, after the layout checks: no page whose bit is clear has a
+ * checksum entry (format.md: its entry is 0).  A lazy open checks each
+ * segment as it proves it (segments.c).
+ */
+static bool no_stray_entries(const sl_snapshot *s, bool lazy, GError **errp)
+{
+    for (unsigned i = 0; i < s->nblocks && !lazy; i++) {
+        const sl_block *b = &s->blocks[i];
+        for (uint64_t k = 0; k < b->nsegs && b->csums; k++) {
+            uint64_t stray = sl_seg_stray_entry(b->bitmap, b->csums, b->npages, k);
+            if (stray != UINT64_MAX) {
+                return BAD(errp, "block %u ('%s'): page %" G_GUINT64_FORMAT " is not stored "
+                           "(its bitmap bit is clear) but has a checksum entry: the metadata "
+                           "is inconsistent (a writer's bug, or a bit cleared by damage)", i,
+                           b->name, stray);
+            }
+        }
+    }
+    return true;
+}
+
 bool sl_container_parse(sl_snapshot *s, bool lazy, bool index, GError **errp)
 {
     ctx c = { .s = s, .regions = sl_regions_new(s->file_size), .lazy = lazy, .index = index };
@@ -329,7 +352,7 @@ bool sl_container_parse(sl_snapshot *s, bool lazy, bool index, GError **errp)
               s->file_size, SL_HEADER_SIZE)) &&
          read_at(&c, h, sizeof(h), 0, "file header", errp) &&
          parse_header(&c, h, errp) && parse_tables(&c, h, errp) &&
-         sl_regions_check(c.regions, errp);
+         sl_regions_check(c.regions, errp) && no_stray_entries(s, lazy, errp);
     sl_regions_free(c.regions);
     return ok;
 }

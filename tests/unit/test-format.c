@@ -1351,6 +1351,31 @@ static void test_lazy_open_proves_each_segment_before_its_first_use(void **state
 }
 
 /*
+ * Stored page 1's bit cleared, every count, checksum and digest made again
+ * (a forged or buggy file): its checksum entry is still there.  A lazy
+ * open cannot see it until it proves the segment, and then refuses the
+ * segment: page 1 never reads as zeros.
+ */
+static void test_a_lazy_open_refuses_a_segment_with_an_entry_for_a_missing_page(void **state)
+{
+    fixture *fx = *state;
+    static const patch_case unmark = { "b0 stored page 1 unmarked", IN_BITMAP, 0, 0, 1, XOR,
+                                       ABS, 0x02, FIX | SYNC_PRESENT, NULL, NULL };
+    g_autofree uint8_t *buf = g_malloc(fx->len);
+    g_autofree uint8_t *page = g_malloc(PAGE);
+    sl_snapshot *s;
+
+    memcpy(buf, fx->buf, fx->len);
+    apply_patch(fx, buf, &unmark);
+    write_copy(fx->copy, buf, fx->len, fx->len);
+    s = sl_snapshot_open_flags(fx->copy, SL_OPEN_LAZY_CHECKSUMS, NULL);
+    assert_non_null(s);
+    assert_int_equal(sl_snapshot_read_pages(s, 0, 1, 1, page, true), -EBADMSG);
+    assert_int_equal(sl_csums_get(s, &s->blocks[0], 0, 1), -EBADMSG);
+    sl_snapshot_close(s);
+}
+
+/*
  * Two cancelling bit flips in the bitmap (stored page 1 marked zero, zero
  * page 0 marked stored): the counts agree, so only the segment digest can
  * tell.  A full open names the segment; a lazy open passes, but no
@@ -1646,6 +1671,9 @@ static const patch_case bitmap_cases[] = {
       FIX | SYNC_PRESENT, "block 1", "bits set past page 10" },
     { "b0 zero page 0 marked present", IN_BITMAP, 0, 0, 1, XOR, ABS, 0x01, FIX,
       "block 0", "present_pages 42 but the bitmap has 43 bits set" },
+    { "b0 stored page 1 unmarked, its entry kept", IN_BITMAP, 0, 0, 1, XOR, ABS, 0x02,
+      FIX | SYNC_PRESENT, "block 0 ('b0'): page 1 is not stored",
+      "but has a checksum entry" },
     { "b0 present_pages + 1", IN_BLOCK, 0, SL_B_PRESENT, 8, ADD, ABS, 1, FIX,
       "block 0", "present_pages 43 but the bitmap has 42" },
     { "b1 present_pages - 1", IN_BLOCK, 1, SL_B_PRESENT, 8, ADD, ABS, UINT64_MAX, FIX,
@@ -2033,6 +2061,9 @@ int main(void)
         cmocka_unit_test(test_open_refuses_what_is_not_a_regular_file),
         cmocka_unit_test_setup_teardown(
             test_lazy_open_proves_each_segment_before_its_first_use, setup_small,
+            teardown_fixture),
+        cmocka_unit_test_setup_teardown(
+            test_a_lazy_open_refuses_a_segment_with_an_entry_for_a_missing_page, setup_small,
             teardown_fixture),
         cmocka_unit_test_setup_teardown(
             test_cancelling_bitmap_flips_are_caught_by_the_segment_digest, setup_small,

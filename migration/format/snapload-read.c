@@ -133,8 +133,9 @@ static bool parse_ramhdr(ctx *c, sl_block *b, unsigned i, GError **errp)
         return false;
     }
     if (sl_be32(h + SL_MR_VER) != SL_MR_VERSION) {
-        return BAD(errp, "block %u ('%s'): mapped-ram version %u is not supported (want %u)",
-                   i, b->name, sl_be32(h + SL_MR_VER), SL_MR_VERSION);
+        return BAD(errp, "block %u ('%s'): mapped-ram version %u is not supported (want %u; "
+                   "read at ramhdr_offset %" G_GUINT64_FORMAT ", which may itself be damaged)",
+                   i, b->name, sl_be32(h + SL_MR_VER), SL_MR_VERSION, b->ramhdr_offset);
     }
     psize = sl_be64(h + SL_MR_PAGESIZE);
     if (psize != b->page_size) {
@@ -284,7 +285,9 @@ static bool parse_sections(ctx *c, const uint8_t *tab, GError **errp)
         sec->csum = sl_le64(e + SL_S_CSUM);
         sec->fd = s->fd;
         if (sl_le32(e + SL_S_FLAGS)) {
-            return BAD(errp, "section %u: flags 0x%x are not zero", i, sl_le32(e + SL_S_FLAGS));
+            return BAD(errp, "section %u: flags 0x%x are not zero (or the header's "
+                       "section_table_offset, where it was read, is damaged)", i,
+                       sl_le32(e + SL_S_FLAGS));
         }
         if (!claim_region(c, sec->offset, sec->length, errp, "section %u (type %u, offset/length)", i,
                           sec->type)) {

@@ -447,9 +447,13 @@ static void run_changed(sl_restore *r, const sl_run *run, const uint8_t *map, GA
     sl_region *reg = g_ptr_array_index(r->regions, run->region);
     /* our own view, where the rewrite left each page mapped (the alias of
      * shared memory would take a fault per page here) */
-    const uint8_t *base = reg->mem.host;
+    const uint8_t *base = reg->mem.host ? reg->mem.host : reg->mem.alias;
     const uint64_t ps = reg->blk->page_size;
     g_autofree uint8_t *scratch = map ? NULL : g_malloc(ps);
+
+    if (!base) {
+        return; /* nothing of ours maps it: nothing of ours wrote it */
+    }
 
     for (uint64_t u = run->unit; u < run->unit + run->n; u++) {
         for (uint64_t k = 0; k < reg->ratio; k++) {
@@ -517,7 +521,9 @@ static bool reset_in_place(sl_restore *r, GArray *units, GArray *failed, GError 
         }
     }
     normalize_runs(after);
-    find_changed(r, units, failed, changed);
+    if (r->tracking == SL_TRACK_ASYNC_WP) { /* else nothing was protected: nothing hidden */
+        find_changed(r, units, failed, changed);
+    }
     if (!changed->len && !any_outside(units, after)) {
         return true;
     }

@@ -414,11 +414,6 @@ void sl_publish_zeros(sl_restore *r, sl_region *reg, uint64_t u, uint64_t n, int
     sl_units_done(r, n);
 }
 
-static bool all_zero(const uint8_t *p, uint64_t len)
-{
-    return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
-}
-
 /*
  * config.keep_memory: whether the reused file already holds unit @u (proven)
  * as the snapshot has it: each stored page with its checksum, each zero
@@ -446,7 +441,7 @@ bool sl_unit_kept(sl_restore *r, const sl_region *reg, uint64_t u, uint8_t *chec
         for (uint64_t k = 0; k < n && same; k++) {
             const uint8_t *pg = check + k * ps;
             same = sl_bit_test(b->bitmap, p + k) ? sl_hash(pg, ps) == b->csums[p + k]
-                                                 : all_zero(pg, ps);
+                                                 : sl_all_zero(pg, ps);
         }
     }
     add(&r->c.checksum_ns, sl_now_ns() - t0);

@@ -432,7 +432,7 @@ static bool page_is_snapshot(sl_restore *r, const sl_region *reg, uint64_t p, co
     const uint64_t ps = b->page_size;
 
     if (!sl_bit_test(b->bitmap, p)) {
-        return mem[0] == 0 && memcmp(mem, mem + 1, ps - 1) == 0;
+        return sl_all_zero(mem, ps);
     }
     if (map) {
         return memcmp(mem, map + b->pages_offset + p * ps, ps) == 0;

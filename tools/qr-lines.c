@@ -166,62 +166,61 @@ bool qr_wait_restore(qr *r, GError **errp)
     return true;
 }
 
-#define RESULT_WAIT_MS 2000 /* for the daemon's result after QEMU ended early */
+#define RESULT_WAIT_MS 2000      /* for the daemon's result after QEMU ended early */
+#define FINAL_LINE_WAIT_MS 5000  /* for a stopped daemon's last line */
+
+/*
+ * The daemon's next line that is not a registration, waiting up to @ms for
+ * each line (only the stats pipe: QEMU may be gone already); NULL at EOF or
+ * timeout.
+ */
+static char *result_line(qr *r, int ms)
+{
+    struct pollfd p = { .fd = r->stats_fd, .events = POLLIN };
+
+    for (;;) {
+        char *line = NULL;
+        gsize len;
+
+        if (!(g_io_channel_get_buffer_condition(r->stats_ch) & G_IO_IN) &&
+            poll(&p, 1, ms) <= 0) {
+            return NULL;
+        }
+        if (g_io_channel_read_line(r->stats_ch, &line, &len, NULL, NULL) != G_IO_STATUS_NORMAL) {
+            return NULL;
+        }
+        if (!note_registration(r, g_strchomp(line))) {
+            return line;
+        }
+        g_free(line);
+    }
+}
 
 /*
  * After a failure before the restore's end (the device-state load, say):
  * the daemon's result, if it failed the restore.  A page that cannot be
  * served ends QEMU, so QMP only says that QEMU went away; the daemon says
- * why.  NULL if it reports no error within RESULT_WAIT_MS.
+ * why.  NULL if it reports no error within RESULT_WAIT_MS.  The line is
+ * kept in r->stats: the figures reached, for the report.
  */
 char *qr_daemon_failure(qr *r)
 {
-    struct pollfd p = { .fd = r->stats_fd, .events = POLLIN };
+    char *why;
 
-    if (r->o->eager || !r->stats_ch || r->stats) {
+    if (r->o->eager || !r->stats_ch || r->stats ||
+        !(r->stats = result_line(r, RESULT_WAIT_MS))) {
         return NULL;
     }
-    for (;;) {
-        g_autofree char *line = NULL;
-        gsize len;
-
-        if (!(g_io_channel_get_buffer_condition(r->stats_ch) & G_IO_IN) &&
-            poll(&p, 1, RESULT_WAIT_MS) <= 0) {
-            return NULL;
-        }
-        if (g_io_channel_read_line(r->stats_ch, &line, &len, NULL, NULL) != G_IO_STATUS_NORMAL) {
-            return NULL;
-        }
-        if (!note_registration(r, g_strchomp(line))) {
-            char *why = result_error(line);
-            r->stats = g_strdup(line); /* the figures reached, for the report */
-            if (why && g_str_has_prefix(why, "restore stopped")) { /* an effect, not a cause */
-                g_clear_pointer(&why, g_free);
-            }
-            return why;
-        }
+    why = result_error(r->stats);
+    if (why && g_str_has_prefix(why, "restore stopped")) { /* an effect, not a cause */
+        g_clear_pointer(&why, g_free);
     }
+    return why;
 }
-
-#define FINAL_LINE_WAIT_MS 5000 /* for a stopped daemon's last line */
 
 void qr_final_figures(qr *r)
 {
-    struct pollfd p = { .fd = r->stats_fd, .events = POLLIN };
-
-    while (!r->stats && r->stats_ch) {
-        g_autofree char *line = NULL;
-        gsize len;
-
-        if (!(g_io_channel_get_buffer_condition(r->stats_ch) & G_IO_IN) &&
-            poll(&p, 1, FINAL_LINE_WAIT_MS) <= 0) {
-            return;
-        }
-        if (g_io_channel_read_line(r->stats_ch, &line, &len, NULL, NULL) != G_IO_STATUS_NORMAL) {
-            return; /* EOF: it ended without a word (killed) */
-        }
-        if (!note_registration(r, g_strchomp(line))) {
-            r->stats = g_steal_pointer(&line);
-        }
+    if (!r->stats && r->stats_ch) {
+        r->stats = result_line(r, FINAL_LINE_WAIT_MS);
     }
 }

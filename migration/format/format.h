@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <string.h>
 #include "migration/large.h"
 #include "snapload/snapload.h"
 
@@ -214,6 +215,14 @@ static inline void sl_put_be64(uint8_t *p, uint64_t v)
 static inline uint64_t sl_bitmap_bytes(uint64_t npages)
 {
     return (npages + 63) / 64 * 8;
+}
+
+/** Whether the @len bytes at @p are all zero (true for none). */
+static inline bool sl_all_zero(const void *p, uint64_t len)
+{
+    const uint8_t *b = p;
+
+    return len == 0 || (b[0] == 0 && memcmp(b, b + 1, len - 1) == 0);
 }
 
 static inline bool sl_bit_test(const uint64_t *bm, uint64_t i)

@@ -173,11 +173,6 @@ static void freeze_layout(sl_writer *w)
     w->frozen = true;
 }
 
-static bool page_is_zero(const uint8_t *p, size_t len)
-{
-    return p[0] == 0 && memcmp(p, p + 1, len - 1) == 0;
-}
-
 /*
  * A child's zero page @p of @block: stored (it hides the parent's page) as
  * a hole with the checksum of zeros.  Bytes written there before are
@@ -240,7 +235,7 @@ bool sl_writer_write(sl_writer *w, unsigned block, uint64_t offset, const void *
     /* Write runs of non-zero pages with one pwrite each. */
     for (uint64_t k = 0; k <= n; k++) {
         const uint8_t *pg = src + k * b->page_size;
-        bool nz = k < n && !page_is_zero(pg, b->page_size);
+        bool nz = k < n && !sl_all_zero(pg, b->page_size);
 
         if (nz) {
             sl_bit_set(b->bitmap, first + k);

@@ -378,7 +378,7 @@ bool sl_snapshot_page_matches(sl_snapshot *s, unsigned block, uint64_t idx, cons
             return false;
         }
         return sl_bit_test(b->bitmap, idx) ? sl_hash(p, b->page_size) == b->csums[idx]
-                                           : p[0] == 0 && !memcmp(p, p + 1, b->page_size - 1);
+                                           : sl_all_zero(p, b->page_size);
     }
     buf = b->page_size <= sizeof(small) ? small : g_malloc(b->page_size);
     same = sl_snapshot_read_pages(s, block, idx, 1, buf, false) == 0 &&

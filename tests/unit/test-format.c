@@ -385,14 +385,20 @@ static void expect_open_fails(const char *path, int code, const char *n1, const 
 }
 
 /* Each case on a fresh copy of the valid snapshot: the reader must refuse it. */
+/* fx->copy: the valid snapshot with @pc applied. */
+static void write_patched(const fixture *fx, const patch_case *pc)
+{
+    g_autofree uint8_t *buf = g_malloc(fx->len);
+
+    memcpy(buf, fx->buf, fx->len);
+    apply_patch(fx, buf, pc);
+    write_copy(fx->copy, buf, fx->len, fx->len);
+}
+
 static void run_patch_cases(const fixture *fx, const patch_case *cases, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        g_autofree uint8_t *buf = g_malloc(fx->len);
-
-        memcpy(buf, fx->buf, fx->len);
-        apply_patch(fx, buf, &cases[i]);
-        write_copy(fx->copy, buf, fx->len, fx->len);
+        write_patched(fx, &cases[i]);
         expect_open_fails(fx->copy, SL_ERROR_FORMAT, cases[i].needle1, cases[i].needle2,
                           cases[i].what);
     }
@@ -1361,13 +1367,10 @@ static void test_a_lazy_open_refuses_a_segment_with_an_entry_for_a_missing_page(
     fixture *fx = *state;
     static const patch_case unmark = { "b0 stored page 1 unmarked", IN_BITMAP, 0, 0, 1, XOR,
                                        ABS, 0x02, FIX | SYNC_PRESENT, NULL, NULL };
-    g_autofree uint8_t *buf = g_malloc(fx->len);
     g_autofree uint8_t *page = g_malloc(PAGE);
     sl_snapshot *s;
 
-    memcpy(buf, fx->buf, fx->len);
-    apply_patch(fx, buf, &unmark);
-    write_copy(fx->copy, buf, fx->len, fx->len);
+    write_patched(fx, &unmark);
     s = sl_snapshot_open_flags(fx->copy, SL_OPEN_LAZY_CHECKSUMS, NULL);
     assert_non_null(s);
     assert_int_equal(sl_snapshot_read_pages(s, 0, 1, 1, page, true), -EBADMSG);

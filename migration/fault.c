@@ -626,7 +626,7 @@ static void collapse_own(sl_restore *r)
         sl_region *reg = g_ptr_array_index(r->regions, i);
         if (reg->mem.ops->kind == SL_BACKEND_ANON && reg->mem.host) {
             add(&r->c.thp_bytes, sl_thp_collapse(-1, (uintptr_t)reg->mem.host, r->snap,
-                                                 reg->block));
+                                                 reg->block, NULL));
         }
     }
 }

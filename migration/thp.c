@@ -8,15 +8,21 @@
  * misses) until khugepaged got to them, if ever.  Once every page is in
  * place, each 2 MiB range that holds data is collapsed into a THP with
  * MADV_COLLAPSE, in our own mapping (madvise) or in the consumer's
- * (process_madvise on its pidfd), as many ranges per call as an iovec
- * holds.  Ranges the snapshot says are all zeros are left alone: the eager
- * load never touches them either, and collapsing them would allocate 2 MiB
- * of zeros each.  The kernel copies a range under its page-table lock, so
- * the guest may run meanwhile.  Best effort: a kernel or mapping that
- * cannot collapse leaves 4 KiB pages, which are just as correct.
+ * (process_madvise on its pidfd).  Ranges the snapshot says are all zeros
+ * are left alone: the eager load never touches them either, and collapsing
+ * them would allocate 2 MiB of zeros each.  The kernel copies a range
+ * under its page-table lock, so the guest may run meanwhile.  Best effort:
+ * a kernel or mapping that cannot collapse leaves 4 KiB pages, which are
+ * just as correct.
+ *
+ * One range per call.  A process_madvise() of hundreds of ranges at once
+ * froze a restored QEMU's guest for most of the collapse: a Linux guest
+ * (TCG, 1 GiB, bench/linux.py) first answered 350-530 ms after
+ * migrate-incoming where every page had been in place at 40-95 ms, in
+ * most runs on fresh memory; one range per call, 60-140 ms (docs/bench.md,
+ * "The collapse after completion, one range at a time").
  */
 #include <errno.h>
-#include <limits.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -29,7 +35,6 @@
 #endif
 
 #define THP (2ull << 20)
-#define BATCH 512 /* ranges per process_madvise call (IOV_MAX is 1024) */
 
 /* Whether block offset [@off, +THP) of @b holds a page the snapshot stores. */
 static bool range_has_data(const sl_block *b, uint64_t off)
@@ -44,44 +49,39 @@ static bool range_has_data(const sl_block *b, uint64_t off)
     return false;
 }
 
-/* MADV_COLLAPSE of @n ranges in process @pidfd (-1: ours); how many bytes took. */
-static uint64_t collapse(int pidfd, struct iovec *iov, unsigned n)
+/*
+ * MADV_COLLAPSE of [@a, +THP) in process @pidfd (-1: ours): 1 if it took,
+ * 0 if that range did not (busy, no memory, not collapsible: the next may),
+ * -1 if nothing more will (the process is gone, or the call is missing).
+ */
+static int collapse_one(int pidfd, uint64_t a)
 {
-    uint64_t took = 0;
+    struct iovec iov = { .iov_base = (void *)(uintptr_t)a, .iov_len = THP };
+    long r = pidfd >= 0 ? syscall(SYS_process_madvise, pidfd, &iov, 1, MADV_COLLAPSE, 0)
+                        : madvise(iov.iov_base, THP, MADV_COLLAPSE);
 
-    while (pidfd >= 0 && n) {
-        /* It stops at the first range that fails: skip that one, go on. */
-        long r = syscall(SYS_process_madvise, pidfd, iov, n, MADV_COLLAPSE, 0);
-        unsigned ok = r > 0 ? (unsigned)((uint64_t)r / THP) : 0;
-        if (r < 0 && errno != EAGAIN && errno != ENOMEM && errno != EINVAL) {
-            return took; /* the process or the call itself: nothing more to do */
-        }
-        took += (uint64_t)ok * THP;
-        iov += MIN(n, ok + 1);
-        n -= MIN(n, ok + 1);
+    if (r >= 0) {
+        return 1;
     }
-    for (unsigned i = 0; i < n; i++) {
-        took += madvise(iov[i].iov_base, iov[i].iov_len, MADV_COLLAPSE) == 0 ? THP : 0;
-    }
-    return took;
+    return errno == EAGAIN || errno == ENOMEM || errno == EINVAL || errno == EBUSY ? 0 : -1;
 }
 
-uint64_t sl_thp_collapse(int pidfd, uint64_t base, const sl_snapshot *snap, unsigned block)
+uint64_t sl_thp_collapse(int pidfd, uint64_t base, const sl_snapshot *snap, unsigned block,
+                         const atomic_bool *stop)
 {
     const sl_block *b = &snap->blocks[block];
-    struct iovec iov[BATCH];
     uint64_t took = 0, first = (base + THP - 1) & ~(THP - 1);
-    unsigned n = 0;
+    int ret = 0;
 
-    for (uint64_t a = first; a + THP <= base + b->length; a += THP) {
-        if (!range_has_data(b, a - base)) {
-            continue;
+    for (uint64_t a = first; a + THP <= base + b->length && ret >= 0; a += THP) {
+        /* Acquire: pairs with the release store of whoever asks the stop. */
+        if (stop && atomic_load_explicit(stop, memory_order_acquire)) {
+            break;
         }
-        iov[n++] = (struct iovec){ .iov_base = (void *)(uintptr_t)a, .iov_len = THP };
-        if (n == BATCH) {
-            took += collapse(pidfd, iov, n);
-            n = 0;
+        if (range_has_data(b, a - base)) {
+            ret = collapse_one(pidfd, a);
+            took += ret > 0 ? THP : 0;
         }
     }
-    return took + (n ? collapse(pidfd, iov, n) : 0);
+    return took;
 }

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Prints, comma-separated, the capabilities this machine has that tests may
 # need: uffd (userfaultfd usable by us), uffd-move (and UFFDIO_MOVE, kernel
-# 6.8+), kvm (/dev/kvm usable), hugepages
+# 6.8+), kvm (/dev/kvm usable), thp (MADV_COLLAPSE works), hugepages
 # (enough free, unreserved 2 MiB hugepages and a hugetlbfs mount of that
 # size), hugepages-1G (the same for 1 GiB pages), mount (a small tmpfs can
 # be mounted).  scripts/test.sh requires exactly these, so a test that
@@ -47,6 +47,22 @@ PY
 }
 has_pages 2048 128 && caps+=(hugepages)
 has_pages 1048576 2 && caps+=(hugepages-1G)
+# thp: MADV_COLLAPSE makes a transparent hugepage of a 2 MiB range (kernel
+# 6.1+ built with THP), what the daemon does to a VMM's anonymous RAM.
+if python3 - <<'PY' 2>/dev/null
+import ctypes, mmap
+thp = 2 << 20
+m = mmap.mmap(-1, 2 * thp, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+base = ctypes.addressof(ctypes.c_char.from_buffer(m))
+off = (thp - base % thp) % thp
+m.madvise(mmap.MADV_NOHUGEPAGE, off, thp)
+m[off:off + thp] = b"\1" * thp
+m.madvise(mmap.MADV_HUGEPAGE, off, thp)
+m.madvise(25, off, thp)  # MADV_COLLAPSE: OSError where it does not work
+PY
+then
+    caps+=(thp)
+fi
 # mount: a test may mount a small tmpfs of its own (test-space: guest RAM
 # on a tmpfs that runs out of room), which needs CAP_SYS_ADMIN.
 probe=$(mktemp -d)

@@ -9,6 +9,7 @@
 #ifndef SNAPLOAD_DAEMON_INT_H
 #define SNAPLOAD_DAEMON_INT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -34,7 +35,9 @@ typedef struct {
 } client;
 
 /* The daemon's state; owned by its one thread, but for @drop_pipe's write
- * end, which engine threads write through view_dropped(). */
+ * end, which engine threads write through view_dropped(), and what the
+ * collapser thread reads once the restore is complete (@snap, @anon,
+ * @anon_addr, @o: no longer changed then) and @collapse_stop. */
 typedef struct {
     const sl_daemon_opts *o;
     sl_snapshot *snap;
@@ -55,6 +58,9 @@ typedef struct {
     int status;
     int hello_timeout_ms, register_timeout_ms;
     sl_dtrack *dt;           /* o->written_dir: what the consumers wrote, for the next run */
+    GThread *collapser;      /* once complete: the consumers' anonymous RAM into THPs */
+    int *anon_pidfd;         /* per block: the owner's pidfd for the collapser (-1: none) */
+    atomic_bool collapse_stop; /* daemon_fini -> collapser: stop after the current range */
     unsigned nknown;         /* blocks whose reused file came with a usable written list */
 } server;
 

@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -54,16 +55,16 @@
 
 void dlog(const server *d, const char *fmt, ...)
 {
+    g_autofree char *text = NULL;
     va_list ap;
 
     if (d->o->quiet) {
         return;
     }
     va_start(ap, fmt);
-    fputs("snapload serve: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    text = g_strdup_vprintf(fmt, ap);
     va_end(ap);
+    fprintf(stderr, "snapload serve: %s\n", text); /* one call: the collapser logs too */
 }
 
 /* ------------------------------- daemon ---------------------------------- */
@@ -369,20 +370,44 @@ static void write_stats(const server *d, const sl_stats *st, const char *error)
 }
 
 /*
- * Every page in place: the consumers' anonymous guest RAM into transparent
- * hugepages (thp.c), as their eager load would have it, after DONE went
- * out (the guest runs meanwhile).
+ * The collapser thread: every page in place, the consumers' anonymous guest
+ * RAM into transparent hugepages (thp.c), as their eager load would have
+ * it, while the guest runs.  A thread of its own, so that the poll loop
+ * goes on answering (a late back-end, qemu-save's questions, a stop)
+ * during a collapse that can take a second per GiB of fresh memory; at the
+ * lowest priority, so that the guest, not the collapse, has the CPUs
+ * (docs/bench.md, "The collapse after completion").
  */
-static void collapse_anon(server *d)
+#define COLLAPSE_NICE 19
+static gpointer collapse_anon(gpointer opaque)
 {
+    server *d = opaque;
+
+    /* The guest first: its vCPUs and QEMU's threads share the CPUs with us. */
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), COLLAPSE_NICE);
     for (unsigned i = 0; i < sl_snapshot_n_blocks(d->snap); i++) {
-        int pidfd = d->anon[i] ? (int)syscall(SYS_pidfd_open, d->anon_pid[i], 0) : -1;
-        if (pidfd >= 0) {
-            uint64_t took = sl_thp_collapse(pidfd, d->anon_addr[i], d->snap, i);
+        if (d->anon_pidfd[i] >= 0) {
+            uint64_t took = sl_thp_collapse(d->anon_pidfd[i], d->anon_addr[i], d->snap, i,
+                                            &d->collapse_stop);
             dlog(d, "block %u: %" G_GUINT64_FORMAT " MiB of anonymous RAM in transparent "
                  "hugepages", i, took >> 20);
-            close(pidfd);
         }
+    }
+    return NULL;
+}
+
+/* Starts the collapser with a pidfd of each anonymous block's owner. */
+static void start_collapse(server *d)
+{
+    bool any = false;
+
+    d->anon_pidfd = g_new(int, sl_snapshot_n_blocks(d->snap));
+    for (unsigned i = 0; i < sl_snapshot_n_blocks(d->snap); i++) {
+        d->anon_pidfd[i] = d->anon[i] ? (int)syscall(SYS_pidfd_open, d->anon_pid[i], 0) : -1;
+        any = any || d->anon_pidfd[i] >= 0;
+    }
+    if (any) {
+        d->collapser = g_thread_new("sl-collapse", collapse_anon, d);
     }
 }
 
@@ -407,8 +432,8 @@ static void restore_finished(server *d)
             sl_wire_send(c->fd, &done, NULL, 0);
         }
     }
-    if (d->status == 0) {
-        collapse_anon(d);
+    if (d->status == 0 && !d->collapser) {
+        start_collapse(d);
     }
 }
 
@@ -676,6 +701,17 @@ static void write_lists(server *d)
 
 static void daemon_fini(server *d)
 {
+    /* Release: pairs with the acquire load in sl_thp_collapse(). */
+    atomic_store_explicit(&d->collapse_stop, true, memory_order_release);
+    if (d->collapser) {
+        g_thread_join(d->collapser);
+    }
+    for (unsigned i = 0; d->anon_pidfd && i < sl_snapshot_n_blocks(d->snap); i++) {
+        if (d->anon_pidfd[i] >= 0) {
+            close(d->anon_pidfd[i]);
+        }
+    }
+    g_free(d->anon_pidfd);
     write_record(d);
     write_lists(d);
     while (d->clients->len) {

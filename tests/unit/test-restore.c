@@ -1197,27 +1197,6 @@ static void need_move(void)
                                                 : "the kernel has no UFFDIO_MOVE (6.8+)");
 }
 
-/* AnonHugePages of the mapping that holds @addr, in KiB. */
-static uint64_t anon_huge_kb_at(const void *addr)
-{
-    g_autofree char *smaps = NULL;
-    g_auto(GStrv) lines = NULL;
-    uint64_t kb = 0;
-    bool in = false;
-
-    assert_true(g_file_get_contents("/proc/self/smaps", &smaps, NULL, NULL));
-    lines = g_strsplit(smaps, "\n", -1);
-    for (char **l = lines; *l; l++) {
-        unsigned long lo, hi;
-        if (sscanf(*l, "%lx-%lx ", &lo, &hi) == 2) { /* a mapping's first line */
-            in = (uintptr_t)addr >= lo && (uintptr_t)addr < hi;
-        } else if (in && sscanf(*l, "AnonHugePages: %" SCNu64, &kb) == 1) {
-            break;
-        }
-    }
-    return kb;
-}
-
 /*
  * Loaders alone, moving: every page once and right (zero pages among data
  * too), and on anonymous memory every chunk moved whole, none copied.
@@ -1234,7 +1213,7 @@ static void test_moved_chunks_place_every_page_exactly_once(void **state)
     st = finish_and_audit(f);
     print_message("# %s: %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT " pages moved, "
                   "%" G_GUINT64_FORMAT " KiB of the first block in hugepages\n", f->bc->name,
-                  st.pages_moved, st.pages_total, anon_huge_kb_at(f->mem[0].host));
+                  st.pages_moved, st.pages_total, sl_test_anon_huge_kb(f->mem[0].host));
     if (f->bc->kind == SL_BACKEND_ANON) {
         assert_int_equal(st.faults, 0);
         assert_int_equal(st.pages_moved, st.pages_total);

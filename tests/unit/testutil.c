@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -300,6 +301,59 @@ int sl_test_run_matrix_and(const char *group, const void *cases, size_t ncases,
     }
     g_free(tests);
     return failed;
+}
+
+uint64_t sl_test_anon_huge_kb(const void *addr)
+{
+    g_autofree char *smaps = NULL;
+    g_auto(GStrv) lines = NULL;
+    uint64_t kb = 0;
+    bool in = false;
+
+    if (!g_file_get_contents("/proc/self/smaps", &smaps, NULL, NULL)) {
+        return 0;
+    }
+    lines = g_strsplit(smaps, "\n", -1);
+    for (char **l = lines; *l; l++) {
+        unsigned long lo, hi;
+        if (sscanf(*l, "%lx-%lx ", &lo, &hi) == 2) { /* a mapping's first line */
+            in = (uintptr_t)addr >= lo && (uintptr_t)addr < hi;
+        } else if (in && sscanf(*l, "AnonHugePages: %" SCNu64, &kb) == 1) {
+            break;
+        }
+    }
+    return kb;
+}
+
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+
+bool sl_test_have_thp_collapse(char **why)
+{
+    const uint64_t thp = 2u << 20;
+    uint8_t *p, *a;
+    bool ok;
+
+    if (sl_test_withheld("thp")) {
+        *why = g_strdup("withheld by SNAPLOAD_WITHOUT");
+        return false;
+    }
+    p = mmap(NULL, 2 * thp, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        *why = g_strdup("no memory for the probe");
+        return false;
+    }
+    a = (uint8_t *)(((uintptr_t)p + thp - 1) & ~(uintptr_t)(thp - 1));
+    madvise(a, thp, MADV_NOHUGEPAGE); /* 4 KiB pages first, then collapsed */
+    memset(a, 1, thp);
+    madvise(a, thp, MADV_HUGEPAGE);
+    ok = madvise(a, thp, MADV_COLLAPSE) == 0;
+    if (!ok) {
+        *why = g_strdup_printf("MADV_COLLAPSE: %s (kernel 6.1+)", g_strerror(errno));
+    }
+    munmap(p, 2 * thp);
+    return ok;
 }
 
 pid_t sl_test_fork_waiting(int *hold)

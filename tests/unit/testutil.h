@@ -71,6 +71,16 @@ void sl_test_rmdir(char *dir);
  */
 pid_t sl_test_fork_waiting(int *hold);
 
+/** AnonHugePages, in KiB, of this process's mapping that holds @addr (0: none). */
+uint64_t sl_test_anon_huge_kb(const void *addr);
+
+/**
+ * sl_test_have_thp_collapse: whether MADV_COLLAPSE (kernel 6.1+, whatever
+ * the THP sysfs mode) makes a transparent hugepage here, tried on a 2 MiB
+ * range of our own; false with *@why (to free) otherwise.
+ */
+bool sl_test_have_thp_collapse(char **why);
+
 /** process_vm_readv() of [@addr, +@len) of process @pid into @buf: 0 or -errno. */
 int sl_test_read_child(pid_t pid, const void *addr, void *buf, uint64_t len);
 

@@ -773,6 +773,15 @@ class Bench:
         f["rate_during"] = rate(pts, t_run, t_done) if t_done > t_run else None
         f["rate_after"] = rate(pts, t_done, t_done + self.a.after) \
             if js.get("mode") == "lazy" else rate(pts, t_run, t_run + 1e9)
+        # The guest's longest silence: the largest gap between two
+        # consecutive progress points (cont, heartbeats, the first PONG)
+        # from cont until --after s after every page is in place (eager:
+        # after running).  A running guest shows gaps of about --hb-ms; a
+        # frozen one (a collapse holding its memory, a fault queue) longer.
+        end = (t_done if js.get("mode") == "lazy" else t_run) + self.a.after
+        ts = [t for t, _, _ in pts if t <= end]
+        f["longest_silence_ms"] = round(max(b - a for a, b in zip(ts, ts[1:])) * 1000, 1) \
+            if len(ts) > 1 else None
         f["pass_over_ws_s_after"] = None
         ws = int(pm.group(4))
         if f["rate_after"]:
@@ -858,10 +867,11 @@ class Bench:
                     res["runs"].append(run)
                     log("  running %.1f ms, first answer %.1f ms, PASS answered %.1f ms (guest "
                         "%.0f ms), faults %s, complete %s ms, rate during %s / after %s pages/s,"
-                        " console %s" % (run["running_ms"], run["first_answer_ms"],
-                                         run["first_pass_ms"], run["pass_guest_ms"],
-                                         run["faults"], run["complete_ms"], run["rate_during"],
-                                         run["rate_after"], run["console_check"]))
+                        " longest silence %s ms, console %s"
+                        % (run["running_ms"], run["first_answer_ms"], run["first_pass_ms"],
+                           run["pass_guest_ms"], run["faults"], run["complete_ms"],
+                           run["rate_during"], run["rate_after"], run["longest_silence_ms"],
+                           run["console_check"]))
                 except BenchError as e:
                     log("  %s repetition %d FAILED: %s" % (mode, rep, e))
                     res["failures"].append({"mode": mode, "rep": rep, "error": str(e)})
@@ -905,7 +915,7 @@ def rate(pts, a, b):
 
 FIGS = ("running_ms", "first_answer_ms", "first_pass_ms", "pass_guest_ms", "complete_ms",
         "faults", "pages_by_fault", "pages_by_loader", "rate_during", "rate_after",
-        "launch_to_incoming_ms", "device_state_ms")
+        "launch_to_incoming_ms", "device_state_ms", "longest_silence_ms")
 
 
 def summarize(res):
@@ -969,6 +979,11 @@ def summarize(res):
     check("faults, lazy vs lazy-single (information)", ff, fs,
           1 - ff / fs if fs and ff is not None else None, "-", None,
           "median faults; ratio = share removed by fault-around")
+    sl_, (me, se) = g("lazy", "longest_silence_ms"), fastest_eager(s, "longest_silence_ms")
+    check("the guest's longest silence, lazy vs eager (%s; information)" % me, sl_, se,
+          se / sl_ if sl_ and se else None, "-", None,
+          "median of each run's largest gap in ms between two heartbeats, from cont to "
+          "%g s after every page is in place" % res["after_s"])
     for mode in ("lazy", "lazy+hot"):
         d, a_ = g(mode, "rate_during"), g(mode, "rate_after")
         check("throughput during the fill vs after it, %s" % mode, d, a_,
@@ -1046,15 +1061,16 @@ def markdown(res):
               "## Every figure", "",
               "| mode | running | first answer | PASS answered | PASS, guest's ms | every page "
               "in place | faults | pages by fault / by loader | pages/s during fill | "
-              "pages/s after | placed twice | console |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+              "pages/s after | longest silence | placed twice | console |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for mode in res["modes"]:
         row = s[mode]
-        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s / %s | %s | %s | %s | %s |" % (
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s / %s | %s | %s | %s | %s | %s |" % (
             mode, rng(row, "running_ms"), rng(row, "first_answer_ms"),
             rng(row, "first_pass_ms"), rng(row, "pass_guest_ms", 0), rng(row, "complete_ms"),
             rng(row, "faults", 0), fmt(row["pages_by_fault"]), fmt(row["pages_by_loader"]),
             rng(row, "rate_during", 0), rng(row, "rate_after", 0),
+            rng(row, "longest_silence_ms", 0),
             row["placed_twice_total"] if mode not in EAGER else "-",
             ("clean" if row["console_ok"] else "**NOT clean**") +
             ("" if not row["failed"] else ", %d run(s) FAILED" % row["failed"])))
@@ -1064,8 +1080,12 @@ def markdown(res):
               "guest's ms: that pass as the guest timed it from the request; pages/s: the "
               "workload's page visits per second from its heartbeats and PONGs, between `cont` "
               "and every page in place (during) and in the %g s after (after; for eager, "
-              "everything after running). Console: no `ERR` line, Oops, BUG, panic, Call "
-              "Trace or restart, errors=0 in every heartbeat." % (PING_MS, res["after_s"]), ""]
+              "everything after running); longest silence: the largest gap between two of "
+              "the guest's heartbeats (or `cont` and the first), from `cont` until %g s "
+              "after every page is in place (a running guest: about %d ms). Console: no `ERR` line, Oops, BUG, panic, Call "
+              "Trace or restart, errors=0 in every heartbeat." % (PING_MS, res["after_s"],
+                                                                  res["after_s"], res["hb_ms"]),
+              ""]
     if res["failures"]:
         lines += ["## Failed runs", ""]
         for f in res["failures"]:
@@ -1192,8 +1212,9 @@ def brief(res):
                                                if res["lazy_index"] == "plain" else ""),
                 "lazy+hot": "lazy+hot (snapload, hot list first)",
                 "lazy-single": "lazy, fault-around off"}[r["mode"]]
-        line = "  %-40s first answer %8.1f ms, working set checked (PASS) %8.1f ms" % (
-            what + ":", r["first_answer_ms"], r["first_pass_ms"])
+        line = "  %-40s first answer %8.1f ms, working set checked (PASS) %8.1f ms, " \
+            "longest silence %s ms" % (what + ":", r["first_answer_ms"], r["first_pass_ms"],
+                                       fmt(r.get("longest_silence_ms"), 0))
         if r["mode"] not in EAGER:
             line += ", every page in place %.0f ms, %d faults, %d placed twice, %s checksum " \
                 "failures" % (r["complete_ms"], r["faults"], r["pages_placed_twice"],

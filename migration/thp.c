@@ -10,22 +10,27 @@
  * MADV_COLLAPSE, in our own mapping (madvise) or in the consumer's
  * (process_madvise on its pidfd).  Ranges the snapshot says are all zeros
  * are left alone: the eager load never touches them either, and collapsing
- * them would allocate 2 MiB of zeros each.  The kernel copies a range
- * under its page-table lock, so the guest may run meanwhile.  Best effort:
- * a kernel or mapping that cannot collapse leaves 4 KiB pages, which are
- * just as correct.
+ * them would allocate 2 MiB of zeros each.  Best effort: a kernel or
+ * mapping that cannot collapse leaves 4 KiB pages, which are just as
+ * correct.
  *
- * One range per call.  A process_madvise() of hundreds of ranges at once
- * froze a restored QEMU's guest for most of the collapse: a Linux guest
- * (TCG, 1 GiB, bench/linux.py) first answered 350-530 ms after
- * migrate-incoming where every page had been in place at 40-95 ms, in
- * most runs on fresh memory; one range per call, 60-140 ms (docs/bench.md,
- * "The collapse after completion, one range at a time").
+ * The kernel copies a range into its new hugepage with that range unmapped
+ * and the process's mmap lock held for writing: meanwhile any thread of
+ * the process that faults, or maps or unmaps anything, waits.  Hence one
+ * range per call: a process_madvise() of hundreds of ranges at once froze
+ * a restored QEMU's guest for most of the collapse (a Linux guest, TCG,
+ * 1 GiB, bench/linux.py, first answered 350-530 ms after migrate-incoming
+ * where every page had been in place at 40-95 ms, in most runs on fresh
+ * memory; one range per call, 60-140 ms: docs/bench.md, "The collapse
+ * after completion, one range at a time").  Paced (the daemon, while the
+ * guest runs), each range is followed by a pause as long as it took, so
+ * the collapse holds that lock at most half the time.
  */
 #include <errno.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 #include "migration/format/format.h"
 #include "thp.h"
@@ -50,24 +55,49 @@ static bool range_has_data(const sl_block *b, uint64_t off)
 }
 
 /*
- * MADV_COLLAPSE of [@a, +THP) in process @pidfd (-1: ours): 1 if it took,
- * 0 if that range did not (busy, no memory, not collapsible: the next may),
- * -1 if nothing more will (the process is gone, or the call is missing).
+ * MADV_COLLAPSE of [@a, +THP) in process @pidfd (-1: ours), tried twice if
+ * the kernel says try again: 1 if it took; 0 if that range did not (busy,
+ * no memory, not collapsible: the next may; also every range on kernels
+ * 5.10-6.0, whose process_madvise() knows no MADV_COLLAPSE); -errno if
+ * nothing more will (the process is gone, no permission).
  */
 static int collapse_one(int pidfd, uint64_t a)
 {
     struct iovec iov = { .iov_base = (void *)(uintptr_t)a, .iov_len = THP };
-    long r = pidfd >= 0 ? syscall(SYS_process_madvise, pidfd, &iov, 1, MADV_COLLAPSE, 0)
-                        : madvise(iov.iov_base, THP, MADV_COLLAPSE);
 
-    if (r >= 0) {
-        return 1;
+    for (int tries = 0; tries < 2; tries++) {
+        long r = pidfd >= 0 ? syscall(SYS_process_madvise, pidfd, &iov, 1, MADV_COLLAPSE, 0)
+                            : madvise(iov.iov_base, THP, MADV_COLLAPSE);
+        if (r >= 0) {
+            return 1;
+        }
+        if (errno != EAGAIN) {
+            break;
+        }
     }
-    return errno == EAGAIN || errno == ENOMEM || errno == EINVAL || errno == EBUSY ? 0 : -1;
+    return errno == EAGAIN || errno == ENOMEM || errno == EINVAL || errno == EBUSY ? 0 : -errno;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Sleeps as long as the monotonic clock went on since @t0 (ns). */
+static void pause_as_long_as(uint64_t t0)
+{
+    uint64_t took = now_ns() - t0;
+    struct timespec ts = { .tv_sec = (time_t)(took / 1000000000u),
+                           .tv_nsec = (long)(took % 1000000000u) };
+
+    nanosleep(&ts, NULL);
 }
 
 uint64_t sl_thp_collapse(int pidfd, uint64_t base, const sl_snapshot *snap, unsigned block,
-                         const atomic_bool *stop)
+                         sl_thp_opts *o)
 {
     const sl_block *b = &snap->blocks[block];
     uint64_t took = 0, first = (base + THP - 1) & ~(THP - 1);
@@ -75,13 +105,20 @@ uint64_t sl_thp_collapse(int pidfd, uint64_t base, const sl_snapshot *snap, unsi
 
     for (uint64_t a = first; a + THP <= base + b->length && ret >= 0; a += THP) {
         /* Acquire: pairs with the release store of whoever asks the stop. */
-        if (stop && atomic_load_explicit(stop, memory_order_acquire)) {
+        if (o && o->stop && atomic_load_explicit(o->stop, memory_order_acquire)) {
             break;
         }
         if (range_has_data(b, a - base)) {
+            uint64_t t0 = now_ns();
             ret = collapse_one(pidfd, a);
             took += ret > 0 ? THP : 0;
+            if (o && o->paced) {
+                pause_as_long_as(t0);
+            }
         }
+    }
+    if (o) {
+        o->err = ret < 0 ? -ret : 0;
     }
     return took;
 }

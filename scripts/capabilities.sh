@@ -47,18 +47,41 @@ PY
 }
 has_pages 2048 128 && caps+=(hugepages)
 has_pages 1048576 2 && caps+=(hugepages-1G)
-# thp: MADV_COLLAPSE makes a transparent hugepage of a 2 MiB range (kernel
-# 6.1+ built with THP), what the daemon does to a VMM's anonymous RAM.
+# thp: process_madvise(MADV_COLLAPSE) makes a transparent hugepage of a
+# 2 MiB range of another process (kernel 6.1+ with THP, CAP_SYS_NICE):
+# what the daemon does to a VMM's anonymous RAM.
 if python3 - <<'PY' 2>/dev/null
-import ctypes, mmap
+import ctypes, mmap, os, struct, sys
 thp = 2 << 20
-m = mmap.mmap(-1, 2 * thp, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-base = ctypes.addressof(ctypes.c_char.from_buffer(m))
-off = (thp - base % thp) % thp
-m.madvise(mmap.MADV_NOHUGEPAGE, off, thp)
-m[off:off + thp] = b"\1" * thp
-m.madvise(mmap.MADV_HUGEPAGE, off, thp)
-m.madvise(25, off, thp)  # MADV_COLLAPSE: OSError where it does not work
+r1, w1 = os.pipe()  # child -> parent: the address
+r2, w2 = os.pipe()  # parent -> child: done (closed)
+pid = os.fork()
+if pid == 0:
+    os.close(r1)
+    os.close(w2)
+    m = mmap.mmap(-1, 2 * thp, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    off = (thp - base % thp) % thp
+    m.madvise(mmap.MADV_NOHUGEPAGE, off, thp)
+    m[off:off + thp] = b"\1" * thp
+    m.madvise(mmap.MADV_HUGEPAGE, off, thp)
+    os.write(w1, struct.pack("Q", base + off))
+    os.read(r2, 1)
+    os._exit(0)
+os.close(w1)
+os.close(r2)
+addr = struct.unpack("Q", os.read(r1, 8))[0]
+libc = ctypes.CDLL(None, use_errno=True)
+class Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+iov = Iovec(addr, thp)
+fd = os.pidfd_open(pid)
+# process_madvise(pidfd, iov, 1, MADV_COLLAPSE, 0): the bytes advised, or -1
+ret = libc.syscall(ctypes.c_long(440), ctypes.c_int(fd), ctypes.byref(iov), ctypes.c_size_t(1),
+                   ctypes.c_int(25), ctypes.c_uint(0))
+os.close(w2)
+os.waitpid(pid, 0)
+sys.exit(0 if ret == thp else 1)
 PY
 then
     caps+=(thp)

@@ -3,8 +3,9 @@
  * The restore daemon's state, shared by its files: daemon.c (the poll loop
  * and connections), dregister.c (REGISTER) and dwritten.c (the
  * written-page messages).
- * Everything here is owned by the daemon's one thread, but for
- * server.drop_pipe's write end (see there).
+ * Everything here is owned by the daemon's main thread, but for
+ * server.drop_pipe's write end and what the collapser thread reads (see
+ * server).
  */
 #ifndef SNAPLOAD_DAEMON_INT_H
 #define SNAPLOAD_DAEMON_INT_H
@@ -34,10 +35,11 @@ typedef struct {
     char name[32];           /* printable characters only */
 } client;
 
-/* The daemon's state; owned by its one thread, but for @drop_pipe's write
+/* The daemon's state; owned by its main thread, but for @drop_pipe's write
  * end, which engine threads write through view_dropped(), and what the
- * collapser thread reads once the restore is complete (@snap, @anon,
- * @anon_addr, @o: no longer changed then) and @collapse_stop. */
+ * collapser thread reads once the restore is complete: @o, @snap and
+ * @anon_addr (no longer changed then), @anon_pidfd (filled before the
+ * thread starts, closed after it is joined) and @collapse_stop. */
 typedef struct {
     const sl_daemon_opts *o;
     sl_snapshot *snap;

@@ -31,7 +31,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -372,25 +371,30 @@ static void write_stats(const server *d, const sl_stats *st, const char *error)
 /*
  * The collapser thread: every page in place, the consumers' anonymous guest
  * RAM into transparent hugepages (thp.c), as their eager load would have
- * it, while the guest runs.  A thread of its own, so that the poll loop
- * goes on answering (a late back-end, qemu-save's questions, a stop)
- * during a collapse that can take a second per GiB of fresh memory; at the
- * lowest priority, so that the guest, not the collapse, has the CPUs
- * (docs/bench.md, "The collapse after completion").
+ * it, while the guest runs: one range per call, each followed by a pause as
+ * long as it took, so that the guest's threads find QEMU's mmap lock free
+ * at least half the time (docs/bench.md, "The collapse after completion").
+ * A thread of its own, so that the poll loop goes on answering (a late
+ * back-end, qemu-save's questions, a stop) during a collapse that can take
+ * a second per GiB of fresh memory here.
  */
-#define COLLAPSE_NICE 19
 static gpointer collapse_anon(gpointer opaque)
 {
     server *d = opaque;
+    sl_thp_opts how = { .stop = &d->collapse_stop, .paced = true };
 
-    /* The guest first: its vCPUs and QEMU's threads share the CPUs with us. */
-    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), COLLAPSE_NICE);
     for (unsigned i = 0; i < sl_snapshot_n_blocks(d->snap); i++) {
+        /* Acquire: pairs with the release store in daemon_fini(). */
+        if (atomic_load_explicit(&d->collapse_stop, memory_order_acquire)) {
+            dlog(d, "collapse into transparent hugepages stopped: the daemon is leaving");
+            break;
+        }
         if (d->anon_pidfd[i] >= 0) {
             uint64_t took = sl_thp_collapse(d->anon_pidfd[i], d->anon_addr[i], d->snap, i,
-                                            &d->collapse_stop);
+                                            &how);
             dlog(d, "block %u: %" G_GUINT64_FORMAT " MiB of anonymous RAM in transparent "
-                 "hugepages", i, took >> 20);
+                 "hugepages%s%s", i, took >> 20, how.err ? "; stopped: " : "",
+                 how.err ? g_strerror(how.err) : "");
         }
     }
     return NULL;
@@ -399,6 +403,7 @@ static gpointer collapse_anon(gpointer opaque)
 /* Starts the collapser with a pidfd of each anonymous block's owner. */
 static void start_collapse(server *d)
 {
+    g_autoptr(GError) err = NULL;
     bool any = false;
 
     d->anon_pidfd = g_new(int, sl_snapshot_n_blocks(d->snap));
@@ -406,8 +411,8 @@ static void start_collapse(server *d)
         d->anon_pidfd[i] = d->anon[i] ? (int)syscall(SYS_pidfd_open, d->anon_pid[i], 0) : -1;
         any = any || d->anon_pidfd[i] >= 0;
     }
-    if (any) {
-        d->collapser = g_thread_new("sl-collapse", collapse_anon, d);
+    if (any && !(d->collapser = g_thread_try_new("sl-collapse", collapse_anon, d, &err))) {
+        dlog(d, "anonymous RAM stays in 4 KiB pages: no collapser thread: %s", err->message);
     }
 }
 
@@ -432,7 +437,7 @@ static void restore_finished(server *d)
             sl_wire_send(c->fd, &done, NULL, 0);
         }
     }
-    if (d->status == 0 && !d->collapser) {
+    if (d->status == 0 && !d->anon_pidfd) {
         start_collapse(d);
     }
 }

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <glib/gstdio.h>
 #include "testutil.h"
@@ -329,31 +331,63 @@ uint64_t sl_test_anon_huge_kb(const void *addr)
 #define MADV_COLLAPSE 25
 #endif
 
-bool sl_test_have_thp_collapse(char **why)
+/* A child's 2 MiB of 4 KiB pages, collapsible: its address on @out, then waits on @in. */
+static _Noreturn void collapsible_child(int out, int in)
 {
     const uint64_t thp = 2u << 20;
-    uint8_t *p, *a;
-    bool ok;
+    uint8_t *p = mmap(NULL, 2 * thp, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    uint8_t *a = (uint8_t *)(((uintptr_t)p + thp - 1) & ~(uintptr_t)(thp - 1));
+    uint64_t addr = p == MAP_FAILED ? 0 : (uintptr_t)a;
+    char byte;
+
+    if (addr) {
+        madvise(a, thp, MADV_NOHUGEPAGE); /* 4 KiB pages first, then collapsed */
+        memset(a, 1, thp);
+        madvise(a, thp, MADV_HUGEPAGE);
+    }
+    (void)!write(out, &addr, sizeof(addr));
+    (void)!read(in, &byte, 1);
+    _exit(0);
+}
+
+bool sl_test_have_thp_collapse(char **why)
+{
+    int to_parent[2], to_child[2], pidfd = -1, err = 0;
+    uint64_t addr = 0;
+    pid_t pid;
 
     if (sl_test_withheld("thp")) {
         *why = g_strdup("withheld by SNAPLOAD_WITHOUT");
         return false;
     }
-    p = mmap(NULL, 2 * thp, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) {
-        *why = g_strdup("no memory for the probe");
+    if (pipe2(to_parent, O_CLOEXEC) || pipe2(to_child, O_CLOEXEC) || (pid = fork()) < 0) {
+        *why = g_strdup_printf("the probe could not start: %s", g_strerror(errno));
         return false;
     }
-    a = (uint8_t *)(((uintptr_t)p + thp - 1) & ~(uintptr_t)(thp - 1));
-    madvise(a, thp, MADV_NOHUGEPAGE); /* 4 KiB pages first, then collapsed */
-    memset(a, 1, thp);
-    madvise(a, thp, MADV_HUGEPAGE);
-    ok = madvise(a, thp, MADV_COLLAPSE) == 0;
-    if (!ok) {
-        *why = g_strdup_printf("MADV_COLLAPSE: %s (kernel 6.1+)", g_strerror(errno));
+    if (pid == 0) {
+        close(to_parent[0]);
+        close(to_child[1]); /* so that the parent's close ends its wait */
+        collapsible_child(to_parent[1], to_child[0]);
     }
-    munmap(p, 2 * thp);
-    return ok;
+    if (read(to_parent[0], &addr, sizeof(addr)) == sizeof(addr) && addr &&
+        (pidfd = (int)syscall(SYS_pidfd_open, pid, 0)) >= 0) {
+        struct iovec iov = { .iov_base = (void *)(uintptr_t)addr, .iov_len = 2u << 20 };
+        err = syscall(SYS_process_madvise, pidfd, &iov, 1, MADV_COLLAPSE, 0) < 0 ? errno : 0;
+        close(pidfd);
+    } else {
+        err = addr ? errno : ENOMEM;
+    }
+    for (int i = 0; i < 2; i++) {
+        close(to_parent[i]);
+        close(to_child[i]); /* the child's read ends: it exits */
+    }
+    waitpid(pid, NULL, 0);
+    if (err) {
+        *why = g_strdup_printf("MADV_COLLAPSE of another process's memory (what the daemon "
+                               "does to a VMM's): %s (kernel 6.1+, CAP_SYS_NICE)",
+                               g_strerror(err));
+    }
+    return err == 0;
 }
 
 pid_t sl_test_fork_waiting(int *hold)

@@ -75,9 +75,10 @@ pid_t sl_test_fork_waiting(int *hold);
 uint64_t sl_test_anon_huge_kb(const void *addr);
 
 /**
- * sl_test_have_thp_collapse: whether MADV_COLLAPSE (kernel 6.1+, whatever
- * the THP sysfs mode) makes a transparent hugepage here, tried on a 2 MiB
- * range of our own; false with *@why (to free) otherwise.
+ * sl_test_have_thp_collapse: whether process_madvise(MADV_COLLAPSE) of
+ * another process's memory makes a transparent hugepage here (kernel
+ * 6.1+, CAP_SYS_NICE, whatever the THP sysfs mode), tried on 2 MiB of a
+ * child's; false with *@why (to free) otherwise.
  */
 bool sl_test_have_thp_collapse(char **why);
 

@@ -151,6 +151,46 @@ def warm(path):
                 off += n
 
 
+def descendants(pid):
+    """The pids of every process below @pid (children, theirs, ...)."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            kids.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        for k in kids.get(todo.pop(), []):
+            out.append(k)
+            todo.append(k)
+    return out
+
+
+def guest_ram_thp_mib(root, mem_bytes):
+    """MiB of AnonHugePages in the QEMU below process @root, over its
+    mappings of at least @mem_bytes (guest RAM); None if not found."""
+    for pid in descendants(root):
+        try:
+            if "qemu-system" not in read_text("/proc/%d/comm" % pid):
+                continue
+            smaps = read_text("/proc/%d/smaps" % pid)
+        except OSError:
+            continue
+        kb, big = 0, False
+        for line in smaps.splitlines():
+            m = re.match(r"([0-9a-f]+)-([0-9a-f]+) ", line)
+            if m:
+                big = int(m.group(2), 16) - int(m.group(1), 16) >= mem_bytes
+            elif big and line.startswith("AnonHugePages:"):
+                kb += int(line.split()[1])
+        return kb >> 10
+    return None
+
+
 def median(vals):
     vals = [v for v in vals if v is not None]
     return statistics.median(vals) if vals else None
@@ -680,6 +720,8 @@ class Bench:
                 port.poll(min(0.1, max(0.0, until - now())))
                 port.lines = []
             lines = con.snapshot()
+            r["ram_thp_mib"] = guest_ram_thp_mib(p.pid, self.mem_bytes) \
+                if self.a.backend == "anon" else None
             m = QMP(qmp)
             m.cmd("quit")
             m.close()
@@ -916,7 +958,7 @@ def rate(pts, a, b):
 
 FIGS = ("running_ms", "first_answer_ms", "first_pass_ms", "pass_guest_ms", "complete_ms",
         "faults", "pages_by_fault", "pages_by_loader", "rate_during", "rate_after",
-        "launch_to_incoming_ms", "device_state_ms", "longest_silence_ms")
+        "launch_to_incoming_ms", "device_state_ms", "longest_silence_ms", "ram_thp_mib")
 
 
 def summarize(res):
@@ -986,6 +1028,14 @@ def summarize(res):
           se / sl_ if sl_ and se else None, "-", None,
           "median of each run's largest gap in ms between two heartbeats, from cont to "
           "%g s after every page is in place" % res["after_s"])
+    lt = g("lazy", "ram_thp_mib")
+    et, me = max([(g(m, "ram_thp_mib"), m) for m in EAGER if g(m, "ram_thp_mib") is not None],
+                 default=(None, "none measured"))
+    if lt is not None or et is not None:
+        check("anonymous guest RAM in THPs when the run ends, lazy vs eager (%s, the most; "
+              "information)" % me, lt, et, lt / et if lt is not None and et else None,
+              "-", None, "median MiB of AnonHugePages over QEMU's guest RAM mappings, read "
+              "just before quit (%g s after every page is in place)" % res["after_s"])
     for mode in ("lazy", "lazy+hot"):
         d, a_ = g(mode, "rate_during"), g(mode, "rate_after")
         check("throughput during the fill vs after it, %s" % mode, d, a_,
@@ -1063,16 +1113,17 @@ def markdown(res):
               "## Every figure", "",
               "| mode | running | first answer | PASS answered | PASS, guest's ms | every page "
               "in place | faults | pages by fault / by loader | pages/s during fill | "
-              "pages/s after | longest silence | placed twice | console |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+              "pages/s after | longest silence | RAM in THPs, MiB | placed twice | console |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for mode in res["modes"]:
         row = s[mode]
-        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s / %s | %s | %s | %s | %s | %s |" % (
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s / %s | %s | %s | %s | %s | %s "
+                     "| %s |" % (
             mode, rng(row, "running_ms"), rng(row, "first_answer_ms"),
             rng(row, "first_pass_ms"), rng(row, "pass_guest_ms", 0), rng(row, "complete_ms"),
             rng(row, "faults", 0), fmt(row["pages_by_fault"]), fmt(row["pages_by_loader"]),
             rng(row, "rate_during", 0), rng(row, "rate_after", 0),
-            rng(row, "longest_silence_ms", 0),
+            rng(row, "longest_silence_ms", 0), rng(row, "ram_thp_mib", 0),
             row["placed_twice_total"] if mode not in EAGER else "-",
             ("clean" if row["console_ok"] else "**NOT clean**") +
             ("" if not row["failed"] else ", %d run(s) FAILED" % row["failed"])))
@@ -1084,7 +1135,9 @@ def markdown(res):
               "and every page in place (during) and in the %g s after (after; for eager, "
               "everything after running); longest silence: the largest gap between two of "
               "the guest's heartbeats (or `cont` and the first), from `cont` until %g s "
-              "after every page is in place (a running guest: about %d ms). Console: no `ERR` line, Oops, BUG, panic, Call "
+              "after every page is in place (a running guest: about %d ms); RAM in THPs: "
+              "AnonHugePages over QEMU's guest RAM mappings just before `quit` (anon RAM "
+              "only). Console: no `ERR` line, Oops, BUG, panic, Call "
               "Trace or restart, errors=0 in every heartbeat." % (PING_MS, res["after_s"],
                                                                   res["after_s"], res["hb_ms"]),
               ""]
@@ -1217,6 +1270,8 @@ def brief(res):
         line = "  %-40s first answer %8.1f ms, working set checked (PASS) %8.1f ms, " \
             "longest silence %s ms" % (what + ":", r["first_answer_ms"], r["first_pass_ms"],
                                        fmt(r.get("longest_silence_ms"), 0))
+        if r.get("ram_thp_mib") is not None:
+            line += ", %d MiB of RAM in THPs at the end" % r["ram_thp_mib"]
         if r["mode"] not in EAGER:
             line += ", every page in place %.0f ms, %d faults, %d placed twice, %s checksum " \
                 "failures" % (r["complete_ms"], r["faults"], r["pages_placed_twice"],

@@ -22,15 +22,12 @@
  * 1 GiB, bench/linux.py, first answered 350-530 ms after migrate-incoming
  * where every page had been in place at 40-95 ms, in most runs on fresh
  * memory; one range per call, 60-140 ms: docs/bench.md, "The collapse
- * after completion, one range at a time").  Paced (the daemon, while the
- * guest runs), each range is followed by a pause as long as it took, so
- * the collapse holds that lock at most half the time.
+ * after completion, one range at a time").
  */
 #include <errno.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 #include "migration/format/format.h"
 #include "thp.h"
@@ -78,24 +75,6 @@ static int collapse_one(int pidfd, uint64_t a)
     return errno == EAGAIN || errno == ENOMEM || errno == EINVAL || errno == EBUSY ? 0 : -errno;
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* Sleeps as long as the monotonic clock went on since @t0 (ns). */
-static void pause_as_long_as(uint64_t t0)
-{
-    uint64_t took = now_ns() - t0;
-    struct timespec ts = { .tv_sec = (time_t)(took / 1000000000u),
-                           .tv_nsec = (long)(took % 1000000000u) };
-
-    nanosleep(&ts, NULL);
-}
-
 uint64_t sl_thp_collapse(int pidfd, uint64_t base, const sl_snapshot *snap, unsigned block,
                          sl_thp_opts *o)
 {
@@ -109,12 +88,8 @@ uint64_t sl_thp_collapse(int pidfd, uint64_t base, const sl_snapshot *snap, unsi
             break;
         }
         if (range_has_data(b, a - base)) {
-            uint64_t t0 = now_ns();
             ret = collapse_one(pidfd, a);
             took += ret > 0 ? THP : 0;
-            if (o && o->paced) {
-                pause_as_long_as(t0);
-            }
         }
     }
     if (o) {

@@ -13,7 +13,6 @@
 /** How sl_thp_collapse() goes on; each field may be left zero. */
 typedef struct {
     const atomic_bool *stop; /* NULL, or: stop before the next range once it reads true */
-    bool paced;              /* after each range, pause as long as it took (a guest runs) */
     int err;                 /* out: the errno that ended it before the last range, or 0 */
 } sl_thp_opts;
 

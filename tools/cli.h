@@ -230,6 +230,9 @@ static inline sl_snapshot *cli_open_snapshot(const char *path, char *const *pare
 /** Prints "snapload: MSG" on one line of stderr and returns exit status 1. */
 int cli_fail(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 
+/** cli_fail() for bad usage (arguments missing or not what they claim): exit status 2. */
+int cli_usage(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+
 /** Same, for a GError (freed). */
 int cli_fail_error(GError *err);
 

@@ -177,7 +177,7 @@ int cmd_flatten(int argc, char **argv)
         return 2;
     }
     if (argc != 2 || !out) {
-        return cli_fail("flatten needs SNAP and -o FULL");
+        return cli_usage("flatten needs SNAP and -o FULL");
     }
     ok = (d.next = cli_open_snapshot(argv[1], parents, 0, &err)) != NULL;
     if (ok && in_chain(out, d.next)) {
@@ -237,10 +237,10 @@ int cmd_delta(int argc, char **argv)
         return 2;
     }
     if (argc != 3 || !out) {
-        return cli_fail("delta needs PARENT, NEW and -o CHILD");
+        return cli_usage("delta needs PARENT, NEW and -o CHILD");
     }
     if (given && names_child(given, out)) {
-        return cli_fail("--parent-path %s names CHILD %s itself: the child would be its own "
+        return cli_usage("--parent-path %s names CHILD %s itself: the child would be its own "
                         "parent", given, out);
     }
     rec = cli_parent_path(argv[1], out, given);

@@ -67,7 +67,7 @@ int cmd_extract(int argc, char **argv)
         return 2;
     }
     if (argc != 2 || !out) {
-        return cli_fail("extract needs SNAP and -o FILE");
+        return cli_usage("extract needs SNAP and -o FILE");
     }
     if (!(s = cli_open_snapshot(argv[1], parents, 0, &err))) {
         return cli_fail_error(g_steal_pointer(&err));
@@ -79,7 +79,7 @@ int cmd_extract(int argc, char **argv)
     }
     if (cli_is_file_of(out, s)) {
         sl_snapshot_close(s);
-        return cli_fail("%s is the snapshot itself: the image must be another file", out);
+        return cli_usage("%s is the snapshot itself: the image must be another file", out);
     }
     tmp = cli_partial_path(out);
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);

@@ -31,7 +31,7 @@ int cmd_index(int argc, char **argv)
         return 2;
     }
     if (argc != 2) {
-        return cli_fail("index takes exactly one QEMU mapped-ram file");
+        return cli_usage("index takes exactly one QEMU mapped-ram file");
     }
     if (hot && !g_file_get_contents(hot, &data, &len, &err)) {
         return cli_fail("--hot: %s", err->message);

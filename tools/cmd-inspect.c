@@ -278,7 +278,7 @@ int cmd_inspect(int argc, char **argv)
         return 2;
     }
     if (argc != 2) {
-        return cli_fail("inspect takes exactly one snapshot file");
+        return cli_usage("inspect takes exactly one snapshot file");
     }
     if (!(s = cli_open_snapshot(argv[1], parents, 0, &err))) {
         return cli_fail_error(err);

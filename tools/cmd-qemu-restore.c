@@ -908,7 +908,7 @@ static int run_raw(const qr_raw *w, int argc, char **argv, char **qemu_argv)
     qr_opts o;
 
     if (why) {
-        return cli_fail("%s", why) + 1; /* 2: bad usage */
+        return cli_usage("%s", why);
     }
     if ((w->around && !cli_parse_around(w->around, &around)) || !cli_check_threads(w->threads)) {
         return 2;

@@ -475,16 +475,16 @@ int cmd_save(int argc, char **argv)
         return 2;
     }
     if (!raws || !out) {
-        return cli_fail("save needs at least one --raw FILE[:NAME] and -o SNAP");
+        return cli_usage("save needs at least one --raw FILE[:NAME] and -o SNAP");
     }
     if (ancestors && !parent) {
-        return cli_fail("--ancestor names PARENT's ancestors: it needs --parent PARENT");
+        return cli_usage("--ancestor names PARENT's ancestors: it needs --parent PARENT");
     }
     if (psize_s && !cli_parse_size(psize_s, &psize)) {
-        return cli_fail("--page-size: '%s' is not a size", psize_s);
+        return cli_usage("--page-size: '%s' is not a size", psize_s);
     }
     if (psize & (psize - 1) || psize < 4096 || psize > (1u << 30)) {
-        return cli_fail("--page-size: %s is not a power of two from 4K to 1G", psize_s);
+        return cli_usage("--page-size: %s is not a power of two from 4K to 1G", psize_s);
     }
     return save_hinted(raws, nodes, &(cli_save_opts){ .psize = psize, .out = out,
                        .devstate = devstate, .hot = hot, .parent = parent,
@@ -585,17 +585,17 @@ int cmd_synth(int argc, char **argv)
         return 2;
     }
     if (!out || !size_s) {
-        return cli_fail("synth needs -o FILE and --size SIZE");
+        return cli_usage("synth needs -o FILE and --size SIZE");
     }
     if (!cli_parse_size(size_s, &size) || size == 0 || size % 4096) {
-        return cli_fail("--size: '%s' is not a size that is a non-zero multiple of 4K "
+        return cli_usage("--size: '%s' is not a size that is a non-zero multiple of 4K "
                         "(digits and K, M, G or T: 64M, 4G)", size_s);
     }
     if (zero_pct < 0 || zero_pct > 100) {
-        return cli_fail("--zero-percent: %d is not between 0 and 100", zero_pct);
+        return cli_usage("--zero-percent: %d is not between 0 and 100", zero_pct);
     }
     if (unit_s && (!cli_parse_size(unit_s, &unit) || unit < 4096 || unit % 4096)) {
-        return cli_fail("--zero-unit: '%s' is not a multiple of 4K", unit_s);
+        return cli_usage("--zero-unit: '%s' is not a multiple of 4K", unit_s);
     }
     /* Written beside @out and renamed when whole: a full disk leaves nothing. */
     tmp = cli_partial_path(out);

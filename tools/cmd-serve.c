@@ -37,7 +37,7 @@ int cmd_serve(int argc, char **argv)
         return 2;
     }
     if (argc != 2 || !sock) {
-        return cli_fail("serve needs SNAP and --socket PATH");
+        return cli_usage("serve needs SNAP and --socket PATH");
     }
     if ((around && !cli_parse_around(around, &around_bytes)) || !cli_check_threads(threads)) {
         return 2;

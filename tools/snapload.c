@@ -85,17 +85,36 @@ bool cli_parse_around(const char *s, uint32_t *out)
     return true;
 }
 
+/* Prints "snapload: MSG" for both; @status is what the caller returns. */
+static int say(int status, const char *fmt, va_list ap)
+{
+    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+
+    cli_progress(NULL, 0, 0);
+    fprintf(stderr, "snapload: %s\n", msg);
+    return status;
+}
+
 int cli_fail(const char *fmt, ...)
 {
     va_list ap;
-    g_autofree char *msg = NULL;
+    int status;
 
     va_start(ap, fmt);
-    msg = g_strdup_vprintf(fmt, ap);
+    status = say(1, fmt, ap);
     va_end(ap);
-    cli_progress(NULL, 0, 0);
-    fprintf(stderr, "snapload: %s\n", msg);
-    return 1;
+    return status;
+}
+
+int cli_usage(const char *fmt, ...)
+{
+    va_list ap;
+    int status;
+
+    va_start(ap, fmt);
+    status = say(2, fmt, ap);
+    va_end(ap);
+    return status;
 }
 
 int cli_fail_error(GError *err)

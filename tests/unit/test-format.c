@@ -1444,8 +1444,12 @@ static void test_corrupt_section_data_fails_on_read(void **state)
     sl_snapshot_close(s);
 }
 
-/* Option values that are not what they claim are refused by name, before any work. */
-static void test_cli_refuses_option_values_by_name(void **state)
+/*
+ * Option values that are not what they claim, and missing arguments, are
+ * refused by name, before any work, with exit status 2 (bad usage; 1 is
+ * for what failed).
+ */
+static void test_cli_refuses_bad_usage_by_name_with_status_2(void **state)
 {
     static const struct {
         const char *args[10];
@@ -1459,14 +1463,28 @@ static void test_cli_refuses_option_values_by_name(void **state)
         { { "synth", "-o", "x.raw", "--size", "1.5M" }, "--size: '1.5M'" },
         { { "delta", "a.snap", "b.snap", "-o", "x.snap", "--parent-path", "./x.snap" },
           "names CHILD x.snap itself" },
+        { { "synth", "-o", "x.raw", "--size", "4M", "--zero-percent", "101" },
+          "--zero-percent: 101" },
+        { { "synth", "-o", "x.raw", "--size", "4M", "--zero-unit", "3K" }, "--zero-unit: '3K'" },
+        { { "synth", "--size", "4M" }, "synth needs -o FILE" },
+        { { "save", "-o", "x.snap" }, "save needs at least one --raw" },
+        { { "save", "--raw", "x.raw", "-o", "x.snap", "--page-size", "3K" }, "--page-size: 3K" },
+        { { "save", "--raw", "x.raw", "-o", "x.snap", "--ancestor", "a.snap" },
+          "it needs --parent PARENT" },
+        { { "inspect" }, "inspect takes exactly one" },
+        { { "index" }, "index takes exactly one" },
+        { { "extract", "x.snap" }, "extract needs SNAP and -o FILE" },
+        { { "delta", "a.snap", "-o", "x.snap" }, "delta needs PARENT, NEW and -o CHILD" },
+        { { "flatten", "a.snap" }, "flatten needs SNAP and -o FULL" },
+        { { "serve", "x.snap" }, "serve needs SNAP and --socket PATH" },
     };
 
     for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
         g_autofree char *out = NULL, *err = NULL;
         int status = sl_test_run_cli(cases[i].args, &out, &err);
-        if (status == 0 || !strstr(err, cases[i].says)) {
-            fail_msg("%s %s: status %d, stderr: %s", cases[i].args[0], cases[i].args[5],
-                     status, err);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 2 || !strstr(err, cases[i].says)) {
+            fail_msg("case %zu (%s): wait status %#x, stderr: %s", i, cases[i].args[0], status,
+                     err);
         }
     }
     assert_false(g_file_test("x.raw", G_FILE_TEST_EXISTS));
@@ -2047,7 +2065,7 @@ int main(void)
                                         teardown_fixture),
         cmocka_unit_test_setup_teardown(test_corrupt_section_data_fails_on_read, setup_small,
                                         teardown_fixture),
-        cmocka_unit_test(test_cli_refuses_option_values_by_name),
+        cmocka_unit_test(test_cli_refuses_bad_usage_by_name_with_status_2),
         cmocka_unit_test_setup_teardown(test_hot_list_of_bad_shape_is_refused_by_entry,
                                         setup_small, teardown_fixture),
         cmocka_unit_test_setup_teardown(

@@ -308,8 +308,8 @@ static bool load_bitmap(qctx *c, sl_block *b, unsigned i, GError **errp)
         b->bitmap[w] = GUINT64_FROM_LE(b->bitmap[w]);
     }
     if (b->npages % 64 && b->bitmap[bmb / 8 - 1] >> (b->npages % 64)) {
-        return SL_BAD(errp, "block %u ('%s'): bitmap has bits set past page %"
-                      G_GUINT64_FORMAT, i, b->name, b->npages);
+        return SL_BAD(errp, "block %u ('%s'): bitmap has bits set past its %"
+                      G_GUINT64_FORMAT " pages", i, b->name, b->npages);
     }
     b->present_pages = sl_bitmap_count(b->bitmap, b->npages);
     return true;

@@ -213,8 +213,8 @@ static bool check_bitmap_counts(sl_block *b, unsigned i, GError **errp)
     uint64_t bmb = sl_bitmap_bytes(b->npages), count;
 
     if (b->npages % 64 && b->bitmap[bmb / 8 - 1] >> (b->npages % 64)) {
-        return BAD(errp, "block %u ('%s'): bitmap has bits set past page %" G_GUINT64_FORMAT,
-                   i, b->name, b->npages);
+        return BAD(errp, "block %u ('%s'): bitmap has bits set past its %" G_GUINT64_FORMAT
+                   " pages", i, b->name, b->npages);
     }
     count = sl_bitmap_count(b->bitmap, b->npages);
     if (count != b->present_pages) {

@@ -1685,11 +1685,11 @@ static void test_corrupt_page_fails_verify_but_not_open(void **state)
 
 static const patch_case bitmap_cases[] = {
     { "b1 bit for page 10 (first past the end)", IN_BITMAP, 1, 1, 1, XOR, ABS, 0x04, FIX,
-      "block 1", "bitmap has bits set past page 10" },
+      "block 1", "bitmap has bits set past its 10 pages" },
     { "b1 bit 63 (last of the word)", IN_BITMAP, 1, 7, 1, XOR, ABS, 0x80, FIX,
-      "block 1", "bits set past page 10" },
+      "block 1", "bits set past its 10 pages" },
     { "b1 bit past the end, count synced", IN_BITMAP, 1, 2, 1, XOR, ABS, 0x01,
-      FIX | SYNC_PRESENT, "block 1", "bits set past page 10" },
+      FIX | SYNC_PRESENT, "block 1", "bits set past its 10 pages" },
     { "b0 zero page 0 marked present", IN_BITMAP, 0, 0, 1, XOR, ABS, 0x01, FIX,
       "block 0", "present_pages 42 but the bitmap has 43 bits set" },
     { "b0 stored page 1 unmarked, its entry kept", IN_BITMAP, 0, 0, 1, XOR, ABS, 0x02,

@@ -708,9 +708,9 @@ static const patch_case range_cases[] = {
     { "bitmap_offset 0 with a page area", "block0.mr_bitmap_offset", SET, 0,
       .needle1 = "overlaps" },
     { "bit past the last page", "block1.bitmap", XOR_BYTE, 0x04, .at = 1,
-      .needle1 = "block 1 ('/rom@etc/acpi/tables'): bitmap has bits set past page 10" },
+      .needle1 = "block 1 ('/rom@etc/acpi/tables'): bitmap has bits set past its 10 pages" },
     { "top bit of a last bitmap word", "block2.bitmap", XOR_BYTE, 0x80, .at = 7,
-      .needle1 = "block 2 ('pc.bios')", .needle2 = "bits set past page 16" },
+      .needle1 = "block 2 ('pc.bios')", .needle2 = "bits set past its 16 pages" },
 };
 
 static const patch_case end_cases[] = {

@@ -424,21 +424,18 @@ static bool any_outside(const GArray *before, const GArray *after)
 }
 
 /* Whether snapshot page @p of @reg is what @mem holds (@map: the snapshot
- * mapped, or NULL: read into @scratch, a page). */
+ * mapped, compared in place; NULL: sl_snapshot_page_matches()). */
 static bool page_is_snapshot(sl_restore *r, const sl_region *reg, uint64_t p, const uint8_t *mem,
-                             const uint8_t *map, uint8_t *scratch)
+                             const uint8_t *map)
 {
     const sl_block *b = reg->blk;
-    const uint64_t ps = b->page_size;
 
-    if (!sl_bit_test(b->bitmap, p)) {
-        return sl_all_zero(mem, ps);
+    if (!map) {
+        return sl_snapshot_page_matches(r->snap, reg->block, p, mem);
     }
-    if (map) {
-        return memcmp(mem, map + b->pages_offset + p * ps, ps) == 0;
-    }
-    return sl_snapshot_read_pages(r->snap, reg->block, p, 1, scratch, false) == 0 &&
-           memcmp(mem, scratch, ps) == 0;
+    return sl_bit_test(b->bitmap, p)
+               ? memcmp(mem, map + b->pages_offset + p * b->page_size, b->page_size) == 0
+               : sl_all_zero(mem, b->page_size);
 }
 
 /* Units of @run that do not hold the snapshot's bytes, appended to @changed. */
@@ -449,7 +446,6 @@ static void run_changed(sl_restore *r, const sl_run *run, const uint8_t *map, GA
      * shared memory would take a fault per page here) */
     const uint8_t *base = reg->mem.host ? reg->mem.host : reg->mem.alias;
     const uint64_t ps = reg->blk->page_size;
-    g_autofree uint8_t *scratch = map ? NULL : g_malloc(ps);
 
     if (!base) {
         return; /* nothing of ours maps it: nothing of ours wrote it */
@@ -458,7 +454,7 @@ static void run_changed(sl_restore *r, const sl_run *run, const uint8_t *map, GA
     for (uint64_t u = run->unit; u < run->unit + run->n; u++) {
         for (uint64_t k = 0; k < reg->ratio; k++) {
             uint64_t p = u * reg->ratio + k;
-            if (!page_is_snapshot(r, reg, p, base + p * ps, map, scratch)) {
+            if (!page_is_snapshot(r, reg, p, base + p * ps, map)) {
                 sl_run c = { .region = run->region, .unit = u, .n = 1 };
                 g_array_append_val(changed, c);
                 break;

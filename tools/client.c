@@ -118,6 +118,20 @@ static int connect_timed(const char *path, const char *name, int timeout_s, GErr
     return fd;
 }
 
+int sl_client_probe(const char *path)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), e;
+
+    if (fd < 0) {
+        return errno;
+    }
+    g_strlcpy(a.sun_path, path, sizeof(a.sun_path));
+    e = connect(fd, (const struct sockaddr *)&a, sizeof(a)) == 0 ? 0 : errno;
+    close(fd);
+    return e == EAGAIN ? 0 : e;
+}
+
 int sl_client_connect(const char *path, const char *name, GError **errp)
 {
     return connect_timed(path, name, 0, errp);

@@ -124,6 +124,13 @@ void sl_client_supervise_tracked(int sock, int uffd, void (*on_death)(void),
  */
 char *sl_client_env_of(pid_t pid, const char *name);
 
+/**
+ * sl_client_probe: connects to the unix socket at @path, non-blocking, and
+ * hangs up: 0 if something listens there (the connect took, or its backlog
+ * is full), else the errno (ECONNREFUSED: a stale socket file; ENOENT: none).
+ */
+int sl_client_probe(const char *path);
+
 /** sl_client_wait_done: block until DONE arrives (true) or the socket closes. */
 bool sl_client_wait_done(int sock);
 

@@ -63,8 +63,8 @@ static int usage(int n, char **argv)
     GOptionEntry none[] = { { NULL } };
 
     if (cli_parse(ATTACH_USAGE, none, &n, &argv)) {
-        cli_fail("usage: snapload attach SOCKET -- COMMAND [ARGS...] (SOCKET: the restore "
-                 "daemon's, as given to qemu-restore --socket)");
+        return cli_usage("usage: snapload attach SOCKET -- COMMAND [ARGS...] (SOCKET: the "
+                         "restore daemon's, as given to qemu-restore --socket)");
     }
     return 2;
 }

@@ -42,6 +42,7 @@
 #include <unistd.h>
 #include <json-glib/json-glib.h>
 #include "cli.h"
+#include "client.h"
 #include "daemon.h"
 #include "written.h"
 #include "migration/format/format.h"
@@ -614,21 +615,13 @@ static bool has_device_state(const qr *r, GError **errp)
  */
 static bool socket_free(const char *path, GError **errp)
 {
-    struct sockaddr_un a = { .sun_family = AF_UNIX };
-    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    bool served;
-
-    g_strlcpy(a.sun_path, path, sizeof(a.sun_path));
-    served = fd >= 0 && (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 || errno == EAGAIN);
-    if (fd >= 0) {
-        close(fd);
-    }
-    if (served) {
+    if (sl_client_probe(path) == 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "--socket %s: a restore daemon already "
                     "serves it (another restore uses it): give this one another path",
                     path);
+        return false;
     }
-    return !served;
+    return true;
 }
 
 static bool prepare(qr *r, GError **errp)
@@ -940,9 +933,9 @@ static int incomplete(int argc, char **argv, int dash)
         raw_clear(&w);
         return 2;
     }
-    cli_fail("qemu-restore needs %s (the guest's QEMU command line, without -incoming)",
-             dash < 0 ? "SNAP -- QEMU ARGS...: no -- came" : "QEMU's arguments after --");
-    return 2;
+    return cli_usage("qemu-restore needs %s (the guest's QEMU command line, without "
+                     "-incoming)", dash < 0 ? "SNAP -- QEMU ARGS...: no -- came"
+                                            : "QEMU's arguments after --");
 }
 
 int cmd_qemu_restore(int argc, char **argv)

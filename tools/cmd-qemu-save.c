@@ -533,7 +533,7 @@ int cmd_qemu_save(int argc, char **argv)
     if (!cli_parse("- save a running QEMU guest into a snapshot", entries, &argc, &argv)) {
         ret = 2;
     } else if ((why = bad_usage(&a, argc, argv))) {
-        ret = cli_fail("%s", why) + 1; /* 2: bad usage */
+        ret = cli_usage("%s", why);
     } else {
         q = sl_qmp_connect(a.sock, QMP_TIMEOUT_MS, &err);
         ret = q ? save_guest(q, &a, &err) : cli_fail_error(g_steal_pointer(&err));

@@ -39,6 +39,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include "cli.h"
+#include "client.h"
 #include "daemon.h"
 #include "daemon-int.h"
 #include "dtrack.h"
@@ -452,21 +453,16 @@ static void restore_finished(server *d)
  * (ECONNREFUSED to a non-blocking probe); false if a daemon serves it or
  * it cannot be told.
  */
-static bool remove_stale_socket(const struct sockaddr_un *a, GError **errp)
+static bool remove_stale_socket(const char *path, GError **errp)
 {
-    int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    int e = probe < 0 ? errno : connect(probe, (const struct sockaddr *)a, sizeof(*a)) == 0
-                                    ? 0 : errno;
+    int e = sl_client_probe(path);
 
-    if (probe >= 0) {
-        close(probe);
-    }
     if (e != ECONNREFUSED) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "socket %s: %s", a->sun_path,
-                    e == 0 || e == EAGAIN ? "a daemon is serving it" : g_strerror(e));
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "socket %s: %s", path,
+                    e == 0 ? "a daemon is serving it" : g_strerror(e));
         return false;
     }
-    unlink(a->sun_path);
+    unlink(path);
     return true;
 }
 
@@ -481,7 +477,7 @@ static int listen_on(const char *path, GError **errp)
         return -1;
     }
     strcpy(a.sun_path, path);
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && !remove_stale_socket(&a, errp)) {
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && !remove_stale_socket(path, errp)) {
         return -1;
     }
     fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);

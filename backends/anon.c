@@ -122,6 +122,10 @@ static int anon_place(const sl_mem *m, const sl_view *v, uint64_t off, const uin
 static int anon_adopt(const sl_mem *m, const sl_view *v, uint64_t off, uint8_t *src,
                       uint64_t len, uint64_t *done, uint64_t *eagain)
 {
+    if (m->mover) { /* another process's memory: its owner moves the chunk in */
+        *done = 0;
+        return m->mover(m->mover_opaque, v->base + off, src, len, done);
+    }
     return sl_uffd_move(v->uffd, (void *)(uintptr_t)(v->base + off), src, len, done, eagain);
 }
 

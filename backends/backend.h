@@ -53,6 +53,8 @@ typedef struct {
     bool owned;          /* created by sl_mem_map: release unmaps/closes it */
     bool own_fd;         /* fd was opened/duped by us */
     bool keep;           /* config.keep_memory: prepare leaves the file's pages alone */
+    sl_mover_fn mover;   /* anon of another process: moves chunks there (sl_restore_set_mover) */
+    void *mover_opaque;
 } sl_mem;
 
 /*
@@ -108,7 +110,9 @@ struct sl_backend_ops {
      * range staged in a transparent hugepage stays one.  @src is left a
      * hole.  NULL where the backend cannot (only anonymous memory can);
      * the engine uses it only for its own mapping on a uffd that has
-     * UFFD_FEATURE_MOVE.  -EBUSY: the caller places the rest with place.
+     * UFFD_FEATURE_MOVE, or for another process's memory through
+     * sl_mem.mover (@src then keeps its bytes).  -EBUSY: the caller places
+     * the rest with place.
      */
     int (*adopt)(const sl_mem *m, const sl_view *v, uint64_t off, uint8_t *src, uint64_t len,
                  uint64_t *done, uint64_t *eagain);

@@ -29,6 +29,10 @@ with the order of the modes rotating:
             then QEMU quit; then `snapload index FILE --hot hot.list`).
   lazy-single  (only when --modes names it) lazy with `--fault-around 4K`:
             each fault serves its own page alone, as before fault-around.
+  lazy-copy  (only when --modes names it) lazy with `--place-by-copy`: on
+            anonymous RAM the daemon copies every page into QEMU
+            (UFFDIO_COPY) instead of handing QEMU's mover whole 2 MiB
+            chunks to move in, as before library 1.15.
 
 --fault-around SIZE goes to every lazy run but lazy-single (and to the
 recording run); without it qemu-restore's default (64K) runs.
@@ -87,7 +91,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINUX_DIR = os.path.join(ROOT, "tests", "qtest", "linux")
 HUGEPAGE_LOCK = "/tmp/snapload-hugepages.lock"
 HUGEPAGES_2M = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
-MODES = ("eager", "eager-mfd", "lazy", "lazy+hot", "lazy-single")
+MODES = ("eager", "eager-mfd", "lazy", "lazy+hot", "lazy-single", "lazy-copy")
 DEFAULT_MODES = MODES[:4]
 FAULTS_ONLY_MODES = ("lazy", "lazy-single")  # --faults-only: fault-around on, off
 EAGER = ("eager", "eager-mfd")
@@ -575,6 +579,8 @@ class Bench:
             opts += ["--threads", "0"]
         elif mode not in EAGER and self.a.threads is not None:
             opts += ["--threads", str(self.a.threads)]
+        if mode == "lazy-copy":
+            opts += ["--place-by-copy"]
         if mode == "lazy-single":
             opts += ["--fault-around", "4K"]
         elif mode not in EAGER and self.a.fault_around:
@@ -843,7 +849,7 @@ class Bench:
         unlink(self.index)
         src = {"lazy+hot": self.index + ".hot",
                "lazy": self.index + ".plain" if self.a.lazy_index == "plain" else None}.get(
-                   "lazy" if mode == "lazy-single" else mode)
+                   "lazy" if mode in ("lazy-single", "lazy-copy") else mode)
         if src:
             os.link(src, self.index)
 
@@ -1022,6 +1028,13 @@ def summarize(res):
     check("faults, lazy vs lazy-single (information)", ff, fs,
           1 - ff / fs if fs and ff is not None else None, "-", None,
           "median faults; ratio = share removed by fault-around")
+    for k, what in (("first_answer_ms", "first answer"),
+                    ("first_pass_ms", "first full pass over the working set"),
+                    ("longest_silence_ms", "longest silence"), ("ram_thp_mib", "RAM in THPs")):
+        fc, fm = g("lazy-copy", k), g("lazy", k)
+        if fc is not None:
+            check("%s, lazy vs lazy-copy (anon: chunks copied in, not moved; information)"
+                  % what, fm, fc, fc / fm if fc and fm else None, "-", None, "the same figure")
     sl_, (me, se) = g("lazy", "longest_silence_ms"), fastest_eager(s, "longest_silence_ms")
     check("the guest's longest silence, lazy vs eager (%s; information)"
           % me.replace("the faster", "the shorter"), sl_, se,
@@ -1166,7 +1179,7 @@ def timeline_csv(res, path):
 
 
 COLORS = {"eager": "#c0392b", "eager-mfd": "#e67e22", "lazy": "#2471a3", "lazy+hot": "#1e8449",
-          "lazy-single": "#7d3c98"}
+          "lazy-single": "#7d3c98", "lazy-copy": "#5d6d7e"}
 
 
 def svg(res, path):
@@ -1266,7 +1279,8 @@ def brief(res):
                 "lazy": "lazy (snapload%s)" % (", every page checked against its checksum"
                                                if res["lazy_index"] == "plain" else ""),
                 "lazy+hot": "lazy+hot (snapload, hot list first)",
-                "lazy-single": "lazy, fault-around off"}[r["mode"]]
+                "lazy-single": "lazy, fault-around off",
+                "lazy-copy": "lazy, anon pages copied in, not moved"}[r["mode"]]
         line = "  %-40s first answer %8.1f ms, working set checked (PASS) %8.1f ms, " \
             "longest silence %s ms" % (what + ":", r["first_answer_ms"], r["first_pass_ms"],
                                        fmt(r.get("longest_silence_ms"), 0))

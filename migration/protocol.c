@@ -18,6 +18,9 @@ static size_t payload_size(uint16_t type)
     case SL_MSG_WELCOME: return 8;
     case SL_MSG_REGISTER:
     case SL_MSG_REGISTER_WP: return SL_PROTO_NAME + 32;
+    case SL_MSG_REGISTER_MOVER: return SL_PROTO_NAME + 48;
+    case SL_MSG_MOVE: return 24;
+    case SL_MSG_MOVED: return 20;
     case SL_MSG_WRITTEN: return SL_PROTO_NAME + 24;
     case SL_MSG_REGISTERED: return 4 + 120;
     case SL_MSG_WRITTEN_QUERY: return SL_PROTO_NAME + SL_PROTO_IDENTITY;
@@ -50,6 +53,10 @@ size_t sl_msg_encode(const sl_msg *m, uint8_t *buf)
         sl_put_le32(p, m->u.welcome.version);
         sl_put_le32(p + 4, m->u.welcome.nblocks);
         break;
+    case SL_MSG_REGISTER_MOVER:
+        sl_put_le64(p + 96, m->u.reg.staging_addr);
+        sl_put_le64(p + 104, m->u.reg.staging_slots);
+        /* fall through */
     case SL_MSG_REGISTER:
     case SL_MSG_REGISTER_WP:
         memcpy(p, m->u.reg.block, SL_PROTO_NAME);
@@ -57,6 +64,16 @@ size_t sl_msg_encode(const sl_msg *m, uint8_t *buf)
         sl_put_le64(p + 72, m->u.reg.length);
         sl_put_le64(p + 80, m->u.reg.file_offset);
         sl_put_le64(p + 88, m->u.reg.page_size);
+        break;
+    case SL_MSG_MOVE:
+        sl_put_le64(p, m->u.move.slot);
+        sl_put_le64(p + 8, m->u.move.dst);
+        sl_put_le64(p + 16, m->u.move.len);
+        break;
+    case SL_MSG_MOVED:
+        sl_put_le32(p, (uint32_t)m->u.moved.status);
+        sl_put_le64(p + 4, m->u.moved.done);
+        sl_put_le64(p + 12, m->u.moved.dst);
         break;
     case SL_MSG_WRITTEN:
         memcpy(p, m->u.written.block, SL_PROTO_NAME);
@@ -130,12 +147,38 @@ static bool decode_payload(const uint8_t *p, sl_msg *m, GError **errp)
         return true;
     case SL_MSG_REGISTER:
     case SL_MSG_REGISTER_WP:
+    case SL_MSG_REGISTER_MOVER:
         memcpy(m->u.reg.block, p, SL_PROTO_NAME);
         m->u.reg.host_addr = sl_le64(p + 64);
         m->u.reg.length = sl_le64(p + 72);
         m->u.reg.file_offset = sl_le64(p + 80);
         m->u.reg.page_size = sl_le64(p + 88);
-        return block_name_ok(p, "REGISTER", errp);
+        if (!block_name_ok(p, "REGISTER", errp)) {
+            return false;
+        }
+        if (m->type != SL_MSG_REGISTER_MOVER) {
+            return true;
+        }
+        m->u.reg.staging_addr = sl_le64(p + 96);
+        m->u.reg.staging_slots = sl_le64(p + 104);
+        return (m->u.reg.staging_slots >= 1 && m->u.reg.staging_slots <= SL_MOVE_MAX_SLOTS &&
+                m->u.reg.staging_addr % SL_MOVE_CHUNK == 0) ||
+               bad(errp, "REGISTER_MOVER offers %" G_GUINT64_FORMAT " staging slots at 0x%"
+                   G_GINT64_MODIFIER "x (want 1 to %u, 2 MiB aligned)",
+                   m->u.reg.staging_slots, m->u.reg.staging_addr, SL_MOVE_MAX_SLOTS);
+    case SL_MSG_MOVE:
+        m->u.move.slot = sl_le64(p);
+        m->u.move.dst = sl_le64(p + 8);
+        m->u.move.len = sl_le64(p + 16);
+        return (m->u.move.len && m->u.move.len <= SL_MOVE_CHUNK) ||
+               bad(errp, "MOVE of %" G_GUINT64_FORMAT " bytes (want 1 to %u)", m->u.move.len,
+                   SL_MOVE_CHUNK);
+    case SL_MSG_MOVED:
+        m->u.moved.status = (int32_t)sl_le32(p);
+        m->u.moved.done = sl_le64(p + 4);
+        m->u.moved.dst = sl_le64(p + 12);
+        return m->u.moved.status <= 0 ||
+               bad(errp, "MOVED status %d is not 0 or a negative errno", m->u.moved.status);
     case SL_MSG_WRITTEN:
         memcpy(m->u.written.block, p, SL_PROTO_NAME);
         m->u.written.host_addr = sl_le64(p + 64);

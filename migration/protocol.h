@@ -39,7 +39,16 @@ enum {
                                * status is 0): the answer to a WRITTEN_QUERY */
     SL_MSG_UNTRACKED = 10, /* client -> daemon, on a connection of its own: this process is
                             * about to change a block's file where no list shows it */
+    SL_MSG_REGISTER_MOVER = 11, /* REGISTER of anonymous memory (+ uffd, mover channel):
+                                 * the client moves whole 2 MiB chunks into it (MOVE) */
+    SL_MSG_MOVE = 12,      /* daemon -> client, on the mover channel: move the chunk the
+                            * daemon wrote into staging slot @slot to @dst */
+    SL_MSG_MOVED = 13,     /* client -> daemon, on the mover channel: the answer to a MOVE */
 };
+
+/* Largest chunk a MOVE carries, and most staging slots a client may offer. */
+#define SL_MOVE_CHUNK (2u << 20)
+#define SL_MOVE_MAX_SLOTS 64u
 
 /* sl_msg_written.flags: the file also changed in ways the list does not
  * show: the process discarded pages of it (punched holes, MADV_REMOVE), or
@@ -62,7 +71,22 @@ typedef struct {
     uint64_t length;
     uint64_t file_offset;   /* offset of the block in the memory file */
     uint64_t page_size;     /* page size of that mapping */
+    uint64_t staging_addr;  /* REGISTER_MOVER: the client's staging slots, SL_MOVE_CHUNK
+                             * each, 2 MiB aligned (0 in the other REGISTERs) */
+    uint64_t staging_slots; /* REGISTER_MOVER: how many (1..SL_MOVE_MAX_SLOTS) */
 } sl_msg_register;
+
+typedef struct {
+    uint64_t slot;          /* staging slot holding the chunk's bytes */
+    uint64_t dst;           /* where it goes in the registered mapping */
+    uint64_t len;           /* bytes, at most SL_MOVE_CHUNK */
+} sl_msg_move;
+
+typedef struct {            /* (on the wire: status, done, dst) */
+    int32_t status;         /* 0 or -errno of UFFDIO_MOVE */
+    uint64_t done;          /* bytes moved, from the start of the chunk */
+    uint64_t dst;           /* the MOVE's dst: which one this answers */
+} sl_msg_moved;
 
 typedef struct {
     char block[SL_PROTO_NAME];
@@ -105,6 +129,8 @@ typedef struct {
         sl_msg_written_query query;
         sl_msg_written_pages wpages;
         sl_msg_untracked untracked;
+        sl_msg_move move;
+        sl_msg_moved moved;
     } u;
 } sl_msg;
 

@@ -234,6 +234,26 @@ bool sl_restore_bind(sl_restore *r, const char *name, int node, GError **errp)
     return true;
 }
 
+bool sl_restore_set_mover(sl_restore *r, const char *name, sl_mover_fn fn, void *opaque,
+                          GError **errp)
+{
+    sl_region *reg = sl_region_of_block(r, name);
+
+    SL_ARG(r, errp, false);
+    SL_ARG(name, errp, false);
+    SL_ARG(fn, errp, false);
+    if (!reg || r->started || reg->mem.ops->kind != SL_BACKEND_ANON || reg->mem.host) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "a mover for '%s': %s", name,
+                    !reg ? "block not attached" : r->started ? "the restore has started"
+                    : reg->mem.host ? "its memory is ours: the loaders move into it themselves"
+                                    : "only anonymous memory is moved into");
+        return false;
+    }
+    reg->mem.mover = fn;
+    reg->mem.mover_opaque = opaque;
+    return true;
+}
+
 GBytes *sl_restore_recorded(const sl_restore *r)
 {
     if (!r || !r->recorded) {
@@ -243,17 +263,20 @@ GBytes *sl_restore_recorded(const sl_restore *r)
 }
 
 /*
- * Whether the loaders may move whole chunks into @reg's own mapping
- * (ops->adopt) rather than copy: not refused (config.place_by_copy), our own
- * mapping, 2 MiB aligned so a chunk is one hugepage, no write tracking
- * (MOVE has no WP mode), a kernel with UFFDIO_MOVE (register_regions()
- * confirms it for the uffd it opens).
+ * Whether the loaders may move whole chunks into @reg (ops->adopt) rather
+ * than copy: not refused (config.place_by_copy), no write tracking (MOVE
+ * has no WP mode), and either our own mapping, 2 MiB aligned so a chunk is
+ * one hugepage, on a kernel with UFFDIO_MOVE (register_regions() confirms
+ * it for the uffd it opens), or another process's memory with a mover
+ * (sl_restore_set_mover: its owner moves what we hand it).
  */
 static bool may_move(const sl_restore *r, const sl_region *reg)
 {
-    return reg->mem.ops->adopt && reg->mem.host && !r->cfg.place_by_copy &&
-           !r->cfg.track_writes && (uintptr_t)reg->mem.host % SL_MOVE_BYTES == 0 &&
-           SL_MOVE_BYTES % reg->unit == 0 && sl_uffd_has_features(UFFD_FEATURE_MOVE);
+    bool own = reg->mem.host && (uintptr_t)reg->mem.host % SL_MOVE_BYTES == 0 &&
+               sl_uffd_has_features(UFFD_FEATURE_MOVE);
+
+    return reg->mem.ops->adopt && (own || (!reg->mem.host && reg->mem.mover)) &&
+           !r->cfg.place_by_copy && !r->cfg.track_writes && SL_MOVE_BYTES % reg->unit == 0;
 }
 
 /* Fix units and chunk numbering once backends have told their page size;

@@ -13,6 +13,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include "client.h"
+#include "mover.h"
 #include "migration/format/format.h"
 #include "migration/uffd.h"
 #include "wire.h"
@@ -157,13 +158,11 @@ static int open_registered(uint64_t features, void *addr, uint64_t length, uint6
     return uffd;
 }
 
-/* Sends REGISTER with @nfds fds (@fds[0] the uffd) and waits for its answer. */
-static int send_register(int sock, const sl_msg_register *reg, bool track, int *fds,
-                         unsigned nfds, GError **errp)
+/* Sends the REGISTER @m with @nfds fds (@fds[0] the uffd) and waits for its answer. */
+static int send_register_msg(int sock, const sl_msg *m, int *fds, unsigned nfds, GError **errp)
 {
-    sl_msg m = { .type = track ? SL_MSG_REGISTER_WP : SL_MSG_REGISTER, .u.reg = *reg },
-           st = { .type = SL_MSG_DONE };
-    bool ok = sl_wire_send(sock, &m, fds, nfds);
+    sl_msg st = { .type = SL_MSG_DONE };
+    bool ok = sl_wire_send(sock, m, fds, nfds);
 
     /* A DONE for the blocks registered before this one may come first. */
     while (ok && st.type == SL_MSG_DONE) {
@@ -180,7 +179,7 @@ static int send_register(int sock, const sl_msg_register *reg, bool track, int *
              * the daemon does not track); anything else is a real refusal. */
             g_set_error(errp, SL_ERROR, st.u.status.status == -EOPNOTSUPP
                         ? SL_ERROR_UNSUPPORTED : SL_ERROR_INVALID,
-                        "restore daemon refused block '%s': %s", reg->block,
+                        "restore daemon refused block '%s': %s", m->u.reg.block,
                         st.u.status.message);
         }
         close(fds[0]);
@@ -189,17 +188,55 @@ static int send_register(int sock, const sl_msg_register *reg, bool track, int *
     return fds[0];
 }
 
+/* Sends REGISTER(_WP) with @nfds fds (@fds[0] the uffd) and waits for its answer. */
+static int send_register(int sock, const sl_msg_register *reg, bool track, int *fds,
+                         unsigned nfds, GError **errp)
+{
+    sl_msg m = { .type = track ? SL_MSG_REGISTER_WP : SL_MSG_REGISTER, .u.reg = *reg };
+
+    return send_register_msg(sock, &m, fds, nfds, errp);
+}
+
+/*
+ * REGISTER_MOVER: @uffd (opened with UFFD_FEATURE_MOVE) and a mover
+ * channel, so that the daemon hands us whole chunks to move in (mover.h).
+ * False, having sent nothing, when the mover cannot start.
+ */
+static bool send_register_mover(int sock, sl_msg_register *reg, int uffd, int *ret,
+                                GError **errp)
+{
+    int chan = sl_mover_client_start(uffd, reg->host_addr, reg->length, reg, NULL);
+    sl_msg m = { .type = SL_MSG_REGISTER_MOVER };
+    int fds[2] = { uffd, chan };
+
+    if (chan < 0) {
+        return false;
+    }
+    m.u.reg = *reg;
+    *ret = send_register_msg(sock, &m, fds, 2, errp);
+    close(chan); /* the daemon has its own now; the mover thread ends when it closes it */
+    return true;
+}
+
 int sl_client_register_anon(int sock, const char *block, void *addr, uint64_t length,
                             GError **errp)
 {
     sl_msg_register reg = { .host_addr = (uintptr_t)addr, .length = length,
                             .page_size = (uint64_t)sysconf(_SC_PAGESIZE) };
-    int fds[1] = { open_registered(0, addr, length, UFFDIO_REGISTER_MODE_MISSING,
-                                   SL_IOCTL(_UFFDIO_COPY) | SL_IOCTL(_UFFDIO_ZEROPAGE) |
-                                   SL_IOCTL(_UFFDIO_WAKE), errp) };
+    bool move = sl_uffd_has_features(UFFD_FEATURE_MOVE);
+    int ret, fds[1] = { open_registered(move ? UFFD_FEATURE_MOVE : 0, addr, length,
+                                        UFFDIO_REGISTER_MODE_MISSING,
+                                        SL_IOCTL(_UFFDIO_COPY) | SL_IOCTL(_UFFDIO_ZEROPAGE) |
+                                        SL_IOCTL(_UFFDIO_WAKE), errp) };
 
     g_strlcpy(reg.block, block, sizeof(reg.block));
-    return fds[0] < 0 ? -1 : send_register(sock, &reg, false, fds, 1, errp);
+    if (fds[0] < 0) {
+        return -1;
+    }
+    if (move && send_register_mover(sock, &reg, fds[0], &ret, errp)) {
+        return ret;
+    }
+    return send_register(sock, &reg, false, fds, 1, errp);
 }
 
 /* sl_client_register(), write-protected too when @track (REGISTER_WP). */

@@ -227,6 +227,7 @@ static bool start_daemon(qr *r, GError **errp)
                                      .loader_threads = r->o->threads > 0 ? (unsigned)r->o->threads : 0,
                                      .no_loaders = r->o->threads == 0,
                                      .keep_memory = r->o->reuse_ram,
+                                     .place_by_copy = r->o->by_copy,
                                      .fault_around = r->o->around };
         close(ready[0]);
         close(stats[0]);
@@ -805,7 +806,7 @@ static int run(const qr_opts *o)
 typedef struct {
     char *eager, *sock, *record, *around;
     char **vhost_user, **parents;
-    gboolean json, verify, paused, quit, reuse, check_all, track;
+    gboolean json, verify, paused, quit, reuse, check_all, track, by_copy;
     gint threads, multifd;
 } qr_raw;
 
@@ -830,6 +831,9 @@ static bool parse_raw(int *argc, char ***argv, qr_raw *w)
           "state load (cont it yourself, e.g. over your own -qmp)", NULL },
         { "quit-when-done", 0, 0, G_OPTION_ARG_NONE, &w->quit, "quit QEMU once every page is in place", NULL },
         { "threads", 0, 0, G_OPTION_ARG_INT, &w->threads, "loaders per NUMA node (0: faults only)", "N" },
+        { "place-by-copy", 0, 0, G_OPTION_ARG_NONE, &w->by_copy, "anonymous guest RAM: the daemon "
+          "copies every page in (UFFDIO_COPY) instead of handing QEMU whole 2 MiB chunks to move "
+          "in (for comparison)", NULL },
         CLI_FAULT_AROUND_OPTION(w->around),
         { "socket", 0, 0, G_OPTION_ARG_FILENAME, &w->sock, "the daemon's socket, for more consumers "
           "such as vhost-user back-ends (default: private)", "PATH" },
@@ -911,7 +915,7 @@ static int run_raw(const qr_raw *w, int argc, char **argv, char **qemu_argv)
                    .paused = w->paused, .quit_when_done = w->quit, .threads = w->threads,
                    .socket = w->sock, .multifd = w->multifd, .vhost_user = w->vhost_user,
                    .record = w->record, .reuse_ram = w->reuse, .check_all = w->check_all,
-                   .track = w->reuse || w->track, .around = around };
+                   .track = w->reuse || w->track, .around = around, .by_copy = w->by_copy };
     return run(&o);
 }
 

@@ -17,7 +17,7 @@ int cmd_serve(int argc, char **argv)
     uint32_t around_bytes = 0;
     g_auto(GStrv) blocks = NULL;
     gint threads = CLI_THREADS_UNSET;
-    gboolean once = false, track = false;
+    gboolean once = false, track = false, by_copy = false;
     GOptionEntry entries[] = {
         { "socket", 0, 0, G_OPTION_ARG_FILENAME, &sock, "unix socket to create (mode 0600)", "PATH" },
         { "threads", 0, 0, G_OPTION_ARG_INT, &threads, "loaders per NUMA node (0: faults only)", "N" },
@@ -27,6 +27,8 @@ int cmd_serve(int argc, char **argv)
           "default: every block in the file): the others are the consumer's to load", "NAME" },
         { "track-writes", 0, 0, G_OPTION_ARG_NONE, &track, "take tracked mappings and answer "
           "what they wrote (WRITTEN_QUERY)", NULL },
+        { "place-by-copy", 0, 0, G_OPTION_ARG_NONE, &by_copy, "anonymous memory: copy every "
+          "page in instead of handing the consumer whole chunks to move in", NULL },
         CLI_FAULT_AROUND_OPTION(around),
         CLI_PARENT_OPTION(parents),
         { NULL },
@@ -52,6 +54,7 @@ int cmd_serve(int argc, char **argv)
     o.ignore_lists = true; /* a fresh restore: no earlier run's list applies */
     o.cfg = (sl_restore_config){ .size = sizeof(o.cfg), .numa_topology = topo,
                                  .loader_threads = threads > 0 ? (unsigned)threads : 0,
-                                 .no_loaders = threads == 0, .fault_around = around_bytes };
+                                 .no_loaders = threads == 0, .fault_around = around_bytes,
+                                 .place_by_copy = by_copy };
     return sl_daemon_run(&o);
 }

@@ -54,6 +54,8 @@ typedef struct {
     bool *anon;              /* per block: attached as another process's anonymous memory */
     pid_t *anon_pid;         /* per anonymous block: its owner, and where it maps it */
     uint64_t *anon_addr;
+    struct sl_mover_server **movers; /* per anonymous block: its owner's mover (NULL: none);
+                              * used by the engine's loaders from start to completion */
     struct stat *files;      /* per block: identity of its memory file */
     uint64_t *offsets;
     bool started, done;
@@ -72,9 +74,12 @@ void dlog(const server *d, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 /** reply_status: sends REGISTERED with @status and @msg (never blocks: the socket is non-blocking). */
 void reply_status(client *c, int status, const char *msg);
 
-/** on_register: REGISTER(_WP), a consumer's mapping checked and attached or added (dregister.c). */
-int on_register(server *d, client *c, const sl_msg_register *m, bool wp, const int *fds,
-                unsigned nfds, GError **errp);
+/**
+ * on_register: REGISTER, REGISTER_WP or REGISTER_MOVER (@type), a consumer's
+ * mapping checked and attached or added (dregister.c).
+ */
+int on_register(server *d, client *c, uint16_t type, const sl_msg_register *m,
+                const int *fds, unsigned nfds, GError **errp);
 
 /** on_written: WRITTEN, the pages a tracked mapping of the same process wrote (dwritten.c). */
 int on_written(server *d, client *c, const sl_msg_written *m, unsigned nfds, GError **errp);

@@ -42,6 +42,7 @@
 #include "client.h"
 #include "daemon.h"
 #include "daemon-int.h"
+#include "mover.h"
 #include "dtrack.h"
 #include "peercheck.h"
 #include "backends/backend.h"
@@ -194,7 +195,8 @@ static int dispatch(server *d, client *c, const sl_msg *m, const int *fds, unsig
         return on_hello(d, c, &m->u.hello, nfds, errp);
     case SL_MSG_REGISTER:
     case SL_MSG_REGISTER_WP:
-        return on_register(d, c, &m->u.reg, m->type == SL_MSG_REGISTER_WP, fds, nfds, errp);
+    case SL_MSG_REGISTER_MOVER:
+        return on_register(d, c, m->type, &m->u.reg, fds, nfds, errp);
     case SL_MSG_WRITTEN:
         return on_written(d, c, &m->u.written, nfds, errp);
     case SL_MSG_WRITTEN_QUERY:
@@ -352,6 +354,7 @@ static void write_stats(const server *d, const sl_stats *st, const char *error)
     json_u64(&j, "pages_around", st->pages_around);
     json_u64(&j, "faults_split", st->faults_split);
     json_u64(&j, "pages_by_loader", st->pages_by_loader);
+    json_u64(&j, "pages_moved", st->pages_moved);
     json_u64(&j, "zero_pages", st->zero_pages);
     json_u64(&j, "pages_kept", st->pages_kept);
     json_u64(&j, "pages_known", st->pages_known);
@@ -422,6 +425,21 @@ static void start_collapse(server *d)
     }
 }
 
+/* The restore is over: the consumers' mover threads may end. */
+static void finish_movers(server *d)
+{
+    for (unsigned i = 0; i < sl_snapshot_n_blocks(d->snap); i++) {
+        uint64_t moved, refused;
+        int err;
+        if (d->movers[i]) {
+            err = sl_mover_server_finish(d->movers[i], &moved, &refused);
+            dlog(d, "block %u: %" G_GUINT64_FORMAT " chunks moved in by the consumer, %"
+                 G_GUINT64_FORMAT " not moved whole (the rest copied)%s%s", i, moved, refused,
+                 err ? ", first because: " : "", err ? g_strerror(-err) : "");
+        }
+    }
+}
+
 static void restore_finished(server *d)
 {
     sl_msg done = { .type = SL_MSG_DONE };
@@ -443,6 +461,7 @@ static void restore_finished(server *d)
             sl_wire_send(c->fd, &done, NULL, 0);
         }
     }
+    finish_movers(d);
     if (d->status == 0 && !d->anon_pidfd) {
         start_collapse(d);
     }
@@ -597,6 +616,7 @@ static bool choose_served(server *d, GError **errp)
     d->anon = g_new0(bool, n);
     d->anon_pid = g_new0(pid_t, n);
     d->anon_addr = g_new0(uint64_t, n);
+    d->movers = g_new0(sl_mover_server *, n);
     d->files = g_new0(struct stat, n);
     d->offsets = g_new0(uint64_t, n);
     for (unsigned i = 0; i < n; i++) {
@@ -728,6 +748,10 @@ static void daemon_fini(server *d)
     }
     g_ptr_array_free(d->clients, true);
     sl_restore_free(d->r); /* joins the engine: nothing writes drop_pipe after this */
+    for (unsigned i = 0; d->movers && i < sl_snapshot_n_blocks(d->snap); i++) {
+        sl_mover_server_free(d->movers[i]); /* no loader calls them now */
+    }
+    g_free(d->movers);
     for (unsigned i = 0; i < 2; i++) {
         if (d->drop_pipe[i] >= 0) {
             close(d->drop_pipe[i]);

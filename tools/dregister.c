@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include "cli.h"
 #include "daemon-int.h"
+#include "mover.h"
 #include "peercheck.h"
 #include "wire.h"
 #include "backends/backend.h"
@@ -231,8 +232,34 @@ static int start_when_complete(server *d, GError **errp)
     return 0;
 }
 
+/*
+ * REGISTER_MOVER: the consumer moves whole chunks into its anonymous block
+ * itself (mover.h), through the channel @chan (ours to duplicate).  A
+ * mover that cannot be set up costs only speed: the block is copied into.
+ */
+static void add_mover(server *d, client *c, const sl_msg_register *m, int idx, int chan)
+{
+    g_autoptr(GError) err = NULL;
+    int mine = fcntl(chan, F_DUPFD_CLOEXEC, 0);
+    sl_mover_server *mv = mine < 0 ? NULL
+                                   : sl_mover_server_new(mine, c->pid, m->staging_addr,
+                                                         (unsigned)m->staging_slots, &err);
+
+    if (mv && sl_restore_set_mover(d->r, m->block, sl_mover_server_move, mv, &err)) {
+        d->movers[idx] = mv;
+        return;
+    }
+    if (mv) {
+        sl_mover_server_free(mv);
+    } else if (mine >= 0) {
+        close(mine);
+    }
+    dlog(d, "block '%s': copied into, not moved: %s", m->block,
+         err ? err->message : g_strerror(errno));
+}
+
 static int do_register(server *d, client *c, const sl_msg_register *m, bool wp, int uffd,
-                       int memfd, GError **errp)
+                       int memfd, int chan, GError **errp)
 {
     sl_backend_kind kind;
     struct stat st;
@@ -253,6 +280,9 @@ static int do_register(server *d, client *c, const sl_msg_register *m, bool wp, 
         return -EOPNOTSUPP; /* the client may register it plainly instead */
     }
     ret = attach_or_match(d, m, idx, kind, memfd, &st, errp);
+    if (ret == 0 && chan >= 0) {
+        add_mover(d, c, m, idx, chan);
+    }
     if (ret == 0 && !sl_restore_add_view_flags(d->r, m->block, uffd, m->host_addr, c->id,
                                                wp ? SL_VIEW_WRITE_PROTECTED : 0, errp)) {
         ret = engine_status(*errp);
@@ -292,22 +322,25 @@ static void note_registered(server *d, client *c, const sl_msg_register *m)
 }
 
 /* REGISTER: REGISTERED (then DONE if the restore is over); 0, or -errno with the reason. */
-int on_register(server *d, client *c, const sl_msg_register *m, bool wp,
-                       const int *fds, unsigned nfds, GError **errp)
+int on_register(server *d, client *c, uint16_t type, const sl_msg_register *m,
+                const int *fds, unsigned nfds, GError **errp)
 {
     sl_msg done = { .type = SL_MSG_DONE };
+    bool mover = type == SL_MSG_REGISTER_MOVER;
     int ret;
 
     if (!c->greeted) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "REGISTER before HELLO");
         return -EPROTO;
     }
-    if (nfds != 1 && nfds != 2) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "REGISTER carries %u fds, not two (uffd, "
-                    "memory file) or one (uffd of anonymous memory)", nfds);
+    if (mover ? nfds != 2 : nfds != 1 && nfds != 2) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "REGISTER carries %u fds, not %s", nfds,
+                    mover ? "two (uffd of anonymous memory, mover channel)"
+                          : "two (uffd, memory file) or one (uffd of anonymous memory)");
         return -EINVAL;
     }
-    ret = do_register(d, c, m, wp, fds[0], nfds == 2 ? fds[1] : -1, errp);
+    ret = do_register(d, c, m, type == SL_MSG_REGISTER_WP, fds[0],
+                      nfds == 2 && !mover ? fds[1] : -1, mover ? fds[1] : -1, errp);
     if (ret < 0) {
         return ret;
     }

@@ -23,6 +23,7 @@ typedef struct {
     char *socket;         /* where the daemon listens (default: a private dir) */
     bool json, verify, paused, quit_when_done;
     int threads;
+    bool by_copy;          /* --place-by-copy: config.place_by_copy (no chunk moves) */
     int multifd;          /* eager load of a mapped-ram file: multifd channels */
     uint32_t around;      /* --fault-around: config.fault_around (0: the default) */
     char **vhost_user;    /* SOCKET=COMMAND: back-ends started registered, before QEMU */

@@ -678,6 +678,32 @@ bool sl_restore_add_view_flags(sl_restore *r, const char *block_name, int uffd,
                                uint64_t base, uint64_t tag, unsigned flags, GError **errp);
 
 /**
+ * sl_mover_fn: moves @len bytes of page data at @src (this process's memory,
+ * a whole chunk of a block, checked) to @dst, an address in the view of
+ * another process's anonymous memory, so that they become those pages
+ * there: 0, or -errno with *@done the bytes of the chunk's start now in
+ * place.  -ESRCH: that process is gone.  Called by loader threads, several
+ * at once.
+ */
+typedef int (*sl_mover_fn)(void *opaque, uint64_t dst, const void *src, uint64_t len,
+                           uint64_t *done);
+
+/**
+ * sl_restore_set_mover:
+ * Since 1.15.  Before sl_restore_start(), for a block of anonymous memory
+ * attached without an address (another process's, see sl_restore_attach()):
+ * the loaders hand whole 2 MiB chunks to @fn (with @opaque) instead of
+ * placing them 4 KiB page by 4 KiB page with UFFDIO_COPY.  The restore
+ * daemon's @fn has the owner move each chunk into place itself
+ * (UFFDIO_MOVE works only within the uffd's own process), so the guest
+ * gets a transparent hugepage per chunk, as after an eager load.  Not used
+ * with config.place_by_copy or config.track_writes; where a chunk cannot
+ * be moved, the rest of it is copied.
+ */
+bool sl_restore_set_mover(sl_restore *r, const char *block_name, sl_mover_fn fn, void *opaque,
+                          GError **errp);
+
+/**
  * sl_restore_keep_known:
  * Since 1.6.  With config.keep_memory, before sl_restore_start(): the
  * caller knows that the reused file of block @block_name holds the

@@ -79,6 +79,62 @@ static void test_messages_round_trip(void **state)
     assert_int_equal(out.u.wpages.pages, 1u << 20);
     assert_int_equal(out.u.wpages.written, 3);
     assert_string_equal(out.u.wpages.message, "why");
+    in = (sl_msg){ .type = SL_MSG_REGISTER_MOVER,
+                   .u.reg = { .block = "pc.ram", .host_addr = 0x7f0000200000, .length = 1u << 30,
+                              .page_size = 4096, .staging_addr = 0x7f1000000000,
+                              .staging_slots = 4 } };
+    assert_true(sl_msg_decode(buf, sl_msg_encode(&in, buf), &out, &err));
+    assert_int_equal(out.u.reg.staging_addr, 0x7f1000000000);
+    assert_int_equal(out.u.reg.staging_slots, 4);
+    assert_int_equal(out.u.reg.length, 1u << 30);
+    in = (sl_msg){ .type = SL_MSG_MOVE, .u.move = { .slot = 3, .dst = 0x7f0000400000,
+                                                    .len = 2u << 20 } };
+    assert_true(sl_msg_decode(buf, sl_msg_encode(&in, buf), &out, &err));
+    assert_int_equal(out.u.move.slot, 3);
+    assert_int_equal(out.u.move.dst, 0x7f0000400000);
+    assert_int_equal(out.u.move.len, 2u << 20);
+    in = (sl_msg){ .type = SL_MSG_MOVED, .u.moved = { .status = -16, .done = 1u << 20,
+                                                      .dst = 0x7f0000400000 } };
+    assert_true(sl_msg_decode(buf, sl_msg_encode(&in, buf), &out, &err));
+    assert_int_equal(out.u.moved.status, -16);
+    assert_int_equal(out.u.moved.done, 1u << 20);
+    assert_int_equal(out.u.moved.dst, 0x7f0000400000);
+}
+
+/*
+ * A MOVE, MOVED or REGISTER_MOVER whose fields no honest peer sends
+ * (staging slots unaligned or too many, a chunk too large, a positive
+ * status) is refused by the decoder, naming the field.
+ */
+static void test_mover_messages_with_impossible_fields_are_refused(void **state)
+{
+    const struct {
+        sl_msg m;
+        const char *word;
+    } cases[] = {
+        { { .type = SL_MSG_REGISTER_MOVER,
+            .u.reg = { .block = "b0", .staging_addr = 4096, .staging_slots = 1 } }, "aligned" },
+        { { .type = SL_MSG_REGISTER_MOVER,
+            .u.reg = { .block = "b0", .staging_addr = 2u << 20, .staging_slots = 0 } },
+          "staging slots" },
+        { { .type = SL_MSG_REGISTER_MOVER,
+            .u.reg = { .block = "b0", .staging_addr = 2u << 20,
+                       .staging_slots = SL_MOVE_MAX_SLOTS + 1 } }, "staging slots" },
+        { { .type = SL_MSG_MOVE, .u.move = { .len = 0 } }, "MOVE of 0 bytes" },
+        { { .type = SL_MSG_MOVE, .u.move = { .len = SL_MOVE_CHUNK + 1 } }, "MOVE of" },
+        { { .type = SL_MSG_MOVED, .u.moved = { .status = 5 } }, "status 5" },
+    };
+    uint8_t buf[SL_PROTO_MAX];
+    sl_msg out;
+
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        GError *err = NULL;
+        assert_false(sl_msg_decode(buf, sl_msg_encode(&cases[i].m, buf), &out, &err));
+        if (!strstr(err->message, cases[i].word)) {
+            fail_msg("case %zu: '%s' does not name '%s'", i, err->message, cases[i].word);
+        }
+        g_error_free(err);
+    }
 }
 
 static void test_hostile_packets_are_rejected_by_name(void **state)
@@ -122,7 +178,8 @@ static void test_hostile_packets_are_rejected_by_name(void **state)
 static void test_unprintable_block_names_are_rejected_by_the_decoder(void **state)
 {
     static const uint16_t types[] = { SL_MSG_REGISTER, SL_MSG_REGISTER_WP, SL_MSG_WRITTEN,
-                                      SL_MSG_WRITTEN_QUERY, SL_MSG_UNTRACKED };
+                                      SL_MSG_WRITTEN_QUERY, SL_MSG_UNTRACKED,
+                                      SL_MSG_REGISTER_MOVER };
     static const char *const names[] = { "b0\nsnapload serve: restore complete", "b0\033[2J",
                                          "b0\xff" };
     uint8_t buf[SL_PROTO_MAX];
@@ -180,6 +237,7 @@ typedef struct {
                            * this many have registered (0: does not wait) */
     uint64_t notify_at;   /* set before the children fork: when touched reaches it... */
     int efd;              /* ...the child that got there writes this eventfd */
+    uint64_t thp_kb_at_done; /* an anonymous consumer's AnonHugePages when DONE came */
 } shared_counts;
 
 /* A child touched one more page; the one reaching notify_at tells the parent. */
@@ -215,7 +273,9 @@ typedef struct {
     uint64_t first_page;    /* consumers start reading here */
     shared_counts *counts;
     char *written_dir;      /* non-NULL: the daemon tracks writes (keep_memory too) */
-    int stats;              /* with written_dir: the daemon's stats pipe, read end */
+    int stats;              /* with written_dir, forge_zero or want_stats: the daemon's
+                             * stats pipe, read end */
+    bool want_stats;
     bool moved_parent;      /* serve a child whose parent moved, given the parent */
     char *parent;           /* with moved_parent: where the parent went */
 } fixture;
@@ -336,7 +396,7 @@ static void setup_daemon(fixture *f, uint64_t len, uint64_t hugepage, int thread
     o.cfg = (sl_restore_config){ .size = sizeof(o.cfg), .loader_threads = 1,
                                  .no_loaders = threads == 0, .keep_memory = !!f->written_dir };
     o.written_dir = f->written_dir;
-    if (f->written_dir || f->forge_zero) { /* their tests read the stats line */
+    if (f->written_dir || f->forge_zero || f->want_stats) { /* their tests read the stats line */
         int st[2];
         assert_int_equal(pipe2(st, O_CLOEXEC), 0);
         f->stats = st[0];
@@ -1151,6 +1211,23 @@ typedef struct {
     char text[2048];
 } JsonLine;
 
+/* The daemon's final stats line, once it has exited (f->stats is closed). */
+static JsonLine read_stats(fixture *f)
+{
+    JsonLine line = { 0 };
+    FILE *in = fdopen(f->stats, "r");
+
+    assert_non_null(in);
+    while (fgets(line.text, sizeof(line.text), in)) {
+        if (strstr(line.text, "\"status\"")) {
+            break;
+        }
+    }
+    fclose(in);
+    f->stats = 0;
+    return line;
+}
+
 /*
  * One daemon run with one tracked consumer over the fixture's memory file
  * (kept from run to run: a restart; the snapshot is made again, the same);
@@ -1158,9 +1235,7 @@ typedef struct {
  */
 static JsonLine run_tracked(fixture *f, bool silent)
 {
-    JsonLine line = { 0 };
     pid_t pid;
-    FILE *in;
 
     if (f->dir) { /* a previous run's */
         sl_test_rmdir(g_steal_pointer(&f->dir));
@@ -1175,16 +1250,7 @@ static JsonLine run_tracked(fixture *f, bool silent)
     expect_exit(pid, 0);
     expect_exit(f->daemon, 0);
     f->daemon = 0;
-    in = fdopen(f->stats, "r");
-    assert_non_null(in);
-    while (fgets(line.text, sizeof(line.text), in)) {
-        if (strstr(line.text, "\"status\"")) {
-            break;
-        }
-    }
-    fclose(in);
-    f->stats = 0;
-    return line;
+    return read_stats(f);
 }
 
 /* The integer member @key of JSON line @l, or -1. */
@@ -1194,6 +1260,203 @@ static long long json_member(const JsonLine *l, const char *key)
     const char *at = strstr(l->text, pat);
 
     return at ? strtoll(at + strlen(pat), NULL, 10) : -1;
+}
+
+/* ------------------- moving chunks into anonymous memory ------------------- */
+
+/* How a consumer's mover answers the daemon's MOVEs. */
+typedef enum {
+    MOVER_REAL,       /* the client library's own (sl_client_register_anon) */
+    MOVER_HANGS_UP,   /* closes its channel once registered */
+    MOVER_WRONG_DST,  /* claims every chunk moved, naming another address */
+    MOVER_HALF,       /* moves the first half of each chunk, says EBUSY for the rest */
+} mover_kind;
+
+static const struct {
+    mover_kind kind;
+    const char *name;
+    bool moves;       /* the daemon's stats must count pages moved */
+} mover_cases[] = {
+    { MOVER_REAL, "the client library's mover", true },
+    { MOVER_HANGS_UP, "a mover that hangs up", false },
+    { MOVER_WRONG_DST, "a mover answering for another address", false },
+    { MOVER_HALF, "a mover that moves half of each chunk", true },
+};
+
+typedef struct {
+    mover_kind kind;
+    int chan, uffd;
+    uint8_t *staging;
+} fake_mover;
+
+/* A hand-made mover thread behaving as @fm->kind says, until the channel closes. */
+static void *fake_mover_main(void *opaque)
+{
+    fake_mover *fm = opaque;
+    uint8_t buf[SL_PROTO_MAX];
+    ssize_t n;
+
+    while ((n = recv(fm->chan, buf, sizeof(buf), 0)) > 0) {
+        sl_msg m, a = { .type = SL_MSG_MOVED };
+        uint64_t eagain = 0, half;
+        assert_true(sl_msg_decode(buf, (size_t)n, &m, NULL) && m.type == SL_MSG_MOVE);
+        a.u.moved.dst = m.u.move.dst;
+        half = m.u.move.len / 2;
+        if (fm->kind == MOVER_WRONG_DST) {
+            a.u.moved.dst += PSIZE;
+            a.u.moved.done = m.u.move.len;
+        } else {
+            a.u.moved.status = sl_uffd_move(fm->uffd, (void *)(uintptr_t)m.u.move.dst,
+                                            fm->staging + m.u.move.slot * SL_MOVE_CHUNK, half,
+                                            &a.u.moved.done, &eagain);
+            a.u.moved.status = a.u.moved.status ? a.u.moved.status : -EBUSY;
+        }
+        if (!sl_wire_send(fm->chan, &a, NULL, 0)) {
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* REGISTER_MOVER of [p, +len) by hand, with a fake mover of @kind; the uffd, or -1. */
+static int register_fake_mover(fixture *f, int sock, uint8_t *p, mover_kind kind)
+{
+    static fake_mover fm; /* the consumer child's one mover */
+    g_autoptr(GError) err = NULL;
+    sl_msg reg = { .type = SL_MSG_REGISTER_MOVER }, st = { .type = SL_MSG_DONE };
+    int sv[2], uffd = sl_uffd_open(UFFD_FEATURE_MOVE, 0, NULL, &err);
+    uint8_t *raw = mmap(NULL, 3 * SL_MOVE_CHUNK, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    pthread_t t;
+
+    if (uffd < 0 || raw == MAP_FAILED ||
+        !sl_uffd_register(uffd, p, f->len, UFFDIO_REGISTER_MODE_MISSING, 0, NULL, &err) ||
+        socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+        return -1;
+    }
+    fm = (fake_mover){ .kind = kind, .chan = sv[0], .uffd = uffd,
+                       .staging = (uint8_t *)(((uintptr_t)raw + SL_MOVE_CHUNK - 1) &
+                                              ~(uintptr_t)(SL_MOVE_CHUNK - 1)) };
+    reg.u.reg = (sl_msg_register){ .host_addr = (uintptr_t)p, .length = f->len,
+                                   .page_size = PSIZE, .staging_addr = (uintptr_t)fm.staging,
+                                   .staging_slots = 2 };
+    g_strlcpy(reg.u.reg.block, "b0", sizeof(reg.u.reg.block));
+    if (!sl_wire_send(sock, &reg, (int[]){ uffd, sv[1] }, 2)) {
+        return -1;
+    }
+    close(sv[1]);
+    if (kind == MOVER_HANGS_UP) {
+        close(sv[0]);
+    } else if (pthread_create(&t, NULL, fake_mover_main, &fm) != 0) {
+        return -1;
+    }
+    while (st.type == SL_MSG_DONE) {
+        uint8_t buf[SL_PROTO_MAX];
+        int fds[SL_WIRE_MAX_FDS], lost;
+        unsigned nfds;
+        ssize_t n = sl_wire_recv(sock, buf, fds, &nfds, &lost);
+        if (n <= 0 || !sl_msg_decode(buf, (size_t)n, &st, NULL)) {
+            return -1;
+        }
+    }
+    return st.type == SL_MSG_REGISTERED && st.u.status.status == 0 ? uffd : -1;
+}
+
+/* An anonymous consumer that touches nothing before DONE, then checks every page. */
+static int consume_moved(fixture *f, mover_kind kind)
+{
+    g_autoptr(GError) err = NULL;
+    uint8_t *raw = mmap(NULL, f->len + SL_MOVE_CHUNK, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    uint8_t *p = (uint8_t *)(((uintptr_t)raw + SL_MOVE_CHUNK - 1) &
+                             ~(uintptr_t)(SL_MOVE_CHUNK - 1));
+    int sock = sl_client_connect(f->sock, "vmm", &err), uffd;
+
+    if (raw == MAP_FAILED || sock < 0) {
+        return 29;
+    }
+    madvise(p, f->len, MADV_HUGEPAGE);
+    uffd = kind == MOVER_REAL ? sl_client_register_anon(sock, "b0", p, f->len, &err)
+                              : register_fake_mover(f, sock, p, kind);
+    if (uffd < 0) {
+        fprintf(stderr, "moved consumer: %s\n", err ? err->message : "REGISTER_MOVER failed");
+        return 30;
+    }
+    if (!sl_client_wait_done(sock)) {
+        return 31;
+    }
+    f->counts->thp_kb_at_done = sl_test_anon_huge_kb(p);
+    atomic_fetch_add(&f->counts->bad, wrong_pages(f, p));
+    return 0;
+}
+
+/* One daemon run whose one consumer registers with @kind of mover; its stats line. */
+static JsonLine run_mover_case(fixture *f, mover_kind kind)
+{
+    pid_t vmm;
+
+    if (f->dir) {
+        sl_test_rmdir(g_steal_pointer(&f->dir));
+        g_clear_pointer(&f->snap, g_free);
+        g_clear_pointer(&f->sock, g_free);
+    }
+    f->want_stats = true;
+    setup_daemon(f, 16u << 20, 0, 1);
+    vmm = fork();
+    if (vmm == 0) {
+        _exit(consume_moved(f, kind));
+    }
+    expect_exit(vmm, 0);
+    expect_exit(f->daemon, 0);
+    f->daemon = 0;
+    return read_stats(f);
+}
+
+/*
+ * Anonymous guest RAM of another process, with a mover (REGISTER_MOVER):
+ * the daemon hands it whole chunks, and whatever a mover does not move —
+ * it hangs up, answers for another address, moves half — is copied, so
+ * that every page is right whatever the mover does and the daemon exits
+ * 0.  Pages moved are counted only where the mover really moves.
+ */
+static void test_chunks_handed_to_a_consumer_mover_land_whatever_it_does(void **state)
+{
+    fixture *f = *state;
+
+    SL_TEST_NEED("uffd-move", sl_uffd_has_features(UFFD_FEATURE_MOVE),
+                 "this kernel has no UFFDIO_MOVE (6.8+)");
+    for (size_t i = 0; i < G_N_ELEMENTS(mover_cases); i++) {
+        JsonLine l = run_mover_case(f, mover_cases[i].kind);
+
+        fprintf(stderr, "%s: %lld pages moved, %lld by the loader, %lld bad\n",
+                mover_cases[i].name, json_member(&l, "pages_moved"),
+                json_member(&l, "pages_by_loader"), (long long)atomic_load(&f->counts->bad));
+        assert_int_equal(atomic_load(&f->counts->bad), 0);
+        assert_int_equal(json_member(&l, "status"), 0);
+        assert_int_equal(json_member(&l, "pages_placed_twice"), 0);
+        assert_int_equal(json_member(&l, "pages_never_placed"), 0);
+        assert_true(mover_cases[i].moves ? json_member(&l, "pages_moved") > 0
+                                         : json_member(&l, "pages_moved") == 0);
+    }
+}
+
+/*
+ * With the client library's mover every chunk of a consumer's anonymous
+ * RAM is a transparent hugepage when DONE arrives (QEMU's eager load into
+ * MADV_HUGEPAGE memory leaves it so); copied in, none is (the daemon's
+ * collapser starts only after DONE).
+ */
+static void test_chunks_moved_in_by_the_client_are_hugepages_at_done(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *why = NULL;
+
+    SL_TEST_NEED("uffd-move", sl_uffd_has_features(UFFD_FEATURE_MOVE),
+                 "this kernel has no UFFDIO_MOVE (6.8+)");
+    SL_TEST_NEED("thp", sl_test_have_thp_collapse(&why), why);
+    run_mover_case(f, MOVER_REAL);
+    assert_int_equal(atomic_load(&f->counts->bad), 0);
+    assert_int_equal(f->counts->thp_kb_at_done, f->len / 1024);
 }
 
 static void ignore_death(void)
@@ -2113,6 +2376,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_messages_round_trip),
         cmocka_unit_test(test_hostile_packets_are_rejected_by_name),
+        cmocka_unit_test(test_mover_messages_with_impossible_fields_are_refused),
         cmocka_unit_test(test_random_packets_never_crash_the_decoder),
         cmocka_unit_test(test_unprintable_block_names_are_rejected_by_the_decoder),
         cmocka_unit_test_setup_teardown(test_forged_zero_page_never_reaches_a_consumer,
@@ -2156,6 +2420,12 @@ int main(void)
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(
             test_anonymous_consumer_ends_in_hugepages_with_the_same_bytes, fixture_setup,
+            fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_chunks_handed_to_a_consumer_mover_land_whatever_it_does, fixture_setup,
+            fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_chunks_moved_in_by_the_client_are_hugepages_at_done, fixture_setup,
             fixture_teardown),
         cmocka_unit_test_setup_teardown(test_consumer_joining_after_completion_gets_done,
                                         fixture_setup, fixture_teardown),

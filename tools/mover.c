@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -189,16 +190,32 @@ sl_mover_server *sl_mover_server_new(int chan, pid_t pid, uint64_t staging, unsi
     return m;
 }
 
+/*
+ * Moving stops for good: no more exchanges, and loaders waiting for a slot
+ * (which a failed exchange may never give back) stop waiting.
+ */
+static void set_broken(sl_mover_server *m)
+{
+    g_mutex_lock(&m->lock);
+    /* relaxed: see @broken (the lock orders it for take_slot's waiters) */
+    atomic_store_explicit(&m->broken, true, memory_order_relaxed);
+    g_cond_broadcast(&m->cond);
+    g_mutex_unlock(&m->lock);
+}
+
+/* A free slot, or UINT_MAX once moving has stopped. */
 static unsigned take_slot(sl_mover_server *m)
 {
-    unsigned s;
+    unsigned s = UINT_MAX;
 
     g_mutex_lock(&m->lock);
-    while (!m->free_slots) {
+    while (!m->free_slots && !atomic_load_explicit(&m->broken, memory_order_relaxed)) {
         g_cond_wait(&m->cond, &m->lock);
     }
-    s = (unsigned)__builtin_ctzll(m->free_slots);
-    m->free_slots &= ~(UINT64_C(1) << s);
+    if (m->free_slots && !atomic_load_explicit(&m->broken, memory_order_relaxed)) {
+        s = (unsigned)__builtin_ctzll(m->free_slots);
+        m->free_slots &= ~(UINT64_C(1) << s);
+    }
     g_mutex_unlock(&m->lock);
     return s;
 }
@@ -238,7 +255,9 @@ static int exchange(sl_mover_server *m, const sl_msg *req, sl_msg *a)
     struct pollfd p = { .fd = m->chan, .events = POLLIN };
     ssize_t n;
 
-    if (!sl_wire_send(m->chan, req, NULL, 0)) {
+    /* relaxed: see @broken; an answer late for a broken exchange may still come */
+    if (atomic_load_explicit(&m->broken, memory_order_relaxed) ||
+        !sl_wire_send(m->chan, req, NULL, 0)) {
         return -EPIPE;
     }
     do {
@@ -249,7 +268,8 @@ static int exchange(sl_mover_server *m, const sl_msg *req, sl_msg *a)
     }
     n = recv(m->chan, buf, sizeof(buf), MSG_DONTWAIT);
     if (n <= 0 || !sl_msg_decode(buf, (size_t)n, a, NULL) || a->type != SL_MSG_MOVED ||
-        a->u.moved.dst != req->u.move.dst || a->u.moved.done > req->u.move.len || a->u.moved.done % sysconf(_SC_PAGESIZE) ||
+        a->u.moved.dst != req->u.move.dst || a->u.moved.done > req->u.move.len ||
+        a->u.moved.done % (uint64_t)sysconf(_SC_PAGESIZE) ||
         (a->u.moved.status == 0 && a->u.moved.done != req->u.move.len)) {
         return -EPROTO;
     }
@@ -261,6 +281,7 @@ int sl_mover_server_move(void *opaque, uint64_t dst, const void *src, uint64_t l
 {
     sl_mover_server *m = opaque;
     sl_msg req = { .type = SL_MSG_MOVE }, a;
+    bool lost = false;
     unsigned s;
     int ret;
 
@@ -269,33 +290,41 @@ int sl_mover_server_move(void *opaque, uint64_t dst, const void *src, uint64_t l
     if (len > SL_MOVE_CHUNK || atomic_load_explicit(&m->broken, memory_order_relaxed)) {
         return -EPIPE;
     }
-    s = take_slot(m);
+    if ((s = take_slot(m)) == UINT_MAX) {
+        return -EPIPE;
+    }
     ret = write_slot(m, s, src, len);
     if (ret == -EFAULT) { /* the slots are not where the client said, or may not be
-                           * written (ptrace rules): relaxed, see @broken */
-        atomic_store_explicit(&m->broken, true, memory_order_relaxed);
+                           * written (ptrace rules) */
+        set_broken(m);
     } else if (ret == 0) {
         req.u.move = (sl_msg_move){ .slot = s, .dst = dst, .len = len };
         g_mutex_lock(&m->chan_lock);
         ret = exchange(m, &req, &a);
         g_mutex_unlock(&m->chan_lock);
-        if (ret < 0) { /* relaxed: see @broken */
-            atomic_store_explicit(&m->broken, true, memory_order_relaxed);
+        /* A MOVE left unanswered may still be carried out late: its slot
+         * is never reused.  (Only the channel's failure, not a status the
+         * client sends, keeps a slot: a client cannot starve the loaders.) */
+        lost = ret == -ETIMEDOUT || ret == -EPROTO;
+        if (ret < 0) {
+            set_broken(m);
         } else {
             *done = a.u.moved.done;
             ret = a.u.moved.status;
+            /* The client's word that its process is gone decides nothing:
+             * the copy that follows finds out (sl_commit_run). */
+            ret = ret == -ESRCH || ret == -ENOENT ? -EBUSY : ret;
         }
     }
     if (ret == -EINVAL) { /* the mappings do not allow it (mlocked RAM, ...): none will */
-        atomic_store_explicit(&m->broken, true, memory_order_relaxed);
+        set_broken(m);
     }
     if (ret < 0) {
         int none = 0;
         atomic_compare_exchange_strong_explicit(&m->first_err, &none, ret, memory_order_relaxed,
                                                 memory_order_relaxed);
     }
-    /* A slot whose exchange failed may still be moved from late: never reused. */
-    if (ret != -ETIMEDOUT && ret != -EPROTO) {
+    if (!lost) {
         give_slot(m, s);
     }
     atomic_fetch_add_explicit(ret == 0 ? &m->moved : &m->refused, 1, memory_order_relaxed);
@@ -304,8 +333,7 @@ int sl_mover_server_move(void *opaque, uint64_t dst, const void *src, uint64_t l
 
 int sl_mover_server_finish(sl_mover_server *m, uint64_t *moved, uint64_t *refused)
 {
-    /* relaxed: see @broken */
-    atomic_store_explicit(&m->broken, true, memory_order_relaxed);
+    set_broken(m);
     shutdown(m->chan, SHUT_RDWR);
     *moved = atomic_load_explicit(&m->moved, memory_order_relaxed);
     *refused = atomic_load_explicit(&m->refused, memory_order_relaxed);

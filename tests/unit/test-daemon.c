@@ -1270,6 +1270,7 @@ typedef enum {
     MOVER_HANGS_UP,   /* closes its channel once registered */
     MOVER_WRONG_DST,  /* claims every chunk moved, naming another address */
     MOVER_HALF,       /* moves the first half of each chunk, says EBUSY for the rest */
+    MOVER_SAYS_GONE,  /* moves nothing and answers each MOVE with ESRCH, then EPROTO */
 } mover_kind;
 
 static const struct {
@@ -1281,6 +1282,7 @@ static const struct {
     { MOVER_HANGS_UP, "a mover that hangs up", false },
     { MOVER_WRONG_DST, "a mover answering for another address", false },
     { MOVER_HALF, "a mover that moves half of each chunk", true },
+    { MOVER_SAYS_GONE, "a mover that says its process is gone, then EPROTO", false },
 };
 
 typedef struct {
@@ -1305,6 +1307,8 @@ static void *fake_mover_main(void *opaque)
         if (fm->kind == MOVER_WRONG_DST) {
             a.u.moved.dst += PSIZE;
             a.u.moved.done = m.u.move.len;
+        } else if (fm->kind == MOVER_SAYS_GONE) {
+            a.u.moved.status = m.u.move.dst / SL_MOVE_CHUNK % 2 ? -ESRCH : -EPROTO;
         } else {
             a.u.moved.status = sl_uffd_move(fm->uffd, (void *)(uintptr_t)m.u.move.dst,
                                             fm->staging + m.u.move.slot * SL_MOVE_CHUNK, half,
@@ -1415,9 +1419,11 @@ static JsonLine run_mover_case(fixture *f, mover_kind kind)
 /*
  * Anonymous guest RAM of another process, with a mover (REGISTER_MOVER):
  * the daemon hands it whole chunks, and whatever a mover does not move —
- * it hangs up, answers for another address, moves half — is copied, so
- * that every page is right whatever the mover does and the daemon exits
- * 0.  Pages moved are counted only where the mover really moves.
+ * it hangs up, answers for another address, moves half, says its process
+ * is gone — is copied, so that every page is right whatever the mover does
+ * and the daemon exits 0 (a mover's statuses neither end the restore nor
+ * use up the staging slots).  Pages moved are counted only where the mover
+ * really moves.
  */
 static void test_chunks_handed_to_a_consumer_mover_land_whatever_it_does(void **state)
 {

@@ -19,7 +19,7 @@ static size_t payload_size(uint16_t type)
     case SL_MSG_REGISTER:
     case SL_MSG_REGISTER_WP: return SL_PROTO_NAME + 32;
     case SL_MSG_REGISTER_MOVER: return SL_PROTO_NAME + 48;
-    case SL_MSG_MOVE: return 24;
+    case SL_MSG_MOVE: return 32;
     case SL_MSG_MOVED: return 20;
     case SL_MSG_WRITTEN: return SL_PROTO_NAME + 24;
     case SL_MSG_REGISTERED: return 4 + 120;
@@ -69,6 +69,7 @@ size_t sl_msg_encode(const sl_msg *m, uint8_t *buf)
         sl_put_le64(p, m->u.move.slot);
         sl_put_le64(p + 8, m->u.move.dst);
         sl_put_le64(p + 16, m->u.move.len);
+        sl_put_le64(p + 24, m->u.move.deadline_ns);
         break;
     case SL_MSG_MOVED:
         sl_put_le32(p, (uint32_t)m->u.moved.status);
@@ -170,6 +171,7 @@ static bool decode_payload(const uint8_t *p, sl_msg *m, GError **errp)
         m->u.move.slot = sl_le64(p);
         m->u.move.dst = sl_le64(p + 8);
         m->u.move.len = sl_le64(p + 16);
+        m->u.move.deadline_ns = sl_le64(p + 24);
         return (m->u.move.len && m->u.move.len <= SL_MOVE_CHUNK) ||
                bad(errp, "MOVE of %" G_GUINT64_FORMAT " bytes (want 1 to %u)", m->u.move.len,
                    SL_MOVE_CHUNK);

@@ -80,6 +80,7 @@ typedef struct {
     uint64_t slot;          /* staging slot holding the chunk's bytes */
     uint64_t dst;           /* where it goes in the registered mapping */
     uint64_t len;           /* bytes, at most SL_MOVE_CHUNK */
+    uint64_t deadline_ns;   /* CLOCK_MONOTONIC: not moved if read after this */
 } sl_msg_move;
 
 typedef struct {            /* (on the wire: status, done, dst) */

@@ -265,7 +265,7 @@ GBytes *sl_restore_recorded(const sl_restore *r)
 /*
  * Whether the loaders may move whole chunks into @reg (ops->adopt) rather
  * than copy: not refused (config.place_by_copy), no write tracking (MOVE
- * has no WP mode), and either our own mapping, 2 MiB aligned so a chunk is
+ * has no WP mode), units of one page, and either our own mapping, 2 MiB aligned so a chunk is
  * one hugepage, on a kernel with UFFDIO_MOVE (register_regions() confirms
  * it for the uffd it opens), or another process's memory with a mover
  * (sl_restore_set_mover: its owner moves what we hand it).
@@ -275,8 +275,11 @@ static bool may_move(const sl_restore *r, const sl_region *reg)
     bool own = reg->mem.host && (uintptr_t)reg->mem.host % SL_MOVE_BYTES == 0 &&
                sl_uffd_has_features(UFFD_FEATURE_MOVE);
 
+    /* One page per unit: a move that stops inside a unit (done is in pages)
+     * must leave units whole, placed or not, for the copy that follows. */
     return reg->mem.ops->adopt && (own || (!reg->mem.host && reg->mem.mover)) &&
-           !r->cfg.place_by_copy && !r->cfg.track_writes && SL_MOVE_BYTES % reg->unit == 0;
+           !r->cfg.place_by_copy && !r->cfg.track_writes &&
+           reg->unit == (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
 /* Fix units and chunk numbering once backends have told their page size;

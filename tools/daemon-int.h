@@ -24,6 +24,7 @@
 typedef struct {
     int fd;
     pid_t pid;
+    int pidfd;               /* that process, pinned when it connected (-1: none) */
     uint64_t id;             /* the tag of its views in the restore */
     gint64 accepted_us;      /* monotonic: for the HELLO timeout */
     gint64 greeted_us;       /* monotonic: for the REGISTER timeout */

@@ -52,6 +52,12 @@
 #include "migration/uffd.h"
 #include "wire.h"
 
+#ifndef SO_PEERPIDFD
+#define SL_SO_PEERPIDFD 77 /* kernel 6.5; Debian 12's headers are older */
+#else
+#define SL_SO_PEERPIDFD SO_PEERPIDFD
+#endif
+
 #define HELLO_TIMEOUT_MS 10000
 #define REGISTER_TIMEOUT_MS 10000
 
@@ -73,6 +79,9 @@ void dlog(const server *d, const char *fmt, ...)
 
 static void client_free(client *c)
 {
+    if (c->pidfd >= 0) {
+        close(c->pidfd);
+    }
     g_free(c->registered);
     g_free(c->wp_addr);
     g_free(c->reported);
@@ -286,6 +295,22 @@ static void handle_client(server *d, client *c)
     }
 }
 
+/*
+ * A pidfd of the process that connected on @fd: SO_PEERPIDFD (kernel 6.5),
+ * the process the socket was made by, whatever happened to @pid since;
+ * else pidfd_open(@pid) at once.  -1 if neither works.
+ */
+static int peer_pidfd(int fd, pid_t pid)
+{
+    int pidfd = -1;
+    socklen_t len = sizeof(pidfd);
+
+    if (getsockopt(fd, SOL_SOCKET, SL_SO_PEERPIDFD, &pidfd, &len) == 0 && pidfd >= 0) {
+        return pidfd;
+    }
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
 /* Pauses accepting while out of fds; the connection waits in the backlog meanwhile. */
 static void accept_failed(server *d, int err)
 {
@@ -309,6 +334,7 @@ static void accept_client(server *d)
     }
     c = g_new0(client, 1);
     c->fd = fd;
+    c->pidfd = -1;
     c->id = ++d->next_id;
     c->accepted_us = g_get_monotonic_time();
     c->registered = g_new0(uint8_t, sl_snapshot_n_blocks(d->snap));
@@ -322,6 +348,7 @@ static void accept_client(server *d)
         return;
     }
     c->pid = cr.pid;
+    c->pidfd = peer_pidfd(fd, cr.pid);
     if (cr.uid != getuid() && cr.uid != 0) {
         g_autofree char *why = g_strdup_printf("uid %u is neither the daemon's (%u) nor root",
                                                (unsigned)cr.uid, (unsigned)getuid());
@@ -747,6 +774,12 @@ static void daemon_fini(server *d)
         client_free(c);
     }
     g_ptr_array_free(d->clients, true);
+    for (unsigned i = 0; d->movers && i < sl_snapshot_n_blocks(d->snap); i++) {
+        if (d->movers[i]) { /* no loader waits on a consumer's mover while we join them */
+            uint64_t moved, refused;
+            sl_mover_server_finish(d->movers[i], &moved, &refused);
+        }
+    }
     sl_restore_free(d->r); /* joins the engine: nothing writes drop_pipe after this */
     for (unsigned i = 0; d->movers && i < sl_snapshot_n_blocks(d->snap); i++) {
         sl_mover_server_free(d->movers[i]); /* no loader calls them now */

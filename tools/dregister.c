@@ -242,7 +242,7 @@ static void add_mover(server *d, client *c, const sl_msg_register *m, int idx, i
     g_autoptr(GError) err = NULL;
     int mine = fcntl(chan, F_DUPFD_CLOEXEC, 0);
     sl_mover_server *mv = mine < 0 ? NULL
-                                   : sl_mover_server_new(mine, c->pid, m->staging_addr,
+                                   : sl_mover_server_new(mine, c->pid, c->pidfd, m->staging_addr,
                                                          (unsigned)m->staging_slots, &err);
 
     if (mv && sl_restore_set_mover(d->r, m->block, sl_mover_server_move, mv, &err)) {

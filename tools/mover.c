@@ -16,14 +16,27 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 #include "mover.h"
 #include "wire.h"
 #include "snapload/snapload.h"
 #include "migration/uffd.h"
 
-/* How long a loader waits for a MOVED before it gives moving up. */
+/* How long a loader waits for a MOVED before it gives moving up, and the
+ * deadline a MOVE carries, well before: a mover that reads it later does
+ * not move, so that no move is carried out after the loader gave up (and
+ * copied the chunk, which the guest may have discarded since). */
 #define ANSWER_MS 10000
+#define DEADLINE_NS (4000 * (uint64_t)1000000)
+
+uint64_t sl_mover_now_ns(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
 
 /* ---- the client end, in the consumer ---- */
 
@@ -50,8 +63,10 @@ static sl_msg answer(const client_mover *cm, const uint8_t *buf, ssize_t n)
         return a;
     }
     a.u.moved.dst = m.u.move.dst; /* names the MOVE it answers */
-    if (m.u.move.slot >= SL_MOVER_SLOTS || m.u.move.dst % page || m.u.move.len % page ||
-               m.u.move.dst < cm->lo || m.u.move.dst > cm->hi ||
+    if (sl_mover_now_ns() > m.u.move.deadline_ns) {
+        a.u.moved.status = -ETIMEDOUT; /* the daemon may have given up on it: not moved */
+    } else if (m.u.move.slot >= SL_MOVER_SLOTS || m.u.move.dst % page ||
+               m.u.move.len % page || m.u.move.dst < cm->lo || m.u.move.dst > cm->hi ||
                m.u.move.len > cm->hi - m.u.move.dst) {
         a.u.moved.status = -EINVAL; /* not a chunk of ours */
     } else {
@@ -161,20 +176,23 @@ struct sl_mover_server {
     atomic_int first_err;    /* the first refusal's -errno, for the log (relaxed) */
 };
 
-sl_mover_server *sl_mover_server_new(int chan, pid_t pid, uint64_t staging, unsigned slots,
-                                     GError **errp)
+sl_mover_server *sl_mover_server_new(int chan, pid_t pid, int pidfd, uint64_t staging,
+                                     unsigned slots, GError **errp)
 {
     sl_mover_server *m;
-    struct stat st;
-    int pidfd;
+    int type = 0;
+    socklen_t len = sizeof(type);
 
-    if (fstat(chan, &st) < 0 || !S_ISSOCK(st.st_mode)) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "the mover channel is not a socket");
+    if (getsockopt(chan, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_SEQPACKET) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "the mover channel is not a "
+                    "SOCK_SEQPACKET socket");
         return NULL;
     }
-    if ((pidfd = (int)syscall(SYS_pidfd_open, pid, 0)) < 0) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "pidfd of the mover's process %d: %s",
-                    (int)pid, g_strerror(errno));
+    /* Never blocked by a client that fills its own end: a full queue is a failure. */
+    if (fcntl(chan, F_SETFL, fcntl(chan, F_GETFL) | O_NONBLOCK) < 0 || pidfd < 0 ||
+        (pidfd = fcntl(pidfd, F_DUPFD_CLOEXEC, 0)) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "mover of process %d: %s", (int)pid,
+                    pidfd < 0 ? "no pidfd pins it" : g_strerror(errno));
         return NULL;
     }
     m = g_new0(sl_mover_server, 1);
@@ -228,7 +246,10 @@ static void give_slot(sl_mover_server *m, unsigned s)
     g_mutex_unlock(&m->lock);
 }
 
-/* @len bytes of @src into slot @s of the client: 0, -ESRCH (gone) or -EFAULT. */
+/*
+ * @len bytes of @src into slot @s of the client: 0, -ESRCH (gone), -EPERM
+ * (the kernel's ptrace rules forbid it: Yama, another uid) or -EFAULT.
+ */
 static int write_slot(sl_mover_server *m, unsigned s, const void *src, uint64_t len)
 {
     struct iovec l = { .iov_base = (void *)src, .iov_len = len };
@@ -236,14 +257,14 @@ static int write_slot(sl_mover_server *m, unsigned s, const void *src, uint64_t 
                        .iov_len = len };
     ssize_t n;
 
-    /* Signal 0 through the pidfd: the process we were given still exists,
+    /* Signal 0 through the pidfd: the process that connected still exists,
      * so @pid is still its pid and not another's (the write names a pid). */
     if (syscall(SYS_pidfd_send_signal, m->pidfd, 0, NULL, 0) < 0) {
-        return -ESRCH;
+        return errno == ESRCH ? -ESRCH : -EPERM;
     }
     n = process_vm_writev(m->pid, &l, 1, &r, 1, 0);
-    if (n < 0 && errno == ESRCH) {
-        return -ESRCH;
+    if (n < 0 && (errno == ESRCH || errno == EPERM)) {
+        return -errno;
     }
     return n == (ssize_t)len ? 0 : -EFAULT;
 }
@@ -294,11 +315,12 @@ int sl_mover_server_move(void *opaque, uint64_t dst, const void *src, uint64_t l
         return -EPIPE;
     }
     ret = write_slot(m, s, src, len);
-    if (ret == -EFAULT) { /* the slots are not where the client said, or may not be
-                           * written (ptrace rules) */
+    if (ret == -EFAULT || ret == -EPERM) { /* the slots are not where the client said,
+                                            * or may not be written */
         set_broken(m);
     } else if (ret == 0) {
-        req.u.move = (sl_msg_move){ .slot = s, .dst = dst, .len = len };
+        req.u.move = (sl_msg_move){ .slot = s, .dst = dst, .len = len,
+                                    .deadline_ns = sl_mover_now_ns() + DEADLINE_NS };
         g_mutex_lock(&m->chan_lock);
         ret = exchange(m, &req, &a);
         g_mutex_unlock(&m->chan_lock);

@@ -41,12 +41,16 @@ typedef struct sl_mover_server sl_mover_server;
 
 /**
  * sl_mover_server_new: the daemon's end of a REGISTER_MOVER from process
- * @pid: @chan (taken: closed by sl_mover_server_free) and the client's
- * @slots staging slots at @staging.  NULL with @errp if @chan is not a
- * unix socket or @pid cannot be pinned with a pidfd.
+ * @pid, pinned by @pidfd (taken when it connected; duplicated): @chan
+ * (taken on success: closed by sl_mover_server_free; made non-blocking)
+ * and the client's @slots staging slots at @staging.  NULL with @errp if
+ * @chan is not a SOCK_SEQPACKET socket or there is no pidfd.
  */
-sl_mover_server *sl_mover_server_new(int chan, pid_t pid, uint64_t staging, unsigned slots,
-                                     GError **errp);
+sl_mover_server *sl_mover_server_new(int chan, pid_t pid, int pidfd, uint64_t staging,
+                                     unsigned slots, GError **errp);
+
+/** sl_mover_now_ns: CLOCK_MONOTONIC in ns, the clock of MOVE's deadline. */
+uint64_t sl_mover_now_ns(void);
 
 /**
  * sl_mover_server_move: an sl_mover_fn (sl_restore_set_mover()) whose
@@ -58,12 +62,14 @@ int sl_mover_server_move(void *opaque, uint64_t dst, const void *src, uint64_t l
                          uint64_t *done);
 
 /**
- * sl_mover_server_finish: the restore is over: shut the channel down, so
- * that the client's mover thread ends and frees its slots.  Chunks moved
+ * sl_mover_server_finish: the restore is over (or the daemon ends): shut
+ * the channel down, so that the client's mover thread ends and frees its
+ * slots, and no loader waits on it any more.  Chunks moved
  * (*@moved) and chunks not moved whole (*@refused) so far; returns the
- * first refusal's -errno (0: none).  -EFAULT: the slots could not be
- * written (process_vm_writev refused: ptrace rules, or the client named
- * memory it does not have); -EINVAL: the kernel refused the move (an
+ * first refusal's -errno (0: none).  -EPERM: the slots may not be
+ * written (process_vm_writev refused by the ptrace rules: Yama's
+ * ptrace_scope, another uid); -EFAULT: the client named memory it does
+ * not have; -EINVAL: the kernel refused the move (an
  * mlocked guest RAM); -EPROTO, -ETIMEDOUT, -EPIPE: the mover misbehaved,
  * was gone or was too slow.
  */

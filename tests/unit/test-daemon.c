@@ -41,6 +41,7 @@
 #include "migration/protocol.h"
 #include "migration/uffd.h"
 #include "tools/wire.h"
+#include "tools/mover.h"
 #include "tools/daemon.h"
 #include "tools/written.h"
 
@@ -88,8 +89,9 @@ static void test_messages_round_trip(void **state)
     assert_int_equal(out.u.reg.staging_slots, 4);
     assert_int_equal(out.u.reg.length, 1u << 30);
     in = (sl_msg){ .type = SL_MSG_MOVE, .u.move = { .slot = 3, .dst = 0x7f0000400000,
-                                                    .len = 2u << 20 } };
+                                                    .len = 2u << 20, .deadline_ns = 77 } };
     assert_true(sl_msg_decode(buf, sl_msg_encode(&in, buf), &out, &err));
+    assert_int_equal(out.u.move.deadline_ns, 77);
     assert_int_equal(out.u.move.slot, 3);
     assert_int_equal(out.u.move.dst, 0x7f0000400000);
     assert_int_equal(out.u.move.len, 2u << 20);
@@ -1394,6 +1396,80 @@ static int consume_moved(fixture *f, mover_kind kind)
     return 0;
 }
 
+/* The client mover's answer to @req on @chan. */
+static sl_msg ask_mover(int chan, const sl_msg *req)
+{
+    uint8_t buf[SL_PROTO_MAX];
+    sl_msg a = { 0 };
+    ssize_t n;
+
+    assert_true(sl_wire_send(chan, req, NULL, 0));
+    n = recv(chan, buf, sizeof(buf), 0);
+    assert_true(n > 0 && sl_msg_decode(buf, (size_t)n, &a, NULL));
+    assert_int_equal(a.type, SL_MSG_MOVED);
+    return a;
+}
+
+/*
+ * The client library's mover thread, asked directly: a MOVE in time moves
+ * the slot's bytes into its mapping; one read after its deadline (the
+ * daemon may have given up and copied the chunk), one outside the mapping
+ * and one naming a slot that is not there move nothing.
+ */
+static void test_client_mover_moves_in_time_and_refuses_late_or_foreign_moves(void **state)
+{
+    const uint64_t len = 4 * SL_MOVE_CHUNK;
+    g_autoptr(GError) err = NULL;
+    uint8_t *raw = mmap(NULL, len + SL_MOVE_CHUNK, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    uint8_t *p = (uint8_t *)(((uintptr_t)raw + SL_MOVE_CHUNK - 1) &
+                             ~(uintptr_t)(SL_MOVE_CHUNK - 1));
+    sl_msg_register reg = { 0 };
+    uint64_t now = sl_mover_now_ns();
+    unsigned char vec[1];
+    int uffd, chan;
+    const struct {
+        uint64_t slot, dst, deadline_ns;
+        int status;
+    } cases[] = {
+        { 1, (uintptr_t)p + SL_MOVE_CHUNK, now - 1, -ETIMEDOUT },
+        { 0, (uintptr_t)p + len, now + 60000000000ull, -EINVAL },
+        { SL_MOVER_SLOTS, (uintptr_t)p, now + 60000000000ull, -EINVAL },
+        { 1, (uintptr_t)p, now + 60000000000ull, 0 },
+    };
+
+    SL_TEST_NEED("uffd-move", sl_uffd_has_features(UFFD_FEATURE_MOVE),
+                 "this kernel has no UFFDIO_MOVE (6.8+)");
+    assert_true(raw != MAP_FAILED);
+    uffd = sl_uffd_open(UFFD_FEATURE_MOVE, 0, NULL, &err);
+    assert_true(uffd >= 0);
+    assert_true(sl_uffd_register(uffd, p, len, UFFDIO_REGISTER_MODE_MISSING, 0, NULL, &err));
+    chan = sl_mover_client_start(uffd, (uintptr_t)p, len, &reg, &err);
+    assert_true(chan >= 0);
+    assert_int_equal(reg.staging_slots, SL_MOVER_SLOTS);
+    memset((uint8_t *)(uintptr_t)reg.staging_addr + SL_MOVE_CHUNK, 0x5a, SL_MOVE_CHUNK);
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        sl_msg req = { .type = SL_MSG_MOVE,
+                       .u.move = { .slot = cases[i].slot, .dst = cases[i].dst,
+                                   .len = SL_MOVE_CHUNK, .deadline_ns = cases[i].deadline_ns } };
+        sl_msg a = ask_mover(chan, &req);
+        if (a.u.moved.status != cases[i].status) {
+            fail_msg("case %zu: status %d, want %d", i, a.u.moved.status, cases[i].status);
+        }
+        assert_int_equal(a.u.moved.dst, cases[i].dst);
+        assert_int_equal(a.u.moved.done, cases[i].status ? 0 : SL_MOVE_CHUNK);
+    }
+    /* Only the last moved: the late one left its target a hole. */
+    assert_int_equal(mincore(p + SL_MOVE_CHUNK, 4096, vec), 0);
+    assert_false(vec[0] & 1);
+    for (uint64_t i = 0; i < SL_MOVE_CHUNK; i += 4096) {
+        assert_int_equal(p[i], 0x5a);
+    }
+    close(chan); /* the thread ends, freeing its slots */
+    close(uffd);
+    munmap(raw, len + SL_MOVE_CHUNK);
+}
+
 /* One daemon run whose one consumer registers with @kind of mover; its stats line. */
 static JsonLine run_mover_case(fixture *f, mover_kind kind)
 {
@@ -2433,6 +2509,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_chunks_moved_in_by_the_client_are_hugepages_at_done, fixture_setup,
             fixture_teardown),
+        cmocka_unit_test(test_client_mover_moves_in_time_and_refuses_late_or_foreign_moves),
         cmocka_unit_test_setup_teardown(test_consumer_joining_after_completion_gets_done,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_silent_connection_is_dropped_after_the_hello_timeout,

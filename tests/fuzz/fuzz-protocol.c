@@ -6,8 +6,9 @@
  * and whatever decodes must encode back to exactly the packet's bytes.  As
  * a message: its first byte picks a valid type and the rest fills the
  * payload; the encoding must fit a packet, decode to the same message
- * unless a string in it breaks docs/protocol.md's rules (not NUL-terminated,
- * or a block name empty or not printable), and pass the packet checks too.
+ * unless a string or field in it breaks docs/protocol.md's rules (not
+ * NUL-terminated, a block name empty or not printable, staging slots,
+ * chunk lengths or statuses out of range), and pass the packet checks too.
  */
 #include <stddef.h>
 #include <string.h>
@@ -28,7 +29,9 @@ static size_t member_size(uint16_t type)
     case SL_MSG_HELLO: return sizeof(sl_msg_hello);
     case SL_MSG_WELCOME: return sizeof(sl_msg_welcome);
     case SL_MSG_REGISTER:
-    case SL_MSG_REGISTER_WP: return sizeof(sl_msg_register);
+    case SL_MSG_REGISTER_WP: return offsetof(sl_msg_register, staging_addr);
+    case SL_MSG_REGISTER_MOVER: return sizeof(sl_msg_register);
+    case SL_MSG_MOVE: return sizeof(sl_msg_move);
     case SL_MSG_REGISTERED: return sizeof(sl_msg_status);
     case SL_MSG_WRITTEN: return sizeof(sl_msg_written);
     case SL_MSG_WRITTEN_QUERY: return sizeof(sl_msg_written_query);
@@ -37,6 +40,19 @@ static size_t member_size(uint16_t type)
         return offsetof(sl_msg_written_pages, message) + sizeof(((sl_msg_written_pages *)0)->message);
     default: return 0;
     }
+}
+
+/* Whether @b decodes to the message @a was (MOVED compared field by field: it has padding). */
+static bool same_message(const sl_msg *a, const sl_msg *b)
+{
+    if (a->type != b->type) {
+        return false;
+    }
+    if (a->type == SL_MSG_MOVED) {
+        return a->u.moved.status == b->u.moved.status && a->u.moved.done == b->u.moved.done &&
+               a->u.moved.dst == b->u.moved.dst;
+    }
+    return !memcmp(&a->u, &b->u, member_size(a->type));
 }
 
 static bool terminated(const char *s, size_t n)
@@ -50,10 +66,18 @@ static bool bad_block(const char *b)
     return !terminated(b, SL_PROTO_NAME) || !b[0] || !sl_name_printable(b);
 }
 
-/* Whether @m has a string docs/protocol.md refuses. */
+/* Whether @m has a string or a field docs/protocol.md refuses. */
 static bool has_bad_string(const sl_msg *m)
 {
     switch (m->type) {
+    case SL_MSG_REGISTER_MOVER:
+        return bad_block(m->u.reg.block) || m->u.reg.staging_slots < 1 ||
+               m->u.reg.staging_slots > SL_MOVE_MAX_SLOTS ||
+               m->u.reg.staging_addr % SL_MOVE_CHUNK != 0;
+    case SL_MSG_MOVE:
+        return m->u.move.len < 1 || m->u.move.len > SL_MOVE_CHUNK;
+    case SL_MSG_MOVED:
+        return m->u.moved.status > 0;
     case SL_MSG_HELLO:
         return !terminated(m->u.hello.name, sizeof(m->u.hello.name));
     case SL_MSG_REGISTER:
@@ -96,7 +120,8 @@ static void check_message(const uint8_t *data, size_t size)
     static const uint16_t types[] = { SL_MSG_HELLO, SL_MSG_WELCOME, SL_MSG_REGISTER,
                                       SL_MSG_REGISTERED, SL_MSG_DONE, SL_MSG_REGISTER_WP,
                                       SL_MSG_WRITTEN, SL_MSG_WRITTEN_QUERY,
-                                      SL_MSG_WRITTEN_PAGES, SL_MSG_UNTRACKED };
+                                      SL_MSG_WRITTEN_PAGES, SL_MSG_UNTRACKED,
+                                      SL_MSG_REGISTER_MOVER, SL_MSG_MOVE, SL_MSG_MOVED };
     uint8_t buf[SL_PROTO_MAX];
     GError *err = NULL;
     sl_msg m = { 0 }, back;
@@ -108,8 +133,7 @@ static void check_message(const uint8_t *data, size_t size)
     FUZZ_CHECK(len >= SL_PROTO_HDR && len <= SL_PROTO_MAX, "an encoding fits a packet");
     if (sl_msg_decode(buf, len, &back, &err)) {
         FUZZ_CHECK(!has_bad_string(&m), "a message with a bad string is refused");
-        FUZZ_CHECK(back.type == m.type && !memcmp(&back.u, &m.u, member_size(m.type)),
-                   "an encoded message decodes to itself");
+        FUZZ_CHECK(same_message(&m, &back), "an encoded message decodes to itself");
     } else {
         FUZZ_CHECK(has_bad_string(&m), "only a message with a bad string is refused");
         g_clear_error(&err);

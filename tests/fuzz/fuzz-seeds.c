@@ -123,7 +123,12 @@ static int protocol(const char *dir)
     sl_msg untracked = { .type = SL_MSG_UNTRACKED, .u.untracked = { "ram0" } };
     sl_msg wpages = { .type = SL_MSG_WRITTEN_PAGES,
                       .u.wpages = { .pages = 262144, .written = 2621, .message = "ok" } };
+    sl_msg reg_mover = { .type = SL_MSG_REGISTER_MOVER, .u.reg = reg.u.reg };
+    sl_msg move = { .type = SL_MSG_MOVE, .u.move = { 1, 0x7f0000200000ull, 2u << 20, 1ull << 40 } };
+    sl_msg moved = { .type = SL_MSG_MOVED, .u.moved = { -16, 1u << 20, 0x7f0000200000ull } };
 
+    reg_mover.u.reg.staging_addr = 0x7f1000000000ull;
+    reg_mover.u.reg.staging_slots = 4;
     if (g_mkdir_with_parents(dir, 0755) < 0) {
         return fail("creating the seed directory", NULL);
     }
@@ -132,7 +137,9 @@ static int protocol(const char *dir)
            write_packet(dir, "refused", &refused) && write_packet(dir, "done", &done) &&
            write_packet(dir, "register-wp", &reg_wp) && write_packet(dir, "written", &written) &&
            write_packet(dir, "written-query", &query) && write_packet(dir, "written-pages", &wpages) &&
-           write_packet(dir, "untracked", &untracked)
+           write_packet(dir, "untracked", &untracked) &&
+           write_packet(dir, "register-mover", &reg_mover) && write_packet(dir, "move", &move) &&
+           write_packet(dir, "moved", &moved)
            ? 0 : 1;
 }
 

@@ -1541,6 +1541,67 @@ static void test_chunks_moved_in_by_the_client_are_hugepages_at_done(void **stat
     assert_int_equal(f->counts->thp_kb_at_done, f->len / 1024);
 }
 
+/* An anonymous consumer with the client library's mover that registers, then waits to be killed. */
+static int register_and_wait(fixture *f)
+{
+    g_autoptr(GError) err = NULL;
+    uint8_t *raw = mmap(NULL, f->len + SL_MOVE_CHUNK, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    uint8_t *p = (uint8_t *)(((uintptr_t)raw + SL_MOVE_CHUNK - 1) &
+                             ~(uintptr_t)(SL_MOVE_CHUNK - 1));
+    int sock = sl_client_connect(f->sock, "vmm", &err);
+
+    if (raw == MAP_FAILED || sock < 0 || sl_client_register_anon(sock, "b0", p, f->len, &err) < 0) {
+        return 30;
+    }
+    atomic_fetch_add(&f->counts->registered, 1);
+    pause();
+    return 0;
+}
+
+/*
+ * The VMM dies while the daemon moves chunks into its anonymous RAM (some
+ * loader between a staging write and its MOVED): the daemon neither
+ * crashes nor hangs; it ends the restore, naming a failure, within 30 s.
+ */
+static void test_vmm_killed_while_chunks_are_moved_in_ends_the_daemon_cleanly(void **state)
+{
+    fixture *f = *state;
+    gint64 until;
+    JsonLine l;
+    pid_t vmm;
+    int status = 0;
+
+    SL_TEST_NEED("uffd-move", sl_uffd_has_features(UFFD_FEATURE_MOVE),
+                 "this kernel has no UFFDIO_MOVE (6.8+)");
+    f->want_stats = true;
+    setup_daemon(f, 512u << 20, 0, 1);
+    vmm = fork();
+    if (vmm == 0) {
+        _exit(register_and_wait(f));
+    }
+    while (!atomic_load(&f->counts->registered)) {
+        g_usleep(1000);
+    }
+    g_usleep(20000); /* the loader is moving chunks in by now */
+    kill(vmm, SIGKILL);
+    assert_int_equal(waitpid(vmm, &status, 0), vmm);
+    until = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
+    while (waitpid(f->daemon, &status, WNOHANG) == 0) {
+        if (g_get_monotonic_time() > until) {
+            fail_msg("the daemon still runs 30 s after its VMM died");
+        }
+        g_usleep(10000);
+    }
+    f->daemon = 0;
+    l = read_stats(f);
+    fprintf(stderr, "daemon: %s %d; %s", WIFEXITED(status) ? "exit" : "signal",
+            WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), l.text);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+    assert_int_equal(json_member(&l, "status"), -ESRCH); /* "restore failed: No such process" */
+    assert_int_equal(json_member(&l, "pages_placed_twice"), 0);
+}
+
 static void ignore_death(void)
 {
 }
@@ -2510,6 +2571,9 @@ int main(void)
             test_chunks_moved_in_by_the_client_are_hugepages_at_done, fixture_setup,
             fixture_teardown),
         cmocka_unit_test(test_client_mover_moves_in_time_and_refuses_late_or_foreign_moves),
+        cmocka_unit_test_setup_teardown(
+            test_vmm_killed_while_chunks_are_moved_in_ends_the_daemon_cleanly, fixture_setup,
+            fixture_teardown),
         cmocka_unit_test_setup_teardown(test_consumer_joining_after_completion_gets_done,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_silent_connection_is_dropped_after_the_hello_timeout,

@@ -971,6 +971,25 @@ static uint64_t wrong_pages(const fixture *f, const uint8_t *p)
 }
 
 /*
+ * @len bytes of fresh private anonymous memory, 2 MiB aligned as a VMM maps
+ * guest RAM (so a moved chunk is one hugepage); NULL if mmap fails.  Never
+ * unmapped: the consumer children exit, and the one test that maps some in
+ * the test process unmaps it whole (@raw_out).
+ */
+static uint8_t *guest_ram(uint64_t len, uint8_t **raw_out)
+{
+    uint8_t *raw = mmap(NULL, len + SL_MOVE_CHUNK, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    if (raw_out) {
+        *raw_out = raw;
+    }
+    return raw == MAP_FAILED ? NULL
+                             : (uint8_t *)(((uintptr_t)raw + SL_MOVE_CHUNK - 1) &
+                                           ~(uintptr_t)(SL_MOVE_CHUNK - 1));
+}
+
+/*
  * Anonymous consumer (a VMM's guest RAM: 2 MiB aligned, hugepage-advised):
  * registers, checks every page, waits for DONE, then for its mapping to be
  * in transparent hugepages (every 2 MiB of it holds data), then checks
@@ -980,16 +999,13 @@ static uint64_t wrong_pages(const fixture *f, const uint8_t *p)
  */
 static int consume_anon(fixture *f)
 {
-    const uint64_t thp = 2u << 20;
     g_autoptr(GError) err = NULL;
-    uint8_t *raw = mmap(NULL, f->len + thp, PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    uint8_t *p = (uint8_t *)(((uintptr_t)raw + thp - 1) & ~(uintptr_t)(thp - 1));
+    uint8_t *p = guest_ram(f->len, NULL);
     int sock = sl_client_connect(f->sock, "vmm", &err);
     int uffd;
     uint64_t kb = 0;
 
-    if (raw == MAP_FAILED) {
+    if (!p) {
         return 29;
     }
     madvise(p, f->len, MADV_HUGEPAGE); /* as QEMU asks for its guest RAM */
@@ -1231,11 +1247,13 @@ static JsonLine read_stats(fixture *f)
 }
 
 /*
- * One daemon run with one tracked consumer over the fixture's memory file
- * (kept from run to run: a restart; the snapshot is made again, the same);
- * the daemon's final stats line.
+ * One daemon run over @len bytes (a previous run's snapshot and socket
+ * removed first: the memory file stays, as for a restart) with one
+ * consumer child running @consumer(@f, @arg), which must exit 0, as must
+ * the daemon; the daemon's final stats line.
  */
-static JsonLine run_tracked(fixture *f, bool silent)
+static JsonLine run_one_consumer(fixture *f, uint64_t len, int (*consumer)(fixture *, int),
+                                 int arg)
 {
     pid_t pid;
 
@@ -1244,15 +1262,31 @@ static JsonLine run_tracked(fixture *f, bool silent)
         g_clear_pointer(&f->snap, g_free);
         g_clear_pointer(&f->sock, g_free);
     }
-    setup_daemon(f, 1u << 20, 0, 1);
+    f->want_stats = true;
+    setup_daemon(f, len, 0, 1);
     pid = fork();
     if (pid == 0) {
-        _exit(consume_tracked(f, silent));
+        _exit(consumer(f, arg));
     }
     expect_exit(pid, 0);
     expect_exit(f->daemon, 0);
     f->daemon = 0;
     return read_stats(f);
+}
+
+static int consume_tracked_arg(fixture *f, int silent)
+{
+    return consume_tracked(f, silent != 0);
+}
+
+/*
+ * One daemon run with one tracked consumer over the fixture's memory file
+ * (kept from run to run: a restart; the snapshot is made again, the same);
+ * the daemon's final stats line.
+ */
+static JsonLine run_tracked(fixture *f, bool silent)
+{
+    return run_one_consumer(f, 1u << 20, consume_tracked_arg, silent);
 }
 
 /* The integer member @key of JSON line @l, or -1. */
@@ -1331,18 +1365,15 @@ static int register_fake_mover(fixture *f, int sock, uint8_t *p, mover_kind kind
     g_autoptr(GError) err = NULL;
     sl_msg reg = { .type = SL_MSG_REGISTER_MOVER }, st = { .type = SL_MSG_DONE };
     int sv[2], uffd = sl_uffd_open(UFFD_FEATURE_MOVE, 0, NULL, &err);
-    uint8_t *raw = mmap(NULL, 3 * SL_MOVE_CHUNK, PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    uint8_t *staging = guest_ram(2 * SL_MOVE_CHUNK, NULL);
     pthread_t t;
 
-    if (uffd < 0 || raw == MAP_FAILED ||
+    if (uffd < 0 || !staging ||
         !sl_uffd_register(uffd, p, f->len, UFFDIO_REGISTER_MODE_MISSING, 0, NULL, &err) ||
         socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
         return -1;
     }
-    fm = (fake_mover){ .kind = kind, .chan = sv[0], .uffd = uffd,
-                       .staging = (uint8_t *)(((uintptr_t)raw + SL_MOVE_CHUNK - 1) &
-                                              ~(uintptr_t)(SL_MOVE_CHUNK - 1)) };
+    fm = (fake_mover){ .kind = kind, .chan = sv[0], .uffd = uffd, .staging = staging };
     reg.u.reg = (sl_msg_register){ .host_addr = (uintptr_t)p, .length = f->len,
                                    .page_size = PSIZE, .staging_addr = (uintptr_t)fm.staging,
                                    .staging_slots = 2 };
@@ -1372,13 +1403,10 @@ static int register_fake_mover(fixture *f, int sock, uint8_t *p, mover_kind kind
 static int consume_moved(fixture *f, mover_kind kind)
 {
     g_autoptr(GError) err = NULL;
-    uint8_t *raw = mmap(NULL, f->len + SL_MOVE_CHUNK, PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    uint8_t *p = (uint8_t *)(((uintptr_t)raw + SL_MOVE_CHUNK - 1) &
-                             ~(uintptr_t)(SL_MOVE_CHUNK - 1));
+    uint8_t *p = guest_ram(f->len, NULL);
     int sock = sl_client_connect(f->sock, "vmm", &err), uffd;
 
-    if (raw == MAP_FAILED || sock < 0) {
+    if (!p || sock < 0) {
         return 29;
     }
     madvise(p, f->len, MADV_HUGEPAGE);
@@ -1420,10 +1448,8 @@ static void test_client_mover_moves_in_time_and_refuses_late_or_foreign_moves(vo
 {
     const uint64_t len = 4 * SL_MOVE_CHUNK;
     g_autoptr(GError) err = NULL;
-    uint8_t *raw = mmap(NULL, len + SL_MOVE_CHUNK, PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    uint8_t *p = (uint8_t *)(((uintptr_t)raw + SL_MOVE_CHUNK - 1) &
-                             ~(uintptr_t)(SL_MOVE_CHUNK - 1));
+    uint8_t *raw;
+    uint8_t *p = guest_ram(len, &raw);
     sl_msg_register reg = { 0 };
     uint64_t now = sl_mover_now_ns();
     unsigned char vec[1];
@@ -1440,7 +1466,7 @@ static void test_client_mover_moves_in_time_and_refuses_late_or_foreign_moves(vo
 
     SL_TEST_NEED("uffd-move", sl_uffd_has_features(UFFD_FEATURE_MOVE),
                  "this kernel has no UFFDIO_MOVE (6.8+)");
-    assert_true(raw != MAP_FAILED);
+    assert_non_null(p);
     uffd = sl_uffd_open(UFFD_FEATURE_MOVE, 0, NULL, &err);
     assert_true(uffd >= 0);
     assert_true(sl_uffd_register(uffd, p, len, UFFDIO_REGISTER_MODE_MISSING, 0, NULL, &err));
@@ -1470,26 +1496,15 @@ static void test_client_mover_moves_in_time_and_refuses_late_or_foreign_moves(vo
     munmap(raw, len + SL_MOVE_CHUNK);
 }
 
+static int consume_moved_arg(fixture *f, int kind)
+{
+    return consume_moved(f, (mover_kind)kind);
+}
+
 /* One daemon run whose one consumer registers with @kind of mover; its stats line. */
 static JsonLine run_mover_case(fixture *f, mover_kind kind)
 {
-    pid_t vmm;
-
-    if (f->dir) {
-        sl_test_rmdir(g_steal_pointer(&f->dir));
-        g_clear_pointer(&f->snap, g_free);
-        g_clear_pointer(&f->sock, g_free);
-    }
-    f->want_stats = true;
-    setup_daemon(f, 16u << 20, 0, 1);
-    vmm = fork();
-    if (vmm == 0) {
-        _exit(consume_moved(f, kind));
-    }
-    expect_exit(vmm, 0);
-    expect_exit(f->daemon, 0);
-    f->daemon = 0;
-    return read_stats(f);
+    return run_one_consumer(f, 16u << 20, consume_moved_arg, (int)kind);
 }
 
 /*
@@ -1545,13 +1560,11 @@ static void test_chunks_moved_in_by_the_client_are_hugepages_at_done(void **stat
 static int register_and_wait(fixture *f)
 {
     g_autoptr(GError) err = NULL;
-    uint8_t *raw = mmap(NULL, f->len + SL_MOVE_CHUNK, PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    uint8_t *p = (uint8_t *)(((uintptr_t)raw + SL_MOVE_CHUNK - 1) &
-                             ~(uintptr_t)(SL_MOVE_CHUNK - 1));
+    uint8_t *p = guest_ram(f->len, NULL);
     int sock = sl_client_connect(f->sock, "vmm", &err);
 
-    if (raw == MAP_FAILED || sock < 0 || sl_client_register_anon(sock, "b0", p, f->len, &err) < 0) {
+    if (!p || sock < 0 ||
+        sl_client_register_anon(sock, "b0", p, f->len, &err) < 0) {
         return 30;
     }
     atomic_fetch_add(&f->counts->registered, 1);

@@ -44,6 +44,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "backends/backend.h"
+#include "migration/uffd.h"
 #include "tests/unit/testutil.h"
 #include "linux-guest.h"
 
@@ -230,6 +231,10 @@ static void restore_linux(fixture *f, const snap *s, const char *tag, const char
     assert_int_equal(json_object_get_int_member(rs, "pages_placed_twice"), 0);
     assert_int_equal(json_object_get_int_member(rs, "pages_never_placed"), 0);
     assert_int_equal(json_object_get_int_member(rs, "checksum_failures"), 0);
+    if (f->k->anon && sl_uffd_has_features(UFFD_FEATURE_MOVE)) {
+        /* QEMU's mover thread took whole chunks (REGISTER_MOVER): hugepages from the start */
+        assert_true(json_object_get_int_member(rs, "pages_moved") > 0);
+    }
     print_message("# %s/%s: running %.0f ms after QEMU's start, first PONG in %.1f ms, first "
                   "full pass over %" PRIu64 " pages %.0f ms (answered in %.0f ms), every page "
                   "in place %.0f ms after the start (%" PRId64 " faults, %" PRId64 " pages by "

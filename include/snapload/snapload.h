@@ -697,8 +697,9 @@ typedef int (*sl_mover_fn)(void *opaque, uint64_t dst, const void *src, uint64_t
  * daemon's @fn has the owner move each chunk into place itself
  * (UFFDIO_MOVE works only within the uffd's own process), so the guest
  * gets a transparent hugepage per chunk, as after an eager load.  Not used
- * with config.place_by_copy or config.track_writes; where a chunk cannot
- * be moved, the rest of it is copied.
+ * with config.place_by_copy or config.track_writes, nor for a block whose
+ * snapshot pages are larger than the host's pages; where a chunk cannot be
+ * moved, the rest of it is copied.
  */
 bool sl_restore_set_mover(sl_restore *r, const char *block_name, sl_mover_fn fn, void *opaque,
                           GError **errp);

@@ -157,12 +157,7 @@ void sl_units_done(sl_restore *r, uint64_t n)
 
 bool sl_unit_has_data(const sl_region *reg, uint64_t u)
 {
-    for (uint64_t p = u * reg->ratio; p < (u + 1) * reg->ratio; p++) {
-        if (sl_bit_test(reg->blk->bitmap, p)) {
-            return true;
-        }
-    }
-    return false;
+    return sl_bit_any(reg->blk->bitmap, u * reg->ratio, (u + 1) * reg->ratio);
 }
 
 /*

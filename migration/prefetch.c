@@ -209,46 +209,17 @@ static sl_region *region_of_block(sl_restore *r, unsigned block)
 }
 
 /*
- * Whether some page of the @n units from @u0 of @reg is stored (word by
- * word).  The bits are not proven yet: only a hint of what to load first;
- * the loader proves them before they decide anything (load_chunk).
- */
-static bool units_have_data(const sl_region *reg, uint64_t u0, uint64_t n)
-{
-    const uint64_t *bm = reg->blk->bitmap;
-    uint64_t p = u0 * reg->ratio, end = (u0 + n) * reg->ratio;
-
-    for (; p < end && p % 64; p++) {
-        if (sl_bit_test(bm, p)) {
-            return true;
-        }
-    }
-    for (; p + 64 <= end; p += 64) {
-        if (bm[p / 64]) {
-            return true;
-        }
-    }
-    for (; p < end; p++) {
-        if (sl_bit_test(bm, p)) {
-            return true;
-        }
-    }
-    return false;
-}
-
-/*
  * A region whose loaders move whole chunks (reg->move): a hot unit of a
- * chunk holding data brings the whole chunk, one run per chunk (a chunk
- * moved whole is one hugepage, while the units listed alone would be
- * copied as 4 KiB pages).  Appended unless the last run is that chunk
+ * chunk holding data brings the whole chunk, [@c0, +@n), one run per chunk
+ * (a chunk moved whole is one hugepage, while the units listed alone would
+ * be copied as 4 KiB pages).  Appended unless the last run is that chunk
  * already.
  */
-static void add_hot_chunk(sl_restore *r, sl_region *reg, uint64_t u, GArray *l)
+static void add_hot_chunk(sl_restore *r, sl_region *reg, uint64_t c0, uint64_t n, GArray *l)
 {
     sl_run *last = l->len ? &g_array_index(l, sl_run, l->len - 1) : NULL;
-    sl_run run = { .region = reg->index, .unit = u - u % reg->chunk_units };
+    sl_run run = { .region = reg->index, .unit = c0, .n = n };
 
-    run.n = MIN(reg->chunk_units, reg->nunits - run.unit);
     if (!last || last->region != run.region || last->unit != run.unit) {
         g_array_append_val(l, run);
     }
@@ -261,11 +232,12 @@ static void add_hot(sl_restore *r, sl_region *reg, uint64_t u, GArray **lists)
     unsigned g = sl_unit_node(r, reg, u);
     GArray *l = lists[g];
     sl_run *last = l->len ? &g_array_index(l, sl_run, l->len - 1) : NULL;
+    uint64_t c0 = u - u % reg->chunk_units, cn = MIN(reg->chunk_units, reg->nunits - c0);
 
-    if (reg->move &&
-        units_have_data(reg, u - u % reg->chunk_units,
-                        MIN(reg->chunk_units, reg->nunits - (u - u % reg->chunk_units)))) {
-        add_hot_chunk(r, reg, u, l);
+    /* The bits are not proven yet: only a hint of what to load first; the
+     * loader proves them before they decide anything (load_chunk). */
+    if (reg->move && sl_bit_any(reg->blk->bitmap, c0 * reg->ratio, (c0 + cn) * reg->ratio)) {
+        add_hot_chunk(r, reg, c0, cn, l);
         return;
     }
     if (last && last->region == reg->index && u == last->unit + last->n) {

@@ -41,14 +41,9 @@
 /* Whether block offset [@off, +THP) of @b holds a page the snapshot stores. */
 static bool range_has_data(const sl_block *b, uint64_t off)
 {
-    uint64_t first = off / b->page_size, n = THP / b->page_size;
+    uint64_t first = off / b->page_size;
 
-    for (uint64_t p = first; p < first + n && p < b->npages; p++) {
-        if (sl_bit_test(b->bitmap, p)) {
-            return true;
-        }
-    }
-    return false;
+    return sl_bit_any(b->bitmap, first, MIN(first + THP / b->page_size, b->npages));
 }
 
 /*

@@ -205,7 +205,7 @@ static int send_register(int sock, const sl_msg_register *reg, bool track, int *
 static bool send_register_mover(int sock, sl_msg_register *reg, int uffd, int *ret,
                                 GError **errp)
 {
-    int chan = sl_mover_client_start(uffd, reg->host_addr, reg->length, reg, NULL);
+    int chan = sl_mover_client_start(uffd, reg, NULL);
     sl_msg m = { .type = SL_MSG_REGISTER_MOVER };
     int fds[2] = { uffd, chan };
 

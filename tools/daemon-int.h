@@ -38,9 +38,9 @@ typedef struct {
 
 /* The daemon's state; owned by its main thread, but for @drop_pipe's write
  * end, which engine threads write through view_dropped(), and what the
- * collapser thread reads once the restore is complete: @o, @snap and
- * @anon_addr (no longer changed then), @anon_pidfd (filled before the
- * thread starts, closed after it is joined) and @collapse_stop. */
+ * collapser thread reads once the restore is complete: @o, @snap,
+ * @anon_addr and @anon_pidfd (no longer changed then; the pidfds closed
+ * after it is joined) and @collapse_stop. */
 typedef struct {
     const sl_daemon_opts *o;
     sl_snapshot *snap;
@@ -53,8 +53,7 @@ typedef struct {
     unsigned nblocks, nattached; /* blocks served (the daemon's), and attached so far */
     bool *served;            /* per snapshot block: this daemon serves it */
     bool *anon;              /* per block: attached as another process's anonymous memory */
-    pid_t *anon_pid;         /* per anonymous block: its owner, and where it maps it */
-    uint64_t *anon_addr;
+    uint64_t *anon_addr;     /* per anonymous block: where its owner maps it */
     struct sl_mover_server **movers; /* per anonymous block: its owner's mover (NULL: none);
                               * used by the engine's loaders from start to completion */
     struct stat *files;      /* per block: identity of its memory file */
@@ -64,7 +63,8 @@ typedef struct {
     int hello_timeout_ms, register_timeout_ms;
     sl_dtrack *dt;           /* o->written_dir: what the consumers wrote, for the next run */
     GThread *collapser;      /* once complete: the consumers' anonymous RAM into THPs */
-    int *anon_pidfd;         /* per block: the owner's pidfd for the collapser (-1: none) */
+    int *anon_pidfd;         /* per anonymous block: its owner, pinned when it connected (a
+                              * duplicate of client.pidfd), for the collapser (-1: none) */
     atomic_bool collapse_stop; /* daemon_fini -> collapser: stop after the current range */
     unsigned nknown;         /* blocks whose reused file came with a usable written list */
 } server;

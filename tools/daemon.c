@@ -436,15 +436,13 @@ static gpointer collapse_anon(gpointer opaque)
     return NULL;
 }
 
-/* Starts the collapser with a pidfd of each anonymous block's owner. */
+/* Starts the collapser, if some anonymous block's owner is pinned by a pidfd. */
 static void start_collapse(server *d)
 {
     g_autoptr(GError) err = NULL;
     bool any = false;
 
-    d->anon_pidfd = g_new(int, sl_snapshot_n_blocks(d->snap));
     for (unsigned i = 0; i < sl_snapshot_n_blocks(d->snap); i++) {
-        d->anon_pidfd[i] = d->anon[i] ? (int)syscall(SYS_pidfd_open, d->anon_pid[i], 0) : -1;
         any = any || d->anon_pidfd[i] >= 0;
     }
     if (any && !(d->collapser = g_thread_try_new("sl-collapse", collapse_anon, d, &err))) {
@@ -452,7 +450,8 @@ static void start_collapse(server *d)
     }
 }
 
-/* The restore is over: the consumers' mover threads may end. */
+/* The restore is over (or the daemon leaves): the consumers' mover threads
+ * may end, and no loader waits on one any more. */
 static void finish_movers(server *d)
 {
     for (unsigned i = 0; i < sl_snapshot_n_blocks(d->snap); i++) {
@@ -489,7 +488,7 @@ static void restore_finished(server *d)
         }
     }
     finish_movers(d);
-    if (d->status == 0 && !d->anon_pidfd) {
+    if (d->status == 0 && !d->collapser) {
         start_collapse(d);
     }
 }
@@ -641,13 +640,14 @@ static bool choose_served(server *d, GError **errp)
 
     d->served = g_new0(bool, n);
     d->anon = g_new0(bool, n);
-    d->anon_pid = g_new0(pid_t, n);
     d->anon_addr = g_new0(uint64_t, n);
+    d->anon_pidfd = g_new(int, n);
     d->movers = g_new0(sl_mover_server *, n);
     d->files = g_new0(struct stat, n);
     d->offsets = g_new0(uint64_t, n);
     for (unsigned i = 0; i < n; i++) {
         d->served[i] = !d->o->serve && sl_snapshot_block_in_file(d->snap, i);
+        d->anon_pidfd[i] = -1;
     }
     for (const char *const *b = d->o->serve; b && *b; b++) {
         int i = sl_snapshot_find_block(d->snap, *b);
@@ -774,11 +774,8 @@ static void daemon_fini(server *d)
         client_free(c);
     }
     g_ptr_array_free(d->clients, true);
-    for (unsigned i = 0; d->movers && i < sl_snapshot_n_blocks(d->snap); i++) {
-        if (d->movers[i]) { /* no loader waits on a consumer's mover while we join them */
-            uint64_t moved, refused;
-            sl_mover_server_finish(d->movers[i], &moved, &refused);
-        }
+    if (d->movers && !d->done) { /* done: restore_finished() has finished them */
+        finish_movers(d);
     }
     sl_restore_free(d->r); /* joins the engine: nothing writes drop_pipe after this */
     for (unsigned i = 0; d->movers && i < sl_snapshot_n_blocks(d->snap); i++) {
@@ -803,7 +800,6 @@ static void daemon_fini(server *d)
     g_free(d->offsets);
     g_free(d->served);
     g_free(d->anon);
-    g_free(d->anon_pid);
     g_free(d->anon_addr);
 }
 

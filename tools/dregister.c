@@ -297,7 +297,8 @@ static int do_register(server *d, client *c, const sl_msg_register *m, bool wp, 
     c->registered[idx] = 1;
     c->nregistered++;
     if (memfd < 0) {
-        d->anon_pid[idx] = c->pid; /* its owner: to collapse it into THPs when complete */
+        /* its owner, to collapse it into THPs when complete */
+        d->anon_pidfd[idx] = c->pidfd >= 0 ? fcntl(c->pidfd, F_DUPFD_CLOEXEC, 0) : -1;
     }
     return start_when_complete(d, errp);
 }

@@ -105,8 +105,7 @@ static void *client_mover_main(void *opaque)
     return NULL;
 }
 
-int sl_mover_client_start(int uffd, uint64_t addr, uint64_t length, sl_msg_register *reg,
-                          GError **errp)
+int sl_mover_client_start(int uffd, sl_msg_register *reg, GError **errp)
 {
     client_mover *cm = g_new0(client_mover, 1);
     int sv[2] = { -1, -1 };
@@ -126,8 +125,8 @@ int sl_mover_client_start(int uffd, uint64_t addr, uint64_t length, sl_msg_regis
     (void)madvise((void *)(uintptr_t)cm->staging, SL_MOVER_SLOTS * (size_t)SL_MOVE_CHUNK,
                   MADV_HUGEPAGE);
     (void)madvise(cm->map, cm->map_len, MADV_DONTFORK);
-    cm->lo = addr;
-    cm->hi = addr + length;
+    cm->lo = reg->host_addr;
+    cm->hi = reg->host_addr + reg->length;
     cm->chan = sv[0];
     if (!(t = g_thread_try_new("sl-mover", client_mover_main, cm, errp))) {
         g_prefix_error(errp, "mover: ");
@@ -297,21 +296,46 @@ static int exchange(sl_mover_server *m, const sl_msg *req, sl_msg *a)
     return 0;
 }
 
+/*
+ * Asks the client to move slot @s to @dst: its status (its own -ESRCH
+ * taken as a refusal), with *@done; or the channel's failure, which breaks
+ * it (*@lost: the slot may still be moved from late, never reuse it).
+ */
+static int ask_move(sl_mover_server *m, unsigned s, uint64_t dst, uint64_t len, uint64_t *done,
+                    bool *lost)
+{
+    sl_msg req = { .type = SL_MSG_MOVE }, a;
+    int ret;
+
+    req.u.move = (sl_msg_move){ .slot = s, .dst = dst, .len = len,
+                                .deadline_ns = sl_mover_now_ns() + DEADLINE_NS };
+    g_mutex_lock(&m->chan_lock);
+    ret = exchange(m, &req, &a);
+    g_mutex_unlock(&m->chan_lock);
+    /* Only the channel's failure, not a status the client sends, keeps a
+     * slot: a client cannot starve the loaders. */
+    *lost = ret == -ETIMEDOUT || ret == -EPROTO;
+    if (ret < 0) {
+        set_broken(m);
+        return ret;
+    }
+    *done = a.u.moved.done;
+    /* The client's word that its process is gone decides nothing: the copy
+     * that follows finds out (sl_commit_run). */
+    ret = a.u.moved.status;
+    return ret == -ESRCH || ret == -ENOENT ? -EBUSY : ret;
+}
+
 int sl_mover_server_move(void *opaque, uint64_t dst, const void *src, uint64_t len,
                          uint64_t *done)
 {
     sl_mover_server *m = opaque;
-    sl_msg req = { .type = SL_MSG_MOVE }, a;
     bool lost = false;
     unsigned s;
     int ret;
 
     *done = 0;
-    /* relaxed: see @broken */
-    if (len > SL_MOVE_CHUNK || atomic_load_explicit(&m->broken, memory_order_relaxed)) {
-        return -EPIPE;
-    }
-    if ((s = take_slot(m)) == UINT_MAX) {
+    if (len > SL_MOVE_CHUNK || (s = take_slot(m)) == UINT_MAX) {
         return -EPIPE;
     }
     ret = write_slot(m, s, src, len);
@@ -319,24 +343,7 @@ int sl_mover_server_move(void *opaque, uint64_t dst, const void *src, uint64_t l
                                             * or may not be written */
         set_broken(m);
     } else if (ret == 0) {
-        req.u.move = (sl_msg_move){ .slot = s, .dst = dst, .len = len,
-                                    .deadline_ns = sl_mover_now_ns() + DEADLINE_NS };
-        g_mutex_lock(&m->chan_lock);
-        ret = exchange(m, &req, &a);
-        g_mutex_unlock(&m->chan_lock);
-        /* A MOVE left unanswered may still be carried out late: its slot
-         * is never reused.  (Only the channel's failure, not a status the
-         * client sends, keeps a slot: a client cannot starve the loaders.) */
-        lost = ret == -ETIMEDOUT || ret == -EPROTO;
-        if (ret < 0) {
-            set_broken(m);
-        } else {
-            *done = a.u.moved.done;
-            ret = a.u.moved.status;
-            /* The client's word that its process is gone decides nothing:
-             * the copy that follows finds out (sl_commit_run). */
-            ret = ret == -ESRCH || ret == -ENOENT ? -EBUSY : ret;
-        }
+        ret = ask_move(m, s, dst, len, done, &lost);
     }
     if (ret == -EINVAL) { /* the mappings do not allow it (mlocked RAM, ...): none will */
         set_broken(m);

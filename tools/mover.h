@@ -27,15 +27,14 @@
 #define SL_MOVER_SLOTS 4u
 
 /**
- * sl_mover_client_start: for our anonymous mapping [@addr, +@length),
- * registered on @uffd, an uffd opened with UFFD_FEATURE_MOVE: map the
- * staging slots, make the mover channel and start the detached thread that
- * serves MOVE on it until the daemon closes it.  Returns the daemon's end
- * of the channel (the caller sends it with REGISTER_MOVER, then closes it)
- * with @reg's staging fields filled, or -1 with @errp (nothing started).
+ * sl_mover_client_start: for our anonymous mapping @reg names (host_addr,
+ * length), registered on @uffd, an uffd opened with UFFD_FEATURE_MOVE: map
+ * the staging slots, make the mover channel and start the detached thread
+ * that serves MOVE on it until the daemon closes it.  Returns the daemon's
+ * end of the channel (the caller sends it with REGISTER_MOVER, then closes
+ * it) with @reg's staging fields filled, or -1 with @errp (nothing started).
  */
-int sl_mover_client_start(int uffd, uint64_t addr, uint64_t length, sl_msg_register *reg,
-                          GError **errp);
+int sl_mover_client_start(int uffd, sl_msg_register *reg, GError **errp);
 
 typedef struct sl_mover_server sl_mover_server;
 

@@ -249,6 +249,27 @@ static inline void sl_bit_set_run(uint64_t *bm, uint64_t i, uint64_t n)
  */
 uint64_t sl_bitmap_count(const uint64_t *bm, uint64_t npages);
 
+/** Whether some bit of @bm in [@i, @end) is set (whole words at a time). */
+static inline bool sl_bit_any(const uint64_t *bm, uint64_t i, uint64_t end)
+{
+    for (; i < end && i % 64; i++) {
+        if (sl_bit_test(bm, i)) {
+            return true;
+        }
+    }
+    for (; i + 64 <= end; i += 64) {
+        if (bm[i / 64]) {
+            return true;
+        }
+    }
+    for (; i < end; i++) {
+        if (sl_bit_test(bm, i)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /** Pages from @i (< @end) whose bit in @bm is @set, up to the first that differs. */
 static inline uint64_t sl_bit_run(const uint64_t *bm, uint64_t i, uint64_t end, bool set)
 {

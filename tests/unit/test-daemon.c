@@ -1450,7 +1450,7 @@ static void test_client_mover_moves_in_time_and_refuses_late_or_foreign_moves(vo
     g_autoptr(GError) err = NULL;
     uint8_t *raw;
     uint8_t *p = guest_ram(len, &raw);
-    sl_msg_register reg = { 0 };
+    sl_msg_register reg = { .host_addr = (uintptr_t)p, .length = len };
     uint64_t now = sl_mover_now_ns();
     unsigned char vec[1];
     int uffd, chan;
@@ -1470,7 +1470,7 @@ static void test_client_mover_moves_in_time_and_refuses_late_or_foreign_moves(vo
     uffd = sl_uffd_open(UFFD_FEATURE_MOVE, 0, NULL, &err);
     assert_true(uffd >= 0);
     assert_true(sl_uffd_register(uffd, p, len, UFFDIO_REGISTER_MODE_MISSING, 0, NULL, &err));
-    chan = sl_mover_client_start(uffd, (uintptr_t)p, len, &reg, &err);
+    chan = sl_mover_client_start(uffd, &reg, &err);
     assert_true(chan >= 0);
     assert_int_equal(reg.staging_slots, SL_MOVER_SLOTS);
     memset((uint8_t *)(uintptr_t)reg.staging_addr + SL_MOVE_CHUNK, 0x5a, SL_MOVE_CHUNK);

@@ -18,7 +18,17 @@
 #include <glib.h>
 
 #define SL_PROTO_MAGIC   0x31444c53u /* "SLD1" little-endian */
-#define SL_PROTO_VERSION 1u
+#define SL_PROTO_VERSION 1u        /* of the framing: every header carries it */
+/*
+ * Protocol levels, negotiated in HELLO (the range a client speaks) and
+ * WELCOME (the highest both speak): level 1 is messages 1 to 10; level 2
+ * adds REGISTER_MOVER, MOVE and MOVED.  A client sends REGISTER_MOVER only
+ * on a connection that chose level 2, so that a daemon which predates it
+ * gets a plain REGISTER instead of a message it would drop the client for.
+ */
+#define SL_PROTO_LEVEL_MIN   1u
+#define SL_PROTO_LEVEL       2u
+#define SL_PROTO_LEVEL_MOVER 2u
 #define SL_PROTO_HDR     16u
 #define SL_PROTO_MAX     512u        /* largest packet we accept */
 #define SL_PROTO_NAME    64u

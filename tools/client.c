@@ -78,15 +78,32 @@ static void hello_failed(int fd, const char *path, int err, GError **errp)
     g_set_error(errp, SL_ERROR, SL_ERROR_IO, "restore daemon at %s: %s", path, g_strerror(err));
 }
 
+/* WELCOME's protocol level into *@level (if not NULL): one of those our HELLO offered. */
+static bool welcome_level(const sl_msg *w, unsigned *level, GError **errp)
+{
+    if (w->u.welcome.version < SL_PROTO_LEVEL_MIN || w->u.welcome.version > SL_PROTO_LEVEL) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "restore daemon chose protocol version "
+                    "%u; we offered %u to %u", w->u.welcome.version, SL_PROTO_LEVEL_MIN,
+                    SL_PROTO_LEVEL);
+        return false;
+    }
+    if (level) {
+        *level = w->u.welcome.version;
+    }
+    return true;
+}
+
 /*
- * Connect and handshake; with @timeout_s > 0 every send and receive on the
- * socket (and the connect itself) gives up after that long, so a daemon that
- * does not answer (its client slots full, stopped) cannot hang the caller.
+ * Connect and handshake, the chosen protocol level in *@level (if not
+ * NULL); with @timeout_s > 0 every send and receive on the socket (and the
+ * connect itself) gives up after that long, so a daemon that does not
+ * answer (its client slots full, stopped) cannot hang the caller.
  */
-static int connect_timed(const char *path, const char *name, int timeout_s, GError **errp)
+static int connect_timed(const char *path, const char *name, int timeout_s, unsigned *level,
+                         GError **errp)
 {
     struct sockaddr_un a = { .sun_family = AF_UNIX };
-    sl_msg hello = { .type = SL_MSG_HELLO, .u.hello = { SL_PROTO_VERSION, SL_PROTO_VERSION } };
+    sl_msg hello = { .type = SL_MSG_HELLO, .u.hello = { SL_PROTO_LEVEL_MIN, SL_PROTO_LEVEL } };
     sl_msg w;
     int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     struct timeval tv = { .tv_sec = timeout_s };
@@ -112,7 +129,7 @@ static int connect_timed(const char *path, const char *name, int timeout_s, GErr
         close(fd);
         return -1;
     }
-    if (!expect(fd, SL_MSG_WELCOME, &w, errp)) {
+    if (!expect(fd, SL_MSG_WELCOME, &w, errp) || !welcome_level(&w, level, errp)) {
         close(fd);
         return -1;
     }
@@ -135,7 +152,12 @@ int sl_client_probe(const char *path)
 
 int sl_client_connect(const char *path, const char *name, GError **errp)
 {
-    return connect_timed(path, name, 0, errp);
+    return connect_timed(path, name, 0, NULL, errp);
+}
+
+int sl_client_connect_level(const char *path, const char *name, unsigned *level, GError **errp)
+{
+    return connect_timed(path, name, 0, level, errp);
 }
 
 /* How long a short request (WRITTEN, UNTRACKED, WRITTEN_QUERY) may wait. */
@@ -218,12 +240,12 @@ static bool send_register_mover(int sock, sl_msg_register *reg, int uffd, int *r
     return true;
 }
 
-int sl_client_register_anon(int sock, const char *block, void *addr, uint64_t length,
-                            GError **errp)
+int sl_client_register_anon(int sock, unsigned level, const char *block, void *addr,
+                            uint64_t length, GError **errp)
 {
     sl_msg_register reg = { .host_addr = (uintptr_t)addr, .length = length,
                             .page_size = (uint64_t)sysconf(_SC_PAGESIZE) };
-    bool move = sl_uffd_has_features(UFFD_FEATURE_MOVE);
+    bool move = level >= SL_PROTO_LEVEL_MOVER && sl_uffd_has_features(UFFD_FEATURE_MOVE);
     int ret, fds[1] = { open_registered(move ? UFFD_FEATURE_MOVE : 0, addr, length,
                                         UFFDIO_REGISTER_MODE_MISSING,
                                         SL_IOCTL(_UFFDIO_COPY) | SL_IOCTL(_UFFDIO_ZEROPAGE) |
@@ -308,7 +330,7 @@ bool sl_client_report_written(const char *path, const char *block, void *addr, u
     sl_msg m = { .type = SL_MSG_WRITTEN,
                  .u.written = { .host_addr = (uintptr_t)addr, .length = length, .flags = flags } };
     sl_msg st;
-    int sock = connect_timed(path, "written", SHORT_REQUEST_TIMEOUT_S, errp);
+    int sock = connect_timed(path, "written", SHORT_REQUEST_TIMEOUT_S, NULL, errp);
     bool ok = sock >= 0;
 
     g_strlcpy(m.u.written.block, block, sizeof(m.u.written.block));
@@ -377,7 +399,7 @@ int sl_client_written_pages(const char *path, const char *block,
                             uint64_t **bits, char **why, GError **errp)
 {
     sl_msg m = { .type = SL_MSG_WRITTEN_QUERY }, st;
-    int sock = connect_timed(path, "written-query", SHORT_REQUEST_TIMEOUT_S, errp);
+    int sock = connect_timed(path, "written-query", SHORT_REQUEST_TIMEOUT_S, NULL, errp);
     int fd = -1, ret = -1;
 
     g_strlcpy(m.u.query.block, block, sizeof(m.u.query.block));
@@ -409,7 +431,7 @@ int sl_client_written_pages(const char *path, const char *block,
 bool sl_client_report_untracked(const char *path, const char *block, GError **errp)
 {
     sl_msg m = { .type = SL_MSG_UNTRACKED }, st;
-    int sock = connect_timed(path, "untracked", SHORT_REQUEST_TIMEOUT_S, errp);
+    int sock = connect_timed(path, "untracked", SHORT_REQUEST_TIMEOUT_S, NULL, errp);
     bool ok = sock >= 0;
 
     g_strlcpy(m.u.untracked.block, block, sizeof(m.u.untracked.block));

@@ -22,6 +22,13 @@
 int sl_client_connect(const char *path, const char *name, GError **errp);
 
 /**
+ * sl_client_connect_level: sl_client_connect(), and the protocol level the
+ * daemon chose (SL_PROTO_LEVEL_*, migration/protocol.h) in *@level: what
+ * sl_client_register_anon() may ask of that daemon.
+ */
+int sl_client_connect_level(const char *path, const char *name, unsigned *level, GError **errp);
+
+/**
  * sl_client_register: register [@addr, +@length) — our MAP_SHARED mapping of
  * @memfd at @offset, block @block — on a new uffd (MISSING|MINOR), hand it
  * to the daemon and wait for its answer.  Returns the uffd, which the caller
@@ -92,11 +99,14 @@ int sl_client_written_pages(const char *path, const char *block,
  * sl_client_register_anon: register [@addr, +@length) — our own fresh,
  * private anonymous mapping of block @block — in MISSING mode on a new
  * userfaultfd and hand that uffd (alone) to the daemon, which then places
- * every page of it with UFFDIO_COPY.  Returns the uffd (keep it open) or -1
- * with @errp naming the daemon's reason.
+ * every page of it with UFFDIO_COPY; or, where the kernel can move pages
+ * and the connection's protocol @level (sl_client_connect_level()) has
+ * REGISTER_MOVER, with a mover thread of ours that moves whole chunks in
+ * (mover.h).  Returns the uffd (keep it open) or -1 with @errp naming the
+ * daemon's reason.
  */
-int sl_client_register_anon(int sock, const char *block, void *addr, uint64_t length,
-                            GError **errp);
+int sl_client_register_anon(int sock, unsigned level, const char *block, void *addr,
+                            uint64_t length, GError **errp);
 
 /**
  * sl_client_supervise: start a thread that waits for DONE, then calls

@@ -163,10 +163,14 @@ static void drain_dropped(server *d)
     }
 }
 
-/* HELLO: WELCOME if we share a version; 0, or -errno with the reason to drop. */
+/*
+ * HELLO: WELCOME with the highest protocol level both sides speak; 0, or
+ * -errno with the reason to drop.
+ */
 static int on_hello(server *d, client *c, const sl_msg_hello *h, unsigned nfds, GError **errp)
 {
-    sl_msg w = { .type = SL_MSG_WELCOME, .u.welcome = { SL_PROTO_VERSION, d->nblocks } };
+    sl_msg w = { .type = SL_MSG_WELCOME,
+                 .u.welcome = { MIN(h->version_max, SL_PROTO_LEVEL), d->nblocks } };
 
     if (c->greeted) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "a second HELLO");
@@ -176,9 +180,11 @@ static int on_hello(server *d, client *c, const sl_msg_hello *h, unsigned nfds, 
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "HELLO carrying %u fds", nfds);
         return -EPROTO;
     }
-    if (h->version_min > SL_PROTO_VERSION || h->version_max < SL_PROTO_VERSION) {
+    if (h->version_min > SL_PROTO_LEVEL || h->version_max < SL_PROTO_LEVEL_MIN ||
+        h->version_min > h->version_max) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "the client speaks protocol versions %u to "
-                    "%u, the daemon %u", h->version_min, h->version_max, SL_PROTO_VERSION);
+                    "%u, the daemon %u to %u", h->version_min, h->version_max,
+                    SL_PROTO_LEVEL_MIN, SL_PROTO_LEVEL);
         return -EPROTONOSUPPORT;
     }
     for (unsigned i = 0; i + 1 < sizeof(c->name) && h->name[i]; i++) {
@@ -191,6 +197,7 @@ static int on_hello(server *d, client *c, const sl_msg_hello *h, unsigned nfds, 
         return -err;
     }
     c->greeted = true;
+    c->level = w.u.welcome.version;
     c->greeted_us = g_get_monotonic_time();
     return 0;
 }

@@ -320,9 +320,10 @@ static void hand_over_anon(pl_block *b, void *p, size_t len)
 {
     g_autoptr(GError) err = NULL;
     uint32_t token = guard(b, p, len, false);
-    int sock = sl_client_connect(pl.socket, "preload", &err);
+    unsigned level = 0;
+    int sock = sl_client_connect_level(pl.socket, "preload", &level, &err);
 
-    if (sock < 0 || sl_client_register_anon(sock, b->name, p, len, &err) < 0) {
+    if (sock < 0 || sl_client_register_anon(sock, level, b->name, p, len, &err) < 0) {
         die("block '%s' (anonymous, %zu bytes): %s", b->name, len, err->message);
     }
     b->handed = true;

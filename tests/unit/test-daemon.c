@@ -1001,7 +1001,8 @@ static int consume_anon(fixture *f)
 {
     g_autoptr(GError) err = NULL;
     uint8_t *p = guest_ram(f->len, NULL);
-    int sock = sl_client_connect(f->sock, "vmm", &err);
+    unsigned level = 0;
+    int sock = sl_client_connect_level(f->sock, "vmm", &level, &err);
     int uffd;
     uint64_t kb = 0;
 
@@ -1009,7 +1010,7 @@ static int consume_anon(fixture *f)
         return 29;
     }
     madvise(p, f->len, MADV_HUGEPAGE); /* as QEMU asks for its guest RAM */
-    uffd = sock < 0 ? -1 : sl_client_register_anon(sock, "b0", p, f->len, &err);
+    uffd = sock < 0 ? -1 : sl_client_register_anon(sock, level, "b0", p, f->len, &err);
     if (uffd < 0) {
         fprintf(stderr, "anonymous consumer: %s\n", err ? err->message : "?");
         return 30;
@@ -1404,13 +1405,14 @@ static int consume_moved(fixture *f, mover_kind kind)
 {
     g_autoptr(GError) err = NULL;
     uint8_t *p = guest_ram(f->len, NULL);
-    int sock = sl_client_connect(f->sock, "vmm", &err), uffd;
+    unsigned level = 0;
+    int sock = sl_client_connect_level(f->sock, "vmm", &level, &err), uffd;
 
     if (!p || sock < 0) {
         return 29;
     }
     madvise(p, f->len, MADV_HUGEPAGE);
-    uffd = kind == MOVER_REAL ? sl_client_register_anon(sock, "b0", p, f->len, &err)
+    uffd = kind == MOVER_REAL ? sl_client_register_anon(sock, level, "b0", p, f->len, &err)
                               : register_fake_mover(f, sock, p, kind);
     if (uffd < 0) {
         fprintf(stderr, "moved consumer: %s\n", err ? err->message : "REGISTER_MOVER failed");
@@ -1561,10 +1563,11 @@ static int register_and_wait(fixture *f)
 {
     g_autoptr(GError) err = NULL;
     uint8_t *p = guest_ram(f->len, NULL);
-    int sock = sl_client_connect(f->sock, "vmm", &err);
+    unsigned level = 0;
+    int sock = sl_client_connect_level(f->sock, "vmm", &level, &err);
 
     if (!p || sock < 0 ||
-        sl_client_register_anon(sock, "b0", p, f->len, &err) < 0) {
+        sl_client_register_anon(sock, level, "b0", p, f->len, &err) < 0) {
         return 30;
     }
     atomic_fetch_add(&f->counts->registered, 1);
@@ -2394,6 +2397,173 @@ static void test_restore_that_cannot_start_ends_the_daemon(void **state)
     close(sealed);
 }
 
+/* ------------------------ protocol levels (HELLO, WELCOME) ------------------------ */
+
+/*
+ * A raw connection that says HELLO offering levels [@lo, @hi]: the socket,
+ * with the chosen level in *@level; or -1, dropped for the reason in *@why.
+ */
+static int hello_levels(const char *path, uint32_t lo, uint32_t hi, unsigned *level, char **why)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    sl_msg hello = { .type = SL_MSG_HELLO, .u.hello = { lo, hi, "levels" } }, w;
+    int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0), fds[SL_WIRE_MAX_FDS], lost;
+    uint8_t buf[SL_PROTO_MAX];
+    unsigned nfds;
+    ssize_t n;
+
+    g_strlcpy(a.sun_path, path, sizeof(a.sun_path));
+    assert_int_equal(connect(s, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_true(sl_wire_send(s, &hello, NULL, 0));
+    n = sl_wire_recv(s, buf, fds, &nfds, &lost);
+    assert_true(n > 0 && sl_msg_decode(buf, (size_t)n, &w, NULL));
+    if (w.type == SL_MSG_WELCOME) {
+        *level = w.u.welcome.version;
+        return s;
+    }
+    assert_int_equal(w.type, SL_MSG_REGISTERED);
+    *why = g_strdup(w.u.status.message);
+    close(s);
+    return -1;
+}
+
+/*
+ * The daemon chooses the highest level both sides speak, drops a client
+ * with none in common, and refuses REGISTER_MOVER on a connection that
+ * chose level 1 (a client that predates it never sends one); the restore
+ * goes on for a good consumer.
+ */
+static void test_hello_chooses_a_common_level_and_mover_needs_level_two(void **state)
+{
+    fixture *f = *state;
+    sl_msg reg = { .type = SL_MSG_REGISTER_MOVER };
+    int devnull = open("/dev/null", O_RDWR), s;
+    g_autofree char *why = NULL;
+    unsigned level = 0;
+
+    setup_daemon(f, 16u << 20, 0, 1);
+    s = hello_levels(f->sock, 1, 9, &level, &why);
+    assert_true(s >= 0 && level == SL_PROTO_LEVEL);
+    close(s);
+    assert_int_equal(hello_levels(f->sock, SL_PROTO_LEVEL + 1, 9, &level, &why), -1);
+    assert_non_null(strstr(why, "protocol versions 3 to 9, the daemon 1 to 2"));
+    s = hello_levels(f->sock, 1, 1, &level, &why);
+    assert_true(s >= 0 && level == 1);
+    g_strlcpy(reg.u.reg.block, "b0", sizeof(reg.u.reg.block));
+    reg.u.reg.length = f->len;
+    reg.u.reg.page_size = PSIZE;
+    reg.u.reg.staging_addr = SL_MOVE_CHUNK;
+    reg.u.reg.staging_slots = 1;
+    assert_true(sl_wire_send(s, &reg, (int[]){ devnull, devnull }, 2));
+    expect_dropped(s, -EPROTO, "REGISTER_MOVER needs protocol level 2; this connection chose 1");
+    close(s);
+    expect_exit(spawn_consumer(f, "good", 1), 0);
+    expect_exit(f->daemon, 0);
+    f->daemon = 0;
+    assert_int_equal(atomic_load(&f->counts->bad), 0);
+    close(devnull);
+}
+
+typedef struct {
+    int lsock;
+    uint32_t level;          /* what WELCOME says */
+    sl_msg hello, next;      /* what the client sent */
+    unsigned next_fds;
+} old_daemon;
+
+/*
+ * A daemon of another protocol level: answers HELLO with WELCOME
+ * @d->level, notes the next message and its fds, acknowledges it.
+ */
+static gpointer old_daemon_main(gpointer opaque)
+{
+    old_daemon *d = opaque;
+    int c = accept(d->lsock, NULL, NULL), fds[SL_WIRE_MAX_FDS], lost;
+    uint8_t buf[SL_PROTO_MAX];
+    unsigned nfds;
+    ssize_t n;
+    sl_msg w = { .type = SL_MSG_WELCOME, .u.welcome = { d->level, 1 } };
+    sl_msg ok = { .type = SL_MSG_REGISTERED, .u.status = { 0, "ok" } };
+
+    n = c < 0 ? -1 : sl_wire_recv(c, buf, fds, &nfds, &lost);
+    if (n > 0 && sl_msg_decode(buf, (size_t)n, &d->hello, NULL) && sl_wire_send(c, &w, NULL, 0) &&
+        (n = sl_wire_recv(c, buf, fds, &d->next_fds, &lost)) > 0 &&
+        sl_msg_decode(buf, (size_t)n, &d->next, NULL)) {
+        (void)sl_wire_send(c, &ok, NULL, 0);
+        for (unsigned i = 0; i < d->next_fds; i++) {
+            close(fds[i]);
+        }
+    }
+    if (c >= 0) {
+        close(c);
+    }
+    return NULL;
+}
+
+/* Connects to an old_daemon of @level; the client's uffd (or -1) and its error in *@err. */
+static int register_with_level(uint32_t level, old_daemon *d, unsigned *chosen, GError **err)
+{
+    g_autofree char *dir = sl_test_tmpdir();
+    g_autofree char *path = g_build_filename(dir, "d.sock", NULL);
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    uint8_t *p = guest_ram(4u << 20, NULL);
+    int sock, uffd = -1;
+    GThread *th;
+
+    *d = (old_daemon){ .lsock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0),
+                       .level = level };
+    g_strlcpy(a.sun_path, path, sizeof(a.sun_path));
+    assert_int_equal(bind(d->lsock, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(d->lsock, 1), 0);
+    th = g_thread_new("old-daemon", old_daemon_main, d);
+    sock = sl_client_connect_level(path, "vmm", chosen, err);
+    if (sock >= 0) {
+        uffd = sl_client_register_anon(sock, *chosen, "b0", p, 4u << 20, err);
+        close(sock);
+    } else {
+        shutdown(d->lsock, SHUT_RDWR);
+    }
+    g_thread_join(th);
+    close(d->lsock);
+    munmap(p, 4u << 20);
+    sl_test_rmdir(g_steal_pointer(&dir));
+    return uffd;
+}
+
+/*
+ * A client offers levels 1 to 2; with a daemon that predates REGISTER_MOVER
+ * (level 1) it registers anonymous memory with a plain REGISTER, with a
+ * level-2 daemon by REGISTER_MOVER where the kernel can move pages, and it
+ * refuses a level it did not offer.
+ */
+static void test_client_registers_plainly_with_a_daemon_that_predates_movers(void **state)
+{
+    g_autoptr(GError) err = NULL;
+    unsigned chosen = 0;
+    old_daemon d;
+    int uffd = register_with_level(1, &d, &chosen, &err);
+
+    assert_true(uffd >= 0);
+    close(uffd);
+    assert_int_equal(d.hello.u.hello.version_min, 1);
+    assert_int_equal(d.hello.u.hello.version_max, SL_PROTO_LEVEL);
+    assert_int_equal(chosen, 1);
+    assert_int_equal(d.next.type, SL_MSG_REGISTER);
+    assert_int_equal(d.next_fds, 1);
+    uffd = register_with_level(2, &d, &chosen, &err);
+    assert_true(uffd >= 0);
+    close(uffd);
+    assert_int_equal(chosen, 2);
+    if (sl_uffd_has_features(UFFD_FEATURE_MOVE)) {
+        assert_int_equal(d.next.type, SL_MSG_REGISTER_MOVER);
+        assert_int_equal(d.next_fds, 2);
+    } else {
+        assert_int_equal(d.next.type, SL_MSG_REGISTER);
+    }
+    assert_int_equal(register_with_level(3, &d, &chosen, &err), -1);
+    assert_non_null(strstr(err->message, "chose protocol version 3; we offered 1 to 2"));
+}
+
 /*
  * A daemon that dies mid-save: it welcomes one client, acknowledges its
  * REGISTER (tracked or not), then hangs up without serving a fault.
@@ -2533,6 +2703,9 @@ int main(void)
         cmocka_unit_test(test_messages_round_trip),
         cmocka_unit_test(test_hostile_packets_are_rejected_by_name),
         cmocka_unit_test(test_mover_messages_with_impossible_fields_are_refused),
+        cmocka_unit_test(test_client_registers_plainly_with_a_daemon_that_predates_movers),
+        cmocka_unit_test_setup_teardown(test_hello_chooses_a_common_level_and_mover_needs_level_two,
+                                        fixture_setup, fixture_teardown),
         cmocka_unit_test(test_random_packets_never_crash_the_decoder),
         cmocka_unit_test(test_unprintable_block_names_are_rejected_by_the_decoder),
         cmocka_unit_test_setup_teardown(test_forged_zero_page_never_reaches_a_consumer,

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -17,6 +18,59 @@
 #include "qemu-verify.h"
 
 #define CHUNK (1u << 20)
+
+/*
+ * Where QEMU keeps guest RAM region @name, which the guest sees at @gpa,
+ * @off bytes into the region: `gpa2hva` (HMP, QEMU 2.9 and later) of
+ * @gpa, less @off; 0 if QEMU names another region there.
+ */
+static uint64_t region_hva(sl_qmp *q, const char *name, uint64_t gpa, uint64_t off,
+                           GError **errp)
+{
+    g_autofree char *cmd = g_strdup_printf("gpa2hva 0x%" G_GINT64_MODIFIER "x", gpa);
+    g_autofree char *out = sl_qmp_hmp(q, cmd, errp);
+    g_autofree char *want = g_strdup_printf("(%s) is 0x", name);
+    const char *at = out ? strstr(out, want) : NULL;
+
+    return at ? g_ascii_strtoull(at + strlen(want), NULL, 16) - off : 0;
+}
+
+/*
+ * For a QEMU whose `info ramblock` has no HVA column (before 8.1; Debian
+ * 12's 7.2): each RAM region of the guest's memory address space, from the
+ * first place `info mtree -f` shows it (`START-END (prio P, ram): NAME
+ * [@OFFSET]`), then region_hva() of that place.  Blocks the guest does not
+ * see stay out of @h.  False with @errp if QEMU does not answer.
+ */
+static bool hvas_from_gpa(sl_qmp *q, GHashTable *h, GError **errp)
+{
+    g_autofree char *out = sl_qmp_hmp(q, "info mtree -f", errp);
+    g_auto(GStrv) lines = out ? g_strsplit(out, "\n", -1) : NULL;
+    bool in_memory = false;
+
+    for (unsigned i = 0; lines && lines[i]; i++) {
+        uint64_t start, end, off = 0, hva;
+        char type[16], name[128];
+        if (g_str_has_prefix(lines[i], "FlatView")) {
+            in_memory = false;
+        }
+        in_memory = in_memory || strstr(lines[i], " AS \"memory\"") != NULL;
+        if (!in_memory ||
+            sscanf(lines[i], " %" SCNx64 "-%" SCNx64 " (prio %*d, %15[^)]): %127s @%" SCNx64,
+                   &start, &end, type, name, &off) < 4 ||
+            strcmp(type, "ram") || g_hash_table_contains(h, name)) {
+            continue;
+        }
+        if (!(hva = region_hva(q, name, start, off, errp))) {
+            if (errp && *errp) {
+                return false;
+            }
+            continue;
+        }
+        g_hash_table_insert(h, g_strdup(name), GSIZE_TO_POINTER((gsize)hva));
+    }
+    return out != NULL;
+}
 
 GHashTable *sl_qemu_ramblock_hvas(sl_qmp *q, GError **errp)
 {
@@ -30,6 +84,10 @@ GHashTable *sl_qemu_ramblock_hvas(sl_qmp *q, GError **errp)
     }
     h = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     has_hva = lines[0] && strstr(lines[0], "HVA");
+    if (!has_hva && !hvas_from_gpa(q, h, errp)) {
+        g_hash_table_destroy(h);
+        return NULL;
+    }
     for (unsigned i = 1; has_hva && lines[i]; i++) {
         g_auto(GStrv) t = g_strsplit_set(g_strstrip(lines[i]), " \t", -1);
         guint n = 0;

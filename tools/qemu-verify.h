@@ -15,8 +15,10 @@
 
 /**
  * sl_qemu_ramblock_hvas: block name -> host address in QEMU (GSIZE_TO_POINTER),
- * from `info ramblock`; empty where this QEMU shows no HVA column.  NULL
- * with @errp set if QEMU does not answer.
+ * from `info ramblock`; where this QEMU shows no HVA column there (before
+ * 8.1, e.g. Debian 12's 7.2), of each RAM block the guest sees, from where
+ * `info mtree -f` places it and `gpa2hva` there.  NULL with @errp set if
+ * QEMU does not answer.
  */
 GHashTable *sl_qemu_ramblock_hvas(sl_qmp *q, GError **errp);
 

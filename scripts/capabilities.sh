@@ -5,7 +5,8 @@
 # 6.8+), kvm (/dev/kvm usable), thp (MADV_COLLAPSE works), hugepages
 # (enough free, unreserved 2 MiB hugepages and a hugetlbfs mount of that
 # size), hugepages-1G (the same for 1 GiB pages), mount (a small tmpfs can
-# be mounted).  scripts/test.sh requires exactly these, so a test that
+# be mounted), qemu-7.2 (Debian 12's QEMU 7.2 unpacked by
+# scripts/qemu-7.2.sh).  scripts/test.sh requires exactly these, so a test that
 # skips for a capability the machine has fails instead.
 caps=()
 if [ -r /dev/userfaultfd ] && [ -w /dev/userfaultfd ]; then
@@ -85,6 +86,12 @@ sys.exit(0 if ret == thp else 1)
 PY
 then
     caps+=(thp)
+fi
+# qemu-7.2: Debian 12's QEMU 7.2 where scripts/qemu-7.2.sh unpacks it (the
+# meson option qemu72_dir), for the qtest suites ending in -7.2.
+if /var/lib/snapload/qemu-7.2/usr/bin/qemu-system-x86_64 --version 2>/dev/null |
+   grep -q "version 7\.2\."; then
+    caps+=(qemu-7.2)
 fi
 # mount: a test may mount a small tmpfs of its own (test-space: guest RAM
 # on a tmpfs that runs out of room), which needs CAP_SYS_ADMIN.

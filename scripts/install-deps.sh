@@ -80,6 +80,10 @@ if ! qemu_is_10 || ! qemu_utils_ok; then
         qemu-system-x86 qemu-system-common qemu-system-data qemu-utils
 fi
 
+# Debian 12's own QEMU 7.2, unpacked beside it: the qtest suites ending in
+# -7.2 run it (stock QEMU of both versions is what users restore into).
+bash scripts/qemu-7.2.sh
+
 if [ ! -f build/build.ninja ]; then
     meson setup build -Dtests=enabled
 else

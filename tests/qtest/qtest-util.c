@@ -44,6 +44,62 @@ void add2(GPtrArray *a, const char *opt, char *val)
     g_ptr_array_add(a, val);
 }
 
+void qtest_pick_qemu(void)
+{
+    const char *dir = g_getenv("SNAPLOAD_QEMU_DIR"), *path = g_getenv("PATH");
+
+    if (dir && *dir) {
+        g_autofree char *p = g_strdup_printf("%s:%s", dir, path ? path : "/usr/bin:/bin");
+        g_setenv("PATH", p, true);
+    }
+}
+
+/* What `qemu-system-x86_64 --version` says (caller frees), or NULL. */
+static char *qemu_version_line(void)
+{
+    g_autofree char *out = NULL;
+    char *nl;
+    int st;
+
+    if (!g_spawn_command_line_sync("qemu-system-x86_64 --version", &out, NULL, &st, NULL) ||
+        !g_spawn_check_wait_status(st, NULL) || !out) {
+        return NULL;
+    }
+    if ((nl = strchr(out, '\n'))) {
+        *nl = '\0';
+    }
+    return g_steal_pointer(&out);
+}
+
+unsigned qtest_qemu_major(void)
+{
+    g_autofree char *v = qemu_version_line();
+    const char *at = v ? strstr(v, "version ") : NULL;
+
+    return at ? (unsigned)g_ascii_strtoull(at + 8, NULL, 10) : 0;
+}
+
+void qtest_skip_without_qemu(struct CMUnitTest *tests, unsigned n)
+{
+    const char *want = g_getenv("SNAPLOAD_QEMU_VERSION");
+    g_autofree char *v = want ? qemu_version_line() : NULL;
+    g_autofree char *needle = want ? g_strdup_printf("version %s.", want) : NULL;
+    g_autofree char *why = NULL;
+    static char cap[32];
+
+    if (!want || (v && strstr(v, needle))) {
+        return;
+    }
+    g_snprintf(cap, sizeof(cap), "qemu-%s", want);
+    why = g_strdup_printf("QEMU %s, looked for in %s first (scripts/install-deps.sh unpacks "
+                          "Debian 12's 7.2 there); the qemu-system-x86_64 found says: %s", want,
+                          g_getenv("SNAPLOAD_QEMU_DIR") ? g_getenv("SNAPLOAD_QEMU_DIR") : "PATH",
+                          v ? v : "nothing (none found)");
+    for (unsigned i = 0; i < n; i++) {
+        sl_test_skip_as_absent(&tests[i], cap, why);
+    }
+}
+
 /* The guest's QEMU command line (no terminating NULL yet): the walker's,
  * or the one f->args_hook builds. */
 void qemu_args(GPtrArray *a, const fixture *f, const char *serial, const char *qmp)

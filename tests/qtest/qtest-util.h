@@ -74,6 +74,25 @@ int listen_at(const char *path);
 /* add2 */
 void add2(GPtrArray *a, const char *opt, char *val);
 
+/*
+ * qtest_pick_qemu: call first in main().  The tests run the
+ * qemu-system-x86_64 (and qemu-storage-daemon) found in PATH; where
+ * $SNAPLOAD_QEMU_DIR is set (meson's suites for Debian 12's QEMU 7.2), that
+ * directory goes first in PATH, for every process the tests start.
+ */
+void qtest_pick_qemu(void);
+
+/* qtest_qemu_major: the major version of the QEMU the tests run, 0 if none answers. */
+unsigned qtest_qemu_major(void);
+
+/*
+ * qtest_skip_without_qemu: where $SNAPLOAD_QEMU_VERSION (say "7.2") names
+ * the QEMU these tests are for and the one in PATH is not that version,
+ * every one of the @n @tests becomes a skip for want of the capability
+ * "qemu-VERSION" (a failure where it is required), naming what was found.
+ */
+void qtest_skip_without_qemu(struct CMUnitTest *tests, unsigned n);
+
 /* The guest's QEMU command line (no terminating NULL yet): the walker's,
  * or the one f->args_hook builds. */
 void qemu_args(GPtrArray *a, const fixture *f, const char *serial, const char *qmp);

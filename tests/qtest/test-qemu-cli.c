@@ -348,7 +348,7 @@ static void test_help_exits_0_and_each_usage_error_names_what_is_wrong(void **st
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
+    struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help_exits_0_and_each_usage_error_names_what_is_wrong),
         CASE(test_failed_save_leaves_the_guest_running_and_names_the_path),
         CASE(test_resume_lets_saves_follow_and_a_paused_guest_is_refused_saying_cont),
@@ -356,6 +356,8 @@ int main(void)
         CASE(test_restore_on_a_served_socket_is_refused_before_making_the_ram_file),
     };
 
+    qtest_pick_qemu();
+    qtest_skip_without_qemu(tests, G_N_ELEMENTS(tests));
     if (g_getenv("SL_TEST_FILTER")) {
         cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
     }

@@ -1050,6 +1050,7 @@ int main(void)
     struct CMUnitTest tests[7 * G_N_ELEMENTS(kinds) + 6];
     unsigned n = 0;
 
+    qtest_pick_qemu();
     for (unsigned k = 0; k < G_N_ELEMENTS(kinds); k++) {
         tests[n] = (struct CMUnitTest)CASE(test_lazy_restore_matches_snapshot_and_guest_runs_on, k);
         tests[n++].name = g_strdup_printf("%s/lazy_restore_matches_snapshot_and_guest_runs_on",
@@ -1093,6 +1094,7 @@ int main(void)
                                       kinds[0].name);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(
         test_qemu_restore_refuses_bad_backends_before_starting);
+    qtest_skip_without_qemu(tests, n);
     if (g_getenv("SL_TEST_FILTER")) { /* e.g. "*daemon_death*" while debugging */
         cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
     }

@@ -47,19 +47,25 @@ static void skip_absent(void **state)
     SL_TEST_NEED(a->cap, false, a->why);
 }
 
-void sl_test_skip_if_absent(struct CMUnitTest *t, const char *cap, uint64_t hugepage)
+void sl_test_skip_as_absent(struct CMUnitTest *t, const char *cap, const char *why)
 {
     static absent_case absent[MAX_ABSENT];
     static unsigned nabsent;
-    g_autoptr(GError) err = NULL;
 
-    if (!hugepage || nabsent == MAX_ABSENT || sl_hugetlb_check(hugepage, 1, &err)) {
-        return;
-    }
+    assert_true(nabsent < MAX_ABSENT);
     absent[nabsent].cap = cap;
-    g_strlcpy(absent[nabsent].why, err->message, sizeof(absent[nabsent].why));
+    g_strlcpy(absent[nabsent].why, why, sizeof(absent[nabsent].why));
     *t = (struct CMUnitTest){ .name = t->name, .test_func = skip_absent,
                               .initial_state = &absent[nabsent++] };
+}
+
+void sl_test_skip_if_absent(struct CMUnitTest *t, const char *cap, uint64_t hugepage)
+{
+    g_autoptr(GError) err = NULL;
+
+    if (hugepage && !sl_hugetlb_check(hugepage, 1, &err)) {
+        sl_test_skip_as_absent(t, cap, err->message);
+    }
 }
 
 bool sl_test_withheld(const char *cap)

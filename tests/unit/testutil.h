@@ -55,6 +55,9 @@ unsigned sl_test_threads_named(const char *name);
  */
 void sl_test_skip_if_absent(struct CMUnitTest *t, const char *cap, uint64_t hugepage);
 
+/** sl_test_skip_as_absent: makes @t a test that only skips for want of @cap, saying @why. */
+void sl_test_skip_as_absent(struct CMUnitTest *t, const char *cap, const char *why);
+
 /** A fresh temporary directory (removed by sl_test_rmdir). */
 char *sl_test_tmpdir(void);
 

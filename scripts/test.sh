@@ -127,7 +127,7 @@ run_asan() {
     sanitizer_build build-asan -Db_sanitize=address,undefined || return 1
     ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1:fast_unwind_on_malloc=0 \
     UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1 \
-        sanitizer_suites build-asan format qemu-format chain pagemap restore contract numa daemon peers \
+        sanitizer_suites build-asan format qemu-format qemu-split chain pagemap restore contract numa daemon peers \
             track reset verify space
 }
 

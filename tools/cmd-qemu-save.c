@@ -143,38 +143,6 @@ static GPtrArray *written_lists(cli_save_opts *o, GPtrArray *raws)
     return any ? g_steal_pointer(&lists) : NULL;
 }
 
-/* Stops the guest and writes its device state to @dev (after a full stream
- * to @full when asked), then the snapshot @out. */
-static int save_stopped(sl_qmp *q, GPtrArray *raws, const char *dev, const char *full,
-                        cli_save_opts *o, GError **errp)
-{
-    g_autofree char *cat = g_strdup_printf("cat > '%s'", dev);
-    g_autofree char *uri = sl_qemu_exec_uri(cat);
-    sl_qemu_caps caps = { .ignore_shared = true };
-    double t0, dev_ms;
-    int ret;
-
-    if (!sl_qmp_ok(q, "stop", NULL, errp) || (full && !save_full_stream(q, full, errp)) ||
-        !sl_qemu_set_caps(q, &caps, errp)) {
-        return -1;
-    }
-    t0 = cli_now_ms();
-    if (!sl_qemu_migrate(q, "migrate", uri, errp)) {
-        return -1;
-    }
-    dev_ms = cli_now_ms() - t0;
-    o->devstate = dev;
-    /* The guest is stopped: what its mappings wrote is final. */
-    g_autoptr(GPtrArray) lists = o->parent && o->dsock ? written_lists(o, raws) : NULL;
-    o->written = lists ? (uint64_t *const *)lists->pdata : NULL;
-    ret = cli_save((char **)raws->pdata, o);
-    if (ret == 0) {
-        fprintf(stderr, "snapload: saved %u RAM block(s) and the device state (%.1f ms) to %s\n",
-                raws->len - 1, dev_ms, o->out);
-    }
-    return ret;
-}
-
 /* False if a lazy restore still fills @b's memory file (busy.c) and no
  * daemon (@dsock) serves QEMU, through which the save could read it. */
 static bool memory_idle(const sl_qemu_backend *b, const char *dsock, GError **errp)
@@ -269,9 +237,48 @@ static bool mapped_by_qemu(sl_qmp *q, const sl_qemu_backend *b, GError **errp)
     return false;
 }
 
+/*
+ * Guest RAM in no file (plain -m, memory-backend-ram): its pages come from
+ * the migration stream, split off into files of @tmp (stream_ram_split()).
+ */
+typedef struct {
+    GPtrArray *names;       /* of the blocks (NULL-terminated once complete) */
+    GArray *fds;            /* their files in @tmp, created sparse */
+} stream_ram;
+
+static void stream_ram_clear(stream_ram *sr)
+{
+    for (guint i = 0; sr->fds && i < sr->fds->len; i++) {
+        close(g_array_index(sr->fds, int, i));
+    }
+    g_clear_pointer(&sr->fds, g_array_unref);
+    g_clear_pointer(&sr->names, g_ptr_array_unref);
+}
+
+/* A file in @tmp for anonymous block @b's pages: its `save --raw` input, or NULL. */
+static char *stream_ram_add(stream_ram *sr, const char *tmp, const sl_qemu_backend *b,
+                            GError **errp)
+{
+    g_autofree char *path = g_strdup_printf("%s/ram%u", tmp, sr->names->len);
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+
+    if (fd < 0 || ftruncate(fd, (off_t)b->size) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", path, g_strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return NULL;
+    }
+    g_ptr_array_add(sr->names, g_strdup(b->id));
+    g_array_append_val(sr->fds, fd);
+    return g_strdup_printf("%s:%s", path, b->id);
+}
+
 /* The RAM files of QEMU's backends as `save --raw` inputs (FILE:NAME),
- * checked against @o->parent if given (served by @o->dsock if busy). */
-static GPtrArray *raw_inputs(sl_qmp *q, const cli_save_opts *o, GError **errp)
+ * checked against @o->parent if given (served by @o->dsock if busy);
+ * anonymous RAM's go to @sr, in @tmp. */
+static GPtrArray *raw_inputs(sl_qmp *q, const cli_save_opts *o, const char *tmp, stream_ram *sr,
+                             GError **errp)
 {
     g_autoptr(GPtrArray) bs = sl_qemu_qmp_backends(q, errp);
     g_autoptr(GPtrArray) raws = g_ptr_array_new_with_free_func(g_free);
@@ -280,9 +287,9 @@ static GPtrArray *raw_inputs(sl_qmp *q, const cli_save_opts *o, GError **errp)
         return NULL;
     }
     if (bs->len == 0) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "this QEMU has no memory-backend-file: "
-                    "start it with -object memory-backend-file,share=on,... for its RAM, or "
-                    "save QEMU's own file with --format qemu");
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "this QEMU has no memory backend: "
+                    "start it with -m or -object memory-backend-file,share=on,... for its "
+                    "RAM, or save QEMU's own file with --format qemu");
         return NULL;
     }
     if (o->parent && !parent_fits(o, bs, errp)) {
@@ -290,6 +297,20 @@ static GPtrArray *raw_inputs(sl_qmp *q, const cli_save_opts *o, GError **errp)
     }
     for (guint i = 0; i < bs->len; i++) {
         sl_qemu_backend *b = g_ptr_array_index(bs, i);
+        char *raw;
+        if (b->anon) {
+            if (!(raw = stream_ram_add(sr, tmp, b, errp))) {
+                return NULL;
+            }
+            g_ptr_array_add(raws, raw);
+            continue;
+        }
+        if (!b->mem_path) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s' is shared "
+                        "anonymous memory (memory-backend-ram,share=on): it is in no file, and "
+                        "x-ignore-shared keeps it out of QEMU's stream", b->id);
+            return NULL;
+        }
         if (!b->share) {
             g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s' is not share=on: "
                         "its RAM is not in %s (--format qemu saves it anyway)", b->id,
@@ -305,23 +326,107 @@ static GPtrArray *raw_inputs(sl_qmp *q, const cli_save_opts *o, GError **errp)
     return g_steal_pointer(&raws);
 }
 
+/*
+ * The device state with anonymous RAM @sr in it: QEMU's whole stream into
+ * @tmp, split into @sr's files and the rest, @dev (sl_qemu_split_stream()).
+ */
+static bool migrate_split(sl_qmp *q, const char *dev, const char *tmp, stream_ram *sr,
+                          GError **errp)
+{
+    g_autofree char *whole = g_build_filename(tmp, "stream", NULL);
+    g_autofree char *cat = g_strdup_printf("cat > '%s'", whole);
+    g_autofree char *uri = sl_qemu_exec_uri(cat);
+    g_autofree uint64_t *sizes = g_new0(uint64_t, sr->names->len + 1);
+    int in = -1, out = -1;
+    bool ok;
+
+    g_ptr_array_add(sr->names, NULL);
+    ok = unthrottle(q, errp) && sl_qemu_migrate(q, "migrate", uri, errp);
+    if (ok && ((in = open(whole, O_RDONLY | O_CLOEXEC)) < 0 ||
+               (out = open(dev, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", in < 0 ? whole : dev,
+                    g_strerror(errno));
+        ok = false;
+    }
+    ok = ok && sl_qemu_split_stream(in, out, (const char *const *)sr->names->pdata,
+                                    (const int *)(void *)sr->fds->data, sizes, errp);
+    if (in >= 0) {
+        close(in);
+    }
+    if (out >= 0 && close(out) < 0 && ok) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", dev, g_strerror(errno));
+        ok = false;
+    }
+    unlink(whole);
+    return ok;
+}
+
+/* Stops the guest and writes its device state to @dev (after a full stream
+ * to @full when asked; with anonymous RAM @sr split off it), then the
+ * snapshot @out. */
+static int save_stopped(sl_qmp *q, GPtrArray *raws, const char *dev, const char *full,
+                        const char *tmp, stream_ram *sr, cli_save_opts *o, GError **errp)
+{
+    g_autofree char *cat = g_strdup_printf("cat > '%s'", dev);
+    g_autofree char *uri = sl_qemu_exec_uri(cat);
+    sl_qemu_caps caps = { .ignore_shared = true };
+    double t0, dev_ms;
+    int ret;
+
+    if (!sl_qmp_ok(q, "stop", NULL, errp) || (full && !save_full_stream(q, full, errp)) ||
+        !sl_qemu_set_caps(q, &caps, errp)) {
+        return -1;
+    }
+    t0 = cli_now_ms();
+    if (sr->names->len ? !migrate_split(q, dev, tmp, sr, errp)
+                       : !sl_qemu_migrate(q, "migrate", uri, errp)) {
+        return -1;
+    }
+    dev_ms = cli_now_ms() - t0;
+    o->devstate = dev;
+    /* The guest is stopped: what its mappings wrote is final. */
+    g_autoptr(GPtrArray) lists = o->parent && o->dsock ? written_lists(o, raws) : NULL;
+    o->written = lists ? (uint64_t *const *)lists->pdata : NULL;
+    ret = cli_save((char **)raws->pdata, o);
+    if (ret == 0) {
+        fprintf(stderr, "snapload: saved %u RAM block(s) and the device state (%.1f ms) to %s\n",
+                raws->len - 1, dev_ms, o->out);
+    }
+    return ret;
+}
+
 /* Saves into @o->out (a child of @o->parent if set), @full too if set. */
 static int save_container(sl_qmp *q, const char *full, cli_save_opts o, GError **errp)
 {
     /* The daemon serving QEMU, if a restore runs: its preload client's socket. */
     g_autofree char *dsock = sl_client_env_of(sl_qmp_peer_pid(q), "SNAPLOAD_SOCKET");
     g_autoptr(GPtrArray) raws = NULL;
-    g_autofree char *tmp = NULL, *dev = NULL;
-    int ret;
+    g_autofree char *dir = g_path_get_dirname(o.out), *dev = NULL;
+    /* Beside the snapshot: anonymous RAM passes through it, as large as the guest's. */
+    g_autofree char *tmp = g_build_filename(dir, ".snapload-save-XXXXXX", NULL);
+    stream_ram sr = { g_ptr_array_new_with_free_func(g_free), g_array_new(false, false,
+                                                                        sizeof(int)) };
+    int ret = -1;
 
     o.dsock = dsock;
-    raws = raw_inputs(q, &o, errp);
-    if (!raws || !(tmp = g_dir_make_tmp("snapload-save-XXXXXX", errp))) {
+    if (!g_mkdtemp(tmp)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "a temporary directory in %s: %s", dir,
+                    g_strerror(errno));
+        stream_ram_clear(&sr);
         return -1;
     }
     dev = g_build_filename(tmp, "device-state", NULL);
-    ret = save_stopped(q, raws, dev, full, &o, errp);
-    unlink(dev); /* on every path: the temporary directory never stays behind */
+    raws = raw_inputs(q, &o, tmp, &sr, errp);
+    if (raws) {
+        ret = save_stopped(q, raws, dev, full, tmp, &sr, &o, errp);
+    }
+    /* On every path: the temporary directory never stays behind. */
+    for (guint i = 0; i < sr.fds->len; i++) {
+        g_autofree char *ram = g_strdup_printf("%s/ram%u", tmp, i);
+        unlink(ram);
+    }
+    stream_ram_clear(&sr);
+    unlink(dev);
     rmdir(tmp);
     return ret;
 }

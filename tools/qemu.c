@@ -172,11 +172,12 @@ static char *qom_get(sl_qmp *q, const char *path, const char *prop, GError **err
     }
 }
 
-static sl_qemu_backend *backend_over_qmp(sl_qmp *q, const char *id, GError **errp)
+/* Backend @id, a memory-backend-file, or (@ram) a memory-backend-ram. */
+static sl_qemu_backend *backend_over_qmp(sl_qmp *q, const char *id, bool ram, GError **errp)
 {
     g_autofree char *path = g_strdup_printf("/objects/%s", id);
-    g_autofree char *mem = qom_get(q, path, "mem-path", errp);
-    g_autofree char *size = mem ? qom_get(q, path, "size", errp) : NULL;
+    g_autofree char *mem = ram ? NULL : qom_get(q, path, "mem-path", errp);
+    g_autofree char *size = mem || ram ? qom_get(q, path, "size", errp) : NULL;
     g_autofree char *share = size ? qom_get(q, path, "share", errp) : NULL;
     sl_qemu_backend *b;
 
@@ -188,6 +189,7 @@ static sl_qemu_backend *backend_over_qmp(sl_qmp *q, const char *id, GError **err
     b->mem_path = g_steal_pointer(&mem);
     b->size = g_ascii_strtoull(size, NULL, 10);
     b->share = parse_bool(share);
+    b->anon = ram && !b->share;
     return b;
 }
 
@@ -205,11 +207,12 @@ GPtrArray *sl_qemu_qmp_backends(sl_qmp *q, GError **errp)
     for (guint i = 0; i < json_array_get_length(a); i++) {
         JsonObject *o = json_array_get_object_element(a, i);
         const char *type = json_object_get_string_member_with_default(o, "type", "");
+        bool ram = !strcmp(type, "child<memory-backend-ram>");
         sl_qemu_backend *b;
-        if (strcmp(type, "child<memory-backend-file>")) {
+        if (!ram && strcmp(type, "child<memory-backend-file>")) {
             continue;
         }
-        b = backend_over_qmp(q, json_object_get_string_member(o, "name"), errp);
+        b = backend_over_qmp(q, json_object_get_string_member(o, "name"), ram, errp);
         if (!b) {
             g_ptr_array_unref(out);
             return NULL;

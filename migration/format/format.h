@@ -235,6 +235,11 @@ static inline void sl_bit_set(uint64_t *bm, uint64_t i)
     bm[i / 64] |= 1ull << (i % 64);
 }
 
+static inline void sl_bit_clear(uint64_t *bm, uint64_t i)
+{
+    bm[i / 64] &= ~(1ull << (i % 64));
+}
+
 /** Sets bits [@i, @i + @n) of @bm. */
 static inline void sl_bit_set_run(uint64_t *bm, uint64_t i, uint64_t n)
 {
@@ -434,6 +439,19 @@ bool sl_qemu_parse(sl_snapshot *s, GError **errp);
  * and touches none of its memory.  Offsets are the original's: the file is
  * as large, and sparse.  Never writes into @s's own file.
  */
+/**
+ * sl_qemu_split_stream (qemu-split.c): reads QEMU's plain precopy stream
+ * @in (a stopped guest's `migrate` without mapped-ram, compression, XBZRLE
+ * or multifd) and writes it to @out (from offset 0) without the pages of
+ * the RAM blocks named in NULL-terminated @lazy: block @lazy[i]'s pages go
+ * to @lazy_fds[i] at their offsets in the block (zero pages stay holes),
+ * its length to @lazy_sizes[i].  What is left loads into QEMU as it is,
+ * leaving those blocks' memory untouched.  False with @errp naming what
+ * this reader refuses or finds wrong.
+ */
+bool sl_qemu_split_stream(int in, int out, const char *const *lazy, const int *lazy_fds,
+                          uint64_t *lazy_sizes, GError **errp);
+
 bool sl_qemu_write_device_stream(const sl_snapshot *s, const char *path, const bool *lazy,
                                  GError **errp);
 

@@ -35,62 +35,38 @@
 #include <string.h>
 #include <unistd.h>
 #include "migration/format/format.h"
+#include "migration/format/qemu-int.h"
 
-#define QEVM_MAGIC        0x5145564du
-#define QEVM_VERSION      3u
-#define QEMU_MAX_RAM      (1ull << 45) /* 32 TiB of guest RAM: page bitmaps up to 1 GiB */
-#define SEC_EOF           0x00
-#define SEC_START         0x01
-#define SEC_SUBSECTION    0x05
-#define SEC_VMDESC        0x06
-#define SEC_CONFIGURATION 0x07
-#define SEC_FOOTER        0x7e
-#define RAM_MEM_SIZE      0x04ull
-#define RAM_EOS           0x10ull
-#define RAM_VERSION       4u
-#define TARGET_PAGE       4096ull
-#define MAX_CAPS          64u
-#define MAX_VMDESC_SCAN   (64ull << 20)
-
-/* The parser's position in the stream and what it found so far. */
-typedef struct {
-    sl_snapshot *s;
-    sl_regions *regions;
-    sl_qemu_stream *q;
-    GArray *blocks;        /* sl_block */
-    uint64_t off;          /* next byte of the stream */
-} qctx;
-
-static bool get(qctx *c, void *buf, size_t n, const char *what, GError **errp)
+bool sl_qs_get(qctx *c, void *buf, size_t n, const char *what, GError **errp)
 {
-    if (!sl_read_at(c->s->fd, buf, n, c->off, what, errp)) {
+    if (!sl_read_at(c->fd, buf, n, c->off, what, errp)) {
         return false;
     }
     c->off += n;
     return true;
 }
 
-static bool get_u8(qctx *c, uint8_t *v, const char *what, GError **errp)
+bool sl_qs_u8(qctx *c, uint8_t *v, const char *what, GError **errp)
 {
-    return get(c, v, 1, what, errp);
+    return sl_qs_get(c, v, 1, what, errp);
 }
 
-static bool get_be32(qctx *c, uint32_t *v, const char *what, GError **errp)
+bool sl_qs_be32(qctx *c, uint32_t *v, const char *what, GError **errp)
 {
     uint8_t b[4];
 
-    if (!get(c, b, 4, what, errp)) {
+    if (!sl_qs_get(c, b, 4, what, errp)) {
         return false;
     }
     *v = sl_be32(b);
     return true;
 }
 
-static bool get_be64(qctx *c, uint64_t *v, const char *what, GError **errp)
+bool sl_qs_be64(qctx *c, uint64_t *v, const char *what, GError **errp)
 {
     uint8_t b[8];
 
-    if (!get(c, b, 8, what, errp)) {
+    if (!sl_qs_get(c, b, 8, what, errp)) {
         return false;
     }
     *v = sl_be64(b);
@@ -98,11 +74,11 @@ static bool get_be64(qctx *c, uint64_t *v, const char *what, GError **errp)
 }
 
 /* A u8-length string (QEMU's idstr): 1..255 bytes, no NUL inside. */
-static bool get_str8(qctx *c, char out[SL_BLOCK_NAME_MAX], const char *what, GError **errp)
+bool sl_qs_str8(qctx *c, char out[SL_BLOCK_NAME_MAX], const char *what, GError **errp)
 {
     uint8_t n;
 
-    if (!get_u8(c, &n, what, errp) || !get(c, out, n, what, errp)) {
+    if (!sl_qs_u8(c, &n, what, errp) || !sl_qs_get(c, out, n, what, errp)) {
         return false;
     }
     out[n] = '\0';
@@ -121,7 +97,7 @@ static bool parse_capabilities(qctx *c, GError **errp)
 {
     uint32_t n;
 
-    if (!get_be32(c, &n, "capabilities count", errp)) {
+    if (!sl_qs_be32(c, &n, "capabilities count", errp)) {
         return false;
     }
     if (n > MAX_CAPS) {
@@ -129,7 +105,7 @@ static bool parse_capabilities(qctx *c, GError **errp)
     }
     for (uint32_t i = 0; i < n; i++) {
         char name[SL_BLOCK_NAME_MAX];
-        if (!get_str8(c, name, "capability name", errp)) {
+        if (!sl_qs_str8(c, name, "capability name", errp)) {
             return false;
         }
         g_ptr_array_add(c->q->caps, g_strdup(name));
@@ -145,18 +121,18 @@ static bool parse_config_subsection(qctx *c, GError **errp)
     uint8_t uuid[16];
     uint32_t version, bits;
 
-    if (!get_str8(c, name, "configuration subsection name", errp) ||
-        !get_be32(c, &version, "configuration subsection version", errp)) {
+    if (!sl_qs_str8(c, name, "configuration subsection name", errp) ||
+        !sl_qs_be32(c, &version, "configuration subsection version", errp)) {
         return false;
     }
     if (!strcmp(name, "configuration/capabilities")) {
         return parse_capabilities(c, errp);
     }
     if (!strcmp(name, "configuration/uuid")) {
-        return get(c, uuid, sizeof(uuid), "configuration uuid", errp);
+        return sl_qs_get(c, uuid, sizeof(uuid), "configuration uuid", errp);
     }
     if (!strcmp(name, "configuration/target-page-bits")) {
-        if (!get_be32(c, &bits, "target page bits", errp)) {
+        if (!sl_qs_be32(c, &bits, "target page bits", errp)) {
             return false;
         }
         return bits == 12 || SL_BAD(errp, "configuration: target page bits %u: this reader "
@@ -166,37 +142,37 @@ static bool parse_config_subsection(qctx *c, GError **errp)
 }
 
 /* "QEVM" 3, then the optional configuration section. */
-static bool parse_header(qctx *c, GError **errp)
+bool sl_qs_header(qctx *c, GError **errp)
 {
     uint32_t magic, version, len;
     uint8_t type;
 
-    if (!get_be32(c, &magic, "magic", errp) || !get_be32(c, &version, "version", errp)) {
+    if (!sl_qs_be32(c, &magic, "magic", errp) || !sl_qs_be32(c, &version, "version", errp)) {
         return false;
     }
     if (magic != QEVM_MAGIC || version != QEVM_VERSION) {
         return SL_BAD(errp, "version: QEMU stream version %u is not supported (QEMU writes 3)",
                       version);
     }
-    if (!get_u8(c, &type, "section type", errp)) {
+    if (!sl_qs_u8(c, &type, "section type", errp)) {
         return false;
     }
     if (type != SEC_CONFIGURATION) {
         c->off--;
         return true;
     }
-    if (!get_be32(c, &len, "machine type length", errp)) {
+    if (!sl_qs_be32(c, &len, "machine type length", errp)) {
         return false;
     }
     if (len == 0 || len >= sizeof(c->q->machine)) {
         return SL_BAD(errp, "configuration: machine type length %u is not between 1 and 256",
                       len);
     }
-    if (!get(c, c->q->machine, len, "machine type", errp)) {
+    if (!sl_qs_get(c, c->q->machine, len, "machine type", errp)) {
         return false;
     }
     for (;;) {
-        if (!get_u8(c, &type, "section type", errp)) {
+        if (!sl_qs_u8(c, &type, "section type", errp)) {
             return false;
         }
         if (type != SEC_SUBSECTION) {
@@ -216,11 +192,11 @@ static bool parse_ram_start(qctx *c, uint64_t *total, GError **errp)
     uint32_t instance, version;
     uint8_t type;
 
-    if (!get_u8(c, &type, "section type", errp) ||
-        !get_be32(c, &c->q->ram_section_id, "section id", errp) ||
-        !get_str8(c, idstr, "section name", errp) ||
-        !get_be32(c, &instance, "section instance", errp) ||
-        !get_be32(c, &version, "section version", errp)) {
+    if (!sl_qs_u8(c, &type, "section type", errp) ||
+        !sl_qs_be32(c, &c->q->ram_section_id, "section id", errp) ||
+        !sl_qs_str8(c, idstr, "section name", errp) ||
+        !sl_qs_be32(c, &instance, "section instance", errp) ||
+        !sl_qs_be32(c, &version, "section version", errp)) {
         return false;
     }
     if (type != SEC_START || strcmp(idstr, "ram")) {
@@ -235,7 +211,7 @@ static bool parse_ram_start(qctx *c, uint64_t *total, GError **errp)
         return SL_BAD(errp, "not a mapped-ram stream: it was saved without the mapped-ram "
                       "capability, so its pages have no fixed offsets");
     }
-    if (!get_be64(c, total, "RAM total size", errp)) {
+    if (!sl_qs_be64(c, total, "RAM total size", errp)) {
         return false;
     }
     if (!(*total & RAM_MEM_SIZE)) {
@@ -350,8 +326,8 @@ static bool parse_block(qctx *c, unsigned i, uint64_t total, uint64_t *acc, GErr
     sl_block b = { .page_size = TARGET_PAGE, .numa_node = -1 };
     uint64_t record = c->off;
 
-    if (!get_str8(c, b.name, "block name", errp) ||
-        !get_be64(c, &b.length, "block used length", errp)) {
+    if (!sl_qs_str8(c, b.name, "block name", errp) ||
+        !sl_qs_be64(c, &b.length, "block used length", errp)) {
         return false;
     }
     if (b.length == 0 || b.length % TARGET_PAGE || b.length > total - *acc) {
@@ -382,18 +358,18 @@ static bool parse_ram_end(qctx *c, GError **errp)
     uint32_t sid;
     uint8_t type;
 
-    if (!get_be64(c, &eos, "RAM end-of-section flag", errp)) {
+    if (!sl_qs_be64(c, &eos, "RAM end-of-section flag", errp)) {
         return false;
     }
     if (eos != RAM_EOS) {
         return SL_BAD(errp, "after the last block's pages (offset %" G_GUINT64_FORMAT "): "
                       "0x%" G_GINT64_MODIFIER "x, not the RAM end-of-section flag", tail, eos);
     }
-    if (!get_u8(c, &type, "section footer", errp)) {
+    if (!sl_qs_u8(c, &type, "section footer", errp)) {
         return false;
     }
     if (type == SEC_FOOTER) {
-        if (!get_be32(c, &sid, "section footer id", errp)) {
+        if (!sl_qs_be32(c, &sid, "section footer id", errp)) {
             return false;
         }
         if (sid != c->q->ram_section_id) {
@@ -496,7 +472,7 @@ static bool parse_stream(qctx *c, GError **errp)
 {
     uint64_t total = 0, acc = 0;
 
-    if (!parse_header(c, errp) || !parse_ram_start(c, &total, errp) ||
+    if (!sl_qs_header(c, errp) || !parse_ram_start(c, &total, errp) ||
         !sl_regions_claim(c->regions, 0, c->off, errp, "stream header and RAM section start")) {
         return false;
     }
@@ -521,7 +497,7 @@ static bool parse_stream(qctx *c, GError **errp)
 
 bool sl_qemu_parse(sl_snapshot *s, GError **errp)
 {
-    qctx c = { .s = s, .regions = sl_regions_new(s->file_size),
+    qctx c = { .s = s, .fd = s->fd, .regions = sl_regions_new(s->file_size),
                .blocks = g_array_new(false, true, sizeof(sl_block)) };
     bool ok;
 

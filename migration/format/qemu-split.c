@@ -1,0 +1,361 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Splits QEMU's plain precopy migration stream (what `migrate` writes
+ * without mapped-ram: the only kind QEMU 7.2 writes) into the pages of
+ * chosen RAM blocks and the rest.  qemu-save uses it for guest RAM that is
+ * in no file (plain -m, memory-backend-ram): those blocks' pages go into
+ * files of their own (then into the snapshot, with checksums), and what is
+ * left (the RAM section's block list, the pages of the other blocks, the
+ * device state) is a stream QEMU loads as it is, RAM then left untouched
+ * for a lazy restore to fill.  What is read:
+ *
+ *   "QEVM" 3 [configuration]
+ *   0x01 id "ram" instance 4   u64 total|MEM_SIZE  { idstr u64 length [u64 GPA] }*
+ *        records  [0x7e id]
+ *   { 0x02|0x03 id  records  [0x7e id] }*
+ *   0x04 ... (the device state of the other devices, and the end: copied as it is)
+ *
+ * A record is u64 offset|flags, then (unless CONTINUE) the block's idstr,
+ * then a fill byte (ZERO) or a 4 KiB page (PAGE); EOS ends a section's
+ * records.  QEMU writes every device's full state only after the last RAM
+ * section (savevm.c, completion of precopy), so the first section of any
+ * other type starts the tail.  Refused, naming what: another iterative
+ * device (its data cannot be walked), postcopy-ram (page sizes the stream
+ * does not say), compressed, XBZRLE or multifd pages, a block or offset
+ * the block list does not have.  Kept records always name their block, so
+ * dropping the ones between never breaks a CONTINUE chain.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "migration/format/qemu-int.h"
+
+#define SEC_PART        0x02
+#define SEC_END         0x03
+#define RAM_ZERO        0x02ull
+#define RAM_PAGE        0x08ull
+#define RAM_CONTINUE    0x20ull
+#define RAM_FLAGS       (TARGET_PAGE - 1)
+#define OUT_BUF         (1u << 20)
+
+/* One block of the RAM section's list. */
+typedef struct {
+    char name[SL_BLOCK_NAME_MAX];
+    uint64_t length;
+    int lazy;              /* index into the caller's arrays, -1: kept in the stream */
+    uint64_t *written;     /* lazy: pages written to its file (a later ZERO clears them) */
+} split_block;
+
+/* The splitter's state: the reader, the output and the block list. */
+typedef struct {
+    qctx c;
+    int out;
+    uint64_t out_off;
+    GByteArray *buf;       /* output not yet written */
+    split_block *blocks;
+    unsigned nblocks;
+    const int *lazy_fds;
+    int last;              /* the block of the last record, -1: none yet */
+} splitter;
+
+static bool flush(splitter *sp, GError **errp)
+{
+    int ret = sp->buf->len ? sl_pwrite_full(sp->out, sp->buf->data, sp->buf->len, sp->out_off) : 0;
+
+    if (ret < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "writing the device state: %s",
+                    g_strerror(-ret));
+        return false;
+    }
+    sp->out_off += sp->buf->len;
+    g_byte_array_set_size(sp->buf, 0);
+    return true;
+}
+
+static bool emit(splitter *sp, const void *p, size_t n, GError **errp)
+{
+    g_byte_array_append(sp->buf, p, (guint)n);
+    return sp->buf->len < OUT_BUF || flush(sp, errp);
+}
+
+/* Copies the input from @from to the reader's position to the output. */
+static bool emit_input(splitter *sp, uint64_t from, GError **errp)
+{
+    uint8_t tmp[4096];
+
+    for (uint64_t o = from; o < sp->c.off;) {
+        size_t n = (size_t)MIN(sizeof(tmp), sp->c.off - o);
+        if (!sl_read_at(sp->c.fd, tmp, n, o, "stream", errp) || !emit(sp, tmp, n, errp)) {
+            return false;
+        }
+        o += n;
+    }
+    return true;
+}
+
+/* The rest of the input, from @from to its end, as it is. */
+static bool emit_tail(splitter *sp, uint64_t from, GError **errp)
+{
+    struct stat st;
+
+    if (fstat(sp->c.fd, &st) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "stream: %s", g_strerror(errno));
+        return false;
+    }
+    sp->c.off = (uint64_t)st.st_size;
+    return emit_input(sp, from, errp);
+}
+
+static int find_block(const splitter *sp, const char *name)
+{
+    for (unsigned i = 0; i < sp->nblocks; i++) {
+        if (!strcmp(sp->blocks[i].name, name)) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+/* The RAM section's block list, after its header; copied as it is. */
+static bool parse_block_list(splitter *sp, const char *const *lazy, uint64_t *sizes,
+                             GError **errp)
+{
+    uint64_t total, acc = 0, gpa;
+
+    if (!sl_qs_be64(&sp->c, &total, "RAM total size", errp)) {
+        return false;
+    }
+    if (!(total & RAM_MEM_SIZE) || (total & ~RAM_FLAGS) > QEMU_MAX_RAM) {
+        return SL_BAD(errp, "section 'ram': total 0x%" G_GINT64_MODIFIER "x is no MEM_SIZE "
+                      "record of at most %llu TiB", total, QEMU_MAX_RAM >> 40);
+    }
+    total &= ~RAM_FLAGS;
+    while (acc < total) {
+        split_block *b;
+        if (sp->nblocks == SL_MAX_BLOCKS) {
+            return SL_BAD(errp, "more than %u RAM blocks", SL_MAX_BLOCKS);
+        }
+        b = &sp->blocks[sp->nblocks];
+        if (!sl_qs_str8(&sp->c, b->name, "RAM block name", errp) ||
+            !sl_qs_be64(&sp->c, &b->length, "RAM block length", errp) ||
+            (sp->c.q->ignore_shared && !sl_qs_be64(&sp->c, &gpa, "RAM block address", errp))) {
+            return false;
+        }
+        if (b->length % TARGET_PAGE || b->length > total - acc || find_block(sp, b->name) >= 0) {
+            return SL_BAD(errp, "RAM block '%s': length %" G_GUINT64_FORMAT " is not whole "
+                          "pages within the total, or the name comes twice", b->name, b->length);
+        }
+        acc += b->length;
+        b->lazy = -1;
+        for (int i = 0; lazy[i]; i++) {
+            if (!strcmp(lazy[i], b->name)) {
+                b->lazy = i;
+                sizes[i] = b->length;
+                b->written = g_new0(uint64_t, sl_bitmap_bytes(b->length / TARGET_PAGE) / 8);
+            }
+        }
+        sp->nblocks++;
+    }
+    return true;
+}
+
+/* A lazy block's page @idx: @page's bytes (NULL: zeros, as a hole) into its file. */
+static bool put_lazy(splitter *sp, split_block *b, uint64_t idx, const uint8_t *page,
+                     GError **errp)
+{
+    int fd = sp->lazy_fds[b->lazy], ret = 0;
+    uint64_t off = idx * TARGET_PAGE;
+
+    if (page) {
+        ret = sl_pwrite_full(fd, page, TARGET_PAGE, off);
+        sl_bit_set(b->written, idx);
+    } else if (sl_bit_test(b->written, idx)) { /* sent again, now zero: back to a hole */
+        ret = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+                        (off_t)TARGET_PAGE) < 0 ? -errno : 0;
+        sl_bit_clear(b->written, idx);
+    }
+    if (ret < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "RAM block '%s': writing page %" G_GUINT64_FORMAT
+                    ": %s", b->name, idx, g_strerror(-ret));
+        return false;
+    }
+    return true;
+}
+
+/* A kept record, naming its block: header, then @payload (@n bytes). */
+static bool emit_record(splitter *sp, const split_block *b, uint64_t head, const uint8_t *payload,
+                        size_t n, GError **errp)
+{
+    uint8_t h[8 + 1 + 255], len = (uint8_t)strlen(b->name);
+
+    sl_put_be64(h, head & ~RAM_CONTINUE);
+    h[8] = len;
+    memcpy(h + 9, b->name, len);
+    return emit(sp, h, 9u + len, errp) && emit(sp, payload, n, errp);
+}
+
+/* One record after its u64 @head (not EOS). */
+static bool split_record(splitter *sp, uint64_t head, GError **errp)
+{
+    uint64_t flags = head & RAM_FLAGS, addr = head & ~RAM_FLAGS;
+    uint8_t page[TARGET_PAGE], fill = 0;
+    char name[SL_BLOCK_NAME_MAX];
+    bool zero = (flags & ~RAM_CONTINUE) == RAM_ZERO;
+    split_block *b;
+
+    if (!zero && (flags & ~RAM_CONTINUE) != RAM_PAGE) {
+        return SL_BAD(errp, "section 'ram': record flags 0x%" G_GINT64_MODIFIER "x at offset %"
+                      G_GUINT64_FORMAT ": only whole and zero pages are read (no compression, "
+                      "XBZRLE or multifd)", flags, sp->c.off - 8);
+    }
+    if (!(flags & RAM_CONTINUE)) {
+        if (!sl_qs_str8(&sp->c, name, "RAM record block name", errp)) {
+            return false;
+        }
+        sp->last = find_block(sp, name);
+        if (sp->last < 0) {
+            return SL_BAD(errp, "section 'ram': a page of block '%s', which the block list "
+                          "does not have", name);
+        }
+    } else if (sp->last < 0) {
+        return SL_BAD(errp, "section 'ram': the first page record continues no block");
+    }
+    b = &sp->blocks[sp->last];
+    if (addr >= b->length) {
+        return SL_BAD(errp, "RAM block '%s': page at 0x%" G_GINT64_MODIFIER "x is beyond its %"
+                      G_GUINT64_FORMAT " bytes", b->name, addr, b->length);
+    }
+    if (!(zero ? sl_qs_u8(&sp->c, &fill, "zero page fill", errp)
+               : sl_qs_get(&sp->c, page, sizeof(page), "RAM page", errp))) {
+        return false;
+    }
+    if (b->lazy < 0) {
+        return zero ? emit_record(sp, b, head, &fill, 1, errp)
+                    : emit_record(sp, b, head, page, sizeof(page), errp);
+    }
+    if (zero && fill) {
+        memset(page, fill, sizeof(page));
+    }
+    return put_lazy(sp, b, addr / TARGET_PAGE, zero && !fill ? NULL : page, errp);
+}
+
+/* Records until EOS (copied), then the section's footer if there is one. */
+static bool split_records(splitter *sp, uint32_t id, GError **errp)
+{
+    uint64_t head, at;
+    uint32_t fid;
+    uint8_t type;
+
+    for (;;) {
+        if (!sl_qs_be64(&sp->c, &head, "RAM record", errp)) {
+            return false;
+        }
+        if (head & RAM_EOS) {
+            if (head != RAM_EOS) {
+                return SL_BAD(errp, "section 'ram': end-of-section record 0x%" G_GINT64_MODIFIER
+                              "x carries other flags", head);
+            }
+            break;
+        }
+        if (!split_record(sp, head, errp)) {
+            return false;
+        }
+    }
+    at = sp->c.off - 8; /* the EOS record, kept */
+    if (!emit_input(sp, at, errp) || !sl_qs_u8(&sp->c, &type, "section type", errp)) {
+        return false;
+    }
+    if (type != SEC_FOOTER) {
+        sp->c.off--;
+        return true;
+    }
+    if (!sl_qs_be32(&sp->c, &fid, "section footer", errp)) {
+        return false;
+    }
+    if (fid != id) {
+        return SL_BAD(errp, "section 'ram': footer of section %u after section %u", fid, id);
+    }
+    return emit_input(sp, sp->c.off - 5, errp);
+}
+
+/* The sections after the header: RAM ones split, the first other one starts the tail. */
+static bool split_sections(splitter *sp, const char *const *lazy, uint64_t *sizes,
+                           GError **errp)
+{
+    uint32_t id, ram_id = 0, instance, version;
+    char name[SL_BLOCK_NAME_MAX];
+    bool started = false;
+    uint8_t type;
+
+    for (;;) {
+        uint64_t at = sp->c.off;
+        if (!sl_qs_u8(&sp->c, &type, "section type", errp)) {
+            return false;
+        }
+        if (type != SEC_START && type != SEC_PART && type != SEC_END) {
+            return started ? emit_tail(sp, at, errp)
+                           : SL_BAD(errp, "section type %u before the RAM section", type);
+        }
+        if (!sl_qs_be32(&sp->c, &id, "section id", errp)) {
+            return false;
+        }
+        if (type == SEC_START) {
+            if (!sl_qs_str8(&sp->c, name, "section name", errp) ||
+                !sl_qs_be32(&sp->c, &instance, "section instance", errp) ||
+                !sl_qs_be32(&sp->c, &version, "section version", errp)) {
+                return false;
+            }
+            if (strcmp(name, "ram") || started) {
+                return SL_BAD(errp, "iterative section '%s' beside 'ram': its data cannot be "
+                              "walked without QEMU (migrate without block migration or dirty "
+                              "bitmaps)", name);
+            }
+            if (version != RAM_VERSION) {
+                return SL_BAD(errp, "section 'ram': version %u is not supported (want %u)",
+                              version, RAM_VERSION);
+            }
+            started = true;
+            ram_id = id;
+            if (!parse_block_list(sp, lazy, sizes, errp)) {
+                return false;
+            }
+        } else if (!started || id != ram_id) {
+            return SL_BAD(errp, "section %u continues no section this reader started", id);
+        }
+        if (!emit_input(sp, at, errp) || !split_records(sp, id, errp)) {
+            return false;
+        }
+    }
+}
+
+bool sl_qemu_split_stream(int in, int out, const char *const *lazy, const int *lazy_fds,
+                          uint64_t *lazy_sizes, GError **errp)
+{
+    splitter sp = { .c = { .fd = in }, .out = out, .lazy_fds = lazy_fds, .last = -1,
+                    .buf = g_byte_array_new(), .blocks = g_new0(split_block, SL_MAX_BLOCKS) };
+    bool ok;
+
+    sp.c.q = g_new0(sl_qemu_stream, 1);
+    sp.c.q->caps = g_ptr_array_new_with_free_func(g_free);
+    ok = sl_qs_header(&sp.c, errp);
+    if (ok && g_ptr_array_find_with_equal_func(sp.c.q->caps, "postcopy-ram", g_str_equal, NULL)) {
+        ok = SL_BAD(errp, "the stream was saved with postcopy-ram, whose block list holds page "
+                    "sizes it does not announce");
+    }
+    ok = ok && emit_input(&sp, 0, errp) && split_sections(&sp, lazy, lazy_sizes, errp) &&
+         flush(&sp, errp);
+    for (unsigned i = 0; ok && lazy[i]; i++) {
+        if (!lazy_sizes[i] && !SL_BAD(errp, "RAM block '%s' is not in the stream", lazy[i])) {
+            ok = false;
+        }
+    }
+    for (unsigned i = 0; i < sp.nblocks; i++) {
+        g_free(sp.blocks[i].written);
+    }
+    g_free(sp.blocks);
+    g_byte_array_unref(sp.buf);
+    sl_qemu_stream_free(sp.c.q);
+    return ok;
+}

@@ -1,0 +1,349 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * sl_qemu_split_stream() (migration/format/qemu-split.c) on hand-built
+ * plain precopy streams, as QEMU 7.2 and later write them for a stopped
+ * guest: the pages of the chosen blocks land in their files (zero pages
+ * as holes, a page sent again as it was last), every other byte of the
+ * stream comes out as QEMU loads it, kept records naming their block; and
+ * each kind of stream the splitter cannot walk is refused by name.
+ */
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "testutil.h"
+#include "migration/format/format.h"
+
+#define PG 4096u
+#define F_ZERO 0x02u
+#define F_PAGE 0x08u
+#define F_EOS 0x10u
+#define F_CONT 0x20u
+#define F_COMPRESS 0x100u
+#define LAZY_LEN (8u * PG)
+#define KEPT_LEN (2u * PG)
+#define DEVICE "\x04\0\0\0\x07\x05" "dev:0" "device state bytes"
+
+static void be32(GByteArray *a, uint32_t v)
+{
+    uint8_t b[4] = { v >> 24, v >> 16, v >> 8, v };
+
+    g_byte_array_append(a, b, 4);
+}
+
+static void be64(GByteArray *a, uint64_t v)
+{
+    be32(a, (uint32_t)(v >> 32));
+    be32(a, (uint32_t)v);
+}
+
+static void str8(GByteArray *a, const char *s)
+{
+    uint8_t n = (uint8_t)strlen(s);
+
+    g_byte_array_append(a, &n, 1);
+    g_byte_array_append(a, (const uint8_t *)s, n);
+}
+
+static void u8(GByteArray *a, uint8_t v)
+{
+    g_byte_array_append(a, &v, 1);
+}
+
+/* A page of block @name's page @i: its bytes say which. */
+static void fill_page(uint8_t *p, const char *name, uint64_t i, unsigned gen)
+{
+    for (unsigned k = 0; k < PG; k++) {
+        p[k] = (uint8_t)(name[0] + i * 7 + k + gen * 3);
+    }
+}
+
+/* A record: @flags|offset, the block's name unless CONTINUE, the payload. */
+static void record(GByteArray *a, const char *name, uint64_t page, unsigned flags, unsigned gen)
+{
+    uint8_t p[PG];
+
+    be64(a, page * PG | flags);
+    if (!(flags & F_CONT)) {
+        str8(a, name);
+    }
+    if (flags & F_ZERO) {
+        u8(a, 0);
+    } else if (flags & F_PAGE) {
+        fill_page(p, name, page, gen);
+        g_byte_array_append(a, p, PG);
+    }
+}
+
+/* "QEVM" 3, a configuration with the capability @cap (NULL: none). */
+static void header(GByteArray *a, const char *cap)
+{
+    be32(a, 0x5145564d);
+    be32(a, 3);
+    u8(a, 0x07);
+    be32(a, 9);
+    g_byte_array_append(a, (const uint8_t *)"pc-i440fx", 9);
+    if (cap) {
+        u8(a, 0x05);
+        str8(a, "configuration/capabilities");
+        be32(a, 1);
+        be32(a, 1);
+        str8(a, cap);
+    }
+}
+
+/* The start of 'ram' (id 2) with blocks pc.ram (LAZY_LEN) and pc.bios (KEPT_LEN). */
+static void ram_start(GByteArray *a, bool gpa)
+{
+    u8(a, 0x01);
+    be32(a, 2);
+    str8(a, "ram");
+    be32(a, 0);
+    be32(a, 4);
+    be64(a, (LAZY_LEN + KEPT_LEN) | 0x04);
+    str8(a, "pc.ram");
+    be64(a, LAZY_LEN);
+    if (gpa) {
+        be64(a, 0);
+    }
+    str8(a, "pc.bios");
+    be64(a, KEPT_LEN);
+    if (gpa) {
+        be64(a, 0xfffc0000);
+    }
+}
+
+static void section(GByteArray *a, uint8_t type, uint32_t id)
+{
+    u8(a, type);
+    be32(a, id);
+}
+
+static void end_records(GByteArray *a, uint32_t id)
+{
+    be64(a, F_EOS);
+    u8(a, 0x7e);
+    be32(a, id);
+}
+
+/*
+ * A whole stream and, in @want, what the splitter must leave of it: pages
+ * of pc.ram in both iterations (page 1 first data then zero, page 2 zero
+ * then data, page 3 sent twice), pc.bios kept, records chained by CONTINUE
+ * across both blocks, then the device state.
+ */
+static GByteArray *good_stream(GByteArray *want, bool gpa)
+{
+    GByteArray *a = g_byte_array_new();
+    GByteArray *w = want;
+
+    header(a, gpa ? "x-ignore-shared" : NULL);
+    header(w, gpa ? "x-ignore-shared" : NULL);
+    ram_start(a, gpa);
+    ram_start(w, gpa);
+    end_records(a, 2);
+    end_records(w, 2);
+    section(a, 0x02, 2);
+    section(w, 0x02, 2);
+    record(a, "pc.ram", 0, F_PAGE, 0);
+    record(a, "pc.ram", 1, F_PAGE | F_CONT, 0);
+    record(a, "pc.bios", 0, F_PAGE, 0);
+    record(w, "pc.bios", 0, F_PAGE, 0);
+    record(a, "pc.bios", 1, F_ZERO | F_CONT, 0);
+    record(w, "pc.bios", 1, F_ZERO, 0);
+    record(a, "pc.ram", 2, F_ZERO, 0);
+    record(a, "pc.ram", 3, F_PAGE | F_CONT, 0);
+    end_records(a, 2);
+    end_records(w, 2);
+    section(a, 0x03, 2);
+    section(w, 0x03, 2);
+    record(a, "pc.ram", 1, F_ZERO, 0);       /* data, now zero: a hole again */
+    record(a, "pc.ram", 2, F_PAGE | F_CONT, 1);
+    record(a, "pc.ram", 3, F_PAGE | F_CONT, 1);
+    record(a, "pc.bios", 1, F_PAGE, 1);
+    record(w, "pc.bios", 1, F_PAGE, 1);
+    end_records(a, 2);
+    end_records(w, 2);
+    g_byte_array_append(a, (const uint8_t *)DEVICE, sizeof(DEVICE) - 1);
+    g_byte_array_append(w, (const uint8_t *)DEVICE, sizeof(DEVICE) - 1);
+    return a;
+}
+
+typedef struct {
+    char *dir;
+    int in, out, ram;
+} files;
+
+static files files_of(const GByteArray *stream)
+{
+    files f = { .dir = sl_test_tmpdir() };
+    g_autofree char *in = g_build_filename(f.dir, "stream", NULL);
+    g_autofree char *out = g_build_filename(f.dir, "device", NULL);
+    g_autofree char *ram = g_build_filename(f.dir, "ram", NULL);
+
+    assert_true(g_file_set_contents(in, (const char *)stream->data, stream->len, NULL));
+    f.in = open(in, O_RDONLY);
+    f.out = open(out, O_RDWR | O_CREAT, 0600);
+    f.ram = open(ram, O_RDWR | O_CREAT, 0600);
+    assert_true(f.in >= 0 && f.out >= 0 && f.ram >= 0 && ftruncate(f.ram, LAZY_LEN) == 0);
+    return f;
+}
+
+static void files_free(files *f)
+{
+    close(f->in);
+    close(f->out);
+    close(f->ram);
+    sl_test_rmdir(f->dir);
+}
+
+static bool split(files *f, uint64_t *size, GError **err)
+{
+    const char *const lazy[] = { "pc.ram", NULL };
+
+    return sl_qemu_split_stream(f->in, f->out, lazy, &f->ram, size, err);
+}
+
+/* Whether page @i of the lazy file is allocated (not a hole). */
+static bool allocated(int fd, uint64_t i)
+{
+    off_t d = lseek(fd, (off_t)(i * PG), SEEK_DATA);
+
+    return d >= 0 && (uint64_t)d < (i + 1) * PG;
+}
+
+static void check_split(bool gpa)
+{
+    g_autoptr(GByteArray) want = g_byte_array_new();
+    g_autoptr(GByteArray) in = good_stream(want, gpa);
+    g_autoptr(GError) err = NULL;
+    files f = files_of(in);
+    uint8_t got[PG], exp[PG];
+    uint64_t size = 0;
+    struct stat st;
+    g_autofree uint8_t *out = g_malloc(want->len);
+
+    assert_true(split(&f, &size, &err));
+    assert_int_equal(size, LAZY_LEN);
+    assert_int_equal(fstat(f.out, &st), 0);
+    assert_int_equal(st.st_size, want->len);
+    assert_int_equal(pread(f.out, out, want->len, 0), want->len);
+    assert_memory_equal(out, want->data, want->len);
+    for (uint64_t i = 0; i < LAZY_LEN / PG; i++) {
+        unsigned gen = i >= 2 ? 1 : 0;
+        bool data = i == 0 || i == 2 || i == 3;
+        assert_int_equal(allocated(f.ram, i), data);
+        assert_int_equal(pread(f.ram, got, PG, (off_t)(i * PG)), PG);
+        if (data) {
+            fill_page(exp, "pc.ram", i, gen);
+        } else {
+            memset(exp, 0, PG);
+        }
+        assert_memory_equal(got, exp, PG);
+    }
+    files_free(&f);
+}
+
+static void test_lazy_pages_go_to_their_file_and_the_rest_loads_as_it_was(void **state)
+{
+    check_split(false);
+}
+
+static void test_x_ignore_shared_block_addresses_are_walked_and_kept(void **state)
+{
+    check_split(true);
+}
+
+/* Streams the splitter must refuse, and a word of each reason. */
+typedef enum {
+    BAD_COMPRESSED, BAD_BEYOND, BAD_UNKNOWN_BLOCK, BAD_FIRST_CONTINUES, BAD_OTHER_ITERATIVE,
+    BAD_OTHER_ID, BAD_TRUNCATED, BAD_POSTCOPY, BAD_NO_SUCH_LAZY, BAD_EOS_FLAGS, BAD_FOOTER,
+} bad_kind;
+
+static const struct {
+    bad_kind kind;
+    const char *want;
+} bad_cases[] = {
+    { BAD_COMPRESSED, "record flags 0x100" },
+    { BAD_BEYOND, "is beyond its 32768 bytes" },
+    { BAD_UNKNOWN_BLOCK, "block 'vga.vram', which the block list does not have" },
+    { BAD_FIRST_CONTINUES, "the first page record continues no block" },
+    { BAD_OTHER_ITERATIVE, "iterative section 'block' beside 'ram'" },
+    { BAD_OTHER_ID, "section 9 continues no section" },
+    { BAD_TRUNCATED, "RAM page" },
+    { BAD_POSTCOPY, "postcopy-ram" },
+    { BAD_NO_SUCH_LAZY, "RAM block 'pc.ram' is not in the stream" },
+    { BAD_EOS_FLAGS, "end-of-section record 0x18" },
+    { BAD_FOOTER, "footer of section 7 after section 2" },
+};
+
+/* The good stream's start, then what @kind puts in the first iteration. */
+static GByteArray *bad_stream(bad_kind kind)
+{
+    GByteArray *a = g_byte_array_new();
+
+    header(a, kind == BAD_POSTCOPY ? "postcopy-ram" : NULL);
+    if (kind == BAD_NO_SUCH_LAZY) {
+        u8(a, 0x01);
+        be32(a, 2);
+        str8(a, "ram");
+        be32(a, 0);
+        be32(a, 4);
+        be64(a, KEPT_LEN | 0x04);
+        str8(a, "pc.bios");
+        be64(a, KEPT_LEN);
+    } else {
+        ram_start(a, false);
+    }
+    end_records(a, 2);
+    section(a, 0x02, kind == BAD_OTHER_ID ? 9 : 2);
+    switch (kind) {
+    case BAD_COMPRESSED: record(a, "pc.ram", 0, F_COMPRESS, 0); break;
+    case BAD_BEYOND: record(a, "pc.ram", LAZY_LEN / PG, F_PAGE, 0); break;
+    case BAD_UNKNOWN_BLOCK: record(a, "vga.vram", 0, F_PAGE, 0); break;
+    case BAD_FIRST_CONTINUES: record(a, "pc.ram", 0, F_PAGE | F_CONT, 0); break;
+    case BAD_TRUNCATED: record(a, "pc.ram", 0, F_PAGE, 0); g_byte_array_set_size(a, a->len - 9);
+        return a;
+    case BAD_EOS_FLAGS: be64(a, F_EOS | F_PAGE); return a;
+    case BAD_FOOTER: be64(a, F_EOS); u8(a, 0x7e); be32(a, 7); return a;
+    case BAD_OTHER_ITERATIVE:
+        g_byte_array_set_size(a, a->len - 5);
+        u8(a, 0x01);
+        be32(a, 3);
+        str8(a, "block");
+        be32(a, 0);
+        be32(a, 1);
+        break;
+    default: break;
+    }
+    end_records(a, 2);
+    g_byte_array_append(a, (const uint8_t *)DEVICE, sizeof(DEVICE) - 1);
+    return a;
+}
+
+static void test_streams_the_splitter_cannot_walk_are_refused_by_name(void **state)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(bad_cases); i++) {
+        g_autoptr(GByteArray) in = bad_stream(bad_cases[i].kind);
+        g_autoptr(GError) err = NULL;
+        files f = files_of(in);
+        uint64_t size = 0;
+
+        if (split(&f, &size, &err) || !strstr(err->message, bad_cases[i].want)) {
+            fail_msg("case %zu: wanted an error with '%s', got %s", i, bad_cases[i].want,
+                     err ? err->message : "success");
+        }
+        files_free(&f);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lazy_pages_go_to_their_file_and_the_rest_loads_as_it_was),
+        cmocka_unit_test(test_x_ignore_shared_block_addresses_are_walked_and_kept),
+        cmocka_unit_test(test_streams_the_splitter_cannot_walk_are_refused_by_name),
+    };
+
+    return cmocka_run_group_tests_name("qemu-split", tests, NULL, NULL);
+}

@@ -6,7 +6,9 @@
  * The default (snapload's container): stop the guest, save its device
  * state with x-ignore-shared (the memory-backend-file RAM stays out of the
  * stream), then read the RAM files and write them with that device state
- * into one snapshot with checksums.  RAM must be in share=on files.  While
+ * into one snapshot with checksums.  RAM must be in share=on files, or be
+ * anonymous (plain -m, memory-backend-ram): then the stream holds it, and
+ * it is split off into files beside the output (qemu-split.c).  While
  * a lazy restore (qemu-restore) still fills them, their holes would read
  * as zeros: the files are then read through views registered with the
  * restore's daemon (found in QEMU's SNAPLOAD_SOCKET), whose missing pages
@@ -244,6 +246,7 @@ static bool mapped_by_qemu(sl_qmp *q, const sl_qemu_backend *b, GError **errp)
 typedef struct {
     GPtrArray *names;       /* of the blocks (NULL-terminated once complete) */
     GArray *fds;            /* their files in @tmp, created sparse */
+    GArray *sizes;          /* uint64_t: their sizes, as QEMU's backends say */
 } stream_ram;
 
 static void stream_ram_clear(stream_ram *sr)
@@ -252,6 +255,7 @@ static void stream_ram_clear(stream_ram *sr)
         close(g_array_index(sr->fds, int, i));
     }
     g_clear_pointer(&sr->fds, g_array_unref);
+    g_clear_pointer(&sr->sizes, g_array_unref);
     g_clear_pointer(&sr->names, g_ptr_array_unref);
 }
 
@@ -271,6 +275,7 @@ static char *stream_ram_add(stream_ram *sr, const char *tmp, const sl_qemu_backe
     }
     g_ptr_array_add(sr->names, g_strdup(b->id));
     g_array_append_val(sr->fds, fd);
+    g_array_append_val(sr->sizes, b->size);
     return g_strdup_printf("%s:%s", path, b->id);
 }
 
@@ -336,7 +341,6 @@ static bool migrate_split(sl_qmp *q, const char *dev, const char *tmp, stream_ra
     g_autofree char *whole = g_build_filename(tmp, "stream", NULL);
     g_autofree char *cat = g_strdup_printf("cat > '%s'", whole);
     g_autofree char *uri = sl_qemu_exec_uri(cat);
-    g_autofree uint64_t *sizes = g_new0(uint64_t, sr->names->len + 1);
     int in = -1, out = -1;
     bool ok;
 
@@ -349,7 +353,8 @@ static bool migrate_split(sl_qmp *q, const char *dev, const char *tmp, stream_ra
         ok = false;
     }
     ok = ok && sl_qemu_split_stream(in, out, (const char *const *)sr->names->pdata,
-                                    (const int *)(void *)sr->fds->data, sizes, errp);
+                                    (const int *)(void *)sr->fds->data,
+                                    (const uint64_t *)(void *)sr->sizes->data, errp);
     if (in >= 0) {
         close(in);
     }
@@ -404,8 +409,9 @@ static int save_container(sl_qmp *q, const char *full, cli_save_opts o, GError *
     g_autofree char *dir = g_path_get_dirname(o.out), *dev = NULL;
     /* Beside the snapshot: anonymous RAM passes through it, as large as the guest's. */
     g_autofree char *tmp = g_build_filename(dir, ".snapload-save-XXXXXX", NULL);
-    stream_ram sr = { g_ptr_array_new_with_free_func(g_free), g_array_new(false, false,
-                                                                        sizeof(int)) };
+    stream_ram sr = { g_ptr_array_new_with_free_func(g_free),
+                      g_array_new(false, false, sizeof(int)),
+                      g_array_new(false, false, sizeof(uint64_t)) };
     int ret = -1;
 
     o.dsock = dsock;

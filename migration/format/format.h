@@ -443,14 +443,14 @@ bool sl_qemu_parse(sl_snapshot *s, GError **errp);
  * sl_qemu_split_stream (qemu-split.c): reads QEMU's plain precopy stream
  * @in (a stopped guest's `migrate` without mapped-ram, compression, XBZRLE
  * or multifd) and writes it to @out (from offset 0) without the pages of
- * the RAM blocks named in NULL-terminated @lazy: block @lazy[i]'s pages go
- * to @lazy_fds[i] at their offsets in the block (zero pages stay holes),
- * its length to @lazy_sizes[i].  What is left loads into QEMU as it is,
+ * the RAM blocks named in NULL-terminated @lazy: block @lazy[i], which
+ * must have @lazy_sizes[i] bytes, has its pages go to @lazy_fds[i] at their
+ * offsets in the block (zero pages stay holes).  What is left loads into QEMU as it is,
  * leaving those blocks' memory untouched.  False with @errp naming what
  * this reader refuses or finds wrong.
  */
 bool sl_qemu_split_stream(int in, int out, const char *const *lazy, const int *lazy_fds,
-                          uint64_t *lazy_sizes, GError **errp);
+                          const uint64_t *lazy_sizes, GError **errp);
 
 bool sl_qemu_write_device_stream(const sl_snapshot *s, const char *path, const bool *lazy,
                                  GError **errp);

@@ -13,6 +13,7 @@
  *   0x01 id "ram" instance 4   u64 total|MEM_SIZE  { idstr u64 length [u64 GPA] }*
  *        records  [0x7e id]
  *   { 0x02|0x03 id  records  [0x7e id] }*
+ *   [0x08 u16 command u16 length bytes]  (copied)
  *   0x04 ... (the device state of the other devices, and the end: copied as it is)
  *
  * A record is u64 offset|flags, then (unless CONTINUE) the block's idstr,
@@ -34,6 +35,8 @@
 
 #define SEC_PART        0x02
 #define SEC_END         0x03
+#define SEC_COMMAND     0x08
+#define CMD_PACKAGED    8u      /* a whole stream inside (postcopy): not walked */
 #define RAM_ZERO        0x02ull
 #define RAM_PAGE        0x08ull
 #define RAM_CONTINUE    0x20ull
@@ -119,7 +122,7 @@ static int find_block(const splitter *sp, const char *name)
 }
 
 /* The RAM section's block list, after its header; copied as it is. */
-static bool parse_block_list(splitter *sp, const char *const *lazy, uint64_t *sizes,
+static bool parse_block_list(splitter *sp, const char *const *lazy, const uint64_t *sizes,
                              GError **errp)
 {
     uint64_t total, acc = 0, gpa;
@@ -150,11 +153,16 @@ static bool parse_block_list(splitter *sp, const char *const *lazy, uint64_t *si
         acc += b->length;
         b->lazy = -1;
         for (int i = 0; lazy[i]; i++) {
-            if (!strcmp(lazy[i], b->name)) {
-                b->lazy = i;
-                sizes[i] = b->length;
-                b->written = g_new0(uint64_t, sl_bitmap_bytes(b->length / TARGET_PAGE) / 8);
+            if (strcmp(lazy[i], b->name)) {
+                continue;
             }
+            if (b->length != sizes[i]) {
+                return SL_BAD(errp, "RAM block '%s' has %" G_GUINT64_FORMAT " bytes in the "
+                              "stream, not the %" G_GUINT64_FORMAT " of QEMU's backend", b->name,
+                              b->length, sizes[i]);
+            }
+            b->lazy = i;
+            b->written = g_new0(uint64_t, sl_bitmap_bytes(b->length / TARGET_PAGE) / 8);
         }
         sp->nblocks++;
     }
@@ -280,8 +288,29 @@ static bool split_records(splitter *sp, uint32_t id, GError **errp)
     return emit_input(sp, sp->c.off - 5, errp);
 }
 
-/* The sections after the header: RAM ones split, the first other one starts the tail. */
-static bool split_sections(splitter *sp, const char *const *lazy, uint64_t *sizes,
+/*
+ * A command between sections (QEMU 10 sends SWITCHOVER_START before the
+ * last RAM section): u16 command, u16 length, its bytes; copied.
+ */
+static bool copy_command(splitter *sp, uint64_t at, GError **errp)
+{
+    uint8_t h[4], data[UINT16_MAX];
+    unsigned cmd, len;
+
+    if (!sl_qs_get(&sp->c, h, sizeof(h), "command header", errp)) {
+        return false;
+    }
+    cmd = (unsigned)h[0] << 8 | h[1];
+    len = (unsigned)h[2] << 8 | h[3];
+    if (cmd == CMD_PACKAGED) {
+        return SL_BAD(errp, "a packaged stream (postcopy) at offset %" G_GUINT64_FORMAT, at);
+    }
+    return sl_qs_get(&sp->c, data, len, "command data", errp) && emit_input(sp, at, errp);
+}
+
+/* The sections after the header: RAM ones split, commands copied, the
+ * first other one starts the tail. */
+static bool split_sections(splitter *sp, const char *const *lazy, const uint64_t *sizes,
                            GError **errp)
 {
     uint32_t id, ram_id = 0, instance, version;
@@ -293,6 +322,12 @@ static bool split_sections(splitter *sp, const char *const *lazy, uint64_t *size
         uint64_t at = sp->c.off;
         if (!sl_qs_u8(&sp->c, &type, "section type", errp)) {
             return false;
+        }
+        if (type == SEC_COMMAND && started) {
+            if (!copy_command(sp, at, errp)) {
+                return false;
+            }
+            continue;
         }
         if (type != SEC_START && type != SEC_PART && type != SEC_END) {
             return started ? emit_tail(sp, at, errp)
@@ -331,7 +366,7 @@ static bool split_sections(splitter *sp, const char *const *lazy, uint64_t *size
 }
 
 bool sl_qemu_split_stream(int in, int out, const char *const *lazy, const int *lazy_fds,
-                          uint64_t *lazy_sizes, GError **errp)
+                          const uint64_t *lazy_sizes, GError **errp)
 {
     splitter sp = { .c = { .fd = in }, .out = out, .lazy_fds = lazy_fds, .last = -1,
                     .buf = g_byte_array_new(), .blocks = g_new0(split_block, SL_MAX_BLOCKS) };
@@ -347,9 +382,11 @@ bool sl_qemu_split_stream(int in, int out, const char *const *lazy, const int *l
     ok = ok && emit_input(&sp, 0, errp) && split_sections(&sp, lazy, lazy_sizes, errp) &&
          flush(&sp, errp);
     for (unsigned i = 0; ok && lazy[i]; i++) {
-        if (!lazy_sizes[i] && !SL_BAD(errp, "RAM block '%s' is not in the stream", lazy[i])) {
-            ok = false;
+        bool found = false;
+        for (unsigned k = 0; k < sp.nblocks; k++) {
+            found |= sp.blocks[k].lazy == (int)i;
         }
+        ok = found || SL_BAD(errp, "RAM block '%s' is not in the stream", lazy[i]);
     }
     for (unsigned i = 0; i < sp.nblocks; i++) {
         g_free(sp.blocks[i].written);

@@ -12,13 +12,15 @@
  * Then its device stream is written with the blocks the flags byte picks
  * left lazy (bit i % 8 for block i) and opened in turn: it must open, with
  * the same blocks, no page of a lazy block, the same pages of an eager one,
- * and the same header and device state.  Beside the sanitizers' findings,
+ * and the same header and device state.  Every input also goes through the
+ * splitter of plain streams (check_split()).  Beside the sanitizers' findings,
  * FUZZ_CHECK reports any of these promises broken.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "migration/format/format.h"
 #include "fuzz-common.h"
@@ -287,6 +289,31 @@ static void check_device_stream(sl_snapshot *orig, uint8_t pattern)
     unlink(copy_path);
 }
 
+/*
+ * The same input as a plain precopy stream for sl_qemu_split_stream()
+ * (qemu-split.c), block "pc.ram" split off: it returns false exactly when
+ * it sets an error in SL_ERROR, and what it writes stays within the block.
+ */
+static void check_split(void)
+{
+    const char *const lazy[] = { "pc.ram", NULL };
+    int out = memfd_create("fuzz-split-out", 0), ram = memfd_create("fuzz-split-ram", 0);
+    const uint64_t size = 64u << 20;
+    GError *err = NULL;
+    struct stat st;
+    bool ok;
+
+    FUZZ_CHECK(out >= 0 && ram >= 0, "memfd_create");
+    ok = sl_qemu_split_stream(image_fd, out, lazy, &ram, &size, &err);
+    FUZZ_CHECK(ok == !err && (!err || (err->domain == SL_ERROR && err->message[0])),
+               "a split fails exactly when it sets an error, in SL_ERROR, with a message");
+    FUZZ_CHECK(fstat(ram, &st) == 0 && (!ok || (uint64_t)st.st_size <= size),
+               "a split writes no page beyond its block");
+    g_clear_error(&err);
+    close(out);
+    close(ram);
+}
+
 /* ------------------------------------------------------------------ */
 /* One input                                                           */
 /* ------------------------------------------------------------------ */
@@ -317,5 +344,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     sl_snapshot_close(full);
     sl_snapshot_close(lazy);
+    check_split();
     return 0;
 }

@@ -551,7 +551,9 @@ JsonObject *parse_json(const char *text)
 
 /*
  * Pages of the mapping of @path in process @pid that are in its page
- * tables (/proc/PID/pagemap); *@total gets the mapping's pages.  With no
+ * tables (/proc/PID/pagemap); *@total gets the mapping's pages.  @path
+ * NULL: QEMU's anonymous guest RAM, its largest private read-write mapping
+ * of no file (TCG's code buffer is executable too).  With no
  * loaders, a guest page is placed only when something faults on it, which
  * maps it in the faulting view: a page not present in QEMU was never placed.
  */
@@ -566,14 +568,21 @@ uint64_t pages_mapped(pid_t pid, const char *path, uint64_t *total)
 
     assert_true(g_file_get_contents(maps, &text, NULL, NULL));
     lines = g_strsplit(text, "\n", -1);
-    for (unsigned i = 0; lines[i] && !end; i++) {
+    for (unsigned i = 0; lines[i] && (!end || !path); i++) {
         const char *p = strchr(lines[i], '/');
-        if (p && !strcmp(p, path)) {
-            assert_int_equal(sscanf(lines[i], "%" SCNx64 "-%" SCNx64, &start, &end), 2);
+        uint64_t s, e;
+        char perms[8];
+        if (sscanf(lines[i], "%" SCNx64 "-%" SCNx64 " %7s", &s, &e, perms) != 3) {
+            continue;
+        }
+        if (path ? p && !strcmp(p, path)
+                 : !p && !strchr(lines[i], '[') && !strcmp(perms, "rw-p") && e - s > end - start) {
+            start = s;
+            end = e;
         }
     }
     if (!end) {
-        fail_msg("QEMU (pid %d) does not map %s", (int)pid, path);
+        fail_msg("QEMU (pid %d) does not map %s", (int)pid, path ? path : "anonymous memory");
     }
     *total = (end - start) / 4096;
     e = g_new(uint64_t, *total);

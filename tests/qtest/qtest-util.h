@@ -184,7 +184,9 @@ JsonObject *parse_json(const char *text);
 
 /*
  * Pages of the mapping of @path in process @pid that are in its page
- * tables (/proc/PID/pagemap); *@total gets the mapping's pages.  With no
+ * tables (/proc/PID/pagemap); *@total gets the mapping's pages.  @path
+ * NULL: QEMU's anonymous guest RAM, its largest private read-write mapping
+ * of no file (TCG's code buffer is executable too).  With no
  * loaders, a guest page is placed only when something faults on it, which
  * maps it in the faulting view: a page not present in QEMU was never placed.
  */

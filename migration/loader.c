@@ -428,7 +428,8 @@ static bool queue_direct(loader_ctx *lc, const sl_run *run)
     unsigned n;
 
     if (!lc->direct || reg->mem.ops->in_place || reg->blk->pages_offset % 4096 ||
-        reg->unit % 4096 || sl_prove_units(r, reg, run->unit, run->n) < 0 ||
+        reg->unit % 4096 || run->n * reg->unit > r->max_chunk || /* its buffer's size */
+        sl_prove_units(r, reg, run->unit, run->n) < 0 ||
         !(n = direct_reads(reg, run, off, len, buf_off))) { /* the bits it reads are proven */
         return false;
     }

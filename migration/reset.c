@@ -203,7 +203,11 @@ static bool check_reset(sl_restore *r, GError **errp)
     return true;
 }
 
-/* Queues @units (the dropped runs) as the loaders' work, each on its node's group. */
+/*
+ * Queues @units (the dropped runs) as the loaders' work, each on its
+ * node's group, in pieces of at most one loader chunk, aligned as chunks
+ * are: a loader reads a piece into a buffer of one chunk (r->max_chunk).
+ */
 static void queue_redo(sl_restore *r, GArray *units)
 {
     GArray *lists[SL_MAX_NODES];
@@ -217,7 +221,8 @@ static void queue_redo(sl_restore *r, GArray *units)
         for (uint64_t u = run->unit; u < run->unit + run->n;) {
             unsigned g = sl_unit_node(r, reg, u);
             uint64_t j = u + 1;
-            while (j < run->unit + run->n && sl_unit_node(r, reg, j) == g) {
+            while (j < run->unit + run->n && j % reg->chunk_units &&
+                   sl_unit_node(r, reg, j) == g) {
                 j++;
             }
             sl_run piece = { .region = run->region, .unit = u, .n = j - u };

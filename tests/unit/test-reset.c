@@ -48,6 +48,8 @@ typedef struct {
     sl_restore *r;
     bool in_place;       /* config.reset_in_place */
     bool without_wp;     /* config.track_without_wp */
+    bool direct;         /* config.direct_reads = SL_DIRECT_ALWAYS */
+    uint64_t want_units; /* begin_rounds(): the block's units (0: units_for()) */
 } fixture;
 
 #define ZERO_EVERY 5 /* every fifth snapshot page is zero: holes come back too */
@@ -117,7 +119,8 @@ static bool start(fixture *f, bool track, bool no_loaders, GError **errp)
 {
     sl_restore_config cfg = { .size = sizeof(cfg), .track_writes = track,
                               .no_loaders = no_loaders, .reset_in_place = f->in_place,
-                              .track_without_wp = f->without_wp };
+                              .track_without_wp = f->without_wp,
+                              .direct_reads = f->direct ? SL_DIRECT_ALWAYS : SL_DIRECT_AUTO };
 
     f->r = sl_restore_new(f->snap, &cfg, errp);
     return f->r && sl_mem_attach(f->r, "b0", &f->mem, errp) && sl_restore_start(f->r, errp);
@@ -185,7 +188,7 @@ static uint64_t units_for(const reset_case *tc)
 /* A completed restore with tracking, and one "written" flag per unit (caller frees). */
 static bool *begin_rounds(fixture *f)
 {
-    build(f, units_for(f->tc));
+    build(f, f->want_units ? f->want_units : units_for(f->tc));
     start_tracking(f);
     return g_new0(bool, f->nunits);
 }
@@ -238,6 +241,50 @@ static void test_reset_drops_exactly_the_written_units_and_restores_every_byte(v
     sl_restore_get_stats(f->r, &st);
     assert_int_equal(st.write_tracking, SL_TRACK_ASYNC_WP);
     assert_int_equal(st.resets, wrote); /* a round that wrote nothing is no reset */
+}
+
+/*
+ * The refill read with O_DIRECT wherever it can be (a snapshot no longer
+ * in the page cache): the round that writes every unit hands the loaders
+ * one run of the whole block (32 MiB of 4 KiB pages), longer than the
+ * chunk a loader's read buffer holds, and than the mapping it lies in.
+ * Every byte comes back, each unit once; on anonymous memory (where
+ * direct reads apply) some were read directly; and every piece of work
+ * the reset queued fits one loader chunk (a read past the buffer may land
+ * in unmapped memory and only fail, so the bytes alone cannot show it).
+ */
+static void test_refill_by_direct_reads_of_runs_longer_than_a_chunk(void **state)
+{
+    fixture *f = *state;
+    sl_stats st = { .size = sizeof(st) };
+    sl_reset_stats rs = { .size = sizeof(rs) };
+    g_autoptr(GError) err = NULL;
+    const sl_region *reg;
+
+    f->direct = true;
+    f->want_units = f->tc->hugepage ? 0 : (32u << 20) / PSIZE;
+    reset_rounds(f);
+    memset(f->mem.host, 0x5a, f->len); /* every unit, one run */
+    assert_true(sl_restore_reset(f->r, &rs, &err));
+    reg = g_ptr_array_index(f->r->regions, 0);
+    for (unsigned g = 0; g < f->r->ngroups; g++) {
+        for (uint64_t i = 0; i < f->r->groups[g].nredo; i++) {
+            const sl_run *run = &f->r->groups[g].redo[i];
+            if (run->n > reg->chunk_units ||
+                run->unit / reg->chunk_units != (run->unit + run->n - 1) / reg->chunk_units) {
+                fail_msg("the reset queued units %" G_GUINT64_FORMAT "+%" G_GUINT64_FORMAT
+                         ", more than the chunk of %" G_GUINT64_FORMAT " units they lie in",
+                         run->unit, run->n, reg->chunk_units);
+            }
+        }
+    }
+    expect_complete_once(f, "after every unit was written");
+    assert_int_equal(wrong_pages(f), 0);
+    sl_restore_get_stats(f->r, &st);
+    assert_int_equal(st.checksum_failures, 0);
+    if (f->tc->kind == SL_BACKEND_ANON) {
+        assert_true(st.bytes_read_direct > 0);
+    }
 }
 
 /*
@@ -793,6 +840,8 @@ int main(void)
     static const sl_test_feature features[] = {
         { "reset_drops_exactly_the_written_units_and_restores_every_byte",
           test_reset_drops_exactly_the_written_units_and_restores_every_byte, NULL },
+        { "refill_by_direct_reads_of_runs_longer_than_a_chunk",
+          test_refill_by_direct_reads_of_runs_longer_than_a_chunk, NULL },
         { "readers_during_the_refill_see_only_snapshot_bytes",
           test_readers_during_the_refill_see_only_snapshot_bytes, NULL },
         { "written_lists_the_units_written_since_the_last_reset",

@@ -239,7 +239,14 @@ static void queue_redo(sl_restore *r, GArray *units)
     }
 }
 
-/* Step 2: the units are ABSENT and counted missing; the restore is in progress again. */
+/*
+ * Step 2: the units are counted missing, the restore is in progress again,
+ * and they are CLAIMED by this thread until their memory is gone
+ * (release_units()): a fault on one meanwhile waits instead of finding it
+ * absent, placing it, and seeing its page dropped right after.  Every unit
+ * is PRESENT before (a reset follows completion), so each one forgotten
+ * is held, and only those.
+ */
 static void forget_units(sl_restore *r, GArray *units)
 {
     uint64_t total = 0, drained;
@@ -249,10 +256,20 @@ static void forget_units(sl_restore *r, GArray *units)
     for (guint i = 0; i < units->len; i++) {
         const sl_run *run = &g_array_index(units, sl_run, i);
         sl_region *reg = g_ptr_array_index(r->regions, run->region);
-        total += sl_pagemap_forget(reg->map, run->unit, run->n);
+        total += sl_pagemap_forget(reg->map, run->unit, run->n, true);
     }
     /* Relaxed: published by the release increment of the generation. */
     atomic_fetch_add_explicit(&r->remaining, total, memory_order_relaxed);
+}
+
+/* Step 3b: the units forget_units() held go ABSENT; faults waiting on them go on. */
+static void release_units(sl_restore *r, GArray *units)
+{
+    for (guint i = 0; i < units->len; i++) {
+        const sl_run *run = &g_array_index(units, sl_run, i);
+        sl_region *reg = g_ptr_array_index(r->regions, run->region);
+        sl_pagemap_unclaim(reg->map, run->unit, run->n);
+    }
 }
 
 /* Step 3: their memory goes; shared files are busy again until complete. */
@@ -590,6 +607,7 @@ static bool reset_by_dropping(sl_restore *r, GArray *units, GError **errp)
     atomic_thread_fence(memory_order_release);
     forget_units(r, units);
     dropped = drop_units(r, units, errp);
+    release_units(r, units);
     atomic_store_explicit(&r->dropping, false, memory_order_release);
     if (!dropped) {
         sl_engine_fail(r, -EIO); /* stopping seals what is missing: never stale bytes */

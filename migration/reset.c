@@ -245,13 +245,22 @@ static void queue_redo(sl_restore *r, GArray *units)
  * (release_units()): a fault on one meanwhile waits instead of finding it
  * absent, placing it, and seeing its page dropped right after.  Every unit
  * is PRESENT before (a reset follows completion), so each one forgotten
- * is held, and only those.
+ * is held, and only those.  False, with nothing forgotten, when the
+ * restore failed since check_reset() (a fault after completion, say):
+ * that failure stays the restore's status.
  */
-static void forget_units(sl_restore *r, GArray *units)
+static bool forget_units(sl_restore *r, GArray *units, GError **errp)
 {
     uint64_t total = 0, drained;
+    int done = 0;
 
-    atomic_store_explicit(&r->status, -EINPROGRESS, memory_order_relaxed);
+    /* Relaxed: only 0 becomes in progress; a failure (sl_engine_fail()) is kept. */
+    if (!atomic_compare_exchange_strong_explicit(&r->status, &done, -EINPROGRESS,
+                                                 memory_order_relaxed, memory_order_relaxed)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "the restore failed during the reset: %s",
+                    g_strerror(-done));
+        return false;
+    }
     (void)!read(r->done_efd, &drained, sizeof(drained)); /* sl_restore_wait() waits again */
     for (guint i = 0; i < units->len; i++) {
         const sl_run *run = &g_array_index(units, sl_run, i);
@@ -260,6 +269,23 @@ static void forget_units(sl_restore *r, GArray *units)
     }
     /* Relaxed: published by the release increment of the generation. */
     atomic_fetch_add_explicit(&r->remaining, total, memory_order_relaxed);
+    return true;
+}
+
+/*
+ * Step 1b: the runs a dropping reset takes away are no longer what a
+ * keep_known restart found in the file (sl_region_known_unit()): marked
+ * changed, so that the refill reads and checks them, never maps a hole.
+ */
+static void mark_changed(sl_restore *r, GArray *units)
+{
+    for (guint i = 0; i < units->len; i++) {
+        const sl_run *run = &g_array_index(units, sl_run, i);
+        sl_region *reg = g_ptr_array_index(r->regions, run->region);
+        if (reg->changed) {
+            sl_bit_set_run(reg->changed, run->unit * reg->ratio, run->n * reg->ratio);
+        }
+    }
 }
 
 /* Step 3b: the units forget_units() held go ABSENT; faults waiting on them go on. */
@@ -605,7 +631,11 @@ static bool reset_by_dropping(sl_restore *r, GArray *units, GError **errp)
      * (r->dropping): the fence orders this store before the forgetting. */
     atomic_store_explicit(&r->dropping, true, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
-    forget_units(r, units);
+    mark_changed(r, units);
+    if (!forget_units(r, units, errp)) {
+        atomic_store_explicit(&r->dropping, false, memory_order_release);
+        return false;
+    }
     dropped = drop_units(r, units, errp);
     release_units(r, units);
     atomic_store_explicit(&r->dropping, false, memory_order_release);

@@ -97,7 +97,9 @@ typedef struct sl_region {
     uint64_t ioctls;         /* range ioctls granted at our registration */
     /* keep_memory with sl_restore_keep_known(): one bit per snapshot page
      * that may differ from the snapshot in the reused file (listed by the
-     * caller, or a hole); set before start, read-only after.  NULL: every
+     * caller, or a hole); set before start; after it, only a dropping reset
+     * sets more bits (its thread, before it forgets those units: a fault
+     * reads them only once the pagemap shows them absent).  NULL: every
      * unit is checked. */
     uint64_t *changed;
     /* busy.c mark on the memory file while pages are missing (-1: none):

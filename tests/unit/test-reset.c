@@ -579,6 +579,11 @@ static bool four_k(const sl_test_case *tc)
     return tc->hugepage == 0;
 }
 
+static bool shared_memory(const sl_test_case *tc)
+{
+    return tc->kind != SL_BACKEND_ANON;
+}
+
 /*
  * One in-place reset of a completed restore whose unit 1 the snapshot no
  * longer proves (written by the guest), while a writer runs: whether the
@@ -800,6 +805,43 @@ static void scribble(fixture *f, uint64_t u)
  * Refused without keep_memory (anonymous memory), outside the block, and
  * once the restore started.
  */
+/*
+ * A restart over the file a previous run left, with its written list
+ * (keep_known: the units it does not list are kept unread), tracked, then
+ * dropping resets: the dropped units are holes in the file now, and the
+ * refill reads them from the snapshot instead of keeping them (they read
+ * as zeros before the fix, found by review).  Shared memory only
+ * (shared_memory()): a restart over anonymous memory keeps nothing.
+ */
+static void test_reset_of_a_restart_with_a_written_list_refills_what_it_dropped(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GRand) rng = g_rand_new_with_seed(0x4ee9);
+    sl_restore_config cfg = { .size = sizeof(cfg), .keep_memory = true, .track_writes = true };
+    g_autofree bool *hit = NULL;
+
+    build(f, units_for(f->tc));
+    hit = g_new0(bool, f->nunits);
+    assert_true(start(f, false, false, &err));
+    assert_int_equal(sl_restore_wait(f->r, -1), 0);
+    g_clear_pointer(&f->r, sl_restore_free);
+    f->r = sl_restore_new(f->snap, &cfg, &err);
+    assert_true(f->r && sl_mem_attach(f->r, "b0", &f->mem, &err));
+    assert_true(sl_restore_keep_known(f->r, "b0", NULL, 0, &err)); /* it wrote nothing */
+    assert_true(sl_restore_start(f->r, &err));
+    expect_complete_once(f, "restart with an empty written list");
+    for (unsigned round = 0; round < 3; round++) {
+        g_autofree char *when = g_strdup_printf("reset %u of the restart", round);
+        write_some(f, rng, 0.3, hit);
+        if (!sl_restore_reset(f->r, NULL, &err)) {
+            fail_msg("%s: %s", when, err->message);
+        }
+        expect_complete_once(f, when);
+        assert_int_equal(wrong_pages(f), 0);
+    }
+}
+
 static void test_restart_with_a_written_list_checks_only_listed_units_and_holes(void **state)
 {
     fixture *f = *state;
@@ -925,6 +967,8 @@ int main(void)
           test_restart_over_a_reused_file_rewrites_only_changed_units, NULL },
         { "restart_with_a_written_list_checks_only_listed_units_and_holes",
           test_restart_with_a_written_list_checks_only_listed_units_and_holes, NULL },
+        { "reset_of_a_restart_with_a_written_list_refills_what_it_dropped",
+          test_reset_of_a_restart_with_a_written_list_refills_what_it_dropped, shared_memory },
         { "cli_reset_loop_checks_every_round_against_the_snapshot",
           test_cli_reset_loop_checks_every_round_against_the_snapshot, NULL },
     };

@@ -31,6 +31,7 @@
 #include <unistd.h>
 #include "restore-int.h"
 #include "busy.h"
+#include "engine.h"
 #include "track.h"
 
 /* Appends the written address runs @runs of @reg to @out as unit runs, merged. */
@@ -599,6 +600,71 @@ static bool collect_all(sl_restore *r, bool rearm, GArray *units, GError **errp)
     return true;
 }
 
+/*
+ * Units holding data whose page has left our page tables since completion
+ * (discarded: MADV_DONTNEED, a balloon; or unmapped, which on shared
+ * memory also loses the trace of a write): a reset brings them back
+ * whether or not a write was seen (found by review: they stayed zeros, or
+ * kept a write).  Appended to @out, normalized.
+ */
+static bool collect_empty(sl_restore *r, GArray *out, GError **errp)
+{
+    for (guint i = 0; i < r->regions->len && r->tracking != SL_TRACK_ALL; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_written_run));
+        g_autoptr(GArray) units = g_array_new(false, false, sizeof(sl_run));
+        uint64_t base = (uintptr_t)reg->mem.host;
+        int64_t ret = reg->mem.host ? sl_scan_empty(r->pagemap_fd, base,
+                                                    base + reg->mem.length, runs) : 0;
+        if (ret < 0) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block '%s': PAGEMAP_SCAN of the empty "
+                        "pages: %s", reg->blk->name, g_strerror((int)-ret));
+            return false;
+        }
+        append_units(reg, runs, units);
+        for (guint k = 0; k < units->len; k++) {
+            const sl_run *run = &g_array_index(units, sl_run, k);
+            for (uint64_t u = run->unit; u < run->unit + run->n; u++) {
+                sl_run one = { .region = reg->index, .unit = u, .n = 1 };
+                if (sl_unit_has_data(reg, u)) {
+                    g_array_append_val(out, one);
+                }
+            }
+        }
+    }
+    normalize_runs(out);
+    return true;
+}
+
+/* @units less every unit of @minus (both normalized). */
+static void subtract_runs(GArray *units, const GArray *minus)
+{
+    g_autoptr(GArray) kept = g_array_new(false, false, sizeof(sl_run));
+
+    for (guint i = 0; i < units->len; i++) {
+        sl_run run = g_array_index(units, sl_run, i);
+        for (guint k = 0; k < minus->len && run.n; k++) {
+            const sl_run *m = &g_array_index(minus, sl_run, k);
+            if (m->region != run.region || m->unit + m->n <= run.unit ||
+                m->unit >= run.unit + run.n) {
+                continue;
+            }
+            if (m->unit > run.unit) { /* the part before @m stays */
+                sl_run before = { .region = run.region, .unit = run.unit,
+                                  .n = m->unit - run.unit };
+                g_array_append_val(kept, before);
+            }
+            run.n = run.unit + run.n > m->unit + m->n ? run.unit + run.n - (m->unit + m->n) : 0;
+            run.unit = m->unit + m->n;
+        }
+        if (run.n) {
+            g_array_append_val(kept, run);
+        }
+    }
+    g_array_set_size(units, 0);
+    g_array_append_vals(units, kept->data, kept->len);
+}
+
 /* What the reset found (@units, before any was handled) and how long it took. */
 static void note_stats(sl_restore *r, sl_reset_stats *out, GArray *units, uint64_t t0,
                        uint64_t t1)
@@ -658,6 +724,7 @@ bool sl_restore_reset(sl_restore *r, sl_reset_stats *out, GError **errp)
 {
     g_autoptr(GArray) units = g_array_new(false, false, sizeof(sl_run));
     g_autoptr(GArray) rest = g_array_new(false, false, sizeof(sl_run));
+    g_autoptr(GArray) empty = g_array_new(false, false, sizeof(sl_run));
     uint64_t t0 = sl_now_ns(), t1;
 
     SL_ARG(r, errp, false);
@@ -665,9 +732,12 @@ bool sl_restore_reset(sl_restore *r, sl_reset_stats *out, GError **errp)
         return false;
     }
     sl_engine_join_loaders(r); /* none may claim a unit while they are forgotten */
-    if (!collect_all(r, !r->cfg.reset_in_place, units, errp)) {
+    if (!collect_all(r, !r->cfg.reset_in_place, units, errp) ||
+        !collect_empty(r, empty, errp)) {
         return false;
     }
+    /* Pages no longer mapped are dropped and refilled, never rewritten in place. */
+    subtract_runs(units, empty);
     t1 = sl_now_ns();
     if (!r->cfg.reset_in_place) {
         g_array_append_vals(rest, units->data, units->len);
@@ -677,9 +747,13 @@ bool sl_restore_reset(sl_restore *r, sl_reset_stats *out, GError **errp)
         }
         return false;
     }
+    g_array_append_vals(rest, empty->data, empty->len);
+    normalize_runs(rest);
     if (rest->len && !reset_by_dropping(r, rest, errp)) {
         return false;
     }
+    g_array_append_vals(units, empty->data, empty->len);
+    normalize_runs(units);
     /* Relaxed: a statistic. */
     atomic_fetch_add_explicit(&r->resets, units->len != 0, memory_order_relaxed);
     note_stats(r, out, units, t0, t1);

@@ -95,26 +95,23 @@ sl_tracker *sl_tracker_new(void *addr, uint64_t len, GError **errp)
     return t;
 }
 
-int64_t sl_scan_written(int pagemap, uint64_t start, uint64_t end, bool rearm, GArray *runs)
+/* PAGEMAP_SCAN of [@start, @end) as @how asks, its runs appended to @runs; bytes or -errno. */
+static int64_t scan(int pagemap, uint64_t start, uint64_t end, const struct pm_scan_arg *how,
+                    GArray *runs)
 {
     struct page_region vec[SCAN_VEC];
     uint64_t at = start;
     int64_t bytes = 0;
 
     while (at < end) {
-        struct pm_scan_arg a = {
-            .size = sizeof(a), .start = at, .end = end,
-            .flags = rearm ? PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC : 0,
-            .vec = (uint64_t)(uintptr_t)vec, .vec_len = SCAN_VEC,
-            /* Written and populated (present or swapped).  Asking for
-             * PAGE_IS_WRITTEN alone takes the kernel's fast path, which
-             * counts an empty entry (pte_none: a page never placed, or
-             * dropped by a reset) as written. */
-            .category_mask = PAGE_IS_WRITTEN,
-            .category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-            .return_mask = PAGE_IS_WRITTEN | PAGE_IS_PRESENT,
-        };
-        long n = ioctl(pagemap, PAGEMAP_SCAN, &a);
+        struct pm_scan_arg a = *how;
+        long n;
+        a.size = sizeof(a);
+        a.start = at;
+        a.end = end;
+        a.vec = (uint64_t)(uintptr_t)vec;
+        a.vec_len = SCAN_VEC;
+        n = ioctl(pagemap, PAGEMAP_SCAN, &a);
         if (n < 0) {
             return -errno;
         }
@@ -129,6 +126,34 @@ int64_t sl_scan_written(int pagemap, uint64_t start, uint64_t end, bool rearm, G
         at = a.walk_end;
     }
     return bytes;
+}
+
+int64_t sl_scan_written(int pagemap, uint64_t start, uint64_t end, bool rearm, GArray *runs)
+{
+    const struct pm_scan_arg how = {
+        .flags = rearm ? PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC : 0,
+        /* Written and populated (present or swapped).  Asking for
+         * PAGE_IS_WRITTEN alone takes the kernel's fast path, which
+         * counts an empty entry (pte_none: a page never placed, or
+         * dropped by a reset) as written. */
+        .category_mask = PAGE_IS_WRITTEN,
+        .category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+        .return_mask = PAGE_IS_WRITTEN | PAGE_IS_PRESENT,
+    };
+
+    return scan(pagemap, start, end, &how, runs);
+}
+
+int64_t sl_scan_empty(int pagemap, uint64_t start, uint64_t end, GArray *runs)
+{
+    const struct pm_scan_arg how = {
+        /* Neither present nor swapped (a uffd-wp marker counts as swapped). */
+        .category_inverted = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+        .category_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+        .return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+    };
+
+    return scan(pagemap, start, end, &how, runs);
 }
 
 int64_t sl_tracker_collect(sl_tracker *t, bool rearm, GArray *runs)

@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 PACKAGES=(build-essential pkg-config meson ninja-build python3 libjson-glib-dev
           libglib2.0-dev libnuma-dev libhugetlbfs-dev libcmocka-dev libxxhash-dev
           liburing-dev
-          qemu-system-x86
           clang libclang-rt-14-dev)   # the fuzz targets: clang 14 and its libFuzzer
+# QEMU itself comes below: 10 from bookworm-backports, installed once (not
+# 7.2 first, then upgraded), and Debian 12's 7.2 unpacked beside it.
 # The Linux test guest (docs/linux-guest.md): the kernel it boots and the
 # busybox of its initramfs, without their recommendations (firmware,
 # apparmor), which the guest does not need.

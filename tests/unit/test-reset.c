@@ -494,6 +494,7 @@ typedef struct {
     fixture *f;
     _Atomic bool stop;
     _Atomic uint64_t writes;
+    uint64_t avoid;      /* unit + 1 it never writes (0: none) */
 } sweeper;
 
 static gpointer sweep_units(gpointer opaque)
@@ -502,7 +503,9 @@ static gpointer sweep_units(gpointer opaque)
 
     for (uint64_t k = 0; !atomic_load(&s->stop); k++, atomic_fetch_add(&s->writes, 1)) {
         gint64 until = g_get_monotonic_time() + 10;
-        s->f->mem.host[(k % s->f->nunits) * s->f->unit + 8 + k % 64] ^= 0x5a;
+        if (k % s->f->nunits + 1 != s->avoid) {
+            s->f->mem.host[(k % s->f->nunits) * s->f->unit + 8 + k % 64] ^= 0x5a;
+        }
         while (g_get_monotonic_time() < until) {
         }
     }
@@ -629,7 +632,9 @@ static bool shared_memory(const sl_test_case *tc)
 static bool raced_reset_with_a_bad_unit(fixture *f)
 {
     g_autoptr(GError) err = NULL;
-    sweeper s = { .f = f };
+    /* Not unit 1: its refill fails its check and poisons it, and a write
+     * there would end the sweeper (SIGBUS) or wait on it for ever. */
+    sweeper s = { .f = f, .avoid = 1 + 1 };
     GThread *th;
     bool ok;
 

@@ -24,7 +24,9 @@
  * WELCOME (the highest both speak): level 1 is messages 1 to 10; level 2
  * adds REGISTER_MOVER, MOVE and MOVED.  A client sends REGISTER_MOVER only
  * on a connection that chose level 2, so that a daemon which predates it
- * gets a plain REGISTER instead of a message it would drop the client for.
+ * gets a plain REGISTER instead of a message it would drop the client for;
+ * a daemon serves REGISTER_MOVER at any level (the first clients that sent
+ * it came before levels and offered 1).
  */
 #define SL_PROTO_LEVEL_MIN   1u
 #define SL_PROTO_LEVEL       2u

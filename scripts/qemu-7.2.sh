@@ -43,9 +43,10 @@ done
 ln -sfn /usr/share/seabios "$DIR.new/usr/share/seabios"
 mkdir -p "$DIR.new/usr/lib/ipxe"
 ln -sfn /usr/lib/ipxe/qemu "$DIR.new/usr/lib/ipxe/qemu"
-# The libraries and firmware it depends on (its Depends, but for its own packages).
-deps=$(dpkg-deb -f "$tmp"/qemu-system-x86_*.deb Depends | tr ',' '\n' |
-       sed -E 's/\(.*\)//; s/\|.*//; s/[[:space:]]//g' | grep -v '^qemu-' | grep -v '^$')
+# The libraries and firmware the three depend on (their Depends, but for QEMU's own).
+deps=$(for deb in "$tmp"/*.deb; do dpkg-deb -f "$deb" Depends; echo; done | tr ',' '\n' |
+       sed -E 's/\(.*\)//; s/\|.*//; s/[[:space:]]//g' | grep -v '^qemu-' | grep -v '^$' |
+       sort -u)
 missing=()
 for p in $deps; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -76,7 +76,8 @@ static bool unthrottle(sl_qmp *q, GError **errp)
  * then runs a moment, since QEMU refuses a second migration right after. */
 static bool save_full_stream(sl_qmp *q, const char *full, GError **errp)
 {
-    g_autofree char *fcat = g_strdup_printf("cat > '%s'", full);
+    g_autofree char *qfull = g_shell_quote(full);
+    g_autofree char *fcat = g_strdup_printf("cat > %s", qfull);
     g_autofree char *uri = sl_qemu_exec_uri(fcat);
     sl_qemu_caps caps = { 0 };
 
@@ -270,9 +271,11 @@ static char *stream_ram_add(stream_ram *sr, const char *tmp, const sl_qemu_backe
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", path, g_strerror(errno));
         if (fd >= 0) {
             close(fd);
+            unlink(path);
         }
         return NULL;
     }
+    cli_interrupt_remove_on_signal(path); /* as large as the guest's RAM */
     g_ptr_array_add(sr->names, g_strdup(b->id));
     g_array_append_val(sr->fds, fd);
     g_array_append_val(sr->sizes, b->size);
@@ -339,12 +342,14 @@ static bool migrate_split(sl_qmp *q, const char *dev, const char *tmp, stream_ra
                           GError **errp)
 {
     g_autofree char *whole = g_build_filename(tmp, "stream", NULL);
-    g_autofree char *cat = g_strdup_printf("cat > '%s'", whole);
+    g_autofree char *qwhole = g_shell_quote(whole);
+    g_autofree char *cat = g_strdup_printf("cat > %s", qwhole);
     g_autofree char *uri = sl_qemu_exec_uri(cat);
     int in = -1, out = -1;
     bool ok;
 
     g_ptr_array_add(sr->names, NULL);
+    cli_interrupt_remove_on_signal(whole);
     ok = unthrottle(q, errp) && sl_qemu_migrate(q, "migrate", uri, errp);
     if (ok && ((in = open(whole, O_RDONLY | O_CLOEXEC)) < 0 ||
                (out = open(dev, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0)) {
@@ -372,7 +377,8 @@ static bool migrate_split(sl_qmp *q, const char *dev, const char *tmp, stream_ra
 static int save_stopped(sl_qmp *q, GPtrArray *raws, const char *dev, const char *full,
                         const char *tmp, stream_ram *sr, cli_save_opts *o, GError **errp)
 {
-    g_autofree char *cat = g_strdup_printf("cat > '%s'", dev);
+    g_autofree char *qdev = g_shell_quote(dev);
+    g_autofree char *cat = g_strdup_printf("cat > %s", qdev);
     g_autofree char *uri = sl_qemu_exec_uri(cat);
     sl_qemu_caps caps = { .ignore_shared = true };
     double t0, dev_ms;
@@ -422,11 +428,13 @@ static int save_container(sl_qmp *q, const char *full, cli_save_opts o, GError *
         return -1;
     }
     dev = g_build_filename(tmp, "device-state", NULL);
+    cli_interrupt_remove_on_signal(dev);
     raws = raw_inputs(q, &o, tmp, &sr, errp);
     if (raws) {
         ret = save_stopped(q, raws, dev, full, tmp, &sr, &o, errp);
     }
-    /* On every path: the temporary directory never stays behind. */
+    /* On every return the temporary directory goes; on a signal its files
+     * (cli_interrupt_remove_on_signal()), the empty directory stays. */
     for (guint i = 0; i < sr.fds->len; i++) {
         g_autofree char *ram = g_strdup_printf("%s/ram%u", tmp, i);
         unlink(ram);

@@ -334,11 +334,8 @@ int on_register(server *d, client *c, uint16_t type, const sl_msg_register *m,
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "REGISTER before HELLO");
         return -EPROTO;
     }
-    if (mover && c->level < SL_PROTO_LEVEL_MOVER) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "REGISTER_MOVER needs protocol level %u; "
-                    "this connection chose %u at HELLO", SL_PROTO_LEVEL_MOVER, c->level);
-        return -EPROTO;
-    }
+    /* REGISTER_MOVER is served at any level: the first clients that sent it
+     * offered level 1 only (levels came after them). */
     if (mover ? nfds != 2 : nfds != 1 && nfds != 2) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "REGISTER carries %u fds, not %s", nfds,
                     mover ? "two (uffd of anonymous memory, mover channel)"

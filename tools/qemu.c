@@ -210,6 +210,16 @@ GPtrArray *sl_qemu_qmp_backends(sl_qmp *q, GError **errp)
         bool ram = !strcmp(type, "child<memory-backend-ram>");
         sl_qemu_backend *b;
         if (!ram && strcmp(type, "child<memory-backend-file>")) {
+            if (g_str_has_prefix(type, "child<memory-backend-")) {
+                /* memfd, epc...: RAM in no file we can name, nor (shared) in the stream */
+                g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s' is a %.*s, "
+                            "whose RAM this save cannot read: use memory-backend-file "
+                            "(share=on, on /dev/shm or hugetlbfs) or -ram, or --format qemu",
+                            json_object_get_string_member(o, "name"),
+                            (int)strlen(type) - 7, type + 6);
+                g_ptr_array_unref(out);
+                return NULL;
+            }
             continue;
         }
         b = backend_over_qmp(q, json_object_get_string_member(o, "name"), ram, errp);

@@ -14,13 +14,15 @@
  *        records  [0x7e id]
  *   { 0x02|0x03 id  records  [0x7e id] }*
  *   [0x08 u16 command u16 length bytes]  (copied)
- *   0x04 ... (the device state of the other devices, and the end: copied as it is)
+ *   after the RAM section's END: the other devices' state and the end, copied as it is
  *
  * A record is u64 offset|flags, then (unless CONTINUE) the block's idstr,
  * then a fill byte (ZERO) or a 4 KiB page (PAGE); EOS ends a section's
- * records.  QEMU writes every device's full state only after the last RAM
- * section (savevm.c, completion of precopy), so the first section of any
- * other type starts the tail.  Refused, naming what: another iterative
+ * records.  QEMU writes the devices' full state after the RAM section's
+ * END (savevm.c, completion of precopy): that END starts the tail.  Refused,
+ * naming what: any other section before it (virtio-mem writes its state
+ * right after the RAM section's start since QEMU 8.0: RAM records after it
+ * cannot be found without walking it), another iterative
  * device (its data cannot be walked), postcopy-ram (page sizes the stream
  * does not say), compressed, XBZRLE or multifd pages, a block or offset
  * the block list does not have.  Kept records always name their block, so
@@ -35,6 +37,7 @@
 
 #define SEC_PART        0x02
 #define SEC_END         0x03
+#define SEC_START_FULL  0x04
 #define SEC_COMMAND     0x08
 #define CMD_PACKAGED    8u      /* a whole stream inside (postcopy): not walked */
 #define RAM_ZERO        0x02ull
@@ -153,7 +156,7 @@ static bool parse_block_list(splitter *sp, const char *const *lazy, const uint64
         acc += b->length;
         b->lazy = -1;
         for (int i = 0; lazy[i]; i++) {
-            if (strcmp(lazy[i], b->name)) {
+            if (strcmp(lazy[i], b->name) || b->lazy >= 0) { /* a name given twice: the first */
                 continue;
             }
             if (b->length != sizes[i]) {
@@ -308,8 +311,27 @@ static bool copy_command(splitter *sp, uint64_t at, GError **errp)
     return sl_qs_get(&sp->c, data, len, "command data", errp) && emit_input(sp, at, errp);
 }
 
-/* The sections after the header: RAM ones split, commands copied, the
- * first other one starts the tail. */
+/*
+ * Any other section before the RAM section's end: refused, named.  QEMU
+ * writes some devices' state early (virtio-mem, since 8.0, right after the
+ * RAM section's start); RAM records after it cannot be found without
+ * walking it, and taking it for the tail would leave them in the stream.
+ */
+static bool refuse_early(splitter *sp, uint8_t type, GError **errp)
+{
+    char name[SL_BLOCK_NAME_MAX] = "?";
+    uint32_t id;
+
+    if (type == SEC_START_FULL) {
+        (void)(sl_qs_be32(&sp->c, &id, "section id", NULL) &&
+               sl_qs_str8(&sp->c, name, "section name", NULL));
+    }
+    return SL_BAD(errp, "section type %u ('%s') before the end of the RAM section: device "
+                  "state QEMU writes early (virtio-mem?) cannot be walked here", type, name);
+}
+
+/* The sections after the header: RAM ones split, commands among them
+ * copied; what follows the RAM section's end is the tail, as it is. */
 static bool split_sections(splitter *sp, const char *const *lazy, const uint64_t *sizes,
                            GError **errp)
 {
@@ -330,8 +352,7 @@ static bool split_sections(splitter *sp, const char *const *lazy, const uint64_t
             continue;
         }
         if (type != SEC_START && type != SEC_PART && type != SEC_END) {
-            return started ? emit_tail(sp, at, errp)
-                           : SL_BAD(errp, "section type %u before the RAM section", type);
+            return refuse_early(sp, type, errp);
         }
         if (!sl_qs_be32(&sp->c, &id, "section id", errp)) {
             return false;
@@ -361,6 +382,9 @@ static bool split_sections(splitter *sp, const char *const *lazy, const uint64_t
         }
         if (!emit_input(sp, at, errp) || !split_records(sp, id, errp)) {
             return false;
+        }
+        if (type == SEC_END) { /* the RAM section's last: the rest is the devices' */
+            return emit_tail(sp, sp->c.off, errp);
         }
     }
 }

@@ -259,7 +259,7 @@ static void test_x_ignore_shared_block_addresses_are_walked_and_kept(void **stat
 typedef enum {
     BAD_COMPRESSED, BAD_BEYOND, BAD_UNKNOWN_BLOCK, BAD_FIRST_CONTINUES, BAD_OTHER_ITERATIVE,
     BAD_OTHER_ID, BAD_TRUNCATED, BAD_POSTCOPY, BAD_NO_SUCH_LAZY, BAD_EOS_FLAGS, BAD_FOOTER,
-    BAD_PACKAGED, BAD_SIZE,
+    BAD_PACKAGED, BAD_SIZE, BAD_EARLY_DEVICE,
 } bad_kind;
 
 static const struct {
@@ -279,9 +279,10 @@ static const struct {
     { BAD_FOOTER, "footer of section 7 after section 2" },
     { BAD_PACKAGED, "a packaged stream (postcopy)" },
     { BAD_SIZE, "RAM block 'pc.ram' has 32768 bytes in the stream, not the 36864 of QEMU" },
+    { BAD_EARLY_DEVICE, "section type 4 ('virtio-mem-device-early') before the end of the RAM" },
 };
 
-/* The good stream's start, then what @kind puts in the first iteration. */
+/* The good stream's start, then what @kind puts in the RAM section's end. */
 static GByteArray *bad_stream(bad_kind kind)
 {
     GByteArray *a = g_byte_array_new();
@@ -300,7 +301,7 @@ static GByteArray *bad_stream(bad_kind kind)
         ram_start(a, false);
     }
     end_records(a, 2);
-    section(a, 0x02, kind == BAD_OTHER_ID ? 9 : 2);
+    section(a, 0x03, kind == BAD_OTHER_ID ? 9 : 2); /* the RAM section's end */
     switch (kind) {
     case BAD_COMPRESSED: record(a, "pc.ram", 0, F_COMPRESS, 0); break;
     case BAD_BEYOND: record(a, "pc.ram", LAZY_LEN / PG, F_PAGE, 0); break;
@@ -310,6 +311,16 @@ static GByteArray *bad_stream(bad_kind kind)
         return a;
     case BAD_EOS_FLAGS: be64(a, F_EOS | F_PAGE); return a;
     case BAD_FOOTER: be64(a, F_EOS); u8(a, 0x7e); be32(a, 7); return a;
+    case BAD_EARLY_DEVICE: /* a device's state between the RAM section's start and pages */
+        g_byte_array_set_size(a, a->len - 5);
+        u8(a, 0x04);
+        be32(a, 3);
+        str8(a, "virtio-mem-device-early");
+        be32(a, 0);
+        be32(a, 1);
+        section(a, 0x02, 2);
+        record(a, "pc.ram", 0, F_PAGE, 0);
+        break;
     case BAD_PACKAGED:
         g_byte_array_set_size(a, a->len - 5);
         g_byte_array_append(a, (const uint8_t *)"\x08\x00\x08\x00\x00", 5);

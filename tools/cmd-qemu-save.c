@@ -242,7 +242,7 @@ static bool mapped_by_qemu(sl_qmp *q, const sl_qemu_backend *b, GError **errp)
 
 /*
  * Guest RAM in no file (plain -m, memory-backend-ram): its pages come from
- * the migration stream, split off into files of @tmp (stream_ram_split()).
+ * the migration stream, split off into files of @tmp (migrate_split()).
  */
 typedef struct {
     GPtrArray *names;       /* of the blocks (NULL-terminated once complete) */

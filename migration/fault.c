@@ -129,14 +129,8 @@ static uint64_t claim_around(sl_region *reg, uint64_t u, uint64_t a, uint64_t e,
     while (hi < e && sl_unit_has_data(reg, hi) && sl_pagemap_claim(reg->map, hi)) {
         hi++;
     }
-    /* Acquire: pairs with reset.c's release (r->dropping): during a reset
-     * the neighbours go back, and the faulted unit is served alone. */
-    if (atomic_load_explicit(&reg->r->dropping, memory_order_acquire)) {
-        sl_pagemap_unclaim(reg->map, lo, u - lo);
-        sl_pagemap_unclaim(reg->map, u + 1, hi - u - 1);
-        lo = u;
-        hi = u + 1;
-    }
+    /* (A unit a dropping reset forgot is CLAIMED by it until its memory is
+     * gone, so no neighbour claimed here still holds a page to be dropped.) */
     *u0 = lo;
     return hi - lo;
 }

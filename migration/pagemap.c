@@ -183,9 +183,8 @@ void sl_pagemap_unclaim(sl_pagemap *m, uint64_t i, uint64_t n)
     }
 }
 
-uint64_t sl_pagemap_forget(sl_pagemap *m, uint64_t i, uint64_t n, bool hold)
+uint64_t sl_pagemap_forget(sl_pagemap *m, uint64_t i, uint64_t n)
 {
-    uint8_t to = hold ? SL_PAGE_CLAIMED : SL_PAGE_ABSENT;
     uint64_t forgot = 0;
 
     for (uint64_t k = i; k < i + n; k++) {
@@ -195,7 +194,7 @@ uint64_t sl_pagemap_forget(sl_pagemap *m, uint64_t i, uint64_t n, bool hold)
          * with a release store afterwards. */
         while ((old & STATE_MASK) == SL_PAGE_PRESENT &&
                !atomic_compare_exchange_weak_explicit(&m->state[k], &old,
-                                                      (uint8_t)((old & WAITERS) | to),
+                                                      (uint8_t)((old & WAITERS) | SL_PAGE_CLAIMED),
                                                       memory_order_relaxed,
                                                       memory_order_relaxed)) {
         }

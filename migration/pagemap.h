@@ -72,13 +72,13 @@ void sl_pagemap_poison(sl_pagemap *m, uint64_t i);
 void sl_pagemap_unclaim(sl_pagemap *m, uint64_t i, uint64_t n);
 
 /**
- * sl_pagemap_forget: PRESENT -> ABSENT (with @hold: -> CLAIMED, by the
- * caller, until it unclaims them) for the pages of [@i, @i + @n) that are
- * PRESENT, their audit count back to zero (a reset: they will be placed
- * once more, exactly once).  PRESENT is final for every other caller, so
- * this may run beside them.  Returns how many were PRESENT.
+ * sl_pagemap_forget: PRESENT -> CLAIMED, by the caller until it unclaims
+ * them (sl_pagemap_unclaim(): then ABSENT), for the pages of [@i, @i + @n)
+ * that are PRESENT, their audit count back to zero (a reset: they will be
+ * placed once more, exactly once).  PRESENT is final for every other
+ * caller, so this may run beside them.  Returns how many were PRESENT.
  */
-uint64_t sl_pagemap_forget(sl_pagemap *m, uint64_t i, uint64_t n, bool hold);
+uint64_t sl_pagemap_forget(sl_pagemap *m, uint64_t i, uint64_t n);
 
 /**
  * sl_pagemap_wait: block (futex, no polling) while page @i is CLAIMED or,

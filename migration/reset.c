@@ -266,7 +266,7 @@ static bool forget_units(sl_restore *r, GArray *units, GError **errp)
     for (guint i = 0; i < units->len; i++) {
         const sl_run *run = &g_array_index(units, sl_run, i);
         sl_region *reg = g_ptr_array_index(r->regions, run->region);
-        total += sl_pagemap_forget(reg->map, run->unit, run->n, true);
+        total += sl_pagemap_forget(reg->map, run->unit, run->n);
     }
     /* Relaxed: published by the release increment of the generation. */
     atomic_fetch_add_explicit(&r->remaining, total, memory_order_relaxed);
@@ -622,12 +622,16 @@ static bool collect_empty(sl_restore *r, GArray *out, GError **errp)
             return false;
         }
         append_units(reg, runs, units);
-        for (guint k = 0; k < units->len; k++) {
+        for (guint k = 0; k < units->len; k++) { /* their units with data, as runs */
             const sl_run *run = &g_array_index(units, sl_run, k);
-            for (uint64_t u = run->unit; u < run->unit + run->n; u++) {
-                sl_run one = { .region = reg->index, .unit = u, .n = 1 };
-                if (sl_unit_has_data(reg, u)) {
-                    g_array_append_val(out, one);
+            for (uint64_t u = run->unit, end = run->unit + run->n; u < end; u++) {
+                sl_run data = { .region = reg->index, .unit = u, .n = 0 };
+                while (u < end && sl_unit_has_data(reg, u)) {
+                    data.n++;
+                    u++;
+                }
+                if (data.n) {
+                    g_array_append_val(out, data);
                 }
             }
         }
@@ -693,18 +697,12 @@ static bool reset_by_dropping(sl_restore *r, GArray *units, GError **errp)
 {
     bool dropped;
 
-    /* Fault-around leaves units forgotten but not yet dropped alone
-     * (r->dropping): the fence orders this store before the forgetting. */
-    atomic_store_explicit(&r->dropping, true, memory_order_relaxed);
-    atomic_thread_fence(memory_order_release);
     mark_changed(r, units);
     if (!forget_units(r, units, errp)) {
-        atomic_store_explicit(&r->dropping, false, memory_order_release);
         return false;
     }
     dropped = drop_units(r, units, errp);
     release_units(r, units);
-    atomic_store_explicit(&r->dropping, false, memory_order_release);
     if (!dropped) {
         sl_engine_fail(r, -EIO); /* stopping seals what is missing: never stale bytes */
         return false;

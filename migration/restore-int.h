@@ -194,15 +194,6 @@ struct sl_restore {
     GArray *raced;
     uint32_t tracking;         /* SL_TRACK_*: set at start, read-only after */
     _Atomic uint64_t resets;   /* resets that brought units back (statistics, relaxed) */
-    /* A dropping reset between forgetting its units and dropping their
-     * memory (reset.c sets it before a release fence that precedes the
-     * forgetting, and clears it with a release store once the memory is
-     * gone).  The fault thread loads it (acquire) after claiming
-     * fault-around neighbours: a claim that found a forgotten unit
-     * (acq_rel) sees it set, and such a neighbour may still hold its
-     * written page, which a placement would take for placed (EEXIST) and
-     * the drop then remove. */
-    _Atomic bool dropping;
     /* reset_in_place (reset.c, caller's thread only): the snapshot file
      * mapped read-only and populated at the first in-place reset, so that
      * rewriting a unit is a copy, not a read call; NULL: not (yet) mapped,

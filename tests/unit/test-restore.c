@@ -2179,19 +2179,25 @@ static void test_fault_around_stops_at_zero_pages(void **state)
 
 /*
  * While a dropping reset has forgotten units and not yet dropped their
- * memory (r->dropping), a neighbour may still hold its written page: a
- * fault then serves its own page alone, and the neighbours come later.
+ * memory, a neighbour may still hold its written page: the reset holds
+ * those units CLAIMED (sl_pagemap_forget()) until the drop, so a fault
+ * then serves its own page alone, and the neighbours come later.
  */
 static void test_a_fault_during_a_dropping_reset_serves_its_page_alone(void **state)
 {
     fixture *f = *state;
+    sl_pagemap *map;
 
     fixture_build(f, 4u << 20, 0, 0);
     fixture_start(f, 0, true);
-    atomic_store(&f->r->dropping, true);
+    map = ((sl_region *)g_ptr_array_index(f->r->regions, 0))->map;
+    for (uint64_t u = 96; u < 112; u++) { /* its block's others, held as a reset holds */
+        assert_true(u == 100 || sl_pagemap_claim(map, u));
+    }
     touch_ok(f, 100);
     expect_faults(f, 1, 1, 0);
-    atomic_store(&f->r->dropping, false);
+    sl_pagemap_unclaim(map, 96, 4); /* the drop is done */
+    sl_pagemap_unclaim(map, 101, 11);
     touch_ok(f, 101); /* block 96-111: 101-111 now, 100 being there already */
     expect_faults(f, 2, 1 + 11, 10);
     touch_all(f);

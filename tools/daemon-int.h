@@ -29,7 +29,6 @@ typedef struct {
     gint64 accepted_us;      /* monotonic: for the HELLO timeout */
     gint64 greeted_us;       /* monotonic: for the REGISTER timeout */
     bool greeted;
-    unsigned level;          /* the protocol level chosen at HELLO (SL_PROTO_LEVEL_*) */
     unsigned nregistered;    /* REGISTERs accepted: a consumer, never timed out */
     uint8_t *registered;     /* per block: registered on this connection */
     uint64_t *wp_addr;       /* per block: where a tracked mapping was registered (0: none) */

@@ -197,7 +197,6 @@ static int on_hello(server *d, client *c, const sl_msg_hello *h, unsigned nfds, 
         return -err;
     }
     c->greeted = true;
-    c->level = w.u.welcome.version;
     c->greeted_us = g_get_monotonic_time();
     return 0;
 }

@@ -12,8 +12,9 @@
  * Table-driven over the guest's RAM (anonymous `-m`, shmem, hugetlbfs-2M)
  * and the snapshot's format (QEMU's own `migrate file:` with mapped-ram;
  * snapload's checksummed container, anonymous RAM's pages split off QEMU's
- * stream there; with QEMU 7.2 only the container).  Each kind of RAM is booted once; the running guest is
- * saved in each format (`snapload qemu-save`).  Then, per format:
+ * stream there; with QEMU 7.2 only the container).  Each kind of RAM is
+ * booted once; the running guest is saved in each format (`snapload
+ * qemu-save`).  Then, per format:
  *  - linux_guest_runs_clean_after_lazy_restore: `snapload qemu-restore`
  *    runs it lazily; the guest answers a PING on its second serial port
  *    while pages are still being placed, finishes a full checking pass over

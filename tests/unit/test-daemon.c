@@ -2705,7 +2705,8 @@ int main(void)
         cmocka_unit_test(test_hostile_packets_are_rejected_by_name),
         cmocka_unit_test(test_mover_messages_with_impossible_fields_are_refused),
         cmocka_unit_test(test_client_registers_plainly_with_a_daemon_that_predates_movers),
-        cmocka_unit_test_setup_teardown(test_hello_chooses_a_common_level_and_serves_movers_of_any_level,
+        cmocka_unit_test_setup_teardown(
+            test_hello_chooses_a_common_level_and_serves_movers_of_any_level,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test(test_random_packets_never_crash_the_decoder),
         cmocka_unit_test(test_unprintable_block_names_are_rejected_by_the_decoder),

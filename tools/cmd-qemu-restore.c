@@ -559,10 +559,12 @@ static bool verify(qr *r, GError **errp)
 /* Device state in (checked registrations first), then cont: the guest runs. */
 static bool load_and_run(qr *r, GError **errp)
 {
+    g_autoptr(GError) err = NULL;
+    sl_qemu_settings settings;
     bool ok;
 
     r->q = sl_qmp_accept(r->qmp_lfd, r->pidfd, QMP_TIMEOUT_MS, errp);
-    if (!r->q) {
+    if (!r->q || !sl_qemu_settings_read(r->q, &settings, errp)) {
         return false;
     }
     r->t_qmp = cli_now_ms();
@@ -575,16 +577,22 @@ static bool load_and_run(qr *r, GError **errp)
     }
     if (!ok) {
         g_prefix_error(errp, "loading the device state: ");
+        sl_qemu_settings_clear(&settings);
         return false;
     }
     r->t_dev1 = cli_now_ms();
-    if (r->o->verify && !r->o->eager && !verify(r, errp)) {
-        return false;
-    }
-    if (!r->o->paused && !sl_qmp_ok(r->q, "cont", NULL, errp)) {
+    if ((r->o->verify && !r->o->eager && !verify(r, errp)) ||
+        (!r->o->paused && !sl_qmp_ok(r->q, "cont", NULL, errp))) {
+        sl_qemu_settings_clear(&settings);
         return false;
     }
     r->t_run = cli_now_ms();
+    /* The guest runs first; then QEMU's next migration (the user's own,
+     * say) starts from QEMU's settings, not this load's. */
+    if (!sl_qemu_settings_put_back(r->q, &settings, &err)) {
+        fprintf(stderr, "snapload: warning: %s\n", err->message);
+    }
+    sl_qemu_settings_clear(&settings);
     return true;
 }
 

@@ -590,24 +590,44 @@ static char *bad_usage(const qs_args *a, int argc, char **argv)
     return a->quit && a->resume ? g_strdup("--quit and --resume: choose one") : NULL;
 }
 
+/* QEMU's migration settings back as @s holds them, or a warning saying which are not. */
+static void settings_back(sl_qmp *q, sl_qemu_settings *s)
+{
+    g_autoptr(GError) err = NULL;
+
+    if (!sl_qemu_settings_put_back(q, s, &err)) {
+        fprintf(stderr, "snapload: warning: %s: QEMU keeps the migration capabilities and "
+                "parameters this save set (query-migrate-capabilities shows them)\n",
+                err->message);
+    }
+    sl_qemu_settings_clear(s);
+}
+
 /*
  * Saves as @a asks over @q: the outputs checked and the guest's run state
- * read before it is stopped; after a failure that state is put back, after
- * success the guest runs again with --resume.  An exit status.
+ * and migration settings read before it is stopped; after a failure that
+ * state is put back, after success the guest runs again with --resume.
+ * The settings are put back either way (not before --quit).  An exit status.
  */
 static int save_guest(sl_qmp *q, const qs_args *a, GError **errp)
 {
     g_autofree char *before = NULL;
     bool qemu_fmt = a->format && !strcmp(a->format, "qemu");
+    sl_qemu_settings settings;
     int ret;
 
     if (!can_write("-o", a->out, errp) || (a->full && !can_write("--full-stream", a->full, errp)) ||
-        !(before = state_before(q, errp))) {
+        !(before = state_before(q, errp)) || !sl_qemu_settings_read(q, &settings, errp)) {
         return cli_fail_error(g_steal_pointer(errp));
     }
     ret = qemu_fmt ? save_qemu_file(q, a->out, a->multifd, errp)
                    : save_container(q, a->full, (cli_save_opts){ .psize = 4096, .out = a->out,
                                     .parent = a->parent, .ancestors = a->ancestors }, errp);
+    if (ret != 0 || !a->quit) {
+        settings_back(q, &settings);
+    } else {
+        sl_qemu_settings_clear(&settings);
+    }
     if (ret != 0) {
         ret = ret < 0 ? cli_fail_error(g_steal_pointer(errp)) : ret; /* said first */
         put_back(q, before);

@@ -37,9 +37,14 @@ bool sl_qemu_has_capability(sl_qmp *q, const char *name, GError **errp)
     return h && g_hash_table_contains(h, name);
 }
 
+/* The capabilities sl_qemu_set_caps() sets, in its order. */
+static const char *const cap_names[] = { "x-ignore-shared", "mapped-ram", "multifd", "events" };
+/* The parameters qemu-save and qemu-restore may set. */
+static const char *const param_names[] = { "max-bandwidth", "multifd-channels" };
+
 bool sl_qemu_set_caps(sl_qmp *q, const sl_qemu_caps *c, GError **errp)
 {
-    static const char *const names[] = { "x-ignore-shared", "mapped-ram", "multifd", "events" };
+    const char *const *names = cap_names;
     const bool on[] = { c->ignore_shared, c->mapped_ram, c->multifd, true };
     g_autoptr(GHashTable) known = known_caps(q, errp);
     g_autoptr(GString) args = g_string_new("{\"capabilities\": [");
@@ -48,7 +53,7 @@ bool sl_qemu_set_caps(sl_qmp *q, const sl_qemu_caps *c, GError **errp)
     if (!known) {
         return false;
     }
-    for (unsigned i = 0; i < G_N_ELEMENTS(names); i++) {
+    for (unsigned i = 0; i < G_N_ELEMENTS(cap_names); i++) {
         if (!g_hash_table_contains(known, names[i])) {
             if (on[i]) {
                 g_set_error(errp, SL_ERROR, SL_ERROR_UNSUPPORTED, "this QEMU has no '%s' "
@@ -102,4 +107,81 @@ char *sl_qemu_file_uri(const char *path, uint64_t offset)
 {
     return offset ? g_strdup_printf("file:%s,offset=%" G_GUINT64_FORMAT, path, offset)
                   : g_strdup_printf("file:%s", path);
+}
+
+/* migrate-set-capabilities arguments giving snapload's capabilities the
+ * states QEMU reports now (those it has), or NULL. */
+static char *caps_now(sl_qmp *q, GError **errp)
+{
+    g_autoptr(JsonNode) r = sl_qmp_cmd(q, "query-migrate-capabilities", NULL, errp);
+    JsonArray *a = r && JSON_NODE_HOLDS_ARRAY(r) ? json_node_get_array(r) : NULL;
+    g_autoptr(GString) args = g_string_new("{\"capabilities\": [");
+    bool first = true;
+
+    if (!a) {
+        return NULL;
+    }
+    for (guint i = 0; i < json_array_get_length(a); i++) {
+        JsonObject *o = json_array_get_object_element(a, i);
+        const char *name = o ? json_object_get_string_member_with_default(o, "capability", "")
+                             : "";
+        if (!g_strv_contains(cap_names, name) || !json_object_has_member(o, "state")) {
+            continue;
+        }
+        g_string_append_printf(args, "%s{\"capability\": \"%s\", \"state\": %s}",
+                               first ? "" : ", ", name,
+                               json_object_get_boolean_member(o, "state") ? "true" : "false");
+        first = false;
+    }
+    g_string_append(args, "]}");
+    return g_string_free(g_steal_pointer(&args), false);
+}
+
+/* migrate-set-parameters arguments giving the parameters snapload sets the
+ * values QEMU reports now (those it has), or NULL. */
+static char *params_now(sl_qmp *q, GError **errp)
+{
+    g_autoptr(JsonNode) r = sl_qmp_cmd(q, "query-migrate-parameters", NULL, errp);
+    JsonObject *o = r && JSON_NODE_HOLDS_OBJECT(r) ? json_node_get_object(r) : NULL;
+    g_autoptr(GString) args = g_string_new("{");
+
+    if (!o) {
+        return NULL;
+    }
+    for (unsigned i = 0; i < G_N_ELEMENTS(param_names); i++) {
+        JsonNode *v = json_object_get_member(o, param_names[i]);
+        if (v && JSON_NODE_HOLDS_VALUE(v) && json_node_get_value_type(v) == G_TYPE_INT64) {
+            g_string_append_printf(args, "%s\"%s\": %" G_GINT64_FORMAT, args->len > 1 ? ", " : "",
+                                   param_names[i], json_node_get_int(v));
+        }
+    }
+    g_string_append(args, "}");
+    return g_string_free(g_steal_pointer(&args), false);
+}
+
+bool sl_qemu_settings_read(sl_qmp *q, sl_qemu_settings *s, GError **errp)
+{
+    *s = (sl_qemu_settings){ 0 };
+    if (!(s->caps = caps_now(q, errp)) || !(s->params = params_now(q, errp))) {
+        g_prefix_error(errp, "QEMU's migration settings: ");
+        sl_qemu_settings_clear(s);
+        return false;
+    }
+    return true;
+}
+
+bool sl_qemu_settings_put_back(sl_qmp *q, const sl_qemu_settings *s, GError **errp)
+{
+    if (!sl_qmp_ok(q, "migrate-set-capabilities", s->caps, errp) ||
+        !sl_qmp_ok(q, "migrate-set-parameters", s->params, errp)) {
+        g_prefix_error(errp, "putting back QEMU's migration settings: ");
+        return false;
+    }
+    return true;
+}
+
+void sl_qemu_settings_clear(sl_qemu_settings *s)
+{
+    g_clear_pointer(&s->caps, g_free);
+    g_clear_pointer(&s->params, g_free);
 }

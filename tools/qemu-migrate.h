@@ -33,6 +33,27 @@ bool sl_qemu_set_caps(sl_qmp *q, const sl_qemu_caps *c, GError **errp);
  */
 bool sl_qemu_migrate(sl_qmp *q, const char *cmd, const char *uri, GError **errp);
 
+/**
+ * QEMU's migration settings that snapload changes (the capabilities
+ * sl_qemu_set_caps() sets, max-bandwidth and multifd-channels) as they
+ * were when read.  They persist between migrations of one QEMU: left as a
+ * save set them, x-ignore-shared would keep shared RAM out of the user's
+ * next live migration without a word, and mapped-ram would refuse it.
+ */
+typedef struct {
+    char *caps;    /* migrate-set-capabilities arguments */
+    char *params;  /* migrate-set-parameters arguments */
+} sl_qemu_settings;
+
+/** sl_qemu_settings_read: reads @s from QEMU (sl_qemu_settings_clear() it). */
+bool sl_qemu_settings_read(sl_qmp *q, sl_qemu_settings *s, GError **errp);
+
+/** sl_qemu_settings_put_back: sets QEMU's settings back to @s (no migration may run). */
+bool sl_qemu_settings_put_back(sl_qmp *q, const sl_qemu_settings *s, GError **errp);
+
+/** sl_qemu_settings_clear: frees what @s holds. */
+void sl_qemu_settings_clear(sl_qemu_settings *s);
+
 /** sl_qemu_exec_uri: "exec:@shell". */
 char *sl_qemu_exec_uri(const char *shell);
 

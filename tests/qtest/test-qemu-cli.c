@@ -12,6 +12,8 @@
  *    carries the daemon's figures reached, and null where none was;
  *  - a --socket another daemon serves is refused before the RAM file is
  *    made;
+ *  - saves (either format, failed or not) and restores leave QEMU's
+ *    migration capabilities and parameters as they found them;
  *  - --help prints the options and exits 0, and each bad option or
  *    combination gets a message naming it.
  */
@@ -199,6 +201,108 @@ static void test_resume_lets_saves_follow_and_a_paused_guest_is_refused_saying_c
     sl_qmp_close(q);
 }
 
+/* QEMU's migration settings snapload may change, as one line to compare. */
+static char *settings_of(sl_qmp *q)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(JsonNode) caps = sl_qmp_cmd(q, "query-migrate-capabilities", NULL, &err);
+    g_autoptr(JsonNode) params = caps ? sl_qmp_cmd(q, "query-migrate-parameters", NULL, &err)
+                                      : NULL;
+    const char *cap_names[] = { "x-ignore-shared", "mapped-ram", "multifd", "events", NULL };
+    GString *s = g_string_new("");
+    JsonArray *a;
+    JsonObject *p;
+
+    if (!params) {
+        fail_msg("reading QEMU's migration settings: %s", err->message);
+    }
+    a = json_node_get_array(caps);
+    for (guint i = 0; i < json_array_get_length(a); i++) {
+        JsonObject *o = json_array_get_object_element(a, i);
+        const char *name = json_object_get_string_member(o, "capability");
+        if (g_strv_contains(cap_names, name)) {
+            g_string_append_printf(s, "%s=%d ", name, json_object_get_boolean_member(o, "state"));
+        }
+    }
+    p = json_node_get_object(params);
+    g_string_append_printf(s, "max-bandwidth=%" G_GINT64_FORMAT " multifd-channels=%"
+                           G_GINT64_FORMAT, json_object_get_int_member(p, "max-bandwidth"),
+                           json_object_get_int_member(p, "multifd-channels"));
+    return g_string_free(s, false);
+}
+
+/* A save of the guest at @qmp with @opts succeeds, and QEMU's migration
+ * settings (@q) afterwards are @want. */
+static void save_leaves_settings(sl_qmp *q, const char *qmp, const char *const *opts,
+                                 const char *want)
+{
+    g_autofree char *err = NULL, *now = NULL;
+    int ws = qemu_save(qmp, opts, &err);
+
+    if (!g_spawn_check_wait_status(ws, NULL)) {
+        fail_msg("qemu-save %s ... failed (status %#x):\n%s", opts[0], ws, err);
+    }
+    now = settings_of(q);
+    if (strcmp(now, want)) {
+        fail_msg("after qemu-save %s %s: QEMU's migration settings are\n  %s\nnot as before"
+                 "\n  %s\n%s", opts[0], opts[1], now, want, err);
+    }
+}
+
+/*
+ * QEMU keeps migration capabilities and parameters between migrations: a
+ * save or restore that left x-ignore-shared on would keep shared RAM out
+ * of the user's next live migration without a word, mapped-ram would make
+ * QEMU refuse it.  Every save (our container, QEMU's own file with
+ * multifd, a failed one) and a restore leave them as they found them.
+ */
+static void test_saves_and_restores_leave_qemus_migration_settings_as_they_were(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *qmp = path_in(f, "guest.qmp"), *snap = path_in(f, "a.snap");
+    g_autofree char *mig = path_in(f, "b.mig"), *bad = path_in(f, "c.snap");
+    g_autofree char *rqmp = path_in(f, "restore.qmp"), *fresh = NULL, *mine = NULL;
+    g_autofree char *out = NULL, *errs = NULL, *now = NULL;
+    g_autoptr(GPtrArray) a = g_ptr_array_new_with_free_func(g_free);
+    sl_qmp *q;
+
+    need(f);
+    q = start_guest(f, qmp);
+    fresh = settings_of(q);
+    assert_true(sl_qmp_ok(q, "migrate-set-parameters", "{\"max-bandwidth\": 50000000}", NULL));
+    mine = settings_of(q);
+    assert_string_not_equal(mine, fresh);
+    save_leaves_settings(q, qmp, (const char *[]){ "-o", snap, "--resume", NULL }, mine);
+    if (qtest_qemu_major() >= 9) { /* mapped-ram */
+        save_leaves_settings(q, qmp, (const char *[]){ "--format", "qemu", "--multifd", "3",
+                                                       "-o", mig, "--resume", NULL }, mine);
+    }
+    save_fails_guest_runs(q, qmp, (const char *[]){ "-o", bad, "--full-stream", "/dev/full",
+                                                    NULL }, "runs (cont) again");
+    now = settings_of(q);
+    assert_string_equal(now, mine);
+    sl_qmp_ok(q, "quit", NULL, NULL);
+    sl_qmp_close(q);
+
+    g_ptr_array_add(a, g_strdup(g_getenv("SNAPLOAD_BIN")));
+    for (const char *const *x = (const char *[]){ "qemu-restore", snap, "--", NULL }; *x; x++) {
+        g_ptr_array_add(a, g_strdup(*x));
+    }
+    guest_args(a, f, f->memfile);
+    add2(a, "-qmp", g_strdup_printf("unix:%s,server=on,wait=off", rqmp));
+    child r = spawn(f, a, "restore");
+    q = qmp_at(rqmp);
+    wait_for_text(r.out, "every page in place"); /* after the settings were put back */
+    g_clear_pointer(&now, g_free);
+    now = settings_of(q);
+    if (strcmp(now, fresh)) {
+        fail_msg("after qemu-restore QEMU's migration settings are\n  %s\nnot QEMU's own\n  %s",
+                 now, fresh);
+    }
+    quit_and_reap(q, &r, &out, &errs);
+    child_free(&r);
+}
+
 /* Member @key of @o is a JSON integer (not null, not -1). */
 static void assert_count(JsonObject *o, const char *key)
 {
@@ -354,6 +458,7 @@ int main(void)
         CASE(test_resume_lets_saves_follow_and_a_paused_guest_is_refused_saying_cont),
         CASE(test_json_of_a_guest_quit_mid_restore_carries_the_figures_reached),
         CASE(test_restore_on_a_served_socket_is_refused_before_making_the_ram_file),
+        CASE(test_saves_and_restores_leave_qemus_migration_settings_as_they_were),
     };
 
     qtest_pick_qemu();

@@ -37,9 +37,89 @@
 #include "migration/format/format.h"
 #include "migration/format/qemu-int.h"
 
+void sl_qs_window(qctx *c, size_t cap)
+{
+    g_free(c->win);
+    c->win = g_malloc(cap);
+    c->win_cap = cap;
+    c->win_len = 0;
+    c->win_off = 0;
+}
+
+void sl_qs_window_free(qctx *c)
+{
+    g_clear_pointer(&c->win, g_free);
+    c->win_cap = c->win_len = 0;
+}
+
+/*
+ * The window from @at on, as much of it as the file has.  Fewer than @n
+ * bytes there (a short file, a failed read): the read of those @n alone
+ * says why, as it would without a window.
+ */
+static bool fill_window(qctx *c, uint64_t at, size_t n, const char *what, GError **errp)
+{
+    size_t got = 0;
+
+    c->win_off = at;
+    c->win_len = 0;
+    while (got < c->win_cap) {
+        ssize_t r = pread(c->fd, c->win + got, c->win_cap - got, (off_t)(at + got));
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            break;
+        }
+        got += (size_t)r;
+    }
+    if (got < n && !sl_read_at(c->fd, c->win, n, at, what, errp)) {
+        return false;
+    }
+    c->win_len = MAX(got, n);
+    return true;
+}
+
+bool sl_qs_view(qctx *c, uint64_t at, size_t n, const uint8_t **p, const char *what,
+                GError **errp)
+{
+    g_assert(c->win && n <= c->win_cap);
+    if (at < c->win_off || at - c->win_off > c->win_len ||
+        n > c->win_len - (at - c->win_off)) {
+        if (!fill_window(c, at, n, what, errp)) {
+            return false;
+        }
+    }
+    *p = c->win + (at - c->win_off);
+    return true;
+}
+
+bool sl_qs_take(qctx *c, size_t n, const uint8_t **p, const char *what, GError **errp)
+{
+    if (!sl_qs_view(c, c->off, n, p, what, errp)) {
+        return false;
+    }
+    c->off += n;
+    return true;
+}
+
+bool sl_qs_peek(qctx *c, void *buf, size_t n, const char *what, GError **errp)
+{
+    const uint8_t *p;
+
+    if (!c->win || n > c->win_cap) {
+        return sl_read_at(c->fd, buf, n, c->off, what, errp);
+    }
+    if (!sl_qs_view(c, c->off, n, &p, what, errp)) {
+        return false;
+    }
+    memcpy(buf, p, n);
+    return true;
+}
+
 bool sl_qs_get(qctx *c, void *buf, size_t n, const char *what, GError **errp)
 {
-    if (!sl_read_at(c->fd, buf, n, c->off, what, errp)) {
+    if (!sl_qs_peek(c, buf, n, what, errp)) {
         return false;
     }
     c->off += n;

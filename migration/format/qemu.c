@@ -37,6 +37,11 @@
 #include "migration/format/format.h"
 #include "migration/format/qemu-int.h"
 
+/* What the parser reads ahead: one page, so the header's fields and each
+ * block's record cost a pread or two, not one each; a cold file is read
+ * no further than the kernel's own read-ahead goes. */
+#define QEMU_PARSE_WINDOW 4096u
+
 void sl_qs_window(qctx *c, size_t cap)
 {
     g_free(c->win);
@@ -327,14 +332,14 @@ static bool parse_mr_header(qctx *c, sl_block *b, unsigned i, GError **errp)
     uint8_t h[8 + 8 + SL_MR_HEADER_SIZE];
     const uint8_t *mr = h + gpa;
 
-    if (!sl_read_at(c->s->fd, h, gpa + SL_MR_HEADER_SIZE, c->off, "mapped-ram header", errp)) {
+    if (!sl_qs_peek(c, h, gpa + SL_MR_HEADER_SIZE, "mapped-ram header", errp)) {
         return false;
     }
     if (!mr_header_at(mr)) {
         uint64_t ps = sl_be64(h);
         if (ps <= TARGET_PAGE || ps > SL_MAX_PAGE || (ps & (ps - 1)) ||
-            !sl_read_at(c->s->fd, h, 8 + gpa + SL_MR_HEADER_SIZE, c->off, "mapped-ram header",
-                        errp) || !mr_header_at(mr = h + 8 + gpa)) {
+            !sl_qs_peek(c, h, 8 + gpa + SL_MR_HEADER_SIZE, "mapped-ram header", errp) ||
+            !mr_header_at(mr = h + 8 + gpa)) {
             return (errp && *errp) ? false
                 : SL_BAD(errp, "block %u ('%s'): mapped-ram version %u / page size %"
                          G_GUINT64_FORMAT " not supported (want version %u, 4096-byte pages)",
@@ -581,10 +586,12 @@ bool sl_qemu_parse(sl_snapshot *s, GError **errp)
                .blocks = g_array_new(false, true, sizeof(sl_block)) };
     bool ok;
 
+    sl_qs_window(&c, QEMU_PARSE_WINDOW);
     s->format = SL_FORMAT_QEMU;
     s->qemu = c.q = g_new0(sl_qemu_stream, 1);
     c.q->caps = g_ptr_array_new_with_free_func(g_free);
     ok = parse_stream(&c, errp);
+    sl_qs_window_free(&c);
     sl_regions_free(c.regions);
     s->nblocks = c.blocks->len;
     s->blocks = (sl_block *)(void *)g_array_free(c.blocks, false);

@@ -3,7 +3,9 @@
  * What the two readers of QEMU's migration stream share (qemu.c: mapped-ram
  * files; qemu-split.c: a plain precopy stream split into RAM and device
  * state): its constants, the reader's position, and reads of big-endian
- * fields that name the field on error.
+ * fields that name the field on error.  A reader may read through a window
+ * of the stream read ahead (sl_qs_window()): one pread then serves many
+ * fields, and the errors stay those of a pread of the field alone.
  */
 #ifndef SNAPLOAD_QEMU_INT_H
 #define SNAPLOAD_QEMU_INT_H
@@ -34,8 +36,28 @@ typedef struct {
     GArray *blocks;        /* sl_block */
     uint64_t off;          /* next byte of the stream */
     int fd;                /* the stream's file */
+    uint8_t *win;          /* bytes of the stream read ahead (NULL: none, each read a pread) */
+    size_t win_cap;        /* its size */
+    size_t win_len;        /* bytes in it */
+    uint64_t win_off;      /* the stream offset of win[0] */
 } qctx;
 
+/* sl_qs_window: reads of @c go through a window of @cap bytes from now on. */
+void sl_qs_window(qctx *c, size_t cap);
+/* sl_qs_window_free: releases @c's window (none: nothing). */
+void sl_qs_window_free(qctx *c);
+/*
+ * sl_qs_view: @n bytes at stream offset @at (@n at most the window's size),
+ * *@p pointing at them in the window until the next read of @c; the
+ * position does not move.  Errors name @what as sl_read_at()'s do.
+ */
+bool sl_qs_view(qctx *c, uint64_t at, size_t n, const uint8_t **p, const char *what,
+                GError **errp);
+
+/* sl_qs_take: sl_qs_view() of @n bytes at the position, then past them. */
+bool sl_qs_take(qctx *c, size_t n, const uint8_t **p, const char *what, GError **errp);
+/* sl_qs_peek: @n bytes at the position into @buf; the position does not move. */
+bool sl_qs_peek(qctx *c, void *buf, size_t n, const char *what, GError **errp);
 /* sl_qs_get: @n bytes at the position into @buf, then past them. */
 bool sl_qs_get(qctx *c, void *buf, size_t n, const char *what, GError **errp);
 /* sl_qs_u8, sl_qs_be32, sl_qs_be64: one field of that size. */

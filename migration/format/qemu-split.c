@@ -45,6 +45,8 @@
 #define RAM_CONTINUE    0x20ull
 #define RAM_FLAGS       (TARGET_PAGE - 1)
 #define OUT_BUF         (1u << 20)
+#define IN_WINDOW       (1u << 20)  /* the input read ahead: one pread per 255 page records */
+#define RUN_PAGES       256u        /* a lazy block's consecutive pages written at once */
 
 /* One block of the RAM section's list. */
 typedef struct {
@@ -64,6 +66,10 @@ typedef struct {
     unsigned nblocks;
     const int *lazy_fds;
     int last;              /* the block of the last record, -1: none yet */
+    uint8_t *run;          /* pages of a lazy block not yet written, consecutive */
+    int run_block;         /* their block */
+    uint64_t run_first;    /* the first one's index */
+    unsigned run_pages;    /* how many (0: none) */
 } splitter;
 
 static bool flush(splitter *sp, GError **errp)
@@ -86,14 +92,15 @@ static bool emit(splitter *sp, const void *p, size_t n, GError **errp)
     return sp->buf->len < OUT_BUF || flush(sp, errp);
 }
 
-/* Copies the input from @from to the reader's position to the output. */
+/* Copies the input from @from to the reader's position to the output, in
+ * 4 KiB pieces (a short file: the error names the piece's offset). */
 static bool emit_input(splitter *sp, uint64_t from, GError **errp)
 {
-    uint8_t tmp[4096];
+    const uint8_t *p;
 
     for (uint64_t o = from; o < sp->c.off;) {
-        size_t n = (size_t)MIN(sizeof(tmp), sp->c.off - o);
-        if (!sl_read_at(sp->c.fd, tmp, n, o, "stream", errp) || !emit(sp, tmp, n, errp)) {
+        size_t n = (size_t)MIN(TARGET_PAGE, sp->c.off - o);
+        if (!sl_qs_view(&sp->c, o, n, &p, "stream", errp) || !emit(sp, p, n, errp)) {
             return false;
         }
         o += n;
@@ -172,25 +179,67 @@ static bool parse_block_list(splitter *sp, const char *const *lazy, const uint64
     return true;
 }
 
-/* A lazy block's page @idx: @page's bytes (NULL: zeros, as a hole) into its file. */
-static bool put_lazy(splitter *sp, split_block *b, uint64_t idx, const uint8_t *page,
-                     GError **errp)
+static bool lazy_write_failed(const split_block *b, uint64_t idx, int err, GError **errp)
 {
-    int fd = sp->lazy_fds[b->lazy], ret = 0;
+    g_set_error(errp, SL_ERROR, SL_ERROR_IO, "RAM block '%s': writing page %" G_GUINT64_FORMAT
+                ": %s", b->name, idx, g_strerror(err));
+    return false;
+}
+
+/* The pages held back for a lazy block into its file, in one write (a
+ * failure names the page it reached, as a write of each alone would). */
+static bool flush_run(splitter *sp, GError **errp)
+{
+    const split_block *b = &sp->blocks[sp->run_block];
+    uint64_t off = sp->run_first * TARGET_PAGE;
+    size_t len = sp->run_pages * TARGET_PAGE, done = 0;
+
+    sp->run_pages = 0;
+    while (done < len) {
+        ssize_t n = pwrite(sp->lazy_fds[b->lazy], sp->run + done, len - done, (off_t)(off + done));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return lazy_write_failed(b, (off + done) / TARGET_PAGE, n < 0 ? errno : EIO, errp);
+        }
+        done += (size_t)n;
+    }
+    return true;
+}
+
+/* Whether page @idx of @block goes at the end of the pages held back. */
+static bool joins_run(const splitter *sp, int block, uint64_t idx)
+{
+    return sp->run_block == block && sp->run_pages < RUN_PAGES &&
+           idx == sp->run_first + sp->run_pages;
+}
+
+/* A lazy block's page @idx: @page's bytes (NULL: zeros, as a hole) into its
+ * file; pages that follow each other are held back and written together
+ * (before anything else touches the file). */
+static bool put_lazy(splitter *sp, int block, uint64_t idx, const uint8_t *page, GError **errp)
+{
+    split_block *b = &sp->blocks[block];
     uint64_t off = idx * TARGET_PAGE;
 
+    if (sp->run_pages && (page ? !joins_run(sp, block, idx) : sl_bit_test(b->written, idx)) &&
+        !flush_run(sp, errp)) {
+        return false;
+    }
     if (page) {
-        ret = sl_pwrite_full(fd, page, TARGET_PAGE, off);
+        if (!sp->run_pages) {
+            sp->run_block = block;
+            sp->run_first = idx;
+        }
+        memcpy(sp->run + (size_t)sp->run_pages++ * TARGET_PAGE, page, TARGET_PAGE);
         sl_bit_set(b->written, idx);
     } else if (sl_bit_test(b->written, idx)) { /* sent again, now zero: back to a hole */
-        ret = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
-                        (off_t)TARGET_PAGE) < 0 ? -errno : 0;
+        if (fallocate(sp->lazy_fds[b->lazy], FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                      (off_t)off, (off_t)TARGET_PAGE) < 0) {
+            return lazy_write_failed(b, idx, errno, errp);
+        }
         sl_bit_clear(b->written, idx);
-    }
-    if (ret < 0) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "RAM block '%s': writing page %" G_GUINT64_FORMAT
-                    ": %s", b->name, idx, g_strerror(-ret));
-        return false;
     }
     return true;
 }
@@ -211,7 +260,8 @@ static bool emit_record(splitter *sp, const split_block *b, uint64_t head, const
 static bool split_record(splitter *sp, uint64_t head, GError **errp)
 {
     uint64_t flags = head & RAM_FLAGS, addr = head & ~RAM_FLAGS;
-    uint8_t page[TARGET_PAGE], fill = 0;
+    uint8_t filled[TARGET_PAGE], fill = 0;
+    const uint8_t *page = &fill;
     char name[SL_BLOCK_NAME_MAX];
     bool zero = (flags & ~RAM_CONTINUE) == RAM_ZERO;
     split_block *b;
@@ -239,17 +289,16 @@ static bool split_record(splitter *sp, uint64_t head, GError **errp)
                       G_GUINT64_FORMAT " bytes", b->name, addr, b->length);
     }
     if (!(zero ? sl_qs_u8(&sp->c, &fill, "zero page fill", errp)
-               : sl_qs_get(&sp->c, page, sizeof(page), "RAM page", errp))) {
-        return false;
+               : sl_qs_take(&sp->c, TARGET_PAGE, &page, "RAM page", errp))) {
+        return false; /* a page: in the reader's window until its next read */
     }
     if (b->lazy < 0) {
-        return zero ? emit_record(sp, b, head, &fill, 1, errp)
-                    : emit_record(sp, b, head, page, sizeof(page), errp);
+        return emit_record(sp, b, head, page, zero ? 1 : TARGET_PAGE, errp);
     }
     if (zero && fill) {
-        memset(page, fill, sizeof(page));
+        page = memset(filled, fill, sizeof(filled));
     }
-    return put_lazy(sp, b, addr / TARGET_PAGE, zero && !fill ? NULL : page, errp);
+    return put_lazy(sp, sp->last, addr / TARGET_PAGE, zero && !fill ? NULL : page, errp);
 }
 
 /* Records until EOS (copied), then the section's footer if there is one. */
@@ -394,9 +443,11 @@ bool sl_qemu_split_stream(int in, int out, const char *const *lazy, const int *l
                           const uint64_t *lazy_sizes, GError **errp)
 {
     splitter sp = { .c = { .fd = in }, .out = out, .lazy_fds = lazy_fds, .last = -1,
-                    .buf = g_byte_array_new(), .blocks = g_new0(split_block, SL_MAX_BLOCKS) };
+                    .buf = g_byte_array_new(), .blocks = g_new0(split_block, SL_MAX_BLOCKS),
+                    .run = g_malloc(RUN_PAGES * TARGET_PAGE) };
     bool ok;
 
+    sl_qs_window(&sp.c, IN_WINDOW);
     sp.c.q = g_new0(sl_qemu_stream, 1);
     sp.c.q->caps = g_ptr_array_new_with_free_func(g_free);
     ok = sl_qs_header(&sp.c, errp);
@@ -404,8 +455,9 @@ bool sl_qemu_split_stream(int in, int out, const char *const *lazy, const int *l
         ok = SL_BAD(errp, "the stream was saved with postcopy-ram, whose block list holds page "
                     "sizes it does not announce");
     }
-    ok = ok && emit_input(&sp, 0, errp) && split_sections(&sp, lazy, lazy_sizes, errp) &&
-         flush(&sp, errp);
+    ok = ok && emit_input(&sp, 0, errp) && split_sections(&sp, lazy, lazy_sizes, errp);
+    /* The pages held back are written even after a refusal, as they were before. */
+    ok = (!sp.run_pages || flush_run(&sp, ok ? errp : NULL)) && ok && flush(&sp, errp);
     for (unsigned i = 0; ok && lazy[i]; i++) {
         bool found = false;
         for (unsigned k = 0; k < sp.nblocks; k++) {
@@ -417,6 +469,8 @@ bool sl_qemu_split_stream(int in, int out, const char *const *lazy, const int *l
         g_free(sp.blocks[i].written);
     }
     g_free(sp.blocks);
+    g_free(sp.run);
+    sl_qs_window_free(&sp.c);
     g_byte_array_unref(sp.buf);
     sl_qemu_stream_free(sp.c.q);
     return ok;

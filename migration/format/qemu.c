@@ -37,9 +37,94 @@
 #include "migration/format/format.h"
 #include "migration/format/qemu-int.h"
 
+/* What the parser reads ahead: one page, so the header's fields and each
+ * block's record cost a pread or two, not one each; a cold file is read
+ * no further than the kernel's own read-ahead goes. */
+#define QEMU_PARSE_WINDOW 4096u
+
+void sl_qs_window(qctx *c, size_t cap)
+{
+    g_free(c->win);
+    c->win = g_malloc(cap);
+    c->win_cap = cap;
+    c->win_len = 0;
+    c->win_off = 0;
+}
+
+void sl_qs_window_free(qctx *c)
+{
+    g_clear_pointer(&c->win, g_free);
+    c->win_cap = c->win_len = 0;
+}
+
+/*
+ * The window from @at on, as much of it as the file has.  Fewer than @n
+ * bytes there (a short file, a failed read): the read of those @n alone
+ * says why, as it would without a window.
+ */
+static bool fill_window(qctx *c, uint64_t at, size_t n, const char *what, GError **errp)
+{
+    size_t got = 0;
+
+    c->win_off = at;
+    c->win_len = 0;
+    while (got < c->win_cap) {
+        ssize_t r = pread(c->fd, c->win + got, c->win_cap - got, (off_t)(at + got));
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            break;
+        }
+        got += (size_t)r;
+    }
+    if (got < n && !sl_read_at(c->fd, c->win, n, at, what, errp)) {
+        return false;
+    }
+    c->win_len = MAX(got, n);
+    return true;
+}
+
+bool sl_qs_view(qctx *c, uint64_t at, size_t n, const uint8_t **p, const char *what,
+                GError **errp)
+{
+    g_assert(c->win && n <= c->win_cap);
+    if (at < c->win_off || at - c->win_off > c->win_len ||
+        n > c->win_len - (at - c->win_off)) {
+        if (!fill_window(c, at, n, what, errp)) {
+            return false;
+        }
+    }
+    *p = c->win + (at - c->win_off);
+    return true;
+}
+
+bool sl_qs_take(qctx *c, size_t n, const uint8_t **p, const char *what, GError **errp)
+{
+    if (!sl_qs_view(c, c->off, n, p, what, errp)) {
+        return false;
+    }
+    c->off += n;
+    return true;
+}
+
+bool sl_qs_peek(qctx *c, void *buf, size_t n, const char *what, GError **errp)
+{
+    const uint8_t *p;
+
+    if (!c->win || n > c->win_cap) {
+        return sl_read_at(c->fd, buf, n, c->off, what, errp);
+    }
+    if (!sl_qs_view(c, c->off, n, &p, what, errp)) {
+        return false;
+    }
+    memcpy(buf, p, n);
+    return true;
+}
+
 bool sl_qs_get(qctx *c, void *buf, size_t n, const char *what, GError **errp)
 {
-    if (!sl_read_at(c->fd, buf, n, c->off, what, errp)) {
+    if (!sl_qs_peek(c, buf, n, what, errp)) {
         return false;
     }
     c->off += n;
@@ -247,14 +332,14 @@ static bool parse_mr_header(qctx *c, sl_block *b, unsigned i, GError **errp)
     uint8_t h[8 + 8 + SL_MR_HEADER_SIZE];
     const uint8_t *mr = h + gpa;
 
-    if (!sl_read_at(c->s->fd, h, gpa + SL_MR_HEADER_SIZE, c->off, "mapped-ram header", errp)) {
+    if (!sl_qs_peek(c, h, gpa + SL_MR_HEADER_SIZE, "mapped-ram header", errp)) {
         return false;
     }
     if (!mr_header_at(mr)) {
         uint64_t ps = sl_be64(h);
         if (ps <= TARGET_PAGE || ps > SL_MAX_PAGE || (ps & (ps - 1)) ||
-            !sl_read_at(c->s->fd, h, 8 + gpa + SL_MR_HEADER_SIZE, c->off, "mapped-ram header",
-                        errp) || !mr_header_at(mr = h + 8 + gpa)) {
+            !sl_qs_peek(c, h, 8 + gpa + SL_MR_HEADER_SIZE, "mapped-ram header", errp) ||
+            !mr_header_at(mr = h + 8 + gpa)) {
             return (errp && *errp) ? false
                 : SL_BAD(errp, "block %u ('%s'): mapped-ram version %u / page size %"
                          G_GUINT64_FORMAT " not supported (want version %u, 4096-byte pages)",
@@ -501,10 +586,12 @@ bool sl_qemu_parse(sl_snapshot *s, GError **errp)
                .blocks = g_array_new(false, true, sizeof(sl_block)) };
     bool ok;
 
+    sl_qs_window(&c, QEMU_PARSE_WINDOW);
     s->format = SL_FORMAT_QEMU;
     s->qemu = c.q = g_new0(sl_qemu_stream, 1);
     c.q->caps = g_ptr_array_new_with_free_func(g_free);
     ok = parse_stream(&c, errp);
+    sl_qs_window_free(&c);
     sl_regions_free(c.regions);
     s->nblocks = c.blocks->len;
     s->blocks = (sl_block *)(void *)g_array_free(c.blocks, false);

@@ -356,12 +356,129 @@ static void test_streams_the_splitter_cannot_walk_are_refused_by_name(void **sta
     }
 }
 
+/*
+ * A stream of several of the reader's windows (1 MiB): 48 sections of up
+ * to 40 records of both blocks, pc.ram's pages mostly one after another
+ * (runs written together) and often sent again or as ZERO, CONTINUE where
+ * the block is the last one's, commands now and then; records fall across
+ * every window's end.  @want gets what the splitter must leave, @gen the
+ * last data generation of each pc.ram page (-1: a hole).
+ */
+static GByteArray *long_stream(GByteArray *want, int gen[LAZY_LEN / PG], uint64_t *records_end)
+{
+    GByteArray *a = g_byte_array_new();
+    GRand *r = g_rand_new_with_seed(20261206);
+    const char *last = NULL;
+    uint64_t page = 0;
+
+    for (unsigned i = 0; i < LAZY_LEN / PG; i++) {
+        gen[i] = -1;
+    }
+    header(a, NULL);
+    header(want, NULL);
+    ram_start(a, false);
+    ram_start(want, false);
+    end_records(a, 2);
+    end_records(want, 2);
+    for (unsigned sec = 0; sec < 48; sec++) {
+        unsigned n = (unsigned)g_rand_int_range(r, 1, 41);
+        section(a, sec == 47 ? 0x03 : 0x02, 2);
+        section(want, sec == 47 ? 0x03 : 0x02, 2);
+        for (unsigned k = 0; k < n; k++) {
+            bool bios = g_rand_int_range(r, 0, 5) == 0;
+            const char *name = bios ? "pc.bios" : "pc.ram";
+            unsigned flags = g_rand_int_range(r, 0, 4) ? F_PAGE : F_ZERO, g = sec * 64 + k;
+            uint64_t at = bios ? (uint64_t)g_rand_int_range(r, 0, KEPT_LEN / PG)
+                        : (page = g_rand_int_range(r, 0, 4) ? (page + 1) % (LAZY_LEN / PG)
+                                                             : (uint64_t)g_rand_int_range(r, 0, 8));
+            record(a, name, at, flags | (last == name && g_rand_boolean(r) ? F_CONT : 0), g);
+            if (bios) {
+                record(want, name, at, flags, g);
+            } else {
+                gen[at] = flags == F_PAGE ? (int)g : -1;
+            }
+            last = name;
+        }
+        end_records(a, 2);
+        end_records(want, 2);
+        if (sec % 9 == 4) {
+            g_byte_array_append(a, (const uint8_t *)"\x08\x00\x0b\x00\x02hi", 7);
+            g_byte_array_append(want, (const uint8_t *)"\x08\x00\x0b\x00\x02hi", 7);
+        }
+    }
+    *records_end = a->len;
+    g_byte_array_append(a, (const uint8_t *)DEVICE, sizeof(DEVICE) - 1);
+    g_byte_array_append(want, (const uint8_t *)DEVICE, sizeof(DEVICE) - 1);
+    g_rand_free(r);
+    return a;
+}
+
+static void test_streams_longer_than_the_read_window_split_the_same(void **state)
+{
+    g_autoptr(GByteArray) want = g_byte_array_new();
+    g_autoptr(GError) err = NULL;
+    int gen[LAZY_LEN / PG];
+    uint64_t end;
+    g_autoptr(GByteArray) in = long_stream(want, gen, &end);
+    files f = files_of(in);
+    g_autofree uint8_t *out = g_malloc(want->len);
+    uint8_t got[PG], exp[PG];
+    struct stat st;
+
+    assert_true(in->len > (2u << 20));
+    assert_true(split(&f, LAZY_LEN, &err));
+    assert_int_equal(fstat(f.out, &st), 0);
+    assert_int_equal(st.st_size, want->len);
+    assert_int_equal(pread(f.out, out, want->len, 0), want->len);
+    assert_memory_equal(out, want->data, want->len);
+    for (uint64_t i = 0; i < LAZY_LEN / PG; i++) {
+        assert_int_equal(allocated(f.ram, i), gen[i] >= 0);
+        assert_int_equal(pread(f.ram, got, PG, (off_t)(i * PG)), PG);
+        if (gen[i] >= 0) {
+            fill_page(exp, "pc.ram", i, (unsigned)gen[i]);
+        } else {
+            memset(exp, 0, PG);
+        }
+        assert_memory_equal(got, exp, PG);
+    }
+    files_free(&f);
+}
+
+/* Cut anywhere before the device state, the long stream is refused as a
+ * short file, naming an offset the file does not reach past. */
+static void test_a_long_stream_cut_short_anywhere_is_refused(void **state)
+{
+    g_autoptr(GByteArray) want = g_byte_array_new();
+    int gen[LAZY_LEN / PG];
+    uint64_t end;
+    g_autoptr(GByteArray) in = long_stream(want, gen, &end);
+
+    for (uint64_t cut = 0; cut < end; cut += cut < 64 ? 1 : 16411) {
+        g_autoptr(GByteArray) part = g_byte_array_new();
+        g_autoptr(GError) err = NULL;
+        const char *at;
+        files f;
+
+        g_byte_array_append(part, in->data, (guint)cut);
+        f = files_of(part);
+        assert_false(split(&f, LAZY_LEN, &err));
+        at = strstr(err->message, " at offset ");
+        if (err->code != SL_ERROR_FORMAT || !strstr(err->message, "file ends early") || !at ||
+            g_ascii_strtoull(at + 11, NULL, 10) > cut) {
+            fail_msg("cut at %" G_GUINT64_FORMAT ": %s", cut, err->message);
+        }
+        files_free(&f);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lazy_pages_go_to_their_file_and_the_rest_loads_as_it_was),
         cmocka_unit_test(test_x_ignore_shared_block_addresses_are_walked_and_kept),
         cmocka_unit_test(test_streams_the_splitter_cannot_walk_are_refused_by_name),
+        cmocka_unit_test(test_streams_longer_than_the_read_window_split_the_same),
+        cmocka_unit_test(test_a_long_stream_cut_short_anywhere_is_refused),
     };
 
     return cmocka_run_group_tests_name("qemu-split", tests, NULL, NULL);

@@ -8,6 +8,7 @@
  * "read exactly this" helper readers share.
  */
 #include <errno.h>
+#include <sys/stat.h>
 #include "migration/format/format.h"
 
 typedef struct {
@@ -82,11 +83,17 @@ bool sl_regions_check(sl_regions *rs, GError **errp)
 bool sl_read_at(int fd, void *buf, size_t len, uint64_t off, const char *what, GError **errp)
 {
     int ret = sl_pread_full(fd, buf, len, off);
+    struct stat st;
+    bool short_file;
 
     if (ret < 0) {
-        g_set_error(errp, SL_ERROR, ret == -EIO ? SL_ERROR_FORMAT : SL_ERROR_IO,
+        /* -EIO is also how sl_pread_full() says the file ended: a disk's
+         * error must not read as a truncated (malformed) snapshot. */
+        short_file = ret == -EIO && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+                     (uint64_t)st.st_size < off + len;
+        g_set_error(errp, SL_ERROR, short_file ? SL_ERROR_FORMAT : SL_ERROR_IO,
                     "reading %s at offset %" G_GUINT64_FORMAT ": %s", what, off,
-                    ret == -EIO ? "file ends early" : g_strerror(-ret));
+                    short_file ? "file ends early" : g_strerror(-ret));
         return false;
     }
     return true;

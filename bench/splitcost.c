@@ -10,7 +10,11 @@
  * stream; 256 KiB of device state.  Each repetition splits it into a fresh
  * sparse file for pc.ram (as qemu-save creates it) and a device-state
  * file, both in DIR, checks a sample of the pages and the device state's
- * size, and removes them.
+ * size, and removes them; three ways, in turn: from the stream's file (the
+ * split alone), and as qemu-save gets QEMU's stream: copied into a new
+ * file in DIR first, then split (`exec:cat > FILE`, qemu-save before
+ * 2026-12-06), and split from a pipe a thread writes it into meanwhile
+ * (`migrate fd:`, now).
  *
  *   snapload-splitcost [--size 1G] [--reps 5] [--dir /var/tmp]
  *                      [--zero-percent 0] [--stream FILE]
@@ -208,25 +212,103 @@ static void check_pages(int fd, uint64_t size, unsigned zero_percent)
     }
 }
 
-/* One split of @stream in @dir; ms. */
+/* How the splitter gets the stream, as qemu-save did and does. */
+typedef enum {
+    FROM_FILE,      /* the stream file itself (the split alone) */
+    VIA_FILE,       /* copied into a new file first (`cat > FILE`), then split */
+    VIA_PIPE,       /* written into a pipe (`migrate fd:`) while it is split */
+} split_input;
+
+/* The copier's thread: @src (a file) into @dst (a file or a pipe), as
+ * `cat` does, in 128 KiB writes; closes @dst. */
+typedef struct {
+    int src, dst;
+    bool own;       /* the job was allocated for the thread: freed by it */
+} copy_job;
+
+static gpointer copy_stream(gpointer opaque)
+{
+    copy_job *j = opaque;
+    static __thread char buf[128 << 10];
+    ssize_t n;
+
+    while ((n = read(j->src, buf, sizeof(buf))) > 0) {
+        for (ssize_t off = 0; off < n;) {
+            ssize_t w = write(j->dst, buf + off, (size_t)(n - off));
+            if (w <= 0) {
+                die("copying the stream");
+            }
+            off += w;
+        }
+    }
+    close(j->dst);
+    close(j->src);
+    if (j->own) {
+        g_free(j);
+    }
+    return NULL;
+}
+
+/* The fd the splitter reads @stream from, the way @how says (VIA_PIPE: a
+ * copier thread in *@t writing it meanwhile). */
+static int input_of(const char *stream, const char *dir, split_input how, GThread **t)
+{
+    g_autofree char *copy = g_build_filename(dir, "splitcost-copy", NULL);
+    copy_job j = { open(stream, O_RDONLY), -1, false };
+    int p[2];
+
+    *t = NULL;
+    if (how == FROM_FILE || j.src < 0) {
+        return j.src;
+    }
+    if (how == VIA_FILE) {
+        j.dst = open(copy, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (j.dst < 0) {
+            die("cannot create the stream's copy");
+        }
+        copy_stream(&j);
+        p[0] = open(copy, O_RDONLY);
+        unlink(copy);
+        return p[0];
+    }
+    if (pipe(p) < 0) {
+        die("pipe");
+    }
+    fcntl(p[0], F_SETPIPE_SZ, 1 << 20); /* as qemu-save sets it */
+    j.dst = p[1];
+    j.own = true;
+    *t = g_thread_new("copy", copy_stream, g_memdup2(&j, sizeof(j)));
+    return p[0];
+}
+
+/* One split of @stream in @dir, read as @how says; ms, from the first byte
+ * copied (if any) to the split's end. */
 static double split_once(const char *stream, const char *dir, uint64_t size,
-                         unsigned zero_percent, uint64_t kept)
+                         unsigned zero_percent, uint64_t kept, split_input how)
 {
     g_autofree char *ram_path = g_build_filename(dir, "splitcost-ram", NULL);
     g_autofree char *dev_path = g_build_filename(dir, "splitcost-device", NULL);
     const char *const lazy[] = { "pc.ram", NULL };
-    int in = open(stream, O_RDONLY), out = open(dev_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int out = open(dev_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     int ram = open(ram_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
     g_autoptr(GError) err = NULL;
+    GThread *copier;
     struct stat st;
     double t0;
+    int in;
 
-    if (in < 0 || out < 0 || ram < 0 || ftruncate(ram, (off_t)size) < 0) {
-        die("cannot open the stream or create the split's files");
+    if (out < 0 || ram < 0 || ftruncate(ram, (off_t)size) < 0) {
+        die("cannot create the split's files");
     }
     t0 = now_ms();
+    if ((in = input_of(stream, dir, how, &copier)) < 0) {
+        die("cannot open the stream");
+    }
     if (!sl_qemu_split_stream(in, out, lazy, &ram, &size, &err)) {
         die(err->message);
+    }
+    if (copier) {
+        g_thread_join(copier);
     }
     t0 = now_ms() - t0;
     if (fstat(out, &st) < 0 || (uint64_t)st.st_size != kept) {
@@ -247,7 +329,7 @@ int main(int argc, char **argv)
     unsigned zero_percent = 0;
     int reps = 5;
     uint64_t size, records = 0, kept;
-    double ms[MAX_REPS];
+    double ms[MAX_REPS], via_file[MAX_REPS], via_pipe[MAX_REPS];
     g_autofree char *stream = NULL;
     struct stat st;
 
@@ -299,9 +381,15 @@ int main(int argc, char **argv)
         kept -= (to - from) * (8 + PG) - zeros * (PG - 1) + 7;
     }
     for (int r = 0; r < reps; r++) {
-        ms[r] = split_once(stream, dir, size, zero_percent, kept);
-        printf("rep %d: %.1f ms\n", r + 1, ms[r]);
+        via_file[r] = split_once(stream, dir, size, zero_percent, kept, VIA_FILE);
+        via_pipe[r] = split_once(stream, dir, size, zero_percent, kept, VIA_PIPE);
+        ms[r] = split_once(stream, dir, size, zero_percent, kept, FROM_FILE);
+        printf("rep %d: %.1f ms; copied to a file, then split: %.1f ms; split from a pipe as "
+               "it is written: %.1f ms\n", r + 1, ms[r], via_file[r], via_pipe[r]);
     }
+    printf("qemu-save's path, medians: copied to a file, then split (before): %.1f ms; split "
+           "from a pipe (now): %.1f ms; %.2fx\n", median(via_file, reps), median(via_pipe, reps),
+           median(via_file, reps) / median(via_pipe, reps));
     printf("split %s (%" G_GUINT64_FORMAT " bytes of stream, %" G_GUINT64_FORMAT " records, "
            "%u %% zero), %d reps, median: %.1f ms, %.0f ms per GiB of stream, %.2f us per "
            "record\n", size_s, (uint64_t)st.st_size, records, zero_percent, reps,

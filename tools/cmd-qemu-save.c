@@ -334,48 +334,98 @@ static GPtrArray *raw_inputs(sl_qmp *q, const cli_save_opts *o, const char *tmp,
     return g_steal_pointer(&raws);
 }
 
-/*
- * The device state with anonymous RAM @sr in it: QEMU's whole stream into
- * @tmp, split into @sr's files and the rest, @dev (sl_qemu_split_stream()).
- */
-static bool migrate_split(sl_qmp *q, const char *dev, const char *tmp, stream_ram *sr,
-                          GError **errp)
+/* The splitter's thread: QEMU's stream from a pipe, split. */
+typedef struct {
+    int in;                 /* the pipe's read end (the thread closes it) */
+    const char *dev;
+    stream_ram *sr;
+    GError *err;            /* the thread's, read after the join */
+} split_job;
+
+/* Reads what is left of @fd and drops it, so that QEMU's migration ends. */
+static void drain(int fd)
 {
-    g_autofree char *whole = g_build_filename(tmp, "stream", NULL);
-    g_autofree char *qwhole = g_shell_quote(whole);
-    g_autofree char *cat = g_strdup_printf("cat > %s", qwhole);
-    g_autofree char *uri = sl_qemu_exec_uri(cat);
-    int in = -1, out = -1;
+    char buf[65536];
+    ssize_t r;
+
+    do {
+        r = read(fd, buf, sizeof(buf));
+    } while (r > 0 || (r < 0 && errno == EINTR));
+}
+
+/* The splitter's thread: the pipe split into @j->sr's files and @j->dev. */
+static gpointer split_pipe(gpointer opaque)
+{
+    split_job *j = opaque;
+    int out = open(j->dev, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    bool ok = out >= 0;
+
+    if (!ok) {
+        g_set_error(&j->err, SL_ERROR, SL_ERROR_IO, "%s: %s", j->dev, g_strerror(errno));
+    }
+    ok = ok && sl_qemu_split_stream(j->in, out, (const char *const *)j->sr->names->pdata,
+                                    (const int *)(void *)j->sr->fds->data,
+                                    (const uint64_t *)(void *)j->sr->sizes->data, &j->err);
+    if (out >= 0 && close(out) < 0 && ok) {
+        g_set_error(&j->err, SL_ERROR, SL_ERROR_IO, "%s: %s", j->dev, g_strerror(errno));
+    }
+    drain(j->in); /* after a refusal, QEMU's migration still ends */
+    close(j->in);
+    return NULL;
+}
+
+#define SPLIT_FD "snapload-split"
+
+/*
+ * The device state with anonymous RAM @sr in it: QEMU's stream split as
+ * QEMU writes it (`migrate fd:`, a pipe whose write end QEMU got with
+ * `getfd`, read by a thread) into @sr's files and @dev
+ * (sl_qemu_split_stream()).  Nothing as large as the guest's RAM is
+ * written twice, and no disk holds the whole stream.
+ */
+static bool migrate_split(sl_qmp *q, const char *dev, stream_ram *sr, GError **errp)
+{
+    split_job job = { -1, dev, sr, NULL };
+    g_autoptr(GError) ignored = NULL;
+    GThread *t;
+    int p[2];
     bool ok;
 
     g_ptr_array_add(sr->names, NULL);
-    cli_interrupt_remove_on_signal(whole);
-    ok = unthrottle(q, errp) && sl_qemu_migrate(q, "migrate", uri, errp);
-    if (ok && ((in = open(whole, O_RDONLY | O_CLOEXEC)) < 0 ||
-               (out = open(dev, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0)) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", in < 0 ? whole : dev,
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "a pipe for QEMU's stream: %s",
                     g_strerror(errno));
-        ok = false;
+        return false;
     }
-    ok = ok && sl_qemu_split_stream(in, out, (const char *const *)sr->names->pdata,
-                                    (const int *)(void *)sr->fds->data,
-                                    (const uint64_t *)(void *)sr->sizes->data, errp);
-    if (in >= 0) {
-        close(in);
+    fcntl(p[0], F_SETPIPE_SZ, 1 << 20); /* fewer wake-ups; a smaller pipe works too */
+    ok = sl_qmp_getfd(q, SPLIT_FD, p[1], errp);
+    close(p[1]); /* QEMU's copy is the only writer: its end is the stream's end */
+    if (!ok) {
+        close(p[0]);
+        return false;
     }
-    if (out >= 0 && close(out) < 0 && ok) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", dev, g_strerror(errno));
-        ok = false;
+    job.in = p[0];
+    t = g_thread_new("split", split_pipe, &job);
+    ok = unthrottle(q, errp) && sl_qemu_migrate(q, "migrate", "fd:" SPLIT_FD, errp);
+    /* A migration refused before it took the fd leaves QEMU holding it. */
+    sl_qmp_ok(q, "closefd", "{\"fdname\": \"" SPLIT_FD "\"}", &ignored);
+    g_thread_join(t);
+    if (!ok) { /* QEMU's reason; the splitter saw the stream end early */
+        g_clear_error(&job.err);
+        return false;
     }
-    unlink(whole);
-    return ok;
+    if (job.err) {
+        g_propagate_error(errp, job.err);
+        return false;
+    }
+    return true;
 }
 
 /* Stops the guest and writes its device state to @dev (after a full stream
  * to @full when asked; with anonymous RAM @sr split off it), then the
  * snapshot @out. */
 static int save_stopped(sl_qmp *q, GPtrArray *raws, const char *dev, const char *full,
-                        const char *tmp, stream_ram *sr, cli_save_opts *o, GError **errp)
+                        stream_ram *sr, cli_save_opts *o, GError **errp)
 {
     g_autofree char *qdev = g_shell_quote(dev);
     g_autofree char *cat = g_strdup_printf("cat > %s", qdev);
@@ -389,7 +439,7 @@ static int save_stopped(sl_qmp *q, GPtrArray *raws, const char *dev, const char 
         return -1;
     }
     t0 = cli_now_ms();
-    if (sr->names->len ? !migrate_split(q, dev, tmp, sr, errp)
+    if (sr->names->len ? !migrate_split(q, dev, sr, errp)
                        : !sl_qemu_migrate(q, "migrate", uri, errp)) {
         return -1;
     }
@@ -431,7 +481,7 @@ static int save_container(sl_qmp *q, const char *full, cli_save_opts o, GError *
     cli_interrupt_remove_on_signal(dev);
     raws = raw_inputs(q, &o, tmp, &sr, errp);
     if (raws) {
-        ret = save_stopped(q, raws, dev, full, tmp, &sr, &o, errp);
+        ret = save_stopped(q, raws, dev, full, &sr, &o, errp);
     }
     /* On every return the temporary directory goes; on a signal its files
      * (cli_interrupt_remove_on_signal()), the empty directory stays. */

@@ -150,16 +150,38 @@ sl_qmp *sl_qmp_accept(int lfd, int pidfd, int timeout_ms, GError **errp)
     return negotiate(fd, timeout_ms, errp);
 }
 
-JsonNode *sl_qmp_cmd(sl_qmp *q, const char *cmd, const char *args_json, GError **errp)
+/* The first line of @text, with @fd attached (SCM_RIGHTS); the rest plainly. */
+static bool send_line_fd(sl_qmp *q, const char *text, int fd, GError **errp)
 {
-    g_autofree char *text = g_strdup_printf("{\"execute\": \"%s\"%s%s}\n", cmd,
-                                            args_json ? ", \"arguments\": " : "",
-                                            args_json ? args_json : "");
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } ctl = { 0 };
+    struct iovec iov = { (void *)text, 1 };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                        .msg_controllen = sizeof(ctl.buf) };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    ssize_t w;
+
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    do { /* the fd goes with the command's first byte */
+        w = sendmsg(q->fd, &m, MSG_NOSIGNAL);
+    } while (w < 0 && errno == EINTR);
+    if (w < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QMP send: %s", g_strerror(errno));
+        return false;
+    }
+    return send_line(q, text + 1, errp);
+}
+
+/* @cmd's answer: its "return" value, or NULL with QEMU's error. */
+static JsonNode *answer(sl_qmp *q, const char *cmd, GError **errp)
+{
     gint64 deadline = deadline_after(60000);
 
-    if (!send_line(q, text, errp)) {
-        return NULL;
-    }
     for (;;) {
         JsonObject *o = read_object(q, deadline, errp);
         if (!o) {
@@ -184,6 +206,25 @@ JsonNode *sl_qmp_cmd(sl_qmp *q, const char *cmd, const char *args_json, GError *
         }
         json_object_unref(o);
     }
+}
+
+JsonNode *sl_qmp_cmd(sl_qmp *q, const char *cmd, const char *args_json, GError **errp)
+{
+    g_autofree char *text = g_strdup_printf("{\"execute\": \"%s\"%s%s}\n", cmd,
+                                            args_json ? ", \"arguments\": " : "",
+                                            args_json ? args_json : "");
+
+    return send_line(q, text, errp) ? answer(q, cmd, errp) : NULL;
+}
+
+bool sl_qmp_getfd(sl_qmp *q, const char *name, int fd, GError **errp)
+{
+    g_autofree char *quoted = g_strescape(name, NULL);
+    g_autofree char *text = g_strdup_printf("{\"execute\": \"getfd\", \"arguments\": "
+                                            "{\"fdname\": \"%s\"}}\n", quoted);
+    g_autoptr(JsonNode) r = send_line_fd(q, text, fd, errp) ? answer(q, "getfd", errp) : NULL;
+
+    return r != NULL;
 }
 
 bool sl_qmp_ok(sl_qmp *q, const char *cmd, const char *args_json, GError **errp)

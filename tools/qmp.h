@@ -35,6 +35,13 @@ sl_qmp *sl_qmp_accept(int lfd, int pidfd, int timeout_ms, GError **errp);
  */
 JsonNode *sl_qmp_cmd(sl_qmp *q, const char *cmd, const char *args_json, GError **errp);
 
+/**
+ * sl_qmp_getfd: hands QEMU a copy of @fd (SCM_RIGHTS, with `getfd`), which
+ * it then knows as @name (`fd:@name` migrations take it over).  @q must be
+ * a unix socket.
+ */
+bool sl_qmp_getfd(sl_qmp *q, const char *name, int fd, GError **errp);
+
 /** sl_qmp_ok: sl_qmp_cmd for commands whose answer does not matter. */
 bool sl_qmp_ok(sl_qmp *q, const char *cmd, const char *args_json, GError **errp);
 

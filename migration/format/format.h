@@ -446,8 +446,10 @@ bool sl_qemu_parse(sl_snapshot *s, GError **errp);
  * the RAM blocks named in NULL-terminated @lazy: block @lazy[i], which
  * must have @lazy_sizes[i] bytes, has its pages go to @lazy_fds[i] at their
  * offsets in the block (zero pages stay holes).  What is left loads into QEMU as it is,
- * leaving those blocks' memory untouched.  False with @errp naming what
- * this reader refuses or finds wrong.
+ * leaving those blocks' memory untouched.  @in may be a pipe or socket
+ * (read once, in order, up to its end: QEMU's migration split as it is
+ * written) or a file (read from offset 0).  False with @errp naming what
+ * this reader refuses or finds wrong; a pipe is then left unread.
  */
 bool sl_qemu_split_stream(int in, int out, const char *const *lazy, const int *lazy_fds,
                           const uint64_t *lazy_sizes, GError **errp);

@@ -40,10 +40,21 @@ typedef struct {
     size_t win_cap;        /* its size */
     size_t win_len;        /* bytes in it */
     uint64_t win_off;      /* the stream offset of win[0] */
+    bool pipe;             /* @fd is read in order (read(), no pread): see sl_qs_window_pipe() */
+    uint64_t keep;         /* pipe: the window keeps the stream from here on, if it can
+                            * (UINT64_MAX: only the last bytes read) */
 } qctx;
 
 /* sl_qs_window: reads of @c go through a window of @cap bytes from now on. */
 void sl_qs_window(qctx *c, size_t cap);
+/*
+ * sl_qs_window_pipe: like sl_qs_window(), for a stream read in order from
+ * a pipe or socket (@c->fd's own position is the stream's offset 0).  The
+ * window then holds what was read last: a read before the window (a
+ * header copied after its fields) is served only if @c->keep or the 64
+ * bytes before the read kept it, else refused as a format error.
+ */
+void sl_qs_window_pipe(qctx *c, size_t cap);
 /* sl_qs_window_free: releases @c's window (none: nothing). */
 void sl_qs_window_free(qctx *c);
 /*

@@ -108,11 +108,40 @@ static bool emit_input(splitter *sp, uint64_t from, GError **errp)
     return true;
 }
 
+/* The rest of a pipe, from the reader's position to its end, as it is. */
+static bool emit_pipe_tail(splitter *sp, GError **errp)
+{
+    for (;;) {
+        ssize_t r;
+        if (sp->c.off < sp->c.win_off + sp->c.win_len) {
+            size_t n = (size_t)(sp->c.win_off + sp->c.win_len - sp->c.off);
+            if (!emit(sp, sp->c.win + (sp->c.off - sp->c.win_off), n, errp)) {
+                return false;
+            }
+            sp->c.off += n;
+        }
+        sp->c.win_off = sp->c.off; /* the window is empty: read on */
+        sp->c.win_len = 0;
+        do {
+            r = read(sp->c.fd, sp->c.win, sp->c.win_cap);
+        } while (r < 0 && errno == EINTR);
+        if (r <= 0) {
+            return r == 0 || (g_set_error(errp, SL_ERROR, SL_ERROR_IO, "reading the stream at "
+                                          "offset %" G_GUINT64_FORMAT ": %s", sp->c.off,
+                                          g_strerror(errno)), false);
+        }
+        sp->c.win_len = (size_t)r;
+    }
+}
+
 /* The rest of the input, from @from to its end, as it is. */
 static bool emit_tail(splitter *sp, uint64_t from, GError **errp)
 {
     struct stat st;
 
+    if (sp->c.pipe) {
+        return emit_input(sp, from, errp) && emit_pipe_tail(sp, errp);
+    }
     if (fstat(sp->c.fd, &st) < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "stream: %s", g_strerror(errno));
         return false;
@@ -392,6 +421,7 @@ static bool split_sections(splitter *sp, const char *const *lazy, const uint64_t
 
     for (;;) {
         uint64_t at = sp->c.off;
+        sp->c.keep = at; /* read from a pipe, the section's header stays to be copied */
         if (!sl_qs_u8(&sp->c, &type, "section type", errp)) {
             return false;
         }
@@ -430,7 +460,11 @@ static bool split_sections(splitter *sp, const char *const *lazy, const uint64_t
         } else if (!started || id != ram_id) {
             return SL_BAD(errp, "section %u continues no section this reader started", id);
         }
-        if (!emit_input(sp, at, errp) || !split_records(sp, id, errp)) {
+        if (!emit_input(sp, at, errp)) {
+            return false;
+        }
+        sp->c.keep = UINT64_MAX; /* the records are read once, in order */
+        if (!split_records(sp, id, errp)) {
             return false;
         }
         if (type == SEC_END) { /* the RAM section's last: the rest is the devices' */
@@ -445,9 +479,14 @@ bool sl_qemu_split_stream(int in, int out, const char *const *lazy, const int *l
     splitter sp = { .c = { .fd = in }, .out = out, .lazy_fds = lazy_fds, .last = -1,
                     .buf = g_byte_array_new(), .blocks = g_new0(split_block, SL_MAX_BLOCKS),
                     .run = g_malloc(RUN_PAGES * TARGET_PAGE) };
+    struct stat st;
     bool ok;
 
-    sl_qs_window(&sp.c, IN_WINDOW);
+    if (fstat(in, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode))) {
+        sl_qs_window_pipe(&sp.c, IN_WINDOW); /* QEMU writing it now: split as it comes */
+    } else {
+        sl_qs_window(&sp.c, IN_WINDOW);
+    }
     sp.c.q = g_new0(sl_qemu_stream, 1);
     sp.c.q->caps = g_ptr_array_new_with_free_func(g_free);
     ok = sl_qs_header(&sp.c, errp);

@@ -85,13 +85,57 @@ static bool fill_window(qctx *c, uint64_t at, size_t n, const char *what, GError
     return true;
 }
 
+void sl_qs_window_pipe(qctx *c, size_t cap)
+{
+    sl_qs_window(c, cap);
+    c->pipe = true;
+    c->keep = 0;
+}
+
+/* What a pipe's window keeps before a read besides @c->keep: the last
+ * fields read (an end-of-section record and a footer, 13 bytes). */
+#define PIPE_BEHIND 16u
+
+/*
+ * The pipe's window: what it holds from PIPE_BEHIND bytes before @at (or
+ * from @c->keep, if that is earlier) moved to its start, then read on in
+ * order until @n bytes from @at are there.
+ */
+static bool fill_pipe(qctx *c, uint64_t at, size_t n, const char *what, GError **errp)
+{
+    uint64_t end = c->win_off + c->win_len, lo = MIN(at, end);
+    uint64_t from = MAX(MIN(lo - MIN(lo, PIPE_BEHIND), c->keep), c->win_off);
+    if (at < from || at + n - from > c->win_cap) {
+        return SL_BAD(errp, "reading %s at offset %" G_GUINT64_FORMAT ": %s", what, at,
+                      at < from ? "the stream was read past it (a pipe is read once)"
+                                : "more than the reader keeps of a pipe");
+    }
+    memmove(c->win, c->win + (from - c->win_off), (size_t)(end - from));
+    c->win_len = (size_t)(end - from);
+    c->win_off = from;
+    while (c->win_off + c->win_len < at + n) {
+        ssize_t r = read(c->fd, c->win + c->win_len, c->win_cap - c->win_len);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            g_set_error(errp, SL_ERROR, r < 0 ? SL_ERROR_IO : SL_ERROR_FORMAT,
+                        "reading %s at offset %" G_GUINT64_FORMAT ": %s", what, at,
+                        r < 0 ? g_strerror(errno) : "the stream ends early");
+            return false;
+        }
+        c->win_len += (size_t)r;
+    }
+    return true;
+}
+
 bool sl_qs_view(qctx *c, uint64_t at, size_t n, const uint8_t **p, const char *what,
                 GError **errp)
 {
     g_assert(c->win && n <= c->win_cap);
     if (at < c->win_off || at - c->win_off > c->win_len ||
         n > c->win_len - (at - c->win_off)) {
-        if (!fill_window(c, at, n, what, errp)) {
+        if (!(c->pipe ? fill_pipe(c, at, n, what, errp) : fill_window(c, at, n, what, errp))) {
             return false;
         }
     }
@@ -113,6 +157,7 @@ bool sl_qs_peek(qctx *c, void *buf, size_t n, const char *what, GError **errp)
     const uint8_t *p;
 
     if (!c->win || n > c->win_cap) {
+        g_assert(!c->pipe);
         return sl_read_at(c->fd, buf, n, c->off, what, errp);
     }
     if (!sl_qs_view(c, c->off, n, &p, what, errp)) {

@@ -5,10 +5,16 @@
  * guest: the pages of the chosen blocks land in their files (zero pages
  * as holes, a page sent again as it was last), every other byte of the
  * stream comes out as QEMU loads it, kept records naming their block; and
- * each kind of stream the splitter cannot walk is refused by name.
+ * each kind of stream the splitter cannot walk is refused by name.  Every
+ * case runs twice: the stream read from a file, and from a pipe a thread
+ * writes it into (as qemu-save splits QEMU's migration while it runs).
  */
+#include <signal.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "testutil.h"
@@ -172,29 +178,101 @@ static GByteArray *good_stream(GByteArray *want, bool gpa)
     return a;
 }
 
+/* Where the splitter reads the stream from: a case's prestate. */
+typedef enum { FROM_FILE, FROM_PIPE } input_kind;
+static const input_kind from_file = FROM_FILE, from_pipe = FROM_PIPE;
+
 typedef struct {
     char *dir;
     int in, out, ram;
+    GThread *writer;        /* FROM_PIPE: writing the stream into @in's pipe */
 } files;
 
-static files files_of(const GByteArray *stream)
+typedef struct {
+    int fd;
+    GByteArray *data;
+    bool lockstep;          /* each piece once the reader took the one before */
+} pipe_writer;
+
+/* Whether the pipe is empty, or its reader gone (a refusal stops reading). */
+static bool reader_took_all(int fd)
+{
+    struct pollfd p = { .fd = fd, .events = POLLOUT };
+    int queued = 0;
+
+    return ioctl(fd, FIONREAD, &queued) < 0 || queued == 0 ||
+           (poll(&p, 1, 0) > 0 && (p.revents & POLLERR));
+}
+
+/*
+ * Writes the stream into its pipe (of one page) until done or the reader
+ * left, mostly in pieces of 1-97 bytes, so that the reader's reads end
+ * inside headers and records (what it must keep to copy them is then
+ * tested), now and then in a big one.
+ */
+static gpointer write_pipe(gpointer opaque)
+{
+    static const unsigned sizes[] = { 1, 2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47,
+                                      53, 59, 61, 67, 71, 73, 79, 83, 89, 97, 70001 };
+    pipe_writer *w = opaque;
+
+    for (guint at = 0, i = 0; at < w->data->len; i = (i + 1) % G_N_ELEMENTS(sizes)) {
+        ssize_t n;
+        while (w->lockstep && !reader_took_all(w->fd)) {
+            sched_yield();
+        }
+        n = write(w->fd, w->data->data + at, MIN(w->data->len - at, sizes[i]));
+        if (n <= 0) {
+            break; /* EPIPE: the splitter stopped reading (a refusal) */
+        }
+        at += (guint)n;
+    }
+    close(w->fd);
+    g_byte_array_unref(w->data);
+    g_free(w);
+    return NULL;
+}
+
+static files files_of_lockstep(const GByteArray *stream, input_kind from, bool lockstep)
 {
     files f = { .dir = sl_test_tmpdir() };
     g_autofree char *in = g_build_filename(f.dir, "stream", NULL);
     g_autofree char *out = g_build_filename(f.dir, "device", NULL);
     g_autofree char *ram = g_build_filename(f.dir, "ram", NULL);
 
-    assert_true(g_file_set_contents(in, (const char *)stream->data, stream->len, NULL));
-    f.in = open(in, O_RDONLY);
+    if (from == FROM_PIPE) {
+        int p[2];
+        pipe_writer *w = g_new(pipe_writer, 1);
+        assert_int_equal(pipe(p), 0);
+        /* One page of pipe: the reader's reads end at ever other places. */
+        assert_true(fcntl(p[1], F_SETPIPE_SZ, 4096) >= 4096);
+        *w = (pipe_writer){ p[1], g_byte_array_ref((GByteArray *)stream), lockstep };
+        f.in = p[0];
+        f.writer = g_thread_new("stream", write_pipe, w);
+    } else {
+        assert_true(g_file_set_contents(in, (const char *)stream->data, stream->len, NULL));
+        f.in = open(in, O_RDONLY);
+    }
     f.out = open(out, O_RDWR | O_CREAT, 0600);
     f.ram = open(ram, O_RDWR | O_CREAT, 0600);
     assert_true(f.in >= 0 && f.out >= 0 && f.ram >= 0 && ftruncate(f.ram, LAZY_LEN) == 0);
     return f;
 }
 
+/* The files of a case, the stream read from a file or a pipe written in
+ * lock-step (each read of the splitter gets one piece: the pieces' ends
+ * fall everywhere in headers and records). */
+static files files_of(const GByteArray *stream, input_kind from)
+{
+    return files_of_lockstep(stream, from, true);
+}
+
 static void files_free(files *f)
 {
-    close(f->in);
+    close(f->in); /* a writer still writing gets EPIPE */
+    if (f->writer) {
+        g_thread_join(f->writer);
+    }
     close(f->out);
     close(f->ram);
     sl_test_rmdir(f->dir);
@@ -215,12 +293,12 @@ static bool allocated(int fd, uint64_t i)
     return d >= 0 && (uint64_t)d < (i + 1) * PG;
 }
 
-static void check_split(bool gpa)
+static void check_split(bool gpa, input_kind from)
 {
     g_autoptr(GByteArray) want = g_byte_array_new();
     g_autoptr(GByteArray) in = good_stream(want, gpa);
     g_autoptr(GError) err = NULL;
-    files f = files_of(in);
+    files f = files_of(in, from);
     uint8_t got[PG], exp[PG];
     struct stat st;
     g_autofree uint8_t *out = g_malloc(want->len);
@@ -247,12 +325,12 @@ static void check_split(bool gpa)
 
 static void test_lazy_pages_go_to_their_file_and_the_rest_loads_as_it_was(void **state)
 {
-    check_split(false);
+    check_split(false, *(const input_kind *)*state);
 }
 
 static void test_x_ignore_shared_block_addresses_are_walked_and_kept(void **state)
 {
-    check_split(true);
+    check_split(true, *(const input_kind *)*state);
 }
 
 /* Streams the splitter must refuse, and a word of each reason. */
@@ -345,7 +423,7 @@ static void test_streams_the_splitter_cannot_walk_are_refused_by_name(void **sta
     for (size_t i = 0; i < G_N_ELEMENTS(bad_cases); i++) {
         g_autoptr(GByteArray) in = bad_stream(bad_cases[i].kind);
         g_autoptr(GError) err = NULL;
-        files f = files_of(in);
+        files f = files_of(in, *(const input_kind *)*state);
 
         if (split(&f, bad_cases[i].kind == BAD_SIZE ? LAZY_LEN + PG : LAZY_LEN, &err) ||
             !strstr(err->message, bad_cases[i].want)) {
@@ -420,7 +498,7 @@ static void test_streams_longer_than_the_read_window_split_the_same(void **state
     int gen[LAZY_LEN / PG];
     uint64_t end;
     g_autoptr(GByteArray) in = long_stream(want, gen, &end);
-    files f = files_of(in);
+    files f = files_of(in, *(const input_kind *)*state);
     g_autofree uint8_t *out = g_malloc(want->len);
     uint8_t got[PG], exp[PG];
     struct stat st;
@@ -445,13 +523,15 @@ static void test_streams_longer_than_the_read_window_split_the_same(void **state
 }
 
 /* Cut anywhere before the device state, the long stream is refused as a
- * short file, naming an offset the file does not reach past. */
+ * short file (or stream), naming an offset the input does not reach past. */
 static void test_a_long_stream_cut_short_anywhere_is_refused(void **state)
 {
     g_autoptr(GByteArray) want = g_byte_array_new();
     int gen[LAZY_LEN / PG];
     uint64_t end;
     g_autoptr(GByteArray) in = long_stream(want, gen, &end);
+    input_kind from = *(const input_kind *)*state;
+    const char *ends = from == FROM_PIPE ? "the stream ends early" : "file ends early";
 
     for (uint64_t cut = 0; cut < end; cut += cut < 64 ? 1 : 16411) {
         g_autoptr(GByteArray) part = g_byte_array_new();
@@ -460,10 +540,10 @@ static void test_a_long_stream_cut_short_anywhere_is_refused(void **state)
         files f;
 
         g_byte_array_append(part, in->data, (guint)cut);
-        f = files_of(part);
+        f = files_of_lockstep(part, from, false); /* 180 streams: lock-step would take minutes */
         assert_false(split(&f, LAZY_LEN, &err));
         at = strstr(err->message, " at offset ");
-        if (err->code != SL_ERROR_FORMAT || !strstr(err->message, "file ends early") || !at ||
+        if (err->code != SL_ERROR_FORMAT || !strstr(err->message, ends) || !at ||
             g_ascii_strtoull(at + 11, NULL, 10) > cut) {
             fail_msg("cut at %" G_GUINT64_FORMAT ": %s", cut, err->message);
         }
@@ -473,13 +553,20 @@ static void test_a_long_stream_cut_short_anywhere_is_refused(void **state)
 
 int main(void)
 {
+#define BOTH(fn) \
+    { "file/" #fn, fn, NULL, NULL, (void *)&from_file }, \
+    { "pipe/" #fn, fn, NULL, NULL, (void *)&from_pipe }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_lazy_pages_go_to_their_file_and_the_rest_loads_as_it_was),
-        cmocka_unit_test(test_x_ignore_shared_block_addresses_are_walked_and_kept),
-        cmocka_unit_test(test_streams_the_splitter_cannot_walk_are_refused_by_name),
-        cmocka_unit_test(test_streams_longer_than_the_read_window_split_the_same),
-        cmocka_unit_test(test_a_long_stream_cut_short_anywhere_is_refused),
+        BOTH(test_lazy_pages_go_to_their_file_and_the_rest_loads_as_it_was),
+        BOTH(test_x_ignore_shared_block_addresses_are_walked_and_kept),
+        BOTH(test_streams_the_splitter_cannot_walk_are_refused_by_name),
+        BOTH(test_streams_longer_than_the_read_window_split_the_same),
+        BOTH(test_a_long_stream_cut_short_anywhere_is_refused),
     };
 
+    signal(SIGPIPE, SIG_IGN); /* a refused stream's writer gets EPIPE instead */
+    if (g_getenv("SL_TEST_FILTER")) {
+        cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
+    }
     return cmocka_run_group_tests_name("qemu-split", tests, NULL, NULL);
 }

@@ -8,7 +8,8 @@
  * stream), then read the RAM files and write them with that device state
  * into one snapshot with checksums.  RAM must be in share=on files, or be
  * anonymous (plain -m, memory-backend-ram): then the stream holds it, and
- * it is split off into files beside the output (qemu-split.c).  While
+ * it is split off, as QEMU writes it into a pipe (migrate fd:), into
+ * files beside the output (qemu-split.c).  While
  * a lazy restore (qemu-restore) still fills them, their holes would read
  * as zeros: the files are then read through views registered with the
  * restore's daemon (found in QEMU's SNAPLOAD_SOCKET), whose missing pages

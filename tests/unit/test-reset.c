@@ -840,14 +840,6 @@ static void scribble(fixture *f, uint64_t u)
 }
 
 /*
- * A restart told which units changed (sl_restore_keep_known(): the list
- * the previous run's write tracking left) checks only those and the file's
- * holes: a unit changed but not listed is trusted, kept and never read (it
- * still holds what was scribbled), a listed one and a hole are restored.
- * Refused without keep_memory (anonymous memory), outside the block, and
- * once the restore started.
- */
-/*
  * A restart over the file a previous run left, with its written list
  * (keep_known: the units it does not list are kept unread), tracked, then
  * dropping resets: the dropped units are holes in the file now, and the
@@ -884,6 +876,16 @@ static void test_reset_of_a_restart_with_a_written_list_refills_what_it_dropped(
     }
 }
 
+/*
+ * A restart told which units changed (sl_restore_keep_known(): the list
+ * the previous run's write tracking left) checks only those and the file's
+ * holes: a unit changed but not listed is trusted, kept and never read (it
+ * still holds what was scribbled), a listed one and a hole are restored.
+ * The hole, on hugetlbfs too (mincore() of a mapping next to our own view
+ * sees no hugepage at all there; the hole was kept, reading as zeros,
+ * found by review).  Refused without keep_memory (anonymous memory),
+ * outside the block, and once the restore started.
+ */
 static void test_restart_with_a_written_list_checks_only_listed_units_and_holes(void **state)
 {
     fixture *f = *state;
@@ -901,7 +903,8 @@ static void test_restart_with_a_written_list_checks_only_listed_units_and_holes(
     g_clear_pointer(&f->r, sl_restore_free);
     scribble(f, listed);
     scribble(f, unlisted);
-    if (f->tc->kind == SL_BACKEND_SHMEM) { /* a page discarded since: never kept */
+    /* a unit discarded since: never kept (1 GiB pages: two units, no room) */
+    if (f->tc->kind != SL_BACKEND_ANON && hole < f->nunits) {
         assert_int_equal(fallocate(f->mem.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                                    (off_t)(f->mem.offset + hole * f->unit), (off_t)f->unit), 0);
         holes = 1;
@@ -925,9 +928,9 @@ static void test_restart_with_a_written_list_checks_only_listed_units_and_holes(
     }
     assert_false(sl_restore_keep_known(f->r, "b0", &run, 1, NULL));
     expect_complete_once(f, "restart with a written list");
+    assert_int_equal(wrong_pages(f), ratio); /* the unlisted unit, as scribbled */
     sl_restore_get_stats(f->r, &st);
     assert_int_equal(st.pages_known, f->nunits - 1 - holes);
-    assert_int_equal(wrong_pages(f), ratio); /* the unlisted unit, as scribbled */
     for (uint64_t i = 0; i < f->unit; i++) {
         assert_int_equal(f->mem.host[unlisted * f->unit + i], 0x5a);
     }

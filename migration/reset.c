@@ -255,14 +255,29 @@ static bool forget_units(sl_restore *r, GArray *units, GError **errp)
     uint64_t total = 0, drained;
     int done = 0;
 
-    /* Relaxed: only 0 becomes in progress; a failure (sl_engine_fail()) is kept. */
+    /*
+     * done_efd is drained (so that a caller's poll of it, and
+     * sl_restore_wait(), wait again) while the status is still 0: only an
+     * in-progress restore can fail (sl_engine_fail()), so a failure's
+     * signal comes after the drain and stays.  Drained once the status
+     * was in progress, it took along the signal of a failure landing in
+     * between, and a caller polling the fd never saw that failure (found
+     * by review).
+     */
+    (void)!read(r->done_efd, &drained, sizeof(drained));
+    /* Relaxed: only 0 becomes in progress; a failure (sl_engine_fail()) is
+     * kept.  A failure's kick follows its CAS, which follows this one:
+     * after the drain (the eventfd's lock orders the two calls). */
     if (!atomic_compare_exchange_strong_explicit(&r->status, &done, -EINPROGRESS,
                                                  memory_order_relaxed, memory_order_relaxed)) {
+        sl_engine_kick(r->done_efd); /* ended all the same: readable again */
         g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "the restore failed during the reset: %s",
                     g_strerror(-done));
         return false;
     }
-    (void)!read(r->done_efd, &drained, sizeof(drained)); /* sl_restore_wait() waits again */
+    if (r->reset_reopened) {
+        r->reset_reopened(r->reset_reopened_opaque);
+    }
     for (guint i = 0; i < units->len; i++) {
         const sl_run *run = &g_array_index(units, sl_run, i);
         sl_region *reg = g_ptr_array_index(r->regions, run->region);

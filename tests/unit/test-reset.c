@@ -8,10 +8,12 @@
  * once more, never as zeros, round after round; in place (reset_in_place)
  * they are rewritten before the call returns, a unit the snapshot no
  * longer proves is refused, and a writer left running is reported; sl_restore_written lists the same units; a
+ * caller polling the restore's eventfd sees every end after a reset; a
  * reset refuses what it cannot do right.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -607,6 +609,55 @@ static void test_a_write_hidden_by_the_reprotection_is_caught(void **state)
     assert_int_equal(wrong_pages(f), 0);
 }
 
+/* Whether the restore's eventfd becomes readable within @ms (as a caller's poll loop sees it). */
+static bool eventfd_readable(fixture *f, int ms)
+{
+    struct pollfd p = { .fd = sl_restore_eventfd(f->r), .events = POLLIN };
+
+    return poll(&p, 1, ms) == 1 && (p.revents & POLLIN);
+}
+
+/* Reset hook: the restore fails (as the fault thread does) just as the reset reopened it. */
+static void fail_as_the_reset_reopens(void *opaque)
+{
+    fixture *f = opaque;
+
+    sl_engine_fail(f->r, -EIO);
+}
+
+/*
+ * A caller that polls sl_restore_eventfd() (never sl_restore_wait(), and
+ * never reading the fd) sees every end a reset leads to: the completion
+ * after a dropping reset and after one in place, and a failure that lands
+ * just as a dropping reset sets the status back to in progress (the
+ * reset's drain of the fd took that failure's signal with it: the fd
+ * stayed unreadable over a failed restore, found by review).
+ * Deterministic: the failure comes from the reset's own hook.
+ */
+static void test_a_poller_of_the_eventfd_sees_every_end_after_a_reset(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+
+    build(f, units_for(f->tc));
+    start_tracking(f);
+    for (unsigned round = 0; round < 2; round++) {
+        f->r->cfg.reset_in_place = round == 1; /* read by sl_restore_reset() alone */
+        f->mem.host[f->unit + 100] ^= 1;
+        assert_true(sl_restore_reset(f->r, NULL, &err));
+        assert_true(eventfd_readable(f, 10000));
+        assert_int_equal(sl_restore_poll(f->r), 0);
+    }
+    f->r->cfg.reset_in_place = false;
+    f->mem.host[f->unit + 100] ^= 1;
+    f->r->reset_reopened = fail_as_the_reset_reopens;
+    f->r->reset_reopened_opaque = f;
+    (void)sl_restore_reset(f->r, NULL, NULL);
+    f->r->reset_reopened = NULL;
+    assert_int_equal(sl_restore_poll(f->r), -EIO);
+    assert_true(eventfd_readable(f, 1000));
+}
+
 /*
  * 4 KiB units: a writer running through the 1024 of them during a reset
  * soon writes one the reset did not collect, which is how a race shows
@@ -1006,6 +1057,8 @@ int main(void)
           test_a_write_hidden_by_the_reprotection_is_caught, NULL },
         { "a_bad_unit_in_a_raced_in_place_reset_is_still_refused",
           test_a_bad_unit_in_a_raced_in_place_reset_is_still_refused, four_k },
+        { "a_poller_of_the_eventfd_sees_every_end_after_a_reset",
+          test_a_poller_of_the_eventfd_sees_every_end_after_a_reset, NULL },
         { "without_async_wp_every_unit_counts_as_written",
           test_without_async_wp_every_unit_counts_as_written, NULL },
         { "child_snapshot_stores_only_written_units_and_restores_them",

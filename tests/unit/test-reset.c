@@ -54,6 +54,8 @@ typedef struct {
     bool without_wp;     /* config.track_without_wp */
     bool direct;         /* config.direct_reads = SL_DIRECT_ALWAYS */
     uint64_t want_units; /* begin_rounds(): the block's units (0: units_for()) */
+    GMutex lock;         /* guards claimed */
+    bool *claimed;       /* non-NULL: units the loaders claimed (note_claim()) */
 } fixture;
 
 #define ZERO_EVERY 5 /* every fifth snapshot page is zero: holes come back too */
@@ -63,6 +65,7 @@ static int setup(void **state)
     fixture *f = g_new0(fixture, 1);
 
     f->tc = *state;
+    g_mutex_init(&f->lock);
     *state = f;
     return 0;
 }
@@ -88,6 +91,8 @@ static int teardown(void **state)
     fixture *f = *state;
 
     unbuild(f);
+    g_free(f->claimed);
+    g_mutex_clear(&f->lock);
     g_free(f);
     return 0;
 }
@@ -118,6 +123,19 @@ static void build(fixture *f, uint64_t nunits)
     }
 }
 
+/* Loader hook: units [u, u+n) were claimed (to be placed), noted in f->claimed. */
+static void note_claim(void *opaque, unsigned region, uint64_t u, uint64_t n)
+{
+    fixture *f = opaque;
+
+    g_mutex_lock(&f->lock);
+    for (uint64_t k = u; k < u + n; k++) {
+        f->claimed[k] = true;
+    }
+    g_mutex_unlock(&f->lock);
+    (void)region;
+}
+
 /* A restore of the fixture's snapshot, with (@track) or without write tracking. */
 static bool start(fixture *f, bool track, bool no_loaders, GError **errp)
 {
@@ -127,6 +145,10 @@ static bool start(fixture *f, bool track, bool no_loaders, GError **errp)
                               .direct_reads = f->direct ? SL_DIRECT_ALWAYS : SL_DIRECT_AUTO };
 
     f->r = sl_restore_new(f->snap, &cfg, errp);
+    if (f->r && f->claimed) {
+        f->r->loader_claimed = note_claim;
+        f->r->loader_claimed_opaque = f;
+    }
     return f->r && sl_mem_attach(f->r, "b0", &f->mem, errp) && sl_restore_start(f->r, errp);
 }
 
@@ -193,8 +215,42 @@ static uint64_t units_for(const reset_case *tc)
 static bool *begin_rounds(fixture *f)
 {
     build(f, f->want_units ? f->want_units : units_for(f->tc));
+    g_free(f->claimed);
+    f->claimed = g_new0(bool, f->nunits);
     start_tracking(f);
     return g_new0(bool, f->nunits);
+}
+
+/* The loaders' claims noted so far are forgotten. */
+static void forget_claims(fixture *f)
+{
+    g_mutex_lock(&f->lock);
+    memset(f->claimed, 0, f->nunits * sizeof(*f->claimed));
+    g_mutex_unlock(&f->lock);
+}
+
+/*
+ * The units the loaders claimed since the claims were last forgotten are
+ * exactly those of @want (the refill of a dropping reset: what it
+ * dropped), or none (@want NULL: in place, nothing dropped); then
+ * forgotten.  Bytes alone cannot show a unit dropped that was not
+ * written: it comes back with the snapshot's bytes it held.
+ */
+static void expect_claimed(fixture *f, const bool *want, const char *when)
+{
+    uint64_t wrong = f->nunits;
+
+    g_mutex_lock(&f->lock);
+    for (uint64_t u = 0; u < f->nunits && wrong == f->nunits; u++) {
+        wrong = f->claimed[u] != (want && want[u]) ? u : wrong;
+    }
+    g_mutex_unlock(&f->lock);
+    if (wrong < f->nunits) {
+        fail_msg("%s: unit %" G_GUINT64_FORMAT " %s", when, wrong,
+                 want && want[wrong] ? "was written, and not placed again"
+                                     : "was placed again, not written");
+    }
+    forget_claims(f);
 }
 
 /*
@@ -209,6 +265,7 @@ static unsigned reset_rounds(fixture *f)
     g_autofree bool *hit = begin_rounds(f);
     unsigned wrote = 0;
 
+    forget_claims(f); /* the restore's own */
     for (unsigned round = 0; round < ROUNDS; round++) {
         g_autoptr(GError) err = NULL;
         sl_reset_stats rs = { .size = sizeof(rs) };
@@ -230,6 +287,7 @@ static unsigned reset_rounds(fixture *f)
         }
         expect_complete_once(f, when);
         assert_int_equal(wrong_pages(f), 0);
+        expect_claimed(f, f->in_place ? NULL : hit, when);
         wrote += written != 0;
     }
     return wrote;

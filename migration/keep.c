@@ -6,39 +6,94 @@
  * pages that run wrote.  When the caller can list those (the previous
  * run's write tracking), the loaders keep every other unit without reading
  * or hashing it, and check only the listed ones: a restart then costs the
- * written pages, not guest RAM.  Holes of a shmem file (pages discarded
- * since) are looked up here (mincore): where the snapshot has data they
- * count as changed whatever the list says (a hole reads as zeros, right
- * only for a zero page).  The bitmap is built by the caller's
- * thread before the restore starts, and only read afterwards.
+ * written pages, not guest RAM.  Holes of the file, shmem or hugetlbfs
+ * (pages discarded since), are looked up here (mincore): where the
+ * snapshot has data they count as changed whatever the list says (a hole
+ * reads as zeros, right only for a zero page).  The bitmap is built by
+ * the caller's thread before the restore starts, and only read afterwards.
  */
 #include <errno.h>
 #include <sys/mman.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 #include "restore-int.h"
 
 /*
- * Every page of @reg's part of a shmem file that the page cache lacks (a
- * hole: a page discarded since) counts as changed where the snapshot has
+ * A fresh read-only mapping of @reg's part of its file, for mincore(), or
+ * MAP_FAILED.  shmem: anywhere (an empty page-table entry of a file
+ * mapping is looked up in the page cache).  hugetlbfs: mincore() looks a
+ * hugepage up in the page cache only where no table of huge entries covers
+ * its address yet (an empty entry of an existing table reads as absent;
+ * our own view's table may well cover a mapping placed next to it), so the
+ * mapping goes into fresh address space aligned to what one such table
+ * spans (as many hugepages as a page holds entries: 1 GiB of 2 MiB pages,
+ * 512 GiB of 1 GiB pages), reserved PROT_NONE (no table) around it.  A
+ * table found there all the same, or no room for the reservation, only
+ * makes hugepages read as holes, which are then read and checked: a hole
+ * is never taken for a page.  *@res and *@res_len: what to unmap.
+ */
+static void *fresh_view(const sl_region *reg, void **res, size_t *res_len)
+{
+    const size_t len = reg->mem.length;
+    struct statfs sfs;
+    uint64_t span = 0;
+    uint8_t *base, *at;
+    void *p;
+
+    *res = NULL;
+    *res_len = 0;
+    /* the hugepage size (reg->mem.page_size is set only at the start) */
+    if (reg->mem.ops->kind == SL_BACKEND_HUGETLBFS && fstatfs(reg->mem.fd, &sfs) == 0 &&
+        sfs.f_bsize > 0) {
+        span = (uint64_t)sfs.f_bsize * ((uint64_t)sysconf(_SC_PAGESIZE) / sizeof(uint64_t));
+    }
+    if (span && len <= SIZE_MAX - 2 * span) {
+        *res_len = ((len + span - 1) / span + 1) * span;
+        *res = mmap(NULL, *res_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                    -1, 0);
+        if (*res == MAP_FAILED) {
+            *res = NULL;
+            *res_len = 0;
+        }
+    }
+    if (!*res) {
+        return mmap(NULL, len, PROT_READ, MAP_SHARED, reg->mem.fd, (off_t)reg->mem.offset);
+    }
+    base = *res;
+    at = base + (span - (uintptr_t)base % span) % span;
+    p = mmap(at, len, PROT_READ, MAP_SHARED | MAP_FIXED, reg->mem.fd, (off_t)reg->mem.offset);
+    if (p == MAP_FAILED) {
+        munmap(*res, *res_len);
+        *res = NULL;
+        *res_len = 0;
+    }
+    return p;
+}
+
+/*
+ * Every page of @reg's part of a shared memory file that the page cache
+ * lacks (a hole: a page discarded since, or a unit a reset had dropped
+ * when the previous run ended) counts as changed where the snapshot has
  * data (a hole reads as zeros, right only for a zero page).  One mincore()
- * of a fresh read-only mapping of the range (it reports the page cache of
- * a shared file mapping, and neither faults nor populates): a restored
- * file has a hole for every zero page, too many for a SEEK_HOLE walk.
- * hugetlbfs reports mapped hugepages only, so its holes cannot be seen
- * this way (the preload flags a punch instead).  0 or -errno.
+ * of a fresh read-only mapping of the range (fresh_view(): it reports the
+ * page cache of a shared file mapping, and neither faults nor populates):
+ * a restored file has a hole for every zero page, too many for a SEEK_HOLE
+ * walk (which hugetlbfs does not implement anyway: it reports no hole).
+ * 0 or -errno.
  */
 static int mark_holes(sl_region *reg)
 {
     const uint64_t ps = reg->blk->page_size, npages = reg->blk->length / ps;
     const uint64_t sys = (uint64_t)sysconf(_SC_PAGESIZE), per = MAX(1, ps / sys);
     g_autofree unsigned char *vec = NULL;
-    void *p;
+    void *p, *res;
+    size_t res_len;
     int ret = 0;
 
-    if (reg->mem.ops->kind != SL_BACKEND_SHMEM) {
+    if (reg->mem.ops->kind != SL_BACKEND_SHMEM && reg->mem.ops->kind != SL_BACKEND_HUGETLBFS) {
         return 0;
     }
-    p = mmap(NULL, reg->mem.length, PROT_READ, MAP_SHARED, reg->mem.fd, (off_t)reg->mem.offset);
+    p = fresh_view(reg, &res, &res_len);
     if (p == MAP_FAILED) {
         return -errno;
     }
@@ -55,7 +110,7 @@ static int mark_holes(sl_region *reg)
             sl_bit_set(reg->changed, pg);
         }
     }
-    munmap(p, reg->mem.length);
+    munmap(res ? res : p, res ? res_len : reg->mem.length);
     return ret;
 }
 

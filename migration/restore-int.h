@@ -240,6 +240,12 @@ struct sl_restore {
      * from the tracking).  Set while no reset runs. */
     void (*reset_rewritten)(void *opaque);
     void *reset_rewritten_opaque;
+    /* Test hook, NULL in production: called by a dropping reset on the
+     * caller's thread right after it set the status back to in progress
+     * (where a failure of the fault thread, serving a reader, may land).
+     * Set while no reset runs. */
+    void (*reset_reopened)(void *opaque);
+    void *reset_reopened_opaque;
 
     uint64_t t_start, t_ready;
     _Atomic uint64_t t_first_fault, t_complete;

@@ -711,11 +711,11 @@ bool sl_restore_set_mover(sl_restore *r, const char *block_name, sl_mover_fn fn,
  * snapshot everywhere but in the @n runs of snapshot pages @changed (for
  * example what the previous run's write tracking listed, and nothing else
  * wrote the file since).  Units that touch none of them, and no hole of
- * the file where the snapshot has data (a shmem file's holes are looked
- * up), are kept without being read or hashed (sl_stats.pages_known); the
- * others are checked and restored as keep_memory does (without checksums,
- * restored).  Without this call every unit is checked (without checksums,
- * none is kept).
+ * the file where the snapshot has data (the holes of a shmem or a
+ * hugetlbfs file are looked up), are kept without being read or hashed
+ * (sl_stats.pages_known); the others are checked and restored as
+ * keep_memory does (without checksums, restored).  Without this call every
+ * unit is checked (without checksums, none is kept).
  */
 bool sl_restore_keep_known(sl_restore *r, const char *block_name, const sl_page_run *changed,
                            size_t n, GError **errp);

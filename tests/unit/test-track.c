@@ -4,9 +4,13 @@
  * memory, shmem, hugetlbfs-2M and hugetlbfs-1G: the tracker reports
  * exactly the pages written since it started (populated before or not,
  * at the memory's page granularity), never a page that was only read, and
- * after a collect that re-arms, only the pages written since.
+ * after a collect that re-arms, only the pages written since; a written
+ * page discarded since is reported empty, not written, until touched again.
  */
+#include <fcntl.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include "backends/backend.h"
 #include "migration/track.h"
 #include "testutil.h"
@@ -167,6 +171,74 @@ static void test_rearmed_collect_reports_only_later_writes(void **state)
     expect(f, later, only, last, "after one more write");
 }
 
+/* The pages sl_scan_empty() reports (no entry in the page tables), as a bitmap (caller frees). */
+static bool *empty_pages(fixture *f)
+{
+    g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_written_run));
+    bool *hit = g_new0(bool, f->n);
+    uint64_t base = (uint64_t)(uintptr_t)f->mem.host;
+    int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+
+    assert_true(pagemap >= 0);
+    assert_true(sl_scan_empty(pagemap, base, base + f->n * f->unit, runs) >= 0);
+    close(pagemap);
+    for (guint i = 0; i < runs->len; i++) {
+        sl_written_run *w = &g_array_index(runs, sl_written_run, i);
+        for (uint64_t a = w->start; a < w->end; a += 4096) {
+            hit[(a - base) / f->unit] = true;
+        }
+    }
+    return hit;
+}
+
+static bool one_of_two(uint64_t i, uint64_t arg)
+{
+    return i == (arg & 0xffffffff) || i == arg >> 32;
+}
+
+/*
+ * A written page whose entry then leaves the page tables (MADV_DONTNEED,
+ * as a balloon does) keeps no trace of its write: a collect no longer
+ * reports it (it asks for pages written and populated; an empty entry
+ * would otherwise read as written), sl_scan_empty() reports it instead,
+ * and only it (a page never populated keeps its protection), which is how
+ * a reset finds it (collect_empty() in reset.c).  Touched again, it is
+ * populated unprotected and reported written again, by a read too: it
+ * then holds zeros (anonymous) or still the write (shared memory keeps the
+ * page in the file), neither what it held when protected.  One page
+ * populated before tracking, one first populated by its write.
+ */
+static void test_a_discarded_written_page_is_empty_then_written_once_touched(void **state)
+{
+    fixture *f = *state;
+    uint64_t before, after, both;
+    volatile uint8_t sink;
+
+    start(f, pages_for(f->tc));
+    before = f->n / 2 - 1; /* populated before tracking */
+    after = f->n - 1;      /* first populated by the write */
+    both = before | after << 32;
+    f->mem.host[before * f->unit + 9] = 0x11;
+    f->mem.host[after * f->unit + 9] = 0x22;
+    g_autofree bool *written = collect(f, false);
+    expect(f, written, one_of_two, both, "after the two writes");
+    assert_int_equal(madvise(f->mem.host + before * f->unit, f->unit, MADV_DONTNEED), 0);
+    assert_int_equal(madvise(f->mem.host + after * f->unit, f->unit, MADV_DONTNEED), 0);
+    g_autofree bool *gone = collect(f, false);
+    expect(f, gone, none, 0, "after the written pages were discarded");
+    g_autofree bool *empty = empty_pages(f);
+    expect(f, empty, one_of_two, both, "empty entries after the discard");
+    sink = f->mem.host[before * f->unit + 9];
+    g_autofree bool *read = collect(f, false);
+    expect(f, read, only, before, "after a read of one discarded page");
+    f->mem.host[after * f->unit + 9] = 0x33;
+    g_autofree bool *again = collect(f, true);
+    expect(f, again, one_of_two, both, "after a write to the other");
+    g_autofree bool *quiet = collect(f, false);
+    expect(f, quiet, none, 0, "after the collect that re-armed them");
+    (void)sink;
+}
+
 int main(void)
 {
     static const sl_test_feature features[] = {
@@ -174,6 +246,8 @@ int main(void)
           test_written_pages_are_reported_and_only_they, NULL },
         { "rearmed_collect_reports_only_later_writes",
           test_rearmed_collect_reports_only_later_writes, NULL },
+        { "a_discarded_written_page_is_empty_then_written_once_touched",
+          test_a_discarded_written_page_is_empty_then_written_once_touched, NULL },
     };
     return sl_test_run_matrix("track", cases, G_N_ELEMENTS(cases), sizeof(cases[0]), features,
                               G_N_ELEMENTS(features), setup, teardown);

@@ -37,10 +37,18 @@ void sl_engine_fail(sl_restore *r, int err)
 {
     int expect = -EINPROGRESS;
 
-    /* Release: pairs with the acquire load in sl_restore_poll(). */
+    /*
+     * Release: pairs with the acquire load in sl_restore_poll().  A
+     * completed restore (0) fails too: its engine stops here, and a reset
+     * going ahead on a 0 would wait for a refill no fault thread serves.
+     * An earlier failure is kept.
+     */
     if (atomic_compare_exchange_strong_explicit(&r->status, &expect, err,
                                                 memory_order_release,
-                                                memory_order_relaxed)) {
+                                                memory_order_relaxed) ||
+        (expect == 0 && atomic_compare_exchange_strong_explicit(&r->status, &expect, err,
+                                                                memory_order_release,
+                                                                memory_order_relaxed))) {
         sl_engine_kick(r->done_efd);
     }
     atomic_store_explicit(&r->stopping, true, memory_order_release);

@@ -182,12 +182,20 @@ bool sl_restore_written(sl_restore *r, const char *block_name, GArray *runs, GEr
 /* A reset needs a completed restore whose every view is our own mapping. */
 static bool check_reset(sl_restore *r, GError **errp)
 {
+    int st;
+
     if (!check_tracking(r, errp)) {
         return false;
     }
-    if (sl_restore_poll(r) != 0) {
+    st = sl_restore_poll(r);
+    if (st == -EINPROGRESS) {
         g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "reset needs a completed restore "
-                    "(sl_restore_wait() returned %d)", sl_restore_poll(r));
+                    "(it is still in progress)");
+        return false;
+    }
+    if (st != 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "reset needs a completed restore: this "
+                    "one failed (%s)", g_strerror(-st));
         return false;
     }
     for (guint i = 0; i < r->regions->len; i++) {
@@ -257,12 +265,12 @@ static bool forget_units(sl_restore *r, GArray *units, GError **errp)
 
     /*
      * done_efd is drained (so that a caller's poll of it, and
-     * sl_restore_wait(), wait again) while the status is still 0: only an
-     * in-progress restore can fail (sl_engine_fail()), so a failure's
-     * signal comes after the drain and stays.  Drained once the status
-     * was in progress, it took along the signal of a failure landing in
-     * between, and a caller polling the fd never saw that failure (found
-     * by review).
+     * sl_restore_wait(), wait again) while the status is still 0: a
+     * failure (sl_engine_fail()) after the drain keeps its signal, and
+     * one before it or between it and the CAS below makes the CAS fail,
+     * which signals again.  Drained once the status was in progress, it
+     * took along the signal of a failure landing in between, and a caller
+     * polling the fd never saw that failure (found by review).
      */
     (void)!read(r->done_efd, &drained, sizeof(drained));
     /* Relaxed: only 0 becomes in progress; a failure (sl_engine_fail()) is

@@ -717,6 +717,31 @@ static void test_a_poller_of_the_eventfd_sees_every_end_after_a_reset(void **sta
 }
 
 /*
+ * A failure of the engine after the restore completed (the fault
+ * thread's, say, which then stops) shows: sl_restore_poll() returns it,
+ * the eventfd is readable, and the next reset is refused naming it.  The
+ * status used to stay 0 (only an in-progress restore could fail): the
+ * reset went ahead and its refill waited for a fault thread that was gone
+ * (found by review).
+ */
+static void test_a_failure_after_completion_shows_and_refuses_the_next_reset(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+
+    build(f, units_for(f->tc));
+    start_tracking(f);
+    sl_engine_fail(f->r, -EIO);
+    assert_int_equal(sl_restore_poll(f->r), -EIO);
+    assert_true(eventfd_readable(f, 1000));
+    f->mem.host[f->unit + 100] ^= 1;
+    assert_false(sl_restore_reset(f->r, NULL, &err));
+    if (!strstr(err->message, g_strerror(EIO))) {
+        fail_msg("the reset's error does not name the failure: %s", err->message);
+    }
+}
+
+/*
  * 4 KiB units: a writer running through the 1024 of them during a reset
  * soon writes one the reset did not collect, which is how a race shows
  * every time (a few large units are all collected: the race shows only if
@@ -1117,6 +1142,8 @@ int main(void)
           test_a_bad_unit_in_a_raced_in_place_reset_is_still_refused, four_k },
         { "a_poller_of_the_eventfd_sees_every_end_after_a_reset",
           test_a_poller_of_the_eventfd_sees_every_end_after_a_reset, NULL },
+        { "a_failure_after_completion_shows_and_refuses_the_next_reset",
+          test_a_failure_after_completion_shows_and_refuses_the_next_reset, NULL },
         { "without_async_wp_every_unit_counts_as_written",
           test_without_async_wp_every_unit_counts_as_written, NULL },
         { "child_snapshot_stores_only_written_units_and_restores_them",

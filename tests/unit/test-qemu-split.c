@@ -293,6 +293,18 @@ static bool allocated(int fd, uint64_t i)
     return d >= 0 && (uint64_t)d < (i + 1) * PG;
 }
 
+/* What the split left (@f's output) is @want, byte for byte. */
+static void check_device_state(const files *f, const GByteArray *want)
+{
+    g_autofree uint8_t *out = g_malloc(want->len);
+    struct stat st;
+
+    assert_int_equal(fstat(f->out, &st), 0);
+    assert_int_equal(st.st_size, want->len);
+    assert_int_equal(pread(f->out, out, want->len, 0), want->len);
+    assert_memory_equal(out, want->data, want->len);
+}
+
 static void check_split(bool gpa, input_kind from)
 {
     g_autoptr(GByteArray) want = g_byte_array_new();
@@ -300,14 +312,9 @@ static void check_split(bool gpa, input_kind from)
     g_autoptr(GError) err = NULL;
     files f = files_of(in, from);
     uint8_t got[PG], exp[PG];
-    struct stat st;
-    g_autofree uint8_t *out = g_malloc(want->len);
 
     assert_true(split(&f, LAZY_LEN, &err));
-    assert_int_equal(fstat(f.out, &st), 0);
-    assert_int_equal(st.st_size, want->len);
-    assert_int_equal(pread(f.out, out, want->len, 0), want->len);
-    assert_memory_equal(out, want->data, want->len);
+    check_device_state(&f, want);
     for (uint64_t i = 0; i < LAZY_LEN / PG; i++) {
         unsigned gen = i >= 2 ? 1 : 0;
         bool data = i == 0 || i == 2 || i == 3;
@@ -499,16 +506,11 @@ static void test_streams_longer_than_the_read_window_split_the_same(void **state
     uint64_t end;
     g_autoptr(GByteArray) in = long_stream(want, gen, &end);
     files f = files_of(in, *(const input_kind *)*state);
-    g_autofree uint8_t *out = g_malloc(want->len);
     uint8_t got[PG], exp[PG];
-    struct stat st;
 
     assert_true(in->len > (2u << 20));
     assert_true(split(&f, LAZY_LEN, &err));
-    assert_int_equal(fstat(f.out, &st), 0);
-    assert_int_equal(st.st_size, want->len);
-    assert_int_equal(pread(f.out, out, want->len, 0), want->len);
-    assert_memory_equal(out, want->data, want->len);
+    check_device_state(&f, want);
     for (uint64_t i = 0; i < LAZY_LEN / PG; i++) {
         assert_int_equal(allocated(f.ram, i), gen[i] >= 0);
         assert_int_equal(pread(f.ram, got, PG, (off_t)(i * PG)), PG);

@@ -35,21 +35,23 @@ void sl_engine_kick(int efd)
 
 void sl_engine_fail(sl_restore *r, int err)
 {
-    int expect = -EINPROGRESS;
+    /* Relaxed: the CAS below checks it. */
+    int cur = atomic_load_explicit(&r->status, memory_order_relaxed);
 
     /*
      * Release: pairs with the acquire load in sl_restore_poll().  A
      * completed restore (0) fails too: its engine stops here, and a reset
      * going ahead on a 0 would wait for a refill no fault thread serves.
-     * An earlier failure is kept.
+     * In progress or completed, whichever it is by then (a reset turns 0
+     * into in progress at any moment): retried until one of them became
+     * the error, or an earlier failure is found and kept.
      */
-    if (atomic_compare_exchange_strong_explicit(&r->status, &expect, err,
-                                                memory_order_release,
-                                                memory_order_relaxed) ||
-        (expect == 0 && atomic_compare_exchange_strong_explicit(&r->status, &expect, err,
-                                                                memory_order_release,
-                                                                memory_order_relaxed))) {
-        sl_engine_kick(r->done_efd);
+    while (cur == -EINPROGRESS || cur == 0) {
+        if (atomic_compare_exchange_weak_explicit(&r->status, &cur, err, memory_order_release,
+                                                  memory_order_relaxed)) {
+            sl_engine_kick(r->done_efd);
+            break;
+        }
     }
     atomic_store_explicit(&r->stopping, true, memory_order_release);
     sl_engine_kick(r->ctl_efd);

@@ -18,6 +18,20 @@
 #include <unistd.h>
 #include "restore-int.h"
 
+/* The page size of @reg's file: its hugepages' on hugetlbfs, else the
+ * system's (reg->mem.page_size is set only at the start). */
+static uint64_t file_page(const sl_region *reg)
+{
+    const uint64_t sys = (uint64_t)sysconf(_SC_PAGESIZE);
+    struct statfs sfs;
+
+    if (reg->mem.ops->kind == SL_BACKEND_HUGETLBFS && fstatfs(reg->mem.fd, &sfs) == 0 &&
+        sfs.f_bsize > 0) {
+        return MAX((uint64_t)sfs.f_bsize, sys);
+    }
+    return sys;
+}
+
 /*
  * A fresh read-only mapping of @reg's part of its file, for mincore(), or
  * MAP_FAILED.  shmem: anywhere (an empty page-table entry of a file
@@ -35,18 +49,13 @@
 static void *fresh_view(const sl_region *reg, void **res, size_t *res_len)
 {
     const size_t len = reg->mem.length;
-    struct statfs sfs;
-    uint64_t span = 0;
+    const uint64_t sys = (uint64_t)sysconf(_SC_PAGESIZE), hp = file_page(reg);
+    uint64_t span = hp > sys ? hp * (sys / sizeof(uint64_t)) : 0;
     uint8_t *base, *at;
     void *p;
 
     *res = NULL;
     *res_len = 0;
-    /* the hugepage size (reg->mem.page_size is set only at the start) */
-    if (reg->mem.ops->kind == SL_BACKEND_HUGETLBFS && fstatfs(reg->mem.fd, &sfs) == 0 &&
-        sfs.f_bsize > 0) {
-        span = (uint64_t)sfs.f_bsize * ((uint64_t)sysconf(_SC_PAGESIZE) / sizeof(uint64_t));
-    }
     if (span && len <= SIZE_MAX - 2 * span) {
         *res_len = ((len + span - 1) / span + 1) * span;
         *res = mmap(NULL, *res_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
@@ -84,7 +93,7 @@ static void *fresh_view(const sl_region *reg, void **res, size_t *res_len)
 static int mark_holes(sl_region *reg)
 {
     const uint64_t ps = reg->blk->page_size, npages = reg->blk->length / ps;
-    const uint64_t sys = (uint64_t)sysconf(_SC_PAGESIZE), per = MAX(1, ps / sys);
+    const uint64_t sys = (uint64_t)sysconf(_SC_PAGESIZE), fp = file_page(reg);
     g_autofree unsigned char *vec = NULL;
     void *p, *res;
     size_t res_len;
@@ -101,10 +110,12 @@ static int mark_holes(sl_region *reg)
     if (mincore(p, reg->mem.length, vec) < 0) {
         ret = -errno;
     }
+    /* One entry per page of the file, its first: before 6.7 the kernel
+     * answered a hugepage's later entries from the hugepages after it. */
     for (uint64_t pg = 0; ret == 0 && pg < npages; pg++) {
         bool hole = false;
-        for (uint64_t k = 0; k < per; k++) {
-            hole = hole || !(vec[pg * per + k] & 1);
+        for (uint64_t m = pg * ps / fp; m <= ((pg + 1) * ps - 1) / fp; m++) {
+            hole = hole || !(vec[m * (fp / sys)] & 1);
         }
         if (hole && sl_bit_test(reg->blk->bitmap, pg)) {
             sl_bit_set(reg->changed, pg);

@@ -408,8 +408,14 @@ static bool migrate_split(sl_qmp *q, const char *dev, stream_ram *sr, GError **e
     job.in = p[0];
     t = g_thread_new("split", split_pipe, &job);
     ok = unthrottle(q, errp) && sl_qemu_migrate(q, "migrate", "fd:" SPLIT_FD, errp);
-    /* A migration refused before it took the fd leaves QEMU holding it. */
-    sl_qmp_ok(q, "closefd", "{\"fdname\": \"" SPLIT_FD "\"}", &ignored);
+    if (!ok) {
+        /* A migration still running (our wait ended first: a timeout, a
+         * QMP error) keeps the pipe open: cancelled, QEMU closes it.  One
+         * refused before it took the fd leaves QEMU holding it: closed. */
+        sl_qmp_ok(q, "migrate_cancel", NULL, &ignored);
+        g_clear_error(&ignored);
+        sl_qmp_ok(q, "closefd", "{\"fdname\": \"" SPLIT_FD "\"}", &ignored);
+    }
     g_thread_join(t);
     if (!ok) { /* QEMU's reason; the splitter saw the stream end early */
         g_clear_error(&job.err);

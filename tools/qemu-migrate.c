@@ -37,15 +37,22 @@ bool sl_qemu_has_capability(sl_qmp *q, const char *name, GError **errp)
     return h && g_hash_table_contains(h, name);
 }
 
-/* The capabilities sl_qemu_set_caps() sets, in its order. */
-static const char *const cap_names[] = { "x-ignore-shared", "mapped-ram", "multifd", "events" };
+/*
+ * The capabilities sl_qemu_set_caps() sets, in its order (NULL-ended).
+ * The last two are always off: a user's pause-before-switchover would
+ * hold our save in pre-switchover until its time ran out, and
+ * postcopy-ram is refused with mapped-ram and by the stream splitter.
+ */
+static const char *const cap_names[] = { "x-ignore-shared", "mapped-ram", "multifd", "events",
+                                         "pause-before-switchover", "postcopy-ram", NULL };
 /* The parameters qemu-save and qemu-restore may set. */
 static const char *const param_names[] = { "max-bandwidth", "multifd-channels" };
 
 bool sl_qemu_set_caps(sl_qmp *q, const sl_qemu_caps *c, GError **errp)
 {
     const char *const *names = cap_names;
-    const bool on[] = { c->ignore_shared, c->mapped_ram, c->multifd, true };
+    const bool on[G_N_ELEMENTS(cap_names) - 1] = { c->ignore_shared, c->mapped_ram, c->multifd,
+                                                   true, false, false };
     g_autoptr(GHashTable) known = known_caps(q, errp);
     g_autoptr(GString) args = g_string_new("{\"capabilities\": [");
     bool first = true;
@@ -53,7 +60,7 @@ bool sl_qemu_set_caps(sl_qmp *q, const sl_qemu_caps *c, GError **errp)
     if (!known) {
         return false;
     }
-    for (unsigned i = 0; i < G_N_ELEMENTS(cap_names); i++) {
+    for (unsigned i = 0; names[i]; i++) {
         if (!g_hash_table_contains(known, names[i])) {
             if (on[i]) {
                 g_set_error(errp, SL_ERROR, SL_ERROR_UNSUPPORTED, "this QEMU has no '%s' "

@@ -21,9 +21,10 @@ typedef struct {
 bool sl_qemu_has_capability(sl_qmp *q, const char *name, GError **errp);
 
 /**
- * sl_qemu_set_caps: sets x-ignore-shared, mapped-ram, multifd and events
- * (always on) explicitly; a capability this QEMU lacks is an error only if
- * it was asked on.
+ * sl_qemu_set_caps: sets x-ignore-shared, mapped-ram, multifd, events
+ * (always on), pause-before-switchover and postcopy-ram (always off)
+ * explicitly; a capability this QEMU lacks is an error only if it was
+ * asked on.
  */
 bool sl_qemu_set_caps(sl_qmp *q, const sl_qemu_caps *c, GError **errp);
 

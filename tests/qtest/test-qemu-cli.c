@@ -208,7 +208,8 @@ static char *settings_of(sl_qmp *q)
     g_autoptr(JsonNode) caps = sl_qmp_cmd(q, "query-migrate-capabilities", NULL, &err);
     g_autoptr(JsonNode) params = caps ? sl_qmp_cmd(q, "query-migrate-parameters", NULL, &err)
                                       : NULL;
-    const char *cap_names[] = { "x-ignore-shared", "mapped-ram", "multifd", "events", NULL };
+    const char *cap_names[] = { "x-ignore-shared", "mapped-ram", "multifd", "events",
+                                "pause-before-switchover", "postcopy-ram", NULL };
     GString *s = g_string_new("");
     JsonArray *a;
     JsonObject *p;
@@ -254,7 +255,9 @@ static void save_leaves_settings(sl_qmp *q, const char *qmp, const char *const *
  * save or restore that left x-ignore-shared on would keep shared RAM out
  * of the user's next live migration without a word, mapped-ram would make
  * QEMU refuse it.  Every save (our container, QEMU's own file with
- * multifd, a failed one) and a restore leave them as they found them.
+ * multifd, a failed one) and a restore leave them as they found them; and
+ * a user's pause-before-switchover and postcopy-ram, on, neither stall
+ * nor break a save, and are on again after it.
  */
 static void test_saves_and_restores_leave_qemus_migration_settings_as_they_were(void **state)
 {
@@ -270,6 +273,11 @@ static void test_saves_and_restores_leave_qemus_migration_settings_as_they_were(
     q = start_guest(f, qmp);
     fresh = settings_of(q);
     assert_true(sl_qmp_ok(q, "migrate-set-parameters", "{\"max-bandwidth\": 50000000}", NULL));
+    /* Each would break a save left on: one stalls it before switchover, the
+     * other is refused with mapped-ram and by the stream splitter. */
+    assert_true(sl_qmp_ok(q, "migrate-set-capabilities", "{\"capabilities\": ["
+                          "{\"capability\": \"pause-before-switchover\", \"state\": true}, "
+                          "{\"capability\": \"postcopy-ram\", \"state\": true}]}", NULL));
     mine = settings_of(q);
     assert_string_not_equal(mine, fresh);
     save_leaves_settings(q, qmp, (const char *[]){ "-o", snap, "--resume", NULL }, mine);

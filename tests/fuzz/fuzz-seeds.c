@@ -180,6 +180,20 @@ static const qs_block word_blocks[] = {
 
 static const qs_block one_page[] = { { .idstr = "ram", .length = QS_PAGE, .seed = 9 } };
 
+/* Plain streams for the splitter (fuzz-qemu splits pc.ram of 64 MiB): a
+ * few pages of that block in records, and a kept block. */
+static const qs_block split_blocks[] = {
+    { .idstr = "pc.ram", .length = 64u << 20, .stored_every = 4096, .seed = 11 },
+    { .idstr = "pc.bios", .length = 4 * QS_PAGE, .stored_every = 3, .seed = 12 },
+};
+static const qs_block split_shared_blocks[] = {
+    { .idstr = "pc.bios", .length = 2 * QS_PAGE, .gpa = 0xfffe0000, .stored_every = 2,
+      .seed = 13 },
+    { .idstr = "pc.ram", .length = 64u << 20, .stored_every = 2731, .seed = 14 },
+};
+static const char *const caps_none[] = { NULL };
+static const char *const caps_ignore_shared[] = { "x-ignore-shared", NULL };
+
 /* A seed: a description, and the flags byte (which blocks its device stream leaves lazy). */
 typedef struct {
     const char *name;
@@ -201,6 +215,12 @@ static const qemu_seed qemu_seeds[] = {
                  .blocks = word_blocks, .nblocks = 2, .devstate_len = 8, .json = "{}" }, 0xff },
     { "small", { .machine = "m", .caps = caps_plain, .section_id = 7, .blocks = one_page,
                  .nblocks = 1, .pages_align = QS_PAGE }, 0x00 },
+    { "split", { .machine = "pc-i440fx-7.2", .caps = caps_none, .section_id = 2,
+                 .blocks = split_blocks, .nblocks = 2, .devstate_len = 48,
+                 .plain = true }, 0x00 },
+    { "split-shared", { .machine = "pc-q35-10.0", .caps = caps_ignore_shared, .section_id = 3,
+                        .blocks = split_shared_blocks, .nblocks = 2, .devstate_len = 24,
+                        .plain = true }, 0x00 },
 };
 
 /* Writes seed @q as a fuzz-qemu input to DIR/NAME (@tmp: a scratch file). */

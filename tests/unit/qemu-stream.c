@@ -298,7 +298,41 @@ static void put_block(qs_writer *w, const qs_desc *d, unsigned b)
     if (has_cap(d, "x-ignore-shared")) {
         put_be64(w, gpa, blk->gpa);
     }
+    if (d->plain) {
+        w->l->blocks[b].record_len = w->pos - w->l->blocks[b].record;
+        return;
+    }
     put_mapped_ram(w, d, b, pfx);
+}
+
+/* Plain streams: block @b's page records: PAGE for each stored page, ZERO
+ * for page 1 if it is not (the rest are never sent, as QEMU skips pages
+ * never written when it knows them zero). */
+static void put_records(qs_writer *w, const qs_desc *d, unsigned b)
+{
+    const qs_block *blk = &d->blocks[b];
+    g_autofree char *name = g_strdup_printf("records%u", b);
+    uint8_t page[QS_PAGE];
+    bool first = true;
+
+    for (uint64_t i = 0; w->ok && i < blk->length / QS_PAGE; i++) {
+        bool stored = qs_page_stored(d, b, i);
+        if (!stored && i != 1) {
+            continue;
+        }
+        put_be64(w, name, i * QS_PAGE | (stored ? 0x08u : 0x02u) | (first ? 0 : 0x20u));
+        if (first) {
+            put_str8(w, name, blk->idstr);
+            first = false;
+        }
+        if (stored) {
+            qs_page(d, b, i, page);
+            put(w, name, page, QS_PAGE);
+            w->l->blocks[b].stored++;
+        } else {
+            put_u8(w, name, 0);
+        }
+    }
 }
 
 static void put_ram_end(qs_writer *w, const qs_desc *d)
@@ -381,6 +415,14 @@ static void put_stream(qs_writer *w, const qs_desc *d)
         put_block(w, d, b);
     }
     put_ram_end(w, d);
+    if (d->plain) {
+        put_u8(w, "ram_end.type", 0x03);
+        put_be32(w, "ram_end.section_id", d->section_id);
+        for (unsigned b = 0; b < d->nblocks; b++) {
+            put_records(w, d, b);
+        }
+        put_ram_end(w, d);
+    }
     put_tail(w, d);
 }
 

@@ -13,6 +13,11 @@
  * field it writes is recorded by name with its offset and size (qs_layout),
  * so a test can corrupt one named field or cut the file at each boundary.
  * It uses GLib only (no cmocka), so the fuzz seed maker links it too.
+ * With qs_desc.plain it writes a plain precopy stream instead (what
+ * `migrate` writes without mapped-ram, read by qemu-split.c): no
+ * mapped-ram headers, and after the RAM section's start one END section
+ * with a record of every page (stored pages as PAGE, the others ZERO),
+ * the first of each block naming it and the rest CONTINUE.
  */
 #ifndef SNAPLOAD_TESTS_QEMU_STREAM_H
 #define SNAPLOAD_TESTS_QEMU_STREAM_H
@@ -52,6 +57,8 @@ typedef struct {
     size_t devstate_len;         /* opaque device-state bytes after the RAM section */
     const char *json;            /* the JSON description after the end-of-file byte; NULL: none */
     uint64_t pages_align;        /* pages_offset alignment; 0: 1 MiB like QEMU */
+    bool plain;                  /* a plain precopy stream (no mapped-ram): the block list,
+                                  * then one END section of page records (qs_write()) */
 } qs_desc;
 
 /* One field the generator wrote: "magic", "block1.used_length", ... */

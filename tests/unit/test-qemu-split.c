@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include "testutil.h"
 #include "migration/format/format.h"
+#include "qemu-stream.h"
 
 #define PG 4096u
 #define F_ZERO 0x02u
@@ -553,6 +554,54 @@ static void test_a_long_stream_cut_short_anywhere_is_refused(void **state)
     }
 }
 
+/*
+ * A plain stream from the generator the mapped-ram tests and the fuzz
+ * seeds use (qemu-stream.c, qs_desc.plain), with and without
+ * x-ignore-shared: pc.ram's stored pages land in its file, its other
+ * pages stay holes, and the device state after the RAM is left as it is.
+ */
+static void test_a_generated_plain_stream_splits_into_its_pages(void **state)
+{
+    static const char *const none[] = { NULL }, *const shared[] = { "x-ignore-shared", NULL };
+    const qs_block blocks[] = {
+        { .idstr = "pc.bios", .length = 3 * PG, .gpa = 0xfffd0000, .stored_every = 2, .seed = 1 },
+        { .idstr = "pc.ram", .length = LAZY_LEN, .stored_every = 3, .seed = 2 },
+    };
+    input_kind from = *(const input_kind *)*state;
+
+    for (int gpa = 0; gpa < 2; gpa++) {
+        qs_desc d = { .machine = "pc", .caps = gpa ? shared : none, .section_id = 5,
+                      .blocks = blocks, .nblocks = 2, .devstate_len = 40, .plain = true };
+        char *dir = sl_test_tmpdir(); /* sl_test_rmdir() frees it */
+        g_autofree char *path = g_build_filename(dir, "s", NULL);
+        g_autoptr(GByteArray) in = g_byte_array_new();
+        g_autoptr(GError) err = NULL;
+        g_autofree char *data = NULL;
+        uint8_t got[PG], want[PG];
+        qs_layout l;
+        gsize len;
+        files f;
+
+        assert_true(qs_write(&d, path, &l, &err));
+        assert_true(g_file_get_contents(path, &data, &len, NULL));
+        g_byte_array_append(in, (const uint8_t *)data, (guint)len);
+        f = files_of(in, from);
+        if (!split(&f, LAZY_LEN, &err)) {
+            fail_msg("x-ignore-shared %d: %s", gpa, err->message);
+        }
+        for (uint64_t i = 0; i < LAZY_LEN / PG; i++) {
+            assert_int_equal(allocated(f.ram, i), qs_page_stored(&d, 1, i));
+            assert_int_equal(pread(f.ram, got, PG, (off_t)(i * PG)), PG);
+            qs_page(&d, 1, i, want);
+            assert_memory_equal(got, want, PG);
+        }
+        assert_int_equal(l.blocks[1].stored, 3);
+        qs_layout_clear(&l);
+        files_free(&f);
+        sl_test_rmdir(dir);
+    }
+}
+
 int main(void)
 {
 #define BOTH(fn) \
@@ -564,6 +613,7 @@ int main(void)
         BOTH(test_streams_the_splitter_cannot_walk_are_refused_by_name),
         BOTH(test_streams_longer_than_the_read_window_split_the_same),
         BOTH(test_a_long_stream_cut_short_anywhere_is_refused),
+        BOTH(test_a_generated_plain_stream_splits_into_its_pages),
     };
 
     signal(SIGPIPE, SIG_IGN); /* a refused stream's writer gets EPIPE instead */

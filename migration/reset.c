@@ -663,15 +663,71 @@ static bool collect_all(sl_restore *r, bool rearm, GArray *units, GError **errp)
  * whether or not a write was seen (found by review: they stayed zeros, or
  * kept a write).  Appended to @out, normalized.
  */
+/*
+ * Of @swapped (runs of @reg's memory whose entries are swap entries or
+ * markers), the parts where @reg's shmem file has a hole, appended to
+ * @holes: pages discarded through a write-protected entry (MADV_REMOVE,
+ * a punched hole: a balloon on shared memory), which leave a uffd-wp
+ * marker that PAGEMAP_SCAN cannot tell from a swapped page.  A swapped
+ * shmem page is data to SEEK_DATA, a hole is not.
+ */
+static void shmem_holes(const sl_region *reg, const GArray *swapped, GArray *holes)
+{
+    const uint64_t base = (uintptr_t)reg->mem.host, foff = reg->mem.offset;
+
+    for (guint i = 0; i < swapped->len; i++) {
+        const sl_written_run *w = &g_array_index(swapped, sl_written_run, i);
+        for (uint64_t at = w->start; at < w->end;) {
+            off_t d = lseek(reg->mem.fd, (off_t)(foff + at - base), SEEK_DATA);
+            uint64_t data = d < 0 ? w->end : MIN(w->end, base + (uint64_t)d - foff);
+            if (d < 0 && errno != ENXIO) {
+                break; /* cannot tell: left as it is */
+            }
+            if (data > at) {
+                sl_written_run hole = { at, data };
+                g_array_append_val(holes, hole);
+            }
+            if (data >= w->end) {
+                break;
+            }
+            d = lseek(reg->mem.fd, (off_t)(foff + data - base), SEEK_HOLE);
+            at = d < 0 ? w->end : base + (uint64_t)d - foff;
+        }
+    }
+}
+
+static gint by_start(gconstpointer a, gconstpointer b)
+{
+    const sl_written_run *x = a, *y = b;
+
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* @reg's pages out of our page tables: empty entries, and (shmem) markers over holes. */
+static int64_t scan_left(sl_restore *r, const sl_region *reg, GArray *runs)
+{
+    const uint64_t base = (uintptr_t)reg->mem.host;
+    g_autoptr(GArray) swapped = g_array_new(false, false, sizeof(sl_written_run));
+    int64_t ret = sl_scan_empty(r->pagemap_fd, base, base + reg->mem.length, runs);
+
+    if (ret < 0 || reg->mem.ops->kind != SL_BACKEND_SHMEM || reg->mem.fd < 0) {
+        return ret;
+    }
+    ret = sl_scan_swapped(r->pagemap_fd, base, base + reg->mem.length, swapped);
+    if (ret > 0) {
+        shmem_holes(reg, swapped, runs);
+        g_array_sort(runs, by_start); /* append_units() takes runs in order */
+    }
+    return ret;
+}
+
 static bool collect_empty(sl_restore *r, GArray *out, GError **errp)
 {
     for (guint i = 0; i < r->regions->len && r->tracking != SL_TRACK_ALL; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
         g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_written_run));
         g_autoptr(GArray) units = g_array_new(false, false, sizeof(sl_run));
-        uint64_t base = (uintptr_t)reg->mem.host;
-        int64_t ret = reg->mem.host ? sl_scan_empty(r->pagemap_fd, base,
-                                                    base + reg->mem.length, runs) : 0;
+        int64_t ret = reg->mem.host ? scan_left(r, reg, runs) : 0;
         if (ret < 0) {
             g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block '%s': PAGEMAP_SCAN of the empty "
                         "pages: %s", reg->blk->name, g_strerror((int)-ret));

@@ -156,6 +156,18 @@ int64_t sl_scan_empty(int pagemap, uint64_t start, uint64_t end, GArray *runs)
     return scan(pagemap, start, end, &how, runs);
 }
 
+int64_t sl_scan_swapped(int pagemap, uint64_t start, uint64_t end, GArray *runs)
+{
+    const struct pm_scan_arg how = {
+        /* Not present, swapped: a swap entry, or a marker (uffd-wp's). */
+        .category_inverted = PAGE_IS_PRESENT,
+        .category_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+        .return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+    };
+
+    return scan(pagemap, start, end, &how, runs);
+}
+
 int64_t sl_tracker_collect(sl_tracker *t, bool rearm, GArray *runs)
 {
     return sl_scan_written(t->pagemap, t->start, t->end, rearm, runs);

@@ -64,6 +64,15 @@ int64_t sl_scan_written(int pagemap, uint64_t start, uint64_t end, bool rearm, G
  */
 int64_t sl_scan_empty(int pagemap, uint64_t start, uint64_t end, GArray *runs);
 
+/**
+ * sl_scan_swapped: runs of pages of [@start, @end) whose entry is not
+ * present but swapped: swapped out, or a uffd-wp marker, which a discard
+ * of a write-protected page of shared memory (MADV_REMOVE, a punched
+ * hole) leaves as well.  Appended to @runs (sl_written_run); bytes, or
+ * -errno.
+ */
+int64_t sl_scan_swapped(int pagemap, uint64_t start, uint64_t end, GArray *runs);
+
 /** sl_tracker_free: stop tracking (the range is unregistered); NULL is ok. */
 void sl_tracker_free(sl_tracker *t);
 

@@ -691,7 +691,8 @@ static void shmem_holes(const sl_region *reg, const GArray *swapped, GArray *hol
                 break;
             }
             d = lseek(reg->mem.fd, (off_t)(foff + data - base), SEEK_HOLE);
-            at = d < 0 ? w->end : base + (uint64_t)d - foff;
+            /* on: never back (a hole punched between the two calls) */
+            at = d < 0 ? w->end : MAX(data + 1, base + (uint64_t)d - foff);
         }
     }
 }

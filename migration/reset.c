@@ -657,13 +657,6 @@ static bool collect_all(sl_restore *r, bool rearm, GArray *units, GError **errp)
 }
 
 /*
- * Units holding data whose page has left our page tables since completion
- * (discarded: MADV_DONTNEED, a balloon; or unmapped, which on shared
- * memory also loses the trace of a write): a reset brings them back
- * whether or not a write was seen (found by review: they stayed zeros, or
- * kept a write).  Appended to @out, normalized.
- */
-/*
  * Of @swapped (runs of @reg's memory whose entries are swap entries or
  * markers), the parts where @reg's shmem file has a hole, appended to
  * @holes: pages discarded through a write-protected entry (MADV_REMOVE,
@@ -679,10 +672,11 @@ static void shmem_holes(const sl_region *reg, const GArray *swapped, GArray *hol
         const sl_written_run *w = &g_array_index(swapped, sl_written_run, i);
         for (uint64_t at = w->start; at < w->end;) {
             off_t d = lseek(reg->mem.fd, (off_t)(foff + at - base), SEEK_DATA);
-            uint64_t data = d < 0 ? w->end : MIN(w->end, base + (uint64_t)d - foff);
+            uint64_t data;
             if (d < 0 && errno != ENXIO) {
                 break; /* cannot tell: left as it is */
             }
+            data = d < 0 ? w->end : MIN(w->end, base + (uint64_t)d - foff); /* ENXIO: no more */
             if (data > at) {
                 sl_written_run hole = { at, data };
                 g_array_append_val(holes, hole);
@@ -709,12 +703,12 @@ static int64_t scan_left(sl_restore *r, const sl_region *reg, GArray *runs)
 {
     const uint64_t base = (uintptr_t)reg->mem.host;
     g_autoptr(GArray) swapped = g_array_new(false, false, sizeof(sl_written_run));
-    int64_t ret = sl_scan_empty(r->pagemap_fd, base, base + reg->mem.length, runs);
+    int64_t ret = sl_scan_unmapped(r->pagemap_fd, base, base + reg->mem.length, false, runs);
 
     if (ret < 0 || reg->mem.ops->kind != SL_BACKEND_SHMEM || reg->mem.fd < 0) {
         return ret;
     }
-    ret = sl_scan_swapped(r->pagemap_fd, base, base + reg->mem.length, swapped);
+    ret = sl_scan_unmapped(r->pagemap_fd, base, base + reg->mem.length, true, swapped);
     if (ret > 0) {
         shmem_holes(reg, swapped, runs);
         g_array_sort(runs, by_start); /* append_units() takes runs in order */
@@ -722,6 +716,13 @@ static int64_t scan_left(sl_restore *r, const sl_region *reg, GArray *runs)
     return ret;
 }
 
+/*
+ * Units holding data whose page has left our page tables since completion
+ * (discarded: MADV_DONTNEED, a balloon; or unmapped, which on shared
+ * memory also loses the trace of a write): a reset brings them back
+ * whether or not a write was seen (found by review: they stayed zeros, or
+ * kept a write).  Appended to @out, normalized.
+ */
 static bool collect_empty(sl_restore *r, GArray *out, GError **errp)
 {
     for (guint i = 0; i < r->regions->len && r->tracking != SL_TRACK_ALL; i++) {

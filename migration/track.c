@@ -144,23 +144,12 @@ int64_t sl_scan_written(int pagemap, uint64_t start, uint64_t end, bool rearm, G
     return scan(pagemap, start, end, &how, runs);
 }
 
-int64_t sl_scan_empty(int pagemap, uint64_t start, uint64_t end, GArray *runs)
+int64_t sl_scan_unmapped(int pagemap, uint64_t start, uint64_t end, bool swapped, GArray *runs)
 {
     const struct pm_scan_arg how = {
-        /* Neither present nor swapped (a uffd-wp marker counts as swapped). */
-        .category_inverted = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-        .category_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-        .return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-    };
-
-    return scan(pagemap, start, end, &how, runs);
-}
-
-int64_t sl_scan_swapped(int pagemap, uint64_t start, uint64_t end, GArray *runs)
-{
-    const struct pm_scan_arg how = {
-        /* Not present, swapped: a swap entry, or a marker (uffd-wp's). */
-        .category_inverted = PAGE_IS_PRESENT,
+        /* Not present; swapped (a swap entry or a marker, uffd-wp's
+         * included) or not, as @swapped says. */
+        .category_inverted = PAGE_IS_PRESENT | (swapped ? 0 : PAGE_IS_SWAPPED),
         .category_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
         .return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
     };

@@ -56,22 +56,16 @@ int64_t sl_tracker_collect(sl_tracker *t, bool rearm, GArray *runs);
 int64_t sl_scan_written(int pagemap, uint64_t start, uint64_t end, bool rearm, GArray *runs);
 
 /**
- * sl_scan_empty: runs of pages of [@start, @end) with an empty entry in
- * this process's page tables (neither present nor swapped), appended to
- * @runs (sl_written_run).  After a completed restore every page holding
- * data is mapped: an empty one was discarded (MADV_DONTNEED, a balloon)
- * or unmapped without a trace of its writes.  Bytes, or -errno.
+ * sl_scan_unmapped: runs of pages of [@start, @end) whose entry in this
+ * process's page tables is not present, appended to @runs
+ * (sl_written_run).  Without @swapped, empty entries: after a completed
+ * restore every page holding data is mapped, so an empty one was
+ * discarded (MADV_DONTNEED, a balloon) or unmapped without a trace of its
+ * writes.  With @swapped, swap entries: swapped out, or a uffd-wp marker,
+ * which a discard of a write-protected page of shared memory
+ * (MADV_REMOVE, a punched hole) leaves as well.  Bytes, or -errno.
  */
-int64_t sl_scan_empty(int pagemap, uint64_t start, uint64_t end, GArray *runs);
-
-/**
- * sl_scan_swapped: runs of pages of [@start, @end) whose entry is not
- * present but swapped: swapped out, or a uffd-wp marker, which a discard
- * of a write-protected page of shared memory (MADV_REMOVE, a punched
- * hole) leaves as well.  Appended to @runs (sl_written_run); bytes, or
- * -errno.
- */
-int64_t sl_scan_swapped(int pagemap, uint64_t start, uint64_t end, GArray *runs);
+int64_t sl_scan_unmapped(int pagemap, uint64_t start, uint64_t end, bool swapped, GArray *runs);
 
 /** sl_tracker_free: stop tracking (the range is unregistered); NULL is ok. */
 void sl_tracker_free(sl_tracker *t);

@@ -48,30 +48,35 @@ static const char *const cap_names[] = { "x-ignore-shared", "mapped-ram", "multi
 /* The parameters qemu-save and qemu-restore may set. */
 static const char *const param_names[] = { "max-bandwidth", "multifd-channels" };
 
+/* One capability's entry of migrate-set-capabilities' list into @args. */
+static void add_cap(GString *args, const char *name, bool on)
+{
+    g_string_append_printf(args, "%s{\"capability\": \"%s\", \"state\": %s}",
+                           g_str_has_suffix(args->str, "[") ? "" : ", ", name,
+                           on ? "true" : "false");
+}
+
 bool sl_qemu_set_caps(sl_qmp *q, const sl_qemu_caps *c, GError **errp)
 {
-    const char *const *names = cap_names;
     const bool on[G_N_ELEMENTS(cap_names) - 1] = { c->ignore_shared, c->mapped_ram, c->multifd,
                                                    true, false, false };
     g_autoptr(GHashTable) known = known_caps(q, errp);
     g_autoptr(GString) args = g_string_new("{\"capabilities\": [");
-    bool first = true;
 
     if (!known) {
         return false;
     }
-    for (unsigned i = 0; names[i]; i++) {
-        if (!g_hash_table_contains(known, names[i])) {
+    for (unsigned i = 0; cap_names[i]; i++) {
+        if (!g_hash_table_contains(known, cap_names[i])) {
             if (on[i]) {
                 g_set_error(errp, SL_ERROR, SL_ERROR_UNSUPPORTED, "this QEMU has no '%s' "
-                            "migration capability (QEMU 9.0 or later has mapped-ram)", names[i]);
+                            "migration capability (QEMU 9.0 or later has mapped-ram)",
+                            cap_names[i]);
                 return false;
             }
             continue; /* off, and this QEMU does not know it: off it is */
         }
-        g_string_append_printf(args, "%s{\"capability\": \"%s\", \"state\": %s}",
-                               first ? "" : ", ", names[i], on[i] ? "true" : "false");
-        first = false;
+        add_cap(args, cap_names[i], on[i]);
     }
     g_string_append(args, "]}");
     return sl_qmp_ok(q, "migrate-set-capabilities", args->str, errp);
@@ -123,7 +128,6 @@ static char *caps_now(sl_qmp *q, GError **errp)
     g_autoptr(JsonNode) r = sl_qmp_cmd(q, "query-migrate-capabilities", NULL, errp);
     JsonArray *a = r && JSON_NODE_HOLDS_ARRAY(r) ? json_node_get_array(r) : NULL;
     g_autoptr(GString) args = g_string_new("{\"capabilities\": [");
-    bool first = true;
 
     if (!a) {
         return NULL;
@@ -135,10 +139,7 @@ static char *caps_now(sl_qmp *q, GError **errp)
         if (!g_strv_contains(cap_names, name) || !json_object_has_member(o, "state")) {
             continue;
         }
-        g_string_append_printf(args, "%s{\"capability\": \"%s\", \"state\": %s}",
-                               first ? "" : ", ", name,
-                               json_object_get_boolean_member(o, "state") ? "true" : "false");
-        first = false;
+        add_cap(args, name, json_object_get_boolean_member(o, "state"));
     }
     g_string_append(args, "]}");
     return g_string_free(g_steal_pointer(&args), false);

@@ -208,11 +208,16 @@ static JsonNode *answer(sl_qmp *q, const char *cmd, GError **errp)
     }
 }
 
+/* The line that runs @cmd with arguments @args_json (NULL: none). */
+static char *command_line(const char *cmd, const char *args_json)
+{
+    return g_strdup_printf("{\"execute\": \"%s\"%s%s}\n", cmd,
+                           args_json ? ", \"arguments\": " : "", args_json ? args_json : "");
+}
+
 JsonNode *sl_qmp_cmd(sl_qmp *q, const char *cmd, const char *args_json, GError **errp)
 {
-    g_autofree char *text = g_strdup_printf("{\"execute\": \"%s\"%s%s}\n", cmd,
-                                            args_json ? ", \"arguments\": " : "",
-                                            args_json ? args_json : "");
+    g_autofree char *text = command_line(cmd, args_json);
 
     return send_line(q, text, errp) ? answer(q, cmd, errp) : NULL;
 }
@@ -220,8 +225,8 @@ JsonNode *sl_qmp_cmd(sl_qmp *q, const char *cmd, const char *args_json, GError *
 bool sl_qmp_getfd(sl_qmp *q, const char *name, int fd, GError **errp)
 {
     g_autofree char *quoted = g_strescape(name, NULL);
-    g_autofree char *text = g_strdup_printf("{\"execute\": \"getfd\", \"arguments\": "
-                                            "{\"fdname\": \"%s\"}}\n", quoted);
+    g_autofree char *args = g_strdup_printf("{\"fdname\": \"%s\"}", quoted);
+    g_autofree char *text = command_line("getfd", args);
     g_autoptr(JsonNode) r = send_line_fd(q, text, fd, errp) ? answer(q, "getfd", errp) : NULL;
 
     return r != NULL;

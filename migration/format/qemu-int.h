@@ -51,8 +51,9 @@ void sl_qs_window(qctx *c, size_t cap);
  * sl_qs_window_pipe: like sl_qs_window(), for a stream read in order from
  * a pipe or socket (@c->fd's own position is the stream's offset 0).  The
  * window then holds what was read last: a read before the window (a
- * header copied after its fields) is served only if @c->keep or the 64
- * bytes before the read kept it, else refused as a format error.
+ * header copied after its fields) is served only if @c->keep or the few
+ * bytes kept before each read (qemu.c, PIPE_BEHIND) hold it, else refused
+ * as a format error.
  */
 void sl_qs_window_pipe(qctx *c, size_t cap);
 /* sl_qs_window_free: releases @c's window (none: nothing). */

@@ -171,7 +171,7 @@ static void test_rearmed_collect_reports_only_later_writes(void **state)
     expect(f, later, only, last, "after one more write");
 }
 
-/* The pages sl_scan_empty() reports (no entry in the page tables), as a bitmap (caller frees). */
+/* The pages sl_scan_unmapped() reports (no entry in the page tables), as a bitmap (caller frees). */
 static bool *empty_pages(fixture *f)
 {
     g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_written_run));
@@ -180,7 +180,7 @@ static bool *empty_pages(fixture *f)
     int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 
     assert_true(pagemap >= 0);
-    assert_true(sl_scan_empty(pagemap, base, base + f->n * f->unit, runs) >= 0);
+    assert_true(sl_scan_unmapped(pagemap, base, base + f->n * f->unit, false, runs) >= 0);
     close(pagemap);
     for (guint i = 0; i < runs->len; i++) {
         sl_written_run *w = &g_array_index(runs, sl_written_run, i);
@@ -200,7 +200,7 @@ static bool one_of_two(uint64_t i, uint64_t arg)
  * A written page whose entry then leaves the page tables (MADV_DONTNEED,
  * as a balloon does) keeps no trace of its write: a collect no longer
  * reports it (it asks for pages written and populated; an empty entry
- * would otherwise read as written), sl_scan_empty() reports it instead,
+ * would otherwise read as written), sl_scan_unmapped() reports it instead,
  * and only it (a page never populated keeps its protection), which is how
  * a reset finds it (collect_empty() in reset.c).  Touched again, it is
  * populated unprotected and reported written again, by a read too: it

@@ -79,49 +79,65 @@ static void *fresh_view(const sl_region *reg, void **res, size_t *res_len)
     return p;
 }
 
+unsigned char *sl_region_file_pages(const sl_region *reg, uint64_t *fp_out, int *err)
+{
+    const uint64_t sys = (uint64_t)sysconf(_SC_PAGESIZE), fp = file_page(reg);
+    const uint64_t nfp = reg->mem.length / fp;
+    g_autofree unsigned char *vec = NULL;
+    unsigned char *in = NULL;
+    void *p, *res;
+    size_t res_len;
+
+    *fp_out = fp;
+    p = fresh_view(reg, &res, &res_len);
+    if (p == MAP_FAILED) {
+        *err = -errno;
+        return NULL;
+    }
+    vec = g_malloc(reg->mem.length / sys);
+    if (mincore(p, reg->mem.length, vec) < 0) {
+        *err = -errno;
+    } else {
+        /* One entry per page of the file, its first: before 6.7 the kernel
+         * answered a hugepage's later entries from the hugepages after it. */
+        in = g_malloc(nfp);
+        for (uint64_t m = 0; m < nfp; m++) {
+            in[m] = vec[m * (fp / sys)] & 1;
+        }
+    }
+    munmap(res ? res : p, res ? res_len : reg->mem.length);
+    return in;
+}
+
 /*
  * Every page of @reg's part of a shared memory file that the page cache
  * lacks (a hole: a page discarded since, or a unit a reset had dropped
  * when the previous run ended) counts as changed where the snapshot has
- * data (a hole reads as zeros, right only for a zero page).  One mincore()
- * of a fresh read-only mapping of the range (fresh_view(): it reports the
- * page cache of a shared file mapping, and neither faults nor populates):
- * a restored file has a hole for every zero page, too many for a SEEK_HOLE
- * walk (which hugetlbfs does not implement anyway: it reports no hole).
+ * data (a hole reads as zeros, right only for a zero page): a restored
+ * file has a hole for every zero page, too many for a SEEK_HOLE walk
+ * (which hugetlbfs does not implement anyway: it reports no hole).
  * 0 or -errno.
  */
 static int mark_holes(sl_region *reg)
 {
     const uint64_t ps = reg->blk->page_size, npages = reg->blk->length / ps;
-    const uint64_t sys = (uint64_t)sysconf(_SC_PAGESIZE), fp = file_page(reg);
-    g_autofree unsigned char *vec = NULL;
-    void *p, *res;
-    size_t res_len;
+    g_autofree unsigned char *in = NULL;
+    uint64_t fp;
     int ret = 0;
 
     if (reg->mem.ops->kind != SL_BACKEND_SHMEM && reg->mem.ops->kind != SL_BACKEND_HUGETLBFS) {
         return 0;
     }
-    p = fresh_view(reg, &res, &res_len);
-    if (p == MAP_FAILED) {
-        return -errno;
-    }
-    vec = g_malloc(reg->mem.length / sys);
-    if (mincore(p, reg->mem.length, vec) < 0) {
-        ret = -errno;
-    }
-    /* One entry per page of the file, its first: before 6.7 the kernel
-     * answered a hugepage's later entries from the hugepages after it. */
-    for (uint64_t pg = 0; ret == 0 && pg < npages; pg++) {
+    in = sl_region_file_pages(reg, &fp, &ret);
+    for (uint64_t pg = 0; in && pg < npages; pg++) {
         bool hole = false;
         for (uint64_t m = pg * ps / fp; m <= ((pg + 1) * ps - 1) / fp; m++) {
-            hole = hole || !(vec[m * (fp / sys)] & 1);
+            hole = hole || !in[m];
         }
         if (hole && sl_bit_test(reg->blk->bitmap, pg)) {
             sl_bit_set(reg->changed, pg);
         }
     }
-    munmap(res ? res : p, res ? res_len : reg->mem.length);
     return ret;
 }
 

@@ -691,6 +691,41 @@ static void shmem_holes(const sl_region *reg, const GArray *swapped, GArray *hol
     }
 }
 
+/*
+ * Of @swapped, the parts where @reg's hugetlbfs file has a hole, appended
+ * to @holes.  A hugepage is never swapped: such an entry is a uffd-wp
+ * marker left by a discard (a punched hole, or MADV_DONTNEED with the
+ * page kept in the file) or a page being migrated.  SEEK_DATA sees no
+ * holes on hugetlbfs; the page cache tells (sl_region_file_pages).  When
+ * it cannot be read, every marker counts as a hole: refilled, never kept
+ * as zeros.
+ */
+static void hugetlbfs_holes(const sl_region *reg, const GArray *swapped, GArray *holes)
+{
+    const uint64_t base = (uintptr_t)reg->mem.host;
+    uint64_t fp = reg->mem.page_size;
+    int err = 0;
+    g_autofree unsigned char *in = sl_region_file_pages(reg, &fp, &err);
+
+    for (guint i = 0; i < swapped->len; i++) {
+        const sl_written_run *w = &g_array_index(swapped, sl_written_run, i);
+        for (uint64_t at = w->start; at < w->end;) {
+            uint64_t next = MIN(w->end, base + ((at - base) / fp + 1) * fp);
+            sl_written_run *last = holes->len ?
+                &g_array_index(holes, sl_written_run, holes->len - 1) : NULL;
+            if (!in || !in[(at - base) / fp]) {
+                if (last && last->end == at) {
+                    last->end = next;
+                } else {
+                    sl_written_run hole = { at, next };
+                    g_array_append_val(holes, hole);
+                }
+            }
+            at = next;
+        }
+    }
+}
+
 static gint by_start(gconstpointer a, gconstpointer b)
 {
     const sl_written_run *x = a, *y = b;
@@ -698,19 +733,25 @@ static gint by_start(gconstpointer a, gconstpointer b)
     return x->start < y->start ? -1 : x->start > y->start;
 }
 
-/* @reg's pages out of our page tables: empty entries, and (shmem) markers over holes. */
+/* @reg's pages out of our page tables: empty entries, and markers over holes of its file. */
 static int64_t scan_left(sl_restore *r, const sl_region *reg, GArray *runs)
 {
     const uint64_t base = (uintptr_t)reg->mem.host;
+    const sl_backend_kind kind = reg->mem.ops->kind;
     g_autoptr(GArray) swapped = g_array_new(false, false, sizeof(sl_written_run));
     int64_t ret = sl_scan_unmapped(r->pagemap_fd, base, base + reg->mem.length, false, runs);
 
-    if (ret < 0 || reg->mem.ops->kind != SL_BACKEND_SHMEM || reg->mem.fd < 0) {
+    if (ret < 0 || reg->mem.fd < 0 ||
+        (kind != SL_BACKEND_SHMEM && kind != SL_BACKEND_HUGETLBFS)) {
         return ret;
     }
     ret = sl_scan_unmapped(r->pagemap_fd, base, base + reg->mem.length, true, swapped);
     if (ret > 0) {
-        shmem_holes(reg, swapped, runs);
+        if (kind == SL_BACKEND_SHMEM) {
+            shmem_holes(reg, swapped, runs);
+        } else {
+            hugetlbfs_holes(reg, swapped, runs);
+        }
         g_array_sort(runs, by_start); /* append_units() takes runs in order */
     }
     return ret;

@@ -276,6 +276,17 @@ bool sl_mem_attach(sl_restore *r, const char *name, const sl_mem *m, GError **er
  */
 bool sl_region_known_unit(const sl_region *reg, uint64_t u);
 
+/**
+ * sl_region_file_pages (keep.c): which pages of @reg's part of its shared
+ * memory file (shmem or hugetlbfs) the page cache holds, one byte per page
+ * of the file (1: held; *@fp: that page's size), read with one mincore()
+ * of a fresh read-only mapping that neither faults nor populates.  A
+ * hugepage may read as absent (no room for the aligned mapping it needs),
+ * never an absent one as held.  A swapped-out shmem page reads as absent.
+ * NULL with *@err = -errno on failure; the caller frees.
+ */
+unsigned char *sl_region_file_pages(const sl_region *reg, uint64_t *fp, int *err);
+
 /** sl_region_of_block (restore.c): the region of block @name in @r, or NULL. */
 sl_region *sl_region_of_block(sl_restore *r, const char *name);
 

@@ -13,12 +13,17 @@
  * left lazy (bit i % 8 for block i) and opened in turn: it must open, with
  * the same blocks, no page of a lazy block, the same pages of an eager one,
  * and the same header and device state.  Every input also goes through the
- * splitter of plain streams (check_split()).  Beside the sanitizers' findings,
+ * splitter of plain streams (check_split()), from the file and from a pipe.  Beside the sanitizers' findings,
  * FUZZ_CHECK reports any of these promises broken.
  */
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -52,6 +57,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     char tmpl[] = "/dev/shm/snapload-fuzz-qemu-XXXXXX";
 
+    signal(SIGPIPE, SIG_IGN); /* a refused split closes the pipe its feeder writes */
     image_fd = memfd_create("fuzz-qemu", 0);
     FUZZ_CHECK(image_fd >= 0, "memfd_create");
     snprintf(image_path, sizeof(image_path), "/proc/self/fd/%d", image_fd);
@@ -289,29 +295,136 @@ static void check_device_stream(sl_snapshot *orig, uint8_t pattern)
     unlink(copy_path);
 }
 
+/* What one split gave: its verdict, and the bytes it wrote. */
+typedef struct {
+    bool ok;
+    GByteArray *out, *ram;
+} split_result;
+
+static GByteArray *file_bytes(int fd)
+{
+    struct stat st;
+    GByteArray *b = g_byte_array_new();
+
+    FUZZ_CHECK(fstat(fd, &st) == 0, "fstat of a split's output");
+    g_byte_array_set_size(b, (guint)st.st_size);
+    FUZZ_CHECK(sl_pread_full(fd, b->data, b->len, 0) == 0, "reading a split's output back");
+    return b;
+}
+
+/* The input file, written into a pipe in lock-step pieces (feed_pipe()). */
+typedef struct {
+    int fd;
+    uint64_t len;
+    unsigned first;         /* where in the sizes' cycle the first piece starts */
+} feeder;
+
+/* Whether the pipe is empty, or its reader gone (a refusal stops reading). */
+static bool reader_took_all(int fd)
+{
+    struct pollfd p = { .fd = fd, .events = POLLOUT };
+    int queued = 0;
+
+    return ioctl(fd, FIONREAD, &queued) < 0 || queued == 0 ||
+           (poll(&p, 1, 0) > 0 && (p.revents & POLLERR));
+}
+
 /*
- * The same input as a plain precopy stream for sl_qemu_split_stream()
- * (qemu-split.c), block "pc.ram" split off: it returns false exactly when
- * it sets an error in SL_ERROR, and what it writes stays within the block.
+ * Writes the input into its pipe, each piece once the splitter took the
+ * one before, so that each of its reads gets exactly one piece (a write
+ * of at most a page into a pipe is atomic) and a run is deterministic:
+ * mostly 1-97 bytes, so reads end inside headers and records, now and then
+ * a whole page.
  */
-static void check_split(void)
+static gpointer feed_pipe(gpointer opaque)
+{
+    static const unsigned sizes[] = { 1, 2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47,
+                                      53, 59, 61, 67, 71, 73, 79, 83, 89, 97, PAGE };
+    feeder *f = opaque;
+    uint8_t buf[PAGE];
+
+    for (uint64_t at = 0, i = f->first % G_N_ELEMENTS(sizes); at < f->len;
+         i = (i + 1) % G_N_ELEMENTS(sizes)) {
+        size_t want = (size_t)MIN(f->len - at, sizes[i]);
+        ssize_t n;
+        FUZZ_CHECK(sl_pread_full(image_fd, buf, want, at) == 0, "reading the input back");
+        while (!reader_took_all(f->fd)) {
+            sched_yield();
+        }
+        n = write(f->fd, buf, want);
+        if (n <= 0) {
+            break; /* EPIPE: the splitter stopped reading (a refusal) */
+        }
+        at += (uint64_t)n;
+    }
+    close(f->fd);
+    return NULL;
+}
+
+/*
+ * One split of the input into fresh memory files, block "pc.ram" split
+ * off: from the file itself, or (@from_pipe) from a pipe of one page that
+ * a thread fills in pieces (@pipe_seed picks the first), as QEMU does
+ * during qemu-save, so reads end anywhere and the reader keeps only its
+ * window.
+ */
+static split_result split_once(uint64_t len, bool from_pipe, unsigned pipe_seed)
 {
     const char *const lazy[] = { "pc.ram", NULL };
     int out = memfd_create("fuzz-split-out", 0), ram = memfd_create("fuzz-split-ram", 0);
     const uint64_t size = 64u << 20;
+    int in = image_fd, p[2] = { -1, -1 };
+    feeder f = { .len = len, .first = pipe_seed };
+    GThread *th = NULL;
     GError *err = NULL;
-    struct stat st;
-    bool ok;
+    split_result res;
 
     FUZZ_CHECK(out >= 0 && ram >= 0, "memfd_create");
-    ok = sl_qemu_split_stream(image_fd, out, lazy, &ram, &size, &err);
-    FUZZ_CHECK(ok == !err && (!err || (err->domain == SL_ERROR && err->message[0])),
+    if (from_pipe) {
+        FUZZ_CHECK(pipe(p) == 0, "pipe");
+        (void)fcntl(p[1], F_SETPIPE_SZ, 4096);
+        f.fd = p[1];
+        in = p[0];
+        th = g_thread_new("fuzz-feed", feed_pipe, &f);
+    }
+    res.ok = sl_qemu_split_stream(in, out, lazy, &ram, &size, &err);
+    FUZZ_CHECK(res.ok == !err && (!err || (err->domain == SL_ERROR && err->message[0])),
                "a split fails exactly when it sets an error, in SL_ERROR, with a message");
-    FUZZ_CHECK(fstat(ram, &st) == 0 && (!ok || (uint64_t)st.st_size <= size),
-               "a split writes no page beyond its block");
+    if (th) {
+        close(p[0]); /* a writer still blocked gets EPIPE */
+        g_thread_join(th);
+    }
+    res.out = file_bytes(out);
+    res.ram = file_bytes(ram);
+    FUZZ_CHECK(!res.ok || res.ram->len <= size, "a split writes no page beyond its block");
     g_clear_error(&err);
     close(out);
     close(ram);
+    return res;
+}
+
+/*
+ * The same input as a plain precopy stream for sl_qemu_split_stream()
+ * (qemu-split.c): it returns false exactly when it sets an error in
+ * SL_ERROR, and what it writes stays within the block.  Split from a pipe
+ * it gives the same verdict and, when it succeeds, the same bytes as from
+ * the file: the pipe's window never refuses a read the stream needs.
+ */
+static void check_split(uint64_t len, uint8_t flags)
+{
+    split_result file = split_once(len, false, 0);
+    split_result piped = split_once(len, true, flags);
+
+    FUZZ_CHECK(file.ok == piped.ok, "a split from a pipe succeeds exactly when one from the file does");
+    FUZZ_CHECK(!file.ok || (file.out->len == piped.out->len &&
+                            !memcmp(file.out->data, piped.out->data, file.out->len) &&
+                            file.ram->len == piped.ram->len &&
+                            !memcmp(file.ram->data, piped.ram->data, file.ram->len)),
+               "a split from a pipe writes what one from the file does");
+    g_byte_array_unref(file.out);
+    g_byte_array_unref(file.ram);
+    g_byte_array_unref(piped.out);
+    g_byte_array_unref(piped.ram);
 }
 
 /* ------------------------------------------------------------------ */
@@ -344,6 +457,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     sl_snapshot_close(full);
     sl_snapshot_close(lazy);
-    check_split();
+    check_split((uint64_t)len, data[0]);
     return 0;
 }

@@ -17,18 +17,16 @@
  * FUZZ_CHECK reports any of these promises broken.
  */
 #include <fcntl.h>
-#include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "migration/format/format.h"
 #include "fuzz-common.h"
+#include "qemu-stream.h"
 #include "sparse.h"
 
 /*
@@ -312,51 +310,24 @@ static GByteArray *file_bytes(int fd)
     return b;
 }
 
-/* The input file, written into a pipe in lock-step pieces (feed_pipe()). */
+/* The input, to be written into a pipe by feed_pipe(). */
 typedef struct {
     int fd;
-    uint64_t len;
-    unsigned first;         /* where in the sizes' cycle the first piece starts */
+    GByteArray *data;
+    unsigned first;         /* where in the cycle of piece sizes the first starts */
 } feeder;
 
-/* Whether the pipe is empty, or its reader gone (a refusal stops reading). */
-static bool reader_took_all(int fd)
-{
-    struct pollfd p = { .fd = fd, .events = POLLOUT };
-    int queued = 0;
-
-    return ioctl(fd, FIONREAD, &queued) < 0 || queued == 0 ||
-           (poll(&p, 1, 0) > 0 && (p.revents & POLLERR));
-}
-
 /*
- * Writes the input into its pipe, each piece once the splitter took the
- * one before, so that each of its reads gets exactly one piece (a write
- * of at most a page into a pipe is atomic) and a run is deterministic:
- * mostly 1-97 bytes, so reads end inside headers and records, now and then
- * a whole page.
+ * Writes the input into its pipe in lock-step pieces (qs_feed_pipe()):
+ * each read of the splitter gets one piece, mostly 1-97 bytes, now and
+ * then a page, so reads end inside headers and records and a run is
+ * deterministic.
  */
 static gpointer feed_pipe(gpointer opaque)
 {
-    static const unsigned sizes[] = { 1, 2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47,
-                                      53, 59, 61, 67, 71, 73, 79, 83, 89, 97, PAGE };
     feeder *f = opaque;
-    uint8_t buf[PAGE];
 
-    for (uint64_t at = 0, i = f->first % G_N_ELEMENTS(sizes); at < f->len;
-         i = (i + 1) % G_N_ELEMENTS(sizes)) {
-        size_t want = (size_t)MIN(f->len - at, sizes[i]);
-        ssize_t n;
-        FUZZ_CHECK(sl_pread_full(image_fd, buf, want, at) == 0, "reading the input back");
-        while (!reader_took_all(f->fd)) {
-            sched_yield();
-        }
-        n = write(f->fd, buf, want);
-        if (n <= 0) {
-            break; /* EPIPE: the splitter stopped reading (a refusal) */
-        }
-        at += (uint64_t)n;
-    }
+    qs_feed_pipe(f->fd, f->data->data, f->data->len, f->first, PAGE, true);
     close(f->fd);
     return NULL;
 }
@@ -374,13 +345,16 @@ static split_result split_once(uint64_t len, bool from_pipe, unsigned pipe_seed)
     int out = memfd_create("fuzz-split-out", 0), ram = memfd_create("fuzz-split-ram", 0);
     const uint64_t size = 64u << 20;
     int in = image_fd, p[2] = { -1, -1 };
-    feeder f = { .len = len, .first = pipe_seed };
+    feeder f = { .first = pipe_seed };
     GThread *th = NULL;
     GError *err = NULL;
     split_result res;
 
     FUZZ_CHECK(out >= 0 && ram >= 0, "memfd_create");
     if (from_pipe) {
+        f.data = g_byte_array_sized_new((guint)len);
+        g_byte_array_set_size(f.data, (guint)len);
+        FUZZ_CHECK(sl_pread_full(image_fd, f.data->data, len, 0) == 0, "reading the input back");
         FUZZ_CHECK(pipe(p) == 0, "pipe");
         (void)fcntl(p[1], F_SETPIPE_SZ, 4096);
         f.fd = p[1];
@@ -393,6 +367,7 @@ static split_result split_once(uint64_t len, bool from_pipe, unsigned pipe_seed)
     if (th) {
         close(p[0]); /* a writer still blocked gets EPIPE */
         g_thread_join(th);
+        g_byte_array_unref(f.data);
     }
     res.out = file_bytes(out);
     res.ram = file_bytes(ram);

@@ -11,7 +11,10 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 #include "qemu-stream.h"
 
@@ -472,4 +475,38 @@ const qs_field *qs_find(const qs_layout *l, const char *name)
         }
     }
     return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* A stream through a pipe                                             */
+/* ------------------------------------------------------------------ */
+
+/* Whether the pipe is empty, or its reader gone (a refusal stops reading). */
+static bool reader_took_all(int fd)
+{
+    struct pollfd p = { .fd = fd, .events = POLLOUT };
+    int queued = 0;
+
+    return ioctl(fd, FIONREAD, &queued) < 0 || queued == 0 ||
+           (poll(&p, 1, 0) > 0 && (p.revents & POLLERR));
+}
+
+void qs_feed_pipe(int fd, const uint8_t *data, size_t len, unsigned first, size_t big,
+                  bool lockstep)
+{
+    static const size_t sizes[] = { 1, 2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47,
+                                    53, 59, 61, 67, 71, 73, 79, 83, 89, 97, 0 /* @big */ };
+    const size_t n = sizeof(sizes) / sizeof(sizes[0]);
+
+    for (size_t at = 0, i = first % n; at < len; i = (i + 1) % n) {
+        ssize_t wrote;
+        while (lockstep && !reader_took_all(fd)) {
+            sched_yield();
+        }
+        wrote = write(fd, data + at, MIN(len - at, sizes[i] ? sizes[i] : big));
+        if (wrote <= 0) {
+            return; /* EPIPE: the reader stopped reading (a refusal) */
+        }
+        at += (size_t)wrote;
+    }
 }

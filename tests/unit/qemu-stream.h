@@ -111,4 +111,17 @@ bool qs_page_stored(const qs_desc *d, unsigned b, uint64_t i);
 /** qs_devstate_byte: byte @i of the device state the generator writes. */
 uint8_t qs_devstate_byte(size_t i);
 
+/**
+ * qs_feed_pipe: writes @len bytes of @data into pipe @fd, as QEMU fills
+ * the pipe of a `migrate fd:` that a splitter reads: in pieces of 1-97
+ * bytes with one of @big bytes every 27th, the cycle of sizes started at
+ * @first.  With @lockstep each piece waits until the reader took the one
+ * before, so that each of its reads gets exactly one piece when @big is
+ * at most a page (a write of a page into a pipe is atomic): the reads end
+ * inside headers and records, and a run is deterministic.  Stops early
+ * when the reader is gone (EPIPE: ignore SIGPIPE).  Does not close @fd.
+ */
+void qs_feed_pipe(int fd, const uint8_t *data, size_t len, unsigned first, size_t big,
+                  bool lockstep);
+
 #endif /* SNAPLOAD_TESTS_QEMU_STREAM_H */

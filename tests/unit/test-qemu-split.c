@@ -11,10 +11,7 @@
  */
 #include <signal.h>
 #include <fcntl.h>
-#include <poll.h>
-#include <sched.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "testutil.h"
@@ -195,39 +192,13 @@ typedef struct {
     bool lockstep;          /* each piece once the reader took the one before */
 } pipe_writer;
 
-/* Whether the pipe is empty, or its reader gone (a refusal stops reading). */
-static bool reader_took_all(int fd)
-{
-    struct pollfd p = { .fd = fd, .events = POLLOUT };
-    int queued = 0;
-
-    return ioctl(fd, FIONREAD, &queued) < 0 || queued == 0 ||
-           (poll(&p, 1, 0) > 0 && (p.revents & POLLERR));
-}
-
-/*
- * Writes the stream into its pipe (of one page) until done or the reader
- * left, mostly in pieces of 1-97 bytes, so that the reader's reads end
- * inside headers and records (what it must keep to copy them is then
- * tested), now and then in a big one.
- */
+/* Writes the stream into its pipe (of one page) until done or the reader
+ * left, mostly in pieces of 1-97 bytes, now and then a big one. */
 static gpointer write_pipe(gpointer opaque)
 {
-    static const unsigned sizes[] = { 1, 2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47,
-                                      53, 59, 61, 67, 71, 73, 79, 83, 89, 97, 70001 };
     pipe_writer *w = opaque;
 
-    for (guint at = 0, i = 0; at < w->data->len; i = (i + 1) % G_N_ELEMENTS(sizes)) {
-        ssize_t n;
-        while (w->lockstep && !reader_took_all(w->fd)) {
-            sched_yield();
-        }
-        n = write(w->fd, w->data->data + at, MIN(w->data->len - at, sizes[i]));
-        if (n <= 0) {
-            break; /* EPIPE: the splitter stopped reading (a refusal) */
-        }
-        at += (guint)n;
-    }
+    qs_feed_pipe(w->fd, w->data->data, w->data->len, 0, 70001, w->lockstep);
     close(w->fd);
     g_byte_array_unref(w->data);
     g_free(w);

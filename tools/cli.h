@@ -265,6 +265,8 @@ void json_begin(cli_json *j);
 void json_u64(cli_json *j, const char *key, uint64_t v);
 void json_int(cli_json *j, const char *key, int64_t v);
 void json_double(cli_json *j, const char *key, double v);
+/** json_quote: appends the string @v (not NULL) to @s as a JSON string, escaped. */
+void json_quote(GString *s, const char *v);
 /** json_str: adds member @key with the string @v (not NULL), escaped. */
 void json_str(cli_json *j, const char *key, const char *v);
 void json_bool(cli_json *j, const char *key, bool v);

@@ -147,8 +147,8 @@ static void qemu_json(const sl_snapshot *s, cli_json *j)
     GString *caps = g_string_new("[");
 
     for (guint i = 0; i < q->caps->len; i++) {
-        g_string_append_printf(caps, "%s\"%s\"", i ? ", " : "",
-                               (const char *)g_ptr_array_index(q->caps, i));
+        g_string_append(caps, i ? ", " : "");
+        json_quote(caps, g_ptr_array_index(q->caps, i));
     }
     g_string_append_c(caps, ']');
     json_str(j, "machine", q->machine);

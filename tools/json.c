@@ -42,21 +42,26 @@ void json_double(cli_json *j, const char *k, double v)
     }
 }
 
+void json_quote(GString *s, const char *v)
+{
+    g_string_append_c(s, '"');
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        if (*p == '"' || *p == '\\') {
+            g_string_append_c(s, '\\');
+            g_string_append_c(s, (char)*p);
+        } else if (*p < 0x20) {
+            g_string_append_printf(s, "\\u%04x", *p);
+        } else {
+            g_string_append_c(s, (char)*p);
+        }
+    }
+    g_string_append_c(s, '"');
+}
+
 void json_str(cli_json *j, const char *k, const char *v)
 {
     key(j, k);
-    g_string_append_c(j->s, '"');
-    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
-        if (*p == '"' || *p == '\\') {
-            g_string_append_c(j->s, '\\');
-            g_string_append_c(j->s, (char)*p);
-        } else if (*p < 0x20) {
-            g_string_append_printf(j->s, "\\u%04x", *p);
-        } else {
-            g_string_append_c(j->s, (char)*p);
-        }
-    }
-    g_string_append_c(j->s, '"');
+    json_quote(j->s, v);
 }
 
 void json_bool(cli_json *j, const char *k, bool v)

@@ -37,7 +37,8 @@ static char *lazy_json(const qr *r)
 
     for (guint i = 0; r->backends && i < r->backends->len; i++) {
         sl_qemu_backend *b = g_ptr_array_index(r->backends, i);
-        g_string_append_printf(s, "%s\"%s\"", i ? ", " : "", b->id);
+        g_string_append(s, i ? ", " : "");
+        json_quote(s, b->id);
     }
     g_string_append_c(s, ']');
     return g_string_free(s, false);

@@ -244,8 +244,17 @@ static bool parse_capabilities(qctx *c, GError **errp)
     return true;
 }
 
-/* One subsection of the configuration section, by its name. */
-static bool parse_config_subsection(qctx *c, GError **errp)
+/* The configuration subsections this reader knows, each allowed once. */
+static const char *const config_subsections[] = {
+    "configuration/capabilities", "configuration/uuid", "configuration/target-page-bits",
+};
+
+/*
+ * One subsection of the configuration section, by its name; @seen: a bit
+ * per config_subsections[] entry already read (QEMU writes each once; a
+ * repeat would let a stream grow the header without bound).
+ */
+static bool parse_config_subsection(qctx *c, unsigned *seen, GError **errp)
 {
     char name[SL_BLOCK_NAME_MAX];
     uint8_t uuid[16];
@@ -254,6 +263,12 @@ static bool parse_config_subsection(qctx *c, GError **errp)
     if (!sl_qs_str8(c, name, "configuration subsection name", errp) ||
         !sl_qs_be32(c, &version, "configuration subsection version", errp)) {
         return false;
+    }
+    for (unsigned i = 0; i < G_N_ELEMENTS(config_subsections); i++) {
+        if (!strcmp(name, config_subsections[i]) && (*seen & 1u << i)) {
+            return SL_BAD(errp, "configuration subsection '%s' appears twice", name);
+        }
+        *seen |= !strcmp(name, config_subsections[i]) ? 1u << i : 0;
     }
     if (!strcmp(name, "configuration/capabilities")) {
         return parse_capabilities(c, errp);
@@ -275,6 +290,7 @@ static bool parse_config_subsection(qctx *c, GError **errp)
 bool sl_qs_header(qctx *c, GError **errp)
 {
     uint32_t magic, version, len;
+    unsigned seen = 0;
     uint8_t type;
 
     if (!sl_qs_be32(c, &magic, "magic", errp) || !sl_qs_be32(c, &version, "version", errp)) {
@@ -301,6 +317,11 @@ bool sl_qs_header(qctx *c, GError **errp)
     if (!sl_qs_get(c, c->q->machine, len, "machine type", errp)) {
         return false;
     }
+    c->q->machine[len] = '\0';
+    if (strlen(c->q->machine) != len || !sl_name_printable(c->q->machine)) {
+        return SL_BAD(errp, "configuration: the machine type is not UTF-8 text (a NUL byte, a "
+                      "control character or invalid bytes)");
+    }
     for (;;) {
         if (!sl_qs_u8(c, &type, "section type", errp)) {
             return false;
@@ -309,7 +330,7 @@ bool sl_qs_header(qctx *c, GError **errp)
             c->off--;
             return true;
         }
-        if (!parse_config_subsection(c, errp)) {
+        if (!parse_config_subsection(c, &seen, errp)) {
             return false;
         }
     }

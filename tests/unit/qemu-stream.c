@@ -190,7 +190,7 @@ static void put_configuration(qs_writer *w, const qs_desc *d)
         put_be32(w, "tpb.value", 12);
     }
     put_capabilities(w, d->caps);
-    if (d->uuid) {
+    for (unsigned i = 0; i < d->uuid; i++) {
         put_subsection(w, "uuid", "configuration/uuid");
         put(w, "uuid.value", uuid, sizeof(uuid));
     }

@@ -49,7 +49,7 @@ typedef struct {
     const char *machine;         /* machine type; NULL: no configuration section */
     const char *const *caps;     /* capability names, NULL-terminated (valid: with "mapped-ram") */
     bool target_page_bits;       /* the configuration/target-page-bits subsection (12) */
-    bool uuid;                   /* the configuration/uuid subsection */
+    unsigned uuid;               /* configuration/uuid subsections (QEMU writes 0 or 1) */
     uint32_t section_id;         /* the RAM section's id */
     bool no_footer;              /* end the RAM section with its flag alone (no 0x7e footer) */
     const qs_block *blocks;

@@ -616,6 +616,10 @@ static const patch_case header_cases[] = {
       .needle1 = "configuration subsection name", .needle2 = "empty" },
     { "NUL in a subsection name", "caps.name", BYTE, 0, .at = 5,
       .needle1 = "configuration subsection name", .needle2 = "NUL" },
+    { "control character in the machine type", "config.machine", BYTE, 0x1b, .at = 2,
+      .needle1 = "machine type is not UTF-8 text" },
+    { "NUL in the machine type", "config.machine", BYTE, 0, .at = 1,
+      .needle1 = "machine type is not UTF-8 text", .needle2 = "NUL" },
     { "target page bits 13", "tpb.value", SET, 13, .needle1 = "target page bits 13" },
     { "target page bits 0", "tpb.value", SET, 0, .needle1 = "target page bits 0" },
     { "capabilities count 65", "caps.count", SET, 65, .needle1 = "65 capabilities" },
@@ -863,6 +867,48 @@ static void test_ram_beyond_32_tib_is_refused_before_any_allocation(void **state
                              "more than the 32 TiB", "32 TiB + 4 KiB");
     blocks[1].length -= PAGE; /* 32 TiB in all: read (its 1 GiB bitmap never touched) */
     expect_left_out_block(&d, 1);
+}
+
+/*
+ * QEMU writes each configuration subsection once; a repeat is refused by
+ * name (found by review: repeats grew the header without bound, and a
+ * header longer than the pipe reader keeps split from a file but not
+ * from a pipe).
+ */
+static void test_a_repeated_configuration_subsection_is_refused(void **state)
+{
+    qs_block b = { .idstr = "pc.ram", .length = 4 * PAGE, .seed = 1 };
+    qs_desc d = { .machine = "pc", .caps = caps_plain, .uuid = 2, .section_id = 2,
+                  .blocks = &b, .nblocks = 1 };
+
+    (void)state;
+    expect_generated_refused(&d, "configuration subsection 'configuration/uuid' appears twice",
+                             NULL, "two uuid subsections");
+}
+
+/* A capability name holding JSON's quote and backslash comes out of `inspect --json` escaped. */
+static void test_inspect_json_escapes_what_the_stream_names(void **state)
+{
+    static const char *const odd_caps[] = { "mapped-ram", "x\"quote\\back", NULL };
+    qs_block b = { .idstr = "pc.ram", .length = 4 * PAGE, .seed = 1 };
+    qs_desc d = { .machine = "pc\"q35", .caps = odd_caps, .section_id = 2, .blocks = &b,
+                  .nblocks = 1 };
+    char *dir = sl_test_tmpdir();
+    g_autofree char *path = g_build_filename(dir, "odd.mig", NULL);
+    g_autofree char *out = NULL, *errs = NULL;
+    g_autoptr(GError) err = NULL;
+    qs_layout l;
+
+    (void)state;
+    assert_true(qs_write(&d, path, &l, &err));
+    assert_int_equal(sl_test_run_cli((const char *const[]){ "inspect", "--json", path, NULL },
+                                     &out, &errs), 0);
+    if (!strstr(out, "\"capabilities\": [\"mapped-ram\", \"x\\\"quote\\\\back\"]") ||
+        !strstr(out, "\"machine\": \"pc\\\"q35\"")) {
+        fail_msg("inspect --json did not escape the names: %s", out);
+    }
+    qs_layout_clear(&l);
+    sl_test_rmdir(dir);
 }
 
 static void test_stream_without_configuration_or_mapped_ram_is_refused(void **state)
@@ -1509,6 +1555,8 @@ int main(void)
         cmocka_unit_test(test_more_than_1024_blocks_are_refused),
         cmocka_unit_test(test_ram_beyond_32_tib_is_refused_before_any_allocation),
         cmocka_unit_test(test_stream_without_configuration_or_mapped_ram_is_refused),
+        cmocka_unit_test(test_a_repeated_configuration_subsection_is_refused),
+        cmocka_unit_test(test_inspect_json_escapes_what_the_stream_names),
         cmocka_unit_test(test_postcopy_page_size_before_the_gpa_is_read_in_qemu_order),
         cmocka_unit_test(test_block_name_with_control_bytes_is_refused),
         cmocka_unit_test(test_duplicate_block_names_are_refused),

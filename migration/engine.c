@@ -219,6 +219,39 @@ static void note_bad_page(sl_restore *r, const sl_region *reg, uint64_t u, const
 }
 
 /*
+ * EEXIST @off bytes into unit @u of @reg in view @v: a page of it is
+ * mapped there already.  A unit of one backend page is then mapped.  One
+ * of several (snapshot pages larger than the backend's: 2 MiB units of
+ * 4 KiB pages) is mapped only once each of its pages is: one may have been
+ * discarded since (a balloon), or a placement may have stopped part-way
+ * (ENOMEM), and taking the unit as mapped left a thread faulting on the
+ * missing page to fault again for ever, or (sealed) zeros (found by
+ * review).  Maps the rest of the unit around the pages already there:
+ * with @src (the unit's staged bytes) by placing, else with ops->show
+ * (@show) or ops->zero.  0 or -errno.
+ */
+static int map_rest_of_unit(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u,
+                            uint64_t off, const uint8_t *src, bool show)
+{
+    const sl_backend_ops *ops = reg->mem.ops;
+    const uint64_t pg = reg->mem.page_size ? reg->mem.page_size : reg->unit;
+    const uint64_t base = u * reg->unit;
+
+    for (uint64_t at = off + pg; at < reg->unit;) {
+        uint64_t done = 0, eagain = 0, len = reg->unit - at;
+        int ret = src    ? ops->place(&reg->mem, v, base + at, src + at, len, &done, &eagain)
+                  : show ? ops->show(&reg->mem, v, base + at, len, &done, &eagain)
+                         : ops->zero(&reg->mem, v, base + at, len, &done, &eagain);
+        add(&r->c.eagain, eagain);
+        at += done + (ret == -EEXIST ? pg : 0); /* past a page already there */
+        if (ret < 0 && ret != -EEXIST) {
+            return ret;
+        }
+    }
+    return 0;
+}
+
+/*
  * Map present units [u, u+n) into view @v, skipping units already mapped
  * there (EEXIST: wake them).  A vanished consumer marks the view dead.
  */
@@ -235,7 +268,9 @@ int sl_show_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t 
         k = done / reg->unit;
         if (spans_vmas(ret, len, k)) {
             step = 1; /* the kernel takes one VMA at a time: go unit by unit */
-        } else if (ret == -EEXIST) {
+        } else if (ret == -EEXIST &&
+                   (ret = map_rest_of_unit(r, reg, v, u + k, done - k * reg->unit, NULL,
+                                           true)) == 0) {
             add(&r->c.eexist, 1);
             sl_uffd_wake(v->uffd, (void *)(uintptr_t)(v->base + (u + k) * reg->unit), reg->unit);
             k++;
@@ -380,7 +415,9 @@ int sl_commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_
             move = false; /* EBUSY (a pinned page), ...: the rest is copied */
         } else if (v && spans_vmas(ret, len, k)) {
             step = 1; /* the kernel takes one VMA at a time: go unit by unit */
-        } else if (ret == -EEXIST) {
+        } else if (ret == -EEXIST &&
+                   (ret = map_rest_of_unit(r, reg, v, u + k, done - k * reg->unit,
+                                           src ? src + k * reg->unit : NULL, false)) == 0) {
             add(&r->c.eexist, 1);
             sl_uffd_wake(v->uffd, (void *)(uintptr_t)(v->base + (u + k) * reg->unit), reg->unit);
             k++;
@@ -545,31 +582,38 @@ int sl_read_units(sl_restore *r, const sl_region *reg, uint64_t u, uint64_t n, u
 }
 
 /*
- * Read claimed units [u, u+n) into @dst and commit them; units failing
- * their checksum are refused, the good runs between them committed.
+ * Claimed units [u, u+n), staged at @dst: bad ones refused, the runs
+ * between committed.  On a failure the units not reached are given back
+ * (left claimed, a fault on one waited for ever: found by review).
  */
-/* Claimed units [u, u+n), staged at @dst: bad ones refused, the runs between committed. */
 static int check_and_commit(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n,
                             uint8_t *dst, int who)
 {
     uint64_t start = u;
-    int ret = 0;
 
-    for (uint64_t k = u; k <= u + n && ret == 0; k++) {
+    for (uint64_t k = u; k <= u + n; k++) {
         bool bad = k < u + n && !sl_unit_verifies(r, reg, k, dst + (k - u) * reg->unit);
+        int ret = 0;
         if (k < u + n && !bad) {
             continue;
         }
-        if (k > start) {
+        if (k > start) { /* on a failure it gave back the rest of its own run */
             ret = sl_commit_run(r, reg, v, start, k - start, dst + (start - u) * reg->unit, who,
                                 false);
         }
-        if (bad && ret == 0) {
+        if (ret == 0 && bad) {
             ret = sl_refuse_unit(r, reg, k, dst + (k - u) * reg->unit);
+            k += ret < 0; /* refused all the same: settled */
+        }
+        if (ret < 0) {
+            if (k < u + n) {
+                sl_pagemap_unclaim(reg->map, k, u + n - k);
+            }
+            return ret;
         }
         start = k + 1;
     }
-    return ret;
+    return 0;
 }
 
 int sl_fill_claimed(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n,

@@ -27,6 +27,24 @@
 #include "restore-int.h"
 #include "uffd.h"
 
+/*
+ * The pages of one unit at @addr in @v, where a page is mapped already: a
+ * unit of several backend pages (snapshot pages larger than the backend's)
+ * whose placement stopped part-way.  Each page not mapped is poisoned: the
+ * unit is not PRESENT, so those never got their bytes (taking the unit as
+ * mapped left them to read as zeros: found by review).
+ */
+static bool seal_pages(const sl_region *reg, sl_view *v, uint8_t *addr)
+{
+    for (uint64_t at = 0; at < reg->unit; at += reg->mem.page_size) {
+        int ret = sl_uffd_poison(v->uffd, addr + at, reg->mem.page_size);
+        if (ret && ret != -EEXIST && ret != -ESRCH) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Makes [u, u+n) of @reg unreadable in view @v; true if it is sealed there. */
 static bool seal_run(sl_region *reg, sl_view *v, uint64_t u, uint64_t n)
 {
@@ -46,6 +64,9 @@ static bool seal_run(sl_region *reg, sl_view *v, uint64_t u, uint64_t n)
                 all &= seal_run(reg, v, u + i, 1);
             }
             return all;
+        }
+        if (ret == -EEXIST && reg->unit > reg->mem.page_size && reg->mem.page_size) {
+            return seal_pages(reg, v, addr); /* a unit of several pages, some mapped */
         }
         if (ret == -EEXIST) {
             return true; /* mapped: only a placement maps a page in a registered range */

@@ -39,6 +39,8 @@ char *cli_read_failure(sl_snapshot *s, unsigned b, uint64_t first, uint64_t n, i
     file = file ? file : sl_snapshot_path(s);
     why = ret == -EBADMSG ? "checksum mismatch: the file is corrupt there"
         : ret == -EIO     ? "could not be read: the file ends early or a read failed"
+        : ret == -EREMOTE ? "is not in the file: QEMU saved with x-ignore-shared and left the "
+                            "block in the guest's shared memory file, which holds its pages"
                           : (own = g_strdup_printf("could not be read: %s", g_strerror(-ret)));
     of = strcmp(file, sl_snapshot_path(s)) ? g_strdup_printf(" (a parent of %s)",
                                                               sl_snapshot_path(s)) : NULL;

@@ -204,8 +204,10 @@ bool sl_snapshot_page_matches(sl_snapshot *snap, unsigned block, uint64_t index,
  * proves their metadata segments now) and every stored page is checked
  * against its checksum.  Returns 0, -EIO on a short read or -EBADMSG on a
  * checksum mismatch or corrupt metadata, -ENODATA for @verify on a
- * snapshot without checksums (sl_snapshot_has_checksums()), or another
- * -errno.
+ * snapshot without checksums (sl_snapshot_has_checksums()), -EREMOTE for
+ * a block whose pages are not in the file (sl_snapshot_block_in_file():
+ * QEMU's x-ignore-shared left them in the guest's shared memory; since
+ * 1.16, before which they read as zeros), or another -errno.
  */
 int sl_snapshot_read_pages(sl_snapshot *snap, unsigned block, uint64_t first,
                            uint64_t n, void *buf, bool verify);

@@ -301,6 +301,14 @@ uint64_t sl_hash(const void *data, size_t len);
  */
 bool sl_name_printable(const char *name);
 
+/**
+ * sl_hash_file: sl_hash() of @len bytes of @fd at @off into *@out, read a
+ * megabyte at a time (a size a file claims never sets what is allocated).
+ * False with @errp (naming @what) when the range cannot be read.
+ */
+bool sl_hash_file(int fd, uint64_t off, uint64_t len, uint64_t *out, const char *what,
+                  GError **errp);
+
 /** Seeded continuation used for checksums over two buffers. */
 uint64_t sl_hash2(const void *a, size_t alen, const void *b, size_t blen);
 

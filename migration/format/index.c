@@ -70,8 +70,13 @@ static uint64_t *block_csums(sl_snapshot *s, unsigned i, GError **errp)
     const sl_block *b = &s->blocks[i];
     uint64_t per = MAX(1, CHUNK / b->page_size);
     g_autofree uint8_t *buf = g_malloc(per * b->page_size);
-    uint64_t *cs = g_new0(uint64_t, b->npages);
+    uint64_t *cs = g_try_new0(uint64_t, b->npages); /* a file's claim: no abort */
 
+    if (!cs) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block '%s': no memory for the "
+                    "checksums of its %" G_GUINT64_FORMAT " pages", b->name, b->npages);
+        return NULL;
+    }
     for (uint64_t p = 0; b->in_file && p < b->npages; p += per) {
         uint64_t n = MIN(per, b->npages - p);
         int ret = sl_snapshot_read_pages(s, i, p, n, buf, false);

@@ -142,8 +142,16 @@ int sl_writer_add_block(sl_writer *w, const char *name, uint64_t length,
     wb.b.page_size = page_size;
     wb.b.npages = length / page_size;
     wb.b.numa_node = numa_node;
-    wb.b.bitmap = g_malloc0(sl_bitmap_bytes(wb.b.npages));
-    wb.b.csums = g_malloc0(wb.b.npages * 8);
+    /* Sizes a QEMU file can claim (a left-out block of terabytes): an error, not an abort. */
+    wb.b.bitmap = g_try_malloc0(sl_bitmap_bytes(wb.b.npages));
+    wb.b.csums = g_try_malloc0(wb.b.npages * 8);
+    if (!wb.b.bitmap || !wb.b.csums) {
+        g_free(wb.b.bitmap);
+        g_free(wb.b.csums);
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block '%s': no memory for the bitmap "
+                    "and checksums of its %" G_GUINT64_FORMAT " pages", name, wb.b.npages);
+        return -1;
+    }
     g_array_append_val(w->blocks, wb);
     return (int)w->blocks->len - 1;
 }

@@ -276,12 +276,42 @@ bool sl_snapshot_section(const sl_snapshot *s, unsigned i, uint32_t *type, uint6
     return true;
 }
 
-/* Section @i of @s, read whole and matching its checksum; NULL with @errp. */
+/* Sections larger than this are checked before they are held in memory. */
+#define SECTION_CHECK_FIRST (64ull << 20)
+
+/*
+ * Section @i of @s, read whole and matching its checksum; NULL with @errp.
+ * A large one is checked first, a megabyte at a time, so that a corrupt
+ * length (a sparse file claiming gigabytes) is refused as corrupt, and
+ * only then allocated, as an error if it does not fit (found by review:
+ * inspect aborted on a section claiming 64 GiB).
+ */
 static GBytes *read_section_at(const sl_snapshot *s, unsigned i, GError **errp)
 {
     const sl_section *sec = &s->sections[i];
-    uint8_t *buf = g_malloc(sec->length ? sec->length : 1);
-    int ret = sl_pread_full(sec->fd, buf, sec->length, sec->offset);
+    uint64_t sum = 0;
+    uint8_t *buf;
+    int ret;
+
+    if (sec->length > SECTION_CHECK_FIRST) {
+        g_autofree char *what = g_strdup_printf("section %u", i);
+        if (!sl_hash_file(sec->fd, sec->offset, sec->length, &sum, what, errp)) {
+            g_prefix_error(errp, "%s: ", s->path);
+            return NULL;
+        }
+        if (sum != sec->csum) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_CHECKSUM, "%s: section %u (type %u): checksum "
+                        "mismatch (data corrupted)", s->path, i, sec->type);
+            return NULL;
+        }
+    }
+    buf = g_try_malloc(sec->length ? sec->length : 1);
+    if (!buf) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: section %u (type %u): %" G_GUINT64_FORMAT
+                    " bytes do not fit in memory", s->path, i, sec->type, sec->length);
+        return NULL;
+    }
+    ret = sl_pread_full(sec->fd, buf, sec->length, sec->offset);
 
     if (ret < 0 || sl_hash(buf, sec->length) != sec->csum) {
         g_free(buf);
@@ -444,12 +474,28 @@ static bool in_range(const sl_snapshot *s, unsigned block, uint64_t first, uint6
            n <= s->blocks[block].npages - first;
 }
 
-/* read_runs() of a range checked against @s's block first: 0, -ERANGE or -errno. */
+/*
+ * Why pages [first, first+n) of @block cannot be read from @s: -ERANGE
+ * outside the block, -EREMOTE for a block whose pages are not in the file
+ * (QEMU's x-ignore-shared left them in the guest's shared memory: its
+ * bitmap is empty, and reading it as zeros gave wrong pages; found by
+ * review), else 0.
+ */
+static int unreadable(const sl_snapshot *s, unsigned block, uint64_t first, uint64_t n)
+{
+    if (!in_range(s, block, first, n)) {
+        return -ERANGE;
+    }
+    return s->blocks[block].in_file ? 0 : -EREMOTE;
+}
+
+/* read_runs() of a range checked against @s's block first: 0, -ERANGE, -EREMOTE or -errno. */
 static int read_layer(sl_snapshot *s, int fd, unsigned block, uint64_t first, uint64_t n,
                       uint8_t *buf, bool zeroed)
 {
-    return in_range(s, block, first, n) ? read_runs(s, fd, block, first, n, buf, zeroed)
-                                        : -ERANGE;
+    int ret = unreadable(s, block, first, n);
+
+    return ret ? ret : read_runs(s, fd, block, first, n, buf, zeroed);
 }
 
 int sl_snapshot_read_pages(sl_snapshot *s, unsigned block, uint64_t first, uint64_t n,
@@ -463,10 +509,10 @@ int sl_snapshot_read_pages(sl_snapshot *s, unsigned block, uint64_t first, uint6
 int sl_snapshot_read_pages_fd(sl_snapshot *s, int fd, unsigned block, uint64_t first, uint64_t n,
                               void *buf, bool verify)
 {
-    int ret;
+    int ret = unreadable(s, block, first, n);
 
-    if (!in_range(s, block, first, n)) {
-        return -ERANGE;
+    if (ret) {
+        return ret;
     }
     if (verify && !s->has_checksums) {
         return -ENODATA; /* nothing to verify against */
@@ -496,10 +542,10 @@ int sl_snapshot_gather_fd(sl_snapshot *s, int fd, unsigned block, uint64_t first
     const uint64_t ps = in_range(s, block, first, n) ? s->blocks[block].page_size : 0;
     uint64_t below = skip > first ? MIN(skip, first + n) - first : 0;
     uint64_t above = first + n > skip + nskip ? first + n - MAX(skip + nskip, first) : 0;
-    int ret;
+    int ret = unreadable(s, block, first, n);
 
-    if (!ps) {
-        return -ERANGE;
+    if (ret) {
+        return ret;
     }
     if (!s->parent) {
         return sl_gather_read(fd, &s->blocks[block], sl_own_bitmap(&s->blocks[block]), first, n,

@@ -250,6 +250,10 @@ static void check_window(sl_snapshot *s, const qs_desc *d, unsigned b, uint64_t 
     g_autofree uint8_t *buf = g_malloc(n * PAGE);
     uint8_t want[QS_PAGE];
 
+    if (d->blocks[b].left_out) { /* its pages are in the guest's memory file, not here */
+        assert_int_equal(sl_snapshot_read_pages(s, b, first, n, buf, false), -EREMOTE);
+        return;
+    }
     assert_int_equal(sl_snapshot_read_pages(s, b, first, n, buf, false), 0);
     for (uint64_t i = 0; i < n; i++) {
         file_page(d, b, first + i, want);
@@ -349,7 +353,8 @@ static void check_no_checksums(sl_snapshot *s, const qs_desc *d)
     assert_int_equal(sl_snapshot_get_format(s), SL_FORMAT_QEMU);
     assert_false(sl_snapshot_has_checksums(s));
     for (unsigned b = 0; b < d->nblocks; b++) {
-        assert_int_equal(sl_snapshot_read_pages(s, b, 0, 1, page, true), -ENODATA);
+        assert_int_equal(sl_snapshot_read_pages(s, b, 0, 1, page, true),
+                         d->blocks[b].left_out ? -EREMOTE : -ENODATA);
     }
     assert_int_equal(sl_snapshot_n_sections(s), 0);
     assert_null(sl_snapshot_read_section(s, SL_SECTION_DEVICE_STATE, &err));
@@ -409,7 +414,7 @@ static void test_stream_reads_blocks_bits_and_pages_as_generated(void **state)
     check_opens_as_described(fx->path, fx->d, &fx->l);
 }
 
-static void test_x_ignore_shared_gives_gpas_and_left_out_blocks_read_as_zeros(void **state)
+static void test_x_ignore_shared_gives_gpas_and_left_out_blocks_are_not_read(void **state)
 {
     fixture *fx = *state;
     sl_snapshot *s = open_ok(fx->path, 0);
@@ -911,6 +916,41 @@ static void test_inspect_json_escapes_what_the_stream_names(void **state)
     sl_test_rmdir(dir);
 }
 
+/*
+ * A block QEMU left in shared memory (x-ignore-shared) has no page in the
+ * file: extract, flatten and index refuse it, naming why, instead of
+ * writing its pages as zeros (found by review: they exited 0 with an
+ * all-zero image).
+ */
+static void test_cli_refuses_to_read_a_block_left_in_shared_memory(void **state)
+{
+    char *dir = sl_test_tmpdir();
+    g_autofree char *path = g_build_filename(dir, "shared.mig", NULL);
+    g_autofree char *img = g_build_filename(dir, "ram.img", NULL);
+    g_autofree char *flat = g_build_filename(dir, "flat.snap", NULL);
+    g_autoptr(GError) err = NULL;
+    qs_layout l;
+    const char *const *cmds[] = {
+        (const char *const[]){ "extract", path, "--block", "pc.ram", "-o", img, NULL },
+        (const char *const[]){ "flatten", path, "-o", flat, NULL },
+    };
+
+    (void)state;
+    assert_true(qs_write(&shared_desc, path, &l, &err));
+    for (unsigned i = 0; i < G_N_ELEMENTS(cmds); i++) {
+        g_autofree char *out = NULL, *errs = NULL;
+        assert_int_not_equal(sl_test_run_cli(cmds[i], &out, &errs), 0);
+        if (!strstr(errs, "block 'pc.ram'") || !strstr(errs, "is not in the file") ||
+            !strstr(errs, "x-ignore-shared")) {
+            fail_msg("%s: expected a refusal naming the left-out block, got: %s", cmds[i][0],
+                     errs);
+        }
+    }
+    assert_false(g_file_test(flat, G_FILE_TEST_EXISTS));
+    qs_layout_clear(&l);
+    sl_test_rmdir(dir);
+}
+
 static void test_stream_without_configuration_or_mapped_ram_is_refused(void **state)
 {
     static const char *const no_caps[] = { NULL };
@@ -1213,6 +1253,11 @@ static void check_damaged(const fixture *fx, sl_snapshot *s, const damage *dm)
         const sl_block *sb = &s->blocks[b];
         check_damaged_block_info(fx, sb, b, dm);
         g_autofree uint8_t *got = g_malloc(sb->length);
+        if (fx->d->blocks[b].left_out) {
+            assert_int_equal(sl_snapshot_read_pages(s, b, 0, sb->length / PAGE, got, false),
+                             -EREMOTE);
+            continue;
+        }
         assert_int_equal(sl_snapshot_read_pages(s, b, 0, sb->length / PAGE, got, false), 0);
         for (uint64_t i = 0; i < sb->length / PAGE; i++) {
             check_damaged_page(fx, s, b, i, got + i * PAGE, dm);
@@ -1376,6 +1421,10 @@ static void check_device_stream_reads(const fixture *fx, const char *path, const
         for (uint64_t i = 0; i < bi.pages; i++) {
             uint8_t got[QS_PAGE];
             assert_false(sl_snapshot_page_present(s, b, i));
+            if (fx->d->blocks[b].left_out) { /* in the guest's memory file, not here */
+                assert_int_equal(sl_snapshot_read_pages(s, b, i, 1, got, false), -EREMOTE);
+                continue;
+            }
             assert_int_equal(sl_snapshot_read_pages(s, b, i, 1, got, false), 0);
             assert_memory_equal(got, zero, PAGE);
         }
@@ -1541,7 +1590,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         CASE(test_stream_reads_blocks_bits_and_pages_as_generated, plain),
-        CASE(test_x_ignore_shared_gives_gpas_and_left_out_blocks_read_as_zeros, shared),
+        CASE(test_x_ignore_shared_gives_gpas_and_left_out_blocks_are_not_read, shared),
         CASE(test_postcopy_page_size_field_is_skipped_and_kept_in_the_record, postcopy),
         cmocka_unit_test(test_what_qemu_may_leave_out_or_vary_is_accepted),
         cmocka_unit_test(test_blocks_of_many_bitmap_words_and_segments_read_as_generated),
@@ -1556,6 +1605,7 @@ int main(void)
         cmocka_unit_test(test_ram_beyond_32_tib_is_refused_before_any_allocation),
         cmocka_unit_test(test_stream_without_configuration_or_mapped_ram_is_refused),
         cmocka_unit_test(test_a_repeated_configuration_subsection_is_refused),
+        cmocka_unit_test(test_cli_refuses_to_read_a_block_left_in_shared_memory),
         cmocka_unit_test(test_inspect_json_escapes_what_the_stream_names),
         cmocka_unit_test(test_postcopy_page_size_before_the_gpa_is_read_in_qemu_order),
         cmocka_unit_test(test_block_name_with_control_bytes_is_refused),

@@ -475,7 +475,7 @@ static bool read_faults(fault_ctx *fc, int fd)
 {
     sl_restore *r = fc->r;
     struct uffd_msg msgs[MSG_BATCH];
-    ssize_t n = read(fd, msgs, sizeof(msgs));
+    ssize_t n = sl_uffd_read(fd, msgs, sizeof(msgs));
 
     if (n < 0) {
         if (errno == EAGAIN || errno == EINTR) {

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include "snapload/snapload.h"
 #include "uffd.h"
@@ -269,4 +270,22 @@ int sl_uffd_writeprotect(int uffd, uint64_t addr, uint64_t len, bool wp)
     };
 
     return ioctl(uffd, UFFDIO_WRITEPROTECT, &w) < 0 ? -errno : 0;
+}
+
+ssize_t sl_uffd_read(int uffd, void *buf, size_t len)
+{
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    ssize_t n = preadv2(uffd, &iov, 1, -1, RWF_NOWAIT);
+    int fl;
+
+    if (n >= 0 || errno != EOPNOTSUPP) {
+        return n;
+    }
+    /* A kernel whose uffd takes no RWF_NOWAIT: the file's own flag decides. */
+    fl = fcntl(uffd, F_GETFL);
+    if (fl < 0 || !(fl & O_NONBLOCK)) {
+        errno = fl < 0 ? errno : EBADFD;
+        return -1;
+    }
+    return read(uffd, buf, len);
 }

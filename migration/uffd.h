@@ -106,6 +106,16 @@ int sl_uffd_continue(int uffd, uint64_t addr, uint64_t len, bool wp, uint64_t *d
 /** sl_uffd_writeprotect: UFFDIO_WRITEPROTECT of the range, protecting (@wp) or not; 0 or -errno. */
 int sl_uffd_writeprotect(int uffd, uint64_t addr, uint64_t len, bool wp);
 
+/**
+ * sl_uffd_read: reads uffd messages into @buf without ever blocking, even
+ * on a consumer's uffd whose O_NONBLOCK the consumer cleared from its own
+ * copy of the file (it shares that flag with ours; a blocked read would
+ * stall the fault thread for every view: found by review): preadv2 with
+ * RWF_NOWAIT; where the kernel does not take that, a uffd found blocking
+ * fails with EBADFD.  read()'s result and errno.
+ */
+ssize_t sl_uffd_read(int uffd, void *buf, size_t len);
+
 /** sl_uffd_poison: UFFDIO_POISON: later accesses get SIGBUS. */
 int sl_uffd_poison(int uffd, void *dst, uint64_t len);
 

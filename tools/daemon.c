@@ -353,6 +353,11 @@ static void accept_client(server *d)
         drop(d, c, -EACCES, why);
         return;
     }
+    if (cr.pid <= 0) { /* 0 is "this process" to the checks of its mappings */
+        drop(d, c, -EACCES, "its pid is not visible in the daemon's pid namespace (a consumer "
+             "in another container): its mappings cannot be checked");
+        return;
+    }
     c->pid = cr.pid;
     c->pidfd = peer_pidfd(fd, cr.pid);
     if (cr.uid != getuid() && cr.uid != 0) {

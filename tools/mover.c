@@ -187,7 +187,9 @@ sl_mover_server *sl_mover_server_new(int chan, pid_t pid, int pidfd, uint64_t st
                     "SOCK_SEQPACKET socket");
         return NULL;
     }
-    /* Never blocked by a client that fills its own end: a full queue is a failure. */
+    /* Never blocked by a client that fills its own end: a full queue is a failure.
+     * The client may clear this flag from its copy: exchange() sends with
+     * MSG_DONTWAIT all the same (found by review) and polls for the answer. */
     if (fcntl(chan, F_SETFL, fcntl(chan, F_GETFL) | O_NONBLOCK) < 0 || pidfd < 0 ||
         (pidfd = fcntl(pidfd, F_DUPFD_CLOEXEC, 0)) < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "mover of process %d: %s", (int)pid,
@@ -277,7 +279,7 @@ static int exchange(sl_mover_server *m, const sl_msg *req, sl_msg *a)
 
     /* relaxed: see @broken; an answer late for a broken exchange may still come */
     if (atomic_load_explicit(&m->broken, memory_order_relaxed) ||
-        !sl_wire_send(m->chan, req, NULL, 0)) {
+        !sl_wire_send_nowait(m->chan, req)) {
         return -EPIPE;
     }
     do {

@@ -13,7 +13,7 @@
 #include <unistd.h>
 #include "wire.h"
 
-bool sl_wire_send(int fd, const sl_msg *m, const int *fds, unsigned nfds)
+static bool send_with(int fd, const sl_msg *m, const int *fds, unsigned nfds, int flags)
 {
     uint8_t buf[SL_PROTO_MAX];
     char cbuf[CMSG_SPACE(sizeof(int) * SL_WIRE_MAX_FDS)] = { 0 };
@@ -30,7 +30,17 @@ bool sl_wire_send(int fd, const sl_msg *m, const int *fds, unsigned nfds)
         cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
         memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
     }
-    return sendmsg(fd, &mh, MSG_NOSIGNAL) == (ssize_t)iov.iov_len;
+    return sendmsg(fd, &mh, MSG_NOSIGNAL | flags) == (ssize_t)iov.iov_len;
+}
+
+bool sl_wire_send(int fd, const sl_msg *m, const int *fds, unsigned nfds)
+{
+    return send_with(fd, m, fds, nfds, 0);
+}
+
+bool sl_wire_send_nowait(int fd, const sl_msg *m)
+{
+    return send_with(fd, m, NULL, 0, MSG_DONTWAIT);
 }
 
 /* Moves the SCM_RIGHTS fds of @mh into @fds (closing any beyond SL_WIRE_MAX_FDS). */

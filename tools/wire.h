@@ -21,6 +21,13 @@
 bool sl_wire_send(int fd, const sl_msg *m, const int *fds, unsigned nfds);
 
 /**
+ * sl_wire_send_nowait: sl_wire_send() of @m without fds that never blocks,
+ * whatever the socket's own flags: for a socket a peer handed over, whose
+ * O_NONBLOCK that peer can clear from its own copy.  false if it would block.
+ */
+bool sl_wire_send_nowait(int fd, const sl_msg *m);
+
+/**
  * sl_wire_recv: receive one packet into @buf (SL_PROTO_MAX bytes) and up to
  * SL_WIRE_MAX_FDS fds (more are closed).  Returns <0 on error (errno set),
  * 0 when the peer has gone, else the packet length.  @lost tells whether

@@ -2781,6 +2781,33 @@ static void test_view_joining_after_completion_reads_every_page(void **state)
     munmap(second, f->mem[0].length);
 }
 
+/*
+ * The fault thread reads consumers' uffds, whose O_NONBLOCK a consumer
+ * can clear from its own copy of the file: sl_uffd_read() never blocks
+ * all the same, so one consumer cannot stall the faults of every view
+ * (found by review: read() slept for ever there).
+ */
+static void test_a_uffd_read_never_blocks_even_when_its_file_does(void **state)
+{
+    g_autofree char *why = NULL;
+    bool have = sl_test_have_uffd(&why);
+    SL_TEST_NEED("uffd", have, why);
+    g_autoptr(GError) err = NULL;
+    int fd = sl_uffd_open(0, 0, NULL, &err);
+    struct uffd_msg msg;
+    ssize_t n;
+
+    (void)state;
+    assert_true(fd >= 0);
+    assert_int_equal(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK), 0);
+    alarm(10); /* a read that blocks ends the test, failed */
+    n = sl_uffd_read(fd, &msg, sizeof(msg));
+    alarm(0);
+    assert_int_equal(n, -1);
+    assert_true(errno == EAGAIN || errno == EBADFD);
+    close(fd);
+}
+
 static void test_uffd_copy_reports_eexist_for_a_present_page(void **state)
 {
     g_autofree char *why = NULL;
@@ -2936,7 +2963,7 @@ static const feature features[] = {
 int main(void)
 {
     size_t nb = G_N_ELEMENTS(backend_cases), nf = G_N_ELEMENTS(features), n = 0;
-    struct CMUnitTest *tests = g_new0(struct CMUnitTest, nb * nf + 7);
+    struct CMUnitTest *tests = g_new0(struct CMUnitTest, nb * nf + 8);
 
     for (size_t b = 0; b < nb; b++) {
         for (size_t i = 0; i < nf; i++) {
@@ -2956,6 +2983,8 @@ int main(void)
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(
         test_attach_rejects_wrong_length_unknown_block_and_late_calls);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_uffd_copy_reports_eexist_for_a_present_page);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(
+        test_a_uffd_read_never_blocks_even_when_its_file_does);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(
         test_anon_block_on_shared_memory_is_refused_at_start);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(

@@ -294,7 +294,7 @@ static void handle_client(server *d, client *c)
         ret = dispatch(d, c, &m, fds, nfds, &why);
     }
     for (unsigned i = 0; i < nfds; i++) {
-        close(fds[i]); /* the restore keeps its own duplicates: nothing stays per client */
+        sl_wire_close_peer_fd(fds[i]); /* the restore keeps its own duplicates: nothing stays */
     }
     if (ret < 0) {
         drop(d, c, ret, why->message);

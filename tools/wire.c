@@ -9,6 +9,7 @@
 #include <linux/magic.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 #include "wire.h"
@@ -43,6 +44,17 @@ bool sl_wire_send_nowait(int fd, const sl_msg *m)
     return send_with(fd, m, NULL, 0, MSG_DONTWAIT);
 }
 
+void sl_wire_close_peer_fd(int fd)
+{
+    static const struct linger off = { 0, 0 };
+    struct stat st;
+
+    if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &off, sizeof(off));
+    }
+    close(fd);
+}
+
 /* Moves the SCM_RIGHTS fds of @mh into @fds (closing any beyond SL_WIRE_MAX_FDS). */
 static void take_fds(struct msghdr *mh, int *fds, unsigned *nfds)
 {
@@ -56,7 +68,7 @@ static void take_fds(struct msghdr *mh, int *fds, unsigned *nfds)
             if (*nfds < SL_WIRE_MAX_FDS) {
                 fds[(*nfds)++] = f;
             } else {
-                close(f);
+                sl_wire_close_peer_fd(f);
             }
         }
     }

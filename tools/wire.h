@@ -21,6 +21,16 @@
 bool sl_wire_send(int fd, const sl_msg *m, const int *fds, unsigned nfds);
 
 /**
+ * sl_wire_close_peer_fd: closes an fd a peer sent.  Closing the last
+ * reference to a socket with SO_LINGER set and unsent data waits out the
+ * linger time (found by review: an hour's linger blocked the daemon's main
+ * loop, and every consumer with it), so a socket's lingering is switched
+ * off first and it closes in the background.  (A file on a FUSE mount
+ * whose server never answers could still block its close.)
+ */
+void sl_wire_close_peer_fd(int fd);
+
+/**
  * sl_wire_send_nowait: sl_wire_send() of @m without fds that never blocks,
  * whatever the socket's own flags: for a socket a peer handed over, whose
  * O_NONBLOCK that peer can clear from its own copy.  false if it would block.

@@ -32,6 +32,8 @@
 #include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "testutil.h"
@@ -1895,6 +1897,76 @@ static gint64 expect_dropped(int sock, int status, const char *reason)
     return when;
 }
 
+/*
+ * A loopback TCP connection, never accepted, its send queue full and
+ * SO_LINGER set to an hour: its last close() would wait that long.
+ * *@listener: the listening socket, to close at the end.
+ */
+static int lingering_socket(int *listener)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t alen = sizeof(a);
+    struct linger hour = { 1, 3600 };
+    struct pollfd p;
+    static char junk[65536];
+    int small = 4096, c;
+
+    *listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* a small receive queue, inherited by the connection nobody accepts */
+    assert_int_equal(setsockopt(*listener, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    assert_int_equal(bind(*listener, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(*listener, 1), 0);
+    assert_int_equal(getsockname(*listener, (struct sockaddr *)&a, &alen), 0);
+    c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    assert_int_equal(setsockopt(c, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    assert_true(connect(c, (struct sockaddr *)&a, sizeof(a)) == 0 || errno == EINPROGRESS);
+    p = (struct pollfd){ .fd = c, .events = POLLOUT };
+    assert_int_equal(poll(&p, 1, 5000), 1);
+    p.events = POLLOUT;
+    do { /* until the peer's receive queue and our send queue stay full */
+        while (write(c, junk, sizeof(junk)) > 0) {
+        }
+        assert_int_equal(errno, EAGAIN);
+    } while (poll(&p, 1, 200) == 1);
+    assert_int_equal(setsockopt(c, SOL_SOCKET, SO_LINGER, &hour, sizeof(hour)), 0);
+    return c;
+}
+
+/*
+ * A peer that sends the daemon a socket lingering an hour over unsent data
+ * (with any message: the daemon closes every fd a packet brings) cannot
+ * block its main loop: the next consumer's HELLO is answered at once
+ * (found by review: close() waited out the linger, every client with it).
+ */
+static void test_a_lingering_socket_sent_by_a_peer_does_not_block_the_daemon(void **state)
+{
+    fixture *f = *state;
+    sl_msg hello = { .type = SL_MSG_HELLO, .u.hello = { 1, 9, "linger" } };
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    int listener, slow, s, t;
+    struct pollfd p;
+
+    setup_daemon(f, 4u << 20, 0, 1);
+    slow = lingering_socket(&listener); /* after the fork: the daemon holds no copy */
+    g_strlcpy(a.sun_path, f->sock, sizeof(a.sun_path));
+    s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    assert_int_equal(connect(s, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_true(sl_wire_send(s, &hello, &slow, 1));
+    close(slow); /* the daemon's copy is the last one */
+    p = (struct pollfd){ .fd = s, .events = POLLIN };
+    assert_int_equal(poll(&p, 1, 5000), 1); /* its answer: the daemon got past the packet */
+    t = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    assert_int_equal(connect(t, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_true(sl_wire_send(t, &hello, NULL, 0));
+    p = (struct pollfd){ .fd = t, .events = POLLIN };
+    if (poll(&p, 1, 3000) != 1) {
+        fail_msg("a second consumer's HELLO got no answer within 3 s");
+    }
+    close(t);
+    close(s);
+    close(listener);
+}
+
 /* A connection that never says HELLO is dropped after the timeout, and told why. */
 static void test_silent_connection_is_dropped_after_the_hello_timeout(void **state)
 {
@@ -2766,6 +2838,9 @@ int main(void)
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_silent_connection_is_dropped_after_the_hello_timeout,
                                         fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_lingering_socket_sent_by_a_peer_does_not_block_the_daemon, fixture_setup,
+            fixture_teardown),
         cmocka_unit_test_setup_teardown(
             test_silent_peers_after_hello_are_dropped_and_a_waiting_consumer_joins,
             fixture_setup, fixture_teardown),

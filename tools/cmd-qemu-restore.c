@@ -502,7 +502,8 @@ static bool load_container(qr *r, GError **errp)
                                  (gssize)g_bytes_get_size(dev), errp)) {
             return false;
         }
-        cat = g_strdup_printf("cat '%s'", r->devstate);
+        g_autofree char *quoted = g_shell_quote(r->devstate);
+        cat = g_strdup_printf("cat %s", quoted);
         r->load_uri = sl_qemu_exec_uri(cat);
     }
     r->t_dev0 = cli_now_ms();
@@ -517,12 +518,20 @@ static bool load_eager(qr *r, GError **errp)
     g_autofree char *chans = g_strdup_printf("{\"multifd-channels\": %d}", MAX(r->o->multifd, 1));
     sl_qemu_caps caps = { 0 };
 
+    /* A `cat` that fails leaves QEMU in migration setup for good, spinning
+     * (found by review): a file that cannot be read is refused here. */
+    if (!f && access(r->o->eager, R_OK) < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "--eager %s: %s", r->o->eager,
+                    g_strerror(errno));
+        return false;
+    }
     if (f && sl_snapshot_get_format(f) == SL_FORMAT_QEMU) {
         caps = (sl_qemu_caps){ .mapped_ram = true, .ignore_shared = f->qemu->ignore_shared,
                                .multifd = r->o->multifd > 0 };
         r->load_uri = sl_qemu_file_uri(r->o->eager, 0);
     } else {
-        g_autofree char *cat = g_strdup_printf("cat '%s'", r->o->eager);
+        g_autofree char *quoted = g_shell_quote(r->o->eager);
+        g_autofree char *cat = g_strdup_printf("cat %s", quoted);
         r->load_uri = sl_qemu_exec_uri(cat);
     }
     sl_snapshot_close(f);
@@ -780,6 +789,10 @@ static int run(const qr_opts *o)
 
     if (!ok) {
         g_autofree char *why = sig ? NULL : qr_daemon_failure(&r);
+        if (!err) { /* every failure should say why; never a NULL message */
+            g_set_error(&err, SL_ERROR, SL_ERROR_IO, "failed, and the step that failed gave "
+                        "no reason");
+        }
         if (sig) { /* whatever failed, it failed because we ended QEMU */
             g_clear_error(&err);
             g_set_error(&err, SL_ERROR, SL_ERROR_IO, "interrupted by %s: QEMU, the restore "

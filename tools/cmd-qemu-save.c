@@ -592,7 +592,7 @@ static void put_back(sl_qmp *q, const char *before)
     if (!now || !before || !strcmp(now, before)) {
         if (!now) {
             fprintf(stderr, "snapload: the guest's run state after the failed save is "
-                    "unknown: %s\n", err->message);
+                    "unknown: %s\n", err ? err->message : "QEMU's answer had none");
         }
         return;
     }
@@ -700,6 +700,21 @@ static int save_guest(sl_qmp *q, const qs_args *a, GError **errp)
     return 0;
 }
 
+/*
+ * *@path made absolute: QEMU writes the files qemu-save names (file:,
+ * exec:cat > ...) from its own working directory, not ours (found by
+ * review: a relative -o failed with a message naming no path, and QEMU
+ * left the whole guest in a partial file in its own directory).
+ */
+static void absolute(char **path)
+{
+    if (*path && !g_path_is_absolute(*path)) {
+        char *abs = g_canonicalize_filename(*path, NULL);
+        g_free(*path);
+        *path = abs;
+    }
+}
+
 int cmd_qemu_save(int argc, char **argv)
 {
     qs_args a = { 0 };
@@ -731,6 +746,8 @@ int cmd_qemu_save(int argc, char **argv)
     } else if ((why = bad_usage(&a, argc, argv))) {
         ret = cli_usage("%s", why);
     } else {
+        absolute(&a.out);
+        absolute(&a.full);
         q = sl_qmp_connect(a.sock, QMP_TIMEOUT_MS, &err);
         ret = q ? save_guest(q, &a, &err) : cli_fail_error(g_steal_pointer(&err));
         sl_qmp_close(q);

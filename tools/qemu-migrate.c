@@ -20,6 +20,10 @@ static GHashTable *known_caps(sl_qmp *q, GError **errp)
     JsonArray *a = r && JSON_NODE_HOLDS_ARRAY(r) ? json_node_get_array(r) : NULL;
     GHashTable *h = a ? g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL) : NULL;
 
+    if (!a) {
+        sl_qmp_unexpected(r, "query-migrate-capabilities", errp);
+    }
+
     for (guint i = 0; a && i < json_array_get_length(a); i++) {
         JsonObject *o = json_array_get_object_element(a, i);
         const char *name = json_object_get_string_member_with_default(o, "capability", NULL);
@@ -97,14 +101,20 @@ static void add_reason(sl_qmp *q, GError **errp)
 
 bool sl_qemu_migrate(sl_qmp *q, const char *cmd, const char *uri, GError **errp)
 {
-    g_autofree char *quoted = g_strescape(uri, NULL);
-    g_autofree char *args = g_strdup_printf("{\"uri\": \"%s\"}", quoted);
+    g_autofree char *quoted = sl_qmp_quote(uri);
+    g_autofree char *args = g_strdup_printf("{\"uri\": %s}", quoted);
 
     if (!sl_qmp_ok(q, cmd, args, errp)) {
         return false;
     }
     if (!sl_qmp_wait_migration(q, MIGRATE_TIMEOUT_MS, errp)) {
         add_reason(q, errp);
+        if (!strcmp(cmd, "migrate")) {
+            /* Still running (we gave up waiting), it would end as a live
+             * migration, stopping the guest, into a file we remove (found
+             * by review); ended already, this is refused, harmlessly. */
+            (void)sl_qmp_ok(q, "migrate_cancel", NULL, NULL);
+        }
         return false;
     }
     return true;
@@ -130,6 +140,7 @@ static char *caps_now(sl_qmp *q, GError **errp)
     g_autoptr(GString) args = g_string_new("{\"capabilities\": [");
 
     if (!a) {
+        sl_qmp_unexpected(r, "query-migrate-capabilities", errp);
         return NULL;
     }
     for (guint i = 0; i < json_array_get_length(a); i++) {
@@ -154,6 +165,7 @@ static char *params_now(sl_qmp *q, GError **errp)
     g_autoptr(GString) args = g_string_new("{");
 
     if (!o) {
+        sl_qmp_unexpected(r, "query-migrate-parameters", errp);
         return NULL;
     }
     for (unsigned i = 0; i < G_N_ELEMENTS(param_names); i++) {

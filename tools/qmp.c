@@ -222,10 +222,18 @@ JsonNode *sl_qmp_cmd(sl_qmp *q, const char *cmd, const char *args_json, GError *
     return send_line(q, text, errp) ? answer(q, cmd, errp) : NULL;
 }
 
+char *sl_qmp_quote(const char *s)
+{
+    g_autoptr(JsonNode) n = json_node_new(JSON_NODE_VALUE);
+
+    json_node_set_string(n, s);
+    return json_to_string(n, FALSE);
+}
+
 bool sl_qmp_getfd(sl_qmp *q, const char *name, int fd, GError **errp)
 {
-    g_autofree char *quoted = g_strescape(name, NULL);
-    g_autofree char *args = g_strdup_printf("{\"fdname\": \"%s\"}", quoted);
+    g_autofree char *quoted = sl_qmp_quote(name);
+    g_autofree char *args = g_strdup_printf("{\"fdname\": %s}", quoted);
     g_autofree char *text = command_line("getfd", args);
     g_autoptr(JsonNode) r = send_line_fd(q, text, fd, errp) ? answer(q, "getfd", errp) : NULL;
 
@@ -266,6 +274,9 @@ bool sl_qmp_wait_migration(sl_qmp *q, int timeout_ms, GError **errp)
         bool done, ok;
 
         if (!ev && !(ev = read_object(q, deadline, errp))) {
+            if (g_get_monotonic_time() >= deadline) { /* say what was waited for, and how long */
+                g_prefix_error(errp, "the migration did not end within %d s: ", timeout_ms / 1000);
+            }
             return false;
         }
         st = json_object_has_member(ev, "event") ? migration_status(ev) : NULL;
@@ -307,6 +318,15 @@ char *sl_qmp_hmp(sl_qmp *q, const char *cmdline, GError **errp)
     return out;
 }
 
+bool sl_qmp_unexpected(const JsonNode *r, const char *cmd, GError **errp)
+{
+    if (r && errp && !*errp) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QEMU's answer to %s is not of the shape QMP "
+                    "documents", cmd);
+    }
+    return false;
+}
+
 char *sl_qmp_status(sl_qmp *q, GError **errp)
 {
     JsonNode *r = sl_qmp_cmd(q, "query-status", NULL, errp);
@@ -315,6 +335,8 @@ char *sl_qmp_status(sl_qmp *q, GError **errp)
     if (r && JSON_NODE_HOLDS_OBJECT(r) &&
         json_object_has_member(json_node_get_object(r), "status")) {
         st = g_strdup(json_object_get_string_member(json_node_get_object(r), "status"));
+    } else {
+        sl_qmp_unexpected(r, "query-status", errp);
     }
     if (r) {
         json_node_unref(r);

@@ -36,6 +36,21 @@ sl_qmp *sl_qmp_accept(int lfd, int pidfd, int timeout_ms, GError **errp);
 JsonNode *sl_qmp_cmd(sl_qmp *q, const char *cmd, const char *args_json, GError **errp);
 
 /**
+ * sl_qmp_quote: @s as a JSON string literal, quotes included (g_strescape()
+ * writes bytes of 0x80 and above as octal escapes, which JSON has not:
+ * QEMU refused every path with a non-ASCII name).  Caller frees.
+ */
+char *sl_qmp_quote(const char *s);
+
+/**
+ * sl_qmp_unexpected: for a reply @r to @cmd that is there but not of the
+ * shape QMP documents, sets @errp (if not set already) saying so, so that
+ * no caller reports an error it was never given (found by review: NULL
+ * dereferences).  Always false.
+ */
+bool sl_qmp_unexpected(const JsonNode *r, const char *cmd, GError **errp);
+
+/**
  * sl_qmp_getfd: hands QEMU a copy of @fd (SCM_RIGHTS, with `getfd`), which
  * it then knows as @name (`fd:@name` migrations take it over).  @q must be
  * a unix socket.

@@ -163,6 +163,36 @@ static void test_failed_save_leaves_the_guest_running_and_names_the_path(void **
 }
 
 /*
+ * A relative -o is the file in qemu-save's working directory, even when
+ * QEMU runs in another one (QEMU writes the files qemu-save names), and a
+ * path with a name that is not ASCII goes through QMP (found by review:
+ * the first failed naming no path, or left the guest in QEMU's directory;
+ * the second broke every migration URI's JSON).
+ */
+static void test_a_save_takes_relative_and_non_ascii_paths(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *qmp = path_in(f, "guest.qmp"), *dir = path_in(f, "caf\xc3\xa9 d'or");
+    g_autofree char *cwd = g_get_current_dir(), *err = NULL, *saved = NULL;
+    sl_qmp *q;
+    int ws;
+
+    need(f);
+    q = start_guest(f, qmp); /* QEMU's working directory is ours now */
+    assert_int_equal(mkdir(dir, 0700), 0);
+    assert_int_equal(chdir(dir), 0);
+    ws = qemu_save(qmp, (const char *[]){ "-o", "rel.snap", "--resume", NULL }, &err);
+    assert_int_equal(chdir(cwd), 0);
+    saved = g_build_filename(dir, "rel.snap", NULL);
+    if (!g_spawn_check_wait_status(ws, NULL) || access(saved, R_OK) < 0) {
+        fail_msg("qemu-save -o rel.snap in '%s' (status %#x, %s):\n%s", dir, ws,
+                 g_strerror(errno), err);
+    }
+    sl_qmp_ok(q, "quit", NULL, NULL);
+    sl_qmp_close(q);
+}
+
+/*
  * --resume runs the guest again after a save, so a child can be saved
  * right after; a save without it leaves the guest in postmigrate, and the
  * next save is refused saying to `cont` it, the guest left as it was.
@@ -463,6 +493,7 @@ int main(void)
     struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help_exits_0_and_each_usage_error_names_what_is_wrong),
         CASE(test_failed_save_leaves_the_guest_running_and_names_the_path),
+        CASE(test_a_save_takes_relative_and_non_ascii_paths),
         CASE(test_resume_lets_saves_follow_and_a_paused_guest_is_refused_saying_cont),
         CASE(test_json_of_a_guest_quit_mid_restore_carries_the_figures_reached),
         CASE(test_restore_on_a_served_socket_is_refused_before_making_the_ram_file),

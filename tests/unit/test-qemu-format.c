@@ -918,9 +918,9 @@ static void test_inspect_json_escapes_what_the_stream_names(void **state)
 
 /*
  * A block QEMU left in shared memory (x-ignore-shared) has no page in the
- * file: extract, flatten and index refuse it, naming why, instead of
- * writing its pages as zeros (found by review: they exited 0 with an
- * all-zero image).
+ * file: extract and flatten (delta and restore --verify read it the same
+ * way) refuse it, naming why, instead of writing its pages as zeros
+ * (found by review: they exited 0 with an all-zero image).
  */
 static void test_cli_refuses_to_read_a_block_left_in_shared_memory(void **state)
 {

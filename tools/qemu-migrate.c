@@ -16,13 +16,9 @@
 /* The names of the migration capabilities this QEMU has, or NULL. */
 static GHashTable *known_caps(sl_qmp *q, GError **errp)
 {
-    g_autoptr(JsonNode) r = sl_qmp_cmd(q, "query-migrate-capabilities", NULL, errp);
-    JsonArray *a = r && JSON_NODE_HOLDS_ARRAY(r) ? json_node_get_array(r) : NULL;
+    g_autoptr(JsonNode) r = sl_qmp_query(q, "query-migrate-capabilities", JSON_NODE_ARRAY, errp);
+    JsonArray *a = r ? json_node_get_array(r) : NULL;
     GHashTable *h = a ? g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL) : NULL;
-
-    if (!a) {
-        sl_qmp_unexpected(r, "query-migrate-capabilities", errp);
-    }
 
     for (guint i = 0; a && i < json_array_get_length(a); i++) {
         JsonObject *o = json_array_get_object_element(a, i);
@@ -135,12 +131,11 @@ char *sl_qemu_file_uri(const char *path, uint64_t offset)
  * states QEMU reports now (those it has), or NULL. */
 static char *caps_now(sl_qmp *q, GError **errp)
 {
-    g_autoptr(JsonNode) r = sl_qmp_cmd(q, "query-migrate-capabilities", NULL, errp);
-    JsonArray *a = r && JSON_NODE_HOLDS_ARRAY(r) ? json_node_get_array(r) : NULL;
+    g_autoptr(JsonNode) r = sl_qmp_query(q, "query-migrate-capabilities", JSON_NODE_ARRAY, errp);
+    JsonArray *a = r ? json_node_get_array(r) : NULL;
     g_autoptr(GString) args = g_string_new("{\"capabilities\": [");
 
     if (!a) {
-        sl_qmp_unexpected(r, "query-migrate-capabilities", errp);
         return NULL;
     }
     for (guint i = 0; i < json_array_get_length(a); i++) {
@@ -160,12 +155,11 @@ static char *caps_now(sl_qmp *q, GError **errp)
  * values QEMU reports now (those it has), or NULL. */
 static char *params_now(sl_qmp *q, GError **errp)
 {
-    g_autoptr(JsonNode) r = sl_qmp_cmd(q, "query-migrate-parameters", NULL, errp);
-    JsonObject *o = r && JSON_NODE_HOLDS_OBJECT(r) ? json_node_get_object(r) : NULL;
+    g_autoptr(JsonNode) r = sl_qmp_query(q, "query-migrate-parameters", JSON_NODE_OBJECT, errp);
+    JsonObject *o = r ? json_node_get_object(r) : NULL;
     g_autoptr(GString) args = g_string_new("{");
 
     if (!o) {
-        sl_qmp_unexpected(r, "query-migrate-parameters", errp);
         return NULL;
     }
     for (unsigned i = 0; i < G_N_ELEMENTS(param_names); i++) {

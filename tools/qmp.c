@@ -318,30 +318,29 @@ char *sl_qmp_hmp(sl_qmp *q, const char *cmdline, GError **errp)
     return out;
 }
 
-bool sl_qmp_unexpected(const JsonNode *r, const char *cmd, GError **errp)
+JsonNode *sl_qmp_query(sl_qmp *q, const char *cmd, JsonNodeType type, GError **errp)
 {
-    if (r && errp && !*errp) {
+    JsonNode *r = sl_qmp_cmd(q, cmd, NULL, errp);
+
+    if (r && JSON_NODE_TYPE(r) != type) {
+        json_node_unref(r);
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QEMU's answer to %s is not of the shape QMP "
                     "documents", cmd);
+        return NULL;
     }
-    return false;
+    return r;
 }
 
 char *sl_qmp_status(sl_qmp *q, GError **errp)
 {
-    JsonNode *r = sl_qmp_cmd(q, "query-status", NULL, errp);
-    char *st = NULL;
+    g_autoptr(JsonNode) r = sl_qmp_query(q, "query-status", JSON_NODE_OBJECT, errp);
+    const char *st = r ? json_object_get_string_member_with_default(json_node_get_object(r),
+                                                                    "status", NULL) : NULL;
 
-    if (r && JSON_NODE_HOLDS_OBJECT(r) &&
-        json_object_has_member(json_node_get_object(r), "status")) {
-        st = g_strdup(json_object_get_string_member(json_node_get_object(r), "status"));
-    } else {
-        sl_qmp_unexpected(r, "query-status", errp);
+    if (r && !st) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QEMU's answer to query-status has no status");
     }
-    if (r) {
-        json_node_unref(r);
-    }
-    return st;
+    return g_strdup(st);
 }
 
 pid_t sl_qmp_peer_pid(const sl_qmp *q)

@@ -43,12 +43,12 @@ JsonNode *sl_qmp_cmd(sl_qmp *q, const char *cmd, const char *args_json, GError *
 char *sl_qmp_quote(const char *s);
 
 /**
- * sl_qmp_unexpected: for a reply @r to @cmd that is there but not of the
- * shape QMP documents, sets @errp (if not set already) saying so, so that
- * no caller reports an error it was never given (found by review: NULL
- * dereferences).  Always false.
+ * sl_qmp_query: sl_qmp_cmd() without arguments whose answer must be of
+ * @type (an object, an array); else NULL with an error saying so, never
+ * NULL without one (found by review: callers dereferenced an error never
+ * set).
  */
-bool sl_qmp_unexpected(const JsonNode *r, const char *cmd, GError **errp);
+JsonNode *sl_qmp_query(sl_qmp *q, const char *cmd, JsonNodeType type, GError **errp);
 
 /**
  * sl_qmp_getfd: hands QEMU a copy of @fd (SCM_RIGHTS, with `getfd`), which

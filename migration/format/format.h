@@ -302,10 +302,16 @@ uint64_t sl_hash(const void *data, size_t len);
 bool sl_name_printable(const char *name);
 
 /**
- * sl_hash_file: sl_hash() of @len bytes of @fd at @off into *@out, read a
- * megabyte at a time (a size a file claims never sets what is allocated).
- * False with @errp (naming @what) when the range cannot be read.
+ * sl_hash_update_file: feeds @len bytes of @fd at @off into the running
+ * XXH3-64 @st, read a megabyte at a time (a size a file claims never sets
+ * what is allocated).  False with @errp (naming @what) when the range
+ * cannot be read.
  */
+struct XXH3_state_s;
+bool sl_hash_update_file(struct XXH3_state_s *st, int fd, uint64_t off, uint64_t len,
+                         const char *what, GError **errp);
+
+/** sl_hash_file: sl_hash() of @len bytes of @fd at @off (sl_hash_update_file()) into *@out. */
 bool sl_hash_file(int fd, uint64_t off, uint64_t len, uint64_t *out, const char *what,
                   GError **errp);
 

@@ -30,22 +30,7 @@
 
 #define IDENTITY_LEN 16u  /* le64 file size, le64 XXH3 of the metadata and device state */
 #define CHUNK (1u << 20)
-
-/* Feeds [@off, +@len) of @fd to @st. */
-static bool hash_range(XXH3_state_t *st, int fd, uint64_t off, uint64_t len, GError **errp)
-{
-    g_autofree uint8_t *buf = g_malloc(MIN(len, CHUNK) + 1);
-
-    for (uint64_t done = 0; done < len;) {
-        size_t n = (size_t)MIN(len - done, CHUNK);
-        if (!sl_read_at(fd, buf, n, off + done, "the QEMU file", errp)) {
-            return false;
-        }
-        XXH3_64bits_update(st, buf, n);
-        done += n;
-    }
-    return true;
-}
+#define WHAT "the QEMU file" /* what a failed read of it names */
 
 /* The identity of QEMU file @s: its size and the hash of all but its pages and bitmaps. */
 static bool identity(const sl_snapshot *s, uint8_t out[IDENTITY_LEN], GError **errp)
@@ -54,11 +39,13 @@ static bool identity(const sl_snapshot *s, uint8_t out[IDENTITY_LEN], GError **e
     bool ok;
 
     XXH3_64bits_reset(&st);
-    ok = hash_range(&st, s->fd, 0, s->blocks[0].record_offset, errp);
+    ok = sl_hash_update_file(&st, s->fd, 0, s->blocks[0].record_offset, WHAT, errp);
     for (unsigned i = 0; ok && i < s->nblocks; i++) {
-        ok = hash_range(&st, s->fd, s->blocks[i].record_offset, s->blocks[i].record_len, errp);
+        ok = sl_hash_update_file(&st, s->fd, s->blocks[i].record_offset, s->blocks[i].record_len,
+                                 WHAT, errp);
     }
-    ok = ok && hash_range(&st, s->fd, s->qemu->tail_offset, s->qemu->tail_length, errp);
+    ok = ok && sl_hash_update_file(&st, s->fd, s->qemu->tail_offset, s->qemu->tail_length, WHAT,
+                                   errp);
     sl_put_le64(out, s->file_size);
     sl_put_le64(out + 8, XXH3_64bits_digest(&st));
     return ok;

@@ -265,10 +265,13 @@ static bool parse_config_subsection(qctx *c, unsigned *seen, GError **errp)
         return false;
     }
     for (unsigned i = 0; i < G_N_ELEMENTS(config_subsections); i++) {
-        if (!strcmp(name, config_subsections[i]) && (*seen & 1u << i)) {
+        if (strcmp(name, config_subsections[i])) {
+            continue;
+        }
+        if (*seen & 1u << i) {
             return SL_BAD(errp, "configuration subsection '%s' appears twice", name);
         }
-        *seen |= !strcmp(name, config_subsections[i]) ? 1u << i : 0;
+        *seen |= 1u << i;
     }
     if (!strcmp(name, "configuration/capabilities")) {
         return parse_capabilities(c, errp);

@@ -539,14 +539,15 @@ int sl_snapshot_read_stored_fd(sl_snapshot *s, int fd, unsigned block, uint64_t 
 int sl_snapshot_gather_fd(sl_snapshot *s, int fd, unsigned block, uint64_t first, uint64_t n,
                           uint8_t *buf, bool zeroed, uint64_t skip, uint64_t nskip)
 {
-    const uint64_t ps = in_range(s, block, first, n) ? s->blocks[block].page_size : 0;
     uint64_t below = skip > first ? MIN(skip, first + n) - first : 0;
     uint64_t above = first + n > skip + nskip ? first + n - MAX(skip + nskip, first) : 0;
     int ret = unreadable(s, block, first, n);
+    uint64_t ps;
 
     if (ret) {
         return ret;
     }
+    ps = s->blocks[block].page_size;
     if (!s->parent) {
         return sl_gather_read(fd, &s->blocks[block], sl_own_bitmap(&s->blocks[block]), first, n,
                               buf, zeroed, SL_GATHER_GAP, skip, nskip);

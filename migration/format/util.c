@@ -153,21 +153,31 @@ int64_t sl_cached_pages(int fd, uint64_t off, uint64_t len)
     return (int64_t)cs.nr_cache;
 }
 
-bool sl_hash_file(int fd, uint64_t off, uint64_t len, uint64_t *out, const char *what,
-                  GError **errp)
+bool sl_hash_update_file(XXH3_state_t *st, int fd, uint64_t off, uint64_t len, const char *what,
+                         GError **errp)
 {
     const size_t chunk = 1u << 20;
-    g_autofree uint8_t *buf = g_malloc(chunk);
-    XXH3_state_t st;
+    g_autofree uint8_t *buf = g_malloc(MIN(len, chunk) + 1);
 
-    XXH3_64bits_reset(&st);
     for (uint64_t done = 0; done < len;) {
         size_t n = (size_t)MIN(len - done, chunk);
         if (!sl_read_at(fd, buf, n, off + done, what, errp)) {
             return false;
         }
-        XXH3_64bits_update(&st, buf, n);
+        XXH3_64bits_update(st, buf, n);
         done += n;
+    }
+    return true;
+}
+
+bool sl_hash_file(int fd, uint64_t off, uint64_t len, uint64_t *out, const char *what,
+                  GError **errp)
+{
+    XXH3_state_t st;
+
+    XXH3_64bits_reset(&st);
+    if (!sl_hash_update_file(&st, fd, off, len, what, errp)) {
+        return false;
     }
     *out = XXH3_64bits_digest(&st);
     return true;

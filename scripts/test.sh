@@ -135,7 +135,7 @@ run_asan() {
     ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1:fast_unwind_on_malloc=0 \
     UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1 \
         sanitizer_suites build-asan format qemu-format qemu-split chain pagemap restore contract numa daemon peers \
-            track reset verify space
+            track reset verify space qmp
 }
 
 # TSan: the suites it can run, and fast.  numa and peers pass too but take

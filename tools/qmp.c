@@ -4,6 +4,10 @@
  * then answers ({"return": ...} or {"error": ...}) in command order, with
  * asynchronous events ({"event": ...}) interleaved.  Lines are read with
  * poll() and a deadline; events are queued until someone waits for them.
+ * Every command carries an "id" that QEMU copies into its answer, and an
+ * answer with another command's id is dropped: one that comes after its
+ * command gave up waiting (a timeout, a signal) would otherwise be taken
+ * for the next command's, and every later answer shifted by one.
  */
 #include <errno.h>
 #include <poll.h>
@@ -19,6 +23,8 @@ struct sl_qmp {
     int fd;
     GString *in;       /* bytes read, not yet split into lines */
     GQueue events;     /* JsonObject * of events not yet consumed */
+    uint64_t last_id;  /* the id of the last command sent */
+    int cancel_fd;     /* readable: the next wait gives up (once); -1: none */
 };
 
 static gint64 deadline_after(int timeout_ms)
@@ -50,12 +56,18 @@ static JsonObject *read_object(sl_qmp *q, gint64 deadline, GError **errp)
             }
             continue;
         }
-        struct pollfd pf = { .fd = q->fd, .events = POLLIN };
+        struct pollfd pf[2] = { { .fd = q->fd, .events = POLLIN },
+                                { .fd = q->cancel_fd, .events = POLLIN } };
         char buf[65536];
         ssize_t r;
-        int pr = poll(&pf, 1, ms_left(deadline));
+        int pr = poll(pf, 2, ms_left(deadline));
         if (pr < 0 && errno == EINTR) {
             continue;
+        }
+        if (pr > 0 && pf[1].revents) {
+            q->cancel_fd = -1; /* once: what the caller sends next is answered */
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "interrupted while waiting for QEMU");
+            return NULL;
         }
         if (pr == 0) {
             g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QEMU did not answer on QMP in time");
@@ -96,6 +108,7 @@ static sl_qmp *negotiate(int fd, int timeout_ms, GError **errp)
     JsonObject *greet;
 
     q->fd = fd;
+    q->cancel_fd = -1;
     q->in = g_string_new(NULL);
     g_queue_init(&q->events);
     greet = read_object(q, deadline_after(timeout_ms), errp);
@@ -177,6 +190,16 @@ static bool send_line_fd(sl_qmp *q, const char *text, int fd, GError **errp)
     return send_line(q, text + 1, errp);
 }
 
+/* Whether @o answers an earlier command than the last one sent (its id
+ * is another; an answer without one is to a line QEMU could not parse). */
+static bool stale_answer(const sl_qmp *q, JsonObject *o)
+{
+    JsonNode *id = json_object_get_member(o, "id");
+
+    return id && (!JSON_NODE_HOLDS_VALUE(id) || json_node_get_value_type(id) != G_TYPE_INT64 ||
+                  (uint64_t)json_node_get_int(id) != q->last_id);
+}
+
 /* @cmd's answer: its "return" value, or NULL with QEMU's error. */
 static JsonNode *answer(sl_qmp *q, const char *cmd, GError **errp)
 {
@@ -189,6 +212,10 @@ static JsonNode *answer(sl_qmp *q, const char *cmd, GError **errp)
         }
         if (json_object_has_member(o, "event")) {
             g_queue_push_tail(&q->events, o);
+            continue;
+        }
+        if (stale_answer(q, o)) {
+            json_object_unref(o);
             continue;
         }
         if (json_object_has_member(o, "return")) {
@@ -208,16 +235,17 @@ static JsonNode *answer(sl_qmp *q, const char *cmd, GError **errp)
     }
 }
 
-/* The line that runs @cmd with arguments @args_json (NULL: none). */
-static char *command_line(const char *cmd, const char *args_json)
+/* The line that runs @cmd with arguments @args_json (NULL: none), under a new id. */
+static char *command_line(sl_qmp *q, const char *cmd, const char *args_json)
 {
-    return g_strdup_printf("{\"execute\": \"%s\"%s%s}\n", cmd,
-                           args_json ? ", \"arguments\": " : "", args_json ? args_json : "");
+    return g_strdup_printf("{\"execute\": \"%s\", \"id\": %" G_GUINT64_FORMAT "%s%s}\n",
+                           cmd, ++q->last_id, args_json ? ", \"arguments\": " : "",
+                           args_json ? args_json : "");
 }
 
 JsonNode *sl_qmp_cmd(sl_qmp *q, const char *cmd, const char *args_json, GError **errp)
 {
-    g_autofree char *text = command_line(cmd, args_json);
+    g_autofree char *text = command_line(q, cmd, args_json);
 
     return send_line(q, text, errp) ? answer(q, cmd, errp) : NULL;
 }
@@ -234,7 +262,7 @@ bool sl_qmp_getfd(sl_qmp *q, const char *name, int fd, GError **errp)
 {
     g_autofree char *quoted = sl_qmp_quote(name);
     g_autofree char *args = g_strdup_printf("{\"fdname\": %s}", quoted);
-    g_autofree char *text = command_line("getfd", args);
+    g_autofree char *text = command_line(q, "getfd", args);
     g_autoptr(JsonNode) r = send_line_fd(q, text, fd, errp) ? answer(q, "getfd", errp) : NULL;
 
     return r != NULL;
@@ -341,6 +369,11 @@ char *sl_qmp_status(sl_qmp *q, GError **errp)
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QEMU's answer to query-status has no status");
     }
     return g_strdup(st);
+}
+
+void sl_qmp_set_cancel(sl_qmp *q, int fd)
+{
+    q->cancel_fd = fd;
 }
 
 pid_t sl_qmp_peer_pid(const sl_qmp *q)

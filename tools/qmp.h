@@ -73,6 +73,13 @@ char *sl_qmp_hmp(sl_qmp *q, const char *cmdline, GError **errp);
 /** sl_qmp_status: the VM's run state ("running", "paused", ...), or NULL. */
 char *sl_qmp_status(sl_qmp *q, GError **errp);
 
+/**
+ * sl_qmp_set_cancel: while @fd (-1: none) is readable, the next wait for
+ * QEMU gives up with an error saying it was interrupted; that disarms it,
+ * so that the caller can then talk to QEMU (cancel, put things back).
+ * A late answer to the command given up on is dropped by its id.
+ */
+void sl_qmp_set_cancel(sl_qmp *q, int fd);
 /** sl_qmp_peer_pid: the pid of the process at the other end (QEMU), or -1. */
 pid_t sl_qmp_peer_pid(const sl_qmp *q);
 

@@ -441,6 +441,19 @@ static int mapped_pages_verify(sl_restore *r, const sl_region *reg, uint64_t p0,
     return ret;
 }
 
+/* Zeros over [off, off+len) of @reg's memory, @zeros (ZERO_BYTES of them)
+ * at a time: a snapshot page may be larger than that (found by review: a
+ * 2 MiB zero page was copied from a 1 MiB buffer, heap bytes included). */
+static int rewrite_zeros(const sl_region *reg, uint64_t off, uint64_t len, const uint8_t *zeros)
+{
+    int ret = 0;
+
+    for (uint64_t at = 0; at < len && ret == 0; at += ZERO_BYTES) {
+        ret = reg->mem.ops->rewrite(&reg->mem, off + at, zeros, MIN(ZERO_BYTES, len - at));
+    }
+    return ret;
+}
+
 /*
  * Snapshot pages [p0, p0+n) of @reg over its memory (ops->rewrite), from
  * the mapping, checked first: runs of stored pages straight from it, zero
@@ -459,13 +472,12 @@ static int rewrite_mapped(sl_restore *r, const sl_region *reg, uint64_t p0, uint
     for (uint64_t p = p0; p < p0 + n && ret == 0;) {
         bool present = sl_bit_test(b->bitmap, p);
         uint64_t k = 1;
-        while (p + k < p0 + n && sl_bit_test(b->bitmap, p + k) == present &&
-               (present || (k + 1) * ps <= ZERO_BYTES)) {
+        while (p + k < p0 + n && sl_bit_test(b->bitmap, p + k) == present) {
             k++;
         }
-        ret = reg->mem.ops->rewrite(&reg->mem, p * ps,
-                                    present ? r->snap_map + b->pages_offset + p * ps : zeros,
-                                    k * ps);
+        ret = present ? reg->mem.ops->rewrite(&reg->mem, p * ps,
+                                              r->snap_map + b->pages_offset + p * ps, k * ps)
+                      : rewrite_zeros(reg, p * ps, k * ps, zeros);
         p += k;
     }
     return ret;

@@ -244,7 +244,8 @@ static bool save_written(sl_restore *r, const sl_region *reg, sl_writer *w, unsi
 
 bool sl_restore_write_child(sl_restore *r, sl_writer *w, const char *parent_path, GError **errp)
 {
-    g_autofree uint8_t *buf = g_malloc(SAVE_RUN_BYTES);
+    g_autofree uint8_t *buf = NULL;
+    uint64_t bytes = SAVE_RUN_BYTES;
 
     SL_ARG(r, errp, false);
     SL_ARG(w, errp, false);
@@ -258,10 +259,16 @@ bool sl_restore_write_child(sl_restore *r, sl_writer *w, const char *parent_path
         !add_blocks(r, w, errp)) {
         return false;
     }
+    /* At least one page of every block (found by review: a 2 MiB page
+     * was read into a buffer of 1 MiB). */
+    for (unsigned b = 0; b < r->snap->nblocks; b++) {
+        bytes = MAX(bytes, r->snap->blocks[b].page_size);
+    }
+    buf = g_malloc(bytes);
     for (unsigned b = 0; b < r->snap->nblocks; b++) {
         const sl_region *reg = region_of(r, b);
-        uint64_t max_pages = SAVE_RUN_BYTES / r->snap->blocks[b].page_size;
-        if (reg && !save_written(r, reg, w, b, buf, MAX(1, max_pages), errp)) {
+        uint64_t max_pages = bytes / r->snap->blocks[b].page_size;
+        if (reg && !save_written(r, reg, w, b, buf, max_pages, errp)) {
             return false;
         }
     }

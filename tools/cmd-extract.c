@@ -22,8 +22,10 @@
 static int write_block(sl_snapshot *s, unsigned b, const sl_block_info *bi, int fd,
                        const char *out)
 {
-    uint64_t per = EXTRACT_CHUNK / bi->page_size;
-    g_autofree uint8_t *buf = g_malloc(EXTRACT_CHUNK);
+    /* At least one page at a time (found by review: pages of more than
+     * EXTRACT_CHUNK made none per read, and the loop never ended). */
+    uint64_t per = MAX(1, EXTRACT_CHUNK / bi->page_size);
+    g_autofree uint8_t *buf = g_malloc(per * bi->page_size);
 
     for (uint64_t p = 0; p < bi->pages; p += per) {
         uint64_t n = MIN(per, bi->pages - p);

@@ -54,6 +54,7 @@ typedef struct {
     bool without_wp;     /* config.track_without_wp */
     bool direct;         /* config.direct_reads = SL_DIRECT_ALWAYS */
     uint64_t want_units; /* begin_rounds(): the block's units (0: units_for()) */
+    uint64_t snap_psize; /* the snapshot's page size (0: PSIZE) */
     GMutex lock;         /* guards claimed */
     bool *claimed;       /* non-NULL: units the loaders claimed (note_claim()) */
 } fixture;
@@ -97,6 +98,12 @@ static int teardown(void **state)
     return 0;
 }
 
+/* The snapshot's page size. */
+static uint64_t snap_page(const fixture *f)
+{
+    return f->snap_psize ? f->snap_psize : PSIZE;
+}
+
 /* A snapshot of @nunits units and memory of the case's kind to restore it into. */
 static void build(fixture *f, uint64_t nunits)
 {
@@ -112,10 +119,10 @@ static void build(fixture *f, uint64_t nunits)
     }
     f->nunits = nunits;
     f->len = nunits * f->unit;
-    f->npages = f->len / PSIZE;
+    f->npages = f->len / snap_page(f);
     f->dir = sl_test_tmpdir();
     f->path = g_build_filename(f->dir, "snap", NULL);
-    sl_test_make_snapshot(f->path, &f->len, 1, PSIZE, ZERO_EVERY, 0);
+    sl_test_make_snapshot(f->path, &f->len, 1, snap_page(f), ZERO_EVERY, 0);
     f->snap = sl_snapshot_open(f->path, &err);
     assert_non_null(f->snap);
     if (!sl_mem_map(&f->mem, f->tc->kind, f->len, f->tc->hugepage, &err)) {
@@ -165,12 +172,13 @@ static void start_tracking(fixture *f)
 /* Snapshot pages that differ from the snapshot, counted over the whole block. */
 static uint64_t wrong_pages(const fixture *f)
 {
-    g_autofree uint8_t *want = g_malloc(PSIZE);
+    const uint64_t ps = snap_page(f);
+    g_autofree uint8_t *want = g_malloc(ps);
     uint64_t bad = 0;
 
     for (uint64_t i = 0; i < f->npages; i++) {
-        sl_test_fill_page(want, PSIZE, i, 1, ZERO_EVERY);
-        bad += memcmp(want, f->mem.host + i * PSIZE, PSIZE) != 0;
+        sl_test_fill_page(want, ps, i, 1, ZERO_EVERY);
+        bad += memcmp(want, f->mem.host + i * ps, ps) != 0;
     }
     return bad;
 }
@@ -952,6 +960,70 @@ static void test_child_snapshot_stores_only_written_units_and_restores_them(void
     sl_snapshot_close(cs);
 }
 
+/* A child of the fixture's restore (sl_restore_write_child()), restored into
+ * fresh anonymous memory: the pages that differ from the fixture's memory. */
+static uint64_t child_differs(fixture *f)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree char *child = g_build_filename(f->dir, "child", NULL);
+    sl_restore_config cfg = { .size = sizeof(cfg) };
+    sl_writer *w = sl_writer_new(child, &err);
+    sl_mem m2 = { 0 };
+    sl_snapshot *cs;
+    sl_restore *r2;
+    uint64_t bad;
+
+    assert_non_null(w);
+    if (!sl_restore_write_child(f->r, w, "snap", &err) || !sl_writer_finish(w, &err)) {
+        fail_msg("incremental save: %s", err->message);
+    }
+    sl_writer_free(w);
+    cs = sl_snapshot_open(child, &err);
+    assert_non_null(cs);
+    if (!sl_mem_map(&m2, SL_BACKEND_ANON, f->len, 0, &err)) {
+        fail_msg("sl_mem_map: %s", err->message);
+    }
+    r2 = sl_restore_new(cs, &cfg, &err);
+    assert_true(r2 && sl_mem_attach(r2, "b0", &m2, &err) && sl_restore_start(r2, &err));
+    assert_int_equal(sl_restore_wait(r2, -1), 0);
+    bad = differing_pages(&f->mem, &m2);
+    sl_restore_free(r2);
+    sl_mem_release(&m2);
+    sl_snapshot_close(cs);
+    return bad;
+}
+
+/*
+ * Snapshot pages larger than the reset's and the incremental save's
+ * buffers (2 MiB, against 1 MiB): an in-place reset rewrites a written
+ * zero page and a data page, every byte the snapshot's, and a child saved
+ * after more writes restores byte for byte (found by review: the reset
+ * copied 2 MiB out of a 1 MiB buffer of zeros, and the save read 2 MiB
+ * into a 1 MiB buffer, which aborted).
+ */
+static void test_snapshot_pages_larger_than_the_buffers_reset_and_save_whole(void **state)
+{
+    fixture *f = *state;
+    const uint64_t sp = 2u << 20, unit = f->tc->hugepage ? f->tc->hugepage : PSIZE;
+    g_autoptr(GError) err = NULL;
+
+    f->snap_psize = sp;
+    f->in_place = true;
+    build(f, MAX(8 * sp, 2 * unit) / unit);
+    f->nunits = f->len / MAX(sp, unit); /* the restore's units */
+    start_tracking(f);
+    f->mem.host[5 * sp + 4096] ^= 0x3c; /* snapshot page 5: a zero page */
+    f->mem.host[1 * sp + 8] ^= 0x3c;
+    if (!sl_restore_reset(f->r, NULL, &err)) {
+        fail_msg("sl_restore_reset: %s", err->message);
+    }
+    expect_complete_once(f, "in-place reset of 2 MiB snapshot pages");
+    assert_int_equal(wrong_pages(f), 0);
+    f->mem.host[2 * sp + (1u << 20) + 17] ^= 0x3c;
+    f->mem.host[5 * sp + 12345] ^= 0x3c;
+    assert_int_equal(child_differs(f), 0);
+}
+
 /*
  * A restore over memory a previous restore of the same snapshot left
  * (keep_memory: a VMM restarted over its RAM file) keeps every unit the
@@ -1182,6 +1254,8 @@ int main(void)
           test_without_async_wp_every_unit_counts_as_written, NULL },
         { "child_snapshot_stores_only_written_units_and_restores_them",
           test_child_snapshot_stores_only_written_units_and_restores_them, NULL },
+        { "snapshot_pages_larger_than_the_buffers_reset_and_save_whole",
+          test_snapshot_pages_larger_than_the_buffers_reset_and_save_whole, NULL },
         { "restart_over_a_reused_file_rewrites_only_changed_units",
           test_restart_over_a_reused_file_rewrites_only_changed_units, NULL },
         { "restart_with_a_written_list_checks_only_listed_units_and_holes",

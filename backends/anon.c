@@ -160,6 +160,19 @@ static int anon_zero(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t l
     return sl_uffd_zero(v->uffd, (void *)(uintptr_t)(v->base + off), len, done, eagain);
 }
 
+/* A present unit's page is missing: the guest discarded it (only a
+ * placement maps one), and it comes back as zeros, protected only where
+ * they are what the snapshot holds (see show in backend.h). */
+static int anon_show(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len, bool data,
+                     uint64_t *done, uint64_t *eagain)
+{
+    if (v->wp && !data) {
+        return zero_tracked(v, off, len, done, eagain);
+    }
+    /* ZEROPAGE has no WP mode: the zero page reads as written */
+    return sl_uffd_zero(v->uffd, (void *)(uintptr_t)(v->base + off), len, done, eagain);
+}
+
 /* Our own mapping's pages of @runs go: the next access faults (MISSING). */
 static int anon_drop(const sl_mem *m, const sl_range *runs, size_t n)
 {
@@ -189,7 +202,7 @@ const sl_backend_ops sl_backend_anon = {
     .place = anon_place,
     .adopt = anon_adopt,
     .zero = anon_zero,
-    .show = anon_zero, /* EEXIST if present; a discarded page comes back as zeros */
+    .show = anon_show, /* EEXIST if present; a discarded page comes back as zeros */
     .discard = NULL,
     .drop = anon_drop,
     .rewrite = sl_mem_host_rewrite,

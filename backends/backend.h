@@ -121,10 +121,14 @@ struct sl_backend_ops {
                 uint64_t *done, uint64_t *eagain);
     /**
      * Map already present units into @v.  -EEXIST: already mapped (the
-     * engine wakes the range).  Anon: a zero-page probe, so a page the
-     * guest discarded comes back as zeros.
+     * engine wakes the range).  A page the guest discarded (anon: no page;
+     * a file: a hole) comes back as zeros.  @data: the units hold snapshot
+     * data, so such zeros differ from the snapshot and are mapped without
+     * write protection, where a tracker counts them as written (found by
+     * review: mapped protected, they read as unwritten, and every later
+     * reset kept the zeros).
      */
-    int (*show)(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len,
+    int (*show)(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len, bool data,
                 uint64_t *done, uint64_t *eagain);
     /**
      * Make the pages of [@off, +@len) exist, zeroed, so that filling them

@@ -184,14 +184,22 @@ static uint8_t *bounce_stage(const sl_mem *m, uint64_t off, uint8_t *bounce)
     return bounce;
 }
 
-static int file_continue(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len,
-                         uint64_t *done, uint64_t *eagain)
+/* Maps the page cache's pages of [off, +len) into @v, write-protected if @wp. */
+static int continue_wp(const sl_view *v, uint64_t off, uint64_t len, bool wp, uint64_t *done,
+                       uint64_t *eagain)
 {
     if (!v) { /* nobody maps the file yet: the page cache is all there is */
         *done = len;
         return 0;
     }
-    return sl_uffd_continue(v->uffd, v->base + off, len, v->wp, done, eagain);
+    return sl_uffd_continue(v->uffd, v->base + off, len, wp, done, eagain);
+}
+
+static int file_continue(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len,
+                         uint64_t *done, uint64_t *eagain)
+{
+    (void)m;
+    return continue_wp(v, off, len, v && v->wp, done, eagain);
 }
 
 static int alias_place(const sl_mem *m, const sl_view *v, uint64_t off, const uint8_t *src,
@@ -244,31 +252,39 @@ static int shmem_place(const sl_mem *m, const sl_view *v, uint64_t off, const ui
     return ret;
 }
 
-static int file_zero(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len,
-                     uint64_t *done, uint64_t *eagain)
+/* Zeroed pages in the page cache for the holes of [off, +len), mapped into
+ * @v (write-protected if @wp).  CONTINUE cannot map a hole.  fallocate
+ * leaves pages already there alone (tmpfs and hugetlbfs both have it), so
+ * it never writes into a page a consumer maps. */
+static int zero_wp(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len, bool wp,
+                   uint64_t *done, uint64_t *eagain)
 {
-    /* Allocate zeroed pages in the page cache: CONTINUE cannot map a hole.
-     * fallocate leaves pages already there alone (tmpfs and hugetlbfs both
-     * have it), so it never writes into a page a consumer maps. */
     if (fallocate(m->fd, 0, (off_t)(m->offset + off), (off_t)len) < 0) {
         *done = 0;
         return -errno;
     }
-    return file_continue(m, v, off, len, done, eagain);
+    return continue_wp(v, off, len, wp, done, eagain);
+}
+
+static int file_zero(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len,
+                     uint64_t *done, uint64_t *eagain)
+{
+    return zero_wp(m, v, off, len, v && v->wp, done, eagain);
 }
 
 /*
  * Map present units into @v.  A hole there means the guest discarded the
- * range (MADV_REMOVE): like the kernel would, give it zeros.
+ * range (MADV_REMOVE): like the kernel would, give it zeros, protected
+ * only where they are what the snapshot holds (@data false).
  */
-static int file_show(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len,
+static int file_show(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len, bool data,
                      uint64_t *done, uint64_t *eagain)
 {
     int ret = file_continue(m, v, off, len, done, eagain);
 
     if (ret == -EFAULT) {
         uint64_t rest = len - *done, more = 0;
-        ret = file_zero(m, v, off + *done, rest, &more, eagain);
+        ret = zero_wp(m, v, off + *done, rest, v && v->wp && !data, &more, eagain);
         *done += more;
     }
     return ret;

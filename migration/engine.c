@@ -240,7 +240,8 @@ static int map_rest_of_unit(sl_restore *r, sl_region *reg, sl_view *v, uint64_t 
     for (uint64_t at = off + pg; at < reg->unit;) {
         uint64_t done = 0, eagain = 0, len = reg->unit - at;
         int ret = src    ? ops->place(&reg->mem, v, base + at, src + at, len, &done, &eagain)
-                  : show ? ops->show(&reg->mem, v, base + at, len, &done, &eagain)
+                  : show ? ops->show(&reg->mem, v, base + at, len, sl_unit_has_data(reg, u),
+                                     &done, &eagain)
                          : ops->zero(&reg->mem, v, base + at, len, &done, &eagain);
         add(&r->c.eagain, eagain);
         at += done + (ret == -EEXIST ? pg : 0); /* past a page already there */
@@ -252,16 +253,18 @@ static int map_rest_of_unit(sl_restore *r, sl_region *reg, sl_view *v, uint64_t 
 }
 
 /*
- * Map present units [u, u+n) into view @v, skipping units already mapped
- * there (EEXIST: wake them).  A vanished consumer marks the view dead.
+ * Map present units [u, u+n) into view @v, all holding data or none
+ * (@data, for ops->show), skipping units already mapped there (EEXIST:
+ * wake them).  A vanished consumer marks the view dead: 1.
  */
-int sl_show_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n)
+static int show_alike(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n,
+                      bool data)
 {
     uint64_t step = n;
 
     while (n) {
         uint64_t done = 0, eagain = 0, k, len = MIN(n, step);
-        int ret = reg->mem.ops->show(&reg->mem, v, u * reg->unit, len * reg->unit, &done,
+        int ret = reg->mem.ops->show(&reg->mem, v, u * reg->unit, len * reg->unit, data, &done,
                                      &eagain);
 
         add(&r->c.eagain, eagain);
@@ -276,9 +279,33 @@ int sl_show_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t 
             k++;
         } else if (drop_for(v, ret)) {
             sl_engine_drop_view(r, v, ret); /* that view alone: the others go on */
-            return 0;
+            return 1;
         } else if (ret < 0) {
             return ret;
+        }
+        u += k;
+        n -= k;
+    }
+    return 0;
+}
+
+/*
+ * Map present units [u, u+n) into view @v, in runs that hold data or do
+ * not (see show in backend.h).  A vanished consumer marks the view dead.
+ */
+int sl_show_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n)
+{
+    while (n) {
+        bool data = sl_unit_has_data(reg, u);
+        uint64_t k = 1;
+        int ret;
+
+        while (k < n && sl_unit_has_data(reg, u + k) == data) {
+            k++;
+        }
+        ret = show_alike(r, reg, v, u, k, data);
+        if (ret != 0) {
+            return ret < 0 ? ret : 0; /* 1: the view is gone, nothing more to show it */
         }
         u += k;
         n -= k;

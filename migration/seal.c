@@ -78,6 +78,21 @@ static bool seal_run(sl_region *reg, sl_view *v, uint64_t u, uint64_t n)
     return v->own && mprotect(addr, len, PROT_NONE) == 0;
 }
 
+/*
+ * In a write-protected view (a tracked restore), a page dropped by a reset
+ * leaves a uffd-wp marker, which UFFDIO_POISON takes for a mapped page
+ * (EEXIST), and which unregistering then clears: the hole read as zeros
+ * (found by review: a stop during a reset's refill).  Lifting the
+ * protection of [u, u+n) (not PRESENT: nothing there is tracked any more)
+ * removes the markers first.
+ */
+static void clear_markers(sl_region *reg, sl_view *v, uint64_t u, uint64_t n)
+{
+    if (v->wp) {
+        (void)sl_uffd_writeprotect(v->uffd, v->base + u * reg->unit, n * reg->unit, false);
+    }
+}
+
 /* Seals every run of units of @reg that is not PRESENT in view @v. */
 static bool seal_view(sl_region *reg, sl_view *v)
 {
@@ -91,6 +106,7 @@ static bool seal_view(sl_region *reg, sl_view *v)
             end++;
         }
         if (end > u) {
+            clear_markers(reg, v, u, end - u);
             all &= seal_run(reg, v, u, end - u);
         }
         u = end + 1;

@@ -14,6 +14,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -1024,6 +1026,155 @@ static void test_snapshot_pages_larger_than_the_buffers_reset_and_save_whole(voi
     assert_int_equal(child_differs(f), 0);
 }
 
+/* Discards unit @u of the fixture's memory as a guest does: MADV_DONTNEED
+ * on anonymous memory, a hole punched in a shared file (a balloon). */
+static void discard_unit(fixture *f, uint64_t u)
+{
+    if (f->tc->kind == SL_BACKEND_ANON) {
+        assert_int_equal(madvise(f->mem.host + u * f->unit, f->unit, MADV_DONTNEED), 0);
+    } else {
+        assert_int_equal(fallocate(f->mem.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                   (off_t)(f->mem.offset + u * f->unit), (off_t)f->unit), 0);
+    }
+}
+
+/*
+ * A data page the guest discarded after completion and then only read
+ * (it reads zeros) is not the snapshot's: the reset brings it back, in
+ * place or dropping, and sl_restore_written lists it (found by review:
+ * the zeros were mapped write-protected, read as unwritten, and stayed
+ * through every reset).
+ */
+static void test_a_discarded_data_page_read_back_is_written_and_reset(void **state)
+{
+    fixture *f = *state;
+
+    for (int in_place = 0; in_place < 2; in_place++) {
+        g_autoptr(GError) err = NULL;
+        g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_page_run));
+        volatile uint8_t sink;
+        f->in_place = in_place;
+        build(f, units_for(f->tc));
+        start_tracking(f);
+        discard_unit(f, 1);
+        sink = f->mem.host[1 * f->unit + 100]; /* unit 1 holds data: now zeros */
+        assert_int_equal(sink, 0);
+        assert_true(sl_restore_written(f->r, "b0", runs, &err));
+        assert_true(runs->len >= 1);
+        assert_true(g_array_index(runs, sl_page_run, 0).first <= f->unit / PSIZE);
+        if (!sl_restore_reset(f->r, NULL, &err)) {
+            fail_msg("sl_restore_reset: %s", err->message);
+        }
+        expect_complete_once(f, in_place ? "in place" : "dropping");
+        assert_int_equal(wrong_pages(f), 0);
+        unbuild(f);
+    }
+}
+
+/*
+ * A child saved after pages left the page tables holds what memory holds:
+ * a data page discarded (anonymous: zeros now) and a written page whose
+ * entry was zapped (shared memory: the file keeps the write) are both
+ * stored (found by review: the child kept the parent's bytes for them).
+ */
+static void test_a_child_holds_pages_that_left_the_page_tables(void **state)
+{
+    fixture *f = *state;
+
+    build(f, units_for(f->tc));
+    start_tracking(f);
+    f->mem.host[1 * f->unit + 100] ^= 0xff;
+    assert_int_equal(madvise(f->mem.host + 1 * f->unit, f->unit, MADV_DONTNEED), 0);
+    discard_unit(f, 2);
+    assert_int_equal(child_differs(f), 0);
+}
+
+static __thread sigjmp_buf *trap_jump;
+
+static void on_trap(int sig)
+{
+    siglongjmp(*trap_jump, sig);
+}
+
+/* Reads byte @off of the fixture's memory: its value, or -1 if the read
+ * trapped (SIGBUS: poisoned; SIGSEGV: sealed; SIGALRM: still waiting after 5 s). */
+static int read_guarded(const fixture *f, uint64_t off)
+{
+    struct sigaction sa = { .sa_handler = on_trap }, old[3];
+    const int sigs[3] = { SIGBUS, SIGSEGV, SIGALRM };
+    sigjmp_buf jb;
+    int ret;
+
+    for (int i = 0; i < 3; i++) {
+        sigaction(sigs[i], &sa, &old[i]);
+    }
+    trap_jump = &jb;
+    alarm(5);
+    ret = sigsetjmp(jb, 1) == 0 ? f->mem.host[off] : -1;
+    alarm(0);
+    trap_jump = NULL;
+    for (int i = 0; i < 3; i++) {
+        sigaction(sigs[i], &old[i], NULL);
+    }
+    return ret;
+}
+
+/* Loader hook: the refill's loaders wait until the restore is being stopped. */
+static void hold_until_stopping(void *opaque, unsigned region, uint64_t u, uint64_t n)
+{
+    fixture *f = opaque;
+
+    (void)region, (void)u, (void)n;
+    /* acquire: pairs with the release store of @stopping in sl_restore_stop() */
+    while (!atomic_load_explicit(&f->r->stopping, memory_order_acquire)) {
+        g_usleep(1000); /* a test hook: nothing to wait on */
+    }
+}
+
+/*
+ * A restore stopped while a dropping reset's refill runs seals what it
+ * did not bring back: each dropped data page reads its snapshot bytes or
+ * traps, never zeros (found by review: on shared memory the dropped pages
+ * left uffd-wp markers, which the seal took for mapped pages and
+ * unregistering cleared: they read as zeros).
+ */
+static void test_a_stop_during_the_refill_never_leaves_zeros(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    uint64_t zeros = 0, trapped = 0, right = 0;
+    g_autofree uint8_t *want = g_malloc(PSIZE);
+
+    build(f, units_for(f->tc));
+    start_tracking(f);
+    for (uint64_t u = 0; u < f->nunits; u += 2) {
+        f->mem.host[u * f->unit + 64] ^= 0x5a;
+    }
+    f->r->loader_claimed = hold_until_stopping;
+    f->r->loader_claimed_opaque = f;
+    if (!sl_restore_reset(f->r, NULL, &err)) {
+        fail_msg("sl_restore_reset: %s", err->message);
+    }
+    sl_restore_stop(f->r);
+    for (uint64_t u = 0; u < f->nunits; u += 2) {
+        for (uint64_t p = u * f->unit / PSIZE; p < (u + 1) * f->unit / PSIZE; p++) {
+            int b = read_guarded(f, p * PSIZE + 64);
+            sl_test_fill_page(want, PSIZE, p, 1, ZERO_EVERY);
+            if (p % ZERO_EVERY == 0) {
+                continue; /* a zero page: zeros are right */
+            }
+            trapped += b < 0;
+            right += b == want[64];
+            zeros += b == 0 && want[64] != 0;
+        }
+    }
+    if (zeros || !trapped) {
+        fail_msg("dropped data pages after the stop: %" G_GUINT64_FORMAT " read zeros, %"
+                 G_GUINT64_FORMAT " trapped, %" G_GUINT64_FORMAT " right (some must trap: "
+                 "else nothing was left to seal)", zeros, trapped, right);
+    }
+}
+
 /*
  * A restore over memory a previous restore of the same snapshot left
  * (keep_memory: a VMM restarted over its RAM file) keeps every unit the
@@ -1256,6 +1407,12 @@ int main(void)
           test_child_snapshot_stores_only_written_units_and_restores_them, NULL },
         { "snapshot_pages_larger_than_the_buffers_reset_and_save_whole",
           test_snapshot_pages_larger_than_the_buffers_reset_and_save_whole, NULL },
+        { "a_discarded_data_page_read_back_is_written_and_reset",
+          test_a_discarded_data_page_read_back_is_written_and_reset, NULL },
+        { "a_child_holds_pages_that_left_the_page_tables",
+          test_a_child_holds_pages_that_left_the_page_tables, NULL },
+        { "a_stop_during_the_refill_never_leaves_zeros",
+          test_a_stop_during_the_refill_never_leaves_zeros, NULL },
         { "restart_over_a_reused_file_rewrites_only_changed_units",
           test_restart_over_a_reused_file_rewrites_only_changed_units, NULL },
         { "restart_with_a_written_list_checks_only_listed_units_and_holes",

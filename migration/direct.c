@@ -45,6 +45,8 @@ struct sl_direct {
     struct io_uring ring;
     int fd;
     unsigned head, count; /* oldest slot; slots pushed and not popped */
+    bool broken;          /* a completion could not be waited for: a popped slot may
+                           * still be read into, so none is pushed again */
     slot s[SL_DIRECT_DEPTH];
 };
 
@@ -79,6 +81,7 @@ static int reap_one(sl_direct *d)
     while ((ret = io_uring_wait_cqe(&d->ring, &cqe)) == -EINTR) {
     }
     if (ret < 0) {
+        d->broken = true; /* the slot's reads may still land: never reuse it */
         return ret;
     }
     i = io_uring_cqe_get_data64(cqe);
@@ -130,8 +133,8 @@ bool sl_direct_push(sl_direct *d, uint64_t tag, unsigned n, const uint64_t *off,
     unsigned before; /* no-ops of an earlier failed push, still queued ahead of ours */
     int sent;
 
-    if (d->count == SL_DIRECT_DEPTH || n == 0 || n > SL_DIRECT_READS) {
-        return false;
+    if (d->broken || d->count == SL_DIRECT_DEPTH || n == 0 || n > SL_DIRECT_READS) {
+        return false; /* the caller reads it the ordinary way */
     }
     before = io_uring_sq_ready(&d->ring);
     for (k = 0; k < n && (sqe[k] = io_uring_get_sqe(&d->ring)); k++) {

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -174,6 +175,12 @@ static int run_range(range_op op, int uffd, uint64_t dst, uint64_t src, uint64_t
         }
         if (eagain) {
             (*eagain)++;
+        }
+        if (did <= 0) {
+            /* What holds the range (a folio lock, a split, a move) belongs
+             * to another thread, maybe on this CPU: let it run rather
+             * than spin 10000 times against it. */
+            sched_yield();
         }
     }
     return 0;

@@ -70,6 +70,12 @@ void cli_interrupt_target(cli_interrupt *in, int pidfd);
 /** cli_interrupt_signal: the first signal that came, 0 if none. */
 int cli_interrupt_signal(cli_interrupt *in);
 
+/**
+ * cli_interrupt_fd: a descriptor that becomes readable (for good) when
+ * the first signal comes, for a wait to poll beside its own (-1 for NULL).
+ */
+int cli_interrupt_fd(const cli_interrupt *in);
+
 /** cli_interrupt_child: in a child before exec: unblock the three signals. */
 void cli_interrupt_child(void);
 
@@ -101,6 +107,7 @@ typedef struct {
     uint8_t parent_id[SL_IDENTITY_LEN]; /* with @has_parent_id: the identity @parent must
                                * still have (the one @written was made against) */
     bool has_parent_id;
+    cli_interrupt *intr;  /* a signal that came here ends the save, or NULL */
 } cli_save_opts;
 
 /**

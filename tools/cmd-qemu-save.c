@@ -375,18 +375,56 @@ static gpointer split_pipe(gpointer opaque)
     return NULL;
 }
 
+/* The copier's thread (no anonymous RAM): the pipe into @j->dev as it is. */
+static gpointer copy_pipe(gpointer opaque)
+{
+    split_job *j = opaque;
+    int out = open(j->dev, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    char buf[65536];
+    uint64_t at = 0;
+    ssize_t r = 0;
+    int ret;
+
+    if (out < 0) {
+        g_set_error(&j->err, SL_ERROR, SL_ERROR_IO, "%s: %s", j->dev, g_strerror(errno));
+    }
+    while (out >= 0 && !j->err && (r = read(j->in, buf, sizeof(buf))) != 0) {
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            g_set_error(&j->err, SL_ERROR, SL_ERROR_IO, "QEMU's stream: %s", g_strerror(errno));
+        } else if ((ret = sl_pwrite_full(out, buf, (size_t)r, at)) < 0) {
+            g_set_error(&j->err, SL_ERROR, SL_ERROR_IO, "%s: %s", j->dev, g_strerror(-ret));
+        }
+        at += r > 0 ? (uint64_t)r : 0;
+    }
+    if (out >= 0 && close(out) < 0 && !j->err) {
+        g_set_error(&j->err, SL_ERROR, SL_ERROR_IO, "%s: %s", j->dev, g_strerror(errno));
+    }
+    drain(j->in); /* after a failure, QEMU's migration still ends */
+    close(j->in);
+    return NULL;
+}
+
 #define SPLIT_FD "snapload-split"
 
 /*
- * The device state with anonymous RAM @sr in it: QEMU's stream split as
- * QEMU writes it (`migrate fd:`, a pipe whose write end QEMU got with
- * `getfd`, read by a thread) into @sr's files and @dev
- * (sl_qemu_split_stream()).  Nothing as large as the guest's RAM is
- * written twice, and no disk holds the whole stream.
+ * The device state, into @dev from a pipe (`migrate fd:`, its write end
+ * handed to QEMU with `getfd`, read by a thread joined once QEMU closed
+ * it: the whole stream is in @dev when this returns).  With anonymous RAM
+ * @sr in the stream, QEMU's stream is split as QEMU writes it into @sr's
+ * files and @dev (sl_qemu_split_stream()): nothing as large as the
+ * guest's RAM is written twice, and no disk holds the whole stream.
+ * Without, the stream is copied as it is.  (Through `exec:cat > FILE`,
+ * QEMU reports the migration completed before it waited for cat, and a
+ * slow disk left the device state empty when it was read: found by
+ * review.)
  */
 static bool migrate_split(sl_qmp *q, const char *dev, stream_ram *sr, GError **errp)
 {
     split_job job = { -1, dev, sr, NULL };
+    GThreadFunc fn = sr->names->len ? split_pipe : copy_pipe;
     g_autoptr(GError) ignored = NULL;
     GThread *t;
     int p[2];
@@ -406,7 +444,7 @@ static bool migrate_split(sl_qmp *q, const char *dev, stream_ram *sr, GError **e
         return false;
     }
     job.in = p[0];
-    t = g_thread_new("split", split_pipe, &job);
+    t = g_thread_new("split", fn, &job);
     ok = unthrottle(q, errp) && sl_qemu_migrate(q, "migrate", "fd:" SPLIT_FD, errp);
     if (!ok) {
         /* A migration still running (our wait ended first: a timeout, a
@@ -434,9 +472,6 @@ static bool migrate_split(sl_qmp *q, const char *dev, stream_ram *sr, GError **e
 static int save_stopped(sl_qmp *q, GPtrArray *raws, const char *dev, const char *full,
                         stream_ram *sr, cli_save_opts *o, GError **errp)
 {
-    g_autofree char *qdev = g_shell_quote(dev);
-    g_autofree char *cat = g_strdup_printf("cat > %s", qdev);
-    g_autofree char *uri = sl_qemu_exec_uri(cat);
     sl_qemu_caps caps = { .ignore_shared = true };
     double t0, dev_ms;
     int ret;
@@ -446,8 +481,7 @@ static int save_stopped(sl_qmp *q, GPtrArray *raws, const char *dev, const char 
         return -1;
     }
     t0 = cli_now_ms();
-    if (sr->names->len ? !migrate_split(q, dev, sr, errp)
-                       : !sl_qemu_migrate(q, "migrate", uri, errp)) {
+    if (!migrate_split(q, dev, sr, errp)) {
         return -1;
     }
     dev_ms = cli_now_ms() - t0;
@@ -666,7 +700,7 @@ static void settings_back(sl_qmp *q, sl_qemu_settings *s)
  * state is put back, after success the guest runs again with --resume.
  * The settings are put back either way (not before --quit).  An exit status.
  */
-static int save_guest(sl_qmp *q, const qs_args *a, GError **errp)
+static int save_guest(sl_qmp *q, const qs_args *a, cli_interrupt *intr, GError **errp)
 {
     g_autofree char *before = NULL;
     bool qemu_fmt = a->format && !strcmp(a->format, "qemu");
@@ -679,7 +713,17 @@ static int save_guest(sl_qmp *q, const qs_args *a, GError **errp)
     }
     ret = qemu_fmt ? save_qemu_file(q, a->out, a->multifd, errp)
                    : save_container(q, a->full, (cli_save_opts){ .psize = 4096, .out = a->out,
-                                    .parent = a->parent, .ancestors = a->ancestors }, errp);
+                                    .parent = a->parent, .ancestors = a->ancestors,
+                                    .intr = intr }, errp);
+    /* From here on QEMU is answered to the end, signal or not: the save
+     * is complete, or what it changed is being put back. */
+    sl_qmp_set_cancel(q, -1);
+    if (ret < 0 && cli_interrupt_signal(intr)) {
+        g_clear_error(errp);
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "interrupted by %s: nothing was saved",
+                    strsignal(cli_interrupt_signal(intr)));
+        ret = -1;
+    }
     if (ret != 0 || !a->quit) {
         settings_back(q, &settings);
     } else {
@@ -746,11 +790,18 @@ int cmd_qemu_save(int argc, char **argv)
     } else if ((why = bad_usage(&a, argc, argv))) {
         ret = cli_usage("%s", why);
     } else {
+        /* SIGINT, SIGTERM, SIGHUP: the save stops where it waits or writes,
+         * and QEMU's run state and migration settings are put back. */
+        cli_interrupt *intr = cli_interrupt_start();
         absolute(&a.out);
         absolute(&a.full);
         q = sl_qmp_connect(a.sock, QMP_TIMEOUT_MS, &err);
-        ret = q ? save_guest(q, &a, &err) : cli_fail_error(g_steal_pointer(&err));
+        if (q) {
+            sl_qmp_set_cancel(q, cli_interrupt_fd(intr));
+        }
+        ret = q ? save_guest(q, &a, intr, &err) : cli_fail_error(g_steal_pointer(&err));
         sl_qmp_close(q);
+        cli_interrupt_stop(intr);
     }
     g_free(a.sock);
     g_free(a.out);

@@ -45,6 +45,7 @@ typedef struct {
     uint64_t done, total; /* bytes read, of all blocks */
     uint64_t stored;      /* pages a child stores */
     uint64_t *const *written; /* per block: the only pages to read (a child's), or NULL */
+    cli_interrupt *intr;  /* a signal that came ends the save; NULL: none watched */
 } save_ctx;
 
 /*
@@ -72,8 +73,15 @@ static bool next_span(const save_ctx *c, unsigned block, uint64_t size, uint64_t
 /* @len bytes of block @block at @off (in c->buf) into the snapshot. */
 static bool put_chunk(save_ctx *c, unsigned block, uint64_t off, size_t len, GError **errp)
 {
-    bool ok = cli_write_changed(c->w, c->parent, block, c->psize, off, c->buf, len,
-                                &c->stored, errp);
+    int sig = cli_interrupt_signal(c->intr);
+    bool ok;
+
+    if (sig) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "interrupted by %s", strsignal(sig));
+        return false;
+    }
+    ok = cli_write_changed(c->w, c->parent, block, c->psize, off, c->buf, len, &c->stored,
+                           errp);
 
     c->done += len;
     cli_progress("save", c->done, c->total);
@@ -413,7 +421,8 @@ static int save_all(raw_input *ins, unsigned n, const cli_save_opts *o)
      * save never destroys an earlier snapshot of the same name. */
     g_autofree char *tmp = cli_partial_path(o->out);
     save_ctx c = { .w = sl_writer_new(tmp, &err), .psize = o->psize, .dsock = o->dsock,
-                   .tmp = tmp, .buf = buf, .chunk = chunk, .written = o->written };
+                   .tmp = tmp, .buf = buf, .chunk = chunk, .written = o->written,
+                   .intr = o->intr };
     bool ok = c.w && save_into(&c, o, ins, n, &err);
 
     sl_writer_free(c.w);

@@ -31,6 +31,7 @@
 struct cli_interrupt {
     pthread_t thread;
     int sfd, efd;          /* signalfd of the three signals; eventfd: stop */
+    int note;              /* eventfd written once by the watcher at the first signal */
     sigset_t set, old;     /* the three signals; the mask before start */
     pthread_mutex_t lock;  /* guards the two fields below, written by both threads */
     int signo;             /* the first signal that came, 0 if none */
@@ -73,8 +74,10 @@ static void *watch(void *opaque)
         }
         pthread_mutex_lock(&in->lock);
         if (!in->signo) {
+            uint64_t one = 1;
             in->signo = (int)si.ssi_signo;
             end_target_locked(in);
+            (void)!write(in->note, &one, sizeof(one)); /* never read: readable for good */
         }
         pthread_mutex_unlock(&in->lock);
     }
@@ -90,11 +93,13 @@ cli_interrupt *cli_interrupt_start(void)
     pthread_sigmask(SIG_BLOCK, &in->set, &in->old);
     in->sfd = signalfd(-1, &in->set, SFD_CLOEXEC);
     in->efd = eventfd(0, EFD_CLOEXEC);
-    if (in->sfd < 0 || in->efd < 0 || pthread_create(&in->thread, NULL, watch, in) != 0) {
+    in->note = eventfd(0, EFD_CLOEXEC);
+    if (in->sfd < 0 || in->efd < 0 || in->note < 0 ||
+        pthread_create(&in->thread, NULL, watch, in) != 0) {
         /* Without a watcher the signals must still be able to end us. */
         pthread_sigmask(SIG_SETMASK, &in->old, NULL);
-        for (int i = 0; i < 2; i++) {
-            int fd = i ? in->efd : in->sfd;
+        for (int i = 0; i < 3; i++) {
+            int fd = (int[]){ in->sfd, in->efd, in->note }[i];
             if (fd >= 0) {
                 close(fd);
             }
@@ -130,6 +135,11 @@ int cli_interrupt_signal(cli_interrupt *in)
     signo = in->signo;
     pthread_mutex_unlock(&in->lock);
     return signo;
+}
+
+int cli_interrupt_fd(const cli_interrupt *in)
+{
+    return in ? in->note : -1;
 }
 
 void cli_interrupt_child(void)
@@ -222,6 +232,7 @@ void cli_interrupt_stop(cli_interrupt *in)
     pthread_join(in->thread, NULL);
     close(in->sfd);
     close(in->efd);
+    close(in->note);
     pthread_sigmask(SIG_SETMASK, &in->old, NULL);
     pthread_mutex_destroy(&in->lock);
     g_free(in);

@@ -95,6 +95,34 @@ static void add_reason(sl_qmp *q, GError **errp)
     }
 }
 
+/* Whether QEMU's migration is still under way (not ended, not none). */
+static bool migration_running(sl_qmp *q)
+{
+    g_autoptr(JsonNode) r = sl_qmp_query(q, "query-migrate", JSON_NODE_OBJECT, NULL);
+    const char *st = r ? json_object_get_string_member_with_default(json_node_get_object(r),
+                                                                    "status", "none")
+                       : "none";
+
+    return strcmp(st, "none") && strcmp(st, "completed") && strcmp(st, "failed") &&
+           strcmp(st, "cancelled");
+}
+
+#define CANCEL_WAIT_MS 60000
+
+/*
+ * An outgoing migration we gave up waiting for is cancelled, and waited
+ * for until it ended: QEMU refuses to change migration settings while one
+ * is in progress, and one blocked on its channel stays "cancelling" until
+ * the channel moves (found putting settings back after a signal).
+ */
+static void cancel_migration(sl_qmp *q)
+{
+    if (migration_running(q) && sl_qmp_ok(q, "migrate_cancel", NULL, NULL)) {
+        g_autoptr(GError) ended = NULL; /* "migration cancelled": what was asked */
+        (void)sl_qmp_wait_migration(q, CANCEL_WAIT_MS, &ended);
+    }
+}
+
 bool sl_qemu_migrate(sl_qmp *q, const char *cmd, const char *uri, GError **errp)
 {
     g_autofree char *quoted = sl_qmp_quote(uri);
@@ -108,8 +136,8 @@ bool sl_qemu_migrate(sl_qmp *q, const char *cmd, const char *uri, GError **errp)
         if (!strcmp(cmd, "migrate")) {
             /* Still running (we gave up waiting), it would end as a live
              * migration, stopping the guest, into a file we remove (found
-             * by review); ended already, this is refused, harmlessly. */
-            (void)sl_qmp_ok(q, "migrate_cancel", NULL, NULL);
+             * by review). */
+            cancel_migration(q);
         }
         return false;
     }

@@ -18,6 +18,7 @@
  *    combination gets a message naming it.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -341,6 +342,120 @@ static void test_saves_and_restores_leave_qemus_migration_settings_as_they_were(
     child_free(&r);
 }
 
+/*
+ * Starts the guest with a slow `cat` first in QEMU's PATH (what QEMU's
+ * exec: migrations run), as on a slow or throttled disk: it waits @delay
+ * seconds before it reads (@late false), or reads everything at once and
+ * writes it @delay seconds after its input ended (@late).
+ */
+static sl_qmp *start_guest_with_slow_cat(fixture *f, const char *qmp, unsigned delay, bool late)
+{
+    g_autofree char *bin = path_in(f, "slow-bin"), *cat = g_build_filename(bin, "cat", NULL);
+    g_autofree char *script =
+        late ? g_strdup_printf("#!/bin/sh\nt=$(mktemp)\n/bin/cat > \"$t\"\nsleep %u\n"
+                               "/bin/cat \"$t\"\nrm -f \"$t\"\n", delay)
+             : g_strdup_printf("#!/bin/sh\nsleep %u\nexec /bin/cat \"$@\"\n", delay);
+    g_autofree char *path = g_strdup(g_getenv("PATH"));
+    g_autofree char *slow_path = g_strdup_printf("%s:%s", bin, path);
+    sl_qmp *q;
+
+    assert_int_equal(mkdir(bin, 0700), 0);
+    assert_true(g_file_set_contents(cat, script, -1, NULL));
+    assert_int_equal(chmod(cat, 0700), 0);
+    g_setenv("PATH", slow_path, true);
+    q = start_guest(f, qmp); /* QEMU keeps the PATH it started with */
+    g_setenv("PATH", path, true);
+    return q;
+}
+
+/*
+ * The device state of a save is whole when qemu-save reads it, even when
+ * a `cat` would write it late: QEMU reports the migration completed
+ * before it waits for its exec: child, so the state now comes through a
+ * pipe that qemu-save reads to its end (found by review: with a slow
+ * disk the save exited 0 with an empty device state).
+ */
+static void test_a_save_waits_for_the_whole_device_state(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *qmp = path_in(f, "guest.qmp"), *snap = path_in(f, "a.snap");
+    g_autofree char *err = NULL;
+    g_autoptr(GError) gerr = NULL;
+    g_autoptr(GBytes) dev = NULL;
+    sl_snapshot *s;
+    sl_qmp *q;
+    int ws;
+
+    need(f);
+    q = start_guest_with_slow_cat(f, qmp, 2, true);
+    ws = qemu_save(qmp, (const char *[]){ "-o", snap, "--resume", NULL }, &err);
+    if (!g_spawn_check_wait_status(ws, NULL)) {
+        fail_msg("qemu-save (status %#x):\n%s", ws, err);
+    }
+    s = sl_snapshot_open(snap, &gerr);
+    assert_non_null(s);
+    dev = sl_snapshot_read_section(s, SL_SECTION_DEVICE_STATE, &gerr);
+    sl_snapshot_close(s);
+    if (!dev || g_bytes_get_size(dev) < 1024 ||
+        memcmp(g_bytes_get_data(dev, NULL), "QEVM", 4)) {
+        fail_msg("the saved device state is %s (%zu bytes)", dev ? "not QEMU's stream" :
+                 gerr->message, dev ? g_bytes_get_size(dev) : 0);
+    }
+    sl_qmp_ok(q, "quit", NULL, NULL);
+    sl_qmp_close(q);
+}
+
+/*
+ * SIGINT or SIGTERM while qemu-save waits for QEMU's migration (a full
+ * stream into a `cat` that has not begun to read) ends the save saying
+ * so: the migration is cancelled, the guest runs again as before, QEMU's
+ * migration settings are as they were, and no snapshot is left (found by
+ * review: the signal killed the save where it stood, leaving the guest
+ * paused and x-ignore-shared on).
+ */
+static void test_a_signal_during_a_save_puts_the_guest_and_settings_back(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *qmp = path_in(f, "guest.qmp"), *snap = path_in(f, "a.snap");
+    g_autofree char *full = path_in(f, "full.mig"), *before = NULL, *after = NULL;
+    g_autofree char *st = NULL, *err = NULL;
+    const int sigs[] = { SIGINT, SIGTERM };
+    sl_qmp *q;
+
+    need(f);
+    q = start_guest_with_slow_cat(f, qmp, 4, false);
+    before = settings_of(q);
+    for (unsigned i = 0; i < G_N_ELEMENTS(sigs); i++) {
+        g_autoptr(GPtrArray) a = g_ptr_array_new_with_free_func(g_free);
+        int ws = 0;
+        g_ptr_array_add(a, g_strdup(g_getenv("SNAPLOAD_BIN")));
+        for (const char *const *x = (const char *[]){ "qemu-save", "--qmp", qmp, "-o", snap,
+                                                      "--full-stream", full, NULL }; *x; x++) {
+            g_ptr_array_add(a, g_strdup(*x));
+        }
+        child c = spawn(f, a, "save");
+        g_usleep(1500 * 1000); /* inside the full stream's migration (its cat sleeps 4 s) */
+        assert_int_equal(kill(c.pid, sigs[i]), 0);
+        assert_int_equal(waitpid(c.pid, &ws, 0), c.pid);
+        g_free(err);
+        err = slurp(c.err);
+        child_free(&c);
+        if (!WIFEXITED(ws) || WEXITSTATUS(ws) == 0 || !strstr(err, "interrupted by")) {
+            fail_msg("qemu-save sent signal %d: wait status %#x:\n%s", sigs[i], ws, err);
+        }
+        g_free(st);
+        st = status_of(q);
+        g_free(after);
+        after = settings_of(q);
+        if (strcmp(st, "running") || strcmp(after, before) || access(snap, F_OK) == 0) {
+            fail_msg("after signal %d the guest is %s, settings\n  %s\nnot\n  %s\n%s", sigs[i],
+                     st, after, before, err);
+        }
+    }
+    sl_qmp_ok(q, "quit", NULL, NULL);
+    sl_qmp_close(q);
+}
+
 /* Member @key of @o is a JSON integer (not null, not -1). */
 static void assert_count(JsonObject *o, const char *key)
 {
@@ -498,6 +613,8 @@ int main(void)
         CASE(test_json_of_a_guest_quit_mid_restore_carries_the_figures_reached),
         CASE(test_restore_on_a_served_socket_is_refused_before_making_the_ram_file),
         CASE(test_saves_and_restores_leave_qemus_migration_settings_as_they_were),
+        CASE(test_a_save_waits_for_the_whole_device_state),
+        CASE(test_a_signal_during_a_save_puts_the_guest_and_settings_back),
     };
 
     qtest_pick_qemu();

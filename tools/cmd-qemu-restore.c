@@ -378,8 +378,10 @@ static bool write_blocks_file(qr *r, GError **errp)
 
 #define VU_READY_MS 10000 /* a back-end's socket must appear within this */
 
-/* Waits until back-end @pid has created its socket @path (or died). */
-static bool wait_vu_socket(const qr *r, pid_t pid, const char *path, GError **errp)
+/* Waits until back-end @pid (the last of r->vu_pids) has created its
+ * socket @path (or died: reaped, it leaves r->vu_pids, so that its pid,
+ * free for reuse, is never signalled at the end: found by review). */
+static bool wait_vu_socket(qr *r, pid_t pid, const char *path, GError **errp)
 {
     struct stat st;
 
@@ -388,6 +390,7 @@ static bool wait_vu_socket(const qr *r, pid_t pid, const char *path, GError **er
             return true;
         }
         if (waitpid(pid, NULL, WNOHANG) == pid) {
+            g_array_remove_index(r->vu_pids, r->vu_pids->len - 1);
             g_set_error(errp, SL_ERROR, SL_ERROR_IO, "--vhost-user: the back-end for %s "
                         "exited before creating its socket", path);
             return false;

@@ -357,13 +357,6 @@ static int do_register(server *d, client *c, const sl_msg_register *m, bool wp, 
                                         : "this daemon does not track writes");
         return -EOPNOTSUPP; /* the client may register it plainly instead */
     }
-    if (wp && m->length != block_bytes(d->snap, idx)) {
-        /* The written-page lists (dtrack.c) read a tracked mapping as the whole block. */
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': a tracked mapping of a "
-                    "part of the block (%" G_GUINT64_FORMAT " bytes): writes are tracked in "
-                    "mappings of the whole block only", m->block, m->length);
-        return -EOPNOTSUPP;
-    }
     ret = attach_or_match(d, m, idx, kind, memfd, &st, &off, errp);
     if (ret == 0 && chan >= 0) {
         add_mover(d, c, m, idx, chan);
@@ -380,6 +373,8 @@ static int do_register(server *d, client *c, const sl_msg_register *m, bool wp, 
         sl_dtrack_registered(d->dt, (unsigned)idx, wp);
     }
     c->wp_addr[idx] = wp ? m->host_addr : 0;
+    c->wp_off[idx] = off; /* a part is scanned where it lies in the block (dtrack.c) */
+    c->wp_len[idx] = m->length;
     c->registered[idx] = 1;
     c->nregistered++;
     if (memfd < 0) {

@@ -1994,6 +1994,104 @@ static void test_written_query_lists_what_tracked_consumers_wrote(void **state)
     sl_test_rmdir(g_steal_pointer(&f->written_dir));
 }
 
+/* The tracked parts of write_parts_then_report(): block pages [0, 64) and [64, end). */
+static void tracked_part(const fixture *f, unsigned k, uint64_t *off, uint64_t *len)
+{
+    *off = k == 0 ? 0 : 64 * PSIZE;
+    *len = k == 0 ? 64 * PSIZE : f->len - 64 * PSIZE;
+}
+
+/*
+ * A tracked back-end mapping b0 in two parts (each on its own connection,
+ * as libvhost-user maps two memory regions) that writes written_pages
+ * through the part holding each, says so on @said, and reports each part
+ * (WRITTEN) once the parent writes @go.
+ */
+static int write_parts_then_report(fixture *f, int said, int go)
+{
+    g_autoptr(GError) err = NULL;
+    uint8_t *p[2];
+    int sock[2];
+    char byte = 'w';
+
+    for (unsigned k = 0; k < 2; k++) {
+        uint64_t off, len;
+        tracked_part(f, k, &off, &len);
+        p[k] = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, (off_t)off);
+        sock[k] = sl_client_connect(f->sock, "tracked-part", &err);
+        if (p[k] == MAP_FAILED || sock[k] < 0 ||
+            sl_client_register_tracked(sock[k], "b0", p[k], len, f->memfd, off, &err) < 0) {
+            fprintf(stderr, "tracked part %u: %s\n", k, err ? err->message : "?");
+            return 30;
+        }
+    }
+    for (unsigned k = 0; k < 2; k++) {
+        if (!sl_client_wait_done(sock[k])) {
+            return 31;
+        }
+    }
+    for (unsigned i = 0; i < WRITTEN_PAGES; i++) {
+        unsigned k = written_pages[i] >= 64;
+        p[k][(written_pages[i] - 64 * k) * PSIZE + 7] ^= 0x5a;
+    }
+    if (write(said, &byte, 1) != 1 || read(go, &byte, 1) != 1) {
+        return 32;
+    }
+    for (unsigned k = 0; k < 2; k++) {
+        uint64_t off, len;
+        tracked_part(f, k, &off, &len);
+        if (!sl_client_report_written(f->sock, "b0", p[k], len, 0, &err)) {
+            fprintf(stderr, "tracked part %u: %s\n", k, err->message);
+            return 33;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Tracked parts of a block (a back-end of a guest whose RAM comes in two
+ * memory regions, under qemu-restore --reuse-ram): the pages written
+ * through each part are listed at their place in the block, read from the
+ * live mappings and again once both parts reported.  Before, the daemon
+ * refused a part, and scanned a tracked mapping as if it began the block.
+ */
+static void test_written_query_places_the_pages_of_tracked_parts_in_the_block(void **state)
+{
+    fixture *f = *state;
+    uint8_t id[SL_IDENTITY_LEN];
+    g_autoptr(GError) err = NULL;
+    g_autofree char *why = NULL;
+    int said[2], go[2], hold;
+    sl_snapshot *s;
+    pid_t pid;
+    char byte;
+
+    f->written_dir = g_build_filename(g_get_tmp_dir(), "snapload-written-XXXXXX", NULL);
+    assert_non_null(g_mkdtemp(f->written_dir));
+    setup_daemon(f, 1u << 20, 0, 1);
+    s = sl_snapshot_open(f->snap, &err);
+    assert_true(s && sl_snapshot_identity(s, id, &err));
+    sl_snapshot_close(s);
+    assert_true(pipe2(said, O_CLOEXEC) == 0 && pipe2(go, O_CLOEXEC) == 0);
+    pid = fork();
+    if (pid == 0) {
+        _exit(write_parts_then_report(f, said[1], go[0]));
+    }
+    close(said[1]);
+    close(go[0]);
+    assert_int_equal(read(said[0], &byte, 1), 1);
+    hold = sl_client_connect(f->sock, "holder", &err); /* the daemon stays when it leaves */
+    assert_true(hold >= 0);
+    assert_int_equal(query_written(f, id, &why), WRITTEN_PAGES); /* live, from its pagemap */
+    assert_int_equal(write(go[1], &byte, 1), 1);
+    expect_exit(pid, 0);
+    assert_int_equal(query_written(f, id, &why), WRITTEN_PAGES); /* reported, gone */
+    close(said[0]);
+    close(go[1]);
+    close(hold);
+    sl_test_rmdir(g_steal_pointer(&f->written_dir));
+}
+
 /* A daemon that does not track writes refuses WRITTEN_QUERY and
  * REGISTER_WP, saying so. */
 static void test_written_query_to_an_untracking_daemon_is_refused(void **state)
@@ -2979,6 +3077,9 @@ int main(void)
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_written_query_lists_what_tracked_consumers_wrote,
                                         fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_written_query_places_the_pages_of_tracked_parts_in_the_block, fixture_setup,
+            fixture_teardown),
         cmocka_unit_test_setup_teardown(test_written_query_to_an_untracking_daemon_is_refused,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(

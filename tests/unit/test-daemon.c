@@ -2089,6 +2089,9 @@ static void test_written_query_places_the_pages_of_tracked_parts_in_the_block(vo
     close(said[0]);
     close(go[1]);
     close(hold);
+    /* Complete, every client gone: the daemon saves its list there and ends. */
+    expect_exit(f->daemon, 0);
+    f->daemon = 0;
     sl_test_rmdir(g_steal_pointer(&f->written_dir));
 }
 

@@ -253,15 +253,20 @@ static int map_rest_of_unit(sl_restore *r, sl_region *reg, sl_view *v, uint64_t 
 }
 
 /*
- * Map present units [u, u+n) into view @v, all holding data or none
- * (@data, for ops->show), skipping units already mapped there (EEXIST:
- * wake them).  A vanished consumer marks the view dead: 1.
+ * Map present units [u, u+n) into view @v, those it maps (a view of a part
+ * of the block is shown that part), all holding data or none (@data, for
+ * ops->show), skipping units already mapped there (EEXIST: wake them).  A
+ * vanished consumer marks the view dead: 1.
  */
 static int show_alike(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n,
                       bool data)
 {
-    uint64_t step = n;
+    uint64_t step;
 
+    if (!sl_view_clip(reg, v, &u, &n)) {
+        return 0;
+    }
+    step = n;
     while (n) {
         uint64_t done = 0, eagain = 0, k, len = MIN(n, step);
         int ret = reg->mem.ops->show(&reg->mem, v, u * reg->unit, len * reg->unit, data, &done,
@@ -373,7 +378,7 @@ int sl_refuse_unit(sl_restore *r, sl_region *reg, uint64_t u, const uint8_t *sta
     }
     for (unsigned i = 0; i < nv && poison; i++) {
         sl_view *v = sl_region_view(reg, i);
-        if (sl_view_enter(r, v)) {
+        if (sl_view_covers(reg, v, u, 1) && sl_view_enter(r, v)) {
             sl_uffd_poison(v->uffd, (void *)(uintptr_t)(v->base + u * reg->unit), reg->unit);
             sl_view_exit(r, v);
         }
@@ -422,6 +427,12 @@ int sl_commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_
     if (!v && !ops->in_place) { /* anonymous memory whose one view is gone */
         sl_pagemap_unclaim(reg->map, u, n);
         return -ESRCH;
+    }
+    if (v && !sl_view_covers(reg, v, u, n)) {
+        /* A view of a part of the block (only shared files have them)
+         * that does not map all of the run: the run goes into the page
+         * cache alone, and each view is shown its part below. */
+        v = NULL;
     }
     while (n) {
         uint64_t done = 0, eagain = 0, k, len = MIN(n, step);

@@ -46,7 +46,9 @@ static void drop_uffd(sl_restore *r, int fd, int err)
 /*
  * The live view that fault @addr read from @uffd belongs to.  Each view has
  * a uffd of its own (sl_restore_add_view_tagged() refuses one already
- * handed over), so its fd and the address find it.
+ * handed over), so its fd and the address find it: the address must lie
+ * in the part of the block the view maps (offsets from v->base wrap
+ * round like it).
  */
 static bool find_view(sl_restore *r, int uffd, uint64_t addr, sl_region **regp, sl_view **vp)
 {
@@ -55,8 +57,7 @@ static bool find_view(sl_restore *r, int uffd, uint64_t addr, sl_region **regp, 
         unsigned nv = sl_view_count(reg);
         for (unsigned j = 0; j < nv; j++) {
             sl_view *v = sl_region_view(reg, j);
-            if (sl_view_live(v) && v->uffd == uffd && addr >= v->base &&
-                addr - v->base < reg->mem.length) {
+            if (sl_view_live(v) && v->uffd == uffd && addr - sl_view_addr(v) < sl_view_len(v)) {
                 *regp = reg;
                 *vp = v;
                 return true;
@@ -229,9 +230,15 @@ static int serve_fault(fault_ctx *fc, sl_region *reg, sl_view *v, uint64_t u, ui
                        uint64_t *n)
 {
     sl_restore *r = fc->r;
-    uint64_t a = u - u % reg->around, e = MIN(a + reg->around, reg->nunits);
+    uint64_t a = u - u % reg->around, e = MIN(a + reg->around, reg->nunits), n_ae;
     bool around = reg->around > 1 && !reg->mem.keep, cold;
-    int ret = around ? sl_prove_units(r, reg, a, e - a) : 0;
+    int ret;
+
+    /* Neighbours only where the view maps them: the run goes into it. */
+    n_ae = e - a;
+    sl_view_clip(reg, v, &a, &n_ae);
+    e = a + n_ae;
+    ret = around ? sl_prove_units(r, reg, a, e - a) : 0;
 
     *u0 = u;
     *n = 1;
@@ -369,7 +376,7 @@ static void unregister_all(sl_restore *r)
             if ((v->own && !reg->registered) || v->uffd < 0) {
                 continue;
             }
-            sl_uffd_unregister(v->uffd, (void *)(uintptr_t)v->base, reg->mem.length);
+            sl_uffd_unregister(v->uffd, (void *)(uintptr_t)sl_view_addr(v), sl_view_len(v));
         }
         sl_fork_release(reg->fork_guard); /* complete: a child may copy it again */
         reg->fork_guard = NULL;

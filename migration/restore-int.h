@@ -290,6 +290,83 @@ unsigned char *sl_region_file_pages(const sl_region *reg, uint64_t *fp, int *err
 /** sl_region_of_block (restore.c): the region of block @name in @r, or NULL. */
 sl_region *sl_region_of_block(sl_restore *r, const char *name);
 
+/*
+ * The engine's allocation of every view: the backend's sl_view, then the
+ * bytes [off, off + len) of the block it maps.  A consumer may map only a
+ * part of a block: a vhost-user back-end maps each memory region QEMU
+ * sends it, and QEMU splits a pc guest's RAM below and above 4 GiB.  The
+ * backends never see the range: they are only ever asked to place inside
+ * it, at v->base + (offset in the block), v->base being where the block's
+ * first byte would be in that process (the range's address less @off; it
+ * may wrap, no address outside the range is ever used).  Set before the
+ * view is published and read-only after, like sl_view's own fields.  Kept
+ * out of sl_view (backends/backend.h) so that backends stay unaware.
+ */
+typedef struct {
+    sl_view v;          /* first: every sl_view * of the engine points at one of these */
+    uint64_t off, len;  /* the block's bytes this view maps; unit-aligned (views.c) */
+} sl_ranged_view;
+
+static inline const sl_ranged_view *sl_view_ranged(const sl_view *v)
+{
+    return (const sl_ranged_view *)(const void *)v;
+}
+
+/** Where view @v's range starts in its process. */
+static inline uint64_t sl_view_addr(const sl_view *v)
+{
+    return v->base + sl_view_ranged(v)->off;
+}
+
+/** Bytes of the block view @v maps. */
+static inline uint64_t sl_view_len(const sl_view *v)
+{
+    return sl_view_ranged(v)->len;
+}
+
+/** The units of @reg that view @v maps: [*u0, *u1) (none before the units are laid out). */
+static inline void sl_view_units(const sl_region *reg, const sl_view *v, uint64_t *u0,
+                                 uint64_t *u1)
+{
+    *u0 = reg->unit ? sl_view_ranged(v)->off / reg->unit : 0;
+    *u1 = reg->unit ? (sl_view_ranged(v)->off + sl_view_ranged(v)->len) / reg->unit : 0;
+}
+
+/** Whether view @v maps every unit of [@u, @u + @n). */
+static inline bool sl_view_covers(const sl_region *reg, const sl_view *v, uint64_t u, uint64_t n)
+{
+    uint64_t u0, u1;
+
+    sl_view_units(reg, v, &u0, &u1);
+    return u >= u0 && u + n <= u1;
+}
+
+/**
+ * Clips the run [*@u, *@u + *@n) of @reg to the units view @v maps; false
+ * when none of them is (nothing to place there).
+ */
+static inline bool sl_view_clip(const sl_region *reg, const sl_view *v, uint64_t *u, uint64_t *n)
+{
+    uint64_t u0, u1, lo, hi;
+
+    sl_view_units(reg, v, &u0, &u1);
+    lo = MAX(*u, u0);
+    hi = MIN(*u + *n, u1);
+    if (lo >= hi) {
+        return false;
+    }
+    *u = lo;
+    *n = hi - lo;
+    return true;
+}
+
+/**
+ * sl_view_alloc (views.c): a view of block bytes [@off, +@len) at @addr
+ * (where byte @off is mapped) on @uffd (not duplicated), with every other
+ * field zero; freed with g_free().
+ */
+sl_view *sl_view_alloc(int uffd, uint64_t addr, uint64_t off, uint64_t len);
+
 /** View @j of @reg (j < nviews); acquire: pairs with the release stores in restore.c. */
 static inline sl_view *sl_region_view(const sl_region *reg, unsigned j)
 {

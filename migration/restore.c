@@ -131,9 +131,8 @@ static sl_region *add_region(sl_restore *r, int idx, const sl_mem *mem)
     reg->blk = &r->snap->blocks[idx];
     reg->mem = *mem;
     if (mem->host) {
-        sl_view *v = g_new0(sl_view, 1);
-        v->uffd = -1; /* our uffd, set at start */
-        v->base = (uintptr_t)mem->host;
+        /* our uffd, set at start; our mapping holds the whole block */
+        sl_view *v = sl_view_alloc(-1, (uintptr_t)mem->host, 0, mem->length);
         v->own = true;
         sl_view_publish(r, reg, v);
     }

@@ -93,15 +93,21 @@ static void clear_markers(sl_region *reg, sl_view *v, uint64_t u, uint64_t n)
     }
 }
 
-/* Seals every run of units of @reg that is not PRESENT in view @v. */
+/*
+ * Seals every run of units of @reg that is not PRESENT in view @v, within
+ * the part of the block it maps: beyond it, the addresses v->base gives
+ * may be another mapping of that process, registered on another uffd.
+ */
 static bool seal_view(sl_region *reg, sl_view *v)
 {
+    uint64_t u0, u1;
     bool all = true;
 
-    for (uint64_t u = 0; u < reg->nunits;) {
+    sl_view_units(reg, v, &u0, &u1);
+    for (uint64_t u = u0; u < u1;) {
         uint64_t end = u;
         /* no map: the restore failed before any page was placed */
-        while (end < reg->nunits &&
+        while (end < u1 &&
                (!reg->map || sl_pagemap_state(reg->map, end) != SL_PAGE_PRESENT)) {
             end++;
         }
@@ -127,7 +133,7 @@ bool sl_seal_let_go(sl_region *reg, sl_view *v)
     if (!seal_view(reg, v)) {
         return false; /* stays registered: its faults wait, never zeros */
     }
-    sl_uffd_unregister(v->uffd, (void *)(uintptr_t)v->base, reg->mem.length);
+    sl_uffd_unregister(v->uffd, (void *)(uintptr_t)sl_view_addr(v), sl_view_len(v));
     return true;
 }
 

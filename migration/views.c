@@ -7,16 +7,32 @@
  * unregistered), leave by tag, and live in fixed slots of their region
  * that the fault thread and the loaders read without a lock (the ordering
  * rules are on sl_region.views in restore-int.h).  Publishers hold
- * views_lock.
+ * views_lock.  A view of a shared file may map only a part of its block
+ * (sl_restore_add_view_range(): a vhost-user back-end maps each memory
+ * region on its own); the engine then serves and places only that part
+ * there (sl_ranged_view).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kcmp.h>
+#include <linux/magic.h>
 #include <string.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "restore-int.h"
 #include "uffd.h"
+
+sl_view *sl_view_alloc(int uffd, uint64_t addr, uint64_t off, uint64_t len)
+{
+    sl_ranged_view *rv = g_new0(sl_ranged_view, 1);
+
+    rv->v.uffd = uffd;
+    rv->v.base = addr - off; /* may wrap: only [off, off + len) is ever addressed */
+    rv->off = off;
+    rv->len = len;
+    return &rv->v;
+}
 
 bool sl_view_publish(sl_restore *r, sl_region *reg, sl_view *v)
 {
@@ -91,9 +107,9 @@ static const sl_view *first_live_view(const sl_region *reg)
 }
 
 /* A late view after completion: every page is cached, so just unregister. */
-static bool view_after_completion(sl_region *reg, int uffd, uint64_t base, GError **errp)
+static bool view_after_completion(int uffd, uint64_t addr, uint64_t len, GError **errp)
 {
-    int ret = sl_uffd_unregister(uffd, (void *)(uintptr_t)base, reg->mem.length);
+    int ret = sl_uffd_unregister(uffd, (void *)(uintptr_t)addr, len);
 
     if (ret < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "unregistering the late view: %s",
@@ -107,6 +123,16 @@ bool sl_restore_add_view(sl_restore *r, const char *name, int uffd, uint64_t bas
                          GError **errp)
 {
     return sl_restore_add_view_tagged(r, name, uffd, base, 0, errp);
+}
+
+bool sl_restore_add_view_flags(sl_restore *r, const char *name, int uffd, uint64_t base,
+                               uint64_t tag, unsigned flags, GError **errp)
+{
+    sl_region *reg = sl_region_of_block(r, name);
+
+    /* The whole block (an unknown block is refused below, naming it). */
+    return sl_restore_add_view_range(r, name, uffd, base, 0, reg ? reg->mem.length : 0, tag,
+                                     flags, errp);
 }
 
 void sl_restore_remove_views(sl_restore *r, uint64_t tag)
@@ -150,40 +176,84 @@ bool sl_restore_add_view_tagged(sl_restore *r, const char *name, int uffd, uint6
     return sl_restore_add_view_flags(r, name, uffd, base, tag, 0, errp);
 }
 
-/* Why a view of @reg (block @name) on @uffd at @base cannot be; NULL if it can. */
-static const char *view_refused(const sl_restore *r, const sl_region *reg, int uffd,
-                                uint64_t base, unsigned flags)
+/*
+ * The alignment of a view's range: the placement unit (the larger of the
+ * snapshot's page and the memory's), known before the restore starts too,
+ * from the file system: a hugetlbfs page, else the system page.
+ */
+static uint64_t view_align(const sl_region *reg)
 {
-    if (!reg) {
-        return "block not attached";
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    struct statfs sfs;
+
+    if (reg->mem.fd >= 0 && fstatfs(reg->mem.fd, &sfs) == 0 &&
+        (uint64_t)sfs.f_type == HUGETLBFS_MAGIC) {
+        page = (uint64_t)sfs.f_bsize;
     }
-    if (!reg->mem.ops->in_place && (reg->mem.host || first_live_view(reg))) {
-        return "anonymous memory is private to one process: it has one view, already there";
+    return MAX(reg->blk->page_size, page);
+}
+
+/*
+ * Why block bytes [@off, +@len) of @reg cannot be a view's range, or NULL:
+ * inside the block, aligned to the placement unit (a view maps whole
+ * units), and all of it for anonymous memory, which only its owner maps.
+ */
+static char *range_refused(const sl_region *reg, uint64_t off, uint64_t len)
+{
+    uint64_t align = view_align(reg), blen = reg->mem.length;
+
+    if (!reg->mem.ops->in_place && (off != 0 || len != blen)) {
+        return g_strdup_printf("bytes [%" G_GUINT64_FORMAT ", +%" G_GUINT64_FORMAT ") of its %"
+                               G_GUINT64_FORMAT ": anonymous memory has one view, of the whole "
+                               "block", off, len, blen);
     }
-    if (!is_userfaultfd(uffd)) {
-        return "the fd is not a userfaultfd";
+    if (len == 0 || off > blen || len > blen - off) {
+        return g_strdup_printf("bytes [%" G_GUINT64_FORMAT ", +%" G_GUINT64_FORMAT ") are not "
+                               "a part of the block, which has %" G_GUINT64_FORMAT " bytes",
+                               off, len, blen);
     }
-    if (base % MAX(reg->mem.page_size, 4096)) {
-        return "base address is not aligned to the memory's page size";
-    }
-    if (flags & ~SL_VIEW_WRITE_PROTECTED) {
-        return "unknown flags";
-    }
-    if ((flags & SL_VIEW_WRITE_PROTECTED) && !r->cfg.track_writes) {
-        return "write-protected views need a restore with config.track_writes (which keeps "
-               "them registered, and so protected, until the stop)";
+    if (off % align || len % align) {
+        return g_strdup_printf("%s %" G_GUINT64_FORMAT " is not a multiple of the block's "
+                               "placement unit, %" G_GUINT64_FORMAT " bytes (a view maps whole "
+                               "pages)", off % align ? "offset" : "length",
+                               off % align ? off : len, align);
     }
     return NULL;
 }
 
-/* A new view of @reg on a duplicate of @uffd, published; caller holds views_lock. */
-static bool publish_new(sl_restore *r, sl_region *reg, int uffd, uint64_t base, uint64_t tag,
-                        unsigned flags, GError **errp)
+/* Why a view of @reg on @uffd at @addr (bytes [@off, +@len)) cannot be; NULL if it can. */
+static char *view_refused(const sl_restore *r, const sl_region *reg, int uffd, uint64_t addr,
+                          uint64_t off, uint64_t len, unsigned flags)
 {
-    sl_view *v = g_new0(sl_view, 1);
+    if (!reg) {
+        return g_strdup("block not attached");
+    }
+    if (!reg->mem.ops->in_place && (reg->mem.host || first_live_view(reg))) {
+        return g_strdup("anonymous memory is private to one process: it has one view, "
+                        "already there");
+    }
+    if (!is_userfaultfd(uffd)) {
+        return g_strdup("the fd is not a userfaultfd");
+    }
+    if (addr % MAX(reg->mem.page_size, 4096)) {
+        return g_strdup("base address is not aligned to the memory's page size");
+    }
+    if (flags & ~SL_VIEW_WRITE_PROTECTED) {
+        return g_strdup("unknown flags");
+    }
+    if ((flags & SL_VIEW_WRITE_PROTECTED) && !r->cfg.track_writes) {
+        return g_strdup("write-protected views need a restore with config.track_writes (which "
+                        "keeps them registered, and so protected, until the stop)");
+    }
+    return range_refused(reg, off, len);
+}
 
-    v->uffd = fcntl(uffd, F_DUPFD_CLOEXEC, 0);
-    v->base = base;
+/* A new view of @reg on a duplicate of @uffd, published; caller holds views_lock. */
+static bool publish_new(sl_restore *r, sl_region *reg, int uffd, uint64_t addr, uint64_t off,
+                        uint64_t len, uint64_t tag, unsigned flags, GError **errp)
+{
+    sl_view *v = sl_view_alloc(fcntl(uffd, F_DUPFD_CLOEXEC, 0), addr, off, len);
+
     v->tag = tag;
     v->wp = flags & SL_VIEW_WRITE_PROTECTED;
     if (v->uffd < 0) {
@@ -200,17 +270,18 @@ static bool publish_new(sl_restore *r, sl_region *reg, int uffd, uint64_t base, 
     return false;
 }
 
-bool sl_restore_add_view_flags(sl_restore *r, const char *name, int uffd, uint64_t base,
-                               uint64_t tag, unsigned flags, GError **errp)
+bool sl_restore_add_view_range(sl_restore *r, const char *name, int uffd, uint64_t addr,
+                               uint64_t offset, uint64_t length, uint64_t tag, unsigned flags,
+                               GError **errp)
 {
     sl_region *reg = sl_region_of_block(r, name);
+    g_autofree char *why = NULL;
     const sl_region *other;
-    const char *why;
     bool ok = false;
 
     SL_ARG(r, errp, false);
     SL_ARG(name, errp, false);
-    if ((why = view_refused(r, reg, uffd, base, flags))) {
+    if ((why = view_refused(r, reg, uffd, addr, offset, length, flags))) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "view of block '%s': %s", name, why);
         return false;
     }
@@ -218,7 +289,7 @@ bool sl_restore_add_view_flags(sl_restore *r, const char *name, int uffd, uint64
      * and unregisters it, or they have closed the views and we see that. */
     g_mutex_lock(&r->views_lock);
     if (r->views_closed && sl_restore_poll(r) == 0) {
-        ok = view_after_completion(reg, uffd, base, errp);
+        ok = view_after_completion(uffd, addr, length, errp);
         g_mutex_unlock(&r->views_lock);
         return ok;
     }
@@ -232,7 +303,7 @@ bool sl_restore_add_view_flags(sl_restore *r, const char *name, int uffd, uint64
         g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "view of block '%s': the restore has "
                     "stopped before completion (%s)", name, g_strerror(-sl_restore_poll(r)));
     } else {
-        ok = publish_new(r, reg, uffd, base, tag, flags, errp);
+        ok = publish_new(r, reg, uffd, addr, offset, length, tag, flags, errp);
     }
     g_mutex_unlock(&r->views_lock);
     if (ok) {

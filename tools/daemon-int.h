@@ -32,6 +32,7 @@ typedef struct {
     unsigned nregistered;    /* REGISTERs accepted: a consumer, never timed out */
     uint8_t *registered;     /* per block: registered on this connection */
     uint64_t *wp_addr;       /* per block: where a tracked mapping was registered (0: none) */
+    uint64_t *wp_off, *wp_len; /* per block: the block's bytes that mapping maps (a part) */
     uint8_t *reported;       /* per block: that mapping reported its writes (WRITTEN) */
     char name[32];           /* printable characters only */
 } client;

@@ -84,6 +84,8 @@ static void client_free(client *c)
     }
     g_free(c->registered);
     g_free(c->wp_addr);
+    g_free(c->wp_off);
+    g_free(c->wp_len);
     g_free(c->reported);
     g_free(c);
 }
@@ -345,6 +347,8 @@ static void accept_client(server *d)
     c->accepted_us = g_get_monotonic_time();
     c->registered = g_new0(uint8_t, sl_snapshot_n_blocks(d->snap));
     c->wp_addr = g_new0(uint64_t, sl_snapshot_n_blocks(d->snap));
+    c->wp_off = g_new0(uint64_t, sl_snapshot_n_blocks(d->snap));
+    c->wp_len = g_new0(uint64_t, sl_snapshot_n_blocks(d->snap));
     c->reported = g_new0(uint8_t, sl_snapshot_n_blocks(d->snap));
     g_ptr_array_add(d->clients, c);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0) {

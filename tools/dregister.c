@@ -4,10 +4,12 @@
  * its userfaultfd and, for shared memory, its memory file.  Each is checked
  * against the snapshot and the kernel objects it names (peercheck.c: the
  * range is the consumer's shared mapping of that very file, at the offset
- * and length of the block); the first registration of a block attaches it
- * to the restore, later ones must match it and become views.  Once every
- * served block is attached, the restore starts.  Called from the daemon's
- * poll loop (daemon.c).
+ * and length it names); the first registration of a block attaches it to
+ * the restore, later ones must name the same file and become views.  A
+ * mapping of shared memory may cover a part of the block (a vhost-user
+ * back-end maps each memory region QEMU sends it): it becomes a view of
+ * that part.  Once every served block is attached, the restore starts.
+ * Called from the daemon's poll loop (daemon.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -113,10 +115,12 @@ static int check_register(server *d, const sl_msg_register *m, bool wp, pid_t pi
                     "(its owner loads it)", m->block);
         return -EINVAL;
     }
-    if (m->length != bi.length) {
+    /* Shared memory may be mapped in parts (where, attach_or_match() checks);
+     * anonymous memory has one owner, who maps all of it. */
+    if (memfd < 0 ? m->length != bi.length : m->length == 0 || m->length > bi.length) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': length %" G_GUINT64_FORMAT
-                    ", but the block has %" G_GUINT64_FORMAT " bytes", m->block, m->length,
-                    bi.length);
+                    ", but the block has %" G_GUINT64_FORMAT " bytes%s", m->block, m->length,
+                    bi.length, memfd < 0 ? " (anonymous memory is registered whole)" : "");
         return -EINVAL;
     }
     if (memfd < 0) { /* anonymous memory of the consumer's own */
@@ -138,6 +142,14 @@ static int check_register(server *d, const sl_msg_register *m, bool wp, pid_t pi
         g_prefix_error(errp, "block '%s': ", m->block);
     }
     return ret;
+}
+
+/* The length of block @idx of @snap (an index check_register() found). */
+static uint64_t block_bytes(const sl_snapshot *snap, int idx)
+{
+    sl_block_info bi;
+
+    return sl_snapshot_block(snap, (unsigned)idx, &bi) ? bi.length : 0;
 }
 
 /* A reused RAM file's list of what the previous run wrote: only that is checked. */
@@ -168,12 +180,76 @@ static void use_written_list(server *d, const char *block, int idx, int memfd)
 }
 
 /*
+ * Where block @idx starts in the memory file @st that mapping @m names.
+ * Once attached, where it was attached.  Before, a mapping of the whole
+ * block says it; a mapping of a part says it only when the file holds the
+ * block alone (QEMU's RAM files: the block from offset 0), and otherwise
+ * is refused rather than guessed (a wrong guess would serve other pages).
+ */
+static bool block_start(server *d, const sl_msg_register *m, int idx, uint64_t blen,
+                        const struct stat *st, uint64_t *start, GError **errp)
+{
+    if (d->files[idx].st_ino) {
+        *start = d->offsets[idx];
+    } else if (m->length == blen) {
+        *start = m->file_offset;
+    } else if ((uint64_t)st->st_size == blen) {
+        *start = 0;
+    } else {
+        /* (short: REGISTERED carries 120 bytes of reason) */
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': a part of the block, whose "
+                    "place in the larger memory file is unknown until all of it registers",
+                    m->block);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * The part of block @idx that file mapping @m covers, *@off bytes into the
+ * block: inside the block, and whole placement units (the larger of the
+ * file's page and the snapshot's), checked before anything is attached.
+ */
+static int view_offset(server *d, const sl_msg_register *m, int idx, const struct stat *st,
+                       uint64_t *off, GError **errp)
+{
+    sl_block_info bi;
+    uint64_t start, unit;
+
+    if (!sl_snapshot_block(d->snap, (unsigned)idx, &bi) ||
+        !block_start(d, m, idx, bi.length, st, &start, errp)) {
+        return -EINVAL;
+    }
+    unit = MAX(bi.page_size, m->page_size);
+    *off = m->file_offset - start;
+    if (m->file_offset < start || *off > bi.length - m->length) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': file bytes [%"
+                    G_GUINT64_FORMAT ", +%" G_GUINT64_FORMAT ") lie outside the block's [%"
+                    G_GUINT64_FORMAT ", +%" G_GUINT64_FORMAT ")", m->block, m->file_offset,
+                    m->length, start, bi.length);
+    } else if (*off % unit || m->length % unit) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': %s %" G_GUINT64_FORMAT
+                    " is not a multiple of its placement unit, %" G_GUINT64_FORMAT " bytes",
+                    m->block, *off % unit ? "offset in the block" : "length",
+                    *off % unit ? *off : m->length, unit);
+    } else {
+        return 0;
+    }
+    return -EINVAL;
+}
+
+/*
  * Attaches the block on its first REGISTER; later ones must name the same
- * file (anonymous memory has one owner: no later one).  0 or -errno.
+ * file (anonymous memory has one owner: no later one).  *@off: where in
+ * the block the mapping starts (a file mapping may cover a part).  0 or
+ * -errno.
  */
 static int attach_or_match(server *d, const sl_msg_register *m, int idx, sl_backend_kind kind,
-                           int memfd, const struct stat *st, GError **errp)
+                           int memfd, const struct stat *st, uint64_t *off, GError **errp)
 {
+    int ret;
+
+    *off = 0;
     if (d->anon[idx] || (memfd < 0 && d->files[idx].st_ino)) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': registered already; "
                     "anonymous memory has one owner, the first to register", m->block);
@@ -188,27 +264,28 @@ static int attach_or_match(server *d, const sl_msg_register *m, int idx, sl_back
         d->nattached++;
         return 0;
     }
-    if (d->files[idx].st_ino) {
-        if (d->files[idx].st_ino != st->st_ino || d->files[idx].st_dev != st->st_dev ||
-            d->offsets[idx] != m->file_offset) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': not the memory file "
-                        "and offset its first consumer registered", m->block);
-            return -EINVAL;
-        }
-        return 0;
+    if (d->files[idx].st_ino &&
+        (d->files[idx].st_ino != st->st_ino || d->files[idx].st_dev != st->st_dev)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': not the memory file its "
+                    "first consumer registered", m->block);
+        return -EINVAL;
+    }
+    if ((ret = view_offset(d, m, idx, st, off, errp)) < 0 || d->files[idx].st_ino) {
+        return ret;
     }
     if (d->started) { /* cannot be: the restore starts once every block is attached */
         g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "block '%s': the restore started without "
                     "it", m->block);
         return -EIO;
     }
-    if (!sl_restore_attach_file(d->r, m->block, NULL, m->length, kind, memfd, m->file_offset,
-                                errp)) {
+    /* the whole block, from where it starts in the file (the mapping may be a part) */
+    if (!sl_restore_attach_file(d->r, m->block, NULL, block_bytes(d->snap, idx), kind, memfd,
+                                m->file_offset - *off, errp)) {
         return engine_status(*errp);
     }
     use_written_list(d, m->block, idx, memfd);
     d->files[idx] = *st;
-    d->offsets[idx] = m->file_offset;
+    d->offsets[idx] = m->file_offset - *off;
     d->nattached++;
     return 0;
 }
@@ -263,6 +340,7 @@ static int do_register(server *d, client *c, const sl_msg_register *m, bool wp, 
 {
     sl_backend_kind kind;
     struct stat st;
+    uint64_t off;
     int idx, ret = check_register(d, m, wp, c->pid, uffd, memfd, &idx, &kind, &st, errp);
 
     if (ret < 0) {
@@ -279,11 +357,12 @@ static int do_register(server *d, client *c, const sl_msg_register *m, bool wp, 
                                         : "this daemon does not track writes");
         return -EOPNOTSUPP; /* the client may register it plainly instead */
     }
-    ret = attach_or_match(d, m, idx, kind, memfd, &st, errp);
+    ret = attach_or_match(d, m, idx, kind, memfd, &st, &off, errp);
     if (ret == 0 && chan >= 0) {
         add_mover(d, c, m, idx, chan);
     }
-    if (ret == 0 && !sl_restore_add_view_flags(d->r, m->block, uffd, m->host_addr, c->id,
+    if (ret == 0 && !sl_restore_add_view_range(d->r, m->block, uffd, m->host_addr, off,
+                                               m->length, c->id,
                                                wp ? SL_VIEW_WRITE_PROTECTED : 0, errp)) {
         ret = engine_status(*errp);
     }
@@ -294,6 +373,8 @@ static int do_register(server *d, client *c, const sl_msg_register *m, bool wp, 
         sl_dtrack_registered(d->dt, (unsigned)idx, wp);
     }
     c->wp_addr[idx] = wp ? m->host_addr : 0;
+    c->wp_off[idx] = off; /* a part is scanned where it lies in the block (dtrack.c) */
+    c->wp_len[idx] = m->length;
     c->registered[idx] = 1;
     c->nregistered++;
     if (memfd < 0) {

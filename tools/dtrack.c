@@ -118,12 +118,14 @@ static void mark(uint64_t *bits, const dt_block *b, uint64_t from, uint64_t to)
     sl_bit_set_run(bits, first, end > first ? end - first : 0);
 }
 
-/* Marks in @bits the pages of @b that process @pid's mapping at @addr
- * wrote (its pagemap, not protected again); 0, or -errno with @why set. */
-static int scan_into(uint64_t *bits, const dt_block *b, pid_t pid, uint64_t addr,
+/* Marks in @bits the pages of @b that tracked mapping @m wrote (its
+ * process's pagemap, not protected again); 0, or -errno with @why set.
+ * A mapping of a part of the block is scanned over that part alone, and
+ * its pages land at their place in the block. */
+static int scan_into(uint64_t *bits, const dt_block *b, const sl_dtrack_map *m,
                      const char **why, GError **errp)
 {
-    g_autofree char *path = g_strdup_printf("/proc/%d/pagemap", (int)pid);
+    g_autofree char *path = g_strdup_printf("/proc/%d/pagemap", (int)m->pid);
     g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_written_run));
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     int64_t got;
@@ -134,26 +136,27 @@ static int scan_into(uint64_t *bits, const dt_block *b, pid_t pid, uint64_t addr
         *why = "a consumer's pagemap could not be read";
         return -err;
     }
-    got = sl_scan_written(fd, addr, addr + b->length, false, runs);
+    got = m->off > b->length || m->len > b->length - m->off
+              ? -EINVAL : sl_scan_written(fd, m->addr, m->addr + m->len, false, runs);
     close(fd);
     if (got < 0) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "PAGEMAP_SCAN of process %d: %s", (int)pid,
-                    g_strerror((int)-got));
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "PAGEMAP_SCAN of process %d: %s",
+                    (int)m->pid, g_strerror((int)-got));
         *why = "a consumer's pagemap could not be scanned";
         return (int)got;
     }
     for (guint i = 0; i < runs->len; i++) {
         const sl_written_run *w = &g_array_index(runs, sl_written_run, i);
-        mark(bits, b, w->start - addr, w->end - addr);
+        mark(bits, b, m->off + (w->start - m->addr), m->off + (w->end - m->addr));
     }
     return 0;
 }
 
-int sl_dtrack_scan(sl_dtrack *t, unsigned idx, pid_t pid, uint64_t addr, bool untracked,
+int sl_dtrack_scan(sl_dtrack *t, unsigned idx, const sl_dtrack_map *m, bool untracked,
                    GError **errp)
 {
     dt_block *b = &t->b[idx];
-    int ret = scan_into(b->pages, b, pid, addr, &b->untracked, errp);
+    int ret = scan_into(b->pages, b, m, &b->untracked, errp);
 
     if (ret < 0) {
         return ret;
@@ -200,9 +203,8 @@ static const char *no_list(const dt_block *b, bool complete, bool swaps)
     return swaps ? "the host swaps (a swapped-out page leaves no trace)" : NULL;
 }
 
-uint64_t *sl_dtrack_written_now(sl_dtrack *t, unsigned idx, const pid_t *pids,
-                                const uint64_t *addrs, unsigned n, uint64_t *npages,
-                                const char **why, GError **errp)
+uint64_t *sl_dtrack_written_now(sl_dtrack *t, unsigned idx, const sl_dtrack_map *maps,
+                                unsigned n, uint64_t *npages, const char **why, GError **errp)
 {
     dt_block *b = idx < t->n ? &t->b[idx] : NULL;
     g_autofree uint64_t *bits = NULL;
@@ -221,7 +223,7 @@ uint64_t *sl_dtrack_written_now(sl_dtrack *t, unsigned idx, const pid_t *pids,
     }
     bits = g_memdup2(b->pages, sl_bitmap_bytes(b->npages));
     for (unsigned i = 0; i < n; i++) {
-        if (scan_into(bits, b, pids[i], addrs[i], why, errp) < 0) {
+        if (scan_into(bits, b, &maps[i], why, errp) < 0) {
             return NULL;
         }
     }

@@ -42,26 +42,34 @@ void sl_dtrack_untracked(sl_dtrack *t, unsigned idx);
 /** sl_dtrack_lost: a tracked mapping of block @idx went without reporting. */
 void sl_dtrack_lost(sl_dtrack *t, unsigned idx);
 
-/**
- * sl_dtrack_scan: process @pid's tracked mapping of block @idx at @addr
- * reports: its written pages are read from /proc/@pid/pagemap;
- * @untracked: the file also changed where no list shows.  0 or -errno.
+/*
+ * A tracked mapping of a block: process @pid maps the block's bytes
+ * [@off, @off + @len) at @addr (all of them, or a part: a vhost-user
+ * back-end maps each memory region on its own).
  */
-int sl_dtrack_scan(sl_dtrack *t, unsigned idx, pid_t pid, uint64_t addr, bool untracked,
+typedef struct {
+    pid_t pid;
+    uint64_t addr, off, len;
+} sl_dtrack_map;
+
+/**
+ * sl_dtrack_scan: tracked mapping @m of block @idx reports: its written
+ * pages are read from /proc/PID/pagemap; @untracked: the file also
+ * changed where no list shows.  0 or -errno.
+ */
+int sl_dtrack_scan(sl_dtrack *t, unsigned idx, const sl_dtrack_map *m, bool untracked,
                    GError **errp);
 
 /**
  * sl_dtrack_written_now: the snapshot pages of block @idx written so far
  * by its tracked mappings: those that reported, and the @n still mapped
- * (process @pids[i] at @addrs[i]), read from their pagemaps without
- * protecting them again.  A new bitmap of *@npages bits (g_free), or NULL
+ * (@maps), read from their pagemaps without protecting them again.  A new bitmap of *@npages bits (g_free), or NULL
  * with *@why (static text) and @errp when no complete list can be given:
  * an untracked writer, a mapping not accounted for, swap, a pagemap that
  * cannot be read.
  */
-uint64_t *sl_dtrack_written_now(sl_dtrack *t, unsigned idx, const pid_t *pids,
-                                const uint64_t *addrs, unsigned n, uint64_t *npages,
-                                const char **why, GError **errp);
+uint64_t *sl_dtrack_written_now(sl_dtrack *t, unsigned idx, const sl_dtrack_map *maps,
+                                unsigned n, uint64_t *npages, const char **why, GError **errp);
 
 /**
  * sl_dtrack_finish: saves the list of every block that can have one (the

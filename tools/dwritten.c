@@ -48,7 +48,9 @@ int on_written(server *d, client *c, const sl_msg_written *m, unsigned nfds,
                     m->block, m->host_addr, (int)c->pid);
         return -ENOENT;
     }
-    ret = sl_dtrack_scan(d->dt, (unsigned)idx, c->pid, m->host_addr,
+    ret = sl_dtrack_scan(d->dt, (unsigned)idx, &(sl_dtrack_map){ c->pid, m->host_addr,
+                                                                  owner->wp_off[idx],
+                                                                  owner->wp_len[idx] },
                          m->flags & SL_WRITTEN_UNTRACKED, errp);
     if (ret < 0) {
         return ret;
@@ -116,8 +118,7 @@ int on_written_query(server *d, client *c, const sl_msg_written_query *m,
 {
     int idx = sl_snapshot_find_block(d->snap, m->block);
     const char *why = query_refusal(d, idx, m->identity);
-    g_autoptr(GArray) pids = g_array_new(false, false, sizeof(pid_t));
-    g_autoptr(GArray) addrs = g_array_new(false, false, sizeof(uint64_t));
+    g_autoptr(GArray) maps = g_array_new(false, false, sizeof(sl_dtrack_map));
     g_autoptr(GError) err = NULL;
     g_autofree uint64_t *bits = NULL;
     uint64_t npages = 0;
@@ -130,13 +131,13 @@ int on_written_query(server *d, client *c, const sl_msg_written_query *m,
     for (guint i = 0; !why && i < d->clients->len; i++) {
         const client *o = g_ptr_array_index(d->clients, i);
         if (o->wp_addr[idx] && !o->reported[idx]) {
-            g_array_append_val(pids, o->pid);
-            g_array_append_val(addrs, o->wp_addr[idx]);
+            sl_dtrack_map m = { o->pid, o->wp_addr[idx], o->wp_off[idx], o->wp_len[idx] };
+            g_array_append_val(maps, m);
         }
     }
     if (!why) {
-        bits = sl_dtrack_written_now(d->dt, (unsigned)idx, (pid_t *)pids->data,
-                                     (uint64_t *)addrs->data, pids->len, &npages, &why, &err);
+        bits = sl_dtrack_written_now(d->dt, (unsigned)idx, (sl_dtrack_map *)maps->data,
+                                     maps->len, &npages, &why, &err);
     }
     dlog(d, "%s asked for the written pages of block '%s': %s", c->name, m->block,
          bits ? "sent" : err ? err->message : why);

@@ -680,6 +680,26 @@ bool sl_restore_add_view_flags(sl_restore *r, const char *block_name, int uffd,
                                uint64_t base, uint64_t tag, unsigned flags, GError **errp);
 
 /**
+ * sl_restore_add_view_range:
+ * Since 1.17.  sl_restore_add_view_flags() for a consumer mapping of a
+ * part of a file-backed block: its owner mapped block bytes
+ * [@offset, @offset + @length) (file offset: the block's own plus
+ * @offset) MAP_SHARED at @addr and registered that range on @uffd.  A
+ * vhost-user back-end maps each memory region QEMU sends it on its own,
+ * and a pc guest's RAM comes in two (below and above 4 GiB).  The engine
+ * serves the faults of that range and places into it only the units it
+ * covers; units placed before the view joined are in the page cache and
+ * are mapped there when touched.  @offset and @length must be multiples
+ * of the block's placement unit (the larger of the snapshot's page and
+ * the memory's: 4 KiB on tmpfs, the hugepage on hugetlbfs), inside the
+ * block; a view of anonymous memory must be the whole block (only its
+ * owner maps it).  A refused range is named in @errp.
+ */
+bool sl_restore_add_view_range(sl_restore *r, const char *block_name, int uffd, uint64_t addr,
+                               uint64_t offset, uint64_t length, uint64_t tag, unsigned flags,
+                               GError **errp);
+
+/**
  * sl_mover_fn: moves @len bytes of page data at @src (this process's memory,
  * a whole chunk of a block, checked) to @dst, an address in the view of
  * another process's anonymous memory, so that they become those pages

@@ -142,6 +142,11 @@ char *lg_req_path(const char *serial)
     return g_strdup_printf("%s.req", base);
 }
 
+unsigned lg_ram_mb(const fixture *f)
+{
+    return f->ram_mb ? f->ram_mb : LG_RAM_MB;
+}
+
 void lg_args(GPtrArray *a, const fixture *f, const linux_guest *g, const char *serial,
              const char *qmp)
 {
@@ -150,7 +155,7 @@ void lg_args(GPtrArray *a, const fixture *f, const linux_guest *g, const char *s
     g_ptr_array_add(a, g_strdup("qemu-system-x86_64"));
     add2(a, "-accel", g_strdup(f->kvm ? "kvm" : "tcg"));
     add2(a, "-machine", g_strdup(f->k->anon ? "pc" : "pc,memory-backend=ram0"));
-    add2(a, "-m", g_strdup_printf("%d", LG_RAM_MB));
+    add2(a, "-m", g_strdup_printf("%u", lg_ram_mb(f)));
     add2(a, "-smp", g_strdup("2"));
     add2(a, "-display", g_strdup("none"));
     g_ptr_array_add(a, g_strdup("-nodefaults"));
@@ -158,8 +163,8 @@ void lg_args(GPtrArray *a, const fixture *f, const linux_guest *g, const char *s
     g_ptr_array_add(a, g_strdup("-no-reboot")); /* a panic (panic=-1) ends QEMU */
     add2(a, "-global", g_strdup("apic-common.vapic=false"));
     if (!f->k->anon) {
-        add2(a, "-object", g_strdup_printf("memory-backend-file,id=ram0,size=%dM,mem-path=%s,"
-                                           "share=on", LG_RAM_MB, f->memfile));
+        add2(a, "-object", g_strdup_printf("memory-backend-file,id=ram0,size=%uM,mem-path=%s,"
+                                           "share=on", lg_ram_mb(f), f->memfile));
     }
     add2(a, "-kernel", g_strdup(g->kernel));
     add2(a, "-initrd", g_strdup(g->initrd));

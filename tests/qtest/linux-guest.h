@@ -60,8 +60,11 @@ void lg_prepare(linux_guest *g);
 /* The request socket of the QEMU whose console log is @serial (X.serial -> X.req). */
 char *lg_req_path(const char *serial);
 
+/* The guest's RAM in MiB: the fixture's (f->ram_mb), else LG_RAM_MB. */
+unsigned lg_ram_mb(const fixture *f);
+
 /*
- * The guest's QEMU command line: 2 vCPUs, LG_RAM_MB of RAM (f->memfile as
+ * The guest's QEMU command line: 2 vCPUs, lg_ram_mb() of RAM (f->memfile as
  * a share=on memory-backend-file unless f->k->anon), the kernel and
  * initramfs, console in file @serial, the request port on a unix socket
  * beside it, the test's monitor on @qmp, then g->extra.

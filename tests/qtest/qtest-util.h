@@ -52,6 +52,7 @@ struct fixture {
     const char *save_format; /* qemu-save --format: NULL (our container) or "qemu" */
     int save_multifd;     /* with "qemu": QEMU writes with this many multifd threads */
     char *img;            /* a private copy of the walker image */
+    unsigned ram_mb;      /* the Linux guest's RAM in MiB (linux-guest.c); 0: LG_RAM_MB */
     bool kvm;
     unsigned saved_pass;  /* last pass the walker finished before the save */
     char *regs;           /* `info registers` of the saved guest */

@@ -30,7 +30,12 @@
  *  - unregistered_backend_is_refused_before_any_byte_is_lost: a back-end
  *    the test starts plainly never gets guest RAM: QEMU ends with the
  *    preload client's reason before the guest runs, and the image is
- *    byte for byte what it was at the save.
+ *    byte for byte what it was at the save;
+ *  - shmem-4G/registered_backend_of_ram_in_two_regions_keeps_memory_and_disk_clean:
+ *    the first case with 4 GiB of guest RAM, which QEMU splits below and
+ *    above 4 GiB: the back-end gets two memory regions and maps guest RAM
+ *    as two parts of one block (the daemon refused the first part, and
+ *    the preload client killed the back-end, before views of parts).
  */
 #include <inttypes.h>
 #include <signal.h>
@@ -51,7 +56,14 @@
 static const mem_kind kinds[] = {
     { "shmem", NULL, 0, false },
     { "hugetlbfs-2M", "hugepages", 2l << 20, false },
+    /* Above 3.5 GiB a pc guest's RAM is split below and above 4 GiB: two
+     * memory regions for the back-end.  One case only (about a minute). */
+    { "shmem-4G", NULL, 0, false },
 };
+#define NKINDS_ALL 2 /* kinds every case runs on; the others run one case */
+
+/* Each kind's guest RAM in MiB (0: LG_RAM_MB). */
+static const unsigned kind_ram_mb[G_N_ELEMENTS(kinds)] = { 0, 0, 4096 };
 
 static const char *const modules[] = { "virtio_pci", "virtio_blk", NULL };
 
@@ -268,6 +280,7 @@ static void boot_and_save_with_disk(fixture *f, unsigned ki)
 static int vsetup(void **state)
 {
     setup(state);
+    ((fixture *)*state)->ram_mb = kind_ram_mb[((fixture *)*state)->k - kinds];
     lg_setup(*state, &guest, vu_args, NULL);
     return 0;
 }
@@ -284,7 +297,8 @@ static unsigned need_vu(fixture *f)
         g_autoptr(GError) err = NULL;
         bool ok = f->memfile &&
                   sl_hugetlb_check((uint64_t)f->k->hugepage,
-                                   ((uint64_t)LG_RAM_MB << 20) / (uint64_t)f->k->hugepage, &err);
+                                   ((uint64_t)lg_ram_mb(f) << 20) / (uint64_t)f->k->hugepage,
+                                   &err);
         SL_TEST_NEED(f->k->cap, ok, err ? err->message : "no hugetlbfs mount for 2 MiB pages");
     }
     lg_prepare(&guest);
@@ -433,6 +447,14 @@ static void test_registered_backend_keeps_guest_memory_and_disk_clean(void **sta
     restore_with_registered_backend(f, need_vu(f), "1", false);
 }
 
+static void test_registered_backend_of_ram_in_two_regions_keeps_memory_and_disk_clean(
+    void **state)
+{
+    fixture *f = *state;
+
+    restore_with_registered_backend(f, need_vu(f), "1", false);
+}
+
 static void test_registered_backend_served_by_faults_only_keeps_disk_clean(void **state)
 {
     fixture *f = *state;
@@ -512,13 +534,14 @@ static void test_unregistered_backend_is_refused_before_any_byte_is_lost(void **
 int main(void)
 {
     struct CMUnitTest tests[4 * G_N_ELEMENTS(kinds)];
+    const unsigned big = NKINDS_ALL;
     unsigned n = 0;
     int failed;
 
     qtest_pick_qemu();
     /* QEMU's own mapped-ram file where QEMU writes one (9.0+), else our container. */
     vu.format = qtest_qemu_major() >= 9 ? "qemu" : "snapload";
-    for (unsigned k = 0; k < G_N_ELEMENTS(kinds); k++) {
+    for (unsigned k = 0; k < NKINDS_ALL; k++) {
         tests[n] = (struct CMUnitTest)CASE(test_registered_backend_keeps_guest_memory_and_disk_clean,
                                            k);
         tests[n++].name = g_strdup_printf(
@@ -536,6 +559,10 @@ int main(void)
         tests[n++].name = g_strdup_printf(
             "%s/restart_with_a_tracked_backend_uses_the_written_list", kinds[k].name);
     }
+    tests[n] = (struct CMUnitTest)CASE(
+        test_registered_backend_of_ram_in_two_regions_keeps_memory_and_disk_clean, big);
+    tests[n++].name = g_strdup_printf(
+        "%s/registered_backend_of_ram_in_two_regions_keeps_memory_and_disk_clean", kinds[big].name);
     qtest_skip_without_qemu(tests, n);
     if (g_getenv("SL_TEST_FILTER")) {
         cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));

@@ -282,6 +282,7 @@ typedef struct {
     bool want_stats;
     bool moved_parent;      /* serve a child whose parent moved, given the parent */
     char *parent;           /* with moved_parent: where the parent went */
+    bool parts;             /* the "vhost-user" consumer maps the block in parts */
 } fixture;
 
 static bool need(uint64_t hugepage, uint64_t len)
@@ -486,13 +487,69 @@ static int consume(fixture *f, const char *name, uint64_t step)
     return sl_client_wait_done(sock) ? 0 : 31;
 }
 
+/*
+ * The parts a back-end maps block b0 in, as libvhost-user maps each memory
+ * region QEMU sends it: the two halves (a pc guest's RAM below and above
+ * 4 GiB) and a middle part overlapping both.  Bytes [off, off + len).
+ */
+static void part_of(const fixture *f, unsigned k, uint64_t *off, uint64_t *len)
+{
+    const uint64_t half = f->len / 2, quarter = f->len / 4;
+
+    *off = k == 0 ? 0 : k == 1 ? half : quarter;
+    *len = k == 0 ? half : k == 1 ? f->len - half : half;
+}
+
+#define NPARTS 3
+
+/* Consumer body of a back-end mapping b0 in parts, each registered on a
+ * connection of its own: reads every page (@step apart) of each part. */
+static int consume_parts(fixture *f, const char *name, uint64_t step)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree uint8_t *want = g_malloc(PSIZE);
+    int sock[NPARTS];
+    uint8_t *p[NPARTS];
+
+    for (unsigned k = 0; k < NPARTS; k++) {
+        uint64_t off, len;
+        part_of(f, k, &off, &len);
+        p[k] = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, (off_t)off);
+        sock[k] = sl_client_connect(f->sock, name, &err);
+        if (p[k] == MAP_FAILED || sock[k] < 0 ||
+            sl_client_register(sock[k], "b0", p[k], len, f->memfd, off, &err) < 0) {
+            fprintf(stderr, "consumer %s, part %u: %s\n", name, k, err ? err->message : "?");
+            return 30;
+        }
+    }
+    atomic_fetch_add(&f->counts->registered, 1);
+    for (unsigned k = 0; k < NPARTS; k++) {
+        uint64_t off, len;
+        part_of(f, k, &off, &len);
+        for (uint64_t i = 0; i < len / PSIZE; i += step) {
+            sl_test_fill_page(want, PSIZE, off / PSIZE + i, 1, 4);
+            if (memcmp(want, p[k] + i * PSIZE, PSIZE) != 0) {
+                atomic_fetch_add(&f->counts->bad, 1);
+            }
+            count_touch(f->counts);
+        }
+    }
+    for (unsigned k = 0; k < NPARTS; k++) {
+        if (!sl_client_wait_done(sock[k])) {
+            return 31;
+        }
+    }
+    return 0;
+}
+
 static pid_t spawn_consumer(fixture *f, const char *name, uint64_t step)
 {
     pid_t pid = fork();
 
     if (pid == 0) {
         signal(SIGBUS, SIG_DFL);
-        _exit(consume(f, name, step));
+        _exit(f->parts && strcmp(name, "vmm") != 0 ? consume_parts(f, name, step)
+                                                   : consume(f, name, step));
     }
     return pid;
 }
@@ -535,6 +592,97 @@ static void test_shmem_vmm_and_late_backend_see_correct_bytes(void **state)
 static void test_hugetlbfs_vmm_and_late_backend_see_correct_bytes(void **state)
 {
     run_vmm_and_backend(*state, 2u << 20);
+}
+
+/*
+ * The reviewer's case: a back-end mapping guest RAM in parts (each memory
+ * region QEMU sends it, as for a pc guest above 3 GiB) joins a VMM that
+ * maps the whole block.  Before, the daemon refused the first part for
+ * its length and the back-end died; now each part is a view of its part
+ * of the block and every page read through each is right.
+ */
+static void test_shmem_backend_mapping_parts_of_the_block_sees_correct_bytes(void **state)
+{
+    ((fixture *)*state)->parts = true;
+    run_vmm_and_backend(*state, 0);
+}
+
+static void test_hugetlbfs_backend_mapping_parts_of_the_block_sees_correct_bytes(void **state)
+{
+    ((fixture *)*state)->parts = true;
+    run_vmm_and_backend(*state, 2u << 20);
+}
+
+/*
+ * Parts alone, nobody mapping the whole block (the synthetic repro: a
+ * process mapping half the file at offset len/2 under `serve`): the
+ * first part attaches the block, whose file holds it alone (from offset
+ * 0), and its faults alone (no loader) complete the restore.
+ */
+static void test_parts_of_a_block_alone_restore_it_by_faults(void **state)
+{
+    fixture *f = *state;
+    pid_t backend;
+
+    f->parts = true;
+    setup_daemon(f, 16u << 20, 0, 0);
+    backend = spawn_consumer(f, "vhost-user", 1);
+    expect_exit(backend, 0);
+    expect_exit(f->daemon, 0);
+    f->daemon = 0;
+    assert_int_equal(atomic_load(&f->counts->bad), 0);
+}
+
+/* REGISTER of [@off, +@len) of @memfd on a fresh connection: the refusal's
+ * reason, or NULL if it was taken (then *@sock stays open: the view lives). */
+static char *register_part(fixture *f, int memfd, uint64_t off, uint64_t len, int *sock)
+{
+    g_autoptr(GError) err = NULL;
+    uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, (off_t)off);
+
+    assert_true(p != MAP_FAILED);
+    *sock = sl_client_connect(f->sock, "part", &err);
+    assert_true(*sock >= 0);
+    if (sl_client_register(*sock, "b0", p, len, memfd, off, &err) >= 0) {
+        return NULL;
+    }
+    close(*sock);
+    munmap(p, len);
+    return g_strdup(err->message);
+}
+
+/*
+ * Parts the daemon cannot place are refused naming why: where the block
+ * starts in a file larger than it is not known before a mapping of the
+ * whole block says so; then a part reaching past the block, or starting
+ * before it, is not a part of it.
+ */
+static void test_a_part_outside_the_block_or_of_unknown_place_is_refused(void **state)
+{
+    fixture *f = *state;
+    const uint64_t L = 4u << 20;
+    int memfd = memfd_create("twice", MFD_CLOEXEC), whole, s;
+    g_autofree char *unknown = NULL, *past = NULL, *before = NULL;
+
+    setup_daemon(f, L, 0, 0);
+    assert_true(memfd >= 0 && ftruncate(memfd, (off_t)(3 * L)) == 0);
+    unknown = register_part(f, memfd, L, L / 2, &s);
+    assert_non_null(unknown);
+    if (!strstr(unknown, "a part of the block, whose place in the larger memory file is "
+                         "unknown until all of it registers")) {
+        fail_msg("a part before the whole: %s", unknown);
+    }
+    assert_null(register_part(f, memfd, L, L, &whole)); /* the block: file bytes [L, 2L) */
+    past = register_part(f, memfd, 2 * L - PSIZE, 2 * PSIZE, &s);
+    before = register_part(f, memfd, L - PSIZE, 2 * PSIZE, &s);
+    assert_non_null(past);
+    assert_non_null(before);
+    if (!strstr(past, "file bytes [8384512, +8192) lie outside the block's [4194304, "
+                      "+4194304)") || !strstr(before, "lie outside the block's")) {
+        fail_msg("parts outside the block: \"%s\", \"%s\"", past, before);
+    }
+    close(whole);
+    close(memfd);
 }
 
 /* A child whose parent moved, served with the parent given (serve and
@@ -670,7 +818,7 @@ static void test_register_errors_name_the_problem(void **state)
 {
     fixture *f = *state;
     g_autoptr(GError) err = NULL;
-    uint8_t *p;
+    uint8_t *p, *q;
     int sock;
 
     setup_daemon(f, 16u << 20, 0, 1);
@@ -682,9 +830,13 @@ static void test_register_errors_name_the_problem(void **state)
     close(sock);
     g_clear_error(&err);
     sock = sl_client_connect(f->sock, "t", &err);
-    assert_true(sl_client_register(sock, "b0", p, f->len - 2 * PSIZE, f->memfd, 0, &err) < 0);
+    /* A part of a block is a view of it (parts_of_a_block_*); more than all is not. */
+    q = mmap(NULL, f->len + 2 * PSIZE, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
+    assert_true(q != MAP_FAILED);
+    assert_true(sl_client_register(sock, "b0", q, f->len + 2 * PSIZE, f->memfd, 0, &err) < 0);
     assert_non_null(strstr(err->message, "length"));
     close(sock);
+    munmap(q, f->len + 2 * PSIZE);
     munmap(p, f->len);
 }
 
@@ -706,7 +858,7 @@ static const struct {
     { BAD_ADDRESS, "address 0x" },
     { BAD_NO_HANDSHAKE, "lack 0x" },
     { BAD_NOT_MAPPED, "not a shared mapping of the memory file" },
-    { BAD_OTHER_FILE, "not the memory file and offset its first consumer registered" },
+    { BAD_OTHER_FILE, "not the memory file its first consumer registered" },
     /* Would read pages allocated ahead of their data without a fault. */
     { BAD_MISSING_ONLY, "not registered with its userfaultfd for MISSING and MINOR faults" },
 };
@@ -1842,6 +1994,107 @@ static void test_written_query_lists_what_tracked_consumers_wrote(void **state)
     sl_test_rmdir(g_steal_pointer(&f->written_dir));
 }
 
+/* The tracked parts of write_parts_then_report(): block pages [0, 64) and [64, end). */
+static void tracked_part(const fixture *f, unsigned k, uint64_t *off, uint64_t *len)
+{
+    *off = k == 0 ? 0 : 64 * PSIZE;
+    *len = k == 0 ? 64 * PSIZE : f->len - 64 * PSIZE;
+}
+
+/*
+ * A tracked back-end mapping b0 in two parts (each on its own connection,
+ * as libvhost-user maps two memory regions) that writes written_pages
+ * through the part holding each, says so on @said, and reports each part
+ * (WRITTEN) once the parent writes @go.
+ */
+static int write_parts_then_report(fixture *f, int said, int go)
+{
+    g_autoptr(GError) err = NULL;
+    uint8_t *p[2];
+    int sock[2];
+    char byte = 'w';
+
+    for (unsigned k = 0; k < 2; k++) {
+        uint64_t off, len;
+        tracked_part(f, k, &off, &len);
+        p[k] = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, (off_t)off);
+        sock[k] = sl_client_connect(f->sock, "tracked-part", &err);
+        if (p[k] == MAP_FAILED || sock[k] < 0 ||
+            sl_client_register_tracked(sock[k], "b0", p[k], len, f->memfd, off, &err) < 0) {
+            fprintf(stderr, "tracked part %u: %s\n", k, err ? err->message : "?");
+            return 30;
+        }
+    }
+    for (unsigned k = 0; k < 2; k++) {
+        if (!sl_client_wait_done(sock[k])) {
+            return 31;
+        }
+    }
+    for (unsigned i = 0; i < WRITTEN_PAGES; i++) {
+        unsigned k = written_pages[i] >= 64;
+        p[k][(written_pages[i] - 64 * k) * PSIZE + 7] ^= 0x5a;
+    }
+    if (write(said, &byte, 1) != 1 || read(go, &byte, 1) != 1) {
+        return 32;
+    }
+    for (unsigned k = 0; k < 2; k++) {
+        uint64_t off, len;
+        tracked_part(f, k, &off, &len);
+        if (!sl_client_report_written(f->sock, "b0", p[k], len, 0, &err)) {
+            fprintf(stderr, "tracked part %u: %s\n", k, err->message);
+            return 33;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Tracked parts of a block (a back-end of a guest whose RAM comes in two
+ * memory regions, under qemu-restore --reuse-ram): the pages written
+ * through each part are listed at their place in the block, read from the
+ * live mappings and again once both parts reported.  Before, the daemon
+ * refused a part, and scanned a tracked mapping as if it began the block.
+ */
+static void test_written_query_places_the_pages_of_tracked_parts_in_the_block(void **state)
+{
+    fixture *f = *state;
+    uint8_t id[SL_IDENTITY_LEN];
+    g_autoptr(GError) err = NULL;
+    g_autofree char *why = NULL;
+    int said[2], go[2], hold;
+    sl_snapshot *s;
+    pid_t pid;
+    char byte;
+
+    f->written_dir = g_build_filename(g_get_tmp_dir(), "snapload-written-XXXXXX", NULL);
+    assert_non_null(g_mkdtemp(f->written_dir));
+    setup_daemon(f, 1u << 20, 0, 1);
+    s = sl_snapshot_open(f->snap, &err);
+    assert_true(s && sl_snapshot_identity(s, id, &err));
+    sl_snapshot_close(s);
+    assert_true(pipe2(said, O_CLOEXEC) == 0 && pipe2(go, O_CLOEXEC) == 0);
+    pid = fork();
+    if (pid == 0) {
+        _exit(write_parts_then_report(f, said[1], go[0]));
+    }
+    close(said[1]);
+    close(go[0]);
+    assert_int_equal(read(said[0], &byte, 1), 1);
+    hold = sl_client_connect(f->sock, "holder", &err); /* the daemon stays when it leaves */
+    assert_true(hold >= 0);
+    assert_int_equal(query_written(f, id, &why), WRITTEN_PAGES); /* live, from its pagemap */
+    assert_int_equal(write(go[1], &byte, 1), 1);
+    expect_exit(pid, 0);
+    assert_int_equal(query_written(f, id, &why), WRITTEN_PAGES); /* reported, gone */
+    close(said[0]);
+    close(go[1]);
+    close(hold);
+    /* Complete, every client gone: the daemon saves its list there and ends. */
+    expect_exit(f->daemon, 0);
+    f->daemon = 0;
+    sl_test_rmdir(g_steal_pointer(&f->written_dir));
+}
+
 /* A daemon that does not track writes refuses WRITTEN_QUERY and
  * REGISTER_WP, saying so. */
 static void test_written_query_to_an_untracking_daemon_is_refused(void **state)
@@ -2786,6 +3039,14 @@ int main(void)
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_shmem_vmm_and_late_backend_see_correct_bytes,
                                         fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_shmem_backend_mapping_parts_of_the_block_sees_correct_bytes,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_hugetlbfs_backend_mapping_parts_of_the_block_sees_correct_bytes,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_parts_of_a_block_alone_restore_it_by_faults,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_part_outside_the_block_or_of_unknown_place_is_refused,
+                                        fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_hugetlbfs_vmm_and_late_backend_see_correct_bytes,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(
@@ -2819,6 +3080,9 @@ int main(void)
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_written_query_lists_what_tracked_consumers_wrote,
                                         fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_written_query_places_the_pages_of_tracked_parts_in_the_block, fixture_setup,
+            fixture_teardown),
         cmocka_unit_test_setup_teardown(test_written_query_to_an_untracking_daemon_is_refused,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdatomic.h>
@@ -2834,6 +2835,383 @@ static void test_uffd_copy_reports_eexist_for_a_present_page(void **state)
 
 /* ---------------------------------------------------------------------- */
 
+/* ----------------------- views of parts of a block ----------------------- */
+
+/*
+ * Block 0's file laid out in one address range as the block, in pieces:
+ * some are views of the restore (each mapping on a uffd of its own, as a
+ * vhost-user back-end maps each memory region), the others "traps",
+ * registered on one uffd that nobody serves.  Nothing may ever be placed
+ * in a trap, nor be sealed or unregistered there: any of those would be
+ * the engine addressing a view outside the part it maps.
+ */
+typedef struct {
+    uint8_t *area;          /* block byte b at area + b */
+    uint64_t len;
+    void *raw;              /* the reserved address range, @raw_len bytes */
+    uint64_t raw_len;
+    int trap;               /* the traps' uffd */
+    uint64_t trap_off[4], trap_len[4];
+    unsigned ntraps;
+} parts_map;
+
+typedef struct {
+    uint64_t off, len;      /* block bytes, in units */
+    bool view;              /* a view of the restore, else a trap */
+} part;
+
+/* Maps and registers the pieces @parts of block 0 in @pm; views added to f->r. */
+static void parts_map_new(fixture *f, parts_map *pm, const part *parts, unsigned n)
+{
+    g_autoptr(GError) err = NULL;
+    const sl_mem *m = &f->mem[0];
+    const uint64_t unit = unit_of(f->bc);
+
+    pm->len = f->lengths[0];
+    /* Aligned to the unit: hugetlbfs maps only at hugepage boundaries. */
+    pm->raw_len = pm->len + unit;
+    pm->raw = mmap(NULL, pm->raw_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(pm->raw != MAP_FAILED);
+    pm->area = (uint8_t *)sl_align_up((uintptr_t)pm->raw, unit);
+    pm->trap = sl_uffd_open(m->ops->uffd_features, 0, NULL, &err);
+    assert_true(pm->trap >= 0);
+    for (unsigned i = 0; i < n; i++) {
+        uint64_t off = parts[i].off * unit, len = parts[i].len * unit;
+        uint8_t *p = mmap(pm->area + off, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+                          m->fd, (off_t)(m->offset + off));
+        int uffd = parts[i].view ? sl_uffd_open(m->ops->uffd_features, 0, NULL, &err) : pm->trap;
+        assert_true(p == pm->area + off && uffd >= 0);
+        assert_true(sl_uffd_register(uffd, p, len, m->ops->register_mode, m->ops->range_ioctls,
+                                     NULL, &err));
+        if (!parts[i].view) {
+            pm->trap_off[pm->ntraps] = off;
+            pm->trap_len[pm->ntraps++] = len;
+            continue;
+        }
+        if (!sl_restore_add_view_range(f->r, "b0", uffd, (uintptr_t)p, off, len, i, 0, &err)) {
+            fail_msg("view of units [%" G_GUINT64_FORMAT ", +%" G_GUINT64_FORMAT "): %s",
+                     parts[i].off, parts[i].len, err->message);
+        }
+        close(uffd); /* the restore holds its own */
+    }
+}
+
+/*
+ * Whether a read of the trap page at block byte @off faults on the traps'
+ * uffd, as an untouched trap page must: a page placed there would be read
+ * without a fault, a poisoned one raise SIGBUS, and an unregistered one be
+ * read as a hole.  The fault is then resolved with the file's page.
+ */
+static bool trap_page_faults(const fixture *f, const parts_map *pm, uint64_t off)
+{
+    const sl_mem *m = &f->mem[0];
+    const uint64_t unit = unit_of(f->bc), at = off - off % unit;
+    struct pollfd p = { .fd = pm->trap, .events = POLLIN };
+    loader_gate g = { 0 };
+    page_reader pr;
+    GThread *th = start_reader(&pr, &g, f, pm->area, off / PSIZE);
+    bool faulted = false;
+
+    for (int t = 0; t < 200 && !faulted && !reader_wait(&pr, 0); t++) {
+        faulted = poll(&p, 1, 50) == 1;
+    }
+    if (faulted) {
+        struct uffd_msg msg;
+        uint64_t done = 0, eagain = 0;
+        assert_true(read(pm->trap, &msg, sizeof(msg)) == sizeof(msg));
+        assert_int_equal(fallocate(m->fd, FALLOC_FL_KEEP_SIZE, (off_t)(m->offset + at),
+                                   (off_t)unit), 0);
+        assert_int_equal(sl_uffd_continue(pm->trap, (uintptr_t)pm->area + at, unit, false, &done,
+                                          &eagain), 0);
+    }
+    assert_true(reader_wait(&pr, 20));
+    g_thread_join(th);
+    return faulted;
+}
+
+/*
+ * True if every trap is still registered on the traps' uffd and holds
+ * nothing: its first page faults there (not placed, not poisoned, still
+ * registered), and a CONTINUE through the traps' uffd maps all the rest
+ * (any page placed there would answer EEXIST).  The file's pages are
+ * allocated first, zeros where they were holes (a restore that did not
+ * complete).
+ */
+static bool traps_untouched(const fixture *f, const parts_map *pm)
+{
+    const sl_mem *m = &f->mem[0];
+    const uint64_t unit = unit_of(f->bc);
+
+    for (unsigned i = 0; i < pm->ntraps; i++) {
+        uint64_t done = 0, eagain = 0, off = pm->trap_off[i] + unit, len = pm->trap_len[i] - unit;
+        int ret = 0;
+        if (!trap_page_faults(f, pm, pm->trap_off[i])) {
+            print_message("trap %u at block byte %" G_GUINT64_FORMAT ": read without a fault\n",
+                          i, pm->trap_off[i]);
+            return false;
+        }
+        if (len == 0) {
+            continue; /* a trap of one unit */
+        }
+        assert_int_equal(fallocate(m->fd, FALLOC_FL_KEEP_SIZE, (off_t)(m->offset + off),
+                                   (off_t)len), 0);
+        ret = len ? sl_uffd_continue(pm->trap, (uintptr_t)pm->area + off, len, false, &done,
+                                     &eagain) : 0;
+        if (ret < 0 || done != len) {
+            print_message("trap %u at block byte %" G_GUINT64_FORMAT ": CONTINUE %s after %"
+                          G_GUINT64_FORMAT " bytes\n", i, off, g_strerror(-ret), done);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void parts_map_free(parts_map *pm)
+{
+    close(pm->trap);
+    munmap(pm->raw, pm->raw_len);
+}
+
+/* Pages of the views among @parts, read through @pm, that do not hold their data. */
+static uint64_t bad_pages_in_views(const fixture *f, const parts_map *pm, const part *parts,
+                                   unsigned n)
+{
+    g_autofree uint8_t *want = g_malloc(PSIZE);
+    const uint64_t unit = unit_of(f->bc);
+    uint64_t bad = 0;
+
+    for (unsigned i = 0; i < n; i++) {
+        for (uint64_t b = parts[i].off * unit; parts[i].view && b < (parts[i].off + parts[i].len) * unit;
+             b += PSIZE) {
+            sl_test_fill_page(want, PSIZE, b / PSIZE, 1, f->zero_every);
+            bad += memcmp(pm->area + b, want, PSIZE) != 0;
+        }
+    }
+    return bad;
+}
+
+/* The restore of block 0 attached by its file alone: only views map it (a daemon's). */
+static void attach_file_only(fixture *f, unsigned loaders, bool no_loaders)
+{
+    g_autoptr(GError) err = NULL;
+    sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = loaders,
+                              .no_loaders = no_loaders, .view_dropped = count_drop,
+                              .view_dropped_opaque = f };
+    const sl_mem *m = &f->mem[0];
+
+    f->r = sl_restore_new(f->snap, &cfg, &err);
+    assert_non_null(f->r);
+    assert_true(sl_restore_attach_file(f->r, "b0", NULL, m->length, f->bc->kind, m->fd,
+                                       m->offset, &err));
+}
+
+/* Checks the audit (each unit placed once) and block 0's bytes in the file. */
+static void audit_file_only(fixture *f)
+{
+    sl_stats st = { .size = sizeof(st) };
+    const uint64_t units = f->lengths[0] / unit_of(f->bc);
+
+    assert_int_equal(sl_restore_wait(f->r, 30000), 0);
+    sl_restore_get_stats(f->r, &st);
+    assert_int_equal(st.pages_present, units);
+    assert_int_equal(st.pages_placed_twice, 0);
+    assert_int_equal(st.pages_never_placed, 0);
+    assert_int_equal(st.pages_by_fault + st.pages_by_loader, units);
+    assert_int_equal(atomic_load(&f->drops), 0);
+}
+
+/* Touches every page of the views of @parts in order, each once. */
+static void touch_views(const fixture *f, const parts_map *pm, const part *parts, unsigned n,
+                        bool down)
+{
+    const uint64_t unit = unit_of(f->bc);
+    volatile uint8_t sink = 0;
+
+    for (unsigned i = 0; i < n; i++) {
+        uint64_t first = parts[i].off * unit / PSIZE, np = parts[i].len * unit / PSIZE;
+        for (uint64_t k = 0; parts[i].view && k < np; k++) {
+            sink += pm->area[(first + (down ? np - 1 - k : k)) * PSIZE];
+        }
+    }
+    (void)sink;
+}
+
+/* Units of block 0 in a fixture of @units: a boundary off the fault-around blocks. */
+static uint64_t odd_point(uint64_t units, unsigned num, unsigned den)
+{
+    return units * num / den + (units >= 64 ? 3 : 0);
+}
+
+/*
+ * A back-end maps a block in parts, as QEMU sends it a pc guest's RAM
+ * below and above 4 GiB: two views of parts of the block beside pieces no
+ * view covers (traps), nobody mapping the whole block.  With the loaders
+ * running and both views read while they do, every byte of each view is
+ * right, every unit is placed exactly once, and nothing was placed,
+ * sealed or unregistered in a trap.
+ */
+static void test_views_of_parts_place_each_unit_once_and_nothing_outside_them(void **state)
+{
+    fixture *f = *state;
+    uint64_t n, a, b, c;
+    parts_map pm = { 0 };
+
+    fixture_build(f, 16u << 20, 0, 3);
+    n = f->lengths[0] / unit_of(f->bc);
+    a = odd_point(n, 3, 8), b = n / 2, c = odd_point(n, 7, 8);
+    const part parts[] = { { 0, a, true }, { a, b - a, false }, { b, c - b, true },
+                           { c, n - c, false } };
+    attach_file_only(f, 1, false);
+    parts_map_new(f, &pm, parts, G_N_ELEMENTS(parts));
+    g_autoptr(GError) err = NULL;
+    assert_true(sl_restore_start(f->r, &err));
+    touch_views(f, &pm, parts, G_N_ELEMENTS(parts), true);
+    audit_file_only(f);
+    assert_int_equal(bad_pages_in_views(f, &pm, parts, G_N_ELEMENTS(parts)), 0);
+    assert_true(traps_untouched(f, &pm));
+    sl_restore_stop(f->r);
+    assert_int_equal(count_bad_pages(f), 0);
+    parts_map_free(&pm);
+}
+
+/*
+ * No loader: faults through two views of the two halves of a block, split
+ * off the fault-around blocks, and a third view overlapping both, alone
+ * complete the restore.  Fault-around stays inside the faulting view, a
+ * unit the other view placed is mapped where it is touched again, and each
+ * unit is placed once.
+ */
+static void test_faults_through_views_of_parts_alone_complete_the_restore(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    uint64_t n, b;
+    parts_map pm = { 0 };
+
+    fixture_build(f, 8u << 20, 0, 3);
+    n = f->lengths[0] / unit_of(f->bc);
+    b = odd_point(n, 1, 2);
+    const part halves[] = { { 0, b, true }, { b, n - b, true } };
+    attach_file_only(f, 0, true);
+    parts_map_new(f, &pm, halves, G_N_ELEMENTS(halves));
+    assert_true(sl_restore_start(f->r, &err));
+    /* A second mapping across the boundary, joining while the restore runs. */
+    parts_map mid = { 0 };
+    const part across[] = { { n / 4, n / 2, true } };
+    parts_map_new(f, &mid, across, 1);
+    touch_views(f, &mid, across, 1, false);
+    touch_views(f, &pm, halves, G_N_ELEMENTS(halves), true);
+    audit_file_only(f);
+    assert_int_equal(bad_pages_in_views(f, &pm, halves, G_N_ELEMENTS(halves)), 0);
+    assert_int_equal(bad_pages_in_views(f, &mid, across, 1), 0);
+    sl_restore_stop(f->r);
+    parts_map_free(&mid);
+    parts_map_free(&pm);
+}
+
+/*
+ * A restore stopped before completion seals the view of a part where it
+ * maps the block, and only there: its missing pages read SIGBUS, a page it
+ * was served keeps its bytes, and the traps beside it (another uffd's
+ * ranges in the same process) are neither poisoned nor unregistered.
+ */
+static void test_stopping_seals_a_view_of_a_part_and_nothing_beside_it(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    uint64_t n, q, pages_per_unit = unit_of(f->bc) / PSIZE;
+    parts_map pm = { 0 };
+
+    fixture_build(f, 8u << 20, 0, 0);
+    n = f->lengths[0] / unit_of(f->bc);
+    q = n / 4;
+    const part parts[] = { { 0, q, false }, { q, 2 * q, true }, { 3 * q, n - 3 * q, false } };
+    attach_file_only(f, 0, true);
+    parts_map_new(f, &pm, parts, G_N_ELEMENTS(parts));
+    assert_true(sl_restore_start(f->r, &err));
+    assert_int_equal(read_page_guarded(f, pm.area, q * pages_per_unit), 1);
+    sl_restore_stop(f->r);
+    assert_int_equal(sl_restore_poll(f->r), -ECANCELED);
+    assert_int_equal(read_page_guarded(f, pm.area, q * pages_per_unit), 1);
+    assert_int_equal(read_page_guarded(f, pm.area, 3 * q * pages_per_unit - 1), -1);
+    assert_true(traps_untouched(f, &pm));
+    parts_map_free(&pm);
+}
+
+/*
+ * Parts a view cannot map are refused, naming what is wrong: not whole
+ * units, past the block's end, empty; and any part of anonymous memory,
+ * which only its owner maps, whole.
+ */
+static void test_a_view_of_a_part_outside_the_block_or_unaligned_is_refused(void **state)
+{
+    fixture *f = *state;
+    const uint64_t unit = unit_of(f->bc);
+    static const struct {
+        int64_t off_units, len_units, off_bytes, len_bytes;
+        const char *want;
+    } bad[] = {
+        { 0, 1, 2048, 0, "offset 2048 is not a multiple of the block's placement unit" },
+        { 0, 1, 0, 2048, "is not a multiple of the block's placement unit" },
+        { -1, 2, 0, 0, "are not a part of the block, which has" },
+        { 0, 0, 0, 0, "are not a part of the block, which has" },
+        { 1, -1, 0, 0, "are not a part of the block, which has" },
+    };
+    g_autoptr(GError) err = NULL;
+    uint64_t len;
+    int uffd;
+
+    fixture_build(f, 4u << 20, 0, 0);
+    len = f->lengths[0];
+    if (f->bc->kind == SL_BACKEND_ANON) {
+        sl_restore_config cfg = { .size = sizeof(cfg), .no_loaders = true };
+        f->r = sl_restore_new(f->snap, &cfg, &err);
+        assert_true(f->r && sl_restore_attach(f->r, "b0", NULL, len, SL_BACKEND_ANON, &err));
+    } else {
+        attach_file_only(f, 0, true);
+    }
+    uffd = sl_uffd_open(f->mem[0].ops->uffd_features, 0, NULL, &err);
+    assert_true(uffd >= 0);
+    for (unsigned i = 0; i < G_N_ELEMENTS(bad); i++) {
+        uint64_t off = (uint64_t)(bad[i].off_units < 0 ? (int64_t)len + bad[i].off_units * (int64_t)unit
+                                                       : bad[i].off_units * (int64_t)unit) +
+                       (uint64_t)bad[i].off_bytes;
+        uint64_t l = (uint64_t)(bad[i].len_units < 0 ? (int64_t)len : bad[i].len_units * (int64_t)unit) +
+                     (uint64_t)bad[i].len_bytes;
+        const char *want = f->bc->kind == SL_BACKEND_ANON
+                               ? "anonymous memory has one view, of the whole block" : bad[i].want;
+        assert_false(sl_restore_add_view_range(f->r, "b0", uffd, 0x40000000, off, l, 0, 0, &err));
+        if (!strstr(err->message, want) || !strstr(err->message, "view of block 'b0'")) {
+            fail_msg("case %u: \"%s\", expected \"%s\"", i, err->message, want);
+        }
+        g_clear_error(&err);
+    }
+    close(uffd);
+}
+
+/*
+ * A view of a part joining after completion is only unregistered, its
+ * range alone: its pages are all in the page cache and read right, and the
+ * traps beside it on another uffd stay registered and empty.
+ */
+static void test_a_view_of_a_part_joining_after_completion_reads_every_page(void **state)
+{
+    fixture *f = *state;
+    uint64_t n;
+    parts_map pm = { 0 };
+
+    fixture_build(f, 8u << 20, 0, 3);
+    fixture_start(f, 1, false);
+    finish_and_audit(f);
+    n = f->lengths[0] / unit_of(f->bc);
+    const part parts[] = { { 0, n / 4, false }, { n / 4, n / 2, true },
+                           { 3 * n / 4, n - 3 * n / 4, false } };
+    parts_map_new(f, &pm, parts, G_N_ELEMENTS(parts));
+    assert_int_equal(bad_pages_in_views(f, &pm, parts, G_N_ELEMENTS(parts)), 0);
+    assert_true(traps_untouched(f, &pm));
+    parts_map_free(&pm);
+}
+
 static bool any(const backend_case *bc)
 {
     return true;
@@ -2862,6 +3240,12 @@ static bool small_units(const backend_case *bc)
 static bool huge(const backend_case *bc)
 {
     return bc->hugepage != 0;
+}
+
+/* Shared files of up to 2 MiB pages: the views-of-parts cases need 4 units or more. */
+static bool shared_small(const backend_case *bc)
+{
+    return bc->kind != SL_BACKEND_ANON && unit_of(bc) <= (2u << 20);
 }
 
 static bool shared_four_k(const backend_case *bc)
@@ -2951,6 +3335,16 @@ static const feature features[] = {
       test_short_memory_file_is_refused_with_its_size, shared },
     { "view_joining_after_completion_reads_every_page",
       test_view_joining_after_completion_reads_every_page, shared },
+    { "views_of_parts_place_each_unit_once_and_nothing_outside_them",
+      test_views_of_parts_place_each_unit_once_and_nothing_outside_them, shared_small },
+    { "faults_through_views_of_parts_alone_complete_the_restore",
+      test_faults_through_views_of_parts_alone_complete_the_restore, shared_small },
+    { "stopping_seals_a_view_of_a_part_and_nothing_beside_it",
+      test_stopping_seals_a_view_of_a_part_and_nothing_beside_it, shared_small },
+    { "a_view_of_a_part_outside_the_block_or_unaligned_is_refused",
+      test_a_view_of_a_part_outside_the_block_or_unaligned_is_refused, small_units },
+    { "a_view_of_a_part_joining_after_completion_reads_every_page",
+      test_a_view_of_a_part_joining_after_completion_reads_every_page, shared_small },
     { "hugetlbfs_errors_name_the_fix", test_hugetlbfs_errors_name_the_fix, huge },
     { "faults_never_wait_behind_a_loader_and_every_view_is_woken",
       test_faults_never_wait_behind_a_loader_and_every_view_is_woken, any },

@@ -733,6 +733,18 @@ bool sl_restore_keep_known(sl_restore *r, const char *block_name, const sl_page_
 void sl_restore_remove_views(sl_restore *r, uint64_t tag);
 
 /**
+ * sl_restore_views_released: whether every view removed with @tag
+ * (sl_restore_remove_views()) has let go of its uffd: the restore will
+ * make no more calls on it (no sealing, no placement, no unregistering).
+ * Until then its consumer must not reuse the view's addresses: a uffd
+ * acts on whatever registered mapping of that process lies there, even
+ * one registered on another uffd.  A view that could not be sealed (it
+ * keeps its uffd, unused, to the end) counts as released.  True when @r
+ * is NULL.  Since 1.16.
+ */
+bool sl_restore_views_released(sl_restore *r, uint64_t tag);
+
+/**
  * sl_restore_bind: place block @block_name on NUMA node @node (a node number
  * of the restore's topology): its memory is bound there and that node's
  * prefetch threads fill it.  Before sl_restore_start().

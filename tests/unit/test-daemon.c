@@ -959,6 +959,44 @@ static void test_consumer_joining_after_completion_gets_done(void **state)
     assert_int_equal(atomic_load(&f->counts->bad), 0);
 }
 
+/*
+ * Consumers sent DONE do not hold the daemon's client slots: 70 of them
+ * (more than SL_DAEMON_MAX_CLIENTS) register after completion and stay
+ * connected, as tracked consumers do until the daemon goes, and each is
+ * still welcomed and answered within a second.
+ */
+static void test_consumers_sent_done_do_not_use_up_the_client_slots(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    int held[SL_DAEMON_MAX_CLIENTS + 6], holder;
+    uint8_t *p;
+
+    setup_daemon(f, 8u << 20, 0, 1);
+    holder = sl_client_connect(f->sock, "holder", &err); /* keeps the daemon up */
+    assert_true(holder >= 0);
+    expect_exit(spawn_consumer(f, "vmm", 1), 0);          /* completes the restore */
+    p = mmap(NULL, f->len, PROT_READ, MAP_SHARED, f->memfd, 0);
+    assert_true(p != MAP_FAILED);
+    for (unsigned i = 0; i < G_N_ELEMENTS(held); i++) {
+        int uffd;
+
+        held[i] = sl_client_connect_timeout(f->sock, "late", 1000, NULL, &err);
+        uffd = held[i] < 0 ? -1 : sl_client_register(held[i], "b0", p, f->len, f->memfd, 0, &err);
+        if (uffd < 0 || !sl_client_wait_done(held[i])) {
+            fail_msg("late consumer %u: %s", i, err ? err->message : "no DONE");
+        }
+        close(uffd); /* DONE: the daemon unregistered the range */
+    }
+    for (unsigned i = 0; i < G_N_ELEMENTS(held); i++) {
+        close(held[i]);
+    }
+    munmap(p, f->len);
+    close(holder);
+    expect_exit(f->daemon, 0);
+    f->daemon = 0;
+}
+
 /* Pages of @p (f->len bytes, as the snapshot has them) that are wrong. */
 static uint64_t wrong_pages(const fixture *f, const uint8_t *p)
 {
@@ -2835,6 +2873,8 @@ int main(void)
             test_vmm_killed_while_chunks_are_moved_in_ends_the_daemon_cleanly, fixture_setup,
             fixture_teardown),
         cmocka_unit_test_setup_teardown(test_consumer_joining_after_completion_gets_done,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_consumers_sent_done_do_not_use_up_the_client_slots,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_silent_connection_is_dropped_after_the_hello_timeout,
                                         fixture_setup, fixture_teardown),

@@ -403,11 +403,12 @@ static bool overlaps_mapping(const pl_mapping *m, const uint8_t *a, size_t len)
 /*
  * Retires mapping @m, which [@addr, +@len) unmaps or maps over (lock
  * held): the daemon lets go of it before it goes.  Its uffd, if still
- * open, goes into @uffds, to be closed once the range is gone.  Dies if
+ * open, goes into *@uffds (made if NULL), to be closed once the range is
+ * gone.  Dies if
  * only part of it goes before its DONE: the rest would stay registered
  * with nobody serving it.
  */
-static void retire(pl_mapping *m, const uint8_t *addr, size_t len, GArray *uffds)
+static void retire(pl_mapping *m, const uint8_t *addr, size_t len, GArray **uffds)
 {
     bool done = false;
     int uffd = -1;
@@ -421,7 +422,8 @@ static void retire(pl_mapping *m, const uint8_t *addr, size_t len, GArray *uffds
         atomic_fetch_sub_explicit(&pl.pending, 1, memory_order_relaxed); /* no DONE will come */
     }
     if (uffd >= 0) {
-        g_array_append_val(uffds, uffd);
+        *uffds = *uffds ? *uffds : g_array_new(false, false, sizeof(int));
+        g_array_append_val(*uffds, uffd);
     }
     if (!done && (addr > m->addr || addr + len < m->addr + m->len)) {
         die("block '%s': this process unmapped part of its guest RAM mapping while the restore "
@@ -429,15 +431,19 @@ static void retire(pl_mapping *m, const uint8_t *addr, size_t len, GArray *uffds
     }
 }
 
-/* Retires every mapping [@addr, +@len) overlaps (lock held); their uffds. */
+/*
+ * Retires every mapping [@addr, +@len) overlaps (lock held); their uffds
+ * still open, or NULL.  Not for arguments the kernel refuses (length 0,
+ * an address not page-aligned): those leave every mapping in place.
+ */
 static GArray *retire_overlapping(const void *addr, size_t len)
 {
-    GArray *uffds = g_array_new(false, false, sizeof(int));
+    GArray *uffds = NULL;
 
     for (guint i = 0; i < pl.mappings->len;) {
         pl_mapping *m = g_ptr_array_index(pl.mappings, i);
         if (overlaps_mapping(m, addr, len)) {
-            retire(m, addr, len, uffds);
+            retire(m, addr, len, &uffds);
             g_ptr_array_remove_index_fast(pl.mappings, i);
         } else {
             i++;
@@ -449,10 +455,18 @@ static GArray *retire_overlapping(const void *addr, size_t len)
 /* After the unmap: the retired mappings' uffds (from retire_overlapping()). */
 static void close_retired(GArray *uffds)
 {
-    for (guint i = 0; i < uffds->len; i++) {
+    for (guint i = 0; uffds && i < uffds->len; i++) {
         close(g_array_index(uffds, int, i));
     }
-    g_array_free(uffds, true);
+    if (uffds) {
+        g_array_free(uffds, true);
+    }
+}
+
+/* Whether the kernel refuses to (un)map [@addr, +@len) before touching anything. */
+static bool bad_range(const void *addr, size_t len)
+{
+    return !len || (uintptr_t)addr % (uintptr_t)sysconf(_SC_PAGESIZE);
 }
 
 static void *real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
@@ -464,6 +478,7 @@ static void *real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_
 __attribute__((visibility("default")))
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
+    bool fixed = (flags & MAP_FIXED) && !bad_range(addr, len);
     GArray *gone = NULL;
     pl_block *b;
     void *p;
@@ -472,16 +487,16 @@ void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
         return real_mmap(addr, len, prot, flags, fd, off);
     }
     pthread_mutex_lock(&pl.lock);
-    if (flags & MAP_FIXED) { /* whatever was mapped there goes: retired first */
+    if (fixed) { /* whatever was mapped there goes: retired first */
         gone = retire_overlapping(addr, len);
     }
     p = real_mmap(addr, len, prot, flags, fd, off);
-    if (gone && p == MAP_FAILED && gone->len) {
+    if (gone && p == MAP_FAILED) { /* still mapped, registered, and served no more */
         die("mapping over guest RAM failed (%s) after the restore daemon let go of the old "
             "mapping", g_strerror(errno));
     }
-    if (gone) {
-        close_retired(gone);
+    close_retired(gone);
+    if (fixed) {
         forget_guards(addr, len);
     }
     if (p == MAP_FAILED) {
@@ -546,8 +561,7 @@ int munmap(void *addr, size_t len)
     GArray *gone;
     int ret;
 
-    /* Arguments the kernel refuses leave every mapping in place: retire none. */
-    if (!pl.active || !len || (uintptr_t)addr % (uintptr_t)sysconf(_SC_PAGESIZE)) {
+    if (!pl.active || bad_range(addr, len)) { /* refused: every mapping stays */
         return (int)syscall(SYS_munmap, addr, len);
     }
     pthread_mutex_lock(&pl.lock);

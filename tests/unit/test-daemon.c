@@ -7,8 +7,8 @@
  * daemon killed mid-restore: the consumer is ended by its supervisor and
  * never reads a page that should not be zero.  Also the daemon's limits:
  * silent peers timed out (before and after HELLO) so they cannot hold every
- * client slot, a thousand consumers coming and going without costing it an
- * fd, uffds with features it does not serve refused by name, and a daemon
+ * client slot, consumers sent DONE not holding one, a thousand consumers
+ * coming and going without costing it an fd, uffds with features it does not serve refused by name, and a daemon
  * out of fds saying so instead of blaming the consumer's uffd.  And the
  * written-page lists of qemu-restore --reuse-ram: tracked consumers'
  * writes listed exactly, used once by the next run, refused when they do

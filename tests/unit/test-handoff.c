@@ -21,6 +21,11 @@
  * where the daemon cannot take note (a block it does not have) is not
  * punched: the call fails with EIO.
  *
+ * A consumer that lets its mapping go and maps it again during the fill
+ * (libvhost-user at each SET_MEM_TABLE) lives on, reads every page right
+ * and keeps no fd for it after DONE; one whose daemon never answers ends,
+ * saying so, instead of hanging in mmap.
+ *
  * A consumer that forks during the fill gives the child no copy of its
  * guest RAM (a copy no uffd serves would read holes as zeros); after DONE
  * the child's copy is whole again.  The preload client's fork guard

@@ -130,8 +130,12 @@ void sl_restore_remove_views(sl_restore *r, uint64_t tag)
             atomic_store(&v->dead, true);
             any = true;
             /* Completed or stopped: the threads are done with views, whose
-             * ranges are unregistered (or sealed; a kept one stays open). */
-            if (r->views_closed && !v->kept && v->uffd >= 0) {
+             * ranges are unregistered (or sealed; a kept one stays open).
+             * Not started: no thread uses it, nothing was placed, and its
+             * consumer (which keeps its own uffd) may reuse the range at
+             * once (sl_restore_views_released()): sealing it at the start
+             * could poison a new mapping there. */
+            if ((r->views_closed || !r->started) && !v->kept && v->uffd >= 0) {
                 close(v->uffd);
                 v->uffd = -1;
             }

@@ -282,6 +282,7 @@ typedef struct {
     bool want_stats;
     bool moved_parent;      /* serve a child whose parent moved, given the parent */
     char *parent;           /* with moved_parent: where the parent went */
+    unsigned nblocks;       /* blocks of f->len bytes in the snapshot (0: 1) */
 } fixture;
 
 static bool need(uint64_t hugepage, uint64_t len)
@@ -354,9 +355,10 @@ static void make_child_of_moved_parent(fixture *f)
 /* f->snap: one block of f->len bytes, forged or a child of a moved parent as @f says. */
 static void make_snapshot(fixture *f)
 {
-    uint64_t lengths[1] = { f->len };
+    uint64_t lengths[2] = { f->len, f->len };
 
-    sl_test_make_snapshot(f->snap, lengths, 1, PSIZE, 4, 0);
+    assert_true(f->nblocks <= G_N_ELEMENTS(lengths));
+    sl_test_make_snapshot(f->snap, lengths, MAX(f->nblocks, 1), PSIZE, 4, 0);
     if (f->forge_zero) {
         forge_zero_page(f->snap);
     }
@@ -2006,6 +2008,38 @@ static void test_a_lingering_socket_sent_by_a_peer_does_not_block_the_daemon(voi
 }
 
 /* A connection that never says HELLO is dropped after the timeout, and told why. */
+/*
+ * A consumer that retires its mapping before the restore has started (a
+ * block is still unattached) is let go at once: the daemon closes its end
+ * well within the client's wait, and no seal at the start can reach the
+ * range, which the consumer may map again.
+ */
+static void test_a_view_retired_before_the_restore_starts_is_let_go_at_once(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    bool done = true;
+    int sock, uffd, back = -1;
+    sl_client_sup *sup;
+    uint8_t *p;
+
+    f->nblocks = 2; /* only b0 is registered: the restore waits for b1 */
+    setup_daemon(f, 8u << 20, 0, 1);
+    p = mmap(NULL, f->len, PROT_READ, MAP_SHARED, f->memfd, 0);
+    assert_true(p != MAP_FAILED);
+    sock = sl_client_connect(f->sock, "early", &err);
+    uffd = sock < 0 ? -1 : sl_client_register(sock, "b0", p, f->len, f->memfd, 0, &err);
+    if (uffd < 0) {
+        fail_msg("registering b0: %s", err->message);
+    }
+    sup = sl_client_supervise_mapping(sock, uffd, false, ignore_death, NULL, NULL);
+    assert_true(sl_client_retire(sup, 3000, &back, &done));
+    assert_false(done);
+    assert_int_equal(back, uffd); /* ours to close, after the unmap */
+    munmap(p, f->len);
+    close(back);
+}
+
 static void test_silent_connection_is_dropped_after_the_hello_timeout(void **state)
 {
     fixture *f = *state;
@@ -2876,6 +2910,9 @@ int main(void)
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_consumers_sent_done_do_not_use_up_the_client_slots,
                                         fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_view_retired_before_the_restore_starts_is_let_go_at_once, fixture_setup,
+            fixture_teardown),
         cmocka_unit_test_setup_teardown(test_silent_connection_is_dropped_after_the_hello_timeout,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(

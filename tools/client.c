@@ -505,7 +505,7 @@ struct sl_client_sup {
     bool tracked;          /* the range stays registered after DONE (REGISTER_WP) */
     GMutex lock;
     GCond ended_cond;      /* signalled when @ended is set */
-    int sock;              /* -1 once the thread closed it */
+    int sock;              /* -1 once closed (sup_end(), sl_client_retire()) */
     int uffd;              /* -1 once closed, or handed back by sl_client_retire() */
     bool done;             /* DONE came: on_done is called (or was) */
     bool retiring;         /* sl_client_retire(): the hang-up is ours, no death */
@@ -539,18 +539,23 @@ static void sup_unref(sl_client_sup *s)
 }
 
 /*
- * The thread's end: its socket closed (the daemon's slot for us goes with
- * it), and after DONE the uffd too: every page is in place and the daemon
- * unregistered the range (a tracked one: it has hung up, so closing
- * unregisters it and later faults are served from the page cache).  A
+ * The thread's end.  After DONE the uffd is closed: every page is in place
+ * and the daemon unregistered the range (a tracked one: it has hung up, so
+ * closing unregisters it and later faults are served from the page
+ * cache).  The socket is closed once the connection is over (a hang-up,
+ * ours or the daemon's); after an untracked DONE it stays open while the
+ * mapping lives, since a daemon that exits once its clients have left
+ * (qemu-restore's) must stay for processes that map guest RAM later.  A
  * retired mapping's uffd stays open for sl_client_retire()'s caller, who
  * closes it only after the unmap: a hole is never left unregistered.
  */
 static void sup_end(sl_client_sup *s, bool done)
 {
     g_mutex_lock(&s->lock);
-    close(s->sock);
-    s->sock = -1;
+    if (!done || s->tracked || s->retiring) {
+        close(s->sock);
+        s->sock = -1;
+    }
     if (done && !s->retiring && s->uffd >= 0) {
         close(s->uffd);
         s->uffd = -1;
@@ -632,6 +637,10 @@ bool sl_client_retire(sl_client_sup *s, int timeout_ms, int *uffd, bool *done)
             shutdown(s->sock, SHUT_RDWR); /* the daemon does not answer: stop waiting */
             wait_ended(s, 0);
         }
+    }
+    if (s->sock >= 0) { /* ended after an untracked DONE: nothing acts on the range */
+        close(s->sock);
+        s->sock = -1;
     }
     *done = s->done;
     *uffd = s->uffd;

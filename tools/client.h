@@ -123,7 +123,7 @@ int sl_client_register_anon(int sock, unsigned level, const char *block, void *a
  * sl_client_supervise: start a thread that waits for DONE, then calls
  * @on_done(@opaque) (if not NULL); if the daemon's socket closes first, it calls
  * @on_death (which should end the process).  The thread reads @sock from
- * then on, and closes it when it ends: call it after the last REGISTER on
+ * then on (and closes it on a hang-up): call it after the last REGISTER on
  * that connection (use one connection per mapping that may come later).
  */
 void sl_client_supervise(int sock, void (*on_death)(void), void (*on_done)(void *opaque),
@@ -143,12 +143,15 @@ typedef struct sl_client_sup sl_client_sup;
 
 /**
  * sl_client_supervise_mapping: sl_client_supervise() for the mapping
- * registered on @sock with @uffd, both of which the thread then owns: it
- * closes @sock when it ends (after DONE, or a hang-up) and @uffd after
- * DONE (@tracked: once the daemon has hung up after DONE, as
- * sl_client_supervise_tracked()).  The handle lets the caller retire the
- * mapping before unmapping it (sl_client_retire()); or, if the mapping
- * is kept, sl_client_sup_release() it.  Exactly one of the two, once.
+ * registered on @sock with @uffd, which it then owns: @uffd is closed
+ * after DONE (@tracked: once the daemon has hung up after DONE, as
+ * sl_client_supervise_tracked()), @sock when the connection is over (a
+ * hang-up) or the mapping retired.  After an untracked DONE the
+ * connection stays while the mapping lives: a daemon that exits once its
+ * clients have left (qemu-restore's) stays for later registrants.  The
+ * handle lets the caller retire the mapping before unmapping it
+ * (sl_client_retire()); or, if the mapping is kept for good,
+ * sl_client_sup_release() it.  Exactly one of the two, once.
  */
 sl_client_sup *sl_client_supervise_mapping(int sock, int uffd, bool tracked,
                                            void (*on_death)(void),

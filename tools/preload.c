@@ -51,7 +51,9 @@
  * mapping waits meanwhile, never reads a hole).  So the daemon never
  * places into a range that is gone, which it would take for a failed
  * consumer, and a later mapping of the file is registered afresh.  A
- * mapping's socket and uffd are closed at its DONE (or its retirement).
+ * mapping's uffd is closed at its DONE, its connection when it is retired
+ * (kept until then: qemu-restore's daemon stays while a client is
+ * connected, for back-ends that map guest RAM after the fill).
  * mremap is not interposed: moving or resizing a mapping during the fill
  * is not supported (docs/qemu.md).
  *

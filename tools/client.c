@@ -29,6 +29,33 @@ static bool refused(const sl_msg *m, uint16_t type, GError **errp)
     return true;
 }
 
+/*
+ * sl_wire_send() and sl_wire_recv(), again when a signal interrupts them:
+ * on a socket with a timeout (SO_SNDTIMEO, SO_RCVTIMEO) the kernel never
+ * restarts them, whatever SA_RESTART says, and QEMU takes signals all the
+ * time (a registration failed with EINTR in the vhost-user-blk qtest).
+ */
+static bool send_msg(int sock, const sl_msg *m, const int *fds, unsigned nfds)
+{
+    bool ok;
+
+    do {
+        errno = 0;
+        ok = sl_wire_send(sock, m, fds, nfds);
+    } while (!ok && errno == EINTR);
+    return ok;
+}
+
+static ssize_t recv_packet(int sock, uint8_t *buf, int *fds, unsigned *nfds, int *lost)
+{
+    ssize_t n;
+
+    do {
+        n = sl_wire_recv(sock, buf, fds, nfds, lost);
+    } while (n < 0 && errno == EINTR);
+    return n;
+}
+
 /* Receives and decodes one message (fds, which the daemon never sends, are closed). */
 static bool recv_msg(int sock, sl_msg *m, GError **errp)
 {
@@ -36,7 +63,7 @@ static bool recv_msg(int sock, sl_msg *m, GError **errp)
     int fds[SL_WIRE_MAX_FDS];
     unsigned nfds;
     int lost;
-    ssize_t n = sl_wire_recv(sock, buf, fds, &nfds, &lost);
+    ssize_t n = recv_packet(sock, buf, fds, &nfds, &lost);
 
     for (unsigned i = 0; i < nfds; i++) {
         close(fds[i]);
@@ -108,6 +135,18 @@ static int set_timeouts(int fd, int ms)
     return 0;
 }
 
+/* connect(), again when a signal interrupts its wait for room in a full
+ * backlog (see send_msg()); 0 or -1 with errno. */
+static int connect_retrying(int fd, const struct sockaddr_un *a)
+{
+    int ret;
+
+    do {
+        ret = connect(fd, (const struct sockaddr *)a, sizeof(*a));
+    } while (ret < 0 && errno == EINTR);
+    return ret < 0 && errno == EISCONN ? 0 : ret;
+}
+
 /*
  * Connect and handshake, the chosen protocol level in *@level (if not
  * NULL); with @timeout_ms > 0 every send and receive on the socket (and the
@@ -128,7 +167,7 @@ static int connect_timed(const char *path, const char *name, int timeout_ms, uns
     }
     g_strlcpy(a.sun_path, path, sizeof(a.sun_path));
     g_strlcpy(hello.u.hello.name, name, sizeof(hello.u.hello.name));
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+    if (fd < 0 || connect_retrying(fd, &a) < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "restore daemon at %s: %s", path,
                     errno == EAGAIN ? "its listen backlog stayed full" : g_strerror(errno));
         if (fd >= 0) {
@@ -136,7 +175,7 @@ static int connect_timed(const char *path, const char *name, int timeout_ms, uns
         }
         return -1;
     }
-    if (!sl_wire_send(fd, &hello, NULL, 0)) {
+    if (!send_msg(fd, &hello, NULL, 0)) {
         hello_failed(fd, path, errno, errp);
         close(fd);
         return -1;
@@ -202,7 +241,7 @@ static int open_registered(uint64_t features, void *addr, uint64_t length, uint6
 static int send_register_msg(int sock, const sl_msg *m, int *fds, unsigned nfds, GError **errp)
 {
     sl_msg st = { .type = SL_MSG_DONE };
-    bool ok = sl_wire_send(sock, m, fds, nfds);
+    bool ok = send_msg(sock, m, fds, nfds);
 
     /* A DONE for the blocks registered before this one may come first. */
     while (ok && st.type == SL_MSG_DONE) {
@@ -352,7 +391,7 @@ bool sl_client_report_written(const char *path, const char *block, void *addr, u
     bool ok = sock >= 0;
 
     g_strlcpy(m.u.written.block, block, sizeof(m.u.written.block));
-    if (ok && !sl_wire_send(sock, &m, NULL, 0)) {
+    if (ok && !send_msg(sock, &m, NULL, 0)) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "sending WRITTEN: %s", g_strerror(errno));
         ok = false;
     }
@@ -376,7 +415,7 @@ static bool recv_written_pages(int sock, sl_msg *m, int *fd, GError **errp)
     int fds[SL_WIRE_MAX_FDS];
     unsigned nfds;
     int lost;
-    ssize_t n = sl_wire_recv(sock, buf, fds, &nfds, &lost);
+    ssize_t n = recv_packet(sock, buf, fds, &nfds, &lost);
 
     *fd = nfds == 1 ? fds[0] : -1;
     for (unsigned i = *fd >= 0 ? 1 : 0; i < nfds; i++) {
@@ -422,7 +461,7 @@ int sl_client_written_pages(const char *path, const char *block,
 
     g_strlcpy(m.u.query.block, block, sizeof(m.u.query.block));
     memcpy(m.u.query.identity, identity, SL_IDENTITY_LEN);
-    if (sock >= 0 && !sl_wire_send(sock, &m, NULL, 0)) {
+    if (sock >= 0 && !send_msg(sock, &m, NULL, 0)) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "sending WRITTEN_QUERY: %s", g_strerror(errno));
     } else if (sock >= 0 && recv_written_pages(sock, &st, &fd, errp)) {
         if (st.u.wpages.status < 0) {
@@ -453,7 +492,7 @@ bool sl_client_report_untracked(const char *path, const char *block, GError **er
     bool ok = sock >= 0;
 
     g_strlcpy(m.u.untracked.block, block, sizeof(m.u.untracked.block));
-    if (ok && !sl_wire_send(sock, &m, NULL, 0)) {
+    if (ok && !send_msg(sock, &m, NULL, 0)) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "sending UNTRACKED: %s", g_strerror(errno));
         ok = false;
     }

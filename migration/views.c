@@ -156,8 +156,12 @@ void sl_restore_remove_views(sl_restore *r, uint64_t tag)
             atomic_store(&v->dead, true);
             any = true;
             /* Completed or stopped: the threads are done with views, whose
-             * ranges are unregistered (or sealed; a kept one stays open). */
-            if (r->views_closed && !v->kept && v->uffd >= 0) {
+             * ranges are unregistered (or sealed; a kept one stays open).
+             * Not started: no thread uses it, nothing was placed, and its
+             * consumer (which keeps its own uffd) may reuse the range at
+             * once (sl_restore_views_released()): sealing it at the start
+             * could poison a new mapping there. */
+            if ((r->views_closed || !r->started) && !v->kept && v->uffd >= 0) {
                 close(v->uffd);
                 v->uffd = -1;
             }
@@ -168,6 +172,35 @@ void sl_restore_remove_views(sl_restore *r, uint64_t tag)
         atomic_fetch_add_explicit(&r->views_gen, 1, memory_order_release);
         sl_engine_kick(r->ctl_efd);
     }
+}
+
+/* Whether view @v is one of @tag's that still holds its uffd for the restore's use. */
+static bool holds_uffd(const sl_view *v, uint64_t tag)
+{
+    return !v->own && v->tag == tag && v->uffd >= 0 && !v->kept;
+}
+
+bool sl_restore_views_released(sl_restore *r, uint64_t tag)
+{
+    bool held = false;
+
+    if (!r) {
+        return true;
+    }
+    g_mutex_lock(&r->views_lock); /* the fault thread closes them under it */
+    for (guint i = 0; !held && i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        /* relaxed: views_lock is held */
+        unsigned nv = atomic_load_explicit(&reg->nviews, memory_order_relaxed);
+        for (unsigned j = 0; !held && j < nv; j++) {
+            held = holds_uffd(sl_region_view(reg, j), tag);
+        }
+        for (guint j = 0; !held && j < reg->dead_views->len; j++) {
+            held = holds_uffd(g_ptr_array_index(reg->dead_views, j), tag);
+        }
+    }
+    g_mutex_unlock(&r->views_lock);
+    return !held;
 }
 
 bool sl_restore_add_view_tagged(sl_restore *r, const char *name, int uffd, uint64_t base,

@@ -29,6 +29,33 @@ static bool refused(const sl_msg *m, uint16_t type, GError **errp)
     return true;
 }
 
+/*
+ * sl_wire_send() and sl_wire_recv(), again when a signal interrupts them:
+ * on a socket with a timeout (SO_SNDTIMEO, SO_RCVTIMEO) the kernel never
+ * restarts them, whatever SA_RESTART says, and QEMU takes signals all the
+ * time (a registration failed with EINTR in the vhost-user-blk qtest).
+ */
+static bool send_msg(int sock, const sl_msg *m, const int *fds, unsigned nfds)
+{
+    bool ok;
+
+    do {
+        errno = 0;
+        ok = sl_wire_send(sock, m, fds, nfds);
+    } while (!ok && errno == EINTR);
+    return ok;
+}
+
+static ssize_t recv_packet(int sock, uint8_t *buf, int *fds, unsigned *nfds, int *lost)
+{
+    ssize_t n;
+
+    do {
+        n = sl_wire_recv(sock, buf, fds, nfds, lost);
+    } while (n < 0 && errno == EINTR);
+    return n;
+}
+
 /* Receives and decodes one message (fds, which the daemon never sends, are closed). */
 static bool recv_msg(int sock, sl_msg *m, GError **errp)
 {
@@ -36,14 +63,17 @@ static bool recv_msg(int sock, sl_msg *m, GError **errp)
     int fds[SL_WIRE_MAX_FDS];
     unsigned nfds;
     int lost;
-    ssize_t n = sl_wire_recv(sock, buf, fds, &nfds, &lost);
+    ssize_t n = recv_packet(sock, buf, fds, &nfds, &lost);
 
     for (unsigned i = 0; i < nfds; i++) {
         close(fds[i]);
     }
     if (n <= 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "restore daemon: %s",
-                    n == 0 ? "connection closed" : g_strerror(errno));
+                    n == 0 ? "connection closed"
+                    : errno == EAGAIN ? "no answer in time (the daemon is stopped or wedged, "
+                                        "or all its client slots are taken)"
+                    : g_strerror(errno));
         return false;
     }
     return sl_msg_decode(buf, (size_t)n, m, errp);
@@ -93,38 +123,59 @@ static bool welcome_level(const sl_msg *w, unsigned *level, GError **errp)
     return true;
 }
 
+/* Sets (@ms > 0) or clears (0) the send and receive timeouts of @fd. */
+static int set_timeouts(int fd, int ms)
+{
+    struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0) {
+        return -errno;
+    }
+    return 0;
+}
+
+/* connect(), again when a signal interrupts its wait for room in a full
+ * backlog (see send_msg()); 0 or -1 with errno. */
+static int connect_retrying(int fd, const struct sockaddr_un *a)
+{
+    int ret;
+
+    do {
+        ret = connect(fd, (const struct sockaddr *)a, sizeof(*a));
+    } while (ret < 0 && errno == EINTR);
+    return ret < 0 && errno == EISCONN ? 0 : ret;
+}
+
 /*
  * Connect and handshake, the chosen protocol level in *@level (if not
- * NULL); with @timeout_s > 0 every send and receive on the socket (and the
+ * NULL); with @timeout_ms > 0 every send and receive on the socket (and the
  * connect itself) gives up after that long, so a daemon that does not
  * answer (its client slots full, stopped) cannot hang the caller.
  */
-static int connect_timed(const char *path, const char *name, int timeout_s, unsigned *level,
+static int connect_timed(const char *path, const char *name, int timeout_ms, unsigned *level,
                          GError **errp)
 {
     struct sockaddr_un a = { .sun_family = AF_UNIX };
     sl_msg hello = { .type = SL_MSG_HELLO, .u.hello = { SL_PROTO_LEVEL_MIN, SL_PROTO_LEVEL } };
     sl_msg w;
     int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    struct timeval tv = { .tv_sec = timeout_s };
 
-    if (fd >= 0 && timeout_s > 0 &&
-        (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 ||
-         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)) {
+    if (fd >= 0 && timeout_ms > 0 && set_timeouts(fd, timeout_ms) < 0) {
         close(fd);
         fd = -1;
     }
     g_strlcpy(a.sun_path, path, sizeof(a.sun_path));
     g_strlcpy(hello.u.hello.name, name, sizeof(hello.u.hello.name));
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+    if (fd < 0 || connect_retrying(fd, &a) < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "restore daemon at %s: %s", path,
-                    g_strerror(errno));
+                    errno == EAGAIN ? "its listen backlog stayed full" : g_strerror(errno));
         if (fd >= 0) {
             close(fd);
         }
         return -1;
     }
-    if (!sl_wire_send(fd, &hello, NULL, 0)) {
+    if (!send_msg(fd, &hello, NULL, 0)) {
         hello_failed(fd, path, errno, errp);
         close(fd);
         return -1;
@@ -160,8 +211,14 @@ int sl_client_connect_level(const char *path, const char *name, unsigned *level,
     return connect_timed(path, name, 0, level, errp);
 }
 
+int sl_client_connect_timeout(const char *path, const char *name, int timeout_ms,
+                              unsigned *level, GError **errp)
+{
+    return connect_timed(path, name, timeout_ms, level, errp);
+}
+
 /* How long a short request (WRITTEN, UNTRACKED, WRITTEN_QUERY) may wait. */
-#define SHORT_REQUEST_TIMEOUT_S 30
+#define SHORT_REQUEST_TIMEOUT_MS 30000
 
 /*
  * A fresh uffd with @features (and poison where the kernel has it, so a
@@ -184,7 +241,7 @@ static int open_registered(uint64_t features, void *addr, uint64_t length, uint6
 static int send_register_msg(int sock, const sl_msg *m, int *fds, unsigned nfds, GError **errp)
 {
     sl_msg st = { .type = SL_MSG_DONE };
-    bool ok = sl_wire_send(sock, m, fds, nfds);
+    bool ok = send_msg(sock, m, fds, nfds);
 
     /* A DONE for the blocks registered before this one may come first. */
     while (ok && st.type == SL_MSG_DONE) {
@@ -330,11 +387,11 @@ bool sl_client_report_written(const char *path, const char *block, void *addr, u
     sl_msg m = { .type = SL_MSG_WRITTEN,
                  .u.written = { .host_addr = (uintptr_t)addr, .length = length, .flags = flags } };
     sl_msg st;
-    int sock = connect_timed(path, "written", SHORT_REQUEST_TIMEOUT_S, NULL, errp);
+    int sock = connect_timed(path, "written", SHORT_REQUEST_TIMEOUT_MS, NULL, errp);
     bool ok = sock >= 0;
 
     g_strlcpy(m.u.written.block, block, sizeof(m.u.written.block));
-    if (ok && !sl_wire_send(sock, &m, NULL, 0)) {
+    if (ok && !send_msg(sock, &m, NULL, 0)) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "sending WRITTEN: %s", g_strerror(errno));
         ok = false;
     }
@@ -358,7 +415,7 @@ static bool recv_written_pages(int sock, sl_msg *m, int *fd, GError **errp)
     int fds[SL_WIRE_MAX_FDS];
     unsigned nfds;
     int lost;
-    ssize_t n = sl_wire_recv(sock, buf, fds, &nfds, &lost);
+    ssize_t n = recv_packet(sock, buf, fds, &nfds, &lost);
 
     *fd = nfds == 1 ? fds[0] : -1;
     for (unsigned i = *fd >= 0 ? 1 : 0; i < nfds; i++) {
@@ -399,12 +456,12 @@ int sl_client_written_pages(const char *path, const char *block,
                             uint64_t **bits, char **why, GError **errp)
 {
     sl_msg m = { .type = SL_MSG_WRITTEN_QUERY }, st;
-    int sock = connect_timed(path, "written-query", SHORT_REQUEST_TIMEOUT_S, NULL, errp);
+    int sock = connect_timed(path, "written-query", SHORT_REQUEST_TIMEOUT_MS, NULL, errp);
     int fd = -1, ret = -1;
 
     g_strlcpy(m.u.query.block, block, sizeof(m.u.query.block));
     memcpy(m.u.query.identity, identity, SL_IDENTITY_LEN);
-    if (sock >= 0 && !sl_wire_send(sock, &m, NULL, 0)) {
+    if (sock >= 0 && !send_msg(sock, &m, NULL, 0)) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "sending WRITTEN_QUERY: %s", g_strerror(errno));
     } else if (sock >= 0 && recv_written_pages(sock, &st, &fd, errp)) {
         if (st.u.wpages.status < 0) {
@@ -431,11 +488,11 @@ int sl_client_written_pages(const char *path, const char *block,
 bool sl_client_report_untracked(const char *path, const char *block, GError **errp)
 {
     sl_msg m = { .type = SL_MSG_UNTRACKED }, st;
-    int sock = connect_timed(path, "untracked", SHORT_REQUEST_TIMEOUT_S, NULL, errp);
+    int sock = connect_timed(path, "untracked", SHORT_REQUEST_TIMEOUT_MS, NULL, errp);
     bool ok = sock >= 0;
 
     g_strlcpy(m.u.untracked.block, block, sizeof(m.u.untracked.block));
-    if (ok && !sl_wire_send(sock, &m, NULL, 0)) {
+    if (ok && !send_msg(sock, &m, NULL, 0)) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "sending UNTRACKED: %s", g_strerror(errno));
         ok = false;
     }
@@ -475,15 +532,25 @@ bool sl_client_wait_done(int sock)
     return expect(sock, SL_MSG_DONE, &m, NULL);
 }
 
-/* Handed to the sl-supervise thread, which owns it from then on (and
- * frees it): the caller keeps no reference. */
-typedef struct {
-    int sock;
-    int uffd;              /* tracked: closed when the daemon hangs up after DONE, or -1 */
+/*
+ * One supervised connection, shared by the sl-supervise thread and the
+ * caller's handle (sl_client_supervise_mapping()); freed when both let go.
+ * Every field after the callbacks is under @lock.
+ */
+struct sl_client_sup {
     void (*on_death)(void);
     void (*on_done)(void *opaque);
     void *opaque;          /* handed to on_done */
-} supervisor;
+    bool tracked;          /* the range stays registered after DONE (REGISTER_WP) */
+    GMutex lock;
+    GCond ended_cond;      /* signalled when @ended is set */
+    int sock;              /* -1 once closed (sup_end(), sl_client_retire()) */
+    int uffd;              /* -1 once closed, or handed back by sl_client_retire() */
+    bool done;             /* DONE came: on_done is called (or was) */
+    bool retiring;         /* sl_client_retire(): the hang-up is ours, no death */
+    bool ended;            /* the thread is past its last use of @sock */
+    unsigned refs;
+};
 
 /* After DONE: blocks until the daemon hangs up (it sends nothing more). */
 static void wait_hangup(int sock)
@@ -496,25 +563,135 @@ static void wait_hangup(int sock)
     } while (n > 0 || (n < 0 && errno == EINTR));
 }
 
+static void sup_unref(sl_client_sup *s)
+{
+    bool last;
+
+    g_mutex_lock(&s->lock);
+    last = --s->refs == 0;
+    g_mutex_unlock(&s->lock);
+    if (last) {
+        g_mutex_clear(&s->lock);
+        g_cond_clear(&s->ended_cond);
+        g_free(s);
+    }
+}
+
+/*
+ * The thread's end.  After DONE the uffd is closed: every page is in place
+ * and the daemon unregistered the range (a tracked one: it has hung up, so
+ * closing unregisters it and later faults are served from the page
+ * cache).  The socket is closed once the connection is over (a hang-up,
+ * ours or the daemon's); after an untracked DONE it stays open while the
+ * mapping lives, since a daemon that exits once its clients have left
+ * (qemu-restore's) must stay for processes that map guest RAM later.  A
+ * retired mapping's uffd stays open for sl_client_retire()'s caller, who
+ * closes it only after the unmap: a hole is never left unregistered.
+ */
+static void sup_end(sl_client_sup *s, bool done)
+{
+    g_mutex_lock(&s->lock);
+    if (!done || s->tracked || s->retiring) {
+        close(s->sock);
+        s->sock = -1;
+    }
+    if (done && !s->retiring && s->uffd >= 0) {
+        close(s->uffd);
+        s->uffd = -1;
+    }
+    s->ended = true;
+    g_cond_broadcast(&s->ended_cond);
+    g_mutex_unlock(&s->lock);
+    sup_unref(s);
+}
+
 static gpointer supervise(gpointer opaque)
 {
-    supervisor *s = opaque;
+    sl_client_sup *s = opaque;
+    bool done = sl_client_wait_done(s->sock), retiring;
 
-    if (!sl_client_wait_done(s->sock)) {
+    g_mutex_lock(&s->lock);
+    s->done = done;
+    retiring = s->retiring;
+    g_mutex_unlock(&s->lock);
+    if (!done && !retiring) {
         s->on_death(); /* the daemon went away before every page was in place */
-    } else if (s->on_done) {
+    } else if (done && s->on_done) {
         s->on_done(s->opaque);
     }
-    if (s->uffd >= 0) {
-        /* A tracked mapping stays registered after DONE, so a fault on it
-         * still goes to the daemon: once the daemon is gone, closing the
-         * uffd unregisters it and the kernel serves such faults from the
-         * page cache, where every page now is. */
-        wait_hangup(s->sock);
-        close(s->uffd);
+    if (done && s->tracked) {
+        wait_hangup(s->sock); /* the daemon's going (or our retire) ends the registration */
     }
-    g_free(s);
+    sup_end(s, done);
     return NULL;
+}
+
+sl_client_sup *sl_client_supervise_mapping(int sock, int uffd, bool tracked,
+                                           void (*on_death)(void),
+                                           void (*on_done)(void *opaque), void *opaque)
+{
+    sl_client_sup *s = g_new0(sl_client_sup, 1);
+
+    set_timeouts(sock, 0); /* a registration may have been timed: DONE may take long */
+    s->sock = sock;
+    s->uffd = uffd;
+    s->tracked = tracked;
+    s->on_death = on_death;
+    s->on_done = on_done;
+    s->opaque = opaque;
+    s->refs = 2;
+    g_mutex_init(&s->lock);
+    g_cond_init(&s->ended_cond);
+    g_thread_unref(g_thread_new("sl-supervise", supervise, s));
+    return s;
+}
+
+/* Waits (lock held) until the thread ended, or (@deadline_us > 0) that time. */
+static bool wait_ended(sl_client_sup *s, gint64 deadline_us)
+{
+    while (!s->ended) {
+        if (deadline_us > 0 && !g_cond_wait_until(&s->ended_cond, &s->lock, deadline_us)) {
+            return s->ended;
+        }
+        if (deadline_us <= 0) {
+            g_cond_wait(&s->ended_cond, &s->lock);
+        }
+    }
+    return true;
+}
+
+bool sl_client_retire(sl_client_sup *s, int timeout_ms, int *uffd, bool *done)
+{
+    bool answered = true;
+
+    g_mutex_lock(&s->lock);
+    if (!s->ended) {
+        s->retiring = true;
+        /* Our half closed: the daemon reads our hang-up, removes our views
+         * (no loader places into them from then on) and closes its end,
+         * which ends the thread's wait. */
+        shutdown(s->sock, SHUT_WR);
+        answered = wait_ended(s, g_get_monotonic_time() + timeout_ms * (gint64)1000);
+        if (!answered) {
+            shutdown(s->sock, SHUT_RDWR); /* the daemon does not answer: stop waiting */
+            wait_ended(s, 0);
+        }
+    }
+    if (s->sock >= 0) { /* ended after an untracked DONE: nothing acts on the range */
+        close(s->sock);
+        s->sock = -1;
+    }
+    *done = s->done;
+    *uffd = s->uffd;
+    s->uffd = -1;
+    g_mutex_unlock(&s->lock);
+    sup_unref(s);
+    return answered;
+}
+
+void sl_client_sup_release(sl_client_sup *s)
+{
+    sup_unref(s);
 }
 
 void sl_client_supervise(int sock, void (*on_death)(void), void (*on_done)(void *opaque),
@@ -526,12 +703,6 @@ void sl_client_supervise(int sock, void (*on_death)(void), void (*on_done)(void 
 void sl_client_supervise_tracked(int sock, int uffd, void (*on_death)(void),
                                  void (*on_done)(void *opaque), void *opaque)
 {
-    supervisor *s = g_new0(supervisor, 1);
-
-    s->sock = sock;
-    s->uffd = uffd;
-    s->on_death = on_death;
-    s->on_done = on_done;
-    s->opaque = opaque;
-    g_thread_unref(g_thread_new("sl-supervise", supervise, s));
+    sl_client_sup_release(sl_client_supervise_mapping(sock, uffd, uffd >= 0, on_death, on_done,
+                                                      opaque));
 }

@@ -29,6 +29,17 @@ int sl_client_connect(const char *path, const char *name, GError **errp);
 int sl_client_connect_level(const char *path, const char *name, unsigned *level, GError **errp);
 
 /**
+ * sl_client_connect_timeout: sl_client_connect_level() (@level may be
+ * NULL) where the connect, the handshake and every later send and
+ * receive on the socket give up after @timeout_ms (0: never), with an
+ * error that says the daemon did not answer: a daemon stopped, wedged or
+ * with every client slot taken cannot hang the caller.  The supervisor
+ * (sl_client_supervise_mapping()) lifts the timeout: DONE may take long.
+ */
+int sl_client_connect_timeout(const char *path, const char *name, int timeout_ms,
+                              unsigned *level, GError **errp);
+
+/**
  * sl_client_register: register [@addr, +@length) — our MAP_SHARED mapping of
  * @memfd at @offset, block @block — on a new uffd (MISSING|MINOR), hand it
  * to the daemon and wait for its answer.  Returns the uffd, which the caller
@@ -112,8 +123,8 @@ int sl_client_register_anon(int sock, unsigned level, const char *block, void *a
  * sl_client_supervise: start a thread that waits for DONE, then calls
  * @on_done(@opaque) (if not NULL); if the daemon's socket closes first, it calls
  * @on_death (which should end the process).  The thread reads @sock from
- * then on: call it after the last REGISTER on that connection (use one
- * connection per mapping that may come later).
+ * then on (and closes it on a hang-up): call it after the last REGISTER on
+ * that connection (use one connection per mapping that may come later).
  */
 void sl_client_supervise(int sock, void (*on_death)(void), void (*on_done)(void *opaque),
                          void *opaque);
@@ -126,6 +137,43 @@ void sl_client_supervise(int sock, void (*on_death)(void), void (*on_done)(void 
  */
 void sl_client_supervise_tracked(int sock, int uffd, void (*on_death)(void),
                                  void (*on_done)(void *opaque), void *opaque);
+
+/** A supervised mapping's handle (sl_client_supervise_mapping()). */
+typedef struct sl_client_sup sl_client_sup;
+
+/**
+ * sl_client_supervise_mapping: sl_client_supervise() for the mapping
+ * registered on @sock with @uffd, which it then owns: @uffd is closed
+ * after DONE (@tracked: once the daemon has hung up after DONE, as
+ * sl_client_supervise_tracked()), @sock when the connection is over (a
+ * hang-up) or the mapping retired.  After an untracked DONE the
+ * connection stays while the mapping lives: a daemon that exits once its
+ * clients have left (qemu-restore's) stays for later registrants.  The
+ * handle lets the caller retire the mapping before unmapping it
+ * (sl_client_retire()); or, if the mapping is kept for good,
+ * sl_client_sup_release() it.  Exactly one of the two, once.
+ */
+sl_client_sup *sl_client_supervise_mapping(int sock, int uffd, bool tracked,
+                                           void (*on_death)(void),
+                                           void (*on_done)(void *opaque), void *opaque);
+
+/**
+ * sl_client_retire: the mapping of @s is about to be unmapped (or mapped
+ * over): hang up our half of its connection and wait (at most
+ * @timeout_ms) until the daemon has removed its views and closed its end,
+ * so that it places nothing into the mapping from then on and does not
+ * take its going for a failed consumer; the supervisor then ends without
+ * calling on_death.  Hands back in *@uffd the mapping's uffd (-1 if
+ * already closed after DONE), which the caller closes only once the
+ * mapping is gone: until then a fault in it waits, never reads a hole.
+ * *@done says whether DONE had come (on_done was called).  Returns false
+ * if the daemon did not answer in time: retired anyway, but the daemon
+ * may still try the range and find it gone.  Releases @s.
+ */
+bool sl_client_retire(sl_client_sup *s, int timeout_ms, int *uffd, bool *done);
+
+/** sl_client_sup_release: lets go of @s; the mapping stays supervised. */
+void sl_client_sup_release(sl_client_sup *s);
 
 /**
  * sl_client_env_of: the value of @name in the environment process @pid was

@@ -253,6 +253,11 @@ consumers *consumers_spawn(unsigned n, sl_snapshot *s, const sl_mem *mems, sl_re
     }
     c->sh = mmap(NULL, sizeof(shared_page), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
                  -1, 0);
+    if (c->sh == MAP_FAILED) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "consumers' shared page: %s", g_strerror(errno));
+        g_free(c);
+        return NULL;
+    }
     for (unsigned i = 0; i < n; i++) {
         if (!spawn_one(c, i, s, mems, r, errp)) {
             consumers_finish(c, NULL, NULL);

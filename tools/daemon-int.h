@@ -49,6 +49,8 @@ typedef struct {
     int lfd, sigfd;
     int drop_pipe[2];        /* view_dropped() -> the poll loop: tags of dropped views */
     GPtrArray *clients;      /* client * */
+    GPtrArray *leaving;      /* client *: dropped, their sockets open until their views
+                              * let go of their uffds (daemon.c, release_leaving()) */
     uint64_t next_id;
     bool accept_paused;      /* out of fds: listen again once a client leaves, or after 1 s */
     unsigned nblocks, nattached; /* blocks served (the daemon's), and attached so far */

@@ -117,10 +117,35 @@ static void drop(server *d, client *c, int status, const char *why)
             sl_dtrack_lost(d->dt, i);
         }
     }
-    close(c->fd);
     g_ptr_array_remove(d->clients, c);
-    client_free(c);
+    if (sl_restore_views_released(d->r, c->id)) {
+        close(c->fd);
+        client_free(c);
+    } else {
+        g_ptr_array_add(d->leaving, c); /* closed by release_leaving() */
+    }
     d->accept_paused = false;
+}
+
+/*
+ * Closes the connections of dropped clients whose views have let go of
+ * their uffds.  Until then the peer must not reuse those addresses (a
+ * uffd acts on any registered mapping of its process there: sealing the
+ * old view would poison a new mapping), and the preload client, retiring
+ * a mapping it unmaps, waits for this close (docs/protocol.md).  True if
+ * some still wait.
+ */
+static bool release_leaving(server *d)
+{
+    for (guint i = d->leaving->len; i-- > 0;) {
+        client *c = g_ptr_array_index(d->leaving, i);
+        if (sl_restore_views_released(d->r, c->id)) {
+            close(c->fd);
+            g_ptr_array_remove_index_fast(d->leaving, i);
+            client_free(c);
+        }
+    }
+    return d->leaving->len > 0;
 }
 
 /* Engine thread: view @tag was dropped; the poll loop ends its client. */
@@ -590,6 +615,25 @@ static int expire_silent(server *d)
     return next < 0 ? -1 : (int)(next / 1000 + 1);
 }
 
+/*
+ * Clients that count toward SL_DAEMON_MAX_CLIENTS: all but those sent
+ * DONE, which wait only for us to go (a tracked view stays registered
+ * until then) and must not keep later consumers in the backlog.
+ */
+static guint busy_clients(const server *d)
+{
+    guint n = 0;
+
+    for (guint i = 0; i < d->clients->len; i++) {
+        const client *c = g_ptr_array_index(d->clients, i);
+        n += !(d->done && d->status == 0 && c->nregistered);
+    }
+    return n;
+}
+
+/* How often the connections of dropped clients are checked for release. */
+#define LEAVING_POLL_MS 2
+
 /* One poll round; false to leave the loop. */
 static bool serve_round(server *d)
 {
@@ -598,11 +642,14 @@ static bool serve_round(server *d)
     if (d->accept_paused) { /* fds may come back without a client leaving */
         timeout = timeout < 0 ? 1000 : MIN(timeout, 1000);
     }
+    if (release_leaving(d)) { /* the fault thread lets go of their views soon */
+        timeout = timeout < 0 ? LEAVING_POLL_MS : MIN(timeout, LEAVING_POLL_MS);
+    }
     guint n = d->clients->len;
     g_autofree struct pollfd *p = g_new0(struct pollfd, n + 4);
     g_autofree client **cs = g_new0(client *, n + 1);
     /* At the cap or out of fds, new connections wait in the listen backlog. */
-    bool listening = !d->accept_paused && n < SL_DAEMON_MAX_CLIENTS;
+    bool listening = !d->accept_paused && busy_clients(d) < SL_DAEMON_MAX_CLIENTS;
 
     p[0] = (struct pollfd){ .fd = listening ? d->lfd : -1, .events = POLLIN };
     p[1] = (struct pollfd){ .fd = d->sigfd, .events = POLLIN };
@@ -695,6 +742,7 @@ static bool daemon_init(server *d, const sl_daemon_opts *o, GError **errp)
                                                         : REGISTER_TIMEOUT_MS;
     d->lfd = d->sigfd = d->drop_pipe[0] = d->drop_pipe[1] = -1;
     d->clients = g_ptr_array_new();
+    d->leaving = g_ptr_array_new();
     if (pipe2(d->drop_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "pipe: %s", g_strerror(errno));
         return false;
@@ -789,6 +837,12 @@ static void daemon_fini(server *d)
         client_free(c);
     }
     g_ptr_array_free(d->clients, true);
+    while (d->leaving->len) {
+        client *c = g_ptr_array_steal_index_fast(d->leaving, 0);
+        close(c->fd);
+        client_free(c);
+    }
+    g_ptr_array_free(d->leaving, true);
     if (d->movers && !d->done) { /* done: restore_finished() has finished them */
         finish_movers(d);
     }

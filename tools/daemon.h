@@ -47,7 +47,7 @@ typedef struct {
                             * list a previous run left is removed, not used) */
 } sl_daemon_opts;
 
-/** Most clients served at once; more wait in the listen backlog. */
+/** Most clients served at once (those sent DONE do not count); more wait in the listen backlog. */
 #define SL_DAEMON_MAX_CLIENTS 64
 
 /** sl_daemon_run: serve until SIGINT/SIGTERM (or done); returns an exit status. */

@@ -21,6 +21,10 @@
  *                    and before the mapping goes (munmap, exit) the daemon
  *                    is asked to read what this process wrote, so that the
  *                    next restart over the same file rewrites only that
+ *   SNAPLOAD_TIMEOUT_MS optional: how long a registration (connect, HELLO,
+ *                    REGISTER) or a retirement may wait for the daemon
+ *                    (default 30000); a registration that times out ends
+ *                    the process, saying so, rather than hang in mmap
  * An active instance removes itself from LD_PRELOAD and these variables
  * from the environment, so helpers QEMU starts (exec: migration) stay
  * plain.  It never lets the VMM run on memory it could not hand over: a
@@ -39,6 +43,20 @@
  * RAM that no uffd serves: each mapping handed over is MADV_DONTFORK until
  * its DONE (preload-guard.c).
  *
+ * A mapping handed over that the process unmaps (munmap, or a MAP_FIXED
+ * mapping over it; libvhost-user does so for every region at each
+ * SET_MEM_TABLE) is retired first: its connection is hung up and the
+ * daemon, having removed its views, closes its end; only then does the
+ * unmap happen, and only after it is the uffd closed (a fault in the old
+ * mapping waits meanwhile, never reads a hole).  So the daemon never
+ * places into a range that is gone, which it would take for a failed
+ * consumer, and a later mapping of the file is registered afresh.  A
+ * mapping's uffd is closed at its DONE, its connection when it is retired
+ * (kept until then: qemu-restore's daemon stays while a client is
+ * connected, for back-ends that map guest RAM after the fill).
+ * mremap is not interposed: moving or resizing a mapping during the fill
+ * is not supported (docs/qemu.md).
+ *
  * While tracking, a block whose file this process punches holes in (or
  * MADV_REMOVEs), or hands to a peer that does not track its writes after
  * the fill, is reported as changed where the list cannot show it: the
@@ -46,7 +64,8 @@
  *
  * State: written by the constructor before any other thread exists, then
  * only under `lock` (mmap may be called from any thread), but for
- * `pending` (atomic).
+ * `pending` (atomic) and `guards` (under `glock`: a supervisor thread
+ * updates them at DONE while a thread holding `lock` may wait for it).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -86,6 +105,17 @@ typedef struct {
     size_t len;
 } pl_tracked;
 
+/* A mapping handed to the daemon, until it is unmapped. */
+typedef struct {
+    pl_block *block;
+    uint8_t *addr;
+    size_t len;
+    sl_client_sup *sup;   /* its supervisor, for the retirement */
+} pl_mapping;
+
+/* How long the daemon may take to answer, unless SNAPLOAD_TIMEOUT_MS says. */
+#define DEFAULT_TIMEOUT_MS 30000
+
 static struct {
     pthread_mutex_t lock;
     bool active;
@@ -95,16 +125,21 @@ static struct {
     bool track;                   /* SNAPLOAD_TRACK=1 */
     pl_tracked tracked[MAX_TRACKED];
     unsigned ntracked;
+    GPtrArray *mappings;          /* pl_mapping *: every mapping handed over */
+    int timeout_ms;               /* SNAPLOAD_TIMEOUT_MS */
     /* Mappings handed over whose DONE has not come: a restore still runs.
      * Incremented under `lock` before the supervisor starts, decremented by
      * it (block_done); relaxed: a count read as a hint of state, ordered by
      * the socket messages that change it. */
     _Atomic unsigned pending;
+    /* Taken after `lock` when both are, never before it. */
+    pthread_mutex_t glock;
     pg_guards guards;             /* mappings kept out of forked children */
 } pl = {
     /* Recursive: an interposed call (munmap, madvise) may come while this
      * thread holds it, from inside a hand-over or a report. */
     .lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP,
+    .glock = PTHREAD_MUTEX_INITIALIZER,
 };
 
 /* Set while this thread talks to the daemon: its own sendmsg of a block's
@@ -137,10 +172,19 @@ static void daemon_died(void)
  * child may copy it again (@opaque: its guard's token). */
 static void block_done(void *opaque)
 {
-    pthread_mutex_lock(&pl.lock);
+    /* Not `lock`: a munmap holding it may be waiting for this thread. */
+    pthread_mutex_lock(&pl.glock);
     pg_guard_done(&pl.guards, GPOINTER_TO_UINT(opaque));
-    pthread_mutex_unlock(&pl.lock);
+    pthread_mutex_unlock(&pl.glock);
     atomic_fetch_sub_explicit(&pl.pending, 1, memory_order_relaxed);
+}
+
+/* pg_guard_forget() under glock. */
+static void forget_guards(const void *addr, size_t len)
+{
+    pthread_mutex_lock(&pl.glock);
+    pg_guard_forget(&pl.guards, addr, len);
+    pthread_mutex_unlock(&pl.glock);
 }
 
 /* Keeps the new mapping [@p, +@len) of block @b out of forked children
@@ -148,7 +192,11 @@ static void block_done(void *opaque)
 static uint32_t guard(const pl_block *b, void *p, size_t len, bool keep)
 {
     int err = 0;
-    uint32_t token = pg_guard_add(&pl.guards, p, len, keep, &err);
+    uint32_t token;
+
+    pthread_mutex_lock(&pl.glock);
+    token = pg_guard_add(&pl.guards, p, len, keep, &err);
+    pthread_mutex_unlock(&pl.glock);
 
     if (err) {
         die("block '%s': cannot keep its mapping out of forked children (madvise): %s",
@@ -222,6 +270,7 @@ static void scrub_environment(void)
     unsetenv("SNAPLOAD_BLOCKS");
     unsetenv("SNAPLOAD_EXE");
     unsetenv("SNAPLOAD_TRACK");
+    unsetenv("SNAPLOAD_TIMEOUT_MS");
 }
 
 __attribute__((constructor)) static void preload_init(void)
@@ -238,6 +287,11 @@ __attribute__((constructor)) static void preload_init(void)
     }
     pl.socket = g_strdup(sock);
     pl.track = g_strcmp0(getenv("SNAPLOAD_TRACK"), "1") == 0;
+    pl.timeout_ms = getenv("SNAPLOAD_TIMEOUT_MS") ? atoi(getenv("SNAPLOAD_TIMEOUT_MS")) : 0;
+    if (pl.timeout_ms <= 0) {
+        pl.timeout_ms = DEFAULT_TIMEOUT_MS;
+    }
+    pl.mappings = g_ptr_array_new_with_free_func(g_free);
     scrub_environment();
     pl.active = true;
 }
@@ -266,6 +320,15 @@ static pl_block *match_block(int fd)
     return NULL;
 }
 
+/* Remembers mapping [@p, +@len) of @b, supervised by @sup (lock held). */
+static void remember(pl_block *b, void *p, size_t len, sl_client_sup *sup)
+{
+    pl_mapping *m = g_new0(pl_mapping, 1);
+
+    *m = (pl_mapping){ b, p, len, sup };
+    g_ptr_array_add(pl.mappings, m);
+}
+
 /* Hands the new mapping [@p, +@len) of @b's file to the daemon, or dies.
  * Each mapping gets its own connection, so that its supervisor is the only
  * reader of that socket once the registration has been answered. */
@@ -277,12 +340,12 @@ static void hand_over(pl_block *b, void *p, size_t len, int fd, off_t off)
     int sock, uffd;
 
     pl_talking = true;
-    sock = sl_client_connect(pl.socket, "preload", &err);
+    sock = sl_client_connect_timeout(pl.socket, "preload", pl.timeout_ms, NULL, &err);
     /* The uffd stays open until every page is in place: if the daemon dies
      * before, faults block (and the supervisor ends us) instead of reading
-     * holes as zeros.  Untracked, it stays open for the life of the
-     * process (the daemon unregistered the range); tracked, the supervisor
-     * closes it once the daemon has gone after DONE. */
+     * holes as zeros.  Untracked, the supervisor closes it at DONE (the
+     * daemon unregistered the range); tracked, once the daemon has gone
+     * after DONE; retired, munmap closes it once the mapping is gone. */
     uffd = sock < 0 ? -1
            : track ? sl_client_register_tracked(sock, b->name, p, len, fd, (uint64_t)off, &err)
                    : sl_client_register(sock, b->name, p, len, fd, (uint64_t)off, &err);
@@ -294,8 +357,8 @@ static void hand_over(pl_block *b, void *p, size_t len, int fd, off_t off)
         pl.tracked[pl.ntracked++] = (pl_tracked){ b, p, len };
     }
     atomic_fetch_add_explicit(&pl.pending, 1, memory_order_relaxed);
-    sl_client_supervise_tracked(sock, track ? uffd : -1, daemon_died, block_done,
-                                GUINT_TO_POINTER(token));
+    remember(b, p, len, sl_client_supervise_mapping(sock, uffd, track, daemon_died, block_done,
+                                                    GUINT_TO_POINTER(token)));
 }
 
 /* The anonymous block a new mapping of @len bytes with @prot/@flags is, or NULL. */
@@ -321,14 +384,91 @@ static void hand_over_anon(pl_block *b, void *p, size_t len)
     g_autoptr(GError) err = NULL;
     uint32_t token = guard(b, p, len, false);
     unsigned level = 0;
-    int sock = sl_client_connect_level(pl.socket, "preload", &level, &err);
+    int sock = sl_client_connect_timeout(pl.socket, "preload", pl.timeout_ms, &level, &err);
+    int uffd = sock < 0 ? -1 : sl_client_register_anon(sock, level, b->name, p, len, &err);
 
-    if (sock < 0 || sl_client_register_anon(sock, level, b->name, p, len, &err) < 0) {
+    if (uffd < 0) {
         die("block '%s' (anonymous, %zu bytes): %s", b->name, len, err->message);
     }
     b->handed = true;
     atomic_fetch_add_explicit(&pl.pending, 1, memory_order_relaxed);
-    sl_client_supervise(sock, daemon_died, block_done, GUINT_TO_POINTER(token));
+    remember(b, p, len, sl_client_supervise_mapping(sock, uffd, false, daemon_died, block_done,
+                                                    GUINT_TO_POINTER(token)));
+}
+
+/* Whether [@a, +@len) overlaps mapping @m. */
+static bool overlaps_mapping(const pl_mapping *m, const uint8_t *a, size_t len)
+{
+    return a < m->addr + m->len && m->addr < a + len;
+}
+
+/*
+ * Retires mapping @m, which [@addr, +@len) unmaps or maps over (lock
+ * held): the daemon lets go of it before it goes.  Its uffd, if still
+ * open, goes into *@uffds (made if NULL), to be closed once the range is
+ * gone.  Dies if
+ * only part of it goes before its DONE: the rest would stay registered
+ * with nobody serving it.
+ */
+static void retire(pl_mapping *m, const uint8_t *addr, size_t len, GArray **uffds)
+{
+    bool done = false;
+    int uffd = -1;
+
+    if (!sl_client_retire(m->sup, pl.timeout_ms, &uffd, &done)) {
+        fprintf(stderr, "snapload-preload: block '%s': the restore daemon did not let go of a "
+                "mapping being unmapped within %d ms; unmapping it anyway\n", m->block->name,
+                pl.timeout_ms);
+    }
+    if (!done) {
+        atomic_fetch_sub_explicit(&pl.pending, 1, memory_order_relaxed); /* no DONE will come */
+    }
+    if (uffd >= 0) {
+        *uffds = *uffds ? *uffds : g_array_new(false, false, sizeof(int));
+        g_array_append_val(*uffds, uffd);
+    }
+    if (!done && (addr > m->addr || addr + len < m->addr + m->len)) {
+        die("block '%s': this process unmapped part of its guest RAM mapping while the restore "
+            "still fills it; only whole mappings can be given back", m->block->name);
+    }
+}
+
+/*
+ * Retires every mapping [@addr, +@len) overlaps (lock held); their uffds
+ * still open, or NULL.  Not for arguments the kernel refuses (length 0,
+ * an address not page-aligned): those leave every mapping in place.
+ */
+static GArray *retire_overlapping(const void *addr, size_t len)
+{
+    GArray *uffds = NULL;
+
+    for (guint i = 0; i < pl.mappings->len;) {
+        pl_mapping *m = g_ptr_array_index(pl.mappings, i);
+        if (overlaps_mapping(m, addr, len)) {
+            retire(m, addr, len, &uffds);
+            g_ptr_array_remove_index_fast(pl.mappings, i);
+        } else {
+            i++;
+        }
+    }
+    return uffds;
+}
+
+/* After the unmap: the retired mappings' uffds (from retire_overlapping()). */
+static void close_retired(GArray *uffds)
+{
+    for (guint i = 0; uffds && i < uffds->len; i++) {
+        close(g_array_index(uffds, int, i));
+    }
+    if (uffds) {
+        g_array_free(uffds, true);
+    }
+}
+
+/* Whether the kernel refuses to (un)map [@addr, +@len) before touching anything. */
+static bool bad_range(const void *addr, size_t len)
+{
+    return !len || (uintptr_t)addr % (uintptr_t)sysconf(_SC_PAGESIZE);
 }
 
 static void *real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
@@ -340,17 +480,30 @@ static void *real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_
 __attribute__((visibility("default")))
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
-    void *p = real_mmap(addr, len, prot, flags, fd, off);
+    bool fixed = (flags & MAP_FIXED) && !bad_range(addr, len);
+    GArray *gone = NULL;
     pl_block *b;
+    void *p;
 
-    if (p == MAP_FAILED || !pl.active) {
-        return p;
+    if (!pl.active) {
+        return real_mmap(addr, len, prot, flags, fd, off);
     }
     pthread_mutex_lock(&pl.lock);
-    if (flags & MAP_FIXED) {
-        pg_guard_forget(&pl.guards, p, len); /* whatever was mapped there is gone */
+    if (fixed) { /* whatever was mapped there goes: retired first */
+        gone = retire_overlapping(addr, len);
     }
-    if (fd >= 0 && !(flags & MAP_SHARED)) {
+    p = real_mmap(addr, len, prot, flags, fd, off);
+    if (gone && p == MAP_FAILED) { /* still mapped, registered, and served no more */
+        die("mapping over guest RAM failed (%s) after the restore daemon let go of the old "
+            "mapping", g_strerror(errno));
+    }
+    close_retired(gone);
+    if (fixed) {
+        forget_guards(addr, len);
+    }
+    if (p == MAP_FAILED) {
+        b = NULL;
+    } else if (fd >= 0 && !(flags & MAP_SHARED)) {
         b = NULL; /* a private copy of a file is no guest RAM we hand over */
     } else if (fd >= 0 && (b = match_block(fd))) {
         hand_over(b, p, len, fd, off);
@@ -402,19 +555,27 @@ static void report_overlapping(const void *addr, size_t len)
     }
 }
 
-/** munmap: reports a tracked mapping's writes first (they vanish with it). */
+/** munmap: reports a tracked mapping's writes first (they vanish with it),
+ * and retires the mappings handed over that it removes. */
 __attribute__((visibility("default")))
 int munmap(void *addr, size_t len)
 {
-    if (pl.active) {
-        pthread_mutex_lock(&pl.lock);
-        if (pl.track) {
-            report_overlapping(addr, len);
-        }
-        pg_guard_forget(&pl.guards, addr, len);
-        pthread_mutex_unlock(&pl.lock);
+    GArray *gone;
+    int ret;
+
+    if (!pl.active || bad_range(addr, len)) { /* refused: every mapping stays */
+        return (int)syscall(SYS_munmap, addr, len);
     }
-    return (int)syscall(SYS_munmap, addr, len);
+    pthread_mutex_lock(&pl.lock);
+    if (pl.track) {
+        report_overlapping(addr, len);
+    }
+    gone = retire_overlapping(addr, len);
+    forget_guards(addr, len);
+    ret = (int)syscall(SYS_munmap, addr, len);
+    close_retired(gone);
+    pthread_mutex_unlock(&pl.lock);
+    return ret;
 }
 
 /* At exit: the writes of every tracked mapping still there.  Skipped if
@@ -493,9 +654,9 @@ int madvise(void *addr, size_t len, int advice)
     if (pl.active && (advice == MADV_DONTFORK || advice == MADV_DOFORK)) {
         int ret;
 
-        pthread_mutex_lock(&pl.lock);
+        pthread_mutex_lock(&pl.glock);
         ret = pg_guard_madvise(&pl.guards, addr, len, advice);
-        pthread_mutex_unlock(&pl.lock);
+        pthread_mutex_unlock(&pl.glock);
         return ret;
     }
     if (pl.active && pl.track && advice == MADV_REMOVE) {
@@ -619,7 +780,9 @@ ssize_t sendmsg(int sock, const struct msghdr *msg, int flags)
                 continue;
             }
             const int *fds = (const int *)CMSG_DATA(c);
-            for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+            /* A malformed cmsg_len below the header's: no fds (the kernel refuses it). */
+            size_t nfds = c->cmsg_len < CMSG_LEN(0) ? 0 : (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < nfds; i++) {
                 if (!check_handoff(sock, fds[i])) {
                     return -1;
                 }

@@ -748,9 +748,23 @@ bool sl_restore_keep_known(sl_restore *r, const char *block_name, const sl_page_
  * closed as soon as no restore thread uses it, after every page still
  * missing was sealed in that view (so a consumer that lingers gets SIGBUS
  * there, never zeros); a view that cannot be sealed keeps its uffd to the
- * end.  Since 1.1.
+ * end.  Before sl_restore_start() it is closed at once, unsealed (since
+ * 1.17: nothing uses it, and its consumer may map that range again).
+ * Since 1.1.
  */
 void sl_restore_remove_views(sl_restore *r, uint64_t tag);
+
+/**
+ * sl_restore_views_released: whether every view removed with @tag
+ * (sl_restore_remove_views()) has let go of its uffd: the restore will
+ * make no more calls on it (no sealing, no placement, no unregistering).
+ * Until then its consumer must not reuse the view's addresses: a uffd
+ * acts on whatever registered mapping of that process lies there, even
+ * one registered on another uffd.  A view that could not be sealed (it
+ * keeps its uffd, unused, to the end) counts as released.  True when @r
+ * is NULL.  Since 1.17.
+ */
+bool sl_restore_views_released(sl_restore *r, uint64_t tag);
 
 /**
  * sl_restore_bind: place block @block_name on NUMA node @node (a node number

@@ -7,8 +7,8 @@
  * daemon killed mid-restore: the consumer is ended by its supervisor and
  * never reads a page that should not be zero.  Also the daemon's limits:
  * silent peers timed out (before and after HELLO) so they cannot hold every
- * client slot, a thousand consumers coming and going without costing it an
- * fd, uffds with features it does not serve refused by name, and a daemon
+ * client slot, consumers sent DONE not holding one, a thousand consumers
+ * coming and going without costing it an fd, uffds with features it does not serve refused by name, and a daemon
  * out of fds saying so instead of blaming the consumer's uffd.  And the
  * written-page lists of qemu-restore --reuse-ram: tracked consumers'
  * writes listed exactly, used once by the next run, refused when they do
@@ -283,6 +283,7 @@ typedef struct {
     bool moved_parent;      /* serve a child whose parent moved, given the parent */
     char *parent;           /* with moved_parent: where the parent went */
     bool parts;             /* the "vhost-user" consumer maps the block in parts */
+    unsigned nblocks;       /* blocks of f->len bytes in the snapshot (0: 1) */
 } fixture;
 
 static bool need(uint64_t hugepage, uint64_t len)
@@ -355,9 +356,10 @@ static void make_child_of_moved_parent(fixture *f)
 /* f->snap: one block of f->len bytes, forged or a child of a moved parent as @f says. */
 static void make_snapshot(fixture *f)
 {
-    uint64_t lengths[1] = { f->len };
+    uint64_t lengths[2] = { f->len, f->len };
 
-    sl_test_make_snapshot(f->snap, lengths, 1, PSIZE, 4, 0);
+    assert_true(f->nblocks <= G_N_ELEMENTS(lengths));
+    sl_test_make_snapshot(f->snap, lengths, MAX(f->nblocks, 1), PSIZE, 4, 0);
     if (f->forge_zero) {
         forge_zero_page(f->snap);
     }
@@ -1109,6 +1111,44 @@ static void test_consumer_joining_after_completion_gets_done(void **state)
     expect_exit(f->daemon, 0);
     f->daemon = 0;
     assert_int_equal(atomic_load(&f->counts->bad), 0);
+}
+
+/*
+ * Consumers sent DONE do not hold the daemon's client slots: 70 of them
+ * (more than SL_DAEMON_MAX_CLIENTS) register after completion and stay
+ * connected, as tracked consumers do until the daemon goes, and each is
+ * still welcomed and answered within a second.
+ */
+static void test_consumers_sent_done_do_not_use_up_the_client_slots(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    int held[SL_DAEMON_MAX_CLIENTS + 6], holder;
+    uint8_t *p;
+
+    setup_daemon(f, 8u << 20, 0, 1);
+    holder = sl_client_connect(f->sock, "holder", &err); /* keeps the daemon up */
+    assert_true(holder >= 0);
+    expect_exit(spawn_consumer(f, "vmm", 1), 0);          /* completes the restore */
+    p = mmap(NULL, f->len, PROT_READ, MAP_SHARED, f->memfd, 0);
+    assert_true(p != MAP_FAILED);
+    for (unsigned i = 0; i < G_N_ELEMENTS(held); i++) {
+        int uffd;
+
+        held[i] = sl_client_connect_timeout(f->sock, "late", 1000, NULL, &err);
+        uffd = held[i] < 0 ? -1 : sl_client_register(held[i], "b0", p, f->len, f->memfd, 0, &err);
+        if (uffd < 0 || !sl_client_wait_done(held[i])) {
+            fail_msg("late consumer %u: %s", i, err ? err->message : "no DONE");
+        }
+        close(uffd); /* DONE: the daemon unregistered the range */
+    }
+    for (unsigned i = 0; i < G_N_ELEMENTS(held); i++) {
+        close(held[i]);
+    }
+    munmap(p, f->len);
+    close(holder);
+    expect_exit(f->daemon, 0);
+    f->daemon = 0;
 }
 
 /* Pages of @p (f->len bytes, as the snapshot has them) that are wrong. */
@@ -2221,6 +2261,38 @@ static void test_a_lingering_socket_sent_by_a_peer_does_not_block_the_daemon(voi
 }
 
 /* A connection that never says HELLO is dropped after the timeout, and told why. */
+/*
+ * A consumer that retires its mapping before the restore has started (a
+ * block is still unattached) is let go at once: the daemon closes its end
+ * well within the client's wait, and no seal at the start can reach the
+ * range, which the consumer may map again.
+ */
+static void test_a_view_retired_before_the_restore_starts_is_let_go_at_once(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    bool done = true;
+    int sock, uffd, back = -1;
+    sl_client_sup *sup;
+    uint8_t *p;
+
+    f->nblocks = 2; /* only b0 is registered: the restore waits for b1 */
+    setup_daemon(f, 8u << 20, 0, 1);
+    p = mmap(NULL, f->len, PROT_READ, MAP_SHARED, f->memfd, 0);
+    assert_true(p != MAP_FAILED);
+    sock = sl_client_connect(f->sock, "early", &err);
+    uffd = sock < 0 ? -1 : sl_client_register(sock, "b0", p, f->len, f->memfd, 0, &err);
+    if (uffd < 0) {
+        fail_msg("registering b0: %s", err->message);
+    }
+    sup = sl_client_supervise_mapping(sock, uffd, false, ignore_death, NULL, NULL);
+    assert_true(sl_client_retire(sup, 3000, &back, &done));
+    assert_false(done);
+    assert_int_equal(back, uffd); /* ours to close, after the unmap */
+    munmap(p, f->len);
+    close(back);
+}
+
 static void test_silent_connection_is_dropped_after_the_hello_timeout(void **state)
 {
     fixture *f = *state;
@@ -3100,6 +3172,11 @@ int main(void)
             fixture_teardown),
         cmocka_unit_test_setup_teardown(test_consumer_joining_after_completion_gets_done,
                                         fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_consumers_sent_done_do_not_use_up_the_client_slots,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_view_retired_before_the_restore_starts_is_let_go_at_once, fixture_setup,
+            fixture_teardown),
         cmocka_unit_test_setup_teardown(test_silent_connection_is_dropped_after_the_hello_timeout,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(

@@ -21,6 +21,11 @@
  * where the daemon cannot take note (a block it does not have) is not
  * punched: the call fails with EIO.
  *
+ * A consumer that lets its mapping go and maps it again during the fill
+ * (libvhost-user at each SET_MEM_TABLE) lives on, reads every page right
+ * and keeps no fd for a mapping that is gone; one whose daemon never answers ends,
+ * saying so, instead of hanging in mmap.
+ *
  * A consumer that forks during the fill gives the child no copy of its
  * guest RAM (a copy no uffd serves would read holes as zeros); after DONE
  * the child's copy is whole again.  The preload client's fork guard
@@ -374,6 +379,102 @@ static int parts_main(const char *ram)
     return 0;
 }
 
+/* ------------------------------- remapper ------------------------------- */
+
+/* This process's open fds. */
+static unsigned open_fds(void)
+{
+    g_autoptr(GDir) d = g_dir_open("/proc/self/fd", 0, NULL);
+    unsigned n = 0;
+
+    while (d && g_dir_read_name(d)) {
+        n++;
+    }
+    return n;
+}
+
+/* Pages among [@first, +@n) of mapping @p (block b0) that are wrong. */
+static unsigned wrong_in(const volatile uint8_t *p, uint64_t first, uint64_t n)
+{
+    g_autofree uint8_t *want = g_malloc(PSIZE);
+    unsigned bad = 0;
+
+    for (uint64_t i = first; i < first + n; i++) {
+        sl_test_fill_page(want, PSIZE, i, 1, ZERO_EVERY);
+        bad += memcmp((const void *)(p + i * PSIZE), want, PSIZE) != 0;
+    }
+    return bad;
+}
+
+/* Waits (10 s at most) until this process has at most @want fds open. */
+static unsigned fds_settle(unsigned want)
+{
+    unsigned n = open_fds();
+
+    for (int ms = 0; ms < 10000 && n > want; ms += 10) {
+        g_usleep(10000); /* the supervisors close them on DONE: nothing to wait on */
+        n = open_fds();
+    }
+    return n;
+}
+
+#define REMAPS 100    /* more than a block's 16 views, and chances to race the daemon */
+#define LATE_MAPS 70  /* more than the daemon's 64 client slots */
+
+/*
+ * As libvhost-user at each SET_MEM_TABLE: maps block b0 (@ram), reads a
+ * few pages, and lets the mapping go, REMAPS times during the fill (the
+ * daemon has no loaders: nothing but faults fills), every other time by
+ * mapping over it with MAP_FIXED.  Then maps it for good and reads every
+ * page, which completes the restore, and maps and unmaps it LATE_MAPS
+ * times more.  Prints the wrong pages and the fds left over; the alarm
+ * ends a process whose mmap hangs.
+ */
+static int remapper_main(const char *ram)
+{
+    int fd = open(ram, O_RDWR);
+    unsigned base = open_fds(), bad = 0;
+    volatile uint8_t *p = NULL;
+
+    setvbuf(stdout, NULL, _IONBF, 0); /* what it printed survives a signal */
+    alarm(60);
+    for (unsigned r = 0; fd >= 0 && r <= REMAPS; r++) {
+        void *at = r % 2 && p ? (void *)p : NULL;
+        if (p && !at) {
+            munmap((void *)p, LEN);
+        }
+        p = mmap(at, LEN, PROT_READ | PROT_WRITE, MAP_SHARED | (at ? MAP_FIXED : 0), fd, 0);
+        if (p == MAP_FAILED) {
+            return 10;
+        }
+        /* Time for a daemon still acting on the old view (sealing its
+         * missing pages) to hit the new mapping at the same address. */
+        g_usleep(5000);
+        bad += r < REMAPS ? wrong_in(p, r * 7, 3) : wrong_in(p, 0, LEN / PSIZE);
+    }
+    /* The mapping kept keeps its connection: the daemon stays for later ones. */
+    printf("during the fill: %u wrong, %u fds left\n", bad, fds_settle(base + 1) - base);
+    for (unsigned i = 0; i < LATE_MAPS; i++) {
+        volatile uint8_t *q = mmap(NULL, LEN, PROT_READ, MAP_SHARED, fd, 0);
+        if (q == MAP_FAILED) {
+            return 11;
+        }
+        bad += wrong_in(q, i, 1);
+        munmap((void *)q, LEN);
+    }
+    printf("after it: %u wrong, %u fds left\n", bad, fds_settle(base + 1) - base);
+    return 0;
+}
+
+/* Maps block b0 (@ram) once: the preload client registers it or ends us. */
+static int map_once_main(const char *ram)
+{
+    int fd = open(ram, O_RDWR);
+
+    alarm(20);
+    return fd >= 0 && mmap(NULL, LEN, PROT_READ, MAP_SHARED, fd, 0) != MAP_FAILED ? 0 : 10;
+}
+
 /* ------------------------------- fixture -------------------------------- */
 
 static int setup_daemon(void **state, bool track)
@@ -469,6 +570,30 @@ static int run_vmm_tracking(fixture *f, const char *const *backend, bool track, 
 static int run_vmm(fixture *f, const char *const *backend, char **out, char **err)
 {
     return run_vmm_tracking(f, backend, false, out, err);
+}
+
+/* Runs this program in @mode over b0 (@ram), preloaded to register with
+ * the daemon at @sock (@timeout_ms: SNAPLOAD_TIMEOUT_MS, 0: unset); its
+ * wait status, stdout and stderr. */
+static int run_preloaded(const char *mode, const char *ram, const char *sock, int timeout_ms,
+                         char **out, char **err)
+{
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_autofree char *blocks = g_strdup_printf("b0=%s", ram);
+    g_autofree char *ms = g_strdup_printf("%d", timeout_ms);
+    g_auto(GStrv) env = g_get_environ();
+    const char *argv[] = { self, mode, ram, NULL };
+    int st = -1;
+
+    env = g_environ_setenv(env, "LD_PRELOAD", g_getenv("SNAPLOAD_PRELOAD"), true);
+    env = g_environ_setenv(env, "SNAPLOAD_SOCKET", sock, true);
+    env = g_environ_setenv(env, "SNAPLOAD_BLOCKS", blocks, true);
+    env = g_environ_setenv(env, "SNAPLOAD_EXE", self, true);
+    if (timeout_ms) {
+        env = g_environ_setenv(env, "SNAPLOAD_TIMEOUT_MS", ms, true);
+    }
+    assert_true(g_spawn_sync(NULL, (char **)argv, env, 0, NULL, NULL, out, err, &st, NULL));
+    return st;
 }
 
 /* Runs forker_main() preloaded, with b0 given as @kind; its stdout. */
@@ -708,6 +833,60 @@ static void test_a_child_the_consumer_forks_mid_restore_gets_no_unserved_copy(vo
     }
 }
 
+/*
+ * A back-end that lets its mapping of guest RAM go and maps it again during
+ * the fill (libvhost-user at each SET_MEM_TABLE), 100 times, lives on and
+ * reads every page right: each old mapping is retired, its view freed
+ * (a block has 16), and each new one, mostly at the same address, served
+ * afresh; never sealed (SIGBUS) by the daemon letting go of the old view
+ * at that address.  And a mapping's uffd is closed at its DONE, its
+ * connection when it goes: 70 mappings after the fill (more than the
+ * daemon's 64 client slots) neither hang nor leave an fd behind; only the
+ * mapping still there keeps one, its connection.
+ */
+static void test_a_consumer_that_remaps_guest_ram_mid_restore_lives_and_leaks_no_fd(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *out = NULL, *err = NULL;
+    int st;
+
+    need_preload();
+    st = run_preloaded("remapper", f->ram, f->sock, 0, &out, &err);
+    if (!g_spawn_check_wait_status(st, NULL) ||
+        strcmp(out, "during the fill: 0 wrong, 1 fds left\nafter it: 0 wrong, 1 fds left\n")) {
+        fail_msg("remapping consumer: status %d, stdout: %s, stderr: %s", st, out, err);
+    }
+}
+
+/*
+ * A daemon that never answers (here: a socket nobody accepts on, as when
+ * every client slot is taken) ends the registering process after
+ * SNAPLOAD_TIMEOUT_MS, saying why, instead of hanging its mmap for good.
+ */
+static void test_a_registration_the_daemon_never_answers_ends_the_process_saying_so(void **state)
+{
+    char *dir = sl_test_tmpdir(); /* sl_test_rmdir() frees it */
+    g_autofree char *sock = g_build_filename(dir, "mute.sock", NULL);
+    g_autofree char *ram = g_build_filename(dir, "ram", NULL);
+    g_autofree char *out = NULL, *err = NULL;
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    int l = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0), fd, st;
+
+    (void)state;
+    need_preload();
+    g_strlcpy(a.sun_path, sock, sizeof(a.sun_path));
+    assert_true(l >= 0 && bind(l, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(l, 4) == 0);
+    fd = open(ram, O_RDWR | O_CREAT, 0600);
+    assert_true(fd >= 0 && ftruncate(fd, LEN) == 0);
+    close(fd);
+    st = run_preloaded("map-once", ram, sock, 300, &out, &err);
+    close(l);
+    sl_test_rmdir(dir);
+    if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGKILL || !strstr(err, "no answer in time")) {
+        fail_msg("status %d, stderr: %s", st, err);
+    }
+}
+
 /* Three fresh anonymous mappings of one page each, in @m[0..2]. */
 static void map_three(uint8_t *m[3])
 {
@@ -812,6 +991,11 @@ int main(int argc, char **argv)
             test_untracked_change_the_daemon_cannot_note_is_not_made, setup_tracking, teardown),
         cmocka_unit_test_setup_teardown(
             test_a_child_the_consumer_forks_mid_restore_gets_no_unserved_copy, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_consumer_that_remaps_guest_ram_mid_restore_lives_and_leaks_no_fd, setup,
+            teardown),
+        cmocka_unit_test(
+            test_a_registration_the_daemon_never_answers_ends_the_process_saying_so),
         cmocka_unit_test(test_fork_guard_gives_back_only_what_the_process_did_not_keep),
         cmocka_unit_test(test_fork_guard_defers_the_processs_dofork_to_done),
         cmocka_unit_test(test_fork_guard_leaves_alone_what_replaced_its_mapping),
@@ -831,6 +1015,12 @@ int main(int argc, char **argv)
     }
     if (argc == 3 && !strcmp(argv[1], "parts")) {
         return parts_main(argv[2]);
+    }
+    if (argc == 3 && !strcmp(argv[1], "remapper")) {
+        return remapper_main(argv[2]);
+    }
+    if (argc == 3 && !strcmp(argv[1], "map-once")) {
+        return map_once_main(argv[2]);
     }
     if (argc == 3 && !strcmp(argv[1], "backend")) {
         return backend_main(argv[2]);

@@ -646,8 +646,22 @@ int fallocate64(int fd, int mode, off_t off, off_t len)
     return fallocate(fd, mode, off, len);
 }
 
-/** madvise: the libc call; MADV_REMOVE of a tracked mapping is noted, and
- * the process's own fork advice on a guarded mapping is kept for its DONE. */
+/*
+ * Advice that takes pages out of a shared mapping's page tables, and with
+ * them the trace PAGEMAP_SCAN keeps of a write: REMOVE punches the file;
+ * DONTNEED and PAGEOUT zap (or swap out) pages whose write the file keeps,
+ * which no list would show (found by review: a child snapshot then kept
+ * the parent's bytes).
+ */
+static bool drops_written_trace(int advice)
+{
+    return advice == MADV_REMOVE || advice == MADV_DONTNEED || advice == MADV_PAGEOUT ||
+           advice == 24 /* MADV_DONTNEED_LOCKED, Linux 5.18 */;
+}
+
+/** madvise: the libc call; advice that loses a tracked mapping's written
+ * pages is noted first (drops_written_trace()), and the process's own fork
+ * advice on a guarded mapping is kept for its DONE. */
 __attribute__((visibility("default")))
 int madvise(void *addr, size_t len, int advice)
 {
@@ -659,7 +673,7 @@ int madvise(void *addr, size_t len, int advice)
         pthread_mutex_unlock(&pl.glock);
         return ret;
     }
-    if (pl.active && pl.track && advice == MADV_REMOVE) {
+    if (pl.active && pl.track && drops_written_trace(advice)) {
         bool ok = true;
 
         pthread_mutex_lock(&pl.lock);

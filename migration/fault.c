@@ -405,9 +405,8 @@ static void reclaim_view(sl_region *reg, sl_view *v)
  * page still missing is sealed in that view (its process, if alive, gets
  * SIGBUS there, never zeros).
  */
-static void reclaim_views(sl_restore *r)
+static void reclaim_views_locked(sl_restore *r)
 {
-    g_mutex_lock(&r->views_lock);
     for (guint i = 0; i < r->regions->len; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
         unsigned nv = sl_view_count(reg);
@@ -418,6 +417,12 @@ static void reclaim_views(sl_restore *r)
             reclaim_view(reg, g_ptr_array_index(reg->dead_views, j));
         }
     }
+}
+
+static void reclaim_views(sl_restore *r)
+{
+    g_mutex_lock(&r->views_lock);
+    reclaim_views_locked(r);
     g_mutex_unlock(&r->views_lock);
 }
 
@@ -435,6 +440,11 @@ static void clear_busy(sl_restore *r)
 static void let_views_go(sl_restore *r)
 {
     unregister_all(r);
+    /* A view removed since the last round (its consumer retired it as the
+     * last unit was placed) is closed here: the fault thread leaves its
+     * loop now, and sl_restore_views_released() waited on that uffd for
+     * good, its consumer's munmap 30 s (found by review). */
+    reclaim_views_locked(r);
     r->views_closed = true;
 }
 

@@ -837,16 +837,19 @@ static void daemon_fini(server *d)
         client_free(c);
     }
     g_ptr_array_free(d->clients, true);
+    if (d->movers && !d->done) { /* done: restore_finished() has finished them */
+        finish_movers(d);
+    }
+    sl_restore_free(d->r); /* joins the engine: nothing writes drop_pipe after this */
+    /* Only now, stopped and sealed, are the retiring clients' views let go:
+     * closed before, a client took that for released and could map anew
+     * where the seal then acts (found by review). */
     while (d->leaving->len) {
         client *c = g_ptr_array_steal_index_fast(d->leaving, 0);
         close(c->fd);
         client_free(c);
     }
     g_ptr_array_free(d->leaving, true);
-    if (d->movers && !d->done) { /* done: restore_finished() has finished them */
-        finish_movers(d);
-    }
-    sl_restore_free(d->r); /* joins the engine: nothing writes drop_pipe after this */
     for (unsigned i = 0; d->movers && i < sl_snapshot_n_blocks(d->snap); i++) {
         sl_mover_server_free(d->movers[i]); /* no loader calls them now */
     }

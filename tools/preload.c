@@ -246,6 +246,26 @@ static bool parse_blocks(const char *spec)
     return pl.nblocks > 0;
 }
 
+/*
+ * In a child of fork(): the mappings handed over and the tracked ones are
+ * the parent's.  Their sockets are shared with the parent and their
+ * supervisors did not come along, so a munmap here must not retire them
+ * (that ended the parent's registration, and the parent with it, while
+ * the child waited for good: found by review); the child has no copy of
+ * them before DONE anyway (the fork guard).  The locks are made anew: a
+ * thread of the parent may have held one.  The child's own mappings are
+ * registered as any process's.
+ */
+static void forget_parents_mappings(void)
+{
+    pthread_mutex_init(&pl.lock, NULL);
+    pthread_mutex_init(&pl.glock, NULL);
+    if (pl.mappings) {
+        g_ptr_array_set_size(pl.mappings, 0); /* frees the records, not the parent's fds */
+    }
+    pl.ntracked = 0;
+}
+
 /* Removes @self from LD_PRELOAD and our variables from the environment. */
 static void scrub_environment(void)
 {
@@ -293,6 +313,7 @@ __attribute__((constructor)) static void preload_init(void)
     }
     pl.mappings = g_ptr_array_new_with_free_func(g_free);
     scrub_environment();
+    pthread_atfork(NULL, NULL, forget_parents_mappings);
     pl.active = true;
 }
 

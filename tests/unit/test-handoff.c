@@ -469,6 +469,38 @@ static int remapper_main(const char *ram)
     return 0;
 }
 
+/* Maps b0 (@ram), reads a page, forks a child that unmaps that range (it
+ * has no copy of it: the fork guard) and exits, then reads every page. */
+static int fork_unmapper_main(const char *ram)
+{
+    int fd = open(ram, O_RDWR), st = 0;
+    volatile uint8_t *p = fd < 0 ? MAP_FAILED
+                                 : mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    unsigned bad;
+    pid_t pid;
+
+    setvbuf(stdout, NULL, _IONBF, 0);
+    alarm(60);
+    if (p == MAP_FAILED) {
+        return 10;
+    }
+    bad = wrong_in(p, 0, 1);
+    pid = fork();
+    if (pid == 0) {
+        alarm(10); /* a child left waiting must neither stay nor hold our stdout */
+        close(STDOUT_FILENO);
+        close(STDERR_FILENO);
+        munmap((void *)p, LEN);
+        _exit(0);
+    }
+    if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st)) {
+        return 11;
+    }
+    bad += wrong_in(p, 0, LEN / PSIZE);
+    printf("after the child's munmap: %u wrong\n", bad);
+    return 0;
+}
+
 /* Maps block b0 (@ram) once: the preload client registers it or ends us. */
 static int map_once_main(const char *ram)
 {
@@ -875,6 +907,28 @@ static void test_a_consumer_that_remaps_guest_ram_mid_restore_lives_and_leaks_no
 }
 
 /*
+ * A child the consumer forks during the fill unmaps the range where the
+ * parent's registered mapping lies (the child has no copy of it): that is
+ * not the parent's mapping going, which lives on and reads every byte, and
+ * the child ends at once (found by review: the child retired the parent's
+ * registration over their shared socket, the parent was killed, and the
+ * child waited for good).
+ */
+static void test_a_forked_childs_munmap_leaves_the_parents_mapping_registered(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *out = NULL, *err = NULL;
+    int st;
+
+    need_preload();
+    st = run_preloaded("fork-unmapper", f->ram, f->sock, 3000, &out, &err);
+    if (!g_spawn_check_wait_status(st, NULL) ||
+        strcmp(out, "after the child's munmap: 0 wrong\n")) {
+        fail_msg("forking consumer: status %d, stdout: %s, stderr: %s", st, out, err);
+    }
+}
+
+/*
  * A daemon that never answers (here: a socket nobody accepts on, as when
  * every client slot is taken) ends the registering process after
  * SNAPLOAD_TIMEOUT_MS, saying why, instead of hanging its mmap for good.
@@ -1013,6 +1067,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(
             test_a_consumer_that_remaps_guest_ram_mid_restore_lives_and_leaks_no_fd, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_forked_childs_munmap_leaves_the_parents_mapping_registered, setup, teardown),
         cmocka_unit_test(
             test_a_registration_the_daemon_never_answers_ends_the_process_saying_so),
         cmocka_unit_test(test_fork_guard_gives_back_only_what_the_process_did_not_keep),
@@ -1037,6 +1093,9 @@ int main(int argc, char **argv)
     }
     if (argc == 3 && !strcmp(argv[1], "remapper")) {
         return remapper_main(argv[2]);
+    }
+    if (argc == 3 && !strcmp(argv[1], "fork-unmapper")) {
+        return fork_unmapper_main(argv[2]);
     }
     if (argc == 3 && !strcmp(argv[1], "map-once")) {
         return map_once_main(argv[2]);

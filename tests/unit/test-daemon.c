@@ -1977,6 +1977,21 @@ static int write_then_report(fixture *f, int said, int go)
     return sl_client_report_written(f->sock, "b0", p, f->len, 0, &err) ? 0 : 32;
 }
 
+/* A daemon of one 1 MiB block that tracks writes, keeping its lists in a
+ * directory of its own; the snapshot's identity in @id. */
+static void start_tracking_daemon(fixture *f, uint8_t *id)
+{
+    g_autoptr(GError) err = NULL;
+    sl_snapshot *s;
+
+    f->written_dir = g_build_filename(g_get_tmp_dir(), "snapload-written-XXXXXX", NULL);
+    assert_non_null(g_mkdtemp(f->written_dir));
+    setup_daemon(f, 1u << 20, 0, 1);
+    s = sl_snapshot_open(f->snap, &err);
+    assert_true(s && sl_snapshot_identity(s, id, &err));
+    sl_snapshot_close(s);
+}
+
 /*
  * WRITTEN_QUERY: the daemon lists exactly the pages its tracked consumer
  * wrote, read from the live mapping's pagemap, and again once that
@@ -1991,16 +2006,10 @@ static void test_written_query_lists_what_tracked_consumers_wrote(void **state)
     g_autoptr(GError) err = NULL;
     g_autofree char *why = NULL;
     int said[2], go[2], hold;
-    sl_snapshot *s;
     pid_t pid;
     char byte;
 
-    f->written_dir = g_build_filename(g_get_tmp_dir(), "snapload-written-XXXXXX", NULL);
-    assert_non_null(g_mkdtemp(f->written_dir));
-    setup_daemon(f, 1u << 20, 0, 1);
-    s = sl_snapshot_open(f->snap, &err);
-    assert_true(s && sl_snapshot_identity(s, id, &err));
-    sl_snapshot_close(s);
+    start_tracking_daemon(f, id);
     assert_true(pipe2(said, O_CLOEXEC) == 0 && pipe2(go, O_CLOEXEC) == 0);
     pid = fork();
     if (pid == 0) {
@@ -2102,16 +2111,10 @@ static void test_written_query_places_the_pages_of_tracked_parts_in_the_block(vo
     g_autoptr(GError) err = NULL;
     g_autofree char *why = NULL;
     int said[2], go[2], hold;
-    sl_snapshot *s;
     pid_t pid;
     char byte;
 
-    f->written_dir = g_build_filename(g_get_tmp_dir(), "snapload-written-XXXXXX", NULL);
-    assert_non_null(g_mkdtemp(f->written_dir));
-    setup_daemon(f, 1u << 20, 0, 1);
-    s = sl_snapshot_open(f->snap, &err);
-    assert_true(s && sl_snapshot_identity(s, id, &err));
-    sl_snapshot_close(s);
+    start_tracking_daemon(f, id);
     assert_true(pipe2(said, O_CLOEXEC) == 0 && pipe2(go, O_CLOEXEC) == 0);
     pid = fork();
     if (pid == 0) {

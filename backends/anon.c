@@ -151,15 +151,6 @@ static int zero_tracked(const sl_view *v, uint64_t off, uint64_t len, uint64_t *
     return ret;
 }
 
-static int anon_zero(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len,
-                     uint64_t *done, uint64_t *eagain)
-{
-    if (v->wp) {
-        return zero_tracked(v, off, len, done, eagain);
-    }
-    return sl_uffd_zero(v->uffd, (void *)(uintptr_t)(v->base + off), len, done, eagain);
-}
-
 /* A present unit's page is missing: the guest discarded it (only a
  * placement maps one), and it comes back as zeros, protected only where
  * they are what the snapshot holds (see show in backend.h). */
@@ -171,6 +162,13 @@ static int anon_show(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t l
     }
     /* ZEROPAGE has no WP mode: the zero page reads as written */
     return sl_uffd_zero(v->uffd, (void *)(uintptr_t)(v->base + off), len, done, eagain);
+}
+
+/* Zeros are what the snapshot holds there: the show of a unit without data. */
+static int anon_zero(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len,
+                     uint64_t *done, uint64_t *eagain)
+{
+    return anon_show(m, v, off, len, false, done, eagain);
 }
 
 /* Our own mapping's pages of @runs go: the next access faults (MISSING). */

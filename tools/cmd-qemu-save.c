@@ -335,11 +335,12 @@ static GPtrArray *raw_inputs(sl_qmp *q, const cli_save_opts *o, const char *tmp,
     return g_steal_pointer(&raws);
 }
 
-/* The splitter's thread: QEMU's stream from a pipe, split. */
+/* The reader's thread: QEMU's stream from a pipe, split or copied. */
 typedef struct {
     int in;                 /* the pipe's read end (the thread closes it) */
     const char *dev;
     stream_ram *sr;
+    bool split;             /* @sr has anonymous RAM to split off */
     GError *err;            /* the thread's, read after the join */
 } split_job;
 
@@ -354,8 +355,34 @@ static void drain(int fd)
     } while (r > 0 || (r < 0 && errno == EINTR));
 }
 
-/* The splitter's thread: the pipe split into @j->sr's files and @j->dev. */
-static gpointer split_pipe(gpointer opaque)
+/* The stream from @in copied as it is into @out (@dev). */
+static bool copy_stream(int in, int out, const char *dev, GError **errp)
+{
+    char buf[65536];
+    uint64_t at = 0;
+    ssize_t r;
+    int ret;
+
+    while ((r = read(in, buf, sizeof(buf))) != 0) {
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QEMU's stream: %s", g_strerror(errno));
+            return false;
+        }
+        if ((ret = sl_pwrite_full(out, buf, (size_t)r, at)) < 0) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", dev, g_strerror(-ret));
+            return false;
+        }
+        at += (uint64_t)r;
+    }
+    return true;
+}
+
+/* The reader's thread: the pipe into @j->dev, split into @j->sr's files
+ * when it holds anonymous RAM, else copied as it is. */
+static gpointer take_stream(gpointer opaque)
 {
     split_job *j = opaque;
     int out = open(j->dev, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -363,46 +390,17 @@ static gpointer split_pipe(gpointer opaque)
 
     if (!ok) {
         g_set_error(&j->err, SL_ERROR, SL_ERROR_IO, "%s: %s", j->dev, g_strerror(errno));
+    } else if (j->split) {
+        ok = sl_qemu_split_stream(j->in, out, (const char *const *)j->sr->names->pdata,
+                                  (const int *)(void *)j->sr->fds->data,
+                                  (const uint64_t *)(void *)j->sr->sizes->data, &j->err);
+    } else {
+        ok = copy_stream(j->in, out, j->dev, &j->err);
     }
-    ok = ok && sl_qemu_split_stream(j->in, out, (const char *const *)j->sr->names->pdata,
-                                    (const int *)(void *)j->sr->fds->data,
-                                    (const uint64_t *)(void *)j->sr->sizes->data, &j->err);
     if (out >= 0 && close(out) < 0 && ok) {
         g_set_error(&j->err, SL_ERROR, SL_ERROR_IO, "%s: %s", j->dev, g_strerror(errno));
     }
-    drain(j->in); /* after a refusal, QEMU's migration still ends */
-    close(j->in);
-    return NULL;
-}
-
-/* The copier's thread (no anonymous RAM): the pipe into @j->dev as it is. */
-static gpointer copy_pipe(gpointer opaque)
-{
-    split_job *j = opaque;
-    int out = open(j->dev, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    char buf[65536];
-    uint64_t at = 0;
-    ssize_t r = 0;
-    int ret;
-
-    if (out < 0) {
-        g_set_error(&j->err, SL_ERROR, SL_ERROR_IO, "%s: %s", j->dev, g_strerror(errno));
-    }
-    while (out >= 0 && !j->err && (r = read(j->in, buf, sizeof(buf))) != 0) {
-        if (r < 0 && errno == EINTR) {
-            continue;
-        }
-        if (r < 0) {
-            g_set_error(&j->err, SL_ERROR, SL_ERROR_IO, "QEMU's stream: %s", g_strerror(errno));
-        } else if ((ret = sl_pwrite_full(out, buf, (size_t)r, at)) < 0) {
-            g_set_error(&j->err, SL_ERROR, SL_ERROR_IO, "%s: %s", j->dev, g_strerror(-ret));
-        }
-        at += r > 0 ? (uint64_t)r : 0;
-    }
-    if (out >= 0 && close(out) < 0 && !j->err) {
-        g_set_error(&j->err, SL_ERROR, SL_ERROR_IO, "%s: %s", j->dev, g_strerror(errno));
-    }
-    drain(j->in); /* after a failure, QEMU's migration still ends */
+    drain(j->in); /* after a refusal or a failure, QEMU's migration still ends */
     close(j->in);
     return NULL;
 }
@@ -423,8 +421,7 @@ static gpointer copy_pipe(gpointer opaque)
  */
 static bool migrate_split(sl_qmp *q, const char *dev, stream_ram *sr, GError **errp)
 {
-    split_job job = { -1, dev, sr, NULL };
-    GThreadFunc fn = sr->names->len ? split_pipe : copy_pipe;
+    split_job job = { .in = -1, .dev = dev, .sr = sr, .split = sr->names->len > 0 };
     g_autoptr(GError) ignored = NULL;
     GThread *t;
     int p[2];
@@ -444,7 +441,7 @@ static bool migrate_split(sl_qmp *q, const char *dev, stream_ram *sr, GError **e
         return false;
     }
     job.in = p[0];
-    t = g_thread_new("split", fn, &job);
+    t = g_thread_new("split", take_stream, &job);
     ok = unthrottle(q, errp) && sl_qemu_migrate(q, "migrate", "fd:" SPLIT_FD, errp);
     if (!ok) {
         /* A migration still running (our wait ended first: a timeout, a

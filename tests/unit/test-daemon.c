@@ -1977,6 +1977,47 @@ static int write_then_report(fixture *f, int said, int go)
     return sl_client_report_written(f->sock, "b0", p, f->len, 0, &err) ? 0 : 32;
 }
 
+/* A tracked consumer in a child: it wrote, and waits for end_writer(). */
+typedef struct {
+    pid_t pid;
+    int said, go; /* our ends of its pipes */
+    int hold;     /* a connection that keeps the daemon when the consumer leaves */
+} writer;
+
+/* Forks @fn(f, said, go) and waits until it says it wrote. */
+static writer start_writer(fixture *f, int (*fn)(fixture *, int, int))
+{
+    g_autoptr(GError) err = NULL;
+    int said[2], go[2];
+    writer w;
+    char byte;
+
+    assert_true(pipe2(said, O_CLOEXEC) == 0 && pipe2(go, O_CLOEXEC) == 0);
+    w.pid = fork();
+    if (w.pid == 0) {
+        _exit(fn(f, said[1], go[0]));
+    }
+    close(said[1]); /* a child that ends early gives EOF, not a wait */
+    close(go[0]);
+    w.said = said[0];
+    w.go = go[1];
+    assert_int_equal(read(w.said, &byte, 1), 1);
+    w.hold = sl_client_connect(f->sock, "holder", &err);
+    assert_true(w.hold >= 0);
+    return w;
+}
+
+/* Lets the writer report and leave; it exits 0 (@w's hold stays open). */
+static void end_writer(writer *w)
+{
+    char byte = 1;
+
+    assert_int_equal(write(w->go, &byte, 1), 1);
+    expect_exit(w->pid, 0);
+    close(w->said);
+    close(w->go);
+}
+
 /* A daemon of one 1 MiB block that tracks writes, keeping its lists in a
  * directory of its own; the snapshot's identity in @id. */
 static void start_tracking_daemon(fixture *f, uint8_t *id)
@@ -2005,26 +2046,14 @@ static void test_written_query_lists_what_tracked_consumers_wrote(void **state)
     uint8_t id[SL_IDENTITY_LEN], other[SL_IDENTITY_LEN] = { 0 };
     g_autoptr(GError) err = NULL;
     g_autofree char *why = NULL;
-    int said[2], go[2], hold;
-    pid_t pid;
-    char byte;
+    writer w;
 
     start_tracking_daemon(f, id);
-    assert_true(pipe2(said, O_CLOEXEC) == 0 && pipe2(go, O_CLOEXEC) == 0);
-    pid = fork();
-    if (pid == 0) {
-        _exit(write_then_report(f, said[1], go[0]));
-    }
-    close(said[1]); /* a child that ends early gives EOF, not a wait */
-    close(go[0]);
-    assert_int_equal(read(said[0], &byte, 1), 1);
-    hold = sl_client_connect(f->sock, "holder", &err); /* the daemon stays when it leaves */
-    assert_true(hold >= 0);
+    w = start_writer(f, write_then_report);
     assert_int_equal(query_written(f, id, &why), WRITTEN_PAGES); /* live, from its pagemap */
     assert_int_equal(query_written(f, other, &why), -1);
     expect_why(why, "another snapshot");
-    assert_int_equal(write(go[1], &byte, 1), 1);
-    expect_exit(pid, 0);
+    end_writer(&w);
     assert_int_equal(query_written(f, id, &why), WRITTEN_PAGES); /* reported, gone */
     /* An untracked change of a block this restore does not have is not
      * taken as noted: the consumer must not go on. */
@@ -2037,9 +2066,7 @@ static void test_written_query_lists_what_tracked_consumers_wrote(void **state)
     g_clear_pointer(&why, g_free);
     assert_int_equal(query_written(f, id, &why), -1);
     expect_why(why, "discarded pages");
-    close(said[0]);
-    close(go[1]);
-    close(hold);
+    close(w.hold);
     sl_test_rmdir(g_steal_pointer(&f->written_dir));
 }
 
@@ -2110,28 +2137,14 @@ static void test_written_query_places_the_pages_of_tracked_parts_in_the_block(vo
     uint8_t id[SL_IDENTITY_LEN];
     g_autoptr(GError) err = NULL;
     g_autofree char *why = NULL;
-    int said[2], go[2], hold;
-    pid_t pid;
-    char byte;
+    writer w;
 
     start_tracking_daemon(f, id);
-    assert_true(pipe2(said, O_CLOEXEC) == 0 && pipe2(go, O_CLOEXEC) == 0);
-    pid = fork();
-    if (pid == 0) {
-        _exit(write_parts_then_report(f, said[1], go[0]));
-    }
-    close(said[1]);
-    close(go[0]);
-    assert_int_equal(read(said[0], &byte, 1), 1);
-    hold = sl_client_connect(f->sock, "holder", &err); /* the daemon stays when it leaves */
-    assert_true(hold >= 0);
+    w = start_writer(f, write_parts_then_report);
     assert_int_equal(query_written(f, id, &why), WRITTEN_PAGES); /* live, from its pagemap */
-    assert_int_equal(write(go[1], &byte, 1), 1);
-    expect_exit(pid, 0);
+    end_writer(&w);
     assert_int_equal(query_written(f, id, &why), WRITTEN_PAGES); /* reported, gone */
-    close(said[0]);
-    close(go[1]);
-    close(hold);
+    close(w.hold);
     /* Complete, every client gone: the daemon saves its list there and ends. */
     expect_exit(f->daemon, 0);
     f->daemon = 0;

@@ -1627,30 +1627,12 @@ static void signal_mid_write(const char *const *args, const char *out, int sig)
     assert_int_equal(access(out, F_OK), -1);
 }
 
-/* In the child, before exec: ended by SIGALRM after 30 s (a loop that never ends fails). */
-static void end_in_30s(gpointer unused)
-{
-    (void)unused;
-    alarm(30);
-}
-
 /* `snapload ARGS` (ended after 30 s) exits 0, or the test fails with its stderr. */
 static void cli_succeeds_in_time(const char *const *args)
 {
-    g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
-    g_autoptr(GError) err = NULL;
-    g_autofree char *e = NULL;
-    int status = -1;
+    g_autofree char *o = NULL, *e = NULL;
+    int status = sl_test_run_cli_within(args, 30, &o, &e);
 
-    g_ptr_array_add(argv, sl_test_snapload_bin());
-    for (unsigned i = 0; args[i]; i++) {
-        g_ptr_array_add(argv, g_strdup(args[i]));
-    }
-    g_ptr_array_add(argv, NULL);
-    if (!g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_STDOUT_TO_DEV_NULL, end_in_30s,
-                      NULL, NULL, &e, &status, &err)) {
-        fail_msg("running snapload: %s", err->message);
-    }
     if (!g_spawn_check_wait_status(status, NULL)) {
         fail_msg("snapload %s: wait status %#x (SIGALRM %d: it ran 30 s): %s", args[0], status,
                  SIGALRM, e);

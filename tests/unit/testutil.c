@@ -246,7 +246,18 @@ char *sl_test_snapload_bin(void)
     return g_build_filename(build, "snapload", NULL);
 }
 
+/* In the child, before exec: SIGALRM after the seconds @opaque holds (0: none). */
+static void alarm_in(gpointer opaque)
+{
+    alarm(GPOINTER_TO_UINT(opaque));
+}
+
 int sl_test_run_cli(const char *const *args, char **out, char **err)
+{
+    return sl_test_run_cli_within(args, 0, out, err);
+}
+
+int sl_test_run_cli_within(const char *const *args, unsigned seconds, char **out, char **err)
 {
     g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
     g_autoptr(GError) gerr = NULL;
@@ -257,8 +268,8 @@ int sl_test_run_cli(const char *const *args, char **out, char **err)
         g_ptr_array_add(argv, g_strdup(args[i]));
     }
     g_ptr_array_add(argv, NULL);
-    if (!g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL, out, err,
-                      &status, &gerr)) {
+    if (!g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_DEFAULT, alarm_in,
+                      GUINT_TO_POINTER(seconds), out, err, &status, &gerr)) {
         fail_msg("running %s: %s", (char *)argv->pdata[0], gerr->message);
     }
     return status;

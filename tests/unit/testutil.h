@@ -141,6 +141,9 @@ char *sl_test_snapload_bin(void);
  */
 int sl_test_run_cli(const char *const *args, char **out, char **err);
 
+/** sl_test_run_cli(), the CLI ended by SIGALRM after @seconds (0: never). */
+int sl_test_run_cli_within(const char *const *args, unsigned seconds, char **out, char **err);
+
 /* The members every case of sl_test_run_matrix() begins with, in this order. */
 typedef struct {
     const char *name;

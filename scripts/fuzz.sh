@@ -2,12 +2,13 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Fuzzes one libFuzzer target for as long as one likes:
 #
-#   bash scripts/fuzz.sh reader|qemu|protocol [SECONDS] [libFuzzer flags...]
+#   bash scripts/fuzz.sh reader|qemu|protocol|index [SECONDS] [libFuzzer flags...]
 #
 # reader fuzzes the snapshot reader (tests/fuzz/fuzz-reader.c), qemu the
 # reader of QEMU's mapped-ram streams and their device-stream copy
 # (tests/fuzz/fuzz-qemu.c), protocol the daemon's message parser
-# (tests/fuzz/fuzz-protocol.c).  SECONDS
+# (tests/fuzz/fuzz-protocol.c), index the sidecar index of a QEMU file
+# (tests/fuzz/fuzz-index.c).  SECONDS
 # defaults to 30; 0 fuzzes until interrupted.  Builds build-fuzz (clang,
 # ASan+UBSan, library instrumented for coverage) when needed, makes the
 # seeds afresh (tests/fuzz/make-seeds.sh) and grows a corpus that later
@@ -20,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-    echo "usage: bash scripts/fuzz.sh reader|qemu|protocol [SECONDS] [libFuzzer flags...]" >&2
+    echo "usage: bash scripts/fuzz.sh reader|qemu|protocol|index [SECONDS] [libFuzzer flags...]" >&2
     exit 2
 }
 [ $# -ge 1 ] || usage
@@ -28,6 +29,7 @@ case "$1" in
     reader|fuzz-reader) target=fuzz-reader ;;
     qemu|fuzz-qemu) target=fuzz-qemu ;;
     protocol|fuzz-protocol) target=fuzz-protocol ;;
+    index|fuzz-index) target=fuzz-index ;;
     *) usage ;;
 esac
 seconds=${2:-30}
@@ -68,6 +70,9 @@ report_artifacts() {
             echo "  as a snapshot file: $build/tests/fuzz/fuzz-seeds decode $f OUT.snap" >&2
         [ "$target" = fuzz-qemu ] &&
             echo "  as a stream file: $build/tests/fuzz/fuzz-seeds qemu-decode $f OUT.mig" >&2
+        [ "$target" = fuzz-index ] &&
+            echo "  as files: $build/tests/fuzz/fuzz-seeds index-stream OUT.mig &&" \
+                 "$build/tests/fuzz/fuzz-seeds decode $f OUT.mig.slidx" >&2
     done
     return 0
 }

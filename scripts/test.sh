@@ -153,7 +153,7 @@ run_tsan() {
 # A short run of each fuzz target; its last line sums them up.
 run_fuzz() {
     local t line ok rc=0 results=()
-    for t in reader qemu protocol; do
+    for t in reader qemu protocol index; do
         ok=ok
         line=$(FUZZ_QUIET=1 bash scripts/fuzz.sh "$t" "${SNAPLOAD_FUZZ_SECONDS:-30}") ||
             { ok=FAILED; rc=1; }

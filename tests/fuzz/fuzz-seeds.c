@@ -10,6 +10,9 @@
  *   fuzz-seeds qemu DIR             QEMU mapped-ram streams (tests/unit/qemu-stream.h)
  *                                   as fuzz-qemu inputs
  *   fuzz-seeds qemu-decode INPUT F  a fuzz-qemu input -> the stream file it opens
+ *   fuzz-seeds index DIR            indexes of fuzz-index's fixed stream (index-seed.h),
+ *                                   with and without a hot-page list, as fuzz-index inputs
+ *   fuzz-seeds index-stream FILE    that fixed stream, to attach a fuzz-index input to
  *   fuzz-seeds parent FILE          the parent incremental reader inputs name (chain-seed.h)
  *   fuzz-seeds chain FILE           a child of that parent (to encode as a reader seed)
  *
@@ -23,6 +26,7 @@
 #include "snapload/snapload.h"
 #include "migration/protocol.h"
 #include "chain-seed.h"
+#include "index-seed.h"
 #include "qemu-stream.h"
 #include "reseal.h"
 #include "sparse.h"
@@ -263,6 +267,56 @@ static int qemu_streams(const char *dir)
     return ok ? 0 : 1;
 }
 
+/* ------------------------------------------------------------------ */
+/* fuzz-index seeds: indexes of the harness's fixed stream             */
+/* ------------------------------------------------------------------ */
+
+/* Writes the index of @stream (hot list or not) as fuzz-index input DIR/NAME. */
+static bool write_index_seed(const char *dir, const char *stream, const char *name, bool hot)
+{
+    g_autofree char *path = g_build_filename(dir, name, NULL);
+    g_autofree char *idx = g_strconcat(stream, ".idx", NULL);
+    g_autoptr(GByteArray) in = g_byte_array_new();
+    g_autofree char *data = NULL;
+    const uint8_t flags = SPARSE_RESEAL;
+    GError *err = NULL;
+    gsize len;
+    bool ok = index_seed_index(stream, idx, hot, &err) &&
+              g_file_get_contents(idx, &data, &len, &err);
+
+    unlink(idx);
+    if (!ok) {
+        fail("indexing the fixed stream", err);
+        return false;
+    }
+    g_byte_array_append(in, &flags, 1);
+    sparse_encode((const uint8_t *)data, len, in);
+    if (!g_file_set_contents(path, (const char *)in->data, in->len, &err)) {
+        fail("writing a seed", err);
+        return false;
+    }
+    return true;
+}
+
+static int index_seeds(const char *dir)
+{
+    g_autofree char *stream = g_build_filename(dir, ".stream", NULL);
+    GError *err = NULL;
+    bool ok;
+
+    if (g_mkdir_with_parents(dir, 0755) < 0) {
+        return fail("creating the seed directory", NULL);
+    }
+    ok = index_seed_stream(stream, &err);
+    if (!ok) {
+        fail("writing the fixed stream", err);
+    }
+    ok = ok && write_index_seed(dir, stream, "index", false) &&
+         write_index_seed(dir, stream, "index-hot", true);
+    unlink(stream);
+    return ok ? 0 : 1;
+}
+
 /* A child of the fuzz parent at @path (the parent written beside it, then removed). */
 static int write_chain_seed(const char *path)
 {
@@ -291,6 +345,13 @@ int main(int argc, char **argv)
     if (argc == 4 && !strcmp(argv[1], "qemu-decode")) {
         return qemu_decode(argv[2], argv[3]);
     }
+    if (argc == 3 && !strcmp(argv[1], "index")) {
+        return index_seeds(argv[2]);
+    }
+    if (argc == 3 && !strcmp(argv[1], "index-stream")) {
+        GError *err = NULL;
+        return index_seed_stream(argv[2], &err) ? 0 : fail("writing the fixed stream", err);
+    }
     if (argc == 3 && !strcmp(argv[1], "parent")) {
         GError *err = NULL;
         return fuzz_write_parent(argv[2], &err) ? 0 : fail("writing the parent", err);
@@ -299,6 +360,7 @@ int main(int argc, char **argv)
         return write_chain_seed(argv[2]);
     }
     fprintf(stderr, "usage: fuzz-seeds encode SNAP OUT | decode INPUT SNAP | protocol DIR | "
-            "qemu DIR | qemu-decode INPUT STREAM | parent FILE | chain FILE\n");
+            "qemu DIR | qemu-decode INPUT STREAM | index DIR | index-stream FILE | parent FILE | "
+            "chain FILE\n");
     return 2;
 }

@@ -8,10 +8,12 @@
 # child of the parent fuzz-reader keeps: tests/fuzz/chain-seed.h),
 # turned into fuzz-reader inputs by `fuzz-seeds encode`, QEMU mapped-ram
 # streams from the unit tests' generator by `fuzz-seeds qemu`, and one
-# packet per message type from sl_msg_encode() by `fuzz-seeds protocol`.
+# packet per message type from sl_msg_encode() by `fuzz-seeds protocol`,
+# and sidecar indexes of fuzz-index's fixed stream by `fuzz-seeds index`.
 #
 # usage: tests/fuzz/make-seeds.sh BUILD_DIR OUT_DIR
-#   writes OUT_DIR/fuzz-reader/*, OUT_DIR/fuzz-qemu/* and OUT_DIR/fuzz-protocol/*
+#   writes OUT_DIR/fuzz-reader/*, OUT_DIR/fuzz-qemu/*, OUT_DIR/fuzz-protocol/* and
+#   OUT_DIR/fuzz-index/*
 set -euo pipefail
 build=${1:?usage: make-seeds.sh BUILD_DIR OUT_DIR}
 out=${2:?usage: make-seeds.sh BUILD_DIR OUT_DIR}
@@ -80,3 +82,4 @@ reader_seeds() {
 reader_seeds >/dev/null
 "$seeds" qemu "$out/fuzz-qemu"
 "$seeds" protocol "$out/fuzz-protocol"
+"$seeds" index "$out/fuzz-index"

@@ -560,15 +560,17 @@ int sl_prove_units(sl_restore *r, const sl_region *reg, uint64_t u, uint64_t n)
     const sl_block *b = reg->blk;
     int ret = r->cfg.no_checksum ? 0 : sl_csums_get(r->snap, b, u * reg->ratio, n * reg->ratio);
     GError *expect = NULL, *why;
+    g_autofree char *culprit = NULL;
 
     if (ret != -EBADMSG) {
         return ret;
     }
+    culprit = sl_seg_culprit(r->snap, b, u * reg->ratio);
     why = g_error_new(SL_ERROR, SL_ERROR_FORMAT, "restore failed: %s: block '%s': the "
                       "metadata of pages %" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT " (a segment "
                       "of its bitmap and checksum array) does not match its digest: the "
                       "snapshot is corrupt there, and none of those pages was placed",
-                      r->snap->path, b->name, u * reg->ratio / SL_CSUM_SEG * SL_CSUM_SEG,
+                      culprit, b->name, u * reg->ratio / SL_CSUM_SEG * SL_CSUM_SEG,
                       MIN((u * reg->ratio / SL_CSUM_SEG + 1) * SL_CSUM_SEG, b->npages) - 1);
     /* Release: pairs with the acquire load in sl_restore_error(). */
     if (!atomic_compare_exchange_strong_explicit(&r->meta_error, &expect, why,

@@ -140,6 +140,7 @@ struct sl_snapshot {
     bool has_checksums;        /* per-page checksums and segment digests are known */
     int csum_fd;               /* where checksum arrays are read: fd, or index_fd */
     int index_fd;              /* a QEMU file's sidecar index, -1 if none */
+    char *index_path;          /* its path, NULL if none */
     unsigned nblocks;
     unsigned nsections;
     sl_block *blocks;
@@ -355,6 +356,15 @@ uint64_t sl_seg_stray_entry(const uint64_t *bitmap, const uint64_t *csums, uint6
  * those pages decide anything, a zero page above all.
  */
 int sl_csums_get(const sl_snapshot *s, const sl_block *b, uint64_t first, uint64_t n);
+
+/**
+ * sl_seg_culprit (segments.c): after sl_csums_get() returned -EBADMSG for
+ * page @page of @b, the files whose metadata failed, for a message: the
+ * oldest layer of @s's chain whose segment holding @page was refused (a
+ * child's segment is refused with its parent's), as its path, or, for a
+ * QEMU file with a sidecar index, "FILE or its index INDEX".  Free it.
+ */
+char *sl_seg_culprit(const sl_snapshot *s, const sl_block *b, uint64_t page);
 
 /*
  * Byte ranges a file claims (regions.c): each inside the file, none

@@ -219,6 +219,7 @@ static void take_over(sl_snapshot *s, sl_snapshot *ix)
     s->sections = g_steal_pointer(&ix->sections);
     s->nsections = ix->nsections;
     s->csum_fd = s->index_fd = ix->fd;
+    s->index_path = g_strdup(ix->path);
     ix->fd = -1;
     s->has_checksums = true;
 }

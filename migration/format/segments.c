@@ -141,3 +141,21 @@ void sl_csums_free(sl_block *b)
     sl_large_unmap(&b->csum_mem);
     b->csums = NULL;
 }
+
+char *sl_seg_culprit(const sl_snapshot *s, const sl_block *b, uint64_t page)
+{
+    const unsigned i = (unsigned)(b - s->blocks);
+    const uint64_t seg = page / SL_CSUM_SEG;
+    const sl_snapshot *who = s;
+
+    for (const sl_snapshot *l = s->parent; l; l = l->parent) {
+        const sl_block *lb = &l->blocks[i];
+        /* Acquire: pairs with the release store of SEG_BAD in seg_get(). */
+        if (lb->seg_state &&
+            atomic_load_explicit(&lb->seg_state[seg], memory_order_acquire) == SEG_BAD) {
+            who = l;
+        }
+    }
+    return who->index_path ? g_strdup_printf("%s or its index %s", who->path, who->index_path)
+                           : g_strdup(who->path);
+}

@@ -190,6 +190,7 @@ void sl_snapshot_close(sl_snapshot *s)
     if (s->index_fd >= 0) {
         close(s->index_fd);
     }
+    g_free(s->index_path);
     sl_snapshot_close(s->parent);
     for (unsigned i = 0; s->blocks && i < s->nblocks; i++) {
         g_free(s->blocks[i].bitmap);

@@ -1542,6 +1542,34 @@ static void test_a_corrupt_base_page_is_blamed_on_the_base_not_the_child(void **
     chain_clear(&c);
 }
 
+/*
+ * A checksum array entry of the base that no longer matches its segment
+ * digest fails a lazy restore of the child, and the error names the base,
+ * not the child given (the child's segment is refused with its parent's).
+ */
+static void test_a_corrupt_base_segment_is_blamed_on_the_base_not_the_child(void **state)
+{
+    g_autofree char *base = NULL;
+    uint64_t i = 0, csum_offset;
+    sl_snapshot *s;
+    chain c;
+
+    need_uffd();
+    chain_build(&c, 3, 37);
+    while (c.gen[0][i] != 0) { /* a page only the base stores */
+        assert_true(++i < npages(0));
+    }
+    s = open_ok(c.path[0], 0);
+    csum_offset = s->blocks[0].csum_offset;
+    sl_snapshot_close(s);
+    flip_byte(c.path[0], csum_offset + i * 8 + 2);
+    base = g_strdup_printf("restore failed: %s: block 'b0'", c.path[0]);
+    expect_cli_fails_with((const char *const[]){ "restore", c.path[2], "--backend", "anon",
+                                                 "--touch-threads", "0", NULL },
+                          (const char *const[]){ base, "does not match its digest", NULL });
+    chain_clear(&c);
+}
+
 /* `--parent ''` alone keeps the path the child records, as in a list. */
 static void test_a_lone_empty_parent_option_keeps_the_recorded_path(void **state)
 {
@@ -1801,6 +1829,7 @@ int main(void)
         cmocka_unit_test(test_flatten_that_fails_keeps_the_earlier_output),
         cmocka_unit_test(test_inspect_prints_the_chain),
         cmocka_unit_test(test_a_corrupt_base_page_is_blamed_on_the_base_not_the_child),
+        cmocka_unit_test(test_a_corrupt_base_segment_is_blamed_on_the_base_not_the_child),
         cmocka_unit_test(test_a_lone_empty_parent_option_keeps_the_recorded_path),
     };
 

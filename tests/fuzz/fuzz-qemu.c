@@ -13,8 +13,9 @@
  * left lazy (bit i % 8 for block i) and opened in turn: it must open, with
  * the same blocks, no page of a lazy block, the same pages of an eager one,
  * and the same header and device state.  Every input also goes through the
- * splitter of plain streams (check_split()), from the file and from a pipe.  Beside the sanitizers' findings,
- * FUZZ_CHECK reports any of these promises broken.
+ * splitter of plain streams (check_split()), from the file and from a pipe,
+ * taking off pc.ram, and pc.bios too when flag bit 7 is set.  Beside the
+ * sanitizers' findings, FUZZ_CHECK reports any of these promises broken.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -306,10 +307,16 @@ static void check_device_stream(sl_snapshot *orig, uint8_t pattern)
     unlink(copy_path);
 }
 
-/* What one split gave: its verdict, and the bytes it wrote. */
+/* Blocks a split takes off: pc.ram, and pc.bios too when the flags byte has SPLIT_TWO. */
+#define SPLIT_TWO  0x80u
+#define SPLIT_MAX  2u
+static const char *const split_names[SPLIT_MAX] = { "pc.ram", "pc.bios" };
+static const uint64_t split_sizes[SPLIT_MAX] = { 64u << 20, 4 * PAGE };
+
+/* What one split gave: its verdict, and the bytes it wrote (the rest, each block's pages). */
 typedef struct {
     bool ok;
-    GByteArray *out, *ram;
+    GByteArray *out, *ram[SPLIT_MAX];
 } split_result;
 
 static GByteArray *file_bytes(int fd)
@@ -345,74 +352,103 @@ static gpointer feed_pipe(gpointer opaque)
     return NULL;
 }
 
-/*
- * One split of the input into fresh memory files, block "pc.ram" split
- * off: from the file itself, or (@from_pipe) from a pipe of one page that
- * a thread fills in pieces (@pipe_seed picks the first), as QEMU does
- * during qemu-save, so reads end anywhere and the reader keeps only its
- * window.
- */
-static split_result split_once(uint64_t len, bool from_pipe, unsigned pipe_seed)
+/* A pipe of one page that a thread fills with the input in pieces from @seed. */
+static GThread *start_feeder(feeder *f, uint64_t len, unsigned seed, int *in)
 {
-    const char *const lazy[] = { "pc.ram", NULL };
-    int out = memfd_create("fuzz-split-out", 0), ram = memfd_create("fuzz-split-ram", 0);
-    const uint64_t size = 64u << 20;
-    int in = image_fd, p[2] = { -1, -1 };
-    feeder f = { .first = pipe_seed };
+    int p[2];
+
+    f->first = seed;
+    f->data = g_byte_array_sized_new((guint)len);
+    g_byte_array_set_size(f->data, (guint)len);
+    FUZZ_CHECK(sl_pread_full(image_fd, f->data->data, len, 0) == 0, "reading the input back");
+    FUZZ_CHECK(pipe(p) == 0, "pipe");
+    (void)fcntl(p[1], F_SETPIPE_SZ, 4096);
+    f->fd = p[1];
+    *in = p[0];
+    return g_thread_new("fuzz-feed", feed_pipe, f);
+}
+
+/*
+ * One split of the input into fresh memory files, the @n blocks of
+ * split_names[] taken off: from the file itself, or (@from_pipe) from a
+ * pipe that a thread fills in pieces (@pipe_seed picks the first), as QEMU
+ * does during qemu-save, so reads end anywhere and the reader keeps only
+ * its window.
+ */
+static split_result split_once(uint64_t len, unsigned n, bool from_pipe, unsigned pipe_seed)
+{
+    const char *lazy[SPLIT_MAX + 1] = { NULL };
+    int out = memfd_create("fuzz-split-out", 0), ram[SPLIT_MAX];
+    int in = image_fd;
+    feeder f = { 0 };
     GThread *th = NULL;
     GError *err = NULL;
-    split_result res;
+    split_result res = { 0 };
 
-    FUZZ_CHECK(out >= 0 && ram >= 0, "memfd_create");
-    if (from_pipe) {
-        f.data = g_byte_array_sized_new((guint)len);
-        g_byte_array_set_size(f.data, (guint)len);
-        FUZZ_CHECK(sl_pread_full(image_fd, f.data->data, len, 0) == 0, "reading the input back");
-        FUZZ_CHECK(pipe(p) == 0, "pipe");
-        (void)fcntl(p[1], F_SETPIPE_SZ, 4096);
-        f.fd = p[1];
-        in = p[0];
-        th = g_thread_new("fuzz-feed", feed_pipe, &f);
+    for (unsigned b = 0; b < n; b++) {
+        lazy[b] = split_names[b];
+        ram[b] = memfd_create("fuzz-split-ram", 0);
+        FUZZ_CHECK(ram[b] >= 0, "memfd_create");
     }
-    res.ok = sl_qemu_split_stream(in, out, lazy, &ram, &size, &err);
+    FUZZ_CHECK(out >= 0, "memfd_create");
+    if (from_pipe) {
+        th = start_feeder(&f, len, pipe_seed, &in);
+    }
+    res.ok = sl_qemu_split_stream(in, out, lazy, ram, split_sizes, &err);
     FUZZ_CHECK(res.ok == !err && (!err || (err->domain == SL_ERROR && err->message[0])),
                "a split fails exactly when it sets an error, in SL_ERROR, with a message");
     if (th) {
-        close(p[0]); /* a writer still blocked gets EPIPE */
+        close(in); /* a writer still blocked gets EPIPE */
         g_thread_join(th);
         g_byte_array_unref(f.data);
     }
     res.out = file_bytes(out);
-    res.ram = file_bytes(ram);
-    FUZZ_CHECK(!res.ok || res.ram->len <= size, "a split writes no page beyond its block");
-    g_clear_error(&err);
     close(out);
-    close(ram);
+    for (unsigned b = 0; b < n; b++) {
+        res.ram[b] = file_bytes(ram[b]);
+        FUZZ_CHECK(!res.ok || res.ram[b]->len <= split_sizes[b],
+                   "a split writes no page beyond its block");
+        close(ram[b]);
+    }
+    g_clear_error(&err);
     return res;
+}
+
+static bool same_array(const GByteArray *a, const GByteArray *b)
+{
+    return a->len == b->len && (a->len == 0 || !memcmp(a->data, b->data, a->len));
+}
+
+static void split_result_clear(split_result *r)
+{
+    g_byte_array_unref(r->out);
+    for (unsigned b = 0; b < SPLIT_MAX; b++) {
+        g_clear_pointer(&r->ram[b], g_byte_array_unref);
+    }
 }
 
 /*
  * The same input as a plain precopy stream for sl_qemu_split_stream()
- * (qemu-split.c): it returns false exactly when it sets an error in
- * SL_ERROR, and what it writes stays within the block.  Split from a pipe
- * it gives the same verdict and, when it succeeds, the same bytes as from
- * the file: the pipe's window never refuses a read the stream needs.
+ * (qemu-split.c), with pc.ram taken off, and pc.bios too when @flags has
+ * SPLIT_TWO: it returns false exactly when it sets an error in SL_ERROR,
+ * and what it writes stays within each block.  Split from a pipe it gives
+ * the same verdict and, when it succeeds, the same bytes as from the file:
+ * the pipe's window never refuses a read the stream needs.
  */
 static void check_split(uint64_t len, uint8_t flags)
 {
-    split_result file = split_once(len, false, 0);
-    split_result piped = split_once(len, true, flags);
+    unsigned n = flags & SPLIT_TWO ? 2 : 1;
+    split_result file = split_once(len, n, false, 0);
+    split_result piped = split_once(len, n, true, flags);
+    bool same = same_array(file.out, piped.out);
 
     FUZZ_CHECK(file.ok == piped.ok, "a split from a pipe succeeds exactly when one from the file does");
-    FUZZ_CHECK(!file.ok || (file.out->len == piped.out->len &&
-                            !memcmp(file.out->data, piped.out->data, file.out->len) &&
-                            file.ram->len == piped.ram->len &&
-                            !memcmp(file.ram->data, piped.ram->data, file.ram->len)),
-               "a split from a pipe writes what one from the file does");
-    g_byte_array_unref(file.out);
-    g_byte_array_unref(file.ram);
-    g_byte_array_unref(piped.out);
-    g_byte_array_unref(piped.ram);
+    for (unsigned b = 0; b < n; b++) {
+        same = same && same_array(file.ram[b], piped.ram[b]);
+    }
+    FUZZ_CHECK(!file.ok || same, "a split from a pipe writes what one from the file does");
+    split_result_clear(&file);
+    split_result_clear(&piped);
 }
 
 /* ------------------------------------------------------------------ */

@@ -184,8 +184,9 @@ static const qs_block word_blocks[] = {
 
 static const qs_block one_page[] = { { .idstr = "ram", .length = QS_PAGE, .seed = 9 } };
 
-/* Plain streams for the splitter (fuzz-qemu splits pc.ram of 64 MiB): a
- * few pages of that block in records, and a kept block. */
+/* Plain streams for the splitter (fuzz-qemu splits pc.ram of 64 MiB, and
+ * pc.bios of 4 pages with flag bit 7): a few pages of pc.ram in records,
+ * and a kept block, or a second split one (seed "split-two"). */
 static const qs_block split_blocks[] = {
     { .idstr = "pc.ram", .length = 64u << 20, .stored_every = 4096, .seed = 11 },
     { .idstr = "pc.bios", .length = 4 * QS_PAGE, .stored_every = 3, .seed = 12 },
@@ -225,6 +226,9 @@ static const qemu_seed qemu_seeds[] = {
     { "split-shared", { .machine = "pc-q35-10.0", .caps = caps_ignore_shared, .section_id = 3,
                         .blocks = split_shared_blocks, .nblocks = 2, .devstate_len = 24,
                         .plain = true }, 0x00 },
+    { "split-two", { .machine = "pc-i440fx-7.2", .caps = caps_none, .section_id = 2,
+                     .blocks = split_blocks, .nblocks = 2, .devstate_len = 48,
+                     .plain = true }, 0x80 },
 };
 
 /* Writes seed @q as a fuzz-qemu input to DIR/NAME (@tmp: a scratch file). */

@@ -28,14 +28,6 @@ char *cli_parent_path(const char *parent, const char *child, const char *given)
     return strcmp(pdir, cdir) == 0 ? g_path_get_basename(p) : g_steal_pointer(&p);
 }
 
-bool cli_is_file_of(const char *path, const sl_snapshot *s)
-{
-    struct stat a, b;
-
-    return stat(path, &a) == 0 && fstat(s->fd, &b) == 0 && a.st_dev == b.st_dev &&
-           a.st_ino == b.st_ino;
-}
-
 char *cli_partial_path(const char *out)
 {
     char *tmp = g_strdup_printf("%s.%d.partial", out, (int)getpid());

@@ -154,8 +154,15 @@ char *cli_partial_path(const char *out);
  */
 bool cli_finish_partial(const char *tmp, const char *out, bool ok, GError **errp);
 
-/** cli_is_file_of: whether @path names the file snapshot @s was opened from. */
-bool cli_is_file_of(const char *path, const sl_snapshot *s);
+/**
+ * cli_refuse_chain_file: whether @path names a file that @s needs: @s's
+ * own, a parent's further up its chain, or a QEMU file's sidecar index;
+ * then @errp says so, calling the file to be written @what ("the child",
+ * "the image").  Writing it would destroy the snapshot, or a chain that
+ * depends on it.
+ */
+bool cli_refuse_chain_file(const char *path, const sl_snapshot *s, const char *what,
+                           GError **errp);
 
 /**
  * cli_write_changed: write into @w the pages of @buf (@len bytes of block

@@ -137,26 +137,14 @@ static bool run_delta(delta *d, char **argv, const delta_ancestors *anc, const c
                     sl_snapshot_n_blocks(d->parent));
         return false;
     }
-    if (cli_is_file_of(out, d->parent) || cli_is_file_of(out, d->next)) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s is one of the inputs: the child "
-                    "must be a new file", out);
+    if (cli_refuse_chain_file(out, d->parent, "the child", errp) ||
+        cli_refuse_chain_file(out, d->next, "the child", errp)) {
         return false;
     }
     ok = (d->w = sl_writer_new(tmp, errp)) &&
          sl_writer_set_parent(d->w, d->parent, rec, errp) && make_delta(d, errp);
 
     return cli_finish_partial(tmp, out, ok, errp);
-}
-
-/* Whether @out names a file of @s's chain (writing it would destroy it). */
-static bool in_chain(const char *out, const sl_snapshot *s)
-{
-    for (const sl_snapshot *p = s; p; p = sl_snapshot_parent(p)) {
-        if (cli_is_file_of(out, p)) {
-            return true;
-        }
-    }
-    return false;
 }
 
 int cmd_flatten(int argc, char **argv)
@@ -180,9 +168,7 @@ int cmd_flatten(int argc, char **argv)
         return cli_usage("flatten needs SNAP and -o FULL");
     }
     ok = (d.next = cli_open_snapshot(argv[1], parents, 0, &err)) != NULL;
-    if (ok && in_chain(out, d.next)) {
-        g_set_error(&err, SL_ERROR, SL_ERROR_INVALID, "%s is a file of %s's chain: the full "
-                    "snapshot must be a new file", out, argv[1]);
+    if (ok && cli_refuse_chain_file(out, d.next, "the full snapshot", &err)) {
         ok = false;
     }
     tmp = cli_partial_path(out);

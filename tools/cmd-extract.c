@@ -79,9 +79,9 @@ int cmd_extract(int argc, char **argv)
         sl_snapshot_close(s);
         return cli_fail("%s has no block '%s'", argv[1], block ? block : "(none)");
     }
-    if (cli_is_file_of(out, s)) {
+    if (cli_refuse_chain_file(out, s, "the image", &err)) {
         sl_snapshot_close(s);
-        return cli_usage("%s is the snapshot itself: the image must be another file", out);
+        return cli_fail_error(g_steal_pointer(&err));
     }
     tmp = cli_partial_path(out);
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);

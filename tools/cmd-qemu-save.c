@@ -173,9 +173,7 @@ static bool parent_fits(const cli_save_opts *o, GPtrArray *bs, GError **errp)
     bool ok = p && sl_snapshot_identity(p, id, errp);
     sl_block_info bi;
 
-    if (ok && cli_is_file_of(out, p)) { /* said before the guest is stopped */
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s is the parent: the child must be a "
-                    "new file", out);
+    if (ok && cli_refuse_chain_file(out, p, "the child", errp)) { /* before the guest stops */
         ok = false;
     }
     if (!ok) {

@@ -170,7 +170,9 @@ static bool load(const opts *o, loaded *l, GError **errp)
     l->snap = cli_open_snapshot(o->path, o->parents, SL_OPEN_LAZY_CHECKSUMS, errp);
     l->n = l->snap ? sl_snapshot_n_blocks(l->snap) : 0;
     l->mems = g_new0(sl_mem, l->n ? l->n : 1);
-    return l->snap && cli_map_blocks(l->snap, o->kind, o->hugepage, l->mems, errp);
+    return l->snap &&
+           !(o->record && cli_refuse_chain_file(o->record, l->snap, "the hot list", errp)) &&
+           cli_map_blocks(l->snap, o->kind, o->hugepage, l->mems, errp);
 }
 
 static uint64_t guest_bytes(const loaded *l)

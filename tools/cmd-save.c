@@ -361,9 +361,7 @@ static bool become_child(save_ctx *c, const cli_save_opts *o, GError **errp)
     if (!(c->parent = cli_open_snapshot(o->parent, o->ancestors, 0, errp))) {
         return false;
     }
-    if (cli_is_file_of(o->out, c->parent)) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s is the parent: the child must be a "
-                    "new file", o->out);
+    if (cli_refuse_chain_file(o->out, c->parent, "the child", errp)) {
         return false;
     }
     if (o->has_parent_id && !sl_snapshot_identity(c->parent, id, errp)) {

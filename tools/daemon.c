@@ -753,7 +753,9 @@ static bool daemon_init(server *d, const sl_daemon_opts *o, GError **errp)
     cfg.view_dropped_opaque = d;
     cfg.track_writes = cfg.track_writes || o->written_dir; /* keeps tracked views registered */
     d->snap = cli_open_snapshot(o->snapshot, o->parents, SL_OPEN_LAZY_CHECKSUMS, errp);
-    if (!d->snap || !(d->r = sl_restore_new(d->snap, &cfg, errp))) {
+    if (!d->snap ||
+        (o->record && cli_refuse_chain_file(o->record, d->snap, "the hot list", errp)) ||
+        !(d->r = sl_restore_new(d->snap, &cfg, errp))) {
         return false;
     }
     if (!choose_served(d, errp)) {

@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The one check every command that writes a file runs against the
+ * snapshot it read: the file to write is none that the snapshot needs (its
+ * own, a parent's further up its chain, a QEMU file's sidecar index).  A
+ * child, an image or a hot list written there would destroy the snapshot,
+ * or the chain of every child that depends on it.  Kept apart from the
+ * commands so that the daemon, linked into its unit tests without them,
+ * runs the same check.
+ */
+#include <sys/stat.h>
+#include "cli.h"
+#include "migration/format/format.h"
+
+/* Whether @path names the file open at @fd. */
+static bool names_fd(const char *path, int fd)
+{
+    struct stat a, b;
+
+    return fd >= 0 && stat(path, &a) == 0 && fstat(fd, &b) == 0 && a.st_dev == b.st_dev &&
+           a.st_ino == b.st_ino;
+}
+
+bool cli_refuse_chain_file(const char *path, const sl_snapshot *s, const char *what,
+                           GError **errp)
+{
+    for (const sl_snapshot *p = s; p; p = sl_snapshot_parent(p)) {
+        g_autofree char *which = NULL;
+        if (!names_fd(path, p->fd) && !names_fd(path, p->index_fd)) {
+            continue;
+        }
+        which = g_strdup_printf("%s%s", names_fd(path, p->fd) ? "" : "the sidecar index of ",
+                                p->path);
+        if (p == s) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s is %s, the snapshot read: %s "
+                        "must be another file", path, which, what);
+        } else {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s is %s, a parent in the chain of "
+                        "%s: %s must be another file, or that chain is lost", path, which,
+                        s->path, what);
+        }
+        return true;
+    }
+    return false;
+}
+

@@ -461,7 +461,10 @@ bool sl_qemu_parse(sl_snapshot *s, GError **errp);
  * blocks not in @lazy (indexed like the blocks): a lazy block's bitmap and
  * pages are left as holes, so QEMU's mapped-ram load finds no page of it
  * and touches none of its memory.  Offsets are the original's: the file is
- * as large, and sparse.  Never writes into @s's own file.
+ * as large, and sparse.  Never writes into @s's own file.  Where @s has
+ * checksums (a sidecar index), every stored page of an eager block is
+ * checked first, and one that fails refuses the stream by block and page:
+ * QEMU loads those pages without any check of its own.
  */
 /**
  * sl_qemu_split_stream (qemu-split.c): reads QEMU's plain precopy stream

@@ -687,22 +687,70 @@ static bool copy_range(int from, int to, uint64_t off, uint64_t len, GError **er
     return true;
 }
 
-/* An eager block: its record, bitmap and stored pages (runs), for QEMU to load. */
-static bool copy_eager_block(const sl_snapshot *s, const sl_block *b, int to, GError **errp)
+/* The first page of [@p, +@n) of block @i that fails its checksum (-EBADMSG came back). */
+static uint64_t first_bad_page(sl_snapshot *s, unsigned i, uint64_t p, uint64_t n, uint8_t *buf)
 {
+    for (uint64_t k = 0; k < n; k++) {
+        if (sl_snapshot_read_pages(s, i, p + k, 1, buf, true) == -EBADMSG) {
+            return p + k;
+        }
+    }
+    return p;
+}
+
+/*
+ * Stored pages [@p, +@n) of block @i to their offsets in @to, each checked
+ * against the sidecar index's checksum first: QEMU loads these itself, so
+ * this copy is the only check they get.
+ */
+static bool copy_verified(sl_snapshot *s, unsigned i, uint64_t p, uint64_t n, int to,
+                          GError **errp)
+{
+    const sl_block *b = &s->blocks[i];
+    const uint64_t per = MAX(1, (1u << 20) / b->page_size);
+    g_autofree uint8_t *buf = g_malloc(MIN(n, per) * b->page_size);
+
+    for (uint64_t k = 0; k < n; k += per) {
+        uint64_t m = MIN(per, n - k), at = p + k;
+        int ret = sl_snapshot_read_pages(s, i, at, m, buf, true);
+        if (ret == -EBADMSG) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "block '%s' page %" G_GUINT64_FORMAT
+                        ": checksum mismatch (the file changed since it was indexed, or is "
+                        "corrupt): refused, not handed to QEMU", b->name,
+                        first_bad_page(s, i, at, m, buf));
+            return false;
+        }
+        ret = ret ? ret : sl_pwrite_full(to, buf, m * b->page_size,
+                                         b->pages_offset + at * b->page_size);
+        if (ret < 0) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block '%s' pages from %" G_GUINT64_FORMAT
+                        ": %s", b->name, at, g_strerror(-ret));
+            return false;
+        }
+    }
+    return true;
+}
+
+/* An eager block: its record, bitmap and stored pages (runs), for QEMU to load. */
+static bool copy_eager_block(const sl_snapshot *s, unsigned i, int to, GError **errp)
+{
+    const sl_block *b = &s->blocks[i];
+
     if (!copy_range(s->fd, to, b->bitmap_offset, sl_bitmap_bytes(b->npages), errp)) {
         return false;
     }
-    for (uint64_t i = 0; i < b->npages;) {
+    for (uint64_t p = 0; p < b->npages;) {
         uint64_t n = 0;
-        while (i + n < b->npages && sl_bit_test(b->bitmap, i + n)) {
+        while (p + n < b->npages && sl_bit_test(b->bitmap, p + n)) {
             n++;
         }
-        if (n && !copy_range(s->fd, to, b->pages_offset + i * b->page_size, n * b->page_size,
-                             errp)) {
+        if (n && !(s->has_checksums
+                       ? copy_verified((sl_snapshot *)s, i, p, n, to, errp)
+                       : copy_range(s->fd, to, b->pages_offset + p * b->page_size,
+                                    n * b->page_size, errp))) {
             return false;
         }
-        i += n ? n : 1;
+        p += n ? n : 1;
     }
     return true;
 }
@@ -720,7 +768,7 @@ bool sl_qemu_write_device_stream(const sl_snapshot *s, const char *path, const b
     for (unsigned i = 0; ok && i < s->nblocks; i++) {
         const sl_block *b = &s->blocks[i];
         ok = copy_range(s->fd, fd, b->record_offset, b->record_len, errp) &&
-             (lazy[i] || !b->in_file || copy_eager_block(s, b, fd, errp));
+             (lazy[i] || !b->in_file || copy_eager_block(s, i, fd, errp));
     }
     ok = ok && copy_range(s->fd, fd, s->qemu->tail_offset, s->qemu->tail_length, errp);
     if (fd >= 0 && close(fd) < 0 && ok) {

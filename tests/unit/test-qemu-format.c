@@ -1549,6 +1549,55 @@ static void test_index_refuses_its_own_file_and_a_bad_hot_list(void **state)
     assert_false(g_file_test(idx, G_FILE_TEST_EXISTS));
 }
 
+/*
+ * With a sidecar index, the stored pages of the blocks QEMU loads itself
+ * (the eager ones) are checked against their checksums as the device stream
+ * is written: a page changed since the index was made is refused by block
+ * and page, and no stream is left for QEMU to load it from.  Found by
+ * review: they were copied raw, so a corrupt ROM page reached the guest.
+ */
+static void test_device_stream_refuses_an_eager_page_that_fails_its_checksum(void **state)
+{
+    fixture *fx = *state;
+    g_autofree char *idx = g_strdup_printf("%s.slidx", fx->path), *want = NULL;
+    g_autoptr(GError) err = NULL;
+    bool lazy[3] = { true, false, false };
+    uint8_t byte;
+    uint64_t i = 0;
+    sl_snapshot *s = open_ok(fx->path, 0);
+    int fd;
+
+    if (!sl_index_write(s, idx, NULL, &err)) {
+        fail_msg("indexing: %s", err->message);
+    }
+    sl_snapshot_close(s);
+    while (!qs_page_stored(fx->d, 1, i)) {
+        assert_true(++i * PAGE < fx->d->blocks[1].length);
+    }
+    fd = open(fx->path, O_RDWR);
+    assert_true(fd >= 0 && pread(fd, &byte, 1, (off_t)(fx->l.blocks[1].pages + i * PAGE + 3)) == 1);
+    byte ^= 0x20;
+    assert_true(pwrite(fd, &byte, 1, (off_t)(fx->l.blocks[1].pages + i * PAGE + 3)) == 1);
+    close(fd);
+    s = open_ok(fx->path, 0);
+    assert_true(sl_snapshot_has_checksums(s));
+    assert_true(unlink(fx->copy) == 0 || errno == ENOENT);
+    assert_false(sl_qemu_write_device_stream(s, fx->copy, lazy, &err));
+    want = g_strdup_printf("block '%s' page %" G_GUINT64_FORMAT ": checksum mismatch",
+                           fx->d->blocks[1].idstr, i);
+    if (!strstr(err->message, want)) {
+        fail_msg("'%s' not in: %s", want, err->message);
+    }
+    assert_false(g_file_test(fx->copy, G_FILE_TEST_EXISTS));
+    g_clear_error(&err);
+    lazy[1] = true; /* left to the restore, which checks each page it places */
+    if (!sl_qemu_write_device_stream(s, fx->copy, lazy, &err)) {
+        fail_msg("a stream without the corrupt block: %s", err->message);
+    }
+    sl_snapshot_close(s);
+    unlink(idx);
+}
+
 /* A case run on fixture @fx (plain, shared, postcopy), named for both. */
 #define CASE(fn, fx) { #fn "_" #fx, fn, setup_##fx, teardown_fixture, NULL }
 
@@ -1612,6 +1661,7 @@ int main(void)
         cmocka_unit_test(test_duplicate_block_names_are_refused),
         cmocka_unit_test(test_left_out_block_without_x_ignore_shared_is_refused),
         CASE(test_page_checksum_of_a_stream_without_checksums_is_zero, plain),
+        CASE(test_device_stream_refuses_an_eager_page_that_fails_its_checksum, plain),
         CASE(test_truncation_at_every_field_boundary_is_a_clean_error, plain),
         CASE(test_truncation_at_every_field_boundary_is_a_clean_error, shared),
         CASE(test_truncation_at_every_field_boundary_is_a_clean_error, postcopy),

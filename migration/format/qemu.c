@@ -445,7 +445,45 @@ static bool load_bitmap(qctx *c, sl_block *b, unsigned i, GError **errp)
     return true;
 }
 
-/* Offsets, regions and bitmap of block @b, whose header was just read. */
+/*
+ * QEMU writes each block's bitmap right after its mapped-ram header (every
+ * version since 9.0).  One elsewhere that overlaps nothing means a damaged
+ * bitmap_offset: read from there, the bitmap would give wrong pages (zeros
+ * where data is stored), which nothing could catch without an index.
+ */
+static bool bitmaps_follow_headers(const qctx *c, GError **errp)
+{
+    for (guint i = 0; i < c->blocks->len; i++) {
+        const sl_block *b = &g_array_index(c->blocks, sl_block, i);
+        uint64_t end = b->ramhdr_offset + SL_MR_HEADER_SIZE;
+        if (b->in_file && b->bitmap_offset != end) {
+            return SL_BAD(errp, "block %u ('%s'): bitmap_offset %" G_GUINT64_FORMAT " is not "
+                          "the end of its mapped-ram header (%" G_GUINT64_FORMAT "), where "
+                          "QEMU writes the bitmap: the header is damaged", i, b->name,
+                          b->bitmap_offset, end);
+        }
+    }
+    return true;
+}
+
+/*
+ * The bitmaps of the blocks in the file, read only once every record is
+ * parsed, every region found apart and every bitmap where QEMU writes it: a hostile file of many huge blocks
+ * that overlap is refused before it costs the memory of their bitmaps
+ * (1024 of 32 GiB: 1 GiB for a 4 MB file).
+ */
+static bool load_bitmaps(qctx *c, GError **errp)
+{
+    for (guint i = 0; i < c->blocks->len; i++) {
+        sl_block *b = &g_array_index(c->blocks, sl_block, i);
+        if (b->in_file && !load_bitmap(c, b, i, errp)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Offsets and regions of block @b, whose header was just read (its bitmap: load_bitmaps()). */
 static bool place_block(qctx *c, sl_block *b, unsigned i, uint64_t record, GError **errp)
 {
     b->record_offset = record;
@@ -459,6 +497,13 @@ static bool place_block(qctx *c, sl_block *b, unsigned i, uint64_t record, GErro
         return true;
     }
     b->in_file = true;
+    if (b->bitmap_offset == 0 || b->pages_offset == 0) {
+        return SL_BAD(errp, "block %u ('%s'): bitmap_offset %" G_GUINT64_FORMAT ", pages_offset "
+                      "%" G_GUINT64_FORMAT ": offset 0 is the stream's header (both are 0 only "
+                      "for a block that x-ignore-shared left out of the file%s)", i, b->name,
+                      b->bitmap_offset, b->pages_offset,
+                      c->q->ignore_shared ? "" : ", and this stream was saved without it");
+    }
     if (b->pages_offset % TARGET_PAGE) {
         return SL_BAD(errp, "block %u ('%s'): pages_offset %" G_GUINT64_FORMAT " is not "
                       "page aligned", i, b->name, b->pages_offset);
@@ -466,8 +511,7 @@ static bool place_block(qctx *c, sl_block *b, unsigned i, uint64_t record, GErro
     if (!sl_regions_claim(c->regions, b->bitmap_offset, sl_bitmap_bytes(b->npages), errp,
                           "block %u ('%s') bitmap (bitmap_offset)", i, b->name) ||
         !sl_regions_claim(c->regions, b->pages_offset, b->length, errp,
-                          "block %u ('%s') page data (pages_offset, length)", i, b->name) ||
-        !load_bitmap(c, b, i, errp)) {
+                          "block %u ('%s') page data (pages_offset, length)", i, b->name)) {
         return false;
     }
     c->off = b->pages_offset + b->length; /* the stream goes on after the pages */
@@ -569,27 +613,6 @@ static void find_vmdesc(qctx *c)
 }
 
 /*
- * QEMU writes each block's bitmap right after its mapped-ram header (every
- * version since 9.0).  One elsewhere that overlaps nothing means a damaged
- * bitmap_offset: read from there, the bitmap would give wrong pages (zeros
- * where data is stored), which nothing could catch without an index.
- */
-static bool bitmaps_follow_headers(const qctx *c, GError **errp)
-{
-    for (guint i = 0; i < c->blocks->len; i++) {
-        const sl_block *b = &g_array_index(c->blocks, sl_block, i);
-        uint64_t end = b->ramhdr_offset + SL_MR_HEADER_SIZE;
-        if (b->in_file && b->bitmap_offset != end) {
-            return SL_BAD(errp, "block %u ('%s'): bitmap_offset %" G_GUINT64_FORMAT " is not "
-                          "the end of its mapped-ram header (%" G_GUINT64_FORMAT "), where "
-                          "QEMU writes the bitmap: the header is damaged", i, b->name,
-                          b->bitmap_offset, end);
-        }
-    }
-    return true;
-}
-
-/*
  * The stream ends with QEMU's end-of-stream marker (0x00), alone or before
  * its JSON description (which find_vmdesc() found with the marker before
  * it).  The device state between cannot be walked without QEMU's device
@@ -646,7 +669,7 @@ static bool parse_stream(qctx *c, GError **errp)
     }
     find_vmdesc(c);
     return check_stream_end(c, errp) && sl_regions_check(c->regions, errp) &&
-           bitmaps_follow_headers(c, errp);
+           bitmaps_follow_headers(c, errp) && load_bitmaps(c, errp);
 }
 
 bool sl_qemu_parse(sl_snapshot *s, GError **errp)

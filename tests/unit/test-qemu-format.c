@@ -715,7 +715,7 @@ static const patch_case range_cases[] = {
     { "bitmap over the device state", "block0.mr_bitmap_offset", SET, 0, .base = AT_FIELD,
       .base_field = "devstate", .needle1 = "overlaps", .needle2 = "device state" },
     { "bitmap_offset 0 with a page area", "block0.mr_bitmap_offset", SET, 0,
-      .needle1 = "overlaps" },
+      .needle1 = "block 0 ('pc.ram'): bitmap_offset 0", .needle2 = "offset 0 is the stream's header" },
     { "bit past the last page", "block1.bitmap", XOR_BYTE, 0x04, .at = 1,
       .needle1 = "block 1 ('/rom@etc/acpi/tables'): bitmap has bits set past its 10 pages" },
     { "top bit of a last bitmap word", "block2.bitmap", XOR_BYTE, 0x80, .at = 7,
@@ -1598,6 +1598,32 @@ static void test_device_stream_refuses_an_eager_page_that_fails_its_checksum(voi
     unlink(idx);
 }
 
+/*
+ * No bitmap is read before every block's regions are found apart: a file
+ * whose block 1 has a bit past its last page (found when its bitmap is
+ * read) and whose block 2's bitmap lies over block 1's pages is refused
+ * for the overlap.  Found by review: each bitmap was read as its record was
+ * parsed, so 1024 overlapping blocks of 32 GiB made a 4 MB file cost
+ * 2 GB of memory before the overlap was seen.
+ */
+static void test_overlaps_are_refused_before_any_bitmap_is_read(void **state)
+{
+    fixture *fx = *state;
+    static const patch_case stray = { "bit past the last page", "block1.bitmap", XOR_BYTE,
+                                      0x04, .at = 1 };
+    static const patch_case overlap = { "bitmap over block 1's pages", "block2.mr_bitmap_offset",
+                                        SET, 0, .base = AT_FIELD, .base_field = "block1.pages" };
+    g_autofree uint8_t *buf = g_memdup2(fx->buf, fx->len);
+
+    apply_patch(fx, buf, &stray);
+    write_sparse(fx->copy, buf, fx->len);
+    expect_refused(fx->copy, 0, "bits set past its 10 pages", NULL, "the stray bit alone");
+    apply_patch(fx, buf, &overlap);
+    write_sparse(fx->copy, buf, fx->len);
+    expect_refused(fx->copy, 0, "overlaps", "block 2 ('pc.bios') bitmap", "both");
+    expect_refused(fx->copy, SL_OPEN_LAZY_CHECKSUMS, "overlaps", "bitmap", "both, lazily");
+}
+
 /* A case run on fixture @fx (plain, shared, postcopy), named for both. */
 #define CASE(fn, fx) { #fn "_" #fx, fn, setup_##fx, teardown_fixture, NULL }
 
@@ -1662,6 +1688,7 @@ int main(void)
         cmocka_unit_test(test_left_out_block_without_x_ignore_shared_is_refused),
         CASE(test_page_checksum_of_a_stream_without_checksums_is_zero, plain),
         CASE(test_device_stream_refuses_an_eager_page_that_fails_its_checksum, plain),
+        CASE(test_overlaps_are_refused_before_any_bitmap_is_read, plain),
         CASE(test_truncation_at_every_field_boundary_is_a_clean_error, plain),
         CASE(test_truncation_at_every_field_boundary_is_a_clean_error, shared),
         CASE(test_truncation_at_every_field_boundary_is_a_clean_error, postcopy),

@@ -282,7 +282,7 @@ static bool load_hot_list(sl_restore *r, GError **errp)
     }
     p = g_bytes_get_data(bytes, &len);
     if (!sl_hot_list_check(r->snap, p, len, errp)) {
-        g_prefix_error(errp, "%s: ", r->snap->path);
+        g_prefix_error(errp, "%s: ", sl_sections_path(r->snap));
         return false;
     }
     for (unsigned g = 0; g < r->ngroups; g++) {

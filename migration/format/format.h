@@ -548,6 +548,13 @@ int sl_chain_seg_merge(const sl_snapshot *s, const sl_block *b, uint64_t first, 
 bool sl_hot_list_check(const sl_snapshot *s, const uint8_t *p, gsize len, GError **errp);
 
 /**
+ * sl_sections_path: the file that holds @s's sections, for messages: a
+ * QEMU file's sidecar index once attached (its sections are the index's),
+ * else @s's own path.
+ */
+const char *sl_sections_path(const sl_snapshot *s);
+
+/**
  * sl_snapshot_check_sections: every section of @s reads whole and matches
  * its checksum, and a hot-page list is well formed (what a restore would
  * refuse); for `inspect`.

@@ -287,6 +287,11 @@ bool sl_snapshot_section(const sl_snapshot *s, unsigned i, uint32_t *type, uint6
  * only then allocated, as an error if it does not fit (found by review:
  * inspect aborted on a section claiming 64 GiB).
  */
+const char *sl_sections_path(const sl_snapshot *s)
+{
+    return s->index_path ? s->index_path : s->path;
+}
+
 static GBytes *read_section_at(const sl_snapshot *s, unsigned i, GError **errp)
 {
     const sl_section *sec = &s->sections[i];
@@ -297,19 +302,20 @@ static GBytes *read_section_at(const sl_snapshot *s, unsigned i, GError **errp)
     if (sec->length > SECTION_CHECK_FIRST) {
         g_autofree char *what = g_strdup_printf("section %u", i);
         if (!sl_hash_file(sec->fd, sec->offset, sec->length, &sum, what, errp)) {
-            g_prefix_error(errp, "%s: ", s->path);
+            g_prefix_error(errp, "%s: ", sl_sections_path(s));
             return NULL;
         }
         if (sum != sec->csum) {
             g_set_error(errp, SL_ERROR, SL_ERROR_CHECKSUM, "%s: section %u (type %u): checksum "
-                        "mismatch (data corrupted)", s->path, i, sec->type);
+                        "mismatch (data corrupted)", sl_sections_path(s), i, sec->type);
             return NULL;
         }
     }
     buf = g_try_malloc(sec->length ? sec->length : 1);
     if (!buf) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: section %u (type %u): %" G_GUINT64_FORMAT
-                    " bytes do not fit in memory", s->path, i, sec->type, sec->length);
+                    " bytes do not fit in memory", sl_sections_path(s), i, sec->type,
+                    sec->length);
         return NULL;
     }
     ret = sl_pread_full(sec->fd, buf, sec->length, sec->offset);
@@ -317,7 +323,7 @@ static GBytes *read_section_at(const sl_snapshot *s, unsigned i, GError **errp)
     if (ret < 0 || sl_hash(buf, sec->length) != sec->csum) {
         g_free(buf);
         g_set_error(errp, SL_ERROR, ret < 0 ? SL_ERROR_IO : SL_ERROR_CHECKSUM,
-                    "%s: section %u (type %u): %s", s->path, i, sec->type,
+                    "%s: section %u (type %u): %s", sl_sections_path(s), i, sec->type,
                     ret < 0 ? g_strerror(-ret) : "checksum mismatch (data corrupted)");
         return NULL;
     }
@@ -332,7 +338,8 @@ GBytes *sl_snapshot_read_section(sl_snapshot *s, uint32_t type, GError **errp)
             return read_section_at(s, i, errp);
         }
     }
-    g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "%s: no section of type %u", s->path, type);
+    g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "%s: no section of type %u", sl_sections_path(s),
+                type);
     return NULL;
 }
 
@@ -371,7 +378,7 @@ bool sl_snapshot_check_sections(sl_snapshot *s, GError **errp)
             return false;
         }
         if (s->sections[i].type == SL_SECTION_HOT_PAGES && !sl_hot_list_check(s, p, len, errp)) {
-            g_prefix_error(errp, "%s: ", s->path);
+            g_prefix_error(errp, "%s: ", sl_sections_path(s));
             return false;
         }
     }

@@ -1624,6 +1624,47 @@ static void test_overlaps_are_refused_before_any_bitmap_is_read(void **state)
     expect_refused(fx->copy, SL_OPEN_LAZY_CHECKSUMS, "overlaps", "bitmap", "both, lazily");
 }
 
+/*
+ * A section of the sidecar index that is damaged is named as the index's,
+ * not the QEMU file's (found by review: the message sent the user to the
+ * QEMU file, which was intact).
+ */
+static void test_a_damaged_index_section_names_the_index(void **state)
+{
+    fixture *fx = *state;
+    g_autofree char *idx = g_strdup_printf("%s.slidx", fx->path), *want = NULL;
+    g_autoptr(GError) err = NULL;
+    uint8_t entry[16] = { 0 }, byte;
+    g_autoptr(GBytes) hot = g_bytes_new(entry, sizeof(entry)); /* block 0 page 0 */
+    sl_snapshot *s = open_ok(fx->path, 0);
+    uint64_t at = 0;
+    int fd;
+
+    if (!sl_index_write(s, idx, hot, &err)) {
+        fail_msg("indexing: %s", err->message);
+    }
+    sl_snapshot_close(s);
+    s = open_ok(fx->path, 0);
+    for (unsigned j = 0; j < s->nsections; j++) {
+        at = s->sections[j].type == SL_SECTION_HOT_PAGES ? s->sections[j].offset : at;
+    }
+    sl_snapshot_close(s);
+    assert_true(at > 0);
+    fd = open(idx, O_RDWR);
+    assert_true(fd >= 0 && pread(fd, &byte, 1, (off_t)at + 8) == 1);
+    byte ^= 0x01;
+    assert_true(pwrite(fd, &byte, 1, (off_t)at + 8) == 1);
+    close(fd);
+    s = open_ok(fx->path, 0);
+    assert_null(sl_snapshot_read_section(s, SL_SECTION_HOT_PAGES, &err));
+    sl_snapshot_close(s);
+    want = g_strdup_printf("%s: section", idx);
+    if (!strstr(err->message, want) || !strstr(err->message, "checksum mismatch")) {
+        fail_msg("'%s' not in: %s", want, err->message);
+    }
+    unlink(idx);
+}
+
 /* A case run on fixture @fx (plain, shared, postcopy), named for both. */
 #define CASE(fn, fx) { #fn "_" #fx, fn, setup_##fx, teardown_fixture, NULL }
 
@@ -1689,6 +1730,7 @@ int main(void)
         CASE(test_page_checksum_of_a_stream_without_checksums_is_zero, plain),
         CASE(test_device_stream_refuses_an_eager_page_that_fails_its_checksum, plain),
         CASE(test_overlaps_are_refused_before_any_bitmap_is_read, plain),
+        CASE(test_a_damaged_index_section_names_the_index, plain),
         CASE(test_truncation_at_every_field_boundary_is_a_clean_error, plain),
         CASE(test_truncation_at_every_field_boundary_is_a_clean_error, shared),
         CASE(test_truncation_at_every_field_boundary_is_a_clean_error, postcopy),

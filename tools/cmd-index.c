@@ -10,6 +10,16 @@
 #include "cli.h"
 #include "migration/format/format.h"
 
+/* The hot list read from @path is one @s can take; else @errp names @path. */
+static bool hot_list_fits(const sl_snapshot *s, const char *path, GBytes *list, GError **errp)
+{
+    if (!sl_hot_list_check(s, g_bytes_get_data(list, NULL), g_bytes_get_size(list), errp)) {
+        g_prefix_error(errp, "--hot %s: ", path);
+        return false;
+    }
+    return true;
+}
+
 int cmd_index(int argc, char **argv)
 {
     g_autofree char *out = NULL, *hot = NULL, *def = NULL, *data = NULL;
@@ -38,11 +48,12 @@ int cmd_index(int argc, char **argv)
     }
     list = hot ? g_bytes_new_take(g_steal_pointer(&data), len) : NULL;
     def = g_strdup_printf("%s.slidx", argv[1]);
-    if (!out) {
-        unlink(def); /* not the stale one: the file is what is indexed now */
-    }
-    s = sl_snapshot_open(argv[1], &err);
-    ok = s && sl_index_write(s, out ? out : def, list, &err);
+    /* Without the index there may be: it is what is replaced, and a stale
+     * one must not refuse the file.  An earlier index stays until the new
+     * one is whole (sl_index_write() renames it into place). */
+    s = sl_snapshot_open_unindexed(argv[1], &err);
+    ok = s && (!list || hot_list_fits(s, hot, list, &err)) &&
+         sl_index_write(s, out ? out : def, list, &err);
     sl_snapshot_close(s);
     if (!ok) {
         return cli_fail_error(g_steal_pointer(&err));

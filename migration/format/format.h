@@ -518,6 +518,16 @@ sl_snapshot *sl_snapshot_ref(sl_snapshot *s);
 sl_snapshot *sl_snapshot_open_in(const char *path, unsigned flags, sl_chain_walk *walk,
                                  GError **errp);
 
+/* An open flag of the library's own, never a caller's: a QEMU file's sidecar index is left out. */
+#define SL_OPEN_NO_INDEX (1u << 31)
+
+/**
+ * sl_snapshot_open_unindexed: @path opened fully, without attaching the
+ * sidecar index beside a QEMU file: what `snapload index` reads to write
+ * a new index, which a stale one must neither refuse nor be needed for.
+ */
+sl_snapshot *sl_snapshot_open_unindexed(const char *path, GError **errp);
+
 /**
  * sl_chain_attach: if @s (the file @walk opened last) has a parent
  * section, opens its parent as above and merges it into @s; @s alone

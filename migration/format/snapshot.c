@@ -16,8 +16,9 @@
 #include "migration/format/format.h"
 
 /* Picks the reader by the first bytes of @s's file (fd and size set). */
-static bool parse_any(sl_snapshot *s, bool lazy, GError **errp)
+static bool parse_any(sl_snapshot *s, unsigned flags, GError **errp)
 {
+    bool lazy = flags & SL_OPEN_LAZY_CHECKSUMS;
     uint8_t magic[8] = { 0 };
 
     if (s->file_size >= 4 && !sl_read_at(s->fd, magic, MIN(8, s->file_size), 0, "magic",
@@ -28,7 +29,8 @@ static bool parse_any(sl_snapshot *s, bool lazy, GError **errp)
         g_autofree char *index = g_strdup_printf("%s.slidx", s->path);
         /* Its sidecar index, where there is one: checksums for a file without. */
         return sl_qemu_parse(s, errp) &&
-               (!g_file_test(index, G_FILE_TEST_EXISTS) || sl_index_attach(s, index, lazy, errp));
+               ((flags & SL_OPEN_NO_INDEX) || !g_file_test(index, G_FILE_TEST_EXISTS) ||
+                sl_index_attach(s, index, lazy, errp));
     }
     if (s->file_size >= 8 && memcmp(magic, SL_MAGIC, 8)) {
         return SL_BAD(errp, "magic: neither a snapload snapshot (\"%s\") nor a QEMU "
@@ -76,7 +78,7 @@ static sl_snapshot *open_file(const char *path, unsigned flags, sl_chain_walk *w
         walk->dev[walk->depth] = (uint64_t)st.st_dev;
         walk->ino[walk->depth++] = (uint64_t)st.st_ino;
         s->file_size = (uint64_t)st.st_size;
-        ok = parse_any(s, flags & SL_OPEN_LAZY_CHECKSUMS, errp);
+        ok = parse_any(s, flags, errp);
         if (!ok) {
             g_prefix_error(errp, "%s: ", path);
         }
@@ -101,6 +103,13 @@ sl_snapshot *sl_snapshot_open_in(const char *path, unsigned flags, sl_chain_walk
         sl_identity_compute(s);
     }
     return s;
+}
+
+sl_snapshot *sl_snapshot_open_unindexed(const char *path, GError **errp)
+{
+    sl_chain_walk walk = { .depth = 0 };
+
+    return sl_snapshot_open_in(path, SL_OPEN_NO_INDEX, &walk, errp);
 }
 
 sl_snapshot *sl_snapshot_open(const char *path, GError **errp)

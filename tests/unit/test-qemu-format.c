@@ -1665,6 +1665,68 @@ static void test_a_damaged_index_section_names_the_index(void **state)
     unlink(idx);
 }
 
+/* XORs byte @off of file @path with 0x01. */
+static void flip_file_byte(const char *path, uint64_t off)
+{
+    uint8_t byte;
+    int fd = open(path, O_RDWR);
+
+    assert_true(fd >= 0 && pread(fd, &byte, 1, (off_t)off) == 1);
+    byte ^= 0x01;
+    assert_true(pwrite(fd, &byte, 1, (off_t)off) == 1);
+    close(fd);
+}
+
+/* Runs `snapload index` with @args (then the fixture's file): its status and stderr. */
+static int run_index(const fixture *fx, const char *a1, const char *a2, char **errs)
+{
+    g_autofree char *out = NULL;
+
+    g_clear_pointer(errs, g_free);
+    return sl_test_run_cli((const char *const[]){ "index", a1 ? a1 : fx->path,
+                                                  a1 ? a2 : NULL, a1 ? fx->path : NULL, NULL },
+                           &out, errs);
+}
+
+/*
+ * `snapload index` never loses the index there was: a run that fails (a
+ * hot list that names no page of the file) keeps it, and says which --hot
+ * file is wrong; and a stale index (the file changed since) neither
+ * refuses the run that replaces it nor a run that writes elsewhere.
+ * Found by review: the old index was unlinked first, and then attached to
+ * the file being indexed, which it refused.
+ */
+static void test_index_keeps_the_old_index_and_replaces_a_stale_one(void **state)
+{
+    fixture *fx = *state;
+    g_autofree char *idx = g_strdup_printf("%s.slidx", fx->path), *errs = NULL;
+    g_autofree char *bad = g_strdup_printf("%s.badhot", fx->path);
+    g_autofree char *other = g_strdup_printf("%s.other", fx->path);
+    uint8_t entry[16] = { 0, 0, 1 }; /* block 0x10000: there is none */
+    sl_snapshot *s;
+
+    assert_true(g_file_set_contents(bad, (const char *)entry, sizeof(entry), NULL));
+    assert_int_equal(run_index(fx, NULL, NULL, &errs), 0);
+    assert_int_not_equal(run_index(fx, "--hot", bad, &errs), 0);
+    if (!strstr(errs, bad) || !strstr(errs, "hot-page list entry 0")) {
+        fail_msg("the --hot file is not named: %s", errs);
+    }
+    s = open_ok(fx->path, 0);
+    assert_true(sl_snapshot_has_checksums(s)); /* the index is still there */
+    sl_snapshot_close(s);
+    flip_file_byte(fx->path, fx->l.devstate); /* the file changes: the index is stale */
+    assert_null(sl_snapshot_open(fx->path, NULL));
+    if (run_index(fx, "-o", other, &errs) != 0 || run_index(fx, NULL, NULL, &errs) != 0) {
+        fail_msg("a stale index refused its replacement: %s", errs);
+    }
+    s = open_ok(fx->path, 0);
+    assert_true(sl_snapshot_has_checksums(s));
+    sl_snapshot_close(s);
+    unlink(bad);
+    unlink(other);
+    unlink(idx);
+}
+
 /* A case run on fixture @fx (plain, shared, postcopy), named for both. */
 #define CASE(fn, fx) { #fn "_" #fx, fn, setup_##fx, teardown_fixture, NULL }
 
@@ -1731,6 +1793,7 @@ int main(void)
         CASE(test_device_stream_refuses_an_eager_page_that_fails_its_checksum, plain),
         CASE(test_overlaps_are_refused_before_any_bitmap_is_read, plain),
         CASE(test_a_damaged_index_section_names_the_index, plain),
+        CASE(test_index_keeps_the_old_index_and_replaces_a_stale_one, plain),
         CASE(test_truncation_at_every_field_boundary_is_a_clean_error, plain),
         CASE(test_truncation_at_every_field_boundary_is_a_clean_error, shared),
         CASE(test_truncation_at_every_field_boundary_is_a_clean_error, postcopy),

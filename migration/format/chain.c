@@ -41,6 +41,12 @@ GBytes *sl_parent_section(const uint8_t id[SL_IDENTITY_LEN], const char *path, G
                     "(it is %zu)", SL_PARENT_PATH_MAX, len);
         return NULL;
     }
+    if (!sl_name_printable(path)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "the parent's path must be UTF-8 without "
+                    "control characters (readers print it), which a rename of the parent or "
+                    "--parent-path gives");
+        return NULL;
+    }
     d = g_malloc0(SL_PARENT_HDR + len);
     memcpy(d, id, SL_IDENTITY_LEN);
     sl_put_le32(d + SL_IDENTITY_LEN, (uint32_t)len);
@@ -78,6 +84,11 @@ static bool parent_decode(GBytes *data, parent_ref *out, GError **errp)
     }
     memcpy(out->id, d, SL_IDENTITY_LEN);
     out->path = g_strndup((const char *)d + SL_PARENT_HDR, plen);
+    if (!sl_name_printable(out->path)) {
+        g_clear_pointer(&out->path, g_free);
+        return SL_BAD(errp, "parent section: the parent's path is not UTF-8 or holds control "
+                      "characters");
+    }
     return true;
 }
 

@@ -774,6 +774,10 @@ static const section_case section_cases[] = {
     { "path cut short", -1, 100, 0, "gen0.snap", 9, 1,
       "a 24-byte header and a 100-byte path make 124" },
     { "path with a NUL", -1, 0, 0, "gen0\0.snap", 10, 1, "the parent's path holds a NUL byte" },
+    { "path that drives a terminal", -1, 0, 0, "\x1b[2J", 4, 1,
+      "the parent's path is not UTF-8 or holds control characters" },
+    { "path that is not UTF-8", -1, 0, 0, "gen\xff.snap", 9, 1,
+      "the parent's path is not UTF-8 or holds control characters" },
     { "two parent sections", -1, 0, 0, "gen0.snap", 9, 2, "2 parent sections" },
     { "path beyond any length", -1, 0, 0, NULL, 5000, 1,
       "more than a header and the longest path" },
@@ -1632,6 +1636,28 @@ static void test_no_command_writes_over_an_ancestor_of_its_input(void **state)
     chain_clear(&c);
 }
 
+/* A writer never records a parent path that readers would refuse (control bytes, not UTF-8). */
+static void test_a_parent_path_that_drives_a_terminal_is_not_written(void **state)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree char *path = NULL;
+    sl_snapshot *base;
+    sl_writer *w;
+    chain c;
+
+    chain_init(&c);
+    path = g_build_filename(c.dir, "child.snap", NULL);
+    base = open_ok(c.path[0], 0);
+    w = new_writer(path);
+    assert_false(sl_writer_set_parent(w, base, "\x1b[2J", &err));
+    assert_non_null(strstr(err->message, "without control characters"));
+    g_clear_error(&err);
+    assert_false(sl_writer_set_parent(w, base, "gen\xff.snap", &err));
+    sl_writer_free(w);
+    sl_snapshot_close(base);
+    chain_clear(&c);
+}
+
 /* `--parent ''` alone keeps the path the child records, as in a list. */
 static void test_a_lone_empty_parent_option_keeps_the_recorded_path(void **state)
 {
@@ -1893,6 +1919,7 @@ int main(void)
         cmocka_unit_test(test_a_corrupt_base_page_is_blamed_on_the_base_not_the_child),
         cmocka_unit_test(test_a_corrupt_base_segment_is_blamed_on_the_base_not_the_child),
         cmocka_unit_test(test_no_command_writes_over_an_ancestor_of_its_input),
+        cmocka_unit_test(test_a_parent_path_that_drives_a_terminal_is_not_written),
         cmocka_unit_test(test_a_lone_empty_parent_option_keeps_the_recorded_path),
     };
 

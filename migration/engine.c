@@ -23,6 +23,8 @@
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
+#include <xxhash.h>
 #include "engine.h"
 #include "uffd.h"
 
@@ -499,10 +501,35 @@ void sl_publish_zeros(sl_restore *r, sl_region *reg, uint64_t u, uint64_t n, int
 }
 
 /*
+ * Whether the page of @ps bytes (more than CHECK_BYTES) at @off of @fd is
+ * what the snapshot holds: checksum @want where @stored, else zeros; read
+ * into @check a CHECK_BYTES slice at a time and hashed as one stream,
+ * which gives the one-shot hash of the whole page.
+ */
+static bool large_page_kept(int fd, uint64_t off, uint64_t ps, bool stored, uint64_t want,
+                            uint8_t *check)
+{
+    XXH3_state_t st;
+
+    XXH3_64bits_reset(&st);
+    for (uint64_t d = 0; d < ps; d += CHECK_BYTES) {
+        uint64_t n = MIN(CHECK_BYTES, ps - d);
+        if (sl_pread_full(fd, check, n, off + d) != 0 || (!stored && !sl_all_zero(check, n))) {
+            return false;
+        }
+        if (stored) {
+            XXH3_64bits_update(&st, check, n);
+        }
+    }
+    return !stored || XXH3_64bits_digest(&st) == want;
+}
+
+/*
  * config.keep_memory: whether the reused file already holds unit @u (proven)
  * as the snapshot has it: each stored page with its checksum, each zero
  * page zero.  Read with pread (neither faults nor plants a page; a hole
- * reads as zeros) into @check (CHECK_BYTES), a slice at a time.
+ * reads as zeros) into @check (CHECK_BYTES), a slice at a time: whole
+ * pages where they fit, a page larger than it in slices.
  */
 bool sl_unit_kept(sl_restore *r, const sl_region *reg, uint64_t u, uint8_t *check)
 {
@@ -519,7 +546,12 @@ bool sl_unit_kept(sl_restore *r, const sl_region *reg, uint64_t u, uint8_t *chec
         return false; /* nothing to prove it with: restored */
     }
     t0 = sl_now_ns();
-    for (uint64_t p = u * reg->ratio; p < (u + 1) * reg->ratio && same; p += per) {
+    for (uint64_t p = u * reg->ratio; ps > CHECK_BYTES && p < (u + 1) * reg->ratio && same; p++) {
+        same = large_page_kept(reg->mem.fd, reg->mem.offset + p * ps, ps,
+                               sl_bit_test(b->bitmap, p), b->csums[p], check);
+    }
+    for (uint64_t p = u * reg->ratio; ps <= CHECK_BYTES && p < (u + 1) * reg->ratio && same;
+         p += per) {
         uint64_t n = MIN(per, (u + 1) * reg->ratio - p);
         same = sl_pread_full(reg->mem.fd, check, n * ps, reg->mem.offset + p * ps) == 0;
         for (uint64_t k = 0; k < n && same; k++) {

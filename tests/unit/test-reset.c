@@ -1222,6 +1222,46 @@ static void test_restart_over_a_reused_file_rewrites_only_changed_units(void **s
     }
 }
 
+/*
+ * The same restart with snapshot pages of 2 MiB, larger than the 1 MiB the
+ * loaders and the fault thread read the reused file into: each page is
+ * checked in slices, every other one changed is rewritten, the rest kept
+ * (found by review: the page was read whole into the 1 MiB buffer, which
+ * corrupted the heap, or failed and kept nothing).
+ */
+static void test_restart_over_a_reused_file_with_pages_larger_than_its_buffer(void **state)
+{
+    fixture *f = *state;
+    const uint64_t sp = 2u << 20, unit = f->tc->hugepage ? f->tc->hugepage : PSIZE;
+    g_autoptr(GError) err = NULL;
+    sl_stats st = { .size = sizeof(st) };
+    sl_restore_config cfg = { .size = sizeof(cfg), .keep_memory = true, .loader_threads = 2 };
+    uint64_t changed = 0;
+
+    f->snap_psize = sp;
+    build(f, MAX(8 * sp, 2 * unit) / unit);
+    f->nunits = f->len / MAX(sp, unit); /* the restore's units */
+    assert_true(start(f, false, false, &err));
+    assert_int_equal(sl_restore_wait(f->r, -1), 0);
+    g_clear_pointer(&f->r, sl_restore_free);
+    for (uint64_t p = 0; p < f->len / sp; p += 2, changed++) {
+        f->mem.host[p * sp + (1u << 20) + 100] ^= 0x5a; /* in the page's second MiB */
+    }
+    f->r = sl_restore_new(f->snap, &cfg, &err);
+    assert_non_null(f->r);
+    assert_true(sl_mem_attach(f->r, "b0", &f->mem, &err));
+    if (!sl_restore_start(f->r, &err)) {
+        fail_msg("restart over the reused file: %s", err->message);
+    }
+    expect_complete_once(f, "restart over the reused file, 2 MiB snapshot pages");
+    assert_int_equal(wrong_pages(f), 0);
+    sl_restore_get_stats(f->r, &st);
+    if (st.pages_kept + changed != f->nunits) {
+        fail_msg("%" G_GUINT64_FORMAT " units kept, %" G_GUINT64_FORMAT " changed, of %"
+                 G_GUINT64_FORMAT, st.pages_kept, changed, f->nunits);
+    }
+}
+
 /* Fills unit @u of the fixture's memory with 0x5a (through our mapping, no restore running). */
 static void scribble(fixture *f, uint64_t u)
 {
@@ -1415,6 +1455,8 @@ int main(void)
           test_a_stop_during_the_refill_never_leaves_zeros, NULL },
         { "restart_over_a_reused_file_rewrites_only_changed_units",
           test_restart_over_a_reused_file_rewrites_only_changed_units, NULL },
+        { "restart_over_a_reused_file_with_pages_larger_than_its_buffer",
+          test_restart_over_a_reused_file_with_pages_larger_than_its_buffer, shared_memory },
         { "restart_with_a_written_list_checks_only_listed_units_and_holes",
           test_restart_with_a_written_list_checks_only_listed_units_and_holes, NULL },
         { "reset_of_a_restart_with_a_written_list_refills_what_it_dropped",

@@ -567,18 +567,36 @@ static bool spawn_group(sl_restore *r, sl_group *g, uint64_t max_units, unsigned
     return true;
 }
 
+/* Whether some region's loads can be direct reads (queue_direct()): not filled in place. */
+static bool any_direct_region(const sl_restore *r)
+{
+    for (guint i = 0; i < r->regions->len; i++) {
+        const sl_region *reg = g_ptr_array_index(r->regions, i);
+        if (!reg->mem.ops->in_place) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /*
  * The snapshot opened once more with O_DIRECT for the loaders' direct
  * reads (r->direct_fd), where they may be used: config.direct_reads not
- * OFF, a bounce backend (anonymous memory) to fill, no parent (whose pages
- * are in other files).  Stays -1 where the file system refuses O_DIRECT.
+ * OFF, a region filled by copy or move (anonymous memory), no parent
+ * (whose pages are in other files), chunks of at most 2 MiB (each loader
+ * keeps SL_DIRECT_DEPTH of them in flight: 8 GiB per loader for 1 GiB
+ * snapshot pages).  A loader with direct reads does no readahead, so
+ * without such a region (shmem, hugetlbfs) they would only cost the fill
+ * its readahead.  Stays -1 where the file system refuses O_DIRECT.
  */
+#define SL_DIRECT_MAX_CHUNK (2u << 20)
+
 static void open_direct_fd(sl_restore *r)
 {
     g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", r->snap->fd);
 
-    if (r->direct_fd >= 0 || r->cfg.direct_reads == SL_DIRECT_OFF || !r->max_bounce ||
-        sl_snapshot_parent(r->snap)) {
+    if (r->direct_fd >= 0 || r->cfg.direct_reads == SL_DIRECT_OFF || !any_direct_region(r) ||
+        r->max_chunk > SL_DIRECT_MAX_CHUNK || sl_snapshot_parent(r->snap)) {
         return;
     }
     r->direct_fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);

@@ -38,12 +38,13 @@
 
 #define THP (2ull << 20)
 
-/* Whether block offset [@off, +THP) of @b holds a page the snapshot stores. */
+/* Whether block offset [@off, +THP) of @b holds a page the snapshot stores
+ * (pages larger than THP: the one page that holds the range). */
 static bool range_has_data(const sl_block *b, uint64_t off)
 {
-    uint64_t first = off / b->page_size;
+    uint64_t first = off / b->page_size, end = (off + THP - 1) / b->page_size + 1;
 
-    return sl_bit_any(b->bitmap, first, MIN(first + THP / b->page_size, b->npages));
+    return sl_bit_any(b->bitmap, first, MIN(end, b->npages));
 }
 
 /*

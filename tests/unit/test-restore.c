@@ -1259,6 +1259,30 @@ static void test_moved_chunks_place_every_page_exactly_once(void **state)
     }
 }
 
+/*
+ * Snapshot pages of 8 MiB copied in as 4 KiB pages are collapsed into
+ * transparent hugepages once complete, like smaller ones (found by
+ * review: a range looked for data in 0 pages, so none was collapsed).
+ */
+static void test_pages_larger_than_a_hugepage_are_collapsed(void **state)
+{
+    fixture *f = *state;
+    sl_stats st = { .size = sizeof(st) };
+    char *why = NULL;
+
+    SL_TEST_NEED("thp", sl_test_have_thp_collapse(&why), why);
+    f->snap_psize = 8u << 20;
+    fixture_build(f, 16 << 20, 0, 0);
+    f->copy = true;
+    fixture_start(f, 2, false);
+    assert_int_equal(sl_restore_wait(f->r, -1), 0);
+    sl_restore_stop(f->r);
+    sl_restore_get_stats(f->r, &st);
+    print_message("# %" G_GUINT64_FORMAT " bytes collapsed, %" G_GUINT64_FORMAT " KiB in "
+                  "hugepages\n", st.thp_bytes, sl_test_anon_huge_kb(f->mem[0].host));
+    assert_true(st.thp_bytes > 0);
+}
+
 /* A restore with @copy (place_by_copy) or @track (track_writes) moves no
  * page, and places every page once and right. */
 static void check_nothing_moved(fixture *f, bool copy, bool track)
@@ -3331,6 +3355,8 @@ static const feature features[] = {
       test_auto_direct_reads_leave_a_cached_snapshot_to_pread, anon_only },
     { "direct_reads_are_left_out_for_chunks_over_2m",
       test_direct_reads_are_left_out_for_chunks_over_2m, anon_only },
+    { "pages_larger_than_a_hugepage_are_collapsed",
+      test_pages_larger_than_a_hugepage_are_collapsed, anon_only },
     { "stop_with_direct_reads_in_flight_returns",
       test_stop_with_direct_reads_in_flight_returns, anon_only },
     { "corrupt_page_read_directly_is_never_served",

@@ -680,6 +680,50 @@ static bool prepare(qr *r, GError **errp)
 }
 
 /* Waits for QEMU to exit (after quitting it when asked); its exit status. */
+/* Reads and drops what the daemon has written; false once it closed its end. */
+static bool drain_daemon_lines(qr *r)
+{
+    char buf[4096];
+    ssize_t n = read(r->stats_fd, buf, sizeof(buf));
+
+    return n > 0 || (n < 0 && errno == EINTR);
+}
+
+/*
+ * Waits for child @pid (@pfd: its pidfd) to end and reaps it into *@st.
+ * Meanwhile the daemon's lines are read and dropped: after the restore's
+ * result nobody needs them, but a daemon whose pipe is full blocks in its
+ * write, and with it every consumer that registers (a back-end, a save),
+ * and then never exits (found by review: about a thousand registrations
+ * after completion hung qemu-restore for good).  On a signal to us,
+ * @pid gets SIGTERM once (QEMU gets it already, from cli_interrupt).
+ */
+static bool wait_draining(qr *r, pid_t pid, int pfd, int *st)
+{
+    struct pollfd p[3] = { { .fd = pfd, .events = POLLIN },
+                           { .fd = r->stats_ch ? r->stats_fd : -1, .events = POLLIN },
+                           { .fd = cli_interrupt_fd(r->intr), .events = POLLIN } };
+    bool termed = false;
+
+    if (r->stats_ch) {
+        g_clear_pointer(&r->stats_ch, g_io_channel_unref); /* no line is read as a line now */
+    }
+    while (pfd >= 0 && !p[0].revents) {
+        if (poll(p, 3, -1) < 0 && errno != EINTR) {
+            break;
+        }
+        if (p[1].revents && !drain_daemon_lines(r)) {
+            p[1].fd = -1;
+        }
+        if (p[2].revents && !termed) {
+            kill(pid, SIGTERM);
+            termed = true;
+            p[2].fd = -1;
+        }
+    }
+    return waitpid(pid, st, 0) == pid;
+}
+
 static int finish_qemu(qr *r)
 {
     int st = 0;
@@ -691,10 +735,22 @@ static int finish_qemu(qr *r)
         sl_qmp_ok(r->q, "quit", NULL, NULL);
     }
     sl_qmp_close(g_steal_pointer(&r->q));
-    if (waitpid(r->qemu, &st, 0) < 0) {
+    if (!wait_draining(r, r->qemu, r->pidfd, &st)) {
         return 1;
     }
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* After QEMU: the daemon ends once its registered back-ends are gone. */
+static void finish_daemon(qr *r)
+{
+    int pfd = (int)syscall(SYS_pidfd_open, r->daemon, 0), st = 0;
+
+    wait_draining(r, r->daemon, pfd, &st);
+    if (pfd >= 0) {
+        close(pfd);
+    }
+    r->daemon = 0;
 }
 
 static void cleanup(qr *r)
@@ -819,12 +875,11 @@ static int run(const qr_opts *o)
     r.qemu = 0;
     stop_vhost_users(&r);
     if (r.daemon > 0) {
-        int st = 0;
-        waitpid(r.daemon, &st, 0);
-        r.daemon = 0;
+        finish_daemon(&r);
     }
+    sig = cli_interrupt_signal(r.intr);
     cleanup(&r);
-    return ret;
+    return sig ? 128 + sig : ret;
 }
 
 /* qemu-restore's options as given, before they are checked. */

@@ -42,6 +42,7 @@
 #include "backends/backend.h"
 #include "migration/format/format.h"
 #include "tests/unit/testutil.h"
+#include "tools/client.h"
 #include "tools/qmp.h"
 #include "qtest-util.h"
 
@@ -165,6 +166,86 @@ static void test_daemon_death_ends_qemu_before_any_wrong_page(void **state)
         fail_msg("QEMU did not say the daemon went away; qemu-restore said:\n%s", errs);
     }
     assert_null(strstr(log, "ERR"));
+    close(lq);
+    child_free(&r);
+}
+
+/*
+ * In a child bounded by an alarm: @n views of the guest's RAM file
+ * registered with the daemon at @dsock one after the other, each let go
+ * at once.  Exits 0 when all were registered, 1 on a refusal, or dies of
+ * SIGALRM when the daemon stopped answering.
+ */
+static pid_t register_many(const fixture *f, const char *dsock, unsigned n)
+{
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(f->memfile, O_RDWR | O_CLOEXEC);
+        struct stat st;
+        void *map;
+
+        alarm(60);
+        if (fd < 0 || fstat(fd, &st) < 0 ||
+            (map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+            _exit(2);
+        }
+        for (unsigned i = 0; i < n; i++) {
+            GError *err = NULL;
+            bool tracked = false;
+            int sock = -1, uffd = sl_client_register_view(dsock, "many", "ram0", map,
+                                                          (uint64_t)st.st_size, fd, &sock,
+                                                          &tracked, &err);
+            if (uffd < 0) {
+                fprintf(stderr, "registration %u: %s\n", i, err->message);
+                _exit(1);
+            }
+            close(uffd);
+            close(sock);
+        }
+        _exit(0);
+    }
+    return pid;
+}
+
+/*
+ * Consumers keep registering long after the restore completed (a back-end
+ * that reconnects, saves): 1500 registrations, each a line the daemon
+ * writes to qemu-restore, never block the daemon, and qemu-restore ends
+ * when QEMU does.  Found by review: nobody read those lines after the
+ * restore's result, so at about 1070 the daemon blocked on its full pipe,
+ * every later consumer hung, and qemu-restore waited forever for it.
+ */
+static void test_registrations_after_completion_never_block_the_daemon(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *serial = NULL, *qmp = NULL, *dsock = NULL, *out = NULL, *errs = NULL;
+    int lq, st;
+    pid_t many;
+    sl_qmp *q;
+    child r;
+
+    need(f);
+    boot_and_save(f);
+    serial = path_in(f, "restore.serial");
+    qmp = path_in(f, "restore.qmp");
+    dsock = path_in(f, "daemon.sock");
+    lq = listen_at(qmp);
+    r = start_restore(f, (const char *[]){ "--threads", "1", "--socket", dsock, NULL }, serial,
+                      qmp, NULL);
+    q = accept_qmp(lq, &r);
+    wait_walker(serial, f->saved_pass + 2, 0); /* running, long after the fill of 1 loader */
+    many = register_many(f, dsock, 1500);
+    assert_int_equal(waitpid(many, &st, 0), many);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        sl_qmp_close(q);
+        fail_msg("the daemon stopped taking registrations (status %#x)", st);
+    }
+    st = quit_and_reap(q, &r, &out, &errs);
+    if (!g_spawn_check_wait_status(st, NULL)) {
+        fail_msg("qemu-restore failed: %s", errs);
+    }
     close(lq);
     child_free(&r);
 }
@@ -1047,7 +1128,7 @@ static void test_qemu_restore_refuses_bad_backends_before_starting(void **state)
 
 int main(void)
 {
-    struct CMUnitTest tests[7 * G_N_ELEMENTS(kinds) + 6];
+    struct CMUnitTest tests[7 * G_N_ELEMENTS(kinds) + 7];
     unsigned n = 0;
 
     qtest_pick_qemu();
@@ -1088,6 +1169,10 @@ int main(void)
                                       kinds[0].name);
     tests[n] = (struct CMUnitTest)CASE(test_corrupt_page_fails_the_restore_naming_the_checksum, 0);
     tests[n++].name = g_strdup_printf("%s/corrupt_page_fails_the_restore_naming_the_checksum",
+                                      kinds[0].name);
+    tests[n] = (struct CMUnitTest)CASE(test_registrations_after_completion_never_block_the_daemon,
+                                       0);
+    tests[n++].name = g_strdup_printf("%s/registrations_after_completion_never_block_the_daemon",
                                       kinds[0].name);
     tests[n] = (struct CMUnitTest)CASE(test_signalled_qemu_restore_ends_qemu_and_leaves_no_files, 0);
     tests[n++].name = g_strdup_printf("%s/signalled_qemu_restore_ends_qemu_and_leaves_no_files",

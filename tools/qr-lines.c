@@ -58,7 +58,12 @@ static char *daemon_line(qr *r, int ms, bool *qemu_died)
     return g_strchomp(line);
 }
 
-/* A "registered" line: notes where; false for any other line. */
+/*
+ * A "registered" line: notes where, if QEMU registered (a back-end that
+ * maps guest RAM before QEMU did must not be taken for QEMU: found by
+ * review, its address failed the check against QEMU's); false for any
+ * other line.
+ */
 static bool note_registration(qr *r, const char *line)
 {
     g_autoptr(JsonNode) n = json_from_string(line, NULL);
@@ -66,6 +71,9 @@ static bool note_registration(qr *r, const char *line)
 
     if (!o || !json_object_has_member(o, "registered")) {
         return false;
+    }
+    if (json_object_get_int_member_with_default(o, "pid", 0) != (gint64)r->qemu) {
+        return true; /* another consumer's */
     }
     g_hash_table_insert(r->registered, g_strdup(json_object_get_string_member(o, "registered")),
                         GSIZE_TO_POINTER((gsize)json_object_get_int_member(o, "addr")));
@@ -95,7 +103,11 @@ bool qr_check_registrations(qr *r, GError **errp)
                         died ? "QEMU exited" : "no registration came");
             return false;
         }
-        note_registration(r, line);
+        if (!note_registration(r, line) && !r->stats) {
+            /* The result, when a consumer registered before QEMU and the
+             * restore completed for it first: kept for qr_wait_restore(). */
+            r->stats = g_steal_pointer(&line);
+        }
     }
     if (!(hva = sl_qemu_ramblock_hvas(r->q, errp))) {
         return false;
@@ -130,7 +142,7 @@ bool qr_wait_restore(qr *r, GError **errp)
     if (r->t_done > 0) {
         return true;
     }
-    for (;;) {
+    while (!r->stats) {
         bool died;
         char *line = daemon_line(r, -1, &died);
         if (!line && died) {
@@ -152,7 +164,6 @@ bool qr_wait_restore(qr *r, GError **errp)
             continue;
         }
         r->stats = line;
-        break;
     }
     if (!strstr(r->stats, "\"status\": 0,")) {
         g_autofree char *why = result_error(r->stats);

@@ -251,6 +251,79 @@ static void test_registrations_after_completion_never_block_the_daemon(void **st
 }
 
 /*
+ * In a child: as soon as the daemon listens at @dsock, one view of the
+ * guest's RAM file registered (a back-end that maps guest RAM before QEMU
+ * has), then held until the child is killed.
+ */
+static pid_t register_early(const fixture *f, const char *dsock)
+{
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        GError *err = NULL;
+        bool tracked = false;
+        struct stat st;
+        void *map;
+        int fd, sock = -1;
+
+        alarm(60);
+        for (unsigned t = 0; t < 20000 && access(dsock, F_OK) < 0; t++) {
+            g_usleep(500);
+        }
+        fd = open(f->memfile, O_RDWR | O_CLOEXEC);
+        if (fd < 0 || fstat(fd, &st) < 0 ||
+            (map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0)) == MAP_FAILED ||
+            sl_client_register_view(dsock, "early", "ram0", map, (uint64_t)st.st_size, fd, &sock,
+                                    &tracked, &err) < 0) {
+            _exit(1);
+        }
+        pause();
+        _exit(0);
+    }
+    return pid;
+}
+
+/*
+ * A back-end that registers its view of guest RAM before QEMU has is not
+ * taken for QEMU: the restore loads the device state and the guest
+ * runs on.  Found by review: the back-end's address was checked
+ * against QEMU's, and the restore refused.
+ */
+static void test_a_backend_registered_before_qemu_is_not_taken_for_qemu(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *serial = NULL, *qmp = NULL, *dsock = NULL, *out = NULL, *errs = NULL;
+    int lq, st;
+    pid_t early;
+    sl_qmp *q;
+    child r;
+
+    need(f);
+    boot_and_save(f);
+    serial = path_in(f, "restore.serial");
+    qmp = path_in(f, "restore.qmp");
+    dsock = path_in(f, "daemon.sock");
+    lq = listen_at(qmp);
+    early = register_early(f, dsock);
+    r = start_restore(f, (const char *[]){ "--paused", "--threads", "1", "--socket", dsock,
+                                           NULL }, serial, qmp, NULL);
+    q = accept_qmp(lq, &r);
+    wait_paused(q);
+    assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
+    wait_walker(serial, f->saved_pass + 1, 0);
+    kill(early, SIGKILL);
+    assert_int_equal(waitpid(early, &st, 0), early);
+    assert_true(WIFSIGNALED(st)); /* it had registered and was waiting */
+    st = quit_and_reap(q, &r, &out, &errs);
+    if (!g_spawn_check_wait_status(st, NULL)) {
+        fail_msg("qemu-restore failed: %s", errs);
+    }
+    close(lq);
+    child_free(&r);
+}
+
+/*
  * qemu-restore killed outright: the QEMU it started and its daemon go
  * with it (no guest left running without its supervisor).
  */
@@ -1128,7 +1201,7 @@ static void test_qemu_restore_refuses_bad_backends_before_starting(void **state)
 
 int main(void)
 {
-    struct CMUnitTest tests[7 * G_N_ELEMENTS(kinds) + 7];
+    struct CMUnitTest tests[7 * G_N_ELEMENTS(kinds) + 8];
     unsigned n = 0;
 
     qtest_pick_qemu();
@@ -1173,6 +1246,10 @@ int main(void)
     tests[n] = (struct CMUnitTest)CASE(test_registrations_after_completion_never_block_the_daemon,
                                        0);
     tests[n++].name = g_strdup_printf("%s/registrations_after_completion_never_block_the_daemon",
+                                      kinds[0].name);
+    tests[n] = (struct CMUnitTest)CASE(test_a_backend_registered_before_qemu_is_not_taken_for_qemu,
+                                       0);
+    tests[n++].name = g_strdup_printf("%s/a_backend_registered_before_qemu_is_not_taken_for_qemu",
                                       kinds[0].name);
     tests[n] = (struct CMUnitTest)CASE(test_signalled_qemu_restore_ends_qemu_and_leaves_no_files, 0);
     tests[n++].name = g_strdup_printf("%s/signalled_qemu_restore_ends_qemu_and_leaves_no_files",

@@ -108,8 +108,17 @@ static bool match_backends(qr *r, GError **errp)
                         "the QEMU arguments", bi.name, bi.length, bi.name);
             return false;
         }
-        if (!found || !sl_snapshot_block_in_file(r->snap, i)) {
-            continue; /* QEMU loads it (or x-ignore-shared kept it in its file) */
+        if (found && !found->mem_path && found->share && !qemu_file) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s' is shared "
+                        "anonymous memory (memory-backend-ram,share=on): the restore serves "
+                        "private anonymous memory or share=on files; drop share=on, or put it "
+                        "in a memory-backend-file on /dev/shm", found->id);
+            return false;
+        }
+        if (!found || !sl_snapshot_block_in_file(r->snap, i) || (!found->mem_path && found->share)) {
+            /* QEMU loads it (x-ignore-shared kept it in its file; or it is shared
+             * anonymous memory, which the preload client does not register) */
+            continue;
         }
         r->lazy[i] = true;
         g_ptr_array_add(r->serve, g_strdup(bi.name));
@@ -249,8 +258,15 @@ static bool start_daemon(qr *r, GError **errp)
 static int listen_unix(const char *path, GError **errp)
 {
     struct sockaddr_un a = { .sun_family = AF_UNIX };
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd;
 
+    if (strlen(path) >= sizeof(a.sun_path)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "QMP socket %s: longer than the %zu bytes "
+                    "a unix socket path may have (set TMPDIR to a shorter directory)", path,
+                    sizeof(a.sun_path) - 1);
+        return -1;
+    }
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     g_strlcpy(a.sun_path, path, sizeof(a.sun_path));
     if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 1) < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QMP socket %s: %s", path, g_strerror(errno));
@@ -965,6 +981,10 @@ static char *conflict(const qr_raw *w, int argc, char **argv)
     if (w->around && w->eager) {
         return g_strdup("--fault-around goes with a lazy restore: not with --eager");
     }
+    if (w->verify && w->eager) {
+        return g_strdup("--verify checks the pages a lazy restore placed: not with --eager "
+                        "(QEMU's own load checks nothing against the snapshot)");
+    }
     if (argc != 2) {
         return argc < 2 ? g_strdup("qemu-restore needs the SNAP to restore before --")
                         : g_strdup_printf("qemu-restore restores one SNAP: '%s' and '%s' "
@@ -977,10 +997,38 @@ static char *conflict(const qr_raw *w, int argc, char **argv)
                                               "of a mapped-ram file)") : NULL;
 }
 
+/*
+ * QEMU options that take the guest away from qemu-restore, as a message
+ * (NULL if none): -daemonize forks a QEMU that outlives us unsupervised
+ * (found by review: left running, or killed mid-restore, with a wrong
+ * status either way); -chroot, -runas and -run-with chroot=/user= change
+ * what QEMU can open and who may signal it.
+ */
+static char *unsupervisable(char **qemu_argv)
+{
+    for (unsigned i = 1; qemu_argv[i]; i++) {
+        const char *a = qemu_argv[i], *o = a + (g_str_has_prefix(a, "--") ? 2 : 1);
+        const char *next = qemu_argv[i + 1] ? qemu_argv[i + 1] : "";
+        bool bad = a[0] == '-' &&
+                   (!strcmp(o, "daemonize") || !strcmp(o, "chroot") || !strcmp(o, "runas") ||
+                    (!strcmp(o, "run-with") && (strstr(next, "chroot=") || strstr(next, "user="))));
+        if (bad) {
+            return g_strdup_printf("QEMU's %s: qemu-restore supervises the QEMU it starts (it "
+                                   "serves its RAM, ends it on failure): run QEMU in the "
+                                   "foreground, as the user and in the root it starts with", a);
+        }
+    }
+    return NULL;
+}
+
 /* Checks @w and runs the restore of SNAP (@argv[1]) with QEMU's @qemu_argv. */
 static int run_raw(const qr_raw *w, int argc, char **argv, char **qemu_argv)
 {
     g_autofree char *why = conflict(w, argc, argv);
+
+    if (!why) {
+        why = unsupervisable(qemu_argv);
+    }
     uint32_t around = 0;
     qr_opts o;
 

@@ -767,6 +767,7 @@ static bool daemon_init(server *d, const sl_daemon_opts *o, GError **errp)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP); /* a closed terminal: end as cleanly as on the others */
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     d->sigfd = signalfd(-1, &set, SFD_CLOEXEC);
     d->lfd = listen_on(o->socket, errp);

@@ -574,6 +574,13 @@ static const usage_case usage_cases[] = {
     { { "qemu-restore", "--", "q" }, 2, "needs the SNAP to restore before --" },
     { { "qemu-restore", "a", "--multifd", "2", "--", "q" }, 2, "--multifd goes with --eager" },
     { { "qemu-restore", "a" }, 2, "no -- came" },
+    /* found by review: --verify was reported "ok" though an eager load skips it */
+    { { "qemu-restore", "a", "--eager", "a", "--verify", "--", "q" }, 2,
+      "--verify checks the pages a lazy restore placed: not with --eager" },
+    /* found by review: a daemonized QEMU outlived qemu-restore, unsupervised */
+    { { "qemu-restore", "a", "--", "q", "-m", "64", "-daemonize" }, 2, "QEMU's -daemonize" },
+    { { "qemu-restore", "a", "--", "q", "--runas", "nobody" }, 2, "QEMU's --runas" },
+    { { "qemu-restore", "a", "--", "q", "-run-with", "chroot=/x" }, 2, "QEMU's -run-with" },
     { { "qemu-save", "--qmp", "s", "-o", "x", "--format", "bogus" }, 2, "'bogus' is not a format" },
     { { "qemu-save", "--qmp", "s", "-o", "x", "--format", "qemu", "--parent", "p" }, 2,
       "--parent goes with our container" },
@@ -601,6 +608,76 @@ static void test_help_exits_0_and_each_usage_error_names_what_is_wrong(void **st
     }
 }
 
+/* qemu-restore of @snap (--socket @sock, if not NULL) with QEMU's arguments @qargs must
+ * fail saying @want. */
+static void restore_refused(const char *snap, const char *sock, GPtrArray *qargs,
+                            const char *want)
+{
+    g_autoptr(GPtrArray) a = g_ptr_array_new_with_free_func(g_free);
+    g_autofree char *out = NULL, *err = NULL;
+    int ws;
+
+    g_ptr_array_add(a, g_strdup("qemu-restore"));
+    g_ptr_array_add(a, g_strdup(snap));
+    if (sock) {
+        add2(a, "--socket", g_strdup(sock));
+    }
+    g_ptr_array_add(a, g_strdup("--"));
+    for (guint i = 0; i < qargs->len; i++) {
+        g_ptr_array_add(a, g_strdup(g_ptr_array_index(qargs, i)));
+    }
+    g_ptr_array_add(a, NULL);
+    ws = sl_test_run_cli((const char *const *)a->pdata, &out, &err);
+    if (g_spawn_check_wait_status(ws, NULL) || !strstr(err, want)) {
+        fail_msg("wanted a refusal saying '%s' (status %#x):\n%s", want, ws, err);
+    }
+}
+
+/*
+ * Two restores refused by name, leaving nothing behind (found by review):
+ * guest RAM in shared anonymous memory (memory-backend-ram,share=on),
+ * which the preload client does not register (the restore waited 10 s for
+ * it, then blamed QEMU); and, with the daemon's --socket elsewhere, a
+ * temporary directory whose QMP socket path is too long for a unix socket
+ * (QEMU failed on the truncated path, which was left there).
+ */
+static void test_shared_anonymous_ram_and_a_long_socket_path_are_refused_by_name(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *raw = path_in(f, "raw"), *dev = path_in(f, "devstate");
+    g_autofree char *snap = path_in(f, "s.snap"), *out = NULL, *err = NULL;
+    g_autofree char *rawspec = g_strdup_printf("%s:ram0", raw), *sock = path_in(f, "d.sock");
+    g_autofree char *longdir = path_in(f, "a-directory-whose-name-is-long-enough-to-make-the-"
+                                          "qmp-socket-path-too-long-for-sun-path");
+    g_autofree char *tmpdir = g_strdup(g_getenv("TMPDIR"));
+    g_autoptr(GPtrArray) q = g_ptr_array_new_with_free_func(g_free);
+    const char *save[] = { "save", "--raw", rawspec, "--device-state", dev, "-o", snap, NULL };
+
+    need(f);
+    assert_true(g_file_set_contents(dev, "device state", -1, NULL));
+    assert_true(g_file_set_contents(raw, "", 0, NULL) && truncate(raw, GUEST_MB << 20) == 0);
+    assert_int_equal(sl_test_run_cli(save, &out, &err), 0);
+    g_ptr_array_add(q, g_strdup("qemu-system-x86_64"));
+    add2(q, "-m", g_strdup_printf("%dM", GUEST_MB));
+    add2(q, "-machine", g_strdup("pc,memory-backend=ram0"));
+    add2(q, "-object", g_strdup_printf("memory-backend-ram,id=ram0,size=%dM,share=on",
+                                       GUEST_MB));
+    add2(q, "-display", g_strdup("none"));
+    restore_refused(snap, NULL, q, "memory backend 'ram0' is shared anonymous memory");
+    g_ptr_array_set_size(q, 0);
+    guest_args(q, f, f->memfile);
+    assert_int_equal(mkdir(longdir, 0700), 0);
+    g_setenv("TMPDIR", longdir, true);
+    restore_refused(snap, sock, q, "a unix socket path may have");
+    if (tmpdir) {
+        g_setenv("TMPDIR", tmpdir, true);
+    } else {
+        g_unsetenv("TMPDIR");
+    }
+    assert_int_equal(sl_test_dir_entries(longdir), 0);
+    assert_int_equal(rmdir(longdir), 0);
+}
+
 #define CASE(fn) cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, (void *)&shmem)
 
 int main(void)
@@ -615,6 +692,7 @@ int main(void)
         CASE(test_saves_and_restores_leave_qemus_migration_settings_as_they_were),
         CASE(test_a_save_waits_for_the_whole_device_state),
         CASE(test_a_signal_during_a_save_puts_the_guest_and_settings_back),
+        CASE(test_shared_anonymous_ram_and_a_long_socket_path_are_refused_by_name),
     };
 
     qtest_pick_qemu();

@@ -3111,6 +3111,41 @@ static void test_daemon_death_ends_consumer_without_zero_pages(void **state)
     assert_int_equal(atomic_load(&f->counts->bad), 0);
 }
 
+/*
+ * A hangup (the terminal that started `snapload serve` closed) ends the
+ * daemon as SIGINT and SIGTERM do: it exits, and its socket goes with it.
+ * Found by review: SIGHUP killed it outright and left the --socket file.
+ */
+static void test_a_hangup_ends_the_daemon_cleanly(void **state)
+{
+    g_autofree char *dir = (need(0, 0), sl_test_tmpdir());
+    g_autofree char *sock = g_build_filename(dir, "d.sock", NULL);
+    g_autofree char *snap = g_build_filename(dir, "s.snap", NULL);
+    g_autofree char *bin = sl_test_snapload_bin();
+    const uint64_t len = 1u << 20;
+    int status;
+    pid_t pid;
+
+    sl_test_make_snapshot(snap, &len, 1, PSIZE, 4, 16);
+    pid = fork();
+    if (pid == 0) {
+        execl(bin, bin, "serve", snap, "--socket", sock, "--threads", "0", (char *)NULL);
+        _exit(127);
+    }
+    for (unsigned t = 0; t < 10000 && access(sock, F_OK) < 0; t++) {
+        g_usleep(1000);
+    }
+    assert_int_equal(access(sock, F_OK), 0);
+    assert_int_equal(kill(pid, SIGHUP), 0);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status)) {
+        fail_msg("the daemon died of signal %d", WTERMSIG(status));
+    }
+    assert_int_not_equal(access(sock, F_OK), 0); /* its socket went with it */
+    unlink(snap);
+    sl_test_rmdir(g_steal_pointer(&dir));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -3218,6 +3253,7 @@ int main(void)
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_restore_that_cannot_start_ends_the_daemon,
                                         fixture_setup, fixture_teardown),
+        cmocka_unit_test(test_a_hangup_ends_the_daemon_cleanly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

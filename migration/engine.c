@@ -232,26 +232,52 @@ static void note_bad_page(sl_restore *r, const sl_region *reg, uint64_t u, const
  * with @src (the unit's staged bytes) by placing, else with ops->show
  * (@show) or ops->zero.  0 or -errno.
  */
-static int map_rest_of_unit(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u,
-                            uint64_t off, const uint8_t *src, bool show)
+static int map_unit_from(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t at,
+                         const uint8_t *src, bool show)
 {
     const sl_backend_ops *ops = reg->mem.ops;
     const uint64_t pg = reg->mem.page_size ? reg->mem.page_size : reg->unit;
     const uint64_t base = u * reg->unit;
+    uint64_t most = reg->unit; /* bytes per call: the rest, or a page once a VMA ends inside */
 
-    for (uint64_t at = off + pg; at < reg->unit;) {
-        uint64_t done = 0, eagain = 0, len = reg->unit - at;
+    while (at < reg->unit) {
+        uint64_t done = 0, eagain = 0, len = MIN(most, reg->unit - at);
         int ret = src    ? ops->place(&reg->mem, v, base + at, src + at, len, &done, &eagain)
                   : show ? ops->show(&reg->mem, v, base + at, len, sl_unit_has_data(reg, u),
                                      &done, &eagain)
                          : ops->zero(&reg->mem, v, base + at, len, &done, &eagain);
         add(&r->c.eagain, eagain);
         at += done + (ret == -EEXIST ? pg : 0); /* past a page already there */
+        if (ret == -ENOENT && len > pg) {
+            most = pg; /* the unit spans two VMAs: one ioctl takes one, go page by page */
+            continue;
+        }
         if (ret < 0 && ret != -EEXIST) {
             return ret;
         }
     }
     return 0;
+}
+
+static int map_rest_of_unit(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u,
+                            uint64_t off, const uint8_t *src, bool show)
+{
+    return map_unit_from(r, reg, v, u, off + (reg->mem.page_size ? reg->mem.page_size
+                                                                 : reg->unit), src, show);
+}
+
+/*
+ * -ENOENT for one unit of several backend pages (snapshot pages larger
+ * than the backend's), nothing of it mapped: a VMA may end inside the unit
+ * (an madvise or mprotect of part of the mapping), which one ioctl cannot
+ * cross.  Only page by page tells that from a range no longer registered
+ * (found by review: the unit was taken for a consumer gone: its view
+ * dropped, or sealed as done, and it read as zeros).
+ */
+static bool unit_may_span_vmas(const sl_region *reg, int ret, uint64_t len, uint64_t k)
+{
+    return ret == -ENOENT && len == 1 && k == 0 && reg->mem.page_size &&
+           reg->unit > reg->mem.page_size;
 }
 
 /*
@@ -278,9 +304,11 @@ static int show_alike(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
         k = done / reg->unit;
         if (spans_vmas(ret, len, k)) {
             step = 1; /* the kernel takes one VMA at a time: go unit by unit */
-        } else if (ret == -EEXIST &&
-                   (ret = map_rest_of_unit(r, reg, v, u + k, done - k * reg->unit, NULL,
-                                           true)) == 0) {
+        } else if ((ret == -EEXIST &&
+                    (ret = map_rest_of_unit(r, reg, v, u + k, done - k * reg->unit, NULL,
+                                            true)) == 0) ||
+                   (unit_may_span_vmas(reg, ret, len, k) &&
+                    (ret = map_unit_from(r, reg, v, u, 0, NULL, true)) == 0)) {
             add(&r->c.eexist, 1);
             sl_uffd_wake(v->uffd, (void *)(uintptr_t)(v->base + (u + k) * reg->unit), reg->unit);
             k++;
@@ -459,6 +487,12 @@ int sl_commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_
             move = false; /* EBUSY (a pinned page), ...: the rest is copied */
         } else if (v && spans_vmas(ret, len, k)) {
             step = 1; /* the kernel takes one VMA at a time: go unit by unit */
+        } else if (v && unit_may_span_vmas(reg, ret, len, k) &&
+                   (ret = map_unit_from(r, reg, v, u, 0, src, false)) == 0) {
+            sl_uffd_wake(v->uffd, (void *)(uintptr_t)(v->base + u * reg->unit), reg->unit);
+            account(r, reg, u, 1, who);
+            add(&r->c.zero_pages, src ? 0 : 1);
+            k = 1; /* placed across the VMAs, page by page */
         } else if (ret == -EEXIST &&
                    (ret = map_rest_of_unit(r, reg, v, u + k, done - k * reg->unit,
                                            src ? src + k * reg->unit : NULL, false)) == 0) {

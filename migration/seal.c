@@ -28,18 +28,19 @@
 #include "uffd.h"
 
 /*
- * The pages of one unit at @addr in @v, where a page is mapped already: a
- * unit of several backend pages (snapshot pages larger than the backend's)
- * whose placement stopped part-way.  Each page not mapped is poisoned: the
- * unit is not PRESENT, so those never got their bytes (taking the unit as
- * mapped left them to read as zeros: found by review).
+ * The pages of one unit at @addr in @v, where a page is mapped already or a
+ * VMA ends: a unit of several backend pages (snapshot pages larger than
+ * the backend's) whose placement stopped part-way, or that an madvise or
+ * mprotect of part of the mapping split.  Each page not mapped is
+ * poisoned: the unit is not PRESENT, so those never got their bytes
+ * (taking the unit as mapped left them to read as zeros: found by review).
  */
 static bool seal_pages(const sl_region *reg, sl_view *v, uint8_t *addr)
 {
     for (uint64_t at = 0; at < reg->unit; at += reg->mem.page_size) {
         int ret = sl_uffd_poison(v->uffd, addr + at, reg->mem.page_size);
-        if (ret && ret != -EEXIST && ret != -ESRCH) {
-            return false;
+        if (ret && ret != -EEXIST && ret != -ESRCH && (ret != -ENOENT || v->own)) {
+            return false; /* (a page of a consumer's that is no longer registered: left) */
         }
     }
     return true;
@@ -65,8 +66,11 @@ static bool seal_run(sl_region *reg, sl_view *v, uint64_t u, uint64_t n)
             }
             return all;
         }
-        if (ret == -EEXIST && reg->unit > reg->mem.page_size && reg->mem.page_size) {
-            return seal_pages(reg, v, addr); /* a unit of several pages, some mapped */
+        if ((ret == -EEXIST || ret == -ENOENT) && reg->unit > reg->mem.page_size &&
+            reg->mem.page_size) {
+            /* a unit of several pages: some mapped, or a VMA ending inside it
+             * (found by review: taken for a consumer gone, it read as zeros) */
+            return seal_pages(reg, v, addr);
         }
         if (ret == -EEXIST) {
             return true; /* mapped: only a placement maps a page in a registered range */

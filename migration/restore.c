@@ -624,9 +624,16 @@ void sl_restore_stop(sl_restore *r)
     g_mutex_unlock(&r->views_lock);
 }
 
+/*
+ * A view's uffd is closed, unless the seal had to keep it registered (no
+ * UFFDIO_POISON: kernels before 6.6): closing the last reference would
+ * unregister the range and its holes would read as zeros, so it is left
+ * open on purpose, as r->uffd is with keep_uffd (found by review: the
+ * free closed it, and a consumer waiting on a missing page read zeros).
+ */
 static void free_view(sl_view *v)
 {
-    if (!v->own && v->uffd >= 0) {
+    if (!v->own && v->uffd >= 0 && !v->kept) {
         close(v->uffd);
     }
     g_free(v);

@@ -905,7 +905,12 @@ bool sl_restore_written(sl_restore *r, const char *block_name, GArray *runs, GEr
 bool sl_restore_write_child(sl_restore *r, sl_writer *w, const char *parent_path,
                             GError **errp);
 
-/** sl_restore_free: stop if needed and release. NULL is ok. */
+/**
+ * sl_restore_free: stop if needed and release. NULL is ok.  A userfaultfd
+ * the stop could not seal (no UFFDIO_POISON: kernels before 6.6) is left
+ * open on purpose, ours or a view's: closing it would unregister its range,
+ * and pages never placed would read as zeros.
+ */
 void sl_restore_free(sl_restore *r);
 
 /* ------------------------------------------------------------------ */

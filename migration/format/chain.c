@@ -31,6 +31,21 @@ typedef struct {
     char *path;
 } parent_ref;
 
+/*
+ * The first control byte (below 0x20, or 0x7f) of the @len bytes of a
+ * parent's path at @p, or -1.  Such a byte would drive the terminal that
+ * prints the path; any other byte is a file name's (a Latin-1 name too).
+ */
+static int control_byte(const uint8_t *p, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] < 0x20 || p[i] == 0x7f) {
+            return p[i];
+        }
+    }
+    return -1;
+}
+
 GBytes *sl_parent_section(const uint8_t id[SL_IDENTITY_LEN], const char *path, GError **errp)
 {
     size_t len = path ? strlen(path) : 0;
@@ -41,10 +56,10 @@ GBytes *sl_parent_section(const uint8_t id[SL_IDENTITY_LEN], const char *path, G
                     "(it is %zu)", SL_PARENT_PATH_MAX, len);
         return NULL;
     }
-    if (!sl_name_printable(path)) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "the parent's path must be UTF-8 without "
-                    "control characters (readers print it), which a rename of the parent or "
-                    "--parent-path gives");
+    if (control_byte((const uint8_t *)path, len) >= 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "the parent's path holds control byte "
+                    "0x%02x (readers print it): rename the parent, or give delta "
+                    "--parent-path", control_byte((const uint8_t *)path, len));
         return NULL;
     }
     d = g_malloc0(SL_PARENT_HDR + len);
@@ -83,12 +98,11 @@ static bool parent_decode(GBytes *data, parent_ref *out, GError **errp)
         return SL_BAD(errp, "parent section: the parent's path holds a NUL byte");
     }
     memcpy(out->id, d, SL_IDENTITY_LEN);
-    out->path = g_strndup((const char *)d + SL_PARENT_HDR, plen);
-    if (!sl_name_printable(out->path)) {
-        g_clear_pointer(&out->path, g_free);
-        return SL_BAD(errp, "parent section: the parent's path is not UTF-8 or holds control "
-                      "characters");
+    if (control_byte(d + SL_PARENT_HDR, plen) >= 0) {
+        return SL_BAD(errp, "parent section: the parent's path holds control byte 0x%02x",
+                      control_byte(d + SL_PARENT_HDR, plen));
     }
+    out->path = g_strndup((const char *)d + SL_PARENT_HDR, plen);
     return true;
 }
 

@@ -143,6 +143,11 @@ static bool fresh_files(qr *r, GError **errp)
     }
     for (guint i = 0; i < from->len; i++) {
         sl_qemu_backend *b = g_ptr_array_index(from, i);
+        /* recreated or rewritten: never a file of the snapshot (found by review) */
+        if (b->mem_path && cli_refuse_chain_file(b->mem_path, r->snap, "a guest RAM file",
+                                                 errp)) {
+            return false;
+        }
         if (b->mem_path) {
             g_ptr_array_add(files, b);
         }
@@ -717,7 +722,7 @@ static bool drain_daemon_lines(qr *r)
 static bool wait_draining(qr *r, pid_t pid, int pfd, int *st)
 {
     struct pollfd p[3] = { { .fd = pfd, .events = POLLIN },
-                           { .fd = r->stats_ch ? r->stats_fd : -1, .events = POLLIN },
+                           { .fd = r->stats_fd, .events = POLLIN },
                            { .fd = cli_interrupt_fd(r->intr), .events = POLLIN } };
     bool termed = false;
 
@@ -893,9 +898,8 @@ static int run(const qr_opts *o)
     if (r.daemon > 0) {
         finish_daemon(&r);
     }
-    sig = cli_interrupt_signal(r.intr);
     cleanup(&r);
-    return sig ? 128 + sig : ret;
+    return ret; /* QEMU's status: the restore completed (docs/qemu.md) */
 }
 
 /* qemu-restore's options as given, before they are checked. */

@@ -689,6 +689,22 @@ static void settings_back(sl_qmp *q, sl_qemu_settings *s)
     sl_qemu_settings_clear(s);
 }
 
+/* --full-stream @a->full names no file of the chain of --parent (written in
+ * place, it would destroy it: found by review). */
+static bool full_stream_fits(const qs_args *a, GError **errp)
+{
+    sl_snapshot *p;
+    bool ok;
+
+    if (!a->full || !a->parent) {
+        return true;
+    }
+    p = cli_open_snapshot(a->parent, a->ancestors, 0, errp);
+    ok = p && !cli_refuse_chain_file(a->full, p, "the full stream", errp);
+    sl_snapshot_close(p);
+    return ok;
+}
+
 /*
  * Saves as @a asks over @q: the outputs checked and the guest's run state
  * and migration settings read before it is stopped; after a failure that
@@ -703,7 +719,7 @@ static int save_guest(sl_qmp *q, const qs_args *a, cli_interrupt *intr, GError *
     int ret;
 
     if (!can_write("-o", a->out, errp) || (a->full && !can_write("--full-stream", a->full, errp)) ||
-        !(before = state_before(q, errp)) || !sl_qemu_settings_read(q, &settings, errp)) {
+        !full_stream_fits(a, errp) || !(before = state_before(q, errp)) || !sl_qemu_settings_read(q, &settings, errp)) {
         return cli_fail_error(g_steal_pointer(errp));
     }
     ret = qemu_fmt ? save_qemu_file(q, a->out, a->multifd, errp)

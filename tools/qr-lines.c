@@ -80,6 +80,16 @@ static bool note_registration(qr *r, const char *line)
     return true;
 }
 
+/* The "error" of the daemon's result line @stats, or NULL (caller frees). */
+static char *result_error(const char *stats)
+{
+    g_autoptr(JsonNode) n = json_from_string(stats, NULL);
+    JsonObject *o = n && JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
+
+    return o && json_object_has_member(o, "error")
+               ? g_strdup(json_object_get_string_member(o, "error")) : NULL;
+}
+
 /*
  * Waits until the daemon reported a registration of every lazy block (the
  * preload client registers as QEMU maps its RAM, before QEMU's monitor
@@ -105,8 +115,15 @@ bool qr_check_registrations(qr *r, GError **errp)
         }
         if (!note_registration(r, line) && !r->stats) {
             /* The result, when a consumer registered before QEMU and the
-             * restore completed for it first: kept for qr_wait_restore(). */
+             * restore ended for it first: kept for qr_wait_restore(), or,
+             * a failure, the reason now. */
             r->stats = g_steal_pointer(&line);
+            if (!strstr(r->stats, "\"status\": 0,")) {
+                g_autofree char *why = result_error(r->stats);
+                g_set_error(errp, SL_ERROR, SL_ERROR_IO, "the restore failed before QEMU "
+                            "registered its RAM: %s", why ? why : r->stats);
+                return false;
+            }
         }
     }
     if (!(hva = sl_qemu_ramblock_hvas(r->q, errp))) {
@@ -124,16 +141,6 @@ bool qr_check_registrations(qr *r, GError **errp)
         }
     }
     return true;
-}
-
-/* The "error" of the daemon's result line @stats, or NULL (caller frees). */
-static char *result_error(const char *stats)
-{
-    g_autoptr(JsonNode) n = json_from_string(stats, NULL);
-    JsonObject *o = n && JSON_NODE_HOLDS_OBJECT(n) ? json_node_get_object(n) : NULL;
-
-    return o && json_object_has_member(o, "error")
-               ? g_strdup(json_object_get_string_member(o, "error")) : NULL;
 }
 
 /* Blocks until the daemon reports the end of the restore (once). */

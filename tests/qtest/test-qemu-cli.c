@@ -678,6 +678,75 @@ static void test_shared_anonymous_ram_and_a_long_socket_path_are_refused_by_name
     assert_int_equal(rmdir(longdir), 0);
 }
 
+/*
+ * No file of the snapshot's chain is written over (found by review): not
+ * the parent by qemu-save's --full-stream (written in place, it truncated
+ * the parent), nor the snapshot by a guest RAM file qemu-restore recreates
+ * (the snapshot was deleted and left as an empty RAM file).
+ */
+static void test_no_save_or_restore_writes_over_the_snapshot_it_reads(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *qmp = path_in(f, "guest.qmp"), *base = path_in(f, "base.snap");
+    g_autofree char *child = path_in(f, "child.snap"), *err = NULL;
+    g_autoptr(GPtrArray) q = g_ptr_array_new_with_free_func(g_free);
+    sl_snapshot *s;
+    sl_qmp *g;
+
+    need(f);
+    g = start_guest(f, qmp);
+    if (!g_spawn_check_wait_status(qemu_save(qmp, (const char *[]){ "-o", base, "--resume",
+                                                                   NULL }, &err),
+                                   NULL)) {
+        fail_msg("the first save failed: %s", err);
+    }
+    save_fails_guest_runs(g, qmp, (const char *[]){ "-o", child, "--parent", base,
+                                                    "--full-stream", base, NULL },
+                          "the full stream must be another file");
+    sl_qmp_ok(g, "quit", NULL, NULL);
+    sl_qmp_close(g);
+    g_ptr_array_add(q, g_strdup("qemu-system-x86_64"));
+    add2(q, "-machine", g_strdup("pc,memory-backend=ram0"));
+    add2(q, "-object", g_strdup_printf("memory-backend-file,id=ram0,size=%dM,mem-path=%s,"
+                                       "share=on", GUEST_MB, base));
+    add2(q, "-display", g_strdup("none"));
+    restore_refused(base, NULL, q, "the snapshot read: a guest RAM file must be another file");
+    s = sl_snapshot_open(base, NULL); /* whole after both */
+    assert_non_null(s);
+    sl_snapshot_close(s);
+}
+
+/*
+ * Once the restore has completed, qemu-restore returns QEMU's status, also
+ * when a signal ended QEMU (found by review: 143 after a SIGTERM, against
+ * docs/qemu.md).
+ */
+static void test_a_signal_after_completion_returns_qemus_status(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *serial = NULL, *qmp = NULL;
+    sl_qmp *q;
+    child r;
+    int lq, st;
+
+    need(f);
+    boot_and_save(f);
+    serial = path_in(f, "restore.serial");
+    qmp = path_in(f, "restore.qmp");
+    lq = listen_at(qmp);
+    r = start_restore(f, (const char *[]){ "--threads", "1", NULL }, serial, qmp, NULL);
+    q = accept_qmp(lq, &r);
+    wait_for_text(r.out, "every page in place");
+    assert_int_equal(kill(r.pid, SIGTERM), 0);
+    st = reap(&r, 60000);
+    sl_qmp_close(q);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        fail_msg("qemu-restore returned %#x, not QEMU's 0 (QEMU ends on SIGTERM with 0)", st);
+    }
+    close(lq);
+    child_free(&r);
+}
+
 #define CASE(fn) cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, (void *)&shmem)
 
 int main(void)
@@ -693,6 +762,8 @@ int main(void)
         CASE(test_a_save_waits_for_the_whole_device_state),
         CASE(test_a_signal_during_a_save_puts_the_guest_and_settings_back),
         CASE(test_shared_anonymous_ram_and_a_long_socket_path_are_refused_by_name),
+        CASE(test_no_save_or_restore_writes_over_the_snapshot_it_reads),
+        CASE(test_a_signal_after_completion_returns_qemus_status),
     };
 
     qtest_pick_qemu();

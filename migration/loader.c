@@ -428,7 +428,7 @@ static bool queue_direct(loader_ctx *lc, const sl_run *run)
     unsigned n;
 
     if (!lc->direct || reg->mem.ops->in_place || reg->blk->pages_offset % 4096 ||
-        reg->unit % 4096 || run->n * reg->unit > r->max_chunk || /* its buffer's size */
+        reg->unit % 4096 || run->n * reg->unit > r->direct_chunk || /* its buffer's size */
         sl_prove_units(r, reg, run->unit, run->n) < 0 ||
         !(n = direct_reads(reg, run, off, len, buf_off))) { /* the bits it reads are proven */
         return false;
@@ -500,6 +500,11 @@ static bool next_run(loader_ctx *lc, sl_run *run, uint8_t **pre, sl_work *from)
     return true;
 }
 
+static bool in_place_run(const sl_restore *r, const sl_run *run)
+{
+    return ((const sl_region *)g_ptr_array_index(r->regions, run->region))->mem.ops->in_place;
+}
+
 static gpointer loader_thread(gpointer opaque)
 {
     loader_ctx *lc = opaque;
@@ -516,9 +521,10 @@ static gpointer loader_thread(gpointer opaque)
         int cpu = sched_getcpu(), ret;
 
         add(&r->c.cpu_violations, cpu >= 0 && !CPU_ISSET(cpu, cpus));
-        if (!hinted(from) && !lc->direct) {
+        if (!hinted(from) && (!lc->direct || in_place_run(r, &run))) {
             /* Not with direct reads: the page cache would then be filled
-             * ahead, and those chunks read through it. */
+             * ahead, and those chunks read through it.  A run filled in
+             * place (shmem, hugetlbfs) is never read directly. */
             sl_group_readahead(r, lc->g, READAHEAD_CHUNKS);
         }
         ret = load_run(lc, &run, pre, from);
@@ -546,7 +552,7 @@ static bool spawn_group(sl_restore *r, sl_group *g, uint64_t max_units, unsigned
         lc->g = g;
         lc->bad = g_new0(bool, max_units);
         lc->check = r->cfg.keep_memory ? g_malloc(CHECK_BYTES) : NULL;
-        lc->direct = r->direct_fd >= 0 ? sl_direct_new(r->direct_fd, r->max_chunk) : NULL;
+        lc->direct = r->direct_fd >= 0 ? sl_direct_new(r->direct_fd, r->direct_chunk) : NULL;
         bool no_buf = r->max_chunk && !(lc->buf = sl_large_map(&lc->bufmap, r->max_chunk));
 
         if (no_buf) {
@@ -567,16 +573,19 @@ static bool spawn_group(sl_restore *r, sl_group *g, uint64_t max_units, unsigned
     return true;
 }
 
-/* Whether some region's loads can be direct reads (queue_direct()): not filled in place. */
-static bool any_direct_region(const sl_restore *r)
+/* The largest chunk of the regions whose loads can be direct reads
+ * (queue_direct(): not filled in place); 0 if there is none. */
+static uint64_t direct_chunk_max(const sl_restore *r)
 {
+    uint64_t most = 0;
+
     for (guint i = 0; i < r->regions->len; i++) {
         const sl_region *reg = g_ptr_array_index(r->regions, i);
         if (!reg->mem.ops->in_place) {
-            return true;
+            most = MAX(most, reg->chunk_units * reg->unit);
         }
     }
-    return false;
+    return most;
 }
 
 /*
@@ -594,12 +603,14 @@ static bool any_direct_region(const sl_restore *r)
 static void open_direct_fd(sl_restore *r)
 {
     g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", r->snap->fd);
+    uint64_t chunk = direct_chunk_max(r);
 
-    if (r->direct_fd >= 0 || r->cfg.direct_reads == SL_DIRECT_OFF || !any_direct_region(r) ||
-        r->max_chunk > SL_DIRECT_MAX_CHUNK || sl_snapshot_parent(r->snap)) {
+    if (r->direct_fd >= 0 || r->cfg.direct_reads == SL_DIRECT_OFF || !chunk ||
+        chunk > SL_DIRECT_MAX_CHUNK || sl_snapshot_parent(r->snap)) {
         return;
     }
     r->direct_fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+    r->direct_chunk = chunk;
 }
 
 static bool spawn_loaders(sl_restore *r, GError **errp)

@@ -151,6 +151,8 @@ struct sl_restore {
     int direct_fd;             /* the snapshot opened O_DIRECT for the loaders' direct
                                 * reads (config.direct_reads), or -1: set before they
                                 * start (spawn_loaders), closed in free */
+    uint64_t direct_chunk;     /* with direct_fd: the largest chunk read directly (its
+                                * buffers' size); set before the loaders start */
     GThread *prefault_thread;  /* ops->prefault of the units with data, ahead of all */
     /* Why a metadata segment failed the restore (engine.c sl_prove_units()):
      * set once by CAS (release) before the

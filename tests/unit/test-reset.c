@@ -1244,8 +1244,8 @@ static void test_restart_over_a_reused_file_with_pages_larger_than_its_buffer(vo
     assert_true(start(f, false, false, &err));
     assert_int_equal(sl_restore_wait(f->r, -1), 0);
     g_clear_pointer(&f->r, sl_restore_free);
-    for (uint64_t p = 0; p < f->len / sp; p += 2, changed++) {
-        f->mem.host[p * sp + (1u << 20) + 100] ^= 0x5a; /* in the page's second MiB */
+    for (uint64_t u = 0; u < f->nunits; u += 2, changed++) { /* every other unit */
+        f->mem.host[u * MAX(sp, unit) + (1u << 20) + 100] ^= 0x5a; /* in a page's second MiB */
     }
     f->r = sl_restore_new(f->snap, &cfg, &err);
     assert_non_null(f->r);

@@ -123,8 +123,13 @@ static int anon_adopt(const sl_mem *m, const sl_view *v, uint64_t off, uint8_t *
                       uint64_t len, uint64_t *done, uint64_t *eagain)
 {
     if (m->mover) { /* another process's memory: its owner moves the chunk in */
+        int ret;
         *done = 0;
-        return m->mover(m->mover_opaque, v->base + off, src, len, done);
+        ret = m->mover(m->mover_opaque, v->base + off, src, len, done);
+        if (ret == 0) {
+            *done = len; /* 0 is the whole chunk (snapload.h), whatever *done says */
+        }
+        return ret;
     }
     return sl_uffd_move(v->uffd, (void *)(uintptr_t)(v->base + off), src, len, done, eagain);
 }

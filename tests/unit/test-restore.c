@@ -1233,6 +1233,70 @@ static void need_move(void)
                                                 : "the kernel has no UFFDIO_MOVE (6.8+)");
 }
 
+/* A library caller's mover (sl_restore_set_mover) that does as snapload.h
+ * says: moves the chunk and returns 0, leaving *done alone; it counts its
+ * calls and refuses after 50. */
+typedef struct {
+    int uffd;
+    _Atomic unsigned calls;
+} counting_mover;
+
+static int move_and_return_0(void *opaque, uint64_t dst, const void *src, uint64_t len,
+                             uint64_t *done)
+{
+    counting_mover *m = opaque;
+    uint64_t d = 0;
+    int ret;
+
+    if (atomic_fetch_add(&m->calls, 1) >= 50) {
+        return -EBUSY;
+    }
+    ret = sl_uffd_move(m->uffd, (void *)(uintptr_t)dst, (void *)src, len, &d, NULL);
+    if (ret < 0) {
+        *done = d;
+    }
+    return ret < 0 ? ret : 0;
+}
+
+/*
+ * A mover that returns 0 as documented moved the whole chunk: it is asked
+ * once per chunk, and the chunk counts as moved (found by review: *done
+ * was read as 0 moved, the chunk asked again and then copied over pages
+ * already there, and the audit said 512 pages were never placed).
+ */
+static void test_a_mover_returning_0_is_asked_once_per_chunk(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1 };
+    counting_mover mv = { 0 };
+    sl_stats st = { .size = sizeof(st) };
+    const sl_mem *m;
+
+    need_move();
+    fixture_build(f, 2u << 20, 0, 0); /* one chunk, every page data */
+    m = &f->mem[0];
+    mv.uffd = sl_uffd_open(UFFD_FEATURE_MOVE, 0, NULL, &err);
+    assert_true(mv.uffd >= 0);
+    assert_true(sl_uffd_register(mv.uffd, m->host, m->length, UFFDIO_REGISTER_MODE_MISSING,
+                                 m->ops->range_ioctls, NULL, &err));
+    f->r = sl_restore_new(f->snap, &cfg, &err);
+    assert_non_null(f->r);
+    /* another process's anonymous memory (here ours, handed over as a view) */
+    assert_true(sl_restore_attach(f->r, "b0", NULL, m->length, SL_BACKEND_ANON, &err));
+    assert_true(sl_restore_set_mover(f->r, "b0", move_and_return_0, &mv, &err));
+    assert_true(sl_restore_add_view(f->r, "b0", mv.uffd, (uintptr_t)m->host, &err));
+    assert_true(sl_restore_start(f->r, &err));
+    assert_int_equal(sl_restore_wait(f->r, 20000), 0);
+    sl_restore_get_stats(f->r, &st);
+    assert_int_equal(atomic_load(&mv.calls), 1);
+    assert_int_equal(st.pages_moved, st.pages_total);
+    assert_int_equal(st.pages_never_placed + st.pages_placed_twice, 0);
+    assert_int_equal(count_bad_pages(f), 0);
+    sl_restore_stop(f->r);
+    close(mv.uffd);
+}
+
 /*
  * Loaders alone, moving: every page once and right (zero pages among data
  * too), and on anonymous memory every chunk moved whole, none copied.
@@ -3486,6 +3550,8 @@ static const feature features[] = {
       test_direct_reads_are_left_out_for_chunks_over_2m, anon_only },
     { "pages_larger_than_a_hugepage_are_collapsed",
       test_pages_larger_than_a_hugepage_are_collapsed, anon_only },
+    { "a_mover_returning_0_is_asked_once_per_chunk",
+      test_a_mover_returning_0_is_asked_once_per_chunk, anon_only },
     { "stop_with_direct_reads_in_flight_returns",
       test_stop_with_direct_reads_in_flight_returns, anon_only },
     { "corrupt_page_read_directly_is_never_served",

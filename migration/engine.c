@@ -79,6 +79,9 @@ void sl_view_exit(sl_restore *r, sl_view *v)
     if (!v || v->own) {
         return;
     }
+    if (r->dead_view_leaving && atomic_load(&v->dead)) {
+        r->dead_view_leaving(r->dead_view_leaving_opaque);
+    }
     /* seq_cst: pairs with the dead/users reads in sl_engine_reclaim_views(). */
     if (atomic_fetch_sub(&v->users, 1) == 1 && atomic_load(&v->dead)) {
         atomic_fetch_add_explicit(&r->views_gen, 1, memory_order_release);

@@ -81,6 +81,15 @@ bool sl_unit_kept(sl_restore *r, const sl_region *reg, uint64_t u, uint8_t *chec
 /** sl_commit_kept: claimed units [@u, +@n) the reused file holds: published and shown. */
 int sl_commit_kept(sl_restore *r, sl_region *reg, uint64_t u, uint64_t n, int who);
 
+/**
+ * sl_view_reclaim (fault.c): dead view @v of @reg that nobody uses any
+ * more (users 0): every page still missing sealed in it, its uffd closed
+ * (or kept open where the seal could not be made).  Caller holds
+ * views_lock; the fault thread between its rounds, or anyone once it has
+ * let the views go (views_closed).
+ */
+void sl_view_reclaim(sl_region *reg, sl_view *v);
+
 /** sl_prove_units: the metadata of units [@u, +@n) matches its segment digests. */
 int sl_prove_units(sl_restore *r, const sl_region *reg, uint64_t u, uint64_t n);
 

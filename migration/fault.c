@@ -384,8 +384,7 @@ static void unregister_all(sl_restore *r)
     }
 }
 
-/* Dead view @v of @reg that nobody uses: seal it and close its uffd. */
-static void reclaim_view(sl_region *reg, sl_view *v)
+void sl_view_reclaim(sl_region *reg, sl_view *v)
 {
     /* seq_cst: pairs with sl_view_enter() (dead was set before, seq_cst). */
     if (v->own || v->uffd < 0 || v->kept || !atomic_load(&v->dead) || atomic_load(&v->users)) {
@@ -411,10 +410,10 @@ static void reclaim_views_locked(sl_restore *r)
         sl_region *reg = g_ptr_array_index(r->regions, i);
         unsigned nv = sl_view_count(reg);
         for (unsigned j = 0; j < nv; j++) {
-            reclaim_view(reg, sl_region_view(reg, j));
+            sl_view_reclaim(reg, sl_region_view(reg, j));
         }
         for (guint j = 0; j < reg->dead_views->len; j++) {
-            reclaim_view(reg, g_ptr_array_index(reg->dead_views, j));
+            sl_view_reclaim(reg, g_ptr_array_index(reg->dead_views, j));
         }
     }
 }

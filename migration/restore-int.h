@@ -230,6 +230,11 @@ struct sl_restore {
      * before it claims the chunk's units.  Set before sl_restore_start(). */
     void (*loader_staged)(void *opaque, unsigned region, uint64_t u, uint64_t n);
     void *loader_staged_opaque;
+    /* Test hook, NULL in production: called by a thread other than the
+     * fault thread about to leave a consumer's view that is dead (retired
+     * or dropped), still inside it.  Set before sl_restore_start(). */
+    void (*dead_view_leaving)(void *opaque);
+    void *dead_view_leaving_opaque;
     /* Test hook, NULL in production: called by the fault thread's around
      * assistant when it starts on the neighbours of a cold fault, the run
      * [u, u+n) of region @region (its faulted unit already served).  Set

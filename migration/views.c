@@ -20,6 +20,7 @@
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include "engine.h"
 #include "restore-int.h"
 #include "uffd.h"
 
@@ -180,6 +181,21 @@ static bool holds_uffd(const sl_view *v, uint64_t tag)
     return !v->own && v->tag == tag && v->uffd >= 0 && !v->kept;
 }
 
+/*
+ * @v of @reg, reclaimed first if the fault thread has let the views go
+ * and the last loader inside it left after that (found by review: the
+ * fault thread skipped it while in use and was gone when it was free, so
+ * its uffd stayed open until the free and its consumer waited 30 s to
+ * unmap).  Caller holds views_lock.
+ */
+static const sl_view *released(sl_restore *r, sl_region *reg, sl_view *v)
+{
+    if (r->views_closed) {
+        sl_view_reclaim(reg, v);
+    }
+    return v;
+}
+
 bool sl_restore_views_released(sl_restore *r, uint64_t tag)
 {
     bool held = false;
@@ -193,10 +209,10 @@ bool sl_restore_views_released(sl_restore *r, uint64_t tag)
         /* relaxed: views_lock is held */
         unsigned nv = atomic_load_explicit(&reg->nviews, memory_order_relaxed);
         for (unsigned j = 0; !held && j < nv; j++) {
-            held = holds_uffd(sl_region_view(reg, j), tag);
+            held = holds_uffd(released(r, reg, sl_region_view(reg, j)), tag);
         }
         for (guint j = 0; !held && j < reg->dead_views->len; j++) {
-            held = holds_uffd(g_ptr_array_index(reg->dead_views, j), tag);
+            held = holds_uffd(released(r, reg, g_ptr_array_index(reg->dead_views, j)), tag);
         }
     }
     g_mutex_unlock(&r->views_lock);

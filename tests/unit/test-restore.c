@@ -2441,6 +2441,66 @@ static void touch_ok(const fixture *f, uint64_t i)
     }
 }
 
+/* Dead-view hook: the loader leaves the retired view only once the restore
+ * completed (the fault thread let the views go before it sets the status). */
+static void leave_after_completion(void *opaque)
+{
+    fixture *f = opaque;
+
+    for (int i = 0; i < 5000 && sl_restore_poll(f->r) != 0; i++) {
+        g_usleep(1000);
+    }
+}
+
+/*
+ * A consumer's view (no mapping of ours, as in the daemon) retired while
+ * the loader placing the last units holds it: its uffd is given back
+ * (sl_restore_views_released) soon after completion, not at the free.
+ * Found by review: the fault thread skipped it while the loader was in it
+ * and had exited when the loader left, so the consumer's munmap waited out
+ * its 30 s timeout.  The loader is held inside the view until completion.
+ */
+static void test_a_view_retired_as_the_restore_completes_is_released(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1,
+                              .view_dropped = count_drop, .view_dropped_opaque = f };
+    const sl_mem *m;
+    bool released = false;
+    int uffd;
+
+    fixture_build(f, 4u << 20, 0, 0);
+    m = &f->mem[0];
+    f->r = sl_restore_new(f->snap, &cfg, &err);
+    assert_non_null(f->r);
+    assert_true(sl_restore_attach_file(f->r, "b0", NULL, m->length, m->ops->kind, m->fd, 0,
+                                       &err));
+    sl_test_set_loader_hook(f->r, hold_first_claim, &f->gate);
+    sl_test_set_dead_view_hook(f->r, leave_after_completion, f);
+    uffd = sl_uffd_open(m->ops->uffd_features, 0, NULL, &err);
+    assert_true(uffd >= 0);
+    assert_true(sl_uffd_register(uffd, m->host, m->length, m->ops->register_mode,
+                                 m->ops->range_ioctls, NULL, &err));
+    assert_true(sl_restore_add_view_tagged(f->r, "b0", uffd, (uintptr_t)m->host, 7, &err));
+    close(uffd);
+    assert_true(sl_restore_start(f->r, &err));
+    assert_true(gate_wait_holding(&f->gate, 20));
+    for (uint64_t p = 0; p < m->length / PSIZE; p++) {
+        if (p < f->gate.unit * (unit_of(f->bc) / PSIZE) ||
+            p >= (f->gate.unit + f->gate.n) * (unit_of(f->bc) / PSIZE)) {
+            touch_ok(f, p); /* everything but the loader's claim, by faults */
+        }
+    }
+    sl_restore_remove_views(f->r, 7); /* the consumer retires its mapping */
+    gate_release(&f->gate);
+    assert_int_equal(sl_restore_wait(f->r, 20000), 0);
+    for (int i = 0; i < 2000 && !(released = sl_restore_views_released(f->r, 7)); i++) {
+        g_usleep(1000); /* the test polls; the daemon does so every 2 ms */
+    }
+    assert_true(released);
+}
+
 /* Touches every page of block 0 (faults only: this completes the restore). */
 static void touch_all(const fixture *f)
 {
@@ -3550,6 +3610,8 @@ static const feature features[] = {
       test_direct_reads_are_left_out_for_chunks_over_2m, anon_only },
     { "pages_larger_than_a_hugepage_are_collapsed",
       test_pages_larger_than_a_hugepage_are_collapsed, anon_only },
+    { "a_view_retired_as_the_restore_completes_is_released",
+      test_a_view_retired_as_the_restore_completes_is_released, shared_small },
     { "a_mover_returning_0_is_asked_once_per_chunk",
       test_a_mover_returning_0_is_asked_once_per_chunk, anon_only },
     { "stop_with_direct_reads_in_flight_returns",

@@ -223,6 +223,12 @@ void sl_test_set_around_hook(sl_restore *r,
     r->around_posted_opaque = opaque;
 }
 
+void sl_test_set_dead_view_hook(sl_restore *r, void (*fn)(void *opaque), void *opaque)
+{
+    r->dead_view_leaving = fn;
+    r->dead_view_leaving_opaque = opaque;
+}
+
 void sl_test_set_staged_hook(sl_restore *r,
                              void (*fn)(void *opaque, unsigned region, uint64_t u, uint64_t n),
                              void *opaque)

@@ -122,6 +122,13 @@ void sl_test_set_staged_hook(sl_restore *r,
                              void *opaque);
 
 /**
+ * Sets the dead-view hook of @r (before sl_restore_start()): @fn runs in a
+ * thread other than the fault thread (a loader) about to leave a consumer's
+ * view that is dead, still inside it, so a test can hold it there.
+ */
+void sl_test_set_dead_view_hook(sl_restore *r, void (*fn)(void *opaque), void *opaque);
+
+/**
  * Sets the around hook of @r (before sl_restore_start()): @fn runs in the
  * fault thread's around assistant when it starts on the neighbours [u, u+n)
  * of a cold fault in region @region (the faulted unit already served), so

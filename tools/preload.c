@@ -70,6 +70,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
 #include <signal.h>
@@ -429,9 +430,9 @@ static bool overlaps_mapping(const pl_mapping *m, const uint8_t *a, size_t len)
  * open, goes into *@uffds (made if NULL), to be closed once the range is
  * gone.  Dies if
  * only part of it goes before its DONE: the rest would stay registered
- * with nobody serving it.
+ * with nobody serving it.  Returns whether its DONE had come.
  */
-static void retire(pl_mapping *m, const uint8_t *addr, size_t len, GArray **uffds)
+static bool retire(pl_mapping *m, const uint8_t *addr, size_t len, GArray **uffds)
 {
     bool done = false;
     int uffd = -1;
@@ -452,6 +453,7 @@ static void retire(pl_mapping *m, const uint8_t *addr, size_t len, GArray **uffd
         die("block '%s': this process unmapped part of its guest RAM mapping while the restore "
             "still fills it; only whole mappings can be given back", m->block->name);
     }
+    return done;
 }
 
 /*
@@ -542,6 +544,8 @@ void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
     return mmap(addr, len, prot, flags, fd, off);
 }
 
+static bool mark_untracked(pl_block *b);
+
 /* Asks the daemon to read what tracked mapping @t wrote (lock held). */
 static void report_written(pl_tracked *t)
 {
@@ -576,11 +580,46 @@ static void report_overlapping(const void *addr, size_t len)
     }
 }
 
+/*
+ * Tracking: the blocks of the tracked mappings that [@addr, +@len) covers
+ * only in part become untracked (lock held).  The part left mapped is
+ * reported and retired with the rest, its writes from then on in no list
+ * (found by review: a later restart kept such a page as the snapshot's).
+ */
+static void untrack_uncovered(const void *addr, size_t len)
+{
+    const uint8_t *a = addr;
+
+    for (unsigned i = 0; i < pl.ntracked; i++) {
+        const pl_tracked *t = &pl.tracked[i];
+        const uint8_t *m = t->addr;
+        if (overlaps(t, addr, len) && (a > m || a + len < m + t->len)) {
+            (void)mark_untracked(t->block);
+        }
+    }
+}
+
+/* The blocks of the tracked mappings [@addr, +@len) overlaps, into @hit
+ * (MAX_TRACKED); how many (lock held). */
+static unsigned tracked_blocks_in(const void *addr, size_t len, pl_block **hit)
+{
+    unsigned n = 0;
+
+    for (unsigned i = 0; i < pl.ntracked; i++) {
+        if (overlaps(&pl.tracked[i], addr, len)) {
+            hit[n++] = pl.tracked[i].block;
+        }
+    }
+    return n;
+}
+
 /** munmap: reports a tracked mapping's writes first (they vanish with it),
  * and retires the mappings handed over that it removes. */
 __attribute__((visibility("default")))
 int munmap(void *addr, size_t len)
 {
+    pl_block *hit[MAX_TRACKED];
+    unsigned nhit;
     GArray *gone;
     int ret;
 
@@ -588,15 +627,88 @@ int munmap(void *addr, size_t len)
         return (int)syscall(SYS_munmap, addr, len);
     }
     pthread_mutex_lock(&pl.lock);
+    nhit = pl.track ? tracked_blocks_in(addr, len, hit) : 0;
     if (pl.track) {
+        untrack_uncovered(addr, len);
         report_overlapping(addr, len);
     }
     gone = retire_overlapping(addr, len);
     forget_guards(addr, len);
     ret = (int)syscall(SYS_munmap, addr, len);
+    for (unsigned i = 0; ret < 0 && i < nhit; i++) {
+        (void)mark_untracked(hit[i]); /* reported and retired, yet still mapped */
+    }
     close_retired(gone);
     pthread_mutex_unlock(&pl.lock);
     return ret;
+}
+
+/*
+ * Retires the mappings handed over that a move of [@addr, +@len) takes
+ * (lock held; their uffds as retire_overlapping() gives them).  A move
+ * drops the range's registration, so before DONE the moved memory would
+ * read its holes as zeros: the process is ended instead.
+ */
+static GArray *retire_moved(const void *addr, size_t len)
+{
+    GArray *uffds = NULL;
+
+    for (guint i = 0; i < pl.mappings->len;) {
+        pl_mapping *m = g_ptr_array_index(pl.mappings, i);
+        if (!overlaps_mapping(m, addr, len)) {
+            i++;
+            continue;
+        }
+        if (!retire(m, addr, len, &uffds)) {
+            die("block '%s': this process moved (mremap) its guest RAM mapping while the "
+                "restore still fills it", m->block->name);
+        }
+        g_ptr_array_remove_index_fast(pl.mappings, i);
+    }
+    return uffds;
+}
+
+/** mremap: a tracked mapping moved or resized loses its trace of writes
+ * (the kernel drops the registration): its block becomes untracked, and
+ * the mappings handed over that it takes are retired first (found by
+ * review: a list then said nothing was written). */
+__attribute__((visibility("default")))
+void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
+{
+    void *new_addr = NULL, *p;
+    pl_block *hit[MAX_TRACKED];
+    unsigned nhit;
+    GArray *gone, *over = NULL;
+    va_list ap;
+
+    if (flags & MREMAP_FIXED) {
+        va_start(ap, flags);
+        new_addr = va_arg(ap, void *);
+        va_end(ap);
+    }
+    if (!pl.active || bad_range(old, old_len ? old_len : 1)) {
+        return (void *)syscall(SYS_mremap, old, old_len, new_len, flags, new_addr);
+    }
+    pthread_mutex_lock(&pl.lock);
+    nhit = pl.track ? tracked_blocks_in(old, old_len ? old_len : 1, hit) : 0;
+    for (unsigned i = 0; i < nhit; i++) {
+        (void)mark_untracked(hit[i]);
+    }
+    if (pl.track) {
+        report_overlapping(old, old_len ? old_len : 1);
+    }
+    gone = retire_moved(old, old_len ? old_len : 1);
+    if (new_addr && !bad_range(new_addr, new_len)) { /* what the move maps over goes too */
+        if (pl.track) {
+            report_overlapping(new_addr, new_len);
+        }
+        over = retire_overlapping(new_addr, new_len);
+    }
+    p = (void *)syscall(SYS_mremap, old, old_len, new_len, flags, new_addr);
+    close_retired(gone);
+    close_retired(over);
+    pthread_mutex_unlock(&pl.lock);
+    return p;
 }
 
 /* At exit: the writes of every tracked mapping still there.  Skipped if
@@ -668,6 +780,82 @@ int fallocate64(int fd, int mode, off_t off, off_t len)
 }
 
 /*
+ * Writes into a block's file through a descriptor, which no page table
+ * and so no list of written pages shows (found by review: a back-end's
+ * pwrite into guest RAM was kept as the snapshot's by the next restart):
+ * the block is untracked first, or the write refused (EIO) if the daemon
+ * cannot be told.  Positioned writes, copies and truncation; plain write()
+ * needs an lseek first and is left to the documented limit.
+ */
+static bool may_write_fd(int fd)
+{
+    return !pl.active || !pl.track || note_untracked_fd(fd);
+}
+
+/** pwrite: the libc call, after may_write_fd(). */
+__attribute__((visibility("default")))
+ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+    return may_write_fd(fd) ? syscall(SYS_pwrite64, fd, buf, n, off) : -1;
+}
+
+/** pwrite64: the same. */
+__attribute__((visibility("default")))
+ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off)
+{
+    return pwrite(fd, buf, n, off);
+}
+
+/** pwritev2: the libc call, after may_write_fd(). */
+__attribute__((visibility("default")))
+ssize_t pwritev2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
+{
+    return may_write_fd(fd) ? syscall(SYS_pwritev2, fd, iov, cnt, (long)off, 0L, flags) : -1;
+}
+
+/** pwritev, pwritev64, pwritev64v2: the same. */
+__attribute__((visibility("default")))
+ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
+{
+    return may_write_fd(fd) ? syscall(SYS_pwritev, fd, iov, cnt, (long)off, 0L) : -1;
+}
+
+__attribute__((visibility("default")))
+ssize_t pwritev64(int fd, const struct iovec *iov, int cnt, off_t off)
+{
+    return pwritev(fd, iov, cnt, off);
+}
+
+__attribute__((visibility("default")))
+ssize_t pwritev64v2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
+{
+    return pwritev2(fd, iov, cnt, off, flags);
+}
+
+/** copy_file_range: the libc call, after may_write_fd() of the file written. */
+__attribute__((visibility("default")))
+ssize_t copy_file_range(int in, off_t *in_off, int out, off_t *out_off, size_t n,
+                        unsigned flags)
+{
+    return may_write_fd(out) ? syscall(SYS_copy_file_range, in, in_off, out, out_off, n, flags)
+                             : -1;
+}
+
+/** ftruncate: the libc call, after may_write_fd(). */
+__attribute__((visibility("default")))
+int ftruncate(int fd, off_t len)
+{
+    return may_write_fd(fd) ? (int)syscall(SYS_ftruncate, fd, len) : -1;
+}
+
+/** ftruncate64: the same. */
+__attribute__((visibility("default")))
+int ftruncate64(int fd, off_t len)
+{
+    return ftruncate(fd, len);
+}
+
+/*
  * Advice that takes pages out of a shared mapping's page tables, and with
  * them the trace PAGEMAP_SCAN keeps of a write: REMOVE punches the file;
  * DONTNEED and PAGEOUT zap (or swap out) pages whose write the file keeps,
@@ -677,7 +865,8 @@ int fallocate64(int fd, int mode, off_t off, off_t len)
 static bool drops_written_trace(int advice)
 {
     return advice == MADV_REMOVE || advice == MADV_DONTNEED || advice == MADV_PAGEOUT ||
-           advice == 24 /* MADV_DONTNEED_LOCKED, Linux 5.18 */;
+           advice == 24 /* MADV_DONTNEED_LOCKED, Linux 5.18 */ ||
+           advice == 25 /* MADV_COLLAPSE, 6.1: the small pages leave every mapping */;
 }
 
 /** madvise: the libc call; advice that loses a tracked mapping's written

@@ -152,9 +152,42 @@ static void query_written(const char *snap)
     }
 }
 
+/* Every page of [@p, +LEN) touched, then time for the restore's DONE to come
+ * (a partial unmap or a move before it ends the process, by design). */
+static void settle(volatile uint8_t *p)
+{
+    for (uint64_t off = 0; off < LEN; off += PSIZE) {
+        (void)p[off];
+    }
+    g_usleep(500 * 1000);
+}
+
+/* The change HANDOFF_DISCARD names, through mapping @p of file @fd: 0 if made. */
+static int change(const char *how, int fd, volatile uint8_t *p)
+{
+    if (!g_strcmp0(how, "pwrite")) {
+        return pwrite(fd, "x", 1, 3 * PSIZE) == 1 ? 0 : -1;
+    }
+    if (!g_strcmp0(how, "collapse")) {
+        (void)madvise((void *)p, 2u << 20, 25 /* MADV_COLLAPSE: may not take here */);
+        return 0;
+    }
+    if (!g_strcmp0(how, "unmap-part")) {
+        settle(p);
+        return munmap((void *)p, PSIZE);
+    }
+    if (!g_strcmp0(how, "mremap")) {
+        settle(p);
+        return mremap((void *)p, LEN, LEN + PSIZE, MREMAP_MAYMOVE) == MAP_FAILED ? -1 : 0;
+    }
+    return madvise((void *)p, 2 * PSIZE, g_strcmp0(how, "dontneed") ? MADV_REMOVE
+                                                                  : MADV_DONTNEED);
+}
+
 /* Maps @ram tracked (the preload client registers it), reads a page, asks
- * what was written, discards that page (MADV_REMOVE, or MADV_DONTNEED if
- * HANDOFF_DISCARD says "dontneed") and asks again. */
+ * what was written, makes the change HANDOFF_DISCARD names (a discard by
+ * MADV_REMOVE by default, "dontneed", "collapse", a "pwrite" into the file,
+ * an "unmap-part" of the mapping, an "mremap" of it) and asks again. */
 static int discard_main(const char *ram)
 {
     int fd = open(ram, O_RDWR);
@@ -166,9 +199,7 @@ static int discard_main(const char *ram)
     }
     (void)p[PSIZE]; /* served */
     query_written(g_getenv("HANDOFF_QUERY_SNAP"));
-    if (madvise((void *)p, 2 * PSIZE,
-                g_strcmp0(g_getenv("HANDOFF_DISCARD"), "dontneed") ? MADV_REMOVE
-                                                                   : MADV_DONTNEED) < 0) {
+    if (change(g_getenv("HANDOFF_DISCARD"), fd, p) < 0) {
         return 11;
     }
     query_written(g_getenv("HANDOFF_QUERY_SNAP"));
@@ -187,9 +218,14 @@ static int punch_main(const char *ram, const char *other)
     int fd = open(other, O_RDWR), rfd = open(ram, O_RDWR);
     uint8_t page[PSIZE], back[PSIZE];
 
-    memset(page, 0x5a, sizeof(page));
-    if (fd < 0 || rfd < 0 || pwrite(fd, page, PSIZE, 0) != PSIZE) {
+    memset(page, 0x5a, sizeof(page)); /* written there by the test before */
+    if (fd < 0 || rfd < 0) {
         return 10;
+    }
+    errno = 0;
+    if (pwrite(fd, page, PSIZE, PSIZE) != -1 || errno != EIO) {
+        printf("pwrite into the unknown block: not refused (errno %d)\n", errno);
+        return 14;
     }
     errno = 0;
     if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, PSIZE) != -1 ||
@@ -795,6 +831,35 @@ static void test_dontneed_by_a_tracked_vmm_ends_the_written_list_at_once(void **
 }
 
 /*
+ * Changes a page table cannot show, by a tracked VMM, end the list of
+ * written pages at once too (found by review: each left a list that the
+ * next --reuse-ram restart trusted, keeping a page the VMM had written): a
+ * pwrite into the file, MADV_COLLAPSE (the small pages leave every
+ * mapping), an unmap of part of the mapping (the rest was reported with it
+ * and then untracked) and a move of the mapping (mremap drops the
+ * registration and its trace).
+ */
+static void test_a_pwrite_by_a_tracked_vmm_ends_the_written_list(void **state)
+{
+    discard_ends_the_written_list(*state, "pwrite");
+}
+
+static void test_a_collapse_by_a_tracked_vmm_ends_the_written_list(void **state)
+{
+    discard_ends_the_written_list(*state, "collapse");
+}
+
+static void test_a_partial_unmap_by_a_tracked_vmm_ends_the_written_list(void **state)
+{
+    discard_ends_the_written_list(*state, "unmap-part");
+}
+
+static void test_a_move_by_a_tracked_vmm_ends_the_written_list(void **state)
+{
+    discard_ends_the_written_list(*state, "mremap");
+}
+
+/*
  * A tracked VMM about to punch a hole the daemon cannot take note of (a
  * block it does not have) must not punch it: otherwise a later list of
  * written pages would miss the change.  The punch fails with EIO, the
@@ -814,6 +879,11 @@ static void test_untracked_change_the_daemon_cannot_note_is_not_made(void **stat
     need_preload();
     fd = open(other, O_RDWR | O_CREAT | O_TRUNC, 0600);
     assert_true(fd >= 0 && ftruncate(fd, LEN) == 0);
+    {
+        uint8_t page[PSIZE];
+        memset(page, 0x5a, sizeof(page));
+        assert_int_equal(pwrite(fd, page, PSIZE, 0), PSIZE);
+    }
     close(fd);
     env = g_environ_setenv(env, "LD_PRELOAD", g_getenv("SNAPLOAD_PRELOAD"), true);
     env = g_environ_setenv(env, "SNAPLOAD_SOCKET", f->sock, true);
@@ -1060,6 +1130,15 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(
             test_dontneed_by_a_tracked_vmm_ends_the_written_list_at_once, setup_tracking,
             teardown),
+        cmocka_unit_test_setup_teardown(test_a_pwrite_by_a_tracked_vmm_ends_the_written_list,
+                                        setup_tracking, teardown),
+        cmocka_unit_test_setup_teardown(test_a_collapse_by_a_tracked_vmm_ends_the_written_list,
+                                        setup_tracking, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_partial_unmap_by_a_tracked_vmm_ends_the_written_list, setup_tracking,
+            teardown),
+        cmocka_unit_test_setup_teardown(test_a_move_by_a_tracked_vmm_ends_the_written_list,
+                                        setup_tracking, teardown),
         cmocka_unit_test_setup_teardown(
             test_untracked_change_the_daemon_cannot_note_is_not_made, setup_tracking, teardown),
         cmocka_unit_test_setup_teardown(

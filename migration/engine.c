@@ -309,10 +309,9 @@ static int show_alike(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
             step = 1; /* the kernel takes one VMA at a time: go unit by unit */
         } else if ((ret == -EEXIST &&
                     (ret = map_rest_of_unit(r, reg, v, u + k, done - k * reg->unit, NULL,
-                                            true)) == 0) ||
+                                            true)) == 0 && (add(&r->c.eexist, 1), true)) ||
                    (unit_may_span_vmas(reg, ret, len, k) &&
                     (ret = map_unit_from(r, reg, v, u, 0, NULL, true)) == 0)) {
-            add(&r->c.eexist, 1);
             sl_uffd_wake(v->uffd, (void *)(uintptr_t)(v->base + (u + k) * reg->unit), reg->unit);
             k++;
         } else if (drop_for(v, ret)) {
@@ -416,7 +415,7 @@ int sl_refuse_unit(sl_restore *r, sl_region *reg, uint64_t u, const uint8_t *sta
     for (unsigned i = 0; i < nv && poison; i++) {
         sl_view *v = sl_region_view(reg, i);
         if (sl_view_covers(reg, v, u, 1) && sl_view_enter(r, v)) {
-            sl_uffd_poison(v->uffd, (void *)(uintptr_t)(v->base + u * reg->unit), reg->unit);
+            sl_poison_unit(reg, v, u);
             sl_view_exit(r, v);
         }
     }
@@ -519,6 +518,17 @@ int sl_commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_
     ret = show_everywhere(r, reg, v, u0, n0);
     sl_units_done(r, n0);
     return ret;
+}
+
+void sl_poison_unit(const sl_region *reg, const sl_view *v, uint64_t u)
+{
+    uint8_t *a = (uint8_t *)(uintptr_t)(v->base + u * reg->unit);
+    const uint64_t pg = reg->mem.page_size;
+    int ret = sl_uffd_poison(v->uffd, a, reg->unit);
+
+    for (uint64_t at = 0; ret == -ENOENT && pg && reg->unit > pg && at < reg->unit; at += pg) {
+        (void)sl_uffd_poison(v->uffd, a + at, pg); /* a VMA ends inside the unit */
+    }
 }
 
 /*

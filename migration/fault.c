@@ -108,7 +108,7 @@ static int show_settled(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, i
 {
     if (st == SL_PAGE_POISONED) {
         if (reg->ioctls & SL_IOCTL(_UFFDIO_POISON)) {
-            sl_uffd_poison(v->uffd, (void *)(uintptr_t)(v->base + u * reg->unit), reg->unit);
+            sl_poison_unit(reg, v, u);
         }
         return 0;
     }

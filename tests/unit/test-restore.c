@@ -1706,6 +1706,48 @@ static void test_a_unit_split_by_a_vma_boundary_is_placed_page_by_page(void **st
 }
 
 /*
+ * A unit that fails its checksum and that a VMA boundary splits is
+ * poisoned page by page: the fault on it wakes to SIGBUS (found by the
+ * review of the split fix: one POISON for the whole unit failed with
+ * ENOENT, unnoticed, and the faulting thread waited for ever).
+ */
+static void test_a_corrupt_unit_split_by_a_vma_boundary_is_refused(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    sl_block_info bi;
+    page_reader pr;
+    GThread *th;
+    uint8_t byte;
+    bool returned;
+    int fd;
+
+    f->snap_psize = BIG_UNIT;
+    fixture_build(f, 8 * BIG_UNIT, 0, 0);
+    assert_true(sl_snapshot_block(f->snap, 0, &bi));
+    fd = open(f->path, O_RDWR);
+    assert_true(fd >= 0 && pread(fd, &byte, 1, (off_t)(bi.pages_offset + BIG_UNIT + 9)) == 1);
+    byte ^= 0x40;
+    assert_true(pwrite(fd, &byte, 1, (off_t)(bi.pages_offset + BIG_UNIT + 9)) == 1);
+    close(fd);
+    sl_snapshot_close(f->snap);
+    f->snap = sl_snapshot_open(f->path, &err);
+    assert_non_null(f->snap);
+    assert_int_equal(madvise(f->mem[0].host, BIG_UNIT + BIG_UNIT / 2, MADV_NOHUGEPAGE), 0);
+    fixture_start(f, 0, true);
+    th = start_reader(&pr, &f->gate, f, f->mem[0].host, BIG_UNIT / PSIZE + 1);
+    returned = reader_wait(&pr, 10);
+    if (!returned) {
+        sl_restore_stop(f->r);
+    }
+    g_thread_join(th);
+    if (!returned) {
+        fail_msg("a fault on a corrupt unit two VMAs share waited 10 s: never refused");
+    }
+    assert_false(pr.ok);
+}
+
+/*
  * The same split in a consumer's view (a back-end's mapping of the file):
  * its reads of the units two VMAs share are served right and the view is
  * kept; stopped before they were placed, those units are sealed there,
@@ -3585,6 +3627,8 @@ static const feature features[] = {
     { "discarded_page_refaults_as_zero", test_discarded_page_refaults_as_zero, any },
     { "a_unit_split_by_a_vma_boundary_is_placed_page_by_page",
       test_a_unit_split_by_a_vma_boundary_is_placed_page_by_page, four_k },
+    { "a_corrupt_unit_split_by_a_vma_boundary_is_refused",
+      test_a_corrupt_unit_split_by_a_vma_boundary_is_refused, four_k },
     { "a_view_split_inside_a_unit_is_served_and_sealed",
       test_a_view_split_inside_a_unit_is_served_and_sealed, shared_four_k },
     { "a_view_kept_registered_at_the_stop_stays_so_after_free",

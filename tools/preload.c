@@ -54,13 +54,15 @@
  * mapping's uffd is closed at its DONE, its connection when it is retired
  * (kept until then: qemu-restore's daemon stays while a client is
  * connected, for back-ends that map guest RAM after the fill).
- * mremap is not interposed: moving or resizing a mapping during the fill
- * is not supported (docs/qemu.md).
+ * mremap retires what it moves or maps over like munmap; moving a mapping
+ * before its DONE ends the process (the moved range would not be served).
  *
  * While tracking, a block whose file this process punches holes in (or
- * MADV_REMOVEs), or hands to a peer that does not track its writes after
- * the fill, is reported as changed where the list cannot show it: the
- * next restart then checks the whole file.
+ * MADV_REMOVEs, DONTNEEDs, PAGEOUTs, COLLAPSEs), writes through a
+ * descriptor (pwrite and kin, copy_file_range, ftruncate), unmaps or moves
+ * in part, or hands to a peer that does not track its writes after the
+ * fill, is reported as changed where the list cannot show it: the next
+ * restart then checks the whole file.
  *
  * State: written by the constructor before any other thread exists, then
  * only under `lock` (mmap may be called from any thread), but for
@@ -585,18 +587,21 @@ static void report_overlapping(const void *addr, size_t len)
  * only in part become untracked (lock held).  The part left mapped is
  * reported and retired with the rest, its writes from then on in no list
  * (found by review: a later restart kept such a page as the snapshot's).
+ * False (errno EIO) if the daemon was not told: the caller must not go on.
  */
-static void untrack_uncovered(const void *addr, size_t len)
+static bool untrack_uncovered(const void *addr, size_t len)
 {
     const uint8_t *a = addr;
+    bool ok = true;
 
     for (unsigned i = 0; i < pl.ntracked; i++) {
         const pl_tracked *t = &pl.tracked[i];
         const uint8_t *m = t->addr;
         if (overlaps(t, addr, len) && (a > m || a + len < m + t->len)) {
-            (void)mark_untracked(t->block);
+            ok = mark_untracked(t->block) && ok;
         }
     }
+    return ok;
 }
 
 /* The blocks of the tracked mappings [@addr, +@len) overlaps, into @hit
@@ -628,8 +633,11 @@ int munmap(void *addr, size_t len)
     }
     pthread_mutex_lock(&pl.lock);
     nhit = pl.track ? tracked_blocks_in(addr, len, hit) : 0;
+    if (pl.track && !untrack_uncovered(addr, len)) {
+        pthread_mutex_unlock(&pl.lock);
+        return -1; /* as madvise and fallocate do: no change no list would show */
+    }
     if (pl.track) {
-        untrack_uncovered(addr, len);
         report_overlapping(addr, len);
     }
     gone = retire_overlapping(addr, len);
@@ -700,6 +708,7 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
     gone = retire_moved(old, old_len ? old_len : 1);
     if (new_addr && !bad_range(new_addr, new_len)) { /* what the move maps over goes too */
         if (pl.track) {
+            (void)untrack_uncovered(new_addr, new_len); /* the rest stays: untracked */
             report_overlapping(new_addr, new_len);
         }
         over = retire_overlapping(new_addr, new_len);

@@ -180,6 +180,13 @@ static int change(const char *how, int fd, volatile uint8_t *p)
         settle(p);
         return mremap((void *)p, LEN, LEN + PSIZE, MREMAP_MAYMOVE) == MAP_FAILED ? -1 : 0;
     }
+    if (!g_strcmp0(how, "mremap-onto")) { /* another page moved over page 0 of it */
+        void *q = mmap(NULL, PSIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        settle(p);
+        return q == MAP_FAILED ||
+               mremap(q, PSIZE, PSIZE, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)p) == MAP_FAILED
+                   ? -1 : 0;
+    }
     return madvise((void *)p, 2 * PSIZE, g_strcmp0(how, "dontneed") ? MADV_REMOVE
                                                                   : MADV_DONTNEED);
 }
@@ -859,6 +866,12 @@ static void test_a_move_by_a_tracked_vmm_ends_the_written_list(void **state)
     discard_ends_the_written_list(*state, "mremap");
 }
 
+/* Found by the review of that fix: a move onto part of a tracked mapping. */
+static void test_a_move_onto_a_tracked_mapping_ends_the_written_list(void **state)
+{
+    discard_ends_the_written_list(*state, "mremap-onto");
+}
+
 /*
  * A tracked VMM about to punch a hole the daemon cannot take note of (a
  * block it does not have) must not punch it: otherwise a later list of
@@ -1138,6 +1151,8 @@ int main(int argc, char **argv)
             test_a_partial_unmap_by_a_tracked_vmm_ends_the_written_list, setup_tracking,
             teardown),
         cmocka_unit_test_setup_teardown(test_a_move_by_a_tracked_vmm_ends_the_written_list,
+                                        setup_tracking, teardown),
+        cmocka_unit_test_setup_teardown(test_a_move_onto_a_tracked_mapping_ends_the_written_list,
                                         setup_tracking, teardown),
         cmocka_unit_test_setup_teardown(
             test_untracked_change_the_daemon_cannot_note_is_not_made, setup_tracking, teardown),

@@ -130,6 +130,12 @@ static struct {
     unsigned ntracked;
     GPtrArray *mappings;          /* pl_mapping *: every mapping handed over */
     int timeout_ms;               /* SNAPLOAD_TIMEOUT_MS */
+    /* The file systems the blocks' files live on (the devices of their
+     * directories), to tell without the lock that a write is to no block
+     * (may_write_fd()); written by the constructor only. */
+    dev_t block_devs[MAX_BLOCKS];
+    unsigned nblock_devs;
+    bool block_devs_all;          /* every block file's directory was found */
     /* Mappings handed over whose DONE has not come: a restore still runs.
      * Incremented under `lock` before the supervisor starts, decremented by
      * it (block_done); relaxed: a count read as a hint of state, ordered by
@@ -296,6 +302,21 @@ static void scrub_environment(void)
     unsetenv("SNAPLOAD_TIMEOUT_MS");
 }
 
+/* pl.block_devs: the device of each block file's directory (constructor). */
+static void note_block_devs(void)
+{
+    pl.block_devs_all = true;
+    for (unsigned i = 0; i < pl.nblocks; i++) {
+        g_autofree char *dir = pl.blocks[i].path ? g_path_get_dirname(pl.blocks[i].path) : NULL;
+        struct stat st;
+        if (dir && stat(dir, &st) == 0) {
+            pl.block_devs[pl.nblock_devs++] = st.st_dev;
+        } else if (dir) {
+            pl.block_devs_all = false;
+        }
+    }
+}
+
 __attribute__((constructor)) static void preload_init(void)
 {
     const char *sock = getenv("SNAPLOAD_SOCKET");
@@ -315,6 +336,7 @@ __attribute__((constructor)) static void preload_init(void)
         pl.timeout_ms = DEFAULT_TIMEOUT_MS;
     }
     pl.mappings = g_ptr_array_new_with_free_func(g_free);
+    note_block_devs();
     scrub_environment();
     pthread_atfork(NULL, NULL, forget_parents_mappings);
     pl.active = true;
@@ -798,7 +820,23 @@ int fallocate64(int fd, int mode, off_t off, off_t len)
  */
 static bool may_write_fd(int fd)
 {
-    return !pl.active || !pl.track || note_untracked_fd(fd);
+    struct stat st;
+
+    if (!pl.active || !pl.track) {
+        return true;
+    }
+    /* Without the lock, which a retirement holds across daemon round trips:
+     * a write to a file on no block's file system (a disk image, a socket)
+     * is none of ours. */
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        return true;
+    }
+    for (unsigned i = 0; i < pl.nblock_devs; i++) {
+        if (pl.block_devs[i] == st.st_dev) {
+            return note_untracked_fd(fd);
+        }
+    }
+    return pl.block_devs_all ? true : note_untracked_fd(fd); /* a directory unknown */
 }
 
 /** pwrite: the libc call, after may_write_fd(). */

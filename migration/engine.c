@@ -307,13 +307,16 @@ static int show_alike(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
         k = done / reg->unit;
         if (spans_vmas(ret, len, k)) {
             step = 1; /* the kernel takes one VMA at a time: go unit by unit */
-        } else if ((ret == -EEXIST &&
-                    (ret = map_rest_of_unit(r, reg, v, u + k, done - k * reg->unit, NULL,
-                                            true)) == 0 && (add(&r->c.eexist, 1), true)) ||
-                   (unit_may_span_vmas(reg, ret, len, k) &&
-                    (ret = map_unit_from(r, reg, v, u, 0, NULL, true)) == 0)) {
+        } else if (ret == -EEXIST &&
+                   (ret = map_rest_of_unit(r, reg, v, u + k, done - k * reg->unit, NULL,
+                                           true)) == 0) {
+            add(&r->c.eexist, 1);
             sl_uffd_wake(v->uffd, (void *)(uintptr_t)(v->base + (u + k) * reg->unit), reg->unit);
             k++;
+        } else if (unit_may_span_vmas(reg, ret, len, k) &&
+                   (ret = map_unit_from(r, reg, v, u, 0, NULL, true)) == 0) {
+            sl_uffd_wake(v->uffd, (void *)(uintptr_t)(v->base + u * reg->unit), reg->unit);
+            k = 1;
         } else if (drop_for(v, ret)) {
             sl_engine_drop_view(r, v, ret); /* that view alone: the others go on */
             return 1;
@@ -520,17 +523,6 @@ int sl_commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_
     return ret;
 }
 
-void sl_poison_unit(const sl_region *reg, const sl_view *v, uint64_t u)
-{
-    uint8_t *a = (uint8_t *)(uintptr_t)(v->base + u * reg->unit);
-    const uint64_t pg = reg->mem.page_size;
-    int ret = sl_uffd_poison(v->uffd, a, reg->unit);
-
-    for (uint64_t at = 0; ret == -ENOENT && pg && reg->unit > pg && at < reg->unit; at += pg) {
-        (void)sl_uffd_poison(v->uffd, a + at, pg); /* a VMA ends inside the unit */
-    }
-}
-
 /*
  * Zero units [u, u+n), claimed by a loader: published without a placement.
  * Their memory stays a hole (anonymous memory not yet faulted, a file hole)
@@ -571,6 +563,21 @@ static bool large_page_kept(int fd, uint64_t off, uint64_t ps, bool stored, uint
     return !stored || XXH3_64bits_digest(&st) == want;
 }
 
+/* Whether snapshot pages [@p, +@n) of @reg, read at once into @check, are the snapshot's. */
+static bool pages_kept(const sl_region *reg, uint64_t p, uint64_t n, uint8_t *check)
+{
+    const sl_block *b = reg->blk;
+    const uint64_t ps = b->page_size;
+    bool same = sl_pread_full(reg->mem.fd, check, n * ps, reg->mem.offset + p * ps) == 0;
+
+    for (uint64_t k = 0; k < n && same; k++) {
+        const uint8_t *pg = check + k * ps;
+        same = sl_bit_test(b->bitmap, p + k) ? sl_hash(pg, ps) == b->csums[p + k]
+                                             : sl_all_zero(pg, ps);
+    }
+    return same;
+}
+
 /*
  * config.keep_memory: whether the reused file already holds unit @u (proven)
  * as the snapshot has it: each stored page with its checksum, each zero
@@ -593,19 +600,12 @@ bool sl_unit_kept(sl_restore *r, const sl_region *reg, uint64_t u, uint8_t *chec
         return false; /* nothing to prove it with: restored */
     }
     t0 = sl_now_ns();
-    for (uint64_t p = u * reg->ratio; ps > CHECK_BYTES && p < (u + 1) * reg->ratio && same; p++) {
-        same = large_page_kept(reg->mem.fd, reg->mem.offset + p * ps, ps,
-                               sl_bit_test(b->bitmap, p), b->csums[p], check);
-    }
-    for (uint64_t p = u * reg->ratio; ps <= CHECK_BYTES && p < (u + 1) * reg->ratio && same;
-         p += per) {
+    for (uint64_t p = u * reg->ratio; p < (u + 1) * reg->ratio && same; p += per) {
         uint64_t n = MIN(per, (u + 1) * reg->ratio - p);
-        same = sl_pread_full(reg->mem.fd, check, n * ps, reg->mem.offset + p * ps) == 0;
-        for (uint64_t k = 0; k < n && same; k++) {
-            const uint8_t *pg = check + k * ps;
-            same = sl_bit_test(b->bitmap, p + k) ? sl_hash(pg, ps) == b->csums[p + k]
-                                                 : sl_all_zero(pg, ps);
-        }
+        same = ps > CHECK_BYTES
+                   ? large_page_kept(reg->mem.fd, reg->mem.offset + p * ps, ps,
+                                     sl_bit_test(b->bitmap, p), b->csums[p], check)
+                   : pages_kept(reg, p, n, check);
     }
     add(&r->c.checksum_ns, sl_now_ns() - t0);
     return same;

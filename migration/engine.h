@@ -82,7 +82,7 @@ bool sl_unit_kept(sl_restore *r, const sl_region *reg, uint64_t u, uint8_t *chec
 int sl_commit_kept(sl_restore *r, sl_region *reg, uint64_t u, uint64_t n, int who);
 
 /**
- * sl_poison_unit: poison unit @u of @reg in view @v (UFFDIO_POISON, which
+ * sl_poison_unit (seal.c): poison unit @u of @reg in view @v (UFFDIO_POISON, which
  * wakes its faults), page by page where a VMA boundary splits the unit.
  */
 void sl_poison_unit(const sl_region *reg, const sl_view *v, uint64_t u);

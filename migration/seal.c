@@ -24,6 +24,7 @@
  */
 #include <errno.h>
 #include <sys/mman.h>
+#include "engine.h"
 #include "restore-int.h"
 #include "uffd.h"
 
@@ -35,7 +36,7 @@
  * poisoned: the unit is not PRESENT, so those never got their bytes
  * (taking the unit as mapped left them to read as zeros: found by review).
  */
-static bool seal_pages(const sl_region *reg, sl_view *v, uint8_t *addr)
+static bool seal_pages(const sl_region *reg, const sl_view *v, uint8_t *addr)
 {
     for (uint64_t at = 0; at < reg->unit; at += reg->mem.page_size) {
         int ret = sl_uffd_poison(v->uffd, addr + at, reg->mem.page_size);
@@ -44,6 +45,16 @@ static bool seal_pages(const sl_region *reg, sl_view *v, uint8_t *addr)
         }
     }
     return true;
+}
+
+void sl_poison_unit(const sl_region *reg, const sl_view *v, uint64_t u)
+{
+    uint8_t *a = (uint8_t *)(uintptr_t)(v->base + u * reg->unit);
+
+    if (sl_uffd_poison(v->uffd, a, reg->unit) == -ENOENT && reg->mem.page_size &&
+        reg->unit > reg->mem.page_size) {
+        (void)seal_pages(reg, v, a); /* a VMA ends inside the unit */
+    }
 }
 
 /* Makes [u, u+n) of @reg unreadable in view @v; true if it is sealed there. */

@@ -706,6 +706,7 @@ __attribute__((visibility("default")))
 void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 {
     void *new_addr = NULL, *p;
+    size_t span = old_len ? old_len : 1; /* 0: a duplicate of a shared mapping */
     pl_block *hit[MAX_TRACKED];
     unsigned nhit;
     GArray *gone, *over = NULL;
@@ -716,18 +717,18 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
         new_addr = va_arg(ap, void *);
         va_end(ap);
     }
-    if (!pl.active || bad_range(old, old_len ? old_len : 1)) {
+    if (!pl.active || bad_range(old, span)) {
         return (void *)syscall(SYS_mremap, old, old_len, new_len, flags, new_addr);
     }
     pthread_mutex_lock(&pl.lock);
-    nhit = pl.track ? tracked_blocks_in(old, old_len ? old_len : 1, hit) : 0;
+    nhit = pl.track ? tracked_blocks_in(old, span, hit) : 0;
     for (unsigned i = 0; i < nhit; i++) {
         (void)mark_untracked(hit[i]);
     }
     if (pl.track) {
-        report_overlapping(old, old_len ? old_len : 1);
+        report_overlapping(old, span);
     }
-    gone = retire_moved(old, old_len ? old_len : 1);
+    gone = retire_moved(old, span);
     if (new_addr && !bad_range(new_addr, new_len)) { /* what the move maps over goes too */
         if (pl.track) {
             (void)untrack_uncovered(new_addr, new_len); /* the rest stays: untracked */

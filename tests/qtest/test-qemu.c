@@ -226,6 +226,19 @@ static pid_t registrar(const fixture *f, const char *dsock, unsigned n, bool hol
     return pid;
 }
 
+/* Quits the guest of restore @r (QMP @q, listening socket @lq): qemu-restore exits 0. */
+static void quit_clean(sl_qmp *q, child *r, int lq)
+{
+    g_autofree char *out = NULL, *errs = NULL;
+    int st = quit_and_reap(q, r, &out, &errs);
+
+    if (!g_spawn_check_wait_status(st, NULL)) {
+        fail_msg("qemu-restore failed: %s", errs);
+    }
+    close(lq);
+    child_free(r);
+}
+
 /*
  * Consumers keep registering long after the restore completed (a back-end
  * that reconnects, saves): 1500 registrations, each a line the daemon
@@ -237,7 +250,7 @@ static pid_t registrar(const fixture *f, const char *dsock, unsigned n, bool hol
 static void test_registrations_after_completion_never_block_the_daemon(void **state)
 {
     fixture *f = *state;
-    g_autofree char *serial = NULL, *qmp = NULL, *dsock = NULL, *out = NULL, *errs = NULL;
+    g_autofree char *serial = NULL, *qmp = NULL, *dsock = NULL;
     int lq, st;
     pid_t many;
     sl_qmp *q;
@@ -259,12 +272,7 @@ static void test_registrations_after_completion_never_block_the_daemon(void **st
         sl_qmp_close(q);
         fail_msg("the daemon stopped taking registrations (status %#x)", st);
     }
-    st = quit_and_reap(q, &r, &out, &errs);
-    if (!g_spawn_check_wait_status(st, NULL)) {
-        fail_msg("qemu-restore failed: %s", errs);
-    }
-    close(lq);
-    child_free(&r);
+    quit_clean(q, &r, lq);
 }
 
 /*
@@ -276,7 +284,7 @@ static void test_registrations_after_completion_never_block_the_daemon(void **st
 static void test_a_backend_registered_before_qemu_is_not_taken_for_qemu(void **state)
 {
     fixture *f = *state;
-    g_autofree char *serial = NULL, *qmp = NULL, *dsock = NULL, *out = NULL, *errs = NULL;
+    g_autofree char *serial = NULL, *qmp = NULL, *dsock = NULL;
     int lq, st;
     pid_t early;
     sl_qmp *q;
@@ -298,12 +306,7 @@ static void test_a_backend_registered_before_qemu_is_not_taken_for_qemu(void **s
     kill(early, SIGKILL);
     assert_int_equal(waitpid(early, &st, 0), early);
     assert_true(WIFSIGNALED(st)); /* it had registered and was waiting */
-    st = quit_and_reap(q, &r, &out, &errs);
-    if (!g_spawn_check_wait_status(st, NULL)) {
-        fail_msg("qemu-restore failed: %s", errs);
-    }
-    close(lq);
-    child_free(&r);
+    quit_clean(q, &r, lq);
 }
 
 /*

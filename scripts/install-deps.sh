@@ -48,6 +48,9 @@ backports_source() {
     local f=/etc/apt/sources.list.d/snapload-backports.sources uris="" key=""
     grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/ && return 0
     # deb822 stanzas first, then one-line sources: the stanza serving "bookworm".
+    # A machine with only /etc/apt/sources.list (the Debian installer's and
+    # debootstrap's layout) has no stanza: read then finds no line, which
+    # must not end the script under set -e.
     read -r uris key < <(awk 'BEGIN{RS=""} /Suites:[^\n]*[ \t]bookworm([ \t\n]|$)/ {
             u=""; k=""; n=split($0, l, "\n");
             for (i = 1; i <= n; i++) {
@@ -55,9 +58,20 @@ backports_source() {
                 if (l[i] ~ /^Signed-By:/) { k = l[i]; sub(/^Signed-By:[ \t]*/, "", k) }
             }
             if (u != "") { print u, k; exit }
-        }' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+        }' /etc/apt/sources.list.d/*.sources 2>/dev/null) || true
     if [ -z "$uris" ]; then
-        uris=$(awk '$1 == "deb" && $3 == "bookworm" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+        # "deb [options] URI bookworm components": a signed-by= among the
+        # options is kept, the rest of them dropped.
+        read -r uris key < <(awk '$1 == "deb" {
+                k = ""; i = 2
+                if ($2 ~ /^\[/) {
+                    for (; i <= NF; i++) {
+                        if ($i ~ /signed-by=/) { k = $i; sub(/.*signed-by=/, "", k); sub(/\]$/, "", k) }
+                        if ($i ~ /\]$/) { i++; break }
+                    }
+                }
+                if ($(i + 1) == "bookworm") { print $i, k; exit }
+            }' /etc/apt/sources.list 2>/dev/null) || true
     fi
     if [ -z "$uris" ]; then
         echo "snapload: no Debian bookworm apt source found to add bookworm-backports to" >&2

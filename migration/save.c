@@ -31,7 +31,9 @@
  * units written since the restore began or since the last reset, as the
  * restore's write tracking lists them (reset.c), from the memory, and
  * names the restored snapshot as its parent: every other page is the
- * parent's, as the tracking proves.
+ * parent's, as the tracking proves.  Of the listed units only placed ones
+ * are stored: one still absent or refused was never written (a write to
+ * it faults first), so it is the parent's too.
  *
  * The memory of a shared backend is read with pread() on its file, which
  * neither faults nor plants a page; anonymous memory through its mapping,
@@ -212,31 +214,63 @@ bool sl_restore_write_blocks(sl_restore *r, sl_writer *w, GError **errp)
     return ok;
 }
 
+/*
+ * Pages [@p, @end) of a listed run whose units hold the memory's bytes
+ * (placed), from @p on, at most @max_pages of them: the end of that
+ * stretch, @p itself if @p's unit is not placed.  A unit still absent is
+ * the parent's (nothing wrote it: a write faults it in first), and so is
+ * a refused one (no write can reach it); both are listed when the kernel
+ * lacks async WP (every unit) or, for a refused one, by its poison marker
+ * (found by review: the save stored zeros for them, or died of SIGBUS).
+ */
+static uint64_t placed_stretch(const sl_region *reg, uint64_t p, uint64_t end,
+                               uint64_t max_pages)
+{
+    uint64_t q = p;
+
+    while (q < end && q - p < max_pages && unit_source(reg, q / reg->ratio) > 0) {
+        q = MIN(MIN(end, (q / reg->ratio + 1) * reg->ratio), p + max_pages);
+    }
+    return q;
+}
+
+/* Pages [@p, @q) of @reg's memory into block @b of @w. */
+static bool save_pages(const sl_region *reg, sl_writer *w, unsigned b, uint8_t *buf,
+                       uint64_t p, uint64_t q, GError **errp)
+{
+    const uint64_t ps = reg->blk->page_size;
+    int ret = read_memory(reg, p * ps, buf, (q - p) * ps);
+
+    if (ret < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block '%s' at 0x%" G_GINT64_MODIFIER
+                    "x: reading its memory: %s", reg->blk->name, p * ps, g_strerror(-ret));
+        return false;
+    }
+    return sl_writer_write(w, b, p * ps, buf, (q - p) * ps, errp);
+}
+
 /* Units of @reg written since the restore or the last reset, into block @b of @w. */
 static bool save_written(sl_restore *r, const sl_region *reg, sl_writer *w, unsigned b,
                          uint8_t *buf, uint64_t max_pages, GError **errp)
 {
     g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_page_run));
-    const uint64_t ps = reg->blk->page_size;
 
     if (!sl_restore_written(r, reg->blk->name, runs, errp)) {
         return false;
     }
     for (guint i = 0; i < runs->len; i++) {
         const sl_page_run *run = &g_array_index(runs, sl_page_run, i);
-        for (uint64_t p = run->first; p < run->first + run->n;) {
-            uint64_t n = MIN(max_pages, run->first + run->n - p);
-            int ret = read_memory(reg, p * ps, buf, n * ps);
-            if (ret < 0) {
-                g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block '%s' at 0x%" G_GINT64_MODIFIER
-                            "x: reading its memory: %s", reg->blk->name, p * ps,
-                            g_strerror(-ret));
+        const uint64_t end = run->first + run->n;
+        for (uint64_t p = run->first; p < end;) {
+            uint64_t q = placed_stretch(reg, p, end, max_pages);
+            if (q == p) { /* the parent's: the child stores nothing for it */
+                p = MIN(end, (p / reg->ratio + 1) * reg->ratio);
+                continue;
+            }
+            if (!save_pages(reg, w, b, buf, p, q, errp)) {
                 return false;
             }
-            if (!sl_writer_write(w, b, p * ps, buf, n * ps, errp)) {
-                return false;
-            }
-            p += n;
+            p = q;
         }
     }
     return true;

@@ -531,8 +531,32 @@ int sl_commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_
  * as for a page the guest discarded.  No page is allocated, cleared or
  * mapped for the zero pages nobody touches (30 % of a typical guest).
  */
+/*
+ * A restore that tracks writes in shared memory: uffd-wp markers on the
+ * holes of zero units [u, u+n) in our own view.  A written page that then
+ * leaves the page tables (swapped out, MADV_DONTNEED) leaves an empty entry
+ * while its file keeps the written bytes; with the markers, an empty entry
+ * over a zero unit means exactly that, never a hole nobody touched, and a
+ * reset (reset.c, empty_units) drops it (found by review: such a page kept
+ * its write through every reset).  Best effort: a unit left unmarked only
+ * costs a reset a needless drop of it.
+ */
+static void mark_zero_holes(const sl_restore *r, sl_region *reg, uint64_t u, uint64_t n)
+{
+    unsigned nv = r->cfg.track_writes && reg->mem.ops->in_place ? sl_view_count(reg) : 0;
+
+    for (unsigned i = 0; i < nv; i++) {
+        /* Acquire: pairs with the release store of the slot in sl_restore_add_view(). */
+        sl_view *v = atomic_load_explicit(&reg->views[i], memory_order_acquire);
+        if (v && v->own && v->wp) {
+            (void)sl_uffd_writeprotect(v->uffd, v->base + u * reg->unit, n * reg->unit, true);
+        }
+    }
+}
+
 void sl_publish_zeros(sl_restore *r, sl_region *reg, uint64_t u, uint64_t n, int who)
 {
+    mark_zero_holes(r, reg, u, n);
     account(r, reg, u, n, who);
     add(&r->c.zero_pages, n);
     sl_pagemap_publish(reg->map, u, n);

@@ -472,6 +472,11 @@ static bool finish(sl_restore *r, uint64_t gen)
     r->finished_gen = gen;
     if (atomic_compare_exchange_strong_explicit(&r->status, &expect, final,
                                                 memory_order_release, memory_order_relaxed)) {
+        if (r->finish_signalling) {
+            r->finish_signalling(r->finish_signalling_opaque);
+        }
+        /* Still under views_lock: a reset drains done_efd under it too, so
+         * it never drains before this signal and leaves it for later. */
         sl_engine_kick(r->done_efd);
     }
     g_mutex_unlock(&r->views_lock);

@@ -171,8 +171,8 @@ bool sl_restore_written(sl_restore *r, const char *block_name, GArray *runs, GEr
     /* Data units whose page left our page tables count too: what they hold
      * now (zeros, or a write the scan lost with its entry) is not the
      * snapshot's (found by review: a child kept the parent's bytes). */
-    if (!written_units(r, reg, false, units, errp) || !empty_units(r, reg, units, errp)) {
-        return false;
+    if (!empty_units(r, reg, units, errp) || !written_units(r, reg, false, units, errp)) {
+        return false; /* in this order, as the reset scans (sl_restore_reset()) */
     }
     append_raced(r, reg->index, units);
     normalize_runs(units);
@@ -277,17 +277,24 @@ static bool forget_units(sl_restore *r, GArray *units, GError **errp)
      * took along the signal of a failure landing in between, and a caller
      * polling the fd never saw that failure (found by review).
      */
+    g_mutex_lock(&r->views_lock); /* the completion's status and signal go together */
     (void)!read(r->done_efd, &drained, sizeof(drained));
     /* Relaxed: only 0 becomes in progress; a failure (sl_engine_fail()) is
      * kept.  A failure's kick follows its CAS, which follows this one:
-     * after the drain (the eventfd's lock orders the two calls). */
+     * after the drain (the eventfd's lock orders the two calls).  The
+     * completion (fault.c finish()) sets 0 and signals under views_lock,
+     * so its signal is drained here, never left to land on a restore in
+     * progress again (found by review: every later sl_restore_wait()
+     * returned -EINPROGRESS at once). */
     if (!atomic_compare_exchange_strong_explicit(&r->status, &done, -EINPROGRESS,
                                                  memory_order_relaxed, memory_order_relaxed)) {
+        g_mutex_unlock(&r->views_lock);
         sl_engine_kick(r->done_efd); /* ended all the same: readable again */
         g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "the restore failed during the reset: %s",
                     g_strerror(-done));
         return false;
     }
+    g_mutex_unlock(&r->views_lock);
     if (r->reset_reopened) {
         r->reset_reopened(r->reset_reopened_opaque);
     }
@@ -667,9 +674,15 @@ static bool reset_in_place(sl_restore *r, GArray *units, GArray *failed, GError 
 static bool collect_all(sl_restore *r, bool rearm, GArray *units, GError **errp)
 {
     for (guint i = 0; i < r->regions->len; i++) {
-        if (!written_units(r, g_ptr_array_index(r->regions, i), rearm, units, errp)) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        if (!written_units(r, reg, rearm, units, errp)) {
             if (rearm) {
-                owe(r, units); /* those found are protected again already */
+                /* Those found are protected again already, and so may be
+                 * part of this block, whose runs the failed scan lost:
+                 * all of it is owed (found by review: writes lost). */
+                sl_run all = { .region = reg->index, .unit = 0, .n = reg->nunits };
+                g_array_append_val(units, all);
+                owe(r, units);
             }
             return false;
         }
@@ -760,13 +773,14 @@ static gint by_start(gconstpointer a, gconstpointer b)
     return x->start < y->start ? -1 : x->start > y->start;
 }
 
-/* @reg's pages out of our page tables: empty entries, and markers over holes of its file. */
-static int64_t scan_left(sl_restore *r, const sl_region *reg, GArray *runs)
+/* @reg's pages out of our page tables: empty entries (@none), and
+ * markers over holes of its file (@holes), each sorted. */
+static int64_t scan_left(sl_restore *r, const sl_region *reg, GArray *none, GArray *holes)
 {
     const uint64_t base = (uintptr_t)reg->mem.host;
     const sl_backend_kind kind = reg->mem.ops->kind;
     g_autoptr(GArray) swapped = g_array_new(false, false, sizeof(sl_written_run));
-    int64_t ret = sl_scan_unmapped(r->pagemap_fd, base, base + reg->mem.length, false, runs);
+    int64_t ret = sl_scan_unmapped(r->pagemap_fd, base, base + reg->mem.length, false, none);
 
     if (ret < 0 || reg->mem.fd < 0 ||
         (kind != SL_BACKEND_SHMEM && kind != SL_BACKEND_HUGETLBFS)) {
@@ -775,49 +789,68 @@ static int64_t scan_left(sl_restore *r, const sl_region *reg, GArray *runs)
     ret = sl_scan_unmapped(r->pagemap_fd, base, base + reg->mem.length, true, swapped);
     if (ret > 0) {
         if (kind == SL_BACKEND_SHMEM) {
-            shmem_holes(reg, swapped, runs);
+            shmem_holes(reg, swapped, holes);
         } else {
-            hugetlbfs_holes(reg, swapped, runs);
+            hugetlbfs_holes(reg, swapped, holes);
         }
-        g_array_sort(runs, by_start); /* append_units() takes runs in order */
+        g_array_sort(holes, by_start); /* append_units() takes runs in order */
     }
     return ret;
 }
 
 /*
- * Units of @reg holding data, placed, whose page has left our page tables
- * since (discarded: MADV_DONTNEED, a balloon; or unmapped, which on
- * shared memory also loses the trace of a write): a reset brings them back
- * whether or not a write was seen (found by review: they stayed zeros, or
- * kept a write).  Appended to @out.
+ * Of @runs (of @reg's memory, sorted), the placed units to bring back,
+ * appended to @out as unit runs: those holding data, and with @zeros_too
+ * the zero units as well.
+ */
+static void append_left(const sl_region *reg, const GArray *runs, bool zeros_too, GArray *out)
+{
+    g_autoptr(GArray) units = g_array_new(false, false, sizeof(sl_run));
+
+    append_units(reg, runs, units);
+    for (guint k = 0; k < units->len; k++) {
+        const sl_run *run = &g_array_index(units, sl_run, k);
+        for (uint64_t u = run->unit, end = run->unit + run->n; u < end; u++) {
+            sl_run left = { .region = reg->index, .unit = u, .n = 0 };
+            /* placed (a restore still filling has the others to come) */
+            while (u < end && (zeros_too || sl_unit_has_data(reg, u)) &&
+                   sl_pagemap_state(reg->map, u) == SL_PAGE_PRESENT) {
+                left.n++;
+                u++;
+            }
+            if (left.n) {
+                g_array_append_val(out, left);
+            }
+        }
+    }
+}
+
+/*
+ * Units of @reg placed whose page has left our page tables since, appended
+ * to @out: a reset brings them back whether or not a write was seen (found
+ * by review: they stayed zeros, or kept a write).  Those holding data,
+ * discarded (MADV_DONTNEED, a balloon: an empty entry, or a marker over a
+ * hole of a shared file) or unmapped (which on shared memory also loses
+ * the trace of a write).  And on shared memory the zero units with an
+ * empty entry: their holes carry uffd-wp markers (engine.c,
+ * mark_zero_holes), so an empty entry there is a page written and then
+ * unmapped, its file keeping the write (found by review); a marker over a
+ * hole of a zero unit is its normal state.
  */
 static bool empty_units(sl_restore *r, sl_region *reg, GArray *out, GError **errp)
 {
-    g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_written_run));
-    g_autoptr(GArray) units = g_array_new(false, false, sizeof(sl_run));
-    int64_t ret = reg->mem.host && r->tracking != SL_TRACK_ALL ? scan_left(r, reg, runs) : 0;
+    g_autoptr(GArray) none = g_array_new(false, false, sizeof(sl_written_run));
+    g_autoptr(GArray) holes = g_array_new(false, false, sizeof(sl_written_run));
+    int64_t ret = reg->mem.host && r->tracking != SL_TRACK_ALL ? scan_left(r, reg, none, holes)
+                                                               : 0;
 
     if (ret < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block '%s': PAGEMAP_SCAN of the empty "
                     "pages: %s", reg->blk->name, g_strerror((int)-ret));
         return false;
     }
-    append_units(reg, runs, units);
-    for (guint k = 0; k < units->len; k++) { /* their units with data, as runs */
-        const sl_run *run = &g_array_index(units, sl_run, k);
-        for (uint64_t u = run->unit, end = run->unit + run->n; u < end; u++) {
-            sl_run data = { .region = reg->index, .unit = u, .n = 0 };
-            /* placed (a restore still filling has the others to come) */
-            while (u < end && sl_unit_has_data(reg, u) &&
-                   sl_pagemap_state(reg->map, u) == SL_PAGE_PRESENT) {
-                data.n++;
-                u++;
-            }
-            if (data.n) {
-                g_array_append_val(out, data);
-            }
-        }
-    }
+    append_left(reg, none, reg->mem.ops->in_place, out);
+    append_left(reg, holes, false, out);
     return true;
 }
 
@@ -931,11 +964,17 @@ bool sl_restore_reset(sl_restore *r, sl_reset_stats *out, GError **errp)
         return false;
     }
     sl_engine_join_loaders(r); /* none may claim a unit while they are forgotten */
-    if (!collect_all(r, !r->cfg.reset_in_place, units, errp)) {
+    /* The pages out of the page tables first: one that a reader's fault
+     * maps again after this scan (a discarded data page reads as written
+     * zeros) is then listed by the written scan.  The other way round it
+     * was in neither list, and stayed zeros (found by review). */
+    if (!collect_empty(r, empty, errp)) {
         return false;
     }
-    if (!collect_empty(r, empty, errp)) {
-        owe(r, units); /* protected again already (found by review: writes lost) */
+    if (r->reset_between_scans) {
+        r->reset_between_scans(r->reset_between_scans_opaque);
+    }
+    if (!collect_all(r, !r->cfg.reset_in_place, units, errp)) {
         return false;
     }
     /* Pages no longer mapped are dropped and refilled, never rewritten in place. */

@@ -253,6 +253,18 @@ struct sl_restore {
      * Set while no reset runs. */
     void (*reset_reopened)(void *opaque);
     void *reset_reopened_opaque;
+    /* Test hook, NULL in production: called by a reset on the caller's
+     * thread between its scan of the pages that left the page tables and
+     * its scan of the written ones (where a reader's fault may map a
+     * page).  Set while no reset runs. */
+    void (*reset_between_scans)(void *opaque);
+    void *reset_between_scans_opaque;
+    /* Test hook, NULL in production: called by the fault thread, holding
+     * views_lock, after it set the status of a completion and before it
+     * signals done_efd (where it may be preempted).  Set before
+     * sl_restore_start(). */
+    void (*finish_signalling)(void *opaque);
+    void *finish_signalling_opaque;
 
     uint64_t t_start, t_ready;
     _Atomic uint64_t t_first_fault, t_complete;

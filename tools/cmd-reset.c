@@ -35,6 +35,23 @@ typedef struct {
     sl_restore *r;
 } loop_state;
 
+/* Waits until the restore ends: true if it completed, else why not in @errp
+ * (a wait that ends while it still runs has no restore error to give). */
+static bool wait_restore(sl_restore *r, GError **errp)
+{
+    int ret = sl_restore_wait(r, -1);
+    GError *why = ret ? sl_restore_error(r) : NULL;
+
+    if (ret && !why) {
+        why = g_error_new(SL_ERROR, SL_ERROR_STATE, "waiting for the restore: %s",
+                          g_strerror(-ret));
+    }
+    if (why) {
+        g_propagate_error(errp, why);
+    }
+    return ret == 0;
+}
+
 static bool begin(const loop_opts *o, loop_state *s, GError **errp)
 {
     sl_restore_config cfg = { .size = sizeof(cfg), .track_writes = true,
@@ -56,11 +73,7 @@ static bool begin(const loop_opts *o, loop_state *s, GError **errp)
     if (!sl_restore_start(s->r, errp)) {
         return false;
     }
-    if (sl_restore_wait(s->r, -1) != 0) {
-        g_propagate_error(errp, sl_restore_error(s->r));
-        return false;
-    }
-    return true;
+    return wait_restore(s->r, errp);
 }
 
 static void end(loop_state *s)
@@ -108,7 +121,7 @@ static bool one_round(const loop_opts *o, loop_state *s, GRand *rng, round_resul
                       GError **errp)
 {
     double t0;
-    int ret;
+    bool ret;
 
     write_input(o, s, rng);
     rr->rs.size = sizeof(rr->rs);
@@ -117,10 +130,9 @@ static bool one_round(const loop_opts *o, loop_state *s, GRand *rng, round_resul
         return false;
     }
     rr->reset_ms = cli_now_ms() - t0;
-    ret = sl_restore_wait(s->r, -1);
+    ret = wait_restore(s->r, errp);
     rr->present_ms = cli_now_ms() - t0;
-    if (ret != 0) {
-        g_propagate_error(errp, sl_restore_error(s->r));
+    if (!ret) {
         return false;
     }
     int64_t wrong = cli_verify_blocks(s->snap, s->mems, errp);

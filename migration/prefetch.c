@@ -226,7 +226,15 @@ static void add_hot_chunk(sl_restore *r, sl_region *reg, uint64_t c0, uint64_t n
     r->hot_units++;
 }
 
-/* Appends unit @u of @reg to its group's hot runs, coalescing neighbours. */
+/*
+ * Appends unit @u of @reg to its group's hot runs, coalescing neighbours
+ * within a loader chunk, never across one (as queue_redo() cuts a reset's
+ * runs): a loader looks for a stop only between runs, and a sequential
+ * list made one run of everything, which a stop or a failure waited for
+ * and one loader loaded alone; and a chunk the loaders move whole stays
+ * a run of its own (the next chunk's first unit stretched it, and it was
+ * then copied unit by unit).  Both found by review.
+ */
 static void add_hot(sl_restore *r, sl_region *reg, uint64_t u, GArray **lists)
 {
     unsigned g = sl_unit_node(r, reg, u);
@@ -240,14 +248,15 @@ static void add_hot(sl_restore *r, sl_region *reg, uint64_t u, GArray **lists)
         add_hot_chunk(r, reg, c0, cn, l);
         return;
     }
-    if (last && last->region == reg->index && u == last->unit + last->n) {
+    if (last && last->region == reg->index && u >= last->unit && u < last->unit + last->n) {
+        return; /* already in the last run */
+    }
+    if (last && last->region == reg->index && u == last->unit + last->n &&
+        u % reg->chunk_units != 0) {
         last->n++;
-    } else if (!last || last->region != reg->index || u < last->unit ||
-               u >= last->unit + last->n) {
+    } else {
         sl_run run = { .region = reg->index, .unit = u, .n = 1 };
         g_array_append_val(l, run);
-    } else {
-        return; /* already in the last run */
     }
     r->hot_units++;
 }

@@ -20,6 +20,7 @@
 #include "migration/format/format.h"
 #include "migration/numa.h"
 #include "migration/restore-int.h"
+#include "migration/uffd.h"
 
 #define PSIZE 4096u
 
@@ -852,26 +853,115 @@ static void test_every_range_is_bound_to_its_nodes_memory(void **state)
     }
 }
 
+/* Units loaders claimed in all, and of them once they could see a stop request. */
+typedef struct {
+    sl_restore *r;
+    _Atomic uint64_t claimed, after_stop;
+} claim_count;
+
+static void count_claims(void *opaque, unsigned region, uint64_t u, uint64_t n)
+{
+    claim_count *c = opaque;
+
+    (void)region;
+    (void)u;
+    atomic_fetch_add(&c->claimed, n);
+    /* acquire: pairs with the release store of @stopping in sl_restore_stop() */
+    if (atomic_load_explicit(&c->r->stopping, memory_order_acquire)) {
+        atomic_fetch_add(&c->after_stop, n);
+    }
+}
+
+/*
+ * A loader looks for a stop between pieces of work, so a piece must be
+ * bounded: with a hot list of every unit in file order (data in the first
+ * half, zeros after; the list starts with the zeros, which no loader moves
+ * as chunks), stopped soon after the start, the loaders claim at most one
+ * loader chunk each once the stop is visible.  Before, the neighbours
+ * coalesced into one run of the whole list: a stop (or a failure) waited
+ * for all of it, and one loader did it alone.
+ */
+static void test_a_stop_waits_for_at_most_a_chunk_of_the_hot_list_per_loader(void **state)
+{
+    fixture *f = *state;
+    const unsigned loaders = 2;
+    sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = loaders,
+                              .numa_topology = "1" };
+    const uint64_t len = 256u << 20, unit = unit_of(f), nunits = len / unit;
+    const block_def def = { .len = len, .node = -1, .data = len / 2 };
+    g_autofree uint64_t *hot = g_new(uint64_t, nunits);
+    g_autoptr(GError) err = NULL;
+    claim_count c = { 0 };
+    uint64_t bound;
+
+    for (uint64_t i = 0; i < nunits; i++) {
+        hot[i] = (i + nunits / 2) % nunits * (unit / PSIZE);
+    }
+    build_blocks(f, &def, 1, hot, nunits);
+    attach_all(f, &cfg);
+    c.r = f->r;
+    f->r->loader_claimed = count_claims;
+    f->r->loader_claimed_opaque = &c;
+    assert_true(sl_restore_start(f->r, &err));
+    while (atomic_load(&c.claimed) < 4 && sl_restore_poll(f->r) == -EINPROGRESS) {
+        g_usleep(100);
+    }
+    sl_restore_stop(f->r);
+    bound = loaders * sl_region_of_block(f->r, "b0")->chunk_units;
+    print_message("# %s: %" PRIu64 " units claimed after the stop (bound %" PRIu64 "), %"
+                  PRIu64 " of %" PRIu64 " in all\n", f->nc->name, atomic_load(&c.after_stop),
+                  bound, atomic_load(&c.claimed), nunits);
+    assert_int_equal(sl_restore_poll(f->r), -ECANCELED); /* stopped before the end */
+    assert_true(atomic_load(&c.after_stop) <= bound);
+}
+
+/*
+ * Where the loaders move whole 2 MiB chunks, a hot unit right after a hot
+ * chunk (the next chunk's first unit, a zero one here) starts a run of its
+ * own: it stretched the chunk's run past the chunk, which was then copied
+ * in unit by unit instead of moved (pages_moved 0).
+ */
+static void test_a_hot_unit_after_a_hot_chunk_leaves_the_chunk_whole(void **state)
+{
+    fixture *f = *state;
+    sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1, .numa_topology = "1" };
+    const block_def def = { .len = 4u << 20, .node = -1, .data = 2u << 20 };
+    const uint64_t hot[] = { 0, (2u << 20) / PSIZE }; /* chunk 0 (data), chunk 1's first unit */
+
+    SL_TEST_NEED("uffd-move",
+                 !sl_test_withheld("uffd-move") && sl_uffd_has_features(UFFD_FEATURE_MOVE),
+                 sl_test_withheld("uffd-move") ? "withheld by SNAPLOAD_WITHOUT"
+                                                : "the kernel has no UFFDIO_MOVE (6.8+)");
+    build_blocks(f, &def, 1, hot, G_N_ELEMENTS(hot));
+    start(f, &cfg);
+    sl_stats st = finish(f);
+    assert_int_equal(st.hot_pages, 2);
+    assert_int_equal(st.pages_moved, (2u << 20) / PSIZE); /* the first chunk, whole */
+}
+
 typedef struct {
     const char *name;
     CMUnitTestFunction fn;
     bool all_specs; /* false: run once per backend (on its 2-node case) */
     bool no_hugetlbfs; /* hugetlbfs keeps no shared policy to read back */
+    bool anon_only;    /* about the loaders' moving of whole chunks (anonymous memory) */
 } feature;
 
 static const feature features[] = {
-    { "every_page_is_placed_by_its_own_node", test_every_page_is_placed_by_its_own_node, true, false },
-    { "bound_block_is_filled_by_that_node_only", test_bound_block_is_filled_by_that_node_only, true, false },
-    { "fault_is_served_while_every_group_is_busy", test_fault_is_served_while_every_group_is_busy, true, false },
-    { "hot_list_is_fetched_first_in_recorded_order", test_hot_list_is_fetched_first_in_recorded_order, false, false },
-    { "recorder_lists_faulted_pages_in_fault_order", test_recorder_lists_faulted_pages_in_fault_order, false, false },
-    { "recorder_lists_fault_around_neighbours_after_their_fault", test_recorder_lists_fault_around_neighbours_after_their_fault, false, false },
-    { "hot_zero_pages_get_memory_and_other_zero_pages_stay_holes", test_hot_zero_pages_get_memory_and_other_zero_pages_stay_holes, false, false },
-    { "hot_list_entry_out_of_range_is_an_error", test_hot_list_entry_out_of_range_is_an_error, false, false },
-    { "interleave_gives_every_node_part_of_a_small_snapshot", test_interleave_gives_every_node_part_of_a_small_snapshot, true, false },
-    { "hinted_block_is_filled_by_its_node_only", test_hinted_block_is_filled_by_its_node_only, true, false },
-    { "hint_for_a_node_the_topology_lacks_goes_modulo", test_hint_for_a_node_the_topology_lacks_goes_modulo, true, false },
-    { "every_range_is_bound_to_its_nodes_memory", test_every_range_is_bound_to_its_nodes_memory, true, true },
+    { "every_page_is_placed_by_its_own_node", test_every_page_is_placed_by_its_own_node, true, false, false },
+    { "bound_block_is_filled_by_that_node_only", test_bound_block_is_filled_by_that_node_only, true, false, false },
+    { "fault_is_served_while_every_group_is_busy", test_fault_is_served_while_every_group_is_busy, true, false, false },
+    { "hot_list_is_fetched_first_in_recorded_order", test_hot_list_is_fetched_first_in_recorded_order, false, false, false },
+    { "recorder_lists_faulted_pages_in_fault_order", test_recorder_lists_faulted_pages_in_fault_order, false, false, false },
+    { "recorder_lists_fault_around_neighbours_after_their_fault", test_recorder_lists_fault_around_neighbours_after_their_fault, false, false, false },
+    { "hot_zero_pages_get_memory_and_other_zero_pages_stay_holes", test_hot_zero_pages_get_memory_and_other_zero_pages_stay_holes, false, false, false },
+    { "hot_list_entry_out_of_range_is_an_error", test_hot_list_entry_out_of_range_is_an_error, false, false, false },
+    { "interleave_gives_every_node_part_of_a_small_snapshot", test_interleave_gives_every_node_part_of_a_small_snapshot, true, false, false },
+    { "hinted_block_is_filled_by_its_node_only", test_hinted_block_is_filled_by_its_node_only, true, false, false },
+    { "hint_for_a_node_the_topology_lacks_goes_modulo", test_hint_for_a_node_the_topology_lacks_goes_modulo, true, false, false },
+    { "every_range_is_bound_to_its_nodes_memory", test_every_range_is_bound_to_its_nodes_memory, true, true, false },
+    { "a_stop_waits_for_at_most_a_chunk_of_the_hot_list_per_loader", test_a_stop_waits_for_at_most_a_chunk_of_the_hot_list_per_loader, false, false, false },
+    { "a_hot_unit_after_a_hot_chunk_leaves_the_chunk_whole", test_a_hot_unit_after_a_hot_chunk_leaves_the_chunk_whole, false, false, true },
 };
 
 #define TOPOLOGY_TEST(fn) { #fn, fn }
@@ -905,7 +995,8 @@ int main(void)
     for (size_t c = 0; c < nc; c++) {
         for (size_t i = 0; i < nf; i++) {
             if ((!features[i].all_specs && strcmp(cases[c].spec, "2") != 0) ||
-                (features[i].no_hugetlbfs && cases[c].kind == SL_BACKEND_HUGETLBFS)) {
+                (features[i].no_hugetlbfs && cases[c].kind == SL_BACKEND_HUGETLBFS) ||
+                (features[i].anon_only && cases[c].kind != SL_BACKEND_ANON)) {
                 continue;
             }
             tests[n++] = (struct CMUnitTest){

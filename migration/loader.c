@@ -142,7 +142,9 @@ static int load_bounce(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t j, b
 
 /*
  * keep_memory: claimed units [k, m) of a reused file: runs it already
- * holds are kept, the others filled from the snapshot.
+ * holds are kept, the others filled from the snapshot.  A run that fails
+ * settles or gives back its own units; those of the runs after it are
+ * given back too (they were left CLAIMED with no owner: found by review).
  */
 static int keep_or_fill(loader_ctx *lc, sl_region *reg, uint64_t k, uint64_t m)
 {
@@ -167,6 +169,9 @@ static int keep_or_fill(loader_ctx *lc, sl_region *reg, uint64_t k, uint64_t m)
         }
         k = j;
         kept = next;
+    }
+    if (ret < 0 && k < m) {
+        sl_pagemap_unclaim(reg->map, k, m - k);
     }
     return ret;
 }
@@ -253,7 +258,12 @@ static int stage_chunk(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n, 
     return 0;
 }
 
-/* Claimed units [u0, m) staged at @base: copied in (data) or committed as zeros. */
+/*
+ * Claimed units [u0, m) staged at @base: copied in (data) or committed as
+ * zeros, run by run.  A run that fails settles or gives back its own
+ * units; those of the runs after it are given back too (they were left
+ * CLAIMED with no owner: found by review).
+ */
 static int copy_staged(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t m,
                        const uint8_t *base)
 {
@@ -271,6 +281,9 @@ static int copy_staged(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t m,
             sl_view_exit(lc->r, v);
         }
         if (ret < 0) {
+            if (j < m) {
+                sl_pagemap_unclaim(reg->map, j, m - j);
+            }
             return ret;
         }
     }

@@ -10,9 +10,12 @@
  *   4. the node's chunks in file order (runs coalesced into large reads).
  *
  * A block belongs to one node (sl_restore_bind(), else the snapshot's node
- * hint, else the first node), or with config.interleave is striped over all
- * nodes: one rotation across every interleaved block, stripes of
- * min(64 MiB, their total / nodes) in whole loader chunks.  The fault thread
+ * hint, else the node of the policy its memory carries, else the first
+ * node), or with config.interleave is striped over all nodes: one rotation
+ * across every interleaved block, stripes of min(64 MiB, their total /
+ * nodes) in whole loader chunks.  Memory asked for (bound, hinted,
+ * interleaved) is bound to its node strictly; memory nobody asked for
+ * prefers its node, or keeps the policy it carries.  The fault thread
  * also records the order of faulted pages here when asked
  * (record-and-prefetch).
  */
@@ -39,18 +42,67 @@ static uint64_t around_units(const sl_restore *r, const sl_region *reg)
     return reg->unit <= 4096 && n > 1 ? 1ull << (63 - __builtin_clzll(n)) : 1;
 }
 
+/* Where the restore binds @reg's memory: our mapping, or the fill alias of a file. */
+static uint8_t *bind_base(const sl_region *reg)
+{
+    return reg->mem.alias ? reg->mem.alias : reg->mem.host;
+}
+
+/*
+ * Whether @reg's memory carries a policy already (read where we would bind
+ * it: a memory file's shared policy, which a VMM's mbind on its own mapping
+ * of the file sets; hugetlbfs keeps none); *@node: its first node, or -1
+ * when it names none (local allocation).
+ */
+static bool memory_policy(const sl_region *reg, int *node)
+{
+    unsigned long mask[NODEMASK_WORDS] = { 0 };
+    uint8_t *base = bind_base(reg);
+    int mode = MPOL_DEFAULT;
+
+    *node = -1;
+    if (!base || get_mempolicy(&mode, mask, NODEMASK_WORDS * 64, base, MPOL_F_ADDR) < 0 ||
+        mode == MPOL_DEFAULT) {
+        return false;
+    }
+    for (int n = 0; n < NODEMASK_WORDS * 64 && *node < 0; n++) {
+        *node = mask[n / 64] & 1ul << (n % 64) ? n : -1;
+    }
+    return true;
+}
+
+/*
+ * The node of a block with no binding nor hint: its memory's own policy,
+ * left as it is, decides (the node of its first node; an mbind of ours on
+ * a memory file replaced a VMM's policy for good), else the first node,
+ * preferred, not bound (memory may then spill, as an eager load's would,
+ * instead of failing for want of room on one node).
+ */
+static int unhinted_node(sl_restore *r, sl_region *reg)
+{
+    int node;
+
+    if (memory_policy(reg, &node)) {
+        reg->policy = MPOL_DEFAULT;
+        return node >= 0 ? (int)sl_topology_memory_index(&r->topo, node) : 0;
+    }
+    reg->policy = MPOL_PREFERRED;
+    return 0;
+}
+
 /* Resolves the region's node policy once the topology is known. */
 static void region_policy(sl_restore *r, sl_region *reg)
 {
     int hint = reg->blk->numa_node;
 
+    reg->policy = MPOL_BIND;
     if (reg->bind == -2) { /* not bound by the caller */
         if (r->cfg.interleave) {
             reg->bind = -1;
         } else if (hint >= 0) {
             reg->bind = (int)sl_topology_hint_index(&r->topo, hint);
         } else {
-            reg->bind = 0;
+            reg->bind = unhinted_node(r, reg);
         }
     }
     reg->stripe_units = MAX(1, reg->nunits); /* bound: one stripe; interleave: plan_stripes() */
@@ -60,19 +112,19 @@ static void region_policy(sl_restore *r, sl_region *reg)
     reg->recorded = r->cfg.record ? g_new0(uint64_t, reg->nunits / 64 + 1) : NULL;
 }
 
-/* mbind [first, first+n) units of @reg to the memory node of group @g. */
+/* mbind [first, first+n) units of @reg to the memory node of group @g (reg->policy). */
 static bool bind_range(sl_restore *r, sl_region *reg, uint64_t first, uint64_t n, unsigned g,
                        GError **errp)
 {
     unsigned long mask[NODEMASK_WORDS] = { 0 };
     int mem = r->topo.nodes[g].mem_node;
-    uint8_t *base = reg->mem.alias ? reg->mem.alias : reg->mem.host;
+    uint8_t *base = bind_base(reg);
 
-    if (!base || mem < 0 || mem >= NODEMASK_WORDS * 64) {
-        return true; /* nothing of ours to bind: the file's owner placed it */
+    if (!base || mem < 0 || mem >= NODEMASK_WORDS * 64 || reg->policy == MPOL_DEFAULT) {
+        return true; /* nothing of ours to bind (the file's owner placed it), or its own policy */
     }
     mask[mem / 64] = 1ul << (mem % 64);
-    if (mbind(base + first * reg->unit, n * reg->unit, MPOL_BIND, mask,
+    if (mbind(base + first * reg->unit, n * reg->unit, reg->policy, mask,
               NODEMASK_WORDS * 64 + 1, 0) < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': binding to node %d "
                     "(memory node %d): %s", reg->blk->name, r->topo.nodes[g].id, mem,

@@ -77,6 +77,12 @@ typedef struct sl_region {
     unsigned index;          /* position in r->regions */
     unsigned block;          /* index in the snapshot */
     int bind;                /* topology index of the node, -1: interleaved stripes */
+    /* How we bind the memory to its node (set up before the workers exist,
+     * read-only after): MPOL_BIND (a caller's binding, a node hint, or
+     * interleave), MPOL_PREFERRED (nothing asked, the memory had no
+     * policy), or MPOL_DEFAULT: not at all, the memory keeps the policy it
+     * carried (a VMM's, on a memory file's shared policy). */
+    int policy;
     uint64_t stripe_units;   /* interleave granule, a multiple of chunk_units */
     uint64_t first_stripe;   /* interleave: rotation position of the first stripe */
     uint64_t window;         /* units prefetched after a fault (0: none) */

@@ -208,6 +208,26 @@ static void test_hint_goes_to_its_node_else_nearest_else_modulo(void **state)
     assert_int_equal(sl_topology_hint_index(&t, 1000), 0);
 }
 
+/*
+ * A policy the memory carries names real nodes: its first goes to the node
+ * whose memory is there (node 7 here, the second), else the nearest, else
+ * the first node.
+ */
+static void test_a_policy_node_goes_to_the_node_of_its_memory_else_nearest(void **state)
+{
+    g_autoptr(GError) err = NULL;
+    sl_machine m;
+    sl_topology t;
+
+    fake_machine(&m);
+    assert_true(sl_topology_parse_on("3:0@1;7:1@0", &m, &t, &err));
+    assert_int_equal(sl_topology_memory_index(&t, 0), 1);  /* node 7's memory */
+    assert_int_equal(sl_topology_memory_index(&t, 1), 0);  /* node 3's */
+    assert_int_equal(sl_topology_memory_index(&t, 2), 0);  /* nearer real node 1 (20 to 30) */
+    assert_int_equal(sl_topology_memory_index(&t, 3), 0);  /* a tie: the first */
+    assert_int_equal(sl_topology_memory_index(&t, 41), 0); /* no distance known: the first */
+}
+
 static void test_discovery_keeps_allowed_cpus_and_memory_a_node_may_use(void **state)
 {
     g_autofree char *desc = NULL;
@@ -853,6 +873,73 @@ static void test_every_range_is_bound_to_its_nodes_memory(void **state)
     }
 }
 
+/*
+ * The memory carries a policy before the restore, a VMM's (QEMU's
+ * host-nodes/policy mbind on its own mapping of a memory file sets the
+ * file's shared policy; for anonymous memory the caller's mapping holds
+ * it): here MPOL_INTERLEAVE on node 0, which the restore never sets
+ * itself.  With no hint and no binding asked, the restore leaves it as it
+ * is, and the block's units go to the node of the policy's first node.
+ * Before, its mbind(MPOL_BIND) replaced it for good.
+ */
+static void test_a_policy_the_memory_carries_outlives_the_restore(void **state)
+{
+    fixture *f = *state;
+    sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1,
+                              .numa_topology = f->nc->spec };
+    const uint64_t len = 8u << 20;
+    unsigned long node0[16] = { 1 }, mask[16];
+    uint8_t *vmm;
+
+    build(f, len, NULL, 0);
+    vmm = f->nc->kind == SL_BACKEND_ANON
+              ? f->mem[0].host
+              : mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, f->mem[0].fd, 0);
+    assert_true(vmm != MAP_FAILED);
+    assert_int_equal(mbind(vmm, len, MPOL_INTERLEAVE, node0, 16 * 64, 0), 0);
+    start(f, &cfg);
+    sl_stats st = finish(f);
+    assert_int_equal(st.pages_by_node[0], st.pages_by_loader); /* node 0's memory */
+    assert_int_equal(st.pages_wrong_node, 0);
+    g_clear_pointer(&f->r, sl_restore_free);
+    assert_int_equal(policy_at(vmm, mask), MPOL_INTERLEAVE);
+    assert_int_equal(mask[0], 1);
+    if (vmm != f->mem[0].host) {
+        munmap(vmm, len);
+    }
+}
+
+/*
+ * A block with no hint, no binding and memory without a policy prefers its
+ * node (MPOL_PREFERRED): its memory may spill to another node when that
+ * one is full, as an eager load's would, instead of failing for want of
+ * room there; a hinted block is bound (MPOL_BIND).  Read where the restore
+ * binds: our mapping of anonymous memory, the fill alias of a memory file
+ * (shmem: the file's own policy; hugetlbfs keeps it on the alias alone).
+ */
+static void test_an_unhinted_block_prefers_its_node_and_a_hinted_one_is_bound(void **state)
+{
+    fixture *f = *state;
+    sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1,
+                              .numa_topology = f->nc->spec };
+    const block_def defs[] = { { 8u << 20, 1, 0 }, { 4u << 20, -1, 0 } };
+    static const int want[] = { MPOL_BIND, MPOL_PREFERRED };
+    unsigned long mask[16];
+
+    build_blocks(f, defs, 2, NULL, 0);
+    start(f, &cfg);
+    finish(f);
+    for (unsigned b = 0; b < 2; b++) {
+        g_autofree char *name = g_strdup_printf("b%u", b);
+        const sl_region *reg = sl_region_of_block(f->r, name);
+        int mode = policy_at(reg->mem.alias ? reg->mem.alias : reg->mem.host, mask);
+        if (mode != want[b] || mask[0] != 1) {
+            fail_msg("block %s: policy %d on nodes 0x%lx, want %d on node 0", name, mode,
+                     mask[0], want[b]);
+        }
+    }
+}
+
 /* Units loaders claimed in all, and of them once they could see a stop request. */
 typedef struct {
     sl_restore *r;
@@ -960,6 +1047,8 @@ static const feature features[] = {
     { "hinted_block_is_filled_by_its_node_only", test_hinted_block_is_filled_by_its_node_only, true, false, false },
     { "hint_for_a_node_the_topology_lacks_goes_modulo", test_hint_for_a_node_the_topology_lacks_goes_modulo, true, false, false },
     { "every_range_is_bound_to_its_nodes_memory", test_every_range_is_bound_to_its_nodes_memory, true, true, false },
+    { "a_policy_the_memory_carries_outlives_the_restore", test_a_policy_the_memory_carries_outlives_the_restore, false, true, false },
+    { "an_unhinted_block_prefers_its_node_and_a_hinted_one_is_bound", test_an_unhinted_block_prefers_its_node_and_a_hinted_one_is_bound, false, false, false },
     { "a_stop_waits_for_at_most_a_chunk_of_the_hot_list_per_loader", test_a_stop_waits_for_at_most_a_chunk_of_the_hot_list_per_loader, false, false, false },
     { "a_hot_unit_after_a_hot_chunk_leaves_the_chunk_whole", test_a_hot_unit_after_a_hot_chunk_leaves_the_chunk_whole, false, false, true },
 };
@@ -978,6 +1067,7 @@ static const struct {
     TOPOLOGY_TEST(test_spec_naming_a_cpu_or_node_this_machine_lacks_is_refused),
     TOPOLOGY_TEST(test_spec_cpu_outside_the_affinity_is_refused),
     TOPOLOGY_TEST(test_hint_goes_to_its_node_else_nearest_else_modulo),
+    TOPOLOGY_TEST(test_a_policy_node_goes_to_the_node_of_its_memory_else_nearest),
     TOPOLOGY_TEST(test_discovery_keeps_allowed_cpus_and_memory_a_node_may_use),
     TOPOLOGY_TEST(test_host_topology_has_at_least_one_node_with_cpus),
 };

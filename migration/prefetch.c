@@ -25,8 +25,6 @@
 #include <string.h>
 #include "restore-int.h"
 
-#define NODEMASK_WORDS 16 /* real memory nodes up to 1023 */
-
 unsigned sl_unit_node(const sl_restore *r, const sl_region *reg, uint64_t u)
 {
     return reg->bind >= 0 ? (unsigned)reg->bind
@@ -56,16 +54,16 @@ static uint8_t *bind_base(const sl_region *reg)
  */
 static bool memory_policy(const sl_region *reg, int *node)
 {
-    unsigned long mask[NODEMASK_WORDS] = { 0 };
+    unsigned long mask[SL_NODEMASK_WORDS] = { 0 };
     uint8_t *base = bind_base(reg);
     int mode = MPOL_DEFAULT;
 
     *node = -1;
-    if (!base || get_mempolicy(&mode, mask, NODEMASK_WORDS * 64, base, MPOL_F_ADDR) < 0 ||
+    if (!base || get_mempolicy(&mode, mask, SL_NODEMASK_WORDS * 64, base, MPOL_F_ADDR) < 0 ||
         mode == MPOL_DEFAULT) {
         return false;
     }
-    for (int n = 0; n < NODEMASK_WORDS * 64 && *node < 0; n++) {
+    for (int n = 0; n < SL_NODEMASK_WORDS * 64 && *node < 0; n++) {
         *node = mask[n / 64] & 1ul << (n % 64) ? n : -1;
     }
     return true;
@@ -112,20 +110,32 @@ static void region_policy(sl_restore *r, sl_region *reg)
     reg->recorded = r->cfg.record ? g_new0(uint64_t, reg->nunits / 64 + 1) : NULL;
 }
 
+/* @mask: group @g's memory node alone; false when it has none we can name. */
+static bool group_mask(const sl_restore *r, unsigned g, unsigned long mask[SL_NODEMASK_WORDS])
+{
+    int mem = r->topo.nodes[g].mem_node;
+
+    memset(mask, 0, SL_NODEMASK_WORDS * sizeof(mask[0]));
+    if (mem < 0 || mem >= SL_NODEMASK_WORDS * 64) {
+        return false;
+    }
+    mask[mem / 64] = 1ul << (mem % 64);
+    return true;
+}
+
 /* mbind [first, first+n) units of @reg to the memory node of group @g (reg->policy). */
 static bool bind_range(sl_restore *r, sl_region *reg, uint64_t first, uint64_t n, unsigned g,
                        GError **errp)
 {
-    unsigned long mask[NODEMASK_WORDS] = { 0 };
+    unsigned long mask[SL_NODEMASK_WORDS];
     int mem = r->topo.nodes[g].mem_node;
     uint8_t *base = bind_base(reg);
 
-    if (!base || mem < 0 || mem >= NODEMASK_WORDS * 64 || reg->policy == MPOL_DEFAULT) {
+    if (!base || !group_mask(r, g, mask) || reg->policy == MPOL_DEFAULT) {
         return true; /* nothing of ours to bind (the file's owner placed it), or its own policy */
     }
-    mask[mem / 64] = 1ul << (mem % 64);
     if (mbind(base + first * reg->unit, n * reg->unit, reg->policy, mask,
-              NODEMASK_WORDS * 64 + 1, 0) < 0) {
+              SL_NODEMASK_WORDS * 64 + 1, 0) < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': binding to node %d "
                     "(memory node %d): %s", reg->blk->name, r->topo.nodes[g].id, mem,
                     g_strerror(errno));
@@ -136,12 +146,31 @@ static bool bind_range(sl_restore *r, sl_region *reg, uint64_t first, uint64_t n
 
 void sl_group_prefer_node(sl_restore *r, unsigned g)
 {
-    unsigned long mask[NODEMASK_WORDS] = { 0 };
-    int mem = r->topo.nodes[g].mem_node;
+    unsigned long mask[SL_NODEMASK_WORDS];
 
-    if (mem >= 0 && mem < NODEMASK_WORDS * 64) {
-        mask[mem / 64] = 1ul << (mem % 64);
-        (void)set_mempolicy(MPOL_PREFERRED, mask, NODEMASK_WORDS * 64 + 1);
+    if (group_mask(r, g, mask)) {
+        (void)set_mempolicy(MPOL_PREFERRED, mask, SL_NODEMASK_WORDS * 64 + 1);
+    }
+}
+
+void sl_alloc_policy_enter(sl_restore *r, const sl_region *reg, uint64_t u,
+                           sl_thread_policy *saved)
+{
+    unsigned long mask[SL_NODEMASK_WORDS];
+
+    saved->set = false;
+    if (!reg->mem.ops->alloc_by_thread || reg->policy == MPOL_DEFAULT ||
+        !group_mask(r, sl_unit_node(r, reg, u), mask) ||
+        get_mempolicy(&saved->mode, saved->mask, SL_NODEMASK_WORDS * 64, NULL, 0) < 0) {
+        return;
+    }
+    saved->set = set_mempolicy(reg->policy, mask, SL_NODEMASK_WORDS * 64 + 1) == 0;
+}
+
+void sl_alloc_policy_exit(const sl_thread_policy *saved)
+{
+    if (saved->set) {
+        (void)set_mempolicy(saved->mode, saved->mask, SL_NODEMASK_WORDS * 64 + 1);
     }
 }
 

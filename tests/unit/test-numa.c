@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <numa.h>
 #include <numaif.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -940,6 +941,124 @@ static void test_an_unhinted_block_prefers_its_node_and_a_hinted_one_is_bound(vo
     }
 }
 
+/*
+ * What the threads that allocate hugetlbfs pages with fallocate() (the
+ * prefault thread, zeros placed by a loader or a fault) ran under at each
+ * allocation.  hugetlbfs keeps no shared policy, so fallocate() takes the
+ * calling thread's, never the binding of our alias mapping: each must run
+ * under its block's policy then.  On this one-node host every simulated
+ * node's memory is real node 0, so the mode tells one block's policy from
+ * another's and from none; which node a block gets is checked above.
+ */
+typedef struct {
+    GMutex lock;
+    int want[MAX_BLOCKS];      /* the mode each block is bound with */
+    unsigned by_prefault, by_fault, by_loader;
+    unsigned wrong;
+    char why[256];             /* the first wrong one */
+} alloc_audit;
+
+typedef struct {
+    alloc_audit *a;
+    unsigned block;
+} alloc_hook;
+
+/* sl_mem.allocating: the calling thread's policy, checked and counted by thread kind. */
+static void audit_allocation(void *opaque, uint64_t off, uint64_t len)
+{
+    const alloc_hook *h = opaque;
+    alloc_audit *a = h->a;
+    unsigned long mask[16] = { 0 };
+    char name[16] = "";
+    int mode = -1;
+
+    (void)len;
+    (void)!get_mempolicy(&mode, mask, 16 * 64, NULL, 0);
+    pthread_getname_np(pthread_self(), name, sizeof(name));
+    g_mutex_lock(&a->lock);
+    a->by_prefault += strcmp(name, "sl-prefault") == 0;
+    a->by_fault += strcmp(name, "sl-fault") == 0;
+    a->by_loader += strcmp(name, "sl-loader") == 0;
+    if ((mode != a->want[h->block] || mask[0] != 1) && a->wrong++ == 0) {
+        g_snprintf(a->why, sizeof(a->why), "%s allocated block b%u at offset 0x%" PRIx64
+                 " under policy %d on nodes 0x%lx, want %d on node 0", name, h->block, off,
+                 mode, mask[0], a->want[h->block]);
+    }
+    g_mutex_unlock(&a->lock);
+}
+
+/* Starts a restore with @cfg whose allocations @a audits (through @hooks). */
+static void start_audited(fixture *f, const sl_restore_config *cfg, alloc_audit *a,
+                          alloc_hook *hooks)
+{
+    g_autoptr(GError) err = NULL;
+
+    attach_all(f, cfg);
+    for (unsigned b = 0; b < f->nblocks; b++) {
+        g_autofree char *name = g_strdup_printf("b%u", b);
+        sl_region *reg = sl_region_of_block(f->r, name);
+        hooks[b] = (alloc_hook){ .a = a, .block = b };
+        reg->mem.allocating = audit_allocation;
+        reg->mem.allocating_opaque = &hooks[b];
+    }
+    assert_true(sl_restore_start(f->r, &err));
+}
+
+static unsigned audited(alloc_audit *a, const unsigned *count)
+{
+    unsigned n;
+
+    g_mutex_lock(&a->lock);
+    n = *count;
+    g_mutex_unlock(&a->lock);
+    return n;
+}
+
+/*
+ * b0 (hinted for node 1: MPOL_BIND) with zero units past 4 MiB, b1
+ * (unhinted: MPOL_PREFERRED) past 2 MiB.  First the loaders alone, which
+ * give b0's zero units of the hot list their pages; then faults alone,
+ * after the prefault thread began, touching every unit (zero ones too).
+ * Before, the prefault and fault threads allocated under the policy they
+ * were started with (none), and loaders under their own preference.
+ */
+static void test_hugetlbfs_pages_are_allocated_under_their_blocks_policy(void **state)
+{
+    fixture *f = *state;
+    const block_def defs[] = { { 8u << 20, 1, 4u << 20 }, { 4u << 20, -1, 2u << 20 } };
+    const uint64_t hot[] = { (4u << 20) / PSIZE, (6u << 20) / PSIZE }; /* b0's zero units */
+    sl_restore_config loaders = { .size = sizeof(loaders), .loader_threads = 1,
+                                  .numa_topology = f->nc->spec };
+    sl_restore_config faults = { .size = sizeof(faults), .no_loaders = true,
+                                 .numa_topology = f->nc->spec };
+    alloc_audit a = { .want = { MPOL_BIND, MPOL_PREFERRED } };
+    alloc_hook hooks[MAX_BLOCKS];
+
+    g_mutex_init(&a.lock);
+    build_blocks(f, defs, 2, hot, G_N_ELEMENTS(hot));
+    start_audited(f, &loaders, &a, hooks);
+    finish(f);
+    assert_true(a.by_loader > 0);
+    g_clear_pointer(&f->r, sl_restore_free);
+    start_audited(f, &faults, &a, hooks);
+    for (int i = 0; i < 10000 && audited(&a, &a.by_prefault) == 0; i++) {
+        g_usleep(1000);
+    }
+    assert_true(audited(&a, &a.by_prefault) > 0);
+    for (unsigned b = 0; b < 2; b++) {
+        for (uint64_t off = 0; off < f->len[b]; off += unit_of(f)) {
+            (void)*(volatile uint8_t *)(f->mem[b].host + off);
+        }
+    }
+    finish(f);
+    assert_true(a.by_fault > 0);
+    g_mutex_clear(&a.lock);
+    if (a.wrong) {
+        fail_msg("%u of the allocations ran under another policy; the first: %s", a.wrong,
+                 a.why);
+    }
+}
+
 /* Units loaders claimed in all, and of them once they could see a stop request. */
 typedef struct {
     sl_restore *r;
@@ -952,6 +1071,8 @@ static void count_claims(void *opaque, unsigned region, uint64_t u, uint64_t n)
 
     (void)region;
     (void)u;
+    /* seq_cst counters: the test polls @claimed, and reads @after_stop once
+     * sl_restore_stop() joined the loaders */
     atomic_fetch_add(&c->claimed, n);
     /* acquire: pairs with the release store of @stopping in sl_restore_stop() */
     if (atomic_load_explicit(&c->r->stopping, memory_order_acquire)) {
@@ -1026,31 +1147,54 @@ static void test_a_hot_unit_after_a_hot_chunk_leaves_the_chunk_whole(void **stat
     assert_int_equal(st.pages_moved, (2u << 20) / PSIZE); /* the first chunk, whole */
 }
 
+static bool any(const numa_case *nc)
+{
+    return true;
+}
+
+/* hugetlbfs keeps no shared policy to read back */
+static bool not_hugetlbfs(const numa_case *nc)
+{
+    return nc->kind != SL_BACKEND_HUGETLBFS;
+}
+
+/* about the loaders' moving of whole chunks (anonymous memory) */
+static bool anon_only(const numa_case *nc)
+{
+    return nc->kind == SL_BACKEND_ANON;
+}
+
+/* about allocations under the thread's policy (hugetlbfs) */
+static bool hugetlbfs_only(const numa_case *nc)
+{
+    return nc->kind == SL_BACKEND_HUGETLBFS;
+}
+
 typedef struct {
     const char *name;
     CMUnitTestFunction fn;
     bool all_specs; /* false: run once per backend (on its 2-node case) */
-    bool no_hugetlbfs; /* hugetlbfs keeps no shared policy to read back */
-    bool anon_only;    /* about the loaders' moving of whole chunks (anonymous memory) */
+    bool (*applies)(const numa_case *nc);
 } feature;
 
 static const feature features[] = {
-    { "every_page_is_placed_by_its_own_node", test_every_page_is_placed_by_its_own_node, true, false, false },
-    { "bound_block_is_filled_by_that_node_only", test_bound_block_is_filled_by_that_node_only, true, false, false },
-    { "fault_is_served_while_every_group_is_busy", test_fault_is_served_while_every_group_is_busy, true, false, false },
-    { "hot_list_is_fetched_first_in_recorded_order", test_hot_list_is_fetched_first_in_recorded_order, false, false, false },
-    { "recorder_lists_faulted_pages_in_fault_order", test_recorder_lists_faulted_pages_in_fault_order, false, false, false },
-    { "recorder_lists_fault_around_neighbours_after_their_fault", test_recorder_lists_fault_around_neighbours_after_their_fault, false, false, false },
-    { "hot_zero_pages_get_memory_and_other_zero_pages_stay_holes", test_hot_zero_pages_get_memory_and_other_zero_pages_stay_holes, false, false, false },
-    { "hot_list_entry_out_of_range_is_an_error", test_hot_list_entry_out_of_range_is_an_error, false, false, false },
-    { "interleave_gives_every_node_part_of_a_small_snapshot", test_interleave_gives_every_node_part_of_a_small_snapshot, true, false, false },
-    { "hinted_block_is_filled_by_its_node_only", test_hinted_block_is_filled_by_its_node_only, true, false, false },
-    { "hint_for_a_node_the_topology_lacks_goes_modulo", test_hint_for_a_node_the_topology_lacks_goes_modulo, true, false, false },
-    { "every_range_is_bound_to_its_nodes_memory", test_every_range_is_bound_to_its_nodes_memory, true, true, false },
-    { "a_policy_the_memory_carries_outlives_the_restore", test_a_policy_the_memory_carries_outlives_the_restore, false, true, false },
-    { "an_unhinted_block_prefers_its_node_and_a_hinted_one_is_bound", test_an_unhinted_block_prefers_its_node_and_a_hinted_one_is_bound, false, false, false },
-    { "a_stop_waits_for_at_most_a_chunk_of_the_hot_list_per_loader", test_a_stop_waits_for_at_most_a_chunk_of_the_hot_list_per_loader, false, false, false },
-    { "a_hot_unit_after_a_hot_chunk_leaves_the_chunk_whole", test_a_hot_unit_after_a_hot_chunk_leaves_the_chunk_whole, false, false, true },
+    { "every_page_is_placed_by_its_own_node", test_every_page_is_placed_by_its_own_node, true, any },
+    { "bound_block_is_filled_by_that_node_only", test_bound_block_is_filled_by_that_node_only, true, any },
+    { "fault_is_served_while_every_group_is_busy", test_fault_is_served_while_every_group_is_busy, true, any },
+    { "hot_list_is_fetched_first_in_recorded_order", test_hot_list_is_fetched_first_in_recorded_order, false, any },
+    { "recorder_lists_faulted_pages_in_fault_order", test_recorder_lists_faulted_pages_in_fault_order, false, any },
+    { "recorder_lists_fault_around_neighbours_after_their_fault", test_recorder_lists_fault_around_neighbours_after_their_fault, false, any },
+    { "hot_zero_pages_get_memory_and_other_zero_pages_stay_holes", test_hot_zero_pages_get_memory_and_other_zero_pages_stay_holes, false, any },
+    { "hot_list_entry_out_of_range_is_an_error", test_hot_list_entry_out_of_range_is_an_error, false, any },
+    { "interleave_gives_every_node_part_of_a_small_snapshot", test_interleave_gives_every_node_part_of_a_small_snapshot, true, any },
+    { "hinted_block_is_filled_by_its_node_only", test_hinted_block_is_filled_by_its_node_only, true, any },
+    { "hint_for_a_node_the_topology_lacks_goes_modulo", test_hint_for_a_node_the_topology_lacks_goes_modulo, true, any },
+    { "every_range_is_bound_to_its_nodes_memory", test_every_range_is_bound_to_its_nodes_memory, true, not_hugetlbfs },
+    { "a_policy_the_memory_carries_outlives_the_restore", test_a_policy_the_memory_carries_outlives_the_restore, false, not_hugetlbfs },
+    { "an_unhinted_block_prefers_its_node_and_a_hinted_one_is_bound", test_an_unhinted_block_prefers_its_node_and_a_hinted_one_is_bound, false, any },
+    { "hugetlbfs_pages_are_allocated_under_their_blocks_policy", test_hugetlbfs_pages_are_allocated_under_their_blocks_policy, false, hugetlbfs_only },
+    { "a_stop_waits_for_at_most_a_chunk_of_the_hot_list_per_loader", test_a_stop_waits_for_at_most_a_chunk_of_the_hot_list_per_loader, false, any },
+    { "a_hot_unit_after_a_hot_chunk_leaves_the_chunk_whole", test_a_hot_unit_after_a_hot_chunk_leaves_the_chunk_whole, false, anon_only },
 };
 
 #define TOPOLOGY_TEST(fn) { #fn, fn }
@@ -1085,8 +1229,7 @@ int main(void)
     for (size_t c = 0; c < nc; c++) {
         for (size_t i = 0; i < nf; i++) {
             if ((!features[i].all_specs && strcmp(cases[c].spec, "2") != 0) ||
-                (features[i].no_hugetlbfs && cases[c].kind == SL_BACKEND_HUGETLBFS) ||
-                (features[i].anon_only && cases[c].kind != SL_BACKEND_ANON)) {
+                !features[i].applies(&cases[c])) {
                 continue;
             }
             tests[n++] = (struct CMUnitTest){

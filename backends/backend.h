@@ -55,6 +55,11 @@ typedef struct {
     bool keep;           /* config.keep_memory: prepare leaves the file's pages alone */
     sl_mover_fn mover;   /* anon of another process: moves chunks there (sl_restore_set_mover) */
     void *mover_opaque;
+    /* Test hook, NULL in production: called on the thread about to allocate
+     * the file's pages of [off, +len) with fallocate() (zeros; the hugetlbfs
+     * prefault), right before it does. */
+    void (*allocating)(void *opaque, uint64_t off, uint64_t len);
+    void *allocating_opaque;
 } sl_mem;
 
 /*
@@ -88,6 +93,10 @@ struct sl_backend_ops {
     bool stage_zeroed;       /* what stage() returns for a unit not placed is zero (a
                               * hole, or a page the kernel has just cleared), unless
                               * sl_mem.keep: a read need not clear its zero pages */
+    bool alloc_by_thread;    /* fallocate() (zero, show's hole, prefault) allocates under
+                              * the calling thread's memory policy, not a mapping's
+                              * (hugetlbfs keeps no shared policy): the engine runs those
+                              * under the policy of the units' node */
     uint64_t uffd_features;  /* UFFD_FEATURE_* required at UFFDIO_API */
     uint64_t register_mode;  /* UFFDIO_REGISTER_MODE_* */
     uint64_t range_ioctls;   /* SL_IOCTL() bits the registered range must offer */

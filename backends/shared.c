@@ -252,6 +252,14 @@ static int shmem_place(const sl_mem *m, const sl_view *v, uint64_t off, const ui
     return ret;
 }
 
+/* Test hook (sl_mem.allocating): the calling thread allocates [off, +len) now. */
+static void allocating(const sl_mem *m, uint64_t off, uint64_t len)
+{
+    if (m->allocating) {
+        m->allocating(m->allocating_opaque, off, len);
+    }
+}
+
 /* Zeroed pages in the page cache for the holes of [off, +len), mapped into
  * @v (write-protected if @wp).  CONTINUE cannot map a hole.  fallocate
  * leaves pages already there alone (tmpfs and hugetlbfs both have it), so
@@ -259,6 +267,7 @@ static int shmem_place(const sl_mem *m, const sl_view *v, uint64_t off, const ui
 static int zero_wp(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len, bool wp,
                    uint64_t *done, uint64_t *eagain)
 {
+    allocating(m, off, len);
     if (fallocate(m->fd, 0, (off_t)(m->offset + off), (off_t)len) < 0) {
         *done = 0;
         return -errno;
@@ -298,10 +307,14 @@ static int file_show(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t l
 /*
  * hugetlbfs: allocating a 2 MiB page clears it (some 240 us here), more
  * than copying and checking its bytes; done ahead, on a core of its own,
- * it is off the fault path.  fallocate leaves existing pages alone.
+ * it is off the fault path.  fallocate leaves existing pages alone.  It
+ * allocates under the calling thread's memory policy: hugetlbfs keeps no
+ * shared policy, so an mbind of the alias never reaches it (the engine
+ * sets the thread's policy first: alloc_by_thread).
  */
 static void hugetlbfs_prefault(const sl_mem *m, uint64_t off, uint64_t len)
 {
+    allocating(m, off, len);
     (void)!fallocate(m->fd, 0, (off_t)(m->offset + off), (off_t)len); /* best effort */
 }
 
@@ -379,6 +392,7 @@ const sl_backend_ops sl_backend_hugetlbfs = {
     .map = hugetlbfs_map,
     .prepare = hugetlbfs_prepare,
     .prefault = hugetlbfs_prefault,
+    .alloc_by_thread = true,
     /* prepare and drop punch the range: a unit nobody placed is a hole, or
      * a page cleared when the prefault thread, a fault's fallocate or the
      * read's own fault allocated it (a read that failed wrote only stored

@@ -224,6 +224,38 @@ static void note_bad_page(sl_restore *r, const sl_region *reg, uint64_t u, const
 }
 
 /*
+ * ops->zero of [@off, +@len) of @reg into @v.  Where the memory is
+ * allocated under the calling thread's policy (hugetlbfs), the thread runs
+ * under the policy of the units' node meanwhile: the mbind of our alias
+ * does not reach fallocate(), and the page came from wherever the thread
+ * (the fault thread, a loader) happened to prefer (found by review).
+ */
+static int zero_range(sl_restore *r, sl_region *reg, sl_view *v, uint64_t off, uint64_t len,
+                      uint64_t *done, uint64_t *eagain)
+{
+    sl_thread_policy saved;
+    int ret;
+
+    sl_alloc_policy_enter(r, reg, off / reg->unit, &saved);
+    ret = reg->mem.ops->zero(&reg->mem, v, off, len, done, eagain);
+    sl_alloc_policy_exit(&saved);
+    return ret;
+}
+
+/* ops->show likewise: a hole it finds (the guest discarded the page) gets a zeroed page. */
+static int show_range(sl_restore *r, sl_region *reg, sl_view *v, uint64_t off, uint64_t len,
+                      bool data, uint64_t *done, uint64_t *eagain)
+{
+    sl_thread_policy saved;
+    int ret;
+
+    sl_alloc_policy_enter(r, reg, off / reg->unit, &saved);
+    ret = reg->mem.ops->show(&reg->mem, v, off, len, data, done, eagain);
+    sl_alloc_policy_exit(&saved);
+    return ret;
+}
+
+/*
  * EEXIST @off bytes into unit @u of @reg in view @v: a page of it is
  * mapped there already.  A unit of one backend page is then mapped.  One
  * of several (snapshot pages larger than the backend's: 2 MiB units of
@@ -246,9 +278,9 @@ static int map_unit_from(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, 
     while (at < reg->unit) {
         uint64_t done = 0, eagain = 0, len = MIN(most, reg->unit - at);
         int ret = src    ? ops->place(&reg->mem, v, base + at, src + at, len, &done, &eagain)
-                  : show ? ops->show(&reg->mem, v, base + at, len, sl_unit_has_data(reg, u),
-                                     &done, &eagain)
-                         : ops->zero(&reg->mem, v, base + at, len, &done, &eagain);
+                  : show ? show_range(r, reg, v, base + at, len, sl_unit_has_data(reg, u),
+                                      &done, &eagain)
+                         : zero_range(r, reg, v, base + at, len, &done, &eagain);
         add(&r->c.eagain, eagain);
         at += done + (ret == -EEXIST ? pg : 0); /* past a page already there */
         if (ret == -ENOENT && len > pg) {
@@ -300,8 +332,7 @@ static int show_alike(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
     step = n;
     while (n) {
         uint64_t done = 0, eagain = 0, k, len = MIN(n, step);
-        int ret = reg->mem.ops->show(&reg->mem, v, u * reg->unit, len * reg->unit, data, &done,
-                                     &eagain);
+        int ret = show_range(r, reg, v, u * reg->unit, len * reg->unit, data, &done, &eagain);
 
         add(&r->c.eagain, eagain);
         k = done / reg->unit;
@@ -476,7 +507,7 @@ int sl_commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_
     while (n) {
         uint64_t done = 0, eagain = 0, k, len = MIN(n, step);
         if (!src) {
-            ret = ops->zero(&reg->mem, v, u * reg->unit, len * reg->unit, &done, &eagain);
+            ret = zero_range(r, reg, v, u * reg->unit, len * reg->unit, &done, &eagain);
         } else if (move) {
             ret = ops->adopt(&reg->mem, v, u * reg->unit, (uint8_t *)src, len * reg->unit,
                              &done, &eagain);

@@ -142,7 +142,9 @@ static int load_bounce(loader_ctx *lc, sl_region *reg, uint64_t u, uint64_t j, b
 
 /*
  * keep_memory: claimed units [k, m) of a reused file: runs it already
- * holds are kept, the others filled from the snapshot.
+ * holds are kept, the others filled from the snapshot.  A run that fails
+ * settles or gives back its own units; those of the runs after it are
+ * given back too (they were left CLAIMED with no owner: found by review).
  */
 static int keep_or_fill(loader_ctx *lc, sl_region *reg, uint64_t k, uint64_t m)
 {
@@ -167,6 +169,9 @@ static int keep_or_fill(loader_ctx *lc, sl_region *reg, uint64_t k, uint64_t m)
         }
         k = j;
         kept = next;
+    }
+    if (ret < 0 && k < m) {
+        sl_pagemap_unclaim(reg->map, k, m - k);
     }
     return ret;
 }
@@ -253,7 +258,12 @@ static int stage_chunk(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n, 
     return 0;
 }
 
-/* Claimed units [u0, m) staged at @base: copied in (data) or committed as zeros. */
+/*
+ * Claimed units [u0, m) staged at @base: copied in (data) or committed as
+ * zeros, run by run.  A run that fails settles or gives back its own
+ * units; those of the runs after it are given back too (they were left
+ * CLAIMED with no owner: found by review).
+ */
 static int copy_staged(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t m,
                        const uint8_t *base)
 {
@@ -271,6 +281,9 @@ static int copy_staged(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t m,
             sl_view_exit(lc->r, v);
         }
         if (ret < 0) {
+            if (j < m) {
+                sl_pagemap_unclaim(reg->map, j, m - j);
+            }
             return ret;
         }
     }
@@ -662,6 +675,36 @@ static bool any_data(const sl_region *reg, uint64_t u, uint64_t n)
 }
 
 /*
+ * Gives @reg's ranges of units that will hold data their pages (see
+ * prefault_thread()), a stripe at a time under the policy of its node:
+ * fallocate() allocates under the calling thread's, never our alias's
+ * binding (found by review: every page came from the thread's own node).
+ * False once the restore stops or completes.
+ */
+static bool prefault_region(sl_restore *r, sl_region *reg)
+{
+    uint64_t step = MAX(1, PREFAULT_BYTES / reg->unit), n;
+
+    for (uint64_t u = 0; u < reg->nunits; u += n) {
+        uint64_t stripe_end = (u / reg->stripe_units + 1) * reg->stripe_units;
+        sl_thread_policy saved;
+
+        n = MIN(MIN(step, stripe_end - u), reg->nunits - u);
+        /* Acquire: pairs with the release store in sl_engine_fail()/stop. */
+        if (atomic_load_explicit(&r->stopping, memory_order_acquire) ||
+            atomic_load_explicit(&r->remaining, memory_order_relaxed) == 0) {
+            return false;
+        }
+        if (any_data(reg, u, n)) {
+            sl_alloc_policy_enter(r, reg, u, &saved);
+            reg->mem.ops->prefault(&reg->mem, u * reg->unit, n * reg->unit);
+            sl_alloc_policy_exit(&saved);
+        }
+    }
+    return true;
+}
+
+/*
  * Gives every range of units that will hold data its pages, zeroed, in
  * file order, ahead of the loaders (ops->prefault: hugetlbfs), so neither
  * a fault nor a loader pays for allocating and clearing them.  Allocation
@@ -674,17 +717,8 @@ static gpointer prefault_thread(gpointer opaque)
     setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), LOADER_NICE);
     for (guint i = 0; i < r->regions->len; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
-        uint64_t step = MAX(1, PREFAULT_BYTES / reg->unit);
-        for (uint64_t u = 0; reg->mem.ops->prefault && u < reg->nunits; u += step) {
-            uint64_t n = MIN(step, reg->nunits - u);
-            /* Acquire: pairs with the release store in sl_engine_fail()/stop. */
-            if (atomic_load_explicit(&r->stopping, memory_order_acquire) ||
-                atomic_load_explicit(&r->remaining, memory_order_relaxed) == 0) {
-                return NULL;
-            }
-            if (any_data(reg, u, n)) {
-                reg->mem.ops->prefault(&reg->mem, u * reg->unit, n * reg->unit);
-            }
+        if (reg->mem.ops->prefault && !prefault_region(r, reg)) {
+            break;
         }
     }
     return NULL;

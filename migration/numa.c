@@ -394,20 +394,42 @@ int sl_topology_index(const sl_topology *t, int id)
     return -1;
 }
 
+/* The node whose memory is nearest real node @real by distance (ties: the first), or -1. */
+static int nearest_node(const sl_topology *t, int real)
+{
+    int best = -1;
+
+    for (unsigned i = 0; real >= 0 && real < SL_MAX_NODES && i < t->nnodes; i++) {
+        unsigned char d = t->distance[real][i];
+        if (d && (best < 0 || d < t->distance[real][best])) {
+            best = (int)i;
+        }
+    }
+    return best;
+}
+
 unsigned sl_topology_hint_index(const sl_topology *t, int hint)
 {
-    int idx = sl_topology_index(t, hint), best = -1;
+    int idx = sl_topology_index(t, hint), best;
 
     if (idx >= 0) {
         return (unsigned)idx;
     }
-    for (unsigned i = 0; hint < SL_MAX_NODES && i < t->nnodes; i++) {
-        unsigned char d = t->distance[hint][i];
-        if (d && (best < 0 || d < t->distance[hint][best])) {
-            best = (int)i;
+    best = nearest_node(t, hint);
+    return best >= 0 ? (unsigned)best : (unsigned)hint % t->nnodes;
+}
+
+unsigned sl_topology_memory_index(const sl_topology *t, int mem)
+{
+    int best;
+
+    for (unsigned i = 0; i < t->nnodes; i++) {
+        if (t->nodes[i].mem_node == mem) {
+            return i;
         }
     }
-    return best >= 0 ? (unsigned)best : (unsigned)hint % t->nnodes;
+    best = nearest_node(t, mem);
+    return best >= 0 ? (unsigned)best : 0;
 }
 
 char *sl_topology_describe(const sl_topology *t)

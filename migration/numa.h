@@ -89,6 +89,13 @@ int sl_topology_index(const sl_topology *t, int id);
  */
 unsigned sl_topology_hint_index(const sl_topology *t, int hint);
 
+/**
+ * sl_topology_memory_index: the node that takes memory a policy places on
+ * real node @mem: the first node whose memory is there, else the nearest
+ * node by distance from @mem (ties: the first), else the first node.
+ */
+unsigned sl_topology_memory_index(const sl_topology *t, int mem);
+
 /** sl_topology_describe: "0:0-1@0;1:2-3@0" (caller frees). */
 char *sl_topology_describe(const sl_topology *t);
 

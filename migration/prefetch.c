@@ -10,9 +10,12 @@
  *   4. the node's chunks in file order (runs coalesced into large reads).
  *
  * A block belongs to one node (sl_restore_bind(), else the snapshot's node
- * hint, else the first node), or with config.interleave is striped over all
- * nodes: one rotation across every interleaved block, stripes of
- * min(64 MiB, their total / nodes) in whole loader chunks.  The fault thread
+ * hint, else the node of the policy its memory carries, else the first
+ * node), or with config.interleave is striped over all nodes: one rotation
+ * across every interleaved block, stripes of min(64 MiB, their total /
+ * nodes) in whole loader chunks.  Memory asked for (bound, hinted,
+ * interleaved) is bound to its node strictly; memory nobody asked for
+ * prefers its node, or keeps the policy it carries.  The fault thread
  * also records the order of faulted pages here when asked
  * (record-and-prefetch).
  */
@@ -21,8 +24,6 @@
 #include <numaif.h>
 #include <string.h>
 #include "restore-int.h"
-
-#define NODEMASK_WORDS 16 /* real memory nodes up to 1023 */
 
 unsigned sl_unit_node(const sl_restore *r, const sl_region *reg, uint64_t u)
 {
@@ -39,18 +40,67 @@ static uint64_t around_units(const sl_restore *r, const sl_region *reg)
     return reg->unit <= 4096 && n > 1 ? 1ull << (63 - __builtin_clzll(n)) : 1;
 }
 
+/* Where the restore binds @reg's memory: our mapping, or the fill alias of a file. */
+static uint8_t *bind_base(const sl_region *reg)
+{
+    return reg->mem.alias ? reg->mem.alias : reg->mem.host;
+}
+
+/*
+ * Whether @reg's memory carries a policy already (read where we would bind
+ * it: a memory file's shared policy, which a VMM's mbind on its own mapping
+ * of the file sets; hugetlbfs keeps none); *@node: its first node, or -1
+ * when it names none (local allocation).
+ */
+static bool memory_policy(const sl_region *reg, int *node)
+{
+    unsigned long mask[SL_NODEMASK_WORDS] = { 0 };
+    uint8_t *base = bind_base(reg);
+    int mode = MPOL_DEFAULT;
+
+    *node = -1;
+    if (!base || get_mempolicy(&mode, mask, SL_NODEMASK_WORDS * 64, base, MPOL_F_ADDR) < 0 ||
+        mode == MPOL_DEFAULT) {
+        return false;
+    }
+    for (int n = 0; n < SL_NODEMASK_WORDS * 64 && *node < 0; n++) {
+        *node = mask[n / 64] & 1ul << (n % 64) ? n : -1;
+    }
+    return true;
+}
+
+/*
+ * The node of a block with no binding nor hint: its memory's own policy,
+ * left as it is, decides (the node of its first node; an mbind of ours on
+ * a memory file replaced a VMM's policy for good), else the first node,
+ * preferred, not bound (memory may then spill, as an eager load's would,
+ * instead of failing for want of room on one node).
+ */
+static int unhinted_node(sl_restore *r, sl_region *reg)
+{
+    int node;
+
+    if (memory_policy(reg, &node)) {
+        reg->policy = MPOL_DEFAULT;
+        return node >= 0 ? (int)sl_topology_memory_index(&r->topo, node) : 0;
+    }
+    reg->policy = MPOL_PREFERRED;
+    return 0;
+}
+
 /* Resolves the region's node policy once the topology is known. */
 static void region_policy(sl_restore *r, sl_region *reg)
 {
     int hint = reg->blk->numa_node;
 
+    reg->policy = MPOL_BIND;
     if (reg->bind == -2) { /* not bound by the caller */
         if (r->cfg.interleave) {
             reg->bind = -1;
         } else if (hint >= 0) {
             reg->bind = (int)sl_topology_hint_index(&r->topo, hint);
         } else {
-            reg->bind = 0;
+            reg->bind = unhinted_node(r, reg);
         }
     }
     reg->stripe_units = MAX(1, reg->nunits); /* bound: one stripe; interleave: plan_stripes() */
@@ -60,20 +110,32 @@ static void region_policy(sl_restore *r, sl_region *reg)
     reg->recorded = r->cfg.record ? g_new0(uint64_t, reg->nunits / 64 + 1) : NULL;
 }
 
-/* mbind [first, first+n) units of @reg to the memory node of group @g. */
+/* @mask: group @g's memory node alone; false when it has none we can name. */
+static bool group_mask(const sl_restore *r, unsigned g, unsigned long mask[SL_NODEMASK_WORDS])
+{
+    int mem = r->topo.nodes[g].mem_node;
+
+    memset(mask, 0, SL_NODEMASK_WORDS * sizeof(mask[0]));
+    if (mem < 0 || mem >= SL_NODEMASK_WORDS * 64) {
+        return false;
+    }
+    mask[mem / 64] = 1ul << (mem % 64);
+    return true;
+}
+
+/* mbind [first, first+n) units of @reg to the memory node of group @g (reg->policy). */
 static bool bind_range(sl_restore *r, sl_region *reg, uint64_t first, uint64_t n, unsigned g,
                        GError **errp)
 {
-    unsigned long mask[NODEMASK_WORDS] = { 0 };
+    unsigned long mask[SL_NODEMASK_WORDS];
     int mem = r->topo.nodes[g].mem_node;
-    uint8_t *base = reg->mem.alias ? reg->mem.alias : reg->mem.host;
+    uint8_t *base = bind_base(reg);
 
-    if (!base || mem < 0 || mem >= NODEMASK_WORDS * 64) {
-        return true; /* nothing of ours to bind: the file's owner placed it */
+    if (!base || !group_mask(r, g, mask) || reg->policy == MPOL_DEFAULT) {
+        return true; /* nothing of ours to bind (the file's owner placed it), or its own policy */
     }
-    mask[mem / 64] = 1ul << (mem % 64);
-    if (mbind(base + first * reg->unit, n * reg->unit, MPOL_BIND, mask,
-              NODEMASK_WORDS * 64 + 1, 0) < 0) {
+    if (mbind(base + first * reg->unit, n * reg->unit, reg->policy, mask,
+              SL_NODEMASK_WORDS * 64 + 1, 0) < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': binding to node %d "
                     "(memory node %d): %s", reg->blk->name, r->topo.nodes[g].id, mem,
                     g_strerror(errno));
@@ -84,12 +146,31 @@ static bool bind_range(sl_restore *r, sl_region *reg, uint64_t first, uint64_t n
 
 void sl_group_prefer_node(sl_restore *r, unsigned g)
 {
-    unsigned long mask[NODEMASK_WORDS] = { 0 };
-    int mem = r->topo.nodes[g].mem_node;
+    unsigned long mask[SL_NODEMASK_WORDS];
 
-    if (mem >= 0 && mem < NODEMASK_WORDS * 64) {
-        mask[mem / 64] = 1ul << (mem % 64);
-        (void)set_mempolicy(MPOL_PREFERRED, mask, NODEMASK_WORDS * 64 + 1);
+    if (group_mask(r, g, mask)) {
+        (void)set_mempolicy(MPOL_PREFERRED, mask, SL_NODEMASK_WORDS * 64 + 1);
+    }
+}
+
+void sl_alloc_policy_enter(sl_restore *r, const sl_region *reg, uint64_t u,
+                           sl_thread_policy *saved)
+{
+    unsigned long mask[SL_NODEMASK_WORDS];
+
+    saved->set = false;
+    if (!reg->mem.ops->alloc_by_thread || reg->policy == MPOL_DEFAULT ||
+        !group_mask(r, sl_unit_node(r, reg, u), mask) ||
+        get_mempolicy(&saved->mode, saved->mask, SL_NODEMASK_WORDS * 64, NULL, 0) < 0) {
+        return;
+    }
+    saved->set = set_mempolicy(reg->policy, mask, SL_NODEMASK_WORDS * 64 + 1) == 0;
+}
+
+void sl_alloc_policy_exit(const sl_thread_policy *saved)
+{
+    if (saved->set) {
+        (void)set_mempolicy(saved->mode, saved->mask, SL_NODEMASK_WORDS * 64 + 1);
     }
 }
 
@@ -226,7 +307,15 @@ static void add_hot_chunk(sl_restore *r, sl_region *reg, uint64_t c0, uint64_t n
     r->hot_units++;
 }
 
-/* Appends unit @u of @reg to its group's hot runs, coalescing neighbours. */
+/*
+ * Appends unit @u of @reg to its group's hot runs, coalescing neighbours
+ * within a loader chunk, never across one (as queue_redo() cuts a reset's
+ * runs): a loader looks for a stop only between runs, and a sequential
+ * list made one run of everything, which a stop or a failure waited for
+ * and one loader loaded alone; and a chunk the loaders move whole stays
+ * a run of its own (the next chunk's first unit stretched it, and it was
+ * then copied unit by unit).  Both found by review.
+ */
 static void add_hot(sl_restore *r, sl_region *reg, uint64_t u, GArray **lists)
 {
     unsigned g = sl_unit_node(r, reg, u);
@@ -240,14 +329,15 @@ static void add_hot(sl_restore *r, sl_region *reg, uint64_t u, GArray **lists)
         add_hot_chunk(r, reg, c0, cn, l);
         return;
     }
-    if (last && last->region == reg->index && u == last->unit + last->n) {
+    if (last && last->region == reg->index && u >= last->unit && u < last->unit + last->n) {
+        return; /* already in the last run */
+    }
+    if (last && last->region == reg->index && u == last->unit + last->n &&
+        u % reg->chunk_units != 0) {
         last->n++;
-    } else if (!last || last->region != reg->index || u < last->unit ||
-               u >= last->unit + last->n) {
+    } else {
         sl_run run = { .region = reg->index, .unit = u, .n = 1 };
         g_array_append_val(l, run);
-    } else {
-        return; /* already in the last run */
     }
     r->hot_units++;
 }

@@ -32,6 +32,7 @@
 #define SL_STRIPE_BYTES (64u << 20) /* largest interleave stripe (docs/numa.md) */
 #define SL_WINDOW_BYTES (128u << 10) /* locality window after a fault (>= 2 units up to 2 MiB) */
 #define SL_HINTS 256               /* ring of recent faults for the locality window */
+#define SL_NODEMASK_WORDS 16       /* node masks: real memory nodes up to 1023 */
 
 /* A run of units of one region: a piece of prefetch work. */
 typedef struct {
@@ -77,6 +78,12 @@ typedef struct sl_region {
     unsigned index;          /* position in r->regions */
     unsigned block;          /* index in the snapshot */
     int bind;                /* topology index of the node, -1: interleaved stripes */
+    /* How we bind the memory to its node (set up before the workers exist,
+     * read-only after): MPOL_BIND (a caller's binding, a node hint, or
+     * interleave), MPOL_PREFERRED (nothing asked, the memory had no
+     * policy), or MPOL_DEFAULT: not at all, the memory keeps the policy it
+     * carried (a VMM's, on a memory file's shared policy). */
+    int policy;
     uint64_t stripe_units;   /* interleave granule, a multiple of chunk_units */
     uint64_t first_stripe;   /* interleave: rotation position of the first stripe */
     uint64_t window;         /* units prefetched after a fault (0: none) */
@@ -484,6 +491,27 @@ void sl_group_readahead(sl_restore *r, sl_group *g, unsigned ahead);
  * Best effort: without it pages are still correct, only maybe remote.
  */
 void sl_group_prefer_node(sl_restore *r, unsigned g);
+
+/* A thread's own memory policy, kept to be put back (sl_alloc_policy_enter()). */
+typedef struct {
+    int mode;
+    unsigned long mask[SL_NODEMASK_WORDS];
+    bool set;                  /* changed: put @mode and @mask back */
+} sl_thread_policy;
+
+/**
+ * Where @reg's memory is allocated under the calling thread's policy
+ * (ops->alloc_by_thread: hugetlbfs's fallocate, which no mbind of a
+ * mapping reaches), the calling thread takes the policy the memory of unit
+ * @u is bound with (reg->policy, on its node's memory) until
+ * sl_alloc_policy_exit(@saved) puts its own back; elsewhere, or for memory
+ * left to its own policy, nothing changes.  Best effort.
+ */
+void sl_alloc_policy_enter(sl_restore *r, const sl_region *reg, uint64_t u,
+                           sl_thread_policy *saved);
+
+/** Puts back the policy sl_alloc_policy_enter() changed. */
+void sl_alloc_policy_exit(const sl_thread_policy *saved);
 
 /**
  * Fault thread: unit @u of @reg was faulted and [@u0, @u0 + @n) served with

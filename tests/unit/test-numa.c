@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <numa.h>
 #include <numaif.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -20,6 +21,7 @@
 #include "migration/format/format.h"
 #include "migration/numa.h"
 #include "migration/restore-int.h"
+#include "migration/uffd.h"
 
 #define PSIZE 4096u
 
@@ -205,6 +207,26 @@ static void test_hint_goes_to_its_node_else_nearest_else_modulo(void **state)
     assert_int_equal(sl_topology_hint_index(&t, 3), 0);  /* a tie: the first (modulo: 1) */
     assert_int_equal(sl_topology_hint_index(&t, 41), 1); /* no distance known: modulo */
     assert_int_equal(sl_topology_hint_index(&t, 1000), 0);
+}
+
+/*
+ * A policy the memory carries names real nodes: its first goes to the node
+ * whose memory is there (node 7 here, the second), else the nearest, else
+ * the first node.
+ */
+static void test_a_policy_node_goes_to_the_node_of_its_memory_else_nearest(void **state)
+{
+    g_autoptr(GError) err = NULL;
+    sl_machine m;
+    sl_topology t;
+
+    fake_machine(&m);
+    assert_true(sl_topology_parse_on("3:0@1;7:1@0", &m, &t, &err));
+    assert_int_equal(sl_topology_memory_index(&t, 0), 1);  /* node 7's memory */
+    assert_int_equal(sl_topology_memory_index(&t, 1), 0);  /* node 3's */
+    assert_int_equal(sl_topology_memory_index(&t, 2), 0);  /* nearer real node 1 (20 to 30) */
+    assert_int_equal(sl_topology_memory_index(&t, 3), 0);  /* a tie: the first */
+    assert_int_equal(sl_topology_memory_index(&t, 41), 0); /* no distance known: the first */
 }
 
 static void test_discovery_keeps_allowed_cpus_and_memory_a_node_may_use(void **state)
@@ -852,26 +874,327 @@ static void test_every_range_is_bound_to_its_nodes_memory(void **state)
     }
 }
 
+/*
+ * The memory carries a policy before the restore, a VMM's (QEMU's
+ * host-nodes/policy mbind on its own mapping of a memory file sets the
+ * file's shared policy; for anonymous memory the caller's mapping holds
+ * it): here MPOL_INTERLEAVE on node 0, which the restore never sets
+ * itself.  With no hint and no binding asked, the restore leaves it as it
+ * is, and the block's units go to the node of the policy's first node.
+ * Before, its mbind(MPOL_BIND) replaced it for good.
+ */
+static void test_a_policy_the_memory_carries_outlives_the_restore(void **state)
+{
+    fixture *f = *state;
+    sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1,
+                              .numa_topology = f->nc->spec };
+    const uint64_t len = 8u << 20;
+    unsigned long node0[16] = { 1 }, mask[16];
+    uint8_t *vmm;
+
+    build(f, len, NULL, 0);
+    vmm = f->nc->kind == SL_BACKEND_ANON
+              ? f->mem[0].host
+              : mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, f->mem[0].fd, 0);
+    assert_true(vmm != MAP_FAILED);
+    assert_int_equal(mbind(vmm, len, MPOL_INTERLEAVE, node0, 16 * 64, 0), 0);
+    start(f, &cfg);
+    sl_stats st = finish(f);
+    assert_int_equal(st.pages_by_node[0], st.pages_by_loader); /* node 0's memory */
+    assert_int_equal(st.pages_wrong_node, 0);
+    g_clear_pointer(&f->r, sl_restore_free);
+    assert_int_equal(policy_at(vmm, mask), MPOL_INTERLEAVE);
+    assert_int_equal(mask[0], 1);
+    if (vmm != f->mem[0].host) {
+        munmap(vmm, len);
+    }
+}
+
+/*
+ * A block with no hint, no binding and memory without a policy prefers its
+ * node (MPOL_PREFERRED): its memory may spill to another node when that
+ * one is full, as an eager load's would, instead of failing for want of
+ * room there; a hinted block is bound (MPOL_BIND).  Read where the restore
+ * binds: our mapping of anonymous memory, the fill alias of a memory file
+ * (shmem: the file's own policy; hugetlbfs keeps it on the alias alone).
+ */
+static void test_an_unhinted_block_prefers_its_node_and_a_hinted_one_is_bound(void **state)
+{
+    fixture *f = *state;
+    sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1,
+                              .numa_topology = f->nc->spec };
+    const block_def defs[] = { { 8u << 20, 1, 0 }, { 4u << 20, -1, 0 } };
+    static const int want[] = { MPOL_BIND, MPOL_PREFERRED };
+    unsigned long mask[16];
+
+    build_blocks(f, defs, 2, NULL, 0);
+    start(f, &cfg);
+    finish(f);
+    for (unsigned b = 0; b < 2; b++) {
+        g_autofree char *name = g_strdup_printf("b%u", b);
+        const sl_region *reg = sl_region_of_block(f->r, name);
+        int mode = policy_at(reg->mem.alias ? reg->mem.alias : reg->mem.host, mask);
+        if (mode != want[b] || mask[0] != 1) {
+            fail_msg("block %s: policy %d on nodes 0x%lx, want %d on node 0", name, mode,
+                     mask[0], want[b]);
+        }
+    }
+}
+
+/*
+ * What the threads that allocate hugetlbfs pages with fallocate() (the
+ * prefault thread, zeros placed by a loader or a fault) ran under at each
+ * allocation.  hugetlbfs keeps no shared policy, so fallocate() takes the
+ * calling thread's, never the binding of our alias mapping: each must run
+ * under its block's policy then.  On this one-node host every simulated
+ * node's memory is real node 0, so the mode tells one block's policy from
+ * another's and from none; which node a block gets is checked above.
+ */
+typedef struct {
+    GMutex lock;
+    int want[MAX_BLOCKS];      /* the mode each block is bound with */
+    unsigned by_prefault, by_fault, by_loader;
+    unsigned wrong;
+    char why[256];             /* the first wrong one */
+} alloc_audit;
+
+typedef struct {
+    alloc_audit *a;
+    unsigned block;
+} alloc_hook;
+
+/* sl_mem.allocating: the calling thread's policy, checked and counted by thread kind. */
+static void audit_allocation(void *opaque, uint64_t off, uint64_t len)
+{
+    const alloc_hook *h = opaque;
+    alloc_audit *a = h->a;
+    unsigned long mask[16] = { 0 };
+    char name[16] = "";
+    int mode = -1;
+
+    (void)len;
+    (void)!get_mempolicy(&mode, mask, 16 * 64, NULL, 0);
+    pthread_getname_np(pthread_self(), name, sizeof(name));
+    g_mutex_lock(&a->lock);
+    a->by_prefault += strcmp(name, "sl-prefault") == 0;
+    a->by_fault += strcmp(name, "sl-fault") == 0;
+    a->by_loader += strcmp(name, "sl-loader") == 0;
+    if ((mode != a->want[h->block] || mask[0] != 1) && a->wrong++ == 0) {
+        g_snprintf(a->why, sizeof(a->why), "%s allocated block b%u at offset 0x%" PRIx64
+                 " under policy %d on nodes 0x%lx, want %d on node 0", name, h->block, off,
+                 mode, mask[0], a->want[h->block]);
+    }
+    g_mutex_unlock(&a->lock);
+}
+
+/* Starts a restore with @cfg whose allocations @a audits (through @hooks). */
+static void start_audited(fixture *f, const sl_restore_config *cfg, alloc_audit *a,
+                          alloc_hook *hooks)
+{
+    g_autoptr(GError) err = NULL;
+
+    attach_all(f, cfg);
+    for (unsigned b = 0; b < f->nblocks; b++) {
+        g_autofree char *name = g_strdup_printf("b%u", b);
+        sl_region *reg = sl_region_of_block(f->r, name);
+        hooks[b] = (alloc_hook){ .a = a, .block = b };
+        reg->mem.allocating = audit_allocation;
+        reg->mem.allocating_opaque = &hooks[b];
+    }
+    assert_true(sl_restore_start(f->r, &err));
+}
+
+static unsigned audited(alloc_audit *a, const unsigned *count)
+{
+    unsigned n;
+
+    g_mutex_lock(&a->lock);
+    n = *count;
+    g_mutex_unlock(&a->lock);
+    return n;
+}
+
+/*
+ * b0 (hinted for node 1: MPOL_BIND) with zero units past 4 MiB, b1
+ * (unhinted: MPOL_PREFERRED) past 2 MiB.  First the loaders alone, which
+ * give b0's zero units of the hot list their pages; then faults alone,
+ * after the prefault thread began, touching every unit (zero ones too).
+ * Before, the prefault and fault threads allocated under the policy they
+ * were started with (none), and loaders under their own preference.
+ */
+static void test_hugetlbfs_pages_are_allocated_under_their_blocks_policy(void **state)
+{
+    fixture *f = *state;
+    const block_def defs[] = { { 8u << 20, 1, 4u << 20 }, { 4u << 20, -1, 2u << 20 } };
+    const uint64_t hot[] = { (4u << 20) / PSIZE, (6u << 20) / PSIZE }; /* b0's zero units */
+    sl_restore_config loaders = { .size = sizeof(loaders), .loader_threads = 1,
+                                  .numa_topology = f->nc->spec };
+    sl_restore_config faults = { .size = sizeof(faults), .no_loaders = true,
+                                 .numa_topology = f->nc->spec };
+    alloc_audit a = { .want = { MPOL_BIND, MPOL_PREFERRED } };
+    alloc_hook hooks[MAX_BLOCKS];
+
+    g_mutex_init(&a.lock);
+    build_blocks(f, defs, 2, hot, G_N_ELEMENTS(hot));
+    start_audited(f, &loaders, &a, hooks);
+    finish(f);
+    assert_true(a.by_loader > 0);
+    g_clear_pointer(&f->r, sl_restore_free);
+    start_audited(f, &faults, &a, hooks);
+    for (int i = 0; i < 10000 && audited(&a, &a.by_prefault) == 0; i++) {
+        g_usleep(1000);
+    }
+    assert_true(audited(&a, &a.by_prefault) > 0);
+    for (unsigned b = 0; b < 2; b++) {
+        for (uint64_t off = 0; off < f->len[b]; off += unit_of(f)) {
+            (void)*(volatile uint8_t *)(f->mem[b].host + off);
+        }
+    }
+    finish(f);
+    assert_true(a.by_fault > 0);
+    g_mutex_clear(&a.lock);
+    if (a.wrong) {
+        fail_msg("%u of the allocations ran under another policy; the first: %s", a.wrong,
+                 a.why);
+    }
+}
+
+/* Units loaders claimed in all, and of them once they could see a stop request. */
+typedef struct {
+    sl_restore *r;
+    _Atomic uint64_t claimed, after_stop;
+} claim_count;
+
+static void count_claims(void *opaque, unsigned region, uint64_t u, uint64_t n)
+{
+    claim_count *c = opaque;
+
+    (void)region;
+    (void)u;
+    /* seq_cst counters: the test polls @claimed, and reads @after_stop once
+     * sl_restore_stop() joined the loaders */
+    atomic_fetch_add(&c->claimed, n);
+    /* acquire: pairs with the release store of @stopping in sl_restore_stop() */
+    if (atomic_load_explicit(&c->r->stopping, memory_order_acquire)) {
+        atomic_fetch_add(&c->after_stop, n);
+    }
+}
+
+/*
+ * A loader looks for a stop between pieces of work, so a piece must be
+ * bounded: with a hot list of every unit in file order (data in the first
+ * half, zeros after; the list starts with the zeros, which no loader moves
+ * as chunks), stopped soon after the start, the loaders claim at most one
+ * loader chunk each once the stop is visible.  Before, the neighbours
+ * coalesced into one run of the whole list: a stop (or a failure) waited
+ * for all of it, and one loader did it alone.
+ */
+static void test_a_stop_waits_for_at_most_a_chunk_of_the_hot_list_per_loader(void **state)
+{
+    fixture *f = *state;
+    const unsigned loaders = 2;
+    sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = loaders,
+                              .numa_topology = "1" };
+    const uint64_t len = 256u << 20, unit = unit_of(f), nunits = len / unit;
+    const block_def def = { .len = len, .node = -1, .data = len / 2 };
+    g_autofree uint64_t *hot = g_new(uint64_t, nunits);
+    g_autoptr(GError) err = NULL;
+    claim_count c = { 0 };
+    uint64_t bound;
+
+    for (uint64_t i = 0; i < nunits; i++) {
+        hot[i] = (i + nunits / 2) % nunits * (unit / PSIZE);
+    }
+    build_blocks(f, &def, 1, hot, nunits);
+    attach_all(f, &cfg);
+    c.r = f->r;
+    f->r->loader_claimed = count_claims;
+    f->r->loader_claimed_opaque = &c;
+    assert_true(sl_restore_start(f->r, &err));
+    while (atomic_load(&c.claimed) < 4 && sl_restore_poll(f->r) == -EINPROGRESS) {
+        g_usleep(100);
+    }
+    sl_restore_stop(f->r);
+    bound = loaders * sl_region_of_block(f->r, "b0")->chunk_units;
+    print_message("# %s: %" PRIu64 " units claimed after the stop (bound %" PRIu64 "), %"
+                  PRIu64 " of %" PRIu64 " in all\n", f->nc->name, atomic_load(&c.after_stop),
+                  bound, atomic_load(&c.claimed), nunits);
+    assert_int_equal(sl_restore_poll(f->r), -ECANCELED); /* stopped before the end */
+    assert_true(atomic_load(&c.after_stop) <= bound);
+}
+
+/*
+ * Where the loaders move whole 2 MiB chunks, a hot unit right after a hot
+ * chunk (the next chunk's first unit, a zero one here) starts a run of its
+ * own: it stretched the chunk's run past the chunk, which was then copied
+ * in unit by unit instead of moved (pages_moved 0).
+ */
+static void test_a_hot_unit_after_a_hot_chunk_leaves_the_chunk_whole(void **state)
+{
+    fixture *f = *state;
+    sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1, .numa_topology = "1" };
+    const block_def def = { .len = 4u << 20, .node = -1, .data = 2u << 20 };
+    const uint64_t hot[] = { 0, (2u << 20) / PSIZE }; /* chunk 0 (data), chunk 1's first unit */
+
+    SL_TEST_NEED("uffd-move",
+                 !sl_test_withheld("uffd-move") && sl_uffd_has_features(UFFD_FEATURE_MOVE),
+                 sl_test_withheld("uffd-move") ? "withheld by SNAPLOAD_WITHOUT"
+                                                : "the kernel has no UFFDIO_MOVE (6.8+)");
+    build_blocks(f, &def, 1, hot, G_N_ELEMENTS(hot));
+    start(f, &cfg);
+    sl_stats st = finish(f);
+    assert_int_equal(st.hot_pages, 2);
+    assert_int_equal(st.pages_moved, (2u << 20) / PSIZE); /* the first chunk, whole */
+}
+
+static bool any(const numa_case *nc)
+{
+    return true;
+}
+
+/* hugetlbfs keeps no shared policy to read back */
+static bool not_hugetlbfs(const numa_case *nc)
+{
+    return nc->kind != SL_BACKEND_HUGETLBFS;
+}
+
+/* about the loaders' moving of whole chunks (anonymous memory) */
+static bool anon_only(const numa_case *nc)
+{
+    return nc->kind == SL_BACKEND_ANON;
+}
+
+/* about allocations under the thread's policy (hugetlbfs) */
+static bool hugetlbfs_only(const numa_case *nc)
+{
+    return nc->kind == SL_BACKEND_HUGETLBFS;
+}
+
 typedef struct {
     const char *name;
     CMUnitTestFunction fn;
     bool all_specs; /* false: run once per backend (on its 2-node case) */
-    bool no_hugetlbfs; /* hugetlbfs keeps no shared policy to read back */
+    bool (*applies)(const numa_case *nc);
 } feature;
 
 static const feature features[] = {
-    { "every_page_is_placed_by_its_own_node", test_every_page_is_placed_by_its_own_node, true, false },
-    { "bound_block_is_filled_by_that_node_only", test_bound_block_is_filled_by_that_node_only, true, false },
-    { "fault_is_served_while_every_group_is_busy", test_fault_is_served_while_every_group_is_busy, true, false },
-    { "hot_list_is_fetched_first_in_recorded_order", test_hot_list_is_fetched_first_in_recorded_order, false, false },
-    { "recorder_lists_faulted_pages_in_fault_order", test_recorder_lists_faulted_pages_in_fault_order, false, false },
-    { "recorder_lists_fault_around_neighbours_after_their_fault", test_recorder_lists_fault_around_neighbours_after_their_fault, false, false },
-    { "hot_zero_pages_get_memory_and_other_zero_pages_stay_holes", test_hot_zero_pages_get_memory_and_other_zero_pages_stay_holes, false, false },
-    { "hot_list_entry_out_of_range_is_an_error", test_hot_list_entry_out_of_range_is_an_error, false, false },
-    { "interleave_gives_every_node_part_of_a_small_snapshot", test_interleave_gives_every_node_part_of_a_small_snapshot, true, false },
-    { "hinted_block_is_filled_by_its_node_only", test_hinted_block_is_filled_by_its_node_only, true, false },
-    { "hint_for_a_node_the_topology_lacks_goes_modulo", test_hint_for_a_node_the_topology_lacks_goes_modulo, true, false },
-    { "every_range_is_bound_to_its_nodes_memory", test_every_range_is_bound_to_its_nodes_memory, true, true },
+    { "every_page_is_placed_by_its_own_node", test_every_page_is_placed_by_its_own_node, true, any },
+    { "bound_block_is_filled_by_that_node_only", test_bound_block_is_filled_by_that_node_only, true, any },
+    { "fault_is_served_while_every_group_is_busy", test_fault_is_served_while_every_group_is_busy, true, any },
+    { "hot_list_is_fetched_first_in_recorded_order", test_hot_list_is_fetched_first_in_recorded_order, false, any },
+    { "recorder_lists_faulted_pages_in_fault_order", test_recorder_lists_faulted_pages_in_fault_order, false, any },
+    { "recorder_lists_fault_around_neighbours_after_their_fault", test_recorder_lists_fault_around_neighbours_after_their_fault, false, any },
+    { "hot_zero_pages_get_memory_and_other_zero_pages_stay_holes", test_hot_zero_pages_get_memory_and_other_zero_pages_stay_holes, false, any },
+    { "hot_list_entry_out_of_range_is_an_error", test_hot_list_entry_out_of_range_is_an_error, false, any },
+    { "interleave_gives_every_node_part_of_a_small_snapshot", test_interleave_gives_every_node_part_of_a_small_snapshot, true, any },
+    { "hinted_block_is_filled_by_its_node_only", test_hinted_block_is_filled_by_its_node_only, true, any },
+    { "hint_for_a_node_the_topology_lacks_goes_modulo", test_hint_for_a_node_the_topology_lacks_goes_modulo, true, any },
+    { "every_range_is_bound_to_its_nodes_memory", test_every_range_is_bound_to_its_nodes_memory, true, not_hugetlbfs },
+    { "a_policy_the_memory_carries_outlives_the_restore", test_a_policy_the_memory_carries_outlives_the_restore, false, not_hugetlbfs },
+    { "an_unhinted_block_prefers_its_node_and_a_hinted_one_is_bound", test_an_unhinted_block_prefers_its_node_and_a_hinted_one_is_bound, false, any },
+    { "hugetlbfs_pages_are_allocated_under_their_blocks_policy", test_hugetlbfs_pages_are_allocated_under_their_blocks_policy, false, hugetlbfs_only },
+    { "a_stop_waits_for_at_most_a_chunk_of_the_hot_list_per_loader", test_a_stop_waits_for_at_most_a_chunk_of_the_hot_list_per_loader, false, any },
+    { "a_hot_unit_after_a_hot_chunk_leaves_the_chunk_whole", test_a_hot_unit_after_a_hot_chunk_leaves_the_chunk_whole, false, anon_only },
 };
 
 #define TOPOLOGY_TEST(fn) { #fn, fn }
@@ -888,6 +1211,7 @@ static const struct {
     TOPOLOGY_TEST(test_spec_naming_a_cpu_or_node_this_machine_lacks_is_refused),
     TOPOLOGY_TEST(test_spec_cpu_outside_the_affinity_is_refused),
     TOPOLOGY_TEST(test_hint_goes_to_its_node_else_nearest_else_modulo),
+    TOPOLOGY_TEST(test_a_policy_node_goes_to_the_node_of_its_memory_else_nearest),
     TOPOLOGY_TEST(test_discovery_keeps_allowed_cpus_and_memory_a_node_may_use),
     TOPOLOGY_TEST(test_host_topology_has_at_least_one_node_with_cpus),
 };
@@ -905,7 +1229,7 @@ int main(void)
     for (size_t c = 0; c < nc; c++) {
         for (size_t i = 0; i < nf; i++) {
             if ((!features[i].all_specs && strcmp(cases[c].spec, "2") != 0) ||
-                (features[i].no_hugetlbfs && cases[c].kind == SL_BACKEND_HUGETLBFS)) {
+                !features[i].applies(&cases[c])) {
                 continue;
             }
             tests[n++] = (struct CMUnitTest){

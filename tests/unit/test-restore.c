@@ -1419,6 +1419,113 @@ static void test_a_fault_into_a_staged_chunk_leaves_it_copied(void **state)
     assert_int_equal(st.pages_moved, st.pages_total - (2u << 20) / PSIZE);
 }
 
+/*
+ * The copy of a staged chunk fails part-way: a fault took a unit of the
+ * chunk first (so what the loader claimed before it is copied, run by
+ * run), and the memory of the first data run is no longer ours when the
+ * loader places it (mapped over, as a VMM unmapping part of guest RAM
+ * would: the placement fails with ENOENT).  Every unit the loader claimed
+ * is settled or given back: none stays CLAIMED with no owner (the runs
+ * after the failed one did: whoever waited on them, a save, waited for
+ * ever).
+ */
+typedef struct {
+    fixture *f;
+    bool faulted, broken;
+} staged_failure;
+
+static void fault_into_chunk_at_300(void *opaque, unsigned region, uint64_t u, uint64_t n)
+{
+    staged_failure *sf = opaque;
+    g_autofree uint8_t *scratch = g_malloc(PSIZE);
+
+    if (!sf->faulted) {
+        sf->faulted = true;
+        assert_true(page_ok(sf->f, region, u + 300, scratch)); /* its 64 KiB block goes too */
+    }
+}
+
+static void break_first_data_run(void *opaque, unsigned region, uint64_t u, uint64_t n)
+{
+    staged_failure *sf = opaque;
+    uint8_t *page = sf->f->mem[region].host + u * PSIZE;
+
+    if (!sf->broken && u % sf->f->zero_every != 0) { /* a run of data */
+        sf->broken = true;
+        assert_true(mmap(page, PSIZE, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == page);
+    }
+}
+
+/* No unit of block 0 is CLAIMED (every claimer settled or gave back its units). */
+static void assert_no_unit_claimed(const fixture *f)
+{
+    const sl_region *reg = g_ptr_array_index(f->r->regions, 0);
+
+    for (uint64_t u = 0; u < reg->nunits; u++) {
+        if (sl_pagemap_state(reg->map, u) == SL_PAGE_CLAIMED) {
+            fail_msg("unit %" G_GUINT64_FORMAT " is left CLAIMED, with nobody to settle it", u);
+        }
+    }
+}
+
+static void test_a_failed_copy_of_a_staged_chunk_leaves_no_unit_claimed(void **state)
+{
+    fixture *f = *state;
+    staged_failure sf = { .f = f };
+    g_autoptr(GError) err = NULL;
+
+    need_move();
+    fixture_build(f, 2u << 20, 0, 7); /* one chunk: zero unit 0, data 1-6, zero 7, ... */
+    fixture_attach(f, 1, false);
+    sl_test_set_staged_hook(f->r, fault_into_chunk_at_300, &sf);
+    sl_test_set_loader_hook(f->r, break_first_data_run, &sf);
+    assert_true(sl_restore_start(f->r, &err));
+    assert_int_equal(sl_restore_wait(f->r, 20000), -ENOENT);
+    sl_restore_stop(f->r);
+    assert_true(sf.faulted && sf.broken);
+    assert_no_unit_claimed(f);
+}
+
+/* Loader hook: the snapshot becomes unreadable once the first units are claimed. */
+static void truncate_snapshot_once(void *opaque, unsigned region, uint64_t u, uint64_t n)
+{
+    staged_failure *sf = opaque;
+
+    if (!sf->broken) {
+        sf->broken = true;
+        assert_int_equal(truncate(sf->f->path, 4096), 0);
+    }
+}
+
+/*
+ * A restart over a reused file (keep_memory) whose claim holds a kept
+ * unit, then a changed one, then more: the changed unit's read fails (the
+ * snapshot became unreadable), and the units claimed after it are given
+ * back, not left CLAIMED with no owner.
+ */
+static void test_a_failed_fill_of_a_reused_file_leaves_no_unit_claimed(void **state)
+{
+    fixture *f = *state;
+    sl_restore_config cfg = { .size = sizeof(cfg), .keep_memory = true, .loader_threads = 1 };
+    staged_failure sf = { .f = f };
+    g_autoptr(GError) err = NULL;
+
+    fixture_build(f, 1u << 20, 0, 0); /* every unit data: the first claim is 64 KiB */
+    fixture_start(f, 1, false);
+    finish_and_audit(f);
+    g_clear_pointer(&f->r, sl_restore_free);
+    f->mem[0].host[PSIZE + 100] ^= 0x5a; /* unit 1 changed; 0 and 2-15 kept */
+    f->r = sl_restore_new(f->snap, &cfg, &err);
+    assert_non_null(f->r);
+    assert_true(sl_mem_attach(f->r, "b0", &f->mem[0], &err));
+    sl_test_set_loader_hook(f->r, truncate_snapshot_once, &sf);
+    assert_true(sl_restore_start(f->r, &err));
+    assert_int_equal(sl_restore_wait(f->r, 20000), -EIO);
+    sl_restore_stop(f->r);
+    assert_no_unit_claimed(f);
+}
+
 /* A chunk holding a corrupt page is not moved: the page is refused, never served. */
 static void test_corrupt_page_in_a_moved_chunk_is_never_served(void **state)
 {
@@ -3669,6 +3776,10 @@ static const feature features[] = {
       test_a_fault_into_a_staged_chunk_leaves_it_copied, anon_only },
     { "corrupt_page_in_a_moved_chunk_is_never_served",
       test_corrupt_page_in_a_moved_chunk_is_never_served, anon_only },
+    { "a_failed_copy_of_a_staged_chunk_leaves_no_unit_claimed",
+      test_a_failed_copy_of_a_staged_chunk_leaves_no_unit_claimed, anon_only },
+    { "a_failed_fill_of_a_reused_file_leaves_no_unit_claimed",
+      test_a_failed_fill_of_a_reused_file_leaves_no_unit_claimed, shared_four_k },
     { "a_tracking_restore_copies_instead_of_moving",
       test_a_tracking_restore_copies_instead_of_moving, anon_only },
     { "stop_before_completion_returns", test_stop_before_completion_returns, any },

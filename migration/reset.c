@@ -151,6 +151,20 @@ static bool check_tracking(sl_restore *r, GError **errp)
     return true;
 }
 
+/* Whether @reg's one view is our own mapping, whose writes we track; else
+ * @errp says what would go wrong (@what). */
+static bool only_our_view(const sl_region *reg, const char *what, GError **errp)
+{
+    unsigned nv = sl_view_count(reg);
+
+    if (!reg->mem.host || nv != 1) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "block '%s': another process maps it, and "
+                    "its writes are not tracked: %s", reg->blk->name, what);
+        return false;
+    }
+    return true;
+}
+
 bool sl_restore_written(sl_restore *r, const char *block_name, GArray *runs, GError **errp)
 {
     sl_region *reg = sl_region_of_block(r, block_name);
@@ -166,6 +180,10 @@ bool sl_restore_written(sl_restore *r, const char *block_name, GArray *runs, GEr
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' %s", block_name,
                     reg ? "has no mapping of ours: its writes are not tracked"
                         : "is not attached to this restore");
+        return false;
+    }
+    /* (found by review: a child then lacked a back-end's writes) */
+    if (!only_our_view(reg, "the list would miss them", errp)) {
         return false;
     }
     /* Data units whose page left our page tables count too: what they hold
@@ -204,13 +222,8 @@ static bool check_reset(sl_restore *r, GError **errp)
         return false;
     }
     for (guint i = 0; i < r->regions->len; i++) {
-        sl_region *reg = g_ptr_array_index(r->regions, i);
-        /* Acquire: pairs with the release store in sl_restore_add_view(). */
-        unsigned nv = atomic_load_explicit(&reg->nviews, memory_order_acquire);
-        if (!reg->mem.host || nv != 1) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "block '%s': another process maps "
-                        "it, and its writes are not tracked: a reset could leave them",
-                        reg->blk->name);
+        if (!only_our_view(g_ptr_array_index(r->regions, i), "a reset could leave them",
+                           errp)) {
             return false;
         }
     }

@@ -889,6 +889,8 @@ bool sl_restore_reset(sl_restore *r, sl_reset_stats *out, GError **errp);
  * @runs (an array of sl_page_run), at the granule of the placement unit
  * (a hugepage for hugetlbfs).  Nothing is re-protected: a later call or
  * reset sees them again.  Needs config.track_writes and a started restore.
+ * Since 1.18, refused (SL_ERROR_STATE) while another process maps the block:
+ * its writes are not seen.
  */
 bool sl_restore_written(sl_restore *r, const char *block_name, GArray *runs, GError **errp);
 
@@ -900,7 +902,10 @@ bool sl_restore_written(sl_restore *r, const char *block_name, GArray *runs, GEr
  * the memory, with the restored snapshot as its parent, recorded as
  * @parent_path (relative paths are taken from the child's directory when
  * it is opened).  Every other page is the parent's.  The caller keeps the
- * memory's writers still during the call and finishes @w.
+ * memory's writers still during the call and finishes @w.  Since 1.18,
+ * refused (SL_ERROR_STATE) while another process maps a block, as
+ * sl_restore_written() is; units listed but not placed yet (or refused)
+ * are left to the parent.
  */
 bool sl_restore_write_child(sl_restore *r, sl_writer *w, const char *parent_path,
                             GError **errp);

@@ -23,6 +23,7 @@
 #include "testutil.h"
 #include "backends/backend.h"
 #include "migration/restore-int.h"
+#include "migration/uffd.h"
 
 #define PSIZE 4096u
 #define ROUNDS 6
@@ -1251,6 +1252,47 @@ static void test_a_failed_rearming_scan_owes_the_whole_block(void **state)
     assert_true(units_listed(f) >= written);
 }
 
+/*
+ * Another process's view of the memory (a vhost-user back-end's): its
+ * writes are not in our page tables, so neither a list of the written
+ * pages nor a child built from it is given, as a reset is refused (found
+ * by review: the child silently lacked the back-end's writes).
+ */
+static void test_written_pages_and_children_are_refused_beside_another_view(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GError) err2 = NULL;
+    g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_page_run));
+    g_autofree char *child = NULL;
+    uint8_t *second;
+    int uffd;
+    sl_writer *w;
+
+    build(f, units_for(f->tc));
+    if (!start(f, true, true /* no loaders: views may still join */, &err)) {
+        fail_msg("start: %s", err->message);
+    }
+    second = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_SHARED, f->mem.fd, 0);
+    uffd = sl_uffd_open(f->mem.ops->uffd_features, 0, NULL, &err);
+    assert_true(second != MAP_FAILED && uffd >= 0);
+    assert_true(sl_uffd_register(uffd, second, f->len, f->mem.ops->register_mode,
+                                 f->mem.ops->range_ioctls, NULL, &err));
+    assert_true(sl_restore_add_view(f->r, "b0", uffd, (uintptr_t)second, &err));
+    assert_false(sl_restore_written(f->r, "b0", runs, &err));
+    assert_non_null(strstr(err->message, "another process maps it"));
+    child = g_build_filename(f->dir, "child", NULL);
+    w = sl_writer_new(child, &err2);
+    assert_non_null(w);
+    assert_false(sl_restore_write_child(f->r, w, "snap", &err2));
+    assert_non_null(strstr(err2->message, "another process maps it"));
+    sl_writer_free(w);
+    sl_restore_free(f->r);
+    f->r = NULL;
+    close(uffd);
+    munmap(second, f->len);
+}
+
 static __thread sigjmp_buf *trap_jump;
 
 static void on_trap(int sig)
@@ -1680,6 +1722,8 @@ int main(void)
           test_a_completion_signal_on_its_way_is_not_left_over_by_a_reset, NULL },
         { "a_failed_rearming_scan_owes_the_whole_block",
           test_a_failed_rearming_scan_owes_the_whole_block, four_k },
+        { "written_pages_and_children_are_refused_beside_another_view",
+          test_written_pages_and_children_are_refused_beside_another_view, shared_memory },
         { "a_stop_during_the_refill_never_leaves_zeros",
           test_a_stop_during_the_refill_never_leaves_zeros, NULL },
         { "restart_over_a_reused_file_rewrites_only_changed_units",

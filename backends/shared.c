@@ -284,17 +284,14 @@ static int file_zero(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t l
 /*
  * Map present units into @v.  A hole there means the guest discarded the
  * range (MADV_REMOVE): like the kernel would, give it zeros, protected
- * only where they are what the snapshot holds (@data false).  A page in
- * the file over zero units (@data false) was put there after their
- * placement, which left them holes: by a write that has since left the
- * page tables (swapped out, MADV_DONTNEED), its bytes kept in the file.
- * It is mapped as written, never protected as if it held the snapshot's
- * zeros (found by review: a reset then kept the write for ever).
+ * only where they are what the snapshot holds (@data false).  (A page that
+ * left a tracking restore's page tables after a write is mapped back
+ * written by the fault thread: fault.c, show_settled.)
  */
 static int file_show(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len, bool data,
                      uint64_t *done, uint64_t *eagain)
 {
-    int ret = continue_wp(v, off, len, v && v->wp && data, done, eagain);
+    int ret = file_continue(m, v, off, len, done, eagain);
 
     if (ret == -EFAULT) {
         uint64_t rest = len - *done, more = 0;

@@ -103,16 +103,53 @@ typedef struct {
     around_job job;        /* the around assistant's job (see around_job) */
 } fault_ctx;
 
+#define PM_PRESENT (1ull << 63)
+#define PM_UFFD_WP (1ull << 57)
+
+/*
+ * A restore tracking writes, our own view of shared memory, a fault on
+ * placed unit @u: its page left our page tables (it is never placed
+ * there without being mapped, and zero units' holes carry markers).  A
+ * uffd-wp marker left in its entry says it left protected: unwritten
+ * (swapped out, discarded).  An empty entry says it had been written,
+ * and the file kept the write: it must be mapped back as written, not
+ * protected as if it held the snapshot's bytes (found by review: a
+ * read after the write's page was swapped out or zapped hid it from
+ * every later reset and child).  Unreadable: counted as written, which
+ * costs a reset a needless drop at most.
+ */
+static bool left_written(const sl_restore *r, const sl_region *reg, const sl_view *v,
+                         uint64_t u)
+{
+    uint64_t e, page = (v->base + u * reg->unit) / 4096;
+
+    if (!v->own || !v->wp || !reg->mem.ops->in_place || r->pagemap_fd < 0) {
+        return false;
+    }
+    if (pread(r->pagemap_fd, &e, sizeof(e), (off_t)(page * sizeof(e))) != sizeof(e)) {
+        return true;
+    }
+    return !(e & (PM_PRESENT | PM_UFFD_WP));
+}
+
 /* Maps settled unit @u (PRESENT or POISONED) into view @v. */
 static int show_settled(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, int st)
 {
+    bool written;
+    int ret;
+
     if (st == SL_PAGE_POISONED) {
         if (reg->ioctls & SL_IOCTL(_UFFDIO_POISON)) {
             sl_poison_unit(reg, v, u);
         }
         return 0;
     }
-    return sl_show_run(r, reg, v, u, 1);
+    written = left_written(r, reg, v, u);
+    ret = sl_show_run(r, reg, v, u, 1);
+    if (ret == 0 && written) { /* a write meanwhile lifts the protection itself */
+        (void)sl_uffd_writeprotect(v->uffd, v->base + u * reg->unit, reg->unit, false);
+    }
+    return ret;
 }
 
 /*

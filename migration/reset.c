@@ -44,7 +44,10 @@ static void append_units(const sl_region *reg, const GArray *runs, GArray *out)
         uint64_t u0 = (w->start - base) / reg->unit;
         uint64_t u1 = (w->end - base + reg->unit - 1) / reg->unit;
         sl_run *last = out->len ? &g_array_index(out, sl_run, out->len - 1) : NULL;
-        if (last && last->region == reg->index && last->unit + last->n >= u0) {
+        /* (after the last run only: @out may hold runs past these, found
+         * by review: a run of 2^64 units hid a written one) */
+        if (last && last->region == reg->index && last->unit <= u0 &&
+            last->unit + last->n >= u0) {
             /* touching the last run, or in its last unit (a sub-unit granule) */
             last->n = MAX(last->n, u1 - last->unit);
         } else {
@@ -786,8 +789,41 @@ static gint by_start(gconstpointer a, gconstpointer b)
     return x->start < y->start ? -1 : x->start > y->start;
 }
 
+/*
+ * @runs (of @reg's memory) cut down to the units holding data: a marker
+ * over a zero unit's hole is its normal state (engine.c, mark_zero_holes),
+ * and asking the file about each would cost a reset a system call per
+ * zero run (found by review: 2 ms became 25 ms on 256 MiB).
+ */
+static void keep_data_parts(const sl_region *reg, GArray *runs)
+{
+    const uint64_t base = (uintptr_t)reg->mem.host;
+    g_autoptr(GArray) kept = g_array_new(false, false, sizeof(sl_written_run));
+
+    for (guint i = 0; i < runs->len; i++) {
+        const sl_written_run *w = &g_array_index(runs, sl_written_run, i);
+        uint64_t u = (w->start - base) / reg->unit;
+        const uint64_t end = (w->end - base + reg->unit - 1) / reg->unit;
+        while (u < end) {
+            uint64_t v = u;
+            while (v < end && sl_unit_has_data(reg, v)) {
+                v++;
+            }
+            if (v > u) {
+                sl_written_run part = { MAX(w->start, base + u * reg->unit),
+                                        MIN(w->end, base + v * reg->unit) };
+                g_array_append_val(kept, part);
+            }
+            u = v + 1;
+        }
+    }
+    g_array_set_size(runs, 0);
+    g_array_append_vals(runs, kept->data, kept->len);
+}
+
 /* @reg's pages out of our page tables: empty entries (@none), and
- * markers over holes of its file (@holes), each sorted. */
+ * markers over holes of its file among the units holding data (@holes),
+ * each sorted. */
 static int64_t scan_left(sl_restore *r, const sl_region *reg, GArray *none, GArray *holes)
 {
     const uint64_t base = (uintptr_t)reg->mem.host;
@@ -801,6 +837,9 @@ static int64_t scan_left(sl_restore *r, const sl_region *reg, GArray *none, GArr
     }
     ret = sl_scan_unmapped(r->pagemap_fd, base, base + reg->mem.length, true, swapped);
     if (ret > 0) {
+        keep_data_parts(reg, swapped);
+    }
+    if (ret > 0 && swapped->len) {
         if (kind == SL_BACKEND_SHMEM) {
             shmem_holes(reg, swapped, holes);
         } else {
@@ -863,7 +902,7 @@ static bool empty_units(sl_restore *r, sl_region *reg, GArray *out, GError **err
         return false;
     }
     append_left(reg, none, reg->mem.ops->in_place, out);
-    append_left(reg, holes, false, out);
+    append_left(reg, holes, false, out); /* holes of data units only (keep_data_parts) */
     return true;
 }
 

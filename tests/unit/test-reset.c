@@ -1293,6 +1293,78 @@ static void test_written_pages_and_children_are_refused_beside_another_view(void
     munmap(second, f->len);
 }
 
+/*
+ * A written unit below a discarded one: the written list holds both, and
+ * a child both (found by review: the list of discarded units came first,
+ * and the written run merged into it as a run of 2^64 units).
+ */
+static void test_a_written_unit_below_a_discarded_one_is_listed(void **state)
+{
+    fixture *f = *state;
+
+    build(f, units_for(f->tc));
+    start_tracking(f);
+    f->mem.host[1 * f->unit + 100] ^= 0xff;
+    discard_unit(f, 6);
+    assert_int_equal(units_listed(f), 2);
+    assert_int_equal(child_differs(f), 0);
+}
+
+/*
+ * Zero units of shared memory only read are never counted as written:
+ * one with a zeroed page put in its file beside the mapping (as the
+ * hugetlbfs prefault does), and one faulted in and then unmapped while
+ * protected, read again (found by review: mapped as written, each reset
+ * dropped and refilled them for nothing).
+ */
+static void test_zero_units_only_read_are_never_counted_written(void **state)
+{
+    fixture *f = *state;
+    volatile uint8_t sink;
+
+    f->snap_psize = f->tc->hugepage; /* one snapshot page per unit: whole zero units */
+    build(f, units_for(f->tc));
+    start_tracking(f);
+    assert_int_equal(fallocate(f->mem.fd, 0, (off_t)(5 * f->unit), (off_t)f->unit), 0);
+    sink = f->mem.host[5 * f->unit + 100];
+    sink = f->mem.host[0 * f->unit + 100]; /* unit 0, zero too: faulted in, protected */
+    assert_int_equal(madvise(f->mem.host + 0 * f->unit, f->unit, MADV_DONTNEED), 0);
+    sink = f->mem.host[0 * f->unit + 100];
+    (void)sink;
+    assert_int_equal(units_listed(f), 0);
+}
+
+/*
+ * A written page of shared memory whose entry then goes (swapped out;
+ * MADV_DONTNEED here) while the file keeps the write, read back before the
+ * reset: still counted as written, and the reset brings it back, for a
+ * data unit and a zero unit (found by review: mapped back protected, the
+ * write hid from every later reset and child).
+ */
+static void test_a_written_page_unmapped_then_read_still_counts_written(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    const uint64_t units[2] = { 1, ZERO_EVERY }; /* data, zero */
+
+    f->snap_psize = f->tc->hugepage;
+    build(f, units_for(f->tc));
+    start_tracking(f);
+    for (int i = 0; i < 2; i++) {
+        uint8_t *p = f->mem.host + units[i] * f->unit;
+        p[100] = 0x5a;
+        assert_int_equal(madvise(p, f->unit, MADV_DONTNEED), 0);
+        assert_int_equal(p[100], 0x5a); /* read back: mapped again */
+    }
+    assert_int_equal(units_listed(f), 2);
+    assert_int_equal(child_differs(f), 0);
+    if (!sl_restore_reset(f->r, NULL, &err)) {
+        fail_msg("sl_restore_reset: %s", err->message);
+    }
+    expect_complete_once(f, "after the reset");
+    assert_int_equal(wrong_pages(f), 0);
+}
+
 static __thread sigjmp_buf *trap_jump;
 
 static void on_trap(int sig)
@@ -1724,6 +1796,12 @@ int main(void)
           test_a_failed_rearming_scan_owes_the_whole_block, four_k },
         { "written_pages_and_children_are_refused_beside_another_view",
           test_written_pages_and_children_are_refused_beside_another_view, shared_memory },
+        { "a_written_unit_below_a_discarded_one_is_listed",
+          test_a_written_unit_below_a_discarded_one_is_listed, NULL },
+        { "zero_units_only_read_are_never_counted_written",
+          test_zero_units_only_read_are_never_counted_written, shared_memory },
+        { "a_written_page_unmapped_then_read_still_counts_written",
+          test_a_written_page_unmapped_then_read_still_counts_written, shared_memory },
         { "a_stop_during_the_refill_never_leaves_zeros",
           test_a_stop_during_the_refill_never_leaves_zeros, NULL },
         { "restart_over_a_reused_file_rewrites_only_changed_units",

@@ -908,6 +908,24 @@ static void test_reset_refuses_without_tracking_or_before_completion(void **stat
     assert_non_null(strstr(e3->message, "not running"));
 }
 
+/* An incremental snapshot of the fixture's restore (sl_restore_write_child()), opened. */
+static sl_snapshot *save_child(fixture *f)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree char *child = g_build_filename(f->dir, "child", NULL);
+    sl_writer *w = sl_writer_new(child, &err);
+    sl_snapshot *cs;
+
+    assert_non_null(w);
+    if (!sl_restore_write_child(f->r, w, "snap", &err) || !sl_writer_finish(w, &err)) {
+        fail_msg("incremental save: %s", err->message);
+    }
+    sl_writer_free(w);
+    cs = sl_snapshot_open(child, &err);
+    assert_non_null(cs);
+    return cs;
+}
+
 /* Pages of @got's memory that differ from @want's. */
 static uint64_t differing_pages(const sl_mem *want, const sl_mem *got)
 {
@@ -929,25 +947,14 @@ static void test_child_snapshot_stores_only_written_units_and_restores_them(void
     fixture *f = *state;
     g_autoptr(GRand) rng = g_rand_new_with_seed(0xc41d);
     g_autoptr(GError) err = NULL;
-    g_autofree char *child = NULL;
     g_autofree bool *hit = begin_rounds(f);
     uint64_t written = write_some(f, rng, 0.25, hit);
     sl_restore_config cfg = { .size = sizeof(cfg) };
-    sl_snapshot *cs;
-    sl_writer *w;
+    sl_snapshot *cs = save_child(f);
     sl_restore *r2;
     sl_mem m2 = { 0 };
 
-    child = g_build_filename(f->dir, "child", NULL);
-    w = sl_writer_new(child, &err);
-    assert_non_null(w);
-    if (!sl_restore_write_child(f->r, w, "snap", &err) || !sl_writer_finish(w, &err)) {
-        fail_msg("incremental save: %s", err->message);
-    }
-    sl_writer_free(w);
     sl_restore_stop(f->r); /* the parent's restore ends: its memory stays as it was */
-    cs = sl_snapshot_open(child, &err);
-    assert_non_null(cs);
     assert_int_equal(sl_snapshot_stored_pages(cs, 0), written * (f->unit / PSIZE));
     /* Into anonymous memory: hugepages for a second copy may not exist. */
     if (!sl_mem_map(&m2, SL_BACKEND_ANON, f->len, 0, &err)) {
@@ -968,21 +975,12 @@ static void test_child_snapshot_stores_only_written_units_and_restores_them(void
 static uint64_t child_differs(fixture *f)
 {
     g_autoptr(GError) err = NULL;
-    g_autofree char *child = g_build_filename(f->dir, "child", NULL);
     sl_restore_config cfg = { .size = sizeof(cfg) };
-    sl_writer *w = sl_writer_new(child, &err);
+    sl_snapshot *cs = save_child(f);
     sl_mem m2 = { 0 };
-    sl_snapshot *cs;
     sl_restore *r2;
     uint64_t bad;
 
-    assert_non_null(w);
-    if (!sl_restore_write_child(f->r, w, "snap", &err) || !sl_writer_finish(w, &err)) {
-        fail_msg("incremental save: %s", err->message);
-    }
-    sl_writer_free(w);
-    cs = sl_snapshot_open(child, &err);
-    assert_non_null(cs);
     if (!sl_mem_map(&m2, SL_BACKEND_ANON, f->len, 0, &err)) {
         fail_msg("sl_mem_map: %s", err->message);
     }
@@ -1427,9 +1425,7 @@ static void test_a_child_leaves_a_refused_unit_to_its_parent(void **state)
 {
     fixture *f = *state;
     g_autoptr(GError) err = NULL;
-    g_autofree char *child = NULL;
     sl_snapshot *cs;
-    sl_writer *w;
 
     build(f, units_for(f->tc));
     corrupt_unit(f, 1);
@@ -1437,15 +1433,7 @@ static void test_a_child_leaves_a_refused_unit_to_its_parent(void **state)
         fail_msg("start: %s", err->message);
     }
     assert_int_equal(read_guarded(f, 1 * f->unit + 100), -1); /* refused */
-    child = g_build_filename(f->dir, "child", NULL);
-    w = sl_writer_new(child, &err);
-    assert_non_null(w);
-    if (!sl_restore_write_child(f->r, w, "snap", &err) || !sl_writer_finish(w, &err)) {
-        fail_msg("incremental save: %s", err->message);
-    }
-    sl_writer_free(w);
-    cs = sl_snapshot_open(child, &err);
-    assert_non_null(cs);
+    cs = save_child(f);
     assert_int_equal(sl_snapshot_stored_pages(cs, 0), 0);
     sl_snapshot_close(cs);
 }

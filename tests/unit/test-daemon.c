@@ -3255,5 +3255,8 @@ int main(void)
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test(test_a_hangup_ends_the_daemon_cleanly),
     };
+    if (g_getenv("SL_TEST_FILTER")) { /* e.g. "*written_query*": run only matching cases */
+        cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
+    }
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

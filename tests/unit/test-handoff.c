@@ -1197,5 +1197,8 @@ int main(int argc, char **argv)
     if (argc == 3 && !strcmp(argv[1], "backend")) {
         return backend_main(argv[2]);
     }
+    if (g_getenv("SL_TEST_FILTER")) { /* e.g. "*fork*": run only matching cases */
+        cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
+    }
     return cmocka_run_group_tests_name("handoff", tests, NULL, NULL);
 }

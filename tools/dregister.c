@@ -429,7 +429,9 @@ int on_register(server *d, client *c, uint16_t type, const sl_msg_register *m,
         return ret;
     }
     note_registered(d, c, m);
-    reply_status(c, 0, "ok");
+    if ((ret = answer_status(c, 0, "ok", "REGISTER", errp)) < 0) {
+        return ret; /* registered, but deaf to the answer: dropped, its view removed */
+    }
     if (d->done && d->status == 0) { /* joined after completion: all is in place */
         sl_wire_send(c->fd, &done, NULL, 0);
     }

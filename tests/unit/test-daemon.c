@@ -2878,6 +2878,88 @@ static void test_hello_chooses_a_common_level_and_serves_movers_of_any_level(voi
     close(devnull);
 }
 
+/* ------------------------ answers a client does not read ------------------------ */
+
+/* Sends a WRITTEN_QUERY of block b0 against snapshot @id on connection @s. */
+static void send_query(int s, const uint8_t *id)
+{
+    sl_msg q = { .type = SL_MSG_WRITTEN_QUERY };
+
+    g_strlcpy(q.u.query.block, "b0", sizeof(q.u.query.block));
+    memcpy(q.u.query.identity, id, SL_IDENTITY_LEN);
+    assert_true(sl_wire_send(s, &q, NULL, 0));
+}
+
+/*
+ * A client whose answer to WRITTEN_QUERY cannot be sent (it shut its
+ * reading side: EPIPE) is dropped alone: the next client's query is
+ * answered.  Found by review: the daemon dropped it for a reason nobody had
+ * set and died of SIGSEGV, ending every consumer of the restore.
+ */
+static void test_a_written_query_answer_that_cannot_be_sent_drops_only_that_client(void **state)
+{
+    fixture *f = *state;
+    uint8_t id[SL_IDENTITY_LEN];
+    g_autofree char *why = NULL;
+    unsigned level;
+    writer w;
+    int s;
+
+    start_tracking_daemon(f, id);
+    w = start_writer(f, write_then_report);
+    s = hello_levels(f->sock, 1, SL_PROTO_LEVEL, &level, &why);
+    assert_true(s >= 0);
+    assert_int_equal(shutdown(s, SHUT_RD), 0);
+    send_query(s, id);
+    assert_int_equal(query_written(f, id, &why), WRITTEN_PAGES);
+    close(s);
+    end_writer(&w);
+    assert_int_equal(query_written(f, id, &why), WRITTEN_PAGES);
+    close(w.hold);
+    expect_exit(f->daemon, 0); /* complete, every client gone; its list saved there */
+    f->daemon = 0;
+    sl_test_rmdir(g_steal_pointer(&f->written_dir));
+}
+
+/*
+ * One WRITTEN_QUERY per connection: a client that asks again on the same
+ * connection (one that never reads its answers could otherwise pile up a
+ * memfd per query in its socket) gets its first answer, then is dropped,
+ * told why; the daemon goes on answering others.
+ */
+static void test_a_second_written_query_on_one_connection_is_refused_by_name(void **state)
+{
+    fixture *f = *state;
+    uint8_t id[SL_IDENTITY_LEN], buf[SL_PROTO_MAX];
+    g_autofree char *why = NULL;
+    int fds[SL_WIRE_MAX_FDS], lost, s;
+    unsigned level, nfds;
+    ssize_t n;
+    writer w;
+    sl_msg m;
+
+    start_tracking_daemon(f, id);
+    w = start_writer(f, write_then_report);
+    s = hello_levels(f->sock, 1, SL_PROTO_LEVEL, &level, &why);
+    assert_true(s >= 0);
+    send_query(s, id);
+    send_query(s, id);
+    n = sl_wire_recv(s, buf, fds, &nfds, &lost);
+    assert_true(n > 0 && sl_msg_decode(buf, (size_t)n, &m, NULL));
+    assert_int_equal(m.type, SL_MSG_WRITTEN_PAGES);
+    assert_int_equal(m.u.wpages.status, 0);
+    assert_int_equal(nfds, 1);
+    close(fds[0]);
+    expect_dropped(s, -EPROTO, "a second WRITTEN_QUERY on one connection");
+    close(s);
+    assert_int_equal(query_written(f, id, &why), WRITTEN_PAGES);
+    end_writer(&w);
+    close(w.hold);
+    expect_exit(f->daemon, 0); /* complete, every client gone; its list saved there */
+    f->daemon = 0;
+    sl_test_rmdir(g_steal_pointer(&f->written_dir));
+}
+
 typedef struct {
     int lsock;
     uint32_t level;          /* what WELCOME says */
@@ -3208,6 +3290,12 @@ int main(void)
             fixture_teardown),
         cmocka_unit_test_setup_teardown(test_written_query_to_an_untracking_daemon_is_refused,
                                         fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_written_query_answer_that_cannot_be_sent_drops_only_that_client,
+            fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_second_written_query_on_one_connection_is_refused_by_name, fixture_setup,
+            fixture_teardown),
         cmocka_unit_test_setup_teardown(
             test_anonymous_consumer_ends_in_hugepages_with_the_same_bytes, fixture_setup,
             fixture_teardown),

@@ -368,6 +368,19 @@ static void make_snapshot(fixture *f)
     }
 }
 
+/*
+ * In a forked child: a crash ends it by its signal, for its parent to see.
+ * cmocka's handler would catch it and carry on running tests in the child.
+ */
+static void crash_as_crash(void)
+{
+    static const int sigs[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT };
+
+    for (size_t i = 0; i < G_N_ELEMENTS(sigs); i++) {
+        signal(sigs[i], SIG_DFL);
+    }
+}
+
 /* Snapshot, memory file, daemon child; waits until the socket accepts. */
 static void setup_daemon(fixture *f, uint64_t len, uint64_t hugepage, int threads)
 {
@@ -412,6 +425,7 @@ static void setup_daemon(fixture *f, uint64_t len, uint64_t hugepage, int thread
     f->daemon = fork();
     if (f->daemon == 0) {
         close(ready[0]);
+        crash_as_crash();
         _exit(sl_daemon_run(&o));
     }
     close(ready[1]);
@@ -2810,6 +2824,44 @@ static void test_restore_that_cannot_start_ends_the_daemon(void **state)
     close(sealed);
 }
 
+/*
+ * SIGTERM while one of two blocks is attached (the restore never started):
+ * the daemon ends as documented: its final stats line says the restore
+ * stopped before completion, its socket is gone, and it exits 1.  Found by
+ * review: it died of SIGSEGV reading the figures of the restore that had
+ * not started, leaving its socket behind.
+ */
+static void test_a_signal_before_the_restore_starts_ends_the_daemon_with_its_report(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    int sock, uffd, status;
+    uint8_t *p;
+
+    f->nblocks = 2;
+    f->want_stats = true;
+    setup_daemon(f, 4u << 20, 0, 1);
+    p = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
+    assert_true(p != MAP_FAILED);
+    sock = sl_client_connect(f->sock, "one-block", &err);
+    uffd = sock < 0 ? -1 : sl_client_register(sock, "b0", p, f->len, f->memfd, 0, &err);
+    if (uffd < 0) {
+        fail_msg("registering b0: %s", err->message);
+    }
+    assert_int_equal(kill(f->daemon, SIGTERM), 0);
+    assert_int_equal(waitpid(f->daemon, &status, 0), f->daemon);
+    f->daemon = 0;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 1) {
+        fail_msg("the daemon %s %d, expected exit 1", WIFEXITED(status) ? "exited" : "died of "
+                 "signal", WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    }
+    expect_stats_error(f, "restore stopped before completion");
+    assert_int_not_equal(access(f->sock, F_OK), 0);
+    close(sock);
+    close(uffd);
+    munmap(p, f->len);
+}
+
 /* ------------------------ protocol levels (HELLO, WELCOME) ------------------------ */
 
 /*
@@ -3341,6 +3393,9 @@ int main(void)
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_restore_that_cannot_start_ends_the_daemon,
                                         fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_signal_before_the_restore_starts_ends_the_daemon_with_its_report,
+            fixture_setup, fixture_teardown),
         cmocka_unit_test(test_a_hangup_ends_the_daemon_cleanly),
     };
     if (g_getenv("SL_TEST_FILTER")) { /* e.g. "*written_query*": run only matching cases */

@@ -145,10 +145,7 @@ static struct {
     pthread_mutex_t glock;
     pg_guards guards;             /* mappings kept out of forked children */
 } pl = {
-    /* Recursive: an interposed call (munmap, madvise) may come while this
-     * thread holds it, from inside a hand-over or a report. */
-    .lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP,
-    .glock = PTHREAD_MUTEX_INITIALIZER,
+    .glock = PTHREAD_MUTEX_INITIALIZER, /* `lock`: init_lock(), by the constructor */
 };
 
 /* Set while this thread talks to the daemon: its own sendmsg of a block's
@@ -256,6 +253,23 @@ static bool parse_blocks(const char *spec)
 }
 
 /*
+ * (Re)makes `lock`, recursive: an interposed call (munmap, madvise, the
+ * mmap of the mover's staging slots) may come while this thread holds it,
+ * from inside a hand-over or a report.  The constructor and the fork
+ * handler both make it here: a plain mutex made anew in a child deadlocked
+ * the child's first hand-over of anonymous guest RAM (found by review).
+ */
+static void init_lock(void)
+{
+    pthread_mutexattr_t a;
+
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&pl.lock, &a);
+    pthread_mutexattr_destroy(&a);
+}
+
+/*
  * In a child of fork(): the mappings handed over and the tracked ones are
  * the parent's.  Their sockets are shared with the parent and their
  * supervisors did not come along, so a munmap here must not retire them
@@ -263,11 +277,15 @@ static bool parse_blocks(const char *spec)
  * the child waited for good: found by review); the child has no copy of
  * them before DONE anyway (the fork guard).  The locks are made anew: a
  * thread of the parent may have held one.  The child's own mappings are
- * registered as any process's.
+ * registered as any process's.  `pending` keeps the parent's count: the
+ * child never hears those DONEs, but set to 0 it would let the child hand
+ * a block's file (an fd it inherited) to an unregistered peer while the
+ * restore still fills it, to be read as zeros; kept, such a child refuses
+ * unregistered peers for its whole life, also after the fill.
  */
 static void forget_parents_mappings(void)
 {
-    pthread_mutex_init(&pl.lock, NULL);
+    init_lock();
     pthread_mutex_init(&pl.glock, NULL);
     if (pl.mappings) {
         g_ptr_array_set_size(pl.mappings, 0); /* frees the records, not the parent's fds */
@@ -322,6 +340,7 @@ __attribute__((constructor)) static void preload_init(void)
     const char *sock = getenv("SNAPLOAD_SOCKET");
     const char *blocks = getenv("SNAPLOAD_BLOCKS");
 
+    init_lock();
     if (!sock || !*sock || !is_target_exe()) {
         return;
     }

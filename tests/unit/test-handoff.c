@@ -544,6 +544,34 @@ static int fork_unmapper_main(const char *ram)
     return 0;
 }
 
+/*
+ * Forks before it maps anything (as QEMU -daemonize does) and maps block
+ * b0 as anonymous guest RAM in the child, which reads every page; prints
+ * how many were wrong, or how the child ended.  The alarm ends a child
+ * whose mmap hangs.
+ */
+static int fork_first_main(const char *ram)
+{
+    int st = 0;
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        volatile uint8_t *p;
+        alarm(10);
+        p = map_guest_ram("anon", ram);
+        _exit(p ? (int)MIN(wrong_in(p, 0, LEN / PSIZE), 100) : 101);
+    }
+    if (pid < 0 || waitpid(pid, &st, 0) != pid) {
+        return 10;
+    }
+    if (WIFSIGNALED(st)) {
+        printf("child: killed by signal %d\n", WTERMSIG(st));
+    } else {
+        printf("child: %d wrong\n", WEXITSTATUS(st));
+    }
+    return 0;
+}
+
 /* Maps block b0 (@ram) once: the preload client registers it or ends us. */
 static int map_once_main(const char *ram)
 {
@@ -650,18 +678,16 @@ static int run_vmm(fixture *f, const char *const *backend, char **out, char **er
     return run_vmm_tracking(f, backend, false, out, err);
 }
 
-/* Runs this program in @mode over b0 (@ram), preloaded to register with
- * the daemon at @sock (@timeout_ms: SNAPLOAD_TIMEOUT_MS, 0: unset); its
- * wait status, stdout and stderr. */
-static int run_preloaded(const char *mode, const char *ram, const char *sock, int timeout_ms,
-                         char **out, char **err)
+/* The environment of this program preloaded to register block @name as
+ * @what (a file, or anon:BYTES) with the daemon at @sock (@timeout_ms:
+ * SNAPLOAD_TIMEOUT_MS, 0: unset). */
+static char **preloaded_env(const char *name, const char *what, const char *sock,
+                            int timeout_ms)
 {
     g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
-    g_autofree char *blocks = g_strdup_printf("b0=%s", ram);
+    g_autofree char *blocks = g_strdup_printf("%s=%s", name, what);
     g_autofree char *ms = g_strdup_printf("%d", timeout_ms);
-    g_auto(GStrv) env = g_get_environ();
-    const char *argv[] = { self, mode, ram, NULL };
-    int st = -1;
+    char **env = g_get_environ();
 
     env = g_environ_setenv(env, "LD_PRELOAD", g_getenv("SNAPLOAD_PRELOAD"), true);
     env = g_environ_setenv(env, "SNAPLOAD_SOCKET", sock, true);
@@ -670,6 +696,35 @@ static int run_preloaded(const char *mode, const char *ram, const char *sock, in
     if (timeout_ms) {
         env = g_environ_setenv(env, "SNAPLOAD_TIMEOUT_MS", ms, true);
     }
+    return env;
+}
+
+/* Runs this program in @mode with argument @ram, preloaded to register
+ * block @name as @what with the daemon at @sock; its wait status, stdout
+ * and stderr. */
+static int run_preloaded_as(const char *mode, const char *name, const char *what,
+                            const char *ram, const char *sock, char **out, char **err)
+{
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_auto(GStrv) env = preloaded_env(name, what, sock, 0);
+    const char *argv[] = { self, mode, ram, NULL };
+    int st = -1;
+
+    assert_true(g_spawn_sync(NULL, (char **)argv, env, 0, NULL, NULL, out, err, &st, NULL));
+    return st;
+}
+
+/* Runs this program in @mode over b0 (@ram), preloaded to register with
+ * the daemon at @sock (@timeout_ms: SNAPLOAD_TIMEOUT_MS, 0: unset); its
+ * wait status, stdout and stderr. */
+static int run_preloaded(const char *mode, const char *ram, const char *sock, int timeout_ms,
+                         char **out, char **err)
+{
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_auto(GStrv) env = preloaded_env("b0", ram, sock, timeout_ms);
+    const char *argv[] = { self, mode, ram, NULL };
+    int st = -1;
+
     assert_true(g_spawn_sync(NULL, (char **)argv, env, 0, NULL, NULL, out, err, &st, NULL));
     return st;
 }
@@ -1012,6 +1067,28 @@ static void test_a_forked_childs_munmap_leaves_the_parents_mapping_registered(vo
 }
 
 /*
+ * A child forked before anything was mapped maps anonymous guest RAM under
+ * the preload client: it is handed over and served, every page right.
+ * Found by review: the fork handler made the preload's lock anew as a
+ * plain mutex, and the child's hand-over, holding it, deadlocked in the
+ * mmap of its mover's staging slots (which the preload wraps too).
+ */
+static void test_a_child_forked_before_mapping_anonymous_guest_ram_is_served(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *out = NULL, *err = NULL;
+    g_autofree char *blocks = g_strdup_printf("anon:%u", LEN);
+    int st;
+
+    need_preload();
+    st = run_preloaded_as("fork-first", "b0", blocks, f->ram, f->sock, &out, &err);
+    if (!g_spawn_check_wait_status(st, NULL) || strcmp(out, "child: 0 wrong\n")) {
+        fail_msg("a child mapping anonymous guest RAM: status %d, stdout: %s, stderr: %s", st,
+                 out, err);
+    }
+}
+
+/*
  * A daemon that never answers (here: a socket nobody accepts on, as when
  * every client slot is taken) ends the registering process after
  * SNAPLOAD_TIMEOUT_MS, saying why, instead of hanging its mmap for good.
@@ -1163,6 +1240,8 @@ int main(int argc, char **argv)
             teardown),
         cmocka_unit_test_setup_teardown(
             test_a_forked_childs_munmap_leaves_the_parents_mapping_registered, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_child_forked_before_mapping_anonymous_guest_ram_is_served, setup, teardown),
         cmocka_unit_test(
             test_a_registration_the_daemon_never_answers_ends_the_process_saying_so),
         cmocka_unit_test(test_fork_guard_gives_back_only_what_the_process_did_not_keep),
@@ -1190,6 +1269,9 @@ int main(int argc, char **argv)
     }
     if (argc == 3 && !strcmp(argv[1], "fork-unmapper")) {
         return fork_unmapper_main(argv[2]);
+    }
+    if (argc == 3 && !strcmp(argv[1], "fork-first")) {
+        return fork_first_main(argv[2]);
     }
     if (argc == 3 && !strcmp(argv[1], "map-once")) {
         return map_once_main(argv[2]);

@@ -701,6 +701,124 @@ static void test_a_part_outside_the_block_or_of_unknown_place_is_refused(void **
     close(memfd);
 }
 
+/*
+ * Registers @len bytes of block @block at file offset @off of @memfd, sent
+ * as @sent (the same file opened otherwise; -1: @memfd itself), on a
+ * connection of its own: NULL when accepted (*@sock, *@map its
+ * connection and mapping, to release), else the refusal.
+ */
+static char *register_block(fixture *f, const char *block, int memfd, int sent, uint64_t off,
+                            uint64_t len, int *sock, uint8_t **map)
+{
+    g_autoptr(GError) err = NULL;
+    uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, (off_t)off);
+
+    assert_true(p != MAP_FAILED);
+    *sock = sl_client_connect(f->sock, "block", &err);
+    assert_true(*sock >= 0);
+    if (sl_client_register(*sock, block, p, len, sent >= 0 ? sent : memfd, off, &err) >= 0) {
+        *map = p;
+        return NULL;
+    }
+    close(*sock);
+    munmap(p, len);
+    return g_strdup(err->message);
+}
+
+/* @memfd opened again as /proc/self/fd/N with @flags. */
+static int reopen(int memfd, int flags)
+{
+    g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", memfd);
+    int fd = open(path, flags | O_CLOEXEC);
+
+    assert_true(fd >= 0);
+    return fd;
+}
+
+/*
+ * The REGISTER that would attach a block with a memory file the restore
+ * cannot write through (an O_RDONLY or O_PATH reopen of the memfd) is
+ * refused by name before anything is attached, and the next consumer, with
+ * the memfd itself, is served to completion.  Found by review: it was
+ * accepted, and the restore failed at its start, once every block was
+ * attached, blaming whoever attached last.
+ */
+static void test_a_memory_file_the_restore_cannot_write_is_refused_by_name(void **state)
+{
+    fixture *f = *state;
+    const struct {
+        int flags;
+        const char *says;
+    } cases[] = { { O_RDONLY, "memory fd is read-only" }, { O_PATH, "memory fd is O_PATH" } };
+
+    setup_daemon(f, 4u << 20, 0, 1);
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        int weak = reopen(f->memfd, cases[i].flags), sock;
+        uint8_t *map;
+        g_autofree char *why = register_block(f, "b0", f->memfd, weak, 0, f->len, &sock, &map);
+        close(weak);
+        if (!why || !strstr(why, cases[i].says) || !strstr(why, "send it O_RDWR")) {
+            fail_msg("case %zu: %s", i, why ? why : "accepted");
+        }
+    }
+    expect_exit(spawn_consumer(f, "vmm", 1), 0);
+    expect_exit(f->daemon, 0);
+    f->daemon = 0;
+    assert_int_equal(atomic_load(&f->counts->bad), 0);
+}
+
+/* Pages of block @block (its index in the snapshot) at @p that are wrong. */
+static uint64_t wrong_block_pages(const fixture *f, unsigned block, const uint8_t *p)
+{
+    g_autofree uint8_t *want = g_malloc(PSIZE);
+    uint64_t bad = 0;
+
+    for (uint64_t i = 0; i < f->len / PSIZE; i++) {
+        sl_test_fill_page(want, PSIZE, i, block + 1, 4);
+        bad += memcmp(want, p + i * PSIZE, PSIZE) != 0;
+    }
+    return bad;
+}
+
+/*
+ * Two blocks attached to one memory file must not overlap there (each
+ * would place its pages over the other's): the REGISTER of the second at
+ * an overlapping offset is refused by name, before anything is attached;
+ * at its own place it is served, and each block reads right.  Found by
+ * review: overlapping blocks were accepted, and one block's view read the
+ * other's bytes.
+ */
+static void test_blocks_overlapping_in_one_memory_file_are_refused_by_name(void **state)
+{
+    fixture *f = *state;
+    int memfd = memfd_create("both", MFD_CLOEXEC), s0, s1, s;
+    g_autofree char *same = NULL, *half = NULL;
+    uint8_t *p0, *p1, *unused;
+
+    f->nblocks = 2;
+    setup_daemon(f, 4u << 20, 0, 1);
+    assert_true(memfd >= 0 && ftruncate(memfd, (off_t)(2 * f->len)) == 0);
+    assert_null(register_block(f, "b0", memfd, -1, 0, f->len, &s0, &p0));
+    same = register_block(f, "b1", memfd, -1, 0, f->len, &s, &unused);
+    half = register_block(f, "b1", memfd, -1, f->len / 2, f->len, &s, &unused);
+    if (!same || !strstr(same, "file bytes [0, +4194304) overlap block 'b0' in the same") ||
+        !half || !strstr(half, "overlap block 'b0'")) {
+        fail_msg("b1 over b0: \"%s\", \"%s\"", same ? same : "accepted",
+                 half ? half : "accepted");
+    }
+    assert_null(register_block(f, "b1", memfd, -1, f->len, f->len, &s1, &p1));
+    assert_true(sl_client_wait_done(s0) && sl_client_wait_done(s1));
+    assert_int_equal(wrong_block_pages(f, 0, p0), 0);
+    assert_int_equal(wrong_block_pages(f, 1, p1), 0);
+    close(s0);
+    close(s1);
+    expect_exit(f->daemon, 0);
+    f->daemon = 0;
+    munmap(p0, f->len);
+    munmap(p1, f->len);
+    close(memfd);
+}
+
 /* A child whose parent moved, served with the parent given (serve and
  * qemu-restore --parent): a consumer reading every page gets the right
  * bytes, the child's own and the moved parent's, and the daemon completes. */
@@ -3304,6 +3422,12 @@ int main(void)
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_part_outside_the_block_or_of_unknown_place_is_refused,
                                         fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_memory_file_the_restore_cannot_write_is_refused_by_name, fixture_setup,
+            fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_blocks_overlapping_in_one_memory_file_are_refused_by_name, fixture_setup,
+            fixture_teardown),
         cmocka_unit_test_setup_teardown(test_hugetlbfs_vmm_and_late_backend_see_correct_bytes,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(

@@ -3130,6 +3130,60 @@ static void test_a_second_written_query_on_one_connection_is_refused_by_name(voi
     sl_test_rmdir(g_steal_pointer(&f->written_dir));
 }
 
+/*
+ * Sends UNTRACKED on @s without reading the answers until the daemon hangs
+ * up (true) or 20000 were sent (false).
+ */
+static bool flood_untracked(int s)
+{
+    sl_msg u = { .type = SL_MSG_UNTRACKED };
+    struct pollfd p = { .fd = s, .events = POLLOUT };
+
+    g_strlcpy(u.u.untracked.block, "b0", sizeof(u.u.untracked.block));
+    for (unsigned i = 0; i < 20000;) {
+        if (sl_wire_send_nowait(s, &u)) {
+            i++;
+        } else if (errno != EAGAIN || poll(&p, 1, 5000) != 1) {
+            return errno == EPIPE || errno == ECONNRESET;
+        }
+    }
+    return false;
+}
+
+/*
+ * A client that never reads its answers (here: to UNTRACKED) fills its
+ * socket; the daemon then drops it, rather than dropping its answers
+ * silently and serving it on (found by review, with WRITTEN_QUERY, whose
+ * answers each held a memfd), and goes on serving others.
+ */
+static void test_a_client_that_does_not_read_its_answers_is_dropped(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *why = NULL;
+    uint8_t buf[SL_PROTO_MAX];
+    unsigned level, oks = 0;
+    int s, t;
+    ssize_t n;
+    sl_msg m;
+
+    setup_daemon(f, 1u << 20, 0, 0);
+    s = hello_levels(f->sock, 1, SL_PROTO_LEVEL, &level, &why);
+    assert_true(s >= 0);
+    if (!flood_untracked(s)) {
+        fail_msg("the daemon kept a client that reads none of its answers");
+    }
+    while ((n = recv(s, buf, sizeof(buf), 0)) > 0) { /* the answers it sent, then the hang-up */
+        oks += sl_msg_decode(buf, (size_t)n, &m, NULL) && m.type == SL_MSG_REGISTERED &&
+               m.u.status.status == 0;
+    }
+    assert_int_equal(n, 0);
+    assert_true(oks > 0);
+    close(s);
+    t = hello_levels(f->sock, 1, SL_PROTO_LEVEL, &level, &why);
+    assert_true(t >= 0); /* the next client is answered */
+    close(t);
+}
+
 typedef struct {
     int lsock;
     uint32_t level;          /* what WELCOME says */
@@ -3472,6 +3526,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_second_written_query_on_one_connection_is_refused_by_name, fixture_setup,
             fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_client_that_does_not_read_its_answers_is_dropped,
+                                        fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(
             test_anonymous_consumer_ends_in_hugepages_with_the_same_bytes, fixture_setup,
             fixture_teardown),

@@ -703,13 +703,14 @@ static void node_stats(const sl_restore *r, sl_stats *s)
     s->hot_pages = r->hot_units;
 }
 
-/* What the restore keeps per page: its page maps, and the snapshot's metadata. */
+/* What the restore keeps per page: its page maps (none before the start,
+ * or after a start that failed: then 0), and the snapshot's metadata. */
 static void bookkeeping(const sl_restore *r, sl_stats *s)
 {
     for (guint i = 0; i < r->regions->len; i++) {
         const sl_region *reg = g_ptr_array_index(r->regions, i);
         const sl_block *b = reg->blk;
-        s->map_bytes += sl_pagemap_bytes(reg->map);
+        s->map_bytes += reg->map ? sl_pagemap_bytes(reg->map) : 0;
         s->metadata_bytes += sl_bitmap_bytes(b->npages) + b->nsegs * 8 +
                              (b->csums ? b->npages * 8 : 0);
     }

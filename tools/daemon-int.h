@@ -34,6 +34,7 @@ typedef struct {
     uint64_t *wp_addr;       /* per block: where a tracked mapping was registered (0: none) */
     uint64_t *wp_off, *wp_len; /* per block: the block's bytes that mapping maps (a part) */
     uint8_t *reported;       /* per block: that mapping reported its writes (WRITTEN) */
+    bool queried;            /* sent its WRITTEN_QUERY: one per connection */
     char name[32];           /* printable characters only */
 } client;
 
@@ -77,6 +78,17 @@ void dlog(const server *d, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 
 /** reply_status: sends REGISTERED with @status and @msg (never blocks: the socket is non-blocking). */
 void reply_status(client *c, int status, const char *msg);
+
+/**
+ * send_answer: sends @m (and @nfds fds) to @c as its answer to @request (a
+ * message name); 0, or -errno with @errp saying why it could not be sent
+ * (a client that does not read its answers fills its socket: EAGAIN).
+ */
+int send_answer(client *c, const sl_msg *m, const int *fds, unsigned nfds, const char *request,
+                GError **errp);
+
+/** answer_status: REGISTERED with @status and @msg as the answer to @request, as send_answer(). */
+int answer_status(client *c, int status, const char *msg, const char *request, GError **errp);
 
 /**
  * on_register: REGISTER, REGISTER_WP or REGISTER_MOVER (@type), a consumer's

@@ -98,6 +98,33 @@ void reply_status(client *c, int status, const char *msg)
     sl_wire_send(c->fd, &m, NULL, 0);
 }
 
+int send_answer(client *c, const sl_msg *m, const int *fds, unsigned nfds, const char *request,
+                GError **errp)
+{
+    int err;
+
+    if (sl_wire_send(c->fd, m, fds, nfds)) {
+        return 0;
+    }
+    err = errno ? errno : EIO;
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "sending the answer to %s: its socket is full "
+                    "(EAGAIN): it does not read its answers", request);
+    } else {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "sending the answer to %s: %s (%s)", request,
+                    g_strerror(err), strerrorname_np(err) ? strerrorname_np(err) : "?");
+    }
+    return -err;
+}
+
+int answer_status(client *c, int status, const char *msg, const char *request, GError **errp)
+{
+    sl_msg m = { .type = SL_MSG_REGISTERED, .u.status.status = status };
+
+    g_strlcpy(m.u.status.message, msg, sizeof(m.u.status.message));
+    return send_answer(c, &m, NULL, 0, request, errp);
+}
+
 /*
  * Ends client @c for @why, which is logged and, when @status is an errno
  * (< 0), first sent to the peer as REGISTERED: the answer to a REGISTER it
@@ -198,6 +225,7 @@ static int on_hello(server *d, client *c, const sl_msg_hello *h, unsigned nfds, 
 {
     sl_msg w = { .type = SL_MSG_WELCOME,
                  .u.welcome = { MIN(h->version_max, SL_PROTO_LEVEL), d->nblocks } };
+    int ret;
 
     if (c->greeted) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "a second HELLO");
@@ -218,10 +246,8 @@ static int on_hello(server *d, client *c, const sl_msg_hello *h, unsigned nfds, 
         char ch = h->name[i]; /* printable only: names go into log lines */
         c->name[i] = g_ascii_isprint(ch) ? ch : '?';
     }
-    if (!sl_wire_send(c->fd, &w, NULL, 0)) {
-        int err = errno ? errno : EIO;
-        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "cannot answer HELLO: %s", g_strerror(err));
-        return -err;
+    if ((ret = send_answer(c, &w, NULL, 0, "HELLO", errp)) < 0) {
+        return ret;
     }
     c->greeted = true;
     c->greeted_us = g_get_monotonic_time();
@@ -323,8 +349,8 @@ static void handle_client(server *d, client *c)
     for (unsigned i = 0; i < nfds; i++) {
         sl_wire_close_peer_fd(fds[i]); /* the restore keeps its own duplicates: nothing stays */
     }
-    if (ret < 0) {
-        drop(d, c, ret, why->message);
+    if (ret < 0) { /* every refusal names its reason; the errno stands in for a forgotten one */
+        drop(d, c, ret, why ? why->message : g_strerror(-ret));
     }
 }
 

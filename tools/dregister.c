@@ -239,6 +239,56 @@ static int view_offset(server *d, const sl_msg_register *m, int idx, const struc
 }
 
 /*
+ * The memory file @memfd of the REGISTER that attaches a block can take its
+ * pages: the restore writes them through it (its own duplicate), which an
+ * fd opened read-only, or as O_PATH, cannot.  Only the attaching one: a
+ * later view's file is only compared with it.
+ */
+static int check_writable(const sl_msg_register *m, int memfd, GError **errp)
+{
+    int fl = fcntl(memfd, F_GETFL);
+
+    if (fl >= 0 && !(fl & O_PATH) && (fl & O_ACCMODE) == O_RDWR) {
+        return 0;
+    }
+    g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': memory fd %s; the restore "
+                "writes the block through it: send it O_RDWR", m->block,
+                fl < 0 ? g_strerror(errno) : (fl & O_PATH) ? "is O_PATH"
+                : (fl & O_ACCMODE) == O_RDONLY ? "is read-only" : "is write-only");
+    return -EINVAL;
+}
+
+/* Whether @attached (a block's file; st_ino 0: not attached) is the file @st. */
+static bool same_file(const struct stat *attached, const struct stat *st)
+{
+    return attached->st_ino && attached->st_ino == st->st_ino && attached->st_dev == st->st_dev;
+}
+
+/*
+ * Block @idx at file bytes [@start, +its length) of file @st overlaps no
+ * other block attached to the same file: each would place its pages over
+ * the other's.
+ */
+static int check_no_overlap(server *d, const sl_msg_register *m, int idx, const struct stat *st,
+                            uint64_t start, GError **errp)
+{
+    uint64_t len = block_bytes(d->snap, idx);
+    sl_block_info bi;
+
+    for (unsigned i = 0; i < sl_snapshot_n_blocks(d->snap); i++) {
+        if ((int)i == idx || !same_file(&d->files[i], st) || !sl_snapshot_block(d->snap, i, &bi) ||
+            d->offsets[i] >= start + len || start >= d->offsets[i] + bi.length) {
+            continue;
+        }
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': file bytes [%"
+                    G_GUINT64_FORMAT ", +%" G_GUINT64_FORMAT ") overlap block '%s' in the same "
+                    "memory file", m->block, start, len, bi.name);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/*
  * Attaches the block on its first REGISTER; later ones must name the same
  * file (anonymous memory has one owner: no later one).  *@off: where in
  * the block the mapping starts (a file mapping may cover a part).  0 or
@@ -264,8 +314,7 @@ static int attach_or_match(server *d, const sl_msg_register *m, int idx, sl_back
         d->nattached++;
         return 0;
     }
-    if (d->files[idx].st_ino &&
-        (d->files[idx].st_ino != st->st_ino || d->files[idx].st_dev != st->st_dev)) {
+    if (d->files[idx].st_ino && !same_file(&d->files[idx], st)) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s': not the memory file its "
                     "first consumer registered", m->block);
         return -EINVAL;
@@ -277,6 +326,10 @@ static int attach_or_match(server *d, const sl_msg_register *m, int idx, sl_back
         g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "block '%s': the restore started without "
                     "it", m->block);
         return -EIO;
+    }
+    if ((ret = check_writable(m, memfd, errp)) < 0 ||
+        (ret = check_no_overlap(d, m, idx, st, m->file_offset - *off, errp)) < 0) {
+        return ret;
     }
     /* the whole block, from where it starts in the file (the mapping may be a part) */
     if (!sl_restore_attach_file(d->r, m->block, NULL, block_bytes(d->snap, idx), kind, memfd,
@@ -429,7 +482,9 @@ int on_register(server *d, client *c, uint16_t type, const sl_msg_register *m,
         return ret;
     }
     note_registered(d, c, m);
-    reply_status(c, 0, "ok");
+    if ((ret = answer_status(c, 0, "ok", "REGISTER", errp)) < 0) {
+        return ret; /* registered, but deaf to the answer: dropped, its view removed */
+    }
     if (d->done && d->status == 0) { /* joined after completion: all is in place */
         sl_wire_send(c->fd, &done, NULL, 0);
     }

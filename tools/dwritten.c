@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 #include "daemon-int.h"
+#include "peercheck.h"
 #include "wire.h"
 #include "migration/format/format.h"
 
@@ -56,34 +57,52 @@ int on_written(server *d, client *c, const sl_msg_written *m, unsigned nfds,
         return ret;
     }
     owner->reported[idx] = 1;
-    reply_status(c, 0, "ok");
-    return 0;
+    return answer_status(c, 0, "ok", "WRITTEN", errp);
 }
 
-/* Sends WRITTEN_PAGES: @bits (@npages bits) in a memfd, or (@bits NULL) the refusal @why. */
-static int reply_written(client *c, const uint64_t *bits, uint64_t npages, const char *why)
+/* A sealed memfd holding @bits (@npages bits), or -errno with @errp saying why not. */
+static int bitmap_memfd(const uint64_t *bits, uint64_t npages, GError **errp)
 {
-    sl_msg m = { .type = SL_MSG_WRITTEN_PAGES,
-                 .u.wpages = { .status = bits ? 0 : -ENODATA, .pages = bits ? npages : 0 } };
-    size_t len = bits ? sl_bitmap_bytes(npages) : 0;
-    int fd = bits ? memfd_create("snapload-written", MFD_CLOEXEC | MFD_ALLOW_SEALING) : -1;
-    bool ok;
+    int fd = memfd_create("snapload-written", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    int ret = fd < 0 ? -errno : sl_pwrite_full(fd, bits, sl_bitmap_bytes(npages), 0);
+    const char *shortage;
 
-    g_strlcpy(m.u.wpages.message, bits ? "ok" : why, sizeof(m.u.wpages.message));
-    if (bits && (fd < 0 || sl_pwrite_full(fd, bits, len, 0) < 0 ||
-                 fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0)) {
-        int err = errno ? errno : EIO;
-        if (fd >= 0) {
-            close(fd);
-        }
-        return -err;
+    if (ret == 0 && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0) {
+        ret = -errno;
     }
-    m.u.wpages.written = bits ? sl_bitmap_count(bits, npages) : 0;
-    ok = sl_wire_send(c->fd, &m, bits ? &fd : NULL, bits ? 1 : 0);
+    if (ret == 0) {
+        return fd;
+    }
+    ret = ret < 0 ? ret : -EIO;
+    shortage = sl_peer_fd_shortage(-ret);
+    g_set_error(errp, SL_ERROR, SL_ERROR_IO, "making the answer to WRITTEN_QUERY: %s",
+                shortage ? shortage : g_strerror(-ret));
     if (fd >= 0) {
         close(fd);
     }
-    return ok ? 0 : -(errno ? errno : EIO);
+    return ret;
+}
+
+/* Sends WRITTEN_PAGES: @bits (@npages bits) in a memfd, or (@bits NULL) the
+ * refusal @why.  0, or -errno with @errp saying why it could not be sent. */
+static int reply_written(client *c, const uint64_t *bits, uint64_t npages, const char *why,
+                         GError **errp)
+{
+    sl_msg m = { .type = SL_MSG_WRITTEN_PAGES,
+                 .u.wpages = { .status = bits ? 0 : -ENODATA, .pages = bits ? npages : 0 } };
+    int fd = bits ? bitmap_memfd(bits, npages, errp) : -1;
+    int ret;
+
+    if (fd < 0 && bits) {
+        return fd;
+    }
+    g_strlcpy(m.u.wpages.message, bits ? "ok" : why, sizeof(m.u.wpages.message));
+    m.u.wpages.written = bits ? sl_bitmap_count(bits, npages) : 0;
+    ret = send_answer(c, &m, bits ? &fd : NULL, bits ? 1 : 0, "WRITTEN_QUERY", errp);
+    if (fd >= 0) {
+        close(fd);
+    }
+    return ret;
 }
 
 /* Why the pages block @idx's tracked mappings wrote cannot be given to a
@@ -111,7 +130,10 @@ static const char *query_refusal(const server *d, int idx, const uint8_t *identi
  * WRITTEN_QUERY: the pages of a block written so far by every tracked
  * mapping (those that reported, and each live one, read from its process's
  * pagemap), as a bitmap in a memfd; or WRITTEN_PAGES with the reason there
- * is none.  The connection stays.  0, or -errno to drop the client.
+ * is none.  The connection stays, for that one query: a second one is
+ * refused, so a client that never reads its answers cannot pile up memfds
+ * in its socket.  0, or -errno to drop the client (also when the answer
+ * cannot be made or sent).
  */
 int on_written_query(server *d, client *c, const sl_msg_written_query *m,
                             unsigned nfds, GError **errp)
@@ -128,6 +150,12 @@ int on_written_query(server *d, client *c, const sl_msg_written_query *m,
                     nfds ? "carrying fds" : "before HELLO");
         return -EPROTO;
     }
+    if (c->queried) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "a second WRITTEN_QUERY on one connection "
+                    "(one per connection)");
+        return -EPROTO;
+    }
+    c->queried = true;
     for (guint i = 0; !why && i < d->clients->len; i++) {
         const client *o = g_ptr_array_index(d->clients, i);
         if (o->wp_addr[idx] && !o->reported[idx]) {
@@ -141,7 +169,7 @@ int on_written_query(server *d, client *c, const sl_msg_written_query *m,
     }
     dlog(d, "%s asked for the written pages of block '%s': %s", c->name, m->block,
          bits ? "sent" : err ? err->message : why);
-    return reply_written(c, bits, npages, why);
+    return reply_written(c, bits, npages, why, errp);
 }
 
 /* UNTRACKED: a consumer is about to change a block's file where no list
@@ -161,14 +189,12 @@ int on_untracked(server *d, client *c, const sl_msg_untracked *m, unsigned nfds,
     if (d->dt && idx < 0) {
         /* Not noted: the consumer must not go on believing it was. */
         dlog(d, "%s reported an untracked change of unknown block '%s'", c->name, m->block);
-        reply_status(c, -ENOENT, "no such block in this restore");
-        return 0;
+        return answer_status(c, -ENOENT, "no such block in this restore", "UNTRACKED", errp);
     }
     if (d->dt) {
         sl_dtrack_untracked(d->dt, (unsigned)idx);
         dlog(d, "%s changes block '%s' where no list shows it", c->name, m->block);
     }
-    reply_status(c, 0, "ok");
-    return 0;
+    return answer_status(c, 0, "ok", "UNTRACKED", errp);
 }
 

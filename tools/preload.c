@@ -34,10 +34,12 @@
  * Nor does it let guest RAM reach a process that would use it unserved:
  * it also wraps sendmsg, and while a restore still fills the blocks, a
  * block's file sent over a unix socket (how QEMU gives a vhost-user
- * back-end guest RAM) goes only to a peer that runs this library set up
- * for the same daemon and block (its /proc maps and environment say so,
- * as `snapload attach` starts it), else the process ends naming the peer,
- * before any byte could be read as a hole or written and then lost.
+ * back-end guest RAM) goes only over a connected stream socket to a peer
+ * that runs this library set up for the same daemon and block (its /proc
+ * maps and environment say so, as `snapload attach` starts it), else the
+ * process ends naming the peer (or saying it cannot be told: a datagram
+ * socket, a peer in a pid namespace this one does not see), before any
+ * byte could be read as a hole or written and then lost.
  *
  * Nor does a child this process forks during the fill get a copy of guest
  * RAM that no uffd serves: each mapping handed over is MADV_DONTFORK until
@@ -145,10 +147,7 @@ static struct {
     pthread_mutex_t glock;
     pg_guards guards;             /* mappings kept out of forked children */
 } pl = {
-    /* Recursive: an interposed call (munmap, madvise) may come while this
-     * thread holds it, from inside a hand-over or a report. */
-    .lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP,
-    .glock = PTHREAD_MUTEX_INITIALIZER,
+    .glock = PTHREAD_MUTEX_INITIALIZER, /* `lock`: init_lock(), by the constructor */
 };
 
 /* Set while this thread talks to the daemon: its own sendmsg of a block's
@@ -256,6 +255,23 @@ static bool parse_blocks(const char *spec)
 }
 
 /*
+ * (Re)makes `lock`, recursive: an interposed call (munmap, madvise, the
+ * mmap of the mover's staging slots) may come while this thread holds it,
+ * from inside a hand-over or a report.  The constructor and the fork
+ * handler both make it here: a plain mutex made anew in a child deadlocked
+ * the child's first hand-over of anonymous guest RAM (found by review).
+ */
+static void init_lock(void)
+{
+    pthread_mutexattr_t a;
+
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&pl.lock, &a);
+    pthread_mutexattr_destroy(&a);
+}
+
+/*
  * In a child of fork(): the mappings handed over and the tracked ones are
  * the parent's.  Their sockets are shared with the parent and their
  * supervisors did not come along, so a munmap here must not retire them
@@ -263,11 +279,15 @@ static bool parse_blocks(const char *spec)
  * the child waited for good: found by review); the child has no copy of
  * them before DONE anyway (the fork guard).  The locks are made anew: a
  * thread of the parent may have held one.  The child's own mappings are
- * registered as any process's.
+ * registered as any process's.  `pending` keeps the parent's count: the
+ * child never hears those DONEs, but set to 0 it would let the child hand
+ * a block's file (an fd it inherited) to an unregistered peer while the
+ * restore still fills it, to be read as zeros; kept, such a child refuses
+ * unregistered peers for its whole life, also after the fill.
  */
 static void forget_parents_mappings(void)
 {
-    pthread_mutex_init(&pl.lock, NULL);
+    init_lock();
     pthread_mutex_init(&pl.glock, NULL);
     if (pl.mappings) {
         g_ptr_array_set_size(pl.mappings, 0); /* frees the records, not the parent's fds */
@@ -322,6 +342,7 @@ __attribute__((constructor)) static void preload_init(void)
     const char *sock = getenv("SNAPLOAD_SOCKET");
     const char *blocks = getenv("SNAPLOAD_BLOCKS");
 
+    init_lock();
     if (!sock || !*sock || !is_target_exe()) {
         return;
     }
@@ -996,29 +1017,99 @@ static bool peer_tracks(pid_t pid)
     return proc_has(pid, "environ", "SNAPLOAD_TRACK=1", sizeof("SNAPLOAD_TRACK=1"));
 }
 
+/* Who receives what a socket sends (receiver_of()). */
+typedef enum {
+    RECEIVER_NONE,    /* nobody: the kernel refuses the send (not a connected unix socket) */
+    RECEIVER_KNOWN,   /* the process of that pid */
+    RECEIVER_UNKNOWN, /* some process this one cannot name */
+} receiver;
+
 /*
- * Dies if @fd is a block's file and the peer on @sock would not register it;
- * false (errno EIO) if the hand-off must not happen because the daemon did
- * not take note that no list will show the peer's writes.
+ * Who gets the fds sent on @sock, in *@pid when known.  Only a connected
+ * unix stream or seqpacket socket has one peer that SO_PEERCRED names; a
+ * datagram goes wherever each send (msg_name) or the connect says, or to
+ * whoever holds the other end of a pair, and SO_PEERCRED gives pid 0 for a
+ * peer in a pid namespace this process does not see.
+ */
+static receiver receiver_of(int sock, pid_t *pid)
+{
+    int domain = 0, type = 0;
+    socklen_t len = sizeof(int), clen = sizeof(struct ucred);
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof(peer);
+    struct ucred cred = { 0 };
+
+    if (getsockopt(sock, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 || domain != AF_UNIX) {
+        return RECEIVER_NONE; /* not a socket, or one that carries no fds */
+    }
+    len = sizeof(int);
+    if (getsockopt(sock, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+        (type != SOCK_STREAM && type != SOCK_SEQPACKET)) {
+        return RECEIVER_UNKNOWN;
+    }
+    if (getpeername(sock, (struct sockaddr *)&peer, &plen) < 0) {
+        return RECEIVER_NONE; /* not connected: the send fails */
+    }
+    if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 || cred.pid <= 0) {
+        return RECEIVER_UNKNOWN;
+    }
+    *pid = cred.pid;
+    return RECEIVER_KNOWN;
+}
+
+/* Ends the process: block @b would go to @pid (0: a process that cannot be named). */
+static void refuse_handoff(const pl_block *b, pid_t pid) G_GNUC_NORETURN;
+
+static void refuse_handoff(const pl_block *b, pid_t pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/comm", (int)pid);
+    g_autofree char *comm = NULL;
+
+    if (pid == 0) {
+        die("refusing to hand guest RAM block '%s' (%s) over a socket whose receiving process "
+            "cannot be told (a datagram socket, or a peer in a pid namespace this process does "
+            "not see) while the restore still fills it: it could not be checked to be "
+            "registered with the restore, and would read zeros where pages are not in place "
+            "yet; hand it over a connected unix stream socket to a process started with "
+            "`snapload attach %s -- COMMAND...`", b->name, b->path, pl.socket);
+    }
+    if (!g_file_get_contents(path, &comm, NULL, NULL)) {
+        comm = g_strdup("?");
+    }
+    g_strchomp(comm);
+    die("refusing to hand guest RAM block '%s' (%s) to process %d (%s) while the restore "
+        "still fills it: that process is not registered with the restore, so it would read "
+        "zeros where pages are not in place yet and its writes there would be overwritten; "
+        "start it with `snapload attach %s -- COMMAND...` (or qemu-restore --vhost-user)",
+        b->name, b->path, (int)pid, comm, pl.socket);
+}
+
+/*
+ * Dies if @fd is a block's file and the receiver of @sock would not
+ * register it (or cannot be told to); false (errno EIO) if the hand-off
+ * must not happen because the daemon did not take note that no list will
+ * show the receiver's writes.
  */
 static bool check_handoff(int sock, int fd)
 {
-    struct ucred cred = { 0 };
-    socklen_t clen = sizeof(cred);
-    g_autofree char *path = NULL, *comm = NULL;
+    pid_t pid = 0;
+    receiver who;
+    bool registers;
     pl_block *b;
 
     pthread_mutex_lock(&pl.lock);
     b = match_block(fd);
     pthread_mutex_unlock(&pl.lock);
-    if (!b || getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 ||
-        cred.pid == getpid() || cred.pid == 0 ||
-        (peer_registers(cred.pid, b) && (!pl.track || peer_tracks(cred.pid)))) {
+    who = b ? receiver_of(sock, &pid) : RECEIVER_NONE;
+    if (who == RECEIVER_NONE || pid == getpid()) {
+        return true; /* no block, nobody else, or a send the kernel refuses */
+    }
+    registers = who == RECEIVER_KNOWN && peer_registers(pid, b);
+    if (registers && (!pl.track || peer_tracks(pid))) {
         return true;
     }
-    if (atomic_load_explicit(&pl.pending, memory_order_relaxed) == 0 ||
-        peer_registers(cred.pid, b)) {
-        /* Filled, or served: the peer reads correct bytes, but no list
+    if (atomic_load_explicit(&pl.pending, memory_order_relaxed) == 0 || registers) {
+        /* Filled, or served: the receiver reads correct bytes, but no list
          * will show what it writes (nothing to say when not tracking). */
         bool ok = true;
 
@@ -1029,16 +1120,7 @@ static bool check_handoff(int sock, int fd)
         }
         return ok;
     }
-    path = g_strdup_printf("/proc/%d/comm", (int)cred.pid);
-    if (!g_file_get_contents(path, &comm, NULL, NULL)) {
-        comm = g_strdup("?");
-    }
-    g_strchomp(comm);
-    die("refusing to hand guest RAM block '%s' (%s) to process %d (%s) while the restore "
-        "still fills it: that process is not registered with the restore, so it would read "
-        "zeros where pages are not in place yet and its writes there would be overwritten; "
-        "start it with `snapload attach %s -- COMMAND...` (or qemu-restore --vhost-user)",
-        b->name, b->path, (int)cred.pid, comm, pl.socket);
+    refuse_handoff(b, pid);
 }
 
 /** sendmsg: the libc call, after checking the guest RAM it hands to a peer. */

@@ -846,7 +846,13 @@ int sl_restore_eventfd(const sl_restore *r);
  */
 void sl_restore_stop(sl_restore *r);
 
-/** sl_restore_get_stats: copy the statistics into @out (set out->size first). */
+/**
+ * sl_restore_get_stats: copy the statistics into @out (set out->size
+ * first).  Any time from sl_restore_new() on: before sl_restore_start()
+ * (or after a start that failed) no page map exists yet, so pages_total,
+ * pages_present and map_bytes are 0 (found by review: the call used to
+ * read a NULL page map there and crash).
+ */
 void sl_restore_get_stats(const sl_restore *r, sl_stats *out);
 
 /** What a reset did (sl_restore_reset()); set size = sizeof. */

@@ -229,6 +229,35 @@ static void test_memory_the_caller_kept_from_forks_stays_kept(void **state)
     end_child(pid, hold);
 }
 
+/*
+ * Statistics may be asked for between the attach and the start (a daemon
+ * stopped while it waits for a block's first consumer reports what it
+ * reached): no page map exists yet, so nothing is counted, and the call
+ * does not crash (found by review: it read the NULL page map); after the
+ * start they count every page.
+ */
+static void test_stats_of_a_restore_not_started_yet_count_nothing(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    sl_stats st = { .size = sizeof(st) };
+
+    fixture_build(f, 4);
+    f->r = sl_restore_new(f->snap, NULL, &err);
+    assert_non_null(f->r);
+    assert_true(sl_mem_attach(f->r, "b0", &f->mem, &err));
+    sl_restore_get_stats(f->r, &st);
+    assert_int_equal(st.pages_total, 0);
+    assert_int_equal(st.pages_present, 0);
+    assert_int_equal(st.map_bytes, 0);
+    assert_int_equal(st.error, 0);
+    assert_true(st.time_to_complete_ms < 0); /* not reached */
+    if (!sl_restore_start(f->r, &err)) {
+        fail_msg("sl_restore_start: %s", err->message);
+    }
+    touch_all_and_wait(f);
+}
+
 /* How an attach_file test case gets its address, fd and offset wrong. */
 typedef enum { RIGHT, OTHER_OFFSET, OTHER_FILE, ANONYMOUS, HOLE, PRIVATE } pairing;
 
@@ -358,6 +387,8 @@ int main(void)
           test_a_child_forked_mid_restore_never_reads_a_hole, small_units },
         { "memory_the_caller_kept_from_forks_stays_kept",
           test_memory_the_caller_kept_from_forks_stays_kept, small_units },
+        { "stats_of_a_restore_not_started_yet_count_nothing",
+          test_stats_of_a_restore_not_started_yet_count_nothing, small_units },
         { "attach_file_refuses_a_mapping_of_another_place",
           test_attach_file_refuses_a_mapping_of_another_place, shared_small },
     };

@@ -368,6 +368,19 @@ static void make_snapshot(fixture *f)
     }
 }
 
+/*
+ * In a forked child: a crash ends it by its signal, for its parent to see.
+ * cmocka's handler would catch it and carry on running tests in the child.
+ */
+static void crash_as_crash(void)
+{
+    static const int sigs[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT };
+
+    for (size_t i = 0; i < G_N_ELEMENTS(sigs); i++) {
+        signal(sigs[i], SIG_DFL);
+    }
+}
+
 /* Snapshot, memory file, daemon child; waits until the socket accepts. */
 static void setup_daemon(fixture *f, uint64_t len, uint64_t hugepage, int threads)
 {
@@ -412,6 +425,7 @@ static void setup_daemon(fixture *f, uint64_t len, uint64_t hugepage, int thread
     f->daemon = fork();
     if (f->daemon == 0) {
         close(ready[0]);
+        crash_as_crash();
         _exit(sl_daemon_run(&o));
     }
     close(ready[1]);
@@ -684,6 +698,124 @@ static void test_a_part_outside_the_block_or_of_unknown_place_is_refused(void **
         fail_msg("parts outside the block: \"%s\", \"%s\"", past, before);
     }
     close(whole);
+    close(memfd);
+}
+
+/*
+ * Registers @len bytes of block @block at file offset @off of @memfd, sent
+ * as @sent (the same file opened otherwise; -1: @memfd itself), on a
+ * connection of its own: NULL when accepted (*@sock, *@map its
+ * connection and mapping, to release), else the refusal.
+ */
+static char *register_block(fixture *f, const char *block, int memfd, int sent, uint64_t off,
+                            uint64_t len, int *sock, uint8_t **map)
+{
+    g_autoptr(GError) err = NULL;
+    uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, (off_t)off);
+
+    assert_true(p != MAP_FAILED);
+    *sock = sl_client_connect(f->sock, "block", &err);
+    assert_true(*sock >= 0);
+    if (sl_client_register(*sock, block, p, len, sent >= 0 ? sent : memfd, off, &err) >= 0) {
+        *map = p;
+        return NULL;
+    }
+    close(*sock);
+    munmap(p, len);
+    return g_strdup(err->message);
+}
+
+/* @memfd opened again as /proc/self/fd/N with @flags. */
+static int reopen(int memfd, int flags)
+{
+    g_autofree char *path = g_strdup_printf("/proc/self/fd/%d", memfd);
+    int fd = open(path, flags | O_CLOEXEC);
+
+    assert_true(fd >= 0);
+    return fd;
+}
+
+/*
+ * The REGISTER that would attach a block with a memory file the restore
+ * cannot write through (an O_RDONLY or O_PATH reopen of the memfd) is
+ * refused by name before anything is attached, and the next consumer, with
+ * the memfd itself, is served to completion.  Found by review: it was
+ * accepted, and the restore failed at its start, once every block was
+ * attached, blaming whoever attached last.
+ */
+static void test_a_memory_file_the_restore_cannot_write_is_refused_by_name(void **state)
+{
+    fixture *f = *state;
+    const struct {
+        int flags;
+        const char *says;
+    } cases[] = { { O_RDONLY, "memory fd is read-only" }, { O_PATH, "memory fd is O_PATH" } };
+
+    setup_daemon(f, 4u << 20, 0, 1);
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        int weak = reopen(f->memfd, cases[i].flags), sock;
+        uint8_t *map;
+        g_autofree char *why = register_block(f, "b0", f->memfd, weak, 0, f->len, &sock, &map);
+        close(weak);
+        if (!why || !strstr(why, cases[i].says) || !strstr(why, "send it O_RDWR")) {
+            fail_msg("case %zu: %s", i, why ? why : "accepted");
+        }
+    }
+    expect_exit(spawn_consumer(f, "vmm", 1), 0);
+    expect_exit(f->daemon, 0);
+    f->daemon = 0;
+    assert_int_equal(atomic_load(&f->counts->bad), 0);
+}
+
+/* Pages of block @block (its index in the snapshot) at @p that are wrong. */
+static uint64_t wrong_block_pages(const fixture *f, unsigned block, const uint8_t *p)
+{
+    g_autofree uint8_t *want = g_malloc(PSIZE);
+    uint64_t bad = 0;
+
+    for (uint64_t i = 0; i < f->len / PSIZE; i++) {
+        sl_test_fill_page(want, PSIZE, i, block + 1, 4);
+        bad += memcmp(want, p + i * PSIZE, PSIZE) != 0;
+    }
+    return bad;
+}
+
+/*
+ * Two blocks attached to one memory file must not overlap there (each
+ * would place its pages over the other's): the REGISTER of the second at
+ * an overlapping offset is refused by name, before anything is attached;
+ * at its own place it is served, and each block reads right.  Found by
+ * review: overlapping blocks were accepted, and one block's view read the
+ * other's bytes.
+ */
+static void test_blocks_overlapping_in_one_memory_file_are_refused_by_name(void **state)
+{
+    fixture *f = *state;
+    int memfd = memfd_create("both", MFD_CLOEXEC), s0, s1, s;
+    g_autofree char *same = NULL, *half = NULL;
+    uint8_t *p0, *p1, *unused;
+
+    f->nblocks = 2;
+    setup_daemon(f, 4u << 20, 0, 1);
+    assert_true(memfd >= 0 && ftruncate(memfd, (off_t)(2 * f->len)) == 0);
+    assert_null(register_block(f, "b0", memfd, -1, 0, f->len, &s0, &p0));
+    same = register_block(f, "b1", memfd, -1, 0, f->len, &s, &unused);
+    half = register_block(f, "b1", memfd, -1, f->len / 2, f->len, &s, &unused);
+    if (!same || !strstr(same, "file bytes [0, +4194304) overlap block 'b0' in the same") ||
+        !half || !strstr(half, "overlap block 'b0'")) {
+        fail_msg("b1 over b0: \"%s\", \"%s\"", same ? same : "accepted",
+                 half ? half : "accepted");
+    }
+    assert_null(register_block(f, "b1", memfd, -1, f->len, f->len, &s1, &p1));
+    assert_true(sl_client_wait_done(s0) && sl_client_wait_done(s1));
+    assert_int_equal(wrong_block_pages(f, 0, p0), 0);
+    assert_int_equal(wrong_block_pages(f, 1, p1), 0);
+    close(s0);
+    close(s1);
+    expect_exit(f->daemon, 0);
+    f->daemon = 0;
+    munmap(p0, f->len);
+    munmap(p1, f->len);
     close(memfd);
 }
 
@@ -2810,6 +2942,44 @@ static void test_restore_that_cannot_start_ends_the_daemon(void **state)
     close(sealed);
 }
 
+/*
+ * SIGTERM while one of two blocks is attached (the restore never started):
+ * the daemon ends as documented: its final stats line says the restore
+ * stopped before completion, its socket is gone, and it exits 1.  Found by
+ * review: it died of SIGSEGV reading the figures of the restore that had
+ * not started, leaving its socket behind.
+ */
+static void test_a_signal_before_the_restore_starts_ends_the_daemon_with_its_report(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    int sock, uffd, status;
+    uint8_t *p;
+
+    f->nblocks = 2;
+    f->want_stats = true;
+    setup_daemon(f, 4u << 20, 0, 1);
+    p = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
+    assert_true(p != MAP_FAILED);
+    sock = sl_client_connect(f->sock, "one-block", &err);
+    uffd = sock < 0 ? -1 : sl_client_register(sock, "b0", p, f->len, f->memfd, 0, &err);
+    if (uffd < 0) {
+        fail_msg("registering b0: %s", err->message);
+    }
+    assert_int_equal(kill(f->daemon, SIGTERM), 0);
+    assert_int_equal(waitpid(f->daemon, &status, 0), f->daemon);
+    f->daemon = 0;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 1) {
+        fail_msg("the daemon %s %d, expected exit 1", WIFEXITED(status) ? "exited" : "died of "
+                 "signal", WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    }
+    expect_stats_error(f, "restore stopped before completion");
+    assert_int_not_equal(access(f->sock, F_OK), 0);
+    close(sock);
+    close(uffd);
+    munmap(p, f->len);
+}
+
 /* ------------------------ protocol levels (HELLO, WELCOME) ------------------------ */
 
 /*
@@ -2876,6 +3046,142 @@ static void test_hello_chooses_a_common_level_and_serves_movers_of_any_level(voi
     f->daemon = 0;
     assert_int_equal(atomic_load(&f->counts->bad), 0);
     close(devnull);
+}
+
+/* ------------------------ answers a client does not read ------------------------ */
+
+/* Sends a WRITTEN_QUERY of block b0 against snapshot @id on connection @s. */
+static void send_query(int s, const uint8_t *id)
+{
+    sl_msg q = { .type = SL_MSG_WRITTEN_QUERY };
+
+    g_strlcpy(q.u.query.block, "b0", sizeof(q.u.query.block));
+    memcpy(q.u.query.identity, id, SL_IDENTITY_LEN);
+    assert_true(sl_wire_send(s, &q, NULL, 0));
+}
+
+/*
+ * A client whose answer to WRITTEN_QUERY cannot be sent (it shut its
+ * reading side: EPIPE) is dropped alone: the next client's query is
+ * answered.  Found by review: the daemon dropped it for a reason nobody had
+ * set and died of SIGSEGV, ending every consumer of the restore.
+ */
+static void test_a_written_query_answer_that_cannot_be_sent_drops_only_that_client(void **state)
+{
+    fixture *f = *state;
+    uint8_t id[SL_IDENTITY_LEN];
+    g_autofree char *why = NULL;
+    unsigned level;
+    writer w;
+    int s;
+
+    start_tracking_daemon(f, id);
+    w = start_writer(f, write_then_report);
+    s = hello_levels(f->sock, 1, SL_PROTO_LEVEL, &level, &why);
+    assert_true(s >= 0);
+    assert_int_equal(shutdown(s, SHUT_RD), 0);
+    send_query(s, id);
+    assert_int_equal(query_written(f, id, &why), WRITTEN_PAGES);
+    close(s);
+    end_writer(&w);
+    assert_int_equal(query_written(f, id, &why), WRITTEN_PAGES);
+    close(w.hold);
+    expect_exit(f->daemon, 0); /* complete, every client gone; its list saved there */
+    f->daemon = 0;
+    sl_test_rmdir(g_steal_pointer(&f->written_dir));
+}
+
+/*
+ * One WRITTEN_QUERY per connection: a client that asks again on the same
+ * connection (one that never reads its answers could otherwise pile up a
+ * memfd per query in its socket) gets its first answer, then is dropped,
+ * told why; the daemon goes on answering others.
+ */
+static void test_a_second_written_query_on_one_connection_is_refused_by_name(void **state)
+{
+    fixture *f = *state;
+    uint8_t id[SL_IDENTITY_LEN], buf[SL_PROTO_MAX];
+    g_autofree char *why = NULL;
+    int fds[SL_WIRE_MAX_FDS], lost, s;
+    unsigned level, nfds;
+    ssize_t n;
+    writer w;
+    sl_msg m;
+
+    start_tracking_daemon(f, id);
+    w = start_writer(f, write_then_report);
+    s = hello_levels(f->sock, 1, SL_PROTO_LEVEL, &level, &why);
+    assert_true(s >= 0);
+    send_query(s, id);
+    send_query(s, id);
+    n = sl_wire_recv(s, buf, fds, &nfds, &lost);
+    assert_true(n > 0 && sl_msg_decode(buf, (size_t)n, &m, NULL));
+    assert_int_equal(m.type, SL_MSG_WRITTEN_PAGES);
+    assert_int_equal(m.u.wpages.status, 0);
+    assert_int_equal(nfds, 1);
+    close(fds[0]);
+    expect_dropped(s, -EPROTO, "a second WRITTEN_QUERY on one connection");
+    close(s);
+    assert_int_equal(query_written(f, id, &why), WRITTEN_PAGES);
+    end_writer(&w);
+    close(w.hold);
+    expect_exit(f->daemon, 0); /* complete, every client gone; its list saved there */
+    f->daemon = 0;
+    sl_test_rmdir(g_steal_pointer(&f->written_dir));
+}
+
+/*
+ * Sends UNTRACKED on @s without reading the answers until the daemon hangs
+ * up (true) or 20000 were sent (false).
+ */
+static bool flood_untracked(int s)
+{
+    sl_msg u = { .type = SL_MSG_UNTRACKED };
+    struct pollfd p = { .fd = s, .events = POLLOUT };
+
+    g_strlcpy(u.u.untracked.block, "b0", sizeof(u.u.untracked.block));
+    for (unsigned i = 0; i < 20000;) {
+        if (sl_wire_send_nowait(s, &u)) {
+            i++;
+        } else if (errno != EAGAIN || poll(&p, 1, 5000) != 1) {
+            return errno == EPIPE || errno == ECONNRESET;
+        }
+    }
+    return false;
+}
+
+/*
+ * A client that never reads its answers (here: to UNTRACKED) fills its
+ * socket; the daemon then drops it, rather than dropping its answers
+ * silently and serving it on (found by review, with WRITTEN_QUERY, whose
+ * answers each held a memfd), and goes on serving others.
+ */
+static void test_a_client_that_does_not_read_its_answers_is_dropped(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *why = NULL;
+    uint8_t buf[SL_PROTO_MAX];
+    unsigned level, oks = 0;
+    int s, t;
+    ssize_t n;
+    sl_msg m;
+
+    setup_daemon(f, 1u << 20, 0, 0);
+    s = hello_levels(f->sock, 1, SL_PROTO_LEVEL, &level, &why);
+    assert_true(s >= 0);
+    if (!flood_untracked(s)) {
+        fail_msg("the daemon kept a client that reads none of its answers");
+    }
+    while ((n = recv(s, buf, sizeof(buf), 0)) > 0) { /* the answers it sent, then the hang-up */
+        oks += sl_msg_decode(buf, (size_t)n, &m, NULL) && m.type == SL_MSG_REGISTERED &&
+               m.u.status.status == 0;
+    }
+    assert_int_equal(n, 0);
+    assert_true(oks > 0);
+    close(s);
+    t = hello_levels(f->sock, 1, SL_PROTO_LEVEL, &level, &why);
+    assert_true(t >= 0); /* the next client is answered */
+    close(t);
 }
 
 typedef struct {
@@ -3170,6 +3476,12 @@ int main(void)
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_a_part_outside_the_block_or_of_unknown_place_is_refused,
                                         fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_memory_file_the_restore_cannot_write_is_refused_by_name, fixture_setup,
+            fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_blocks_overlapping_in_one_memory_file_are_refused_by_name, fixture_setup,
+            fixture_teardown),
         cmocka_unit_test_setup_teardown(test_hugetlbfs_vmm_and_late_backend_see_correct_bytes,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(
@@ -3207,6 +3519,14 @@ int main(void)
             test_written_query_places_the_pages_of_tracked_parts_in_the_block, fixture_setup,
             fixture_teardown),
         cmocka_unit_test_setup_teardown(test_written_query_to_an_untracking_daemon_is_refused,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_written_query_answer_that_cannot_be_sent_drops_only_that_client,
+            fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_second_written_query_on_one_connection_is_refused_by_name, fixture_setup,
+            fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_client_that_does_not_read_its_answers_is_dropped,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(
             test_anonymous_consumer_ends_in_hugepages_with_the_same_bytes, fixture_setup,
@@ -3253,7 +3573,13 @@ int main(void)
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_restore_that_cannot_start_ends_the_daemon,
                                         fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_signal_before_the_restore_starts_ends_the_daemon_with_its_report,
+            fixture_setup, fixture_teardown),
         cmocka_unit_test(test_a_hangup_ends_the_daemon_cleanly),
     };
+    if (g_getenv("SL_TEST_FILTER")) { /* e.g. "*written_query*": run only matching cases */
+        cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
+    }
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

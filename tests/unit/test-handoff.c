@@ -300,6 +300,50 @@ static int vmm_main(const char *ram, char **argv)
     return atoi(line) == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 13;
 }
 
+/* Sends @fd, with one byte, on @sock (to @to, if not NULL): whether sendmsg took it. */
+static bool send_fd(int sock, int fd, const struct sockaddr_un *to)
+{
+    char byte = 'F', cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                         .msg_controllen = sizeof(cbuf), .msg_name = (void *)to,
+                         .msg_namelen = to ? sizeof(*to) : 0 };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(fd));
+    return sendmsg(sock, &mh, 0) == 1; /* the preload client checks here */
+}
+
+/*
+ * Maps block b0 (@ram: the preload client registers it) and sends its file
+ * over a unix socket of @kind: "dgram", an unconnected datagram socket, to
+ * the one bound at @path; "dgram-pair", one end of a datagram pair, to the
+ * other; "stream", connected to @path.  Prints "sent" if sendmsg took it.
+ */
+static int send_over_main(const char *ram, const char *kind, const char *path)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    int fd = open(ram, O_RDWR), sv[2] = { -1, -1 };
+    bool dgram = strcmp(kind, "stream") != 0;
+
+    g_strlcpy(a.sun_path, path, sizeof(a.sun_path));
+    if (fd < 0 || mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED) {
+        return 10;
+    }
+    if (!strcmp(kind, "dgram-pair") ? socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) < 0
+        : (sv[0] = socket(AF_UNIX, dgram ? SOCK_DGRAM : SOCK_STREAM, 0)) < 0 ||
+          (!dgram && connect(sv[0], (struct sockaddr *)&a, sizeof(a)) < 0)) {
+        return 11;
+    }
+    if (send_fd(sv[0], fd, !strcmp(kind, "dgram") ? &a : NULL)) {
+        printf("sent\n");
+    }
+    return 0;
+}
+
 /* -------------------------------- forker -------------------------------- */
 
 /* What a child forked now sees at @p: the number of its @npages pages that
@@ -544,6 +588,34 @@ static int fork_unmapper_main(const char *ram)
     return 0;
 }
 
+/*
+ * Forks before it maps anything (as QEMU -daemonize does) and maps block
+ * b0 as anonymous guest RAM in the child, which reads every page; prints
+ * how many were wrong, or how the child ended.  The alarm ends a child
+ * whose mmap hangs.
+ */
+static int fork_first_main(const char *ram)
+{
+    int st = 0;
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        volatile uint8_t *p;
+        alarm(10);
+        p = map_guest_ram("anon", ram);
+        _exit(p ? (int)MIN(wrong_in(p, 0, LEN / PSIZE), 100) : 101);
+    }
+    if (pid < 0 || waitpid(pid, &st, 0) != pid) {
+        return 10;
+    }
+    if (WIFSIGNALED(st)) {
+        printf("child: killed by signal %d\n", WTERMSIG(st));
+    } else {
+        printf("child: %d wrong\n", WEXITSTATUS(st));
+    }
+    return 0;
+}
+
 /* Maps block b0 (@ram) once: the preload client registers it or ends us. */
 static int map_once_main(const char *ram)
 {
@@ -600,6 +672,10 @@ static int teardown(void **state)
 
     kill(f->daemon, SIGTERM);
     waitpid(f->daemon, NULL, 0);
+    for (const char *const *end = (const char *const[]){ ".dg", ".ns", NULL }; *end; end++) {
+        g_autofree char *peer = g_strconcat(f->ram, *end, NULL); /* the peers' sockets */
+        unlink(peer);
+    }
     unlink(f->ram);
     unlink(blocks);
     unlink(f->snap);
@@ -650,18 +726,16 @@ static int run_vmm(fixture *f, const char *const *backend, char **out, char **er
     return run_vmm_tracking(f, backend, false, out, err);
 }
 
-/* Runs this program in @mode over b0 (@ram), preloaded to register with
- * the daemon at @sock (@timeout_ms: SNAPLOAD_TIMEOUT_MS, 0: unset); its
- * wait status, stdout and stderr. */
-static int run_preloaded(const char *mode, const char *ram, const char *sock, int timeout_ms,
-                         char **out, char **err)
+/* The environment of this program preloaded to register block @name as
+ * @what (a file, or anon:BYTES) with the daemon at @sock (@timeout_ms:
+ * SNAPLOAD_TIMEOUT_MS, 0: unset). */
+static char **preloaded_env(const char *name, const char *what, const char *sock,
+                            int timeout_ms)
 {
     g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
-    g_autofree char *blocks = g_strdup_printf("b0=%s", ram);
+    g_autofree char *blocks = g_strdup_printf("%s=%s", name, what);
     g_autofree char *ms = g_strdup_printf("%d", timeout_ms);
-    g_auto(GStrv) env = g_get_environ();
-    const char *argv[] = { self, mode, ram, NULL };
-    int st = -1;
+    char **env = g_get_environ();
 
     env = g_environ_setenv(env, "LD_PRELOAD", g_getenv("SNAPLOAD_PRELOAD"), true);
     env = g_environ_setenv(env, "SNAPLOAD_SOCKET", sock, true);
@@ -670,6 +744,35 @@ static int run_preloaded(const char *mode, const char *ram, const char *sock, in
     if (timeout_ms) {
         env = g_environ_setenv(env, "SNAPLOAD_TIMEOUT_MS", ms, true);
     }
+    return env;
+}
+
+/* Runs this program in @mode with argument @ram, preloaded to register
+ * block @name as @what with the daemon at @sock; its wait status, stdout
+ * and stderr. */
+static int run_preloaded_as(const char *mode, const char *name, const char *what,
+                            const char *ram, const char *sock, char **out, char **err)
+{
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_auto(GStrv) env = preloaded_env(name, what, sock, 0);
+    const char *argv[] = { self, mode, ram, NULL };
+    int st = -1;
+
+    assert_true(g_spawn_sync(NULL, (char **)argv, env, 0, NULL, NULL, out, err, &st, NULL));
+    return st;
+}
+
+/* Runs this program in @mode over b0 (@ram), preloaded to register with
+ * the daemon at @sock (@timeout_ms: SNAPLOAD_TIMEOUT_MS, 0: unset); its
+ * wait status, stdout and stderr. */
+static int run_preloaded(const char *mode, const char *ram, const char *sock, int timeout_ms,
+                         char **out, char **err)
+{
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_auto(GStrv) env = preloaded_env("b0", ram, sock, timeout_ms);
+    const char *argv[] = { self, mode, ram, NULL };
+    int st = -1;
+
     assert_true(g_spawn_sync(NULL, (char **)argv, env, 0, NULL, NULL, out, err, &st, NULL));
     return st;
 }
@@ -935,6 +1038,141 @@ static void test_guest_ram_is_refused_to_a_peer_set_up_for_another_file(void **s
     }
 }
 
+/* Whether a packet carrying an fd waits on @sock (the fd is closed). */
+static bool fd_arrived(int sock)
+{
+    char byte, cbuf[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                         .msg_controllen = sizeof(cbuf) };
+    struct cmsghdr *c;
+    int fd;
+
+    if (recvmsg(sock, &mh, MSG_DONTWAIT) != 1 || !(c = CMSG_FIRSTHDR(&mh)) ||
+        c->cmsg_type != SCM_RIGHTS) {
+        return false;
+    }
+    memcpy(&fd, CMSG_DATA(c), sizeof(fd));
+    close(fd);
+    return true;
+}
+
+/* The VMM (send_over_main(), preloaded; run by @wrapper first if not NULL)
+ * sends b0's file over a socket of @kind to @path: it must be ended,
+ * saying the receiver cannot be told, before it sent anything. */
+static void expect_refused_over(fixture *f, const char *const *wrapper, const char *kind,
+                                const char *path)
+{
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_autofree char *out = NULL, *err = NULL;
+    g_auto(GStrv) env = preloaded_env("b0", f->ram, f->sock, 0);
+    g_autoptr(GPtrArray) argv = g_ptr_array_new();
+    int st = -1;
+
+    for (const char *const *w = wrapper; w && *w; w++) {
+        g_ptr_array_add(argv, (char *)*w);
+    }
+    g_ptr_array_add(argv, self);
+    g_ptr_array_add(argv, "send-over");
+    g_ptr_array_add(argv, f->ram);
+    g_ptr_array_add(argv, (char *)kind);
+    g_ptr_array_add(argv, (char *)path);
+    g_ptr_array_add(argv, NULL);
+    assert_true(g_spawn_sync(NULL, (char **)argv->pdata, env, G_SPAWN_SEARCH_PATH, NULL, NULL,
+                             &out, &err, &st, NULL));
+    if (g_spawn_check_wait_status(st, NULL) || strstr(out, "sent") ||
+        !strstr(err, "refusing to hand guest RAM block 'b0'") ||
+        !strstr(err, "receiving process cannot be told")) {
+        fail_msg("guest RAM over a %s socket: status %d, stdout: %s, stderr: %s", kind, st, out,
+                 err);
+    }
+}
+
+/* A datagram socket of ours bound at @path. */
+static int bound_dgram(const char *path)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    int s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+    g_strlcpy(a.sun_path, path, sizeof(a.sun_path));
+    assert_true(s >= 0 && bind(s, (struct sockaddr *)&a, sizeof(a)) == 0);
+    return s;
+}
+
+/*
+ * Guest RAM sent where the preload client cannot tell which process gets
+ * it is refused while the restore fills it, as to an unregistered peer: a
+ * datagram sent to an address (SO_PEERCRED of the sender: pid 0) and one
+ * sent to the other end of a datagram pair (SO_PEERCRED: the sender's
+ * own pid, though any process may hold that end).  Found by review: both
+ * went through, and the receiver read holes as zeros.
+ */
+static void test_guest_ram_sent_over_a_datagram_socket_is_refused(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *path = g_strconcat(f->ram, ".dg", NULL);
+    int s;
+
+    need_preload();
+    unlink(path);
+    s = bound_dgram(path);
+    expect_refused_over(f, NULL, "dgram", path);
+    assert_false(fd_arrived(s));
+    expect_refused_over(f, NULL, "dgram-pair", path);
+    close(s);
+    unlink(path);
+}
+
+/* Whether unshare(1) can make a pid namespace here; *@why if not. */
+static bool can_unshare_pid(char **why)
+{
+    const char *argv[] = { "unshare", "--pid", "--fork", "true", NULL };
+    g_autofree char *err = NULL;
+    int st = -1;
+
+    if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL,
+                      NULL, NULL, NULL, &err, &st, NULL) ||
+        !g_spawn_check_wait_status(st, NULL)) {
+        *why = g_strdup_printf("unshare --pid --fork true failed: %s", err ? err : "not found");
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Guest RAM sent over a connected stream to a peer in a pid namespace the
+ * VMM does not see (the VMM runs in a pid namespace of its own; the peer,
+ * outside it, has no pid there: SO_PEERCRED gives 0) is refused while the
+ * restore fills it, and nothing reaches the peer.  Found by review: pid 0
+ * was let through; the daemon refuses such a peer, so it was never served.
+ */
+static void test_guest_ram_sent_to_a_peer_in_an_unseen_pid_namespace_is_refused(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *path = g_strconcat(f->ram, ".ns", NULL);
+    g_autofree char *why = NULL;
+    const char *unshare[] = { "unshare", "--pid", "--fork", "--kill-child", "--", NULL };
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    int l, c;
+
+    need_preload();
+    if (!can_unshare_pid(&why)) {
+        print_message("# SKIP: needs a pid namespace: %s\n", why);
+        skip();
+    }
+    unlink(path);
+    g_strlcpy(a.sun_path, path, sizeof(a.sun_path));
+    l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(l >= 0 && bind(l, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(l, 1) == 0);
+    expect_refused_over(f, unshare, "stream", path);
+    c = accept4(l, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    assert_true(c >= 0); /* it connected, then was ended before sending */
+    assert_false(fd_arrived(c));
+    close(c);
+    close(l);
+    unlink(path);
+}
+
 /*
  * A consumer that forks while the restore still fills its guest RAM gives
  * the child no copy of it (process_vm_readv: EFAULT): without the preload
@@ -1008,6 +1246,28 @@ static void test_a_forked_childs_munmap_leaves_the_parents_mapping_registered(vo
     if (!g_spawn_check_wait_status(st, NULL) ||
         strcmp(out, "after the child's munmap: 0 wrong\n")) {
         fail_msg("forking consumer: status %d, stdout: %s, stderr: %s", st, out, err);
+    }
+}
+
+/*
+ * A child forked before anything was mapped maps anonymous guest RAM under
+ * the preload client: it is handed over and served, every page right.
+ * Found by review: the fork handler made the preload's lock anew as a
+ * plain mutex, and the child's hand-over, holding it, deadlocked in the
+ * mmap of its mover's staging slots (which the preload wraps too).
+ */
+static void test_a_child_forked_before_mapping_anonymous_guest_ram_is_served(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *out = NULL, *err = NULL;
+    g_autofree char *blocks = g_strdup_printf("anon:%u", LEN);
+    int st;
+
+    need_preload();
+    st = run_preloaded_as("fork-first", "b0", blocks, f->ram, f->sock, &out, &err);
+    if (!g_spawn_check_wait_status(st, NULL) || strcmp(out, "child: 0 wrong\n")) {
+        fail_msg("a child mapping anonymous guest RAM: status %d, stdout: %s, stderr: %s", st,
+                 out, err);
     }
 }
 
@@ -1134,6 +1394,10 @@ int main(int argc, char **argv)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_guest_ram_is_refused_to_a_peer_set_up_for_another_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_guest_ram_sent_over_a_datagram_socket_is_refused,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_guest_ram_sent_to_a_peer_in_an_unseen_pid_namespace_is_refused, setup, teardown),
         cmocka_unit_test(test_attach_to_a_socket_no_daemon_serves_fails_and_starts_nothing),
         cmocka_unit_test_setup_teardown(
             test_a_preloaded_process_mapping_ram_in_two_parts_reads_every_byte, setup, teardown),
@@ -1163,6 +1427,8 @@ int main(int argc, char **argv)
             teardown),
         cmocka_unit_test_setup_teardown(
             test_a_forked_childs_munmap_leaves_the_parents_mapping_registered, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_child_forked_before_mapping_anonymous_guest_ram_is_served, setup, teardown),
         cmocka_unit_test(
             test_a_registration_the_daemon_never_answers_ends_the_process_saying_so),
         cmocka_unit_test(test_fork_guard_gives_back_only_what_the_process_did_not_keep),
@@ -1191,11 +1457,20 @@ int main(int argc, char **argv)
     if (argc == 3 && !strcmp(argv[1], "fork-unmapper")) {
         return fork_unmapper_main(argv[2]);
     }
+    if (argc == 5 && !strcmp(argv[1], "send-over")) {
+        return send_over_main(argv[2], argv[3], argv[4]);
+    }
+    if (argc == 3 && !strcmp(argv[1], "fork-first")) {
+        return fork_first_main(argv[2]);
+    }
     if (argc == 3 && !strcmp(argv[1], "map-once")) {
         return map_once_main(argv[2]);
     }
     if (argc == 3 && !strcmp(argv[1], "backend")) {
         return backend_main(argv[2]);
+    }
+    if (g_getenv("SL_TEST_FILTER")) { /* e.g. "*fork*": run only matching cases */
+        cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));
     }
     return cmocka_run_group_tests_name("handoff", tests, NULL, NULL);
 }

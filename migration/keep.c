@@ -66,11 +66,15 @@ static void *fresh_view(const sl_region *reg, void **res, size_t *res_len)
         }
     }
     if (!*res) {
-        return mmap(NULL, len, PROT_READ, MAP_SHARED, reg->mem.fd, (off_t)reg->mem.offset);
+        return mmap(NULL, len, PROT_READ, MAP_SHARED | MAP_NORESERVE, reg->mem.fd,
+                    (off_t)reg->mem.offset);
     }
     base = *res;
     at = base + (span - (uintptr_t)base % span) % span;
-    p = mmap(at, len, PROT_READ, MAP_SHARED | MAP_FIXED, reg->mem.fd, (off_t)reg->mem.offset);
+    /* No reservation: mincore() needs none, and a tight hugetlbfs pool
+     * would refuse the mapping (found by review). */
+    p = mmap(at, len, PROT_READ, MAP_SHARED | MAP_FIXED | MAP_NORESERVE, reg->mem.fd,
+             (off_t)reg->mem.offset);
     if (p == MAP_FAILED) {
         munmap(*res, *res_len);
         *res = NULL;

@@ -153,7 +153,8 @@ static uint64_t block_bytes(const sl_snapshot *snap, int idx)
 }
 
 /* A reused RAM file's list of what the previous run wrote: only that is checked. */
-static void use_written_list(server *d, const char *block, int idx, int memfd)
+static void use_written_list(server *d, const char *block, int idx, int memfd,
+                             uint64_t offset)
 {
     g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_page_run));
     g_autoptr(GError) err = NULL;
@@ -162,7 +163,7 @@ static void use_written_list(server *d, const char *block, int idx, int memfd)
     if (!d->dt) {
         return;
     }
-    if (!sl_dtrack_attached(d->dt, (unsigned)idx, memfd, runs, &why)) {
+    if (!sl_dtrack_attached(d->dt, (unsigned)idx, memfd, offset, runs, &why)) {
         if (why) {
             dlog(d, "block '%s': the written-page list is not used, every page is checked: %s",
                  block, why);
@@ -336,7 +337,7 @@ static int attach_or_match(server *d, const sl_msg_register *m, int idx, sl_back
                                 m->file_offset - *off, errp)) {
         return engine_status(*errp);
     }
-    use_written_list(d, m->block, idx, memfd);
+    use_written_list(d, m->block, idx, memfd, m->file_offset - *off);
     d->files[idx] = *st;
     d->offsets[idx] = m->file_offset - *off;
     d->nattached++;

@@ -18,6 +18,7 @@ typedef struct {
     uint64_t *pages;       /* written snapshot pages of this run */
     uint64_t npages, page_size, length;
     int memfd;             /* a duplicate of the RAM file, or -1 */
+    uint64_t offset;       /* where the block starts in it */
     unsigned tracked, reported; /* tracked mappings registered, and reported */
     const char *untracked; /* why no list can be made (NULL: none so far) */
 } dt_block;
@@ -52,7 +53,8 @@ sl_dtrack *sl_dtrack_new(const sl_snapshot *snap, const char *dir, bool ignore)
     return t;
 }
 
-bool sl_dtrack_attached(sl_dtrack *t, unsigned idx, int memfd, GArray *known_changed,
+bool sl_dtrack_attached(sl_dtrack *t, unsigned idx, int memfd, uint64_t offset,
+                        GArray *known_changed,
                         char **why)
 {
     g_autoptr(GError) err = NULL;
@@ -64,16 +66,17 @@ bool sl_dtrack_attached(sl_dtrack *t, unsigned idx, int memfd, GArray *known_cha
         return false;
     }
     t->b[idx].memfd = fcntl(memfd, F_DUPFD_CLOEXEC, 0);
+    t->b[idx].offset = offset;
     if (fstat(memfd, &st) < 0) {
         *why = g_strdup_printf("fstat: %s", g_strerror(errno));
         return false;
     }
     if (t->ignore) {
-        g_autofree char *path = sl_written_path(t->dir, &st);
+        g_autofree char *path = sl_written_path(t->dir, &st, offset);
         *why = unlink(path) == 0 ? g_strdup("asked to check every page") : NULL;
         return false;
     }
-    if (!sl_written_load(t->dir, t->snap, bi.name, &st, known_changed, &err)) {
+    if (!sl_written_load(t->dir, t->snap, bi.name, &st, offset, known_changed, &err)) {
         if (!g_error_matches(err, G_FILE_ERROR, G_FILE_ERROR_NOENT)) {
             *why = g_strdup(err->message);
         }
@@ -245,11 +248,12 @@ void sl_dtrack_finish(sl_dtrack *t, bool complete, GString *log)
             continue;
         }
         why = no_list(b, complete, swaps);
-        if (!why && !sl_written_save(t->dir, t->snap, bi.name, &st, b->pages, b->npages, &err)) {
+        if (!why && !sl_written_save(t->dir, t->snap, bi.name, &st, b->offset, b->pages,
+                                     b->npages, &err)) {
             why = err->message;
         }
         if (why) {
-            g_autofree char *path = sl_written_path(t->dir, &st);
+            g_autofree char *path = sl_written_path(t->dir, &st, b->offset);
             unlink(path);
             g_string_append_printf(log, "block '%s': no written-page list for the next "
                                    "restart: %s\n", bi.name, why);

@@ -25,13 +25,13 @@ typedef struct sl_dtrack sl_dtrack;
 sl_dtrack *sl_dtrack_new(const sl_snapshot *snap, const char *dir, bool ignore);
 
 /**
- * sl_dtrack_attached: block @idx was attached over RAM file @memfd: keeps
+ * sl_dtrack_attached: block @idx was attached at @offset of RAM file @memfd: keeps
  * a duplicate (for its times at the end) and loads the list the previous
  * run left, as runs appended to @known_changed; false (with the reason in
  * @why, NULL when there was simply none) when there is no usable one.
  */
-bool sl_dtrack_attached(sl_dtrack *t, unsigned idx, int memfd, GArray *known_changed,
-                        char **why);
+bool sl_dtrack_attached(sl_dtrack *t, unsigned idx, int memfd, uint64_t offset,
+                        GArray *known_changed, char **why);
 
 /** sl_dtrack_registered: a mapping of block @idx registered, tracked (@wp) or not. */
 void sl_dtrack_registered(sl_dtrack *t, unsigned idx, bool wp);

@@ -2,15 +2,21 @@
 /*
  * The written-page list of a RAM file (see written.h).  Layout, all
  * little-endian:
- *   0   "SLWRIT02"
+ *   0   "SLWRIT03"
  *   8   the snapshot's content identity (SL_IDENTITY_LEN bytes), or for one
  *       without checksums a hash of its file's identity and times
  *   24  block name, NUL-padded (64 bytes)
  *   88  RAM file: dev, ino, size, mtime s, mtime ns, ctime s, ctime ns, allocated
  *       512-byte blocks (u64 each)
- *   152 pages in the block (u64), runs (u64)
- *   168 runs: first page, pages (u64, u64)
+ *   152 where the block starts in the RAM file (u64)
+ *   160 pages in the block (u64), runs (u64)
+ *   176 runs: first page, pages (u64, u64)
  *   end sl_hash() of everything before it (u64)
+ * A list is named by the RAM file and the block's offset in it: two blocks
+ * of one file have a list each, and a block found at another offset of the
+ * same unchanged file (another layout) never takes a list made for what
+ * lay there before (found by review: its unlisted pages, another block's
+ * bytes, were kept unread).  Version 02 had no offset.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -19,9 +25,9 @@
 #include "written.h"
 #include "migration/format/format.h"
 
-#define MAGIC "SLWRIT02"
+#define MAGIC "SLWRIT03"
 #define NAME_LEN 64
-#define HEAD 168
+#define HEAD 176
 #define FILE_WORDS 8
 
 char *sl_written_dir(void)
@@ -30,10 +36,11 @@ char *sl_written_dir(void)
                          : g_build_filename(g_get_user_runtime_dir(), "snapload", NULL);
 }
 
-char *sl_written_path(const char *dir, const struct stat *st)
+char *sl_written_path(const char *dir, const struct stat *st, uint64_t offset)
 {
-    return g_strdup_printf("%s/written-%" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT, dir,
-                           (guint64)st->st_dev, (guint64)st->st_ino);
+    return g_strdup_printf("%s/written-%" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT "-%"
+                           G_GUINT64_FORMAT, dir, (guint64)st->st_dev, (guint64)st->st_ino,
+                           (guint64)offset);
 }
 
 /*
@@ -85,7 +92,7 @@ static void file_words(const struct stat *st, uint64_t w[FILE_WORDS])
 
 /* The list's first HEAD bytes for @nruns runs. */
 static void put_head(GByteArray *out, const uint8_t *id, const char *block,
-                     const struct stat *st, uint64_t npages, uint64_t nruns)
+                     const struct stat *st, uint64_t offset, uint64_t npages, uint64_t nruns)
 {
     uint8_t h[HEAD] = { 0 };
     uint64_t w[FILE_WORDS];
@@ -97,8 +104,9 @@ static void put_head(GByteArray *out, const uint8_t *id, const char *block,
     for (unsigned i = 0; i < FILE_WORDS; i++) {
         sl_put_le64(h + 88 + 8 * i, w[i]);
     }
-    sl_put_le64(h + 152, npages);
-    sl_put_le64(h + 160, nruns);
+    sl_put_le64(h + 152, offset);
+    sl_put_le64(h + 160, npages);
+    sl_put_le64(h + 168, nruns);
     g_byte_array_append(out, h, HEAD);
 }
 
@@ -157,12 +165,12 @@ static void prune_lists(const char *dir)
 }
 
 bool sl_written_save(const char *dir, const sl_snapshot *snap, const char *block,
-                     const struct stat *st, const uint64_t *pages, uint64_t npages,
-                     GError **errp)
+                     const struct stat *st, uint64_t offset, const uint64_t *pages,
+                     uint64_t npages, GError **errp)
 {
     g_autoptr(GByteArray) runs = g_byte_array_new();
     g_autoptr(GByteArray) out = g_byte_array_new();
-    g_autofree char *path = sl_written_path(dir, st);
+    g_autofree char *path = sl_written_path(dir, st, offset);
     uint8_t id[SL_IDENTITY_LEN];
     uint64_t nruns = 0;
 
@@ -179,7 +187,7 @@ bool sl_written_save(const char *dir, const sl_snapshot *snap, const char *block
         }
         p += n;
     }
-    put_head(out, id, block, st, npages, nruns);
+    put_head(out, id, block, st, offset, npages, nruns);
     g_byte_array_append(out, runs->data, runs->len);
     put_u64(out, sl_hash(out->data, out->len));
     if (g_mkdir_with_parents(dir, 0700) < 0) {
@@ -193,14 +201,15 @@ bool sl_written_save(const char *dir, const sl_snapshot *snap, const char *block
 
 /* Whether @buf (@len bytes) is a whole list for @snap, @block and @st; else why not. */
 static const char *mismatch(const uint8_t *buf, gsize len, const uint8_t *id,
-                            const char *block, const struct stat *st, uint64_t npages)
+                            const char *block, const struct stat *st, uint64_t offset,
+                            uint64_t npages)
 {
     uint64_t w[FILE_WORDS], nruns;
 
     if (len < HEAD + 8 || memcmp(buf, MAGIC, 8) != 0) {
         return "not a written-page list";
     }
-    nruns = sl_le64(buf + 160);
+    nruns = sl_le64(buf + 168);
     if (nruns > (len - HEAD - 8) / 16 || len != HEAD + 16 * nruns + 8 ||
         sl_le64(buf + len - 8) != sl_hash(buf, len - 8)) {
         return "truncated or corrupt";
@@ -208,8 +217,11 @@ static const char *mismatch(const uint8_t *buf, gsize len, const uint8_t *id,
     if (memcmp(buf + 8, id, SL_IDENTITY_LEN) != 0) {
         return "made for another snapshot";
     }
-    if (strncmp((const char *)buf + 24, block, NAME_LEN) != 0 || sl_le64(buf + 152) != npages) {
+    if (strncmp((const char *)buf + 24, block, NAME_LEN) != 0 || sl_le64(buf + 160) != npages) {
         return "made for another block";
+    }
+    if (sl_le64(buf + 152) != offset) {
+        return "made for the block at another offset of the file";
     }
     file_words(st, w);
     for (unsigned i = 0; i < FILE_WORDS; i++) {
@@ -222,9 +234,9 @@ static const char *mismatch(const uint8_t *buf, gsize len, const uint8_t *id,
 }
 
 bool sl_written_load(const char *dir, const sl_snapshot *snap, const char *block,
-                     const struct stat *st, GArray *runs, GError **errp)
+                     const struct stat *st, uint64_t offset, GArray *runs, GError **errp)
 {
-    g_autofree char *path = sl_written_path(dir, st);
+    g_autofree char *path = sl_written_path(dir, st, offset);
     g_autofree char *buf = NULL;
     int idx = sl_snapshot_find_block(snap, block);
     uint8_t id[SL_IDENTITY_LEN];
@@ -244,12 +256,12 @@ bool sl_written_load(const char *dir, const sl_snapshot *snap, const char *block
     if (!snapshot_key(snap, id, errp)) {
         return false;
     }
-    why = mismatch((const uint8_t *)buf, len, id, block, st, bi.length / bi.page_size);
+    why = mismatch((const uint8_t *)buf, len, id, block, st, offset, bi.length / bi.page_size);
     if (why) {
         g_set_error(errp, SL_ERROR, SL_ERROR_FORMAT, "%s: %s", path, why);
         return false;
     }
-    for (uint64_t i = 0; i < sl_le64((const uint8_t *)buf + 160); i++) {
+    for (uint64_t i = 0; i < sl_le64((const uint8_t *)buf + 168); i++) {
         const uint8_t *r = (const uint8_t *)buf + HEAD + 16 * i;
         sl_page_run run = { sl_le64(r), sl_le64(r + 8) };
         if (run.first > bi.length / bi.page_size ||

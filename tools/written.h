@@ -31,27 +31,27 @@
 /** sl_written_dir: where the lists live (a new string: /run/snapload as root). */
 char *sl_written_dir(void);
 
-/** sl_written_path: the list of the RAM file @st in @dir (a new string). */
-char *sl_written_path(const char *dir, const struct stat *st);
+/** sl_written_path: the list of the block at @offset of the RAM file @st, in @dir (a new string). */
+char *sl_written_path(const char *dir, const struct stat *st, uint64_t offset);
 
 /**
  * sl_written_save: write (atomically, by rename) the list of block @block
- * of @snap over the RAM file whose identity and times are @st: the set bits
+ * of @snap at @offset of the RAM file whose identity and times are @st: the set bits
  * of @pages (one per snapshot page of the block, @npages of them).  Lists
  * of other files beyond the newest SL_WRITTEN_KEEP - 1 are removed first.
  */
 bool sl_written_save(const char *dir, const sl_snapshot *snap, const char *block,
-                     const struct stat *st, const uint64_t *pages, uint64_t npages,
-                     GError **errp);
+                     const struct stat *st, uint64_t offset, const uint64_t *pages,
+                     uint64_t npages, GError **errp);
 
 /**
- * sl_written_load: the list for block @block of @snap over the RAM file
- * @st, as runs appended to @runs (sl_page_run).  The file is removed in
- * every case.  False with @errp saying why it cannot be used: absent
- * (G_FILE_ERROR_NOENT), corrupt, made for another snapshot, block or file,
- * or the file changed since.
+ * sl_written_load: the list for block @block of @snap at @offset of the
+ * RAM file @st, as runs appended to @runs (sl_page_run).  The file is
+ * removed in every case.  False with @errp saying why it cannot be used:
+ * absent (G_FILE_ERROR_NOENT), corrupt, made for another snapshot, block,
+ * file or offset, or the file changed since.
  */
 bool sl_written_load(const char *dir, const sl_snapshot *snap, const char *block,
-                     const struct stat *st, GArray *runs, GError **errp);
+                     const struct stat *st, uint64_t offset, GArray *runs, GError **errp);
 
 #endif /* SNAPLOAD_WRITTEN_H */

@@ -1383,22 +1383,35 @@ static void test_anonymous_consumer_ends_in_hugepages_with_the_same_bytes(void *
 
 /* ------------------------- written-page lists ----------------------------- */
 
-/* Saves a list of pages {2, 3, 9} of block b0 of @snap for a file like @st, in @dir. */
-static void save_list(const char *dir, const sl_snapshot *snap, const struct stat *st)
+/* Saves a list of pages {2, 3, 9} of block b0 of @snap at @offset of a file like @st, in @dir. */
+static void save_list_at(const char *dir, const sl_snapshot *snap, const struct stat *st,
+                         uint64_t offset)
 {
     g_autoptr(GError) err = NULL;
     uint64_t pages[4] = { (1u << 2) | (1u << 3) | (1u << 9) };
 
-    assert_true(sl_written_save(dir, snap, "b0", st, pages, 256, &err));
+    assert_true(sl_written_save(dir, snap, "b0", st, offset, pages, 256, &err));
 }
 
-/* Loads the list in @dir for @snap and @st; NULL if used, else why not (caller frees). */
-static char *load_list(const char *dir, const sl_snapshot *snap, const struct stat *st,
-                       GArray *runs)
+static void save_list(const char *dir, const sl_snapshot *snap, const struct stat *st)
+{
+    save_list_at(dir, snap, st, 0);
+}
+
+/* Loads the list in @dir for @snap, @st and @offset; NULL if used, else why not (caller frees). */
+static char *load_list_at(const char *dir, const sl_snapshot *snap, const struct stat *st,
+                          uint64_t offset, GArray *runs)
 {
     g_autoptr(GError) err = NULL;
 
-    return sl_written_load(dir, snap, "b0", st, runs, &err) ? NULL : g_strdup(err->message);
+    return sl_written_load(dir, snap, "b0", st, offset, runs, &err) ? NULL
+                                                                     : g_strdup(err->message);
+}
+
+static char *load_list(const char *dir, const sl_snapshot *snap, const struct stat *st,
+                       GArray *runs)
+{
+    return load_list_at(dir, snap, st, 0, runs);
 }
 
 /*
@@ -1450,7 +1463,7 @@ static void test_written_list_is_used_once_and_refused_when_it_does_not_match(vo
     assert_non_null(strstr(why, "the RAM file changed since"));
     g_free(why);
     save_list(dir, sa, &st);
-    path = sl_written_path(dir, &st);
+    path = sl_written_path(dir, &st, 0);
     fd = open(path, O_RDWR | O_CLOEXEC);
     assert_true(fd >= 0 && pread(fd, &byte, 1, 170) == 1);
     byte ^= 1;
@@ -1460,6 +1473,46 @@ static void test_written_list_is_used_once_and_refused_when_it_does_not_match(vo
     assert_non_null(strstr(why, "truncated or corrupt"));
     sl_snapshot_close(sa);
     sl_snapshot_close(sb);
+    sl_test_rmdir(g_steal_pointer(&dir));
+}
+
+/*
+ * Two blocks of one RAM file have a list each, and a list is only ever
+ * taken by the block at the offset it was made for (found by review: the
+ * list was named by the file alone, so the second block's overwrote the
+ * first's, and a block found at another offset of the unchanged file took
+ * it, keeping unread pages that held another block's bytes).  A list moved
+ * to another offset's name is refused by name.
+ */
+static void test_a_written_list_belongs_to_one_offset_of_its_file(void **state)
+{
+    g_autofree char *dir = sl_test_tmpdir();
+    g_autofree char *a = g_build_filename(dir, "a", NULL);
+    g_autofree char *why = NULL, *from = NULL, *to = NULL;
+    g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_page_run));
+    g_autoptr(GError) err = NULL;
+    uint64_t len = 1u << 20;
+    struct stat st = { .st_dev = 1, .st_ino = 42, .st_size = 2 << 20 };
+    sl_snapshot *sa;
+
+    (void)state;
+    sl_test_make_snapshot(a, &len, 1, PSIZE, 4, 0);
+    sa = sl_snapshot_open(a, &err);
+    assert_non_null(sa);
+    save_list_at(dir, sa, &st, 0);
+    save_list_at(dir, sa, &st, len);
+    assert_null(load_list_at(dir, sa, &st, len, runs)); /* each kept its own */
+    assert_null(load_list_at(dir, sa, &st, 0, runs));
+    save_list_at(dir, sa, &st, 0);
+    why = load_list_at(dir, sa, &st, len, runs); /* none made for that offset */
+    assert_non_null(strstr(why, "No such file"));
+    g_free(why);
+    from = sl_written_path(dir, &st, 0);
+    to = sl_written_path(dir, &st, len);
+    assert_int_equal(rename(from, to), 0);
+    why = load_list_at(dir, sa, &st, len, runs);
+    assert_non_null(strstr(why, "made for the block at another offset"));
+    sl_snapshot_close(sa);
     sl_test_rmdir(g_steal_pointer(&dir));
 }
 
@@ -1487,7 +1540,7 @@ static void test_saving_a_list_removes_the_oldest_beyond_the_bound(void **state)
         struct timespec when[2] = { { .tv_sec = 1000 + i }, { .tv_sec = 1000 + i } };
         st.st_ino = i;
         save_list(dir, sa, &st);
-        path = sl_written_path(dir, &st);
+        path = sl_written_path(dir, &st, 0);
         assert_int_equal(utimensat(AT_FDCWD, path, when, 0), 0);
     }
     d = g_dir_open(dir, 0, NULL);
@@ -1498,7 +1551,7 @@ static void test_saving_a_list_removes_the_oldest_beyond_the_bound(void **state)
     for (unsigned i = 0; i < SL_WRITTEN_KEEP + 9; i++) { /* the newest stayed */
         g_autofree char *path = NULL;
         st.st_ino = i;
-        path = sl_written_path(dir, &st);
+        path = sl_written_path(dir, &st, 0);
         assert_int_equal(g_file_test(path, G_FILE_TEST_EXISTS), i >= 9);
     }
     sl_snapshot_close(sa);
@@ -3507,6 +3560,7 @@ int main(void)
             fixture_teardown),
         cmocka_unit_test(test_save_through_a_daemon_that_dies_ends_with_no_snapshot),
         cmocka_unit_test(test_written_list_is_used_once_and_refused_when_it_does_not_match),
+        cmocka_unit_test(test_a_written_list_belongs_to_one_offset_of_its_file),
         cmocka_unit_test(test_saving_a_list_removes_the_oldest_beyond_the_bound),
         cmocka_unit_test_setup_teardown(
             test_tracked_consumer_outlives_a_daemon_that_dies_after_completion, fixture_setup,

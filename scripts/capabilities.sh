@@ -6,7 +6,8 @@
 # (enough free, unreserved 2 MiB hugepages and a hugetlbfs mount of that
 # size), hugepages-1G (the same for 1 GiB pages), mount (a small tmpfs can
 # be mounted), qemu-7.2 (Debian 12's QEMU 7.2 unpacked by
-# scripts/qemu-7.2.sh).  scripts/test.sh requires exactly these, so a test that
+# scripts/qemu-7.2.sh), root, pid-namespace, page-cache-drop and direct-io
+# (below).  scripts/test.sh requires exactly these, so a test that
 # skips for a capability the machine has fails instead.
 caps=()
 if [ -r /dev/userfaultfd ] && [ -w /dev/userfaultfd ]; then
@@ -100,6 +101,35 @@ if mount -t tmpfs -o size=64k snapload-probe "$probe" 2>/dev/null; then
     umount "$probe" && caps+=(mount)
 fi
 rmdir "$probe"
+# root: tests that act as another uid.  pid-namespace: `unshare --pid`
+# works (a consumer whose pid the VMM cannot see).
+[ "$(id -u)" -eq 0 ] && caps+=(root)
+unshare --pid --fork --kill-child -- true 2>/dev/null && caps+=(pid-namespace)
+# page-cache-drop: the test directory (TMPDIR, else /tmp) is on a file
+# system whose cached pages can be dropped (not tmpfs/ramfs: a cold snapshot
+# there is never cold).  direct-io: that file system takes O_DIRECT and
+# io_uring is allowed (the build links liburing, a required package here).
+tdir=${TMPDIR:-/tmp}
+case "$(stat -f -c %T "$tdir" 2>/dev/null)" in
+    tmpfs|ramfs|"") ;;
+    *) caps+=(page-cache-drop) ;;
+esac
+if python3 - "$tdir" <<'PY' 2>/dev/null
+import os, sys, tempfile
+fd, path = tempfile.mkstemp(dir=sys.argv[1])
+os.close(fd)
+try:
+    os.close(os.open(path, os.O_RDWR | os.O_DIRECT))
+finally:
+    os.unlink(path)
+try:
+    sys.exit(0 if int(open("/proc/sys/kernel/io_uring_disabled").read()) == 0 else 1)
+except FileNotFoundError:
+    sys.exit(0)
+PY
+then
+    caps+=(direct-io)
+fi
 # SNAPLOAD_WITHOUT=cap,... : the run pretends the host lacks those (the
 # tests honour it too), so a host that has everything can try the others' paths.
 kept=()

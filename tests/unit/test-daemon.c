@@ -2934,10 +2934,7 @@ static void test_peer_of_another_uid_is_refused(void **state)
     fixture *f = *state;
     pid_t pid;
 
-    if (getuid() != 0) {
-        print_message("# SKIP: needs root to connect as another uid\n");
-        skip();
-    }
+    SL_TEST_NEED("root", getuid() == 0, "connecting as another uid needs root");
     setup_daemon(f, 4u << 20, 0, 1);
     assert_int_equal(chmod(f->dir, 0755), 0);
     assert_int_equal(chmod(f->sock, 0666), 0);

@@ -1156,9 +1156,9 @@ static void test_guest_ram_sent_to_a_peer_in_an_unseen_pid_namespace_is_refused(
     int l, c;
 
     need_preload();
-    if (!can_unshare_pid(&why)) {
-        print_message("# SKIP: needs a pid namespace: %s\n", why);
-        skip();
+    {
+        bool have = can_unshare_pid(&why);
+        SL_TEST_NEED("pid-namespace", have, why);
     }
     unlink(path);
     g_strlcpy(a.sun_path, path, sizeof(a.sun_path));

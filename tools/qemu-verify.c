@@ -122,10 +122,26 @@ static void report_mismatch(const char *block, uint64_t addr, const uint8_t *wan
             block, addr, n, first, want[first], got[first]);
 }
 
+/* The pages of one block that differ: how many, the lowest and the highest address. */
+typedef struct {
+    uint64_t n, lo, hi;
+} block_diff;
+
+/* After block @b: a line naming how many pages differ and where, whatever
+ * the cap on the lines of single pages (a test tells where they all lie). */
+static void report_block(const sl_qemu_backend *b, const block_diff *d)
+{
+    if (d->n) {
+        fprintf(stderr, "snapload: verify: block '%s': %" G_GUINT64_FORMAT " pages differ, "
+                "from 0x%" G_GINT64_MODIFIER "x to 0x%" G_GINT64_MODIFIER "x\n", b->id, d->n,
+                d->lo, d->hi);
+    }
+}
+
 /* Compares [@off, +@len) of block @b (snapshot block @idx) as read at @got. */
 static bool compare_chunk(sl_snapshot *snap, unsigned idx, const sl_qemu_backend *b,
                           uint64_t off, uint64_t len, const uint8_t *got, uint64_t *mismatches,
-                          GError **errp)
+                          block_diff *d, GError **errp)
 {
     g_autofree uint8_t *want = g_malloc(len);
 
@@ -136,7 +152,12 @@ static bool compare_chunk(sl_snapshot *snap, unsigned idx, const sl_qemu_backend
         return false;
     }
     for (uint64_t p = 0; p < len; p += 4096) {
-        if (memcmp(want + p, got + p, 4096) && (*mismatches)++ < 8) {
+        if (!memcmp(want + p, got + p, 4096)) {
+            continue;
+        }
+        d->lo = d->n++ ? MIN(d->lo, off + p) : off + p;
+        d->hi = MAX(d->hi, off + p);
+        if ((*mismatches)++ < 8) {
             report_mismatch(b->id, off + p, want + p, got + p);
         }
     }
@@ -149,7 +170,8 @@ static bool compare_chunk(sl_snapshot *snap, unsigned idx, const sl_qemu_backend
  * (nothing written) before it goes, so that it ends no written-page list.
  */
 static bool verify_file(const char *dsock, sl_snapshot *snap, unsigned idx,
-                        const sl_qemu_backend *b, uint64_t *mismatches, GError **errp)
+                        const sl_qemu_backend *b, uint64_t *mismatches, block_diff *d,
+                        GError **errp)
 {
     int fd = open(b->mem_path, O_RDWR | O_CLOEXEC), uffd = -1, sock = -1;
     uint8_t *map = fd < 0 ? MAP_FAILED : mmap(NULL, b->size, PROT_READ, MAP_SHARED, fd, 0);
@@ -162,7 +184,7 @@ static bool verify_file(const char *dsock, sl_snapshot *snap, unsigned idx,
     }
     for (uint64_t off = 0; ok && off < b->size; off += CHUNK) {
         ok = compare_chunk(snap, idx, b, off, MIN(CHUNK, b->size - off), map + off, mismatches,
-                           errp);
+                           d, errp);
     }
     if (tracked && !sl_client_report_written(dsock, b->id, map, b->size, 0,
                                              ok ? errp : NULL)) {
@@ -182,7 +204,7 @@ static bool verify_file(const char *dsock, sl_snapshot *snap, unsigned idx,
 
 /* An anonymous block, read from QEMU's memory at @hva (its faults are served). */
 static bool verify_anon(int memfd, sl_snapshot *snap, unsigned idx, const sl_qemu_backend *b,
-                        uint64_t hva, uint64_t *mismatches, GError **errp)
+                        uint64_t hva, uint64_t *mismatches, block_diff *d, GError **errp)
 {
     g_autofree uint8_t *got = g_malloc(CHUNK);
     bool ok = true;
@@ -195,7 +217,7 @@ static bool verify_anon(int memfd, sl_snapshot *snap, unsigned idx, const sl_qem
                         b->id, g_strerror(-ret));
             return false;
         }
-        ok = compare_chunk(snap, idx, b, off, len, got, mismatches, errp);
+        ok = compare_chunk(snap, idx, b, off, len, got, mismatches, d, errp);
     }
     return ok;
 }
@@ -211,18 +233,18 @@ bool sl_qemu_verify(sl_qmp *q, sl_snapshot *snap, GPtrArray *backends, const cha
     for (guint i = 0; ok && i < backends->len; i++) {
         sl_qemu_backend *b = g_ptr_array_index(backends, i);
         unsigned idx = (unsigned)sl_snapshot_find_block(snap, b->id);
+        block_diff d = { 0 };
         if (b->mem_path) {
-            ok = verify_file(dsock, snap, idx, b, mismatches, errp);
-            continue;
-        }
-        if (memfd < 0 && (memfd = open(mempath, O_RDONLY | O_CLOEXEC)) < 0) {
+            ok = verify_file(dsock, snap, idx, b, mismatches, &d, errp);
+        } else if (memfd < 0 && (memfd = open(mempath, O_RDONLY | O_CLOEXEC)) < 0) {
             g_set_error(errp, SL_ERROR, SL_ERROR_IO, "verify: %s: %s", mempath, g_strerror(errno));
             ok = false;
-            break;
+        } else {
+            ok = verify_anon(memfd, snap, idx, b,
+                             (uint64_t)GPOINTER_TO_SIZE(g_hash_table_lookup(hva, b->id)),
+                             mismatches, &d, errp);
         }
-        ok = verify_anon(memfd, snap, idx, b,
-                         (uint64_t)GPOINTER_TO_SIZE(g_hash_table_lookup(hva, b->id)), mismatches,
-                         errp);
+        report_block(b, &d);
     }
     if (memfd >= 0) {
         close(memfd);

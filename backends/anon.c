@@ -159,10 +159,10 @@ static int zero_tracked(const sl_view *v, uint64_t off, uint64_t len, uint64_t *
 /* A present unit's page is missing: the guest discarded it (only a
  * placement maps one), and it comes back as zeros, protected only where
  * they are what the snapshot holds (see show in backend.h). */
-static int anon_show(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len, bool data,
+static int anon_show(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len, unsigned how,
                      uint64_t *done, uint64_t *eagain)
 {
-    if (v->wp && !data) {
+    if (v->wp && !(how & (SL_SHOW_DATA | SL_SHOW_WRITTEN))) {
         return zero_tracked(v, off, len, done, eagain);
     }
     /* ZEROPAGE has no WP mode: the zero page reads as written */
@@ -173,7 +173,7 @@ static int anon_show(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t l
 static int anon_zero(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len,
                      uint64_t *done, uint64_t *eagain)
 {
-    return anon_show(m, v, off, len, false, done, eagain);
+    return anon_show(m, v, off, len, 0, done, eagain);
 }
 
 /* Our own mapping's pages of @runs go: the next access faults (MISSING). */

@@ -84,6 +84,10 @@ typedef struct {
     _Atomic unsigned users; /* threads using @uffd besides the fault thread (fault.c) */
 } sl_view;
 
+/* ops->show's @how. */
+#define SL_SHOW_DATA 1u    /* the units hold snapshot data */
+#define SL_SHOW_WRITTEN 2u /* map what is found as written (unprotected) */
+
 struct sl_backend_ops {
     const char *name;
     sl_backend_kind kind;
@@ -131,13 +135,15 @@ struct sl_backend_ops {
     /**
      * Map already present units into @v.  -EEXIST: already mapped (the
      * engine wakes the range).  A page the guest discarded (anon: no page;
-     * a file: a hole) comes back as zeros.  @data: the units hold snapshot
-     * data, so such zeros differ from the snapshot and are mapped without
-     * write protection, where a tracker counts them as written (found by
-     * review: mapped protected, they read as unwritten, and every later
-     * reset kept the zeros).
+     * a file: a hole) comes back as zeros.  @how, SL_SHOW_* bits:
+     * SL_SHOW_DATA, the units hold snapshot data, so such zeros differ from
+     * the snapshot and are mapped without write protection, where a
+     * tracker counts them as written (found by review: mapped protected,
+     * they read as unwritten, and every later reset kept the zeros);
+     * SL_SHOW_WRITTEN, what is found is mapped without write protection
+     * too (a written page that left the page tables, fault.c).
      */
-    int (*show)(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len, bool data,
+    int (*show)(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len, unsigned how,
                 uint64_t *done, uint64_t *eagain);
     /**
      * Make the pages of [@off, +@len) exist, zeroed, so that filling them

@@ -288,14 +288,15 @@ static int file_zero(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t l
  * left a tracking restore's page tables after a write is mapped back
  * written by the fault thread: fault.c, show_settled.)
  */
-static int file_show(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len, bool data,
+static int file_show(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len, unsigned how,
                      uint64_t *done, uint64_t *eagain)
 {
-    int ret = file_continue(m, v, off, len, done, eagain);
+    const bool wp = v && v->wp && !(how & SL_SHOW_WRITTEN);
+    int ret = continue_wp(v, off, len, wp, done, eagain);
 
     if (ret == -EFAULT) {
         uint64_t rest = len - *done, more = 0;
-        ret = zero_wp(m, v, off + *done, rest, v && v->wp && !data, &more, eagain);
+        ret = zero_wp(m, v, off + *done, rest, wp && !(how & SL_SHOW_DATA), &more, eagain);
         *done += more;
     }
     return ret;

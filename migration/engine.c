@@ -244,16 +244,18 @@ static int zero_range(sl_restore *r, sl_region *reg, sl_view *v, uint64_t off, u
 
 /* ops->show likewise: a hole it finds (the guest discarded the page) gets a zeroed page. */
 static int show_range(sl_restore *r, sl_region *reg, sl_view *v, uint64_t off, uint64_t len,
-                      bool data, uint64_t *done, uint64_t *eagain)
+                      unsigned how, uint64_t *done, uint64_t *eagain)
 {
     sl_thread_policy saved;
     int ret;
 
     sl_alloc_policy_enter(r, reg, off / reg->unit, &saved);
-    ret = reg->mem.ops->show(&reg->mem, v, off, len, data, done, eagain);
+    ret = reg->mem.ops->show(&reg->mem, v, off, len, how, done, eagain);
     sl_alloc_policy_exit(&saved);
     return ret;
 }
+
+#define SHOW_ON 4u /* map_unit_from(): show (with SL_SHOW_WRITTEN), not zero */
 
 /*
  * EEXIST @off bytes into unit @u of @reg in view @v: a page of it is
@@ -265,10 +267,11 @@ static int show_range(sl_restore *r, sl_region *reg, sl_view *v, uint64_t off, u
  * missing page to fault again for ever, or (sealed) zeros (found by
  * review).  Maps the rest of the unit around the pages already there:
  * with @src (the unit's staged bytes) by placing, else with ops->show
- * (@show) or ops->zero.  0 or -errno.
+ * (@show: SHOW_ON, with its SL_SHOW_WRITTEN passed on) or ops->zero (@show
+ * 0).  0 or -errno.
  */
 static int map_unit_from(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t at,
-                         const uint8_t *src, bool show)
+                         const uint8_t *src, unsigned show)
 {
     const sl_backend_ops *ops = reg->mem.ops;
     const uint64_t pg = reg->mem.page_size ? reg->mem.page_size : reg->unit;
@@ -278,8 +281,9 @@ static int map_unit_from(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, 
     while (at < reg->unit) {
         uint64_t done = 0, eagain = 0, len = MIN(most, reg->unit - at);
         int ret = src    ? ops->place(&reg->mem, v, base + at, src + at, len, &done, &eagain)
-                  : show ? show_range(r, reg, v, base + at, len, sl_unit_has_data(reg, u),
-                                      &done, &eagain)
+                  : show ? show_range(r, reg, v, base + at, len,
+                                      (sl_unit_has_data(reg, u) ? SL_SHOW_DATA : 0) |
+                                          (show & SL_SHOW_WRITTEN), &done, &eagain)
                          : zero_range(r, reg, v, base + at, len, &done, &eagain);
         add(&r->c.eagain, eagain);
         at += done + (ret == -EEXIST ? pg : 0); /* past a page already there */
@@ -295,7 +299,7 @@ static int map_unit_from(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, 
 }
 
 static int map_rest_of_unit(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u,
-                            uint64_t off, const uint8_t *src, bool show)
+                            uint64_t off, const uint8_t *src, unsigned show)
 {
     return map_unit_from(r, reg, v, u, off + (reg->mem.page_size ? reg->mem.page_size
                                                                  : reg->unit), src, show);
@@ -317,12 +321,12 @@ static bool unit_may_span_vmas(const sl_region *reg, int ret, uint64_t len, uint
 
 /*
  * Map present units [u, u+n) into view @v, those it maps (a view of a part
- * of the block is shown that part), all holding data or none (@data, for
+ * of the block is shown that part), all holding data or none (@how, for
  * ops->show), skipping units already mapped there (EEXIST: wake them).  A
  * vanished consumer marks the view dead: 1.
  */
 static int show_alike(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n,
-                      bool data)
+                      unsigned how)
 {
     uint64_t step;
 
@@ -332,7 +336,7 @@ static int show_alike(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
     step = n;
     while (n) {
         uint64_t done = 0, eagain = 0, k, len = MIN(n, step);
-        int ret = show_range(r, reg, v, u * reg->unit, len * reg->unit, data, &done, &eagain);
+        int ret = show_range(r, reg, v, u * reg->unit, len * reg->unit, how, &done, &eagain);
 
         add(&r->c.eagain, eagain);
         k = done / reg->unit;
@@ -340,12 +344,12 @@ static int show_alike(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
             step = 1; /* the kernel takes one VMA at a time: go unit by unit */
         } else if (ret == -EEXIST &&
                    (ret = map_rest_of_unit(r, reg, v, u + k, done - k * reg->unit, NULL,
-                                           true)) == 0) {
+                                           SHOW_ON | how)) == 0) {
             add(&r->c.eexist, 1);
             sl_uffd_wake(v->uffd, (void *)(uintptr_t)(v->base + (u + k) * reg->unit), reg->unit);
             k++;
         } else if (unit_may_span_vmas(reg, ret, len, k) &&
-                   (ret = map_unit_from(r, reg, v, u, 0, NULL, true)) == 0) {
+                   (ret = map_unit_from(r, reg, v, u, 0, NULL, SHOW_ON | how)) == 0) {
             sl_uffd_wake(v->uffd, (void *)(uintptr_t)(v->base + u * reg->unit), reg->unit);
             k = 1;
         } else if (drop_for(v, ret)) {
@@ -362,12 +366,14 @@ static int show_alike(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uin
 
 /*
  * Map present units [u, u+n) into view @v, in runs that hold data or do
- * not (see show in backend.h).  A vanished consumer marks the view dead.
+ * not (see show in backend.h), with @written (SL_SHOW_WRITTEN or 0) for
+ * all of them.  A vanished consumer marks the view dead.
  */
-int sl_show_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n)
+static int show_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n,
+                    unsigned written)
 {
-    if (!v->wp) { /* @data changes only what a protected view gets: one call */
-        int ret = show_alike(r, reg, v, u, n, false);
+    if (!v->wp) { /* @how changes only what a protected view gets: one call */
+        int ret = show_alike(r, reg, v, u, n, written);
         return ret < 0 ? ret : 0;
     }
     while (n) {
@@ -378,7 +384,7 @@ int sl_show_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t 
         while (k < n && sl_unit_has_data(reg, u + k) == data) {
             k++;
         }
-        ret = show_alike(r, reg, v, u, k, data);
+        ret = show_alike(r, reg, v, u, k, (data ? SL_SHOW_DATA : 0) | written);
         if (ret != 0) {
             return ret < 0 ? ret : 0; /* 1: the view is gone, nothing more to show it */
         }
@@ -386,6 +392,16 @@ int sl_show_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t 
         n -= k;
     }
     return 0;
+}
+
+int sl_show_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n)
+{
+    return show_run(r, reg, v, u, n, 0);
+}
+
+int sl_show_written(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n)
+{
+    return show_run(r, reg, v, u, n, SL_SHOW_WRITTEN);
 }
 
 /* Map [u, u+n) into every live view except @skip (in-place backends). */
@@ -524,14 +540,14 @@ int sl_commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_
         } else if (v && spans_vmas(ret, len, k)) {
             step = 1; /* the kernel takes one VMA at a time: go unit by unit */
         } else if (v && unit_may_span_vmas(reg, ret, len, k) &&
-                   (ret = map_unit_from(r, reg, v, u, 0, src, false)) == 0) {
+                   (ret = map_unit_from(r, reg, v, u, 0, src, 0)) == 0) {
             sl_uffd_wake(v->uffd, (void *)(uintptr_t)(v->base + u * reg->unit), reg->unit);
             account(r, reg, u, 1, who);
             add(&r->c.zero_pages, src ? 0 : 1);
             k = 1; /* placed across the VMAs, page by page */
         } else if (ret == -EEXIST &&
                    (ret = map_rest_of_unit(r, reg, v, u + k, done - k * reg->unit,
-                                           src ? src + k * reg->unit : NULL, false)) == 0) {
+                                           src ? src + k * reg->unit : NULL, 0)) == 0) {
             add(&r->c.eexist, 1);
             sl_uffd_wake(v->uffd, (void *)(uintptr_t)(v->base + (u + k) * reg->unit), reg->unit);
             k++;

@@ -58,6 +58,9 @@ bool sl_unit_verifies(sl_restore *r, const sl_region *reg, uint64_t u, const uin
 /** sl_show_run: maps present units [@u, +@n) into view @v. */
 int sl_show_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n);
 
+/** sl_show_written: sl_show_run(), mapping what it finds as written (unprotected). */
+int sl_show_written(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n);
+
 /** sl_first_view: the first live view of @reg, entered, or NULL. */
 sl_view *sl_first_view(sl_restore *r, sl_region *reg);
 

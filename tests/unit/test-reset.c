@@ -801,6 +801,12 @@ static bool shared_memory(const sl_test_case *tc)
     return tc->kind != SL_BACKEND_ANON;
 }
 
+/* Shared memory of 4 KiB pages (shmem): units of larger snapshot pages span several. */
+static bool shared_four_k(const sl_test_case *tc)
+{
+    return shared_memory(tc) && four_k(tc);
+}
+
 /*
  * One in-place reset of a completed restore whose unit 1 the snapshot no
  * longer proves (written by the guest), while a writer runs: whether the
@@ -1363,6 +1369,38 @@ static void test_a_written_page_unmapped_then_read_still_counts_written(void **s
     assert_int_equal(wrong_pages(f), 0);
 }
 
+/*
+ * The same inside a unit of several backend pages (2 MiB snapshot pages in
+ * shmem's 4 KiB pages): a write to a later page of the unit, whose entry
+ * then goes, read back, still counts as written and the reset brings it
+ * back (found by review: only the unit's first entry was looked at, and
+ * that page was still mapped).
+ */
+static void test_a_written_page_inside_a_large_unit_unmapped_then_read_still_counts(
+    void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    const uint64_t sp = 2u << 20, unit = f->tc->hugepage ? f->tc->hugepage : PSIZE;
+    uint8_t *p;
+
+    f->snap_psize = sp;
+    build(f, MAX(4 * sp, 2 * unit) / unit);
+    f->nunits = f->len / MAX(sp, unit); /* the restore's units */
+    start_tracking(f);
+    p = f->mem.host + 1 * sp + 7 * PSIZE;
+    p[100] = 0x5a;
+    assert_int_equal(madvise(p, PSIZE, MADV_DONTNEED), 0);
+    assert_int_equal(p[100], 0x5a); /* read back: mapped again */
+    assert_true(units_listed(f) >= 1);
+    assert_int_equal(child_differs(f), 0);
+    if (!sl_restore_reset(f->r, NULL, &err)) {
+        fail_msg("sl_restore_reset: %s", err->message);
+    }
+    expect_complete_once(f, "after the reset");
+    assert_int_equal(wrong_pages(f), 0);
+}
+
 static __thread sigjmp_buf *trap_jump;
 
 static void on_trap(int sig)
@@ -1791,6 +1829,9 @@ int main(void)
           test_zero_units_only_read_are_never_counted_written, shared_memory },
         { "a_written_page_unmapped_then_read_still_counts_written",
           test_a_written_page_unmapped_then_read_still_counts_written, shared_memory },
+        { "a_written_page_inside_a_large_unit_unmapped_then_read_still_counts",
+          test_a_written_page_inside_a_large_unit_unmapped_then_read_still_counts,
+          shared_four_k },
         { "a_stop_during_the_refill_never_leaves_zeros",
           test_a_stop_during_the_refill_never_leaves_zeros, NULL },
         { "restart_over_a_reused_file_rewrites_only_changed_units",

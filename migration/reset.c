@@ -161,8 +161,9 @@ static bool only_our_view(const sl_region *reg, const char *what, GError **errp)
     unsigned nv = sl_view_count(reg);
 
     if (!reg->mem.host || nv != 1) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "block '%s': another process maps it, and "
-                    "its writes are not tracked: %s", reg->blk->name, what);
+        g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "block '%s': another process maps it (or "
+                    "did during this restore), and its writes are not tracked: %s",
+                    reg->blk->name, what);
         return false;
     }
     return true;

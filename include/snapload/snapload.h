@@ -895,8 +895,8 @@ bool sl_restore_reset(sl_restore *r, sl_reset_stats *out, GError **errp);
  * @runs (an array of sl_page_run), at the granule of the placement unit
  * (a hugepage for hugetlbfs).  Nothing is re-protected: a later call or
  * reset sees them again.  Needs config.track_writes and a started restore.
- * Since 1.18, refused (SL_ERROR_STATE) while another process maps the block:
- * its writes are not seen.
+ * Since 1.18, refused (SL_ERROR_STATE) once another process has mapped the
+ * block during this restore: its writes are not seen.
  */
 bool sl_restore_written(sl_restore *r, const char *block_name, GArray *runs, GError **errp);
 
@@ -909,9 +909,9 @@ bool sl_restore_written(sl_restore *r, const char *block_name, GArray *runs, GEr
  * @parent_path (relative paths are taken from the child's directory when
  * it is opened).  Every other page is the parent's.  The caller keeps the
  * memory's writers still during the call and finishes @w.  Since 1.18,
- * refused (SL_ERROR_STATE) while another process maps a block, as
- * sl_restore_written() is; units listed but not placed yet (or refused)
- * are left to the parent.
+ * refused (SL_ERROR_STATE) once another process has mapped a block during
+ * this restore, as sl_restore_written() is (@w is then not to be finished);
+ * units listed but not placed yet (or refused) are left to the parent.
  */
 bool sl_restore_write_child(sl_restore *r, sl_writer *w, const char *parent_path,
                             GError **errp);

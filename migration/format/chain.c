@@ -148,12 +148,16 @@ static bool find_parent(sl_snapshot *s, bool *has, parent_ref *out, GError **err
     if (n == 0) {
         return true;
     }
+    /* Named by the file holding the sections: a QEMU stream's are its
+     * index's (found by fuzz-index: a lazy open's refusal named only the
+     * stream). */
     if (n > 1) {
-        return SL_BAD(errp, "%u parent sections (a child has one parent)", n);
+        return SL_BAD(errp, "%s: %u parent sections (a child has one parent)",
+                      sl_sections_path(s), n);
     }
     if (s->format != SL_FORMAT_SNAPLOAD) {
-        return SL_BAD(errp, "a parent section in a sidecar index (only snapload snapshots "
-                      "can be children)");
+        return SL_BAD(errp, "%s: a parent section in a sidecar index (only snapload snapshots "
+                      "can be children)", sl_sections_path(s));
     }
     data = read_checked(s, sec, errp);
     return data && parent_decode(data, out, errp);

@@ -3226,7 +3226,12 @@ static void test_a_client_that_does_not_read_its_answers_is_dropped(void **state
         oks += sl_msg_decode(buf, (size_t)n, &m, NULL) && m.type == SL_MSG_REGISTERED &&
                m.u.status.status == 0;
     }
-    assert_int_equal(n, 0);
+    /* A hang-up: end of file, or ECONNRESET when the daemon closed with our
+     * last messages still unread (seen under ASan, which reads slower). */
+    if (n != 0 && !(n < 0 && errno == ECONNRESET)) {
+        fail_msg("no hang-up after the daemon dropped the client: recv %zd (%s)", n,
+                 g_strerror(errno));
+    }
     assert_true(oks > 0);
     close(s);
     t = hello_levels(f->sock, 1, SL_PROTO_LEVEL, &level, &why);

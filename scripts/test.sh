@@ -63,25 +63,41 @@ echo "snapload: capabilities required of the tests: ${SNAPLOAD_REQUIRE:-none}"
 # TAP plans, "1..N", one per group) but never reported, because it crashed
 # or was killed first, count as failures, one each.  A program that failed
 # although all its cases passed (a sanitizer report at exit, say) counts as
-# one more failure.
+# one more failure.  Each failure is printed after the skips, with the lines
+# its test printed just before it, so that the tail of a CI log names it.
 count_cases() { # testlog.json
     python3 - "$1" <<'PY'
 import json, re, sys
 passed = failed = skipped = 0
+failures = []  # printed after the skips, so that a log's tail shows them
+
+def context(out, err, upto):
+    """The lines a failure printed: its diagnostics before its TAP line."""
+    before = [l for l in out.splitlines()[:upto] if l.strip()][-12:]
+    tail = [l for l in err.splitlines() if l.strip()][-8:]
+    return "".join("    | %s\n" % l for l in before + tail)
+
 for line in open(sys.argv[1]):
     t = json.loads(line)
     out = t.get("stdout") or ""
-    cases = [l for l in out.splitlines() if re.match(r"(not )?ok \d+", l)]
+    err = t.get("stderr") or ""
+    lines = out.splitlines()
+    cases = [l for l in lines if re.match(r"(not )?ok \d+", l)]
     planned = sum(int(m.group(1)) for m in re.finditer(r"^1\.\.(\d+)", out, re.M))
     if planned > len(cases):
         failed += planned - len(cases)
-        print("failed: %s: %d of its %d cases never ran (%s)" %
-              (t["name"], planned - len(cases), planned, t.get("result")))
+        failures.append("failed: %s: %d of its %d cases never ran (%s)\n%s" %
+                        (t["name"], planned - len(cases), planned, t.get("result"),
+                         context(out, err, len(lines))))
     if not cases and not planned:  # a non-TAP test counts once
         r = t.get("result")
         passed += r == "OK"; skipped += r == "SKIP"; failed += r not in ("OK", "SKIP")
+        if r not in ("OK", "SKIP"):
+            failures.append("failed: %s (%s)\n%s" % (t["name"], r, context(out, err, len(lines))))
         continue
-    for l in cases:
+    for i, l in enumerate(lines):
+        if not re.match(r"(not )?ok \d+", l):
+            continue
         if "# SKIP" in l:
             skipped += 1
             print("skipped: %s: %s" % (t["name"], l))
@@ -89,10 +105,13 @@ for line in open(sys.argv[1]):
             passed += 1
         else:
             failed += 1
+            failures.append("failed: %s: %s\n%s" % (t["name"], l, context(out, "", i)))
     if t.get("result") not in ("OK", "SKIP") and planned <= len(cases) and \
             not any(l.startswith("not ok") for l in cases):
         failed += 1
-        print("failed: %s: the program failed after its cases (%s)" % (t["name"], t.get("result")))
+        failures.append("failed: %s: the program failed after its cases (%s)\n%s" %
+                        (t["name"], t.get("result"), context(out, err, len(lines))))
+sys.stdout.write("".join(failures))
 print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
 sys.exit(1 if failed or passed == 0 else 0)
 PY

@@ -652,6 +652,18 @@ void wait_for_text(const char *path, const char *text)
     fail_msg("%s never said \"%s\"", path, text);
 }
 
+void wait_restored(const child *r)
+{
+    for (int t = 0; t < WAIT_MS; t += 20) {
+        g_autofree char *s = slurp(r->out);
+        if (strstr(s, "every page in place") || strstr(s, "\"mode\"")) {
+            return;
+        }
+        g_usleep(20000);
+    }
+    fail_msg("qemu-restore never reported every page in place (%s)", r->out);
+}
+
 /* Runs `snapload qemu-save` on the restored QEMU (a child of @parent if not
  * NULL); its wait status, stderr in *@errs. */
 int qemu_save_restored(fixture *f, const char *out, const char *parent, const char *ancestor,

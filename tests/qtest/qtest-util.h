@@ -205,6 +205,13 @@ void kill_daemon_at(const char *dsock);
 /* Waits (bounded) until file @path contains @text. */
 void wait_for_text(const char *path, const char *text);
 
+/* Waits (bounded) until lazy restore @r has printed its report (text or
+ * --json), which it does once every page is in place: a test that quits
+ * QEMU and wants qemu-restore to exit 0 waits for it first, or a loaded
+ * host's slower fill makes that quit a failure ("QEMU exited before every
+ * page was in place", seen in a loop of the qtests under load). */
+void wait_restored(const child *r);
+
 /* Runs `snapload qemu-save` on the restored QEMU (a child of @parent if not
  * NULL, whose own parent moved to @ancestor if not NULL); its wait status,
  * stderr in *@errs. */

@@ -87,6 +87,7 @@ static void test_lazy_restore_matches_snapshot_and_guest_runs_on(void **state)
     assert_int_equal(qtest_compare(f, tfd), 0);
     assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
     wait_walker(serial, f->saved_pass + 2, 0);
+    wait_restored(&r);
     st = quit_and_reap(q, &r, &out, &errs);
     if (!g_spawn_check_wait_status(st, NULL)) {
         fail_msg("qemu-restore failed: %s", errs);
@@ -229,11 +230,15 @@ static pid_t registrar(const fixture *f, const char *dsock, unsigned n, bool hol
     return pid;
 }
 
-/* Quits the guest of restore @r (QMP @q, listening socket @lq): qemu-restore exits 0. */
+/* Quits the guest of restore @r (QMP @q, listening socket @lq) once the
+ * restore has completed: qemu-restore exits 0. */
 static void quit_clean(sl_qmp *q, child *r, int lq)
 {
     g_autofree char *out = NULL, *errs = NULL;
-    int st = quit_and_reap(q, r, &out, &errs);
+    int st;
+
+    wait_restored(r);
+    st = quit_and_reap(q, r, &out, &errs);
 
     if (!g_spawn_check_wait_status(st, NULL)) {
         fail_msg("qemu-restore failed: %s", errs);
@@ -445,6 +450,7 @@ static void test_second_restore_refuses_the_ram_file_of_a_running_one(void **sta
     assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
     wait_walker(serial, f->saved_pass + 2, 0);
     g_clear_pointer(&errs, g_free);
+    wait_restored(&r);
     st = quit_and_reap(q, &r, &out, &errs);
     if (!g_spawn_check_wait_status(st, NULL)) {
         fail_msg("the first restore failed: %s", errs);
@@ -821,6 +827,7 @@ static char *restore_compare_run(fixture *f, const char *const *opts, const char
     assert_int_equal(qtest_compare(f, tfd), 0);
     assert_true(sl_qmp_ok(q, "cont", NULL, NULL));
     wait_walker(serial, pass, 0); /* its own checks, on pages it also writes */
+    wait_restored(&r);
     st = quit_and_reap(q, &r, &out, &errs);
     if (!g_spawn_check_wait_status(st, NULL)) {
         fail_msg("%s: qemu-restore failed: %s", what, errs);

@@ -7,6 +7,7 @@
  * handler when the daemon dies.
  */
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -46,14 +47,24 @@ static bool send_msg(int sock, const sl_msg *m, const int *fds, unsigned nfds)
     return ok;
 }
 
+/*
+ * sl_wire_recv(), again after EINTR, and once more after ECONNRESET: when
+ * the daemon closes a connection with our messages unread, the kernel
+ * reports the reset once, ahead of the messages the daemon sent before
+ * (its reason for dropping us among them).
+ */
 static ssize_t recv_packet(int sock, uint8_t *buf, int *fds, unsigned *nfds, int *lost)
 {
     ssize_t n;
+    bool reset = false;
 
-    do {
+    for (;;) {
         n = sl_wire_recv(sock, buf, fds, nfds, lost);
-    } while (n < 0 && errno == EINTR);
-    return n;
+        if (n >= 0 || (errno != EINTR && (errno != ECONNRESET || reset))) {
+            return n;
+        }
+        reset |= errno == ECONNRESET;
+    }
 }
 
 /* Receives and decodes one message (fds, which the daemon never sends, are closed). */
@@ -237,12 +248,37 @@ static int open_registered(uint64_t features, void *addr, uint64_t length, uint6
     return uffd;
 }
 
+/*
+ * A send to the daemon failed (errno): the daemon may have dropped us,
+ * saying why first (a timeout, a refusal); that reason, else the send's
+ * error, in @errp.
+ */
+static void send_failed(int sock, const char *what, GError **errp)
+{
+    int e = errno;
+    struct pollfd p = { .fd = sock, .events = POLLIN };
+    sl_msg st = { 0 };
+
+    if (poll(&p, 1, 0) == 1 && (p.revents & POLLIN) && recv_msg(sock, &st, NULL) &&
+        st.type == SL_MSG_REGISTERED && st.u.status.status < 0) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "restore daemon dropped us before %s: %s",
+                    what, st.u.status.message);
+        return;
+    }
+    g_set_error(errp, SL_ERROR, SL_ERROR_IO, "sending %s to the restore daemon: %s", what,
+                g_strerror(e));
+}
+
 /* Sends the REGISTER @m with @nfds fds (@fds[0] the uffd) and waits for its answer. */
 static int send_register_msg(int sock, const sl_msg *m, int *fds, unsigned nfds, GError **errp)
 {
     sl_msg st = { .type = SL_MSG_DONE };
     bool ok = send_msg(sock, m, fds, nfds);
 
+    if (!ok) {
+        g_autofree char *what = g_strdup_printf("registering block '%s'", m->u.reg.block);
+        send_failed(sock, what, errp);
+    }
     /* A DONE for the blocks registered before this one may come first. */
     while (ok && st.type == SL_MSG_DONE) {
         ok = recv_msg(sock, &st, errp) && !refused(&st, SL_MSG_REGISTERED, errp);

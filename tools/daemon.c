@@ -615,9 +615,20 @@ static gint64 silence_deadline(const server *d, const client *c)
     return c->nregistered ? 0 : c->greeted_us + d->register_timeout_ms * 1000ll;
 }
 
+/* True if @fd has a message waiting to be read. */
+static bool has_input(int fd)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+
+    return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
 /*
  * Drops clients that did not say HELLO, or did not complete a REGISTER
- * after it, in time; ms until the next is due (-1: none).
+ * after it, in time; ms until the next is due (-1: none).  A client whose
+ * message is waiting gets it read first, within one more timeout: it may
+ * have come in time while we were busy or descheduled (found by a review:
+ * a consumer's REGISTER was dropped so on a loaded host).
  */
 static int expire_silent(server *d)
 {
@@ -626,7 +637,8 @@ static int expire_silent(server *d)
     for (guint i = d->clients->len; i-- > 0;) {
         client *c = g_ptr_array_index(d->clients, i);
         gint64 due = silence_deadline(d, c);
-        if (due == 0) {
+        gint64 grace = (c->greeted ? d->register_timeout_ms : d->hello_timeout_ms) * 1000ll;
+        if (due == 0 || (due <= now && now < due + grace && has_input(c->fd))) {
             continue;
         }
         if (due <= now) {

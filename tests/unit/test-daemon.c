@@ -2524,7 +2524,7 @@ static void test_silent_peers_after_hello_are_dropped_and_a_waiting_consumer_joi
     gint64 hello[SL_DAEMON_MAX_CLIENTS];
     pid_t late;
 
-    f->register_timeout_ms = 300;
+    f->register_timeout_ms = 1000; /* the late consumer registers within it, loaded host or not */
     setup_daemon(f, 4u << 20, 0, 0); /* faults only: the late consumer's reads complete it */
     for (unsigned i = 0; i < SL_DAEMON_MAX_CLIENTS; i++) {
         hello[i] = g_get_monotonic_time();
@@ -2533,8 +2533,8 @@ static void test_silent_peers_after_hello_are_dropped_and_a_waiting_consumer_joi
     }
     late = spawn_consumer(f, "late", 1); /* waits in the backlog: every slot is taken */
     for (unsigned i = 0; i < SL_DAEMON_MAX_CLIENTS; i++) {
-        gint64 at = expect_dropped(silent[i], -ETIMEDOUT, "no REGISTER within 300 ms of HELLO");
-        if (at - hello[i] < 300000) {
+        gint64 at = expect_dropped(silent[i], -ETIMEDOUT, "no REGISTER within 1000 ms of HELLO");
+        if (at - hello[i] < 1000000) {
             fail_msg("silent peer %u dropped %" G_GINT64_FORMAT " µs after its HELLO", i,
                      at - hello[i]);
         }
@@ -2559,7 +2559,7 @@ static void test_registered_consumer_outlives_the_register_timeout(void **state)
     uint8_t *map;
     int holder, uffd, silent;
 
-    f->register_timeout_ms = 200;
+    f->register_timeout_ms = 1000; /* the vmm consumer below must register within it too */
     setup_daemon(f, 4u << 20, 0, 0);
     map = mmap(NULL, f->len, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
     holder = sl_client_connect(f->sock, "holder", &err);
@@ -2570,7 +2570,7 @@ static void test_registered_consumer_outlives_the_register_timeout(void **state)
     assert_true(silent >= 0);
     /* Its deadline is later than the holder's would be: once it has gone,
      * the daemon has looked at the holder past its own. */
-    expect_dropped(silent, -ETIMEDOUT, "no REGISTER within 200 ms of HELLO");
+    expect_dropped(silent, -ETIMEDOUT, "no REGISTER within 1000 ms of HELLO");
     p = (struct pollfd){ .fd = holder, .events = POLLIN };
     assert_int_equal(poll(&p, 1, 0), 0); /* neither a reason nor a hang-up */
     expect_exit(spawn_consumer(f, "vmm", 1), 0);
@@ -3222,13 +3222,22 @@ static void test_a_client_that_does_not_read_its_answers_is_dropped(void **state
     if (!flood_untracked(s)) {
         fail_msg("the daemon kept a client that reads none of its answers");
     }
-    while ((n = recv(s, buf, sizeof(buf), 0)) > 0) { /* the answers it sent, then the hang-up */
+    /* The answers it sent, then the hang-up.  When the daemon closed with
+     * our last messages unread, the kernel reports ECONNRESET once, ahead
+     * of those answers (seen under ASan, which reads slower): read on. */
+    for (bool reset = false;;) {
+        n = recv(s, buf, sizeof(buf), 0);
+        if (n < 0 && errno == ECONNRESET && !reset) {
+            reset = true;
+            continue;
+        }
+        if (n <= 0) {
+            break;
+        }
         oks += sl_msg_decode(buf, (size_t)n, &m, NULL) && m.type == SL_MSG_REGISTERED &&
                m.u.status.status == 0;
     }
-    /* A hang-up: end of file, or ECONNRESET when the daemon closed with our
-     * last messages still unread (seen under ASan, which reads slower). */
-    if (n != 0 && !(n < 0 && errno == ECONNRESET)) {
+    if (n != 0) {
         fail_msg("no hang-up after the daemon dropped the client: recv %zd (%s)", n,
                  g_strerror(errno));
     }

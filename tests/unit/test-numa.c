@@ -537,21 +537,46 @@ static void test_bound_block_is_filled_by_that_node_only(void **state)
     assert_int_equal(st.pages_wrong_node, 0);
 }
 
+/* Loader hook: every claim waits (bounded) until @open. */
+static void wait_for_open(void *opaque, unsigned region, uint64_t u, uint64_t n)
+{
+    const atomic_bool *open = opaque;
+
+    (void)region;
+    (void)u;
+    (void)n;
+    /* seq_cst: the test's store after the fault was served */
+    for (int i = 0; i < 10000 && !atomic_load(open); i++) {
+        g_usleep(1000); /* a test hook: nothing to wait on */
+    }
+}
+
+/*
+ * Every group's loader holds its first claim until the fault on the last
+ * page was served, so that the loaders cannot reach that page first
+ * however long the test thread is descheduled (found by review).
+ */
 static void test_fault_is_served_while_every_group_is_busy(void **state)
 {
     fixture *f = *state;
     sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1,
                               .numa_topology = f->nc->spec, .interleave = true };
     g_autofree uint8_t *want = g_malloc(PSIZE);
+    g_autoptr(GError) err = NULL;
+    atomic_bool open = false;
     uint64_t last;
 
     build(f, 256u << 20, NULL, 0);
     last = f->len[0] / PSIZE - 1;
-    start(f, &cfg);
+    attach_all(f, &cfg);
+    f->r->loader_claimed = wait_for_open;
+    f->r->loader_claimed_opaque = &open;
+    assert_true(sl_restore_start(f->r, &err));
     /* Groups fill their stripes in file order; the last page is furthest. */
     sl_test_fill_page(want, PSIZE, last, 1, 6);
     assert_memory_equal(want, f->mem[0].host + last * PSIZE, PSIZE);
     assert_int_equal(sl_restore_poll(f->r), -EINPROGRESS);
+    atomic_store(&open, true);
     sl_stats st = finish(f);
     assert_true(st.pages_by_fault >= 1);
 }
@@ -1059,10 +1084,12 @@ static void test_hugetlbfs_pages_are_allocated_under_their_blocks_policy(void **
     }
 }
 
-/* Units loaders claimed in all, and of them once they could see a stop request. */
+/* Units loaders claimed in all, and of them once they could see a stop
+ * request; @held: a loader waits for the stop (once). */
 typedef struct {
     sl_restore *r;
     _Atomic uint64_t claimed, after_stop;
+    atomic_bool held;
 } claim_count;
 
 static void count_claims(void *opaque, unsigned region, uint64_t u, uint64_t n)
@@ -1073,10 +1100,20 @@ static void count_claims(void *opaque, unsigned region, uint64_t u, uint64_t n)
     (void)u;
     /* seq_cst counters: the test polls @claimed, and reads @after_stop once
      * sl_restore_stop() joined the loaders */
-    atomic_fetch_add(&c->claimed, n);
+    uint64_t before = atomic_fetch_add(&c->claimed, n);
     /* acquire: pairs with the release store of @stopping in sl_restore_stop() */
     if (atomic_load_explicit(&c->r->stopping, memory_order_acquire)) {
         atomic_fetch_add(&c->after_stop, n);
+    }
+    /* The loader whose claim passes the test's trigger (4 units) waits for
+     * the stop, bounded: the restore cannot complete first, however long
+     * the test thread is descheduled (found by review: on a stalled test
+     * thread the loaders had up to 37376 of 65536 units done). */
+    if (before < 4 && before + n >= 4 && !atomic_exchange(&c->held, true)) {
+        for (int i = 0; i < 5000 && !atomic_load_explicit(&c->r->stopping, memory_order_acquire);
+             i++) {
+            g_usleep(1000); /* a test hook: nothing to wait on */
+        }
     }
 }
 

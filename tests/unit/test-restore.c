@@ -171,6 +171,7 @@ static int fixture_setup(void **state)
 }
 
 static void gate_release(loader_gate *g);
+static void hold_first_claim(void *opaque, unsigned region, uint64_t u, uint64_t n);
 
 /* Releases what fixture_build() and a restore made (not @f itself). */
 static void fixture_clear(fixture *f)
@@ -773,10 +774,16 @@ static void test_fault_is_served_before_the_loader_reaches_it(void **state)
 
     fixture_build(f, 128 << 20, 0, 0);
     last = f->lengths[0] / PSIZE - 1;
-    fixture_start(f, 1, false);
-    /* The loader goes in file order: the last page is the furthest away. */
+    fixture_attach(f, 1, false);
+    /* The loader goes in file order: the last page is the furthest away.
+     * It waits at its first claim until the fault was served, so that a
+     * stalled test thread cannot find the page placed by it (found by
+     * review: 128 MiB may load between the start and the touch). */
+    sl_test_set_loader_hook(f->r, hold_first_claim, &f->gate);
+    assert_true(sl_restore_start(f->r, NULL));
     assert_true(page_ok(f, 0, last, scratch));
     assert_int_equal(sl_restore_poll(f->r), -EINPROGRESS);
+    gate_release(&f->gate);
     sl_stats st = finish_and_audit(f);
     assert_true(st.pages_by_fault >= 1);
 }

@@ -345,7 +345,26 @@ static int serve_other(fault_ctx *fc, sl_region *reg, sl_view *v, uint64_t u, ui
             return sl_serve_unit(fc->r, reg, v, u, fc->bounce, fc->check, fc->fd, fc->assist);
         }
         if (st >= SL_PAGE_PRESENT) {
-            return show_settled(fc->r, reg, v, u, st);
+            /* A dropping reset may forget the unit and drop its page
+             * right after this look: a show then (zeros, where the page
+             * is missing) would land after the drop, and the refill's
+             * placement would find it there (EEXIST) and keep it (found
+             * by review: zeros for data after a reset).  Looked at again
+             * under show_lock, which the reset passes after forgetting:
+             * a show begun before waits for nothing, and the drop comes
+             * after it; one after sees the unit CLAIMED or ABSENT. */
+            int ret = 1;
+            g_mutex_lock(&fc->r->show_lock);
+            if (sl_pagemap_state(reg->map, u) == st) {
+                if (fc->r->fault_showing) {
+                    fc->r->fault_showing(fc->r->fault_showing_opaque, reg->index, u);
+                }
+                ret = show_settled(fc->r, reg, v, u, st);
+            }
+            g_mutex_unlock(&fc->r->show_lock);
+            if (ret <= 0) {
+                return ret;
+            }
         }
         /* The state changed under us: look again. */
     }

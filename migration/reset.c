@@ -988,6 +988,11 @@ static bool reset_by_dropping(sl_restore *r, GArray *units, GError **errp)
     if (!forget_units(r, units, errp)) {
         return false;
     }
+    /* A fault that saw one of them PRESENT before it was forgotten maps
+     * it (zeros, where the guest discarded the page) before the drop,
+     * never after it (fault.c, serve_other). */
+    g_mutex_lock(&r->show_lock);
+    g_mutex_unlock(&r->show_lock);
     dropped = drop_units(r, units, errp);
     release_units(r, units);
     if (!dropped) {

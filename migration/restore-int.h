@@ -183,6 +183,10 @@ struct sl_restore {
     uint64_t max_chunk;        /* bytes of the largest chunk of a bounce region: a
                                 * loader's buffer (0: no bounce region) */
     GMutex views_lock;         /* serialises adding views against their unregistration */
+    /* Held by the fault thread from finding a unit settled to mapping it
+     * into the faulting view (fault.c, serve_other); a dropping reset
+     * passes it between forgetting its units and dropping them (reset.c). */
+    GMutex show_lock;
     bool views_closed;         /* under views_lock: completed or stopped, no view joins */
     bool keep_uffd;            /* caller's thread: our view stayed registered, never close */
     /* Bumped (release) after a view is added; the fault thread (acquire)
@@ -272,6 +276,12 @@ struct sl_restore {
      * sl_restore_start(). */
     void (*finish_signalling)(void *opaque);
     void *finish_signalling_opaque;
+    /* Test hook, NULL in production: called by the fault thread when a
+     * fault found unit @u of region @region settled (PRESENT or POISONED),
+     * right before it maps the unit into the faulting view (a page the
+     * guest discarded gets zeros there).  Set before sl_restore_start(). */
+    void (*fault_showing)(void *opaque, unsigned region, uint64_t u);
+    void *fault_showing_opaque;
 
     uint64_t t_start, t_ready;
     _Atomic uint64_t t_first_fault, t_complete;

@@ -1184,6 +1184,127 @@ static void test_a_read_between_the_reset_scans_never_leaves_a_discarded_page_as
     assert_int_equal(wrong_pages(f), 0);
 }
 
+/* Hooks of test_a_fault_that_saw_a_unit_placed_never_maps_zeros_after_the_drop(). */
+typedef struct {
+    fixture *f;
+    uint64_t u;
+    atomic_bool show_armed, claim_armed, showing, claimed, read;
+} stale_show;
+
+/* Waits up to a second for @flag. */
+static void await_flag(atomic_bool *flag)
+{
+    for (int i = 0; i < 1000 && !atomic_load(flag); i++) {
+        g_usleep(1000);
+    }
+}
+
+/* Fault thread: it saw unit s->u PRESENT (its page discarded) and is held
+ * before its show until a loader claimed the unit for the refill (the
+ * reset dropped it by then), or a second. */
+static void slow_show(void *opaque, unsigned region, uint64_t u)
+{
+    stale_show *s = opaque;
+
+    if (u == s->u && atomic_exchange(&s->show_armed, false)) {
+        atomic_store(&s->showing, true);
+        await_flag(&s->claimed);
+    }
+    (void)region;
+}
+
+/* Loader: it claimed unit s->u for the refill, and is held before its copy
+ * until the reader's access was answered, or a second. */
+static void slow_claim(void *opaque, unsigned region, uint64_t u, uint64_t n)
+{
+    stale_show *s = opaque;
+
+    if (s->u >= u && s->u < u + n && atomic_exchange(&s->claim_armed, false)) {
+        atomic_store(&s->claimed, true);
+        await_flag(&s->read);
+    }
+    (void)region;
+}
+
+static gpointer read_stale_unit(gpointer opaque)
+{
+    stale_show *s = opaque;
+    volatile uint8_t sink = s->f->mem.host[s->u * s->f->unit + 16];
+
+    (void)sink;
+    atomic_store(&s->read, true);
+    return NULL;
+}
+
+/*
+ * A reader faults on a data unit the guest discarded after completion (a
+ * balloon): the fault thread sees it PRESENT and is preempted before it
+ * maps zeros there, as the kernel would for a discarded page.  Meanwhile a
+ * reset forgets the unit, drops it and has a loader refill it.  The zeros
+ * must not land after the drop: a copy would then find the page there
+ * (EEXIST) and keep them, and a write after the reset would be kept over
+ * zeros (anonymous memory) or overwritten by the refill (shared memory).
+ * Once complete, the unit holds the snapshot's bytes with that write.
+ * Deterministic: the fault thread's hook holds its show until a loader
+ * claimed the unit, the loader's hook its copy until the reader is
+ * answered (each at most a second: with the reset waiting for the show,
+ * the first one times out).
+ */
+static void test_a_fault_that_saw_a_unit_placed_never_maps_zeros_after_the_drop(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    sl_restore_config cfg = { .size = sizeof(cfg), .track_writes = true };
+    stale_show s = { .f = f, .u = 1 }; /* its first page holds data */
+    uint64_t at;
+    uint8_t before;
+    g_autofree uint8_t *want = NULL;
+    GThread *th;
+    uint64_t bad = 0;
+
+    build(f, units_for(f->tc));
+    at = s.u * f->unit + 8; /* the snapshot holds 1 there */
+    f->r = sl_restore_new(f->snap, &cfg, &err);
+    assert_non_null(f->r);
+    f->r->fault_showing = slow_show;
+    f->r->fault_showing_opaque = &s;
+    f->r->loader_claimed = slow_claim;
+    f->r->loader_claimed_opaque = &s;
+    if (!sl_mem_attach(f->r, "b0", &f->mem, &err) || !sl_restore_start(f->r, &err)) {
+        fail_msg("start: %s", err->message);
+    }
+    assert_int_equal(sl_restore_wait(f->r, -1), 0);
+    discard_unit(f, s.u);
+    atomic_store(&s.show_armed, true);
+    atomic_store(&s.claim_armed, true);
+    th = g_thread_new("reader", read_stale_unit, &s);
+    for (int i = 0; i < 5000 && !atomic_load(&s.showing); i++) {
+        g_usleep(1000);
+    }
+    assert_true(atomic_load(&s.showing));
+    if (!sl_restore_reset(f->r, NULL, &err)) {
+        fail_msg("sl_restore_reset: %s", err->message);
+    }
+    before = f->mem.host[at]; /* the guest runs again: it reads, then writes */
+    f->mem.host[at] = before ^ 0xff;
+    assert_int_equal(sl_restore_wait(f->r, -1), 0);
+    g_thread_join(th);
+    want = g_malloc(snap_page(f));
+    for (uint64_t p = 0; p < f->npages; p++) {
+        sl_test_fill_page(want, snap_page(f), p, 1, ZERO_EVERY);
+        if (p == at / snap_page(f)) {
+            want[at % snap_page(f)] ^= 0xff;
+        }
+        bad += memcmp(want, f->mem.host + p * snap_page(f), snap_page(f)) != 0;
+    }
+    if (bad || before != 1) {
+        fail_msg("the write after the reset read %#x where the snapshot holds 1; %"
+                 G_GUINT64_FORMAT " page(s) differ from the snapshot and the write (unit %"
+                 G_GUINT64_FORMAT ": byte 16 is %#x, the write's byte %#x)", before, bad, s.u,
+                 f->mem.host[s.u * f->unit + 16], f->mem.host[at]);
+    }
+}
+
 /* Fault-thread hook: preempted between setting the completion's status and signalling it. */
 static void signal_late(void *opaque)
 {
@@ -1781,6 +1902,8 @@ int main(void)
           test_a_hole_punched_in_shared_memory_comes_back_at_a_reset, shared_memory },
         { "readers_during_the_refill_see_only_snapshot_bytes",
           test_readers_during_the_refill_see_only_snapshot_bytes, NULL },
+        { "a_fault_that_saw_a_unit_placed_never_maps_zeros_after_the_drop",
+          test_a_fault_that_saw_a_unit_placed_never_maps_zeros_after_the_drop, NULL },
         { "written_lists_the_units_written_since_the_last_reset",
           test_written_lists_the_units_written_since_the_last_reset, NULL },
         { "reset_refuses_without_tracking_or_before_completion",

@@ -417,7 +417,16 @@ child start_restore(const fixture *f, const char *const *opts, const char *seria
         add2(argv, "-qtest", g_strdup_printf("unix:%s", qtest));
         add2(argv, "-qtest-log", g_strdup("/dev/null")); /* the default is stderr */
     }
-    return spawn(f, argv, "restore");
+    /* Its stdout and stderr are named after its QMP socket (restore.out
+     * for restore.qmp): a second restore of the same test must not
+     * truncate the first one's (found when a test first read the first
+     * one's report: the second's open had truncated it). */
+    g_autofree char *logs = g_path_get_basename(qmp);
+    char *dot = strrchr(logs, '.');
+    if (dot) {
+        *dot = 0;
+    }
+    return spawn(f, argv, logs);
 }
 
 /*
@@ -656,8 +665,17 @@ void wait_restored(const child *r)
 {
     for (int t = 0; t < WAIT_MS; t += 20) {
         g_autofree char *s = slurp(r->out);
+        siginfo_t si = { 0 };
         if (strstr(s, "every page in place") || strstr(s, "\"mode\"")) {
             return;
+        }
+        /* A failure (text mode: "failed: ...") or an exit ends the wait at
+         * once, the child left for reap() (WNOWAIT). */
+        if (strstr(s, "failed: ") ||
+            (waitid(P_PID, (id_t)r->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid)) {
+            g_autofree char *errs = slurp(r->err);
+            fail_msg("qemu-restore ended or failed before every page was in place:\n%s%s", s,
+                     errs);
         }
         g_usleep(20000);
     }

@@ -152,7 +152,8 @@ void boot_and_save(fixture *f);
  */
 int quit_and_reap(sl_qmp *q, child *r, char **out, char **errs);
 
-/* `snapload qemu-restore` of the saved guest, with more options in @opts. */
+/* `snapload qemu-restore` of the saved guest, with more options in @opts;
+ * its stdout and stderr in files named after @qmp (restore.out, .err). */
 child start_restore(const fixture *f, const char *const *opts, const char *serial,
                            const char *qmp, const char *qtest);
 

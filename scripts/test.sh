@@ -70,12 +70,23 @@ count_cases() { # testlog.json
 import json, re, sys
 passed = failed = skipped = 0
 failures = []  # printed after the skips, so that a log's tail shows them
+sys.stdout.reconfigure(errors="backslashreplace")  # any locale prints any output
+RESULT = re.compile(r"(not )?ok \d+|1\.\.\d+")
 
-def context(out, err, upto):
-    """The lines a failure printed: its diagnostics before its TAP line."""
-    before = [l for l in out.splitlines()[:upto] if l.strip()][-12:]
-    tail = [l for l in err.splitlines() if l.strip()][-8:]
-    return "".join("    | %s\n" % l for l in before + tail)
+def context(lines, err, at):
+    """What a failure printed: its own stdout lines (since the previous
+    result, and cmocka's diagnostics after its TAP line) and the ERROR
+    lines, else the tail, of the program's stderr (not split by case)."""
+    start = at
+    while start > 0 and not RESULT.match(lines[start - 1]):
+        start -= 1
+    end = at + 1
+    while end < len(lines) and not RESULT.match(lines[end]):
+        end += 1
+    own = [l for l in lines[start:at] + lines[at + 1:end] if l.strip()][-15:]
+    errs = [l for l in err.splitlines() if l.strip()]
+    errs = [l for l in errs if "ERROR" in l][-5:] or errs[-8:]
+    return "".join("    | %s\n" % l for l in own + errs)
 
 for line in open(sys.argv[1]):
     t = json.loads(line)
@@ -88,12 +99,12 @@ for line in open(sys.argv[1]):
         failed += planned - len(cases)
         failures.append("failed: %s: %d of its %d cases never ran (%s)\n%s" %
                         (t["name"], planned - len(cases), planned, t.get("result"),
-                         context(out, err, len(lines))))
+                         context(lines, err, len(lines))))
     if not cases and not planned:  # a non-TAP test counts once
         r = t.get("result")
         passed += r == "OK"; skipped += r == "SKIP"; failed += r not in ("OK", "SKIP")
         if r not in ("OK", "SKIP"):
-            failures.append("failed: %s (%s)\n%s" % (t["name"], r, context(out, err, len(lines))))
+            failures.append("failed: %s (%s)\n%s" % (t["name"], r, context(lines, err, len(lines))))
         continue
     for i, l in enumerate(lines):
         if not re.match(r"(not )?ok \d+", l):
@@ -105,12 +116,12 @@ for line in open(sys.argv[1]):
             passed += 1
         else:
             failed += 1
-            failures.append("failed: %s: %s\n%s" % (t["name"], l, context(out, "", i)))
+            failures.append("failed: %s: %s\n%s" % (t["name"], l, context(lines, err, i)))
     if t.get("result") not in ("OK", "SKIP") and planned <= len(cases) and \
             not any(l.startswith("not ok") for l in cases):
         failed += 1
         failures.append("failed: %s: the program failed after its cases (%s)\n%s" %
-                        (t["name"], t.get("result"), context(out, err, len(lines))))
+                        (t["name"], t.get("result"), context(lines, err, len(lines))))
 sys.stdout.write("".join(failures))
 print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
 sys.exit(1 if failed or passed == 0 else 0)

@@ -249,13 +249,12 @@ static int open_registered(uint64_t features, void *addr, uint64_t length, uint6
 }
 
 /*
- * A send to the daemon failed (errno): the daemon may have dropped us,
- * saying why first (a timeout, a refusal); that reason, else the send's
- * error, in @errp.
+ * A send to the daemon failed with errno @e: the daemon may have dropped
+ * us, saying why first (a timeout, a refusal); that reason, else the
+ * send's error, in @errp.
  */
-static void send_failed(int sock, const char *what, GError **errp)
+static void send_failed(int sock, int e, const char *what, GError **errp)
 {
-    int e = errno;
     struct pollfd p = { .fd = sock, .events = POLLIN };
     sl_msg st = { 0 };
 
@@ -276,8 +275,9 @@ static int send_register_msg(int sock, const sl_msg *m, int *fds, unsigned nfds,
     bool ok = send_msg(sock, m, fds, nfds);
 
     if (!ok) {
+        int e = errno; /* before g_strdup_printf() */
         g_autofree char *what = g_strdup_printf("registering block '%s'", m->u.reg.block);
-        send_failed(sock, what, errp);
+        send_failed(sock, e, what, errp);
     }
     /* A DONE for the blocks registered before this one may come first. */
     while (ok && st.type == SL_MSG_DONE) {

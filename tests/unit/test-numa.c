@@ -287,6 +287,7 @@ typedef struct {
     sl_mem mem[MAX_BLOCKS];
     sl_snapshot *snap;
     sl_restore *r;
+    atomic_bool open; /* wait_for_open()'s gate: here, so that it outlives a failed test */
 } fixture;
 
 typedef struct {
@@ -563,20 +564,19 @@ static void test_fault_is_served_while_every_group_is_busy(void **state)
                               .numa_topology = f->nc->spec, .interleave = true };
     g_autofree uint8_t *want = g_malloc(PSIZE);
     g_autoptr(GError) err = NULL;
-    atomic_bool open = false;
     uint64_t last;
 
     build(f, 256u << 20, NULL, 0);
     last = f->len[0] / PSIZE - 1;
     attach_all(f, &cfg);
     f->r->loader_claimed = wait_for_open;
-    f->r->loader_claimed_opaque = &open;
+    f->r->loader_claimed_opaque = &f->open;
     assert_true(sl_restore_start(f->r, &err));
     /* Groups fill their stripes in file order; the last page is furthest. */
     sl_test_fill_page(want, PSIZE, last, 1, 6);
     assert_memory_equal(want, f->mem[0].host + last * PSIZE, PSIZE);
     assert_int_equal(sl_restore_poll(f->r), -EINPROGRESS);
-    atomic_store(&open, true);
+    atomic_store(&f->open, true);
     sl_stats st = finish(f);
     assert_true(st.pages_by_fault >= 1);
 }

@@ -60,6 +60,7 @@ typedef struct {
     uint64_t snap_psize; /* the snapshot's page size (0: PSIZE) */
     GMutex lock;         /* guards claimed */
     bool *claimed;       /* non-NULL: units the loaders claimed (note_claim()) */
+    void *hooks;         /* what a test's restore hooks read: freed after the restore */
 } fixture;
 
 #define ZERO_EVERY 5 /* every fifth snapshot page is zero: holes come back too */
@@ -95,6 +96,7 @@ static int teardown(void **state)
     fixture *f = *state;
 
     unbuild(f);
+    g_free(f->hooks);
     g_free(f->claimed);
     g_mutex_clear(&f->lock);
     g_free(f);
@@ -1255,33 +1257,36 @@ static void test_a_fault_that_saw_a_unit_placed_never_maps_zeros_after_the_drop(
     fixture *f = *state;
     g_autoptr(GError) err = NULL;
     sl_restore_config cfg = { .size = sizeof(cfg), .track_writes = true };
-    stale_show s = { .f = f, .u = 1 }; /* its first page holds data */
+    /* The fixture's: the hooks may read it until the restore is freed. */
+    stale_show *s = f->hooks = g_new0(stale_show, 1);
     uint64_t at;
     uint8_t before;
     g_autofree uint8_t *want = NULL;
     GThread *th;
     uint64_t bad = 0;
 
+    s->f = f;
+    s->u = 1; /* its first page holds data */
     build(f, units_for(f->tc));
-    at = s.u * f->unit + 8; /* the snapshot holds 1 there */
+    at = s->u * f->unit + 8; /* the snapshot holds 1 there */
     f->r = sl_restore_new(f->snap, &cfg, &err);
     assert_non_null(f->r);
     f->r->fault_showing = slow_show;
-    f->r->fault_showing_opaque = &s;
+    f->r->fault_showing_opaque = s;
     f->r->loader_claimed = slow_claim;
-    f->r->loader_claimed_opaque = &s;
+    f->r->loader_claimed_opaque = s;
     if (!sl_mem_attach(f->r, "b0", &f->mem, &err) || !sl_restore_start(f->r, &err)) {
         fail_msg("start: %s", err->message);
     }
     assert_int_equal(sl_restore_wait(f->r, -1), 0);
-    discard_unit(f, s.u);
-    atomic_store(&s.show_armed, true);
-    atomic_store(&s.claim_armed, true);
-    th = g_thread_new("reader", read_stale_unit, &s);
-    for (int i = 0; i < 5000 && !atomic_load(&s.showing); i++) {
+    discard_unit(f, s->u);
+    atomic_store(&s->show_armed, true);
+    atomic_store(&s->claim_armed, true);
+    th = g_thread_new("reader", read_stale_unit, s);
+    for (int i = 0; i < 5000 && !atomic_load(&s->showing); i++) {
         g_usleep(1000);
     }
-    assert_true(atomic_load(&s.showing));
+    assert_true(atomic_load(&s->showing));
     if (!sl_restore_reset(f->r, NULL, &err)) {
         fail_msg("sl_restore_reset: %s", err->message);
     }
@@ -1300,8 +1305,8 @@ static void test_a_fault_that_saw_a_unit_placed_never_maps_zeros_after_the_drop(
     if (bad || before != 1) {
         fail_msg("the write after the reset read %#x where the snapshot holds 1; %"
                  G_GUINT64_FORMAT " page(s) differ from the snapshot and the write (unit %"
-                 G_GUINT64_FORMAT ": byte 16 is %#x, the write's byte %#x)", before, bad, s.u,
-                 f->mem.host[s.u * f->unit + 16], f->mem.host[at]);
+                 G_GUINT64_FORMAT ": byte 16 is %#x, the write's byte %#x)", before, bad, s->u,
+                 f->mem.host[s->u * f->unit + 16], f->mem.host[at]);
     }
 }
 

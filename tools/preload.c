@@ -445,12 +445,55 @@ static pl_block *match_anon(size_t len, int prot, int flags)
     return NULL;
 }
 
+/* Whether any page of [@p, +@len) is in memory (mincore). */
+static bool any_resident(uint8_t *p, size_t len)
+{
+    const size_t ps = (size_t)sysconf(_SC_PAGESIZE), step = 65536, n = (len + ps - 1) / ps;
+    g_autofree unsigned char *vec = g_malloc(MIN(n, step));
+
+    for (size_t i = 0; i < n; i += step) {
+        size_t k = MIN(n - i, step);
+        if (mincore(p + i * ps, k * ps, vec) < 0) {
+            return true; /* cannot tell: take it as there */
+        }
+        for (size_t j = 0; j < k; j++) {
+            if (vec[j] & 1) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/*
+ * A fresh anonymous mapping that came populated (MAP_POPULATE, or after
+ * mlockall(MCL_FUTURE)) holds zero pages where MISSING faults never fire:
+ * the restore's pages would never land, and the guest would read zeros
+ * (found by review: 819 wrong pages, exit 0).  Its pages hold nothing yet,
+ * so they are dropped; where they cannot be (locked), we die.
+ */
+static void make_missing(const pl_block *b, uint8_t *p, size_t len)
+{
+    if (!any_resident(p, len)) {
+        return;
+    }
+    (void)syscall(SYS_madvise, p, len, MADV_DONTNEED); /* not our own wrapper */
+    if (any_resident(p, len)) {
+        die("block '%s' (anonymous): its mapping was populated as it was made and cannot be "
+            "emptied (mlockall(MCL_FUTURE)? QEMU's -overcommit mem-lock=on-fault locks "
+            "without populating), so the restore's pages could never land", b->name);
+    }
+}
+
 /* Hands the fresh anonymous mapping [@p, +@len) of @b to the daemon, or dies. */
 static void hand_over_anon(pl_block *b, void *p, size_t len)
 {
     g_autoptr(GError) err = NULL;
-    uint32_t token = guard(b, p, len, false);
+    uint32_t token;
     unsigned level = 0;
+
+    make_missing(b, p, len);
+    token = guard(b, p, len, false);
     int sock = sl_client_connect_timeout(pl.socket, "preload", pl.timeout_ms, &level, &err);
     int uffd = sock < 0 ? -1 : sl_client_register_anon(sock, level, b->name, p, len, &err);
 

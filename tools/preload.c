@@ -582,6 +582,9 @@ static bool bad_range(const void *addr, size_t len)
     return !len || (uintptr_t)addr % (uintptr_t)sysconf(_SC_PAGESIZE);
 }
 
+static void report_overlapping(const void *addr, size_t len);
+static bool untrack_uncovered(const void *addr, size_t len);
+
 static void *real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
     return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
@@ -600,7 +603,14 @@ void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
         return real_mmap(addr, len, prot, flags, fd, off);
     }
     pthread_mutex_lock(&pl.lock);
-    if (fixed) { /* whatever was mapped there goes: retired first */
+    if (fixed) { /* whatever was mapped there goes: retired first, */
+        if (pl.track && !untrack_uncovered(addr, len)) {
+            pthread_mutex_unlock(&pl.lock);
+            return MAP_FAILED; /* errno EIO, as munmap: no change no list would show */
+        }
+        if (pl.track) { /* its writes reported, as munmap and mremap do (found by review) */
+            report_overlapping(addr, len);
+        }
         gone = retire_overlapping(addr, len);
     }
     p = real_mmap(addr, len, prot, flags, fd, off);
@@ -729,8 +739,16 @@ int munmap(void *addr, size_t len)
     gone = retire_overlapping(addr, len);
     forget_guards(addr, len);
     ret = (int)syscall(SYS_munmap, addr, len);
-    for (unsigned i = 0; ret < 0 && i < nhit; i++) {
-        (void)mark_untracked(hit[i]); /* reported and retired, yet still mapped */
+    if (ret < 0 && gone) { /* still mapped, registered, and served no more (found by review) */
+        die("unmapping guest RAM failed (%s) after the restore daemon let go of it",
+            g_strerror(errno));
+    }
+    if (ret < 0) {
+        int e = errno; /* mark_untracked() talks to the daemon */
+        for (unsigned i = 0; i < nhit; i++) {
+            (void)mark_untracked(hit[i]); /* reported and retired, yet still mapped */
+        }
+        errno = e;
     }
     close_retired(gone);
     pthread_mutex_unlock(&pl.lock);
@@ -801,6 +819,10 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
         over = retire_overlapping(new_addr, new_len);
     }
     p = (void *)syscall(SYS_mremap, old, old_len, new_len, flags, new_addr);
+    if (p == MAP_FAILED && over) { /* what it would have mapped over: served no more */
+        die("moving a mapping over guest RAM failed (%s) after the restore daemon let go of "
+            "the mapping there", g_strerror(errno));
+    }
     close_retired(gone);
     close_retired(over);
     pthread_mutex_unlock(&pl.lock);

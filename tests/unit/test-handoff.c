@@ -187,6 +187,11 @@ static int change(const char *how, int fd, volatile uint8_t *p)
                mremap(q, PSIZE, PSIZE, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)p) == MAP_FAILED
                    ? -1 : 0;
     }
+    if (!g_strcmp0(how, "mmap-onto")) { /* a fresh mapping MAP_FIXED over page 0 of it */
+        settle(p);
+        return mmap((void *)p, PSIZE, PROT_READ | PROT_WRITE,
+                    MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == MAP_FAILED ? -1 : 0;
+    }
     return madvise((void *)p, 2 * PSIZE, g_strcmp0(how, "dontneed") ? MADV_REMOVE
                                                                   : MADV_DONTNEED);
 }
@@ -644,6 +649,27 @@ static int populated_main(const char *how, const char *ram)
     return 0;
 }
 
+/* Maps b0 (@ram), reads a page, then makes an munmap the kernel refuses
+ * (EINVAL: a length past the address space) and reads every page. */
+static int bad_unmapper_main(const char *ram)
+{
+    int fd = open(ram, O_RDWR), r;
+    volatile uint8_t *p = fd < 0 ? MAP_FAILED
+                                 : mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    unsigned bad;
+
+    setvbuf(stdout, NULL, _IONBF, 0);
+    alarm(20);
+    if (p == MAP_FAILED) {
+        return 10;
+    }
+    bad = wrong_in(p, 0, 1);
+    r = munmap((void *)p, (size_t)1 << 48);
+    printf("munmap: %d (%s)\n", r, g_strerror(errno));
+    printf("after the refused munmap: %u wrong\n", bad + wrong_in(p, 0, LEN / PSIZE));
+    return 0;
+}
+
 /* Maps block b0 (@ram) once: the preload client registers it or ends us. */
 static int map_once_main(const char *ram)
 {
@@ -1003,6 +1029,13 @@ static void test_a_move_onto_a_tracked_mapping_ends_the_written_list(void **stat
     discard_ends_the_written_list(*state, "mremap-onto");
 }
 
+/* Found by review: a fresh mapping MAP_FIXED over part of a tracked one
+ * neither reported its writes nor untracked the block. */
+static void test_a_mapping_over_a_tracked_mapping_ends_the_written_list(void **state)
+{
+    discard_ends_the_written_list(*state, "mmap-onto");
+}
+
 /*
  * A tracked VMM about to punch a hole the daemon cannot take note of (a
  * block it does not have) must not punch it: otherwise a later list of
@@ -1331,6 +1364,26 @@ static void test_anonymous_guest_ram_mapped_populated_is_served_from_the_snapsho
 }
 
 /*
+ * An munmap of guest RAM that the kernel refuses after the daemon let go
+ * of the mapping (still restoring) ends the process, saying why: the
+ * mapping stays, registered and served by nobody.  Found by review: the
+ * next read died of SIGBUS.
+ */
+static void test_a_refused_unmap_of_guest_ram_being_restored_ends_the_process(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *out = NULL, *err = NULL;
+    int st;
+
+    need_preload();
+    st = run_preloaded("bad-unmapper", f->ram, f->sock, 3000, &out, &err);
+    if (g_spawn_check_wait_status(st, NULL) || strstr(out, "wrong") ||
+        !strstr(err, "unmapping guest RAM failed")) {
+        fail_msg("a refused munmap: status %#x, stdout: %s, stderr: %s", st, out, err);
+    }
+}
+
+/*
  * Locked anonymous guest RAM (mlockall(MCL_FUTURE) before the mapping)
  * cannot be emptied: the process ends, saying why, before it reads a page.
  */
@@ -1494,6 +1547,8 @@ int main(int argc, char **argv)
                                         setup_tracking, teardown),
         cmocka_unit_test_setup_teardown(test_a_move_onto_a_tracked_mapping_ends_the_written_list,
                                         setup_tracking, teardown),
+        cmocka_unit_test_setup_teardown(test_a_mapping_over_a_tracked_mapping_ends_the_written_list,
+                                        setup_tracking, teardown),
         cmocka_unit_test_setup_teardown(
             test_untracked_change_the_daemon_cannot_note_is_not_made, setup_tracking, teardown),
         cmocka_unit_test_setup_teardown(
@@ -1510,6 +1565,8 @@ int main(int argc, char **argv)
             teardown),
         cmocka_unit_test_setup_teardown(test_locked_anonymous_guest_ram_ends_the_process_saying_why,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_refused_unmap_of_guest_ram_being_restored_ends_the_process, setup, teardown),
         cmocka_unit_test(
             test_a_registration_the_daemon_never_answers_ends_the_process_saying_so),
         cmocka_unit_test(test_fork_guard_gives_back_only_what_the_process_did_not_keep),
@@ -1543,6 +1600,9 @@ int main(int argc, char **argv)
     }
     if (argc == 3 && !strcmp(argv[1], "fork-first")) {
         return fork_first_main(argv[2]);
+    }
+    if (argc == 3 && !strcmp(argv[1], "bad-unmapper")) {
+        return bad_unmapper_main(argv[2]);
     }
     if (argc == 4 && !strcmp(argv[1], "populated")) {
         return populated_main(argv[2], argv[3]);

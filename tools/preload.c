@@ -465,24 +465,29 @@ static bool any_resident(uint8_t *p, size_t len)
     return false;
 }
 
+#ifndef MADV_DONTNEED_LOCKED
+#define MADV_DONTNEED_LOCKED 24 /* Linux 5.18 */
+#endif
+
 /*
  * A fresh anonymous mapping that came populated (MAP_POPULATE, or after
  * mlockall(MCL_FUTURE)) holds zero pages where MISSING faults never fire:
  * the restore's pages would never land, and the guest would read zeros
  * (found by review: 819 wrong pages, exit 0).  Its pages hold nothing yet,
- * so they are dropped; where they cannot be (locked), we die.
+ * so they are dropped (on an empty mapping that costs next to nothing),
+ * locked ones too where the kernel can; where pages stay, we die.
  */
 static void make_missing(const pl_block *b, uint8_t *p, size_t len)
 {
-    if (!any_resident(p, len)) {
+    /* Raw system calls: not our own madvise wrapper. */
+    if (syscall(SYS_madvise, p, len, MADV_DONTNEED) == 0 ||
+        syscall(SYS_madvise, p, len, MADV_DONTNEED_LOCKED) == 0 || !any_resident(p, len)) {
         return;
     }
-    (void)syscall(SYS_madvise, p, len, MADV_DONTNEED); /* not our own wrapper */
-    if (any_resident(p, len)) {
-        die("block '%s' (anonymous): its mapping was populated as it was made and cannot be "
-            "emptied (mlockall(MCL_FUTURE)? QEMU's -overcommit mem-lock=on-fault locks "
-            "without populating), so the restore's pages could never land", b->name);
-    }
+    die("block '%s' (anonymous): its mapping was populated as it was made and this kernel "
+        "cannot empty it (locked: no MADV_DONTNEED_LOCKED before Linux 5.18; QEMU's "
+        "-overcommit mem-lock=on-fault locks without populating), so the restore's pages "
+        "could never land", b->name);
 }
 
 /* Hands the fresh anonymous mapping [@p, +@len) of @b to the daemon, or dies. */
@@ -549,14 +554,15 @@ static bool retire(pl_mapping *m, const uint8_t *addr, size_t len, GArray **uffd
  * still open, or NULL.  Not for arguments the kernel refuses (length 0,
  * an address not page-aligned): those leave every mapping in place.
  */
-static GArray *retire_overlapping(const void *addr, size_t len)
+static GArray *retire_overlapping(const void *addr, size_t len, bool *pending)
 {
     GArray *uffds = NULL;
 
+    *pending = false;
     for (guint i = 0; i < pl.mappings->len;) {
         pl_mapping *m = g_ptr_array_index(pl.mappings, i);
         if (overlaps_mapping(m, addr, len)) {
-            retire(m, addr, len, &uffds);
+            *pending |= !retire(m, addr, len, &uffds);
             g_ptr_array_remove_index_fast(pl.mappings, i);
         } else {
             i++;
@@ -584,6 +590,8 @@ static bool bad_range(const void *addr, size_t len)
 
 static void report_overlapping(const void *addr, size_t len);
 static bool untrack_uncovered(const void *addr, size_t len);
+static unsigned tracked_blocks_in(const void *addr, size_t len, pl_block **hit);
+static bool mark_untracked(pl_block *b);
 
 static void *real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
@@ -596,7 +604,9 @@ void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
     bool fixed = (flags & MAP_FIXED) && !bad_range(addr, len);
     GArray *gone = NULL;
-    pl_block *b;
+    pl_block *b, *hit[MAX_TRACKED];
+    unsigned nhit = 0;
+    bool pending = false;
     void *p;
 
     if (!pl.active) {
@@ -606,17 +616,26 @@ void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
     if (fixed) { /* whatever was mapped there goes: retired first, */
         if (pl.track && !untrack_uncovered(addr, len)) {
             pthread_mutex_unlock(&pl.lock);
-            return MAP_FAILED; /* errno EIO, as munmap: no change no list would show */
+            errno = EIO; /* as munmap: no change no list would show */
+            return MAP_FAILED;
         }
         if (pl.track) { /* its writes reported, as munmap and mremap do (found by review) */
+            nhit = tracked_blocks_in(addr, len, hit);
             report_overlapping(addr, len);
         }
-        gone = retire_overlapping(addr, len);
+        gone = retire_overlapping(addr, len, &pending);
     }
     p = real_mmap(addr, len, prot, flags, fd, off);
-    if (gone && p == MAP_FAILED) { /* still mapped, registered, and served no more */
+    if (pending && p == MAP_FAILED) { /* still mapped, registered, and served no more */
         die("mapping over guest RAM failed (%s) after the restore daemon let go of the old "
             "mapping", g_strerror(errno));
+    }
+    if (p == MAP_FAILED) {
+        int e = errno;
+        for (unsigned i = 0; i < nhit; i++) {
+            (void)mark_untracked(hit[i]); /* reported and retired, yet still mapped */
+        }
+        errno = e;
     }
     close_retired(gone);
     if (fixed) {
@@ -722,6 +741,7 @@ int munmap(void *addr, size_t len)
     pl_block *hit[MAX_TRACKED];
     unsigned nhit;
     GArray *gone;
+    bool pending;
     int ret;
 
     if (!pl.active || bad_range(addr, len)) { /* refused: every mapping stays */
@@ -731,15 +751,16 @@ int munmap(void *addr, size_t len)
     nhit = pl.track ? tracked_blocks_in(addr, len, hit) : 0;
     if (pl.track && !untrack_uncovered(addr, len)) {
         pthread_mutex_unlock(&pl.lock);
-        return -1; /* as madvise and fallocate do: no change no list would show */
+        errno = EIO; /* as madvise and fallocate do: no change no list would show */
+        return -1;
     }
     if (pl.track) {
         report_overlapping(addr, len);
     }
-    gone = retire_overlapping(addr, len);
+    gone = retire_overlapping(addr, len, &pending);
     forget_guards(addr, len);
     ret = (int)syscall(SYS_munmap, addr, len);
-    if (ret < 0 && gone) { /* still mapped, registered, and served no more (found by review) */
+    if (ret < 0 && pending) { /* still mapped, registered, and served no more (found by review) */
         die("unmapping guest RAM failed (%s) after the restore daemon let go of it",
             g_strerror(errno));
     }
@@ -789,8 +810,9 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 {
     void *new_addr = NULL, *p;
     size_t span = old_len ? old_len : 1; /* 0: a duplicate of a shared mapping */
-    pl_block *hit[MAX_TRACKED];
-    unsigned nhit;
+    pl_block *hit[MAX_TRACKED], *ohit[MAX_TRACKED];
+    unsigned nhit, nohit = 0;
+    bool pending = false;
     GArray *gone, *over = NULL;
     va_list ap;
 
@@ -799,7 +821,9 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
         new_addr = va_arg(ap, void *);
         va_end(ap);
     }
-    if (!pl.active || bad_range(old, span)) {
+    /* Refused by the kernel before it changes anything: every mapping stays. */
+    if (!pl.active || bad_range(old, span) ||
+        ((flags & MREMAP_FIXED) && !(flags & MREMAP_MAYMOVE))) {
         return (void *)syscall(SYS_mremap, old, old_len, new_len, flags, new_addr);
     }
     pthread_mutex_lock(&pl.lock);
@@ -814,14 +838,22 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
     if (new_addr && !bad_range(new_addr, new_len)) { /* what the move maps over goes too */
         if (pl.track) {
             (void)untrack_uncovered(new_addr, new_len); /* the rest stays: untracked */
+            nohit = tracked_blocks_in(new_addr, new_len, ohit);
             report_overlapping(new_addr, new_len);
         }
-        over = retire_overlapping(new_addr, new_len);
+        over = retire_overlapping(new_addr, new_len, &pending);
     }
     p = (void *)syscall(SYS_mremap, old, old_len, new_len, flags, new_addr);
-    if (p == MAP_FAILED && over) { /* what it would have mapped over: served no more */
+    if (p == MAP_FAILED && pending) { /* what it would have mapped over: served no more */
         die("moving a mapping over guest RAM failed (%s) after the restore daemon let go of "
             "the mapping there", g_strerror(errno));
+    }
+    if (p == MAP_FAILED) {
+        int e = errno;
+        for (unsigned i = 0; i < nohit; i++) {
+            (void)mark_untracked(ohit[i]); /* reported and retired, yet still mapped */
+        }
+        errno = e;
     }
     close_retired(gone);
     close_retired(over);

@@ -187,6 +187,22 @@ static int change(const char *how, int fd, volatile uint8_t *p)
                mremap(q, PSIZE, PSIZE, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)p) == MAP_FAILED
                    ? -1 : 0;
     }
+    if (!g_strcmp0(how, "refused-munmap")) { /* EINVAL: a length past the address space */
+        settle(p);
+        return munmap((void *)p, (size_t)1 << 48) == -1 && errno == EINVAL ? 0 : -1;
+    }
+    if (!g_strcmp0(how, "refused-mmap-onto")) { /* EBADF */
+        settle(p);
+        return mmap((void *)p, PSIZE, PROT_READ, MAP_FIXED | MAP_SHARED, 9999, 0) == MAP_FAILED &&
+               errno == EBADF ? 0 : -1;
+    }
+    if (!g_strcmp0(how, "refused-mremap-onto")) { /* EINVAL: length 0 of a private mapping */
+        void *q = mmap(NULL, PSIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        settle(p);
+        return q != MAP_FAILED &&
+               mremap(q, 0, PSIZE, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)p) == MAP_FAILED &&
+               errno == EINVAL ? 0 : -1;
+    }
     if (!g_strcmp0(how, "mmap-onto")) { /* a fresh mapping MAP_FIXED over page 0 of it */
         settle(p);
         return mmap((void *)p, PSIZE, PROT_READ | PROT_WRITE,
@@ -1029,6 +1045,33 @@ static void test_a_move_onto_a_tracked_mapping_ends_the_written_list(void **stat
     discard_ends_the_written_list(*state, "mremap-onto");
 }
 
+/*
+ * An munmap, a MAP_FIXED mapping or an mremap over a complete tracked
+ * mapping that the kernel refuses fails with its errno, the process going
+ * on, and the block is untracked (its writes were reported, the mapping
+ * stays).  Found by review of the fix that ends the process when the
+ * mapping is still being restored: a tracked mapping's uffd outlives its
+ * DONE, and the process was ended here too.
+ */
+static void test_a_refused_unmap_of_a_complete_tracked_mapping_fails_and_ends_the_list(void **state)
+{
+    discard_ends_the_written_list(*state, "refused-munmap");
+}
+
+/* The same for a refused MAP_FIXED mapping over it. */
+static void test_a_refused_mapping_over_a_complete_tracked_mapping_fails_and_ends_the_list(
+    void **state)
+{
+    discard_ends_the_written_list(*state, "refused-mmap-onto");
+}
+
+/* The same for a refused mremap onto it. */
+static void test_a_refused_move_onto_a_complete_tracked_mapping_fails_and_ends_the_list(
+    void **state)
+{
+    discard_ends_the_written_list(*state, "refused-mremap-onto");
+}
+
 /* Found by review: a fresh mapping MAP_FIXED over part of a tracked one
  * neither reported its writes nor untracked the block. */
 static void test_a_mapping_over_a_tracked_mapping_ends_the_written_list(void **state)
@@ -1384,18 +1427,19 @@ static void test_a_refused_unmap_of_guest_ram_being_restored_ends_the_process(vo
 }
 
 /*
- * Locked anonymous guest RAM (mlockall(MCL_FUTURE) before the mapping)
- * cannot be emptied: the process ends, saying why, before it reads a page.
+ * Locked anonymous guest RAM (mlockall(MCL_FUTURE) before the mapping, as
+ * QEMU's mem-lock=on does for RAM it adds later) is emptied with
+ * MADV_DONTNEED_LOCKED and served likewise.  (Kernels before 5.18 lack
+ * it: there the process ends, saying why; not testable here.)
  */
-static void test_locked_anonymous_guest_ram_ends_the_process_saying_why(void **state)
+static void test_locked_anonymous_guest_ram_is_served_from_the_snapshot(void **state)
 {
     g_autofree char *out = NULL, *err = NULL;
     int st;
 
     need_preload();
     st = run_populated(*state, "mlock", &out, &err);
-    if (g_spawn_check_wait_status(st, NULL) || strstr(out, "wrong") ||
-        !strstr(err, "cannot be emptied")) {
+    if (!g_spawn_check_wait_status(st, NULL) || strcmp(out, "mlock: 0 wrong\n")) {
         fail_msg("mlockall: status %d, stdout: %s, stderr: %s", st, out, err);
     }
 }
@@ -1550,6 +1594,15 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_a_mapping_over_a_tracked_mapping_ends_the_written_list,
                                         setup_tracking, teardown),
         cmocka_unit_test_setup_teardown(
+            test_a_refused_unmap_of_a_complete_tracked_mapping_fails_and_ends_the_list,
+            setup_tracking, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_refused_mapping_over_a_complete_tracked_mapping_fails_and_ends_the_list,
+            setup_tracking, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_refused_move_onto_a_complete_tracked_mapping_fails_and_ends_the_list,
+            setup_tracking, teardown),
+        cmocka_unit_test_setup_teardown(
             test_untracked_change_the_daemon_cannot_note_is_not_made, setup_tracking, teardown),
         cmocka_unit_test_setup_teardown(
             test_a_child_the_consumer_forks_mid_restore_gets_no_unserved_copy, setup, teardown),
@@ -1563,7 +1616,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(
             test_anonymous_guest_ram_mapped_populated_is_served_from_the_snapshot, setup,
             teardown),
-        cmocka_unit_test_setup_teardown(test_locked_anonymous_guest_ram_ends_the_process_saying_why,
+        cmocka_unit_test_setup_teardown(test_locked_anonymous_guest_ram_is_served_from_the_snapshot,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_a_refused_unmap_of_guest_ram_being_restored_ends_the_process, setup, teardown),

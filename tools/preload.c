@@ -593,6 +593,28 @@ static bool untrack_uncovered(const void *addr, size_t len);
 static unsigned tracked_blocks_in(const void *addr, size_t len, pl_block **hit);
 static bool mark_untracked(pl_block *b);
 
+/*
+ * A call that would have unmapped or replaced guest RAM failed (errno
+ * set) after retire_overlapping() let go of what it covered (lock held).
+ * With @pending (a mapping still being restored), that mapping stays
+ * mapped and registered, served by nobody: we die, saying what @failed.
+ * Otherwise the tracked blocks @hit it reported become untracked (their
+ * mappings stay, retired), errno kept.
+ */
+static void after_refused(bool pending, const char *failed, pl_block **hit, unsigned nhit)
+{
+    int e = errno; /* mark_untracked() talks to the daemon */
+
+    if (pending) {
+        die("%s failed (%s) after the restore daemon let go of the guest RAM there", failed,
+            g_strerror(e));
+    }
+    for (unsigned i = 0; i < nhit; i++) {
+        (void)mark_untracked(hit[i]); /* reported and retired, yet still mapped */
+    }
+    errno = e;
+}
+
 static void *real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
     return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
@@ -626,16 +648,8 @@ void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
         gone = retire_overlapping(addr, len, &pending);
     }
     p = real_mmap(addr, len, prot, flags, fd, off);
-    if (pending && p == MAP_FAILED) { /* still mapped, registered, and served no more */
-        die("mapping over guest RAM failed (%s) after the restore daemon let go of the old "
-            "mapping", g_strerror(errno));
-    }
     if (p == MAP_FAILED) {
-        int e = errno;
-        for (unsigned i = 0; i < nhit; i++) {
-            (void)mark_untracked(hit[i]); /* reported and retired, yet still mapped */
-        }
-        errno = e;
+        after_refused(pending, "mapping over guest RAM", hit, nhit);
     }
     close_retired(gone);
     if (fixed) {
@@ -760,16 +774,8 @@ int munmap(void *addr, size_t len)
     gone = retire_overlapping(addr, len, &pending);
     forget_guards(addr, len);
     ret = (int)syscall(SYS_munmap, addr, len);
-    if (ret < 0 && pending) { /* still mapped, registered, and served no more (found by review) */
-        die("unmapping guest RAM failed (%s) after the restore daemon let go of it",
-            g_strerror(errno));
-    }
-    if (ret < 0) {
-        int e = errno; /* mark_untracked() talks to the daemon */
-        for (unsigned i = 0; i < nhit; i++) {
-            (void)mark_untracked(hit[i]); /* reported and retired, yet still mapped */
-        }
-        errno = e;
+    if (ret < 0) { /* found by review: a mapping left served by nobody */
+        after_refused(pending, "unmapping guest RAM", hit, nhit);
     }
     close_retired(gone);
     pthread_mutex_unlock(&pl.lock);
@@ -844,16 +850,8 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
         over = retire_overlapping(new_addr, new_len, &pending);
     }
     p = (void *)syscall(SYS_mremap, old, old_len, new_len, flags, new_addr);
-    if (p == MAP_FAILED && pending) { /* what it would have mapped over: served no more */
-        die("moving a mapping over guest RAM failed (%s) after the restore daemon let go of "
-            "the mapping there", g_strerror(errno));
-    }
-    if (p == MAP_FAILED) {
-        int e = errno;
-        for (unsigned i = 0; i < nohit; i++) {
-            (void)mark_untracked(ohit[i]); /* reported and retired, yet still mapped */
-        }
-        errno = e;
+    if (p == MAP_FAILED) { /* what it would have mapped over stays */
+        after_refused(pending, "moving a mapping over guest RAM", ohit, nohit);
     }
     close_retired(gone);
     close_retired(over);

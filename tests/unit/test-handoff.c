@@ -1394,16 +1394,22 @@ static int run_populated(fixture *f, const char *how, char **out, char **err)
  * empties it first, and every page comes from the snapshot.  Found by
  * review: 819 wrong pages, exit 0.
  */
-static void test_anonymous_guest_ram_mapped_populated_is_served_from_the_snapshot(void **state)
+static void populated_is_served(fixture *f, const char *how)
 {
     g_autofree char *out = NULL, *err = NULL;
+    g_autofree char *want = g_strdup_printf("%s: 0 wrong\n", how);
     int st;
 
     need_preload();
-    st = run_populated(*state, "populate", &out, &err);
-    if (!g_spawn_check_wait_status(st, NULL) || strcmp(out, "populate: 0 wrong\n")) {
-        fail_msg("MAP_POPULATE: status %d, stdout: %s, stderr: %s", st, out, err);
+    st = run_populated(f, how, &out, &err);
+    if (!g_spawn_check_wait_status(st, NULL) || strcmp(out, want)) {
+        fail_msg("%s: status %d, stdout: %s, stderr: %s", how, st, out, err);
     }
+}
+
+static void test_anonymous_guest_ram_mapped_populated_is_served_from_the_snapshot(void **state)
+{
+    populated_is_served(*state, "populate");
 }
 
 /*
@@ -1434,14 +1440,7 @@ static void test_a_refused_unmap_of_guest_ram_being_restored_ends_the_process(vo
  */
 static void test_locked_anonymous_guest_ram_is_served_from_the_snapshot(void **state)
 {
-    g_autofree char *out = NULL, *err = NULL;
-    int st;
-
-    need_preload();
-    st = run_populated(*state, "mlock", &out, &err);
-    if (!g_spawn_check_wait_status(st, NULL) || strcmp(out, "mlock: 0 wrong\n")) {
-        fail_msg("mlockall: status %d, stdout: %s, stderr: %s", st, out, err);
-    }
+    populated_is_served(*state, "mlock");
 }
 
 /*

@@ -310,6 +310,11 @@ char *lg_req_call(int fd, GString *in, const char *line, const char *prefix, int
                 }
                 return g_steal_pointer(&got);
             }
+            /* The workload's refusal answers this request: said at once,
+             * not after the whole wait with the line gone. */
+            if (g_str_has_prefix(got, "UNKNOWN ") && !g_str_has_prefix(prefix, "UNKNOWN")) {
+                fail_msg("the guest answered '%s' with '%s'", line, got);
+            }
         }
         if (left <= 0 || poll(&p, 1, left) <= 0) {
             fail_msg("the guest did not answer '%s' within %d ms (got '%s')", line, ms, in->str);

@@ -82,6 +82,10 @@ static struct cfg cfg = {
 static int con_fd = 1, req_fd = -1;
 static pthread_mutex_t con_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t req_lock = PTHREAD_MUTEX_INITIALIZER;
+/* A file is rewritten (truncated, then written) under it, and FLIPFILE
+ * flips its byte under it: a flip in between read an empty file and was
+ * answered UNKNOWN (seen once in a loop of the qtests). */
+static pthread_mutex_t file_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static uint64_t *ws;          /* the working set, ws_pages pages */
 static uint32_t *gens;        /* generation each page holds now */
@@ -236,13 +240,16 @@ static void write_file(unsigned f, uint32_t gen, uint64_t *buf)
         buf[i] = slw_next(&s);
     }
     file_path(path, sizeof(path), f);
+    pthread_mutex_lock(&file_lock);
     fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
+        pthread_mutex_unlock(&file_lock);
         report_error("file=%s cannot be written: %s", path, strerror(errno));
         return;
     }
     write_all(fd, (const char *)buf, words * 8);
     close(fd);
+    pthread_mutex_unlock(&file_lock);
     file_hash[f] = hash_words(buf, words);
     file_gen[f] = gen;
 }
@@ -504,15 +511,19 @@ static void request(char *line)
         unsigned f = (unsigned)strtoul(line + 9, NULL, 0);
         char path[200], b;
         int fd = -1;
+        bool flipped;
         file_path(path, sizeof(path), f);
-        if (f < cfg.files && (fd = open(path, O_RDWR | O_CLOEXEC)) >= 0 &&
-            pread(fd, &b, 1, 100) == 1 && (b ^= 0x10, pwrite(fd, &b, 1, 100) == 1)) {
+        pthread_mutex_lock(&file_lock);
+        flipped = f < cfg.files && (fd = open(path, O_RDWR | O_CLOEXEC)) >= 0 &&
+                  pread(fd, &b, 1, 100) == 1 && (b ^= 0x10, pwrite(fd, &b, 1, 100) == 1);
+        if (fd >= 0) {
+            close(fd);
+        }
+        pthread_mutex_unlock(&file_lock);
+        if (flipped) {
             answer("FLIPPED file=%s byte=100", path);
         } else {
             answer("UNKNOWN file %u cannot be changed", f);
-        }
-        if (fd >= 0) {
-            close(fd);
         }
     } else if (!strcmp(line, "DISK")) {
         if (!cfg.disk[0]) {

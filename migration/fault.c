@@ -313,6 +313,31 @@ static int serve_fault(fault_ctx *fc, sl_region *reg, sl_view *v, uint64_t u, ui
 }
 
 /*
+ * show_settled() of unit @u, seen settled as @st, if it still is.  A
+ * dropping reset may forget the unit and drop its page right after that
+ * look: a show then (zeros, where the page is missing) would land after
+ * the drop, and the refill's placement would find it there (EEXIST) and
+ * keep it (found by review: zeros for data after a reset).  So the state
+ * is looked at again under show_lock, which the reset passes after
+ * forgetting: a show begun before ends before the drop; one after sees
+ * the unit CLAIMED or ABSENT.  1 if the state changed (look again).
+ */
+static int show_if_still(fault_ctx *fc, sl_region *reg, sl_view *v, uint64_t u, int st)
+{
+    int ret = 1; /* show_settled() never returns 1 */
+
+    g_mutex_lock(&fc->r->show_lock);
+    if (sl_pagemap_state(reg->map, u) == st) {
+        if (fc->r->fault_showing) {
+            fc->r->fault_showing(fc->r->fault_showing_opaque, reg->index, u);
+        }
+        ret = show_settled(fc->r, reg, v, u, st);
+    }
+    g_mutex_unlock(&fc->r->show_lock);
+    return ret;
+}
+
+/*
  * A fault on unit @u that the fault thread did not claim.  Never waits:
  * while a loader holds the unit the fault is deferred (returns 1).
  *
@@ -333,7 +358,7 @@ static int serve_fault(fault_ctx *fc, sl_region *reg, sl_view *v, uint64_t u, ui
 static int serve_other(fault_ctx *fc, sl_region *reg, sl_view *v, uint64_t u, uint64_t t0)
 {
     for (;;) {
-        int st = sl_pagemap_state(reg->map, u);
+        int st = sl_pagemap_state(reg->map, u), ret;
 
         if (st == SL_PAGE_CLAIMED && sl_pagemap_watch(reg->map, u)) {
             deferred_fault d = { .reg = reg, .v = v, .u = u, .t0 = t0 };
@@ -344,27 +369,8 @@ static int serve_other(fault_ctx *fc, sl_region *reg, sl_view *v, uint64_t u, ui
             /* its filler gave up */
             return sl_serve_unit(fc->r, reg, v, u, fc->bounce, fc->check, fc->fd, fc->assist);
         }
-        if (st >= SL_PAGE_PRESENT) {
-            /* A dropping reset may forget the unit and drop its page
-             * right after this look: a show then (zeros, where the page
-             * is missing) would land after the drop, and the refill's
-             * placement would find it there (EEXIST) and keep it (found
-             * by review: zeros for data after a reset).  Looked at again
-             * under show_lock, which the reset passes after forgetting:
-             * a show begun before waits for nothing, and the drop comes
-             * after it; one after sees the unit CLAIMED or ABSENT. */
-            int ret = 1;
-            g_mutex_lock(&fc->r->show_lock);
-            if (sl_pagemap_state(reg->map, u) == st) {
-                if (fc->r->fault_showing) {
-                    fc->r->fault_showing(fc->r->fault_showing_opaque, reg->index, u);
-                }
-                ret = show_settled(fc->r, reg, v, u, st);
-            }
-            g_mutex_unlock(&fc->r->show_lock);
-            if (ret <= 0) {
-                return ret;
-            }
+        if (st >= SL_PAGE_PRESENT && (ret = show_if_still(fc, reg, v, u, st)) <= 0) {
+            return ret;
         }
         /* The state changed under us: look again. */
     }

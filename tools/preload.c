@@ -32,7 +32,7 @@
  * place, ends the process with one line on stderr (docs/protocol.md).
  *
  * Nor does it let guest RAM reach a process that would use it unserved:
- * it also wraps sendmsg, and while a restore still fills the blocks, a
+ * it also wraps sendmsg and sendmmsg, and while a restore still fills the blocks, a
  * block's file sent over a unix socket (how QEMU gives a vhost-user
  * back-end guest RAM) goes only over a connected stream socket to a peer
  * that runs this library set up for the same daemon and block (its /proc
@@ -84,6 +84,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include "client.h"
 #include "preload-guard.h"
@@ -272,13 +273,35 @@ static void init_lock(void)
 }
 
 /*
+ * fork() waits until no thread is inside an interposed call: between its
+ * mapping of a block and the guard that keeps the mapping out of children
+ * (hand_over()), a child would otherwise copy that mapping unserved and
+ * read its holes as zeros; and the child's copy of the state the locks
+ * guard (the mappings' records) would be whatever another thread left
+ * half changed.  `lock` before `glock`, as everywhere.
+ */
+static void before_fork(void)
+{
+    pthread_mutex_lock(&pl.lock);
+    pthread_mutex_lock(&pl.glock);
+}
+
+/* In the parent, after fork(): what before_fork() took. */
+static void after_fork_in_parent(void)
+{
+    pthread_mutex_unlock(&pl.glock);
+    pthread_mutex_unlock(&pl.lock);
+}
+
+/*
  * In a child of fork(): the mappings handed over and the tracked ones are
  * the parent's.  Their sockets are shared with the parent and their
  * supervisors did not come along, so a munmap here must not retire them
  * (that ended the parent's registration, and the parent with it, while
  * the child waited for good: found by review); the child has no copy of
- * them before DONE anyway (the fork guard).  The locks are made anew: a
- * thread of the parent may have held one.  The child's own mappings are
+ * them before DONE anyway (the fork guard).  The locks are made anew:
+ * before_fork() took them, but the forking thread has another id in the
+ * child, which may not unlock them.  The child's own mappings are
  * registered as any process's.  `pending` keeps the parent's count: the
  * child never hears those DONEs, but set to 0 it would let the child hand
  * a block's file (an fd it inherited) to an unregistered peer while the
@@ -359,7 +382,7 @@ __attribute__((constructor)) static void preload_init(void)
     pl.mappings = g_ptr_array_new_with_free_func(g_free);
     note_block_devs();
     scrub_environment();
-    pthread_atfork(NULL, NULL, forget_parents_mappings);
+    pthread_atfork(before_fork, after_fork_in_parent, forget_parents_mappings);
     pl.active = true;
 }
 
@@ -1218,25 +1241,85 @@ static bool check_handoff(int sock, int fd)
     refuse_handoff(b, pid);
 }
 
+/*
+ * Whether control message @c of @msg lies whole in msg_control; its fds,
+ * if it carries any, in *@fds and *@n.  One that does not (cmsg_len below
+ * the header's or past msg_controllen) makes the kernel refuse the whole
+ * send with EINVAL, so nothing is handed over, and the bytes it claims
+ * past the buffer are not ours to read.
+ */
+static bool carried_fds(const struct msghdr *msg, const struct cmsghdr *c, const int **fds,
+                        size_t *n)
+{
+    size_t room = msg->msg_controllen - (size_t)((const uint8_t *)c -
+                                                 (const uint8_t *)msg->msg_control);
+
+    *n = 0;
+    if (c->cmsg_len < CMSG_LEN(0) || c->cmsg_len > room) {
+        return false;
+    }
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+        *fds = (const int *)CMSG_DATA(c);
+        *n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    }
+    return true;
+}
+
+/* check_handoff() of every fd @msg carries on @sock; false at the first refused. */
+static bool check_msg(int sock, const struct msghdr *msg)
+{
+    if (!msg || !msg->msg_control) {
+        return true;
+    }
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
+        const int *fds = NULL;
+        size_t nfds;
+
+        if (!carried_fds(msg, c, &fds, &nfds)) {
+            break; /* malformed: the kernel refuses the send */
+        }
+        for (size_t i = 0; i < nfds; i++) {
+            int fd;
+
+            memcpy(&fd, fds + i, sizeof(fd));
+            if (!check_handoff(sock, fd)) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+/* Whether a send of fds must be checked: a restore runs or writes are tracked. */
+static bool checks_sends(void)
+{
+    return pl.active && !pl_talking &&
+           (pl.track || atomic_load_explicit(&pl.pending, memory_order_relaxed) > 0);
+}
+
 /** sendmsg: the libc call, after checking the guest RAM it hands to a peer. */
 __attribute__((visibility("default")))
 ssize_t sendmsg(int sock, const struct msghdr *msg, int flags)
 {
-    if (pl.active && !pl_talking && msg &&
-        (pl.track || atomic_load_explicit(&pl.pending, memory_order_relaxed) > 0)) {
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
-            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
-                continue;
-            }
-            const int *fds = (const int *)CMSG_DATA(c);
-            /* A malformed cmsg_len below the header's: no fds (the kernel refuses it). */
-            size_t nfds = c->cmsg_len < CMSG_LEN(0) ? 0 : (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < nfds; i++) {
-                if (!check_handoff(sock, fds[i])) {
-                    return -1;
-                }
+    if (checks_sends() && !check_msg(sock, msg)) {
+        return -1;
+    }
+    return syscall(SYS_sendmsg, sock, msg, flags);
+}
+
+/**
+ * sendmmsg: the libc call, after checking the guest RAM each of its
+ * messages hands to a peer; none is sent if one is refused.
+ */
+__attribute__((visibility("default")))
+int sendmmsg(int sock, struct mmsghdr *vec, unsigned int vlen, int flags)
+{
+    if (checks_sends() && vec) {
+        for (unsigned int i = 0; i < vlen && i < UIO_MAXIOV; i++) {
+            if (!check_msg(sock, &vec[i].msg_hdr)) {
+                return -1;
             }
         }
     }
-    return syscall(SYS_sendmsg, sock, msg, flags);
+    return syscall(SYS_sendmmsg, sock, vec, vlen, flags);
 }

@@ -321,11 +321,14 @@ static int vmm_main(const char *ram, char **argv)
     return atoi(line) == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 13;
 }
 
-/* Sends @fd, with one byte, on @sock (to @to, if not NULL): whether sendmsg took it. */
-static bool send_fd(int sock, int fd, const struct sockaddr_un *to)
+/* Sends @fd, with one byte, on @sock (to @to, if not NULL), with sendmsg
+ * or, if @mmsg, as the first of two messages of one sendmmsg: whether the
+ * call took it. */
+static bool send_fd(int sock, int fd, const struct sockaddr_un *to, bool mmsg)
 {
     char byte = 'F', cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
     struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+    struct mmsghdr v[2] = { 0 };
     struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
                          .msg_controllen = sizeof(cbuf), .msg_name = (void *)to,
                          .msg_namelen = to ? sizeof(*to) : 0 };
@@ -335,20 +338,67 @@ static bool send_fd(int sock, int fd, const struct sockaddr_un *to)
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(c), &fd, sizeof(fd));
-    return sendmsg(sock, &mh, 0) == 1; /* the preload client checks here */
+    if (!mmsg) {
+        return sendmsg(sock, &mh, 0) == 1; /* the preload client checks here */
+    }
+    v[0].msg_hdr = mh;
+    v[1].msg_hdr = (struct msghdr){ .msg_iov = &iov, .msg_iovlen = 1, .msg_name = (void *)to,
+                                    .msg_namelen = to ? sizeof(*to) : 0 };
+    return sendmmsg(sock, v, 2, 0) >= 1; /* and here */
+}
+
+/*
+ * Sends, to @to on datagram socket @sock, a message whose SCM_RIGHTS
+ * header claims a page of fds while the control buffer, at the end of a
+ * page followed by an inaccessible one, holds one (not guest RAM): the
+ * kernel refuses it, and the preload client must not read past the
+ * buffer first.  Prints what sendmsg said.
+ */
+static int send_overlong(int sock, const struct sockaddr_un *to)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    uint8_t *two = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                        -1, 0);
+    size_t clen = CMSG_SPACE(sizeof(int));
+    char byte = 'F';
+    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_name = (void *)to,
+                         .msg_namelen = sizeof(*to), .msg_controllen = clen };
+    struct cmsghdr *c;
+    int out = 1;
+
+    if (two == MAP_FAILED || mprotect(two + page, page, PROT_NONE) < 0) {
+        return 15;
+    }
+    mh.msg_control = two + page - clen;
+    memset(mh.msg_control, 0, clen);
+    c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(page);
+    memcpy(CMSG_DATA(c), &out, sizeof(out));
+    if (sendmsg(sock, &mh, 0) < 0) {
+        printf("sendmsg: %s\n", g_strerror(errno));
+    } else {
+        printf("sent\n");
+    }
+    return 0;
 }
 
 /*
  * Maps block b0 (@ram: the preload client registers it) and sends its file
  * over a unix socket of @kind: "dgram", an unconnected datagram socket, to
  * the one bound at @path; "dgram-pair", one end of a datagram pair, to the
- * other; "stream", connected to @path.  Prints "sent" if sendmsg took it.
+ * other; "stream", connected to @path; "dgram-mmsg", as "dgram" but with
+ * sendmmsg.  Prints "sent" if the call took it.  "overlong" sends, as
+ * "dgram", a malformed message instead (send_overlong()).
  */
 static int send_over_main(const char *ram, const char *kind, const char *path)
 {
     struct sockaddr_un a = { .sun_family = AF_UNIX };
     int fd = open(ram, O_RDWR), sv[2] = { -1, -1 };
-    bool dgram = strcmp(kind, "stream") != 0;
+    bool dgram = strcmp(kind, "stream") != 0, to_path = g_str_has_prefix(kind, "dgram-") ?
+        !strcmp(kind, "dgram-mmsg") : dgram;
 
     g_strlcpy(a.sun_path, path, sizeof(a.sun_path));
     if (fd < 0 || mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED) {
@@ -359,7 +409,10 @@ static int send_over_main(const char *ram, const char *kind, const char *path)
           (!dgram && connect(sv[0], (struct sockaddr *)&a, sizeof(a)) < 0)) {
         return 11;
     }
-    if (send_fd(sv[0], fd, !strcmp(kind, "dgram") ? &a : NULL)) {
+    if (!strcmp(kind, "overlong")) {
+        return send_overlong(sv[0], &a);
+    }
+    if (send_fd(sv[0], fd, to_path ? &a : NULL, !strcmp(kind, "dgram-mmsg"))) {
         printf("sent\n");
     }
     return 0;
@@ -1227,6 +1280,55 @@ static void test_guest_ram_sent_over_a_datagram_socket_is_refused(void **state)
     unlink(path);
 }
 
+/*
+ * sendmmsg hands fds over as sendmsg does: guest RAM sent with it where
+ * the receiver cannot be told is refused too, and nothing is sent.
+ * Found by review: sendmmsg went straight to the kernel.
+ */
+static void test_guest_ram_sent_with_sendmmsg_is_refused_as_with_sendmsg(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *path = g_strconcat(f->ram, ".dg", NULL);
+    int s;
+
+    need_preload();
+    unlink(path);
+    s = bound_dgram(path);
+    expect_refused_over(f, NULL, "dgram-mmsg", path);
+    assert_false(fd_arrived(s));
+    close(s);
+    unlink(path);
+}
+
+/*
+ * A send whose control message claims more fds than its buffer holds is
+ * left to the kernel, which refuses it (EINVAL): the preload client does
+ * not read past the buffer for fds to check (that crashed the VMM when
+ * the buffer ended before an unmapped page).
+ */
+static void test_a_malformed_control_message_is_refused_by_the_kernel_not_overread(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *path = g_strconcat(f->ram, ".dg", NULL);
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_autofree char *out = NULL, *err = NULL;
+    g_auto(GStrv) env = preloaded_env("b0", f->ram, f->sock, 0);
+    const char *argv[] = { self, "send-over", f->ram, "overlong", path, NULL };
+    int st = -1, s;
+
+    need_preload();
+    unlink(path);
+    s = bound_dgram(path);
+    assert_true(g_spawn_sync(NULL, (char **)argv, env, 0, NULL, NULL, &out, &err, &st, NULL));
+    if (!g_spawn_check_wait_status(st, NULL) || !strstr(out, "sendmsg: Invalid argument\n")) {
+        fail_msg("a malformed control message: status %d, stdout: %s, stderr: %s", st, out,
+                 err);
+    }
+    assert_false(fd_arrived(s));
+    close(s);
+    unlink(path);
+}
+
 /* Whether unshare(1) can make a pid namespace here; *@why if not. */
 static bool can_unshare_pid(char **why)
 {
@@ -1568,6 +1670,11 @@ int main(int argc, char **argv)
             test_guest_ram_is_refused_to_a_peer_set_up_for_another_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_guest_ram_sent_over_a_datagram_socket_is_refused,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_guest_ram_sent_with_sendmmsg_is_refused_as_with_sendmsg, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_malformed_control_message_is_refused_by_the_kernel_not_overread, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(
             test_guest_ram_sent_to_a_peer_in_an_unseen_pid_namespace_is_refused, setup, teardown),
         cmocka_unit_test(test_attach_to_a_socket_no_daemon_serves_fails_and_starts_nothing),

@@ -41,8 +41,11 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -162,9 +165,51 @@ static void settle(volatile uint8_t *p)
     g_usleep(500 * 1000);
 }
 
-/* The change HANDOFF_DISCARD names, through mapping @p of file @fd: 0 if made. */
-static int change(const char *how, int fd, volatile uint8_t *p)
+/* A write of one byte at page 3 of file @fd in the way @how names ("write"
+ * after an lseek, "writev", "sendfile", "splice"), or by path @path
+ * ("truncate" to its size, "open-trunc": an open with O_TRUNC, then the
+ * size given back behind the preload client's back): 0 if made, 1 if
+ * @how is none of these. */
+static int write_another_way(const char *how, int fd, const char *path)
 {
+    struct iovec iov = { .iov_base = "x", .iov_len = 1 };
+    off_t at = 3 * PSIZE, from = 0;
+    int src[2] = { -1, -1 }, t;
+
+    if (!g_strcmp0(how, "write") || !g_strcmp0(how, "writev")) {
+        if (lseek(fd, at, SEEK_SET) != at) {
+            return -1;
+        }
+        return (how[5] ? writev(fd, &iov, 1) : write(fd, "x", 1)) == 1 ? 0 : -1;
+    }
+    if (!g_strcmp0(how, "sendfile")) {
+        src[0] = memfd_create("x", 0);
+        return src[0] >= 0 && write(src[0], "x", 1) == 1 && lseek(fd, at, SEEK_SET) == at &&
+               sendfile(fd, src[0], &from, 1) == 1 ? 0 : -1;
+    }
+    if (!g_strcmp0(how, "splice")) {
+        return pipe(src) == 0 && write(src[1], "x", 1) == 1 &&
+               splice(src[0], NULL, fd, &at, 1, 0) == 1 ? 0 : -1;
+    }
+    if (!g_strcmp0(how, "truncate")) {
+        return truncate(path, LEN);
+    }
+    if (!g_strcmp0(how, "open-trunc")) {
+        t = open(path, O_RDWR | O_TRUNC);
+        return t >= 0 && syscall(SYS_ftruncate, t, (long)LEN) == 0 ? 0 : -1;
+    }
+    return 1;
+}
+
+/* The change HANDOFF_DISCARD names, through mapping @p of file @fd
+ * (@path): 0 if made. */
+static int change(const char *how, int fd, const char *path, volatile uint8_t *p)
+{
+    int other = write_another_way(how, fd, path);
+
+    if (other <= 0) {
+        return other;
+    }
     if (!g_strcmp0(how, "pwrite")) {
         return pwrite(fd, "x", 1, 3 * PSIZE) == 1 ? 0 : -1;
     }
@@ -227,7 +272,7 @@ static int discard_main(const char *ram)
     }
     (void)p[PSIZE]; /* served */
     query_written(g_getenv("HANDOFF_QUERY_SNAP"));
-    if (change(g_getenv("HANDOFF_DISCARD"), fd, p) < 0) {
+    if (change(g_getenv("HANDOFF_DISCARD"), fd, ram, p) < 0) {
         return 11;
     }
     query_written(g_getenv("HANDOFF_QUERY_SNAP"));
@@ -1077,6 +1122,27 @@ static void test_a_pwrite_by_a_tracked_vmm_ends_the_written_list(void **state)
     discard_ends_the_written_list(*state, "pwrite");
 }
 
+/*
+ * Writes into the file through a descriptor or by path that the preload
+ * client had not seen end the list as a pwrite does: a write or writev
+ * after an lseek, sendfile and splice into it, truncate by path and an
+ * open with O_TRUNC.  Found by review: each left a list that the next
+ * restart trusted.
+ */
+static void test_writes_by_descriptor_or_path_by_a_tracked_vmm_end_the_written_list(void **state)
+{
+    static const char *const ways[] = { "write", "writev", "sendfile", "splice", "truncate",
+                                        "open-trunc" };
+
+    for (size_t i = 0; i < G_N_ELEMENTS(ways); i++) {
+        if (i) { /* a restore of its own for each: the last one's list has ended */
+            assert_int_equal(teardown(state), 0);
+            assert_int_equal(setup_tracking(state), 0);
+        }
+        discard_ends_the_written_list(*state, ways[i]);
+    }
+}
+
 static void test_a_collapse_by_a_tracked_vmm_ends_the_written_list(void **state)
 {
     discard_ends_the_written_list(*state, "collapse");
@@ -1686,6 +1752,9 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(
             test_dontneed_by_a_tracked_vmm_ends_the_written_list_at_once, setup_tracking,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_writes_by_descriptor_or_path_by_a_tracked_vmm_end_the_written_list,
+            setup_tracking, teardown),
         cmocka_unit_test_setup_teardown(test_a_pwrite_by_a_tracked_vmm_ends_the_written_list,
                                         setup_tracking, teardown),
         cmocka_unit_test_setup_teardown(test_a_collapse_by_a_tracked_vmm_ends_the_written_list,

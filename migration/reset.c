@@ -1016,8 +1016,10 @@ bool sl_restore_reset(sl_restore *r, sl_reset_stats *out, GError **errp)
     g_autoptr(GArray) rest = g_array_new(false, false, sizeof(sl_run));
     g_autoptr(GArray) empty = g_array_new(false, false, sizeof(sl_run));
     uint64_t t0 = sl_now_ns(), t1;
+    g_autoptr(GMutexLocker) alone = NULL;
 
     SL_ARG(r, errp, false);
+    alone = g_mutex_locker_new(&r->save_reset_lock); /* no save reads what this drops */
     if (!check_reset(r, errp)) {
         return false;
     }

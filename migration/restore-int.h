@@ -187,6 +187,10 @@ struct sl_restore {
      * into the faulting view (fault.c, serve_other); a dropping reset
      * passes it between forgetting its units and dropping them (reset.c). */
     GMutex show_lock;
+    /* Held by sl_restore_reset() and the saves (save.c) for their whole
+     * call, on the caller's thread: one of them at a time.  A save beside
+     * a dropping reset read dropped units of shared memory as holes. */
+    GMutex save_reset_lock;
     bool views_closed;         /* under views_lock: completed or stopped, no view joins */
     bool keep_uffd;            /* caller's thread: our view stayed registered, never close */
     /* Bumped (release) after a view is added; the fault thread (acquire)
@@ -282,6 +286,11 @@ struct sl_restore {
      * guest discarded gets zeros there).  Set before sl_restore_start(). */
     void (*fault_showing)(void *opaque, unsigned region, uint64_t u);
     void *fault_showing_opaque;
+    /* Test hook, NULL in production: called by a full save on the
+     * caller's thread after it found where a run's bytes are and before it
+     * reads them.  Set while no save runs. */
+    void (*save_reading)(void *opaque);
+    void *save_reading_opaque;
 
     uint64_t t_start, t_ready;
     _Atomic uint64_t t_first_fault, t_complete;

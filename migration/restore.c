@@ -52,6 +52,7 @@ sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GErr
     atomic_init(&r->generation, 1);
     g_mutex_init(&r->views_lock);
     g_mutex_init(&r->show_lock);
+    g_mutex_init(&r->save_reset_lock);
     r->ctl_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     r->done_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     atomic_init(&r->status, -EINPROGRESS);
@@ -779,6 +780,7 @@ void sl_restore_free(sl_restore *r)
     g_ptr_array_free(r->regions, true);
     g_mutex_clear(&r->views_lock);
     g_mutex_clear(&r->show_lock);
+    g_mutex_clear(&r->save_reset_lock);
     g_free(r->loaders);
     if (r->uffd >= 0 && !r->keep_uffd) {
         close(r->uffd);

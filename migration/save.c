@@ -25,7 +25,9 @@
  * parent's bytes as well (nobody can write it before its placement), so
  * the answer does not depend on the race.
  * Writers of the memory must be still during the save (a VMM pauses its
- * vCPUs first), as for any save.
+ * vCPUs first), as for any save.  A reset of the same restore waits for
+ * the save, and the save for it (`save_reset_lock`): a reset drops units
+ * the save may have found placed.
  *
  * An incremental (child) save (sl_restore_write_child()) stores only the
  * units written since the restore began or since the last reset, as the
@@ -113,6 +115,9 @@ static bool save_region(sl_restore *r, const sl_region *reg, sl_writer *w, unsig
             n++;
         }
         len = MIN(n * reg->unit, reg->blk->length - off);
+        if (r->save_reading) {
+            r->save_reading(r->save_reading_opaque);
+        }
         ret = read_run(r, reg, u, n, src, buf);
         if (ret < 0) {
             g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block '%s' at 0x%" G_GINT64_MODIFIER
@@ -177,6 +182,25 @@ static bool may_save(const sl_restore *r, GError **errp)
     return true;
 }
 
+/*
+ * Bytes of a save's buffer: a run of SAVE_RUN_BYTES, and at least one unit
+ * of every region and one page of every block, attached or not (found by
+ * review: a block of 2 MiB pages nobody attached was read into a buffer
+ * of 1 MiB).
+ */
+static uint64_t buffer_bytes(const sl_restore *r)
+{
+    uint64_t bytes = MAX(SAVE_RUN_BYTES, r->max_bounce);
+
+    for (guint i = 0; i < r->regions->len; i++) {
+        bytes = MAX(bytes, ((const sl_region *)g_ptr_array_index(r->regions, i))->unit);
+    }
+    for (unsigned b = 0; b < r->snap->nblocks; b++) {
+        bytes = MAX(bytes, r->snap->blocks[b].page_size);
+    }
+    return bytes;
+}
+
 static bool add_blocks(const sl_restore *r, sl_writer *w, GError **errp)
 {
     for (unsigned b = 0; b < r->snap->nblocks; b++) {
@@ -191,21 +215,19 @@ static bool add_blocks(const sl_restore *r, sl_writer *w, GError **errp)
 
 bool sl_restore_write_blocks(sl_restore *r, sl_writer *w, GError **errp)
 {
-    uint64_t bytes;
+    g_autoptr(GMutexLocker) alone = NULL;
     g_autofree uint8_t *buf = NULL;
-    bool ok;
+    uint64_t bytes;
+    bool ok = true;
 
     SL_ARG(r, errp, false);
     SL_ARG(w, errp, false);
-    bytes = MAX(SAVE_RUN_BYTES, r->max_bounce);
+    alone = g_mutex_locker_new(&r->save_reset_lock); /* no reset drops what this reads */
     if (!may_save(r, errp) || !add_blocks(r, w, errp)) {
         return false;
     }
-    for (guint i = 0; i < r->regions->len; i++) {
-        bytes = MAX(bytes, ((const sl_region *)g_ptr_array_index(r->regions, i))->unit);
-    }
+    bytes = buffer_bytes(r);
     buf = g_malloc(bytes);
-    ok = true;
     for (unsigned b = 0; ok && b < r->snap->nblocks; b++) {
         const sl_region *reg = region_of(r, b);
         ok = reg ? save_region(r, reg, w, b, buf, MAX(1, bytes / reg->unit), errp)
@@ -278,12 +300,14 @@ static bool save_written(sl_restore *r, const sl_region *reg, sl_writer *w, unsi
 
 bool sl_restore_write_child(sl_restore *r, sl_writer *w, const char *parent_path, GError **errp)
 {
+    g_autoptr(GMutexLocker) alone = NULL;
     g_autofree uint8_t *buf = NULL;
-    uint64_t bytes = SAVE_RUN_BYTES;
+    uint64_t bytes;
 
     SL_ARG(r, errp, false);
     SL_ARG(w, errp, false);
     SL_ARG(parent_path, errp, false);
+    alone = g_mutex_locker_new(&r->save_reset_lock);
     if (!r->cfg.track_writes) {
         g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "an incremental save needs a restore "
                     "started with config.track_writes");
@@ -293,11 +317,7 @@ bool sl_restore_write_child(sl_restore *r, sl_writer *w, const char *parent_path
         !add_blocks(r, w, errp)) {
         return false;
     }
-    /* At least one page of every block (found by review: a 2 MiB page
-     * was read into a buffer of 1 MiB). */
-    for (unsigned b = 0; b < r->snap->nblocks; b++) {
-        bytes = MAX(bytes, r->snap->blocks[b].page_size);
-    }
+    bytes = buffer_bytes(r);
     buf = g_malloc(bytes);
     for (unsigned b = 0; b < r->snap->nblocks; b++) {
         const sl_region *reg = region_of(r, b);

@@ -793,7 +793,9 @@ GBytes *sl_restore_recorded(const sl_restore *r);
  * vCPUs), then adds its sections (device state) and finishes @w.  Fails on
  * a page the restore refused, on a restore that was stopped before
  * completion or failed, and on a block whose memory only another process
- * maps (anonymous memory served through the daemon).  Since 1.4.
+ * maps (anonymous memory served through the daemon).  Since 1.4.  Since
+ * 1.19, the saves and sl_restore_reset() of one restore exclude each
+ * other: a call made while another runs waits for it.
  */
 bool sl_restore_write_blocks(sl_restore *r, sl_writer *w, GError **errp);
 
@@ -884,7 +886,10 @@ typedef struct {
  * rewrites shows a writer was left running: the reset then fails
  * (SL_ERROR_STATE), and every unit that may differ from the snapshot is
  * listed by sl_restore_written() and brought back by the next reset.
- * @out (may be NULL) says what was dropped.
+ * @out (may be NULL) says what was dropped.  Since 1.19, a reset waits for
+ * a save of @r that runs (sl_restore_write_blocks(),
+ * sl_restore_write_child()), and a save for a reset: a save beside a
+ * dropping reset stored dropped pages of shared memory as zeros.
  */
 bool sl_restore_reset(sl_restore *r, sl_reset_stats *out, GError **errp);
 
@@ -912,6 +917,7 @@ bool sl_restore_written(sl_restore *r, const char *block_name, GArray *runs, GEr
  * refused (SL_ERROR_STATE) once another process has mapped a block during
  * this restore, as sl_restore_written() is (@w is then not to be finished);
  * units listed but not placed yet (or refused) are left to the parent.
+ * Since 1.19, waits for a reset or another save of @r that runs.
  */
 bool sl_restore_write_child(sl_restore *r, sl_writer *w, const char *parent_path,
                             GError **errp);

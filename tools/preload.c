@@ -72,6 +72,7 @@
  * `pending` (atomic) and `guards` (under `glock`: a supervisor thread
  * updates them at DONE while a thread holding `lock` may wait for it).
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -135,9 +136,10 @@ static struct {
     GPtrArray *mappings;          /* pl_mapping *: every mapping handed over */
     int timeout_ms;               /* SNAPLOAD_TIMEOUT_MS */
     /* The file systems the blocks' files live on (the devices of their
-     * directories), to tell without the lock that a write is to no block
-     * (may_write_fd()); written by the constructor only. */
-    dev_t block_devs[MAX_BLOCKS];
+     * directories and of the files found at start), to tell without the
+     * lock that a write is to no block (may_change()); written by the
+     * constructor only. */
+    dev_t block_devs[2 * MAX_BLOCKS]; /* of each block's directory and file */
     unsigned nblock_devs;
     bool block_devs_all;          /* every block file's directory was found */
     /* Mappings handed over whose DONE has not come: a restore still runs.
@@ -357,6 +359,12 @@ static void note_block_devs(void)
             pl.block_devs[pl.nblock_devs++] = st.st_dev;
         } else if (dir) {
             pl.block_devs_all = false;
+        }
+        /* And the file's own, where a symlink or a bind mount puts it on
+         * another file system than its directory (found by review: writes
+         * to it were taken for none of ours). */
+        if (dir && stat(pl.blocks[i].path, &st) == 0) {
+            pl.block_devs[pl.nblock_devs++] = st.st_dev;
         }
     }
 }
@@ -950,6 +958,40 @@ static bool note_untracked_fd(int fd)
     return fstat(fd, &st) < 0 || note_untracked_stat(&st);
 }
 
+/*
+ * The wrapped calls go on to the next definition of their name (libc's),
+ * looked up once: not to the raw system call, which would drop what libc
+ * does around it (a blocking write or open is a cancellation point; found
+ * by review: pthread_cancel no longer ended them in any process run with
+ * this library).  Each slot is written once with the same value: relaxed
+ * would do, acquire/release keeps a reader from a half-made lookup.
+ */
+typedef void *_Atomic fn_slot;
+
+static struct {
+    fn_slot fallocate, write, writev, sendfile, splice, truncate, openat, open, __open_2,
+        __openat_2, fopen, freopen, fdopen, pwrite, pwritev, pwritev2, copy_file_range,
+        ftruncate, sendmsg, sendmmsg;
+} next_fns;
+
+/* The next definition of @name, looked up into *@slot the first time. */
+static void *next_fn(fn_slot *slot, const char *name)
+{
+    void *f = atomic_load_explicit(slot, memory_order_acquire);
+
+    if (!f) {
+        f = dlsym(RTLD_NEXT, name);
+        if (!f) {
+            die("no definition of %s after this library: %s", name, dlerror());
+        }
+        atomic_store_explicit(slot, f, memory_order_release);
+    }
+    return f;
+}
+
+/* The libc function our wrapper @name stands in front of, typed as ours. */
+#define NEXT(name) ((__typeof__(&name))next_fn(&next_fns.name, #name))
+
 /* fallocate modes that leave a file's data as it is: allocation alone. */
 #define FALLOC_KEEPS_DATA(mode) (((mode) & ~FALLOC_FL_KEEP_SIZE) == 0)
 
@@ -961,7 +1003,7 @@ int fallocate(int fd, int mode, off_t off, off_t len)
     if (pl.active && pl.track && !FALLOC_KEEPS_DATA(mode) && !note_untracked_fd(fd)) {
         return -1;
     }
-    return (int)syscall(SYS_fallocate, fd, mode, off, len);
+    return NEXT(fallocate)(fd, mode, off, len);
 }
 
 /** fallocate64: the same. */
@@ -1018,21 +1060,21 @@ static bool may_change_path(int dirfd, const char *path)
 __attribute__((visibility("default")))
 ssize_t write(int fd, const void *buf, size_t n)
 {
-    return may_write_fd(fd) ? syscall(SYS_write, fd, buf, n) : -1;
+    return may_write_fd(fd) ? NEXT(write)(fd, buf, n) : -1;
 }
 
 /** writev: the same. */
 __attribute__((visibility("default")))
 ssize_t writev(int fd, const struct iovec *iov, int cnt)
 {
-    return may_write_fd(fd) ? syscall(SYS_writev, fd, iov, cnt) : -1;
+    return may_write_fd(fd) ? NEXT(writev)(fd, iov, cnt) : -1;
 }
 
 /** sendfile: the libc call, after may_write_fd() of the file written. */
 __attribute__((visibility("default")))
 ssize_t sendfile(int out, int in, off_t *off, size_t n)
 {
-    return may_write_fd(out) ? syscall(SYS_sendfile, out, in, off, n) : -1;
+    return may_write_fd(out) ? NEXT(sendfile)(out, in, off, n) : -1;
 }
 
 /** sendfile64: the same. */
@@ -1046,14 +1088,14 @@ ssize_t sendfile64(int out, int in, off_t *off, size_t n)
 __attribute__((visibility("default")))
 ssize_t splice(int in, off_t *in_off, int out, off_t *out_off, size_t n, unsigned int flags)
 {
-    return may_write_fd(out) ? syscall(SYS_splice, in, in_off, out, out_off, n, flags) : -1;
+    return may_write_fd(out) ? NEXT(splice)(in, in_off, out, out_off, n, flags) : -1;
 }
 
 /** truncate: the libc call, after may_change_path(). */
 __attribute__((visibility("default")))
 int truncate(const char *path, off_t len)
 {
-    return may_change_path(AT_FDCWD, path) ? (int)syscall(SYS_truncate, path, len) : -1;
+    return may_change_path(AT_FDCWD, path) ? NEXT(truncate)(path, len) : -1;
 }
 
 /** truncate64: the same. */
@@ -1084,7 +1126,7 @@ int openat(int dirfd, const char *path, int flags, ...)
     if ((flags & O_TRUNC) && !may_change_path(dirfd, path)) {
         return -1;
     }
-    return (int)syscall(SYS_openat, dirfd, path, flags, mode);
+    return NEXT(openat)(dirfd, path, flags, mode);
 }
 
 /** open, open64, openat64, creat, creat64: as openat(). */
@@ -1094,7 +1136,10 @@ int open(const char *path, int flags, ...)
     mode_t mode = 0;
 
     OPEN_MODE(flags, mode);
-    return openat(AT_FDCWD, path, flags, mode);
+    if ((flags & O_TRUNC) && !may_change_path(AT_FDCWD, path)) {
+        return -1;
+    }
+    return NEXT(open)(path, flags, mode);
 }
 
 __attribute__((visibility("default")))
@@ -1103,7 +1148,7 @@ int open64(const char *path, int flags, ...)
     mode_t mode = 0;
 
     OPEN_MODE(flags, mode);
-    return openat(AT_FDCWD, path, flags, mode);
+    return open(path, flags, mode);
 }
 
 __attribute__((visibility("default")))
@@ -1118,7 +1163,7 @@ int openat64(int dirfd, const char *path, int flags, ...)
 __attribute__((visibility("default")))
 int creat(const char *path, mode_t mode)
 {
-    return openat(AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, mode);
+    return open(path, O_CREAT | O_WRONLY | O_TRUNC, mode);
 }
 
 __attribute__((visibility("default")))
@@ -1127,11 +1172,103 @@ int creat64(const char *path, mode_t mode)
     return creat(path, mode);
 }
 
+/*
+ * What -D_FORTIFY_SOURCE makes of an open whose flags the compiler cannot
+ * see (QEMU imports __open64_2): as open() and openat(), without a mode.
+ * Found by review: an O_TRUNC through them went unseen.
+ */
+int __open_2(const char *path, int flags);
+int __open64_2(const char *path, int flags);
+int __openat_2(int dirfd, const char *path, int flags);
+int __openat64_2(int dirfd, const char *path, int flags);
+
+__attribute__((visibility("default")))
+int __open_2(const char *path, int flags)
+{
+    if ((flags & O_TRUNC) && !may_change_path(AT_FDCWD, path)) {
+        return -1;
+    }
+    return NEXT(__open_2)(path, flags);
+}
+
+__attribute__((visibility("default")))
+int __open64_2(const char *path, int flags)
+{
+    return __open_2(path, flags);
+}
+
+__attribute__((visibility("default")))
+int __openat_2(int dirfd, const char *path, int flags)
+{
+    if ((flags & O_TRUNC) && !may_change_path(dirfd, path)) {
+        return -1;
+    }
+    return NEXT(__openat_2)(dirfd, path, flags);
+}
+
+__attribute__((visibility("default")))
+int __openat64_2(int dirfd, const char *path, int flags)
+{
+    return __openat_2(dirfd, path, flags);
+}
+
+/* Whether stdio @mode lets the stream write ("w", "a" or "+"). */
+static bool writable_mode(const char *mode)
+{
+    return mode && strpbrk(mode, "wa+") != NULL;
+}
+
+/*
+ * stdio: a stream writes with libc's own calls, which no wrapper sees, so
+ * a block's file opened (or a descriptor of it wrapped) for writing is
+ * taken as changed at once.  Found by review: fopen(block, "r+") and a
+ * fputc changed it unseen.
+ */
+__attribute__((visibility("default")))
+FILE *fopen(const char *path, const char *mode)
+{
+    if (writable_mode(mode) && !may_change_path(AT_FDCWD, path)) {
+        return NULL;
+    }
+    return NEXT(fopen)(path, mode);
+}
+
+__attribute__((visibility("default")))
+FILE *fopen64(const char *path, const char *mode)
+{
+    return fopen(path, mode);
+}
+
+__attribute__((visibility("default")))
+FILE *freopen(const char *path, const char *mode, FILE *stream)
+{
+    if (writable_mode(mode) && !(path ? may_change_path(AT_FDCWD, path)
+                                      : may_write_fd(fileno(stream)))) {
+        return NULL;
+    }
+    return NEXT(freopen)(path, mode, stream);
+}
+
+__attribute__((visibility("default")))
+FILE *freopen64(const char *path, const char *mode, FILE *stream)
+{
+    return freopen(path, mode, stream);
+}
+
+__attribute__((visibility("default")))
+FILE *fdopen(int fd, const char *mode)
+{
+    if (writable_mode(mode) && !may_write_fd(fd)) {
+        return NULL;
+    }
+    return NEXT(fdopen)(fd, mode);
+}
+
 /** pwrite: the libc call, after may_write_fd(). */
 __attribute__((visibility("default")))
 ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
 {
-    return may_write_fd(fd) ? syscall(SYS_pwrite64, fd, buf, n, off) : -1;
+    return may_write_fd(fd) ? NEXT(pwrite)(fd, buf, n, off) : -1;
 }
 
 /** pwrite64: the same. */
@@ -1145,14 +1282,14 @@ ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off)
 __attribute__((visibility("default")))
 ssize_t pwritev2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
 {
-    return may_write_fd(fd) ? syscall(SYS_pwritev2, fd, iov, cnt, (long)off, 0L, flags) : -1;
+    return may_write_fd(fd) ? NEXT(pwritev2)(fd, iov, cnt, off, flags) : -1;
 }
 
 /** pwritev, pwritev64, pwritev64v2: the same. */
 __attribute__((visibility("default")))
 ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
 {
-    return may_write_fd(fd) ? syscall(SYS_pwritev, fd, iov, cnt, (long)off, 0L) : -1;
+    return may_write_fd(fd) ? NEXT(pwritev)(fd, iov, cnt, off) : -1;
 }
 
 __attribute__((visibility("default")))
@@ -1172,15 +1309,14 @@ __attribute__((visibility("default")))
 ssize_t copy_file_range(int in, off_t *in_off, int out, off_t *out_off, size_t n,
                         unsigned flags)
 {
-    return may_write_fd(out) ? syscall(SYS_copy_file_range, in, in_off, out, out_off, n, flags)
-                             : -1;
+    return may_write_fd(out) ? NEXT(copy_file_range)(in, in_off, out, out_off, n, flags) : -1;
 }
 
 /** ftruncate: the libc call, after may_write_fd(). */
 __attribute__((visibility("default")))
 int ftruncate(int fd, off_t len)
 {
-    return may_write_fd(fd) ? (int)syscall(SYS_ftruncate, fd, len) : -1;
+    return may_write_fd(fd) ? NEXT(ftruncate)(fd, len) : -1;
 }
 
 /** ftruncate64: the same. */
@@ -1452,7 +1588,7 @@ ssize_t sendmsg(int sock, const struct msghdr *msg, int flags)
     if (checks_sends() && !check_msg(sock, msg)) {
         return -1;
     }
-    return syscall(SYS_sendmsg, sock, msg, flags);
+    return NEXT(sendmsg)(sock, msg, flags);
 }
 
 /**
@@ -1469,5 +1605,5 @@ int sendmmsg(int sock, struct mmsghdr *vec, unsigned int vlen, int flags)
             }
         }
     }
-    return syscall(SYS_sendmmsg, sock, vec, vlen, flags);
+    return NEXT(sendmmsg)(sock, vec, vlen, flags);
 }

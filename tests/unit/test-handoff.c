@@ -34,6 +34,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -54,6 +55,8 @@
 #include "migration/vmas.h"
 #include "tools/client.h"
 #include "tools/preload-guard.h"
+
+int __open_2(const char *path, int flags); /* glibc's, for fortified callers */
 
 #define LEN (4u << 20)
 #define PSIZE 4096u
@@ -167,9 +170,10 @@ static void settle(volatile uint8_t *p)
 
 /* A write of one byte at page 3 of file @fd in the way @how names ("write"
  * after an lseek, "writev", "sendfile", "splice"), or by path @path
- * ("truncate" to its size, "open-trunc": an open with O_TRUNC, then the
- * size given back behind the preload client's back): 0 if made, 1 if
- * @how is none of these. */
+ * ("truncate" to its size; "open-trunc", "open2-trunc": an open or a
+ * fortified open with O_TRUNC, then the size given back behind the preload
+ * client's back; "stdio": fopen "r+" and a fputc): 0 if made, 1 if @how
+ * is none of these. */
 static int write_another_way(const char *how, int fd, const char *path)
 {
     struct iovec iov = { .iov_base = "x", .iov_len = 1 };
@@ -197,6 +201,15 @@ static int write_another_way(const char *how, int fd, const char *path)
     if (!g_strcmp0(how, "open-trunc")) {
         t = open(path, O_RDWR | O_TRUNC);
         return t >= 0 && syscall(SYS_ftruncate, t, (long)LEN) == 0 ? 0 : -1;
+    }
+    if (!g_strcmp0(how, "open2-trunc")) { /* what _FORTIFY_SOURCE makes of open(path, flags) */
+        t = __open_2(path, O_RDWR | O_TRUNC);
+        return t >= 0 && syscall(SYS_ftruncate, t, (long)LEN) == 0 ? 0 : -1;
+    }
+    if (!g_strcmp0(how, "stdio")) { /* libc's own open and write inside */
+        FILE *fp = fopen(path, "r+");
+        return fp && fseek(fp, at, SEEK_SET) == 0 && fputc('x', fp) == 'x' &&
+               fclose(fp) == 0 ? 0 : -1;
     }
     return 1;
 }
@@ -460,6 +473,55 @@ static int send_over_main(const char *ram, const char *kind, const char *path)
     if (send_fd(sv[0], fd, to_path ? &a : NULL, !strcmp(kind, "dgram-mmsg"))) {
         printf("sent\n");
     }
+    return 0;
+}
+
+/* A thread that writes into pipe @opaque until the write blocks. */
+static void *fill_pipe(void *opaque)
+{
+    static const char junk[4096];
+
+    for (;;) {
+        (void)!write(*(int *)opaque, junk, sizeof(junk));
+    }
+    return NULL;
+}
+
+/* A thread that opens FIFO @opaque for writing: it blocks, no reader. */
+static void *open_fifo(void *opaque)
+{
+    (void)!open(opaque, O_WRONLY);
+    return NULL;
+}
+
+/* Starts @fn(@arg), lets it block, cancels it: whether it ended within 5 s. */
+static bool cancels(void *(*fn)(void *), void *arg)
+{
+    pthread_t t;
+    struct timespec by;
+
+    if (pthread_create(&t, NULL, fn, arg) != 0) {
+        return false;
+    }
+    g_usleep(100 * 1000);
+    pthread_cancel(t);
+    clock_gettime(CLOCK_REALTIME, &by);
+    by.tv_sec += 5;
+    return pthread_timedjoin_np(t, NULL, &by) == 0;
+}
+
+/* Prints whether a write blocked on a full pipe and an open blocked on a
+ * FIFO (at @fifo) end when their threads are cancelled. */
+static int cancel_main(const char *fifo)
+{
+    int p[2];
+
+    if (pipe(p) < 0 || mkfifo(fifo, 0600) < 0) {
+        return 10;
+    }
+    printf("write: %s\n", cancels(fill_pipe, &p[1]) ? "cancelled" : "not cancelled");
+    printf("open: %s\n", cancels(open_fifo, (void *)fifo) ? "cancelled" : "not cancelled");
+    unlink(fifo);
     return 0;
 }
 
@@ -1125,21 +1187,39 @@ static void test_a_pwrite_by_a_tracked_vmm_ends_the_written_list(void **state)
 /*
  * Writes into the file through a descriptor or by path that the preload
  * client had not seen end the list as a pwrite does: a write or writev
- * after an lseek, sendfile and splice into it, truncate by path and an
- * open with O_TRUNC.  Found by review: each left a list that the next
- * restart trusted.
+ * after an lseek, sendfile and splice into it, truncate by path, an open
+ * (plain or fortified) with O_TRUNC, a stdio stream opened for writing,
+ * and a pwrite to the block's file named by a symlink from another file
+ * system.  Found by review: each left a list that the next restart
+ * trusted.
  */
 static void test_writes_by_descriptor_or_path_by_a_tracked_vmm_end_the_written_list(void **state)
 {
     static const char *const ways[] = { "write", "writev", "sendfile", "splice", "truncate",
-                                        "open-trunc" };
+                                        "open-trunc", "open2-trunc", "stdio", "symlink" };
 
     for (size_t i = 0; i < G_N_ELEMENTS(ways); i++) {
+        fixture *f;
+        char *real;
+        g_autofree char *link = NULL;
+
         if (i) { /* a restore of its own for each: the last one's list has ended */
             assert_int_equal(teardown(state), 0);
             assert_int_equal(setup_tracking(state), 0);
         }
-        discard_ends_the_written_list(*state, ways[i]);
+        f = *state;
+        if (strcmp(ways[i], "symlink")) {
+            discard_ends_the_written_list(f, ways[i]);
+            continue;
+        }
+        /* A pwrite to the block, named by a symlink on another file system. */
+        real = f->ram;
+        link = g_build_filename(f->dir, "ram-link", NULL);
+        assert_int_equal(symlink(real, link), 0);
+        f->ram = link;
+        discard_ends_the_written_list(f, "pwrite");
+        f->ram = real;
+        unlink(link);
     }
 }
 
@@ -1348,6 +1428,31 @@ static void test_guest_ram_sent_over_a_datagram_socket_is_refused(void **state)
     expect_refused_over(f, NULL, "dgram-pair", path);
     close(s);
     unlink(path);
+}
+
+/*
+ * The calls the preload client wraps stay what libc makes them: a write
+ * or an open blocked in the kernel ends when its thread is cancelled, in
+ * a process the client is active in.  Found by review: the wrappers made
+ * the raw system call, which is no cancellation point, and the cancelled
+ * threads never ended.
+ */
+static void test_blocked_calls_stay_cancellation_points_under_the_client(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_autofree char *fifo = g_build_filename(f->dir, "fifo", NULL);
+    g_autofree char *out = NULL, *err = NULL;
+    g_auto(GStrv) env = preloaded_env("b0", f->ram, f->sock, 0);
+    const char *argv[] = { self, "cancel", fifo, NULL };
+    int st = -1;
+
+    need_preload();
+    assert_true(g_spawn_sync(NULL, (char **)argv, env, 0, NULL, NULL, &out, &err, &st, NULL));
+    if (!g_spawn_check_wait_status(st, NULL) || !strstr(out, "write: cancelled\n") ||
+        !strstr(out, "open: cancelled\n")) {
+        fail_msg("cancelling blocked calls: status %d, stdout: %s, stderr: %s", st, out, err);
+    }
 }
 
 /*
@@ -1721,6 +1826,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_guest_ram_sent_over_a_datagram_socket_is_refused,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
+            test_blocked_calls_stay_cancellation_points_under_the_client, setup, teardown),
+        cmocka_unit_test_setup_teardown(
             test_a_malformed_control_message_is_refused_by_the_kernel_not_overread, setup,
             teardown),
         cmocka_unit_test_setup_teardown(
@@ -1807,6 +1914,9 @@ int main(int argc, char **argv)
     }
     if (argc == 5 && !strcmp(argv[1], "send-over")) {
         return send_over_main(argv[2], argv[3], argv[4]);
+    }
+    if (argc == 3 && !strcmp(argv[1], "cancel")) {
+        return cancel_main(argv[2]);
     }
     if (argc == 3 && !strcmp(argv[1], "fork-first")) {
         return fork_first_main(argv[2]);

@@ -72,6 +72,7 @@
  * `pending` (atomic) and `guards` (under `glock`: a supervisor thread
  * updates them at DONE while a thread holding `lock` may wait for it).
  */
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -83,6 +84,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -1487,26 +1492,15 @@ static void refuse_handoff(const pl_block *b, pid_t pid)
 }
 
 /*
- * Dies if @fd is a block's file and the receiver of @sock would not
- * register it (or cannot be told to); false (errno EIO) if the hand-off
- * must not happen because the daemon did not take note that no list will
- * show the receiver's writes.
+ * Dies if block @b would reach process @pid (0: one that cannot be named)
+ * and that process would not register it; false (errno EIO) if the
+ * hand-off must not happen because the daemon did not take note that no
+ * list will show the receiver's writes.
  */
-static bool check_handoff(int sock, int fd)
+static bool check_receiver(pl_block *b, pid_t pid)
 {
-    pid_t pid = 0;
-    receiver who;
-    bool registers;
-    pl_block *b;
+    bool registers = pid > 0 && peer_registers(pid, b);
 
-    pthread_mutex_lock(&pl.lock);
-    b = match_block(fd);
-    pthread_mutex_unlock(&pl.lock);
-    who = b ? receiver_of(sock, &pid) : RECEIVER_NONE;
-    if (who == RECEIVER_NONE || pid == getpid()) {
-        return true; /* no block, nobody else, or a send the kernel refuses */
-    }
-    registers = who == RECEIVER_KNOWN && peer_registers(pid, b);
     if (registers && (!pl.track || peer_tracks(pid))) {
         return true;
     }
@@ -1523,6 +1517,146 @@ static bool check_handoff(int sock, int fd)
         return ok;
     }
     refuse_handoff(b, pid);
+}
+
+/* The inode of the unix socket at the other end of @sock (sock_diag), or
+ * 0 if it cannot be told. */
+static uint64_t peer_inode(int sock)
+{
+    struct {
+        struct nlmsghdr h;
+        struct unix_diag_req r;
+    } q = { .h = { .nlmsg_len = sizeof(q), .nlmsg_type = SOCK_DIAG_BY_FAMILY,
+                   .nlmsg_flags = NLM_F_REQUEST },
+            .r = { .sdiag_family = AF_UNIX, .udiag_states = ~0u, .udiag_show = UDIAG_SHOW_PEER,
+                   .udiag_cookie = { ~0u, ~0u } } };
+    union {
+        struct nlmsghdr h;
+        char b[1024];
+    } a;
+    struct stat st;
+    uint64_t peer = 0;
+    ssize_t n = 0;
+    int nl;
+
+    if (fstat(sock, &st) < 0 ||
+        (nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG)) < 0) {
+        return 0;
+    }
+    q.r.udiag_ino = (uint32_t)st.st_ino;
+    if (send(nl, &q, sizeof(q), 0) == (ssize_t)sizeof(q)) {
+        n = recv(nl, &a, sizeof(a), MSG_DONTWAIT); /* answered within the send */
+    }
+    if (n > 0 && NLMSG_OK(&a.h, (size_t)n) && a.h.nlmsg_type == SOCK_DIAG_BY_FAMILY &&
+        a.h.nlmsg_len >= NLMSG_LENGTH(sizeof(struct unix_diag_msg))) {
+        int len = (int)(a.h.nlmsg_len - NLMSG_LENGTH(sizeof(struct unix_diag_msg)));
+        struct rtattr *at = (struct rtattr *)((struct unix_diag_msg *)NLMSG_DATA(&a.h) + 1);
+
+        for (; RTA_OK(at, len); at = RTA_NEXT(at, len)) {
+            if (at->rta_type == UNIX_DIAG_PEER && RTA_PAYLOAD(at) >= sizeof(uint32_t)) {
+                uint32_t v;
+                memcpy(&v, RTA_DATA(at), sizeof(v));
+                peer = v;
+            }
+        }
+    }
+    close(nl);
+    return peer;
+}
+
+/* 1 if process @pid holds a descriptor whose link reads @want, 0 if not
+ * (or it is gone), -1 if its descriptors cannot be read. */
+static int holds(pid_t pid, const char *want)
+{
+    g_autofree char *dir = g_strdup_printf("/proc/%d/fd", (int)pid);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int found = 0;
+
+    if (!d) {
+        return errno == ENOENT ? 0 : -1;
+    }
+    while (!found && (e = readdir(d))) {
+        g_autofree char *link = g_strdup_printf("%s/%s", dir, e->d_name);
+        char target[64];
+        ssize_t n = readlink(link, target, sizeof(target) - 1);
+
+        if (n > 0) {
+            target[n] = '\0';
+            found = strcmp(target, want) == 0;
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+/* The processes but this one that hold socket inode @ino, into @pids;
+ * false if some process's descriptors cannot be read (not root). */
+static bool holders_of(uint64_t ino, GArray *pids)
+{
+    g_autofree char *want = g_strdup_printf("socket:[%" G_GUINT64_FORMAT "]", ino);
+    DIR *proc = opendir("/proc");
+    struct dirent *e;
+    bool all = proc != NULL;
+
+    while (all && (e = readdir(proc))) {
+        char *end;
+        pid_t pid = (pid_t)strtol(e->d_name, &end, 10);
+        int h;
+
+        if (pid <= 0 || *end || pid == getpid()) {
+            continue;
+        }
+        h = holds(pid, want);
+        all = h >= 0;
+        if (h > 0) {
+            g_array_append_val(pids, pid);
+        }
+    }
+    if (proc) {
+        closedir(proc);
+    }
+    return all;
+}
+
+/*
+ * Dies if @fd is a block's file and the receiver of @sock would not
+ * register it (or cannot be told to); false (errno EIO) as
+ * check_receiver().
+ */
+static bool check_handoff(int sock, int fd)
+{
+    g_autoptr(GArray) pids = NULL;
+    pid_t pid = 0;
+    receiver who;
+    uint64_t peer;
+    pl_block *b;
+
+    pthread_mutex_lock(&pl.lock);
+    b = match_block(fd);
+    pthread_mutex_unlock(&pl.lock);
+    who = b ? receiver_of(sock, &pid) : RECEIVER_NONE;
+    if (who == RECEIVER_NONE) {
+        return true; /* no block, or a send the kernel refuses */
+    }
+    if (who != RECEIVER_KNOWN || pid != getpid()) {
+        return check_receiver(b, who == RECEIVER_KNOWN ? pid : 0);
+    }
+    /* SO_PEERCRED names this process: the other end is one of a pair it
+     * made, or of a connection to itself, and may have gone to a child
+     * since (found by review: a child that exec'd a plain program read
+     * holes as zeros).  Whoever holds that end now receives. */
+    pids = g_array_new(false, false, sizeof(pid_t));
+    peer = peer_inode(sock);
+    if (!peer || !holders_of(peer, pids)) {
+        return check_receiver(b, 0);
+    }
+    for (guint i = 0; i < pids->len; i++) {
+        if (!check_receiver(b, g_array_index(pids, pid_t, i))) {
+            return false;
+        }
+    }
+    return true; /* the other end is still this process's alone */
 }
 
 /*

@@ -444,12 +444,48 @@ static int send_overlong(int sock, const struct sockaddr_un *to)
 }
 
 /*
+ * Sends @fd over one end of a stream socket pair whose other end this
+ * process keeps (@child false) or gave to a child that exec'd cat (as its
+ * stdin), sent only once the exec happened.  Prints "sent" if the call
+ * took it.
+ */
+static int send_over_pair(int fd, bool child)
+{
+    int sv[2], exec_seen[2];
+    char byte;
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ||
+        pipe2(exec_seen, O_CLOEXEC) < 0) {
+        return 11;
+    }
+    if (child) {
+        pid_t kid = fork();
+
+        if (kid == 0) {
+            dup2(sv[1], 0);
+            execlp("cat", "cat", (char *)NULL);
+            _exit(127);
+        }
+        close(sv[1]);
+        close(exec_seen[1]);
+        if (kid < 0 || read(exec_seen[0], &byte, 1) != 0) { /* EOF: the exec closed it */
+            return 12;
+        }
+    }
+    if (send_fd(sv[0], fd, NULL, false)) {
+        printf("sent\n");
+    }
+    return 0;
+}
+
+/*
  * Maps block b0 (@ram: the preload client registers it) and sends its file
  * over a unix socket of @kind: "dgram", an unconnected datagram socket, to
  * the one bound at @path; "dgram-pair", one end of a datagram pair, to the
  * other; "stream", connected to @path; "dgram-mmsg", as "dgram" but with
  * sendmmsg.  Prints "sent" if the call took it.  "overlong" sends, as
- * "dgram", a malformed message instead (send_overlong()).
+ * "dgram", a malformed message instead (send_overlong()); "pair-to-self"
+ * and "pair-to-child" over a socket pair (send_over_pair()).
  */
 static int send_over_main(const char *ram, const char *kind, const char *path)
 {
@@ -469,6 +505,9 @@ static int send_over_main(const char *ram, const char *kind, const char *path)
     }
     if (!strcmp(kind, "overlong")) {
         return send_overlong(sv[0], &a);
+    }
+    if (g_str_has_prefix(kind, "pair-to-")) {
+        return send_over_pair(fd, !strcmp(kind, "pair-to-child"));
     }
     if (send_fd(sv[0], fd, to_path ? &a : NULL, !strcmp(kind, "dgram-mmsg"))) {
         printf("sent\n");
@@ -1431,6 +1470,39 @@ static void test_guest_ram_sent_over_a_datagram_socket_is_refused(void **state)
 }
 
 /*
+ * Guest RAM sent over a socket pair whose other end went to a child that
+ * exec'd a plain program is refused, naming the child: SO_PEERCRED names
+ * the pair's maker, this process, whoever holds the other end now (found
+ * by review: it went through as a send to itself, and the child read holes
+ * as zeros).  Sent over a pair whose ends this process keeps, it goes.
+ */
+static void test_guest_ram_sent_over_a_socket_pair_reaches_only_who_holds_the_other_end(
+    void **state)
+{
+    fixture *f = *state;
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_autofree char *out = NULL, *err = NULL, *out2 = NULL, *err2 = NULL;
+    g_auto(GStrv) env = preloaded_env("b0", f->ram, f->sock, 0);
+    const char *to_child[] = { self, "send-over", f->ram, "pair-to-child", "-", NULL };
+    const char *to_self[] = { self, "send-over", f->ram, "pair-to-self", "-", NULL };
+    int st = -1, st2 = -1;
+
+    need_preload();
+    assert_true(g_spawn_sync(NULL, (char **)to_child, env, 0, NULL, NULL, &out, &err, &st, NULL));
+    if (g_spawn_check_wait_status(st, NULL) || strstr(out, "sent") ||
+        !strstr(err, "refusing to hand guest RAM block 'b0'") || !strstr(err, "(cat)")) {
+        fail_msg("guest RAM over a pair to a child: status %d, stdout: %s, stderr: %s", st, out,
+                 err);
+    }
+    assert_true(g_spawn_sync(NULL, (char **)to_self, env, 0, NULL, NULL, &out2, &err2, &st2,
+                             NULL));
+    if (!g_spawn_check_wait_status(st2, NULL) || !strstr(out2, "sent\n")) {
+        fail_msg("guest RAM over a pair to itself: status %d, stdout: %s, stderr: %s", st2, out2,
+                 err2);
+    }
+}
+
+/*
  * The calls the preload client wraps stay what libc makes them: a write
  * or an open blocked in the kernel ends when its thread is cancelled, in
  * a process the client is active in.  Found by review: the wrappers made
@@ -1825,6 +1897,9 @@ int main(int argc, char **argv)
             test_guest_ram_is_refused_to_a_peer_set_up_for_another_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_guest_ram_sent_over_a_datagram_socket_is_refused,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_guest_ram_sent_over_a_socket_pair_reaches_only_who_holds_the_other_end, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(
             test_blocked_calls_stay_cancellation_points_under_the_client, setup, teardown),
         cmocka_unit_test_setup_teardown(

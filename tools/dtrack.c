@@ -8,6 +8,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/statfs.h>
+#include <sys/sysmacros.h>
+#include <linux/magic.h>
 #include <unistd.h>
 #include "dtrack.h"
 #include "written.h"
@@ -188,11 +192,92 @@ static bool swap_active(void)
     return n > 1; /* a header, then one line per swap area */
 }
 
+/* The value in brackets of THP knob @path ("always [never] ..."), or NULL. */
+static char *thp_setting(const char *path)
+{
+    g_autofree char *text = NULL;
+    const char *open_b, *close_b;
+
+    if (!g_file_get_contents(path, &text, NULL, NULL) || !(open_b = strchr(text, '[')) ||
+        !(close_b = strchr(open_b, ']'))) {
+        return NULL;
+    }
+    return g_strndup(open_b + 1, (gsize)(close_b - open_b - 1));
+}
+
+/* The huge= option of the tmpfs mount of device @dev: "never" when it has
+ * none, NULL when no mount has that device (the kernel's own, of memfds). */
+static char *mount_huge(dev_t dev)
+{
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    g_autofree char *want = g_strdup_printf(" %u:%u ", major(dev), minor(dev));
+
+    if (!g_file_get_contents("/proc/self/mountinfo", &text, NULL, NULL)) {
+        return NULL;
+    }
+    lines = g_strsplit(text, "\n", -1);
+    for (char **l = lines; *l; l++) {
+        const char *huge = strstr(*l, ",huge=");
+        if (!strstr(*l, want)) {
+            continue;
+        }
+        if (!huge) {
+            return g_strdup("never");
+        }
+        huge += strlen(",huge=");
+        return g_strndup(huge, strcspn(huge, ", "));
+    }
+    return NULL;
+}
+
+/*
+ * Why the shmem file @fd may have its pages collapsed into a huge page
+ * behind our back, or NULL.  A collapse (khugepaged, or MADV_COLLAPSE in a
+ * process we do not run in) unmaps the small pages from every mapping, and
+ * a written page's entry goes with them: no scan lists it (found by
+ * review: a page written, then collapsed, was kept by the next restart).
+ * The top-level shmem_enabled forces or denies for every tmpfs; else a
+ * mounted tmpfs follows its huge= option, and the kernel's own mount
+ * (memfds) shmem_enabled.
+ */
+static const char *collapse_risk(int fd)
+{
+    g_autofree char *top = thp_setting("/sys/kernel/mm/transparent_hugepage/shmem_enabled");
+    g_autofree char *huge = NULL;
+    struct statfs sfs;
+    struct stat st;
+
+    if (fstatfs(fd, &sfs) < 0 || fstat(fd, &st) < 0) {
+        return "its file system cannot be told";
+    }
+    if (sfs.f_type != TMPFS_MAGIC || (top && !strcmp(top, "deny"))) {
+        return NULL; /* hugetlbfs pages are whole already */
+    }
+    if (top && !strcmp(top, "force")) {
+        return "shmem_enabled is 'force': the kernel may collapse its pages into huge "
+               "pages, which drops the trace of a write";
+    }
+    huge = mount_huge(st.st_dev);
+    if (huge ? strcmp(huge, "never") != 0 : (!top || strcmp(top, "never") != 0)) {
+        return huge ? "its tmpfs is mounted with huge= other than never: the kernel may "
+                      "collapse its pages into huge pages, which drops the trace of a write"
+                    : "shmem_enabled is not 'never': the kernel may collapse its pages into "
+                      "huge pages, which drops the trace of a write";
+    }
+    return NULL;
+}
+
 /* Why block @b gets no list, or NULL. */
 static const char *no_list(const dt_block *b, bool complete, bool swaps)
 {
+    const char *risk;
+
     if (!complete) {
         return "the restore did not complete";
+    }
+    if ((risk = collapse_risk(b->memfd)) != NULL) {
+        return risk;
     }
     if (b->untracked) {
         return b->untracked;
@@ -219,6 +304,8 @@ uint64_t *sl_dtrack_written_now(sl_dtrack *t, unsigned idx, const sl_dtrack_map 
         *why = "a tracked mapping of it is not accounted for";
     } else if (!*why && swap_active()) {
         *why = "the host swaps (a swapped-out page leaves no trace)";
+    } else if (!*why && b->memfd >= 0) { /* khugepaged leaves write-protected anon alone */
+        *why = collapse_risk(b->memfd);
     }
     if (*why) {
         g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "%s", *why);

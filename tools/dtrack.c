@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <linux/magic.h>
@@ -205,30 +206,55 @@ static char *thp_setting(const char *path)
     return g_strndup(open_b + 1, (gsize)(close_b - open_b - 1));
 }
 
-/* The huge= option of the tmpfs mount of device @dev: "never" when it has
- * none, NULL when no mount has that device (the kernel's own, of memfds). */
+/* The huge= value in mount options @opts ("never" without one). */
+static char *huge_option(const char *opts)
+{
+    g_auto(GStrv) items = g_strsplit(opts, ",", -1);
+
+    for (char **i = items; *i; i++) {
+        if (g_str_has_prefix(*i, "huge=")) {
+            return g_strdup(*i + strlen("huge="));
+        }
+    }
+    return g_strdup("never");
+}
+
+/* The huge= option of the mount of device @dev in this mount namespace
+ * (its super options, after " - " in mountinfo), or NULL if none has it. */
 static char *mount_huge(dev_t dev)
 {
     g_autofree char *text = NULL;
+    g_autofree char *want = g_strdup_printf("%u:%u", major(dev), minor(dev));
     g_auto(GStrv) lines = NULL;
-    g_autofree char *want = g_strdup_printf(" %u:%u ", major(dev), minor(dev));
 
     if (!g_file_get_contents("/proc/self/mountinfo", &text, NULL, NULL)) {
         return NULL;
     }
     lines = g_strsplit(text, "\n", -1);
     for (char **l = lines; *l; l++) {
-        const char *huge = strstr(*l, ",huge=");
-        if (!strstr(*l, want)) {
-            continue;
+        g_auto(GStrv) head = g_strsplit(*l, " ", 4);
+        const char *sep = strstr(*l, " - ");
+        g_auto(GStrv) tail = sep ? g_strsplit(sep + 3, " ", 3) : NULL;
+
+        if (g_strv_length(head) >= 3 && !strcmp(head[2], want) && tail &&
+            g_strv_length(tail) == 3) {
+            return huge_option(tail[2]);
         }
-        if (!huge) {
-            return g_strdup("never");
-        }
-        huge += strlen(",huge=");
-        return g_strndup(huge, strcspn(huge, ", "));
     }
     return NULL;
+}
+
+/* Whether device @dev is the kernel's own tmpfs, where memfds live. */
+static bool kernel_shm_dev(dev_t dev)
+{
+    struct stat st;
+    int fd = memfd_create("snapload-probe", MFD_CLOEXEC);
+    bool same = fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == dev;
+
+    if (fd >= 0) {
+        close(fd);
+    }
+    return same;
 }
 
 /*
@@ -239,7 +265,8 @@ static char *mount_huge(dev_t dev)
  * review: a page written, then collapsed, was kept by the next restart).
  * The top-level shmem_enabled forces or denies for every tmpfs; else a
  * mounted tmpfs follows its huge= option, and the kernel's own mount
- * (memfds) shmem_enabled.
+ * (memfds) shmem_enabled.  A tmpfs mounted where this process cannot see
+ * it (another mount namespace) is taken as one that may.
  */
 static const char *collapse_risk(int fd)
 {
@@ -258,14 +285,17 @@ static const char *collapse_risk(int fd)
         return "shmem_enabled is 'force': the kernel may collapse its pages into huge "
                "pages, which drops the trace of a write";
     }
-    huge = mount_huge(st.st_dev);
-    if (huge ? strcmp(huge, "never") != 0 : (!top || strcmp(top, "never") != 0)) {
-        return huge ? "its tmpfs is mounted with huge= other than never: the kernel may "
-                      "collapse its pages into huge pages, which drops the trace of a write"
-                    : "shmem_enabled is not 'never': the kernel may collapse its pages into "
-                      "huge pages, which drops the trace of a write";
+    if ((huge = mount_huge(st.st_dev)) != NULL) {
+        return strcmp(huge, "never") == 0 ? NULL
+               : "its tmpfs is mounted with huge= other than never: the kernel may collapse "
+                 "its pages into huge pages, which drops the trace of a write";
     }
-    return NULL;
+    if (!kernel_shm_dev(st.st_dev)) {
+        return "its tmpfs is not mounted where the daemon can see its huge= option";
+    }
+    return top && strcmp(top, "never") == 0 ? NULL
+           : "shmem_enabled is not 'never': the kernel may collapse its pages into huge pages, "
+             "which drops the trace of a write";
 }
 
 /* Why block @b gets no list, or NULL. */

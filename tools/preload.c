@@ -374,12 +374,15 @@ static void note_block_devs(void)
     }
 }
 
+static void resolve_next_fns(void);
+
 __attribute__((constructor)) static void preload_init(void)
 {
     const char *sock = getenv("SNAPLOAD_SOCKET");
     const char *blocks = getenv("SNAPLOAD_BLOCKS");
 
     init_lock();
+    resolve_next_fns();
     if (!sock || !*sock || !is_target_exe()) {
         return;
     }
@@ -997,6 +1000,29 @@ static void *next_fn(fn_slot *slot, const char *name)
 /* The libc function our wrapper @name stands in front of, typed as ours. */
 #define NEXT(name) ((__typeof__(&name))next_fn(&next_fns.name, #name))
 
+/*
+ * Looks every one up now, from the constructor, in every process the
+ * library is loaded in, before the program's threads exist: dlsym takes
+ * the dynamic linker's lock, and a first write() that looked up there
+ * waited for another thread's dlopen whose constructor waited for the
+ * writer (found by review: a deadlock even where the library is
+ * inactive).  A call before the constructor still looks up at once.
+ */
+static void resolve_next_fns(void)
+{
+    static const char *const names[] = {
+        "fallocate", "write", "writev", "sendfile", "splice", "truncate", "openat", "open",
+        "__open_2", "__openat_2", "fopen", "freopen", "fdopen", "pwrite", "pwritev",
+        "pwritev2", "copy_file_range", "ftruncate", "sendmsg", "sendmmsg",
+    };
+    fn_slot *slots = (fn_slot *)&next_fns;
+
+    G_STATIC_ASSERT(sizeof(next_fns) == G_N_ELEMENTS(names) * sizeof(fn_slot));
+    for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
+        (void)next_fn(&slots[i], names[i]);
+    }
+}
+
 /* fallocate modes that leave a file's data as it is: allocation alone. */
 #define FALLOC_KEEPS_DATA(mode) (((mode) & ~FALLOC_FL_KEEP_SIZE) == 0)
 
@@ -1474,8 +1500,9 @@ static void refuse_handoff(const pl_block *b, pid_t pid)
 
     if (pid == 0) {
         die("refusing to hand guest RAM block '%s' (%s) over a socket whose receiving process "
-            "cannot be told (a datagram socket, or a peer in a pid namespace this process does "
-            "not see) while the restore still fills it: it could not be checked to be "
+            "cannot be told (a datagram socket, a peer in a pid namespace this process does "
+            "not see, or the other end in flight between processes) while the restore still "
+            "fills it: it could not be checked to be "
             "registered with the restore, and would read zeros where pages are not in place "
             "yet; hand it over a connected unix stream socket to a process started with "
             "`snapload attach %s -- COMMAND...`", b->name, b->path, pl.socket);
@@ -1565,16 +1592,19 @@ static uint64_t peer_inode(int sock)
 }
 
 /* 1 if process @pid holds a descriptor whose link reads @want, 0 if not
- * (or it is gone), -1 if its descriptors cannot be read. */
+ * (or it is gone, or it is another user's that this one may not look
+ * into: taken as not holding it), -1 if its descriptors cannot be read. */
 static int holds(pid_t pid, const char *want)
 {
     g_autofree char *dir = g_strdup_printf("/proc/%d/fd", (int)pid);
     DIR *d = opendir(dir);
     struct dirent *e;
+    struct stat st;
     int found = 0;
 
     if (!d) {
-        return errno == ENOENT ? 0 : -1;
+        return errno == ENOENT ? 0
+               : errno == EACCES && stat(dir, &st) == 0 && st.st_uid != geteuid() ? 0 : -1;
     }
     while (!found && (e = readdir(d))) {
         g_autofree char *link = g_strdup_printf("%s/%s", dir, e->d_name);
@@ -1590,8 +1620,8 @@ static int holds(pid_t pid, const char *want)
     return found;
 }
 
-/* The processes but this one that hold socket inode @ino, into @pids;
- * false if some process's descriptors cannot be read (not root). */
+/* The processes that hold socket inode @ino, this one included, into
+ * @pids; false if some process of this user cannot be looked into. */
 static bool holders_of(uint64_t ino, GArray *pids)
 {
     g_autofree char *want = g_strdup_printf("socket:[%" G_GUINT64_FORMAT "]", ino);
@@ -1604,7 +1634,7 @@ static bool holders_of(uint64_t ino, GArray *pids)
         pid_t pid = (pid_t)strtol(e->d_name, &end, 10);
         int h;
 
-        if (pid <= 0 || *end || pid == getpid()) {
+        if (pid <= 0 || *end) {
             continue;
         }
         h = holds(pid, want);
@@ -1626,7 +1656,7 @@ static bool holders_of(uint64_t ino, GArray *pids)
  */
 static bool check_handoff(int sock, int fd)
 {
-    g_autoptr(GArray) pids = NULL;
+    g_autoptr(GArray) pids = g_array_new(false, false, sizeof(pid_t));
     pid_t pid = 0;
     receiver who;
     uint64_t peer;
@@ -1639,24 +1669,28 @@ static bool check_handoff(int sock, int fd)
     if (who == RECEIVER_NONE) {
         return true; /* no block, or a send the kernel refuses */
     }
-    if (who != RECEIVER_KNOWN || pid != getpid()) {
-        return check_receiver(b, who == RECEIVER_KNOWN ? pid : 0);
-    }
-    /* SO_PEERCRED names this process: the other end is one of a pair it
-     * made, or of a connection to itself, and may have gone to a child
-     * since (found by review: a child that exec'd a plain program read
-     * holes as zeros).  Whoever holds that end now receives. */
-    pids = g_array_new(false, false, sizeof(pid_t));
-    peer = peer_inode(sock);
-    if (!peer || !holders_of(peer, pids)) {
-        return check_receiver(b, 0);
-    }
-    for (guint i = 0; i < pids->len; i++) {
-        if (!check_receiver(b, g_array_index(pids, pid_t, i))) {
-            return false;
+    /* SO_PEERCRED names who made the pair or connected, not who holds the
+     * other end now: one of a pair this process made may have gone to a
+     * child (found by review: a child that exec'd a plain program read
+     * holes as zeros), one a launcher made is held by the back-end, and an
+     * end in flight in a socket queue is held by nobody.  Whoever holds it
+     * now receives; SO_PEERCRED only where that cannot be told. */
+    if (who == RECEIVER_KNOWN && (peer = peer_inode(sock)) != 0 && holders_of(peer, pids)) {
+        if (pids->len == 0) {
+            return check_receiver(b, 0); /* in flight between processes */
         }
+        for (guint i = 0; i < pids->len; i++) {
+            pid_t h = g_array_index(pids, pid_t, i);
+            if (h != getpid() && !check_receiver(b, h)) {
+                return false;
+            }
+        }
+        return true;
     }
-    return true; /* the other end is still this process's alone */
+    if (who == RECEIVER_KNOWN && pid == getpid()) {
+        return true; /* a pair of its own, as far as can be told */
+    }
+    return check_receiver(b, who == RECEIVER_KNOWN ? pid : 0);
 }
 
 /*

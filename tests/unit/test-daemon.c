@@ -20,6 +20,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -2155,13 +2156,86 @@ static long long lists_on_tmpfs(fixture *f, const char *huge)
     return lists;
 }
 
+/* Sends @fd with one byte on @sock; whether it went. */
+static bool pass_fd(int sock, int fd)
+{
+    char byte = 'F', cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                         .msg_controllen = sizeof(cbuf) };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(fd));
+    return sendmsg(sock, &mh, 0) == 1;
+}
+
+/* The fd passed on @sock, or -1. */
+static int take_fd(int sock)
+{
+    char byte, cbuf[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                         .msg_controllen = sizeof(cbuf) };
+    int fd = -1;
+
+    if (recvmsg(sock, &mh, 0) == 1 && CMSG_FIRSTHDR(&mh)) {
+        memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&mh)), sizeof(fd));
+    }
+    return fd;
+}
+
+/*
+ * A RAM file of 1 MiB on a tmpfs mounted with huge=always in a mount
+ * namespace of its own, which the daemon does not see (QEMU may run in
+ * one): its fd, or -1 (*@why says why).
+ */
+static int ram_in_another_mount_namespace(char **why)
+{
+    int sv[2], fd = -1, st = 0;
+    pid_t kid;
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || (kid = fork()) < 0) {
+        *why = g_strdup(g_strerror(errno));
+        return -1;
+    }
+    if (kid == 0) {
+        g_autofree char *mnt = g_build_filename(g_get_tmp_dir(), "snapload-ns-XXXXXX", NULL);
+        g_autofree char *ram = NULL;
+        int rfd;
+        if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+            !g_mkdtemp(mnt) ||
+            mount("snapload-test", mnt, "tmpfs", 0, "size=8m,huge=always") < 0) {
+            _exit(10);
+        }
+        ram = g_build_filename(mnt, "ram", NULL);
+        rfd = open(ram, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (rfd < 0 || ftruncate(rfd, 1u << 20) < 0 || !pass_fd(sv[1], rfd)) {
+            _exit(11);
+        }
+        umount2(mnt, MNT_DETACH); /* the file lives on while its fd does */
+        rmdir(mnt);
+        _exit(0);
+    }
+    close(sv[1]);
+    fd = take_fd(sv[0]);
+    close(sv[0]);
+    waitpid(kid, &st, 0);
+    if (fd < 0) {
+        *why = g_strdup_printf("a tmpfs in a mount namespace of its own: status %d", st);
+    }
+    return fd;
+}
+
 /*
  * A RAM file whose tmpfs may collapse its pages into huge pages (mounted
- * with huge= other than never) gets no restart list: a collapse unmaps the
- * small pages from every mapping, and a written page's entry goes with
- * them, so a list could miss it (found by review: a page written, then
- * collapsed, was kept by the next restart).  On huge=never the list is
- * kept and used.
+ * with huge= other than never, or where the daemon cannot see the mount)
+ * gets no restart list: a collapse unmaps the small pages from every
+ * mapping, and a written page's entry goes with them, so a list could
+ * miss it (found by review: a page written, then collapsed, was kept by
+ * the next restart).  On huge=never the list is kept and used.
  */
 static void test_a_tmpfs_that_may_collapse_pages_leaves_no_restart_list(void **state)
 {
@@ -2171,6 +2245,9 @@ static void test_a_tmpfs_that_may_collapse_pages_leaves_no_restart_list(void **s
     } cases[] = { { "never", 1 }, { "advise", 0 }, { "within_size", 0 }, { "always", 0 } };
     fixture *f = *state;
 
+    g_autofree char *why = NULL;
+    JsonLine second;
+
     for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
         long long got = lists_on_tmpfs(f, cases[i].huge);
         if (got != cases[i].lists) {
@@ -2178,6 +2255,14 @@ static void test_a_tmpfs_that_may_collapse_pages_leaves_no_restart_list(void **s
                      cases[i].lists);
         }
     }
+    /* Nor where the daemon cannot see the mount (found by the next review). */
+    f->memfd = ram_in_another_mount_namespace(&why);
+    SL_TEST_NEED("mount", f->memfd > 0, why);
+    f->written_dir = g_build_filename(g_get_tmp_dir(), "snapload-written-XXXXXX", NULL);
+    assert_non_null(g_mkdtemp(f->written_dir));
+    run_tracked(f, false);
+    second = run_tracked(f, false);
+    assert_int_equal(json_member(&second, "blocks_with_written_list"), 0);
 }
 
 /* The written pages the daemon at @f lists for block b0 against snapshot

@@ -34,6 +34,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -478,6 +479,84 @@ static int send_over_pair(int fd, bool child)
     return 0;
 }
 
+/* Holds its stdin, unread, until the other end hangs up. */
+static int hold_stdin_main(void)
+{
+    struct pollfd p = { .fd = 0, .events = POLLRDHUP };
+
+    return poll(&p, 1, 30000) == 1 ? 0 : 1;
+}
+
+/*
+ * Sends @fd over one end of a socket pair whose other end is in flight:
+ * sent, as a plain fd, over another pair to a child (hold_stdin_main())
+ * that does not read it, and closed here.  Prints "sent" if the call took
+ * it.
+ */
+static int send_with_the_other_end_in_flight(int fd)
+{
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    int sv[2], cv[2], exec_seen[2];
+    char byte;
+    pid_t kid;
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ||
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, cv) < 0 ||
+        pipe2(exec_seen, O_CLOEXEC) < 0 || (kid = fork()) < 0) {
+        return 11;
+    }
+    if (kid == 0) {
+        dup2(cv[1], 0);
+        execl(self, self, "hold-stdin", (char *)NULL);
+        _exit(127);
+    }
+    close(cv[1]);
+    close(exec_seen[1]);
+    if (read(exec_seen[0], &byte, 1) != 0) { /* EOF: the exec closed its copy (and sv's) */
+        return 13;
+    }
+    if (!send_fd(cv[0], sv[1], NULL, false)) { /* not guest RAM: goes */
+        return 12;
+    }
+    close(sv[1]);
+    if (send_fd(sv[0], fd, NULL, false)) {
+        printf("sent\n");
+    }
+    return 0;
+}
+
+/* Maps block b0 (@ram) and sends its file on inherited socket @n. */
+static int send_fd_main(const char *ram, int n)
+{
+    int fd = open(ram, O_RDWR);
+
+    if (fd < 0 || mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED) {
+        return 10;
+    }
+    if (send_fd(n, fd, NULL, false)) {
+        printf("sent\n");
+    }
+    return 0;
+}
+
+/* Receives an fd on inherited socket @n and maps it: prints "mapped". */
+static int recv_fd_main(int n)
+{
+    char byte, cbuf[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                         .msg_controllen = sizeof(cbuf) };
+    int fd = -1;
+
+    if (recvmsg(n, &mh, 0) == 1 && CMSG_FIRSTHDR(&mh)) {
+        memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&mh)), sizeof(fd));
+    }
+    if (fd >= 0 && mmap(NULL, LEN, PROT_READ, MAP_SHARED, fd, 0) != MAP_FAILED) {
+        printf("mapped\n");
+    }
+    return 0;
+}
+
 /*
  * Maps block b0 (@ram: the preload client registers it) and sends its file
  * over a unix socket of @kind: "dgram", an unconnected datagram socket, to
@@ -485,7 +564,9 @@ static int send_over_pair(int fd, bool child)
  * other; "stream", connected to @path; "dgram-mmsg", as "dgram" but with
  * sendmmsg.  Prints "sent" if the call took it.  "overlong" sends, as
  * "dgram", a malformed message instead (send_overlong()); "pair-to-self"
- * and "pair-to-child" over a socket pair (send_over_pair()).
+ * and "pair-to-child" over a socket pair (send_over_pair()); and
+ * "pair-in-flight" with the pair's other end in flight
+ * (send_with_the_other_end_in_flight()).
  */
 static int send_over_main(const char *ram, const char *kind, const char *path)
 {
@@ -505,6 +586,9 @@ static int send_over_main(const char *ram, const char *kind, const char *path)
     }
     if (!strcmp(kind, "overlong")) {
         return send_overlong(sv[0], &a);
+    }
+    if (!strcmp(kind, "pair-in-flight")) {
+        return send_with_the_other_end_in_flight(fd);
     }
     if (g_str_has_prefix(kind, "pair-to-")) {
         return send_over_pair(fd, !strcmp(kind, "pair-to-child"));
@@ -1474,7 +1558,9 @@ static void test_guest_ram_sent_over_a_datagram_socket_is_refused(void **state)
  * exec'd a plain program is refused, naming the child: SO_PEERCRED names
  * the pair's maker, this process, whoever holds the other end now (found
  * by review: it went through as a send to itself, and the child read holes
- * as zeros).  Sent over a pair whose ends this process keeps, it goes.
+ * as zeros).  So is one whose other end is in flight to another process,
+ * held by none (found by the next review).  Sent over a pair whose ends
+ * this process keeps, it goes.
  */
 static void test_guest_ram_sent_over_a_socket_pair_reaches_only_who_holds_the_other_end(
     void **state)
@@ -1488,6 +1574,7 @@ static void test_guest_ram_sent_over_a_socket_pair_reaches_only_who_holds_the_ot
     int st = -1, st2 = -1;
 
     need_preload();
+    expect_refused_over(f, NULL, "pair-in-flight", "-");
     assert_true(g_spawn_sync(NULL, (char **)to_child, env, 0, NULL, NULL, &out, &err, &st, NULL));
     if (g_spawn_check_wait_status(st, NULL) || strstr(out, "sent") ||
         !strstr(err, "refusing to hand guest RAM block 'b0'") || !strstr(err, "(cat)")) {
@@ -1499,6 +1586,69 @@ static void test_guest_ram_sent_over_a_socket_pair_reaches_only_who_holds_the_ot
     if (!g_spawn_check_wait_status(st2, NULL) || !strstr(out2, "sent\n")) {
         fail_msg("guest RAM over a pair to itself: status %d, stdout: %s, stderr: %s", st2, out2,
                  err2);
+    }
+}
+
+/* Whether @pid's maps show the preload client, within 10 s. */
+static bool preloaded_soon(pid_t pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/maps", (int)pid);
+
+    for (int i = 0; i < 1000; i++) {
+        g_autofree char *maps = NULL;
+        if (g_file_get_contents(path, &maps, NULL, NULL) &&
+            strstr(maps, "libsnapload-preload")) {
+            return true;
+        }
+        g_usleep(10000);
+    }
+    return false;
+}
+
+/*
+ * A launcher (this test, as libvirt does) makes a socket pair and gives
+ * one end to the VMM and the other to a back-end under `snapload attach`:
+ * guest RAM sent over it reaches the back-end.  SO_PEERCRED names the
+ * launcher, which registers nothing; the back-end holds the other end.
+ * Found by review: the VMM was ended for handing it to the launcher.
+ */
+static void test_guest_ram_sent_over_a_pair_a_launcher_made_reaches_an_attached_peer(
+    void **state)
+{
+    fixture *f = *state;
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_autofree char *bin = sl_test_snapload_bin();
+    g_autofree char *blocks = g_strconcat(f->sock, ".blocks", NULL);
+    g_autofree char *spec = g_strdup_printf("b0=%s\n", f->ram);
+    g_autofree char *out = NULL, *err = NULL, *n0 = NULL, *n1 = NULL;
+    g_auto(GStrv) env = preloaded_env("b0", f->ram, f->sock, 0);
+    int sv[2], st = -1, bst = -1;
+    pid_t be;
+
+    need_preload();
+    assert_true(g_file_set_contents(blocks, spec, -1, NULL));
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    n0 = g_strdup_printf("%d", sv[0]);
+    n1 = g_strdup_printf("%d", sv[1]);
+    be = fork();
+    if (be == 0) {
+        close(sv[0]);
+        execl(bin, bin, "attach", f->sock, "--", self, "recv-fd", n1, (char *)NULL);
+        _exit(127);
+    }
+    close(sv[1]); /* the launcher keeps no end */
+    assert_true(preloaded_soon(be));
+    {
+        const char *argv[] = { self, "send-fd", f->ram, n0, NULL };
+        assert_true(g_spawn_sync(NULL, (char **)argv, env, G_SPAWN_LEAVE_DESCRIPTORS_OPEN |
+                                 G_SPAWN_CHILD_INHERITS_STDIN, NULL, NULL, &out, &err, &st, NULL));
+    }
+    close(sv[0]);
+    assert_int_equal(waitpid(be, &bst, 0), be);
+    if (!g_spawn_check_wait_status(st, NULL) || !strstr(out, "sent\n") ||
+        !WIFEXITED(bst) || WEXITSTATUS(bst) != 0) {
+        fail_msg("guest RAM over a pair a launcher made: status %d, stdout: %s, stderr: %s; "
+                 "back-end status %d", st, out, err, bst);
     }
 }
 
@@ -1901,6 +2051,9 @@ int main(int argc, char **argv)
             test_guest_ram_sent_over_a_socket_pair_reaches_only_who_holds_the_other_end, setup,
             teardown),
         cmocka_unit_test_setup_teardown(
+            test_guest_ram_sent_over_a_pair_a_launcher_made_reaches_an_attached_peer, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
             test_blocked_calls_stay_cancellation_points_under_the_client, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_a_malformed_control_message_is_refused_by_the_kernel_not_overread, setup,
@@ -1989,6 +2142,15 @@ int main(int argc, char **argv)
     }
     if (argc == 5 && !strcmp(argv[1], "send-over")) {
         return send_over_main(argv[2], argv[3], argv[4]);
+    }
+    if (argc == 2 && !strcmp(argv[1], "hold-stdin")) {
+        return hold_stdin_main();
+    }
+    if (argc == 4 && !strcmp(argv[1], "send-fd")) {
+        return send_fd_main(argv[2], atoi(argv[3]));
+    }
+    if (argc == 3 && !strcmp(argv[1], "recv-fd")) {
+        return recv_fd_main(atoi(argv[2]));
     }
     if (argc == 3 && !strcmp(argv[1], "cancel")) {
         return cancel_main(argv[2]);

@@ -32,6 +32,7 @@
  * (tools/preload-guard.c) is also driven directly, in this process: what
  * it gives back at DONE and what it keeps for the process.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -631,6 +632,38 @@ static bool cancels(void *(*fn)(void *), void *arg)
     clock_gettime(CLOCK_REALTIME, &by);
     by.tv_sec += 5;
     return pthread_timedjoin_np(t, NULL, &by) == 0;
+}
+
+/* A thread that opens FIFO @opaque and writes a byte into it. */
+static void *write_a_byte(void *opaque)
+{
+    int fd;
+
+    g_usleep(200 * 1000); /* the main thread is inside dlopen() meanwhile */
+    fd = open(opaque, O_WRONLY);
+    if (fd >= 0) {
+        (void)!write(fd, "x", 1);
+        close(fd);
+    }
+    return NULL;
+}
+
+/* dlopen()s @lib (dlctor.c), whose constructor waits for another thread's
+ * first open() and write() of @fifo: prints "loaded" once it returned. */
+static int dlopen_wait_main(const char *lib, const char *fifo)
+{
+    pthread_t t;
+    void *h;
+
+    if (mkfifo(fifo, 0600) < 0 || setenv("SL_DLCTOR_FIFO", fifo, 1) < 0 ||
+        pthread_create(&t, NULL, write_a_byte, (void *)fifo) != 0) {
+        return 10;
+    }
+    h = dlopen(lib, RTLD_NOW);
+    pthread_join(t, NULL);
+    unlink(fifo);
+    printf("%s\n", h ? "loaded" : dlerror());
+    return 0;
 }
 
 /* Prints whether a write blocked on a full pipe and an open blocked on a
@@ -1678,6 +1711,36 @@ static void test_blocked_calls_stay_cancellation_points_under_the_client(void **
 }
 
 /*
+ * A library whose constructor waits for another thread's first open()
+ * and write() loads, in a process the preload client is loaded in: the
+ * client looks libc's definitions up in its own constructor, not at a
+ * first call, where dlsym waited for the dynamic linker's lock that the
+ * dlopen held (found by review: a deadlock even where the client is
+ * inactive).  Killed after 20 s if it hangs.
+ */
+static void test_a_first_call_inside_another_threads_dlopen_does_not_deadlock(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_autofree char *fifo = g_build_filename(f->dir, "dl-fifo", NULL);
+    g_autofree char *out = NULL, *err = NULL;
+    g_auto(GStrv) env = g_environ_setenv(g_get_environ(), "LD_PRELOAD",
+                                         g_getenv("SNAPLOAD_PRELOAD"), true);
+    const char *argv[] = { "timeout", "20", self, "dlopen-wait", g_getenv("SL_DLCTOR"), fifo,
+                           NULL };
+    int st = -1;
+
+    need_preload();
+    assert_non_null(g_getenv("SL_DLCTOR"));
+    assert_true(g_spawn_sync(NULL, (char **)argv, env, G_SPAWN_SEARCH_PATH, NULL, NULL, &out,
+                             &err, &st, NULL));
+    if (!g_spawn_check_wait_status(st, NULL) || strcmp(out, "loaded\n") != 0) {
+        fail_msg("dlopen with a waiting constructor: status %d, stdout: %s, stderr: %s", st, out,
+                 err);
+    }
+}
+
+/*
  * A send whose control message claims more fds than its buffer holds is
  * left to the kernel, which refuses it (EINVAL): the preload client does
  * not read past the buffer for fds to check (that crashed the VMM when
@@ -2056,6 +2119,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(
             test_blocked_calls_stay_cancellation_points_under_the_client, setup, teardown),
         cmocka_unit_test_setup_teardown(
+            test_a_first_call_inside_another_threads_dlopen_does_not_deadlock, setup, teardown),
+        cmocka_unit_test_setup_teardown(
             test_a_malformed_control_message_is_refused_by_the_kernel_not_overread, setup,
             teardown),
         cmocka_unit_test_setup_teardown(
@@ -2142,6 +2207,9 @@ int main(int argc, char **argv)
     }
     if (argc == 5 && !strcmp(argv[1], "send-over")) {
         return send_over_main(argv[2], argv[3], argv[4]);
+    }
+    if (argc == 4 && !strcmp(argv[1], "dlopen-wait")) {
+        return dlopen_wait_main(argv[2], argv[3]);
     }
     if (argc == 2 && !strcmp(argv[1], "hold-stdin")) {
         return hold_stdin_main();

@@ -976,11 +976,17 @@ static bool note_untracked_fd(int fd)
  */
 typedef void *_Atomic fn_slot;
 
+/* Every libc call a wrapper here goes on to, in the order of next_fns. */
+#define NEXT_FNS(X)                                                               \
+    X(fallocate) X(write) X(writev) X(sendfile) X(splice) X(truncate) X(openat) X(open) \
+    X(__open_2) X(__openat_2) X(fopen) X(freopen) X(fdopen) X(pwrite) X(pwritev)   \
+    X(pwritev2) X(copy_file_range) X(ftruncate) X(sendmsg) X(sendmmsg)
+
+#define NEXT_SLOT(name) fn_slot name;
 static struct {
-    fn_slot fallocate, write, writev, sendfile, splice, truncate, openat, open, __open_2,
-        __openat_2, fopen, freopen, fdopen, pwrite, pwritev, pwritev2, copy_file_range,
-        ftruncate, sendmsg, sendmmsg;
+    NEXT_FNS(NEXT_SLOT)
 } next_fns;
+#undef NEXT_SLOT
 
 /* The next definition of @name, looked up into *@slot the first time. */
 static void *next_fn(fn_slot *slot, const char *name)
@@ -1006,21 +1012,17 @@ static void *next_fn(fn_slot *slot, const char *name)
  * the dynamic linker's lock, and a first write() that looked up there
  * waited for another thread's dlopen whose constructor waited for the
  * writer (found by review: a deadlock even where the library is
- * inactive).  A call before the constructor still looks up at once.
+ * inactive).  A call before the constructor still looks up at once.  A
+ * name this libc lacks (the fortified opens and pwritev2 outside glibc)
+ * stays unset: the program cannot call it either, and next_fn() ends the
+ * process only if it is called.
  */
 static void resolve_next_fns(void)
 {
-    static const char *const names[] = {
-        "fallocate", "write", "writev", "sendfile", "splice", "truncate", "openat", "open",
-        "__open_2", "__openat_2", "fopen", "freopen", "fdopen", "pwrite", "pwritev",
-        "pwritev2", "copy_file_range", "ftruncate", "sendmsg", "sendmmsg",
-    };
-    fn_slot *slots = (fn_slot *)&next_fns;
-
-    G_STATIC_ASSERT(sizeof(next_fns) == G_N_ELEMENTS(names) * sizeof(fn_slot));
-    for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
-        (void)next_fn(&slots[i], names[i]);
-    }
+#define RESOLVE(name)                                                         \
+    atomic_store_explicit(&next_fns.name, dlsym(RTLD_NEXT, #name), memory_order_release);
+    NEXT_FNS(RESOLVE)
+#undef RESOLVE
 }
 
 /* fallocate modes that leave a file's data as it is: allocation alone. */
@@ -1591,33 +1593,63 @@ static uint64_t peer_inode(int sock)
     return peer;
 }
 
+/* Whether process @pid runs as (real or effective uid) this process's
+ * effective user, as /proc/PID/status says (readable for any process). */
+static bool same_user(pid_t pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/status", (int)pid);
+    g_autofree char *text = NULL;
+    const char *uid;
+    unsigned real, eff;
+
+    if (!g_file_get_contents(path, &text, NULL, NULL) || !(uid = strstr(text, "\nUid:")) ||
+        sscanf(uid + strlen("\nUid:"), "%u %u", &real, &eff) != 2) {
+        return true; /* cannot tell: as if it were */
+    }
+    return real == geteuid() || eff == geteuid();
+}
+
 /* 1 if process @pid holds a descriptor whose link reads @want, 0 if not
  * (or it is gone, or it is another user's that this one may not look
- * into: taken as not holding it), -1 if its descriptors cannot be read. */
+ * into, or the link cannot be read: taken as not holding it), -1 if the
+ * descriptors of a process of this user cannot be listed. */
 static int holds(pid_t pid, const char *want)
 {
     g_autofree char *dir = g_strdup_printf("/proc/%d/fd", (int)pid);
     DIR *d = opendir(dir);
     struct dirent *e;
-    struct stat st;
     int found = 0;
 
     if (!d) {
-        return errno == ENOENT ? 0
-               : errno == EACCES && stat(dir, &st) == 0 && st.st_uid != geteuid() ? 0 : -1;
+        return errno == ENOENT ? 0 : errno == EACCES && !same_user(pid) ? 0 : -1;
     }
-    while (!found && (e = readdir(d))) {
+    while (found == 0 && (e = readdir(d))) {
         g_autofree char *link = g_strdup_printf("%s/%s", dir, e->d_name);
         char target[64];
         ssize_t n = readlink(link, target, sizeof(target) - 1);
 
-        if (n > 0) {
+        if (n > 0) { /* one it may not read (init's, under some sandboxes) is taken as not it */
             target[n] = '\0';
             found = strcmp(target, want) == 0;
         }
     }
     closedir(d);
     return found;
+}
+
+/* Whether process @pid is exiting or gone: a live process has a memory
+ * map, and the kernel drops an exiting one's before its descriptors. */
+static bool exiting(pid_t pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/maps", (int)pid);
+    g_autofree char *maps = NULL;
+    gsize len = 0;
+
+    if (!g_file_get_contents(path, &maps, &len, NULL)) {
+        g_autofree char *dir = g_strdup_printf("/proc/%d", (int)pid);
+        return access(dir, F_OK) != 0; /* unreadable (another user's): not gone */
+    }
+    return len == 0;
 }
 
 /* The processes that hold socket inode @ino, this one included, into
@@ -1654,12 +1686,52 @@ static bool holders_of(uint64_t ino, GArray *pids)
  * register it (or cannot be told to); false (errno EIO) as
  * check_receiver().
  */
-static bool check_handoff(int sock, int fd)
+/* Whether @pid may have block @b without more ado: it registers it, and
+ * tracks its writes if this process does. */
+static bool receiver_ok(pid_t pid, const pl_block *b)
+{
+    return pid > 0 && peer_registers(pid, b) && (!pl.track || peer_tracks(pid));
+}
+
+/*
+ * check_receiver() of whoever holds the other end of @sock now, where
+ * SO_PEERCRED named this process (@pid, a pair of its own) or one that
+ * does not register the block: it names who made a pair or connected, not
+ * who holds the other end now.  A holder that lets the end go or exits
+ * while it is looked at (a back-end's forked child) is not held against
+ * the send; no holder at all is an end in flight between processes.
+ * Where the holders cannot be told, check_receiver() of @pid itself (0
+ * for this process).
+ */
+static bool check_holders(pl_block *b, int sock, pid_t pid)
 {
     g_autoptr(GArray) pids = g_array_new(false, false, sizeof(pid_t));
+    g_autofree char *want = NULL;
+    uint64_t peer = peer_inode(sock);
+
+    if (!peer || !holders_of(peer, pids)) {
+        return check_receiver(b, pid == getpid() ? 0 : pid);
+    }
+    if (pids->len == 0) {
+        return check_receiver(b, 0);
+    }
+    want = g_strdup_printf("socket:[%" G_GUINT64_FORMAT "]", peer);
+    for (guint i = 0; i < pids->len; i++) {
+        pid_t h = g_array_index(pids, pid_t, i);
+        if (h == getpid() || receiver_ok(h, b) || holds(h, want) == 0 || exiting(h)) {
+            continue;
+        }
+        if (!check_receiver(b, h)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool check_handoff(int sock, int fd)
+{
     pid_t pid = 0;
     receiver who;
-    uint64_t peer;
     pl_block *b;
 
     pthread_mutex_lock(&pl.lock);
@@ -1669,28 +1741,18 @@ static bool check_handoff(int sock, int fd)
     if (who == RECEIVER_NONE) {
         return true; /* no block, or a send the kernel refuses */
     }
-    /* SO_PEERCRED names who made the pair or connected, not who holds the
-     * other end now: one of a pair this process made may have gone to a
-     * child (found by review: a child that exec'd a plain program read
-     * holes as zeros), one a launcher made is held by the back-end, and an
-     * end in flight in a socket queue is held by nobody.  Whoever holds it
-     * now receives; SO_PEERCRED only where that cannot be told. */
-    if (who == RECEIVER_KNOWN && (peer = peer_inode(sock)) != 0 && holders_of(peer, pids)) {
-        if (pids->len == 0) {
-            return check_receiver(b, 0); /* in flight between processes */
-        }
-        for (guint i = 0; i < pids->len; i++) {
-            pid_t h = g_array_index(pids, pid_t, i);
-            if (h != getpid() && !check_receiver(b, h)) {
-                return false;
-            }
-        }
-        return true;
+    if (who == RECEIVER_UNKNOWN) {
+        return check_receiver(b, 0);
     }
-    if (who == RECEIVER_KNOWN && pid == getpid()) {
-        return true; /* a pair of its own, as far as can be told */
+    if (pid != getpid() && receiver_ok(pid, b)) {
+        return true; /* the usual case, a registered back-end: no scan */
     }
-    return check_receiver(b, who == RECEIVER_KNOWN ? pid : 0);
+    /* A pair of its own (found by review: one whose other end went to a
+     * child that exec'd a plain program, or was in flight to one, passed as
+     * a send to itself), or one whose maker registers nothing (a launcher
+     * such as libvirt made it, and a registered back-end holds the other
+     * end: found by review, the VMM was ended).  Whoever holds it now. */
+    return check_holders(b, sock, pid);
 }
 
 /*

@@ -2156,37 +2156,6 @@ static long long lists_on_tmpfs(fixture *f, const char *huge)
     return lists;
 }
 
-/* Sends @fd with one byte on @sock; whether it went. */
-static bool pass_fd(int sock, int fd)
-{
-    char byte = 'F', cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
-    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                         .msg_controllen = sizeof(cbuf) };
-    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof(fd));
-    return sendmsg(sock, &mh, 0) == 1;
-}
-
-/* The fd passed on @sock, or -1. */
-static int take_fd(int sock)
-{
-    char byte, cbuf[CMSG_SPACE(sizeof(int))];
-    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                         .msg_controllen = sizeof(cbuf) };
-    int fd = -1;
-
-    if (recvmsg(sock, &mh, 0) == 1 && CMSG_FIRSTHDR(&mh)) {
-        memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&mh)), sizeof(fd));
-    }
-    return fd;
-}
-
 /*
  * A RAM file of 1 MiB on a tmpfs mounted with huge=always in a mount
  * namespace of its own, which the daemon does not see (QEMU may run in
@@ -2212,7 +2181,7 @@ static int ram_in_another_mount_namespace(char **why)
         }
         ram = g_build_filename(mnt, "ram", NULL);
         rfd = open(ram, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-        if (rfd < 0 || ftruncate(rfd, 1u << 20) < 0 || !pass_fd(sv[1], rfd)) {
+        if (rfd < 0 || ftruncate(rfd, 1u << 20) < 0 || !sl_test_send_fd(sv[1], rfd)) {
             _exit(11);
         }
         umount2(mnt, MNT_DETACH); /* the file lives on while its fd does */
@@ -2220,7 +2189,7 @@ static int ram_in_another_mount_namespace(char **why)
         _exit(0);
     }
     close(sv[1]);
-    fd = take_fd(sv[0]);
+    fd = sl_test_recv_fd(sv[0]);
     close(sv[0]);
     waitpid(kid, &st, 0);
     if (fd < 0) {

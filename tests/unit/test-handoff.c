@@ -385,32 +385,6 @@ static int vmm_main(const char *ram, char **argv)
     return atoi(line) == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 13;
 }
 
-/* Sends @fd, with one byte, on @sock (to @to, if not NULL), with sendmsg
- * or, if @mmsg, as the first of two messages of one sendmmsg: whether the
- * call took it. */
-static bool send_fd(int sock, int fd, const struct sockaddr_un *to, bool mmsg)
-{
-    char byte = 'F', cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
-    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-    struct mmsghdr v[2] = { 0 };
-    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                         .msg_controllen = sizeof(cbuf), .msg_name = (void *)to,
-                         .msg_namelen = to ? sizeof(*to) : 0 };
-    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof(fd));
-    if (!mmsg) {
-        return sendmsg(sock, &mh, 0) == 1; /* the preload client checks here */
-    }
-    v[0].msg_hdr = mh;
-    v[1].msg_hdr = (struct msghdr){ .msg_iov = &iov, .msg_iovlen = 1, .msg_name = (void *)to,
-                                    .msg_namelen = to ? sizeof(*to) : 0 };
-    return sendmmsg(sock, v, 2, 0) >= 1; /* and here */
-}
-
 /*
  * Sends, to @to on datagram socket @sock, a message whose SCM_RIGHTS
  * header claims a page of fds while the control buffer, at the end of a
@@ -478,7 +452,7 @@ static int send_over_pair(int fd, bool child)
             return 12;
         }
     }
-    if (send_fd(sv[0], fd, NULL, false)) {
+    if (sl_test_send_fd_to(sv[0], fd, NULL, false)) {
         printf("sent\n");
     }
     return 0;
@@ -539,11 +513,11 @@ static int send_with_the_other_end_in_flight(int fd)
     if (read(exec_seen[0], &byte, 1) != 0) { /* EOF: the exec closed its copy (and sv's) */
         return 13;
     }
-    if (!send_fd(cv[0], sv[1], NULL, false)) { /* not guest RAM: goes */
+    if (!sl_test_send_fd_to(cv[0], sv[1], NULL, false)) { /* not guest RAM: goes */
         return 12;
     }
     close(sv[1]);
-    if (send_fd(sv[0], fd, NULL, false)) {
+    if (sl_test_send_fd_to(sv[0], fd, NULL, false)) {
         printf("sent\n");
     }
     return 0;
@@ -558,33 +532,22 @@ static int send_fd_main(const char *ram, int n, int count)
     if (fd < 0 || mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED) {
         return 10;
     }
-    while (i < count && send_fd(n, fd, NULL, false)) {
+    while (i < count && sl_test_send_fd_to(n, fd, NULL, false)) {
         i++;
     }
     printf("sent %d\n", i);
     return 0;
 }
 
-/* The fd passed on @n (closed at once), counted in *@opaque until EOF. */
+/* The fds passed on @n (each closed at once), counted in *@opaque until
+ * the socket ends. */
 static void *count_fds(void *opaque)
 {
-    int *nfds = opaque, n = nfds[0];
+    int *nfds = opaque, n = nfds[0], fd;
 
-    for (;;) {
-        char byte, cbuf[CMSG_SPACE(sizeof(int))];
-        struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                             .msg_controllen = sizeof(cbuf) };
-        int fd;
-
-        if (recvmsg(n, &mh, 0) != 1) {
-            break;
-        }
-        if (CMSG_FIRSTHDR(&mh)) {
-            memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&mh)), sizeof(fd));
-            close(fd);
-            atomic_fetch_add((_Atomic int *)&nfds[1], 1);
-        }
+    while ((fd = sl_test_recv_fd(n)) >= 0) {
+        close(fd);
+        atomic_fetch_add((_Atomic int *)&nfds[1], 1);
     }
     atomic_store((_Atomic int *)&nfds[2], 1);
     return NULL;
@@ -654,7 +617,7 @@ static int send_over_main(const char *ram, const char *kind, const char *path)
     if (g_str_has_prefix(kind, "pair-to-")) {
         return send_over_pair(fd, !strcmp(kind, "pair-to-child"));
     }
-    if (send_fd(sv[0], fd, to_path ? &a : NULL, !strcmp(kind, "dgram-mmsg"))) {
+    if (sl_test_send_fd_to(sv[0], fd, to_path ? &a : NULL, !strcmp(kind, "dgram-mmsg"))) {
         printf("sent\n");
     }
     return 0;

@@ -7,9 +7,11 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -462,4 +464,46 @@ unsigned sl_test_threads_named(const char *name)
         }
     }
     return n;
+}
+
+bool sl_test_send_fd_to(int sock, int fd, const struct sockaddr_un *to, bool mmsg)
+{
+    char byte = 'F', cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+    struct mmsghdr v[2] = { 0 };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                         .msg_controllen = sizeof(cbuf), .msg_name = (void *)to,
+                         .msg_namelen = to ? sizeof(*to) : 0 };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(fd));
+    if (!mmsg) {
+        return sendmsg(sock, &mh, 0) == 1;
+    }
+    v[0].msg_hdr = mh;
+    v[1].msg_hdr = (struct msghdr){ .msg_iov = &iov, .msg_iovlen = 1, .msg_name = (void *)to,
+                                    .msg_namelen = to ? sizeof(*to) : 0 };
+    return sendmmsg(sock, v, 2, 0) >= 1;
+}
+
+bool sl_test_send_fd(int sock, int fd)
+{
+    return sl_test_send_fd_to(sock, fd, NULL, false);
+}
+
+int sl_test_recv_fd(int sock)
+{
+    char byte, cbuf[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                         .msg_controllen = sizeof(cbuf) };
+    int fd = -1;
+
+    if (recvmsg(sock, &mh, 0) == 1 && CMSG_FIRSTHDR(&mh)) {
+        memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&mh)), sizeof(fd));
+    }
+    return fd;
 }

@@ -185,4 +185,19 @@ int sl_test_run_matrix_and(const char *group, const void *cases, size_t ncases,
                            CMFixtureFunction setup, CMFixtureFunction teardown,
                            const struct CMUnitTest *plain, size_t nplain);
 
+struct sockaddr_un;
+
+/**
+ * Sends @fd with one byte over unix socket @sock (to @to, if not NULL),
+ * with sendmsg or, if @mmsg, as the first of two messages of one
+ * sendmmsg (the second carries no fd); whether the call took it.
+ */
+bool sl_test_send_fd_to(int sock, int fd, const struct sockaddr_un *to, bool mmsg);
+
+/** Sends @fd with one byte over connected unix socket @sock; whether it went. */
+bool sl_test_send_fd(int sock, int fd);
+
+/** The fd that came with one byte on unix socket @sock, or -1. */
+int sl_test_recv_fd(int sock);
+
 #endif /* SNAPLOAD_TESTUTIL_H */

@@ -76,6 +76,10 @@ bool sl_dtrack_attached(sl_dtrack *t, unsigned idx, int memfd, uint64_t offset,
         *why = g_strdup_printf("fstat: %s", g_strerror(errno));
         return false;
     }
+    /* Found by review: a non-root run without $XDG_RUNTIME_DIR kept its
+     * lists in ~/.cache, and the list an earlier run had left in the
+     * runtime directory, missing this run's writes, was trusted later. */
+    sl_written_forget_elsewhere(t->dir, &st, offset);
     if (t->ignore) {
         g_autofree char *path = sl_written_path(t->dir, &st, offset);
         *why = unlink(path) == 0 ? g_strdup("asked to check every page") : NULL;

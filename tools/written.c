@@ -19,6 +19,7 @@
  * bytes, were kept unread).  Version 02 had no offset.
  */
 #include <errno.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -41,6 +42,25 @@ char *sl_written_path(const char *dir, const struct stat *st, uint64_t offset)
     return g_strdup_printf("%s/written-%" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT "-%"
                            G_GUINT64_FORMAT, dir, (guint64)st->st_dev, (guint64)st->st_ino,
                            (guint64)offset);
+}
+
+void sl_written_forget_elsewhere(const char *dir, const struct stat *st, uint64_t offset)
+{
+    const struct passwd *pw = getpwuid(getuid());
+    g_autofree char *xdg = g_build_filename(g_get_user_runtime_dir(), "snapload", NULL);
+    g_autofree char *cache = g_build_filename(g_get_user_cache_dir(), "snapload", NULL);
+    g_autofree char *run_user = g_strdup_printf("/run/user/%u/snapload", (unsigned)getuid());
+    g_autofree char *home_cache = pw && pw->pw_dir
+                                      ? g_build_filename(pw->pw_dir, ".cache", "snapload", NULL)
+                                      : NULL;
+    const char *dirs[] = { "/run/snapload", xdg, cache, run_user, home_cache };
+
+    for (size_t i = 0; i < G_N_ELEMENTS(dirs); i++) {
+        if (dirs[i] && g_strcmp0(dirs[i], dir) != 0) {
+            g_autofree char *path = sl_written_path(dirs[i], st, offset);
+            (void)unlink(path); /* mostly ENOENT; another user's: EACCES */
+        }
+    }
 }
 
 /*

@@ -35,6 +35,16 @@ char *sl_written_dir(void);
 char *sl_written_path(const char *dir, const struct stat *st, uint64_t offset);
 
 /**
+ * sl_written_forget_elsewhere: removes the list of the block at @offset of
+ * the RAM file @st from every directory a run of another environment may
+ * have kept it in (root's, $XDG_RUNTIME_DIR's, /run/user/UID's, the cache
+ * directory's), but @dir.  A run that keeps its lists in @dir takes the
+ * file, so a list left elsewhere by an earlier run misses what this one
+ * writes and must not be found by a later run of that other environment.
+ */
+void sl_written_forget_elsewhere(const char *dir, const struct stat *st, uint64_t offset);
+
+/**
  * sl_written_save: write (atomically, by rename) the list of block @block
  * of @snap at @offset of the RAM file whose identity and times are @st: the set bits
  * of @pages (one per snapshot page of the block, @npages of them).  Lists

@@ -2234,6 +2234,36 @@ static void test_a_tmpfs_that_may_collapse_pages_leaves_no_restart_list(void **s
     assert_int_equal(json_member(&second, "blocks_with_written_list"), 0);
 }
 
+/*
+ * A run that keeps its lists in one directory removes the list of its RAM
+ * file that a run in another environment left in another (a non-root run
+ * without $XDG_RUNTIME_DIR keeps them in the cache directory): that list
+ * misses this run's writes, and a later run of that environment would
+ * trust it.  Found by review.
+ */
+static void test_a_run_removes_the_list_of_its_file_left_in_another_directory(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *other = g_build_filename(g_get_user_cache_dir(), "snapload", NULL);
+    g_autofree char *stale = NULL;
+    struct stat st;
+    bool left;
+
+    f->written_dir = g_build_filename(g_get_tmp_dir(), "snapload-written-XXXXXX", NULL);
+    assert_non_null(g_mkdtemp(f->written_dir));
+    run_tracked(f, false);
+    assert_int_equal(fstat(f->memfd, &st), 0);
+    assert_int_equal(g_mkdir_with_parents(other, 0700), 0);
+    stale = sl_written_path(other, &st, 0);
+    assert_true(g_file_set_contents(stale, "a list of an earlier run", -1, NULL));
+    run_tracked(f, false);
+    left = g_file_test(stale, G_FILE_TEST_EXISTS);
+    unlink(stale);
+    rmdir(other); /* if we made it */
+    sl_test_rmdir(g_steal_pointer(&f->written_dir));
+    assert_false(left);
+}
+
 /* The written pages the daemon at @f lists for block b0 against snapshot
  * @id: their count (and each must be one of written_pages), or -1 with the
  * refusal in *@why. */
@@ -3708,6 +3738,9 @@ int main(void)
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(
             test_a_tmpfs_that_may_collapse_pages_leaves_no_restart_list, fixture_setup,
+            fixture_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_run_removes_the_list_of_its_file_left_in_another_directory, fixture_setup,
             fixture_teardown),
         cmocka_unit_test_setup_teardown(test_written_query_lists_what_tracked_consumers_wrote,
                                         fixture_setup, fixture_teardown),

@@ -978,9 +978,9 @@ typedef void *_Atomic fn_slot;
 
 /* Every libc call a wrapper here goes on to, in the order of next_fns. */
 #define NEXT_FNS(X)                                                               \
-    X(fallocate) X(write) X(writev) X(sendfile) X(splice) X(truncate) X(openat) X(open) \
-    X(__open_2) X(__openat_2) X(fopen) X(freopen) X(fdopen) X(pwrite) X(pwritev)   \
-    X(pwritev2) X(copy_file_range) X(ftruncate) X(sendmsg) X(sendmmsg)
+    X(fallocate) X(write) X(writev) X(sendfile) X(splice) X(truncate) X(openat)        \
+    X(__openat_2) X(fopen) X(freopen) X(fdopen) X(pwrite) X(pwritev) X(pwritev2)      \
+    X(copy_file_range) X(ftruncate) X(sendmsg) X(sendmmsg)
 
 #define NEXT_SLOT(name) fn_slot name;
 static struct {
@@ -1149,30 +1149,32 @@ int truncate64(const char *path, off_t len)
         }                                                                     \
     } while (0)
 
-/** openat: the libc call; with O_TRUNC, after may_change_path(). */
+/* Whether an open of @path (from @dirfd) with @flags may go ahead:
+ * may_change_path() where it truncates. */
+static bool may_open(int dirfd, const char *path, int flags)
+{
+    return !(flags & O_TRUNC) || may_change_path(dirfd, path);
+}
+
+/** openat: the libc call, after may_open(). */
 __attribute__((visibility("default")))
 int openat(int dirfd, const char *path, int flags, ...)
 {
     mode_t mode = 0;
 
     OPEN_MODE(flags, mode);
-    if ((flags & O_TRUNC) && !may_change_path(dirfd, path)) {
-        return -1;
-    }
-    return NEXT(openat)(dirfd, path, flags, mode);
+    return may_open(dirfd, path, flags) ? NEXT(openat)(dirfd, path, flags, mode) : -1;
 }
 
-/** open, open64, openat64, creat, creat64: as openat(). */
+/** open, open64, openat64, creat, creat64: as openat() (glibc's open is
+ * openat of AT_FDCWD). */
 __attribute__((visibility("default")))
 int open(const char *path, int flags, ...)
 {
     mode_t mode = 0;
 
     OPEN_MODE(flags, mode);
-    if ((flags & O_TRUNC) && !may_change_path(AT_FDCWD, path)) {
-        return -1;
-    }
-    return NEXT(open)(path, flags, mode);
+    return openat(AT_FDCWD, path, flags, mode);
 }
 
 __attribute__((visibility("default")))
@@ -1181,7 +1183,7 @@ int open64(const char *path, int flags, ...)
     mode_t mode = 0;
 
     OPEN_MODE(flags, mode);
-    return open(path, flags, mode);
+    return openat(AT_FDCWD, path, flags, mode);
 }
 
 __attribute__((visibility("default")))
@@ -1196,7 +1198,7 @@ int openat64(int dirfd, const char *path, int flags, ...)
 __attribute__((visibility("default")))
 int creat(const char *path, mode_t mode)
 {
-    return open(path, O_CREAT | O_WRONLY | O_TRUNC, mode);
+    return openat(AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, mode);
 }
 
 __attribute__((visibility("default")))
@@ -1216,27 +1218,21 @@ int __openat_2(int dirfd, const char *path, int flags);
 int __openat64_2(int dirfd, const char *path, int flags);
 
 __attribute__((visibility("default")))
+int __openat_2(int dirfd, const char *path, int flags)
+{
+    return may_open(dirfd, path, flags) ? NEXT(__openat_2)(dirfd, path, flags) : -1;
+}
+
+__attribute__((visibility("default")))
 int __open_2(const char *path, int flags)
 {
-    if ((flags & O_TRUNC) && !may_change_path(AT_FDCWD, path)) {
-        return -1;
-    }
-    return NEXT(__open_2)(path, flags);
+    return __openat_2(AT_FDCWD, path, flags);
 }
 
 __attribute__((visibility("default")))
 int __open64_2(const char *path, int flags)
 {
-    return __open_2(path, flags);
-}
-
-__attribute__((visibility("default")))
-int __openat_2(int dirfd, const char *path, int flags)
-{
-    if ((flags & O_TRUNC) && !may_change_path(dirfd, path)) {
-        return -1;
-    }
-    return NEXT(__openat_2)(dirfd, path, flags);
+    return __openat_2(AT_FDCWD, path, flags);
 }
 
 __attribute__((visibility("default")))
@@ -1520,6 +1516,13 @@ static void refuse_handoff(const pl_block *b, pid_t pid)
         b->name, b->path, (int)pid, comm, pl.socket);
 }
 
+/* Whether @pid may have block @b without more ado: it registers it, and
+ * tracks its writes if this process does. */
+static bool receiver_ok(pid_t pid, const pl_block *b)
+{
+    return pid > 0 && peer_registers(pid, b) && (!pl.track || peer_tracks(pid));
+}
+
 /*
  * Dies if block @b would reach process @pid (0: one that cannot be named)
  * and that process would not register it; false (errno EIO) if the
@@ -1528,12 +1531,11 @@ static void refuse_handoff(const pl_block *b, pid_t pid)
  */
 static bool check_receiver(pl_block *b, pid_t pid)
 {
-    bool registers = pid > 0 && peer_registers(pid, b);
-
-    if (registers && (!pl.track || peer_tracks(pid))) {
+    if (receiver_ok(pid, b)) {
         return true;
     }
-    if (atomic_load_explicit(&pl.pending, memory_order_relaxed) == 0 || registers) {
+    if (atomic_load_explicit(&pl.pending, memory_order_relaxed) == 0 ||
+        (pid > 0 && peer_registers(pid, b))) {
         /* Filled, or served: the receiver reads correct bytes, but no list
          * will show what it writes (nothing to say when not tracking). */
         bool ok = true;
@@ -1652,11 +1654,11 @@ static bool exiting(pid_t pid)
     return len == 0;
 }
 
-/* The processes that hold socket inode @ino, this one included, into
- * @pids; false if some process of this user cannot be looked into. */
-static bool holders_of(uint64_t ino, GArray *pids)
+/* The processes that hold the socket whose link reads @want, this one
+ * included, into @pids; false if some process of this user cannot be
+ * looked into. */
+static bool holders_of(const char *want, GArray *pids)
 {
-    g_autofree char *want = g_strdup_printf("socket:[%" G_GUINT64_FORMAT "]", ino);
     DIR *proc = opendir("/proc");
     struct dirent *e;
     bool all = proc != NULL;
@@ -1682,18 +1684,6 @@ static bool holders_of(uint64_t ino, GArray *pids)
 }
 
 /*
- * Dies if @fd is a block's file and the receiver of @sock would not
- * register it (or cannot be told to); false (errno EIO) as
- * check_receiver().
- */
-/* Whether @pid may have block @b without more ado: it registers it, and
- * tracks its writes if this process does. */
-static bool receiver_ok(pid_t pid, const pl_block *b)
-{
-    return pid > 0 && peer_registers(pid, b) && (!pl.track || peer_tracks(pid));
-}
-
-/*
  * check_receiver() of whoever holds the other end of @sock now, where
  * SO_PEERCRED named this process (@pid, a pair of its own) or one that
  * does not register the block: it names who made a pair or connected, not
@@ -1706,16 +1696,15 @@ static bool receiver_ok(pid_t pid, const pl_block *b)
 static bool check_holders(pl_block *b, int sock, pid_t pid)
 {
     g_autoptr(GArray) pids = g_array_new(false, false, sizeof(pid_t));
-    g_autofree char *want = NULL;
     uint64_t peer = peer_inode(sock);
+    g_autofree char *want = g_strdup_printf("socket:[%" G_GUINT64_FORMAT "]", peer);
 
-    if (!peer || !holders_of(peer, pids)) {
+    if (!peer || !holders_of(want, pids)) {
         return check_receiver(b, pid == getpid() ? 0 : pid);
     }
     if (pids->len == 0) {
         return check_receiver(b, 0);
     }
-    want = g_strdup_printf("socket:[%" G_GUINT64_FORMAT "]", peer);
     for (guint i = 0; i < pids->len; i++) {
         pid_t h = g_array_index(pids, pid_t, i);
         if (h == getpid() || receiver_ok(h, b) || holds(h, want) == 0 || exiting(h)) {
@@ -1728,6 +1717,11 @@ static bool check_holders(pl_block *b, int sock, pid_t pid)
     return true;
 }
 
+/*
+ * Dies if @fd is a block's file and the receiver of @sock would not
+ * register it (or cannot be told to); false (errno EIO) as
+ * check_receiver().
+ */
 static bool check_handoff(int sock, int fd)
 {
     pid_t pid = 0;

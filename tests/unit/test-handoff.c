@@ -164,6 +164,14 @@ static void query_written(const char *snap)
     }
 }
 
+/* Opens block file @ram and maps it whole, shared (the preload client
+ * registers the mapping): the mapping, or MAP_FAILED; its fd in *@fd. */
+static volatile uint8_t *map_ram(const char *ram, int *fd)
+{
+    *fd = open(ram, O_RDWR);
+    return *fd < 0 ? MAP_FAILED : mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
+}
+
 /* Every page of [@p, +LEN) touched, then time for the restore's DONE to come
  * (a partial unmap or a move before it ends the process, by design). */
 static void settle(volatile uint8_t *p)
@@ -282,9 +290,8 @@ static int change(const char *how, int fd, const char *path, volatile uint8_t *p
  * an "unmap-part" of the mapping, an "mremap" of it) and asks again. */
 static int discard_main(const char *ram)
 {
-    int fd = open(ram, O_RDWR);
-    volatile uint8_t *p = fd < 0 ? MAP_FAILED
-                                 : mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    int fd;
+    volatile uint8_t *p = map_ram(ram, &fd);
 
     if (p == MAP_FAILED) {
         return 10;
@@ -341,12 +348,12 @@ static int punch_main(const char *ram, const char *other)
 static int vmm_main(const char *ram, char **argv)
 {
     g_autofree char *path = g_strdup_printf("%s.vu", ram);
-    int fd = open(ram, O_RDWR), st = 0, sock;
+    int fd, st = 0, sock;
     g_autoptr(GPtrArray) args = g_ptr_array_new();
     char line[32] = "";
     pid_t pid;
 
-    if (fd < 0 || mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED) {
+    if (map_ram(ram, &fd) == MAP_FAILED) {
         return 10;
     }
     for (char **a = argv; *a; a++) {
@@ -527,9 +534,9 @@ static int send_with_the_other_end_in_flight(int fd)
  * socket @n: prints "sent N" with how many went. */
 static int send_fd_main(const char *ram, int n, int count)
 {
-    int fd = open(ram, O_RDWR), i = 0;
+    int fd, i = 0;
 
-    if (fd < 0 || mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED) {
+    if (map_ram(ram, &fd) == MAP_FAILED) {
         return 10;
     }
     while (i < count && sl_test_send_fd_to(n, fd, NULL, false)) {
@@ -592,12 +599,12 @@ static int recv_forking_main(int n)
 static int send_over_main(const char *ram, const char *kind, const char *path)
 {
     struct sockaddr_un a = { .sun_family = AF_UNIX };
-    int fd = open(ram, O_RDWR), sv[2] = { -1, -1 };
-    bool dgram = strcmp(kind, "stream") != 0, to_path = g_str_has_prefix(kind, "dgram-") ?
-        !strcmp(kind, "dgram-mmsg") : dgram;
+    int fd, sv[2] = { -1, -1 };
+    bool dgram = strcmp(kind, "stream") != 0;
+    bool to_path = !strcmp(kind, "dgram") || !strcmp(kind, "dgram-mmsg");
 
     g_strlcpy(a.sun_path, path, sizeof(a.sun_path));
-    if (fd < 0 || mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED) {
+    if (map_ram(ram, &fd) == MAP_FAILED) {
         return 10;
     }
     if (!strcmp(kind, "dgram-pair") ? socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) < 0
@@ -916,22 +923,32 @@ static int remapper_main(const char *ram)
     return 0;
 }
 
+/* map_ram() in a program of its own: stdout unbuffered (what it printed
+ * survives a signal), an alarm of @secs, the first page read.  The
+ * mapping, or MAP_FAILED; that page's wrong bytes in *@bad. */
+static volatile uint8_t *map_ram_first_page(const char *ram, unsigned secs, unsigned *bad)
+{
+    int fd;
+    volatile uint8_t *p = map_ram(ram, &fd);
+
+    setvbuf(stdout, NULL, _IONBF, 0);
+    alarm(secs);
+    *bad = p == MAP_FAILED ? 0 : wrong_in(p, 0, 1);
+    return p;
+}
+
 /* Maps b0 (@ram), reads a page, forks a child that unmaps that range (it
  * has no copy of it: the fork guard) and exits, then reads every page. */
 static int fork_unmapper_main(const char *ram)
 {
-    int fd = open(ram, O_RDWR), st = 0;
-    volatile uint8_t *p = fd < 0 ? MAP_FAILED
-                                 : mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     unsigned bad;
+    volatile uint8_t *p = map_ram_first_page(ram, 60, &bad);
+    int st = 0;
     pid_t pid;
 
-    setvbuf(stdout, NULL, _IONBF, 0);
-    alarm(60);
     if (p == MAP_FAILED) {
         return 10;
     }
-    bad = wrong_in(p, 0, 1);
     pid = fork();
     if (pid == 0) {
         alarm(10); /* a child left waiting must neither stay nor hold our stdout */
@@ -1008,17 +1025,13 @@ static int populated_main(const char *how, const char *ram)
  * (EINVAL: a length past the address space) and reads every page. */
 static int bad_unmapper_main(const char *ram)
 {
-    int fd = open(ram, O_RDWR), r;
-    volatile uint8_t *p = fd < 0 ? MAP_FAILED
-                                 : mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     unsigned bad;
+    volatile uint8_t *p = map_ram_first_page(ram, 20, &bad);
+    int r;
 
-    setvbuf(stdout, NULL, _IONBF, 0);
-    alarm(20);
     if (p == MAP_FAILED) {
         return 10;
     }
-    bad = wrong_in(p, 0, 1);
     r = munmap((void *)p, (size_t)1 << 48);
     printf("munmap: %d (%s)\n", r, g_strerror(errno));
     printf("after the refused munmap: %u wrong\n", bad + wrong_in(p, 0, LEN / PSIZE));

@@ -1228,6 +1228,15 @@ static void slow_claim(void *opaque, unsigned region, uint64_t u, uint64_t n)
     (void)region;
 }
 
+/* Whether @flag is set, or becomes so within 5 s. */
+static bool set_within_5s(_Atomic bool *flag)
+{
+    for (int i = 0; i < 5000 && !atomic_load(flag); i++) {
+        g_usleep(1000);
+    }
+    return atomic_load(flag);
+}
+
 static gpointer read_stale_unit(gpointer opaque)
 {
     stale_show *s = opaque;
@@ -1283,10 +1292,7 @@ static void test_a_fault_that_saw_a_unit_placed_never_maps_zeros_after_the_drop(
     atomic_store(&s->show_armed, true);
     atomic_store(&s->claim_armed, true);
     th = g_thread_new("reader", read_stale_unit, s);
-    for (int i = 0; i < 5000 && !atomic_load(&s->showing); i++) {
-        g_usleep(1000);
-    }
-    assert_true(atomic_load(&s->showing));
+    assert_true(set_within_5s(&s->showing));
     if (!sl_restore_reset(f->r, NULL, &err)) {
         fail_msg("sl_restore_reset: %s", err->message);
     }
@@ -1400,10 +1406,7 @@ static void test_a_save_beside_a_reset_stores_no_dropped_page_as_zeros(void **st
     f->r->save_reading = hold_save_read;
     f->r->save_reading_opaque = s;
     th = g_thread_new("save", save_all, s);
-    for (int i = 0; i < 5000 && !atomic_load(&s->reading); i++) {
-        g_usleep(1000);
-    }
-    assert_true(atomic_load(&s->reading));
+    assert_true(set_within_5s(&s->reading));
     if (!sl_restore_reset(f->r, NULL, &err)) {
         fail_msg("sl_restore_reset: %s", err->message);
     }

@@ -211,7 +211,7 @@ struct sl_restore {
     GArray *raced;
     uint32_t tracking;         /* SL_TRACK_*: set at start, read-only after */
     _Atomic uint64_t resets;   /* resets that brought units back (statistics, relaxed) */
-    /* reset_in_place (reset.c, caller's thread only): the snapshot file
+    /* reset_in_place (reset-inplace.c, caller's thread only): the snapshot file
      * mapped read-only and populated at the first in-place reset, so that
      * rewriting a unit is a copy, not a read call; NULL: not (yet) mapped,
      * or not mappable (a chain, an external block): pread then. */

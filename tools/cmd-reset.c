@@ -224,7 +224,8 @@ int cmd_reset_loop(int argc, char **argv)
         cli_fail("reset-loop needs SNAP and --backend anon|shmem|hugetlbfs");
         return 2;
     }
-    if (hps && (!cli_parse_size(hps, &o.hugepage) || o.kind != SL_BACKEND_HUGETLBFS)) {
+    if (hps && (!cli_parse_size(hps, &o.hugepage) || o.kind != SL_BACKEND_HUGETLBFS ||
+                (o.hugepage != (2u << 20) && o.hugepage != (1u << 30)))) {
         cli_fail("--hugepage-size: '%s' must be 2M or 1G, with --backend hugetlbfs", hps);
         return 2;
     }

@@ -114,13 +114,9 @@ static bool start_lazy(const opts *o, sl_snapshot *s, sl_mem *mems, sl_restore *
     }
     for (unsigned i = 0; o->binds && o->binds[i]; i++) {
         g_autofree char *name = g_strdup(o->binds[i]);
-        char *eq = strrchr(name, '='), *end = NULL;
-        long node = eq ? strtol(eq + 1, &end, 10) : -1;
-        if (!eq || end == eq + 1 || *end) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "--bind '%s': expected BLOCK=NODE",
-                        o->binds[i]);
-            return false;
-        }
+        char *eq = strrchr(name, '='); /* its form was checked with the options */
+        long node = strtol(eq + 1, NULL, 10);
+
         *eq = 0;
         if (!sl_restore_bind(*rp, name, (int)node, errp)) {
             return false;
@@ -692,6 +688,15 @@ static bool check_memory(opts *o, const raw_opts *w)
     if (o->consumers && o->kind == SL_BACKEND_ANON) {
         cli_fail("--consumers: anonymous memory cannot be mapped by other processes");
         return false;
+    }
+    for (unsigned i = 0; o->binds && o->binds[i]; i++) {
+        const char *eq = strrchr(o->binds[i], '=');
+        char *end = NULL;
+        long node = eq ? strtol(eq + 1, &end, 10) : -1;
+        if (!eq || eq == o->binds[i] || end == eq + 1 || *end || node < 0 || node > 1023) {
+            cli_fail("--bind '%s': expected BLOCK=NODE with NODE from 0 to 1023", o->binds[i]);
+            return false;
+        }
     }
     if (o->kind == SL_BACKEND_HUGETLBFS) {
         o->hugepage = sl_hugetlb_resolve(o->hugepage); /* the size really used */

@@ -89,13 +89,20 @@ static bool put_chunk(save_ctx *c, unsigned block, uint64_t off, size_t len, GEr
 }
 
 /* FILE[:NAME]; the default name is the file's basename. */
-static bool parse_raw(const char *arg, raw_input *in)
+static void parse_raw(const char *arg, raw_input *in)
 {
     const char *colon = strrchr(arg, ':');
-    struct stat st;
 
     in->path = colon ? g_strndup(arg, (gsize)(colon - arg)) : g_strdup(arg);
     in->name = colon ? g_strdup(colon + 1) : g_path_get_basename(in->path);
+    in->node = -1;
+}
+
+/* The size and identity of raw image @in; false (said) if it cannot be seen. */
+static bool stat_raw(raw_input *in)
+{
+    struct stat st;
+
     if (stat(in->path, &st) < 0) {
         cli_fail("raw image %s: %s", in->path, g_strerror(errno));
         return false;
@@ -103,7 +110,6 @@ static bool parse_raw(const char *arg, raw_input *in)
     in->size = (uint64_t)st.st_size;
     in->dev = st.st_dev;
     in->ino = st.st_ino;
-    in->node = -1;
     return true;
 }
 
@@ -122,8 +128,9 @@ static bool out_is_new(const char *out, const raw_input *ins, unsigned n)
     return true;
 }
 
-/* One --node NAME=NODE: the hint of the block named NAME (0 <= NODE < 1024). */
-static bool apply_node_hint(const char *arg, raw_input *ins, unsigned n)
+/* One --node NAME=NODE: the hint of the block named NAME (0 <= NODE < 1024);
+ * 0, or exit status 2 (every way it can be wrong is bad usage). */
+static int apply_node_hint(const char *arg, raw_input *ins, unsigned n)
 {
     const char *eq = strrchr(arg, '=');
     g_autofree char *name = eq ? g_strndup(arg, (gsize)(eq - arg)) : NULL;
@@ -131,22 +138,20 @@ static bool apply_node_hint(const char *arg, raw_input *ins, unsigned n)
     long node = eq ? strtol(eq + 1, &end, 10) : -1;
 
     if (!eq || end == eq + 1 || *end || node < 0 || node > 1023) {
-        cli_fail("--node '%s': expected NAME=NODE with NODE from 0 to 1023", arg);
-        return false;
+        return cli_usage("--node '%s': expected NAME=NODE with NODE from 0 to 1023", arg);
     }
     for (unsigned i = 0; i < n; i++) {
         if (strcmp(ins[i].name, name) != 0) {
             continue;
         }
         if (ins[i].node >= 0) {
-            cli_fail("--node '%s': block '%s' already has node %d", arg, name, ins[i].node);
-            return false;
+            return cli_usage("--node '%s': block '%s' already has node %d", arg, name,
+                             ins[i].node);
         }
         ins[i].node = (int)node;
-        return true;
+        return 0;
     }
-    cli_fail("--node '%s': no --raw block is named '%s'", arg, name);
-    return false;
+    return cli_usage("--node '%s': no --raw block is named '%s'", arg, name);
 }
 
 /*
@@ -443,13 +448,16 @@ static int save_hinted(char **raws, char **nodes, const cli_save_opts *o)
     raw_input *ins = g_new0(raw_input, n);
     int ret = 0;
 
-    for (unsigned i = 0; i < n && ret == 0; i++) {
-        ret = parse_raw(raws[i], &ins[i]) ? 0 : 1;
+    for (unsigned i = 0; i < n; i++) {
+        parse_raw(raws[i], &ins[i]);
     }
     for (unsigned i = 0; nodes && nodes[i] && ret == 0; i++) {
-        ret = apply_node_hint(nodes[i], ins, n) ? 0 : 1;
+        ret = apply_node_hint(nodes[i], ins, n); /* usage: before any file is looked at */
     }
-    ret = (ret || !out_is_new(o->out, ins, n)) ? 1 : 0;
+    for (unsigned i = 0; i < n && ret == 0; i++) {
+        ret = stat_raw(&ins[i]) ? 0 : 1;
+    }
+    ret = ret ? ret : !out_is_new(o->out, ins, n);
     ret = ret ? ret : save_all(ins, n, o);
     for (unsigned i = 0; i < n; i++) {
         g_free(ins[i].path);

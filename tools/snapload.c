@@ -24,7 +24,7 @@ static const struct {
     { "flatten", cmd_flatten, "a child with its chain of parents as one full snapshot" },
     { "restore", cmd_restore, "restore a snapshot lazily into fresh memory, with stats" },
     { "serve", cmd_serve, "serve a lazy restore to consumer processes over a unix socket" },
-    { "qemu-save", cmd_qemu_save, "save a running QEMU guest (memory-backend-file RAM) over QMP" },
+    { "qemu-save", cmd_qemu_save, "save a running QEMU guest over QMP (any guest RAM)" },
     { "qemu-restore", cmd_qemu_restore, "run a QEMU guest at once while its RAM streams in" },
     { "reset-loop", cmd_reset_loop, "restore, then write, reset to the snapshot and check, round after round" },
     { "attach", cmd_attach, "run a vhost-user back-end registered with a restore in progress" },

@@ -1511,6 +1511,12 @@ static void test_cli_refuses_bad_usage_by_name_with_status_2(void **state)
         { { "delta", "a.snap", "-o", "x.snap" }, "delta needs PARENT, NEW and -o CHILD" },
         { { "flatten", "a.snap" }, "flatten needs SNAP and -o FULL" },
         { { "serve", "x.snap" }, "serve needs SNAP and --socket PATH" },
+        { { "save", "--raw", "x.raw", "-o", "x.snap", "--node", "x.raw" }, "--node 'x.raw'" },
+        { { "save", "--raw", "x.raw", "-o", "x.snap", "--node", "y=0" }, "no --raw block" },
+        { { "restore", "x.snap", "--backend", "anon", "--bind", "b0" }, "--bind 'b0'" },
+        { { "restore", "x.snap", "--backend", "anon", "--bind", "b0=-1" }, "--bind 'b0=-1'" },
+        { { "reset-loop", "x.snap", "--backend", "hugetlbfs", "--hugepage-size", "3M" },
+          "--hugepage-size: '3M'" },
     };
 
     for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {

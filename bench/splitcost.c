@@ -304,7 +304,7 @@ static double split_once(const char *stream, const char *dir, uint64_t size,
     if ((in = input_of(stream, dir, how, &copier)) < 0) {
         die("cannot open the stream");
     }
-    if (!sl_qemu_split_stream(in, out, lazy, &ram, &size, &err)) {
+    if (!sl_qemu_split_stream(in, out, lazy, &ram, &size, false, &err)) {
         die(err->message);
     }
     if (copier) {

@@ -75,6 +75,25 @@ static sl_qemu_backend *backend_named(GPtrArray *all, const char *name)
     return NULL;
 }
 
+#define EAGER_NOTE_BYTES (16u << 20) /* ROMs, BIOS, ACPI tables stay below */
+
+/*
+ * Says that QEMU loads block @bi itself, before the guest runs, when it is
+ * large enough to be guest RAM (found by testing: a memfd backend or a
+ * virtio-mem device's RAM went eager without a word).
+ */
+static void eager_note(const sl_block_info *bi, const sl_qemu_backend *found)
+{
+    if (bi->length < EAGER_NOTE_BYTES) {
+        return;
+    }
+    fprintf(stderr, "snapload: note: block '%s' (%" G_GUINT64_FORMAT " MiB) is loaded by QEMU "
+            "itself before the guest runs: %s\n", bi->name, bi->length >> 20,
+            !found ? "no memory-backend-file (share=on) or memory-backend-ram of that id in "
+                     "QEMU's arguments"
+                   : "it is not in the snapshot's own pages, or is shared anonymous memory");
+}
+
 /*
  * Which blocks are lazy: those QEMU's arguments name as guest RAM.  In our
  * container every block must be; in QEMU's file the others load eagerly.
@@ -118,6 +137,7 @@ static bool match_backends(qr *r, GError **errp)
         if (!found || !sl_snapshot_block_in_file(r->snap, i) || (!found->mem_path && found->share)) {
             /* QEMU loads it (x-ignore-shared kept it in its file; or it is shared
              * anonymous memory, which the preload client does not register) */
+            eager_note(&bi, found);
             continue;
         }
         r->lazy[i] = true;
@@ -169,12 +189,31 @@ static bool fresh_files(qr *r, GError **errp)
  * ';'-separated; with @files_only (for back-ends, which cannot share
  * QEMU's anonymous RAM) the files alone.
  */
+static gint by_order(gconstpointer a, gconstpointer b)
+{
+    const sl_qemu_backend *x = *(sl_qemu_backend *const *)a, *y = *(sl_qemu_backend *const *)b;
+
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/*
+ * SNAPLOAD_BLOCKS for the preload client, in the order QEMU allocates its
+ * backends: it takes each anonymous mapping for the first unregistered
+ * block of that size, so two of one size must come as QEMU maps them
+ * (found by testing: a hotplugged DIMM the size of -m, in snapshot order,
+ * had pc.ram's pages placed into its memory, and the restore refused).
+ */
 static char *blocks_env(const qr *r, bool files_only)
 {
     GString *s = g_string_new(NULL);
+    g_autoptr(GPtrArray) sorted = g_ptr_array_sized_new(r->backends->len); /* borrowed */
 
     for (guint i = 0; i < r->backends->len; i++) {
-        sl_qemu_backend *b = g_ptr_array_index(r->backends, i);
+        g_ptr_array_add(sorted, g_ptr_array_index(r->backends, i));
+    }
+    g_ptr_array_sort(sorted, by_order);
+    for (guint i = 0; i < sorted->len; i++) {
+        sl_qemu_backend *b = g_ptr_array_index(sorted, i);
         if (files_only && !b->mem_path) {
             continue;
         }

@@ -171,6 +171,7 @@ static bool parent_fits(const cli_save_opts *o, GPtrArray *bs, GError **errp)
     sl_snapshot *p = cli_open_snapshot(path, o->ancestors, 0, errp);
     uint8_t id[SL_IDENTITY_LEN];
     bool ok = p && sl_snapshot_identity(p, id, errp);
+    g_autofree int *order = g_new0(int, bs->len + 1);
     sl_block_info bi;
 
     if (ok && cli_refuse_chain_file(out, p, "the child", errp)) { /* before the guest stops */
@@ -186,6 +187,20 @@ static bool parent_fits(const cli_save_opts *o, GPtrArray *bs, GError **errp)
         int k = sl_snapshot_find_block(p, b->id);
         ok = k >= 0 && sl_snapshot_block(p, (unsigned)k, &bi) && bi.length == b->size &&
              bi.page_size == 4096;
+        order[i] = k;
+    }
+    /* A child has its parent's blocks in the parent's order, while QEMU
+     * lists its objects in no set order (found by review: another object
+     * added to QEMU changed it, and the child was refused after the stop). */
+    for (guint i = 0; ok && i < bs->len; i++) {
+        while (order[i] != (int)i) {
+            int k = order[i];
+            gpointer t = bs->pdata[k];
+            bs->pdata[k] = bs->pdata[i];
+            bs->pdata[i] = t;
+            order[i] = order[k];
+            order[k] = k;
+        }
     }
     if (!ok) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "parent %s does not have this QEMU's "
@@ -237,6 +252,32 @@ static bool mapped_by_qemu(sl_qmp *q, const sl_qemu_backend *b, GError **errp)
                 "(pid %d) maps as guest RAM: it was removed or replaced since QEMU opened it, "
                 "so it does not hold this guest's memory", b->id, b->mem_path, (int)pid);
     return false;
+}
+
+/*
+ * Whether @b's file is its guest RAM and nothing else, as the save reads
+ * it: from offset 0, its whole length.  Found by review: with offset= (or
+ * a file larger than size=) the snapshot held the file's first bytes, not
+ * guest RAM.  Checked before the guest is stopped.
+ */
+static bool file_is_ram(const sl_qemu_backend *b, GError **errp)
+{
+    struct stat st;
+
+    if (b->offset) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s': offset=%"
+                    G_GUINT64_FORMAT " is not supported: this save reads %s from its start "
+                    "(--format qemu saves it)", b->id, b->offset, b->mem_path);
+        return false;
+    }
+    if (stat(b->mem_path, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size != b->size) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s': %s holds %"
+                    G_GUINT64_FORMAT " bytes, but its size= is %" G_GUINT64_FORMAT ": this "
+                    "save reads the whole file as guest RAM (--format qemu saves it)", b->id,
+                    b->mem_path, (uint64_t)st.st_size, b->size);
+        return false;
+    }
+    return true;
 }
 
 /*
@@ -305,6 +346,12 @@ static GPtrArray *raw_inputs(sl_qmp *q, const cli_save_opts *o, const char *tmp,
     for (guint i = 0; i < bs->len; i++) {
         sl_qemu_backend *b = g_ptr_array_index(bs, i);
         char *raw;
+        if (!sl_name_printable(b->id) || strlen(b->id) >= SL_NAME_MAX) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s': its id, the "
+                        "snapshot block's name, must be 1 to %u bytes of UTF-8 text without "
+                        "control characters", b->id, SL_NAME_MAX - 1);
+            return NULL;
+        }
         if (b->anon) {
             if (!(raw = stream_ram_add(sr, tmp, b, errp))) {
                 return NULL;
@@ -324,7 +371,8 @@ static GPtrArray *raw_inputs(sl_qmp *q, const cli_save_opts *o, const char *tmp,
                         b->mem_path);
             return NULL;
         }
-        if (!mapped_by_qemu(q, b, errp) || !memory_idle(b, o->dsock, errp)) {
+        if (!file_is_ram(b, errp) || !mapped_by_qemu(q, b, errp) ||
+            !memory_idle(b, o->dsock, errp)) {
             return NULL; /* before the guest is stopped: it runs on untouched */
         }
         g_ptr_array_add(raws, g_strdup_printf("%s:%s", b->mem_path, b->id));
@@ -391,7 +439,8 @@ static gpointer take_stream(gpointer opaque)
     } else if (j->split) {
         ok = sl_qemu_split_stream(j->in, out, (const char *const *)j->sr->names->pdata,
                                   (const int *)(void *)j->sr->fds->data,
-                                  (const uint64_t *)(void *)j->sr->sizes->data, &j->err);
+                                  (const uint64_t *)(void *)j->sr->sizes->data,
+                                  true /* save_stopped() set x-ignore-shared */, &j->err);
     } else {
         ok = copy_stream(j->in, out, j->dev, &j->err);
     }
@@ -517,7 +566,14 @@ static int save_container(sl_qmp *q, const char *full, cli_save_opts o, GError *
     cli_interrupt_remove_on_signal(dev);
     raws = raw_inputs(q, &o, tmp, &sr, errp);
     if (raws) {
-        ret = save_stopped(q, raws, dev, full, &sr, &o, errp);
+        /* The full stream too is written beside its name and renamed once
+         * the whole save succeeded: a failed or interrupted one leaves no
+         * cut stream there, nor truncates an earlier one (found by review). */
+        g_autofree char *full_tmp = full ? cli_partial_path(full) : NULL;
+        ret = save_stopped(q, raws, dev, full_tmp, &sr, &o, errp);
+        if (full_tmp && !cli_finish_partial(full_tmp, full, ret == 0, ret == 0 ? errp : NULL)) {
+            ret = -1;
+        }
     }
     /* On every return the temporary directory goes; on a signal its files
      * (cli_interrupt_remove_on_signal()), the empty directory stays. */

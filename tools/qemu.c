@@ -60,10 +60,52 @@ static GHashTable *split_options(const char *text)
     return h;
 }
 
+/*
+ * An -object in QEMU's JSON syntax (what libvirt writes), as split_options()
+ * gives the dotted one: every member of scalar value as text (booleans as
+ * "on"/"off"); NULL if @text is no JSON object.
+ */
+static GHashTable *json_options(const char *text)
+{
+    g_autoptr(JsonParser) p = json_parser_new();
+    GHashTable *h;
+    JsonObject *o;
+    GList *names;
+
+    if (!json_parser_load_from_data(p, text, -1, NULL) ||
+        !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p))) {
+        return NULL;
+    }
+    h = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    o = json_node_get_object(json_parser_get_root(p));
+    names = json_object_get_members(o);
+    for (GList *l = names; l; l = l->next) {
+        JsonNode *v = json_object_get_member(o, l->data);
+        GType t = JSON_NODE_HOLDS_VALUE(v) ? json_node_get_value_type(v) : G_TYPE_INVALID;
+        char *s = t == G_TYPE_STRING    ? g_strdup(json_node_get_string(v))
+                  : t == G_TYPE_BOOLEAN ? g_strdup(json_node_get_boolean(v) ? "on" : "off")
+                  : t == G_TYPE_INT64   ? g_strdup_printf("%" G_GINT64_FORMAT, json_node_get_int(v))
+                                        : NULL;
+        if (s) {
+            g_hash_table_insert(h, g_strdup(l->data), s);
+        }
+    }
+    g_list_free(names);
+    return h;
+}
+
+/* The options of -object @text, dotted or JSON. */
+static GHashTable *object_options(const char *text)
+{
+    GHashTable *h = text[0] == '{' ? json_options(text) : NULL;
+
+    return h ? h : split_options(text);
+}
+
 /* A memory-backend-file or -ram object's options (@anon: -ram: no mem-path). */
 static sl_qemu_backend *backend_from_options(const char *text, bool anon, GError **errp)
 {
-    g_autoptr(GHashTable) h = split_options(text);
+    g_autoptr(GHashTable) h = object_options(text);
     const char *id = g_hash_table_lookup(h, "id");
     const char *path = g_hash_table_lookup(h, "mem-path");
     const char *size = g_hash_table_lookup(h, "size");
@@ -80,7 +122,14 @@ static sl_qemu_backend *backend_from_options(const char *text, bool anon, GError
     b->id = g_strdup(id);
     b->mem_path = anon ? NULL : g_strdup(path);
     b->size = bytes;
+    if (g_hash_table_lookup(h, "offset") &&
+        !cli_parse_size(g_hash_table_lookup(h, "offset"), &b->offset)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "-object %s: offset= is not a size", text);
+        sl_qemu_backend_free(b);
+        return NULL;
+    }
     b->share = parse_bool(g_hash_table_lookup(h, "share"));
+    b->readonly = parse_bool(g_hash_table_lookup(h, "readonly"));
     b->anon = anon && !b->share;
     return b;
 }
@@ -113,6 +162,17 @@ static bool implicit_ram(char **argv, GPtrArray *out, GError **errp)
     if (machine && strstr(machine, "memory-backend=")) {
         return true;
     }
+    if (arg_of(argv, "-mem-path") || arg_of(argv, "--mem-path")) {
+        /* Found by testing: taken for anonymous pc.ram, the restore waited
+         * 12 s for a registration that never came, QEMU's RAM being a
+         * private mapping of that file. */
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "-mem-path %s: legacy file RAM, a private "
+                    "mapping no restore can serve; use -machine memory-backend=ID with "
+                    "-object memory-backend-file,id=ID,mem-path=FILE,share=on,size=...",
+                    arg_of(argv, "-mem-path") ? arg_of(argv, "-mem-path")
+                                              : arg_of(argv, "--mem-path"));
+        return false;
+    }
     if (size && g_ascii_isdigit(size[strlen(size) - 1])) {
         size = withunit = g_strdup_printf("%sM", size); /* -m counts MiB without a unit */
     }
@@ -137,8 +197,10 @@ GPtrArray *sl_qemu_args_backends(char **argv, GError **errp)
             continue;
         }
         a++;
-        bool file = g_str_has_prefix(*a, "memory-backend-file,");
-        if (!file && !g_str_has_prefix(*a, "memory-backend-ram,")) {
+        g_autoptr(GHashTable) h = object_options(*a);
+        const char *type = g_hash_table_lookup(h, "qom-type");
+        bool file = !g_strcmp0(type, "memory-backend-file");
+        if (!file && g_strcmp0(type, "memory-backend-ram")) {
             continue;
         }
         sl_qemu_backend *b = backend_from_options(*a, !file, errp);
@@ -146,11 +208,15 @@ GPtrArray *sl_qemu_args_backends(char **argv, GError **errp)
             g_ptr_array_unref(out);
             return NULL;
         }
+        b->order = out->len;
         g_ptr_array_add(out, b);
     }
     if (!implicit_ram(argv, out, errp)) {
         g_ptr_array_unref(out);
         return NULL;
+    }
+    for (guint i = 0; i < out->len; i++) {
+        ((sl_qemu_backend *)g_ptr_array_index(out, i))->order = i;
     }
     return out;
 }
@@ -188,6 +254,10 @@ static sl_qemu_backend *backend_over_qmp(sl_qmp *q, const char *id, bool ram, GE
     b->id = g_strdup(id);
     b->mem_path = g_steal_pointer(&mem);
     b->size = g_ascii_strtoull(size, NULL, 10);
+    if (!ram) { /* a property since QEMU 8.2: absent before, so 0 */
+        g_autofree char *off = qom_get(q, path, "offset", NULL);
+        b->offset = off ? g_ascii_strtoull(off, NULL, 10) : 0;
+    }
     b->share = parse_bool(share);
     b->anon = ram && !b->share;
     return b;
@@ -312,6 +382,19 @@ static bool check_backend(const sl_qemu_backend *b, uint64_t *hugepage, GError *
                     "without it guest RAM is private to QEMU, not in %s", b->id, b->mem_path);
         return false;
     }
+    if (b->readonly) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s': readonly=on is not "
+                    "supported: the restore writes guest RAM into %s (nor can QEMU load RAM "
+                    "into it); drop readonly=on", b->id, b->mem_path);
+        return false;
+    }
+    if (b->offset) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s': offset=%" G_GUINT64_FORMAT
+                    " is not supported: the restore makes %s afresh with guest RAM from its "
+                    "start; drop offset= (a file of its own per backend)", b->id, b->offset,
+                    b->mem_path);
+        return false;
+    }
     if (stat(b->mem_path, &st) == 0 && S_ISDIR(st.st_mode)) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s': mem-path %s is a "
                     "directory; name a file, so that the restore can find it", b->id, b->mem_path);
@@ -409,7 +492,8 @@ static bool reusable(const sl_qemu_backend *b)
     struct stat st;
     uint64_t hugepage;
 
-    return b->mem_path && b->share && stat(b->mem_path, &st) == 0 && S_ISREG(st.st_mode) &&
+    return b->mem_path && b->share && !b->offset && !b->readonly && stat(b->mem_path, &st) == 0 &&
+           S_ISREG(st.st_mode) &&
            (uint64_t)st.st_size == b->size && backend_fs(b, &hugepage, NULL);
 }
 

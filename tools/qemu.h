@@ -18,8 +18,12 @@ typedef struct {
     char *id;        /* backend id: the snapshot block's name */
     char *mem_path;  /* the memory file; NULL for anonymous RAM */
     uint64_t size;   /* bytes */
+    uint64_t offset; /* memory-backend-file offset= (QEMU 8.2+): where guest RAM starts */
     bool share;      /* share=on: guest RAM lives in the file */
     bool anon;       /* memory-backend-ram, or plain -m: private anonymous memory */
+    bool readonly;   /* readonly=on */
+    unsigned order;  /* sl_qemu_args_backends(): its place among QEMU's backends, in the
+                      * order QEMU allocates them (its -objects, then plain -m's RAM) */
 } sl_qemu_backend;
 
 /** sl_qemu_backend_free: free one backend description. */

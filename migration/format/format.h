@@ -475,11 +475,15 @@ bool sl_qemu_parse(sl_snapshot *s, GError **errp);
  * offsets in the block (zero pages stay holes).  What is left loads into QEMU as it is,
  * leaving those blocks' memory untouched.  @in may be a pipe or socket
  * (read once, in order, up to its end: QEMU's migration split as it is
- * written) or a file (read from offset 0).  False with @errp naming what
- * this reader refuses or finds wrong; a pipe is then left unread.
+ * written) or a file (read from offset 0).  @ignore_shared: the caller
+ * set x-ignore-shared on the source, so the block list holds each block's
+ * address even where the stream has no configuration section to say so
+ * (old machine types, such as pc-i440fx-2.3, send none).  False with
+ * @errp naming what this reader refuses or finds wrong; a pipe is then
+ * left unread.
  */
 bool sl_qemu_split_stream(int in, int out, const char *const *lazy, const int *lazy_fds,
-                          const uint64_t *lazy_sizes, GError **errp);
+                          const uint64_t *lazy_sizes, bool ignore_shared, GError **errp);
 
 bool sl_qemu_write_device_stream(const sl_snapshot *s, const char *path, const bool *lazy,
                                  GError **errp);

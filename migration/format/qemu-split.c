@@ -474,7 +474,7 @@ static bool split_sections(splitter *sp, const char *const *lazy, const uint64_t
 }
 
 bool sl_qemu_split_stream(int in, int out, const char *const *lazy, const int *lazy_fds,
-                          const uint64_t *lazy_sizes, GError **errp)
+                          const uint64_t *lazy_sizes, bool ignore_shared, GError **errp)
 {
     splitter sp = { .c = { .fd = in }, .out = out, .lazy_fds = lazy_fds, .last = -1,
                     .buf = g_byte_array_new(), .blocks = g_new0(split_block, SL_MAX_BLOCKS),
@@ -489,6 +489,7 @@ bool sl_qemu_split_stream(int in, int out, const char *const *lazy, const int *l
     }
     sp.c.q = g_new0(sl_qemu_stream, 1);
     sp.c.q->caps = g_ptr_array_new_with_free_func(g_free);
+    sp.c.q->ignore_shared = ignore_shared; /* the configuration, if any, may say it too */
     ok = sl_qs_header(&sp.c, errp);
     if (ok && g_ptr_array_find_with_equal_func(sp.c.q->caps, "postcopy-ram", g_str_equal, NULL)) {
         ok = SL_BAD(errp, "the stream was saved with postcopy-ram, whose block list holds page "

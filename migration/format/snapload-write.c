@@ -108,8 +108,10 @@ int sl_writer_add_block(sl_writer *w, const char *name, uint64_t length,
         return -1;
     }
     if (!name || !*name || strlen(name) >= SL_NAME_MAX || !sl_name_printable(name)) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block name must be 1 to %u bytes of "
-                    "UTF-8 text without control characters", SL_NAME_MAX - 1);
+        g_autofree char *shown = name ? g_strescape(name, NULL) : NULL;
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block name '%s' must be 1 to %u bytes "
+                    "of UTF-8 text without control characters", shown ? shown : "",
+                    SL_NAME_MAX - 1);
         return -1;
     }
     if (page_size < SL_MIN_PAGE || page_size > SL_MAX_PAGE || (page_size & (page_size - 1)) ||

@@ -394,7 +394,7 @@ static split_result split_once(uint64_t len, unsigned n, bool from_pipe, unsigne
     if (from_pipe) {
         th = start_feeder(&f, len, pipe_seed, &in);
     }
-    res.ok = sl_qemu_split_stream(in, out, lazy, ram, split_sizes, &err);
+    res.ok = sl_qemu_split_stream(in, out, lazy, ram, split_sizes, false, &err);
     FUZZ_CHECK(res.ok == !err && (!err || (err->domain == SL_ERROR && err->message[0])),
                "a split fails exactly when it sets an error, in SL_ERROR, with a message");
     if (th) {

@@ -32,18 +32,25 @@
 
 static const mem_kind shmem = { "shmem", NULL, 0, false };
 
-/* The guest's QEMU command line on RAM file @mem (no terminating NULL). */
-static void guest_args(GPtrArray *a, const fixture *f, const char *mem)
+/* The guest's QEMU command line on RAM file @mem, its backend's id @id
+ * (no terminating NULL). */
+static void guest_args_id(GPtrArray *a, const fixture *f, const char *mem, const char *id)
 {
     g_ptr_array_add(a, g_strdup("qemu-system-x86_64"));
     add2(a, "-accel", g_strdup(f->kvm ? "kvm" : "tcg"));
     add2(a, "-m", g_strdup_printf("%dM", GUEST_MB));
-    add2(a, "-machine", g_strdup("pc,memory-backend=ram0"));
-    add2(a, "-object", g_strdup_printf("memory-backend-file,id=ram0,size=%dM,mem-path=%s,"
-                                       "share=on", GUEST_MB, mem));
+    add2(a, "-machine", g_strdup_printf("pc,memory-backend=%s", id));
+    add2(a, "-object", g_strdup_printf("memory-backend-file,id=%s,size=%dM,mem-path=%s,"
+                                       "share=on", id, GUEST_MB, mem));
     add2(a, "-display", g_strdup("none"));
     g_ptr_array_add(a, g_strdup("-nodefaults"));
     g_ptr_array_add(a, g_strdup("-no-user-config"));
+}
+
+/* guest_args_id() of backend ram0. */
+static void guest_args(GPtrArray *a, const fixture *f, const char *mem)
+{
+    guest_args_id(a, f, mem, "ram0");
 }
 
 /* Waits (bounded) until the socket @path exists. */
@@ -77,18 +84,25 @@ static sl_qmp *qmp_at(const char *path)
  * Starts the guest on f->memfile with two QMP servers (QEMU serves one
  * client on each): @qmp for qemu-save, and the test's, connected.
  */
-static sl_qmp *start_guest(fixture *f, const char *qmp)
+static sl_qmp *start_guest_id(fixture *f, const char *qmp, const char *id)
 {
     g_autoptr(GPtrArray) a = g_ptr_array_new_with_free_func(g_free);
     g_autofree char *mine = path_in(f, "test.qmp");
 
-    guest_args(a, f, f->memfile);
+    unlink(mine); /* a guest before may have left it */
+    guest_args_id(a, f, f->memfile, id);
     add2(a, "-qmp", g_strdup_printf("unix:%s,server=on,wait=off", qmp));
     add2(a, "-qmp", g_strdup_printf("unix:%s,server=on,wait=off", mine));
     child c = spawn(f, a, "guest");
     child_free(&c);
     wait_socket(qmp);
     return qmp_at(mine);
+}
+
+/* start_guest_id() of backend ram0. */
+static sl_qmp *start_guest(fixture *f, const char *qmp)
+{
+    return start_guest_id(f, qmp, "ram0");
 }
 
 /* The guest's run state, as QEMU says it. */
@@ -405,13 +419,27 @@ static void test_a_save_waits_for_the_whole_device_state(void **state)
     sl_qmp_close(q);
 }
 
+/* How many files of directory @dir have names starting with @prefix. */
+static unsigned files_named(const char *dir, const char *prefix)
+{
+    g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+    unsigned n = 0;
+
+    for (const char *e; d && (e = g_dir_read_name(d));) {
+        n += g_str_has_prefix(e, prefix);
+    }
+    return n;
+}
+
 /*
  * SIGINT or SIGTERM while qemu-save waits for QEMU's migration (a full
  * stream into a `cat` that has not begun to read) ends the save saying
  * so: the migration is cancelled, the guest runs again as before, QEMU's
  * migration settings are as they were, and no snapshot is left (found by
  * review: the signal killed the save where it stood, leaving the guest
- * paused and x-ignore-shared on).
+ * paused and x-ignore-shared on).  An earlier full stream of that name is
+ * left whole, and no cut one is left beside it (found by review: the
+ * stream was written in place, truncating the earlier one).
  */
 static void test_a_signal_during_a_save_puts_the_guest_and_settings_back(void **state)
 {
@@ -423,6 +451,7 @@ static void test_a_signal_during_a_save_puts_the_guest_and_settings_back(void **
     sl_qmp *q;
 
     need(f);
+    assert_true(g_file_set_contents(full, "an earlier stream", -1, NULL));
     q = start_guest_with_slow_cat(f, qmp, 4, false);
     before = settings_of(q);
     for (unsigned i = 0; i < G_N_ELEMENTS(sigs); i++) {
@@ -450,6 +479,12 @@ static void test_a_signal_during_a_save_puts_the_guest_and_settings_back(void **
         if (strcmp(st, "running") || strcmp(after, before) || access(snap, F_OK) == 0) {
             fail_msg("after signal %d the guest is %s, settings\n  %s\nnot\n  %s\n%s", sigs[i],
                      st, after, before, err);
+        }
+        g_autofree char *kept = NULL;
+        if (!g_file_get_contents(full, &kept, NULL, NULL) || strcmp(kept, "an earlier stream") ||
+            files_named(f->dir, "full.mig.")) {
+            fail_msg("after signal %d the full stream holds '%.40s', %u cut one(s) beside it",
+                     sigs[i], kept ? kept : "(none)", files_named(f->dir, "full.mig."));
         }
     }
     sl_qmp_ok(q, "quit", NULL, NULL);
@@ -678,6 +713,106 @@ static void test_shared_anonymous_ram_and_a_long_socket_path_are_refused_by_name
     assert_int_equal(rmdir(longdir), 0);
 }
 
+/* QEMU's arguments for a restore of a GUEST_MB guest whose RAM backend
+ * ram0 is the -object @obj (with -m and -machine memory-backend=ram0 when
+ * @backend, else -m alone and @obj as further arguments). */
+static void args_with(GPtrArray *q, const char *obj, bool backend)
+{
+    g_ptr_array_set_size(q, 0);
+    g_ptr_array_add(q, g_strdup("qemu-system-x86_64"));
+    add2(q, "-m", g_strdup_printf("%dM", GUEST_MB));
+    if (backend) {
+        add2(q, "-machine", g_strdup("pc,memory-backend=ram0"));
+        add2(q, "-object", g_strdup(obj));
+    } else {
+        g_ptr_array_add(q, g_strdup(obj));
+    }
+    add2(q, "-display", g_strdup("none"));
+}
+
+/*
+ * Guest RAM no restore can serve is refused by name before any file is
+ * touched (found by testing): a memory-backend-file with offset= (the file
+ * was made afresh at size=, the bytes before the offset lost, then QEMU
+ * failed) or readonly=on (the read-only file was zeroed), and legacy
+ * -mem-path (a private file mapping: the restore waited 12 s for a
+ * registration).  An -object in JSON syntax, as libvirt writes it, is read
+ * like the dotted one: the shared anonymous RAM it names is refused as
+ * such, not taken for no RAM at all.
+ */
+static void test_ram_no_restore_can_serve_is_refused_before_its_file_changes(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *raw = path_in(f, "raw"), *dev = path_in(f, "devstate");
+    g_autofree char *snap = path_in(f, "s.snap"), *out = NULL, *err = NULL;
+    g_autofree char *rawspec = g_strdup_printf("%s:ram0", raw), *file = NULL, *obj = NULL;
+    g_autofree char *mem = g_strdup(f->memfile), *marker = g_strnfill(4096, 'M'); /* shmem */
+    g_autoptr(GPtrArray) q = g_ptr_array_new_with_free_func(g_free);
+    const char *save[] = { "save", "--raw", rawspec, "--device-state", dev, "-o", snap, NULL };
+    const char *refuse[][2] = {
+        { "offset=%dM", "offset=67108864 is not supported" },
+        { "readonly=on,x=%d", "readonly=on is not supported" },
+    };
+    gsize len = 0;
+
+    need(f);
+    assert_true(g_file_set_contents(dev, "device state", -1, NULL));
+    assert_true(g_file_set_contents(raw, "", 0, NULL) && truncate(raw, GUEST_MB << 20) == 0);
+    assert_int_equal(sl_test_run_cli(save, &out, &err), 0);
+    for (size_t i = 0; i < G_N_ELEMENTS(refuse); i++) {
+        g_autofree char *extra = g_strdup_printf(refuse[i][0], GUEST_MB);
+        g_autofree char *o = g_strdup_printf("memory-backend-file,id=ram0,size=%dM,mem-path=%s,"
+                                             "share=on,%s", GUEST_MB, mem, extra);
+        assert_true(g_file_set_contents(mem, marker, 4096, NULL) &&
+                    truncate(mem, (2 * GUEST_MB) << 20) == 0);
+        args_with(q, o, true);
+        restore_refused(snap, NULL, q, refuse[i][1]);
+        g_clear_pointer(&file, g_free);
+        assert_true(g_file_get_contents(mem, &file, &len, NULL));
+        assert_int_equal(len, (gsize)(2 * GUEST_MB) << 20); /* neither made afresh */
+        assert_memory_equal(file, marker, 4096);            /* nor its bytes lost */
+    }
+    args_with(q, "-mem-path", false);
+    g_ptr_array_insert(q, 4, g_strdup(mem)); /* after -mem-path */
+    restore_refused(snap, NULL, q, "-mem-path");
+    obj = g_strdup_printf("{\"qom-type\": \"memory-backend-ram\", \"id\": \"ram0\", "
+                          "\"size\": %d, \"share\": true}", GUEST_MB << 20);
+    args_with(q, obj, true);
+    restore_refused(snap, NULL, q, "memory backend 'ram0' is shared anonymous memory");
+}
+
+/*
+ * Guest RAM a container save would read wrong, or store under a name it
+ * cannot hold, is refused by name before the guest is stopped (found by
+ * review: a RAM file larger than size= was saved whole as the block, its
+ * bytes past size= taken for guest RAM; with offset= the block held the
+ * bytes before the offset; a backend id of 64 bytes or more was refused
+ * only after the stop, without its name).
+ */
+static void test_a_save_refuses_ram_it_would_misread_before_the_stop(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *qmp = path_in(f, "guest.qmp"), *snap = path_in(f, "a.snap");
+    g_autofree char *longid = g_strnfill(70, 'm'), *want = NULL;
+    sl_qmp *g;
+
+    need(f);
+    assert_true(g_file_set_contents(f->memfile, "", 0, NULL) &&
+                truncate(f->memfile, (2 * GUEST_MB) << 20) == 0);
+    g = start_guest(f, qmp); /* QEMU maps the first GUEST_MB of it */
+    save_fails_guest_runs(g, qmp, (const char *[]){ "-o", snap, NULL }, "but its size= is");
+    sl_qmp_ok(g, "quit", NULL, NULL);
+    sl_qmp_close(g);
+    unlink(f->memfile);
+    unlink(qmp);
+    g = start_guest_id(f, qmp, longid);
+    want = g_strdup_printf("memory backend '%s': its id, the snapshot block's name", longid);
+    save_fails_guest_runs(g, qmp, (const char *[]){ "-o", snap, NULL }, want);
+    sl_qmp_ok(g, "quit", NULL, NULL);
+    sl_qmp_close(g);
+    assert_int_equal(access(snap, F_OK), -1);
+}
+
 /*
  * No file of the snapshot's chain is written over (found by review): not
  * the parent by qemu-save's --full-stream (written in place, it truncated
@@ -764,6 +899,8 @@ int main(void)
         CASE(test_shared_anonymous_ram_and_a_long_socket_path_are_refused_by_name),
         CASE(test_no_save_or_restore_writes_over_the_snapshot_it_reads),
         CASE(test_a_signal_after_completion_returns_qemus_status),
+        CASE(test_ram_no_restore_can_serve_is_refused_before_its_file_changes),
+        CASE(test_a_save_refuses_ram_it_would_misread_before_the_stop),
     };
 
     qtest_pick_qemu();

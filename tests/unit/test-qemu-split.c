@@ -254,7 +254,7 @@ static bool split(files *f, uint64_t size, GError **err)
 {
     const char *const lazy[] = { "pc.ram", NULL };
 
-    return sl_qemu_split_stream(f->in, f->out, lazy, &f->ram, &size, err);
+    return sl_qemu_split_stream(f->in, f->out, lazy, &f->ram, &size, false, err);
 }
 
 /* Whether page @i of the lazy file is allocated (not a hole). */

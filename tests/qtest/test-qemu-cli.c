@@ -814,6 +814,181 @@ static void test_a_save_refuses_ram_it_would_misread_before_the_stop(void **stat
 }
 
 /*
+ * A guest with two nodes of anonymous RAM (backends m0, m1) and @extra
+ * iothread objects, which change the order QEMU lists its objects in;
+ * QMP servers @qmp (for qemu-save) and the test's, connected.
+ */
+static sl_qmp *start_numa_guest(fixture *f, const char *qmp, unsigned extra)
+{
+    g_autoptr(GPtrArray) a = g_ptr_array_new_with_free_func(g_free);
+    g_autofree char *mine = path_in(f, "test.qmp");
+
+    unlink(mine);
+    unlink(qmp);
+    g_ptr_array_add(a, g_strdup("qemu-system-x86_64"));
+    add2(a, "-accel", g_strdup(f->kvm ? "kvm" : "tcg"));
+    add2(a, "-m", g_strdup_printf("%dM", GUEST_MB));
+    for (unsigned n = 0; n < 2; n++) {
+        add2(a, "-object", g_strdup_printf("memory-backend-ram,id=m%u,size=%dM", n,
+                                           GUEST_MB / 2));
+        add2(a, "-numa", g_strdup_printf("node,memdev=m%u", n));
+    }
+    for (unsigned i = 0; i < extra; i++) {
+        add2(a, "-object", g_strdup_printf("iothread,id=io%u", i));
+    }
+    add2(a, "-display", g_strdup("none"));
+    g_ptr_array_add(a, g_strdup("-nodefaults"));
+    add2(a, "-qmp", g_strdup_printf("unix:%s,server=on,wait=off", qmp));
+    add2(a, "-qmp", g_strdup_printf("unix:%s,server=on,wait=off", mine));
+    child c = spawn(f, a, "guest");
+    child_free(&c);
+    wait_socket(qmp);
+    return qmp_at(mine);
+}
+
+/* Which of m0 and m1 QEMU lists first among its objects: 0 or 1. */
+static int first_listed(sl_qmp *q)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(JsonNode) r = sl_qmp_cmd(q, "qom-list", "{\"path\": \"/objects\"}", &err);
+    JsonArray *a = r && JSON_NODE_HOLDS_ARRAY(r) ? json_node_get_array(r) : NULL;
+
+    for (guint i = 0; a && i < json_array_get_length(a); i++) {
+        const char *name = json_object_get_string_member_with_default(
+            json_array_get_object_element(a, i), "name", "");
+        if (!strcmp(name, "m0") || !strcmp(name, "m1")) {
+            return name[1] - '0';
+        }
+    }
+    fail_msg("qom-list /objects names neither m0 nor m1: %s", err ? err->message : "");
+    return -1;
+}
+
+/*
+ * A child snapshot has its parent's blocks in the parent's order, whatever
+ * order QEMU lists its memory backends in: another object added to the
+ * guest changes that order, and the child save goes through, restorable
+ * over its parent (found by review: it was refused after the guest was
+ * stopped, saying the blocks came in another order).
+ */
+static void test_a_child_save_takes_its_parents_block_order(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *qmp = path_in(f, "guest.qmp"), *base = path_in(f, "base.snap");
+    g_autofree char *child = path_in(f, "child.snap"), *err = NULL;
+    g_autoptr(GError) gerr = NULL;
+    unsigned extra = 0;
+    int parent_first;
+    sl_snapshot *s;
+    sl_qmp *g;
+
+    need(f);
+    g = start_numa_guest(f, qmp, 0);
+    parent_first = first_listed(g);
+    if (!g_spawn_check_wait_status(qemu_save(qmp, (const char *[]){ "-o", base, NULL }, &err),
+                                   NULL)) {
+        fail_msg("the parent's save failed: %s", err);
+    }
+    sl_qmp_ok(g, "quit", NULL, NULL);
+    sl_qmp_close(g);
+    for (g = NULL; ++extra <= 16;) { /* until QEMU lists them the other way */
+        g = start_numa_guest(f, qmp, extra);
+        if (first_listed(g) != parent_first) {
+            break;
+        }
+        sl_qmp_ok(g, "quit", NULL, NULL);
+        sl_qmp_close(g);
+        g = NULL;
+    }
+    if (!g) {
+        fail_msg("no number of iothreads up to 16 made QEMU list m0 and m1 the other way");
+    }
+    g_free(err);
+    if (!g_spawn_check_wait_status(qemu_save(qmp, (const char *[]){ "-o", child, "--parent",
+                                                                   base, NULL }, &err),
+                                   NULL)) {
+        fail_msg("the child's save with %u iothreads failed: %s", extra, err);
+    }
+    sl_qmp_ok(g, "quit", NULL, NULL);
+    sl_qmp_close(g);
+    s = sl_snapshot_open(child, &gerr);
+    if (!s) {
+        fail_msg("the child does not open over its parent: %s", gerr->message);
+    }
+    sl_snapshot_close(s);
+}
+
+/* QEMU's arguments of a guest of GUEST_MB of plain -m RAM with room for a
+ * DIMM, and (@dimm) that DIMM of as much anonymous RAM, backend d1. */
+static void dimm_guest_args(GPtrArray *a, const fixture *f, bool dimm)
+{
+    g_ptr_array_add(a, g_strdup("qemu-system-x86_64"));
+    add2(a, "-accel", g_strdup(f->kvm ? "kvm" : "tcg"));
+    add2(a, "-m", g_strdup_printf("%dM,slots=2,maxmem=1G", GUEST_MB));
+    add2(a, "-machine", g_strdup("pc"));
+    if (dimm) {
+        add2(a, "-object", g_strdup_printf("memory-backend-ram,id=d1,size=%dM", GUEST_MB));
+        add2(a, "-device", g_strdup("pc-dimm,id=dimm1,memdev=d1"));
+    }
+    add2(a, "-display", g_strdup("none"));
+    g_ptr_array_add(a, g_strdup("-nodefaults"));
+}
+
+/*
+ * A DIMM of anonymous RAM hotplugged before the save, as large as -m's
+ * RAM, and restored with the DIMM on the command line: the two blocks of
+ * one size are told apart by the order QEMU allocates them (its -objects
+ * first), not the snapshot's (found by testing: pc.ram's pages went into
+ * the DIMM's memory, and the restore refused).  QEMU's own file where it
+ * writes one (its blocks in allocation order: pc.ram, then the DIMM).
+ */
+static void test_a_hotplugged_dimm_the_size_of_ram_restores(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *qmp = path_in(f, "guest.qmp"), *mine = path_in(f, "test.qmp");
+    g_autofree char *snap = path_in(f, "dimm.snap"), *out = NULL, *err = NULL;
+    g_autofree char *obj = g_strdup_printf("{\"qom-type\": \"memory-backend-ram\", \"id\": "
+                                           "\"d1\", \"size\": %d}", GUEST_MB << 20);
+    g_autoptr(GPtrArray) a = g_ptr_array_new_with_free_func(g_free);
+    g_autoptr(GError) gerr = NULL;
+    bool qemu_file = qtest_qemu_major() >= 9;
+    sl_qmp *g;
+    int ws;
+
+    need(f);
+    dimm_guest_args(a, f, false);
+    add2(a, "-qmp", g_strdup_printf("unix:%s,server=on,wait=off", qmp));
+    add2(a, "-qmp", g_strdup_printf("unix:%s,server=on,wait=off", mine));
+    child c = spawn(f, a, "guest");
+    child_free(&c);
+    wait_socket(qmp);
+    g = qmp_at(mine);
+    if (!sl_qmp_ok(g, "object-add", obj, &gerr) ||
+        !sl_qmp_ok(g, "device_add", "{\"driver\": \"pc-dimm\", \"id\": \"dimm1\", "
+                   "\"memdev\": \"d1\"}", &gerr)) {
+        fail_msg("hotplugging the DIMM: %s", gerr->message);
+    }
+    ws = qemu_save(qmp, (const char *[]){ "-o", snap, "--quit", qemu_file ? "--format" : NULL,
+                                          "qemu", NULL }, &err);
+    if (!g_spawn_check_wait_status(ws, NULL)) {
+        fail_msg("qemu-save (status %#x):\n%s", ws, err);
+    }
+    sl_qmp_close(g);
+    g_ptr_array_set_size(a, 0);
+    for (const char *const *x = (const char *[]){ "qemu-restore", snap, "--quit-when-done",
+                                                  "--", NULL }; *x; x++) {
+        g_ptr_array_add(a, g_strdup(*x));
+    }
+    dimm_guest_args(a, f, true);
+    g_ptr_array_add(a, NULL);
+    g_free(err);
+    ws = sl_test_run_cli((const char *const *)a->pdata, &out, &err);
+    if (!g_spawn_check_wait_status(ws, NULL) || !strstr(out, "every page in place")) {
+        fail_msg("qemu-restore with the DIMM (status %#x):\n%s\n%s", ws, out, err);
+    }
+}
+
+/*
  * No file of the snapshot's chain is written over (found by review): not
  * the parent by qemu-save's --full-stream (written in place, it truncated
  * the parent), nor the snapshot by a guest RAM file qemu-restore recreates
@@ -901,6 +1076,8 @@ int main(void)
         CASE(test_a_signal_after_completion_returns_qemus_status),
         CASE(test_ram_no_restore_can_serve_is_refused_before_its_file_changes),
         CASE(test_a_save_refuses_ram_it_would_misread_before_the_stop),
+        CASE(test_a_child_save_takes_its_parents_block_order),
+        CASE(test_a_hotplugged_dimm_the_size_of_ram_restores),
     };
 
     qtest_pick_qemu();

@@ -38,6 +38,15 @@ char *cli_partial_path(const char *out)
 
 bool cli_finish_partial(const char *tmp, const char *out, bool ok, GError **errp)
 {
+    struct stat st;
+
+    if (ok && stat(out, &st) == 0 && !S_ISREG(st.st_mode)) {
+        /* A device, a FIFO, a directory: never replaced by a file (a save to
+         * /dev/full made it one, found by our own test). */
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s exists and is not a regular file: "
+                    "nothing was put in its place", out);
+        ok = false;
+    }
     if (ok && rename(tmp, out) < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", out, g_strerror(errno));
         ok = false;

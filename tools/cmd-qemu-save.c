@@ -569,8 +569,10 @@ static int save_container(sl_qmp *q, const char *full, cli_save_opts o, GError *
         /* The full stream too is written beside its name and renamed once
          * the whole save succeeded: a failed or interrupted one leaves no
          * cut stream there, nor truncates an earlier one (found by review). */
-        g_autofree char *full_tmp = full ? cli_partial_path(full) : NULL;
-        ret = save_stopped(q, raws, dev, full_tmp, &sr, &o, errp);
+        struct stat st;
+        bool in_place = full && stat(full, &st) == 0 && !S_ISREG(st.st_mode); /* a pipe... */
+        g_autofree char *full_tmp = full && !in_place ? cli_partial_path(full) : NULL;
+        ret = save_stopped(q, raws, dev, full_tmp ? full_tmp : full, &sr, &o, errp);
         if (full_tmp && !cli_finish_partial(full_tmp, full, ret == 0, ret == 0 ? errp : NULL)) {
             ret = -1;
         }

@@ -1595,6 +1595,20 @@ static void test_cli_writers_never_leave_a_partial_file_or_replace_their_input(v
     g_clear_pointer(&after, g_free);
     assert_true(g_file_get_contents(img, &after, NULL, NULL));
     assert_string_equal(after, "earlier image");
+    /* Nor a FIFO or a device named as the output (found by our own test: a
+     * full stream to /dev/full replaced that device with a file). */
+    g_autofree char *fifo = g_build_filename(fx->dir, "fifo", NULL);
+    const char *onto_fifo[] = { "extract", fx->path, "--block", "b0", "-o", fifo, NULL };
+    struct stat st;
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    g_clear_pointer(&o, g_free);
+    g_clear_pointer(&e, g_free);
+    assert_int_not_equal(sl_test_run_cli(onto_fifo, &o, &e), 0);
+    assert_non_null(strstr(e, "exists and is not a regular file"));
+    assert_int_equal(stat(fifo, &st), 0);
+    assert_true(S_ISFIFO(st.st_mode));
+    assert_int_equal(sl_test_dir_entries(fx->dir), 4); /* no partial left beside it */
+    unlink(fifo);
 }
 
 /*

@@ -738,7 +738,7 @@ static void args_with(GPtrArray *q, const char *obj, bool backend)
  * -mem-path (a private file mapping: the restore waited 12 s for a
  * registration).  An -object in JSON syntax, as libvirt writes it, is read
  * like the dotted one: the shared anonymous RAM it names is refused as
- * such, not taken for no RAM at all.
+ * such, not taken for no RAM at all; and a fractional -m is a size.
  */
 static void test_ram_no_restore_can_serve_is_refused_before_its_file_changes(void **state)
 {
@@ -779,6 +779,12 @@ static void test_ram_no_restore_can_serve_is_refused_before_its_file_changes(voi
                           "\"size\": %d, \"share\": true}", GUEST_MB << 20);
     args_with(q, obj, true);
     restore_refused(snap, NULL, q, "memory backend 'ram0' is shared anonymous memory");
+    /* A fractional -m, as QEMU takes it, is read (the block then lacks a
+     * backend of its name), not refused as "not a size". */
+    args_with(q, "-nodefaults", false);
+    g_free(g_ptr_array_index(q, 2));
+    g_ptr_array_index(q, 2) = g_strdup("0.0625G");
+    restore_refused(snap, NULL, q, "snapshot block 'ram0' (67108864 bytes) has no");
 }
 
 /*

@@ -91,7 +91,7 @@ static void eager_note(const sl_block_info *bi, const sl_qemu_backend *found)
             "itself before the guest runs: %s\n", bi->name, bi->length >> 20,
             !found ? "no memory-backend-file (share=on) or memory-backend-ram of that id in "
                      "QEMU's arguments"
-                   : "it is not in the snapshot's own pages, or is shared anonymous memory");
+                   : "it is shared anonymous memory (memory-backend-ram,share=on)");
 }
 
 /*
@@ -105,6 +105,15 @@ static bool match_backends(qr *r, GError **errp)
     bool qemu_file = sl_snapshot_get_format(r->snap) == SL_FORMAT_QEMU;
 
     if (!all) {
+        return false;
+    }
+    if (sl_qemu_args_mem_path(r->o->qemu_argv)) {
+        /* Found by testing: taken for anonymous pc.ram, the restore waited
+         * 12 s for a registration that never came. */
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "-mem-path %s: legacy file RAM, a private "
+                    "mapping no lazy restore can serve (--eager loads it); use -machine "
+                    "memory-backend=ID with -object memory-backend-file,id=ID,mem-path=FILE,"
+                    "share=on,size=...", sl_qemu_args_mem_path(r->o->qemu_argv));
         return false;
     }
     r->lazy = g_new0(bool, n);
@@ -137,7 +146,9 @@ static bool match_backends(qr *r, GError **errp)
         if (!found || !sl_snapshot_block_in_file(r->snap, i) || (!found->mem_path && found->share)) {
             /* QEMU loads it (x-ignore-shared kept it in its file; or it is shared
              * anonymous memory, which the preload client does not register) */
-            eager_note(&bi, found);
+            if (!found || sl_snapshot_block_in_file(r->snap, i)) {
+                eager_note(&bi, found); /* not one kept in its memory file */
+            }
             continue;
         }
         r->lazy[i] = true;

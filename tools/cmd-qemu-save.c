@@ -217,6 +217,15 @@ static bool parent_fits(const cli_save_opts *o, GPtrArray *bs, GError **errp)
     return ok;
 }
 
+/* Whether paths @a and @b name one file: the same text, or the same inode. */
+static bool same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+
+    return !strcmp(a, b) || (stat(a, &sa) == 0 && stat(b, &sb) == 0 &&
+                             sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino);
+}
+
 /* What mapped_by_qemu() looks for in QEMU's mappings. */
 typedef struct {
     struct stat st;
@@ -325,8 +334,8 @@ static char *stream_ram_add(stream_ram *sr, const char *tmp, const sl_qemu_backe
 /* The RAM files of QEMU's backends as `save --raw` inputs (FILE:NAME),
  * checked against @o->parent if given (served by @o->dsock if busy);
  * anonymous RAM's go to @sr, in @tmp. */
-static GPtrArray *raw_inputs(sl_qmp *q, const cli_save_opts *o, const char *tmp, stream_ram *sr,
-                             GError **errp)
+static GPtrArray *raw_inputs(sl_qmp *q, const cli_save_opts *o, const char *full,
+                             const char *tmp, stream_ram *sr, GError **errp)
 {
     g_autoptr(GPtrArray) bs = sl_qemu_qmp_backends(q, errp);
     g_autoptr(GPtrArray) raws = g_ptr_array_new_with_free_func(g_free);
@@ -369,6 +378,14 @@ static GPtrArray *raw_inputs(sl_qmp *q, const cli_save_opts *o, const char *tmp,
             g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s' is not share=on: "
                         "its RAM is not in %s (--format qemu saves it anyway)", b->id,
                         b->mem_path);
+            return NULL;
+        }
+        if (full && same_file(full, b->mem_path)) {
+            /* Found by review: renamed over it, it put the stream where
+             * the guest's RAM file was (written in place, it had cut it). */
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "--full-stream %s is the RAM file "
+                        "of memory backend '%s': the full stream must be another file", full,
+                        b->id);
             return NULL;
         }
         if (!file_is_ram(b, errp) || !mapped_by_qemu(q, b, errp) ||
@@ -564,7 +581,7 @@ static int save_container(sl_qmp *q, const char *full, cli_save_opts o, GError *
     }
     dev = g_build_filename(tmp, "device-state", NULL);
     cli_interrupt_remove_on_signal(dev);
-    raws = raw_inputs(q, &o, tmp, &sr, errp);
+    raws = raw_inputs(q, &o, full, tmp, &sr, errp);
     if (raws) {
         /* The full stream too is written beside its name and renamed once
          * the whole save succeeded: a failed or interrupted one leaves no
@@ -639,6 +656,22 @@ static bool can_write(const char *opt, const char *path, GError **errp)
     }
     return fd >= 0;
 }
+
+/* -o @path is not something a finished file may not replace (a FIFO, a
+ * device, a directory: refused by cli_finish_partial() after the whole
+ * save otherwise, found by review), said before the guest is stopped. */
+static bool regular_or_new(const char *path, GError **errp)
+{
+    struct stat st;
+
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "-o %s exists and is not a regular file "
+                    "(nothing was saved; the guest was not stopped)", path);
+        return false;
+    }
+    return true;
+}
+
 
 /*
  * The guest's run state before the save (@before), checked: QEMU refuses
@@ -754,6 +787,14 @@ static bool full_stream_fits(const qs_args *a, GError **errp)
     sl_snapshot *p;
     bool ok;
 
+    if (a->full && same_file(a->full, a->out)) {
+        /* Found by review: both were written as OUT.PID.partial, the full
+         * stream's then missing at its rename: exit 1 after a good save. */
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "--full-stream %s is -o: the full stream "
+                    "must be another file (nothing was saved; the guest was not stopped)",
+                    a->full);
+        return false;
+    }
     if (!a->full || !a->parent) {
         return true;
     }
@@ -776,7 +817,8 @@ static int save_guest(sl_qmp *q, const qs_args *a, cli_interrupt *intr, GError *
     sl_qemu_settings settings;
     int ret;
 
-    if (!can_write("-o", a->out, errp) || (a->full && !can_write("--full-stream", a->full, errp)) ||
+    if (!can_write("-o", a->out, errp) || !regular_or_new(a->out, errp) ||
+        (a->full && !can_write("--full-stream", a->full, errp)) ||
         !full_stream_fits(a, errp) || !(before = state_before(q, errp)) || !sl_qemu_settings_read(q, &settings, errp)) {
         return cli_fail_error(g_steal_pointer(errp));
     }

@@ -24,9 +24,12 @@ void sl_qemu_backend_free(sl_qemu_backend *b)
     }
 }
 
+/* A boolean option as QEMU reads it: on, yes, true or y (found by review:
+ * readonly=y went past the refusal of readonly=on). */
 static bool parse_bool(const char *v)
 {
-    return !g_strcmp0(v, "on") || !g_strcmp0(v, "true") || !g_strcmp0(v, "yes");
+    return !g_strcmp0(v, "on") || !g_strcmp0(v, "true") || !g_strcmp0(v, "yes") ||
+           !g_strcmp0(v, "y");
 }
 
 /* QEMU option text "k=v,k=v" where ",," stands for a comma in a value. */
@@ -175,6 +178,13 @@ static const char *arg_of(char **argv, const char *opt)
     return v;
 }
 
+const char *sl_qemu_args_mem_path(char **argv)
+{
+    const char *p = arg_of(argv, "-mem-path");
+
+    return p ? p : arg_of(argv, "--mem-path");
+}
+
 /* Plain `-m` RAM ("pc.ram", anonymous) unless -machine names a memory-backend. */
 static bool implicit_ram(char **argv, GPtrArray *out, GError **errp)
 {
@@ -190,16 +200,8 @@ static bool implicit_ram(char **argv, GPtrArray *out, GError **errp)
     if (machine && strstr(machine, "memory-backend=")) {
         return true;
     }
-    if (arg_of(argv, "-mem-path") || arg_of(argv, "--mem-path")) {
-        /* Found by testing: taken for anonymous pc.ram, the restore waited
-         * 12 s for a registration that never came, QEMU's RAM being a
-         * private mapping of that file. */
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "-mem-path %s: legacy file RAM, a private "
-                    "mapping no restore can serve; use -machine memory-backend=ID with "
-                    "-object memory-backend-file,id=ID,mem-path=FILE,share=on,size=...",
-                    arg_of(argv, "-mem-path") ? arg_of(argv, "-mem-path")
-                                              : arg_of(argv, "--mem-path"));
-        return false;
+    if (sl_qemu_args_mem_path(argv)) {
+        return true; /* RAM in a private mapping of that file: not anonymous pc.ram */
     }
     if (size && g_ascii_isdigit(size[strlen(size) - 1])) {
         size = withunit = g_strdup_printf("%sM", size); /* -m counts MiB without a unit */

@@ -39,6 +39,13 @@ void sl_qemu_backend_free(sl_qemu_backend *b);
  */
 GPtrArray *sl_qemu_args_backends(char **argv, GError **errp);
 
+/**
+ * sl_qemu_args_mem_path: the file of legacy -mem-path in @argv, or NULL.
+ * QEMU's RAM is then a private mapping of it (not plain -m's anonymous
+ * pc.ram): an eager load takes it, no lazy restore can serve it.
+ */
+const char *sl_qemu_args_mem_path(char **argv);
+
 /** sl_qemu_qmp_backends: the same, asked of a running QEMU over QMP. */
 GPtrArray *sl_qemu_qmp_backends(sl_qmp *q, GError **errp);
 

@@ -752,6 +752,7 @@ static void test_ram_no_restore_can_serve_is_refused_before_its_file_changes(voi
     const char *refuse[][2] = {
         { "offset=%dM", "offset=67108864 is not supported" },
         { "readonly=on,x=%d", "readonly=on is not supported" },
+        { "readonly=y,x=%d", "readonly=on is not supported" }, /* QEMU's other "true" */
     };
     gsize len = 0;
 
@@ -793,13 +794,14 @@ static void test_ram_no_restore_can_serve_is_refused_before_its_file_changes(voi
  * review: a RAM file larger than size= was saved whole as the block, its
  * bytes past size= taken for guest RAM; with offset= the block held the
  * bytes before the offset; a backend id of 64 bytes or more was refused
- * only after the stop, without its name).
+ * only after the stop, without its name); so are outputs it cannot put in
+ * place.
  */
 static void test_a_save_refuses_ram_it_would_misread_before_the_stop(void **state)
 {
     fixture *f = *state;
     g_autofree char *qmp = path_in(f, "guest.qmp"), *snap = path_in(f, "a.snap");
-    g_autofree char *longid = g_strnfill(70, 'm'), *want = NULL;
+    g_autofree char *longid = g_strnfill(70, 'm'), *want = NULL, *fifo = path_in(f, "o.fifo");
     sl_qmp *g;
 
     need(f);
@@ -807,6 +809,17 @@ static void test_a_save_refuses_ram_it_would_misread_before_the_stop(void **stat
                 truncate(f->memfile, (2 * GUEST_MB) << 20) == 0);
     g = start_guest(f, qmp); /* QEMU maps the first GUEST_MB of it */
     save_fails_guest_runs(g, qmp, (const char *[]){ "-o", snap, NULL }, "but its size= is");
+    assert_int_equal(truncate(f->memfile, GUEST_MB << 20), 0); /* as QEMU maps it */
+    /* Outputs refused before the stop too (found by review): -o a FIFO
+     * (refused only after the whole save), --full-stream naming -o (exit 1
+     * after a good save) or the guest's RAM file (put in its place). */
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    save_fails_guest_runs(g, qmp, (const char *[]){ "-o", fifo, NULL },
+                          "exists and is not a regular file (nothing was saved");
+    save_fails_guest_runs(g, qmp, (const char *[]){ "-o", snap, "--full-stream", snap, NULL },
+                          "the full stream must be another file");
+    save_fails_guest_runs(g, qmp, (const char *[]){ "-o", snap, "--full-stream", f->memfile,
+                                                    NULL }, "is the RAM file of memory backend");
     sl_qmp_ok(g, "quit", NULL, NULL);
     sl_qmp_close(g);
     unlink(f->memfile);

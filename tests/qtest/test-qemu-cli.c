@@ -84,19 +84,27 @@ static sl_qmp *qmp_at(const char *path)
  * Starts the guest on f->memfile with two QMP servers (QEMU serves one
  * client on each): @qmp for qemu-save, and the test's, connected.
  */
-static sl_qmp *start_guest_id(fixture *f, const char *qmp, const char *id)
+/* Starts QEMU with arguments @a plus two QMP servers: @qmp (for qemu-save)
+ * and the test's, connected. */
+static sl_qmp *start_with_qmp(fixture *f, GPtrArray *a, const char *qmp)
 {
-    g_autoptr(GPtrArray) a = g_ptr_array_new_with_free_func(g_free);
     g_autofree char *mine = path_in(f, "test.qmp");
 
     unlink(mine); /* a guest before may have left it */
-    guest_args_id(a, f, f->memfile, id);
     add2(a, "-qmp", g_strdup_printf("unix:%s,server=on,wait=off", qmp));
     add2(a, "-qmp", g_strdup_printf("unix:%s,server=on,wait=off", mine));
     child c = spawn(f, a, "guest");
     child_free(&c);
     wait_socket(qmp);
     return qmp_at(mine);
+}
+
+static sl_qmp *start_guest_id(fixture *f, const char *qmp, const char *id)
+{
+    g_autoptr(GPtrArray) a = g_ptr_array_new_with_free_func(g_free);
+
+    guest_args_id(a, f, f->memfile, id);
+    return start_with_qmp(f, a, qmp);
 }
 
 /* start_guest_id() of backend ram0. */
@@ -840,9 +848,7 @@ static void test_a_save_refuses_ram_it_would_misread_before_the_stop(void **stat
 static sl_qmp *start_numa_guest(fixture *f, const char *qmp, unsigned extra)
 {
     g_autoptr(GPtrArray) a = g_ptr_array_new_with_free_func(g_free);
-    g_autofree char *mine = path_in(f, "test.qmp");
 
-    unlink(mine);
     unlink(qmp);
     g_ptr_array_add(a, g_strdup("qemu-system-x86_64"));
     add2(a, "-accel", g_strdup(f->kvm ? "kvm" : "tcg"));
@@ -857,12 +863,7 @@ static sl_qmp *start_numa_guest(fixture *f, const char *qmp, unsigned extra)
     }
     add2(a, "-display", g_strdup("none"));
     g_ptr_array_add(a, g_strdup("-nodefaults"));
-    add2(a, "-qmp", g_strdup_printf("unix:%s,server=on,wait=off", qmp));
-    add2(a, "-qmp", g_strdup_printf("unix:%s,server=on,wait=off", mine));
-    child c = spawn(f, a, "guest");
-    child_free(&c);
-    wait_socket(qmp);
-    return qmp_at(mine);
+    return start_with_qmp(f, a, qmp);
 }
 
 /* Which of m0 and m1 QEMU lists first among its objects: 0 or 1. */
@@ -966,7 +967,7 @@ static void dimm_guest_args(GPtrArray *a, const fixture *f, bool dimm)
 static void test_a_hotplugged_dimm_the_size_of_ram_restores(void **state)
 {
     fixture *f = *state;
-    g_autofree char *qmp = path_in(f, "guest.qmp"), *mine = path_in(f, "test.qmp");
+    g_autofree char *qmp = path_in(f, "guest.qmp");
     g_autofree char *snap = path_in(f, "dimm.snap"), *out = NULL, *err = NULL;
     g_autofree char *obj = g_strdup_printf("{\"qom-type\": \"memory-backend-ram\", \"id\": "
                                            "\"d1\", \"size\": %d}", GUEST_MB << 20);
@@ -978,12 +979,7 @@ static void test_a_hotplugged_dimm_the_size_of_ram_restores(void **state)
 
     need(f);
     dimm_guest_args(a, f, false);
-    add2(a, "-qmp", g_strdup_printf("unix:%s,server=on,wait=off", qmp));
-    add2(a, "-qmp", g_strdup_printf("unix:%s,server=on,wait=off", mine));
-    child c = spawn(f, a, "guest");
-    child_free(&c);
-    wait_socket(qmp);
-    g = qmp_at(mine);
+    g = start_with_qmp(f, a, qmp);
     if (!sl_qmp_ok(g, "object-add", obj, &gerr) ||
         !sl_qmp_ok(g, "device_add", "{\"driver\": \"pc-dimm\", \"id\": \"dimm1\", "
                    "\"memdev\": \"d1\"}", &gerr)) {

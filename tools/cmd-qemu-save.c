@@ -657,9 +657,10 @@ static bool can_write(const char *opt, const char *path, GError **errp)
     return fd >= 0;
 }
 
-/* -o @path is not something a finished file may not replace (a FIFO, a
- * device, a directory: refused by cli_finish_partial() after the whole
- * save otherwise, found by review), said before the guest is stopped. */
+/* -o @path is a regular file or none yet: a FIFO, a device or a directory
+ * is never replaced by the finished snapshot (cli_finish_partial() would
+ * refuse it after the whole save: found by review), so it is refused here,
+ * before the guest is stopped. */
 static bool regular_or_new(const char *path, GError **errp)
 {
     struct stat st;
@@ -671,7 +672,6 @@ static bool regular_or_new(const char *path, GError **errp)
     }
     return true;
 }
-
 
 /*
  * The guest's run state before the save (@before), checked: QEMU refuses

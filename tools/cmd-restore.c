@@ -860,6 +860,17 @@ static int check_results(const opts *o, const results *res)
     return 0;
 }
 
+/* What the options of @o own. */
+static void opts_clear(opts *o)
+{
+    g_free(o->path);
+    g_strfreev(o->parents);
+    g_free(o->topology);
+    g_free(o->record);
+    g_free(o->timeline);
+    g_strfreev(o->binds);
+}
+
 int cmd_restore(int argc, char **argv)
 {
     opts o = { 0 };
@@ -867,6 +878,7 @@ int cmd_restore(int argc, char **argv)
     int ret;
 
     if (!parse_opts(&argc, &argv, &o)) {
+        opts_clear(&o); /* a refused value is freed too (found by ASan: --bind) */
         return 2;
     }
     if (o.cold) {
@@ -892,11 +904,6 @@ int cmd_restore(int argc, char **argv)
     sl_timeline_clear(&res.lazy_tl);
     sl_timeline_clear(&res.eager_tl);
     g_free(res.error);
-    g_free(o.path);
-    g_strfreev(o.parents);
-    g_free(o.topology);
-    g_free(o.record);
-    g_free(o.timeline);
-    g_strfreev(o.binds);
+    opts_clear(&o);
     return ret;
 }

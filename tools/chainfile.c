@@ -8,6 +8,7 @@
  * commands so that the daemon, linked into its unit tests without them,
  * runs the same check.
  */
+#include <string.h>
 #include <sys/stat.h>
 #include "cli.h"
 #include "migration/format/format.h"
@@ -19,6 +20,14 @@ static bool names_fd(const char *path, int fd)
 
     return fd >= 0 && stat(path, &a) == 0 && fstat(fd, &b) == 0 && a.st_dev == b.st_dev &&
            a.st_ino == b.st_ino;
+}
+
+bool cli_same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+
+    return !strcmp(a, b) || (stat(a, &sa) == 0 && stat(b, &sb) == 0 &&
+                             sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino);
 }
 
 bool cli_refuse_chain_file(const char *path, const sl_snapshot *s, const char *what,

@@ -154,6 +154,10 @@ char *cli_partial_path(const char *out);
  */
 bool cli_finish_partial(const char *tmp, const char *out, bool ok, GError **errp);
 
+/** cli_same_file: whether paths @a and @b name one file: the same text, or
+ * the same device and inode. */
+bool cli_same_file(const char *a, const char *b);
+
 /**
  * cli_refuse_chain_file: whether @path names a file that @s needs: @s's
  * own, a parent's further up its chain, or a QEMU file's sidecar index;
@@ -176,6 +180,13 @@ bool cli_write_changed(sl_writer *w, sl_snapshot *parent, unsigned b, uint64_t p
 
 /** Parses "4096", "4K", "2M", "1G", "3T" (binary units). */
 bool cli_parse_size(const char *s, uint64_t *out);
+
+/**
+ * cli_parse_name_node: @arg as NAME=NODE (--node, --bind): a name of at
+ * least one byte (the last '=' ends it), a node from 0 to 1023.  The name
+ * in *@name (g_free() it), if not NULL.
+ */
+bool cli_parse_name_node(const char *arg, char **name, int *node);
 
 /**
  * Parses --fault-around SIZE (a power of two from 4K to 2M) into

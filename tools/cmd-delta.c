@@ -192,10 +192,8 @@ static bool names_child(const char *given, const char *child)
     g_autofree char *c = g_canonicalize_filename(child, NULL);
     g_autofree char *cdir = g_path_get_dirname(c);
     g_autofree char *p = g_canonicalize_filename(given, cdir);
-    struct stat a, b;
 
-    return strcmp(p, c) == 0 ||
-           (stat(p, &a) == 0 && stat(c, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino);
+    return cli_same_file(p, c);
 }
 
 int cmd_delta(int argc, char **argv)

@@ -217,15 +217,6 @@ static bool parent_fits(const cli_save_opts *o, GPtrArray *bs, GError **errp)
     return ok;
 }
 
-/* Whether paths @a and @b name one file: the same text, or the same inode. */
-static bool same_file(const char *a, const char *b)
-{
-    struct stat sa, sb;
-
-    return !strcmp(a, b) || (stat(a, &sa) == 0 && stat(b, &sb) == 0 &&
-                             sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino);
-}
-
 /* What mapped_by_qemu() looks for in QEMU's mappings. */
 typedef struct {
     struct stat st;
@@ -380,7 +371,7 @@ static GPtrArray *raw_inputs(sl_qmp *q, const cli_save_opts *o, const char *full
                         b->mem_path);
             return NULL;
         }
-        if (full && same_file(full, b->mem_path)) {
+        if (full && cli_same_file(full, b->mem_path)) {
             /* Found by review: renamed over it, it put the stream where
              * the guest's RAM file was (written in place, it had cut it). */
             g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "--full-stream %s is the RAM file "
@@ -787,7 +778,7 @@ static bool full_stream_fits(const qs_args *a, GError **errp)
     sl_snapshot *p;
     bool ok;
 
-    if (a->full && same_file(a->full, a->out)) {
+    if (a->full && cli_same_file(a->full, a->out)) {
         /* Found by review: both were written as OUT.PID.partial, the full
          * stream's then missing at its rename: exit 1 after a good save. */
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "--full-stream %s is -o: the full stream "

@@ -113,12 +113,11 @@ static bool start_lazy(const opts *o, sl_snapshot *s, sl_mem *mems, sl_restore *
         }
     }
     for (unsigned i = 0; o->binds && o->binds[i]; i++) {
-        g_autofree char *name = g_strdup(o->binds[i]);
-        char *eq = strrchr(name, '='); /* its form was checked with the options */
-        long node = strtol(eq + 1, NULL, 10);
+        g_autofree char *name = NULL;
+        int node;
 
-        *eq = 0;
-        if (!sl_restore_bind(*rp, name, (int)node, errp)) {
+        (void)cli_parse_name_node(o->binds[i], &name, &node); /* checked with the options */
+        if (!sl_restore_bind(*rp, name, node, errp)) {
             return false;
         }
     }
@@ -690,10 +689,8 @@ static bool check_memory(opts *o, const raw_opts *w)
         return false;
     }
     for (unsigned i = 0; o->binds && o->binds[i]; i++) {
-        const char *eq = strrchr(o->binds[i], '=');
-        char *end = NULL;
-        long node = eq ? strtol(eq + 1, &end, 10) : -1;
-        if (!eq || eq == o->binds[i] || end == eq + 1 || *end || node < 0 || node > 1023) {
+        int node;
+        if (!cli_parse_name_node(o->binds[i], NULL, &node)) {
             cli_fail("--bind '%s': expected BLOCK=NODE with NODE from 0 to 1023", o->binds[i]);
             return false;
         }

@@ -132,12 +132,10 @@ static bool out_is_new(const char *out, const raw_input *ins, unsigned n)
  * 0, or exit status 2 (every way it can be wrong is bad usage). */
 static int apply_node_hint(const char *arg, raw_input *ins, unsigned n)
 {
-    const char *eq = strrchr(arg, '=');
-    g_autofree char *name = eq ? g_strndup(arg, (gsize)(eq - arg)) : NULL;
-    char *end = NULL;
-    long node = eq ? strtol(eq + 1, &end, 10) : -1;
+    g_autofree char *name = NULL;
+    int node;
 
-    if (!eq || end == eq + 1 || *end || node < 0 || node > 1023) {
+    if (!cli_parse_name_node(arg, &name, &node)) {
         return cli_usage("--node '%s': expected NAME=NODE with NODE from 0 to 1023", arg);
     }
     for (unsigned i = 0; i < n; i++) {
@@ -148,7 +146,7 @@ static int apply_node_hint(const char *arg, raw_input *ins, unsigned n)
             return cli_usage("--node '%s': block '%s' already has node %d", arg, name,
                              ins[i].node);
         }
-        ins[i].node = (int)node;
+        ins[i].node = node;
         return 0;
     }
     return cli_usage("--node '%s': no --raw block is named '%s'", arg, name);

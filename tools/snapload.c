@@ -64,6 +64,22 @@ bool cli_parse_size(const char *s, uint64_t *out)
     return true;
 }
 
+bool cli_parse_name_node(const char *arg, char **name, int *node)
+{
+    const char *eq = strrchr(arg, '=');
+    char *end = NULL;
+    long n = eq && g_ascii_isdigit(eq[1]) ? strtol(eq + 1, &end, 10) : -1;
+
+    if (!eq || eq == arg || !end || *end || n < 0 || n > 1023) {
+        return false;
+    }
+    if (name) {
+        *name = g_strndup(arg, (gsize)(eq - arg));
+    }
+    *node = (int)n;
+    return true;
+}
+
 bool cli_check_threads(int threads)
 {
     if (threads != CLI_THREADS_UNSET && (threads < 0 || threads > 256)) {

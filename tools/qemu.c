@@ -154,7 +154,7 @@ static sl_qemu_backend *backend_from_options(const char *text, bool anon, GError
     b->mem_path = anon ? NULL : g_strdup(path);
     b->size = bytes;
     if (g_hash_table_lookup(h, "offset") &&
-        !cli_parse_size(g_hash_table_lookup(h, "offset"), &b->offset)) {
+        !qemu_size(g_hash_table_lookup(h, "offset"), &b->offset)) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "-object %s: offset= is not a size", text);
         sl_qemu_backend_free(b);
         return NULL;
@@ -238,14 +238,13 @@ GPtrArray *sl_qemu_args_backends(char **argv, GError **errp)
             g_ptr_array_unref(out);
             return NULL;
         }
-        b->order = out->len;
         g_ptr_array_add(out, b);
     }
     if (!implicit_ram(argv, out, errp)) {
         g_ptr_array_unref(out);
         return NULL;
     }
-    for (guint i = 0; i < out->len; i++) {
+    for (guint i = 0; i < out->len; i++) { /* -objects, then -m's RAM: QEMU's order */
         ((sl_qemu_backend *)g_ptr_array_index(out, i))->order = i;
     }
     return out;

@@ -146,8 +146,9 @@ char *cli_parent_path(const char *parent, const char *child, const char *given);
 char *cli_partial_path(const char *out);
 
 /**
- * cli_finish_partial: if @ok, renames the complete @tmp over @out; else (or
- * if that fails, with @errp) removes @tmp.  A failed save, delta or flatten
+ * cli_finish_partial: if @ok, flushes the complete @tmp to disk
+ * (fdatasync) and renames it over @out; else (or if that fails, with @errp)
+ * removes @tmp.  A failed save, delta or flatten
  * never destroys an earlier snapshot named @out.  An error already in
  * @errp that names @tmp is made to name @out, the file the user asked for.
  * Returns whether @out is new.

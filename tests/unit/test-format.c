@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -1749,6 +1750,51 @@ static void test_cli_write_errors_name_the_output_not_its_partial_file(void **st
     sl_test_rmdir(g_steal_pointer(&dir));
 }
 
+/* Pages of @path the kernel still has to write to disk (dirty or under
+ * writeback), by cachestat(2); -1 if it cannot tell. */
+static int64_t pages_not_on_disk(const char *path)
+{
+    struct {
+        uint64_t off, len;
+    } rg = { 0, 0 }; /* 0: to the end of the file */
+    struct {
+        uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+    } cs = { 0 };
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    long rc = fd < 0 ? -1 : syscall(451 /* cachestat */, fd, &rg, &cs, 0);
+
+    if (fd >= 0) {
+        close(fd);
+    }
+    return rc == 0 ? (int64_t)(cs.nr_dirty + cs.nr_writeback) : -1;
+}
+
+/* A snapshot under its final name is on disk: the save flushed it before
+ * the rename, so a crash right after never leaves a name without pages
+ * (on tmpfs nothing is ever dirty, and this cannot tell). */
+static void test_a_finished_snapshot_is_on_disk_before_it_takes_its_name(void **state)
+{
+    g_autofree char *dir = sl_test_tmpdir();
+    g_autofree char *img = g_build_filename(dir, "a.img", NULL);
+    g_autofree char *snap = g_build_filename(dir, "a.sl", NULL);
+    g_autofree char *o = NULL, *e = NULL;
+    const char *synth[] = { "synth", "--size", "8M", "--zero-percent", "0", "-o", img, NULL };
+    const char *save[] = { "save", "--raw", img, "-o", snap, NULL };
+    int64_t left;
+
+    (void)state;
+    assert_int_equal(sl_test_run_cli(synth, &o, &e), 0);
+    assert_int_equal(sl_test_run_cli(save, &o, &e), 0);
+    left = pages_not_on_disk(snap);
+    if (left < 0) {
+        fail_msg("cachestat of %s: %s", snap, g_strerror(errno));
+    }
+    if (left > 0) {
+        fail_msg("%s: %" PRId64 " pages not yet on disk after the save returned", snap, left);
+    }
+    sl_test_rmdir(g_steal_pointer(&dir));
+}
+
 static void test_corrupt_page_fails_verify_but_not_open(void **state)
 {
     fixture *fx = *state;
@@ -2168,6 +2214,7 @@ int main(void)
         cmocka_unit_test(test_signal_mid_write_leaves_no_partial_file),
         cmocka_unit_test(test_pages_larger_than_a_read_chunk_save_and_extract_whole),
         cmocka_unit_test(test_cli_write_errors_name_the_output_not_its_partial_file),
+        cmocka_unit_test(test_a_finished_snapshot_is_on_disk_before_it_takes_its_name),
         cmocka_unit_test_setup_teardown(test_corrupt_page_fails_verify_but_not_open,
                                         setup_small, teardown_fixture),
         cmocka_unit_test_setup_teardown(test_bitmap_tail_bits_and_present_count_are_checked,

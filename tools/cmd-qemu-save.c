@@ -73,20 +73,6 @@ static bool unthrottle(sl_qmp *q, GError **errp)
     return sl_qmp_ok(q, "migrate-set-parameters", "{\"max-bandwidth\": 1099511627776}", errp);
 }
 
-/* A full stream (RAM included) to @full, for the eager comparison; the guest
- * then runs a moment, since QEMU refuses a second migration right after. */
-static bool save_full_stream(sl_qmp *q, const char *full, GError **errp)
-{
-    g_autofree char *qfull = g_shell_quote(full);
-    g_autofree char *fcat = g_strdup_printf("cat > %s", qfull);
-    g_autofree char *uri = sl_qemu_exec_uri(fcat);
-    sl_qemu_caps caps = { 0 };
-
-    return sl_qemu_set_caps(q, &caps, errp) && unthrottle(q, errp) &&
-           sl_qemu_migrate(q, "migrate", uri, errp) && wait_postmigrate(q, errp) &&
-           sl_qmp_ok(q, "cont", NULL, errp) && sl_qmp_ok(q, "stop", NULL, errp);
-}
-
 /* Block @name's written pages from the daemon at @dsock, restoring @parent
  * (of identity @id), or NULL with *@why. */
 static uint64_t *written_of(const char *dsock, sl_snapshot *parent, const uint8_t *id,
@@ -518,17 +504,44 @@ static bool migrate_split(sl_qmp *q, const char *dev, stream_ram *sr, GError **e
     return true;
 }
 
+/*
+ * A full stream (RAM included) to @full, for the eager comparison.  A new
+ * file (@in_place false: the partial file beside the name) is copied from
+ * QEMU's pipe as migrate_split() copies the device state, so it is whole
+ * when this returns (found by review: through `exec:cat`, QEMU reported
+ * completion before cat had written everything, and the rename came
+ * first).  A pipe or a device (@in_place) is written by `exec:cat`, which
+ * blocks on it as a reader wants, without holding qemu-save; its reader
+ * sees the end when cat ends.
+ */
+static bool save_full_stream(sl_qmp *q, const char *full, bool in_place, GError **errp)
+{
+    g_autofree char *qfull = g_shell_quote(full);
+    g_autofree char *fcat = g_strdup_printf("cat > %s", qfull);
+    g_autofree char *uri = sl_qemu_exec_uri(fcat);
+    stream_ram none = { g_ptr_array_new(), NULL, NULL };
+    sl_qemu_caps caps = { 0 };
+    bool ok = sl_qemu_set_caps(q, &caps, errp) &&
+              (in_place ? unthrottle(q, errp) && sl_qemu_migrate(q, "migrate", uri, errp)
+                        : migrate_split(q, full, &none, errp)) &&
+              wait_postmigrate(q, errp) && sl_qmp_ok(q, "cont", NULL, errp) &&
+              sl_qmp_ok(q, "stop", NULL, errp);
+
+    stream_ram_clear(&none);
+    return ok;
+}
+
 /* Stops the guest and writes its device state to @dev (after a full stream
- * to @full when asked; with anonymous RAM @sr split off it), then the
- * snapshot @out. */
+ * to @full when asked, a new file unless @full_in_place; with anonymous RAM
+ * @sr split off it), then the snapshot @out. */
 static int save_stopped(sl_qmp *q, GPtrArray *raws, const char *dev, const char *full,
-                        stream_ram *sr, cli_save_opts *o, GError **errp)
+                        bool full_in_place, stream_ram *sr, cli_save_opts *o, GError **errp)
 {
     sl_qemu_caps caps = { .ignore_shared = true };
     double t0, dev_ms;
     int ret;
 
-    if (!sl_qmp_ok(q, "stop", NULL, errp) || (full && !save_full_stream(q, full, errp)) ||
+    if (!sl_qmp_ok(q, "stop", NULL, errp) || (full && !save_full_stream(q, full, full_in_place, errp)) ||
         !sl_qemu_set_caps(q, &caps, errp)) {
         return -1;
     }
@@ -580,9 +593,9 @@ static int save_container(sl_qmp *q, const char *full, cli_save_opts o, GError *
         struct stat st;
         bool in_place = full && stat(full, &st) == 0 && !S_ISREG(st.st_mode); /* a pipe... */
         g_autofree char *full_tmp = full && !in_place ? cli_partial_path(full) : NULL;
-        ret = save_stopped(q, raws, dev, full_tmp ? full_tmp : full, &sr, &o, errp);
-        if (full_tmp && !cli_finish_partial(full_tmp, full, ret == 0, ret == 0 ? errp : NULL)) {
-            ret = -1;
+        ret = save_stopped(q, raws, dev, full_tmp ? full_tmp : full, in_place, &sr, &o, errp);
+        if (full_tmp && !cli_finish_partial(full_tmp, full, ret == 0, errp) && ret == 0) {
+            ret = -1; /* a failure before was said already, or is in @errp */
         }
     }
     /* On every return the temporary directory goes; on a signal its files

@@ -18,9 +18,14 @@
  *    combination gets a message naming it.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -439,27 +444,50 @@ static unsigned files_named(const char *dir, const char *prefix)
     return n;
 }
 
+/* Reads a FIFO (@fifo_fd, opened O_RDWR so that its writers never wait
+ * for a reader) until the eventfd @stop is written; the stream is dropped. */
+typedef struct {
+    int fifo_fd, stop;
+} fifo_drain;
+
+static gpointer drain_fifo(gpointer opaque)
+{
+    fifo_drain *d = opaque;
+    struct pollfd p[2] = { { d->fifo_fd, POLLIN, 0 }, { d->stop, POLLIN, 0 } };
+    char buf[65536];
+
+    while (poll(p, 2, -1) >= 0 && !(p[1].revents & POLLIN)) {
+        if (p[0].revents & POLLIN) {
+            (void)!read(d->fifo_fd, buf, sizeof(buf));
+        }
+    }
+    return NULL;
+}
+
 /*
  * SIGINT or SIGTERM while qemu-save waits for QEMU's migration (a full
- * stream into a `cat` that has not begun to read) ends the save saying
- * so: the migration is cancelled, the guest runs again as before, QEMU's
- * migration settings are as they were, and no snapshot is left (found by
- * review: the signal killed the save where it stood, leaving the guest
- * paused and x-ignore-shared on).  An earlier full stream of that name is
- * left whole, and no cut one is left beside it (found by review: the
- * stream was written in place, truncating the earlier one).
+ * stream into a pipe, through a `cat` that has not begun to read) ends the
+ * save saying so: the migration is cancelled, the guest runs again as
+ * before, QEMU's migration settings are as they were, and no snapshot is
+ * left (found by review: the signal killed the save where it stood,
+ * leaving the guest paused and x-ignore-shared on).
  */
 static void test_a_signal_during_a_save_puts_the_guest_and_settings_back(void **state)
 {
     fixture *f = *state;
     g_autofree char *qmp = path_in(f, "guest.qmp"), *snap = path_in(f, "a.snap");
-    g_autofree char *full = path_in(f, "full.mig"), *before = NULL, *after = NULL;
+    g_autofree char *full = path_in(f, "full.fifo"), *before = NULL, *after = NULL;
     g_autofree char *st = NULL, *err = NULL;
     const int sigs[] = { SIGINT, SIGTERM };
+    fifo_drain d = { -1, eventfd(0, EFD_CLOEXEC) };
+    GThread *reader;
     sl_qmp *q;
 
     need(f);
-    assert_true(g_file_set_contents(full, "an earlier stream", -1, NULL));
+    assert_int_equal(mkfifo(full, 0600), 0);
+    d.fifo_fd = open(full, O_RDWR | O_CLOEXEC);
+    assert_true(d.fifo_fd >= 0 && d.stop >= 0);
+    reader = g_thread_new("fifo", drain_fifo, &d);
     q = start_guest_with_slow_cat(f, qmp, 4, false);
     before = settings_of(q);
     for (unsigned i = 0; i < G_N_ELEMENTS(sigs); i++) {
@@ -488,12 +516,91 @@ static void test_a_signal_during_a_save_puts_the_guest_and_settings_back(void **
             fail_msg("after signal %d the guest is %s, settings\n  %s\nnot\n  %s\n%s", sigs[i],
                      st, after, before, err);
         }
-        g_autofree char *kept = NULL;
-        if (!g_file_get_contents(full, &kept, NULL, NULL) || strcmp(kept, "an earlier stream") ||
-            files_named(f->dir, "full.mig.")) {
-            fail_msg("after signal %d the full stream holds '%.40s', %u cut one(s) beside it",
-                     sigs[i], kept ? kept : "(none)", files_named(f->dir, "full.mig."));
-        }
+    }
+    sl_qmp_ok(q, "quit", NULL, NULL);
+    sl_qmp_close(q);
+    assert_int_equal(eventfd_write(d.stop, 1), 0);
+    g_thread_join(reader);
+    close(d.fifo_fd);
+    close(d.stop);
+}
+
+/* In the child, before exec: files may grow to 64 KiB, and a write past
+ * that fails (EFBIG) instead of raising SIGXFSZ. */
+static void limit_file_size(gpointer unused)
+{
+    struct rlimit rl = { 64 << 10, 64 << 10 };
+
+    (void)unused;
+    setrlimit(RLIMIT_FSIZE, &rl);
+    signal(SIGXFSZ, SIG_IGN);
+}
+
+/* The size of @path, or -1. */
+static off_t size_of(const char *path)
+{
+    struct stat st;
+
+    return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+/*
+ * A full stream into a file is copied by qemu-save itself, so that its
+ * errors are qemu-save's: a save whose full stream cannot be written (the
+ * file may not grow past 64 KiB) fails naming the stream, runs the guest
+ * again, and leaves an earlier stream of that name whole, with no cut one
+ * beside it (found by review: the stream was written in place).  And the
+ * stream is whole when qemu-save returns, and stays as it is, even with a
+ * `cat` in QEMU's PATH that writes 2 s late (QEMU reports a migration
+ * complete before its `exec:` child has ended; the earlier `exec:cat`
+ * also passed this part, QEMU having waited for it before the commands
+ * that followed).
+ */
+static void test_a_full_stream_is_whole_when_the_save_returns(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *qmp = path_in(f, "guest.qmp"), *snap = path_in(f, "a.snap");
+    g_autofree char *full = path_in(f, "full.mig"), *err = NULL, *kept = NULL, *st = NULL;
+    g_autofree char *bin = g_strdup(g_getenv("SNAPLOAD_BIN"));
+    char *save[] = { bin, "qemu-save", "--qmp", qmp, "-o", snap, "--full-stream", full,
+                     "--resume", NULL };
+    g_autoptr(GError) gerr = NULL;
+    off_t at_exit;
+    int ws = 0;
+    sl_qmp *q;
+
+    need(f);
+    assert_true(g_file_set_contents(full, "an earlier stream", -1, NULL));
+    q = start_guest_with_slow_cat(f, qmp, 2, true);
+    if (!g_spawn_sync(NULL, save, NULL, G_SPAWN_STDOUT_TO_DEV_NULL, limit_file_size, NULL,
+                      NULL, &err, &ws, &gerr)) {
+        fail_msg("running qemu-save: %s", gerr->message);
+    }
+    st = status_of(q);
+    if (g_spawn_check_wait_status(ws, NULL) || !strstr(err, full) || strstr(err, ".partial") ||
+        strcmp(st, "running")) {
+        fail_msg("wanted a failure naming %s and the guest running, got status %#x, guest "
+                 "%s:\n%s", full, ws, st, err);
+    }
+    if (!g_file_get_contents(full, &kept, NULL, NULL) || strcmp(kept, "an earlier stream") ||
+        files_named(f->dir, "full.mig.")) {
+        fail_msg("after the failed save the full stream holds '%.40s', %u cut one(s) beside it",
+                 kept ? kept : "(none)", files_named(f->dir, "full.mig."));
+    }
+    g_clear_pointer(&err, g_free);
+    ws = qemu_save(qmp, (const char *[]){ "-o", snap, "--full-stream", full, "--resume", NULL },
+                   &err);
+    at_exit = size_of(full);
+    if (!g_spawn_check_wait_status(ws, NULL) || at_exit <= 64 << 10) {
+        fail_msg("qemu-save (status %#x) left a full stream of %jd bytes:\n%s", ws,
+                 (intmax_t)at_exit, err);
+    }
+    g_usleep(3 * G_USEC_PER_SEC); /* the late cat would have written by now */
+    g_clear_pointer(&kept, g_free);
+    if (size_of(full) != at_exit || !g_file_get_contents(full, &kept, NULL, NULL) ||
+        memcmp(kept, "QEVM", 4)) {
+        fail_msg("the full stream changed after qemu-save returned: %jd bytes, then %jd",
+                 (intmax_t)at_exit, (intmax_t)size_of(full));
     }
     sl_qmp_ok(q, "quit", NULL, NULL);
     sl_qmp_close(q);
@@ -1138,6 +1245,7 @@ int main(void)
         CASE(test_saves_and_restores_leave_qemus_migration_settings_as_they_were),
         CASE(test_a_save_waits_for_the_whole_device_state),
         CASE(test_a_signal_during_a_save_puts_the_guest_and_settings_back),
+        CASE(test_a_full_stream_is_whole_when_the_save_returns),
         CASE(test_shared_anonymous_ram_and_a_long_socket_path_are_refused_by_name),
         CASE(test_no_save_or_restore_writes_over_the_snapshot_it_reads),
         CASE(test_a_signal_after_completion_returns_qemus_status),

@@ -910,9 +910,11 @@ int cmd_qemu_save(int argc, char **argv)
         cli_interrupt *intr = cli_interrupt_start();
         absolute(&a.out);
         absolute(&a.full);
-        q = sl_qmp_connect(a.sock, QMP_TIMEOUT_MS, &err);
-        if (q) {
-            sl_qmp_set_cancel(q, cli_interrupt_fd(intr));
+        q = sl_qmp_connect(a.sock, QMP_TIMEOUT_MS, cli_interrupt_fd(intr), &err);
+        if (!q && cli_interrupt_signal(intr)) {
+            g_clear_error(&err);
+            g_set_error(&err, SL_ERROR, SL_ERROR_IO, "interrupted by %s: nothing was saved",
+                        strsignal(cli_interrupt_signal(intr)));
         }
         ret = q ? save_guest(q, &a, intr, &err) : cli_fail_error(g_steal_pointer(&err));
         sl_qmp_close(q);

@@ -101,17 +101,30 @@ static bool send_line(sl_qmp *q, const char *text, GError **errp)
     return true;
 }
 
-/* Greeting, then qmp_capabilities. */
-static sl_qmp *negotiate(int fd, int timeout_ms, GError **errp)
+/* Greeting, then qmp_capabilities; the waits end early once @cancel_fd
+ * (-1: none) is readable.  @path: the socket connected to, for the error
+ * of a monitor that sends no greeting, or NULL. */
+static sl_qmp *negotiate(int fd, int timeout_ms, int cancel_fd, const char *path,
+                         GError **errp)
 {
     sl_qmp *q = g_new0(sl_qmp, 1);
+    gint64 deadline = deadline_after(timeout_ms);
     JsonObject *greet;
 
     q->fd = fd;
-    q->cancel_fd = -1;
+    q->cancel_fd = cancel_fd;
     q->in = g_string_new(NULL);
     g_queue_init(&q->events);
-    greet = read_object(q, deadline_after(timeout_ms), errp);
+    greet = read_object(q, deadline, errp);
+    if (!greet && path && q->cancel_fd == cancel_fd && ms_left(deadline) == 0 && errp) {
+        /* A socket QEMU serves accepts a second client and greets it only
+         * once the first has gone. */
+        g_clear_error(errp);
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QMP socket %s: no greeting from QEMU "
+                    "within %d s: another client may hold this monitor (QEMU serves one "
+                    "client per QMP socket at a time; give QEMU another -qmp socket)", path,
+                    timeout_ms / 1000);
+    }
     if (!greet || !json_object_has_member(greet, "QMP")) {
         if (greet && errp && !*errp) {
             g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "the peer is not a QMP server");
@@ -130,7 +143,7 @@ static sl_qmp *negotiate(int fd, int timeout_ms, GError **errp)
     return q;
 }
 
-sl_qmp *sl_qmp_connect(const char *path, int timeout_ms, GError **errp)
+sl_qmp *sl_qmp_connect(const char *path, int timeout_ms, int cancel_fd, GError **errp)
 {
     struct sockaddr_un a = { .sun_family = AF_UNIX };
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -143,7 +156,7 @@ sl_qmp *sl_qmp_connect(const char *path, int timeout_ms, GError **errp)
         }
         return NULL;
     }
-    return negotiate(fd, timeout_ms, errp);
+    return negotiate(fd, timeout_ms, cancel_fd, path, errp);
 }
 
 sl_qmp *sl_qmp_accept(int lfd, int pidfd, int timeout_ms, GError **errp)
@@ -160,7 +173,7 @@ sl_qmp *sl_qmp_accept(int lfd, int pidfd, int timeout_ms, GError **errp)
                     timeout_ms);
         return NULL;
     }
-    return negotiate(fd, timeout_ms, errp);
+    return negotiate(fd, timeout_ms, -1, NULL, errp);
 }
 
 /* The first line of @text, with @fd attached (SCM_RIGHTS); the rest plainly. */

@@ -17,8 +17,13 @@
 
 typedef struct sl_qmp sl_qmp;
 
-/** sl_qmp_connect: connect to QEMU's QMP server socket @path and negotiate. */
-sl_qmp *sl_qmp_connect(const char *path, int timeout_ms, GError **errp);
+/**
+ * sl_qmp_connect: connect to QEMU's QMP server socket @path and negotiate,
+ * within @timeout_ms.  @cancel_fd (-1: none) is then set as by
+ * sl_qmp_set_cancel(), the negotiation's waits included.  A monitor that
+ * sends no greeting in time (another client holds it) is named so.
+ */
+sl_qmp *sl_qmp_connect(const char *path, int timeout_ms, int cancel_fd, GError **errp);
 
 /**
  * sl_qmp_accept: accept QEMU's connection on the listening socket @lfd

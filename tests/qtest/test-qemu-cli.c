@@ -79,7 +79,7 @@ static sl_qmp *qmp_at(const char *path)
     sl_qmp *q;
 
     wait_socket(path);
-    if (!(q = sl_qmp_connect(path, 30000, &err))) {
+    if (!(q = sl_qmp_connect(path, 30000, -1, &err))) {
         fail_msg("QMP at %s: %s", path, err->message);
     }
     return q;

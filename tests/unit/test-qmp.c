@@ -8,7 +8,9 @@
  *    (found by review: every later answer was shifted by one);
  *  - an interruption ends one wait only, so the caller can then put QEMU
  *    back with further commands;
- *  - events that arrive before an answer are kept for the waits on them.
+ *  - events that arrive before an answer are kept for the waits on them;
+ *  - a monitor that never greets (held by another client) is named so,
+ *    and the wait for its greeting can be cancelled.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -175,7 +177,7 @@ static void test_an_answer_after_an_interrupted_wait_is_not_taken_for_the_next(v
     g_autoptr(JsonNode) r = NULL;
     uint64_t one = 1;
     int efd = eventfd(0, EFD_CLOEXEC);
-    sl_qmp *q = f->q = sl_qmp_connect(f->path, 10000, &err);
+    sl_qmp *q = f->q = sl_qmp_connect(f->path, 10000, -1, &err);
 
     if (!q) {
         fail_msg("connecting: %s", err->message);
@@ -195,11 +197,61 @@ static void test_an_answer_after_an_interrupted_wait_is_not_taken_for_the_next(v
     close(efd);
 }
 
+/* A listening socket at a new path in @dir that never accepts: a
+ * connection to it waits in the backlog, as a second client of QEMU's
+ * monitor does; its path in *@path. */
+static int never_greets(const char *dir, char **path)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    *path = g_build_filename(dir, "busy.sock", NULL);
+    g_strlcpy(a.sun_path, *path, sizeof(a.sun_path));
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(fd, 4), 0);
+    return fd;
+}
+
+/*
+ * A monitor that sends no greeting (QEMU greets a second client only once
+ * the first has gone) is named as possibly held by another client, not
+ * "did not answer"; and a signal's note ends the wait for the greeting at
+ * once (qemu-save took its cancel fd only after the connection: ^C
+ * waited out the 30 s).
+ */
+static void test_a_busy_monitor_is_named_and_its_wait_can_be_cancelled(void **state)
+{
+    g_autofree char *dir = sl_test_tmpdir(), *path = NULL;
+    g_autoptr(GError) err = NULL;
+    int lfd = never_greets(dir, &path), efd = eventfd(0, EFD_CLOEXEC);
+    gint64 t0;
+
+    (void)state;
+    assert_null(sl_qmp_connect(path, 300, -1, &err));
+    if (!strstr(err->message, path) || !strstr(err->message, "another client")) {
+        fail_msg("a monitor without a greeting: %s", err->message);
+    }
+    g_clear_error(&err);
+    assert_int_equal(eventfd_write(efd, 1), 0);
+    t0 = g_get_monotonic_time();
+    assert_null(sl_qmp_connect(path, 20000, efd, &err));
+    if (!strstr(err->message, "interrupted") || g_get_monotonic_time() - t0 > 5 * G_USEC_PER_SEC) {
+        fail_msg("a cancelled connection ended after %" G_GINT64_FORMAT " ms: %s",
+                 (g_get_monotonic_time() - t0) / 1000, err->message);
+    }
+    close(efd);
+    close(lfd);
+    unlink(path);
+    sl_test_rmdir(g_steal_pointer(&dir));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
             test_an_answer_after_an_interrupted_wait_is_not_taken_for_the_next, setup, teardown),
+        cmocka_unit_test(test_a_busy_monitor_is_named_and_its_wait_can_be_cancelled),
     };
 
     return cmocka_run_group_tests_name("qmp", tests, NULL, NULL);

@@ -348,8 +348,12 @@ static bool backend_fs(const sl_qemu_backend *b, uint64_t *hugepage, GError **er
         return true;
     }
     if ((unsigned long)sfs.f_type != HUGETLBFS_MAGIC) {
+        g_autofree char *link = g_file_read_link(b->mem_path, NULL);
+        g_autofree char *hint = link ? g_strdup_printf(" (it is a symbolic link to %s: name "
+                                                       "that file instead, since the link "
+                                                       "would be replaced)", link) : NULL;
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s': %s is neither "
-                    "on tmpfs nor on hugetlbfs", b->id, b->mem_path);
+                    "on tmpfs nor on hugetlbfs%s", b->id, b->mem_path, hint ? hint : "");
         return false;
     }
     if (b->size % (uint64_t)sfs.f_bsize) {

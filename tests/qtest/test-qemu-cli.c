@@ -27,8 +27,10 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <linux/magic.h>
 #include "tests/unit/testutil.h"
 #include "tools/qmp.h"
 #include "qtest-util.h"
@@ -888,6 +890,28 @@ static void eager_loads_mem_path_guest(fixture *f, GPtrArray *q)
     }
 }
 
+/* A mem-path that is a symbolic link, in a directory on neither tmpfs nor
+ * hugetlbfs, to the RAM file @mem: refused, saying it is a link and to
+ * what (remaking the file would replace the link).  Not tried where the
+ * test directory is itself on tmpfs. */
+static void refuse_linked_mem_path(fixture *f, const char *snap, GPtrArray *q, const char *mem)
+{
+    g_autofree char *link = path_in(f, "ram-link"), *o = NULL, *want = NULL;
+    struct statfs sfs;
+
+    if (statfs(f->dir, &sfs) == 0 && (unsigned long)sfs.f_type == TMPFS_MAGIC) {
+        fprintf(stderr, "# %s is on tmpfs: the linked mem-path case is not tried\n", f->dir);
+        return;
+    }
+    assert_int_equal(symlink(mem, link), 0);
+    o = g_strdup_printf("memory-backend-file,id=ram0,size=%dM,mem-path=%s,share=on", GUEST_MB,
+                        link);
+    want = g_strdup_printf("it is a symbolic link to %s", mem);
+    args_with(q, o, true);
+    restore_refused(snap, NULL, q, want);
+    unlink(link);
+}
+
 /*
  * Guest RAM no restore can serve is refused by name before any file is
  * touched (found by testing): a memory-backend-file with offset= (the file
@@ -896,7 +920,8 @@ static void eager_loads_mem_path_guest(fixture *f, GPtrArray *q)
  * -mem-path (a private file mapping: the restore waited 12 s for a
  * registration).  An -object in JSON syntax, as libvirt writes it, is read
  * like the dotted one: the shared anonymous RAM it names is refused as
- * such, not taken for no RAM at all; and a fractional -m is a size.
+ * such, not taken for no RAM at all; and a fractional -m is a size.  A
+ * mem-path linked from another file system is refused saying so.
  */
 static void test_ram_no_restore_can_serve_is_refused_before_its_file_changes(void **state)
 {
@@ -931,6 +956,7 @@ static void test_ram_no_restore_can_serve_is_refused_before_its_file_changes(voi
         assert_int_equal(len, (gsize)(2 * GUEST_MB) << 20); /* neither made afresh */
         assert_memory_equal(file, marker, 4096);            /* nor its bytes lost */
     }
+    refuse_linked_mem_path(f, snap, q, mem);
     args_with(q, "-mem-path", false);
     g_ptr_array_insert(q, 4, g_strdup(mem)); /* after -mem-path */
     restore_refused(snap, NULL, q, "-mem-path");

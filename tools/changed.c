@@ -10,7 +10,6 @@
  * destroying an earlier file (flushed to disk before the rename).
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -37,35 +36,6 @@ char *cli_partial_path(const char *out)
     return tmp;
 }
 
-/* Flush @tmp's data to disk before it takes @out's name, so that a crash
- * never leaves @out naming a file whose pages never reached the disk. */
-static bool sync_file(const char *tmp, const char *out, GError **errp)
-{
-    int fd = open(tmp, O_RDONLY | O_CLOEXEC);
-    int err = fd < 0 || fdatasync(fd) < 0 ? errno : 0;
-
-    if (fd >= 0) {
-        close(fd);
-    }
-    if (err) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: flushing to disk: %s", out,
-                    g_strerror(err));
-    }
-    return !err;
-}
-
-/* Flush the directory entry of @path (after a rename into it). */
-static void sync_dir_of(const char *path)
-{
-    g_autofree char *dir = g_path_get_dirname(path);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
 bool cli_finish_partial(const char *tmp, const char *out, bool ok, GError **errp)
 {
     struct stat st;
@@ -78,14 +48,14 @@ bool cli_finish_partial(const char *tmp, const char *out, bool ok, GError **errp
         ok = false;
     }
     if (ok) {
-        ok = sync_file(tmp, out, errp);
+        ok = sl_sync_path(tmp, out, errp); /* a crash never leaves @out without pages */
     }
     if (ok && rename(tmp, out) < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", out, g_strerror(errno));
         ok = false;
     }
     if (ok) {
-        sync_dir_of(out); /* the rename itself: best effort, the data is safe */
+        sl_sync_dir_of(out); /* the rename itself: best effort, the data is safe */
     }
     if (!ok) {
         unlink(tmp);

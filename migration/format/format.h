@@ -610,6 +610,18 @@ bool sl_csums_alloc(sl_block *b);
 void sl_csums_free(sl_block *b);
 
 /**
+ * sl_sync_path: flushes the data of the file at @tmp to disk (fdatasync),
+ * before it is renamed to @name, which the error names.
+ */
+bool sl_sync_path(const char *tmp, const char *name, GError **errp);
+
+/**
+ * sl_sync_dir_of: flushes the directory holding @path (after a rename into
+ * it); best effort.
+ */
+void sl_sync_dir_of(const char *path);
+
+/**
  * sl_cached_pages: how many base pages of [@off, +@len) of @fd are in the
  * page cache (cachestat(2), Linux 6.5), or -1 when the kernel cannot tell.
  */

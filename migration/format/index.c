@@ -121,8 +121,8 @@ static bool index_inputs_ok(const sl_snapshot *s, const char *path, GBytes *hot,
 
 bool sl_index_write(sl_snapshot *s, const char *path, GBytes *hot, GError **errp)
 {
-    /* Written beside @path and renamed when whole: a failure leaves no index
-     * and never touches an earlier file of that name. */
+    /* Written beside @path, flushed and renamed when whole: a failure leaves
+     * no index and never touches an earlier file of that name. */
     g_autofree char *tmp = g_strdup_printf("%s.%d.partial", path, (int)getpid());
     uint8_t id[IDENTITY_LEN];
     sl_writer *w;
@@ -147,9 +147,13 @@ bool sl_index_write(sl_snapshot *s, const char *path, GBytes *hot, GError **errp
                                         g_bytes_get_size(hot), errp)) &&
          sl_writer_finish(w, errp);
     sl_writer_free(w);
+    ok = ok && sl_sync_path(tmp, path, errp);
     if (ok && rename(tmp, path) < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", path, g_strerror(errno));
         ok = false;
+    }
+    if (ok) {
+        sl_sync_dir_of(path);
     }
     if (!ok) {
         unlink(tmp);

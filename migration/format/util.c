@@ -3,9 +3,11 @@
  * Small shared helpers of the snapshot code: the error quark, the checksum
  * function (XXH3-64 from libxxhash, through its run-time CPU dispatch where
  * the library has it), the checksum of a zero page, the page-cache count
- * of a file range, and full-length pread/pwrite loops.
+ * of a file range, full-length pread/pwrite loops, and flushing a file to
+ * disk before it is renamed into place.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
@@ -131,6 +133,32 @@ int sl_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
         len -= (size_t)n;
     }
     return 0;
+}
+
+bool sl_sync_path(const char *tmp, const char *name, GError **errp)
+{
+    int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+    int err = fd < 0 || fdatasync(fd) < 0 ? errno : 0;
+
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (err) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: flushing to disk: %s", name,
+                    g_strerror(err));
+    }
+    return !err;
+}
+
+void sl_sync_dir_of(const char *path)
+{
+    g_autofree char *dir = g_path_get_dirname(path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
 }
 
 #ifndef __NR_cachestat

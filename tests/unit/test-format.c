@@ -1750,25 +1750,6 @@ static void test_cli_write_errors_name_the_output_not_its_partial_file(void **st
     sl_test_rmdir(g_steal_pointer(&dir));
 }
 
-/* Pages of @path the kernel still has to write to disk (dirty or under
- * writeback), by cachestat(2); -1 if it cannot tell. */
-static int64_t pages_not_on_disk(const char *path)
-{
-    struct {
-        uint64_t off, len;
-    } rg = { 0, 0 }; /* 0: to the end of the file */
-    struct {
-        uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
-    } cs = { 0 };
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    long rc = fd < 0 ? -1 : syscall(451 /* cachestat */, fd, &rg, &cs, 0);
-
-    if (fd >= 0) {
-        close(fd);
-    }
-    return rc == 0 ? (int64_t)(cs.nr_dirty + cs.nr_writeback) : -1;
-}
-
 /* A snapshot under its final name is on disk: the save flushed it before
  * the rename, so a crash right after never leaves a name without pages
  * (on tmpfs nothing is ever dirty, and this cannot tell). */
@@ -1785,7 +1766,7 @@ static void test_a_finished_snapshot_is_on_disk_before_it_takes_its_name(void **
     (void)state;
     assert_int_equal(sl_test_run_cli(synth, &o, &e), 0);
     assert_int_equal(sl_test_run_cli(save, &o, &e), 0);
-    left = pages_not_on_disk(snap);
+    left = sl_test_pages_not_on_disk(snap);
     if (left < 0) {
         fail_msg("cachestat of %s: %s", snap, g_strerror(errno));
     }

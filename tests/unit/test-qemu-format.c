@@ -1570,6 +1570,8 @@ static void test_device_stream_refuses_an_eager_page_that_fails_its_checksum(voi
     if (!sl_index_write(s, idx, NULL, &err)) {
         fail_msg("indexing: %s", err->message);
     }
+    /* On disk before it took its name: a crash leaves no index without its checksums. */
+    assert_int_equal(sl_test_pages_not_on_disk(idx), 0);
     sl_snapshot_close(s);
     while (!qs_page_stored(fx->d, 1, i)) {
         assert_true(++i * PAGE < fx->d->blocks[1].length);

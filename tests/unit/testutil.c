@@ -117,6 +117,25 @@ char *sl_test_tmpdir(void)
     return d;
 }
 
+int64_t sl_test_pages_not_on_disk(const char *path)
+{
+    struct {
+        uint64_t off, len;
+    } rg = { 0, 0 }; /* 0: to the end of the file */
+    struct {
+        uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+    } cs = { 0 };
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    long rc = fd < 0 ? -1 : syscall(451 /* cachestat, Linux 6.5 */, fd, &rg, &cs, 0);
+    int err = errno;
+
+    if (fd >= 0) {
+        close(fd);
+    }
+    errno = err;
+    return rc == 0 ? (int64_t)(cs.nr_dirty + cs.nr_writeback) : -1;
+}
+
 unsigned sl_test_dir_entries(const char *dir)
 {
     GDir *d = g_dir_open(dir, 0, NULL);

@@ -64,6 +64,11 @@ char *sl_test_tmpdir(void);
 /** Entries of directory @dir ("." and ".." not counted; 0 if it cannot be read). */
 unsigned sl_test_dir_entries(const char *dir);
 
+/* Pages of the file at @path the kernel still has to write to disk (dirty
+ * or under writeback), by cachestat(2); -1 (errno set) if it cannot tell.
+ * Always 0 on tmpfs. */
+int64_t sl_test_pages_not_on_disk(const char *path);
+
 /** Removes @dir and the files directly in it; frees @dir. */
 void sl_test_rmdir(char *dir);
 

@@ -446,7 +446,8 @@ bool sl_writer_set_external(sl_writer *w, unsigned block, const uint64_t *bitmap
  * Sidecar index of a QEMU file (index.c): sl_index_write() computes every
  * page's checksum of QEMU stream @s and writes @path, a container whose
  * blocks are external, with the file's identity and @hot (a hot-page list,
- * may be NULL); sl_index_attach() makes @path the checksums of @s, refused
+ * may be NULL), flushed to disk and renamed into place when whole;
+ * sl_index_attach() makes @path the checksums of @s, refused
  * (naming the reason) unless it was made from exactly this file.
  */
 bool sl_index_write(sl_snapshot *s, const char *path, GBytes *hot, GError **errp);

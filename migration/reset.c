@@ -75,7 +75,7 @@ bool sl_reset_written_units(sl_restore *r, sl_region *reg, bool rearm, GArray *o
         g_array_append_val(out, all);
         return true;
     }
-    ret = sl_scan_written(r->pagemap_fd, base, base + reg->mem.length, rearm, runs);
+    ret = sl_scan_written(r->pagemap_fd, r->uffd, base, base + reg->mem.length, rearm, runs);
     if (ret < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block '%s': PAGEMAP_SCAN of the written "
                     "pages: %s", reg->blk->name, g_strerror((int)-ret));

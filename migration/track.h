@@ -46,14 +46,34 @@ sl_tracker *sl_tracker_new(void *addr, uint64_t len, GError **errp);
 int64_t sl_tracker_collect(sl_tracker *t, bool rearm, GArray *runs);
 
 /**
+ * sl_tracker_set_rearm_after: with @after, a collect that re-arms protects
+ * each run after its walk (sl_scan_written_rearm_after()) instead of in
+ * it; for tests of that path on any memory.
+ */
+void sl_tracker_set_rearm_after(sl_tracker *t, bool after);
+
+/**
  * sl_scan_written: the collect of a range registered in asynchronous WP
  * mode on any userfaultfd of this process (a tracker's, or a restore's
  * with track_writes): runs of pages written in [@start, @end) since they
  * were last protected, appended to @runs; @rearm protects them again in
- * the same walk.  @pagemap is an open /proc/self/pagemap.  Returns the
- * bytes written, or -errno.
+ * the same walk (a page the walk cannot protect, through @uffd, the
+ * userfaultfd the range is registered on, -1 if none, right after it).
+ * @pagemap is an open /proc/self/pagemap.  Returns the bytes written, or
+ * -errno.
  */
-int64_t sl_scan_written(int pagemap, uint64_t start, uint64_t end, bool rearm, GArray *runs);
+int64_t sl_scan_written(int pagemap, int uffd, uint64_t start, uint64_t end, bool rearm,
+                        GArray *runs);
+
+/**
+ * sl_scan_written_rearm_after: sl_scan_written() with @rearm, each run
+ * protected again with UFFDIO_WRITEPROTECT on @uffd after the walk found
+ * it, as sl_scan_written() does for a page its walk cannot protect (a
+ * hugetlbfs page larger than 2 MiB on kernels before the fix).  A write
+ * between the two is not seen by the next collect: pause writers first.
+ */
+int64_t sl_scan_written_rearm_after(int pagemap, int uffd, uint64_t start, uint64_t end,
+                                    GArray *runs);
 
 /**
  * sl_scan_unmapped: runs of pages of [@start, @end) whose entry in this

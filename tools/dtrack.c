@@ -149,7 +149,7 @@ static int scan_into(uint64_t *bits, const dt_block *b, const sl_dtrack_map *m,
         return -err;
     }
     got = m->off > b->length || m->len > b->length - m->off
-              ? -EINVAL : sl_scan_written(fd, m->addr, m->addr + m->len, false, runs);
+              ? -EINVAL : sl_scan_written(fd, -1, m->addr, m->addr + m->len, false, runs);
     close(fd);
     if (got < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "PAGEMAP_SCAN of process %d: %s",

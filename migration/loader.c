@@ -25,7 +25,8 @@
 #include "large.h"
 #include "uffd.h"
 
-#define READAHEAD_CHUNKS 16 /* chunks (1 MiB) the kernel reads ahead of the loaders */
+#define READAHEAD_CHUNKS 16        /* chunks (1 MiB) the kernel reads ahead of the loaders */
+#define READAHEAD_BYTES (32u << 20) /* ... up to this much (chunks of 1 GiB hugepages) */
 /* Loaders are background work: at nice 10 a loader weighs 110 against a
  * vCPU's 1024, so a vCPU sharing a CPU with one keeps about 90 % of it. */
 #define LOADER_NICE 10
@@ -538,7 +539,7 @@ static gpointer loader_thread(gpointer opaque)
             /* Not with direct reads: the page cache would then be filled
              * ahead, and those chunks read through it.  A run filled in
              * place (shmem, hugetlbfs) is never read directly. */
-            sl_group_readahead(r, lc->g, READAHEAD_CHUNKS);
+            sl_group_readahead(r, lc->g, READAHEAD_CHUNKS, READAHEAD_BYTES);
         }
         ret = load_run(lc, &run, pre, from);
         if (ret < 0) {

@@ -505,23 +505,39 @@ bool sl_group_next(sl_restore *r, sl_group *g, sl_run *out, sl_work *from)
     return false;
 }
 
-void sl_group_readahead(sl_restore *r, sl_group *g, unsigned ahead)
+/* The region holding restore-wide chunk @c, or NULL. */
+static const sl_region *chunk_region(sl_restore *r, uint64_t c)
 {
-    /* Relaxed: only a hint of where the cursor is. */
-    uint64_t i = atomic_load_explicit(&g->next_chunk, memory_order_relaxed) + ahead, c;
-
-    if (i >= g->nchunks) {
-        return;
-    }
-    c = group_chunk(g, i);
     for (guint k = 0; k < r->regions->len; k++) {
         const sl_region *reg = g_ptr_array_index(r->regions, k);
         if (c >= reg->first_chunk && c < reg->first_chunk + reg->nchunks) {
-            uint64_t u0 = (c - reg->first_chunk) * reg->chunk_units;
-            uint64_t n = MIN(reg->chunk_units, reg->nunits - u0);
-            sl_snapshot_readahead(r->snap, reg->block, u0 * reg->ratio, n * reg->ratio);
-            return;
+            return reg;
         }
+    }
+    return NULL;
+}
+
+void sl_group_readahead(sl_restore *r, sl_group *g, unsigned ahead, uint64_t max_bytes)
+{
+    /* Relaxed: only a hint of where the cursor is. */
+    uint64_t i = atomic_load_explicit(&g->next_chunk, memory_order_relaxed), c, u0, n;
+    const sl_region *reg = i < g->nchunks ? chunk_region(r, group_chunk(g, i)) : NULL;
+    uint64_t chunk_bytes = reg ? reg->chunk_units * reg->unit : 0;
+
+    if (chunk_bytes) {
+        /* Large chunks (a 1 GiB hugepage each) are advised fewer ahead:
+         * never more than @max_bytes, and at least the next one. */
+        ahead = (unsigned)MAX(1, MIN(ahead, max_bytes / chunk_bytes));
+    }
+    if ((i += ahead) >= g->nchunks) {
+        return;
+    }
+    c = group_chunk(g, i);
+    reg = chunk_region(r, c);
+    if (reg) {
+        u0 = (c - reg->first_chunk) * reg->chunk_units;
+        n = MIN(reg->chunk_units, reg->nunits - u0);
+        sl_snapshot_readahead(r->snap, reg->block, u0 * reg->ratio, n * reg->ratio);
     }
 }
 

@@ -500,8 +500,10 @@ bool sl_group_next(sl_restore *r, sl_group *g, sl_run *out, sl_work *from);
  * Asks the kernel to start reading the chunk @ahead places after group @g's
  * cursor (posix_fadvise WILLNEED): a cold snapshot's reads then overlap
  * the loaders' checking and placing instead of waiting behind them.
+ * Fewer places where chunks are large, so that no more than @max_bytes
+ * lie between (but at least the next chunk).
  */
-void sl_group_readahead(sl_restore *r, sl_group *g, unsigned ahead);
+void sl_group_readahead(sl_restore *r, sl_group *g, unsigned ahead, uint64_t max_bytes);
 
 /**
  * A loader of group @g, at its start: the memory its thread allocates

@@ -83,27 +83,56 @@ static int read_memory(const sl_region *reg, uint64_t off, uint8_t *dst, uint64_
     return 0;
 }
 
-/* Units [u, u+n) of @reg, all from source @src, into @buf; 0 or -errno. */
-static int read_run(sl_restore *r, const sl_region *reg, uint64_t u, uint64_t n, int src,
-                    uint8_t *buf)
+/* Pages [@first, +@n) of @reg, all from source @src, into @buf; 0 or -errno. */
+static int read_pages(sl_restore *r, const sl_region *reg, uint64_t first, uint64_t n, int src,
+                      uint8_t *buf)
 {
-    uint64_t first = u * reg->ratio;
-    uint64_t pages = MIN(n * reg->ratio, reg->blk->npages - first);
-
     if (src) {
-        return read_memory(reg, u * reg->unit, buf, pages * reg->blk->page_size);
+        return read_memory(reg, first * reg->blk->page_size, buf, n * reg->blk->page_size);
     }
-    return sl_snapshot_read_pages(r->snap, reg->block, first, pages, buf,
+    return sl_snapshot_read_pages(r->snap, reg->block, first, n, buf,
                                   sl_snapshot_has_checksums(r->snap));
 }
 
-/* Writes attached region @reg into block @b of @w. */
-static bool save_region(sl_restore *r, const sl_region *reg, sl_writer *w, unsigned b,
-                        uint8_t *buf, uint64_t max_units, GError **errp)
+/* Units [@u, +@n) of @reg, all from source @src, into block @b of @w,
+ * through @buf (@per pages at a time: a unit of a 1 GiB hugepage is read
+ * in pieces). */
+static bool save_units(sl_restore *r, const sl_region *reg, sl_writer *w, unsigned b,
+                       uint64_t u, uint64_t n, int src, uint8_t *buf, uint64_t per,
+                       GError **errp)
 {
+    const uint64_t ps = reg->blk->page_size;
+    const uint64_t end = MIN((u + n) * reg->ratio, reg->blk->npages);
+
+    if (r->save_reading) {
+        r->save_reading(r->save_reading_opaque);
+    }
+    for (uint64_t p = u * reg->ratio; p < end; p += per) {
+        uint64_t k = MIN(per, end - p);
+        int ret = read_pages(r, reg, p, k, src, buf);
+        if (ret < 0) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block '%s' at 0x%" G_GINT64_MODIFIER
+                        "x: reading its %s: %s", reg->blk->name, p * ps,
+                        src ? "memory" : "parent snapshot", g_strerror(-ret));
+            return false;
+        }
+        if (!sl_writer_write(w, b, p * ps, buf, k * ps, errp)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Writes attached region @reg into block @b of @w, through @buf of @bytes
+ * (at least one page of the block). */
+static bool save_region(sl_restore *r, const sl_region *reg, sl_writer *w, unsigned b,
+                        uint8_t *buf, uint64_t bytes, GError **errp)
+{
+    const uint64_t max_units = MAX(1, bytes / reg->unit);
+
     for (uint64_t u = 0; u < reg->nunits;) {
-        int src = unit_source(reg, u), ret;
-        uint64_t n = 1, off = u * reg->unit, len;
+        int src = unit_source(reg, u);
+        uint64_t n = 1;
 
         if (src < 0) {
             g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "block '%s': page %" G_GUINT64_FORMAT
@@ -114,18 +143,7 @@ static bool save_region(sl_restore *r, const sl_region *reg, sl_writer *w, unsig
         while (u + n < reg->nunits && n < max_units && unit_source(reg, u + n) == src) {
             n++;
         }
-        len = MIN(n * reg->unit, reg->blk->length - off);
-        if (r->save_reading) {
-            r->save_reading(r->save_reading_opaque);
-        }
-        ret = read_run(r, reg, u, n, src, buf);
-        if (ret < 0) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "block '%s' at 0x%" G_GINT64_MODIFIER
-                        "x: reading its %s: %s", reg->blk->name, off,
-                        src ? "memory" : "parent snapshot", g_strerror(-ret));
-            return false;
-        }
-        if (!sl_writer_write(w, b, off, buf, len, errp)) {
+        if (!save_units(r, reg, w, b, u, n, src, buf, bytes / reg->blk->page_size, errp)) {
             return false;
         }
         u += n;
@@ -183,18 +201,16 @@ static bool may_save(const sl_restore *r, GError **errp)
 }
 
 /*
- * Bytes of a save's buffer: a run of SAVE_RUN_BYTES, and at least one unit
- * of every region and one page of every block, attached or not (found by
- * review: a block of 2 MiB pages nobody attached was read into a buffer
- * of 1 MiB).
+ * Bytes of a save's buffer: a run of SAVE_RUN_BYTES, and at least one page
+ * of every block, attached or not (found by review: a block of 2 MiB pages
+ * nobody attached was read into a buffer of 1 MiB).  A unit larger than
+ * that (a 1 GiB hugepage) is read in pieces: the buffer was once a whole
+ * unit, 1 GiB of heap per save (found by review).
  */
 static uint64_t buffer_bytes(const sl_restore *r)
 {
     uint64_t bytes = MAX(SAVE_RUN_BYTES, r->max_bounce);
 
-    for (guint i = 0; i < r->regions->len; i++) {
-        bytes = MAX(bytes, ((const sl_region *)g_ptr_array_index(r->regions, i))->unit);
-    }
     for (unsigned b = 0; b < r->snap->nblocks; b++) {
         bytes = MAX(bytes, r->snap->blocks[b].page_size);
     }
@@ -230,8 +246,7 @@ bool sl_restore_write_blocks(sl_restore *r, sl_writer *w, GError **errp)
     buf = g_malloc(bytes);
     for (unsigned b = 0; ok && b < r->snap->nblocks; b++) {
         const sl_region *reg = region_of(r, b);
-        ok = reg ? save_region(r, reg, w, b, buf, MAX(1, bytes / reg->unit), errp)
-                 : copy_block(r, b, w, buf, errp);
+        ok = reg ? save_region(r, reg, w, b, buf, bytes, errp) : copy_block(r, b, w, buf, errp);
     }
     return ok;
 }

@@ -274,6 +274,7 @@ typedef struct {
     unsigned id;
     _Atomic bool *stop;
     uint64_t bad, touched;
+    bool late;               /* the restore was complete before its first touch */
 } toucher;
 
 static gpointer touch_random(gpointer opaque)
@@ -288,6 +289,7 @@ static gpointer touch_random(gpointer opaque)
         if (t->touched == 0) { /* the loaders reach it last: a fault however fast they are */
             b = t->f->nblocks - 1;
             i = t->f->lengths[b] / PSIZE - 1 - t->id;
+            t->late = sl_restore_poll(t->f->r) == 0; /* unless this thread started after */
         }
         t->bad += !page_ok(t->f, b, i, scratch);
         t->touched++;
@@ -302,6 +304,7 @@ static void test_random_touchers_see_correct_bytes_while_loaders_run(void **stat
     toucher t[4];
     GThread *th[4];
     _Atomic bool stop = false;
+    bool early = false;
 
     fixture_build(f, 48 << 20, 16 << 20, 5);
     fixture_start(f, 1, false);
@@ -314,6 +317,7 @@ static void test_random_touchers_see_correct_bytes_while_loaders_run(void **stat
     for (unsigned i = 0; i < 4; i++) {
         g_thread_join(th[i]);
         assert_int_equal(t[i].bad, 0);
+        early |= !t[i].late;
     }
     sl_stats st = finish_and_audit(f);
     /* Anonymous memory: faults race the loaders' claims of whole chunks to
@@ -321,8 +325,12 @@ static void test_random_touchers_see_correct_bytes_while_loaders_run(void **stat
     print_message("# %s: %" G_GUINT64_FORMAT " pages by fault, %" G_GUINT64_FORMAT
                   " by loader, %" G_GUINT64_FORMAT " of them moved\n", f->bc->name,
                   st.pages_by_fault, st.pages_by_loader, st.pages_moved);
-    assert_true(st.faults > 0);
-    if (st.pages_total >= 16) { /* with a few huge units, loaders may take them all */
+    if (early) { /* a loaded machine may start every toucher after the loaders ended */
+        assert_true(st.faults > 0);
+    } else {
+        print_message("# %s: every toucher started after the restore completed\n", f->bc->name);
+    }
+    if (early && st.pages_total >= 16) { /* with a few huge units, loaders may take them all */
         assert_true(st.pages_by_fault > 0);
     }
     assert_true(st.fault_p50_us <= st.fault_p99_us && st.fault_p99_us <= st.fault_max_us);

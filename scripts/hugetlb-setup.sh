@@ -72,8 +72,11 @@ if [ "$want" = --release ]; then
 fi
 if [ "$avail" -lt "$want" ]; then
     target=$((total + want - avail))
-    if ! echo "$target" > "$dir/nr_hugepages" 2>/dev/null; then
-        echo "hugetlb-setup: cannot write $dir/nr_hugepages (are you root?)" >&2
+    if ! err=$( { echo "$target" > "$dir/nr_hugepages"; } 2>&1 ); then
+        # EACCES/EPERM: not root; EINVAL: a kernel that cannot allocate
+        # gigantic pages at run time (they must be reserved at boot).
+        echo "hugetlb-setup: cannot write $dir/nr_hugepages: ${err##*: }" \
+             "$( [ "$(id -u)" -eq 0 ] || echo "(are you root?)" )" >&2
         exit 1
     fi
     avail=$(avail_pages)

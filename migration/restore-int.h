@@ -191,6 +191,9 @@ struct sl_restore {
      * call, on the caller's thread: one of them at a time.  A save beside
      * a dropping reset read dropped units of shared memory as holes. */
     GMutex save_reset_lock;
+    /* Held by sl_restore_stop() for its whole call: a second stop (another
+     * thread's) returns only once the first has sealed the memory. */
+    GMutex stop_lock;
     bool views_closed;         /* under views_lock: completed or stopped, no view joins */
     bool keep_uffd;            /* caller's thread: our view stayed registered, never close */
     /* Bumped (release) after a view is added; the fault thread (acquire)
@@ -218,7 +221,8 @@ struct sl_restore {
     const uint8_t *snap_map;
     uint64_t snap_map_len;
     bool snap_map_tried;
-    bool started, stopped;     /* caller's thread only */
+    bool started;              /* caller's thread only */
+    bool stopped;              /* written under stop_lock; read by the caller's thread */
 
     /* Units not yet PRESENT; acq_rel decrement, the one reaching 0 signals. */
     _Atomic uint64_t remaining;

@@ -53,6 +53,7 @@ sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GErr
     g_mutex_init(&r->views_lock);
     g_mutex_init(&r->show_lock);
     g_mutex_init(&r->save_reset_lock);
+    g_mutex_init(&r->stop_lock);
     r->ctl_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     r->done_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     atomic_init(&r->status, -EINPROGRESS);
@@ -573,13 +574,18 @@ GError *sl_restore_error(sl_restore *r)
 int sl_restore_wait(sl_restore *r, int timeout_ms)
 {
     struct pollfd p = { .fd = r ? r->done_efd : -1, .events = POLLIN };
+    gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+    int left = timeout_ms;
 
     SL_ARG_ERRNO(r);
     if (!r->started && sl_restore_poll(r) == -EINPROGRESS) {
         return -EINVAL; /* nothing would ever end the wait */
     }
-    if (sl_restore_poll(r) == -EINPROGRESS) {
-        while (poll(&p, 1, timeout_ms) < 0 && errno == EINTR) {
+    /* A signal restarts the wait for the time left, not for @timeout_ms
+     * again (found by review: signals every 100 ms kept a 1 s wait going). */
+    while (sl_restore_poll(r) == -EINPROGRESS && poll(&p, 1, left) < 0 && errno == EINTR) {
+        if (timeout_ms >= 0) {
+            left = (int)MAX(0, (deadline - g_get_monotonic_time()) / 1000);
         }
     }
     return sl_restore_poll(r);
@@ -592,6 +598,8 @@ int sl_restore_eventfd(const sl_restore *r)
 
 void sl_restore_stop(sl_restore *r)
 {
+    g_autoptr(GMutexLocker) alone = r ? g_mutex_locker_new(&r->stop_lock) : NULL;
+
     if (!r || !r->started || r->stopped) {
         return;
     }
@@ -781,6 +789,7 @@ void sl_restore_free(sl_restore *r)
     g_mutex_clear(&r->views_lock);
     g_mutex_clear(&r->show_lock);
     g_mutex_clear(&r->save_reset_lock);
+    g_mutex_clear(&r->stop_lock);
     g_free(r->loaders);
     if (r->uffd >= 0 && !r->keep_uffd) {
         close(r->uffd);

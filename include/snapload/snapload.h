@@ -827,8 +827,9 @@ GError *sl_restore_error(sl_restore *r);
 
 /**
  * sl_restore_wait: wait up to @timeout_ms (-1 = forever) for completion or
- * failure; returns as sl_restore_poll(), or -EINVAL at once for a restore
- * that was never started (nothing would end the wait).
+ * failure (signals to the calling thread do not lengthen the wait);
+ * returns as sl_restore_poll(), or -EINVAL at once for a restore that was
+ * never started (nothing would end the wait).
  */
 int sl_restore_wait(sl_restore *r, int timeout_ms);
 
@@ -844,7 +845,8 @@ int sl_restore_eventfd(const sl_restore *r);
  * first: poisoned where the kernel can (an access raises SIGBUS), else made
  * PROT_NONE in our own mapping (SIGSEGV), never left to read as zeros; the
  * restore then reports -ECANCELED unless it had failed already.  Only stop
- * early when the memory will not be used again.
+ * early when the memory will not be used again.  Any thread may call it,
+ * several at once: each returns once the memory is sealed.
  */
 void sl_restore_stop(sl_restore *r);
 

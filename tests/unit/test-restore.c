@@ -12,11 +12,13 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "testutil.h"
@@ -3805,6 +3807,96 @@ static void test_a_view_of_a_part_joining_after_completion_reads_every_page(void
     parts_map_free(&pm);
 }
 
+typedef struct {
+    sl_restore *r;
+    pthread_barrier_t *go;
+    int after;               /* sl_restore_poll() right after this thread's stop returned */
+} co_stopper;
+
+static gpointer stop_at_once(gpointer opaque)
+{
+    co_stopper *s = opaque;
+
+    pthread_barrier_wait(s->go);
+    sl_restore_stop(s->r);
+    s->after = sl_restore_poll(s->r);
+    return NULL;
+}
+
+/*
+ * Two threads stopping one restore at once (a VMM's shutdown path and its
+ * error handler): each returns only once the restore is stopped and its
+ * missing pages sealed (found by review: the second returned at once,
+ * while the first still ran, in 300 of 300 tries).
+ */
+static void test_a_second_concurrent_stop_returns_once_the_restore_is_stopped(void **state)
+{
+    fixture *f = *state;
+
+    fixture_build(f, 16 << 20, 0, 5);
+    for (unsigned round = 0; round < 20; round++) {
+        pthread_barrier_t go;
+        co_stopper s[2];
+        GThread *t[2];
+        pthread_barrier_init(&go, NULL, 2);
+        fixture_start(f, 1, false);
+        for (unsigned i = 0; i < 2; i++) {
+            s[i] = (co_stopper){ .r = f->r, .go = &go };
+            t[i] = g_thread_new("stopper", stop_at_once, &s[i]);
+        }
+        for (unsigned i = 0; i < 2; i++) {
+            g_thread_join(t[i]);
+            if (s[i].after == -EINPROGRESS) {
+                fail_msg("round %u: a stop returned while the restore still ran", round);
+            }
+        }
+        pthread_barrier_destroy(&go);
+        g_clear_pointer(&f->r, sl_restore_free);
+        for (unsigned b = 0; b < f->nblocks; b++) { /* fresh memory for the next round */
+            g_autoptr(GError) err = NULL;
+            sl_mem_release(&f->mem[b]);
+            assert_true(sl_mem_map(&f->mem[b], f->bc->kind, f->lengths[b], f->bc->hugepage,
+                                   &err));
+        }
+    }
+}
+
+static volatile sig_atomic_t ticks;
+
+static void tick(int sig)
+{
+    (void)sig;
+    ticks++;
+}
+
+/*
+ * A wait with a timeout ends after it even when signals keep interrupting
+ * it (found by review: each EINTR restarted the whole timeout, and a 1 s
+ * wait beside a 10 Hz timer never ended).  No loader and no touch: the
+ * restore cannot complete.
+ */
+static void test_a_wait_ends_at_its_timeout_whatever_signals_come(void **state)
+{
+    fixture *f = *state;
+    struct sigaction sa = { .sa_handler = tick }, old; /* no SA_RESTART */
+    struct itimerval every = { { 0, 20000 }, { 0, 20000 } }, off = { { 0, 0 }, { 0, 0 } };
+    gint64 t0;
+    int ret;
+
+    fixture_build(f, 4 << 20, 0, 5);
+    fixture_start(f, 0, true);
+    assert_int_equal(sigaction(SIGALRM, &sa, &old), 0);
+    assert_int_equal(setitimer(ITIMER_REAL, &every, NULL), 0);
+    t0 = g_get_monotonic_time();
+    ret = sl_restore_wait(f->r, 300);
+    setitimer(ITIMER_REAL, &off, NULL);
+    sigaction(SIGALRM, &old, NULL);
+    if (ret != -EINPROGRESS || g_get_monotonic_time() - t0 > 3 * G_USEC_PER_SEC || ticks < 3) {
+        fail_msg("a 300 ms wait returned %d after %" G_GINT64_FORMAT " ms, %d signals", ret,
+                 (g_get_monotonic_time() - t0) / 1000, (int)ticks);
+    }
+}
+
 static bool any(const backend_case *bc)
 {
     return true;
@@ -3854,6 +3946,10 @@ typedef struct {
 
 static const feature features[] = {
     { "loaders_alone_place_every_page_exactly_once", test_loaders_alone_place_every_page_exactly_once, any },
+    { "a_second_concurrent_stop_returns_once_the_restore_is_stopped",
+      test_a_second_concurrent_stop_returns_once_the_restore_is_stopped, anon_only },
+    { "a_wait_ends_at_its_timeout_whatever_signals_come",
+      test_a_wait_ends_at_its_timeout_whatever_signals_come, anon_only },
     { "random_touchers_see_correct_bytes_while_loaders_run", test_random_touchers_see_correct_bytes_while_loaders_run, any },
     { "faults_alone_complete_the_restore", test_faults_alone_complete_the_restore, any },
     { "old_contents_of_the_memory_never_show_through",

@@ -29,12 +29,33 @@ uint64_t sl_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* Whether @cfg sets nothing this library does not know: a newer caller's
+ * larger struct with a field set past ours is refused, as unknown open
+ * flags are, never silently ignored (found by review). */
+static bool known_config(const sl_restore_config *cfg, GError **errp)
+{
+    const uint8_t *extra = (const uint8_t *)cfg + sizeof(*cfg);
+
+    for (size_t i = 0; cfg->size > sizeof(*cfg) && i < cfg->size - sizeof(*cfg); i++) {
+        if (extra[i]) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "sl_restore_config: byte %zu of %zu "
+                        "is set, but this library knows only %zu: a newer option it cannot "
+                        "honour", sizeof(*cfg) + i, (size_t)cfg->size, sizeof(*cfg));
+            return false;
+        }
+    }
+    return true;
+}
+
 sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GError **errp)
 {
     sl_restore *r;
     const char *topology;
 
     SL_ARG(snap, errp, NULL);
+    if (cfg && !known_config(cfg, errp)) {
+        return NULL;
+    }
     r = g_new0(sl_restore, 1);
     if (cfg) { /* an older caller's smaller struct leaves the newer fields zero */
         memcpy(&r->cfg, cfg, MIN(cfg->size ? cfg->size : sizeof(*cfg), sizeof(r->cfg)));

@@ -380,7 +380,8 @@ typedef enum {
 
 /** Restore settings; zero-initialise, set size = sizeof, then override. */
 typedef struct {
-    uint32_t size;             /**< sizeof(sl_restore_config), for versioning  */
+    uint32_t size;             /**< sizeof(sl_restore_config), for versioning; a larger
+                                    struct with a byte set past this library's is refused */
     unsigned loader_threads;   /**< loaders per NUMA node; 0 = one per CPU of the node (at
                                     least 1; they run at a low priority); at most
                                     SL_MAX_LOADER_THREADS */
@@ -811,8 +812,9 @@ bool sl_restore_start(sl_restore *r, GError **errp);
 
 /**
  * sl_restore_poll: 0 when every page is present, -EINPROGRESS while the
- * restore runs, the fatal -errno that stopped it, or -ECANCELED after
- * sl_restore_stop() before completion.
+ * restore runs (and before sl_restore_start(), which alone can end it),
+ * the fatal -errno that stopped it, or -ECANCELED after sl_restore_stop()
+ * before completion.
  */
 int sl_restore_poll(sl_restore *r);
 

@@ -135,6 +135,10 @@ static sl_snapshot *open_walk(const char *path, const char *const *ancestors, un
     sl_chain_walk walk = { .depth = 0, .ancestors = ancestors };
     sl_snapshot *s;
 
+    if (!*path) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "no snapshot path given (an empty one)");
+        return NULL;
+    }
     if (!known_flags(path, flags, errp)) {
         return NULL;
     }

@@ -66,13 +66,30 @@ void sl_mem_release(sl_mem *m)
     }
 }
 
+int sl_copy_safe(void *dst, const void *src, uint64_t len)
+{
+    /* The kernel copies, and an address it cannot fault in (a file mapping
+     * past a truncation) is an error, not SIGBUS: the caller's own memory
+     * is the "remote" process.  Page-sized pieces: process_vm_readv() may
+     * stop short at any page. */
+    for (uint64_t done = 0; done < len;) {
+        struct iovec to = { (uint8_t *)dst + done, len - done };
+        struct iovec from = { (uint8_t *)(uintptr_t)src + done, len - done };
+        ssize_t n = process_vm_readv(getpid(), &to, 1, &from, 1, 0);
+        if (n <= 0) {
+            return n < 0 && errno != EFAULT ? -errno : -EIO;
+        }
+        done += (uint64_t)n;
+    }
+    return 0;
+}
+
 int sl_mem_host_rewrite(const sl_mem *m, uint64_t off, const uint8_t *src, uint64_t len)
 {
     if (!m->host) {
         return -EOPNOTSUPP; /* another process's view: nothing of ours to write through */
     }
-    memcpy(m->host + off, src, len);
-    return 0;
+    return sl_copy_safe(m->host + off, src, len);
 }
 
 #define ADVISE_BATCH 1024 /* UIO_MAXIOV: ranges per process_madvise() */

@@ -165,7 +165,8 @@ struct sl_backend_ops {
      * reset): the cheapest way that neither faults a registered view nor
      * lifts its write protection (anon and shmem: our own mapping, whose
      * written pages are present and writable, so a plain copy takes no
-     * fault; hugetlbfs: the alias).  0 or -errno.
+     * fault; hugetlbfs: the alias), by sl_copy_safe(): @src may be the
+     * snapshot file mapped, truncated meanwhile.  0 or -errno.
      */
     int (*rewrite)(const sl_mem *m, uint64_t off, const uint8_t *src, uint64_t len);
     /**
@@ -179,9 +180,17 @@ struct sl_backend_ops {
 };
 
 /**
- * sl_mem_host_rewrite: ops->rewrite through our own mapping of @m (a
- * memcpy into [@off, +@len) of m->host); -EOPNOTSUPP when @m is another
- * process's view.
+ * sl_copy_safe: copies @len bytes from @src to @dst, both in this process,
+ * as the kernel copies (process_vm_readv()): a source it cannot read (a
+ * file mapping whose file was truncated under it) gives -EIO, where a
+ * memcpy would die of SIGBUS.  0 or -errno.
+ */
+int sl_copy_safe(void *dst, const void *src, uint64_t len);
+
+/**
+ * sl_mem_host_rewrite: ops->rewrite through our own mapping of @m (a safe
+ * copy into [@off, +@len) of m->host: @src may be a mapped snapshot file);
+ * -EOPNOTSUPP when @m is another process's view.
  */
 int sl_mem_host_rewrite(const sl_mem *m, uint64_t off, const uint8_t *src, uint64_t len);
 

@@ -345,8 +345,7 @@ static int file_drop(const sl_mem *m, const sl_range *runs, size_t n)
 /* hugetlbfs (no write()): through the alias, whose pages the fill mapped. */
 static int alias_rewrite(const sl_mem *m, uint64_t off, const uint8_t *src, uint64_t len)
 {
-    memcpy(m->alias + off, src, len);
-    return 0;
+    return sl_copy_safe(m->alias + off, src, len);
 }
 
 static void file_release(sl_mem *m)

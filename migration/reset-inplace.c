@@ -4,9 +4,11 @@
  * bytes of every written run copied over memory that is already there,
  * checked where they landed, then protected again, instead of dropping
  * the pages for the loaders to bring back.  Copying from the snapshot
- * file mapped read-only (populated run by run) costs no system call per
- * unit; a run that cannot be read or fails its check goes the dropping
- * way.  A writer that was not paused shows in the second look
+ * file mapped read-only (populated run by run) costs one system call per
+ * run: the kernel copies (sl_copy_safe()), so a file truncated under the
+ * mapping is an error, not SIGBUS (found by review: the memcpy crashed
+ * the caller); a run that cannot be read or fails its check goes the
+ * dropping way.  A writer that was not paused shows in the second look
  * (find_changed(), any_outside()), and what it may have changed is owed
  * to the next reset.  Runs on the caller's thread, inside
  * sl_restore_reset() (reset.c), which owns every state used here.
@@ -16,6 +18,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "backends/backend.h"
 #include "restore-int.h"
 #include "reset-int.h"
 
@@ -106,10 +109,15 @@ static int rewritten_pages_verify(sl_restore *r, const sl_region *reg, uint64_t 
     const uint64_t ps = b->page_size;
     /* our own view, mapped where the guest wrote (the alias would fault per page) */
     const uint8_t *mem = reg->mem.host ? reg->mem.host : reg->mem.alias;
+    g_autofree uint8_t *page = NULL;
 
     for (uint64_t p = p0; p < p0 + n && !r->cfg.no_checksum; p++) {
-        if (sl_bit_test(b->bitmap, p) && sl_hash(mem + p * ps, ps) != b->csums[p] &&
-            sl_hash(r->snap_map + b->pages_offset + p * ps, ps) != b->csums[p]) {
+        if (!sl_bit_test(b->bitmap, p) || sl_hash(mem + p * ps, ps) == b->csums[p]) {
+            continue;
+        }
+        page = page ? page : g_malloc(ps); /* the snapshot's page, read safely */
+        if (sl_copy_safe(page, r->snap_map + b->pages_offset + p * ps, ps) < 0 ||
+            sl_hash(page, ps) != b->csums[p]) {
             return -EBADMSG;
         }
     }
@@ -173,6 +181,9 @@ static void rewrite_units(sl_restore *r, GArray *units, GArray *failed)
     bool mapped = map && map_still_valid(r);
     g_autofree uint8_t *zeros = mapped ? g_malloc0(ZERO_BYTES) : NULL;
 
+    if (r->reset_rewriting) {
+        r->reset_rewriting(r->reset_rewriting_opaque);
+    }
     for (guint i = 0; i < units->len; i++) {
         const sl_run *run = &g_array_index(units, sl_run, i);
         sl_region *reg = g_ptr_array_index(r->regions, run->region);
@@ -211,22 +222,27 @@ static bool any_outside(const GArray *before, const GArray *after)
 }
 
 /* Whether snapshot page @p of @reg is what @mem holds (@map: the snapshot
- * mapped, compared in place; NULL: sl_snapshot_page_matches()). */
+ * mapped, its page copied safely into @page, a buffer of one page, and
+ * compared; a page it cannot read differs; NULL: sl_snapshot_page_matches()). */
 static bool page_is_snapshot(sl_restore *r, const sl_region *reg, uint64_t p, const uint8_t *mem,
-                             const uint8_t *map)
+                             const uint8_t *map, uint8_t *page)
 {
     const sl_block *b = reg->blk;
 
     if (!map) {
         return sl_snapshot_page_matches(r->snap, reg->block, p, mem);
     }
-    return sl_bit_test(b->bitmap, p)
-               ? memcmp(mem, map + b->pages_offset + p * b->page_size, b->page_size) == 0
-               : sl_all_zero(mem, b->page_size);
+    if (!sl_bit_test(b->bitmap, p)) {
+        return sl_all_zero(mem, b->page_size);
+    }
+    return sl_copy_safe(page, map + b->pages_offset + p * b->page_size, b->page_size) == 0 &&
+           memcmp(mem, page, b->page_size) == 0;
 }
 
-/* Units of @run that do not hold the snapshot's bytes, appended to @changed. */
-static void run_changed(sl_restore *r, const sl_run *run, const uint8_t *map, GArray *changed)
+/* Units of @run that do not hold the snapshot's bytes, appended to @changed
+ * (@page: a buffer of one snapshot page). */
+static void run_changed(sl_restore *r, const sl_run *run, const uint8_t *map, uint8_t *page,
+                        GArray *changed)
 {
     sl_region *reg = g_ptr_array_index(r->regions, run->region);
     /* our own view, where the rewrite left each page mapped (the alias of
@@ -241,13 +257,24 @@ static void run_changed(sl_restore *r, const sl_run *run, const uint8_t *map, GA
     for (uint64_t u = run->unit; u < run->unit + run->n; u++) {
         for (uint64_t k = 0; k < reg->ratio; k++) {
             uint64_t p = u * reg->ratio + k;
-            if (!page_is_snapshot(r, reg, p, base + p * ps, map)) {
+            if (!page_is_snapshot(r, reg, p, base + p * ps, map, page)) {
                 sl_run c = { .region = run->region, .unit = u, .n = 1 };
                 g_array_append_val(changed, c);
                 break;
             }
         }
     }
+}
+
+/* The largest snapshot page of @r's blocks. */
+static uint64_t max_page_size(const sl_restore *r)
+{
+    uint64_t most = 0;
+
+    for (unsigned b = 0; b < r->snap->nblocks; b++) {
+        most = MAX(most, r->snap->blocks[b].page_size);
+    }
+    return most;
 }
 
 /*
@@ -262,6 +289,7 @@ static void find_changed(sl_restore *r, const GArray *units, const GArray *faile
                          GArray *changed)
 {
     const uint8_t *map = r->snap_map && map_still_valid(r) ? r->snap_map : NULL;
+    g_autofree uint8_t *page = g_malloc(max_page_size(r));
     guint j = 0;
 
     for (guint i = 0; i < units->len; i++) {
@@ -271,7 +299,7 @@ static void find_changed(sl_restore *r, const GArray *units, const GArray *faile
             j++;
             continue;
         }
-        run_changed(r, run, map, changed);
+        run_changed(r, run, map, page, changed);
     }
 }
 

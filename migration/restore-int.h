@@ -266,6 +266,12 @@ struct sl_restore {
      * from the tracking).  Set while no reset runs. */
     void (*reset_rewritten)(void *opaque);
     void *reset_rewritten_opaque;
+    /* Test hook, NULL in production: called by an in-place reset on the
+     * caller's thread once it found the mapped snapshot whole and before
+     * it copies from it (where the file may be truncated under it).  Set
+     * while no reset runs. */
+    void (*reset_rewriting)(void *opaque);
+    void *reset_rewriting_opaque;
     /* Test hook, NULL in production: called by a dropping reset on the
      * caller's thread right after it set the status back to in progress
      * (where a failure of the fault thread, serving a reader, may land).

@@ -609,6 +609,15 @@ sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GErr
  * UFFDIO_COPY into that process.  Anonymous memory must be private
  * (MAP_PRIVATE|MAP_ANONYMOUS): sl_restore_start() refuses a shared or file
  * mapping, whose old pages would survive the restore.
+ *
+ * Attached memory (of any backend) must stay mapped where it is until
+ * sl_restore_stop() has returned: no munmap(), mremap() or new mapping over
+ * it meanwhile.  The kernel does not tie a placement to the userfaultfd it
+ * came from, so a restore still running would place its pages into
+ * whatever is mapped there next (another restore's memory: seen by a
+ * review), and memory moved away loses its registration (its missing pages
+ * then read as zeros).  Discarding pages (MADV_DONTNEED, a balloon) is
+ * fine: they come back.
  */
 bool sl_restore_attach(sl_restore *r, const char *block_name, void *addr,
                        uint64_t length, sl_backend_kind kind, GError **errp);
@@ -838,6 +847,10 @@ int sl_restore_wait(sl_restore *r, int timeout_ms);
 /**
  * sl_restore_eventfd: an fd that becomes readable once the restore has
  * completed or failed (for callers with their own poll loop).  Do not read it.
+ * After a failure the fault thread no longer serves: a thread touching a
+ * page not yet present waits until sl_restore_stop() seals it (SIGBUS), so
+ * a failure seen here, by sl_restore_poll() or sl_restore_wait() calls for
+ * a prompt sl_restore_stop() from a thread that does not touch guest RAM.
  */
 int sl_restore_eventfd(const sl_restore *r);
 

@@ -386,6 +386,53 @@ static void fault_done(sl_restore *r, int ret, uint64_t t0)
     }
 }
 
+/*
+ * A failed restore (a fatal error, no stop yet) answers a fault on unit @u
+ * that is not present by sealing it in view @v (poison: the thread gets
+ * SIGBUS), not by leaving the thread to wait until sl_restore_stop()
+ * seals every missing unit: a VMM thread touching guest RAM may be the
+ * one that would call it (found by an API review).  Without
+ * UFFDIO_POISON (kernels before 6.6) the thread waits for the stop.
+ */
+static void seal_fault(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u)
+{
+    if ((reg->ioctls & SL_IOCTL(_UFFDIO_POISON)) && sl_view_enter(r, v)) {
+        sl_poison_unit(reg, v, u);
+        sl_view_exit(r, v);
+    }
+}
+
+/* A fault on unit @u of @reg in @v once the restore failed: a present unit
+ * is shown as usual, any other sealed. */
+static void fault_after_failure(fault_ctx *fc, sl_region *reg, sl_view *v, uint64_t u,
+                                uint64_t t0)
+{
+    int ret = 1;
+
+    if (sl_pagemap_state(reg->map, u) == SL_PAGE_PRESENT) {
+        ret = serve_other(fc, reg, v, u, t0);
+    }
+    if (ret != 0) {
+        seal_fault(fc->r, reg, v, u);
+    }
+}
+
+/* Deferred faults once the restore failed: nothing may settle their
+ * units any more; each is answered as fault_after_failure() does. */
+static void seal_deferred(fault_ctx *fc)
+{
+    GArray *old = fc->deferred;
+
+    fc->deferred = g_array_new(false, false, sizeof(deferred_fault));
+    for (guint i = 0; i < old->len; i++) {
+        deferred_fault *d = &g_array_index(old, deferred_fault, i);
+        if (sl_view_live(d->v)) {
+            seal_fault(fc->r, d->reg, d->v, d->u);
+        }
+    }
+    g_array_free(old, true);
+}
+
 static void handle_fault(fault_ctx *fc, int uffd, uint64_t addr)
 {
     sl_restore *r = fc->r;
@@ -407,6 +454,11 @@ static void handle_fault(fault_ctx *fc, int uffd, uint64_t addr)
         return;
     }
     u = u0 = (addr - v->base) / reg->unit;
+    /* Acquire: pairs with the release store in sl_engine_fail(). */
+    if (atomic_load_explicit(&r->stopping, memory_order_acquire)) {
+        fault_after_failure(fc, reg, v, u, t0);
+        return;
+    }
     if (sl_pagemap_claim(reg->map, u)) {
         ret = serve_fault(fc, reg, v, u, &u0, &n);
     } else {
@@ -416,6 +468,9 @@ static void handle_fault(fault_ctx *fc, int uffd, uint64_t addr)
     }
     sl_prefetch_note_fault(r, reg, u, ret == 0 ? u0 : u, ret == 0 ? n : 1);
     fault_done(r, ret, t0);
+    if (ret < 0) {
+        seal_fault(r, reg, v, u); /* the fault that failed the restore */
+    }
 }
 
 /* Retries deferred faults (a watched unit was settled): serves or re-defers. */
@@ -673,19 +728,24 @@ static void fault_loop(fault_ctx *fc)
 
     for (;;) {
         bool rebuild = false;
-        /* Acquire: pairs with the release store in sl_engine_fail()/stop. */
+        /* Acquire: pairs with the release store in sl_engine_fail()/stop;
+         * @halting (acquire) with the one sl_restore_stop() made before. */
         if (atomic_load_explicit(&r->stopping, memory_order_acquire)) {
-            break;
-        }
-        settle_deferred(fc);
-        /* Acquire: pairs with the release increment in sl_restore_reset(),
-         * which raised @remaining before; then @remaining (acquire: pairs
-         * with the acq_rel decrement in sl_units_done()). */
-        want = atomic_load_explicit(&r->generation, memory_order_acquire);
-        if (r->finished_gen != want &&
-            atomic_load_explicit(&r->remaining, memory_order_acquire) == 0 &&
-            around_settled(fc) && finish(r, want)) {
-            break;
+            if (atomic_load_explicit(&r->halting, memory_order_acquire)) {
+                break;
+            }
+            seal_deferred(fc); /* failed: faults are sealed until the stop */
+        } else {
+            settle_deferred(fc);
+            /* Acquire: pairs with the release increment in sl_restore_reset(),
+             * which raised @remaining before; then @remaining (acquire: pairs
+             * with the acq_rel decrement in sl_units_done()). */
+            want = atomic_load_explicit(&r->generation, memory_order_acquire);
+            if (r->finished_gen != want &&
+                atomic_load_explicit(&r->remaining, memory_order_acquire) == 0 &&
+                around_settled(fc) && finish(r, want)) {
+                break;
+            }
         }
         /* Acquire: pairs with the release increment in sl_restore_add_view(). */
         if (atomic_load_explicit(&r->views_gen, memory_order_acquire) != gen) {

@@ -228,6 +228,12 @@ struct sl_restore {
     _Atomic uint64_t remaining;
     /* Set (release) before writing ctl_efd; workers load it (acquire). */
     _Atomic bool stopping;
+    /* Set (release) by sl_restore_stop() before @stopping: the fault
+     * thread ends.  @stopping alone (a failure) leaves it answering each
+     * fault on a missing unit by sealing it there (fault.c), so that a
+     * thread touching guest RAM gets SIGBUS at once, not a wait until the
+     * stop.  Loaded (acquire) by the fault thread once it saw @stopping. */
+    _Atomic bool halting;
     /* -EINPROGRESS, then 0 or -errno; set once by CAS (release), read
      * acquire.  A reset (reset.c, caller's thread) sets a 0 back to
      * -EINPROGRESS before it publishes its generation (release). */

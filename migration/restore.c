@@ -651,7 +651,9 @@ void sl_restore_stop(sl_restore *r)
         return;
     }
     r->stopped = true;
-    /* Release: pairs with the acquire loads in the worker loops. */
+    /* Release, @halting first: pairs with the acquire loads in the worker
+     * loops (the fault thread's sees @halting once it saw @stopping). */
+    atomic_store_explicit(&r->halting, true, memory_order_release);
     atomic_store_explicit(&r->stopping, true, memory_order_release);
     sl_engine_kick(r->ctl_efd);
     for (unsigned i = 0; r->loaders && i < r->nloaders; i++) {

@@ -2689,6 +2689,39 @@ static int read_page_guarded(fixture *f, const uint8_t *base, uint64_t page)
 }
 
 /*
+ * After a read error failed the restore, a thread touching a page not yet
+ * placed (its bytes still readable) gets SIGBUS at once, before anyone
+ * stops the restore (found by an API review: the fault thread had ended,
+ * and the touch waited until another thread called sl_restore_stop(),
+ * which a VMM thread touching guest RAM may be the one to call).
+ */
+static void test_after_a_failure_a_missing_page_is_sealed_at_its_touch_without_a_stop(
+    void **state)
+{
+    fixture *f = *state;
+    loader_gate g = { 0 };
+    page_reader pr;
+    GThread *th;
+
+    fixture_build(f, 8 << 20, 0, 0);
+    fixture_start(f, 0, true); /* faults alone: nothing placed but what is touched */
+    assert_int_equal(truncate(f->path, (off_t)(f->snap->blocks[0].pages_offset +
+                                               f->lengths[0] / 2)), 0);
+    assert_int_equal(read_page_guarded(f, f->mem[0].host, f->lengths[0] / PSIZE - 1), -1);
+    if (sl_restore_wait(f->r, 20000) == -EINPROGRESS) {
+        fail_msg("an unreadable page did not fail the restore");
+    }
+    th = start_reader(&pr, &g, f, f->mem[0].host, 3); /* in the half still in the file */
+    if (!reader_wait(&pr, 10)) {
+        sl_restore_stop(f->r); /* lets it go, refused */
+        g_thread_join(th);
+        fail_msg("a touch after the failure waited for a stop");
+    }
+    g_thread_join(th);
+    assert_false(pr.ok); /* sealed: refused, never zeros */
+}
+
+/*
  * Reads page @page of block 0 in a thread while the restore fails under it:
  * waits for the failure, stops the restore (which seals what is missing)
  * and returns what the reader saw, as read_page_guarded().
@@ -3978,6 +4011,8 @@ typedef struct {
 
 static const feature features[] = {
     { "loaders_alone_place_every_page_exactly_once", test_loaders_alone_place_every_page_exactly_once, any },
+    { "after_a_failure_a_missing_page_is_sealed_at_its_touch_without_a_stop",
+      test_after_a_failure_a_missing_page_is_sealed_at_its_touch_without_a_stop, small_units },
     { "a_second_concurrent_stop_returns_once_the_restore_is_stopped",
       test_a_second_concurrent_stop_returns_once_the_restore_is_stopped, anon_only },
     { "a_wait_ends_at_its_timeout_whatever_signals_come",

@@ -6,8 +6,8 @@
 # (enough free, unreserved 2 MiB hugepages and a hugetlbfs mount of that
 # size), hugepages-1G (the same for 1 GiB pages), mount (a small tmpfs can
 # be mounted), qemu-7.2 (Debian 12's QEMU 7.2 unpacked by
-# scripts/qemu-7.2.sh), root, pid-namespace, page-cache-drop and direct-io
-# (below).  scripts/test.sh requires exactly these, so a test that
+# scripts/qemu-7.2.sh), root, pid-namespace, page-cache-drop, direct-io and
+# cachestat (below).  scripts/test.sh requires exactly these, so a test that
 # skips for a capability the machine has fails instead.
 caps=()
 if [ -r /dev/userfaultfd ] && [ -w /dev/userfaultfd ]; then
@@ -95,10 +95,13 @@ if /var/lib/snapload/qemu-7.2/usr/bin/qemu-system-x86_64 --version 2>/dev/null |
     caps+=(qemu-7.2)
 fi
 # mount: a test may mount a small tmpfs of its own (test-space: guest RAM
-# on a tmpfs that runs out of room), which needs CAP_SYS_ADMIN.
+# on a tmpfs that runs out of room), which needs CAP_SYS_ADMIN, some in a
+# mount namespace of their own (test-daemon), whose / must be made private:
+# not possible in a chroot whose / is no mount point (found on a fresh
+# debootstrap root).
 probe=$(mktemp -d)
 if mount -t tmpfs -o size=64k snapload-probe "$probe" 2>/dev/null; then
-    umount "$probe" && caps+=(mount)
+    umount "$probe" && unshare -m -- true 2>/dev/null && caps+=(mount)
 fi
 rmdir "$probe"
 # root: tests that act as another uid.  pid-namespace: `unshare --pid`
@@ -132,6 +135,24 @@ os.close(ring)
 PY
 then
     caps+=(direct-io)
+fi
+# cachestat: cachestat(2) (Linux 6.5) answers for a file of the test
+# directory (a test checks that a saved snapshot has no page left dirty).
+if python3 - "$tdir" <<'PY' 2>/dev/null
+import ctypes, os, sys, tempfile
+fd, path = tempfile.mkstemp(dir=sys.argv[1])
+try:
+    libc = ctypes.CDLL(None, use_errno=True)
+    rng = (ctypes.c_uint64 * 2)(0, 0)
+    out = (ctypes.c_uint64 * 5)()
+    ok = libc.syscall(ctypes.c_long(451), ctypes.c_uint(fd), rng, out, ctypes.c_uint(0)) == 0
+finally:
+    os.close(fd)
+    os.unlink(path)
+sys.exit(0 if ok else 1)
+PY
+then
+    caps+=(cachestat)
 fi
 # SNAPLOAD_WITHOUT=cap,... : the run pretends the host lacks those (the
 # tests honour it too), so a host that has everything can try the others' paths.

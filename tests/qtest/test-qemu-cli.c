@@ -74,14 +74,26 @@ static void wait_socket(const char *path)
     fail_msg("no socket %s after 30 s", path);
 }
 
-/* Connects to the QMP server at @path (a -qmp unix:...,server=on). */
+/* Connects to the QMP server at @path (a -qmp unix:...,server=on).  QEMU
+ * binds the socket (the file appears) before it listens: a connection in
+ * between is refused, and tried again (found by a run on a fresh root). */
 static sl_qmp *qmp_at(const char *path)
 {
     g_autoptr(GError) err = NULL;
-    sl_qmp *q;
+    sl_qmp *q = NULL;
 
     wait_socket(path);
-    if (!(q = sl_qmp_connect(path, 30000, -1, &err))) {
+    for (int ms = 0; !q && ms < 30000; ms += 20) {
+        g_clear_error(&err);
+        q = sl_qmp_connect(path, 30000, -1, &err);
+        if (!q && !strstr(err->message, g_strerror(ECONNREFUSED))) {
+            break;
+        }
+        if (!q) {
+            g_usleep(20000); /* a process starting: no event to wait on */
+        }
+    }
+    if (!q) {
         fail_msg("QMP at %s: %s", path, err->message);
     }
     return q;

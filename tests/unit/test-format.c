@@ -1765,8 +1765,14 @@ static void test_a_finished_snapshot_is_on_disk_before_it_takes_its_name(void **
 
     (void)state;
     assert_int_equal(sl_test_run_cli(synth, &o, &e), 0);
+    g_clear_pointer(&o, g_free); /* found by ASan: the next run's would replace them */
+    g_clear_pointer(&e, g_free);
     assert_int_equal(sl_test_run_cli(save, &o, &e), 0);
     left = sl_test_pages_not_on_disk(snap);
+    if (left < 0 && errno == ENOSYS) {
+        sl_test_rmdir(g_steal_pointer(&dir));
+        SL_TEST_NEED("cachestat", false, "cachestat(2) needs Linux 6.5");
+    }
     if (left < 0) {
         fail_msg("cachestat of %s: %s", snap, g_strerror(errno));
     }

@@ -76,6 +76,12 @@ int sl_copy_safe(void *dst, const void *src, uint64_t len)
         struct iovec to = { (uint8_t *)dst + done, len - done };
         struct iovec from = { (uint8_t *)(uintptr_t)src + done, len - done };
         ssize_t n = process_vm_readv(getpid(), &to, 1, &from, 1, 0);
+        if (n < 0 && (errno == EPERM || errno == ENOSYS)) {
+            /* A seccomp policy that forbids the call: copied as before
+             * it, safe unless the source shrinks meanwhile. */
+            memcpy((uint8_t *)dst + done, (const uint8_t *)src + done, len - done);
+            return 0;
+        }
         if (n <= 0) {
             return n < 0 && errno != EFAULT ? -errno : -EIO;
         }

@@ -183,7 +183,8 @@ struct sl_backend_ops {
  * sl_copy_safe: copies @len bytes from @src to @dst, both in this process,
  * as the kernel copies (process_vm_readv()): a source it cannot read (a
  * file mapping whose file was truncated under it) gives -EIO, where a
- * memcpy would die of SIGBUS.  0 or -errno.
+ * memcpy would die of SIGBUS.  Where a seccomp policy forbids that call,
+ * a plain memcpy.  0 or -errno.
  */
 int sl_copy_safe(void *dst, const void *src, uint64_t len);
 

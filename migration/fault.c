@@ -423,6 +423,9 @@ static void seal_deferred(fault_ctx *fc)
 {
     GArray *old = fc->deferred;
 
+    if (old->len == 0) {
+        return;
+    }
     fc->deferred = g_array_new(false, false, sizeof(deferred_fault));
     for (guint i = 0; i < old->len; i++) {
         deferred_fault *d = &g_array_index(old, deferred_fault, i);

@@ -381,7 +381,8 @@ typedef enum {
 /** Restore settings; zero-initialise, set size = sizeof, then override. */
 typedef struct {
     uint32_t size;             /**< sizeof(sl_restore_config), for versioning; a larger
-                                    struct with a byte set past this library's is refused */
+                                    struct with a byte set past this library's is refused
+                                    (since 1.20) */
     unsigned loader_threads;   /**< loaders per NUMA node; 0 = one per CPU of the node (at
                                     least 1; they run at a low priority); at most
                                     SL_MAX_LOADER_THREADS */
@@ -838,7 +839,8 @@ GError *sl_restore_error(sl_restore *r);
 
 /**
  * sl_restore_wait: wait up to @timeout_ms (-1 = forever) for completion or
- * failure (signals to the calling thread do not lengthen the wait);
+ * failure (signals to the calling thread do not lengthen the wait, since
+ * 1.20);
  * returns as sl_restore_poll(), or -EINVAL at once for a restore that was
  * never started (nothing would end the wait).
  */
@@ -847,10 +849,11 @@ int sl_restore_wait(sl_restore *r, int timeout_ms);
 /**
  * sl_restore_eventfd: an fd that becomes readable once the restore has
  * completed or failed (for callers with their own poll loop).  Do not read it.
- * After a failure the fault thread no longer serves: a thread touching a
- * page not yet present waits until sl_restore_stop() seals it (SIGBUS), so
- * a failure seen here, by sl_restore_poll() or sl_restore_wait() calls for
- * a prompt sl_restore_stop() from a thread that does not touch guest RAM.
+ * After a failure (since 1.20) a thread touching a page not yet present
+ * gets SIGBUS at once: the page is poisoned where it is touched (before
+ * 1.20, and without UFFDIO_POISON, it waits until sl_restore_stop() seals
+ * it).  A failure seen here, by sl_restore_poll() or sl_restore_wait()
+ * calls for a prompt sl_restore_stop().
  */
 int sl_restore_eventfd(const sl_restore *r);
 
@@ -861,7 +864,7 @@ int sl_restore_eventfd(const sl_restore *r);
  * PROT_NONE in our own mapping (SIGSEGV), never left to read as zeros; the
  * restore then reports -ECANCELED unless it had failed already.  Only stop
  * early when the memory will not be used again.  Any thread may call it,
- * several at once: each returns once the memory is sealed.
+ * several at once: each returns once the memory is sealed (since 1.20).
  */
 void sl_restore_stop(sl_restore *r);
 

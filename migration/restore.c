@@ -36,6 +36,11 @@ static bool known_config(const sl_restore_config *cfg, GError **errp)
 {
     const uint8_t *extra = (const uint8_t *)cfg + sizeof(*cfg);
 
+    if (cfg->size > 4096) { /* read nothing past a struct no caller has */
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "sl_restore_config: size %u is no "
+                    "struct's size: set it to sizeof(sl_restore_config)", (unsigned)cfg->size);
+        return false;
+    }
     for (size_t i = 0; cfg->size > sizeof(*cfg) && i < cfg->size - sizeof(*cfg); i++) {
         if (extra[i]) {
             g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "sl_restore_config: byte %zu of %zu "

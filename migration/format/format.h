@@ -612,7 +612,9 @@ void sl_csums_free(sl_block *b);
 
 /**
  * sl_sync_path: flushes the data of the file at @tmp to disk (fdatasync),
- * before it is renamed to @name, which the error names.
+ * before it is renamed to @name, which the error names (an I/O error, a
+ * full disk).  A file it may not open or a file system that cannot flush
+ * is left as it is, not refused.
  */
 bool sl_sync_path(const char *tmp, const char *name, GError **errp);
 

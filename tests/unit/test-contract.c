@@ -371,6 +371,10 @@ static void unknown_config_bytes_are_refused(sl_snapshot *s)
     assert_null(sl_restore_new(s, &big.c, &err));
     assert_true(g_error_matches(err, SL_ERROR, SL_ERROR_INVALID) &&
                 strstr(err->message, "a newer option") != NULL);
+    g_clear_error(&err);
+    big.c.size = 1u << 20; /* garbage: refused without a read past the struct */
+    assert_null(sl_restore_new(s, &big.c, &err));
+    assert_true(strstr(err->message, "no struct's size") != NULL);
 }
 
 /* A flag this library does not know is refused, not ignored; so is a

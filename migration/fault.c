@@ -417,25 +417,6 @@ static void fault_after_failure(fault_ctx *fc, sl_region *reg, sl_view *v, uint6
     }
 }
 
-/* Deferred faults once the restore failed: nothing may settle their
- * units any more; each is answered as fault_after_failure() does. */
-static void seal_deferred(fault_ctx *fc)
-{
-    GArray *old = fc->deferred;
-
-    if (old->len == 0) {
-        return;
-    }
-    fc->deferred = g_array_new(false, false, sizeof(deferred_fault));
-    for (guint i = 0; i < old->len; i++) {
-        deferred_fault *d = &g_array_index(old, deferred_fault, i);
-        if (sl_view_live(d->v)) {
-            seal_fault(fc->r, d->reg, d->v, d->u);
-        }
-    }
-    g_array_free(old, true);
-}
-
 static void handle_fault(fault_ctx *fc, int uffd, uint64_t addr)
 {
     sl_restore *r = fc->r;
@@ -476,8 +457,12 @@ static void handle_fault(fault_ctx *fc, int uffd, uint64_t addr)
     }
 }
 
-/* Retries deferred faults (a watched unit was settled): serves or re-defers. */
-static void settle_deferred(fault_ctx *fc)
+/*
+ * Retries deferred faults (a watched unit was settled): serves or re-defers;
+ * once the restore failed (@failed) seals them instead: nothing may settle
+ * their units any more (see seal_fault()).
+ */
+static void settle_deferred(fault_ctx *fc, bool failed)
 {
     GArray *old = fc->deferred;
 
@@ -487,6 +472,10 @@ static void settle_deferred(fault_ctx *fc)
     fc->deferred = g_array_new(false, false, sizeof(deferred_fault));
     for (guint i = 0; i < old->len; i++) {
         deferred_fault *d = &g_array_index(old, deferred_fault, i);
+        if (failed && sl_view_live(d->v)) {
+            seal_fault(fc->r, d->reg, d->v, d->u);
+            continue;
+        }
         int ret = sl_view_live(d->v) ? serve_other(fc, d->reg, d->v, d->u, d->t0) : 0;
         fault_done(fc->r, ret, d->t0);
     }
@@ -737,9 +726,9 @@ static void fault_loop(fault_ctx *fc)
             if (atomic_load_explicit(&r->halting, memory_order_acquire)) {
                 break;
             }
-            seal_deferred(fc); /* failed: faults are sealed until the stop */
+            settle_deferred(fc, true); /* failed: faults are sealed until the stop */
         } else {
-            settle_deferred(fc);
+            settle_deferred(fc, false);
             /* Acquire: pairs with the release increment in sl_restore_reset(),
              * which raised @remaining before; then @remaining (acquire: pairs
              * with the acq_rel decrement in sl_units_done()). */

@@ -266,17 +266,6 @@ static void run_changed(sl_restore *r, const sl_run *run, const uint8_t *map, ui
     }
 }
 
-/* The largest snapshot page of @r's blocks. */
-static uint64_t max_page_size(const sl_restore *r)
-{
-    uint64_t most = 0;
-
-    for (unsigned b = 0; b < r->snap->nblocks; b++) {
-        most = MAX(most, r->snap->blocks[b].page_size);
-    }
-    return most;
-}
-
 /*
  * Units of @units that do not hold the snapshot's bytes now, appended to
  * @changed.  Read after they were protected again, this shows a writer's
@@ -289,7 +278,7 @@ static void find_changed(sl_restore *r, const GArray *units, const GArray *faile
                          GArray *changed)
 {
     const uint8_t *map = r->snap_map && map_still_valid(r) ? r->snap_map : NULL;
-    g_autofree uint8_t *page = g_malloc(max_page_size(r));
+    g_autofree uint8_t *page = g_malloc(sl_snapshot_max_page_size(r->snap));
     guint j = 0;
 
     for (guint i = 0; i < units->len; i++) {

@@ -209,12 +209,7 @@ static bool may_save(const sl_restore *r, GError **errp)
  */
 static uint64_t buffer_bytes(const sl_restore *r)
 {
-    uint64_t bytes = MAX(SAVE_RUN_BYTES, r->max_bounce);
-
-    for (unsigned b = 0; b < r->snap->nblocks; b++) {
-        bytes = MAX(bytes, r->snap->blocks[b].page_size);
-    }
-    return bytes;
+    return MAX(MAX(SAVE_RUN_BYTES, r->max_bounce), sl_snapshot_max_page_size(r->snap));
 }
 
 static bool add_blocks(const sl_restore *r, sl_writer *w, GError **errp)

@@ -504,26 +504,31 @@ static bool migrate_split(sl_qmp *q, const char *dev, stream_ram *sr, GError **e
     return true;
 }
 
+/* QEMU's migration into `cat > @path`. */
+static bool migrate_to_cat(sl_qmp *q, const char *path, GError **errp)
+{
+    g_autofree char *qpath = g_shell_quote(path);
+    g_autofree char *fcat = g_strdup_printf("cat > %s", qpath);
+    g_autofree char *uri = sl_qemu_exec_uri(fcat);
+
+    return unthrottle(q, errp) && sl_qemu_migrate(q, "migrate", uri, errp);
+}
+
 /*
  * A full stream (RAM included) to @full, for the eager comparison.  A new
  * file (@in_place false: the partial file beside the name) is copied from
- * QEMU's pipe as migrate_split() copies the device state, so it is whole
- * when this returns (found by review: through `exec:cat`, QEMU reported
- * completion before cat had written everything, and the rename came
- * first).  A pipe or a device (@in_place) is written by `exec:cat`, which
- * blocks on it as a reader wants, without holding qemu-save; its reader
- * sees the end when cat ends.
+ * QEMU's pipe as migrate_split() copies the device state: whole when this
+ * returns whatever QEMU does with an exec: child, and its write errors are
+ * ours, naming the file.  A pipe or a device (@in_place) is written by
+ * `exec:cat`, which blocks on it as a reader wants, without holding
+ * qemu-save; its reader sees the end when cat ends.
  */
 static bool save_full_stream(sl_qmp *q, const char *full, bool in_place, GError **errp)
 {
-    g_autofree char *qfull = g_shell_quote(full);
-    g_autofree char *fcat = g_strdup_printf("cat > %s", qfull);
-    g_autofree char *uri = sl_qemu_exec_uri(fcat);
     stream_ram none = { g_ptr_array_new(), NULL, NULL };
     sl_qemu_caps caps = { 0 };
     bool ok = sl_qemu_set_caps(q, &caps, errp) &&
-              (in_place ? unthrottle(q, errp) && sl_qemu_migrate(q, "migrate", uri, errp)
-                        : migrate_split(q, full, &none, errp)) &&
+              (in_place ? migrate_to_cat(q, full, errp) : migrate_split(q, full, &none, errp)) &&
               wait_postmigrate(q, errp) && sl_qmp_ok(q, "cont", NULL, errp) &&
               sl_qmp_ok(q, "stop", NULL, errp);
 

@@ -610,6 +610,9 @@ bool sl_csums_alloc(sl_block *b);
 /** Releases @b's checksum array. */
 void sl_csums_free(sl_block *b);
 
+/** sl_snapshot_max_page_size: the largest page of @s's blocks (internal). */
+uint64_t sl_snapshot_max_page_size(const sl_snapshot *s);
+
 /**
  * sl_sync_path: flushes the data of the file at @tmp to disk (fdatasync),
  * before it is renamed to @name, which the error names (an I/O error, a

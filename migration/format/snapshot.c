@@ -234,6 +234,16 @@ bool sl_snapshot_has_checksums(const sl_snapshot *s)
     return s && s->has_checksums;
 }
 
+uint64_t sl_snapshot_max_page_size(const sl_snapshot *s)
+{
+    uint64_t most = 0;
+
+    for (unsigned b = 0; b < s->nblocks; b++) {
+        most = MAX(most, s->blocks[b].page_size);
+    }
+    return most;
+}
+
 unsigned sl_snapshot_n_blocks(const sl_snapshot *s)
 {
     return s ? s->nblocks : 0;

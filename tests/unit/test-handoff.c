@@ -46,6 +46,7 @@
 #include <string.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/sendfile.h>
@@ -70,6 +71,7 @@ int __open_2(const char *path, int flags); /* glibc's, for fortified callers */
 
 typedef struct {
     char *dir, *snap, *sock, *ram;
+    char *log; /* the daemon's stderr, for settle() to watch */
     GPid daemon;
 } fixture;
 
@@ -172,14 +174,69 @@ static volatile uint8_t *map_ram(const char *ram, int *fd)
     return *fd < 0 ? MAP_FAILED : mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
 }
 
-/* Every page of [@p, +LEN) touched, then time for the restore's DONE to come
- * (a partial unmap or a move before it ends the process, by design). */
-static void settle(volatile uint8_t *p)
+/* The line the daemon logs in restore_finished() right before it sends
+ * DONE to every registered client, in that same step of its loop. */
+#define LOGGED_COMPLETE "snapload serve: restore complete: "
+
+/* Whether daemon log @log has a line starting LOGGED_COMPLETE. */
+static bool logged_complete(const char *log)
 {
+    g_autofree char *text = NULL;
+
+    return g_file_get_contents(log, &text, NULL, NULL) &&
+           (g_str_has_prefix(text, LOGGED_COMPLETE) || strstr(text, "\n" LOGGED_COMPLETE));
+}
+
+/*
+ * Every page of [@p, +LEN) touched (the daemon has no loaders: that
+ * completes the restore), then waits, 10 s at most, until the daemon's
+ * log (HANDOFF_DAEMON_LOG) says the restore is complete.  The daemon logs
+ * that and sends DONE to every registered client before it reads any
+ * client again, so our hang-up (a partial unmap or a move retires the
+ * mapping) finds DONE waiting in the mapping's socket; before DONE the
+ * preload client ends the process, by design.  Nothing in this process
+ * shows DONE came: a tracked mapping keeps its uffd, its connection and
+ * its fork guard past it.  False, saying why on stderr, if the line never
+ * came.
+ */
+static bool settle(volatile uint8_t *p)
+{
+    const char *log = g_getenv("HANDOFF_DAEMON_LOG");
+    gint64 until = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    int in = inotify_init1(IN_CLOEXEC);
+    bool done = false;
+
     for (uint64_t off = 0; off < LEN; off += PSIZE) {
         (void)p[off];
     }
-    g_usleep(500 * 1000);
+    if (!log || in < 0 || inotify_add_watch(in, log, IN_MODIFY) < 0) {
+        fprintf(stderr, "settle: cannot watch the daemon's log %s: %s\n", log ? log : "(unset)",
+                g_strerror(errno));
+        if (in >= 0) {
+            close(in);
+        }
+        return false;
+    }
+    /* Looked at after the watch is set: a line written before is seen here,
+     * one written after wakes the poll. */
+    while (!(done = logged_complete(log))) {
+        struct pollfd w = { .fd = in, .events = POLLIN };
+        gint64 left = until - g_get_monotonic_time();
+        char events[4096];
+
+        if (left <= 0 || (poll(&w, 1, (int)(left / 1000) + 1) < 0 && errno != EINTR)) {
+            break;
+        }
+        if (w.revents & POLLIN) {
+            (void)!read(in, events, sizeof(events)); /* what changed: the file says */
+        }
+    }
+    close(in);
+    if (!done) {
+        fprintf(stderr, "settle: every page touched, yet the daemon did not log the restore "
+                "complete within 10 s (%s)\n", log);
+    }
+    return done;
 }
 
 /* A write of one byte at page 3 of file @fd in the way @how names ("write"
@@ -245,40 +302,36 @@ static int change(const char *how, int fd, const char *path, volatile uint8_t *p
         return 0;
     }
     if (!g_strcmp0(how, "unmap-part")) {
-        settle(p);
-        return munmap((void *)p, PSIZE);
+        return settle(p) ? munmap((void *)p, PSIZE) : -1;
     }
     if (!g_strcmp0(how, "mremap")) {
-        settle(p);
-        return mremap((void *)p, LEN, LEN + PSIZE, MREMAP_MAYMOVE) == MAP_FAILED ? -1 : 0;
+        return !settle(p) ||
+               mremap((void *)p, LEN, LEN + PSIZE, MREMAP_MAYMOVE) == MAP_FAILED ? -1 : 0;
     }
     if (!g_strcmp0(how, "mremap-onto")) { /* another page moved over page 0 of it */
         void *q = mmap(NULL, PSIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        settle(p);
-        return q == MAP_FAILED ||
+        return q == MAP_FAILED || !settle(p) ||
                mremap(q, PSIZE, PSIZE, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)p) == MAP_FAILED
                    ? -1 : 0;
     }
     if (!g_strcmp0(how, "refused-munmap")) { /* EINVAL: a length past the address space */
-        settle(p);
-        return munmap((void *)p, (size_t)1 << 48) == -1 && errno == EINVAL ? 0 : -1;
+        return settle(p) && munmap((void *)p, (size_t)1 << 48) == -1 && errno == EINVAL ? 0 : -1;
     }
     if (!g_strcmp0(how, "refused-mmap-onto")) { /* EBADF */
-        settle(p);
-        return mmap((void *)p, PSIZE, PROT_READ, MAP_FIXED | MAP_SHARED, 9999, 0) == MAP_FAILED &&
+        return settle(p) &&
+               mmap((void *)p, PSIZE, PROT_READ, MAP_FIXED | MAP_SHARED, 9999, 0) == MAP_FAILED &&
                errno == EBADF ? 0 : -1;
     }
     if (!g_strcmp0(how, "refused-mremap-onto")) { /* EINVAL: length 0 of a private mapping */
         void *q = mmap(NULL, PSIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        settle(p);
-        return q != MAP_FAILED &&
+        return q != MAP_FAILED && settle(p) &&
                mremap(q, 0, PSIZE, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)p) == MAP_FAILED &&
                errno == EINVAL ? 0 : -1;
     }
     if (!g_strcmp0(how, "mmap-onto")) { /* a fresh mapping MAP_FIXED over page 0 of it */
-        settle(p);
-        return mmap((void *)p, PSIZE, PROT_READ | PROT_WRITE,
-                    MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == MAP_FAILED ? -1 : 0;
+        return !settle(p) || mmap((void *)p, PSIZE, PROT_READ | PROT_WRITE,
+                                  MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == MAP_FAILED
+                   ? -1 : 0;
     }
     return madvise((void *)p, 2 * PSIZE, g_strcmp0(how, "dontneed") ? MADV_REMOVE
                                                                   : MADV_DONTNEED);
@@ -1055,11 +1108,12 @@ static int setup_daemon(void **state, bool track)
     const uint64_t len = LEN;
     g_autofree char *bin = sl_test_snapload_bin();
     g_autoptr(GError) err = NULL;
-    int fd;
+    int fd, log;
 
     f->dir = sl_test_tmpdir();
     f->snap = g_build_filename(f->dir, "snap", NULL);
     f->sock = g_build_filename(f->dir, "daemon.sock", NULL);
+    f->log = g_build_filename(f->dir, "daemon.log", NULL);
     f->ram = g_strdup_printf("/dev/shm/snapload-handoff-%d", (int)getpid());
     sl_test_make_snapshot(f->snap, &len, 1, PSIZE, ZERO_EVERY, 0);
     fd = open(f->ram, O_RDWR | O_CREAT | O_TRUNC, 0600);
@@ -1067,8 +1121,12 @@ static int setup_daemon(void **state, bool track)
     close(fd);
     const char *argv[] = { bin, "serve", f->snap, "--socket", f->sock, "--threads", "0",
                            track ? "--track-writes" : NULL, NULL };
-    assert_true(g_spawn_async(NULL, (char **)argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD,
-                              NULL, NULL, &f->daemon, &err));
+    /* Its stderr goes to a file a VMM can watch (settle()); teardown() copies it to ours. */
+    log = open(f->log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+    assert_true(log >= 0);
+    assert_true(g_spawn_async_with_fds(NULL, (char **)argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD,
+                                       NULL, NULL, &f->daemon, -1, -1, log, &err));
+    close(log);
     for (int ms = 0; ms < 10000 && !g_file_test(f->sock, G_FILE_TEST_EXISTS); ms += 10) {
         g_usleep(10000); /* another process starting: nothing to wait on */
     }
@@ -1091,9 +1149,13 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     g_autofree char *blocks = g_strconcat(f->sock, ".blocks", NULL);
+    g_autofree char *log = NULL;
 
     kill(f->daemon, SIGTERM);
     waitpid(f->daemon, NULL, 0);
+    if (g_file_get_contents(f->log, &log, NULL, NULL)) {
+        fputs(log, stderr); /* into the test's log, as when it wrote there itself */
+    }
     for (const char *const *end = (const char *const[]){ ".dg", ".ns", NULL }; *end; end++) {
         g_autofree char *peer = g_strconcat(f->ram, *end, NULL); /* the peers' sockets */
         unlink(peer);
@@ -1102,9 +1164,11 @@ static int teardown(void **state)
     unlink(blocks);
     unlink(f->snap);
     unlink(f->sock);
+    unlink(f->log);
     sl_test_rmdir(f->dir);
     g_free(f->snap);
     g_free(f->sock);
+    g_free(f->log);
     g_free(f->ram);
     g_free(f);
     return 0;
@@ -1131,6 +1195,7 @@ static int run_vmm_tracking(fixture *f, const char *const *backend, bool track, 
         env = g_environ_setenv(env, "HANDOFF_QUERY_SNAP", f->snap, true);
         env = g_environ_setenv(env, "HANDOFF_QUERY_SOCK", f->sock, true); /* the preload
                                                   * client takes SNAPLOAD_SOCKET out */
+        env = g_environ_setenv(env, "HANDOFF_DAEMON_LOG", f->log, true);
     }
     g_ptr_array_add(argv, self);
     g_ptr_array_add(argv, backend ? "vmm" : "discard");

@@ -66,7 +66,8 @@ typedef struct {
  * One consumer mapping of an sl_mem, registered on @uffd.  Fields are set
  * before the view is published to the engine and read-only afterwards,
  * except @dead (set once, by whichever thread sees the consumer vanish or
- * misbehave, or by sl_restore_remove_views()), @users, and @uffd/@kept of a
+ * misbehave, or by sl_restore_remove_views(); for our own mapping, by the
+ * fault thread that read its unmap event), @users, and @uffd/@kept of a
  * dead view, which the fault thread alone changes, under views_lock, once
  * @users is 0: it seals the view and closes its uffd (-1), or marks it kept
  * if it could not be sealed.  A view struct is never freed before the

@@ -97,7 +97,9 @@ void sl_view_exit(sl_restore *r, sl_view *v)
 bool sl_view_enter(sl_restore *r, sl_view *v)
 {
     if (v->own) {
-        return true;
+        /* Our own mapping is never reclaimed, so no count; it dies only
+         * when it was unmapped or moved (seq_cst: pairs with lost.c). */
+        return !atomic_load(&v->dead);
     }
     /* seq_cst, Dekker-style: we raise users then read dead; the reclaimer
      * marked dead before it reads users.  One of us sees the other. */
@@ -595,7 +597,7 @@ static void mark_zero_holes(const sl_restore *r, sl_region *reg, uint64_t u, uin
     for (unsigned i = 0; i < nv; i++) {
         /* Acquire: pairs with the release store of the slot in sl_restore_add_view(). */
         sl_view *v = atomic_load_explicit(&reg->views[i], memory_order_acquire);
-        if (v && v->own && v->wp) {
+        if (v && v->own && v->wp && sl_view_live(v)) {
             (void)sl_uffd_writeprotect(v->uffd, v->base + u * reg->unit, n * reg->unit, true);
         }
     }

@@ -122,6 +122,15 @@ int sl_fill_claimed(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint6
 int sl_serve_unit(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint8_t *bounce,
                   uint8_t *check, int fd, sl_assist *assist);
 
+/**
+ * sl_lost_memory (lost.c): the fault thread read @m, an UFFD_EVENT_UNMAP
+ * or UFFD_EVENT_REMAP on our own uffd: a block whose mapping of ours it
+ * touches fails the restore, and what is left of that mapping is sealed
+ * and let go.  No-op for memory already let go.
+ */
+struct uffd_msg;
+void sl_lost_memory(sl_restore *r, const struct uffd_msg *m);
+
 /** sl_fault_start (fault.c): starts the fault thread. */
 bool sl_fault_start(sl_restore *r, GError **errp);
 

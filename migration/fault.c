@@ -633,9 +633,45 @@ static bool read_faults(fault_ctx *fc, int fd)
     for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]); i++) {
         if (msgs[i].event == UFFD_EVENT_PAGEFAULT) {
             handle_fault(fc, fd, msgs[i].arg.pagefault.address);
+        } else if (fd == r->uffd && (msgs[i].event == UFFD_EVENT_UNMAP ||
+                                     msgs[i].event == UFFD_EVENT_REMAP)) {
+            sl_lost_memory(r, &msgs[i]); /* only our own uffd asks for them */
         }
     }
     return n > 0;
+}
+
+/*
+ * After completion, until the stop, where our uffd reports unmaps: the
+ * memory was let go (unregistered), but a munmap begun before may still
+ * post its event, and its thread waits in the kernel until someone reads
+ * it (it may be the caller's only thread, which would then never stop the
+ * restore).  Reads them; no fault comes any more, and the memory, complete,
+ * has nothing to seal.
+ */
+static void read_events_until_stop(sl_restore *r)
+{
+    struct pollfd p[2] = { { .fd = r->ctl_efd, .events = POLLIN },
+                           { .fd = r->uffd, .events = POLLIN } };
+    struct uffd_msg msgs[MSG_BATCH];
+    uint64_t v;
+
+    /* Acquire: pairs with the release store in sl_restore_stop(). */
+    while (r->unmap_events && !atomic_load_explicit(&r->halting, memory_order_acquire)) {
+        if (poll(p, 2, -1) < 0 && errno != EINTR) {
+            return;
+        }
+        if (p[0].revents & POLLIN) {
+            ssize_t n = read(r->ctl_efd, &v, sizeof(v));
+            (void)n;
+        }
+        if (p[1].revents & (POLLERR | POLLHUP)) {
+            return;
+        }
+        while ((p[1].revents & POLLIN) && sl_uffd_read(r->uffd, msgs, sizeof(msgs)) > 0) {
+            continue; /* read is all an event needs: its thread goes on */
+        }
+    }
 }
 
 /* Poll set: the control eventfd, our uffd, each live remote uffd once. */
@@ -867,6 +903,7 @@ static gpointer fault_thread(gpointer opaque)
             release_tracked(fc.r); /* WP bits go too: THP collapse works again */
         }
         collapse_own(fc.r);
+        read_events_until_stop(fc.r);
     }
     free(fc.bounce);
     free(fc.around_bounce);

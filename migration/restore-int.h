@@ -113,7 +113,10 @@ typedef struct sl_region {
      * set at start by the caller's thread, cleared by the fault thread at
      * completion (finish()) or by sl_restore_free(). */
     int busy;
-    bool registered;         /* our own view is registered on r->uffd */
+    bool registered;         /* our own view is registered on r->uffd: set at start
+                              * (caller's thread); cleared by the fault thread
+                              * (completion, or lost.c) or the stop's seal, which
+                              * runs after the fault thread was joined */
     /* Ranges of our own mapping marked MADV_DONTFORK while pages are
      * missing (fork.c): set by the caller's thread at start, given back
      * and cleared where our view is unregistered at completion (under
@@ -195,7 +198,10 @@ struct sl_restore {
      * thread's) returns only once the first has sealed the memory. */
     GMutex stop_lock;
     bool views_closed;         /* under views_lock: completed or stopped, no view joins */
-    bool keep_uffd;            /* caller's thread: our view stayed registered, never close */
+    bool keep_uffd;            /* under views_lock (the stop's seal, or lost.c on the fault
+                                * thread): our view stayed registered, never close */
+    bool unmap_events;         /* our uffd reports unmaps and moves of our mappings
+                                * (lost.c); set before the fault thread starts */
     /* Bumped (release) after a view is added; the fault thread (acquire)
      * rebuilds its poll set when it changes. */
     _Atomic unsigned views_gen;
@@ -473,6 +479,17 @@ void sl_restore_seal(sl_restore *r);
  * sealed completely and so stays registered.  No other thread may use @v.
  */
 bool sl_seal_let_go(sl_region *reg, sl_view *v);
+
+/**
+ * sl_seal_own_range (seal.c): seals bytes [@lo, @hi) of @reg (page
+ * aligned) as our own view @own would be sealed, the block's first byte
+ * being at @base (own->base, or where a move put it), then unregisters
+ * that range; false if it could not be sealed completely (it then stays
+ * registered).  For the parts of our mapping still ours once another part
+ * was unmapped (lost.c); no other thread may place there any more.
+ */
+bool sl_seal_own_range(sl_region *reg, const sl_view *own, uint64_t base, uint64_t lo,
+                       uint64_t hi);
 
 /** Wakes whoever polls eventfd @efd (the fault thread, or waiters on done_efd). */
 void sl_engine_kick(int efd);

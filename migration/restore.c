@@ -477,9 +477,26 @@ static bool open_tracking(sl_restore *r, uint64_t *features, GError **errp)
     return true;
 }
 
+/*
+ * The events that tell us our own mapping was unmapped or moved (lost.c),
+ * where the kernel can poison too: the memory left behind is then sealed.
+ * Without poison a seal may have to keep the range registered for good,
+ * and a later munmap of it would wait for ever for a reader of its event.
+ */
+static uint64_t unmap_events(const sl_restore *r)
+{
+    for (guint i = 0; i < r->regions->len; i++) {
+        if (((sl_region *)g_ptr_array_index(r->regions, i))->mem.host) {
+            return sl_uffd_has_features(UFFD_FEATURE_POISON)
+                       ? UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP : 0;
+        }
+    }
+    return 0; /* no mapping of ours */
+}
+
 static bool register_regions(sl_restore *r, GError **errp)
 {
-    uint64_t features = 0, got = 0;
+    uint64_t features = 0, got = 0, events = unmap_events(r);
 
     for (guint i = 0; i < r->regions->len; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
@@ -488,10 +505,12 @@ static bool register_regions(sl_restore *r, GError **errp)
     if (!open_tracking(r, &features, errp)) {
         return false;
     }
-    r->uffd = sl_uffd_open(features, UFFD_FEATURE_POISON | UFFD_FEATURE_MOVE, &got, errp);
+    r->uffd = sl_uffd_open(features, UFFD_FEATURE_POISON | UFFD_FEATURE_MOVE | events, &got,
+                           errp);
     if (r->uffd < 0) {
         return false;
     }
+    r->unmap_events = events && (got & events) == events;
     for (guint i = 0; i < r->regions->len; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
         const sl_backend_ops *ops = reg->mem.ops;
@@ -549,15 +568,15 @@ bool sl_restore_start(sl_restore *r, GError **errp)
     ok = guard_regions(r, errp) && prepare_regions(r, errp);
     /* also when prepare failed: stopping seals by these maps */
     ok = layout_regions(r, ok ? errp : NULL) && ok;
-    if (!ok || !register_regions(r, errp)) {
-        sl_engine_fail(r, -EINVAL);
+    ok = ok && register_regions(r, errp) && sl_prefetch_setup(r, errp);
+    if (!ok || !sl_engine_start(r, errp)) {
+        sl_engine_fail(r, ok ? -EAGAIN : -EINVAL);
+        /* Nothing stays registered with no thread to answer: a touch of
+         * the memory would wait, and its munmap for ever (lost.c). */
+        sl_restore_stop(r);
         return false;
     }
-    if (!sl_prefetch_setup(r, errp)) {
-        sl_engine_fail(r, -EINVAL);
-        return false;
-    }
-    return sl_engine_start(r, errp);
+    return true;
 }
 
 int sl_restore_poll(sl_restore *r)

@@ -139,9 +139,54 @@ static bool seal_view(sl_region *reg, sl_view *v)
     /* Our own mapping, not sealable run by run (say, too many VMAs for
      * PROT_NONE pieces): all of it becomes unreadable instead. */
     if (!all && v->own) {
-        all = mprotect((void *)(uintptr_t)v->base, reg->mem.length, PROT_NONE) == 0;
+        all = mprotect((void *)(uintptr_t)sl_view_addr(v), sl_view_len(v), PROT_NONE) == 0;
     }
     return all;
+}
+
+/*
+ * Bytes [lo, hi) of @reg inside one unit that is not whole in the range:
+ * its pages there that are not mapped are poisoned, unless the unit is
+ * PRESENT.  The pages of the unit outside [lo, hi) are not ours any more.
+ */
+static bool seal_part_of_unit(sl_region *reg, sl_view *v, uint64_t lo, uint64_t hi)
+{
+    const uint64_t pg = reg->mem.page_size ? reg->mem.page_size : reg->unit;
+    bool ok = true;
+
+    if (lo >= hi || (reg->map && sl_pagemap_state(reg->map, lo / reg->unit) == SL_PAGE_PRESENT)) {
+        return true;
+    }
+    if (v->wp) {
+        (void)sl_uffd_writeprotect(v->uffd, v->base + lo, hi - lo, false);
+    }
+    for (uint64_t at = lo; at < hi; at += pg) {
+        int ret = (reg->ioctls & SL_IOCTL(_UFFDIO_POISON))
+                      ? sl_uffd_poison(v->uffd, (void *)(uintptr_t)(v->base + at), pg) : -ENOSYS;
+        ok &= ret == 0 || ret == -EEXIST ||
+              mprotect((void *)(uintptr_t)(v->base + at), pg, PROT_NONE) == 0;
+    }
+    return ok;
+}
+
+bool sl_seal_own_range(sl_region *reg, const sl_view *own, uint64_t base, uint64_t lo,
+                       uint64_t hi)
+{
+    sl_ranged_view piece = { .v = { .uffd = own->uffd, .base = base, .own = true,
+                                    .wp = own->wp } };
+    uint64_t a = MIN(hi, (lo + reg->unit - 1) / reg->unit * reg->unit);
+    uint64_t b = MAX(a, hi / reg->unit * reg->unit);
+    bool ok = seal_part_of_unit(reg, &piece.v, lo, a) && seal_part_of_unit(reg, &piece.v, b, hi);
+
+    if (a < b) {
+        piece.off = a;
+        piece.len = b - a;
+        ok &= seal_view(reg, &piece.v);
+    }
+    if (ok && lo < hi) {
+        sl_uffd_unregister(own->uffd, (void *)(uintptr_t)(base + lo), hi - lo);
+    }
+    return ok;
 }
 
 bool sl_seal_let_go(sl_region *reg, sl_view *v)

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -153,15 +154,24 @@ int sl_uffd_wake(int uffd, void *addr, uint64_t len)
 typedef int (*range_op)(int uffd, uint64_t dst, uint64_t src, uint64_t len, bool wp,
                         int64_t *did);
 
-static int run_range(range_op op, int uffd, uint64_t dst, uint64_t src, uint64_t len, bool wp,
-                     uint64_t *done, uint64_t *eagain)
+static int run_range(range_op op, int uffd, const _Atomic bool *gone, uint64_t dst, uint64_t src,
+                     uint64_t len, bool wp, uint64_t *done, uint64_t *eagain)
 {
     unsigned stalls = 0;
 
     *done = 0;
     while (*done < len) {
         int64_t did = 0;
-        int ret = op(uffd, dst + *done, src ? src + *done : 0, len - *done, wp, &did);
+        int ret;
+
+        /* seq_cst: pairs with the store of the fault thread that read the
+         * memory's unmap event (lost.c); checked before every ioctl, the
+         * first too, as late as can be: the mapping there now may be
+         * someone else's, registered on another uffd. */
+        if (gone && atomic_load(gone)) {
+            return -ESRCH;
+        }
+        ret = op(uffd, dst + *done, src ? src + *done : 0, len - *done, wp, &did);
 
         if (did > 0) {
             *done += (uint64_t)did;
@@ -219,10 +229,10 @@ static int continue_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, bool 
     return ret;
 }
 
-int sl_uffd_copy(int uffd, void *dst, const void *src, uint64_t len, bool wp, uint64_t *done,
-                 uint64_t *eagain)
+int sl_uffd_copy(int uffd, const _Atomic bool *gone, void *dst, const void *src, uint64_t len,
+                 bool wp, uint64_t *done, uint64_t *eagain)
 {
-    return run_range(copy_op, uffd, (uintptr_t)dst, (uintptr_t)src, len, wp, done, eagain);
+    return run_range(copy_op, uffd, gone, (uintptr_t)dst, (uintptr_t)src, len, wp, done, eagain);
 }
 
 static int move_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, bool wp, int64_t *did)
@@ -235,14 +245,16 @@ static int move_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, bool wp, 
     return ret;
 }
 
-int sl_uffd_move(int uffd, void *dst, void *src, uint64_t len, uint64_t *done, uint64_t *eagain)
+int sl_uffd_move(int uffd, const _Atomic bool *gone, void *dst, void *src, uint64_t len,
+                 uint64_t *done, uint64_t *eagain)
 {
-    return run_range(move_op, uffd, (uintptr_t)dst, (uintptr_t)src, len, false, done, eagain);
+    return run_range(move_op, uffd, gone, (uintptr_t)dst, (uintptr_t)src, len, false, done, eagain);
 }
 
-int sl_uffd_zero(int uffd, void *dst, uint64_t len, uint64_t *done, uint64_t *eagain)
+int sl_uffd_zero(int uffd, const _Atomic bool *gone, void *dst, uint64_t len, uint64_t *done,
+                 uint64_t *eagain)
 {
-    return run_range(zero_op, uffd, (uintptr_t)dst, 0, len, false, done, eagain);
+    return run_range(zero_op, uffd, gone, (uintptr_t)dst, 0, len, false, done, eagain);
 }
 
 static int poison_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, bool wp, int64_t *did)
@@ -261,13 +273,13 @@ int sl_uffd_poison(int uffd, void *dst, uint64_t len)
     uint64_t done;
 
     /* Like every range ioctl, it may stop part way (EAGAIN): go on. */
-    return run_range(poison_op, uffd, (uintptr_t)dst, 0, len, false, &done, NULL);
+    return run_range(poison_op, uffd, NULL, (uintptr_t)dst, 0, len, false, &done, NULL);
 }
 
-int sl_uffd_continue(int uffd, uint64_t addr, uint64_t len, bool wp, uint64_t *done,
-                     uint64_t *eagain)
+int sl_uffd_continue(int uffd, const _Atomic bool *gone, uint64_t addr, uint64_t len, bool wp,
+                     uint64_t *done, uint64_t *eagain)
 {
-    return run_range(continue_op, uffd, addr, 0, len, wp, done, eagain);
+    return run_range(continue_op, uffd, gone, addr, 0, len, wp, done, eagain);
 }
 
 int sl_uffd_writeprotect(int uffd, uint64_t addr, uint64_t len, bool wp)

@@ -75,13 +75,21 @@ bool sl_uffd_register(int uffd, void *addr, uint64_t len, uint64_t mode, uint64_
 /** sl_uffd_unregister: unregister, then wake whoever still waits in the range; 0 or -errno. */
 int sl_uffd_unregister(int uffd, void *addr, uint64_t len);
 
+/*
+ * The placing ioctls below take @gone (NULL: none): once it is set, they
+ * issue no further ioctl and return -ESRCH.  It is the view's dead flag:
+ * set when the memory was unmapped or moved (lost.c), after which the
+ * address may hold someone else's mapping, registered on another uffd,
+ * which the kernel would let us fill.
+ */
+
 /**
  * sl_uffd_copy: UFFDIO_COPY with retries on partial EAGAIN; *done = bytes
  * copied.  @wp maps the pages write-protected (the range must be registered
  * in WP mode): with asynchronous WP, a later write marks them written.
  */
-int sl_uffd_copy(int uffd, void *dst, const void *src, uint64_t len, bool wp, uint64_t *done,
-                 uint64_t *eagain);
+int sl_uffd_copy(int uffd, const _Atomic bool *gone, void *dst, const void *src, uint64_t len,
+                 bool wp, uint64_t *done, uint64_t *eagain);
 
 /**
  * sl_uffd_move: UFFDIO_MOVE of our own anonymous pages at @src into @dst
@@ -91,17 +99,19 @@ int sl_uffd_copy(int uffd, void *dst, const void *src, uint64_t len, bool wp, ui
  * and @dst and @len are 2 MiB aligned; @src is left a hole.  -EBUSY: a
  * source page is pinned or shared (the caller copies it instead).
  */
-int sl_uffd_move(int uffd, void *dst, void *src, uint64_t len, uint64_t *done, uint64_t *eagain);
+int sl_uffd_move(int uffd, const _Atomic bool *gone, void *dst, void *src, uint64_t len,
+                 uint64_t *done, uint64_t *eagain);
 
 /** sl_uffd_zero: UFFDIO_ZEROPAGE with retries on partial EAGAIN. */
-int sl_uffd_zero(int uffd, void *dst, uint64_t len, uint64_t *done, uint64_t *eagain);
+int sl_uffd_zero(int uffd, const _Atomic bool *gone, void *dst, uint64_t len, uint64_t *done,
+                 uint64_t *eagain);
 
 /**
  * sl_uffd_continue: UFFDIO_CONTINUE (map cached pages) with retries on
  * partial EAGAIN; @wp maps them write-protected, as for sl_uffd_copy().
  */
-int sl_uffd_continue(int uffd, uint64_t addr, uint64_t len, bool wp, uint64_t *done,
-                     uint64_t *eagain);
+int sl_uffd_continue(int uffd, const _Atomic bool *gone, uint64_t addr, uint64_t len, bool wp,
+                     uint64_t *done, uint64_t *eagain);
 
 /** sl_uffd_writeprotect: UFFDIO_WRITEPROTECT of the range, protecting (@wp) or not; 0 or -errno. */
 int sl_uffd_writeprotect(int uffd, uint64_t addr, uint64_t len, bool wp);

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Prints, comma-separated, the capabilities this machine has that tests may
 # need: uffd (userfaultfd usable by us), uffd-move (and UFFDIO_MOVE, kernel
-# 6.8+), kvm (/dev/kvm usable), thp (MADV_COLLAPSE works), hugepages
+# 6.8+), uffd-poison (and UFFDIO_POISON, 6.6+), kvm (/dev/kvm usable), thp (MADV_COLLAPSE works), hugepages
 # (enough free, unreserved 2 MiB hugepages and a hugetlbfs mount of that
 # size), hugepages-1G (the same for 1 GiB pages), mount (a small tmpfs can
 # be mounted), qemu-7.2 (Debian 12's QEMU 7.2 unpacked by
@@ -20,6 +20,12 @@ kver=$(uname -r | sed -E 's/^([0-9]+)\.([0-9]+).*/\1 \2/')
 if [[ " ${caps[*]} " == *" uffd "* ]] && read -r kmaj kmin <<< "$kver" &&
    { [ "$kmaj" -gt 6 ] || { [ "$kmaj" -eq 6 ] && [ "$kmin" -ge 8 ]; }; }; then
     caps+=(uffd-move)
+fi
+# UFFDIO_POISON came with kernel 6.6: with it a restore also watches its
+# memory being unmapped or moved (UFFD_EVENT_UNMAP/REMAP, migration/lost.c).
+if [[ " ${caps[*]} " == *" uffd "* ]] && read -r kmaj kmin <<< "$kver" &&
+   { [ "$kmaj" -gt 6 ] || { [ "$kmaj" -eq 6 ] && [ "$kmin" -ge 6 ]; }; }; then
+    caps+=(uffd-poison)
 fi
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
     caps+=(kvm)

@@ -70,7 +70,7 @@ static sl_msg answer(const client_mover *cm, const uint8_t *buf, ssize_t n)
                m.u.move.len > cm->hi - m.u.move.dst) {
         a.u.moved.status = -EINVAL; /* not a chunk of ours */
     } else {
-        a.u.moved.status = sl_uffd_move(cm->uffd, (void *)(uintptr_t)m.u.move.dst,
+        a.u.moved.status = sl_uffd_move(cm->uffd, NULL, (void *)(uintptr_t)m.u.move.dst,
                                         (void *)(uintptr_t)(cm->staging +
                                                             m.u.move.slot * SL_MOVE_CHUNK),
                                         m.u.move.len, &a.u.moved.done, &eagain);

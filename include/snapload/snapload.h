@@ -617,8 +617,14 @@ sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GErr
  * came from, so a restore still running would place its pages into
  * whatever is mapped there next (another restore's memory: seen by a
  * review), and memory moved away loses its registration (its missing pages
- * then read as zeros).  Discarding pages (MADV_DONTNEED, a balloon) is
- * fine: they come back.
+ * then read as zeros).  Since 1.21, on kernels with UFFDIO_POISON (6.6+),
+ * the restore watches for it: the unmap or move fails the restore with
+ * -EFAULT (sl_restore_error() names the block and the range), nothing is
+ * placed there any more, and what is left of the memory, where it was or
+ * where it went, is sealed as by sl_restore_stop().  It stays a misuse: a
+ * loader preempted between its last check and its ioctl may still fill
+ * one range of a new mapping put there at once.  Discarding pages
+ * (MADV_DONTNEED, a balloon) is fine: they come back.
  */
 bool sl_restore_attach(sl_restore *r, const char *block_name, void *addr,
                        uint64_t length, sl_backend_kind kind, GError **errp);
@@ -816,7 +822,11 @@ bool sl_restore_write_blocks(sl_restore *r, sl_writer *w, GError **errp);
  * the loaders.  When it returns true, the memory may be used: any access is
  * served on demand.  Each memory file is marked busy until every page is in
  * place (an OFD lock far past its end, see docs/design.md): saves refuse it
- * meanwhile, and a second restore on the same memory is refused.
+ * meanwhile, and a second restore on the same memory is refused.  When it
+ * fails, the restore is stopped (since 1.21): memory it had registered is
+ * sealed and let go, as by sl_restore_stop(), never left registered with
+ * no thread to answer a touch (nor, on 6.6+ kernels, to read the event a
+ * munmap of it would wait for).
  */
 bool sl_restore_start(sl_restore *r, GError **errp);
 

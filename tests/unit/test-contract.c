@@ -4,7 +4,8 @@
  * then: a snapshot closed while its restore still reads from it, a fork
  * while memory is still being filled (the child must never read a hole as
  * zeros), memory the caller kept from forks itself, a file mapping that is
- * not the file or offset it is attached as, and NULL arguments.  The fork
+ * not the file or offset it is attached as, memory unmapped or moved while
+ * its restore runs, and NULL arguments.  The fork
  * cases read the child's memory with process_vm_readv(), so a missing
  * mapping shows as EFAULT instead of a signal in the child.
  */
@@ -19,6 +20,7 @@
 #include "testutil.h"
 #include "backends/backend.h"
 #include "migration/restore-int.h"
+#include "migration/uffd.h"
 
 #define PSIZE 4096u
 
@@ -258,6 +260,203 @@ static void test_stats_of_a_restore_not_started_yet_count_nothing(void **state)
     touch_all_and_wait(f);
 }
 
+/* Whether the kernel tells a restore that its memory was unmapped or moved. */
+static void need_unmap_events(void)
+{
+    SL_TEST_NEED("uffd-poison",
+                 !sl_test_withheld("uffd-poison") &&
+                     sl_uffd_has_features(UFFD_FEATURE_POISON | UFFD_FEATURE_EVENT_UNMAP |
+                                          UFFD_FEATURE_EVENT_REMAP),
+                 "no UFFDIO_POISON (kernel 6.6+; or withheld by SNAPLOAD_WITHOUT): a restore "
+                 "does not watch for unmaps then");
+}
+
+/* A loader held at its first claim until the test opens the gate. */
+typedef struct {
+    GMutex lock;
+    GCond cond;
+    bool claimed, open;
+} gate;
+
+/* Test hook (loader_claimed): the first claim waits for the gate, 30 s at most. */
+static void hold_at_gate(void *opaque, unsigned region, uint64_t u, uint64_t n)
+{
+    gate *g = opaque;
+    gint64 deadline = g_get_monotonic_time() + 30 * G_TIME_SPAN_SECOND;
+
+    g_mutex_lock(&g->lock);
+    g->claimed = true;
+    g_cond_broadcast(&g->cond);
+    while (!g->open && g_cond_wait_until(&g->cond, &g->lock, deadline)) {
+        continue;
+    }
+    g_mutex_unlock(&g->lock);
+}
+
+static void gate_wait_claimed(gate *g)
+{
+    gint64 deadline = g_get_monotonic_time() + 30 * G_TIME_SPAN_SECOND;
+
+    g_mutex_lock(&g->lock);
+    while (!g->claimed) {
+        if (!g_cond_wait_until(&g->cond, &g->lock, deadline)) {
+            fail_msg("no loader claimed a page within 30 s");
+        }
+    }
+    g_mutex_unlock(&g->lock);
+}
+
+static void gate_open(gate *g)
+{
+    g_mutex_lock(&g->lock);
+    g->open = true;
+    g_cond_broadcast(&g->cond);
+    g_mutex_unlock(&g->lock);
+}
+
+/* Resident pages of [p, p + len) (mincore). */
+static uint64_t resident_pages(void *p, uint64_t len)
+{
+    g_autofree unsigned char *vec = g_malloc(len / PSIZE);
+    uint64_t n = 0;
+
+    assert_int_equal(mincore(p, len, vec), 0);
+    for (uint64_t i = 0; i < len / PSIZE; i++) {
+        n += vec[i] & 1;
+    }
+    return n;
+}
+
+/* The restore failed with -EFAULT, its error naming block b0 and @what. */
+static void assert_lost(fixture *f, const char *what)
+{
+    g_autoptr(GError) why = NULL;
+
+    assert_int_equal(sl_restore_wait(f->r, 30000), -EFAULT);
+    why = sl_restore_error(f->r);
+    assert_non_null(why);
+    if (!strstr(why->message, "block 'b0'") || !strstr(why->message, what)) {
+        fail_msg("the error does not say the memory was %s: %s", what, why->message);
+    }
+}
+
+/*
+ * Memory unmapped during its restore (a VMM tearing a block down without
+ * stopping the restore) fails the restore, naming what happened, and the
+ * munmap returns.  A loader that had claimed pages of it before and goes
+ * on afterwards places nothing into what is mapped there next: new memory
+ * registered on another uffd, as the next restore's would be, which the
+ * kernel lets any uffd of the process fill (found by an API review: the
+ * old restore filled the new one's memory).
+ */
+static void test_memory_unmapped_mid_restore_fails_it_and_its_successor_stays_untouched(
+    void **state)
+{
+    fixture *f = *state;
+    sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1 };
+    g_autoptr(GError) err = NULL;
+    gate g = { 0 };
+    uint8_t *next;
+    int uffd;
+
+    need_unmap_events();
+    fixture_build(f, unit_of(f->bc) == PSIZE ? 64 : 2);
+    f->r = sl_restore_new(f->snap, &cfg, &err);
+    assert_non_null(f->r);
+    assert_true(sl_mem_attach(f->r, "b0", &f->mem, &err));
+    f->r->loader_claimed = hold_at_gate;
+    f->r->loader_claimed_opaque = &g;
+    assert_true(sl_restore_start(f->r, &err));
+    gate_wait_claimed(&g);
+    assert_int_equal(munmap(f->mem.host, f->len), 0);
+    assert_lost(f, "unmapped");
+    next = mmap(f->mem.host, f->len, PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    assert_ptr_equal(next, f->mem.host);
+    uffd = sl_uffd_open(0, 0, NULL, &err);
+    assert_true(uffd >= 0);
+    assert_true(sl_uffd_register(uffd, next, f->len, UFFDIO_REGISTER_MODE_MISSING, 0, NULL,
+                                 &err));
+    gate_open(&g);
+    sl_restore_stop(f->r); /* joins the loader, which went on from its claim */
+    assert_int_equal(resident_pages(next, f->len), 0);
+    close(uffd);
+}
+
+/* Units of a fixture whose fault on page 0 leaves its last quarter missing. */
+static uint64_t units_past_fault_around(const fixture *f)
+{
+    return unit_of(f->bc) == PSIZE ? 4 * SL_FAULT_AROUND_DEFAULT / PSIZE : 4;
+}
+
+/*
+ * Reads through the kernel the page at @p of our memory, which must be the
+ * snapshot's page @i, or (@i < 0) must not be readable at all: sealed,
+ * never zeros.
+ */
+static void assert_page(const uint8_t *p, int64_t i)
+{
+    g_autofree uint8_t *buf = g_malloc(PSIZE);
+    int ret = sl_test_read_child(getpid(), p, buf, PSIZE);
+
+    if (i < 0 && ret == 0) {
+        fail_msg("a page never placed is readable (%s)",
+                 sl_all_zero(buf, PSIZE) ? "zeros" : "bytes");
+    }
+    if (i >= 0) {
+        assert_int_equal(ret, 0);
+        assert_int_equal(wrong_pages(buf, (uint64_t)i, 1), 0);
+    }
+}
+
+/*
+ * Part of the memory unmapped during its restore: the rest is sealed at
+ * once, as a stop leaves it.  A page served before keeps its bytes; a page
+ * never placed cannot be read (SIGBUS), never zeros.
+ */
+static void test_what_is_left_of_memory_unmapped_mid_restore_is_sealed(void **state)
+{
+    fixture *f = *state;
+    uint64_t quarter;
+
+    need_unmap_events();
+    fixture_build(f, units_past_fault_around(f));
+    quarter = f->len / 4;
+    fixture_start(f, true); /* no loaders: only what faults bring is placed */
+    assert_int_equal(wrong_pages(f->mem.host, 0, 1), 0);
+    assert_int_equal(munmap(f->mem.host + 3 * quarter, quarter), 0);
+    assert_lost(f, "unmapped");
+    assert_page(f->mem.host, 0);
+    assert_page(f->mem.host + 3 * quarter - PSIZE, -1);
+}
+
+/*
+ * Memory moved (mremap) during its restore fails the restore; where it
+ * went, a page served before keeps its bytes and a page never placed
+ * cannot be read: the moved mapping kept its registration, and without
+ * the seal its holes would have read as zeros once the restore's uffd
+ * was closed.
+ */
+static void test_memory_moved_mid_restore_fails_it_and_is_sealed_where_it_went(void **state)
+{
+    fixture *f = *state;
+    uint8_t *to;
+
+    need_unmap_events();
+    fixture_build(f, units_past_fault_around(f));
+    fixture_start(f, true);
+    assert_int_equal(wrong_pages(f->mem.host, 0, 1), 0);
+    to = mmap(NULL, f->len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(to != MAP_FAILED);
+    assert_ptr_equal(mremap(f->mem.host, f->len, f->len, MREMAP_MAYMOVE | MREMAP_FIXED, to), to);
+    f->mem.host = to; /* released there */
+    assert_lost(f, "moved");
+    sl_restore_free(f->r); /* closes the restore's uffd */
+    f->r = NULL;
+    assert_page(to, 0);
+    assert_page(to + f->len - PSIZE, -1);
+}
+
 /* How an attach_file test case gets its address, fd and offset wrong. */
 typedef enum { RIGHT, OTHER_OFFSET, OTHER_FILE, ANONYMOUS, HOLE, PRIVATE } pairing;
 
@@ -422,6 +621,12 @@ int main(void)
           test_stats_of_a_restore_not_started_yet_count_nothing, small_units },
         { "attach_file_refuses_a_mapping_of_another_place",
           test_attach_file_refuses_a_mapping_of_another_place, shared_small },
+        { "memory_unmapped_mid_restore_fails_it_and_its_successor_stays_untouched",
+          test_memory_unmapped_mid_restore_fails_it_and_its_successor_stays_untouched, NULL },
+        { "what_is_left_of_memory_unmapped_mid_restore_is_sealed",
+          test_what_is_left_of_memory_unmapped_mid_restore_is_sealed, NULL },
+        { "memory_moved_mid_restore_fails_it_and_is_sealed_where_it_went",
+          test_memory_moved_mid_restore_fails_it_and_is_sealed_where_it_went, small_units },
     };
     static const struct CMUnitTest plain[] = {
         cmocka_unit_test(test_null_arguments_are_refused_with_an_error),

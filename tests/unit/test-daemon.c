@@ -1734,7 +1734,7 @@ static void *fake_mover_main(void *opaque)
         } else if (fm->kind == MOVER_SAYS_GONE) {
             a.u.moved.status = m.u.move.dst / SL_MOVE_CHUNK % 2 ? -ESRCH : -EPROTO;
         } else {
-            a.u.moved.status = sl_uffd_move(fm->uffd, (void *)(uintptr_t)m.u.move.dst,
+            a.u.moved.status = sl_uffd_move(fm->uffd, NULL, (void *)(uintptr_t)m.u.move.dst,
                                             fm->staging + m.u.move.slot * SL_MOVE_CHUNK, half,
                                             &a.u.moved.done, &eagain);
             a.u.moved.status = a.u.moved.status ? a.u.moved.status : -EBUSY;

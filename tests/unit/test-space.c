@@ -8,7 +8,10 @@
  * or ENOMEM from UFFDIO_COPY), said as such, whether a loader or a fault
  * (on a zero page: fallocate) finds no room: no consumer's view is dropped
  * for it (the memory ran out, not the consumer), and a page not placed is
- * sealed, never read as zeros.  Each case is run with our own mapping as
+ * sealed, never read as zeros; in a unit of several pages (snapshot pages
+ * larger than 4 KiB) whose placement stopped part-way, each page it did
+ * not reach is poisoned (SIGBUS; capability "uffd-poison", UFFDIO_POISON) and
+ * the others keep their bytes.  Each case is run with our own mapping as
  * the view and with views handed over as another process's (a VMM served
  * by the daemon), and mounts a small tmpfs of its own, which needs
  * CAP_SYS_ADMIN (capability "mount").
@@ -33,6 +36,11 @@
 #define PSIZE 4096u
 #define GUEST (8u << 20) /* bytes per block */
 #define MAX_BLOCKS 2
+/* Snapshot pages of 64 KiB on the tmpfs's 4 KiB pages: units of 16 pages,
+ * which a placement that runs out of room leaves partly mapped. */
+#define BIG_PAGE (64u << 10)
+#define UNIT_PAGES (BIG_PAGE / PSIZE)
+#define ROOM_PAGES 5u /* what the tmpfs still takes: less than a unit */
 
 typedef struct {
     const char *name;
@@ -55,6 +63,7 @@ typedef struct {
     int filler;                /* a third file there, to fill it */
     uint8_t *map[MAX_BLOCKS];  /* the views' mappings of the memory files */
     int view_uffd[MAX_BLOCKS]; /* other_process: the views' uffds (-1 otherwise) */
+    uint64_t snap_psize;       /* the snapshot's page size; 0: PSIZE */
     sl_snapshot *snap;
     sl_restore *r;
     _Atomic unsigned drops;
@@ -169,7 +178,8 @@ static void prepare(fixture *f, unsigned nblocks, unsigned zero_every, uint64_t 
     f->nblocks = nblocks;
     open_files(f);
     f->snap_path = g_build_filename(f->dir, "snap", NULL);
-    sl_test_make_snapshot(f->snap_path, len, nblocks, PSIZE, zero_every, 0);
+    sl_test_make_snapshot(f->snap_path, len, nblocks, f->snap_psize ? f->snap_psize : PSIZE,
+                          zero_every, 0);
     f->snap = sl_snapshot_open(f->snap_path, &err);
     assert_non_null(f->snap);
 }
@@ -223,12 +233,23 @@ static bool attach_and_start(fixture *f, unsigned loaders,
     return sl_restore_start(f->r, errp);
 }
 
+/* The snapshot's bytes of 4 KiB page @i of block @b, whatever its page size. */
+static void want_page(const fixture *f, unsigned b, uint64_t i, unsigned zero_every,
+                      uint8_t *want)
+{
+    const uint64_t ps = f->snap_psize ? f->snap_psize : PSIZE;
+    g_autofree uint8_t *page = g_malloc(ps);
+
+    sl_test_fill_page(page, ps, i * PSIZE / ps, b + 1, zero_every);
+    memcpy(want, page + i * PSIZE % ps, PSIZE);
+}
+
 /* True if page @i of block @b's file (read without mapping) is the snapshot's. */
 static bool file_page_ok(const fixture *f, unsigned b, uint64_t i, unsigned zero_every)
 {
     uint8_t want[PSIZE], got[PSIZE];
 
-    sl_test_fill_page(want, PSIZE, i, b + 1, zero_every);
+    want_page(f, b, i, zero_every, want);
     return pread(f->fd[b], got, PSIZE, (off_t)(i * PSIZE)) == PSIZE &&
            !memcmp(want, got, PSIZE);
 }
@@ -335,14 +356,17 @@ static int arm_timer(timer_t *t)
     return timer_settime(*t, 0, &its, NULL);
 }
 
+#define READ_POISONED (-1)
 #define READ_BLOCKED (-2)
+#define READ_PROTECTED (-3)
 
 /*
  * Reads page @i of block 0's view: 1 the snapshot's bytes (@zero_every as
- * made), 0 other bytes, -1 refused (SIGBUS: poisoned; SIGSEGV: sealed
- * where the kernel cannot poison), READ_BLOCKED if the read still waited
- * after 2 s (a view of another process that the kernel cannot poison
- * stays registered: blocked, never zeros).
+ * made), 0 other bytes, below 0 refused: READ_POISONED (SIGBUS) or
+ * READ_PROTECTED (SIGSEGV: sealed with PROT_NONE where the kernel cannot
+ * poison), READ_BLOCKED if the read still waited after 2 s (a view of
+ * another process that the kernel cannot poison stays registered:
+ * blocked, never zeros).
  */
 static int read_view_page(const fixture *f, uint64_t i, unsigned zero_every)
 {
@@ -352,7 +376,7 @@ static int read_view_page(const fixture *f, uint64_t i, unsigned zero_every)
     timer_t timer;
     int ret, sig;
 
-    sl_test_fill_page(want, PSIZE, i, 1, zero_every);
+    want_page(f, 0, i, zero_every, want);
     sigaction(SIGBUS, &sa, &old_bus);
     sigaction(SIGSEGV, &sa, &old_segv);
     sigaction(SIGALRM, &sa, &old_alrm);
@@ -363,7 +387,7 @@ static int read_view_page(const fixture *f, uint64_t i, unsigned zero_every)
         memcpy(got, f->map[0] + i * PSIZE, PSIZE);
         ret = memcmp(want, got, PSIZE) == 0;
     } else {
-        ret = sig == SIGALRM ? READ_BLOCKED : -1;
+        ret = sig == SIGALRM ? READ_BLOCKED : sig == SIGBUS ? READ_POISONED : READ_PROTECTED;
     }
     timer_delete(timer); /* before the handlers go: a late SIGALRM finds it gone */
     fault_jump = NULL;
@@ -460,6 +484,167 @@ static void test_a_fault_on_a_zero_page_of_a_full_tmpfs_fails_the_restore(void *
     assert_int_not_equal(pr.got, 1); /* the fault was not served: no room for it */
 }
 
+/* Skips (fails, where required) on a kernel without UFFDIO_POISON (before 6.6). */
+static void need_poison(void)
+{
+    g_autofree char *why = NULL;
+    bool have = sl_test_have_uffd(&why);
+
+    SL_TEST_NEED("uffd", have, why);
+    have = !sl_test_withheld("uffd-poison") && sl_uffd_has_features(UFFD_FEATURE_POISON);
+    SL_TEST_NEED("uffd-poison", have,
+                 sl_test_withheld("uffd-poison") ? "withheld by SNAPLOAD_WITHOUT"
+                                                 : "UFFDIO_POISON needs Linux 6.6: without it a "
+                                                   "missing page is sealed with PROT_NONE or "
+                                                   "waits");
+}
+
+/* The tmpfs fills up but for @pages pages: a placement of more stops part-way. */
+static void leave_room(fixture *f, unsigned pages)
+{
+    fill_tmpfs(f);
+    assert_int_equal(fallocate(f->filler, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+                               (off_t)pages * PSIZE), 0);
+}
+
+/*
+ * The tmpfs has room again.  A read fault on a hole of a full tmpfs gets
+ * SIGBUS from the kernel (no room for the page), which would pass for
+ * poison: with room, a page left unsealed reads as zeros, as it would in
+ * a guest's memory that did not run out.
+ */
+static void make_room(fixture *f)
+{
+    assert_int_equal(ftruncate(f->filler, 0), 0);
+}
+
+/* Loader hook: before the first placement, the tmpfs keeps room for ROOM_PAGES only. */
+static void leave_room_before_first_placement(void *opaque, unsigned region, uint64_t u,
+                                              uint64_t n)
+{
+    fixture *f = opaque;
+
+    if (!atomic_exchange(&f->filled, true)) {
+        leave_room(f, ROOM_PAGES);
+    }
+}
+
+static const char *read_said(int got)
+{
+    switch (got) {
+    case 1:
+        return "the snapshot's bytes";
+    case 0:
+        return "other bytes (zeros: left unsealed)";
+    case READ_POISONED:
+        return "SIGBUS (poisoned)";
+    case READ_PROTECTED:
+        return "SIGSEGV (the mapping protected: poisoning it failed)";
+    default:
+        return "nothing in 2 s (still registered: never sealed)";
+    }
+}
+
+/*
+ * Page @i of block 0's view: if the file holds its bytes (placed before
+ * the tmpfs ran out: UFFDIO_COPY fills the page cache and maps the page in
+ * one go), the view reads them; else it was poisoned there (SIGBUS).
+ * Whether it was placed.
+ */
+static bool expect_placed_or_poisoned(const fixture *f, uint64_t i, const char *when)
+{
+    bool placed = file_page_ok(f, 0, i, 0);
+    int got = read_view_page(f, i, 0);
+
+    if (got != (placed ? 1 : READ_POISONED)) {
+        fail_msg("%s: page %" G_GUINT64_FORMAT " (page %" G_GUINT64_FORMAT " of unit %"
+                 G_GUINT64_FORMAT "), %s, read %s", when, i, i % UNIT_PAGES, i / UNIT_PAGES,
+                 placed ? "placed" : "never placed", read_said(got));
+    }
+    return placed;
+}
+
+/* Unit @u was placed part-way, and reads as expect_placed_or_poisoned() says. */
+static void expect_unit_part_way_poisoned(const fixture *f, uint64_t u, const char *when)
+{
+    unsigned placed = 0;
+
+    for (uint64_t i = u * UNIT_PAGES; i < (u + 1) * UNIT_PAGES; i++) {
+        placed += expect_placed_or_poisoned(f, i, when);
+    }
+    if (placed == 0 || placed == UNIT_PAGES) {
+        fail_msg("%s: unit %" G_GUINT64_FORMAT " has %u of its %u pages: not placed part-way",
+                 when, u, placed, UNIT_PAGES);
+    }
+}
+
+/*
+ * A fault on a unit of 16 pages (64 KiB snapshot pages in 4 KiB shmem)
+ * when the tmpfs has room for 5: its UFFDIO_COPY stops part-way (ENOMEM)
+ * and the restore fails with the unit partly mapped.  The fault thread
+ * then seals the touched unit, where one UFFDIO_POISON of the whole unit
+ * meets the pages mapped (EEXIST): each page not mapped must be poisoned
+ * alone, so the faulting thread wakes to SIGBUS at once, never waits for
+ * a stop nor reads zeros; the pages mapped keep the snapshot's bytes.  So
+ * it stays after the stop, whose seal meets the same unit.
+ */
+static void test_a_unit_placed_part_way_is_poisoned_where_missing_at_its_touch(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    int got;
+
+    need_poison();
+    f->snap_psize = BIG_PAGE;
+    prepare(f, 1, 0, 2 * GUEST); /* every page stored */
+    if (!attach_and_start(f, 0, NULL, &err)) { /* faults alone: only unit 0 is placed */
+        fail_msg("sl_restore_start: %s", err->message);
+    }
+    leave_room(f, ROOM_PAGES);
+    got = read_view_page(f, UNIT_PAGES - 1, 0); /* unit 0's last page: beyond the room */
+    expect_no_room(f);
+    make_room(f);
+    if (got != READ_POISONED) {
+        fail_msg("the touch that failed the restore (a page its unit's placement did not "
+                 "reach) read %s", read_said(got));
+    }
+    expect_unit_part_way_poisoned(f, 0, "failed, not stopped");
+    sl_restore_stop(f->r);
+    expect_unit_part_way_poisoned(f, 0, "stopped");
+}
+
+/*
+ * The same unit placed part-way by a loader, nothing touched: the stop
+ * seals it (its POISON of the missing units meets the pages mapped), and
+ * every page of the block is the snapshot's where it was placed and
+ * poisoned where it was not.
+ */
+static void test_a_unit_a_loader_placed_part_way_is_poisoned_where_missing_at_the_stop(
+    void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    unsigned part_way = 0;
+
+    need_poison();
+    f->snap_psize = BIG_PAGE;
+    prepare(f, 1, 0, 2 * GUEST);
+    if (!attach_and_start(f, 1, leave_room_before_first_placement, &err)) {
+        fail_msg("sl_restore_start: %s", err->message);
+    }
+    expect_no_room(f);
+    make_room(f);
+    sl_restore_stop(f->r);
+    for (uint64_t u = 0; u < GUEST / BIG_PAGE; u++) {
+        unsigned placed = 0;
+        for (uint64_t i = u * UNIT_PAGES; i < (u + 1) * UNIT_PAGES; i++) {
+            placed += expect_placed_or_poisoned(f, i, "stopped");
+        }
+        part_way += placed > 0 && placed < UNIT_PAGES;
+    }
+    assert_int_equal(part_way, 1); /* the placement that ran out of room */
+}
+
 int main(void)
 {
     static const sl_test_feature features[] = {
@@ -473,6 +658,10 @@ int main(void)
           test_a_tmpfs_filled_during_the_restore_fails_it_and_drops_no_view, NULL },
         { "a_fault_on_a_zero_page_of_a_full_tmpfs_fails_the_restore",
           test_a_fault_on_a_zero_page_of_a_full_tmpfs_fails_the_restore, NULL },
+        { "a_unit_placed_part_way_is_poisoned_where_missing_at_its_touch",
+          test_a_unit_placed_part_way_is_poisoned_where_missing_at_its_touch, NULL },
+        { "a_unit_a_loader_placed_part_way_is_poisoned_where_missing_at_the_stop",
+          test_a_unit_a_loader_placed_part_way_is_poisoned_where_missing_at_the_stop, NULL },
     };
     return sl_test_run_matrix("space", cases, G_N_ELEMENTS(cases), sizeof(cases[0]), features,
                               G_N_ELEMENTS(features), setup, teardown);

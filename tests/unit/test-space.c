@@ -323,6 +323,17 @@ static void fill_tmpfs(fixture *f)
     }
 }
 
+/*
+ * The tmpfs has room again.  A read fault on a hole of a full tmpfs gets
+ * SIGBUS from the kernel (no room for the page), which would pass for
+ * poison: with room, a page left unsealed reads as zeros, as it would in
+ * a guest's memory that did not run out.
+ */
+static void make_room(fixture *f)
+{
+    assert_int_equal(ftruncate(f->filler, 0), 0);
+}
+
 /* Loader hook: before the first placement, the tmpfs fills up. */
 static void fill_before_first_placement(void *opaque, unsigned region, uint64_t u, uint64_t n)
 {
@@ -433,6 +444,10 @@ static void test_a_tmpfs_filled_during_the_restore_fails_it_and_drops_no_view(vo
     sl_restore_get_stats(f->r, &st);
     assert_true(st.pages_present < GUEST / PSIZE);
     assert_int_equal(st.pages_placed_twice, 0);
+    /* Only now, the threads joined: nothing can place a page with the
+     * room, and a hole the stop left unsealed reads as zeros, not as the
+     * full tmpfs's SIGBUS. */
+    make_room(f);
     for (uint64_t i = 0; i < GUEST / PSIZE && got != READ_BLOCKED; i++) {
         got = read_view_page(f, i, 0);
         assert_int_not_equal(got, 0); /* the snapshot's bytes or refused: never zeros */
@@ -478,10 +493,14 @@ static void test_a_fault_on_a_zero_page_of_a_full_tmpfs_fails_the_restore(void *
     fill_tmpfs(f);
     th = g_thread_new("reader", read_in_thread, &pr);
     expect_no_room(f);
+    /* Before the stop, which may be what wakes the reader: a fault let go
+     * unsealed then reads the zero page's zeros (1), not the full tmpfs's
+     * SIGBUS.  Failed, the restore serves no page with the room. */
+    make_room(f);
     sl_restore_stop(f->r);
     g_thread_join(th);
     assert_int_not_equal(pr.got, 0);
-    assert_int_not_equal(pr.got, 1); /* the fault was not served: no room for it */
+    assert_int_not_equal(pr.got, 1); /* the fault was not served, and was sealed */
 }
 
 /* Skips (fails, where required) on a kernel without UFFDIO_POISON (before 6.6). */
@@ -505,17 +524,6 @@ static void leave_room(fixture *f, unsigned pages)
     fill_tmpfs(f);
     assert_int_equal(fallocate(f->filler, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
                                (off_t)pages * PSIZE), 0);
-}
-
-/*
- * The tmpfs has room again.  A read fault on a hole of a full tmpfs gets
- * SIGBUS from the kernel (no room for the page), which would pass for
- * poison: with room, a page left unsealed reads as zeros, as it would in
- * a guest's memory that did not run out.
- */
-static void make_room(fixture *f)
-{
-    assert_int_equal(ftruncate(f->filler, 0), 0);
 }
 
 /* Loader hook: before the first placement, the tmpfs keeps room for ROOM_PAGES only. */

@@ -115,7 +115,7 @@ static uint8_t *anon_stage(const sl_mem *m, uint64_t off, uint8_t *bounce)
 static int anon_place(const sl_mem *m, const sl_view *v, uint64_t off, const uint8_t *src,
                       uint64_t len, uint64_t *done, uint64_t *eagain)
 {
-    return sl_uffd_copy(v->uffd, &v->dead, (void *)(uintptr_t)(v->base + off), src, len, v->wp,
+    return sl_uffd_copy(v->uffd, &v->fence, (void *)(uintptr_t)(v->base + off), src, len, v->wp,
                         done, eagain);
 }
 
@@ -131,7 +131,7 @@ static int anon_adopt(const sl_mem *m, const sl_view *v, uint64_t off, uint8_t *
         }
         return ret;
     }
-    return sl_uffd_move(v->uffd, &v->dead, (void *)(uintptr_t)(v->base + off), src, len, done,
+    return sl_uffd_move(v->uffd, &v->fence, (void *)(uintptr_t)(v->base + off), src, len, done,
                         eagain);
 }
 
@@ -150,7 +150,7 @@ static int zero_tracked(const sl_view *v, uint64_t off, uint64_t len, uint64_t *
     *done = 0;
     while (*done < len && ret == 0) {
         uint64_t did = 0;
-        ret = sl_uffd_copy(v->uffd, &v->dead, (void *)(uintptr_t)(v->base + off + *done), zeros,
+        ret = sl_uffd_copy(v->uffd, &v->fence, (void *)(uintptr_t)(v->base + off + *done), zeros,
                            sizeof(zeros), true, &did, eagain);
         *done += did;
     }
@@ -167,7 +167,7 @@ static int anon_show(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t l
         return zero_tracked(v, off, len, done, eagain);
     }
     /* ZEROPAGE has no WP mode: the zero page reads as written */
-    return sl_uffd_zero(v->uffd, &v->dead, (void *)(uintptr_t)(v->base + off), len, done, eagain);
+    return sl_uffd_zero(v->uffd, &v->fence, (void *)(uintptr_t)(v->base + off), len, done, eagain);
 }
 
 /* Zeros are what the snapshot holds there: the show of a unit without data. */

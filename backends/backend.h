@@ -30,6 +30,7 @@
 #include <stdint.h>
 #include <glib.h>
 #include "snapload/snapload.h"
+#include "migration/uffd.h"
 
 typedef struct sl_backend_ops sl_backend_ops;
 
@@ -83,6 +84,8 @@ typedef struct {
     bool kept;           /* dead but not sealable: its uffd stays open to the end */
     _Atomic bool dead;   /* dropped: skip (seq_cst where @users is involved) */
     _Atomic unsigned users; /* threads using @uffd besides the fault thread (fault.c) */
+    sl_uffd_fence fence; /* what each placing ioctl on @uffd checks (uffd.h): @dead,
+                          * and for our own view the restore's placement lock */
 } sl_view;
 
 /* ops->show's @how. */

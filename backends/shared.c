@@ -192,7 +192,7 @@ static int continue_wp(const sl_view *v, uint64_t off, uint64_t len, bool wp, ui
         *done = len;
         return 0;
     }
-    return sl_uffd_continue(v->uffd, &v->dead, v->base + off, len, wp, done, eagain);
+    return sl_uffd_continue(v->uffd, &v->fence, v->base + off, len, wp, done, eagain);
 }
 
 static int file_continue(const sl_mem *m, const sl_view *v, uint64_t off, uint64_t len,
@@ -241,7 +241,7 @@ static int shmem_place(const sl_mem *m, const sl_view *v, uint64_t off, const ui
     if (!v) {
         return pwrite_place(m, v, off, src, len, done, eagain);
     }
-    ret = sl_uffd_copy(v->uffd, &v->dead, (void *)(uintptr_t)(v->base + off), src, len, v->wp,
+    ret = sl_uffd_copy(v->uffd, &v->fence, (void *)(uintptr_t)(v->base + off), src, len, v->wp,
                        &copied, eagain);
     if (ret == 0 || (ret != -EEXIST && ret != -EINVAL)) {
         *done = copied;

@@ -40,6 +40,13 @@ void sl_engine_fail(sl_restore *r, int err)
     /* Relaxed: the CAS below checks it. */
     int cur = atomic_load_explicit(&r->status, memory_order_relaxed);
 
+    /* A placement stopped by a view that died of an unmap fails as the
+     * unmap does (seq_cst: pairs with the store in lost.c, made before the
+     * view's dead flag, which that placement saw). */
+    if (atomic_load(&r->lost_memory)) {
+        err = -EFAULT;
+    }
+
     /*
      * Release: pairs with the acquire load in sl_restore_poll().  A
      * completed restore (0) fails too: its engine stops here, and a reset
@@ -597,6 +604,8 @@ static void mark_zero_holes(const sl_restore *r, sl_region *reg, uint64_t u, uin
     for (unsigned i = 0; i < nv; i++) {
         /* Acquire: pairs with the release store of the slot in sl_restore_add_view(). */
         sl_view *v = atomic_load_explicit(&reg->views[i], memory_order_acquire);
+        /* Our view dead: the range may be another mapping now (lost.c);
+         * a relaxed check, the marks being best effort (see above). */
         if (v && v->own && v->wp && sl_view_live(v)) {
             (void)sl_uffd_writeprotect(v->uffd, v->base + u * reg->unit, n * reg->unit, true);
         }

@@ -615,11 +615,49 @@ static void release_tracked(sl_restore *r)
 }
 
 /* Reads a batch of messages from @fd; false when the fd is finished. */
+/*
+ * Reads a batch from @fd.  On our own uffd, after a placement met EAGAIN
+ * (an unmap may be in progress), the read and the marking of the views it
+ * kills happen under the placement lock (uffd.h): the unmapping thread
+ * goes on as soon as read() returns, and no placement may slip in before
+ * its view is dead (found by review: a loader retrying its EAGAIN filled
+ * the new mapping while this thread was preempted before the mark).
+ * Unmaps and moves are handled before any fault of the batch is served (a
+ * fault's disk read let a loader in too).
+ */
+static ssize_t read_batch(sl_restore *r, int fd, struct uffd_msg *msgs, size_t size)
+{
+    /* seq_cst: pairs with the store of a placer that met EAGAIN (uffd.c);
+     * else the kernel's own count says whether an unmap is in progress
+     * (one more system call per read: a loader that had not met the
+     * EAGAIN filled the new mapping while this thread was preempted). */
+    bool fence = fd == r->uffd && r->unmap_events &&
+                 (atomic_exchange(&r->held_back, false) || sl_uffd_changing(fd));
+    ssize_t n;
+    int err;
+
+    if (fence) {
+        pthread_rwlock_wrlock(&r->place_lock);
+    }
+    n = sl_uffd_read(fd, msgs, size);
+    err = errno;
+    for (ssize_t i = 0; fd == r->uffd && i < n / (ssize_t)sizeof(msgs[0]); i++) {
+        if (msgs[i].event == UFFD_EVENT_UNMAP || msgs[i].event == UFFD_EVENT_REMAP) {
+            sl_lost_memory(r, &msgs[i]); /* only our own uffd asks for them */
+        }
+    }
+    if (fence) {
+        pthread_rwlock_unlock(&r->place_lock);
+    }
+    errno = err;
+    return n;
+}
+
 static bool read_faults(fault_ctx *fc, int fd)
 {
     sl_restore *r = fc->r;
     struct uffd_msg msgs[MSG_BATCH];
-    ssize_t n = sl_uffd_read(fd, msgs, sizeof(msgs));
+    ssize_t n = read_batch(r, fd, msgs, sizeof(msgs));
 
     if (n < 0) {
         if (errno == EAGAIN || errno == EINTR) {
@@ -633,12 +671,25 @@ static bool read_faults(fault_ctx *fc, int fd)
     for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]); i++) {
         if (msgs[i].event == UFFD_EVENT_PAGEFAULT) {
             handle_fault(fc, fd, msgs[i].arg.pagefault.address);
-        } else if (fd == r->uffd && (msgs[i].event == UFFD_EVENT_UNMAP ||
-                                     msgs[i].event == UFFD_EVENT_REMAP)) {
-            sl_lost_memory(r, &msgs[i]); /* only our own uffd asks for them */
         }
     }
     return n > 0;
+}
+
+/*
+ * Seals what is left of a mapping of ours that was unmapped or moved
+ * (lost.c), once the kernel takes ioctls on our uffd again; true while
+ * that is still pending.  The kernel tells nobody when it does: the caller
+ * polls with a short timeout meanwhile.
+ */
+static bool seal_lost(sl_restore *r)
+{
+    bool pending;
+
+    g_mutex_lock(&r->views_lock); /* as the stop's seal */
+    pending = sl_lost_seal(r, false);
+    g_mutex_unlock(&r->views_lock);
+    return pending;
 }
 
 /*
@@ -700,14 +751,14 @@ static void build_pollset(sl_restore *r, GArray *pfds)
     }
 }
 
-/* One poll round over @pfds; false when the thread must stop. */
-static bool poll_round(fault_ctx *fc, GArray *pfds, bool *rebuild)
+/* One poll round over @pfds (@timeout_ms as poll()); false when the thread must stop. */
+static bool poll_round(fault_ctx *fc, GArray *pfds, int timeout_ms, bool *rebuild)
 {
     sl_restore *r = fc->r;
     struct pollfd *p = (struct pollfd *)pfds->data;
     uint64_t v;
 
-    if (poll(p, pfds->len, -1) < 0 && errno != EINTR) {
+    if (poll(p, pfds->len, timeout_ms) < 0 && errno != EINTR) {
         sl_engine_fail(r, -errno);
         return false;
     }
@@ -756,6 +807,7 @@ static void fault_loop(fault_ctx *fc)
 
     for (;;) {
         bool rebuild = false;
+        bool sealing = r->unmap_events && seal_lost(r);
         /* Acquire: pairs with the release store in sl_engine_fail()/stop;
          * @halting (acquire) with the one sl_restore_stop() made before. */
         if (atomic_load_explicit(&r->stopping, memory_order_acquire)) {
@@ -781,7 +833,7 @@ static void fault_loop(fault_ctx *fc)
             reclaim_views(r);
             build_pollset(r, pfds);
         }
-        if (!poll_round(fc, pfds, &rebuild)) {
+        if (!poll_round(fc, pfds, sealing ? 1 : -1, &rebuild)) {
             break;
         }
         gen = rebuild ? ~0u : gen;

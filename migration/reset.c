@@ -181,10 +181,12 @@ bool sl_restore_written(sl_restore *r, const char *block_name, GArray *runs, GEr
     if (!check_tracking(r, errp)) {
         return false;
     }
-    if (!reg || !reg->mem.host) {
+    if (!reg || !reg->mem.host || !sl_view_live(sl_region_view(reg, 0))) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' %s", block_name,
-                    reg ? "has no mapping of ours: its writes are not tracked"
-                        : "is not attached to this restore");
+                    !reg ? "is not attached to this restore"
+                    : !reg->mem.host ? "has no mapping of ours: its writes are not tracked"
+                    : "was unmapped or moved during the restore: what is there now is not "
+                      "what it wrote");
         return false;
     }
     /* (found by review: a child then lacked a back-end's writes) */

@@ -73,6 +73,14 @@ typedef struct {
     _Atomic uint64_t next_hint; /* next fault hint (sequence number) to look at */
 } sl_group;
 
+/* Block offsets [lo, hi) of a mapping of ours whose block starts at @base
+ * (where it was, or where a move put it): still registered, to seal (lost.c). */
+typedef struct {
+    uint64_t base, lo, hi;
+    bool emptied; /* a move's source, left registered and empty by MREMAP_DONTUNMAP
+                   * unless its unmap event clips it away first */
+} sl_lost_piece;
+
 typedef struct sl_region {
     sl_restore *r;
     unsigned index;          /* position in r->regions */
@@ -113,6 +121,10 @@ typedef struct sl_region {
      * set at start by the caller's thread, cleared by the fault thread at
      * completion (finish()) or by sl_restore_free(). */
     int busy;
+    /* Pieces of our own mapping still registered on r->uffd once part of
+     * it was unmapped or moved (lost.c), to seal; NULL until then.  The
+     * fault thread's, then the stopping thread's once it was joined. */
+    GArray *lost;            /* sl_lost_piece */
     bool registered;         /* our own view is registered on r->uffd: set at start
                               * (caller's thread); cleared by the fault thread
                               * (completion, or lost.c) or the stop's seal, which
@@ -202,6 +214,15 @@ struct sl_restore {
                                 * thread): our view stayed registered, never close */
     bool unmap_events;         /* our uffd reports unmaps and moves of our mappings
                                 * (lost.c); set before the fault thread starts */
+    _Atomic bool lost_memory;  /* a mapping of ours was unmapped or moved: set once by
+                                * the fault thread (lost.c), read by sl_engine_fail() */
+    /* Held for reading by each placement into our own views, from its
+     * check of the view's dead flag to the end of its ioctl; for writing by
+     * the fault thread across a read of our uffd after @held_back was set
+     * (a placement met EAGAIN: an unmap may be in progress; exchanged by
+     * the fault thread, seq_cst, pairs with the store in uffd.c). */
+    pthread_rwlock_t place_lock;
+    _Atomic bool held_back;
     /* Bumped (release) after a view is added; the fault thread (acquire)
      * rebuilds its poll set when it changes. */
     _Atomic unsigned views_gen;
@@ -485,11 +506,32 @@ bool sl_seal_let_go(sl_region *reg, sl_view *v);
  * aligned) as our own view @own would be sealed, the block's first byte
  * being at @base (own->base, or where a move put it), then unregisters
  * that range; false if it could not be sealed completely (it then stays
- * registered).  For the parts of our mapping still ours once another part
- * was unmapped (lost.c); no other thread may place there any more.
+ * registered).  @emptied: the range holds none of the snapshot's pages
+ * any more, PRESENT or not (what MREMAP_DONTUNMAP leaves behind): every
+ * page not mapped is poisoned.  For the parts of our mapping still ours
+ * once another part was unmapped or moved (lost.c); no other thread may
+ * place there any more.
  */
 bool sl_seal_own_range(sl_region *reg, const sl_view *own, uint64_t base, uint64_t lo,
-                       uint64_t hi);
+                       uint64_t hi, bool emptied);
+
+/**
+ * sl_lost_drain (lost.c): reads what our uffd still holds, without
+ * waiting, and handles its unmap and move events (sl_lost_memory()); its
+ * faults are dropped (the seal or the unregister of their range wakes
+ * them).  For sl_restore_stop(), once the fault thread was joined.
+ */
+void sl_lost_drain(sl_restore *r);
+
+/**
+ * sl_lost_seal (lost.c): seals and lets go every piece left of a mapping
+ * of ours that was unmapped or moved (sl_seal_own_range()).  Unless @now,
+ * waits for a later call while the kernel holds ioctls on our uffd back
+ * (sl_uffd_changing()): returns true then, pieces still pending.  A piece
+ * that cannot be sealed stays registered and sets keep_uffd.  Caller holds
+ * views_lock.
+ */
+bool sl_lost_seal(sl_restore *r, bool now);
 
 /** Wakes whoever polls eventfd @efd (the fault thread, or waiters on done_efd). */
 void sl_engine_kick(int efd);

@@ -52,6 +52,21 @@ static bool known_config(const sl_restore_config *cfg, GError **errp)
     return true;
 }
 
+/*
+ * The lock between placements into our own mapping and the fault thread's
+ * read of an unmap event (uffd.h, lost.c): writer first, so that placers
+ * retrying an EAGAIN in a loop cannot keep the fault thread out.
+ */
+static void init_place_lock(pthread_rwlock_t *lock)
+{
+    pthread_rwlockattr_t attr;
+
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+}
+
 sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GError **errp)
 {
     sl_restore *r;
@@ -81,6 +96,7 @@ sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GErr
     g_mutex_init(&r->show_lock);
     g_mutex_init(&r->save_reset_lock);
     g_mutex_init(&r->stop_lock);
+    init_place_lock(&r->place_lock);
     r->ctl_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     r->done_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     atomic_init(&r->status, -EINPROGRESS);
@@ -164,6 +180,8 @@ static sl_region *add_region(sl_restore *r, int idx, const sl_mem *mem)
         /* our uffd, set at start; our mapping holds the whole block */
         sl_view *v = sl_view_alloc(-1, (uintptr_t)mem->host, 0, mem->length);
         v->own = true;
+        v->fence.lock = &r->place_lock; /* our uffd's unmap events (lost.c) */
+        v->fence.held_back = &r->held_back;
         sl_view_publish(r, reg, v);
     }
     g_ptr_array_add(r->regions, reg);
@@ -667,6 +685,29 @@ int sl_restore_eventfd(const sl_restore *r)
     return r ? r->done_efd : -EINVAL;
 }
 
+/*
+ * Closes our uffd once the stop sealed what needed it, unless a seal left
+ * a range registered (keep_uffd).  Closing releases any thread still
+ * waiting in the kernel for an unmap event of ours to be read, one whose
+ * event came after the last read too (found by review: a munmap racing
+ * the completion waited until the free, for ever if that thread was to
+ * call it).  Caller holds views_lock; every other thread was joined.
+ */
+static void close_own_uffd(sl_restore *r)
+{
+    if (r->uffd < 0 || r->keep_uffd) {
+        return;
+    }
+    for (guint i = 0; i < r->regions->len; i++) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        if (reg->mem.host) {
+            sl_region_view(reg, 0)->uffd = -1; /* our view's fd is the restore's */
+        }
+    }
+    close(r->uffd);
+    r->uffd = -1;
+}
+
 void sl_restore_stop(sl_restore *r)
 {
     g_autoptr(GMutexLocker) alone = r ? g_mutex_locker_new(&r->stop_lock) : NULL;
@@ -694,6 +735,11 @@ void sl_restore_stop(sl_restore *r)
     g_mutex_lock(&r->views_lock);
     if (sl_restore_poll(r) != 0) {
         int expect = -EINPROGRESS;
+        /* Unmaps the fault thread did not read (it left on @halting): their
+         * threads wait in the kernel, and each of our ioctls would meet
+         * EAGAIN until they are read (found by review). */
+        sl_lost_drain(r);
+        sl_lost_seal(r, true);
         sl_restore_seal(r); /* never zeros for pages that are missing */
         /* Release: pairs with the acquire load in sl_restore_poll(); after
          * the seal, so whoever sees the status sees sealed memory. */
@@ -704,6 +750,7 @@ void sl_restore_stop(sl_restore *r)
         }
     }
     r->views_closed = true;
+    close_own_uffd(r);
     g_mutex_unlock(&r->views_lock);
 }
 
@@ -734,6 +781,9 @@ static void free_region(sl_region *reg)
         free_view(g_ptr_array_index(reg->dead_views, j));
     }
     g_ptr_array_free(reg->dead_views, true);
+    if (reg->lost) {
+        g_array_free(reg->lost, true);
+    }
     if (reg->fork_guard) { /* not completed: its memory stays out of children */
         g_array_free(reg->fork_guard, true);
     }
@@ -863,6 +913,7 @@ void sl_restore_free(sl_restore *r)
     g_mutex_clear(&r->show_lock);
     g_mutex_clear(&r->save_reset_lock);
     g_mutex_clear(&r->stop_lock);
+    pthread_rwlock_destroy(&r->place_lock);
     g_free(r->loaders);
     if (r->uffd >= 0 && !r->keep_uffd) {
         close(r->uffd);

@@ -29,6 +29,17 @@
 #include "uffd.h"
 
 /*
+ * What a poison in view @v checks (uffd.h): for our own view, its dead flag
+ * and the placement lock (the range may be someone else's mapping once it
+ * was unmapped: lost.c); for a consumer's, nothing: a dead consumer's view
+ * is sealed precisely because it died, on its own uffd.
+ */
+static const sl_uffd_fence *poison_fence(const sl_view *v)
+{
+    return v->own ? &v->fence : NULL;
+}
+
+/*
  * The pages of one unit at @addr in @v, where a page is mapped already or a
  * VMA ends: a unit of several backend pages (snapshot pages larger than
  * the backend's) whose placement stopped part-way, or that an madvise or
@@ -39,7 +50,7 @@
 static bool seal_pages(const sl_region *reg, const sl_view *v, uint8_t *addr)
 {
     for (uint64_t at = 0; at < reg->unit; at += reg->mem.page_size) {
-        int ret = sl_uffd_poison(v->uffd, addr + at, reg->mem.page_size);
+        int ret = sl_uffd_poison(v->uffd, poison_fence(v), addr + at, reg->mem.page_size);
         if (ret && ret != -EEXIST && ret != -ESRCH && (ret != -ENOENT || v->own)) {
             return false; /* (a page of a consumer's that is no longer registered: left) */
         }
@@ -50,7 +61,7 @@ static bool seal_pages(const sl_region *reg, const sl_view *v, uint8_t *addr)
 void sl_poison_unit(const sl_region *reg, const sl_view *v, uint64_t u)
 {
     uint8_t *a = (uint8_t *)(uintptr_t)(v->base + u * reg->unit);
-    int ret = sl_uffd_poison(v->uffd, a, reg->unit);
+    int ret = sl_uffd_poison(v->uffd, poison_fence(v), a, reg->unit);
 
     if ((ret == -ENOENT || ret == -EEXIST) && reg->mem.page_size &&
         reg->unit > reg->mem.page_size) {
@@ -68,7 +79,7 @@ static bool seal_run(sl_region *reg, sl_view *v, uint64_t u, uint64_t n)
     uint64_t len = n * reg->unit;
 
     if (reg->ioctls & SL_IOCTL(_UFFDIO_POISON)) {
-        int ret = sl_uffd_poison(v->uffd, addr, len);
+        int ret = sl_uffd_poison(v->uffd, poison_fence(v), addr, len);
         if (ret == 0 || ret == -ESRCH) {
             return true; /* poisoned, or its process is gone */
         }
@@ -145,40 +156,58 @@ static bool seal_view(sl_region *reg, sl_view *v)
 }
 
 /*
- * Bytes [lo, hi) of @reg inside one unit that is not whole in the range:
- * its pages there that are not mapped are poisoned, unless the unit is
- * PRESENT.  The pages of the unit outside [lo, hi) are not ours any more.
+ * Poisons every page of bytes [lo, hi) of @v that is not mapped (its
+ * protection lifted first: a uffd-wp marker would pass for a mapped page),
+ * at once where none is, else page by page; PROT_NONE where it cannot.
  */
-static bool seal_part_of_unit(sl_region *reg, sl_view *v, uint64_t lo, uint64_t hi)
+static bool poison_pages(sl_region *reg, sl_view *v, uint64_t lo, uint64_t hi)
 {
     const uint64_t pg = reg->mem.page_size ? reg->mem.page_size : reg->unit;
+    const bool poison = reg->ioctls & SL_IOCTL(_UFFDIO_POISON);
     bool ok = true;
 
-    if (lo >= hi || (reg->map && sl_pagemap_state(reg->map, lo / reg->unit) == SL_PAGE_PRESENT)) {
-        return true;
-    }
     if (v->wp) {
         (void)sl_uffd_writeprotect(v->uffd, v->base + lo, hi - lo, false);
     }
+    if (poison && sl_uffd_poison(v->uffd, poison_fence(v), (void *)(uintptr_t)(v->base + lo),
+                                 hi - lo) == 0) {
+        return true;
+    }
     for (uint64_t at = lo; at < hi; at += pg) {
-        int ret = (reg->ioctls & SL_IOCTL(_UFFDIO_POISON))
-                      ? sl_uffd_poison(v->uffd, (void *)(uintptr_t)(v->base + at), pg) : -ENOSYS;
+        int ret = poison ? sl_uffd_poison(v->uffd, poison_fence(v), (void *)(uintptr_t)(v->base + at),
+                                          pg)
+                         : -ENOSYS;
         ok &= ret == 0 || ret == -EEXIST ||
               mprotect((void *)(uintptr_t)(v->base + at), pg, PROT_NONE) == 0;
     }
     return ok;
 }
 
+/*
+ * Bytes [lo, hi) of @reg inside one unit that is not whole in the range:
+ * its pages there that are not mapped are poisoned, unless the unit is
+ * PRESENT.  The pages of the unit outside [lo, hi) are not ours any more.
+ */
+static bool seal_part_of_unit(sl_region *reg, sl_view *v, uint64_t lo, uint64_t hi)
+{
+    if (lo >= hi || (reg->map && sl_pagemap_state(reg->map, lo / reg->unit) == SL_PAGE_PRESENT)) {
+        return true;
+    }
+    return poison_pages(reg, v, lo, hi);
+}
+
 bool sl_seal_own_range(sl_region *reg, const sl_view *own, uint64_t base, uint64_t lo,
-                       uint64_t hi)
+                       uint64_t hi, bool emptied)
 {
     sl_ranged_view piece = { .v = { .uffd = own->uffd, .base = base, .own = true,
                                     .wp = own->wp } };
     uint64_t a = MIN(hi, (lo + reg->unit - 1) / reg->unit * reg->unit);
     uint64_t b = MAX(a, hi / reg->unit * reg->unit);
-    bool ok = seal_part_of_unit(reg, &piece.v, lo, a) && seal_part_of_unit(reg, &piece.v, b, hi);
+    bool ok = emptied ? lo >= hi || poison_pages(reg, &piece.v, lo, hi)
+                      : seal_part_of_unit(reg, &piece.v, lo, a) &&
+                            seal_part_of_unit(reg, &piece.v, b, hi);
 
-    if (a < b) {
+    if (a < b && !emptied) {
         piece.off = a;
         piece.len = b - a;
         ok &= seal_view(reg, &piece.v);

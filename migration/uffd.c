@@ -154,7 +154,7 @@ int sl_uffd_wake(int uffd, void *addr, uint64_t len)
 typedef int (*range_op)(int uffd, uint64_t dst, uint64_t src, uint64_t len, bool wp,
                         int64_t *did);
 
-static int run_range(range_op op, int uffd, const _Atomic bool *gone, uint64_t dst, uint64_t src,
+static int run_range(range_op op, int uffd, const sl_uffd_fence *fence, uint64_t dst, uint64_t src,
                      uint64_t len, bool wp, uint64_t *done, uint64_t *eagain)
 {
     unsigned stalls = 0;
@@ -164,14 +164,25 @@ static int run_range(range_op op, int uffd, const _Atomic bool *gone, uint64_t d
         int64_t did = 0;
         int ret;
 
+        if (fence && fence->lock) {
+            pthread_rwlock_rdlock(fence->lock);
+        }
         /* seq_cst: pairs with the store of the fault thread that read the
          * memory's unmap event (lost.c); checked before every ioctl, the
-         * first too, as late as can be: the mapping there now may be
-         * someone else's, registered on another uffd. */
-        if (gone && atomic_load(gone)) {
-            return -ESRCH;
+         * first too, under the lock: the mapping there now may be someone
+         * else's, registered on another uffd. */
+        if (fence && fence->gone && atomic_load(fence->gone)) {
+            ret = -ESRCH;
+        } else {
+            ret = op(uffd, dst + *done, src ? src + *done : 0, len - *done, wp, &did);
         }
-        ret = op(uffd, dst + *done, src ? src + *done : 0, len - *done, wp, &did);
+        if (fence && fence->lock) {
+            pthread_rwlock_unlock(fence->lock);
+        }
+        if (ret == -EAGAIN && did <= 0 && fence && fence->held_back) {
+            /* seq_cst: pairs with the exchange in the fault thread's read */
+            atomic_store(fence->held_back, true);
+        }
 
         if (did > 0) {
             *done += (uint64_t)did;
@@ -229,10 +240,10 @@ static int continue_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, bool 
     return ret;
 }
 
-int sl_uffd_copy(int uffd, const _Atomic bool *gone, void *dst, const void *src, uint64_t len,
+int sl_uffd_copy(int uffd, const sl_uffd_fence *fence, void *dst, const void *src, uint64_t len,
                  bool wp, uint64_t *done, uint64_t *eagain)
 {
-    return run_range(copy_op, uffd, gone, (uintptr_t)dst, (uintptr_t)src, len, wp, done, eagain);
+    return run_range(copy_op, uffd, fence, (uintptr_t)dst, (uintptr_t)src, len, wp, done, eagain);
 }
 
 static int move_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, bool wp, int64_t *did)
@@ -245,16 +256,16 @@ static int move_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, bool wp, 
     return ret;
 }
 
-int sl_uffd_move(int uffd, const _Atomic bool *gone, void *dst, void *src, uint64_t len,
+int sl_uffd_move(int uffd, const sl_uffd_fence *fence, void *dst, void *src, uint64_t len,
                  uint64_t *done, uint64_t *eagain)
 {
-    return run_range(move_op, uffd, gone, (uintptr_t)dst, (uintptr_t)src, len, false, done, eagain);
+    return run_range(move_op, uffd, fence, (uintptr_t)dst, (uintptr_t)src, len, false, done, eagain);
 }
 
-int sl_uffd_zero(int uffd, const _Atomic bool *gone, void *dst, uint64_t len, uint64_t *done,
+int sl_uffd_zero(int uffd, const sl_uffd_fence *fence, void *dst, uint64_t len, uint64_t *done,
                  uint64_t *eagain)
 {
-    return run_range(zero_op, uffd, gone, (uintptr_t)dst, 0, len, false, done, eagain);
+    return run_range(zero_op, uffd, fence, (uintptr_t)dst, 0, len, false, done, eagain);
 }
 
 static int poison_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, bool wp, int64_t *did)
@@ -268,18 +279,27 @@ static int poison_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, bool wp
     return ret;
 }
 
-int sl_uffd_poison(int uffd, void *dst, uint64_t len)
+int sl_uffd_poison(int uffd, const sl_uffd_fence *fence, void *dst, uint64_t len)
 {
     uint64_t done;
 
     /* Like every range ioctl, it may stop part way (EAGAIN): go on. */
-    return run_range(poison_op, uffd, NULL, (uintptr_t)dst, 0, len, false, &done, NULL);
+    return run_range(poison_op, uffd, fence, (uintptr_t)dst, 0, len, false, &done, NULL);
 }
 
-int sl_uffd_continue(int uffd, const _Atomic bool *gone, uint64_t addr, uint64_t len, bool wp,
+bool sl_uffd_changing(int uffd)
+{
+    /* A zero length is refused (EINVAL) only after the kernel looked at
+     * its count of address-space changes in progress (EAGAIN). */
+    struct uffdio_zeropage z = { .range = { .start = 0, .len = 0 } };
+
+    return ioctl(uffd, UFFDIO_ZEROPAGE, &z) < 0 && errno == EAGAIN;
+}
+
+int sl_uffd_continue(int uffd, const sl_uffd_fence *fence, uint64_t addr, uint64_t len, bool wp,
                      uint64_t *done, uint64_t *eagain)
 {
-    return run_range(continue_op, uffd, gone, addr, 0, len, wp, done, eagain);
+    return run_range(continue_op, uffd, fence, addr, 0, len, wp, done, eagain);
 }
 
 int sl_uffd_writeprotect(int uffd, uint64_t addr, uint64_t len, bool wp)

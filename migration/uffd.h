@@ -10,6 +10,7 @@
 #define SNAPLOAD_UFFD_H
 
 #include <stdbool.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <linux/userfaultfd.h>
 #include <glib.h>
@@ -76,19 +77,30 @@ bool sl_uffd_register(int uffd, void *addr, uint64_t len, uint64_t mode, uint64_
 int sl_uffd_unregister(int uffd, void *addr, uint64_t len);
 
 /*
- * The placing ioctls below take @gone (NULL: none): once it is set, they
- * issue no further ioctl and return -ESRCH.  It is the view's dead flag:
- * set when the memory was unmapped or moved (lost.c), after which the
- * address may hold someone else's mapping, registered on another uffd,
- * which the kernel would let us fill.
+ * What a placing ioctl below checks first (NULL, or NULL members: nothing).
+ * Once *@gone is set it issues no further ioctl and returns -ESRCH: it is
+ * the view's dead flag, set when the memory was unmapped or moved (lost.c),
+ * after which the address may hold someone else's mapping, registered on
+ * another uffd, which the kernel would let us fill.  @lock (our own uffd's
+ * views) is held for reading from that check to the end of each ioctl:
+ * the fault thread takes it for writing while it reads an unmap event and
+ * marks the view dead, so that no placement slips between the two.  An
+ * EAGAIN without progress (the kernel holds placements back while an
+ * unmap is in progress) sets *@held_back, which tells the fault thread to
+ * take the lock for its next read.
  */
+typedef struct {
+    const _Atomic bool *gone;
+    pthread_rwlock_t *lock;
+    _Atomic bool *held_back;
+} sl_uffd_fence;
 
 /**
  * sl_uffd_copy: UFFDIO_COPY with retries on partial EAGAIN; *done = bytes
  * copied.  @wp maps the pages write-protected (the range must be registered
  * in WP mode): with asynchronous WP, a later write marks them written.
  */
-int sl_uffd_copy(int uffd, const _Atomic bool *gone, void *dst, const void *src, uint64_t len,
+int sl_uffd_copy(int uffd, const sl_uffd_fence *fence, void *dst, const void *src, uint64_t len,
                  bool wp, uint64_t *done, uint64_t *eagain);
 
 /**
@@ -99,18 +111,18 @@ int sl_uffd_copy(int uffd, const _Atomic bool *gone, void *dst, const void *src,
  * and @dst and @len are 2 MiB aligned; @src is left a hole.  -EBUSY: a
  * source page is pinned or shared (the caller copies it instead).
  */
-int sl_uffd_move(int uffd, const _Atomic bool *gone, void *dst, void *src, uint64_t len,
+int sl_uffd_move(int uffd, const sl_uffd_fence *fence, void *dst, void *src, uint64_t len,
                  uint64_t *done, uint64_t *eagain);
 
 /** sl_uffd_zero: UFFDIO_ZEROPAGE with retries on partial EAGAIN. */
-int sl_uffd_zero(int uffd, const _Atomic bool *gone, void *dst, uint64_t len, uint64_t *done,
+int sl_uffd_zero(int uffd, const sl_uffd_fence *fence, void *dst, uint64_t len, uint64_t *done,
                  uint64_t *eagain);
 
 /**
  * sl_uffd_continue: UFFDIO_CONTINUE (map cached pages) with retries on
  * partial EAGAIN; @wp maps them write-protected, as for sl_uffd_copy().
  */
-int sl_uffd_continue(int uffd, const _Atomic bool *gone, uint64_t addr, uint64_t len, bool wp,
+int sl_uffd_continue(int uffd, const sl_uffd_fence *fence, uint64_t addr, uint64_t len, bool wp,
                      uint64_t *done, uint64_t *eagain);
 
 /** sl_uffd_writeprotect: UFFDIO_WRITEPROTECT of the range, protecting (@wp) or not; 0 or -errno. */
@@ -126,8 +138,17 @@ int sl_uffd_writeprotect(int uffd, uint64_t addr, uint64_t len, bool wp);
  */
 ssize_t sl_uffd_read(int uffd, void *buf, size_t len);
 
-/** sl_uffd_poison: UFFDIO_POISON: later accesses get SIGBUS. */
-int sl_uffd_poison(int uffd, void *dst, uint64_t len);
+/** sl_uffd_poison: UFFDIO_POISON: later accesses get SIGBUS; @fence as above. */
+int sl_uffd_poison(int uffd, const sl_uffd_fence *fence, void *dst, uint64_t len);
+
+/**
+ * sl_uffd_changing: whether the kernel holds every placing ioctl on @uffd
+ * back (EAGAIN) because an unmap or move of memory registered on it is in
+ * progress: from its start until the thread doing it runs again after its
+ * event was read (Linux 6.18; a kernel that checks the length first always
+ * answers false).
+ */
+bool sl_uffd_changing(int uffd);
 
 /** sl_uffd_wake: wake threads blocked on faults in the range. */
 int sl_uffd_wake(int uffd, void *addr, uint64_t len);

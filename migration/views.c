@@ -29,6 +29,7 @@ sl_view *sl_view_alloc(int uffd, uint64_t addr, uint64_t off, uint64_t len)
     sl_ranged_view *rv = g_new0(sl_ranged_view, 1);
 
     rv->v.uffd = uffd;
+    rv->v.fence.gone = &rv->v.dead;
     rv->v.base = addr - off; /* may wrap: only [off, off + len) is ever addressed */
     rv->off = off;
     rv->len = len;

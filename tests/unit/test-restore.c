@@ -1619,6 +1619,7 @@ static void test_a_failed_copy_of_a_staged_chunk_leaves_no_unit_claimed(void **s
     fixture *f = *state;
     staged_failure sf = { .f = f };
     g_autoptr(GError) err = NULL;
+    int ret;
 
     need_move();
     fixture_build(f, 2u << 20, 0, 7); /* one chunk: zero unit 0, data 1-6, zero 7, ... */
@@ -1627,11 +1628,13 @@ static void test_a_failed_copy_of_a_staged_chunk_leaves_no_unit_claimed(void **s
     sl_test_set_loader_hook(f->r, break_first_data_run, &sf);
     assert_true(sl_restore_start(f->r, &err));
     /* Where the restore watches for unmaps (lost.c), the mapping over it
-     * fails the restore first, and the placement then stops at our view,
-     * dead (-ESRCH), where it stopped at the kernel's ENOENT before. */
-    assert_int_equal(sl_restore_wait(f->r, 20000),
-                     sl_uffd_has_features(UFFD_FEATURE_POISON | UFFD_FEATURE_EVENT_UNMAP)
-                         ? -EFAULT : -ENOENT);
+     * fails the restore (-EFAULT), but the hook's thread, let go by the
+     * fault thread's read of the event, may reach the kernel's ENOENT
+     * first: either way the placement stopped there. */
+    ret = sl_restore_wait(f->r, 20000);
+    if (ret != -ENOENT && ret != -EFAULT) {
+        fail_msg("the restore ended with %d, not -ENOENT or -EFAULT", ret);
+    }
     sl_restore_stop(f->r);
     assert_true(sf.faulted && sf.broken);
     assert_no_unit_claimed(f);

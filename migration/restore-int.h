@@ -334,6 +334,12 @@ struct sl_restore {
      * reads them.  Set while no save runs. */
     void (*save_reading)(void *opaque);
     void *save_reading_opaque;
+    /* Test hook, 0 in production: optional UFFD_FEATURE_* bits (POISON,
+     * MOVE, the async WP set, EVENT_UNMAP/REMAP) that the restore takes as
+     * absent from the kernel for its own uffd, so that a host that has
+     * them all also runs the paths of kernels without them (Debian 12's
+     * 6.1 has none of these).  Set before sl_restore_start(). */
+    uint64_t uffd_features_withheld;
 
     uint64_t t_start, t_ready;
     _Atomic uint64_t t_first_fault, t_complete;

@@ -334,6 +334,13 @@ GBytes *sl_restore_recorded(const sl_restore *r)
     return g_bytes_new(r->recorded->data, (gsize)r->recorded->len * 16);
 }
 
+/* Whether the kernel's userfaultfd offers this restore all of @features:
+ * those a test withholds (uffd_features_withheld) count as absent. */
+static bool offers(const sl_restore *r, uint64_t features)
+{
+    return !(features & r->uffd_features_withheld) && sl_uffd_has_features(features);
+}
+
 /*
  * Whether the loaders may move whole chunks into @reg (ops->adopt) rather
  * than copy: not refused (config.place_by_copy), no write tracking (MOVE
@@ -345,7 +352,7 @@ GBytes *sl_restore_recorded(const sl_restore *r)
 static bool may_move(const sl_restore *r, const sl_region *reg)
 {
     bool own = reg->mem.host && (uintptr_t)reg->mem.host % SL_MOVE_BYTES == 0 &&
-               sl_uffd_has_features(UFFD_FEATURE_MOVE);
+               offers(r, UFFD_FEATURE_MOVE);
 
     /* One page per unit: a move that stops inside a unit (done is in pages)
      * must leave units whole, placed or not, for the copy that follows. */
@@ -488,7 +495,7 @@ static bool open_tracking(sl_restore *r, uint64_t *features, GError **errp)
         return false;
     }
     r->tracking = SL_TRACK_ALL;
-    if (!r->cfg.track_without_wp && sl_uffd_has_features(SL_UFFD_TRACK_FEATURES)) {
+    if (!r->cfg.track_without_wp && offers(r, SL_UFFD_TRACK_FEATURES)) {
         *features |= SL_UFFD_TRACK_FEATURES;
         r->tracking = SL_TRACK_ASYNC_WP;
     }
@@ -505,7 +512,7 @@ static uint64_t unmap_events(const sl_restore *r)
 {
     for (guint i = 0; i < r->regions->len; i++) {
         if (((sl_region *)g_ptr_array_index(r->regions, i))->mem.host) {
-            return sl_uffd_has_features(UFFD_FEATURE_POISON)
+            return offers(r, UFFD_FEATURE_POISON)
                        ? UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP : 0;
         }
     }
@@ -523,8 +530,10 @@ static bool register_regions(sl_restore *r, GError **errp)
     if (!open_tracking(r, &features, errp)) {
         return false;
     }
-    r->uffd = sl_uffd_open(features, UFFD_FEATURE_POISON | UFFD_FEATURE_MOVE | events, &got,
-                           errp);
+    /* A withheld feature is not asked for: @got then lacks it, as on a
+     * kernel without it, for every check below. */
+    r->uffd = sl_uffd_open(features, (UFFD_FEATURE_POISON | UFFD_FEATURE_MOVE | events) &
+                                         ~r->uffd_features_withheld, &got, errp);
     if (r->uffd < 0) {
         return false;
     }

@@ -258,6 +258,11 @@ void sl_test_set_staged_hook(sl_restore *r,
     r->loader_staged_opaque = opaque;
 }
 
+void sl_test_withhold_uffd_features(sl_restore *r, uint64_t features)
+{
+    r->uffd_features_withheld = features;
+}
+
 /* The CLI: $SNAPLOAD_BIN, else build/snapload for build/tests/unit/test-*. */
 char *sl_test_snapload_bin(void)
 {

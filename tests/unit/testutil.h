@@ -143,6 +143,14 @@ void sl_test_set_around_hook(sl_restore *r,
                              void (*fn)(void *opaque, unsigned region, uint64_t u, uint64_t n),
                              void *opaque);
 
+/**
+ * Makes @r (before sl_restore_start()) take the optional UFFD_FEATURE_*
+ * bits @features (POISON, MOVE, the async WP set, EVENT_UNMAP/REMAP) as
+ * absent from the kernel for its own uffd, as on an older kernel (Debian
+ * 12's 6.1 has none of them), so a host that has them runs the fallbacks.
+ */
+void sl_test_withhold_uffd_features(sl_restore *r, uint64_t features);
+
 /** The snapload CLI of this build tree (or $SNAPLOAD_BIN); caller frees. */
 char *sl_test_snapload_bin(void);
 

@@ -55,6 +55,7 @@ typedef struct {
     sl_restore *r;
     bool in_place;       /* config.reset_in_place */
     bool without_wp;     /* config.track_without_wp */
+    uint64_t withheld;   /* uffd features the restore takes as absent (a test hook) */
     bool direct;         /* config.direct_reads = SL_DIRECT_ALWAYS */
     uint64_t want_units; /* begin_rounds(): the block's units (0: units_for()) */
     uint64_t snap_psize; /* the snapshot's page size (0: PSIZE) */
@@ -160,6 +161,9 @@ static bool start(fixture *f, bool track, bool no_loaders, GError **errp)
     if (f->r && f->claimed) {
         f->r->loader_claimed = note_claim;
         f->r->loader_claimed_opaque = f;
+    }
+    if (f->r) {
+        sl_test_withhold_uffd_features(f->r, f->withheld);
     }
     return f->r && sl_mem_attach(f->r, "b0", &f->mem, errp) && sl_restore_start(f->r, errp);
 }
@@ -1509,7 +1513,9 @@ static void test_a_completion_signal_on_its_way_is_not_left_over_by_a_reset(void
  * replaced by a mapping that is not registered) owes the whole block to
  * the next reset: no write is lost, though the scan had protected some of
  * them again before it failed (found by review: 0 of 500 written units
- * were listed afterwards).
+ * were listed afterwards).  The restore does not watch for unmaps here
+ * (withheld, as on a kernel before 6.6): where it does, the mapping over
+ * it fails the restore first, and nothing is listed or reset any more.
  */
 static void test_a_failed_rearming_scan_owes_the_whole_block(void **state)
 {
@@ -1519,6 +1525,7 @@ static void test_a_failed_rearming_scan_owes_the_whole_block(void **state)
     uint64_t written = 0;
 
     build(f, units_for(f->tc));
+    f->withheld = UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP;
     start_tracking(f);
     for (uint64_t u = 0; u < last; u += 2) {
         f->mem.host[u * f->unit + 7] ^= 1; /* more runs than one scan returns */

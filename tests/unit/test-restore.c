@@ -74,6 +74,7 @@ typedef struct {
     bool copy;              /* config.place_by_copy */
     bool track;             /* config.track_writes */
     uint32_t around;        /* config.fault_around */
+    uint64_t withheld;      /* uffd features the restore takes as absent (test hook) */
     uint64_t snap_psize;    /* the snapshot's page size; 0: PSIZE */
     _Atomic unsigned drops; /* views the engine dropped (config.view_dropped) */
     loader_gate gate;       /* for hold_first_claim(): released at teardown */
@@ -148,6 +149,7 @@ static void fixture_attach(fixture *f, unsigned loaders, bool no_loaders)
 
     f->r = sl_restore_new(f->snap, &cfg, &err);
     assert_non_null(f->r);
+    sl_test_withhold_uffd_features(f->r, f->withheld);
     for (unsigned b = 0; b < f->nblocks; b++) {
         g_autofree char *name = g_strdup_printf("b%u", b);
         assert_true(sl_mem_attach(f->r, name, &f->mem[b], &err));
@@ -1887,13 +1889,16 @@ static uint8_t *add_second_view(fixture *f)
     return second;
 }
 
+static int own_page_via_kernel(const fixture *f, uint64_t page);
+
 /*
  * On a kernel without UFFDIO_POISON (before 6.6, Debian 12's 6.1), a
  * consumer's view cannot be sealed at a stop and is kept registered, so a
  * read of a page never placed waits instead of reading zeros; it must stay
  * so after sl_restore_free() (found by review: the free closed the kept
  * uffd, the range was unregistered and the read returned zeros).  The
- * kernel's lack is made here by taking POISON out of the range's ioctls.
+ * kernel's lack is made here by withholding POISON from the restore; our
+ * own mapping is sealed (PROT_NONE) and let go all the same.
  */
 static void test_a_view_kept_registered_at_the_stop_stays_so_after_free(void **state)
 {
@@ -1906,11 +1911,12 @@ static void test_a_view_kept_registered_at_the_stop_stays_so_after_free(void **s
     int fd;
 
     fixture_build(f, 8 * unit_of(f->bc), 0, 0);
+    f->withheld = UFFD_FEATURE_POISON;
     fixture_start(f, 0, true);
     second = add_second_view(f);
     reg = g_ptr_array_index(f->r->regions, 0);
-    reg->ioctls &= ~SL_IOCTL(_UFFDIO_POISON);
     sl_restore_stop(f->r);
+    assert_false(f->r->keep_uffd);
     for (unsigned j = 0; j < reg->nviews; j++) {
         sl_view *v = sl_region_view(reg, j);
         kept = v->base == (uintptr_t)second ? v : kept;
@@ -1918,6 +1924,7 @@ static void test_a_view_kept_registered_at_the_stop_stays_so_after_free(void **s
     assert_true(kept && kept->kept);
     fd = kept->uffd;
     g_clear_pointer(&f->r, sl_restore_free);
+    assert_int_equal(own_page_via_kernel(f, 5 * unit_of(f->bc) / PSIZE + 1), -1);
     br.at = second + 5 * unit_of(f->bc) + 7; /* never placed */
     th = g_thread_new("read-kept", read_one_byte, &br);
     if (done_within(&f->gate, &br.done, 2)) {
@@ -3502,6 +3509,333 @@ static void test_uffd_copy_reports_eexist_for_a_present_page(void **state)
     munmap(p, PSIZE);
 }
 
+/* ------ kernels without optional uffd features (withheld by the hook) ------ */
+
+/*
+ * Reads page @page of block 0 in our own mapping through the kernel
+ * (process_vm_readv() on ourselves: a sealed page is EFAULT there, not a
+ * signal): 1 if it holds its data, 0 if other bytes (zeros), -1 if it
+ * cannot be read.  Only where no fault waits for a fault thread (a page
+ * still registered and missing would wait): after the stop.
+ */
+static int own_page_via_kernel(const fixture *f, uint64_t page)
+{
+    g_autofree uint8_t *buf = g_malloc(PSIZE);
+    g_autofree uint8_t *want = g_malloc(PSIZE);
+
+    if (sl_test_read_child(getpid(), f->mem[0].host + page * PSIZE, buf, PSIZE) < 0) {
+        return -1;
+    }
+    sl_test_fill_page(want, PSIZE, page, 1, f->zero_every);
+    return memcmp(buf, want, PSIZE) == 0;
+}
+
+/*
+ * After the stop, every unit of block 0 in our own mapping that is PRESENT
+ * reads its data and every other one cannot be read (its first and last
+ * page); returns how many units were not PRESENT.
+ */
+static uint64_t expect_sealed_where_missing(const fixture *f)
+{
+    const uint64_t per = unit_of(f->bc) / PSIZE;
+    uint64_t missing = 0;
+
+    for (uint64_t u = 0; u < f->lengths[0] / unit_of(f->bc); u++) {
+        int want = unit_state(f, u) == SL_PAGE_PRESENT ? 1 : -1;
+        int first = own_page_via_kernel(f, u * per);
+        int last = own_page_via_kernel(f, u * per + per - 1);
+        if (first != want || last != want) {
+            fail_msg("unit %" G_GUINT64_FORMAT " (%s) read %s", u,
+                     want > 0 ? "placed" : "never placed",
+                     MIN(first, last) < 0 ? "as unreadable" : MIN(first, last) ? "its data"
+                                                                                : "other bytes");
+        }
+        missing += want < 0;
+    }
+    return missing;
+}
+
+/* The restore took UFFDIO_POISON as absent: the fallbacks are what runs. */
+static void assert_no_poison(const fixture *f)
+{
+    const sl_region *reg = g_ptr_array_index(f->r->regions, 0);
+
+    assert_false(reg->ioctls & SL_IOCTL(_UFFDIO_POISON));
+    assert_false(f->r->unmap_events);
+}
+
+/*
+ * Without UFFDIO_POISON (kernels before 6.6, Debian 12's 6.1; withheld
+ * here), a restore stopped before completion seals every unit not placed
+ * in our own mapping with PROT_NONE: it cannot be read (EFAULT through the
+ * kernel, SIGSEGV in a thread), never zeros; the mapping is sealed whole,
+ * so it is let go (the uffd is not kept); a placed unit keeps its bytes.
+ */
+static void test_without_poison_a_stop_leaves_pages_never_placed_unreadable(void **state)
+{
+    fixture *f = *state;
+    uint64_t unit = unit_of(f->bc), last;
+
+    /* 1 GiB units hold zeros here: the point is refusal, not the data. */
+    fixture_build(f, MAX(4u << 20, 2 * unit), 0, unit > (2u << 20) ? 1 : 0);
+    last = f->lengths[0] / PSIZE - 1;
+    f->withheld = UFFD_FEATURE_POISON;
+    fixture_start(f, 0, true); /* faults alone: only what is touched is placed */
+    assert_no_poison(f);
+    assert_int_equal(read_page_guarded(f, f->mem[0].host, 0), 1);
+    sl_restore_stop(f->r);
+    assert_int_equal(sl_restore_poll(f->r), -ECANCELED);
+    assert_false(f->r->keep_uffd);
+    assert_int_equal(unit_state(f, 0), SL_PAGE_PRESENT);
+    assert_true(expect_sealed_where_missing(f) > 0);
+    assert_int_equal(read_page_guarded(f, f->mem[0].host, last), -1);
+    assert_int_equal(read_page_guarded(f, f->mem[0].host, 0), 1);
+}
+
+/*
+ * Without UFFDIO_POISON a page failing its checksum cannot be refused in
+ * place, so it fails the restore at once (-EBADMSG, the page named), with
+ * no loader and nothing else touched, where with poison the restore would
+ * go on; the thread reading it waits until sl_restore_stop(), which seals
+ * it, and is then refused: never given zeros, before the stop or after.
+ * A page placed before keeps its bytes.
+ */
+static void test_without_poison_a_corrupt_page_fails_the_restore_at_once_and_is_never_served(
+    void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) why = NULL;
+    g_autofree char *named = NULL;
+    uint64_t bad;
+    loader_gate g = { 0 };
+    page_reader pr;
+    GThread *th;
+    int ret;
+
+    /* Data everywhere, and units left besides the corrupt one: a restore
+     * going on past it could not complete. */
+    fixture_build(f, MAX(4u << 20, 4 * unit_of(f->bc)), 0, 0);
+    bad = f->lengths[0] / PSIZE - 3; /* in the last unit, far from page 0's neighbours */
+    corrupt_page(f, bad);
+    f->withheld = UFFD_FEATURE_POISON;
+    fixture_start(f, 0, true);
+    assert_no_poison(f);
+    assert_int_equal(read_page_guarded(f, f->mem[0].host, 0), 1);
+    th = start_reader(&pr, &g, f, f->mem[0].host, bad);
+    ret = sl_restore_wait(f->r, 20000);
+    if (ret != -EBADMSG || reader_wait(&pr, 1)) {
+        bool early = pr.done;
+        sl_restore_stop(f->r); /* seals: a reader still waiting goes on, refused */
+        g_thread_join(th);
+        fail_msg("restore status %d; the read of the corrupt page %s before the stop", ret,
+                 !early ? "waited" : pr.ok ? "got its bytes" : "returned (zeros or refused)");
+    }
+    why = sl_restore_error(f->r);
+    named = g_strdup_printf("page %" G_GUINT64_FORMAT " ", bad);
+    if (!why || !strstr(why->message, "checksum mismatch") || !strstr(why->message, named)) {
+        fail_msg("the error does not name page %" G_GUINT64_FORMAT ": %s", bad,
+                 why ? why->message : "none");
+    }
+    assert_int_equal(stats_now(f).checksum_failures, 1);
+    sl_restore_stop(f->r);
+    if (!reader_wait(&pr, 20)) {
+        fail_msg("the read of the corrupt page still waits after the stop");
+    }
+    g_thread_join(th);
+    assert_false(pr.ok);
+    assert_int_equal(sl_restore_poll(f->r), -EBADMSG); /* the stop keeps the failure */
+    assert_int_equal(read_page_guarded(f, f->mem[0].host, bad), -1);
+    assert_int_equal(own_page_via_kernel(f, bad), -1);
+    assert_int_equal(own_page_via_kernel(f, 0), 1);
+}
+
+/*
+ * Without UFFDIO_POISON a loader that meets a corrupt page fails the
+ * restore then and there: the loaders stop (units stay missing that a
+ * restore with poison would have placed), and once stopped every unit
+ * never placed, the corrupt one included, cannot be read, never zeros;
+ * every unit placed holds its data.
+ */
+static void test_without_poison_a_loader_meeting_a_corrupt_page_stops_and_nothing_reads_zeros(
+    void **state)
+{
+    fixture *f = *state;
+    sl_stats st;
+
+    fixture_build(f, MAX(16u << 20, 4 * unit_of(f->bc)), 0, 0);
+    corrupt_page(f, 5); /* in the first chunk, which the one loader takes first */
+    f->withheld = UFFD_FEATURE_POISON;
+    f->copy = true; /* one chunk at a time whatever the backend */
+    fixture_start(f, 1, false);
+    assert_no_poison(f);
+    assert_int_equal(sl_restore_wait(f->r, 20000), -EBADMSG);
+    sl_restore_stop(f->r);
+    st = stats_now(f);
+    assert_int_equal(st.checksum_failures, 1);
+    assert_true(st.pages_never_placed > 1); /* with poison: the corrupt unit alone */
+    assert_int_equal(unit_state(f, 5 * PSIZE / unit_of(f->bc)), SL_PAGE_POISONED);
+    assert_int_equal(expect_sealed_where_missing(f), st.pages_never_placed);
+}
+
+/*
+ * Without UFFDIO_POISON, once a read error failed the restore, a thread
+ * touching a page not placed (the one whose read failed, or one still in
+ * the file) cannot be sealed at its touch: it waits until sl_restore_stop(),
+ * and is then refused, never given zeros.  A page placed before keeps its
+ * bytes.
+ */
+static void test_without_poison_after_a_failure_a_touch_waits_for_the_stop_and_is_refused(
+    void **state)
+{
+    fixture *f = *state;
+    loader_gate g = { 0 };
+    page_reader failing, other;
+    GThread *th[2];
+    uint64_t last, inside;
+    bool early;
+
+    fixture_build(f, 8 << 20, 0, 0);
+    last = f->lengths[0] / PSIZE - 1;
+    inside = f->lengths[0] / 4 / PSIZE; /* unit 1 of 2 MiB units: in the half still in the file */
+    f->withheld = UFFD_FEATURE_POISON;
+    fixture_start(f, 0, true);
+    assert_no_poison(f);
+    assert_int_equal(read_page_guarded(f, f->mem[0].host, 0), 1);
+    assert_int_equal(truncate(f->path, (off_t)(f->snap->blocks[0].pages_offset +
+                                               f->lengths[0] / 2)), 0);
+    th[0] = start_reader(&failing, &g, f, f->mem[0].host, last);
+    if (sl_restore_wait(f->r, 20000) != -EIO) {
+        sl_restore_stop(f->r);
+        g_thread_join(th[0]);
+        fail_msg("an unreadable page did not fail the restore with -EIO");
+    }
+    th[1] = start_reader(&other, &g, f, f->mem[0].host, inside);
+    early = reader_wait(&failing, 1) || reader_wait(&other, 1);
+    sl_restore_stop(f->r);
+    if (!reader_wait(&failing, 20) || !reader_wait(&other, 20)) {
+        fail_msg("a touch of a missing page still waits after the stop");
+    }
+    g_thread_join(th[0]);
+    g_thread_join(th[1]);
+    if (early) {
+        fail_msg("a touch after the failure returned before the stop (%s, %s)",
+                 failing.ok ? "data" : "not data", other.ok ? "data" : "not data");
+    }
+    assert_false(failing.ok || other.ok);
+    assert_int_equal(own_page_via_kernel(f, last), -1);
+    assert_int_equal(own_page_via_kernel(f, inside), -1);
+    assert_int_equal(own_page_via_kernel(f, 0), 1);
+}
+
+/* The view of block 0 whose mapping is at @addr (live, dead or replaced), or NULL. */
+static sl_view *view_at(const fixture *f, const uint8_t *addr)
+{
+    sl_region *reg = g_ptr_array_index(f->r->regions, 0);
+
+    for (unsigned j = 0; j < reg->nviews; j++) {
+        if (sl_region_view(reg, j)->base == (uintptr_t)addr) {
+            return sl_region_view(reg, j);
+        }
+    }
+    for (guint j = 0; j < reg->dead_views->len; j++) {
+        sl_view *v = g_ptr_array_index(reg->dead_views, j);
+        if (v->base == (uintptr_t)addr) {
+            return v;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Without UFFDIO_POISON a consumer that leaves (sl_restore_remove_views())
+ * while pages are missing cannot have them sealed in its view: the view
+ * keeps its uffd, registered, to the end, and counts as released; the
+ * consumer, if it lingers, waits on a page never placed, never reads
+ * zeros, even after sl_restore_free().
+ */
+static void test_without_poison_a_departed_view_keeps_its_uffd_and_never_serves_zeros(
+    void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    byte_reader br = { .g = &f->gate };
+    const sl_mem *m;
+    uint8_t *linger;
+    sl_view *v;
+    GThread *th;
+    int uffd, kept;
+    bool released = false;
+
+    fixture_build(f, 8 * unit_of(f->bc), 0, 0);
+    f->withheld = UFFD_FEATURE_POISON;
+    fixture_start(f, 0, true);
+    assert_no_poison(f);
+    m = &f->mem[0];
+    linger = mmap(NULL, m->length, PROT_READ, MAP_SHARED, m->fd, 0);
+    uffd = sl_uffd_open(m->ops->uffd_features, 0, NULL, &err);
+    assert_true(linger != MAP_FAILED && uffd >= 0);
+    assert_true(sl_uffd_register(uffd, linger, m->length, m->ops->register_mode,
+                                 m->ops->range_ioctls, NULL, &err));
+    assert_true(sl_restore_add_view_tagged(f->r, "b0", uffd, (uintptr_t)linger, 1, &err));
+    close(uffd);
+    sl_restore_remove_views(f->r, 1);
+    for (int i = 0; i < 5000 && !(released = sl_restore_views_released(f->r, 1)); i++) {
+        g_usleep(1000); /* the fault thread reclaims it between poll rounds */
+    }
+    assert_true(released);
+    v = view_at(f, linger);
+    assert_true(v && v->kept && v->uffd >= 0);
+    kept = v->uffd;
+    br.at = linger + 5 * unit_of(f->bc) + 7; /* never placed */
+    th = g_thread_new("read-departed", read_one_byte, &br);
+    if (!done_within(&f->gate, &br.done, 2)) {
+        g_clear_pointer(&f->r, sl_restore_free);
+    }
+    if (br.done || done_within(&f->gate, &br.done, 1)) {
+        g_thread_join(th);
+        fail_msg("a page never placed read %#x in a departed view%s", br.byte,
+                 f->r ? "" : " once the restore was freed");
+    }
+    close(kept); /* the test lets it go: the read goes on */
+    g_thread_join(th);
+    munmap(linger, m->length);
+}
+
+/*
+ * Without UFFDIO_MOVE (kernels before 6.8; withheld here) the loaders copy
+ * into our own anonymous memory what they would have moved: nothing moved,
+ * every page once and right.
+ */
+static void test_without_move_the_loaders_copy_every_page_once(void **state)
+{
+    fixture *f = *state;
+    const sl_region *reg;
+
+    f->withheld = UFFD_FEATURE_MOVE;
+    check_nothing_moved(f, false, false); /* needs MOVE here: it would move otherwise */
+    reg = g_ptr_array_index(f->r->regions, 0);
+    assert_false(reg->move);
+    assert_int_equal(reg->chunk_units, SL_CHUNK_BYTES / reg->unit); /* a copy's chunks */
+}
+
+/*
+ * Without asynchronous write-protection (kernels before 6.7; withheld
+ * here) a restore asked to track writes falls back to counting every unit
+ * as written (SL_TRACK_ALL), and restores every page once and right.
+ */
+static void test_without_async_wp_a_tracking_restore_counts_every_unit_written(void **state)
+{
+    fixture *f = *state;
+
+    SL_TEST_NEED("uffd-wp-async", sl_uffd_has_features(SL_UFFD_TRACK_FEATURES),
+                 "the kernel has no asynchronous uffd write-protection (6.7+)");
+    fixture_build(f, MAX(8u << 20, 2 * unit_of(f->bc)), 0, 3);
+    f->track = true;
+    f->withheld = UFFD_FEATURE_WP_ASYNC;
+    fixture_start(f, 2, false);
+    assert_int_equal(finish_and_audit(f).write_tracking, SL_TRACK_ALL);
+}
+
 /* ---------------------------------------------------------------------- */
 
 /* ----------------------- views of parts of a block ----------------------- */
@@ -4132,6 +4466,23 @@ static const feature features[] = {
       test_a_view_of_a_part_outside_the_block_or_unaligned_is_refused, small_units },
     { "a_view_of_a_part_joining_after_completion_reads_every_page",
       test_a_view_of_a_part_joining_after_completion_reads_every_page, shared_small },
+    { "without_poison_a_stop_leaves_pages_never_placed_unreadable",
+      test_without_poison_a_stop_leaves_pages_never_placed_unreadable, any },
+    { "without_poison_a_corrupt_page_fails_the_restore_at_once_and_is_never_served",
+      test_without_poison_a_corrupt_page_fails_the_restore_at_once_and_is_never_served,
+      small_units },
+    { "without_poison_a_loader_meeting_a_corrupt_page_stops_and_nothing_reads_zeros",
+      test_without_poison_a_loader_meeting_a_corrupt_page_stops_and_nothing_reads_zeros,
+      small_units },
+    { "without_poison_after_a_failure_a_touch_waits_for_the_stop_and_is_refused",
+      test_without_poison_after_a_failure_a_touch_waits_for_the_stop_and_is_refused,
+      small_units },
+    { "without_poison_a_departed_view_keeps_its_uffd_and_never_serves_zeros",
+      test_without_poison_a_departed_view_keeps_its_uffd_and_never_serves_zeros, shared_small },
+    { "without_move_the_loaders_copy_every_page_once",
+      test_without_move_the_loaders_copy_every_page_once, anon_only },
+    { "without_async_wp_a_tracking_restore_counts_every_unit_written",
+      test_without_async_wp_a_tracking_restore_counts_every_unit_written, small_units },
     { "hugetlbfs_errors_name_the_fix", test_hugetlbfs_errors_name_the_fix, huge },
     { "faults_never_wait_behind_a_loader_and_every_view_is_woken",
       test_faults_never_wait_behind_a_loader_and_every_view_is_woken, any },

@@ -2,9 +2,10 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Prints, comma-separated, the capabilities this machine has that tests may
 # need: uffd (userfaultfd usable by us), uffd-move (and UFFDIO_MOVE, kernel
-# 6.8+), uffd-poison (and UFFDIO_POISON, 6.6+), kvm (/dev/kvm usable), thp (MADV_COLLAPSE works), hugepages
-# (enough free, unreserved 2 MiB hugepages and a hugetlbfs mount of that
-# size), hugepages-1G (the same for 1 GiB pages), mount (a small tmpfs can
+# 6.8+), uffd-poison (and UFFDIO_POISON, 6.6+), uffd-wp-async (asynchronous
+# write-protection and PAGEMAP_SCAN, 6.7+), kvm (/dev/kvm usable), thp
+# (MADV_COLLAPSE works), hugepages (enough free, unreserved 2 MiB
+# hugepages and a hugetlbfs mount of that size), hugepages-1G (the same for 1 GiB pages), mount (a small tmpfs can
 # be mounted), qemu-7.2 (Debian 12's QEMU 7.2 unpacked by
 # scripts/qemu-7.2.sh), root, pid-namespace, page-cache-drop, direct-io and
 # cachestat (below).  scripts/test.sh requires exactly these, so a test that
@@ -26,6 +27,12 @@ fi
 if [[ " ${caps[*]} " == *" uffd "* ]] && read -r kmaj kmin <<< "$kver" &&
    { [ "$kmaj" -gt 6 ] || { [ "$kmaj" -eq 6 ] && [ "$kmin" -ge 6 ]; }; }; then
     caps+=(uffd-poison)
+fi
+# Asynchronous write-protection and PAGEMAP_SCAN (written-page tracking)
+# came with kernel 6.7.
+if [[ " ${caps[*]} " == *" uffd "* ]] && read -r kmaj kmin <<< "$kver" &&
+   { [ "$kmaj" -gt 6 ] || { [ "$kmaj" -eq 6 ] && [ "$kmin" -ge 7 ]; }; }; then
+    caps+=(uffd-wp-async)
 fi
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
     caps+=(kvm)

@@ -87,6 +87,11 @@ static void lose_region(sl_restore *r, sl_region *reg, uint64_t lo, uint64_t hi,
     atomic_store(&r->lost_memory, true);
     atomic_store(&own->dead, true);
     sl_engine_fail(r, -EFAULT);
+    /* A placement that met the EAGAIN of this unmap's unread event for
+     * good (the fault thread had left on a stop) failed it first: the
+     * unmap is the cause (release: pairs with sl_restore_poll()). */
+    atomic_compare_exchange_strong_explicit(&r->status, &(int){ -EAGAIN }, -EFAULT,
+                                            memory_order_release, memory_order_relaxed);
     reg->registered = false; /* what is left is in reg->lost, sealed from there */
     reg->lost = g_array_new(false, false, sizeof(sl_lost_piece));
     g_array_append_val(reg->lost, all);

@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -43,6 +44,7 @@ typedef struct {
     sl_mem mem;
     sl_restore *r;
     uint64_t withheld;  /* uffd features the restore takes as absent (test hook) */
+    void *held;         /* a gate holding a loader (start_held()): opened at teardown */
 } fixture;
 
 static uint64_t unit_of(const backend_case *bc)
@@ -103,11 +105,17 @@ static int fixture_setup(void **state)
     return 0;
 }
 
+static void gate_open(void *g);
+
 static int fixture_teardown(void **state)
 {
     fixture *f = *state;
 
+    if (f->held) {
+        gate_open(f->held); /* a test that failed before it let its loader go */
+    }
     sl_restore_free(f->r);
+    g_free(f->held); /* after the free: its loader may hold it until then */
     sl_mem_release(&f->mem);
     sl_snapshot_close(f->snap);
     if (f->dir) {
@@ -279,6 +287,7 @@ typedef struct {
     GMutex lock;
     GCond cond;
     bool claimed, open;
+    uint64_t first;      /* the first unit of the held claim */
 } gate;
 
 /* Test hook (loader_claimed): the first claim waits for the gate, 30 s at most. */
@@ -288,6 +297,9 @@ static void hold_at_gate(void *opaque, unsigned region, uint64_t u, uint64_t n)
     gint64 deadline = g_get_monotonic_time() + 30 * G_TIME_SPAN_SECOND;
 
     g_mutex_lock(&g->lock);
+    if (!g->claimed) {
+        g->first = u;
+    }
     g->claimed = true;
     g_cond_broadcast(&g->cond);
     while (!g->open && g_cond_wait_until(&g->cond, &g->lock, deadline)) {
@@ -309,8 +321,10 @@ static void gate_wait_claimed(gate *g)
     g_mutex_unlock(&g->lock);
 }
 
-static void gate_open(gate *g)
+static void gate_open(void *opaque)
 {
+    gate *g = opaque;
+
     g_mutex_lock(&g->lock);
     g->open = true;
     g_cond_broadcast(&g->cond);
@@ -328,6 +342,28 @@ static uint64_t resident_pages(void *p, uint64_t len)
         n += vec[i] & 1;
     }
     return n;
+}
+
+/*
+ * Starts a restore of @f whose one loader holds its first claim at the
+ * gate returned (once it does).  The gate is the fixture's: a test that
+ * fails before it opens it has it opened at teardown.
+ */
+static gate *start_held(fixture *f)
+{
+    sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1 };
+    g_autoptr(GError) err = NULL;
+    gate *g = g_new0(gate, 1);
+
+    f->r = sl_restore_new(f->snap, &cfg, &err);
+    assert_non_null(f->r);
+    assert_true(sl_mem_attach(f->r, "b0", &f->mem, &err));
+    f->r->loader_claimed = hold_at_gate;
+    f->r->loader_claimed_opaque = g;
+    f->held = g;
+    assert_true(sl_restore_start(f->r, &err));
+    gate_wait_claimed(g);
+    return g;
 }
 
 /* The restore failed with -EFAULT, its error naming block b0 and @what. */
@@ -356,21 +392,14 @@ static void test_memory_unmapped_mid_restore_fails_it_and_its_successor_stays_un
     void **state)
 {
     fixture *f = *state;
-    sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1 };
     g_autoptr(GError) err = NULL;
-    gate g = { 0 };
+    gate *g;
     uint8_t *next;
     int uffd;
 
     need_unmap_events();
     fixture_build(f, unit_of(f->bc) == PSIZE ? 64 : 2);
-    f->r = sl_restore_new(f->snap, &cfg, &err);
-    assert_non_null(f->r);
-    assert_true(sl_mem_attach(f->r, "b0", &f->mem, &err));
-    f->r->loader_claimed = hold_at_gate;
-    f->r->loader_claimed_opaque = &g;
-    assert_true(sl_restore_start(f->r, &err));
-    gate_wait_claimed(&g);
+    g = start_held(f);
     assert_int_equal(munmap(f->mem.host, f->len), 0);
     assert_lost(f, "unmapped");
     next = mmap(f->mem.host, f->len, PROT_READ | PROT_WRITE,
@@ -380,7 +409,7 @@ static void test_memory_unmapped_mid_restore_fails_it_and_its_successor_stays_un
     assert_true(uffd >= 0);
     assert_true(sl_uffd_register(uffd, next, f->len, UFFDIO_REGISTER_MODE_MISSING, 0, NULL,
                                  &err));
-    gate_open(&g);
+    gate_open(g);
     sl_restore_stop(f->r); /* joins the loader, which went on from its claim */
     assert_int_equal(resident_pages(next, f->len), 0);
     close(uffd);
@@ -482,6 +511,172 @@ static bool still_reading(byte_read *br, unsigned ms)
         g_usleep(1000); /* the reader waits in the kernel: nothing to wait on */
     }
     return !atomic_load(&br->done);
+}
+
+/* Where a guarded read of this thread jumps on SIGSEGV or SIGBUS. */
+static __thread sigjmp_buf *fault_jump;
+
+static void on_fault(int sig)
+{
+    siglongjmp(*fault_jump, sig);
+}
+
+/*
+ * A thread reading a byte of our memory as a vCPU would, from user mode
+ * (a read through the kernel, process_vm_readv, would hold the mmap lock
+ * while it waits, and no munmap could go on): 0 once read, or minus the
+ * signal it got.
+ */
+typedef struct {
+    const volatile uint8_t *at;
+    int ret;
+    _Atomic bool done;
+} page_read;
+
+static gpointer read_page(gpointer opaque)
+{
+    page_read *pr = opaque;
+    sigjmp_buf jb;
+    int sig;
+
+    fault_jump = &jb;
+    sig = sigsetjmp(jb, 1);
+    if (sig == 0) {
+        (void)*pr->at;
+    }
+    pr->ret = -sig;
+    atomic_store(&pr->done, true);
+    return NULL;
+}
+
+/* Waits up to @ms milliseconds for @done; whether it came. */
+static bool came(_Atomic bool *done, unsigned ms)
+{
+    for (unsigned i = 0; i < ms && !atomic_load(done); i++) {
+        g_usleep(1000); /* the other thread waits in the kernel: nothing to wait on */
+    }
+    return atomic_load(done);
+}
+
+/*
+ * A thread whose fault on a page a loader holds waits for that loader;
+ * when the memory is unmapped meanwhile it is let go at once (its read
+ * then finds nothing mapped: EFAULT), not left waiting until the restore
+ * is freed (found by review: the lost range was never woken).
+ */
+static void test_a_thread_waiting_on_memory_unmapped_mid_restore_is_let_go(void **state)
+{
+    fixture *f = *state;
+    page_read pr = { 0 };
+    gate *g;
+    GThread *t;
+
+    struct sigaction sa = { .sa_handler = on_fault }, old_segv, old_bus;
+
+    need_unmap_events();
+    fixture_build(f, unit_of(f->bc) == PSIZE ? 64 : 2);
+    g = start_held(f);
+    sigaction(SIGSEGV, &sa, &old_segv); /* cmocka's handlers must not catch these */
+    sigaction(SIGBUS, &sa, &old_bus);
+    pr.at = f->mem.host + g->first * unit_of(f->bc);
+    t = g_thread_new("reader", read_page, &pr);
+    assert_false(came(&pr.done, 200)); /* its unit is the held loader's */
+    assert_int_equal(munmap(f->mem.host, f->len), 0);
+    assert_lost(f, "unmapped");
+    if (!came(&pr.done, 10000)) {
+        fail_msg("the reader still waits 10 s after its memory was unmapped");
+    }
+    g_thread_join(t);
+    sigaction(SIGSEGV, &old_segv, NULL);
+    sigaction(SIGBUS, &old_bus, NULL);
+    assert_int_equal(pr.ret, -SIGSEGV); /* nothing is mapped there any more */
+    gate_open(g);
+}
+
+/* Thread body: munmap of @mu's range; @done once it returned. */
+typedef struct {
+    void *addr;
+    uint64_t len;
+    int ret;
+    _Atomic bool done;
+} unmapping;
+
+static gpointer unmap_range(gpointer opaque)
+{
+    unmapping *mu = opaque;
+
+    mu->ret = munmap(mu->addr, mu->len);
+    atomic_store(&mu->done, true);
+    return NULL;
+}
+
+static gpointer stop_restore(gpointer opaque)
+{
+    sl_restore_stop(opaque);
+    return NULL;
+}
+
+/*
+ * A munmap of the memory while the restore is being stopped, once the
+ * fault thread has left (nobody reads its event then, and the kernel keeps
+ * the munmap waiting for a reader): the stop reads it, fails the restore
+ * for it, and the munmap returns (found by review: it waited for ever).
+ */
+static void test_a_munmap_racing_the_stop_returns(void **state)
+{
+    fixture *f = *state;
+    unmapping mu = { 0 };
+    gate *g;
+    GThread *stopper, *unmapper;
+
+    need_unmap_events();
+    fixture_build(f, unit_of(f->bc) == PSIZE ? 64 : 2);
+    g = start_held(f);
+    stopper = g_thread_new("stopper", stop_restore, f->r); /* waits for the held loader */
+    for (unsigned i = 0; i < 10000 && sl_test_threads_named("sl-fault"); i++) {
+        g_usleep(1000); /* the fault thread leaves on the stop: nothing to wait on */
+    }
+    assert_int_equal(sl_test_threads_named("sl-fault"), 0);
+    mu.addr = f->mem.host;
+    mu.len = f->len;
+    unmapper = g_thread_new("unmapper", unmap_range, &mu);
+    assert_false(came(&mu.done, 200)); /* its event waits for a reader */
+    gate_open(g);
+    g_thread_join(stopper);
+    if (!came(&mu.done, 10000)) {
+        fail_msg("the munmap still waits 10 s after the stop returned");
+    }
+    g_thread_join(unmapper);
+    assert_int_equal(mu.ret, 0);
+    assert_lost(f, "unmapped");
+}
+
+/*
+ * Memory moved with MREMAP_DONTUNMAP during its restore: the old range
+ * stays mapped and registered, but empty (even the pages placed there
+ * moved away), and no unmap event follows the move's.  Every page of it
+ * is sealed, never read as zeros once the restore's uffd is closed (found
+ * by review); where it went, placed pages keep their bytes.
+ */
+static void test_memory_moved_with_dontunmap_leaves_its_old_range_sealed(void **state)
+{
+    fixture *f = *state;
+    uint8_t *to;
+
+    need_unmap_events();
+    fixture_build(f, units_past_fault_around(f));
+    fixture_start(f, true);
+    assert_int_equal(wrong_pages(f->mem.host, 0, 1), 0);
+    to = mremap(f->mem.host, f->len, f->len, MREMAP_MAYMOVE | MREMAP_DONTUNMAP);
+    assert_true(to != MAP_FAILED);
+    assert_lost(f, "moved");
+    sl_restore_free(f->r); /* closes the restore's uffd */
+    f->r = NULL;
+    assert_page(f->mem.host, -1); /* placed, then moved away */
+    assert_page(f->mem.host + f->len - PSIZE, -1);
+    assert_page(to, 0);
+    assert_page(to + f->len - PSIZE, -1);
+    munmap(to, f->len);
 }
 
 /*
@@ -678,6 +873,11 @@ static bool small_units(const sl_test_case *tc)
     return !tc->hugepage || tc->hugepage <= (2u << 20);
 }
 
+static bool anon_only(const sl_test_case *tc)
+{
+    return tc->kind == SL_BACKEND_ANON; /* MREMAP_DONTUNMAP: private anonymous memory */
+}
+
 static bool shared_small(const sl_test_case *tc)
 {
     return tc->kind != SL_BACKEND_ANON && small_units(tc);
@@ -702,6 +902,11 @@ int main(void)
           test_what_is_left_of_memory_unmapped_mid_restore_is_sealed, NULL },
         { "memory_moved_mid_restore_fails_it_and_is_sealed_where_it_went",
           test_memory_moved_mid_restore_fails_it_and_is_sealed_where_it_went, small_units },
+        { "a_thread_waiting_on_memory_unmapped_mid_restore_is_let_go",
+          test_a_thread_waiting_on_memory_unmapped_mid_restore_is_let_go, NULL },
+        { "a_munmap_racing_the_stop_returns", test_a_munmap_racing_the_stop_returns, NULL },
+        { "memory_moved_with_dontunmap_leaves_its_old_range_sealed",
+          test_memory_moved_with_dontunmap_leaves_its_old_range_sealed, anon_only },
         { "without_poison_memory_partly_unmapped_mid_restore_is_never_read_as_zeros",
           test_without_poison_memory_partly_unmapped_mid_restore_is_never_read_as_zeros, NULL },
     };

@@ -621,9 +621,8 @@ sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GErr
  * the restore watches for it: the unmap or move fails the restore with
  * -EFAULT (sl_restore_error() names the block and the range), nothing is
  * placed there any more, and what is left of the memory, where it was or
- * where it went, is sealed as by sl_restore_stop().  It stays a misuse: a
- * loader preempted between its last check and its ioctl may still fill
- * one range of a new mapping put there at once.  Discarding pages
+ * where it went, is sealed as by sl_restore_stop().  It stays a misuse
+ * (docs/design.md says what is left open).  Discarding pages
  * (MADV_DONTNEED, a balloon) is fine: they come back.
  */
 bool sl_restore_attach(sl_restore *r, const char *block_name, void *addr,
@@ -875,6 +874,8 @@ int sl_restore_eventfd(const sl_restore *r);
  * restore then reports -ECANCELED unless it had failed already.  Only stop
  * early when the memory will not be used again.  Any thread may call it,
  * several at once: each returns once the memory is sealed (since 1.20).
+ * Since 1.21 it closes the restore's userfaultfd, unless a seal had to
+ * leave a range registered (then it stays open to the end of the process).
  */
 void sl_restore_stop(sl_restore *r);
 

@@ -604,10 +604,16 @@ static void mark_zero_holes(const sl_restore *r, sl_region *reg, uint64_t u, uin
     for (unsigned i = 0; i < nv; i++) {
         /* Acquire: pairs with the release store of the slot in sl_restore_add_view(). */
         sl_view *v = atomic_load_explicit(&reg->views[i], memory_order_acquire);
-        /* Our view dead: the range may be another mapping now (lost.c);
-         * a relaxed check, the marks being best effort (see above). */
-        if (v && v->own && v->wp && sl_view_live(v)) {
-            (void)sl_uffd_writeprotect(v->uffd, v->base + u * reg->unit, n * reg->unit, true);
+        /* Fenced as a placement (uffd.h): once our view is dead the range
+         * may be another mapping, registered on another uffd, whose pages
+         * the kernel would let us protect (seq_cst check, under the lock). */
+        if (v && v->own && v->wp) {
+            pthread_rwlock_rdlock(v->fence.lock);
+            if (!atomic_load(&v->dead)) {
+                (void)sl_uffd_writeprotect(v->uffd, v->base + u * reg->unit, n * reg->unit,
+                                           true);
+            }
+            pthread_rwlock_unlock(v->fence.lock);
         }
     }
 }

@@ -131,7 +131,6 @@ int sl_serve_unit(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint8_t
 struct uffd_msg;
 void sl_lost_memory(sl_restore *r, const struct uffd_msg *m);
 
-
 /** sl_fault_start (fault.c): starts the fault thread. */
 bool sl_fault_start(sl_restore *r, GError **errp);
 

@@ -614,11 +614,11 @@ static void release_tracked(sl_restore *r)
     g_mutex_unlock(&r->views_lock);
 }
 
-/* Reads a batch of messages from @fd; false when the fd is finished. */
 /*
- * Reads a batch from @fd.  On our own uffd, after a placement met EAGAIN
- * (an unmap may be in progress), the read and the marking of the views it
- * kills happen under the placement lock (uffd.h): the unmapping thread
+ * Reads a batch from @fd.  On our own uffd, whenever an unmap may be in
+ * progress (a placement met EAGAIN, or the kernel's count says so), the
+ * read and the marking of the views it kills happen under the placement
+ * lock (uffd.h): the unmapping thread
  * goes on as soon as read() returns, and no placement may slip in before
  * its view is dead (found by review: a loader retrying its EAGAIN filled
  * the new mapping while this thread was preempted before the mark).
@@ -653,6 +653,7 @@ static ssize_t read_batch(sl_restore *r, int fd, struct uffd_msg *msgs, size_t s
     return n;
 }
 
+/* Reads a batch of messages from @fd and serves its faults; false when the fd is finished. */
 static bool read_faults(fault_ctx *fc, int fd)
 {
     sl_restore *r = fc->r;

@@ -45,6 +45,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include "engine.h"
 #include "restore-int.h"
 #include "uffd.h"
@@ -154,12 +155,13 @@ void sl_lost_memory(sl_restore *r, const struct uffd_msg *m)
     }
 }
 
-void sl_lost_drain(sl_restore *r)
+/* Reads what our uffd holds now, without waiting; handles its events. */
+static void drain_now(sl_restore *r)
 {
     struct uffd_msg msgs[64];
     ssize_t n;
 
-    while (r->unmap_events && (n = sl_uffd_read(r->uffd, msgs, sizeof(msgs))) > 0) {
+    while ((n = sl_uffd_read(r->uffd, msgs, sizeof(msgs))) > 0) {
         for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]); i++) {
             if (msgs[i].event == UFFD_EVENT_UNMAP || msgs[i].event == UFFD_EVENT_REMAP) {
                 sl_lost_memory(r, &msgs[i]);
@@ -168,9 +170,31 @@ void sl_lost_drain(sl_restore *r)
     }
 }
 
+/*
+ * Also waits, 2 s at most, while an unmap of ours has begun and not yet
+ * posted its event (it does once its pages are zapped, milliseconds for a
+ * big guest): meanwhile every ioctl of the seal would meet EAGAIN, give up
+ * and leave the range registered, the uffd open, and that munmap waiting
+ * for ever (found by review).  Bounded: kernels before the fix of
+ * mremap_userfaultfd_fail() (0496a59745b0) can leave the count raised.
+ */
+void sl_lost_drain(sl_restore *r)
+{
+    gint64 until = g_get_monotonic_time() + 2 * G_USEC_PER_SEC;
+
+    while (r->unmap_events) {
+        struct pollfd p = { .fd = r->uffd, .events = POLLIN };
+        drain_now(r);
+        if (!sl_uffd_changing(r->uffd) || g_get_monotonic_time() > until) {
+            return;
+        }
+        (void)poll(&p, 1, 1); /* the kernel tells nobody when the count drops */
+    }
+}
+
 bool sl_lost_seal(sl_restore *r, bool now)
 {
-    bool ok = true, any = false;
+    bool ok = true, any = false, pending = false;
 
     for (guint i = 0; i < r->regions->len; i++) {
         any |= ((sl_region *)g_ptr_array_index(r->regions, i))->lost &&
@@ -184,15 +208,26 @@ bool sl_lost_seal(sl_restore *r, bool now)
     }
     for (guint i = 0; i < r->regions->len; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
+        guint kept = 0;
         for (guint j = 0; reg->lost && j < reg->lost->len; j++) {
-            sl_lost_piece *p = &g_array_index(reg->lost, sl_lost_piece, j);
-            ok &= sl_seal_own_range(reg, sl_region_view(reg, 0), p->base, p->lo, p->hi,
-                                    p->emptied);
+            sl_lost_piece p = g_array_index(reg->lost, sl_lost_piece, j);
+            if (sl_seal_own_range(reg, sl_region_view(reg, 0), p.base, p.lo, p.hi, p.emptied,
+                                  !now)) {
+                continue;
+            }
+            if (!now && sl_uffd_changing(r->uffd)) {
+                /* Another unmap began meanwhile (review: it waited out a
+                 * spin, and its piece was dropped): after its event. */
+                g_array_index(reg->lost, sl_lost_piece, kept++) = p;
+                pending = true;
+            } else {
+                ok = false;
+            }
         }
         if (reg->lost) {
-            g_array_set_size(reg->lost, 0);
+            g_array_set_size(reg->lost, kept);
         }
     }
     r->keep_uffd |= !ok; /* a piece left registered: closing our uffd would expose zeros */
-    return false;
+    return pending;
 }

@@ -215,12 +215,14 @@ struct sl_restore {
     bool unmap_events;         /* our uffd reports unmaps and moves of our mappings
                                 * (lost.c); set before the fault thread starts */
     _Atomic bool lost_memory;  /* a mapping of ours was unmapped or moved: set once by
-                                * the fault thread (lost.c), read by sl_engine_fail() */
+                                * the fault thread, or by the stop's drain once it was
+                                * joined (lost.c); read by sl_engine_fail() */
     /* Held for reading by each placement into our own views, from its
      * check of the view's dead flag to the end of its ioctl; for writing by
-     * the fault thread across a read of our uffd after @held_back was set
-     * (a placement met EAGAIN: an unmap may be in progress; exchanged by
-     * the fault thread, seq_cst, pairs with the store in uffd.c). */
+     * the fault thread across a read of our uffd whenever an unmap may be
+     * in progress: @held_back was set (a placement met EAGAIN; exchanged
+     * by the fault thread, seq_cst, pairs with the store in uffd.c), or
+     * sl_uffd_changing() says so. */
     pthread_rwlock_t place_lock;
     _Atomic bool held_back;
     /* Bumped (release) after a view is added; the fault thread (acquire)
@@ -514,18 +516,21 @@ bool sl_seal_let_go(sl_region *reg, sl_view *v);
  * that range; false if it could not be sealed completely (it then stays
  * registered).  @emptied: the range holds none of the snapshot's pages
  * any more, PRESENT or not (what MREMAP_DONTUNMAP leaves behind): every
- * page not mapped is poisoned.  For the parts of our mapping still ours
- * once another part was unmapped or moved (lost.c); no other thread may
- * place there any more.
+ * page not mapped is poisoned.  @bail: an EAGAIN (an unmap in progress,
+ * whose event only the caller can read) ends the seal, false, with no
+ * PROT_NONE fallback, to be tried again.  For the parts of our mapping
+ * still ours once another part was unmapped or moved (lost.c); no other
+ * thread may place there any more.
  */
 bool sl_seal_own_range(sl_region *reg, const sl_view *own, uint64_t base, uint64_t lo,
-                       uint64_t hi, bool emptied);
+                       uint64_t hi, bool emptied, bool bail);
 
 /**
- * sl_lost_drain (lost.c): reads what our uffd still holds, without
- * waiting, and handles its unmap and move events (sl_lost_memory()); its
- * faults are dropped (the seal or the unregister of their range wakes
- * them).  For sl_restore_stop(), once the fault thread was joined.
+ * sl_lost_drain (lost.c): reads what our uffd still holds and handles its
+ * unmap and move events (sl_lost_memory()); its faults are dropped (the
+ * seal or the unregister of their range wakes them).  While an unmap has
+ * begun whose event is not posted yet, it waits for it, 2 s at most.  For
+ * sl_restore_stop(), once the fault thread was joined.
  */
 void sl_lost_drain(sl_restore *r);
 

@@ -105,7 +105,8 @@ static bool seal_run(sl_region *reg, sl_view *v, uint64_t u, uint64_t n)
             return true; /* that range is no longer registered there: the consumer left it */
         }
     }
-    return v->own && mprotect(addr, len, PROT_NONE) == 0;
+    /* An unmap in progress holds the ioctl back: retried later (lost.c). */
+    return v->own && !v->fence.bail && mprotect(addr, len, PROT_NONE) == 0;
 }
 
 /*
@@ -149,7 +150,7 @@ static bool seal_view(sl_region *reg, sl_view *v)
     }
     /* Our own mapping, not sealable run by run (say, too many VMAs for
      * PROT_NONE pieces): all of it becomes unreadable instead. */
-    if (!all && v->own) {
+    if (!all && v->own && !v->fence.bail) {
         all = mprotect((void *)(uintptr_t)sl_view_addr(v), sl_view_len(v), PROT_NONE) == 0;
     }
     return all;
@@ -174,9 +175,12 @@ static bool poison_pages(sl_region *reg, sl_view *v, uint64_t lo, uint64_t hi)
         return true;
     }
     for (uint64_t at = lo; at < hi; at += pg) {
-        int ret = poison ? sl_uffd_poison(v->uffd, poison_fence(v), (void *)(uintptr_t)(v->base + at),
-                                          pg)
+        const sl_uffd_fence *fence = poison_fence(v);
+        int ret = poison ? sl_uffd_poison(v->uffd, fence, (void *)(uintptr_t)(v->base + at), pg)
                          : -ENOSYS;
+        if (ret == -EAGAIN && v->fence.bail) {
+            return false; /* an unmap in progress: retried later (lost.c) */
+        }
         ok &= ret == 0 || ret == -EEXIST ||
               mprotect((void *)(uintptr_t)(v->base + at), pg, PROT_NONE) == 0;
     }
@@ -197,10 +201,10 @@ static bool seal_part_of_unit(sl_region *reg, sl_view *v, uint64_t lo, uint64_t 
 }
 
 bool sl_seal_own_range(sl_region *reg, const sl_view *own, uint64_t base, uint64_t lo,
-                       uint64_t hi, bool emptied)
+                       uint64_t hi, bool emptied, bool bail)
 {
     sl_ranged_view piece = { .v = { .uffd = own->uffd, .base = base, .own = true,
-                                    .wp = own->wp } };
+                                    .wp = own->wp, .fence = { .bail = bail } } };
     uint64_t a = MIN(hi, (lo + reg->unit - 1) / reg->unit * reg->unit);
     uint64_t b = MAX(a, hi / reg->unit * reg->unit);
     bool ok = emptied ? lo >= hi || poison_pages(reg, &piece.v, lo, hi)

@@ -191,7 +191,7 @@ static int run_range(range_op op, int uffd, const sl_uffd_fence *fence, uint64_t
         if (ret == 0) {
             continue;
         }
-        if (ret != -EAGAIN || ++stalls > MAX_NO_PROGRESS) {
+        if (ret != -EAGAIN || ++stalls > MAX_NO_PROGRESS || (did <= 0 && fence && fence->bail)) {
             return ret;
         }
         if (eagain) {
@@ -259,7 +259,8 @@ static int move_op(int uffd, uint64_t dst, uint64_t src, uint64_t len, bool wp, 
 int sl_uffd_move(int uffd, const sl_uffd_fence *fence, void *dst, void *src, uint64_t len,
                  uint64_t *done, uint64_t *eagain)
 {
-    return run_range(move_op, uffd, fence, (uintptr_t)dst, (uintptr_t)src, len, false, done, eagain);
+    return run_range(move_op, uffd, fence, (uintptr_t)dst, (uintptr_t)src, len, false, done,
+                     eagain);
 }
 
 int sl_uffd_zero(int uffd, const sl_uffd_fence *fence, void *dst, uint64_t len, uint64_t *done,

@@ -93,6 +93,7 @@ typedef struct {
     const _Atomic bool *gone;
     pthread_rwlock_t *lock;
     _Atomic bool *held_back;
+    bool bail;            /* give up at the first EAGAIN without progress (-EAGAIN) */
 } sl_uffd_fence;
 
 /**

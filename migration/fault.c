@@ -705,7 +705,6 @@ static void read_events_until_stop(sl_restore *r)
 {
     struct pollfd p[2] = { { .fd = r->ctl_efd, .events = POLLIN },
                            { .fd = r->uffd, .events = POLLIN } };
-    struct uffd_msg msgs[MSG_BATCH];
     uint64_t v;
 
     /* Acquire: pairs with the release store in sl_restore_stop(). */
@@ -720,8 +719,8 @@ static void read_events_until_stop(sl_restore *r)
         if (p[1].revents & (POLLERR | POLLHUP)) {
             return;
         }
-        while ((p[1].revents & POLLIN) && sl_uffd_read(r->uffd, msgs, sizeof(msgs)) > 0) {
-            continue; /* read is all an event needs: its thread goes on */
+        if (p[1].revents & POLLIN) {
+            sl_lost_read(r); /* read is all an event needs: its thread goes on */
         }
     }
 }

@@ -155,8 +155,7 @@ void sl_lost_memory(sl_restore *r, const struct uffd_msg *m)
     }
 }
 
-/* Reads what our uffd holds now, without waiting; handles its events. */
-static void drain_now(sl_restore *r)
+void sl_lost_read(sl_restore *r)
 {
     struct uffd_msg msgs[64];
     ssize_t n;
@@ -184,7 +183,7 @@ void sl_lost_drain(sl_restore *r)
 
     while (r->unmap_events) {
         struct pollfd p = { .fd = r->uffd, .events = POLLIN };
-        drain_now(r);
+        sl_lost_read(r);
         if (!sl_uffd_changing(r->uffd) || g_get_monotonic_time() > until) {
             return;
         }
@@ -197,8 +196,8 @@ bool sl_lost_seal(sl_restore *r, bool now)
     bool ok = true, any = false, pending = false;
 
     for (guint i = 0; i < r->regions->len; i++) {
-        any |= ((sl_region *)g_ptr_array_index(r->regions, i))->lost &&
-               ((sl_region *)g_ptr_array_index(r->regions, i))->lost->len;
+        const sl_region *reg = g_ptr_array_index(r->regions, i);
+        any |= reg->lost && reg->lost->len;
     }
     if (!any) {
         return false;

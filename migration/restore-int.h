@@ -526,6 +526,14 @@ bool sl_seal_own_range(sl_region *reg, const sl_view *own, uint64_t base, uint64
                        uint64_t hi, bool emptied, bool bail);
 
 /**
+ * sl_lost_read (lost.c): reads what our uffd holds now, without waiting,
+ * and handles its unmap and move events (sl_lost_memory()); its faults
+ * are dropped.  On the fault thread once it serves no fault any more, or
+ * once it was joined.
+ */
+void sl_lost_read(sl_restore *r);
+
+/**
  * sl_lost_drain (lost.c): reads what our uffd still holds and handles its
  * unmap and move events (sl_lost_memory()); its faults are dropped (the
  * seal or the unregister of their range wakes them).  While an unmap has

@@ -223,6 +223,9 @@ int cmd_delta(int argc, char **argv)
     if (argc != 3 || !out) {
         return cli_usage("delta needs PARENT, NEW and -o CHILD");
     }
+    if (given && !*given) {
+        return cli_usage("--parent-path is empty: name the parent's path to record");
+    }
     if (given && names_child(given, out)) {
         return cli_usage("--parent-path %s names CHILD %s itself: the child would be its own "
                         "parent", given, out);

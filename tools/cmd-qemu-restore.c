@@ -1047,6 +1047,16 @@ static char *conflict(const qr_raw *w, int argc, char **argv)
     if (w->multifd < 0) {
         return g_strdup_printf("--multifd: %d is not a number of threads", w->multifd);
     }
+    for (char **vu = w->vhost_user; vu && *vu; vu++) {
+        const char *eq = strchr(*vu, '=');
+        g_auto(GStrv) cmd = NULL;
+
+        /* Checked here too, not only where the back-end starts: by then
+         * the guest RAM files were made afresh (found by a docs review). */
+        if (!eq || eq == *vu || !g_shell_parse_argv(eq + 1, NULL, &cmd, NULL)) {
+            return g_strdup_printf("--vhost-user wants SOCKET=COMMAND, got '%s'", *vu);
+        }
+    }
     return w->multifd && !w->eager ? g_strdup("--multifd goes with --eager (QEMU's own load "
                                               "of a mapped-ram file)") : NULL;
 }

@@ -593,8 +593,9 @@ enum {
 
 /**
  * sl_restore_new:
- * Create a restore of @snap (which must outlive it).  @cfg may be NULL for
- * defaults.  Nothing is registered until sl_restore_start().
+ * Create a restore of @snap, which it holds a reference to (the caller may
+ * close its own at once).  @cfg may be NULL for defaults.  Nothing is
+ * registered until sl_restore_start().
  */
 sl_restore *sl_restore_new(sl_snapshot *snap, const sl_restore_config *cfg, GError **errp);
 

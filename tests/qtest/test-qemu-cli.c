@@ -739,6 +739,9 @@ static const usage_case usage_cases[] = {
     { { "qemu-restore", "--", "q" }, 2, "needs the SNAP to restore before --" },
     { { "qemu-restore", "a", "--multifd", "2", "--", "q" }, 2, "--multifd goes with --eager" },
     { { "qemu-restore", "a" }, 2, "no -- came" },
+    /* found by review: checked only once the guest RAM files were made afresh */
+    { { "qemu-restore", "a", "--vhost-user", "nothing", "--", "q" }, 2,
+      "--vhost-user wants SOCKET=COMMAND, got 'nothing'" },
     /* found by review: --verify was reported "ok" though an eager load skips it */
     { { "qemu-restore", "a", "--eager", "a", "--verify", "--", "q" }, 2,
       "--verify checks the pages a lazy restore placed: not with --eager" },

@@ -1518,6 +1518,11 @@ static void test_cli_refuses_bad_usage_by_name_with_status_2(void **state)
         { { "restore", "x.snap", "--backend", "anon", "--bind", "b0=-1" }, "--bind 'b0=-1'" },
         { { "reset-loop", "x.snap", "--backend", "hugetlbfs", "--hugepage-size", "3M" },
           "--hugepage-size: '3M'" },
+        { { "save", "--raw", "x.raw:", "-o", "x.snap" }, "--raw x.raw: a block name must be" },
+        { { "save", "--raw", "x.raw:b", "--raw", "y.raw:b", "-o", "x.snap" },
+          "block 'b' is named twice" },
+        { { "delta", "a.snap", "b.snap", "-o", "x.snap", "--parent-path", "" },
+          "--parent-path is empty" },
     };
 
     for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {

@@ -421,18 +421,26 @@ static void test_faults_during_a_dropping_reset_never_keep_dropped_pages(void **
     assert_true(t.reads > 0);
 }
 
-/* One restore for discard_then_reset(): its units 1 and 2 (data) lose their pages. */
+/* The first of two data units side by side: 1 and 2, or 0 and 1 where the
+ * block has only two (1 GiB pages: every unit holds data). */
+static uint64_t two_data_units(const fixture *f)
+{
+    return f->nunits > 2 ? 1 : 0;
+}
+
+/* One restore for discard_then_reset(): two data units lose their pages. */
 static void discard_round(fixture *f, bool in_place)
 {
     g_autoptr(GError) err = NULL;
     sl_reset_stats rs = { .size = sizeof(rs) };
+    uint64_t u;
 
     f->in_place = in_place;
     build(f, units_for(f->tc));
+    u = two_data_units(f);
     start_tracking(f);
-    f->mem.host[1 * f->unit + 100] ^= 0xff; /* written, then its page table entry goes */
-    assert_int_equal(madvise(f->mem.host + 1 * f->unit, f->unit, MADV_DONTNEED), 0);
-    assert_int_equal(madvise(f->mem.host + 2 * f->unit, f->unit, MADV_DONTNEED), 0);
+    f->mem.host[u * f->unit + 100] ^= 0xff; /* written, then its page table entry goes */
+    assert_int_equal(madvise(f->mem.host + u * f->unit, 2 * f->unit, MADV_DONTNEED), 0);
     if (!sl_restore_reset(f->r, &rs, &err)) {
         fail_msg("sl_restore_reset: %s", err->message);
     }
@@ -476,8 +484,8 @@ static void test_a_hole_punched_in_shared_memory_comes_back_at_a_reset(void **st
         f->in_place = in_place;
         build(f, units_for(f->tc));
         start_tracking(f);
-        f->mem.host[1 * f->unit + 100] ^= 0xff;
-        for (uint64_t u = 1; u <= 2; u++) {
+        f->mem.host[two_data_units(f) * f->unit + 100] ^= 0xff;
+        for (uint64_t u = two_data_units(f); u <= two_data_units(f) + 1; u++) {
             assert_int_equal(fallocate(f->mem.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                                        (off_t)(f->mem.offset + u * f->unit), (off_t)f->unit), 0);
         }
@@ -842,6 +850,22 @@ static bool shared_memory(const sl_test_case *tc)
     return tc->kind != SL_BACKEND_ANON;
 }
 
+/*
+ * Cases that name units past the second: not on 1 GiB pages, whose blocks
+ * have two units (units_for(); CI reserves two 1 GiB pages, and a unit
+ * past the block would be someone else's memory: found by running the
+ * 1 GiB cases in a VM, scripts/vm-test.sh).
+ */
+static bool several_units(const sl_test_case *tc)
+{
+    return tc->hugepage <= (2u << 20);
+}
+
+static bool shared_several(const sl_test_case *tc)
+{
+    return shared_memory(tc) && several_units(tc);
+}
+
 /* Shared memory of 4 KiB pages (shmem): units of larger snapshot pages span several. */
 static bool shared_four_k(const sl_test_case *tc)
 {
@@ -1076,6 +1100,7 @@ static void test_snapshot_pages_larger_than_the_buffers_reset_and_save_whole(voi
  * on anonymous memory, a hole punched in a shared file (a balloon). */
 static void discard_unit(fixture *f, uint64_t u)
 {
+    assert_true(u < f->nunits); /* past the block is someone else's memory */
     if (f->tc->kind == SL_BACKEND_ANON) {
         assert_int_equal(madvise(f->mem.host + u * f->unit, f->unit, MADV_DONTNEED), 0);
     } else {
@@ -1162,7 +1187,9 @@ static uint64_t units_listed(fixture *f)
 static void test_a_written_zero_unit_that_left_the_page_tables_comes_back(void **state)
 {
     fixture *f = *state;
-    const uint64_t zu = ZERO_EVERY; /* snapshot page 5, a zero page, is unit 5 */
+    /* snapshot page 5, a zero page, is unit 5; page 0 where the block has
+     * fewer units (1 GiB pages: two) */
+    const uint64_t zu = units_for(f->tc) > ZERO_EVERY ? ZERO_EVERY : 0;
     const uint64_t want = f->tc->kind == SL_BACKEND_ANON ? 0 : 1;
 
     f->snap_psize = f->tc->hugepage; /* one snapshot page per unit: whole zero units */
@@ -2096,9 +2123,9 @@ int main(void)
         { "a_discarded_data_page_read_back_is_written_and_reset",
           test_a_discarded_data_page_read_back_is_written_and_reset, NULL },
         { "a_child_holds_pages_that_left_the_page_tables",
-          test_a_child_holds_pages_that_left_the_page_tables, NULL },
+          test_a_child_holds_pages_that_left_the_page_tables, several_units },
         { "a_child_saved_during_the_fill_leaves_unplaced_units_to_its_parent",
-          test_a_child_saved_during_the_fill_leaves_unplaced_units_to_its_parent, NULL },
+          test_a_child_saved_during_the_fill_leaves_unplaced_units_to_its_parent, several_units },
         { "a_child_leaves_a_refused_unit_to_its_parent",
           test_a_child_leaves_a_refused_unit_to_its_parent, NULL },
         { "a_written_zero_unit_that_left_the_page_tables_comes_back",
@@ -2106,17 +2133,17 @@ int main(void)
         { "a_read_between_the_reset_scans_never_leaves_a_discarded_page_as_zeros",
           test_a_read_between_the_reset_scans_never_leaves_a_discarded_page_as_zeros, NULL },
         { "a_completion_signal_on_its_way_is_not_left_over_by_a_reset",
-          test_a_completion_signal_on_its_way_is_not_left_over_by_a_reset, NULL },
+          test_a_completion_signal_on_its_way_is_not_left_over_by_a_reset, several_units },
         { "a_failed_rearming_scan_owes_the_whole_block",
           test_a_failed_rearming_scan_owes_the_whole_block, four_k },
         { "written_pages_and_children_are_refused_beside_another_view",
           test_written_pages_and_children_are_refused_beside_another_view, shared_memory },
         { "a_written_unit_below_a_discarded_one_is_listed",
-          test_a_written_unit_below_a_discarded_one_is_listed, NULL },
+          test_a_written_unit_below_a_discarded_one_is_listed, several_units },
         { "zero_units_only_read_are_never_counted_written",
-          test_zero_units_only_read_are_never_counted_written, shared_memory },
+          test_zero_units_only_read_are_never_counted_written, shared_several },
         { "a_written_page_unmapped_then_read_still_counts_written",
-          test_a_written_page_unmapped_then_read_still_counts_written, shared_memory },
+          test_a_written_page_unmapped_then_read_still_counts_written, shared_several },
         { "a_written_page_inside_a_large_unit_unmapped_then_read_still_counts",
           test_a_written_page_inside_a_large_unit_unmapped_then_read_still_counts,
           shared_four_k },

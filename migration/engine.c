@@ -510,6 +510,8 @@ static void account(sl_restore *r, sl_region *reg, uint64_t u, uint64_t k, int w
  * every view) only once every view was shown every unit.  EEXIST (already
  * mapped in @v) wakes the unit and counts as placed.  @move: the staged
  * pages are moved into @v (ops->adopt), or copied from where a move stops.
+ * Bytes no checksum proves are placed only while the snapshot's file is
+ * still the one opened (sl_snapshot_unchanged(): -ESTALE, nothing placed).
  */
 int sl_commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_t n,
                   const uint8_t *src, int who, bool move)
@@ -522,6 +524,10 @@ int sl_commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_
     if (!v && !ops->in_place) { /* anonymous memory whose one view is gone */
         sl_pagemap_unclaim(reg->map, u, n);
         return -ESRCH;
+    }
+    if (src && r->cfg.no_checksum && (ret = sl_snapshot_unchanged(r->snap)) < 0) {
+        sl_pagemap_unclaim(reg->map, u, n);
+        return ret;
     }
     if (v && !sl_view_covers(reg, v, u, n)) {
         /* A view of a part of the block (only shared files have them)

@@ -172,8 +172,9 @@ static int rewrite_mapped(sl_restore *r, const sl_region *reg, uint64_t p0, uint
  * over memory that is already there (ops->rewrite: our own mapping's
  * written, writable pages, or a shared file's page cache); without the
  * mapping, read into the alias or our mapping.  A run that cannot be read
- * or fails its check is left in @failed, for the dropping path (which
- * refuses it properly).
+ * or fails its check (without checksums: the file changed since it was
+ * opened) is left in @failed, for the dropping path (which refuses it
+ * properly).
  */
 static void rewrite_units(sl_restore *r, GArray *units, GArray *failed)
 {
@@ -193,6 +194,11 @@ static void rewrite_units(sl_restore *r, GArray *units, GArray *failed)
                          : sl_snapshot_read_pages(r->snap, reg->block, p0, np,
                                                   base + run->unit * reg->unit,
                                                   !r->cfg.no_checksum);
+        if (ret == 0 && r->cfg.no_checksum) {
+            /* unproven bytes: the dropping path's refill refuses the run
+             * if the file changed (sl_commit_run()) */
+            ret = sl_snapshot_unchanged(r->snap);
+        }
         /* Relaxed: a statistic. */
         atomic_fetch_add_explicit(&r->c.bytes_read, ret == 0 ? run->n * reg->unit : 0,
                                   memory_order_relaxed);

@@ -654,6 +654,13 @@ GError *sl_restore_error(sl_restore *r)
                            "be read (a read failed or the file ended early: was it changed "
                            "during the restore?)", r->snap->path);
     }
+    if (st == -ESTALE) {
+        return g_error_new(SL_ERROR, SL_ERROR_STATE, "restore failed: the snapshot %s was "
+                           "changed during the restore (its size or modification time moved) "
+                           "and has no checksums to tell its pages: nothing read since was "
+                           "placed, and the pages not placed are sealed, never served as "
+                           "zeros", r->snap->path);
+    }
     if (st == -ENOSPC || st == -ENOMEM) {
         return g_error_new(SL_ERROR, SL_ERROR_IO, "restore failed: out of memory or of room "
                            "for guest RAM (%s): the tmpfs holding it may be full, the "

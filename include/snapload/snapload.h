@@ -970,7 +970,9 @@ void sl_restore_free(sl_restore *r);
  * sl_eager_load:
  * Copy block @block of @snap into @dst (fresh memory of the block's length)
  * with @threads threads using pread, as a non-lazy loader would.  Zero pages
- * are skipped (fresh memory reads as zero).  Returns 0 or -errno.
+ * are skipped (fresh memory reads as zero).  Returns 0, -ESTALE if the
+ * snapshot's file was written or truncated during the load (without
+ * @verify nothing else tells its bytes), or -errno.
  */
 int sl_eager_load(sl_snapshot *snap, unsigned block, void *dst,
                   unsigned threads, bool verify);

@@ -136,6 +136,7 @@ struct sl_snapshot {
     int fd;
     char *path;
     uint64_t file_size;
+    int64_t mtime_ns;          /* the file's modification time when opened */
     sl_snapshot_format format;
     bool has_checksums;        /* per-page checksums and segment digests are known */
     int csum_fd;               /* where checksum arrays are read: fd, or index_fd */
@@ -404,6 +405,20 @@ int sl_snapshot_read_stored_fd(sl_snapshot *s, int fd, unsigned block, uint64_t 
  */
 int sl_snapshot_gather_fd(sl_snapshot *s, int fd, unsigned block, uint64_t first, uint64_t n,
                           uint8_t *buf, bool zeroed, uint64_t skip, uint64_t nskip);
+
+/**
+ * sl_snapshot_unchanged: 0 if @s's file, and each file of its chain, still
+ * has the size and modification time it had when opened; -ESTALE if one
+ * moved (written, truncated or extended since), or -errno of fstat().  The
+ * kernel moves the modification time before a write's or a truncation's
+ * bytes change, so bytes read before a check that passes are the
+ * snapshot's: the check a restore without checksums makes before it places
+ * what it read (found by a user test: QEMU's migrate file: over the file
+ * being restored truncated it, and its holes were placed as guest RAM).
+ * A hole punched into the file moves the time only after the punch, so a
+ * read racing one can still slip through; the next check catches it.
+ */
+int sl_snapshot_unchanged(const sl_snapshot *s);
 
 /** Largest run of unwanted file bytes a gathered read reads through (and drops). */
 #define SL_GATHER_GAP (64u << 10)

@@ -78,6 +78,7 @@ static sl_snapshot *open_file(const char *path, unsigned flags, sl_chain_walk *w
         walk->dev[walk->depth] = (uint64_t)st.st_dev;
         walk->ino[walk->depth++] = (uint64_t)st.st_ino;
         s->file_size = (uint64_t)st.st_size;
+        s->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
         ok = parse_any(s, flags, errp);
         if (!ok) {
             g_prefix_error(errp, "%s: ", path);
@@ -227,6 +228,22 @@ const char *sl_snapshot_path(const sl_snapshot *s)
 sl_snapshot_format sl_snapshot_get_format(const sl_snapshot *s)
 {
     return s ? s->format : SL_FORMAT_SNAPLOAD;
+}
+
+int sl_snapshot_unchanged(const sl_snapshot *s)
+{
+    for (; s; s = s->parent) {
+        struct stat st;
+
+        if (fstat(s->fd, &st) < 0) {
+            return -errno;
+        }
+        if ((uint64_t)st.st_size != s->file_size ||
+            (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec != s->mtime_ns) {
+            return -ESTALE;
+        }
+    }
+    return 0;
 }
 
 bool sl_snapshot_has_checksums(const sl_snapshot *s)

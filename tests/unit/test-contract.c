@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "testutil.h"
@@ -869,7 +870,39 @@ static void test_unknown_open_flags_are_refused(void **state)
     sl_test_rmdir(dir);
 }
 
-/* Forks need two or more units: at most 2 MiB pages (1 GiB ones are few). */
+/*
+ * An eager load without verification of a snapshot rewritten since it was
+ * opened (truncated and extended: its pages now read as zeros) says so
+ * (-ESTALE), where nothing else could tell its zeros from the snapshot's.
+ */
+static void test_an_eager_load_of_a_rewritten_snapshot_says_so(void **state)
+{
+    const uint64_t len = 64 * PSIZE;
+    char *dir = sl_test_tmpdir();
+    g_autofree char *path = g_build_filename(dir, "snap", NULL);
+    g_autofree uint8_t *mem = g_malloc0(len);
+    struct stat st;
+    sl_snapshot *s;
+
+    sl_test_make_snapshot(path, &len, 1, PSIZE, 0, 0);
+    s = sl_snapshot_open(path, NULL);
+    assert_non_null(s);
+    assert_int_equal(sl_eager_load(s, 0, mem, 2, false), 0);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(truncate(path, 0), 0);
+    /* a page longer: its size tells even where the clock has not moved */
+    assert_int_equal(truncate(path, st.st_size + PSIZE), 0);
+    memset(mem, 0, len);
+    assert_int_equal(sl_eager_load(s, 0, mem, 2, false), -ESTALE);
+    sl_snapshot_close(s);
+    sl_test_rmdir(dir);
+}
+
+/*
+ * Forks need two or more units, and a part unmapped beside a part never
+ * placed four: at most 2 MiB pages (1 GiB ones are few: CI reserves two,
+ * scripts/test.sh).
+ */
 static bool small_units(const sl_test_case *tc)
 {
     return !tc->hugepage || tc->hugepage <= (2u << 20);
@@ -901,7 +934,7 @@ int main(void)
         { "memory_unmapped_mid_restore_fails_it_and_its_successor_stays_untouched",
           test_memory_unmapped_mid_restore_fails_it_and_its_successor_stays_untouched, NULL },
         { "what_is_left_of_memory_unmapped_mid_restore_is_sealed",
-          test_what_is_left_of_memory_unmapped_mid_restore_is_sealed, NULL },
+          test_what_is_left_of_memory_unmapped_mid_restore_is_sealed, small_units },
         { "memory_moved_mid_restore_fails_it_and_is_sealed_where_it_went",
           test_memory_moved_mid_restore_fails_it_and_is_sealed_where_it_went, small_units },
         { "a_thread_waiting_on_memory_unmapped_mid_restore_is_let_go",
@@ -910,11 +943,13 @@ int main(void)
         { "memory_moved_with_dontunmap_leaves_its_old_range_sealed",
           test_memory_moved_with_dontunmap_leaves_its_old_range_sealed, anon_only },
         { "without_poison_memory_partly_unmapped_mid_restore_is_never_read_as_zeros",
-          test_without_poison_memory_partly_unmapped_mid_restore_is_never_read_as_zeros, NULL },
+          test_without_poison_memory_partly_unmapped_mid_restore_is_never_read_as_zeros,
+          small_units },
     };
     static const struct CMUnitTest plain[] = {
         cmocka_unit_test(test_null_arguments_are_refused_with_an_error),
         cmocka_unit_test(test_unknown_open_flags_are_refused),
+        cmocka_unit_test(test_an_eager_load_of_a_rewritten_snapshot_says_so),
     };
 
     return sl_test_run_matrix_and("contract", backend_cases, G_N_ELEMENTS(backend_cases),

@@ -75,6 +75,7 @@ typedef struct {
     bool track;             /* config.track_writes */
     uint32_t around;        /* config.fault_around */
     uint64_t withheld;      /* uffd features the restore takes as absent (test hook) */
+    bool no_checksum;       /* config.no_checksum: as a QEMU file without its index */
     uint64_t snap_psize;    /* the snapshot's page size; 0: PSIZE */
     _Atomic unsigned drops; /* views the engine dropped (config.view_dropped) */
     loader_gate gate;       /* for hold_first_claim(): released at teardown */
@@ -145,7 +146,8 @@ static void fixture_attach(fixture *f, unsigned loaders, bool no_loaders)
                               .no_loaders = no_loaders, .view_dropped = count_drop,
                               .view_dropped_opaque = f, .no_prefault = f->no_prefault,
                               .direct_reads = f->direct, .place_by_copy = f->copy,
-                              .track_writes = f->track, .fault_around = f->around };
+                              .track_writes = f->track, .fault_around = f->around,
+                              .no_checksum = f->no_checksum };
 
     f->r = sl_restore_new(f->snap, &cfg, &err);
     assert_non_null(f->r);
@@ -2738,6 +2740,36 @@ static void test_after_a_failure_a_missing_page_is_sealed_at_its_touch_without_a
 }
 
 /*
+ * A snapshot without checksums (a QEMU file without its index) rewritten
+ * during its restore, as QEMU's migrate file: over it does (truncated, then
+ * written again: holes read as zeros meanwhile): a page touched before is
+ * the snapshot's; one touched after is sealed, never the file's new zeros,
+ * and the restore fails naming the change (found by a user test: the guest
+ * ran on zeros and the restore reported success).  1 GiB pages: one unit,
+ * touched only after the rewrite.
+ */
+static void test_a_snapshot_rewritten_without_checksums_is_never_served(void **state)
+{
+    fixture *f = *state;
+    const uint64_t last = (8 << 20) / PSIZE - 1;
+    g_autoptr(GError) err = NULL;
+    bool several = unit_of(f->bc) < (8u << 20);
+
+    f->no_checksum = true;
+    fixture_build(f, 8 << 20, 0, 0);
+    fixture_start(f, 0, true); /* faults alone: nothing placed but what is touched */
+    assert_true(!several || read_page_guarded(f, f->mem[0].host, 0) == 1);
+    assert_int_equal(truncate(f->path, 0), 0);
+    /* a page longer: its size tells even where the clock has not moved */
+    assert_int_equal(truncate(f->path, (off_t)(f->snap->file_size + PSIZE)), 0);
+    assert_int_equal(read_page_guarded(f, f->mem[0].host, last), -1);
+    assert_int_equal(sl_restore_wait(f->r, 20000), -ESTALE);
+    err = sl_restore_error(f->r);
+    assert_non_null(err);
+    assert_non_null(strstr(err->message, "was changed during the restore"));
+}
+
+/*
  * Reads page @page of block 0 in a thread while the restore fails under it:
  * waits for the failure, stops the restore (which seals what is missing)
  * and returns what the reader saw, as read_page_guarded().
@@ -4356,6 +4388,8 @@ static const feature features[] = {
     { "loaders_alone_place_every_page_exactly_once", test_loaders_alone_place_every_page_exactly_once, any },
     { "after_a_failure_a_missing_page_is_sealed_at_its_touch_without_a_stop",
       test_after_a_failure_a_missing_page_is_sealed_at_its_touch_without_a_stop, small_units },
+    { "a_snapshot_rewritten_without_checksums_is_never_served",
+      test_a_snapshot_rewritten_without_checksums_is_never_served, any },
     { "a_second_concurrent_stop_returns_once_the_restore_is_stopped",
       test_a_second_concurrent_stop_returns_once_the_restore_is_stopped, anon_only },
     { "a_wait_ends_at_its_timeout_whatever_signals_come",

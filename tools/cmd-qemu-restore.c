@@ -179,6 +179,13 @@ static bool fresh_files(qr *r, GError **errp)
                                                  errp)) {
             return false;
         }
+        /* found by a user test: the list was written over the RAM file at the end */
+        if (b->mem_path && r->o->record && cli_same_file(r->o->record, b->mem_path)) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "--record %s is the RAM file of "
+                        "memory backend '%s': the hot list must be another file",
+                        r->o->record, b->id);
+            return false;
+        }
         if (b->mem_path) {
             g_ptr_array_add(files, b);
         }

@@ -819,6 +819,34 @@ static bool full_stream_fits(const qs_args *a, GError **errp)
  * state is put back, after success the guest runs again with --resume.
  * The settings are put back either way (not before --quit).  An exit status.
  */
+/*
+ * -o and --full-stream name no memory backend's file (checked before the
+ * guest is stopped).  Found by a user test: --format qemu -o the guest's
+ * own RAM file renamed the migration file over it, and QEMU went on on
+ * the deleted file; the container's own check came only after the stop.
+ */
+static bool outputs_are_not_ram(sl_qmp *q, const qs_args *a, GError **errp)
+{
+    /* Backends this cannot list (the container's own check names them)
+     * stop nothing here: QEMU's own file saves them as they are. */
+    g_autoptr(GPtrArray) bs = sl_qemu_qmp_backends(q, NULL);
+
+    for (guint i = 0; bs && i < bs->len; i++) {
+        const sl_qemu_backend *b = g_ptr_array_index(bs, i);
+        const char *hit = !b->mem_path ? NULL
+                          : cli_same_file(a->out, b->mem_path) ? "-o"
+                          : a->full && cli_same_file(a->full, b->mem_path) ? "--full-stream"
+                          : NULL;
+        if (hit) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s %s is the RAM file of memory "
+                        "backend '%s': the snapshot must be another file", hit,
+                        !strcmp(hit, "-o") ? a->out : a->full, b->id);
+            return false;
+        }
+    }
+    return true;
+}
+
 static int save_guest(sl_qmp *q, const qs_args *a, cli_interrupt *intr, GError **errp)
 {
     g_autofree char *before = NULL;
@@ -828,7 +856,8 @@ static int save_guest(sl_qmp *q, const qs_args *a, cli_interrupt *intr, GError *
 
     if (!can_write("-o", a->out, errp) || !regular_or_new(a->out, errp) ||
         (a->full && !can_write("--full-stream", a->full, errp)) ||
-        !full_stream_fits(a, errp) || !(before = state_before(q, errp)) || !sl_qemu_settings_read(q, &settings, errp)) {
+        !full_stream_fits(a, errp) || !outputs_are_not_ram(q, a, errp) ||
+        !(before = state_before(q, errp)) || !sl_qemu_settings_read(q, &settings, errp)) {
         return cli_fail_error(g_steal_pointer(errp));
     }
     ret = qemu_fmt ? save_qemu_file(q, a->out, a->multifd, errp)

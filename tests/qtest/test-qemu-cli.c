@@ -1022,6 +1022,9 @@ static void test_a_save_refuses_ram_it_would_misread_before_the_stop(void **stat
                           "the full stream must be another file");
     save_fails_guest_runs(g, qmp, (const char *[]){ "-o", snap, "--full-stream", f->memfile,
                                                     NULL }, "is the RAM file of memory backend");
+    /* found by a user test: QEMU's own file was renamed over the RAM file */
+    save_fails_guest_runs(g, qmp, (const char *[]){ "-o", f->memfile, "--format", "qemu",
+                                                    NULL }, "is the RAM file of memory backend");
     sl_qmp_ok(g, "quit", NULL, NULL);
     sl_qmp_close(g);
     unlink(f->memfile);
@@ -1210,6 +1213,26 @@ static void test_a_hotplugged_dimm_the_size_of_ram_restores(void **state)
  * the parent), nor the snapshot by a guest RAM file qemu-restore recreates
  * (the snapshot was deleted and left as an empty RAM file).
  */
+/* qemu-restore --record naming the guest's RAM file is refused before any
+ * file is made (found by a user test: the hot list replaced the RAM file). */
+static void record_over_ram_refused(fixture *f, const char *snap)
+{
+    g_autofree char *ram = path_in(f, "ram.file"), *obj = NULL, *out = NULL, *err = NULL;
+    int ws;
+
+    obj = g_strdup_printf("memory-backend-file,id=ram0,size=%dM,mem-path=%s,share=on",
+                          GUEST_MB, ram);
+    ws = sl_test_run_cli((const char *[]){ "qemu-restore", snap, "--record", ram, "--",
+                                           "qemu-system-x86_64", "-machine",
+                                           "pc,memory-backend=ram0", "-object", obj, NULL },
+                         &out, &err);
+    if (g_spawn_check_wait_status(ws, NULL) || !strstr(err, "--record") ||
+        !strstr(err, "is the RAM file of memory backend 'ram0'")) {
+        fail_msg("wanted --record over the RAM file refused (status %#x):\n%s", ws, err);
+    }
+    assert_int_equal(access(ram, F_OK), -1);
+}
+
 static void test_no_save_or_restore_writes_over_the_snapshot_it_reads(void **state)
 {
     fixture *f = *state;
@@ -1237,6 +1260,7 @@ static void test_no_save_or_restore_writes_over_the_snapshot_it_reads(void **sta
                                        "share=on", GUEST_MB, base));
     add2(q, "-display", g_strdup("none"));
     restore_refused(base, NULL, q, "the snapshot read: a guest RAM file must be another file");
+    record_over_ram_refused(f, base);
     s = sl_snapshot_open(base, NULL); /* whole after both */
     assert_non_null(s);
     sl_snapshot_close(s);

@@ -44,6 +44,7 @@
 #include "client.h"
 #include "qemu.h"
 #include "qemu-migrate.h"
+#include "qemu-verify.h"
 #include "migration/format/format.h"
 #include "migration/vmas.h"
 
@@ -311,6 +312,31 @@ static char *stream_ram_add(stream_ram *sr, const char *tmp, const sl_qemu_backe
 /* The RAM files of QEMU's backends as `save --raw` inputs (FILE:NAME),
  * checked against @o->parent if given (served by @o->dsock if busy);
  * anonymous RAM's go to @sr, in @tmp. */
+/*
+ * No backend of @bs is the memory of a device (ivshmem's): QEMU could not
+ * load it back from our container (sl_qemu_device_block()).  Found by a
+ * user test: the save succeeded and every restore of it was refused.
+ * Unchecked where QEMU does not list its RAM blocks.
+ */
+static bool no_device_memory(sl_qmp *q, GPtrArray *bs, GError **errp)
+{
+    g_autoptr(GHashTable) names = sl_qemu_ramblock_names(q);
+
+    for (guint i = 0; names && i < bs->len; i++) {
+        const sl_qemu_backend *b = g_ptr_array_index(bs, i);
+        const char *owned = sl_qemu_device_block(names, b->id);
+        if (owned) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s' is the memory "
+                        "of a device (QEMU's RAM block '%s'): QEMU cannot load it back from "
+                        "our container (x-ignore-shared checks its guest-physical address "
+                        "before the device is loaded); save QEMU's own file with --format "
+                        "qemu", b->id, owned);
+            return false;
+        }
+    }
+    return true;
+}
+
 static GPtrArray *raw_inputs(sl_qmp *q, const cli_save_opts *o, const char *full,
                              const char *tmp, stream_ram *sr, GError **errp)
 {
@@ -327,6 +353,9 @@ static GPtrArray *raw_inputs(sl_qmp *q, const cli_save_opts *o, const char *full
         return NULL;
     }
     if (o->parent && !parent_fits(o, bs, errp)) {
+        return NULL;
+    }
+    if (!no_device_memory(q, bs, errp)) {
         return NULL;
     }
     for (guint i = 0; i < bs->len; i++) {

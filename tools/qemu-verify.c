@@ -72,6 +72,46 @@ static bool hvas_from_gpa(sl_qmp *q, GHashTable *h, GError **errp)
     return out != NULL;
 }
 
+const char *sl_qemu_device_block(GHashTable *hva, const char *id)
+{
+    g_autofree char *tail = g_strconcat("/", id, NULL);
+    const char *found = NULL;
+    unsigned n = 0;
+    GHashTableIter it;
+    gpointer name, v;
+
+    if (!hva || g_hash_table_contains(hva, id)) {
+        return NULL;
+    }
+    g_hash_table_iter_init(&it, hva);
+    while (g_hash_table_iter_next(&it, &name, &v)) {
+        if (g_str_has_suffix(name, tail)) {
+            found = name;
+            n++;
+        }
+    }
+    return n == 1 ? found : NULL;
+}
+
+GHashTable *sl_qemu_ramblock_names(sl_qmp *q)
+{
+    g_autofree char *out = sl_qmp_hmp(q, "info ramblock", NULL);
+    g_auto(GStrv) lines = out ? g_strsplit(out, "\n", -1) : NULL;
+    GHashTable *h;
+
+    if (!out) {
+        return NULL;
+    }
+    h = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    for (unsigned i = 1; lines[i]; i++) { /* the first is the header */
+        g_auto(GStrv) t = g_strsplit_set(g_strstrip(lines[i]), " \t", 2);
+        if (t[0] && *t[0]) {
+            g_hash_table_add(h, g_strdup(t[0]));
+        }
+    }
+    return h;
+}
+
 GHashTable *sl_qemu_ramblock_hvas(sl_qmp *q, GError **errp)
 {
     g_autofree char *out = sl_qmp_hmp(q, "info ramblock", errp);

@@ -23,6 +23,23 @@
 GHashTable *sl_qemu_ramblock_hvas(sl_qmp *q, GError **errp);
 
 /**
+ * sl_qemu_ramblock_names: the names of QEMU's RAM blocks (`info
+ * ramblock`'s first column, every QEMU version), as a set; NULL if QEMU
+ * does not answer.
+ */
+GHashTable *sl_qemu_ramblock_names(sl_qmp *q);
+
+/**
+ * sl_qemu_device_block: where @hva (sl_qemu_ramblock_hvas(), or the set of
+ * sl_qemu_ramblock_names()) has no block
+ * named @id but exactly one named ".../@id", that name: how QEMU names the
+ * RAM block of a backend a device owns (ivshmem: "0000:00:02.0/hostmem").
+ * NULL otherwise.  Such memory cannot come back through x-ignore-shared:
+ * QEMU checks its guest-physical address before the device is loaded.
+ */
+const char *sl_qemu_device_block(GHashTable *hva, const char *id);
+
+/**
  * sl_qemu_verify: every page of each lazy block in @backends
  * (sl_qemu_backend *) against @snap: a file-backed block through a mapping
  * of its file registered with the daemon at @dsock (so missing pages are

@@ -133,6 +133,15 @@ bool qr_check_registrations(qr *r, GError **errp)
         sl_qemu_backend *b = g_ptr_array_index(r->backends, i);
         gpointer at = g_hash_table_lookup(r->registered, b->id);
         gpointer want = g_hash_table_lookup(hva, b->id);
+        const char *owned = sl_qemu_device_block(hva, b->id);
+        if (owned) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' is the memory of a device "
+                        "(QEMU's RAM block '%s'): QEMU cannot load it back from our container "
+                        "(x-ignore-shared checks its guest-physical address before the device "
+                        "is loaded); save QEMU's own file (qemu-save --format qemu) and "
+                        "restore that", b->id, owned);
+            return false;
+        }
         if (!want || at != want) {
             g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' was registered at %p, "
                         "but QEMU keeps it at %p: refusing to place its pages there", b->id,

@@ -1207,6 +1207,70 @@ static void test_a_hotplugged_dimm_the_size_of_ram_restores(void **state)
     }
 }
 
+/* QEMU's arguments of a guest of GUEST_MB of plain -m RAM and an ivshmem
+ * device whose memory is backend hostmem, 16 MiB of shared file @mem. */
+static void ivshmem_guest_args(GPtrArray *a, const fixture *f, const char *mem)
+{
+    g_ptr_array_add(a, g_strdup("qemu-system-x86_64"));
+    add2(a, "-accel", g_strdup(f->kvm ? "kvm" : "tcg"));
+    add2(a, "-m", g_strdup_printf("%dM", GUEST_MB));
+    add2(a, "-object", g_strdup_printf("memory-backend-file,id=hostmem,size=16M,mem-path=%s,"
+                                       "share=on", mem));
+    add2(a, "-device", g_strdup("ivshmem-plain,memdev=hostmem,master=on"));
+    add2(a, "-display", g_strdup("none"));
+    g_ptr_array_add(a, g_strdup("-nodefaults"));
+}
+
+/*
+ * Memory a device owns (ivshmem's backend, whose RAM block QEMU names
+ * "0000:00:02.0/hostmem") cannot come back from our container: QEMU's
+ * x-ignore-shared load checks its guest-physical address before the device
+ * is loaded.  The container save refuses it by name before the stop (found
+ * by a user test: it succeeded, and every restore was refused saying the
+ * block was at address 0); QEMU's own file of that guest restores.
+ */
+static void test_memory_a_device_owns_is_refused_in_the_container_and_restores_from_qemus_file(
+    void **state)
+{
+    fixture *f = *state;
+    g_autofree char *qmp = path_in(f, "guest.qmp"), *snap = path_in(f, "ivshmem.snap");
+    g_autofree char *mem = g_strdup_printf("/dev/shm/snapload-qtest-ivshmem-%d", (int)getpid());
+    g_autofree char *out = NULL, *err = NULL;
+    g_autoptr(GPtrArray) a = g_ptr_array_new_with_free_func(g_free);
+    sl_qmp *g;
+    int ws;
+
+    need(f);
+    ivshmem_guest_args(a, f, mem);
+    g = start_with_qmp(f, a, qmp);
+    save_fails_guest_runs(g, qmp, (const char *[]){ "-o", snap, NULL },
+                          "memory backend 'hostmem' is the memory of a device");
+    if (qtest_qemu_major() < 9) { /* it writes no mapped-ram file */
+        sl_qmp_ok(g, "quit", NULL, NULL);
+        sl_qmp_close(g);
+        unlink(mem);
+        return;
+    }
+    ws = qemu_save(qmp, (const char *[]){ "-o", snap, "--format", "qemu", "--quit", NULL }, &err);
+    if (!g_spawn_check_wait_status(ws, NULL)) {
+        fail_msg("qemu-save --format qemu (status %#x):\n%s", ws, err);
+    }
+    sl_qmp_close(g);
+    g_ptr_array_set_size(a, 0);
+    for (const char *const *x = (const char *[]){ "qemu-restore", snap, "--quit-when-done",
+                                                  "--", NULL }; *x; x++) {
+        g_ptr_array_add(a, g_strdup(*x));
+    }
+    ivshmem_guest_args(a, f, mem);
+    g_ptr_array_add(a, NULL);
+    g_free(err);
+    ws = sl_test_run_cli((const char *const *)a->pdata, &out, &err);
+    unlink(mem);
+    if (!g_spawn_check_wait_status(ws, NULL) || !strstr(out, "every page in place")) {
+        fail_msg("qemu-restore with ivshmem (status %#x):\n%s\n%s", ws, out, err);
+    }
+}
+
 /*
  * No file of the snapshot's chain is written over (found by review): not
  * the parent by qemu-save's --full-stream (written in place, it truncated
@@ -1319,6 +1383,7 @@ int main(void)
         CASE(test_a_save_refuses_ram_it_would_misread_before_the_stop),
         CASE(test_a_child_save_takes_its_parents_block_order),
         CASE(test_a_hotplugged_dimm_the_size_of_ram_restores),
+        CASE(test_memory_a_device_owns_is_refused_in_the_container_and_restores_from_qemus_file),
     };
 
     qtest_pick_qemu();

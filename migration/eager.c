@@ -71,6 +71,9 @@ int sl_eager_load(sl_snapshot *snap, unsigned block, void *dst, unsigned threads
         return -ERANGE;
     }
     b = &snap->blocks[block];
+    /* Nothing to verify against without checksums (found by review: a
+     * QEMU file without its index crashed the check). */
+    verify = verify && sl_snapshot_has_checksums(snap);
     threads = CLAMP(threads, 1, 256);
     sl = g_new0(slice, threads);
     th = g_new0(GThread *, threads);

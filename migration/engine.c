@@ -526,6 +526,9 @@ int sl_commit_run(sl_restore *r, sl_region *reg, sl_view *v, uint64_t u, uint64_
         return -ESRCH;
     }
     if (src && r->cfg.no_checksum && (ret = sl_snapshot_unchanged(r->snap)) < 0) {
+        if (ops->in_place && ops->discard) { /* staged in the shared file: not left there */
+            ops->discard(&reg->mem, u * reg->unit, n * reg->unit);
+        }
         sl_pagemap_unclaim(reg->map, u, n);
         return ret;
     }

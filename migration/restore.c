@@ -656,10 +656,11 @@ GError *sl_restore_error(sl_restore *r)
     }
     if (st == -ESTALE) {
         return g_error_new(SL_ERROR, SL_ERROR_STATE, "restore failed: the snapshot %s was "
-                           "changed during the restore (its size or modification time moved) "
-                           "and has no checksums to tell its pages: nothing read since was "
-                           "placed, and the pages not placed are sealed, never served as "
-                           "zeros", r->snap->path);
+                           "changed during the restore (its size or modification time moved), "
+                           "and it is restored without checksums (it has none, or they were "
+                           "turned off) to tell its pages: what was read once the change was "
+                           "seen was not placed, and the pages not placed are sealed, never "
+                           "served as zeros", r->snap->path);
     }
     if (st == -ENOSPC || st == -ENOMEM) {
         return g_error_new(SL_ERROR, SL_ERROR_IO, "restore failed: out of memory or of room "

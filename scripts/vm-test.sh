@@ -19,6 +19,7 @@
 # --filter: SL_TEST_FILTER of each program (default '*1G*'; '*' for all).
 # --require: SNAPLOAD_REQUIRE inside (default uffd,hugepages-1G): a case
 #   skipped for one of them fails.
+# The guest's console goes to --log (default /var/tmp/snapload-vm-test.log).
 # Prints each failure with its output, then "N passed, N failed, N skipped";
 # exits 1 if a case failed, a program failed or the guest never finished.
 set -euo pipefail
@@ -42,6 +43,10 @@ while [ $# -gt 0 ]; do
     shift
 done
 [[ "$pages" =~ ^[0-9]+$ ]] || { echo "vm-test: --pages-1G $pages is not a count" >&2; exit 2; }
+# They go on the kernel command line, which splits at spaces.
+for v in "$build" "$suites" "$filter" "$require"; do
+    [[ "$v" != *[[:space:]]* ]] || { echo "vm-test: '$v' holds a space" >&2; exit 2; }
+done
 if [ -z "$kernel" ]; then
     kernel=$(ls /boot/vmlinuz-*-cloud-amd64 2>/dev/null | sort -V | tail -1 || true)
     [ -n "$kernel" ] || { echo "vm-test: no /boot/vmlinuz-*-cloud-amd64: apt-get install" \
@@ -57,7 +62,7 @@ command -v qemu-system-x86_64 >/dev/null || { echo "vm-test: no qemu-system-x86_
 mem=${mem:-$((pages + 10))G}
 work=$(mktemp -d /var/tmp/snapload-vm-XXXXXX)
 trap 'rm -rf "$work"' EXIT
-log=${log:-$work/console.log}
+log=${log:-${TMPDIR:-/var/tmp}/snapload-vm-test.log} # kept: the failures point into it
 python3 tests/vm/mkroot.py "$build" "$work/root.cpio"
 echo "vm-test: $(basename "$kernel"), $mem, $pages x 1 GiB pages, suites $suites," \
      "filter '$filter'; console in $log"

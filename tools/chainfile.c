@@ -9,6 +9,7 @@
  * runs the same check.
  */
 #include <string.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include "cli.h"
 #include "migration/format/format.h"
@@ -22,12 +23,32 @@ static bool names_fd(const char *path, int fd)
            a.st_ino == b.st_ino;
 }
 
+/* @p with its directory resolved (the file itself may not exist yet);
+ * NULL if the directory cannot be. */
+static char *resolved(const char *p)
+{
+    g_autofree char *dir = g_path_get_dirname(p), *base = g_path_get_basename(p);
+    char *rdir = realpath(dir, NULL);
+    char *out = rdir ? g_build_filename(rdir, base, NULL) : NULL;
+
+    free(rdir);
+    return out;
+}
+
 bool cli_same_file(const char *a, const char *b)
 {
     struct stat sa, sb;
+    bool ea = stat(a, &sa) == 0, eb = stat(b, &sb) == 0;
+    g_autofree char *ra = NULL, *rb = NULL;
 
-    return !strcmp(a, b) || (stat(a, &sa) == 0 && stat(b, &sb) == 0 &&
-                             sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino);
+    if (!strcmp(a, b) || (ea && eb)) {
+        return !strcmp(a, b) || (sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino);
+    }
+    /* One may not exist yet (a RAM file qemu-restore makes afresh): the same
+     * path spelled another way (found by review: DIR/./f against DIR/f) */
+    ra = resolved(a);
+    rb = resolved(b);
+    return ra && rb && !strcmp(ra, rb);
 }
 
 bool cli_refuse_chain_file(const char *path, const sl_snapshot *s, const char *what,

@@ -155,8 +155,9 @@ char *cli_partial_path(const char *out);
  */
 bool cli_finish_partial(const char *tmp, const char *out, bool ok, GError **errp);
 
-/** cli_same_file: whether paths @a and @b name one file: the same text, or
- * the same device and inode. */
+/** cli_same_file: whether paths @a and @b name one file: the same text,
+ * the same device and inode, or, where one does not exist yet, the same
+ * path once their directories are resolved. */
 bool cli_same_file(const char *a, const char *b);
 
 /**

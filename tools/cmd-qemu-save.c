@@ -189,7 +189,12 @@ static bool parent_fits(const cli_save_opts *o, GPtrArray *bs, GError **errp)
             order[k] = k;
         }
     }
-    if (!ok) {
+    if (!ok && sl_snapshot_get_format(p) == SL_FORMAT_QEMU) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "parent %s is QEMU's own file: it also "
+                    "holds QEMU's ROM blocks, which a child of memory backends cannot follow "
+                    "block for block; give a snapshot qemu-save wrote in our container",
+                    path);
+    } else if (!ok) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "parent %s does not have this QEMU's "
                     "memory backends (the same ids and sizes, 4 KiB pages): it is not a "
                     "snapshot of this guest saved by qemu-save", path);
@@ -309,12 +314,9 @@ static char *stream_ram_add(stream_ram *sr, const char *tmp, const sl_qemu_backe
     return g_strdup_printf("%s:%s", path, b->id);
 }
 
-/* The RAM files of QEMU's backends as `save --raw` inputs (FILE:NAME),
- * checked against @o->parent if given (served by @o->dsock if busy);
- * anonymous RAM's go to @sr, in @tmp. */
 /*
- * No backend of @bs is the memory of a device (ivshmem's): QEMU could not
- * load it back from our container (sl_qemu_device_block()).  Found by a
+ * No backend of @bs belongs to a device (ivshmem's, virtio-mem's): it
+ * cannot come back from our container (sl_qemu_device_block()).  Found by a
  * user test: the save succeeded and every restore of it was refused.
  * Unchecked where QEMU does not list its RAM blocks.
  */
@@ -326,17 +328,20 @@ static bool no_device_memory(sl_qmp *q, GPtrArray *bs, GError **errp)
         const sl_qemu_backend *b = g_ptr_array_index(bs, i);
         const char *owned = sl_qemu_device_block(names, b->id);
         if (owned) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s' is the memory "
-                        "of a device (QEMU's RAM block '%s'): QEMU cannot load it back from "
-                        "our container (x-ignore-shared checks its guest-physical address "
-                        "before the device is loaded); save QEMU's own file with --format "
-                        "qemu", b->id, owned);
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s' belongs to a "
+                        "device (QEMU names its RAM block '%s', not the backend's id): our "
+                        "container cannot give it back to QEMU (ivshmem's, for one, fails "
+                        "QEMU's address check on x-ignore-shared loads); save QEMU's own "
+                        "file with --format qemu", b->id, owned);
             return false;
         }
     }
     return true;
 }
 
+/* The RAM files of QEMU's backends as `save --raw` inputs (FILE:NAME),
+ * checked against @o->parent if given (served by @o->dsock if busy);
+ * anonymous RAM's go to @sr, in @tmp. */
 static GPtrArray *raw_inputs(sl_qmp *q, const cli_save_opts *o, const char *full,
                              const char *tmp, stream_ram *sr, GError **errp)
 {
@@ -843,12 +848,6 @@ static bool full_stream_fits(const qs_args *a, GError **errp)
 }
 
 /*
- * Saves as @a asks over @q: the outputs checked and the guest's run state
- * and migration settings read before it is stopped; after a failure that
- * state is put back, after success the guest runs again with --resume.
- * The settings are put back either way (not before --quit).  An exit status.
- */
-/*
  * -o and --full-stream name no memory backend's file (checked before the
  * guest is stopped).  Found by a user test: --format qemu -o the guest's
  * own RAM file renamed the migration file over it, and QEMU went on on
@@ -876,6 +875,12 @@ static bool outputs_are_not_ram(sl_qmp *q, const qs_args *a, GError **errp)
     return true;
 }
 
+/*
+ * Saves as @a asks over @q: the outputs checked and the guest's run state
+ * and migration settings read before it is stopped; after a failure that
+ * state is put back, after success the guest runs again with --resume.
+ * The settings are put back either way (not before --quit).  An exit status.
+ */
 static int save_guest(sl_qmp *q, const qs_args *a, cli_interrupt *intr, GError **errp)
 {
     g_autofree char *before = NULL;

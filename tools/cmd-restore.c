@@ -419,6 +419,10 @@ static int run_eager(const opts *o, results *res)
         sl_timeline_add(&res->eager_tl, res->eager_ms, eager_present(&l, zeros));
     }
     unload(&l);
+    if (j.ret == -ESTALE) {
+        return cli_fail("eager load failed: the snapshot was written or truncated during the "
+                        "load, and nothing else tells its pages (no checksums checked)");
+    }
     return j.ret == 0 ? 0 : cli_fail("eager load failed: %s", g_strerror(-j.ret));
 }
 

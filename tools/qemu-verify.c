@@ -103,7 +103,7 @@ GHashTable *sl_qemu_ramblock_names(sl_qmp *q)
         return NULL;
     }
     h = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-    for (unsigned i = 1; lines[i]; i++) { /* the first is the header */
+    for (unsigned i = 1; lines[0] && lines[i]; i++) { /* the first is the header */
         g_auto(GStrv) t = g_strsplit_set(g_strstrip(lines[i]), " \t", 2);
         if (t[0] && *t[0]) {
             g_hash_table_add(h, g_strdup(t[0]));

@@ -34,8 +34,10 @@ GHashTable *sl_qemu_ramblock_names(sl_qmp *q);
  * sl_qemu_ramblock_names()) has no block
  * named @id but exactly one named ".../@id", that name: how QEMU names the
  * RAM block of a backend a device owns (ivshmem: "0000:00:02.0/hostmem").
- * NULL otherwise.  Such memory cannot come back through x-ignore-shared:
- * QEMU checks its guest-physical address before the device is loaded.
+ * NULL otherwise (virtio-mem's backend is named so too; a pc-dimm's is
+ * not).  Such memory does not come back from our container: QEMU checks
+ * ivshmem's guest-physical address on an x-ignore-shared load before the
+ * device that maps it is loaded.
  */
 const char *sl_qemu_device_block(GHashTable *hva, const char *id);
 

@@ -135,11 +135,11 @@ bool qr_check_registrations(qr *r, GError **errp)
         gpointer want = g_hash_table_lookup(hva, b->id);
         const char *owned = sl_qemu_device_block(hva, b->id);
         if (owned) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' is the memory of a device "
-                        "(QEMU's RAM block '%s'): QEMU cannot load it back from our container "
-                        "(x-ignore-shared checks its guest-physical address before the device "
-                        "is loaded); save QEMU's own file (qemu-save --format qemu) and "
-                        "restore that", b->id, owned);
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' belongs to a device (QEMU "
+                        "names its RAM block '%s', not the backend's id): it cannot come back "
+                        "from our container (ivshmem's, for one, fails QEMU's address check on "
+                        "x-ignore-shared loads); save QEMU's own file (qemu-save --format "
+                        "qemu) and restore that", b->id, owned);
             return false;
         }
         if (!want || at != want) {

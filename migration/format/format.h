@@ -416,7 +416,11 @@ int sl_snapshot_gather_fd(sl_snapshot *s, int fd, unsigned block, uint64_t first
  * what it read (found by a user test: QEMU's migrate file: over the file
  * being restored truncated it, and its holes were placed as guest RAM).
  * A hole punched into the file moves the time only after the punch, so a
- * read racing one can still slip through; the next check catches it.
+ * read racing one can still slip through (the next check, or the one at
+ * completion, fails the restore).  Not seen: writes through a shared
+ * mapping made before the open (the time moves at a page's first write
+ * fault only; never on tmpfs after a read fault), and before Linux 6.13
+ * (coarse timestamps) a same-size write in the tick of the last change.
  */
 int sl_snapshot_unchanged(const sl_snapshot *s);
 

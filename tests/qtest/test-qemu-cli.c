@@ -1244,7 +1244,7 @@ static void test_memory_a_device_owns_is_refused_in_the_container_and_restores_f
     ivshmem_guest_args(a, f, mem);
     g = start_with_qmp(f, a, qmp);
     save_fails_guest_runs(g, qmp, (const char *[]){ "-o", snap, NULL },
-                          "memory backend 'hostmem' is the memory of a device");
+                          "memory backend 'hostmem' belongs to a device");
     if (qtest_qemu_major() < 9) { /* it writes no mapped-ram file */
         sl_qmp_ok(g, "quit", NULL, NULL);
         sl_qmp_close(g);
@@ -1271,22 +1271,17 @@ static void test_memory_a_device_owns_is_refused_in_the_container_and_restores_f
     }
 }
 
-/*
- * No file of the snapshot's chain is written over (found by review): not
- * the parent by qemu-save's --full-stream (written in place, it truncated
- * the parent), nor the snapshot by a guest RAM file qemu-restore recreates
- * (the snapshot was deleted and left as an empty RAM file).
- */
 /* qemu-restore --record naming the guest's RAM file is refused before any
  * file is made (found by a user test: the hot list replaced the RAM file). */
 static void record_over_ram_refused(fixture *f, const char *snap)
 {
     g_autofree char *ram = path_in(f, "ram.file"), *obj = NULL, *out = NULL, *err = NULL;
+    g_autofree char *spelled = path_in(f, "./ram.file"); /* not there yet: by its path */
     int ws;
 
     obj = g_strdup_printf("memory-backend-file,id=ram0,size=%dM,mem-path=%s,share=on",
                           GUEST_MB, ram);
-    ws = sl_test_run_cli((const char *[]){ "qemu-restore", snap, "--record", ram, "--",
+    ws = sl_test_run_cli((const char *[]){ "qemu-restore", snap, "--record", spelled, "--",
                                            "qemu-system-x86_64", "-machine",
                                            "pc,memory-backend=ram0", "-object", obj, NULL },
                          &out, &err);
@@ -1297,6 +1292,12 @@ static void record_over_ram_refused(fixture *f, const char *snap)
     assert_int_equal(access(ram, F_OK), -1);
 }
 
+/*
+ * No file of the snapshot's chain is written over (found by review): not
+ * the parent by qemu-save's --full-stream (written in place, it truncated
+ * the parent), nor the snapshot by a guest RAM file qemu-restore recreates
+ * (the snapshot was deleted and left as an empty RAM file).
+ */
 static void test_no_save_or_restore_writes_over_the_snapshot_it_reads(void **state)
 {
     fixture *f = *state;

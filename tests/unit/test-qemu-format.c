@@ -1088,6 +1088,41 @@ static void test_page_checksum_of_a_stream_without_checksums_is_zero(void **stat
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/*
+ * An eager load asked to verify a stream without checksums loads it
+ * unverified, every page as the file holds it (found by review: it read
+ * the absent checksum array and crashed; restore --compare-eager of a QEMU
+ * file without its index took that path).  In a child, as above.
+ */
+static void test_a_verified_eager_load_of_a_stream_without_checksums_loads_it(void **state)
+{
+    fixture *fx = *state;
+    int status;
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        sl_snapshot *s = sl_snapshot_open(fx->path, NULL);
+        uint64_t len = fx->d->blocks[0].length;
+        g_autofree uint8_t *mem = g_malloc0(len), *want = g_malloc(PAGE);
+        int bad = 0;
+
+        signal(SIGSEGV, SIG_DFL);
+        signal(SIGBUS, SIG_DFL);
+        if (!s || sl_eager_load(s, 0, mem, 2, true) != 0) {
+            _exit(2);
+        }
+        for (uint64_t i = 0; i < len / PAGE; i++) {
+            file_page(fx->d, 0, i, want);
+            bad += memcmp(mem + i * PAGE, want, PAGE) != 0;
+        }
+        _exit(bad ? 3 : 0);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 /* ------------------------------------------------------------------ */
 /* 4. Truncation                                                       */
 /* ------------------------------------------------------------------ */
@@ -1792,6 +1827,7 @@ int main(void)
         cmocka_unit_test(test_duplicate_block_names_are_refused),
         cmocka_unit_test(test_left_out_block_without_x_ignore_shared_is_refused),
         CASE(test_page_checksum_of_a_stream_without_checksums_is_zero, plain),
+        CASE(test_a_verified_eager_load_of_a_stream_without_checksums_loads_it, plain),
         CASE(test_device_stream_refuses_an_eager_page_that_fails_its_checksum, plain),
         CASE(test_overlaps_are_refused_before_any_bitmap_is_read, plain),
         CASE(test_a_damaged_index_section_names_the_index, plain),

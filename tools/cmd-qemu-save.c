@@ -326,13 +326,8 @@ static bool no_device_memory(sl_qmp *q, GPtrArray *bs, GError **errp)
 
     for (guint i = 0; names && i < bs->len; i++) {
         const sl_qemu_backend *b = g_ptr_array_index(bs, i);
-        const char *owned = sl_qemu_device_block(names, b->id);
-        if (owned) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s' belongs to a "
-                        "device (QEMU names its RAM block '%s', not the backend's id): our "
-                        "container cannot give it back to QEMU (ivshmem's, for one, fails "
-                        "QEMU's address check on x-ignore-shared loads); save QEMU's own "
-                        "file with --format qemu", b->id, owned);
+        if (!sl_qemu_refuse_device_block(names, b->id, "save QEMU's own file with --format "
+                                         "qemu", errp)) {
             return false;
         }
     }

@@ -112,6 +112,20 @@ GHashTable *sl_qemu_ramblock_names(sl_qmp *q)
     return h;
 }
 
+bool sl_qemu_refuse_device_block(GHashTable *blocks, const char *id, const char *remedy,
+                                 GError **errp)
+{
+    const char *owned = sl_qemu_device_block(blocks, id);
+
+    if (owned) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s' belongs to a device "
+                    "(QEMU names its RAM block '%s', not the backend's id): it cannot come "
+                    "back from our container (ivshmem's, for one, fails QEMU's address check "
+                    "on x-ignore-shared loads); %s", id, owned, remedy);
+    }
+    return !owned;
+}
+
 GHashTable *sl_qemu_ramblock_hvas(sl_qmp *q, GError **errp)
 {
     g_autofree char *out = sl_qmp_hmp(q, "info ramblock", errp);

@@ -42,6 +42,14 @@ GHashTable *sl_qemu_ramblock_names(sl_qmp *q);
 const char *sl_qemu_device_block(GHashTable *hva, const char *id);
 
 /**
+ * sl_qemu_refuse_device_block: false with @errp saying why (the remedy
+ * being @remedy) if backend @id belongs to a device
+ * (sl_qemu_device_block() of @blocks); true otherwise.
+ */
+bool sl_qemu_refuse_device_block(GHashTable *blocks, const char *id, const char *remedy,
+                                 GError **errp);
+
+/**
  * sl_qemu_verify: every page of each lazy block in @backends
  * (sl_qemu_backend *) against @snap: a file-backed block through a mapping
  * of its file registered with the daemon at @dsock (so missing pages are

@@ -133,13 +133,8 @@ bool qr_check_registrations(qr *r, GError **errp)
         sl_qemu_backend *b = g_ptr_array_index(r->backends, i);
         gpointer at = g_hash_table_lookup(r->registered, b->id);
         gpointer want = g_hash_table_lookup(hva, b->id);
-        const char *owned = sl_qemu_device_block(hva, b->id);
-        if (owned) {
-            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "block '%s' belongs to a device (QEMU "
-                        "names its RAM block '%s', not the backend's id): it cannot come back "
-                        "from our container (ivshmem's, for one, fails QEMU's address check on "
-                        "x-ignore-shared loads); save QEMU's own file (qemu-save --format "
-                        "qemu) and restore that", b->id, owned);
+        if (!sl_qemu_refuse_device_block(hva, b->id, "save QEMU's own file (qemu-save "
+                                         "--format qemu) and restore that", errp)) {
             return false;
         }
         if (!want || at != want) {

@@ -65,6 +65,9 @@ static void start(fixture *f, uint64_t n)
     bool have = sl_test_have_uffd(&why);
 
     SL_TEST_NEED("uffd", have, why);
+    /* found by running Debian 12's 6.1 kernel (scripts/vm-test.sh) */
+    SL_TEST_NEED("uffd-wp-async", sl_uffd_has_features(SL_UFFD_TRACK_FEATURES),
+                 "the kernel has no asynchronous uffd write-protection (6.7+)");
     f->unit = f->tc->hugepage ? f->tc->hugepage : 4096;
     f->n = n;
     if (f->tc->hugepage) {

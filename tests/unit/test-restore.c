@@ -88,6 +88,14 @@ static void need_uffd(void)
     SL_TEST_NEED("uffd", have, why);
 }
 
+/* Tests that a stop or a refusal seals consumer views (SIGBUS) need
+ * UFFDIO_POISON; without it such a read waits (found on Debian 12's 6.1). */
+static void need_poison(void)
+{
+    SL_TEST_NEED("uffd-poison", sl_uffd_has_features(UFFD_FEATURE_POISON),
+                 "the kernel has no UFFDIO_POISON (6.6+)");
+}
+
 /* Units of the backend: 4 KiB, or its hugepage. */
 static uint64_t unit_of(const backend_case *bc)
 {
@@ -2058,6 +2066,7 @@ static void test_a_view_split_inside_a_unit_is_served_and_sealed(void **state)
     fixture *f = *state;
     uint8_t *second;
 
+    need_poison();
     f->snap_psize = BIG_UNIT;
     fixture_build(f, 32 * BIG_UNIT, 0, 0);
     fixture_start(f, 0, true);
@@ -2157,6 +2166,7 @@ static void test_departed_views_give_back_their_fds(void **state)
     uint8_t *linger = NULL;
     uint64_t len;
 
+    need_poison();
     fixture_build(f, MAX(4u << 20, 2 * unit_of(f->bc)), 0, 0);
     len = f->lengths[0];
     fixture_start(f, 0, true);
@@ -3412,6 +3422,7 @@ static void test_stop_before_completion_never_serves_zeros(void **state)
     uint8_t *second = NULL;
     int uffd;
 
+    need_poison();
     /* 1 GiB units hold zeros here: the point is refusal, not the data. */
     fixture_build(f, MAX(4u << 20, 2 * unit), 0, unit > (2u << 20) ? 1 : 0);
     last = f->lengths[0] / PSIZE - 1;
@@ -4173,6 +4184,7 @@ static void test_stopping_seals_a_view_of_a_part_and_nothing_beside_it(void **st
     uint64_t n, q, pages_per_unit = unit_of(f->bc) / PSIZE;
     parts_map pm = { 0 };
 
+    need_poison();
     fixture_build(f, 8u << 20, 0, 0);
     n = f->lengths[0] / unit_of(f->bc);
     q = n / 4;

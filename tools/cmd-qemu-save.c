@@ -337,8 +337,8 @@ static bool no_device_memory(sl_qmp *q, GPtrArray *bs, GError **errp)
 /* The RAM files of QEMU's backends as `save --raw` inputs (FILE:NAME),
  * checked against @o->parent if given (served by @o->dsock if busy);
  * anonymous RAM's go to @sr, in @tmp. */
-static GPtrArray *raw_inputs(sl_qmp *q, const cli_save_opts *o, const char *full,
-                             const char *tmp, stream_ram *sr, GError **errp)
+static GPtrArray *raw_inputs(sl_qmp *q, const cli_save_opts *o, const char *tmp,
+                             stream_ram *sr, GError **errp)
 {
     g_autoptr(GPtrArray) bs = sl_qemu_qmp_backends(q, errp);
     g_autoptr(GPtrArray) raws = g_ptr_array_new_with_free_func(g_free);
@@ -384,14 +384,6 @@ static GPtrArray *raw_inputs(sl_qmp *q, const cli_save_opts *o, const char *full
             g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s' is not share=on: "
                         "its RAM is not in %s (--format qemu saves it anyway)", b->id,
                         b->mem_path);
-            return NULL;
-        }
-        if (full && cli_same_file(full, b->mem_path)) {
-            /* Found by review: renamed over it, it put the stream where
-             * the guest's RAM file was (written in place, it had cut it). */
-            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "--full-stream %s is the RAM file "
-                        "of memory backend '%s': the full stream must be another file", full,
-                        b->id);
             return NULL;
         }
         if (!file_is_ram(b, errp) || !mapped_by_qemu(q, b, errp) ||
@@ -619,7 +611,7 @@ static int save_container(sl_qmp *q, const char *full, cli_save_opts o, GError *
     }
     dev = g_build_filename(tmp, "device-state", NULL);
     cli_interrupt_remove_on_signal(dev);
-    raws = raw_inputs(q, &o, full, tmp, &sr, errp);
+    raws = raw_inputs(q, &o, tmp, &sr, errp);
     if (raws) {
         /* The full stream too is written beside its name and renamed once
          * the whole save succeeded: a failed or interrupted one leaves no
@@ -847,6 +839,8 @@ static bool full_stream_fits(const qs_args *a, GError **errp)
  * guest is stopped).  Found by a user test: --format qemu -o the guest's
  * own RAM file renamed the migration file over it, and QEMU went on on
  * the deleted file; the container's own check came only after the stop.
+ * Found by review before: a full stream renamed over the RAM file put the
+ * stream where the guest's RAM was.
  */
 static bool outputs_are_not_ram(sl_qmp *q, const qs_args *a, GError **errp)
 {
@@ -861,9 +855,10 @@ static bool outputs_are_not_ram(sl_qmp *q, const qs_args *a, GError **errp)
                           : a->full && cli_same_file(a->full, b->mem_path) ? "--full-stream"
                           : NULL;
         if (hit) {
+            bool out = !strcmp(hit, "-o");
             g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s %s is the RAM file of memory "
-                        "backend '%s': the snapshot must be another file", hit,
-                        !strcmp(hit, "-o") ? a->out : a->full, b->id);
+                        "backend '%s': the %s must be another file", hit, out ? a->out : a->full,
+                        b->id, out ? "snapshot" : "full stream");
             return false;
         }
     }

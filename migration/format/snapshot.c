@@ -50,6 +50,12 @@ static bool in_walk(const sl_chain_walk *walk, const struct stat *st)
     return false;
 }
 
+/* @st's modification time in nanoseconds (sl_snapshot_unchanged()). */
+static int64_t mtime_ns(const struct stat *st)
+{
+    return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
 /* Opens and parses the one file @path; notes it in @walk (a chain's files). */
 static sl_snapshot *open_file(const char *path, unsigned flags, sl_chain_walk *walk,
                               GError **errp)
@@ -78,7 +84,7 @@ static sl_snapshot *open_file(const char *path, unsigned flags, sl_chain_walk *w
         walk->dev[walk->depth] = (uint64_t)st.st_dev;
         walk->ino[walk->depth++] = (uint64_t)st.st_ino;
         s->file_size = (uint64_t)st.st_size;
-        s->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+        s->mtime_ns = mtime_ns(&st);
         ok = parse_any(s, flags, errp);
         if (!ok) {
             g_prefix_error(errp, "%s: ", path);
@@ -239,7 +245,7 @@ int sl_snapshot_unchanged(const sl_snapshot *s)
             return -errno;
         }
         if ((uint64_t)st.st_size != s->file_size ||
-            (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec != s->mtime_ns) {
+            mtime_ns(&st) != s->mtime_ns) {
             return -ESTALE;
         }
     }

@@ -1135,6 +1135,28 @@ static void test_a_child_save_takes_its_parents_block_order(void **state)
     sl_snapshot_close(s);
 }
 
+/* qemu-restore of @snap with QEMU's arguments @qargs (@what names the case)
+ * runs to its end, every page in place. */
+static void restore_completes(const char *snap, GPtrArray *qargs, const char *what)
+{
+    g_autoptr(GPtrArray) a = g_ptr_array_new_with_free_func(g_free);
+    g_autofree char *out = NULL, *err = NULL;
+    int ws;
+
+    for (const char *const *x = (const char *[]){ "qemu-restore", snap, "--quit-when-done",
+                                                  "--", NULL }; *x; x++) {
+        g_ptr_array_add(a, g_strdup(*x));
+    }
+    for (guint i = 0; i < qargs->len; i++) {
+        g_ptr_array_add(a, g_strdup(g_ptr_array_index(qargs, i)));
+    }
+    g_ptr_array_add(a, NULL);
+    ws = sl_test_run_cli((const char *const *)a->pdata, &out, &err);
+    if (!g_spawn_check_wait_status(ws, NULL) || !strstr(out, "every page in place")) {
+        fail_msg("qemu-restore %s (status %#x):\n%s\n%s", what, ws, out, err);
+    }
+}
+
 /* QEMU's arguments of a guest of GUEST_MB of plain -m RAM with room for a
  * DIMM, and (@dimm) that DIMM of as much anonymous RAM, backend d1. */
 static void dimm_guest_args(GPtrArray *a, const fixture *f, bool dimm)
@@ -1189,17 +1211,8 @@ static void test_a_hotplugged_dimm_the_size_of_ram_restores(void **state)
     }
     sl_qmp_close(g);
     g_ptr_array_set_size(a, 0);
-    for (const char *const *x = (const char *[]){ "qemu-restore", snap, "--quit-when-done",
-                                                  "--", NULL }; *x; x++) {
-        g_ptr_array_add(a, g_strdup(*x));
-    }
     dimm_guest_args(a, f, true);
-    g_ptr_array_add(a, NULL);
-    g_free(err);
-    ws = sl_test_run_cli((const char *const *)a->pdata, &out, &err);
-    if (!g_spawn_check_wait_status(ws, NULL) || !strstr(out, "every page in place")) {
-        fail_msg("qemu-restore with the DIMM (status %#x):\n%s\n%s", ws, out, err);
-    }
+    restore_completes(snap, a, "with the DIMM");
     if (qemu_file) { /* the DIMM's RAM left out of QEMU's arguments: named, not silent */
         g_ptr_array_set_size(a, 0);
         dimm_guest_args(a, f, false);
@@ -1257,18 +1270,9 @@ static void test_memory_a_device_owns_is_refused_in_the_container_and_restores_f
     }
     sl_qmp_close(g);
     g_ptr_array_set_size(a, 0);
-    for (const char *const *x = (const char *[]){ "qemu-restore", snap, "--quit-when-done",
-                                                  "--", NULL }; *x; x++) {
-        g_ptr_array_add(a, g_strdup(*x));
-    }
     ivshmem_guest_args(a, f, mem);
-    g_ptr_array_add(a, NULL);
-    g_free(err);
-    ws = sl_test_run_cli((const char *const *)a->pdata, &out, &err);
+    restore_completes(snap, a, "with ivshmem");
     unlink(mem);
-    if (!g_spawn_check_wait_status(ws, NULL) || !strstr(out, "every page in place")) {
-        fail_msg("qemu-restore with ivshmem (status %#x):\n%s\n%s", ws, out, err);
-    }
 }
 
 /* qemu-restore --record naming the guest's RAM file is refused before any

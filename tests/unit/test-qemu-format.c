@@ -1064,6 +1064,24 @@ static void test_left_out_block_without_x_ignore_shared_is_refused(void **state)
     assert_true(named);
 }
 
+/* In a forked child: a crash ends it (cmocka's handlers would run the
+ * other cases there). */
+static void crashes_end_the_child(void)
+{
+    signal(SIGSEGV, SIG_DFL);
+    signal(SIGBUS, SIG_DFL);
+}
+
+/* Forked child @pid exited with status 0. */
+static void assert_child_exits_0(pid_t pid)
+{
+    int status;
+
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 /*
  * sl_snapshot_page_checksum() on a file without checksums: 0, not a crash
  * (it read a NULL checksum array once).  Asked in a child, so that a crash
@@ -1072,20 +1090,15 @@ static void test_left_out_block_without_x_ignore_shared_is_refused(void **state)
 static void test_page_checksum_of_a_stream_without_checksums_is_zero(void **state)
 {
     fixture *fx = *state;
-    int status;
     pid_t pid = fork();
 
     assert_true(pid >= 0);
     if (pid == 0) {
         sl_snapshot *s = sl_snapshot_open(fx->path, NULL);
-        /* A crash ends the child: cmocka's handlers would run the other cases here. */
-        signal(SIGSEGV, SIG_DFL);
-        signal(SIGBUS, SIG_DFL);
+        crashes_end_the_child();
         _exit(!s ? 2 : sl_snapshot_page_checksum(s, 0, 1) == 0 ? 0 : 3);
     }
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_child_exits_0(pid);
 }
 
 /*
@@ -1097,7 +1110,6 @@ static void test_page_checksum_of_a_stream_without_checksums_is_zero(void **stat
 static void test_a_verified_eager_load_of_a_stream_without_checksums_loads_it(void **state)
 {
     fixture *fx = *state;
-    int status;
     pid_t pid = fork();
 
     assert_true(pid >= 0);
@@ -1107,8 +1119,7 @@ static void test_a_verified_eager_load_of_a_stream_without_checksums_loads_it(vo
         g_autofree uint8_t *mem = g_malloc0(len), *want = g_malloc(PAGE);
         int bad = 0;
 
-        signal(SIGSEGV, SIG_DFL);
-        signal(SIGBUS, SIG_DFL);
+        crashes_end_the_child();
         if (!s || sl_eager_load(s, 0, mem, 2, true) != 0) {
             _exit(2);
         }
@@ -1118,9 +1129,7 @@ static void test_a_verified_eager_load_of_a_stream_without_checksums_loads_it(vo
         }
         _exit(bad ? 3 : 0);
     }
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_child_exits_0(pid);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1776,7 +1785,6 @@ static void test_device_stream_that_cannot_be_written_leaves_no_file(void **stat
 {
     fixture *fx = *state;
     static const bool lazy[3] = { false, false, false };
-    int status;
     pid_t pid;
 
     assert_true(unlink(fx->copy) == 0 || errno == ENOENT);
@@ -1796,9 +1804,7 @@ static void test_device_stream_that_cannot_be_written_leaves_no_file(void **stat
         }
         _exit(access(fx->copy, F_OK) == 0 ? 3 : 0); /* 3: a partial file was left */
     }
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_child_exits_0(pid);
 }
 
 int main(void)

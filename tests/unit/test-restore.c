@@ -2026,9 +2026,7 @@ static void test_a_corrupt_unit_split_by_a_vma_boundary_is_refused(void **state)
     bool returned;
     int fd;
 
-    /* without it the fault waits for the stop (found on Debian 12's 6.1) */
-    SL_TEST_NEED("uffd-poison", sl_uffd_has_features(UFFD_FEATURE_POISON),
-                 "the kernel has no UFFDIO_POISON (6.6+)");
+    need_poison(); /* without it the fault waits for the stop */
     f->snap_psize = BIG_UNIT;
     fixture_build(f, 8 * BIG_UNIT, 0, 0);
     assert_true(sl_snapshot_block(f->snap, 0, &bi));
@@ -2747,9 +2745,7 @@ static void test_after_a_failure_a_missing_page_is_sealed_at_its_touch_without_a
     page_reader pr;
     GThread *th;
 
-    /* without it the touch waits for the stop (found on Debian 12's 6.1) */
-    SL_TEST_NEED("uffd-poison", sl_uffd_has_features(UFFD_FEATURE_POISON),
-                 "the kernel has no UFFDIO_POISON (6.6+)");
+    need_poison(); /* without it the touch waits for the stop */
     fixture_build(f, 8 << 20, 0, 0);
     fixture_start(f, 0, true); /* faults alone: nothing placed but what is touched */
     assert_int_equal(truncate(f->path, (off_t)(f->snap->blocks[0].pages_offset +

@@ -215,6 +215,12 @@ static bool follow(const opts *o, loaded *l, sl_restore *r, consumers *cons, dou
     res->workload_ms = t.done_ns ? (double)t.done_ns / 1e6 - t0 : -1;
     if (cons) {
         ok = consumers_finish(cons, &res->cons, errp);
+        if (ok && res->cons.ended && sl_restore_poll(r) == 0) {
+            /* Blocked after a complete restore: nothing should block then. */
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%" G_GUINT64_FORMAT " consumer(s) "
+                        "still running 3 s after being told to stop: ended", res->cons.ended);
+            ok = false;
+        }
     }
     res->touched = t.touched;
     res->touch_mismatches = t.mismatches;
@@ -485,6 +491,7 @@ static void json_touch(cli_json *j, const opts *o, const results *r)
     json_u64(j, "consumer_pages_touched", r->cons.touched);
     json_u64(j, "consumer_mismatches", r->cons.mismatches);
     json_u64(j, "consumer_poisoned", r->cons.poisoned);
+    json_u64(j, "consumers_ended", r->cons.ended);
 }
 
 /* Where the memory went: nodes, RSS, hugepages, the restore's own (results_json). */
@@ -593,6 +600,11 @@ static void print_human(const opts *o, const results *r)
         printf("  %d consumer process(es): %" G_GUINT64_FORMAT " pages touched, %"
                G_GUINT64_FORMAT " mismatches\n", o->consumers, r->cons.touched,
                r->cons.mismatches);
+        if (r->cons.ended) { /* only after a failed restore on kernels without poison */
+            printf("  %" G_GUINT64_FORMAT " consumer(s) ended: waiting on a page that could "
+                   "not be placed, which this kernel cannot refuse (no UFFDIO_POISON)\n",
+                   r->cons.ended);
+        }
     }
     if (r->verified) {
         printf("  verify: %" G_GUINT64_FORMAT " mismatching pages\n", r->verify_mismatches);

@@ -6,11 +6,13 @@
  * (acquire).
  */
 #include <errno.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "consumers.h"
@@ -18,6 +20,9 @@
 #include "migration/uffd.h"
 
 #define MAX_CONSUMERS 16
+/* How long children have, all together, to leave once told to stop; one
+ * still running then is blocked on a page nobody will place (below). */
+#define CONSUMER_GRACE_MS 3000
 
 /*
  * A page shared (MAP_SHARED anonymous) between the parent and its consumer
@@ -277,18 +282,68 @@ void consumers_go(consumers *c)
     }
 }
 
+/*
+ * True once child @pid has exited, or at @deadline_us (monotonic) while it
+ * has not.  Waits on a pidfd, not by polling; without pidfd_open (Linux
+ * before 5.3) it waits for the exit itself.
+ */
+static bool exits_by(pid_t pid, int64_t deadline_us)
+{
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    int ret;
+
+    if (fd < 0) {
+        return true;
+    }
+    do {
+        int64_t left_ms = (deadline_us - g_get_monotonic_time() + 999) / 1000;
+        ret = poll(&p, 1, (int)CLAMP(left_ms, 0, INT32_MAX));
+    } while (ret < 0 && errno == EINTR);
+    close(fd);
+    return ret != 0;
+}
+
+/*
+ * Reaps child @i.  A child still running at @deadline_us waits on a page
+ * the restore could not place and the kernel could not refuse (no
+ * UFFDIO_POISON: its view stays registered, docs/protocol.md): as its
+ * supervisor we end it (SIGKILL wakes a thread blocked in a fault) and
+ * count it in *@ended.  Else false with @status if it failed on its own.
+ */
+static bool reap_one(consumers *c, unsigned i, int64_t deadline_us, uint64_t *ended,
+                     int *status)
+{
+    bool late = !exits_by(c->pids[i], deadline_us);
+
+    if (late) {
+        kill(c->pids[i], SIGKILL);
+    }
+    if (waitpid(c->pids[i], status, 0) < 0) {
+        *status = -1;
+        return false;
+    }
+    if (late && WIFSIGNALED(*status) && WTERMSIG(*status) == SIGKILL) {
+        (*ended)++;
+        return true;
+    }
+    return WIFEXITED(*status) && WEXITSTATUS(*status) == 0;
+}
+
 bool consumers_finish(consumers *c, consumer_totals *out, GError **errp)
 {
+    int64_t deadline = g_get_monotonic_time() + CONSUMER_GRACE_MS * 1000;
     consumer_totals sum = { 0 };
     bool ok = true;
 
     /* Release: pairs with the children's acquire load of stop. */
     atomic_store_explicit(&c->sh->stop, 1, memory_order_release);
     for (unsigned i = 0; i < c->n; i++) {
-        int status = 0;
         close(c->socks[i]); /* a child still waiting for go sees EOF and exits */
-        if (waitpid(c->pids[i], &status, 0) < 0 || !WIFEXITED(status) ||
-            WEXITSTATUS(status) != 0) {
+    }
+    for (unsigned i = 0; i < c->n; i++) {
+        int status = 0;
+        if (!reap_one(c, i, deadline, &sum.ended, &status)) {
             if (ok) {
                 g_set_error(errp, SL_ERROR, SL_ERROR_IO, "consumer %u (pid %d) %s %d", i,
                             (int)c->pids[i], WIFSIGNALED(status) ? "died of signal" :

@@ -31,11 +31,17 @@ typedef struct {
     uint64_t touched;      /* pages read (and checked) */
     uint64_t mismatches;   /* pages with wrong bytes */
     uint64_t poisoned;     /* reads refused with SIGBUS (a corrupt page) */
+    uint64_t ended;        /* still running 3 s after told to stop: blocked on a
+                            * page nobody will place, ended with SIGKILL */
 } consumer_totals;
 
 /**
  * consumers_finish: stop them, reap them; fills @out (may be NULL) with what
- * all of them saw.  False if one failed or died.
+ * all of them saw.  A consumer still running 3 s after the stop waits on a
+ * page the restore could not place, where the kernel cannot refuse it
+ * (no UFFDIO_POISON): it is ended with SIGKILL and counted in @out->ended,
+ * which is for the caller to judge (expected after a failed restore).
+ * False if one failed or died on its own.
  */
 bool consumers_finish(consumers *c, consumer_totals *out, GError **errp);
 

@@ -30,6 +30,7 @@ for t in $(arg suites | tr , ' '); do
     echo "=== SUITE $t"
     CMOCKA_MESSAGE_OUTPUT=TAP SL_TEST_FILTER="$(arg filter)" SNAPLOAD_REQUIRE="$(arg require)" \
         SNAPLOAD_PRELOAD="$build/libsnapload-preload.so" SNAPLOAD_PEERS="$build/snapload-peers" \
+        SL_DLCTOR="$build/tests/unit/libsl-dlctor.so" \
         "$build/tests/unit/test-$t" 2>&1
     echo "=== EXIT $t $? after $(cut -d' ' -f1 /proc/uptime) s"
 done

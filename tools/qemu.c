@@ -348,12 +348,8 @@ static bool backend_fs(const sl_qemu_backend *b, uint64_t *hugepage, GError **er
         return true;
     }
     if ((unsigned long)sfs.f_type != HUGETLBFS_MAGIC) {
-        g_autofree char *link = g_file_read_link(b->mem_path, NULL);
-        g_autofree char *hint = link ? g_strdup_printf(" (it is a symbolic link to %s: name "
-                                                       "that file instead, since the link "
-                                                       "would be replaced)", link) : NULL;
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s': %s is neither "
-                    "on tmpfs nor on hugetlbfs%s", b->id, b->mem_path, hint ? hint : "");
+                    "on tmpfs nor on hugetlbfs", b->id, b->mem_path);
         return false;
     }
     if (b->size % (uint64_t)sfs.f_bsize) {
@@ -493,12 +489,43 @@ static bool create_file(const sl_qemu_backend *b, GArray *locks, GError **errp)
     return lock_file(b, fd, errp);
 }
 
+/*
+ * A mem-path that is a symbolic link names the file it points to, as QEMU
+ * opens it: @b's path becomes that file's, so that the restore makes (or
+ * reuses) the target where it is, not a regular file in the link's place
+ * on another file system (found by a user's test: a link in /dev/shm to a
+ * hugetlbfs file was replaced by a tmpfs file).  A dangling link is refused.
+ */
+static bool follow_link(sl_qemu_backend *b, GError **errp)
+{
+    struct stat st;
+    char *real;
+
+    if (!b->mem_path || lstat(b->mem_path, &st) < 0 || !S_ISLNK(st.st_mode)) {
+        return true;
+    }
+    real = realpath(b->mem_path, NULL);
+    if (!real) {
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s': mem-path %s is a "
+                    "symbolic link that leads to no file (%s); name the file itself", b->id,
+                    b->mem_path, g_strerror(errno));
+        return false;
+    }
+    g_free(b->mem_path);
+    b->mem_path = g_strdup(real);
+    free(real);
+    return true;
+}
+
 bool sl_qemu_fresh_files(GPtrArray *backends, GArray *locks, GError **errp)
 {
     g_autofree uint64_t *hugepage = g_new0(uint64_t, backends->len + 1);
     g_autoptr(GArray) old = g_array_new(false, false, sizeof(int));
     bool ok = true;
 
+    for (guint i = 0; ok && i < backends->len; i++) {
+        ok = follow_link(g_ptr_array_index(backends, i), errp);
+    }
     /* Every old file locked before any is removed: one in use refuses all. */
     for (guint i = 0; ok && i < backends->len; i++) {
         sl_qemu_backend *b = g_ptr_array_index(backends, i);
@@ -536,6 +563,9 @@ bool sl_qemu_reuse_files(GPtrArray *backends, GArray *locks, GError **errp)
 
     for (guint i = 0; i < backends->len; i++) {
         sl_qemu_backend *b = g_ptr_array_index(backends, i);
+        if (!follow_link(b, errp)) {
+            return false;
+        }
         if (!b->mem_path) {
             g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "--reuse-ram: block '%s' is "
                         "anonymous memory, which a restarted QEMU gets afresh: use a "

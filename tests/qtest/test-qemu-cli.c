@@ -27,10 +27,8 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <linux/magic.h>
 #include "tests/unit/testutil.h"
 #include "tools/qmp.h"
 #include "qtest-util.h"
@@ -905,28 +903,6 @@ static void eager_loads_mem_path_guest(fixture *f, GPtrArray *q)
     }
 }
 
-/* A mem-path that is a symbolic link, in a directory on neither tmpfs nor
- * hugetlbfs, to the RAM file @mem: refused, saying it is a link and to
- * what (remaking the file would replace the link).  Not tried where the
- * test directory is itself on tmpfs. */
-static void refuse_linked_mem_path(fixture *f, const char *snap, GPtrArray *q, const char *mem)
-{
-    g_autofree char *link = path_in(f, "ram-link"), *o = NULL, *want = NULL;
-    struct statfs sfs;
-
-    if (statfs(f->dir, &sfs) == 0 && (unsigned long)sfs.f_type == TMPFS_MAGIC) {
-        fprintf(stderr, "# %s is on tmpfs: the linked mem-path case is not tried\n", f->dir);
-        return;
-    }
-    assert_int_equal(symlink(mem, link), 0);
-    o = g_strdup_printf("memory-backend-file,id=ram0,size=%dM,mem-path=%s,share=on", GUEST_MB,
-                        link);
-    want = g_strdup_printf("it is a symbolic link to %s", mem);
-    args_with(q, o, true);
-    restore_refused(snap, NULL, q, want);
-    unlink(link);
-}
-
 /*
  * Guest RAM no restore can serve is refused by name before any file is
  * touched (found by testing): a memory-backend-file with offset= (the file
@@ -935,8 +911,7 @@ static void refuse_linked_mem_path(fixture *f, const char *snap, GPtrArray *q, c
  * -mem-path (a private file mapping: the restore waited 12 s for a
  * registration).  An -object in JSON syntax, as libvirt writes it, is read
  * like the dotted one: the shared anonymous RAM it names is refused as
- * such, not taken for no RAM at all; and a fractional -m is a size.  A
- * mem-path linked from another file system is refused saying so.
+ * such, not taken for no RAM at all; and a fractional -m is a size.
  */
 static void test_ram_no_restore_can_serve_is_refused_before_its_file_changes(void **state)
 {
@@ -971,7 +946,6 @@ static void test_ram_no_restore_can_serve_is_refused_before_its_file_changes(voi
         assert_int_equal(len, (gsize)(2 * GUEST_MB) << 20); /* neither made afresh */
         assert_memory_equal(file, marker, 4096);            /* nor its bytes lost */
     }
-    refuse_linked_mem_path(f, snap, q, mem);
     args_with(q, "-mem-path", false);
     g_ptr_array_insert(q, 4, g_strdup(mem)); /* after -mem-path */
     restore_refused(snap, NULL, q, "-mem-path");
@@ -1366,6 +1340,51 @@ static void test_a_signal_after_completion_returns_qemus_status(void **state)
     child_free(&r);
 }
 
+/*
+ * A mem-path that is a symbolic link (here from the test's directory to
+ * the RAM file on /dev/shm) names the file it leads to, as QEMU takes it:
+ * the guest saved through the link restores through it, the RAM file is
+ * made afresh where it is and the link stays a link (found by a user's
+ * test: the link was replaced by a regular file in its own directory, or
+ * refused where that was no tmpfs).  A link that leads nowhere is refused
+ * saying so (QEMU would spin on it), and no file is made behind it.
+ */
+static void test_a_linked_mem_path_restores_into_the_file_it_leads_to(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *qmp = path_in(f, "guest.qmp"), *snap = path_in(f, "linked.snap");
+    g_autofree char *link = path_in(f, "ram-link"), *err = NULL;
+    g_autoptr(GPtrArray) a = g_ptr_array_new_with_free_func(g_free);
+    struct stat st;
+    sl_qmp *g;
+    int ws;
+
+    need(f);
+    /* The file first: QEMU itself spins on a link that leads nowhere (its
+     * O_CREAT|O_EXCL open fails on it, and it tries again, for ever). */
+    assert_true(g_file_set_contents(f->memfile, "", 0, NULL) &&
+                truncate(f->memfile, GUEST_MB << 20) == 0);
+    assert_int_equal(symlink(f->memfile, link), 0);
+    guest_args(a, f, link);
+    g = start_with_qmp(f, a, qmp);
+    ws = qemu_save(qmp, (const char *[]){ "-o", snap, "--quit", NULL }, &err);
+    if (!g_spawn_check_wait_status(ws, NULL)) {
+        fail_msg("qemu-save of a guest on a linked mem-path (status %#x):\n%s", ws, err);
+    }
+    sl_qmp_close(g);
+    g_ptr_array_set_size(a, 0);
+    guest_args(a, f, link);
+    restore_completes(snap, a, "through a linked mem-path");
+    assert_int_equal(lstat(link, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    assert_int_equal(stat(f->memfile, &st), 0);
+    assert_true(S_ISREG(st.st_mode) && st.st_size == (off_t)GUEST_MB << 20);
+    assert_int_equal(unlink(f->memfile), 0);
+    restore_refused(snap, NULL, a, "is a symbolic link that leads to no file");
+    assert_int_equal(stat(f->memfile, &st), -1);
+    unlink(link);
+}
+
 #define CASE(fn) cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, (void *)&shmem)
 
 int main(void)
@@ -1389,6 +1408,7 @@ int main(void)
         CASE(test_a_child_save_takes_its_parents_block_order),
         CASE(test_a_hotplugged_dimm_the_size_of_ram_restores),
         CASE(test_memory_a_device_owns_is_refused_in_the_container_and_restores_from_qemus_file),
+        CASE(test_a_linked_mem_path_restores_into_the_file_it_leads_to),
     };
 
     qtest_pick_qemu();

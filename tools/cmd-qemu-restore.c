@@ -943,6 +943,8 @@ static int run(const qr_opts *o)
         if (r.t0 > 0) { /* QEMU was started: say what happened up to the failure */
             end_for_report(&r);
             qr_report(&r, err->message);
+        } else if (o->json) { /* a caller parsing stdout gets its object all the same */
+            qr_report(&r, err->message);
         }
         ret = cli_fail_error(g_steal_pointer(&err));
         cleanup(&r);

@@ -87,8 +87,12 @@ void qr_report(const qr *r, const char *error)
     if (error) {
         json_str(&j, "error", error);
     }
-    json_str(&j, "snapshot_format", r->snap && sl_snapshot_get_format(r->snap) == SL_FORMAT_QEMU
-                                        ? "qemu" : "snapload");
+    if (r->snap) {
+        json_str(&j, "snapshot_format",
+                 sl_snapshot_get_format(r->snap) == SL_FORMAT_QEMU ? "qemu" : "snapload");
+    } else {
+        json_raw(&j, "snapshot_format", "null"); /* it could not be opened */
+    }
     json_str(&j, "device_state_uri", r->load_uri ? r->load_uri : "");
     json_double(&j, "time_to_running_ms", r->o->paused ? -1 : span(r->t0, r->t_run));
     json_double(&j, "qemu_start_ms", span(r->t0, r->t_qmp));

@@ -630,6 +630,25 @@ static void assert_count(JsonObject *o, const char *key)
     }
 }
 
+/* A failure before QEMU starts (no such snapshot) still prints the one
+ * object --json promises, its reason and null figures (found by a user's
+ * test: stdout was empty, and a caller parsing it failed). */
+static void json_of_a_failure_before_qemu_starts(fixture *f)
+{
+    g_autofree char *missing = path_in(f, "no-such.snap"), *out = NULL, *err = NULL;
+    g_autoptr(JsonObject) o = NULL;
+    int ws = sl_test_run_cli((const char *const *)(const char *[]){
+                                 "qemu-restore", missing, "--json", "--", "qemu-system-x86_64",
+                                 "-m", "64M", NULL }, &out, &err);
+
+    assert_true(WIFEXITED(ws) && WEXITSTATUS(ws) == 1);
+    o = parse_json(out);
+    assert_string_equal(json_object_get_string_member(o, "status"), "failed");
+    assert_non_null(strstr(json_object_get_string_member(o, "error"), "no-such.snap"));
+    assert_true(JSON_NODE_HOLDS_NULL(json_object_get_member(o, "snapshot_format")));
+    assert_true(JSON_NODE_HOLDS_NULL(json_object_get_member(o, "qemu_start_ms")));
+}
+
 /*
  * A restore with no loaders, its guest quit before every page is in
  * place: the failed run's --json still carries the daemon's figures (the
@@ -674,6 +693,7 @@ static void test_json_of_a_guest_quit_mid_restore_carries_the_figures_reached(vo
     assert_true(JSON_NODE_HOLDS_OBJECT(json_object_get_member(o, "restore")));
     assert_true(JSON_NODE_HOLDS_NULL(json_object_get_member(o, "time_to_complete_ms")));
     child_free(&r);
+    json_of_a_failure_before_qemu_starts(f);
 }
 
 /*

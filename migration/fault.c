@@ -585,6 +585,9 @@ static bool finish(sl_restore *r, uint64_t gen)
     int final = atomic_load_explicit(&r->page_error, memory_order_relaxed);
     bool track = r->cfg.track_writes;
 
+    if (r->finish_checking) {
+        r->finish_checking(r->finish_checking_opaque);
+    }
     if (final == 0 && r->cfg.no_checksum && sl_snapshot_unchanged(r->snap) < 0) {
         /* The last placements' checks may have raced a change that moves
          * the file's time only after its bytes (a punched hole): no

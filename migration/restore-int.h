@@ -325,6 +325,12 @@ struct sl_restore {
      * sl_restore_start(). */
     void (*finish_signalling)(void *opaque);
     void *finish_signalling_opaque;
+    /* Test hook, NULL in production: called by the fault thread when every
+     * unit is settled, before completion checks the snapshot file one last
+     * time (a change after the last placement's own check).  Set before
+     * sl_restore_start(). */
+    void (*finish_checking)(void *opaque);
+    void *finish_checking_opaque;
     /* Test hook, NULL in production: called by the fault thread when a
      * fault found unit @u of region @region settled (PRESENT or POISONED),
      * right before it maps the unit into the faulting view (a page the

@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -2793,6 +2794,43 @@ static void test_a_snapshot_rewritten_without_checksums_is_never_served(void **s
     assert_non_null(strstr(err->message, "was changed during the restore"));
 }
 
+/* finish_checking hook: the snapshot file (@opaque: its path) grows by a
+ * page, which its size tells whatever the clock did. */
+static void grow_snapshot(void *opaque)
+{
+    struct stat st;
+
+    assert_int_equal(stat(opaque, &st), 0);
+    assert_int_equal(truncate(opaque, st.st_size + PSIZE), 0);
+}
+
+/*
+ * A snapshot without checksums changed after the last placement's own
+ * check, before completion: the completion checks the file once more and
+ * fails with -ESTALE, naming the change, instead of reporting success
+ * over bytes nothing proves (a punched hole moves the file's time only
+ * after its bytes).  Every page was placed by then: none is left to seal.
+ */
+static void test_a_snapshot_changed_before_completion_fails_the_completion(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    sl_stats st = { .size = sizeof(st) };
+
+    f->no_checksum = true;
+    fixture_build(f, MAX(4u << 20, 2 * unit_of(f->bc)), 0, 0);
+    fixture_attach(f, 1, false);
+    f->r->finish_checking = grow_snapshot;
+    f->r->finish_checking_opaque = f->path;
+    assert_true(sl_restore_start(f->r, &err));
+    assert_int_equal(sl_restore_wait(f->r, 60000), -ESTALE);
+    err = sl_restore_error(f->r);
+    assert_non_null(err);
+    assert_non_null(strstr(err->message, "was changed during the restore"));
+    sl_restore_get_stats(f->r, &st);
+    assert_int_equal(st.pages_never_placed, 0);
+}
+
 /*
  * Reads page @page of block 0 in a thread while the restore fails under it:
  * waits for the failure, stops the restore (which seals what is missing)
@@ -4454,6 +4492,8 @@ static const feature features[] = {
     { "loaders_alone_place_every_page_exactly_once", test_loaders_alone_place_every_page_exactly_once, any },
     { "after_a_failure_a_missing_page_is_sealed_at_its_touch_without_a_stop",
       test_after_a_failure_a_missing_page_is_sealed_at_its_touch_without_a_stop, small_units },
+    { "a_snapshot_changed_before_completion_fails_the_completion",
+      test_a_snapshot_changed_before_completion_fails_the_completion, small_units },
     { "a_snapshot_rewritten_without_checksums_is_never_served",
       test_a_snapshot_rewritten_without_checksums_is_never_served, any },
     { "a_second_concurrent_stop_returns_once_the_restore_is_stopped",

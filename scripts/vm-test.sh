@@ -10,7 +10,7 @@
 #
 #   scripts/vm-test.sh [--kernel VMLINUZ] [--build DIR] [--suites a,b,...]
 #                      [--filter GLOB] [--require CAPS] [--pages-1G N]
-#                      [--mem SIZE] [--log FILE]
+#                      [--mem SIZE] [--log FILE] [--timeout SECS]
 #
 # --kernel: default the newest /boot/vmlinuz-*-cloud-amd64 (any x86-64
 #   kernel with hugetlbfs, userfaultfd, tmpfs and the 8250 console built in;
@@ -19,6 +19,9 @@
 # --filter: SL_TEST_FILTER of each program (default '*1G*'; '*' for all).
 # --require: SNAPLOAD_REQUIRE inside (default uffd,hugepages-1G): a case
 #   skipped for one of them fails.
+# --timeout: each test program is ended after SECS (default 1800), so that
+#   one that hangs (a kernel without a feature it waits on) is reported as
+#   exit status 143 and the next suites still run.
 # The guest's console goes to --log (default /var/tmp/snapload-vm-test.log).
 # Prints each failure with its output, then "N passed, N failed, N skipped";
 # exits 1 if a case failed, a program failed or the guest never finished.
@@ -26,7 +29,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 kernel="" build=build suites=contract,peers,reset,restore,track,verify filter='*1G*'
-require=uffd,hugepages-1G pages=2 mem="" log=""
+require=uffd,hugepages-1G pages=2 mem="" log="" timeout=1800
 while [ $# -gt 0 ]; do
     case "$1" in
         --kernel) kernel="${2:?}"; shift ;;
@@ -37,12 +40,14 @@ while [ $# -gt 0 ]; do
         --pages-1G) pages="${2:?}"; shift ;;
         --mem) mem="${2:?}"; shift ;;
         --log) log="${2:?}"; shift ;;
+        --timeout) timeout="${2:?}"; shift ;;
         *) echo "usage: $0 [--kernel VMLINUZ] [--build DIR] [--suites a,b] [--filter GLOB]" \
-                "[--require CAPS] [--pages-1G N] [--mem SIZE] [--log FILE]" >&2; exit 2 ;;
+                "[--require CAPS] [--pages-1G N] [--mem SIZE] [--log FILE] [--timeout SECS]" >&2; exit 2 ;;
     esac
     shift
 done
 [[ "$pages" =~ ^[0-9]+$ ]] || { echo "vm-test: --pages-1G $pages is not a count" >&2; exit 2; }
+[[ "$timeout" =~ ^[0-9]+$ ]] || { echo "vm-test: --timeout $timeout is not seconds" >&2; exit 2; }
 # They go on the kernel command line, which splits at spaces.
 for v in "$build" "$suites" "$filter" "$require"; do
     [[ "$v" != *[[:space:]]* ]] || { echo "vm-test: '$v' holds a space" >&2; exit 2; }
@@ -70,7 +75,7 @@ timeout 4h qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp "$(nproc)" -
     -kernel "$kernel" -initrd "$work/root.cpio" -nographic -no-reboot \
     -append "console=ttyS0 panic=-1 quiet default_hugepagesz=2M hugepagesz=1G \
 hugepages=$pages hugepagesz=2M hugepages=128 sl.build=$build sl.suites=$suites \
-sl.filter=$filter sl.require=$require sl.tmp=6G sl.shm=2G" </dev/null >"$log" 2>&1 || true
+sl.filter=$filter sl.require=$require sl.timeout=$timeout sl.tmp=6G sl.shm=2G" </dev/null >"$log" 2>&1 || true
 
 python3 - "$log" <<'PY'
 import re, sys

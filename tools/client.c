@@ -396,21 +396,26 @@ int sl_client_register_view(const char *dsock, const char *name, const char *blo
     g_autoptr(GError) err = NULL;
     int uffd;
 
-    if ((*sock = sl_client_connect(dsock, name, errp)) < 0) {
-        return -1;
+    *tracked = false;
+    /* Where this kernel cannot track writes (no async WP: Debian 12's 6.1)
+     * no tracked view is tried: it would cost a connection for nothing. */
+    if (sl_uffd_has_features(SL_UFFD_TRACK_FEATURES)) {
+        if ((*sock = sl_client_connect(dsock, name, errp)) < 0) {
+            return -1;
+        }
+        uffd = sl_client_register_tracked(*sock, block, addr, length, memfd, 0, &err);
+        *tracked = uffd >= 0;
+        if (*tracked) {
+            return uffd;
+        }
+        close(*sock); /* refused: the daemon dropped that connection */
+        *sock = -1;
+        if (!g_error_matches(err, SL_ERROR, SL_ERROR_UNSUPPORTED)) {
+            g_propagate_error(errp, g_steal_pointer(&err)); /* a real refusal */
+            return -1;
+        }
     }
-    uffd = sl_client_register_tracked(*sock, block, addr, length, memfd, 0, &err);
-    *tracked = uffd >= 0;
-    if (*tracked) {
-        return uffd;
-    }
-    close(*sock); /* refused: the daemon dropped that connection */
-    *sock = -1;
-    if (!g_error_matches(err, SL_ERROR, SL_ERROR_UNSUPPORTED)) {
-        g_propagate_error(errp, g_steal_pointer(&err)); /* a real refusal */
-        return -1;
-    }
-    /* The daemon does not track writes here: a plain view it is. */
+    /* Nobody tracks writes here: a plain view it is. */
     if ((*sock = sl_client_connect(dsock, name, errp)) < 0) {
         return -1;
     }

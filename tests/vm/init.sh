@@ -3,7 +3,8 @@
 # /init of the test VM (scripts/vm-test.sh, tests/vm/mkroot.py): mounts what
 # the unit tests use (tmpfs on /tmp and /dev/shm, a hugetlbfs mount of each
 # page size the kernel offers), runs the test programs named on the kernel
-# command line (sl.suites=a,b sl.filter=GLOB sl.require=CAPS) with the
+# command line (sl.suites=a,b sl.filter=GLOB sl.require=CAPS, each program
+# ended after sl.timeout seconds: a hang shows as status 143) with the
 # environment meson gives them, prints each one's TAP output between
 # "=== SUITE name" and "=== EXIT name status" lines, then powers off.
 export PATH=/bin
@@ -31,7 +32,7 @@ for t in $(arg suites | tr , ' '); do
     CMOCKA_MESSAGE_OUTPUT=TAP SL_TEST_FILTER="$(arg filter)" SNAPLOAD_REQUIRE="$(arg require)" \
         SNAPLOAD_PRELOAD="$build/libsnapload-preload.so" SNAPLOAD_PEERS="$build/snapload-peers" \
         SL_DLCTOR="$build/tests/unit/libsl-dlctor.so" \
-        "$build/tests/unit/test-$t" 2>&1
+        timeout "$(arg timeout)" "$build/tests/unit/test-$t" 2>&1
     echo "=== EXIT $t $? after $(cut -d' ' -f1 /proc/uptime) s"
 done
 echo "=== DONE"

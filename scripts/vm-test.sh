@@ -68,7 +68,16 @@ mem=${mem:-$((pages + 10))G}
 work=$(mktemp -d /var/tmp/snapload-vm-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 log=${log:-${TMPDIR:-/var/tmp}/snapload-vm-test.log} # kept: the failures point into it
-python3 tests/vm/mkroot.py "$build" "$work/root.cpio"
+# unix_diag, where the kernel has it as a module: the preload client names a
+# socket pair's peer through it (a Debian kernel's own, or one unpacked
+# with dpkg -x beside its boot/).
+ver=${kernel##*/vmlinuz-}
+modules=()
+for d in "$(dirname "$kernel")/../lib/modules/$ver" "/lib/modules/$ver"; do
+    m="$d/kernel/net/unix/unix_diag.ko"
+    if [ -e "$m" ] && [ ${#modules[@]} -eq 0 ]; then modules+=("$m"); fi
+done
+python3 tests/vm/mkroot.py "$build" "$work/root.cpio" "${modules[@]}"
 echo "vm-test: $(basename "$kernel"), $mem, $pages x 1 GiB pages, suites $suites," \
      "filter '$filter'; console in $log"
 timeout 4h qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp "$(nproc)" -m "$mem" \

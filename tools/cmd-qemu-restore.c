@@ -50,6 +50,7 @@
 #include "qemu-migrate.h"
 #include "qemu-verify.h"
 #include "qemu-restore.h"
+#include "migration/uffd.h"
 
 #define QMP_TIMEOUT_MS 30000
 
@@ -92,6 +93,21 @@ static void eager_note(const sl_block_info *bi, const sl_qemu_backend *found)
             !found ? "no memory-backend-file (share=on) or memory-backend-ram of that id in "
                      "QEMU's arguments"
                    : "it is shared anonymous memory (memory-backend-ram,share=on)");
+}
+
+/*
+ * --reuse-ram and --track-writes on a kernel that cannot track writes (no
+ * asynchronous uffd write-protection, Linux 6.7+: Debian 12's 6.1): the
+ * views are registered plainly, so the run keeps no list of written pages.
+ */
+static void untracked_note(const qr *r)
+{
+    if (r->o->track && !r->o->eager && !sl_uffd_has_features(SL_UFFD_TRACK_FEATURES)) {
+        fprintf(stderr, "snapload: note: this kernel cannot track writes (asynchronous "
+                "userfaultfd write-protection, Linux 6.7+): this run leaves no list of "
+                "written pages, so the next --reuse-ram checks every page and a child "
+                "save reads all of guest RAM\n");
+    }
 }
 
 /*
@@ -725,6 +741,7 @@ static bool socket_free(const char *path, GError **errp)
 
 static bool prepare(qr *r, GError **errp)
 {
+    untracked_note(r);
     r->registered = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     r->locks = g_array_new(false, false, sizeof(int));
     if ((r->o->socket && !socket_free(r->o->socket, errp)) ||

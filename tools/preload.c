@@ -17,7 +17,8 @@
  *                    reservation) and registered in MISSING mode
  *   SNAPLOAD_EXE     optional: act only in the process running this binary
  *   SNAPLOAD_TRACK   optional, "1": track the writes to each file mapping
- *                    (qemu-restore --reuse-ram): registered in WP mode too,
+ *                    (qemu-restore --reuse-ram) where the kernel can (6.7+;
+ *                    else plainly registered, no list): in WP mode too,
  *                    and before the mapping goes (munmap, exit) the daemon
  *                    is asked to read what this process wrote, so that the
  *                    next restart over the same file rewrites only that
@@ -77,6 +78,7 @@
 #include <unistd.h>
 #include "preload.h"
 #include "migration/protocol.h"
+#include "migration/uffd.h"
 
 /* How long the daemon may take to answer, unless SNAPLOAD_TIMEOUT_MS says. */
 #define DEFAULT_TIMEOUT_MS 30000
@@ -316,7 +318,13 @@ __attribute__((constructor)) static void preload_init(void)
             blocks ? blocks : "");
     }
     pl.socket = g_strdup(sock);
-    pl.track = g_strcmp0(getenv("SNAPLOAD_TRACK"), "1") == 0;
+    /* Where the kernel cannot track (no asynchronous uffd write-protection,
+     * Linux 6.7+: Debian 12's 6.1) the views are registered plainly: the
+     * daemon then keeps no list of written pages, so the next restart checks
+     * every page (found on 6.1: the tracked registration failed and ended
+     * QEMU). */
+    pl.track = g_strcmp0(getenv("SNAPLOAD_TRACK"), "1") == 0 &&
+               sl_uffd_has_features(SL_UFFD_TRACK_FEATURES);
     pl.timeout_ms = getenv("SNAPLOAD_TIMEOUT_MS") ? atoi(getenv("SNAPLOAD_TIMEOUT_MS")) : 0;
     if (pl.timeout_ms <= 0) {
         pl.timeout_ms = DEFAULT_TIMEOUT_MS;

@@ -59,6 +59,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 #include "testutil.h"
+#include "migration/uffd.h"
 #include "migration/vmas.h"
 #include "tools/client.h"
 #include "tools/preload-guard.h"
@@ -1085,7 +1086,9 @@ static int bad_unmapper_main(const char *ram)
     if (p == MAP_FAILED) {
         return 10;
     }
-    r = munmap((void *)p, (size_t)1 << 48);
+    /* Past any address space, 5-level paging's too (a TCG guest with
+     * -cpu max has it: there 1 << 48 unmapped the stack). */
+    r = munmap((void *)p, (size_t)1 << 57);
     printf("munmap: %d (%s)\n", r, g_strerror(errno));
     printf("after the refused munmap: %u wrong\n", bad + wrong_in(p, 0, LEN / PSIZE));
     return 0;
@@ -2216,7 +2219,7 @@ static void test_fork_guard_leaves_alone_what_replaced_its_mapping(void **state)
 
 int main(int argc, char **argv)
 {
-    const struct CMUnitTest tests[] = {
+    struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_guest_ram_is_refused_to_an_unregistered_peer,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_guest_ram_reaches_an_attached_peer_with_every_byte,
@@ -2352,6 +2355,14 @@ int main(int argc, char **argv)
     }
     if (argc == 3 && !strcmp(argv[1], "backend")) {
         return backend_main(argv[2]);
+    }
+    for (size_t i = 0; i < G_N_ELEMENTS(tests); i++) {
+        if (tests[i].setup_func == setup_tracking &&
+            !sl_uffd_has_features(SL_UFFD_TRACK_FEATURES)) { /* Debian 12's 6.1 */
+            sl_test_skip_as_absent(&tests[i], "uffd-wp-async", "a tracked VMM needs asynchronous "
+                                   "uffd write-protection (Linux 6.7+); without it its views "
+                                   "are registered plainly and no list is kept");
+        }
     }
     if (g_getenv("SL_TEST_FILTER")) { /* e.g. "*fork*": run only matching cases */
         cmocka_set_test_filter(g_getenv("SL_TEST_FILTER"));

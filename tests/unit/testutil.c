@@ -136,6 +136,11 @@ int64_t sl_test_pages_not_on_disk(const char *path)
     return rc == 0 ? (int64_t)(cs.nr_dirty + cs.nr_writeback) : -1;
 }
 
+bool sl_test_have_cachestat(void)
+{
+    return sl_test_pages_not_on_disk("/proc/self/exe") >= 0 || errno != ENOSYS;
+}
+
 unsigned sl_test_dir_entries(const char *dir)
 {
     GDir *d = g_dir_open(dir, 0, NULL);

@@ -69,6 +69,15 @@ unsigned sl_test_dir_entries(const char *dir);
  * Always 0 on tmpfs. */
 int64_t sl_test_pages_not_on_disk(const char *path);
 
+/** Whether the kernel has cachestat(2) (Linux 6.5+; not Debian 12's 6.1). */
+bool sl_test_have_cachestat(void);
+
+/* Skips the current test (fails it where "cachestat" is required) on a
+ * kernel without cachestat(2), saying what @needs it.  Call before the
+ * test allocates anything. */
+#define SL_TEST_NEED_CACHESTAT(needs) \
+    SL_TEST_NEED("cachestat", sl_test_have_cachestat(), "cachestat(2) needs Linux 6.5: " needs)
+
 /** Removes @dir and the files directly in it; frees @dir. */
 void sl_test_rmdir(char *dir);
 

@@ -7,7 +7,7 @@
 # ended after sl.timeout seconds: a hang shows as status 143) with the
 # environment meson gives them, prints each one's TAP output between
 # "=== SUITE name" and "=== EXIT name status" lines, then powers off.
-export PATH=/bin
+export PATH=/usr/bin:/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
@@ -21,6 +21,9 @@ for d in /sys/kernel/mm/hugepages/hugepages-*kB; do
     kb=${d##*hugepages-}; kb=${kb%kB}
     mkdir -p "/dev/hugepages-$kb"
     mount -t hugetlbfs -o "pagesize=${kb}K" none "/dev/hugepages-$kb"
+done
+for m in /modules/*.ko; do
+    [ -e "$m" ] && insmod "$m"
 done
 echo "=== KERNEL $(uname -r), $(nproc) CPUs"
 grep -E "HugePages_Total|Hugepagesize|MemTotal" /proc/meminfo

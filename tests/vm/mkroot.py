@@ -10,7 +10,12 @@ holds busybox-static (every applet linked), the build tree at its own path
 library those programs and libraries load (from ldd, at their own paths),
 and tests/vm/init.sh as /init.  Nothing is downloaded.
 
-    mkroot.py BUILD_DIR OUT.cpio
+    mkroot.py BUILD_DIR OUT.cpio [MODULE.ko...]
+
+Also libgcc_s (glibc loads it at the first pthread_cancel), util-linux's
+unshare (busybox's lacks options the tests use) as /usr/bin/unshare, and
+each kernel MODULE given (unix_diag: the preload client names a socket
+pair's peer through it) under /modules, which /init loads.
 """
 import os
 import subprocess
@@ -73,9 +78,28 @@ def add_build(tree, build):
     return {l for l in libs if not l.startswith(build + "/")}
 
 
+EXTRA_PROGRAMS = ("/usr/bin/unshare",)
+EXTRA_LIBRARIES = ("/lib/x86_64-linux-gnu/libgcc_s.so.1",)
+
+
+def add_extras(tree, modules):
+    """The programs, libraries and modules beside the build; returns what they load."""
+    libs = set()
+    for prog in EXTRA_PROGRAMS:
+        if os.path.exists(prog):
+            tree.file(prog)
+            libs |= libraries(prog)
+    for lib in EXTRA_LIBRARIES:
+        if os.path.exists(lib):
+            libs.add(lib)
+    for mod in modules:
+        tree.file(mod, "modules/" + os.path.basename(mod))
+    return libs
+
+
 def main():
-    if len(sys.argv) != 3:
-        sys.exit("usage: mkroot.py BUILD_DIR OUT.cpio")
+    if len(sys.argv) < 3:
+        sys.exit("usage: mkroot.py BUILD_DIR OUT.cpio [MODULE.ko...]")
     build, out = os.path.abspath(sys.argv[1]), sys.argv[2]
     tree = Tree()
     for d in ("proc", "sys", "dev", "tmp", "run", "bin", "etc", "root", "var/tmp"):
@@ -86,7 +110,7 @@ def main():
     for applet in applets.split():
         if applet != "busybox":
             tree.symlink("bin/" + applet, "busybox")
-    for lib in sorted(add_build(tree, build)):
+    for lib in sorted(add_build(tree, build) | add_extras(tree, sys.argv[3:])):
         real = os.path.realpath(lib)
         tree.file(real)
         if real != lib:

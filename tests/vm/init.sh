@@ -22,6 +22,7 @@ for d in /sys/kernel/mm/hugepages/hugepages-*kB; do
     mkdir -p "/dev/hugepages-$kb"
     mount -t hugetlbfs -o "pagesize=${kb}K" none "/dev/hugepages-$kb"
 done
+ip link set lo up # loopback TCP (a test's lingering socket)
 for m in /modules/*.ko; do
     [ -e "$m" ] && insmod "$m"
 done

@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -3868,7 +3869,8 @@ static sl_view *view_at(const fixture *f, const uint8_t *addr)
     sl_region *reg = g_ptr_array_index(f->r->regions, 0);
 
     for (unsigned j = 0; j < reg->nviews; j++) {
-        if (sl_region_view(reg, j)->base == (uintptr_t)addr) {
+        /* not our own: a child's mapping may sit where ours is (MADV_DONTFORK) */
+        if (!sl_region_view(reg, j)->own && sl_region_view(reg, j)->base == (uintptr_t)addr) {
             return sl_region_view(reg, j);
         }
     }
@@ -3934,6 +3936,78 @@ static void test_without_poison_a_departed_view_keeps_its_uffd_and_never_serves_
     close(kept); /* the test lets it go: the read goes on */
     g_thread_join(th);
     munmap(linger, m->length);
+}
+
+/* Child: maps @m, registers it on a uffd, sends that to @sock with its
+ * address, waits for a byte, exits. */
+static void departing_child(const sl_mem *m, int sock)
+{
+    g_autoptr(GError) err = NULL;
+    uint8_t *p = mmap(NULL, m->length, PROT_READ, MAP_SHARED, m->fd, 0);
+    int uffd = p == MAP_FAILED ? -1 : sl_uffd_open(m->ops->uffd_features, 0, NULL, &err);
+    uint64_t base = (uintptr_t)p;
+    char c;
+
+    if (uffd < 0 || !sl_uffd_register(uffd, p, m->length, m->ops->register_mode,
+                                      m->ops->range_ioctls, NULL, &err) ||
+        !sl_test_send_fd(sock, uffd) || write(sock, &base, sizeof(base)) != sizeof(base)) {
+        _exit(20);
+    }
+    _exit(read(sock, &c, 1) == 1 ? 0 : 21);
+}
+
+/*
+ * Without UFFDIO_POISON a departed view whose process has exited is let
+ * go: its uffd is closed, since no thread can fault there any more (found
+ * on Debian 12's 6.1: every departed consumer's uffd stayed open in the
+ * daemon, which ran out of descriptors).  One whose process lives stays
+ * kept (the case above, where no unit was present to probe with, and the
+ * next).
+ */
+static void test_without_poison_a_departed_view_of_an_exited_process_is_let_go(void **state)
+{
+    fixture *f = *state;
+    g_autoptr(GError) err = NULL;
+    uint64_t base = 0;
+    bool released = false;
+    int sv[2], uffd, status;
+    unsigned fds;
+    sl_view *v;
+    pid_t pid;
+
+    fixture_build(f, 8 * unit_of(f->bc), 0, 0);
+    f->withheld = UFFD_FEATURE_POISON;
+    fixture_start(f, 0, true);
+    assert_no_poison(f);
+    assert_int_equal(read_page_guarded(f, f->mem[0].host, 0), 1); /* one unit present */
+    fds = sl_test_dir_entries("/proc/self/fd");
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    pid = fork();
+    if (pid == 0) {
+        close(sv[0]);
+        departing_child(&f->mem[0], sv[1]);
+    }
+    close(sv[1]);
+    uffd = sl_test_recv_fd(sv[0]);
+    assert_true(uffd >= 0 && read(sv[0], &base, sizeof(base)) == sizeof(base));
+    assert_true(sl_restore_add_view_tagged(f->r, "b0", uffd, base, 2, &err));
+    close(uffd);
+    assert_int_equal(write(sv[0], "x", 1), 1);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    close(sv[0]);
+    sl_restore_remove_views(f->r, 2);
+    for (int i = 0; i < 5000 && !(released = sl_restore_views_released(f->r, 2)); i++) {
+        g_usleep(1000); /* the fault thread reclaims it between poll rounds */
+    }
+    assert_true(released);
+    v = view_at(f, (void *)(uintptr_t)base);
+    assert_true(!v || (!v->kept && v->uffd == -1)); /* let go, or dropped */
+    /* its uffd closed (the restore's own threads may hold an fd a moment) */
+    for (int i = 0; i < 5000 && sl_test_dir_entries("/proc/self/fd") != fds; i++) {
+        g_usleep(1000);
+    }
+    assert_int_equal(sl_test_dir_entries("/proc/self/fd"), fds);
 }
 
 /*
@@ -4622,6 +4696,8 @@ static const feature features[] = {
       small_units },
     { "without_poison_a_departed_view_keeps_its_uffd_and_never_serves_zeros",
       test_without_poison_a_departed_view_keeps_its_uffd_and_never_serves_zeros, shared_small },
+    { "without_poison_a_departed_view_of_an_exited_process_is_let_go",
+      test_without_poison_a_departed_view_of_an_exited_process_is_let_go, shared_small },
     { "without_move_the_loaders_copy_every_page_once",
       test_without_move_the_loaders_copy_every_page_once, anon_only },
     { "without_async_wp_a_tracking_restore_counts_every_unit_written",

@@ -520,8 +520,9 @@ bool sl_seal_let_go(sl_region *reg, sl_view *v);
  * no thread can fault in consumer view @v any more (its process exited, or
  * the range is no longer registered on its uffd), so that a view kept
  * registered for want of a seal may be let go.  False for our own view, a
- * write-protected one, where poison exists (sealing decides there) and
- * where no unit is PRESENT to probe with.  No other thread may use @v.
+ * write-protected one and where poison exists (sealing decides there);
+ * with no unit PRESENT to probe with, true only where the kernel says
+ * ESRCH (before 6.6).  No other thread may use @v.
  */
 bool sl_seal_consumer_gone(sl_region *reg, sl_view *v);
 

@@ -135,7 +135,7 @@ static void clear_markers(sl_region *reg, sl_view *v, uint64_t u, uint64_t n)
  * uffd), probed with UFFDIO_CONTINUE of a unit that is PRESENT: where the
  * consumer lives and is registered, that maps the page as a fault would
  * (0) or finds it mapped (EEXIST); else ESRCH (no address space: older
- * kernels) or ENOENT.  False where no unit is present to probe with.
+ * kernels) or ENOENT.  Where no unit is present, see below.
  * Found on Debian 12's 6.1: every departed consumer's uffd stayed open in
  * the daemon, which ran out of descriptors after a thousand of them.
  */
@@ -154,7 +154,12 @@ bool sl_seal_consumer_gone(sl_region *reg, sl_view *v)
             return ret == -ESRCH || ret == -ENOENT;
         }
     }
-    return false;
+    /* None present: lifting write-protection of the view's first unit, a
+     * no-op on a range not registered for it, answers ESRCH where the
+     * process is gone on kernels before 6.6, the ones without poison
+     * (later ones answer ENOENT either way: kept). */
+    return u0 < u1 && sl_uffd_writeprotect(v->uffd, v->base + u0 * reg->unit, reg->unit,
+                                           false) == -ESRCH;
 }
 
 static bool seal_view(sl_region *reg, sl_view *v)

@@ -74,3 +74,15 @@ bool cli_refuse_chain_file(const char *path, const sl_snapshot *s, const char *w
     return false;
 }
 
+bool cli_refuse_special_output(const char *path, const char *what, GError **errp)
+{
+    struct stat st;
+
+    if (stat(path, &st) < 0 || S_ISREG(st.st_mode)) {
+        return false;
+    }
+    /* found by a user's test: /dev/null was replaced by the hot list */
+    g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s exists and is not a regular file: %s "
+                "would replace it", path, what);
+    return true;
+}

@@ -30,7 +30,7 @@ char *cli_parent_path(const char *parent, const char *child, const char *given)
 
 char *cli_partial_path(const char *out)
 {
-    char *tmp = g_strdup_printf("%s.%d.partial", out, (int)getpid());
+    char *tmp = sl_partial_path(out);
 
     cli_interrupt_remove_on_signal(tmp);
     return tmp;

@@ -22,7 +22,7 @@ static bool hot_list_fits(const sl_snapshot *s, const char *path, GBytes *list, 
 
 int cmd_index(int argc, char **argv)
 {
-    g_autofree char *out = NULL, *hot = NULL, *def = NULL, *data = NULL;
+    g_autofree char *out = NULL, *hot = NULL, *def = NULL, *data = NULL, *partial = NULL;
     GOptionEntry entries[] = {
         { "output", 'o', 0, G_OPTION_ARG_FILENAME, &out, "index to write (default: "
           "QEMU-FILE.slidx, where every open finds it)", "INDEX" },
@@ -52,8 +52,12 @@ int cmd_index(int argc, char **argv)
      * one must not refuse the file.  An earlier index stays until the new
      * one is whole (sl_index_write() renames it into place). */
     s = sl_snapshot_open_unindexed(argv[1], &err);
+    /* sl_index_write() writes it there first: gone if a signal ends us. */
+    partial = sl_partial_path(out ? out : def);
+    cli_interrupt_remove_on_signal(partial);
     ok = s && (!list || hot_list_fits(s, hot, list, &err)) &&
          sl_index_write(s, out ? out : def, list, &err);
+    cli_interrupt_keep(partial);
     sl_snapshot_close(s);
     if (!ok) {
         return cli_fail_error(g_steal_pointer(&err));

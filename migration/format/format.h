@@ -633,6 +633,13 @@ void sl_csums_free(sl_block *b);
 uint64_t sl_snapshot_max_page_size(const sl_snapshot *s);
 
 /**
+ * sl_partial_path: where a file meant for @out is written until it is whole
+ * and renamed: @out.PID.partial, or beside it a shorter name where that
+ * would pass NAME_MAX.  The same @out gives the same path in one process.
+ */
+char *sl_partial_path(const char *out);
+
+/**
  * sl_sync_path: flushes the data of the file at @tmp to disk (fdatasync),
  * before it is renamed to @name, which the error names (an I/O error, a
  * full disk).  A file it may not open or a file system that cannot flush

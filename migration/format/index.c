@@ -109,6 +109,13 @@ static bool index_inputs_ok(const sl_snapshot *s, const char *path, GBytes *hot,
 {
     struct stat a, b;
 
+    if (stat(path, &a) == 0 && !S_ISREG(a.st_mode)) {
+        /* A device, a FIFO, a directory: never replaced by a file (found by
+         * a user's test: /dev/null became one). */
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s exists and is not a regular file: "
+                    "nothing was put in its place", path);
+        return false;
+    }
     if (stat(path, &a) == 0 && fstat(s->fd, &b) == 0 && a.st_dev == b.st_dev &&
         a.st_ino == b.st_ino) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s is the QEMU file itself: the index "
@@ -123,7 +130,7 @@ bool sl_index_write(sl_snapshot *s, const char *path, GBytes *hot, GError **errp
 {
     /* Written beside @path, flushed and renamed when whole: a failure leaves
      * no index and never touches an earlier file of that name. */
-    g_autofree char *tmp = g_strdup_printf("%s.%d.partial", path, (int)getpid());
+    g_autofree char *tmp = sl_partial_path(path);
     uint8_t id[IDENTITY_LEN];
     sl_writer *w;
     bool ok;
@@ -157,6 +164,13 @@ bool sl_index_write(sl_snapshot *s, const char *path, GBytes *hot, GError **errp
     }
     if (!ok) {
         unlink(tmp);
+    }
+    if (!ok && errp && *errp && strstr((*errp)->message, tmp)) {
+        /* The caller named @path: a write to @tmp failed for it. */
+        GString *m = g_string_new((*errp)->message);
+        g_string_replace(m, tmp, path, 0);
+        g_free((*errp)->message);
+        (*errp)->message = g_string_free(m, false);
     }
     return ok;
 }

@@ -7,6 +7,7 @@
  * disk before it is renamed into place.
  */
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -133,6 +134,21 @@ int sl_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
         len -= (size_t)n;
     }
     return 0;
+}
+
+char *sl_partial_path(const char *out)
+{
+    g_autofree char *base = g_path_get_basename(out), *dir = g_path_get_dirname(out);
+    g_autofree char *suffix = g_strdup_printf(".%d.partial", (int)getpid());
+
+    if (strlen(base) + strlen(suffix) <= NAME_MAX) {
+        return g_strconcat(out, suffix, NULL);
+    }
+    /* A name near NAME_MAX: its first bytes, a hash of the whole and the
+     * suffix, hidden beside it (found by a user's test: a valid long name
+     * was refused with "File name too long"). */
+    return g_strdup_printf("%s/.%.*s.%08x%s", dir, (int)(NAME_MAX - 10 - strlen(suffix)), base,
+                           g_str_hash(base), suffix);
 }
 
 bool sl_sync_path(const char *tmp, const char *name, GError **errp)

@@ -1714,6 +1714,38 @@ static void test_a_damaged_index_section_names_the_index(void **state)
     unlink(idx);
 }
 
+/*
+ * An index is never written over what is not a regular file: a FIFO there
+ * is refused by name and stays a FIFO (found by a user's test: /dev/null
+ * became a file).  A valid name near NAME_MAX is taken (its partial file
+ * was refused as too long); nothing is left beside it either way.
+ */
+static void test_an_index_never_replaces_a_fifo_and_takes_a_long_name(void **state)
+{
+    fixture *fx = *state;
+    g_autofree char *fifo = g_build_filename(fx->dir, "fifo", NULL);
+    g_autofree char *name = g_strnfill(NAME_MAX - 6, 'n');
+    g_autofree char *longp = g_build_filename(fx->dir, name, NULL);
+    g_autoptr(GError) err = NULL;
+    sl_snapshot *s = open_ok(fx->path, 0);
+    struct stat st;
+
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_false(sl_index_write(s, fifo, NULL, &err));
+    assert_non_null(strstr(err->message, "exists and is not a regular file"));
+    assert_true(stat(fifo, &st) == 0 && S_ISFIFO(st.st_mode));
+    g_clear_error(&err);
+    if (!sl_index_write(s, longp, NULL, &err)) {
+        fail_msg("an index named with %zu bytes: %s", strlen(name), err->message);
+    }
+    sl_snapshot_close(s);
+    assert_true(stat(longp, &st) == 0 && S_ISREG(st.st_mode));
+    /* the QEMU file, its copy's place, the FIFO and the index: no partial */
+    assert_int_equal(sl_test_dir_entries(fx->dir), 3 + g_file_test(fx->copy, G_FILE_TEST_EXISTS));
+    unlink(longp);
+    unlink(fifo);
+}
+
 /* XORs byte @off of file @path with 0x01. */
 static void flip_file_byte(const char *path, uint64_t off)
 {
@@ -1840,6 +1872,7 @@ int main(void)
         CASE(test_device_stream_refuses_an_eager_page_that_fails_its_checksum, plain),
         CASE(test_overlaps_are_refused_before_any_bitmap_is_read, plain),
         CASE(test_a_damaged_index_section_names_the_index, plain),
+        CASE(test_an_index_never_replaces_a_fifo_and_takes_a_long_name, plain),
         CASE(test_index_keeps_the_old_index_and_replaces_a_stale_one, plain),
         CASE(test_truncation_at_every_field_boundary_is_a_clean_error, plain),
         CASE(test_truncation_at_every_field_boundary_is_a_clean_error, shared),

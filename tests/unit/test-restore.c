@@ -2420,6 +2420,33 @@ static void test_cli_names_the_corrupt_page_and_never_crashes(void **state)
     }
 }
 
+/*
+ * A hot list (--record) is never written over what is not a regular file:
+ * refused by name before the restore starts, and the FIFO stays (found by
+ * a user's test: /dev/null was replaced by the list at the end).
+ */
+static void test_cli_refuses_a_hot_list_over_what_is_not_a_file(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *dir = sl_test_tmpdir(), *fifo = g_build_filename(dir, "fifo", NULL);
+    g_autofree char *out = NULL, *err = NULL;
+    const char *const rec[] = { "--threads", "0", "--touch-threads", "1", "--workload", "10",
+                                "--record", fifo, NULL };
+    struct stat st;
+    int status;
+
+    fixture_build(f, 4u << 20, 0, 0);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    status = run_restore_cli(f, rec, &out, &err);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+    if (!strstr(err, "exists and is not a regular file")) {
+        fail_msg("--record over a FIFO: %s", err);
+    }
+    assert_true(stat(fifo, &st) == 0 && S_ISFIFO(st.st_mode));
+    unlink(fifo);
+    sl_test_rmdir(g_steal_pointer(&dir));
+}
+
 /* The value of "@key": in the flat JSON object @js, as text up to , or }. */
 static char *json_field(const char *js, const char *key)
 {
@@ -4705,6 +4732,8 @@ static const feature features[] = {
     { "hugetlbfs_errors_name_the_fix", test_hugetlbfs_errors_name_the_fix, huge },
     { "faults_never_wait_behind_a_loader_and_every_view_is_woken",
       test_faults_never_wait_behind_a_loader_and_every_view_is_woken, any },
+    { "cli_refuses_a_hot_list_over_what_is_not_a_file",
+      test_cli_refuses_a_hot_list_over_what_is_not_a_file, anon_only },
     { "cli_names_the_corrupt_page_and_never_crashes",
       test_cli_names_the_corrupt_page_and_never_crashes, small_units },
     { "cli_reports_the_figures_of_a_failed_restore",

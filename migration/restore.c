@@ -630,6 +630,22 @@ static GError *bad_page_error(const sl_restore *r, uint64_t bad)
                        also ? also : "");
 }
 
+/* For a snapshot with parents, " (its chain: CHILD, PARENT, ...)", else "":
+ * a read may have failed in any of them (found by a user's test: a parent
+ * truncated under the restore was reported as the child). */
+static char *chain_files(const sl_snapshot *s)
+{
+    GString *g = g_string_new("");
+
+    for (const sl_snapshot *p = s; s->parent && p; p = p->parent) {
+        g_string_append_printf(g, "%s%s", p == s ? " (its chain: " : ", ", p->path);
+    }
+    if (s->parent) {
+        g_string_append_c(g, ')');
+    }
+    return g_string_free(g, false);
+}
+
 GError *sl_restore_error(sl_restore *r)
 {
     int st = sl_restore_poll(r);
@@ -650,9 +666,10 @@ GError *sl_restore_error(sl_restore *r)
         return g_error_copy(meta);
     }
     if (st == -EIO) {
+        g_autofree char *chain = chain_files(r->snap);
         return g_error_new(SL_ERROR, SL_ERROR_IO, "restore failed: the snapshot %s could not "
-                           "be read (a read failed or the file ended early: was it changed "
-                           "during the restore?)", r->snap->path);
+                           "be read (a read failed or a file ended early: was one changed "
+                           "during the restore?)%s", r->snap->path, chain);
     }
     if (st == -ESTALE) {
         return g_error_new(SL_ERROR, SL_ERROR_STATE, "restore failed: the snapshot %s was "

@@ -288,6 +288,48 @@ static void check_restore(const chain *c, sl_snapshot *s, sl_backend_kind kind)
 }
 
 /*
+ * A parent that cannot be read any more (truncated after the chain was
+ * opened) fails the restore of its child with -EIO, and the error names
+ * every file of the chain, the parent among them (found by a user's test:
+ * only the child, which was intact, was named).
+ */
+static void test_an_unreadable_parent_is_named_in_the_restore_error(void **state)
+{
+    g_autoptr(GError) err = NULL;
+    sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1 };
+    sl_mem mem[NBLOCKS] = { { 0 } };
+    sl_snapshot *s;
+    sl_restore *r;
+    chain c;
+
+    (void)state;
+    need_uffd();
+    chain_build(&c, 2, 11);
+    s = open_ok(c.path[1], 0);
+    r = sl_restore_new(s, &cfg, &err);
+    assert_non_null(r);
+    for (unsigned b = 0; b < NBLOCKS; b++) {
+        g_autofree char *name = g_strdup_printf("b%u", b);
+        assert_true(sl_mem_map(&mem[b], SL_BACKEND_ANON, block_len[b], 0, &err));
+        assert_true(sl_mem_attach(r, name, &mem[b], &err));
+    }
+    assert_int_equal(truncate(c.path[0], 4096), 0);
+    assert_true(sl_restore_start(r, &err));
+    assert_int_equal(sl_restore_wait(r, 60000), -EIO);
+    sl_restore_stop(r);
+    err = sl_restore_error(r);
+    if (!err || !strstr(err->message, c.path[0]) || !strstr(err->message, c.path[1])) {
+        fail_msg("the error does not name the chain's files: %s", err ? err->message : "none");
+    }
+    sl_restore_free(r);
+    for (unsigned b = 0; b < NBLOCKS; b++) {
+        sl_mem_release(&mem[b]);
+    }
+    sl_snapshot_close(s);
+    chain_clear(&c);
+}
+
+/*
  * How many around assistants a lazy restore of @s runs once it served a
  * fault (no loaders: the restore is still running then).  A new thread
  * names itself once it runs: we wait up to 10 s for @expected of them
@@ -1913,6 +1955,7 @@ int main(void)
     static const struct CMUnitTest plain[] = {
         cmocka_unit_test(test_child_answers_presence_and_checksums_from_the_owning_layer),
         cmocka_unit_test(test_a_chain_restore_runs_no_around_assistant),
+        cmocka_unit_test(test_an_unreadable_parent_is_named_in_the_restore_error),
         cmocka_unit_test(test_gathered_reads_of_a_child_take_each_page_from_its_newest_layer),
         cmocka_unit_test(test_zeroed_page_in_child_is_not_resurrected_from_parent),
         cmocka_unit_test(test_child_refuses_a_parent_with_other_content),

@@ -1536,6 +1536,62 @@ static void test_cli_refuses_bad_usage_by_name_with_status_2(void **state)
     assert_false(g_file_test("x.raw", G_FILE_TEST_EXISTS));
 }
 
+/* Runs the CLI with @args (NULL-terminated); its exit status, stderr in *@err. */
+static int cli_status(const char *const *args, char **err)
+{
+    g_autofree char *out = NULL;
+    int status = sl_test_run_cli(args, &out, err);
+
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/*
+ * delta --parent-path records only a path that leads to PARENT, to a copy
+ * of it, or to nothing yet (noted): another snapshot there, or a link to
+ * the child itself, is refused before anything is written (found by a
+ * user's test: each gave a child no command could open, with exit 0).
+ */
+static void test_delta_records_only_a_parent_path_that_leads_to_the_parent(void **state)
+{
+    g_autofree char *d = sl_test_tmpdir();
+    g_autofree char *r0 = g_build_filename(d, "r0.raw", NULL), *r1 = g_build_filename(d, "r1.raw", NULL);
+    g_autofree char *s0 = g_build_filename(d, "s0.snap", NULL), *s1 = g_build_filename(d, "s1.snap", NULL);
+    g_autofree char *cp = g_build_filename(d, "copy.snap", NULL), *lnk = g_build_filename(d, "lnk.snap", NULL);
+    g_autofree char *c = g_build_filename(d, "c.snap", NULL), *spec0 = g_strdup_printf("%s:b0", r0);
+    g_autofree char *spec1 = g_strdup_printf("%s:b0", r1), *e = NULL, *bytes = NULL;
+    gsize len = 0;
+
+    (void)state;
+    for (int i = 0; i < 2; i++) {
+        g_autofree char *err = NULL;
+        assert_int_equal(cli_status((const char *[]){ "synth", "--size", "1M", "--seed", i ? "2" : "1",
+                                                      "-o", i ? r1 : r0, NULL }, &err), 0);
+        g_clear_pointer(&err, g_free);
+        assert_int_equal(cli_status((const char *[]){ "save", "--raw", i ? spec1 : spec0, "-o",
+                                                      i ? s1 : s0, NULL }, &err), 0);
+    }
+    assert_int_equal(cli_status((const char *[]){ "delta", s0, s1, "-o", c, "--parent-path",
+                                                  "s1.snap", NULL }, &e), 1);
+    assert_non_null(strstr(e, "which is not PARENT"));
+    g_clear_pointer(&e, g_free);
+    assert_int_equal(symlink("c.snap", lnk), 0);
+    assert_int_equal(cli_status((const char *[]){ "delta", s0, s1, "-o", c, "--parent-path",
+                                                  "lnk.snap", NULL }, &e), 1);
+    assert_non_null(strstr(e, "is a link to CHILD"));
+    assert_false(g_file_test(c, G_FILE_TEST_EXISTS));
+    g_clear_pointer(&e, g_free);
+    assert_true(g_file_get_contents(s0, &bytes, &len, NULL) &&
+                g_file_set_contents(cp, bytes, (gssize)len, NULL));
+    assert_int_equal(cli_status((const char *[]){ "delta", s0, s1, "-o", c, "--parent-path",
+                                                  "copy.snap", NULL }, &e), 0);
+    g_clear_pointer(&e, g_free);
+    unlink(c);
+    assert_int_equal(cli_status((const char *[]){ "delta", s0, s1, "-o", c, "--parent-path",
+                                                  "later/s0.snap", NULL }, &e), 0);
+    assert_non_null(strstr(e, "no file is there yet"));
+    sl_test_rmdir(g_steal_pointer(&d));
+}
+
 /* A hot-page list is refused unless its entries are whole and name pages that exist. */
 static void test_hot_list_of_bad_shape_is_refused_by_entry(void **state)
 {
@@ -2198,6 +2254,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_section_data_fails_on_read, setup_small,
                                         teardown_fixture),
         cmocka_unit_test(test_cli_refuses_bad_usage_by_name_with_status_2),
+        cmocka_unit_test(test_delta_records_only_a_parent_path_that_leads_to_the_parent),
         cmocka_unit_test_setup_teardown(test_hot_list_of_bad_shape_is_refused_by_entry,
                                         setup_small, teardown_fixture),
         cmocka_unit_test_setup_teardown(

@@ -510,13 +510,10 @@ static void unregister_all(sl_restore *r)
 void sl_view_reclaim(sl_region *reg, sl_view *v)
 {
     /* seq_cst: pairs with sl_view_enter() (dead was set before, seq_cst). */
-    if (v->own || v->uffd < 0 || !atomic_load(&v->dead) || atomic_load(&v->users)) {
+    if (v->own || v->uffd < 0 || v->kept || !atomic_load(&v->dead) || atomic_load(&v->users)) {
         return;
     }
-    /* A kept view is looked at again at each pass: its consumer, alive
-     * (perhaps still exiting) when it was kept, may have gone since. */
-    if (v->kept ? sl_seal_consumer_gone(reg, v) : sl_seal_let_go(reg, v)) {
-        v->kept = false;
+    if (sl_seal_let_go(reg, v)) {
         close(v->uffd);
         v->uffd = -1;
     } else {

@@ -516,17 +516,6 @@ void sl_restore_seal(sl_restore *r);
 bool sl_seal_let_go(sl_region *reg, sl_view *v);
 
 /**
- * sl_seal_consumer_gone (seal.c): where the kernel cannot poison, whether
- * no thread can fault in consumer view @v any more (its process exited, or
- * the range is no longer registered on its uffd), so that a view kept
- * registered for want of a seal may be let go.  False for our own view, a
- * write-protected one and where poison exists (sealing decides there);
- * with no unit PRESENT to probe with, true only where the kernel says
- * ESRCH (before 6.6).  No other thread may use @v.
- */
-bool sl_seal_consumer_gone(sl_region *reg, sl_view *v);
-
-/**
  * sl_seal_own_range (seal.c): seals bytes [@lo, @hi) of @reg (page
  * aligned) as our own view @own would be sealed, the block's first byte
  * being at @base (own->base, or where a move put it), then unregisters

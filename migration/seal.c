@@ -125,49 +125,40 @@ static void clear_markers(sl_region *reg, sl_view *v, uint64_t u, uint64_t n)
 }
 
 /*
- * Seals every run of units of @reg that is not PRESENT in view @v, within
- * the part of the block it maps: beyond it, the addresses v->base gives
- * may be another mapping of that process, registered on another uffd.
+ * Without poison: whether the process of consumer view @v has exited, so
+ * that no thread can fault there any more and its uffd may be closed
+ * instead of kept (found on Debian 12's 6.1: every departed consumer's uffd
+ * stayed open in the daemon, which ran out of descriptors after a thousand
+ * of them).  Probed by lifting write-protection of the view's first unit:
+ * on a range not registered for it that changes nothing (ENOENT) while the
+ * process lives, and the kernel answers ESRCH once its address space is
+ * gone.  Only ESRCH counts: a live consumer whose mapping an madvise split
+ * or an munmap cut answers ENOENT too (found by review: its missing pages
+ * then read as zeros).
  */
-/*
- * Without poison: whether no thread can fault in consumer view @v any more
- * (its process has exited, or the range is no longer registered on its
- * uffd), probed with UFFDIO_CONTINUE of a unit that is PRESENT: where the
- * consumer lives and is registered, that maps the page as a fault would
- * (0) or finds it mapped (EEXIST); else ESRCH (no address space: older
- * kernels) or ENOENT.  Where no unit is present, see below.
- * Found on Debian 12's 6.1: every departed consumer's uffd stayed open in
- * the daemon, which ran out of descriptors after a thousand of them.
- */
-bool sl_seal_consumer_gone(sl_region *reg, sl_view *v)
+static bool consumer_gone(sl_region *reg, sl_view *v)
 {
-    uint64_t u0, u1, done = 0;
+    uint64_t u0, u1;
 
     if (v->own || v->wp || (reg->ioctls & SL_IOCTL(_UFFDIO_POISON))) {
         return false;
     }
     sl_view_units(reg, v, &u0, &u1);
-    for (uint64_t u = u0; reg->map && u < u1; u++) {
-        if (sl_pagemap_state(reg->map, u) == SL_PAGE_PRESENT) {
-            int ret = sl_uffd_continue(v->uffd, poison_fence(v), v->base + u * reg->unit,
-                                       reg->unit, false, &done, NULL);
-            return ret == -ESRCH || ret == -ENOENT;
-        }
-    }
-    /* None present: lifting write-protection of the view's first unit, a
-     * no-op on a range not registered for it, answers ESRCH where the
-     * process is gone on kernels before 6.6, the ones without poison
-     * (later ones answer ENOENT either way: kept). */
     return u0 < u1 && sl_uffd_writeprotect(v->uffd, v->base + u0 * reg->unit, reg->unit,
                                            false) == -ESRCH;
 }
 
+/*
+ * Seals every run of units of @reg that is not PRESENT in view @v, within
+ * the part of the block it maps: beyond it, the addresses v->base gives
+ * may be another mapping of that process, registered on another uffd.
+ */
 static bool seal_view(sl_region *reg, sl_view *v)
 {
     uint64_t u0, u1;
     bool all = true;
 
-    if (sl_seal_consumer_gone(reg, v)) {
+    if (consumer_gone(reg, v)) {
         return true; /* nothing to seal: nobody faults there */
     }
     sl_view_units(reg, v, &u0, &u1);

@@ -208,6 +208,24 @@ static bool same_identity(const char *a, const char *b, GError **errp)
     return same;
 }
 
+/* Where the chain of symbolic links from @path ends (a path that may not
+ * exist, or is no link), or NULL if @path is no link; 40 links at most. */
+static char *last_link_target(const char *path)
+{
+    char *at = NULL;
+
+    for (int i = 0; i < 40; i++) {
+        g_autofree char *link = g_file_read_link(at ? at : path, NULL);
+        g_autofree char *dir = g_path_get_dirname(at ? at : path);
+        if (!link) {
+            break;
+        }
+        g_free(at);
+        at = g_canonicalize_filename(link, dir);
+    }
+    return at;
+}
+
 /*
  * --parent-path @given, taken from @child's directory, leads to PARENT, to
  * a copy of it (the same identity), or to nothing yet (the parent is to be
@@ -221,8 +239,7 @@ static bool given_parent_path_ok(const char *parent, const char *child, const ch
     g_autofree char *c = g_canonicalize_filename(child, NULL);
     g_autofree char *cdir = g_path_get_dirname(c);
     g_autofree char *p = g_canonicalize_filename(given, cdir);
-    g_autofree char *link = g_file_read_link(p, NULL), *pdir = g_path_get_dirname(p);
-    g_autofree char *target = link ? g_canonicalize_filename(link, pdir) : NULL;
+    g_autofree char *target = last_link_target(p);
     g_autoptr(GError) why = NULL;
 
     if (target && cli_same_file(target, c)) { /* CHILD may not exist yet: no stat finds it */

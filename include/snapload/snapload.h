@@ -765,8 +765,10 @@ bool sl_restore_keep_known(sl_restore *r, const char *block_name, const sl_page_
  * closed as soon as no restore thread uses it, after every page still
  * missing was sealed in that view (so a consumer that lingers gets SIGBUS
  * there, never zeros); a view that cannot be sealed keeps its uffd to the
- * end.  Before sl_restore_start() it is closed at once, unsealed (since
- * 1.17: nothing uses it, and its consumer may map that range again).
+ * end, unless its process has exited (without poison: the kernel answers
+ * ESRCH for it; since 1.22).  Before sl_restore_start() it is closed at
+ * once, unsealed (since 1.17: nothing uses it, and its consumer may map
+ * that range again).
  * Since 1.1.
  */
 void sl_restore_remove_views(sl_restore *r, uint64_t tag);

@@ -876,6 +876,7 @@ static void consumer_of_forged_page_waits(fixture *f, pid_t c)
     f->daemon = 0;
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) != 0); /* the restore failed */
     expect_stats_error(f, "does not match its digest");
+    g_usleep(500000); /* time to read zeros, were it woken to */
     assert_int_equal(waitpid(c, &status, WNOHANG), 0); /* still waiting on the page */
     assert_int_equal(atomic_load(&f->counts->bad), 0);
     assert_int_equal(atomic_load(&f->counts->touched), 0);
@@ -1599,11 +1600,6 @@ static void test_saving_a_list_removes_the_oldest_beyond_the_bound(void **state)
 #define WRITTEN_PAGES 3
 static const uint64_t written_pages[WRITTEN_PAGES] = { 3, 17, 101 };
 
-/*
- * A tracked consumer (REGISTER_WP): waits until every page is in place,
- * writes a byte into each of written_pages, then reports (WRITTEN) unless
- * @silent, and checks every page it did not write is the snapshot's.
- */
 
 /* Tracked views (REGISTER_WP) need the kernel's asynchronous uffd
  * write-protection (Linux 6.7+; not Debian 12's 6.1): the client cannot
@@ -1621,6 +1617,11 @@ static int register_tracked(fixture *f, uint8_t **p, int *sock, GError **errp)
                      : sl_client_register_tracked(*sock, "b0", *p, f->len, f->memfd, 0, errp);
 }
 
+/*
+ * A tracked consumer (REGISTER_WP): waits until every page is in place,
+ * writes a byte into each of written_pages, then reports (WRITTEN) unless
+ * @silent, and checks every page it did not write is the snapshot's.
+ */
 static int consume_tracked(fixture *f, bool silent)
 {
     g_autoptr(GError) err = NULL;

@@ -1557,6 +1557,7 @@ static void test_delta_records_only_a_parent_path_that_leads_to_the_parent(void 
     g_autofree char *r0 = g_build_filename(d, "r0.raw", NULL), *r1 = g_build_filename(d, "r1.raw", NULL);
     g_autofree char *s0 = g_build_filename(d, "s0.snap", NULL), *s1 = g_build_filename(d, "s1.snap", NULL);
     g_autofree char *cp = g_build_filename(d, "copy.snap", NULL), *lnk = g_build_filename(d, "lnk.snap", NULL);
+    g_autofree char *lnk2 = g_build_filename(d, "lnk2.snap", NULL);
     g_autofree char *c = g_build_filename(d, "c.snap", NULL), *spec0 = g_strdup_printf("%s:b0", r0);
     g_autofree char *spec1 = g_strdup_printf("%s:b0", r1), *e = NULL, *bytes = NULL;
     gsize len = 0;
@@ -1577,6 +1578,11 @@ static void test_delta_records_only_a_parent_path_that_leads_to_the_parent(void 
     assert_int_equal(symlink("c.snap", lnk), 0);
     assert_int_equal(cli_status((const char *[]){ "delta", s0, s1, "-o", c, "--parent-path",
                                                   "lnk.snap", NULL }, &e), 1);
+    assert_non_null(strstr(e, "is a link to CHILD"));
+    g_clear_pointer(&e, g_free);
+    assert_int_equal(symlink("lnk.snap", lnk2), 0); /* a link to that link */
+    assert_int_equal(cli_status((const char *[]){ "delta", s0, s1, "-o", c, "--parent-path",
+                                                  "lnk2.snap", NULL }, &e), 1);
     assert_non_null(strstr(e, "is a link to CHILD"));
     assert_false(g_file_test(c, G_FILE_TEST_EXISTS));
     g_clear_pointer(&e, g_free);

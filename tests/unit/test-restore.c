@@ -4039,6 +4039,68 @@ static void test_without_poison_a_departed_view_of_an_exited_process_is_let_go(v
 }
 
 /*
+ * A live consumer's view (here in our own process) whose mapping an madvise
+ * split inside a unit (@split: 64 KiB snapshot pages over 4 KiB ones) or
+ * whose first unit it unmapped: at a stop without poison it is never taken
+ * for a consumer gone, so a page never placed keeps waiting there, never
+ * reads zeros (found by review: ENOENT from such a view let it go).
+ */
+static void live_view_split_or_cut_waits(fixture *f, bool split)
+{
+    const uint64_t unit = split ? 64u << 10 : unit_of(f->bc);
+    g_autoptr(GError) err = NULL;
+    byte_reader br = { .g = &f->gate };
+    const sl_mem *m;
+    uint8_t *view;
+    sl_view *v;
+    GThread *th;
+    int uffd;
+
+    f->snap_psize = split ? unit : 0;
+    fixture_build(f, MAX(4u << 20, 8 * unit), 0, 0);
+    f->withheld = UFFD_FEATURE_POISON;
+    fixture_start(f, 0, true);
+    assert_no_poison(f);
+    assert_int_equal(read_page_guarded(f, f->mem[0].host, 0), 1); /* unit 0 present */
+    m = &f->mem[0];
+    view = mmap(NULL, m->length, PROT_READ, MAP_SHARED, m->fd, 0);
+    uffd = sl_uffd_open(m->ops->uffd_features, 0, NULL, &err);
+    assert_true(view != MAP_FAILED && uffd >= 0);
+    assert_true(sl_uffd_register(uffd, view, m->length, m->ops->register_mode,
+                                 m->ops->range_ioctls, NULL, &err));
+    assert_true(sl_restore_add_view_tagged(f->r, "b0", uffd, (uintptr_t)view, 1, &err));
+    if (split) {
+        assert_int_equal(madvise(view + PSIZE, PSIZE, MADV_DONTFORK), 0);
+    } else {
+        assert_int_equal(munmap(view, unit), 0);
+    }
+    sl_restore_stop(f->r);
+    br.at = view + m->length - unit + 7; /* the last unit, never placed */
+    th = g_thread_new("read-live-view", read_one_byte, &br);
+    if (done_within(&f->gate, &br.done, 2)) {
+        g_thread_join(th);
+        fail_msg("a page never placed read %#x in a live consumer's view after the stop",
+                 br.byte);
+    }
+    v = view_at(f, view);
+    assert_true(v && v->kept); /* kept registered: sl_restore_free() leaves its uffd open */
+    close(v->uffd);            /* the test lets it go, with ours: the read goes on */
+    close(uffd);
+    g_thread_join(th);
+    munmap(view + (split ? 0 : unit), m->length - (split ? 0 : unit));
+}
+
+static void test_without_poison_a_live_view_split_inside_a_unit_is_never_let_go(void **state)
+{
+    live_view_split_or_cut_waits(*state, true);
+}
+
+static void test_without_poison_a_live_view_cut_at_its_first_unit_is_never_let_go(void **state)
+{
+    live_view_split_or_cut_waits(*state, false);
+}
+
+/*
  * Without UFFDIO_MOVE (kernels before 6.8; withheld here) the loaders copy
  * into our own anonymous memory what they would have moved: nothing moved,
  * every page once and right.
@@ -4726,6 +4788,10 @@ static const feature features[] = {
       test_without_poison_a_departed_view_keeps_its_uffd_and_never_serves_zeros, shared_small },
     { "without_poison_a_departed_view_of_an_exited_process_is_let_go",
       test_without_poison_a_departed_view_of_an_exited_process_is_let_go, shared_small },
+    { "without_poison_a_live_view_split_inside_a_unit_is_never_let_go",
+      test_without_poison_a_live_view_split_inside_a_unit_is_never_let_go, shared_four_k },
+    { "without_poison_a_live_view_cut_at_its_first_unit_is_never_let_go",
+      test_without_poison_a_live_view_cut_at_its_first_unit_is_never_let_go, shared_small },
     { "without_move_the_loaders_copy_every_page_once",
       test_without_move_the_loaders_copy_every_page_once, anon_only },
     { "without_async_wp_a_tracking_restore_counts_every_unit_written",

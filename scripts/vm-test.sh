@@ -58,6 +58,11 @@ if [ -z "$kernel" ]; then
                                "linux-image-cloud-amd64, or give --kernel" >&2; exit 1; }
 fi
 build=$(realpath "$build")
+case "$build/" in # the VM mounts tmpfs there, over the build the root holds
+    /tmp/* | /var/tmp/* | /dev/shm/*)
+        echo "vm-test: --build $build lies under /tmp, /var/tmp or /dev/shm, which the VM" \
+             "mounts afresh: build elsewhere" >&2; exit 2 ;;
+esac
 for t in ${suites//,/ }; do
     [ -x "$build/tests/unit/test-$t" ] || { echo "vm-test: no $build/tests/unit/test-$t:" \
                                                  "build first (ninja -C $build)" >&2; exit 1; }

@@ -74,10 +74,14 @@ bool cli_refuse_chain_file(const char *path, const sl_snapshot *s, const char *w
     return false;
 }
 
-bool cli_refuse_special_output(const char *path, const char *what, GError **errp)
+bool cli_refuse_output(const char *path, const sl_snapshot *s, const char *what,
+                       GError **errp)
 {
     struct stat st;
 
+    if (cli_refuse_chain_file(path, s, what, errp)) {
+        return true;
+    }
     if (stat(path, &st) < 0 || S_ISREG(st.st_mode)) {
         return false;
     }

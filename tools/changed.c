@@ -60,12 +60,8 @@ bool cli_finish_partial(const char *tmp, const char *out, bool ok, GError **errp
     if (!ok) {
         unlink(tmp);
     }
-    if (!ok && errp && *errp && strstr((*errp)->message, tmp)) {
-        /* The user named @out: the error of a write to @tmp is about it. */
-        GString *m = g_string_new((*errp)->message);
-        g_string_replace(m, tmp, out, 0);
-        g_free((*errp)->message);
-        (*errp)->message = g_string_free(m, false);
+    if (!ok) {
+        sl_error_names(errp, tmp, out); /* the user named @out, not @tmp */
     }
     cli_interrupt_keep(tmp); /* after: a signal before finds @tmp, or nothing */
     return ok;

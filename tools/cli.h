@@ -171,11 +171,12 @@ bool cli_refuse_chain_file(const char *path, const sl_snapshot *s, const char *w
                            GError **errp);
 
 /**
- * cli_refuse_special_output: whether @path exists and is not a regular file
- * (a device, a FIFO, a directory), which a file written there would
- * replace; then @errp says so, calling the file to be written @what.
+ * cli_refuse_output: cli_refuse_chain_file(), and whether @path exists and
+ * is not a regular file (a device, a FIFO, a directory), which a file
+ * written there would replace; then @errp says so.
  */
-bool cli_refuse_special_output(const char *path, const char *what, GError **errp);
+bool cli_refuse_output(const char *path, const sl_snapshot *s, const char *what,
+                       GError **errp);
 
 /**
  * cli_write_changed: write into @w the pages of @buf (@len bytes of block

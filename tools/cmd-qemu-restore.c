@@ -746,8 +746,7 @@ static bool prepare(qr *r, GError **errp)
     r->locks = g_array_new(false, false, sizeof(int));
     if ((r->o->socket && !socket_free(r->o->socket, errp)) ||
         !(r->snap = cli_open_snapshot(r->o->snap, r->o->parents, 0, errp)) ||
-        (r->o->record && (cli_refuse_chain_file(r->o->record, r->snap, "the hot list", errp) ||
-                          cli_refuse_special_output(r->o->record, "the hot list", errp))) ||
+        (r->o->record && cli_refuse_output(r->o->record, r->snap, "the hot list", errp)) ||
         !has_device_state(r, errp) ||
         (!r->o->eager && !match_backends(r, errp)) ||
         !(r->tmp = g_dir_make_tmp("snapload-qemu-XXXXXX", errp))) {

@@ -166,8 +166,7 @@ static bool load(const opts *o, loaded *l, GError **errp)
     l->n = l->snap ? sl_snapshot_n_blocks(l->snap) : 0;
     l->mems = g_new0(sl_mem, l->n ? l->n : 1);
     return l->snap &&
-           !(o->record && (cli_refuse_chain_file(o->record, l->snap, "the hot list", errp) ||
-                           cli_refuse_special_output(o->record, "the hot list", errp))) &&
+           !(o->record && cli_refuse_output(o->record, l->snap, "the hot list", errp)) &&
            !(o->timeline && cli_refuse_chain_file(o->timeline, l->snap, "the timeline", errp)) &&
            cli_map_blocks(l->snap, o->kind, o->hugepage, l->mems, errp);
 }

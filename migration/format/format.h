@@ -640,6 +640,12 @@ uint64_t sl_snapshot_max_page_size(const sl_snapshot *s);
 char *sl_partial_path(const char *out);
 
 /**
+ * sl_error_names: where *@errp speaks of @tmp (a partial file), it speaks of
+ * @name instead: the caller named @name, and a write to @tmp failed for it.
+ */
+void sl_error_names(GError **errp, const char *tmp, const char *name);
+
+/**
  * sl_sync_path: flushes the data of the file at @tmp to disk (fdatasync),
  * before it is renamed to @name, which the error names (an I/O error, a
  * full disk).  A file it may not open or a file system that cannot flush

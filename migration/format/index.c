@@ -108,16 +108,16 @@ static bool add_blocks(sl_writer *w, sl_snapshot *s, GError **errp)
 static bool index_inputs_ok(const sl_snapshot *s, const char *path, GBytes *hot, GError **errp)
 {
     struct stat a, b;
+    bool exists = stat(path, &a) == 0;
 
-    if (stat(path, &a) == 0 && !S_ISREG(a.st_mode)) {
+    if (exists && !S_ISREG(a.st_mode)) {
         /* A device, a FIFO, a directory: never replaced by a file (found by
          * a user's test: /dev/null became one). */
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s exists and is not a regular file: "
                     "nothing was put in its place", path);
         return false;
     }
-    if (stat(path, &a) == 0 && fstat(s->fd, &b) == 0 && a.st_dev == b.st_dev &&
-        a.st_ino == b.st_ino) {
+    if (exists && fstat(s->fd, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s is the QEMU file itself: the index "
                     "must be another file", path);
         return false;
@@ -165,12 +165,8 @@ bool sl_index_write(sl_snapshot *s, const char *path, GBytes *hot, GError **errp
     if (!ok) {
         unlink(tmp);
     }
-    if (!ok && errp && *errp && strstr((*errp)->message, tmp)) {
-        /* The caller named @path: a write to @tmp failed for it. */
-        GString *m = g_string_new((*errp)->message);
-        g_string_replace(m, tmp, path, 0);
-        g_free((*errp)->message);
-        (*errp)->message = g_string_free(m, false);
+    if (!ok) {
+        sl_error_names(errp, tmp, path);
     }
     return ok;
 }

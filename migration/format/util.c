@@ -151,6 +151,19 @@ char *sl_partial_path(const char *out)
                            g_str_hash(base), suffix);
 }
 
+void sl_error_names(GError **errp, const char *tmp, const char *name)
+{
+    GString *m;
+
+    if (!errp || !*errp || !strstr((*errp)->message, tmp)) {
+        return;
+    }
+    m = g_string_new((*errp)->message);
+    g_string_replace(m, tmp, name, 0);
+    g_free((*errp)->message);
+    (*errp)->message = g_string_free(m, false);
+}
+
 bool sl_sync_path(const char *tmp, const char *name, GError **errp)
 {
     int fd = open(tmp, O_RDONLY | O_CLOEXEC);

@@ -241,6 +241,23 @@ static void need_uffd(void)
     SL_TEST_NEED("uffd", have, why);
 }
 
+/* A restore of @s configured by @cfg, every block in fresh memory of @kind
+ * (@mem, NBLOCKS of them) and attached; not started. */
+static sl_restore *new_restore(sl_snapshot *s, const sl_restore_config *cfg,
+                               sl_backend_kind kind, sl_mem *mem)
+{
+    g_autoptr(GError) err = NULL;
+    sl_restore *r = sl_restore_new(s, cfg, &err);
+
+    assert_non_null(r);
+    for (unsigned b = 0; b < NBLOCKS; b++) {
+        g_autofree char *name = g_strdup_printf("b%u", b);
+        assert_true(sl_mem_map(&mem[b], kind, block_len[b], 0, &err));
+        assert_true(sl_mem_attach(r, name, &mem[b], &err));
+    }
+    return r;
+}
+
 /*
  * A lazy restore of @s into fresh memory of @kind: while one loader
  * runs, this thread reads every page in random order (faults), then the
@@ -257,13 +274,7 @@ static void check_restore(const chain *c, sl_snapshot *s, sl_backend_kind kind)
     sl_restore *r;
 
     need_uffd();
-    r = sl_restore_new(s, &cfg, &err);
-    assert_non_null(r);
-    for (unsigned b = 0; b < NBLOCKS; b++) {
-        g_autofree char *name = g_strdup_printf("b%u", b);
-        assert_true(sl_mem_map(&mem[b], kind, block_len[b], 0, &err));
-        assert_true(sl_mem_attach(r, name, &mem[b], &err));
-    }
+    r = new_restore(s, &cfg, kind, mem);
     if (!sl_restore_start(r, &err)) {
         fail_msg("start: %s", err->message);
     }
@@ -306,13 +317,7 @@ static void test_an_unreadable_parent_is_named_in_the_restore_error(void **state
     need_uffd();
     chain_build(&c, 2, 11);
     s = open_ok(c.path[1], 0);
-    r = sl_restore_new(s, &cfg, &err);
-    assert_non_null(r);
-    for (unsigned b = 0; b < NBLOCKS; b++) {
-        g_autofree char *name = g_strdup_printf("b%u", b);
-        assert_true(sl_mem_map(&mem[b], SL_BACKEND_ANON, block_len[b], 0, &err));
-        assert_true(sl_mem_attach(r, name, &mem[b], &err));
-    }
+    r = new_restore(s, &cfg, SL_BACKEND_ANON, mem);
     assert_int_equal(truncate(c.path[0], 4096), 0);
     assert_true(sl_restore_start(r, &err));
     assert_int_equal(sl_restore_wait(r, 60000), -EIO);

@@ -3910,6 +3910,22 @@ static sl_view *view_at(const fixture *f, const uint8_t *addr)
     return NULL;
 }
 
+/* A consumer's view of block 0 in this process: mapped, registered on a
+ * uffd of its own (in *@uffd) and added with tag 1; its address. */
+static uint8_t *own_view(fixture *f, int *uffd)
+{
+    g_autoptr(GError) err = NULL;
+    const sl_mem *m = &f->mem[0];
+    uint8_t *p = mmap(NULL, m->length, PROT_READ, MAP_SHARED, m->fd, 0);
+
+    *uffd = sl_uffd_open(m->ops->uffd_features, 0, NULL, &err);
+    assert_true(p != MAP_FAILED && *uffd >= 0);
+    assert_true(sl_uffd_register(*uffd, p, m->length, m->ops->register_mode,
+                                 m->ops->range_ioctls, NULL, &err));
+    assert_true(sl_restore_add_view_tagged(f->r, "b0", *uffd, (uintptr_t)p, 1, &err));
+    return p;
+}
+
 /*
  * Without UFFDIO_POISON a consumer that leaves (sl_restore_remove_views())
  * while pages are missing cannot have them sealed in its view: the view
@@ -3935,12 +3951,7 @@ static void test_without_poison_a_departed_view_keeps_its_uffd_and_never_serves_
     fixture_start(f, 0, true);
     assert_no_poison(f);
     m = &f->mem[0];
-    linger = mmap(NULL, m->length, PROT_READ, MAP_SHARED, m->fd, 0);
-    uffd = sl_uffd_open(m->ops->uffd_features, 0, NULL, &err);
-    assert_true(linger != MAP_FAILED && uffd >= 0);
-    assert_true(sl_uffd_register(uffd, linger, m->length, m->ops->register_mode,
-                                 m->ops->range_ioctls, NULL, &err));
-    assert_true(sl_restore_add_view_tagged(f->r, "b0", uffd, (uintptr_t)linger, 1, &err));
+    linger = own_view(f, &uffd);
     close(uffd);
     sl_restore_remove_views(f->r, 1);
     for (int i = 0; i < 5000 && !(released = sl_restore_views_released(f->r, 1)); i++) {
@@ -4063,12 +4074,7 @@ static void live_view_split_or_cut_waits(fixture *f, bool split)
     assert_no_poison(f);
     assert_int_equal(read_page_guarded(f, f->mem[0].host, 0), 1); /* unit 0 present */
     m = &f->mem[0];
-    view = mmap(NULL, m->length, PROT_READ, MAP_SHARED, m->fd, 0);
-    uffd = sl_uffd_open(m->ops->uffd_features, 0, NULL, &err);
-    assert_true(view != MAP_FAILED && uffd >= 0);
-    assert_true(sl_uffd_register(uffd, view, m->length, m->ops->register_mode,
-                                 m->ops->range_ioctls, NULL, &err));
-    assert_true(sl_restore_add_view_tagged(f->r, "b0", uffd, (uintptr_t)view, 1, &err));
+    view = own_view(f, &uffd);
     if (split) {
         assert_int_equal(madvise(view + PSIZE, PSIZE, MADV_DONTFORK), 0);
     } else {

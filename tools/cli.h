@@ -300,7 +300,8 @@ void json_begin(cli_json *j);
 void json_u64(cli_json *j, const char *key, uint64_t v);
 void json_int(cli_json *j, const char *key, int64_t v);
 void json_double(cli_json *j, const char *key, double v);
-/** json_quote: appends the string @v (not NULL) to @s as a JSON string, escaped. */
+/** json_quote: appends the string @v (not NULL) to @s as a JSON string, escaped;
+ * a byte of @v that is not valid UTF-8 (a path need not be) becomes U+FFFD. */
 void json_quote(GString *s, const char *v);
 /** json_str: adds member @key with the string @v (not NULL), escaped. */
 void json_str(cli_json *j, const char *key, const char *v);

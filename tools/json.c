@@ -42,18 +42,39 @@ void json_double(cli_json *j, const char *k, double v)
     }
 }
 
+/* Appends one character of @p (ASCII or a valid UTF-8 sequence) escaped as
+ * JSON needs, or U+FFFD for a byte that starts no valid sequence (a path
+ * need not be UTF-8; a JSON text must be).  Returns the bytes consumed. */
+static size_t quote_char(GString *s, const unsigned char *p)
+{
+    gunichar c;
+
+    if (*p == '"' || *p == '\\') {
+        g_string_append_c(s, '\\');
+        g_string_append_c(s, (char)*p);
+        return 1;
+    }
+    if (*p < 0x20) {
+        g_string_append_printf(s, "\\u%04x", *p);
+        return 1;
+    }
+    if (*p < 0x80) {
+        g_string_append_c(s, (char)*p);
+        return 1;
+    }
+    c = g_utf8_get_char_validated((const char *)p, -1);
+    if (c == (gunichar)-1 || c == (gunichar)-2) {
+        g_string_append(s, "\\ufffd");
+        return 1;
+    }
+    g_string_append_len(s, (const char *)p, g_utf8_skip[*p]);
+    return g_utf8_skip[*p];
+}
+
 void json_quote(GString *s, const char *v)
 {
     g_string_append_c(s, '"');
-    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
-        if (*p == '"' || *p == '\\') {
-            g_string_append_c(s, '\\');
-            g_string_append_c(s, (char)*p);
-        } else if (*p < 0x20) {
-            g_string_append_printf(s, "\\u%04x", *p);
-        } else {
-            g_string_append_c(s, (char)*p);
-        }
+    for (const unsigned char *p = (const unsigned char *)v; *p; p += quote_char(s, p)) {
     }
     g_string_append_c(s, '"');
 }

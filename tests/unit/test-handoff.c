@@ -616,7 +616,8 @@ static void *count_fds(void *opaque)
 
 /* Receives fds on inherited socket @n until EOF while forking children
  * that exit at once (a back-end's system() or fork-per-job), each holding
- * the socket for a moment: prints "received N". */
+ * the socket for a moment: prints "# received N" (a TAP comment: its
+ * stdout is the test's own). */
 static int recv_forking_main(int n)
 {
     int state[3] = { n, 0, 0 }; /* socket, fds received, done */
@@ -635,7 +636,7 @@ static int recv_forking_main(int n)
         }
     }
     pthread_join(t, NULL);
-    printf("received %d\n", state[1]);
+    printf("# received %d\n", state[1]);
     return 0;
 }
 

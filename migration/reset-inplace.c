@@ -309,7 +309,8 @@ static void find_changed(sl_restore *r, const GArray *units, const GArray *faile
  * are owed to the next reset (r->raced, listed as written meanwhile) and
  * this one fails, saying so.
  */
-bool sl_reset_in_place(sl_restore *r, GArray *units, GArray *failed, GError **errp)
+bool sl_reset_in_place(sl_restore *r, GArray *units, const GArray *empty, GArray *failed,
+                       GError **errp)
 {
     g_autoptr(GArray) after = g_array_new(false, false, sizeof(sl_run));
     g_autoptr(GArray) changed = g_array_new(false, false, sizeof(sl_run));
@@ -319,7 +320,13 @@ bool sl_reset_in_place(sl_restore *r, GArray *units, GArray *failed, GError **er
         r->reset_rewritten(r->reset_rewritten_opaque);
     }
     for (guint i = 0; i < r->regions->len && r->tracking == SL_TRACK_ASYNC_WP; i++) {
-        if (!sl_reset_written_units(r, g_ptr_array_index(r->regions, i), true, after, errp)) {
+        sl_region *reg = g_ptr_array_index(r->regions, i);
+        if (!sl_reset_written_units(r, reg, true, after, errp)) {
+            /* Runs of this block the failed scan protected again are lost
+             * with it: all of it is owed, as collect_all() does (found by
+             * review: only the runs listed were). */
+            sl_run all = { .region = reg->index, .unit = 0, .n = reg->nunits };
+            g_array_append_val(after, all);
             g_prefix_error(errp, "protecting the rewritten pages again: ");
             sl_reset_owe(r, units); /* some may be protected again already */
             sl_reset_owe(r, after);
@@ -327,6 +334,10 @@ bool sl_reset_in_place(sl_restore *r, GArray *units, GArray *failed, GError **er
         }
     }
     sl_reset_normalize_runs(after);
+    /* A reader's fault maps an emptied data unit (zeros, unprotected): no
+     * writer's doing, and the caller drops it (found by review: such a
+     * read failed the reset, blaming a writer). */
+    sl_reset_subtract_runs(after, empty);
     if (r->tracking == SL_TRACK_ASYNC_WP) { /* else nothing was protected: nothing hidden */
         find_changed(r, units, failed, changed);
     }

@@ -36,10 +36,22 @@ void sl_reset_owe(sl_restore *r, const GArray *runs);
 /**
  * sl_reset_in_place: rewrites @units (normalized) with the snapshot's bytes
  * and protects them again; runs that could not be rewritten are left in
- * @failed for the dropping way.  False, with @errp set and every unit that
+ * @failed for the dropping way.  @empty: units out of the page tables,
+ * dropped by the caller (a reader's fault may have mapped them meanwhile).  False, with @errp set and every unit that
  * may differ owed to the next reset, if a writer ran meanwhile or the
  * protection failed.
  */
-bool sl_reset_in_place(sl_restore *r, GArray *units, GArray *failed, GError **errp);
+bool sl_reset_in_place(sl_restore *r, GArray *units, const GArray *empty, GArray *failed,
+                       GError **errp);
+
+/** sl_reset_subtract_runs: removes from @units every unit of @minus (both normalized). */
+void sl_reset_subtract_runs(GArray *units, const GArray *minus);
+
+/**
+ * sl_reset_written_of_block: sl_restore_written() for a caller that holds
+ * save_reset_lock already (a save).
+ */
+bool sl_reset_written_of_block(sl_restore *r, const char *block_name, GArray *runs,
+                               GError **errp);
 
 #endif

@@ -170,14 +170,12 @@ static bool only_our_view(const sl_region *reg, const char *what, GError **errp)
     return true;
 }
 
-bool sl_restore_written(sl_restore *r, const char *block_name, GArray *runs, GError **errp)
+bool sl_reset_written_of_block(sl_restore *r, const char *block_name, GArray *runs,
+                                GError **errp)
 {
     sl_region *reg = sl_region_of_block(r, block_name);
     g_autoptr(GArray) units = g_array_new(false, false, sizeof(sl_run));
 
-    SL_ARG(r, errp, false);
-    SL_ARG(block_name, errp, false);
-    SL_ARG(runs, errp, false);
     if (!check_tracking(r, errp)) {
         return false;
     }
@@ -207,6 +205,19 @@ bool sl_restore_written(sl_restore *r, const char *block_name, GArray *runs, GEr
         g_array_append_val(runs, p);
     }
     return true;
+}
+
+/* The caller's list, under save_reset_lock: a reset frees and rebuilds
+ * r->raced, which the list includes (found by review: read unlocked). */
+bool sl_restore_written(sl_restore *r, const char *block_name, GArray *runs, GError **errp)
+{
+    g_autoptr(GMutexLocker) alone = NULL;
+
+    SL_ARG(r, errp, false);
+    SL_ARG(block_name, errp, false);
+    SL_ARG(runs, errp, false);
+    alone = g_mutex_locker_new(&r->save_reset_lock);
+    return sl_reset_written_of_block(r, block_name, runs, errp);
 }
 
 /* A reset needs a completed restore whose every view is our own mapping. */
@@ -622,7 +633,7 @@ static bool collect_empty(sl_restore *r, GArray *out, GError **errp)
  * two, in order (found by review: comparing every pair took 4.5 s for a
  * reset of 1 GiB of scattered 4 KiB units, the guest paused).
  */
-static void subtract_runs(GArray *units, const GArray *minus)
+void sl_reset_subtract_runs(GArray *units, const GArray *minus)
 {
     g_autoptr(GArray) kept = g_array_new(false, false, sizeof(sl_run));
     guint k = 0;
@@ -736,11 +747,11 @@ bool sl_restore_reset(sl_restore *r, sl_reset_stats *out, GError **errp)
         return false;
     }
     /* Pages no longer mapped are dropped and refilled, never rewritten in place. */
-    subtract_runs(units, empty);
+    sl_reset_subtract_runs(units, empty);
     t1 = sl_now_ns();
     if (!r->cfg.reset_in_place) {
         g_array_append_vals(rest, units->data, units->len);
-    } else if (units->len && !sl_reset_in_place(r, units, rest, errp)) {
+    } else if (units->len && !sl_reset_in_place(r, units, empty, rest, errp)) {
         sl_reset_owe(r, empty); /* not dropped here: the next reset brings them back */
         if (rest->len) { /* rewrites that failed their check are refused all the same */
             (void)reset_by_dropping(r, rest, NULL);

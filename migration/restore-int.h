@@ -202,9 +202,11 @@ struct sl_restore {
      * into the faulting view (fault.c, serve_other); a dropping reset
      * passes it between forgetting its units and dropping them (reset.c). */
     GMutex show_lock;
-    /* Held by sl_restore_reset() and the saves (save.c) for their whole
-     * call, on the caller's thread: one of them at a time.  A save beside
-     * a dropping reset read dropped units of shared memory as holes. */
+    /* Held by sl_restore_reset(), sl_restore_written(), the saves (save.c)
+     * and sl_restore_stop() for their whole call, on the caller's thread:
+     * one of them at a time.  A save beside a dropping reset read dropped
+     * units of shared memory as holes; a stop beside one sealed what the
+     * reset then dropped.  Taken after stop_lock, never before it. */
     GMutex save_reset_lock;
     /* Held by sl_restore_stop() for its whole call: a second stop (another
      * thread's) returns only once the first has sealed the memory. */
@@ -251,7 +253,7 @@ struct sl_restore {
     uint64_t snap_map_len;
     bool snap_map_tried;
     bool started;              /* caller's thread only */
-    bool stopped;              /* written under stop_lock; read by the caller's thread */
+    bool stopped;              /* written under stop_lock and save_reset_lock */
 
     /* Units not yet PRESENT; acq_rel decrement, the one reaching 0 signals. */
     _Atomic uint64_t remaining;

@@ -745,6 +745,11 @@ static void close_own_uffd(sl_restore *r)
 void sl_restore_stop(sl_restore *r)
 {
     g_autoptr(GMutexLocker) alone = r ? g_mutex_locker_new(&r->stop_lock) : NULL;
+    /* After any reset or save running on another thread: a reset between
+     * forgetting its units and dropping them undid the seal, and its
+     * refill's loaders outlived the join (found by review: the dropped
+     * pages read as zeros after the stop). */
+    g_autoptr(GMutexLocker) no_reset = r ? g_mutex_locker_new(&r->save_reset_lock) : NULL;
 
     if (!r || !r->started || r->stopped) {
         return;

@@ -47,6 +47,7 @@
 #include <unistd.h>
 #include "migration/format/format.h"
 #include "migration/pagemap.h"
+#include "reset-int.h"
 #include "restore-int.h"
 
 #define SAVE_RUN_BYTES (1u << 20) /* most bytes moved per read */
@@ -287,7 +288,7 @@ static bool save_written(sl_restore *r, const sl_region *reg, sl_writer *w, unsi
 {
     g_autoptr(GArray) runs = g_array_new(false, false, sizeof(sl_page_run));
 
-    if (!sl_restore_written(r, reg->blk->name, runs, errp)) {
+    if (!sl_reset_written_of_block(r, reg->blk->name, runs, errp)) {
         return false;
     }
     for (guint i = 0; i < runs->len; i++) {

@@ -879,6 +879,10 @@ int sl_restore_eventfd(const sl_restore *r);
  * several at once: each returns once the memory is sealed (since 1.20).
  * Since 1.21 it closes the restore's userfaultfd, unless a seal had to
  * leave a range registered (then it stays open to the end of the process).
+ * Since 1.23 it first waits for a reset, a save or sl_restore_written()
+ * of @r running on another thread (a stop beside a dropping reset sealed
+ * pages the reset then dropped: they read as zeros); one called after
+ * the stop is refused.
  */
 void sl_restore_stop(sl_restore *r);
 
@@ -919,7 +923,9 @@ typedef struct {
  * Since 1.10, a write an in-place reset sees land outside the units it
  * rewrites shows a writer was left running: the reset then fails
  * (SL_ERROR_STATE), and every unit that may differ from the snapshot is
- * listed by sl_restore_written() and brought back by the next reset.
+ * listed by sl_restore_written() and brought back by the next reset
+ * (since 1.23 a page a reader's fault mapped again after the guest
+ * discarded it no longer counts as such a write: it is dropped).
  * @out (may be NULL) says what was dropped.  Since 1.19, a reset waits for
  * a save of @r that runs (sl_restore_write_blocks(),
  * sl_restore_write_child()), and a save for a reset: a save beside a
@@ -935,7 +941,9 @@ bool sl_restore_reset(sl_restore *r, sl_reset_stats *out, GError **errp);
  * (a hugepage for hugetlbfs).  Nothing is re-protected: a later call or
  * reset sees them again.  Needs config.track_writes and a started restore.
  * Since 1.18, refused (SL_ERROR_STATE) once another process has mapped the
- * block during this restore: its writes are not seen.
+ * block during this restore: its writes are not seen.  Since 1.23, waits
+ * for a reset or a save of @r that runs (a reset rebuilds the list of
+ * units a racing writer left, which this one includes).
  */
 bool sl_restore_written(sl_restore *r, const char *block_name, GArray *runs, GError **errp);
 

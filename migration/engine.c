@@ -770,16 +770,42 @@ static bool staged_zeroed(const sl_region *reg)
  * reads go run by run (gathering reads the file's holes, and a hole read
  * gives the page cache a zeroed page).
  */
+/* Keeps the first failed read (pages [p0, +np) of @reg, -errno @err) for
+ * sl_restore_error(), which then names them (found by a user's test: a
+ * failed read was reported with no page, file or reason). */
+static void note_read_failure(sl_restore *r, const sl_region *reg, uint64_t p0, uint64_t np,
+                              int err)
+{
+    bool expect = false;
+
+    /* Relaxed: only picks the one writer; the release store below publishes. */
+    if (!atomic_compare_exchange_strong_explicit(&r->read_failure_claimed, &expect, true,
+                                                 memory_order_relaxed, memory_order_relaxed)) {
+        return;
+    }
+    atomic_store_explicit(&r->read_failure_pages, np, memory_order_relaxed);
+    atomic_store_explicit(&r->read_failure_errno, -err, memory_order_relaxed);
+    /* Release: pairs with the acquire load in sl_restore_error(). */
+    atomic_store_explicit(&r->read_failure, sl_bad_page_pack(reg->block, p0),
+                          memory_order_release);
+}
+
 static int read_pages_besides(sl_restore *r, const sl_region *reg, uint64_t p0, uint64_t np,
                               uint8_t *dst, int fd, uint64_t skip, uint64_t nskip)
 {
     bool zeroed = staged_zeroed(reg);
+    int ret;
 
     if (fd == r->fault_fd || nskip) {
-        return sl_snapshot_gather_fd(r->snap, fd, reg->block, p0, np, dst, zeroed, skip, nskip);
+        ret = sl_snapshot_gather_fd(r->snap, fd, reg->block, p0, np, dst, zeroed, skip, nskip);
+    } else {
+        ret = zeroed ? sl_snapshot_read_stored_fd(r->snap, fd, reg->block, p0, np, dst)
+                     : sl_snapshot_read_pages_fd(r->snap, fd, reg->block, p0, np, dst, false);
     }
-    return zeroed ? sl_snapshot_read_stored_fd(r->snap, fd, reg->block, p0, np, dst)
-                  : sl_snapshot_read_pages_fd(r->snap, fd, reg->block, p0, np, dst, false);
+    if (ret < 0) {
+        note_read_failure(r, reg, p0, np, ret);
+    }
+    return ret;
 }
 
 /* Snapshot pages [p0, +np) of @reg into @dst (staged there) through @fd. */

@@ -275,6 +275,14 @@ struct sl_restore {
      * CAS (release) before its unit is counted done; read (acquire) by
      * sl_restore_error() once the restore has ended. */
     _Atomic uint64_t bad_page;
+    /* The first read of the snapshot that failed, for sl_restore_error():
+     * the thread that wins @read_failure_claimed (CAS, relaxed) writes
+     * @read_failure_pages and @read_failure_errno (relaxed), then stores
+     * @read_failure, sl_bad_page_pack()ed block and first page (release;
+     * read acquire, then the other two). */
+    _Atomic bool read_failure_claimed;
+    _Atomic uint64_t read_failure, read_failure_pages;
+    _Atomic int read_failure_errno;
 
     /* Test hook, NULL in production: called by a loader right after it
      * claimed units [u, u+n) of region @region, before reading or placing

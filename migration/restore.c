@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/statfs.h>
+#include <sys/stat.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -646,6 +647,50 @@ static char *chain_files(const sl_snapshot *s)
     return g_string_free(g, false);
 }
 
+/* The layer of @s's chain holding the first stored page of [@p, +@n) of
+ * @block, or @s if none does. */
+static const sl_snapshot *layer_of_pages(const sl_snapshot *s, unsigned block, uint64_t p,
+                                         uint64_t n)
+{
+    for (uint64_t i = p; i < p + n; i++) {
+        const char *path = sl_snapshot_page_file(s, block, i);
+        for (const sl_snapshot *l = s; path && l; l = l->parent) {
+            if (l->path == path) {
+                return l;
+            }
+        }
+    }
+    return s;
+}
+
+/* The error of a restore whose read of the snapshot failed: @failed as
+ * note_read_failure() packs it (block, first page), its pages and errno,
+ * and why, as far as the file tells (@chain: chain_files()). */
+static GError *read_failure_error(sl_restore *r, uint64_t failed, const char *chain)
+{
+    unsigned block = (unsigned)(failed >> SL_BAD_PAGE_SHIFT);
+    uint64_t page = failed & ((1ull << SL_BAD_PAGE_SHIFT) - 1);
+    uint64_t n = atomic_load_explicit(&r->read_failure_pages, memory_order_relaxed);
+    int err = atomic_load_explicit(&r->read_failure_errno, memory_order_relaxed);
+    const sl_block *blk = &r->snap->blocks[block];
+    const sl_snapshot *l = layer_of_pages(r->snap, block, page, n);
+    uint64_t was = sl_snapshot_file_size(l);
+    struct stat st;
+    g_autofree char *why = NULL;
+
+    if (stat(l->path, &st) == 0 && (uint64_t)st.st_size < was) {
+        why = g_strdup_printf("the file shrank from %" G_GUINT64_FORMAT " to %" G_GUINT64_FORMAT
+                              " bytes during the restore", was, (uint64_t)st.st_size);
+    } else {
+        why = g_strdup(g_strerror(err));
+    }
+    return g_error_new(SL_ERROR, SL_ERROR_IO, "restore failed: %s: block '%s' pages %"
+                       G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT " (offset %" G_GUINT64_FORMAT
+                       " in the block) could not be read: %s; the pages not placed are "
+                       "sealed, never served as zeros%s", l->path, blk->name, page,
+                       page + n - 1, page * blk->page_size, why, chain);
+}
+
 GError *sl_restore_error(sl_restore *r)
 {
     int st = sl_restore_poll(r);
@@ -665,8 +710,25 @@ GError *sl_restore_error(sl_restore *r)
     if (meta) {
         return g_error_copy(meta);
     }
+    if (bad) {
+        /* The first cause, whatever the status says: a consumer touching
+         * the refused page dies of SIGBUS, and its leaving (-ESRCH) may
+         * set the status before the loader's -EBADMSG (found by a user's
+         * test: qemu-restore said "No such process"). */
+        return bad_page_error(r, bad - 1);
+    }
+    if (st == -ESRCH) { /* an effect: whoever asks knows of the process more than we do */
+        return g_error_new(SL_ERROR, SL_ERROR_STATE, "restore stopped: the process whose "
+                           "memory was being restored ended (or closed its userfaultfd) "
+                           "before every page was in place");
+    }
     if (st == -EIO) {
         g_autofree char *chain = chain_files(r->snap);
+        /* Acquire: pairs with the release store in note_read_failure() (engine.c). */
+        uint64_t failed = atomic_load_explicit(&r->read_failure, memory_order_acquire);
+        if (failed) {
+            return read_failure_error(r, failed - 1, chain);
+        }
         return g_error_new(SL_ERROR, SL_ERROR_IO, "restore failed: the snapshot %s could not "
                            "be read (a read failed or a file ended early: was one changed "
                            "during the restore?)%s", r->snap->path, chain);
@@ -688,10 +750,7 @@ GError *sl_restore_error(sl_restore *r)
     if (st == -ECANCELED) {
         return g_error_new(SL_ERROR, SL_ERROR_STATE, "restore stopped before completion");
     }
-    if (st != -EBADMSG || !bad) {
-        return g_error_new(SL_ERROR, SL_ERROR_IO, "restore failed: %s", g_strerror(-st));
-    }
-    return bad_page_error(r, bad - 1);
+    return g_error_new(SL_ERROR, SL_ERROR_IO, "restore failed: %s", g_strerror(-st));
 }
 
 int sl_restore_wait(sl_restore *r, int timeout_ms)

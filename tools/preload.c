@@ -307,6 +307,7 @@ __attribute__((constructor)) static void preload_init(void)
 {
     const char *sock = getenv("SNAPLOAD_SOCKET");
     const char *blocks = getenv("SNAPLOAD_BLOCKS");
+    const char *exe = getenv("SNAPLOAD_EXE");
 
     init_lock();
     resolve_next_fns();
@@ -331,7 +332,14 @@ __attribute__((constructor)) static void preload_init(void)
     }
     pl.mappings = g_ptr_array_new_with_free_func(g_free);
     note_block_devs();
-    scrub_environment();
+    /* Named (QEMU's), the active instance hides itself from the helpers it
+     * starts.  Not named (a consumer: snapload attach, --vhost-user), it
+     * stays for whatever the command execs or starts: a wrapper script's
+     * `exec BACKEND` ran the back-end unregistered, and it read the holes
+     * of guest RAM as zeros (found by a user's test). */
+    if (exe && *exe) {
+        scrub_environment();
+    }
     pthread_atfork(before_fork, after_fork_in_parent, forget_parents_mappings);
     pl.active = true;
 }

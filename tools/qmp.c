@@ -38,6 +38,32 @@ static int ms_left(gint64 deadline)
     return left < 0 ? 0 : (int)MIN(left, G_MAXINT);
 }
 
+/* QEMU's longest lines (query-qmp-schema, qom-list of a big machine) are a
+ * few hundred KiB: a peer sending more without a newline is not QEMU. */
+#define MAX_LINE (16u << 20)
+
+/* @line as one JSON object (caller unrefs), or NULL with @errp saying what
+ * the peer sent instead: QEMU sends nothing else (found by a user's test:
+ * a blank line raised a GLib critical, other lines were skipped, and the
+ * wait ended "no greeting" 30 s later). */
+static JsonObject *parse_object(const char *line, GError **errp)
+{
+    g_autoptr(JsonParser) p = json_parser_new();
+    g_autoptr(GError) why = NULL;
+    JsonNode *root;
+
+    if (json_parser_load_from_data(p, line, -1, &why) &&
+        (root = json_parser_get_root(p)) && JSON_NODE_HOLDS_OBJECT(root)) {
+        return json_object_ref(json_node_get_object(root));
+    }
+    g_autofree char *head = g_strndup(line, 60);
+    g_autofree char *shown = g_strescape(g_strchomp(head), NULL);
+    g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "the QMP peer sent a line that is not a "
+                "JSON object (is it a QEMU monitor?): \"%s\"%s%s", shown,
+                why ? ": " : "", why ? why->message : "");
+    return NULL;
+}
+
 /* Reads one line into a parsed JSON object (caller unrefs), or NULL. */
 static JsonObject *read_object(sl_qmp *q, gint64 deadline, GError **errp)
 {
@@ -46,15 +72,13 @@ static JsonObject *read_object(sl_qmp *q, gint64 deadline, GError **errp)
         if (nl) {
             gsize n = (gsize)(nl - q->in->str) + 1;
             g_autofree char *line = g_strndup(q->in->str, n);
-            g_autoptr(JsonParser) p = json_parser_new();
             g_string_erase(q->in, 0, (gssize)n);
-            if (!json_parser_load_from_data(p, line, -1, errp)) {
-                return NULL;
-            }
-            if (JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p))) {
-                return json_object_ref(json_node_get_object(json_parser_get_root(p)));
-            }
-            continue;
+            return parse_object(line, errp);
+        }
+        if (q->in->len > MAX_LINE) {
+            g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "the QMP peer sent more than %u MiB "
+                        "without a line end (is it a QEMU monitor?)", MAX_LINE >> 20);
+            return NULL;
         }
         struct pollfd pf[2] = { { .fd = q->fd, .events = POLLIN },
                                 { .fd = q->cancel_fd, .events = POLLIN } };

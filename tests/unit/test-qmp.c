@@ -10,7 +10,8 @@
  *    back with further commands;
  *  - events that arrive before an answer are kept for the waits on them;
  *  - a monitor that never greets (held by another client) is named so,
- *    and the wait for its greeting can be cancelled.
+ *    and the wait for its greeting can be cancelled;
+ *  - a peer that sends anything but JSON objects is refused at once.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -246,12 +247,84 @@ static void test_a_busy_monitor_is_named_and_its_wait_can_be_cancelled(void **st
     sl_test_rmdir(g_steal_pointer(&dir));
 }
 
+/* A peer at @lfd that accepts one client and sends it @payload (@len
+ * bytes), then keeps the connection open until the client closes it. */
+typedef struct {
+    int lfd;
+    const char *payload;
+    size_t len;
+} bad_peer;
+
+static gpointer serve_bad_peer(gpointer opaque)
+{
+    bad_peer *b = opaque;
+    int fd = accept(b->lfd, NULL, NULL);
+    char c;
+
+    for (size_t off = 0; fd >= 0 && off < b->len;) {
+        ssize_t w = send(fd, b->payload + off, b->len - off, MSG_NOSIGNAL);
+        if (w <= 0) {
+            break;
+        }
+        off += (size_t)w;
+    }
+    while (fd >= 0 && read(fd, &c, 1) > 0) {
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return NULL;
+}
+
+/*
+ * A peer that is not QEMU's monitor (a blank line, text, a JSON array, a
+ * flood without a line end) is refused at once, saying what it sent.
+ * Found by a user's test: a blank line raised a GLib critical, other
+ * lines were skipped, and the wait ended 30 s later with "no greeting:
+ * another client may hold this monitor".
+ */
+static void test_a_peer_sending_anything_but_json_objects_is_refused_at_once(void **state)
+{
+    g_autofree char *dir = sl_test_tmpdir(), *path = NULL;
+    g_autofree char *flood = g_malloc((17u << 20) + 1);
+    const struct { const char *payload; size_t len; const char *says; } cases[] = {
+        { "\n", 1, "not a JSON object" },
+        { "hello\n", 6, "\"hello\"" },
+        { "[1, 2]\n", 7, "not a JSON object" },
+        { flood, 17u << 20, "without a line end" },
+    };
+    GLogLevelFlags was = g_log_set_always_fatal(G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING);
+
+    (void)state;
+    memset(flood, 'x', 17u << 20);
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autoptr(GError) err = NULL;
+        int lfd = never_greets(dir, &path);
+        bad_peer b = { lfd, cases[i].payload, cases[i].len };
+        GThread *t = g_thread_new("bad-peer", serve_bad_peer, &b);
+        gint64 t0 = g_get_monotonic_time();
+        assert_null(sl_qmp_connect(path, 20000, -1, &err));
+        if (!strstr(err->message, cases[i].says) ||
+            g_get_monotonic_time() - t0 > 5 * G_USEC_PER_SEC) {
+            fail_msg("case %zu: after %" G_GINT64_FORMAT " ms: %s", i,
+                     (g_get_monotonic_time() - t0) / 1000, err->message);
+        }
+        g_thread_join(t);
+        close(lfd);
+        unlink(path);
+        g_clear_pointer(&path, g_free);
+    }
+    g_log_set_always_fatal(was);
+    sl_test_rmdir(g_steal_pointer(&dir));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
             test_an_answer_after_an_interrupted_wait_is_not_taken_for_the_next, setup, teardown),
         cmocka_unit_test(test_a_busy_monitor_is_named_and_its_wait_can_be_cancelled),
+        cmocka_unit_test(test_a_peer_sending_anything_but_json_objects_is_refused_at_once),
     };
 
     return cmocka_run_group_tests_name("qmp", tests, NULL, NULL);

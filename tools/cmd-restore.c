@@ -289,6 +289,23 @@ static GError *restore_error(const opts *o, sl_restore *r)
     return err;
 }
 
+/* --json of a restore that failed before it started (the snapshot could
+ * not be opened, the memory not mapped): status, error and backend only,
+ * so that a caller parsing stdout still gets its object (found by a
+ * user's test: it got nothing). */
+static void print_early_failure(const opts *o, const GError *err)
+{
+    g_autofree char *out = NULL;
+    cli_json j;
+
+    json_begin(&j);
+    json_str(&j, "status", "failed");
+    json_str(&j, "error", err ? err->message : "unknown error");
+    json_str(&j, "backend", sl_backend_get(o->kind)->name);
+    out = json_end(&j);
+    printf("%s\n", out);
+}
+
 static int run_lazy(const opts *o, results *res)
 {
     double t0 = cli_now_ms(), t_start = 0;
@@ -326,6 +343,9 @@ static int run_lazy(const opts *o, results *res)
     }
     sl_restore_free(r);
     unload(&l);
+    if (!ok && !started && o->json) {
+        print_early_failure(o, err);
+    }
     return ok ? 0 : cli_fail_error(err);
 }
 

@@ -1855,6 +1855,35 @@ static void test_json_output_stays_valid_for_a_path_that_is_not_utf8(void **stat
     sl_test_rmdir(g_steal_pointer(&dir));
 }
 
+/*
+ * `restore --json` that fails before the restore starts (no such
+ * snapshot) still prints one JSON object, with the status and the error,
+ * and exits 1 (found by a user's test: stdout was empty).
+ */
+static void test_restore_json_prints_an_object_for_a_failure_before_the_start(void **state)
+{
+    g_autofree char *dir = sl_test_tmpdir();
+    g_autofree char *snap = g_build_filename(dir, "none.sl", NULL);
+    g_autofree char *o = NULL, *e = NULL;
+    const char *restore[] = { "restore", snap, "--backend", "anon", "--json", NULL };
+    g_autoptr(JsonParser) p = json_parser_new();
+    g_autoptr(GError) err = NULL;
+    JsonObject *obj;
+    int status;
+
+    (void)state;
+    status = sl_test_run_cli(restore, &o, &e);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+    if (!json_parser_load_from_data(p, o, -1, &err) ||
+        !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p))) {
+        fail_msg("restore --json printed no JSON object: '%s' (stderr: %s)", o, e);
+    }
+    obj = json_node_get_object(json_parser_get_root(p));
+    assert_string_equal(json_object_get_string_member(obj, "status"), "failed");
+    assert_non_null(strstr(json_object_get_string_member(obj, "error"), snap));
+    sl_test_rmdir(g_steal_pointer(&dir));
+}
+
 /* A snapshot under its final name is on disk: the save flushed it before
  * the rename, so a crash right after never leaves a name without pages
  * (on tmpfs nothing is ever dirty, and this cannot tell). */
@@ -2308,6 +2337,7 @@ int main(void)
         cmocka_unit_test(test_pages_larger_than_a_read_chunk_save_and_extract_whole),
         cmocka_unit_test(test_cli_write_errors_name_the_output_not_its_partial_file),
         cmocka_unit_test(test_json_output_stays_valid_for_a_path_that_is_not_utf8),
+        cmocka_unit_test(test_restore_json_prints_an_object_for_a_failure_before_the_start),
         cmocka_unit_test(test_a_finished_snapshot_is_on_disk_before_it_takes_its_name),
         cmocka_unit_test_setup_teardown(test_corrupt_page_fails_verify_but_not_open,
                                         setup_small, teardown_fixture),

@@ -737,17 +737,27 @@ int sl_prove_units(sl_restore *r, const sl_region *reg, uint64_t u, uint64_t n)
     int ret = r->cfg.no_checksum ? 0 : sl_csums_get(r->snap, b, u * reg->ratio, n * reg->ratio);
     GError *expect = NULL, *why;
     g_autofree char *culprit = NULL;
+    uint64_t stray, first, last;
 
     if (ret != -EBADMSG) {
         return ret;
     }
-    culprit = sl_seg_culprit(r->snap, b, u * reg->ratio);
-    why = g_error_new(SL_ERROR, SL_ERROR_FORMAT, "restore failed: %s: block '%s': the "
-                      "metadata of pages %" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT " (a segment "
-                      "of its bitmap and checksum array) does not match its digest: the "
-                      "snapshot is corrupt there, and none of those pages was placed",
-                      culprit, b->name, u * reg->ratio / SL_CSUM_SEG * SL_CSUM_SEG,
-                      MIN((u * reg->ratio / SL_CSUM_SEG + 1) * SL_CSUM_SEG, b->npages) - 1);
+    culprit = sl_seg_culprit(r->snap, b, u * reg->ratio, &stray);
+    first = u * reg->ratio / SL_CSUM_SEG * SL_CSUM_SEG;
+    last = MIN(first + SL_CSUM_SEG, b->npages) - 1;
+    if (stray != UINT64_MAX) { /* as the full open says it (found by a user's test) */
+        why = g_error_new(SL_ERROR, SL_ERROR_FORMAT, "restore failed: %s: block '%s': page %"
+                          G_GUINT64_FORMAT " is not stored (its bitmap bit is clear) but has a "
+                          "checksum entry: the metadata is inconsistent, and none of pages %"
+                          G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT " was placed", culprit, b->name,
+                          stray, first, last);
+    } else {
+        why = g_error_new(SL_ERROR, SL_ERROR_FORMAT, "restore failed: %s: block '%s': the "
+                          "metadata of pages %" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT " (a "
+                          "segment of its bitmap and checksum array) does not match its "
+                          "digest: the snapshot is corrupt there, and none of those pages was "
+                          "placed", culprit, b->name, first, last);
+    }
     /* Release: pairs with the acquire load in sl_restore_error(). */
     if (!atomic_compare_exchange_strong_explicit(&r->meta_error, &expect, why,
                                                  memory_order_release, memory_order_relaxed)) {
@@ -762,14 +772,6 @@ static bool staged_zeroed(const sl_region *reg)
     return reg->mem.ops->stage_zeroed && !reg->mem.keep;
 }
 
-/*
- * Snapshot pages [p0, +np) of @reg into @dst (staged there) through @fd,
- * pages [@skip, +@nskip) left alone.  Reads through the fault descriptor
- * (FADV_RANDOM: each read of a cold file is one disk request, waited for)
- * are gathered, the stored runs of the range in one request; the loaders'
- * reads go run by run (gathering reads the file's holes, and a hole read
- * gives the page cache a zeroed page).
- */
 /* Keeps the first failed read (pages [p0, +np) of @reg, -errno @err) for
  * sl_restore_error(), which then names them (found by a user's test: a
  * failed read was reported with no page, file or reason). */
@@ -790,6 +792,14 @@ static void note_read_failure(sl_restore *r, const sl_region *reg, uint64_t p0, 
                           memory_order_release);
 }
 
+/*
+ * Snapshot pages [p0, +np) of @reg into @dst (staged there) through @fd,
+ * pages [@skip, +@nskip) left alone.  Reads through the fault descriptor
+ * (FADV_RANDOM: each read of a cold file is one disk request, waited for)
+ * are gathered, the stored runs of the range in one request; the loaders'
+ * reads go run by run (gathering reads the file's holes, and a hole read
+ * gives the page cache a zeroed page).
+ */
 static int read_pages_besides(sl_restore *r, const sl_region *reg, uint64_t p0, uint64_t np,
                               uint8_t *dst, int fd, uint64_t skip, uint64_t nskip)
 {

@@ -364,8 +364,11 @@ int sl_csums_get(const sl_snapshot *s, const sl_block *b, uint64_t first, uint64
  * oldest layer of @s's chain whose segment holding @page was refused (a
  * child's segment is refused with its parent's), as its path, or, for a
  * QEMU file with a sidecar index, "FILE or its index INDEX".  Free it.
+ * *@stray: the page of that segment with a checksum entry but no bitmap
+ * bit, where that and not a mismatch of its digest refused it, else
+ * UINT64_MAX.
  */
-char *sl_seg_culprit(const sl_snapshot *s, const sl_block *b, uint64_t page);
+char *sl_seg_culprit(const sl_snapshot *s, const sl_block *b, uint64_t page, uint64_t *stray);
 
 /*
  * Byte ranges a file claims (regions.c): each inside the file, none

@@ -142,20 +142,35 @@ void sl_csums_free(sl_block *b)
     b->csums = NULL;
 }
 
-char *sl_seg_culprit(const sl_snapshot *s, const sl_block *b, uint64_t page)
+/* The page of @b's segment @seg (refused: read, SEG_BAD seen) that has a
+ * checksum entry but no bitmap bit, if the segment matches its digest
+ * (then that, not a changed segment, is why it was refused); else
+ * UINT64_MAX. */
+static uint64_t refused_for_stray(const sl_block *b, uint64_t seg)
+{
+    if (sl_seg_digest(sl_own_bitmap(b), b->csums, b->npages, seg) != b->digests[seg]) {
+        return UINT64_MAX;
+    }
+    return sl_seg_stray_entry(sl_own_bitmap(b), b->csums, b->npages, seg);
+}
+
+char *sl_seg_culprit(const sl_snapshot *s, const sl_block *b, uint64_t page, uint64_t *stray)
 {
     const unsigned i = (unsigned)(b - s->blocks);
     const uint64_t seg = page / SL_CSUM_SEG;
-    const sl_snapshot *who = s;
+    const sl_snapshot *who = NULL;
 
-    for (const sl_snapshot *l = s->parent; l; l = l->parent) {
+    for (const sl_snapshot *l = s; l; l = l->parent) {
         const sl_block *lb = &l->blocks[i];
-        /* Acquire: pairs with the release store of SEG_BAD in seg_get(). */
+        /* Acquire: pairs with the release store of SEG_BAD in seg_get(),
+         * after the segment's entries were read into place. */
         if (lb->seg_state &&
             atomic_load_explicit(&lb->seg_state[seg], memory_order_acquire) == SEG_BAD) {
             who = l;
         }
     }
+    *stray = who ? refused_for_stray(&who->blocks[i], seg) : UINT64_MAX;
+    who = who ? who : s;
     return who->index_path ? g_strdup_printf("%s or its index %s", who->path, who->index_path)
                            : g_strdup(who->path);
 }

@@ -1362,7 +1362,7 @@ static void test_lazy_open_proves_each_segment_before_its_first_use(void **state
  * Stored page 1's bit cleared, every count, checksum and digest made again
  * (a forged or buggy file): its checksum entry is still there.  A lazy
  * open cannot see it until it proves the segment, and then refuses the
- * segment: page 1 never reads as zeros.
+ * segment, naming page 1 as the reason: page 1 never reads as zeros.
  */
 static void test_a_lazy_open_refuses_a_segment_with_an_entry_for_a_missing_page(void **state)
 {
@@ -1370,6 +1370,8 @@ static void test_a_lazy_open_refuses_a_segment_with_an_entry_for_a_missing_page(
     static const patch_case unmark = { "b0 stored page 1 unmarked", IN_BITMAP, 0, 0, 1, XOR,
                                        ABS, 0x02, FIX | SYNC_PRESENT, NULL, NULL };
     g_autofree uint8_t *page = g_malloc(PAGE);
+    g_autofree char *culprit = NULL;
+    uint64_t stray;
     sl_snapshot *s;
 
     write_patched(fx, &unmark);
@@ -1377,6 +1379,11 @@ static void test_a_lazy_open_refuses_a_segment_with_an_entry_for_a_missing_page(
     assert_non_null(s);
     assert_int_equal(sl_snapshot_read_pages(s, 0, 1, 1, page, true), -EBADMSG);
     assert_int_equal(sl_csums_get(s, &s->blocks[0], 0, 1), -EBADMSG);
+    /* and says why, as the full open does (found by a user's test: a
+     * restore called the segment's digest wrong) */
+    culprit = sl_seg_culprit(s, &s->blocks[0], 0, &stray);
+    assert_string_equal(culprit, fx->copy);
+    assert_int_equal(stray, 1);
     sl_snapshot_close(s);
 }
 

@@ -79,7 +79,16 @@ bool cli_refuse_output(const char *path, const sl_snapshot *s, const char *what,
 {
     struct stat st;
 
+    g_autofree char *dir = g_path_get_dirname(path);
+
     if (cli_refuse_chain_file(path, s, what, errp)) {
+        return true;
+    }
+    if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        /* before the work, not after it (found by a user's test: a whole
+         * restore ran, then failed naming a temporary file) */
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "%s: %s cannot be written there: %s is "
+                    "not a directory that exists", path, what, dir);
         return true;
     }
     if (stat(path, &st) < 0 || S_ISREG(st.st_mode)) {

@@ -173,7 +173,8 @@ bool cli_refuse_chain_file(const char *path, const sl_snapshot *s, const char *w
 /**
  * cli_refuse_output: cli_refuse_chain_file(), and whether @path exists and
  * is not a regular file (a device, a FIFO, a directory), which a file
- * written there would replace; then @errp says so.
+ * written there would replace, or its directory does not exist; then
+ * @errp says so.
  */
 bool cli_refuse_output(const char *path, const sl_snapshot *s, const char *what,
                        GError **errp);

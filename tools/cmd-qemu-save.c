@@ -817,14 +817,6 @@ static bool full_stream_fits(const qs_args *a, GError **errp)
     sl_snapshot *p;
     bool ok;
 
-    if (a->full && cli_same_file(a->full, a->out)) {
-        /* Found by review: both were written as OUT.PID.partial, the full
-         * stream's then missing at its rename: exit 1 after a good save. */
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "--full-stream %s is -o: the full stream "
-                    "must be another file (nothing was saved; the guest was not stopped)",
-                    a->full);
-        return false;
-    }
     if (!a->full || !a->parent) {
         return true;
     }
@@ -962,6 +954,12 @@ int cmd_qemu_save(int argc, char **argv)
         ret = 2;
     } else if ((why = bad_usage(&a, argc, argv))) {
         ret = cli_usage("%s", why);
+    } else if (a.full && cli_same_file(a.full, a.out)) {
+        /* Found by review: both were written as OUT.PID.partial, the full
+         * stream's then missing at its rename: exit 1 after a good save.
+         * A bad combination: exit 2 (found by a user's test: it was 1). */
+        ret = cli_usage("--full-stream %s is -o: the full stream must be another file (nothing "
+                        "was saved; the guest was not stopped)", a.full);
     } else {
         /* SIGINT, SIGTERM, SIGHUP: the save stops where it waits or writes,
          * and QEMU's run state and migration settings are put back. */

@@ -1014,6 +1014,13 @@ static void test_a_save_refuses_ram_it_would_misread_before_the_stop(void **stat
                           "exists and is not a regular file (nothing was saved");
     save_fails_guest_runs(g, qmp, (const char *[]){ "-o", snap, "--full-stream", snap, NULL },
                           "the full stream must be another file");
+    { /* a bad combination: exit 2 (found by a user's test: it was 1) */
+        g_autofree char *e2 = NULL;
+        int ws = qemu_save(qmp, (const char *[]){ "-o", snap, "--full-stream", snap, NULL }, &e2);
+        if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 2) {
+            fail_msg("--full-stream naming -o: wait status %#x, not exit 2: %s", ws, e2);
+        }
+    }
     save_fails_guest_runs(g, qmp, (const char *[]){ "-o", snap, "--full-stream", f->memfile,
                                                     NULL }, "is the RAM file of memory backend");
     /* found by a user test: QEMU's own file was renamed over the RAM file */

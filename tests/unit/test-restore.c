@@ -2421,9 +2421,10 @@ static void test_cli_names_the_corrupt_page_and_never_crashes(void **state)
 }
 
 /*
- * A hot list (--record) is never written over what is not a regular file:
- * refused by name before the restore starts, and the FIFO stays (found by
- * a user's test: /dev/null was replaced by the list at the end).
+ * A hot list (--record) is never written over what is not a regular file,
+ * nor into a directory that does not exist: refused by name before the
+ * restore starts, and the FIFO stays (found by a user's test: /dev/null
+ * was replaced by the list at the end).
  */
 static void test_cli_refuses_a_hot_list_over_what_is_not_a_file(void **state)
 {
@@ -2444,6 +2445,21 @@ static void test_cli_refuses_a_hot_list_over_what_is_not_a_file(void **state)
     }
     assert_true(stat(fifo, &st) == 0 && S_ISFIFO(st.st_mode));
     unlink(fifo);
+    { /* nor into a directory that does not exist: refused before the
+       * restore, naming it (found by a user's test: after the whole
+       * restore, naming a temporary file) */
+        g_autofree char *nodir = g_build_filename(dir, "none", "hot.list", NULL);
+        const char *const rec2[] = { "--threads", "0", "--touch-threads", "1", "--workload",
+                                     "10", "--record", nodir, NULL };
+        g_clear_pointer(&out, g_free);
+        g_clear_pointer(&err, g_free);
+        status = run_restore_cli(f, rec2, &out, &err);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 1 || !strstr(err, nodir) ||
+            !strstr(err, "not a directory that exists") || strstr(out, "time to ready")) {
+            fail_msg("--record into no directory: status %#x, stdout %s, stderr %s", status,
+                     out, err);
+        }
+    }
     sl_test_rmdir(g_steal_pointer(&dir));
 }
 

@@ -594,8 +594,9 @@ static void print_human(const opts *o, const results *r)
     if (!isnan(r->first_fault_ms)) {
         printf("  first fault after %10.2f ms\n", r->first_fault_ms);
     }
-    printf("  faults %" G_GUINT64_FORMAT " (cold, split %" G_GUINT64_FORMAT "): service p50 "
-           "%.1f us, p99 %.1f us, max %.1f us; touch p50 %.1f us, p99 %.1f us\n", s->faults,
+    /* "split": cold faults served before their neighbours (faults_split) */
+    printf("  faults %" G_GUINT64_FORMAT " (%" G_GUINT64_FORMAT " cold ones split): service "
+           "p50 %.1f us, p99 %.1f us, max %.1f us; touch p50 %.1f us, p99 %.1f us\n", s->faults,
            s->faults_split, s->fault_p50_us, s->fault_p99_us, s->fault_max_us, r->touch_p50_us,
            r->touch_p99_us);
     printf("  pages by fault %" G_GUINT64_FORMAT " (around %" G_GUINT64_FORMAT "), by loader %"
@@ -603,9 +604,15 @@ static void print_human(const opts *o, const results *r)
            "; placed twice %" G_GUINT64_FORMAT ", never %" G_GUINT64_FORMAT "\n",
            s->pages_by_fault, s->pages_around, s->pages_by_loader, s->pages_moved, s->zero_pages,
            s->pages_placed_twice, s->pages_never_placed);
-    printf("  checksums %.1f ms of %.1f ms loader time; %" G_GUINT64_FORMAT " pages touched, %"
-           G_GUINT64_FORMAT " touch mismatches\n", s->checksum_ms, s->loader_ms, r->touched,
-           r->touch_mismatches);
+    /* the fault thread hashes too: "of loader time" only where loaders ran */
+    if (s->loader_ms > 0) {
+        printf("  checksums %.1f ms (loader time %.1f ms);", s->checksum_ms, s->loader_ms);
+    } else {
+        printf("  checksums %.1f ms (no loader);", s->checksum_ms);
+    }
+    printf(" %" G_GUINT64_FORMAT " pages touched, %" G_GUINT64_FORMAT " touch mismatches, %"
+           G_GUINT64_FORMAT " refused (SIGBUS)\n", r->touched, r->touch_mismatches,
+           r->touch_poisoned);
     if (s->nodes > 1 || o->workload) {
         printf("  nodes: pages %s, threads %s, wrong node %" G_GUINT64_FORMAT
                ", off-node CPU %" G_GUINT64_FORMAT "; hot %" G_GUINT64_FORMAT ", by hint %"
@@ -618,8 +625,8 @@ static void print_human(const opts *o, const results *r)
     }
     if (o->consumers) {
         printf("  %d consumer process(es): %" G_GUINT64_FORMAT " pages touched, %"
-               G_GUINT64_FORMAT " mismatches\n", o->consumers, r->cons.touched,
-               r->cons.mismatches);
+               G_GUINT64_FORMAT " mismatches, %" G_GUINT64_FORMAT " refused (SIGBUS)\n",
+               o->consumers, r->cons.touched, r->cons.mismatches, r->cons.poisoned);
         if (r->cons.ended) { /* only after a failed restore on kernels without poison */
             printf("  %" G_GUINT64_FORMAT " consumer(s) ended: waiting on a page that could "
                    "not be placed, which this kernel cannot refuse (no UFFDIO_POISON)\n",

@@ -46,7 +46,11 @@ static char *lazy_json(const qr *r)
 
 static void report_text(const qr *r, const char *error)
 {
-    if (r->t_run > 0) {
+    if (r->t_run > 0 && r->o->paused) { /* left paused: it never ran (found by a user's test) */
+        printf("QEMU started to device state loaded, guest left paused: %.1f ms (QEMU start "
+               "%.1f ms, device state %.1f ms)\n", r->t_dev1 - r->t0, r->t_qmp - r->t0,
+               r->t_dev1 - r->t_dev0);
+    } else if (r->t_run > 0) {
         printf("QEMU started to guest running: %.1f ms (QEMU start %.1f ms, device state %.1f "
                "ms, cont %.1f ms)\n", r->t_run - r->t0, r->t_qmp - r->t0,
                r->t_dev1 - r->t_dev0, r->t_run - r->t_dev1);

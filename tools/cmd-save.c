@@ -278,6 +278,14 @@ static bool copy_raw(save_ctx *c, unsigned block, const raw_input *in, GError **
          * restore still fills the rest, so read plainly, registering no
          * view (which would count as an untracked mapping). */
         ok = cli_idle_or_served(fd, in->size, in->path, c->dsock, &served, errp);
+        if (!ok && !c->dsock && (*errp)->code == SL_ERROR_STATE) {
+            /* the way that works now (found by a user's test: not named) */
+            g_autofree char *why = g_strdup((*errp)->message);
+            g_clear_error(errp);
+            g_set_error(errp, SL_ERROR, SL_ERROR_STATE, "%s, or now with --daemon SOCKET, the "
+                        "socket of that restore's daemon (qemu-restore --socket), which "
+                        "places each page before the save reads it", why);
+        }
     }
     if (ok && served) {
         close(fd);

@@ -2239,7 +2239,8 @@ static void test_save_refuses_memory_a_restore_still_fills(void **state)
     g_clear_error(&err);
     raw = g_strdup_printf("/proc/%d/fd/%d:b0", (int)getpid(), f->mem[0].fd);
     st = sl_test_run_cli((const char *[]){ "save", "--raw", raw, "-o", path, NULL }, &out, &cerr);
-    if (g_spawn_check_wait_status(st, NULL) || !strstr(cerr, "a lazy restore is still running")) {
+    if (g_spawn_check_wait_status(st, NULL) || !strstr(cerr, "a lazy restore is still running") ||
+        !strstr(cerr, "--daemon SOCKET")) { /* and the way to save it now */
         fail_msg("save --raw of memory being restored: status %d, stderr: %s", st, cerr);
     }
     for (uint64_t i = 0; i < len / PSIZE; i++) {

@@ -647,47 +647,49 @@ static char *chain_files(const sl_snapshot *s)
     return g_string_free(g, false);
 }
 
-/* The layer of @s's chain holding the first stored page of [@p, +@n) of
- * @block, or @s if none does. */
-static const sl_snapshot *layer_of_pages(const sl_snapshot *s, unsigned block, uint64_t p,
-                                         uint64_t n)
+/* The first layer of @s's chain whose file is now shorter than when it was
+ * opened (its open descriptor: the file read, even if its path now names
+ * another), with its size now in *@now; NULL if none is. */
+static const sl_snapshot *shrunk_layer(const sl_snapshot *s, uint64_t *now)
 {
-    for (uint64_t i = p; i < p + n; i++) {
-        const char *path = sl_snapshot_page_file(s, block, i);
-        for (const sl_snapshot *l = s; path && l; l = l->parent) {
-            if (l->path == path) {
-                return l;
-            }
+    struct stat st;
+
+    for (const sl_snapshot *l = s; l; l = l->parent) {
+        if (fstat(l->fd, &st) == 0 && (uint64_t)st.st_size < sl_snapshot_file_size(l)) {
+            *now = (uint64_t)st.st_size;
+            return l;
         }
     }
-    return s;
+    return NULL;
 }
 
 /* The error of a restore whose read of the snapshot failed: @failed as
  * note_read_failure() packs it (block, first page), its pages and errno,
- * and why, as far as the file tells (@chain: chain_files()). */
+ * and why, as far as the files tell (@chain: chain_files()).  A file of
+ * the chain that shrank is named as the cause (found by review: the
+ * layer of the first stored page was named, an intact child). */
 static GError *read_failure_error(sl_restore *r, uint64_t failed, const char *chain)
 {
     unsigned block = (unsigned)(failed >> SL_BAD_PAGE_SHIFT);
-    uint64_t page = failed & ((1ull << SL_BAD_PAGE_SHIFT) - 1);
+    uint64_t page = failed & ((1ull << SL_BAD_PAGE_SHIFT) - 1), now = 0;
     uint64_t n = atomic_load_explicit(&r->read_failure_pages, memory_order_relaxed);
     int err = atomic_load_explicit(&r->read_failure_errno, memory_order_relaxed);
     const sl_block *blk = &r->snap->blocks[block];
-    const sl_snapshot *l = layer_of_pages(r->snap, block, page, n);
-    uint64_t was = sl_snapshot_file_size(l);
-    struct stat st;
+    const sl_snapshot *l = shrunk_layer(r->snap, &now);
     g_autofree char *why = NULL;
 
-    if (stat(l->path, &st) == 0 && (uint64_t)st.st_size < was) {
-        why = g_strdup_printf("the file shrank from %" G_GUINT64_FORMAT " to %" G_GUINT64_FORMAT
-                              " bytes during the restore", was, (uint64_t)st.st_size);
+    if (l) {
+        why = g_strdup_printf("%s shrank from %" G_GUINT64_FORMAT " to %" G_GUINT64_FORMAT
+                              " bytes during the restore", l->path, sl_snapshot_file_size(l),
+                              now);
     } else {
-        why = g_strdup(g_strerror(err));
+        why = g_strdup_printf("%s%s", g_strerror(err), r->snap->parent ? " (from this file "
+                              "or one of its parents)" : "");
     }
     return g_error_new(SL_ERROR, SL_ERROR_IO, "restore failed: %s: block '%s' pages %"
                        G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT " (offset %" G_GUINT64_FORMAT
                        " in the block) could not be read: %s; the pages not placed are "
-                       "sealed, never served as zeros%s", l->path, blk->name, page,
+                       "sealed, never served as zeros%s", r->snap->path, blk->name, page,
                        page + n - 1, page * blk->page_size, why, chain);
 }
 
@@ -710,11 +712,12 @@ GError *sl_restore_error(sl_restore *r)
     if (meta) {
         return g_error_copy(meta);
     }
-    if (bad) {
-        /* The first cause, whatever the status says: a consumer touching
-         * the refused page dies of SIGBUS, and its leaving (-ESRCH) may
-         * set the status before the loader's -EBADMSG (found by a user's
-         * test: qemu-restore said "No such process"). */
+    if (bad && (st == -EBADMSG || st == -ESRCH)) {
+        /* The cause also when a consumer's leaving set the status: one
+         * touching the refused page dies of SIGBUS, and its leaving may
+         * come before the loader's -EBADMSG (found by a user's test:
+         * qemu-restore said "No such process").  Not over another
+         * failure (a stop, memory full), which poisoning left to come. */
         return bad_page_error(r, bad - 1);
     }
     if (st == -ESRCH) { /* an effect: whoever asks knows of the process more than we do */

@@ -918,7 +918,11 @@ static int save_guest(sl_qmp *q, const qs_args *a, cli_interrupt *intr, GError *
 static void absolute(char **path)
 {
     if (*path && !g_path_is_absolute(*path)) {
-        char *abs = g_canonicalize_filename(*path, NULL);
+        /* our directory put before it, nothing collapsed: the kernel goes
+         * through a symlink before a "..", and "l/../x" collapsed to our
+         * "x" (found by review) */
+        g_autofree char *cwd = g_get_current_dir();
+        char *abs = g_build_filename(cwd, *path, NULL);
         g_free(*path);
         *path = abs;
     }
@@ -954,7 +958,7 @@ int cmd_qemu_save(int argc, char **argv)
         ret = 2;
     } else if ((why = bad_usage(&a, argc, argv))) {
         ret = cli_usage("%s", why);
-    } else if (a.full && cli_same_file(a.full, a.out)) {
+    } else if ((absolute(&a.out), absolute(&a.full), a.full && cli_same_file(a.full, a.out))) {
         /* Found by review: both were written as OUT.PID.partial, the full
          * stream's then missing at its rename: exit 1 after a good save.
          * A bad combination: exit 2 (found by a user's test: it was 1). */
@@ -964,8 +968,6 @@ int cmd_qemu_save(int argc, char **argv)
         /* SIGINT, SIGTERM, SIGHUP: the save stops where it waits or writes,
          * and QEMU's run state and migration settings are put back. */
         cli_interrupt *intr = cli_interrupt_start();
-        absolute(&a.out);
-        absolute(&a.full);
         q = sl_qmp_connect(a.sock, QMP_TIMEOUT_MS, cli_interrupt_fd(intr), &err);
         if (!q && cli_interrupt_signal(intr)) {
             g_clear_error(&err);

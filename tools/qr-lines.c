@@ -178,6 +178,14 @@ bool qr_wait_restore(qr *r, GError **errp)
     }
     if (!strstr(r->stats, "\"status\": 0,")) {
         g_autofree char *why = result_error(r->stats);
+        if (why && g_str_has_prefix(why, "restore stopped: the process")) {
+            /* QEMU ended first: what ended it is the reason, not the
+             * restore's stop that followed (found by review) */
+            g_autofree char *how = reap_qemu(r, QEMU_DEATH_GRACE_MS);
+            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QEMU %s before every page was in place",
+                        how);
+            return false;
+        }
         /* The restore's own reason (the daemon's figures stay in --json). */
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s%s",
                     why && g_str_has_prefix(why, "restore failed") ? "" : "the restore failed: ",

@@ -846,10 +846,11 @@ int sl_restore_poll(sl_restore *r);
  * naming the block, the page and its offset; an unreadable snapshot
  * SL_ERROR_IO; sl_restore_stop() before completion SL_ERROR_STATE; any
  * other failure SL_ERROR_IO with its errno.  Caller frees.  Since 1.1.
- * Since 1.23: a refused page is named whatever failure came first (a
- * consumer that touched it and died); an unreadable snapshot names the
- * file, block and pages of the first failed read and why; a consumer
- * process that ended first gives SL_ERROR_STATE "restore stopped: ...".
+ * Since 1.23: a refused page is named also when a consumer that touched
+ * it died first (-ESRCH); an unreadable snapshot names the block and
+ * pages of the first failed read and why (the file of the chain that
+ * shrank, or the errno); a consumer process that ended first gives
+ * SL_ERROR_STATE "restore stopped: ...".
  */
 GError *sl_restore_error(sl_restore *r);
 

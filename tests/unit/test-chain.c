@@ -302,11 +302,13 @@ static void check_restore(const chain *c, sl_snapshot *s, sl_backend_kind kind)
  * A parent that cannot be read any more (truncated after the chain was
  * opened) fails the restore of its child with -EIO, and the error names
  * every file of the chain, the parent among them (found by a user's test:
- * only the child, which was intact, was named).
+ * only the child, which was intact, was named), and the parent as the
+ * file that shrank (found by review: the child was named as the cause).
  */
 static void test_an_unreadable_parent_is_named_in_the_restore_error(void **state)
 {
     g_autoptr(GError) err = NULL;
+    g_autofree char *shrank = NULL;
     sl_restore_config cfg = { .size = sizeof(cfg), .loader_threads = 1 };
     sl_mem mem[NBLOCKS] = { { 0 } };
     sl_snapshot *s;
@@ -323,8 +325,11 @@ static void test_an_unreadable_parent_is_named_in_the_restore_error(void **state
     assert_int_equal(sl_restore_wait(r, 60000), -EIO);
     sl_restore_stop(r);
     err = sl_restore_error(r);
-    if (!err || !strstr(err->message, c.path[0]) || !strstr(err->message, c.path[1])) {
-        fail_msg("the error does not name the chain's files: %s", err ? err->message : "none");
+    shrank = g_strdup_printf("%s shrank from ", c.path[0]);
+    if (!err || !strstr(err->message, c.path[0]) || !strstr(err->message, c.path[1]) ||
+        !strstr(err->message, shrank)) {
+        fail_msg("the error does not name the chain's files and the parent that shrank: %s",
+                 err ? err->message : "none");
     }
     sl_restore_free(r);
     for (unsigned b = 0; b < NBLOCKS; b++) {

@@ -3556,7 +3556,7 @@ static void test_failed_restore_refuses_missing_pages(void **state)
      * test: it named none of them). */
     if (!strstr(why->message, "could not be read") || !strstr(why->message, f->path) ||
         !strstr(why->message, "block 'b0' pages ") ||
-        !strstr(why->message, "the file shrank from ")) {
+        !strstr(why->message, " shrank from ")) {
         fail_msg("unexpected error: %s", why->message);
     }
     g_error_free(why);
@@ -3765,6 +3765,17 @@ static void test_a_refused_page_is_named_even_when_a_consumer_leaving_failed_the
     if (!why || !strstr(why->message, "checksum mismatch") || !strstr(why->message, named)) {
         fail_msg("the error does not name page %" G_GUINT64_FORMAT ": %s", bad,
                  why ? why->message : "none");
+    }
+    /* Another failure that came first is not hidden by it (found by
+     * review: a full tmpfs, a stop, were reported as the refused page). */
+    for (unsigned i = 0; i < 2; i++) {
+        const int st[] = { -ENOSPC, -ECANCELED };
+        g_autoptr(GError) other = NULL;
+        atomic_store(&f->r->status, st[i]);
+        other = sl_restore_error(f->r);
+        if (!other || other->code == SL_ERROR_CHECKSUM) {
+            fail_msg("status %d reported as: %s", st[i], other ? other->message : "none");
+        }
     }
 }
 

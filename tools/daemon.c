@@ -546,13 +546,17 @@ static void restore_finished(server *d)
          d->status ? "FAILED: " : "",
          why ? why->message : d->status ? g_strerror(-d->status) : "complete", st.pages_total,
          st.faults, st.time_to_complete_ms);
-    write_stats(d, &st, why ? why->message : NULL);
     for (guint i = 0; d->status == 0 && i < d->clients->len; i++) {
         client *c = g_ptr_array_index(d->clients, i);
         if (c->nregistered) { /* one that has not registered yet hears it after REGISTERED */
             sl_wire_send(c->fd, &done, NULL, 0);
         }
     }
+    /* After the DONEs: whoever reads the result line (qemu-restore, a test)
+     * knows every registered consumer was told, even if the daemon dies
+     * next (found in a test run: a consumer whose daemon was killed right
+     * after the line never heard DONE and took it for a death). */
+    write_stats(d, &st, why ? why->message : NULL);
     finish_movers(d);
     if (d->status == 0 && !d->collapser) {
         start_collapse(d);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -216,12 +217,22 @@ static bool spawn_one(consumers *c, unsigned id, sl_snapshot *s, const sl_mem *m
 {
     int sv[2];
     sl_block_info bi;
+    pid_t parent;
 
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
         return fail(errp, "socketpair");
     }
+    parent = getpid();
     c->pids[id] = fork();
     if (c->pids[id] == 0) {
+        /* Ended with us, however we end: orphaned, a consumer touched on
+         * for ever (or waited on a page nobody would place) and kept the
+         * memory, a hugetlbfs pool's pages too (found by a user's test:
+         * kill -9 of restore).  Forked before any thread exists, so the
+         * forking thread is the one whose death counts. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent) {
+            raise(SIGKILL);
+        }
         close(sv[0]);
         child_main(id, sv[1], s, mems, c->sh);
     }

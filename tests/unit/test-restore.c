@@ -2385,6 +2385,96 @@ static int run_restore_cli(const fixture *f, const char *const *extra, char **ou
     return sl_test_run_cli((const char *const *)args->pdata, out, err);
 }
 
+/* The pids of @pid's children (its main thread's), up to @max, in @out; how many. */
+static unsigned children_of(pid_t pid, pid_t *out, unsigned max)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/task/%d/children", (int)pid, (int)pid);
+    g_autofree char *text = NULL;
+    g_auto(GStrv) words = NULL;
+    unsigned n = 0;
+
+    if (!g_file_get_contents(path, &text, NULL, NULL)) {
+        return 0;
+    }
+    words = g_strsplit(g_strstrip(text), " ", -1);
+    for (char **w = words; *w && n < max; w++) {
+        if (**w) {
+            out[n++] = (pid_t)atoi(*w);
+        }
+    }
+    return n;
+}
+
+/* Whether process @pid is gone (or a zombie nobody reaped yet). */
+static bool process_gone(pid_t pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
+    g_autofree char *text = NULL;
+    const char *close_paren;
+
+    if (!g_file_get_contents(path, &text, NULL, NULL)) {
+        return true;
+    }
+    close_paren = strrchr(text, ')');
+    return close_paren && close_paren[1] == ' ' && close_paren[2] == 'Z';
+}
+
+/*
+ * `restore --consumers` killed (SIGKILL) while its consumer processes
+ * touch the memory: they end with it.  Found by a user's test: orphaned,
+ * they touched on for ever (or waited on a page nobody would place), kept
+ * the memory, on hugetlbfs half the pool, and the caller's pipes open.
+ */
+static void test_cli_consumers_end_with_a_killed_restore(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *bin = sl_test_snapload_bin();
+    g_autofree char *hp = f->bc->hugepage ? size_name(f->bc->hugepage) : NULL;
+    g_autoptr(GPtrArray) args = g_ptr_array_new();
+    g_autoptr(GError) err = NULL;
+    pid_t pid, kids[4];
+    unsigned n = 0;
+    bool alive;
+
+    fixture_build(f, 64u << 20, 0, 0); /* data everywhere: the touching lasts */
+    g_ptr_array_add(args, bin);
+    /* no loader, a fault a unit: the consumers' random touches take seconds */
+    for (const char *const *a = (const char *const[]){ "restore", f->path, "--threads", "0",
+                                                       "--touch-threads", "0", "--consumers",
+                                                       "2", "--fault-around", "4K", "--backend",
+                                                       NULL }; *a; a++) {
+        g_ptr_array_add(args, (char *)*a);
+    }
+    g_ptr_array_add(args, (char *)sl_backend_get(f->bc->kind)->name);
+    if (hp) {
+        g_ptr_array_add(args, "--hugepage-size");
+        g_ptr_array_add(args, hp);
+    }
+    g_ptr_array_add(args, NULL);
+    assert_true(g_spawn_async(NULL, (char **)args->pdata, NULL,
+                              G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDOUT_TO_DEV_NULL |
+                              G_SPAWN_STDERR_TO_DEV_NULL, NULL, NULL, &pid, &err));
+    for (int i = 0; i < 5000 && (n = children_of(pid, kids, G_N_ELEMENTS(kids))) < 2; i++) {
+        g_usleep(1000); /* a test: nothing to wait on */
+    }
+    g_usleep(100 * 1000); /* past their setup (which ends at our hang-up): touching */
+    alive = n == 2 && !process_gone(kids[0]) && !process_gone(kids[1]);
+    kill(pid, SIGKILL);
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
+    if (!alive) { /* else this run shows nothing */
+        fail_msg("the restore's %u consumer(s) ended before it was killed", n);
+    }
+    for (unsigned k = 0; k < n; k++) {
+        for (int i = 0; i < 5000 && !process_gone(kids[k]); i++) {
+            g_usleep(1000);
+        }
+        if (!process_gone(kids[k])) {
+            kill(kids[k], SIGKILL);
+            fail_msg("consumer %d still ran 5 s after its restore was killed", (int)kids[k]);
+        }
+    }
+}
+
 /*
  * A corrupt page with touch threads reading it (seq, random), consumer
  * processes (shared memory) or no reader at all: the CLI never crashes and
@@ -4875,6 +4965,8 @@ static const feature features[] = {
       test_cli_refuses_a_hot_list_over_what_is_not_a_file, anon_only },
     { "cli_names_the_corrupt_page_and_never_crashes",
       test_cli_names_the_corrupt_page_and_never_crashes, small_units },
+    { "cli_consumers_end_with_a_killed_restore", test_cli_consumers_end_with_a_killed_restore,
+      shared_four_k }, /* with hugepages the touches end too soon */
     { "cli_reports_the_figures_of_a_failed_restore",
       test_cli_reports_the_figures_of_a_failed_restore, small_units },
 };

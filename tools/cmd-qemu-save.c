@@ -44,6 +44,7 @@
 #include "client.h"
 #include "qemu.h"
 #include "qemu-migrate.h"
+#include "qemu-settings.h"
 #include "qemu-verify.h"
 #include "migration/format/format.h"
 #include "migration/vmas.h"
@@ -797,8 +798,9 @@ static char *bad_usage(const qs_args *a, int argc, char **argv)
     return a->quit && a->resume ? g_strdup("--quit and --resume: choose one") : NULL;
 }
 
-/* QEMU's migration settings back as @s holds them, or a warning saying which are not. */
-static void settings_back(sl_qmp *q, sl_qemu_settings *s)
+/* QEMU's migration settings back as @s holds them, or a warning saying
+ * which are not; the record of them (@record) goes once they are back. */
+static void settings_back(sl_qmp *q, sl_qemu_settings *s, const char *record)
 {
     g_autoptr(GError) err = NULL;
 
@@ -806,8 +808,35 @@ static void settings_back(sl_qmp *q, sl_qemu_settings *s)
         fprintf(stderr, "snapload: warning: %s: QEMU keeps the migration capabilities and "
                 "parameters this save set (query-migrate-capabilities shows them)\n",
                 err->message);
+    } else if (record) {
+        (void)unlink(record);
     }
     sl_qemu_settings_clear(s);
+}
+
+/*
+ * QEMU's migration settings before this save: those a killed save of the
+ * same QEMU recorded (@record) and could not put back, else QEMU's own,
+ * recorded for the next save in case this one is killed.
+ */
+static bool settings_before(sl_qmp *q, const char *record, sl_qemu_settings *s, GError **errp)
+{
+    g_autoptr(GError) err = NULL;
+
+    if (sl_qemu_settings_load_record(record, s)) {
+        fprintf(stderr, "snapload: note: QEMU still has the migration settings an interrupted "
+                "qemu-save set (%s): the ones from before it are put back at the end\n",
+                record);
+        return true;
+    }
+    if (!sl_qemu_settings_read(q, s, errp)) {
+        return false;
+    }
+    if (record && !sl_qemu_settings_write_record(record, s, &err)) {
+        fprintf(stderr, "snapload: warning: no record of QEMU's migration settings (%s): if "
+                "this save is killed, QEMU keeps what it set\n", err->message);
+    }
+    return true;
 }
 
 /* --full-stream @a->full names no file of the chain of --parent (written in
@@ -866,6 +895,7 @@ static bool outputs_are_not_ram(sl_qmp *q, const qs_args *a, GError **errp)
 static int save_guest(sl_qmp *q, const qs_args *a, cli_interrupt *intr, GError **errp)
 {
     g_autofree char *before = NULL;
+    g_autofree char *record = sl_qemu_settings_record_path(sl_qmp_peer_pid(q));
     bool qemu_fmt = a->format && !strcmp(a->format, "qemu");
     sl_qemu_settings settings;
     int ret;
@@ -873,7 +903,7 @@ static int save_guest(sl_qmp *q, const qs_args *a, cli_interrupt *intr, GError *
     if (!can_write("-o", a->out, errp) || !regular_or_new(a->out, errp) ||
         (a->full && !can_write("--full-stream", a->full, errp)) ||
         !full_stream_fits(a, errp) || !outputs_are_not_ram(q, a, errp) ||
-        !(before = state_before(q, errp)) || !sl_qemu_settings_read(q, &settings, errp)) {
+        !(before = state_before(q, errp)) || !settings_before(q, record, &settings, errp)) {
         return cli_fail_error(g_steal_pointer(errp));
     }
     ret = qemu_fmt ? save_qemu_file(q, a->out, a->multifd, errp)
@@ -890,9 +920,12 @@ static int save_guest(sl_qmp *q, const qs_args *a, cli_interrupt *intr, GError *
         ret = -1;
     }
     if (ret != 0 || !a->quit) {
-        settings_back(q, &settings);
-    } else {
+        settings_back(q, &settings, record);
+    } else { /* QEMU quits: nothing to put back, no record to keep */
         sl_qemu_settings_clear(&settings);
+        if (record) {
+            (void)unlink(record);
+        }
     }
     if (ret != 0) {
         ret = ret < 0 ? cli_fail_error(g_steal_pointer(errp)) : ret; /* said first */

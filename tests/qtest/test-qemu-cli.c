@@ -31,6 +31,8 @@
 #include <unistd.h>
 #include "tests/unit/testutil.h"
 #include "tools/qmp.h"
+#include "tools/qemu-migrate.h"
+#include "tools/qemu-settings.h"
 #include "qtest-util.h"
 
 #define GUEST_MB 64
@@ -322,6 +324,42 @@ static void save_leaves_settings(sl_qmp *q, const char *qmp, const char *const *
 }
 
 /*
+ * What a save killed with SIGKILL leaves (no handler runs): x-ignore-shared
+ * on in QEMU (postcopy-ram off: they exclude each other), and its record
+ * of the settings from before it.  The next save
+ * of that QEMU puts back the recorded ones (@mine: x-ignore-shared off),
+ * says so, and removes the record.  Found by a user's test: the next save
+ * took the leftovers for the user's own and kept them for good.
+ */
+static void after_a_killed_save(sl_qmp *q, const char *qmp, const char *snap, const char *mine)
+{
+    g_autofree char *record = sl_qemu_settings_record_path(sl_qmp_peer_pid(q));
+    g_autofree char *err = NULL, *now = NULL;
+    g_autoptr(GError) e = NULL;
+    sl_qemu_settings before;
+    int ws;
+
+    assert_non_null(record);
+    assert_true(sl_qemu_settings_read(q, &before, &e)); /* as the killed save did */
+    assert_true(sl_qemu_settings_write_record(record, &before, &e));
+    sl_qemu_settings_clear(&before);
+    if (!sl_qmp_ok(q, "migrate-set-capabilities", "{\"capabilities\": [{\"capability\": "
+                   "\"postcopy-ram\", \"state\": false}, {\"capability\": "
+                   "\"pause-before-switchover\", \"state\": false}, {\"capability\": "
+                   "\"x-ignore-shared\", \"state\": true}]}", &e)) {
+        fail_msg("setting x-ignore-shared: %s", e->message);
+    }
+    ws = qemu_save(qmp, (const char *[]){ "-o", snap, "--resume", NULL }, &err);
+    now = settings_of(q);
+    if (!g_spawn_check_wait_status(ws, NULL) || strcmp(now, mine) ||
+        !strstr(err, "an interrupted qemu-save set") || g_file_test(record, G_FILE_TEST_EXISTS)) {
+        (void)unlink(record);
+        fail_msg("a save after a killed one (status %#x) left\n  %s\nnot\n  %s\n%s", ws, now,
+                 mine, err);
+    }
+}
+
+/*
  * QEMU keeps migration capabilities and parameters between migrations: a
  * save or restore that left x-ignore-shared on would keep shared RAM out
  * of the user's next live migration without a word, mapped-ram would make
@@ -352,6 +390,7 @@ static void test_saves_and_restores_leave_qemus_migration_settings_as_they_were(
     mine = settings_of(q);
     assert_string_not_equal(mine, fresh);
     save_leaves_settings(q, qmp, (const char *[]){ "-o", snap, "--resume", NULL }, mine);
+    after_a_killed_save(q, qmp, snap, mine);
     if (qtest_qemu_major() >= 9) { /* mapped-ram */
         save_leaves_settings(q, qmp, (const char *[]){ "--format", "qemu", "--multifd", "3",
                                                        "-o", mig, "--resume", NULL }, mine);

@@ -824,9 +824,9 @@ static bool settings_before(sl_qmp *q, const char *record, sl_qemu_settings *s, 
     g_autoptr(GError) err = NULL;
 
     if (sl_qemu_settings_load_record(record, s)) {
-        fprintf(stderr, "snapload: note: QEMU still has the migration settings an interrupted "
-                "qemu-save set (%s): the ones from before it are put back at the end\n",
-                record);
+        fprintf(stderr, "snapload: note: a qemu-save of this QEMU ended before it could put "
+                "back QEMU's migration settings (record %s): the settings recorded from before "
+                "it are put back at the end of this save\n", record);
         return true;
     }
     if (!sl_qemu_settings_read(q, s, errp)) {
@@ -921,11 +921,8 @@ static int save_guest(sl_qmp *q, const qs_args *a, cli_interrupt *intr, GError *
     }
     if (ret != 0 || !a->quit) {
         settings_back(q, &settings, record);
-    } else { /* QEMU quits: nothing to put back, no record to keep */
+    } else { /* QEMU quits: nothing to put back; the record goes once it has */
         sl_qemu_settings_clear(&settings);
-        if (record) {
-            (void)unlink(record);
-        }
     }
     if (ret != 0) {
         ret = ret < 0 ? cli_fail_error(g_steal_pointer(errp)) : ret; /* said first */
@@ -936,8 +933,9 @@ static int save_guest(sl_qmp *q, const qs_args *a, cli_interrupt *intr, GError *
         g_prefix_error(errp, "saved %s, but the guest could not be resumed: ", a->out);
         return cli_fail_error(g_steal_pointer(errp));
     }
-    if (a->quit) {
-        sl_qmp_ok(q, "quit", NULL, NULL);
+    if (a->quit && sl_qmp_ok(q, "quit", NULL, NULL) && record) {
+        (void)unlink(record); /* after the quit (found by review: before it, a kill in
+                               * between left QEMU running with no record) */
     }
     return 0;
 }

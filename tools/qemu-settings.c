@@ -18,24 +18,46 @@
 #include "qemu-settings.h"
 #include "written.h"
 
-/* "PID-START" of the process at @pid (its start time in clock ticks since
- * boot, /proc/PID/stat field 22: a pid reused later differs), or NULL. */
+/* "PID-START-BOOT" of the process at @pid: its start time in clock ticks
+ * since boot (/proc/PID/stat field 22: a pid reused later differs) and the
+ * boot's first 8 id characters (a record in a directory that outlives a
+ * reboot, ~/.cache, never matches a process of a later boot); or NULL. */
 static char *process_key(pid_t pid)
 {
     g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
-    g_autofree char *text = NULL;
+    g_autofree char *text = NULL, *boot = NULL;
     g_auto(GStrv) fields = NULL;
     const char *rest;
 
     if (pid <= 0 || !g_file_get_contents(path, &text, NULL, NULL) ||
-        !(rest = strrchr(text, ')'))) {
+        !(rest = strrchr(text, ')')) ||
+        !g_file_get_contents("/proc/sys/kernel/random/boot_id", &boot, NULL, NULL) ||
+        strlen(boot) < 8) {
         return NULL;
     }
     fields = g_strsplit(rest + 2, " ", 0); /* field 3 (state) first */
     if (g_strv_length(fields) < 20) {
         return NULL;
     }
-    return g_strdup_printf("%d-%s", (int)pid, fields[19]);
+    return g_strdup_printf("%d-%s-%.8s", (int)pid, fields[19], boot);
+}
+
+/* Whether @name is a record's name: "qemu-settings-" then a key of digits,
+ * '-' and hexadecimal digits, nothing else (not the temporary file of one
+ * being written, "NAME.XXXXXX": found by review, a prune removed it). */
+static bool record_name(const char *name)
+{
+    const char *k = name + strlen("qemu-settings-");
+
+    if (!g_str_has_prefix(name, "qemu-settings-") || !*k) {
+        return false;
+    }
+    for (; *k; k++) {
+        if (!g_ascii_isxdigit(*k) && *k != '-') {
+            return false;
+        }
+    }
+    return true;
 }
 
 char *sl_qemu_settings_record_path(pid_t qemu)
@@ -73,7 +95,7 @@ static void prune_records(const char *dir)
 
     while (d && (name = g_dir_read_name(d))) {
         g_autofree char *now = NULL, *path = NULL;
-        if (!g_str_has_prefix(name, "qemu-settings-")) {
+        if (!record_name(name)) {
             continue;
         }
         now = process_key((pid_t)atoi(name + strlen("qemu-settings-")));

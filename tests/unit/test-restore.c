@@ -2405,6 +2405,22 @@ static unsigned children_of(pid_t pid, pid_t *out, unsigned max)
     return n;
 }
 
+/* The CPU time process @pid has used, in clock ticks (0 if unknown). */
+static uint64_t cpu_ticks(pid_t pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
+    g_autofree char *text = NULL;
+    g_auto(GStrv) fields = NULL;
+    const char *rest;
+
+    if (!g_file_get_contents(path, &text, NULL, NULL) || !(rest = strrchr(text, ')'))) {
+        return 0;
+    }
+    fields = g_strsplit(rest + 2, " ", 0); /* field 3 first: utime, stime are 14, 15 */
+    return g_strv_length(fields) > 12 ? g_ascii_strtoull(fields[11], NULL, 10) +
+                                        g_ascii_strtoull(fields[12], NULL, 10) : 0;
+}
+
 /* Whether process @pid is gone (or a zombie nobody reaped yet). */
 static bool process_gone(pid_t pid)
 {
@@ -2436,7 +2452,7 @@ static void test_cli_consumers_end_with_a_killed_restore(void **state)
     unsigned n = 0;
     bool alive;
 
-    fixture_build(f, 64u << 20, 0, 0); /* data everywhere: the touching lasts */
+    fixture_build(f, 256u << 20, 0, 0); /* data everywhere: the touching lasts seconds */
     g_ptr_array_add(args, bin);
     /* no loader, a fault a unit: the consumers' random touches take seconds */
     for (const char *const *a = (const char *const[]){ "restore", f->path, "--threads", "0",
@@ -2457,7 +2473,11 @@ static void test_cli_consumers_end_with_a_killed_restore(void **state)
     for (int i = 0; i < 5000 && (n = children_of(pid, kids, G_N_ELEMENTS(kids))) < 2; i++) {
         g_usleep(1000); /* a test: nothing to wait on */
     }
-    g_usleep(100 * 1000); /* past their setup (which ends at our hang-up): touching */
+    /* past their setup (which ends at a hang-up of ours): touching, which
+     * takes CPU time (a tick: 10 ms) */
+    for (int i = 0; i < 5000 && n == 2 && !(cpu_ticks(kids[0]) && cpu_ticks(kids[1])); i++) {
+        g_usleep(1000);
+    }
     alive = n == 2 && !process_gone(kids[0]) && !process_gone(kids[1]);
     kill(pid, SIGKILL);
     assert_int_equal(waitpid(pid, NULL, 0), pid);

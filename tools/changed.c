@@ -10,7 +10,9 @@
  * destroying an earlier file (flushed to disk before the rename).
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "cli.h"
@@ -28,10 +30,47 @@ char *cli_parent_path(const char *parent, const char *child, const char *given)
     return strcmp(pdir, cdir) == 0 ? g_path_get_basename(p) : g_steal_pointer(&p);
 }
 
+/*
+ * Removes the partial files of @out (as sl_partial_path() names them for
+ * another pid, beside @tmp, ours) whose process is gone: a run killed with
+ * SIGKILL, which no handler sees, left them, up to a whole snapshot each,
+ * and nothing removed them later (found by a user's test).
+ */
+static void sweep_partials(const char *tmp)
+{
+    g_autofree char *dir = g_path_get_dirname(tmp), *base = g_path_get_basename(tmp);
+    g_autofree char *mine = g_strdup_printf(".%d.partial", (int)getpid());
+    g_autoptr(GDir) d = NULL;
+    const char *name;
+    size_t stem;
+
+    if (!g_str_has_suffix(base, mine) || !(d = g_dir_open(dir, 0, NULL))) {
+        return;
+    }
+    stem = strlen(base) - strlen(mine) + 1; /* "NAME." */
+    while ((name = g_dir_read_name(d))) {
+        char *end = NULL;
+        long pid;
+        if (strncmp(name, base, stem) || !g_str_has_suffix(name, ".partial")) {
+            continue;
+        }
+        pid = strtol(name + stem, &end, 10);
+        if (end == name + stem || strcmp(end, ".partial") || pid <= 0 || pid == getpid() ||
+            kill((pid_t)pid, 0) == 0 || errno != ESRCH) {
+            continue; /* not one, or its process may still write it */
+        }
+        g_autofree char *path = g_build_filename(dir, name, NULL);
+        if (unlink(path) == 0) {
+            fprintf(stderr, "snapload: removed %s, left by a run that was killed\n", path);
+        }
+    }
+}
+
 char *cli_partial_path(const char *out)
 {
     char *tmp = sl_partial_path(out);
 
+    sweep_partials(tmp);
     cli_interrupt_remove_on_signal(tmp);
     return tmp;
 }

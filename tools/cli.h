@@ -141,7 +141,8 @@ char *cli_parent_path(const char *parent, const char *child, const char *given);
  * cli_partial_path: where a snapshot meant for @out is written until it is
  * complete (beside it, so a rename puts it in place); g_free() it.  Until
  * cli_finish_partial(), SIGINT, SIGTERM or SIGHUP removes it before ending
- * the process.
+ * the process.  Partial files of @out that runs now gone left (SIGKILL)
+ * are removed first, each named on stderr.
  */
 char *cli_partial_path(const char *out);
 

@@ -1891,6 +1891,44 @@ static void test_restore_json_prints_an_object_for_a_failure_before_the_start(vo
     sl_test_rmdir(g_steal_pointer(&dir));
 }
 
+/*
+ * A save removes the partial files of its output that runs now gone left
+ * (killed with SIGKILL: no handler removed them; found by a user's test,
+ * up to a whole snapshot each), and leaves one whose process still runs.
+ */
+static void test_a_save_removes_partial_files_of_killed_runs(void **state)
+{
+    g_autofree char *dir = sl_test_tmpdir();
+    g_autofree char *img = g_build_filename(dir, "a.img", NULL);
+    g_autofree char *snap = g_build_filename(dir, "a.sl", NULL);
+    g_autofree char *o = NULL, *e = NULL, *dead = NULL, *live = NULL;
+    const char *synth[] = { "synth", "--size", "1M", "-o", img, NULL };
+    const char *save[] = { "save", "--raw", img, "-o", snap, NULL };
+    pid_t gone = fork();
+
+    (void)state;
+    if (gone == 0) {
+        _exit(0);
+    }
+    assert_int_equal(waitpid(gone, NULL, 0), gone); /* its pid is free now */
+    dead = g_strdup_printf("%s.%d.partial", snap, (int)gone);
+    live = g_strdup_printf("%s.%d.partial", snap, (int)getpid()); /* ours: alive */
+    assert_true(g_file_set_contents(dead, "left", -1, NULL));
+    assert_true(g_file_set_contents(live, "busy", -1, NULL));
+    assert_int_equal(sl_test_run_cli(synth, &o, &e), 0);
+    g_clear_pointer(&o, g_free);
+    g_clear_pointer(&e, g_free);
+    assert_int_equal(sl_test_run_cli(save, &o, &e), 0);
+    if (g_file_test(dead, G_FILE_TEST_EXISTS) || !g_file_test(live, G_FILE_TEST_EXISTS) ||
+        !strstr(e, dead)) {
+        fail_msg("after the save: the dead run's partial %s, the live one's %s; stderr: %s",
+                 g_file_test(dead, G_FILE_TEST_EXISTS) ? "stayed" : "went",
+                 g_file_test(live, G_FILE_TEST_EXISTS) ? "stayed" : "went", e);
+    }
+    unlink(live);
+    sl_test_rmdir(g_steal_pointer(&dir));
+}
+
 /* A snapshot under its final name is on disk: the save flushed it before
  * the rename, so a crash right after never leaves a name without pages
  * (on tmpfs nothing is ever dirty, and this cannot tell). */
@@ -2345,6 +2383,7 @@ int main(void)
         cmocka_unit_test(test_cli_write_errors_name_the_output_not_its_partial_file),
         cmocka_unit_test(test_json_output_stays_valid_for_a_path_that_is_not_utf8),
         cmocka_unit_test(test_restore_json_prints_an_object_for_a_failure_before_the_start),
+        cmocka_unit_test(test_a_save_removes_partial_files_of_killed_runs),
         cmocka_unit_test(test_a_finished_snapshot_is_on_disk_before_it_takes_its_name),
         cmocka_unit_test_setup_teardown(test_corrupt_page_fails_verify_but_not_open,
                                         setup_small, teardown_fixture),

@@ -53,8 +53,7 @@ int cmd_index(int argc, char **argv)
      * one is whole (sl_index_write() renames it into place). */
     s = sl_snapshot_open_unindexed(argv[1], &err);
     /* sl_index_write() writes it there first: gone if a signal ends us. */
-    partial = sl_partial_path(out ? out : def);
-    cli_interrupt_remove_on_signal(partial);
+    partial = cli_partial_path(out ? out : def); /* killed runs' partials removed first */
     ok = s && (!list || hot_list_fits(s, hot, list, &err)) &&
          sl_index_write(s, out ? out : def, list, &err);
     cli_interrupt_keep(partial);

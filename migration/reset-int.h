@@ -37,9 +37,9 @@ void sl_reset_owe(sl_restore *r, const GArray *runs);
  * sl_reset_in_place: rewrites @units (normalized) with the snapshot's bytes
  * and protects them again; runs that could not be rewritten are left in
  * @failed for the dropping way.  @empty: units out of the page tables,
- * dropped by the caller (a reader's fault may have mapped them meanwhile).  False, with @errp set and every unit that
- * may differ owed to the next reset, if a writer ran meanwhile or the
- * protection failed.
+ * dropped by the caller (a reader's fault may have mapped them meanwhile).
+ * False, with @errp set and every unit that may differ owed to the next
+ * reset, if a writer ran meanwhile or the protection failed.
  */
 bool sl_reset_in_place(sl_restore *r, GArray *units, const GArray *empty, GArray *failed,
                        GError **errp);

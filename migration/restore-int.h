@@ -373,6 +373,17 @@ static inline uint64_t sl_bad_page_pack(unsigned block, uint64_t page)
     return ((uint64_t)block << SL_BAD_PAGE_SHIFT | page) + 1;
 }
 
+/* The block and the page of @packed (sl_bad_page_pack()'s, not 0). */
+static inline unsigned sl_bad_page_block(uint64_t packed)
+{
+    return (unsigned)((packed - 1) >> SL_BAD_PAGE_SHIFT);
+}
+
+static inline uint64_t sl_bad_page_index(uint64_t packed)
+{
+    return (packed - 1) & ((1ull << SL_BAD_PAGE_SHIFT) - 1);
+}
+
 /**
  * sl_mem_attach (restore.c): attach @m (backends/) as block @name of
  * restore @r, through sl_restore_attach_file() for file-backed memory,

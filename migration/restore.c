@@ -617,12 +617,12 @@ int sl_restore_poll(sl_restore *r)
 /* The error of a restore that refused a page: @bad as note_bad_page() packs it. */
 static GError *bad_page_error(const sl_restore *r, uint64_t bad)
 {
-    const sl_block *blk = &r->snap->blocks[bad >> SL_BAD_PAGE_SHIFT];
-    uint64_t page = bad & ((1ull << SL_BAD_PAGE_SHIFT) - 1);
+    const sl_block *blk = &r->snap->blocks[sl_bad_page_block(bad)];
+    uint64_t page = sl_bad_page_index(bad);
     uint64_t more = atomic_load_explicit(&r->c.checksum_failures, memory_order_relaxed) - 1;
     g_autofree char *also =
         more ? g_strdup_printf(" (and %" G_GUINT64_FORMAT " more units)", more) : NULL;
-    const char *file = sl_snapshot_page_file(r->snap, bad >> SL_BAD_PAGE_SHIFT, page);
+    const char *file = sl_snapshot_page_file(r->snap, sl_bad_page_block(bad), page);
 
     return g_error_new(SL_ERROR, SL_ERROR_CHECKSUM, "%s: block '%s' page %" G_GUINT64_FORMAT
                        " (offset %" G_GUINT64_FORMAT " in the block) could not be read: "
@@ -670,11 +670,10 @@ static const sl_snapshot *shrunk_layer(const sl_snapshot *s, uint64_t *now)
  * layer of the first stored page was named, an intact child). */
 static GError *read_failure_error(sl_restore *r, uint64_t failed, const char *chain)
 {
-    unsigned block = (unsigned)(failed >> SL_BAD_PAGE_SHIFT);
-    uint64_t page = failed & ((1ull << SL_BAD_PAGE_SHIFT) - 1), now = 0;
+    uint64_t page = sl_bad_page_index(failed), now = 0;
     uint64_t n = atomic_load_explicit(&r->read_failure_pages, memory_order_relaxed);
     int err = atomic_load_explicit(&r->read_failure_errno, memory_order_relaxed);
-    const sl_block *blk = &r->snap->blocks[block];
+    const sl_block *blk = &r->snap->blocks[sl_bad_page_block(failed)];
     const sl_snapshot *l = shrunk_layer(r->snap, &now);
     g_autofree char *why = NULL;
 
@@ -718,7 +717,7 @@ GError *sl_restore_error(sl_restore *r)
          * come before the loader's -EBADMSG (found by a user's test:
          * qemu-restore said "No such process").  Not over another
          * failure (a stop, memory full), which poisoning left to come. */
-        return bad_page_error(r, bad - 1);
+        return bad_page_error(r, bad);
     }
     if (st == -ESRCH) { /* an effect: whoever asks knows of the process more than we do */
         return g_error_new(SL_ERROR, SL_ERROR_STATE, "restore stopped: the process whose "
@@ -730,7 +729,7 @@ GError *sl_restore_error(sl_restore *r)
         /* Acquire: pairs with the release store in note_read_failure() (engine.c). */
         uint64_t failed = atomic_load_explicit(&r->read_failure, memory_order_acquire);
         if (failed) {
-            return read_failure_error(r, failed - 1, chain);
+            return read_failure_error(r, failed, chain);
         }
         return g_error_new(SL_ERROR, SL_ERROR_IO, "restore failed: the snapshot %s could not "
                            "be read (a read failed or a file ended early: was one changed "

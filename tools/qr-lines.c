@@ -147,9 +147,19 @@ bool qr_check_registrations(qr *r, GError **errp)
     return true;
 }
 
+/* QEMU ended (waited for up to @ms) before the restore did: @errp says how. */
+static bool qemu_ended_first(qr *r, int ms, GError **errp)
+{
+    g_autofree char *how = reap_qemu(r, ms);
+
+    g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QEMU %s before every page was in place", how);
+    return false;
+}
+
 /* Blocks until the daemon reports the end of the restore (once). */
 bool qr_wait_restore(qr *r, GError **errp)
 {
+
     if (r->t_done > 0) {
         return true;
     }
@@ -157,10 +167,7 @@ bool qr_wait_restore(qr *r, GError **errp)
         bool died;
         char *line = daemon_line(r, -1, &died);
         if (!line && died) {
-            g_autofree char *how = reap_qemu(r, 0);
-            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QEMU %s before every page was in place",
-                        how);
-            return false;
+            return qemu_ended_first(r, 0, errp);
         }
         if (!line) {
             /* The client inside QEMU ends it when the daemon goes away: give it
@@ -179,12 +186,10 @@ bool qr_wait_restore(qr *r, GError **errp)
     if (!strstr(r->stats, "\"status\": 0,")) {
         g_autofree char *why = result_error(r->stats);
         if (why && g_str_has_prefix(why, "restore stopped: the process")) {
-            /* QEMU ended first: what ended it is the reason, not the
+            /* QEMU ended first (and no refused page did it, which the
+             * restore would name): what ended QEMU is the reason, not the
              * restore's stop that followed (found by review) */
-            g_autofree char *how = reap_qemu(r, QEMU_DEATH_GRACE_MS);
-            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "QEMU %s before every page was in place",
-                        how);
-            return false;
+            return qemu_ended_first(r, QEMU_DEATH_GRACE_MS, errp);
         }
         /* The restore's own reason (the daemon's figures stay in --json). */
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s%s",

@@ -1825,6 +1825,21 @@ static void test_cli_write_errors_name_the_output_not_its_partial_file(void **st
     sl_test_rmdir(g_steal_pointer(&dir));
 }
 
+/* @out, what CLI command @what printed, as one JSON object (unref it), or
+ * the test fails naming @what. */
+static JsonObject *printed_object(const char *out, const char *what)
+{
+    g_autoptr(JsonParser) p = json_parser_new();
+    g_autoptr(GError) err = NULL;
+
+    if (!json_parser_load_from_data(p, out, -1, &err) ||
+        !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p))) {
+        fail_msg("%s printed no JSON object (%s): '%s'", what, err ? err->message : "not one",
+                 out);
+    }
+    return json_object_ref(json_node_get_object(json_parser_get_root(p)));
+}
+
 /*
  * `inspect --json` of a snapshot whose path is not UTF-8 and holds a quote
  * and a newline is still one valid JSON object: the quote and the newline
@@ -1841,9 +1856,7 @@ static void test_json_output_stays_valid_for_a_path_that_is_not_utf8(void **stat
     const char *synth[] = { "synth", "--size", "1M", "-o", img, NULL };
     const char *save[] = { "save", "--raw", img, "-o", snap, NULL };
     const char *inspect[] = { "inspect", "--json", snap, NULL };
-    g_autoptr(JsonParser) p = json_parser_new();
-    g_autoptr(GError) err = NULL;
-    JsonObject *obj;
+    g_autoptr(JsonObject) obj = NULL;
 
     (void)state;
     assert_int_equal(sl_test_run_cli(synth, &o, &e), 0);
@@ -1853,11 +1866,7 @@ static void test_json_output_stays_valid_for_a_path_that_is_not_utf8(void **stat
     g_clear_pointer(&o, g_free);
     g_clear_pointer(&e, g_free);
     assert_int_equal(sl_test_run_cli(inspect, &o, &e), 0);
-    if (!json_parser_load_from_data(p, o, -1, &err)) {
-        fail_msg("inspect --json printed no valid JSON (%s): %s", err->message, o);
-    }
-    assert_true(JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p)));
-    obj = json_node_get_object(json_parser_get_root(p));
+    obj = printed_object(o, "inspect --json");
     assert_string_equal(json_object_get_string_member(obj, "file"), want);
     sl_test_rmdir(g_steal_pointer(&dir));
 }
@@ -1873,19 +1882,13 @@ static void test_restore_json_prints_an_object_for_a_failure_before_the_start(vo
     g_autofree char *snap = g_build_filename(dir, "none.sl", NULL);
     g_autofree char *o = NULL, *e = NULL;
     const char *restore[] = { "restore", snap, "--backend", "anon", "--json", NULL };
-    g_autoptr(JsonParser) p = json_parser_new();
-    g_autoptr(GError) err = NULL;
-    JsonObject *obj;
+    g_autoptr(JsonObject) obj = NULL;
     int status;
 
     (void)state;
     status = sl_test_run_cli(restore, &o, &e);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
-    if (!json_parser_load_from_data(p, o, -1, &err) ||
-        !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p))) {
-        fail_msg("restore --json printed no JSON object: '%s' (stderr: %s)", o, e);
-    }
-    obj = json_node_get_object(json_parser_get_root(p));
+    obj = printed_object(o, "restore --json");
     assert_string_equal(json_object_get_string_member(obj, "status"), "failed");
     assert_non_null(strstr(json_object_get_string_member(obj, "error"), snap));
     sl_test_rmdir(g_steal_pointer(&dir));

@@ -2405,34 +2405,36 @@ static unsigned children_of(pid_t pid, pid_t *out, unsigned max)
     return n;
 }
 
-/* The CPU time process @pid has used, in clock ticks (0 if unknown). */
-static uint64_t cpu_ticks(pid_t pid)
+/* The fields of /proc/@pid/stat from the third (the state) on, or NULL
+ * (gone, or not readable). */
+static char **stat_fields(pid_t pid)
 {
     g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
     g_autofree char *text = NULL;
-    g_auto(GStrv) fields = NULL;
     const char *rest;
 
-    if (!g_file_get_contents(path, &text, NULL, NULL) || !(rest = strrchr(text, ')'))) {
-        return 0;
+    if (!g_file_get_contents(path, &text, NULL, NULL) || !(rest = strrchr(text, ')')) ||
+        rest[1] != ' ') {
+        return NULL;
     }
-    fields = g_strsplit(rest + 2, " ", 0); /* field 3 first: utime, stime are 14, 15 */
-    return g_strv_length(fields) > 12 ? g_ascii_strtoull(fields[11], NULL, 10) +
-                                        g_ascii_strtoull(fields[12], NULL, 10) : 0;
+    return g_strsplit(rest + 2, " ", 0);
+}
+
+/* The CPU time process @pid has used, in clock ticks (0 if unknown). */
+static uint64_t cpu_ticks(pid_t pid)
+{
+    g_auto(GStrv) f = stat_fields(pid); /* utime, stime: fields 14, 15 */
+
+    return f && g_strv_length(f) > 12 ? g_ascii_strtoull(f[11], NULL, 10) +
+                                        g_ascii_strtoull(f[12], NULL, 10) : 0;
 }
 
 /* Whether process @pid is gone (or a zombie nobody reaped yet). */
 static bool process_gone(pid_t pid)
 {
-    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
-    g_autofree char *text = NULL;
-    const char *close_paren;
+    g_auto(GStrv) f = stat_fields(pid);
 
-    if (!g_file_get_contents(path, &text, NULL, NULL)) {
-        return true;
-    }
-    close_paren = strrchr(text, ')');
-    return close_paren && close_paren[1] == ' ' && close_paren[2] == 'Z';
+    return !f || !strcmp(f[0], "Z");
 }
 
 /*
@@ -3848,19 +3850,30 @@ static void test_without_poison_a_stop_leaves_pages_never_placed_unreadable(void
     assert_int_equal(read_page_guarded(f, f->mem[0].host, 0), 1);
 }
 
+/* @why names page @bad of the snapshot as refused (checksum mismatch). */
+static void expect_refused_page_named(const GError *why, uint64_t bad)
+{
+    g_autofree char *named = g_strdup_printf("page %" G_GUINT64_FORMAT " ", bad);
+
+    if (!why || !strstr(why->message, "checksum mismatch") || !strstr(why->message, named)) {
+        fail_msg("the error does not name page %" G_GUINT64_FORMAT ": %s", bad,
+                 why ? why->message : "none");
+    }
+}
+
 /*
- * A refused page is what the error names, whatever failure set the status
- * first: a consumer that touches the page dies of SIGBUS, and its leaving
- * (-ESRCH) can beat the loader's -EBADMSG.  Found by a user's test:
- * qemu-restore said "restore failed: No such process".  The leaving is
- * played by setting the status over the loader's.
+ * A refused page is what the error names also when a consumer's leaving
+ * set the status first: a consumer that touches the page dies of SIGBUS,
+ * and its leaving (-ESRCH) can beat the loader's -EBADMSG.  Found by a
+ * user's test: qemu-restore said "restore failed: No such process".  The
+ * leaving is played by setting the status over the loader's; another
+ * failure (a stop, a full tmpfs) is still reported as itself.
  */
 static void test_a_refused_page_is_named_even_when_a_consumer_leaving_failed_the_restore_first(
     void **state)
 {
     fixture *f = *state;
     g_autoptr(GError) why = NULL;
-    g_autofree char *named = NULL;
     uint64_t bad;
 
     fixture_build(f, MAX(4u << 20, 4 * unit_of(f->bc)), 0, 0);
@@ -3871,11 +3884,7 @@ static void test_a_refused_page_is_named_even_when_a_consumer_leaving_failed_the
     sl_restore_stop(f->r);
     atomic_store(&f->r->status, -ESRCH);
     why = sl_restore_error(f->r);
-    named = g_strdup_printf("page %" G_GUINT64_FORMAT " ", bad);
-    if (!why || !strstr(why->message, "checksum mismatch") || !strstr(why->message, named)) {
-        fail_msg("the error does not name page %" G_GUINT64_FORMAT ": %s", bad,
-                 why ? why->message : "none");
-    }
+    expect_refused_page_named(why, bad);
     /* Another failure that came first is not hidden by it (found by
      * review: a full tmpfs, a stop, were reported as the refused page). */
     for (unsigned i = 0; i < 2; i++) {
@@ -3902,7 +3911,6 @@ static void test_without_poison_a_corrupt_page_fails_the_restore_at_once_and_is_
 {
     fixture *f = *state;
     g_autoptr(GError) why = NULL;
-    g_autofree char *named = NULL;
     uint64_t bad;
     loader_gate g = { 0 };
     page_reader pr;
@@ -3928,11 +3936,7 @@ static void test_without_poison_a_corrupt_page_fails_the_restore_at_once_and_is_
                  !early ? "waited" : pr.ok ? "got its bytes" : "returned (zeros or refused)");
     }
     why = sl_restore_error(f->r);
-    named = g_strdup_printf("page %" G_GUINT64_FORMAT " ", bad);
-    if (!why || !strstr(why->message, "checksum mismatch") || !strstr(why->message, named)) {
-        fail_msg("the error does not name page %" G_GUINT64_FORMAT ": %s", bad,
-                 why ? why->message : "none");
-    }
+    expect_refused_page_named(why, bad);
     assert_int_equal(stats_now(f).checksum_failures, 1);
     sl_restore_stop(f->r);
     if (!reader_wait(&pr, 20)) {

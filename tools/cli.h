@@ -147,6 +147,21 @@ char *cli_parent_path(const char *parent, const char *child, const char *given);
 char *cli_partial_path(const char *out);
 
 /**
+ * cli_run_dir_make: makes this run's private working directory
+ * @parent/@prefixXXXXXX (@parent NULL: the temporary directory) and holds a
+ * flock on a lock file in it through *@lockfd (close-on-exec; a forked
+ * child shares it) until cli_run_dir_release().  First removes, each named
+ * on stderr, the directories of that prefix, with their files, whose lock
+ * file no run holds: a run killed with SIGKILL left them.
+ * Returns the path (g_free() it), or NULL with @errp.
+ */
+char *cli_run_dir_make(const char *parent, const char *prefix, int *lockfd, GError **errp);
+
+/** cli_run_dir_release: removes @dir if nothing but its lock file is left
+ * in it (else a later run's sweep does), then drops the lock @lockfd. */
+void cli_run_dir_release(char *dir, int lockfd);
+
+/**
  * cli_finish_partial: if @ok, flushes the complete @tmp to disk
  * (fdatasync) and renames it over @out; else (or if that fails, with @errp)
  * removes @tmp.  A failed save, delta or flatten

@@ -749,7 +749,7 @@ static bool prepare(qr *r, GError **errp)
         (r->o->record && cli_refuse_output(r->o->record, r->snap, "the hot list", errp)) ||
         !has_device_state(r, errp) ||
         (!r->o->eager && !match_backends(r, errp)) ||
-        !(r->tmp = g_dir_make_tmp("snapload-qemu-XXXXXX", errp))) {
+        !(r->tmp = cli_run_dir_make(NULL, "snapload-qemu-", &r->tmp_lock, errp))) {
         return false;
     }
     if (!r->backends) {
@@ -874,9 +874,7 @@ static void cleanup(qr *r)
             unlink(f);
         }
     }
-    if (r->tmp) {
-        rmdir(r->tmp);
-    }
+    cli_run_dir_release(r->tmp, r->tmp_lock);
     if (r->stats_ch) {
         g_io_channel_unref(r->stats_ch);
     }
@@ -936,7 +934,7 @@ static void end_for_report(qr *r)
 
 static int run(const qr_opts *o)
 {
-    qr r = { .o = o, .stats_fd = -1, .qmp_lfd = -1, .pidfd = -1,
+    qr r = { .o = o, .stats_fd = -1, .qmp_lfd = -1, .pidfd = -1, .tmp_lock = -1,
              .intr = cli_interrupt_start() };
     g_autoptr(GError) err = NULL;
     bool ok = prepare(&r, &err) && load_and_run(&r, &err) && (o->eager || qr_wait_restore(&r, &err));

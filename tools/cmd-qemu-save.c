@@ -596,20 +596,20 @@ static int save_container(sl_qmp *q, const char *full, cli_save_opts o, GError *
     g_autofree char *dsock = sl_client_env_of(sl_qmp_peer_pid(q), "SNAPLOAD_SOCKET");
     g_autoptr(GPtrArray) raws = NULL;
     g_autofree char *dir = g_path_get_dirname(o.out), *dev = NULL;
-    /* Beside the snapshot: anonymous RAM passes through it, as large as the guest's. */
-    g_autofree char *tmp = g_build_filename(dir, ".snapload-save-XXXXXX", NULL);
-    stream_ram sr = { g_ptr_array_new_with_free_func(g_free),
-                      g_array_new(false, false, sizeof(int)),
-                      g_array_new(false, false, sizeof(uint64_t)) };
+    /* Beside the snapshot: anonymous RAM passes through it, as large as the
+     * guest's; one a killed save left is removed here (rundir.c). */
+    int lock = -1;
+    g_autofree char *tmp = cli_run_dir_make(dir, ".snapload-save-", &lock, errp);
+    stream_ram sr;
     int ret = -1;
 
-    o.dsock = dsock;
-    if (!g_mkdtemp(tmp)) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "a temporary directory in %s: %s", dir,
-                    g_strerror(errno));
-        stream_ram_clear(&sr);
+    if (!tmp) {
         return -1;
     }
+    sr = (stream_ram){ g_ptr_array_new_with_free_func(g_free),
+                       g_array_new(false, false, sizeof(int)),
+                       g_array_new(false, false, sizeof(uint64_t)) };
+    o.dsock = dsock;
     dev = g_build_filename(tmp, "device-state", NULL);
     cli_interrupt_remove_on_signal(dev);
     raws = raw_inputs(q, &o, tmp, &sr, errp);
@@ -633,7 +633,7 @@ static int save_container(sl_qmp *q, const char *full, cli_save_opts o, GError *
     }
     stream_ram_clear(&sr);
     unlink(dev);
-    rmdir(tmp);
+    cli_run_dir_release(tmp, lock);
     return ret;
 }
 

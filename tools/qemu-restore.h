@@ -46,6 +46,7 @@ typedef struct {
     GHashTable *registered; /* block name -> where the preload client registered it */
     pid_t daemon, qemu;
     int stats_fd, qmp_lfd, pidfd;
+    int tmp_lock;          /* holds our flock on r->tmp (cli_run_dir_make()) */
     GIOChannel *stats_ch;
     sl_qmp *q;
     double t0, t_qmp, t_dev0, t_dev1, t_run, t_done;

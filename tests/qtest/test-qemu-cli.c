@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1412,6 +1413,99 @@ static void test_a_signal_after_completion_returns_qemus_status(void **state)
 }
 
 /*
+ * Makes @parent/@name as a run of snapload leaves its working directory
+ * (a lock file, and a file of guest RAM), or as a user's own directory of
+ * a like name (@lock false: no lock file).  With @hold, the lock file is
+ * flocked as by a run still going: its fd is returned (else -1).
+ */
+static int left_dir(const char *parent, const char *name, bool lock, bool hold)
+{
+    g_autofree char *dir = g_build_filename(parent, name, NULL);
+    g_autofree char *ram = g_build_filename(dir, "ram0", NULL);
+    g_autofree char *lf = g_build_filename(dir, ".snapload-run-lock", NULL);
+    int fd = -1;
+
+    assert_int_equal(mkdir(dir, 0700), 0);
+    assert_true(g_file_set_contents(ram, "guest RAM", -1, NULL));
+    if (lock) {
+        fd = open(lf, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        assert_true(fd >= 0);
+        assert_int_equal(flock(fd, hold ? LOCK_EX : LOCK_UN), 0);
+    }
+    if (fd >= 0 && !hold) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+/* Whether @parent/@name exists. */
+static bool there(const char *parent, const char *name)
+{
+    g_autofree char *p = g_build_filename(parent, name, NULL);
+
+    return access(p, F_OK) == 0;
+}
+
+/*
+ * The working directories that a qemu-save (beside the snapshot: anonymous
+ * RAM passes through it, as large as the guest's) or a qemu-restore (in
+ * TMPDIR) killed with SIGKILL left are removed by the next run, the
+ * restore naming each; one whose run still holds it stays, and so does a
+ * user's own directory of a like name.  The restore's own directory is
+ * gone after it (found when a killed save's RAM files stayed for good).
+ */
+static void test_working_directories_of_killed_runs_go_and_held_ones_stay(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *tmp = path_in(f, "tmp"), *serial = path_in(f, "restore.serial");
+    g_autofree char *qmp = path_in(f, "restore.qmp"), *out = NULL, *err = NULL;
+    g_autofree char *gone = NULL;
+    int held[2], lq, st;
+    g_autoptr(GDir) d = NULL;
+    unsigned left = 0;
+    sl_qmp *q;
+    child r;
+
+    need(f);
+    assert_int_equal(mkdir(tmp, 0700), 0);
+    left_dir(f->dir, ".snapload-save-Killed", true, false);
+    held[0] = left_dir(f->dir, ".snapload-save-InUse1", true, true);
+    left_dir(tmp, "snapload-qemu-Killed", true, false);
+    held[1] = left_dir(tmp, "snapload-qemu-InUse1", true, true);
+    left_dir(tmp, "snapload-qemu-Mine01", false, false);
+    boot_and_save(f);
+    lq = listen_at(qmp);
+    g_setenv("TMPDIR", tmp, true);
+    r = start_restore(f, (const char *[]){ "--threads", "1", NULL }, serial, qmp, NULL);
+    g_unsetenv("TMPDIR");
+    q = accept_qmp(lq, &r);
+    wait_for_text(r.out, "every page in place");
+    st = quit_and_reap(q, &r, &out, &err);
+    close(lq);
+    child_free(&r);
+    gone = g_build_filename(tmp, "snapload-qemu-Killed", NULL);
+    if (!g_spawn_check_wait_status(st, NULL) || there(f->dir, ".snapload-save-Killed") ||
+        there(tmp, "snapload-qemu-Killed") || !strstr(err, gone) ||
+        !there(f->dir, ".snapload-save-InUse1") || !there(tmp, "snapload-qemu-InUse1") ||
+        !there(tmp, "snapload-qemu-Mine01")) {
+        fail_msg("killed runs' directories: save's %s, restore's %s; held ones: %s, %s; the "
+                 "user's %s; restore status %#x:\n%s", there(f->dir, ".snapload-save-Killed")
+                 ? "stayed" : "went", there(tmp, "snapload-qemu-Killed") ? "stayed" : "went",
+                 there(f->dir, ".snapload-save-InUse1") ? "stayed" : "went",
+                 there(tmp, "snapload-qemu-InUse1") ? "stayed" : "went",
+                 there(tmp, "snapload-qemu-Mine01") ? "stayed" : "went", st, err);
+    }
+    d = g_dir_open(tmp, 0, NULL);
+    while (d && g_dir_read_name(d)) {
+        left++;
+    }
+    assert_int_equal(left, 2); /* the held one and the user's: the restore's own went */
+    close(held[0]);
+    close(held[1]);
+}
+
+/*
  * A mem-path that is a symbolic link (here from the test's directory to
  * the RAM file on /dev/shm) names the file it leads to, as QEMU takes it:
  * the guest saved through the link restores through it, the RAM file is
@@ -1480,6 +1574,7 @@ int main(void)
         CASE(test_a_hotplugged_dimm_the_size_of_ram_restores),
         CASE(test_memory_a_device_owns_is_refused_in_the_container_and_restores_from_qemus_file),
         CASE(test_a_linked_mem_path_restores_into_the_file_it_leads_to),
+        CASE(test_working_directories_of_killed_runs_go_and_held_ones_stay),
     };
 
     qtest_pick_qemu();

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <hugetlbfs.h>
 #include "backend.h"
 
@@ -131,10 +132,25 @@ bool sl_hugetlb_check_blocks(const uint64_t *lengths, const char *const *names, 
 
 int sl_hugetlb_unlinked_fd(uint64_t hugepage)
 {
-    int fd = hugetlbfs_unlinked_fd_for_size((long)hugepage);
+    const char *mnt = hugetlbfs_find_path_for_size((long)hugepage);
+    g_autofree char *tmpl = NULL;
+    int fd;
 
+    if (!mnt) {
+        return -1;
+    }
+    /* Close-on-exec from the start: libhugetlbfs's own unlinked file is
+     * made without it, and a fork+exec on another thread of a VMM or the
+     * daemon before our fcntl() handed the child a file of hugepages
+     * (found by review). */
+    fd = open(mnt, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (fd >= 0) {
-        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        return fd;
+    }
+    tmpl = g_build_filename(mnt, "snapload-XXXXXX", NULL); /* a kernel without O_TMPFILE there */
+    fd = g_mkstemp_full(tmpl, O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        unlink(tmpl);
     }
     return fd;
 }

@@ -194,6 +194,8 @@ static void anon_release(sl_mem *m)
 const sl_backend_ops sl_backend_anon = {
     .name = "anon",
     .kind = SL_BACKEND_ANON,
+    .thp = true,
+    .holes = SL_HOLES_NONE,
     .in_place = false,
     .bounce = true,
     .uffd_features = 0,

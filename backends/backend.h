@@ -92,6 +92,12 @@ typedef struct {
 #define SL_SHOW_DATA 1u    /* the units hold snapshot data */
 #define SL_SHOW_WRITTEN 2u /* map what is found as written (unprotected) */
 
+/* ops->holes: how the engine finds the holes of a backend's memory file. */
+#define SL_HOLES_NONE 0     /* no file (anonymous memory) */
+#define SL_HOLES_SEEK 1     /* lseek(SEEK_DATA / SEEK_HOLE) */
+#define SL_HOLES_RESIDENT 2 /* the page cache, by mincore() (hugetlbfs reports no hole
+                             * to SEEK_HOLE) */
+
 struct sl_backend_ops {
     const char *name;
     sl_backend_kind kind;
@@ -105,6 +111,10 @@ struct sl_backend_ops {
                               * the calling thread's memory policy, not a mapping's
                               * (hugetlbfs keeps no shared policy): the engine runs those
                               * under the policy of the units' node */
+    bool thp;                /* memory the kernel may back with transparent hugepages
+                              * (anonymous): collapsed once complete, as after an
+                              * eager load */
+    uint8_t holes;           /* SL_HOLES_*: how a hole of the memory file is found */
     uint64_t uffd_features;  /* UFFD_FEATURE_* required at UFFDIO_API */
     uint64_t register_mode;  /* UFFDIO_REGISTER_MODE_* */
     uint64_t range_ioctls;   /* SL_IOCTL() bits the registered range must offer */

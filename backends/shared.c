@@ -371,6 +371,7 @@ static void file_release(sl_mem *m)
 const sl_backend_ops sl_backend_shmem = {
     .name = "shmem",
     .kind = SL_BACKEND_SHMEM,
+    .holes = SL_HOLES_SEEK,
     .uffd_features = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM,
     .map = shmem_map,
     .prepare = shmem_prepare,
@@ -385,6 +386,7 @@ const sl_backend_ops sl_backend_shmem = {
 const sl_backend_ops sl_backend_hugetlbfs = {
     .name = "hugetlbfs",
     .kind = SL_BACKEND_HUGETLBFS,
+    .holes = SL_HOLES_RESIDENT,
     .uffd_features = UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE_MINOR_HUGETLBFS,
     .map = hugetlbfs_map,
     .prepare = hugetlbfs_prepare,

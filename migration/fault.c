@@ -603,6 +603,9 @@ static bool finish(sl_restore *r, uint64_t gen)
         clear_busy(r); /* every page is in place: saves may read the files */
     }
     r->finished_gen = gen;
+    /* Release: pairs with the acquire load in sl_restore_poll(): what the
+     * restore did is seen with its status.  Only from in progress: a
+     * failure stored meanwhile (sl_engine_fail()) is kept. */
     if (atomic_compare_exchange_strong_explicit(&r->status, &expect, final,
                                                 memory_order_release, memory_order_relaxed)) {
         if (r->finish_signalling) {
@@ -865,7 +868,7 @@ static void collapse_own(sl_restore *r)
 {
     for (guint i = 0; i < r->regions->len; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
-        if (reg->mem.ops->kind == SL_BACKEND_ANON && reg->mem.host) {
+        if (reg->mem.ops->thp && reg->mem.host) {
             add(&r->c.thp_bytes, sl_thp_collapse(-1, (uintptr_t)reg->mem.host, r->snap,
                                                  reg->block, NULL));
         }

@@ -25,7 +25,7 @@ static uint64_t file_page(const sl_region *reg)
     const uint64_t sys = (uint64_t)sysconf(_SC_PAGESIZE);
     struct statfs sfs;
 
-    if (reg->mem.ops->kind == SL_BACKEND_HUGETLBFS && fstatfs(reg->mem.fd, &sfs) == 0 &&
+    if (reg->mem.ops->holes == SL_HOLES_RESIDENT && fstatfs(reg->mem.fd, &sfs) == 0 &&
         sfs.f_bsize > 0) {
         return MAX((uint64_t)sfs.f_bsize, sys);
     }
@@ -129,7 +129,7 @@ static int mark_holes(sl_region *reg)
     uint64_t fp;
     int ret = 0;
 
-    if (reg->mem.ops->kind != SL_BACKEND_SHMEM && reg->mem.ops->kind != SL_BACKEND_HUGETLBFS) {
+    if (reg->mem.ops->holes == SL_HOLES_NONE) {
         return 0;
     }
     in = sl_region_file_pages(reg, &fp, &ret);

@@ -537,12 +537,11 @@ static void keep_data_parts(const sl_region *reg, GArray *runs)
 static int64_t scan_left(sl_restore *r, const sl_region *reg, GArray *none, GArray *holes)
 {
     const uint64_t base = (uintptr_t)reg->mem.host;
-    const sl_backend_kind kind = reg->mem.ops->kind;
+    const unsigned how = reg->mem.ops->holes;
     g_autoptr(GArray) swapped = g_array_new(false, false, sizeof(sl_written_run));
     int64_t ret = sl_scan_unmapped(r->pagemap_fd, base, base + reg->mem.length, false, none);
 
-    if (ret < 0 || reg->mem.fd < 0 ||
-        (kind != SL_BACKEND_SHMEM && kind != SL_BACKEND_HUGETLBFS)) {
+    if (ret < 0 || reg->mem.fd < 0 || how == SL_HOLES_NONE) {
         return ret;
     }
     ret = sl_scan_unmapped(r->pagemap_fd, base, base + reg->mem.length, true, swapped);
@@ -550,7 +549,7 @@ static int64_t scan_left(sl_restore *r, const sl_region *reg, GArray *none, GArr
         keep_data_parts(reg, swapped);
     }
     if (ret > 0 && swapped->len) {
-        if (kind == SL_BACKEND_SHMEM) {
+        if (how == SL_HOLES_SEEK) {
             shmem_holes(reg, swapped, holes);
         } else {
             hugetlbfs_holes(reg, swapped, holes);

@@ -62,6 +62,8 @@ void sl_engine_fail(sl_restore *r, int err)
             break;
         }
     }
+    /* Release: pairs with the acquire loads of @stopping in the fault thread
+     * (fault.c), the loaders (loader.c) and views.c: the status is set first. */
     atomic_store_explicit(&r->stopping, true, memory_order_release);
     sl_engine_kick(r->ctl_efd);
 }
@@ -74,6 +76,10 @@ unsigned sl_view_count(const sl_region *reg)
 
 bool sl_view_live(const sl_view *v)
 {
+    /* Relaxed: a hint that spares work.  @dead is set once and never cleared
+     * (the exchange in sl_engine_drop_view()); whoever acts on a view it may
+     * race with enters it first (sl_view_enter(), seq_cst) or is the fault
+     * thread, the only one that closes a dead view's uffd. */
     return !atomic_load_explicit(&((sl_view *)v)->dead, memory_order_relaxed);
 }
 
@@ -86,11 +92,14 @@ void sl_view_exit(sl_restore *r, sl_view *v)
     if (!v || v->own) {
         return;
     }
+    /* seq_cst: pairs with the exchange in sl_engine_drop_view(). */
     if (r->dead_view_leaving && atomic_load(&v->dead)) {
         r->dead_view_leaving(r->dead_view_leaving_opaque);
     }
     /* seq_cst: pairs with the dead/users reads in sl_engine_reclaim_views(). */
     if (atomic_fetch_sub(&v->users, 1) == 1 && atomic_load(&v->dead)) {
+        /* Release: pairs with the fault thread's acquire load of @views_gen
+         * (fault.c), which then reclaims the view. */
         atomic_fetch_add_explicit(&r->views_gen, 1, memory_order_release);
         sl_engine_kick(r->ctl_efd);
     }
@@ -126,7 +135,9 @@ void sl_engine_drop_view(sl_restore *r, sl_view *v, int err)
     if (v->own || !atomic_compare_exchange_strong(&v->dead, &was, true)) {
         return;
     }
-    atomic_fetch_add_explicit(&r->views_gen, 1, memory_order_release); /* new poll set */
+    /* Release: pairs with the fault thread's acquire load of @views_gen
+     * (fault.c): it builds a new poll set without this view. */
+    atomic_fetch_add_explicit(&r->views_gen, 1, memory_order_release);
     sl_engine_kick(r->ctl_efd);
     if (r->cfg.view_dropped) {
         r->cfg.view_dropped(r->cfg.view_dropped_opaque, v->tag, err);
@@ -221,6 +232,8 @@ static void note_bad_page(sl_restore *r, const sl_region *reg, uint64_t u, const
 {
     uint64_t expect = 0, page;
 
+    /* Relaxed: only spares the search once a page is kept; the exchange
+     * below decides which one is. */
     if (atomic_load_explicit(&r->bad_page, memory_order_relaxed)) {
         return; /* only the first one is reported */
     }
@@ -499,6 +512,8 @@ static void account(sl_restore *r, sl_region *reg, uint64_t u, uint64_t k, int w
         }
     }
     for (uint64_t i = u; reg->order && i < u + k; i++) {
+        /* Relaxed: a unique number for the trace, nothing read through it.
+         * 32 bits: wraps after 2^32 placements (16 TiB of 4 KiB pages). */
         reg->order[i] = atomic_fetch_add_explicit(&r->order_seq, 1, memory_order_relaxed);
     }
 }

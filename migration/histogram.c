@@ -2,6 +2,9 @@
 /*
  * Log-linear latency histogram (see histogram.h).  Values below 16 ns get a
  * bucket each; above, each power of two is split into 8 linear buckets.
+ * Every atomic here is relaxed and pairs with nothing: recorders on any
+ * thread only count, and a reader takes what it finds (a statistic; the
+ * final figures are read after the recording threads were joined).
  */
 #include "histogram.h"
 

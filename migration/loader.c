@@ -377,6 +377,8 @@ static int load_chunk(loader_ctx *lc, sl_region *reg, uint64_t u0, uint64_t n)
 
 static void note_loader_time(sl_restore *r, uint64_t mine)
 {
+    /* Relaxed, load and exchange: a statistic (restore-int.h, the counters);
+     * the exchange only keeps the largest, read after the loaders joined. */
     uint64_t prev = atomic_load_explicit(&r->c.loader_ns_max, memory_order_relaxed);
 
     while (mine > prev && !atomic_compare_exchange_weak_explicit(

@@ -368,17 +368,19 @@ struct sl_restore {
 /* bad_page: snapshot block index above bit 52, page index below, plus one. */
 #define SL_BAD_PAGE_SHIFT 52
 
+/** The bad_page value of page @page of snapshot block @block (never 0: 0 is none). */
 static inline uint64_t sl_bad_page_pack(unsigned block, uint64_t page)
 {
     return ((uint64_t)block << SL_BAD_PAGE_SHIFT | page) + 1;
 }
 
-/* The block and the page of @packed (sl_bad_page_pack()'s, not 0). */
+/** The block of @packed (sl_bad_page_pack()'s, not 0). */
 static inline unsigned sl_bad_page_block(uint64_t packed)
 {
     return (unsigned)((packed - 1) >> SL_BAD_PAGE_SHIFT);
 }
 
+/** The page of @packed (sl_bad_page_pack()'s, not 0). */
 static inline uint64_t sl_bad_page_index(uint64_t packed)
 {
     return (packed - 1) & ((1ull << SL_BAD_PAGE_SHIFT) - 1);
@@ -430,6 +432,7 @@ typedef struct {
     uint64_t off, len;  /* the block's bytes this view maps; unit-aligned (views.c) */
 } sl_ranged_view;
 
+/** The sl_ranged_view that view @v is the first member of (every engine view is). */
 static inline const sl_ranged_view *sl_view_ranged(const sl_view *v)
 {
     return (const sl_ranged_view *)(const void *)v;

@@ -265,6 +265,7 @@ void sl_restore_seal(sl_restore *r)
 {
     for (guint i = 0; i < r->regions->len; i++) {
         sl_region *reg = g_ptr_array_index(r->regions, i);
+        /* Acquire: pairs with the release store of @nviews in sl_restore_add_view(). */
         unsigned nv = atomic_load_explicit(&reg->nviews, memory_order_acquire);
 
         /* Dead views too: a consumer that only closed its connection, or

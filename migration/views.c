@@ -48,6 +48,7 @@ bool sl_view_publish(sl_restore *r, sl_region *reg, sl_view *v)
             g_ptr_array_add(reg->dead_views, old);
             /* Release: @v is complete before a reader can load it. */
             atomic_store_explicit(&reg->views[j], v, memory_order_release);
+            /* Release: pairs with the fault thread's acquire load (fault.c). */
             atomic_fetch_add_explicit(&r->views_gen, 1, memory_order_release);
             return true;
         }
@@ -55,9 +56,12 @@ bool sl_view_publish(sl_restore *r, sl_region *reg, sl_view *v)
     if (n >= SL_MAX_VIEWS) {
         return false;
     }
+    /* Relaxed: published by the release store of @nviews just below. */
     atomic_store_explicit(&reg->views[n], v, memory_order_relaxed);
-    /* Release: the slot is written before readers can see the new count. */
+    /* Release: the slot is written before readers can see the new count
+     * (pairs with the acquire loads of @nviews: sl_view_count(), seal.c). */
     atomic_store_explicit(&reg->nviews, n + 1, memory_order_release);
+    /* Release: pairs with the fault thread's acquire load (fault.c). */
     atomic_fetch_add_explicit(&r->views_gen, 1, memory_order_release);
     return true;
 }
@@ -95,6 +99,7 @@ static bool is_userfaultfd(int fd)
 /* A live view of @reg, or NULL. */
 static const sl_view *first_live_view(const sl_region *reg)
 {
+    /* Acquire: pairs with the release store of @nviews in sl_restore_add_view(). */
     unsigned nv = atomic_load_explicit(&((sl_region *)reg)->nviews, memory_order_acquire);
 
     for (unsigned j = 0; j < nv; j++) {
@@ -171,6 +176,7 @@ void sl_restore_remove_views(sl_restore *r, uint64_t tag)
     }
     g_mutex_unlock(&r->views_lock);
     if (any) { /* the fault thread closes their uffds and polls without them */
+        /* Release: pairs with the fault thread's acquire load (fault.c). */
         atomic_fetch_add_explicit(&r->views_gen, 1, memory_order_release);
         sl_engine_kick(r->ctl_efd);
     }

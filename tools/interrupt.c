@@ -168,7 +168,9 @@ static unsigned npartials; /* entries taken (atomic fetch-add; may pass PARTIAL_
 
 static void remove_partials(int sig)
 {
-    unsigned n = MIN(__atomic_load_n(&npartials, __ATOMIC_ACQUIRE), PARTIAL_SLOTS);
+    /* Relaxed: only bounds the scan; each slot's @live (release/acquire)
+     * publishes its path. */
+    unsigned n = MIN(__atomic_load_n(&npartials, __ATOMIC_RELAXED), PARTIAL_SLOTS);
 
     for (unsigned i = 0; i < n; i++) {
         if (__atomic_load_n(&partials[i].live, __ATOMIC_ACQUIRE)) { /* pairs: register */
@@ -208,7 +210,8 @@ void cli_interrupt_remove_on_signal(const char *path)
 
 void cli_interrupt_keep(const char *path)
 {
-    unsigned n = MIN(__atomic_load_n(&npartials, __ATOMIC_ACQUIRE), PARTIAL_SLOTS);
+    /* Relaxed: only bounds the scan (as in remove_partials()). */
+    unsigned n = MIN(__atomic_load_n(&npartials, __ATOMIC_RELAXED), PARTIAL_SLOTS);
 
     for (unsigned i = 0; i < n; i++) {
         /* acquire: pairs with the release store that published @path */

@@ -228,6 +228,8 @@ static unsigned take_slot(sl_mover_server *m)
     unsigned s = UINT_MAX;
 
     g_mutex_lock(&m->lock);
+    /* Relaxed, here and below: set_broken() sets @broken under m->lock too,
+     * which orders it (and wakes this wait). */
     while (!m->free_slots && !atomic_load_explicit(&m->broken, memory_order_relaxed)) {
         g_cond_wait(&m->cond, &m->lock);
     }
@@ -352,12 +354,15 @@ int sl_mover_server_move(void *opaque, uint64_t dst, const void *src, uint64_t l
     }
     if (ret < 0) {
         int none = 0;
+        /* Relaxed: keeps the first error only; read by sl_mover_server_finish()
+         * after the channel is shut down and every mover returned. */
         atomic_compare_exchange_strong_explicit(&m->first_err, &none, ret, memory_order_relaxed,
                                                 memory_order_relaxed);
     }
     if (!lost) {
         give_slot(m, s);
     }
+    /* Relaxed: counters, read by sl_mover_server_finish() (as @first_err). */
     atomic_fetch_add_explicit(ret == 0 ? &m->moved : &m->refused, 1, memory_order_relaxed);
     return ret;
 }
@@ -366,6 +371,8 @@ int sl_mover_server_finish(sl_mover_server *m, uint64_t *moved, uint64_t *refuse
 {
     set_broken(m);
     shutdown(m->chan, SHUT_RDWR);
+    /* Relaxed: the counters and @first_err pair with nothing; the caller
+     * calls this once the movers are done. */
     *moved = atomic_load_explicit(&m->moved, memory_order_relaxed);
     *refused = atomic_load_explicit(&m->refused, memory_order_relaxed);
     return atomic_load_explicit(&m->first_err, memory_order_relaxed);

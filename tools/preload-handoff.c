@@ -162,7 +162,7 @@ static bool check_receiver(pl_block *b, pid_t pid)
     if (receiver_ok(pid, b)) {
         return true;
     }
-    if (atomic_load_explicit(&pl.pending, memory_order_relaxed) == 0 ||
+    if (atomic_load_explicit(&pl.pending, memory_order_relaxed) == 0 || /* relaxed: pl.pending */
         (pid > 0 && peer_registers(pid, b))) {
         /* Filled, or served: the receiver reads correct bytes, but no list
          * will show what it writes (nothing to say when not tracking). */
@@ -430,6 +430,7 @@ static bool check_msg(int sock, const struct msghdr *msg)
 static bool checks_sends(void)
 {
     return pl.active && !pl_talking &&
+           /* relaxed: see pl.pending */
            (pl.track || atomic_load_explicit(&pl.pending, memory_order_relaxed) > 0);
 }
 

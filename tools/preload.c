@@ -120,7 +120,7 @@ static void block_done(void *opaque)
     pthread_mutex_lock(&pl.glock);
     pg_guard_done(&pl.guards, GPOINTER_TO_UINT(opaque));
     pthread_mutex_unlock(&pl.glock);
-    atomic_fetch_sub_explicit(&pl.pending, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&pl.pending, 1, memory_order_relaxed); /* relaxed: pl.pending */
 }
 
 /* pg_guard_forget() under glock. */
@@ -412,7 +412,7 @@ static void hand_over(pl_block *b, void *p, size_t len, int fd, off_t off)
     if (track) {
         pl.tracked[pl.ntracked++] = (pl_tracked){ b, p, len };
     }
-    atomic_fetch_add_explicit(&pl.pending, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&pl.pending, 1, memory_order_relaxed); /* relaxed: pl.pending */
     remember(b, p, len, sl_client_supervise_mapping(sock, uffd, track, daemon_died, block_done,
                                                     GUINT_TO_POINTER(token)));
 }
@@ -495,7 +495,7 @@ static void hand_over_anon(pl_block *b, void *p, size_t len)
         pl_die("block '%s' (anonymous, %zu bytes): %s", b->name, len, err->message);
     }
     b->handed = true;
-    atomic_fetch_add_explicit(&pl.pending, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&pl.pending, 1, memory_order_relaxed); /* relaxed: pl.pending */
     remember(b, p, len, sl_client_supervise_mapping(sock, uffd, false, daemon_died, block_done,
                                                     GUINT_TO_POINTER(token)));
 }
@@ -525,7 +525,8 @@ static bool retire(pl_mapping *m, const uint8_t *addr, size_t len, GArray **uffd
                 pl.timeout_ms);
     }
     if (!done) {
-        atomic_fetch_sub_explicit(&pl.pending, 1, memory_order_relaxed); /* no DONE will come */
+        /* Relaxed: see pl.pending.  No DONE will come. */
+        atomic_fetch_sub_explicit(&pl.pending, 1, memory_order_relaxed);
     }
     if (uffd >= 0) {
         *uffds = *uffds ? *uffds : g_array_new(false, false, sizeof(int));
@@ -908,6 +909,7 @@ bool pl_note_untracked_fd(int fd)
 /* The next definition of @name, looked up into *@slot the first time. */
 void *pl_next_fn(pl_fn_slot *slot, const char *name)
 {
+    /* Acquire: pairs with the release stores below and in resolve_next_fns(). */
     void *f = atomic_load_explicit(slot, memory_order_acquire);
 
     if (!f) {
@@ -915,7 +917,7 @@ void *pl_next_fn(pl_fn_slot *slot, const char *name)
         if (!f) {
             pl_die("no definition of %s after this library: %s", name, dlerror());
         }
-        atomic_store_explicit(slot, f, memory_order_release);
+        atomic_store_explicit(slot, f, memory_order_release); /* pairs: the load above */
     }
     return f;
 }
@@ -933,6 +935,7 @@ void *pl_next_fn(pl_fn_slot *slot, const char *name)
  */
 static void resolve_next_fns(void)
 {
+    /* Release: pairs with the acquire load in pl_next_fn(). */
 #define RESOLVE(name)                                                         \
     atomic_store_explicit(&pl_next.name, dlsym(RTLD_NEXT, #name), memory_order_release);
     PL_NEXT_FNS(RESOLVE)

@@ -66,6 +66,8 @@ static void touch_page(touch_ctx *t, uint64_t g, uint64_t *wait_ns)
     }
     pr.tg = &t->targets[b];
     pr.page = g;
+    /* Relaxed: counters, read after the touch threads were joined (or sampled
+     * for progress). */
     if (!poison_guard_read(read_page, &pr)) {
         atomic_fetch_add_explicit(&t->poisoned, 1, memory_order_relaxed);
     } else if (!pr.ok) {

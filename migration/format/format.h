@@ -227,16 +227,19 @@ static inline bool sl_all_zero(const void *p, uint64_t len)
     return len == 0 || (b[0] == 0 && memcmp(b, b + 1, len - 1) == 0);
 }
 
+/** Whether bit @i of bitmap @bm (64-bit words, bit 0 the lowest of word 0) is set. */
 static inline bool sl_bit_test(const uint64_t *bm, uint64_t i)
 {
     return (bm[i / 64] >> (i % 64)) & 1;
 }
 
+/** Sets bit @i of @bm (not atomic: the caller owns the bitmap). */
 static inline void sl_bit_set(uint64_t *bm, uint64_t i)
 {
     bm[i / 64] |= 1ull << (i % 64);
 }
 
+/** Clears bit @i of @bm (not atomic: the caller owns the bitmap). */
 static inline void sl_bit_clear(uint64_t *bm, uint64_t i)
 {
     bm[i / 64] &= ~(1ull << (i % 64));
@@ -288,6 +291,7 @@ static inline uint64_t sl_bit_run(const uint64_t *bm, uint64_t i, uint64_t end, 
     return n;
 }
 
+/** @v rounded up to a multiple of @a (> 0); the caller keeps it below 2^64. */
 static inline uint64_t sl_align_up(uint64_t v, uint64_t a)
 {
     return (v + a - 1) / a * a;
@@ -508,6 +512,15 @@ bool sl_qemu_parse(sl_snapshot *s, GError **errp);
 bool sl_qemu_split_stream(int in, int out, const char *const *lazy, const int *lazy_fds,
                           const uint64_t *lazy_sizes, bool ignore_shared, GError **errp);
 
+/**
+ * sl_qemu_write_device_stream: writes to @path (new: refused if it exists)
+ * a copy of QEMU file @s for QEMU's own incoming load, of the same size and
+ * layout, with the header, every block's record, the bitmap and pages of
+ * each block not @lazy (per block) and the device state after the RAM: a
+ * lazy block's bitmap and pages are holes (an empty bitmap), so QEMU loads
+ * none of the pages snapload serves.  On failure @path is removed and
+ * @errp names it.
+ */
 bool sl_qemu_write_device_stream(const sl_snapshot *s, const char *path, const bool *lazy,
                                  GError **errp);
 

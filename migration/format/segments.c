@@ -95,6 +95,8 @@ static int seg_get(const sl_snapshot *s, const sl_block *b, uint64_t seg)
         if (st == SEG_BAD) {
             return -EBADMSG;
         }
+        /* Acquire: pairs with the release store of a reader before us that
+         * gave the segment back (ABSENT); the exchange alone picks the reader. */
         if (st == SEG_ABSENT &&
             atomic_compare_exchange_strong_explicit(w, &st, SEG_LOADING, memory_order_acquire,
                                                     memory_order_acquire)) {

@@ -195,12 +195,16 @@ sl_snapshot *sl_snapshot_alloc(const char *path)
 
 sl_snapshot *sl_snapshot_ref(sl_snapshot *s)
 {
+    /* Full barrier (GLib); the caller already holds a reference, so the
+     * count cannot reach zero meanwhile. */
     g_atomic_int_inc(&s->refs);
     return s;
 }
 
 void sl_snapshot_close(sl_snapshot *s)
 {
+    /* Full barrier (GLib): every holder's use of @s comes before the last
+     * decrement, so the one that reaches zero frees it alone. */
     if (!s || !g_atomic_int_dec_and_test(&s->refs)) {
         return;
     }

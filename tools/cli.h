@@ -161,6 +161,32 @@ char *cli_run_dir_make(const char *parent, const char *prefix, int *lockfd, GErr
  * in it (else a later run's sweep does), then drops the lock @lockfd. */
 void cli_run_dir_release(char *dir, int lockfd);
 
+/** cli_ms_left: milliseconds from now until @deadline_us (monotonic), at least 0. */
+int cli_ms_left(int64_t deadline_us);
+
+/**
+ * cli_exits_by: true once child @pid has exited (left for the caller to
+ * reap), or is no child of ours; false at @deadline_us (monotonic) while
+ * it runs.  Waits on a pidfd (tools/procwait.c).
+ */
+bool cli_exits_by(pid_t pid, int64_t deadline_us);
+
+/* What cli_wait_socket() saw first. */
+typedef enum {
+    CLI_WAIT_DONE,        /* the socket is there */
+    CLI_WAIT_EXITED,      /* the process exited without making it */
+    CLI_WAIT_INTERRUPTED, /* the interrupt descriptor became readable */
+    CLI_WAIT_TIMEOUT,     /* @deadline_us came */
+} cli_wait_result;
+
+/**
+ * cli_wait_socket: waits until @path is a socket, child @pid exits (left
+ * unreaped), @intr_fd (cli_interrupt_fd(); -1: none) becomes readable, or
+ * @deadline_us (monotonic) comes, whichever is first: on inotify events of
+ * @path's directory and the child's pidfd.
+ */
+cli_wait_result cli_wait_socket(const char *path, pid_t pid, int intr_fd, int64_t deadline_us);
+
 /**
  * cli_finish_partial: if @ok, flushes the complete @tmp to disk
  * (fdatasync) and renames it over @out; else (or if that fails, with @errp)

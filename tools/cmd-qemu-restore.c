@@ -477,25 +477,24 @@ static bool write_blocks_file(qr *r, GError **errp)
  * free for reuse, is never signalled at the end: found by review). */
 static bool wait_vu_socket(qr *r, pid_t pid, const char *path, GError **errp)
 {
-    struct stat st;
+    int64_t deadline = g_get_monotonic_time() + VU_READY_MS * (int64_t)1000;
 
-    for (int ms = 0; ms < VU_READY_MS && not_interrupted(r, errp); ms += 10) {
-        if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
-            return true;
-        }
-        if (waitpid(pid, NULL, WNOHANG) == pid) {
-            g_array_remove_index(r->vu_pids, r->vu_pids->len - 1);
-            g_set_error(errp, SL_ERROR, SL_ERROR_IO, "--vhost-user: the back-end for %s "
-                        "exited before creating its socket", path);
-            return false;
-        }
-        g_usleep(10000); /* an external process starting: no event to wait on */
-    }
-    if (!errp || !*errp) {
+    switch (cli_wait_socket(path, pid, cli_interrupt_fd(r->intr), deadline)) {
+    case CLI_WAIT_DONE:
+        return true;
+    case CLI_WAIT_EXITED:
+        waitpid(pid, NULL, 0);
+        g_array_remove_index(r->vu_pids, r->vu_pids->len - 1);
+        g_set_error(errp, SL_ERROR, SL_ERROR_IO, "--vhost-user: the back-end for %s "
+                    "exited before creating its socket", path);
+        return false;
+    case CLI_WAIT_INTERRUPTED:
+        return not_interrupted(r, errp);
+    default:
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "--vhost-user: no socket %s after %d s",
                     path, VU_READY_MS / 1000);
+        return false;
     }
-    return false;
 }
 
 /*
@@ -548,13 +547,10 @@ static void stop_vhost_users(qr *r)
     for (guint i = 0; r->vu_pids && i < r->vu_pids->len; i++) {
         pid_t pid = g_array_index(r->vu_pids, pid_t, i);
         kill(pid, SIGTERM);
-        for (int ms = 0; ms < 5000 && waitpid(pid, NULL, WNOHANG) == 0; ms += 10) {
-            g_usleep(10000);
-        }
-        if (waitpid(pid, NULL, WNOHANG) == 0) {
+        if (!cli_exits_by(pid, g_get_monotonic_time() + 5 * G_USEC_PER_SEC)) {
             kill(pid, SIGKILL);
-            waitpid(pid, NULL, 0);
         }
+        waitpid(pid, NULL, 0);
     }
     if (r->vu_pids) {
         g_array_set_size(r->vu_pids, 0);

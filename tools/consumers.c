@@ -16,6 +16,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "cli.h"
 #include "consumers.h"
 #include "migration/format/format.h"
 #include "migration/uffd.h"
@@ -174,6 +175,8 @@ static void child_touch(unsigned id, sl_snapshot *s, uint8_t **maps, uint64_t *s
     c.i = (*seed >> 8) % bi.pages;
     c.ps = bi.page_size;
     c.p = maps[c.b] + c.i * bi.page_size;
+    /* Relaxed: counters in the shared page, read by the parent after this
+     * child exited (its exit orders them). */
     if (!poison_guard_read(check_page, &c)) {
         atomic_fetch_add_explicit(&sh->poisoned[id], 1, memory_order_relaxed);
     } else if (!c.ok) {
@@ -200,6 +203,7 @@ static void child_main(unsigned id, int sock, sl_snapshot *s, const sl_mem *mems
     }
     while (!atomic_load_explicit(&sh->stop, memory_order_acquire)) {
         child_touch(id, s, maps, &seed, sh);
+        /* Relaxed: a progress count the parent samples; nothing hangs on it. */
         atomic_store_explicit(&sh->touched[id], ++t, memory_order_relaxed);
     }
     _exit(0);
@@ -294,44 +298,6 @@ void consumers_go(consumers *c)
 }
 
 /* Milliseconds left until @deadline_us (monotonic), rounded up; 0 past it. */
-static int ms_left(int64_t deadline_us)
-{
-    return (int)CLAMP((deadline_us - g_get_monotonic_time() + 999) / 1000, 0, INT32_MAX);
-}
-
-/*
- * True once child @pid has exited, or at @deadline_us (monotonic) while it
- * has not.  Waits on a pidfd; where none can be had (Linux before 5.3, no
- * fd left) or poll fails, it looks every 10 ms instead (found by review:
- * it waited for the exit itself, the hang this bound is for).
- */
-static bool exits_by(pid_t pid, int64_t deadline_us)
-{
-    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-    struct pollfd p = { .fd = fd, .events = POLLIN };
-    int ret = -1;
-
-    while (fd >= 0 && (ret = poll(&p, 1, ms_left(deadline_us))) < 0 && errno == EINTR) {
-    }
-    if (fd >= 0) {
-        close(fd);
-    }
-    if (ret >= 0) {
-        return ret != 0;
-    }
-    for (;;) {
-        siginfo_t si = { 0 };
-        /* WNOWAIT: the caller reaps it.  An error: no such child to wait for. */
-        if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid) {
-            return true;
-        }
-        if (ms_left(deadline_us) == 0) {
-            return false;
-        }
-        g_usleep(10000); /* no pidfd to wait on */
-    }
-}
-
 /*
  * Reaps child @i.  A child still running at @deadline_us waits on a page
  * the restore could not place and the kernel could not refuse (no
@@ -342,7 +308,7 @@ static bool exits_by(pid_t pid, int64_t deadline_us)
 static bool reap_one(consumers *c, unsigned i, int64_t deadline_us, uint64_t *ended,
                      int *status)
 {
-    bool late = !exits_by(c->pids[i], deadline_us);
+    bool late = !cli_exits_by(c->pids[i], deadline_us);
 
     if (late) {
         kill(c->pids[i], SIGKILL);

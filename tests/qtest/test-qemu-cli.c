@@ -1506,6 +1506,49 @@ static void test_working_directories_of_killed_runs_go_and_held_ones_stay(void *
 }
 
 /*
+ * qemu-restore --vhost-user waits for each back-end's socket and tells
+ * apart a back-end that exited before making it (named at once, not after
+ * the 10 s bound) from one that makes it late (waited for: the restore
+ * goes on), and ends a back-end it started when QEMU is done (found by
+ * review: both waits looked every 10 ms instead of waiting on events).
+ */
+static void test_vhost_user_back_ends_that_exit_or_come_late_are_told_apart(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *sock = path_in(f, "vu.sock"), *serial = path_in(f, "restore.serial");
+    g_autofree char *qmp = path_in(f, "restore.qmp"), *out = NULL, *err = NULL;
+    g_autofree char *gone = g_strdup_printf("%s=sh -c 'exit 3'", sock);
+    g_autofree char *late = g_strdup_printf("%s=python3 -c 'import socket, time; "
+                                            "time.sleep(0.5); s = socket.socket(socket.AF_UNIX); "
+                                            "s.bind(\"%s\"); time.sleep(600)'", sock, sock);
+    int lq, st;
+    sl_qmp *q;
+    child r;
+
+    need(f);
+    boot_and_save(f);
+    r = start_restore(f, (const char *[]){ "--vhost-user", gone, NULL }, serial, qmp, NULL);
+    st = reap(&r, 60000);
+    err = slurp(r.err);
+    child_free(&r);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) == 0 || !strstr(err, "exited before creating its socket")) {
+        fail_msg("a back-end exiting at once: status %#x:\n%s", st, err);
+    }
+    g_clear_pointer(&err, g_free);
+    lq = listen_at(qmp);
+    r = start_restore(f, (const char *[]){ "--vhost-user", late, NULL }, serial, qmp, NULL);
+    q = accept_qmp(lq, &r);
+    wait_for_text(r.out, "every page in place");
+    st = quit_and_reap(q, &r, &out, &err);
+    close(lq);
+    child_free(&r);
+    if (!g_spawn_check_wait_status(st, NULL) || access(sock, F_OK) < 0) {
+        fail_msg("a back-end making its socket after 0.5 s: status %#x, socket %s:\n%s", st,
+                 access(sock, F_OK) < 0 ? "missing" : "there", err);
+    }
+}
+
+/*
  * A mem-path that is a symbolic link (here from the test's directory to
  * the RAM file on /dev/shm) names the file it leads to, as QEMU takes it:
  * the guest saved through the link restores through it, the RAM file is
@@ -1575,6 +1618,7 @@ int main(void)
         CASE(test_memory_a_device_owns_is_refused_in_the_container_and_restores_from_qemus_file),
         CASE(test_a_linked_mem_path_restores_into_the_file_it_leads_to),
         CASE(test_working_directories_of_killed_runs_go_and_held_ones_stay),
+        CASE(test_vhost_user_back_ends_that_exit_or_come_late_are_told_apart),
     };
 
     qtest_pick_qemu();

@@ -7,12 +7,13 @@
  * summary or, with --json, one JSON object.
  */
 #include <errno.h>
-#include <stdlib.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include "cli.h"
@@ -350,13 +351,15 @@ static int run_lazy(const opts *o, results *res)
 }
 
 /* The eager load of every block, in a thread of its own when a timeline is
- * sampled beside it.  @o and @l are set before the thread starts and read
- * by both; @ret is the loader's, read by the caller after joining it. */
+ * sampled beside it.  @o, @l and @done_efd are set before the thread
+ * starts and read by both; @ret and @end_ms are the loader's, read by the
+ * caller after joining it. */
 typedef struct {
     const opts *o;
     loaded *l;
     int ret;
-    _Atomic bool done;    /* release by the loader, acquire by the sampler */
+    double end_ms;        /* when the load ended (cli_now_ms()) */
+    int done_efd;         /* written by the loader at its end (-1: none) */
 } eager_job;
 
 static gpointer eager_thread(gpointer p)
@@ -368,8 +371,10 @@ static gpointer eager_thread(gpointer p)
                                (unsigned)j->o->eager_threads,
                                !j->o->no_checksum && !j->o->eager_no_checksum);
     }
-    /* Release: pairs with the sampler's acquire load of done. */
-    atomic_store_explicit(&j->done, true, memory_order_release);
+    j->end_ms = cli_now_ms(); /* its own end: not the sampler's next look */
+    if (j->done_efd >= 0) {
+        (void)!eventfd_write(j->done_efd, 1);
+    }
     return NULL;
 }
 
@@ -414,32 +419,55 @@ static uint8_t *zero_units(const loaded *l)
     return g_byte_array_free(z, false);
 }
 
+/* Samples the eager load's timeline every 50 ms (mincore is not free)
+ * until job @j ends, on its eventfd. */
+static void sample_eager(eager_job *j, results *res, const uint8_t *zeros, double t0)
+{
+    struct pollfd p = { .fd = j->done_efd, .events = POLLIN };
+
+    for (;;) {
+        int n;
+        sl_timeline_add(&res->eager_tl, cli_now_ms() - t0, eager_present(j->l, zeros));
+        n = poll(&p, 1, 50);
+        if (n > 0 || (n < 0 && errno != EINTR)) {
+            return;
+        }
+    }
+}
+
 static int run_eager(const opts *o, results *res)
 {
     double t0 = cli_now_ms();
     GError *err = NULL;
     loaded l = { 0 };
-    eager_job j = { .o = o, .l = &l };
+    eager_job j = { .o = o, .l = &l, .done_efd = -1 };
     g_autofree uint8_t *zeros = NULL;
 
     if (!load(o, &l, &err)) {
         unload(&l);
         return cli_fail_error(err);
     }
-    if (!o->timeline) {
+    if (o->timeline) {
+        j.done_efd = eventfd(0, EFD_CLOEXEC);
+    }
+    if (j.done_efd < 0) {
         eager_thread(&j);
     } else {
         GThread *t;
         zeros = zero_units(&l);
         sl_timeline_init(&res->eager_tl, guest_bytes(&l));
         t = g_thread_new("eager", eager_thread, &j);
-        while (!atomic_load_explicit(&j.done, memory_order_acquire)) {
-            sl_timeline_add(&res->eager_tl, cli_now_ms() - t0, eager_present(&l, zeros));
-            g_usleep(50000); /* a sampling period (mincore is not free), not a wait */
-        }
+        sample_eager(&j, res, zeros, t0);
         g_thread_join(t);
+        close(j.done_efd);
     }
-    res->eager_ms = cli_now_ms() - t0;
+    /* The load's own end (found by review: with a timeline it was the
+     * sampler's next look, up to 50 ms later, against the eager load). */
+    res->eager_ms = j.end_ms - t0;
+    for (GArray *a = res->eager_tl.samples; a && a->len &&
+         g_array_index(a, sl_sample, a->len - 1).t_ms > res->eager_ms;) {
+        g_array_set_size(a, a->len - 1); /* a look after the end, before its signal */
+    }
     res->eager_anon_huge_kb = huge_kb(&l);
     if (o->timeline) {
         sl_timeline_add(&res->eager_tl, res->eager_ms, eager_present(&l, zeros));

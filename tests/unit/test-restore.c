@@ -2657,8 +2657,9 @@ static void test_cli_json_reports_real_sizes_and_says_what_was_not_measured(void
     fixture_clear(&f);
 }
 
-/* --timeline: for each backend, bytes in place never fall, the lazy series
- * ends with every byte in place, and so does the eager one beside it. */
+/* --timeline: for each backend, bytes in place never fall nor does time go
+ * back, the lazy series ends with every byte in place, and so does the
+ * eager one beside it. */
 static void test_cli_timeline_rises_to_every_byte_for_lazy_and_eager(void **state)
 {
     for (unsigned k = 0; k < 3; k++) {
@@ -2688,6 +2689,7 @@ static void test_cli_timeline_rises_to_every_byte_for_lazy_and_eager(void **stat
             total = g_ascii_strtoull(c[3], NULL, 10);
             assert_true(present >= prev[m] && present <= total);
             prev[m] = present;
+            assert_true(g_ascii_strtod(c[1], NULL) >= last[m]); /* time never goes back */
             last[m] = g_ascii_strtod(c[1], NULL);
         }
         assert_int_equal(total, 8u << 20);

@@ -556,23 +556,13 @@ class Bench:
 
     # ------------------------------ one restore ------------------------------
 
-    def restore(self, mode, rep, record=False, faults_only=False):
-        """One qemu-restore of the saved guest in @mode, measured; with
-        @record, the untimed recording run of the hot list instead; with
-        @faults_only, a run with no loaders (every page the guest touches
-        comes by a fault) that ends once the PASS is answered."""
-        name = "record" if record else "%s%s-%d" % ("faults-only-" if faults_only else "",
-                                                     mode.replace("+", "-"), rep)
-        serial, req, qmp = self.paths(name)
-        errf = os.path.join(self.dir, name + ".err")
-        unlink(serial, req, qmp)
+    def restore_opts(self, mode, record, faults_only, faults_file):
+        """qemu-restore's options for a run in @mode (see restore())."""
         opts = ["--json"]
         if mode in EAGER:
             opts += ["--eager", self.snap]
         if mode == "eager-mfd":
             opts += ["--multifd", str(self.a.multifd)]
-        faults_file = os.path.join(self.dir, name + ".faults")
-        unlink(faults_file)
         if record:
             opts += ["--threads", "0", "--record", self.hot]
         elif faults_only:
@@ -587,7 +577,161 @@ class Bench:
             opts += ["--fault-around", self.a.fault_around]
         if not record and not faults_only and mode not in EAGER and self.a.record_faults:
             opts += ["--record", faults_file]
-        cmd = [self.snapload, "qemu-restore", self.snap] + opts + ["--"] + \
+        return opts
+
+    @staticmethod
+    def quit_qemu(qmp):
+        """`quit` on QEMU's monitor @qmp."""
+        m = QMP(qmp)
+        try:
+            m.cmd("quit")
+        finally:
+            m.close()
+
+    def first_pong(self, r, port, qmp, req, alive):
+        """(a) PING from the moment the guest runs until the first PONG, into
+        @r.  Not before: bytes QEMU's serial port takes in before the device
+        state is loaded are lost, and a backlog of seconds of PINGs (eager
+        loads) sometimes stalled the port's input for good.  Returns the
+        number of PINGs sent."""
+        resumed = Resumed(qmp)
+        resumed.start()
+        while not port.try_connect():
+            alive("before QEMU's request port %s took a connection" % req)
+            time.sleep(PING_MS / 1000)
+        while not resumed.done.wait(0.001):
+            alive("waiting for the guest to run (QMP RESUME)")
+        if resumed.error:
+            raise BenchError("waiting for the guest to run: %s" % resumed.error)
+        r["t_resume_seen"] = resumed.t
+        token, first = 0, None
+        while first is None:
+            alive("waiting for the guest's first PONG")
+            token += 1
+            port.send("PING %d" % token)
+            # Every PING is unanswered until the first PONG: slow down
+            # once many wait, so that the guest's answer backlog stays small.
+            port.poll((PING_MS if token < PING_BACKLOG else PING_SLOW_MS) / 1000)
+            for t, l in port.lines:
+                pm = PONG_RX.search(l)
+                if pm:
+                    first = (t, pm)
+                    break
+            port.lines = []
+        r["t_first_pong"] = first[0]
+        r["first_pong"] = first[1].group(0)
+        r["pings_sent"] = token
+        return token
+
+    def pass_answer(self, r, port, con, record, token, alive):
+        """(b) PASS right after the first PONG: every working-set page
+        checked once more; its answer into @r."""
+        t_pass_sent = now()
+        port.send("PASS")
+        pass_m, other, pongs = None, [], []
+        while pass_m is None:
+            alive("waiting for the guest's PASS answer")
+            if not record and now() - t_pass_sent > self.pass_timeout:
+                with con.lock:
+                    hb = [l for _, l in con.lines if l.startswith("HB ")][-1:]
+                raise BenchError("no answer to PASS %d s after it was sent (the request "
+                                 "or its answer was lost?); %d PINGs sent, %d PONGs after "
+                                 "the first (last: %s); the guest's last heartbeat (req: "
+                                 "request lines it read, ans: answers it wrote): %s; other "
+                                 "lines meanwhile: %s"
+                                 % (self.pass_timeout, token, len(pongs), pongs[-1:],
+                                    hb, other[-5:]))
+            port.poll(0.05)
+            for t, l in port.lines:
+                if l.startswith("BUSY"):
+                    raise BenchError("the guest answered PASS with: %s" % l)
+                mm = re.match(r"PASS ms=([\d.]+) pages=(\d+)", l)
+                if mm:
+                    pass_m = (t, mm)
+                elif l.startswith("PONG"):
+                    pongs.append(l.split(" ", 2)[1])
+                else:
+                    other.append(l)
+            port.lines = []
+        r["t_pass_sent"] = t_pass_sent
+        r["t_pass"] = pass_m[0]
+        r["pass_guest_ms"] = float(pass_m[1].group(1))
+        r["pass_pages"] = int(pass_m[1].group(2))
+
+    def end_untimed(self, r, p, reader, qmp, errf, con, t_launch, faults_only):
+        """The end of a recording or faults-only run: QEMU quits, and @r gets
+        the hot list's size, or the first answer's figures."""
+        if faults_only:
+            r["first_answer_from_launch_ms"] = round((r["t_first_pong"] - t_launch) * 1000, 2)
+            r["pass_rtt_ms"] = round((r["t_pass"] - r["t_pass_sent"]) * 1000, 2)
+            r["console_check"] = trouble(con.snapshot(), True) or "ok"
+        self.quit_qemu(qmp)
+        p.wait(timeout=120)
+        reader.join(10)
+        if faults_only:
+            return r
+        if not os.path.exists(self.hot) or os.path.getsize(self.hot) == 0:
+            raise BenchError("the recording run wrote no hot list %s; its stderr: %s"
+                             % (self.hot, read_text(errf)[-2000:]))
+        r["hot_pages"] = os.path.getsize(self.hot) // 16
+        r["qemu_restore_status"] = p.returncode
+        r["qemu_restore_said"] = read_text(errf).strip()[-500:]
+        return r
+
+    def restore_json(self, result, port, errf, alive):
+        """qemu-restore's JSON line: at running (eager) or every page in place (lazy)."""
+        while "line" not in result:
+            alive("waiting for qemu-restore's JSON")
+            port.poll(0.05)
+            port.lines = []
+        if not result["line"].strip():
+            raise BenchError("qemu-restore printed no JSON: %s" % read_text(errf)[-2000:])
+        js = json.loads(result["line"])
+        if js.get("status") != "ok":
+            raise BenchError("qemu-restore failed: %s" % js.get("error"))
+        return js
+
+    def end_timed(self, r, js, p, port, con, qmp, errf, mode, t_launch, faults_file, alive):
+        """The end of a timed run: (d) the guest runs on for --after seconds
+        past the fill and the PASS, QEMU quits, and @r gets the figures."""
+        start = js.get("start_monotonic_ms")
+        t0 = start / 1000 if start is not None else t_launch
+        r["time_origin"] = "start_monotonic_ms" if start is not None else "launch"
+        t_inc = t0 + js["incoming_ms"] / 1000
+        t_run = t_inc + js["incoming_to_running_ms"] / 1000
+        t_done = t0 + js["time_to_complete_ms"] / 1000 if mode not in EAGER else t_run
+        until = max(t_done, r["t_pass"]) + self.a.after
+        while now() < until:
+            alive("while the guest ran on after its restore")
+            port.poll(min(0.1, max(0.0, until - now())))
+            port.lines = []
+        r["ram_thp_mib"] = guest_ram_thp_mib(p.pid, self.mem_bytes) \
+            if self.a.backend == "anon" else None
+        self.quit_qemu(qmp)
+        p.wait(timeout=120)
+        if p.returncode != 0:
+            raise BenchError("qemu-restore ended with status %d: %s" % (
+                p.returncode, read_text(errf)[-2000:]))
+        con.stop()
+        r.update(self.figures(js, t_launch, t_inc, t_run, t_done, r, con.snapshot()))
+        if mode not in EAGER and self.a.record_faults:
+            r["faulted"] = self.faulted_pages(faults_file)
+        return r
+
+    def restore(self, mode, rep, record=False, faults_only=False):
+        """One qemu-restore of the saved guest in @mode, measured; with
+        @record, the untimed recording run of the hot list instead; with
+        @faults_only, a run with no loaders (every page the guest touches
+        comes by a fault) that ends once the PASS is answered."""
+        name = "record" if record else "%s%s-%d" % ("faults-only-" if faults_only else "",
+                                                     mode.replace("+", "-"), rep)
+        serial, req, qmp = self.paths(name)
+        errf = os.path.join(self.dir, name + ".err")
+        unlink(serial, req, qmp)
+        faults_file = os.path.join(self.dir, name + ".faults")
+        unlink(faults_file)
+        cmd = [self.snapload, "qemu-restore", self.snap] + \
+            self.restore_opts(mode, record, faults_only, faults_file) + ["--"] + \
             self.qemu_args(serial, req, qmp)
         warm(self.snap)
         loadavg = open("/proc/loadavg").read().split()[0]
@@ -609,145 +753,27 @@ class Bench:
         con.start()
         r = {"mode": "record" if record else mode, "rep": rep, "loadavg_before": loadavg,
              "command": shlex.join(cmd)}
-        m = None
+        deadline = t_launch + self.a.timeout
+
+        def alive(what):
+            if p.poll() is not None:
+                raise BenchError("qemu-restore ended (status %d) %s: %s" % (
+                    p.returncode, what, read_text(errf).strip()[-2000:]))
+            if now() > deadline:
+                raise BenchError("timed out after %d s %s" % (self.a.timeout, what))
+
         try:
-            deadline = t_launch + self.a.timeout
-
-            def alive(what):
-                if p.poll() is not None:
-                    raise BenchError("qemu-restore ended (status %d) %s: %s" % (
-                        p.returncode, what, read_text(errf).strip()[-2000:]))
-                if now() > deadline:
-                    raise BenchError("timed out after %d s %s" % (self.a.timeout, what))
-
-            # (a) PING from the moment the guest runs until the first PONG.
-            # Not before: bytes QEMU's serial port takes in before the device
-            # state is loaded are lost, and a backlog of seconds of PINGs
-            # (eager loads) sometimes stalled the port's input for good.
-            resumed = Resumed(qmp)
-            resumed.start()
-            while not port.try_connect():
-                alive("before QEMU's request port %s took a connection" % req)
-                time.sleep(PING_MS / 1000)
-            while not resumed.done.wait(0.001):
-                alive("waiting for the guest to run (QMP RESUME)")
-            if resumed.error:
-                raise BenchError("waiting for the guest to run: %s" % resumed.error)
-            r["t_resume_seen"] = resumed.t
-            token, first = 0, None
-            while first is None:
-                alive("waiting for the guest's first PONG")
-                token += 1
-                port.send("PING %d" % token)
-                # Every PING is unanswered until the first PONG: slow down
-                # once many wait, so that the guest's answer backlog stays small.
-                port.poll((PING_MS if token < PING_BACKLOG else PING_SLOW_MS) / 1000)
-                for t, l in port.lines:
-                    pm = PONG_RX.search(l)
-                    if pm:
-                        first = (t, pm)
-                        break
-                port.lines = []
-            r["t_first_pong"] = first[0]
-            r["first_pong"] = first[1].group(0)
-            r["pings_sent"] = token
-            # (b) PASS right after it: every working-set page checked once more.
-            t_pass_sent = now()
-            port.send("PASS")
-            pass_m, other, pongs = None, [], []
-            while pass_m is None:
-                alive("waiting for the guest's PASS answer")
-                if not record and now() - t_pass_sent > self.pass_timeout:
-                    with con.lock:
-                        hb = [l for _, l in con.lines if l.startswith("HB ")][-1:]
-                    raise BenchError("no answer to PASS %d s after it was sent (the request "
-                                     "or its answer was lost?); %d PINGs sent, %d PONGs after "
-                                     "the first (last: %s); the guest's last heartbeat (req: "
-                                     "request lines it read, ans: answers it wrote): %s; other "
-                                     "lines meanwhile: %s"
-                                     % (self.pass_timeout, token, len(pongs), pongs[-1:],
-                                        hb, other[-5:]))
-                port.poll(0.05)
-                for t, l in port.lines:
-                    if l.startswith("BUSY"):
-                        raise BenchError("the guest answered PASS with: %s" % l)
-                    mm = re.match(r"PASS ms=([\d.]+) pages=(\d+)", l)
-                    if mm:
-                        pass_m = (t, mm)
-                    elif l.startswith("PONG"):
-                        pongs.append(l.split(" ", 2)[1])
-                    else:
-                        other.append(l)
-                port.lines = []
-            r["t_pass_sent"] = t_pass_sent
-            r["t_pass"] = pass_m[0]
-            r["pass_guest_ms"] = float(pass_m[1].group(1))
-            r["pass_pages"] = int(pass_m[1].group(2))
-            if faults_only:
-                r["first_answer_from_launch_ms"] = round((r["t_first_pong"] - t_launch) * 1000, 2)
-                r["pass_rtt_ms"] = round((r["t_pass"] - t_pass_sent) * 1000, 2)
-                r["console_check"] = trouble(con.snapshot(), True) or "ok"
+            token = self.first_pong(r, port, qmp, req, alive)
+            self.pass_answer(r, port, con, record, token, alive)
             if record or faults_only:
-                m = QMP(qmp)
-                m.cmd("quit")
-                m.close()
-                m = None
-                p.wait(timeout=120)
-                reader.join(10)
-                if faults_only:
-                    return r
-                if not os.path.exists(self.hot) or os.path.getsize(self.hot) == 0:
-                    raise BenchError("the recording run wrote no hot list %s; its stderr: %s"
-                                     % (self.hot, read_text(errf)[-2000:]))
-                r["hot_pages"] = os.path.getsize(self.hot) // 16
-                r["qemu_restore_status"] = p.returncode
-                r["qemu_restore_said"] = read_text(errf).strip()[-500:]
-                return r
-            # The restore's figures: at running (eager) or every page in place (lazy).
-            while "line" not in result:
-                alive("waiting for qemu-restore's JSON")
-                port.poll(0.05)
-                port.lines = []
-            if not result["line"].strip():
-                raise BenchError("qemu-restore printed no JSON: %s" % read_text(errf)[-2000:])
-            js = json.loads(result["line"])
-            if js.get("status") != "ok":
-                raise BenchError("qemu-restore failed: %s" % js.get("error"))
-            start = js.get("start_monotonic_ms")
-            t0 = start / 1000 if start is not None else t_launch
-            r["time_origin"] = "start_monotonic_ms" if start is not None else "launch"
-            t_inc = t0 + js["incoming_ms"] / 1000
-            t_run = t_inc + js["incoming_to_running_ms"] / 1000
-            t_done = t0 + js["time_to_complete_ms"] / 1000 if mode not in EAGER else t_run
-            # (d) the after-rate: --after seconds past the end of the fill and the PASS.
-            until = max(t_done, r["t_pass"]) + self.a.after
-            while now() < until:
-                alive("while the guest ran on after its restore")
-                port.poll(min(0.1, max(0.0, until - now())))
-                port.lines = []
-            lines = con.snapshot()
-            r["ram_thp_mib"] = guest_ram_thp_mib(p.pid, self.mem_bytes) \
-                if self.a.backend == "anon" else None
-            m = QMP(qmp)
-            m.cmd("quit")
-            m.close()
-            m = None
-            p.wait(timeout=120)
-            if p.returncode != 0:
-                raise BenchError("qemu-restore ended with status %d: %s" % (
-                    p.returncode, read_text(errf)[-2000:]))
-            con.stop()
-            lines = con.snapshot()
-            r.update(self.figures(js, t_launch, t_inc, t_run, t_done, r, lines))
-            if not record and mode not in EAGER and self.a.record_faults:
-                r["faulted"] = self.faulted_pages(faults_file)
-            return r
+                return self.end_untimed(r, p, reader, qmp, errf, con, t_launch, faults_only)
+            js = self.restore_json(result, port, errf, alive)
+            return self.end_timed(r, js, p, port, con, qmp, errf, mode, t_launch, faults_file,
+                                  alive)
         except Exception:
             r["console_tail"] = tail(con.snapshot())
             raise
         finally:
-            if m:
-                m.close()
             if p.poll() is None:
                 try:
                     os.killpg(p.pid, signal.SIGKILL)  # qemu-restore; QEMU and its daemon die with it

@@ -672,86 +672,101 @@ class Issue12:
         rand = dig(disk, "rand4k.idle_p50_us") if disk else None
         runs = self.out["runs"].setdefault("cold", {})
         for size in self.sizes:
-            snap = self.b.snapshot(size)
-            rs = []
-            for i in range(self.reps):
-                log("cold fill %s anon: repetition %d of %d" % (size, i + 1, self.reps))
-                r, io = run_json_io([SNAPLOAD, "restore", snap, "--backend", "anon", "--cold",
-                                     "--touch-threads", "0", "--json"])
-                r["fill_ms"] = r["time_to_complete_ms"] - r["time_to_ready_ms"]
-                r["disk_read_bytes"] = io
-                # Bytes actually read: the engine's count if its JSON has one,
-                # else what the process read from the disk (ru_inblock).
-                r["read_bytes"] = r.get("bytes_read", io)
-                # MB/s of 10^6 bytes, as snapload-coldread counts.
-                r["read_mb_s"] = r["read_bytes"] / 1e6 / (r["fill_ms"] / 1e3)
-                # The same fill right after, warm (the cold run left the
-                # file's data cached): what placing alone costs here.
-                w = run_json([SNAPLOAD, "restore", snap, "--backend", "anon", "--touch-threads",
-                              "0", "--json"])
-                r["warm_fill_ms"] = w["time_to_complete_ms"] - w["time_to_ready_ms"]
-                # Cold again, pread then direct reads (O_DIRECT on io_uring),
-                # each from a dropped cache, with the CPU time each used.
-                # pread and direct reads (O_DIRECT on io_uring where the
-                # file is not cached), each moving whole chunks (the
-                # default) and copying, each from a dropped cache.
-                for mode, extra in (("off", ["--direct-reads", "off"]),
-                                    ("auto", ["--direct-reads", "auto"]),
-                                    ("copy", ["--direct-reads", "off", "--place-by-copy"]),
-                                    ("autocopy", ["--direct-reads", "auto", "--place-by-copy"])):
-                    drop_cache(snap)
-                    c, cpu = run_json_cpu([SNAPLOAD, "restore", snap, "--backend", "anon",
-                                           "--cold", "--touch-threads", "0", "--json"] + extra)
-                    r["%s_fill_ms" % mode] = c["time_to_complete_ms"] - c["time_to_ready_ms"]
-                    r["%s_final_ms" % mode] = c.get("time_to_final_ms", float("nan"))
-                    r["%s_cpu_s" % mode] = cpu
-                    r["%s_direct_bytes" % mode] = c.get("bytes_read_direct", 0)
-                    r["%s_read_mb_s" % mode] = c.get("bytes_read", 0) / 1e3 / r["%s_fill_ms" % mode]
-                rs.append(r)
+            rs = self.cold_fills(self.b.snapshot(size), size)
             runs[size] = rs
-            def fig(mode, label):
-                return "%s: fill %.0f ms (%.0f MB/s), final %.0f ms, CPU %.2f s" % (
-                    label, median(rs, mode + "_fill_ms"), median(rs, mode + "_read_mb_s"),
-                    median(rs, mode + "_final_ms"), median(rs, mode + "_cpu_s"))
+            self.cold_fill_checks(rs, size, disk, seq, why)
+        self.cold_faults(runs, disk, rand, why)
 
-            def ratio(a, b):
-                return "%.2f× the fill, %.2f× the time to final, %.2f× the CPU" % tuple(
-                    median(rs, a + k) / median(rs, b + k)
-                    for k in ("_fill_ms", "_final_ms", "_cpu_s"))
+    def cold_fills(self, snap, size):
+        """The cold fills of @snap, each repetition: cold, warm right after,
+        and cold again with each way of reading and placing."""
+        rs = []
+        for i in range(self.reps):
+            log("cold fill %s anon: repetition %d of %d" % (size, i + 1, self.reps))
+            r, io = run_json_io([SNAPLOAD, "restore", snap, "--backend", "anon", "--cold",
+                                 "--touch-threads", "0", "--json"])
+            r["fill_ms"] = r["time_to_complete_ms"] - r["time_to_ready_ms"]
+            r["disk_read_bytes"] = io
+            # Bytes actually read: the engine's count if its JSON has one,
+            # else what the process read from the disk (ru_inblock).
+            r["read_bytes"] = r.get("bytes_read", io)
+            # MB/s of 10^6 bytes, as snapload-coldread counts.
+            r["read_mb_s"] = r["read_bytes"] / 1e6 / (r["fill_ms"] / 1e3)
+            # The same fill right after, warm (the cold run left the
+            # file's data cached): what placing alone costs here.
+            w = run_json([SNAPLOAD, "restore", snap, "--backend", "anon", "--touch-threads",
+                          "0", "--json"])
+            r["warm_fill_ms"] = w["time_to_complete_ms"] - w["time_to_ready_ms"]
+            # Cold again, pread then direct reads (O_DIRECT on io_uring),
+            # each from a dropped cache, with the CPU time each used.
+            # pread and direct reads (O_DIRECT on io_uring where the
+            # file is not cached), each moving whole chunks (the
+            # default) and copying, each from a dropped cache.
+            for mode, extra in (("off", ["--direct-reads", "off"]),
+                                ("auto", ["--direct-reads", "auto"]),
+                                ("copy", ["--direct-reads", "off", "--place-by-copy"]),
+                                ("autocopy", ["--direct-reads", "auto", "--place-by-copy"])):
+                drop_cache(snap)
+                c, cpu = run_json_cpu([SNAPLOAD, "restore", snap, "--backend", "anon",
+                                       "--cold", "--touch-threads", "0", "--json"] + extra)
+                r["%s_fill_ms" % mode] = c["time_to_complete_ms"] - c["time_to_ready_ms"]
+                r["%s_final_ms" % mode] = c.get("time_to_final_ms", float("nan"))
+                r["%s_cpu_s" % mode] = cpu
+                r["%s_direct_bytes" % mode] = c.get("bytes_read_direct", 0)
+                r["%s_read_mb_s" % mode] = c.get("bytes_read", 0) / 1e3 / r["%s_fill_ms" % mode]
+            rs.append(r)
+        return rs
 
-            for a, b, what in (("auto", "off", "direct reads vs pread, both moving"),
-                               ("autocopy", "copy", "direct reads vs pread, both copying"),
-                               ("off", "copy", "moving 2 MiB chunks vs copying, both pread")):
-                self.check("cold", "cold fill, %s, %s anon" % (what, gib_s(size)),
-                           fig(a, "--direct-reads auto" if a.startswith("auto") else "pread")
-                           + ("" if a in ("off", "auto") else " (--place-by-copy)"),
-                           fig(b, "--direct-reads auto" if b.startswith("auto") else "pread")
-                           + ("" if b in ("off", "auto") else " (--place-by-copy)"),
-                           ratio(a, b), "none set (reported; final: THPs in place, CPU: the "
-                           "whole process)", None)
-            self.check("cold", "cold fill vs the same fill warm, %s anon" % gib_s(size),
-                       "cold fill %.0f ms" % median(rs, "fill_ms"),
-                       "warm fill %.0f ms (the snapshot's data in the page cache, run right "
-                       "after each cold one)" % median(rs, "warm_fill_ms"),
-                       "%.0f %%" % (100 * median(rs, "warm_fill_ms") / median(rs, "fill_ms")),
-                       "none set (reported: under 100 %, the disk costs more than placing)",
-                       None)
-            mb_s = median(rs, "read_mb_s")
-            src = "bytes_read" if "bytes_read" in rs[0] else "disk reads of the process"
-            fig = "cold fill %.0f MB/s (10^6 B/s; %.0f MiB read, %s, in %.0f ms)" % (
-                mb_s, mib(median(rs, "read_bytes")), src, median(rs, "fill_ms"))
-            name = "cold fill vs disk sequential read, %s anon" % gib_s(size)
-            if seq is None:
-                self.check("cold", name, fig, "not measured: %s" % (why or "no disk_seq_mb_s"),
-                           None, "≥ 85 % of the disk", None, read_mb_s=mb_s)
-            else:
-                self.check("cold", name, fig, "disk sequential read %.0f MB/s (snapload-coldread: "
-                           "best of its methods, %s; the engine's, %s: %.0f MB/s)"
-                           % (seq, disk.get("best_method", "?"), disk.get("engine_method", "?"),
-                              dig(disk, "methods.%s.mb_s_best" % disk.get("engine_method")) or 0),
-                           "%.0f %%" % (100 * mb_s / seq), "≥ 85 % of the disk",
-                           mb_s / seq >= 0.85, read_mb_s=mb_s, disk_seq_mb_s=seq)
-        # Cold faults at the first size: with one loader streaming (as the
+    def cold_fill_checks(self, rs, size, disk, seq, why):
+        """The cold-fill rows of @size from its runs @rs: against the disk
+        (@seq MB/s), the same fill warm, and each way of reading and placing."""
+        def fig(mode, label):
+            return "%s: fill %.0f ms (%.0f MB/s), final %.0f ms, CPU %.2f s" % (
+                label, median(rs, mode + "_fill_ms"), median(rs, mode + "_read_mb_s"),
+                median(rs, mode + "_final_ms"), median(rs, mode + "_cpu_s"))
+
+        def ratio(a, b):
+            return "%.2f× the fill, %.2f× the time to final, %.2f× the CPU" % tuple(
+                median(rs, a + k) / median(rs, b + k)
+                for k in ("_fill_ms", "_final_ms", "_cpu_s"))
+
+        for a, b, what in (("auto", "off", "direct reads vs pread, both moving"),
+                           ("autocopy", "copy", "direct reads vs pread, both copying"),
+                           ("off", "copy", "moving 2 MiB chunks vs copying, both pread")):
+            self.check("cold", "cold fill, %s, %s anon" % (what, gib_s(size)),
+                       fig(a, "--direct-reads auto" if a.startswith("auto") else "pread")
+                       + ("" if a in ("off", "auto") else " (--place-by-copy)"),
+                       fig(b, "--direct-reads auto" if b.startswith("auto") else "pread")
+                       + ("" if b in ("off", "auto") else " (--place-by-copy)"),
+                       ratio(a, b), "none set (reported; final: THPs in place, CPU: the "
+                       "whole process)", None)
+        self.check("cold", "cold fill vs the same fill warm, %s anon" % gib_s(size),
+                   "cold fill %.0f ms" % median(rs, "fill_ms"),
+                   "warm fill %.0f ms (the snapshot's data in the page cache, run right "
+                   "after each cold one)" % median(rs, "warm_fill_ms"),
+                   "%.0f %%" % (100 * median(rs, "warm_fill_ms") / median(rs, "fill_ms")),
+                   "none set (reported: under 100 %, the disk costs more than placing)",
+                   None)
+        mb_s = median(rs, "read_mb_s")
+        src = "bytes_read" if "bytes_read" in rs[0] else "disk reads of the process"
+        fig = "cold fill %.0f MB/s (10^6 B/s; %.0f MiB read, %s, in %.0f ms)" % (
+            mb_s, mib(median(rs, "read_bytes")), src, median(rs, "fill_ms"))
+        name = "cold fill vs disk sequential read, %s anon" % gib_s(size)
+        if seq is None:
+            self.check("cold", name, fig, "not measured: %s" % (why or "no disk_seq_mb_s"),
+                       None, "≥ 85 % of the disk", None, read_mb_s=mb_s)
+        else:
+            self.check("cold", name, fig, "disk sequential read %.0f MB/s (snapload-coldread: "
+                       "best of its methods, %s; the engine's, %s: %.0f MB/s)"
+                       % (seq, disk.get("best_method", "?"), disk.get("engine_method", "?"),
+                          dig(disk, "methods.%s.mb_s_best" % disk.get("engine_method")) or 0),
+                       "%.0f %%" % (100 * mb_s / seq), "≥ 85 % of the disk",
+                       mb_s / seq >= 0.85, read_mb_s=mb_s, disk_seq_mb_s=seq)
+
+    def cold_faults(self, runs, disk, rand, why):
+        """Cold 4 KiB faults at the first size against one random disk read
+        (@rand µs), with one loader streaming and with the loaders idle."""
+        # At the first size: with one loader streaming (as the
         # issue asks), and with the loaders idle (faults only, ending after
         # COLD_TOUCHES random pages): there each fault reads from the disk.
         size = self.sizes[0]

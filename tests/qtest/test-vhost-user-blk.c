@@ -308,104 +308,69 @@ static unsigned need_vu(fixture *f)
     return ki;
 }
 
-/*
- * Restores kind @ki's snapshot with the back-end registered through
- * --vhost-user and @threads loaders per node (0: every page, the
- * back-end's included, comes by a fault) and checks guest and disk.
- * @reuse: over the RAM file a previous run left (--reuse-ram: QEMU's and
- * the back-end's writes tracked).  Returns how many blocks the restore
- * took a written-page list for (-1 when it could not complete).
- */
-static int64_t restore_with_registered_backend(fixture *f, unsigned ki, const char *threads,
-                                               bool reuse)
-{
-    int64_t listed = -1;
-    bool faults_only = !strcmp(threads, "0");
-    g_autofree char *serial = path_in(f, "restore.serial"), *qmp = path_in(f, "restore.qmp");
-    g_autofree char *req = lg_req_path(serial), *img = path_in(f, "disk.img");
-    g_autofree char *sock = vu_socket(f), *dsock = path_in(f, "daemon.sock");
-    g_autofree char *qsd = NULL, *vhost = NULL, *disk1 = NULL, *disk2 = NULL, *pass = NULL;
-    g_autofree char *out = NULL, *errs = NULL, *log = NULL, *release = NULL;
-    g_autoptr(GString) in = g_string_new(NULL);
-    g_autoptr(JsonObject) res = NULL;
-    uint64_t gen1 = 0, gen2 = 0, held = 0;
-    disk_gens g;
-    double rtt, rel_ms = -1, d1ms = -1, d2ms = -1, pass_ms = -1;
-    JsonObject *rs;
-    int lq, qpfd, rfd, st;
-    pid_t qemu;
-    sl_qmp *q;
-    child r;
-    lg_hb h;
+/* What the restored guest's requests measured (restore_with_registered_backend()). */
+typedef struct {
+    double rtt, rel_ms, d1ms, d2ms, pass_ms; /* first PONG, held pass, disk passes, PASS */
+    uint64_t gen1, gen2;                     /* the disk generations of the two passes */
+    lg_hb h;                                 /* the last heartbeats seen */
+} vu_passes;
 
-    copy_file(vu.disk[ki], img);
-    g_free(f->snap);
-    f->snap = g_strdup(vu.snap[ki]);
-    qsd = qsd_command(img, sock);
-    vhost = g_strdup_printf("%s=%s", sock, qsd);
-    unlink(qmp); /* a previous run's, on a restart */
-    unlink(serial);
-    lq = listen_at(qmp);
-    r = start_restore(f, (const char *[]){ "--json", "--threads", threads, "--socket", dsock,
-                                           "--vhost-user", vhost,
-                                           reuse ? "--reuse-ram" : NULL, NULL },
-                      serial, qmp, NULL);
-    q = accept_qmp(lq, &r);
-    qemu = sl_qmp_peer_pid(q);
-    qpfd = (int)syscall(SYS_pidfd_open, qemu, 0);
-    assert_true(qemu > 0 && qpfd >= 0);
-    lg_wait_running(q, qpfd, "restore");
-    rfd = lg_req_connect(req);
-    rtt = lg_ping(rfd, in, "restored");
-    /* The held pass's fsync now, while pages are still being placed: the
-     * back-end reads its data from guest RAM.  Then a whole pass. */
-    release = lg_req_call(rfd, in, "RELEASE", "RELEASED ", LG_REQ_WAIT_MS, &rel_ms);
+/*
+ * Drives the restored guest of kind @ki on its request port @rfd while the
+ * restore @r runs: the disk pass it held at the save is released (its
+ * fsync makes the back-end read guest RAM that may not be placed yet), a
+ * disk pass, a full PASS, then (once every page is in place, unless
+ * @faults_only) another disk pass; the workload's counter never goes back
+ * and its console stays clean.
+ */
+static vu_passes drive_restored_guest(fixture *f, unsigned ki, int rfd, GString *in, int qpfd,
+                                      const child *r, bool faults_only, const char *serial)
+{
+    g_autofree char *release = NULL, *disk1 = NULL, *disk2 = NULL, *pass = NULL, *log = NULL;
+    vu_passes v = { .rel_ms = -1, .d1ms = -1, .d2ms = -1, .pass_ms = -1 };
+    uint64_t held = 0;
+
+    v.rtt = lg_ping(rfd, in, "restored");
+    release = lg_req_call(rfd, in, "RELEASE", "RELEASED ", LG_REQ_WAIT_MS, &v.rel_ms);
     disk1 = lg_req_call(rfd, in, "DISK", "DISK ", LG_WAIT_MS, NULL);
     if (sscanf(release, "RELEASED gen=%" SCNu64, &held) != 1 || held != vu.dirty_gen[ki]) {
         fail_msg("the restored guest was not holding disk pass %" PRIu64 ": %s",
                  vu.dirty_gen[ki], release);
     }
-    assert_int_equal(sscanf(disk1, "DISK ms=%lf gen=%" SCNu64, &d1ms, &gen1), 2);
-    assert_true(gen1 > vu.dirty_gen[ki]);
+    assert_int_equal(sscanf(disk1, "DISK ms=%lf gen=%" SCNu64, &v.d1ms, &v.gen1), 2);
+    assert_true(v.gen1 > vu.dirty_gen[ki]);
     pass = lg_req_call(rfd, in, "PASS", "PASS ", LG_WAIT_MS, NULL);
-    sscanf(pass, "PASS ms=%lf", &pass_ms);
-    h = lg_wait_heartbeats(serial, qpfd, 3, vu.pages[ki], "restore", true);
+    sscanf(pass, "PASS ms=%lf", &v.pass_ms);
+    v.h = lg_wait_heartbeats(serial, qpfd, 3, vu.pages[ki], "restore", true);
     if (!faults_only) {
-        wait_for_text(r.out, "\"mode\""); /* every page is in place */
+        wait_for_text(r->out, "\"mode\""); /* every page is in place */
     }
     disk2 = lg_req_call(rfd, in, "DISK", "DISK ", LG_WAIT_MS, NULL);
-    assert_int_equal(sscanf(disk2, "DISK ms=%lf gen=%" SCNu64, &d2ms, &gen2), 2);
-    h = lg_wait_heartbeats(serial, qpfd, h.count + 2, h.pages, "restore", true);
-    if (h.first_pages < vu.pages[ki]) {
+    assert_int_equal(sscanf(disk2, "DISK ms=%lf gen=%" SCNu64, &v.d2ms, &v.gen2), 2);
+    v.h = lg_wait_heartbeats(serial, qpfd, v.h.count + 2, v.h.pages, "restore", true);
+    if (v.h.first_pages < vu.pages[ki]) {
         fail_msg("the restored workload's counter went back: %" PRIu64 " pages, saved at %"
-                 PRIu64 " or later", h.first_pages, vu.pages[ki]);
+                 PRIu64 " or later", v.h.first_pages, vu.pages[ki]);
     }
     lg_ping(rfd, in, "after");
     log = slurp(serial);
     lg_check_console(log, "restore", true);
-    sl_qmp_ok(q, "quit", NULL, NULL);
-    sl_qmp_close(q);
-    st = reap(&r, 60000); /* qemu-restore ends the back-end after QEMU */
-    out = slurp(r.out);
-    errs = slurp(r.err);
-    res = parse_json(out);
-    g = check_disk_image(img, gen2, UINT64_MAX, "the image after the restore");
-    if (faults_only) {
-        /* Pages nothing touched are still missing when QEMU quits: said so. */
-        if (g_spawn_check_wait_status(st, NULL) ||
-            !strstr(errs, "before every page was in place")) {
-            fail_msg("qemu-restore --threads 0, quit before the restore could complete: "
-                     "status %d, stderr:\n%s", st, errs);
-        }
-        print_message("# %s, faults only: running %.0f ms after QEMU's start, first PONG in "
-                      "%.1f ms, held pass released in %.1f ms; it and the next took %.0f ms "
-                      "(gen %" PRIu64 "), a full pass over %" PRIu64 " pages %.0f ms, another "
-                      "disk pass %.0f ms (gen %" PRIu64 "); image clean up to generation %"
-                      PRIu64 "\n", f->k->name,
-                      json_object_get_double_member(res, "time_to_running_ms"), rtt, rel_ms,
-                      d1ms, gen1, h.ws, pass_ms, d2ms, gen2, g.top);
-        goto out;
-    }
+    return v;
+}
+
+/*
+ * qemu-restore's end (status @st, stderr @errs, JSON @res) after a run
+ * with every page placed: clean, 0 placed twice or never, 0 checksum
+ * failures; printed with @v's figures and the disk's top generation
+ * @top.  Returns how many blocks the restore took a written-page list for.
+ */
+static int64_t check_complete_restore(const fixture *f, int st, const char *errs,
+                                      JsonObject *res, const vu_passes *v, uint64_t top,
+                                      bool reuse)
+{
+    JsonObject *rs;
+    int64_t listed;
+
     if (!g_spawn_check_wait_status(st, NULL)) {
         fail_msg("qemu-restore failed: %s", errs);
     }
@@ -428,11 +393,89 @@ static int64_t restore_with_registered_backend(fixture *f, unsigned ki, const ch
                   "pass over %" PRIu64 " pages %.0f ms; every page in place %.0f ms after the "
                   "start (%" PRId64 " faults); disk pass after that %.0f ms (gen %" PRIu64 "); "
                   "image clean up to generation %" PRIu64 "\n", f->k->name,
-                  json_object_get_double_member(res, "time_to_running_ms"), rtt, rel_ms, d1ms,
-                  gen1,
-                  h.ws, pass_ms, json_object_get_double_member(res, "time_to_complete_ms"),
-                  json_object_get_int_member(rs, "faults"), d2ms, gen2, g.top);
-out:
+                  json_object_get_double_member(res, "time_to_running_ms"), v->rtt, v->rel_ms,
+                  v->d1ms, v->gen1, v->h.ws, v->pass_ms,
+                  json_object_get_double_member(res, "time_to_complete_ms"),
+                  json_object_get_int_member(rs, "faults"), v->d2ms, v->gen2, top);
+    return listed;
+}
+
+/* The same end after a faults-only run that QEMU quit before every page was
+ * placed: it fails saying so; printed with @v's figures. */
+static void check_faults_only_restore(const fixture *f, int st, const char *errs,
+                                      JsonObject *res, const vu_passes *v, uint64_t top)
+{
+    if (g_spawn_check_wait_status(st, NULL) || !strstr(errs, "before every page was in place")) {
+        fail_msg("qemu-restore --threads 0, quit before the restore could complete: "
+                 "status %d, stderr:\n%s", st, errs);
+    }
+    print_message("# %s, faults only: running %.0f ms after QEMU's start, first PONG in "
+                  "%.1f ms, held pass released in %.1f ms; it and the next took %.0f ms "
+                  "(gen %" PRIu64 "), a full pass over %" PRIu64 " pages %.0f ms, another "
+                  "disk pass %.0f ms (gen %" PRIu64 "); image clean up to generation %"
+                  PRIu64 "\n", f->k->name,
+                  json_object_get_double_member(res, "time_to_running_ms"), v->rtt, v->rel_ms,
+                  v->d1ms, v->gen1, v->h.ws, v->pass_ms, v->d2ms, v->gen2, top);
+}
+
+/*
+ * Restores kind @ki's snapshot with the back-end registered through
+ * --vhost-user and @threads loaders per node (0: every page, the
+ * back-end's included, comes by a fault) and checks guest and disk.
+ * @reuse: over the RAM file a previous run left (--reuse-ram: QEMU's and
+ * the back-end's writes tracked).  Returns how many blocks the restore
+ * took a written-page list for (-1 when it could not complete).
+ */
+static int64_t restore_with_registered_backend(fixture *f, unsigned ki, const char *threads,
+                                               bool reuse)
+{
+    int64_t listed = -1;
+    bool faults_only = !strcmp(threads, "0");
+    g_autofree char *serial = path_in(f, "restore.serial"), *qmp = path_in(f, "restore.qmp");
+    g_autofree char *req = lg_req_path(serial), *img = path_in(f, "disk.img");
+    g_autofree char *sock = vu_socket(f), *dsock = path_in(f, "daemon.sock");
+    g_autofree char *qsd = NULL, *vhost = NULL, *out = NULL, *errs = NULL;
+    g_autoptr(GString) in = g_string_new(NULL);
+    g_autoptr(JsonObject) res = NULL;
+    disk_gens g;
+    vu_passes v;
+    int lq, qpfd, rfd, st;
+    pid_t qemu;
+    sl_qmp *q;
+    child r;
+
+    copy_file(vu.disk[ki], img);
+    g_free(f->snap);
+    f->snap = g_strdup(vu.snap[ki]);
+    qsd = qsd_command(img, sock);
+    vhost = g_strdup_printf("%s=%s", sock, qsd);
+    unlink(qmp); /* a previous run's, on a restart */
+    unlink(serial);
+    lq = listen_at(qmp);
+    r = start_restore(f, (const char *[]){ "--json", "--threads", threads, "--socket", dsock,
+                                           "--vhost-user", vhost,
+                                           reuse ? "--reuse-ram" : NULL, NULL },
+                      serial, qmp, NULL);
+    q = accept_qmp(lq, &r);
+    qemu = sl_qmp_peer_pid(q);
+    qpfd = (int)syscall(SYS_pidfd_open, qemu, 0);
+    assert_true(qemu > 0 && qpfd >= 0);
+    lg_wait_running(q, qpfd, "restore");
+    rfd = lg_req_connect(req);
+    v = drive_restored_guest(f, ki, rfd, in, qpfd, &r, faults_only, serial);
+    sl_qmp_ok(q, "quit", NULL, NULL);
+    sl_qmp_close(q);
+    st = reap(&r, 60000); /* qemu-restore ends the back-end after QEMU */
+    out = slurp(r.out);
+    errs = slurp(r.err);
+    res = parse_json(out);
+    g = check_disk_image(img, v.gen2, UINT64_MAX, "the image after the restore");
+    if (faults_only) {
+        /* Pages nothing touched are still missing when QEMU quits: said so. */
+        check_faults_only_restore(f, st, errs, res, &v, g.top);
+    } else {
+        listed = check_complete_restore(f, st, errs, res, &v, g.top, reuse);
+    }
     close(rfd);
     close(qpfd);
     close(lq);

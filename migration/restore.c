@@ -755,6 +755,18 @@ GError *sl_restore_error(sl_restore *r)
     return g_error_new(SL_ERROR, SL_ERROR_IO, "restore failed: %s", g_strerror(-st));
 }
 
+GError *sl_restore_refused(sl_restore *r)
+{
+    uint64_t bad;
+
+    if (!r) {
+        return g_error_new(SL_ERROR, SL_ERROR_INVALID, "sl_restore_refused: r is NULL");
+    }
+    /* Acquire: pairs with the release CAS in note_bad_page() (engine.c). */
+    bad = atomic_load_explicit(&r->bad_page, memory_order_acquire);
+    return bad ? bad_page_error(r, bad) : NULL;
+}
+
 int sl_restore_wait(sl_restore *r, int timeout_ms)
 {
     struct pollfd p = { .fd = r ? r->done_efd : -1, .events = POLLIN };
@@ -835,6 +847,11 @@ void sl_restore_stop(sl_restore *r)
     g_mutex_lock(&r->views_lock);
     if (sl_restore_poll(r) != 0) {
         int expect = -EINPROGRESS;
+        /* A page refused before the stop is what the restore ended with, not
+         * the stop (found by a user's test: with no loaders the restore never
+         * completed, and a stop called it cancelled, naming no page).
+         * Relaxed: every thread that refuses was joined above. */
+        int final = atomic_load_explicit(&r->page_error, memory_order_relaxed);
         /* Unmaps the fault thread did not read (it left on @halting): their
          * threads wait in the kernel, and each of our ioctls would meet
          * EAGAIN until they are read (found by review). */
@@ -843,7 +860,8 @@ void sl_restore_stop(sl_restore *r)
         sl_restore_seal(r); /* never zeros for pages that are missing */
         /* Release: pairs with the acquire load in sl_restore_poll(); after
          * the seal, so whoever sees the status sees sealed memory. */
-        if (atomic_compare_exchange_strong_explicit(&r->status, &expect, -ECANCELED,
+        if (atomic_compare_exchange_strong_explicit(&r->status, &expect,
+                                                    final ? final : -ECANCELED,
                                                     memory_order_release,
                                                     memory_order_relaxed)) {
             sl_engine_kick(r->done_efd);

@@ -63,6 +63,7 @@ typedef struct {
     struct stat *files;      /* per block: identity of its memory file */
     uint64_t *offsets;
     bool started, done;
+    bool refusal_said;       /* the first refused page was logged (drop()) */
     int status;
     int hello_timeout_ms, register_timeout_ms;
     sl_dtrack *dt;           /* o->written_dir: what the consumers wrote, for the next run */

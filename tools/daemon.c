@@ -132,7 +132,17 @@ int answer_status(client *c, int status, const char *msg, const char *request, G
  */
 static void drop(server *d, client *c, int status, const char *why)
 {
+    g_autoptr(GError) refused = d->r && !d->refusal_said ? sl_restore_refused(d->r) : NULL;
+
     dlog(d, "dropping client %s (pid %d): %s", c->name[0] ? c->name : "?", (int)c->pid, why);
+    if (refused) {
+        /* A consumer that touched a refused page died of SIGBUS: say why,
+         * once, now; the restore goes on serving the other pages and fails
+         * only at its end (found by a user's test: with no loaders it never
+         * ended, and nothing said why the consumer had died). */
+        dlog(d, "%s; a consumer touching it gets SIGBUS", refused->message);
+        d->refusal_said = true;
+    }
     if (status < 0) {
         reply_status(c, status, why);
     }
@@ -927,14 +937,19 @@ static void daemon_fini(server *d)
 static void report_stopped(server *d)
 {
     sl_stats st = { .size = sizeof(st) };
+    g_autoptr(GError) refused = NULL;
 
     if (d->done || !d->r) {
         return;
     }
+    refused = sl_restore_refused(d->r);
     sl_restore_get_stats(d->r, &st);
     st.time_to_complete_ms = NAN; /* not reached: null */
-    d->status = -ECANCELED;
-    write_stats(d, &st, "restore stopped before completion");
+    d->status = refused ? -EBADMSG : -ECANCELED;
+    if (refused) {
+        g_prefix_error(&refused, "restore stopped before completion, and had failed: ");
+    }
+    write_stats(d, &st, refused ? refused->message : "restore stopped before completion");
 }
 
 int sl_daemon_run(const sl_daemon_opts *o)

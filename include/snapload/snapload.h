@@ -836,7 +836,9 @@ bool sl_restore_start(sl_restore *r, GError **errp);
  * sl_restore_poll: 0 when every page is present, -EINPROGRESS while the
  * restore runs (and before sl_restore_start(), which alone can end it),
  * the fatal -errno that stopped it, or -ECANCELED after sl_restore_stop()
- * before completion.
+ * before completion.  Since 1.24, -EBADMSG after a stop before completion
+ * when a page had been refused (checksum mismatch) by then: before, the
+ * refusal showed only in a restore that completed.
  */
 int sl_restore_poll(sl_restore *r);
 
@@ -853,6 +855,16 @@ int sl_restore_poll(sl_restore *r);
  * SL_ERROR_STATE "restore stopped: ...".
  */
 GError *sl_restore_error(sl_restore *r);
+
+/**
+ * sl_restore_refused: the first page refused so far (its bytes did not
+ * match their checksum: it is poisoned, a consumer touching it gets
+ * SIGBUS), as sl_restore_error() names it (SL_ERROR_CHECKSUM: block, page
+ * and offset), or NULL if none was.  Callable at any time: a refused page
+ * does not end the restore, which goes on serving the others and fails
+ * (-EBADMSG) only at its end or its stop.  Caller frees.  Since 1.24.
+ */
+GError *sl_restore_refused(sl_restore *r);
 
 /**
  * sl_restore_wait: wait up to @timeout_ms (-1 = forever) for completion or

@@ -277,6 +277,7 @@ typedef struct {
     int hello_timeout_ms;   /* 0: the daemon's default */
     int register_timeout_ms; /* 0: the daemon's default */
     bool forge_zero;        /* flip two cancelling bitmap bits: page 0 stored, page 1 zero */
+    bool corrupt_page1;     /* flip a byte of page 1's stored bytes: its checksum fails */
     uint64_t first_page;    /* consumers start reading here */
     shared_counts *counts;
     char *written_dir;      /* non-NULL: the daemon tracks writes (keep_memory too) */
@@ -325,6 +326,24 @@ static void forge_zero_page(const char *path)
     close(fd);
 }
 
+/* Flips a byte of stored page 1 of block 0 in snapshot @path. */
+static void corrupt_page_1(const char *path)
+{
+    g_autoptr(GError) err = NULL;
+    sl_snapshot *s = sl_snapshot_open(path, &err);
+    off_t off = s ? (off_t)(s->blocks[0].pages_offset + PSIZE + 9) : 0;
+    uint8_t byte;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+
+    assert_non_null(s);
+    assert_true(sl_snapshot_page_present(s, 0, 1));
+    sl_snapshot_close(s);
+    assert_true(fd >= 0 && pread(fd, &byte, 1, off) == 1);
+    byte ^= 0x40;
+    assert_true(pwrite(fd, &byte, 1, off) == 1);
+    close(fd);
+}
+
 /*
  * A child of f->snap storing pages 1 to 8 of block 0 again (the same
  * bytes: consumers check the same content, read from two files); the
@@ -365,6 +384,9 @@ static void make_snapshot(fixture *f)
     sl_test_make_snapshot(f->snap, lengths, MAX(f->nblocks, 1), PSIZE, 4, 0);
     if (f->forge_zero) {
         forge_zero_page(f->snap);
+    }
+    if (f->corrupt_page1) {
+        corrupt_page_1(f->snap);
     }
     if (f->moved_parent) {
         make_child_of_moved_parent(f);
@@ -868,14 +890,14 @@ static void expect_stats_error(fixture *f, const char *why)
  * having read nothing (a supervised one is ended by its client's
  * supervisor thread).  Ends it.
  */
-static void consumer_of_forged_page_waits(fixture *f, pid_t c)
+static void consumer_of_refused_page_waits(fixture *f, pid_t c, const char *why)
 {
     int status;
 
     assert_int_equal(waitpid(f->daemon, &status, 0), f->daemon);
     f->daemon = 0;
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) != 0); /* the restore failed */
-    expect_stats_error(f, "does not match its digest");
+    expect_stats_error(f, why);
     g_usleep(500000); /* time to read zeros, were it woken to */
     assert_int_equal(waitpid(c, &status, WNOHANG), 0); /* still waiting on the page */
     assert_int_equal(atomic_load(&f->counts->bad), 0);
@@ -901,7 +923,7 @@ static void test_forged_zero_page_never_reaches_a_consumer(void **state)
     setup_daemon(f, 4u << 20, 0, 0);
     c = spawn_consumer(f, "vmm", 1);
     if (!sl_uffd_has_features(UFFD_FEATURE_POISON)) {
-        consumer_of_forged_page_waits(f, c);
+        consumer_of_refused_page_waits(f, c, "does not match its digest");
         return;
     }
     assert_int_equal(waitpid(c, &status, 0), c);
@@ -916,6 +938,43 @@ static void test_forged_zero_page_never_reaches_a_consumer(void **state)
     f->daemon = 0;
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) != 0); /* the restore failed */
     expect_stats_error(f, "does not match its digest");
+}
+
+/*
+ * A page refused on the fault path while no loaders run (the restore cannot
+ * complete): the consumer touching it dies of SIGBUS, and the daemon,
+ * ended by a signal, names the page in its result line and exits 1 (found
+ * by a user's test: it said only "stopped before completion", and nothing
+ * told why the consumer had died).
+ */
+static void test_a_page_refused_before_a_stop_is_named_in_the_daemons_report(void **state)
+{
+    fixture *f = *state;
+    pid_t c;
+    int status;
+
+    f->corrupt_page1 = true;
+    f->first_page = 1;
+    f->want_stats = true;
+    setup_daemon(f, 4u << 20, 0, 0);
+    c = spawn_consumer(f, "vmm", 1);
+    if (!sl_uffd_has_features(UFFD_FEATURE_POISON)) {
+        consumer_of_refused_page_waits(f, c, "block 'b0' page 1 ");
+        return;
+    }
+    assert_int_equal(waitpid(c, &status, 0), c);
+    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGBUS) {
+        fail_msg("the consumer of a corrupt page %s %d, expected SIGBUS",
+                 WIFEXITED(status) ? "exited" : "died of signal",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    }
+    assert_int_equal(atomic_load(&f->counts->bad), 0);
+    assert_int_equal(kill(f->daemon, SIGTERM), 0);
+    assert_int_equal(waitpid(f->daemon, &status, 0), f->daemon);
+    f->daemon = 0;
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+    expect_stats_error(f, "block 'b0' page 1 (offset 4096 in the block) could not be read: "
+                          "checksum mismatch");
 }
 
 /*
@@ -3735,6 +3794,8 @@ int main(void)
         cmocka_unit_test(test_random_packets_never_crash_the_decoder),
         cmocka_unit_test(test_unprintable_block_names_are_rejected_by_the_decoder),
         cmocka_unit_test_setup_teardown(test_forged_zero_page_never_reaches_a_consumer,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_a_page_refused_before_a_stop_is_named_in_the_daemons_report,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_shmem_vmm_and_late_backend_see_correct_bytes,
                                         fixture_setup, fixture_teardown),

@@ -2499,20 +2499,26 @@ static void test_cli_consumers_end_with_a_killed_restore(void **state)
 
 /*
  * A corrupt page with touch threads reading it (seq, random), consumer
- * processes (shared memory) or no reader at all: the CLI never crashes and
- * says, in one line, which file, block and page could not be read and why.
+ * processes (shared memory), no reader at all, or a recording run with no
+ * loaders, stopped after 200 pages before the restore could complete
+ * (found by a user's test: it said nothing of the page, and its JSON said
+ * "ok"): the CLI never crashes and says, in one line, which file, block
+ * and page could not be read and why.
  */
 static void test_cli_names_the_corrupt_page_and_never_crashes(void **state)
 {
     fixture *f = *state;
+    g_autofree char *dir = sl_test_tmpdir(), *hot = g_build_filename(dir, "hot", NULL);
     static const char *const seq[] = { "--touch-threads", "2", "--access", "seq", NULL };
     static const char *const rnd[] = { "--touch-threads", "2", "--threads", "0", NULL };
     static const char *const none[] = { "--touch-threads", "0", NULL };
+    const char *const rec[] = { "--threads", "0", "--touch-threads", "1", "--access", "seq",
+                                "--workload", "200", "--record", hot, NULL };
     static const char *const cons[] = { "--consumers", "2", "--touch-threads", "1", NULL };
-    const char *const *runs[] = { seq, rnd, none, cons };
+    const char *const *runs[] = { seq, rnd, none, rec, cons };
     /* Without UFFDIO_POISON a consumer reading the refused page waits for
      * good; the CLI ends it rather than wait for it (Debian 12's 6.1). */
-    unsigned nruns = f->bc->kind == SL_BACKEND_ANON ? 3 : 4;
+    unsigned nruns = f->bc->kind == SL_BACKEND_ANON ? 4 : 5;
 
     fixture_build(f, 4u << 20, 0, 0);
     corrupt_page(f, 5);
@@ -2531,6 +2537,8 @@ static void test_cli_names_the_corrupt_page_and_never_crashes(void **state)
                      "mismatch, got: %s", i, f->path, err);
         }
     }
+    unlink(hot);
+    sl_test_rmdir(g_steal_pointer(&dir));
 }
 
 /*

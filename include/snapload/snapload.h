@@ -976,7 +976,10 @@ bool sl_restore_written(sl_restore *r, const char *block_name, GArray *runs, GEr
  * refused (SL_ERROR_STATE) once another process has mapped a block during
  * this restore, as sl_restore_written() is (@w is then not to be finished);
  * units listed but not placed yet (or refused) are left to the parent.
- * Since 1.19, waits for a reset or another save of @r that runs.
+ * Since 1.19, waits for a reset or another save of @r that runs.  Since
+ * 1.24, of each written unit only the pages that differ from the parent's
+ * are stored (by checksum, else by the parent's bytes for units of
+ * several pages): a written hugepage no longer stores its unchanged pages.
  */
 bool sl_restore_write_child(sl_restore *r, sl_writer *w, const char *parent_path,
                             GError **errp);

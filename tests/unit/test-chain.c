@@ -1745,6 +1745,8 @@ static void test_a_lone_empty_parent_option_keeps_the_recorded_path(void **state
     chain_clear(&c);
 }
 
+/* inspect of a child prints its chain, and counts as zero the pages that
+ * became zero in a child (found by a user's test: counted present). */
 static void test_inspect_prints_the_chain(void **state)
 {
     chain c;
@@ -1777,6 +1779,16 @@ static void test_inspect_prints_the_chain(void **state)
             expect_in(out, want_path);
             expect_in(out, want_id);
             expect_in(out, want_stored);
+        }
+        for (unsigned b = 0; json && b < NBLOCKS; b++) { /* zero: as the model says */
+            uint64_t zero = 0;
+            for (uint64_t i = 0; i < npages(b); i++) {
+                zero += c.gen[b][i] == ZERO;
+            }
+            g_autofree char *want = g_strdup_printf("\"present_pages\": %" G_GUINT64_FORMAT
+                                                    ", \"zero_pages\": %" G_GUINT64_FORMAT,
+                                                    npages(b) - zero, zero);
+            expect_in(out, want);
         }
     }
     sl_snapshot_close(s);

@@ -301,20 +301,62 @@ static bool merge_block(sl_snapshot *s, sl_block *b, const sl_block *pb, GError 
     return true;
 }
 
+/*
+ * Whether @p, opened alone, is the parent @ref names, as far as its own
+ * metadata and the parent identity it records tell, before its own chain
+ * is walked: a stranger in the middle of a chain is named where it is
+ * (found by a user's test: the error blamed the stranger's parent, the
+ * right file, since the walk failed below it first).  Where @p records a
+ * wrong parent of its own, its walk says so; without checksums, the check
+ * after the walk does.
+ */
+static bool may_be(sl_snapshot *p, const parent_ref *ref, GError **errp)
+{
+    parent_ref pref = { .path = NULL };
+    uint8_t id[SL_IDENTITY_LEN];
+    char want[2 * SL_IDENTITY_LEN + 1], got[2 * SL_IDENTITY_LEN + 1];
+    g_autoptr(GError) ignored = NULL;
+    bool has = false, known;
+
+    known = find_parent(p, &has, &pref, &ignored) &&
+            sl_identity_with_parent(p, has ? pref.id : NULL, id);
+    g_free(pref.path);
+    if (!known || memcmp(id, ref->id, SL_IDENTITY_LEN) == 0) {
+        return true;
+    }
+    sl_identity_hex(ref->id, want);
+    sl_identity_hex(id, got);
+    return SL_BAD(errp, "its parent %s holds other content than the snapshot it was made "
+                  "from (identity %s, recorded %s): it cannot be restored over it", p->path,
+                  got, want);
+}
+
 /* Opens @s's parent at @path (walked by @walk), checks it and merges it in. */
 static bool attach_parent(sl_snapshot *s, const parent_ref *ref, const char *path,
                           unsigned flags, sl_chain_walk *walk, GError **errp)
 {
     GError *err = NULL;
+    sl_snapshot *p;
 
     if (!may_open_next(walk, path, errp)) {
         return false;
     }
-    s->parent = sl_snapshot_open_in(path, flags, walk, &err);
-    if (!s->parent) {
+    p = sl_snapshot_open_one(path, flags, walk, &err);
+    if (!p) {
         g_propagate_prefixed_error(errp, err, "its parent (recorded as '%s'): ", ref->path);
         return false;
     }
+    if (!may_be(p, ref, errp)) {
+        sl_snapshot_close(p);
+        return false;
+    }
+    if (!sl_chain_attach(p, flags, walk, &err)) {
+        sl_snapshot_close(p);
+        g_propagate_prefixed_error(errp, err, "its parent (recorded as '%s'): ", ref->path);
+        return false;
+    }
+    sl_identity_compute(p);
+    s->parent = p;
     if (!same_identity(s, s->parent, ref, errp) || !same_blocks(s, s->parent, errp)) {
         return false;
     }

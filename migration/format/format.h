@@ -620,6 +620,23 @@ GBytes *sl_parent_section(const uint8_t id[SL_IDENTITY_LEN], const char *path, G
 /** sl_identity_compute (identity.c): sets @s's identity, where it has checksums. */
 void sl_identity_compute(sl_snapshot *s);
 
+/**
+ * sl_identity_with_parent (identity.c): into @out, the identity @s has
+ * with a parent of identity @parent_id (NULL: none), as its own metadata
+ * alone gives it: a child opened without its chain yet, checked against
+ * what its own child records before the rest of the chain is walked.
+ * False where @s has no checksums.
+ */
+bool sl_identity_with_parent(const sl_snapshot *s, const uint8_t *parent_id,
+                             uint8_t out[SL_IDENTITY_LEN]);
+
+/**
+ * sl_snapshot_open_one (snapshot.c): one file of a chain, parsed and
+ * entered in @walk, its own parent not attached yet (sl_chain_attach()).
+ */
+sl_snapshot *sl_snapshot_open_one(const char *path, unsigned flags, sl_chain_walk *walk,
+                                  GError **errp);
+
 /** sl_identity_hex: @id as 32 lowercase hex digits and a NUL. */
 void sl_identity_hex(const uint8_t id[SL_IDENTITY_LEN], char out[2 * SL_IDENTITY_LEN + 1]);
 

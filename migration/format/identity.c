@@ -39,18 +39,18 @@ static void feed_block(XXH3_state_t *st, const sl_block *b)
     }
 }
 
-void sl_identity_compute(sl_snapshot *s)
+bool sl_identity_with_parent(const sl_snapshot *s, const uint8_t *parent_id,
+                             uint8_t out[SL_IDENTITY_LEN])
 {
     XXH3_state_t st;
     XXH128_canonical_t c;
 
-    s->has_identity = false;
-    if (!s->has_checksums || (s->parent && !s->parent->has_identity)) {
-        return;
+    if (!s->has_checksums) {
+        return false;
     }
     for (unsigned i = 0; i < s->nblocks; i++) {
         if (!s->blocks[i].digests) {
-            return;
+            return false;
         }
     }
     XXH3_128bits_reset(&st);
@@ -59,14 +59,21 @@ void sl_identity_compute(sl_snapshot *s)
     for (unsigned i = 0; i < s->nblocks; i++) {
         feed_block(&st, &s->blocks[i]);
     }
-    feed_le64(&st, s->parent != NULL);
-    if (s->parent) {
-        XXH3_128bits_update(&st, s->parent->identity, SL_IDENTITY_LEN);
+    feed_le64(&st, parent_id != NULL);
+    if (parent_id) {
+        XXH3_128bits_update(&st, parent_id, SL_IDENTITY_LEN);
     }
     XXH128_canonicalFromHash(&c, XXH3_128bits_digest(&st));
     G_STATIC_ASSERT(sizeof(c.digest) == SL_IDENTITY_LEN);
-    memcpy(s->identity, c.digest, SL_IDENTITY_LEN);
-    s->has_identity = true;
+    memcpy(out, c.digest, SL_IDENTITY_LEN);
+    return true;
+}
+
+void sl_identity_compute(sl_snapshot *s)
+{
+    s->has_identity = (!s->parent || s->parent->has_identity) &&
+                      sl_identity_with_parent(s, s->parent ? s->parent->identity : NULL,
+                                              s->identity);
 }
 
 void sl_identity_hex(const uint8_t id[SL_IDENTITY_LEN], char out[2 * SL_IDENTITY_LEN + 1])

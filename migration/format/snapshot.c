@@ -57,8 +57,8 @@ static int64_t mtime_ns(const struct stat *st)
 }
 
 /* Opens and parses the one file @path; notes it in @walk (a chain's files). */
-static sl_snapshot *open_file(const char *path, unsigned flags, sl_chain_walk *walk,
-                              GError **errp)
+sl_snapshot *sl_snapshot_open_one(const char *path, unsigned flags, sl_chain_walk *walk,
+                                  GError **errp)
 {
     sl_snapshot *s = sl_snapshot_alloc(path);
     struct stat st;
@@ -100,7 +100,7 @@ static sl_snapshot *open_file(const char *path, unsigned flags, sl_chain_walk *w
 sl_snapshot *sl_snapshot_open_in(const char *path, unsigned flags, sl_chain_walk *walk,
                                  GError **errp)
 {
-    sl_snapshot *s = open_file(path, flags, walk, errp);
+    sl_snapshot *s = sl_snapshot_open_one(path, flags, walk, errp);
 
     if (s && !sl_chain_attach(s, flags, walk, errp)) {
         sl_snapshot_close(s);

@@ -606,6 +606,36 @@ static void expect_open_refused(const char *path, const char *parent, const char
     expect_refused_with(path, parent, NULL, needles);
 }
 
+/* Copies file @from over @to. */
+static void copy_file_to(const char *from, const char *to)
+{
+    g_autofree char *data = NULL;
+    gsize len;
+
+    assert_true(g_file_get_contents(from, &data, &len, NULL));
+    assert_true(g_file_set_contents(to, data, (gssize)len, NULL));
+}
+
+/*
+ * A file in the middle of a chain replaced by another chain's file of the
+ * same name: the refusal names it as the parent its child does not
+ * record, not its own parent (found by a user's test: the walk failed
+ * below the stranger first, blaming the right file under it).
+ */
+static void test_a_stranger_in_the_middle_of_a_chain_is_the_one_named(void **state)
+{
+    g_autofree char *want = NULL;
+    chain c, d;
+
+    chain_build(&c, 4, 21);
+    chain_build(&d, 4, 22);
+    copy_file_to(d.path[2], c.path[2]);
+    want = g_strdup_printf("%s: its parent %s holds other content", c.path[3], c.path[2]);
+    expect_open_refused(c.path[3], NULL, (const char *const[]){ want, NULL });
+    chain_clear(&d);
+    chain_clear(&c);
+}
+
 static void test_child_refuses_a_parent_with_other_content(void **state)
 {
     chain c;
@@ -939,6 +969,47 @@ static void test_chain_that_loops_is_refused(void **state)
     chain_clear(&c);
 }
 
+/*
+ * Rewrites the parent identity snapshot @path records to @id, with the
+ * checksums that cover it (the section's, the tables', the header's): a
+ * file whose chain is consistent where the writer would refuse to make it,
+ * as only a hostile writer does.
+ */
+static void forge_parent_identity(const char *path, const uint8_t id[SL_IDENTITY_LEN])
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    uint8_t hdr[64];
+    uint64_t bt, st;
+    size_t btl, stl;
+    g_autofree uint8_t *tables = NULL;
+
+    assert_true(fd >= 0 && pread(fd, hdr, sizeof(hdr), 0) == sizeof(hdr));
+    bt = sl_le64(hdr + 32);
+    st = sl_le64(hdr + 40);
+    btl = (size_t)sl_le32(hdr + 24) * 128;
+    stl = (size_t)sl_le32(hdr + 28) * 32;
+    tables = g_malloc(btl + stl);
+    assert_true(pread(fd, tables, btl, (off_t)bt) == (ssize_t)btl);
+    assert_true(pread(fd, tables + btl, stl, (off_t)st) == (ssize_t)stl);
+    for (size_t e = btl; e < btl + stl; e += 32) {
+        uint64_t off = sl_le64(tables + e + 8), len = sl_le64(tables + e + 16);
+        g_autofree uint8_t *data = NULL;
+        if (sl_le32(tables + e) != SL_SECTION_PARENT) {
+            continue;
+        }
+        data = g_malloc(len);
+        assert_true(pread(fd, data, len, (off_t)off) == (ssize_t)len);
+        memcpy(data, id, SL_IDENTITY_LEN);
+        assert_true(pwrite(fd, data, len, (off_t)off) == (ssize_t)len);
+        sl_put_le64(tables + e + 24, sl_hash(data, len));
+    }
+    assert_true(pwrite(fd, tables + btl, stl, (off_t)st) == (ssize_t)stl);
+    sl_put_le64(hdr + 48, sl_hash(tables, btl + stl));
+    sl_put_le64(hdr + 56, sl_hash(hdr, 56));
+    assert_true(pwrite(fd, hdr, sizeof(hdr), 0) == sizeof(hdr));
+    close(fd);
+}
+
 static void test_chain_longer_than_the_limit_is_refused(void **state)
 {
     g_autoptr(GRand) rng = g_rand_new_with_seed(3);
@@ -981,6 +1052,17 @@ static void test_chain_longer_than_the_limit_is_refused(void **state)
             sl_snapshot_close(s);
         }
         if (g == SL_MAX_CHAIN) {
+            /* Made over gen0, it records gen0's identity: refused at its
+             * parent, the first file that is not what it records. */
+            expect_open_refused(path, NULL, (const char *const[]){ path, "holds other content",
+                                NULL });
+            /* Recording gen63's own identity, as a hostile writer could:
+             * the walk goes down and refuses the 65th file. */
+            sl_snapshot *p63 = open_ok(ppath, 0);
+            uint8_t id[SL_IDENTITY_LEN];
+            assert_true(sl_snapshot_identity(p63, id, NULL));
+            sl_snapshot_close(p63);
+            forge_parent_identity(path, id);
             expect_open_refused(path, NULL, (const char *const[]){ path,
                                 "longer than 64 snapshots", NULL });
         }
@@ -1989,6 +2071,7 @@ int main(void)
         cmocka_unit_test(test_corrupt_or_truncated_child_is_refused),
         cmocka_unit_test(test_chain_that_loops_is_refused),
         cmocka_unit_test(test_chain_longer_than_the_limit_is_refused),
+        cmocka_unit_test(test_a_stranger_in_the_middle_of_a_chain_is_the_one_named),
         cmocka_unit_test(test_parent_without_checksums_is_refused_with_the_fix),
         cmocka_unit_test(test_qemu_file_with_its_index_can_be_a_parent),
         cmocka_unit_test(test_writer_refuses_blocks_unlike_the_parents),

@@ -702,4 +702,11 @@ int64_t sl_cached_pages(int fd, uint64_t off, uint64_t len);
 int sl_pread_full(int fd, void *buf, size_t len, uint64_t off);
 int sl_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 
+/**
+ * sl_pwrite_nonzero: sl_pwrite_full() of @buf, but the 4 KiB parts of the
+ * file that would hold only zeros are left unwritten: holes of a file the
+ * caller created empty (O_TRUNC), which read as zeros and take no disk.
+ */
+int sl_pwrite_nonzero(int fd, const void *buf, size_t len, uint64_t off);
+
 #endif /* SNAPLOAD_FORMAT_H */

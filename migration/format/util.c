@@ -136,6 +136,24 @@ int sl_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
     return 0;
 }
 
+int sl_pwrite_nonzero(int fd, const void *buf, size_t len, uint64_t off)
+{
+    const uint8_t *p = buf;
+    const uint64_t fp = 4096;
+
+    while (len) {
+        size_t n = (size_t)MIN((uint64_t)len, fp - off % fp); /* to the next file page */
+        int ret = sl_all_zero(p, n) ? 0 : sl_pwrite_full(fd, p, n, off);
+        if (ret < 0) {
+            return ret;
+        }
+        p += n;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
 char *sl_partial_path(const char *out)
 {
     g_autofree char *base = g_path_get_basename(out), *dir = g_path_get_dirname(out);

@@ -1279,6 +1279,47 @@ static uint64_t allocated(const char *path)
     return (uint64_t)st.st_blocks * 512;
 }
 
+/*
+ * A child that stores no page takes next to no disk for the pages it
+ * leaves to its parent: its bitmap and checksum array, zero there, are
+ * holes (found by a user's test: an empty child of a 128 MiB guest took
+ * 268 KiB, its arrays written out as zeros), and it still opens whole.
+ */
+static void test_an_empty_child_takes_no_room_for_the_pages_it_leaves_to_its_parent(
+    void **state)
+{
+    const uint64_t len = 256u << 20;
+    g_autoptr(GError) err = NULL;
+    g_autofree char *dir = sl_test_tmpdir();
+    g_autofree char *ppath = g_build_filename(dir, "parent.snap", NULL);
+    g_autofree char *cpath = g_build_filename(dir, "child.snap", NULL);
+    uint8_t page[PSIZE], got[PSIZE];
+    sl_snapshot *p, *c;
+    sl_writer *w;
+
+    (void)state;
+    sl_test_fill_page(page, PSIZE, 7, 1, 0);
+    w = new_writer(ppath);
+    assert_int_equal(sl_writer_add_block(w, "b0", len, PSIZE, -1, &err), 0);
+    assert_true(sl_writer_write(w, 0, 7 * PSIZE, page, PSIZE, &err));
+    finish(w);
+    p = open_ok(ppath, 0);
+    w = new_writer(cpath);
+    assert_true(sl_writer_set_parent(w, p, "parent.snap", &err));
+    assert_int_equal(sl_writer_add_block(w, "b0", len, PSIZE, -1, &err), 0);
+    finish(w);
+    sl_snapshot_close(p);
+    if (allocated(cpath) > (64u << 10)) { /* its arrays alone are 520 KiB */
+        fail_msg("an empty child of a %" G_GUINT64_FORMAT " MiB guest takes %" G_GUINT64_FORMAT
+                 " bytes of disk", len >> 20, allocated(cpath));
+    }
+    c = open_ok(cpath, 0);
+    assert_int_equal(sl_snapshot_read_pages(c, 0, 7, 1, got, true), 0);
+    assert_memory_equal(got, page, PSIZE);
+    sl_snapshot_close(c);
+    sl_test_rmdir(g_steal_pointer(&dir));
+}
+
 /* A full snapshot of one 64 MiB block: page i is generation gen[i]. */
 static void write_full(const char *path, const uint32_t *gen, uint64_t pages)
 {
@@ -2072,6 +2113,7 @@ int main(void)
         cmocka_unit_test(test_chain_that_loops_is_refused),
         cmocka_unit_test(test_chain_longer_than_the_limit_is_refused),
         cmocka_unit_test(test_a_stranger_in_the_middle_of_a_chain_is_the_one_named),
+        cmocka_unit_test(test_an_empty_child_takes_no_room_for_the_pages_it_leaves_to_its_parent),
         cmocka_unit_test(test_parent_without_checksums_is_refused_with_the_fix),
         cmocka_unit_test(test_qemu_file_with_its_index_can_be_a_parent),
         cmocka_unit_test(test_writer_refuses_blocks_unlike_the_parents),

@@ -238,6 +238,12 @@ static bool mapped_by_qemu(sl_qmp *q, const sl_qemu_backend *b, GError **errp)
     file_search fs = { .found = false };
 
     fs.have = stat(b->mem_path, &fs.st) == 0;
+    if (fs.have && S_ISDIR(fs.st.st_mode)) { /* said as qemu-restore says it (a user's test) */
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "memory backend '%s': mem-path %s is a "
+                    "directory: QEMU made an unlinked file in it, which no save can read by "
+                    "name; name a file (or use --format qemu)", b->id, b->mem_path);
+        return false;
+    }
     if (pid <= 0 || !sl_vmas_each(pid, 0, UINT64_MAX, false, find_file, &fs, NULL) || fs.found) {
         return true; /* QEMU maps it, or its mappings cannot be read (unchecked) */
     }

@@ -267,6 +267,26 @@ static char *qom_get(sl_qmp *q, const char *path, const char *prop, GError **err
     }
 }
 
+/*
+ * A relative mem-path @mem as QEMU took it: from QEMU's working directory
+ * (its /proc/PID/cwd), not ours (found by a user's test: a save run from
+ * another directory than QEMU's named another file, or none).  @mem as it
+ * is when absolute or when QEMU's directory cannot be read.
+ */
+static char *from_qemus_dir(sl_qmp *q, char *mem)
+{
+    pid_t pid = sl_qmp_peer_pid(q);
+    g_autofree char *link = pid > 0 ? g_strdup_printf("/proc/%d/cwd", (int)pid) : NULL;
+    g_autofree char *cwd = link ? g_file_read_link(link, NULL) : NULL;
+
+    if (!mem || g_path_is_absolute(mem) || !cwd) {
+        return mem;
+    }
+    char *abs = g_build_filename(cwd, mem, NULL);
+    g_free(mem);
+    return abs;
+}
+
 /* Backend @id, a memory-backend-file, or (@ram) a memory-backend-ram. */
 static sl_qemu_backend *backend_over_qmp(sl_qmp *q, const char *id, bool ram, GError **errp)
 {
@@ -281,7 +301,7 @@ static sl_qemu_backend *backend_over_qmp(sl_qmp *q, const char *id, bool ram, GE
     }
     b = g_new0(sl_qemu_backend, 1);
     b->id = g_strdup(id);
-    b->mem_path = g_steal_pointer(&mem);
+    b->mem_path = from_qemus_dir(q, g_steal_pointer(&mem));
     b->size = g_ascii_strtoull(size, NULL, 10);
     if (!ram) { /* a property since QEMU 8.2: absent before, so 0 */
         g_autofree char *off = qom_get(q, path, "offset", NULL);

@@ -558,6 +558,19 @@ JsonObject *parse_json(const char *text)
     return json_object_ref(json_node_get_object(json_parser_get_root(p)));
 }
 
+JsonObject *restore_was_clean(JsonObject *res)
+{
+    JsonObject *rs = json_object_get_object_member(res, "restore");
+
+    assert_non_null(rs);
+    assert_string_equal(json_object_get_string_member(res, "status"), "ok");
+    assert_int_equal(json_object_get_int_member(res, "pages_placed_twice"), 0);
+    assert_int_equal(json_object_get_int_member(rs, "pages_placed_twice"), 0);
+    assert_int_equal(json_object_get_int_member(rs, "pages_never_placed"), 0);
+    assert_int_equal(json_object_get_int_member(rs, "checksum_failures"), 0);
+    return rs;
+}
+
 /*
  * Pages of the mapping of @path in process @pid that are in its page
  * tables (/proc/PID/pagemap); *@total gets the mapping's pages.  @path

@@ -185,6 +185,13 @@ void run_peer(const fixture *f, const char *dsock);
 JsonObject *parse_json(const char *text);
 
 /*
+ * The "restore" object of qemu-restore's JSON @res, after checking that
+ * the restore was clean: status ok, no page placed twice (both counts),
+ * none never placed, no checksum failure.
+ */
+JsonObject *restore_was_clean(JsonObject *res);
+
+/*
  * Pages of the mapping of @path in process @pid that are in its page
  * tables (/proc/PID/pagemap); *@total gets the mapping's pages.  @path
  * NULL: QEMU's anonymous guest RAM, its largest private read-write mapping

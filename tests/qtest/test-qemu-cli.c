@@ -237,6 +237,43 @@ static void test_a_save_takes_relative_and_non_ascii_paths(void **state)
 }
 
 /*
+ * A relative mem-path is QEMU's: a save run from another directory than
+ * QEMU's reads the file QEMU maps (found by a user's test: it looked in
+ * its own directory, and refused, saying the file had been replaced); a
+ * mem-path that is a directory (QEMU makes an unlinked file in it) is
+ * refused saying so, the guest left running.
+ */
+static void test_a_save_reads_a_relative_mem_path_from_qemus_directory(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *qmp = path_in(f, "guest.qmp"), *snap = path_in(f, "rel.snap");
+    g_autofree char *cwd = g_get_current_dir(), *dir = g_path_get_dirname(f->memfile);
+    g_autofree char *base = g_path_get_basename(f->memfile), *err = NULL;
+    g_autoptr(GPtrArray) a = g_ptr_array_new_with_free_func(g_free);
+    g_autoptr(GPtrArray) d = g_ptr_array_new_with_free_func(g_free);
+    sl_qmp *q;
+    int ws;
+
+    need(f);
+    assert_int_equal(chdir(dir), 0);
+    guest_args(a, f, base);
+    q = start_with_qmp(f, a, qmp); /* QEMU runs in the RAM file's directory */
+    assert_int_equal(chdir(cwd), 0);
+    ws = qemu_save(qmp, (const char *[]){ "-o", snap, "--resume", NULL }, &err);
+    if (!g_spawn_check_wait_status(ws, NULL) || access(snap, R_OK) < 0) {
+        fail_msg("qemu-save of a guest with mem-path=%s, QEMU in %s (status %#x):\n%s", base,
+                 dir, ws, err);
+    }
+    sl_qmp_ok(q, "quit", NULL, NULL);
+    sl_qmp_close(q);
+    guest_args(d, f, dir);
+    q = start_with_qmp(f, d, qmp);
+    save_fails_guest_runs(q, qmp, (const char *[]){ "-o", snap, NULL }, "is a directory");
+    sl_qmp_ok(q, "quit", NULL, NULL);
+    sl_qmp_close(q);
+}
+
+/*
  * --resume runs the guest again after a save, so a child can be saved
  * right after; a save without it leaves the guest in postmigrate, and the
  * next save is refused saying to `cont` it, the guest left as it was.
@@ -1619,6 +1656,7 @@ int main(void)
         CASE(test_a_linked_mem_path_restores_into_the_file_it_leads_to),
         CASE(test_working_directories_of_killed_runs_go_and_held_ones_stay),
         CASE(test_vhost_user_back_ends_that_exit_or_come_late_are_told_apart),
+        CASE(test_a_save_reads_a_relative_mem_path_from_qemus_directory),
     };
 
     qtest_pick_qemu();

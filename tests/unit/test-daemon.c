@@ -906,6 +906,20 @@ static void consumer_of_refused_page_waits(fixture *f, pid_t c, const char *why)
     assert_int_equal(waitpid(c, &status, 0), c);
 }
 
+/* Consumer @c, the first touch of which is @what, dies of SIGBUS having read no wrong byte. */
+static void consumer_dies_of_sigbus(fixture *f, pid_t c, const char *what)
+{
+    int status;
+
+    assert_int_equal(waitpid(c, &status, 0), c);
+    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGBUS) {
+        fail_msg("the consumer of %s %s %d, expected SIGBUS", what,
+                 WIFEXITED(status) ? "exited" : "died of signal",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    }
+    assert_int_equal(atomic_load(&f->counts->bad), 0);
+}
+
 /*
  * The cancelling bit flips of issue 10 through `snapload serve`: a consumer
  * whose first touch is the stored page the bitmap calls zero never reads
@@ -926,13 +940,7 @@ static void test_forged_zero_page_never_reaches_a_consumer(void **state)
         consumer_of_refused_page_waits(f, c, "does not match its digest");
         return;
     }
-    assert_int_equal(waitpid(c, &status, 0), c);
-    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGBUS) {
-        fail_msg("the consumer of a forged zero page %s %d, expected SIGBUS",
-                 WIFEXITED(status) ? "exited" : "died of signal",
-                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-    }
-    assert_int_equal(atomic_load(&f->counts->bad), 0);
+    consumer_dies_of_sigbus(f, c, "a forged zero page");
     assert_int_equal(atomic_load(&f->counts->touched), 0);
     assert_int_equal(waitpid(f->daemon, &status, 0), f->daemon);
     f->daemon = 0;
@@ -962,13 +970,7 @@ static void test_a_page_refused_before_a_stop_is_named_in_the_daemons_report(voi
         consumer_of_refused_page_waits(f, c, "block 'b0' page 1 ");
         return;
     }
-    assert_int_equal(waitpid(c, &status, 0), c);
-    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGBUS) {
-        fail_msg("the consumer of a corrupt page %s %d, expected SIGBUS",
-                 WIFEXITED(status) ? "exited" : "died of signal",
-                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-    }
-    assert_int_equal(atomic_load(&f->counts->bad), 0);
+    consumer_dies_of_sigbus(f, c, "a corrupt page");
     assert_int_equal(kill(f->daemon, SIGTERM), 0);
     assert_int_equal(waitpid(f->daemon, &status, 0), f->daemon);
     f->daemon = 0;

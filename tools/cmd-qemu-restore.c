@@ -83,16 +83,21 @@ static sl_qemu_backend *backend_named(GPtrArray *all, const char *name)
  * large enough to be guest RAM (found by testing: a memfd backend or a
  * virtio-mem device's RAM went eager without a word).
  */
-static void eager_note(const sl_block_info *bi, const sl_qemu_backend *found)
+static void eager_note(char **argv, const sl_block_info *bi, const sl_qemu_backend *found)
 {
+    g_autofree char *kind = found ? NULL : sl_qemu_args_object_type(argv, bi->name);
+
     if (bi->length < EAGER_NOTE_BYTES) {
         return;
     }
     fprintf(stderr, "snapload: note: block '%s' (%" G_GUINT64_FORMAT " MiB) is loaded by QEMU "
-            "itself before the guest runs: %s\n", bi->name, bi->length >> 20,
-            !found ? "no memory-backend-file (share=on) or memory-backend-ram of that id in "
-                     "QEMU's arguments"
-                   : "it is shared anonymous memory (memory-backend-ram,share=on)");
+            "itself before the guest runs: %s%s%s\n", bi->name, bi->length >> 20,
+            found ? "it is shared anonymous memory (memory-backend-ram,share=on), which no "
+                    "lazy restore serves"
+            : kind ? "it is a " : "QEMU's arguments hold no memory-backend-file or "
+                                  "memory-backend-ram of that id (a device's memory, such as "
+                                  "virtio-mem's, is named after the device)",
+            kind ? kind : "", kind ? ", which no lazy restore serves" : "");
 }
 
 /*
@@ -163,7 +168,7 @@ static bool match_backends(qr *r, GError **errp)
             /* QEMU loads it (x-ignore-shared kept it in its file; or it is shared
              * anonymous memory, which the preload client does not register) */
             if (!found || sl_snapshot_block_in_file(r->snap, i)) {
-                eager_note(&bi, found); /* not one kept in its memory file */
+                eager_note(r->o->qemu_argv, &bi, found); /* not one kept in its memory file */
             }
             continue;
         }
@@ -719,6 +724,47 @@ static bool has_device_state(const qr *r, GError **errp)
 }
 
 /*
+ * The machine type the snapshot's stream names in its configuration
+ * section ("QEVM", version, 0x07, be32 length, the name), or NULL: QEMU's
+ * file says it once parsed; our container's device state is read for it
+ * (its first bytes: the load checks the whole section later).
+ */
+static char *saved_machine(const qr *r)
+{
+    uint8_t head[4 + 4 + 1 + 4 + 256];
+
+    if (r->snap->qemu) {
+        return g_strdup(r->snap->qemu->machine);
+    }
+    for (unsigned i = 0; i < r->snap->nsections; i++) {
+        const sl_section *sec = &r->snap->sections[i];
+        uint32_t len;
+        if (sec->type != SL_SECTION_DEVICE_STATE || sec->length < 13 ||
+            !sl_read_at(sec->fd, head, MIN(sec->length, sizeof(head)), sec->offset, "", NULL) ||
+            memcmp(head, "QEVM", 4) || head[8] != 0x07) {
+            continue;
+        }
+        len = sl_be32(head + 9);
+        return len <= 256 && 13 + len <= MIN(sec->length, sizeof(head))
+                   ? g_strndup((const char *)head + 13, len) : NULL;
+    }
+    return NULL;
+}
+
+/*
+ * QEMU's -machine makes the snapshot's machine type, checked before any
+ * RAM file is made again: QEMU would refuse the device state only once
+ * started, the RAM files already recreated empty (found by a user's test:
+ * a q35 snapshot restored with -machine pc).
+ */
+static bool machine_fits(const qr *r, GError **errp)
+{
+    g_autofree char *saved = saved_machine(r);
+
+    return sl_qemu_args_machine_fits(r->o->qemu_argv, saved, errp);
+}
+
+/*
  * --socket PATH must not be served already (a daemon answers a connection
  * there: another restore runs on it): refused before any RAM file is made,
  * so that a refused restore touches nothing.  A stale socket file is fine
@@ -743,7 +789,7 @@ static bool prepare(qr *r, GError **errp)
     if ((r->o->socket && !socket_free(r->o->socket, errp)) ||
         !(r->snap = cli_open_snapshot(r->o->snap, r->o->parents, 0, errp)) ||
         (r->o->record && cli_refuse_output(r->o->record, r->snap, "the hot list", errp)) ||
-        !has_device_state(r, errp) ||
+        !has_device_state(r, errp) || !machine_fits(r, errp) ||
         (!r->o->eager && !match_backends(r, errp)) ||
         !(r->tmp = cli_run_dir_make(NULL, "snapload-qemu-", &r->tmp_lock, errp))) {
         return false;
@@ -759,7 +805,8 @@ static bool prepare(qr *r, GError **errp)
     if (!r->o->eager && r->backends->len == 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "no block of %s is guest RAM that QEMU's "
                     "arguments name (memory-backend-file/-ram ids, or pc.ram of plain -m): "
-                    "nothing to restore lazily", r->o->snap);
+                    "nothing to restore lazily; QEMU's own load of the file takes every kind "
+                    "(qemu-restore %s --eager %s -- ...)", r->o->snap, r->o->snap, r->o->snap);
         return false;
     }
     if ((!r->o->eager && (!start_daemon(r, errp) || !write_blocks_file(r, errp))) ||

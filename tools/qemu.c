@@ -178,6 +178,89 @@ static const char *arg_of(char **argv, const char *opt)
     return v;
 }
 
+/*
+ * Every occurrence of option @name in @argv (spelled -NAME or --NAME, and
+ * -@alias/--@alias if not NULL: -M for -machine) merged as QEMU merges
+ * them: one table of its key=value parts, a later value replacing an
+ * earlier one, a bare part under @implied ("size" for -m, "type" for
+ * -machine).
+ * NULL if the option is not given.  Found by a user's test: `-m 256M -m
+ * slots=2,maxmem=1G` and `--m 256M` were refused, or read as 128M.
+ */
+static GHashTable *merged_opts(char **argv, const char *name, const char *alias,
+                               const char *implied)
+{
+    GHashTable *all = NULL;
+
+    for (char **a = argv; *a && a[1]; a++) {
+        const char *o = *a + (a[0][0] == '-') + (a[0][0] == '-' && a[0][1] == '-');
+        if (a[0][0] != '-' || (strcmp(o, name) && (!alias || strcmp(o, alias)))) {
+            continue;
+        }
+        g_autoptr(GHashTable) one = split_options(*++a);
+        GHashTableIter it;
+        gpointer k, v;
+        all = all ? all : g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        g_hash_table_iter_init(&it, one);
+        while (g_hash_table_iter_next(&it, &k, &v)) {
+            g_hash_table_insert(all, g_strdup(strcmp(k, "qom-type") ? k : implied), g_strdup(v));
+        }
+    }
+    return all;
+}
+
+/*
+ * Whether machine type @saved (as a stream's configuration names it:
+ * pc-q35-10.0) is what QEMU's @given one (-machine's type) makes: the
+ * same name, or an alias of its family (x86's pc and q35, else NAME for
+ * NAME-VERSION).  An alias of another version than @saved's passes here,
+ * QEMU itself refuses it.
+ */
+static bool machine_fits(const char *saved, const char *given)
+{
+    const char *family = !strcmp(given, "pc") ? "pc-i440fx-" : !strcmp(given, "q35") ? "pc-q35-"
+                         : NULL;
+    g_autofree char *generic = g_strdup_printf("%s-", given);
+
+    if (!strcmp(saved, given)) {
+        return true;
+    }
+    return family ? g_str_has_prefix(saved, family)
+                  : g_str_has_prefix(saved, generic) && g_ascii_isdigit(saved[strlen(generic)]);
+}
+
+bool sl_qemu_args_machine_fits(char **argv, const char *saved, GError **errp)
+{
+    g_autoptr(GHashTable) machine = merged_opts(argv, "machine", "M", "type");
+    const char *given = machine ? g_hash_table_lookup(machine, "type") : NULL;
+
+    if (!saved || !*saved || machine_fits(saved, given ? given : "pc")) {
+        return true; /* x86's default machine is pc */
+    }
+    g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "the snapshot is of machine type %s, but "
+                "QEMU's arguments make %s (%s): QEMU would refuse its device state; give "
+                "-machine %s", saved, given ? given : "pc",
+                given ? "-machine" : "no -machine: the default", saved);
+    return false;
+}
+
+char *sl_qemu_args_object_type(char **argv, const char *id)
+{
+    char *type = NULL;
+
+    for (char **a = argv; *a && a[1]; a++) {
+        if (strcmp(*a, "-object") && strcmp(*a, "--object")) {
+            continue;
+        }
+        g_autoptr(GHashTable) h = object_options(*++a);
+        if (!g_strcmp0(g_hash_table_lookup(h, "id"), id)) {
+            g_free(type);
+            type = g_strdup(g_hash_table_lookup(h, "qom-type"));
+        }
+    }
+    return type;
+}
+
 const char *sl_qemu_args_mem_path(char **argv)
 {
     const char *p = arg_of(argv, "-mem-path");
@@ -188,16 +271,16 @@ const char *sl_qemu_args_mem_path(char **argv)
 /* Plain `-m` RAM ("pc.ram", anonymous) unless -machine names a memory-backend. */
 static bool implicit_ram(char **argv, GPtrArray *out, GError **errp)
 {
-    const char *machine = arg_of(argv, "-machine"), *m = arg_of(argv, "-m");
-    g_autoptr(GHashTable) mopts = m ? split_options(m) : NULL;
-    const char *size = !m ? "128M" : g_hash_table_lookup(mopts, "size")
-                                   ? g_hash_table_lookup(mopts, "size")
-                                   : g_hash_table_lookup(mopts, "qom-type");
+    g_autoptr(GHashTable) machine = merged_opts(argv, "machine", "M", "type");
+    g_autoptr(GHashTable) mopts = merged_opts(argv, "m", NULL, "size");
+    /* No size (`-m slots=2,maxmem=1G`): QEMU's default. */
+    const char *size = mopts && g_hash_table_lookup(mopts, "size")
+                           ? g_hash_table_lookup(mopts, "size") : "128M";
     g_autofree char *withunit = NULL;
     sl_qemu_backend *b;
     uint64_t bytes;
 
-    if (machine && strstr(machine, "memory-backend=")) {
+    if (machine && g_hash_table_lookup(machine, "memory-backend")) {
         return true;
     }
     if (sl_qemu_args_mem_path(argv)) {
@@ -207,7 +290,8 @@ static bool implicit_ram(char **argv, GPtrArray *out, GError **errp)
         size = withunit = g_strdup_printf("%sM", size); /* -m counts MiB without a unit */
     }
     if (!size || !qemu_size(size, &bytes)) {
-        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "-m %s: not a size", m);
+        g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "-m: %s is not a size",
+                    size ? size : "no size given");
         return false;
     }
     b = g_new0(sl_qemu_backend, 1);

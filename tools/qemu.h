@@ -40,6 +40,18 @@ void sl_qemu_backend_free(sl_qemu_backend *b);
 GPtrArray *sl_qemu_args_backends(char **argv, GError **errp);
 
 /**
+ * sl_qemu_args_machine_fits: whether QEMU's arguments @argv (their
+ * -machine/-M type, pc when none) make machine type @saved, the one a
+ * snapshot's stream names (NULL or "": unknown, fits); false with @errp
+ * naming both.  Aliases (pc, q35, NAME for NAME-VERSION) fit any version
+ * of their family: QEMU itself refuses another version.
+ */
+bool sl_qemu_args_machine_fits(char **argv, const char *saved, GError **errp);
+
+/** sl_qemu_args_object_type: the qom-type of the -object of id @id in @argv, or NULL; g_free() it. */
+char *sl_qemu_args_object_type(char **argv, const char *id);
+
+/**
  * sl_qemu_args_mem_path: the file of legacy -mem-path in @argv, or NULL.
  * QEMU's RAM is then a private mapping of it (not plain -m's anonymous
  * pc.ram): an eager load takes it, no lazy restore can serve it.

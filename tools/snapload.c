@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * snapload command-line tool: dispatches to the subcommands and holds the
- * helpers they share (sizes, errors, progress bar, option parsing).
+ * helpers they share (errors, progress bar, option parsing; the value
+ * parsers are in cliargs.c).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,56 +30,6 @@ static const struct {
     { "reset-loop", cmd_reset_loop, "restore, then write, reset to the snapshot and check, round after round" },
     { "attach", cmd_attach, "run a vhost-user back-end registered with a restore in progress" },
 };
-
-bool cli_parse_size(const char *s, uint64_t *out)
-{
-    char *end = NULL;
-    guint64 v;
-    unsigned shift = 0;
-
-    if (!g_ascii_isdigit(*s)) { /* strtoull would take "-1" (as 2^64 - 1) and " 1" */
-        return false;
-    }
-    errno = 0;
-    v = g_ascii_strtoull(s, &end, 10);
-    if (errno == ERANGE) {
-        return false;
-    }
-    switch (g_ascii_toupper(*end)) {
-    case 'K': shift = 10; end++; break;
-    case 'M': shift = 20; end++; break;
-    case 'G': shift = 30; end++; break;
-    case 'T': shift = 40; end++; break;
-    default: break;
-    }
-    if (*end == 'i' || *end == 'I') {
-        end++;
-    }
-    if (*end == 'B' || *end == 'b') {
-        end++;
-    }
-    if (*end || (shift && v > (UINT64_MAX >> shift))) {
-        return false;
-    }
-    *out = v << shift;
-    return true;
-}
-
-bool cli_parse_name_node(const char *arg, char **name, int *node)
-{
-    const char *eq = strrchr(arg, '=');
-    char *end = NULL;
-    long n = eq && g_ascii_isdigit(eq[1]) ? strtol(eq + 1, &end, 10) : -1;
-
-    if (!eq || eq == arg || !end || *end || n < 0 || n > 1023) {
-        return false;
-    }
-    if (name) {
-        *name = g_strndup(arg, (gsize)(eq - arg));
-    }
-    *node = (int)n;
-    return true;
-}
 
 bool cli_check_threads(int threads)
 {

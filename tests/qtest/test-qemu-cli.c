@@ -33,6 +33,7 @@
 #include "tests/unit/testutil.h"
 #include "tools/qmp.h"
 #include "tools/qemu-migrate.h"
+#include "tools/qemu.h"
 #include "tools/qemu-settings.h"
 #include "qtest-util.h"
 
@@ -1586,6 +1587,115 @@ static void test_vhost_user_back_ends_that_exit_or_come_late_are_told_apart(void
 }
 
 /*
+ * A restore whose QEMU arguments make another machine type than the
+ * snapshot's is refused before anything starts, naming both, and the RAM
+ * file is left as it was (found by a user's test: QEMU refused the device
+ * state only once started, over a RAM file already made again empty);
+ * `-m 64M -m slots=2,maxmem=1G` and `--m` are QEMU's ways to give the RAM
+ * size too (found by the same test: refused as "not a size", or read as
+ * QEMU's default 128 MiB).
+ */
+static void test_qemus_machine_type_and_ram_size_are_read_as_qemu_reads_them(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *qmp = path_in(f, "guest.qmp"), *snap = path_in(f, "pc.snap");
+    g_autofree char *err = NULL, *before = NULL, *after = NULL;
+    g_autoptr(GPtrArray) q = g_ptr_array_new_with_free_func(g_free);
+    const char *mspell[][4] = { { "-m", "64M", "-m", "slots=2,maxmem=1G" },
+                                { "--m", "64M", NULL, NULL } };
+    gsize n1 = 0, n2 = 0;
+    sl_qmp *g;
+
+    need(f);
+    g = start_guest(f, qmp);
+    /* QEMU's file where this QEMU writes one (9.0+), else our container:
+     * the machine type read from either */
+    if (!g_spawn_check_wait_status(qemu_save(qmp, (const char *[]){ "-o", snap, "--format",
+                                                                   qtest_qemu_major() >= 9
+                                                                   ? "qemu" : "snapload",
+                                                                   NULL }, &err),
+                                   NULL)) {
+        fail_msg("the save failed: %s", err);
+    }
+    sl_qmp_ok(g, "quit", NULL, NULL);
+    sl_qmp_close(g);
+    assert_true(g_file_get_contents(f->memfile, &before, &n1, NULL));
+    g_ptr_array_add(q, g_strdup("qemu-system-x86_64"));
+    add2(q, "-machine", g_strdup("q35,memory-backend=ram0"));
+    add2(q, "-object", g_strdup_printf("memory-backend-file,id=ram0,size=%dM,mem-path=%s,"
+                                       "share=on", GUEST_MB, f->memfile));
+    add2(q, "-display", g_strdup("none"));
+    restore_refused(snap, NULL, q, "is of machine type pc-i440fx-");
+    restore_refused(snap, NULL, q, "but QEMU's arguments make q35 (-machine)");
+    assert_true(g_file_get_contents(f->memfile, &after, &n2, NULL));
+    assert_true(n1 == n2 && memcmp(before, after, n1) == 0); /* untouched */
+    for (unsigned i = 0; i < G_N_ELEMENTS(mspell); i++) {
+        const char *argv[] = { "qemu-system-x86_64", mspell[i][0], mspell[i][1], mspell[i][2],
+                               mspell[i][3], NULL };
+        g_autoptr(GError) e = NULL;
+        g_autoptr(GPtrArray) b = sl_qemu_args_backends((char **)argv, &e);
+        if (!b || b->len != 1 ||
+            ((sl_qemu_backend *)g_ptr_array_index(b, 0))->size != (uint64_t)GUEST_MB << 20) {
+            fail_msg("%s %s %s %s: %s", argv[1], argv[2], argv[3] ? argv[3] : "",
+                     argv[4] ? argv[4] : "", e ? e->message : "not one block of 64 MiB");
+        }
+    }
+}
+
+/* QEMU's arguments of a guest whose only RAM is memory-backend-memfd mem0. */
+static void memfd_guest_args(GPtrArray *a, const fixture *f)
+{
+    g_ptr_array_add(a, g_strdup("qemu-system-x86_64"));
+    add2(a, "-accel", g_strdup(f->kvm ? "kvm" : "tcg"));
+    add2(a, "-m", g_strdup_printf("%dM", GUEST_MB));
+    add2(a, "-machine", g_strdup("pc,memory-backend=mem0"));
+    add2(a, "-object", g_strdup_printf("memory-backend-memfd,id=mem0,size=%dM,share=on",
+                                       GUEST_MB));
+    add2(a, "-display", g_strdup("none"));
+    g_ptr_array_add(a, g_strdup("-nodefaults"));
+}
+
+/*
+ * QEMU's file of a guest whose RAM is a memfd: the lazy restore says what
+ * the block is and that QEMU's own load (--eager) takes it (found by a
+ * user's test: it said there was no backend of that id, then refused with
+ * nothing to restore, suggesting nothing).  A QEMU without mapped-ram
+ * (7.2) has no such file: there the container's save is refused, naming
+ * the memfd and --format qemu.
+ */
+static void test_a_memfd_guest_is_named_and_its_eager_load_suggested(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *qmp = path_in(f, "guest.qmp"), *snap = path_in(f, "memfd.mig");
+    g_autofree char *err = NULL, *eager = NULL;
+    g_autoptr(GPtrArray) a = g_ptr_array_new_with_free_func(g_free);
+    sl_qmp *g;
+    int ws;
+
+    need(f);
+    memfd_guest_args(a, f);
+    g = start_with_qmp(f, a, qmp);
+    if (qtest_qemu_major() < 9) {
+        save_fails_guest_runs(g, qmp, (const char *[]){ "-o", snap, NULL },
+                              "is a memory-backend-memfd, whose RAM this save cannot read");
+        sl_qmp_ok(g, "quit", NULL, NULL);
+        sl_qmp_close(g);
+        return;
+    }
+    ws = qemu_save(qmp, (const char *[]){ "-o", snap, "--quit", "--format", "qemu", NULL }, &err);
+    if (!g_spawn_check_wait_status(ws, NULL)) {
+        fail_msg("qemu-save (status %#x):\n%s", ws, err);
+    }
+    sl_qmp_close(g);
+    g_ptr_array_set_size(a, 0);
+    memfd_guest_args(a, f);
+    restore_refused(snap, NULL, a, "block 'mem0' (64 MiB) is loaded by QEMU itself before the "
+                    "guest runs: it is a memory-backend-memfd, which no lazy restore serves");
+    eager = g_strdup_printf("--eager %s", snap);
+    restore_refused(snap, NULL, a, eager);
+}
+
+/*
  * A mem-path that is a symbolic link (here from the test's directory to
  * the RAM file on /dev/shm) names the file it leads to, as QEMU takes it:
  * the guest saved through the link restores through it, the RAM file is
@@ -1657,6 +1767,8 @@ int main(void)
         CASE(test_working_directories_of_killed_runs_go_and_held_ones_stay),
         CASE(test_vhost_user_back_ends_that_exit_or_come_late_are_told_apart),
         CASE(test_a_save_reads_a_relative_mem_path_from_qemus_directory),
+        CASE(test_qemus_machine_type_and_ram_size_are_read_as_qemu_reads_them),
+        CASE(test_a_memfd_guest_is_named_and_its_eager_load_suggested),
     };
 
     qtest_pick_qemu();

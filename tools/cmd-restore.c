@@ -448,14 +448,14 @@ static int run_eager(const opts *o, results *res)
         return cli_fail_error(err);
     }
     if (o->timeline) {
-        j.done_efd = eventfd(0, EFD_CLOEXEC);
+        zeros = zero_units(&l);
+        sl_timeline_init(&res->eager_tl, guest_bytes(&l));
+        j.done_efd = eventfd(0, EFD_CLOEXEC); /* none: the load alone, its end sampled */
     }
     if (j.done_efd < 0) {
         eager_thread(&j);
     } else {
         GThread *t;
-        zeros = zero_units(&l);
-        sl_timeline_init(&res->eager_tl, guest_bytes(&l));
         t = g_thread_new("eager", eager_thread, &j);
         sample_eager(&j, res, zeros, t0);
         g_thread_join(t);

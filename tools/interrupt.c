@@ -155,8 +155,9 @@ void cli_interrupt_child(void)
  * entry written once by the command's threads and never freed (so the
  * handler can never read freed memory, and the copies stay reachable, not
  * leaked).  An entry's @path is published by the release store of its
- * @live flag (and the table's length), which the handler's acquire loads
- * pair with; cli_interrupt_keep() clears @live.  The CLI's only global: a
+ * @live flag, which the handler's acquire load pairs with (the table's
+ * length, read relaxed, only bounds the scan); cli_interrupt_keep()
+ * clears @live.  The CLI's only global: a
  * signal handler has no other way to find them.
  */
 #define PARTIAL_SLOTS 64

@@ -182,8 +182,9 @@ static const char *arg_of(char **argv, const char *opt)
  * Every occurrence of option @name in @argv (spelled -NAME or --NAME, and
  * -@alias/--@alias if not NULL: -M for -machine) merged as QEMU merges
  * them: one table of its key=value parts, a later value replacing an
- * earlier one, a bare part under @implied ("size" for -m, "type" for
- * -machine).
+ * earlier one, a bare first part under @implied ("size" for -m, "type"
+ * for -machine); later bare parts (`-machine q35,usb`: usb=on) are not
+ * read.
  * NULL if the option is not given.  Found by a user's test: `-m 256M -m
  * slots=2,maxmem=1G` and `--m 256M` were refused, or read as 128M.
  */
@@ -197,36 +198,53 @@ static GHashTable *merged_opts(char **argv, const char *name, const char *alias,
         if (a[0][0] != '-' || (strcmp(o, name) && (!alias || strcmp(o, alias)))) {
             continue;
         }
-        g_autoptr(GHashTable) one = split_options(*++a);
+        const char *text = *++a, *comma = strchr(text, ',');
+        g_autofree char *first = comma ? g_strndup(text, (gsize)(comma - text)) : g_strdup(text);
+        g_autoptr(GHashTable) one = split_options(text);
         GHashTableIter it;
         gpointer k, v;
         all = all ? all : g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         g_hash_table_iter_init(&it, one);
         while (g_hash_table_iter_next(&it, &k, &v)) {
-            g_hash_table_insert(all, g_strdup(strcmp(k, "qom-type") ? k : implied), g_strdup(v));
+            if (strcmp(k, "qom-type")) { /* a bare part: only the first one, below */
+                g_hash_table_insert(all, g_strdup(k), g_strdup(v));
+            }
+        }
+        if (*first && !strchr(first, '=')) {
+            g_hash_table_insert(all, g_strdup(implied), g_steal_pointer(&first));
         }
     }
     return all;
 }
 
+/* The x86 family of machine type @name: the i440FX or the Q35 one, by its
+ * upstream alias or versioned name; NULL for any other (microvm, a
+ * distribution's alias such as ubuntu): those are left to QEMU. */
+static const char *x86_family(const char *name)
+{
+    if (!strcmp(name, "pc") || g_str_has_prefix(name, "pc-i440fx-")) {
+        return "pc-i440fx-";
+    }
+    return !strcmp(name, "q35") || g_str_has_prefix(name, "pc-q35-") ? "pc-q35-" : NULL;
+}
+
 /*
- * Whether machine type @saved (as a stream's configuration names it:
- * pc-q35-10.0) is what QEMU's @given one (-machine's type) makes: the
- * same name, or an alias of its family (x86's pc and q35, else NAME for
- * NAME-VERSION).  An alias of another version than @saved's passes here,
- * QEMU itself refuses it.
+ * Whether QEMU's machine type @given (-machine's) may make @saved (as a
+ * stream's configuration names it: pc-q35-10.0): refused only where both
+ * are upstream x86 machines known apart (found by a user's test: q35's
+ * snapshot restored with -machine pc): another family, or another
+ * versioned name.  An alias of another version passes, and QEMU itself
+ * refuses it; names this cannot tell (a distribution's alias, another
+ * architecture's machines) are left to QEMU (found by review).
  */
 static bool machine_fits(const char *saved, const char *given)
 {
-    const char *family = !strcmp(given, "pc") ? "pc-i440fx-" : !strcmp(given, "q35") ? "pc-q35-"
-                         : NULL;
-    g_autofree char *generic = g_strdup_printf("%s-", given);
+    const char *fs = x86_family(saved), *fg = x86_family(given);
 
-    if (!strcmp(saved, given)) {
+    if (!strcmp(saved, given) || !fs || !fg) {
         return true;
     }
-    return family ? g_str_has_prefix(saved, family)
-                  : g_str_has_prefix(saved, generic) && g_ascii_isdigit(saved[strlen(generic)]);
+    return fs == fg && (!strcmp(given, "pc") || !strcmp(given, "q35"));
 }
 
 bool sl_qemu_args_machine_fits(char **argv, const char *saved, GError **errp)
@@ -234,13 +252,14 @@ bool sl_qemu_args_machine_fits(char **argv, const char *saved, GError **errp)
     g_autoptr(GHashTable) machine = merged_opts(argv, "machine", "M", "type");
     const char *given = machine ? g_hash_table_lookup(machine, "type") : NULL;
 
-    if (!saved || !*saved || machine_fits(saved, given ? given : "pc")) {
-        return true; /* x86's default machine is pc */
+    /* No -machine: the binary's default, which this cannot tell (a build's
+     * own default may be q35): left to QEMU. */
+    if (!saved || !*saved || !given || machine_fits(saved, given)) {
+        return true;
     }
     g_set_error(errp, SL_ERROR, SL_ERROR_INVALID, "the snapshot is of machine type %s, but "
-                "QEMU's arguments make %s (%s): QEMU would refuse its device state; give "
-                "-machine %s", saved, given ? given : "pc",
-                given ? "-machine" : "no -machine: the default", saved);
+                "QEMU's arguments make %s (-machine): QEMU would refuse its device state; "
+                "give -machine %s", saved, given, saved);
     return false;
 }
 
@@ -354,19 +373,27 @@ static char *qom_get(sl_qmp *q, const char *path, const char *prop, GError **err
 /*
  * A relative mem-path @mem as QEMU took it: from QEMU's working directory
  * (its /proc/PID/cwd), not ours (found by a user's test: a save run from
- * another directory than QEMU's named another file, or none).  @mem as it
- * is when absolute or when QEMU's directory cannot be read.
+ * another directory than QEMU's named another file, or none), where a file
+ * is there.  @mem as it is when absolute, when QEMU's directory cannot be
+ * read, or when nothing is there: QEMU with -daemonize or -chroot opened
+ * its backends before it moved to /, and the caller's own directory may
+ * be the one (found by review).  The save checks that QEMU maps the file.
  */
 static char *from_qemus_dir(sl_qmp *q, char *mem)
 {
     pid_t pid = sl_qmp_peer_pid(q);
     g_autofree char *link = pid > 0 ? g_strdup_printf("/proc/%d/cwd", (int)pid) : NULL;
     g_autofree char *cwd = link ? g_file_read_link(link, NULL) : NULL;
+    char *abs;
 
     if (!mem || g_path_is_absolute(mem) || !cwd) {
         return mem;
     }
-    char *abs = g_build_filename(cwd, mem, NULL);
+    abs = g_build_filename(cwd, mem, NULL);
+    if (access(abs, F_OK) < 0) {
+        g_free(abs);
+        return mem;
+    }
     g_free(mem);
     return abs;
 }

@@ -41,10 +41,11 @@ GPtrArray *sl_qemu_args_backends(char **argv, GError **errp);
 
 /**
  * sl_qemu_args_machine_fits: whether QEMU's arguments @argv (their
- * -machine/-M type, pc when none) make machine type @saved, the one a
- * snapshot's stream names (NULL or "": unknown, fits); false with @errp
- * naming both.  Aliases (pc, q35, NAME for NAME-VERSION) fit any version
- * of their family: QEMU itself refuses another version.
+ * -machine/-M type) may make machine type @saved, the one a snapshot's
+ * stream names; false with @errp naming both only where both are upstream
+ * x86 machines told apart (the i440FX and Q35 families, by alias or
+ * versioned name): other names, no -machine and an unknown @saved (NULL
+ * or "") fit, and are left to QEMU.
  */
 bool sl_qemu_args_machine_fits(char **argv, const char *saved, GError **errp);
 

@@ -108,7 +108,7 @@ char *cli_run_dir_make(const char *parent, const char *prefix, int *lockfd, GErr
 {
     const char *where = parent ? parent : g_get_tmp_dir();
     g_autofree char *tmpl = g_strdup_printf("%s/%sXXXXXX", where, prefix);
-    g_autofree char *lock = NULL;
+    g_autofree char *lock = NULL, *held = NULL;
 
     *lockfd = -1;
     sweep_run_dirs(where, prefix);
@@ -117,10 +117,15 @@ char *cli_run_dir_make(const char *parent, const char *prefix, int *lockfd, GErr
                     g_strerror(errno));
         return NULL;
     }
-    lock = g_build_filename(tmpl, RUN_LOCK, NULL);
+    /* Locked under another name, then renamed: a sweep that finds the lock
+     * file finds it held (found by review: between its creation and its
+     * flock, a sweep could take the lock and remove the new directory). */
+    lock = g_build_filename(tmpl, RUN_LOCK ".new", NULL);
+    held = g_build_filename(tmpl, RUN_LOCK, NULL);
     *lockfd = open(lock, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (*lockfd < 0 || flock(*lockfd, LOCK_EX) < 0) {
+    if (*lockfd < 0 || flock(*lockfd, LOCK_EX) < 0 || rename(lock, held) < 0) {
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s: %s", lock, g_strerror(errno));
+        unlink(lock);
         cli_run_dir_release(tmpl, *lockfd);
         *lockfd = -1;
         return NULL;

@@ -860,7 +860,7 @@ GError *sl_restore_error(sl_restore *r);
  * sl_restore_refused: the first page refused so far (its bytes did not
  * match their checksum: it is poisoned, a consumer touching it gets
  * SIGBUS), as sl_restore_error() names it (SL_ERROR_CHECKSUM: block, page
- * and offset), or NULL if none was.  Callable at any time: a refused page
+ * and offset), or NULL if none was (a NULL @r: SL_ERROR_INVALID).  Callable at any time: a refused page
  * does not end the restore, which goes on serving the others and fails
  * (-EBADMSG) only at its end or its stop.  Caller frees.  Since 1.24.
  */
@@ -891,7 +891,8 @@ int sl_restore_eventfd(const sl_restore *r);
  * completion (or after a failure) every page not yet present is sealed
  * first: poisoned where the kernel can (an access raises SIGBUS), else made
  * PROT_NONE in our own mapping (SIGSEGV), never left to read as zeros; the
- * restore then reports -ECANCELED unless it had failed already.  Only stop
+ * restore then reports -ECANCELED unless it had failed already (since
+ * 1.24, -EBADMSG when a page had been refused by then).  Only stop
  * early when the memory will not be used again.  Any thread may call it,
  * several at once: each returns once the memory is sealed (since 1.20).
  * Since 1.21 it closes the restore's userfaultfd, unless a seal had to

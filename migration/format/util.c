@@ -138,14 +138,22 @@ int sl_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 
 int sl_pwrite_nonzero(int fd, const void *buf, size_t len, uint64_t off)
 {
-    const uint8_t *p = buf;
+    const uint8_t *p = buf, *run = NULL; /* the file pages to write, in one call */
     const uint64_t fp = 4096;
+    uint64_t run_off = 0;
 
-    while (len) {
-        size_t n = (size_t)MIN((uint64_t)len, fp - off % fp); /* to the next file page */
-        int ret = sl_all_zero(p, n) ? 0 : sl_pwrite_full(fd, p, n, off);
-        if (ret < 0) {
-            return ret;
+    while (len || run) {
+        size_t n = len ? (size_t)MIN((uint64_t)len, fp - off % fp) : 0; /* to the next page */
+        bool data = n && !sl_all_zero(p, n);
+        if (data && !run) {
+            run = p;
+            run_off = off;
+        } else if (!data && run) {
+            int ret = sl_pwrite_full(fd, run, (size_t)(p - run), run_off);
+            if (ret < 0) {
+                return ret;
+            }
+            run = NULL;
         }
         p += n;
         off += n;

@@ -100,6 +100,7 @@ typedef struct {
     const char *hot;      /* hot-page list to store, or NULL */
     const char *dsock;    /* daemon that serves a busy memory file, or NULL */
     const char *parent;   /* write a child of this snapshot, or NULL */
+    const char *parent_path; /* with @parent: the path to record for it (checked), or NULL */
     char *const *ancestors; /* with @parent: @parent's own ancestors where they moved
                            * (--ancestor: NULL-terminated, its parent first), or NULL */
     uint64_t *const *written; /* with @parent: per raw input, a bitmap of the only pages
@@ -136,6 +137,14 @@ bool cli_idle_or_served(int fd, uint64_t size, const char *path, const char *dso
  * one directory (the pair can move together), else its absolute path.
  */
 char *cli_parent_path(const char *parent, const char *child, const char *given);
+
+/**
+ * cli_check_parent_path: a --parent-path @given (taken from @child's
+ * directory) must lead to @parent, to a copy of it (the same identity), or
+ * to nothing yet (noted on stderr), and not be empty nor name @child
+ * itself.  0, or the exit status after saying why (2: a usage error).
+ */
+int cli_check_parent_path(const char *parent, const char *child, const char *given);
 
 /**
  * cli_partial_path: where a snapshot meant for @out is written until it is

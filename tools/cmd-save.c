@@ -383,7 +383,7 @@ static bool become_child(save_ctx *c, const cli_save_opts *o, GError **errp)
                     "is not the one the pages written were listed against)", o->parent);
         return false;
     }
-    rec = cli_parent_path(o->parent, o->out, NULL);
+    rec = cli_parent_path(o->parent, o->out, o->parent_path);
     return sl_writer_set_parent(c->w, c->parent, rec, errp);
 }
 
@@ -501,7 +501,7 @@ int cmd_save(int argc, char **argv)
 {
     g_auto(GStrv) raws = NULL, nodes = NULL;
     g_autofree char *out = NULL, *psize_s = NULL, *devstate = NULL, *hot = NULL;
-    g_autofree char *parent = NULL, *daemon = NULL;
+    g_autofree char *parent = NULL, *daemon = NULL, *given = NULL;
     g_auto(GStrv) ancestors = NULL;
     uint64_t psize = 4096;
     GOptionEntry entries[] = {
@@ -513,12 +513,16 @@ int cmd_save(int argc, char **argv)
         { "output", 'o', 0, G_OPTION_ARG_FILENAME, &out, "snapshot to write", "SNAP" },
         { "parent", 0, 0, G_OPTION_ARG_FILENAME, &parent, "write an incremental snapshot: only "
           "the pages that differ from PARENT's (by checksum)", "PARENT" },
+        { "parent-path", 0, 0, G_OPTION_ARG_FILENAME, &given, "with --parent: the parent's "
+          "path to record (default: its name when SNAP is in its directory, else its absolute "
+          "path; a relative path is taken from SNAP's directory)", "PATH" },
         CLI_ANCESTOR_OPTION(ancestors),
         { "daemon", 0, 0, G_OPTION_ARG_FILENAME, &daemon, "a RAM file that a lazy restore "
           "still fills is read through a view registered with that restore's daemon at SOCKET "
           "(its missing pages served), instead of being refused", "SOCKET" },
         { NULL },
     };
+    int ret;
 
     if (!cli_parse("- raw RAM images to a snapshot", entries, &argc, &argv)) {
         return 2;
@@ -529,6 +533,13 @@ int cmd_save(int argc, char **argv)
     if (ancestors && !parent) {
         return cli_usage("--ancestor names PARENT's ancestors: it needs --parent PARENT");
     }
+    if (given && !parent) {
+        return cli_usage("--parent-path is the path to record for PARENT: it needs --parent "
+                         "PARENT");
+    }
+    if (given && (ret = cli_check_parent_path(parent, out, given)) != 0) {
+        return ret;
+    }
     if (psize_s && !cli_parse_size(psize_s, &psize)) {
         return cli_usage("--page-size: '%s' is not a size", psize_s);
     }
@@ -537,6 +548,7 @@ int cmd_save(int argc, char **argv)
     }
     return save_hinted(raws, nodes, &(cli_save_opts){ .psize = psize, .out = out,
                        .devstate = devstate, .hot = hot, .parent = parent,
+                       .parent_path = given,
                        .ancestors = ancestors, .dsock = daemon });
 }
 

@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -1606,6 +1607,43 @@ static void test_delta_records_only_a_parent_path_that_leads_to_the_parent(void 
     sl_test_rmdir(g_steal_pointer(&d));
 }
 
+/*
+ * save --parent --parent-path records the path given, checked as delta
+ * checks it: a child written into another directory can name its parent
+ * relatively and so move with it (found by a user's test: only delta had
+ * the option, and such a child recorded an absolute path); a path to
+ * another snapshot is refused.
+ */
+static void test_save_records_the_parent_path_it_is_given(void **state)
+{
+    g_autofree char *d = sl_test_tmpdir(), *moved = g_strdup_printf("%s.moved", d);
+    g_autofree char *sub = g_build_filename(d, "sub", NULL);
+    g_autofree char *r0 = g_build_filename(d, "r0.raw", NULL), *r1 = g_build_filename(d, "r1.raw", NULL);
+    g_autofree char *s0 = g_build_filename(d, "s0.snap", NULL), *c = g_build_filename(sub, "c.snap", NULL);
+    g_autofree char *spec0 = g_strdup_printf("%s:b0", r0), *spec1 = g_strdup_printf("%s:b0", r1);
+    g_autofree char *mc = g_build_filename(moved, "sub", "c.snap", NULL), *e = NULL;
+
+    (void)state;
+    assert_int_equal(mkdir(sub, 0700), 0);
+    for (int i = 0; i < 2; i++) {
+        g_autofree char *err = NULL;
+        assert_int_equal(cli_status((const char *[]){ "synth", "--size", "1M", "--seed", i ? "2" : "1",
+                                                      "-o", i ? r1 : r0, NULL }, &err), 0);
+    }
+    assert_int_equal(cli_status((const char *[]){ "save", "--raw", spec0, "-o", s0, NULL }, &e), 0);
+    g_clear_pointer(&e, g_free);
+    assert_int_equal(cli_status((const char *[]){ "save", "--raw", spec1, "--parent", s0, "-o", c,
+                                                  "--parent-path", "../r0.raw", NULL }, &e), 1);
+    assert_non_null(strstr(e, "which is not PARENT"));
+    g_clear_pointer(&e, g_free);
+    assert_int_equal(cli_status((const char *[]){ "save", "--raw", spec1, "--parent", s0, "-o", c,
+                                                  "--parent-path", "../s0.snap", NULL }, &e), 0);
+    g_clear_pointer(&e, g_free);
+    assert_int_equal(rename(d, moved), 0); /* both move together: the child finds its parent */
+    assert_int_equal(cli_status((const char *[]){ "inspect", "--quick", mc, NULL }, &e), 0);
+    sl_test_rmdir(g_steal_pointer(&moved));
+}
+
 /* A hot-page list is refused unless its entries are whole and name pages that exist. */
 static void test_hot_list_of_bad_shape_is_refused_by_entry(void **state)
 {
@@ -2376,6 +2414,7 @@ int main(void)
                                         teardown_fixture),
         cmocka_unit_test(test_cli_refuses_bad_usage_by_name_with_status_2),
         cmocka_unit_test(test_delta_records_only_a_parent_path_that_leads_to_the_parent),
+        cmocka_unit_test(test_save_records_the_parent_path_it_is_given),
         cmocka_unit_test_setup_teardown(test_hot_list_of_bad_shape_is_refused_by_entry,
                                         setup_small, teardown_fixture),
         cmocka_unit_test_setup_teardown(

@@ -536,6 +536,7 @@ typedef struct {
     unsigned depth;                  /* files opened so far */
     uint64_t dev[SL_MAX_CHAIN], ino[SL_MAX_CHAIN];
     const char *const *ancestors;
+    unsigned failed_plus1;           /* 1 + the level of the file whose own check failed, or 0 */
 } sl_chain_walk;
 
 /** sl_snapshot_alloc: an empty snapshot of @path holding one reference, no file open. */

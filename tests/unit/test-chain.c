@@ -606,6 +606,31 @@ static void expect_open_refused(const char *path, const char *parent, const char
     expect_refused_with(path, parent, NULL, needles);
 }
 
+/*
+ * A failure deep in a chain is one short line: the child, the link where
+ * it lies and that file's own error, not every file between (found by a
+ * user's test: a 63-link chain whose base was missing gave a 3 KB line).
+ */
+static void test_a_failure_deep_in_a_chain_names_the_child_and_the_failing_link(void **state)
+{
+    g_autofree char *gone = NULL, *want = NULL;
+    g_autoptr(GError) err = NULL;
+    chain c;
+
+    chain_build(&c, 5, 23);
+    gone = g_strdup_printf("%s.gone", c.path[0]);
+    assert_int_equal(rename(c.path[0], gone), 0);
+    assert_null(sl_snapshot_open(c.path[4], &err));
+    want = g_strdup_printf("%s: down its chain, at link 3: %s: its parent (recorded as "
+                           "'gen0.snap'): ", c.path[4], c.path[1]);
+    if (!g_str_has_prefix(err->message, want) || strstr(err->message, "gen2.snap") ||
+        strstr(err->message, "gen3.snap")) {
+        fail_msg("wanted '%s...', naming no file between: %s", want, err->message);
+    }
+    assert_int_equal(rename(gone, c.path[0]), 0);
+    chain_clear(&c);
+}
+
 /* Copies file @from over @to. */
 static void copy_file_to(const char *from, const char *to)
 {
@@ -2113,6 +2138,7 @@ int main(void)
         cmocka_unit_test(test_chain_that_loops_is_refused),
         cmocka_unit_test(test_chain_longer_than_the_limit_is_refused),
         cmocka_unit_test(test_a_stranger_in_the_middle_of_a_chain_is_the_one_named),
+        cmocka_unit_test(test_a_failure_deep_in_a_chain_names_the_child_and_the_failing_link),
         cmocka_unit_test(test_an_empty_child_takes_no_room_for_the_pages_it_leaves_to_its_parent),
         cmocka_unit_test(test_parent_without_checksums_is_refused_with_the_fix),
         cmocka_unit_test(test_qemu_file_with_its_index_can_be_a_parent),

@@ -88,11 +88,17 @@ static bool put_chunk(save_ctx *c, unsigned block, uint64_t off, size_t len, GEr
     return ok;
 }
 
-/* FILE[:NAME]; the default name is the file's basename. */
+/* FILE[:NAME]; the default name is the file's basename.  A FILE whose
+ * name holds a colon is taken whole when the part before the last colon
+ * names no file and the whole does (`--raw a:b.raw` read a file "a"). */
 static void parse_raw(const char *arg, raw_input *in)
 {
     const char *colon = strrchr(arg, ':');
+    g_autofree char *before = colon ? g_strndup(arg, (gsize)(colon - arg)) : NULL;
 
+    if (colon && access(before, F_OK) < 0 && access(arg, F_OK) == 0) {
+        colon = NULL;
+    }
     in->path = colon ? g_strndup(arg, (gsize)(colon - arg)) : g_strdup(arg);
     in->name = colon ? g_strdup(colon + 1) : g_path_get_basename(in->path);
     in->node = -1;

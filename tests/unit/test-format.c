@@ -1644,6 +1644,38 @@ static void test_save_records_the_parent_path_it_is_given(void **state)
     sl_test_rmdir(g_steal_pointer(&moved));
 }
 
+/*
+ * save --raw takes a file whose name holds a colon as that file when no
+ * file is named by the part before the colon (it read "a" of "a:b.raw"),
+ * its block named after it; FILE:NAME still names the block.
+ */
+static void test_save_takes_a_raw_file_whose_name_holds_a_colon(void **state)
+{
+    g_autofree char *d = sl_test_tmpdir(), *raw = g_build_filename(d, "vm:ram.raw", NULL);
+    g_autofree char *snap = g_build_filename(d, "s.snap", NULL), *named = NULL, *e = NULL;
+    sl_snapshot *s;
+    sl_block_info bi;
+
+    (void)state;
+    assert_int_equal(cli_status((const char *[]){ "synth", "--size", "1M", "-o", raw, NULL }, &e),
+                     0);
+    g_clear_pointer(&e, g_free);
+    assert_int_equal(cli_status((const char *[]){ "save", "--raw", raw, "-o", snap, NULL }, &e), 0);
+    s = sl_snapshot_open(snap, NULL);
+    assert_true(s && sl_snapshot_block(s, 0, &bi));
+    assert_string_equal(bi.name, "vm:ram.raw");
+    sl_snapshot_close(s);
+    g_clear_pointer(&e, g_free);
+    named = g_strdup_printf("%s:pc.ram", raw);
+    assert_int_equal(cli_status((const char *[]){ "save", "--raw", named, "-o", snap, NULL }, &e),
+                     0);
+    s = sl_snapshot_open(snap, NULL);
+    assert_true(s && sl_snapshot_block(s, 0, &bi));
+    assert_string_equal(bi.name, "pc.ram");
+    sl_snapshot_close(s);
+    sl_test_rmdir(g_steal_pointer(&d));
+}
+
 /* A hot-page list is refused unless its entries are whole and name pages that exist. */
 static void test_hot_list_of_bad_shape_is_refused_by_entry(void **state)
 {
@@ -2415,6 +2447,7 @@ int main(void)
         cmocka_unit_test(test_cli_refuses_bad_usage_by_name_with_status_2),
         cmocka_unit_test(test_delta_records_only_a_parent_path_that_leads_to_the_parent),
         cmocka_unit_test(test_save_records_the_parent_path_it_is_given),
+        cmocka_unit_test(test_save_takes_a_raw_file_whose_name_holds_a_colon),
         cmocka_unit_test_setup_teardown(test_hot_list_of_bad_shape_is_refused_by_entry,
                                         setup_small, teardown_fixture),
         cmocka_unit_test_setup_teardown(

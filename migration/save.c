@@ -269,38 +269,10 @@ static uint64_t placed_stretch(const sl_region *reg, uint64_t p, uint64_t end,
     return q;
 }
 
-/*
- * Of pages [@p, +@n) of block @b, read to @buf, those that differ from the
- * restored snapshot's (the child's parent: checksums, else its bytes) into
- * @w, in runs: a written unit of several pages (a hugepage) keeps the
- * pages nobody changed with the parent (found by a user's test: a child
- * of 5 written 4 KiB pages on hugetlbfs stored 2560 of them).
- */
-static bool write_changed(sl_restore *r, const sl_region *reg, sl_writer *w, unsigned b,
-                          const uint8_t *buf, uint64_t p, uint64_t n, GError **errp)
-{
-    const uint64_t ps = reg->blk->page_size;
-    uint64_t start = 0;
-    bool in_run = false;
-
-    for (uint64_t k = 0; k <= n; k++) {
-        bool differs = k < n && !sl_snapshot_page_matches(r->snap, b, p + k, buf + k * ps);
-        if (differs && !in_run) {
-            start = k;
-            in_run = true;
-        } else if (!differs && in_run) {
-            if (!sl_writer_write(w, b, (p + start) * ps, buf + start * ps, (k - start) * ps,
-                                 errp)) {
-                return false;
-            }
-            in_run = false;
-        }
-    }
-    return true;
-}
-
 /* Pages [@p, @q) of @reg's memory into block @b of @w; with @changed, only
- * those that differ from the restored snapshot's (write_changed()). */
+ * those that differ from the restored snapshot's: a written unit of several
+ * pages (a hugepage) leaves its unchanged pages to the parent (found by a
+ * user's test: a child of 5 written 4 KiB pages on hugetlbfs stored 2560). */
 static bool save_pages(sl_restore *r, const sl_region *reg, sl_writer *w, unsigned b,
                        uint8_t *buf, uint64_t p, uint64_t q, bool changed, GError **errp)
 {
@@ -312,8 +284,8 @@ static bool save_pages(sl_restore *r, const sl_region *reg, sl_writer *w, unsign
                     "x: reading its memory: %s", reg->blk->name, p * ps, g_strerror(-ret));
         return false;
     }
-    return changed ? write_changed(r, reg, w, b, buf, p, q - p, errp)
-                   : sl_writer_write(w, b, p * ps, buf, (q - p) * ps, errp);
+    return sl_writer_write_changed(w, changed ? r->snap : NULL, b, p * ps, buf, (q - p) * ps,
+                                   &(uint64_t){ 0 }, errp);
 }
 
 /* Units of @reg written since the restore or the last reset, into block @b of @w. */

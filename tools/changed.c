@@ -1,14 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Writing incremental snapshots from the command line: the pages of new
- * guest RAM whose content differs from a parent's, found by checksum (the
- * parent's stored XXH3 of each page, or that of zeros for a page it does
- * not store), and the path a child records for its parent.  Shared by
- * `snapload delta` (two snapshots) and `snapload save --parent` /
- * `qemu-save --parent` (RAM files against the snapshot they came from),
- * the checks of a --parent-path a user gives (`delta`, `save`), and the
- * write-beside-then-rename that keeps a failed write from destroying an
- * earlier file (flushed to disk before the rename).
+ * Writing snapshots from the command line: the path a child records for
+ * its parent and the checks of a --parent-path a user gives (`delta`,
+ * `save`; which pages a child stores is sl_writer_write_changed()'s), and
+ * the write-beside-then-rename that keeps a failed write from destroying
+ * an earlier file (flushed to disk before the rename), with the partial
+ * files killed runs left removed.
  */
 #include <errno.h>
 #include <signal.h>
@@ -199,38 +196,3 @@ bool cli_finish_partial(const char *tmp, const char *out, bool ok, GError **errp
     return ok;
 }
 
-/* Whether page @p of block @b (@data) differs from @parent's page: by checksum. */
-static bool page_differs(sl_snapshot *parent, unsigned b, uint64_t p, const uint8_t *data,
-                         uint64_t psize, uint64_t zero)
-{
-    uint64_t was = sl_snapshot_page_present(parent, b, p)
-                       ? sl_snapshot_page_checksum(parent, b, p) : zero;
-
-    return sl_hash(data, psize) != was;
-}
-
-bool cli_write_changed(sl_writer *w, sl_snapshot *parent, unsigned b, uint64_t psize,
-                       uint64_t offset, const uint8_t *buf, size_t len, uint64_t *stored,
-                       GError **errp)
-{
-    uint64_t n = len / psize, first = offset / psize, start = 0, run = 0;
-    uint64_t zero = parent ? sl_zero_hash(psize) : 0;
-
-    if (!parent) {
-        return sl_writer_write(w, b, offset, buf, len, errp);
-    }
-    for (uint64_t k = 0; k <= n; k++) {
-        if (k < n && page_differs(parent, b, first + k, buf + k * psize, psize, zero)) {
-            start = run ? start : k;
-            run++;
-            continue;
-        }
-        if (run && !sl_writer_write(w, b, (first + start) * psize, buf + start * psize,
-                                    run * psize, errp)) {
-            return false;
-        }
-        *stored += run;
-        run = 0;
-    }
-    return true;
-}

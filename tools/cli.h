@@ -230,15 +230,6 @@ bool cli_refuse_chain_file(const char *path, const sl_snapshot *s, const char *w
 bool cli_refuse_output(const char *path, const sl_snapshot *s, const char *what,
                        GError **errp);
 
-/**
- * cli_write_changed: write into @w the pages of @buf (@len bytes of block
- * @b at @offset, pages of @psize) whose checksum differs from @parent's
- * page (zeros where @parent stores none), by runs, counting them in
- * *@stored; every page when @parent is NULL.  (changed.c)
- */
-bool cli_write_changed(sl_writer *w, sl_snapshot *parent, unsigned b, uint64_t psize,
-                       uint64_t offset, const uint8_t *buf, size_t len, uint64_t *stored,
-                       GError **errp);
 
 /** Parses "4096", "4K", "2M", "1G", "3T" (binary units). */
 bool cli_parse_size(const char *s, uint64_t *out);

@@ -55,8 +55,8 @@ static bool delta_block(delta *d, unsigned b, GError **errp)
             g_set_error(errp, SL_ERROR, SL_ERROR_IO, "%s", why);
             return false;
         }
-        if (!cli_write_changed(d->w, d->parent, b, bi.page_size, p * bi.page_size, buf,
-                               n * bi.page_size, &d->stored, errp)) {
+        if (!sl_writer_write_changed(d->w, d->parent, b, p * bi.page_size, buf,
+                                     n * bi.page_size, &d->stored, errp)) {
             return false;
         }
         d->pages += n;

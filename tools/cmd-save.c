@@ -80,8 +80,7 @@ static bool put_chunk(save_ctx *c, unsigned block, uint64_t off, size_t len, GEr
         g_set_error(errp, SL_ERROR, SL_ERROR_IO, "interrupted by %s", strsignal(sig));
         return false;
     }
-    ok = cli_write_changed(c->w, c->parent, block, c->psize, off, c->buf, len, &c->stored,
-                           errp);
+    ok = sl_writer_write_changed(c->w, c->parent, block, off, c->buf, len, &c->stored, errp);
 
     c->done += len;
     cli_progress("save", c->done, c->total);

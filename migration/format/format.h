@@ -699,6 +699,18 @@ void sl_sync_dir_of(const char *path);
  */
 int64_t sl_cached_pages(int fd, uint64_t off, uint64_t len);
 
+/**
+ * sl_writer_write_changed (snapload-write.c): writes into @w, by runs, the
+ * pages of @buf (@len bytes of block @block at @offset) that differ from
+ * @parent's (its checksums, else its bytes; zeros where it stores none:
+ * sl_snapshot_page_matches()), counting them in *@stored; every page when
+ * @parent is NULL.  What a child stores: `delta`, `save --parent` and
+ * sl_restore_write_child().
+ */
+bool sl_writer_write_changed(sl_writer *w, sl_snapshot *parent, unsigned block,
+                             uint64_t offset, const uint8_t *buf, size_t len, uint64_t *stored,
+                             GError **errp);
+
 /** Full pread/pwrite loops; return 0, -EIO on a short transfer, or -errno. */
 int sl_pread_full(int fd, void *buf, size_t len, uint64_t off);
 int sl_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);

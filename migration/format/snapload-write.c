@@ -272,6 +272,33 @@ bool sl_writer_write(sl_writer *w, unsigned block, uint64_t offset, const void *
     return true;
 }
 
+bool sl_writer_write_changed(sl_writer *w, sl_snapshot *parent, unsigned block,
+                             uint64_t offset, const uint8_t *buf, size_t len, uint64_t *stored,
+                             GError **errp)
+{
+    const uint64_t ps = parent ? parent->blocks[block].page_size : 0;
+    const uint64_t first = parent ? offset / ps : 0, n = parent ? len / ps : 0;
+    uint64_t start = 0, run = 0;
+
+    if (!parent) {
+        return sl_writer_write(w, block, offset, buf, len, errp);
+    }
+    for (uint64_t k = 0; k <= n; k++) {
+        if (k < n && !sl_snapshot_page_matches(parent, block, first + k, buf + k * ps)) {
+            start = run ? start : k;
+            run++;
+            continue;
+        }
+        if (run && !sl_writer_write(w, block, (first + start) * ps, buf + start * ps,
+                                    run * ps, errp)) {
+            return false;
+        }
+        *stored += run;
+        run = 0;
+    }
+    return true;
+}
+
 bool sl_writer_set_external(sl_writer *w, unsigned block, const uint64_t *bitmap,
                             const uint64_t *csums, GError **errp)
 {
